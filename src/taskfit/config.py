@@ -1,0 +1,159 @@
+"""``taskfit.yaml`` → typed, validated config.
+
+Every field is documented where it is declared. Unknown keys are refused (a typo must not be
+silently ignored), and every error names the key, the value and what is allowed, in one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from taskfit.errors import ConfigError
+
+TaskKind = Literal["classify", "extract", "qa", "generate"]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskSpec(_Spec):
+    kind: TaskKind = Field(description="What the model must do: classify, extract, qa or generate.")
+    name: str = Field("my-task", description="A short name, used in run directory names.")
+    success: str = Field(description="One sentence: what success means for this task.")
+    system_prompt: str = Field(description="The instruction every example is rendered with.")
+    labels: list[str] | None = Field(None, description="classify: the fixed taxonomy.")
+    schema_: dict[str, Any] | None = Field(
+        None, alias="schema", description="extract: the JSON schema every answer must satisfy.")
+    refusal: str = Field(
+        "not enough evidence in the provided documents",
+        description="qa: the answer when the context does not hold one.")
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> "TaskSpec":
+        if self.kind == "classify":
+            if not self.labels:
+                raise ValueError("task.labels: a classify task needs a non-empty list of labels")
+            if len(set(self.labels)) != len(self.labels):
+                raise ValueError(f"task.labels: labels must be unique, got {self.labels}")
+            if any(not lab.strip() for lab in self.labels):
+                raise ValueError("task.labels: a label cannot be empty")
+        if self.kind == "extract" and not self.schema_:
+            raise ValueError("task.schema: an extract task needs a JSON schema")
+        return self
+
+
+class ModelSpec(_Spec):
+    name: str = Field(
+        "smollm2-135m",
+        description="A name from `taskfit models`, a Hugging Face id, or a local directory.")
+
+
+class DataSpec(_Spec):
+    train: str = Field(description="JSONL file of chat `messages` rows, relative to the project.")
+    eval: str | None = Field(None, description="Optional fixed eval file; else split from train.")
+    eval_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="Share held out for evaluation.")
+    seed: int = Field(0, description="Seed of the split and of sub-sampling.")
+    max_train_examples: int | None = Field(
+        None, gt=0, description="Use at most this many training rows (stratified sub-sample).")
+    max_eval_examples: int | None = Field(
+        None, gt=0, description="Score at most this many held-out rows (stratified sub-sample).")
+
+
+class LoraSpec(_Spec):
+    r: int = Field(16, gt=0, description="Rank of the LoRA update.")
+    alpha: int = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Modules that get adapters; all-linear = every projection.")
+
+
+class TrainSpec(_Spec):
+    method: Literal["lora"] = Field("lora", description="Fine-tuning method.")
+    lora: LoraSpec = LoraSpec()
+    learning_rate: float = Field(2e-4, gt=0.0, lt=1.0, description="Peak learning rate (AdamW).")
+    epochs: float = Field(1.0, gt=0.0, le=100.0, description="Passes over the training rows.")
+    batch_size: int = Field(8, gt=0, le=4096, description="Rows per optimiser step.")
+    max_seq_length: int = Field(
+        256, ge=16, le=131072,
+        description="Tokens per rendered example; longer inputs are cut to fit, in training and "
+                    "evaluation alike.")
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="Share of steps warming up.")
+    seed: int = Field(0, description="Seed of adapter initialisation and batch order.")
+
+
+class EvalSpec(_Spec):
+    thresholds: dict[Literal["accuracy", "macro_f1", "valid_rate"], float] = Field(
+        default_factory=dict, description="Acceptance thresholds, each a share in [0, 1].")
+    generation_sample: int = Field(
+        24, ge=0,
+        description="Rows decoded freely (unconstrained) to measure the share of valid labels.")
+
+    @model_validator(mode="after")
+    def _shares(self) -> "EvalSpec":
+        for key, value in self.thresholds.items():
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"eval.thresholds.{key}: must be a share between 0 and 1, got {value}")
+        return self
+
+
+class ProjectConfig(_Spec):
+    task: TaskSpec
+    model: ModelSpec = ModelSpec()
+    data: DataSpec
+    train: TrainSpec = TrainSpec()
+    eval: EvalSpec = EvalSpec()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", by_alias=True), sort_keys=False,
+                              allow_unicode=True)
+
+
+def _describe(err: dict[str, Any]) -> str:
+    """One line for one pydantic error: the dotted key, the value, and what is allowed."""
+    key = ".".join(str(p) for p in err["loc"] if p not in ("function-after",))
+    kind = err["type"]
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        return f"{key}: unknown key (check the spelling; `taskfit init` writes every valid key)"
+    if kind == "missing":
+        return f"{key}: required but missing"
+    if kind == "literal_error":
+        allowed = err.get("ctx", {}).get("expected", "")
+        return f"{key}: got {value!r}; allowed: {allowed}"
+    if kind == "value_error":
+        return str(err["msg"]).removeprefix("Value error, ")
+    shown = repr(value) if not isinstance(value, dict) else "a mapping"
+    return f"{key}: got {shown}; {err['msg'][0].lower()}{err['msg'][1:]}"
+
+
+def parse_config(data: Any, source: str = "taskfit.yaml") -> ProjectConfig:
+    """Validate a parsed YAML document; raise :class:`ConfigError` naming every bad key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping with task, model, data, train and eval "
+                          f"sections, got {type(data).__name__}")
+    try:
+        return ProjectConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors()]
+        raise ConfigError(f"{source}: " + "; ".join(lines),
+                          hint="fix the key(s) named above; `taskfit init` shows a valid file") from None
+
+
+def load_config(path: Path) -> ProjectConfig:
+    """Read and validate ``taskfit.yaml`` at ``path``."""
+    if path.is_dir():
+        path = path / "taskfit.yaml"
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file", hint="create one with `taskfit init DIR`")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    return parse_config(data, source=str(path))

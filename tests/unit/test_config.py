@@ -1,0 +1,95 @@
+"""taskfit.yaml: every template validates, and broken files give one clear message, no traceback."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from taskfit.cli.main import app
+from taskfit.config import load_config, parse_config
+from taskfit.errors import ConfigError
+from taskfit.project import init_project, template
+
+
+@pytest.mark.parametrize("kind", ["classify", "extract", "qa", "generate"])
+def test_init_writes_a_valid_commented_config(tmp_path, kind):
+    path = init_project(tmp_path / kind, kind)
+    text = path.read_text()
+    assert "#" in text  # commented for a human
+    config = load_config(path)
+    assert config.task.kind == kind
+    assert config.train.lora.r == 16 and config.train.lora.alpha == 32
+    assert sorted(yaml.safe_load(text)) == ["data", "eval", "model", "task", "train"]
+
+
+def test_init_refuses_to_overwrite(tmp_path):
+    init_project(tmp_path, "classify")
+    with pytest.raises(ConfigError, match="already exists"):
+        init_project(tmp_path, "classify")
+
+
+def _doc():
+    return yaml.safe_load(template("classify"))
+
+
+def _error(doc) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(doc)
+    return str(info.value)
+
+
+def test_wrong_type_names_key_and_value():
+    doc = _doc()
+    doc["train"]["learning_rate"] = "fast"
+    msg = _error(doc)
+    assert "train.learning_rate" in msg and "'fast'" in msg and "number" in msg
+
+
+def test_unknown_key_is_named():
+    doc = _doc()
+    doc["train"]["learnig_rate"] = 0.001
+    msg = _error(doc)
+    assert "train.learnig_rate" in msg and "unknown key" in msg
+
+
+def test_missing_label_list():
+    doc = _doc()
+    del doc["task"]["labels"]
+    assert "task.labels" in _error(doc) and "non-empty list" in _error(doc)
+
+
+def test_bad_choice_lists_allowed_values():
+    doc = _doc()
+    doc["task"]["kind"] = "summarise"
+    msg = _error(doc)
+    assert "task.kind" in msg and "'summarise'" in msg and "classify" in msg and "generate" in msg
+
+
+def test_threshold_must_be_a_share():
+    doc = _doc()
+    doc["eval"]["thresholds"] = {"accuracy": 85}
+    assert "eval.thresholds.accuracy" in _error(doc)
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    path = tmp_path / "taskfit.yaml"
+    path.write_text("task:\n  kind: classify\n  labels: [a, b\n")
+    with pytest.raises(ConfigError, match=r"line \d+"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda d: d["train"].__setitem__("epochs", "many"), "train.epochs"),
+    (lambda d: d["task"].pop("labels"), "task.labels"),
+    (lambda d: d.__setitem__("extra_section", {}), "extra_section"),
+])
+def test_cli_reports_broken_config_without_traceback(tmp_path, edit, expected):
+    doc = _doc()
+    edit(doc)
+    (tmp_path / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    result = CliRunner().invoke(app, ["check", str(tmp_path)])
+    assert result.exit_code == 2
+    output = result.output + (result.stderr if hasattr(result, "stderr") else "")
+    assert expected in output
+    assert "Traceback" not in output

@@ -1,0 +1,44 @@
+"""One rendering function for training and evaluation: prompt prefix, answer mask, truncation."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskfit.baselines import LabelScoringPredictor
+from taskfit.records import Example
+from taskfit.rendering import render
+from taskfit.training.sft import featurize
+
+
+def test_answer_follows_prompt_and_ends_with_end_of_turn(tiny, classify_task):
+    tok = tiny.tokenizer
+    ex = Example(id="1", input="I was charged twice", target="billing")
+    with_answer = render(tok, classify_task, ex, target="billing")
+    prompt_only = render(tok, classify_task, ex)
+    assert with_answer.ids[: with_answer.n_prompt] == prompt_only.ids
+    assert with_answer.completion[-1] == tok.eos_token_id  # the end-of-turn token is trained
+    assert tok.decode(with_answer.completion[:-1]) == "billing"
+    assert tok.decode(prompt_only.ids).endswith("<|im_start|>assistant\n")
+
+
+def test_training_and_evaluation_see_the_same_prompt_tokens(tiny, classify_task):
+    ex = Example(id="1", input="My parcel never arrived " * 3, target="shipping")
+    [train_row] = featurize(tiny.tokenizer, classify_task, [ex], max_length=256)
+    scorer = LabelScoringPredictor("x", tiny.model, tiny.tokenizer, classify_task, max_length=256)
+    assert scorer.prompt_ids(ex) == train_row.ids[: train_row.n_prompt]
+    assert scorer.completions[classify_task.labels.index("shipping")] == train_row.completion
+
+
+def test_long_input_is_cut_to_fit_identically(tiny, classify_task):
+    ex = Example(id="1", input="The export to CSV produces an empty file. " * 40, target="technical_issue")
+    r = render(tiny.tokenizer, classify_task, ex, target="technical_issue", max_length=64)
+    assert r.truncated and len(r.ids) <= 64
+    assert tiny.tokenizer.decode(r.completion[:-1]) == "technical_issue"
+    again = render(tiny.tokenizer, classify_task, ex, target="technical_issue", max_length=64)
+    assert again.ids == r.ids
+
+
+def test_too_short_max_length_is_refused(tiny, classify_task):
+    ex = Example(id="1", input="hello", target="billing")
+    with pytest.raises(ValueError, match="max_seq_length"):
+        render(tiny.tokenizer, classify_task, ex, target="billing", max_length=8)

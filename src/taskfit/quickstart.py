@@ -34,8 +34,8 @@ def make_quickstart_project(directory: Path, seed: int = 0, full: bool = False,
     write_tickets(directory / "data" / "tickets.jsonl", n=n_tickets, seed=seed)
     size = FULL if full else QUICK
     text = template("classify")
-    doc = yaml.safe_load(text)
-    assert doc["task"]["labels"] == list(QUEUES), "the classify template and the sample queues drifted"
+    if yaml.safe_load(text)["task"]["labels"] != list(QUEUES):
+        raise AssertionError("the classify template's labels and the sample queues drifted apart")
     # Keep the template's comments: change only the lines the quickstart sets.
     replacements = {
         "  train: data/train.jsonl": "  train: data/tickets.jsonl",

@@ -19,8 +19,9 @@ from taskfit.errors import TaskfitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Fit a small language model to one narrow task, and prove whether it helps.")
-out = Console()
-err = Console(stderr=True)
+# Piped or captured output (CI logs, `| tee`) gets a width that fits the scorecard on one line.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _friendly(fn: Callable) -> Callable:
@@ -127,7 +128,20 @@ def quickstart(directory: Path = typer.Argument(Path("quickstart"), help="Where 
     _print_summary(run_project(path, reporter=RichReporter(err), threads=threads))
 
 
+def _quiet_libraries() -> None:
+    """Our own bars and status lines say what is happening; the libraries' per-tensor bars and
+    deprecation notices about their internals only bury them."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def main() -> None:
+    _quiet_libraries()
     app()
 
 

@@ -53,15 +53,56 @@ class ModelSpec(_Spec):
         description="A name from `taskfit models`, a Hugging Face id, or a local directory.")
 
 
+class ColumnMap(_Spec):
+    """Which columns of a table (CSV, TSV, Parquet, or flat JSONL) play which part."""
+
+    input: str = Field(description="Column with the user's text (the user turn; the question for qa).")
+    target: str = Field(description="Column with the answer: label, fields object, answer or reply.")
+    context: str | None = Field(None, description="qa: column with the passage to answer from.")
+    system: str | None = Field(None, description="Optional column with a per-row system prompt.")
+    id: str | None = Field(None, description="Optional column with a stable row id.")
+
+
+class DedupSpec(_Spec):
+    near: bool = Field(True, description="Find near-duplicates with MinHash LSH (datasketch).")
+    shingle: int = Field(5, ge=1, le=32, description="Characters per shingle.")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
+    threshold: float = Field(0.8, gt=0.0, lt=1.0, description="Estimated Jaccard similarity "
+                             "at or above which two inputs count as near-duplicates.")
+    containment: float = Field(0.9, gt=0.0, le=1.0, description="Share of the shorter input's "
+                               "shingles found in the longer one at or above which they count as "
+                               "near-duplicates (re-sends, quoted replies).")
+
+
+class PrivacySpec(_Spec):
+    action: Literal["redact", "mask", "keep"] = Field(
+        "redact", description="What prepare does with personal data and secrets: typed "
+        "placeholders (<EMAIL>), masks (****89), or keep them.")
+    allow_secrets: bool = Field(
+        False, description="Allow training on data with unredacted credentials. Leave false.")
+
+
 class DataSpec(_Spec):
-    train: str = Field(description="JSONL file of chat `messages` rows, relative to the project.")
+    train: str = Field(description="Training data file (JSONL, CSV, TSV or Parquet), relative to the project.")
     eval: str | None = Field(None, description="Optional fixed eval file; else split from train.")
-    eval_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="Share held out for evaluation.")
+    format: Literal["auto", "messages", "prompt_completion", "alpaca", "sharegpt", "preference"] = Field(
+        "auto", description="Row shape; auto recognises each row by its keys. Ignored with columns.")
+    columns: ColumnMap | None = Field(None, description="Column mapping for tables and flat JSONL.")
+    group_by: str | None = Field(
+        None, description="A column or meta key (customer, thread, article): rows sharing a value "
+                          "never straddle train and eval.")
+    eval_fraction: float = Field(0.15, ge=0.05, le=0.5, description="Share held out for evaluation.")
     seed: int = Field(0, description="Seed of the split and of sub-sampling.")
     max_train_examples: int | None = Field(
         None, gt=0, description="Use at most this many training rows (stratified sub-sample).")
     max_eval_examples: int | None = Field(
         None, gt=0, description="Score at most this many held-out rows (stratified sub-sample).")
+    dedup: DedupSpec = DedupSpec()
+    privacy: PrivacySpec = PrivacySpec()
+    too_long: Literal["truncate", "drop"] = Field(
+        "truncate", description="Rows over train.max_seq_length: cut the input to fit, or drop them.")
+    max_line_bytes: int = Field(1_000_000, gt=0, description="A longer line is quarantined.")
+    min_per_class: int = Field(10, ge=1, description="classify: warn about classes with fewer rows.")
 
 
 class LoraSpec(_Spec):

@@ -16,8 +16,7 @@ from typing import Any
 
 from taskfit.baselines import LabelScoringPredictor, generate_answers
 from taskfit.config import ProjectConfig, load_config
-from taskfit.data.load import LoadResult, load_jsonl, write_quarantine
-from taskfit.data.split import fingerprint, stratified_split, stratified_subsample
+from taskfit.data.prepare import Prepared, prepare_data, write_prepared
 from taskfit.errors import ConfigError, DataError
 from taskfit.evaluation import report
 from taskfit.evaluation.metrics import score_classify
@@ -40,7 +39,7 @@ class RunSummary:
     report_md: Path
     train_rows: int
     eval_rows: int
-    load: LoadResult
+    data: Prepared
     train_seconds: float
     tokens_per_second: float
 
@@ -64,23 +63,10 @@ def _git_commit(directory: Path) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def prepare_splits(config: ProjectConfig, project_dir: Path) -> tuple[list[Example], list[Example], LoadResult]:
-    """Load the data and make the (train, eval) split that training and evaluation use."""
-    task, data = config.task, config.data
-    loaded = load_jsonl(project_dir / data.train, task)
-    if data.eval:
-        eval_loaded = load_jsonl(project_dir / data.eval, task)
-        train, held_out = loaded.examples, eval_loaded.examples
-        loaded.quarantined += eval_loaded.quarantined
-    else:
-        train, held_out = stratified_split(loaded.examples, data.eval_fraction, data.seed)
-    overlap = {ex.id for ex in train} & {ex.id for ex in held_out}
-    if overlap:
-        raise DataError(f"{len(overlap)} row ids are in both train and eval, e.g. {sorted(overlap)[:3]}",
-                        hint="give every row a unique id, or let taskfit split one file")
-    train = stratified_subsample(train, data.max_train_examples, data.seed)
-    held_out = stratified_subsample(held_out, data.max_eval_examples, data.seed)
-    return train, held_out, loaded
+def _rows_summary(prepared: Prepared) -> str:
+    c = prepared.card.counts
+    return (f"{c['read']} rows read = {c['kept']} kept + {c['quarantined']} quarantined + "
+            f"{c['exact_duplicates']} exact and {c['near_duplicates']} near-duplicates removed")
 
 
 def _valid_rate(model: Any, tokenizer: Any, config: ProjectConfig, examples: list[Example],
@@ -124,8 +110,13 @@ def decide(baseline: EvalResult, tuned: EvalResult) -> str:
             f"at a lower cost.")
 
 
-def run_project(project: Path, reporter: Reporter | None = None, threads: int | None = None) -> RunSummary:
-    """Run the whole loop for the project at ``project`` (a directory or its taskfit.yaml)."""
+def run_project(project: Path, reporter: Reporter | None = None, threads: int | None = None,
+                allow_secrets: bool = False) -> RunSummary:
+    """Run the whole loop for the project at ``project`` (a directory or its taskfit.yaml).
+
+    Training refuses data that still holds credentials (``data.privacy.action: keep``) unless
+    ``allow_secrets`` or ``data.privacy.allow_secrets`` says otherwise.
+    """
     import torch
 
     reporter = reporter or Silent()
@@ -138,24 +129,36 @@ def run_project(project: Path, reporter: Reporter | None = None, threads: int | 
     if threads:
         torch.set_num_threads(threads)
 
-    train, held_out, loaded = prepare_splits(config, project_dir)
+    from taskfit.models import load_model
+    from taskfit.models.registry import load_tokenizer
+
+    tokenizer = load_tokenizer(config.model.name, status=reporter.status)
+    with reporter.bar("checking data (rows)", None) as advance:
+        prepared = prepare_data(config, project_dir, tokenizer=tokenizer, on_row=advance)
+    if prepared.unredacted_secret_rows and not (allow_secrets or config.data.privacy.allow_secrets):
+        raise DataError(f"{prepared.unredacted_secret_rows} training rows hold credentials (API keys, "
+                        "tokens, private keys) and data.privacy.action is 'keep': a model can repeat "
+                        "what it was trained on",
+                        hint="set data.privacy.action to redact (the default), or pass --allow-secrets "
+                             "if you are sure")
+    train = [ex for ex in prepared.train if isinstance(ex, Example)]
+    held_out = [ex for ex in prepared.eval if isinstance(ex, Example)]
     run = RunDir.create(project_dir, config.task.name)
     run.config.write_text(config.to_yaml(), encoding="utf-8")
-    if loaded.quarantined:
-        write_quarantine(loaded.quarantined, run.root / "quarantine.jsonl")
+    write_prepared(prepared, run.root / "data")
     (run.root / "splits.json").write_text(json.dumps(
         {"train": [ex.id for ex in train], "eval": [ex.id for ex in held_out]}), encoding="utf-8")
-
-    from taskfit.models import load_model
+    rows = _rows_summary(prepared)
 
     reporter.status(f"loading model {config.model.name}")
     lm = load_model(config.model.name, status=reporter.status)
     manifest = {
         "task": config.task.name, "kind": config.task.kind,
         "model": asdict(lm.info), "data": {
-            "train_file": config.data.train, "rows": loaded.summary(),
+            "train_file": config.data.train, "eval_file": config.data.eval, "rows": rows,
             "train_rows": len(train), "eval_rows": len(held_out),
-            "train_fingerprint": fingerprint(train), "eval_fingerprint": fingerprint(held_out)},
+            "train_fingerprint": prepared.card.split["train_fingerprint"],
+            "eval_fingerprint": prepared.card.split["eval_fingerprint"]},
         "seeds": {"split": config.data.seed, "train": config.train.seed},
         "versions": package_versions(),
         "hardware": {"machine": platform.machine(), "cpus": os.cpu_count(),
@@ -193,7 +196,7 @@ def run_project(project: Path, reporter: Reporter | None = None, threads: int | 
     }
     facts = {
         "model": f"{lm.info.name} ({lm.info.description or lm.info.path}); licence: {lm.info.licence}",
-        "data": loaded.summary(),
+        "data": rows + f"; data card: {run.root / 'data' / 'data_card.md'}",
         "split": f"{len(train)} train / {len(held_out)} held out (seed {config.data.seed})",
         "training": (f"LoRA r={config.train.lora.r}, alpha={config.train.lora.alpha}, "
                      f"lr={config.train.learning_rate}, {trained.steps} steps, {trained.epochs:.2f} epochs, "
@@ -205,5 +208,5 @@ def run_project(project: Path, reporter: Reporter | None = None, threads: int | 
     md, html_path = report.write_report(run.root, f"taskfit: {config.task.name}", facts, results,
                                         config.eval.thresholds, plots, verdict)
     return RunSummary(run_dir=run.root, results=results, verdict=verdict, report_html=html_path,
-                      report_md=md, train_rows=len(train), eval_rows=len(held_out), load=loaded,
+                      report_md=md, train_rows=len(train), eval_rows=len(held_out), data=prepared,
                       train_seconds=trained.seconds, tokens_per_second=trained.tokens_per_second)

@@ -14,8 +14,8 @@ class Reporter(Protocol):
     def status(self, message: str) -> None:
         """A one-line note about something slow that is starting."""
 
-    def bar(self, description: str, total: int) -> "contextmanager[Callable[..., None]]":
-        """A context yielding ``advance(n=1, **fields)`` for a bar of ``total`` steps."""
+    def bar(self, description: str, total: int | None) -> "contextmanager[Callable[..., None]]":
+        """A context yielding ``advance(n=1, **fields)`` for a bar of ``total`` steps (None: unknown)."""
 
 
 class Silent:
@@ -23,7 +23,7 @@ class Silent:
         pass
 
     @contextmanager
-    def bar(self, description: str, total: int) -> Iterator[Callable[..., None]]:
+    def bar(self, description: str, total: int | None) -> Iterator[Callable[..., None]]:
         yield lambda n=1, **fields: None
 
 
@@ -39,7 +39,7 @@ class RichReporter:
         self.console.print(f"[dim]…[/dim] {message}")
 
     @contextmanager
-    def bar(self, description: str, total: int) -> Iterator[Callable[..., None]]:
+    def bar(self, description: str, total: int | None) -> Iterator[Callable[..., None]]:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
 

@@ -20,6 +20,20 @@ class Example:
     system: str | None = None
     source: str = ""
     meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    context: str | None = None  # qa: the passage the answer must be grounded in
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """A prompt with a preferred (``chosen``) and a dispreferred (``rejected``) answer, for DPO."""
+
+    id: str
+    prompt: str
+    chosen: str
+    rejected: str
+    system: str | None = None
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,7 @@ def test_cli_reports_broken_config_without_traceback(tmp_path, edit, expected):
     doc = _doc()
     edit(doc)
     (tmp_path / "taskfit.yaml").write_text(yaml.safe_dump(doc))
-    result = CliRunner().invoke(app, ["check", str(tmp_path)])
+    result = CliRunner().invoke(app, ["data", "check", str(tmp_path), "--no-tokens"])
     assert result.exit_code == 2
     output = result.output + (result.stderr if hasattr(result, "stderr") else "")
     assert expected in output

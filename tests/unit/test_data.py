@@ -1,16 +1,20 @@
-"""Loading chat JSONL: bad rows quarantined with file, line and field; counts add up; splits."""
+"""The data stage: every bad row quarantined with file, line and field; counts add up; imports."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
-from taskfit.data.load import load_jsonl
-from taskfit.data.split import fingerprint, stratified_split, stratified_subsample
+from taskfit.config import DataSpec, TaskSpec
+from taskfit.data.scan import scan
+from taskfit.data.split import fingerprint, grouped_split, stratified_split, stratified_subsample
 from taskfit.errors import DataError
-from taskfit.records import Example
+from taskfit.records import Example, PreferencePair
+
+SPEC = DataSpec(train="x.jsonl")
 
 
 def _row(text, label, **extra):
@@ -18,46 +22,148 @@ def _row(text, label, **extra):
                                     {"role": "assistant", "content": label}], **extra})
 
 
-def test_bad_rows_are_quarantined_with_line_and_reason(tmp_path, classify_task):
-    lines = [
-        _row("I was charged twice", "billing"),                         # 1 ok
-        "{not json",                                                    # 2
-        json.dumps({"messages": [{"role": "robot", "content": "x"}]}),  # 3 wrong role
-        json.dumps({"messages": [{"role": "user", "content": "   "},
-                                 {"role": "assistant", "content": "billing"}]}),  # 4 empty
-        json.dumps({"messages": [{"role": "user", "content": "hello"}]}),         # 5 no answer
-        _row("Where is my parcel", "logistics"),                        # 6 unknown label
-        _row("I was charged  twice", "billing"),                        # 7 exact duplicate
-        _row("Where is my parcel?", "shipping"),                        # 8 ok
+def _scan(tmp_path, lines: list[bytes | str], task, spec=SPEC, name="train.jsonl"):
+    path = tmp_path / name
+    path.write_bytes(b"".join((x if isinstance(x, bytes) else x.encode()) + b"\n" for x in lines))
+    result = scan(path, task, spec, keep=True)
+    assert result.counts_add_up()
+    assert result.read == result.kept + len(result.quarantined) + result.exact_duplicates + len(result.near_duplicates)
+    assert result.kept == len(result.examples)
+    return path, result
+
+
+def _reason(result, line: int) -> str:
+    [q] = [q for q in result.quarantined if q.source.endswith(f":{line}")]
+    return q.reason
+
+
+@pytest.mark.parametrize("bad, expected", [
+    ("{not json", "invalid JSON"),
+    (json.dumps({"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "billing"}]}),
+     "messages[0].role: got 'robot'"),
+    (json.dumps({"messages": [{"content": "x"}, {"role": "assistant", "content": "billing"}]}),
+     "messages[0].role: got None"),
+    (json.dumps({"messages": [{"role": "user", "content": "  "}, {"role": "assistant", "content": "billing"}]}),
+     "messages[0].content: empty"),
+    (json.dumps({"messages": [{"role": "user", "content": "hello"}]}), "must end with the assistant"),
+    (_row("Where is my parcel", "logistics"), "label 'logistics' is not in task.labels"),
+    (b'{"messages": "\xff\xfe"}', "not UTF-8"),
+    (b"\xef\xbb\xbf" + _row("hi there", "billing").encode(), "byte-order mark"),
+    (_row("x" * 3000, "billing"), "over the limit"),
+    ("[1, 2]", "expected a JSON object"),
+])
+def test_each_bad_row_is_quarantined_with_its_line_and_field(tmp_path, classify_task, bad, expected):
+    spec = DataSpec(train="x.jsonl", max_line_bytes=2000)
+    good = [_row("I was charged twice", "billing"), _row("Where is my parcel?", "shipping")]
+    path, result = _scan(tmp_path, [good[0], bad, good[1]], classify_task, spec)
+    assert len(result.quarantined) == 1 and result.kept == 2
+    assert result.quarantined[0].source == f"{path}:2"
+    assert expected in _reason(result, 2)
+
+
+def test_exact_duplicates_are_removed_and_counted(tmp_path, classify_task):
+    _, result = _scan(tmp_path, [_row("I was charged twice", "billing"),
+                                 _row("i was   charged TWICE", "billing"),
+                                 _row("Where is my parcel?", "shipping")], classify_task)
+    assert result.exact_duplicates == 1 and result.kept == 2
+
+
+def test_near_duplicates_and_conflicting_labels(tmp_path, classify_task):
+    text = "Hello, I was charged twice for my Pro plan this month, please check the invoice. Thanks, Anna"
+    _, result = _scan(tmp_path, [_row(text, "billing"), _row("Re: " + text, "billing"),
+                                 _row("Any update? " + text, "refund"),
+                                 _row("My parcel never arrived and the tracking is stuck", "shipping")],
+                      classify_task)
+    assert len(result.near_duplicates) == 2 and result.kept == 2
+    assert len(result.conflicts) == 1
+    c = result.conflicts[0]
+    assert (c.kept_label, c.other_label) == ("billing", "refund") and c.other_preview.startswith("Any update?")
+
+
+def test_extract_answers_are_validated_against_the_schema(tmp_path):
+    task = TaskSpec(kind="extract", success="s", system_prompt="p",
+                    schema={"type": "object", "properties": {"order_id": {"type": "string"},
+                                                             "amount": {"type": "number"}},
+                            "required": ["order_id"], "additionalProperties": False})
+    rows = [json.dumps({"prompt": "order 12 for $5", "completion": '{"order_id": "12", "amount": 5}'}),
+            json.dumps({"prompt": "order 13", "completion": '{"amount": "five"}'}),
+            json.dumps({"prompt": "order 14", "completion": "order 14"}),
+            json.dumps({"prompt": "order 15", "completion": '{"order_id": "15", "colour": "red"}'})]
+    _, result = _scan(tmp_path, rows, task)
+    assert result.kept == 1
+    assert "does not match task.schema" in _reason(result, 2)
+    assert "not valid JSON" in _reason(result, 3)
+    assert "colour" in _reason(result, 4)
+
+
+def test_every_import_shape(tmp_path, classify_task):
+    rows = [
+        json.dumps({"prompt": "I was charged twice", "completion": "billing"}),
+        json.dumps({"instruction": "Route this ticket", "input": "My parcel is late", "output": "shipping"}),
+        json.dumps({"conversations": [{"from": "system", "value": "Route."}, {"from": "human", "value": "I can't log in"},
+                                      {"from": "gpt", "value": "account_access"}]}),
+        _row("Please cancel my plan", "cancellation", id="c1"),
     ]
-    path = tmp_path / "train.jsonl"
-    path.write_bytes(("\n".join(lines) + "\n").encode() + b'{"messages": "\xff"}\n')  # 9 not UTF-8
-    result = load_jsonl(path, classify_task)
-    reasons = {q.source.rsplit(":", 1)[1]: q.reason for q in result.quarantined}
-    assert set(reasons) == {"2", "3", "4", "5", "6", "9"}
-    assert "invalid JSON" in reasons["2"]
-    assert "messages[0].role" in reasons["3"] and "'robot'" in reasons["3"]
-    assert "messages[0].content" in reasons["4"]
-    assert "end with the assistant" in reasons["5"]
-    assert "'logistics'" in reasons["6"] and "task.labels" in reasons["6"]
-    assert "UTF-8" in reasons["9"]
-    assert result.duplicates == 1
-    assert result.read == 9 == len(result.examples) + len(result.quarantined) + result.duplicates
-    assert result.examples[0].source == f"{path}:1"
+    _, result = _scan(tmp_path, rows, classify_task)
+    assert result.kept == 4
+    by_target = {ex.target: ex for ex in result.examples}
+    assert by_target["shipping"].input == "Route this ticket\n\nMy parcel is late"
+    assert by_target["account_access"].system == "Route."
+    assert by_target["cancellation"].id == "c1"
+    assert result.system_prompts[classify_task.system_prompt] == 3  # one row brings its own
 
 
-def test_no_usable_rows_is_a_clear_error(tmp_path, classify_task):
-    path = tmp_path / "bad.jsonl"
-    path.write_text("[1, 2]\n")
-    with pytest.raises(DataError, match="no usable rows"):
-        load_jsonl(path, classify_task)
+def test_preference_pairs_both_shapes(tmp_path, classify_task):
+    rows = [json.dumps({"prompt": "Say hi", "chosen": "Hello!", "rejected": "Go away."}),
+            json.dumps({"input": {"messages": [{"role": "user", "content": "Say bye"}]},
+                        "preferred_output": [{"role": "assistant", "content": "Goodbye!"}],
+                        "non_preferred_output": [{"role": "assistant", "content": "Whatever."}]}),
+            json.dumps({"prompt": "Same", "chosen": "x", "rejected": "x"})]
+    _, result = _scan(tmp_path, rows, classify_task, DataSpec(train="x", format="preference"))
+    assert result.kind == "preferences" and result.kept == 2
+    assert all(isinstance(r, PreferencePair) for r in result.examples)
+    assert result.examples[1].chosen == "Goodbye!"
+    assert "identical" in _reason(result, 3)
+
+
+def test_csv_with_column_mapping(tmp_path, classify_task):
+    path = tmp_path / "tickets.csv"
+    path.write_text("ticket,queue,customer\n\"I was charged twice, help\",billing,C1\n"
+                    "Where is my parcel,shipping,C2\nMy login fails,teleport,C3\n", encoding="utf-8")
+    spec = DataSpec(train="tickets.csv", columns={"input": "ticket", "target": "queue"})
+    result = scan(path, classify_task, spec, keep=True)
+    assert result.kept == 2 and result.examples[0].input == "I was charged twice, help"
+    assert result.examples[0].meta["customer"] == "C1"
+    assert result.quarantined[0].source == f"{path}:4" and "teleport" in result.quarantined[0].reason
+    missing = DataSpec(train="tickets.csv", columns={"input": "text", "target": "queue"})
+    bad = scan(path, classify_task, missing)
+    assert bad.kept == 0 and "'text'" in bad.quarantined[0].reason
+
+
+def test_parquet_and_tsv(tmp_path, classify_task):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["I was charged twice", "Parcel late"], "label": ["billing", "shipping"]}),
+                   tmp_path / "t.parquet")
+    (tmp_path / "t.tsv").write_text("text\tlabel\nI was charged twice\tbilling\n", encoding="utf-8")
+    for name in ("t.parquet", "t.tsv"):
+        spec = DataSpec(train=name, columns={"input": "text", "target": "label"})
+        assert scan(tmp_path / name, classify_task, spec).kept >= 1
+
+
+def test_missing_file_is_a_clear_error(tmp_path, classify_task):
     with pytest.raises(DataError, match="no such file"):
-        load_jsonl(tmp_path / "missing.jsonl", classify_task)
+        scan(tmp_path / "missing.jsonl", classify_task, SPEC)
+    with pytest.raises(DataError, match="unknown file type"):
+        (tmp_path / "x.xlsx").write_text("")
+        scan(tmp_path / "x.xlsx", classify_task, SPEC)
 
 
 def _examples(n=200):
     labels = ["a"] * (n // 2) + ["b"] * (n // 4) + ["c"] * (n - n // 2 - n // 4)
-    return [Example(id=f"e{i}", input=f"text {i}", target=lab) for i, lab in enumerate(labels)]
+    return [Example(id=f"e{i}", input=f"text {i}", target=lab, meta={"customer": f"C{i % 37}"})
+            for i, lab in enumerate(labels)]
 
 
 def test_split_is_stratified_and_seeded():
@@ -71,6 +177,14 @@ def test_split_is_stratified_and_seeded():
     other, _ = stratified_split(exs, 0.2, seed=1)
     assert [e.id for e in other] != [e.id for e in train]
     assert fingerprint(train) == fingerprint(again) != fingerprint(other)
+
+
+def test_grouped_split_never_straddles():
+    exs = _examples()
+    groups = [ex.meta["customer"] for ex in exs]
+    train, test = grouped_split(exs, 0.15, 0, groups)
+    assert len(train) + len(test) == len(exs) and test
+    assert {ex.meta["customer"] for ex in train}.isdisjoint({ex.meta["customer"] for ex in test})
 
 
 def test_subsample_keeps_proportions():

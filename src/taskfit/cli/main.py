@@ -70,21 +70,79 @@ def init(directory: Path = typer.Argument(..., help="Project directory to create
               f"then run `taskfit run {directory}`")
 
 
-@app.command()
-@_friendly
-def check(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml.")) -> None:
-    """Validate taskfit.yaml and the data it names, without loading a model."""
+data_app = typer.Typer(no_args_is_help=True, help="Check and prepare the data before any training.")
+app.add_typer(data_app, name="data")
+
+
+def _project_config(project: Path):
     from taskfit.config import load_config
-    from taskfit.pipeline import prepare_splits
 
     path = project / "taskfit.yaml" if project.is_dir() else project
-    config = load_config(path)
-    train, held_out, loaded = prepare_splits(config, path.parent)
-    out.print(f"{path}: valid ({config.task.kind}, {len(config.task.labels or [])} labels, "
-              f"model {config.model.name})")
-    out.print(f"data: {loaded.summary()}; split {len(train)} train / {len(held_out)} held out")
-    for q in loaded.quarantined[:10]:
-        out.print(f"  quarantined {q.source}: {q.reason}", highlight=False)
+    return load_config(path), path.parent
+
+
+def _print_card(card) -> None:
+    c = card.counts
+    out.print(f"[bold]{c['read']}[/bold] rows read = [bold]{c['kept']}[/bold] kept + {c['quarantined']} "
+              f"quarantined + {c['exact_duplicates']} exact duplicates + {c['near_duplicates']} "
+              f"near-duplicates removed", highlight=False)
+    if card.labels:
+        table = Table("label", "rows", title=f"labels (imbalance ratio {card.imbalance_ratio})")
+        for lab, n in sorted(card.labels.items(), key=lambda kv: -kv[1]):
+            table.add_row(lab, str(n))
+        out.print(table)
+    if card.tokens:
+        t = card.tokens
+        out.print(f"tokens per row: mean {t['mean']}, p95 {t['p95']}, max {t['max']}; {t['over_max']} over "
+                  f"{t['max_seq_length']}; {100 * t['loss_token_share']:.1f}% of tokens carry loss", highlight=False)
+    p = card.privacy
+    out.print(f"personal data in {p['rows_with_personal_data']} rows "
+              f"({', '.join(f'{k} {v}' for k, v in p['findings'].items()) or 'none'}); "
+              f"credentials in {p['rows_with_secrets']} rows", highlight=False)
+    for q in card.quarantine.get("first", [])[:10]:
+        out.print(f"  quarantined {q['source']}: {q['reason']}", highlight=False, soft_wrap=True)
+    for w in card.warnings:
+        out.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
+
+
+@data_app.command("check")
+@_friendly
+def data_check(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
+               tokens: bool = typer.Option(True, help="Count tokens with the model's tokenizer.")) -> None:
+    """Validate taskfit.yaml and audit the data; write data_card.md and data_card.json."""
+    from taskfit.data.card import write_card
+    from taskfit.data.prepare import check_data
+    from taskfit.models.registry import load_tokenizer
+    from taskfit.progress import RichReporter
+
+    config, root = _project_config(project)
+    reporter = RichReporter(err)
+    tokenizer = load_tokenizer(config.model.name, status=reporter.status) if tokens else None
+    with reporter.bar("checking rows", None) as advance:
+        card = check_data(config, root, tokenizer=tokenizer, on_row=advance)
+    paths = write_card(card, root)
+    _print_card(card)
+    out.print(f"data card: {paths['card_md']}")
+
+
+@data_app.command("prepare")
+@_friendly
+def data_prepare(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
+                 out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write (default DIR/prepared).")) -> None:
+    """Write the cleaned, redacted, split JSONL that training and evaluation read, with the card."""
+    from taskfit.data.prepare import prepare_data, write_prepared
+    from taskfit.models.registry import load_tokenizer
+    from taskfit.progress import RichReporter
+
+    config, root = _project_config(project)
+    reporter = RichReporter(err)
+    tokenizer = load_tokenizer(config.model.name, status=reporter.status)
+    with reporter.bar("preparing rows", None) as advance:
+        prepared = prepare_data(config, root, tokenizer=tokenizer, on_row=advance)
+    paths = write_prepared(prepared, out_dir or root / "prepared")
+    _print_card(prepared.card)
+    out.print(f"{len(prepared.train)} train rows → {paths['train']}\n{len(prepared.eval)} eval rows → "
+              f"{paths['eval']}\ndata card: {paths['card_md']}", highlight=False)
 
 
 def _print_summary(summary) -> None:
@@ -103,12 +161,15 @@ def _print_summary(summary) -> None:
 @app.command()
 @_friendly
 def run(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
-        threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: all).")) -> None:
-    """Run the loop: split, prompt-only baseline, LoRA fine-tune, held-out comparison, report."""
+        threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: all)."),
+        allow_secrets: bool = typer.Option(False, "--allow-secrets",
+                                           help="Train even on data with unredacted credentials.")) -> None:
+    """Run the loop: data checks, split, prompt-only baseline, LoRA fine-tune, comparison, report."""
     from taskfit.pipeline import run_project
     from taskfit.progress import RichReporter
 
-    _print_summary(run_project(project, reporter=RichReporter(err), threads=threads))
+    _print_summary(run_project(project, reporter=RichReporter(err), threads=threads,
+                               allow_secrets=allow_secrets))
 
 
 @app.command()

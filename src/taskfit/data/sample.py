@@ -180,8 +180,8 @@ def _add_typos(text: str, rng: random.Random, rate: float) -> str:
 
 
 def _phone(rng: random.Random) -> str:
-    return rng.choice(["+44 7700 {a}{b}", "(555) {a}-{b}", "+1 415 {a} {b}", "0151 {a} {b}"]).format(
-        a=rng.randint(100, 999), b=rng.randint(1000, 9999))
+    return rng.choice(["+44 7700 {a}{c}", "(555) {a}-{b}", "+1 415 {a} {b}", "0151 {a} {b}"]).format(
+        a=rng.randint(100, 999), b=rng.randint(1000, 9999), c=rng.randint(100, 999))
 
 
 def _secret(rng: random.Random) -> str:

@@ -34,6 +34,25 @@ def stratified_split(examples: Sequence[Example], fraction: float, seed: int) ->
     return list(train), list(test)
 
 
+def grouped_split(examples: Sequence[Example], fraction: float, seed: int,
+                  groups: Sequence[str]) -> tuple[list[Example], list[Example]]:
+    """Split so that rows sharing a group (customer, thread, article) never straddle train and
+    held out; stratified by target as far as the groups allow (scikit-learn's
+    StratifiedGroupKFold, one fold held out)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if len(set(groups)) < 2:
+        raise ValueError("data.group_by: every row has the same group; nothing can be held out")
+    order = sorted(range(len(examples)), key=lambda i: examples[i].id)
+    rows = [examples[i] for i in order]
+    grp = [groups[i] for i in order]
+    folds = min(max(2, round(1 / fraction)), len(set(grp)))
+    keys = [ex.target for ex in rows]
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    train_idx, test_idx = next(splitter.split(rows, keys, grp))
+    return [rows[i] for i in train_idx], [rows[i] for i in test_idx]
+
+
 def stratified_subsample(examples: Sequence[Example], n: int | None, seed: int) -> list[Example]:
     """At most ``n`` rows, keeping the class proportions; all rows when ``n`` is None or larger."""
     if n is None or n >= len(examples):

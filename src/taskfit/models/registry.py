@@ -169,14 +169,8 @@ def _convert_gguf(info: ModelInfo, target: Path, progress: Any = None) -> None:
     tmp.rename(target)
 
 
-def load_model(name: str, *, dtype: str = "float32", status: Any = None) -> LoadedModel:
-    """Load model and tokenizer for ``name``; the embedded GGUF is converted once and cached.
-
-    ``status`` is an optional callable taking a message, used to tell the user what is slow.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def _local_path(name: str, status: Any = None) -> tuple[ModelInfo, str, bool]:
+    """(info, path for from_pretrained, offline) — converting an embedded GGUF once if needed."""
     info = resolve(name)
     path = info.path
     offline = info.kind == "embedded" or os.environ.get("HF_HUB_OFFLINE") == "1"
@@ -186,21 +180,49 @@ def load_model(name: str, *, dtype: str = "float32", status: Any = None) -> Load
             if status:
                 status(f"converting {info.gguf_file} to safetensors once (about 30 s; cached in {path})")
             _convert_gguf(info, Path(path))
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    return info, path, offline
+
+
+def _unreachable(name: str, info: ModelInfo, path: str, exc: OSError) -> ModelError:
+    if info.kind == "hub":
+        return ModelError(
+            f"model '{name}' could not be loaded from the Hugging Face Hub or the local cache "
+            f"({str(exc).splitlines()[0]})",
+            hint="on an offline machine, download it elsewhere with `huggingface-cli download "
+                 f"{name} --local-dir DIR`, copy DIR here and set model.name to DIR; or use "
+                 "the embedded smollm2-135m")
+    return ModelError(f"model at {path} could not be loaded ({str(exc).splitlines()[0]})")
+
+
+def load_tokenizer(name: str, status: Any = None) -> Any:
+    """Only the tokenizer of ``name`` (for data checks: token lengths without loading weights)."""
+    from transformers import AutoTokenizer
+
+    info, path, offline = _local_path(name, status)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=offline)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, local_files_only=offline)
     except OSError as exc:
-        if info.kind == "hub":
-            raise ModelError(
-                f"model '{name}' could not be loaded from the Hugging Face Hub or the local cache "
-                f"({str(exc).splitlines()[0]})",
-                hint="on an offline machine, download it elsewhere with `huggingface-cli download "
-                     f"{name} --local-dir DIR`, copy DIR here and set model.name to DIR; or use "
-                     "the embedded smollm2-135m") from None
-        raise ModelError(f"model at {path} could not be loaded ({str(exc).splitlines()[0]})") from None
+        raise _unreachable(name, info, path, exc) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(name: str, *, dtype: str = "float32", status: Any = None) -> LoadedModel:
+    """Load model and tokenizer for ``name``; the embedded GGUF is converted once and cached.
+
+    ``status`` is an optional callable taking a message, used to tell the user what is slow.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    info, path, offline = _local_path(name, status)
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    tokenizer = load_tokenizer(name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, local_files_only=offline)
+    except OSError as exc:
+        raise _unreachable(name, info, path, exc) from None
     if tokenizer.chat_template is None:
         raise ModelError(f"model '{name}' has no chat template",
                          hint="use an instruction-tuned (chat) model, such as smollm2-135m")

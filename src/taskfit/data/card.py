@@ -1,0 +1,82 @@
+"""The data card: ``data_card.json`` for machines and ``data_card.md`` for people.
+
+Previews in the card are redacted and secrets are referred to by row, never shown.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from taskfit.data.prepare import DataCard
+
+
+def render_markdown(card: DataCard) -> str:
+    c = card.counts
+    lines = [f"# Data card: {card.task}", "",
+             f"Task kind: **{card.kind}**. Files: " + ", ".join(f"`{f['path']}` ({f['read']} rows)" for f in card.files),
+             "", "## Rows", "",
+             f"{c['read']} read = **{c['kept']} kept** + {c['quarantined']} quarantined + "
+             f"{c['exact_duplicates']} exact duplicates + {c['near_duplicates']} near-duplicates removed.",
+             ""]
+    if c.get("dropped_too_long"):
+        lines.append(f"{c['dropped_too_long']} kept rows were then dropped as too long (data.too_long = drop).")
+    if c.get("eval_rows_dropped_as_leaks"):
+        lines.append(f"{c['eval_rows_dropped_as_leaks']} eval rows were dropped as near-duplicates of training rows.")
+    if card.warnings:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in card.warnings] + [""]
+    s = card.size
+    lines += ["## Size", "", f"{s['rows']} usable rows: {s['verdict']} (minimum {s['minimum']}, "
+              f"recommended {s['recommended']}+ for this kind of task).", ""]
+    if card.labels:
+        lines += ["## Labels", "", "| label | rows |", "|---|---|"]
+        lines += [f"| {lab} | {n} |" for lab, n in sorted(card.labels.items(), key=lambda kv: -kv[1])]
+        lines += ["", f"Imbalance ratio (largest / smallest): {card.imbalance_ratio}.", ""]
+    if card.tokens:
+        t = card.tokens
+        lines += ["## Token lengths (rendered with the model's chat template)", "",
+                  f"mean {t['mean']}, p50 {t['p50']}, p95 {t['p95']}, max {t['max']}; "
+                  f"{t['over_max']} rows over max_seq_length={t['max_seq_length']} (policy: {t['policy']}). "
+                  f"Share of tokens that carry loss: {100 * t['loss_token_share']:.1f}%.", ""]
+    sp = card.system_prompts
+    lines += ["## System prompts", "", f"{sp.get('variants', 0)} variant(s)."]
+    lines += [f"- {p['rows']} rows: \"{p['prompt']}\"" for p in sp.get("top", [])] + [""]
+    p = card.privacy
+    lines += ["## Personal data and secrets", "",
+              f"{p['rows_with_personal_data']} rows hold personal data: "
+              + (", ".join(f"{k} {v}" for k, v in p["findings"].items()) or "none") + ". "
+              f"{p['rows_with_secrets']} rows hold credentials. Action: **{p['action']}**.", ""]
+    if p["secret_rows"]:
+        lines += ["Rows with credentials (values never shown): " + ", ".join(f"`{r}`" for r in p["secret_rows"][:20]), ""]
+    if card.conflicts:
+        lines += ["## Conflicting labels (near-identical inputs, different answers)", "",
+                  "| kept row | label | removed row | label | similarity |", "|---|---|---|---|---|"]
+        lines += [f"| `{n['kept']}`: {n['kept_preview'][:70]!r} | {n['kept_label']} | `{n['other']}`: "
+                  f"{n['other_preview'][:70]!r} | {n['other_label']} | {n['similarity']} |" for n in card.conflicts[:20]]
+        lines.append("")
+    if card.near_duplicates:
+        lines += ["## Near-duplicates (first 10)", ""]
+        lines += [f"- `{n['other']}` ≈ `{n['kept']}` (similarity {n['similarity']})" for n in card.near_duplicates[:10]]
+        lines.append("")
+    q = card.quarantine
+    if q.get("rows"):
+        lines += ["## Quarantine", "", "| reason | rows |", "|---|---|"]
+        lines += [f"| {r} | {n} |" for r, n in q["by_reason"].items()]
+        lines += ["", "First rows:"] + [f"- `{x['source']}`: {x['reason']}" for x in q["first"][:10]] + [""]
+    if card.split:
+        sp2 = card.split
+        lines += ["## Split", "", f"{sp2['train']} train / {sp2['eval']} eval (seed {sp2['seed']}"
+                  + (f", grouped by {sp2['group_by']}" if sp2.get("group_by") else "")
+                  + (f", fixed eval file {sp2['fixed_eval_file']}" if sp2.get("fixed_eval_file") else "")
+                  + f"). Fingerprints: train `{sp2['train_fingerprint'][:16]}`, eval `{sp2['eval_fingerprint'][:16]}`.", ""]
+    return "\n".join(lines)
+
+
+def write_card(card: DataCard, out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    js = out_dir / "data_card.json"
+    md = out_dir / "data_card.md"
+    js.write_text(json.dumps(asdict(card), indent=2, ensure_ascii=False), encoding="utf-8")
+    md.write_text(render_markdown(card), encoding="utf-8")
+    return {"card_json": js, "card_md": md}

@@ -1,0 +1,281 @@
+"""``data check`` and ``data prepare``: the audit, the data card, the clean split files.
+
+``check_data`` streams the files and reports; ``prepare_data`` also keeps the rows, redacts
+personal data and secrets, makes the leak-free split and writes what training and evaluation read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from taskfit.config import ProjectConfig
+from taskfit.data import pii
+from taskfit.data.scan import SIZE_GUIDANCE, Quarantined, ScanResult, scan
+from taskfit.data.split import fingerprint, grouped_split, stratified_split, stratified_subsample
+from taskfit.errors import DataError
+from taskfit.records import Example, PreferencePair
+
+
+@dataclass
+class DataCard:
+    """Everything ``data_card.md`` and ``data_card.json`` say."""
+
+    task: str
+    kind: str
+    files: list[dict[str, Any]]
+    counts: dict[str, int]
+    labels: dict[str, int] = field(default_factory=dict)
+    imbalance_ratio: float | None = None
+    small_classes: list[str] = field(default_factory=list)
+    size: dict[str, Any] = field(default_factory=dict)
+    system_prompts: dict[str, Any] = field(default_factory=dict)
+    tokens: dict[str, Any] = field(default_factory=dict)
+    privacy: dict[str, Any] = field(default_factory=dict)
+    near_duplicates: list[dict[str, Any]] = field(default_factory=list)
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+    quarantine: dict[str, Any] = field(default_factory=dict)
+    split: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _percentile(values: list[int], q: float) -> int:
+    if not values:
+        return 0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def build_card(config: ProjectConfig, scans: list[ScanResult]) -> DataCard:
+    """Fold one or more scans (train, and a fixed eval file) into a card with plain-words warnings."""
+    task, data = config.task, config.data
+    kind = "preferences" if any(s.kind == "preferences" for s in scans) else "examples"
+    counts = {
+        "read": sum(s.read for s in scans), "kept": sum(s.kept for s in scans),
+        "quarantined": sum(len(s.quarantined) for s in scans),
+        "exact_duplicates": sum(s.exact_duplicates for s in scans),
+        "near_duplicates": sum(len(s.near_duplicates) for s in scans),
+        "conflicting_labels": sum(len(s.conflicts) for s in scans),
+    }
+    card = DataCard(task=task.name, kind=task.kind if kind == "examples" else "preference",
+                    files=[{"path": s.path, "read": s.read, "kept": s.kept} for s in scans], counts=counts)
+    warnings = card.warnings
+    labels: Counter = sum((s.labels for s in scans), Counter())
+    if task.kind == "classify" and kind == "examples":
+        card.labels = {lab: labels.get(lab, 0) for lab in task.labels or []}
+        present = [v for v in card.labels.values() if v]
+        card.imbalance_ratio = round(max(present) / min(present), 2) if present else None
+        card.small_classes = [lab for lab, n in card.labels.items() if n < data.min_per_class]
+        if card.small_classes:
+            warnings.append(f"{len(card.small_classes)} classes have fewer than {data.min_per_class} rows "
+                            f"({', '.join(card.small_classes)}): the model will rarely predict them, and "
+                            "their held-out scores will be noise. Add examples or merge classes.")
+        if card.imbalance_ratio and card.imbalance_ratio > 10:
+            warnings.append(f"the largest class is {card.imbalance_ratio}x the smallest: accuracy will "
+                            "hide poor small classes; read macro-F1 and the per-class scores.")
+    size_key = "preference" if kind == "preferences" else task.kind
+    minimum, recommended = SIZE_GUIDANCE[size_key]
+    verdict = ("below the minimum" if counts["kept"] < minimum else
+               "enough to start" if counts["kept"] < recommended else "good")
+    card.size = {"rows": counts["kept"], "minimum": minimum, "recommended": recommended, "verdict": verdict}
+    if counts["kept"] < minimum:
+        warnings.append(f"{counts['kept']} usable rows is below the {minimum} that {size_key} tasks "
+                        f"need at least ({recommended}+ recommended).")
+    prompts: Counter = sum((s.system_prompts for s in scans), Counter())
+    card.system_prompts = {"variants": len(prompts),
+                           "top": [{"rows": n, "prompt": pii.redact(p[:120])} for p, n in prompts.most_common(3)]}
+    if len(prompts) > 1:
+        warnings.append(f"{len(prompts)} different system prompts: the model learns a different "
+                        "behaviour per prompt, and serving will use one. Use one system prompt "
+                        "(task.system_prompt) for every row.")
+    lengths = [n for s in scans for n in s.lengths]
+    if lengths:
+        limit = config.train.max_seq_length
+        over = sum(n > limit for n in lengths)
+        total = sum(lengths)
+        answer = sum(s.answer_tokens for s in scans)
+        card.tokens = {"mean": round(total / len(lengths), 1), "p50": _percentile(lengths, 50),
+                       "p95": _percentile(lengths, 95), "max": max(lengths),
+                       "max_seq_length": limit, "over_max": over, "policy": data.too_long,
+                       "loss_token_share": round(answer / total, 4) if total else 0.0,
+                       "total": total}
+        if answer == 0:
+            warnings.append("no token carries loss: every answer is masked. Training would learn "
+                            "nothing; check that rows end with the assistant's answer.")
+        if over:
+            warnings.append(f"{over} rows are longer than train.max_seq_length={limit} tokens; they "
+                            f"will be {'cut to fit' if data.too_long == 'truncate' else 'dropped'} "
+                            "(data.too_long).")
+    pii_counts: Counter = sum((s.pii_counts for s in scans), Counter())
+    secret_rows = [src for s in scans for src in s.secret_rows]
+    card.privacy = {"rows_with_personal_data": sum(s.pii_rows for s in scans),
+                    "findings": dict(pii_counts), "rows_with_secrets": len(secret_rows),
+                    "secret_rows": secret_rows[:50], "action": data.privacy.action}
+    if secret_rows:
+        warnings.append(f"{len(secret_rows)} rows contain credentials (API keys, tokens, private keys). "
+                        "A model can repeat what it was trained on: `taskfit data prepare` redacts them, "
+                        "and training refuses them unredacted.")
+    if pii_counts:
+        warnings.append(f"personal data found in {card.privacy['rows_with_personal_data']} rows "
+                        f"({', '.join(f'{k} {v}' for k, v in pii_counts.most_common())}); data.privacy."
+                        f"action = {data.privacy.action}.")
+    card.near_duplicates = [asdict(n) for s in scans for n in s.near_duplicates[:50]]
+    card.conflicts = [asdict(n) for s in scans for n in s.conflicts[:50]]
+    if counts["conflicting_labels"]:
+        warnings.append(f"{counts['conflicting_labels']} near-identical inputs carry different labels: "
+                        "the model is taught two answers to one question. Decide which is right.")
+    reasons = Counter(q.reason.split(":")[0] for s in scans for q in s.quarantined)
+    card.quarantine = {"rows": counts["quarantined"], "by_reason": dict(reasons.most_common(20)),
+                       "first": [{"source": q.source, "reason": q.reason} for s in scans for q in s.quarantined[:20]]}
+    return card
+
+
+def _load_tokenizer(config: ProjectConfig, status: Callable[[str], None] | None):
+    from taskfit.models.registry import load_tokenizer
+
+    return load_tokenizer(config.model.name, status=status)
+
+
+def check_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None,
+               on_row: Callable[[], None] | None = None) -> DataCard:
+    """Stream the data files named in ``config`` and return the card (nothing is written)."""
+    files = [config.data.train] + ([config.data.eval] if config.data.eval else [])
+    scans = [scan(project_dir / f, config.task, config.data, tokenizer=tokenizer, on_row=on_row) for f in files]
+    return build_card(config, scans)
+
+
+@dataclass
+class Prepared:
+    train: list[Example | PreferencePair]
+    eval: list[Example | PreferencePair]
+    card: DataCard
+    quarantined: list[Quarantined]
+    unredacted_secret_rows: int
+
+
+def _redact_record(rec: Example | PreferencePair, action: str) -> Example | PreferencePair:
+    if action == "keep":
+        return rec
+    if isinstance(rec, PreferencePair):
+        return replace(rec, prompt=pii.redact(rec.prompt, action=action),
+                       chosen=pii.redact(rec.chosen, action=action), rejected=pii.redact(rec.rejected, action=action))
+    return replace(rec, input=pii.redact(rec.input, action=action),
+                   context=pii.redact(rec.context, action=action) if rec.context else rec.context,
+                   target=rec.target if rec.target in (None, "") else _redact_target(rec.target, action))
+
+
+def _redact_target(target: str, action: str) -> str:
+    # A label is never personal data, and redacting inside JSON answers must keep them valid JSON.
+    try:
+        value = json.loads(target)
+    except (json.JSONDecodeError, ValueError):
+        return pii.redact(target, action=action)
+    if isinstance(value, dict):
+        return json.dumps({k: pii.redact(v, action=action) if isinstance(v, str) else v
+                           for k, v in value.items()}, ensure_ascii=False)
+    return target
+
+
+def _group_key(rec: Example | PreferencePair, key: str) -> str:
+    value = rec.meta.get(key)
+    if value is None:
+        raise DataError(f"{rec.source}: data.group_by is '{key}' but this row has no such column or meta key",
+                        hint="give every row that column, or remove data.group_by")
+    return str(value)
+
+
+def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None,
+                 on_row: Callable[[], None] | None = None) -> Prepared:
+    """Validate, deduplicate, redact and split; nothing is written (see :func:`write_prepared`)."""
+    data, task = config.data, config.task
+    train_scan = scan(project_dir / data.train, task, data, tokenizer=tokenizer, keep=True, on_row=on_row)
+    scans = [train_scan]
+    rows = train_scan.examples
+    if tokenizer is not None and data.too_long == "drop":
+        rows = [r for r, n in zip(rows, train_scan.lengths) if n <= config.train.max_seq_length]
+    action = data.privacy.action
+    rows = [_redact_record(r, action) for r in rows]
+    leaked = 0
+    if data.eval:
+        eval_scan = scan(project_dir / data.eval, task, data, tokenizer=tokenizer, keep=True, id_prefix="eval-")
+        scans.append(eval_scan)
+        held = [_redact_record(r, action) for r in eval_scan.examples]
+        held, leaked = _drop_leaks(rows, held, config)
+        train, test = rows, held
+    else:
+        if len(rows) < 4:
+            raise DataError(f"{data.train}: only {len(rows)} usable rows; at least 4 are needed to split",
+                            hint="run `taskfit data check` to see why rows were quarantined")
+        if data.group_by:
+            train, test = grouped_split(rows, data.eval_fraction, data.seed,
+                                        [_group_key(r, data.group_by) for r in rows])
+        else:
+            train, test = stratified_split(rows, data.eval_fraction, data.seed)
+    card = build_card(config, scans)
+    if data.too_long == "drop" and tokenizer is not None:
+        card.counts["dropped_too_long"] = len(train_scan.examples) - len(
+            [n for n in train_scan.lengths if n <= config.train.max_seq_length])
+    card.counts["eval_rows_dropped_as_leaks"] = leaked
+    train = stratified_subsample(train, data.max_train_examples, data.seed)
+    test = stratified_subsample(test, data.max_eval_examples, data.seed)
+    card.split = {"train": len(train), "eval": len(test), "seed": data.seed,
+                  "group_by": data.group_by, "fixed_eval_file": data.eval,
+                  "train_fingerprint": fingerprint(train), "eval_fingerprint": fingerprint(test)}
+    unredacted = card.privacy["rows_with_secrets"] if action == "keep" else 0
+    return Prepared(train=train, eval=test, card=card,
+                    quarantined=[q for s in scans for q in s.quarantined], unredacted_secret_rows=unredacted)
+
+
+def _drop_leaks(train: list, held: list, config: ProjectConfig) -> tuple[list, int]:
+    """Remove held-out rows that are near-duplicates of a training row."""
+    from taskfit.data.scan import _dedup_text, _near_index
+
+    index = _near_index(config.data)
+    for i, rec in enumerate(train):
+        index.match(i, _dedup_text(rec))
+    kept = []
+    for rec in held:
+        sig, size = index.signature(_dedup_text(rec))
+        if not any(index.similar(sig, size, k) for k in index.lsh.query(sig)):
+            kept.append(rec)
+    return kept, len(held) - len(kept)
+
+
+def record_to_row(rec: Example | PreferencePair) -> dict[str, Any]:
+    """The JSONL row ``prepare`` writes: chat ``messages`` (or a preference pair) with id and meta."""
+    if isinstance(rec, PreferencePair):
+        row: dict[str, Any] = {"id": rec.id, "prompt": rec.prompt, "chosen": rec.chosen, "rejected": rec.rejected}
+        if rec.system:
+            row["system"] = rec.system
+    else:
+        messages = ([{"role": "system", "content": rec.system}] if rec.system is not None else [])
+        user = rec.input if rec.context is None else rec.input
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": rec.target}]
+        row = {"id": rec.id, "messages": messages}
+        if rec.context is not None:
+            row["context"] = rec.context
+    if rec.meta:
+        row["meta"] = rec.meta
+    return row
+
+
+def write_prepared(prepared: Prepared, out_dir: Path) -> dict[str, Path]:
+    """Write train.jsonl, eval.jsonl, quarantine.jsonl, data_card.json and data_card.md."""
+    from taskfit.data.card import write_card
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"train": out_dir / "train.jsonl", "eval": out_dir / "eval.jsonl",
+             "quarantine": out_dir / "quarantine.jsonl"}
+    for name in ("train", "eval"):
+        with paths[name].open("w", encoding="utf-8") as f:
+            for rec in getattr(prepared, name):
+                f.write(json.dumps(record_to_row(rec), ensure_ascii=False) + "\n")
+    with paths["quarantine"].open("w", encoding="utf-8") as f:
+        for q in prepared.quarantined:
+            f.write(json.dumps({"source": q.source, "reason": q.reason,
+                                "raw": pii.redact(q.raw.rstrip("\n"))}, ensure_ascii=False) + "\n")
+    paths.update(write_card(prepared.card, out_dir))
+    return paths

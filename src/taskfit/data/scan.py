@@ -1,0 +1,323 @@
+"""One streaming pass over a data file: validate, deduplicate, audit, find personal data.
+
+The pass keeps compact state per row (hashes, MinHash signatures in the LSH index, labels, token
+counts), never the rows themselves unless asked (``keep=True``, for ``prepare``), so ``data check``
+runs on files much larger than memory. Counts always add up:
+
+    read = kept + quarantined + exact duplicates + near-duplicates
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from taskfit.config import DataSpec, TaskSpec
+from taskfit.data import pii
+from taskfit.data.formats import convert
+from taskfit.data.read import read_rows
+from taskfit.records import Example, PreferencePair
+
+# Rows of guidance, from common fine-tuning practice: (minimum, recommended) examples.
+SIZE_GUIDANCE = {"classify": (50, 500), "extract": (200, 1000), "qa": (200, 1000),
+                 "generate": (500, 5000), "preference": (100, 1000)}
+_WS = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    source: str
+    reason: str
+    raw: str
+
+
+@dataclass
+class PairNote:
+    """Two rows that look alike. Previews are redacted: a card never shows personal data."""
+
+    kept: str  # source of the row kept
+    other: str  # source of the row removed
+    similarity: float
+    kept_label: str
+    other_label: str
+    kept_line: int
+    other_line: int
+    kept_preview: str = ""
+    other_preview: str = ""
+
+
+@dataclass
+class ScanResult:
+    path: str
+    kind: str  # "examples" | "preferences"
+    read: int = 0
+    quarantined: list[Quarantined] = field(default_factory=list)
+    exact_duplicates: int = 0
+    near_duplicates: list[PairNote] = field(default_factory=list)
+    conflicts: list[PairNote] = field(default_factory=list)
+    labels: Counter = field(default_factory=Counter)
+    system_prompts: Counter = field(default_factory=Counter)
+    pii_counts: Counter = field(default_factory=Counter)  # kind -> occurrences
+    pii_rows: int = 0
+    secret_rows: list[str] = field(default_factory=list)  # sources only, never values
+    lengths: list[int] = field(default_factory=list)  # rendered tokens per kept row
+    answer_tokens: int = 0
+    examples: list[Example | PreferencePair] = field(default_factory=list)
+    findings: dict[str, list[pii.Finding]] = field(default_factory=dict)  # id -> findings (keep=True)
+
+    @property
+    def kept(self) -> int:
+        return self.read - len(self.quarantined) - self.exact_duplicates - len(self.near_duplicates)
+
+    def counts_add_up(self) -> bool:
+        return self.read == self.kept + len(self.quarantined) + self.exact_duplicates + len(self.near_duplicates)
+
+
+def normalise(text: str) -> str:
+    return _WS.sub(" ", text).strip().casefold()
+
+
+def validate_target(ex: Example, task: TaskSpec) -> None:
+    """The answer must fit the task: a label of the taxonomy, or JSON valid against the schema."""
+    if task.kind == "classify" and ex.target not in (task.labels or []):
+        raise ValueError(f"answer: label {ex.target!r} is not in task.labels ({', '.join(task.labels or [])})")
+    if task.kind == "extract":
+        import json
+
+        import jsonschema
+
+        try:
+            value = json.loads(ex.target)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"answer: not valid JSON ({exc.msg}); extract answers must be JSON") from None
+        errors = sorted(jsonschema.Draft202012Validator(task.schema_ or {}).iter_errors(value),
+                        key=lambda e: list(e.path))
+        if errors:
+            first = errors[0]
+            where = ".".join(map(str, first.path)) or "(root)"
+            raise ValueError(f"answer: does not match task.schema at {where}: {first.message}")
+    if task.kind == "qa" and ex.context is None:
+        raise ValueError("context: a qa row needs a context (map it with data.columns.context)")
+
+
+def _texts(rec: Example | PreferencePair) -> list[str]:
+    if isinstance(rec, PreferencePair):
+        return [rec.prompt, rec.chosen, rec.rejected]
+    return [t for t in (rec.input, rec.context, rec.target, rec.system) if t]
+
+
+def _dedup_text(rec: Example | PreferencePair) -> str:
+    """The text compared for near-duplicates. For qa it is the question, tagged with a digest of
+    its context: many questions share one passage, and only the same question about the same
+    passage is a duplicate."""
+    if isinstance(rec, PreferencePair):
+        return rec.prompt
+    if rec.context is None:
+        return rec.input
+    tag = hashlib.blake2b(normalise(rec.context).encode(), digest_size=8).hexdigest()
+    return f"[{tag}] {rec.input}"
+
+
+def _label(rec: Example | PreferencePair, task: TaskSpec) -> str:
+    if isinstance(rec, PreferencePair):
+        return rec.chosen[:60]
+    return rec.target if task.kind == "classify" else rec.target[:60]
+
+
+class _NearDuplicates:
+    """MinHash LSH over character shingles of the normalised input.
+
+    Two inputs are near-duplicates when their estimated Jaccard similarity reaches ``threshold``,
+    or when the smaller one is almost contained in the other (``containment``): a re-sent ticket
+    with "Any update?" in front, or a reply quoting the original. The LSH index is built at a
+    lower threshold so that contained pairs are found as candidates; every candidate is verified.
+    """
+
+    def __init__(self, shingle: int, num_perm: int, threshold: float, containment: float):
+        from datasketch import MinHashLSH
+
+        self.k = shingle
+        self.num_perm = num_perm
+        self.lsh = MinHashLSH(threshold=min(threshold, 0.5), num_perm=num_perm)
+        self.sigs: dict[int, Any] = {}
+        self.sizes: dict[int, int] = {}
+        self.threshold = threshold
+        self.containment = containment
+
+    def signature(self, text: str):
+        from datasketch import LeanMinHash, MinHash
+
+        t = normalise(text)
+        shingles = {t[i:i + self.k].encode() for i in range(max(1, len(t) - self.k + 1))}
+        m = MinHash(num_perm=self.num_perm)
+        m.update_batch(list(shingles))
+        return LeanMinHash(m), len(shingles)
+
+    def similar(self, sig: Any, size: int, other: int) -> float:
+        """Jaccard, or containment of the smaller set when that passes its own bar; 0 if neither."""
+        j = sig.jaccard(self.sigs[other])
+        if j >= self.threshold:
+            return j
+        shared = j / (1 + j) * (size + self.sizes[other])  # |A ∩ B| from J and the set sizes
+        c = shared / max(1, min(size, self.sizes[other]))
+        return round(c, 3) if c >= self.containment else 0.0
+
+    def match(self, key: int, text: str) -> list[tuple[int, float]]:
+        """Earlier rows that are near-duplicates, most similar first; a row with none is indexed."""
+        sig, size = self.signature(text)
+        found = sorted(((other, self.similar(sig, size, other)) for other in self.lsh.query(sig)),
+                       key=lambda kv: -kv[1])
+        found = [(k, sim) for k, sim in found if sim > 0]
+        if not found:
+            self.lsh.insert(key, sig)
+            self.sigs[key] = sig
+            self.sizes[key] = size
+        return found
+
+
+def _near_index(spec: DataSpec) -> _NearDuplicates:
+    d = spec.dedup
+    return _NearDuplicates(d.shingle, d.num_perm, d.threshold, d.containment)
+
+
+class TokenCounter:
+    """Rendered length of each row, batched through the model's fast tokenizer.
+
+    The chat template's own tokens (system prompt, role markers, end-of-turn) are measured once
+    with :func:`taskfit.rendering.render`; each row adds its own text's tokens.
+    """
+
+    def __init__(self, tokenizer: Any, task: TaskSpec):
+        from taskfit.rendering import render
+
+        probe = Example(id="p", input="x", target="y")
+        r = render(tokenizer, task, probe, target="y")
+        one = lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
+        self.overhead = len(r.ids) - one("x") - one("y")
+        self.tokenizer = tokenizer
+        self.system_len = one(task.system_prompt)
+        self.pending: list[tuple[str, str, str | None]] = []
+
+    def add(self, rec: Example | PreferencePair) -> None:
+        if isinstance(rec, PreferencePair):
+            self.pending.append((rec.prompt, max(rec.chosen, rec.rejected, key=len), rec.system))
+        else:
+            user = rec.input if rec.context is None else f"{rec.context}\n\n{rec.input}"
+            self.pending.append((user, rec.target, rec.system))
+
+    def flush(self) -> Iterator[tuple[int, int]]:
+        """(rendered tokens, answer tokens) for every pending row, in order."""
+        if not self.pending:
+            return
+        enc = self.tokenizer([p[0] for p in self.pending] + [p[1] for p in self.pending],
+                             add_special_tokens=False)["input_ids"]
+        n = len(self.pending)
+        for i, (_, _, system) in enumerate(self.pending):
+            extra = 0 if system is None else len(self.tokenizer(system, add_special_tokens=False)["input_ids"]) - self.system_len
+            answer = len(enc[n + i]) + 1  # + end-of-turn
+            yield self.overhead + len(enc[i]) + len(enc[n + i]) + extra, answer
+        self.pending = []
+
+
+def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep: bool = False,
+         on_row: Callable[[], None] | None = None, id_prefix: str = "") -> ScanResult:
+    """Stream ``path`` once. With ``keep``, the kept records (and their PII findings) are returned."""
+    fmt = spec.format
+    result = ScanResult(path=str(path), kind="preferences" if fmt == "preference" else "examples")
+    exact: set[bytes] = set()
+    ids: set[str] = set()
+    near = _near_index(spec) if spec.dedup.near else None
+    rows_by_key: dict[int, tuple[str, int, str]] = {}  # LSH key -> (source, line, label)
+    counter = TokenCounter(tokenizer, task) if tokenizer is not None else None
+    key = 0
+    for raw in read_rows(path, spec.max_line_bytes):
+        result.read += 1
+        if on_row:
+            on_row()
+        if raw.error:
+            result.quarantined.append(Quarantined(raw.source, raw.error, raw.raw))
+            continue
+        try:
+            rec = convert(raw.obj, task, fmt, spec.columns, raw.source, f"{id_prefix}{Path(path).stem}-{raw.line}")
+            if isinstance(rec, PreferencePair):
+                result.kind = "preferences"
+            else:
+                validate_target(rec, task)
+        except ValueError as exc:
+            result.quarantined.append(Quarantined(raw.source, str(exc), raw.raw))
+            continue
+        if rec.id in ids:
+            result.quarantined.append(Quarantined(raw.source, f"field 'id': {rec.id!r} is used by an earlier row", raw.raw))
+            continue
+        texts = _texts(rec)
+        digest = hashlib.blake2b("\x1f".join(normalise(t) for t in texts).encode(), digest_size=12).digest()
+        if digest in exact:
+            result.exact_duplicates += 1
+            continue
+        label = _label(rec, task)
+        if near is not None:
+            key += 1
+            matches = near.match(key, _dedup_text(rec))
+            if matches:
+                notes = [PairNote(*rows_by_key[k][:1], raw.source, round(sim, 3), rows_by_key[k][2], label,
+                                  rows_by_key[k][1], raw.line) for k, sim in matches]
+                result.near_duplicates.append(notes[0])
+                if not isinstance(rec, PreferencePair):
+                    # A conflict with any look-alike counts, not only with the most similar one.
+                    clash = next((n for n in notes if n.kept_label != label), None)
+                    if clash is not None:
+                        result.conflicts.append(clash)
+                continue
+            rows_by_key[key] = (raw.source, raw.line, label)
+        exact.add(digest)
+        ids.add(rec.id)
+        found = [f for t in texts for f in pii.detect(t)]
+        if found:
+            result.pii_rows += 1
+            result.pii_counts.update(f.kind for f in found)
+            if any(f.is_secret for f in found):
+                result.secret_rows.append(raw.source)
+        if isinstance(rec, Example):
+            if task.kind == "classify":
+                result.labels[rec.target] += 1
+            result.system_prompts[rec.system if rec.system is not None else task.system_prompt] += 1
+        if counter is not None:
+            counter.add(rec)
+            if len(counter.pending) >= 512:
+                _take_lengths(result, counter)
+        if keep:
+            result.examples.append(rec)
+    if counter is not None:
+        _take_lengths(result, counter)
+    _fill_previews(result, path, task, spec)
+    return result
+
+
+def _fill_previews(result: ScanResult, path: Path, task: TaskSpec, spec: DataSpec, limit: int = 50) -> None:
+    """Redacted previews for the pairs a card shows: one more read of the file, keeping only the
+    lines it needs, so the scan itself holds no row text."""
+    notes = result.conflicts[:limit] + result.near_duplicates[:limit]
+    wanted = {n.kept_line for n in notes} | {n.other_line for n in notes}
+    if not wanted:
+        return
+    previews: dict[int, str] = {}
+    for raw in read_rows(path, spec.max_line_bytes):
+        if raw.line in wanted and raw.error is None:
+            try:
+                rec = convert(raw.obj, task, spec.format, spec.columns, raw.source, "x")
+            except ValueError:
+                continue
+            previews[raw.line] = pii.redact(_dedup_text(rec)[:160])
+    for n in notes:
+        n.kept_preview = previews.get(n.kept_line, "")
+        n.other_preview = previews.get(n.other_line, "")
+
+
+def _take_lengths(result: ScanResult, counter: TokenCounter) -> None:
+    for total, answer in counter.flush():
+        result.lengths.append(total)
+        result.answer_tokens += answer

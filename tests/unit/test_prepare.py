@@ -1,0 +1,147 @@
+"""data check / data prepare: the card, redaction, the secrets gate, leaks, the planted problems."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from taskfit.cli.main import app
+from taskfit.config import load_config
+from taskfit.data.prepare import check_data, prepare_data, write_prepared
+from taskfit.data.sample import generate_tickets
+from taskfit.errors import DataError
+from taskfit.pipeline import run_project
+from taskfit.quickstart import make_quickstart_project
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def tickets_project(tmp_path_factory):
+    return make_quickstart_project(tmp_path_factory.mktemp("qs") / "p", seed=0).parent
+
+
+def test_planted_problems_in_the_sample_tickets_are_all_found(tickets_project, tiny):
+    from taskfit.data.prepare import build_card
+    from taskfit.data.scan import scan
+
+    config = load_config(tickets_project)
+    path = tickets_project / config.data.train
+    result = scan(path, config.task, config.data, tokenizer=tiny.tokenizer)
+    rows = {r["id"]: r for r in generate_tickets(2400, seed=0)}
+    line_of = {rid: f"{path}:{int(rid[1:]) + 1}" for rid in rows}  # ids T00000.. are in file order
+    planted = lambda kind: {line_of[i] for i, r in rows.items() if r["meta"].get("planted") == kind}  # noqa: E731
+    removed = {n.other for n in result.near_duplicates}
+    # A planted re-send is found when it, or the ticket it re-sends, was removed as a look-alike.
+    for i, r in rows.items():
+        if r["meta"].get("planted") in ("near_duplicate", "conflicting_label"):
+            assert line_of[i] in removed or line_of[r["meta"]["duplicate_of"]] in removed, i
+    assert planted("conflicting_label") <= {n.other for n in result.conflicts}
+    # Every planted credential and e-mail is flagged on the row kept (a re-send is flagged on its original).
+    source = lambda line: next(n.kept for n in result.near_duplicates if n.other == line)  # noqa: E731
+    kept_line = lambda line: line if line not in removed else source(line)  # noqa: E731
+    assert {kept_line(x) for x in planted("secret")} <= set(result.secret_rows)
+    assert result.pii_counts["EMAIL"] > 0 and result.pii_counts["PHONE"] > 0
+    assert result.counts_add_up()
+    card = build_card(config, [result])
+    assert 0 < card.tokens["loss_token_share"] < 0.2 and card.tokens["max"] > card.tokens["mean"]
+    assert any("credentials" in w for w in card.warnings) and any("different labels" in w for w in card.warnings)
+
+
+def test_prepare_redacts_and_writes_a_card_without_secrets(tickets_project, tiny, tmp_path):
+    config = load_config(tickets_project)
+    prepared = prepare_data(config, tickets_project, tokenizer=tiny.tokenizer)
+    paths = write_prepared(prepared, tmp_path / "prepared")
+    written = "".join(paths[k].read_text() for k in ("train", "eval", "card_md", "card_json", "quarantine"))
+    assert "<EMAIL>" in written and "<SECRET>" in written
+    originals = [r["messages"][0]["content"] for r in generate_tickets(2400, seed=0)]
+    import re
+    secrets = {m.group() for t in originals for m in re.finditer(r"(sk_live_|AKIA|ghp_|api_key=)\w+", t)}
+    emails = {m.group() for t in originals for m in re.finditer(r"[\w.]+@[\w.]+\.\w+", t)}
+    assert secrets and emails
+    assert not any(s in written for s in secrets | emails)
+    ids_train = {json.loads(l)["id"] for l in paths["train"].read_text().splitlines()}
+    ids_eval = {json.loads(l)["id"] for l in paths["eval"].read_text().splitlines()}
+    assert ids_train.isdisjoint(ids_eval)
+    assert (len(ids_train), len(ids_eval)) == (config.data.max_train_examples, config.data.max_eval_examples)
+    card = json.loads(paths["card_json"].read_text())
+    assert card["split"]["train"] == len(ids_train) and len(card["split"]["train_fingerprint"]) == 64
+
+
+def test_training_refuses_unredacted_secrets(tickets_project, tiny_model_dir, tmp_path):
+    doc = yaml.safe_load((tickets_project / "taskfit.yaml").read_text())
+    doc["data"]["privacy"] = {"action": "keep"}
+    doc["model"]["name"] = str(tiny_model_dir)
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "data").symlink_to(tickets_project / "data")
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(DataError, match="credentials"):
+        run_project(project)
+    result = CliRunner().invoke(app, ["run", str(project)])
+    assert result.exit_code == 3 and "--allow-secrets" in result.output and "sk_live" not in result.output
+
+
+def test_fixed_eval_file_drops_leaks_and_grouped_split(tmp_path, tiny):
+    rows = generate_tickets(400, seed=2)
+    (tmp_path / "data").mkdir()
+    write = lambda name, rs: (tmp_path / "data" / name).write_text("".join(json.dumps(r) + "\n" for r in rs))  # noqa: E731
+    write("train.jsonl", rows[:300])
+    leak = dict(rows[5], id="L1")
+    leak["messages"] = [{"role": "user", "content": "Following up: " + rows[5]["messages"][0]["content"]},
+                        rows[5]["messages"][1]]
+    write("eval.jsonl", rows[300:] + [leak])
+    make_quickstart_project(tmp_path / "tmpl")
+    doc = yaml.safe_load((tmp_path / "tmpl" / "taskfit.yaml").read_text())
+    doc["data"].update(train="data/train.jsonl", eval="data/eval.jsonl", max_train_examples=None, max_eval_examples=None)
+    (tmp_path / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    prepared = prepare_data(load_config(tmp_path), tmp_path, tokenizer=tiny.tokenizer)
+    assert prepared.card.counts["eval_rows_dropped_as_leaks"] >= 1
+    assert "L1" not in {ex.id for ex in prepared.eval}
+    doc["data"].update(eval=None, group_by="customer")
+    (tmp_path / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    grouped = prepare_data(load_config(tmp_path), tmp_path)
+    assert {ex.meta["customer"] for ex in grouped.train}.isdisjoint({ex.meta["customer"] for ex in grouped.eval})
+
+
+def test_cli_data_check_writes_the_card(tickets_project):
+    result = CliRunner().invoke(app, ["data", "check", str(tickets_project), "--no-tokens"])
+    assert result.exit_code == 0, result.output
+    assert "rows read" in result.output and "warning:" in result.output
+    assert (tickets_project / "data_card.md").exists() and (tickets_project / "data_card.json").exists()
+
+
+SHARED_SETS = {
+    "clinc150": ({"kind": "classify"}, {"columns": {"input": "text", "target": "label"}}, "train.jsonl"),
+    "snips_slots": ({"kind": "extract", "schema": {"type": "object", "additionalProperties": {"type": "string"}}},
+                    {"columns": {"input": "text", "target": "fields"}}, "train.jsonl"),
+    "squad2_dev": ({"kind": "qa"}, {"columns": {"input": "question", "target": "answer", "context": "context"}},
+                   "train.jsonl"),
+    "hh_rlhf_harmless": ({"kind": "generate"}, {"format": "preference"}, "train.jsonl"),
+    "bitext_support": ({"kind": "generate"}, {"columns": {"input": "instruction", "target": "response"}},
+                       "train.jsonl"),
+}
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is absent (fresh clone)")
+@pytest.mark.parametrize("name", sorted(SHARED_SETS))
+def test_shared_datasets_import_by_mapping_alone(name, tmp_path):
+    task, data, train = SHARED_SETS[name]
+    if task["kind"] == "classify":
+        task = {**task, "labels": sorted({json.loads(l)["label"] for l in (SHARED / name / train).open()})}
+    doc = {"task": {"name": name, "success": "s", "system_prompt": "p", **task},
+           "data": {"train": str(SHARED / name / train), **data}}
+    (tmp_path / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    config = load_config(tmp_path)
+    card = check_data(config, tmp_path)
+    c = card.counts
+    assert c["read"] == c["kept"] + c["quarantined"] + c["exact_duplicates"] + c["near_duplicates"]
+    assert c["kept"] >= 0.8 * c["read"] and c["quarantined"] <= 0.01 * c["read"]
+    from taskfit.data.card import write_card
+
+    assert "Rows" in write_card(card, tmp_path)["card_md"].read_text()

@@ -26,6 +26,7 @@ from taskfit.progress import Reporter, Silent
 from taskfit.records import EvalResult, Example
 
 BASELINE = "prompt-only"
+CLASSICAL = "tfidf-logreg"
 FINETUNED = "fine-tuned"
 _PACKAGES = ["taskfit", "torch", "transformers", "peft", "accelerate", "scikit-learn", "gguf", "numpy"]
 
@@ -95,19 +96,37 @@ def _evaluate(name: str, model: Any, tokenizer: Any, config: ProjectConfig, held
     return score_classify(name, config.task.labels or [], held_out, preds, valid_rate=valid)
 
 
-def decide(baseline: EvalResult, tuned: EvalResult) -> str:
-    """A verdict in plain words from the two candidates' accuracy and its 95% intervals."""
-    b, t = baseline.metrics, tuned.metrics
+def _evaluate_classical(train: list[Example], held_out: list[Example], config: ProjectConfig,
+                        run: RunDir, reporter: Reporter) -> EvalResult:
+    from taskfit.baselines.classical import TfidfLogRegPredictor
+
+    predictor = TfidfLogRegPredictor(train, seed=config.data.seed, name=CLASSICAL)
+    with reporter.bar(f"evaluating {CLASSICAL}", len(held_out)) as advance:
+        preds = run_predictor(predictor, held_out, run.predictions(CLASSICAL), on_item=advance)
+    return score_classify(CLASSICAL, config.task.labels or [], held_out, preds)
+
+
+def decide(baselines: list[EvalResult], tuned: EvalResult) -> str:
+    """A verdict in plain words: the fine-tuned model against the best baseline, by accuracy and
+    its 95% interval."""
+    best = max(baselines, key=lambda r: r.metrics["accuracy"])
+    b, t = best.metrics, tuned.metrics
     gain = 100 * (t["accuracy"] - b["accuracy"])
     f1_gain = 100 * (t["macro_f1"] - b["macro_f1"])
+    others = ", ".join(f"{r.candidate} {100 * r.metrics['accuracy']:.1f}%" for r in baselines)
     if t["accuracy_ci_low"] > b["accuracy_ci_high"]:
         return (f"Keep the fine-tuned adapter: {gain:+.1f} points accuracy and {f1_gain:+.1f} points "
-                f"macro-F1 over prompt-only, and the 95% intervals do not overlap.")
+                f"macro-F1 over the best baseline ({best.candidate}), and the 95% intervals do not "
+                f"overlap (baselines: {others}).")
     if gain > 0:
-        return (f"Not proven: the fine-tuned adapter scores {gain:+.1f} points accuracy over "
-                f"prompt-only, but the 95% intervals overlap; evaluate on more held-out rows.")
-    return (f"Fine-tuning is not worth it here: prompt-only is {-gain:.1f} points ahead or level "
-            f"at a lower cost.")
+        return (f"Not proven: the fine-tuned adapter scores {gain:+.1f} points accuracy over the best "
+                f"baseline ({best.candidate}), but the 95% intervals overlap; evaluate on more "
+                f"held-out rows before paying for the fine-tune.")
+    speed = b["latency_p50_s"] and t["latency_p50_s"] / b["latency_p50_s"]
+    cost = f", and it answers {speed:,.0f}x faster" if speed and speed > 1.5 else ""
+    return (f"Fine-tuning is not worth it here: {best.candidate} scores {100 * b['accuracy']:.1f}% "
+            f"against {100 * t['accuracy']:.1f}% for the fine-tuned model{cost}. Keep "
+            f"{best.candidate}.")
 
 
 def run_project(project: Path, reporter: Reporter | None = None, threads: int | None = None,
@@ -168,6 +187,7 @@ def run_project(project: Path, reporter: Reporter | None = None, threads: int | 
     run.manifest.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
 
     baseline = _evaluate(BASELINE, lm.model, lm.tokenizer, config, held_out, run, reporter)
+    classical = _evaluate_classical(train, held_out, config, run, reporter)
 
     from taskfit.training import train_lora
 
@@ -180,8 +200,8 @@ def run_project(project: Path, reporter: Reporter | None = None, threads: int | 
     merged = peft_model.merge_and_unload()
     tuned = _evaluate(FINETUNED, merged, lm.tokenizer, config, held_out, run, reporter)
 
-    results = [baseline, tuned]
-    verdict = decide(baseline, tuned)
+    results = [baseline, classical, tuned]
+    verdict = decide([baseline, classical], tuned)
     metrics = {r.candidate: {**r.metrics, "n": r.n, "per_class": r.per_class, "confusion": r.confusion,
                              "labels": r.labels} for r in results}
     metrics["training"] = {**asdict(trained), "tokens_per_second": trained.tokens_per_second}

@@ -70,12 +70,27 @@ model:
   name: smollm2-135m
 
 data:
-  train: data/train.jsonl   # JSONL rows: {"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}
+  train: data/train.jsonl   # JSONL, CSV, TSV or Parquet
   eval: null                # optional fixed eval file; otherwise held out from train
+  format: auto              # auto | messages | prompt_completion | alpaca | sharegpt | preference
+  columns: null             # for tables: {input: text, target: label}; qa adds context: passage
+  group_by: null            # a column or meta key (customer, thread): never split across train/eval
   eval_fraction: 0.15       # share held out (stratified by label for classify)
   seed: 0                   # same seed, same split
   max_train_examples: null  # cap the rows trained on (stratified); null = all
   max_eval_examples: null   # cap the held-out rows scored; null = all
+  dedup:                    # near-duplicates by MinHash LSH over character shingles
+    near: true
+    shingle: 5
+    num_perm: 128
+    threshold: 0.8          # estimated Jaccard similarity
+    containment: 0.9        # or the shorter text almost inside the longer (re-sends, quotes)
+  privacy:
+    action: redact          # redact (<EMAIL>) | mask (****om) | keep
+    allow_secrets: false    # training refuses unredacted credentials unless this is true
+  too_long: truncate        # rows over train.max_seq_length: truncate | drop
+  max_line_bytes: 1000000   # a longer line is quarantined
+  min_per_class: 10         # classify: warn about smaller classes
 
 train:
   method: lora              # LoRA adapters on a frozen base model

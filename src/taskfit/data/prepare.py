@@ -234,12 +234,12 @@ def _drop_leaks(train: list, held: list, config: ProjectConfig) -> tuple[list, i
     from taskfit.data.scan import _dedup_text, _near_index
 
     index = _near_index(config.data)
-    for i, rec in enumerate(train):
-        index.match(i, _dedup_text(rec))
+    for rec in train:
+        index.insert(*index.signature(_dedup_text(rec)))
     kept = []
     for rec in held:
         sig, size = index.signature(_dedup_text(rec))
-        if not any(index.similar(sig, size, k) for k in index.lsh.query(sig)):
+        if not any(index.similar(sig, size, k) for k in index.candidates(sig)):
             kept.append(rec)
     return kept, len(held) - len(kept)
 

@@ -10,6 +10,7 @@ runs on files much larger than memory. Counts always add up:
 from __future__ import annotations
 
 import hashlib
+from array import array
 import re
 import zlib
 from collections import Counter
@@ -65,7 +66,7 @@ class ScanResult:
     pii_counts: Counter = field(default_factory=Counter)  # kind -> occurrences
     pii_rows: int = 0
     secret_rows: list[str] = field(default_factory=list)  # sources only, never values
-    lengths: list[int] = field(default_factory=list)  # rendered tokens per kept row
+    lengths: Any = field(default_factory=lambda: array("i"))  # rendered tokens per kept row
     answer_tokens: int = 0
     examples: list[Example | PreferencePair] = field(default_factory=list)
     findings: dict[str, list[pii.Finding]] = field(default_factory=dict)  # id -> findings (keep=True)
@@ -130,16 +131,25 @@ def _label(rec: Example | PreferencePair, task: TaskSpec) -> str:
 
 
 class _NearDuplicates:
-    """MinHash LSH over character shingles of the normalised input.
+    """MinHash LSH over character shingles of the normalised input, in compact arrays.
 
     Two inputs are near-duplicates when their estimated Jaccard similarity reaches ``threshold``,
     or when the smaller one is almost contained in the other (``containment``): a re-sent ticket
-    with "Any update?" in front, or a reply quoting the original. The LSH index is built at a
-    lower threshold so that contained pairs are found as candidates; every candidate is verified.
+    with "Any update?" in front, or a reply quoting the original. The index uses the bands of
+    datasketch's optimal LSH parameters for a lower threshold, so that contained pairs come up as
+    candidates; every candidate is verified on its signature.
+
+    Memory per indexed row: the signature (4 bytes per permutation) and one 8-byte hash plus a
+    4-byte row number per band, in numpy arrays: about 0.5 KB per distinct row with the defaults
+    (datasketch's dict-based index takes about 4-8 KB).
     """
 
+    _FLUSH = 50_000
+
     def __init__(self, shingle: int, num_perm: int, threshold: float, containment: float):
-        from datasketch import MinHash, MinHashLSH
+        import numpy as np
+        from datasketch import MinHash
+        from datasketch.lsh import _optimal_param
 
         # Permutations are drawn once (datasketch would redraw them for every MinHash), and
         # shingles are hashed with CRC-32: deterministic across runs and ~10x faster than SHA-1.
@@ -147,42 +157,102 @@ class _NearDuplicates:
         self._permutations, self._scheme = template.permutations, template.scheme
         self.k = shingle
         self.num_perm = num_perm
-        self.lsh = MinHashLSH(threshold=min(threshold, 0.5), num_perm=num_perm)
-        self.sigs: dict[int, Any] = {}
-        self.sizes: dict[int, int] = {}
         self.threshold = threshold
         self.containment = containment
+        self.b, self.r = _optimal_param(min(threshold, 0.5), num_perm, 0.5, 0.5)
+        rng = np.random.default_rng(7)
+        self._mix = rng.integers(1, 2**63, size=self.r, dtype=np.uint64) | np.uint64(1)
+        self._sigs: list[Any] = []  # chunks of [_FLUSH, num_perm] uint32
+        self._sizes: list[Any] = []  # chunks of [_FLUSH] int32
+        self.n = 0
+        self._sorted_h = [np.empty(0, np.uint64) for _ in range(self.b)]
+        self._sorted_i = [np.empty(0, np.int64) for _ in range(self.b)]
+        self._pending: list[dict[int, int]] = [{} for _ in range(self.b)]
 
-    def signature(self, text: str):
-        from datasketch import LeanMinHash, MinHash
+    def signature(self, text: str) -> tuple[Any, int]:
+        """(uint32 MinHash signature, number of distinct shingles)."""
+        import numpy as np
+        from datasketch import MinHash
 
         t = normalise(text)
         shingles = {t[i:i + self.k].encode() for i in range(max(1, len(t) - self.k + 1))}
         m = MinHash(num_perm=self.num_perm, hashfunc=zlib.crc32, permutations=self._permutations,
                     scheme=self._scheme)
         m.update_batch(list(shingles))
-        return LeanMinHash(m), len(shingles)
+        return m.hashvalues.astype(np.uint32), len(shingles)
+
+    def _bands(self, sig: Any) -> list[int]:
+        import numpy as np
+
+        rows = sig[: self.b * self.r].reshape(self.b, self.r).astype(np.uint64)
+        with np.errstate(over="ignore"):
+            return [int(h) for h in (rows * self._mix).sum(axis=1)]
+
+    def _row(self, i: int) -> tuple[Any, int]:
+        chunk, at = divmod(i, self._FLUSH)
+        return self._sigs[chunk][at], int(self._sizes[chunk][at])
 
     def similar(self, sig: Any, size: int, other: int) -> float:
         """Jaccard, or containment of the smaller set when that passes its own bar; 0 if neither."""
-        j = sig.jaccard(self.sigs[other])
+        other_sig, other_size = self._row(other)
+        j = float((sig == other_sig).mean())
         if j >= self.threshold:
-            return j
-        shared = j / (1 + j) * (size + self.sizes[other])  # |A ∩ B| from J and the set sizes
-        c = shared / max(1, min(size, self.sizes[other]))
+            return round(j, 3)
+        shared = j / (1 + j) * (size + other_size)  # |A ∩ B| from J and the set sizes
+        c = shared / max(1, min(size, other_size))
         return round(c, 3) if c >= self.containment else 0.0
 
-    def match(self, key: int, text: str) -> list[tuple[int, float]]:
-        """Earlier rows that are near-duplicates, most similar first; a row with none is indexed."""
+    def candidates(self, sig: Any) -> set[int]:
+        import numpy as np
+
+        found: set[int] = set()
+        for band, h in enumerate(self._bands(sig)):
+            hit = self._pending[band].get(h)
+            if hit is not None:
+                found.add(hit)
+            hs = self._sorted_h[band]
+            lo = int(np.searchsorted(hs, np.uint64(h), side="left"))
+            hi = int(np.searchsorted(hs, np.uint64(h), side="right"))
+            found.update(int(x) for x in self._sorted_i[band][lo:hi])
+        return found
+
+    def insert(self, sig: Any, size: int) -> int:
+        """Index a row; return its number (0, 1, 2...)."""
+        import numpy as np
+
+        i = self.n
+        chunk, at = divmod(i, self._FLUSH)
+        if at == 0:
+            self._sigs.append(np.zeros((self._FLUSH, self.num_perm), np.uint32))
+            self._sizes.append(np.zeros(self._FLUSH, np.int32))
+        self._sigs[chunk][at] = sig
+        self._sizes[chunk][at] = size
+        for band, h in enumerate(self._bands(sig)):
+            self._pending[band].setdefault(h, i)
+        self.n += 1
+        if len(self._pending[0]) >= self._FLUSH:
+            self._flush()
+        return i
+
+    def _flush(self) -> None:
+        import numpy as np
+
+        for band in range(self.b):
+            pend = self._pending[band]
+            hs = np.concatenate([self._sorted_h[band], np.fromiter(pend.keys(), np.uint64, len(pend))])
+            ix = np.concatenate([self._sorted_i[band], np.fromiter(pend.values(), np.int64, len(pend))])
+            order = np.argsort(hs, kind="stable")
+            self._sorted_h[band], self._sorted_i[band] = hs[order], ix[order]
+            self._pending[band] = {}
+
+    def match(self, text: str) -> tuple[list[tuple[int, float]], int | None]:
+        """(earlier near-duplicates as (row number, similarity), most similar first; this row's
+        number when it had none and was indexed, else None)."""
         sig, size = self.signature(text)
-        found = sorted(((other, self.similar(sig, size, other)) for other in self.lsh.query(sig)),
+        found = sorted(((other, self.similar(sig, size, other)) for other in self.candidates(sig)),
                        key=lambda kv: -kv[1])
         found = [(k, sim) for k, sim in found if sim > 0]
-        if not found:
-            self.lsh.insert(key, sig)
-            self.sigs[key] = sig
-            self.sizes[key] = size
-        return found
+        return found, (None if found else self.insert(sig, size))
 
 
 def _near_index(spec: DataSpec) -> _NearDuplicates:
@@ -234,12 +304,15 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
     """Stream ``path`` once. With ``keep``, the kept records (and their PII findings) are returned."""
     fmt = spec.format
     result = ScanResult(path=str(path), kind="preferences" if fmt == "preference" else "examples")
-    exact: set[bytes] = set()
-    ids: set[str] = set()
+    exact: set[int] = set()  # 64-bit digests of the normalised row
+    ids: set[int] = set()  # 64-bit digests of the row ids
     near = _near_index(spec) if spec.dedup.near else None
-    rows_by_key: dict[int, tuple[str, int, str]] = {}  # LSH key -> (source, line, label)
+    # Per indexed row, only its line and label code are kept (compact arrays, not row text).
+
+    index_lines, index_labels = array("q"), array("i")
+    label_codes: dict[str, int] = {}
+    label_names: list[str] = []
     counter = TokenCounter(tokenizer, task) if tokenizer is not None else None
-    key = 0
     for raw in read_rows(path, spec.max_line_bytes):
         result.read += 1
         if on_row:
@@ -256,21 +329,22 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
         except ValueError as exc:
             result.quarantined.append(Quarantined(raw.source, str(exc), raw.raw))
             continue
-        if rec.id in ids:
+        id_digest = int.from_bytes(hashlib.blake2b(rec.id.encode(), digest_size=8).digest(), "little")
+        if id_digest in ids:
             result.quarantined.append(Quarantined(raw.source, f"field 'id': {rec.id!r} is used by an earlier row", raw.raw))
             continue
         texts = _texts(rec)
-        digest = hashlib.blake2b("\x1f".join(normalise(t) for t in texts).encode(), digest_size=12).digest()
+        digest = int.from_bytes(hashlib.blake2b("\x1f".join(normalise(t) for t in texts).encode(),
+                                                digest_size=8).digest(), "little")
         if digest in exact:
             result.exact_duplicates += 1
             continue
         label = _label(rec, task)
         if near is not None:
-            key += 1
-            matches = near.match(key, _dedup_text(rec))
+            matches, number = near.match(_dedup_text(rec))
             if matches:
-                notes = [PairNote(*rows_by_key[k][:1], raw.source, round(sim, 3), rows_by_key[k][2], label,
-                                  rows_by_key[k][1], raw.line) for k, sim in matches]
+                notes = [PairNote(f"{path}:{index_lines[k]}", raw.source, sim, label_names[index_labels[k]],
+                                  label, index_lines[k], raw.line) for k, sim in matches]
                 result.near_duplicates.append(notes[0])
                 if not isinstance(rec, PreferencePair):
                     # A conflict with any look-alike counts, not only with the most similar one.
@@ -278,9 +352,13 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                     if clash is not None:
                         result.conflicts.append(clash)
                 continue
-            rows_by_key[key] = (raw.source, raw.line, label)
+            if label not in label_codes:
+                label_codes[label] = len(label_names)
+                label_names.append(label)
+            index_lines.append(raw.line)
+            index_labels.append(label_codes[label])
         exact.add(digest)
-        ids.add(rec.id)
+        ids.add(id_digest)
         found = [f for t in texts for f in pii.detect(t)]
         if found:
             result.pii_rows += 1

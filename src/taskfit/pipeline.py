@@ -162,6 +162,11 @@ def run_project(project: Path, reporter: Reporter | None = None, threads: int | 
                              "if you are sure")
     train = [ex for ex in prepared.train if isinstance(ex, Example)]
     held_out = [ex for ex in prepared.eval if isinstance(ex, Example)]
+    if len(train) != len(prepared.train) or not train or not held_out:
+        raise DataError(f"{config.data.train}: `taskfit run` needs labelled examples on both sides of "
+                        f"the split (got {len(train)} train, {len(held_out)} held out); preference "
+                        "pairs can be checked and prepared, but not trained on yet",
+                        hint="run `taskfit data check` to see what was read")
     run = RunDir.create(project_dir, config.task.name)
     run.config.write_text(config.to_yaml(), encoding="utf-8")
     write_prepared(prepared, run.root / "data")

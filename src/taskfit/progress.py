@@ -6,7 +6,7 @@ tests pass :class:`Silent` (the default).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Callable, Iterator, Protocol
 
 
@@ -14,7 +14,7 @@ class Reporter(Protocol):
     def status(self, message: str) -> None:
         """A one-line note about something slow that is starting."""
 
-    def bar(self, description: str, total: int | None) -> "contextmanager[Callable[..., None]]":
+    def bar(self, description: str, total: int | None) -> AbstractContextManager[Callable[..., None]]:
         """A context yielding ``advance(n=1, **fields)`` for a bar of ``total`` steps (None: unknown)."""
 
 

@@ -32,11 +32,17 @@ class Rendered:
         return self.ids[self.n_prompt:]
 
 
+def user_text(example: Example, text: str | None = None) -> str:
+    """The user turn: the input (or ``text``, a cut version of it), after the context for qa."""
+    text = example.input if text is None else text
+    return text if example.context is None else f"Context:\n{example.context}\n\nQuestion: {text}"
+
+
 def messages_for(task: TaskSpec, example: Example, text: str | None = None) -> list[dict[str, str]]:
     """The chat messages of an example's prompt (no assistant turn)."""
     system = example.system if example.system is not None else task.system_prompt
     return [{"role": "system", "content": system},
-            {"role": "user", "content": example.input if text is None else text}]
+            {"role": "user", "content": user_text(example, text)}]
 
 
 def _template_ids(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> list[int]:

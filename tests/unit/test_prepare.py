@@ -145,3 +145,16 @@ def test_shared_datasets_import_by_mapping_alone(name, tmp_path):
     from taskfit.data.card import write_card
 
     assert "Rows" in write_card(card, tmp_path)["card_md"].read_text()
+
+
+def test_cli_data_check_on_bad_rows_lists_them_without_traceback(tmp_path):
+    make_quickstart_project(tmp_path / "p", n_tickets=60)
+    data = tmp_path / "p" / "data" / "tickets.jsonl"
+    lines = data.read_text().splitlines()
+    lines[3] = "{broken"
+    lines[7] = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "nope"}]})
+    data.write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(app, ["data", "check", str(tmp_path / "p"), "--no-tokens"])
+    assert result.exit_code == 0 and "Traceback" not in result.output
+    assert f"{data}:4: invalid JSON" in result.output and f"{data}:8: answer: label 'nope'" in result.output
+    assert "60 rows read" in result.output and "2 quarantined" in result.output

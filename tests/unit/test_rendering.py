@@ -42,3 +42,9 @@ def test_too_short_max_length_is_refused(tiny, classify_task):
     ex = Example(id="1", input="hello", target="billing")
     with pytest.raises(ValueError, match="max_seq_length"):
         render(tiny.tokenizer, classify_task, ex, target="billing", max_length=8)
+
+
+def test_qa_context_is_part_of_the_user_turn(tiny, classify_task):
+    ex = Example(id="1", input="When does the shop open?", target="9am", context="The shop opens at 9am.")
+    text = tiny.tokenizer.decode(render(tiny.tokenizer, classify_task, ex).ids)
+    assert "Context:\nThe shop opens at 9am.\n\nQuestion: When does the shop open?" in text

@@ -23,6 +23,7 @@ from taskfit.data import pii
 from taskfit.data.formats import convert
 from taskfit.data.read import read_rows
 from taskfit.records import Example, PreferencePair
+from taskfit.rendering import user_text
 
 # Rows of guidance, from common fine-tuning practice: (minimum, recommended) examples.
 SIZE_GUIDANCE = {"classify": (50, 500), "extract": (200, 1000), "qa": (200, 1000),
@@ -282,8 +283,7 @@ class TokenCounter:
         if isinstance(rec, PreferencePair):
             self.pending.append((rec.prompt, max(rec.chosen, rec.rejected, key=len), rec.system))
         else:
-            user = rec.input if rec.context is None else f"{rec.context}\n\n{rec.input}"
-            self.pending.append((user, rec.target, rec.system))
+            self.pending.append((user_text(rec), rec.target, rec.system))
 
     def flush(self) -> Iterator[tuple[int, int]]:
         """(rendered tokens, answer tokens) for every pending row, in order."""

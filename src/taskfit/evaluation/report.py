@@ -19,6 +19,17 @@ def _plt():
     return plt
 
 
+def _finish(fig, ax, path: Path, grid_axis: str | None = "both") -> Path:
+    """Legend, light grid, tight layout, write the PNG, free the figure."""
+    if grid_axis:
+        ax.legend()
+        ax.grid(axis=grid_axis, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
 def plot_loss(losses: Sequence[float], path: Path) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -30,12 +41,7 @@ def plot_loss(losses: Sequence[float], path: Path) -> Path:
         ax.plot(range(1, len(losses) + 1), smooth, color="#1f77b4", lw=2, label=f"mean of {w}")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("training loss (answer tokens)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path)
 
 
 def plot_scores(results: Sequence[EvalResult], path: Path) -> Path:
@@ -52,12 +58,7 @@ def plot_scores(results: Sequence[EvalResult], path: Path) -> Path:
     ax.set_xticks(range(len(results)), [r.candidate for r in results])
     ax.set_ylim(0, 1)
     ax.set_ylabel("held-out score")
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, grid_axis="y")
 
 
 def plot_per_class(results: Sequence[EvalResult], path: Path) -> Path:
@@ -71,12 +72,7 @@ def plot_per_class(results: Sequence[EvalResult], path: Path) -> Path:
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("F1")
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, grid_axis="y")
 
 
 def plot_confusion(result: EvalResult, path: Path) -> Path:
@@ -95,10 +91,7 @@ def plot_confusion(result: EvalResult, path: Path) -> Path:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"confusion matrix: {result.candidate}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, grid_axis=None)
 
 
 def _pct(v: float) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -192,3 +191,14 @@ def test_subsample_keeps_proportions():
     assert len(sample) == 40
     assert Counter(ex.target for ex in sample) == {"a": 20, "b": 10, "c": 10}
     assert len(stratified_subsample(_examples(), None, seed=0)) == 200
+
+
+def test_csv_that_is_not_utf8_is_a_clear_error(tmp_path, classify_task):
+    path = tmp_path / "t.csv"
+    path.write_bytes("text,label\nI was charged twice,billing\n".encode() + b"caf\xe9 closed,billing\n")
+    spec = DataSpec(train="t.csv", columns={"input": "text", "target": "label"})
+    with pytest.raises(DataError, match=r"t.csv:\d+: not UTF-8"):
+        scan(path, classify_task, spec)
+    bom = tmp_path / "b.csv"
+    bom.write_bytes(b"\xef\xbb\xbftext,label\nI was charged twice,billing\n")
+    assert scan(bom, classify_task, DataSpec(train="b.csv", columns={"input": "text", "target": "label"})).kept == 1

@@ -154,8 +154,7 @@ def convert(obj: Any, task: TaskSpec, fmt: str, cols: ColumnMap | None, source: 
         fields = {"input": _text(obj, "prompt"),
                   "target": _target_text(obj.get("completion"), task, "field 'completion'"),
                   "system": None, "context": None}
-    elif fmt == "table":
-        assert cols is not None
+    elif fmt == "table" and cols is not None:
         fields = _table(obj, task, cols)
     else:
         raise ValueError(f"data.format {fmt!r} is not a known format")

@@ -82,31 +82,31 @@ def _jsonl(path: Path, max_line_bytes: int) -> Iterator[RawRow]:
 
 
 def _delimited(path: Path, delimiter: str) -> Iterator[RawRow]:
-    data = path.read_bytes()
-    if data.startswith(BOM):
-        # A BOM at the start of a spreadsheet export is common and harmless for CSV: strip it.
-        data = data[len(BOM):]
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not UTF-8 (invalid byte 0x{data[exc.start]:02x})",
-                        hint="re-export the file as UTF-8") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    if not reader.fieldnames:
-        raise DataError(f"{path}: no header row", hint="the first line must name the columns")
-    start = 2
-    for row in reader:
-        where = f"{path}:{start}"
-        line = start
-        start = reader.line_num + 1
-        if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
-            continue
-        if None in row:
-            yield RawRow(where, line, raw=str(row), error=f"more fields than the {len(reader.fieldnames)} "
-                                                          "columns of the header")
-            continue
-        yield RawRow(where, line, obj=dict(row), raw=delimiter.join(v or "" for v in row.values()))
+    with path.open("rb") as raw:
+        # A BOM at the start of a spreadsheet export is common and harmless for CSV: skip it.
+        if raw.read(len(BOM)) != BOM:
+            raw.seek(0)
+        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        reader = csv.DictReader(text, delimiter=delimiter)
+        try:
+            if not reader.fieldnames:
+                raise DataError(f"{path}: no header row", hint="the first line must name the columns")
+            start = 2
+            for row in reader:
+                where = f"{path}:{start}"
+                line = start
+                start = reader.line_num + 1
+                if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+                    continue
+                if None in row:
+                    yield RawRow(where, line, raw=str(row),
+                                 error=f"more fields than the {len(reader.fieldnames)} columns of the header")
+                    continue
+                yield RawRow(where, line, obj=dict(row), raw=delimiter.join(v or "" for v in row.values()))
+        except UnicodeDecodeError:
+            # Text is decoded ahead in blocks, so the bad byte is at or a little after this line.
+            raise DataError(f"{path}:{reader.line_num + 1}: not UTF-8 at or after this line",
+                            hint="re-export the file as UTF-8") from None
 
 
 def _parquet(path: Path) -> Iterator[RawRow]:

@@ -69,8 +69,7 @@ class ScanResult:
     secret_rows: list[str] = field(default_factory=list)  # sources only, never values
     lengths: Any = field(default_factory=lambda: array("i"))  # rendered tokens per kept row
     answer_tokens: int = 0
-    examples: list[Example | PreferencePair] = field(default_factory=list)
-    findings: dict[str, list[pii.Finding]] = field(default_factory=dict)  # id -> findings (keep=True)
+    examples: list[Example | PreferencePair] = field(default_factory=list)  # with keep=True
 
     @property
     def kept(self) -> int:
@@ -84,21 +83,25 @@ def normalise(text: str) -> str:
     return _WS.sub(" ", text).strip().casefold()
 
 
-def validate_target(ex: Example, task: TaskSpec) -> None:
+def schema_validator(task: TaskSpec) -> Any:
+    """The JSON-schema validator of an extract task (built once per scan, not per row)."""
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(task.schema_ or {})
+
+
+def validate_target(ex: Example, task: TaskSpec, validator: Any = None) -> None:
     """The answer must fit the task: a label of the taxonomy, or JSON valid against the schema."""
     if task.kind == "classify" and ex.target not in (task.labels or []):
         raise ValueError(f"answer: label {ex.target!r} is not in task.labels ({', '.join(task.labels or [])})")
     if task.kind == "extract":
         import json
 
-        import jsonschema
-
         try:
             value = json.loads(ex.target)
         except json.JSONDecodeError as exc:
             raise ValueError(f"answer: not valid JSON ({exc.msg}); extract answers must be JSON") from None
-        errors = sorted(jsonschema.Draft202012Validator(task.schema_ or {}).iter_errors(value),
-                        key=lambda e: list(e.path))
+        errors = sorted((validator or schema_validator(task)).iter_errors(value), key=lambda e: list(e.path))
         if errors:
             first = errors[0]
             where = ".".join(map(str, first.path)) or "(root)"
@@ -301,18 +304,18 @@ class TokenCounter:
 
 def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep: bool = False,
          on_row: Callable[[], None] | None = None, id_prefix: str = "") -> ScanResult:
-    """Stream ``path`` once. With ``keep``, the kept records (and their PII findings) are returned."""
+    """Stream ``path`` once. With ``keep``, the kept records are returned too."""
     fmt = spec.format
     result = ScanResult(path=str(path), kind="preferences" if fmt == "preference" else "examples")
     exact: set[int] = set()  # 64-bit digests of the normalised row
     ids: set[int] = set()  # 64-bit digests of the row ids
     near = _near_index(spec) if spec.dedup.near else None
     # Per indexed row, only its line and label code are kept (compact arrays, not row text).
-
     index_lines, index_labels = array("q"), array("i")
     label_codes: dict[str, int] = {}
     label_names: list[str] = []
     counter = TokenCounter(tokenizer, task) if tokenizer is not None else None
+    validator = schema_validator(task) if task.kind == "extract" else None
     for raw in read_rows(path, spec.max_line_bytes):
         result.read += 1
         if on_row:
@@ -325,7 +328,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
             if isinstance(rec, PreferencePair):
                 result.kind = "preferences"
             else:
-                validate_target(rec, task)
+                validate_target(rec, task, validator)
         except ValueError as exc:
             result.quarantined.append(Quarantined(raw.source, str(exc), raw.raw))
             continue

@@ -175,7 +175,7 @@ def run_project(project: Path, reporter: Reporter | None = None, threads: int | 
     rows = _rows_summary(prepared)
 
     reporter.status(f"loading model {config.model.name}")
-    lm = load_model(config.model.name, status=reporter.status)
+    lm = load_model(config.model.name, status=reporter.status, tokenizer=tokenizer)
     manifest = {
         "task": config.task.name, "kind": config.task.kind,
         "model": asdict(lm.info), "data": {

@@ -208,17 +208,19 @@ def load_tokenizer(name: str, status: Any = None) -> Any:
     return tokenizer
 
 
-def load_model(name: str, *, dtype: str = "float32", status: Any = None) -> LoadedModel:
+def load_model(name: str, *, dtype: str = "float32", status: Any = None,
+               tokenizer: Any = None) -> LoadedModel:
     """Load model and tokenizer for ``name``; the embedded GGUF is converted once and cached.
 
-    ``status`` is an optional callable taking a message, used to tell the user what is slow.
+    ``status`` is an optional callable taking a message, used to tell the user what is slow;
+    ``tokenizer``, when the caller already loaded it with :func:`load_tokenizer`, is reused.
     """
     import torch
     from transformers import AutoModelForCausalLM
 
     info, path, offline = _local_path(name, status)
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    tokenizer = load_tokenizer(name)
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(name)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, local_files_only=offline)
     except OSError as exc:

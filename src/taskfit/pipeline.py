@@ -64,12 +64,6 @@ def _git_commit(directory: Path) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def _rows_summary(prepared: Prepared) -> str:
-    c = prepared.card.counts
-    return (f"{c['read']} rows read = {c['kept']} kept + {c['quarantined']} quarantined + "
-            f"{c['exact_duplicates']} exact and {c['near_duplicates']} near-duplicates removed")
-
-
 def _valid_rate(model: Any, tokenizer: Any, config: ProjectConfig, examples: list[Example],
                 reporter: Reporter, name: str) -> float | None:
     """Share of freely decoded answers (greedy, unconstrained) that are exactly a label."""
@@ -172,7 +166,7 @@ def run_project(project: Path, reporter: Reporter | None = None, threads: int | 
     write_prepared(prepared, run.root / "data")
     (run.root / "splits.json").write_text(json.dumps(
         {"train": [ex.id for ex in train], "eval": [ex.id for ex in held_out]}), encoding="utf-8")
-    rows = _rows_summary(prepared)
+    rows = prepared.card.rows_summary()
 
     reporter.status(f"loading model {config.model.name}")
     lm = load_model(config.model.name, status=reporter.status, tokenizer=tokenizer)

@@ -157,3 +157,17 @@ def test_cli_data_check_on_bad_rows_lists_them_without_traceback(tmp_path):
     assert result.exit_code == 0 and "Traceback" not in result.output
     assert f"{data}:4: invalid JSON" in result.output and f"{data}:8: answer: label 'nope'" in result.output
     assert "60 rows read" in result.output and "2 quarantined" in result.output
+
+
+def test_fixed_eval_file_sharing_ids_with_train_is_refused(tmp_path):
+    rows = generate_tickets(60, seed=3)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:40]))
+    reused = dict(rows[45], id=rows[0]["id"])  # a different ticket under a training row's id
+    (tmp_path / "data" / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [reused] + rows[46:]))
+    make_quickstart_project(tmp_path / "tmpl")
+    doc = yaml.safe_load((tmp_path / "tmpl" / "taskfit.yaml").read_text())
+    doc["data"].update(train="data/train.jsonl", eval="data/eval.jsonl")
+    (tmp_path / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(DataError, match=f"ids are in both.*{rows[0]['id']}"):
+        prepare_data(load_config(tmp_path), tmp_path)

@@ -82,10 +82,7 @@ def _project_config(project: Path):
 
 
 def _print_card(card) -> None:
-    c = card.counts
-    out.print(f"[bold]{c['read']}[/bold] rows read = [bold]{c['kept']}[/bold] kept + {c['quarantined']} "
-              f"quarantined + {c['exact_duplicates']} exact duplicates + {c['near_duplicates']} "
-              f"near-duplicates removed", highlight=False)
+    out.print(card.rows_summary(), highlight=False)
     if card.labels:
         table = Table("label", "rows", title=f"labels (imbalance ratio {card.imbalance_ratio})")
         for lab, n in sorted(card.labels.items(), key=lambda kv: -kv[1]):

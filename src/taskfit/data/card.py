@@ -17,8 +17,7 @@ def render_markdown(card: DataCard) -> str:
     lines = [f"# Data card: {card.task}", "",
              f"Task kind: **{card.kind}**. Files: " + ", ".join(f"`{f['path']}` ({f['read']} rows)" for f in card.files),
              "", "## Rows", "",
-             f"{c['read']} read = **{c['kept']} kept** + {c['quarantined']} quarantined + "
-             f"{c['exact_duplicates']} exact duplicates + {c['near_duplicates']} near-duplicates removed.",
+             card.rows_summary() + ".",
              ""]
     if c.get("dropped_too_long"):
         lines.append(f"{c['dropped_too_long']} kept rows were then dropped as too long (data.too_long = drop).")

@@ -41,6 +41,12 @@ class DataCard:
     split: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
+    def rows_summary(self) -> str:
+        """The sentence whose counts must add up: read = kept + quarantined + duplicates."""
+        c = self.counts
+        return (f"{c['read']} rows read = {c['kept']} kept + {c['quarantined']} quarantined + "
+                f"{c['exact_duplicates']} exact duplicates + {c['near_duplicates']} near-duplicates removed")
+
 
 def _percentile(values: list[int], q: float) -> int:
     if not values:
@@ -204,6 +210,11 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
         scans.append(eval_scan)
         held = [_redact_record(r, action) for r in eval_scan.examples]
         held, leaked = _drop_leaks(rows, held, config)
+        overlap = {r.id for r in rows} & {r.id for r in held}
+        if overlap:
+            raise DataError(f"{len(overlap)} row ids are in both {data.train} and {data.eval}, "
+                            f"e.g. {sorted(overlap)[:3]}",
+                            hint="give every row a unique id, or let taskfit split one file")
         train, test = rows, held
     else:
         if len(rows) < 4:

@@ -111,12 +111,39 @@ class LoraSpec(_Spec):
     dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="Modules that get adapters; all-linear = every projection.")
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA): slower, sometimes better.")
+    use_rslora: bool = Field(False, description="Rank-stabilised scaling, alpha / sqrt(r).")
+
+
+class QLoraSpec(_Spec):
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type of the frozen base.")
+    double_quant: bool = Field(True, description="Quantise the quantisation constants too.")
+    compute_dtype: Literal["bfloat16", "float16"] = Field(
+        "bfloat16", description="Dtype the 4-bit weights are computed in.")
+
+
+class DpoSpec(_Spec):
+    beta: float = Field(0.1, gt=0.0, le=10.0, description="Strength of the pull towards the reference "
+                                                          "model (lower: move further).")
+    loss: Literal["sigmoid", "ipo"] = Field("sigmoid", description="DPO's logistic loss, or IPO's squared one.")
+    start_from: str | None = Field(
+        None, description="An SFT adapter directory (or the run directory holding one) to start from "
+                          "and to use as the reference; empty = the base model.")
+
+
+_DEFAULT_LR = {"lora": 2e-4, "qlora": 2e-4, "full": 2e-5, "dpo": 5e-5}
 
 
 class TrainSpec(_Spec):
-    method: Literal["lora"] = Field("lora", description="Fine-tuning method.")
+    method: Literal["lora", "qlora", "full", "dpo"] = Field(
+        "lora", description="lora (default), qlora (4-bit base, CUDA only), full (every weight), or "
+                            "dpo (preference pairs, through a LoRA adapter).")
     lora: LoraSpec = LoraSpec()
-    learning_rate: float = Field(2e-4, gt=0.0, lt=1.0, description="Peak learning rate (AdamW).")
+    qlora: QLoraSpec = QLoraSpec()
+    dpo: DpoSpec = DpoSpec()
+    learning_rate: float | None = Field(
+        None, gt=0.0, lt=1.0,
+        description="Peak learning rate (AdamW); empty = 2e-4 for lora/qlora, 2e-5 for full, 5e-5 for dpo.")
     epochs: float = Field(1.0, gt=0.0, le=100.0, description="Passes over the training rows.")
     batch_size: int = Field(8, gt=0, le=4096, description="Rows per optimiser step.")
     max_seq_length: int = Field(
@@ -125,6 +152,35 @@ class TrainSpec(_Spec):
                     "evaluation alike.")
     warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="Share of steps warming up.")
     seed: int = Field(0, description="Seed of adapter initialisation and batch order.")
+    validation_share: float = Field(
+        0.1, ge=0.0, lt=0.5,
+        description="Share of the training rows held back to validate during training (never the "
+                    "eval split, which stays untouched for the final comparison); 0 = no validation.")
+    validation_max_rows: int = Field(200, ge=1, description="At most this many validation rows.")
+    eval_every: int = Field(50, ge=0, description="Validate every N optimiser steps (and at each "
+                                                  "epoch's end); 0 = only at epoch ends.")
+    metric_sample: int = Field(
+        48, ge=0, description="Validation rows scored with the task's own metric (accuracy for "
+                              "classify, preference accuracy for dpo) at each validation; 0 = loss only.")
+    early_stopping_patience: int = Field(
+        3, ge=0, description="Stop after this many validations without improvement; 0 = never stop early.")
+    checkpoint_every: int = Field(
+        50, ge=0, description="Write a resumable checkpoint every N steps (atomically); 0 = none.")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on disk (the newest).")
+    packing: bool = Field(
+        False, description="Pack several short rows into one sequence (attention never crosses "
+                           "rows). Off by default: length-grouped batches already waste little.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, about 30% slower.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto = bfloat16 on GPUs that support it, float32 on CPU (bf16 is ~11x "
+                            "slower on CPUs without native support).")
+    threads: int | None = Field(None, ge=1, description="CPU threads; empty = every core.")
+
+    @property
+    def lr(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else _DEFAULT_LR[self.method]
 
 
 class EvalSpec(_Spec):

@@ -60,5 +60,22 @@ class RunDir:
     def train_log(self) -> Path:
         return self.root / "train_log.csv"
 
+    @property
+    def validation_log(self) -> Path:
+        return self.root / "validation_log.csv"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def full_model(self) -> Path:
+        """Where ``method: full`` puts the whole trained model (the adapter's counterpart)."""
+        return self.root / "model"
+
+    @property
+    def merged(self) -> Path:
+        return self.root / "merged"
+
     def predictions(self, candidate: str) -> Path:
         return self.root / "predictions" / f"{candidate}.jsonl"

@@ -71,7 +71,7 @@ def test_cli_refuses_non_classify_runs_clearly(tmp_path):
     runner = CliRunner()
     assert runner.invoke(app, ["init", str(tmp_path / "x"), "--task", "qa"]).exit_code == 0
     result = runner.invoke(app, ["run", str(tmp_path / "x")])
-    assert result.exit_code == 2 and "only 'classify'" in result.output
+    assert result.exit_code == 2 and "covers classify" in result.output and "taskfit train" in result.output
 
 
 def _result(name, acc, low, high, latency=0.5):

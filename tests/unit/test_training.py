@@ -1,52 +1,114 @@
-"""LoRA training on the tiny model: loss only on answers, only adapters change, PEFT layout."""
+"""Training on the tiny model: loss only on answers, one rendering for every path, packing without
+cross-row attention, validation and early stopping, checkpoints, full fine-tuning, DPO."""
 
 from __future__ import annotations
 
+import json
 import random
 
+import pytest
 import torch
 
+from taskfit.baselines import LabelScoringPredictor
 from taskfit.config import TrainSpec
+from taskfit.errors import ConfigError, DataError
 from taskfit.models import load_model
-from taskfit.records import Example
-from taskfit.training import train_lora
-from taskfit.training.sft import _collate, featurize
+from taskfit.records import Example, PreferencePair
+from taskfit.rendering import render
+from taskfit.training import train_dpo, train_sft
+from taskfit.training.loop import checkpoints
+from taskfit.training.sft import answer_loss, collate, featurize
+
+PAIRS = [("I was charged twice on my invoice", "billing"), ("My parcel has not arrived", "shipping"),
+         ("I cannot log in to my account", "account_access")]
 
 
-def _data(n=48):
-    rng = random.Random(0)
-    pairs = [("I was charged twice on my invoice", "billing"), ("My parcel has not arrived", "shipping"),
-             ("I cannot log in to my account", "account_access")]
-    return [Example(id=str(i), input=t + "!" * rng.randint(0, 3), target=lab)
-            for i, (t, lab) in enumerate(rng.choice(pairs) for _ in range(n))]
+def _data(n=48, seed=0):
+    rng = random.Random(seed)
+    return [Example(id=str(i), input=t + "!" * rng.randint(0, 3), target=lab, source=f"train.jsonl:{i + 1}")
+            for i, (t, lab) in enumerate(rng.choice(PAIRS) for _ in range(n))]
 
 
-def test_only_answer_tokens_carry_loss(tiny, classify_task):
+def _spec(**kw):
+    base = dict(learning_rate=5e-3, epochs=1, batch_size=8, max_seq_length=128, validation_share=0.0,
+                checkpoint_every=0)
+    return TrainSpec(**{**base, **kw})
+
+
+def test_only_answer_tokens_carry_loss_and_the_end_of_turn_is_trained(tiny, classify_task):
     rows = featurize(tiny.tokenizer, classify_task, _data(4), max_length=128)
-    ids, mask, (b, t), targets = _collate(rows, tiny.tokenizer.pad_token_id)
-    assert len(targets) == sum(len(r.completion) for r in rows) > 0
-    for row_i, pos, tok in zip(b.tolist(), t.tolist(), targets.tolist()):
-        r = rows[row_i]
-        assert pos + 1 >= r.n_prompt  # predicted from inside the answer (or the header's end)
-        assert ids[row_i, pos + 1] == tok
+    batch = collate(rows, tiny.tokenizer.pad_token_id)
+    assert len(batch.targets) == sum(len(r.completion) for r in rows) > 0
+    for s, pos, tok in zip(batch.src[0].tolist(), batch.src[1].tolist(), batch.targets.tolist()):
+        r = rows[s]
+        assert pos + 1 >= r.n_prompt  # predicted from the answer or the header's last token
+        assert batch.ids[s, pos + 1] == tok
+    for r in rows:  # every answer ends with the end-of-turn token, and it carries loss
+        assert r.completion[-1] == tiny.tokenizer.eos_token_id
 
 
-def test_training_lowers_loss_and_changes_only_adapters(tiny_model_dir, classify_task, tmp_path):
+def test_a_row_whose_answer_cannot_fit_is_named(tiny, classify_task):
+    long = Example(id="x", input="word " * 400, target="billing " * 200, source="train.jsonl:7")
+    with pytest.raises(DataError, match="train.jsonl:7"):
+        featurize(tiny.tokenizer, classify_task, [long], max_length=64)
+    empty = Example(id="y", input="hello", target="", source="train.jsonl:9")
+    rows = featurize(tiny.tokenizer, classify_task, [empty], max_length=64)
+    assert rows[0].completion == [tiny.tokenizer.eos_token_id]  # even an empty answer trains the stop
+
+
+def test_training_evaluation_and_export_see_identical_tokens(tiny_model_dir, classify_task, tmp_path):
+    """The token ids training reads for an example are the ones evaluation asks with, and the ones
+    the saved tokenizer (what export and serving load) renders."""
+    from transformers import AutoTokenizer
+
+    lm = load_model(str(tiny_model_dir))
+    ex = _data(1)[0]
+    trained = featurize(lm.tokenizer, classify_task, [ex], 128)[0]
+    scorer = LabelScoringPredictor("t", lm.model, lm.tokenizer, classify_task, 128)
+    assert scorer.prompt_ids(ex) == trained.ids[: trained.n_prompt]
+    label = classify_task.labels.index(ex.target)
+    assert scorer.completions[label] == trained.completion
+    model, _ = train_sft(lm.model, lm.tokenizer, classify_task, _spec(), _data(16), run_dir=tmp_path)
+    lm.tokenizer.save_pretrained(tmp_path / "exported")
+    exported = AutoTokenizer.from_pretrained(tmp_path / "exported")
+    assert render(exported, classify_task, ex, target=ex.target, max_length=128).ids == trained.ids
+
+
+def test_packing_gives_the_same_loss_as_padding(tiny, classify_task):
+    """Attention never crosses rows in a packed sequence: the loss equals the padded batch's, and
+    differs when the rows are let to see each other (so the comparison can tell)."""
+    import dataclasses
+
+    from transformers import LlamaForCausalLM
+
+    config = tiny.model.config
+    config.initializer_range = 0.3  # weights large enough for attention to matter
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    rows = featurize(tiny.tokenizer, classify_task, _data(8), max_length=128)
+    padded = collate(rows, tiny.tokenizer.pad_token_id)
+    packed = collate(rows, tiny.tokenizer.pad_token_id, pack_to=128)
+    crossing = dataclasses.replace(packed, positions=None, mask=torch.ones_like(packed.ids))
+    assert packed.ids.shape[0] < padded.ids.shape[0] and packed.read_tokens == padded.read_tokens
+    with torch.no_grad():
+        assert torch.allclose(answer_loss(model, packed), answer_loss(model, padded), atol=1e-5)
+        assert not torch.allclose(answer_loss(model, crossing), answer_loss(model, padded), atol=1e-3)
+
+
+def test_lora_trains_only_adapters_and_saves_plain_peft(tiny_model_dir, classify_task, tmp_path):
     lm = load_model(str(tiny_model_dir))
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}
-    spec = TrainSpec(learning_rate=5e-3, epochs=4, batch_size=8, max_seq_length=128)
-    model, result = train_lora(lm.model, lm.tokenizer, classify_task, spec, _data(),
-                               log_path=tmp_path / "log.csv")
-    assert result.steps == 24 and result.trained_tokens > 0 and result.loss_tokens > 0
-    assert sum(result.losses[-4:]) / 4 < sum(result.losses[:4]) / 4
-    assert len((tmp_path / "log.csv").read_text().splitlines()) == 25
+    model, result = train_sft(lm.model, lm.tokenizer, classify_task, _spec(epochs=4), _data(),
+                              run_dir=tmp_path)
+    s = result.state
+    assert s.step == 24 and s.trained_tokens > 0 and s.loss_tokens > 0
+    assert sum(s.losses[-4:]) / 4 < sum(s.losses[:4]) / 4
+    assert len((tmp_path / "train_log.csv").read_text().splitlines()) == 25
     for name, value in model.get_base_model().state_dict().items():
         if "lora_" not in name:
-            clean = name.replace("base_layer.", "")
-            assert torch.equal(value, before[clean]), name
+            assert torch.equal(value, before[name.replace("base_layer.", "")]), name
 
     model.save_pretrained(tmp_path / "adapter")
-    assert (tmp_path / "adapter" / "adapter_config.json").exists()
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -58,10 +120,104 @@ def test_training_lowers_loss_and_changes_only_adapters(tiny_model_dir, classify
 
 
 def test_same_seed_same_adapter(tiny_model_dir, classify_task):
-    spec = TrainSpec(learning_rate=5e-3, epochs=1, batch_size=8, max_seq_length=128, seed=3)
     runs = []
     for _ in range(2):
         lm = load_model(str(tiny_model_dir))
-        _, result = train_lora(lm.model, lm.tokenizer, classify_task, spec, _data())
-        runs.append(result.losses)
+        _, result = train_sft(lm.model, lm.tokenizer, classify_task, _spec(seed=3), _data())
+        runs.append(result.state.losses)
     assert runs[0] == runs[1]
+
+
+def test_validation_keeps_the_best_step_and_stops_early(tiny_model_dir, classify_task, tmp_path):
+    lm = load_model(str(tiny_model_dir))
+    data = _data(80)
+    train, val = data[:64], data[64:]
+    # A learning rate this high overshoots: validation stops improving and training stops early.
+    spec = _spec(learning_rate=0.3, epochs=20, eval_every=2, early_stopping_patience=2, metric_sample=8,
+                 validation_share=0.1)
+    model, result = train_sft(lm.model, lm.tokenizer, classify_task, spec, train, val, run_dir=tmp_path)
+    s = result.state
+    assert s.stopped_early and s.step < result.total_steps
+    scores = [v["metric"] for v in s.validations]
+    assert all(v["metric"] is not None and 0 <= v["metric"] <= 1 for v in s.validations)
+    best = max(range(len(scores)), key=lambda i: (scores[i], -s.validations[i]["val_loss"]))  # ties: lower loss
+    assert s.best_step == s.validations[best]["step"]
+    assert s.stale_validations == 2
+    log = (tmp_path / "validation_log.csv").read_text().splitlines()
+    assert log[0] == "step,epoch,val_loss,metric" and len(log) == len(s.validations) + 1
+    # The model returned holds the best step's weights: its validation accuracy is the best one.
+    scorer = LabelScoringPredictor("v", model, lm.tokenizer, classify_task, 128)
+    hits = [p.output == ex.target for p, ex in zip(scorer.predict(val[:8]), val[:8])]
+    assert sum(hits) / 8 == pytest.approx(s.validations[best]["metric"])
+
+
+def test_checkpoints_are_atomic_and_resume_matches_an_uninterrupted_run(tiny_model_dir, classify_task, tmp_path):
+    spec = _spec(epochs=3, checkpoint_every=4, keep_checkpoints=2, validation_share=0.1, eval_every=5,
+                 metric_sample=4, early_stopping_patience=0)
+    data = _data(40)
+    train, val = data[:32], data[32:]
+    lm = load_model(str(tiny_model_dir))
+    whole, whole_result = train_sft(lm.model, lm.tokenizer, classify_task, spec, train, val,
+                                    run_dir=tmp_path / "whole")
+    found = checkpoints(tmp_path / "whole" / "checkpoints")
+    assert [p.name for p in found] == ["step-000008", "step-000012"]  # the newest two of 12 steps
+    # A half-written checkpoint (killed mid-write) is ignored.
+    (tmp_path / "whole" / "checkpoints" / "step-000016.tmp").mkdir()
+    (tmp_path / "whole" / "checkpoints" / "step-000020").mkdir()  # no state.json: not complete
+    assert checkpoints(tmp_path / "whole" / "checkpoints") == found
+
+    lm2 = load_model(str(tiny_model_dir))
+    resumed, result = train_sft(lm2.model, lm2.tokenizer, classify_task, spec, train, val,
+                                run_dir=tmp_path / "whole", resume_from=found[0])
+    assert result.state.resumed_from == 8 and result.state.step == 12
+    assert result.state.losses == pytest.approx(whole_result.state.losses, abs=1e-6)
+    assert result.state.validations == whole_result.state.validations
+    a = {k: v for k, v in whole.state_dict().items() if "lora_" in k}
+    b = {k: v for k, v in resumed.state_dict().items() if "lora_" in k}
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    log = (tmp_path / "whole" / "train_log.csv").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in log[1:]] == list(range(1, 13))
+
+
+def test_full_fine_tuning_changes_every_weight(tiny_model_dir, classify_task, tmp_path):
+    lm = load_model(str(tiny_model_dir))
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    model, result = train_sft(lm.model, lm.tokenizer, classify_task, _spec(method="full", learning_rate=1e-3),
+                              _data(16))
+    assert result.state.step == 2
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert "model.layers.0.mlp.up_proj.weight" in changed and "model.embed_tokens.weight" in changed
+
+
+def test_dpo_raises_held_out_preference_for_chosen(tiny_model_dir, classify_task, tmp_path):
+    rng = random.Random(0)
+    prompts = ["my parcel is late", "refund my order", "I cannot log in", "the app crashes",
+               "change my address", "cancel my plan"]
+
+    def pairs(n, offset):
+        return [PreferencePair(id=str(offset + i), prompt=rng.choice(prompts) + "!" * (i % 3),
+                               chosen="Sorry about that, I will help you now.",
+                               rejected="That is not my problem, go away now.")
+                for i in range(n)]
+
+    lm = load_model(str(tiny_model_dir))
+    spec = _spec(method="dpo", learning_rate=5e-3, epochs=4, validation_share=0.1, eval_every=4)
+    model, result, held = train_dpo(lm.model, lm.tokenizer, classify_task, spec, pairs(32, 0),
+                                    pairs(8, 100), held_out=pairs(16, 200), run_dir=tmp_path)
+    assert result.state.losses[-1] < result.state.losses[0]
+    assert held["preference_accuracy_after"] > held["preference_accuracy_before"]
+    assert held["preference_accuracy_after"] == 1.0 and held["pairs"] == 16
+    assert all(v["metric"] is not None for v in result.state.validations)
+
+
+def test_qlora_on_a_cpu_machine_says_so_and_suggests_lora():
+    from taskfit.training.hardware import resolve_hardware
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="needs a CUDA GPU") as info:
+        resolve_hardware(TrainSpec(method="qlora"))
+    assert "method: lora" in info.value.hint
+    hw = resolve_hardware(TrainSpec())
+    assert hw.device == "cpu" and hw.dtype == "float32"
+    assert json.dumps(hw.describe())

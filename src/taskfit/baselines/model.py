@@ -43,7 +43,8 @@ class LabelScoringPredictor:
 
         k = len(self.completions)
         with torch.inference_mode():
-            out = self.model(torch.tensor([prompt]), use_cache=True)
+            device = self.model.get_output_embeddings().weight.device
+            out = self.model(torch.tensor([prompt], device=device), use_cache=True)
             first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
             totals = [float(first[c[0]]) for c in self.completions]
             longest = max(len(c) for c in self.completions)
@@ -51,7 +52,8 @@ class LabelScoringPredictor:
                 pad = self.tokenizer.pad_token_id
                 # Feed every completion but its last token; position j predicts token j + 1.
                 # Right padding only affects positions after a completion ends, which are unread.
-                batch = torch.tensor([c[:-1] + [pad] * (longest - len(c)) for c in self.completions])
+                batch = torch.tensor([c[:-1] + [pad] * (longest - len(c)) for c in self.completions],
+                                     device=device)
                 cache = out.past_key_values
                 cache.batch_repeat_interleave(k)
                 logp = torch.log_softmax(self.model(batch, past_key_values=cache).logits.float(), dim=-1)
@@ -85,7 +87,8 @@ def generate_answers(model: Any, tokenizer: Any, task: TaskSpec, examples: Itera
     for ex in examples:
         r = render(tokenizer, task, ex, max_length=max_length)
         with torch.inference_mode():
-            out = model.generate(torch.tensor([r.ids]), attention_mask=torch.ones(1, len(r.ids), dtype=torch.long),
+            ids = torch.tensor([r.ids], device=model.get_output_embeddings().weight.device)
+            out = model.generate(ids, attention_mask=torch.ones_like(ids),
                                  max_new_tokens=max_new_tokens, do_sample=False,
                                  eos_token_id=tokenizer.eos_token_id,
                                  pad_token_id=tokenizer.pad_token_id)

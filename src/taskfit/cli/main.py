@@ -171,6 +171,53 @@ def run(project: Path = typer.Argument(Path("."), help="Project directory or tas
 
 @app.command()
 @_friendly
+def train(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
+          resume: bool = typer.Option(False, "--resume", help="Continue the newest unfinished run "
+                                      "from its last checkpoint (or the run named by --run)."),
+          run_dir: Optional[Path] = typer.Option(None, "--run", help="The run directory to resume."),
+          threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: all)."),
+          allow_secrets: bool = typer.Option(False, "--allow-secrets",
+                                             help="Train even on data with unredacted credentials.")) -> None:
+    """Train by train.method (lora, qlora, full, dpo) and save the adapter with its model card."""
+    from taskfit.pipeline import train_project
+    from taskfit.progress import RichReporter
+
+    summary = train_project(project, reporter=RichReporter(err), threads=threads,
+                            allow_secrets=allow_secrets, resume=run_dir if run_dir else resume)
+    t = summary.training
+    out.print(f"trained {t['steps']} steps ({t['epochs']} epochs), {t['trained_tokens']} tokens in "
+              f"{t['seconds']} s ({t['tokens_per_second']} tokens/s)", highlight=False)
+    if t.get("best_validation"):
+        b = t["best_validation"]
+        metric = f", metric {b['metric']:.3f}" if b.get("metric") is not None else ""
+        out.print(f"kept step {b['step']}: validation loss {b['val_loss']:.4f}{metric}"
+                  f"{' (stopped early)' if t['stopped_early'] else ''}", highlight=False)
+    if t.get("held_out"):
+        h = t["held_out"]
+        out.print(f"held-out preference accuracy: {h['preference_accuracy_before']:.3f} before, "
+                  f"{h['preference_accuracy_after']:.3f} after ({h['pairs']} pairs)", highlight=False)
+    out.print(f"artifact: {summary.artifact}\nrun:      {summary.run_dir}")
+
+
+@app.command()
+@_friendly
+def export(run_dir: Path = typer.Argument(..., help="A finished run directory (or its adapter)."),
+           merged: bool = typer.Option(False, "--merged", help="Fold the adapter into the base model."),
+           out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write (default RUN/merged).")) -> None:
+    """Export a trained adapter; --merged writes an ordinary transformers model."""
+    from taskfit.errors import ConfigError
+    from taskfit.progress import RichReporter
+    from taskfit.training.artifacts import export_merged
+
+    if not merged:
+        raise ConfigError("choose an export format: --merged (more formats come with serving)",
+                          hint="the adapter itself is already in the plain PEFT layout in RUN/adapter")
+    path = export_merged(run_dir, out_dir, status=RichReporter(err).status)
+    out.print(f"merged model: {path}")
+
+
+@app.command()
+@_friendly
 def quickstart(directory: Path = typer.Argument(Path("quickstart"), help="Where to create the sample project."),
                seed: int = typer.Option(0, help="Seed of the sample data, the split and training."),
                full: bool = typer.Option(False, help="Train and evaluate on every row (slow on CPU)."),

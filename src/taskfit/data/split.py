@@ -11,7 +11,10 @@ from taskfit.records import Example
 
 
 def _stratify_keys(examples: Sequence[Example]) -> list[str] | None:
-    """Targets to stratify on, or None when some class is too small to appear on both sides."""
+    """Targets to stratify on, or None when some class is too small to appear on both sides (or
+    the rows are preference pairs, which have no label)."""
+    if not all(isinstance(ex, Example) for ex in examples):
+        return None
     counts = Counter(ex.target for ex in examples)
     if len(counts) < 2 or min(counts.values()) < 2:
         return None
@@ -47,7 +50,7 @@ def grouped_split(examples: Sequence[Example], fraction: float, seed: int,
     rows = [examples[i] for i in order]
     grp = [groups[i] for i in order]
     folds = min(max(2, round(1 / fraction)), len(set(grp)))
-    keys = [ex.target for ex in rows]
+    keys = [getattr(ex, "target", "") for ex in rows]
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     train_idx, test_idx = next(splitter.split(rows, keys, grp))
     return [rows[i] for i in train_idx], [rows[i] for i in test_idx]
@@ -62,9 +65,22 @@ def stratified_subsample(examples: Sequence[Example], n: int | None, seed: int) 
 
 
 def fingerprint(examples: Sequence[Example]) -> str:
-    """SHA-256 over the examples' ids, inputs, targets and system prompts, in id order."""
+    """SHA-256 over the rows' ids, inputs, targets and system prompts (prompt, chosen and rejected
+    for preference pairs), in id order."""
     h = hashlib.sha256()
     for ex in sorted(examples, key=lambda e: e.id):
-        h.update(json.dumps([ex.id, ex.input, ex.target, ex.system], ensure_ascii=False).encode())
+        fields = ([ex.id, ex.input, ex.target, ex.system] if isinstance(ex, Example)
+                  else [ex.id, ex.prompt, ex.chosen, ex.rejected, ex.system])
+        h.update(json.dumps(fields, ensure_ascii=False).encode())
         h.update(b"\n")
     return h.hexdigest()
+
+
+def validation_split(rows: Sequence, share: float, max_rows: int, seed: int) -> tuple[list, list]:
+    """Hold back ``share`` of the training rows (at most ``max_rows``) to validate on during
+    training, stratified by target for labelled rows. The eval split is never used for this: a
+    checkpoint chosen on the held-out rows would make their score optimistic."""
+    n = min(max_rows, round(len(rows) * share))
+    if share <= 0 or n < 1 or len(rows) < 8:
+        return list(rows), []
+    return stratified_split(rows, n / len(rows), seed)

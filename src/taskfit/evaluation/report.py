@@ -30,17 +30,30 @@ def _finish(fig, ax, path: Path, grid_axis: str | None = "both") -> Path:
     return path
 
 
-def plot_loss(losses: Sequence[float], path: Path) -> Path:
+def plot_loss(losses: Sequence[float], path: Path, validations: Sequence[dict[str, Any]] = (),
+              metric_name: str | None = None) -> Path:
+    """Training loss per step, validation loss at each validation and, on a second axis, the
+    task metric measured there."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.plot(range(1, len(losses) + 1), losses, color="#999", lw=0.8, label="per step")
+    ax.plot(range(1, len(losses) + 1), losses, color="#999", lw=0.8, label="train, per step")
     if len(losses) >= 5:
         w = max(2, len(losses) // 10)
         smooth = [sum(losses[max(0, i - w + 1): i + 1]) / len(losses[max(0, i - w + 1): i + 1])
                   for i in range(len(losses))]
-        ax.plot(range(1, len(losses) + 1), smooth, color="#1f77b4", lw=2, label=f"mean of {w}")
+        ax.plot(range(1, len(losses) + 1), smooth, color="#1f77b4", lw=2, label=f"train, mean of {w}")
+    if validations:
+        ax.plot([v["step"] for v in validations], [v["val_loss"] for v in validations], "o-",
+                color="#d62728", lw=1.5, label="validation")
+        metric = [(v["step"], v["metric"]) for v in validations if v.get("metric") is not None]
+        if metric:
+            ax2 = ax.twinx()
+            ax2.plot(*zip(*metric), "s--", color="#2ca02c", lw=1.2, label=metric_name or "metric")
+            ax2.set_ylim(0, 1)
+            ax2.set_ylabel(f"validation {metric_name or 'metric'}")
+            ax2.legend(loc="center right")
     ax.set_xlabel("optimiser step")
-    ax.set_ylabel("training loss (answer tokens)")
+    ax.set_ylabel("loss (answer tokens)")
     return _finish(fig, ax, path)
 
 

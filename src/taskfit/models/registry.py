@@ -209,11 +209,12 @@ def load_tokenizer(name: str, status: Any = None) -> Any:
 
 
 def load_model(name: str, *, dtype: str = "float32", status: Any = None,
-               tokenizer: Any = None) -> LoadedModel:
+               tokenizer: Any = None, device: str = "cpu", quantization: Any = None) -> LoadedModel:
     """Load model and tokenizer for ``name``; the embedded GGUF is converted once and cached.
 
     ``status`` is an optional callable taking a message, used to tell the user what is slow;
-    ``tokenizer``, when the caller already loaded it with :func:`load_tokenizer`, is reused.
+    ``tokenizer``, when the caller already loaded it with :func:`load_tokenizer`, is reused;
+    ``quantization`` is a transformers quantization config (QLoRA's 4-bit base), CUDA only.
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -222,11 +223,15 @@ def load_model(name: str, *, dtype: str = "float32", status: Any = None,
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(name)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, local_files_only=offline)
+        extra = {"quantization_config": quantization, "device_map": {"": 0}} if quantization else {}
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, local_files_only=offline,
+                                                     **extra)
     except OSError as exc:
         raise _unreachable(name, info, path, exc) from None
     if tokenizer.chat_template is None:
         raise ModelError(f"model '{name}' has no chat template",
                          hint="use an instruction-tuned (chat) model, such as smollm2-135m")
+    if device != "cpu" and not quantization:
+        model.to(device)
     model.eval()
     return LoadedModel(info=info, model=model, tokenizer=tokenizer)

@@ -1,5 +1,6 @@
-"""One linear recipe per method, calling PEFT as a library."""
+"""One linear recipe per method (sft.py for lora/qlora/full, dpo.py), sharing one loop (loop.py)."""
 
-from taskfit.training.sft import TrainResult, train_lora
+from taskfit.training.dpo import train_dpo
+from taskfit.training.sft import train_sft
 
-__all__ = ["TrainResult", "train_lora"]
+__all__ = ["train_dpo", "train_sft"]

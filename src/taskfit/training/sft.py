@@ -1,48 +1,40 @@
-"""LoRA supervised fine-tuning: one linear recipe, top to bottom.
+"""Supervised fine-tuning (lora, qlora, full): one linear recipe, top to bottom.
 
 Loss is on the assistant's tokens only (the answer and its end-of-turn token), through the same
-:func:`taskfit.rendering.render` that evaluation uses. Only the hidden states at those positions go
-through the output layer: on SmolLM2 the vocabulary has 49,152 entries, so computing logits for
+:func:`taskfit.rendering.render` that evaluation and serving use. Only the hidden states at those
+positions go through the output layer: on SmolLM2 the vocabulary has 49,152 entries, so logits for
 every position of a 100-token prompt would cost more time and memory than the whole answer.
-Batches group rows of similar length, so little compute is spent on padding.
+Batches group rows of similar length, so little compute is spent on padding; with packing, the
+rows of a batch share sequences instead, and attention never crosses from one row to another.
 """
 
 from __future__ import annotations
 
-import csv
-import math
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from taskfit.config import TaskSpec, TrainSpec
+from taskfit.errors import DataError
 from taskfit.records import Example
 from taskfit.rendering import Rendered, render
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    steps: int
-    epochs: float
-    trained_tokens: int  # tokens read by the model (prompt and answer, no padding)
-    loss_tokens: int  # tokens that carried loss
-    seconds: float
-    losses: list[float]  # one per optimiser step
-    truncated_rows: int
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.trained_tokens / self.seconds if self.seconds else 0.0
+from taskfit.training.loop import LoopResult, StepStats, fit
 
 
 def featurize(tokenizer: Any, task: TaskSpec, examples: Sequence[Example], max_length: int) -> list[Rendered]:
-    """Render every training example with its target; each must carry at least one loss token."""
-    rows = [render(tokenizer, task, ex, target=ex.target, max_length=max_length) for ex in examples]
-    for ex, row in zip(examples, rows):
+    """Render every training example with its target; each must keep at least one loss token."""
+    rows = []
+    for ex in examples:
+        where = ex.source or f"row id {ex.id}"
+        try:
+            row = render(tokenizer, task, ex, target=ex.target, max_length=max_length)
+        except ValueError as exc:
+            raise DataError(f"{where}: {exc}", hint="raise train.max_seq_length or shorten the answer") from None
         if not row.completion:
-            raise ValueError(f"{ex.source or ex.id}: the answer renders to no tokens")
+            raise DataError(f"{where}: the answer renders to no tokens, so nothing would be trained",
+                            hint="give the row a non-empty answer")
+        rows.append(row)
     return rows
 
 
@@ -61,105 +53,193 @@ def length_grouped_batches(rows: Sequence[Rendered], batch_size: int, seed: int,
     return batches
 
 
-def _collate(rows: Sequence[Rendered], pad_id: int) -> tuple[Any, Any, Any, Any]:
-    """Right-padded ids [B, T], attention mask [B, T], and for every loss token: the (row, position)
-    whose hidden state predicts it, and the token itself."""
+def shuffled_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    rng = random.Random(seed * 1000003 + epoch)
+    order = list(range(n))
+    rng.shuffle(order)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+@dataclass
+class Batch:
+    """Model inputs plus, for every loss token, where its prediction is read and which row owns it.
+
+    Padded batches carry an attention mask; packed ones carry position ids that restart at each
+    row, from which transformers builds a block-diagonal mask (no attention across rows).
+    """
+
+    ids: Any  # [S, T]
+    mask: Any | None  # [S, T]
+    positions: Any | None  # [S, T]
+    src: tuple[Any, Any]  # (sequence, position) whose hidden state predicts each loss token
+    targets: Any  # [N]
+    owner: Any  # [N] index of the row (in the caller's list) each loss token belongs to
+    read_tokens: int
+
+
+def collate(rows: Sequence[Rendered], pad_id: int, pack_to: int | None = None) -> Batch:
+    """One batch from ``rows``: right-padded, or packed into sequences of at most ``pack_to``."""
     import torch
 
-    width = max(len(r.ids) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    src_b, src_t, targets = [], [], []
-    for b, r in enumerate(rows):
-        ids[b, : len(r.ids)] = torch.tensor(r.ids)
-        mask[b, : len(r.ids)] = 1
-        for t in range(r.n_prompt, len(r.ids)):
-            src_b.append(b)
-            src_t.append(t - 1)
-            targets.append(r.ids[t])
-    return ids, mask, (torch.tensor(src_b), torch.tensor(src_t)), torch.tensor(targets)
+    if pack_to:  # first-fit decreasing: rows in as few sequences as fit
+        bins: list[list[int]] = []
+        room: list[int] = []
+        for i in sorted(range(len(rows)), key=lambda i: -len(rows[i].ids)):
+            n = len(rows[i].ids)
+            slot = next((b for b, free in enumerate(room) if free >= n), None)
+            if slot is None:
+                bins.append([i])
+                room.append(pack_to - n)
+            else:
+                bins[slot].append(i)
+                room[slot] -= n
+    else:
+        bins = [[i] for i in range(len(rows))]
+    width = max(sum(len(rows[i].ids) for i in b) for b in bins)
+    ids = torch.full((len(bins), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(bins), width), dtype=torch.long)
+    positions = torch.zeros((len(bins), width), dtype=torch.long)
+    src_s, src_t, targets, owner = [], [], [], []
+    for s, members in enumerate(bins):
+        offset = 0
+        for i in members:
+            r = rows[i]
+            n = len(r.ids)
+            ids[s, offset:offset + n] = torch.tensor(r.ids)
+            mask[s, offset:offset + n] = 1
+            positions[s, offset:offset + n] = torch.arange(n)
+            for t in range(r.n_prompt, n):
+                src_s.append(s)
+                src_t.append(offset + t - 1)
+                targets.append(r.ids[t])
+                owner.append(i)
+            offset += n
+        # Padding gets positions of its own, so it reads as a separate (unscored) sequence.
+        positions[s, offset:] = torch.arange(width - offset)
+    packed = bool(pack_to)
+    return Batch(ids=ids, mask=None if packed else mask, positions=positions if packed else None,
+                 src=(torch.tensor(src_s), torch.tensor(src_t)), targets=torch.tensor(targets),
+                 owner=torch.tensor(owner), read_tokens=int(mask.sum()))
 
 
-def answer_loss(model: Any, ids: Any, mask: Any, where: tuple[Any, Any], targets: Any) -> Any:
-    """Mean cross-entropy over the answer tokens, with logits computed only where needed."""
-    import torch.nn.functional as F
-
+def answer_logits(model: Any, batch: Batch) -> Any:
+    """Logits [N, V] at the loss positions only; the rest of the sequence never meets the
+    output layer."""
     decoder = model.get_base_model() if hasattr(model, "get_base_model") else model
     body = getattr(decoder, decoder.base_model_prefix)
-    hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state  # [B, T, H]
-    picked = hidden[where[0], where[1]]  # [N, H], N = answer tokens in the batch
-    logits = decoder.get_output_embeddings()(picked).float()  # [N, V]
-    return F.cross_entropy(logits, targets)
+    device = decoder.get_output_embeddings().weight.device
+    kwargs = {"input_ids": batch.ids.to(device), "use_cache": False}
+    if batch.mask is not None:
+        kwargs["attention_mask"] = batch.mask.to(device)
+    if batch.positions is not None:
+        kwargs["position_ids"] = batch.positions.to(device)
+    hidden = body(**kwargs).last_hidden_state  # [S, T, H]
+    picked = hidden[batch.src[0].to(device), batch.src[1].to(device)]  # [N, H]
+    return decoder.get_output_embeddings()(picked).float()
 
 
-def apply_lora(model: Any, spec: TrainSpec) -> Any:
-    """Wrap ``model`` in fresh LoRA adapters (seeded, so the initial adapter is reproducible)."""
+def answer_loss(model: Any, batch: Batch) -> Any:
+    """Mean cross-entropy over the answer tokens of the batch."""
+    import torch.nn.functional as F
+
+    logits = answer_logits(model, batch)
+    return F.cross_entropy(logits, batch.targets.to(logits.device))
+
+
+def completion_logps(model: Any, batch: Batch, n_rows: int) -> Any:
+    """Summed log-probability of each row's completion, [n_rows] (DPO and preference accuracy)."""
     import torch
-    from peft import LoraConfig, get_peft_model
 
+    logits = answer_logits(model, batch)
+    token_lp = torch.log_softmax(logits, dim=-1).gather(
+        1, batch.targets.to(logits.device)[:, None])[:, 0]
+    return torch.zeros(n_rows, device=logits.device).index_add(0, batch.owner.to(logits.device), token_lp)
+
+
+class SftObjective:
+    """Cross-entropy on the answers; validation loss on held-back rows and, for ``classify``, the
+    label-scoring accuracy on a sample of them."""
+
+    def __init__(self, model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec,
+                 train: Sequence[Example], validation: Sequence[Example] = ()):
+        self.model, self.tokenizer, self.task, self.spec = model, tokenizer, task, spec
+        self.rows = featurize(tokenizer, task, train, spec.max_seq_length)
+        self.val_rows = featurize(tokenizer, task, validation, spec.max_seq_length)
+        self.metric_examples = list(validation)[: spec.metric_sample] if task.kind == "classify" else []
+        self.metric_name = "accuracy" if self.metric_examples else None
+        self.validation_rows = len(self.val_rows)
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        if self.spec.packing:
+            return shuffled_batches(len(self.rows), self.spec.batch_size, self.spec.seed, epoch)
+        return length_grouped_batches(self.rows, self.spec.batch_size, self.spec.seed, epoch)
+
+    def step(self, batch: list[int]) -> StepStats:
+        chunk = collate([self.rows[i] for i in batch], self.tokenizer.pad_token_id,
+                        self.spec.max_seq_length if self.spec.packing else None)
+        return StepStats(loss=answer_loss(self.model, chunk), read_tokens=chunk.read_tokens,
+                         loss_tokens=len(chunk.targets))
+
+    def validate(self) -> dict[str, float | None]:
+        import torch.nn.functional as F
+
+        total = count = 0.0
+        for start in range(0, len(self.val_rows), self.spec.batch_size):
+            chunk = collate(self.val_rows[start:start + self.spec.batch_size], self.tokenizer.pad_token_id)
+            logits = answer_logits(self.model, chunk)
+            total += float(F.cross_entropy(logits, chunk.targets.to(logits.device), reduction="sum"))
+            count += len(chunk.targets)
+        metric = None
+        if self.metric_examples:
+            from taskfit.baselines import LabelScoringPredictor
+
+            scorer = LabelScoringPredictor("validation", self.model, self.tokenizer, self.task,
+                                           self.spec.max_seq_length)
+            hits = [p.output == ex.target for p, ex in zip(scorer.predict(self.metric_examples),
+                                                           self.metric_examples)]
+            metric = sum(hits) / len(hits)
+        return {"val_loss": total / count, "metric": metric}
+
+
+def prepare_model(model: Any, spec: TrainSpec, adapter: Path | None = None) -> Any:
+    """Make the right parameters trainable for ``spec.method``: fresh LoRA adapters (seeded, so
+    the initial adapter is reproducible), a given adapter to continue, or every weight (full)."""
+    import torch
+
+    if spec.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if spec.method == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    if spec.method == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=spec.gradient_checkpointing)
+    if adapter is not None:
+        return PeftModel.from_pretrained(model, adapter, is_trainable=True)
     torch.manual_seed(spec.seed)
-    config = LoraConfig(r=spec.lora.r, lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
-                        target_modules=spec.lora.target_modules, task_type="CAUSAL_LM")
+    lora = spec.lora
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=lora.target_modules, use_dora=lora.use_dora,
+                        use_rslora=lora.use_rslora, task_type="CAUSAL_LM")
     return get_peft_model(model, config)
 
 
-def train_lora(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec,
-               examples: Sequence[Example], log_path: Path | None = None,
-               on_step: Callable[[int, int, float], None] | None = None) -> tuple[Any, TrainResult]:
-    """Train LoRA adapters on ``examples``; return the PEFT model and what happened.
-
-    ``on_step(step, total_steps, loss)`` is called after every optimiser step (progress bars).
-    """
-    import torch
-    from transformers import get_linear_schedule_with_warmup
-
-    rows = featurize(tokenizer, task, examples, spec.max_seq_length)
-    peft_model = apply_lora(model, spec)
-    peft_model.train()
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=0.0)
-    per_epoch = math.ceil(len(rows) / spec.batch_size)
-    total = max(1, math.ceil(per_epoch * spec.epochs))
-    schedule = get_linear_schedule_with_warmup(optimizer, int(total * spec.warmup_ratio), total)
-    torch.manual_seed(spec.seed)  # LoRA dropout masks
-
-    losses: list[float] = []
-    trained = loss_tokens = step = 0
-    start = time.perf_counter()
-    log = log_path.open("w", newline="") if log_path else None
-    writer = csv.writer(log) if log else None
-    if writer:
-        writer.writerow(["step", "epoch", "loss", "learning_rate", "tokens", "seconds"])
-    try:
-        epoch = 0
-        while step < total:
-            for batch in length_grouped_batches(rows, spec.batch_size, spec.seed, epoch):
-                if step >= total:
-                    break
-                chunk = [rows[i] for i in batch]
-                ids, mask, where, targets = _collate(chunk, tokenizer.pad_token_id)
-                loss = answer_loss(peft_model, ids, mask, where, targets)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                trained += int(mask.sum())
-                loss_tokens += len(targets)
-                losses.append(loss.item())
-                if writer:
-                    writer.writerow([step, round(step / per_epoch, 4), round(losses[-1], 6),
-                                     schedule.get_last_lr()[0], trained,
-                                     round(time.perf_counter() - start, 3)])
-                if on_step:
-                    on_step(step, total, losses[-1])
-            epoch += 1
-    finally:
-        if log:
-            log.close()
-    peft_model.eval()
-    return peft_model, TrainResult(
-        steps=step, epochs=step / per_epoch, trained_tokens=trained, loss_tokens=loss_tokens,
-        seconds=time.perf_counter() - start, losses=losses,
-        truncated_rows=sum(r.truncated for r in rows))
+def train_sft(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec, train: Sequence[Example],
+              validation: Sequence[Example] = (), *, run_dir: Path | None = None,
+              resume_from: Path | None = None, adapter: Path | None = None,
+              on_step: Callable[[int, int, float], None] | None = None,
+              on_validate: Callable[[dict[str, Any]], None] | None = None) -> tuple[Any, LoopResult]:
+    """Fine-tune ``model`` on ``train`` by ``spec.method``; return the trained model (a PEFT model
+    for lora/qlora) and what happened. With ``run_dir``, the step log, the validation log and the
+    checkpoints are written there."""
+    model = prepare_model(model, spec, adapter)
+    objective = SftObjective(model, tokenizer, task, spec, train, validation)
+    result = fit(model, objective, spec, len(objective.rows),
+                 checkpoint_dir=run_dir / "checkpoints" if run_dir else None, resume_from=resume_from,
+                 log_path=run_dir / "train_log.csv" if run_dir else None,
+                 validation_log=run_dir / "validation_log.csv" if run_dir else None,
+                 on_step=on_step, on_validate=on_validate)
+    return model, result

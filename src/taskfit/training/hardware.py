@@ -1,0 +1,60 @@
+"""Device, dtype and threads for a training run, chosen once from the spec and the machine."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from taskfit.config import TrainSpec
+from taskfit.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Hardware:
+    device: str  # "cpu" or "cuda"
+    dtype: str  # "float32", "bfloat16" or "float16"
+    threads: int
+
+    @property
+    def torch_dtype(self) -> Any:
+        import torch
+
+        return getattr(torch, self.dtype)
+
+    def describe(self) -> dict[str, Any]:
+        import torch
+
+        out: dict[str, Any] = {"device": self.device, "dtype": self.dtype, "threads": self.threads,
+                               "cpus": os.cpu_count()}
+        if self.device == "cuda":
+            out["gpu"] = torch.cuda.get_device_name(0)
+            out["gpus"] = torch.cuda.device_count()
+        return out
+
+
+def resolve_hardware(spec: TrainSpec) -> Hardware:
+    """bfloat16 on a GPU that supports it, float32 on CPU (bf16 matmuls are about 11x slower on
+    CPUs without native support); every core unless ``spec.threads`` says otherwise."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if spec.method == "qlora" and not cuda:
+        raise ConfigError("train.method: qlora keeps the base model in 4-bit with bitsandbytes, which "
+                          "needs a CUDA GPU, and this machine has none",
+                          hint="use `method: lora` (the same adapter, with a float32 base) on this machine")
+    if spec.device == "cuda" and not cuda:
+        raise ConfigError("train.device: cuda, but torch sees no CUDA GPU on this machine",
+                          hint="set `device: auto` or `device: cpu`")
+    device = "cuda" if (spec.device == "cuda" or (spec.device == "auto" and cuda)) else "cpu"
+    if spec.dtype != "auto":
+        dtype = spec.dtype
+    elif device == "cuda":
+        dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    else:
+        dtype = "float32"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = spec.threads or cores
+    if device == "cpu":
+        torch.set_num_threads(threads)
+    return Hardware(device=device, dtype=dtype, threads=threads)

@@ -1,0 +1,298 @@
+"""The optimisation loop every method shares: steps, validation, early stopping, checkpoints, resume.
+
+A method (SFT, DPO) supplies an :class:`Objective`: its batches for an epoch, the loss of one
+batch, and a validation. This loop owns everything that must be right for every method alike:
+
+- checkpoints are written to a temporary directory and renamed into place, so a directory named
+  ``step-N`` is always complete; a run killed mid-write leaves only a ``.tmp`` directory, ignored
+  and removed on resume;
+- a checkpoint holds the trainable weights, the optimiser and scheduler, the random state, the
+  position in the epoch and the validation history, so a resumed run takes the same steps with
+  the same dropout masks as one that was never interrupted;
+- the best validation's weights are kept and restored at the end, and training stops early once
+  validation stops improving.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from taskfit.config import TrainSpec
+from taskfit.errors import TaskfitError
+
+
+@dataclass
+class StepStats:
+    loss: Any  # a scalar tensor with a graph
+    read_tokens: int  # tokens the model read (no padding)
+    loss_tokens: int  # tokens that carried loss
+
+
+class Objective(Protocol):
+    metric_name: str | None  # the task metric validation reports, higher is better
+    validation_rows: int  # 0: nothing to validate on
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """Row indices of every batch of ``epoch``, deterministic for the seed and epoch."""
+        ...
+
+    def step(self, batch: list[int]) -> StepStats: ...
+
+    def validate(self) -> dict[str, float | None]:
+        """``{"val_loss": ..., "metric": ...}``, with the model in eval mode."""
+        ...
+
+
+@dataclass
+class LoopState:
+    """Everything a resumed run needs besides the weights and the optimiser."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    trained_tokens: int = 0
+    loss_tokens: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+    validations: list[dict[str, Any]] = field(default_factory=list)
+    best_step: int | None = None
+    best_score: list[float] | None = None
+    stale_validations: int = 0
+    stopped_early: bool = False
+    resumed_from: int | None = None
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    state: LoopState
+    total_steps: int
+    steps_per_epoch: int
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.state.trained_tokens / self.state.seconds if self.state.seconds else 0.0
+
+
+class ResumeError(TaskfitError):
+    exit_code = 5
+
+
+def trainable(model: Any) -> dict[str, Any]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _snapshot(model: Any) -> dict[str, Any]:
+    return {n: p.detach().to("cpu", copy=True).contiguous() for n, p in trainable(model).items()}
+
+
+def _restore(model: Any, weights: dict[str, Any]) -> None:
+    import torch
+
+    params = trainable(model)
+    missing = set(params) - set(weights)
+    if missing:
+        raise ResumeError(f"the checkpoint lacks {len(missing)} trainable tensors (e.g. {sorted(missing)[0]})",
+                          hint="resume with the same method and LoRA settings as the interrupted run")
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(weights[name].to(p.device, p.dtype))
+
+
+def _score(validation: dict[str, Any]) -> list[float]:
+    """Higher is better: the task metric when there is one, ties broken by the lower validation
+    loss (a 48-row accuracy often ties)."""
+    metric = validation.get("metric")
+    return [metric if metric is not None else 0.0, -validation["val_loss"]]
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def checkpoints(directory: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (a ``.tmp`` directory is never one)."""
+    if not directory.exists():
+        return []
+    found = [p for p in directory.iterdir() if p.is_dir() and p.name.startswith("step-")
+             and not p.name.endswith(".tmp") and (p / "state.json").exists()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def save_checkpoint(directory: Path, model: Any, optimizer: Any, schedule: Any, state: LoopState,
+                    best: dict[str, Any] | None, keep: int) -> Path:
+    """Write a checkpoint atomically: everything into ``step-N.tmp``, then one rename."""
+    import torch
+    from safetensors.torch import save_file
+
+    final = directory / f"step-{state.step:06d}"
+    tmp = directory / f"step-{state.step:06d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(_snapshot(model), tmp / "trainable.safetensors")
+    if best is not None and state.best_step != state.step:
+        save_file(best, tmp / "best.safetensors")
+    torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+               tmp / "optimizer.pt")
+    _fsync_write(tmp / "state.json", json.dumps(asdict(state)).encode())  # written last
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in checkpoints(directory)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: Path, model: Any, optimizer: Any, schedule: Any) -> tuple[LoopState, dict[str, Any] | None]:
+    import torch
+    from safetensors.torch import load_file
+
+    state = LoopState(**json.loads((path / "state.json").read_text()))
+    _restore(model, load_file(path / "trainable.safetensors"))
+    extra = torch.load(path / "optimizer.pt", weights_only=False)
+    optimizer.load_state_dict(extra["optimizer"])
+    schedule.load_state_dict(extra["schedule"])
+    torch.set_rng_state(extra["rng"])
+    if extra.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(extra["cuda_rng"])
+    best = None
+    if state.best_step is not None:
+        best_file = path / "best.safetensors"
+        best = load_file(best_file) if best_file.exists() else _snapshot(model)
+    return state, best
+
+
+_LOG_FIELDS = ["step", "epoch", "loss", "learning_rate", "tokens", "seconds"]
+_VAL_FIELDS = ["step", "epoch", "val_loss", "metric"]
+
+
+def _trim_log(path: Path, upto: int) -> None:
+    """Keep the log rows of steps a resumed run will not repeat."""
+    if not path.exists():
+        return
+    with path.open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= upto]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=_LOG_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_validation_log(path: Path, state: LoopState) -> None:
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=_VAL_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(state.validations)
+
+
+def fit(model: Any, objective: Objective, spec: TrainSpec, rows: int, *,
+        checkpoint_dir: Path | None = None, resume_from: Path | None = None,
+        log_path: Path | None = None, validation_log: Path | None = None,
+        on_step: Callable[[int, int, float], None] | None = None,
+        on_validate: Callable[[dict[str, Any]], None] | None = None) -> LoopResult:
+    """Optimise ``model``'s trainable parameters on ``objective`` for ``spec.epochs`` passes over
+    ``rows`` rows. Returns with the best validation's weights in the model (the last ones when
+    there is no validation)."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    params = list(trainable(model).values())
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    optimizer = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.0)
+    per_epoch = math.ceil(rows / spec.batch_size)
+    total = max(1, math.ceil(per_epoch * spec.epochs))
+    schedule = get_linear_schedule_with_warmup(optimizer, int(total * spec.warmup_ratio), total)
+    torch.manual_seed(spec.seed)  # dropout masks
+
+    state, best = LoopState(), None
+    if resume_from is not None:
+        state, best = load_checkpoint(resume_from, model, optimizer, schedule)
+        state.resumed_from = state.step
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_from is not None:
+            _trim_log(log_path, state.step)
+        else:
+            log_path.write_text(",".join(_LOG_FIELDS) + "\n")
+
+    def validate() -> None:
+        nonlocal best
+        model.eval()
+        with torch.no_grad():
+            result = objective.validate()
+        model.train()
+        entry = {"step": state.step, "epoch": round(state.step / per_epoch, 4), **result}
+        state.validations.append(entry)
+        score = _score(entry)
+        if state.best_score is None or score > state.best_score:
+            state.best_score, state.best_step, state.stale_validations = score, state.step, 0
+            best = _snapshot(model)
+        else:
+            state.stale_validations += 1
+        if validation_log is not None:
+            write_validation_log(validation_log, state)
+        if on_validate:
+            on_validate(entry)
+
+    model.train()
+    log = log_path.open("a", newline="") if log_path is not None else None
+    writer = csv.writer(log) if log else None
+    started = time.perf_counter() - state.seconds
+    try:
+        while state.step < total and not state.stopped_early:
+            batches = objective.batches(state.epoch)
+            for batch in batches[state.batch_in_epoch:]:
+                stats = objective.step(batch)
+                stats.loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                state.batch_in_epoch += 1
+                state.trained_tokens += stats.read_tokens
+                state.loss_tokens += stats.loss_tokens
+                state.losses.append(float(stats.loss.detach()))
+                state.seconds = time.perf_counter() - started
+                epoch_end = state.batch_in_epoch >= len(batches)
+                if epoch_end:  # the position a checkpoint records is the next batch to take
+                    state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                if writer:
+                    writer.writerow([state.step, round(state.step / per_epoch, 4), round(state.losses[-1], 6),
+                                     schedule.get_last_lr()[0], state.trained_tokens, round(state.seconds, 3)])
+                    log.flush()
+                if on_step:
+                    on_step(state.step, total, state.losses[-1])
+                last = state.step >= total
+                if objective.validation_rows and (epoch_end or last or (
+                        spec.eval_every and state.step % spec.eval_every == 0)):
+                    validate()
+                    patience = spec.early_stopping_patience
+                    state.stopped_early = bool(patience and state.stale_validations >= patience and not last)
+                if checkpoint_dir is not None and spec.checkpoint_every and (
+                        state.step % spec.checkpoint_every == 0 or state.stopped_early):
+                    save_checkpoint(checkpoint_dir, model, optimizer, schedule, state, best,
+                                    spec.keep_checkpoints)
+                if epoch_end or last or state.stopped_early:
+                    break
+    finally:
+        if log:
+            log.close()
+    state.seconds = time.perf_counter() - started
+    if best is not None and state.best_step != state.step:
+        _restore(model, best)
+    model.eval()
+    return LoopResult(state=state, total_steps=total, steps_per_epoch=per_epoch)

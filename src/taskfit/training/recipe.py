@@ -1,0 +1,115 @@
+"""The training recipe shared by ``taskfit train`` and ``taskfit run``, top to bottom:
+hold back validation rows → train by the configured method → save the artifact and its card →
+plot the curves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from taskfit.config import ProjectConfig
+from taskfit.data.split import validation_split
+from taskfit.paths import RunDir
+from taskfit.progress import Reporter
+from taskfit.records import Example, PreferencePair
+from taskfit.training.loop import LoopResult, checkpoints
+
+
+@dataclass
+class TrainOutcome:
+    model: Any  # the trained model (a PEFT model for adapters), best validation's weights, eval mode
+    result: LoopResult
+    artifact: Path  # the adapter directory, or the full model's
+    validation_rows: int
+    held_out: dict[str, float] | None = None  # dpo: preference accuracy before and after
+
+    def summary(self) -> dict[str, Any]:
+        s = self.result.state
+        out = {"steps": s.step, "epochs": round(s.step / self.result.steps_per_epoch, 3),
+               "trained_tokens": s.trained_tokens, "loss_tokens": s.loss_tokens,
+               "seconds": round(s.seconds, 1), "tokens_per_second": round(self.result.tokens_per_second, 1),
+               "validation_rows": self.validation_rows, "best_step": s.best_step,
+               "stopped_early": s.stopped_early, "resumed_from_step": s.resumed_from}
+        if s.validations:
+            out["best_validation"] = next(v for v in s.validations if v["step"] == s.best_step)
+        if self.held_out:
+            out["held_out"] = self.held_out
+        return out
+
+
+def resolve_start_adapter(start_from: str | None, project_dir: Path) -> Path | None:
+    if not start_from:
+        return None
+    from taskfit.training.artifacts import find_adapter
+
+    path = Path(start_from).expanduser()
+    return find_adapter(path if path.is_absolute() else project_dir / path)
+
+
+def latest_checkpoint(run: RunDir) -> Path | None:
+    found = checkpoints(run.checkpoints)
+    return found[-1] if found else None
+
+
+def train_model(config: ProjectConfig, lm: Any, train: Sequence[Example | PreferencePair],
+                run: RunDir, reporter: Reporter, *, project_dir: Path,
+                held_out: Sequence[Example | PreferencePair] = (), resume: bool = False,
+                data_summary: str = "", fingerprints: dict[str, str] | None = None,
+                hardware: dict[str, Any] | None = None) -> TrainOutcome:
+    """Train ``lm.model`` on ``train`` by ``config.train.method`` in ``run``; with ``resume``,
+    continue from the run's newest complete checkpoint."""
+    from taskfit.evaluation.report import plot_loss
+    from taskfit.training.artifacts import model_card, save_trained
+
+    spec = config.train
+    fit_rows, val_rows = validation_split(list(train), spec.validation_share, spec.validation_max_rows,
+                                          spec.seed)
+    adapter = resolve_start_adapter(spec.dpo.start_from if spec.method == "dpo" else None, project_dir)
+    resume_from = latest_checkpoint(run) if resume else None
+    if resume:
+        reporter.status(f"resuming from {resume_from.name}" if resume_from
+                        else "no complete checkpoint yet: starting from step 0")
+    steps = int(-(-len(fit_rows) // spec.batch_size) * spec.epochs + 0.999)
+
+    metric_name = ("preference accuracy" if spec.method == "dpo"
+                   else "accuracy" if config.task.kind == "classify" else None)
+
+    def on_validate(entry: dict[str, Any]) -> None:
+        metric = f", {metric_name} {entry['metric']:.3f}" if entry.get("metric") is not None else ""
+        reporter.status(f"step {entry['step']}: validation loss {entry['val_loss']:.4f}{metric}")
+
+    held = None
+    with reporter.bar(f"training ({spec.method})", max(1, steps)) as advance:
+        on_step = lambda step, total, loss: advance(info=f"loss {loss:.3f}")  # noqa: E731
+        if spec.method == "dpo":
+            from taskfit.training.dpo import train_dpo
+
+            model, result, held = train_dpo(lm.model, lm.tokenizer, config.task, spec, fit_rows, val_rows,
+                                            held_out=held_out, run_dir=run.root, resume_from=resume_from,
+                                            adapter=adapter, on_step=on_step, on_validate=on_validate)
+        else:
+            from taskfit.training.sft import train_sft
+
+            model, result = train_sft(lm.model, lm.tokenizer, config.task, spec, fit_rows, val_rows,
+                                      run_dir=run.root, resume_from=resume_from, on_step=on_step,
+                                      on_validate=on_validate)
+    state = result.state
+    plot_loss(state.losses, run.plots / "loss.png", state.validations, metric_name)
+
+    outcome = TrainOutcome(model=model, result=result, validation_rows=len(val_rows), held_out=held,
+                           artifact=run.full_model if spec.method == "full" else run.adapter)
+    dest = outcome.artifact
+    hint = (f"from transformers import AutoModelForCausalLM\nmodel = AutoModelForCausalLM.from_pretrained('{dest}')"
+            if spec.method == "full" else
+            "from peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n"
+            f"base = AutoModelForCausalLM.from_pretrained('{lm.info.path}')\n"
+            f"model = PeftModel.from_pretrained(base, '{dest}')")
+    card = model_card(title=f"{config.task.name} ({config.task.kind})",
+                      base={"name": lm.info.name, "description": lm.info.description,
+                            "path": str(lm.info.path), "licence": lm.info.licence},
+                      method=spec.method, train_spec=spec.model_dump(mode="json"),
+                      data_summary=data_summary, fingerprints=fingerprints or {},
+                      training={**outcome.summary(), **(hardware or {})}, load_hint=hint)
+    save_trained(model, lm.tokenizer, dest, card)
+    return outcome

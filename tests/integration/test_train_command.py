@@ -1,0 +1,137 @@
+"""`taskfit train` as users run it: killed with SIGKILL mid-run and resumed, the artifact and its
+model card, the merged export, DPO from the command line, and qlora's error on a CPU machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from taskfit.cli.main import app
+from taskfit.pipeline import train_project
+from taskfit.quickstart import make_quickstart_project
+
+
+def _project(tmp_path, model_dir, name, **train):
+    path = make_quickstart_project(tmp_path / name, seed=0, n_tickets=300)
+    doc = yaml.safe_load(path.read_text())
+    doc["model"]["name"] = str(model_dir)
+    doc["data"].update(max_train_examples=96, max_eval_examples=16)
+    doc["train"].update(dict(batch_size=4, max_seq_length=128, learning_rate=5e-3, checkpoint_every=5,
+                             eval_every=10, metric_sample=4, early_stopping_patience=0), **train)
+    path.write_text(yaml.safe_dump(doc))
+    return path.parent
+
+
+def _adapter(run_dir):
+    return load_file(run_dir / "adapter" / "adapter_model.safetensors")
+
+
+def test_kill_9_then_resume_ends_with_the_same_adapter(tmp_path, tiny_model_dir):
+    killed = _project(tmp_path, tiny_model_dir, "killed", epochs=8)
+    whole = _project(tmp_path, tiny_model_dir, "whole", epochs=8)
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "taskfit.cli.main", "train", str(killed)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        while proc.poll() is None and not list(killed.glob("runs/*/checkpoints/step-*[0-9]")):
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    (run,) = killed.glob("runs/*")
+    assert not (run / "adapter").exists()  # no artifact from an unfinished run
+    assert json.loads((run / "manifest.json").read_text())["status"] == "started"
+
+    result = CliRunner().invoke(app, ["train", str(killed), "--resume"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["training"]["resumed_from_step"] >= 5
+
+    reference = train_project(whole)
+    assert reference.training["steps"] == manifest["training"]["steps"]
+    a, b = _adapter(run), _adapter(reference.run_dir)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert manifest["training"]["best_validation"] == pytest.approx(reference.training["best_validation"])
+
+    # Nothing left to resume: a clear error, not a traceback.
+    again = CliRunner().invoke(app, ["train", str(killed), "--resume"])
+    assert again.exit_code == 2 and "no unfinished training run" in again.output
+
+
+def test_train_leaves_a_plain_peft_adapter_a_model_card_and_curves(tmp_path, tiny_model_dir):
+    project = _project(tmp_path, tiny_model_dir, "p", epochs=1)
+    result = CliRunner().invoke(app, ["train", str(project)])
+    assert result.exit_code == 0, result.output
+    (run,) = project.glob("runs/*")
+    for name in ("adapter/adapter_config.json", "adapter/adapter_model.safetensors", "adapter/README.md",
+                 "train_log.csv", "validation_log.csv", "plots/loss.png", "manifest.json",
+                 "config.resolved.yaml", "data/data_card.md"):
+        assert (run / name).exists(), name
+    card = (run / "adapter" / "README.md").read_text()
+    for needle in ("## Base model", "licence", "## Data", "rows read", "learning_rate", "tokens per second"):
+        assert needle in card, needle
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["config"]["train"]["method"] == "lora" and manifest["seeds"]["train"] == 0
+    assert manifest["hardware"]["dtype"] == "float32" and manifest["versions"]["peft"]
+
+    # Loadable with PEFT alone, and the merged export loads with transformers alone.
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), run / "adapter")
+    exported = CliRunner().invoke(app, ["export", str(run), "--merged"])
+    assert exported.exit_code == 0, exported.output
+    merged = AutoModelForCausalLM.from_pretrained(run / "merged")
+    ids = torch.tensor([[1, 5, 9, 13, 40]])
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, peft_model(ids).logits, atol=1e-4)
+    assert not (run / "merged.tmp").exists()
+
+
+def test_full_method_saves_a_whole_model(tmp_path, tiny_model_dir):
+    project = _project(tmp_path, tiny_model_dir, "full", method="full", learning_rate=1e-4, epochs=1)
+    summary = train_project(project)
+    from transformers import AutoModelForCausalLM
+
+    assert summary.artifact.name == "model"
+    AutoModelForCausalLM.from_pretrained(summary.artifact)  # an ordinary transformers model
+
+
+def test_dpo_from_the_command_line(tmp_path, tiny_model_dir):
+    project = tmp_path / "dpo"
+    assert CliRunner().invoke(app, ["init", str(project)]).exit_code == 0
+    doc = yaml.safe_load((project / "taskfit.yaml").read_text())
+    rows = [{"prompt": f"Customer {i}: where is my parcel?", "chosen": "Sorry about that, I will help you now.",
+             "rejected": "That is not my problem, go away now."} for i in range(60)]
+    (project / "data" / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    doc["model"]["name"] = str(tiny_model_dir)
+    doc["data"]["train"] = "data/pairs.jsonl"
+    doc["train"].update(method="dpo", batch_size=8, max_seq_length=256, epochs=3, learning_rate=5e-3,
+                        checkpoint_every=0)
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    result = CliRunner().invoke(app, ["train", str(project)])
+    assert result.exit_code == 0, result.output
+    assert "held-out preference accuracy" in result.output
+    manifest = json.loads(next(project.glob("runs/*/manifest.json")).read_text())
+    held = manifest["training"]["held_out"]
+    assert held["preference_accuracy_after"] > held["preference_accuracy_before"]
+
+
+def test_qlora_on_cpu_and_pairs_for_sft_fail_clearly(tmp_path, tiny_model_dir):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    project = _project(tmp_path, tiny_model_dir, "q", method="qlora")
+    result = CliRunner().invoke(app, ["train", str(project)])
+    assert result.exit_code == 2 and "needs a CUDA GPU" in result.output and "method: lora" in result.output

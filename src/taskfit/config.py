@@ -170,6 +170,12 @@ class TrainSpec(_Spec):
     packing: bool = Field(
         False, description="Pack several short rows into one sequence (attention never crosses "
                            "rows). Off by default: length-grouped batches already waste little.")
+    micro_batch_tokens: int | None = Field(
+        None, ge=16,
+        description="Tokens per forward pass: a batch runs in pieces of at most this many (padded) "
+                    "tokens with their gradients summed, so memory follows this number, not "
+                    "batch_size, and the update is the same. Empty = 128 on CPU (256: ~20% faster, "
+                    "~30% more memory), 8192 on a GPU.")
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, about 30% slower.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available.")

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from taskfit.evaluation.runner import run_predictor
 from taskfit.paths import RunDir
 from taskfit.progress import Reporter, Silent
 from taskfit.records import EvalResult, Example, PreferencePair
+from taskfit.training.loop import Ranks
 
 BASELINE = "prompt-only"
 CLASSICAL = "tfidf-logreg"
@@ -221,11 +223,14 @@ def train_project(project: Path, reporter: Reporter | None = None, threads: int 
                               "started, so resuming would not reproduce it",
                               hint="restore them, or start a new run with `taskfit train` (no --resume)")
     lm = _load(setup, reporter)
+    main = Ranks.from_env().main  # under `accelerate launch`, the first process writes the run
+    if run is None and not main:
+        run = RunDir(Path(tempfile.mkdtemp(prefix="taskfit-rank-")))  # never written to
     if run is None:
         run = RunDir.create(setup.project_dir, setup.config.task.name)
         manifest = _start_run(setup, lm, run, {"train": len(setup.train), "eval": len(setup.held_out)})
     else:
-        manifest = json.loads(run.manifest.read_text())
+        manifest = json.loads(run.manifest.read_text()) if main else {}
     card = setup.prepared.card
     outcome = train_model(setup.config, lm, setup.train, run, reporter, project_dir=setup.project_dir,
                           held_out=setup.held_out, resume=bool(resume),
@@ -234,8 +239,9 @@ def train_project(project: Path, reporter: Reporter | None = None, threads: int 
                                         "eval": card.split.get("eval_fingerprint")},
                           hardware=setup.hardware.describe())
     training = outcome.summary()
-    (run.root / "metrics.json").write_text(json.dumps({"training": training}, indent=2), encoding="utf-8")
-    _finish_manifest(run, manifest, training)
+    if main:
+        (run.root / "metrics.json").write_text(json.dumps({"training": training}, indent=2), encoding="utf-8")
+        _finish_manifest(run, manifest, training)
     return TrainSummary(run_dir=run.root, artifact=outcome.artifact, training=training)
 
 
@@ -309,6 +315,12 @@ def run_project(project: Path, reporter: Reporter | None = None, threads: int | 
     }
     md, html_path = report.write_report(run.root, f"taskfit: {config.task.name}", facts, results,
                                         config.eval.thresholds, plots, verdict)
+    card = outcome.artifact / "README.md"  # the model card gains the scorecard it was judged by
+    rows = report.scorecard_rows(results, config.eval.thresholds)
+    card.write_text(card.read_text(encoding="utf-8") + "\n## Held-out scorecard\n\n"
+                    + "| " + " | ".join(report.HEADER) + " |\n|" + "---|" * len(report.HEADER) + "\n"
+                    + "".join("| " + " | ".join(r) + " |\n" for r in rows)
+                    + f"\n{verdict}\n", encoding="utf-8")
     return RunSummary(run_dir=run.root, results=results, verdict=verdict, report_html=html_path,
                       report_md=md, train_rows=len(train), eval_rows=len(held_out), data=prepared,
                       train_seconds=training["seconds"], tokens_per_second=training["tokens_per_second"])

@@ -10,6 +10,7 @@ import yaml
 from taskfit.models import load_model, resolve
 from taskfit.pipeline import run_project
 from taskfit.quickstart import make_quickstart_project
+from taskfit.training.artifacts import export_merged
 
 
 def test_embedded_model_loads_and_is_cached():
@@ -17,6 +18,9 @@ def test_embedded_model_loads_and_is_cached():
     assert first.info.kind == "embedded" and first.tokenizer.eos_token == "<|im_end|>"
     assert sum(p.numel() for p in first.model.parameters()) > 100_000_000
     assert resolve("smollm2-135m").licence.lower().startswith("apache")
+    # The cached copy is a plain float32 model: trainable and savable (a GGUF flag would block both).
+    assert not getattr(first.model, "is_quantized", False)
+    assert getattr(first.model.config, "quantization_config", None) is None
 
 
 def test_quickstart_loop_runs_on_the_embedded_model(tmp_path):
@@ -28,8 +32,11 @@ def test_quickstart_loop_runs_on_the_embedded_model(tmp_path):
     summary = run_project(path.parent)
     metrics = json.loads((summary.run_dir / "metrics.json").read_text())
     assert metrics["training"]["steps"] == 2 and metrics["training"]["trained_tokens"] > 500
-    assert all(b > 0 for b in metrics["training"]["losses"])
+    log = (summary.run_dir / "train_log.csv").read_text().splitlines()
+    assert len(log) == 3 and all(float(row.split(",")[2]) > 0 for row in log[1:])
     for cand in ("prompt-only", "fine-tuned"):
         assert metrics[cand]["n"] == 16
     assert (summary.run_dir / "adapter" / "adapter_model.safetensors").exists()
+    merged = export_merged(summary.run_dir)  # the adapter folded into the embedded base
+    assert "quantization_config" not in json.loads((merged / "config.json").read_text())
     assert "Keep" in summary.verdict or "Not proven" in summary.verdict or "not worth" in summary.verdict

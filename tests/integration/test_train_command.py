@@ -135,3 +135,22 @@ def test_qlora_on_cpu_and_pairs_for_sft_fail_clearly(tmp_path, tiny_model_dir):
     project = _project(tmp_path, tiny_model_dir, "q", method="qlora")
     result = CliRunner().invoke(app, ["train", str(project)])
     assert result.exit_code == 2 and "needs a CUDA GPU" in result.output and "method: lora" in result.output
+
+
+def test_two_processes_train_the_same_adapter_as_one(tmp_path, tiny_model_dir):
+    """Data parallel (what `accelerate launch --multi_gpu` runs, here with torchrun on CPU and the
+    gloo backend): each process takes half of every batch, gradients are summed, and the result
+    equals the single-process run."""
+    train = dict(epochs=1, checkpoint_every=0, lora={"dropout": 0.0})  # dropout draws differ per process
+    one = train_project(_project(tmp_path, tiny_model_dir, "one", **train))
+    two = _project(tmp_path, tiny_model_dir, "two", **train)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", "29533", "-m", "taskfit.cli.main", "train", str(two)],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = two.glob("runs/*")  # one process wrote
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["training"]["trained_tokens"] == one.training["trained_tokens"]
+    a, b = _adapter(run), _adapter(one.run_dir)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

@@ -46,6 +46,8 @@ def test_run_leaves_a_complete_record(tmp_path, tiny_model_dir):
     html = (run / "report.html").read_text()
     assert "data:image/png;base64," in html and "src=\"http" not in html
     assert summary.verdict in html
+    card = (run / "adapter" / "README.md").read_text()
+    assert "## Held-out scorecard" in card and "fine-tuned" in card and summary.verdict in card
 
 
 def test_same_seed_same_split_and_metrics_other_seed_differs(tmp_path, tiny_model_dir):

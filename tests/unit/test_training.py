@@ -119,6 +119,20 @@ def test_lora_trains_only_adapters_and_saves_plain_peft(tiny_model_dir, classify
         assert torch.allclose(reloaded(ids).logits, model(ids).logits, atol=1e-5)
 
 
+def test_micro_batches_give_the_same_update_as_one_pass(tiny_model_dir, classify_task):
+    """A batch run in pieces (to bound memory) trains exactly as the whole batch at once."""
+    adapters, losses = [], []
+    for cap in (16, 4096):  # 16 tokens: every row alone; 4096: the whole batch in one pass
+        lm = load_model(str(tiny_model_dir))
+        model, result = train_sft(lm.model, lm.tokenizer, classify_task,
+                                  _spec(micro_batch_tokens=cap, epochs=2, **{"lora": {"dropout": 0.0}}),
+                                  _data(24))
+        adapters.append({k: v for k, v in model.state_dict().items() if "lora_" in k})
+        losses.append(result.state.losses)
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+    assert all(torch.allclose(adapters[0][k], adapters[1][k], atol=1e-5) for k in adapters[0])
+
+
 def test_same_seed_same_adapter(tiny_model_dir, classify_task):
     runs = []
     for _ in range(2):

@@ -182,8 +182,14 @@ def train(project: Path = typer.Argument(Path("."), help="Project directory or t
     from taskfit.pipeline import train_project
     from taskfit.progress import RichReporter
 
-    summary = train_project(project, reporter=RichReporter(err), threads=threads,
+    from taskfit.progress import Silent
+    from taskfit.training.loop import Ranks
+
+    main = Ranks.from_env().main  # under `accelerate launch`, only the first process reports
+    summary = train_project(project, reporter=RichReporter(err) if main else Silent(), threads=threads,
                             allow_secrets=allow_secrets, resume=run_dir if run_dir else resume)
+    if not main:
+        return
     t = summary.training
     out.print(f"trained {t['steps']} steps ({t['epochs']} epochs), {t['trained_tokens']} tokens in "
               f"{t['seconds']} s ({t['tokens_per_second']} tokens/s)", highlight=False)

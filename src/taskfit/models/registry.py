@@ -141,7 +141,8 @@ def list_models() -> list[ModelInfo | tuple[str, str]]:
 def _converted_dir(info: ModelInfo) -> Path:
     gguf = Path(info.path) / (info.gguf_file or "")
     stat = gguf.stat()
-    return cache_dir() / "models" / f"{info.name}-{stat.st_size}-{int(stat.st_mtime)}"
+    # v2: copies from before v2 kept the GGUF quantization_config in config.json.
+    return cache_dir() / "models" / f"{info.name}-{stat.st_size}-{int(stat.st_mtime)}-v2"
 
 
 def _convert_gguf(info: ModelInfo, target: Path, progress: Any = None) -> None:
@@ -157,7 +158,10 @@ def _convert_gguf(info: ModelInfo, target: Path, progress: Any = None) -> None:
     tokenizer = AutoTokenizer.from_pretrained(info.path, gguf_file=info.gguf_file)
     loaded = AutoModelForCausalLM.from_pretrained(info.path, gguf_file=info.gguf_file,
                                                   dtype=torch.float32)
-    fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):  # the copy is plain float32, not a GGUF model:
+        del config.quantization_config  # kept, it would block training and save_pretrained
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict())
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -34,9 +34,9 @@ def write_atomically(dest: Path, write: Callable[[Path], None]) -> Path:
 
 def model_card(*, title: str, base: dict[str, Any], method: str, train_spec: dict[str, Any],
                data_summary: str, fingerprints: dict[str, str], training: dict[str, Any],
-               scorecard: list[dict[str, Any]] | None = None, load_hint: str = "") -> str:
-    """A model card in Markdown: what the model is, what it was trained on and how, and how well
-    it did on held-out data when that is known."""
+               load_hint: str = "") -> str:
+    """A model card in Markdown: what the model is, what it was trained on and how, and how to
+    load it. ``taskfit run`` appends the held-out scorecard once it is known."""
     lines = [f"# {title}", "",
              f"Fine-tuned with [taskfit](https://github.com/) by `{method}`.", "",
              "## Base model", "",
@@ -49,12 +49,6 @@ def model_card(*, title: str, base: dict[str, Any], method: str, train_spec: dic
               yaml.safe_dump(train_spec, sort_keys=False).rstrip(), "```", "",
               "## Training", ""]
     lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in training.items()]
-    if scorecard:
-        keys = [k for k in scorecard[0] if k != "candidate"]
-        lines += ["", "## Held-out scorecard", "", "| candidate | " + " | ".join(keys) + " |",
-                  "|---|" + "---|" * len(keys)]
-        lines += ["| " + str(row["candidate"]) + " | " + " | ".join(str(row[k]) for k in keys) + " |"
-                  for row in scorecard]
     if load_hint:
         lines += ["", "## Load it", "", "```python", load_hint, "```"]
     return "\n".join(lines) + "\n"

@@ -20,7 +20,8 @@ from taskfit.errors import DataError
 from taskfit.records import Example, PreferencePair
 from taskfit.rendering import Rendered, render
 from taskfit.training.loop import LoopResult, StepStats, fit
-from taskfit.training.sft import collate, completion_logps, length_grouped_batches, prepare_model
+from taskfit.training.sft import (chunk_by_tokens, collate, completion_logps, length_grouped_batches,
+                                  micro_batch_tokens, prepare_model)
 
 
 def featurize_pairs(tokenizer: Any, task: TaskSpec, pairs: Sequence[PreferencePair],
@@ -92,13 +93,19 @@ class DpoObjective:
     def batches(self, epoch: int) -> list[list[int]]:
         return length_grouped_batches(self._lengths, self.spec.batch_size, self.spec.seed, epoch)
 
-    def step(self, batch: list[int]) -> StepStats:
-        chosen = [self.pairs[i] for i in batch]
-        flat = collate(_flatten(chosen), self.tokenizer.pad_token_id)
-        policy = completion_logps(self.model, flat, 2 * len(batch)).view(-1, 2)
-        ref = self.ref[batch].to(policy.device)
-        return StepStats(loss=dpo_loss(policy, ref, self.spec.dpo.beta), read_tokens=flat.read_tokens,
-                         loss_tokens=len(flat.targets))
+    def units(self, batch: list[int]) -> int:
+        return len(batch)
+
+    def chunks(self, batch: list[int]) -> list[list[int]]:
+        # A pair is read as two rows; its size is twice its longer side.
+        return chunk_by_tokens(batch, [2 * len(r.ids) for r in self._lengths], micro_batch_tokens(self.spec))
+
+    def loss_sum(self, chunk: list[int]) -> StepStats:
+        flat = collate(_flatten([self.pairs[i] for i in chunk]), self.tokenizer.pad_token_id)
+        policy = completion_logps(self.model, flat, 2 * len(chunk)).view(-1, 2)
+        ref = self.ref[chunk].to(policy.device)
+        return StepStats(loss_sum=dpo_loss(policy, ref, self.spec.dpo.beta) * len(chunk),
+                         read_tokens=flat.read_tokens, loss_tokens=len(flat.targets))
 
     def validate(self) -> dict[str, float | None]:
         logps = all_pair_logps(self.model, self.tokenizer, self.val_pairs, self.spec.batch_size)

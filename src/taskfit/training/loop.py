@@ -31,7 +31,7 @@ from taskfit.errors import TaskfitError
 
 @dataclass
 class StepStats:
-    loss: Any  # a scalar tensor with a graph
+    loss_sum: Any  # a scalar tensor with a graph: the loss summed over the chunk's units
     read_tokens: int  # tokens the model read (no padding)
     loss_tokens: int  # tokens that carried loss
 
@@ -44,7 +44,15 @@ class Objective(Protocol):
         """Row indices of every batch of ``epoch``, deterministic for the seed and epoch."""
         ...
 
-    def step(self, batch: list[int]) -> StepStats: ...
+    def units(self, batch: list[int]) -> int:
+        """What the batch's loss is averaged over (answer tokens for SFT, pairs for DPO)."""
+        ...
+
+    def chunks(self, batch: list[int]) -> list[list[int]]:
+        """The batch cut into forward passes of at most ``train.micro_batch_tokens`` tokens."""
+        ...
+
+    def loss_sum(self, chunk: list[int]) -> StepStats: ...
 
     def validate(self) -> dict[str, float | None]:
         """``{"val_loss": ..., "metric": ...}``, with the model in eval mode."""
@@ -83,6 +91,65 @@ class LoopResult:
 
 class ResumeError(TaskfitError):
     exit_code = 5
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place in a data-parallel run (``accelerate launch``); rank 0 of 1 alone."""
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def from_env(cls) -> "Ranks":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch
+        from accelerate import PartialState
+
+        # Joins the process group that `accelerate launch` (or torchrun) set up: NCCL on GPUs,
+        # gloo on CPUs (accelerate needs to be told it is CPU, or it runs each process alone).
+        state = PartialState(cpu=not torch.cuda.is_available())
+        if state.num_processes != world:
+            raise RuntimeError(f"WORLD_SIZE is {world} but accelerate joined {state.num_processes} processes")
+        return cls(rank=state.process_index, world=state.num_processes)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _all_reduce_sum(tensors: list[Any]) -> None:
+    import torch.distributed as dist
+
+    for t in tensors:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+
+
+def _step(objective: Objective, batch: list[int], params: list[Any], ranks: Ranks) -> tuple[float, int, int]:
+    """Gradients of the batch's mean loss, one micro-batch at a time; with several processes,
+    each takes its share of the rows and the gradients are summed across them (what DDP does),
+    so the update equals the single-process one."""
+    import torch
+
+    units = objective.units(batch)
+    mine = batch[ranks.rank::ranks.world]
+    total, read, scored = 0.0, 0, 0
+    for chunk in objective.chunks(mine) if mine else []:
+        stats = objective.loss_sum(chunk)
+        (stats.loss_sum / units).backward()
+        total += float(stats.loss_sum.detach())
+        read += stats.read_tokens
+        scored += stats.loss_tokens
+    if ranks.world > 1:
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        figures = torch.tensor([total, read, scored], dtype=torch.float64)
+        _all_reduce_sum([p.grad for p in params] + [figures])
+        total, read, scored = float(figures[0]), int(figures[1]), int(figures[2])
+    return total / units, read, scored
 
 
 def trainable(model: Any) -> dict[str, Any]:
@@ -211,6 +278,10 @@ def fit(model: Any, objective: Objective, spec: TrainSpec, rows: int, *,
     params = list(trainable(model).values())
     if not params:
         raise ValueError("the model has no trainable parameters")
+    ranks = Ranks.from_env()
+    if not ranks.main:  # one process writes; every process computes the same validations
+        checkpoint_dir = log_path = validation_log = None
+        on_step = on_validate = None
     optimizer = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.0)
     per_epoch = math.ceil(rows / spec.batch_size)
     total = max(1, math.ceil(per_epoch * spec.epochs))
@@ -255,17 +326,16 @@ def fit(model: Any, objective: Objective, spec: TrainSpec, rows: int, *,
         while state.step < total and not state.stopped_early:
             batches = objective.batches(state.epoch)
             for batch in batches[state.batch_in_epoch:]:
-                stats = objective.step(batch)
-                stats.loss.backward()
+                loss, read, scored = _step(objective, batch, params, ranks)
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
                 state.step += 1
                 state.batch_in_epoch += 1
-                state.trained_tokens += stats.read_tokens
-                state.loss_tokens += stats.loss_tokens
-                state.losses.append(float(stats.loss.detach()))
+                state.trained_tokens += read
+                state.loss_tokens += scored
+                state.losses.append(loss)
                 state.seconds = time.perf_counter() - started
                 epoch_end = state.batch_in_epoch >= len(batches)
                 if epoch_end:  # the position a checkpoint records is the next batch to take

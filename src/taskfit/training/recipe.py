@@ -13,7 +13,7 @@ from taskfit.data.split import validation_split
 from taskfit.paths import RunDir
 from taskfit.progress import Reporter
 from taskfit.records import Example, PreferencePair
-from taskfit.training.loop import LoopResult, checkpoints
+from taskfit.training.loop import LoopResult, Ranks, checkpoints
 
 
 @dataclass
@@ -95,10 +95,11 @@ def train_model(config: ProjectConfig, lm: Any, train: Sequence[Example | Prefer
                                       run_dir=run.root, resume_from=resume_from, on_step=on_step,
                                       on_validate=on_validate)
     state = result.state
-    plot_loss(state.losses, run.plots / "loss.png", state.validations, metric_name)
-
     outcome = TrainOutcome(model=model, result=result, validation_rows=len(val_rows), held_out=held,
                            artifact=run.full_model if spec.method == "full" else run.adapter)
+    if not Ranks.from_env().main:  # in a data-parallel run, the first process writes
+        return outcome
+    plot_loss(state.losses, run.plots / "loss.png", state.validations, metric_name)
     dest = outcome.artifact
     hint = (f"from transformers import AutoModelForCausalLM\nmodel = AutoModelForCausalLM.from_pretrained('{dest}')"
             if spec.method == "full" else

@@ -1,0 +1,71 @@
+"""Benchmark: DPO on Anthropic HH-RLHF harmless-base pairs (../shared/data/hh_rlhf_harmless).
+
+Builds a taskfit project in a temporary directory (the pairs' train file for training, their test
+file as the fixed held-out set), runs `taskfit train` with `method: dpo` on the embedded
+SmolLM2-135M, and prints the share of held-out pairs where the model gives the `chosen` reply a
+higher log-probability than the `rejected` one, before and after training.
+
+    .venv/bin/python bench/dpo_hh_rlhf.py                        # 240 train / 120 held-out pairs
+    .venv/bin/python bench/dpo_hh_rlhf.py --train 1803 --eval 500 --epochs 2   # all of it (GPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hh_rlhf_harmless"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train", type=int, default=240, help="training pairs (of 1,803)")
+    parser.add_argument("--eval", type=int, default=120, help="held-out pairs (of 500)")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--max-seq-length", type=int, default=256)
+    parser.add_argument("--data", type=Path, default=DATA)
+    args = parser.parse_args()
+    if not (args.data / "train.jsonl").exists():
+        sys.exit(f"{args.data}: no train.jsonl here; pass --data DIR (the hh_rlhf_harmless folder)")
+
+    from taskfit.pipeline import train_project
+    from taskfit.progress import RichReporter
+    from taskfit.project import init_project
+
+    project = Path(tempfile.mkdtemp(prefix="taskfit-dpo-"))
+    path = init_project(project, "generate")
+    doc = yaml.safe_load(path.read_text())
+    doc["task"].update(name="harmless-replies", success="replies stay helpful without helping harm",
+                       system_prompt="You are a helpful, harmless assistant. Continue the conversation.")
+    doc["data"].update(train=str(args.data / "train.jsonl"), eval=str(args.data / "test.jsonl"),
+                       format="preference", max_train_examples=args.train, max_eval_examples=args.eval)
+    doc["data"]["privacy"] = {"action": "keep", "allow_secrets": True}  # leave the text as published
+    doc["train"].update(method="dpo", learning_rate=args.lr, epochs=args.epochs, batch_size=8,
+                        max_seq_length=args.max_seq_length, eval_every=10, checkpoint_every=0,
+                        early_stopping_patience=0, dpo={"beta": args.beta})
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    start = time.perf_counter()
+    summary = train_project(project, reporter=RichReporter())
+    t = summary.training
+    h = t["held_out"]
+    print(f"\nDPO (LoRA r=16) on SmolLM2-135M, {t['steps']} steps over {args.train} HH-RLHF harmless pairs "
+          f"(minus {t['validation_rows']} held back to validate), lr {args.lr}, beta {args.beta}, "
+          f"max {args.max_seq_length} tokens; {time.perf_counter() - start:.0f} s in all")
+    print(f"held-out preference accuracy ({h['pairs']} pairs): {100 * h['preference_accuracy_before']:.1f}% "
+          f"before -> {100 * h['preference_accuracy_after']:.1f}% after "
+          f"({100 * (h['preference_accuracy_after'] - h['preference_accuracy_before']):+.1f} points)")
+    print(json.dumps({"training": t}, indent=1, default=str)[:2000])
+    print(f"run directory: {summary.run_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -6,7 +6,8 @@ and an exit code; library code never catches-and-logs-and-returns-None.
     TaskfitError            exit 1   anything taskfit reports to a user in words
     ├── ConfigError         exit 2   taskfit.yaml or a command-line override is wrong
     ├── DataError           exit 3   a data file cannot be read, or no usable rows remain
-    └── ModelError          exit 4   a model cannot be resolved, reached offline, or loaded
+    ├── ModelError          exit 4   a model cannot be resolved, reached offline, or loaded
+    └── ResumeError         exit 5   a checkpoint does not fit the run being resumed
 """
 
 from __future__ import annotations
@@ -36,3 +37,7 @@ class DataError(TaskfitError):
 
 class ModelError(TaskfitError):
     exit_code = 4
+
+
+class ResumeError(TaskfitError):
+    exit_code = 5

@@ -93,17 +93,39 @@ data:
   min_per_class: 10         # classify: warn about smaller classes
 
 train:
-  method: lora              # LoRA adapters on a frozen base model
+  method: lora              # lora | qlora (4-bit base, CUDA only) | full | dpo (preference pairs)
   lora:
     r: 16                   # rank; 8-64 is the usual range
     alpha: 32               # scale = alpha / r
     dropout: 0.05
     target_modules: all-linear   # or a list such as [q_proj, v_proj]
-  learning_rate: 2.0e-4
+    use_dora: false         # weight-decomposed LoRA
+    use_rslora: false       # scale = alpha / sqrt(r)
+  qlora:
+    quant_type: nf4         # nf4 | fp4
+    double_quant: true
+    compute_dtype: bfloat16
+  dpo:
+    beta: 0.1               # lower lets the model move further from the reference
+    start_from: null        # an SFT adapter (or its run directory) to start from; null = the base
+  learning_rate: null       # null = 2e-4 for lora and qlora, 2e-5 for full, 5e-5 for dpo
   epochs: 1                 # passes over the training rows
   batch_size: 8
   max_seq_length: 256       # longer inputs are cut to fit, identically in training and evaluation
   warmup_ratio: 0.05
+  validation_share: 0.1     # of the training rows, held back to validate on (never the eval split)
+  validation_max_rows: 200
+  eval_every: 50            # validate every N steps and at each epoch's end
+  metric_sample: 48         # validation rows scored with the task's metric (accuracy for classify)
+  early_stopping_patience: 3   # validations without improvement before stopping; 0 = never
+  checkpoint_every: 50      # resumable checkpoints (taskfit train --resume); 0 = none
+  keep_checkpoints: 2
+  packing: false            # pack short rows into shared sequences (no cross-row attention)
+  micro_batch_tokens: null  # tokens per forward pass; null = 128 on CPU, 8192 on a GPU
+  gradient_checkpointing: false   # less memory, about a third slower
+  device: auto              # auto | cpu | cuda
+  dtype: auto               # auto = bfloat16 on capable GPUs, float32 on CPU
+  threads: null             # CPU threads; null = every core
   seed: 0
 
 eval:

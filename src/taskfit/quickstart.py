@@ -42,7 +42,7 @@ def make_quickstart_project(directory: Path, seed: int = 0, full: bool = False,
         "  seed: 0                   # same seed, same split": f"  seed: {seed}                   # same seed, same split",
         "  max_train_examples: null": f"  max_train_examples: {_y(size['max_train_examples'])}",
         "  max_eval_examples: null": f"  max_eval_examples: {_y(size['max_eval_examples'])}",
-        "  learning_rate: 2.0e-4": f"  learning_rate: {size['learning_rate']}",
+        "  learning_rate: null": f"  learning_rate: {size['learning_rate']}",
         "  epochs: 1 ": f"  epochs: {size['epochs']} ",
         "  seed: 0\n\neval:": f"  seed: {seed}\n\neval:",
     }

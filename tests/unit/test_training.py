@@ -235,3 +235,22 @@ def test_qlora_on_a_cpu_machine_says_so_and_suggests_lora():
     hw = resolve_hardware(TrainSpec())
     assert hw.device == "cpu" and hw.dtype == "float32"
     assert json.dumps(hw.describe())
+
+
+def test_a_dpo_answer_too_long_to_fit_is_cut_not_fatal(tiny, classify_task):
+    from taskfit.training.dpo import featurize_pairs
+
+    pair = PreferencePair(id="1", prompt="where is my parcel", chosen="I will check. " * 80, rejected="No.",
+                          source="pairs.jsonl:3")
+    ((chosen, rejected),) = featurize_pairs(tiny.tokenizer, classify_task, [pair], max_length=128)
+    assert len(chosen.ids) <= 128 and chosen.ids[: chosen.n_prompt] == rejected.ids[: rejected.n_prompt]
+    assert chosen.completion[-1] == tiny.tokenizer.eos_token_id
+    dialogue = PreferencePair(id="3", prompt="OLDEST turn. " + "Human: more words here. " * 60 + "LATEST question?",
+                              chosen="Sure.", rejected="No.")
+    ((chosen, _),) = featurize_pairs(tiny.tokenizer, classify_task, [dialogue], max_length=128)
+    shown = tiny.tokenizer.decode(chosen.ids[: chosen.n_prompt])
+    assert len(chosen.ids) <= 128 and "LATEST question?" in shown and "OLDEST" not in shown
+    hopeless = PreferencePair(id="2", prompt="x", chosen="y", rejected="z", system="long system " * 80,
+                              source="pairs.jsonl:4")
+    with pytest.raises(DataError, match="pairs.jsonl:4"):
+        featurize_pairs(tiny.tokenizer, classify_task, [hopeless], max_length=32)

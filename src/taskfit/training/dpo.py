@@ -24,20 +24,47 @@ from taskfit.training.sft import (chunk_by_tokens, collate, completion_logps, le
                                   micro_batch_tokens, prepare_model)
 
 
+def _cut(tokenizer: Any, text: str, tokens: int) -> str:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return text if len(ids) <= tokens else tokenizer.decode(ids[:tokens])
+
+
+def _keep_tail(tokenizer: Any, prompt: str, drop: int) -> str:
+    """The prompt without its first ``drop`` tokens: in a dialogue the latest turns, which the
+    replies answer, are the ones to keep."""
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return tokenizer.decode(ids[min(drop, len(ids) - 1):])
+
+
 def featurize_pairs(tokenizer: Any, task: TaskSpec, pairs: Sequence[PreferencePair],
                     max_length: int) -> list[tuple[Rendered, Rendered]]:
-    """Each pair as (chosen, rejected) token ids, both under the same (possibly cut) prompt."""
+    """Each pair as (chosen, rejected) token ids under the same prompt. A pair too long to fit
+    loses the start of its prompt (the oldest turns of a dialogue), and an answer too long to
+    fit beside what remains is cut to half of ``max_length`` tokens (as TRL's
+    ``max_completion_length`` does), so one long row does not stop the run."""
     out = []
     for pair in pairs:
         where = pair.source or f"row id {pair.id}"
+        prompt, answers = pair.prompt, [pair.chosen, pair.rejected]
+
+        def sides(prompt: str, answers: list[str]) -> list[Rendered]:
+            return [render(tokenizer, task, Example(id=pair.id, input=prompt, target=a, system=pair.system),
+                           target=a) for a in answers]
+
+        over = max(len(r.ids) for r in sides(prompt, answers)) - max_length
+        if over > 0:
+            prompt_tokens = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+            if over + 16 > prompt_tokens:  # the prompt alone cannot give enough: cut the answers
+                answers = [_cut(tokenizer, a, max_length // 2) for a in answers]
+                over = max(len(r.ids) for r in sides(prompt, answers)) - max_length
+            if over > 0:
+                prompt = _keep_tail(tokenizer, prompt, over + 2)
         try:
-            sides = []
-            for answer in (pair.chosen, pair.rejected):
-                ex = Example(id=pair.id, input=pair.prompt, target=answer, system=pair.system)
-                sides.append(render(tokenizer, task, ex, target=answer, max_length=max_length))
+            rendered = [render(tokenizer, task, Example(id=pair.id, input=prompt, target=a, system=pair.system),
+                               target=a, max_length=max_length) for a in answers]
         except ValueError as exc:
             raise DataError(f"{where}: {exc}", hint="raise train.max_seq_length") from None
-        out.append((sides[0], sides[1]))
+        out.append((rendered[0], rendered[1]))
     return out
 
 
@@ -118,12 +145,16 @@ def train_dpo(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec,
               held_out: Sequence[PreferencePair] = (), run_dir: Path | None = None,
               resume_from: Path | None = None, adapter: Path | None = None,
               on_step: Callable[[int, int, float], None] | None = None,
-              on_validate: Callable[[dict[str, Any]], None] | None = None
+              on_validate: Callable[[dict[str, Any]], None] | None = None,
+              status: Callable[[str], None] | None = None
               ) -> tuple[Any, LoopResult, dict[str, float] | None]:
     """DPO through a LoRA adapter (a fresh one, or ``adapter`` continued). Returns the model, what
     happened, and the preference accuracy on ``held_out`` before and after (None without it)."""
     model = prepare_model(model, spec, adapter)
+    say = status or (lambda message: None)
     held = featurize_pairs(tokenizer, task, held_out, spec.max_seq_length)
+    say(f"scoring {len(held)} held-out pairs before training, and the reference log-probabilities "
+        f"of {len(train) + len(validation)} training and validation pairs (once)")
     before = preference_accuracy(all_pair_logps(model, tokenizer, held, spec.batch_size)) if held else None
     objective = DpoObjective(model, tokenizer, task, spec, train, validation)
     result = fit(model, objective, spec, len(objective.pairs),
@@ -133,6 +164,7 @@ def train_dpo(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec,
                  on_step=on_step, on_validate=on_validate)
     if not held:
         return model, result, None
+    say(f"scoring {len(held)} held-out pairs after training")
     after = preference_accuracy(all_pair_logps(model, tokenizer, held, spec.batch_size))
     return model, result, {"preference_accuracy_before": before, "preference_accuracy_after": after,
                            "pairs": len(held)}

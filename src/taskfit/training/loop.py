@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from taskfit.config import TrainSpec
-from taskfit.errors import TaskfitError
+from taskfit.errors import ResumeError
 
 
 @dataclass
@@ -87,10 +87,6 @@ class LoopResult:
     @property
     def tokens_per_second(self) -> float:
         return self.state.trained_tokens / self.state.seconds if self.state.seconds else 0.0
-
-
-class ResumeError(TaskfitError):
-    exit_code = 5
 
 
 @dataclass(frozen=True)

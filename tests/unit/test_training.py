@@ -254,3 +254,22 @@ def test_a_dpo_answer_too_long_to_fit_is_cut_not_fatal(tiny, classify_task):
                               source="pairs.jsonl:4")
     with pytest.raises(DataError, match="pairs.jsonl:4"):
         featurize_pairs(tiny.tokenizer, classify_task, [hopeless], max_length=32)
+
+
+def test_dpo_starts_from_an_sft_adapter_and_uses_it_as_reference(tiny_model_dir, classify_task, tmp_path):
+    lm = load_model(str(tiny_model_dir))
+    sft, _ = train_sft(lm.model, lm.tokenizer, classify_task, _spec(epochs=2), _data(32))
+    sft.save_pretrained(tmp_path / "sft")
+    trained = {k.replace(".default", ""): v.clone() for k, v in sft.state_dict().items() if "lora_B" in k}
+    assert any(v.abs().sum() > 0 for v in trained.values())  # a fresh adapter's B would be zero
+    pairs = [PreferencePair(id=str(i), prompt=f"ticket {i}: I was charged twice", chosen="billing",
+                            rejected="shipping") for i in range(16)]
+    fresh = load_model(str(tiny_model_dir))
+    # A learning rate too small to move anything: what comes out is what DPO started from.
+    model, result, _ = train_dpo(fresh.model, fresh.tokenizer, classify_task,
+                                 _spec(method="dpo", learning_rate=1e-12), pairs,
+                                 adapter=tmp_path / "sft")
+    started = {k.replace(".default", ""): v for k, v in model.state_dict().items() if "lora_B" in k}
+    assert started.keys() == trained.keys()
+    assert all(torch.allclose(started[k], trained[k], atol=1e-6) for k in trained)
+    assert result.state.losses[0] == pytest.approx(0.6931, abs=1e-3)  # policy == reference (but dropout)

@@ -158,10 +158,7 @@ def train_dpo(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec,
     before = preference_accuracy(all_pair_logps(model, tokenizer, held, spec.batch_size)) if held else None
     objective = DpoObjective(model, tokenizer, task, spec, train, validation)
     result = fit(model, objective, spec, len(objective.pairs),
-                 checkpoint_dir=run_dir / "checkpoints" if run_dir else None, resume_from=resume_from,
-                 log_path=run_dir / "train_log.csv" if run_dir else None,
-                 validation_log=run_dir / "validation_log.csv" if run_dir else None,
-                 on_step=on_step, on_validate=on_validate)
+                 run_dir=run_dir, resume_from=resume_from, on_step=on_step, on_validate=on_validate)
     if not held:
         return model, result, None
     say(f"scoring {len(held)} held-out pairs after training")

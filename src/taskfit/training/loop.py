@@ -261,13 +261,13 @@ def write_validation_log(path: Path, state: LoopState) -> None:
 
 
 def fit(model: Any, objective: Objective, spec: TrainSpec, rows: int, *,
-        checkpoint_dir: Path | None = None, resume_from: Path | None = None,
-        log_path: Path | None = None, validation_log: Path | None = None,
+        run_dir: Path | None = None, resume_from: Path | None = None,
         on_step: Callable[[int, int, float], None] | None = None,
         on_validate: Callable[[dict[str, Any]], None] | None = None) -> LoopResult:
     """Optimise ``model``'s trainable parameters on ``objective`` for ``spec.epochs`` passes over
     ``rows`` rows. Returns with the best validation's weights in the model (the last ones when
-    there is no validation)."""
+    there is no validation). With ``run_dir``, ``train_log.csv``, ``validation_log.csv`` and
+    ``checkpoints/`` are written there."""
     import torch
     from transformers import get_linear_schedule_with_warmup
 
@@ -276,8 +276,11 @@ def fit(model: Any, objective: Objective, spec: TrainSpec, rows: int, *,
         raise ValueError("the model has no trainable parameters")
     ranks = Ranks.from_env()
     if not ranks.main:  # one process writes; every process computes the same validations
-        checkpoint_dir = log_path = validation_log = None
+        run_dir = None
         on_step = on_validate = None
+    checkpoint_dir = run_dir / "checkpoints" if run_dir else None
+    log_path = run_dir / "train_log.csv" if run_dir else None
+    validation_log = run_dir / "validation_log.csv" if run_dir else None
     optimizer = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.0)
     per_epoch = math.ceil(rows / spec.batch_size)
     total = max(1, math.ceil(per_epoch * spec.epochs))

@@ -279,8 +279,5 @@ def train_sft(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec, train
     model = prepare_model(model, spec, adapter)
     objective = SftObjective(model, tokenizer, task, spec, train, validation)
     result = fit(model, objective, spec, len(objective.rows),
-                 checkpoint_dir=run_dir / "checkpoints" if run_dir else None, resume_from=resume_from,
-                 log_path=run_dir / "train_log.csv" if run_dir else None,
-                 validation_log=run_dir / "validation_log.csv" if run_dir else None,
-                 on_step=on_step, on_validate=on_validate)
+                 run_dir=run_dir, resume_from=resume_from, on_step=on_step, on_validate=on_validate)
     return model, result

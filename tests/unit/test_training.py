@@ -184,6 +184,7 @@ def test_checkpoints_are_atomic_and_resume_matches_an_uninterrupted_run(tiny_mod
     resumed, result = train_sft(lm2.model, lm2.tokenizer, classify_task, spec, train, val,
                                 run_dir=tmp_path / "whole", resume_from=found[0])
     assert result.state.resumed_from == 8 and result.state.step == 12
+    assert not (tmp_path / "whole" / "checkpoints" / "step-000016.tmp").exists()  # cleaned on resume
     assert result.state.losses == pytest.approx(whole_result.state.losses, abs=1e-6)
     assert result.state.validations == whole_result.state.validations
     a = {k: v for k, v in whole.state_dict().items() if "lora_" in k}

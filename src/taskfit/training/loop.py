@@ -10,7 +10,10 @@ batch, and a validation. This loop owns everything that must be right for every 
   position in the epoch and the validation history, so a resumed run takes the same steps with
   the same dropout masks as one that was never interrupted;
 - the best validation's weights are kept and restored at the end, and training stops early once
-  validation stops improving.
+  validation stops improving;
+- a batch runs in micro-batches of bounded size with their gradients summed, and under
+  ``accelerate launch`` (or torchrun) each process takes its share of every batch and the
+  gradients are summed across processes: either way the update equals the one-pass update.
 """
 
 from __future__ import annotations
@@ -291,6 +294,9 @@ def fit(model: Any, objective: Objective, spec: TrainSpec, rows: int, *,
     if resume_from is not None:
         state, best = load_checkpoint(resume_from, model, optimizer, schedule)
         state.resumed_from = state.step
+        if checkpoint_dir is not None:  # what a kill mid-write left behind
+            for stale in checkpoint_dir.glob("step-*.tmp"):
+                shutil.rmtree(stale, ignore_errors=True)
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         if resume_from is not None:

@@ -217,7 +217,11 @@ def train_project(project: Path, reporter: Reporter | None = None, threads: int 
     setup = _setup(project, reporter, threads, allow_secrets, need)
     if run is not None:
         saved = json.loads(run.manifest.read_text())
-        if saved.get("config") != setup.config.model_dump(mode="json", by_alias=True) or \
+
+        def comparable(config: dict[str, Any]) -> dict[str, Any]:  # --threads may differ
+            return {**config, "train": {k: v for k, v in config.get("train", {}).items() if k != "threads"}}
+
+        if comparable(saved.get("config", {})) != comparable(setup.config.model_dump(mode="json", by_alias=True)) or \
                 saved["data"].get("train_fingerprint") != setup.prepared.card.split.get("train_fingerprint"):
             raise ConfigError(f"{run.root}: taskfit.yaml or the training data changed since this run "
                               "started, so resuming would not reproduce it",

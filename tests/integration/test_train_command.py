@@ -154,3 +154,17 @@ def test_two_processes_train_the_same_adapter_as_one(tmp_path, tiny_model_dir):
     assert manifest["training"]["trained_tokens"] == one.training["trained_tokens"]
     a, b = _adapter(run), _adapter(one.run_dir)
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_resume_refuses_when_the_config_changed(tmp_path, tiny_model_dir):
+    project = _project(tmp_path, tiny_model_dir, "changed", epochs=1)
+    summary = train_project(project)
+    manifest_path = summary.run_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["status"] = "started"  # as if it had been killed
+    manifest_path.write_text(json.dumps(manifest))
+    doc = yaml.safe_load((project / "taskfit.yaml").read_text())
+    doc["train"]["learning_rate"] = 1e-3
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    result = CliRunner().invoke(app, ["train", str(project), "--resume"])
+    assert result.exit_code == 2 and "changed since this run started" in result.output

@@ -16,12 +16,6 @@ class Hardware:
     dtype: str  # "float32", "bfloat16" or "float16"
     threads: int
 
-    @property
-    def torch_dtype(self) -> Any:
-        import torch
-
-        return getattr(torch, self.dtype)
-
     def describe(self) -> dict[str, Any]:
         import torch
 
@@ -35,7 +29,8 @@ class Hardware:
 
 def resolve_hardware(spec: TrainSpec) -> Hardware:
     """bfloat16 on a GPU that supports it, float32 on CPU (bf16 matmuls are about 11x slower on
-    CPUs without native support); every core unless ``spec.threads`` says otherwise."""
+    CPUs without native support); every core (shared among data-parallel processes) unless
+    ``spec.threads`` says otherwise."""
     import torch
 
     cuda = torch.cuda.is_available()
@@ -43,6 +38,12 @@ def resolve_hardware(spec: TrainSpec) -> Hardware:
         raise ConfigError("train.method: qlora keeps the base model in 4-bit with bitsandbytes, which "
                           "needs a CUDA GPU, and this machine has none",
                           hint="use `method: lora` (the same adapter, with a float32 base) on this machine")
+    if spec.method == "qlora":
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise ConfigError("train.method: qlora needs the bitsandbytes package, which is not installed",
+                              hint='pip install -e ".[qlora]"') from None
     if spec.device == "cuda" and not cuda:
         raise ConfigError("train.device: cuda, but torch sees no CUDA GPU on this machine",
                           hint="set `device: auto` or `device: cpu`")
@@ -54,7 +55,8 @@ def resolve_hardware(spec: TrainSpec) -> Hardware:
     else:
         dtype = "float32"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = spec.threads or cores
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # data-parallel processes on this machine
+    threads = spec.threads or max(1, cores // processes)
     if device == "cpu":
         torch.set_num_threads(threads)
     return Hardware(device=device, dtype=dtype, threads=threads)

@@ -47,21 +47,23 @@ def featurize_pairs(tokenizer: Any, task: TaskSpec, pairs: Sequence[PreferencePa
         where = pair.source or f"row id {pair.id}"
         prompt, answers = pair.prompt, [pair.chosen, pair.rejected]
 
-        def sides(prompt: str, answers: list[str]) -> list[Rendered]:
+        def sides(prompt: str, answers: list[str], limit: int | None = None) -> list[Rendered]:
             return [render(tokenizer, task, Example(id=pair.id, input=prompt, target=a, system=pair.system),
-                           target=a) for a in answers]
+                           target=a, max_length=limit) for a in answers]
 
-        over = max(len(r.ids) for r in sides(prompt, answers)) - max_length
+        whole = sides(prompt, answers)
+        over = max(len(r.ids) for r in whole) - max_length
+        if over <= 0:  # the common case: it fits as it is
+            out.append((whole[0], whole[1]))
+            continue
+        prompt_tokens = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        if over + 16 > prompt_tokens:  # the prompt alone cannot give enough: cut the answers
+            answers = [_cut(tokenizer, a, max_length // 2) for a in answers]
+            over = max(len(r.ids) for r in sides(prompt, answers)) - max_length
         if over > 0:
-            prompt_tokens = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-            if over + 16 > prompt_tokens:  # the prompt alone cannot give enough: cut the answers
-                answers = [_cut(tokenizer, a, max_length // 2) for a in answers]
-                over = max(len(r.ids) for r in sides(prompt, answers)) - max_length
-            if over > 0:
-                prompt = _keep_tail(tokenizer, prompt, over + 2)
+            prompt = _keep_tail(tokenizer, prompt, over + 2)
         try:
-            rendered = [render(tokenizer, task, Example(id=pair.id, input=prompt, target=a, system=pair.system),
-                               target=a, max_length=max_length) for a in answers]
+            rendered = sides(prompt, answers, max_length)
         except ValueError as exc:
             raise DataError(f"{where}: {exc}", hint="raise train.max_seq_length") from None
         out.append((rendered[0], rendered[1]))

@@ -320,11 +320,9 @@ def run_project(project: Path, reporter: Reporter | None = None, threads: int | 
     md, html_path = report.write_report(run.root, f"taskfit: {config.task.name}", facts, results,
                                         config.eval.thresholds, plots, verdict)
     card = outcome.artifact / "README.md"  # the model card gains the scorecard it was judged by
-    rows = report.scorecard_rows(results, config.eval.thresholds)
-    card.write_text(card.read_text(encoding="utf-8") + "\n## Held-out scorecard\n\n"
-                    + "| " + " | ".join(report.HEADER) + " |\n|" + "---|" * len(report.HEADER) + "\n"
-                    + "".join("| " + " | ".join(r) + " |\n" for r in rows)
-                    + f"\n{verdict}\n", encoding="utf-8")
+    table = "\n".join(report.scorecard_markdown(results, config.eval.thresholds))
+    card.write_text(card.read_text(encoding="utf-8") + f"\n## Held-out scorecard\n\n{table}\n\n{verdict}\n",
+                    encoding="utf-8")
     return RunSummary(run_dir=run.root, results=results, verdict=verdict, report_html=html_path,
                       report_md=md, train_rows=len(train), eval_rows=len(held_out), data=prepared,
                       train_seconds=training["seconds"], tokens_per_second=training["tokens_per_second"])

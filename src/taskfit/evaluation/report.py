@@ -134,13 +134,18 @@ HEADER = ["candidate", "accuracy [95% CI]", "macro-F1 [95% CI]", "valid labels (
           "latency p50 / p95 (ms)", "prompt tokens", "thresholds"]
 
 
+def scorecard_markdown(results: Sequence[EvalResult], thresholds: dict[str, float]) -> list[str]:
+    """The scorecard as Markdown table lines (the report and the model card show the same one)."""
+    return (["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+            + ["| " + " | ".join(r) + " |" for r in scorecard_rows(results, thresholds)])
+
+
 def write_report(run_root: Path, title: str, facts: dict[str, Any], results: Sequence[EvalResult],
                  thresholds: dict[str, float], plots: dict[str, Path], verdict: str) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` into ``run_root``; return both paths."""
     rows = scorecard_rows(results, thresholds)
-    md = [f"# {title}", "", verdict, "", "## Scorecard (held-out split)", "",
-          "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    md += ["| " + " | ".join(r) + " |" for r in rows]
+    md = [f"# {title}", "", verdict, "", "## Scorecard (held-out split)", ""]
+    md += scorecard_markdown(results, thresholds)
     md += ["", "Accuracy and macro-F1 come from ranking the taxonomy's labels by the model's "
            "likelihood (always a valid label). 'Valid labels' is the share of a sample of freely "
            "decoded answers that were exactly a label.", "", "## Run", ""]

@@ -116,18 +116,18 @@ class DpoObjective:
         # The reference: the policy before its first step.
         self.ref = all_pair_logps(model, tokenizer, self.pairs, spec.batch_size)
         self.val_ref = all_pair_logps(model, tokenizer, self.val_pairs, spec.batch_size)
-        # Length grouping on the longer side of each pair.
-        self._lengths = [max(c, r, key=lambda x: len(x.ids)) for c, r in self.pairs]
+        # Length grouping and micro-batch sizes go by the longer side of each pair.
+        self._longer = [max(c, r, key=lambda x: len(x.ids)) for c, r in self.pairs]
 
     def batches(self, epoch: int) -> list[list[int]]:
-        return length_grouped_batches(self._lengths, self.spec.batch_size, self.spec.seed, epoch)
+        return length_grouped_batches(self._longer, self.spec.batch_size, self.spec.seed, epoch)
 
     def units(self, batch: list[int]) -> int:
         return len(batch)
 
     def chunks(self, batch: list[int]) -> list[list[int]]:
         # A pair is read as two rows; its size is twice its longer side.
-        return chunk_by_tokens(batch, [2 * len(r.ids) for r in self._lengths], micro_batch_tokens(self.spec))
+        return chunk_by_tokens(batch, [2 * len(r.ids) for r in self._longer], micro_batch_tokens(self.spec))
 
     def loss_sum(self, chunk: list[int]) -> StepStats:
         flat = collate(_flatten([self.pairs[i] for i in chunk]), self.tokenizer.pad_token_id)

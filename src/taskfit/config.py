@@ -189,18 +189,68 @@ class TrainSpec(_Spec):
         return self.learning_rate if self.learning_rate is not None else _DEFAULT_LR[self.method]
 
 
+# Metrics where lower is better: their thresholds are maxima, every other one a minimum.
+LOWER_IS_BETTER = ("unsupported_rate", "invented_field_rate", "ece")
+
+ThresholdKey = Literal["accuracy", "macro_f1", "valid_rate", "coverage", "ece", "field_f1",
+                       "exact_match", "invented_field_rate", "f1", "answerable_f1",
+                       "refusal_precision", "refusal_recall", "unsupported_rate"]
+
+
+class EndpointSpec(_Spec):
+    """Any OpenAI-compatible chat endpoint, as the stronger hosted model to beat."""
+
+    base_url: str = Field(description="e.g. https://api.openai.com/v1 or http://localhost:8000/v1")
+    model: str = Field(description="The model name the endpoint expects.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the key "
+                                                           "(the key itself never goes in this file).")
+    price_per_million_input_tokens: float = Field(0.0, ge=0.0, description="USD per 1M prompt tokens.")
+    price_per_million_output_tokens: float = Field(0.0, ge=0.0, description="USD per 1M completion tokens.")
+    timeout_s: float = Field(60.0, gt=0.0, description="Per request.")
+
+
+class BaselineSpec(_Spec):
+    few_shot_k: int = Field(4, ge=1, le=32, description="Training examples shown in the few-shot prompt.")
+    retriever: Literal["bm25", "embeddings", "hybrid"] = Field(
+        "hybrid", description="How few-shot examples and RAG chunks are found: BM25 words, MiniLM "
+                              "embeddings (offline), or both fused by reciprocal rank.")
+    documents: str | None = Field(
+        None, description="qa: a folder of .txt/.md documents for the retrieval-augmented baseline "
+                          "(relative to taskfit.yaml); empty = use each row's own context only.")
+    chunk_words: int = Field(120, ge=10, le=2000, description="RAG: words per chunk (chunks overlap by a fifth).")
+    top_k: int = Field(3, ge=1, le=20, description="RAG: chunks put in the prompt.")
+    endpoint: EndpointSpec | None = Field(None, description="An OpenAI-compatible endpoint to compare against.")
+
+
 class EvalSpec(_Spec):
-    thresholds: dict[Literal["accuracy", "macro_f1", "valid_rate"], float] = Field(
-        default_factory=dict, description="Acceptance thresholds, each a share in [0, 1].")
+    thresholds: dict[ThresholdKey, float] = Field(
+        default_factory=dict,
+        description="Acceptance thresholds, each a share in [0, 1]: a minimum, except for "
+                    "unsupported_rate, invented_field_rate and ece, where it is a maximum.")
     generation_sample: int = Field(
         24, ge=0,
-        description="Rows decoded freely (unconstrained) to measure the share of valid labels.")
+        description="classify: rows decoded freely (unconstrained) to measure the share of valid labels.")
+    confidence_threshold: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="classify: below this confidence a prediction becomes `fallback`; the scorecard "
+                    "reports coverage against accuracy.")
+    fallback: str | None = Field(None, description="classify: the answer below the confidence threshold "
+                                                   "(e.g. needs_human, or a label such as oos).")
+    constrained: bool = Field(True, description="extract: decode under the JSON schema (always valid); "
+                                                "false measures the unconstrained model.")
+    max_new_tokens: int = Field(96, ge=1, le=4096, description="Tokens generated per answer at most.")
+    max_rows: int | None = Field(None, ge=1, description="Evaluate on the first N held-out rows only "
+                                                          "(quick looks; the scorecard says so).")
+    price_per_hour: float = Field(0.0, ge=0.0, description="USD per hour of the machine a local "
+                                                           "candidate runs on, for cost per 1,000 queries.")
 
     @model_validator(mode="after")
     def _shares(self) -> "EvalSpec":
         for key, value in self.thresholds.items():
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"eval.thresholds.{key}: must be a share between 0 and 1, got {value}")
+        if self.confidence_threshold is not None and not self.fallback:
+            raise ValueError("eval.fallback: a confidence_threshold needs a fallback answer (e.g. needs_human)")
         return self
 
 
@@ -209,6 +259,7 @@ class ProjectConfig(_Spec):
     model: ModelSpec = ModelSpec()
     data: DataSpec
     train: TrainSpec = TrainSpec()
+    baselines: BaselineSpec = BaselineSpec()
     eval: EvalSpec = EvalSpec()
 
     def to_yaml(self) -> str:

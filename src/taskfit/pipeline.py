@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taskfit.baselines import LabelScoringPredictor, generate_answers
+from taskfit.baselines import LabelScoringPredictor
 from taskfit.config import ProjectConfig, load_config
 from taskfit.data.prepare import Prepared, prepare_data, write_prepared
 from taskfit.errors import ConfigError, DataError
 from taskfit.manifest import build_manifest
 from taskfit.evaluation import report
-from taskfit.evaluation.metrics import score_classify
-from taskfit.evaluation.runner import run_predictor
+from taskfit.evaluation.compare import build_scorecard
+from taskfit.evaluation.runner import read_predictions, run_predictor
 from taskfit.paths import RunDir
 from taskfit.progress import Reporter, Silent
 from taskfit.records import EvalResult, Example, PreferencePair
@@ -41,65 +41,40 @@ class RunSummary:
     data: Prepared
     train_seconds: float
     tokens_per_second: float
-
-
-def _valid_rate(model: Any, tokenizer: Any, config: ProjectConfig, examples: list[Example],
-                reporter: Reporter, name: str) -> float | None:
-    """Share of freely decoded answers (greedy, unconstrained) that are exactly a label."""
-    sample = examples[: config.eval.generation_sample]
-    if not sample:
-        return None
-    labels = set(config.task.labels or [])
-    longest = max(len(tokenizer(lab)["input_ids"]) for lab in labels)
-    valid = 0
-    with reporter.bar(f"free decoding ({name})", len(sample)) as advance:
-        for _, text in generate_answers(model, tokenizer, config.task, sample,
-                                        config.train.max_seq_length, max_new_tokens=longest + 3):
-            valid += text in labels
-            advance()
-    return valid / len(sample)
+    scorecard: Any = None
 
 
 def _evaluate(name: str, model: Any, tokenizer: Any, config: ProjectConfig, held_out: list[Example],
               run: RunDir, reporter: Reporter) -> EvalResult:
+    """Label scoring on every held-out row, plus free decoding on a sample to measure how often
+    the raw output is a label at all."""
+    from taskfit.baselines.model import GenerativePredictor
+    from taskfit.tasks import score
+
     predictor = LabelScoringPredictor(name, model, tokenizer, config.task, config.train.max_seq_length)
     with reporter.bar(f"evaluating {name}", len(held_out)) as advance:
         preds = run_predictor(predictor, held_out, run.predictions(name), on_item=advance)
-    valid = _valid_rate(model, tokenizer, config, held_out, reporter, name)
-    return score_classify(name, config.task.labels or [], held_out, preds, valid_rate=valid)
+    result = score(config.task, config.eval, name, held_out, preds)
+    sample = held_out[: config.eval.generation_sample]
+    if sample:
+        longest = max(len(tokenizer(lab)["input_ids"]) for lab in config.task.labels or [])
+        free = GenerativePredictor(name, model, tokenizer, config.task, config.train.max_seq_length,
+                                   max_new_tokens=longest + 3)
+        with reporter.bar(f"free decoding ({name})", len(sample)) as advance:
+            loose = run_predictor(free, sample, run.predictions(f"{name}.unconstrained"), on_item=advance)
+        result.metrics["free_valid_rate"] = sum(p.valid for p in loose) / len(loose)
+    return result
 
 
 def _evaluate_classical(train: list[Example], held_out: list[Example], config: ProjectConfig,
                         run: RunDir, reporter: Reporter) -> EvalResult:
     from taskfit.baselines.classical import TfidfLogRegPredictor
+    from taskfit.tasks import score
 
     predictor = TfidfLogRegPredictor(train, seed=config.data.seed, name=CLASSICAL)
     with reporter.bar(f"evaluating {CLASSICAL}", len(held_out)) as advance:
         preds = run_predictor(predictor, held_out, run.predictions(CLASSICAL), on_item=advance)
-    return score_classify(CLASSICAL, config.task.labels or [], held_out, preds)
-
-
-def decide(baselines: list[EvalResult], tuned: EvalResult) -> str:
-    """A verdict in plain words: the fine-tuned model against the best baseline, by accuracy and
-    its 95% interval."""
-    best = max(baselines, key=lambda r: r.metrics["accuracy"])
-    b, t = best.metrics, tuned.metrics
-    gain = 100 * (t["accuracy"] - b["accuracy"])
-    f1_gain = 100 * (t["macro_f1"] - b["macro_f1"])
-    others = ", ".join(f"{r.candidate} {100 * r.metrics['accuracy']:.1f}%" for r in baselines)
-    if t["accuracy_ci_low"] > b["accuracy_ci_high"]:
-        return (f"Keep the fine-tuned adapter: {gain:+.1f} points accuracy and {f1_gain:+.1f} points "
-                f"macro-F1 over the best baseline ({best.candidate}), and the 95% intervals do not "
-                f"overlap (baselines: {others}).")
-    if gain > 0:
-        return (f"Not proven: the fine-tuned adapter scores {gain:+.1f} points accuracy over the best "
-                f"baseline ({best.candidate}), but the 95% intervals overlap; evaluate on more "
-                f"held-out rows before paying for the fine-tune.")
-    speed = b["latency_p50_s"] and t["latency_p50_s"] / b["latency_p50_s"]
-    cost = f", and it answers {speed:,.0f}x faster" if speed and speed > 1.5 else ""
-    return (f"Fine-tuning is not worth it here: {best.candidate} scores {100 * b['accuracy']:.1f}% "
-            f"against {100 * t['accuracy']:.1f}% for the fine-tuned model{cost}. Keep "
-            f"{best.candidate}.")
+    return score(config.task, config.eval, CLASSICAL, held_out, preds)
 
 
 @dataclass
@@ -286,21 +261,14 @@ def run_project(project: Path, reporter: Reporter | None = None, threads: int | 
     tuned = _evaluate(FINETUNED, model, lm.tokenizer, config, held_out, run, reporter)
 
     results = [baseline, classical, tuned]
-    verdict = decide([baseline, classical], tuned)
+    card = build_scorecard(results, config.eval.thresholds)
     training = outcome.summary()
     metrics = {r.candidate: {**r.metrics, "n": r.n, "per_class": r.per_class, "confusion": r.confusion,
-                             "labels": r.labels} for r in results}
-    metrics["training"] = training
-    metrics["verdict"] = verdict
+                             "labels": r.labels, "error_counts": r.error_counts} for r in results}
+    metrics.update(training=training, verdict=card.verdict, scorecard=card.to_json())
     run.metrics.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     _finish_manifest(run, manifest, training)
 
-    plots = {
-        "training and validation": run.plots / "loss.png",
-        "accuracy and macro-F1": report.plot_scores(results, run.plots / "scores.png"),
-        "per-class F1": report.plot_per_class(results, run.plots / "per_class_f1.png"),
-        "confusion (fine-tuned)": report.plot_confusion(tuned, run.plots / "confusion.png"),
-    }
     spec = config.train
     best = training.get("best_validation")
     chosen = (f"; kept step {best['step']} of {training['steps']} (best validation"
@@ -317,12 +285,20 @@ def run_project(project: Path, reporter: Reporter | None = None, threads: int | 
         "fingerprints": f"train {manifest['data']['train_fingerprint'][:12]}, eval {manifest['data']['eval_fingerprint'][:12]}",
         "run directory": str(run.root),
     }
-    md, html_path = report.write_report(run.root, f"taskfit: {config.task.name}", facts, results,
-                                        config.eval.thresholds, plots, verdict)
-    card = outcome.artifact / "README.md"  # the model card gains the scorecard it was judged by
-    table = "\n".join(report.scorecard_markdown(results, config.eval.thresholds))
-    card.write_text(card.read_text(encoding="utf-8") + f"\n## Held-out scorecard\n\n{table}\n\n{verdict}\n",
-                    encoding="utf-8")
+    predictions = {r.candidate: read_predictions(run.predictions(r.candidate)) for r in results}
+    html_path = report.write_scorecard_report(run.root, f"taskfit: {config.task.name}", card, predictions,
+                                              data_card=rows, facts=facts,
+                                              extra_plots={"training and validation loss": run.plots / "loss.png"})
+    table = "\n".join(card.markdown())
+    md = run.root / "report.md"
+    md.write_text(f"# taskfit: {config.task.name}\n\n{card.verdict}\n\n## Scorecard (held-out split)\n\n"
+                  f"{table}\n\n## Run\n\n" + "\n".join(f"- **{k}**: {v}" for k, v in facts.items())
+                  + "\n\nFigures: report.html and plots/.\n", encoding="utf-8")
+    card_path = outcome.artifact / "README.md"  # the model card gains the scorecard it was judged by
+    card_path.write_text(card_path.read_text(encoding="utf-8")
+                         + f"\n## Held-out scorecard\n\n{table}\n\n{card.verdict}\n", encoding="utf-8")
+    verdict = card.verdict
     return RunSummary(run_dir=run.root, results=results, verdict=verdict, report_html=html_path,
                       report_md=md, train_rows=len(train), eval_rows=len(held_out), data=prepared,
-                      train_seconds=training["seconds"], tokens_per_second=training["tokens_per_second"])
+                      train_seconds=training["seconds"], tokens_per_second=training["tokens_per_second"],
+                      scorecard=card)

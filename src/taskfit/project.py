@@ -128,19 +128,43 @@ train:
   threads: null             # CPU threads; null = every core
   seed: 0
 
+baselines:
+  few_shot_k: 4             # training examples shown in the few-shot prompt
+  retriever: hybrid         # bm25 | embeddings (MiniLM, offline) | hybrid (both, rank-fused)
+  documents: null           # qa: folder of .txt/.md files for the RAG baseline
+  chunk_words: 120
+  top_k: 3
+  endpoint: null            # a hosted model to beat, e.g.:
+  #   base_url: https://api.openai.com/v1
+  #   model: gpt-4o-mini
+  #   api_key_env: OPENAI_API_KEY
+  #   price_per_million_input_tokens: 0.15
+  #   price_per_million_output_tokens: 0.60
+  #   timeout_s: 60
+
 eval:
-  # Acceptance thresholds: the report marks each pass or fail.
-  thresholds:
-    accuracy: 0.85
-  generation_sample: 24     # rows decoded freely to measure how often raw output is a valid answer
+  # Acceptance thresholds, shares in [0, 1]: minima, except unsupported_rate,
+  # invented_field_rate and ece, which are maxima. The scorecard marks each pass or fail.
+  thresholds: {thresholds}
+  generation_sample: 24     # classify: rows decoded freely to measure how often raw output is a label
+  confidence_threshold: null   # classify: below it the answer becomes `fallback`
+  fallback: null            # e.g. needs_human
+  constrained: true         # extract: decode under the JSON schema
+  max_new_tokens: 96
+  max_rows: null            # evaluate on the first N held-out rows only
+  price_per_hour: 0.0       # USD per hour of this machine, for cost per 1,000 queries
 """
+
+
+_THRESHOLDS = {"classify": "\n    accuracy: 0.85", "extract": "\n    field_f1: 0.8\n    valid_rate: 1.0",
+               "qa": "\n    f1: 0.6\n    unsupported_rate: 0.1", "generate": "{}"}
 
 
 def template(kind: TaskKind) -> str:
     """The commented ``taskfit.yaml`` text for a task kind."""
     if kind not in _TASK_SECTIONS:
         raise ConfigError(f"--task: got {kind!r}; allowed: {', '.join(_TASK_SECTIONS)}")
-    return _TASK_SECTIONS[kind] + _COMMON
+    return _TASK_SECTIONS[kind] + _COMMON.replace("{thresholds}", _THRESHOLDS[kind])
 
 
 def init_project(directory: Path, kind: TaskKind, force: bool = False) -> Path:

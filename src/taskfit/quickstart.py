@@ -44,7 +44,7 @@ def make_quickstart_project(directory: Path, seed: int = 0, full: bool = False,
         "  max_eval_examples: null": f"  max_eval_examples: {_y(size['max_eval_examples'])}",
         "  learning_rate: null": f"  learning_rate: {size['learning_rate']}",
         "  epochs: 1 ": f"  epochs: {size['epochs']} ",
-        "  seed: 0\n\neval:": f"  seed: {seed}\n\neval:",
+        "  seed: 0\n\nbaselines:": f"  seed: {seed}\n\nbaselines:",
     }
     for old, new in replacements.items():
         if old not in text:

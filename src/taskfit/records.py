@@ -51,15 +51,28 @@ class Prediction:
     prompt_tokens: int
     completion_tokens: int
     confidence: float | None = None
+    details: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    # details: what else the candidate reports, e.g. the retrieved chunks a RAG answer cites
 
 
 @dataclass(frozen=True)
 class EvalResult:
-    """The scores of one candidate on one held-out split."""
+    """The scores of one candidate on one held-out split.
+
+    ``per_example`` holds one score in [0, 1] per example, in the split's order (1/0 for a right
+    or wrong label; a field or token F1 otherwise): the paired tests of ``compare`` read it.
+    ``errors`` maps an error bucket (``confusable: billing -> refund``, ``invented field``...) to
+    up to a few example misses, and ``error_counts`` counts every miss per bucket.
+    """
 
     candidate: str
     metrics: dict[str, float]
-    per_class: dict[str, dict[str, float]]
-    confusion: list[list[int]]
-    labels: list[str]
-    n: int
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+    confusion: list[list[int]] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    n: int = 0
+    kind: str = "classify"
+    per_example: list[float] = field(default_factory=list)
+    error_counts: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    curves: dict[str, list[list[float]]] = field(default_factory=dict)  # e.g. coverage: [threshold, coverage, accuracy]

@@ -7,8 +7,9 @@ a model is trained on are the tokens it is later asked with.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from taskfit.config import TaskSpec
 from taskfit.records import Example
@@ -38,10 +39,14 @@ def user_text(example: Example, text: str | None = None) -> str:
     return text if example.context is None else f"Context:\n{example.context}\n\nQuestion: {text}"
 
 
-def messages_for(task: TaskSpec, example: Example, text: str | None = None) -> list[dict[str, str]]:
-    """The chat messages of an example's prompt (no assistant turn)."""
+def messages_for(task: TaskSpec, example: Example, text: str | None = None,
+                 shots: Sequence[Example] = ()) -> list[dict[str, str]]:
+    """The chat messages of an example's prompt (no assistant turn). ``shots`` are solved
+    examples shown first, as earlier user/assistant turns (the few-shot baseline)."""
     system = example.system if example.system is not None else task.system_prompt
-    return [{"role": "system", "content": system},
+    turns = [m for shot in shots for m in ({"role": "user", "content": user_text(shot)},
+                                           {"role": "assistant", "content": shot.target})]
+    return [{"role": "system", "content": system}, *turns,
             {"role": "user", "content": user_text(example, text)}]
 
 
@@ -61,16 +66,19 @@ def _end_of_turn(tokenizer: Any, completion: list[int]) -> list[int]:
 
 
 def render(tokenizer: Any, task: TaskSpec, example: Example, target: str | None = None,
-           max_length: int | None = None) -> Rendered:
+           max_length: int | None = None, shots: Sequence[Example] = ()) -> Rendered:
     """Render ``example`` (with ``target`` as the assistant's answer, if given) into token ids.
 
-    When the rendered length would exceed ``max_length``, the user's text is cut from its end
-    until it fits; the same cut happens in every path because they all call this function.
+    When the rendered length would exceed ``max_length``, text is cut from its end until it fits:
+    the context for qa (so the question survives), the user's text otherwise. The same cut
+    happens in every path because they all call this function.
     """
-    text = example.input
+    cut_context = example.context is not None
+    text = example.context if cut_context else example.input
     truncated = False
     while True:
-        messages = messages_for(task, example, text)
+        shown = dataclasses.replace(example, context=text) if cut_context else example
+        messages = messages_for(task, shown, None if cut_context else text, shots)
         prompt = _template_ids(tokenizer, messages, generation_prompt=True)
         ids = prompt
         if target is not None:

@@ -20,7 +20,7 @@ def test_init_writes_a_valid_commented_config(tmp_path, kind):
     config = load_config(path)
     assert config.task.kind == kind
     assert config.train.lora.r == 16 and config.train.lora.alpha == 32
-    assert sorted(yaml.safe_load(text)) == ["data", "eval", "model", "task", "train"]
+    assert sorted(yaml.safe_load(text)) == ["baselines", "data", "eval", "model", "task", "train"]
 
 
 def test_init_refuses_to_overwrite(tmp_path):

@@ -142,17 +142,67 @@ def data_prepare(project: Path = typer.Argument(Path("."), help="Project directo
               f"{paths['eval']}\ndata card: {paths['card_md']}", highlight=False)
 
 
-def _print_summary(summary) -> None:
-    from taskfit.evaluation.report import HEADER, scorecard_rows
-    from taskfit.config import load_config
-
-    config = load_config(summary.run_dir / "config.resolved.yaml")
-    table = Table(*HEADER, title="held-out scorecard")
-    for row in scorecard_rows(summary.results, config.eval.thresholds):
+def _print_scorecard(card) -> None:
+    table = Table(*card.header, title="held-out scorecard")
+    for row in card.rows():
         table.add_row(*row)
     out.print(table)
-    out.print(f"[bold]{summary.verdict}[/bold]")
+    for warning in card.warnings:
+        out.print(f"[yellow]{warning}[/yellow]")
+    out.print(f"[bold]{card.verdict}[/bold]")
+
+
+def _print_summary(summary) -> None:
+    _print_scorecard(summary.scorecard)
     out.print(f"report: {summary.report_html}\nrun:    {summary.run_dir}")
+
+
+def _print_results(results) -> None:
+    from taskfit.tasks import MAIN_METRIC
+
+    for r in results:
+        main = MAIN_METRIC[r.kind]
+        out.print(f"{r.candidate}: {main} {100 * r.metrics[main]:.1f}% on {r.n} rows "
+                  f"(p50 {1000 * r.metrics['latency_p50_s']:.0f} ms)", highlight=False)
+    out.print("next: `taskfit compare` for the scorecard and the verdict")
+
+
+@app.command()
+@_friendly
+def baseline(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
+             only: Optional[list[str]] = typer.Option(None, "--only", help="Evaluate just this baseline "
+                                                      "(repeatable): prompt-only, few-shot, rag, tfidf-logreg, endpoint."),
+             threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: all).")) -> None:
+    """Evaluate every applicable baseline on the held-out split (cached: a rerun resumes)."""
+    from taskfit.evaluate import baseline_project
+    from taskfit.progress import RichReporter
+
+    _print_results(baseline_project(project, reporter=RichReporter(err), only=only, threads=threads))
+
+
+@app.command("eval")
+@_friendly
+def eval_(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
+          run_dir: Path = typer.Option(..., "--run", help="A finished training run (its directory)."),
+          name: str = typer.Option("fine-tuned", help="Candidate name in the scorecard."),
+          threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: all).")) -> None:
+    """Evaluate a trained run on the same held-out split as the baselines (cached: a rerun resumes)."""
+    from taskfit.evaluate import eval_project
+    from taskfit.progress import RichReporter
+
+    _print_results([eval_project(project, run_dir, reporter=RichReporter(err), name=name, threads=threads)])
+
+
+@app.command()
+@_friendly
+def compare(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml.")) -> None:
+    """Print and save the scorecard of every evaluated candidate, with paired tests and a verdict."""
+    from taskfit.evaluate import compare_project
+    from taskfit.progress import RichReporter
+
+    result = compare_project(project, reporter=RichReporter(err))
+    _print_scorecard(result.scorecard)
+    out.print(f"scorecard: {result.markdown}\nreport:    {result.report_html}", highlight=False)
 
 
 @app.command()

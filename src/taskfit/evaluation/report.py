@@ -7,7 +7,8 @@ import html
 from pathlib import Path
 from typing import Any, Sequence
 
-from taskfit.records import EvalResult
+from taskfit.evaluation.compare import COLUMNS
+from taskfit.records import EvalResult, Prediction
 
 
 def _plt():
@@ -57,27 +58,55 @@ def plot_loss(losses: Sequence[float], path: Path, validations: Sequence[dict[st
     return _finish(fig, ax, path)
 
 
-def plot_scores(results: Sequence[EvalResult], path: Path) -> Path:
-    """Accuracy and macro-F1 per candidate, with 95% bootstrap intervals."""
+def plot_scores(results: Sequence[EvalResult], path: Path, metrics: Sequence[str]) -> Path:
+    """The main metrics per candidate, with 95% bootstrap intervals where known."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    width = 0.38
-    for j, metric in enumerate(("accuracy", "macro_f1")):
-        xs = [i + (j - 0.5) * width for i in range(len(results))]
-        vals = [r.metrics[metric] for r in results]
-        err = [[v - r.metrics[f"{metric}_ci_low"] for v, r in zip(vals, results)],
-               [r.metrics[f"{metric}_ci_high"] - v for v, r in zip(vals, results)]]
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(results) + 2), 3.4))
+    width = 0.8 / len(metrics)
+    for j, metric in enumerate(metrics):
+        xs = [i + (j - (len(metrics) - 1) / 2) * width for i in range(len(results))]
+        vals = [r.metrics.get(metric, 0.0) for r in results]
+        err = None
+        if all(f"{metric}_ci_low" in r.metrics for r in results):
+            err = [[v - r.metrics[f"{metric}_ci_low"] for v, r in zip(vals, results)],
+                   [r.metrics[f"{metric}_ci_high"] - v for v, r in zip(vals, results)]]
         ax.bar(xs, vals, width, yerr=err, capsize=4, label=metric.replace("_", "-"))
-    ax.set_xticks(range(len(results)), [r.candidate for r in results])
+    ax.set_xticks(range(len(results)), [r.candidate for r in results], rotation=15, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("held-out score")
     return _finish(fig, ax, path, grid_axis="y")
 
 
-def plot_per_class(results: Sequence[EvalResult], path: Path) -> Path:
+def plot_latency(latencies: dict[str, list[float]], path: Path) -> Path:
+    """Per-example latency per candidate (box: quartiles; whiskers: 5th-95th percentile)."""
     plt = _plt()
-    labels = results[0].labels
-    fig, ax = plt.subplots(figsize=(7, 3.4))
+    names = [n for n, v in latencies.items() if v]
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(names) + 2), 3.2))
+    ax.boxplot([[1000 * x for x in latencies[n]] for n in names], whis=(5, 95), showfliers=False)
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=15, ha="right")
+    ax.set_yscale("log")
+    ax.set_ylabel("latency per example (ms, log scale)")
+    return _finish(fig, ax, path, grid_axis=None)
+
+
+def plot_coverage(curves: dict[str, list[tuple[float, float, float]]], path: Path) -> Path:
+    """Accuracy on the rows answered against the share answered, as the confidence threshold rises."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for name, points in curves.items():
+        ax.plot([c for _, c, _ in points], [a for _, _, a in points], label=name)
+    ax.set_xlabel("coverage (share answered, not sent to the fallback)")
+    ax.set_ylabel("accuracy on answered rows")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    return _finish(fig, ax, path)
+
+
+def plot_per_class(results: Sequence[EvalResult], path: Path, most: int = 30) -> Path:
+    """Per-class F1 per candidate; with many classes, the ``most`` with the most support."""
+    plt = _plt()
+    labels = sorted(results[0].labels, key=lambda lab: -results[0].per_class[lab]["support"])[:most]
+    fig, ax = plt.subplots(figsize=(max(7, 0.3 * len(labels) + 3), 3.4))
     width = 0.8 / len(results)
     for j, r in enumerate(results):
         xs = [i + (j - (len(results) - 1) / 2) * width for i in range(len(labels))]
@@ -91,6 +120,8 @@ def plot_per_class(results: Sequence[EvalResult], path: Path) -> Path:
 def plot_confusion(result: EvalResult, path: Path) -> Path:
     plt = _plt()
     n = len(result.labels)
+    if n > 40:  # 150 intents: a matrix of dots says nothing; the error buckets list the confusions
+        return _plot_confusion_pairs(result, path)
     fig, ax = plt.subplots(figsize=(0.55 * n + 2.5, 0.55 * n + 1.8))
     ax.imshow(result.confusion, cmap="Blues")
     for i in range(n):
@@ -107,83 +138,105 @@ def plot_confusion(result: EvalResult, path: Path) -> Path:
     return _finish(fig, ax, path, grid_axis=None)
 
 
-def _pct(v: float) -> str:
-    return f"{100 * v:.1f}%"
+def _plot_confusion_pairs(result: EvalResult, path: Path, most: int = 15) -> Path:
+    plt = _plt()
+    pairs = sorted(((result.confusion[i][j], f"{result.labels[i]} -> {result.labels[j]}")
+                    for i in range(len(result.labels)) for j in range(len(result.labels))
+                    if i != j and result.confusion[i][j]), reverse=True)[:most]
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(pairs) + 1.5))
+    ax.barh([p for _, p in pairs][::-1], [c for c, _ in pairs][::-1], color="#d62728")
+    ax.set_xlabel("misclassified rows (true -> predicted)")
+    ax.set_title(f"most frequent confusions: {result.candidate}")
+    return _finish(fig, ax, path, grid_axis=None)
 
 
-def scorecard_rows(results: Sequence[EvalResult], thresholds: dict[str, float]) -> list[list[str]]:
-    """The comparison table as strings: one row per candidate."""
-    rows = []
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(alt)}</figcaption></figure>")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
+    out = f'<table class="{cls}"><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    out += "</tr></thead><tbody>"
+    out += "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return out + "</tbody></table>"
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: .92em; } th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; } .verdict { font-size: 1.15em; padding: .6em 1em; background: #eef6ee; border-left: 4px solid #3a3; }
+.warning { padding: .5em 1em; background: #fff6e0; border-left: 4px solid #e90; }
+figure { display: inline-block; margin: .5em; } img { max-width: 100%; } details { margin: .4em 0; }
+"""
+
+
+def error_section(results: Sequence[EvalResult]) -> str:
+    """Error buckets per candidate: counts, and a few example misses in each."""
+    parts = []
     for r in results:
-        m = r.metrics
-        checks = [f"{k} {'pass' if m.get(k, m.get(k + '_constrained', 0)) >= v else 'FAIL'}"
-                  for k, v in thresholds.items()]
-        rows.append([
-            r.candidate,
-            f"{_pct(m['accuracy'])} [{_pct(m['accuracy_ci_low'])}, {_pct(m['accuracy_ci_high'])}]",
-            f"{_pct(m['macro_f1'])} [{_pct(m['macro_f1_ci_low'])}, {_pct(m['macro_f1_ci_high'])}]",
-            _pct(m["valid_rate"]) if "valid_rate" in m else "n/a",
-            f"{1000 * m['latency_p50_s']:.0f} / {1000 * m['latency_p95_s']:.0f}",
-            f"{m['prompt_tokens_mean']:.0f}",
-            ", ".join(checks) or "-",
-        ])
-    return rows
+        if not r.error_counts:
+            continue
+        rows = []
+        for bucket, count in list(r.error_counts.items())[:12]:
+            examples = r.errors.get(bucket, [])
+            shown = " | ".join(f"{e.get('input', '')[:80]!r} expected {e.get('expected', '')[:60]!r}, "
+                               f"got {e.get('got', '')[:60]!r}" + (f" ({e['detail']})" if e.get("detail") else "")
+                               for e in examples[:2])
+            rows.append([bucket, str(count), shown])
+        parts.append(f"<details><summary><b>{html.escape(r.candidate)}</b>: "
+                     f"{sum(r.error_counts.values())} misses in {len(r.error_counts)} buckets</summary>"
+                     + _table(["bucket", "count", "examples"], rows, "errors") + "</details>")
+    return "".join(parts) or "<p>No misses.</p>"
 
 
-HEADER = ["candidate", "accuracy [95% CI]", "macro-F1 [95% CI]", "valid labels (free decoding)",
-          "latency p50 / p95 (ms)", "prompt tokens", "thresholds"]
-
-
-def scorecard_markdown(results: Sequence[EvalResult], thresholds: dict[str, float]) -> list[str]:
-    """The scorecard as Markdown table lines (the report and the model card show the same one)."""
-    return (["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-            + ["| " + " | ".join(r) + " |" for r in scorecard_rows(results, thresholds)])
-
-
-def write_report(run_root: Path, title: str, facts: dict[str, Any], results: Sequence[EvalResult],
-                 thresholds: dict[str, float], plots: dict[str, Path], verdict: str) -> tuple[Path, Path]:
-    """Write ``report.md`` and ``report.html`` into ``run_root``; return both paths."""
-    rows = scorecard_rows(results, thresholds)
-    md = [f"# {title}", "", verdict, "", "## Scorecard (held-out split)", ""]
-    md += scorecard_markdown(results, thresholds)
-    md += ["", "Accuracy and macro-F1 come from ranking the taxonomy's labels by the model's "
-           "likelihood (always a valid label). 'Valid labels' is the share of a sample of freely "
-           "decoded answers that were exactly a label.", "", "## Run", ""]
-    md += [f"- **{k}**: {v}" for k, v in facts.items()]
-    md += ["", "## Figures", ""]
-    md += [f"![{name}]({path.relative_to(run_root)})" for name, path in plots.items()]
-    md_path = run_root / "report.md"
-    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
-
-    def img(path: Path, alt: str) -> str:
-        data = base64.b64encode(path.read_bytes()).decode()
-        return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
-
-    table = "<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in HEADER) + "</tr></thead><tbody>"
-    table += "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    table += "</tbody></table>"
-    facts_html = "<ul>" + "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>"
-                                  for k, v in facts.items()) + "</ul>"
+def write_scorecard_report(root: Path, title: str, card: Any, predictions: dict[str, Sequence[Prediction]],
+                           data_card: str = "", facts: dict[str, Any] | None = None,
+                           extra_plots: dict[str, Path] | None = None) -> Path:
+    """A self-contained ``report.html`` (images inlined, no network): verdict, scorecard, paired
+    tests, figures, error buckets with examples, and the data summary."""
+    plots_dir = root / "plots"
+    plots_dir.mkdir(exist_ok=True)
+    results = card.results
+    main = [k for k, _, share in COLUMNS[card.kind][:2] if share]
+    plots = dict(extra_plots or {})
+    plots["held-out scores (95% CI)"] = plot_scores(results, plots_dir / "scores.png", main)
+    latencies = {name: [p.latency_s for p in preds] for name, preds in predictions.items()}
+    if any(latencies.values()):
+        plots["latency per example"] = plot_latency(latencies, plots_dir / "latency.png")
+    if card.kind == "classify":
+        plots["per-class F1"] = plot_per_class(results, plots_dir / "per_class_f1.png")
+        best = max(results, key=lambda r: r.metrics[card.main])
+        plots[f"confusions ({best.candidate})"] = plot_confusion(best, plots_dir / "confusion.png")
+        curves = {r.candidate: r.curves["coverage"] for r in results if r.curves.get("coverage")}
+        if curves:
+            plots["coverage against accuracy"] = plot_coverage(curves, plots_dir / "coverage.png")
+    tests = [[t.candidate, t.against, t.test, f"{100 * t.difference:+.1f} pts",
+              f"[{100 * t.ci[0]:+.1f}, {100 * t.ci[1]:+.1f}]" if t.ci else "-", f"{t.p_value:.3g}",
+              str(t.rows_needed or "-")] for t in card.tests]
+    facts_html = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>"
+                         for k, v in (facts or {}).items())
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 1000px; margin: 2em auto; padding: 0 1em; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; }}
-th {{ background: #f3f3f3; }} .verdict {{ font-size: 1.15em; padding: .6em 1em; background: #eef6ee; border-left: 4px solid #3a3; }}
-figure {{ display: inline-block; margin: .5em; }} img {{ max-width: 100%; }}
-</style></head><body>
+<style>{STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
-<p class="verdict" id="verdict">{html.escape(verdict)}</p>
+<p class="verdict" id="verdict">{html.escape(card.verdict)}</p>
+{''.join(f'<p class="warning">{html.escape(w)}</p>' for w in card.warnings)}
 <h2>Scorecard (held-out split)</h2>
-{table}
-<p>Accuracy and macro-F1 come from ranking the taxonomy's labels by the model's likelihood (always a valid
-label). "Valid labels" is the share of a sample of freely decoded answers that were exactly a label.</p>
-<h2>Run</h2>
-{facts_html}
+{_table(card.header, card.rows(), "scorecard")}
+<h2>Paired tests against the best baseline</h2>
+{_table(["candidate", "against", "test", "difference", "95% CI", "p", "rows to detect"], tests, "tests") if tests else "<p>No fine-tuned candidate yet.</p>"}
 <h2>Figures</h2>
-{''.join(img(p, name) for name, p in plots.items())}
+{''.join(_img(p, name) for name, p in plots.items())}
+<h2>Where the misses are</h2>
+{error_section(results)}
+<h2>Data</h2>
+<p>{html.escape(data_card)}</p>
+{f"<ul>{facts_html}</ul>" if facts_html else ""}
 </body></html>
 """
-    html_path = run_root / "report.html"
-    html_path.write_text(page, encoding="utf-8")
-    return md_path, html_path
+    out = root / "report.html"
+    out.write_text(page, encoding="utf-8")
+    return out
+

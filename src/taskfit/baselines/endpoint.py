@@ -1,0 +1,74 @@
+"""Any OpenAI-compatible chat endpoint as a candidate: the hosted model a user pays for today.
+
+It sees the same messages as the local prompt-only baseline (the task's system prompt and the
+user's text, built by the shared :func:`messages_for`); its answer is parsed by the same task
+parser and scored by the same scorer. Token counts come from the endpoint's ``usage``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Iterable, Iterator
+
+from taskfit.config import EndpointSpec, TaskSpec
+from taskfit.errors import ConfigError, TaskfitError
+from taskfit.records import Example, Prediction
+from taskfit.rendering import messages_for
+
+
+class EndpointPredictor:
+    def __init__(self, name: str, spec: EndpointSpec, task: TaskSpec, max_new_tokens: int):
+        import openai
+
+        key = os.environ.get(spec.api_key_env)
+        if not key:
+            raise ConfigError(f"baselines.endpoint.api_key_env: the environment variable "
+                              f"{spec.api_key_env} is not set",
+                              hint=f"export {spec.api_key_env}=... (any non-empty value for a local "
+                                   "server that needs no key)")
+        self.name = name
+        self.spec = spec
+        self.task = task
+        self.max_new_tokens = max_new_tokens
+        self.client = openai.OpenAI(base_url=spec.base_url, api_key=key, timeout=spec.timeout_s,
+                                    max_retries=2)
+
+    def _instruction(self) -> str:
+        """What a hosted model needs told that a fine-tuned one learned: the allowed answers."""
+        if self.task.kind == "classify":
+            return "Answer with exactly one of these labels and nothing else: " + ", ".join(self.task.labels or [])
+        if self.task.kind == "extract":
+            return "Answer with one JSON object and nothing else, valid against this JSON schema: " + \
+                json.dumps(self.task.schema_)
+        if self.task.kind == "qa":
+            return f"If the context does not hold the answer, reply exactly: {self.task.refusal}"
+        return ""
+
+    def predict(self, examples: Iterable[Example]) -> Iterator[Prediction]:
+        import openai
+
+        from taskfit.tasks import parse
+
+        for ex in examples:
+            messages = messages_for(self.task, ex)
+            extra = self._instruction()
+            if extra:
+                messages[0] = {"role": "system", "content": f"{messages[0]['content']}\n\n{extra}"}
+            start = time.perf_counter()
+            try:
+                reply = self.client.chat.completions.create(
+                    model=self.spec.model, messages=messages, temperature=0,
+                    max_tokens=self.max_new_tokens)
+            except openai.APIError as exc:
+                raise TaskfitError(f"baselines.endpoint: {self.spec.base_url} answered {exc}",
+                                   hint="check base_url, model and the key; the predictions made so "
+                                        "far are kept and the next run resumes after them") from None
+            text = reply.choices[0].message.content or ""
+            answer, valid = parse(self.task, text)
+            usage = reply.usage
+            yield Prediction(example_id=ex.id, output=answer, valid=valid,
+                             latency_s=time.perf_counter() - start,
+                             prompt_tokens=usage.prompt_tokens if usage else 0,
+                             completion_tokens=usage.completion_tokens if usage else 0)

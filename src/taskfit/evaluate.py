@@ -1,0 +1,305 @@
+"""``taskfit baseline``, ``taskfit eval`` and ``taskfit compare``: evaluate candidates on the
+held-out split, cache their predictions, and decide.
+
+Every candidate of a project is evaluated into one directory per held-out split,
+``<project>/evals/<eval fingerprint>/``: ``predictions/<candidate>.jsonl`` (the cache that makes an
+interrupted evaluation resume), ``results/<candidate>.json`` (its scores), and, from ``compare``,
+``scorecard.md``, ``scorecard.json`` and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from taskfit.config import ProjectConfig
+from taskfit.errors import ConfigError, DataError
+from taskfit.evaluation.compare import FINETUNED, Scorecard, build_scorecard
+from taskfit.evaluation.runner import candidate_key, read_predictions, run_cached
+from taskfit.progress import Reporter, Silent
+from taskfit.records import EvalResult, Example, Prediction
+
+PROMPT_ONLY, FEW_SHOT, RAG, CLASSICAL, ENDPOINT = "prompt-only", "few-shot", "rag", "tfidf-logreg", "endpoint"
+APPLICABLE = {"classify": [PROMPT_ONLY, FEW_SHOT, CLASSICAL, ENDPOINT],
+              "extract": [PROMPT_ONLY, FEW_SHOT, ENDPOINT],
+              "qa": [PROMPT_ONLY, FEW_SHOT, RAG, ENDPOINT]}
+
+
+@dataclass
+class Evaluation:
+    """What every candidate of one project is evaluated with."""
+
+    config: ProjectConfig
+    project_dir: Path
+    train: list[Example]
+    held_out: list[Example]
+    root: Path
+    setup: Any
+    _lm: Any = None
+
+    def lm(self, reporter: Reporter) -> Any:
+        if self._lm is None:
+            from taskfit.pipeline import _load
+
+            self._lm = _load(self.setup, reporter)
+        return self._lm
+
+    def predictions(self, name: str) -> Path:
+        return self.root / "predictions" / f"{name}.jsonl"
+
+    def result_path(self, name: str) -> Path:
+        return self.root / "results" / f"{name}.json"
+
+
+def open_evaluation(project: Path, reporter: Reporter, threads: int | None = None) -> Evaluation:
+    """Check the data exactly as training does and find the held-out split's evaluation directory."""
+    from taskfit.pipeline import _setup
+
+    setup = _setup(project, reporter, threads, allow_secrets=True, need=Example)
+    config = setup.config
+    if config.task.kind not in APPLICABLE:
+        raise ConfigError(f"task.kind '{config.task.kind}': evaluation covers classify, extract and qa "
+                          "so far", hint="see the README's roadmap for generate")
+    held_out = setup.held_out[: config.eval.max_rows] if config.eval.max_rows else setup.held_out
+    if not held_out:
+        raise DataError(f"{config.data.train}: no held-out rows to evaluate on",
+                        hint="set data.eval_fraction or data.eval")
+    fingerprint = setup.prepared.card.split.get("eval_fingerprint", "none")[:12]
+    root = setup.project_dir / "evals" / f"{fingerprint}-{len(held_out)}"
+    (root / "results").mkdir(parents=True, exist_ok=True)
+    return Evaluation(config=config, project_dir=setup.project_dir, train=setup.train,
+                      held_out=held_out, root=root, setup=setup)
+
+
+def _shots(ev: Evaluation, reporter: Reporter) -> Callable[[Example], list[Example]]:
+    from taskfit.retrieval import build_index
+
+    reporter.status(f"indexing {len(ev.train)} training rows ({ev.config.baselines.retriever})")
+    index = build_index(ev.config.baselines.retriever, [ex.input for ex in ev.train])
+    k = ev.config.baselines.few_shot_k
+    return lambda ex: [ev.train[i] for i in index.search(ex.input, k)]
+
+
+def _contexts(ev: Evaluation, reporter: Reporter) -> Callable[[Example], tuple[str, dict[str, Any]]]:
+    """RAG: the top chunks of the user's documents, numbered, as the context; the chunk ids are
+    the citations, and whether the row's own passage was among them is recorded."""
+    from taskfit.retrieval import build_index, chunk_documents
+
+    spec = ev.config.baselines
+    folder = ev.project_dir / (spec.documents or "")
+    chunks = chunk_documents(folder, spec.chunk_words)
+    reporter.status(f"indexing {len(chunks)} chunks of {folder} ({spec.retriever})")
+    index = build_index(spec.retriever, [c.text for c in chunks])
+
+    def contexts(ex: Example) -> tuple[str, dict[str, Any]]:
+        found = [chunks[i] for i in index.search(ex.input, spec.top_k)]
+        text = "\n\n".join(f"[{n}] {c.text}" for n, c in enumerate(found, 1))
+        details: dict[str, Any] = {"citations": [c.id for c in found]}
+        if ex.context:
+            own = " ".join(ex.context.split()[:12])
+            details["retrieval_hit"] = any(own in c.text for c in found)
+        return text, details
+
+    return contexts
+
+
+def _lm_candidate(ev: Evaluation, name: str, model: Any, tokenizer: Any, *, constrained: bool,
+                  shots=None, contexts=None) -> Any:
+    from taskfit.baselines.model import GenerativePredictor, LabelScoringPredictor
+
+    spec, task = ev.config, ev.config.task
+    if task.kind == "classify" and constrained:
+        return LabelScoringPredictor(name, model, tokenizer, task, spec.train.max_seq_length, shots=shots)
+    return GenerativePredictor(name, model, tokenizer, task, spec.train.max_seq_length,
+                               spec.eval.max_new_tokens, constrained=constrained, shots=shots,
+                               contexts=contexts)
+
+
+def _model_size(model: Any) -> dict[str, float]:
+    return {"params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+
+
+def _evaluate(ev: Evaluation, name: str, predictor: Any, key: str, reporter: Reporter,
+              extra: dict[str, float] | None = None, free: Any = None) -> EvalResult:
+    """Run (or resume) one candidate, score it with the task's scorer, and save the result."""
+    from taskfit.tasks import score
+
+    with reporter.bar(f"evaluating {name}", len(ev.held_out)) as advance:
+        preds, _ = run_cached(predictor, ev.held_out, ev.predictions(name), key, on_item=advance)
+    result = score(ev.config.task, ev.config.eval, name, ev.held_out, preds)
+    metrics = result.metrics
+    metrics.update(extra or {})
+    if free is not None and ev.config.eval.generation_sample:
+        sample = ev.held_out[: ev.config.eval.generation_sample]
+        with reporter.bar(f"free decoding ({name})", len(sample)) as advance:
+            loose, _ = run_cached(free, sample, ev.predictions(f"{name}.unconstrained"), key + "-free",
+                                  on_item=advance)
+        metrics["free_valid_rate"] = sum(p.valid for p in loose) / len(loose)
+    if "price_per_million_input_tokens" in metrics:
+        metrics["cost_per_1k_usd"] = 1000 * (
+            metrics["prompt_tokens_mean"] * metrics.pop("price_per_million_input_tokens")
+            + metrics["completion_tokens_mean"] * metrics.pop("price_per_million_output_tokens")) / 1e6
+    else:
+        metrics["cost_per_1k_usd"] = 1000 * metrics["latency_mean_s"] * ev.config.eval.price_per_hour / 3600
+    save_result(ev.result_path(name), result, key)
+    return result
+
+
+def save_result(path: Path, result: EvalResult, key: str) -> None:
+    path.write_text(json.dumps({"candidate_key": key, **asdict(result)}, indent=1), encoding="utf-8")
+
+
+def load_results(root: Path) -> list[EvalResult]:
+    results = []
+    for path in sorted((root / "results").glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data.pop("candidate_key", None)
+        results.append(EvalResult(**data))
+    return results
+
+
+def _base_key(ev: Evaluation, name: str, **more: Any) -> str:
+    c = ev.config
+    return candidate_key(name=name, model=c.model.name, task=c.task.model_dump(mode="json"),
+                         max_length=c.train.max_seq_length, max_new_tokens=c.eval.max_new_tokens,
+                         constrained=c.eval.constrained, **more)
+
+
+def baseline_project(project: Path, reporter: Reporter | None = None, only: Sequence[str] | None = None,
+                     threads: int | None = None) -> list[EvalResult]:
+    """``taskfit baseline``: evaluate every applicable baseline (or ``only`` those named)."""
+    reporter = reporter or Silent()
+    ev = open_evaluation(project, reporter, threads)
+    kind, spec = ev.config.task.kind, ev.config.baselines
+    names = list(only) if only else [n for n in APPLICABLE[kind]
+                                     if not (n == ENDPOINT and spec.endpoint is None)
+                                     and not (n == RAG and spec.documents is None)]
+    unknown = [n for n in names if n not in APPLICABLE[kind]]
+    if unknown:
+        raise ConfigError(f"--only: {', '.join(unknown)} is not a baseline for {kind}",
+                          hint=f"choose from {', '.join(APPLICABLE[kind])}")
+    if RAG in names and spec.documents is None:
+        raise ConfigError("baselines.documents: the rag baseline needs a folder of documents")
+    if ENDPOINT in names and spec.endpoint is None:
+        raise ConfigError("baselines.endpoint: the endpoint baseline needs base_url and model")
+    train_fp = ev.setup.prepared.card.split.get("train_fingerprint")
+    results = []
+    for name in names:
+        if name == CLASSICAL:
+            from taskfit.baselines.classical import TfidfLogRegPredictor
+
+            predictor = TfidfLogRegPredictor(ev.train, seed=ev.config.data.seed, name=name)
+            coef = predictor.model[-1].coef_
+            results.append(_evaluate(ev, name, predictor, _base_key(ev, name, train=train_fp), reporter,
+                                     extra={"params_m": coef.size / 1e6}))
+        elif name == ENDPOINT:
+            from taskfit.baselines.endpoint import EndpointPredictor
+
+            e = spec.endpoint
+            predictor = EndpointPredictor(name, e, ev.config.task, ev.config.eval.max_new_tokens)
+            results.append(_evaluate(ev, name, predictor,
+                                     _base_key(ev, name, endpoint=e.model_dump(mode="json")), reporter,
+                                     extra={"price_per_million_input_tokens": e.price_per_million_input_tokens,
+                                            "price_per_million_output_tokens": e.price_per_million_output_tokens}))
+        else:
+            lm = ev.lm(reporter)
+            shots = _shots(ev, reporter) if name == FEW_SHOT else None
+            contexts = _contexts(ev, reporter) if name == RAG else None
+            more = {"train": train_fp, "k": spec.few_shot_k, "retriever": spec.retriever} if shots else {}
+            if contexts:
+                more = {"documents": _folder_digest(ev.project_dir / (spec.documents or "")),
+                        "chunk_words": spec.chunk_words, "top_k": spec.top_k, "retriever": spec.retriever}
+            predictor = _lm_candidate(ev, name, lm.model, lm.tokenizer, constrained=ev.config.eval.constrained,
+                                      shots=shots, contexts=contexts)
+            free = (_lm_candidate(ev, name, lm.model, lm.tokenizer, constrained=False, shots=shots)
+                    if kind in ("classify", "extract") and ev.config.eval.constrained else None)
+            results.append(_evaluate(ev, name, predictor, _base_key(ev, name, **more), reporter,
+                                     extra=_model_size(lm.model), free=free))
+    return results
+
+
+def _folder_digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(folder)).encode() + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _load_trained(ev: Evaluation, run_dir: Path, reporter: Reporter) -> tuple[Any, dict[str, float], str]:
+    """The run's model (base + adapter, merged for speed, or the fully trained model), its size
+    and a digest of its trained weights."""
+    from taskfit.paths import RunDir
+
+    run = RunDir(run_dir)
+    if (run.full_model / "config.json").exists():
+        from taskfit.models import load_model
+
+        lm = load_model(str(run.full_model), status=reporter.status)
+        digest = _folder_digest(run.full_model)
+        return lm.model, _model_size(lm.model), digest
+    from peft import PeftModel
+
+    from taskfit.training.artifacts import find_adapter
+
+    adapter = find_adapter(run_dir)
+    base = ev.lm(reporter)
+    reporter.status(f"loading adapter {adapter}")
+    model = PeftModel.from_pretrained(base.model, str(adapter)).merge_and_unload()
+    ev._lm = None  # the base was merged into: never reuse it as the plain base
+    weights = sum(p.stat().st_size for p in adapter.glob("*.safetensors"))
+    return model, {**_model_size(model), "adapter_mb": weights / 1e6}, _folder_digest(adapter)
+
+
+def eval_project(project: Path, run_dir: Path, reporter: Reporter | None = None, name: str = FINETUNED,
+                 threads: int | None = None) -> EvalResult:
+    """``taskfit eval --run RUN``: evaluate a trained run as a candidate on the same held-out rows."""
+    reporter = reporter or Silent()
+    if not name.startswith(FINETUNED):
+        name = f"{FINETUNED}-{name}"
+    ev = open_evaluation(project, reporter, threads)
+    if not run_dir.is_absolute() and not run_dir.exists():
+        run_dir = ev.project_dir / run_dir
+    model, size, digest = _load_trained(ev, run_dir, reporter)
+    tokenizer = ev.setup.tokenizer
+    predictor = _lm_candidate(ev, name, model, tokenizer, constrained=ev.config.eval.constrained)
+    kind = ev.config.task.kind
+    free = (_lm_candidate(ev, name, model, tokenizer, constrained=False)
+            if kind in ("classify", "extract") and ev.config.eval.constrained else None)
+    return _evaluate(ev, name, predictor, _base_key(ev, name, weights=digest), reporter, extra=size, free=free)
+
+
+@dataclass
+class Comparison:
+    scorecard: Scorecard
+    markdown: Path
+    json: Path
+    report_html: Path
+
+
+def compare_project(project: Path, reporter: Reporter | None = None, threads: int | None = None) -> Comparison:
+    """``taskfit compare``: the scorecard of every candidate evaluated on the current held-out split."""
+    from taskfit.evaluation import report
+
+    reporter = reporter or Silent()
+    ev = open_evaluation(project, reporter, threads)
+    results = load_results(ev.root)
+    if not results:
+        raise ConfigError(f"{ev.root}: no candidate has been evaluated on this held-out split",
+                          hint="run `taskfit baseline` (and `taskfit eval --run RUN` for a fine-tune) first")
+    card = build_scorecard(results, ev.config.eval.thresholds)
+    md = ["# Scorecard: " + ev.config.task.name, "", card.verdict, ""] + [f"> {w}" for w in card.warnings]
+    md += ["", *card.markdown(), "",
+           f"{len(ev.held_out)} held-out rows; paired tests against the best baseline by {card.main}."]
+    md_path = ev.root / "scorecard.md"
+    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    json_path = ev.root / "scorecard.json"
+    json_path.write_text(json.dumps(card.to_json(), indent=2), encoding="utf-8")
+    predictions = {r.candidate: read_predictions(ev.predictions(r.candidate)) for r in results}
+    html = report.write_scorecard_report(ev.root, f"taskfit: {ev.config.task.name}", card, predictions,
+                                         data_card=ev.setup.prepared.card.rows_summary())
+    return Comparison(scorecard=card, markdown=md_path, json=json_path, report_html=html)
+

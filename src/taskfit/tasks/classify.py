@@ -1,0 +1,138 @@
+"""classify: the answer is exactly one label of the taxonomy.
+
+Metrics: accuracy and macro-F1 with 95% bootstrap intervals, per-class precision/recall/F1, the
+confusion matrix, expected calibration error, and, when a confidence threshold is set, coverage
+(the share answered above it) against accuracy, with the rest sent to the configured fallback.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Sequence
+
+from taskfit.config import TaskSpec
+from taskfit.evaluation.stats import percentile
+from taskfit.records import EvalResult, Example, Prediction
+
+EXAMPLES_PER_BUCKET = 3
+
+
+def parse_label(task: TaskSpec, text: str) -> tuple[str, bool]:
+    """A freely generated answer is valid when it is a label, ignoring case and surrounding
+    whitespace or punctuation."""
+    clean = text.strip().strip(".\"'`").strip()
+    by_lower = {lab.lower(): lab for lab in task.labels or []}
+    label = by_lower.get(clean.lower())
+    return (label, True) if label is not None else (text.strip(), False)
+
+
+def _macro_f1_counts(t, p, k):
+    """Macro-F1 from integer-coded labels, over the classes present in ``t`` or ``p``."""
+    import numpy as np
+
+    tp = np.bincount(t[t == p], minlength=k)
+    true_n = np.bincount(t, minlength=k)
+    pred_n = np.bincount(p, minlength=k)
+    present = (true_n + pred_n) > 0
+    denom = true_n + pred_n
+    f1 = np.divide(2 * tp, denom, out=np.zeros(k), where=denom > 0)
+    return float(f1[present].mean()) if present.any() else 0.0
+
+
+def bootstrap_ci(labels: list[str], y_true: list[str], y_pred: list[str], n_boot: int = 1000,
+                 seed: int = 0) -> dict[str, tuple[float, float]]:
+    """95% percentile-bootstrap intervals for accuracy and macro-F1 (resampling examples)."""
+    import numpy as np
+
+    index = {lab: i for i, lab in enumerate(dict.fromkeys([*labels, *y_true, *y_pred]))}
+    t = np.array([index[y] for y in y_true])
+    p = np.array([index[y] for y in y_pred])
+    rng = np.random.default_rng(seed)
+    accs, f1s = [], []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(t), len(t))
+        accs.append(float((t[idx] == p[idx]).mean()))
+        f1s.append(_macro_f1_counts(t[idx], p[idx], len(index)))
+    return {"accuracy": (percentile(accs, 2.5), percentile(accs, 97.5)),
+            "macro_f1": (percentile(f1s, 2.5), percentile(f1s, 97.5))}
+
+
+def expected_calibration_error(confidences: Sequence[float], right: Sequence[bool], bins: int = 10) -> float:
+    """ECE: the gap between confidence and accuracy, averaged over equal-width confidence bins
+    weighted by how many predictions fall in each."""
+    total, n = 0.0, len(confidences)
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        members = [i for i, c in enumerate(confidences) if lo < c <= hi or (b == 0 and c == 0)]
+        if members:
+            conf = sum(confidences[i] for i in members) / len(members)
+            acc = sum(right[i] for i in members) / len(members)
+            total += len(members) / n * abs(conf - acc)
+    return total
+
+
+def coverage_curve(confidences: Sequence[float], right: Sequence[bool]) -> list[tuple[float, float, float]]:
+    """(threshold, coverage, accuracy on the covered rows) at each distinct confidence, for the
+    coverage-against-accuracy plot."""
+    order = sorted(range(len(confidences)), key=lambda i: -confidences[i])
+    points, hits = [], 0
+    for rank, i in enumerate(order, 1):
+        hits += right[i]
+        points.append((confidences[i], rank / len(order), hits / rank))
+    return points
+
+
+def score_classify(candidate: str, labels: list[str], examples: Sequence[Example],
+                   preds: Sequence[Prediction], n_boot: int = 1000, threshold: float | None = None,
+                   fallback: str | None = None) -> EvalResult:
+    """Score ``preds`` (in the examples' order). With ``threshold``, a prediction whose confidence
+    is below it becomes ``fallback`` before scoring, as it would in production."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    raw = [p.output for p in preds]
+    conf = [p.confidence for p in preds]
+    known = all(c is not None for c in conf)
+    covered = [not (threshold is not None and known and c < threshold) for c in conf]
+    y_pred = [out if keep or fallback is None else fallback for out, keep in zip(raw, covered)]
+    y_true = [ex.target for ex in examples]
+    everything = list(dict.fromkeys([*labels, *([fallback] if fallback else [])]))
+    present = [lab for lab in everything if lab in set(y_true) | set(y_pred)]
+    accuracy = float(accuracy_score(y_true, y_pred))
+    macro_f1 = float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
+    ci = bootstrap_ci(everything, y_true, y_pred, n_boot=n_boot)
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=everything, zero_division=0)
+    per_class = {lab: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                       "support": int(s[i])} for i, lab in enumerate(everything)}
+    right = [t == q for t, q in zip(y_true, y_pred)]
+    metrics = {
+        "accuracy": accuracy, "accuracy_ci_low": ci["accuracy"][0], "accuracy_ci_high": ci["accuracy"][1],
+        "macro_f1": macro_f1, "macro_f1_ci_low": ci["macro_f1"][0], "macro_f1_ci_high": ci["macro_f1"][1],
+        "valid_rate": sum(x.valid for x in preds) / len(preds),
+    }
+    curves: dict[str, list[list[float]]] = {}
+    if known:
+        raw_right = [t == q for t, q in zip(y_true, raw)]
+        metrics["ece"] = expected_calibration_error([float(c) for c in conf], raw_right)
+        points = coverage_curve([float(c) for c in conf], raw_right)
+        step = max(1, len(points) // 200)
+        curves["coverage"] = [list(pt) for pt in points[::step]] + [list(points[-1])]
+        if threshold is not None:
+            n_cov = sum(covered)
+            metrics["coverage"] = n_cov / len(preds)
+            metrics["covered_accuracy"] = (sum(r for r, c in zip(raw_right, covered) if c) / n_cov
+                                           if n_cov else 0.0)
+    counts: Counter[str] = Counter()
+    errors: dict[str, list[dict]] = {}
+    for ex, pred, out, ok in zip(examples, preds, y_pred, right):
+        if ok:
+            continue
+        bucket = "invalid format" if not pred.valid else f"confusable: {ex.target} -> {out}"
+        counts[bucket] += 1
+        if len(errors.setdefault(bucket, [])) < EXAMPLES_PER_BUCKET:
+            errors[bucket].append({"id": ex.id, "input": ex.input[:300], "expected": ex.target,
+                                   "got": pred.output[:300]})
+    return EvalResult(candidate=candidate, metrics=metrics, per_class=per_class,
+                      confusion=confusion_matrix(y_true, y_pred, labels=everything).tolist(),
+                      labels=everything, n=len(examples), kind="classify",
+                      per_example=[float(x) for x in right], error_counts=dict(counts.most_common()),
+                      errors=errors, curves=curves)

@@ -1,0 +1,177 @@
+"""Scorers per task kind and the comparison: numbers a user reads in the scorecard."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from taskfit.config import EvalSpec, TaskSpec
+from taskfit.evaluation import stats
+from taskfit.evaluation.compare import build_scorecard
+from taskfit.records import EvalResult, Example, Prediction
+from taskfit.tasks import parse, score
+from taskfit.tasks.classify import _macro_f1_counts, bootstrap_ci, expected_calibration_error
+
+
+def _fake(n=200, acc=0.7, seed=0):
+    rng = random.Random(seed)
+    labels = list("abcde")
+    y_true = [rng.choice(labels) for _ in range(n)]
+    y_pred = [y if rng.random() < acc else rng.choice(labels[:3]) for y in y_true]
+    return labels, y_true, y_pred
+
+
+def _pred(i, out, valid=True, conf=None, latency=0.01):
+    return Prediction(example_id=str(i), output=out, valid=valid, latency_s=latency, prompt_tokens=10,
+                      completion_tokens=2, confidence=conf)
+
+
+CLASSIFY = TaskSpec(kind="classify", success="s", system_prompt="p", labels=list("abcde"))
+
+
+def test_fast_macro_f1_matches_scikit_learn():
+    labels, t, p = _fake()
+    idx = {lab: i for i, lab in enumerate(labels)}
+    ours = _macro_f1_counts(np.array([idx[y] for y in t]), np.array([idx[y] for y in p]), len(labels))
+    assert abs(ours - f1_score(t, p, labels=labels, average="macro")) < 1e-12
+
+
+def test_interval_contains_the_estimate_and_shrinks_with_more_data():
+    small = bootstrap_ci(*_fake(n=50))
+    large = bootstrap_ci(*_fake(n=2000))
+    width = lambda ci: ci["accuracy"][1] - ci["accuracy"][0]
+    assert width(large) < width(small)
+
+
+def test_classify_counts_and_confusable_buckets():
+    labels, t, p = _fake(n=100)
+    exs = [Example(id=str(i), input="x", target=y) for i, y in enumerate(t)]
+    preds = [_pred(i, y, latency=0.01 * (i % 10 + 1)) for i, y in enumerate(p)]
+    r = score(CLASSIFY, EvalSpec(), "c", exs, preds)
+    assert r.metrics["accuracy"] == sum(a == b for a, b in zip(t, p)) / 100
+    assert r.metrics["accuracy_ci_low"] <= r.metrics["accuracy"] <= r.metrics["accuracy_ci_high"]
+    assert sum(map(sum, r.confusion)) == 100 and sum(v["support"] for v in r.per_class.values()) == 100
+    assert abs(r.metrics["latency_p50_s"] - 0.055) < 1e-9
+    misses = sum(a != b for a, b in zip(t, p))
+    assert sum(r.error_counts.values()) == misses
+    assert all(k.startswith("confusable: ") for k in r.error_counts)
+    assert r.per_example == [float(a == b) for a, b in zip(t, p)]
+
+
+def test_low_confidence_goes_to_the_fallback_and_coverage_is_reported():
+    exs = [Example(id=str(i), input="x", target=t) for i, t in enumerate(["a", "b", "oos", "a"])]
+    preds = [_pred(0, "a", conf=0.9), _pred(1, "a", conf=0.3), _pred(2, "b", conf=0.2), _pred(3, "a", conf=0.8)]
+    task = TaskSpec(kind="classify", success="s", system_prompt="p", labels=["a", "b", "oos"])
+    plain = score(task, EvalSpec(), "c", exs, preds)
+    gated = score(task, EvalSpec(confidence_threshold=0.5, fallback="oos"), "c", exs, preds)
+    assert plain.metrics["accuracy"] == 0.5 and "coverage" not in plain.metrics
+    assert gated.metrics["coverage"] == 0.5 and gated.metrics["covered_accuracy"] == 1.0
+    assert gated.metrics["accuracy"] == 0.75  # the oos row is now right, the b row sent to oos
+    assert gated.curves["coverage"][-1][1] == 1.0
+
+
+def test_a_fallback_needs_a_threshold_pair():
+    with pytest.raises(ValueError, match="fallback"):
+        EvalSpec(confidence_threshold=0.5)
+
+
+def test_calibration_error_is_zero_when_confidence_matches_accuracy():
+    assert expected_calibration_error([1.0, 1.0, 0.0 + 1e-9], [True, True, False]) < 1e-6
+    assert abs(expected_calibration_error([0.9] * 10, [True] * 5 + [False] * 5) - 0.4) < 1e-9
+
+
+def test_free_text_label_parsing():
+    assert parse(CLASSIFY, " B.\n") == ("b", True)
+    assert parse(CLASSIFY, "The answer is b") == ("The answer is b", False)
+
+
+EXTRACT = TaskSpec(kind="extract", success="s", system_prompt="p", schema={
+    "type": "object", "properties": {"city": {"type": "string"}, "size": {"type": "integer"}},
+    "additionalProperties": False})
+
+
+def test_extract_field_scores_missing_and_invented_apart():
+    exs = [Example(id="0", input="x", target=json.dumps({"city": "Paris", "size": 4})),
+           Example(id="1", input="y", target=json.dumps({"city": "Rome"})),
+           Example(id="2", input="z", target=json.dumps({"city": "Oslo"}))]
+    preds = [_pred(0, '```json\n{"city": "paris", "size": 4}\n```'),  # fence and case tolerated
+             _pred(1, '{"city": "Rome", "size": 2}'),                  # an invented field
+             _pred(2, "Oslo, I think")]                                # not JSON: city missing
+    r = score(EXTRACT, EvalSpec(), "c", exs, preds)
+    m = r.metrics
+    assert m["json_valid_rate"] == pytest.approx(2 / 3) and m["exact_match"] == pytest.approx(1 / 3)
+    assert m["field_precision"] == pytest.approx(3 / 4) and m["field_recall"] == pytest.approx(3 / 4)
+    assert m["missing_fields"] == 1 and m["invented_fields"] == 1
+    assert r.error_counts["invalid format"] == 1 and r.errors["invented field"][0]["detail"] == "size"
+    assert r.per_example == [1.0, pytest.approx(2 / 3), 0.0]
+
+
+def test_extract_schema_compliance_is_validity():
+    assert parse(EXTRACT, '{"city": "Paris"}')[1] is True
+    assert parse(EXTRACT, '{"city": "Paris", "size": "four"}')[1] is False  # wrong type
+    assert parse(EXTRACT, '{"town": "Paris"}')[1] is False  # not allowed
+    assert parse(EXTRACT, "{city: Paris}")[1] is False
+
+
+QA = TaskSpec(kind="qa", success="s", system_prompt="p")
+
+
+def test_qa_scores_answers_refusals_and_unsupported_answers():
+    ctx = "The Eiffel Tower is in Paris and was finished in 1889."
+    refusal = QA.refusal
+    exs = [Example(id="0", input="Where?", target="Paris", context=ctx),
+           Example(id="1", input="When?", target="in 1889", context=ctx),
+           Example(id="2", input="Who painted it?", target=refusal, context=ctx),
+           Example(id="3", input="How tall?", target=refusal, context=ctx),
+           Example(id="4", input="Which city?", target="Paris", context=ctx)]
+    preds = [_pred(0, "Paris."), _pred(1, "1889"), _pred(2, "Not enough evidence in the provided documents."),
+             _pred(3, "About 300 metres"), _pred(4, "London, England")]
+    r = score(QA, EvalSpec(), "c", exs, preds)
+    m = r.metrics
+    assert m["answerable_exact_match"] == pytest.approx(1 / 3)
+    assert m["refusal_precision"] == 1.0 and m["refusal_recall"] == 0.5
+    assert m["unsupported_rate"] == pytest.approx(2 / 5)  # answered the unanswerable; London not in context
+    assert r.error_counts == {"unsupported answer": 2, "partial or wrong answer": 1}
+    assert r.per_example[:3] == [1.0, pytest.approx(2 / 3), 1.0]
+
+
+def _result(name, right, latency=0.5, tokens=100):
+    return EvalResult(candidate=name, metrics={"accuracy": sum(right) / len(right), "macro_f1": 0.5,
+                                               "latency_p50_s": latency, "prompt_tokens_mean": tokens},
+                      n=len(right), kind="classify", per_example=[float(x) for x in right])
+
+
+def test_mcnemar_and_paired_bootstrap_see_a_real_difference_and_not_noise():
+    rng = random.Random(0)
+    base = [rng.random() < 0.6 for _ in range(400)]
+    better = [True if not b and rng.random() < 0.5 else b for b in base]
+    assert stats.mcnemar(better, base) < 1e-6
+    assert stats.mcnemar(base, base) == 1.0
+    diff, ci, p = stats.paired_bootstrap(better, base)
+    assert diff > 0 and ci[0] > 0 and p < 0.01
+    same = [b if rng.random() < 0.9 else not b for b in base]
+    assert stats.paired_bootstrap(same, base)[2] > 0.05 or abs(stats.paired_bootstrap(same, base)[0]) < 0.05
+
+
+def test_verdict_keeps_the_fine_tune_only_when_the_paired_test_says_so():
+    rng = random.Random(1)
+    base = [rng.random() < 0.6 for _ in range(300)]
+    prompt = _result("prompt-only", [False] * 300, tokens=400)
+    classical = _result("tfidf-logreg", base, latency=0.001, tokens=0)
+    better = _result("fine-tuned", [True if not b and rng.random() < 0.6 else b for b in base], tokens=80)
+    keep = build_scorecard([prompt, classical, better], {"accuracy": 0.7})
+    assert keep.verdict.startswith("Keep the fine-tuned adapter") and "tfidf-logreg" in keep.verdict
+    assert keep.tests[0].against == "tfidf-logreg" and keep.tests[0].test.startswith("McNemar")
+    worse = _result("fine-tuned", [b and rng.random() < 0.6 for b in base], latency=0.4)
+    lose = build_scorecard([prompt, classical, worse], {})
+    assert lose.verdict.startswith("Fine-tuning is not worth it") and "Keep tfidf-logreg" in lose.verdict
+    assert "faster" in lose.verdict
+    close = _result("fine-tuned", [b if i % 60 else not b for i, b in enumerate(base)])
+    unsure = build_scorecard([prompt, classical, close], {})
+    assert unsure.verdict.startswith("Not proven") and unsure.warnings and "rows would be needed" in unsure.warnings[0]
+    rows = keep.rows()
+    assert rows[2][0] == "fine-tuned" and "pass" in rows[2][-1] and "FAIL" in rows[0][-1]

@@ -1,0 +1,114 @@
+"""The endpoint baseline against a real OpenAI-compatible HTTP server on loopback, through the
+official `openai` client: what it is sent, how its answers and token usage are scored and priced,
+and the errors a user sees when the key is missing or the server fails."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+import uvicorn
+import yaml
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from typer.testing import CliRunner
+
+from taskfit.cli.main import app
+from taskfit.evaluate import baseline_project
+from taskfit.quickstart import make_quickstart_project
+
+
+class FakeHostedModel:
+    """Answers the gold label for every second ticket it has seen, another label otherwise."""
+
+    def __init__(self, gold: dict[str, str], labels: list[str]):
+        self.gold, self.labels = gold, labels
+        self.requests: list[dict] = []
+        self.fail = False
+        self.app = FastAPI()
+        self.app.post("/v1/chat/completions")(self.complete)
+
+    async def complete(self, request: Request):
+        body = await request.json()
+        self.requests.append({"auth": request.headers.get("authorization"), **body})
+        if self.fail:
+            return JSONResponse({"error": {"message": "overloaded", "type": "server_error"}}, status_code=500)
+        text = body["messages"][-1]["content"]
+        n = len(self.requests)
+        right = self.gold[text]
+        answer = right if n % 2 else next(lab for lab in self.labels if lab != right)
+        return {"id": f"c{n}", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": f" {answer}\n"}}],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 4, "total_tokens": 104}}
+
+
+@pytest.fixture()
+def served(tmp_path):
+    def start(fake: FakeHostedModel) -> str:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        server = uvicorn.Server(uvicorn.Config(fake.app, log_level="warning"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        while not server.started:
+            threading.Event().wait(0.01)
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+
+    servers: list = []
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join()
+
+
+def _project(tmp_path, model_dir, base_url):
+    path = make_quickstart_project(tmp_path / "p", seed=0, n_tickets=300)
+    doc = yaml.safe_load(path.read_text())
+    doc["model"]["name"] = str(model_dir)
+    doc["data"].update(max_train_examples=48, max_eval_examples=10)
+    doc["baselines"]["endpoint"] = {"base_url": base_url, "model": "hosted-large", "api_key_env": "TASKFIT_TEST_KEY",
+                                    "price_per_million_input_tokens": 2.0, "price_per_million_output_tokens": 10.0}
+    path.write_text(yaml.safe_dump(doc))
+    return path.parent, doc["task"]["labels"]
+
+
+def test_endpoint_baseline_is_scored_like_any_candidate(tmp_path, tiny_model_dir, served, monkeypatch):
+    from taskfit.evaluate import open_evaluation
+    from taskfit.progress import Silent
+
+    monkeypatch.setenv("TASKFIT_TEST_KEY", "sk-test-123")
+    fake = FakeHostedModel({}, [])
+    project, labels = _project(tmp_path, tiny_model_dir, served(fake))
+    held_out = open_evaluation(project, Silent()).held_out
+    fake.gold, fake.labels = {ex.input: ex.target for ex in held_out}, labels
+
+    (result,) = baseline_project(project, only=["endpoint"])
+    assert len(fake.requests) == 10
+    first = fake.requests[0]
+    assert first["auth"] == "Bearer sk-test-123" and first["model"] == "hosted-large" and first["temperature"] == 0
+    system = first["messages"][0]["content"]
+    assert first["messages"][0]["role"] == "system" and all(lab in system for lab in labels)
+    assert result.metrics["accuracy"] == 0.5  # right on every second request, as served
+    assert result.metrics["valid_rate"] == 1.0  # " billing\n" parses to the label
+    assert result.metrics["prompt_tokens_mean"] == 100
+    assert result.metrics["cost_per_1k_usd"] == pytest.approx(1000 * (100 * 2.0 + 4 * 10.0) / 1e6)
+
+    # Repeated: answered from the cache, not sent again.
+    baseline_project(project, only=["endpoint"])
+    assert len(fake.requests) == 10
+
+
+def test_endpoint_errors_are_clear(tmp_path, tiny_model_dir, served, monkeypatch):
+    fake = FakeHostedModel({}, [])
+    project, _ = _project(tmp_path, tiny_model_dir, served(fake))
+    monkeypatch.delenv("TASKFIT_TEST_KEY", raising=False)
+    result = CliRunner().invoke(app, ["baseline", str(project), "--only", "endpoint"])
+    assert result.exit_code == 2 and "TASKFIT_TEST_KEY is not set" in result.output
+
+    monkeypatch.setenv("TASKFIT_TEST_KEY", "k")
+    fake.fail = True
+    result = CliRunner().invoke(app, ["baseline", str(project), "--only", "endpoint"])
+    assert result.exit_code == 1 and "answered" in result.output and "Traceback" not in result.output

@@ -1,0 +1,227 @@
+"""`taskfit baseline`, `taskfit eval` and `taskfit compare` as users run them, on the tiny model:
+every baseline of each task kind, constrained decoding, the cache (interrupted and repeated
+evaluations), the endpoint baseline against a real HTTP server, and the scorecard."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from taskfit.cli.main import app
+from taskfit.evaluate import baseline_project, compare_project
+from taskfit.pipeline import train_project
+from taskfit.quickstart import make_quickstart_project
+
+CITIES = ["Paris", "Rome", "Oslo", "Lima", "Cairo", "Quito", "Dakar", "Hanoi"]
+SCHEMA = {"type": "object", "additionalProperties": False, "required": ["city", "size"],
+          "properties": {"city": {"type": "string", "maxLength": 10},
+                         "size": {"type": "integer", "minimum": 1, "maximum": 20}}}
+
+
+def _classify_project(tmp_path, model_dir, name="c", **eval_):
+    path = make_quickstart_project(tmp_path / name, seed=0, n_tickets=300)
+    doc = yaml.safe_load(path.read_text())
+    doc["model"]["name"] = str(model_dir)
+    doc["data"].update(max_train_examples=48, max_eval_examples=12)
+    doc["train"].update(batch_size=8, max_seq_length=128, eval_every=0, metric_sample=0, checkpoint_every=0)
+    doc["baselines"].update(retriever="bm25", few_shot_k=2)
+    doc["eval"].update(dict(generation_sample=2), **eval_)
+    path.write_text(yaml.safe_dump(doc))
+    return path.parent
+
+
+def _extract_project(tmp_path, model_dir, name="x", rows=80, **eval_):
+    rng = random.Random(0)
+    project = tmp_path / name
+    (project / "data").mkdir(parents=True)
+    with (project / "data" / "bookings.jsonl").open("w") as f:
+        for i in range(rows):
+            city, size = rng.choice(CITIES), rng.randint(1, 20)
+            text = rng.choice(["book a table for {n} in {c}", "{c}, {n} people, tonight",
+                               "need seats for {n} at a place in {c} #{i}"]).format(n=size, c=city, i=i)
+            f.write(json.dumps({"text": f"{text} ref {i}", "fields": {"city": city, "size": size}}) + "\n")
+    doc = {"task": {"kind": "extract", "name": "bookings", "success": "every booking parsed",
+                    "system_prompt": "Extract the booking as JSON.", "schema": SCHEMA},
+           "model": {"name": str(model_dir)},
+           "data": {"train": "data/bookings.jsonl", "columns": {"input": "text", "target": "fields"},
+                    "max_eval_examples": 10},
+           "train": {"batch_size": 8, "max_seq_length": 128},
+           "baselines": {"retriever": "bm25", "few_shot_k": 2},
+           "eval": {"max_new_tokens": 24, "generation_sample": 4, **eval_}}
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    return project
+
+
+def test_classify_baselines_fine_tune_and_scorecard(tmp_path, tiny_model_dir):
+    project = _classify_project(tmp_path, tiny_model_dir, thresholds={"accuracy": 0.5, "ece": 0.5})
+    runner = CliRunner()
+    result = runner.invoke(app, ["baseline", str(project)])
+    assert result.exit_code == 0, result.output
+    for name in ("prompt-only", "few-shot", "tfidf-logreg"):
+        assert f"{name}: accuracy" in result.output
+    (evals,) = project.glob("evals/*")
+    first = (evals / "predictions" / "few-shot.jsonl").read_text()
+    few = json.loads((evals / "results" / "few-shot.json").read_text())
+    assert few["n"] == 12 and few["metrics"]["valid_rate"] == 1.0 and 0 <= few["metrics"]["free_valid_rate"] <= 1
+    # A repeated evaluation answers from the cache: the same predictions, latencies included.
+    assert runner.invoke(app, ["baseline", str(project), "--only", "few-shot"]).exit_code == 0
+    assert (evals / "predictions" / "few-shot.jsonl").read_text() == first
+
+    run = train_project(project).run_dir
+    result = runner.invoke(app, ["eval", str(project), "--run", str(run)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["compare", str(project)])
+    assert result.exit_code == 0, result.output
+    card = json.loads((evals / "scorecard.json").read_text())
+    assert set(card["candidates"]) == {"prompt-only", "few-shot", "tfidf-logreg", "fine-tuned"}
+    (test,) = card["paired_tests"]
+    assert test["candidate"] == "fine-tuned" and test["test"].startswith("McNemar")
+    best = max(["prompt-only", "few-shot", "tfidf-logreg"], key=lambda n: card["candidates"][n]["accuracy"])
+    assert test["against"] == best and card["verdict"]
+    assert card["candidates"]["fine-tuned"]["thresholds"]["accuracy"] in (True, False)
+    md = (evals / "scorecard.md").read_text()
+    assert "| fine-tuned |" in md and card["verdict"] in md
+    html = (evals / "report.html").read_text()
+    assert card["verdict"] in html and "src=\"http" not in html and "Where the misses are" in html
+
+
+def test_compare_before_any_evaluation_says_what_to_run(tmp_path, tiny_model_dir):
+    result = CliRunner().invoke(app, ["compare", str(_classify_project(tmp_path, tiny_model_dir))])
+    assert result.exit_code == 2 and "taskfit baseline" in result.output and "Traceback" not in result.output
+
+
+def test_constrained_extract_is_always_schema_valid_even_from_a_random_model(tmp_path, tiny_model_dir):
+    project = _extract_project(tmp_path, tiny_model_dir)
+    (prompt,) = baseline_project(project, only=["prompt-only"])
+    assert prompt.metrics["valid_rate"] == 1.0 and prompt.metrics["json_valid_rate"] == 1.0
+    assert prompt.metrics["free_valid_rate"] < 1.0  # the same model, unconstrained
+    assert set(prompt.metrics) >= {"field_f1", "exact_match", "missing_fields", "invented_fields"}
+
+
+def test_interrupted_evaluation_resumes_and_matches_an_uninterrupted_one(tmp_path, tiny_model_dir):
+    killed = _extract_project(tmp_path, tiny_model_dir, "killed", rows=160, generation_sample=0, constrained=False)
+    whole = _extract_project(tmp_path, tiny_model_dir, "whole", rows=160, generation_sample=0, constrained=False)
+    for p in (killed, whole):  # more rows, so the kill lands mid-way
+        doc = yaml.safe_load((p / "taskfit.yaml").read_text())
+        doc["data"]["max_eval_examples"] = 24
+        (p / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "taskfit.cli.main", "baseline", str(killed), "--only",
+                             "prompt-only"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        while proc.poll() is None:
+            files = list(killed.glob("evals/*/predictions/prompt-only.jsonl"))
+            if files and len(files[0].read_text().splitlines()) >= 6:
+                break
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    (cache,) = killed.glob("evals/*/predictions/prompt-only.jsonl")
+    done = len(cache.read_text().splitlines()) - 1
+    assert 5 <= done < 24
+    before = [json.loads(x) for x in cache.read_text().splitlines()[1:done + 1]]
+
+    (resumed,) = baseline_project(killed, only=["prompt-only"])
+    (straight,) = baseline_project(whole, only=["prompt-only"])
+    after = [json.loads(x) for x in cache.read_text().splitlines()[1:]]
+    assert after[:done] == before  # kept, not predicted again (latencies identical)
+    other = [json.loads(x) for x in next(whole.glob("evals/*/predictions/prompt-only.jsonl")).read_text().splitlines()[1:]]
+    assert [r["output"] for r in after] == [r["output"] for r in other]
+    for key in ("field_f1", "exact_match", "valid_rate", "json_valid_rate"):
+        assert resumed.metrics[key] == straight.metrics[key]
+    assert resumed.per_example == straight.per_example
+
+
+def test_changed_candidate_is_not_answered_from_a_stale_cache(tmp_path, tiny_model_dir):
+    project = _extract_project(tmp_path, tiny_model_dir, generation_sample=0)
+    baseline_project(project, only=["prompt-only"])
+    (cache,) = project.glob("evals/*/predictions/prompt-only.jsonl")
+    key = json.loads(cache.read_text().splitlines()[0])["candidate_key"]
+    doc = yaml.safe_load((project / "taskfit.yaml").read_text())
+    doc["task"]["system_prompt"] = "Return the booking as a JSON object."
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    baseline_project(project, only=["prompt-only"])
+    assert json.loads(cache.read_text().splitlines()[0])["candidate_key"] != key
+
+
+def test_qa_prompt_only_few_shot_and_rag_with_citations(tmp_path, tiny_model_dir):
+    rng = random.Random(0)
+    project = tmp_path / "qa"
+    (project / "data").mkdir(parents=True)
+    (project / "docs").mkdir()
+    rows = []
+    for i in range(40):
+        city = CITIES[i % len(CITIES)]
+        context = f"Store {i} is in {city}. It opens at {8 + i % 4} am and sells bikes."
+        (project / "docs" / f"store{i}.txt").write_text(context)
+        answerable = rng.random() < 0.7
+        rows.append({"context": context, "question": f"Where is store {i}?" if answerable else f"Who owns store {i}?",
+                     "answer": city if answerable else None})
+    (project / "data" / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    doc = {"task": {"kind": "qa", "name": "stores", "success": "grounded answers",
+                    "system_prompt": "Answer from the context."},
+           "model": {"name": str(tiny_model_dir)},
+           "data": {"train": "data/qa.jsonl", "max_eval_examples": 6,
+                    "columns": {"input": "question", "target": "answer", "context": "context"}},
+           "train": {"max_seq_length": 256},
+           "baselines": {"retriever": "bm25", "few_shot_k": 1, "documents": "docs", "chunk_words": 20, "top_k": 2},
+           "eval": {"max_new_tokens": 8}}
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    results = {r.candidate: r for r in baseline_project(project)}
+    assert set(results) == {"prompt-only", "few-shot", "rag"}
+    for r in results.values():
+        assert r.n == 6 and {"f1", "refusal_recall", "unsupported_rate"} <= set(r.metrics)
+    (cache,) = project.glob("evals/*/predictions/rag.jsonl")
+    rag = [json.loads(x) for x in cache.read_text().splitlines()[1:]]
+    assert all(len(r["details"]["citations"]) == 2 and r["details"]["citations"][0].startswith("store") for r in rag)
+    assert sum(r["details"]["retrieval_hit"] for r in rag) >= 4  # "Where is store 7?" finds store7.txt
+    card = compare_project(project).scorecard
+    assert card.kind == "qa" and card.verdict.startswith("Best baseline so far")
+
+
+def _chromium():
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(not _chromium(), reason="needs a Chromium (Debian: apt-get install chromium)")
+def test_report_renders_in_headless_chromium_without_network(tmp_path, tiny_model_dir):
+    project = _classify_project(tmp_path, tiny_model_dir)
+    baseline_project(project, only=["tfidf-logreg", "prompt-only"])
+    report = compare_project(project).report_html
+    # A copy with a probe: after load, the title says whether every figure decoded.
+    probe = tmp_path / "probe.html"
+    probe.write_text(report.read_text().replace("</body>", """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const ok = imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0);
+  document.title = (ok ? 'FIGURES-OK ' : 'FIGURES-BROKEN ') + imgs.length;
+});</script></body>"""))
+    offline = ["--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9"]  # no network at all
+    common = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              f"--user-data-dir={tmp_path / 'profile'}", *offline]
+    dom = subprocess.run([*common, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True).stdout
+    assert "FIGURES-OK" in dom, dom[:500]
+    n_figures = int(dom.split("FIGURES-OK ")[1].split("<")[0])
+    assert n_figures >= 4  # scores, latency, per-class F1, confusions (and coverage)
+    assert "Scorecard (held-out split)" in dom and "tfidf-logreg" in dom
+    shot = tmp_path / "report.png"
+    subprocess.run([*common, f"--screenshot={shot}", "--window-size=1200,2000", report.as_uri()],
+                   capture_output=True)
+    from PIL import Image
+
+    pixels = Image.open(shot).convert("L").getextrema()
+    assert pixels[0] < 100 < pixels[1]  # something dark drawn on a light page, not a blank sheet

@@ -113,9 +113,11 @@ def _lm_candidate(ev: Evaluation, name: str, model: Any, tokenizer: Any, *, cons
     spec, task = ev.config, ev.config.task
     if task.kind == "classify" and constrained:
         return LabelScoringPredictor(name, model, tokenizer, task, spec.train.max_seq_length, shots=shots)
-    return GenerativePredictor(name, model, tokenizer, task, spec.train.max_seq_length,
-                               spec.eval.max_new_tokens, constrained=constrained, shots=shots,
-                               contexts=contexts)
+    budget = spec.eval.max_new_tokens
+    if task.kind == "classify":  # a label and a little slack: enough to see whether it is one
+        budget = max(len(tokenizer(lab)["input_ids"]) for lab in task.labels or []) + 3
+    return GenerativePredictor(name, model, tokenizer, task, spec.train.max_seq_length, budget,
+                               constrained=constrained, shots=shots, contexts=contexts)
 
 
 def _model_size(model: Any) -> dict[str, float]:
@@ -142,7 +144,7 @@ def _evaluate(ev: Evaluation, name: str, predictor: Any, key: str, reporter: Rep
         metrics["cost_per_1k_usd"] = 1000 * (
             metrics["prompt_tokens_mean"] * metrics.pop("price_per_million_input_tokens")
             + metrics["completion_tokens_mean"] * metrics.pop("price_per_million_output_tokens")) / 1e6
-    else:
+    elif ev.config.eval.price_per_hour:
         metrics["cost_per_1k_usd"] = 1000 * metrics["latency_mean_s"] * ev.config.eval.price_per_hour / 3600
     save_result(ev.result_path(name), result, key)
     return result
@@ -290,8 +292,12 @@ def compare_project(project: Path, reporter: Reporter | None = None, threads: in
     if not results:
         raise ConfigError(f"{ev.root}: no candidate has been evaluated on this held-out split",
                           hint="run `taskfit baseline` (and `taskfit eval --run RUN` for a fine-tune) first")
+    from taskfit.evaluation.review import load_reviews
+
     card = build_scorecard(results, ev.config.eval.thresholds)
+    card.reviews = [r.sentence() for r in load_reviews(ev.root)]
     md = ["# Scorecard: " + ev.config.task.name, "", card.verdict, ""] + [f"> {w}" for w in card.warnings]
+    md += [f"- {r}" for r in card.reviews]
     md += ["", *card.markdown(), "",
            f"{len(ev.held_out)} held-out rows; paired tests against the best baseline by {card.main}."]
     md_path = ev.root / "scorecard.md"
@@ -303,3 +309,35 @@ def compare_project(project: Path, reporter: Reporter | None = None, threads: in
                                          data_card=ev.setup.prepared.card.rows_summary())
     return Comparison(scorecard=card, markdown=md_path, json=json_path, report_html=html)
 
+
+
+def review_export_project(project: Path, a: str, b: str, n: int = 50, out: Path | None = None,
+                          reporter: Reporter | None = None) -> dict[str, Path]:
+    """``taskfit review export``: a blind A/B page for two evaluated candidates."""
+    from taskfit.evaluation.review import export_review
+
+    ev = open_evaluation(project, reporter or Silent())
+    preds = {}
+    for name in (a, b):
+        preds[name] = read_predictions(ev.predictions(name))
+        if not preds[name]:
+            raise ConfigError(f"{name}: no predictions on this held-out split",
+                              hint="evaluate it first (`taskfit baseline` or `taskfit eval --run RUN`)")
+    return export_review(out or ev.root / "review", ev.held_out, a, preds[a], b, preds[b], n,
+                         seed=ev.config.data.seed)
+
+
+def review_import_project(project: Path, verdicts: Path, key: Path | None = None,
+                          reporter: Reporter | None = None) -> Any:
+    """``taskfit review import``: un-blind the verdicts and keep the result for ``compare``."""
+    from taskfit.evaluation.review import import_review, save_review
+
+    ev = open_evaluation(project, reporter or Silent())
+    key = key or verdicts.parent / "review_key.json"
+    if not key.exists():
+        key = ev.root / "review" / "review_key.json"
+    if not key.exists():
+        raise ConfigError(f"{key}: no review key", hint="pass --key, the review_key.json written by the export")
+    result = import_review(verdicts, key)
+    save_review(ev.root, result)
+    return result

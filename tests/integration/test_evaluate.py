@@ -225,3 +225,81 @@ window.addEventListener('load', () => {
 
     pixels = Image.open(shot).convert("L").getextrema()
     assert pixels[0] < 100 < pixels[1]  # something dark drawn on a light page, not a blank sheet
+
+
+def _reviewed_project(tmp_path, tiny_model_dir):
+    project = _classify_project(tmp_path, tiny_model_dir)
+    baseline_project(project, only=["tfidf-logreg", "prompt-only"])
+    result = CliRunner().invoke(app, ["review", "export", str(project), "--a", "tfidf-logreg", "--b", "prompt-only",
+                                      "-n", "8"])
+    assert result.exit_code == 0, result.output
+    (evals,) = project.glob("evals/*")
+    return project, evals / "review"
+
+
+def test_blind_review_round_trip_through_the_spreadsheet(tmp_path, tiny_model_dir):
+    import csv
+
+    project, review = _reviewed_project(tmp_path, tiny_model_dir)
+    key = json.loads((review / "review_key.json").read_text())
+    rows = list(csv.DictReader((review / "review.csv").open()))
+    assert len(rows) == 8 and "tfidf-logreg" not in (review / "review.csv").read_text()
+    assert "tfidf-logreg" not in (review / "review.html").read_text()  # names hidden
+    assert {key["items"][r["item"]]["side_1"] for r in rows} == {"a", "b"}  # sides shuffled (seeded)
+    # The reviewer always prefers whichever response the classical model wrote, except one tie.
+    for n, r in enumerate(rows):
+        r["better"] = "tie" if n == 0 else ("1" if key["items"][r["item"]]["side_1"] == "a" else "2")
+        r["accuracy_1"], r["accuracy_2"] = "5", "2"
+    with (tmp_path / "filled.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    result = CliRunner().invoke(app, ["review", "import", str(project), str(tmp_path / "filled.csv"),
+                                      "--key", str(review / "review_key.json")])
+    assert result.exit_code == 0, result.output
+    assert "tfidf-logreg preferred 7, prompt-only 0, ties 1" in result.output
+    assert "win rate 94%" in result.output  # (7 + 0.5) / 8
+    card = compare_project(project).scorecard
+    assert card.reviews and "preferred 7" in card.reviews[0]
+
+    rows[1]["better"] = "maybe"
+    with (tmp_path / "bad.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    bad = CliRunner().invoke(app, ["review", "import", str(project), str(tmp_path / "bad.csv"),
+                                   "--key", str(review / "review_key.json")])
+    assert bad.exit_code == 3 and "bad.csv:3: better = 'maybe'" in bad.output
+
+
+@pytest.mark.skipif(not _chromium(), reason="needs a Chromium (Debian: apt-get install chromium)")
+def test_blind_review_page_works_in_headless_chromium(tmp_path, tiny_model_dir):
+    project, review = _reviewed_project(tmp_path, tiny_model_dir)
+    page = (review / "review.html").read_text()
+    # Play the reviewer: click "Response 2 is better" and rate usefulness 4 everywhere, then read
+    # back the CSV the download button would save.
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", """<script>
+window.addEventListener('load', () => {
+  document.querySelectorAll('input[type=radio][value="2"]').forEach(r => { r.checked = true; });
+  document.querySelectorAll('select[name^="usefulness_"]').forEach(s => { s.value = "4"; });
+  document.dispatchEvent(new Event('change'));
+  const pre = document.createElement('pre'); pre.id = 'probe-out'; pre.textContent = csvText();
+  document.body.appendChild(pre);
+});</script></body>"""))
+    dom = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
+                          probe.as_uri()], capture_output=True, text=True).stdout
+    import html as html_lib
+
+    assert "8 of 8 judged" in dom
+    text = html_lib.unescape(dom.split('<pre id="probe-out">')[1].split("</pre>")[0])
+    (tmp_path / "verdicts.csv").write_text(text)
+    from taskfit.evaluate import review_import_project
+
+    result = review_import_project(project, tmp_path / "verdicts.csv", review / "review_key.json")
+    key = json.loads((review / "review_key.json").read_text())
+    b_first = sum(v["side_1"] == "b" for v in key["items"].values())
+    assert result.judged == 8 and result.ties == 0
+    assert (result.a_wins, result.b_wins) == (b_first, 8 - b_first)  # side 2 un-blinded correctly
+    assert result.ratings["tfidf-logreg"]["usefulness"] == 4.0

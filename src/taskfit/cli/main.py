@@ -193,6 +193,36 @@ def eval_(project: Path = typer.Argument(Path("."), help="Project directory or t
     _print_results([eval_project(project, run_dir, reporter=RichReporter(err), name=name, threads=threads)])
 
 
+review_app = typer.Typer(help="Blind human review of two candidates' answers.", no_args_is_help=True)
+app.add_typer(review_app, name="review")
+
+
+@review_app.command("export")
+@_friendly
+def review_export(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
+                  a: str = typer.Option(..., "--a", help="First candidate (e.g. fine-tuned)."),
+                  b: str = typer.Option(..., "--b", help="Second candidate (e.g. few-shot)."),
+                  n: int = typer.Option(50, "-n", help="Items to review (a seeded random sample)."),
+                  out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write (default: the evaluation directory's review/).")) -> None:
+    """Write review.html and review.csv (sides shuffled, names hidden) and the key that un-blinds them."""
+    from taskfit.evaluate import review_export_project
+
+    paths = review_export_project(project, a, b, n, out_dir)
+    out.print(f"review page: {paths['html']}\nspreadsheet: {paths['csv']}\nkey (keep it, do not send it): "
+              f"{paths['key']}\nthen: taskfit review import {project} VERDICTS.csv", highlight=False)
+
+
+@review_app.command("import")
+@_friendly
+def review_import(project: Path = typer.Argument(..., help="Project directory or taskfit.yaml."),
+                  verdicts: Path = typer.Argument(..., help="The CSV the review page downloaded, or review.csv filled in."),
+                  key: Optional[Path] = typer.Option(None, help="review_key.json (default: beside the export).")) -> None:
+    """Read the verdicts back; `taskfit compare` shows the win rate with its interval."""
+    from taskfit.evaluate import review_import_project
+
+    out.print(review_import_project(project, verdicts, key).sentence(), highlight=False)
+
+
 @app.command()
 @_friendly
 def compare(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml.")) -> None:

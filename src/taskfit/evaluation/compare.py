@@ -101,6 +101,7 @@ class Scorecard:
     tests: list[PairedTest] = field(default_factory=list)
     verdict: str = ""
     warnings: list[str] = field(default_factory=list)
+    reviews: list[str] = field(default_factory=list)  # blind human review results, in words
 
     @property
     def header(self) -> list[str]:
@@ -133,7 +134,7 @@ class Scorecard:
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "main_metric": self.main, "verdict": self.verdict,
-                "warnings": self.warnings, "thresholds": self.thresholds,
+                "warnings": self.warnings, "reviews": self.reviews, "thresholds": self.thresholds,
                 "candidates": {r.candidate: {**r.metrics, "n": r.n,
                                              "thresholds": threshold_checks(r, self.thresholds)}
                                for r in self.results},
@@ -143,7 +144,8 @@ class Scorecard:
 def _size(m: dict[str, float]) -> str:
     if "params_m" not in m:
         return "n/a"
-    return f"{m['params_m']:.0f}M params" + (f" + {m['adapter_mb']:.1f} MB adapter" if m.get("adapter_mb") else "")
+    params = f"{m['params_m']:.0f}M" if m["params_m"] >= 10 else f"{m['params_m']:.2g}M"
+    return f"{params} params" + (f" + {m['adapter_mb']:.1f} MB adapter" if m.get("adapter_mb") else "")
 
 
 def build_scorecard(results: Sequence[EvalResult], thresholds: dict[str, float]) -> Scorecard:

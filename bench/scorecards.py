@@ -1,0 +1,130 @@
+"""Scorecards on the shared public datasets: every applicable baseline and the fine-tuned model,
+per task kind, through the same library calls as `taskfit baseline`, `train`, `eval`, `compare`.
+
+    .venv/bin/python bench/scorecards.py clinc150          # classify, oos as the fallback
+    .venv/bin/python bench/scorecards.py snips_slots       # extract
+    .venv/bin/python bench/scorecards.py squad2_dev        # qa, with RAG over the held-out passages
+    .venv/bin/python bench/scorecards.py clinc150 --full   # every row (a GPU's job)
+
+The default subset sizes are budgeted for a 2-core CPU (SmolLM2-135M trains ~100 tokens/s and
+decodes ~10 tokens/s there) so that each scorecard finishes within an hour; they are printed with
+the scorecard. `--train N --eval N` choose others. Each project is written under
+bench/out/<dataset>/ and is an ordinary taskfit project: `taskfit compare bench/out/<dataset>`
+shows its scorecard again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+# dataset -> (train rows, eval rows) on a 2-core CPU, from the speeds above.
+CPU_SIZES = {"clinc150": (1000, 150), "snips_slots": (800, 150), "squad2_dev": (300, 120)}
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def project_doc(dataset: str, out: Path, train_n: int | None, eval_n: int | None) -> dict:
+    src = DATA / dataset
+    common = {"model": {"name": "smollm2-135m"},
+              "train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "eval_every": 50,
+                        "metric_sample": 32},
+              "baselines": {"few_shot_k": 4, "retriever": "hybrid"},
+              "eval": {"generation_sample": 24}}
+    data = {"train": str(src / "train.jsonl"), "eval": str(src / "test.jsonl"), "max_train_examples": train_n,
+            "max_eval_examples": eval_n, "dedup": {"near": False}}
+    if dataset == "clinc150":
+        labels = sorted({r["label"] for r in _rows(src / "train.jsonl")})
+        return {**common, "task": {
+            "kind": "classify", "name": "clinc150", "labels": labels,
+            "success": "A request lands on its intent, and out-of-scope requests on oos.",
+            "system_prompt": "Name the intent of the user's request (oos when it is out of scope)."},
+            "data": {**data, "columns": {"input": "text", "target": "label"}, "min_per_class": 1},
+            "eval": {**common["eval"], "confidence_threshold": 0.2, "fallback": "oos",
+                     "thresholds": {"accuracy": 0.8}}}
+    if dataset == "snips_slots":
+        keys = sorted({k for r in _rows(src / "train.jsonl") for k in r["fields"]})
+        schema = {"type": "object", "additionalProperties": False,
+                  "properties": {k: {"type": "string"} for k in keys}}
+        return {**common, "task": {
+            "kind": "extract", "name": "snips", "schema": schema,
+            "success": "Every slot of a voice request lands in its field, and nothing is made up.",
+            "system_prompt": "Extract the request's slots as a JSON object. Fields: " + ", ".join(keys) + "."},
+            "data": {**data, "columns": {"input": "text", "target": "fields"}},
+            "train": {**common["train"], "max_seq_length": 192},
+            "eval": {**common["eval"], "max_new_tokens": 64, "thresholds": {"field_f1": 0.8, "valid_rate": 1.0}}}
+    if dataset == "squad2_dev":
+        docs = out / "docs"
+        docs.mkdir(parents=True, exist_ok=True)
+        for i, ctx in enumerate(dict.fromkeys(r["context"] for r in _rows(src / "test.jsonl"))):
+            (docs / f"passage{i:04d}.txt").write_text(ctx, encoding="utf-8")
+        return {**common, "task": {
+            "kind": "qa", "name": "squad2",
+            "success": "Answers come from the passage, and 'not enough evidence' when it holds none.",
+            "system_prompt": "Answer the question with a short span from the context. If the context "
+                             "does not answer it, reply: not enough evidence in the provided documents"},
+            "data": {**data, "columns": {"input": "question", "target": "answer", "context": "context"},
+                     "group_by": None},
+            "train": {**common["train"], "max_seq_length": 448},
+            "baselines": {**common["baselines"], "few_shot_k": 1, "documents": "docs", "chunk_words": 120,
+                          "top_k": 2},
+            "eval": {**common["eval"], "max_new_tokens": 24, "thresholds": {"f1": 0.5, "unsupported_rate": 0.1}}}
+    raise SystemExit(f"{dataset}: no scorecard recipe (choose from {', '.join(CPU_SIZES)})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dataset", choices=sorted(CPU_SIZES))
+    ap.add_argument("--full", action="store_true", help="every train and test row")
+    ap.add_argument("--train", type=int, help="training rows (default: the CPU budget)")
+    ap.add_argument("--eval", type=int, help="held-out rows (default: the CPU budget)")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    ap.add_argument("--skip-train", action="store_true", help="baselines only")
+    args = ap.parse_args()
+    if not (DATA / args.dataset).exists():
+        raise SystemExit(f"{DATA / args.dataset}: not found (the shared datasets live in ../shared/data)")
+    from taskfit.evaluate import baseline_project, compare_project, eval_project
+    from taskfit.pipeline import train_project
+    from taskfit.progress import RichReporter
+
+    train_n, eval_n = (None, None) if args.full else CPU_SIZES[args.dataset]
+    train_n, eval_n = args.train or train_n, args.eval or eval_n
+    out = args.out / args.dataset
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "taskfit.yaml").write_text(yaml.safe_dump(project_doc(args.dataset, out, train_n, eval_n),
+                                                     sort_keys=False), encoding="utf-8")
+    reporter = RichReporter()
+    timings = {}
+    start = time.perf_counter()
+    baseline_project(out, reporter=reporter)
+    timings["baselines"] = time.perf_counter() - start
+    if not args.skip_train:
+        start = time.perf_counter()
+        run = train_project(out, reporter=reporter).run_dir
+        timings["training"] = time.perf_counter() - start
+        start = time.perf_counter()
+        eval_project(out, run, reporter=reporter)
+        timings["fine-tuned eval"] = time.perf_counter() - start
+    result = compare_project(out, reporter=reporter)
+    print(f"\n## {args.dataset}: {train_n or 'all'} train rows, {eval_n or 'all'} held-out rows\n")
+    print("\n".join(result.scorecard.markdown()))
+    print(f"\n{result.scorecard.verdict}")
+    for w in result.scorecard.warnings:
+        print(f"warning: {w}")
+    print("\ntimings: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items()))
+    print(f"report: {result.report_html}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""Blind human review: two candidates' answers side by side, sides shuffled and names hidden.
+
+``export`` writes ``review.html`` (self-contained: the reviewer clicks, then downloads their
+verdicts as CSV, nothing is sent anywhere), the same items as ``review.csv`` for reviewing in a
+spreadsheet, and ``review_key.json``, which says which side was which and stays with you.
+``import`` reads a filled-in CSV back, un-blinds it with the key, and gives the win rate with a 95%
+interval; ``compare`` shows it beside the scorecard.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from taskfit.errors import DataError
+from taskfit.records import Example, Prediction
+
+RATINGS = ("accuracy", "relevance", "style", "usefulness")
+CHOICES = ("1", "2", "tie")
+COLUMNS = ["item", "input", "response_1", "response_2", "better"] + \
+    [f"{r}_{side}" for side in ("1", "2") for r in RATINGS] + ["comment"]
+
+
+def export_review(out_dir: Path, examples: Sequence[Example], a: str, a_preds: Sequence[Prediction],
+                  b: str, b_preds: Sequence[Prediction], n: int, seed: int = 0) -> dict[str, Path]:
+    """Write the review page, its CSV and the key for ``n`` examples (a seeded random sample)."""
+    by_a = {p.example_id: p for p in a_preds}
+    by_b = {p.example_id: p for p in b_preds}
+    both = [ex for ex in examples if ex.id in by_a and ex.id in by_b]
+    rng = random.Random(seed)
+    chosen = rng.sample(both, min(n, len(both)))
+    items, key = [], {"a": a, "b": b, "items": {}}
+    for k, ex in enumerate(chosen, 1):
+        a_first = rng.random() < 0.5
+        first, second = (by_a, by_b) if a_first else (by_b, by_a)
+        item = f"R{k:03d}"
+        items.append({"item": item, "input": ex.input if ex.context is None else
+                      f"{ex.input}\n\n[context] {ex.context[:1500]}",
+                      "response_1": first[ex.id].output, "response_2": second[ex.id].output})
+        key["items"][item] = {"example_id": ex.id, "side_1": "a" if a_first else "b"}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"html": out_dir / "review.html", "csv": out_dir / "review.csv", "key": out_dir / "review_key.json"}
+    with paths["csv"].open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        for it in items:
+            writer.writerow({c: it.get(c, "") for c in COLUMNS})
+    paths["key"].write_text(json.dumps(key, indent=1), encoding="utf-8")
+    paths["html"].write_text(_page(items), encoding="utf-8")
+    return paths
+
+
+def _page(items: list[dict[str, str]]) -> str:
+    def rating(item: str, side: str, name: str) -> str:
+        opts = "".join(f"<option>{v}</option>" for v in ("", "1", "2", "3", "4", "5"))
+        return f'<label>{name} <select name="{name}_{side}" data-item="{item}">{opts}</select></label>'
+
+    blocks = []
+    for it in items:
+        i = html.escape(it["item"])
+        sides = "".join(
+            f'<div class="side"><h3>Response {s}</h3><pre>{html.escape(it[f"response_{s}"])}</pre>'
+            + " ".join(rating(i, s, r) for r in RATINGS) + "</div>" for s in ("1", "2"))
+        choice = " ".join(f'<label><input type="radio" name="better-{i}" value="{c}"> '
+                          f'{"Response " + c + " is better" if c != "tie" else "tie"}</label>' for c in CHOICES)
+        blocks.append(f'<section class="item" id="{i}"><h2>{i}</h2><pre class="input">{html.escape(it["input"])}</pre>'
+                      f'<div class="pair">{sides}</div><p class="choice">{choice}</p>'
+                      f'<textarea name="comment" data-item="{i}" placeholder="comment (optional)"></textarea></section>')
+    columns = json.dumps(COLUMNS)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>taskfit blind review</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }}
+.pair {{ display: flex; gap: 1em; }} .side {{ flex: 1; border: 1px solid #ccc; padding: .5em; }}
+pre {{ white-space: pre-wrap; background: #f7f7f7; padding: .5em; }} .item {{ border-bottom: 2px solid #ddd; padding: 1em 0; }}
+textarea {{ width: 100%; }} #bar {{ position: sticky; top: 0; background: #fff; padding: .5em 0; }}
+</style></head><body>
+<h1>Blind review</h1>
+<p>For each request, pick the better response (or a tie) and rate each one from 1 (poor) to 5 (excellent).
+Which system wrote which response is hidden, and the sides are shuffled. Nothing leaves this page: when done,
+download your verdicts and send the CSV back.</p>
+<div id="bar"><button id="download" onclick="download()">Download verdicts (CSV)</button> <span id="done"></span></div>
+{''.join(blocks)}
+<script>
+const COLUMNS = {columns};
+const ITEMS = {json.dumps([{k: it[k] for k in ("item", "input", "response_1", "response_2")} for it in items])};
+function verdicts() {{
+  return ITEMS.map(it => {{
+    const row = Object.assign({{}}, it);
+    const picked = document.querySelector(`input[name="better-${{it.item}}"]:checked`);
+    row.better = picked ? picked.value : "";
+    document.querySelectorAll(`[data-item="${{it.item}}"]`).forEach(el => row[el.name] = el.value);
+    return row;
+  }});
+}}
+function csvText() {{
+  const q = v => '"' + String(v ?? "").replaceAll('"', '""') + '"';
+  return [COLUMNS.join(",")].concat(verdicts().map(r => COLUMNS.map(c => q(r[c])).join(","))).join("\\r\\n") + "\\r\\n";
+}}
+function download() {{
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(new Blob([csvText()], {{type: "text/csv"}}));
+  a.download = "review_verdicts.csv";
+  a.click();
+}}
+document.addEventListener("change", () => {{
+  document.getElementById("done").textContent = verdicts().filter(r => r.better).length + " of " + ITEMS.length + " judged";
+}});
+</script>
+</body></html>
+"""
+
+
+@dataclass
+class ReviewResult:
+    a: str
+    b: str
+    judged: int
+    a_wins: int
+    b_wins: int
+    ties: int
+    win_rate: float  # a's wins, ties counting half, over judged items
+    ci: tuple[float, float]
+    ratings: dict[str, dict[str, float]]  # candidate -> rating -> mean
+
+    def sentence(self) -> str:
+        return (f"Blind review, {self.judged} items: {self.a} preferred {self.a_wins}, {self.b} {self.b_wins}, "
+                f"ties {self.ties}; {self.a}'s win rate {100 * self.win_rate:.0f}% "
+                f"[{100 * self.ci[0]:.0f}%, {100 * self.ci[1]:.0f}%] (ties count half).")
+
+
+def import_review(verdicts: Path, key_path: Path, seed: int = 0) -> ReviewResult:
+    """Un-blind a filled-in review CSV with its key; every row must name a known item and a valid
+    choice, or the error says which line is wrong."""
+    import numpy as np
+
+    key = json.loads(key_path.read_text(encoding="utf-8"))
+    scores: list[float] = []
+    wins = {"a": 0, "b": 0}
+    ties = 0
+    ratings: dict[str, dict[str, list[float]]] = {key["a"]: {}, key["b"]: {}}
+    with verdicts.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        missing = {"item", "better"} - set(reader.fieldnames or [])
+        if missing:
+            raise DataError(f"{verdicts}: no column {', '.join(sorted(missing))}",
+                            hint="import the CSV that review.html downloads, or review.csv filled in")
+        for line, row in enumerate(reader, 2):
+            item, better = (row.get("item") or "").strip(), (row.get("better") or "").strip().lower()
+            if item not in key["items"]:
+                raise DataError(f"{verdicts}:{line}: item {item!r} is not in {key_path.name}",
+                                hint="use the key written with this review's export")
+            if not better:
+                continue  # not judged yet
+            if better not in CHOICES:
+                raise DataError(f"{verdicts}:{line}: better = {better!r}; allowed: 1, 2 or tie")
+            side_1 = key["items"][item]["side_1"]
+            side_of = {"1": side_1, "2": "b" if side_1 == "a" else "a"}
+            if better == "tie":
+                ties += 1
+                scores.append(0.5)
+            else:
+                wins[side_of[better]] += 1
+                scores.append(1.0 if side_of[better] == "a" else 0.0)
+            for s in ("1", "2"):
+                for r in RATINGS:
+                    value = (row.get(f"{r}_{s}") or "").strip()
+                    if not value:
+                        continue
+                    if value not in {"1", "2", "3", "4", "5"}:
+                        raise DataError(f"{verdicts}:{line}: {r}_{s} = {value!r}; ratings are 1 to 5")
+                    ratings[key[side_of[s]]].setdefault(r, []).append(float(value))
+    if not scores:
+        raise DataError(f"{verdicts}: no item has a verdict yet (column 'better' is empty everywhere)")
+    v = np.array(scores)
+    boots = v[np.random.default_rng(seed).integers(0, len(v), (2000, len(v)))].mean(axis=1)
+    return ReviewResult(a=key["a"], b=key["b"], judged=len(scores), a_wins=wins["a"], b_wins=wins["b"],
+                        ties=ties, win_rate=float(v.mean()),
+                        ci=(float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))),
+                        ratings={c: {r: sum(x) / len(x) for r, x in rs.items()} for c, rs in ratings.items()})
+
+
+def save_review(root: Path, result: ReviewResult) -> Path:
+    path = root / "reviews" / f"{result.a}__vs__{result.b}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result.__dict__, indent=1), encoding="utf-8")
+    return path
+
+
+def load_reviews(root: Path) -> list[ReviewResult]:
+    out = []
+    for p in sorted((root / "reviews").glob("*.json")):
+        data: dict[str, Any] = json.loads(p.read_text(encoding="utf-8"))
+        data["ci"] = tuple(data["ci"])
+        out.append(ReviewResult(**data))
+    return out

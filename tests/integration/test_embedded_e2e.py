@@ -40,3 +40,22 @@ def test_quickstart_loop_runs_on_the_embedded_model(tmp_path):
     merged = export_merged(summary.run_dir)  # the adapter folded into the embedded base
     assert "quantization_config" not in json.loads((merged / "config.json").read_text())
     assert "Keep" in summary.verdict or "Not proven" in summary.verdict or "not worth" in summary.verdict
+
+
+def test_embedded_model_extracts_schema_valid_records_under_the_constraint(tmp_path):
+    from taskfit.baselines import GenerativePredictor
+    from taskfit.config import EvalSpec, TaskSpec
+    from taskfit.records import Example
+    from taskfit.tasks import score
+
+    task = TaskSpec(kind="extract", success="s", system_prompt="Extract the booking as JSON with city and party_size.",
+                    schema={"type": "object", "additionalProperties": False, "required": ["city"],
+                            "properties": {"city": {"type": "string"}, "party_size": {"type": "integer"}}})
+    lm = load_model("smollm2-135m")
+    rows = [Example(id=str(i), input=text, target=json.dumps(gold)) for i, (text, gold) in enumerate([
+        ("Book a table for 4 in Paris tomorrow", {"city": "Paris", "party_size": 4}),
+        ("We are 2 people, need a place in Rome tonight", {"city": "Rome", "party_size": 2}),
+        ("table for six in Oslo please", {"city": "Oslo", "party_size": 6})])]
+    held = GenerativePredictor("c", lm.model, lm.tokenizer, task, 256, max_new_tokens=48, constrained=True)
+    result = score(task, EvalSpec(), "c", rows, list(held.predict(rows)))
+    assert result.metrics["valid_rate"] == 1.0 and result.metrics["json_valid_rate"] == 1.0

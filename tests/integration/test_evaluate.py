@@ -237,6 +237,15 @@ def _reviewed_project(tmp_path, tiny_model_dir):
     return project, evals / "review"
 
 
+def _write_csv(path, rows):
+    import csv
+
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
 def test_blind_review_round_trip_through_the_spreadsheet(tmp_path, tiny_model_dir):
     import csv
 
@@ -250,10 +259,7 @@ def test_blind_review_round_trip_through_the_spreadsheet(tmp_path, tiny_model_di
     for n, r in enumerate(rows):
         r["better"] = "tie" if n == 0 else ("1" if key["items"][r["item"]]["side_1"] == "a" else "2")
         r["accuracy_1"], r["accuracy_2"] = "5", "2"
-    with (tmp_path / "filled.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    _write_csv(tmp_path / "filled.csv", rows)
     result = CliRunner().invoke(app, ["review", "import", str(project), str(tmp_path / "filled.csv"),
                                       "--key", str(review / "review_key.json")])
     assert result.exit_code == 0, result.output
@@ -263,10 +269,7 @@ def test_blind_review_round_trip_through_the_spreadsheet(tmp_path, tiny_model_di
     assert card.reviews and "preferred 7" in card.reviews[0]
 
     rows[1]["better"] = "maybe"
-    with (tmp_path / "bad.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    _write_csv(tmp_path / "bad.csv", rows)
     bad = CliRunner().invoke(app, ["review", "import", str(project), str(tmp_path / "bad.csv"),
                                    "--key", str(review / "review_key.json")])
     assert bad.exit_code == 3 and "bad.csv:3: better = 'maybe'" in bad.output

@@ -24,7 +24,7 @@ Shots = Callable[[Example], Sequence[Example]]
 # A context hook returns the context to answer from, and details to record (chunk citations).
 Contexts = Callable[[Example], tuple[str, dict[str, Any]]]
 MAX_PROMPT_TOKENS = 2048  # a few-shot prompt drops its least similar shots to stay under this
-FIRST_WAVE = 8  # labels in the first best-first scoring wave; each later wave doubles
+FIRST_WAVE = 8  # labels in the first best-first scoring wave
 
 
 def _prompt(tokenizer: Any, task: TaskSpec, example: Example, max_length: int, shots: Shots | None,
@@ -68,12 +68,12 @@ class LabelScoringPredictor:
         after ``prompt``.
 
         Exact best-first search: a label's total can only fall below the log-probability of its
-        first token, which the prompt pass already gives. Labels are scored in groups sharing a
-        first token, most likely first; once the best total found beats every remaining group's
-        first-token bound, no remaining label can win, and each is given that bound. The argmax
-        is exact, and the confidence is a lower bound (it can only be understated, which errs
-        towards the fallback). A confident model scores one or two groups out of a 150-label
-        taxonomy; each group is one batched pass over the prompt's cache per label length.
+        first token, which the prompt pass already gives. The labels whose first tokens are
+        likeliest are scored first; then only labels whose bound still beats the best total
+        found. A label never scored cannot win and is given its bound. The argmax is exact, and
+        the confidence is a lower bound (it can only be understated, which errs towards the
+        fallback). A confident model scores about ``FIRST_WAVE`` labels of a 150-label taxonomy.
+        Each wave is one batched pass over the prompt's cache per label length (no padding).
         """
         import torch
 
@@ -86,18 +86,19 @@ class LabelScoringPredictor:
             for i, c in enumerate(self.completions):
                 groups.setdefault(c[0], []).append(i)
             order = sorted(groups, key=lambda t: -float(first[t]))
-            best, done, wave = float("-inf"), 0, FIRST_WAVE
-            while done < len(order) and float(first[order[done]]) >= best:
-                # A wave of the likeliest groups left, doubling in size: few passes when the
-                # model is unsure, one small pass when it is confident.
-                members, end = [], done
-                while end < len(order) and (not members or len(members) < wave):
-                    members += groups[order[end]]
-                    end += 1
+            # Two waves: the likeliest groups (about FIRST_WAVE labels), then every group whose
+            # bound still beats the best total found. A confident model stops after the first.
+            end = 0
+            while end < len(order) and sum(len(groups[t]) for t in order[:end]) < FIRST_WAVE:
+                end += 1
+            best = float("-inf")
+            for wave in (order[:end], order[end:]):
+                members = [i for t in wave if float(first[t]) >= best for i in groups[t]]
+                if not members:
+                    break
                 for i, extra in zip(members, self._continue(out.past_key_values, members, device)):
                     totals[i] += extra
                 best = max(best, *(totals[i] for i in members))
-                done, wave = end, wave * 2
         return totals
 
     def _continue(self, cache: Any, members: list[int], device: Any) -> list[float]:

@@ -21,6 +21,31 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ReplyRules(_Spec):
+    """generate: the house rules every reply is checked against (format compliance)."""
+
+    min_words: int | None = Field(None, ge=0, description="At least this many words.")
+    max_words: int | None = Field(None, ge=1, description="At most this many words.")
+    must_include: list[str] = Field(default_factory=list, description="Phrases every reply contains "
+                                                                      "(case-insensitive).")
+    must_not_include: list[str] = Field(default_factory=list, description="Phrases no reply contains "
+                                                                          "(case-insensitive), e.g. 'as an AI'.")
+    patterns: list[str] = Field(default_factory=list, description="Regular expressions every reply matches.")
+
+    @model_validator(mode="after")
+    def _valid(self) -> "ReplyRules":
+        import re
+
+        for pattern in self.patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"task.reply.patterns: {pattern!r} is not a valid regular expression ({exc})")
+        if self.min_words is not None and self.max_words is not None and self.min_words > self.max_words:
+            raise ValueError("task.reply: min_words is above max_words")
+        return self
+
+
 class TaskSpec(_Spec):
     kind: TaskKind = Field(description="What the model must do: classify, extract, qa or generate.")
     name: str = Field("my-task", description="A short name, used in run directory names.")
@@ -32,6 +57,7 @@ class TaskSpec(_Spec):
     refusal: str = Field(
         "not enough evidence in the provided documents",
         description="qa: the answer when the context does not hold one.")
+    reply: ReplyRules = Field(default_factory=ReplyRules, description="generate: house rules for replies.")
 
     @model_validator(mode="after")
     def _kind_needs(self) -> "TaskSpec":
@@ -194,7 +220,8 @@ LOWER_IS_BETTER = ("unsupported_rate", "invented_field_rate", "ece")
 
 ThresholdKey = Literal["accuracy", "macro_f1", "valid_rate", "coverage", "ece", "field_f1",
                        "exact_match", "invented_field_rate", "f1", "answerable_f1",
-                       "refusal_precision", "refusal_recall", "unsupported_rate"]
+                       "refusal_precision", "refusal_recall", "unsupported_rate", "rouge_l", "chrf",
+                       "length_compliance", "format_compliance", "style_match"]
 
 
 class EndpointSpec(_Spec):
@@ -239,6 +266,9 @@ class EvalSpec(_Spec):
     constrained: bool = Field(True, description="extract: decode under the JSON schema (always valid); "
                                                 "false measures the unconstrained model.")
     max_new_tokens: int = Field(96, ge=1, le=4096, description="Tokens generated per answer at most.")
+    style_sample: int = Field(
+        32, ge=0, description="generate: training rows the base model answers, as the 'not our style' "
+                              "side of the style-match classifier; 0 = no style score.")
     max_rows: int | None = Field(None, ge=1, description="Evaluate on the first N held-out rows only "
                                                           "(quick looks; the scorecard says so).")
     price_per_hour: float = Field(0.0, ge=0.0, description="USD per hour of the machine a local "

@@ -25,7 +25,9 @@ from taskfit.records import EvalResult, Example, Prediction
 PROMPT_ONLY, FEW_SHOT, RAG, CLASSICAL, ENDPOINT = "prompt-only", "few-shot", "rag", "tfidf-logreg", "endpoint"
 APPLICABLE = {"classify": [PROMPT_ONLY, FEW_SHOT, CLASSICAL, ENDPOINT],
               "extract": [PROMPT_ONLY, FEW_SHOT, ENDPOINT],
-              "qa": [PROMPT_ONLY, FEW_SHOT, RAG, ENDPOINT]}
+              "qa": [PROMPT_ONLY, FEW_SHOT, RAG, ENDPOINT],
+              "generate": [PROMPT_ONLY, FEW_SHOT, ENDPOINT]}
+STYLE_BASE = "_style-base"  # the base model's replies to training inputs: the style classifier's negatives
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Evaluation:
     root: Path
     setup: Any
     _lm: Any = None
+    _style: Any = None
 
     def lm(self, reporter: Reporter) -> Any:
         if self._lm is None:
@@ -46,6 +49,28 @@ class Evaluation:
 
             self._lm = _load(self.setup, reporter)
         return self._lm
+
+    def style(self, reporter: Reporter) -> Any:
+        """generate: the style classifier (reference replies against the base model's replies to
+        ``eval.style_sample`` training inputs, cached like any prediction); None otherwise."""
+        from taskfit.baselines.model import GenerativePredictor
+        from taskfit.tasks.generate import StyleModel
+
+        c = self.config
+        if c.task.kind != "generate" or not c.eval.style_sample:
+            return None
+        if self._style is None:
+            sample = self.train[: c.eval.style_sample]
+            lm = self.lm(reporter)
+            base = GenerativePredictor(STYLE_BASE, lm.model, lm.tokenizer, c.task, c.train.max_seq_length,
+                                       c.eval.max_new_tokens)
+            key = _base_key(self, STYLE_BASE, train=self.setup.prepared.card.split.get("train_fingerprint"),
+                            n=len(sample))
+            with reporter.bar("base-model replies for the style classifier", len(sample)) as advance:
+                replies, _ = run_cached(base, sample, self.predictions(STYLE_BASE), key, on_item=advance)
+            self._style = StyleModel([ex.target for ex in self.train], [p.output for p in replies],
+                                     seed=c.data.seed)
+        return self._style
 
     def predictions(self, name: str) -> Path:
         return self.root / "predictions" / f"{name}.jsonl"
@@ -61,8 +86,7 @@ def open_evaluation(project: Path, reporter: Reporter, threads: int | None = Non
     setup = _setup(project, reporter, threads, allow_secrets=True, need=Example)
     config = setup.config
     if config.task.kind not in APPLICABLE:
-        raise ConfigError(f"task.kind '{config.task.kind}': evaluation covers classify, extract and qa "
-                          "so far", hint="see the README's roadmap for generate")
+        raise ConfigError(f"task.kind '{config.task.kind}' cannot be evaluated")
     held_out = setup.held_out[: config.eval.max_rows] if config.eval.max_rows else setup.held_out
     if not held_out:
         raise DataError(f"{config.data.train}: no held-out rows to evaluate on",
@@ -131,7 +155,7 @@ def _evaluate(ev: Evaluation, name: str, predictor: Any, key: str, reporter: Rep
 
     with reporter.bar(f"evaluating {name}", len(ev.held_out)) as advance:
         preds, _ = run_cached(predictor, ev.held_out, ev.predictions(name), key, on_item=advance)
-    result = score(ev.config.task, ev.config.eval, name, ev.held_out, preds)
+    result = score(ev.config.task, ev.config.eval, name, ev.held_out, preds, style=ev.style(reporter))
     metrics = result.metrics
     metrics.update(extra or {})
     if free is not None and ev.config.eval.generation_sample:
@@ -265,6 +289,7 @@ def eval_project(project: Path, run_dir: Path, reporter: Reporter | None = None,
     ev = open_evaluation(project, reporter, threads)
     if not run_dir.is_absolute() and not run_dir.exists():
         run_dir = ev.project_dir / run_dir
+    ev.style(reporter)  # needs the plain base model, before an adapter is merged into it
     model, size, digest = _load_trained(ev, run_dir, reporter)
     tokenizer = ev.setup.tokenizer
     predictor = _lm_candidate(ev, name, model, tokenizer, constrained=ev.config.eval.constrained)

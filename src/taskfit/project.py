@@ -59,6 +59,12 @@ task:
   system_prompt: >-
     You are a customer support agent. Reply in our house style: greet the customer by name,
     answer in at most three sentences, and close with an offer to help further.
+  reply:                    # house rules, checked on every reply (format compliance)
+    min_words: 10
+    max_words: 120
+    must_include: []        # phrases every reply contains, e.g. ["let me know"]
+    must_not_include: ["as an AI"]
+    patterns: []            # regular expressions every reply matches
 """,
 }
 
@@ -152,12 +158,13 @@ eval:
   constrained: true         # extract: decode under the JSON schema
   max_new_tokens: 96
   max_rows: null            # evaluate on the first N held-out rows only
+  style_sample: 32          # generate: base-model replies the style classifier learns to tell apart
   price_per_hour: 0.0       # USD per hour of this machine, for cost per 1,000 queries
 """
 
 
 _THRESHOLDS = {"classify": "\n    accuracy: 0.85", "extract": "\n    field_f1: 0.8\n    valid_rate: 1.0",
-               "qa": "\n    f1: 0.6\n    unsupported_rate: 0.1", "generate": "{}"}
+               "qa": "\n    f1: 0.6\n    unsupported_rate: 0.1", "generate": "\n    format_compliance: 0.95\n    style_match: 0.7"}
 
 
 def template(kind: TaskKind) -> str:

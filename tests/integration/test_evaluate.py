@@ -306,3 +306,33 @@ window.addEventListener('load', () => {
     assert result.judged == 8 and result.ties == 0
     assert (result.a_wins, result.b_wins) == (b_first, 8 - b_first)  # side 2 un-blinded correctly
     assert result.ratings["tfidf-logreg"]["usefulness"] == 4.0
+
+
+def test_generate_baselines_with_house_rules_and_style_match(tmp_path, tiny_model_dir):
+    rng = random.Random(0)
+    project = tmp_path / "gen"
+    (project / "data").mkdir(parents=True)
+    with (project / "data" / "replies.jsonl").open("w") as f:
+        for i in range(60):
+            city = rng.choice(CITIES)
+            f.write(json.dumps({"prompt": f"Where is my parcel {i} to {city}?",
+                                "completion": f"Hi there, your parcel {i} to {city} is on its way. Let us know if it is late."}) + "\n")
+    doc = {"task": {"kind": "generate", "name": "replies", "success": "house style",
+                    "system_prompt": "Reply in our house style.",
+                    "reply": {"min_words": 5, "max_words": 40, "must_include": ["let us know"]}},
+           "model": {"name": str(tiny_model_dir)},
+           "data": {"train": "data/replies.jsonl", "max_eval_examples": 5},
+           "baselines": {"retriever": "bm25", "few_shot_k": 1},
+           "eval": {"max_new_tokens": 12, "style_sample": 6, "thresholds": {"format_compliance": 0.5}}}
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    results = {r.candidate: r for r in baseline_project(project)}
+    assert set(results) == {"prompt-only", "few-shot"}
+    for r in results.values():
+        assert r.kind == "generate" and r.n == 5
+        assert {"rouge_l", "chrf", "style_match", "length_compliance", "format_compliance"} <= set(r.metrics)
+        assert r.metrics["format_compliance"] == 0.0  # 12 random tokens never say "let us know"
+        assert r.error_counts["missing required phrase"] == 5
+    (style,) = project.glob("evals/*/predictions/_style-base.jsonl")
+    assert len(style.read_text().splitlines()) == 1 + 6  # the base model's replies, cached
+    card = compare_project(project).scorecard
+    assert card.kind == "generate" and card.main == "rouge_l" and "format_compliance FAIL" in card.rows()[0][-1]

@@ -175,3 +175,33 @@ def test_verdict_keeps_the_fine_tune_only_when_the_paired_test_says_so():
     assert unsure.verdict.startswith("Not proven") and unsure.warnings and "rows would be needed" in unsure.warnings[0]
     rows = keep.rows()
     assert rows[2][0] == "fine-tuned" and "pass" in rows[2][-1] and "FAIL" in rows[0][-1]
+
+
+GENERATE = TaskSpec(kind="generate", success="s", system_prompt="p",
+                    reply={"min_words": 4, "max_words": 20, "must_include": ["let us know"],
+                           "must_not_include": ["as an AI"], "patterns": [r"^Hi\b"]})
+
+
+def test_generate_house_rules_overlap_and_style():
+    from taskfit.tasks.generate import StyleModel, rule_violations
+
+    assert rule_violations(GENERATE.reply, "Hi Ann, your refund is on its way. Let us know if not.") == []
+    assert rule_violations(GENERATE.reply, "Refund sent.") == ["too short", "missing required phrase",
+                                                               "pattern not matched"]
+    assert "forbidden phrase" in rule_violations(GENERATE.reply, "Hi, as an AI I cannot; let us know")
+    refs = [f"Hi {n}, thanks for writing. Your order is on its way. Let us know if we can help."
+            for n in ("Ann", "Bo", "Cy", "Di", "Ed", "Flo")]
+    base = [f"Sure! Here is a detailed answer about topic {i}: first, consider the options..." for i in range(6)]
+    style = StyleModel(refs, base)
+    in_style, off_style = style.scores(["Hi Gus, thanks for writing. Let us know if we can help.",
+                                        "Sure! Here is a detailed answer: first, consider..."])
+    assert in_style > 0.5 > off_style
+    exs = [Example(id=str(i), input="q", target=refs[i]) for i in range(2)]
+    preds = [_pred(0, refs[0]), _pred(1, "Sure! Here is a detailed answer about topic 9: first, consider the options...")]
+    for p_, (reply, valid) in zip(preds, [(refs[0], True), (preds[1].output, False)]):
+        assert parse(GENERATE, p_.output) == (reply, valid)
+    r = score(GENERATE, EvalSpec(), "c", exs, preds, style=style)
+    m = r.metrics
+    assert r.per_example[0] == 1.0 and r.per_example[1] < 0.3 and m["rouge_l"] == sum(r.per_example) / 2
+    assert m["chrf"] < 1.0 and m["format_compliance"] == 0.5 and m["length_compliance"] == 1.0
+    assert 0.0 < m["style_match"] < 1.0 and r.error_counts["off style"] == 1

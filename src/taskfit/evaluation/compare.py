@@ -30,6 +30,9 @@ COLUMNS: dict[str, list[tuple[str, str, bool]]] = {
     "qa": [("f1", "F1 [95% CI]", True), ("answerable_exact_match", "EM (answerable)", True),
            ("refusal_precision", "refusal P", True), ("refusal_recall", "refusal R", True),
            ("unsupported_rate", "unsupported answers", True)],
+    "generate": [("rouge_l", "ROUGE-L [95% CI]", True), ("chrf", "chrF", True),
+                 ("style_match", "style match", True), ("length_compliance", "length OK", True),
+                 ("format_compliance", "house rules OK", True), ("words_mean", "words", False)],
 }
 
 

@@ -6,13 +6,13 @@ scorecard compares like with like.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from taskfit.config import EvalSpec, TaskSpec
 from taskfit.records import EvalResult, Example, Prediction
 
 # The metric a verdict is decided on, and the share it is reported as, per task kind.
-MAIN_METRIC = {"classify": "accuracy", "extract": "field_f1", "qa": "f1"}
+MAIN_METRIC = {"classify": "accuracy", "extract": "field_f1", "qa": "f1", "generate": "rouge_l"}
 
 
 def parse(task: TaskSpec, text: str) -> tuple[str, bool]:
@@ -27,7 +27,9 @@ def parse(task: TaskSpec, text: str) -> tuple[str, bool]:
         return parse_record(task, text)
     if task.kind == "qa":
         return text.strip(), bool(text.strip())
-    raise NotImplementedError(f"task.kind '{task.kind}' has no scorer yet")
+    from taskfit.tasks.generate import parse_reply
+
+    return parse_reply(task, text)
 
 
 def paired(examples: Sequence[Example], predictions: Sequence[Prediction], candidate: str) -> list[Prediction]:
@@ -40,8 +42,9 @@ def paired(examples: Sequence[Example], predictions: Sequence[Prediction], candi
 
 
 def score(task: TaskSpec, spec: EvalSpec, candidate: str, examples: Sequence[Example],
-          predictions: Sequence[Prediction], n_boot: int = 1000) -> EvalResult:
-    """Score one candidate's predictions on ``examples`` with the task kind's metrics."""
+          predictions: Sequence[Prediction], n_boot: int = 1000, style: Any = None) -> EvalResult:
+    """Score one candidate's predictions on ``examples`` with the task kind's metrics
+    (``style``: the generate task's style classifier, when there is one)."""
     preds = paired(examples, predictions, candidate)
     if task.kind == "classify":
         from taskfit.tasks.classify import score_classify
@@ -57,7 +60,9 @@ def score(task: TaskSpec, spec: EvalSpec, candidate: str, examples: Sequence[Exa
 
         result = score_qa(candidate, task, examples, preds, n_boot=n_boot)
     else:
-        raise NotImplementedError(f"task.kind '{task.kind}' has no scorer yet")
+        from taskfit.tasks.generate import score_generate
+
+        result = score_generate(candidate, task, examples, preds, style=style, n_boot=n_boot)
     result.metrics.update(cost_metrics(preds))
     return result
 

@@ -4,6 +4,7 @@ per task kind, through the same library calls as `taskfit baseline`, `train`, `e
     .venv/bin/python bench/scorecards.py clinc150          # classify, oos as the fallback
     .venv/bin/python bench/scorecards.py snips_slots       # extract
     .venv/bin/python bench/scorecards.py squad2_dev        # qa, with RAG over the held-out passages
+    .venv/bin/python bench/scorecards.py bitext_support    # generate, house rules and style match
     .venv/bin/python bench/scorecards.py clinc150 --full   # every row (a GPU's job)
 
 The default subset sizes are budgeted for a 2-core CPU (SmolLM2-135M trains ~100 tokens/s and
@@ -27,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 
 # dataset -> (train rows, eval rows) on a 2-core CPU, from the speeds above.
-CPU_SIZES = {"clinc150": (1000, 150), "snips_slots": (800, 150), "squad2_dev": (300, 120)}
+CPU_SIZES = {"clinc150": (1000, 150), "snips_slots": (800, 150), "squad2_dev": (300, 120),
+             "bitext_support": (300, 40)}
 
 
 def _rows(path: Path) -> list[dict]:
@@ -79,6 +81,16 @@ def project_doc(dataset: str, out: Path, train_n: int | None, eval_n: int | None
             "baselines": {**common["baselines"], "few_shot_k": 1, "documents": "docs", "chunk_words": 120,
                           "top_k": 2},
             "eval": {**common["eval"], "max_new_tokens": 24, "thresholds": {"f1": 0.5, "unsupported_rate": 0.1}}}
+    if dataset == "bitext_support":
+        return {**common, "task": {
+            "kind": "generate", "name": "bitext",
+            "success": "Replies read like the support team's own: polite, concrete, with next steps.",
+            "system_prompt": "You are a customer support agent. Reply to the customer in our house style.",
+            "reply": {"min_words": 20, "max_words": 220, "must_not_include": ["as an AI", "language model"]}},
+            "data": {**data, "columns": {"input": "instruction", "target": "response"}},
+            "train": {**common["train"], "max_seq_length": 320},
+            "eval": {**common["eval"], "max_new_tokens": 200, "style_sample": 16,
+                     "thresholds": {"format_compliance": 0.9, "style_match": 0.7}}}
     raise SystemExit(f"{dataset}: no scorecard recipe (choose from {', '.join(CPU_SIZES)})")
 
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 from taskfit.config import ProjectConfig
 from taskfit.errors import ConfigError, DataError
 from taskfit.evaluation.compare import FINETUNED, Scorecard, build_scorecard
-from taskfit.evaluation.runner import candidate_key, read_predictions, run_cached
+from taskfit.evaluation.runner import candidate_key, read_cache, read_predictions, run_cached
 from taskfit.progress import Reporter, Silent
 from taskfit.records import EvalResult, Example, Prediction
 
@@ -61,13 +61,17 @@ class Evaluation:
             return None
         if self._style is None:
             sample = self.train[: c.eval.style_sample]
-            lm = self.lm(reporter)
-            base = GenerativePredictor(STYLE_BASE, lm.model, lm.tokenizer, c.task, c.train.max_seq_length,
-                                       c.eval.max_new_tokens)
             key = _base_key(self, STYLE_BASE, train=self.setup.prepared.card.split.get("train_fingerprint"),
                             n=len(sample))
-            with reporter.bar("base-model replies for the style classifier", len(sample)) as advance:
-                replies, _ = run_cached(base, sample, self.predictions(STYLE_BASE), key, on_item=advance)
+            cached = {p.example_id: p for p in read_cache(self.predictions(STYLE_BASE), key).values()}
+            if all(ex.id in cached for ex in sample):  # no model needed
+                replies = [cached[ex.id] for ex in sample]
+            else:
+                lm = self.lm(reporter)
+                base = GenerativePredictor(STYLE_BASE, lm.model, lm.tokenizer, c.task, c.train.max_seq_length,
+                                           c.eval.max_new_tokens)
+                with reporter.bar("base-model replies for the style classifier", len(sample)) as advance:
+                    replies, _ = run_cached(base, sample, self.predictions(STYLE_BASE), key, on_item=advance)
             self._style = StyleModel([ex.target for ex in self.train], [p.output for p in replies],
                                      seed=c.data.seed)
         return self._style
@@ -122,9 +126,9 @@ def _contexts(ev: Evaluation, reporter: Reporter) -> Callable[[Example], tuple[s
         found = [chunks[i] for i in index.search(ex.input, spec.top_k)]
         text = "\n\n".join(f"[{n}] {c.text}" for n, c in enumerate(found, 1))
         details: dict[str, Any] = {"citations": [c.id for c in found]}
-        if ex.context:
-            own = " ".join(ex.context.split()[:12])
-            details["retrieval_hit"] = any(own in c.text for c in found)
+        if ex.context:  # a hit: a chunk cut from the row's own passage was retrieved
+            own = " ".join(ex.context.split())
+            details["retrieval_hit"] = any(c.text in own for c in found)
         return text, details
 
     return contexts
@@ -299,6 +303,21 @@ def eval_project(project: Path, run_dir: Path, reporter: Reporter | None = None,
     return _evaluate(ev, name, predictor, _base_key(ev, name, weights=digest), reporter, extra=size, free=free)
 
 
+def _rescore(ev: Evaluation, saved: EvalResult, reporter: Reporter) -> EvalResult:
+    """Score a candidate's cached predictions again with the scorer and settings of now (a new
+    confidence threshold or fallback needs no new predictions); what the scorer does not compute
+    (size, cost, free-decoding validity) is kept from the evaluation."""
+    from taskfit.tasks import score
+
+    preds = {p.example_id: p for p in read_predictions(ev.predictions(saved.candidate))}
+    if any(ex.id not in preds for ex in ev.held_out):
+        return saved
+    fresh = score(ev.config.task, ev.config.eval, saved.candidate, ev.held_out, list(preds.values()),
+                  style=ev.style(reporter))
+    fresh.metrics.update({k: v for k, v in saved.metrics.items() if k not in fresh.metrics})
+    return fresh
+
+
 @dataclass
 class Comparison:
     scorecard: Scorecard
@@ -313,7 +332,7 @@ def compare_project(project: Path, reporter: Reporter | None = None, threads: in
 
     reporter = reporter or Silent()
     ev = open_evaluation(project, reporter, threads)
-    results = load_results(ev.root)
+    results = [_rescore(ev, r, reporter) for r in load_results(ev.root)]
     if not results:
         raise ConfigError(f"{ev.root}: no candidate has been evaluated on this held-out split",
                           hint="run `taskfit baseline` (and `taskfit eval --run RUN` for a fine-tune) first")

@@ -93,6 +93,14 @@ def test_classify_baselines_fine_tune_and_scorecard(tmp_path, tiny_model_dir):
     html = (evals / "report.html").read_text()
     assert card["verdict"] in html and "src=\"http" not in html and "Where the misses are" in html
 
+    # A confidence threshold set afterwards applies at once, from the cached predictions.
+    doc = yaml.safe_load((project / "taskfit.yaml").read_text())
+    doc["eval"].update(confidence_threshold=0.99, fallback="needs_human")
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    gated = {r.candidate: r for r in compare_project(project).scorecard.results}
+    assert (evals / "predictions" / "few-shot.jsonl").read_text() == first
+    assert gated["few-shot"].metrics["coverage"] < 1.0 and "needs_human" in gated["few-shot"].labels
+
 
 def test_compare_before_any_evaluation_says_what_to_run(tmp_path, tiny_model_dir):
     result = CliRunner().invoke(app, ["compare", str(_classify_project(tmp_path, tiny_model_dir))])

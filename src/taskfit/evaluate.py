@@ -153,7 +153,7 @@ def _model_size(model: Any) -> dict[str, float]:
 
 
 def _evaluate(ev: Evaluation, name: str, predictor: Any, key: str, reporter: Reporter,
-              extra: dict[str, float] | None = None, free: Any = None) -> EvalResult:
+              extra: dict[str, float] | None = None, free: Any = None, run_dir: Path | None = None) -> EvalResult:
     """Run (or resume) one candidate, score it with the task's scorer, and save the result."""
     from taskfit.tasks import score
 
@@ -174,21 +174,28 @@ def _evaluate(ev: Evaluation, name: str, predictor: Any, key: str, reporter: Rep
             + metrics["completion_tokens_mean"] * metrics.pop("price_per_million_output_tokens")) / 1e6
     elif ev.config.eval.price_per_hour:
         metrics["cost_per_1k_usd"] = 1000 * metrics["latency_mean_s"] * ev.config.eval.price_per_hour / 3600
-    save_result(ev.result_path(name), result, key)
+    save_result(ev.result_path(name), result, key, run_dir)
     return result
 
 
-def save_result(path: Path, result: EvalResult, key: str) -> None:
-    path.write_text(json.dumps({"candidate_key": key, **asdict(result)}, indent=1), encoding="utf-8")
+def save_result(path: Path, result: EvalResult, key: str, run_dir: Path | None = None) -> None:
+    path.write_text(json.dumps({"candidate_key": key, "run_dir": str(run_dir) if run_dir else None,
+                                **asdict(result)}, indent=1), encoding="utf-8")
 
 
 def load_results(root: Path) -> list[EvalResult]:
-    results = []
+    return [r for r, _ in _load_saved(root)]
+
+
+def _load_saved(root: Path) -> list[tuple[EvalResult, Path | None]]:
+    """Each saved result with the training run it came from (for its loss curve), if any."""
+    out = []
     for path in sorted((root / "results").glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
         data.pop("candidate_key", None)
-        results.append(EvalResult(**data))
-    return results
+        run_dir = data.pop("run_dir", None)
+        out.append((EvalResult(**data), Path(run_dir) if run_dir else None))
+    return out
 
 
 def _base_key(ev: Evaluation, name: str, **more: Any) -> str:
@@ -300,7 +307,8 @@ def eval_project(project: Path, run_dir: Path, reporter: Reporter | None = None,
     kind = ev.config.task.kind
     free = (_lm_candidate(ev, name, model, tokenizer, constrained=False)
             if kind in ("classify", "extract") and ev.config.eval.constrained else None)
-    return _evaluate(ev, name, predictor, _base_key(ev, name, weights=digest), reporter, extra=size, free=free)
+    return _evaluate(ev, name, predictor, _base_key(ev, name, weights=digest), reporter, extra=size, free=free,
+                     run_dir=run_dir.resolve())
 
 
 def _rescore(ev: Evaluation, saved: EvalResult, reporter: Reporter) -> EvalResult:
@@ -332,7 +340,10 @@ def compare_project(project: Path, reporter: Reporter | None = None, threads: in
 
     reporter = reporter or Silent()
     ev = open_evaluation(project, reporter, threads)
-    results = [_rescore(ev, r, reporter) for r in load_results(ev.root)]
+    saved = _load_saved(ev.root)
+    results = [_rescore(ev, r, reporter) for r, _ in saved]
+    curves = {f"training and validation loss ({r.candidate})": run / "plots" / "loss.png"
+              for r, run in saved if run is not None and (run / "plots" / "loss.png").exists()}
     if not results:
         raise ConfigError(f"{ev.root}: no candidate has been evaluated on this held-out split",
                           hint="run `taskfit baseline` (and `taskfit eval --run RUN` for a fine-tune) first")
@@ -350,7 +361,7 @@ def compare_project(project: Path, reporter: Reporter | None = None, threads: in
     json_path.write_text(json.dumps(card.to_json(), indent=2), encoding="utf-8")
     predictions = {r.candidate: read_predictions(ev.predictions(r.candidate)) for r in results}
     html = report.write_scorecard_report(ev.root, f"taskfit: {ev.config.task.name}", card, predictions,
-                                         data_card=ev.setup.prepared.card.rows_summary())
+                                         data_card=ev.setup.prepared.card.rows_summary(), extra_plots=curves)
     return Comparison(scorecard=card, markdown=md_path, json=json_path, report_html=html)
 
 

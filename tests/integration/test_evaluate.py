@@ -92,6 +92,7 @@ def test_classify_baselines_fine_tune_and_scorecard(tmp_path, tiny_model_dir):
     assert "| fine-tuned |" in md and card["verdict"] in md
     html = (evals / "report.html").read_text()
     assert card["verdict"] in html and "src=\"http" not in html and "Where the misses are" in html
+    assert "training and validation loss (fine-tuned)" in html  # the run's curves come along
 
     # A confidence threshold set afterwards applies at once, from the cached predictions.
     doc = yaml.safe_load((project / "taskfit.yaml").read_text())

@@ -234,6 +234,8 @@ class EndpointSpec(_Spec):
     price_per_million_input_tokens: float = Field(0.0, ge=0.0, description="USD per 1M prompt tokens.")
     price_per_million_output_tokens: float = Field(0.0, ge=0.0, description="USD per 1M completion tokens.")
     timeout_s: float = Field(60.0, gt=0.0, description="Per request.")
+    concurrency: int = Field(4, ge=1, le=64, description="Requests in flight at once (answers are "
+                                                        "still written in order).")
 
 
 class BaselineSpec(_Spec):

@@ -147,6 +147,7 @@ baselines:
   #   price_per_million_input_tokens: 0.15
   #   price_per_million_output_tokens: 0.60
   #   timeout_s: 60
+  #   concurrency: 4        # requests in flight
 
 eval:
   # Acceptance thresholds, shares in [0, 1]: minima, except unsupported_rate,

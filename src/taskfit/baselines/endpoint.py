@@ -46,29 +46,33 @@ class EndpointPredictor:
             return f"If the context does not hold the answer, reply exactly: {self.task.refusal}"
         return ""
 
-    def predict(self, examples: Iterable[Example]) -> Iterator[Prediction]:
+    def _one(self, ex: Example) -> Prediction:
         import openai
 
         from taskfit.tasks import parse
 
-        for ex in examples:
-            messages = messages_for(self.task, ex)
-            extra = self._instruction()
-            if extra:
-                messages[0] = {"role": "system", "content": f"{messages[0]['content']}\n\n{extra}"}
-            start = time.perf_counter()
-            try:
-                reply = self.client.chat.completions.create(
-                    model=self.spec.model, messages=messages, temperature=0,
-                    max_tokens=self.max_new_tokens)
-            except openai.APIError as exc:
-                raise TaskfitError(f"baselines.endpoint: {self.spec.base_url} answered {exc}",
-                                   hint="check base_url, model and the key; the predictions made so "
-                                        "far are kept and the next run resumes after them") from None
-            text = reply.choices[0].message.content or ""
-            answer, valid = parse(self.task, text)
-            usage = reply.usage
-            yield Prediction(example_id=ex.id, output=answer, valid=valid,
-                             latency_s=time.perf_counter() - start,
-                             prompt_tokens=usage.prompt_tokens if usage else 0,
-                             completion_tokens=usage.completion_tokens if usage else 0)
+        messages = messages_for(self.task, ex)
+        extra = self._instruction()
+        if extra:
+            messages[0] = {"role": "system", "content": f"{messages[0]['content']}\n\n{extra}"}
+        start = time.perf_counter()
+        try:
+            reply = self.client.chat.completions.create(
+                model=self.spec.model, messages=messages, temperature=0, max_tokens=self.max_new_tokens)
+        except openai.APIError as exc:
+            raise TaskfitError(f"baselines.endpoint: {self.spec.base_url} answered {exc}",
+                               hint="check base_url, model and the key; the predictions made so "
+                                    "far are kept and the next run resumes after them") from None
+        text = reply.choices[0].message.content or ""
+        answer, valid = parse(self.task, text)
+        usage = reply.usage
+        return Prediction(example_id=ex.id, output=answer, valid=valid, latency_s=time.perf_counter() - start,
+                          prompt_tokens=usage.prompt_tokens if usage else 0,
+                          completion_tokens=usage.completion_tokens if usage else 0)
+
+    def predict(self, examples: Iterable[Example]) -> Iterator[Prediction]:
+        """Up to ``concurrency`` requests in flight; predictions come back in the examples' order."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=self.spec.concurrency) as pool:
+            yield from pool.map(self._one, examples)

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 
 # dataset -> (train rows, eval rows) on a 2-core CPU, from the speeds above.
-CPU_SIZES = {"clinc150": (1000, 150), "snips_slots": (800, 150), "squad2_dev": (300, 120),
+CPU_SIZES = {"clinc150": (1000, 150), "snips_slots": (400, 100), "squad2_dev": (300, 120),
              "bitext_support": (300, 40)}
 
 

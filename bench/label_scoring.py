@@ -4,8 +4,10 @@
 
 Both read the same rendered prompt. Label scoring ranks every label by likelihood (best-first,
 exact argmax) and always answers a label; free generation decodes greedily up to the longest
-label plus 3 tokens and is right only when its text is exactly the gold label. Prints examples
-per second and accuracy for each, and their ratio. Without --run the base model is used.
+label plus 3 tokens and is right only when its text is exactly the gold label; the choice grammar
+decodes greedily held to the label list by llguidance (always a label, no confidence). Prints
+examples per second and accuracy for each, and the ratio of the first two. Without --run the base
+model is used.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ def main() -> None:
     tok, task, max_len = ev.setup.tokenizer, ev.config.task, ev.config.train.max_seq_length
     budget = max(len(tok(lab)["input_ids"]) for lab in task.labels or []) + 3
     sides = {"label scoring": LabelScoringPredictor("scoring", model, tok, task, max_len),
-             "free generation": GenerativePredictor("free", model, tok, task, max_len, budget)}
+             "free generation": GenerativePredictor("free", model, tok, task, max_len, budget),
+             "choice grammar": GenerativePredictor("choice", model, tok, task, max_len, budget,
+                                                   constrained=True)}
     found = {}
     for name, predictor in sides.items():
         start = time.perf_counter()

@@ -23,6 +23,7 @@ ALPHA = 0.05
 COLUMNS: dict[str, list[tuple[str, str, bool]]] = {
     "classify": [("accuracy", "accuracy [95% CI]", True), ("macro_f1", "macro-F1 [95% CI]", True),
                  ("free_valid_rate", "valid labels, free decoding", True), ("coverage", "coverage", True),
+                 ("accuracy_raw", "accuracy, no fallback", True),
                  ("ece", "ECE", False)],
     "extract": [("field_f1", "field F1 [95% CI]", True), ("exact_match", "exact record", True),
                 ("valid_rate", "schema-valid", True), ("free_valid_rate", "schema-valid, unconstrained", True),

@@ -118,6 +118,7 @@ def score_classify(candidate: str, labels: list[str], examples: Sequence[Example
         curves["coverage"] = [list(pt) for pt in points[::step]] + [list(points[-1])]
         if threshold is not None:
             n_cov = sum(covered)
+            metrics["accuracy_raw"] = sum(raw_right) / len(raw_right)  # as if there were no fallback
             metrics["coverage"] = n_cov / len(preds)
             metrics["covered_accuracy"] = (sum(r for r, c in zip(raw_right, covered) if c) / n_cov
                                            if n_cov else 0.0)

@@ -70,6 +70,7 @@ def test_low_confidence_goes_to_the_fallback_and_coverage_is_reported():
     gated = score(task, EvalSpec(confidence_threshold=0.5, fallback="oos"), "c", exs, preds)
     assert plain.metrics["accuracy"] == 0.5 and "coverage" not in plain.metrics
     assert gated.metrics["coverage"] == 0.5 and gated.metrics["covered_accuracy"] == 1.0
+    assert gated.metrics["accuracy_raw"] == plain.metrics["accuracy"] == 0.5
     assert gated.metrics["accuracy"] == 0.75  # the oos row is now right, the b row sent to oos
     assert gated.curves["coverage"][-1][1] == 1.0
 

@@ -174,6 +174,11 @@ def test_verdict_keeps_the_fine_tune_only_when_the_paired_test_says_so():
     close = _result("fine-tuned", [b if i % 60 else not b for i, b in enumerate(base)])
     unsure = build_scorecard([prompt, classical, close], {})
     assert unsure.verdict.startswith("Not proven") and unsure.warnings and "rows would be needed" in unsure.warnings[0]
+    assert "tfidf-logreg costs less" in unsure.verdict  # 500x faster
+    few = _result("few-shot", base, latency=1.5, tokens=135)
+    lean = _result("fine-tuned", [b if i % 60 else not b for i, b in enumerate(base)], latency=1.0, tokens=41)
+    cheaper = build_scorecard([prompt, few, lean], {}).verdict
+    assert cheaper.startswith("Not proven") and "fine-tuned model is cheaper to run (3.3x fewer prompt tokens, 1.5x faster)" in cheaper
     rows = keep.rows()
     assert rows[2][0] == "fine-tuned" and "pass" in rows[2][-1] and "FAIL" in rows[0][-1]
 

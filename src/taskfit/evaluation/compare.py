@@ -172,11 +172,14 @@ def _cheaper(a: EvalResult, b: EvalResult) -> str:
     """How ``a`` compares with ``b`` on what it costs to run, in words (empty when alike)."""
     pa, pb = a.metrics.get("prompt_tokens_mean", 0), b.metrics.get("prompt_tokens_mean", 0)
     la, lb = a.metrics.get("latency_p50_s", 0), b.metrics.get("latency_p50_s", 0)
+    def times(r: float) -> str:
+        return f"{r:.1f}x" if r < 10 else f"{r:,.0f}x"
+
     words = []
     if pa and pb and pb / pa >= 1.5:
-        words.append(f"{pb / pa:.0f}x fewer prompt tokens")
+        words.append(f"{times(pb / pa)} fewer prompt tokens")
     if la and lb and lb / la >= 1.5:
-        words.append(f"{lb / la:.0f}x faster")
+        words.append(f"{times(lb / la)} faster")
     return ", ".join(words)
 
 
@@ -206,8 +209,13 @@ def verdict(card: Scorecard, baselines: list[EvalResult], tuned: list[EvalResult
         card.warnings.append(f"The eval set is too small to detect a difference of {abs(gain):.1f} "
                              f"points: about {test.rows_needed} held-out rows would be needed "
                              f"(80% power, 5% level), and there are {top.n}.")
-    cheap = _cheaper(best, top)
+    cheap, dear = _cheaper(best, top), _cheaper(top, best)
+    if cheap:
+        advice = f"{best.candidate} costs less ({cheap}): keep it unless more held-out data shows a gain."
+    elif dear:
+        advice = (f"At the same measured quality the fine-tuned model is cheaper to run ({dear}); keep it "
+                  f"if that matters more than not maintaining a fine-tune, or evaluate on more rows.")
+    else:
+        advice = "Evaluate on more held-out rows before paying for the fine-tune."
     return (f"Not proven: the fine-tuned model is {gain:+.1f} points {main} from {best.candidate}, "
-            f"within what chance gives {where}. "
-            + (f"{best.candidate} costs less ({cheap}): keep it unless more held-out data shows a gain."
-               if cheap else "Evaluate on more held-out rows before paying for the fine-tune."))
+            f"within what chance gives {where}. {advice}")

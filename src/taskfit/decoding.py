@@ -31,17 +31,42 @@ def json_schema_grammar(schema: dict[str, Any]) -> str:
         json.dumps(schema), defaults={"whitespace_flexible": False})
 
 
+def grammar_is_json(grammar: str) -> bool:
+    return '"json_schema"' in grammar
+
+
 def choice_grammar(options: Sequence[str]) -> str:
     import llguidance
 
     return llguidance.grammar_from("choice", json.dumps(list(options)))
 
 
+JSON_CLOSERS = '"}]'
+CLOSING_TOKENS = 16  # JSON: in the last this-many tokens of the budget, steer towards closing
+
+
+@lru_cache(maxsize=4)
+def _closing_ids(tokenizer: Any, chars: str) -> Any:
+    """Ids of tokens whose text is only ``chars`` and spaces (e.g. ``"}`` or ``]}``)."""
+    import torch
+
+    ids = [i for i in range(len(tokenizer))
+           if (text := tokenizer.decode([i])).strip() and set(text) <= set(chars + " ")]
+    return torch.tensor(ids, dtype=torch.long)
+
+
 class GrammarLogitsProcessor:
     """A transformers logits processor that allows only tokens the grammar can continue with
-    (and end-of-sequence once the grammar is complete). One instance per generated sequence."""
+    (and end-of-sequence once the grammar is complete). One instance per generated sequence.
 
-    def __init__(self, tokenizer: Any, grammar: str):
+    With ``closers`` (JSON: quote, brace, bracket) and a token ``budget``, the last
+    ``CLOSING_TOKENS`` steps prefer, among the allowed tokens, those made only of closing
+    characters: an open string is ended and open objects are closed instead of being cut off
+    when the budget runs out. Where no closing token is allowed (just after a colon, say), the
+    step is decoded as usual.
+    """
+
+    def __init__(self, tokenizer: Any, grammar: str, budget: int | None = None, closers: str | None = None):
         import llguidance
 
         self.lltok = _ll_tokenizer(tokenizer)
@@ -49,6 +74,10 @@ class GrammarLogitsProcessor:
         if self.matcher.is_error():
             raise ValueError(f"grammar rejected: {self.matcher.get_error()}")
         self.seen: int | None = None
+        self.start: int | None = None
+        self.budget = budget
+        self.closing = _closing_ids(tokenizer, closers) if closers and budget else None
+        self.eos = tokenizer.eos_token_id
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import numpy as np
@@ -58,6 +87,8 @@ class GrammarLogitsProcessor:
         length = input_ids.shape[1]
         if self.seen is not None and length > self.seen:
             self.matcher.consume_token(int(input_ids[0, -1]))
+        else:
+            self.start = length
         self.seen = length
         mask = allocate_token_bitmask(1, self.lltok.vocab_size)
         fill_next_token_bitmask(self.matcher, mask)
@@ -65,6 +96,13 @@ class GrammarLogitsProcessor:
         allowed = torch.from_numpy(bits.astype(bool)).to(scores.device)
         if allowed.numel() < scores.shape[-1]:  # the model's vocabulary is padded past the tokenizer's
             allowed = torch.cat([allowed, allowed.new_zeros(scores.shape[-1] - allowed.numel())])
+        if self.closing is not None and self.budget - (length - self.start) <= CLOSING_TOKENS:
+            closing = torch.zeros_like(allowed)
+            closing[self.closing.to(allowed.device)] = True
+            if self.eos is not None and self.eos < closing.numel():
+                closing[self.eos] = True  # a complete record may end
+            if (allowed & closing).any():
+                allowed = allowed & closing
         return scores.masked_fill(~allowed, float("-inf"))
 
 
@@ -82,7 +120,9 @@ def generate(model: Any, tokenizer: Any, prompt_ids: list[int], max_new_tokens: 
 
     device = model.get_output_embeddings().weight.device
     ids = torch.tensor([prompt_ids], device=device)
-    processors = [GrammarLogitsProcessor(tokenizer, grammar)] if grammar else None
+    closers = JSON_CLOSERS if grammar and grammar_is_json(grammar) else None
+    processors = ([GrammarLogitsProcessor(tokenizer, grammar, budget=max_new_tokens, closers=closers)]
+                  if grammar else None)
     with torch.inference_mode():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                              do_sample=False, eos_token_id=tokenizer.eos_token_id,

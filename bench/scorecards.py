@@ -89,7 +89,7 @@ def project_doc(dataset: str, out: Path, train_n: int | None, eval_n: int | None
             "reply": {"min_words": 20, "max_words": 220, "must_not_include": ["as an AI", "language model"]}},
             "data": {**data, "columns": {"input": "instruction", "target": "response"}},
             "train": {**common["train"], "max_seq_length": 320},
-            "eval": {**common["eval"], "max_new_tokens": 200, "style_sample": 16,
+            "eval": {**common["eval"], "max_new_tokens": 200, "style_sample": 8,
                      "thresholds": {"format_compliance": 0.9, "style_match": 0.7}}}
     raise SystemExit(f"{dataset}: no scorecard recipe (choose from {', '.join(CPU_SIZES)})")
 

@@ -27,13 +27,14 @@ def main() -> None:
     from taskfit.baselines.model import GenerativePredictor, LabelScoringPredictor
     from taskfit.evaluate import _load_trained, open_evaluation
     from taskfit.progress import RichReporter
+    from taskfit.tasks.classify import label_budget
 
     reporter = RichReporter()
     ev = open_evaluation(args.project, reporter)
     rows = ev.held_out[: args.rows]
     model = _load_trained(ev, args.run, reporter)[0] if args.run else ev.lm(reporter).model
     tok, task, max_len = ev.setup.tokenizer, ev.config.task, ev.config.train.max_seq_length
-    budget = max(len(tok(lab)["input_ids"]) for lab in task.labels or []) + 3
+    budget = label_budget(tok, task)
     sides = {"label scoring": LabelScoringPredictor("scoring", model, tok, task, max_len),
              "free generation": GenerativePredictor("free", model, tok, task, max_len, budget),
              "choice grammar": GenerativePredictor("choice", model, tok, task, max_len, budget,

@@ -137,13 +137,12 @@ def _contexts(ev: Evaluation, reporter: Reporter) -> Callable[[Example], tuple[s
 def _lm_candidate(ev: Evaluation, name: str, model: Any, tokenizer: Any, *, constrained: bool,
                   shots=None, contexts=None) -> Any:
     from taskfit.baselines.model import GenerativePredictor, LabelScoringPredictor
+    from taskfit.tasks.classify import label_budget
 
     spec, task = ev.config, ev.config.task
     if task.kind == "classify" and constrained:
         return LabelScoringPredictor(name, model, tokenizer, task, spec.train.max_seq_length, shots=shots)
-    budget = spec.eval.max_new_tokens
-    if task.kind == "classify":  # a label and a little slack: enough to see whether it is one
-        budget = max(len(tokenizer(lab)["input_ids"]) for lab in task.labels or []) + 3
+    budget = label_budget(tokenizer, task) if task.kind == "classify" else spec.eval.max_new_tokens
     return GenerativePredictor(name, model, tokenizer, task, spec.train.max_seq_length, budget,
                                constrained=constrained, shots=shots, contexts=contexts)
 

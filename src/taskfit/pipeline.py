@@ -50,6 +50,7 @@ def _evaluate(name: str, model: Any, tokenizer: Any, config: ProjectConfig, held
     the raw output is a label at all."""
     from taskfit.baselines.model import GenerativePredictor
     from taskfit.tasks import score
+    from taskfit.tasks.classify import label_budget
 
     predictor = LabelScoringPredictor(name, model, tokenizer, config.task, config.train.max_seq_length)
     with reporter.bar(f"evaluating {name}", len(held_out)) as advance:
@@ -57,9 +58,8 @@ def _evaluate(name: str, model: Any, tokenizer: Any, config: ProjectConfig, held
     result = score(config.task, config.eval, name, held_out, preds)
     sample = held_out[: config.eval.generation_sample]
     if sample:
-        longest = max(len(tokenizer(lab)["input_ids"]) for lab in config.task.labels or [])
         free = GenerativePredictor(name, model, tokenizer, config.task, config.train.max_seq_length,
-                                   max_new_tokens=longest + 3)
+                                   max_new_tokens=label_budget(tokenizer, config.task))
         with reporter.bar(f"free decoding ({name})", len(sample)) as advance:
             loose = run_predictor(free, sample, run.predictions(f"{name}.unconstrained"), on_item=advance)
         result.metrics["free_valid_rate"] = sum(p.valid for p in loose) / len(loose)

@@ -26,6 +26,12 @@ def parse_label(task: TaskSpec, text: str) -> tuple[str, bool]:
     return (label, True) if label is not None else (text.strip(), False)
 
 
+def label_budget(tokenizer, task: TaskSpec) -> int:
+    """Tokens a free decoding of a label gets: the longest label and a little slack, enough to
+    see whether the output is a label at all."""
+    return max(len(tokenizer(lab)["input_ids"]) for lab in task.labels or []) + 3
+
+
 def _macro_f1_counts(t, p, k):
     """Macro-F1 from integer-coded labels, over the classes present in ``t`` or ``p``."""
     import numpy as np

@@ -59,6 +59,36 @@ def tiny(tiny_model_dir):
 
 
 @pytest.fixture()
+def loopback():
+    """``start(app)`` serves an ASGI app with uvicorn on a free loopback port, in a thread, and
+    returns its ``/v1`` base URL (``start.server`` is the last server started); every server
+    started is stopped afterwards."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    started: list = []
+
+    def start(app, **config):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **config))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        while not server.started:
+            threading.Event().wait(0.01)
+        started.append((server, thread))
+        start.server = server
+        return f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+
+    yield start
+    for server, thread in started:
+        server.should_exit = True
+        thread.join()
+
+
+@pytest.fixture()
 def classify_task():
     from taskfit.config import TaskSpec
     from taskfit.data.sample import QUEUES

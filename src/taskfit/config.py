@@ -268,6 +268,11 @@ class EvalSpec(_Spec):
     constrained: bool = Field(True, description="extract: decode under the JSON schema (always valid); "
                                                 "false measures the unconstrained model.")
     max_new_tokens: int = Field(96, ge=1, le=4096, description="Tokens generated per answer at most.")
+    batch_size: int = Field(
+        1, ge=1, le=256,
+        description="Rows a local model decodes together. Above 1, evaluation is faster and each "
+                    "row's latency is the batch's time shared among its rows (throughput), not the "
+                    "wait of a single request.")
     style_sample: int = Field(
         32, ge=0, description="generate: training rows the base model answers, as the 'not our style' "
                               "side of the style-match classifier; 0 = no style score.")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 
 @lru_cache(maxsize=4)
@@ -55,9 +55,9 @@ def _closing_ids(tokenizer: Any, chars: str) -> Any:
     return torch.tensor(ids, dtype=torch.long)
 
 
-class GrammarLogitsProcessor:
-    """A transformers logits processor that allows only tokens the grammar can continue with
-    (and end-of-sequence once the grammar is complete). One instance per generated sequence.
+class Constraint:
+    """One sequence held to a grammar: the tokens allowed next, and the grammar advanced by each
+    token chosen. One instance per generated sequence.
 
     With ``closers`` (JSON: quote, brace, bracket) and a token ``budget``, the last
     ``CLOSING_TOKENS`` steps prefer, among the allowed tokens, those made only of closing
@@ -73,37 +73,47 @@ class GrammarLogitsProcessor:
         self.matcher = llguidance.LLMatcher(self.lltok, grammar)
         if self.matcher.is_error():
             raise ValueError(f"grammar rejected: {self.matcher.get_error()}")
-        self.seen: int | None = None
-        self.start: int | None = None
         self.budget = budget
         self.closing = _closing_ids(tokenizer, closers) if closers and budget else None
         self.eos = tokenizer.eos_token_id
 
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
+    def allowed(self, n_generated: int, vocab: int, device: Any) -> Any:
+        """A boolean mask over the model's ``vocab`` of the tokens the grammar allows next."""
         import numpy as np
         import torch
         from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
 
-        length = input_ids.shape[1]
-        if self.seen is not None and length > self.seen:
-            self.matcher.consume_token(int(input_ids[0, -1]))
-        else:
-            self.start = length
-        self.seen = length
         mask = allocate_token_bitmask(1, self.lltok.vocab_size)
         fill_next_token_bitmask(self.matcher, mask)
-        bits = np.unpackbits(mask.view(np.uint8), bitorder="little")[: scores.shape[-1]]
-        allowed = torch.from_numpy(bits.astype(bool)).to(scores.device)
-        if allowed.numel() < scores.shape[-1]:  # the model's vocabulary is padded past the tokenizer's
-            allowed = torch.cat([allowed, allowed.new_zeros(scores.shape[-1] - allowed.numel())])
-        if self.closing is not None and self.budget - (length - self.start) <= CLOSING_TOKENS:
+        bits = np.unpackbits(mask.view(np.uint8), bitorder="little")[:vocab]
+        allowed = torch.from_numpy(bits.astype(bool)).to(device)
+        if allowed.numel() < vocab:  # the model's vocabulary is padded past the tokenizer's
+            allowed = torch.cat([allowed, allowed.new_zeros(vocab - allowed.numel())])
+        if self.closing is not None and self.budget - n_generated <= CLOSING_TOKENS:
             closing = torch.zeros_like(allowed)
             closing[self.closing.to(allowed.device)] = True
             if self.eos is not None and self.eos < closing.numel():
                 closing[self.eos] = True  # a complete record may end
             if (allowed & closing).any():
                 allowed = allowed & closing
-        return scores.masked_fill(~allowed, float("-inf"))
+        return allowed
+
+    def consume(self, token: int) -> None:
+        self.matcher.consume_token(token)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How one sequence is decoded: greedy when ``temperature`` is 0, else sampled (nucleus
+    ``top_p``, reproducible with ``seed``); ends at the end-of-turn token, at a ``stop`` string
+    (not included in the text) or after ``max_tokens``; held to ``grammar`` when given."""
+
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    grammar: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,22 +121,143 @@ class Generated:
     text: str
     prompt_tokens: int
     completion_tokens: int
+    finish_reason: str = "stop"  # stop (end of turn or a stop string), length, cancelled
+
+
+def _held_back(text: str, stops: Sequence[str]) -> int:
+    """How many trailing characters of ``text`` may not be shown yet while streaming: the start
+    of a stop string, or a character still being decoded from several tokens."""
+    if text.endswith("\ufffd"):
+        return 1
+    return max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+
+
+class _Row:
+    """The state of one sequence in a batch."""
+
+    def __init__(self, tokenizer: Any, prompt: list[int], sampling: Sampling, device: Any):
+        import torch
+
+        self.prompt = prompt
+        self.sampling = sampling
+        self.tokens: list[int] = []  # the answer's tokens (without the end-of-turn token)
+        self.produced = 0  # tokens generated, the end-of-turn token included
+        self.text = ""
+        self.shown = 0
+        self.finish: str | None = None
+        closers = JSON_CLOSERS if sampling.grammar and grammar_is_json(sampling.grammar) else None
+        self.constraint = (Constraint(tokenizer, sampling.grammar, budget=sampling.max_tokens, closers=closers)
+                           if sampling.grammar else None)
+        self.generator = None
+        if sampling.temperature > 0:
+            self.generator = torch.Generator(device=device)
+            if sampling.seed is not None:
+                self.generator.manual_seed(sampling.seed)
+            else:
+                self.generator.seed()
+
+    def pick(self, logits: Any) -> int:
+        import torch
+
+        if self.constraint is not None:
+            logits = logits.masked_fill(~self.constraint.allowed(len(self.tokens), logits.shape[-1],
+                                                                 logits.device), float("-inf"))
+        if self.generator is None:
+            return int(logits.argmax())
+        probs = torch.softmax(logits / self.sampling.temperature, dim=-1)
+        if self.sampling.top_p < 1.0:
+            sorted_p, order = probs.sort(descending=True)
+            outside = sorted_p.cumsum(-1) - sorted_p >= self.sampling.top_p  # keeps at least one
+            probs = probs.index_fill(0, order[outside], 0.0)
+        return int(torch.multinomial(probs, 1, generator=self.generator))
+
+    def add(self, token: int, tokenizer: Any, eos: set[int]) -> str:
+        """Take ``token``; return the text that may now be shown (for streaming)."""
+        self.produced += 1
+        if self.constraint is not None:
+            self.constraint.consume(token)
+        if token in eos:
+            self.finish = "stop"
+        else:
+            self.tokens.append(token)
+            self.text = tokenizer.decode(self.tokens, skip_special_tokens=True).lstrip()
+            hits = [i for i in (self.text.find(s) for s in self.sampling.stop if s) if i >= 0]
+            if hits:
+                self.text = self.text[: min(hits)]
+                self.finish = "stop"
+            elif len(self.tokens) >= self.sampling.max_tokens:
+                self.finish = "length"
+        end = len(self.text) if self.finish else len(self.text) - _held_back(self.text, self.sampling.stop)
+        delta = self.text[self.shown:end] if end > self.shown else ""
+        self.shown = max(self.shown, end)
+        return delta
+
+
+def decode_batch(model: Any, tokenizer: Any, prompts: Sequence[list[int]], samplings: Sequence[Sampling],
+                 adapters: Sequence[str] | None = None,
+                 on_text: Callable[[int, str], None] | None = None,
+                 cancelled: Callable[[int], bool] | None = None) -> list[Generated]:
+    """Decode several prompts together: one forward pass per step for the whole batch.
+
+    Prompts are left-padded into one batch and read in one pass (only the last position's logits
+    are computed); then every step feeds each unfinished sequence its last token. A finished
+    sequence leaves the batch (its rows of the key/value cache are dropped), so a short answer
+    does not cost the long ones anything. ``adapters`` names the LoRA adapter of each sequence
+    (PEFT's mixed-adapter batches; ``"__base__"`` for the bare model). ``on_text(i, delta)`` is
+    called with each piece of text as it becomes final (streaming); ``cancelled(i)`` drops a
+    sequence whose client went away.
+    """
+    import torch
+
+    if not prompts:
+        return []
+    device = model.get_output_embeddings().weight.device
+    eos = {tokenizer.eos_token_id}
+    extra_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    eos |= set(extra_eos if isinstance(extra_eos, list) else [extra_eos] if extra_eos is not None else [])
+    rows = [_Row(tokenizer, list(p), s, device) for p, s in zip(prompts, samplings)]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long, device=device)
+    mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+        mask[i, width - len(p):] = 1
+    active = list(range(len(rows)))
+    with torch.inference_mode():
+        kwargs: dict[str, Any] = {"adapter_names": list(adapters)} if adapters is not None else {}
+        out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                    use_cache=True, logits_to_keep=1, **kwargs)
+        cache = out.past_key_values
+        while True:
+            logits = out.logits[:, -1, :].float()
+            for j, i in enumerate(active):
+                row = rows[i]
+                if cancelled is not None and cancelled(i):
+                    row.finish = "cancelled"
+                    continue
+                delta = row.add(row.pick(logits[j]), tokenizer, eos)
+                if delta and on_text is not None:
+                    on_text(i, delta)
+            keep = [j for j, i in enumerate(active) if rows[i].finish is None]
+            if not keep:
+                break
+            if len(keep) < len(active):
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                mask = mask[index]
+                active = [active[j] for j in keep]
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+            step = torch.tensor([[rows[i].tokens[-1]] for i in active], device=device)
+            if adapters is not None:
+                kwargs["adapter_names"] = [adapters[i] for i in active]
+            out = model(input_ids=step, attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
+                        past_key_values=cache, use_cache=True, **kwargs)
+    return [Generated(text=r.text.strip(), prompt_tokens=len(r.prompt), completion_tokens=r.produced,
+                      finish_reason=r.finish or "length") for r in rows]
 
 
 def generate(model: Any, tokenizer: Any, prompt_ids: list[int], max_new_tokens: int,
              grammar: str | None = None) -> Generated:
     """Greedy continuation of ``prompt_ids`` up to the end-of-turn token or ``max_new_tokens``."""
-    import torch
-
-    device = model.get_output_embeddings().weight.device
-    ids = torch.tensor([prompt_ids], device=device)
-    closers = JSON_CLOSERS if grammar and grammar_is_json(grammar) else None
-    processors = ([GrammarLogitsProcessor(tokenizer, grammar, budget=max_new_tokens, closers=closers)]
-                  if grammar else None)
-    with torch.inference_mode():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                             do_sample=False, eos_token_id=tokenizer.eos_token_id,
-                             pad_token_id=tokenizer.pad_token_id, logits_processor=processors)
-    new = out[0, len(prompt_ids):].tolist()
-    return Generated(text=tokenizer.decode(new, skip_special_tokens=True).strip(),
-                     prompt_tokens=len(prompt_ids), completion_tokens=len(new))
+    return decode_batch(model, tokenizer, [prompt_ids], [Sampling(max_tokens=max_new_tokens, grammar=grammar)])[0]

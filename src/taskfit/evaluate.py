@@ -144,7 +144,8 @@ def _lm_candidate(ev: Evaluation, name: str, model: Any, tokenizer: Any, *, cons
         return LabelScoringPredictor(name, model, tokenizer, task, spec.train.max_seq_length, shots=shots)
     budget = label_budget(tokenizer, task) if task.kind == "classify" else spec.eval.max_new_tokens
     return GenerativePredictor(name, model, tokenizer, task, spec.train.max_seq_length, budget,
-                               constrained=constrained, shots=shots, contexts=contexts)
+                               constrained=constrained, shots=shots, contexts=contexts,
+                               batch_size=spec.eval.batch_size)
 
 
 def _model_size(model: Any) -> dict[str, float]:

@@ -4,11 +4,7 @@ and the errors a user sees when the key is missing or the server fails."""
 
 from __future__ import annotations
 
-import socket
-import threading
-
 import pytest
-import uvicorn
 import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -44,26 +40,6 @@ class FakeHostedModel:
                 "usage": {"prompt_tokens": 100, "completion_tokens": 4, "total_tokens": 104}}
 
 
-@pytest.fixture()
-def served(tmp_path):
-    def start(fake: FakeHostedModel) -> str:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        server = uvicorn.Server(uvicorn.Config(fake.app, log_level="warning"))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        while not server.started:
-            threading.Event().wait(0.01)
-        servers.append((server, thread))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-
-    servers: list = []
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join()
-
-
 def _project(tmp_path, model_dir, base_url):
     path = make_quickstart_project(tmp_path / "p", seed=0, n_tickets=300)
     doc = yaml.safe_load(path.read_text())
@@ -75,13 +51,13 @@ def _project(tmp_path, model_dir, base_url):
     return path.parent, doc["task"]["labels"]
 
 
-def test_endpoint_baseline_is_scored_like_any_candidate(tmp_path, tiny_model_dir, served, monkeypatch):
+def test_endpoint_baseline_is_scored_like_any_candidate(tmp_path, tiny_model_dir, loopback, monkeypatch):
     from taskfit.evaluate import open_evaluation
     from taskfit.progress import Silent
 
     monkeypatch.setenv("TASKFIT_TEST_KEY", "sk-test-123")
     fake = FakeHostedModel({}, [])
-    project, labels = _project(tmp_path, tiny_model_dir, served(fake))
+    project, labels = _project(tmp_path, tiny_model_dir, loopback(fake.app))
     held_out = open_evaluation(project, Silent()).held_out
     fake.gold, fake.labels = {ex.input: ex.target for ex in held_out}, labels
 
@@ -101,9 +77,9 @@ def test_endpoint_baseline_is_scored_like_any_candidate(tmp_path, tiny_model_dir
     assert len(fake.requests) == 10
 
 
-def test_endpoint_errors_are_clear(tmp_path, tiny_model_dir, served, monkeypatch):
+def test_endpoint_errors_are_clear(tmp_path, tiny_model_dir, loopback, monkeypatch):
     fake = FakeHostedModel({}, [])
-    project, _ = _project(tmp_path, tiny_model_dir, served(fake))
+    project, _ = _project(tmp_path, tiny_model_dir, loopback(fake.app))
     monkeypatch.delenv("TASKFIT_TEST_KEY", raising=False)
     result = CliRunner().invoke(app, ["baseline", str(project), "--only", "endpoint"])
     assert result.exit_code == 2 and "TASKFIT_TEST_KEY is not set" in result.output

@@ -43,3 +43,34 @@ def test_choice_grammar_answers_one_of_the_options(tiny):
     for text in ["charged twice", "app crashes", "money back"]:
         out = generate(tiny.model, tiny.tokenizer, _prompt(tiny, text), 12, choice_grammar(options))
         assert out.text in options
+
+
+def test_a_batch_decodes_each_prompt_as_it_decodes_alone(tiny):
+    from taskfit.decoding import Sampling, decode_batch
+
+    prompts = [_prompt(tiny, t) for t in ["card charged twice", "app", "refund for order 1234 never arrived"]]
+    grammar = json_schema_grammar(OPEN_SCHEMA)
+    samplings = [Sampling(max_tokens=20), Sampling(max_tokens=8), Sampling(max_tokens=30, grammar=grammar)]
+    alone = [decode_batch(tiny.model, tiny.tokenizer, [p], [s])[0] for p, s in zip(prompts, samplings)]
+    together = decode_batch(tiny.model, tiny.tokenizer, prompts, samplings)
+    assert [g.text for g in together] == [g.text for g in alone]
+    assert [g.completion_tokens for g in together] == [g.completion_tokens for g in alone]
+    assert together[1].completion_tokens <= 8 and json.loads(together[2].text) is not None
+
+
+def test_sampling_is_reproducible_with_a_seed_and_stops_and_streams(tiny):
+    from taskfit.decoding import Sampling, decode_batch
+
+    prompt = _prompt(tiny, "hello")
+    run = lambda **kw: decode_batch(tiny.model, tiny.tokenizer, [prompt],  # noqa: E731
+                                    [Sampling(max_tokens=24, temperature=1.0, **kw)])[0]
+    a, b, c = run(seed=1), run(seed=1), run(seed=2)
+    assert a.text == b.text and a.text != c.text
+    stop = a.text[4:7]
+    deltas: list[str] = []
+    cut = decode_batch(tiny.model, tiny.tokenizer, [prompt],
+                       [Sampling(max_tokens=24, temperature=1.0, seed=1, stop=(stop,))],
+                       on_text=lambda i, d: deltas.append(d))[0]
+    assert cut.text == a.text[: a.text.index(stop)].strip() and cut.finish_reason == "stop"
+    assert "".join(deltas).strip() == cut.text and stop not in "".join(deltas)
+    assert a.finish_reason in ("stop", "length")

@@ -302,6 +302,50 @@ def export(run_dir: Path = typer.Argument(..., help="A finished run directory (o
 
 @app.command()
 @_friendly
+def serve(config: Optional[Path] = typer.Argument(None, help="serve.yaml (see the README); optional."),
+          adapter: list[str] = typer.Option([], "--adapter", help="NAME=RUN_DIR: serve a trained run "
+                                                                 "under NAME (repeatable)."),
+          base: Optional[str] = typer.Option(None, help="The base model (default: the adapters' own)."),
+          host: Optional[str] = typer.Option(None, help="Interface to bind (default 127.0.0.1)."),
+          port: Optional[int] = typer.Option(None, help="Port (default 8000)."),
+          merged: bool = typer.Option(False, "--merged", help="Fold the single adapter into the base."),
+          threads: Optional[int] = typer.Option(None, help="CPU threads for torch.")) -> None:
+    """Serve the base model and trained adapters with OpenAI's chat-completions API."""
+    from taskfit.errors import ConfigError
+    from taskfit.progress import RichReporter
+    from taskfit.serve import load_serve_config, serve as run_server
+
+    adapters = {}
+    for item in adapter:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--adapter {item!r}: expected NAME=RUN_DIR")
+        adapters[name] = {"path": str(Path(path).resolve())}
+    spec = load_serve_config(config, {"adapters": adapters, "base": base, "host": host, "port": port,
+                                      "merged": merged or None, "threads": threads})
+    run_server(spec, status=RichReporter(err).status)
+
+
+@app.command("serve-key")
+@_friendly
+def serve_key(name: str = typer.Argument(..., help="Who will hold the key (logged with each request)."),
+              models: str = typer.Option("*", help="Comma-separated model names the key may call; * = all.")) -> None:
+    """Make an API key: print it once, and the serve.yaml entry that holds only its hash."""
+    import yaml
+
+    from taskfit.serve import hash_key, new_key
+
+    key = new_key()
+    allowed = "*" if models.strip() == "*" else [m.strip() for m in models.split(",") if m.strip()]
+    err.print("API key (shown once; give it to the caller):", highlight=False)
+    out.print(key, highlight=False)
+    err.print("add this under keys: in serve.yaml:", highlight=False)
+    err.print(yaml.safe_dump([{"name": name, "sha256": hash_key(key), "models": allowed}], sort_keys=False),
+              highlight=False)
+
+
+@app.command()
+@_friendly
 def quickstart(directory: Path = typer.Argument(Path("quickstart"), help="Where to create the sample project."),
                seed: int = typer.Option(0, help="Seed of the sample data, the split and training."),
                full: bool = typer.Option(False, help="Train and evaluate on every row (slow on CPU)."),

@@ -1,0 +1,198 @@
+"""A bounded load test of `taskfit serve` on loopback, batched against one-at-a-time.
+
+    .venv/bin/python bench/serve_load.py                          # the embedded model
+    .venv/bin/python bench/serve_load.py --adapter triage=quickstart/runs/<run> --requests 500
+
+Starts `taskfit serve` as a separate process (the real command, its own memory), then sends
+``--requests`` chat completions from ``--clients`` concurrent clients with the official `openai`
+client: plain replies, JSON-schema replies and, with ``--adapter``, classify requests to a trained
+adapter. Every request carries planted personal data (an e-mail address, a card number, a phone
+number) unique to it. It prints throughput and p50/p95/p99 latency, the count of 5xx (must be
+0), the server's resident memory after the first and the last hundred requests, and then checks
+that the request log holds a row for each request and none of the planted data. A second server
+with ``max_batch: 1`` answers ``--baseline-requests`` of the same requests with the same clients,
+and the ratio of throughputs is batching's gain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import itertools
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+SCHEMA = {"type": "object", "additionalProperties": False, "required": ["intent", "urgent"],
+          "properties": {"intent": {"type": "string", "maxLength": 24}, "urgent": {"type": "boolean"}}}
+TICKETS = ["I was charged twice for my subscription this month", "The app crashes every time I log in",
+           "Where is my parcel? It was due last week", "Please cancel my plan at the end of the month",
+           "How do I change the e-mail address on my account", "My refund has not arrived yet"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pii(i: int) -> tuple[str, str, str]:
+    """An e-mail address, a card number (Luhn-valid, as a real one is) and a phone number."""
+    from stdnum import luhn
+
+    digits = f"411111111{i % 1000000:06d}"
+    card = digits + luhn.calc_check_digit(digits)
+    return f"customer{i}@example.org", " ".join(card[k:k + 4] for k in range(0, 16, 4)), f"+44 20 7946 {i % 10000:04d}"
+
+
+def _rss(url: str) -> float:
+    import urllib.request
+
+    text = urllib.request.urlopen(url.removesuffix("/v1") + "/metrics").read().decode()
+    return float(re.search(r"^process_resident_memory_bytes (\S+)$", text, re.M).group(1)) / 2**20
+
+
+def _start(config: dict, workdir: Path, threads: int | None) -> tuple[subprocess.Popen, str]:
+    path = workdir / f"serve-{config['port']}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "taskfit.cli.main", "serve", str(path)]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(workdir / "server.log", "a"))
+    url = f"http://127.0.0.1:{config['port']}/v1"
+    import urllib.request
+
+    for _ in range(600):
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited; see {workdir / 'server.log'}")
+        try:
+            urllib.request.urlopen(url.removesuffix("/v1") + "/health")
+            return proc, url
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit("the server did not start in 5 minutes")
+
+
+def _load(url: str, n: int, clients: int, adapter: str | None, max_tokens: int, on_done=None):
+    import openai
+
+    client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600)
+
+    def one(i: int) -> tuple[float, int, int]:
+        email, card, phone = _pii(i)
+        text = f"{TICKETS[i % len(TICKETS)]}. I am {email}, card {card}, phone {phone}."
+        kind = i % 3 if adapter else i % 2
+        kw: dict = {"max_tokens": max_tokens}
+        model = "base"
+        if kind == 1:
+            kw["response_format"] = {"type": "json_schema", "json_schema": {"name": "t", "schema": SCHEMA}}
+        elif kind == 2:
+            model = adapter
+        start = time.perf_counter()
+        try:
+            reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}], **kw)
+            status, tokens = 200, reply.usage.completion_tokens
+        except openai.APIStatusError as exc:
+            status, tokens = exc.status_code, 0
+        except openai.APIConnectionError:
+            status, tokens = 599, 0
+        latency = time.perf_counter() - start
+        if on_done:
+            on_done(i)
+        return latency, status, tokens
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(one, range(n)))
+    return results, time.perf_counter() - start
+
+
+def _report(name: str, results, seconds: float) -> float:
+    import numpy as np
+
+    lat = np.array([r[0] for r in results])
+    statuses = [r[1] for r in results]
+    tokens = sum(r[2] for r in results)
+    print(f"{name}: {len(results)} requests in {seconds:.1f} s = {len(results) / seconds:.2f} req/s, "
+          f"{tokens / seconds:.1f} completion tokens/s; latency p50 {np.percentile(lat, 50):.2f} s, "
+          f"p95 {np.percentile(lat, 95):.2f} s, p99 {np.percentile(lat, 99):.2f} s; "
+          f"5xx: {sum(s >= 500 for s in statuses)}, 4xx: {sum(400 <= s < 500 for s in statuses)}")
+    return len(results) / seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", default="smollm2-135m")
+    ap.add_argument("--adapter", help="NAME=RUN_DIR: a trained classify run to send a third of the requests to")
+    ap.add_argument("--requests", type=int, default=500)
+    ap.add_argument("--baseline-requests", type=int, default=96)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--max-tokens", type=int, default=12)
+    ap.add_argument("--max-batch", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)
+
+    workdir = Path(tempfile.mkdtemp(prefix="taskfit-serve-load-"))
+    adapter_name = None
+    config = {"base": args.base, "base_name": "base", "limits": {"max_batch": args.max_batch, "queue": 256,
+                                                                  "timeout_s": 600},
+              "log": {"path": str(workdir / "requests.sqlite")}}
+    if args.adapter:
+        adapter_name, _, run = args.adapter.partition("=")
+        config["adapters"] = {adapter_name: str(Path(run).resolve())}
+    print(f"server work dir: {workdir}")
+
+    proc, url = _start({**config, "port": _free_port()}, workdir, args.threads)
+    rss: dict[str, float] = {}
+    finished = itertools.count(1)
+
+    def sample(i: int) -> None:
+        done = next(finished)
+        if done % 100 == 0:
+            rss[done] = _rss(url)
+
+    try:
+        results, seconds = _load(url, args.requests, args.clients, adapter_name, args.max_tokens, sample)
+        batched = _report(f"batched (max_batch {args.max_batch})", results, seconds)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+    if len(rss) >= 2:
+        first, last = rss[min(rss)], rss[max(rss)]
+        print("server memory (resident) after each hundred requests: "
+              + ", ".join(f"{n}: {mib:.0f} MiB" for n, mib in sorted(rss.items()))
+              + f"; first to last hundred: {last - first:+.0f} MiB ({100 * (last - first) / first:+.1f}%)")
+
+    db = sqlite3.connect(workdir / "requests.sqlite")
+    logged = db.execute("SELECT count(*) FROM requests").fetchone()[0]
+    dump = "\n".join(db.iterdump())
+    leaked = sum(any(p in dump for p in _pii(i)) for i in range(args.requests))
+    redacted = db.execute("SELECT count(*) FROM requests WHERE request LIKE '%<EMAIL>%' "
+                          "AND request LIKE '%<CARD>%' AND request LIKE '%<PHONE>%'").fetchone()[0]
+    print(f"request log: {logged} rows for {args.requests} requests; {redacted} with e-mail, card and phone "
+          f"redacted; planted data found for {leaked} requests")
+
+    proc, url = _start({**config, "port": _free_port(), "limits": {**config["limits"], "max_batch": 1},
+                        "log": {"path": None}}, workdir, args.threads)
+    try:
+        results, seconds = _load(url, args.baseline_requests, args.clients, adapter_name, args.max_tokens)
+        single = _report("one at a time (max_batch 1)", results, seconds)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+    print(f"batching's gain: {batched / single:.2f}x requests per second "
+          f"({args.clients} clients, {os.cpu_count()} CPUs, max_tokens {args.max_tokens})")
+
+
+if __name__ == "__main__":
+    main()

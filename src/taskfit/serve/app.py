@@ -1,0 +1,490 @@
+"""The HTTP side: OpenAI's chat-completions API over the :class:`Engine`, with keys, limits,
+metrics and the request log.
+
+Every error has OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``: 4xx for the
+client's faults, naming what to fix; 500 says only that the server failed (the details go to the
+server's own log, never into a response).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import math
+import time
+import uuid
+from typing import Any, AsyncIterator, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.concurrency import run_in_threadpool
+
+from taskfit.decoding import Sampling
+from taskfit.errors import TaskfitError
+from taskfit.serve.config import MODEL_NAME, AdapterSpec, ServeSpec, hash_key
+from taskfit.serve.engine import Engine, Job, QueueFull, Result, Served, schema_grammar
+
+log = logging.getLogger("taskfit.serve")
+UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "logprobs", "top_logprobs",
+               "logit_bias", "audio", "modalities", "prediction")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
+                 code: str | None = None, param: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
+        self.headers = headers
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[dict[str, Any]]
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        parts = []
+        for part in self.content:
+            if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise ApiError(400, "only text content parts are supported", param="messages")
+            parts.append(part["text"])
+        return "".join(parts)
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    messages: list[Message] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = 1
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return value
+
+
+def _describe(exc: ValidationError) -> tuple[str, str | None]:
+    err = exc.errors()[0]
+    param = ".".join(str(p) for p in err["loc"]) or None
+    return f"{param}: {err['msg']}" if param else err["msg"], param
+
+
+class Metrics:
+    """Prometheus metrics of one server (its own registry, so several apps can share a process)."""
+
+    def __init__(self, engine: Engine):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        self.requests = Counter("taskfit_requests", "Chat completion requests answered.",
+                                ["model", "status"], registry=self.registry)
+        self.latency = Histogram("taskfit_request_seconds", "Time from request to last token.", ["model"],
+                                 buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
+                                 registry=self.registry)
+        self.tokens = Counter("taskfit_tokens", "Tokens read and generated.", ["model", "type"],
+                              registry=self.registry)
+        self.errors = Counter("taskfit_errors", "Requests refused or failed.", ["model", "type"],
+                              registry=self.registry)
+        self.fallbacks = Counter("taskfit_fallbacks", "classify replies that fell back below the threshold.",
+                                 ["model"], registry=self.registry)
+        self.batch = Histogram("taskfit_batch_size", "Requests decoded together.",
+                               buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
+        Gauge("taskfit_queue_waiting", "Requests waiting for the model.",
+              registry=self.registry).set_function(engine.waiting)
+
+
+def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None) -> FastAPI:
+    """The server for ``spec``; its models are loaded here, before it accepts a request."""
+    from contextlib import asynccontextmanager
+
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from taskfit.serve.log import RequestLog
+
+    engine = engine or Engine(spec, status or (lambda m: None))
+    if not engine.models:
+        engine.load()
+    request_log = (RequestLog(spec.log.path, spec.log.redact, spec.log.retention_days)
+                   if spec.log.path else None)
+    metrics = Metrics(engine)
+    engine.on_batch = metrics.batch.observe
+    keys = [(k, k.sha256) for k in spec.keys]
+    pace = {"seconds": 1.0}  # moving average of answer times, for Retry-After
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine.start()
+        yield
+        # uvicorn has stopped taking connections and waited for those in flight
+        await run_in_threadpool(engine.stop, spec.limits.timeout_s)
+        if request_log is not None:
+            await run_in_threadpool(request_log.close)
+
+    app = FastAPI(title="taskfit serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.engine, app.state.request_log, app.state.metrics = engine, request_log, metrics
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("request failed")
+        return ApiError(500, "the server failed to answer this request", "server_error").response()
+
+    @app.exception_handler(404)
+    async def _not_found(request: Request, exc: Exception) -> JSONResponse:
+        return ApiError(404, f"no route {request.method} {request.url.path}", code="not_found").response()
+
+    @app.exception_handler(405)
+    async def _method(request: Request, exc: Exception) -> JSONResponse:
+        return ApiError(405, f"{request.method} is not allowed on {request.url.path}",
+                        code="method_not_allowed").response()
+
+    def caller(request: Request) -> str | None:
+        """The name of the key the request carries (401 without a valid one); None when the
+        server has no keys (loopback only)."""
+        if not keys:
+            return None
+        header = request.headers.get("authorization", "")
+        if not header.lower().startswith("bearer ") or not header[7:].strip():
+            raise ApiError(401, "no API key: send it as 'Authorization: Bearer <key>'",
+                           "authentication_error", code="missing_api_key")
+        digest = hash_key(header[7:].strip())
+        for key, stored in keys:
+            if hmac.compare_digest(digest, stored):
+                return key.name
+        raise ApiError(401, "invalid API key", "authentication_error", code="invalid_api_key")
+
+    def allowed(key_name: str | None, model: str) -> bool:
+        if key_name is None:
+            return True
+        key = next(k for k, _ in keys if k.name == key_name)
+        return key.models == "*" or model in key.models
+
+    def resolve(key_name: str | None, name: str) -> Served:
+        if not MODEL_NAME.match(name):
+            raise ApiError(400, "invalid model name: letters, digits and . _ : - only", param="model",
+                           code="invalid_model")
+        served = engine.models.get(name)
+        if served is None:
+            raise ApiError(404, f"model {name!r} is not served here; GET /v1/models lists them",
+                           param="model", code="model_not_found")
+        if not allowed(key_name, name):
+            raise ApiError(403, f"this API key may not use model {name!r}", "permission_error",
+                           param="model", code="model_not_allowed")
+        return served
+
+    def describe(served: Served) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": served.name, "object": "model", "created": served.created,
+                               "owned_by": "taskfit", "parent": served.parent, "root": served.parent or served.name}
+        if served.task is not None:
+            out["taskfit"] = {"task": served.task.kind, "labels": served.task.labels,
+                              "schema": served.task.schema_, "confidence_threshold": served.threshold,
+                              "fallback": served.fallback}
+        return out
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "models": len(engine.models), "waiting": engine.waiting()}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def list_models(request: Request) -> dict[str, Any]:
+        key_name = caller(request)
+        return {"object": "list", "data": [describe(s) for n, s in engine.models.items() if allowed(key_name, n)]}
+
+    @app.get("/v1/models/{name}")
+    async def get_model(name: str, request: Request) -> dict[str, Any]:
+        return describe(resolve(caller(request), name))
+
+    async def read_body(request: Request) -> bytes:
+        limit = spec.limits.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, f"request body over {limit} bytes", code="request_too_large")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise ApiError(413, f"request body over {limit} bytes", code="request_too_large")
+        return bytes(body)
+
+    def parse(raw: bytes) -> ChatRequest:
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, f"the body is not valid JSON ({exc})", code="invalid_json") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "the body must be a JSON object", code="invalid_json")
+        try:
+            req = ChatRequest.model_validate(data)
+        except ValidationError as exc:
+            message, param = _describe(exc)
+            raise ApiError(400, message, param=param, code="invalid_value") from None
+        for name in UNSUPPORTED:
+            if data.get(name):
+                raise ApiError(400, f"{name} is not supported by taskfit serve", param=name, code="unsupported")
+        if req.n != 1:
+            raise ApiError(400, "n: only n=1 is supported", param="n", code="unsupported")
+        if len(req.messages) > spec.limits.max_messages:
+            raise ApiError(400, f"messages: at most {spec.limits.max_messages} per request", param="messages",
+                           code="too_many_messages")
+        return req
+
+    def grammar_for(req: ChatRequest, served: Served) -> str | None:
+        fmt = req.response_format
+        if not fmt or fmt.get("type") == "text":
+            return served.grammar
+        if fmt.get("type") == "json_object":
+            return schema_grammar(json.dumps({"type": "object"}))
+        if fmt.get("type") == "json_schema":
+            schema = (fmt.get("json_schema") or {}).get("schema")
+            if not isinstance(schema, dict):
+                raise ApiError(400, "response_format.json_schema.schema: a JSON schema object is required",
+                               param="response_format")
+            try:
+                grammar = schema_grammar(json.dumps(schema, sort_keys=True))
+                from taskfit.decoding import Constraint
+
+                Constraint(engine.tokenizer, grammar)  # refuse an unusable schema now, not mid-decode
+            except ValueError as exc:
+                raise ApiError(400, f"response_format: this JSON schema cannot be enforced ({exc})",
+                               param="response_format") from None
+            return grammar
+        raise ApiError(400, f"response_format.type: {fmt.get('type')!r} is not one of text, json_object, "
+                            "json_schema", param="response_format")
+
+    def chunk(cid: str, created: int, model: str, delta: dict[str, Any], finish: str | None = None,
+              **extra: Any) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, **extra}
+        return "data: " + json.dumps({"id": cid, "object": "chat.completion.chunk", "created": created,
+                                      "model": model, "choices": [choice]}) + "\n\n"
+
+    def extension(result: Result) -> dict[str, Any]:
+        if result.confidence is None:
+            return {}
+        return {"taskfit": {"label": result.label, "confidence": result.confidence, "fallback": result.fallback}}
+
+    def usage(result: Result) -> dict[str, int]:
+        return {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+                "total_tokens": result.prompt_tokens + result.completion_tokens}
+
+    def record(cid: str, started: float, key_name: str | None, model: str | None, served: Served | None,
+               status: int, req: ChatRequest | None = None, result: Result | None = None,
+               error: str | None = None, stream: bool = False) -> None:
+        label = model if served is not None else "unknown"
+        metrics.requests.labels(label, str(status)).inc()
+        elapsed = time.perf_counter() - started
+        if result is not None:
+            metrics.latency.labels(label).observe(elapsed)
+            metrics.tokens.labels(label, "prompt").inc(result.prompt_tokens)
+            metrics.tokens.labels(label, "completion").inc(result.completion_tokens)
+            if result.fallback:
+                metrics.fallbacks.labels(label).inc()
+            pace["seconds"] = 0.9 * pace["seconds"] + 0.1 * elapsed
+        if error is not None:
+            metrics.errors.labels(label, str(status)).inc()
+        if request_log is None:
+            return
+        request_log.add(id=cid, created=time.time(), key_name=key_name, model=model,
+                        adapter=served.adapter if served else None, stream=int(stream), status=status,
+                        latency_ms=elapsed * 1000, prompt_tokens=result.prompt_tokens if result else None,
+                        completion_tokens=result.completion_tokens if result else None,
+                        confidence=result.confidence if result else None,
+                        fallback=int(result.fallback) if result and result.confidence is not None else None,
+                        finish_reason=result.finish_reason if result else None,
+                        request=[m.model_dump() for m in req.messages] if req else None,
+                        response=result.text if result else None, error=error)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        started = time.perf_counter()
+        cid = f"chatcmpl-{uuid.uuid4().hex}"
+        key_name: str | None = None
+        req: ChatRequest | None = None
+        served: Served | None = None
+        try:
+            key_name = caller(request)
+            req = parse(await read_body(request))
+            served = resolve(key_name, req.model)
+            limit = spec.limits.max_tokens
+            max_tokens = req.max_completion_tokens or req.max_tokens or limit
+            if max_tokens > limit:
+                raise ApiError(400, f"max_tokens: {max_tokens} is over this server's limit of {limit}",
+                               param="max_tokens", code="max_tokens_too_large")
+            messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                        for m in req.messages]
+            grammar = grammar_for(req, served)
+            prompt = await run_in_threadpool(engine.prompt, served, messages)
+            if len(prompt) + max_tokens > engine.context:
+                raise ApiError(400, f"the prompt ({len(prompt)} tokens) plus max_tokens ({max_tokens}) is over "
+                                    f"the model's context of {engine.context} tokens", param="messages",
+                               code="context_length_exceeded")
+            stops = tuple([req.stop] if isinstance(req.stop, str) else req.stop or [])
+            sampling = Sampling(max_tokens=max_tokens, temperature=req.temperature or 0.0, top_p=req.top_p,
+                                seed=req.seed, stop=stops, grammar=grammar)
+            score = served.scorer is not None and not req.response_format
+            job = Job(model=served, prompt=prompt, sampling=sampling, score_labels=score)
+            if req.stream:
+                return await stream(job, cid, started, key_name, req, served)
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[Any] = loop.create_future()
+            job.on_done = lambda r: loop.call_soon_threadsafe(_settle, future, r)
+            submit(job)
+            result = await wait(job, future)
+        except ApiError as exc:
+            record(cid, started, key_name, req.model if req else None, served, exc.status, req, error=exc.message)
+            return exc.response()
+        created = int(time.time())
+        record(cid, started, key_name, req.model, served, 200, req, result)
+        choice = {"index": 0, "message": {"role": "assistant", "content": result.text},
+                  "finish_reason": result.finish_reason, "logprobs": None, **extension(result)}
+        return JSONResponse({"id": cid, "object": "chat.completion", "created": created, "model": req.model,
+                             "choices": [choice], "usage": usage(result), "system_fingerprint": None})
+
+    def submit(job: Job) -> None:
+        try:
+            engine.submit(job)
+        except QueueFull as exc:
+            retry = max(1, math.ceil(pace["seconds"] * (engine.waiting() + 1) / spec.limits.max_batch))
+            raise ApiError(429, f"the server is busy ({exc}); retry after {retry} s", "rate_limit_error",
+                           code="queue_full", headers={"Retry-After": str(retry)}) from None
+
+    async def wait(job: Job, future: asyncio.Future[Any]) -> Result:
+        try:
+            result = await asyncio.wait_for(asyncio.shield(future), spec.limits.timeout_s)
+        except TimeoutError:
+            job.cancelled = True
+            raise ApiError(504, f"no answer within {spec.limits.timeout_s:g} s", "timeout",
+                           code="timeout") from None
+        if isinstance(result, TaskfitError):
+            raise ApiError(400, str(result))
+        if isinstance(result, BaseException):
+            log.error("generation failed", exc_info=result)
+            raise ApiError(500, "the server failed to answer this request", "server_error")
+        return result
+
+    async def stream(job: Job, cid: str, started: float, key_name: str | None, req: ChatRequest,
+                     served: Served) -> StreamingResponse:
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        job.on_text = lambda delta: loop.call_soon_threadsafe(events.put_nowait, ("text", delta))
+        job.on_done = lambda r: loop.call_soon_threadsafe(events.put_nowait, ("done", r))
+        submit(job)  # a full queue is refused before the stream starts
+        created = int(time.time())
+        include_usage = bool((req.stream_options or {}).get("include_usage"))
+
+        async def events_out() -> AsyncIterator[str]:
+            status, result, error = 200, None, None
+            try:
+                yield chunk(cid, created, req.model, {"role": "assistant", "content": ""})
+                deadline = started + spec.limits.timeout_s
+                while True:
+                    kind, value = await asyncio.wait_for(events.get(), max(0.0, deadline - time.perf_counter()))
+                    if kind == "text":
+                        yield chunk(cid, created, req.model, {"content": value})
+                        continue
+                    if isinstance(value, BaseException):
+                        status, error = 500, "the server failed to answer this request"
+                        log.error("generation failed", exc_info=value)
+                        yield "data: " + json.dumps({"error": {"message": error, "type": "server_error",
+                                                               "param": None, "code": None}}) + "\n\n"
+                        break
+                    result = value
+                    yield chunk(cid, created, req.model, {}, result.finish_reason, **extension(result))
+                    if include_usage:
+                        yield "data: " + json.dumps({"id": cid, "object": "chat.completion.chunk",
+                                                     "created": created, "model": req.model, "choices": [],
+                                                     "usage": usage(result)}) + "\n\n"
+                    break
+                yield "data: [DONE]\n\n"
+            except TimeoutError:
+                job.cancelled = True
+                status, error = 504, f"no answer within {spec.limits.timeout_s:g} s"
+                yield "data: " + json.dumps({"error": {"message": error, "type": "timeout", "param": None,
+                                                       "code": "timeout"}}) + "\n\n"
+            except asyncio.CancelledError:  # the client went away
+                job.cancelled = True
+                status, error = 499, "client closed the stream"
+                raise
+            finally:
+                record(cid, started, key_name, req.model, served, status, req, result, error, stream=True)
+
+        return StreamingResponse(events_out(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    def admin(request: Request) -> None:
+        if not spec.admin:
+            raise ApiError(404, f"no route {request.method} {request.url.path}", code="not_found")
+        key_name = caller(request)
+        if key_name is not None and key_name not in spec.admin_keys:
+            raise ApiError(403, "this API key may not manage adapters", "permission_error", code="not_admin")
+
+    class AdapterRequest(AdapterSpec):
+        name: str
+
+    @app.post("/admin/adapters")
+    async def load_adapter(request: Request) -> Response:
+        try:
+            admin(request)
+            try:
+                body = AdapterRequest.model_validate_json(await read_body(request))
+            except ValidationError as exc:
+                message, param = _describe(exc)
+                raise ApiError(400, message, param=param) from None
+            if not MODEL_NAME.match(body.name):
+                raise ApiError(400, "invalid model name: letters, digits and . _ : - only", param="name")
+            spec_ = AdapterSpec(**body.model_dump(exclude={"name"}))
+            try:
+                served = await run_in_threadpool(engine.add_adapter, body.name, spec_)
+            except TaskfitError as exc:
+                raise ApiError(400, str(exc)) from None
+            return JSONResponse(describe(served), status_code=201)
+        except ApiError as exc:
+            return exc.response()
+
+    @app.delete("/admin/adapters/{name}")
+    async def unload_adapter(name: str, request: Request) -> Response:
+        try:
+            admin(request)
+            try:
+                await run_in_threadpool(engine.remove_adapter, name)
+            except KeyError:
+                raise ApiError(404, f"no adapter {name!r} is loaded", code="model_not_found") from None
+            except TaskfitError as exc:
+                raise ApiError(409, str(exc), code="busy") from None
+            return JSONResponse({"id": name, "object": "model", "deleted": True})
+        except ApiError as exc:
+            return exc.response()
+
+    return app
+
+
+def _settle(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)

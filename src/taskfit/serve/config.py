@@ -1,0 +1,136 @@
+"""``serve.yaml`` → typed server settings: what is served, who may call it, and the limits.
+
+API keys are never stored: only their SHA-256 digest (a key is 32 random bytes, so a fast digest
+is enough; ``taskfit serve-key`` makes one and prints the line to paste). Model names are looked
+up in the served set and never touch the file system.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from taskfit.errors import ConfigError
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")  # no slashes, no "..": never a path
+KEY_PREFIX = "tf-"
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AdapterSpec(_Spec):
+    path: Path = Field(description="A run directory of `taskfit train` (or the adapter directory inside it).")
+    confidence_threshold: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="classify: below this confidence the reply is the fallback (default: the run's eval setting).")
+    fallback: str | None = Field(None, description="classify: the reply below the threshold (default: the run's).")
+
+
+class KeySpec(_Spec):
+    name: str = Field(description="Who holds the key (logged with each request).")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 hex digest of the key.")
+    models: list[str] | Literal["*"] = Field("*", description="Models this key may call; * = all.")
+
+
+class Limits(_Spec):
+    max_body_bytes: int = Field(65536, ge=1024, description="Largest request body accepted (413 above).")
+    max_messages: int = Field(32, ge=1, description="Most messages in one request.")
+    max_tokens: int = Field(512, ge=1, description="Largest max_tokens a request may ask for.")
+    max_batch: int = Field(8, ge=1, description="Requests decoded together in one batch at most.")
+    queue: int = Field(64, ge=1, description="Requests waiting at most; beyond it, 429 with Retry-After.")
+    timeout_s: float = Field(120.0, gt=0, description="A request not answered within this gets 504.")
+
+
+class LogSpec(_Spec):
+    path: Path | None = Field(Path("requests.sqlite"), description="SQLite request log; null = no log.")
+    redact: bool = Field(True, description="Redact PII and secrets in logged text (the data stage's detectors).")
+    retention_days: float | None = Field(30.0, gt=0, description="Rows older than this are deleted; null = keep.")
+
+
+class ServeSpec(_Spec):
+    base: str | None = Field(None, description="The base model (name, Hugging Face id or directory); "
+                                               "default: the base model the adapters were trained on.")
+    base_name: str | None = Field(None, description="The name the base model is served under "
+                                                    "(default: the model's short name).")
+    adapters: dict[str, AdapterSpec] = Field(default_factory=dict, description="Name → adapter.")
+    merged: bool = Field(False, description="Fold the single adapter into the base for the fastest path "
+                                            "(the bare base is then not served).")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    keys: list[KeySpec] = Field(default_factory=list, description="API keys; none = no auth (loopback only).")
+    admin: bool = Field(False, description="Enable /admin/adapters (load and unload adapters; admin keys only).")
+    admin_keys: list[str] = Field(default_factory=list, description="Names of the keys allowed to use /admin.")
+    limits: Limits = Limits()
+    log: LogSpec = LogSpec()
+    threads: int | None = Field(None, ge=1, description="CPU threads for the model (default: all cores).")
+
+    @field_validator("adapters")
+    @classmethod
+    def _names(cls, value: dict[str, AdapterSpec]) -> dict[str, AdapterSpec]:
+        for name in value:
+            if not MODEL_NAME.match(name):
+                raise ValueError(f"adapters.{name}: a model name is letters, digits and . _ : - (64 at most)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ServeSpec":
+        if self.merged and len(self.adapters) != 1:
+            raise ValueError("merged: true serves exactly one adapter")
+        if not self.keys and self.host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"host: {self.host} without keys would serve anyone on the network; "
+                             "add keys (taskfit serve-key) or bind to 127.0.0.1")
+        if self.admin and not self.admin_keys and self.keys:
+            raise ValueError("admin: true needs admin_keys (names of keys allowed to load adapters)")
+        return self
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def load_serve_config(path: Path | None, overrides: dict[str, Any] | None = None) -> ServeSpec:
+    """Read ``serve.yaml`` (or nothing), apply command-line ``overrides``, validate, and resolve
+    relative paths against the file's folder."""
+    data: dict[str, Any] = {}
+    root = Path.cwd()
+    if path is not None:
+        if not path.exists():
+            raise ConfigError(f"{path}: no such file", hint="write one as in the README's serving section")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping")
+        root = path.parent
+    for key, value in (overrides or {}).items():
+        if value not in (None, {}, []):
+            data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    for spec in (data.get("adapters") or {}).values():
+        if isinstance(spec, dict) and "path" in spec:
+            spec["path"] = str(root / spec["path"]) if not Path(spec["path"]).is_absolute() else spec["path"]
+    data["adapters"] = {n: ({"path": str(root / s)} if isinstance(s, str) and not Path(s).is_absolute()
+                            else {"path": s} if isinstance(s, str) else s)
+                        for n, s in (data.get("adapters") or {}).items()}
+    log = data.get("log")
+    if isinstance(log, dict) and log.get("path") and not Path(log["path"]).is_absolute():
+        log["path"] = str(root / log["path"])
+    try:
+        return ServeSpec.model_validate(data)
+    except ValidationError as exc:
+        from taskfit.config import _describe
+
+        raise ConfigError(f"{path or 'serve settings'}: " + "; ".join(_describe(e) for e in exc.errors()),
+                          hint="fix the key(s) named above") from None

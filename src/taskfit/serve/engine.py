@@ -1,0 +1,314 @@
+"""The model side of the server: one base model, the adapters beside it, and one worker thread
+that decodes waiting requests together.
+
+Batching is dynamic: while a batch decodes, new requests wait in a bounded queue; the next batch
+takes every waiting generation request (up to ``limits.max_batch``), whatever its adapter, because
+PEFT can apply a different LoRA adapter to each row of one batch. A request to a ``classify``
+adapter is answered by label scoring (a valid label and its confidence, never free text), one at
+a time: it costs about one generated token. The worker is the only thread that touches the model,
+so adapters are loaded and unloaded between batches.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import json
+import math
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+from taskfit.config import TaskSpec
+from taskfit.decoding import Sampling, decode_batch, json_schema_grammar
+from taskfit.errors import ConfigError, TaskfitError
+from taskfit.serve.config import AdapterSpec, ServeSpec
+
+BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+
+
+class QueueFull(TaskfitError):
+    """More requests are waiting than ``limits.queue`` allows."""
+
+
+@dataclass
+class Served:
+    """One model name clients can ask for: the base, or an adapter with the task it was trained on."""
+
+    name: str
+    adapter: str | None  # the PEFT adapter name; None = the base model
+    parent: str | None
+    task: TaskSpec | None = None
+    threshold: float | None = None
+    fallback: str | None = None
+    path: Path | None = None
+    created: int = field(default_factory=lambda: int(time.time()))
+    scorer: Any = None  # classify: the label scorer
+    grammar: str | None = None  # extract: the task's schema, always enforced
+
+
+@dataclass
+class Result:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    confidence: float | None = None
+    fallback: bool = False
+    label: str | None = None
+
+
+@dataclass
+class Job:
+    """One chat completion waiting for, or in, the worker."""
+
+    model: Served
+    prompt: list[int]
+    sampling: Sampling
+    score_labels: bool
+    on_text: Callable[[str], None] | None = None
+    on_done: Callable[[Result | BaseException], None] = lambda r: None
+    cancelled: bool = False
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+@lru_cache(maxsize=64)
+def schema_grammar(schema_json: str) -> str:
+    return json_schema_grammar(json.loads(schema_json))
+
+
+def _run_task(path: Path) -> tuple[TaskSpec | None, Any, str | None]:
+    """The task, eval settings and base model a run directory was trained with."""
+    from taskfit.config import load_config
+
+    for folder in (path, path.parent):
+        resolved = folder / "config.resolved.yaml"
+        if resolved.exists():
+            cfg = load_config(resolved)
+            return cfg.task, cfg.eval, cfg.model.name
+    return None, None, None
+
+
+class Engine:
+    """Loads the models and answers :class:`Job` s on its worker thread."""
+
+    def __init__(self, spec: ServeSpec, status: Callable[[str], None] = lambda m: None):
+        self.spec = spec
+        self.status = status
+        self.models: dict[str, Served] = {}
+        self.queue: collections.deque[Job] = collections.deque()
+        self.cond = threading.Condition()
+        self.stopping = False
+        self.on_batch: Callable[[int], None] = lambda n: None
+        self._thread: threading.Thread | None = None
+        self._tokenizer_lock = threading.Lock()
+        self._peft = False
+        self.mixed = True  # mixed-adapter batches (not with DoRA adapters)
+
+    # ---- loading ----------------------------------------------------------------------------
+    def load(self) -> None:
+        from taskfit.config import TrainSpec
+        from taskfit.models import load_model
+        from taskfit.training.hardware import resolve_hardware
+
+        hw = resolve_hardware(TrainSpec(threads=self.spec.threads))  # GPU and bf16 when there is one
+        base = self.spec.base
+        tasks = {name: _run_task(a.path) for name, a in self.spec.adapters.items()}
+        if base is None:
+            trained_on = {t[2] for t in tasks.values() if t[2]}
+            if len(trained_on) > 1:
+                raise ConfigError(f"the adapters were trained on different base models ({sorted(trained_on)})",
+                                  hint="serve one base model per server; set base: in serve.yaml")
+            base = next(iter(trained_on), "smollm2-135m")
+        self.status(f"loading base model {base}")
+        lm = load_model(base, status=self.status, dtype=hw.dtype, device=hw.device)
+        self.model, self.tokenizer = lm.model, lm.tokenizer
+        self.context = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+        base_name = self.spec.base_name or lm.info.name.replace("/", "--")
+        self.base_name = base_name
+        if not self.spec.merged:
+            self.models[base_name] = Served(name=base_name, adapter=None, parent=None)
+        for name, adapter in self.spec.adapters.items():
+            self._add_adapter(name, adapter, tasks[name])
+        if self.spec.merged:
+            self.status("merging the adapter into the base model")
+            self.model = self.model.merge_and_unload()
+            self._peft = False
+            for served in self.models.values():
+                served.adapter = None
+                if served.scorer is not None:
+                    served.scorer.model = self.model
+
+    def _add_adapter(self, name: str, spec: AdapterSpec, run: tuple[TaskSpec | None, Any, str | None]) -> Served:
+        from peft import PeftModel
+
+        from taskfit.training.artifacts import find_adapter
+
+        if name in self.models:
+            raise ConfigError(f"model name {name!r} is already served")
+        path = find_adapter(spec.path)
+        self.status(f"loading adapter {name} from {path}")
+        try:
+            if not self._peft:
+                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
+                self._peft = True
+            else:
+                self.model.load_adapter(str(path), adapter_name=name)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: cannot load this adapter onto {self.base_name} "
+                              f"({str(exc).splitlines()[0]})") from None
+        self.model.eval()
+        if getattr(self.model.peft_config[name], "use_dora", False):
+            self.mixed = False
+        task, ev, _ = run
+        served = Served(name=name, adapter=name, parent=self.base_name, task=task, path=path,
+                        threshold=spec.confidence_threshold if spec.confidence_threshold is not None
+                        else (ev.confidence_threshold if ev else None),
+                        fallback=spec.fallback or (ev.fallback if ev else None))
+        if task is not None and task.kind == "classify":
+            from taskfit.baselines.model import LabelScoringPredictor
+
+            served.scorer = LabelScoringPredictor(name, self.model, self.tokenizer, task, max_length=self.context)
+        if task is not None and task.kind == "extract":
+            served.grammar = schema_grammar(json.dumps(task.schema_, sort_keys=True))
+        self.models[name] = served
+        return served
+
+    def add_adapter(self, name: str, spec: AdapterSpec) -> Served:
+        """Load an adapter while serving (between batches)."""
+        if self.spec.merged:
+            raise ConfigError("this server runs a merged model; it cannot take more adapters")
+        with self.cond:
+            return self._add_adapter(name, spec, _run_task(spec.path))
+
+    def remove_adapter(self, name: str) -> None:
+        with self.cond:
+            served = self.models.get(name)
+            if served is None or served.adapter is None:
+                raise KeyError(name)
+            if any(j.model is served for j in self.queue):
+                raise ConfigError(f"{name} has requests waiting; try again when they are answered")
+            with warnings.catch_warnings():  # "the active adapter was deleted": we set it per request
+                warnings.simplefilter("ignore")
+                self.model.delete_adapter(served.adapter)
+            del self.models[name]
+
+    # ---- requests ---------------------------------------------------------------------------
+    def prompt(self, served: Served, messages: list[dict[str, str]]) -> list[int]:
+        """The chat template applied to the request's messages; an adapter trained on a task gets
+        the task's system prompt when the request has none (as in training)."""
+        if served.task is not None and not any(m["role"] == "system" for m in messages):
+            messages = [{"role": "system", "content": served.task.system_prompt}, *messages]
+        with self._tokenizer_lock:  # a fast tokenizer must not be entered by two threads at once
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def submit(self, job: Job) -> None:
+        with self.cond:
+            if self.stopping:
+                raise QueueFull("the server is shutting down")
+            if len(self.queue) >= self.spec.limits.queue:
+                raise QueueFull(f"{len(self.queue)} requests are waiting")
+            self.queue.append(job)
+            self.cond.notify()
+
+    def waiting(self) -> int:
+        return len(self.queue)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._work, name="taskfit-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Finish every request already accepted, then stop the worker."""
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _next(self) -> list[Job] | None:
+        with self.cond:
+            while not self.queue:
+                if self.stopping:
+                    return None
+                self.cond.wait()
+            while self.queue and self.queue[0].cancelled:
+                self.queue.popleft().on_done(TimeoutError("cancelled before it started"))
+            if not self.queue:
+                return []
+            first = self.queue.popleft()
+            if first.score_labels:
+                return [first]
+            batch, rest = [first], collections.deque()
+            while self.queue and len(batch) < self.spec.limits.max_batch:
+                job = self.queue.popleft()
+                if not job.cancelled and not job.score_labels and (self.mixed or job.model is first.model):
+                    batch.append(job)
+                else:
+                    rest.append(job)
+            self.queue.extendleft(reversed(rest))
+            return batch
+
+    def _work(self) -> None:
+        import torch
+
+        torch.set_grad_enabled(False)
+        while (batch := self._next()) is not None:
+            if not batch:
+                continue
+            try:
+                results = self._score(batch[0]) if batch[0].score_labels else self._generate(batch)
+            except Exception as exc:  # one failed batch must not stop the server
+                results = [exc] * len(batch)
+            for job, result in zip(batch, results):
+                job.on_done(result)
+
+    def _score(self, job: Job) -> list[Result]:
+        served = job.model
+        with self._adapter(served):
+            totals = served.scorer.scores(job.prompt)
+        labels = served.task.labels
+        best = max(range(len(totals)), key=totals.__getitem__)
+        confidence = 1.0 / sum(math.exp(t - totals[best]) for t in totals)
+        label = labels[best]
+        low = served.threshold is not None and confidence < served.threshold and served.fallback is not None
+        text = served.fallback if low else label
+        if job.on_text is not None:
+            job.on_text(text)
+        self.on_batch(1)
+        return [Result(text=text, prompt_tokens=len(job.prompt),
+                       completion_tokens=len(served.scorer.completions[best]), finish_reason="stop",
+                       confidence=confidence, fallback=low, label=label)]
+
+    def _adapter(self, served: Served) -> Any:
+        """A context in which the model runs as ``served`` (for single-model passes)."""
+        if not self._peft:
+            return contextlib.nullcontext()
+        if served.adapter is None:
+            return self.model.disable_adapter()
+        self.model.set_adapter(served.adapter)
+        return contextlib.nullcontext()
+
+    def _generate(self, batch: list[Job]) -> list[Result]:
+        self.on_batch(len(batch))
+        names = None
+        if self._peft and self.mixed:
+            names = [j.model.adapter or BASE for j in batch]
+        with self._adapter(batch[0].model) if not self.mixed else contextlib.nullcontext():
+            out = decode_batch(
+                self.model, self.tokenizer, [j.prompt for j in batch], [j.sampling for j in batch],
+                adapters=names,
+                on_text=lambda i, delta: batch[i].on_text(delta) if batch[i].on_text else None,
+                cancelled=lambda i: batch[i].cancelled)
+        return [Result(text=g.text, prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens,
+                       finish_reason=g.finish_reason) for g in out]
+
+
+def with_grammar(sampling: Sampling, grammar: str | None) -> Sampling:
+    return dataclasses.replace(sampling, grammar=grammar) if grammar else sampling

@@ -1,0 +1,140 @@
+"""The request log: every request and its answer in SQLite, redacted by default.
+
+Writes go through one background thread (the request path only queues a row), in WAL mode so
+readers (monitoring, the retraining loop) never block the server. The schema is versioned with
+``PRAGMA user_version`` and only ever migrated forward; a log written by a newer taskfit is
+refused rather than guessed at. Text is redacted by the data stage's detectors before it is
+stored, so the planted PII of a request never reaches the disk.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from taskfit.errors import ConfigError
+
+MIGRATIONS = [
+    # 1: the request log
+    """
+    CREATE TABLE requests (
+        id TEXT PRIMARY KEY,
+        created REAL NOT NULL,
+        key_name TEXT,
+        model TEXT,
+        adapter TEXT,
+        stream INTEGER NOT NULL DEFAULT 0,
+        status INTEGER NOT NULL,
+        latency_ms REAL,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        confidence REAL,
+        fallback INTEGER,
+        finish_reason TEXT,
+        request TEXT,
+        response TEXT,
+        error TEXT
+    );
+    CREATE INDEX requests_created ON requests(created);
+    CREATE INDEX requests_model ON requests(model, created);
+    """,
+]
+COLUMNS = ["id", "created", "key_name", "model", "adapter", "stream", "status", "latency_ms",
+           "prompt_tokens", "completion_tokens", "confidence", "fallback", "finish_reason",
+           "request", "response", "error"]
+PURGE_EVERY_S = 3600.0
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating or migrating) the log at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise ConfigError(f"{path}: this request log has schema version {version}, written by a newer "
+                          f"taskfit (this one knows {len(MIGRATIONS)})", hint="upgrade taskfit, or log elsewhere")
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+    return db
+
+
+class RequestLog:
+    """Queue rows from any thread; one writer thread redacts and stores them."""
+
+    def __init__(self, path: Path, redact: bool = True, retention_days: float | None = None):
+        self.path = path
+        self.redact = redact
+        self.retention_s = retention_days * 86400 if retention_days else None
+        self.db = connect(path)
+        self.rows: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.purge()
+        self._last_purge = time.time()
+        self._thread = threading.Thread(target=self._write, name="taskfit-request-log", daemon=True)
+        self._thread.start()
+
+    def add(self, **row: Any) -> None:
+        self.rows.put(row)
+
+    def _clean(self, value: Any) -> Any:
+        if value is None or not self.redact:
+            return value
+        from taskfit.data.pii import redact
+
+        if isinstance(value, str):
+            return redact(value)
+        if isinstance(value, list):
+            return [self._clean(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self._clean(v) for k, v in value.items()}
+        return value
+
+    def _record(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        row = dict(row)
+        for key in ("request", "response", "error"):
+            if row.get(key) is not None:
+                cleaned = self._clean(row[key])
+                row[key] = cleaned if isinstance(cleaned, str) else json.dumps(cleaned, ensure_ascii=False)
+        return tuple(row.get(c) for c in COLUMNS)
+
+    def _write(self) -> None:
+        sql = f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+        while True:
+            row = self.rows.get()
+            batch = [row]
+            while not self.rows.empty() and len(batch) < 256:
+                batch.append(self.rows.get())
+            done = None in batch
+            records = [self._record(r) for r in batch if r is not None]
+            if records:
+                with self.db:
+                    self.db.executemany(sql, records)
+            if time.time() - self._last_purge > PURGE_EVERY_S:
+                self.purge()
+            for _ in batch:
+                self.rows.task_done()
+            if done:
+                return
+
+    def purge(self) -> int:
+        """Delete rows older than the retention period; return how many."""
+        if self.retention_s is None:
+            return 0
+        self._last_purge = time.time()
+        with self.db:
+            return self.db.execute("DELETE FROM requests WHERE created < ?",
+                                   (time.time() - self.retention_s,)).rowcount
+
+    def flush(self) -> None:
+        self.rows.join()
+
+    def close(self) -> None:
+        self.rows.put(None)
+        self._thread.join()
+        self.db.close()

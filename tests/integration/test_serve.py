@@ -1,0 +1,257 @@
+"""`taskfit serve` through the official `openai` client on loopback: the models listed, plain and
+streamed replies, schema-valid JSON, classify adapters that answer only labels (or the fallback),
+the 4xx a client gets for each bad request, batching, the request log without the planted PII,
+adapters loaded at run time, and a graceful shutdown. Tiny models trained in the test."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import sqlite3
+
+import jsonschema
+import openai
+import pytest
+import yaml
+
+try:  # the HTTP client the openai package is built on (httpx2 from openai 3)
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover
+    import httpx
+
+from taskfit.pipeline import train_project
+from taskfit.quickstart import make_quickstart_project
+from taskfit.serve import hash_key, load_serve_config
+from taskfit.serve.app import create_app
+
+SCHEMA = {"type": "object", "additionalProperties": False, "required": ["city", "size"],
+          "properties": {"city": {"type": "string", "maxLength": 12},
+                         "size": {"type": "integer", "minimum": 1, "maximum": 20}}}
+FULL, LIMITED, ADMIN = "tf-full-key", "tf-triage-only", "tf-admin-key"
+PII = ["jane.doe@example.com", "4111 1111 1111 1111", "+44 20 7946 0958"]
+
+
+def _train(tmp_path, model_dir, name, kind):
+    if kind == "classify":
+        path = make_quickstart_project(tmp_path / name, seed=0, n_tickets=200)
+        doc = yaml.safe_load(path.read_text())
+        doc["data"].update(max_train_examples=32, max_eval_examples=8)
+    else:
+        (tmp_path / name / "data").mkdir(parents=True)
+        path = tmp_path / name / "taskfit.yaml"
+        with (tmp_path / name / "data" / "b.jsonl").open("w") as f:
+            for i in range(40):
+                f.write(json.dumps({"text": f"table for {i % 20 + 1} in Oslo ref {i}",
+                                    "fields": {"city": "Oslo", "size": i % 20 + 1}}) + "\n")
+        doc = {"task": {"kind": "extract", "success": "parsed", "system_prompt": "Extract the booking.",
+                        "schema": SCHEMA},
+               "data": {"train": "data/b.jsonl", "columns": {"input": "text", "target": "fields"}}}
+    doc["model"] = {"name": str(model_dir)}
+    doc["train"] = {"batch_size": 8, "max_seq_length": 128, "epochs": 1, "eval_every": 0, "metric_sample": 0,
+                    "checkpoint_every": 0}
+    path.write_text(yaml.safe_dump(doc))
+    return train_project(path).run_dir, doc["task"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_model_dir):
+    root = tmp_path_factory.mktemp("runs")
+    triage, task = _train(root, tiny_model_dir, "triage", "classify")
+    bookings, _ = _train(root, tiny_model_dir, "bookings", "extract")
+    return {"triage": triage, "bookings": bookings, "labels": task["labels"]}
+
+
+def _spec(tmp_path, runs, **more):
+    doc = {"base_name": "tiny",
+           "adapters": {"triage": {"path": str(runs["triage"]), "confidence_threshold": 0.0,
+                                   "fallback": "needs_human"},
+                        "triage-strict": {"path": str(runs["triage"]), "confidence_threshold": 1.0,
+                                          "fallback": "needs_human"},
+                        "bookings": str(runs["bookings"])},
+           "keys": [{"name": "app", "sha256": hash_key(FULL)},
+                    {"name": "triage-app", "sha256": hash_key(LIMITED), "models": ["triage"]},
+                    {"name": "ops", "sha256": hash_key(ADMIN)}],
+           "admin": True, "admin_keys": ["ops"],
+           "limits": {"max_tokens": 64, "max_body_bytes": 4096},
+           "log": {"path": str(tmp_path / "requests.sqlite")}}
+    for key, value in more.items():
+        doc[key] = {**doc[key], **value} if isinstance(value, dict) and key in doc else value
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return load_serve_config(path)
+
+
+@pytest.fixture()
+def server(tmp_path, runs, loopback, tiny_model_dir):
+    spec = _spec(tmp_path, runs, base=str(tiny_model_dir))
+    app = create_app(spec)
+    url = loopback(app)
+    return {"url": url, "app": app, "spec": spec, "client": openai.OpenAI(base_url=url, api_key=FULL, max_retries=0)}
+
+
+def _ask(client, model, text, **kw):
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}], **kw)
+
+
+def test_models_plain_and_streamed_replies_and_json_schema(server, runs):
+    client = server["client"]
+    models = {m.id: m for m in client.models.list().data}
+    assert set(models) == {"tiny", "triage", "triage-strict", "bookings"}
+    assert models["triage"].parent == "tiny" and models["tiny"].parent is None
+    assert models["triage"].taskfit["task"] == "classify"
+    limited = openai.OpenAI(base_url=server["url"], api_key=LIMITED, max_retries=0)
+    assert [m.id for m in limited.models.list().data] == ["triage"]
+
+    reply = _ask(client, "tiny", "my card was charged twice", max_tokens=12)
+    text = reply.choices[0].message.content
+    assert reply.choices[0].finish_reason in ("stop", "length") and reply.usage.completion_tokens <= 12
+    assert reply.usage.prompt_tokens > 5
+    chunks = list(_ask(client, "tiny", "my card was charged twice", max_tokens=12, stream=True,
+                       stream_options={"include_usage": True}))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed.strip() == text  # greedy: the same reply, token by token
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == reply.choices[0].finish_reason
+    assert chunks[-1].usage.completion_tokens == reply.usage.completion_tokens
+
+    # Sampling with a seed is reproducible; a stop string ends the reply before it.
+    a = _ask(client, "tiny", "hello", max_tokens=16, temperature=1.0, seed=3).choices[0].message.content
+    assert a == _ask(client, "tiny", "hello", max_tokens=16, temperature=1.0, seed=3).choices[0].message.content
+    if len(a) > 6:
+        cut = _ask(client, "tiny", "hello", max_tokens=16, temperature=1.0, seed=3, stop=[a[3:6]])
+        assert cut.choices[0].message.content == a[:3].strip() and cut.choices[0].finish_reason == "stop"
+
+    fmt = {"type": "json_schema", "json_schema": {"name": "booking", "schema": SCHEMA, "strict": True}}
+    for text in ["two people in Rome", "table for 4", "hello"]:  # a random model, held to the schema
+        out = _ask(client, "tiny", text, max_tokens=40, response_format=fmt).choices[0].message.content
+        jsonschema.validate(json.loads(out), SCHEMA)
+    # An extract adapter is held to its task's schema without being asked.
+    out = _ask(client, "bookings", "table for 3 in Lima", max_tokens=40).choices[0].message.content
+    jsonschema.validate(json.loads(out), SCHEMA)
+
+
+def test_classify_adapter_answers_only_labels_with_confidence_and_falls_back(server, runs):
+    client, labels = server["client"], runs["labels"]
+    for text in ["I was charged twice", "the app crashes on login", "where is my parcel", "cancel my plan"]:
+        choice = _ask(client, "triage", text).choices[0]
+        ext = choice.taskfit
+        assert choice.message.content in labels and ext["label"] == choice.message.content
+        assert 0 < ext["confidence"] <= 1 and ext["fallback"] is False
+        strict = _ask(client, "triage-strict", text).choices[0]
+        assert strict.message.content == "needs_human" and strict.taskfit["fallback"] is True
+        assert strict.taskfit["label"] == choice.message.content  # the label it would have given
+        streamed = list(_ask(client, "triage", text, stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in streamed) == choice.message.content
+
+
+def _error(response):
+    body = response.json()
+    assert set(body["error"]) >= {"message", "type", "code"} and "Traceback" not in response.text
+    return response.status_code, body["error"]["code"]
+
+
+def test_bad_requests_get_the_right_4xx_in_openai_shape(server):
+    url, client = server["url"], server["client"]
+    good = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    post = lambda body, key=FULL, **kw: httpx.post(  # noqa: E731
+        f"{url}/chat/completions", headers={"Authorization": f"Bearer {key}"} if key else {}, **kw,
+        **({"json": body} if body is not None else {}))
+    assert post(good).status_code == 200
+    assert _error(post(good, key=None)) == (401, "missing_api_key")
+    assert _error(post(good, key="tf-wrong")) == (401, "invalid_api_key")
+    assert _error(post({**good, "model": "bookings"}, key=LIMITED)) == (403, "model_not_allowed")
+    assert _error(post({**good, "model": "gpt-9"})) == (404, "model_not_found")
+    for name in ["../../etc/passwd", "runs/x", "/tmp/a", "a b"]:
+        assert _error(post({**good, "model": name})) == (400, "invalid_model")
+    assert _error(post(None, content=b"{not json")) == (400, "invalid_json")
+    big = {**good, "messages": [{"role": "user", "content": "x" * 5000}]}
+    assert _error(post(big)) == (413, "request_too_large")
+    assert _error(post({**good, "max_tokens": 65})) == (400, "max_tokens_too_large")
+    assert _error(post({**good, "messages": []}))[0] == 400
+    assert _error(post({**good, "n": 2})) == (400, "unsupported")
+    bad_schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}
+    assert _error(post({**good, "response_format": bad_schema}))[0] == 400
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=url, api_key="tf-wrong", max_retries=0).models.list()
+    with pytest.raises(openai.NotFoundError):
+        _ask(client, "nope", "hi")
+
+
+def test_concurrent_requests_are_batched_and_match_one_at_a_time(server):
+    client = server["client"]
+    asks = [("tiny", "refund please"), ("bookings", "seats for 2 in Oslo"), ("tiny", "login broken"),
+            ("triage", "charged twice"), ("bookings", "4 people in Rome"), ("tiny", "hello there")] * 2
+    alone = [_ask(client, m, t, max_tokens=24).choices[0].message.content for m, t in asks]
+    with concurrent.futures.ThreadPoolExecutor(len(asks)) as pool:
+        together = list(pool.map(lambda a: _ask(client, a[0], a[1], max_tokens=24).choices[0].message.content, asks))
+    assert together == alone  # mixed adapters in one batch answer as each does alone
+    metrics = httpx.get(server["url"].removesuffix("/v1") + "/metrics").text
+    sizes = {line.split('le="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+             for line in metrics.splitlines() if line.startswith("taskfit_batch_size_bucket")}
+    assert sizes["1.0"] < sizes["+Inf"]  # some batches held more than one request
+    assert 'taskfit_requests_total{model="tiny",status="200"}' in metrics
+    assert "process_resident_memory_bytes" in metrics
+
+
+def test_request_log_is_redacted(server):
+    client = server["client"]
+    _ask(client, "tiny", f"I am {PII[0]}, card {PII[1]}, call me on {PII[2]}", max_tokens=8)
+    with pytest.raises(openai.NotFoundError):
+        _ask(client, "nope", f"mail {PII[0]}")
+    server["app"].state.request_log.flush()
+    db = sqlite3.connect(server["spec"].log.path)
+    rows = db.execute("SELECT key_name, model, status, request, response, latency_ms, prompt_tokens "
+                      "FROM requests ORDER BY created").fetchall()
+    assert [(r[0], r[1], r[2]) for r in rows] == [("app", "tiny", 200), ("app", "nope", 404)]
+    assert rows[0][5] > 0 and rows[0][6] > 0
+    dump = "\n".join(db.iterdump())
+    assert not any(p in dump for p in PII)
+    assert "<EMAIL>" in rows[0][3] and "<CARD>" in rows[0][3] and "<PHONE>" in rows[0][3]
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_adapters_load_and_unload_at_run_time(server, runs):
+    url = server["url"].removesuffix("/v1")
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    body = {"name": "triage-2", "path": str(runs["triage"])}
+    assert _error(httpx.post(f"{url}/admin/adapters", json=body,
+                             headers={"Authorization": f"Bearer {FULL}"})) == (403, "not_admin")
+    r = httpx.post(f"{url}/admin/adapters", json=body, headers=admin, timeout=60)
+    assert r.status_code == 201 and r.json()["parent"] == "tiny"
+    assert _ask(server["client"], "triage-2", "charged twice").choices[0].message.content in runs["labels"]
+    assert httpx.delete(f"{url}/admin/adapters/triage-2", headers=admin).status_code == 200
+    with pytest.raises(openai.NotFoundError):
+        _ask(server["client"], "triage-2", "charged twice")
+    assert _error(httpx.delete(f"{url}/admin/adapters/triage-2", headers=admin)) == (404, "model_not_found")
+
+
+def test_full_queue_gets_429_with_retry_after_and_shutdown_finishes_in_flight(tmp_path, runs, loopback,
+                                                                               tiny_model_dir):
+    spec = _spec(tmp_path, runs, base=str(tiny_model_dir), limits={"queue": 1, "max_batch": 1})
+    url = loopback(create_app(spec))
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 64}
+    headers = {"Authorization": f"Bearer {FULL}"}
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        replies = list(pool.map(lambda _: httpx.post(f"{url}/chat/completions", json=body, headers=headers,
+                                                     timeout=60), range(12)))
+    codes = sorted(r.status_code for r in replies)
+    assert set(codes) == {200, 429}
+    busy = next(r for r in replies if r.status_code == 429)
+    assert int(busy.headers["Retry-After"]) >= 1 and busy.json()["error"]["type"] == "rate_limit_error"
+
+    # Shutdown while a reply is being streamed: the stream still finishes.
+    with httpx.stream("POST", f"{url}/chat/completions", json={**body, "stream": True}, headers=headers,
+                      timeout=60) as stream:
+        lines = stream.iter_lines()
+        first = next(line for line in lines if line)
+        loopback.server.should_exit = True
+        rest = [line for line in lines if line]
+    assert json.loads(first.removeprefix("data: "))["choices"][0]["delta"]["role"] == "assistant"
+    assert rest[-1] == "data: [DONE]" and '"finish_reason": "' in rest[-2]
+
+
+def test_timeout_gets_504(tmp_path, runs, loopback, tiny_model_dir):
+    spec = _spec(tmp_path, runs, base=str(tiny_model_dir), limits={"timeout_s": 0.001})
+    url = loopback(create_app(spec))
+    r = httpx.post(f"{url}/chat/completions", headers={"Authorization": f"Bearer {FULL}"}, timeout=60,
+                   json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 64})
+    assert _error(r) == (504, "timeout")

@@ -291,15 +291,24 @@ def _load_trained(ev: Evaluation, run_dir: Path, reporter: Reporter) -> tuple[An
     return model, {**_model_size(model), "adapter_mb": weights / 1e6}, _folder_digest(adapter)
 
 
-def eval_project(project: Path, run_dir: Path, reporter: Reporter | None = None, name: str = FINETUNED,
-                 threads: int | None = None) -> EvalResult:
-    """``taskfit eval --run RUN``: evaluate a trained run as a candidate on the same held-out rows."""
+def eval_project(project: Path, run_dir: Path, reporter: Reporter | None = None, name: str | None = None,
+                 threads: int | None = None, engine: str = "transformers") -> EvalResult:
+    """``taskfit eval --run RUN``: evaluate a trained run as a candidate on the same held-out rows.
+
+    ``engine="llama-cpp"`` evaluates the exported artifact instead (the base GGUF with the run's
+    GGUF LoRA, written first when missing) under the name ``fine-tuned-gguf``: its row beside the
+    ``fine-tuned`` one shows whether the export behaves like the model that was trained."""
     reporter = reporter or Silent()
+    name = name or (FINETUNED if engine == "transformers" else f"{FINETUNED}-gguf")
     if not name.startswith(FINETUNED):
         name = f"{FINETUNED}-{name}"
     ev = open_evaluation(project, reporter, threads)
     if not run_dir.is_absolute() and not run_dir.exists():
         run_dir = ev.project_dir / run_dir
+    if engine == "llama-cpp":
+        return _eval_gguf(ev, run_dir, name, reporter, threads)
+    if engine != "transformers":
+        raise ConfigError(f"--engine {engine}: choose transformers or llama-cpp")
     ev.style(reporter)  # needs the plain base model, before an adapter is merged into it
     model, size, digest = _load_trained(ev, run_dir, reporter)
     tokenizer = ev.setup.tokenizer
@@ -309,6 +318,31 @@ def eval_project(project: Path, run_dir: Path, reporter: Reporter | None = None,
             if kind in ("classify", "extract") and ev.config.eval.constrained else None)
     return _evaluate(ev, name, predictor, _base_key(ev, name, weights=digest), reporter, extra=size, free=free,
                      run_dir=run_dir.resolve())
+
+
+def _eval_gguf(ev: Evaluation, run_dir: Path, name: str, reporter: Reporter, threads: int | None) -> EvalResult:
+    from taskfit.baselines.llama_cpp import LlamaCppPredictor, load_llama
+    from taskfit.tasks.classify import label_budget
+    from taskfit.training.artifacts import find_adapter
+    from taskfit.training.gguf_lora import export_gguf_lora
+
+    ev.style(reporter)
+    folder = find_adapter(run_dir).parent / "gguf"
+    if not (folder / "adapter.gguf").exists():
+        export_gguf_lora(run_dir, status=reporter.status)
+    base = Path((folder / "base.txt").read_text(encoding="utf-8").strip())
+    spec, task = ev.config, ev.config.task
+    budget = label_budget(ev.setup.tokenizer, task) if task.kind == "classify" else spec.eval.max_new_tokens
+    reporter.status(f"loading {base.name} with {folder / 'adapter.gguf'} in llama.cpp")
+    llm = load_llama(base, folder / "adapter.gguf", n_ctx=spec.train.max_seq_length + budget + 16, threads=threads)
+    predictor = LlamaCppPredictor(name, llm, ev.setup.tokenizer, task, spec.train.max_seq_length, budget,
+                                  constrained=spec.eval.constrained)
+    from gguf import GGUFReader
+
+    size = {"params_m": sum(int(t.n_elements) for t in GGUFReader(str(base)).tensors) / 1e6,
+            "adapter_mb": (folder / "adapter.gguf").stat().st_size / 1e6}
+    return _evaluate(ev, name, predictor, _base_key(ev, name, weights=_folder_digest(folder), engine="llama-cpp"),
+                     reporter, extra=size, run_dir=run_dir.resolve())
 
 
 def _rescore(ev: Evaluation, saved: EvalResult, reporter: Reporter) -> EvalResult:

@@ -39,6 +39,19 @@ def _prompt(tokenizer: Any, task: TaskSpec, example: Example, max_length: int, s
         chosen.pop()
 
 
+def label_completions(tokenizer: Any, task: TaskSpec) -> list[list[int]]:
+    """The tokens of each label's answer, end-of-turn token included. They follow the assistant
+    header (which ends with a newline), so they do not depend on the prompt: computed once."""
+    probe = Example(id="probe", input="probe", target="")
+    return [render(tokenizer, task, probe, target=lab).completion for lab in task.labels or []]
+
+
+def label_choice(labels: Sequence[str], totals: Sequence[float]) -> tuple[int, float]:
+    """The best label's index and its confidence: a softmax over the labels' log-probabilities."""
+    best = max(range(len(totals)), key=totals.__getitem__)
+    return best, 1.0 / sum(math.exp(t - totals[best]) for t in totals)
+
+
 class LabelScoringPredictor:
     """Classify by the sequence log-probability of each label plus the end-of-turn token."""
 
@@ -52,11 +65,7 @@ class LabelScoringPredictor:
         self.task = task
         self.max_length = max_length
         self.shots = shots
-        probe = Example(id="probe", input="probe", target="")
-        # The label's tokens after the assistant header do not depend on the prompt (the header
-        # ends with a newline), so they are computed once.
-        self.completions = [render(tokenizer, task, probe, target=lab).completion
-                            for lab in task.labels]
+        self.completions = label_completions(tokenizer, task)
         self._longest = max(task.labels, key=lambda lab: len(tokenizer(lab)["input_ids"]))
 
     def prompt_ids(self, example: Example) -> list[int]:
@@ -130,14 +139,10 @@ class LabelScoringPredictor:
         for ex in examples:
             start = time.perf_counter()
             prompt = self.prompt_ids(ex)
-            totals = self.scores(prompt)
-            best = max(range(len(totals)), key=totals.__getitem__)
-            top = totals[best]
-            norm = sum(math.exp(t - top) for t in totals)
+            best, confidence = label_choice(labels, self.scores(prompt))
             yield Prediction(example_id=ex.id, output=labels[best], valid=True,
                              latency_s=time.perf_counter() - start, prompt_tokens=len(prompt),
-                             completion_tokens=len(self.completions[best]),
-                             confidence=1.0 / norm)
+                             completion_tokens=len(self.completions[best]), confidence=confidence)
 
 
 class GenerativePredictor:

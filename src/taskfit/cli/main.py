@@ -184,13 +184,17 @@ def baseline(project: Path = typer.Argument(Path("."), help="Project directory o
 @_friendly
 def eval_(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
           run_dir: Path = typer.Option(..., "--run", help="A finished training run (its directory)."),
-          name: str = typer.Option("fine-tuned", help="Candidate name in the scorecard."),
-          threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: all).")) -> None:
+          name: Optional[str] = typer.Option(None, help="Candidate name in the scorecard (default fine-tuned, "
+                                                        "or fine-tuned-gguf with --engine llama-cpp)."),
+          engine: str = typer.Option("transformers", help="transformers, or llama-cpp: the exported GGUF "
+                                                          "(base + GGUF LoRA) run by llama.cpp."),
+          threads: Optional[int] = typer.Option(None, help="CPU threads (default: all).")) -> None:
     """Evaluate a trained run on the same held-out split as the baselines (cached: a rerun resumes)."""
     from taskfit.evaluate import eval_project
     from taskfit.progress import RichReporter
 
-    _print_results([eval_project(project, run_dir, reporter=RichReporter(err), name=name, threads=threads)])
+    _print_results([eval_project(project, run_dir, reporter=RichReporter(err), name=name, threads=threads,
+                                 engine=engine)])
 
 
 review_app = typer.Typer(help="Blind human review of two candidates' answers.", no_args_is_help=True)
@@ -287,16 +291,31 @@ def train(project: Path = typer.Argument(Path("."), help="Project directory or t
 @_friendly
 def export(run_dir: Path = typer.Argument(..., help="A finished run directory (or its adapter)."),
            merged: bool = typer.Option(False, "--merged", help="Fold the adapter into the base model."),
-           out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write (default RUN/merged).")) -> None:
-    """Export a trained adapter; --merged writes an ordinary transformers model."""
+           format_: Optional[str] = typer.Option(None, "--format", help="gguf-lora: the adapter as a GGUF LoRA "
+                                                                         "for llama.cpp and Ollama."),
+           base_gguf: Optional[Path] = typer.Option(None, "--base-gguf", help="gguf-lora: the base model's GGUF "
+                                                                              "(default: the embedded model's)."),
+           out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write (default RUN/merged or RUN/gguf).")) -> None:
+    """Export a trained adapter: --merged (an ordinary transformers model) or --format gguf-lora."""
     from taskfit.errors import ConfigError
     from taskfit.progress import RichReporter
+
+    status = RichReporter(err).status
+    if format_ == "gguf-lora":
+        from taskfit.training.gguf_lora import export_gguf_lora
+
+        path = export_gguf_lora(run_dir, out_dir, base=base_gguf, status=status)
+        out.print(f"GGUF LoRA: {path / 'adapter.gguf'} (base: {(path / 'base.txt').read_text().strip()}); "
+                  f"Ollama: cd {path} && ollama create NAME -f Modelfile")
+        return
+    if format_ is not None:
+        raise ConfigError(f"--format {format_}: the formats are gguf-lora (or --merged)")
+    if not merged:
+        raise ConfigError("choose an export: --merged or --format gguf-lora",
+                          hint="the adapter itself is already in the plain PEFT layout in RUN/adapter")
     from taskfit.training.artifacts import export_merged
 
-    if not merged:
-        raise ConfigError("choose an export format: --merged (more formats come with serving)",
-                          hint="the adapter itself is already in the plain PEFT layout in RUN/adapter")
-    path = export_merged(run_dir, out_dir, status=RichReporter(err).status)
+    path = export_merged(run_dir, out_dir, status=status)
     out.print(f"merged model: {path}")
 
 

@@ -122,7 +122,12 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
 
     from taskfit.serve.log import RequestLog
 
-    engine = engine or Engine(spec, status or (lambda m: None))
+    if engine is None:
+        if spec.engine == "llama-cpp":
+            from taskfit.serve.llama_engine import LlamaCppEngine as EngineClass
+        else:
+            EngineClass = Engine
+        engine = EngineClass(spec, status or (lambda m: None))
     if not engine.models:
         engine.load()
     request_log = (RequestLog(spec.log.path, spec.log.redact, spec.log.retention_days)
@@ -256,28 +261,31 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                            code="too_many_messages")
         return req
 
-    def grammar_for(req: ChatRequest, served: Served) -> str | None:
+    def schema_for(req: ChatRequest, served: Served) -> tuple[dict[str, Any] | None, str | None]:
+        """The JSON schema the reply is held to (the request's, else an extract adapter's own),
+        with its grammar; a schema that cannot be enforced is refused before decoding starts."""
         fmt = req.response_format
         if not fmt or fmt.get("type") == "text":
-            return served.grammar
+            return served.schema, served.grammar
         if fmt.get("type") == "json_object":
-            return schema_grammar(json.dumps({"type": "object"}))
-        if fmt.get("type") == "json_schema":
+            schema: Any = {"type": "object"}
+        elif fmt.get("type") == "json_schema":
             schema = (fmt.get("json_schema") or {}).get("schema")
             if not isinstance(schema, dict):
                 raise ApiError(400, "response_format.json_schema.schema: a JSON schema object is required",
                                param="response_format")
-            try:
-                grammar = schema_grammar(json.dumps(schema, sort_keys=True))
-                from taskfit.decoding import Constraint
+        else:
+            raise ApiError(400, f"response_format.type: {fmt.get('type')!r} is not one of text, json_object, "
+                                "json_schema", param="response_format")
+        try:
+            grammar = schema_grammar(json.dumps(schema, sort_keys=True))
+            from taskfit.decoding import Constraint
 
-                Constraint(engine.tokenizer, grammar)  # refuse an unusable schema now, not mid-decode
-            except ValueError as exc:
-                raise ApiError(400, f"response_format: this JSON schema cannot be enforced ({exc})",
-                               param="response_format") from None
-            return grammar
-        raise ApiError(400, f"response_format.type: {fmt.get('type')!r} is not one of text, json_object, "
-                            "json_schema", param="response_format")
+            Constraint(engine.tokenizer, grammar)
+        except ValueError as exc:
+            raise ApiError(400, f"response_format: this JSON schema cannot be enforced ({exc})",
+                           param="response_format") from None
+        return schema, grammar
 
     def chunk(cid: str, created: int, model: str, delta: dict[str, Any], finish: str | None = None,
               **extra: Any) -> str:
@@ -339,7 +347,7 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                                param="max_tokens", code="max_tokens_too_large")
             messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                         for m in req.messages]
-            grammar = grammar_for(req, served)
+            schema, grammar = schema_for(req, served)
             prompt = await run_in_threadpool(engine.prompt, served, messages)
             if len(prompt) + max_tokens > engine.context:
                 raise ApiError(400, f"the prompt ({len(prompt)} tokens) plus max_tokens ({max_tokens}) is over "
@@ -349,7 +357,7 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
             sampling = Sampling(max_tokens=max_tokens, temperature=req.temperature or 0.0, top_p=req.top_p,
                                 seed=req.seed, stop=stops, grammar=grammar)
             score = served.scorer is not None and not req.response_format
-            job = Job(model=served, prompt=prompt, sampling=sampling, score_labels=score)
+            job = Job(model=served, prompt=prompt, sampling=sampling, score_labels=score, schema=schema)
             if req.stream:
                 return await stream(job, cid, started, key_name, req, served)
             loop = asyncio.get_running_loop()

@@ -47,6 +47,8 @@ class Limits(_Spec):
     max_batch: int = Field(8, ge=1, description="Requests decoded together in one batch at most.")
     queue: int = Field(64, ge=1, description="Requests waiting at most; beyond it, 429 with Retry-After.")
     timeout_s: float = Field(120.0, gt=0, description="A request not answered within this gets 504.")
+    context: int = Field(2048, ge=128, description="engine llama-cpp: tokens of context per served model "
+                                                   "(prompt + reply).")
 
 
 class LogSpec(_Spec):
@@ -61,6 +63,9 @@ class ServeSpec(_Spec):
     base_name: str | None = Field(None, description="The name the base model is served under "
                                                     "(default: the model's short name).")
     adapters: dict[str, AdapterSpec] = Field(default_factory=dict, description="Name → adapter.")
+    engine: Literal["transformers", "llama-cpp"] = Field(
+        "transformers", description="transformers (batched; GPU when there is one) or llama-cpp (the GGUF "
+                                    "base and GGUF LoRAs on llama.cpp's CPU kernels; pip install -e '.[llama]').")
     merged: bool = Field(False, description="Fold the single adapter into the base for the fastest path "
                                             "(the bare base is then not served).")
     host: str = "127.0.0.1"
@@ -82,6 +87,8 @@ class ServeSpec(_Spec):
 
     @model_validator(mode="after")
     def _consistent(self) -> "ServeSpec":
+        if self.merged and self.engine == "llama-cpp":
+            raise ValueError("merged: true is for the transformers engine (llama.cpp applies the GGUF LoRA itself)")
         if self.merged and len(self.adapters) != 1:
             raise ValueError("merged: true serves exactly one adapter")
         if not self.keys and self.host not in ("127.0.0.1", "localhost", "::1"):

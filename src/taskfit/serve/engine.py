@@ -15,7 +15,6 @@ import collections
 import contextlib
 import dataclasses
 import json
-import math
 import threading
 import time
 import warnings
@@ -24,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+from taskfit.baselines.model import label_choice
 from taskfit.config import TaskSpec
 from taskfit.decoding import Sampling, decode_batch, json_schema_grammar
 from taskfit.errors import ConfigError, TaskfitError
@@ -49,7 +49,8 @@ class Served:
     path: Path | None = None
     created: int = field(default_factory=lambda: int(time.time()))
     scorer: Any = None  # classify: the label scorer
-    grammar: str | None = None  # extract: the task's schema, always enforced
+    schema: dict[str, Any] | None = None  # extract: the task's schema, always enforced
+    grammar: str | None = None  # ... as an llguidance grammar
 
 
 @dataclass
@@ -71,6 +72,7 @@ class Job:
     prompt: list[int]
     sampling: Sampling
     score_labels: bool
+    schema: dict[str, Any] | None = None  # what sampling.grammar enforces (engines without llguidance)
     on_text: Callable[[str], None] | None = None
     on_done: Callable[[Result | BaseException], None] = lambda r: None
     cancelled: bool = False
@@ -111,38 +113,61 @@ class Engine:
         self.mixed = True  # mixed-adapter batches (not with DoRA adapters)
 
     # ---- loading ----------------------------------------------------------------------------
-    def load(self) -> None:
-        from taskfit.config import TrainSpec
-        from taskfit.models import load_model
-        from taskfit.training.hardware import resolve_hardware
-
-        hw = resolve_hardware(TrainSpec(threads=self.spec.threads))  # GPU and bf16 when there is one
-        base = self.spec.base
+    def base_model(self) -> tuple[str, dict[str, tuple[TaskSpec | None, Any, str | None]]]:
+        """The base model to load, and each adapter's task, eval settings and base."""
         tasks = {name: _run_task(a.path) for name, a in self.spec.adapters.items()}
+        base = self.spec.base
         if base is None:
             trained_on = {t[2] for t in tasks.values() if t[2]}
             if len(trained_on) > 1:
                 raise ConfigError(f"the adapters were trained on different base models ({sorted(trained_on)})",
                                   hint="serve one base model per server; set base: in serve.yaml")
             base = next(iter(trained_on), "smollm2-135m")
+        return base, tasks
+
+    def name_base(self, base: str) -> None:
+        import re
+
+        short = re.sub(r"[^A-Za-z0-9._:-]", "-", Path(base).name).lstrip("-._:")[:64] or "base"
+        self.base_name = self.spec.base_name or short
+        self.models[self.base_name] = Served(name=self.base_name, adapter=None, parent=None)
+
+    def load(self) -> None:
+        from taskfit.config import TrainSpec
+        from taskfit.models import load_model
+        from taskfit.training.hardware import resolve_hardware
+
+        hw = resolve_hardware(TrainSpec(threads=self.spec.threads))  # GPU and bf16 when there is one
+        base, tasks = self.base_model()
         self.status(f"loading base model {base}")
         lm = load_model(base, status=self.status, dtype=hw.dtype, device=hw.device)
         self.model, self.tokenizer = lm.model, lm.tokenizer
         self.context = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
-        base_name = self.spec.base_name or lm.info.name.replace("/", "--")
-        self.base_name = base_name
-        if not self.spec.merged:
-            self.models[base_name] = Served(name=base_name, adapter=None, parent=None)
+        self.name_base(base)
         for name, adapter in self.spec.adapters.items():
             self._add_adapter(name, adapter, tasks[name])
         if self.spec.merged:
             self.status("merging the adapter into the base model")
+            del self.models[self.base_name]
             self.model = self.model.merge_and_unload()
             self._peft = False
             for served in self.models.values():
                 served.adapter = None
                 if served.scorer is not None:
                     served.scorer.model = self.model
+
+    def served(self, name: str, spec: AdapterSpec, run: tuple[TaskSpec | None, Any, str | None],
+               path: Path) -> Served:
+        """What clients see of an adapter: its task, threshold and fallback, schema."""
+        task, ev, _ = run
+        served = Served(name=name, adapter=name, parent=self.base_name, task=task, path=path,
+                        threshold=spec.confidence_threshold if spec.confidence_threshold is not None
+                        else (ev.confidence_threshold if ev else None),
+                        fallback=spec.fallback or (ev.fallback if ev else None))
+        if task is not None and task.kind == "extract":
+            served.schema = task.schema_
+            served.grammar = schema_grammar(json.dumps(task.schema_, sort_keys=True))
+        return served
 
     def _add_adapter(self, name: str, spec: AdapterSpec, run: tuple[TaskSpec | None, Any, str | None]) -> Served:
         from peft import PeftModel
@@ -165,17 +190,12 @@ class Engine:
         self.model.eval()
         if getattr(self.model.peft_config[name], "use_dora", False):
             self.mixed = False
-        task, ev, _ = run
-        served = Served(name=name, adapter=name, parent=self.base_name, task=task, path=path,
-                        threshold=spec.confidence_threshold if spec.confidence_threshold is not None
-                        else (ev.confidence_threshold if ev else None),
-                        fallback=spec.fallback or (ev.fallback if ev else None))
-        if task is not None and task.kind == "classify":
+        served = self.served(name, spec, run, path)
+        if served.task is not None and served.task.kind == "classify":
             from taskfit.baselines.model import LabelScoringPredictor
 
-            served.scorer = LabelScoringPredictor(name, self.model, self.tokenizer, task, max_length=self.context)
-        if task is not None and task.kind == "extract":
-            served.grammar = schema_grammar(json.dumps(task.schema_, sort_keys=True))
+            served.scorer = LabelScoringPredictor(name, self.model, self.tokenizer, served.task,
+                                                  max_length=self.context)
         self.models[name] = served
         return served
 
@@ -273,18 +293,20 @@ class Engine:
         served = job.model
         with self._adapter(served):
             totals = served.scorer.scores(job.prompt)
-        labels = served.task.labels
-        best = max(range(len(totals)), key=totals.__getitem__)
-        confidence = 1.0 / sum(math.exp(t - totals[best]) for t in totals)
-        label = labels[best]
+        best, confidence = label_choice(served.task.labels, totals)
+        return [self.label_result(job, best, confidence)]
+
+    def label_result(self, job: Job, best: int, confidence: float) -> Result:
+        """A classify reply: the label, or the fallback below the threshold."""
+        served = job.model
+        label = served.task.labels[best]
         low = served.threshold is not None and confidence < served.threshold and served.fallback is not None
         text = served.fallback if low else label
         if job.on_text is not None:
             job.on_text(text)
         self.on_batch(1)
-        return [Result(text=text, prompt_tokens=len(job.prompt),
-                       completion_tokens=len(served.scorer.completions[best]), finish_reason="stop",
-                       confidence=confidence, fallback=low, label=label)]
+        return Result(text=text, prompt_tokens=len(job.prompt), completion_tokens=len(served.scorer.completions[best]),
+                      finish_reason="stop", confidence=confidence, fallback=low, label=label)
 
     def _adapter(self, served: Served) -> Any:
         """A context in which the model runs as ``served`` (for single-model passes)."""

@@ -1,0 +1,84 @@
+"""The GGUF-LoRA export against the training-time model, on a classify project's held-out rows.
+
+    pip install -e ".[llama]"            # llama-cpp-python: compiles llama.cpp (~14 min on 2 cores)
+    .venv/bin/taskfit quickstart         # or any classify project with a finished LoRA run
+    .venv/bin/python bench/gguf_export.py quickstart --run quickstart/runs/<run>
+
+Evaluates the run twice on the same held-out rows (both cached like any evaluation): with
+transformers (the adapter merged into the float32 base: the model as trained) and with llama.cpp
+(the embedded base GGUF plus the exported GGUF LoRA, via `taskfit export --format gguf-lora`).
+Prints the share of rows where the two give the same label (the export must agree on at least
+98%), each one's accuracy and latency, and both engines' greedy decoding speed on the same prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+
+def _decode_speed(project: Path, run: Path, rows: int, tokens: int) -> None:
+    """Greedy tokens per second of each engine on the same prompts (up to `tokens` each; reading
+    the prompt included)."""
+    from taskfit.baselines.llama_cpp import load_llama
+    from taskfit.decoding import Sampling, decode_batch
+    from taskfit.evaluate import _load_trained, open_evaluation
+    from taskfit.progress import Silent
+    from taskfit.rendering import render
+
+    ev = open_evaluation(project, Silent())
+    prompts = [render(ev.setup.tokenizer, ev.config.task, ex).ids for ex in ev.held_out[:rows]]
+    model = _load_trained(ev, run, Silent())[0]
+    start = time.perf_counter()
+    made = 0
+    for p in prompts:
+        made += decode_batch(model, ev.setup.tokenizer, [p], [Sampling(max_tokens=tokens)])[0].completion_tokens
+    hf = made / (time.perf_counter() - start)
+    folder = run / "gguf"
+    base = Path((folder / "base.txt").read_text().strip())
+    llm = load_llama(base, folder / "adapter.gguf", n_ctx=1024)
+    start = time.perf_counter()
+    made = 0
+    for p in prompts:
+        llm.reset()
+        out = llm.create_completion(prompt=p, max_tokens=tokens, temperature=0.0)
+        made += out["usage"]["completion_tokens"]
+    cpp = made / (time.perf_counter() - start)
+    print(f"decoding, prompt included, {rows} prompts: transformers {hf:.1f} tokens/s, llama.cpp {cpp:.1f} tokens/s "
+          f"({cpp / hf:.1f}x)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("project", type=Path)
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--decode-rows", type=int, default=8)
+    ap.add_argument("--decode-tokens", type=int, default=48)
+    args = ap.parse_args()
+
+    from taskfit.evaluate import eval_project, open_evaluation
+    from taskfit.evaluation.runner import read_predictions
+    from taskfit.progress import RichReporter, Silent
+
+    reporter = RichReporter()
+    trained = eval_project(args.project, args.run, reporter)
+    exported = eval_project(args.project, args.run, reporter, engine="llama-cpp")
+    ev = open_evaluation(args.project, Silent())
+    a = {p.example_id: p for p in read_predictions(ev.predictions(trained.candidate))}
+    b = {p.example_id: p for p in read_predictions(ev.predictions(exported.candidate))}
+    ids = [ex.id for ex in ev.held_out if ex.id in a and ex.id in b]
+    same = sum(a[i].output == b[i].output for i in ids)
+    gap = [abs(a[i].confidence - b[i].confidence) for i in ids if a[i].confidence is not None]
+    for r, preds in ((trained, a), (exported, b)):
+        lat = sorted(p.latency_s for p in preds.values())
+        print(f"{r.candidate:16s} accuracy {100 * r.metrics['accuracy']:5.1f}%  latency p50 "
+              f"{1000 * statistics.median(lat):.0f} ms, p95 {1000 * lat[int(0.95 * (len(lat) - 1))]:.0f} ms")
+    print(f"same label on {same} of {len(ids)} held-out rows ({100 * same / len(ids):.1f}%; the goal is 98%); "
+          f"confidence differs by {statistics.mean(gap):.3f} on average (max {max(gap):.3f})")
+    _decode_speed(args.project, args.run, args.decode_rows, args.decode_tokens)
+
+
+if __name__ == "__main__":
+    main()

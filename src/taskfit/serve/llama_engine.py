@@ -1,0 +1,117 @@
+"""``engine: llama-cpp``: the same server on llama.cpp's CPU kernels (llama-cpp-python, the
+optional ``llama`` extra), for the base model's GGUF and each adapter's GGUF LoRA.
+
+On a 2-core CPU llama.cpp decodes the embedded model several times faster than transformers, so
+this is the engine for generation on CPU. Each served model gets its own llama.cpp context (the
+base with one adapter: the Python bindings take one LoRA per context), and requests are answered
+one at a time, each context reusing the key/value cache of the prompt prefix it saw last (the
+task's system prompt, typically). Adapters without a GGUF file are exported on load
+(``taskfit export --format gguf-lora``). ``classify`` adapters score labels from llama.cpp's
+logits; JSON schemas are enforced by llama.cpp's own grammar engine.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from taskfit.baselines.llama_cpp import LlamaCppScorer, load_llama
+from taskfit.baselines.model import label_choice
+from taskfit.errors import ConfigError
+from taskfit.serve.config import AdapterSpec
+from taskfit.serve.engine import Engine, Job, Result, Served
+
+
+@lru_cache(maxsize=64)
+def _grammar(schema_json: str) -> Any:
+    from llama_cpp import LlamaGrammar
+
+    return LlamaGrammar.from_json_schema(schema_json, verbose=False)
+
+
+class LlamaCppEngine(Engine):
+    def load(self) -> None:
+        from taskfit.models.registry import load_tokenizer
+        from taskfit.training.gguf_lora import base_gguf
+
+        base, tasks = self.base_model()
+        self.base_file = base_gguf(base)
+        self.tokenizer = load_tokenizer(base, status=self.status)
+        self.context = self.spec.limits.context
+        self.mixed = False
+        self.llms: dict[str, Any] = {}
+        self.name_base(base)
+        self.status(f"loading {self.base_file.name} in llama.cpp")
+        self.llms[self.base_name] = load_llama(self.base_file, None, self.context, self.spec.threads)
+        for name, adapter in self.spec.adapters.items():
+            self._add_adapter(name, adapter, tasks[name])
+
+    def _add_adapter(self, name: str, spec: AdapterSpec, run: Any) -> Served:
+        from taskfit.training.artifacts import find_adapter
+        from taskfit.training.gguf_lora import export_gguf_lora
+
+        if name in self.models:
+            raise ConfigError(f"model name {name!r} is already served")
+        path = find_adapter(spec.path)
+        gguf = path.parent / "gguf" / "adapter.gguf"
+        if not gguf.exists():
+            export_gguf_lora(path, base=self.base_file, status=self.status)
+        self.status(f"loading adapter {name} ({gguf}) in llama.cpp")
+        self.llms[name] = load_llama(self.base_file, gguf, self.context, self.spec.threads)
+        served = self.served(name, spec, run, path)
+        if served.task is not None and served.task.kind == "classify":
+            served.scorer = LlamaCppScorer(self.llms[name], self.tokenizer, served.task)
+        self.models[name] = served
+        return served
+
+    def add_adapter(self, name: str, spec: AdapterSpec) -> Served:
+        from taskfit.serve.engine import _run_task
+
+        with self.cond:
+            return self._add_adapter(name, spec, _run_task(spec.path))
+
+    def remove_adapter(self, name: str) -> None:
+        with self.cond:
+            served = self.models.get(name)
+            if served is None or served.adapter is None:
+                raise KeyError(name)
+            if any(j.model is served for j in self.queue):
+                raise ConfigError(f"{name} has requests waiting; try again when they are answered")
+            del self.models[name]
+            self.llms.pop(name).close()
+
+    def _score(self, job: Job) -> list[Result]:
+        served = job.model
+        best, confidence = label_choice(served.task.labels, served.scorer.scores(job.prompt))
+        return [self.label_result(job, best, confidence)]
+
+    def _generate(self, batch: list[Job]) -> list[Result]:
+        results = []
+        for job in batch:  # llama.cpp contexts answer one request at a time
+            self.on_batch(1)
+            llm = self.llms[job.model.name]
+            s = job.sampling
+            grammar = _grammar(json.dumps(job.schema, sort_keys=True)) if job.schema else None
+            pieces, finish, produced = [], "length", 0
+            for chunk in llm.create_completion(prompt=job.prompt, max_tokens=s.max_tokens, temperature=s.temperature,
+                                               top_p=s.top_p, seed=s.seed, stop=list(s.stop) or None,
+                                               grammar=grammar, stream=True):
+                choice = chunk["choices"][0]
+                text = choice["text"]
+                produced += 1
+                if text:
+                    if not pieces:
+                        text = text.lstrip()
+                    pieces.append(text)
+                    if text and job.on_text is not None:
+                        job.on_text(text)
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+                if job.cancelled:
+                    finish = "cancelled"
+                    break
+            results.append(Result(text="".join(pieces).strip(), prompt_tokens=len(job.prompt),
+                                  completion_tokens=produced, finish_reason=finish))
+        return results
+

@@ -1,0 +1,119 @@
+"""``taskfit export RUN --format gguf-lora``: the adapter as a GGUF LoRA file that llama.cpp and
+Ollama load beside the base model's GGUF, with an Ollama Modelfile.
+
+The file follows llama.cpp's own ``convert_lora_to_gguf.py``: ``general.type = adapter``,
+``adapter.type = lora``, ``adapter.lora.alpha``, and for each adapted weight its GGUF name with
+``.lora_a`` (PEFT's ``lora_A``, shape r x in) and ``.lora_b`` (``lora_B``, out x r). Two details
+decide whether the adapter does what it did in training: llama.cpp stores the query and key
+projections of Llama-family models with their rows permuted for its rotary layout, so the same
+permutation is applied to ``lora_b`` of ``q_proj`` and ``k_proj``; and llama.cpp scales by
+``alpha / r``, so an rsLoRA adapter (``alpha / sqrt(r)``) is written with the equivalent alpha.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+from taskfit.errors import ConfigError
+from taskfit.training.artifacts import find_adapter, write_atomically
+
+# Architectures whose llama.cpp conversion is Llama's (with the q/k row permutation).
+PERMUTED = {"llama", "mistral"}
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _permute(weights: Any, n_head: int, n_head_kv: int | None) -> Any:
+    """llama.cpp's ``LlamaModel.permute`` (rows regrouped for its rotary layout)."""
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    return (weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+            .swapaxes(1, 2).reshape(weights.shape))
+
+
+def base_gguf(base_name: str) -> Path:
+    """The GGUF file of the base model: the embedded model's own, or a ``.gguf`` given directly."""
+    from taskfit.models.registry import EMBEDDED, _embedded_gguf
+
+    if base_name in EMBEDDED:
+        return _embedded_gguf(EMBEDDED[base_name])[0]
+    path = Path(base_name)
+    if path.suffix == ".gguf" and path.exists():
+        return path
+    raise ConfigError(f"the base model {base_name} has no GGUF file that taskfit knows of",
+                      hint="convert it with llama.cpp's convert_hf_to_gguf.py and pass --base-gguf FILE")
+
+
+def export_gguf_lora(run_dir: Path, dest: Path | None = None, base: Path | None = None,
+                     status: Callable[[str], None] | None = None) -> Path:
+    """Write ``adapter.gguf`` and an Ollama ``Modelfile`` to ``dest`` (default ``RUN/gguf``)."""
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    adapter = find_adapter(run_dir)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    if config.get("peft_type") != "LORA":
+        raise ConfigError(f"{adapter}: a {config.get('peft_type')} adapter; only LoRA exports to GGUF")
+    if config.get("use_dora"):
+        raise ConfigError(f"{adapter}: llama.cpp cannot apply DoRA adapters", hint="train with use_dora: false")
+    manifest = adapter.parent / "manifest.json"
+    base_name = (json.loads(manifest.read_text())["model"]["name"] if manifest.exists()
+                 else config["base_model_name_or_path"])
+    base = base or base_gguf(base_name)
+    reader = gguf.GGUFReader(str(base))
+    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+    field = lambda key: int(reader.fields[f"{arch}.{key}"].parts[-1][0])  # noqa: E731
+    n_head, n_kv, n_layers = field("attention.head_count"), field("attention.head_count_kv"), field("block_count")
+    if arch not in PERMUTED:
+        raise ConfigError(f"{base}: architecture {arch}; the GGUF-LoRA export supports {sorted(PERMUTED)}")
+    names = gguf.TensorNameMap(gguf.MODEL_ARCH.LLAMA, n_layers)
+    in_base = {t.name for t in reader.tensors}
+
+    r = int(config["r"])
+    alpha = float(config.get("lora_alpha", r))
+    if config.get("use_rslora"):
+        alpha *= math.sqrt(r)  # llama.cpp scales by alpha / r
+    if config.get("alpha_pattern") or config.get("rank_pattern"):
+        raise ConfigError(f"{adapter}: per-module rank or alpha patterns are not supported by the GGUF export")
+    tensors = load_file(str(adapter / "adapter_model.safetensors"))
+    pairs: dict[str, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        # base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight
+        module, _, part = key.rpartition(".lora_")
+        if part not in ("A.weight", "B.weight"):
+            raise ConfigError(f"{adapter}: tensor {key} is not a LoRA A/B weight; cannot export it")
+        hf_name = module.removeprefix("base_model.model.")
+        pairs.setdefault(hf_name, {})[part[0]] = value.astype(np.float32)
+
+    def write(tmp: Path) -> None:
+        writer = gguf.GGUFWriter(str(tmp / "adapter.gguf"), arch)
+        writer.add_type(gguf.GGUFType.ADAPTER)
+        writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+        writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
+        writer.add_name(f"{adapter.parent.name} (taskfit LoRA)")
+        for hf_name, ab in sorted(pairs.items()):
+            target = names.get_name(hf_name)
+            if target is None or f"{target}.weight" not in in_base:
+                raise ConfigError(f"{adapter}: {hf_name} has no counterpart in {base.name}")
+            lora_b = ab["B"]
+            if hf_name.endswith("q_proj"):
+                lora_b = _permute(lora_b, n_head, n_head)
+            elif hf_name.endswith("k_proj"):
+                lora_b = _permute(lora_b, n_head, n_kv)
+            writer.add_tensor(f"{target}.weight.lora_a", np.ascontiguousarray(ab["A"]))
+            writer.add_tensor(f"{target}.weight.lora_b", np.ascontiguousarray(lora_b))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        (tmp / "Modelfile").write_text(
+            f"# ollama create {adapter.parent.name} -f Modelfile\n"
+            f"FROM {base}\nADAPTER ./adapter.gguf\nPARAMETER temperature 0\n", encoding="utf-8")
+        (tmp / "base.txt").write_text(f"{base}\n", encoding="utf-8")
+
+    if status:
+        status(f"writing the GGUF LoRA of {adapter} ({len(pairs)} adapted weights, base {base.name})")
+    return write_atomically(dest or adapter.parent / "gguf", write)

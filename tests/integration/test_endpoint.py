@@ -88,3 +88,17 @@ def test_endpoint_errors_are_clear(tmp_path, tiny_model_dir, loopback, monkeypat
     fake.fail = True
     result = CliRunner().invoke(app, ["baseline", str(project), "--only", "endpoint"])
     assert result.exit_code == 1 and "answered" in result.output and "Traceback" not in result.output
+
+
+def test_endpoint_baseline_against_taskfit_serve(tmp_path, tiny_model_dir, loopback, monkeypatch):
+    """taskfit's own server as the endpoint: the same client path a user takes against a hosted model."""
+    from taskfit.serve import ServeSpec, hash_key
+    from taskfit.serve.app import create_app
+
+    spec = ServeSpec(base=str(tiny_model_dir), base_name="hosted-large", log={"path": None},
+                     keys=[{"name": "eval", "sha256": hash_key("tf-eval-key")}])
+    monkeypatch.setenv("TASKFIT_TEST_KEY", "tf-eval-key")
+    project, labels = _project(tmp_path, tiny_model_dir, loopback(create_app(spec)))
+    (result,) = baseline_project(project, only=["endpoint"])
+    assert result.n == 10 and 0 <= result.metrics["accuracy"] <= 1
+    assert result.metrics["prompt_tokens_mean"] > 20  # usage as the server counted it

@@ -199,6 +199,18 @@ def test_qa_prompt_only_few_shot_and_rag_with_citations(tmp_path, tiny_model_dir
     assert card.kind == "qa" and card.verdict.startswith("Best baseline so far")
 
 
+def test_batched_evaluation_answers_as_one_at_a_time(tmp_path, tiny_model_dir):
+    from taskfit.evaluation.runner import read_predictions
+
+    outputs = {}
+    for batch in (1, 4):
+        project = _extract_project(tmp_path, tiny_model_dir, f"b{batch}", generation_sample=0, batch_size=batch)
+        (result,) = baseline_project(project, only=["prompt-only"])
+        (cache,) = project.glob("evals/*/predictions/prompt-only.jsonl")
+        outputs[batch] = ([p.output for p in read_predictions(cache)], result.metrics["field_f1"])
+    assert outputs[4] == outputs[1] and len(outputs[1][0]) == 10
+
+
 def _chromium():
     import shutil
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import json
 import threading
 import time
@@ -76,7 +75,6 @@ class Job:
     on_text: Callable[[str], None] | None = None
     on_done: Callable[[Result | BaseException], None] = lambda r: None
     cancelled: bool = False
-    enqueued: float = field(default_factory=time.perf_counter)
 
 
 @lru_cache(maxsize=64)
@@ -213,10 +211,13 @@ class Engine:
                 raise KeyError(name)
             if any(j.model is served for j in self.queue):
                 raise ConfigError(f"{name} has requests waiting; try again when they are answered")
-            with warnings.catch_warnings():  # "the active adapter was deleted": we set it per request
-                warnings.simplefilter("ignore")
-                self.model.delete_adapter(served.adapter)
             del self.models[name]
+            self._unload(served)
+
+    def _unload(self, served: Served) -> None:
+        with warnings.catch_warnings():  # "the active adapter was deleted": we set it per request
+            warnings.simplefilter("ignore")
+            self.model.delete_adapter(served.adapter)
 
     # ---- requests ---------------------------------------------------------------------------
     def prompt(self, served: Served, messages: list[dict[str, str]]) -> list[int]:
@@ -331,6 +332,3 @@ class Engine:
         return [Result(text=g.text, prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens,
                        finish_reason=g.finish_reason) for g in out]
 
-
-def with_grammar(sampling: Sampling, grammar: str | None) -> Sampling:
-    return dataclasses.replace(sampling, grammar=grammar) if grammar else sampling

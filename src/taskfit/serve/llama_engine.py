@@ -65,21 +65,8 @@ class LlamaCppEngine(Engine):
         self.models[name] = served
         return served
 
-    def add_adapter(self, name: str, spec: AdapterSpec) -> Served:
-        from taskfit.serve.engine import _run_task
-
-        with self.cond:
-            return self._add_adapter(name, spec, _run_task(spec.path))
-
-    def remove_adapter(self, name: str) -> None:
-        with self.cond:
-            served = self.models.get(name)
-            if served is None or served.adapter is None:
-                raise KeyError(name)
-            if any(j.model is served for j in self.queue):
-                raise ConfigError(f"{name} has requests waiting; try again when they are answered")
-            del self.models[name]
-            self.llms.pop(name).close()
+    def _unload(self, served: Served) -> None:
+        self.llms.pop(served.name).close()
 
     def _score(self, job: Job) -> list[Result]:
         served = job.model

@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import sqlite3
+import time
 
 import jsonschema
 import openai
@@ -168,6 +169,8 @@ def test_bad_requests_get_the_right_4xx_in_openai_shape(server):
     assert _error(post({**good, "max_tokens": 65})) == (400, "max_tokens_too_large")
     assert _error(post({**good, "messages": []}))[0] == 400
     assert _error(post({**good, "n": 2})) == (400, "unsupported")
+    many = {**good, "messages": [{"role": "user", "content": "hi"}] * 33}
+    assert _error(post(many)) == (400, "too_many_messages")
     bad_schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}
     assert _error(post({**good, "response_format": bad_schema}))[0] == 400
     with pytest.raises(openai.AuthenticationError):
@@ -255,3 +258,45 @@ def test_timeout_gets_504(tmp_path, runs, loopback, tiny_model_dir):
     r = httpx.post(f"{url}/chat/completions", headers={"Authorization": f"Bearer {FULL}"}, timeout=60,
                    json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 64})
     assert _error(r) == (504, "timeout")
+
+
+def test_merged_single_adapter_serves_only_that_adapter(tmp_path, runs, loopback, tiny_model_dir):
+    spec = load_serve_config(None, {"base": str(tiny_model_dir), "merged": True, "log": {"path": None},
+                                    "adapters": {"triage": {"path": str(runs["triage"])}}})
+    client = openai.OpenAI(base_url=loopback(create_app(spec)), api_key="none", max_retries=0)
+    assert [m.id for m in client.models.list().data] == ["triage"]
+    choice = _ask(client, "triage", "I was charged twice").choices[0]
+    assert choice.message.content in runs["labels"] and choice.taskfit["confidence"] > 0
+
+
+def test_the_serve_command_starts_answers_and_stops_cleanly_on_sigterm(tmp_path, tiny_model_dir):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "taskfit.cli.main", "serve", "--base", str(tiny_model_dir),
+                             "--port", str(port)], cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+        (model,) = client.models.list().data
+        assert _ask(client, model.id, "hello", max_tokens=4).usage.completion_tokens <= 4
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    # uvicorn shuts down gracefully, then re-raises the signal so the exit status says what stopped it
+    assert code in (0, -signal.SIGTERM) and "Application shutdown complete" in proc.stderr.read().decode()
+    rows = sqlite3.connect(tmp_path / "requests.sqlite").execute("SELECT model, status FROM requests").fetchall()
+    assert rows == [(model.id, 200)]

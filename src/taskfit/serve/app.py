@@ -341,22 +341,25 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
             req = parse(await read_body(request))
             served = resolve(key_name, req.model)
             limit = spec.limits.max_tokens
-            max_tokens = req.max_completion_tokens or req.max_tokens or limit
-            if max_tokens > limit:
-                raise ApiError(400, f"max_tokens: {max_tokens} is over this server's limit of {limit}",
+            asked = req.max_completion_tokens or req.max_tokens
+            if asked is not None and asked > limit:
+                raise ApiError(400, f"max_tokens: {asked} is over this server's limit of {limit}",
                                param="max_tokens", code="max_tokens_too_large")
             messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                         for m in req.messages]
             schema, grammar = schema_for(req, served)
             prompt = await run_in_threadpool(engine.prompt, served, messages)
-            if len(prompt) + max_tokens > engine.context:
-                raise ApiError(400, f"the prompt ({len(prompt)} tokens) plus max_tokens ({max_tokens}) is over "
+            score = served.scorer is not None and not req.response_format
+            room = engine.context - len(prompt) - (max(map(len, served.scorer.completions)) if score else 0)
+            if room < (1 if score else (asked or 1)):
+                raise ApiError(400, f"the prompt ({len(prompt)} tokens) plus "
+                                    f"{'the longest label' if score else f'max_tokens ({asked or 1})'} is over "
                                     f"the model's context of {engine.context} tokens", param="messages",
                                code="context_length_exceeded")
+            max_tokens = asked or max(1, min(limit, room))  # unasked: as much as fits, up to the limit
             stops = tuple([req.stop] if isinstance(req.stop, str) else req.stop or [])
             sampling = Sampling(max_tokens=max_tokens, temperature=req.temperature or 0.0, top_p=req.top_p,
                                 seed=req.seed, stop=stops, grammar=grammar)
-            score = served.scorer is not None and not req.response_format
             job = Job(model=served, prompt=prompt, sampling=sampling, score_labels=score, schema=schema)
             if req.stream:
                 return await stream(job, cid, started, key_name, req, served)

@@ -1,4 +1,5 @@
-"""Greedy decoding, optionally held to a grammar, shared by evaluation and serving.
+"""Decoding shared by evaluation and serving: several prompts at once (one forward pass per step
+for the whole batch), greedy or sampled, each sequence optionally held to a grammar.
 
 Constrained decoding uses llguidance (guidance-ai's Rust engine, also behind llama.cpp's and
 vLLM's structured outputs): it has no dependencies, runs on CPU, builds a JSON-schema grammar in

@@ -11,7 +11,6 @@ evaluation says whether the exported file behaves like the model that was traine
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -28,8 +27,9 @@ def load_llama(base: Path, lora: Path | None, n_ctx: int, threads: int | None = 
     except ImportError:
         raise ConfigError("the llama.cpp engine needs llama-cpp-python, which is not installed",
                           hint='pip install -e ".[llama]" (it compiles llama.cpp: about 14 minutes on 2 cores)') from None
-    # every core by default (the bindings' own default is half of them)
-    threads = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    from taskfit.training.hardware import cpu_cores
+
+    threads = threads or cpu_cores()  # every core by default (the bindings' own default is half of them)
     return Llama(model_path=str(base), lora_path=str(lora) if lora else None, n_ctx=n_ctx,
                  n_threads=threads, n_threads_batch=threads, verbose=False)
 

@@ -9,6 +9,7 @@ server's own log, never into a response).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
@@ -136,6 +137,14 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
     engine.on_batch = metrics.batch.observe
     keys = [(k, k.sha256) for k in spec.keys]
     pace = {"seconds": 1.0}  # moving average of answer times, for Retry-After
+
+    @functools.lru_cache(maxsize=256)
+    def enforceable(grammar: str) -> str:
+        """``grammar``, once the engine has accepted it (a ValueError otherwise, not cached)."""
+        from taskfit.decoding import Constraint
+
+        Constraint(engine.tokenizer, grammar)
+        return grammar
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -278,10 +287,7 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
             raise ApiError(400, f"response_format.type: {fmt.get('type')!r} is not one of text, json_object, "
                                 "json_schema", param="response_format")
         try:
-            grammar = schema_grammar(json.dumps(schema, sort_keys=True))
-            from taskfit.decoding import Constraint
-
-            Constraint(engine.tokenizer, grammar)
+            grammar = enforceable(schema_grammar(json.dumps(schema, sort_keys=True)))
         except ValueError as exc:
             raise ApiError(400, f"response_format: this JSON schema cannot be enforced ({exc})",
                            param="response_format") from None

@@ -125,12 +125,13 @@ def load_serve_config(path: Path | None, overrides: dict[str, Any] | None = None
     for key, value in (overrides or {}).items():
         if value not in (None, {}, []):
             data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
-    for spec in (data.get("adapters") or {}).values():
-        if isinstance(spec, dict) and "path" in spec:
-            spec["path"] = str(root / spec["path"]) if not Path(spec["path"]).is_absolute() else spec["path"]
-    data["adapters"] = {n: ({"path": str(root / s)} if isinstance(s, str) and not Path(s).is_absolute()
-                            else {"path": s} if isinstance(s, str) else s)
-                        for n, s in (data.get("adapters") or {}).items()}
+    adapters = {}
+    for name, spec in (data.get("adapters") or {}).items():  # a path, or a mapping with one
+        spec = {"path": spec} if isinstance(spec, str) else dict(spec or {})
+        if isinstance(spec.get("path"), str) and not Path(spec["path"]).is_absolute():
+            spec["path"] = str(root / spec["path"])
+        adapters[name] = spec
+    data["adapters"] = adapters
     log = data.get("log")
     if isinstance(log, dict) and log.get("path") and not Path(log["path"]).is_absolute():
         log["path"] = str(root / log["path"])

@@ -113,6 +113,10 @@ class Engine:
     # ---- loading ----------------------------------------------------------------------------
     def base_model(self) -> tuple[str, dict[str, tuple[TaskSpec | None, Any, str | None]]]:
         """The base model to load, and each adapter's task, eval settings and base."""
+        from taskfit.training.artifacts import find_adapter
+
+        for adapter in self.spec.adapters.values():
+            find_adapter(adapter.path)  # a wrong path fails now, not after the base has loaded
         tasks = {name: _run_task(a.path) for name, a in self.spec.adapters.items()}
         base = self.spec.base
         if base is None:

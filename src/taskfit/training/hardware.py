@@ -27,6 +27,11 @@ class Hardware:
         return out
 
 
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def resolve_hardware(spec: TrainSpec) -> Hardware:
     """bfloat16 on a GPU that supports it, float32 on CPU (bf16 matmuls are about 11x slower on
     CPUs without native support); every core (shared among data-parallel processes) unless
@@ -54,7 +59,7 @@ def resolve_hardware(spec: TrainSpec) -> Hardware:
         dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
     else:
         dtype = "float32"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = cpu_cores()
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # data-parallel processes on this machine
     threads = spec.threads or max(1, cores // processes)
     if device == "cpu":

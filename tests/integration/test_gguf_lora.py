@@ -101,6 +101,7 @@ def test_serve_on_llama_cpp_answers_labels_json_and_streams(tmp_path, loopback):
     streamed = "".join(c.choices[0].delta.content or "" for c in ask("smollm2-135m", PROMPTS[0], max_tokens=16,
                                                                      stream=True) if c.choices)
     assert reply.choices[0].message.content and streamed.strip() == reply.choices[0].message.content
+    assert 0 < reply.usage.completion_tokens <= 16
     schema = {"type": "object", "required": ["queue"], "additionalProperties": False,
               "properties": {"queue": {"type": "string", "enum": list(QUEUES)}}}
     out = ask("smollm2-135m", PROMPTS[1], max_tokens=24,

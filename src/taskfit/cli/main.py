@@ -328,7 +328,9 @@ def serve(config: Optional[Path] = typer.Argument(None, help="serve.yaml (see th
           host: Optional[str] = typer.Option(None, help="Interface to bind (default 127.0.0.1)."),
           port: Optional[int] = typer.Option(None, help="Port (default 8000)."),
           merged: bool = typer.Option(False, "--merged", help="Fold the single adapter into the base."),
-          threads: Optional[int] = typer.Option(None, help="CPU threads for torch.")) -> None:
+          engine: Optional[str] = typer.Option(None, help="transformers (default) or llama-cpp (GGUF base + "
+                                                          "GGUF LoRAs; pip install -e '.[llama]')."),
+          threads: Optional[int] = typer.Option(None, help="CPU threads.")) -> None:
     """Serve the base model and trained adapters with OpenAI's chat-completions API."""
     from taskfit.errors import ConfigError
     from taskfit.progress import RichReporter
@@ -341,7 +343,7 @@ def serve(config: Optional[Path] = typer.Argument(None, help="serve.yaml (see th
             raise ConfigError(f"--adapter {item!r}: expected NAME=RUN_DIR")
         adapters[name] = {"path": str(Path(path).resolve())}
     spec = load_serve_config(config, {"adapters": adapters, "base": base, "host": host, "port": port,
-                                      "merged": merged or None, "threads": threads})
+                                      "merged": merged or None, "engine": engine, "threads": threads})
     run_server(spec, status=RichReporter(err).status)
 
 

@@ -86,7 +86,7 @@ class LlamaCppEngine(Engine):
                                                grammar=grammar, stream=True):
                 choice = chunk["choices"][0]
                 text = choice["text"]
-                produced += 1
+                produced += bool(text) or not choice.get("finish_reason")  # the closing chunk carries no token
                 if text:
                     if not pieces:
                         text = text.lstrip()

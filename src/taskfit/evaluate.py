@@ -368,6 +368,22 @@ class Comparison:
     report_html: Path
 
 
+def _agreements(predictions: dict[str, list[Prediction]]) -> list[str]:
+    """How often each other fine-tuned candidate (an export on another engine, say) answers as the
+    training-time model does, row by row."""
+    trained = {p.example_id: p.output for p in predictions.get(FINETUNED, [])}
+    notes = []
+    for name, preds in predictions.items():
+        if name == FINETUNED or not name.startswith(FINETUNED) or not trained:
+            continue
+        pairs = [(trained[p.example_id], p.output) for p in preds if p.example_id in trained]
+        same = sum(a == b for a, b in pairs)
+        if pairs:
+            notes.append(f"{name} gives the same answer as {FINETUNED} on {same} of {len(pairs)} held-out rows "
+                         f"({100 * same / len(pairs):.1f}%).")
+    return notes
+
+
 def compare_project(project: Path, reporter: Reporter | None = None, threads: int | None = None) -> Comparison:
     """``taskfit compare``: the scorecard of every candidate evaluated on the current held-out split."""
     from taskfit.evaluation import report
@@ -385,15 +401,16 @@ def compare_project(project: Path, reporter: Reporter | None = None, threads: in
 
     card = build_scorecard(results, ev.config.eval.thresholds)
     card.reviews = [r.sentence() for r in load_reviews(ev.root)]
+    predictions = {r.candidate: read_predictions(ev.predictions(r.candidate)) for r in results}
+    card.notes = _agreements(predictions)
     md = ["# Scorecard: " + ev.config.task.name, "", card.verdict, ""] + [f"> {w}" for w in card.warnings]
-    md += [f"- {r}" for r in card.reviews]
+    md += [f"- {r}" for r in card.reviews + card.notes]
     md += ["", *card.markdown(), "",
            f"{len(ev.held_out)} held-out rows; paired tests against the best baseline by {card.main}."]
     md_path = ev.root / "scorecard.md"
     md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
     json_path = ev.root / "scorecard.json"
     json_path.write_text(json.dumps(card.to_json(), indent=2), encoding="utf-8")
-    predictions = {r.candidate: read_predictions(ev.predictions(r.candidate)) for r in results}
     html = report.write_scorecard_report(ev.root, f"taskfit: {ev.config.task.name}", card, predictions,
                                          data_card=ev.setup.prepared.card.rows_summary(), extra_plots=curves)
     return Comparison(scorecard=card, markdown=md_path, json=json_path, report_html=html)

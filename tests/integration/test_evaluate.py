@@ -94,6 +94,12 @@ def test_classify_baselines_fine_tune_and_scorecard(tmp_path, tiny_model_dir):
     assert card["verdict"] in html and "src=\"http" not in html and "Where the misses are" in html
     assert "training and validation loss (fine-tuned)" in html  # the run's curves come along
 
+    # A second evaluation of the same run (as an export on another engine would be) is compared
+    # with the training-time model row by row.
+    assert runner.invoke(app, ["eval", str(project), "--run", str(run), "--name", "copy"]).exit_code == 0
+    result = runner.invoke(app, ["compare", str(project)])
+    assert "fine-tuned-copy gives the same answer as fine-tuned on 12 of 12 held-out rows" in result.output
+
     # A confidence threshold set afterwards applies at once, from the cached predictions.
     doc = yaml.safe_load((project / "taskfit.yaml").read_text())
     doc["eval"].update(confidence_threshold=0.99, fallback="needs_human")

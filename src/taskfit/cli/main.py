@@ -149,6 +149,8 @@ def _print_scorecard(card) -> None:
     out.print(table)
     for warning in card.warnings:
         out.print(f"[yellow]{warning}[/yellow]")
+    for line in card.reviews + card.notes:
+        out.print(line, highlight=False)
     out.print(f"[bold]{card.verdict}[/bold]")
 
 

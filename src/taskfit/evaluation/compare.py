@@ -106,6 +106,7 @@ class Scorecard:
     verdict: str = ""
     warnings: list[str] = field(default_factory=list)
     reviews: list[str] = field(default_factory=list)  # blind human review results, in words
+    notes: list[str] = field(default_factory=list)  # other findings in words (an export's agreement)
 
     @property
     def header(self) -> list[str]:
@@ -138,7 +139,7 @@ class Scorecard:
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "main_metric": self.main, "verdict": self.verdict,
-                "warnings": self.warnings, "reviews": self.reviews, "thresholds": self.thresholds,
+                "warnings": self.warnings, "reviews": self.reviews, "notes": self.notes, "thresholds": self.thresholds,
                 "candidates": {r.candidate: {**r.metrics, "n": r.n,
                                              "thresholds": threshold_checks(r, self.thresholds)}
                                for r in self.results},

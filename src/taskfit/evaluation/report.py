@@ -225,7 +225,7 @@ def write_scorecard_report(root: Path, title: str, card: Any, predictions: dict[
 {''.join(f'<p class="warning">{html.escape(w)}</p>' for w in card.warnings)}
 <h2>Scorecard (held-out split)</h2>
 {_table(card.header, card.rows(), "scorecard")}
-{''.join(f'<p class="review">{html.escape(r)}</p>' for r in card.reviews)}
+{''.join(f'<p class="review">{html.escape(r)}</p>' for r in card.reviews + card.notes)}
 <h2>Paired tests against the best baseline</h2>
 {_table(["candidate", "against", "test", "difference", "95% CI", "p", "rows to detect"], tests, "tests") if tests else "<p>No fine-tuned candidate yet.</p>"}
 <h2>Figures</h2>

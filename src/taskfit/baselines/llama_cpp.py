@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from taskfit.baselines.model import _prompt, label_choice, label_completions
+from taskfit.baselines.model import _prompt, label_choice, label_completions, longest_label
 from taskfit.config import TaskSpec
 from taskfit.errors import ConfigError
 from taskfit.records import Example, Prediction
@@ -79,8 +79,7 @@ class LlamaCppPredictor:
         self.max_length = max_length
         self.max_new_tokens = max_new_tokens
         self.scorer = LlamaCppScorer(llm, tokenizer, task) if task.kind == "classify" else None
-        self._longest = (max(task.labels, key=lambda lab: len(tokenizer(lab)["input_ids"]))
-                         if task.kind == "classify" else None)  # the prompt is cut to leave it room, as in training
+        self._longest = longest_label(tokenizer, task) if task.kind == "classify" else None
         self.grammar = None
         if constrained and task.kind == "extract":
             from llama_cpp import LlamaGrammar

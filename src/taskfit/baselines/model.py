@@ -46,6 +46,11 @@ def label_completions(tokenizer: Any, task: TaskSpec) -> list[list[int]]:
     return [render(tokenizer, task, probe, target=lab).completion for lab in task.labels or []]
 
 
+def longest_label(tokenizer: Any, task: TaskSpec) -> str:
+    """The label with the most tokens: prompts are cut to leave it room, as in training."""
+    return max(task.labels or [""], key=lambda lab: len(tokenizer(lab)["input_ids"]))
+
+
 def label_choice(labels: Sequence[str], totals: Sequence[float]) -> tuple[int, float]:
     """The best label's index and its confidence: a softmax over the labels' log-probabilities."""
     best = max(range(len(totals)), key=totals.__getitem__)
@@ -66,7 +71,7 @@ class LabelScoringPredictor:
         self.max_length = max_length
         self.shots = shots
         self.completions = label_completions(tokenizer, task)
-        self._longest = max(task.labels, key=lambda lab: len(tokenizer(lab)["input_ids"]))
+        self._longest = longest_label(tokenizer, task)
 
     def prompt_ids(self, example: Example) -> list[int]:
         r = _prompt(self.tokenizer, self.task, example, self.max_length, self.shots, target=self._longest)

@@ -17,7 +17,6 @@ from functools import lru_cache
 from typing import Any
 
 from taskfit.baselines.llama_cpp import LlamaCppScorer, load_llama
-from taskfit.baselines.model import label_choice
 from taskfit.errors import ConfigError
 from taskfit.serve.config import AdapterSpec
 from taskfit.serve.engine import Engine, Job, Result, Served
@@ -67,11 +66,6 @@ class LlamaCppEngine(Engine):
 
     def _unload(self, served: Served) -> None:
         self.llms.pop(served.name).close()
-
-    def _score(self, job: Job) -> list[Result]:
-        served = job.model
-        best, confidence = label_choice(served.task.labels, served.scorer.scores(job.prompt))
-        return [self.label_result(job, best, confidence)]
 
     def _generate(self, batch: list[Job]) -> list[Result]:
         results = []

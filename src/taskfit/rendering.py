@@ -50,7 +50,9 @@ def messages_for(task: TaskSpec, example: Example, text: str | None = None,
             {"role": "user", "content": user_text(example, text)}]
 
 
-def _template_ids(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> list[int]:
+def template_ids(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> list[int]:
+    """The model's chat template applied to ``messages``, as token ids (the template writes its
+    own special tokens)."""
     text = tokenizer.apply_chat_template(messages, tokenize=False,
                                          add_generation_prompt=generation_prompt)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -79,10 +81,10 @@ def render(tokenizer: Any, task: TaskSpec, example: Example, target: str | None 
     while True:
         shown = dataclasses.replace(example, context=text) if cut_context else example
         messages = messages_for(task, shown, None if cut_context else text, shots)
-        prompt = _template_ids(tokenizer, messages, generation_prompt=True)
+        prompt = template_ids(tokenizer, messages, generation_prompt=True)
         ids = prompt
         if target is not None:
-            full = _template_ids(tokenizer, messages + [{"role": "assistant", "content": target}],
+            full = template_ids(tokenizer, messages + [{"role": "assistant", "content": target}],
                                  generation_prompt=False)
             if full[: len(prompt)] != prompt:
                 raise ValueError("the chat template renders the prompt differently with an "

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from taskfit.baselines.model import _prompt, label_choice, label_completions, longest_label
+from taskfit.baselines.model import _prompt, label_choice, label_completions, label_prompt, longest_label
 from taskfit.config import TaskSpec
 from taskfit.errors import ConfigError
 from taskfit.records import Example, Prediction
@@ -93,8 +93,7 @@ class LlamaCppPredictor:
         for ex in examples:
             start = time.perf_counter()
             if self.task.kind == "classify":
-                r = _prompt(self.tokenizer, self.task, ex, self.max_length, None, target=self._longest)
-                prompt = r.ids[: r.n_prompt]
+                prompt = label_prompt(self.tokenizer, self.task, ex, self.max_length, None, self._longest)
                 best, confidence = label_choice(labels, self.scorer.scores(prompt))
                 yield Prediction(example_id=ex.id, output=labels[best], valid=True,
                                  latency_s=time.perf_counter() - start, prompt_tokens=len(prompt),

@@ -51,6 +51,14 @@ def longest_label(tokenizer: Any, task: TaskSpec) -> str:
     return max(task.labels or [""], key=lambda lab: len(tokenizer(lab)["input_ids"]))
 
 
+def label_prompt(tokenizer: Any, task: TaskSpec, example: Example, max_length: int, shots: Shots | None,
+                 longest: str) -> list[int]:
+    """The prompt ids a label is scored after: rendered with the longest label as the answer, so
+    the input is cut exactly as it was in training."""
+    r = _prompt(tokenizer, task, example, max_length, shots, target=longest)
+    return r.ids[: r.n_prompt]
+
+
 def label_choice(labels: Sequence[str], totals: Sequence[float]) -> tuple[int, float]:
     """The best label's index and its confidence: a softmax over the labels' log-probabilities."""
     best = max(range(len(totals)), key=totals.__getitem__)
@@ -74,8 +82,7 @@ class LabelScoringPredictor:
         self._longest = longest_label(tokenizer, task)
 
     def prompt_ids(self, example: Example) -> list[int]:
-        r = _prompt(self.tokenizer, self.task, example, self.max_length, self.shots, target=self._longest)
-        return r.ids[: r.n_prompt]
+        return label_prompt(self.tokenizer, self.task, example, self.max_length, self.shots, self._longest)
 
     def scores(self, prompt: list[int]) -> list[float]:
         """Log-probability of each label's completion (its tokens and the end-of-turn token)

@@ -229,9 +229,10 @@ class Engine:
         the task's system prompt when the request has none (as in training)."""
         if served.task is not None and not any(m["role"] == "system" for m in messages):
             messages = [{"role": "system", "content": served.task.system_prompt}, *messages]
+        from taskfit.rendering import template_ids
+
         with self._tokenizer_lock:  # a fast tokenizer must not be entered by two threads at once
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            return template_ids(self.tokenizer, messages, generation_prompt=True)
 
     def submit(self, job: Job) -> None:
         with self.cond:
@@ -295,23 +296,19 @@ class Engine:
                 job.on_done(result)
 
     def _score(self, job: Job) -> list[Result]:
+        """A classify reply: the likeliest label, or the fallback below the threshold."""
         served = job.model
         with self._adapter(served):
             totals = served.scorer.scores(job.prompt)
         best, confidence = label_choice(served.task.labels, totals)
-        return [self.label_result(job, best, confidence)]
-
-    def label_result(self, job: Job, best: int, confidence: float) -> Result:
-        """A classify reply: the label, or the fallback below the threshold."""
-        served = job.model
         label = served.task.labels[best]
         low = served.threshold is not None and confidence < served.threshold and served.fallback is not None
         text = served.fallback if low else label
         if job.on_text is not None:
             job.on_text(text)
         self.on_batch(1)
-        return Result(text=text, prompt_tokens=len(job.prompt), completion_tokens=len(served.scorer.completions[best]),
-                      finish_reason="stop", confidence=confidence, fallback=low, label=label)
+        return [Result(text=text, prompt_tokens=len(job.prompt), completion_tokens=len(served.scorer.completions[best]),
+                       finish_reason="stop", confidence=confidence, fallback=low, label=label)]
 
     def _adapter(self, served: Served) -> Any:
         """A context in which the model runs as ``served`` (for single-model passes)."""

@@ -62,7 +62,10 @@ def main() -> None:
           f"max {args.max_seq_length} tokens; {time.perf_counter() - start:.0f} s in all")
     print(f"held-out preference accuracy ({h['pairs']} pairs): {100 * h['preference_accuracy_before']:.1f}% "
           f"before -> {100 * h['preference_accuracy_after']:.1f}% after "
-          f"({100 * (h['preference_accuracy_after'] - h['preference_accuracy_before']):+.1f} points)")
+          f"({100 * (h['preference_accuracy_after'] - h['preference_accuracy_before']):+.1f} points; "
+          f"{h['flipped_to_chosen']} pairs flipped to chosen, {h['flipped_to_rejected']} to rejected)")
+    print(f"implicit-reward accuracy (chosen gained more log-probability than rejected): "
+          f"{100 * h['reward_accuracy']:.1f}%")
     print(json.dumps({"training": t}, indent=1, default=str)[:2000])
     print(f"run directory: {summary.run_dir}")
 

@@ -204,6 +204,10 @@ class TrainSpec(_Spec):
                     "~30% more memory), 8192 on a GPU.")
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in the backward pass: less memory, about 30% slower.")
+    fsdp: bool = Field(
+        False, description="With several processes (accelerate launch), shard the model across them "
+                           "(FSDP, one decoder layer per unit) instead of keeping a whole copy in each: "
+                           "for models that do not fit one GPU. No effect in a single process.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto = bfloat16 on GPUs that support it, float32 on CPU (bf16 is ~11x "

@@ -134,9 +134,13 @@ def _load(setup: _Setup, reporter: Reporter) -> Any:
         quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.quant_type,
                                           bnb_4bit_use_double_quant=q.double_quant,
                                           bnb_4bit_compute_dtype=getattr(torch, q.compute_dtype))
+    from taskfit.training.fsdp import wants_sharding
+
     reporter.status(f"loading model {setup.config.model.name}")
+    # A model to shard stays on the CPU until each process moves its own shard to its GPU.
+    device = "cpu" if wants_sharding(setup.config.train) else setup.hardware.device
     return load_model(setup.config.model.name, status=reporter.status, tokenizer=setup.tokenizer,
-                      dtype=setup.hardware.dtype, device=setup.hardware.device, quantization=quantization)
+                      dtype=setup.hardware.dtype, device=device, quantization=quantization)
 
 
 def _start_run(setup: _Setup, lm: Any, run: RunDir, rows: dict[str, int]) -> dict[str, Any]:

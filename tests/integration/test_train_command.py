@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,7 +153,52 @@ def test_two_processes_train_the_same_adapter_as_one(tmp_path, tiny_model_dir):
     (run,) = two.glob("runs/*")  # one process wrote
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["training"]["trained_tokens"] == one.training["trained_tokens"]
+    assert manifest["training"]["parallel"] == {**manifest["training"]["parallel"], "processes": 2, "fsdp": False}
     a, b = _adapter(run), _adapter(one.run_dir)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def _torchrun(project, port, *extra):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", str(port), "-m", "taskfit.cli.main", "train", str(project), *extra],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_fsdp_shards_the_model_and_trains_the_same_adapter_and_resumes(tmp_path, tiny_model_dir):
+    """FSDP (`train.fsdp: true`, what `accelerate launch --multi_gpu` runs on GPUs, here two CPU
+    processes on gloo): every decoder layer sharded across the processes, validation with label
+    scoring, checkpoints gathered whole; the adapter equals the single-process one, and a run
+    resumed from an early checkpoint under FSDP ends with it too."""
+    train = dict(epochs=1, checkpoint_every=5, lora={"dropout": 0.0})
+    one = train_project(_project(tmp_path, tiny_model_dir, "one", **train))
+    two = _project(tmp_path, tiny_model_dir, "two", fsdp=True, **train)
+    _torchrun(two, 29541)
+    (run,) = two.glob("runs/*")
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["training"]["trained_tokens"] == one.training["trained_tokens"]
+    spread = manifest["training"]["parallel"]  # each process held half of the weights
+    assert spread["processes"] == 2 and spread["fsdp"]
+    assert spread["parameters_per_process"] <= spread["parameters"] // 2 + 1000
+    a, b = _adapter(run), _adapter(one.run_dir)
+    assert sorted(a) == sorted(b) and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), run / "adapter")  # plain PEFT
+
+    # As if it had died after its first kept checkpoint: resume it, sharded again.
+    kept = sorted((run / "checkpoints").glob("step-*"))
+    for later in kept[1:]:
+        shutil.rmtree(later)
+    shutil.rmtree(run / "adapter")
+    manifest["status"] = "started"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    _torchrun(two, 29542, "--resume")
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["training"]["resumed_from_step"] == int(kept[0].name[5:])
+    a = _adapter(run)
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 

@@ -204,6 +204,19 @@ def test_full_fine_tuning_changes_every_weight(tiny_model_dir, classify_task, tm
     assert "model.layers.0.mlp.up_proj.weight" in changed and "model.embed_tokens.weight" in changed
 
 
+def test_fsdp_settings_that_cannot_work_are_refused_with_what_to_do(monkeypatch):
+    from taskfit.training.hardware import resolve_hardware
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch --use_fsdp` sets
+    with pytest.raises(ConfigError, match="--use_fsdp") as info:
+        resolve_hardware(TrainSpec())
+    assert "fsdp: true" in info.value.hint
+    assert resolve_hardware(TrainSpec(fsdp=True)).device in ("cpu", "cuda")
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    with pytest.raises(ConfigError, match="4-bit"):
+        resolve_hardware(TrainSpec(method="qlora", fsdp=True))
+
+
 def test_dpo_raises_held_out_preference_for_chosen(tiny_model_dir, classify_task, tmp_path):
     rng = random.Random(0)
     prompts = ["my parcel is late", "refund my order", "I cannot log in", "the app crashes",
@@ -222,6 +235,9 @@ def test_dpo_raises_held_out_preference_for_chosen(tiny_model_dir, classify_task
     assert result.state.losses[-1] < result.state.losses[0]
     assert held["preference_accuracy_after"] > held["preference_accuracy_before"]
     assert held["preference_accuracy_after"] == 1.0 and held["pairs"] == 16
+    # every pair that was wrong before flipped to chosen; none went the other way
+    assert held["flipped_to_chosen"] == round(16 * (1 - held["preference_accuracy_before"]))
+    assert held["flipped_to_rejected"] == 0 and held["reward_accuracy"] == 1.0
     assert all(v["metric"] is not None for v in result.state.validations)
 
 

@@ -54,12 +54,12 @@ def model_card(*, title: str, base: dict[str, Any], method: str, train_spec: dic
     return "\n".join(lines) + "\n"
 
 
-def save_trained(model: Any, tokenizer: Any, dest: Path, card: str) -> Path:
+def save_trained(model: Any, tokenizer: Any, dest: Path, card: str, state_dict: dict[str, Any] | None = None) -> Path:
     """Save the adapter (PEFT model) or the whole model (full fine-tune) with its tokenizer and
-    model card, atomically."""
+    model card, atomically; ``state_dict``: the weights gathered from an FSDP-sharded model."""
 
     def write(tmp: Path) -> None:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, **({"state_dict": state_dict} if state_dict is not None else {}))
         tokenizer.save_pretrained(tmp)
         (tmp / "README.md").write_text(card, encoding="utf-8")
 

@@ -157,13 +157,26 @@ def train_dpo(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec,
     held = featurize_pairs(tokenizer, task, held_out, spec.max_seq_length)
     say(f"scoring {len(held)} held-out pairs before training, and the reference log-probabilities "
         f"of {len(train) + len(validation)} training and validation pairs (once)")
-    before = preference_accuracy(all_pair_logps(model, tokenizer, held, spec.batch_size)) if held else None
+    before = all_pair_logps(model, tokenizer, held, spec.batch_size) if held else None
     objective = DpoObjective(model, tokenizer, task, spec, train, validation)
     result = fit(model, objective, spec, len(objective.pairs),
                  run_dir=run_dir, resume_from=resume_from, on_step=on_step, on_validate=on_validate)
     if not held:
         return model, result, None
     say(f"scoring {len(held)} held-out pairs after training")
-    after = preference_accuracy(all_pair_logps(model, tokenizer, held, spec.batch_size))
-    return model, result, {"preference_accuracy_before": before, "preference_accuracy_after": after,
-                           "pairs": len(held)}
+    after = all_pair_logps(model, tokenizer, held, spec.batch_size)
+    return model, result, held_out_report(before, after)
+
+
+def held_out_report(before: Any, after: Any) -> dict[str, float]:
+    """Preference accuracy before and after on the same held-out pairs, with which way pairs moved
+    (for a paired reading: only the pairs that flipped change the figure) and the implicit-reward
+    accuracy DPO itself optimises (the chosen side's log-probability rose more than the rejected
+    side's)."""
+    was, now = before[:, 0] > before[:, 1], after[:, 0] > after[:, 1]
+    moved = (after - before)
+    return {"preference_accuracy_before": preference_accuracy(before),
+            "preference_accuracy_after": preference_accuracy(after),
+            "flipped_to_chosen": int((~was & now).sum()), "flipped_to_rejected": int((was & ~now).sum()),
+            "reward_accuracy": float((moved[:, 0] > moved[:, 1]).float().mean()),
+            "pairs": len(before)}

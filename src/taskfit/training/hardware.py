@@ -38,7 +38,12 @@ def resolve_hardware(spec: TrainSpec) -> Hardware:
     ``spec.threads`` says otherwise."""
     import torch
 
+    from taskfit.training import fsdp
+
+    fsdp.check(spec)
     cuda = torch.cuda.is_available()
+    if cuda and "LOCAL_RANK" in os.environ:  # one GPU per process under accelerate launch / torchrun
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
     if spec.method == "qlora" and not cuda:
         raise ConfigError("train.method: qlora keeps the base model in 4-bit with bitsandbytes, which "
                           "needs a CUDA GPU, and this machine has none",

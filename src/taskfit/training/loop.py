@@ -13,7 +13,8 @@ batch, and a validation. This loop owns everything that must be right for every 
   validation stops improving;
 - a batch runs in micro-batches of bounded size with their gradients summed, and under
   ``accelerate launch`` (or torchrun) each process takes its share of every batch and the
-  gradients are summed across processes: either way the update equals the one-pass update.
+  gradients are summed across processes: either way the update equals the one-pass update;
+  with ``train.fsdp`` the model is sharded across the processes instead of copied (fsdp.py).
 """
 
 from __future__ import annotations
@@ -126,27 +127,45 @@ def _all_reduce_sum(tensors: list[Any]) -> None:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
 
 
-def _step(objective: Objective, batch: list[int], params: list[Any], ranks: Ranks) -> tuple[float, int, int]:
+def _step(objective: Objective, batch: list[int], model: Any, params: list[Any],
+          ranks: Ranks) -> tuple[float, int, int]:
     """Gradients of the batch's mean loss, one micro-batch at a time; with several processes,
     each takes its share of the rows and the gradients are summed across them (what DDP does),
-    so the update equals the single-process one."""
+    so the update equals the single-process one. A model sharded by FSDP sums its gradients
+    itself, and needs every process to run as many passes as the busiest: the others run
+    zero-weighted repeats of a row."""
     import torch
+    import torch.distributed as dist
+
+    from taskfit.training import fsdp
 
     units = objective.units(batch)
     mine = batch[ranks.rank::ranks.world]
+    chunks = objective.chunks(mine) if mine else []
+    weights = [1.0] * len(chunks)
+    sharded = fsdp.root(model) is not None
+    if sharded:
+        most = torch.tensor([len(chunks)])
+        dist.all_reduce(most, op=dist.ReduceOp.MAX)
+        filler = chunks[0] if chunks else [batch[0]]
+        chunks += [filler] * (int(most) - len(chunks))
+        weights += [0.0] * (len(chunks) - len(weights))
     total, read, scored = 0.0, 0, 0
-    for chunk in objective.chunks(mine) if mine else []:
+    for i, (chunk, weight) in enumerate(zip(chunks, weights)):
+        fsdp.set_gradient_sync(model, i == len(chunks) - 1)
         stats = objective.loss_sum(chunk)
-        (stats.loss_sum / units).backward()
-        total += float(stats.loss_sum.detach())
-        read += stats.read_tokens
-        scored += stats.loss_tokens
+        (stats.loss_sum * (weight / units)).backward()
+        if weight:
+            total += float(stats.loss_sum.detach())
+            read += stats.read_tokens
+            scored += stats.loss_tokens
     if ranks.world > 1:
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
         figures = torch.tensor([total, read, scored], dtype=torch.float64)
-        _all_reduce_sum([p.grad for p in params] + [figures])
+        if not sharded:
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+        _all_reduce_sum([figures] if sharded else [p.grad for p in params] + [figures])
         total, read, scored = float(figures[0]), int(figures[1]), int(figures[2])
     return total / units, read, scored
 
@@ -156,20 +175,22 @@ def trainable(model: Any) -> dict[str, Any]:
 
 
 def _snapshot(model: Any) -> dict[str, Any]:
-    return {n: p.detach().to("cpu", copy=True).contiguous() for n, p in trainable(model).items()}
+    """Whole CPU copies of the trainable weights (under FSDP every process must call it)."""
+    from taskfit.training.fsdp import whole
+
+    return {n: whole(p) for n, p in trainable(model).items()}
 
 
 def _restore(model: Any, weights: dict[str, Any]) -> None:
-    import torch
+    from taskfit.training.fsdp import load_into
 
     params = trainable(model)
     missing = set(params) - set(weights)
     if missing:
         raise ResumeError(f"the checkpoint lacks {len(missing)} trainable tensors (e.g. {sorted(missing)[0]})",
                           hint="resume with the same method and LoRA settings as the interrupted run")
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(weights[name].to(p.device, p.dtype))
+    for name, p in params.items():
+        load_into(p, weights[name])
 
 
 def _score(validation: dict[str, Any]) -> list[float]:
@@ -195,8 +216,8 @@ def checkpoints(directory: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
-def save_checkpoint(directory: Path, model: Any, optimizer: Any, schedule: Any, state: LoopState,
-                    best: dict[str, Any] | None, keep: int) -> Path:
+def save_checkpoint(directory: Path, weights: dict[str, Any], optimizer_state: dict[str, Any], schedule: Any,
+                    state: LoopState, best: dict[str, Any] | None, keep: int) -> Path:
     """Write a checkpoint atomically: everything into ``step-N.tmp``, then one rename."""
     import torch
     from safetensors.torch import save_file
@@ -205,10 +226,10 @@ def save_checkpoint(directory: Path, model: Any, optimizer: Any, schedule: Any, 
     tmp = directory / f"step-{state.step:06d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(_snapshot(model), tmp / "trainable.safetensors")
+    save_file(weights, tmp / "trainable.safetensors")
     if best is not None and state.best_step != state.step:
         save_file(best, tmp / "best.safetensors")
-    torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+    torch.save({"optimizer": optimizer_state, "schedule": schedule.state_dict(),
                 "rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
                tmp / "optimizer.pt")
@@ -225,10 +246,12 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, schedule: Any) -> tu
     import torch
     from safetensors.torch import load_file
 
+    from taskfit.training.fsdp import load_optimizer_state
+
     state = LoopState(**json.loads((path / "state.json").read_text()))
     _restore(model, load_file(path / "trainable.safetensors"))
     extra = torch.load(path / "optimizer.pt", weights_only=False)
-    optimizer.load_state_dict(extra["optimizer"])
+    load_optimizer_state(model, optimizer, extra["optimizer"])
     schedule.load_state_dict(extra["schedule"])
     torch.set_rng_state(extra["rng"])
     if extra.get("cuda_rng") is not None and torch.cuda.is_available():
@@ -274,10 +297,13 @@ def fit(model: Any, objective: Objective, spec: TrainSpec, rows: int, *,
     import torch
     from transformers import get_linear_schedule_with_warmup
 
+    from taskfit.training import fsdp
+
     params = list(trainable(model).values())
     if not params:
         raise ValueError("the model has no trainable parameters")
     ranks = Ranks.from_env()
+    sharded = fsdp.root(model) is not None
     if not ranks.main:  # one process writes; every process computes the same validations
         run_dir = None
         on_step = on_validate = None
@@ -331,7 +357,7 @@ def fit(model: Any, objective: Objective, spec: TrainSpec, rows: int, *,
         while state.step < total and not state.stopped_early:
             batches = objective.batches(state.epoch)
             for batch in batches[state.batch_in_epoch:]:
-                loss, read, scored = _step(objective, batch, params, ranks)
+                loss, read, scored = _step(objective, batch, model, params, ranks)
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
                 schedule.step()
@@ -357,10 +383,12 @@ def fit(model: Any, objective: Objective, spec: TrainSpec, rows: int, *,
                     validate()
                     patience = spec.early_stopping_patience
                     state.stopped_early = bool(patience and state.stale_validations >= patience and not last)
-                if checkpoint_dir is not None and spec.checkpoint_every and (
+                if (checkpoint_dir is not None or sharded) and spec.checkpoint_every and (
                         state.step % spec.checkpoint_every == 0 or state.stopped_early):
-                    save_checkpoint(checkpoint_dir, model, optimizer, schedule, state, best,
-                                    spec.keep_checkpoints)
+                    weights, optimizer_state = _snapshot(model), fsdp.optimizer_state(model, optimizer)
+                    if checkpoint_dir is not None:  # under FSDP every process gathers, the first writes
+                        save_checkpoint(checkpoint_dir, weights, optimizer_state, schedule, state, best,
+                                        spec.keep_checkpoints)
                 if epoch_end or last or state.stopped_early:
                     break
     finally:

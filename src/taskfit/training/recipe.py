@@ -23,6 +23,7 @@ class TrainOutcome:
     artifact: Path  # the adapter directory, or the full model's
     validation_rows: int
     held_out: dict[str, float] | None = None  # dpo: preference accuracy before and after
+    parallel: dict[str, Any] | None = None  # several processes: how many, and how the model was spread
 
     def summary(self) -> dict[str, Any]:
         s = self.result.state
@@ -35,6 +36,8 @@ class TrainOutcome:
             out["best_validation"] = next(v for v in s.validations if v["step"] == s.best_step)
         if self.held_out:
             out["held_out"] = self.held_out
+        if self.parallel:
+            out["parallel"] = self.parallel
         return out
 
 
@@ -98,7 +101,13 @@ def train_model(config: ProjectConfig, lm: Any, train: Sequence[Example | Prefer
     state = result.state
     outcome = TrainOutcome(model=model, result=result, validation_rows=len(val_rows), held_out=held,
                            artifact=run.full_model if spec.method == "full" else run.adapter)
-    if not Ranks.from_env().main:  # in a data-parallel run, the first process writes
+    from taskfit.training.fsdp import describe, state_to_save
+
+    ranks = Ranks.from_env()
+    if ranks.world > 1:
+        outcome.parallel = describe(model, ranks.world)
+    whole = state_to_save(model, trainable_only=spec.method != "full")  # FSDP: every process gathers
+    if not ranks.main:  # in a data-parallel run, the first process writes
         return outcome
     plot_loss(state.losses, run.plots / "loss.png", state.validations, metric_name)
     dest = outcome.artifact
@@ -113,5 +122,5 @@ def train_model(config: ProjectConfig, lm: Any, train: Sequence[Example | Prefer
                       method=spec.method, train_spec=spec.model_dump(mode="json"),
                       data_summary=data_summary, fingerprints=fingerprints or {},
                       training={**outcome.summary(), **(hardware or {})}, load_hint=hint)
-    save_trained(model, lm.tokenizer, dest, card)
+    save_trained(model, lm.tokenizer, dest, card, state_dict=whole)
     return outcome

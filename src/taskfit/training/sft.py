@@ -155,17 +155,26 @@ def collate(rows: Sequence[Rendered], pad_id: int, pack_to: int | None = None) -
 
 def answer_logits(model: Any, batch: Batch) -> Any:
     """Logits [N, V] at the loss positions only; the rest of the sequence never meets the
-    output layer."""
+    output layer. A model sharded by FSDP runs this through its root (training/fsdp.py)."""
+    from taskfit.training.fsdp import root
+
+    args = (batch.ids, batch.mask, batch.positions, batch.src[0], batch.src[1])
+    head = root(model)
+    return head(*args) if head is not None else answer_logits_of(model, *args)
+
+
+def answer_logits_of(model: Any, ids: Any, mask: Any | None, positions: Any | None, rows: Any, cols: Any) -> Any:
+    """The decoder's hidden states, then the output layer at (``rows``, ``cols``) only."""
     decoder = model.get_base_model() if hasattr(model, "get_base_model") else model
     body = getattr(decoder, decoder.base_model_prefix)
     device = decoder.get_output_embeddings().weight.device
-    kwargs = {"input_ids": batch.ids.to(device), "use_cache": False}
-    if batch.mask is not None:
-        kwargs["attention_mask"] = batch.mask.to(device)
-    if batch.positions is not None:
-        kwargs["position_ids"] = batch.positions.to(device)
+    kwargs = {"input_ids": ids.to(device), "use_cache": False}
+    if mask is not None:
+        kwargs["attention_mask"] = mask.to(device)
+    if positions is not None:
+        kwargs["position_ids"] = positions.to(device)
     hidden = body(**kwargs).last_hidden_state  # [S, T, H]
-    picked = hidden[batch.src[0].to(device), batch.src[1].to(device)]  # [N, H]
+    picked = hidden[rows.to(device), cols.to(device)]  # [N, H]
     return decoder.get_output_embeddings()(picked).float()
 
 
@@ -234,10 +243,13 @@ class SftObjective:
         if self.metric_examples:
             from taskfit.baselines import LabelScoringPredictor
 
+            from taskfit.training.fsdp import gathered
+
             scorer = LabelScoringPredictor("validation", self.model, self.tokenizer, self.task,
                                            self.spec.max_seq_length)
-            hits = [p.output == ex.target for p, ex in zip(scorer.predict(self.metric_examples),
-                                                           self.metric_examples)]
+            with gathered(self.model):
+                predictions = list(scorer.predict(self.metric_examples))
+            hits = [p.output == ex.target for p, ex in zip(predictions, self.metric_examples)]
             metric = sum(hits) / len(hits)
         return {"val_loss": total / count, "metric": metric}
 
@@ -253,19 +265,26 @@ def prepare_model(model: Any, spec: TrainSpec, adapter: Path | None = None) -> A
     if spec.method == "full":
         for p in model.parameters():
             p.requires_grad_(True)
-        return model
+        return _sharded(model, spec)
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     if spec.method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=spec.gradient_checkpointing)
     if adapter is not None:
-        return PeftModel.from_pretrained(model, adapter, is_trainable=True)
+        return _sharded(PeftModel.from_pretrained(model, adapter, is_trainable=True), spec)
     torch.manual_seed(spec.seed)
     lora = spec.lora
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=lora.target_modules, use_dora=lora.use_dora,
                         use_rslora=lora.use_rslora, task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    return _sharded(get_peft_model(model, config), spec)
+
+
+def _sharded(model: Any, spec: TrainSpec) -> Any:
+    """Shard the model across the processes when ``train.fsdp`` asks for it (training/fsdp.py)."""
+    from taskfit.training import fsdp
+
+    return fsdp.shard(model) if fsdp.wants_sharding(spec) else model
 
 
 def train_sft(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec, train: Sequence[Example],

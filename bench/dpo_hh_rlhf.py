@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--max-seq-length", type=int, default=256)
+    parser.add_argument("--eval-every", type=int, default=10, help="validate every N steps")
     parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args()
     if not (args.data / "train.jsonl").exists():
@@ -49,7 +50,7 @@ def main() -> None:
                        format="preference", max_train_examples=args.train, max_eval_examples=args.eval)
     doc["data"]["privacy"] = {"action": "keep", "allow_secrets": True}  # leave the text as published
     doc["train"].update(method="dpo", learning_rate=args.lr, epochs=args.epochs, batch_size=8,
-                        max_seq_length=args.max_seq_length, eval_every=10, checkpoint_every=0,
+                        max_seq_length=args.max_seq_length, eval_every=args.eval_every, checkpoint_every=0,
                         early_stopping_patience=0, dpo={"beta": args.beta})
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
@@ -64,6 +65,8 @@ def main() -> None:
           f"before -> {100 * h['preference_accuracy_after']:.1f}% after "
           f"({100 * (h['preference_accuracy_after'] - h['preference_accuracy_before']):+.1f} points; "
           f"{h['flipped_to_chosen']} pairs flipped to chosen, {h['flipped_to_rejected']} to rejected)")
+    print(f"per answer token (mean log-probability): {100 * h['per_token_accuracy_before']:.1f}% before -> "
+          f"{100 * h['per_token_accuracy_after']:.1f}% after")
     print(f"implicit-reward accuracy (chosen gained more log-probability than rejected): "
           f"{100 * h['reward_accuracy']:.1f}%")
     print(json.dumps({"training": t}, indent=1, default=str)[:2000])

@@ -238,6 +238,7 @@ def test_dpo_raises_held_out_preference_for_chosen(tiny_model_dir, classify_task
     # every pair that was wrong before flipped to chosen; none went the other way
     assert held["flipped_to_chosen"] == round(16 * (1 - held["preference_accuracy_before"]))
     assert held["flipped_to_rejected"] == 0 and held["reward_accuracy"] == 1.0
+    assert held["per_token_accuracy_after"] == 1.0
     assert all(v["metric"] is not None for v in result.state.validations)
 
 

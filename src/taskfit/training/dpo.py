@@ -165,18 +165,24 @@ def train_dpo(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec,
         return model, result, None
     say(f"scoring {len(held)} held-out pairs after training")
     after = all_pair_logps(model, tokenizer, held, spec.batch_size)
-    return model, result, held_out_report(before, after)
+    import torch
+
+    lengths = torch.tensor([[len(c.completion), len(r.completion)] for c, r in held], dtype=torch.float32)
+    return model, result, held_out_report(before, after, lengths)
 
 
-def held_out_report(before: Any, after: Any) -> dict[str, float]:
+def held_out_report(before: Any, after: Any, lengths: Any) -> dict[str, float]:
     """Preference accuracy before and after on the same held-out pairs, with which way pairs moved
-    (for a paired reading: only the pairs that flipped change the figure) and the implicit-reward
-    accuracy DPO itself optimises (the chosen side's log-probability rose more than the rejected
-    side's)."""
+    (for a paired reading: only the pairs that flipped change the figure), the same per answer
+    token (summed log-probabilities favour the shorter answer whatever it says), and the
+    implicit-reward accuracy DPO itself optimises (the chosen side's log-probability rose more
+    than the rejected side's). ``lengths``: [n, 2] answer tokens of (chosen, rejected)."""
     was, now = before[:, 0] > before[:, 1], after[:, 0] > after[:, 1]
     moved = (after - before)
     return {"preference_accuracy_before": preference_accuracy(before),
             "preference_accuracy_after": preference_accuracy(after),
             "flipped_to_chosen": int((~was & now).sum()), "flipped_to_rejected": int((was & ~now).sum()),
+            "per_token_accuracy_before": preference_accuracy(before / lengths),
+            "per_token_accuracy_after": preference_accuracy(after / lengths),
             "reward_accuracy": float((moved[:, 0] > moved[:, 1]).float().mean()),
             "pairs": len(before)}

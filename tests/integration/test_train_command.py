@@ -171,7 +171,9 @@ def test_fsdp_shards_the_model_and_trains_the_same_adapter_and_resumes(tmp_path,
     processes on gloo): every decoder layer sharded across the processes, validation with label
     scoring, checkpoints gathered whole; the adapter equals the single-process one, and a run
     resumed from an early checkpoint under FSDP ends with it too."""
-    train = dict(epochs=1, checkpoint_every=5, lora={"dropout": 0.0})
+    # Batches of 5 rows, one row per forward pass: the processes take 3 and 2 passes (and 1 and 0
+    # in the last batch), so the one with fewer must run zero-weighted passes to keep in step.
+    train = dict(epochs=1, checkpoint_every=5, batch_size=5, micro_batch_tokens=16, lora={"dropout": 0.0})
     one = train_project(_project(tmp_path, tiny_model_dir, "one", **train))
     two = _project(tmp_path, tiny_model_dir, "two", fsdp=True, **train)
     _torchrun(two, 29541)
@@ -182,7 +184,8 @@ def test_fsdp_shards_the_model_and_trains_the_same_adapter_and_resumes(tmp_path,
     assert spread["processes"] == 2 and spread["fsdp"]
     assert spread["parameters_per_process"] <= spread["parameters"] // 2 + 1000
     a, b = _adapter(run), _adapter(one.run_dir)
-    assert sorted(a) == sorted(b) and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    # sums in another order: float noise of ~1e-5 (averaging instead of summing moved them 7e-3)
+    assert sorted(a) == sorted(b) and all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -199,7 +202,7 @@ def test_fsdp_shards_the_model_and_trains_the_same_adapter_and_resumes(tmp_path,
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["training"]["resumed_from_step"] == int(kept[0].name[5:])
     a = _adapter(run)
-    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
 
 
 def test_resume_refuses_when_the_config_changed(tmp_path, tiny_model_dir):

@@ -287,6 +287,7 @@ def train(project: Path = typer.Argument(Path("."), help="Project directory or t
         out.print(f"held-out preference accuracy: {h['preference_accuracy_before']:.3f} before, "
                   f"{h['preference_accuracy_after']:.3f} after ({h['pairs']} pairs: "
                   f"{h['flipped_to_chosen']} flipped to chosen, {h['flipped_to_rejected']} to rejected; "
+                  f"per answer token {h['per_token_accuracy_before']:.3f} -> {h['per_token_accuracy_after']:.3f}; "
                   f"chosen gained more log-probability than rejected on {h['reward_accuracy']:.3f})",
                   highlight=False)
     out.print(f"artifact: {summary.artifact}\nrun:      {summary.run_dir}")

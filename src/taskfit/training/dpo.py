@@ -152,6 +152,8 @@ def train_dpo(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec,
               ) -> tuple[Any, LoopResult, dict[str, float] | None]:
     """DPO through a LoRA adapter (a fresh one, or ``adapter`` continued). Returns the model, what
     happened, and the preference accuracy on ``held_out`` before and after (None without it)."""
+    import torch
+
     model = prepare_model(model, spec, adapter)
     say = status or (lambda message: None)
     held = featurize_pairs(tokenizer, task, held_out, spec.max_seq_length)
@@ -165,8 +167,6 @@ def train_dpo(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec,
         return model, result, None
     say(f"scoring {len(held)} held-out pairs after training")
     after = all_pair_logps(model, tokenizer, held, spec.batch_size)
-    import torch
-
     lengths = torch.tensor([[len(c.completion), len(r.completion)] for c, r in held], dtype=torch.float32)
     return model, result, held_out_report(before, after, lengths)
 

@@ -2,8 +2,11 @@
 
 Builds a taskfit project in a temporary directory (the pairs' train file for training, their test
 file as the fixed held-out set), runs `taskfit train` with `method: dpo` on the embedded
-SmolLM2-135M, and prints the share of held-out pairs where the model gives the `chosen` reply a
-higher log-probability than the `rejected` one, before and after training.
+SmolLM2-135M, and prints the share of held-out pairs where the model prefers the `chosen` reply
+(higher mean log-probability per answer token) before and after training, with the pairs that
+flipped each way and an exact McNemar p-value; the same by summed log-probability (which mostly
+picks the shorter reply); and the implicit-reward accuracy. Each pair's figures are written to
+the run's held_out_pairs.csv.
 
     .venv/bin/python bench/dpo_hh_rlhf.py                        # 240 train / 120 held-out pairs
     .venv/bin/python bench/dpo_hh_rlhf.py --train 1803 --eval 500 --epochs 2   # all of it (GPU)
@@ -61,12 +64,15 @@ def main() -> None:
     print(f"\nDPO (LoRA r=16) on SmolLM2-135M, {t['steps']} steps over {args.train} HH-RLHF harmless pairs "
           f"(minus {t['validation_rows']} held back to validate), lr {args.lr}, beta {args.beta}, "
           f"max {args.max_seq_length} tokens; {time.perf_counter() - start:.0f} s in all")
-    print(f"held-out preference accuracy ({h['pairs']} pairs): {100 * h['preference_accuracy_before']:.1f}% "
-          f"before -> {100 * h['preference_accuracy_after']:.1f}% after "
-          f"({100 * (h['preference_accuracy_after'] - h['preference_accuracy_before']):+.1f} points; "
-          f"{h['flipped_to_chosen']} pairs flipped to chosen, {h['flipped_to_rejected']} to rejected)")
-    print(f"per answer token (mean log-probability): {100 * h['per_token_accuracy_before']:.1f}% before -> "
-          f"{100 * h['per_token_accuracy_after']:.1f}% after")
+    print(f"held-out preference accuracy, mean log-probability per answer token ({h['pairs']} pairs): "
+          f"{100 * h['preference_accuracy_before']:.1f}% before -> {100 * h['preference_accuracy_after']:.1f}% "
+          f"after ({100 * (h['preference_accuracy_after'] - h['preference_accuracy_before']):+.1f} points; "
+          f"{h['flipped_to_chosen']} pairs flipped to chosen, {h['flipped_to_rejected']} to rejected; "
+          f"exact McNemar p={h['p_value']:.3g})")
+    print(f"by summed log-probability: {100 * h['summed_preference_accuracy_before']:.1f}% before -> "
+          f"{100 * h['summed_preference_accuracy_after']:.1f}% after ({h['summed_flipped_to_chosen']} flipped to "
+          f"chosen, {h['summed_flipped_to_rejected']} to rejected); before training it picked the shorter "
+          f"answer in {100 * h['summed_picks_shorter']:.1f}% of pairs of unequal length")
     print(f"implicit-reward accuracy (chosen gained more log-probability than rejected): "
           f"{100 * h['reward_accuracy']:.1f}%")
     print(json.dumps({"training": t}, indent=1, default=str)[:2000])

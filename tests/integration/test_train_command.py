@@ -114,8 +114,8 @@ def test_dpo_from_the_command_line(tmp_path, tiny_model_dir):
     project = tmp_path / "dpo"
     assert CliRunner().invoke(app, ["init", str(project)]).exit_code == 0
     doc = yaml.safe_load((project / "taskfit.yaml").read_text())
-    rows = [{"prompt": f"Customer {i}: where is my parcel?", "chosen": "Sorry about that, I will help you now.",
-             "rejected": "That is not my problem, go away now."} for i in range(60)]
+    rows = [{"prompt": f"Customer {i}: where is my parcel?", "chosen": "That is on us: a refund is on its way.",
+             "rejected": "Sorry about that, I will help you now."} for i in range(60)]
     (project / "data" / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     doc["model"]["name"] = str(tiny_model_dir)
     doc["data"]["train"] = "data/pairs.jsonl"
@@ -128,6 +128,7 @@ def test_dpo_from_the_command_line(tmp_path, tiny_model_dir):
     manifest = json.loads(next(project.glob("runs/*/manifest.json")).read_text())
     held = manifest["training"]["held_out"]
     assert held["preference_accuracy_after"] > held["preference_accuracy_before"]
+    assert (next(project.glob("runs/*")) / "held_out_pairs.csv").exists()
 
 
 def test_qlora_on_cpu_and_pairs_for_sft_fail_clearly(tmp_path, tiny_model_dir):

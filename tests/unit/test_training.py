@@ -3,6 +3,7 @@ cross-row attention, validation and early stopping, checkpoints, full fine-tunin
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 
@@ -224,8 +225,8 @@ def test_dpo_raises_held_out_preference_for_chosen(tiny_model_dir, classify_task
 
     def pairs(n, offset):
         return [PreferencePair(id=str(offset + i), prompt=rng.choice(prompts) + "!" * (i % 3),
-                               chosen="Sorry about that, I will help you now.",
-                               rejected="That is not my problem, go away now.")
+                               chosen="That is on us: a refund is on its way.",
+                               rejected="Sorry about that, I will help you now.")
                 for i in range(n)]
 
     lm = load_model(str(tiny_model_dir))
@@ -237,9 +238,33 @@ def test_dpo_raises_held_out_preference_for_chosen(tiny_model_dir, classify_task
     assert held["preference_accuracy_after"] == 1.0 and held["pairs"] == 16
     # every pair that was wrong before flipped to chosen; none went the other way
     assert held["flipped_to_chosen"] == round(16 * (1 - held["preference_accuracy_before"]))
-    assert held["flipped_to_rejected"] == 0 and held["reward_accuracy"] == 1.0
-    assert held["per_token_accuracy_after"] == 1.0
+    assert held["flipped_to_rejected"] == 0 and held["reward_accuracy"] == 1.0 and held["p_value"] < 0.05
+    assert held["summed_preference_accuracy_after"] == 1.0
     assert all(v["metric"] is not None for v in result.state.validations)
+    # each pair's figures are kept, and they give the report's figures again
+    with (tmp_path / "held_out_pairs.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["id"] for r in rows] == [str(200 + i) for i in range(16)]
+    per_token = [float(r["chosen_logp_after"]) / int(r["chosen_tokens"]) >
+                 float(r["rejected_logp_after"]) / int(r["rejected_tokens"]) for r in rows]
+    assert all(per_token)
+
+
+def test_dpo_preference_is_judged_per_answer_token_not_by_length():
+    from taskfit.training.dpo import held_out_report
+
+    # summed log-probability favours the shorter answer; per token, these pairs prefer the other
+    lengths = torch.tensor([[5.0, 20.0], [20.0, 5.0], [10.0, 10.0]])
+    before = torch.tensor([[-10.0, -20.0], [-20.0, -10.0], [-30.0, -20.0]])  # per token: -2,-1 / -1,-2 / -3,-2
+    after = torch.tensor([[-10.0, -20.0], [-12.0, -10.0], [-10.0, -20.0]])   # -2,-1 / -.6,-2 / -1,-2
+    h = held_out_report(before, after, lengths)
+    assert h["summed_picks_shorter"] == 1.0
+    assert h["preference_accuracy_before"] == pytest.approx(1 / 3)  # only the second pair, per token
+    assert h["summed_preference_accuracy_before"] == pytest.approx(1 / 3)  # only the first, summed
+    assert h["preference_accuracy_after"] == pytest.approx(2 / 3)
+    assert (h["flipped_to_chosen"], h["flipped_to_rejected"]) == (1, 0)
+    assert h["summed_preference_accuracy_after"] == pytest.approx(2 / 3)
+    assert h["reward_accuracy"] == pytest.approx(2 / 3)  # the second pair's chosen rose, the third's too
 
 
 def test_qlora_on_a_cpu_machine_says_so_and_suggests_lora():

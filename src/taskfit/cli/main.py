@@ -284,11 +284,13 @@ def train(project: Path = typer.Argument(Path("."), help="Project directory or t
                   f"{' (stopped early)' if t['stopped_early'] else ''}", highlight=False)
     if t.get("held_out"):
         h = t["held_out"]
-        out.print(f"held-out preference accuracy: {h['preference_accuracy_before']:.3f} before, "
-                  f"{h['preference_accuracy_after']:.3f} after ({h['pairs']} pairs: "
-                  f"{h['flipped_to_chosen']} flipped to chosen, {h['flipped_to_rejected']} to rejected; "
-                  f"per answer token {h['per_token_accuracy_before']:.3f} -> {h['per_token_accuracy_after']:.3f}; "
-                  f"chosen gained more log-probability than rejected on {h['reward_accuracy']:.3f})",
+        out.print(f"held-out preference accuracy (mean log-probability per answer token): "
+                  f"{h['preference_accuracy_before']:.3f} before, {h['preference_accuracy_after']:.3f} after "
+                  f"({h['pairs']} pairs: {h['flipped_to_chosen']} flipped to chosen, "
+                  f"{h['flipped_to_rejected']} to rejected, McNemar p={h['p_value']:.3g}); "
+                  f"by summed log-probability {h['summed_preference_accuracy_before']:.3f} -> "
+                  f"{h['summed_preference_accuracy_after']:.3f}; chosen gained more log-probability than "
+                  f"rejected on {h['reward_accuracy']:.3f}",
                   highlight=False)
     out.print(f"artifact: {summary.artifact}\nrun:      {summary.run_dir}")
 

@@ -6,8 +6,12 @@ it starts (the base, or the SFT adapter named by ``train.dpo.start_from``); its 
 do not change during training, so they are computed once, before the first step, instead of
 keeping a second model in memory and running it at every step.
 
-The task's own figure, the share of held-out pairs where the model gives ``chosen`` a higher
-log-probability than ``rejected`` (preference accuracy), is measured before and after.
+The task's own figure, the share of held-out pairs where the model prefers ``chosen`` (preference
+accuracy), is measured before and after. The model prefers the answer with the higher mean
+log-probability per answer token. Summed log-probabilities are reported too, but they mostly
+measure length: on HH-RLHF harmless pairs the embedded model's summed figure picks the shorter
+answer in 92% of pairs whatever they say, and a reply's summed log-probability falls by tens of
+nats per sentence, far more than preference training moves it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from taskfit.config import TaskSpec, TrainSpec
 from taskfit.errors import DataError
 from taskfit.records import Example, PreferencePair
 from taskfit.rendering import Rendered, render
-from taskfit.training.loop import LoopResult, StepStats, fit
+from taskfit.training.loop import LoopResult, Ranks, StepStats, fit
 from taskfit.training.sft import (chunk_by_tokens, collate, completion_logps, length_grouped_batches,
                                   micro_batch_tokens, prepare_model)
 
@@ -99,9 +103,21 @@ def dpo_loss(policy: Any, reference: Any, beta: float) -> Any:
     return -F.logsigmoid(beta * margin).mean()
 
 
-def preference_accuracy(logps: Any) -> float:
-    """Share of pairs whose chosen answer has the higher log-probability."""
-    return float((logps[:, 0] > logps[:, 1]).float().mean()) if len(logps) else float("nan")
+def answer_lengths(pairs: Sequence[tuple[Rendered, Rendered]]) -> Any:
+    """[n, 2] answer tokens of (chosen, rejected) for each pair."""
+    import torch
+
+    return torch.tensor([[len(c.completion), len(r.completion)] for c, r in pairs],
+                        dtype=torch.float32).view(-1, 2)
+
+
+def preference_accuracy(logps: Any, lengths: Any | None = None) -> float:
+    """Share of pairs whose chosen answer the model prefers: the higher mean log-probability per
+    answer token with ``lengths``, the higher summed log-probability without."""
+    if not len(logps):
+        return float("nan")
+    scores = logps / lengths if lengths is not None else logps
+    return float((scores[:, 0] > scores[:, 1]).float().mean())
 
 
 class DpoObjective:
@@ -116,6 +132,7 @@ class DpoObjective:
         # The reference: the policy before its first step.
         self.ref = all_pair_logps(model, tokenizer, self.pairs, spec.batch_size)
         self.val_ref = all_pair_logps(model, tokenizer, self.val_pairs, spec.batch_size)
+        self.val_lengths = answer_lengths(self.val_pairs)
         # Length grouping and micro-batch sizes go by the longer side of each pair.
         self._longer = [max(c, r, key=lambda x: len(x.ids)) for c, r in self.pairs]
 
@@ -139,7 +156,7 @@ class DpoObjective:
     def validate(self) -> dict[str, float | None]:
         logps = all_pair_logps(self.model, self.tokenizer, self.val_pairs, self.spec.batch_size)
         loss = float(dpo_loss(logps, self.val_ref, self.spec.dpo.beta))
-        return {"val_loss": loss, "metric": preference_accuracy(logps)}
+        return {"val_loss": loss, "metric": preference_accuracy(logps, self.val_lengths)}
 
 
 def train_dpo(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec,
@@ -167,22 +184,54 @@ def train_dpo(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec,
         return model, result, None
     say(f"scoring {len(held)} held-out pairs after training")
     after = all_pair_logps(model, tokenizer, held, spec.batch_size)
-    lengths = torch.tensor([[len(c.completion), len(r.completion)] for c, r in held], dtype=torch.float32)
+    lengths = answer_lengths(held)
+    if run_dir is not None and Ranks.from_env().main:
+        write_held_out_pairs(run_dir / "held_out_pairs.csv", [p.id for p in held_out], before, after, lengths)
     return model, result, held_out_report(before, after, lengths)
 
 
+def write_held_out_pairs(path: Path, ids: Sequence[str], before: Any, after: Any, lengths: Any) -> None:
+    """Each held-out pair's answer lengths and log-probabilities before and after, to see which
+    pairs moved and recompute any figure on a subset."""
+    import csv
+
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(["id", "chosen_tokens", "rejected_tokens", "chosen_logp_before", "rejected_logp_before",
+                      "chosen_logp_after", "rejected_logp_after"])
+        for i, pid in enumerate(ids):
+            out.writerow([pid, int(lengths[i, 0]), int(lengths[i, 1]),
+                          *(f"{float(x):.4f}" for x in (*before[i], *after[i]))])
+    tmp.replace(path)
+
+
 def held_out_report(before: Any, after: Any, lengths: Any) -> dict[str, float]:
-    """Preference accuracy before and after on the same held-out pairs, with which way pairs moved
-    (for a paired reading: only the pairs that flipped change the figure), the same per answer
-    token (summed log-probabilities favour the shorter answer whatever it says), and the
+    """Preference accuracy (per answer token) before and after on the same held-out pairs, with
+    which way pairs moved and the exact McNemar p-value of that change (only pairs that flipped
+    change the figure); the same by summed log-probability, with the share of pairs (of unequal
+    lengths) where the summed figure picked the shorter answer before training; and the
     implicit-reward accuracy DPO itself optimises (the chosen side's log-probability rose more
     than the rejected side's). ``lengths``: [n, 2] answer tokens of (chosen, rejected)."""
-    was, now = before[:, 0] > before[:, 1], after[:, 0] > after[:, 1]
-    moved = (after - before)
-    return {"preference_accuracy_before": preference_accuracy(before),
-            "preference_accuracy_after": preference_accuracy(after),
+    from taskfit.evaluation.stats import mcnemar
+
+    def prefers(logps: Any) -> Any:
+        return logps[:, 0] > logps[:, 1]
+
+    was, now = prefers(before / lengths), prefers(after / lengths)
+    summed_was, summed_now = prefers(before), prefers(after)
+    unequal = lengths[:, 0] != lengths[:, 1]
+    shorter = (lengths[:, 0] < lengths[:, 1])[unequal]
+    moved = after - before
+    return {"preference_accuracy_before": preference_accuracy(before, lengths),
+            "preference_accuracy_after": preference_accuracy(after, lengths),
             "flipped_to_chosen": int((~was & now).sum()), "flipped_to_rejected": int((was & ~now).sum()),
-            "per_token_accuracy_before": preference_accuracy(before / lengths),
-            "per_token_accuracy_after": preference_accuracy(after / lengths),
+            "p_value": mcnemar(now.float().tolist(), was.float().tolist()),
+            "summed_preference_accuracy_before": preference_accuracy(before),
+            "summed_preference_accuracy_after": preference_accuracy(after),
+            "summed_flipped_to_chosen": int((~summed_was & summed_now).sum()),
+            "summed_flipped_to_rejected": int((summed_was & ~summed_now).sum()),
+            "summed_picks_shorter": float((summed_was[unequal] == shorter).float().mean()) if len(shorter)
+            else float("nan"),
             "reward_accuracy": float((moved[:, 0] > moved[:, 1]).float().mean()),
             "pairs": len(before)}

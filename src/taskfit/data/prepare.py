@@ -209,7 +209,7 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
         eval_scan = scan(project_dir / data.eval, task, data, tokenizer=tokenizer, keep=True, id_prefix="eval-")
         scans.append(eval_scan)
         held = [_redact_record(r, action) for r in eval_scan.examples]
-        held, leaked = _drop_leaks(rows, held, config)
+        held, leaked = drop_leaks(rows, held, config)
         overlap = {r.id for r in rows} & {r.id for r in held}
         if overlap:
             raise DataError(f"{len(overlap)} row ids are in both {data.train} and {data.eval}, "
@@ -240,7 +240,7 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
                     quarantined=[q for s in scans for q in s.quarantined], unredacted_secret_rows=unredacted)
 
 
-def _drop_leaks(train: list, held: list, config: ProjectConfig) -> tuple[list, int]:
+def drop_leaks(train: list, held: list, config: ProjectConfig) -> tuple[list, int]:
     """Remove held-out rows that are near-duplicates of a training row."""
     from taskfit.data.scan import _dedup_text, _near_index
 

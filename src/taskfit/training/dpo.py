@@ -10,8 +10,8 @@ The task's own figure, the share of held-out pairs where the model prefers ``cho
 accuracy), is measured before and after. The model prefers the answer with the higher mean
 log-probability per answer token. Summed log-probabilities are reported too, but they mostly
 measure length: on HH-RLHF harmless pairs the embedded model's summed figure picks the shorter
-answer in 92% of pairs whatever they say, and a reply's summed log-probability falls by tens of
-nats per sentence, far more than preference training moves it.
+answer in about nine pairs of ten whatever they say, and a reply's summed log-probability falls
+by tens of nats per sentence, far more than preference training moves it.
 """
 
 from __future__ import annotations
@@ -169,8 +169,6 @@ def train_dpo(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec,
               ) -> tuple[Any, LoopResult, dict[str, float] | None]:
     """DPO through a LoRA adapter (a fresh one, or ``adapter`` continued). Returns the model, what
     happened, and the preference accuracy on ``held_out`` before and after (None without it)."""
-    import torch
-
     model = prepare_model(model, spec, adapter)
     say = status or (lambda message: None)
     held = featurize_pairs(tokenizer, task, held_out, spec.max_seq_length)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -59,6 +60,8 @@ def test_kill_9_then_resume_ends_with_the_same_adapter(tmp_path, tiny_model_dir)
     assert result.exit_code == 0, result.output
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["training"]["resumed_from_step"] >= 5
+    steps = manifest["training"]["steps"]
+    assert re.search(rf"training \(lora\).*\b{steps}/{steps}\b", result.output)  # the bar counts from the resumed step
 
     reference = train_project(whole)
     assert reference.training["steps"] == manifest["training"]["steps"]

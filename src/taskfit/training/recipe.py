@@ -84,7 +84,12 @@ def train_model(config: ProjectConfig, lm: Any, train: Sequence[Example | Prefer
 
     held = None
     with reporter.bar(f"training ({spec.method})", max(1, steps)) as advance:
-        on_step = lambda step, total, loss: advance(info=f"loss {loss:.3f}")  # noqa: E731
+        shown = [0]
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            advance(step - shown[0], info=f"loss {loss:.3f}")  # a resumed run starts past 0
+            shown[0] = step
+
         if spec.method == "dpo":
             from taskfit.training.dpo import train_dpo
 

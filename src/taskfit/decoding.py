@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Sequence
 
+from taskfit.models.compat import cache_arg, cache_of
+
 
 @lru_cache(maxsize=4)
 def _ll_tokenizer(tokenizer: Any) -> Any:
@@ -229,7 +231,7 @@ def decode_batch(model: Any, tokenizer: Any, prompts: Sequence[list[int]], sampl
         kwargs: dict[str, Any] = {"adapter_names": list(adapters)} if adapters is not None else {}
         out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                     use_cache=True, logits_to_keep=1, **kwargs)
-        cache = out.past_key_values
+        cache = cache_of(out)
         while True:
             logits = out.logits[:, -1, :].float()
             for j, i in enumerate(active):
@@ -253,7 +255,7 @@ def decode_batch(model: Any, tokenizer: Any, prompts: Sequence[list[int]], sampl
             if adapters is not None:
                 kwargs["adapter_names"] = [adapters[i] for i in active]
             out = model(input_ids=step, attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
-                        past_key_values=cache, use_cache=True, **kwargs)
+                        use_cache=True, **{cache_arg(): cache}, **kwargs)
     return [Generated(text=r.text.strip(), prompt_tokens=len(r.prompt), completion_tokens=r.produced,
                       finish_reason=r.finish or "length") for r in rows]
 

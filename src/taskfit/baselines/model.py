@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from taskfit.config import TaskSpec
 from taskfit.records import Example, Prediction
+from taskfit.models.compat import cache_arg, cache_of
 from taskfit.rendering import Rendered, render
 
 Shots = Callable[[Example], Sequence[Example]]
@@ -117,7 +118,7 @@ class LabelScoringPredictor:
                 members = [i for t in wave if float(first[t]) >= best for i in groups[t]]
                 if not members:
                     break
-                for i, extra in zip(members, self._continue(out.past_key_values, members, device)):
+                for i, extra in zip(members, self._continue(cache_of(out), members, device)):
                     totals[i] += extra
                 best = max(best, *(totals[i] for i in members))
         return totals
@@ -139,7 +140,7 @@ class LabelScoringPredictor:
             batch = torch.tensor([self.completions[i][:-1] for i in rows], device=device)
             repeated = copy.deepcopy(cache)
             repeated.batch_repeat_interleave(len(rows))
-            logp = torch.log_softmax(self.model(batch, past_key_values=repeated).logits.float(), dim=-1)
+            logp = torch.log_softmax(self.model(batch, **{cache_arg(): repeated}).logits.float(), dim=-1)
             targets = torch.tensor([self.completions[i][1:] for i in rows], device=device)
             picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).sum(dim=-1)
             for row, i in enumerate(rows):

@@ -171,3 +171,49 @@ def test_fixed_eval_file_sharing_ids_with_train_is_refused(tmp_path):
     (tmp_path / "taskfit.yaml").write_text(yaml.safe_dump(doc))
     with pytest.raises(DataError, match=f"ids are in both.*{rows[0]['id']}"):
         prepare_data(load_config(tmp_path), tmp_path)
+
+
+def test_rows_that_cannot_be_cut_to_fit_are_named_before_training(tmp_path, tiny):
+    import random
+
+    from taskfit.records import Example
+    from taskfit.rendering import render
+
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghijklmnop") for _ in range(5)) for _ in range(500)]  # no near-duplicates
+    long_answer = "We are sorry for the delay. " * 30
+    rows = [{"messages": [{"role": "user", "content": " ".join(rng.choice(words) for _ in range(60))},
+                          {"role": "assistant", "content": long_answer if i in (3, 11) else "Sorry, on it."}]}
+            for i in range(20)]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert CliRunner().invoke(app, ["init", str(tmp_path / "p"), "--task", "generate"]).exit_code == 0
+    doc = yaml.safe_load((tmp_path / "p" / "taskfit.yaml").read_text())
+    doc["data"]["train"] = str(tmp_path / "data" / "train.jsonl")
+    config = load_config(_write(tmp_path, doc))
+    short = render(tiny.tokenizer, config.task, Example(id="s", input="x", target="Sorry, on it."),
+                   target="Sorry, on it.")
+    limit = len(short.ids) + 30  # the inputs (60 words) must be cut; the short answers then fit
+    doc["train"]["max_seq_length"] = limit
+    config = load_config(_write(tmp_path, doc))
+    prepared = prepare_data(config, tmp_path, tokenizer=tiny.tokenizer)
+    (warning,) = [w for w in prepared.card.warnings if "cannot fit" in w]
+
+    def stops_training(ex):
+        try:
+            render(tiny.tokenizer, config.task, ex, target=ex.target, max_length=limit)
+        except ValueError:
+            return True
+        return False
+
+    # exactly the rows training would stop on are named, by file and line; the long inputs are not
+    rows_read = prepared.train + prepared.eval
+    assert len(rows_read) == 20 and any(len(ex.input) > 300 for ex in rows_read)
+    stopping = [ex.source for ex in rows_read if stops_training(ex)]
+    assert sorted(stopping) == sorted(f"{tmp_path / 'data' / 'train.jsonl'}:{n}" for n in (4, 12))
+    assert warning.startswith("2 rows cannot fit") and all(s in warning for s in stopping)
+
+
+def _write(project: Path, doc: dict) -> Path:
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    return project

@@ -115,6 +115,17 @@ def build_card(config: ProjectConfig, scans: list[ScanResult]) -> DataCard:
             warnings.append(f"{over} rows are longer than train.max_seq_length={limit} tokens; they "
                             f"will be {'cut to fit' if data.too_long == 'truncate' else 'dropped'} "
                             "(data.too_long).")
+        # Cutting the input leaves at least one of its tokens: a row whose template, system prompt
+        # and answer alone take max_seq_length cannot be cut to fit, and training stops on it.
+        unfittable = sum(n + 1 >= limit for s in scans for n in s.fixed_lengths)
+        if unfittable and data.too_long == "truncate":
+            named = sorted((x for s in scans for x in s.fixed_longest if x[0] + 1 >= limit), reverse=True)
+            where = ", ".join(f"{src} ({n} tokens)" for n, src in named[:10])
+            more = f" and {unfittable - len(named[:10])} more" if unfittable > 10 else ""
+            warnings.append(f"{unfittable} rows cannot fit train.max_seq_length={limit} even with their "
+                            f"input cut, since the system prompt and answer alone take that many tokens: "
+                            f"{where}{more}. Training would stop at the first; raise "
+                            "train.max_seq_length, shorten those answers, or set data.too_long: drop.")
     pii_counts: Counter = sum((s.pii_counts for s in scans), Counter())
     secret_rows = [src for s in scans for src in s.secret_rows]
     card.privacy = {"rows_with_personal_data": sum(s.pii_rows for s in scans),

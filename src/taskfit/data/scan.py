@@ -68,6 +68,10 @@ class ScanResult:
     pii_rows: int = 0
     secret_rows: list[str] = field(default_factory=list)  # sources only, never values
     lengths: Any = field(default_factory=lambda: array("i"))  # rendered tokens per kept row
+    # The longest rows by what no cut of the input can shorten (template, system prompt, answer):
+    # (tokens, source), at most UNFITTABLE_KEPT of them, and the tokens for every example row.
+    fixed_longest: list[tuple[int, str]] = field(default_factory=list)
+    fixed_lengths: Any = field(default_factory=lambda: array("i"))
     answer_tokens: int = 0
     examples: list[Example | PreferencePair] = field(default_factory=list)  # with keep=True
 
@@ -280,25 +284,27 @@ class TokenCounter:
         self.overhead = len(r.ids) - one("x") - one("y")
         self.tokenizer = tokenizer
         self.system_len = one(task.system_prompt)
-        self.pending: list[tuple[str, str, str | None]] = []
+        self.pending: list[tuple[str, str, str | None, str | None]] = []
 
     def add(self, rec: Example | PreferencePair) -> None:
-        if isinstance(rec, PreferencePair):
-            self.pending.append((rec.prompt, max(rec.chosen, rec.rejected, key=len), rec.system))
+        if isinstance(rec, PreferencePair):  # DPO cuts a long answer, so a pair always fits
+            self.pending.append((rec.prompt, max(rec.chosen, rec.rejected, key=len), rec.system, None))
         else:
-            self.pending.append((user_text(rec), rec.target, rec.system))
+            self.pending.append((user_text(rec), rec.target, rec.system, rec.source))
 
-    def flush(self) -> Iterator[tuple[int, int]]:
-        """(rendered tokens, answer tokens) for every pending row, in order."""
+    def flush(self) -> Iterator[tuple[int, int, int | None, str | None]]:
+        """(rendered tokens, answer tokens, tokens no cut of the input can remove or None, source)
+        for every pending row, in order."""
         if not self.pending:
             return
         enc = self.tokenizer([p[0] for p in self.pending] + [p[1] for p in self.pending],
                              add_special_tokens=False)["input_ids"]
         n = len(self.pending)
-        for i, (_, _, system) in enumerate(self.pending):
+        for i, (_, _, system, source) in enumerate(self.pending):
             extra = 0 if system is None else len(self.tokenizer(system, add_special_tokens=False)["input_ids"]) - self.system_len
             answer = len(enc[n + i]) + 1  # + end-of-turn
-            yield self.overhead + len(enc[i]) + len(enc[n + i]) + extra, answer
+            fixed = self.overhead + len(enc[n + i]) + extra if source is not None else None
+            yield self.overhead + len(enc[i]) + len(enc[n + i]) + extra, answer, fixed, source
         self.pending = []
 
 
@@ -404,7 +410,17 @@ def _fill_previews(result: ScanResult, path: Path, task: TaskSpec, spec: DataSpe
         n.other_preview = previews.get(n.other_line, "")
 
 
+UNFITTABLE_KEPT = 20
+
+
 def _take_lengths(result: ScanResult, counter: TokenCounter) -> None:
-    for total, answer in counter.flush():
+    import heapq
+
+    for total, answer, fixed, source in counter.flush():
         result.lengths.append(total)
         result.answer_tokens += answer
+        if fixed is not None:
+            result.fixed_lengths.append(fixed)
+            heapq.heappush(result.fixed_longest, (fixed, source or ""))
+            if len(result.fixed_longest) > UNFITTABLE_KEPT:
+                heapq.heappop(result.fixed_longest)

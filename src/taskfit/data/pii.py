@@ -4,7 +4,8 @@ Detection leans on maintained libraries where one fits:
 
 * payment cards (Luhn), IBANs (mod-97) and national ID numbers (US SSN, Spanish DNI, French
   NIR): candidate patterns confirmed by ``python-stdnum``'s checksum validators,
-  so that an order number is not taken for a card;
+  so that an order number is not taken for a card; UK National Insurance numbers, which have no
+  check digit, by HMRC's allocation rules (letters never used, prefixes never issued);
 * phone numbers: Google's ``phonenumbers`` matcher;
 * credentials: the regular expressions of ``detect-secrets``' provider plugins (AWS, Stripe,
   GitHub, GitLab, Slack, OpenAI, private keys, basic-auth URLs, JWTs...), plus a keyword rule for
@@ -51,7 +52,10 @@ _NATIONAL = [
     (re.compile(r"\b\d{3}-\d{2}-\d{4}\b"), "stdnum.us.ssn"),
     (re.compile(r"\b\d{8}[A-Z]\b"), "stdnum.es.dni"),
     (re.compile(r"\b[12] ?\d{2} ?\d{2} ?\d{2} ?\d{3} ?\d{3} ?\d{2}\b"), "stdnum.fr.nir"),
+    # UK National Insurance number: no check digit, so HMRC's allocation rules are the check
+    (re.compile(r"\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"), "gb.nino"),
 ]
+_NINO_NEVER_ISSUED = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
 
 
 @lru_cache(maxsize=1)
@@ -85,7 +89,7 @@ def _validators() -> dict[str, Callable[[str], bool]]:
 
     return {"luhn": luhn.is_valid, "iban": iban.is_valid, "stdnum.us.ssn": ssn.is_valid,
             "stdnum.es.dni": dni.is_valid,
-            "stdnum.fr.nir": nir.is_valid}
+            "stdnum.fr.nir": nir.is_valid, "gb.nino": lambda v: v[:2] not in _NINO_NEVER_ISSUED}
 
 
 def _digits(s: str) -> str:

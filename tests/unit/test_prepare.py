@@ -199,19 +199,44 @@ def test_rows_that_cannot_be_cut_to_fit_are_named_before_training(tmp_path, tiny
     prepared = prepare_data(config, tmp_path, tokenizer=tiny.tokenizer)
     (warning,) = [w for w in prepared.card.warnings if "cannot fit" in w]
 
-    def stops_training(ex):
-        try:
-            render(tiny.tokenizer, config.task, ex, target=ex.target, max_length=limit)
-        except ValueError:
-            return True
-        return False
-
     # exactly the rows training would stop on are named, by file and line; the long inputs are not
     rows_read = prepared.train + prepared.eval
     assert len(rows_read) == 20 and any(len(ex.input) > 300 for ex in rows_read)
-    stopping = [ex.source for ex in rows_read if stops_training(ex)]
+    stopping = [ex.source for ex in rows_read if not _renders(tiny.tokenizer, config.task, ex, limit)]
     assert sorted(stopping) == sorted(f"{tmp_path / 'data' / 'train.jsonl'}:{n}" for n in (4, 12))
     assert warning.startswith("2 rows cannot fit") and all(s in warning for s in stopping)
+
+    # qa: the context is what gets cut, so a long question cannot be cut away
+    def text(n):
+        return " ".join(rng.choice(words) for _ in range(n))
+
+    qa_rows = [{"messages": [{"role": "user", "content": text(80 if i == 2 else 5)},
+                             {"role": "assistant", "content": "It says so."}], "context": text(60)}
+               for i in range(8)]
+    (tmp_path / "data" / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in qa_rows))
+    assert CliRunner().invoke(app, ["init", str(tmp_path / "q"), "--task", "qa"]).exit_code == 0
+    qa = yaml.safe_load((tmp_path / "q" / "taskfit.yaml").read_text())
+    qa["data"]["train"] = str(tmp_path / "data" / "qa.jsonl")
+    qa["train"]["max_seq_length"] = limit + 20
+    config = load_config(_write(tmp_path, qa))
+    prepared = prepare_data(config, tmp_path, tokenizer=tiny.tokenizer)
+    rows_read = prepared.train + prepared.eval
+    assert len(rows_read) == 8 and all(ex.context for ex in rows_read)
+    stopping = [ex.source for ex in rows_read
+                if not _renders(tiny.tokenizer, config.task, ex, limit + 20)]
+    assert stopping == [f"{tmp_path / 'data' / 'qa.jsonl'}:3"]
+    (warning,) = [w for w in prepared.card.warnings if "cannot fit" in w]
+    assert warning.startswith("1 rows cannot fit") and stopping[0] in warning
+
+
+def _renders(tokenizer, task, ex, limit) -> bool:
+    from taskfit.rendering import render
+
+    try:
+        render(tokenizer, task, ex, target=ex.target, max_length=limit)
+    except ValueError:
+        return False
+    return True
 
 
 def _write(project: Path, doc: dict) -> Path:

@@ -14,7 +14,7 @@ from array import array
 import re
 import zlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -284,13 +284,14 @@ class TokenCounter:
         self.overhead = len(r.ids) - one("x") - one("y")
         self.tokenizer = tokenizer
         self.system_len = one(task.system_prompt)
-        self.pending: list[tuple[str, str, str | None, str | None]] = []
+        self.pending: list[tuple[str, str, str | None, str | None, str]] = []
 
     def add(self, rec: Example | PreferencePair) -> None:
         if isinstance(rec, PreferencePair):  # DPO cuts a long answer, so a pair always fits
-            self.pending.append((rec.prompt, max(rec.chosen, rec.rejected, key=len), rec.system, None))
-        else:
-            self.pending.append((user_text(rec), rec.target, rec.system, rec.source))
+            self.pending.append((rec.prompt, max(rec.chosen, rec.rejected, key=len), rec.system, None, ""))
+        else:  # for qa the context is cut, never the question
+            uncut = user_text(replace(rec, context="")) if rec.context is not None else ""
+            self.pending.append((user_text(rec), rec.target, rec.system, rec.source, uncut))
 
     def flush(self) -> Iterator[tuple[int, int, int | None, str | None]]:
         """(rendered tokens, answer tokens, tokens no cut of the input can remove or None, source)
@@ -300,10 +301,11 @@ class TokenCounter:
         enc = self.tokenizer([p[0] for p in self.pending] + [p[1] for p in self.pending],
                              add_special_tokens=False)["input_ids"]
         n = len(self.pending)
-        for i, (_, _, system, source) in enumerate(self.pending):
-            extra = 0 if system is None else len(self.tokenizer(system, add_special_tokens=False)["input_ids"]) - self.system_len
+        count = lambda s: len(self.tokenizer(s, add_special_tokens=False)["input_ids"]) if s else 0  # noqa: E731
+        for i, (_, _, system, source, uncut) in enumerate(self.pending):
+            extra = 0 if system is None else count(system) - self.system_len
             answer = len(enc[n + i]) + 1  # + end-of-turn
-            fixed = self.overhead + len(enc[n + i]) + extra if source is not None else None
+            fixed = self.overhead + len(enc[n + i]) + extra + count(uncut) if source is not None else None
             yield self.overhead + len(enc[i]) + len(enc[n + i]) + extra, answer, fixed, source
         self.pending = []
 

@@ -17,8 +17,8 @@ import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from taskfit.config import TaskSpec
-from taskfit.records import Example, Prediction
 from taskfit.models.compat import cache_arg, cache_of
+from taskfit.records import Example, Prediction
 from taskfit.rendering import Rendered, render
 
 Shots = Callable[[Example], Sequence[Example]]

@@ -186,8 +186,9 @@ class TrainSpec(_Spec):
     eval_every: int = Field(50, ge=0, description="Validate every N optimiser steps (and at each "
                                                   "epoch's end); 0 = only at epoch ends.")
     metric_sample: int = Field(
-        48, ge=0, description="Validation rows scored with the task's own metric (accuracy for "
-                              "classify, preference accuracy for dpo) at each validation; 0 = loss only.")
+        48, ge=0, description="Validation rows scored with the task's own metric at each validation "
+                              "(accuracy for classify, field F1 for extract, answer F1 for qa, ROUGE-L "
+                              "for generate, preference accuracy for dpo); 0 = loss only.")
     early_stopping_patience: int = Field(
         3, ge=0, description="Stop after this many validations without improvement; 0 = never stop early.")
     checkpoint_every: int = Field(

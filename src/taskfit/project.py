@@ -122,7 +122,7 @@ train:
   validation_share: 0.1     # of the training rows, held back to validate on (never the eval split)
   validation_max_rows: 200
   eval_every: 50            # validate every N steps and at each epoch's end
-  metric_sample: 48         # validation rows scored with the task's metric (accuracy for classify)
+  metric_sample: 48         # validation rows scored with the task's own metric (generating kinds decode them)
   early_stopping_patience: 3   # validations without improvement before stopping; 0 = never
   checkpoint_every: 50      # resumable checkpoints (taskfit train --resume); 0 = none
   keep_checkpoints: 2

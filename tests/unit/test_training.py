@@ -316,3 +316,27 @@ def test_dpo_starts_from_an_sft_adapter_and_uses_it_as_reference(tiny_model_dir,
     assert started.keys() == trained.keys()
     assert all(torch.allclose(started[k], trained[k], atol=1e-6) for k in trained)
     assert result.state.losses[0] == pytest.approx(0.6931, abs=1e-3)  # policy == reference (but dropout)
+
+
+@pytest.mark.parametrize("kind", ["extract", "qa", "generate"])
+def test_validation_scores_the_generating_kinds_by_their_own_metric(tiny_model_dir, tmp_path, kind):
+    from taskfit.config import TaskSpec
+
+    schema = {"type": "object", "properties": {"order": {"type": "string"}}, "required": ["order"]}
+    task = TaskSpec(kind=kind, success="s", system_prompt="Answer briefly.",
+                    **({"schema": schema} if kind == "extract" else {}))
+    target = '{"order": "A12"}' if kind == "extract" else "Order A12."
+    rows = [Example(id=str(i), input=f"where is order A{i}?", target=target,
+                    context="Order A12 shipped." if kind == "qa" else None) for i in range(12)]
+    lm = load_model(str(tiny_model_dir))
+    spec = _spec(eval_every=1, metric_sample=4)
+    _, result = train_sft(lm.model, lm.tokenizer, task, spec, rows[:8], rows[8:], run_dir=tmp_path,
+                          max_new_tokens=24)
+    side = {"extract": "valid_rate", "qa": "refusal_recall", "generate": "format_compliance"}[kind]
+    assert result.state.validations and all(0.0 <= v["metric"] <= 1.0 and v[side] is not None
+                                            for v in result.state.validations)
+    if kind == "extract":  # held to the schema while decoding, so every answer complies
+        assert all(v["valid_rate"] == 1.0 for v in result.state.validations)
+    with (tmp_path / "validation_log.csv").open() as f:
+        logged = list(csv.DictReader(f))
+    assert len(logged) == len(result.state.validations) and logged[0]["metric"] != "" and side in logged[0]

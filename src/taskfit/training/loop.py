@@ -280,8 +280,9 @@ def _trim_log(path: Path, upto: int) -> None:
 
 
 def write_validation_log(path: Path, state: LoopState) -> None:
+    extra = sorted({k for v in state.validations for k in v} - set(_VAL_FIELDS))  # e.g. valid_rate
     with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=_VAL_FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=_VAL_FIELDS + extra)
         writer.writeheader()
         writer.writerows(state.validations)
 

@@ -63,6 +63,7 @@ def train_model(config: ProjectConfig, lm: Any, train: Sequence[Example | Prefer
     """Train ``lm.model`` on ``train`` by ``config.train.method`` in ``run``; with ``resume``,
     continue from the run's newest complete checkpoint."""
     from taskfit.evaluation.report import plot_loss
+    from taskfit.tasks import MAIN_METRIC
     from taskfit.training.artifacts import model_card, save_trained
 
     spec = config.train
@@ -76,10 +77,12 @@ def train_model(config: ProjectConfig, lm: Any, train: Sequence[Example | Prefer
     steps = int(-(-len(fit_rows) // spec.batch_size) * spec.epochs + 0.999)
 
     metric_name = ("preference accuracy" if spec.method == "dpo"
-                   else "accuracy" if config.task.kind == "classify" else None)
+                   else MAIN_METRIC[config.task.kind].replace("_", " ") if spec.metric_sample else None)
 
     def on_validate(entry: dict[str, Any]) -> None:
         metric = f", {metric_name} {entry['metric']:.3f}" if entry.get("metric") is not None else ""
+        metric += "".join(f", {k.replace('_', ' ')} {v:.3f}" for k, v in entry.items()
+                          if k not in ("step", "epoch", "val_loss", "metric") and v is not None)
         reporter.status(f"step {entry['step']}: validation loss {entry['val_loss']:.4f}{metric}")
 
     held = None
@@ -102,7 +105,7 @@ def train_model(config: ProjectConfig, lm: Any, train: Sequence[Example | Prefer
 
             model, result = train_sft(lm.model, lm.tokenizer, config.task, spec, fit_rows, val_rows,
                                       run_dir=run.root, resume_from=resume_from, on_step=on_step,
-                                      on_validate=on_validate)
+                                      on_validate=on_validate, max_new_tokens=config.eval.max_new_tokens)
     state = result.state
     outcome = TrainOutcome(model=model, result=result, validation_rows=len(val_rows), held_out=held,
                            artifact=run.full_model if spec.method == "full" else run.adapter)

@@ -201,12 +201,15 @@ class SftObjective:
     label-scoring accuracy on a sample of them."""
 
     def __init__(self, model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec,
-                 train: Sequence[Example], validation: Sequence[Example] = ()):
+                 train: Sequence[Example], validation: Sequence[Example] = (), max_new_tokens: int = 96):
+        from taskfit.tasks import MAIN_METRIC
+
         self.model, self.tokenizer, self.task, self.spec = model, tokenizer, task, spec
+        self.max_new_tokens = max_new_tokens
         self.rows = featurize(tokenizer, task, train, spec.max_seq_length)
         self.val_rows = featurize(tokenizer, task, validation, spec.max_seq_length)
-        self.metric_examples = list(validation)[: spec.metric_sample] if task.kind == "classify" else []
-        self.metric_name = "accuracy" if self.metric_examples else None
+        self.metric_examples = list(validation)[: spec.metric_sample]
+        self.metric_name = MAIN_METRIC[task.kind] if self.metric_examples else None
         self.validation_rows = len(self.val_rows)
 
     def batches(self, epoch: int) -> list[list[int]]:
@@ -239,19 +242,36 @@ class SftObjective:
             logits = answer_logits(self.model, chunk)
             total += float(F.cross_entropy(logits, chunk.targets.to(logits.device), reduction="sum"))
             count += len(chunk.targets)
-        metric = None
+        out: dict[str, float | None] = {"val_loss": total / count, "metric": None}
         if self.metric_examples:
-            from taskfit.baselines import LabelScoringPredictor
+            out.update(self._task_metrics())
+        return out
 
-            from taskfit.training.fsdp import gathered
+    def _task_metrics(self) -> dict[str, float]:
+        """The task's own figure on the metric sample, as evaluation computes it: label accuracy
+        by label scoring (classify); otherwise greedy answers, JSON-constrained for extract, scored
+        by the task kind (field F1 and schema compliance, answer F1 and refusals, ROUGE-L and the
+        house rules)."""
+        from taskfit.baselines import GenerativePredictor, LabelScoringPredictor
+        from taskfit.config import EvalSpec
+        from taskfit.tasks import MAIN_METRIC, score
+        from taskfit.training.fsdp import gathered
 
-            scorer = LabelScoringPredictor("validation", self.model, self.tokenizer, self.task,
-                                           self.spec.max_seq_length)
-            with gathered(self.model):
-                predictions = list(scorer.predict(self.metric_examples))
-            hits = [p.output == ex.target for p, ex in zip(predictions, self.metric_examples)]
-            metric = sum(hits) / len(hits)
-        return {"val_loss": total / count, "metric": metric}
+        examples, kind = self.metric_examples, self.task.kind
+        if kind == "classify":
+            predictor: Any = LabelScoringPredictor("validation", self.model, self.tokenizer, self.task,
+                                                   self.spec.max_seq_length)
+        else:
+            predictor = GenerativePredictor("validation", self.model, self.tokenizer, self.task,
+                                            self.spec.max_seq_length, self.max_new_tokens,
+                                            constrained=kind == "extract", batch_size=self.spec.batch_size)
+        with gathered(self.model):
+            predictions = list(predictor.predict(examples))
+        if kind == "classify":
+            return {"metric": sum(p.output == ex.target for p, ex in zip(predictions, examples)) / len(examples)}
+        metrics = score(self.task, EvalSpec(), "validation", examples, predictions, n_boot=1).metrics
+        side = {"extract": "valid_rate", "qa": "refusal_recall", "generate": "format_compliance"}[kind]
+        return {"metric": metrics[MAIN_METRIC[kind]], side: metrics.get(side)}
 
 
 def prepare_model(model: Any, spec: TrainSpec, adapter: Path | None = None) -> Any:
@@ -291,12 +311,14 @@ def train_sft(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec, train
               validation: Sequence[Example] = (), *, run_dir: Path | None = None,
               resume_from: Path | None = None, adapter: Path | None = None,
               on_step: Callable[[int, int, float], None] | None = None,
-              on_validate: Callable[[dict[str, Any]], None] | None = None) -> tuple[Any, LoopResult]:
+              on_validate: Callable[[dict[str, Any]], None] | None = None,
+              max_new_tokens: int = 96) -> tuple[Any, LoopResult]:
     """Fine-tune ``model`` on ``train`` by ``spec.method``; return the trained model (a PEFT model
     for lora/qlora) and what happened. With ``run_dir``, the step log, the validation log and the
-    checkpoints are written there."""
+    checkpoints are written there. ``max_new_tokens``: the answer budget of the validation metric
+    for the generating task kinds (``eval.max_new_tokens``)."""
     model = prepare_model(model, spec, adapter)
-    objective = SftObjective(model, tokenizer, task, spec, train, validation)
+    objective = SftObjective(model, tokenizer, task, spec, train, validation, max_new_tokens)
     result = fit(model, objective, spec, len(objective.rows),
                  run_dir=run_dir, resume_from=resume_from, on_step=on_step, on_validate=on_validate)
     return model, result

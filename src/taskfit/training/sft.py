@@ -197,8 +197,8 @@ def completion_logps(model: Any, batch: Batch, n_rows: int) -> Any:
 
 
 class SftObjective:
-    """Cross-entropy on the answers; validation loss on held-back rows and, for ``classify``, the
-    label-scoring accuracy on a sample of them."""
+    """Cross-entropy on the answers; validation loss on held-back rows and the task's own metric
+    on a sample of them (see :meth:`_task_metrics`)."""
 
     def __init__(self, model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec,
                  train: Sequence[Example], validation: Sequence[Example] = (), max_new_tokens: int = 96):

@@ -320,7 +320,7 @@ def test_dpo_starts_from_an_sft_adapter_and_uses_it_as_reference(tiny_model_dir,
 
 @pytest.mark.parametrize("kind", ["extract", "qa", "generate"])
 def test_validation_scores_the_generating_kinds_by_their_own_metric(tiny_model_dir, tmp_path, kind):
-    from taskfit.config import TaskSpec
+    from taskfit.config import EvalSpec, TaskSpec
 
     schema = {"type": "object", "properties": {"order": {"type": "string"}}, "required": ["order"]}
     task = TaskSpec(kind=kind, success="s", system_prompt="Answer briefly.",
@@ -331,7 +331,7 @@ def test_validation_scores_the_generating_kinds_by_their_own_metric(tiny_model_d
     lm = load_model(str(tiny_model_dir))
     spec = _spec(eval_every=1, metric_sample=4)
     _, result = train_sft(lm.model, lm.tokenizer, task, spec, rows[:8], rows[8:], run_dir=tmp_path,
-                          max_new_tokens=24)
+                          evaluation=EvalSpec(max_new_tokens=24))
     side = {"extract": "valid_rate", "qa": "refusal_recall", "generate": "format_compliance"}[kind]
     assert result.state.validations and all(0.0 <= v["metric"] <= 1.0 and v[side] is not None
                                             for v in result.state.validations)

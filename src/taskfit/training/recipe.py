@@ -105,7 +105,7 @@ def train_model(config: ProjectConfig, lm: Any, train: Sequence[Example | Prefer
 
             model, result = train_sft(lm.model, lm.tokenizer, config.task, spec, fit_rows, val_rows,
                                       run_dir=run.root, resume_from=resume_from, on_step=on_step,
-                                      on_validate=on_validate, max_new_tokens=config.eval.max_new_tokens)
+                                      on_validate=on_validate, evaluation=config.eval)
     state = result.state
     outcome = TrainOutcome(model=model, result=result, validation_rows=len(val_rows), held_out=held,
                            artifact=run.full_model if spec.method == "full" else run.adapter)

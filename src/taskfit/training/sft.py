@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from taskfit.config import TaskSpec, TrainSpec
+from taskfit.config import EvalSpec, TaskSpec, TrainSpec
 from taskfit.errors import DataError
 from taskfit.records import Example
 from taskfit.rendering import Rendered, render
@@ -201,11 +201,12 @@ class SftObjective:
     on a sample of them (see :meth:`_task_metrics`)."""
 
     def __init__(self, model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec,
-                 train: Sequence[Example], validation: Sequence[Example] = (), max_new_tokens: int = 96):
+                 train: Sequence[Example], validation: Sequence[Example] = (),
+                 evaluation: EvalSpec | None = None):
         from taskfit.tasks import MAIN_METRIC
 
         self.model, self.tokenizer, self.task, self.spec = model, tokenizer, task, spec
-        self.max_new_tokens = max_new_tokens
+        self.evaluation = evaluation or EvalSpec()  # how evaluation decodes and scores
         self.rows = featurize(tokenizer, task, train, spec.max_seq_length)
         self.val_rows = featurize(tokenizer, task, validation, spec.max_seq_length)
         self.metric_examples = list(validation)[: spec.metric_sample]
@@ -253,23 +254,22 @@ class SftObjective:
         by the task kind (field F1 and schema compliance, answer F1 and refusals, ROUGE-L and the
         house rules)."""
         from taskfit.baselines import GenerativePredictor, LabelScoringPredictor
-        from taskfit.config import EvalSpec
         from taskfit.tasks import MAIN_METRIC, score
         from taskfit.training.fsdp import gathered
 
-        examples, kind = self.metric_examples, self.task.kind
+        examples, kind, ev = self.metric_examples, self.task.kind, self.evaluation
         if kind == "classify":
             predictor: Any = LabelScoringPredictor("validation", self.model, self.tokenizer, self.task,
                                                    self.spec.max_seq_length)
         else:
             predictor = GenerativePredictor("validation", self.model, self.tokenizer, self.task,
-                                            self.spec.max_seq_length, self.max_new_tokens,
-                                            constrained=kind == "extract", batch_size=self.spec.batch_size)
+                                            self.spec.max_seq_length, ev.max_new_tokens,
+                                            constrained=ev.constrained, batch_size=self.spec.batch_size)
         with gathered(self.model):
             predictions = list(predictor.predict(examples))
         if kind == "classify":
             return {"metric": sum(p.output == ex.target for p, ex in zip(predictions, examples)) / len(examples)}
-        metrics = score(self.task, EvalSpec(), "validation", examples, predictions, n_boot=1).metrics
+        metrics = score(self.task, ev, "validation", examples, predictions, n_boot=1).metrics
         side = {"extract": "valid_rate", "qa": "refusal_recall", "generate": "format_compliance"}[kind]
         return {"metric": metrics[MAIN_METRIC[kind]], side: metrics.get(side)}
 
@@ -312,13 +312,13 @@ def train_sft(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec, train
               resume_from: Path | None = None, adapter: Path | None = None,
               on_step: Callable[[int, int, float], None] | None = None,
               on_validate: Callable[[dict[str, Any]], None] | None = None,
-              max_new_tokens: int = 96) -> tuple[Any, LoopResult]:
+              evaluation: EvalSpec | None = None) -> tuple[Any, LoopResult]:
     """Fine-tune ``model`` on ``train`` by ``spec.method``; return the trained model (a PEFT model
     for lora/qlora) and what happened. With ``run_dir``, the step log, the validation log and the
-    checkpoints are written there. ``max_new_tokens``: the answer budget of the validation metric
-    for the generating task kinds (``eval.max_new_tokens``)."""
+    checkpoints are written there. ``evaluation``: the project's ``eval`` settings, so that the
+    validation metric decodes (answer budget, JSON constraint) as evaluation will."""
     model = prepare_model(model, spec, adapter)
-    objective = SftObjective(model, tokenizer, task, spec, train, validation, max_new_tokens)
+    objective = SftObjective(model, tokenizer, task, spec, train, validation, evaluation)
     result = fit(model, objective, spec, len(objective.rows),
                  run_dir=run_dir, resume_from=resume_from, on_step=on_step, on_validate=on_validate)
     return model, result

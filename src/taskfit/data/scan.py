@@ -10,6 +10,7 @@ runs on files much larger than memory. Counts always add up:
 from __future__ import annotations
 
 import hashlib
+import heapq
 from array import array
 import re
 import zlib
@@ -298,14 +299,13 @@ class TokenCounter:
         for every pending row, in order."""
         if not self.pending:
             return
-        enc = self.tokenizer([p[0] for p in self.pending] + [p[1] for p in self.pending],
-                             add_special_tokens=False)["input_ids"]
+        enc = self.tokenizer([p[0] for p in self.pending] + [p[1] for p in self.pending]
+                             + [p[4] for p in self.pending], add_special_tokens=False)["input_ids"]
         n = len(self.pending)
-        count = lambda s: len(self.tokenizer(s, add_special_tokens=False)["input_ids"]) if s else 0  # noqa: E731
-        for i, (_, _, system, source, uncut) in enumerate(self.pending):
-            extra = 0 if system is None else count(system) - self.system_len
+        for i, (_, _, system, source, _) in enumerate(self.pending):
+            extra = 0 if system is None else len(self.tokenizer(system, add_special_tokens=False)["input_ids"]) - self.system_len
             answer = len(enc[n + i]) + 1  # + end-of-turn
-            fixed = self.overhead + len(enc[n + i]) + extra + count(uncut) if source is not None else None
+            fixed = self.overhead + len(enc[n + i]) + extra + len(enc[2 * n + i]) if source is not None else None
             yield self.overhead + len(enc[i]) + len(enc[n + i]) + extra, answer, fixed, source
         self.pending = []
 
@@ -416,8 +416,6 @@ UNFITTABLE_KEPT = 20
 
 
 def _take_lengths(result: ScanResult, counter: TokenCounter) -> None:
-    import heapq
-
     for total, answer, fixed, source in counter.flush():
         result.lengths.append(total)
         result.answer_tokens += answer

@@ -221,12 +221,12 @@ def held_out_report(before: Any, after: Any, lengths: Any) -> dict[str, float]:
     unequal = lengths[:, 0] != lengths[:, 1]
     shorter = (lengths[:, 0] < lengths[:, 1])[unequal]
     moved = after - before
-    return {"preference_accuracy_before": preference_accuracy(before, lengths),
-            "preference_accuracy_after": preference_accuracy(after, lengths),
+    return {"preference_accuracy_before": float(was.float().mean()),
+            "preference_accuracy_after": float(now.float().mean()),
             "flipped_to_chosen": int((~was & now).sum()), "flipped_to_rejected": int((was & ~now).sum()),
             "p_value": mcnemar(now.float().tolist(), was.float().tolist()),
-            "summed_preference_accuracy_before": preference_accuracy(before),
-            "summed_preference_accuracy_after": preference_accuracy(after),
+            "summed_preference_accuracy_before": float(summed_was.float().mean()),
+            "summed_preference_accuracy_after": float(summed_now.float().mean()),
             "summed_flipped_to_chosen": int((~summed_was & summed_now).sum()),
             "summed_flipped_to_rejected": int((summed_was & ~summed_now).sum()),
             "summed_picks_shorter": float((summed_was[unequal] == shorter).float().mean()) if len(shorter)

@@ -264,7 +264,7 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, schedule: Any) -> tu
 
 
 _LOG_FIELDS = ["step", "epoch", "loss", "learning_rate", "tokens", "seconds"]
-_VAL_FIELDS = ["step", "epoch", "val_loss", "metric"]
+VALIDATION_FIELDS = ["step", "epoch", "val_loss", "metric"]  # then any side figures, e.g. valid_rate
 
 
 def _trim_log(path: Path, upto: int) -> None:
@@ -280,9 +280,9 @@ def _trim_log(path: Path, upto: int) -> None:
 
 
 def write_validation_log(path: Path, state: LoopState) -> None:
-    extra = sorted({k for v in state.validations for k in v} - set(_VAL_FIELDS))  # e.g. valid_rate
+    extra = sorted({k for v in state.validations for k in v} - set(VALIDATION_FIELDS))
     with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=_VAL_FIELDS + extra)
+        writer = csv.DictWriter(fh, fieldnames=VALIDATION_FIELDS + extra)
         writer.writeheader()
         writer.writerows(state.validations)
 

@@ -13,7 +13,7 @@ from taskfit.data.split import validation_split
 from taskfit.paths import RunDir
 from taskfit.progress import Reporter
 from taskfit.records import Example, PreferencePair
-from taskfit.training.loop import LoopResult, Ranks, checkpoints
+from taskfit.training.loop import VALIDATION_FIELDS, LoopResult, Ranks, checkpoints
 
 
 @dataclass
@@ -82,7 +82,7 @@ def train_model(config: ProjectConfig, lm: Any, train: Sequence[Example | Prefer
     def on_validate(entry: dict[str, Any]) -> None:
         metric = f", {metric_name} {entry['metric']:.3f}" if entry.get("metric") is not None else ""
         metric += "".join(f", {k.replace('_', ' ')} {v:.3f}" for k, v in entry.items()
-                          if k not in ("step", "epoch", "val_loss", "metric") and v is not None)
+                          if k not in VALIDATION_FIELDS and v is not None)
         reporter.status(f"step {entry['step']}: validation loss {entry['val_loss']:.4f}{metric}")
 
     held = None

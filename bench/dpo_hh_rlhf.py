@@ -51,7 +51,7 @@ def main() -> None:
     if not (args.data / "train.jsonl").exists():
         sys.exit(f"{args.data}: no train.jsonl here; pass --data DIR (the hh_rlhf_harmless folder)")
 
-    from taskfit.pipeline import train_project
+    from taskfit.workflows import train_project
     from taskfit.progress import RichReporter
     from taskfit.project import init_project
 

@@ -61,17 +61,17 @@ def main() -> None:
     ap.add_argument("--decode-tokens", type=int, default=96)
     args = ap.parse_args()
 
-    from taskfit.evaluate import eval_project, open_evaluation
+    from taskfit.workflows import Workspace, eval_project
     from taskfit.evaluation.runner import read_predictions
     from taskfit.progress import RichReporter, Silent
 
     reporter = RichReporter()
     trained = eval_project(args.project, args.run, reporter)
     exported = eval_project(args.project, args.run, reporter, engine="llama-cpp")
-    ev = open_evaluation(args.project, Silent())
+    ev = Workspace.open(args.project, Silent(), allow_secrets=True)
     a = {p.example_id: p for p in read_predictions(ev.predictions(trained.candidate))}
     b = {p.example_id: p for p in read_predictions(ev.predictions(exported.candidate))}
-    ids = [ex.id for ex in ev.held_out if ex.id in a and ex.id in b]
+    ids = [ex.id for ex in ev.eval_rows if ex.id in a and ex.id in b]
     same = sum(a[i].output == b[i].output for i in ids)
     gap = [abs(a[i].confidence - b[i].confidence) for i in ids if a[i].confidence is not None]
     for r, preds in ((trained, a), (exported, b)):

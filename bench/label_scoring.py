@@ -25,15 +25,16 @@ def main() -> None:
     args = ap.parse_args()
 
     from taskfit.baselines.model import GenerativePredictor, LabelScoringPredictor
-    from taskfit.evaluate import _load_trained, open_evaluation
+    from taskfit.workflows import Workspace
+    from taskfit.workflows.evaluate import trained_candidate
     from taskfit.progress import RichReporter
     from taskfit.tasks.classify import label_budget
 
     reporter = RichReporter()
-    ev = open_evaluation(args.project, reporter)
+    ev = Workspace.open(args.project, reporter, allow_secrets=True)
     rows = ev.held_out[: args.rows]
-    model = _load_trained(ev, args.run, reporter)[0] if args.run else ev.lm(reporter).model
-    tok, task, max_len = ev.setup.tokenizer, ev.config.task, ev.config.train.max_seq_length
+    model = trained_candidate(ev, args.run).build().model if args.run else ev.lm().model
+    tok, task, max_len = ev.tokenizer, ev.config.task, ev.config.train.max_seq_length
     budget = label_budget(tok, task)
     sides = {"label scoring": LabelScoringPredictor("scoring", model, tok, task, max_len),
              "free generation": GenerativePredictor("free", model, tok, task, max_len, budget),

@@ -105,8 +105,8 @@ def main() -> None:
     args = ap.parse_args()
     if not (DATA / args.dataset).exists():
         raise SystemExit(f"{DATA / args.dataset}: not found (the shared datasets live in ../shared/data)")
-    from taskfit.evaluate import baseline_project, compare_project, eval_project
-    from taskfit.pipeline import train_project
+    from taskfit.workflows import baseline_project, compare_project, eval_project
+    from taskfit.workflows import train_project
     from taskfit.progress import RichReporter
 
     train_n, eval_n = (None, None) if args.full else CPU_SIZES[args.dataset]

@@ -38,8 +38,11 @@ def git_commit(directory: Path) -> str | None:
 def build_manifest(config: ProjectConfig, project_dir: Path, model_info: Any, card: Any,
                    rows: dict[str, int], hardware: dict[str, Any]) -> dict[str, Any]:
     """``rows``: counts by role (train, validation, eval); ``card``: the data card."""
+    from datetime import datetime, timezone
+
     return {
         "task": config.task.name, "kind": config.task.kind, "status": "started",
+        "started": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
         "config": config.model_dump(mode="json", by_alias=True),
         "model": asdict(model_info),
         "data": {"train_file": config.data.train, "eval_file": config.data.eval,

@@ -8,7 +8,7 @@ import json
 import yaml
 
 from taskfit.models import load_model, resolve
-from taskfit.pipeline import run_project
+from taskfit.workflows import run_project
 from taskfit.quickstart import make_quickstart_project
 from taskfit.training.artifacts import export_merged
 
@@ -34,8 +34,9 @@ def test_quickstart_loop_runs_on_the_embedded_model(tmp_path):
     assert metrics["training"]["steps"] == 2 and metrics["training"]["trained_tokens"] > 500
     log = (summary.run_dir / "train_log.csv").read_text().splitlines()
     assert len(log) == 3 and all(float(row.split(",")[2]) > 0 for row in log[1:])
-    for cand in ("prompt-only", "fine-tuned"):
-        assert metrics[cand]["n"] == 16
+    results = {r.candidate: r for r in summary.results}
+    assert {"prompt-only", "few-shot", "tfidf-logreg", "fine-tuned"} <= set(results)
+    assert all(r.n == 16 for r in results.values())
     assert (summary.run_dir / "adapter" / "adapter_model.safetensors").exists()
     merged = export_merged(summary.run_dir)  # the adapter folded into the embedded base
     assert "quantization_config" not in json.loads((merged / "config.json").read_text())

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from typer.testing import CliRunner
 
 from taskfit.cli.main import app
-from taskfit.evaluate import baseline_project
+from taskfit.workflows import baseline_project
 from taskfit.quickstart import make_quickstart_project
 
 
@@ -52,13 +52,12 @@ def _project(tmp_path, model_dir, base_url):
 
 
 def test_endpoint_baseline_is_scored_like_any_candidate(tmp_path, tiny_model_dir, loopback, monkeypatch):
-    from taskfit.evaluate import open_evaluation
-    from taskfit.progress import Silent
+    from taskfit.workflows import Workspace
 
     monkeypatch.setenv("TASKFIT_TEST_KEY", "sk-test-123")
     fake = FakeHostedModel({}, [])
     project, labels = _project(tmp_path, tiny_model_dir, loopback(fake.app))
-    held_out = open_evaluation(project, Silent()).held_out
+    held_out = Workspace.open(project).held_out
     fake.gold, fake.labels = {ex.input: ex.target for ex in held_out}, labels
 
     (result,) = baseline_project(project, only=["endpoint"])

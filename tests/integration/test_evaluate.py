@@ -17,8 +17,8 @@ import yaml
 from typer.testing import CliRunner
 
 from taskfit.cli.main import app
-from taskfit.evaluate import baseline_project, compare_project
-from taskfit.pipeline import train_project
+from taskfit.workflows import baseline_project, compare_project
+from taskfit.workflows import train_project
 from taskfit.quickstart import make_quickstart_project
 
 CITIES = ["Paris", "Rome", "Oslo", "Lima", "Cairo", "Quito", "Dakar", "Hanoi"]
@@ -325,7 +325,7 @@ window.addEventListener('load', () => {
     assert "8 of 8 judged" in dom
     text = html_lib.unescape(dom.split('<pre id="probe-out">')[1].split("</pre>")[0])
     (tmp_path / "verdicts.csv").write_text(text)
-    from taskfit.evaluate import review_import_project
+    from taskfit.workflows import review_import_project
 
     result = review_import_project(project, tmp_path / "verdicts.csv", review / "review_key.json")
     key = json.loads((review / "review_key.json").read_text())

@@ -20,7 +20,7 @@ try:  # the HTTP client the openai package is built on (httpx2 from openai 3)
 except ImportError:  # pragma: no cover
     import httpx
 
-from taskfit.pipeline import train_project
+from taskfit.workflows import train_project
 from taskfit.quickstart import make_quickstart_project
 from taskfit.serve import hash_key, load_serve_config
 from taskfit.serve.app import create_app

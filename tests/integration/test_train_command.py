@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from taskfit.cli.main import app
-from taskfit.pipeline import train_project
+from taskfit.workflows import train_project
 from taskfit.quickstart import make_quickstart_project
 
 

@@ -14,7 +14,7 @@ from taskfit.config import load_config
 from taskfit.data.prepare import check_data, prepare_data, write_prepared
 from taskfit.data.sample import generate_tickets
 from taskfit.errors import DataError
-from taskfit.pipeline import run_project
+from taskfit.workflows import run_project
 from taskfit.quickstart import make_quickstart_project
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"

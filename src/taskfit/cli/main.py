@@ -156,7 +156,9 @@ def _print_scorecard(card) -> None:
 
 def _print_summary(summary) -> None:
     _print_scorecard(summary.scorecard)
-    out.print(f"report: {summary.report_html}\nrun:    {summary.run_dir}")
+    c = summary.comparison
+    out.print(f"scorecard: {c.markdown}\nreport:    {c.report_html}\nrun:       {summary.run_dir} "
+              f"({summary.training.how})", highlight=False)
 
 
 def _print_results(results) -> None:
@@ -176,7 +178,7 @@ def baseline(project: Path = typer.Argument(Path("."), help="Project directory o
                                                       "(repeatable): prompt-only, few-shot, rag, tfidf-logreg, endpoint."),
              threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: all).")) -> None:
     """Evaluate every applicable baseline on the held-out split (cached: a rerun resumes)."""
-    from taskfit.evaluate import baseline_project
+    from taskfit.workflows import baseline_project
     from taskfit.progress import RichReporter
 
     _print_results(baseline_project(project, reporter=RichReporter(err), only=only, threads=threads))
@@ -185,18 +187,21 @@ def baseline(project: Path = typer.Argument(Path("."), help="Project directory o
 @app.command("eval")
 @_friendly
 def eval_(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
-          run_dir: Path = typer.Option(..., "--run", help="A finished training run (its directory)."),
+          run_dir: Optional[Path] = typer.Option(None, "--run", help="A finished training run (its directory); "
+                                                                     "default: the project's latest finished run."),
           name: Optional[str] = typer.Option(None, help="Candidate name in the scorecard (default fine-tuned, "
                                                         "or fine-tuned-gguf with --engine llama-cpp)."),
           engine: str = typer.Option("transformers", help="transformers, or llama-cpp: the exported GGUF "
                                                           "(base + GGUF LoRA) run by llama.cpp."),
+          merged: bool = typer.Option(False, "--merged", help="Evaluate the adapter folded into the base "
+                                                              "(as `taskfit export --merged` ships it)."),
           threads: Optional[int] = typer.Option(None, help="CPU threads (default: all).")) -> None:
     """Evaluate a trained run on the same held-out split as the baselines (cached: a rerun resumes)."""
-    from taskfit.evaluate import eval_project
     from taskfit.progress import RichReporter
+    from taskfit.workflows import eval_project
 
     _print_results([eval_project(project, run_dir, reporter=RichReporter(err), name=name, threads=threads,
-                                 engine=engine)])
+                                 engine=engine, merged=merged)])
 
 
 review_app = typer.Typer(help="Blind human review of two candidates' answers.", no_args_is_help=True)
@@ -211,7 +216,7 @@ def review_export(project: Path = typer.Argument(Path("."), help="Project direct
                   n: int = typer.Option(50, "-n", help="Items to review (a seeded random sample)."),
                   out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write (default: the evaluation directory's review/).")) -> None:
     """Write review.html and review.csv (sides shuffled, names hidden) and the key that un-blinds them."""
-    from taskfit.evaluate import review_export_project
+    from taskfit.workflows import review_export_project
 
     paths = review_export_project(project, a, b, n, out_dir)
     out.print(f"review page: {paths['html']}\nspreadsheet: {paths['csv']}\nkey (keep it, do not send it): "
@@ -224,7 +229,7 @@ def review_import(project: Path = typer.Argument(..., help="Project directory or
                   verdicts: Path = typer.Argument(..., help="The CSV the review page downloaded, or review.csv filled in."),
                   key: Optional[Path] = typer.Option(None, help="review_key.json (default: beside the export).")) -> None:
     """Read the verdicts back; `taskfit compare` shows the win rate with its interval."""
-    from taskfit.evaluate import review_import_project
+    from taskfit.workflows import review_import_project
 
     out.print(review_import_project(project, verdicts, key).sentence(), highlight=False)
 
@@ -233,7 +238,7 @@ def review_import(project: Path = typer.Argument(..., help="Project directory or
 @_friendly
 def compare(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml.")) -> None:
     """Print and save the scorecard of every evaluated candidate, with paired tests and a verdict."""
-    from taskfit.evaluate import compare_project
+    from taskfit.workflows import compare_project
     from taskfit.progress import RichReporter
 
     result = compare_project(project, reporter=RichReporter(err))
@@ -246,13 +251,18 @@ def compare(project: Path = typer.Argument(Path("."), help="Project directory or
 def run(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
         threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: all)."),
         allow_secrets: bool = typer.Option(False, "--allow-secrets",
-                                           help="Train even on data with unredacted credentials.")) -> None:
-    """Run the loop: data checks, split, prompt-only baseline, LoRA fine-tune, comparison, report."""
-    from taskfit.pipeline import run_project
+                                           help="Train even on data with unredacted credentials."),
+        resume: bool = typer.Option(False, "--resume", help="Insist on continuing an interrupted run (running "
+                                                            "again continues one anyway).")) -> None:
+    """The whole loop: data check, every applicable baseline, training, evaluation, comparison.
+
+    Every stage is cached: running it again continues where it stopped and costs nothing where
+    nothing changed; `taskfit compare` afterwards prints the same scorecard."""
     from taskfit.progress import RichReporter
+    from taskfit.workflows import run_project
 
     _print_summary(run_project(project, reporter=RichReporter(err), threads=threads,
-                               allow_secrets=allow_secrets))
+                               allow_secrets=allow_secrets, resume=resume))
 
 
 @app.command()
@@ -265,9 +275,9 @@ def train(project: Path = typer.Argument(Path("."), help="Project directory or t
           allow_secrets: bool = typer.Option(False, "--allow-secrets",
                                              help="Train even on data with unredacted credentials.")) -> None:
     """Train by train.method (lora, qlora, full, dpo) and save the adapter with its model card."""
-    from taskfit.pipeline import train_project
     from taskfit.progress import RichReporter, Silent
     from taskfit.training.loop import Ranks
+    from taskfit.workflows import train_project
 
     main = Ranks.from_env().main  # under `accelerate launch`, only the first process reports
     summary = train_project(project, reporter=RichReporter(err) if main else Silent(), threads=threads,
@@ -295,9 +305,22 @@ def train(project: Path = typer.Argument(Path("."), help="Project directory or t
     out.print(f"artifact: {summary.artifact}\nrun:      {summary.run_dir}")
 
 
+def _run_of(path: Path) -> Path:
+    """A run directory given as itself, or a project given as its directory (its latest finished
+    run, said on stderr)."""
+    if not (path / "taskfit.yaml").is_file():
+        return path
+    from taskfit.workflows.workspace import latest_run_dir
+
+    run = latest_run_dir(path)
+    err.print(f"using the latest finished run: {run}", highlight=False)
+    return run
+
+
 @app.command()
 @_friendly
-def export(run_dir: Path = typer.Argument(..., help="A finished run directory (or its adapter)."),
+def export(run_dir: Path = typer.Argument(Path("."), help="A project (its latest finished run is taken), "
+                                                            "a finished run directory, or its adapter."),
            merged: bool = typer.Option(False, "--merged", help="Fold the adapter into the base model."),
            format_: Optional[str] = typer.Option(None, "--format", help="gguf-lora: the adapter as a GGUF LoRA "
                                                                          "for llama.cpp and Ollama."),
@@ -309,6 +332,7 @@ def export(run_dir: Path = typer.Argument(..., help="A finished run directory (o
     from taskfit.progress import RichReporter
 
     status = RichReporter(err).status
+    run_dir = _run_of(run_dir)
     if format_ == "gguf-lora":
         from taskfit.training.gguf_lora import export_gguf_lora
 
@@ -329,7 +353,8 @@ def export(run_dir: Path = typer.Argument(..., help="A finished run directory (o
 
 @app.command()
 @_friendly
-def serve(config: Optional[Path] = typer.Argument(None, help="serve.yaml (see the README); optional."),
+def serve(config: Optional[Path] = typer.Argument(None, help="A project (its latest finished run is served "
+                                                                 "under the task's name) or a serve.yaml; optional."),
           adapter: list[str] = typer.Option([], "--adapter", help="NAME=RUN_DIR: serve a trained run "
                                                                  "under NAME (repeatable)."),
           base: Optional[str] = typer.Option(None, help="The base model (default: the adapters' own)."),
@@ -345,6 +370,11 @@ def serve(config: Optional[Path] = typer.Argument(None, help="serve.yaml (see th
     from taskfit.serve import load_serve_config, serve as run_server
 
     adapters = {}
+    if config is not None and (config / "taskfit.yaml").is_file():  # a project: its latest finished run
+        from taskfit.config import load_config
+
+        adapters[load_config(config).task.name] = {"path": str(_run_of(config).resolve())}
+        config = None
     for item in adapter:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
@@ -381,9 +411,9 @@ def quickstart(directory: Path = typer.Argument(Path("quickstart"), help="Where 
                force: bool = typer.Option(False, help="Overwrite an existing project there."),
                threads: Optional[int] = typer.Option(None, help="CPU threads for torch.")) -> None:
     """Create the sample ticket-triage project and run the whole loop on the embedded model."""
-    from taskfit.pipeline import run_project
     from taskfit.progress import RichReporter
     from taskfit.quickstart import make_quickstart_project
+    from taskfit.workflows import run_project
 
     path = make_quickstart_project(directory, seed=seed, full=full, force=force)
     err.print(f"sample project written to {path.parent} (2,400 generated support tickets, 8 queues)")

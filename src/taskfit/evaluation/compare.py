@@ -34,6 +34,9 @@ COLUMNS: dict[str, list[tuple[str, str, bool]]] = {
     "generate": [("rouge_l", "ROUGE-L [95% CI]", True), ("chrf", "chrF", True),
                  ("style_match", "style match", True), ("length_compliance", "length OK", True),
                  ("format_compliance", "house rules OK", True), ("words_mean", "words", False)],
+    # dpo: held-out pairs where the chosen answer has the higher mean log-probability per token
+    "preference": [("preference_accuracy", "prefers chosen (per token)", True),
+                   ("summed_preference_accuracy", "prefers chosen (summed)", True)],
 }
 
 
@@ -84,7 +87,7 @@ def paired_test(kind: str, a: EvalResult, b: EvalResult) -> PairedTest:
         raise ValueError(f"{a.candidate} and {b.candidate} were scored on different rows "
                          f"({len(a.per_example)} and {len(b.per_example)})")
     needed = stats.rows_to_detect(a.per_example, b.per_example)
-    if kind == "classify":
+    if kind in ("classify", "preference"):  # right/wrong per row
         p = stats.mcnemar(a.per_example, b.per_example)
         diff = sum(a.per_example) / len(a.per_example) - sum(b.per_example) / len(b.per_example)
         return PairedTest(a.candidate, b.candidate, "McNemar (exact)", diff, None, p, needed)

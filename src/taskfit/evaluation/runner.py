@@ -24,7 +24,8 @@ def candidate_key(**parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _example_digest(ex: Example) -> str:
+def example_digest(ex: Example) -> str:
+    """What of a row decides a prediction: a changed row is predicted again."""
     return hashlib.sha256(json.dumps([ex.input, ex.context, ex.system, ex.target]).encode()).hexdigest()[:12]
 
 
@@ -57,7 +58,7 @@ def run_cached(predictor: Predictor, examples: Sequence[Example], path: Path, ke
     """Predict every example not already in ``path``; return all predictions in the examples'
     order and how many came from the cache."""
     cached = read_cache(path, key)
-    digests = {ex.id: _example_digest(ex) for ex in examples}
+    digests = {ex.id: example_digest(ex) for ex in examples}
     have = {ex.id: cached[f"{ex.id}\0{digests[ex.id]}"] for ex in examples
             if f"{ex.id}\0{digests[ex.id]}" in cached}
     todo = [ex for ex in examples if ex.id not in have]

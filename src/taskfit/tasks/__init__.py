@@ -12,7 +12,8 @@ from taskfit.config import EvalSpec, TaskSpec
 from taskfit.records import EvalResult, Example, Prediction
 
 # The metric a verdict is decided on, and the share it is reported as, per task kind.
-MAIN_METRIC = {"classify": "accuracy", "extract": "field_f1", "qa": "f1", "generate": "rouge_l"}
+MAIN_METRIC = {"classify": "accuracy", "extract": "field_f1", "qa": "f1", "generate": "rouge_l",
+               "preference": "preference_accuracy"}
 
 
 def parse(task: TaskSpec, text: str) -> tuple[str, bool]:

@@ -1,0 +1,554 @@
+"""Evaluate candidates on the held-out split and decide: ``taskfit baseline``, ``taskfit eval``,
+``taskfit compare`` and ``taskfit review``.
+
+Each candidate (a baseline, the fine-tuned model, a shipped form of it) is declared once as a
+:class:`Candidate`: its name, its role, what decides its answers (its cache key), how it builds its
+:class:`~taskfit.baselines.protocol.Predictor`, and its size. :func:`evaluate` runs any of them the
+same way into the workspace's evaluation store; a candidate whose predictions are all cached is
+re-scored without building anything (no model is loaded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from taskfit.errors import ConfigError
+from taskfit.evaluation.compare import FINETUNED, Scorecard, build_scorecard
+from taskfit.evaluation.runner import candidate_key, read_cache, read_predictions, run_cached
+from taskfit.records import EvalResult, Example, Prediction
+from taskfit.workflows.workspace import Workspace, resolve_run
+
+PROMPT_ONLY, FEW_SHOT, RAG, CLASSICAL, ENDPOINT = "prompt-only", "few-shot", "rag", "tfidf-logreg", "endpoint"
+APPLICABLE = {"classify": [PROMPT_ONLY, FEW_SHOT, CLASSICAL, ENDPOINT],
+              "extract": [PROMPT_ONLY, FEW_SHOT, ENDPOINT],
+              "qa": [PROMPT_ONLY, FEW_SHOT, RAG, ENDPOINT],
+              "generate": [PROMPT_ONLY, FEW_SHOT, ENDPOINT]}
+STYLE_BASE = "_style-base"  # the base model's replies to training inputs: the style classifier's negatives
+
+
+@dataclass
+class Candidate:
+    """One system that answers the task, declared once.
+
+    ``key`` holds what decides its answers (the project's model, task and decoding settings are
+    added by :func:`candidate_cache_key`); ``build`` makes its predictor and is called only when
+    some prediction is missing; ``free`` makes its unconstrained twin (how often the raw output is
+    valid at all); ``size`` gives its size and price figures."""
+
+    name: str
+    role: str  # baseline | fine-tuned | shipped
+    key: dict[str, Any]
+    build: Callable[[], Any]
+    free: Callable[[], Any] | None = None
+    size: Callable[[], dict[str, float]] = field(default=lambda: {})
+    run_dir: Path | None = None
+
+
+def candidate_cache_key(ws: Workspace, cand: Candidate) -> str:
+    c = ws.config
+    return candidate_key(name=cand.name, model=c.model.name, task=c.task.model_dump(mode="json"),
+                         max_length=c.train.max_seq_length, max_new_tokens=c.eval.max_new_tokens,
+                         constrained=c.eval.constrained, **cand.key)
+
+
+# ---- declarations ---------------------------------------------------------------------------
+def _model_size(model: Any) -> dict[str, float]:
+    return {"params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+
+
+def _lm_predictor(ws: Workspace, name: str, model: Any, *, constrained: bool, shots=None, contexts=None) -> Any:
+    from taskfit.baselines.model import GenerativePredictor, LabelScoringPredictor
+    from taskfit.tasks.classify import label_budget
+
+    c, task = ws.config, ws.config.task
+    if task.kind == "classify" and constrained:
+        return LabelScoringPredictor(name, model, ws.tokenizer, task, c.train.max_seq_length, shots=shots)
+    budget = label_budget(ws.tokenizer, task) if task.kind == "classify" else c.eval.max_new_tokens
+    return GenerativePredictor(name, model, ws.tokenizer, task, c.train.max_seq_length, budget,
+                               constrained=constrained, shots=shots, contexts=contexts,
+                               batch_size=c.eval.batch_size)
+
+
+def _wants_free(ws: Workspace) -> bool:
+    """classify and extract also decode freely on a sample: the share of raw answers that are valid."""
+    return ws.config.task.kind in ("classify", "extract") and ws.config.eval.constrained
+
+
+def _shots(ws: Workspace) -> Callable[[Example], list[Example]]:
+    from taskfit.retrieval import build_index
+
+    ws.reporter.status(f"indexing {len(ws.train)} training rows ({ws.config.baselines.retriever})")
+    index = build_index(ws.config.baselines.retriever, [ex.input for ex in ws.train])
+    k = ws.config.baselines.few_shot_k
+    return lambda ex: [ws.train[i] for i in index.search(ex.input, k)]
+
+
+def _contexts(ws: Workspace) -> Callable[[Example], tuple[str, dict[str, Any]]]:
+    """RAG: the top chunks of the user's documents, numbered, as the context; the chunk ids are
+    the citations, and whether the row's own passage was among them is recorded."""
+    from taskfit.retrieval import build_index, chunk_documents
+
+    spec = ws.config.baselines
+    folder = ws.project_dir / (spec.documents or "")
+    chunks = chunk_documents(folder, spec.chunk_words)
+    ws.reporter.status(f"indexing {len(chunks)} chunks of {folder} ({spec.retriever})")
+    index = build_index(spec.retriever, [c.text for c in chunks])
+
+    def contexts(ex: Example) -> tuple[str, dict[str, Any]]:
+        found = [chunks[i] for i in index.search(ex.input, spec.top_k)]
+        text = "\n\n".join(f"[{n}] {c.text}" for n, c in enumerate(found, 1))
+        details: dict[str, Any] = {"citations": [c.id for c in found]}
+        if ex.context:  # a hit: a chunk cut from the row's own passage was retrieved
+            own = " ".join(ex.context.split())
+            details["retrieval_hit"] = any(c.text in own for c in found)
+        return text, details
+
+    return contexts
+
+
+def folder_digest(folder: Path, pattern: str = "*") -> str:
+    """A digest of the files under ``folder`` that match ``pattern`` (names and contents)."""
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob(pattern)):
+        if p.is_file():
+            h.update(str(p.relative_to(folder)).encode() + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def weights_digest(folder: Path) -> str:
+    """What decides a trained model's answers: its weights and configs, not its model card (which
+    gains the scorecard after evaluation)."""
+    return folder_digest(folder, "*.safetensors") + folder_digest(folder, "*.json")[:8]
+
+
+def baseline_candidates(ws: Workspace, only: Sequence[str] | None = None) -> list[Candidate]:
+    """The baselines that apply to the task (those named in ``only``, when given)."""
+    kind, spec = ws.config.task.kind, ws.config.baselines
+    names = list(only) if only else [n for n in APPLICABLE[kind]
+                                     if not (n == ENDPOINT and spec.endpoint is None)
+                                     and not (n == RAG and spec.documents is None)]
+    unknown = [n for n in names if n not in APPLICABLE[kind]]
+    if unknown:
+        raise ConfigError(f"--only: {', '.join(unknown)} is not a baseline for {kind}",
+                          hint=f"choose from {', '.join(APPLICABLE[kind])}")
+    if RAG in names and spec.documents is None:
+        raise ConfigError("baselines.documents: the rag baseline needs a folder of documents")
+    if ENDPOINT in names and spec.endpoint is None:
+        raise ConfigError("baselines.endpoint: the endpoint baseline needs base_url and model")
+    return [_baseline(ws, name) for name in names]
+
+
+def _baseline(ws: Workspace, name: str) -> Candidate:
+    spec = ws.config.baselines
+    if name == CLASSICAL:
+        built: dict[str, Any] = {}
+
+        def build() -> Any:
+            from taskfit.baselines.classical import TfidfLogRegPredictor
+
+            built["p"] = TfidfLogRegPredictor(ws.train, seed=ws.config.data.seed, name=name)
+            return built["p"]
+
+        return Candidate(name, "baseline", {"train": ws.train_fingerprint}, build,
+                         size=lambda: {"params_m": built["p"].model[-1].coef_.size / 1e6} if built else {})
+    if name == ENDPOINT:
+        from taskfit.baselines.endpoint import EndpointPredictor
+
+        e = spec.endpoint
+        return Candidate(name, "baseline", {"endpoint": e.model_dump(mode="json")},
+                         lambda: EndpointPredictor(name, e, ws.config.task, ws.config.eval.max_new_tokens),
+                         size=lambda: {"price_per_million_input_tokens": e.price_per_million_input_tokens,
+                                       "price_per_million_output_tokens": e.price_per_million_output_tokens})
+    key: dict[str, Any] = {}
+    if name == FEW_SHOT:
+        key = {"train": ws.train_fingerprint, "k": spec.few_shot_k, "retriever": spec.retriever}
+    if name == RAG:
+        key = {"documents": folder_digest(ws.project_dir / (spec.documents or "")),
+               "chunk_words": spec.chunk_words, "top_k": spec.top_k, "retriever": spec.retriever}
+    hooks: dict[str, Any] = {}
+
+    def hook_kwargs() -> dict[str, Any]:  # retrieval indexes are built once, when first needed
+        if not hooks:
+            hooks["shots"] = _shots(ws) if name == FEW_SHOT else None
+            hooks["contexts"] = _contexts(ws) if name == RAG else None
+        return hooks
+
+    def build() -> Any:
+        return _lm_predictor(ws, name, ws.lm().model, constrained=ws.config.eval.constrained, **hook_kwargs())
+
+    def free() -> Any:
+        return _lm_predictor(ws, name, ws.lm().model, constrained=False, shots=hook_kwargs()["shots"])
+
+    return Candidate(name, "baseline", key, build, free=free if _wants_free(ws) else None,
+                     size=lambda: _model_size(ws.lm().model))
+
+
+def trained_candidate(ws: Workspace, run_dir: Path, name: str = FINETUNED) -> Candidate:
+    """A training run's model as it is served: the base with the run's adapter applied (not
+    merged), or the fully trained model for ``method: full``."""
+    from taskfit.paths import RunDir
+
+    run = RunDir(run_dir)
+    if (run.full_model / "config.json").exists():
+        loaded: dict[str, Any] = {}
+
+        def model() -> Any:
+            if not loaded:
+                from taskfit.models import load_model
+
+                loaded["m"] = load_model(str(run.full_model), status=ws.reporter.status).model
+            return loaded["m"]
+
+        digest = weights_digest(run.full_model)
+    else:
+        from taskfit.training.artifacts import find_adapter
+
+        adapter = find_adapter(run_dir)
+        digest = weights_digest(adapter)
+        loaded = {}
+
+        def model() -> Any:
+            if not loaded:
+                from peft import PeftModel
+
+                ws.reporter.status(f"loading adapter {adapter}")
+                base = ws.load_model()  # its own copy: the adapter is injected into it
+                loaded["m"] = PeftModel.from_pretrained(base.model, str(adapter)).eval()
+            return loaded["m"]
+
+    def size() -> dict[str, float]:
+        out = _model_size(model())
+        if not (run.full_model / "config.json").exists():
+            params = sum(p.numel() for n, p in model().named_parameters() if "lora_" in n)
+            out["params_m"] -= params / 1e6  # the base's size; the adapter is reported apart
+            out["adapter_mb"] = sum(p.stat().st_size for p in find_adapter(run_dir).glob("*.safetensors")) / 1e6
+        return out
+
+    constrained = ws.config.eval.constrained
+    return Candidate(name, "fine-tuned", {"weights": digest},
+                     lambda: _lm_predictor(ws, name, model(), constrained=constrained),
+                     free=(lambda: _lm_predictor(ws, name, model(), constrained=False)) if _wants_free(ws) else None,
+                     size=size, run_dir=run_dir.resolve())
+
+
+def merged_candidate(ws: Workspace, run_dir: Path, name: str) -> Candidate:
+    """The run's adapter folded into the base (``taskfit export --merged``, ``serve --merged``)."""
+    from taskfit.training.artifacts import find_adapter
+
+    adapter = find_adapter(run_dir)
+    loaded: dict[str, Any] = {}
+
+    def model() -> Any:
+        if not loaded:
+            from peft import PeftModel
+
+            base = ws.load_model()
+            loaded["m"] = PeftModel.from_pretrained(base.model, str(adapter)).merge_and_unload().eval()
+        return loaded["m"]
+
+    return Candidate(name, "shipped", {"weights": weights_digest(adapter), "merged": True},
+                     lambda: _lm_predictor(ws, name, model(), constrained=ws.config.eval.constrained),
+                     size=lambda: _model_size(model()), run_dir=run_dir.resolve())
+
+
+def gguf_candidate(ws: Workspace, run_dir: Path, name: str, threads: int | None) -> Candidate:
+    """The exported artifact: the base GGUF with the run's GGUF LoRA, run by llama.cpp (written
+    first when missing)."""
+    from taskfit.training.artifacts import find_adapter
+    from taskfit.training.gguf_lora import export_gguf_lora
+
+    folder = find_adapter(run_dir).parent / "gguf"
+    if not (folder / "adapter.gguf").exists():
+        export_gguf_lora(run_dir, status=ws.reporter.status)
+    base = Path((folder / "base.txt").read_text(encoding="utf-8").strip())
+
+    def build() -> Any:
+        from taskfit.baselines.llama_cpp import LlamaCppPredictor, load_llama
+        from taskfit.tasks.classify import label_budget
+
+        c, task = ws.config, ws.config.task
+        budget = label_budget(ws.tokenizer, task) if task.kind == "classify" else c.eval.max_new_tokens
+        ws.reporter.status(f"loading {base.name} with {folder / 'adapter.gguf'} in llama.cpp")
+        llm = load_llama(base, folder / "adapter.gguf", n_ctx=c.train.max_seq_length + budget + 16, threads=threads)
+        return LlamaCppPredictor(name, llm, ws.tokenizer, task, c.train.max_seq_length, budget,
+                                 constrained=c.eval.constrained)
+
+    def size() -> dict[str, float]:
+        from gguf import GGUFReader
+
+        return {"params_m": sum(int(t.n_elements) for t in GGUFReader(str(base)).tensors) / 1e6,
+                "adapter_mb": (folder / "adapter.gguf").stat().st_size / 1e6}
+
+    return Candidate(name, "shipped", {"weights": folder_digest(folder), "engine": "llama-cpp"}, build,
+                     size=size, run_dir=run_dir.resolve())
+
+
+# ---- running ----------------------------------------------------------------------------------
+def style_model(ws: Workspace) -> Any:
+    """generate: the style classifier (reference replies against the base model's replies to
+    ``eval.style_sample`` training inputs, cached like any prediction); None otherwise."""
+    from taskfit.baselines.model import GenerativePredictor
+    from taskfit.tasks.generate import StyleModel
+
+    c = ws.config
+    if c.task.kind != "generate" or not c.eval.style_sample:
+        return None
+    if ws._style is None:
+        sample = ws.train[: c.eval.style_sample]
+        cand = Candidate(STYLE_BASE, "internal", {"train": ws.train_fingerprint, "n": len(sample)}, lambda: None)
+        key = candidate_cache_key(ws, cand)
+        cached = {p.example_id: p for p in read_cache(ws.predictions(STYLE_BASE), key).values()}
+        if all(ex.id in cached for ex in sample):  # no model needed
+            replies = [cached[ex.id] for ex in sample]
+        else:
+            base = GenerativePredictor(STYLE_BASE, ws.lm().model, ws.tokenizer, c.task, c.train.max_seq_length,
+                                       c.eval.max_new_tokens)
+            with ws.reporter.bar("base-model replies for the style classifier", len(sample)) as advance:
+                replies, _ = run_cached(base, sample, ws.predictions(STYLE_BASE), key, on_item=advance)
+        ws._style = StyleModel([ex.target for ex in ws.train], [p.output for p in replies], seed=c.data.seed)
+    return ws._style
+
+
+def _cached(path: Path, key: str, rows: Sequence[Any]) -> list[Prediction] | None:
+    """Every row's prediction from the cache, or None when one is missing."""
+    from taskfit.evaluation.runner import example_digest
+
+    cached = read_cache(path, key)
+    found = [cached.get(f"{ex.id}\0{example_digest(ex)}") for ex in rows]
+    return None if any(p is None for p in found) else found  # type: ignore[return-value]
+
+
+def _saved(ws: Workspace, name: str, key: str) -> dict[str, Any] | None:
+    path = ws.result_path(name)
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data if data.get("candidate_key") == key else None
+
+
+def evaluate(ws: Workspace, cand: Candidate) -> EvalResult:
+    """Run (or resume) one candidate on the held-out rows, score it with the task's scorer, and
+    save the result. When every prediction is cached, nothing is built: the cached predictions
+    are scored again (a new threshold or fallback needs no new predictions) and the size figures
+    come from the saved result."""
+    from taskfit.tasks import score
+
+    rows, c = ws.eval_rows, ws.config
+    key = candidate_cache_key(ws, cand)
+    saved = _saved(ws, cand.name, key)
+    preds = _cached(ws.predictions(cand.name), key, rows) if saved else None
+    if preds is None:
+        predictor = cand.build()
+        with ws.reporter.bar(f"evaluating {cand.name}", len(rows)) as advance:
+            preds, _ = run_cached(predictor, rows, ws.predictions(cand.name), key, on_item=advance)
+        extra = cand.size()
+    else:
+        ws.reporter.status(f"{cand.name}: every prediction is cached")
+        extra = {k: v for k, v in saved["metrics"].items() if k in _KEPT}
+    result = score(c.task, c.eval, cand.name, rows, preds, style=style_model(ws))
+    metrics = result.metrics
+    metrics.update(extra)
+    sample = rows[: c.eval.generation_sample]
+    if cand.free is not None and sample:
+        loose = _cached(ws.predictions(f"{cand.name}.unconstrained"), key + "-free", sample)
+        if loose is None:
+            with ws.reporter.bar(f"free decoding ({cand.name})", len(sample)) as advance:
+                loose, _ = run_cached(cand.free(), sample, ws.predictions(f"{cand.name}.unconstrained"),
+                                      key + "-free", on_item=advance)
+        metrics["free_valid_rate"] = sum(p.valid for p in loose) / len(loose)
+    if "price_per_million_input_tokens" in metrics:
+        metrics["cost_per_1k_usd"] = 1000 * (
+            metrics["prompt_tokens_mean"] * metrics["price_per_million_input_tokens"]
+            + metrics["completion_tokens_mean"] * metrics["price_per_million_output_tokens"]) / 1e6
+    elif c.eval.price_per_hour:
+        metrics["cost_per_1k_usd"] = 1000 * metrics["latency_mean_s"] * c.eval.price_per_hour / 3600
+    save_result(ws.result_path(cand.name), result, key, cand.run_dir, cand.role)
+    return result
+
+
+# What the scorer does not compute and a cached candidate keeps from its saved result.
+_KEPT = ("params_m", "adapter_mb", "price_per_million_input_tokens", "price_per_million_output_tokens")
+
+
+def save_result(path: Path, result: EvalResult, key: str, run_dir: Path | None = None, role: str = "") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"candidate_key": key, "run_dir": str(run_dir) if run_dir else None,
+                                "role": role, **asdict(result)}, indent=1), encoding="utf-8")
+
+
+def load_saved(root: Path) -> list[tuple[EvalResult, Path | None]]:
+    """Each saved result with the training run it came from (for its loss curve), if any."""
+    out = []
+    for path in sorted((root / "results").glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for meta in ("candidate_key", "role"):
+            data.pop(meta, None)
+        run_dir = data.pop("run_dir", None)
+        out.append((EvalResult(**data), Path(run_dir) if run_dir else None))
+    return out
+
+
+def load_results(root: Path) -> list[EvalResult]:
+    return [r for r, _ in load_saved(root)]
+
+
+# ---- the stage commands -----------------------------------------------------------------------
+def baseline_project(project: Path | Workspace, reporter: Any = None, only: Sequence[str] | None = None,
+                     threads: int | None = None) -> list[EvalResult]:
+    """``taskfit baseline``: evaluate every applicable baseline (or ``only`` those named)."""
+    ws = project if isinstance(project, Workspace) else Workspace.open(project, reporter, threads,
+                                                                        allow_secrets=True)
+    _needs_examples(ws, "baseline")
+    return [evaluate(ws, cand) for cand in baseline_candidates(ws, only)]
+
+
+def _needs_examples(ws: Workspace, command: str) -> None:
+    if ws.preference:
+        raise ConfigError(f"`taskfit {command}` scores answers to labelled examples; this project trains "
+                          "on preference pairs (train.method: dpo)",
+                          hint="`taskfit run` (or `taskfit train`) reports the held-out preference accuracy "
+                               "before and after training")
+
+
+def eval_project(project: Path | Workspace, run_dir: Path | None = None, reporter: Any = None,
+                 name: str | None = None, threads: int | None = None, engine: str = "transformers",
+                 merged: bool = False) -> EvalResult:
+    """``taskfit eval [--run RUN]``: evaluate a trained run (default: the project's latest finished
+    one) as a candidate on the same held-out rows.
+
+    ``engine="llama-cpp"`` evaluates the exported artifact instead (the base GGUF with the run's
+    GGUF LoRA) as ``fine-tuned-gguf``, and ``merged`` the adapter folded into the base as
+    ``fine-tuned-merged``: each row beside ``fine-tuned`` shows whether the shipped form answers as
+    the evaluated one."""
+    ws = project if isinstance(project, Workspace) else Workspace.open(project, reporter, threads,
+                                                                        allow_secrets=True)
+    _needs_examples(ws, "eval")
+    run = resolve_run(ws.project_dir, run_dir).root if run_dir is not None else ws.latest_run().root
+    if run_dir is None:
+        ws.reporter.status(f"evaluating the latest finished run: {run}")
+    if engine not in ("transformers", "llama-cpp"):
+        raise ConfigError(f"--engine {engine}: choose transformers or llama-cpp")
+    suffix = "-gguf" if engine == "llama-cpp" else "-merged" if merged else ""
+    name = name or f"{FINETUNED}{suffix}"
+    if not name.startswith(FINETUNED):
+        name = f"{FINETUNED}-{name}"
+    style_model(ws)  # needs the plain base model, before an adapter is applied to a copy
+    if engine == "llama-cpp":
+        cand = gguf_candidate(ws, run, name, threads)
+    elif merged:
+        cand = merged_candidate(ws, run, name)
+    else:
+        cand = trained_candidate(ws, run, name)
+    return evaluate(ws, cand)
+
+
+def _rescore(ws: Workspace, saved: EvalResult) -> EvalResult:
+    """A saved candidate scored again with the scorer and settings of now; what the scorer does
+    not compute (size, cost, free-decoding validity) is kept from the evaluation."""
+    from taskfit.tasks import score
+
+    if saved.kind == "preference":
+        return saved
+    preds = {p.example_id: p for p in read_predictions(ws.predictions(saved.candidate))}
+    rows = ws.eval_rows
+    if any(ex.id not in preds for ex in rows):
+        return saved
+    fresh = score(ws.config.task, ws.config.eval, saved.candidate, rows, [preds[ex.id] for ex in rows],
+                  style=style_model(ws))
+    fresh.metrics.update({k: v for k, v in saved.metrics.items() if k not in fresh.metrics})
+    return fresh
+
+
+@dataclass
+class Comparison:
+    scorecard: Scorecard
+    markdown: Path
+    json: Path
+    report_html: Path
+
+
+def agreements(predictions: dict[str, list[Prediction]]) -> list[str]:
+    """How often each other fine-tuned candidate (an export on another engine, say) answers as the
+    evaluated fine-tuned model does, row by row."""
+    trained = {p.example_id: p.output for p in predictions.get(FINETUNED, [])}
+    notes = []
+    for name, preds in predictions.items():
+        if name == FINETUNED or not name.startswith(FINETUNED) or not trained:
+            continue
+        pairs = [(trained[p.example_id], p.output) for p in preds if p.example_id in trained]
+        same = sum(a == b for a, b in pairs)
+        if pairs:
+            notes.append(f"{name} gives the same answer as {FINETUNED} on {same} of {len(pairs)} held-out rows "
+                         f"({100 * same / len(pairs):.1f}%).")
+    return notes
+
+
+def compare_project(project: Path | Workspace, reporter: Any = None, threads: int | None = None) -> Comparison:
+    """``taskfit compare``: the scorecard of every candidate evaluated on the current held-out
+    split, written as scorecard.md, scorecard.json and report.html in the evaluation directory."""
+    from taskfit.evaluation import report
+    from taskfit.evaluation.review import load_reviews
+
+    ws = project if isinstance(project, Workspace) else Workspace.open(project, reporter, threads,
+                                                                        allow_secrets=True)
+    root = ws.evals
+    saved = load_saved(root)
+    results = [_rescore(ws, r) for r, _ in saved]
+    curves = {f"training and validation loss ({r.candidate})": run / "plots" / "loss.png"
+              for r, run in saved if run is not None and (run / "plots" / "loss.png").exists()}
+    if not results:
+        raise ConfigError(f"{root}: no candidate has been evaluated on this held-out split",
+                          hint="run `taskfit run`, or `taskfit baseline` (and `taskfit eval` after "
+                               "`taskfit train`) first")
+    card = build_scorecard(results, ws.config.eval.thresholds)
+    card.reviews = [r.sentence() for r in load_reviews(root)]
+    predictions = {r.candidate: read_predictions(ws.predictions(r.candidate)) for r in results}
+    card.notes = agreements(predictions)
+    task = ws.config.task
+    md = ([f"# Scorecard: {task.name}", "", f"Success means: {task.success}", "", card.verdict, ""]
+          + [f"> {w}" for w in card.warnings] + [f"- {r}" for r in card.reviews + card.notes]
+          + ["", *card.markdown(), "",
+             f"{len(ws.eval_rows)} held-out rows; paired tests against the best baseline by {card.main}."])
+    md_path = root / "scorecard.md"
+    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    json_path = root / "scorecard.json"
+    json_path.write_text(json.dumps({"task": task.name, "success": task.success, **card.to_json()}, indent=2),
+                         encoding="utf-8")
+    html = report.write_scorecard_report(root, f"taskfit: {task.name}", card, predictions,
+                                         data_card=ws.prepared.card.rows_summary(), extra_plots=curves)
+    return Comparison(scorecard=card, markdown=md_path, json=json_path, report_html=html)
+
+
+def review_export_project(project: Path, a: str, b: str, n: int = 50, out: Path | None = None,
+                          reporter: Any = None) -> dict[str, Path]:
+    """``taskfit review export``: a blind A/B page for two evaluated candidates."""
+    from taskfit.evaluation.review import export_review
+
+    ws = Workspace.open(project, reporter, allow_secrets=True)
+    preds = {}
+    for name in (a, b):
+        preds[name] = read_predictions(ws.predictions(name))
+        if not preds[name]:
+            raise ConfigError(f"{name}: no predictions on this held-out split",
+                              hint="evaluate it first (`taskfit baseline` or `taskfit eval`)")
+    return export_review(out or ws.evals / "review", ws.eval_rows, a, preds[a], b, preds[b], n,
+                         seed=ws.config.data.seed)
+
+
+def review_import_project(project: Path, verdicts: Path, key: Path | None = None, reporter: Any = None) -> Any:
+    """``taskfit review import``: un-blind the verdicts and keep the result for ``compare``."""
+    from taskfit.evaluation.review import import_review, save_review
+
+    ws = Workspace.open(project, reporter, allow_secrets=True)
+    key = key or verdicts.parent / "review_key.json"
+    if not key.exists():
+        key = ws.evals / "review" / "review_key.json"
+    if not key.exists():
+        raise ConfigError(f"{key}: no review key", hint="pass --key, the review_key.json written by the export")
+    result = import_review(verdicts, key)
+    save_review(ws.evals, result)
+    return result

@@ -1,0 +1,108 @@
+"""``taskfit train``: check the data, train by ``train.method``, and leave a complete run directory.
+
+A run directory holds the resolved config, the data it was trained on, the manifest (status
+``started`` until the artifact is written, then ``finished``), checkpoints, curves and the artifact.
+:func:`train_or_continue` is what ``taskfit run`` calls: it reuses a finished run trained from
+the same config and data, continues an interrupted one from its last checkpoint, or starts anew.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from taskfit.data.prepare import write_prepared
+from taskfit.errors import ConfigError
+from taskfit.manifest import build_manifest
+from taskfit.paths import RunDir
+from taskfit.workflows.workspace import Workspace, resolve_run
+
+
+@dataclass
+class TrainSummary:
+    run_dir: Path
+    artifact: Path
+    training: dict[str, Any]
+    how: str = "trained"  # trained | resumed | reused
+
+
+def _start_run(ws: Workspace, lm: Any, run: RunDir) -> dict[str, Any]:
+    run.config.write_text(ws.config.to_yaml(), encoding="utf-8")
+    write_prepared(ws.prepared, run.root / "data")
+    (run.root / "splits.json").write_text(json.dumps(
+        {"train": [r.id for r in ws.train], "eval": [r.id for r in ws.held_out]}), encoding="utf-8")
+    manifest = build_manifest(ws.config, ws.project_dir, lm.info, ws.prepared.card,
+                              {"train": len(ws.train), "eval": len(ws.held_out)}, ws.hardware.describe())
+    run.manifest.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return manifest
+
+
+def _unfinished(ws: Workspace) -> RunDir:
+    unfinished = [run for run, m in ws.runs() if m.get("status") != "finished"]
+    if not unfinished:
+        raise ConfigError(f"{ws.project_dir / 'runs'}: no unfinished training run to resume",
+                          hint="start one with `taskfit train` (or `taskfit run`)")
+    return unfinished[-1]
+
+
+def train_project(project: Path | Workspace, reporter: Any = None, threads: int | None = None,
+                  allow_secrets: bool = False, resume: Path | bool = False) -> TrainSummary:
+    """``taskfit train``: train in a new run directory, or continue an interrupted one with
+    ``resume`` (True: the newest unfinished run; a path: that run)."""
+    ws = project if isinstance(project, Workspace) else Workspace.open(project, reporter, threads, allow_secrets)
+    run = None
+    if resume:
+        run = resolve_run(ws.project_dir, resume) if isinstance(resume, Path) else _unfinished(ws)
+        if not ws.matches(json.loads(run.manifest.read_text(encoding="utf-8"))):
+            raise ConfigError(f"{run.root}: taskfit.yaml or the training data changed since this run "
+                              "started, so resuming would not reproduce it",
+                              hint="restore them, or start a new run with `taskfit train` (no --resume)")
+    return _train(ws, run)
+
+
+def train_or_continue(ws: Workspace) -> TrainSummary:
+    """The newest run trained from the project as it is now: reused when finished, continued
+    from its last checkpoint when interrupted; a new run when there is none."""
+    for run, manifest in reversed(ws.runs()):
+        if not ws.matches(manifest):
+            continue
+        if manifest.get("status") == "finished":
+            ws.reporter.status(f"training: {run.root.name} was trained from this config and data; reusing it")
+            adapter = run.full_model if ws.config.train.method == "full" else run.adapter
+            return TrainSummary(run_dir=run.root, artifact=adapter, training=manifest.get("training", {}),
+                                how="reused")
+        ws.reporter.status(f"training: continuing the interrupted run {run.root.name}")
+        return _train(ws, run)
+    return _train(ws, None)
+
+
+def _train(ws: Workspace, run: RunDir | None) -> TrainSummary:
+    from taskfit.training.loop import Ranks
+    from taskfit.training.recipe import train_model
+
+    lm = ws.lm()
+    ws.forget_model()  # training changes this copy in place: later stages load their own
+    main = Ranks.from_env().main  # under `accelerate launch`, the first process writes the run
+    resuming = run is not None
+    if run is None:
+        run = (RunDir.create(ws.project_dir, ws.config.task.name) if main
+               else RunDir(Path(tempfile.mkdtemp(prefix="taskfit-rank-"))))  # never written to
+        manifest = _start_run(ws, lm, run) if main else {}
+    else:
+        manifest = json.loads(run.manifest.read_text(encoding="utf-8")) if main else {}
+    card = ws.prepared.card
+    outcome = train_model(ws.config, lm, ws.train, run, ws.reporter, project_dir=ws.project_dir,
+                          held_out=ws.held_out, resume=resuming, data_summary=card.rows_summary(),
+                          fingerprints={"train": card.split.get("train_fingerprint"),
+                                        "eval": card.split.get("eval_fingerprint")},
+                          hardware=ws.hardware.describe())
+    training = outcome.summary()
+    if main:
+        (run.root / "metrics.json").write_text(json.dumps({"training": training}, indent=2), encoding="utf-8")
+        manifest.update(status="finished", training=training)
+        run.manifest.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return TrainSummary(run_dir=run.root, artifact=outcome.artifact, training=training,
+                        how="resumed" if resuming else "trained")

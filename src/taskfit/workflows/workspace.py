@@ -1,0 +1,206 @@
+"""One project's workspace: what every stage command and the one-command loop work from.
+
+A :class:`Workspace` holds the validated config, the checked and split data, the tokenizer, the
+base model (loaded only when a stage needs it), and the evaluation store: one directory per
+held-out split, ``<project>/evals/<eval fingerprint>-<rows>/``, where every candidate's predictions
+(``predictions/<candidate>.jsonl``, the cache that makes an interrupted evaluation resume) and
+scores (``results/<candidate>.json``) land, whichever command produced them. ``taskfit run`` and
+the stage commands (``baseline``, ``train``, ``eval``, ``compare``) therefore see the same
+candidates, and a repeated command costs nothing where nothing changed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from taskfit.config import ProjectConfig, load_config
+from taskfit.data.prepare import Prepared, prepare_data
+from taskfit.errors import ConfigError, DataError
+from taskfit.paths import RunDir
+from taskfit.progress import Reporter, Silent
+from taskfit.records import Example, PreferencePair
+
+
+def config_path(project: Path) -> Path:
+    """``taskfit.yaml`` of a project given as its directory or as the file itself."""
+    return project / "taskfit.yaml" if project.is_dir() else project
+
+
+def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config without what does not change a trained model (``train.threads``), to
+    tell whether a run was trained from the project as it is now."""
+    return {**config, "train": {k: v for k, v in config.get("train", {}).items() if k != "threads"}}
+
+
+@dataclass
+class Workspace:
+    config: ProjectConfig
+    project_dir: Path
+    prepared: Prepared
+    train: list[Any]  # Example, or PreferencePair for method dpo
+    held_out: list[Any]  # the whole eval split
+    hardware: Any
+    tokenizer: Any
+    reporter: Reporter = field(default_factory=Silent)
+    _lm: Any = None
+    _style: Any = None
+
+    # ---- opening --------------------------------------------------------------------------
+    @classmethod
+    def open(cls, project: Path, reporter: Reporter | None = None, threads: int | None = None,
+             allow_secrets: bool = False) -> "Workspace":
+        """Config → hardware → tokenizer → checked data. Rows are preference pairs for
+        ``train.method: dpo`` and labelled examples otherwise; anything else is refused.
+
+        Training refuses data that still holds credentials (``data.privacy.action: keep``) unless
+        ``allow_secrets`` or ``data.privacy.allow_secrets`` says otherwise; evaluation-only
+        commands pass ``allow_secrets=True`` (nothing is learnt from the rows)."""
+        from taskfit.models.registry import load_tokenizer
+        from taskfit.training.hardware import resolve_hardware
+
+        reporter = reporter or Silent()
+        path = config_path(project)
+        config = load_config(path)
+        if threads:
+            config = config.model_copy(update={"train": config.train.model_copy(update={"threads": threads})})
+        hardware = resolve_hardware(config.train)  # a qlora project on a CPU machine stops here
+        tokenizer = load_tokenizer(config.model.name, status=reporter.status)
+        with reporter.bar("checking data (rows)", None) as advance:
+            prepared = prepare_data(config, path.parent, tokenizer=tokenizer, on_row=advance)
+        if prepared.unredacted_secret_rows and not (allow_secrets or config.data.privacy.allow_secrets):
+            raise DataError(f"{prepared.unredacted_secret_rows} training rows hold credentials (API keys, "
+                            "tokens, private keys) and data.privacy.action is 'keep': a model can repeat "
+                            "what it was trained on",
+                            hint="set data.privacy.action to redact (the default), or pass --allow-secrets "
+                                 "if you are sure")
+        need = PreferencePair if config.train.method == "dpo" else Example
+        train = [r for r in prepared.train if isinstance(r, need)]
+        held_out = [r for r in prepared.eval if isinstance(r, need)]
+        if len(train) != len(prepared.train) or not train:
+            kind = "preference pairs" if need is PreferencePair else "labelled examples"
+            method = config.train.method
+            raise DataError(f"{config.data.train}: train.method {method} needs {kind} (got {len(train)} of "
+                            f"{len(prepared.train)} training rows)",
+                            hint="use `method: dpo` for preference pairs ({prompt, chosen, rejected}), "
+                                 "lora/qlora/full for examples; `taskfit data check` shows what was read")
+        return cls(config=config, project_dir=path.parent, prepared=prepared, train=train,
+                   held_out=held_out, hardware=hardware, tokenizer=tokenizer, reporter=reporter)
+
+    @property
+    def preference(self) -> bool:
+        return self.config.train.method == "dpo"
+
+    # ---- the base model ---------------------------------------------------------------------
+    def lm(self) -> Any:
+        """The base model, loaded on first use (4-bit for qlora; on the CPU when it is to be sharded)."""
+        if self._lm is None:
+            self._lm = self.load_model()
+        return self._lm
+
+    def load_model(self) -> Any:
+        """A fresh copy of the base model (training changes the one it is given)."""
+        from taskfit.models import load_model
+        from taskfit.training.fsdp import wants_sharding
+
+        quantization = None
+        if self.config.train.method == "qlora":
+            import torch
+            from transformers import BitsAndBytesConfig
+
+            q = self.config.train.qlora
+            quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q.quant_type,
+                                              bnb_4bit_use_double_quant=q.double_quant,
+                                              bnb_4bit_compute_dtype=getattr(torch, q.compute_dtype))
+        self.reporter.status(f"loading model {self.config.model.name}")
+        # A model to shard stays on the CPU until each process moves its own shard to its GPU.
+        device = "cpu" if wants_sharding(self.config.train) else self.hardware.device
+        return load_model(self.config.model.name, status=self.reporter.status, tokenizer=self.tokenizer,
+                          dtype=self.hardware.dtype, device=device, quantization=quantization)
+
+    def forget_model(self) -> None:
+        """Drop the loaded base model (training or merging changed it in place)."""
+        self._lm = None
+
+    # ---- the evaluation store ---------------------------------------------------------------
+    @property
+    def eval_rows(self) -> list[Any]:
+        """The held-out rows candidates are scored on (the first ``eval.max_rows`` when set)."""
+        rows = self.held_out[: self.config.eval.max_rows] if self.config.eval.max_rows else self.held_out
+        if not rows:
+            raise DataError(f"{self.config.data.train}: no held-out rows to evaluate on",
+                            hint="set data.eval_fraction or data.eval")
+        return rows
+
+    @property
+    def evals(self) -> Path:
+        """This held-out split's evaluation directory (made on first use)."""
+        fingerprint = self.prepared.card.split.get("eval_fingerprint", "none")[:12]
+        root = self.project_dir / "evals" / f"{fingerprint}-{len(self.eval_rows)}"
+        (root / "results").mkdir(parents=True, exist_ok=True)
+        return root
+
+    def predictions(self, name: str) -> Path:
+        return self.evals / "predictions" / f"{name}.jsonl"
+
+    def result_path(self, name: str) -> Path:
+        return self.evals / "results" / f"{name}.json"
+
+    @property
+    def train_fingerprint(self) -> str | None:
+        return self.prepared.card.split.get("train_fingerprint")
+
+    # ---- runs -------------------------------------------------------------------------------
+    def runs(self) -> list[tuple[RunDir, dict[str, Any]]]:
+        """Every training run of the project with its manifest, oldest first."""
+        found = []
+        for manifest in (self.project_dir / "runs").glob("*/manifest.json"):
+            try:
+                found.append((RunDir(manifest.parent), json.loads(manifest.read_text(encoding="utf-8"))))
+            except (OSError, json.JSONDecodeError):
+                continue  # a run directory cut short before its manifest was whole
+        return sorted(found, key=lambda item: (item[1].get("started", ""), item[0].root.name))
+
+    def matches(self, manifest: dict[str, Any]) -> bool:
+        """Whether a run was trained from the project's config and training data as they are now."""
+        return (comparable_config(manifest.get("config", {}))
+                == comparable_config(self.config.model_dump(mode="json", by_alias=True))
+                and manifest.get("data", {}).get("train_fingerprint") == self.train_fingerprint)
+
+    def latest_run(self) -> RunDir:
+        """The project's newest finished training run (what ``eval``, ``export`` and ``serve``
+        take when no run is named)."""
+        finished = [run for run, m in self.runs() if m.get("status") == "finished"]
+        if not finished:
+            raise ConfigError(f"{self.project_dir / 'runs'}: no finished training run",
+                              hint="train one with `taskfit train` (or the whole loop with `taskfit run`)")
+        return finished[-1]
+
+
+def latest_run_dir(project: Path) -> Path:
+    """The newest finished run of the project at ``project``, without checking its data (for
+    commands that only need the run's files: ``export``, ``serve``)."""
+    project_dir = config_path(project).parent
+    finished = []
+    for manifest in (project_dir / "runs").glob("*/manifest.json"):
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if data.get("status") == "finished":
+            finished.append((data.get("started", ""), manifest.parent.name, manifest.parent))
+    if not finished:
+        raise ConfigError(f"{project_dir / 'runs'}: no finished training run",
+                          hint="train one with `taskfit train` (or the whole loop with `taskfit run`)")
+    return max(finished)[2]
+
+
+def resolve_run(project_dir: Path, run: Path) -> RunDir:
+    """A run named on the command line: as given, or relative to the project."""
+    root = run if run.is_absolute() or run.exists() else project_dir / run
+    if not (root / "manifest.json").exists():
+        raise ConfigError(f"{root}: not a taskfit run directory (no manifest.json)",
+                          hint="name a directory under runs/, or leave --run out for the latest finished run")
+    return RunDir(root)

@@ -1,0 +1,222 @@
+"""`taskfit run` as users run it, on the tiny model: the stage commands composed for every task
+kind and for DPO, one evaluation store that `compare` reads afterwards, a second run that costs
+nothing, a killed run that continues to the same scorecard, and stage commands that find the
+latest finished run by themselves."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import yaml
+from typer.testing import CliRunner
+
+from taskfit.cli.main import app
+from taskfit.quickstart import make_quickstart_project
+from taskfit.workflows import run_project
+
+CITIES = ["Paris", "Rome", "Oslo", "Lima", "Cairo", "Quito", "Dakar", "Hanoi"]
+
+
+def _classify(tmp_path, model_dir, name="p", seed=0, **train):
+    path = make_quickstart_project(tmp_path / name, seed=seed, n_tickets=300)
+    doc = yaml.safe_load(path.read_text())
+    doc["model"]["name"] = str(model_dir)
+    doc["data"].update(max_train_examples=24, max_eval_examples=16)
+    doc["train"].update(dict(batch_size=8, max_seq_length=128), **train)
+    doc["baselines"].update(retriever="bm25", few_shot_k=2)
+    doc["eval"]["generation_sample"] = 3
+    path.write_text(yaml.safe_dump(doc))
+    return path.parent
+
+
+def _project(tmp_path, name, rows, task, model_dir, **extra):
+    project = tmp_path / name
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    doc = {"task": {"name": name, "success": "answers a reviewer accepts", **task},
+           "model": {"name": str(model_dir)},
+           "data": {"train": "data/rows.jsonl", "max_eval_examples": 6, **extra.pop("data", {})},
+           "train": {"batch_size": 8, "max_seq_length": 128, "metric_sample": 4, **extra.pop("train", {})},
+           "baselines": {"retriever": "bm25", "few_shot_k": 1},
+           "eval": {"max_new_tokens": 10, "generation_sample": 2, "style_sample": 4, **extra.pop("eval", {})}}
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    return project
+
+
+def _extract(tmp_path, model_dir):
+    rng = random.Random(0)
+    rows = [{"text": f"book a table for {n} in {c} ref {i}", "fields": {"city": c, "size": n}}
+            for i in range(48) for c, n in [(rng.choice(CITIES), rng.randint(1, 9))]]
+    schema = {"type": "object", "required": ["city", "size"], "additionalProperties": False,
+              "properties": {"city": {"type": "string", "maxLength": 8}, "size": {"type": "integer"}}}
+    return _project(tmp_path, "bookings", rows, {"kind": "extract", "system_prompt": "Extract the booking.",
+                                                 "schema": schema}, model_dir,
+                    data={"columns": {"input": "text", "target": "fields"}})
+
+
+def _qa(tmp_path, model_dir):
+    rows = [{"context": f"Store {i} is in {CITIES[i % 8]}.", "question": f"Where is store {i}?" if i % 3 else
+             f"Who owns store {i}?", "answer": CITIES[i % 8] if i % 3 else None} for i in range(48)]
+    return _project(tmp_path, "stores", rows, {"kind": "qa", "system_prompt": "Answer from the context."},
+                    model_dir, data={"columns": {"input": "question", "target": "answer", "context": "context"}})
+
+
+def _generate(tmp_path, model_dir):
+    rows = [{"prompt": f"Where is my parcel {i} to {CITIES[i % 8]}?",
+             "completion": f"Hi, parcel {i} is on its way. Let us know."} for i in range(48)]
+    return _project(tmp_path, "replies", rows, {"kind": "generate", "system_prompt": "Reply in our style.",
+                                                "reply": {"must_include": ["let us know"]}}, model_dir)
+
+
+def _dpo(tmp_path, model_dir):
+    rows = [{"prompt": f"Where is my parcel {i}?", "chosen": f"It is in {CITIES[i % 8]}, on its way.",
+             "rejected": "No idea."} for i in range(48)]
+    return _project(tmp_path, "prefs", rows, {"kind": "generate", "system_prompt": "Answer kindly."}, model_dir,
+                    train={"method": "dpo", "metric_sample": 0})
+
+
+def _cache_files(project):
+    return {p.relative_to(project): p.read_bytes() for p in project.glob("evals/*/predictions/*.jsonl")}
+
+
+def test_run_then_compare_prints_the_same_scorecard_and_a_second_run_costs_nothing(tmp_path, tiny_model_dir):
+    project = _classify(tmp_path, tiny_model_dir)
+    runner = CliRunner()
+    first = runner.invoke(app, ["run", str(project)])
+    assert first.exit_code == 0, first.output
+    (run,) = project.glob("runs/*")
+    for name in ["config.resolved.yaml", "manifest.json", "metrics.json", "splits.json", "train_log.csv",
+                 "adapter/adapter_config.json", "plots/loss.png"]:
+        assert (run / name).exists(), name
+    (evals,) = project.glob("evals/*")
+    for name in ["scorecard.md", "scorecard.json", "report.html", "plots/confusion.png", "plots/coverage.png"]:
+        assert (evals / name).exists(), name
+    card = json.loads((evals / "scorecard.json").read_text())
+    assert set(card["candidates"]) == {"prompt-only", "few-shot", "tfidf-logreg", "fine-tuned"}
+    assert card["success"] == "Every ticket lands in the queue a senior agent would pick."
+    assert all(c["n"] == 16 for c in card["candidates"].values())
+    assert "## Held-out scorecard" in (run / "adapter" / "README.md").read_text()
+    cached = _cache_files(project)
+
+    compared = runner.invoke(app, ["compare", str(project)])
+    assert compared.exit_code == 0, compared.output
+    scorecard = (evals / "scorecard.md").read_text()
+    again = runner.invoke(app, ["run", str(project)])
+    assert again.exit_code == 0, again.output
+    assert "every prediction is cached" in again.output and f"{run.name} ({'reused'})" in again.output
+    assert list(project.glob("runs/*")) == [run]  # nothing trained again
+    assert _cache_files(project) == cached  # nothing predicted again
+    assert (evals / "scorecard.md").read_text() == scorecard
+    assert (run / "adapter" / "README.md").read_text().count("## Held-out scorecard") == 1
+
+
+def test_killed_run_continues_to_the_scorecard_of_an_uninterrupted_one(tmp_path, tiny_model_dir):
+    train = dict(epochs=6, checkpoint_every=2, eval_every=0, metric_sample=0, lora={"dropout": 0.0})
+    killed, whole = _classify(tmp_path, tiny_model_dir, "killed", **train), _classify(tmp_path, tiny_model_dir,
+                                                                                      "whole", **train)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "taskfit.cli.main", "run", str(killed)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        while proc.poll() is None and not list(killed.glob("runs/*/checkpoints/step-*[0-9]")):
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    result = CliRunner().invoke(app, ["run", str(killed), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "continuing the interrupted run" in result.output and "(resumed)" in result.output
+    assert len(list(killed.glob("runs/*"))) == 1
+    reference = run_project(whole)
+    (evals,) = killed.glob("evals/*")
+    resumed = json.loads((evals / "scorecard.json").read_text())["candidates"]
+    for name, r in ((r.candidate, r) for r in reference.results):
+        for key in ("accuracy", "macro_f1", "ece"):
+            assert abs(resumed[name][key] - r.metrics[key]) < 1e-6, (name, key)
+
+
+def test_every_task_kind_runs_end_to_end_and_compare_agrees(tmp_path, tiny_model_dir):
+    expected = {"bookings": {"prompt-only", "few-shot", "fine-tuned"},
+                "stores": {"prompt-only", "few-shot", "fine-tuned"},
+                "replies": {"prompt-only", "few-shot", "fine-tuned"}}
+    for build in (_extract, _qa, _generate):
+        project = build(tmp_path, tiny_model_dir)
+        summary = run_project(project)
+        assert {r.candidate for r in summary.results} == expected[project.name]
+        kind = summary.scorecard.kind
+        assert any(t.candidate == "fine-tuned" for t in summary.scorecard.tests), kind
+        result = CliRunner().invoke(app, ["compare", str(project)])
+        assert result.exit_code == 0, result.output
+        assert summary.verdict in result.output.replace("\n", " ") or summary.verdict[:60] in result.output
+
+
+def test_dpo_run_scores_preference_before_and_after(tmp_path, tiny_model_dir):
+    project = _dpo(tmp_path, tiny_model_dir)
+    summary = run_project(project)
+    results = {r.candidate: r for r in summary.results}
+    assert set(results) == {"base-model", "fine-tuned"}
+    held = summary.training.training["held_out"]
+    assert abs(results["fine-tuned"].metrics["preference_accuracy"] - held["preference_accuracy_after"]) < 1e-9
+    assert abs(results["base-model"].metrics["preference_accuracy"] - held["preference_accuracy_before"]) < 1e-9
+    assert summary.scorecard.kind == "preference" and summary.scorecard.tests[0].test == "McNemar (exact)"
+    compared = CliRunner().invoke(app, ["compare", str(project)])
+    assert compared.exit_code == 0 and "prefers chosen" in compared.output
+    refused = CliRunner().invoke(app, ["baseline", str(project)])
+    assert refused.exit_code == 2 and "preference pairs" in refused.output
+
+
+def test_eval_and_export_take_the_latest_finished_run(tmp_path, tiny_model_dir):
+    project = _classify(tmp_path, tiny_model_dir, eval_every=0, metric_sample=0)
+    runner = CliRunner()
+    assert runner.invoke(app, ["eval", str(project)]).exit_code == 2  # nothing trained yet: says so
+    trained = runner.invoke(app, ["train", str(project)])
+    assert trained.exit_code == 0, trained.output
+    (run,) = project.glob("runs/*")
+    result = runner.invoke(app, ["eval", str(project)])
+    assert result.exit_code == 0, result.output
+    assert f"latest finished run: {run}" in result.output.replace("\n", "") and "fine-tuned: accuracy" in result.output
+    exported = runner.invoke(app, ["export", str(project), "--merged"])
+    assert exported.exit_code == 0, exported.output
+    assert (run / "merged" / "config.json").exists()
+
+
+def test_same_seed_same_split_and_metrics_other_seed_differs(tmp_path, tiny_model_dir):
+    a = run_project(_classify(tmp_path, tiny_model_dir, seed=0, name="a"))
+    b = run_project(_classify(tmp_path, tiny_model_dir, seed=0, name="b"))
+    c = run_project(_classify(tmp_path, tiny_model_dir, seed=1, name="c"))
+    split = lambda s: json.loads((s.run_dir / "splits.json").read_text())  # noqa: E731
+    assert split(a) == split(b) and split(a) != split(c)
+    for ra, rb in zip(a.results, b.results):
+        for key in ("accuracy", "macro_f1"):
+            assert abs(ra.metrics[key] - rb.metrics[key]) < 1e-9
+
+
+def test_cli_run_on_missing_data_is_a_clear_error(tmp_path, tiny_model_dir):
+    project = _classify(tmp_path, tiny_model_dir)
+    (project / "data" / "tickets.jsonl").unlink()
+    result = CliRunner().invoke(app, ["run", str(project)])
+    assert result.exit_code == 3
+    assert "tickets.jsonl: no such file" in result.output and "Traceback" not in result.output
+
+
+def test_resume_with_nothing_to_resume_says_so(tmp_path, tiny_model_dir):
+    result = CliRunner().invoke(app, ["run", str(_classify(tmp_path, tiny_model_dir)), "--resume"])
+    assert result.exit_code == 2 and "no interrupted run" in result.output
+
+
+def test_classical_baseline_learns_keywords():
+    from taskfit.baselines.classical import TfidfLogRegPredictor
+    from taskfit.records import Example
+
+    train = [Example(id=str(i), input=t, target=lab) for i, (t, lab) in enumerate(
+        [("charged twice invoice", "billing"), ("invoice wrong amount", "billing"),
+         ("parcel late tracking", "shipping"), ("tracking stuck parcel", "shipping")] * 5)]
+    preds = list(TfidfLogRegPredictor(train).predict([Example(id="q", input="my invoice", target="billing")]))
+    assert preds[0].output == "billing" and 0.5 < preds[0].confidence <= 1

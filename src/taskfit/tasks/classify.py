@@ -8,11 +8,12 @@ confusion matrix, expected calibration error, and, when a confidence threshold i
 from __future__ import annotations
 
 from collections import Counter
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from taskfit.config import TaskSpec
 from taskfit.evaluation.stats import percentile
 from taskfit.records import EvalResult, Example, Prediction
+from taskfit.tasks.base import CLASSICAL, ENDPOINT, FEW_SHOT, PROMPT_ONLY, Column, plain_text
 
 EXAMPLES_PER_BUCKET = 3
 
@@ -143,3 +144,80 @@ def score_classify(candidate: str, labels: list[str], examples: Sequence[Example
                       labels=everything, n=len(examples), kind="classify",
                       per_example=[float(x) for x in right], error_counts=dict(counts.most_common()),
                       errors=errors, curves=curves)
+
+
+TEMPLATE = """\
+task:
+  kind: classify            # classify | extract | qa | generate
+  name: ticket-triage       # short name, used in run directory names
+  # One sentence: what does success mean for this task?
+  success: "Every ticket lands in the queue a senior agent would pick."
+  # The instruction every example is rendered with, in training and evaluation alike.
+  system_prompt: >-
+    You route customer support tickets. Reply with exactly one queue name:
+    billing, refund, shipping, account_access, technical_issue, product_question,
+    cancellation, feedback.
+  # The fixed taxonomy: the model's answer is always exactly one of these.
+  labels: [billing, refund, shipping, account_access, technical_issue, product_question,
+           cancellation, feedback]
+"""
+
+
+class ClassifyTask:
+    """classify: exactly one label of a fixed taxonomy, answered by label scoring."""
+
+    kind = "classify"
+    description = "one label of a fixed taxonomy (ticket triage, intent routing)"
+    main_metric = "accuracy"
+    columns = (Column("accuracy", "accuracy [95% CI]"), Column("macro_f1", "macro-F1 [95% CI]"),
+               Column("free_valid_rate", "valid labels, free decoding"), Column("coverage", "coverage"),
+               Column("accuracy_raw", "accuracy, no fallback"), Column("ece", "ECE", share=False))
+    lower_is_better = frozenset({"ece"})
+    paired_test = "mcnemar"
+    baselines = (PROMPT_ONLY, FEW_SHOT, CLASSICAL, ENDPOINT)
+    size_guidance = (50, 500)
+    scores_labels = True
+    free_decoding = True
+    validation_side = None
+    error_buckets = ("invalid format", "confusable: EXPECTED -> GOT")
+    template = TEMPLATE
+    thresholds = {"accuracy": 0.85}
+
+    def check_spec(self, spec: TaskSpec) -> None:
+        if not spec.labels:
+            raise ValueError("task.labels: a classify task needs a non-empty list of labels")
+        if len(set(spec.labels)) != len(spec.labels):
+            raise ValueError(f"task.labels: labels must be unique, got {spec.labels}")
+        if any(not lab.strip() for lab in spec.labels):
+            raise ValueError("task.labels: a label cannot be empty")
+
+    def target_text(self, spec: TaskSpec, value: Any) -> str:
+        return plain_text(value)
+
+    def answer_check(self, spec: TaskSpec) -> Callable[[Example], None]:
+        labels = set(spec.labels or [])
+
+        def check(ex: Example) -> None:
+            if ex.target not in labels:
+                raise ValueError(f"answer: label {ex.target!r} is not in task.labels ({', '.join(spec.labels or [])})")
+
+        return check
+
+    def parse(self, spec: TaskSpec, text: str) -> tuple[str, bool]:
+        return parse_label(spec, text)
+
+    def score(self, spec: TaskSpec, evaluation: Any, candidate: str, examples: Sequence[Example],
+              predictions: Sequence[Prediction], n_boot: int = 1000, style: Any = None) -> EvalResult:
+        return score_classify(candidate, spec.labels or [], examples, predictions, n_boot=n_boot,
+                              threshold=evaluation.confidence_threshold, fallback=evaluation.fallback)
+
+    def grammar(self, spec: TaskSpec) -> str | None:
+        from taskfit.decoding import choice_grammar
+
+        return choice_grammar(spec.labels or [])
+
+    def answer_budget(self, spec: TaskSpec, evaluation: Any, tokenizer: Any) -> int:
+        return label_budget(tokenizer, spec)
+
+    def instruction(self, spec: TaskSpec) -> str:
+        return "Answer with exactly one of these labels and nothing else: " + ", ".join(spec.labels or [])

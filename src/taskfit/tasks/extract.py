@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from taskfit.config import TaskSpec
 from taskfit.evaluation.stats import bootstrap_mean_ci
 from taskfit.records import EvalResult, Example, Prediction
+from taskfit.tasks.base import ENDPOINT, FEW_SHOT, PROMPT_ONLY, Column, plain_text
 
 EXAMPLES_PER_BUCKET = 3
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
@@ -121,3 +122,90 @@ def score_extract(candidate: str, task: TaskSpec, examples: Sequence[Example],
     }
     return EvalResult(candidate=candidate, metrics=metrics, n=n, kind="extract",
                       per_example=per_example, error_counts=dict(counts.most_common()), errors=errors)
+
+
+TEMPLATE = """\
+task:
+  kind: extract             # classify | extract | qa | generate
+  name: order-fields
+  success: "Every field a human would fill in is filled in correctly, and nothing is invented."
+  system_prompt: >-
+    Extract the order details from the message as JSON matching the schema.
+  # The JSON schema every answer must satisfy.
+  schema:
+    type: object
+    properties:
+      order_id: {type: string}
+      amount: {type: number}
+      currency: {type: string}
+    required: [order_id]
+    additionalProperties: false
+"""
+
+
+class ExtractTask:
+    """extract: one JSON record valid against the task's schema, decoded under it."""
+
+    kind = "extract"
+    description = "fields out of messy text, as JSON valid against a schema"
+    main_metric = "field_f1"
+    columns = (Column("field_f1", "field F1 [95% CI]"), Column("exact_match", "exact record"),
+               Column("valid_rate", "schema-valid"), Column("free_valid_rate", "schema-valid, unconstrained"),
+               Column("missing_fields", "missing fields", share=False),
+               Column("invented_fields", "invented fields", share=False))
+    lower_is_better = frozenset({"invented_field_rate"})
+    paired_test = "bootstrap"
+    baselines = (PROMPT_ONLY, FEW_SHOT, ENDPOINT)
+    size_guidance = (200, 1000)
+    scores_labels = False
+    free_decoding = True
+    validation_side = "valid_rate"
+    error_buckets = ("invalid format", "schema violation", "missing field", "invented field", "wrong value")
+    template = TEMPLATE
+    thresholds = {"field_f1": 0.8, "valid_rate": 1.0}
+
+    def check_spec(self, spec: TaskSpec) -> None:
+        if not spec.schema_:
+            raise ValueError("task.schema: an extract task needs a JSON schema")
+
+    def target_text(self, spec: TaskSpec, value: Any) -> str:
+        if isinstance(value, dict):  # the fields object, as training targets are written
+            return json.dumps(value, ensure_ascii=False)
+        return plain_text(value)
+
+    def answer_check(self, spec: TaskSpec) -> Callable[[Example], None]:
+        import jsonschema
+
+        validator = jsonschema.Draft202012Validator(spec.schema_ or {})  # built once per scan
+
+        def check(ex: Example) -> None:
+            try:
+                value = json.loads(ex.target)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"answer: not valid JSON ({exc.msg}); extract answers must be JSON") from None
+            errors = sorted(validator.iter_errors(value), key=lambda e: list(e.path))
+            if errors:
+                first = errors[0]
+                where = ".".join(map(str, first.path)) or "(root)"
+                raise ValueError(f"answer: does not match task.schema at {where}: {first.message}")
+
+        return check
+
+    def parse(self, spec: TaskSpec, text: str) -> tuple[str, bool]:
+        return parse_record(spec, text)
+
+    def score(self, spec: TaskSpec, evaluation: Any, candidate: str, examples: Sequence[Example],
+              predictions: Sequence[Prediction], n_boot: int = 1000, style: Any = None) -> EvalResult:
+        return score_extract(candidate, spec, examples, predictions, n_boot=n_boot)
+
+    def grammar(self, spec: TaskSpec) -> str | None:
+        from taskfit.decoding import json_schema_grammar
+
+        return json_schema_grammar(spec.schema_ or {})
+
+    def answer_budget(self, spec: TaskSpec, evaluation: Any, tokenizer: Any) -> int:
+        return evaluation.max_new_tokens
+
+    def instruction(self, spec: TaskSpec) -> str:
+        return "Answer with one JSON object and nothing else, valid against this JSON schema: " + \
+            json.dumps(spec.schema_)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from taskfit.config import ReplyRules, TaskSpec
 from taskfit.evaluation.stats import bootstrap_mean_ci
 from taskfit.records import EvalResult, Example, Prediction
+from taskfit.tasks.base import ENDPOINT, FEW_SHOT, PROMPT_ONLY, Column, plain_text
 
 EXAMPLES_PER_BUCKET = 3
 
@@ -101,3 +102,67 @@ def score_generate(candidate: str, task: TaskSpec, examples: Sequence[Example], 
         metrics["style_match"] = sum(styles) / n
     return EvalResult(candidate=candidate, metrics=metrics, n=n, kind="generate", per_example=per_example,
                       error_counts=dict(counts.most_common()), errors=errors)
+
+
+TEMPLATE = """\
+task:
+  kind: generate            # classify | extract | qa | generate
+  name: house-style-replies
+  success: "Replies read like our best agents wrote them: short, warm, and correct."
+  system_prompt: >-
+    You are a customer support agent. Reply in our house style: greet the customer by name,
+    answer in at most three sentences, and close with an offer to help further.
+  reply:                    # house rules, checked on every reply (format compliance)
+    min_words: 10
+    max_words: 120
+    must_include: []        # phrases every reply contains, e.g. ["let me know"]
+    must_not_include: ["as an AI"]
+    patterns: []            # regular expressions every reply matches
+"""
+
+
+class GenerateTask:
+    """generate: free replies in a house style, checked against the house rules."""
+
+    kind = "generate"
+    description = "replies in a house style"
+    main_metric = "rouge_l"
+    columns = (Column("rouge_l", "ROUGE-L [95% CI]"), Column("chrf", "chrF"), Column("style_match", "style match"),
+               Column("length_compliance", "length OK"), Column("format_compliance", "house rules OK"),
+               Column("words_mean", "words", share=False))
+    lower_is_better: frozenset[str] = frozenset()
+    paired_test = "bootstrap"
+    baselines = (PROMPT_ONLY, FEW_SHOT, ENDPOINT)
+    size_guidance = (500, 5000)
+    scores_labels = False
+    free_decoding = False
+    validation_side = "format_compliance"
+    error_buckets = ("too short", "too long", "missing required phrase", "forbidden phrase",
+                     "pattern not matched", "off style")
+    template = TEMPLATE
+    thresholds = {"format_compliance": 0.95, "style_match": 0.7}
+
+    def check_spec(self, spec: TaskSpec) -> None:
+        pass  # the house rules are optional and checked by ReplyRules itself
+
+    def target_text(self, spec: TaskSpec, value: Any) -> str:
+        return plain_text(value)
+
+    def answer_check(self, spec: TaskSpec) -> Callable[[Example], None]:
+        return lambda ex: None  # any reply may be a reference; the house rules score candidates
+
+    def parse(self, spec: TaskSpec, text: str) -> tuple[str, bool]:
+        return parse_reply(spec, text)
+
+    def score(self, spec: TaskSpec, evaluation: Any, candidate: str, examples: Sequence[Example],
+              predictions: Sequence[Prediction], n_boot: int = 1000, style: Any = None) -> EvalResult:
+        return score_generate(candidate, spec, examples, predictions, style=style, n_boot=n_boot)
+
+    def grammar(self, spec: TaskSpec) -> str | None:
+        return None
+
+    def answer_budget(self, spec: TaskSpec, evaluation: Any, tokenizer: Any) -> int:
+        return evaluation.max_new_tokens
+
+    def instruction(self, spec: TaskSpec) -> str:
+        return ""

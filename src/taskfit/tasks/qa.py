@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from taskfit.config import TaskSpec
 from taskfit.evaluation.stats import bootstrap_mean_ci
 from taskfit.records import EvalResult, Example, Prediction
+from taskfit.tasks.base import ENDPOINT, FEW_SHOT, PROMPT_ONLY, RAG, Column, plain_text
 
 EXAMPLES_PER_BUCKET = 3
 SUPPORTED_SHARE = 0.5
@@ -107,3 +108,67 @@ def score_qa(candidate: str, task: TaskSpec, examples: Sequence[Example], preds:
     }
     return EvalResult(candidate=candidate, metrics=metrics, n=n, kind="qa", per_example=per_example,
                       error_counts=dict(counts.most_common()), errors=errors)
+
+
+TEMPLATE = """\
+task:
+  kind: qa                  # classify | extract | qa | generate
+  name: policy-answers
+  success: "Answers are correct and grounded in the documents, and it says so when they are silent."
+  system_prompt: >-
+    Answer the question using only the context. If the context does not contain the answer,
+    say exactly: not enough evidence in the provided documents.
+  # The answer expected when the context does not hold one.
+  refusal: "not enough evidence in the provided documents"
+"""
+
+
+class QaTask:
+    """qa: an answer grounded in the row's context, or the configured refusal."""
+
+    kind = "qa"
+    description = "answers grounded in a passage, refusing when it is silent"
+    main_metric = "f1"
+    columns = (Column("f1", "F1 [95% CI]"), Column("answerable_exact_match", "EM (answerable)"),
+               Column("refusal_precision", "refusal P"), Column("refusal_recall", "refusal R"),
+               Column("unsupported_rate", "unsupported answers"))
+    lower_is_better = frozenset({"unsupported_rate"})
+    paired_test = "bootstrap"
+    baselines = (PROMPT_ONLY, FEW_SHOT, RAG, ENDPOINT)
+    size_guidance = (200, 1000)
+    scores_labels = False
+    free_decoding = False
+    validation_side = "refusal_recall"
+    error_buckets = ("unsupported answer", "wrong refusal", "retrieval miss", "partial or wrong answer")
+    template = TEMPLATE
+    thresholds = {"f1": 0.6, "unsupported_rate": 0.1}
+
+    def check_spec(self, spec: TaskSpec) -> None:
+        if not spec.refusal.strip():
+            raise ValueError("task.refusal: a qa task needs the answer it gives when the context is silent")
+
+    def target_text(self, spec: TaskSpec, value: Any) -> str:
+        return spec.refusal if value is None else plain_text(value)  # null: not answerable
+
+    def answer_check(self, spec: TaskSpec) -> Callable[[Example], None]:
+        def check(ex: Example) -> None:
+            if ex.context is None:
+                raise ValueError("context: a qa row needs a context (map it with data.columns.context)")
+
+        return check
+
+    def parse(self, spec: TaskSpec, text: str) -> tuple[str, bool]:
+        return text.strip(), bool(text.strip())
+
+    def score(self, spec: TaskSpec, evaluation: Any, candidate: str, examples: Sequence[Example],
+              predictions: Sequence[Prediction], n_boot: int = 1000, style: Any = None) -> EvalResult:
+        return score_qa(candidate, spec, examples, predictions, n_boot=n_boot)
+
+    def grammar(self, spec: TaskSpec) -> str | None:
+        return None
+
+    def answer_budget(self, spec: TaskSpec, evaluation: Any, tokenizer: Any) -> int:
+        return evaluation.max_new_tokens
+
+    def instruction(self, spec: TaskSpec) -> str:
+        return f"If the context does not hold the answer, reply exactly: {spec.refusal}"

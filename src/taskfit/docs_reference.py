@@ -33,11 +33,11 @@ _HEADER = f"""\
 
 <!-- Generated from src/taskfit/config.py by `{REGENERATE}`; do not edit by hand. -->
 
-Every key `taskfit.yaml` accepts, section by section, with its type or allowed values, its default and
-what it does. `taskfit init DIR --from FILE` writes a commented file with the keys a task needs;
-everything else keeps the default shown here. A wrong type, an unknown key, a value outside its
-choices or a missing required key stops the command with one line naming the key, the value and
-what is allowed, for example:
+Every key `taskfit.yaml` accepts, section by section, with its type or allowed values, its default
+and what it does. `taskfit init DIR --from FILE` writes the keys a task needs; every other key keeps
+the default shown here. A wrong type, an unknown key, a value outside its choices or a missing
+required key stops the command with one line naming the key, the value and what is allowed, for
+example:
 
 ```
 error: taskfit.yaml: train.learning_rate: got 'fast'; input should be a valid number, unable to parse string as a number

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import BaseModel
 
 from taskfit.config import ProjectConfig
-from taskfit.docs_reference import REGENERATE, config_reference, main, undocumented_keys
+from taskfit.docs_reference import REGENERATE, _section_model, config_reference, main, undocumented_keys
 from taskfit.project import template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,6 +56,11 @@ def test_every_key_init_writes_is_in_the_reference(kind):
     assert uncovered == []
 
 
+def _literals(annotation) -> list:
+    """The Literal types in an annotation, itself or one level down (X | Literal[...], dict[Literal[...], Y])."""
+    return [a for a in (annotation, *typing.get_args(annotation)) if typing.get_origin(a) is typing.Literal]
+
+
 def test_reference_lists_every_allowed_value_and_default():
     rows = _rows(config_reference())
     checked = 0
@@ -65,18 +69,16 @@ def test_reference_lists_every_allowed_value_and_default():
         nonlocal checked
         for name, field in model.model_fields.items():
             key = prefix + (field.alias or name)
-            inner = [a for a in typing.get_args(field.annotation) if a is not type(None)] or [field.annotation]
-            if isinstance(inner[0], type) and issubclass(inner[0], BaseModel):
-                walk(inner[0], key + ".")
+            section = _section_model(field.annotation)
+            if section is not None:
+                walk(section, key + ".")
                 continue
             row = rows[key]
-            for arg in [field.annotation, *inner]:
-                if typing.get_origin(arg) is typing.Literal:
-                    assert all(f"`{choice}`" in row for choice in typing.get_args(arg)), row
-                    checked += 1
-            if field.default not in (None, [], {}) and not isinstance(field.default, bool) \
-                    and type(field.default).__module__ == "builtins":
-                assert f"`{field.default}`" in row.split(" | ")[2], row
+            for literal in _literals(field.annotation):
+                assert all(f"`{choice}`" in row for choice in typing.get_args(literal)), row
+                checked += 1
+            if isinstance(field.default, (int, float, str)) and not isinstance(field.default, bool):
+                assert f"`{field.default}`" in row.split(" | ")[2], row  # the default column
 
     walk(ProjectConfig, "")
     assert checked >= 10  # method, format, retriever, device, dtype, ... each listed in full

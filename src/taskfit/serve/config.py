@@ -114,7 +114,7 @@ def load_serve_config(path: Path | None, overrides: dict[str, Any] | None = None
     root = Path.cwd()
     if path is not None:
         if not path.exists():
-            raise ConfigError(f"{path}: no such file", hint="write one as in the README's serving section")
+            raise ConfigError(f"{path}: no such file", hint="write one as in docs/serving.md")
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from taskfit.errors import ConfigError
 
-TaskKind = Literal["classify", "extract", "qa", "generate"]
+TaskKind = str  # a kind registered in taskfit.tasks: classify, extract, qa, generate, or one a user adds
 
 
 class _Spec(BaseModel):
@@ -47,7 +47,8 @@ class ReplyRules(_Spec):
 
 
 class TaskSpec(_Spec):
-    kind: TaskKind = Field(description="What the model must do: classify, extract, qa or generate.")
+    kind: TaskKind = Field(description="What the model must do: classify, extract, qa or generate (or a "
+                                       "kind registered with taskfit.tasks.register).")
     name: str = Field("my-task", description="A short name, used in run directory names.")
     success: str = Field(description="One sentence: what success means for this task.")
     system_prompt: str = Field(description="The instruction every example is rendered with.")
@@ -61,15 +62,9 @@ class TaskSpec(_Spec):
 
     @model_validator(mode="after")
     def _kind_needs(self) -> "TaskSpec":
-        if self.kind == "classify":
-            if not self.labels:
-                raise ValueError("task.labels: a classify task needs a non-empty list of labels")
-            if len(set(self.labels)) != len(self.labels):
-                raise ValueError(f"task.labels: labels must be unique, got {self.labels}")
-            if any(not lab.strip() for lab in self.labels):
-                raise ValueError("task.labels: a label cannot be empty")
-        if self.kind == "extract" and not self.schema_:
-            raise ValueError("task.schema: an extract task needs a JSON schema")
+        from taskfit.tasks import get_task  # the kinds import this module
+
+        get_task(self.kind).check_spec(self)
         return self
 
 
@@ -220,13 +215,6 @@ class TrainSpec(_Spec):
         return self.learning_rate if self.learning_rate is not None else _DEFAULT_LR[self.method]
 
 
-# Metrics where lower is better: their thresholds are maxima, every other one a minimum.
-LOWER_IS_BETTER = ("unsupported_rate", "invented_field_rate", "ece")
-
-ThresholdKey = Literal["accuracy", "macro_f1", "valid_rate", "coverage", "ece", "field_f1",
-                       "exact_match", "invented_field_rate", "f1", "answerable_f1",
-                       "refusal_precision", "refusal_recall", "unsupported_rate", "rouge_l", "chrf",
-                       "length_compliance", "format_compliance", "style_match"]
 
 
 class EndpointSpec(_Spec):
@@ -257,10 +245,12 @@ class BaselineSpec(_Spec):
 
 
 class EvalSpec(_Spec):
-    thresholds: dict[ThresholdKey, float] = Field(
+    thresholds: dict[str, float] = Field(
         default_factory=dict,
-        description="Acceptance thresholds, each a share in [0, 1]: a minimum, except for "
-                    "unsupported_rate, invented_field_rate and ece, where it is a maximum.")
+        description="Acceptance thresholds by metric (one the task kind reports: accuracy, macro_f1, "
+                    "field_f1, valid_rate, f1, unsupported_rate, rouge_l, format_compliance, ...), each a "
+                    "share in [0, 1]: a minimum, except for metrics where lower is better "
+                    "(unsupported_rate, invented_field_rate, ece), where it is a maximum.")
     generation_sample: int = Field(
         24, ge=0,
         description="classify: rows decoded freely (unconstrained) to measure the share of valid labels.")
@@ -303,6 +293,17 @@ class ProjectConfig(_Spec):
     train: TrainSpec = TrainSpec()
     baselines: BaselineSpec = BaselineSpec()
     eval: EvalSpec = EvalSpec()
+
+    @model_validator(mode="after")
+    def _thresholds_of_the_kind(self) -> "ProjectConfig":
+        from taskfit.tasks import get_task
+
+        known = get_task(self.task.kind).metrics
+        for key in self.eval.thresholds:
+            if key not in known:
+                raise ValueError(f"eval.thresholds.{key}: not a metric of a {self.task.kind} task; "
+                                 f"allowed: {', '.join(sorted(known))}")
+        return self
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", by_alias=True), sort_keys=False,

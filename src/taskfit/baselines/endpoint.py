@@ -7,7 +7,6 @@ parser and scored by the same scorer. Token counts come from the endpoint's ``us
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Iterable, Iterator
@@ -37,14 +36,9 @@ class EndpointPredictor:
 
     def _instruction(self) -> str:
         """What a hosted model needs told that a fine-tuned one learned: the allowed answers."""
-        if self.task.kind == "classify":
-            return "Answer with exactly one of these labels and nothing else: " + ", ".join(self.task.labels or [])
-        if self.task.kind == "extract":
-            return "Answer with one JSON object and nothing else, valid against this JSON schema: " + \
-                json.dumps(self.task.schema_)
-        if self.task.kind == "qa":
-            return f"If the context does not hold the answer, reply exactly: {self.task.refusal}"
-        return ""
+        from taskfit.tasks import get_task
+
+        return get_task(self.task.kind).instruction(self.task)
 
     def _one(self, ex: Example) -> Prediction:
         import openai

@@ -170,7 +170,7 @@ class GenerativePredictor:
     def __init__(self, name: str, model: Any, tokenizer: Any, task: TaskSpec, max_length: int,
                  max_new_tokens: int, constrained: bool = False, shots: Shots | None = None,
                  contexts: Contexts | None = None, batch_size: int = 1):
-        from taskfit.decoding import choice_grammar, json_schema_grammar
+        from taskfit.tasks import get_task
 
         self.name = name
         self.model = model
@@ -181,11 +181,7 @@ class GenerativePredictor:
         self.shots = shots
         self.contexts = contexts
         self.batch_size = max(1, batch_size)
-        self.grammar = None
-        if constrained and task.kind == "extract":
-            self.grammar = json_schema_grammar(task.schema_ or {})
-        elif constrained and task.kind == "classify":
-            self.grammar = choice_grammar(task.labels or [])
+        self.grammar = get_task(task.kind).grammar(task) if constrained else None  # the kind's constraint
 
     def predict(self, examples: Iterable[Example]) -> Iterator[Prediction]:
         batch: list[Example] = []

@@ -162,10 +162,10 @@ def _print_summary(summary) -> None:
 
 
 def _print_results(results) -> None:
-    from taskfit.tasks import MAIN_METRIC
+    from taskfit.tasks import main_metric
 
     for r in results:
-        main = MAIN_METRIC[r.kind]
+        main = main_metric(r.kind)
         out.print(f"{r.candidate}: {main} {100 * r.metrics[main]:.1f}% on {r.n} rows "
                   f"(p50 {1000 * r.metrics['latency_p50_s']:.0f} ms)", highlight=False)
     out.print("next: `taskfit compare` for the scorecard and the verdict")

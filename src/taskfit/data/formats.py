@@ -17,7 +17,6 @@ Every converter raises ``ValueError`` whose text names the field, for the quaran
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from taskfit.config import ColumnMap, TaskSpec
@@ -89,16 +88,14 @@ def _chat(messages: Any, field: str, roles: dict[str, str] | None = None,
 
 
 def _target_text(value: Any, task: TaskSpec, field: str) -> str:
-    """The assistant's answer: text, or for ``extract`` a fields object serialised as JSON."""
-    if task.kind == "extract" and isinstance(value, dict):
-        return json.dumps(value, ensure_ascii=False)
-    if task.kind == "qa" and value is None:
-        return task.refusal
-    if not isinstance(value, str):
-        raise ValueError(f"{field}: expected text, got {type(value).__name__}")
-    if not value.strip():
-        raise ValueError(f"{field}: empty")
-    return value
+    """The assistant's answer as the task kind writes it (for ``extract`` a fields object
+    serialised as JSON, for ``qa`` a null answer is the refusal)."""
+    from taskfit.tasks import get_task
+
+    try:
+        return get_task(task.kind).target_text(task, value)
+    except ValueError as exc:
+        raise ValueError(f"{field}: {exc}") from None
 
 
 def _table(obj: dict, task: TaskSpec, cols: ColumnMap) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from taskfit.config import ProjectConfig
 from taskfit.data import pii
-from taskfit.data.scan import SIZE_GUIDANCE, Quarantined, ScanResult, scan
+from taskfit.data.scan import Quarantined, ScanResult, scan
 from taskfit.data.split import fingerprint, grouped_split, stratified_split, stratified_subsample
 from taskfit.errors import DataError
 from taskfit.records import Example, PreferencePair
@@ -70,7 +70,7 @@ def build_card(config: ProjectConfig, scans: list[ScanResult]) -> DataCard:
                     files=[{"path": s.path, "read": s.read, "kept": s.kept} for s in scans], counts=counts)
     warnings = card.warnings
     labels: Counter = sum((s.labels for s in scans), Counter())
-    if task.kind == "classify" and kind == "examples":
+    if task.labels and kind == "examples":
         card.labels = {lab: labels.get(lab, 0) for lab in task.labels or []}
         present = [v for v in card.labels.values() if v]
         card.imbalance_ratio = round(max(present) / min(present), 2) if present else None
@@ -82,8 +82,10 @@ def build_card(config: ProjectConfig, scans: list[ScanResult]) -> DataCard:
         if card.imbalance_ratio and card.imbalance_ratio > 10:
             warnings.append(f"the largest class is {card.imbalance_ratio}x the smallest: accuracy will "
                             "hide poor small classes; read macro-F1 and the per-class scores.")
+    from taskfit.tasks import scoring
+
     size_key = "preference" if kind == "preferences" else task.kind
-    minimum, recommended = SIZE_GUIDANCE[size_key]
+    minimum, recommended = scoring(size_key).size_guidance  # from common fine-tuning practice
     verdict = ("below the minimum" if counts["kept"] < minimum else
                "enough to start" if counts["kept"] < recommended else "good")
     card.size = {"rows": counts["kept"], "minimum": minimum, "recommended": recommended, "verdict": verdict}

@@ -25,10 +25,8 @@ from taskfit.data.formats import convert
 from taskfit.data.read import read_rows
 from taskfit.records import Example, PreferencePair
 from taskfit.rendering import user_text
+from taskfit.tasks import get_task
 
-# Rows of guidance, from common fine-tuning practice: (minimum, recommended) examples.
-SIZE_GUIDANCE = {"classify": (50, 500), "extract": (200, 1000), "qa": (200, 1000),
-                 "generate": (500, 5000), "preference": (100, 1000)}
 _WS = re.compile(r"\s+")
 
 
@@ -88,33 +86,6 @@ def normalise(text: str) -> str:
     return _WS.sub(" ", text).strip().casefold()
 
 
-def schema_validator(task: TaskSpec) -> Any:
-    """The JSON-schema validator of an extract task (built once per scan, not per row)."""
-    import jsonschema
-
-    return jsonschema.Draft202012Validator(task.schema_ or {})
-
-
-def validate_target(ex: Example, task: TaskSpec, validator: Any = None) -> None:
-    """The answer must fit the task: a label of the taxonomy, or JSON valid against the schema."""
-    if task.kind == "classify" and ex.target not in (task.labels or []):
-        raise ValueError(f"answer: label {ex.target!r} is not in task.labels ({', '.join(task.labels or [])})")
-    if task.kind == "extract":
-        import json
-
-        try:
-            value = json.loads(ex.target)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"answer: not valid JSON ({exc.msg}); extract answers must be JSON") from None
-        errors = sorted((validator or schema_validator(task)).iter_errors(value), key=lambda e: list(e.path))
-        if errors:
-            first = errors[0]
-            where = ".".join(map(str, first.path)) or "(root)"
-            raise ValueError(f"answer: does not match task.schema at {where}: {first.message}")
-    if task.kind == "qa" and ex.context is None:
-        raise ValueError("context: a qa row needs a context (map it with data.columns.context)")
-
-
 def _texts(rec: Example | PreferencePair) -> list[str]:
     if isinstance(rec, PreferencePair):
         return [rec.prompt, rec.chosen, rec.rejected]
@@ -136,7 +107,7 @@ def _dedup_text(rec: Example | PreferencePair) -> str:
 def _label(rec: Example | PreferencePair, task: TaskSpec) -> str:
     if isinstance(rec, PreferencePair):
         return rec.chosen[:60]
-    return rec.target if task.kind == "classify" else rec.target[:60]
+    return rec.target if get_task(task.kind).scores_labels else rec.target[:60]
 
 
 class _NearDuplicates:
@@ -323,7 +294,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
     label_codes: dict[str, int] = {}
     label_names: list[str] = []
     counter = TokenCounter(tokenizer, task) if tokenizer is not None else None
-    validator = schema_validator(task) if task.kind == "extract" else None
+    check_answer = get_task(task.kind).answer_check(task)  # the answer must fit the task (built once)
     for raw in read_rows(path, spec.max_line_bytes):
         result.read += 1
         if on_row:
@@ -336,7 +307,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
             if isinstance(rec, PreferencePair):
                 result.kind = "preferences"
             else:
-                validate_target(rec, task, validator)
+                check_answer(rec)
         except ValueError as exc:
             result.quarantined.append(Quarantined(raw.source, str(exc), raw.raw))
             continue
@@ -377,7 +348,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
             if any(f.is_secret for f in found):
                 result.secret_rows.append(raw.source)
         if isinstance(rec, Example):
-            if task.kind == "classify":
+            if task.labels:
                 result.labels[rec.target] += 1
             result.system_prompts[rec.system if rec.system is not None else task.system_prompt] += 1
         if counter is not None:

@@ -11,34 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from taskfit.config import LOWER_IS_BETTER
 from taskfit.evaluation import stats
 from taskfit.records import EvalResult
-from taskfit.tasks import MAIN_METRIC
+from taskfit.tasks import scoring
 
 FINETUNED = "fine-tuned"
 ALPHA = 0.05
-
-# Columns per task kind: (metric, header, shown as a share?)
-COLUMNS: dict[str, list[tuple[str, str, bool]]] = {
-    "classify": [("accuracy", "accuracy [95% CI]", True), ("macro_f1", "macro-F1 [95% CI]", True),
-                 ("free_valid_rate", "valid labels, free decoding", True), ("coverage", "coverage", True),
-                 ("accuracy_raw", "accuracy, no fallback", True),
-                 ("ece", "ECE", False)],
-    "extract": [("field_f1", "field F1 [95% CI]", True), ("exact_match", "exact record", True),
-                ("valid_rate", "schema-valid", True), ("free_valid_rate", "schema-valid, unconstrained", True),
-                ("missing_fields", "missing fields", False), ("invented_fields", "invented fields", False)],
-    "qa": [("f1", "F1 [95% CI]", True), ("answerable_exact_match", "EM (answerable)", True),
-           ("refusal_precision", "refusal P", True), ("refusal_recall", "refusal R", True),
-           ("unsupported_rate", "unsupported answers", True)],
-    "generate": [("rouge_l", "ROUGE-L [95% CI]", True), ("chrf", "chrF", True),
-                 ("style_match", "style match", True), ("length_compliance", "length OK", True),
-                 ("format_compliance", "house rules OK", True), ("words_mean", "words", False)],
-    # dpo: held-out pairs where the chosen answer has the higher mean log-probability per token
-    "preference": [("preference_accuracy", "prefers chosen (per token)", True),
-                   ("summed_preference_accuracy", "prefers chosen (summed)", True)],
-}
-
 
 def is_finetuned(name: str) -> bool:
     return name.startswith(FINETUNED)
@@ -57,13 +35,14 @@ def _cell(m: dict[str, float], key: str, share: bool) -> str:
     return text
 
 
-def passes(metric: str, value: float, threshold: float) -> bool:
-    return value <= threshold if metric in LOWER_IS_BETTER else value >= threshold
+def passes(metric: str, value: float, threshold: float, lower_is_better: frozenset[str] = frozenset()) -> bool:
+    return value <= threshold if metric in lower_is_better else value >= threshold
 
 
 def threshold_checks(result: EvalResult, thresholds: dict[str, float]) -> dict[str, bool | None]:
     """Pass/fail per threshold; None when the candidate has no such metric."""
-    return {k: (passes(k, result.metrics[k], v) if k in result.metrics else None)
+    lower = scoring(result.kind).lower_is_better
+    return {k: (passes(k, result.metrics[k], v, lower) if k in result.metrics else None)
             for k, v in thresholds.items()}
 
 
@@ -87,7 +66,7 @@ def paired_test(kind: str, a: EvalResult, b: EvalResult) -> PairedTest:
         raise ValueError(f"{a.candidate} and {b.candidate} were scored on different rows "
                          f"({len(a.per_example)} and {len(b.per_example)})")
     needed = stats.rows_to_detect(a.per_example, b.per_example)
-    if kind in ("classify", "preference"):  # right/wrong per row
+    if scoring(kind).paired_test == "mcnemar":  # right/wrong per row
         p = stats.mcnemar(a.per_example, b.per_example)
         diff = sum(a.per_example) / len(a.per_example) - sum(b.per_example) / len(b.per_example)
         return PairedTest(a.candidate, b.candidate, "McNemar (exact)", diff, None, p, needed)
@@ -112,8 +91,13 @@ class Scorecard:
     notes: list[str] = field(default_factory=list)  # other findings in words (an export's agreement)
 
     @property
+    def columns(self) -> Any:
+        """The kind's own columns (its task module declares them)."""
+        return scoring(self.kind).columns
+
+    @property
     def header(self) -> list[str]:
-        return (["candidate"] + [h for _, h, _ in COLUMNS[self.kind]]
+        return (["candidate"] + [c.header for c in self.columns]
                 + ["latency p50 / p95 (ms)", "prompt tokens", "cost / 1k queries", "size",
                    f"vs best baseline ({self.main})", "thresholds"])
 
@@ -127,7 +111,7 @@ class Scorecard:
             versus = (f"{100 * t.difference:+.1f} pts, p={t.p_value:.3g}" if t else "-")
             checks = threshold_checks(r, self.thresholds)
             out.append([r.candidate]
-                       + [_cell(m, key, share) for key, _, share in COLUMNS[self.kind]]
+                       + [_cell(m, c.metric, c.share) for c in self.columns]
                        + [f"{1000 * m.get('latency_p50_s', 0):.0f} / {1000 * m.get('latency_p95_s', 0):.0f}",
                           f"{m.get('prompt_tokens_mean', 0):.0f}",
                           f"${cost:.4f}" if cost is not None else "n/a",
@@ -161,7 +145,7 @@ def build_scorecard(results: Sequence[EvalResult], thresholds: dict[str, float])
     if not results:
         raise ValueError("nothing to compare: no candidate has been evaluated")
     kind = results[0].kind
-    main = MAIN_METRIC[kind]
+    main = scoring(kind).main_metric
     card = Scorecard(kind=kind, main=main, results=list(results), thresholds=dict(thresholds))
     baselines = [r for r in results if not is_finetuned(r.candidate)]
     tuned = [r for r in results if is_finetuned(r.candidate)]

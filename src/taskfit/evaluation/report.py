@@ -7,7 +7,6 @@ import html
 from pathlib import Path
 from typing import Any, Sequence
 
-from taskfit.evaluation.compare import COLUMNS
 from taskfit.records import EvalResult, Prediction
 
 
@@ -199,19 +198,20 @@ def write_scorecard_report(root: Path, title: str, card: Any, predictions: dict[
     plots_dir = root / "plots"
     plots_dir.mkdir(exist_ok=True)
     results = card.results
-    main = [k for k, _, share in COLUMNS[card.kind][:2] if share]
+    main = [c.metric for c in card.columns[:2] if c.share]
     plots = dict(extra_plots or {})
     plots["held-out scores (95% CI)"] = plot_scores(results, plots_dir / "scores.png", main)
     latencies = {name: [p.latency_s for p in preds] for name, preds in predictions.items()}
     if any(latencies.values()):
         plots["latency per example"] = plot_latency(latencies, plots_dir / "latency.png")
-    if card.kind == "classify":
-        plots["per-class F1"] = plot_per_class(results, plots_dir / "per_class_f1.png")
-        best = max(results, key=lambda r: r.metrics[card.main])
+    labelled = [r for r in results if r.confusion]  # answers from a fixed set of labels
+    if labelled:
+        plots["per-class F1"] = plot_per_class(labelled, plots_dir / "per_class_f1.png")
+        best = max(labelled, key=lambda r: r.metrics[card.main])
         plots[f"confusions ({best.candidate})"] = plot_confusion(best, plots_dir / "confusion.png")
-        curves = {r.candidate: r.curves["coverage"] for r in results if r.curves.get("coverage")}
-        if curves:
-            plots["coverage against accuracy"] = plot_coverage(curves, plots_dir / "coverage.png")
+    curves = {r.candidate: r.curves["coverage"] for r in results if r.curves.get("coverage")}
+    if curves:
+        plots["coverage against accuracy"] = plot_coverage(curves, plots_dir / "coverage.png")
     tests = [[t.candidate, t.against, t.test, f"{100 * t.difference:+.1f} pts",
               f"[{100 * t.ci[0]:+.1f}, {100 * t.ci[1]:+.1f}]" if t.ci else "-", f"{t.p_value:.3g}",
               str(t.rows_needed or "-")] for t in card.tests]

@@ -1,36 +1,78 @@
-"""One module per task kind: how an answer is parsed, whether it is valid, and how it is scored.
+"""Task kinds: one module per kind (classify, extract, qa, generate), each with one :class:`Task`
+object, found through one registry.
 
 Every candidate's predictions go through :func:`score`, the same scorer for all of them, so the
-scorecard compares like with like.
+scorecard compares like with like. Adding a kind: write a module with an object satisfying
+:class:`~taskfit.tasks.base.Task` and :func:`register` it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
-from taskfit.config import EvalSpec, TaskSpec
 from taskfit.records import EvalResult, Example, Prediction
+from taskfit.tasks.base import Column, Task, TaskRegistry
+from taskfit.tasks.classify import ClassifyTask
+from taskfit.tasks.extract import ExtractTask
+from taskfit.tasks.generate import GenerateTask
+from taskfit.tasks.qa import QaTask
 
-# The metric a verdict is decided on, and the share it is reported as, per task kind.
-MAIN_METRIC = {"classify": "accuracy", "extract": "field_f1", "qa": "f1", "generate": "rouge_l",
-               "preference": "preference_accuracy"}
+__all__ = ["Column", "Task", "get_task", "kinds", "main_metric", "paired", "parse", "register", "score",
+           "scoring", "unregister"]
+
+_REGISTRY = TaskRegistry([ClassifyTask(), ExtractTask(), QaTask(), GenerateTask()])
 
 
-def parse(task: TaskSpec, text: str) -> tuple[str, bool]:
+def register(task: Task) -> Task:
+    """Make a task kind known to every part of taskfit (config, data checks, baselines, training,
+    evaluation, serving, init)."""
+    return _REGISTRY.register(task)
+
+
+def unregister(kind: str) -> None:
+    _REGISTRY.unregister(kind)
+
+
+def get_task(kind: str) -> Task:
+    """The kind's :class:`Task` (ValueError naming the known kinds for an unknown one)."""
+    return _REGISTRY.get(kind)
+
+
+def kinds() -> list[str]:
+    return _REGISTRY.kinds()
+
+
+@dataclass(frozen=True)
+class _Preference:
+    """What a scorecard of DPO's held-out preference pairs needs: they are scored per pair (the
+    chosen answer has the higher mean log-probability per token, or not), not by a task kind."""
+
+    kind: str = "preference"
+    main_metric: str = "preference_accuracy"
+    columns: tuple[Column, ...] = (Column("preference_accuracy", "prefers chosen (per token)"),
+                                   Column("summed_preference_accuracy", "prefers chosen (summed)"))
+    lower_is_better: frozenset[str] = frozenset()
+    paired_test: str = "mcnemar"
+    size_guidance: tuple[int, int] = (100, 1000)
+
+
+PREFERENCE = _Preference()
+
+
+def scoring(kind: str) -> Any:
+    """What a scorecard needs of a kind (columns, main metric, paired test): the task kind's,
+    or DPO's preference pairs' for ``"preference"``."""
+    return PREFERENCE if kind == PREFERENCE.kind else get_task(kind)
+
+
+def main_metric(kind: str) -> str:
+    return scoring(kind).main_metric
+
+
+def parse(task: Any, text: str) -> tuple[str, bool]:
     """A raw answer → (the answer as scored, whether it is well-formed for the task)."""
-    if task.kind == "classify":
-        from taskfit.tasks.classify import parse_label
-
-        return parse_label(task, text)
-    if task.kind == "extract":
-        from taskfit.tasks.extract import parse_record
-
-        return parse_record(task, text)
-    if task.kind == "qa":
-        return text.strip(), bool(text.strip())
-    from taskfit.tasks.generate import parse_reply
-
-    return parse_reply(task, text)
+    return get_task(task.kind).parse(task, text)
 
 
 def paired(examples: Sequence[Example], predictions: Sequence[Prediction], candidate: str) -> list[Prediction]:
@@ -42,28 +84,12 @@ def paired(examples: Sequence[Example], predictions: Sequence[Prediction], candi
     return [by_id[ex.id] for ex in examples]
 
 
-def score(task: TaskSpec, spec: EvalSpec, candidate: str, examples: Sequence[Example],
+def score(task: Any, spec: Any, candidate: str, examples: Sequence[Example],
           predictions: Sequence[Prediction], n_boot: int = 1000, style: Any = None) -> EvalResult:
     """Score one candidate's predictions on ``examples`` with the task kind's metrics
     (``style``: the generate task's style classifier, when there is one)."""
     preds = paired(examples, predictions, candidate)
-    if task.kind == "classify":
-        from taskfit.tasks.classify import score_classify
-
-        result = score_classify(candidate, task.labels or [], examples, preds, n_boot=n_boot,
-                                threshold=spec.confidence_threshold, fallback=spec.fallback)
-    elif task.kind == "extract":
-        from taskfit.tasks.extract import score_extract
-
-        result = score_extract(candidate, task, examples, preds, n_boot=n_boot)
-    elif task.kind == "qa":
-        from taskfit.tasks.qa import score_qa
-
-        result = score_qa(candidate, task, examples, preds, n_boot=n_boot)
-    else:
-        from taskfit.tasks.generate import score_generate
-
-        result = score_generate(candidate, task, examples, preds, style=style, n_boot=n_boot)
+    result = get_task(task.kind).score(task, spec, candidate, examples, preds, n_boot=n_boot, style=style)
     result.metrics.update(cost_metrics(preds))
     return result
 

@@ -36,12 +36,14 @@ class Task(Protocol):
     description: str  # one line for `taskfit init --help` and the docs
     main_metric: str  # the metric the verdict is decided on (a share, higher is better)
     columns: Sequence[Column]  # the scorecard's kind-specific columns, main metric first
+    metrics: frozenset[str]  # the shares its scorer reports that a threshold may name
     lower_is_better: frozenset[str]  # metrics whose thresholds are maxima
     paired_test: Literal["mcnemar", "bootstrap"]  # right/wrong rows, or a per-row score
     baselines: Sequence[str]  # which baselines apply, in the order they are run
     size_guidance: tuple[int, int]  # labelled rows: the least to try, and a comfortable amount
     scores_labels: bool  # answered by scoring a fixed set of answers (confidence, fallback)
     free_decoding: bool  # decoded under a constraint: also measured unconstrained on a sample
+    style_classifier: bool  # scored with a style classifier (references against base-model replies)
     validation_side: str | None  # a second figure shown beside the main one during training
     error_buckets: Sequence[str]  # the kinds of miss the error analysis sorts answers into
     template: str  # the task section `taskfit init` writes (commented YAML)

@@ -172,11 +172,14 @@ class ClassifyTask:
     columns = (Column("accuracy", "accuracy [95% CI]"), Column("macro_f1", "macro-F1 [95% CI]"),
                Column("free_valid_rate", "valid labels, free decoding"), Column("coverage", "coverage"),
                Column("accuracy_raw", "accuracy, no fallback"), Column("ece", "ECE", share=False))
+    metrics = frozenset({"accuracy", "macro_f1", "valid_rate", "free_valid_rate", "coverage",
+                         "covered_accuracy", "ece"})
     lower_is_better = frozenset({"ece"})
     paired_test = "mcnemar"
     baselines = (PROMPT_ONLY, FEW_SHOT, CLASSICAL, ENDPOINT)
     size_guidance = (50, 500)
     scores_labels = True
+    style_classifier = False
     free_decoding = True
     validation_side = None
     error_buckets = ("invalid format", "confusable: EXPECTED -> GOT")

@@ -153,11 +153,14 @@ class ExtractTask:
                Column("valid_rate", "schema-valid"), Column("free_valid_rate", "schema-valid, unconstrained"),
                Column("missing_fields", "missing fields", share=False),
                Column("invented_fields", "invented fields", share=False))
+    metrics = frozenset({"field_f1", "field_precision", "field_recall", "exact_match", "valid_rate",
+                         "json_valid_rate", "free_valid_rate", "invented_field_rate"})
     lower_is_better = frozenset({"invented_field_rate"})
     paired_test = "bootstrap"
     baselines = (PROMPT_ONLY, FEW_SHOT, ENDPOINT)
     size_guidance = (200, 1000)
     scores_labels = False
+    style_classifier = False
     free_decoding = True
     validation_side = "valid_rate"
     error_buckets = ("invalid format", "schema violation", "missing field", "invented field", "wrong value")

@@ -130,11 +130,14 @@ class GenerateTask:
     columns = (Column("rouge_l", "ROUGE-L [95% CI]"), Column("chrf", "chrF"), Column("style_match", "style match"),
                Column("length_compliance", "length OK"), Column("format_compliance", "house rules OK"),
                Column("words_mean", "words", share=False))
+    metrics = frozenset({"rouge_l", "chrf", "length_compliance", "format_compliance", "style_match",
+                         "valid_rate"})
     lower_is_better: frozenset[str] = frozenset()
     paired_test = "bootstrap"
     baselines = (PROMPT_ONLY, FEW_SHOT, ENDPOINT)
     size_guidance = (500, 5000)
     scores_labels = False
+    style_classifier = True
     free_decoding = False
     validation_side = "format_compliance"
     error_buckets = ("too short", "too long", "missing required phrase", "forbidden phrase",

@@ -132,11 +132,14 @@ class QaTask:
     columns = (Column("f1", "F1 [95% CI]"), Column("answerable_exact_match", "EM (answerable)"),
                Column("refusal_precision", "refusal P"), Column("refusal_recall", "refusal R"),
                Column("unsupported_rate", "unsupported answers"))
+    metrics = frozenset({"f1", "answerable_f1", "answerable_exact_match", "refusal_precision",
+                         "refusal_recall", "unsupported_rate", "valid_rate"})
     lower_is_better = frozenset({"unsupported_rate"})
     paired_test = "bootstrap"
     baselines = (PROMPT_ONLY, FEW_SHOT, RAG, ENDPOINT)
     size_guidance = (200, 1000)
     scores_labels = False
+    style_classifier = False
     free_decoding = False
     validation_side = "refusal_recall"
     error_buckets = ("unsupported answer", "wrong refusal", "retrieval miss", "partial or wrong answer")

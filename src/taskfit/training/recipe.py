@@ -63,7 +63,7 @@ def train_model(config: ProjectConfig, lm: Any, train: Sequence[Example | Prefer
     """Train ``lm.model`` on ``train`` by ``config.train.method`` in ``run``; with ``resume``,
     continue from the run's newest complete checkpoint."""
     from taskfit.evaluation.report import plot_loss
-    from taskfit.tasks import MAIN_METRIC
+    from taskfit.tasks import main_metric
     from taskfit.training.artifacts import model_card, save_trained
 
     spec = config.train
@@ -77,7 +77,7 @@ def train_model(config: ProjectConfig, lm: Any, train: Sequence[Example | Prefer
     steps = int(-(-len(fit_rows) // spec.batch_size) * spec.epochs + 0.999)
 
     metric_name = ("preference accuracy" if spec.method == "dpo"
-                   else MAIN_METRIC[config.task.kind].replace("_", " ") if spec.metric_sample else None)
+                   else main_metric(config.task.kind).replace("_", " ") if spec.metric_sample else None)
 
     def on_validate(entry: dict[str, Any]) -> None:
         metric = f", {metric_name} {entry['metric']:.3f}" if entry.get("metric") is not None else ""

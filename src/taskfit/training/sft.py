@@ -203,14 +203,14 @@ class SftObjective:
     def __init__(self, model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec,
                  train: Sequence[Example], validation: Sequence[Example] = (),
                  evaluation: EvalSpec | None = None):
-        from taskfit.tasks import MAIN_METRIC
+        from taskfit.tasks import main_metric
 
         self.model, self.tokenizer, self.task, self.spec = model, tokenizer, task, spec
         self.evaluation = evaluation or EvalSpec()  # how evaluation decodes and scores
         self.rows = featurize(tokenizer, task, train, spec.max_seq_length)
         self.val_rows = featurize(tokenizer, task, validation, spec.max_seq_length)
         self.metric_examples = list(validation)[: spec.metric_sample]
-        self.metric_name = MAIN_METRIC[task.kind] if self.metric_examples else None
+        self.metric_name = main_metric(task.kind) if self.metric_examples else None
         self.validation_rows = len(self.val_rows)
 
     def batches(self, epoch: int) -> list[list[int]]:
@@ -254,24 +254,27 @@ class SftObjective:
         by the task kind (field F1 and schema compliance, answer F1 and refusals, ROUGE-L and the
         house rules)."""
         from taskfit.baselines import GenerativePredictor, LabelScoringPredictor
-        from taskfit.tasks import MAIN_METRIC, score
+        from taskfit.tasks import get_task, score
         from taskfit.training.fsdp import gathered
 
-        examples, kind, ev = self.metric_examples, self.task.kind, self.evaluation
-        if kind == "classify":
+        examples, kind, ev = self.metric_examples, get_task(self.task.kind), self.evaluation
+        if kind.scores_labels:
             predictor: Any = LabelScoringPredictor("validation", self.model, self.tokenizer, self.task,
                                                    self.spec.max_seq_length)
         else:
             predictor = GenerativePredictor("validation", self.model, self.tokenizer, self.task,
-                                            self.spec.max_seq_length, ev.max_new_tokens,
+                                            self.spec.max_seq_length,
+                                            kind.answer_budget(self.task, ev, self.tokenizer),
                                             constrained=ev.constrained, batch_size=self.spec.batch_size)
         with gathered(self.model):
             predictions = list(predictor.predict(examples))
-        if kind == "classify":
+        if kind.scores_labels:  # the label itself, before any confidence fallback
             return {"metric": sum(p.output == ex.target for p, ex in zip(predictions, examples)) / len(examples)}
         metrics = score(self.task, ev, "validation", examples, predictions, n_boot=1).metrics
-        side = {"extract": "valid_rate", "qa": "refusal_recall", "generate": "format_compliance"}[kind]
-        return {"metric": metrics[MAIN_METRIC[kind]], side: metrics.get(side)}
+        out = {"metric": metrics[kind.main_metric]}
+        if kind.validation_side:
+            out[kind.validation_side] = metrics.get(kind.validation_side)
+        return out
 
 
 def prepare_model(model: Any, spec: TrainSpec, adapter: Path | None = None) -> Any:

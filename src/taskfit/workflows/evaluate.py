@@ -20,13 +20,10 @@ from taskfit.errors import ConfigError
 from taskfit.evaluation.compare import FINETUNED, Scorecard, build_scorecard
 from taskfit.evaluation.runner import candidate_key, read_cache, read_predictions, run_cached
 from taskfit.records import EvalResult, Example, Prediction
+from taskfit.tasks import get_task
+from taskfit.tasks.base import CLASSICAL, ENDPOINT, FEW_SHOT, RAG
 from taskfit.workflows.workspace import Workspace, resolve_run
 
-PROMPT_ONLY, FEW_SHOT, RAG, CLASSICAL, ENDPOINT = "prompt-only", "few-shot", "rag", "tfidf-logreg", "endpoint"
-APPLICABLE = {"classify": [PROMPT_ONLY, FEW_SHOT, CLASSICAL, ENDPOINT],
-              "extract": [PROMPT_ONLY, FEW_SHOT, ENDPOINT],
-              "qa": [PROMPT_ONLY, FEW_SHOT, RAG, ENDPOINT],
-              "generate": [PROMPT_ONLY, FEW_SHOT, ENDPOINT]}
 STYLE_BASE = "_style-base"  # the base model's replies to training inputs: the style classifier's negatives
 
 
@@ -62,20 +59,20 @@ def _model_size(model: Any) -> dict[str, float]:
 
 def _lm_predictor(ws: Workspace, name: str, model: Any, *, constrained: bool, shots=None, contexts=None) -> Any:
     from taskfit.baselines.model import GenerativePredictor, LabelScoringPredictor
-    from taskfit.tasks.classify import label_budget
 
-    c, task = ws.config, ws.config.task
-    if task.kind == "classify" and constrained:
+    c, task, kind = ws.config, ws.config.task, get_task(ws.config.task.kind)
+    if kind.scores_labels and constrained:
         return LabelScoringPredictor(name, model, ws.tokenizer, task, c.train.max_seq_length, shots=shots)
-    budget = label_budget(ws.tokenizer, task) if task.kind == "classify" else c.eval.max_new_tokens
+    budget = kind.answer_budget(task, c.eval, ws.tokenizer)
     return GenerativePredictor(name, model, ws.tokenizer, task, c.train.max_seq_length, budget,
                                constrained=constrained, shots=shots, contexts=contexts,
                                batch_size=c.eval.batch_size)
 
 
 def _wants_free(ws: Workspace) -> bool:
-    """classify and extract also decode freely on a sample: the share of raw answers that are valid."""
-    return ws.config.task.kind in ("classify", "extract") and ws.config.eval.constrained
+    """A kind decoded under a constraint also decodes freely on a sample: the share of raw
+    answers that are valid."""
+    return get_task(ws.config.task.kind).free_decoding and ws.config.eval.constrained
 
 
 def _shots(ws: Workspace) -> Callable[[Example], list[Example]]:
@@ -128,13 +125,14 @@ def weights_digest(folder: Path) -> str:
 def baseline_candidates(ws: Workspace, only: Sequence[str] | None = None) -> list[Candidate]:
     """The baselines that apply to the task (those named in ``only``, when given)."""
     kind, spec = ws.config.task.kind, ws.config.baselines
-    names = list(only) if only else [n for n in APPLICABLE[kind]
+    applicable = list(get_task(kind).baselines)
+    names = list(only) if only else [n for n in applicable
                                      if not (n == ENDPOINT and spec.endpoint is None)
                                      and not (n == RAG and spec.documents is None)]
-    unknown = [n for n in names if n not in APPLICABLE[kind]]
+    unknown = [n for n in names if n not in applicable]
     if unknown:
         raise ConfigError(f"--only: {', '.join(unknown)} is not a baseline for {kind}",
-                          hint=f"choose from {', '.join(APPLICABLE[kind])}")
+                          hint=f"choose from {', '.join(applicable)}")
     if RAG in names and spec.documents is None:
         raise ConfigError("baselines.documents: the rag baseline needs a folder of documents")
     if ENDPOINT in names and spec.endpoint is None:
@@ -268,10 +266,9 @@ def gguf_candidate(ws: Workspace, run_dir: Path, name: str, threads: int | None)
 
     def build() -> Any:
         from taskfit.baselines.llama_cpp import LlamaCppPredictor, load_llama
-        from taskfit.tasks.classify import label_budget
 
         c, task = ws.config, ws.config.task
-        budget = label_budget(ws.tokenizer, task) if task.kind == "classify" else c.eval.max_new_tokens
+        budget = get_task(task.kind).answer_budget(task, c.eval, ws.tokenizer)
         ws.reporter.status(f"loading {base.name} with {folder / 'adapter.gguf'} in llama.cpp")
         llm = load_llama(base, folder / "adapter.gguf", n_ctx=c.train.max_seq_length + budget + 16, threads=threads)
         return LlamaCppPredictor(name, llm, ws.tokenizer, task, c.train.max_seq_length, budget,
@@ -295,7 +292,7 @@ def style_model(ws: Workspace) -> Any:
     from taskfit.tasks.generate import StyleModel
 
     c = ws.config
-    if c.task.kind != "generate" or not c.eval.style_sample:
+    if not get_task(c.task.kind).style_classifier or not c.eval.style_sample:
         return None
     if ws._style is None:
         sample = ws.train[: c.eval.style_sample]

@@ -188,3 +188,15 @@ def test_snips_supports_add_up_to_the_gold_field_counts(name):
     assert sum(v["support"] for v in r.per_class.values()) == sum(counts.values())
     assert sum(v["missing"] for v in r.per_class.values()) == r.metrics["missing_fields"] > 0
     assert r.per_class["city"]["invented"] > 0 and r.per_class["city"]["precision"] < 1.0
+
+
+def test_field_f1_interval_brackets_the_field_f1_when_records_differ_in_size():
+    # one big record read right, nine one-field records read wrong: field F1 20/38, while the
+    # mean of the per-record F1s is 0.1
+    big = {f"k{i}": str(i) for i in range(10)}
+    gold = [big] + [{"k0": "a"}] * 9
+    task = TaskSpec(kind="extract", success="s", system_prompt="p", schema={"type": "object"})
+    r = _score([json.dumps(big)] + ['{"k0": "b"}'] * 9, gold=gold, task=task)
+    m = r.metrics
+    assert m["field_f1"] == pytest.approx(20 / 38) and m["record_f1_mean"] == pytest.approx(0.1)
+    assert m["field_f1_ci_low"] <= m["field_f1"] <= m["field_f1_ci_high"]

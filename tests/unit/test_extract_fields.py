@@ -147,7 +147,9 @@ def test_report_has_the_per_field_table_and_figure(tmp_path: Path):
     assert "address.zip" in by_field and "meta" not in by_field
     details = [t for t in parser.tables if t["class"] == "per-field-detail"]
     assert len(details) == 2 and details[0]["rows"][0][-3:] == ["missing", "invented", "wrong"]
-    assert 'alt="per-field accuracy"' in page and (tmp_path / "plots" / "per_field_accuracy.png").stat().st_size
+    for figure in ("per-field accuracy", "per-field F1"):
+        assert f'alt="{figure}"' in page
+    assert (tmp_path / "plots" / "per_field_accuracy.png").stat().st_size
 
 
 def test_scorecard_shows_accuracy_and_f1_per_field_for_the_best_candidates():

@@ -115,7 +115,10 @@ def _grouped_bars(results: Sequence[EvalResult], keys: Sequence[str], figure: st
     ax.set_xticks(range(len(keys)), keys, rotation=30, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel(ylabel)
-    return _finish(fig, ax, path, grid_axis="y")
+    ax.grid(axis="y", alpha=0.3)
+    # above the axes: inside, it would hide the bars, which fill the plot up to 1
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(results), 4), frameon=False)
+    return _finish(fig, ax, path, grid_axis=None)
 
 
 def plot_per_class(results: Sequence[EvalResult], path: Path, most: int = 30) -> Path:
@@ -124,11 +127,11 @@ def plot_per_class(results: Sequence[EvalResult], path: Path, most: int = 30) ->
     return _grouped_bars(results, labels, "f1", "F1", path)
 
 
-def plot_per_field(results: Sequence[EvalResult], path: Path, most: int = 30) -> Path:
-    """extract: per-field accuracy per candidate (a row where both leave the field empty counts
-    as right); with many fields, the ``most`` with the most support."""
-    return _grouped_bars(results, shown_fields(results, most), "accuracy",
-                         "accuracy (rows with the field right)", path)
+def plot_per_field(results: Sequence[EvalResult], path: Path, figure: str = "accuracy", most: int = 30) -> Path:
+    """extract: a per-field figure per candidate (``accuracy``: a row where both leave the field
+    empty counts as right; ``f1``); with many fields, the ``most`` with the most support."""
+    ylabel = {"accuracy": "accuracy (rows with the field right)", "f1": "F1 (field = value pairs)"}[figure]
+    return _grouped_bars(results, shown_fields(results, most), figure, ylabel, path)
 
 
 def plot_confusion(result: EvalResult, path: Path) -> Path:
@@ -225,7 +228,8 @@ def per_field_section(results: Sequence[EvalResult]) -> str:
                      + _table(["field", "support", "accuracy", "precision", "recall", "F1", "missing",
                                "invented", "wrong"], detail, "per-field-detail") + "</details>")
     return ("<p>Accuracy: share of rows whose answer has the field's gold value, a row where both "
-            "leave it empty (absent, null or empty) counting as right. Precision: share of the "
+            "leave it empty (absent, null or empty) counting as right, so a field most rows lack scores "
+            "near 100% unless it is invented. Precision: share of the "
             "answers' values for the field that are right; recall: share of the gold values found. "
             "Support: rows whose gold record has the field.</p>"
             + "".join(parts))
@@ -254,6 +258,8 @@ def write_scorecard_report(root: Path, title: str, card: Any, predictions: dict[
             plots["coverage against accuracy"] = plot_coverage(curves, plots_dir / "coverage.png")
     if card.kind == "extract" and shown_fields(results):
         plots["per-field accuracy"] = plot_per_field(results, plots_dir / "per_field_accuracy.png")
+        # where most rows leave a field empty, its accuracy is near 1 whatever the model does; F1 tells
+        plots["per-field F1"] = plot_per_field(results, plots_dir / "per_field_f1.png", "f1")
     tests = [[t.candidate, t.against, t.test, f"{100 * t.difference:+.1f} pts",
               f"[{100 * t.ci[0]:+.1f}, {100 * t.ci[1]:+.1f}]" if t.ci else "-", f"{t.p_value:.3g}",
               str(t.rows_needed or "-")] for t in card.tests]

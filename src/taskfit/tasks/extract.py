@@ -94,8 +94,9 @@ def per_field_scores(names: Sequence[str], golds: Sequence[dict[str, str]],
     :func:`fields` drops them), and an answer that is not JSON has every field empty. Per field:
 
     - ``support``: rows whose gold record has the field (not empty);
-    - ``accuracy``: share of *all* rows where the answer's normalised value equals the gold's,
-      a row where both leave the field empty counting as right (so a field the gold rarely has is
+    - ``accuracy``: share of *all* rows where the answer's normalised value (case and spacing
+      folded, a list's items in any order) equals the gold's, a row where both leave the field
+      empty counting as right (so a field the gold rarely has is
       mostly judged on not inventing it);
     - ``precision``, ``recall``, ``f1``: over ``field = value`` pairs, as the record-level
       figures are (a right pair over the answer's pairs, over the gold's pairs; 0 when there are

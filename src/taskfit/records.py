@@ -63,6 +63,9 @@ class EvalResult:
     or wrong label; a field or token F1 otherwise): the paired tests of ``compare`` read it.
     ``errors`` maps an error bucket (``confusable: billing -> refund``, ``invented field``...) to
     up to a few example misses, and ``error_counts`` counts every miss per bucket.
+    ``per_class`` maps a label (classify: precision, recall, f1, support) or a schema field
+    (extract, dotted for nested objects: support, accuracy, precision, recall, f1, missing,
+    invented, wrong; see ``taskfit.tasks.extract.per_field_scores``) to its figures.
     """
 
     candidate: str

@@ -122,6 +122,26 @@ def test_constrained_extract_is_always_schema_valid_even_from_a_random_model(tmp
     assert set(prompt.metrics) >= {"field_f1", "exact_match", "missing_fields", "invented_fields"}
 
 
+def test_extract_compare_shows_accuracy_and_f1_per_field(tmp_path, tiny_model_dir):
+    project = _extract_project(tmp_path, tiny_model_dir, generation_sample=0)
+    baseline_project(project, only=["prompt-only", "few-shot"])
+    result = CliRunner().invoke(app, ["compare", str(project)])
+    assert result.exit_code == 0, result.output
+    assert "per field (accuracy / F1)" in result.output
+    (evals,) = project.glob("evals/*")
+    saved = json.loads((evals / "results" / "few-shot.json").read_text())
+    assert list(saved["per_class"]) == ["city", "size"]  # the schema's fields, in its order
+    assert saved["per_class"]["city"]["support"] == saved["n"] == 10  # every gold record has both
+    city = saved["per_class"]["city"]
+    assert city["missing"] + city["wrong"] == round(10 * (1 - city["recall"]))
+    md = (evals / "scorecard.md").read_text()
+    assert "**per field (accuracy / F1)**" in md and "| city | 10 |" in md
+    html = (evals / "report.html").read_text()
+    assert "<h2>Per field</h2>" in html and '<table class="per-field">' in html
+    assert "<th>few-shot: accuracy / F1</th>" in html
+    assert 'alt="per-field accuracy"' in html
+
+
 def test_interrupted_evaluation_resumes_and_matches_an_uninterrupted_one(tmp_path, tiny_model_dir):
     killed = _extract_project(tmp_path, tiny_model_dir, "killed", rows=160, generation_sample=0, constrained=False)
     whole = _extract_project(tmp_path, tiny_model_dir, "whole", rows=160, generation_sample=0, constrained=False)

@@ -147,6 +147,11 @@ def _print_scorecard(card) -> None:
     for row in card.rows():
         table.add_row(*row)
     out.print(table)
+    for title, header, rows in card.extra_tables():
+        extra = Table(*header, title=title)
+        for row in rows:
+            extra.add_row(*row)
+        out.print(extra)
     for warning in card.warnings:
         out.print(f"[yellow]{warning}[/yellow]")
     for line in card.reviews + card.notes:

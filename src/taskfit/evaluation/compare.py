@@ -14,9 +14,12 @@ from typing import Any, Sequence
 from taskfit.evaluation import stats
 from taskfit.records import EvalResult
 from taskfit.tasks import scoring
+from taskfit.tasks.extract import shown_fields
 
 FINETUNED = "fine-tuned"
 ALPHA = 0.05
+MOST_FIELDS = 30  # extract: rows in the per-field table (those with the most support)
+
 
 def is_finetuned(name: str) -> bool:
     return name.startswith(FINETUNED)
@@ -121,8 +124,31 @@ class Scorecard:
         return out
 
     def markdown(self) -> list[str]:
-        return (["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
-                + ["| " + " | ".join(row) + " |" for row in self.rows()])
+        """The scorecard as Markdown lines, then each of :meth:`extra_tables` under its title."""
+        lines = []
+        for title, header, rows in [(None, self.header, self.rows()), *self.extra_tables()]:
+            lines += ["", f"**{title}**", ""] if title else []
+            lines += (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                      + ["| " + " | ".join(row) + " |" for row in rows])
+        return lines
+
+    def extra_tables(self) -> list[tuple[str, list[str], list[list[str]]]]:
+        """Tables shown under the scorecard, as (title, header, rows). extract: accuracy / F1 per
+        field for the best fine-tuned candidate and the best baseline (every figure per field and
+        candidate is in the HTML report)."""
+        fielded = [r for r in self.results if r.per_class and not r.confusion]  # figures per field
+        tuned = [r for r in fielded if is_finetuned(r.candidate)]
+        baselines = [r for r in fielded if not is_finetuned(r.candidate)]
+        shown = [max(group, key=lambda r: r.metrics[self.main]) for group in (tuned, baselines) if group]
+        names, every = shown_fields(shown, most=MOST_FIELDS), shown_fields(shown)
+        if not names:
+            return []
+        title = "per field (accuracy / F1)" + (f", the {len(names)} of {len(every)} fields with the most "
+                                               "support" if len(names) < len(every) else "")
+        rows = [[k, str(max(r.per_class.get(k, {}).get("support", 0) for r in shown))]
+                + [f"{_pct(r.per_class[k]['accuracy'])} / {_pct(r.per_class[k]['f1'])}" if k in r.per_class
+                   else "n/a" for r in shown] for k in names]
+        return [(title, ["field", "support"] + [r.candidate for r in shown], rows)]
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "main_metric": self.main, "verdict": self.verdict,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from taskfit.records import EvalResult, Prediction
+from taskfit.tasks.extract import shown_fields
 
 
 def _plt():
@@ -101,19 +102,35 @@ def plot_coverage(curves: dict[str, list[tuple[float, float, float]]], path: Pat
     return _finish(fig, ax, path)
 
 
-def plot_per_class(results: Sequence[EvalResult], path: Path, most: int = 30) -> Path:
-    """Per-class F1 per candidate; with many classes, the ``most`` with the most support."""
+def _grouped_bars(results: Sequence[EvalResult], keys: Sequence[str], figure: str, ylabel: str,
+                  path: Path) -> Path:
+    """One group of bars per key of ``per_class`` (a label, a field), one bar per candidate."""
     plt = _plt()
-    labels = sorted(results[0].labels, key=lambda lab: -results[0].per_class[lab]["support"])[:most]
-    fig, ax = plt.subplots(figsize=(max(7, 0.3 * len(labels) + 3), 3.4))
+    fig, ax = plt.subplots(figsize=(max(7, 0.3 * len(keys) + 3), 3.4))
     width = 0.8 / len(results)
     for j, r in enumerate(results):
-        xs = [i + (j - (len(results) - 1) / 2) * width for i in range(len(labels))]
-        ax.bar(xs, [r.per_class[lab]["f1"] for lab in labels], width, label=r.candidate)
-    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+        xs = [i + (j - (len(results) - 1) / 2) * width for i in range(len(keys))]
+        ax.bar(xs, [r.per_class.get(k, {}).get(figure, 0.0) for k in keys], width, label=r.candidate)
+    ax.set_xticks(range(len(keys)), keys, rotation=30, ha="right")
     ax.set_ylim(0, 1)
-    ax.set_ylabel("F1")
-    return _finish(fig, ax, path, grid_axis="y")
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    # above the axes: inside, it would hide the bars, which fill the plot up to 1
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(results), 4), frameon=False)
+    return _finish(fig, ax, path, grid_axis=None)
+
+
+def plot_per_class(results: Sequence[EvalResult], path: Path, most: int = 30) -> Path:
+    """Per-class F1 per candidate; with many classes, the ``most`` with the most support."""
+    labels = sorted(results[0].labels, key=lambda lab: -results[0].per_class[lab]["support"])[:most]
+    return _grouped_bars(results, labels, "f1", "F1", path)
+
+
+def plot_per_field(results: Sequence[EvalResult], path: Path, figure: str = "accuracy", most: int = 30) -> Path:
+    """extract: a per-field figure per candidate (``accuracy``: a row where both leave the field
+    empty counts as right; ``f1``); with many fields, the ``most`` with the most support."""
+    ylabel = {"accuracy": "accuracy (rows with the field right)", "f1": "F1 (field = value pairs)"}[figure]
+    return _grouped_bars(results, shown_fields(results, most), figure, ylabel, path)
 
 
 def plot_confusion(result: EvalResult, path: Path) -> Path:
@@ -190,6 +207,33 @@ def error_section(results: Sequence[EvalResult]) -> str:
     return "".join(parts) or "<p>No misses.</p>"
 
 
+def per_field_section(results: Sequence[EvalResult]) -> str:
+    """extract: one table with a row per field and a column per candidate (accuracy / F1), then
+    each candidate's full figures per field, folded."""
+    names = shown_fields(results)
+    if not names:
+        return "<p>No field in the gold records or the answers.</p>"
+    support = {k: max(r.per_class.get(k, {}).get("support", 0) for r in results) for k in names}
+    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    rows = [[k, str(support[k])] + [f"{pct(r.per_class[k]['accuracy'])} / {pct(r.per_class[k]['f1'])}"
+                                    if k in r.per_class else "n/a" for r in results] for k in names]
+    parts = [_table(["field", "support"] + [f"{r.candidate}: accuracy / F1" for r in results], rows,
+                    "per-field")]
+    for r in results:
+        detail = [[k, str(f["support"]), pct(f["accuracy"]), pct(f["precision"]), pct(f["recall"]),
+                   pct(f["f1"]), str(f["missing"]), str(f["invented"]), str(f["wrong"])]
+                  for k in names if (f := r.per_class.get(k))]
+        parts.append(f"<details><summary><b>{html.escape(r.candidate)}</b>: figures per field</summary>"
+                     + _table(["field", "support", "accuracy", "precision", "recall", "F1", "missing",
+                               "invented", "wrong"], detail, "per-field-detail") + "</details>")
+    return ("<p>Accuracy: share of rows whose answer has the field's gold value, a row where both "
+            "leave it empty (absent, null or empty) counting as right, so a field most rows lack scores "
+            "near 100% unless it is invented. Precision: share of the "
+            "answers' values for the field that are right; recall: share of the gold values found. "
+            "Support: rows whose gold record has the field.</p>"
+            + "".join(parts))
+
+
 def write_scorecard_report(root: Path, title: str, card: Any, predictions: dict[str, Sequence[Prediction]],
                            data_card: str = "", facts: dict[str, Any] | None = None,
                            extra_plots: dict[str, Path] | None = None) -> Path:
@@ -212,6 +256,11 @@ def write_scorecard_report(root: Path, title: str, card: Any, predictions: dict[
     curves = {r.candidate: r.curves["coverage"] for r in results if r.curves.get("coverage")}
     if curves:
         plots["coverage against accuracy"] = plot_coverage(curves, plots_dir / "coverage.png")
+    fielded = [r for r in results if r.per_class and not r.confusion]  # figures per field (extract)
+    if fielded and shown_fields(fielded):
+        plots["per-field accuracy"] = plot_per_field(fielded, plots_dir / "per_field_accuracy.png")
+        # where most rows leave a field empty, its accuracy is near 1 whatever the model does; F1 tells
+        plots["per-field F1"] = plot_per_field(fielded, plots_dir / "per_field_f1.png", "f1")
     tests = [[t.candidate, t.against, t.test, f"{100 * t.difference:+.1f} pts",
               f"[{100 * t.ci[0]:+.1f}, {100 * t.ci[1]:+.1f}]" if t.ci else "-", f"{t.p_value:.3g}",
               str(t.rows_needed or "-")] for t in card.tests]
@@ -228,6 +277,7 @@ def write_scorecard_report(root: Path, title: str, card: Any, predictions: dict[
 {''.join(f'<p class="review">{html.escape(r)}</p>' for r in card.reviews + card.notes)}
 <h2>Paired tests against the best baseline</h2>
 {_table(["candidate", "against", "test", "difference", "95% CI", "p", "rows to detect"], tests, "tests") if tests else "<p>No fine-tuned candidate yet.</p>"}
+{"<h2>Per field</h2>" + per_field_section(fielded) if fielded else ""}
 <h2>Figures</h2>
 {''.join(_img(p, name) for name, p in plots.items())}
 <h2>Where the misses are</h2>

@@ -3,7 +3,8 @@
 Metrics: JSON validity, schema compliance, field-level precision/recall/F1 (micro, over
 ``field = value`` pairs), exact-record match, and two kinds of miss counted apart: *missing*
 fields (in the gold record, absent from the answer) and *invented* fields (in the answer, absent
-from the gold record: what the model made up).
+from the gold record: what the model made up). The same figures per field (see
+:func:`per_field_scores`) say which fields are read right and which are not.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections import Counter
 from typing import Any, Callable, Sequence
 
 from taskfit.config import TaskSpec
-from taskfit.evaluation.stats import bootstrap_mean_ci
+from taskfit.evaluation.stats import percentile
 from taskfit.records import EvalResult, Example, Prediction
 from taskfit.tasks.base import ENDPOINT, FEW_SHOT, PROMPT_ONLY, Column, plain_text
 
@@ -65,13 +66,98 @@ def fields(record: Any, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def schema_fields(schema: Any, prefix: str = "") -> list[str]:
+    """The fields a JSON schema declares, in its order, named as :func:`fields` names them: a
+    property whose subschema has ``properties`` of its own is a nested object and contributes its
+    leaves (``address.city``); an object without declared properties contributes nothing (its keys
+    come from the data); every other property (string, number, array...) is one field."""
+    out: list[str] = []
+    if not isinstance(schema, dict):
+        return out
+    for key, sub in (schema.get("properties") or {}).items():
+        if isinstance(sub, dict) and sub.get("properties"):
+            out += schema_fields(sub, f"{prefix}{key}.")
+        elif not (isinstance(sub, dict) and sub.get("type") == "object"):
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def per_field_scores(names: Sequence[str], golds: Sequence[dict[str, str]],
+                     answers: Sequence[dict[str, str]]) -> dict[str, dict[str, float]]:
+    """Figures per field over the rows, from records flattened by :func:`fields`.
+
+    Fields: ``names`` first (the schema's), then any other field some gold record or answer has,
+    in order of appearance; so the per-field ``missing``, ``invented`` and ``wrong`` counts add up
+    to the record-level ones, and ``support`` adds up to the gold records' field count.
+
+    A field is *empty* in a record when it is absent, ``null``, ``""``, ``[]`` or ``{}`` (as
+    :func:`fields` drops them), and an answer that is not JSON has every field empty. Per field:
+
+    - ``support``: rows whose gold record has the field (not empty);
+    - ``accuracy``: share of *all* rows where the answer's normalised value (case and spacing
+      folded, a list's items in any order) equals the gold's, a row where both leave the field
+      empty counting as right (so a field the gold rarely has is
+      mostly judged on not inventing it);
+    - ``precision``, ``recall``, ``f1``: over ``field = value`` pairs, as the record-level
+      figures are (a right pair over the answer's pairs, over the gold's pairs; 0 when there are
+      none);
+    - ``missing`` (gold has it, the answer leaves it empty), ``invented`` (the answer has it, the
+      gold leaves it empty) and ``wrong`` (both have it, the values differ), as row counts.
+    """
+    count: dict[str, Counter[str]] = {name: Counter() for name in names}
+    for gold, got in zip(golds, answers):
+        for name in [*gold, *(k for k in got if k not in gold)]:
+            g, a = gold.get(name), got.get(name)
+            c = count.setdefault(name, Counter())
+            c["support"] += g is not None
+            c["predicted"] += a is not None
+            c["hits"] += g == a
+            c["missing"] += a is None
+            c["invented"] += g is None
+            c["wrong"] += None not in (g, a) and g != a
+    n = len(golds)
+    out: dict[str, dict[str, float]] = {}
+    for name, c in count.items():
+        precision = c["hits"] / c["predicted"] if c["predicted"] else 0.0
+        recall = c["hits"] / c["support"] if c["support"] else 0.0
+        misses = c["missing"] + c["invented"] + c["wrong"]  # every other row is right
+        out[name] = {"support": c["support"], "accuracy": (n - misses) / n if n else 0.0,
+                     "precision": precision, "recall": recall,
+                     "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+                     "missing": c["missing"], "invented": c["invented"], "wrong": c["wrong"]}
+    return out
+
+
+def field_f1_ci(golds: Sequence[dict[str, str]], answers: Sequence[dict[str, str]], n_boot: int = 1000,
+                seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the field F1 itself (micro: 2 x right pairs over
+    answer pairs + gold pairs), resampling rows. (The mean of the per-record F1s is another
+    figure: where records hold different numbers of fields, the field F1 can lie outside its
+    interval.)"""
+    import numpy as np
+
+    if not golds:
+        return (0.0, 0.0)
+    counts = np.array([(sum(1 for k, v in a.items() if g.get(k) == v), len(a) + len(g))
+                       for g, a in zip(golds, answers)], dtype=float)
+    n = len(counts)
+    weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), size=n_boot)  # rows drawn
+    sums = weights @ counts
+    f1 = np.divide(2 * sums[:, 0], sums[:, 1], out=np.zeros(n_boot), where=sums[:, 1] > 0)
+    return percentile(f1, 2.5), percentile(f1, 97.5)
+
+
 def score_extract(candidate: str, task: TaskSpec, examples: Sequence[Example],
                   preds: Sequence[Prediction], n_boot: int = 1000) -> EvalResult:
+    """Record- and field-level figures for one candidate (see the module docstring); the
+    figures per field (:func:`per_field_scores`) go to ``EvalResult.per_class``."""
     json_ok = schema_ok = exact = 0
     tp = n_pred = n_gold = missing = invented = wrong = 0
     per_example: list[float] = []
     counts: Counter[str] = Counter()
     errors: dict[str, list[dict]] = {}
+    golds: list[dict[str, str]] = []
+    answers: list[dict[str, str]] = []
 
     def note(bucket: str, ex: Example, pred: Prediction, detail: str) -> None:
         counts[bucket] += 1
@@ -93,6 +179,8 @@ def score_extract(candidate: str, task: TaskSpec, examples: Sequence[Example],
             if problems:
                 note("schema violation", ex, pred, problems[0])
         got = fields(value)
+        golds.append(gold)
+        answers.append(got)
         hits = sum(1 for k, v in got.items() if gold.get(k) == v)
         tp, n_pred, n_gold = tp + hits, n_pred + len(got), n_gold + len(gold)
         for key in gold.keys() - got.keys():
@@ -112,7 +200,7 @@ def score_extract(candidate: str, task: TaskSpec, examples: Sequence[Example],
     precision = tp / n_pred if n_pred else 0.0
     recall = tp / n_gold if n_gold else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    low, high = bootstrap_mean_ci(per_example, n_boot=n_boot)
+    low, high = field_f1_ci(golds, answers, n_boot=n_boot)
     metrics = {
         "field_f1": f1, "field_precision": precision, "field_recall": recall,
         "record_f1_mean": sum(per_example) / n, "field_f1_ci_low": low, "field_f1_ci_high": high,
@@ -120,8 +208,25 @@ def score_extract(candidate: str, task: TaskSpec, examples: Sequence[Example],
         "missing_fields": float(missing), "invented_fields": float(invented), "wrong_values": float(wrong),
         "invented_field_rate": invented / n_pred if n_pred else 0.0,
     }
-    return EvalResult(candidate=candidate, metrics=metrics, n=n, kind="extract",
+    per_field = per_field_scores(schema_fields(task.schema_), golds, answers)
+    return EvalResult(candidate=candidate, metrics=metrics, per_class=per_field, n=n, kind="extract",
                       per_example=per_example, error_counts=dict(counts.most_common()), errors=errors)
+
+
+def shown_fields(results: Sequence[EvalResult], most: int | None = None) -> list[str]:
+    """The fields worth a row when showing candidates' per-field figures side by side: those the
+    gold records have, then those only some answer invented (most invented first); a schema
+    field that neither ever has is left out. With ``most``, the ``most`` of them with the most
+    support (then invented values) are kept, in the same order."""
+    names = list(dict.fromkeys(k for r in results for k in r.per_class))
+    support = {k: max(r.per_class.get(k, {}).get("support", 0) for r in results) for k in names}
+    invented = {k: max(r.per_class.get(k, {}).get("invented", 0) for r in results) for k in names}
+    order = ([k for k in names if support[k]]
+             + sorted((k for k in names if not support[k] and invented[k]), key=lambda k: -invented[k]))
+    if most is not None and len(order) > most:
+        keep = set(sorted(order, key=lambda k: (-support[k], -invented[k]))[:most])
+        order = [k for k in order if k in keep]
+    return order
 
 
 TEMPLATE = """\

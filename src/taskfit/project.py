@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
 
 from taskfit.config import TaskKind, load_config
 from taskfit.errors import ConfigError
@@ -14,11 +19,10 @@ task:
   name: ticket-triage       # short name, used in run directory names
   # One sentence: what does success mean for this task?
   success: "Every ticket lands in the queue a senior agent would pick."
-  # The instruction every example is rendered with, in training and evaluation alike.
+  # The instruction every example is rendered with, in training and evaluation alike;
+  # {labels} stands for the labels below, comma-separated.
   system_prompt: >-
-    You route customer support tickets. Reply with exactly one queue name:
-    billing, refund, shipping, account_access, technical_issue, product_question,
-    cancellation, feedback.
+    You route customer support tickets. Reply with exactly one queue name: {labels}.
   # The fixed taxonomy: the model's answer is always exactly one of these.
   labels: [billing, refund, shipping, account_access, technical_issue, product_question,
            cancellation, feedback]
@@ -45,9 +49,10 @@ task:
   kind: qa                  # classify | extract | qa | generate
   name: policy-answers
   success: "Answers are correct and grounded in the documents, and it says so when they are silent."
+  # {refusal} stands for task.refusal below.
   system_prompt: >-
     Answer the question using only the context. If the context does not contain the answer,
-    say exactly: not enough evidence in the provided documents.
+    say exactly: {refusal}.
   # The answer expected when the context does not hold one.
   refusal: "not enough evidence in the provided documents"
 """,
@@ -169,11 +174,60 @@ _THRESHOLDS = {"classify": "\n    accuracy: 0.85", "extract": "\n    field_f1: 0
                "qa": "\n    f1: 0.6\n    unsupported_rate: 0.1", "generate": "\n    format_compliance: 0.95\n    style_match: 0.7"}
 
 
-def template(kind: TaskKind) -> str:
-    """The commented ``taskfit.yaml`` text for a task kind."""
+def template(kind: TaskKind, values: dict[str, Any] | None = None, header: Sequence[str] = ()) -> str:
+    """The commented ``taskfit.yaml`` text for a task kind.
+
+    ``values`` maps dotted keys of the template (``task.labels``, ``data.columns``) to the values
+    to write in place of the template's, keeping every comment; ``header`` lines are written
+    first, as comments. Raises ``AssertionError`` if the text would not read back as ``values``.
+    """
     if kind not in _TASK_SECTIONS:
         raise ConfigError(f"--task: got {kind!r}; allowed: {', '.join(_TASK_SECTIONS)}")
-    return _TASK_SECTIONS[kind] + _COMMON.replace("{thresholds}", _THRESHOLDS[kind])
+    text = _TASK_SECTIONS[kind] + _COMMON.replace("{thresholds}", _THRESHOLDS[kind])
+    for dotted, value in (values or {}).items():
+        text = _set_value(text, dotted, value)
+    doc = yaml.safe_load(text)
+    for dotted, value in (values or {}).items():
+        got = functools.reduce(lambda d, k: d[k], dotted.split("."), doc)
+        if got != value:
+            raise AssertionError(f"template: {dotted} reads back as {got!r}, not {value!r}")
+    return "".join(f"# {line}\n" if line else "#\n" for line in header) + text
+
+
+def _set_value(text: str, dotted: str, value: Any) -> str:
+    """``text`` with the template's value at ``dotted`` replaced by ``value`` in YAML.
+
+    The key's line and its continuation lines (indented deeper: a folded prompt, a wrapped list,
+    a nested mapping) are replaced; the comment at the end of the key's line is kept when the new
+    value fits on that line, and the comments around it are untouched."""
+    lines = text.split("\n")
+    parts = dotted.split(".")
+    at = -1
+    for depth, part in enumerate(parts):
+        indent = " " * (2 * depth)
+        for i in range(at + 1, len(lines)):
+            line = lines[i]
+            if line.startswith(indent + part + ":"):
+                at = i
+                break
+            body = line.lstrip(" ")
+            if body and not body.startswith("#") and len(line) - len(body) < 2 * depth:
+                raise AssertionError(f"template: no key {dotted}")  # left the parent section
+        else:
+            raise AssertionError(f"template: no key {dotted}")
+    indent = 2 * (len(parts) - 1)
+    end = at + 1
+    while end < len(lines) and lines[end].strip() and len(lines[end]) - len(lines[end].lstrip(" ")) > indent:
+        end += 1
+    scalar = not isinstance(value, (dict, list))
+    dumped = yaml.safe_dump({parts[-1]: value}, sort_keys=False, allow_unicode=True, width=96,
+                            default_flow_style=False if scalar else None).rstrip("\n").split("\n")
+    comment = re.search(r"\s+(#\s.*)$", lines[at]) if end == at + 1 else None
+    if comment and len(dumped) == 1:  # keep the comment, in its column when there is room
+        column = comment.start(1) - indent
+        dumped[0] = dumped[0].ljust(column) if len(dumped[0]) + 2 <= column else dumped[0] + "  "
+        dumped[0] += comment.group(1)
+    return "\n".join(lines[:at] + [" " * indent + d for d in dumped] + lines[end:])
 
 
 def init_project(directory: Path, kind: TaskKind, force: bool = False) -> Path:

@@ -49,7 +49,8 @@ class ReplyRules(_Spec):
 # taskfit.yaml (the classify template lists its labels only under task.labels). ``{{name}}``
 # stands for a literal ``{name}``. Other braces (a JSON example in the prompt) are left alone.
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}|\{(\w+)\}")
-_PLACEHOLDERS = {"labels": "classify: task.labels, comma-separated", "refusal": "qa: task.refusal"}
+_PLACEHOLDERS = {"labels": "classify: task.labels, comma-separated", "refusal": "qa: task.refusal",
+                 "fields": "extract: the property names of task.schema, comma-separated"}
 
 
 class TaskSpec(_Spec):
@@ -57,7 +58,8 @@ class TaskSpec(_Spec):
     name: str = Field("my-task", description="A short name, used in run directory names.")
     success: str = Field(description="One sentence: what success means for this task.")
     system_prompt: str = Field(description="The instruction every example is rendered with; {labels} "
-                                           "stands for task.labels (classify), {refusal} for task.refusal (qa).")
+                                           "stands for task.labels (classify), {refusal} for task.refusal (qa), "
+                                           "{fields} for task.schema's property names (extract).")
     labels: list[str] | None = Field(None, description="classify: the fixed taxonomy.")
     schema_: dict[str, Any] | None = Field(
         None, alias="schema", description="extract: the JSON schema every answer must satisfy.")
@@ -83,10 +85,12 @@ class TaskSpec(_Spec):
     @property
     def system_text(self) -> str:
         """The system prompt as every example is rendered with it: ``system_prompt`` with its
-        ``{labels}`` and ``{refusal}`` filled in. Raises ``ValueError`` naming task.system_prompt
+        ``{labels}``, ``{refusal}`` and ``{fields}`` filled in. Raises ``ValueError`` naming task.system_prompt
         for any other ``{name}``."""
+        properties = (self.schema_ or {}).get("properties")
         values = {"labels": ", ".join(self.labels) if self.labels else None,
-                  "refusal": self.refusal if self.kind == "qa" else None}
+                  "refusal": self.refusal if self.kind == "qa" else None,
+                  "fields": ", ".join(properties) if self.kind == "extract" and isinstance(properties, dict) else None}
 
         def fill(match: re.Match) -> str:
             if match.group(1) is not None:
@@ -97,8 +101,8 @@ class TaskSpec(_Spec):
                 raise ValueError(f"task.system_prompt: unknown placeholder {{{name}}}; allowed: {allowed}; "
                                  f"write {{{{{name}}}}} for a literal {{{name}}}")
             if values[name] is None:
-                raise ValueError(f"task.system_prompt: {{{name}}} needs {_PLACEHOLDERS[name]}, and this "
-                                 f"is a {self.kind} task")
+                raise ValueError(f"task.system_prompt: {{{name}}} is for {_PLACEHOLDERS[name]}, and "
+                                 f"task.kind is {self.kind}")
             return values[name]
 
         return _PLACEHOLDER.sub(fill, self.system_prompt)

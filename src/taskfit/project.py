@@ -1,15 +1,18 @@
-"""``taskfit init``: write a commented ``taskfit.yaml`` for one task kind."""
+"""``taskfit init``: write a commented ``taskfit.yaml`` for one task kind, or for the task a data
+file holds (``--from``)."""
 
 from __future__ import annotations
 
 import functools
+import os
 import re
 from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
 
-from taskfit.config import TaskKind, load_config
+from taskfit.config import ProjectConfig, TaskKind, load_config, parse_config
+from taskfit.data.infer import Proposal, propose
 from taskfit.errors import ConfigError
 
 _TASK_SECTIONS: dict[str, str] = {
@@ -32,8 +35,9 @@ task:
   kind: extract             # classify | extract | qa | generate
   name: order-fields
   success: "Every field a human would fill in is filled in correctly, and nothing is invented."
+  # {fields} stands for the schema's property names below.
   system_prompt: >-
-    Extract the order details from the message as JSON matching the schema.
+    Extract the order details from the message as JSON with these fields: {fields}.
   # The JSON schema every answer must satisfy.
   schema:
     type: object
@@ -240,3 +244,100 @@ def init_project(directory: Path, kind: TaskKind, force: bool = False) -> Path:
     path.write_text(template(kind), encoding="utf-8")
     load_config(path)  # what we write must validate
     return path
+
+
+# What an inferred project says until its owner writes their own: plain words, true of any data.
+_PROPOSED_WORDS: dict[str, tuple[str, str]] = {
+    "classify": ("Every row gets the label a careful person would give it.",
+                 "Classify the text. Reply with exactly one of these labels: {labels}."),
+    "extract": ("Every field the text holds is extracted correctly, and nothing is invented.",
+                "Extract the fields the text mentions as one JSON object; leave out the others. "
+                "Fields: {fields}."),
+    "qa": ("Answers are correct and come from the context, and it says so when the context is silent.",
+           "Answer the question using only the context. If the context does not contain the answer, "
+           "say exactly: {refusal}."),
+    "generate": ("Replies read like the reference replies in the data.", "Reply to the message."),
+    "dpo": ("Replies are the kind people preferred in the pairs.", "Write the assistant's next reply."),
+}
+# Base names that say nothing about the task: the project is then named after the folder.
+_GENERIC_STEMS = {"train", "training", "data", "dataset", "all", "full", "export", "rows"}
+
+
+def _project_name(file: Path) -> str:
+    stem = file.stem if file.stem.lower() not in _GENERIC_STEMS else file.resolve().parent.name
+    return re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-") or "my-task"
+
+
+def proposed_yaml(proposal: Proposal, train: str) -> str:
+    """The commented ``taskfit.yaml`` for ``proposal``, with ``data.train`` set to ``train``: the
+    kind's template with the proposed values in place and the reasons at the top."""
+    kind = proposal.kind
+    reasons = list(proposal.reasons)
+    success, prompt = _PROPOSED_WORDS["dpo" if proposal.method == "dpo" else kind]
+    values: dict[str, Any] = {"task.name": _project_name(proposal.path), "task.success": success,
+                              "task.system_prompt": prompt, "data.train": train,
+                              "data.format": proposal.format, "data.columns": proposal.columns}
+    if kind == "classify":
+        values["task.labels"] = sorted(proposal.labels)
+    if kind == "extract":
+        values["task.schema"] = proposal.schema
+    if kind == "generate" and proposal.reply_words is not None:
+        # The references set the house rules' lengths, so every one of them complies; a phrase
+        # the template forbids stays forbidden unless the references themselves use it.
+        values["task.reply.min_words"], values["task.reply.max_words"] = proposal.reply_words
+        values["task.reply.must_not_include"] = [p for p in _house_phrases() if not proposal.phrases.get(p)]
+        used = [f"'{p}' ({proposal.phrases[p]} rows)" for p in _house_phrases() if proposal.phrases.get(p)]
+        reasons.append(f"house rules from the reference replies: {proposal.reply_words[0]} to "
+                       f"{proposal.reply_words[1]} words" + (f"; not forbidding {', '.join(used)}, which "
+                                                            "they use" if used else ""))
+    if proposal.method != "lora":
+        values["train.method"] = proposal.method
+    header = [f"Proposed by `taskfit init --from {proposal.path}` ({proposal.rows} rows read):",
+              *(f"- {reason}" for reason in reasons),
+              "Check it with `taskfit data check` on this folder; write task.success and",
+              "task.system_prompt in your own words before training.", ""]
+    return template(kind, values, header)
+
+
+def _house_phrases() -> list[str]:
+    """The phrases the generate template forbids (``task.reply.must_not_include``)."""
+    return list(yaml.safe_load(_TASK_SECTIONS["generate"])["task"]["reply"]["must_not_include"])
+
+
+def propose_from(file: Path, input: str | None = None, target: str | None = None,
+                 context: str | None = None, task: str | None = None) -> Proposal:
+    """:func:`taskfit.data.infer.propose` with the phrases the generate template forbids watched."""
+    return propose(file, input=input, target=target, context=context, task=task, watch=_house_phrases())
+
+
+def init_from_file(directory: Path, file: Path, input: str | None = None, target: str | None = None,
+                   context: str | None = None, task: str | None = None,
+                   force: bool = False) -> tuple[Path, Proposal]:
+    """Propose a task from ``file`` and write it as ``directory/taskfit.yaml``; refuse to overwrite
+    unless ``force``.
+
+    ``data.train`` is the file's path relative to ``directory`` (absolute only where none exists,
+    as across Windows drives); the file is not copied: a copy doubles a large file on disk, and
+    rows added to the original later would silently never be trained on."""
+    path = directory / "taskfit.yaml"
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists", hint="pass --force to overwrite it")
+    proposal = propose_from(file, input, target, context, task)
+    try:
+        train = Path(os.path.relpath(file.resolve(), directory.resolve())).as_posix()
+    except ValueError:
+        train = str(file.resolve())
+    text = proposed_yaml(proposal, train)
+    directory.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    load_config(path)  # what we write must validate
+    return path, proposal
+
+
+def inferred_config(file: Path, input: str | None = None, target: str | None = None,
+                    context: str | None = None, task: str | None = None) -> tuple[ProjectConfig, Proposal]:
+    """The config ``init --from`` would write for ``file``, in memory, with ``data.train`` relative
+    to the file's own folder (the root to check it from)."""
+    proposal = propose_from(file, input, target, context, task)
+    text = proposed_yaml(proposal, file.name)
+    return parse_config(yaml.safe_load(text), source=f"the config inferred from {file}"), proposal

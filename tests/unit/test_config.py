@@ -117,4 +117,6 @@ def test_literal_braces_survive_and_unknown_placeholders_are_named():
     assert "task.system_prompt" in msg and "{queues}" in msg and "{labels}" in msg
     extract = yaml.safe_load(template("extract"))
     extract["task"]["system_prompt"] = "Use one of {labels}."
-    assert "task.system_prompt: {labels} needs" in _error(extract)
+    assert "task.system_prompt: {labels} is for classify" in _error(extract)
+    extract["task"]["system_prompt"] = "Fill in {fields}."
+    assert parse_config(extract).task.system_text == "Fill in order_id, amount, currency."

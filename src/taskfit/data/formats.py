@@ -12,6 +12,9 @@ preference           ``{"prompt", "chosen", "rejected"}`` or OpenAI's
 table                any row (CSV, TSV, JSONL, Parquet) read through ``data.columns``
 ===================  =========================================================================
 
+For qa, a null answer (or an empty answer cell in a table) becomes ``task.refusal``: the
+context does not hold the answer.
+
 Every converter raises ``ValueError`` whose text names the field, for the quarantine.
 """
 
@@ -114,7 +117,10 @@ def _table(obj: dict, task: TaskSpec, cols: ColumnMap) -> dict[str, Any]:
     context = None
     if cols.context:
         context = _text(obj, cols.context, f"column '{cols.context}'")
-    return {"input": text, "target": _target_text(obj.get(cols.target), task, f"column '{cols.target}'"),
+    answer = obj.get(cols.target)
+    if task.kind == "qa" and isinstance(answer, str) and not answer.strip():
+        answer = None  # a CSV or TSV cell cannot hold a null: an empty answer cell is unanswerable
+    return {"input": text, "target": _target_text(answer, task, f"column '{cols.target}'"),
             "context": context, "system": _text(obj, cols.system, required=False) if cols.system else None}
 
 

@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from taskfit.cli.main import app
@@ -201,6 +200,19 @@ def test_an_ambiguous_file_is_refused_naming_the_columns_and_the_flags(tmp_path)
     config, output = _init(tmp_path, file, "--target", "sentiment")
     assert config.task.kind == "classify" and sorted(config.task.labels) == ["bad", "good"]
     assert "topic" in output  # left as metadata, and said so
+
+
+def test_chat_rows_keep_their_format_and_the_answers_decide_the_kind(tmp_path):
+    from taskfit.data.sample import QUEUES as SAMPLE_QUEUES
+    from taskfit.data.sample import write_tickets
+
+    file = tmp_path / "support" / "tickets.jsonl"
+    write_tickets(file, n=200, seed=0)
+    config, output = _init(tmp_path, file)
+    assert config.task.kind == "classify" and config.data.format == "messages" and config.data.columns is None
+    assert sorted(config.task.labels) == sorted(SAMPLE_QUEUES) and "distinct short values → classify" in output
+    result, output = _invoke("init", tmp_path / "qa", "--from", file, "--task", "qa")
+    assert result.exit_code == 3 and "needs a context in every row" in output
 
 
 def test_a_flag_naming_a_missing_column_lists_the_columns(tmp_path):

@@ -138,7 +138,7 @@ def data_check(project: Path = typer.Argument(Path("."), help="Project directory
     from taskfit.models.registry import load_tokenizer
     from taskfit.progress import RichReporter
 
-    bare = project.is_file() and project.suffix.lower() in SUFFIXES
+    bare = project.suffix.lower() in SUFFIXES and not project.is_dir()
     if bare:
         from taskfit.project import inferred_config
 

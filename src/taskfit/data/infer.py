@@ -139,7 +139,9 @@ class ColumnStats:
         what = {"object": "JSON objects", "text": "free text", "id": "ids",
                 "label": f"{len(self.values or ())} distinct short values"}.get(role)
         if what is None:
-            kinds = [*self.other] + (["JSON objects"] if self.objects else []) + (["text"] if self.texts else [])
+            names = {"int": "numbers", "float": "numbers", "bool": "true/false", "list": "lists"}
+            kinds = list(dict.fromkeys(names.get(t, t) for t in self.other))
+            kinds += (["JSON objects"] if self.objects else []) + (["text"] if self.texts else [])
             what = "mixed " + " and ".join(kinds) if len(kinds) > 1 else f"{', '.join(kinds) or 'nothing but nulls'}"
         return f"{self.name} ({what})"
 
@@ -222,8 +224,8 @@ def _ambiguous(path: Path, what: str, found: list[ColumnStats], columns: dict[st
     options = " or ".join(f"{flag} {c.name}" for c in found) if found else f"{flag} COLUMN"
     return DataError(f"{path}: cannot tell {what}" + (f": {', '.join(c.describe() for c in found)}" if found else "")
                      + f". Columns found: {', '.join(c.describe() for c in columns.values())}",
-                     hint=f"pass {options} (and --input, --target, --context or --task for anything else "
-                          f"it gets wrong)")
+                     hint=f"pass {options}; " + ", ".join(f for f in ("--input", "--target", "--context", "--task")
+                                                          if f != flag) + " settle the rest")
 
 
 def _check_flag(path: Path, flag: str, name: str | None, columns: dict[str, ColumnStats]) -> ColumnStats | None:
@@ -238,6 +240,10 @@ def _check_flag(path: Path, flag: str, name: str | None, columns: dict[str, Colu
 def _kind_of_target(target: ColumnStats, task: str | None, has_context: bool, path: Path) -> TaskKind:
     """The kind a chosen target column makes, or the one asked for if the column can serve it."""
     role = target.role
+    if role in ("id", "other"):
+        raise DataError(f"{path}: column {target.describe()} cannot be the target: taskfit reads an answer as "
+                        "text (a label, a reply), or as a JSON object for extract",
+                        hint="write numbers and true/false as text (\"1\", not 1), or pass --target with another column")
     natural: TaskKind = ("extract" if role == "object" else "classify" if role == "label" else
                          "qa" if has_context else "generate")
     kind = task or natural
@@ -248,8 +254,7 @@ def _kind_of_target(target: ColumnStats, task: str | None, has_context: bool, pa
                 "qa": "text answers (null where unanswerable)", "generate": "text replies"}[kind]
         raise DataError(f"{path}: column {target.describe()} cannot be the target of a {kind} task, "
                         f"which needs {need}",
-                        hint="pass --target with another column, or --task with the kind this column fits"
-                             + (" (taskfit reads targets as text: write numbers as strings)" if target.other else ""))
+                        hint="pass --target with another column, or --task with the kind this column fits")
     return kind
 
 
@@ -310,10 +315,17 @@ def _propose_chat(path: Path, rows: int, fmt: str, answers: ColumnStats, with_co
                               "with DPO", hint="drop --task, or map a table's columns with --input and --target")
         return Proposal(path, rows, "generate", "dpo", "preference", None, reply_words=answers.words,
                         phrases=dict(answers.phrases),
-                        reasons=["rows have prompt, chosen and rejected → preference pairs: train.method dpo "
-                                 "(task kind generate)"])
-    kind = _kind_of_target(answers, task, with_context == rows, path)
-    reasons = [f"rows are in the {fmt} format: the user turn is the input and the assistant's answer the target"]
+                        reasons=[("rows have prompt, chosen and rejected → preference pairs: train.method dpo "
+                                  "(task kind generate)")])
+    has_context = with_context == answers.rows
+    kind = _kind_of_target(answers, task, has_context, path)
+    if kind == "qa" and not has_context:
+        raise DataError(f"{path}: a qa task needs a context in every row; {answers.rows - with_context} of "
+                        f"{answers.rows} {fmt} rows have none", hint="add a \"context\" key to each row, or drop --task qa")
+    reasons = [f"rows are in the {fmt} format: the user turn is the input and the assistant's answer the target",
+               {"classify": f"the answers have {len(answers.values or ())} distinct short values → classify",
+                "extract": "the answers are JSON objects → extract, with a schema from their keys",
+                "qa": "every row has a context → qa", "generate": "the answers are free text → generate"}[kind]]
     return _finish(path, rows, kind, fmt, None, answers, reasons)
 
 

@@ -6,6 +6,7 @@ silently ignored), and every error names the key, the value and what is allowed,
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,8 +35,6 @@ class ReplyRules(_Spec):
 
     @model_validator(mode="after")
     def _valid(self) -> "ReplyRules":
-        import re
-
         for pattern in self.patterns:
             try:
                 re.compile(pattern)
@@ -46,12 +45,22 @@ class ReplyRules(_Spec):
         return self
 
 
+# ``{name}`` in task.system_prompt is filled from the task itself, so a value is written once in
+# taskfit.yaml (the classify template lists its labels only under task.labels). ``{{name}}``
+# stands for a literal ``{name}``. Other braces (a JSON example in the prompt) are left alone.
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}|\{(\w+)\}")
+_PLACEHOLDERS = {"labels": "classify: task.labels, comma-separated", "refusal": "qa: task.refusal",
+                 "fields": "extract: the property names of task.schema, comma-separated"}
+
+
 class TaskSpec(_Spec):
     kind: TaskKind = Field(description="What the model must do: classify, extract, qa or generate (or a "
                                        "kind registered with taskfit.tasks.register).")
     name: str = Field("my-task", description="A short name, used in run directory names.")
     success: str = Field(description="One sentence: what success means for this task.")
-    system_prompt: str = Field(description="The instruction every example is rendered with.")
+    system_prompt: str = Field(description="The instruction every example is rendered with; {labels} "
+                                           "stands for task.labels (classify), {refusal} for task.refusal (qa), "
+                                           "{fields} for task.schema's property names (extract).")
     labels: list[str] | None = Field(None, description="classify: the fixed taxonomy.")
     schema_: dict[str, Any] | None = Field(
         None, alias="schema", description="extract: the JSON schema every answer must satisfy.")
@@ -65,7 +74,33 @@ class TaskSpec(_Spec):
         from taskfit.tasks import get_task  # the kinds import this module
 
         get_task(self.kind).check_spec(self)
+        self.system_text  # an unknown or inapplicable {placeholder} is a config error
         return self
+
+    @property
+    def system_text(self) -> str:
+        """The system prompt as every example is rendered with it: ``system_prompt`` with its
+        ``{labels}``, ``{refusal}`` and ``{fields}`` filled in. Raises ``ValueError`` naming task.system_prompt
+        for any other ``{name}``."""
+        properties = (self.schema_ or {}).get("properties")
+        values = {"labels": ", ".join(self.labels) if self.labels else None,
+                  "refusal": self.refusal if self.kind == "qa" else None,
+                  "fields": ", ".join(properties) if self.kind == "extract" and isinstance(properties, dict) else None}
+
+        def fill(match: re.Match) -> str:
+            if match.group(1) is not None:
+                return "{" + match.group(1) + "}"
+            name = match.group(2)
+            if name not in values:
+                allowed = "; ".join(f"{{{k}}} ({v})" for k, v in _PLACEHOLDERS.items())
+                raise ValueError(f"task.system_prompt: unknown placeholder {{{name}}}; allowed: {allowed}; "
+                                 f"write {{{{{name}}}}} for a literal {{{name}}}")
+            if values[name] is None:
+                raise ValueError(f"task.system_prompt: {{{name}}} is for {_PLACEHOLDERS[name]}, and "
+                                 f"task.kind is {self.kind}")
+            return values[name]
+
+        return _PLACEHOLDER.sub(fill, self.system_prompt)
 
 
 class ModelSpec(_Spec):

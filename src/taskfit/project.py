@@ -1,72 +1,19 @@
-"""``taskfit init``: write a commented ``taskfit.yaml`` for one task kind."""
+"""``taskfit init``: write a commented ``taskfit.yaml`` for one task kind, or for the task a data
+file holds (``--from``)."""
 
 from __future__ import annotations
 
+import functools
+import os
+import re
 from pathlib import Path
+from typing import Any, Sequence
 
-from taskfit.config import TaskKind, load_config
+import yaml
+
+from taskfit.config import ProjectConfig, TaskKind, load_config, parse_config
+from taskfit.data.infer import Proposal, propose
 from taskfit.errors import ConfigError
-
-_TASK_SECTIONS: dict[str, str] = {
-    "classify": """\
-task:
-  kind: classify            # classify | extract | qa | generate
-  name: ticket-triage       # short name, used in run directory names
-  # One sentence: what does success mean for this task?
-  success: "Every ticket lands in the queue a senior agent would pick."
-  # The instruction every example is rendered with, in training and evaluation alike.
-  system_prompt: >-
-    You route customer support tickets. Reply with exactly one queue name:
-    billing, refund, shipping, account_access, technical_issue, product_question,
-    cancellation, feedback.
-  # The fixed taxonomy: the model's answer is always exactly one of these.
-  labels: [billing, refund, shipping, account_access, technical_issue, product_question,
-           cancellation, feedback]
-""",
-    "extract": """\
-task:
-  kind: extract             # classify | extract | qa | generate
-  name: order-fields
-  success: "Every field a human would fill in is filled in correctly, and nothing is invented."
-  system_prompt: >-
-    Extract the order details from the message as JSON matching the schema.
-  # The JSON schema every answer must satisfy.
-  schema:
-    type: object
-    properties:
-      order_id: {type: string}
-      amount: {type: number}
-      currency: {type: string}
-    required: [order_id]
-    additionalProperties: false
-""",
-    "qa": """\
-task:
-  kind: qa                  # classify | extract | qa | generate
-  name: policy-answers
-  success: "Answers are correct and grounded in the documents, and it says so when they are silent."
-  system_prompt: >-
-    Answer the question using only the context. If the context does not contain the answer,
-    say exactly: not enough evidence in the provided documents.
-  # The answer expected when the context does not hold one.
-  refusal: "not enough evidence in the provided documents"
-""",
-    "generate": """\
-task:
-  kind: generate            # classify | extract | qa | generate
-  name: house-style-replies
-  success: "Replies read like our best agents wrote them: short, warm, and correct."
-  system_prompt: >-
-    You are a customer support agent. Reply in our house style: greet the customer by name,
-    answer in at most three sentences, and close with an offer to help further.
-  reply:                    # house rules, checked on every reply (format compliance)
-    min_words: 10
-    max_words: 120
-    must_include: []        # phrases every reply contains, e.g. ["let me know"]
-    must_not_include: ["as an AI"]
-    patterns: []            # regular expressions every reply matches
-""",
-}
 
 _COMMON = """\
 
@@ -165,15 +112,65 @@ eval:
 """
 
 
-_THRESHOLDS = {"classify": "\n    accuracy: 0.85", "extract": "\n    field_f1: 0.8\n    valid_rate: 1.0",
-               "qa": "\n    f1: 0.6\n    unsupported_rate: 0.1", "generate": "\n    format_compliance: 0.95\n    style_match: 0.7"}
+def template(kind: TaskKind, values: dict[str, Any] | None = None, header: Sequence[str] = ()) -> str:
+    """The commented ``taskfit.yaml`` text for a task kind.
+
+    ``values`` maps dotted keys of the template (``task.labels``, ``data.columns``) to the values
+    to write in place of the template's, keeping every comment; ``header`` lines are written
+    first, as comments. Raises ``AssertionError`` if the text would not read back as ``values``.
+    """
+    from taskfit.tasks import get_task, kinds
+
+    try:
+        task = get_task(kind)
+    except ValueError:
+        raise ConfigError(f"--task: got {kind!r}; allowed: {', '.join(kinds())}") from None
+    thresholds = "".join(f"\n    {k}: {v}" for k, v in task.thresholds.items()) or " {}"
+    text = task.template + _COMMON.replace("{thresholds}", thresholds)
+    for dotted, value in (values or {}).items():
+        text = _set_value(text, dotted, value)
+    doc = yaml.safe_load(text)
+    for dotted, value in (values or {}).items():
+        got = functools.reduce(lambda d, k: d[k], dotted.split("."), doc)
+        if got != value:
+            raise AssertionError(f"template: {dotted} reads back as {got!r}, not {value!r}")
+    return "".join(f"# {line}\n" if line else "#\n" for line in header) + text
 
 
-def template(kind: TaskKind) -> str:
-    """The commented ``taskfit.yaml`` text for a task kind."""
-    if kind not in _TASK_SECTIONS:
-        raise ConfigError(f"--task: got {kind!r}; allowed: {', '.join(_TASK_SECTIONS)}")
-    return _TASK_SECTIONS[kind] + _COMMON.replace("{thresholds}", _THRESHOLDS[kind])
+def _set_value(text: str, dotted: str, value: Any) -> str:
+    """``text`` with the template's value at ``dotted`` replaced by ``value`` in YAML.
+
+    The key's line and its continuation lines (indented deeper: a folded prompt, a wrapped list,
+    a nested mapping) are replaced; the comment at the end of the key's line is kept when the new
+    value fits on that line, and the comments around it are untouched."""
+    lines = text.split("\n")
+    parts = dotted.split(".")
+    at = -1
+    for depth, part in enumerate(parts):
+        indent = " " * (2 * depth)
+        for i in range(at + 1, len(lines)):
+            line = lines[i]
+            if line.startswith(indent + part + ":"):
+                at = i
+                break
+            body = line.lstrip(" ")
+            if body and not body.startswith("#") and len(line) - len(body) < 2 * depth:
+                raise AssertionError(f"template: no key {dotted}")  # left the parent section
+        else:
+            raise AssertionError(f"template: no key {dotted}")
+    indent = 2 * (len(parts) - 1)
+    end = at + 1
+    while end < len(lines) and lines[end].strip() and len(lines[end]) - len(lines[end].lstrip(" ")) > indent:
+        end += 1
+    scalar = not isinstance(value, (dict, list))
+    dumped = yaml.safe_dump({parts[-1]: value}, sort_keys=False, allow_unicode=True, width=96,
+                            default_flow_style=False if scalar else None).rstrip("\n").split("\n")
+    comment = re.search(r"\s+(#\s.*)$", lines[at]) if end == at + 1 else None
+    if comment and len(dumped) == 1:  # keep the comment, in its column when there is room
+        column = comment.start(1) - indent
+        dumped[0] = dumped[0].ljust(column) if len(dumped[0]) + 2 <= column else dumped[0] + "  "
+        dumped[0] += comment.group(1)
+    return "\n".join(lines[:at] + [" " * indent + d for d in dumped] + lines[end:])
 
 
 def init_project(directory: Path, kind: TaskKind, force: bool = False) -> Path:
@@ -186,3 +183,100 @@ def init_project(directory: Path, kind: TaskKind, force: bool = False) -> Path:
     path.write_text(template(kind), encoding="utf-8")
     load_config(path)  # what we write must validate
     return path
+
+
+# What an inferred project says until its owner writes their own: plain words, true of any data.
+_PROPOSED_WORDS: dict[str, tuple[str, str]] = {
+    "classify": ("Every row gets the label a careful person would give it.",
+                 "Classify the text. Reply with exactly one of these labels: {labels}."),
+    "extract": ("Every field the text holds is extracted correctly, and nothing is invented.",
+                "Extract the fields the text mentions as one JSON object; leave out the others. "
+                "Fields: {fields}."),
+    "qa": ("Answers are correct and come from the context, and it says so when the context is silent.",
+           "Answer the question using only the context. If the context does not contain the answer, "
+           "say exactly: {refusal}."),
+    "generate": ("Replies read like the reference replies in the data.", "Reply to the message."),
+    "dpo": ("Replies are the kind people preferred in the pairs.", "Write the assistant's next reply."),
+}
+# Base names that say nothing about the task: the project is then named after the folder.
+_GENERIC_STEMS = {"train", "training", "data", "dataset", "all", "full", "export", "rows"}
+
+
+def _project_name(file: Path) -> str:
+    stem = file.stem if file.stem.lower() not in _GENERIC_STEMS else file.resolve().parent.name
+    return re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-") or "my-task"
+
+
+def proposed_yaml(proposal: Proposal, train: str) -> str:
+    """The commented ``taskfit.yaml`` for ``proposal``, with ``data.train`` set to ``train``: the
+    kind's template with the proposed values in place and the reasons at the top."""
+    kind = proposal.kind
+    reasons = list(proposal.reasons)
+    success, prompt = _PROPOSED_WORDS["dpo" if proposal.method == "dpo" else kind]
+    values: dict[str, Any] = {"task.name": _project_name(proposal.path), "task.success": success,
+                              "task.system_prompt": prompt, "data.train": train,
+                              "data.format": proposal.format, "data.columns": proposal.columns}
+    if kind == "classify":
+        values["task.labels"] = sorted(proposal.labels)
+    if kind == "extract":
+        values["task.schema"] = proposal.schema
+    if kind == "generate" and proposal.reply_words is not None:
+        # The references set the house rules' lengths, so every one of them complies; a phrase
+        # the template forbids stays forbidden unless the references themselves use it.
+        values["task.reply.min_words"], values["task.reply.max_words"] = proposal.reply_words
+        values["task.reply.must_not_include"] = [p for p in _house_phrases() if not proposal.phrases.get(p)]
+        used = [f"'{p}' ({proposal.phrases[p]} rows)" for p in _house_phrases() if proposal.phrases.get(p)]
+        reasons.append(f"house rules from the reference replies: {proposal.reply_words[0]} to "
+                       f"{proposal.reply_words[1]} words" + (f"; not forbidding {', '.join(used)}, which "
+                                                            "they use" if used else ""))
+    if proposal.method != "lora":
+        values["train.method"] = proposal.method
+    header = [f"Proposed by `taskfit init --from {proposal.path}` ({proposal.rows} rows read):",
+              *(f"- {reason}" for reason in reasons),
+              "Check it with `taskfit data check` on this folder; write task.success and",
+              "task.system_prompt in your own words before training.", ""]
+    return template(kind, values, header)
+
+
+def _house_phrases() -> list[str]:
+    """The phrases the generate template forbids (``task.reply.must_not_include``)."""
+    return list(yaml.safe_load(get_task("generate").template)["task"]["reply"]["must_not_include"])
+
+
+def propose_from(file: Path, input: str | None = None, target: str | None = None,
+                 context: str | None = None, task: str | None = None) -> Proposal:
+    """:func:`taskfit.data.infer.propose` with the phrases the generate template forbids watched."""
+    return propose(file, input=input, target=target, context=context, task=task, watch=_house_phrases())
+
+
+def init_from_file(directory: Path, file: Path, input: str | None = None, target: str | None = None,
+                   context: str | None = None, task: str | None = None,
+                   force: bool = False) -> tuple[Path, Proposal]:
+    """Propose a task from ``file`` and write it as ``directory/taskfit.yaml``; refuse to overwrite
+    unless ``force``.
+
+    ``data.train`` is the file's path relative to ``directory`` (absolute only where none exists,
+    as across Windows drives); the file is not copied: a copy doubles a large file on disk, and
+    rows added to the original later would silently never be trained on."""
+    path = directory / "taskfit.yaml"
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists", hint="pass --force to overwrite it")
+    proposal = propose_from(file, input, target, context, task)
+    try:
+        train = Path(os.path.relpath(file.resolve(), directory.resolve())).as_posix()
+    except ValueError:
+        train = str(file.resolve())
+    text = proposed_yaml(proposal, train)
+    directory.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    load_config(path)  # what we write must validate
+    return path, proposal
+
+
+def inferred_config(file: Path, input: str | None = None, target: str | None = None,
+                    context: str | None = None, task: str | None = None) -> tuple[ProjectConfig, Proposal]:
+    """The config ``init --from`` would write for ``file``, in memory, with ``data.train`` relative
+    to the file's own folder (the root to check it from)."""
+    proposal = propose_from(file, input, target, context, task)
+    text = proposed_yaml(proposal, file.name)
+    return parse_config(yaml.safe_load(text), source=f"the config inferred from {file}"), proposal

@@ -33,26 +33,12 @@ def make_quickstart_project(directory: Path, seed: int = 0, full: bool = False,
     directory.mkdir(parents=True, exist_ok=True)
     write_tickets(directory / "data" / "tickets.jsonl", n=n_tickets, seed=seed)
     size = FULL if full else QUICK
-    text = template("classify")
+    # Keep the template's comments: set only the values the quickstart chooses.
+    text = template("classify", {
+        "data.train": "data/tickets.jsonl", "data.seed": seed,
+        "data.max_train_examples": size["max_train_examples"], "data.max_eval_examples": size["max_eval_examples"],
+        "train.learning_rate": size["learning_rate"], "train.epochs": size["epochs"], "train.seed": seed})
     if yaml.safe_load(text)["task"]["labels"] != list(QUEUES):
         raise AssertionError("the classify template's labels and the sample queues drifted apart")
-    # Keep the template's comments: change only the lines the quickstart sets.
-    replacements = {
-        "  train: data/train.jsonl": "  train: data/tickets.jsonl",
-        "  seed: 0                   # same seed, same split": f"  seed: {seed}                   # same seed, same split",
-        "  max_train_examples: null": f"  max_train_examples: {_y(size['max_train_examples'])}",
-        "  max_eval_examples: null": f"  max_eval_examples: {_y(size['max_eval_examples'])}",
-        "  learning_rate: null": f"  learning_rate: {size['learning_rate']}",
-        "  epochs: 1 ": f"  epochs: {size['epochs']} ",
-        "  seed: 0\n\nbaselines:": f"  seed: {seed}\n\nbaselines:",
-    }
-    for old, new in replacements.items():
-        if old not in text:
-            raise AssertionError(f"quickstart template line not found: {old!r}")
-        text = text.replace(old, new, 1)
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def _y(value: object) -> str:
-    return "null" if value is None else str(value)

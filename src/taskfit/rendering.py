@@ -43,7 +43,7 @@ def messages_for(task: TaskSpec, example: Example, text: str | None = None,
                  shots: Sequence[Example] = ()) -> list[dict[str, str]]:
     """The chat messages of an example's prompt (no assistant turn). ``shots`` are solved
     examples shown first, as earlier user/assistant turns (the few-shot baseline)."""
-    system = example.system if example.system is not None else task.system_prompt
+    system = example.system if example.system is not None else task.system_text
     turns = [m for shot in shots for m in ({"role": "user", "content": user_text(shot)},
                                            {"role": "assistant", "content": shot.target})]
     return [{"role": "system", "content": system}, *turns,

@@ -93,3 +93,30 @@ def test_cli_reports_broken_config_without_traceback(tmp_path, edit, expected):
     output = result.output + (result.stderr if hasattr(result, "stderr") else "")
     assert expected in output
     assert "Traceback" not in output
+
+
+def test_labels_are_written_once_and_fill_the_system_prompt():
+    text = template("classify")
+    doc = yaml.safe_load(text)
+    assert "{labels}" in doc["task"]["system_prompt"] and text.count("product_question") == 1
+    config = parse_config(doc)
+    assert config.task.system_text.endswith("queue name: " + ", ".join(config.task.labels) + ".")
+    doc["task"]["labels"] = ["yes", "no"]  # edited in one place, the prompt follows
+    assert parse_config(doc).task.system_text.endswith("queue name: yes, no.")
+    qa = parse_config(yaml.safe_load(template("qa"))).task
+    assert qa.system_text.endswith(f"say exactly: {qa.refusal}.") and "{" not in qa.system_text
+
+
+def test_literal_braces_survive_and_unknown_placeholders_are_named():
+    doc = _doc()
+    doc["task"]["system_prompt"] = 'Reply like {"queue": "billing"} or {{labels}}: {labels}'
+    task = parse_config(doc).task
+    assert task.system_text == 'Reply like {"queue": "billing"} or {labels}: ' + ", ".join(task.labels)
+    doc["task"]["system_prompt"] = "Route it to {queues}."
+    msg = _error(doc)
+    assert "task.system_prompt" in msg and "{queues}" in msg and "{labels}" in msg
+    extract = yaml.safe_load(template("extract"))
+    extract["task"]["system_prompt"] = "Use one of {labels}."
+    assert "task.system_prompt: {labels} is for classify" in _error(extract)
+    extract["task"]["system_prompt"] = "Fill in {fields}."
+    assert parse_config(extract).task.system_text == "Fill in order_id, amount, currency."

@@ -48,3 +48,13 @@ def test_qa_context_is_part_of_the_user_turn(tiny, classify_task):
     ex = Example(id="1", input="When does the shop open?", target="9am", context="The shop opens at 9am.")
     text = tiny.tokenizer.decode(render(tiny.tokenizer, classify_task, ex).ids)
     assert "Context:\nThe shop opens at 9am.\n\nQuestion: When does the shop open?" in text
+
+
+def test_the_rendered_system_prompt_lists_the_labels_from_task_labels(tiny, classify_task):
+    from taskfit.rendering import messages_for
+
+    task = classify_task.model_copy(update={"system_prompt": "Reply with one of: {labels}."})
+    ex = Example(id="1", input="I was charged twice", target="billing")
+    assert messages_for(task, ex)[0]["content"] == "Reply with one of: " + ", ".join(task.labels) + "."
+    text = tiny.tokenizer.decode(render(tiny.tokenizer, task, ex).ids)
+    assert "{labels}" not in text and "billing, refund" in text

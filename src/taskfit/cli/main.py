@@ -60,14 +60,32 @@ def models() -> None:
 @app.command()
 @_friendly
 def init(directory: Path = typer.Argument(..., help="Project directory to create."),
-         task: str = typer.Option("classify", "--task", help="classify | extract | qa | generate"),
+         task: Optional[str] = typer.Option(None, "--task", help="classify | extract | qa | generate "
+                                            "(default classify; with --from, read from the data)"),
+         from_: Optional[Path] = typer.Option(None, "--from", help="A CSV, TSV, JSONL or Parquet file: "
+                                              "propose the task, columns and labels or schema from it."),
+         input_: Optional[str] = typer.Option(None, "--input", help="--from: the input column."),
+         target: Optional[str] = typer.Option(None, "--target", help="--from: the answer column."),
+         context: Optional[str] = typer.Option(None, "--context", help="--from: qa's passage column."),
          force: bool = typer.Option(False, help="Overwrite an existing taskfit.yaml.")) -> None:
-    """Write a commented taskfit.yaml for one task kind."""
-    from taskfit.project import init_project
+    """Write a commented taskfit.yaml for one task kind, or for the task a data file holds (--from)."""
+    from taskfit.errors import ConfigError
+    from taskfit.project import init_from_file, init_project
 
-    path = init_project(directory, task, force=force)  # type: ignore[arg-type]
-    out.print(f"wrote {path}: edit the task section, put your data in {directory / 'data'}, "
-              f"then run `taskfit run {directory}`")
+    if from_ is None:
+        if input_ or target or context:
+            raise ConfigError("--input, --target and --context name columns of the --from file",
+                              hint="pass --from FILE too, or drop them")
+        path = init_project(directory, task or "classify", force=force)  # type: ignore[arg-type]
+        out.print(f"wrote {path}: edit the task section, put your data in {directory / 'data'}, "
+                  f"then run `taskfit run {directory}`")
+        return
+    path, proposal = init_from_file(directory, from_, input=input_, target=target, context=context,
+                                    task=task, force=force)
+    for line in proposal.summary():
+        out.print(line, highlight=False, soft_wrap=True)
+    out.print(f"wrote {path}: check it with `taskfit data check {directory}`, write task.success and "
+              f"task.system_prompt in your own words, then run `taskfit run {directory}`", highlight=False)
 
 
 data_app = typer.Typer(no_args_is_help=True, help="Check and prepare the data before any training.")
@@ -104,21 +122,47 @@ def _print_card(card) -> None:
 
 @data_app.command("check")
 @_friendly
-def data_check(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
-               tokens: bool = typer.Option(True, help="Count tokens with the model's tokenizer.")) -> None:
-    """Validate taskfit.yaml and audit the data; write data_card.md and data_card.json."""
+def data_check(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml, or a bare "
+                                              "data file (CSV, TSV, JSONL, Parquet): its mapping is inferred."),
+               tokens: bool = typer.Option(True, help="Count tokens with the model's tokenizer."),
+               task: Optional[str] = typer.Option(None, "--task", help="Bare file: the task kind."),
+               input_: Optional[str] = typer.Option(None, "--input", help="Bare file: the input column."),
+               target: Optional[str] = typer.Option(None, "--target", help="Bare file: the answer column."),
+               context: Optional[str] = typer.Option(None, "--context", help="Bare file: qa's passage column.")) -> None:
+    """Validate taskfit.yaml and audit the data; write data_card.md and data_card.json. On a bare
+    data file, check the config `taskfit init --from` would write, without writing anything."""
     from taskfit.data.card import write_card
     from taskfit.data.prepare import check_data
+    from taskfit.data.read import SUFFIXES
+    from taskfit.errors import ConfigError
     from taskfit.models.registry import load_tokenizer
     from taskfit.progress import RichReporter
 
-    config, root = _project_config(project)
+    bare = project.suffix.lower() in SUFFIXES and not project.is_dir()
+    if bare:
+        from taskfit.project import inferred_config
+
+        config, proposal = inferred_config(project, input=input_, target=target, context=context, task=task)
+        root = project.parent
+        out.print(f"no taskfit.yaml: inferred the mapping from {project}, as `taskfit init DIR --from "
+                  f"{project}` would", highlight=False, soft_wrap=True)
+        for line in proposal.summary():
+            out.print(line, highlight=False, soft_wrap=True)
+    else:
+        if task or input_ or target or context:
+            raise ConfigError("--task, --input, --target and --context are for a bare data file",
+                              hint="a project's mapping is in its taskfit.yaml (task.kind, data.columns)")
+        config, root = _project_config(project)
     reporter = RichReporter(err)
     tokenizer = load_tokenizer(config.model.name, status=reporter.status) if tokens else None
     with reporter.bar("checking rows", None) as advance:
         card = check_data(config, root, tokenizer=tokenizer, on_row=advance)
-    paths = write_card(card, root)
     _print_card(card)
+    if bare:
+        out.print(f"nothing written (no project); `taskfit init DIR --from {project}` writes this config",
+                  highlight=False, soft_wrap=True)
+        return
+    paths = write_card(card, root)
     out.print(f"data card: {paths['card_md']}")
 
 

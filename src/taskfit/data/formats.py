@@ -12,6 +12,9 @@ preference           ``{"prompt", "chosen", "rejected"}`` or OpenAI's
 table                any row (CSV, TSV, JSONL, Parquet) read through ``data.columns``
 ===================  =========================================================================
 
+Each task kind turns an answer value into the answer text (``Task.target_text``): for qa, a null
+answer (or an empty answer cell in a table) becomes ``task.refusal``: the context does not hold it.
+
 Every converter raises ``ValueError`` whose text names the field, for the quarantine.
 """
 

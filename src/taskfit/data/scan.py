@@ -255,7 +255,7 @@ class TokenCounter:
         one = lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
         self.overhead = len(r.ids) - one("x") - one("y")
         self.tokenizer = tokenizer
-        self.system_len = one(task.system_prompt)
+        self.system_len = one(task.system_text)
         self.pending: list[tuple[str, str, str | None, str | None, str]] = []
 
     def add(self, rec: Example | PreferencePair) -> None:
@@ -350,7 +350,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
         if isinstance(rec, Example):
             if task.labels:
                 result.labels[rec.target] += 1
-            result.system_prompts[rec.system if rec.system is not None else task.system_prompt] += 1
+            result.system_prompts[rec.system if rec.system is not None else task.system_text] += 1
         if counter is not None:
             counter.add(rec)
             if len(counter.pending) >= 512:

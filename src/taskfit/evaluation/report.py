@@ -183,6 +183,7 @@ STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; font-size: .92em; } th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; } .verdict { font-size: 1.15em; padding: .6em 1em; background: #eef6ee; border-left: 4px solid #3a3; }
+.success { font-style: italic; color: #444; }
 .warning { padding: .5em 1em; background: #fff6e0; border-left: 4px solid #e90; }
 figure { display: inline-block; margin: .5em; } img { max-width: 100%; } details { margin: .4em 0; }
 """
@@ -236,9 +237,10 @@ def per_field_section(results: Sequence[EvalResult]) -> str:
 
 def write_scorecard_report(root: Path, title: str, card: Any, predictions: dict[str, Sequence[Prediction]],
                            data_card: str = "", facts: dict[str, Any] | None = None,
-                           extra_plots: dict[str, Path] | None = None) -> Path:
+                           extra_plots: dict[str, Path] | None = None, success: str | None = None) -> Path:
     """A self-contained ``report.html`` (images inlined, no network): verdict, scorecard, paired
-    tests, figures, error buckets with examples, and the data summary."""
+    tests, figures, error buckets with examples, and the data summary. ``success`` (the project's
+    task.success) is shown under the title: what the numbers below are meant to show."""
     plots_dir = root / "plots"
     plots_dir.mkdir(exist_ok=True)
     results = card.results
@@ -270,6 +272,7 @@ def write_scorecard_report(root: Path, title: str, card: Any, predictions: dict[
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
+{f'<p class="success" id="success"><b>Success means:</b> {html.escape(success)}</p>' if success else ''}
 <p class="verdict" id="verdict">{html.escape(card.verdict)}</p>
 {''.join(f'<p class="warning">{html.escape(w)}</p>' for w in card.warnings)}
 <h2>Scorecard (held-out split)</h2>

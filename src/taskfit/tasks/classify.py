@@ -152,11 +152,10 @@ task:
   name: ticket-triage       # short name, used in run directory names
   # One sentence: what does success mean for this task?
   success: "Every ticket lands in the queue a senior agent would pick."
-  # The instruction every example is rendered with, in training and evaluation alike.
+  # The instruction every example is rendered with, in training and evaluation alike;
+  # {labels} stands for the labels below, comma-separated.
   system_prompt: >-
-    You route customer support tickets. Reply with exactly one queue name:
-    billing, refund, shipping, account_access, technical_issue, product_question,
-    cancellation, feedback.
+    You route customer support tickets. Reply with exactly one queue name: {labels}.
   # The fixed taxonomy: the model's answer is always exactly one of these.
   labels: [billing, refund, shipping, account_access, technical_issue, product_question,
            cancellation, feedback]

@@ -234,8 +234,9 @@ task:
   kind: extract             # classify | extract | qa | generate
   name: order-fields
   success: "Every field a human would fill in is filled in correctly, and nothing is invented."
+  # {fields} stands for the schema's property names below.
   system_prompt: >-
-    Extract the order details from the message as JSON matching the schema.
+    Extract the order details from the message as JSON with these fields: {fields}.
   # The JSON schema every answer must satisfy.
   schema:
     type: object

@@ -115,9 +115,10 @@ task:
   kind: qa                  # classify | extract | qa | generate
   name: policy-answers
   success: "Answers are correct and grounded in the documents, and it says so when they are silent."
+  # {refusal} stands for task.refusal below.
   system_prompt: >-
     Answer the question using only the context. If the context does not contain the answer,
-    say exactly: not enough evidence in the provided documents.
+    say exactly: {refusal}.
   # The answer expected when the context does not hold one.
   refusal: "not enough evidence in the provided documents"
 """
@@ -151,7 +152,10 @@ class QaTask:
             raise ValueError("task.refusal: a qa task needs the answer it gives when the context is silent")
 
     def target_text(self, spec: TaskSpec, value: Any) -> str:
-        return spec.refusal if value is None else plain_text(value)  # null: not answerable
+        # null, or an empty cell (a CSV or TSV cell cannot hold a null): the context does not hold it
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return spec.refusal
+        return plain_text(value)
 
     def answer_check(self, spec: TaskSpec) -> Callable[[Example], None]:
         def check(ex: Example) -> None:

@@ -1,0 +1,418 @@
+"""Propose a task from a bare data file: its kind, column mapping, labels or schema, and why.
+
+``taskfit init DIR --from FILE`` writes the proposal as a ``taskfit.yaml``; ``taskfit data check
+FILE`` checks it in memory. Both call :func:`propose`, so what one proposes the other checks.
+
+One streaming pass keeps a few counters per column (never the rows): how many values are null,
+text, JSON objects or something else, their lengths, up to ``LABEL_CAP`` distinct short values,
+and for objects their keys and value types. From those, each column gets a role:
+
+============  =================================================================================
+``object``    every value a JSON object (a dict, or a CSV cell holding one): an extract target
+``label``     few distinct short one-line texts that repeat: a classify target (or metadata)
+``text``      free text: an input, a context, a qa answer or a generate reply
+``id``        named like an id (id, uuid, ``*_id``): never a target
+``other``     numbers, lists, mixed values: never chosen, named in errors
+============  =================================================================================
+
+The choice then reads like a person's: a column of objects is extracted; a passage-named text
+column makes qa; two free-text columns are an input and its reply; one free-text column beside a
+label column is classified. Names break ties (``label``, ``answer``, ``response`` are targets;
+``text``, ``question``, ``instruction`` inputs); when they cannot, the proposal is refused with a
+:class:`DataError` that lists every column with its role and the flags that settle it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence, get_args
+
+from taskfit.config import TaskKind, TaskSpec
+from taskfit.data.formats import convert, detect_format
+from taskfit.data.read import read_rows
+from taskfit.errors import ConfigError, DataError
+from taskfit.records import Example, PreferencePair
+
+# More distinct values than this and a column is not a label set anyone would list in taskfit.yaml.
+LABEL_CAP = 1000
+# A label is a short name: the longest in the shared sets is 25 characters (clinc150), while the
+# shortest free text that repeats, qa passages, runs to hundreds.
+LABEL_MAX_CHARS = 64
+
+TARGET_NAMES = ("target", "label", "labels", "class", "category", "intent", "output", "answer",
+                "answers", "response", "reply", "completion", "fields", "entities", "slots", "y")
+INPUT_NAMES = ("input", "text", "question", "query", "prompt", "instruction", "message", "utterance",
+               "sentence", "ticket", "request", "body", "content", "x")
+CONTEXT_NAMES = ("context", "passage", "document", "article", "paragraph", "evidence")
+ID_NAMES = ("id", "uuid", "guid")
+Role = Literal["object", "label", "text", "id", "other"]
+
+
+def _json_object(text: str) -> dict | None:
+    """The dict a text cell holds (``{"city": "Oslo"}`` in a CSV), or None."""
+    stripped = text.strip()
+    if not stripped.startswith("{"):
+        return None
+    try:
+        value = json.loads(stripped)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+_JSON_TYPES = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"),
+               (list, "array"), (dict, "object"), (type(None), "null"))
+
+
+def _json_type(value: Any) -> str:
+    return next(name for t, name in _JSON_TYPES if isinstance(value, t))  # bool before int
+
+
+@dataclass
+class ColumnStats:
+    """Counters for one column over every row, in constant memory (``LABEL_CAP`` values at most)."""
+
+    name: str
+    rows: int = 0  # rows holding the key
+    nulls: int = 0  # null, or blank text (a CSV cell cannot hold a null)
+    texts: int = 0
+    objects: int = 0
+    other: Counter = field(default_factory=Counter)  # type name -> values
+    max_chars: int = 0
+    multiline: int = 0
+    words: tuple[int, int] | None = None  # (fewest, most) words in a text value
+    values: Counter | None = field(default_factory=Counter)  # None once past LABEL_CAP distinct
+    keys: dict[str, Counter] = field(default_factory=dict)  # objects: key -> JSON type -> rows
+    phrases: Counter = field(default_factory=Counter)  # watched phrase -> text values holding it
+
+    def add(self, value: Any, watch: Sequence[str] = ()) -> None:
+        self.rows += 1
+        if value is None or isinstance(value, str) and not value.strip():
+            self.nulls += 1
+            return
+        obj = value if isinstance(value, dict) else _json_object(value) if isinstance(value, str) else None
+        if obj is not None:
+            self.objects += 1
+            for key, item in obj.items():
+                self.keys.setdefault(key, Counter())[_json_type(item)] += 1
+            return
+        if not isinstance(value, str):
+            self.other[type(value).__name__] += 1
+            return
+        text = value.strip()  # targets are stripped when rows are read (formats.convert)
+        self.texts += 1
+        self.max_chars = max(self.max_chars, len(text))
+        self.multiline += "\n" in text
+        n = len(text.split())
+        self.words = (min(self.words[0], n), max(self.words[1], n)) if self.words else (n, n)
+        lower = text.lower()
+        self.phrases.update(p for p in watch if p.lower() in lower)
+        if self.values is not None:
+            self.values[text] += 1
+            if len(self.values) > LABEL_CAP:
+                self.values = None
+
+    @property
+    def filled(self) -> int:
+        return self.rows - self.nulls
+
+    @property
+    def role(self) -> Role:
+        name = self.name.lower()
+        if name in ID_NAMES or name.endswith(("_id", "-id")):
+            return "id"
+        if self.other or not self.filled or self.objects and self.texts:
+            return "other"
+        if self.objects:
+            return "object"
+        if (self.values is not None and len(self.values) < self.texts and len(self.values) <= max(2, self.texts // 2)
+                and self.max_chars <= LABEL_MAX_CHARS and not self.multiline):
+            return "label"
+        return "text"
+
+    def describe(self) -> str:
+        """The column as an error message lists it: its name and what it holds."""
+        role = self.role
+        what = {"object": "JSON objects", "text": "free text", "id": "ids",
+                "label": f"{len(self.values or ())} distinct short values"}.get(role)
+        if what is None:
+            names = {"int": "numbers", "float": "numbers", "bool": "true/false", "list": "lists"}
+            kinds = list(dict.fromkeys(names.get(t, t) for t in self.other))
+            kinds += (["JSON objects"] if self.objects else []) + (["text"] if self.texts else [])
+            what = "mixed " + " and ".join(kinds) if len(kinds) > 1 else f"{', '.join(kinds) or 'nothing but nulls'}"
+        return f"{self.name} ({what})"
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What :func:`propose` found: every ``taskfit.yaml`` value it sets, and the reasons in words."""
+
+    path: Path
+    rows: int  # rows read as objects (unreadable lines are left for data check to quarantine)
+    kind: TaskKind
+    method: Literal["lora", "dpo"]
+    format: str  # data.format
+    columns: dict[str, str] | None  # data.columns
+    labels: dict[str, int] = field(default_factory=dict)  # classify: label -> rows, most first
+    schema: dict[str, Any] | None = None  # extract
+    reply_words: tuple[int, int] | None = None  # generate: fewest and most words in a reference reply
+    phrases: dict[str, int] = field(default_factory=dict)  # watched phrase -> references holding it
+    reasons: list[str] = field(default_factory=list)
+
+    def summary(self) -> list[str]:
+        """What was proposed and why, as lines for a terminal."""
+        method = " (train.method dpo: preference pairs)" if self.method == "dpo" else ""
+        lines = [f"proposed task kind: {self.kind}{method}, from {self.path} ({self.rows} rows)"]
+        if self.columns:
+            lines.append("data.columns: " + ", ".join(f"{k}={v}" for k, v in self.columns.items()))
+        elif self.format != "auto":
+            lines.append(f"data.format: {self.format}")
+        lines += [f"  - {reason}" for reason in self.reasons]
+        if self.labels:
+            lines.append(f"labels ({len(self.labels)}, rows each): "
+                         + ", ".join(f"{lab} {n}" for lab, n in self.labels.items()))
+        if self.schema:
+            props = self.schema["properties"]
+            lines.append(f"schema ({len(props)} properties): " + ", ".join(
+                f"{k} {'|'.join(v['type']) if isinstance(v['type'], list) else v['type']}" for k, v in props.items()))
+        return lines
+
+
+def infer_schema(stats: ColumnStats) -> tuple[dict[str, Any], str]:
+    """A JSON schema for the objects of ``stats``, and a sentence saying how ``required`` was set.
+
+    Properties follow the order keys were first seen; each gets the JSON types its values had
+    (``integer`` widened to ``number`` when both occur; ``null`` kept as a type of its own).
+
+    ``required`` lists the keys present in every row, not none at all: a key the data always
+    fills is one the answer must have, and naming it lets constrained decoding always write it
+    and data check flag a later row that lacks it; a key some rows leave out stays optional, so
+    the schema never forces the model to invent a value. ``additionalProperties`` is false:
+    every key the data uses is listed, and a key outside them is an invented field.
+    """
+    properties: dict[str, Any] = {}
+    for key, types in stats.keys.items():
+        names = sorted(types, key=lambda t: [n for _, n in _JSON_TYPES].index(t))
+        if "integer" in names and "number" in names:
+            names.remove("integer")
+        properties[key] = {"type": names[0] if len(names) == 1 else names}
+    required = [k for k, types in stats.keys.items() if sum(types.values()) == stats.objects]
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    schema["additionalProperties"] = False
+    if required:
+        why = f"required: {', '.join(required)} (in every row; the other {len(properties) - len(required)} keys are optional)"
+    else:
+        why = "no key is required (none is in every row)"
+    return schema, why
+
+
+def _pick(candidates: list[ColumnStats], names: Sequence[str]) -> ColumnStats | None:
+    """The one candidate, or the one named like ``names``; None when that does not settle it."""
+    if len(candidates) == 1:
+        return candidates[0]
+    named = [c for c in candidates if c.name.lower() in names]
+    return named[0] if len(named) == 1 else None
+
+
+def _ambiguous(path: Path, what: str, found: list[ColumnStats], columns: dict[str, ColumnStats],
+               flag: str) -> DataError:
+    options = " or ".join(f"{flag} {c.name}" for c in found) if found else f"{flag} COLUMN"
+    return DataError(f"{path}: cannot tell {what}" + (f": {', '.join(c.describe() for c in found)}" if found else "")
+                     + f". Columns found: {', '.join(c.describe() for c in columns.values())}",
+                     hint=f"pass {options}; " + ", ".join(f for f in ("--input", "--target", "--context", "--task")
+                                                          if f != flag) + " settle the rest")
+
+
+def _check_flag(path: Path, flag: str, name: str | None, columns: dict[str, ColumnStats]) -> ColumnStats | None:
+    if name is None:
+        return None
+    if name not in columns:
+        raise ConfigError(f"{flag} {name}: {path} has no such column",
+                          hint=f"columns found: {', '.join(c.describe() for c in columns.values())}")
+    return columns[name]
+
+
+def _kind_of_target(target: ColumnStats, task: str | None, has_context: bool, path: Path) -> TaskKind:
+    """The kind a chosen target column makes, or the one asked for if the column can serve it."""
+    role = target.role
+    if role in ("id", "other"):
+        raise DataError(f"{path}: column {target.describe()} cannot be the target: taskfit reads an answer as "
+                        "text (a label, a reply), or as a JSON object for extract",
+                        hint="write numbers and true/false as text (\"1\", not 1), or pass --target with another column")
+    natural: TaskKind = ("extract" if role == "object" else "classify" if role == "label" else
+                         "qa" if has_context else "generate")
+    kind = task or natural
+    fits = {"classify": role in ("label", "text") and target.values is not None,
+            "extract": role == "object", "qa": role in ("text", "label"), "generate": role in ("text", "label")}
+    if not fits[kind]:
+        need = {"classify": f"at most {LABEL_CAP} distinct text values", "extract": "JSON objects",
+                "qa": "text answers (null where unanswerable)", "generate": "text replies"}[kind]
+        raise DataError(f"{path}: column {target.describe()} cannot be the target of a {kind} task, "
+                        f"which needs {need}",
+                        hint="pass --target with another column, or --task with the kind this column fits")
+    return kind
+
+
+def propose(path: Path, input: str | None = None, target: str | None = None, context: str | None = None,
+            task: str | None = None, watch: Sequence[str] = (), max_line_bytes: int = 1_000_000) -> Proposal:
+    """Read ``path`` once and propose the task it holds. ``input``, ``target``, ``context`` name
+    columns and ``task`` the kind, overriding what would be guessed; ``watch`` lists phrases whose
+    occurrences in the reference replies are counted (generate's house rules).
+
+    Raises :class:`DataError` when the file has no readable row or the columns cannot be told
+    apart, and :class:`ConfigError` when a flag names a column or kind that does not exist."""
+    if task is not None and task not in get_args(TaskKind):
+        raise ConfigError(f"--task: got {task!r}; allowed: {', '.join(get_args(TaskKind))}")
+    columns: dict[str, ColumnStats] = {}
+    answers = ColumnStats("answer")  # the assistant's answers, for rows in a chat format
+    rows = with_context = 0
+    fmt: str | None = None
+    generic = TaskSpec(kind="generate", success="-", system_prompt="-")
+    chat = input is None and target is None and context is None
+    for raw in read_rows(path, max_line_bytes):
+        if raw.error or not isinstance(raw.obj, dict):
+            continue  # data check quarantines these rows and says why
+        if fmt is None and chat:
+            try:
+                fmt = detect_format(raw.obj)
+            except ValueError:
+                fmt, chat = "table", False
+        rows += 1
+        if chat:
+            try:
+                rec = convert(raw.obj, generic, fmt, None, raw.source, "x")
+            except ValueError:
+                continue  # data check quarantines it
+            answers.add(rec.chosen if isinstance(rec, PreferencePair) else rec.target, watch)
+            with_context += isinstance(rec, Example) and rec.context is not None
+            continue
+        for key, value in raw.obj.items():
+            if key not in columns:  # absent from the rows before: nulls there
+                columns[key] = ColumnStats(key, rows=rows - 1, nulls=rows - 1)
+            columns[key].add(value, watch)
+        for stats in columns.values():
+            if stats.name not in raw.obj:
+                stats.rows += 1
+                stats.nulls += 1
+    if not rows:
+        raise DataError(f"{path}: no readable rows to propose a task from",
+                        hint=f"run `taskfit data check {path}` to see why each row is refused")
+    if chat:
+        return _propose_chat(path, rows, fmt or "auto", answers, with_context, task)
+    return _propose_table(path, rows, columns, input, target, context, task)
+
+
+def _propose_chat(path: Path, rows: int, fmt: str, answers: ColumnStats, with_context: int,
+                  task: str | None) -> Proposal:
+    if fmt == "preference":
+        if task not in (None, "generate"):
+            raise ConfigError(f"--task {task}: {path} holds preference pairs, which train a generate task "
+                              "with DPO", hint="drop --task, or map a table's columns with --input and --target")
+        return Proposal(path, rows, "generate", "dpo", "preference", None, reply_words=answers.words,
+                        phrases=dict(answers.phrases),
+                        reasons=[("rows have prompt, chosen and rejected → preference pairs: train.method dpo "
+                                  "(task kind generate)")])
+    has_context = with_context == answers.rows
+    kind = _kind_of_target(answers, task, has_context, path)
+    if kind == "qa" and not has_context:
+        raise DataError(f"{path}: a qa task needs a context in every row; {answers.rows - with_context} of "
+                        f"{answers.rows} {fmt} rows have none", hint="add a \"context\" key to each row, or drop --task qa")
+    reasons = [f"rows are in the {fmt} format: the user turn is the input and the assistant's answer the target",
+               {"classify": f"the answers have {len(answers.values or ())} distinct short values → classify",
+                "extract": "the answers are JSON objects → extract, with a schema from their keys",
+                "qa": "every row has a context → qa", "generate": "the answers are free text → generate"}[kind]]
+    return _finish(path, rows, kind, fmt, None, answers, reasons)
+
+
+def _propose_table(path: Path, rows: int, columns: dict[str, ColumnStats], input: str | None,
+                   target: str | None, context: str | None, task: str | None) -> Proposal:
+    inp = _check_flag(path, "--input", input, columns)
+    tgt = _check_flag(path, "--target", target, columns)
+    ctx = _check_flag(path, "--context", context, columns)
+    if ctx is not None and task not in (None, "qa"):
+        raise ConfigError(f"--context {context}: a context column is for qa tasks, not {task}")
+    chosen = {c.name for c in (inp, tgt, ctx) if c is not None}
+    free = lambda: [c for c in columns.values() if c.role == "text" and c.name not in chosen]  # noqa: E731
+    reasons: list[str] = []
+    if ctx is None and task in (None, "qa"):
+        found = [c for c in free() if c.name.lower() in CONTEXT_NAMES]
+        if len(found) > 1:
+            raise _ambiguous(path, "which column is the passage to answer from", found, columns, "--context")
+        ctx = found[0] if found else None
+        if ctx is None and task == "qa":
+            raise _ambiguous(path, "which column is the passage to answer from", free(), columns, "--context")
+        if ctx is not None:
+            chosen.add(ctx.name)
+            reasons.append(f"column `{ctx.name}` is named like a passage → qa, answered from it")
+    if tgt is None:
+        if ctx is not None:  # qa: the answer is the free text that is not the question
+            found = free()
+            tgt = _pick(found, TARGET_NAMES)
+            what = "which column answers the question"
+        elif task == "extract" or task is None and any(c.role == "object" for c in columns.values()):
+            found = [c for c in columns.values() if c.role == "object" and c.name not in chosen
+                     and c.name.lower() != "meta"]
+            tgt = _pick(found, TARGET_NAMES)
+            what = "which column of JSON objects holds the fields to extract"
+        elif task == "classify" or task is None and len(free()) <= 1:
+            found = [c for c in columns.values() if c.role == "label" and c.name not in chosen]
+            tgt = _pick(found, TARGET_NAMES)
+            what = "which column holds the labels to predict"
+        else:  # generate: of the free-text columns, one is the reply
+            found = free()
+            tgt = _pick(found, TARGET_NAMES)
+            what = "which free-text column is the reply to learn"
+        if tgt is None:
+            raise _ambiguous(path, what, found, columns, "--target")
+        chosen.add(tgt.name)
+    kind = _kind_of_target(tgt, task, ctx is not None, path)
+    if inp is None:
+        found = free() or [c for c in columns.values() if c.role == "label" and c.name not in chosen]
+        inp = _pick(found, INPUT_NAMES)
+        if inp is None:
+            raise _ambiguous(path, "which column is the input", found, columns, "--input")
+        chosen.add(inp.name)
+    if inp.role not in ("text", "label"):
+        raise DataError(f"{path}: column {inp.describe()} cannot be the input, which must be text",
+                        hint="pass --input with a text column")
+    if kind == "classify":
+        reasons.append(f"target column `{tgt.name}` has {len(tgt.values or ())} distinct short values → classify")
+    elif kind == "extract":
+        reasons.append(f"target column `{tgt.name}` holds JSON objects → extract, with a schema from their keys")
+    elif kind == "qa":
+        refusals = tgt.nulls
+        reasons.append(f"`{inp.name}` is the question and `{tgt.name}` the answer; {refusals} of {rows} answers "
+                       "are empty or null → the task's refusal (task.refusal)")
+    elif task is None:
+        reasons.append(f"`{inp.name}` and `{tgt.name}` are free text, `{tgt.name}` named like a reply → generate")
+    else:
+        reasons.append(f"target column `{tgt.name}` → {kind} (--task)")
+    reasons.append(f"input column `{inp.name}`" + (" (the free text left)" if input is None else ""))
+    rest = [c for c in columns.values() if c.name not in chosen]
+    if rest:
+        labels = [c for c in rest if c.role == "label"]
+        reasons.append(f"kept as metadata (usable as data.group_by): {', '.join(c.describe() for c in rest)}"
+                       + (f"; pass --target {labels[0].name} to classify by it instead" if labels and kind != "classify" else ""))
+    mapping = {"input": inp.name, "target": tgt.name, **({"context": ctx.name} if ctx is not None else {})}
+    return _finish(path, rows, kind, "auto", mapping, tgt, reasons)
+
+
+def _finish(path: Path, rows: int, kind: TaskKind, fmt: str, mapping: dict[str, str] | None,
+            target: ColumnStats, reasons: list[str]) -> Proposal:
+    labels: dict[str, int] = {}
+    schema = None
+    if kind == "classify":
+        labels = dict(sorted((target.values or Counter()).items(), key=lambda kv: (-kv[1], kv[0])))
+        if target.nulls:
+            reasons.append(f"{target.nulls} rows have no label: data check will quarantine them")
+    elif kind == "extract":
+        schema, why = infer_schema(target)
+        reasons.append(f"schema: {len(schema['properties'])} properties in first-seen order; {why}")
+    return Proposal(path, rows, kind, "lora", fmt, mapping, labels=labels, schema=schema,
+                    reply_words=target.words if kind == "generate" else None,
+                    phrases=dict(target.phrases), reasons=reasons)

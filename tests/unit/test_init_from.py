@@ -1,0 +1,221 @@
+"""`taskfit init DIR --from FILE` and `taskfit data check FILE`: a project proposed from the data.
+
+Every proposal is written, read back with load_config, and checked with `taskfit data check`,
+on the shared public datasets (skipped in a fresh clone) and on small files written here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from taskfit.cli.main import app
+from taskfit.config import load_config
+from taskfit.data.formats import convert
+from taskfit.project import inferred_config
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+shared = pytest.mark.skipif(not SHARED.exists(), reason="../shared/data is absent (fresh clone)")
+
+
+def _invoke(*args: str):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    output = result.output + (result.stderr if hasattr(result, "stderr") else "")
+    assert "Traceback" not in output
+    return result, output
+
+
+def _init(tmp_path: Path, file: Path, *flags: str):
+    """init --from, then the written file must load and pass `data check` with no row quarantined."""
+    project = tmp_path / "project"
+    result, output = _invoke("init", project, "--from", file, *flags)
+    assert result.exit_code == 0, output
+    config = load_config(project / "taskfit.yaml")
+    assert (project / config.data.train).resolve() == file.resolve()
+    checked, report = _invoke("data", "check", project, "--no-tokens")
+    assert checked.exit_code == 0, report
+    read, kept, quarantined = map(int, re.search(r"(\d+) rows read = (\d+) kept \+ (\d+) quarantined", report).groups())
+    assert quarantined == 0 and kept > 0.9 * read
+    return config, output
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@shared
+def test_clinc150_is_classify_with_its_151_labels(tmp_path):
+    file = SHARED / "clinc150" / "train.jsonl"
+    config, output = _init(tmp_path, file)
+    counts = {}
+    for row in _rows(file):
+        counts[row["label"]] = counts.get(row["label"], 0) + 1
+    assert config.task.kind == "classify" and config.train.method == "lora"
+    assert config.data.columns.input == "text" and config.data.columns.target == "label"
+    assert sorted(config.task.labels) == sorted(counts) and len(counts) == 151
+    assert "151 distinct short values → classify" in output and f"oos {counts['oos']}" in output
+    # Listed once in the file; the rendered prompt still names every label.
+    assert config.task.system_text.count("credit_limit_change") == 1
+    assert (tmp_path / "project" / "taskfit.yaml").read_text().count("credit_limit_change") == 1
+
+
+@shared
+def test_snips_slots_is_extract_with_a_schema_from_fields(tmp_path):
+    file = SHARED / "snips_slots" / "train.jsonl"
+    config, output = _init(tmp_path, file)
+    first_seen: dict[str, None] = {}
+    for row in _rows(file):
+        first_seen.update(dict.fromkeys(row["fields"]))
+    schema = config.task.schema_
+    assert config.task.kind == "extract" and config.data.columns.target == "fields"
+    assert config.data.columns.input == "text"
+    assert list(schema["properties"]) == list(first_seen) and schema["additionalProperties"] is False
+    assert "required" not in schema  # no slot is in every row
+    assert "intent" in output and "--target intent" in output  # the label column is named, not used
+
+
+@shared
+def test_squad2_is_qa_and_a_null_answer_is_the_refusal(tmp_path):
+    file = SHARED / "squad2_dev" / "train.jsonl"
+    config, output = _init(tmp_path, file)
+    cols = config.data.columns
+    assert config.task.kind == "qa"
+    assert (cols.input, cols.context, cols.target) == ("question", "context", "answer")
+    rows = _rows(file)
+    unanswerable = next(r for r in rows if r["answer"] is None)
+    ex = convert(unanswerable, config.task, config.data.format, cols, "row", "1")
+    assert ex.target == config.task.refusal and ex.context == unanswerable["context"]
+    assert f"{sum(r['answer'] is None for r in rows)} of {len(rows)} answers" in output
+    assert config.task.refusal in config.task.system_text
+
+
+@shared
+def test_bitext_support_is_generate_from_instruction_to_response(tmp_path):
+    file = SHARED / "bitext_support" / "train.jsonl"
+    config, _ = _init(tmp_path, file)
+    assert config.task.kind == "generate" and config.train.method == "lora"
+    assert (config.data.columns.input, config.data.columns.target) == ("instruction", "response")
+    words = [len(r["response"].split()) for r in _rows(file)]
+    assert (config.task.reply.min_words, config.task.reply.max_words) == (min(words), max(words))
+
+
+@shared
+def test_hh_rlhf_is_preference_pairs_for_dpo(tmp_path):
+    config, output = _init(tmp_path, SHARED / "hh_rlhf_harmless" / "train.jsonl")
+    assert config.task.kind == "generate" and config.train.method == "dpo"
+    assert config.data.format == "preference" and config.data.columns is None
+    assert "dpo" in output
+
+
+@shared
+def test_data_check_on_a_bare_file_checks_what_init_would_write(tmp_path):
+    file = SHARED / "clinc150" / "train.jsonl"
+    written, _ = _init(tmp_path, file)
+    inferred, _ = inferred_config(file)
+    assert inferred.task == written.task and inferred.data.columns == written.data.columns
+    before = set(file.parent.iterdir())
+    result, output = _invoke("data", "check", file, "--no-tokens")
+    assert result.exit_code == 0, output
+    assert "inferred the mapping" in output and "2000 rows read" in output
+    assert set(file.parent.iterdir()) == before  # no project, no card written beside the data
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+QUEUES = ["billing", "shipping", "refund"]
+
+
+def _sentence(rng: random.Random) -> str:
+    """Words drawn at random, so that no two rows are near-duplicates."""
+    return " ".join("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 8)))
+                    for _ in range(8))
+
+
+def test_a_csv_with_a_label_column_is_classify(tmp_path):
+    rng = random.Random(0)
+    rows = [[f"T{i}", _sentence(rng), QUEUES[i % 3], "web" if i % 2 else "mail"] for i in range(30)]
+    file = _write_csv(tmp_path / "tickets.csv", ["ticket_id", "text", "label", "channel"], rows)
+    config, output = _init(tmp_path, file)
+    assert config.task.kind == "classify" and sorted(config.task.labels) == sorted(QUEUES)
+    assert (config.data.columns.input, config.data.columns.target) == ("text", "label")
+    assert "billing 10" in output and "channel" in output
+    assert config.task.name == "tickets" and config.data.train == "../tickets.csv"
+    result, bare = _invoke("data", "check", file, "--no-tokens")
+    assert result.exit_code == 0 and "inferred the mapping" in bare and "30 rows read = 30 kept" in bare
+
+
+def test_jsonl_with_json_object_targets_is_extract_with_an_inferred_schema(tmp_path):
+    rows = [{"message": "Table for 2 in Oslo", "booking": {"city": "Oslo", "party_size": 2}},
+            {"message": "Bergen on Friday please", "booking": {"date": "Friday", "city": "Bergen"}},
+            {"message": "Somewhere in Tromsø for 2.5 people", "booking": {"city": "Tromsø", "party_size": 2.5}},
+            {"message": "Stavanger, no rush", "booking": {"city": "Stavanger", "date": None}}]
+    file = tmp_path / "bookings.jsonl"
+    file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    config, output = _init(tmp_path, file)
+    assert config.task.kind == "extract"
+    assert (config.data.columns.input, config.data.columns.target) == ("message", "booking")
+    assert config.task.schema_ == {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "party_size": {"type": "number"},
+                       "date": {"type": ["string", "null"]}},
+        "required": ["city"], "additionalProperties": False}
+    assert "required: city" in output
+    assert config.task.system_text.endswith("Fields: city, party_size, date.")
+
+
+def test_a_csv_qa_file_reads_an_empty_answer_cell_as_the_refusal(tmp_path):
+    rows = [[f"The shop at {street} Street opens at {h}am.", f"When does the {street} shop open?", f"{h}am" if h % 2 else ""]
+            for h, street in zip(range(5, 12), ["Elm", "Oak", "Birch", "Pine", "Ash", "Yew", "Fir"])]
+    file = _write_csv(tmp_path / "faq.csv", ["passage", "question", "answer"], rows)
+    config, output = _init(tmp_path, file)
+    assert config.task.kind == "qa" and config.data.columns.context == "passage"
+    assert "3 of 7 answers are empty or null" in output
+    ex = convert(dict(zip(["passage", "question", "answer"], rows[1])), config.task, "auto", config.data.columns, "r", "1")
+    assert ex.target == config.task.refusal
+
+
+def test_an_ambiguous_file_is_refused_naming_the_columns_and_the_flags(tmp_path):
+    rows = [[f"Review number {i} of the blue kettle", ["price", "design", "delivery"][i % 3], ["good", "bad"][i % 2]]
+            for i in range(12)]
+    file = _write_csv(tmp_path / "reviews.csv", ["text", "topic", "sentiment"], rows)
+    result, output = _invoke("init", tmp_path / "p", "--from", file)
+    assert result.exit_code == 3
+    assert "topic (3 distinct short values)" in output and "sentiment (2 distinct short values)" in output
+    assert "--target topic or --target sentiment" in output
+    assert not (tmp_path / "p" / "taskfit.yaml").exists()
+    bare, bare_output = _invoke("data", "check", file, "--no-tokens")
+    assert bare.exit_code == 3 and "--target topic" in bare_output
+    config, output = _init(tmp_path, file, "--target", "sentiment")
+    assert config.task.kind == "classify" and sorted(config.task.labels) == ["bad", "good"]
+    assert "topic" in output  # left as metadata, and said so
+
+
+def test_chat_rows_keep_their_format_and_the_answers_decide_the_kind(tmp_path):
+    from taskfit.data.sample import QUEUES as SAMPLE_QUEUES
+    from taskfit.data.sample import write_tickets
+
+    file = tmp_path / "support" / "tickets.jsonl"
+    write_tickets(file, n=200, seed=0)
+    config, output = _init(tmp_path, file)
+    assert config.task.kind == "classify" and config.data.format == "messages" and config.data.columns is None
+    assert sorted(config.task.labels) == sorted(SAMPLE_QUEUES) and "distinct short values → classify" in output
+    result, output = _invoke("init", tmp_path / "qa", "--from", file, "--task", "qa")
+    assert result.exit_code == 3 and "needs a context in every row" in output
+
+
+def test_a_flag_naming_a_missing_column_lists_the_columns(tmp_path):
+    file = _write_csv(tmp_path / "t.csv", ["text", "label"], [["a b c", "x"], ["d e f", "x"], ["g h", "y"]])
+    result, output = _invoke("init", tmp_path / "p", "--from", file, "--target", "labels")
+    assert result.exit_code == 2 and "--target labels" in output and "text (free text)" in output

@@ -1,0 +1,28 @@
+"""The HTML report: what a reader sees first."""
+
+from __future__ import annotations
+
+import random
+
+from taskfit.config import EvalSpec, TaskSpec
+from taskfit.evaluation.compare import build_scorecard
+from taskfit.evaluation.report import write_scorecard_report
+from taskfit.records import Example, Prediction
+from taskfit.tasks import score
+
+
+def test_the_report_states_what_success_means_under_its_title(tmp_path):
+    success = "Every ticket lands in the queue a senior agent would pick (not <guessed> & moved)."
+    task = TaskSpec(kind="classify", success=success, system_prompt="p", labels=list("abc"))
+    rng = random.Random(0)
+    examples = [Example(id=str(i), input=f"row {i}", target=rng.choice("abc")) for i in range(40)]
+    predictions = {name: [Prediction(example_id=ex.id, output=ex.target if rng.random() < acc else "a",
+                                     valid=True, latency_s=0.01, prompt_tokens=5, completion_tokens=1)
+                          for ex in examples]
+                   for name, acc in (("prompt-only", 0.4), ("fine-tuned", 0.9))}
+    card = build_scorecard([score(task, EvalSpec(), name, examples, preds) for name, preds in predictions.items()], {})
+    page = write_scorecard_report(tmp_path, "taskfit: triage", card, predictions, success=task.success).read_text()
+    shown = "Every ticket lands in the queue a senior agent would pick (not &lt;guessed&gt; &amp; moved)."
+    assert page.index("<h1>taskfit: triage</h1>") < page.index(shown) < page.index('id="verdict"')
+    plain = write_scorecard_report(tmp_path, "taskfit: triage", card, predictions).read_text()
+    assert 'id="success"' not in plain and "Success means" not in plain

@@ -240,6 +240,8 @@ def proposed_yaml(proposal: Proposal, train: str) -> str:
 
 def _house_phrases() -> list[str]:
     """The phrases the generate template forbids (``task.reply.must_not_include``)."""
+    from taskfit.tasks import get_task
+
     return list(yaml.safe_load(get_task("generate").template)["task"]["reply"]["must_not_include"])
 
 

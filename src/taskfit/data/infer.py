@@ -28,7 +28,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence, get_args
+from typing import Any, Literal, Sequence
 
 from taskfit.config import TaskKind, TaskSpec
 from taskfit.data.formats import convert, detect_format
@@ -36,6 +36,7 @@ from taskfit.data.read import read_rows
 from taskfit.errors import ConfigError, DataError
 from taskfit.records import Example, PreferencePair
 
+INFERRED = ("classify", "extract", "qa", "generate")  # the kinds a data file can be recognised as
 # More distinct values than this and a column is not a label set anyone would list in taskfit.yaml.
 LABEL_CAP = 1000
 # A label is a short name: the longest in the shared sets is 25 characters (clinc150), while the
@@ -266,8 +267,9 @@ def propose(path: Path, input: str | None = None, target: str | None = None, con
 
     Raises :class:`DataError` when the file has no readable row or the columns cannot be told
     apart, and :class:`ConfigError` when a flag names a column or kind that does not exist."""
-    if task is not None and task not in get_args(TaskKind):
-        raise ConfigError(f"--task: got {task!r}; allowed: {', '.join(get_args(TaskKind))}")
+    if task is not None and task not in INFERRED:
+        raise ConfigError(f"--task: got {task!r}; --from proposes {', '.join(INFERRED)}",
+                          hint="for another kind, write its taskfit.yaml with `taskfit init DIR --task KIND`")
     columns: dict[str, ColumnStats] = {}
     answers = ColumnStats("answer")  # the assistant's answers, for rows in a chat format
     rows = with_context = 0

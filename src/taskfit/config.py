@@ -349,8 +349,10 @@ def load_config(path: Path) -> ProjectConfig:
         path = path / "taskfit.yaml"
     if not path.exists():
         raise ConfigError(f"{path}: no such file", hint="create one with `taskfit init DIR`")
+    from taskfit.data.read import read_text
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_text(path, ConfigError))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

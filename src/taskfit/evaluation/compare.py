@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from taskfit.config import LOWER_IS_BETTER
+from taskfit.errors import ConfigError, DataError
 from taskfit.evaluation import stats
 from taskfit.records import EvalResult
 from taskfit.tasks import MAIN_METRIC
@@ -110,8 +111,10 @@ class PairedTest:
 
 def paired_test(kind: str, a: EvalResult, b: EvalResult) -> PairedTest:
     if len(a.per_example) != len(b.per_example):
-        raise ValueError(f"{a.candidate} and {b.candidate} were scored on different rows "
-                         f"({len(a.per_example)} and {len(b.per_example)})")
+        raise DataError(f"{a.candidate} and {b.candidate} were scored on different rows "
+                        f"({len(a.per_example)} and {len(b.per_example)}), so they cannot be compared pairwise",
+                        hint="evaluate both again on the current held-out split (`taskfit baseline`, "
+                             "`taskfit eval --run RUN`)")
     needed = stats.rows_to_detect(a.per_example, b.per_example)
     if kind == "classify":
         p = stats.mcnemar(a.per_example, b.per_example)
@@ -186,7 +189,8 @@ def _size(m: dict[str, float]) -> str:
 def build_scorecard(results: Sequence[EvalResult], thresholds: dict[str, float]) -> Scorecard:
     """The scorecard with its paired tests and verdict, from results scored on the same rows."""
     if not results:
-        raise ValueError("nothing to compare: no candidate has been evaluated")
+        raise ConfigError("nothing to compare: no candidate has been evaluated",
+                          hint="run `taskfit baseline` (and `taskfit eval --run RUN` for a fine-tune) first")
     kind = results[0].kind
     main = MAIN_METRIC[kind]
     card = Scorecard(kind=kind, main=main, results=list(results), thresholds=dict(thresholds))

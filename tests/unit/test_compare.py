@@ -61,3 +61,17 @@ def test_a_bootstrap_p_value_above_zero_and_an_exact_test_print_as_they_are():
     assert test.resamples is None and test.p_value == 2 * 0.5 ** 200
     assert f"p={2 * 0.5 ** 200:.3g}" in exact.verdict and "p=1.24e-60" in _terminal(exact)
     assert "McNemar" in exact.to_json()["paired_tests"][0]["p_value_method"]
+
+
+def test_nothing_to_compare_and_unpaired_rows_are_taskfit_errors_with_what_to_do():
+    import pytest
+
+    from taskfit.errors import ConfigError, DataError
+
+    with pytest.raises(ConfigError, match="nothing to compare") as info:
+        build_scorecard([], {})
+    assert "taskfit baseline" in info.value.hint
+    with pytest.raises(DataError, match="scored on different rows") as info:
+        build_scorecard([_result("few-shot", "qa", "f1", [0.5] * 10),
+                         _result("fine-tuned", "qa", "f1", [0.5] * 12)], {})
+    assert "taskfit eval --run RUN" in info.value.hint

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,6 +20,7 @@ from typing import Any, Iterator
 from taskfit.errors import DataError, TaskfitError
 
 BOM = b"\xef\xbb\xbf"
+_ESCAPED = re.compile("[\udc80-\udcff]")  # a byte that was not UTF-8, under errors="surrogateescape"
 SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 
 
@@ -107,10 +109,10 @@ def _first_escaped(lines: list[str]) -> tuple[int, int, int] | None:
     """(line index, 1-based byte column, byte) of the first byte that was not UTF-8, in lines
     decoded with ``surrogateescape`` (each such byte became one lone surrogate)."""
     for i, line in enumerate(lines):
-        for pos, ch in enumerate(line):
-            if "\udc80" <= ch <= "\udcff":
-                column = len(line[:pos].encode("utf-8", "surrogateescape")) + 1
-                return i, column, ord(ch) - 0xDC00
+        found = None if line.isascii() else _ESCAPED.search(line)
+        if found:
+            column = len(line[:found.start()].encode("utf-8", "surrogateescape")) + 1
+            return i, column, ord(found.group()) - 0xDC00
     return None
 
 
@@ -143,7 +145,8 @@ def _delimited(path: Path, delimiter: str) -> Iterator[RawRow]:
             where = f"{path}:{start}"
             line = start
             start = reader.line_num + 1
-            physical, record[:] = list(record), []
+            physical = record.copy()
+            record.clear()
             if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
                 continue
             bad = _first_escaped(physical)

@@ -181,7 +181,10 @@ class QLoraSpec(_Spec):
 class DpoSpec(_Spec):
     beta: float = Field(0.1, gt=0.0, le=10.0, description="Strength of the pull towards the reference "
                                                           "model (lower: move further).")
-    loss: Literal["sigmoid", "ipo"] = Field("sigmoid", description="DPO's logistic loss, or IPO's squared one.")
+    loss: Literal["sigmoid", "ipo"] = Field(
+        "sigmoid", description="sigmoid: DPO's logistic loss; ipo: IPO's squared loss (Azar et al. 2023) on "
+                               "per-token log-ratios, which pulls the chosen-minus-rejected margin to "
+                               "1/(2*beta) instead of pushing it without bound.")
     start_from: str | None = Field(
         None, description="An SFT adapter directory (or the run directory holding one) to start from "
                           "and to use as the reference; empty = the base model.")
@@ -382,8 +385,10 @@ def load_config(path: Path) -> ProjectConfig:
         path = path / "taskfit.yaml"
     if not path.exists():
         raise ConfigError(f"{path}: no such file", hint="create one with `taskfit init DIR`")
+    from taskfit.data.read import read_text
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_text(path, ConfigError))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

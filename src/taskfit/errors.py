@@ -6,7 +6,9 @@ and an exit code; library code never catches-and-logs-and-returns-None.
     TaskfitError            exit 1   anything taskfit reports to a user in words
     ├── ConfigError         exit 2   taskfit.yaml or a command-line override is wrong
     ├── DataError           exit 3   a data file cannot be read, or no usable rows remain
+    │   └── PromptTooLongError       a row cannot be cut to fit train.max_seq_length (also a ValueError)
     ├── ModelError          exit 4   a model cannot be resolved, reached offline, or loaded
+    │   └── ChatTemplateError        the model's chat template cannot mask an answer
     └── ResumeError         exit 5   a checkpoint does not fit the run being resumed
 """
 
@@ -41,3 +43,21 @@ class ModelError(TaskfitError):
 
 class ResumeError(TaskfitError):
     exit_code = 5
+
+
+class PromptTooLongError(DataError, ValueError):
+    """Rendering cannot cut a row to ``train.max_seq_length``: what is left (template, system
+    prompt, answer) is longer on its own.
+
+    It is a ``ValueError`` too, and ``str()`` gives the message alone: callers that know the row
+    (training's featurize, a baseline's prompt) catch it and raise it again with the row's place
+    and their own hint in front."""
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ChatTemplateError(ModelError):
+    """The model's chat template renders the prompt differently once an answer follows, so the
+    answer's tokens cannot be told from the prompt's. Not a ValueError: no caller may read it as a
+    row that is too long."""

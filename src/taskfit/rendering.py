@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from taskfit.config import TaskSpec
+from taskfit.errors import ChatTemplateError, PromptTooLongError
 from taskfit.records import Example
 
 
@@ -87,15 +88,25 @@ def render(tokenizer: Any, task: TaskSpec, example: Example, target: str | None 
             full = template_ids(tokenizer, messages + [{"role": "assistant", "content": target}],
                                  generation_prompt=False)
             if full[: len(prompt)] != prompt:
-                raise ValueError("the chat template renders the prompt differently with an "
-                                 "assistant turn; taskfit cannot mask the answer reliably")
+                raise ChatTemplateError(
+                    f"the chat template of {getattr(tokenizer, 'name_or_path', 'this model') or 'this model'} "
+                    "renders the prompt differently when an assistant answer follows, so taskfit cannot "
+                    "tell the answer's tokens from the prompt's",
+                    hint="use a model whose template renders the prompt the same with and without the "
+                         "answer (the instruct models `taskfit models` lists do), or fix chat_template "
+                         "in its tokenizer_config.json")
             ids = prompt + _end_of_turn(tokenizer, full[len(prompt):])
         if max_length is None or len(ids) <= max_length:
             return Rendered(ids=ids, n_prompt=len(prompt), truncated=truncated)
         text_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         keep = len(text_ids) - (len(ids) - max_length) - 1
         if keep <= 0:
-            raise ValueError(f"max_seq_length={max_length} is too short for the system prompt "
-                             "and the answer alone; raise train.max_seq_length")
+            fixed = len(ids) - len(text_ids)
+            parts = "chat template, system prompt" + (", question" if cut_context else "") + (
+                " and answer" if target is not None else "")
+            raise PromptTooLongError(
+                f"max_seq_length={max_length} is too short: even with its {'context' if cut_context else 'input'} "
+                f"cut, the row takes about {fixed} tokens ({parts})",
+                hint=f"raise train.max_seq_length above {fixed}, or shorten task.system_prompt")
         text = tokenizer.decode(text_ids[:keep])
         truncated = True

@@ -46,8 +46,7 @@ def _reason(result, line: int) -> str:
      "messages[0].content: empty"),
     (json.dumps({"messages": [{"role": "user", "content": "hello"}]}), "must end with the assistant"),
     (_row("Where is my parcel", "logistics"), "label 'logistics' is not in task.labels"),
-    (b'{"messages": "\xff\xfe"}', "not UTF-8"),
-    (b"\xef\xbb\xbf" + _row("hi there", "billing").encode(), "byte-order mark"),
+    (b'{"messages": "\xff\xfe"}', "not UTF-8: byte 0xff ('\xff' in Windows-1252) at byte 15 of the line"),
     (_row("x" * 3000, "billing"), "over the limit"),
     ("[1, 2]", "expected a JSON object"),
 ])
@@ -193,12 +192,40 @@ def test_subsample_keeps_proportions():
     assert len(stratified_subsample(_examples(), None, seed=0)) == 200
 
 
-def test_csv_that_is_not_utf8_is_a_clear_error(tmp_path, classify_task):
+def test_a_csv_row_that_is_not_utf8_is_quarantined_with_its_line_and_byte(tmp_path, classify_task):
     path = tmp_path / "t.csv"
-    path.write_bytes("text,label\nI was charged twice,billing\n".encode() + b"caf\xe9 closed,billing\n")
-    spec = DataSpec(train="t.csv", columns={"input": "text", "target": "label"})
-    with pytest.raises(DataError, match=r"t.csv:\d+: not UTF-8"):
-        scan(path, classify_task, spec)
+    good = "".join(f"ticket {i} was charged twice,billing\r\n" for i in range(3000))  # past the decoder's blocks
+    path.write_bytes(b"text,label\r\n" + good.encode() + b"caf\xe9 closed,billing\r\n"
+                     + b'"two\r\nlines, caf\xe9",billing\r\nWhere is my parcel,shipping\r\n')
+    spec = DataSpec(train="t.csv", columns={"input": "text", "target": "label"}, dedup={"near": False})
+    result = scan(path, classify_task, spec)
+    assert result.counts_add_up() and result.read == 3003 and result.kept == 3001
+    assert [(q.source, q.reason) for q in result.quarantined] == [
+        (f"{path}:3002", "not UTF-8: byte 0xe9 ('é' in Windows-1252) at byte 4 of the line; re-save the file as UTF-8"),
+        (f"{path}:3004", "not UTF-8: byte 0xe9 ('é' in Windows-1252) at byte 11 of the line; re-save the file as UTF-8")]
+    header = tmp_path / "h.csv"
+    header.write_bytes(b"caf\xe9,label\nI was charged twice,billing\n")
+    with pytest.raises(DataError, match=r"h.csv:1: the header row is not UTF-8: byte 0xe9"):
+        scan(header, classify_task, DataSpec(train="h.csv", columns={"input": "text", "target": "label"}))
     bom = tmp_path / "b.csv"
     bom.write_bytes(b"\xef\xbb\xbftext,label\nI was charged twice,billing\n")
     assert scan(bom, classify_task, DataSpec(train="b.csv", columns={"input": "text", "target": "label"})).kept == 1
+
+
+def test_a_byte_order_mark_and_crlf_line_endings_simply_work(tmp_path, classify_task):
+    rows = [_row("I was charged twice", "billing"), _row("Where is my parcel?", "shipping"),
+            _row("I cannot log in", "account_access")]
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(rows).encode() + b"\r\n")
+    result = scan(path, classify_task, SPEC, keep=True)
+    assert result.kept == 3 and not result.quarantined
+    assert [ex.target for ex in result.examples] == ["billing", "shipping", "account_access"]
+    assert result.examples[0].id == "bom-1" and result.examples[0].input == "I was charged twice"
+
+
+def test_a_tiny_subsample_is_a_seeded_sample_not_an_error():
+    few = [Example(id=str(i), input=f"row {i}", target="ab"[i % 2]) for i in range(3)]
+    assert stratified_subsample(few, 2, seed=0) == stratified_subsample(list(reversed(few)), 2, seed=0)
+    assert len(stratified_subsample(few, 2, seed=0)) == 2
+    five_pairs = [Example(id=str(i), input=f"row {i}", target="abcde"[i % 5]) for i in range(10)]
+    assert len(stratified_subsample(five_pairs, 9, seed=0)) == 9  # 1 row left out cannot hold 5 classes

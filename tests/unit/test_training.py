@@ -340,3 +340,37 @@ def test_validation_scores_the_generating_kinds_by_their_own_metric(tiny_model_d
     with (tmp_path / "validation_log.csv").open() as f:
         logged = list(csv.DictReader(f))
     assert len(logged) == len(result.state.validations) and logged[0]["metric"] != "" and side in logged[0]
+
+
+def test_ipo_loss_matches_a_hand_computation_per_answer_token():
+    from taskfit.training.dpo import dpo_loss
+
+    policy = torch.tensor([[-4.0, -9.0], [-6.0, -3.0]])  # summed answer log-probabilities (chosen, rejected)
+    ref = torch.tensor([[-5.0, -8.0], [-6.0, -6.0]])
+    lengths = torch.tensor([[2.0, 4.0], [3.0, 1.0]])
+    # per token: pair 1 h = 1/2 - (-1/4) = 0.75, pair 2 h = 0/3 - 3/1 = -3; 1/(2β) = 1 at β = 0.5
+    assert float(dpo_loss(policy, ref, 0.5, "ipo", lengths)) == pytest.approx(((0.75 - 1) ** 2 + (-3 - 1) ** 2) / 2)
+    # DPO's logistic loss is unchanged, and reads summed log-ratios: margins 2 and -3
+    expected = (-torch.nn.functional.logsigmoid(torch.tensor(1.0)) - torch.nn.functional.logsigmoid(torch.tensor(-1.5))) / 2
+    assert float(dpo_loss(policy, ref, 0.5)) == pytest.approx(float(expected))
+    # IPO pulls the per-token margin to 1/(2β) and no further: there its gradient is zero
+    at_target = torch.tensor([[-3.0, -8.0]], requires_grad=True)  # h = (−3+5)/2 − 0/4 = 1
+    dpo_loss(at_target, torch.tensor([[-5.0, -8.0]]), 0.5, "ipo", torch.tensor([[2.0, 4.0]])).backward()
+    assert at_target.grad.abs().max() == 0
+
+
+def test_dpo_config_loss_ipo_trains_a_different_adapter_than_sigmoid(tiny_model_dir, classify_task):
+    pairs = [PreferencePair(id=str(i), prompt=f"ticket {i}: my parcel is late", chosen="That is on us, sorry.",
+                            rejected="No.") for i in range(16)]
+    adapters, first_losses = {}, {}
+    for loss in ("sigmoid", "ipo"):
+        lm = load_model(str(tiny_model_dir))
+        spec = _spec(method="dpo", learning_rate=5e-3, dpo={"beta": 0.1, "loss": loss})
+        model, result, _ = train_dpo(lm.model, lm.tokenizer, classify_task, spec, pairs)
+        adapters[loss] = {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k}
+        first_losses[loss] = result.state.losses[0]
+    # A fresh adapter leaves the policy equal to the reference at the first step: h = 0
+    assert first_losses["sigmoid"] == pytest.approx(0.6931, abs=1e-3)  # -log σ(0)
+    assert first_losses["ipo"] == pytest.approx((1 / (2 * 0.1)) ** 2, rel=1e-3)  # (0 - 1/(2β))²
+    assert adapters["sigmoid"].keys() == adapters["ipo"].keys()
+    assert any(not torch.allclose(adapters["sigmoid"][k], adapters["ipo"][k]) for k in adapters["ipo"])

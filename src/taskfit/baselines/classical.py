@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Iterable, Iterator, Sequence
 
+from taskfit.errors import DataError
 from taskfit.records import Example, Prediction
 
 
@@ -20,8 +21,13 @@ class TfidfLogRegPredictor:
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
 
-        if len({ex.target for ex in train}) < 2:
-            raise ValueError("the classical baseline needs at least two classes in the training rows")
+        labels = {ex.target for ex in train}
+        if len(labels) < 2:
+            raise DataError(f"{name}: the training rows hold {len(labels)} class"
+                            f"{'' if len(labels) == 1 else 'es'} ({', '.join(sorted(labels)) or 'none'}); "
+                            "a classifier needs at least two",
+                            hint="add rows of the other labels (`taskfit data check` counts rows per "
+                                 "label); `taskfit baseline --only NAME` runs the other baselines meanwhile")
         self.name = name
         self.model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
                                    LogisticRegression(max_iter=2000, random_state=seed))

@@ -17,6 +17,7 @@ import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from taskfit.config import TaskSpec
+from taskfit.errors import ConfigError, DataError, PromptTooLongError
 from taskfit.models.compat import cache_arg, cache_of
 from taskfit.records import Example, Prediction
 from taskfit.rendering import Rendered, render
@@ -33,8 +34,11 @@ def _prompt(tokenizer: Any, task: TaskSpec, example: Example, max_length: int, s
     """Render ``example``; few-shot examples are dropped, least similar first, until it fits."""
     chosen = list(shots(example)) if shots else []
     while True:
-        r = render(tokenizer, task, example, target=target,
-                   max_length=max_length if not chosen else None, shots=chosen)
+        try:
+            r = render(tokenizer, task, example, target=target,
+                       max_length=max_length if not chosen else None, shots=chosen)
+        except PromptTooLongError as exc:
+            raise DataError(f"{example.source or f'row id {example.id}'}: {exc.message}", hint=exc.hint) from None
         if not chosen or len(r.ids) <= MAX_PROMPT_TOKENS:
             return r
         chosen.pop()
@@ -71,8 +75,9 @@ class LabelScoringPredictor:
 
     def __init__(self, name: str, model: Any, tokenizer: Any, task: TaskSpec, max_length: int,
                  shots: Shots | None = None):
-        if not task.labels:
-            raise ValueError("label scoring needs a classify task with labels")
+        if not task.labels:  # config validation gives every classify task labels; this guards other callers
+            raise ConfigError(f"{name}: label scoring needs a classify task with task.labels",
+                              hint="set task.kind: classify and list task.labels, or evaluate by generation")
         self.name = name
         self.model = model
         self.tokenizer = tokenizer

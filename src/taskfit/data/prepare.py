@@ -48,6 +48,23 @@ class DataCard:
                 f"{c['exact_duplicates']} exact duplicates + {c['near_duplicates']} near-duplicates removed")
 
 
+def reason_kind(reason: str) -> str:
+    """The part of a quarantine reason that names its kind ("not UTF-8", "field 'id'", "answer"),
+    without the row's particulars: rows are counted by it."""
+    return reason.split(":")[0]
+
+
+def commonest_quarantine(quarantined: list[Quarantined]) -> str:
+    """The commonest quarantine reason in words, with how many rows it hit and its first row
+    ("" when nothing was quarantined)."""
+    if not quarantined:
+        return ""
+    kind, n = Counter(reason_kind(q.reason) for q in quarantined).most_common(1)[0]
+    first = next(q for q in quarantined if reason_kind(q.reason) == kind)
+    return (f"the commonest quarantine reason is '{kind}', on {n} of {len(quarantined)} quarantined rows "
+            f"(first {first.source}: {first.reason})")
+
+
 def _percentile(values: list[int], q: float) -> int:
     if not values:
         return 0
@@ -89,9 +106,17 @@ def build_card(config: ProjectConfig, scans: list[ScanResult]) -> DataCard:
     verdict = ("below the minimum" if counts["kept"] < minimum else
                "enough to start" if counts["kept"] < recommended else "good")
     card.size = {"rows": counts["kept"], "minimum": minimum, "recommended": recommended, "verdict": verdict}
+    quarantined = [q for s in scans for q in s.quarantined]
     if counts["kept"] < minimum:
+        why = commonest_quarantine(quarantined) if counts["quarantined"] * 2 >= counts["read"] else ""
         warnings.append(f"{counts['kept']} usable rows is below the {minimum} that {size_key} tasks "
-                        f"need at least ({recommended}+ recommended).")
+                        f"need at least ({recommended}+ recommended){'; ' + why if why else ''}.")
+    not_utf8 = [q for q in quarantined if reason_kind(q.reason) == "not UTF-8"]
+    if not_utf8:
+        files = ", ".join(sorted({q.source.rsplit(":", 1)[0] for q in not_utf8}))
+        warnings.append(f"{len(not_utf8)} rows are not UTF-8 and were quarantined (first {not_utf8[0].source}): "
+                        f"{files} was probably saved as Windows-1252 or Latin-1. Re-save it as UTF-8 (in "
+                        "Excel: Save As, CSV UTF-8; or iconv -f cp1252 -t utf-8) to keep those rows.")
     prompts: Counter = sum((s.system_prompts for s in scans), Counter())
     card.system_prompts = {"variants": len(prompts),
                            "top": [{"rows": n, "prompt": pii.redact(p[:120])} for p, n in prompts.most_common(3)]}
@@ -146,7 +171,7 @@ def build_card(config: ProjectConfig, scans: list[ScanResult]) -> DataCard:
     if counts["conflicting_labels"]:
         warnings.append(f"{counts['conflicting_labels']} near-identical inputs carry different labels: "
                         "the model is taught two answers to one question. Decide which is right.")
-    reasons = Counter(q.reason.split(":")[0] for s in scans for q in s.quarantined)
+    reasons = Counter(reason_kind(q.reason) for q in quarantined)
     card.quarantine = {"rows": counts["quarantined"], "by_reason": dict(reasons.most_common(20)),
                        "first": [{"source": q.source, "reason": q.reason} for s in scans for q in s.quarantined[:20]]}
     return card
@@ -231,8 +256,11 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
         train, test = rows, held
     else:
         if len(rows) < 4:
-            raise DataError(f"{data.train}: only {len(rows)} usable rows; at least 4 are needed to split",
-                            hint="run `taskfit data check` to see why rows were quarantined")
+            why = commonest_quarantine(train_scan.quarantined)
+            raise DataError(f"{data.train}: only {len(rows)} usable rows of {train_scan.read} read; at least 4 "
+                            f"are needed to split{'; ' + why if why else ''}",
+                            hint="fix those rows (`taskfit data check` lists every quarantined row and "
+                                 "writes the data card), or add rows")
         if data.group_by:
             train, test = grouped_split(rows, data.eval_fraction, data.seed,
                                         [_group_key(r, data.group_by) for r in rows])

@@ -1,8 +1,10 @@
 """Stream raw rows out of JSONL, CSV, TSV and Parquet files, each with its position.
 
 A reader never raises on a bad row: it yields a :class:`RawRow` whose ``error`` says what is
-wrong (invalid JSON, bytes that are not UTF-8, a byte-order mark, a line too long to be sane), so
-the caller can quarantine it and keep counting. Only a file that cannot be opened at all raises.
+wrong (invalid JSON, bytes that are not UTF-8, a line too long to be sane), so the caller can
+quarantine it and keep counting: a file saved as Windows-1252 with a few accented rows loses
+those rows, named with line and byte, not the whole file. Only a file that cannot be opened or
+has no readable header raises. A UTF-8 byte-order mark and CRLF line endings are read as usual.
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from taskfit.errors import DataError
+from taskfit.errors import DataError, TaskfitError
 
 BOM = b"\xef\xbb\xbf"
+_ESCAPED = re.compile("[\udc80-\udcff]")  # a byte that was not UTF-8, under errors="surrogateescape"
 SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 
 
@@ -62,16 +66,12 @@ def _jsonl(path: Path, max_line_bytes: int) -> Iterator[RawRow]:
                              error=f"line is {len(data):,} bytes, over the limit of {max_line_bytes:,} "
                                    "(data.max_line_bytes); is this really one example?")
                 continue
-            if data.startswith(BOM):
-                yield RawRow(where, line_no, raw=preview,
-                             error="starts with a byte-order mark (BOM); save the file as UTF-8 "
-                                   "without BOM")
-                continue
+            if data.startswith(BOM):  # an editor's byte-order mark (or one from files joined with cat)
+                data = data[len(BOM):]
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError as exc:
-                yield RawRow(where, line_no, raw=preview,
-                             error=f"not UTF-8 (invalid byte 0x{data[exc.start]:02x} at byte {exc.start})")
+                yield RawRow(where, line_no, raw=preview, error=not_utf8(data[exc.start], exc.start + 1))
                 continue
             try:
                 obj = json.loads(text)
@@ -81,32 +81,85 @@ def _jsonl(path: Path, max_line_bytes: int) -> Iterator[RawRow]:
             yield RawRow(where, line_no, obj=obj, raw=text)
 
 
+def not_utf8(byte: int, column: int, advice: str = "; re-save the file as UTF-8") -> str:
+    """The quarantine reason of a row holding ``byte`` (not UTF-8) at ``column`` (1-based bytes
+    into its line). It starts "not UTF-8:" so the card counts every such row under one reason."""
+    try:
+        seen = bytes([byte]).decode("cp1252")
+        guess = f" ({seen!r} in Windows-1252)" if seen.isprintable() else ""
+    except UnicodeDecodeError:
+        guess = ""
+    return f"not UTF-8: byte 0x{byte:02x}{guess} at byte {column} of the line{advice}"
+
+
+def read_text(path: Path, error: type[TaskfitError] = DataError, hint: str = "re-save the file as UTF-8") -> str:
+    """The whole of a small text file (taskfit.yaml, serve.yaml), a byte-order mark dropped; bytes
+    that are not UTF-8 raise ``error`` naming the line and byte."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        where = not_utf8(data[exc.start], exc.start - line_start + 1, advice="")
+        raise error(f"{path}:{line}: {where}", hint=hint) from None
+
+
+def _first_escaped(lines: list[str]) -> tuple[int, int, int] | None:
+    """(line index, 1-based byte column, byte) of the first byte that was not UTF-8, in lines
+    decoded with ``surrogateescape`` (each such byte became one lone surrogate)."""
+    for i, line in enumerate(lines):
+        found = None if line.isascii() else _ESCAPED.search(line)
+        if found:
+            column = len(line[:found.start()].encode("utf-8", "surrogateescape")) + 1
+            return i, column, ord(found.group()) - 0xDC00
+    return None
+
+
 def _delimited(path: Path, delimiter: str) -> Iterator[RawRow]:
     with path.open("rb") as raw:
         # A BOM at the start of a spreadsheet export is common and harmless for CSV: skip it.
         if raw.read(len(BOM)) != BOM:
             raw.seek(0)
-        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
-        reader = csv.DictReader(text, delimiter=delimiter)
-        try:
-            if not reader.fieldnames:
-                raise DataError(f"{path}: no header row", hint="the first line must name the columns")
-            start = 2
-            for row in reader:
-                where = f"{path}:{start}"
-                line = start
-                start = reader.line_num + 1
-                if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
-                    continue
-                if None in row:
-                    yield RawRow(where, line, raw=str(row),
-                                 error=f"more fields than the {len(reader.fieldnames)} columns of the header")
-                    continue
-                yield RawRow(where, line, obj=dict(row), raw=delimiter.join(v or "" for v in row.values()))
-        except UnicodeDecodeError:
-            # Text is decoded ahead in blocks, so the bad byte is at or a little after this line.
-            raise DataError(f"{path}:{reader.line_num + 1}: not UTF-8 at or after this line",
-                            hint="re-export the file as UTF-8") from None
+        # Bytes that are not UTF-8 become lone surrogates here, so that the one row holding them
+        # is quarantined with its line and byte instead of the whole file refused.
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+        record: list[str] = []  # the physical lines of the record being read (a quoted field may span several)
+
+        def lines() -> Iterator[str]:
+            for physical in text:
+                record.append(physical)
+                yield physical
+
+        reader = csv.DictReader(lines(), delimiter=delimiter)
+        if not reader.fieldnames:
+            raise DataError(f"{path}: no header row", hint="the first line must name the columns")
+        bad = _first_escaped(record)
+        if bad is not None:
+            raise DataError(f"{path}:{bad[0] + 1}: the header row is {not_utf8(bad[2], bad[1])}",
+                            hint="the columns cannot be named until the file is UTF-8 (in Excel: "
+                                 "Save As, CSV UTF-8)")
+        record.clear()
+        start = 2
+        for row in reader:
+            where = f"{path}:{start}"
+            line = start
+            start = reader.line_num + 1
+            physical = record.copy()
+            record.clear()
+            if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+                continue
+            bad = _first_escaped(physical)
+            if bad is not None:
+                shown = "".join(physical).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                yield RawRow(f"{path}:{line + bad[0]}", line + bad[0], raw=shown[:500],
+                             error=not_utf8(bad[2], bad[1]))
+                continue
+            if None in row:
+                yield RawRow(where, line, raw=str(row),
+                             error=f"more fields than the {len(reader.fieldnames)} columns of the header")
+                continue
+            yield RawRow(where, line, obj=dict(row), raw=delimiter.join(v or "" for v in row.values()))
 
 
 def _parquet(path: Path) -> Iterator[RawRow]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from collections import Counter
 from typing import Sequence
 
+from taskfit.errors import DataError
 from taskfit.records import Example
 
 
@@ -27,7 +29,8 @@ def stratified_split(examples: Sequence[Example], fraction: float, seed: int) ->
     from sklearn.model_selection import train_test_split
 
     if len(examples) < 4:
-        raise ValueError(f"need at least 4 rows to split, got {len(examples)}")
+        raise DataError(f"only {len(examples)} usable rows; at least 4 are needed to split",
+                        hint="run `taskfit data check` to see why rows were quarantined")
     ordered = sorted(examples, key=lambda ex: ex.id)  # independent of file order
     keys = _stratify_keys(ordered)
     n_test = max(1, round(len(ordered) * fraction))
@@ -45,7 +48,9 @@ def grouped_split(examples: Sequence[Example], fraction: float, seed: int,
     from sklearn.model_selection import StratifiedGroupKFold
 
     if len(set(groups)) < 2:
-        raise ValueError("data.group_by: every row has the same group; nothing can be held out")
+        raise DataError(f"data.group_by: all {len(groups)} rows are in one group ({next(iter(groups), '')!r}); "
+                        "nothing can be held out without splitting it",
+                        hint="group by a column with at least two values, or remove data.group_by")
     order = sorted(range(len(examples)), key=lambda i: examples[i].id)
     rows = [examples[i] for i in order]
     grp = [groups[i] for i in order]
@@ -60,6 +65,12 @@ def stratified_subsample(examples: Sequence[Example], n: int | None, seed: int) 
     """At most ``n`` rows, keeping the class proportions; all rows when ``n`` is None or larger."""
     if n is None or n >= len(examples):
         return list(examples)
+    keys = _stratify_keys(examples)
+    classes = len(set(keys)) if keys else 0
+    if len(examples) < 4 or min(n, len(examples) - n) < classes:
+        # Too few rows on one side to hold every class (scikit-learn would refuse): a plain
+        # seeded sample, still independent of file order.
+        return random.Random(seed).sample(sorted(examples, key=lambda ex: ex.id), n)
     _, sample = stratified_split(examples, n / len(examples), seed)
     return sample[:n]
 

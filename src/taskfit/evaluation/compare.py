@@ -8,9 +8,11 @@ reported as such, with about how many rows would be needed to tell.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from taskfit.errors import ConfigError, DataError
 from taskfit.evaluation import stats
 from taskfit.records import EvalResult
 from taskfit.tasks import scoring
@@ -19,6 +21,7 @@ from taskfit.tasks.extract import shown_fields
 FINETUNED = "fine-tuned"
 ALPHA = 0.05
 MOST_FIELDS = 30  # extract: rows in the per-field table (those with the most support)
+RESAMPLES = 2000  # the paired bootstrap's resamples: its p-value cannot resolve below 2/RESAMPLES
 
 
 def is_finetuned(name: str) -> bool:
@@ -58,23 +61,52 @@ class PairedTest:
     ci: tuple[float, float] | None
     p_value: float
     rows_needed: int | None
+    resamples: int | None = None  # for a resampling test; None for an exact one
 
     @property
     def significant(self) -> bool:
         return self.p_value < ALPHA
 
+    @property
+    def p_shown(self) -> str:
+        """The p-value as a person reads it: "0.0312", or "< 0.001" where the test cannot say more.
+
+        A resampling p-value of 0 means no resample fell beyond zero, not that the chance is nil:
+        with B resamples, doubled for two sides, it is below 2/B (B=2000: "< 0.001"). An exact
+        test's p-value is printed as it is, except one that underflowed a float."""
+        if self.p_value > 0:
+            return f"{self.p_value:.3g}"
+        if self.resamples:
+            return f"< {2 / self.resamples:.2g}"
+        return f"< {sys.float_info.min:.3g}"
+
+    @property
+    def p_text(self) -> str:
+        shown = self.p_shown
+        return f"p {shown}" if shown.startswith("<") else f"p={shown}"
+
+    @property
+    def p_method(self) -> str:
+        """How ``p_value`` was computed, in words (scorecard.json keeps it beside the number)."""
+        if self.resamples:
+            return (f"two-sided paired bootstrap: the share of {self.resamples} resampled mean differences "
+                    f"on the far side of zero, doubled; 0 means none did, so p < {2 / self.resamples:.2g}")
+        return "exact two-sided binomial test on the rows where exactly one candidate is right (McNemar)"
+
 
 def paired_test(kind: str, a: EvalResult, b: EvalResult) -> PairedTest:
     if len(a.per_example) != len(b.per_example):
-        raise ValueError(f"{a.candidate} and {b.candidate} were scored on different rows "
-                         f"({len(a.per_example)} and {len(b.per_example)})")
+        raise DataError(f"{a.candidate} and {b.candidate} were scored on different rows "
+                        f"({len(a.per_example)} and {len(b.per_example)}), so they cannot be compared pairwise",
+                        hint="evaluate both again on the current held-out split (`taskfit baseline`, "
+                             "`taskfit eval --run RUN`)")
     needed = stats.rows_to_detect(a.per_example, b.per_example)
     if scoring(kind).paired_test == "mcnemar":  # right/wrong per row
         p = stats.mcnemar(a.per_example, b.per_example)
         diff = sum(a.per_example) / len(a.per_example) - sum(b.per_example) / len(b.per_example)
         return PairedTest(a.candidate, b.candidate, "McNemar (exact)", diff, None, p, needed)
-    diff, ci, p = stats.paired_bootstrap(a.per_example, b.per_example)
-    return PairedTest(a.candidate, b.candidate, "paired bootstrap", diff, ci, p, needed)
+    diff, ci, p = stats.paired_bootstrap(a.per_example, b.per_example, n_boot=RESAMPLES)
+    return PairedTest(a.candidate, b.candidate, "paired bootstrap", diff, ci, p, needed, resamples=RESAMPLES)
 
 
 def cost_per_1k(m: dict[str, float]) -> float | None:
@@ -111,7 +143,7 @@ class Scorecard:
             m = r.metrics
             cost = cost_per_1k(m)
             t = tests.get(r.candidate)
-            versus = (f"{100 * t.difference:+.1f} pts, p={t.p_value:.3g}" if t else "-")
+            versus = (f"{100 * t.difference:+.1f} pts, {t.p_text}" if t else "-")
             checks = threshold_checks(r, self.thresholds)
             out.append([r.candidate]
                        + [_cell(m, c.metric, c.share) for c in self.columns]
@@ -156,7 +188,8 @@ class Scorecard:
                 "candidates": {r.candidate: {**r.metrics, "n": r.n,
                                              "thresholds": threshold_checks(r, self.thresholds)}
                                for r in self.results},
-                "paired_tests": [t.__dict__ for t in self.tests]}
+                "paired_tests": [{**t.__dict__, "p_value_shown": t.p_text, "p_value_method": t.p_method}
+                                 for t in self.tests]}
 
 
 def _size(m: dict[str, float]) -> str:
@@ -169,7 +202,8 @@ def _size(m: dict[str, float]) -> str:
 def build_scorecard(results: Sequence[EvalResult], thresholds: dict[str, float]) -> Scorecard:
     """The scorecard with its paired tests and verdict, from results scored on the same rows."""
     if not results:
-        raise ValueError("nothing to compare: no candidate has been evaluated")
+        raise ConfigError("nothing to compare: no candidate has been evaluated",
+                          hint="run `taskfit baseline` (and `taskfit eval --run RUN` for a fine-tune) first")
     kind = results[0].kind
     main = scoring(kind).main_metric
     card = Scorecard(kind=kind, main=main, results=list(results), thresholds=dict(thresholds))
@@ -209,7 +243,7 @@ def verdict(card: Scorecard, baselines: list[EvalResult], tuned: list[EvalResult
     top = max(tuned, key=lambda r: r.metrics[card.main])
     test = next(t for t in card.tests if t.candidate == top.candidate)
     gain = 100 * test.difference
-    where = f"({test.test}, p={test.p_value:.3g}, {top.n} held-out rows)"
+    where = f"({test.test}, {test.p_text}, {top.n} held-out rows)"
     if test.significant and gain > 0:
         extra = _cheaper(top, best)
         return (f"Keep the fine-tuned adapter: {gain:+.1f} points {main} over {best.candidate} "

@@ -264,7 +264,7 @@ def write_scorecard_report(root: Path, title: str, card: Any, predictions: dict[
         # where most rows leave a field empty, its accuracy is near 1 whatever the model does; F1 tells
         plots["per-field F1"] = plot_per_field(fielded, plots_dir / "per_field_f1.png", "f1")
     tests = [[t.candidate, t.against, t.test, f"{100 * t.difference:+.1f} pts",
-              f"[{100 * t.ci[0]:+.1f}, {100 * t.ci[1]:+.1f}]" if t.ci else "-", f"{t.p_value:.3g}",
+              f"[{100 * t.ci[0]:+.1f}, {100 * t.ci[1]:+.1f}]" if t.ci else "-", t.p_shown,
               str(t.rows_needed or "-")] for t in card.tests]
     facts_html = "".join(f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>"
                          for k, v in (facts or {}).items())

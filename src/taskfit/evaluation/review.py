@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import html
+import io
 import json
 import random
 from dataclasses import dataclass
@@ -144,7 +145,10 @@ def import_review(verdicts: Path, key_path: Path, seed: int = 0) -> ReviewResult
     wins = {"a": 0, "b": 0}
     ties = 0
     ratings: dict[str, dict[str, list[float]]] = {key["a"]: {}, key["b"]: {}}
-    with verdicts.open(newline="", encoding="utf-8-sig") as f:
+    from taskfit.data.read import read_text
+
+    # A spreadsheet may save the sheet as Windows-1252: that is named with its line, not a traceback.
+    with io.StringIO(read_text(verdicts, hint="save the sheet as CSV UTF-8"), newline="") as f:
         reader = csv.DictReader(f)
         missing = {"item", "better"} - set(reader.fieldnames or [])
         if missing:

@@ -115,8 +115,10 @@ def load_serve_config(path: Path | None, overrides: dict[str, Any] | None = None
     if path is not None:
         if not path.exists():
             raise ConfigError(f"{path}: no such file", hint="write one as in docs/serving.md")
+        from taskfit.data.read import read_text
+
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = yaml.safe_load(read_text(path, ConfigError)) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
         if not isinstance(data, dict):

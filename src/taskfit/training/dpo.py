@@ -95,10 +95,20 @@ def all_pair_logps(model: Any, tokenizer: Any, pairs: Sequence[tuple[Rendered, R
     return torch.cat(parts) if parts else torch.zeros(0, 2)
 
 
-def dpo_loss(policy: Any, reference: Any, beta: float) -> Any:
-    """The DPO logistic loss over a batch: -log σ(β[(π_c − ref_c) − (π_r − ref_r)])."""
+def dpo_loss(policy: Any, reference: Any, beta: float, loss: str = "sigmoid", lengths: Any = None) -> Any:
+    """The preference loss over a batch of [n, 2] summed answer log-probabilities (chosen, rejected).
+
+    ``sigmoid`` (DPO): -log σ(β[(π_c − ref_c) − (π_r − ref_r)]).
+    ``ipo`` (Azar et al. 2023, eq. 17): (h − 1/(2β))², with h the same difference of log-ratios
+    but each side's log-ratio divided by its answer tokens (``lengths``, [n, 2]). TRL's
+    DPOTrainer averages per token for loss_type="ipo" too (and only for it): the squared loss on
+    summed log-ratios grows with answer length, and the IPO authors' reported results use the
+    per-token form."""
     import torch.nn.functional as F
 
+    if loss == "ipo":
+        ratios = (policy - reference) / lengths.to(policy.device).clamp(min=1)
+        return ((ratios[:, 0] - ratios[:, 1] - 1 / (2 * beta)) ** 2).mean()
     margin = (policy[:, 0] - reference[:, 0]) - (policy[:, 1] - reference[:, 1])
     return -F.logsigmoid(beta * margin).mean()
 
@@ -133,6 +143,7 @@ class DpoObjective:
         self.ref = all_pair_logps(model, tokenizer, self.pairs, spec.batch_size)
         self.val_ref = all_pair_logps(model, tokenizer, self.val_pairs, spec.batch_size)
         self.val_lengths = answer_lengths(self.val_pairs)
+        self.lengths = answer_lengths(self.pairs)  # IPO's per-token average
         # Length grouping and micro-batch sizes go by the longer side of each pair.
         self._longer = [max(c, r, key=lambda x: len(x.ids)) for c, r in self.pairs]
 
@@ -150,12 +161,13 @@ class DpoObjective:
         flat = collate(_flatten([self.pairs[i] for i in chunk]), self.tokenizer.pad_token_id)
         policy = completion_logps(self.model, flat, 2 * len(chunk)).view(-1, 2)
         ref = self.ref[chunk].to(policy.device)
-        return StepStats(loss_sum=dpo_loss(policy, ref, self.spec.dpo.beta) * len(chunk),
+        loss = dpo_loss(policy, ref, self.spec.dpo.beta, self.spec.dpo.loss, self.lengths[chunk])
+        return StepStats(loss_sum=loss * len(chunk),
                          read_tokens=flat.read_tokens, loss_tokens=len(flat.targets))
 
     def validate(self) -> dict[str, float | None]:
         logps = all_pair_logps(self.model, self.tokenizer, self.val_pairs, self.spec.batch_size)
-        loss = float(dpo_loss(logps, self.val_ref, self.spec.dpo.beta))
+        loss = float(dpo_loss(logps, self.val_ref, self.spec.dpo.beta, self.spec.dpo.loss, self.val_lengths))
         return {"val_loss": loss, "metric": preference_accuracy(logps, self.val_lengths)}
 
 

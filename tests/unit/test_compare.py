@@ -1,0 +1,77 @@
+"""The scorecard's p-values: a resampling test never reads as p=0; an exact test reads as it is."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+
+from rich.console import Console
+from rich.table import Table
+
+from taskfit.evaluation.compare import RESAMPLES, build_scorecard
+from taskfit.records import EvalResult
+
+
+def _result(name, kind, main, scores, latency=0.5):
+    return EvalResult(candidate=name, metrics={main: sum(scores) / len(scores), "latency_p50_s": latency},
+                      n=len(scores), kind=kind, per_example=[float(x) for x in scores])
+
+
+def _terminal(card) -> str:
+    """The table as `taskfit compare` prints it (cli.main._print_scorecard builds the same one)."""
+    console = Console(width=400, record=True, file=io.StringIO())
+    table = Table(*card.header)
+    for row in card.rows():
+        table.add_row(*row)
+    console.print(table)
+    return console.export_text()
+
+
+def test_a_bootstrap_that_no_resample_crosses_reads_p_below_its_resolution_never_zero():
+    rng = random.Random(0)
+    base = [rng.uniform(0.2, 0.5) for _ in range(200)]
+    tuned = [b + rng.uniform(0.3, 0.4) for b in base]  # better on every row: no resample crosses zero
+    card = build_scorecard([_result("few-shot", "qa", "f1", base), _result("fine-tuned", "qa", "f1", tuned)], {})
+    (test,) = card.tests
+    assert test.test == "paired bootstrap" and test.p_value == 0.0 and test.resamples == RESAMPLES == 2000
+    for text in (_terminal(card), "\n".join(card.markdown()), card.verdict):
+        assert "p < 0.001" in text, text
+        assert "p=0" not in text and "p=0.0 " not in text
+    assert card.verdict.startswith("Keep the fine-tuned adapter")
+    saved = json.loads(json.dumps(card.to_json()))["paired_tests"][0]
+    assert saved["p_value"] == 0.0 and saved["resamples"] == 2000  # the number itself is kept
+    assert saved["p_value_shown"] == "p < 0.001" and "2000 resampled" in saved["p_value_method"]
+
+
+def test_a_bootstrap_p_value_above_zero_and_an_exact_test_print_as_they_are():
+    rng = random.Random(3)
+    base = [rng.random() for _ in range(60)]
+    noisy = [min(1.0, b + rng.uniform(-0.2, 0.25)) for b in base]
+    card = build_scorecard([_result("few-shot", "qa", "f1", base), _result("fine-tuned", "qa", "f1", noisy)], {})
+    (test,) = card.tests
+    assert 0 < test.p_value < 1
+    assert f"p={test.p_value:.3g}" in card.rows()[1][-2] and f"p={test.p_value:.3g}" in card.verdict
+
+    right = [i % 3 != 0 for i in range(300)]
+    exact = build_scorecard([_result("tfidf-logreg", "classify", "accuracy", [False] * 300),
+                             _result("fine-tuned", "classify", "accuracy", right)], {})
+    (test,) = exact.tests
+    # McNemar: 200 rows right only for the fine-tune, none the other way: 2 * 0.5**200
+    assert test.resamples is None and test.p_value == 2 * 0.5 ** 200
+    assert f"p={2 * 0.5 ** 200:.3g}" in exact.verdict and "p=1.24e-60" in _terminal(exact)
+    assert "McNemar" in exact.to_json()["paired_tests"][0]["p_value_method"]
+
+
+def test_nothing_to_compare_and_unpaired_rows_are_taskfit_errors_with_what_to_do():
+    import pytest
+
+    from taskfit.errors import ConfigError, DataError
+
+    with pytest.raises(ConfigError, match="nothing to compare") as info:
+        build_scorecard([], {})
+    assert "taskfit baseline" in info.value.hint
+    with pytest.raises(DataError, match="scored on different rows") as info:
+        build_scorecard([_result("few-shot", "qa", "f1", [0.5] * 10),
+                         _result("fine-tuned", "qa", "f1", [0.5] * 12)], {})
+    assert "taskfit eval --run RUN" in info.value.hint

@@ -198,6 +198,9 @@ _PROPOSED_WORDS: dict[str, tuple[str, str]] = {
     "generate": ("Replies read like the reference replies in the data.", "Reply to the message."),
     "dpo": ("Replies are the kind people preferred in the pairs.", "Write the assistant's next reply."),
 }
+# Above this many labels, an inferred classify prompt does not list them ({labels}): clinc150's
+# 151 labels take about 600 of the embedded model's tokens, so no row fits the default 256.
+LISTED_LABELS = 30
 # Base names that say nothing about the task: the project is then named after the folder.
 _GENERIC_STEMS = {"train", "training", "data", "dataset", "all", "full", "export", "rows"}
 
@@ -218,6 +221,11 @@ def proposed_yaml(proposal: Proposal, train: str) -> str:
                               "data.format": proposal.format, "data.columns": proposal.columns}
     if kind == "classify":
         values["task.labels"] = sorted(proposal.labels)
+        if len(proposal.labels) > LISTED_LABELS:
+            values["task.system_prompt"] = "Classify the text. Reply with its label."
+            reasons.append(f"{len(proposal.labels)} labels: the system prompt does not list them, since that "
+                           "would cost every row about 4 tokens per label; the fine-tune learns them from "
+                           "the rows, while the prompt-only baseline, which cannot, is then no fair test")
     if kind == "extract":
         values["task.schema"] = proposal.schema
     if kind == "generate" and proposal.reply_words is not None:

@@ -1,0 +1,85 @@
+"""The README's walkthroughs, followed on the shared public datasets: `taskfit init --from` plus
+the settings the walkthrough names, then `taskfit run`, then `taskfit compare`, which must print
+the same scorecard without predicting anything again. The commands and settings are read from
+README.md itself, so the README cannot drift from what works. Small slices and the tiny model keep
+it cheap (the full runs' times are in docs/benchmarks.md); skipped without ../shared/data."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from taskfit.cli.main import app
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def _walkthroughs() -> dict[str, tuple[list[str], dict]]:
+    """dataset → (the `taskfit init` arguments, the settings), from the README's walkthroughs: each
+    ```bash block with `taskfit init NAME --from ../shared/data/DATASET/...` and the ```yaml block
+    that follows it."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = {}
+    block = r"((?:(?!```).)*?)"  # a fenced block's text
+    for match in re.finditer(rf"```bash\n(taskfit init [^\n]*shared/data/[^\n]*)\n{block}```\n```yaml\n{block}```",
+                             text, re.S):
+        args = shlex.split(match.group(1))[2:]  # after `taskfit init`: NAME and the flags
+        dataset = re.search(r"shared/data/([^/]+)/", match.group(1)).group(1)
+        found[dataset] = (args, yaml.safe_load(match.group(3)) or {})
+    return found
+
+
+def _merge(doc: dict, settings: dict) -> None:
+    for key, value in settings.items():
+        if isinstance(value, dict) and isinstance(doc.get(key), dict):
+            _merge(doc[key], value)
+        else:
+            doc[key] = value
+
+
+WALKTHROUGHS = _walkthroughs()
+
+
+def test_the_readme_walks_through_every_shared_dataset():
+    assert set(WALKTHROUGHS) == {"clinc150", "snips_slots", "squad2_dev", "bitext_support", "hh_rlhf_harmless"}
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data (the team's copies of public datasets)")
+@pytest.mark.parametrize("dataset", sorted(WALKTHROUGHS))
+def test_walkthrough_runs_end_to_end_and_compare_agrees(dataset, tmp_path, tiny_model_dir, monkeypatch):
+    args, settings = WALKTHROUGHS[dataset]
+    monkeypatch.chdir(ROOT)  # the README's paths are relative to the repository's root
+    project = tmp_path / args[0]
+    runner = CliRunner()
+    made = runner.invoke(app, ["init", str(project), *args[1:]])
+    assert made.exit_code == 0, made.output
+    path = project / "taskfit.yaml"
+    doc = yaml.safe_load(path.read_text())
+    _merge(doc, settings)
+    # Only what makes it cheap changes: the tiny model, small slices, short answers.
+    doc["model"]["name"] = str(tiny_model_dir)
+    # The tiny model's 600-token vocabulary spends about twice SmolLM2's tokens on the same text, and
+    # it has 512 positions: rows that cannot fit in those are dropped here rather than cut.
+    doc["data"].update(max_train_examples=32, max_eval_examples=6, too_long="drop")
+    doc["train"].update(max_seq_length=448, metric_sample=0, eval_every=0, validation_share=0.1)
+    doc["eval"].update(max_new_tokens=min(doc["eval"]["max_new_tokens"], 12), generation_sample=2, style_sample=4)
+    doc["baselines"].update(retriever="bm25")
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    ran = runner.invoke(app, ["run", str(project)])
+    assert ran.exit_code == 0, ran.output
+    (evals,) = project.glob("evals/*")
+    scorecard = (evals / "scorecard.md").read_text()
+    cached = {p: p.read_bytes() for p in evals.glob("predictions/*.jsonl")}
+    assert any("fine-tuned" in p.name for p in cached) or dataset == "hh_rlhf_harmless"
+    compared = runner.invoke(app, ["compare", str(project)])
+    assert compared.exit_code == 0, compared.output
+    assert (evals / "scorecard.md").read_text() == scorecard
+    assert {p: p.read_bytes() for p in evals.glob("predictions/*.jsonl")} == cached  # nothing predicted again
+    assert "fine-tuned" in scorecard

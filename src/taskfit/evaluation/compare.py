@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from taskfit import stats
 from taskfit.config import LOWER_IS_BETTER
-from taskfit.evaluation import stats
 from taskfit.records import EvalResult
 from taskfit.tasks import MAIN_METRIC
 

@@ -70,7 +70,7 @@ def score(task: TaskSpec, spec: EvalSpec, candidate: str, examples: Sequence[Exa
 
 def cost_metrics(preds: Sequence[Prediction]) -> dict[str, float]:
     """Latency percentiles and mean tokens per query."""
-    from taskfit.evaluation.stats import percentile
+    from taskfit.stats import percentile
 
     latencies = [p.latency_s for p in preds]
     n = max(1, len(preds))

@@ -11,8 +11,8 @@ from collections import Counter
 from typing import Sequence
 
 from taskfit.config import TaskSpec
-from taskfit.evaluation.stats import percentile
 from taskfit.records import EvalResult, Example, Prediction
+from taskfit.stats import percentile
 
 EXAMPLES_PER_BUCKET = 3
 

@@ -15,8 +15,8 @@ from collections import Counter
 from typing import Sequence
 
 from taskfit.config import TaskSpec
-from taskfit.evaluation.stats import bootstrap_mean_ci
 from taskfit.records import EvalResult, Example, Prediction
+from taskfit.stats import bootstrap_mean_ci
 
 EXAMPLES_PER_BUCKET = 3
 SUPPORTED_SHARE = 0.5

@@ -33,8 +33,8 @@ from typing import Any, Callable, Protocol
 
 from taskfit.config import TrainSpec
 from taskfit.errors import ResumeError
-from taskfit.training.parallel import Parallel
-from taskfit.training.parallel import Ranks  # noqa: F401  (lives in parallel.py; workflows/train.py imports it from here)
+from taskfit.training.parallel import Parallel, load_into, whole
+from taskfit.training.parallel import Ranks  # noqa: F401  re-exported: workflows/train.py imports it from here
 
 
 @dataclass
@@ -143,14 +143,10 @@ def trainable(model: Any) -> dict[str, Any]:
 
 def _snapshot(model: Any) -> dict[str, Any]:
     """Whole CPU copies of the trainable weights (under FSDP every process must call it)."""
-    from taskfit.training.parallel import whole
-
     return {n: whole(p) for n, p in trainable(model).items()}
 
 
 def _restore(model: Any, weights: dict[str, Any]) -> None:
-    from taskfit.training.parallel import load_into
-
     params = trainable(model)
     missing = set(params) - set(weights)
     if missing:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
+from taskfit import stats
 from taskfit.config import EvalSpec, TaskSpec
-from taskfit.evaluation import stats
 from taskfit.evaluation.compare import build_scorecard
 from taskfit.records import EvalResult, Example, Prediction
 from taskfit.tasks import parse, score

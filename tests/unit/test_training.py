@@ -17,8 +17,10 @@ from taskfit.models import load_model
 from taskfit.records import Example, PreferencePair
 from taskfit.rendering import render
 from taskfit.training import train_dpo, train_sft
+from taskfit.training.batching import collate
+from taskfit.training.forward import answer_loss
 from taskfit.training.loop import checkpoints
-from taskfit.training.sft import answer_loss, collate, featurize
+from taskfit.training.sft import featurize
 
 PAIRS = [("I was charged twice on my invoice", "billing"), ("My parcel has not arrived", "shipping"),
          ("I cannot log in to my account", "account_access")]

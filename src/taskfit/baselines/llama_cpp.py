@@ -27,7 +27,7 @@ def load_llama(base: Path, lora: Path | None, n_ctx: int, threads: int | None = 
     except ImportError:
         raise ConfigError("the llama.cpp engine needs llama-cpp-python, which is not installed",
                           hint='pip install -e ".[llama]" (it compiles llama.cpp: about 14 minutes on 2 cores)') from None
-    from taskfit.training.hardware import cpu_cores
+    from taskfit.machine import cpu_cores
 
     threads = threads or cpu_cores()  # every core by default (the bindings' own default is half of them)
     return Llama(model_path=str(base), lora_path=str(lora) if lora else None, n_ctx=n_ctx,

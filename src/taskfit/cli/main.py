@@ -325,7 +325,7 @@ def train(project: Path = typer.Argument(Path("."), help="Project directory or t
                                              help="Train even on data with unredacted credentials.")) -> None:
     """Train by train.method (lora, qlora, full, dpo) and save the adapter with its model card."""
     from taskfit.progress import RichReporter, Silent
-    from taskfit.training.loop import Ranks
+    from taskfit.training.parallel import Ranks
     from taskfit.workflows import train_project
 
     main = Ranks.from_env().main  # under `accelerate launch`, only the first process reports

@@ -12,8 +12,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from taskfit import stats
 from taskfit.errors import ConfigError, DataError
-from taskfit.evaluation import stats
 from taskfit.records import EvalResult
 from taskfit.tasks import scoring
 from taskfit.tasks.extract import shown_fields

@@ -52,26 +52,24 @@ def embedding_model_dir() -> Path:
     return Path(str(dist.locate_file(config))).parent
 
 
-_ENCODER = None
+def load_encoder():
+    """The sentence encoder (about 90 MB; 0.4 s to load once the files are in the page cache)."""
+    from sentence_transformers import SentenceTransformer
 
-
-def encoder():
-    """The sentence encoder, loaded once per process (about 90 MB)."""
-    global _ENCODER
-    if _ENCODER is None:
-        from sentence_transformers import SentenceTransformer
-
-        _ENCODER = SentenceTransformer(str(embedding_model_dir()), device="cpu")
-    return _ENCODER
+    return SentenceTransformer(str(embedding_model_dir()), device="cpu")
 
 
 class EmbeddingIndex:
+    """Cosine similarity of MiniLM embeddings. The index holds the encoder its texts were embedded
+    with, so queries are embedded by the same one, and it goes when the index goes."""
+
     def __init__(self, texts: Sequence[str]):
-        self.vectors = encoder().encode(list(texts), batch_size=64, normalize_embeddings=True,
-                                        convert_to_numpy=True, show_progress_bar=False)
+        self.encoder = load_encoder()
+        self.vectors = self.encoder.encode(list(texts), batch_size=64, normalize_embeddings=True,
+                                           convert_to_numpy=True, show_progress_bar=False)
 
     def search(self, query: str, k: int) -> list[int]:
-        q = encoder().encode([query], normalize_embeddings=True, convert_to_numpy=True)[0]
+        q = self.encoder.encode([query], normalize_embeddings=True, convert_to_numpy=True)[0]
         sims = self.vectors @ q
         return [int(i) for i in sims.argsort()[::-1][:k]]
 

@@ -96,7 +96,7 @@ def score(task: Any, spec: Any, candidate: str, examples: Sequence[Example],
 
 def cost_metrics(preds: Sequence[Prediction]) -> dict[str, float]:
     """Latency percentiles and mean tokens per query."""
-    from taskfit.evaluation.stats import percentile
+    from taskfit.stats import percentile
 
     latencies = [p.latency_s for p in preds]
     n = max(1, len(preds))

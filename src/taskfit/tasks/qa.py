@@ -15,8 +15,8 @@ from collections import Counter
 from typing import Any, Callable, Sequence
 
 from taskfit.config import TaskSpec
-from taskfit.evaluation.stats import bootstrap_mean_ci
 from taskfit.records import EvalResult, Example, Prediction
+from taskfit.stats import bootstrap_mean_ci
 from taskfit.tasks.base import ENDPOINT, FEW_SHOT, PROMPT_ONLY, RAG, Column, plain_text
 
 EXAMPLES_PER_BUCKET = 3

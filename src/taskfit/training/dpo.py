@@ -23,9 +23,11 @@ from taskfit.config import TaskSpec, TrainSpec
 from taskfit.errors import DataError
 from taskfit.records import Example, PreferencePair
 from taskfit.rendering import Rendered, render
-from taskfit.training.loop import LoopResult, Ranks, StepStats, fit
-from taskfit.training.sft import (chunk_by_tokens, collate, completion_logps, length_grouped_batches,
-                                  micro_batch_tokens, prepare_model)
+from taskfit.training.batching import chunk_by_tokens, collate, length_grouped_batches, micro_batch_tokens
+from taskfit.training.forward import completion_logps
+from taskfit.training.loop import LoopResult, StepStats, fit
+from taskfit.training.methods import make_trainable
+from taskfit.training.parallel import Parallel
 
 
 def _cut(tokenizer: Any, text: str, tokens: int) -> str:
@@ -78,19 +80,20 @@ def _flatten(pairs: Sequence[tuple[Rendered, Rendered]]) -> list[Rendered]:
     return [side for pair in pairs for side in pair]
 
 
-def pair_logps(model: Any, tokenizer: Any, pairs: Sequence[tuple[Rendered, Rendered]]) -> Any:
+def pair_logps(model: Any, tokenizer: Any, pairs: Sequence[tuple[Rendered, Rendered]],
+               parallel: Parallel | None = None) -> Any:
     """[n, 2] summed log-probabilities of (chosen, rejected) for each pair."""
     batch = collate(_flatten(pairs), tokenizer.pad_token_id)
-    return completion_logps(model, batch, 2 * len(pairs)).view(-1, 2)
+    return completion_logps(model, batch, 2 * len(pairs), parallel).view(-1, 2)
 
 
 def all_pair_logps(model: Any, tokenizer: Any, pairs: Sequence[tuple[Rendered, Rendered]],
-                   batch_size: int) -> Any:
+                   batch_size: int, parallel: Parallel | None = None) -> Any:
     import torch
 
     model.eval()
     with torch.no_grad():
-        parts = [pair_logps(model, tokenizer, pairs[i:i + batch_size]).cpu()
+        parts = [pair_logps(model, tokenizer, pairs[i:i + batch_size], parallel).cpu()
                  for i in range(0, len(pairs), batch_size)]
     return torch.cat(parts) if parts else torch.zeros(0, 2)
 
@@ -133,15 +136,16 @@ def preference_accuracy(logps: Any, lengths: Any | None = None) -> float:
 class DpoObjective:
     metric_name = "preference_accuracy"
 
-    def __init__(self, model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec,
+    def __init__(self, model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec, parallel: Parallel,
                  train: Sequence[PreferencePair], validation: Sequence[PreferencePair] = ()):
         self.model, self.tokenizer, self.spec = model, tokenizer, spec
+        self.parallel = parallel  # under FSDP, the root the model runs through
         self.pairs = featurize_pairs(tokenizer, task, train, spec.max_seq_length)
         self.val_pairs = featurize_pairs(tokenizer, task, validation, spec.max_seq_length)
         self.validation_rows = len(self.val_pairs)
         # The reference: the policy before its first step.
-        self.ref = all_pair_logps(model, tokenizer, self.pairs, spec.batch_size)
-        self.val_ref = all_pair_logps(model, tokenizer, self.val_pairs, spec.batch_size)
+        self.ref = all_pair_logps(model, tokenizer, self.pairs, spec.batch_size, parallel)
+        self.val_ref = all_pair_logps(model, tokenizer, self.val_pairs, spec.batch_size, parallel)
         self.val_lengths = answer_lengths(self.val_pairs)
         self.lengths = answer_lengths(self.pairs)  # IPO's per-token average
         # Length grouping and micro-batch sizes go by the longer side of each pair.
@@ -159,14 +163,14 @@ class DpoObjective:
 
     def loss_sum(self, chunk: list[int]) -> StepStats:
         flat = collate(_flatten([self.pairs[i] for i in chunk]), self.tokenizer.pad_token_id)
-        policy = completion_logps(self.model, flat, 2 * len(chunk)).view(-1, 2)
+        policy = completion_logps(self.model, flat, 2 * len(chunk), self.parallel).view(-1, 2)
         ref = self.ref[chunk].to(policy.device)
         loss = dpo_loss(policy, ref, self.spec.dpo.beta, self.spec.dpo.loss, self.lengths[chunk])
         return StepStats(loss_sum=loss * len(chunk),
                          read_tokens=flat.read_tokens, loss_tokens=len(flat.targets))
 
     def validate(self) -> dict[str, float | None]:
-        logps = all_pair_logps(self.model, self.tokenizer, self.val_pairs, self.spec.batch_size)
+        logps = all_pair_logps(self.model, self.tokenizer, self.val_pairs, self.spec.batch_size, self.parallel)
         loss = float(dpo_loss(logps, self.val_ref, self.spec.dpo.beta, self.spec.dpo.loss, self.val_lengths))
         return {"val_loss": loss, "metric": preference_accuracy(logps, self.val_lengths)}
 
@@ -181,21 +185,24 @@ def train_dpo(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec,
               ) -> tuple[Any, LoopResult, dict[str, float] | None]:
     """DPO through a LoRA adapter (a fresh one, or ``adapter`` continued). Returns the model, what
     happened, and the preference accuracy on ``held_out`` before and after (None without it)."""
-    model = prepare_model(model, spec, adapter)
+    from taskfit.training.fsdp import join  # imports torch: not at import time
+
+    model = make_trainable(model, spec, adapter)
+    parallel = join(model, spec)
     say = status or (lambda message: None)
     held = featurize_pairs(tokenizer, task, held_out, spec.max_seq_length)
     say(f"scoring {len(held)} held-out pairs before training, and the reference log-probabilities "
         f"of {len(train) + len(validation)} training and validation pairs (once)")
-    before = all_pair_logps(model, tokenizer, held, spec.batch_size) if held else None
-    objective = DpoObjective(model, tokenizer, task, spec, train, validation)
-    result = fit(model, objective, spec, len(objective.pairs),
+    before = all_pair_logps(model, tokenizer, held, spec.batch_size, parallel) if held else None
+    objective = DpoObjective(model, tokenizer, task, spec, parallel, train, validation)
+    result = fit(model, objective, spec, len(objective.pairs), parallel=parallel,
                  run_dir=run_dir, resume_from=resume_from, on_step=on_step, on_validate=on_validate)
     if not held:
         return model, result, None
     say(f"scoring {len(held)} held-out pairs after training")
-    after = all_pair_logps(model, tokenizer, held, spec.batch_size)
+    after = all_pair_logps(model, tokenizer, held, spec.batch_size, parallel)
     lengths = answer_lengths(held)
-    if run_dir is not None and Ranks.from_env().main:
+    if run_dir is not None and parallel.ranks.main:
         write_held_out_pairs(run_dir / "held_out_pairs.csv", [p.id for p in held_out], before, after, lengths)
     return model, result, held_out_report(before, after, lengths)
 
@@ -223,7 +230,7 @@ def held_out_report(before: Any, after: Any, lengths: Any) -> dict[str, float]:
     lengths) where the summed figure picked the shorter answer before training; and the
     implicit-reward accuracy DPO itself optimises (the chosen side's log-probability rose more
     than the rejected side's). ``lengths``: [n, 2] answer tokens of (chosen, rejected)."""
-    from taskfit.evaluation.stats import mcnemar
+    from taskfit.stats import mcnemar
 
     def prefers(logps: Any) -> Any:
         return logps[:, 0] > logps[:, 1]

@@ -21,7 +21,7 @@ from taskfit.errors import ConfigError
 from taskfit.training.artifacts import find_adapter, write_atomically
 
 # Architectures whose llama.cpp conversion is Llama's (with the q/k row permutation).
-PERMUTED = {"llama", "mistral"}
+PERMUTED = frozenset({"llama", "mistral"})
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 

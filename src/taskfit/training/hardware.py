@@ -8,6 +8,7 @@ from typing import Any
 
 from taskfit.config import TrainSpec
 from taskfit.errors import ConfigError
+from taskfit.machine import cpu_cores
 
 
 @dataclass(frozen=True)
@@ -25,11 +26,6 @@ class Hardware:
             out["gpu"] = torch.cuda.get_device_name(0)
             out["gpus"] = torch.cuda.device_count()
         return out
-
-
-def cpu_cores() -> int:
-    """The cores this process may run on (its affinity, not the machine's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def resolve_hardware(spec: TrainSpec) -> Hardware:

@@ -15,6 +15,8 @@ batch, and a validation. This loop owns everything that must be right for every 
   ``accelerate launch`` (or torchrun) each process takes its share of every batch and the
   gradients are summed across processes: either way the update equals the one-pass update;
   with ``train.fsdp`` the model is sharded across the processes instead of copied (fsdp.py).
+  What differs between one process, several and sharded ones is in the
+  :class:`~taskfit.training.parallel.Parallel` handle the loop is given, and returns with its result.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from typing import Any, Callable, Protocol
 
 from taskfit.config import TrainSpec
 from taskfit.errors import ResumeError
+from taskfit.training.parallel import Parallel, load_into, whole
+from taskfit.training.parallel import Ranks  # noqa: F401  re-exported: workflows/train.py imports it from here
 
 
 @dataclass
@@ -87,72 +91,35 @@ class LoopResult:
     state: LoopState
     total_steps: int
     steps_per_epoch: int
+    parallel: Parallel = field(default_factory=Parallel)  # how the run was spread (and the FSDP root)
 
     @property
     def tokens_per_second(self) -> float:
         return self.state.trained_tokens / self.state.seconds if self.state.seconds else 0.0
 
 
-@dataclass(frozen=True)
-class Ranks:
-    """This process's place in a data-parallel run (``accelerate launch``); rank 0 of 1 alone."""
-
-    rank: int = 0
-    world: int = 1
-
-    @classmethod
-    def from_env(cls) -> "Ranks":
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        import torch
-        from accelerate import PartialState
-
-        # Joins the process group that `accelerate launch` (or torchrun) set up: NCCL on GPUs,
-        # gloo on CPUs (accelerate needs to be told it is CPU, or it runs each process alone).
-        state = PartialState(cpu=not torch.cuda.is_available())
-        if state.num_processes != world:
-            raise RuntimeError(f"WORLD_SIZE is {world} but accelerate joined {state.num_processes} processes")
-        return cls(rank=state.process_index, world=state.num_processes)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _all_reduce_sum(tensors: list[Any]) -> None:
-    import torch.distributed as dist
-
-    for t in tensors:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-
-
-def _step(objective: Objective, batch: list[int], model: Any, params: list[Any],
-          ranks: Ranks) -> tuple[float, int, int]:
+def _step(objective: Objective, batch: list[int], params: list[Any],
+          parallel: Parallel) -> tuple[float, int, int]:
     """Gradients of the batch's mean loss, one micro-batch at a time; with several processes,
     each takes its share of the rows and the gradients are summed across them (what DDP does),
     so the update equals the single-process one. A model sharded by FSDP sums its gradients
     itself, and needs every process to run as many passes as the busiest: the others run
     zero-weighted repeats of a row."""
     import torch
-    import torch.distributed as dist
 
-    from taskfit.training import fsdp
-
+    ranks, sharded = parallel.ranks, parallel.sharded
     units = objective.units(batch)
     mine = batch[ranks.rank::ranks.world]
     chunks = objective.chunks(mine) if mine else []
     weights = [1.0] * len(chunks)
-    sharded = fsdp.root(model) is not None
     if sharded:
-        most = torch.tensor([len(chunks)])
-        dist.all_reduce(most, op=dist.ReduceOp.MAX)
+        most = parallel.most_across(len(chunks))
         filler = chunks[0] if chunks else [batch[0]]
-        chunks += [filler] * (int(most) - len(chunks))
+        chunks += [filler] * (most - len(chunks))
         weights += [0.0] * (len(chunks) - len(weights))
     total, read, scored = 0.0, 0, 0
     for i, (chunk, weight) in enumerate(zip(chunks, weights)):
-        fsdp.set_gradient_sync(model, i == len(chunks) - 1)
+        parallel.set_gradient_sync(i == len(chunks) - 1)
         stats = objective.loss_sum(chunk)
         (stats.loss_sum * (weight / units)).backward()
         if weight:
@@ -165,7 +132,7 @@ def _step(objective: Objective, batch: list[int], model: Any, params: list[Any],
             for p in params:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
-        _all_reduce_sum([figures] if sharded else [p.grad for p in params] + [figures])
+        parallel.sum_across([figures] if sharded else [p.grad for p in params] + [figures])
         total, read, scored = float(figures[0]), int(figures[1]), int(figures[2])
     return total / units, read, scored
 
@@ -176,14 +143,10 @@ def trainable(model: Any) -> dict[str, Any]:
 
 def _snapshot(model: Any) -> dict[str, Any]:
     """Whole CPU copies of the trainable weights (under FSDP every process must call it)."""
-    from taskfit.training.fsdp import whole
-
     return {n: whole(p) for n, p in trainable(model).items()}
 
 
 def _restore(model: Any, weights: dict[str, Any]) -> None:
-    from taskfit.training.fsdp import load_into
-
     params = trainable(model)
     missing = set(params) - set(weights)
     if missing:
@@ -242,16 +205,15 @@ def save_checkpoint(directory: Path, weights: dict[str, Any], optimizer_state: d
     return final
 
 
-def load_checkpoint(path: Path, model: Any, optimizer: Any, schedule: Any) -> tuple[LoopState, dict[str, Any] | None]:
+def load_checkpoint(path: Path, model: Any, optimizer: Any, schedule: Any,
+                    parallel: Parallel) -> tuple[LoopState, dict[str, Any] | None]:
     import torch
     from safetensors.torch import load_file
-
-    from taskfit.training.fsdp import load_optimizer_state
 
     state = LoopState(**json.loads((path / "state.json").read_text()))
     _restore(model, load_file(path / "trainable.safetensors"))
     extra = torch.load(path / "optimizer.pt", weights_only=False)
-    load_optimizer_state(model, optimizer, extra["optimizer"])
+    parallel.load_optimizer_state(optimizer, extra["optimizer"])
     schedule.load_state_dict(extra["schedule"])
     torch.set_rng_state(extra["rng"])
     if extra.get("cuda_rng") is not None and torch.cuda.is_available():
@@ -263,8 +225,8 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, schedule: Any) -> tu
     return state, best
 
 
-_LOG_FIELDS = ["step", "epoch", "loss", "learning_rate", "tokens", "seconds"]
-VALIDATION_FIELDS = ["step", "epoch", "val_loss", "metric"]  # then any side figures, e.g. valid_rate
+_LOG_FIELDS = ("step", "epoch", "loss", "learning_rate", "tokens", "seconds")
+VALIDATION_FIELDS = ("step", "epoch", "val_loss", "metric")  # then any side figures, e.g. valid_rate
 
 
 def _trim_log(path: Path, upto: int) -> None:
@@ -282,29 +244,27 @@ def _trim_log(path: Path, upto: int) -> None:
 def write_validation_log(path: Path, state: LoopState) -> None:
     extra = sorted({k for v in state.validations for k in v} - set(VALIDATION_FIELDS))
     with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=VALIDATION_FIELDS + extra)
+        writer = csv.DictWriter(fh, fieldnames=[*VALIDATION_FIELDS, *extra])
         writer.writeheader()
         writer.writerows(state.validations)
 
 
-def fit(model: Any, objective: Objective, spec: TrainSpec, rows: int, *,
+def fit(model: Any, objective: Objective, spec: TrainSpec, rows: int, *, parallel: Parallel,
         run_dir: Path | None = None, resume_from: Path | None = None,
         on_step: Callable[[int, int, float], None] | None = None,
         on_validate: Callable[[dict[str, Any]], None] | None = None) -> LoopResult:
     """Optimise ``model``'s trainable parameters on ``objective`` for ``spec.epochs`` passes over
-    ``rows`` rows. Returns with the best validation's weights in the model (the last ones when
-    there is no validation). With ``run_dir``, ``train_log.csv``, ``validation_log.csv`` and
-    ``checkpoints/`` are written there."""
+    ``rows`` rows, as this process's part in the run that ``parallel`` describes. Returns with the
+    best validation's weights in the model (the last ones when there is no validation). With
+    ``run_dir``, ``train_log.csv``, ``validation_log.csv`` and ``checkpoints/`` are written there
+    (by the first process)."""
     import torch
     from transformers import get_linear_schedule_with_warmup
-
-    from taskfit.training import fsdp
 
     params = list(trainable(model).values())
     if not params:
         raise ValueError("the model has no trainable parameters")
-    ranks = Ranks.from_env()
-    sharded = fsdp.root(model) is not None
+    ranks, sharded = parallel.ranks, parallel.sharded
     if not ranks.main:  # one process writes; every process computes the same validations
         run_dir = None
         on_step = on_validate = None
@@ -319,7 +279,7 @@ def fit(model: Any, objective: Objective, spec: TrainSpec, rows: int, *,
 
     state, best = LoopState(), None
     if resume_from is not None:
-        state, best = load_checkpoint(resume_from, model, optimizer, schedule)
+        state, best = load_checkpoint(resume_from, model, optimizer, schedule, parallel)
         state.resumed_from = state.step
         if checkpoint_dir is not None:  # what a kill mid-write left behind
             for stale in checkpoint_dir.glob("step-*.tmp"):
@@ -358,7 +318,7 @@ def fit(model: Any, objective: Objective, spec: TrainSpec, rows: int, *,
         while state.step < total and not state.stopped_early:
             batches = objective.batches(state.epoch)
             for batch in batches[state.batch_in_epoch:]:
-                loss, read, scored = _step(objective, batch, model, params, ranks)
+                loss, read, scored = _step(objective, batch, params, parallel)
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
                 schedule.step()
@@ -386,7 +346,7 @@ def fit(model: Any, objective: Objective, spec: TrainSpec, rows: int, *,
                     state.stopped_early = bool(patience and state.stale_validations >= patience and not last)
                 if (checkpoint_dir is not None or sharded) and spec.checkpoint_every and (
                         state.step % spec.checkpoint_every == 0 or state.stopped_early):
-                    weights, optimizer_state = _snapshot(model), fsdp.optimizer_state(model, optimizer)
+                    weights, optimizer_state = _snapshot(model), parallel.optimizer_state(optimizer)
                     if checkpoint_dir is not None:  # under FSDP every process gathers, the first writes
                         save_checkpoint(checkpoint_dir, weights, optimizer_state, schedule, state, best,
                                         spec.keep_checkpoints)
@@ -399,4 +359,4 @@ def fit(model: Any, objective: Objective, spec: TrainSpec, rows: int, *,
     if best is not None and state.best_step != state.step:
         _restore(model, best)
     model.eval()
-    return LoopResult(state=state, total_steps=total, steps_per_epoch=per_epoch)
+    return LoopResult(state=state, total_steps=total, steps_per_epoch=per_epoch, parallel=parallel)

@@ -13,7 +13,8 @@ from taskfit.data.split import validation_split
 from taskfit.paths import RunDir
 from taskfit.progress import Reporter
 from taskfit.records import Example, PreferencePair
-from taskfit.training.loop import VALIDATION_FIELDS, LoopResult, Ranks, checkpoints
+from taskfit.training.loop import VALIDATION_FIELDS, LoopResult, checkpoints
+from taskfit.training.methods import artifact_dir, load_hint, method_of
 
 
 @dataclass
@@ -66,17 +67,17 @@ def train_model(config: ProjectConfig, lm: Any, train: Sequence[Example | Prefer
     from taskfit.tasks import main_metric
     from taskfit.training.artifacts import model_card, save_trained
 
-    spec = config.train
+    spec, method = config.train, method_of(config.train)
     fit_rows, val_rows = validation_split(list(train), spec.validation_share, spec.validation_max_rows,
                                           spec.seed)
-    adapter = resolve_start_adapter(spec.dpo.start_from if spec.method == "dpo" else None, project_dir)
+    adapter = resolve_start_adapter(spec.dpo.start_from if method.objective == "dpo" else None, project_dir)
     resume_from = latest_checkpoint(run) if resume else None
     if resume:
         reporter.status(f"resuming from {resume_from.name}" if resume_from
                         else "no complete checkpoint yet: starting from step 0")
     steps = int(-(-len(fit_rows) // spec.batch_size) * spec.epochs + 0.999)
 
-    metric_name = ("preference accuracy" if spec.method == "dpo"
+    metric_name = ("preference accuracy" if method.objective == "dpo"
                    else main_metric(config.task.kind).replace("_", " ") if spec.metric_sample else None)
 
     def on_validate(entry: dict[str, Any]) -> None:
@@ -93,7 +94,7 @@ def train_model(config: ProjectConfig, lm: Any, train: Sequence[Example | Prefer
             advance(step - shown[0], info=f"loss {loss:.3f}")  # a resumed run starts past 0
             shown[0] = step
 
-        if spec.method == "dpo":
+        if method.objective == "dpo":
             from taskfit.training.dpo import train_dpo
 
             model, result, held = train_dpo(lm.model, lm.tokenizer, config.task, spec, fit_rows, val_rows,
@@ -106,29 +107,22 @@ def train_model(config: ProjectConfig, lm: Any, train: Sequence[Example | Prefer
             model, result = train_sft(lm.model, lm.tokenizer, config.task, spec, fit_rows, val_rows,
                                       run_dir=run.root, resume_from=resume_from, on_step=on_step,
                                       on_validate=on_validate, evaluation=config.eval)
-    state = result.state
+    state, parallel = result.state, result.parallel
     outcome = TrainOutcome(model=model, result=result, validation_rows=len(val_rows), held_out=held,
-                           artifact=run.full_model if spec.method == "full" else run.adapter)
-    from taskfit.training.fsdp import describe, state_to_save
-
-    ranks = Ranks.from_env()
-    if ranks.world > 1:
-        outcome.parallel = describe(model, ranks.world)
-    whole = state_to_save(model, trainable_only=spec.method != "full")  # FSDP: every process gathers
-    if not ranks.main:  # in a data-parallel run, the first process writes
+                           artifact=artifact_dir(spec, run))
+    if parallel.ranks.world > 1:
+        outcome.parallel = parallel.describe(model)
+    whole = parallel.state_to_save(model, trainable_only=method.adapter)  # FSDP: every process gathers
+    if not parallel.ranks.main:  # in a data-parallel run, the first process writes
         return outcome
     plot_loss(state.losses, run.plots / "loss.png", state.validations, metric_name)
     dest = outcome.artifact
-    hint = (f"from transformers import AutoModelForCausalLM\nmodel = AutoModelForCausalLM.from_pretrained('{dest}')"
-            if spec.method == "full" else
-            "from peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n"
-            f"base = AutoModelForCausalLM.from_pretrained('{lm.info.path}')\n"
-            f"model = PeftModel.from_pretrained(base, '{dest}')")
     card = model_card(title=f"{config.task.name} ({config.task.kind})",
                       base={"name": lm.info.name, "description": lm.info.description,
                             "path": str(lm.info.path), "licence": lm.info.licence},
                       method=spec.method, train_spec=spec.model_dump(mode="json"),
                       data_summary=data_summary, fingerprints=fingerprints or {},
-                      training={**outcome.summary(), **(hardware or {})}, load_hint=hint)
+                      training={**outcome.summary(), **(hardware or {})},
+                      load_hint=load_hint(spec, dest, lm.info.path))
     save_trained(model, lm.tokenizer, dest, card, state_dict=whole)
     return outcome

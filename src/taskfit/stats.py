@@ -1,0 +1,72 @@
+"""Statistics the task scorers and the comparison share: percentiles, bootstrap intervals, paired
+tests. Pure functions of numbers, below both tasks/ and evaluation/ (each imports it; it imports
+neither)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(values, q)) if len(values) else 0.0
+
+
+def bootstrap_mean_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the mean of per-example scores."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    if not len(v):
+        return (0.0, 0.0)
+    idx = np.random.default_rng(seed).integers(0, len(v), (n_boot, len(v)))
+    means = v[idx].mean(axis=1)
+    return percentile(means, 2.5), percentile(means, 97.5)
+
+
+def mcnemar(a_right: Sequence[float], b_right: Sequence[float]) -> float:
+    """Exact McNemar p-value (two-sided binomial test on the discordant pairs) for two
+    classifiers judged on the same examples."""
+    from scipy.stats import binomtest
+
+    only_a = sum(1 for x, y in zip(a_right, b_right) if x >= 0.5 > y)
+    only_b = sum(1 for x, y in zip(a_right, b_right) if y >= 0.5 > x)
+    if only_a + only_b == 0:
+        return 1.0
+    return float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 2000,
+                     seed: int = 0) -> tuple[float, tuple[float, float], float]:
+    """Mean of ``a - b`` per example, its 95% interval, and a two-sided p-value (the share of
+    resampled mean differences on the far side of zero, doubled)."""
+    import numpy as np
+
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if not len(d):
+        return 0.0, (0.0, 0.0), 1.0
+    idx = np.random.default_rng(seed).integers(0, len(d), (n_boot, len(d)))
+    means = d[idx].mean(axis=1)
+    observed = float(d.mean())
+    if observed == 0 and not d.any():
+        return 0.0, (0.0, 0.0), 1.0
+    far = (means <= 0).mean() if observed > 0 else (means >= 0).mean()
+    return observed, (percentile(means, 2.5), percentile(means, 97.5)), float(min(1.0, 2 * far))
+
+
+def rows_to_detect(a: Sequence[float], b: Sequence[float], alpha: float = 0.05, power: float = 0.8) -> int | None:
+    """About how many held-out rows a paired test needs to detect the observed mean difference
+    with the given power (normal approximation on the per-example differences); None when there
+    is no difference to detect."""
+    import numpy as np
+    from scipy.stats import norm
+
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    delta = abs(float(d.mean())) if len(d) else 0.0
+    sd = float(d.std(ddof=1)) if len(d) > 1 else 0.0
+    if delta == 0 or sd == 0:
+        return None
+    z = norm.ppf(1 - alpha / 2) + norm.ppf(power)
+    return int(np.ceil((z * sd / delta) ** 2))
+

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 from taskfit.models import load_model, resolve
 from taskfit.workflows import run_project
 from taskfit.quickstart import make_quickstart_project
 from taskfit.training.artifacts import export_merged
+
+pytestmark = pytest.mark.slow  # the real embedded model
 
 
 def test_embedded_model_loads_and_is_cached():

@@ -14,6 +14,8 @@ from taskfit.errors import ConfigError
 from taskfit.models import load_model
 from taskfit.training.gguf_lora import base_gguf, export_gguf_lora
 
+pytestmark = pytest.mark.slow  # the real embedded model
+
 # B scaled so the adapter moves the logits well beyond llama.cpp's own rounding (its Q4_1 matmuls
 # with 8-bit activations): a wrong export (no q/k row permutation) then scores about 0.85 and 1.45x.
 SCALE = 0.5

@@ -142,6 +142,7 @@ def test_qlora_on_cpu_and_pairs_for_sft_fail_clearly(tmp_path, tiny_model_dir):
     assert result.exit_code == 2 and "needs a CUDA GPU" in result.output and "method: lora" in result.output
 
 
+@pytest.mark.multiprocess
 def test_two_processes_train_the_same_adapter_as_one(tmp_path, tiny_model_dir):
     """Data parallel (what `accelerate launch --multi_gpu` runs, here with torchrun on CPU and the
     gloo backend): each process takes half of every batch, gradients are summed, and the result
@@ -170,6 +171,7 @@ def _torchrun(project, port, *extra):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+@pytest.mark.multiprocess
 def test_fsdp_shards_the_model_and_trains_the_same_adapter_and_resumes(tmp_path, tiny_model_dir):
     """FSDP (`train.fsdp: true`, what `accelerate launch --multi_gpu` runs on GPUs, here two CPU
     processes on gloo): every decoder layer sharded across the processes, validation with label

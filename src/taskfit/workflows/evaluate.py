@@ -516,7 +516,8 @@ def compare_project(project: Path | Workspace, reporter: Any = None, threads: in
     json_path.write_text(json.dumps({"task": task.name, "success": task.success, **card.to_json()}, indent=2),
                          encoding="utf-8")
     html = report.write_scorecard_report(root, f"taskfit: {task.name}", card, predictions,
-                                         data_card=ws.prepared.card.rows_summary(), extra_plots=curves)
+                                         data_card=ws.prepared.card.rows_summary(), extra_plots=curves,
+                                         success=task.success)
     return Comparison(scorecard=card, markdown=md_path, json=json_path, report_html=html)
 
 

@@ -40,6 +40,14 @@ def _prompt(tokenizer: Any, task: TaskSpec, example: Example, max_length: int, s
         chosen.pop()
 
 
+def prompt_ids(tokenizer: Any, task: TaskSpec, example: Example, max_length: int,
+               shots: Shots | None = None) -> list[int]:
+    """The prompt ids an answer is generated after: ``example`` rendered as in training, cut to
+    ``max_length`` (the run's ``train.max_seq_length``). Evaluation, the validation metric and
+    the server all ask a model with these ids."""
+    return _prompt(tokenizer, task, example, max_length, shots).ids
+
+
 def label_completions(tokenizer: Any, task: TaskSpec) -> list[list[int]]:
     """The tokens of each label's answer, end-of-turn token included. They follow the assistant
     header (which ends with a newline), so they do not depend on the prompt: computed once."""
@@ -170,7 +178,7 @@ class GenerativePredictor:
     def __init__(self, name: str, model: Any, tokenizer: Any, task: TaskSpec, max_length: int,
                  max_new_tokens: int, constrained: bool = False, shots: Shots | None = None,
                  contexts: Contexts | None = None, batch_size: int = 1):
-        from taskfit.decoding import choice_grammar, json_schema_grammar
+        from taskfit.decoding import answer_grammar
 
         self.name = name
         self.model = model
@@ -181,11 +189,7 @@ class GenerativePredictor:
         self.shots = shots
         self.contexts = contexts
         self.batch_size = max(1, batch_size)
-        self.grammar = None
-        if constrained and task.kind == "extract":
-            self.grammar = json_schema_grammar(task.schema_ or {})
-        elif constrained and task.kind == "classify":
-            self.grammar = choice_grammar(task.labels or [])
+        self.grammar = answer_grammar(task) if constrained else None
 
     def predict(self, examples: Iterable[Example]) -> Iterator[Prediction]:
         batch: list[Example] = []
@@ -209,7 +213,7 @@ class GenerativePredictor:
                 context, found = self.contexts(ex)
                 ex = dataclasses.replace(ex, context=context)
                 found["context"] = context
-            prompts.append(_prompt(self.tokenizer, self.task, ex, self.max_length, self.shots).ids)
+            prompts.append(prompt_ids(self.tokenizer, self.task, ex, self.max_length, self.shots))
             details.append(found)
         sampling = Sampling(max_tokens=self.max_new_tokens, grammar=self.grammar)
         outs = decode_batch(self.model, self.tokenizer, prompts, [sampling] * len(prompts))

@@ -101,6 +101,19 @@ def _target_text(value: Any, task: TaskSpec, field: str) -> str:
     return value
 
 
+def _record_text(target: str, task: TaskSpec) -> str:
+    """An extract target (a JSON record) written as its answer grammar writes it (keys in the
+    schema's order, ``json.dumps``'s separators): the model learns the answer that constrained
+    decoding will allow. Text that is not JSON is left as it is, for validation to report."""
+    from taskfit.decoding import json_answer
+
+    try:
+        value = json.loads(target)
+    except ValueError:
+        return target
+    return json_answer(task.schema_, value)
+
+
 def _table(obj: dict, task: TaskSpec, cols: ColumnMap) -> dict[str, Any]:
     missing = [c for c in (cols.input, cols.target) if c and c not in obj]
     if cols.context and cols.context not in obj:
@@ -159,6 +172,8 @@ def convert(obj: Any, task: TaskSpec, fmt: str, cols: ColumnMap | None, source: 
     else:
         raise ValueError(f"data.format {fmt!r} is not a known format")
     fields["target"] = fields["target"].strip()
+    if task.kind == "extract":
+        fields["target"] = _record_text(fields["target"], task)
     return Example(id=row_id, source=source, meta=meta, **fields)
 
 

@@ -21,12 +21,15 @@ class Rendered:
 
     ``ids[:n_prompt]`` is the prompt (system + user turns + the assistant header); the rest, when a
     target was given, is the assistant's answer up to and including the end-of-turn token: the
-    only tokens that carry loss in training and the ones scored in label ranking.
+    only tokens that carry loss in training and the ones scored in label ranking. ``messages`` are
+    the prompt's chat messages after the cut: what a client of an exported model (Ollama, say,
+    which applies the chat template but cuts nothing) sends to be asked as training asked.
     """
 
     ids: list[int]
     n_prompt: int
     truncated: bool = False
+    messages: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     @property
     def completion(self) -> list[int]:
@@ -68,12 +71,15 @@ def _end_of_turn(tokenizer: Any, completion: list[int]) -> list[int]:
 
 
 def render(tokenizer: Any, task: TaskSpec, example: Example, target: str | None = None,
-           max_length: int | None = None, shots: Sequence[Example] = ()) -> Rendered:
+           max_length: int | None = None, shots: Sequence[Example] = (), answer_room: int = 0) -> Rendered:
     """Render ``example`` (with ``target`` as the assistant's answer, if given) into token ids.
 
-    When the rendered length would exceed ``max_length``, text is cut from its end until it fits:
-    the context for qa (so the question survives), the user's text otherwise. The same cut
-    happens in every path because they all call this function.
+    When the prompt and ``max(answer, answer_room)`` tokens would exceed ``max_length``, text is
+    cut from its end until they fit: the context for qa (so the question survives), the user's
+    text otherwise. ``answer_room`` makes the cut independent of the answer: training (which
+    knows the answer) and evaluation and serving (which do not) pass the same room
+    (:func:`taskfit.baselines.model.answer_room`) and so cut a prompt at the same token. The
+    same cut happens in every path because they all call this function.
     """
     cut_context = example.context is not None
     text = example.context if cut_context else example.input
@@ -90,12 +96,15 @@ def render(tokenizer: Any, task: TaskSpec, example: Example, target: str | None 
                 raise ValueError("the chat template renders the prompt differently with an "
                                  "assistant turn; taskfit cannot mask the answer reliably")
             ids = prompt + _end_of_turn(tokenizer, full[len(prompt):])
-        if max_length is None or len(ids) <= max_length:
-            return Rendered(ids=ids, n_prompt=len(prompt), truncated=truncated)
+        needed = len(prompt) + max(len(ids) - len(prompt), answer_room)
+        if max_length is None or needed <= max_length:
+            return Rendered(ids=ids, n_prompt=len(prompt), truncated=truncated, messages=messages)
         text_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        keep = len(text_ids) - (len(ids) - max_length) - 1
+        keep = len(text_ids) - (needed - max_length) - 1
         if keep <= 0:
             raise ValueError(f"max_seq_length={max_length} is too short for the system prompt "
-                             "and the answer alone; raise train.max_seq_length")
+                             f"and the answer alone (room kept for the answer: "
+                             f"{max(len(ids) - len(prompt), answer_room)} tokens); raise "
+                             "train.max_seq_length or lower eval.max_new_tokens")
         text = tokenizer.decode(text_ids[:keep])
         truncated = True

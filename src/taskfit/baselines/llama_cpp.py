@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from taskfit.baselines.model import label_choice, label_completions, label_prompt, longest_label, prompt_ids
+from taskfit.baselines.model import answer_room, label_choice, label_completions, label_prompt, prompt_ids
 from taskfit.config import TaskSpec
 from taskfit.decoding import answer_grammar
 from taskfit.errors import ConfigError
@@ -57,10 +57,10 @@ class LlamaCppScorer:
         self.task = task
         self.max_length = max_length
         self.completions = label_completions(tokenizer, task)
-        self._longest = longest_label(tokenizer, task)
+        self.room = max(map(len, self.completions))  # answer_room: the longest label's answer
 
     def prompt_ids(self, example: Example) -> list[int]:
-        return label_prompt(self.tokenizer, self.task, example, self.max_length, None, self._longest)
+        return label_prompt(self.tokenizer, self.task, example, self.max_length, None, self.room)
 
     def scores(self, prompt: list[int]) -> list[float]:
         llm = self.llm
@@ -112,6 +112,7 @@ class LlamaCppPredictor:
         self.task = task
         self.max_length = max_length
         self.max_new_tokens = max_new_tokens
+        self.room = answer_room(tokenizer, task, max_new_tokens)
         self.scorer = LlamaCppScorer(llm, tokenizer, task, max_length) if task.kind == "classify" else None
         self.grammar = answer_grammar(task) if constrained and task.kind == "extract" else None
 
@@ -128,7 +129,7 @@ class LlamaCppPredictor:
                                  latency_s=time.perf_counter() - start, prompt_tokens=len(prompt),
                                  completion_tokens=len(self.scorer.completions[best]), confidence=confidence)
                 continue
-            prompt = prompt_ids(self.tokenizer, self.task, ex, self.max_length)
+            prompt = prompt_ids(self.tokenizer, self.task, ex, self.max_length, self.room)
             self.llm.reset()
             hold = (grammar_processor(self.tokenizer, self.grammar, len(prompt), self.max_new_tokens)
                     if self.grammar else None)

@@ -27,7 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from taskfit.baselines.model import label_choice, prompt_ids
+from taskfit.baselines.model import answer_room, label_choice, prompt_ids
 from taskfit.baselines.protocol import LabelScorer
 from taskfit.config import TaskSpec
 from taskfit.decoding import Sampling, answer_grammar, decode_batch, json_schema_grammar
@@ -69,6 +69,7 @@ class Served:
     grammar: str | None = None  # extract: the task's answer grammar, always enforced
     max_length: int | None = None  # the run's train.max_seq_length (prompts are cut to it)
     max_new_tokens: int | None = None  # the run's answer budget (eval.max_new_tokens): the default
+    room: int = 0  # tokens a cut prompt leaves for the answer, as in training (answer_room)
 
 
 @dataclass
@@ -120,7 +121,7 @@ def task_prompt(tokenizer: Any, served: Served, example: Example, score_labels: 
     prompt), rendered and cut to the run's ``train.max_seq_length`` exactly as in training."""
     if score_labels:
         return served.scorer.prompt_ids(example)
-    return prompt_ids(tokenizer, served.task, example, served.max_length)
+    return prompt_ids(tokenizer, served.task, example, served.max_length, served.room)
 
 
 class Engine:
@@ -196,6 +197,8 @@ class Engine:
                         else (ev.confidence_threshold if ev else None),
                         fallback=spec.fallback or (ev.fallback if ev else None),
                         max_length=run.max_length, max_new_tokens=ev.max_new_tokens if ev else None)
+        if task is not None:
+            served.room = answer_room(self.tokenizer, task, ev.max_new_tokens)
         if task is not None and task.kind == "extract":
             served.grammar = answer_grammar(task)
         return served

@@ -106,5 +106,8 @@ def render(tokenizer: Any, task: TaskSpec, example: Example, target: str | None 
                              f"and the answer alone (room kept for the answer: "
                              f"{max(len(ids) - len(prompt), answer_room)} tokens); raise "
                              "train.max_seq_length or lower eval.max_new_tokens")
-        text = tokenizer.decode(text_ids[:keep])
+        # A cut inside a character's bytes decodes to a replacement character, whose re-encoding can
+        # be longer than what was cut: drop it, and always shorten, so the loop ends.
+        shorter = tokenizer.decode(text_ids[:keep]).rstrip("\ufffd")
+        text = shorter if len(shorter) < len(text) else text[:-1]
         truncated = True

@@ -57,14 +57,25 @@ def _example(kind, i, **more):
     return Example(id=f"{kind}-{i}", input=row["text"], target=answer, context=row.get("passage"), **more)
 
 
+def _task(kind):
+    task = {"kind": kind, "success": "right answers", "system_prompt": f"Answer the {kind} request."}
+    return {**task, **{"classify": {"labels": LABELS}, "extract": {"schema": SCHEMA}}.get(kind, {})}
+
+
+def _held_out():
+    rows = {kind: [_example(kind, i) for i in range(100, 104)] for kind in KINDS}
+    # and one passage too long to fit, which evaluation and the server must cut alike
+    rows["qa"].append(dataclasses.replace(_example("qa", 105), context=FILLER * 12 + "Order A105 shipped."))
+    return rows
+
+
 def _project(root, model_dir, kind):
     folder = root / kind
     (folder / "data").mkdir(parents=True)
     with (folder / "data" / "rows.jsonl").open("w") as f:
         for i in range(40):
             f.write(json.dumps(_row(kind, i)) + "\n")
-    task = {"kind": kind, "success": "right answers", "system_prompt": f"Answer the {kind} request."}
-    task.update({"classify": {"labels": LABELS}, "extract": {"schema": SCHEMA}}.get(kind, {}))
+    task = _task(kind)
     columns = {"input": "text", "target": "answer", **({"context": "passage"} if kind == "qa" else {})}
     doc = {"task": task, "model": {"name": str(model_dir)},
            "data": {"train": "data/rows.jsonl", "columns": columns},
@@ -102,10 +113,24 @@ def _ask(client, model, ex, **kw):
                                           temperature=0, **extra, **kw)
 
 
+def _assert_served_as_evaluated(client, held_out, evaluated, threshold=None):
+    for kind, (cfg, predictions) in evaluated.items():
+        for ex, pred in zip(held_out[kind], predictions):
+            reply = _ask(client, kind, ex)  # no max_tokens: the run's answer budget, as evaluated
+            choice, usage = reply.choices[0], reply.usage
+            assert usage.prompt_tokens == pred.prompt_tokens, (kind, ex.id)
+            if kind == "classify":
+                low = threshold is not None and pred.confidence < threshold
+                assert choice.message.content == ("needs_human" if low else pred.output), ex.id
+                assert choice.taskfit["label"] == pred.output
+                assert choice.taskfit["confidence"] == pytest.approx(pred.confidence, rel=1e-4)
+            else:
+                assert parse(cfg.task, choice.message.content)[0] == pred.output, (kind, ex.id)
+                assert usage.completion_tokens == pred.completion_tokens, (kind, ex.id)
+
+
 def test_served_answers_are_the_evaluated_answers_for_every_kind(runs, tiny_model_dir, loopback):
-    held_out = {kind: [_example(kind, i) for i in range(100, 104)] for kind in KINDS}
-    # and one passage too long to fit, which evaluation and the server must cut alike
-    held_out["qa"].append(dataclasses.replace(_example("qa", 105), context=FILLER * 12 + "Order A105 shipped."))
+    held_out = _held_out()
     evaluated = {}
     for kind in KINDS:
         cfg, predictor = _evaluation(runs[kind], tiny_model_dir)
@@ -119,19 +144,7 @@ def test_served_answers_are_the_evaluated_answers_for_every_kind(runs, tiny_mode
     spec = load_serve_config(None, {"base": str(tiny_model_dir), "base_name": "tiny", "log": {"path": None},
                                     "adapters": adapters})
     client = openai.OpenAI(base_url=loopback(create_app(spec)), api_key="none", max_retries=0)
-    for kind, (cfg, predictions) in evaluated.items():
-        for ex, pred in zip(held_out[kind], predictions):
-            reply = _ask(client, kind, ex)  # no max_tokens: the run's answer budget, as evaluated
-            choice, usage = reply.choices[0], reply.usage
-            assert usage.prompt_tokens == pred.prompt_tokens, (kind, ex.id)
-            if kind == "classify":
-                expected = "needs_human" if pred.confidence < threshold else pred.output
-                assert choice.message.content == expected, ex.id
-                assert choice.taskfit["label"] == pred.output
-                assert choice.taskfit["confidence"] == pytest.approx(pred.confidence, rel=1e-4)
-            else:
-                assert parse(cfg.task, choice.message.content)[0] == pred.output, (kind, ex.id)
-                assert usage.completion_tokens == pred.completion_tokens, (kind, ex.id)
+    _assert_served_as_evaluated(client, held_out, evaluated, threshold)
 
     # A qa adapter needs its passage; a task adapter answers one input, not a conversation.
     with pytest.raises(openai.BadRequestError) as missing:
@@ -230,3 +243,38 @@ def test_one_cut_qa_example_gets_the_same_prompt_ids_on_every_path(runs, tiny_mo
 
     assert training == evaluation == serving == export
     assert "Question: When did order A7 ship?" in tok.decode(serving)  # the cut took the context only
+
+
+def test_llama_cpp_serves_what_the_exported_artifacts_evaluation_answered(tmp_path, loopback):
+    """The same parity on the llama.cpp engine: the exported GGUF LoRA evaluated as evaluation
+    evaluates it (LlamaCppPredictor) and served by ``engine: llama-cpp``. Random adapters on the
+    embedded model (llama.cpp needs a real GGUF); skipped without llama-cpp-python."""
+    pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (pip install -e '.[llama]')")
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from taskfit.baselines.llama_cpp import LlamaCppPredictor, load_llama
+    from taskfit.models.registry import load_tokenizer
+    from taskfit.training.gguf_lora import base_gguf
+
+    base, tok, held_out, evaluated = base_gguf("smollm2-135m"), load_tokenizer("smollm2-135m"), _held_out(), {}
+    for kind in KINDS:
+        run = tmp_path / kind
+        torch.manual_seed(0)
+        model = get_peft_model(load_model("smollm2-135m").model, LoraConfig(
+            r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False))
+        model.save_pretrained(run / "adapter")
+        (run / "manifest.json").write_text(json.dumps({"model": {"name": "smollm2-135m"}}))
+        (run / "config.resolved.yaml").write_text(yaml.safe_dump(
+            {"task": _task(kind), "data": {"train": "x.jsonl"}, "train": {"max_seq_length": 96},
+             "eval": {"max_new_tokens": 20}}))
+        cfg = load_config(run / "config.resolved.yaml")
+        llm = load_llama(base, export_gguf_lora(run) / "adapter.gguf", n_ctx=256, threads=2)
+        predictor = LlamaCppPredictor(kind, llm, tok, cfg.task, cfg.train.max_seq_length, cfg.eval.max_new_tokens,
+                                      constrained=cfg.eval.constrained)
+        evaluated[kind] = (cfg, list(predictor.predict(held_out[kind])))
+        llm.close()
+    spec = load_serve_config(None, {"engine": "llama-cpp", "log": {"path": None},
+                                    "adapters": {kind: str(tmp_path / kind) for kind in KINDS}})
+    client = openai.OpenAI(base_url=loopback(create_app(spec)), api_key="none", max_retries=0)
+    _assert_served_as_evaluated(client, held_out, evaluated)

@@ -25,13 +25,50 @@ def _ll_tokenizer(tokenizer: Any) -> Any:
     return llguidance.hf.from_tokenizer(tokenizer)  # ~0.5 s, so once per tokenizer
 
 
+# The separators ``json.dumps`` writes by default: training targets are written with them (see
+# :func:`json_answer`), so the grammar that holds an answer to the schema allows exactly them.
+ITEM_SEPARATOR, KEY_SEPARATOR = ", ", ": "
+
+
 def json_schema_grammar(schema: dict[str, Any]) -> str:
+    """The llguidance grammar of JSON that satisfies ``schema``, written as :func:`json_answer`
+    writes it: object keys in the order the schema lists them (llguidance emits properties in
+    that order; keys the schema does not name come after), ``", "`` between items and ``": "``
+    after keys, and no other whitespace (a small model otherwise pads with newlines until the
+    token budget runs out). A schema's own ``x-guidance`` options still override these."""
     import llguidance
 
-    # Compact JSON (no free whitespace): a small model otherwise pads with newlines until the
-    # token budget runs out.
     return llguidance.LLMatcher.grammar_from_json_schema(
-        json.dumps(schema), defaults={"whitespace_flexible": False})
+        json.dumps(schema), defaults={"whitespace_flexible": False, "item_separator": ITEM_SEPARATOR,
+                                      "key_separator": KEY_SEPARATOR})
+
+
+def _schema_order(schema: Any, value: Any) -> Any:
+    if isinstance(value, dict) and isinstance(schema, dict):
+        props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        keys = [k for k in props if k in value] + [k for k in value if k not in props]
+        return {k: _schema_order(props.get(k), value[k]) for k in keys}
+    if isinstance(value, list) and isinstance(schema, dict) and isinstance(schema.get("items"), dict):
+        return [_schema_order(schema["items"], v) for v in value]
+    return value
+
+
+def json_answer(schema: dict[str, Any] | None, value: Any) -> str:
+    """``value`` as the text of an answer held to ``schema``: keys in the schema's order (nested
+    objects and array items too), ``json.dumps``'s default separators, non-ASCII kept. Training
+    targets of ``extract`` are written this way, so the answer a model learnt is one
+    :func:`json_schema_grammar` allows, token for token."""
+    return json.dumps(_schema_order(schema or {}, value), ensure_ascii=False)
+
+
+def answer_grammar(task: Any) -> str | None:
+    """The grammar a task's answer is held to when decoding is constrained: the schema's JSON
+    for ``extract``, one of the labels for ``classify``, none for ``qa`` and ``generate``. The
+    one function behind evaluation, the training-time validation metric and both serving
+    engines, so every path enforces the same answers."""
+    from taskfit.tasks import get_task  # the task kinds build their grammars with this module
+
+    return get_task(task.kind).grammar(task)
 
 
 def grammar_is_json(grammar: str) -> bool:

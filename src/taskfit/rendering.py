@@ -22,12 +22,15 @@ class Rendered:
 
     ``ids[:n_prompt]`` is the prompt (system + user turns + the assistant header); the rest, when a
     target was given, is the assistant's answer up to and including the end-of-turn token: the
-    only tokens that carry loss in training and the ones scored in label ranking.
+    only tokens that carry loss in training and the ones scored in label ranking. ``messages`` are
+    the prompt's chat messages after the cut: what a client of an exported model (Ollama, say,
+    which applies the chat template but cuts nothing) sends to be asked as training asked.
     """
 
     ids: list[int]
     n_prompt: int
     truncated: bool = False
+    messages: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     @property
     def completion(self) -> list[int]:
@@ -69,12 +72,15 @@ def _end_of_turn(tokenizer: Any, completion: list[int]) -> list[int]:
 
 
 def render(tokenizer: Any, task: TaskSpec, example: Example, target: str | None = None,
-           max_length: int | None = None, shots: Sequence[Example] = ()) -> Rendered:
+           max_length: int | None = None, shots: Sequence[Example] = (), answer_room: int = 0) -> Rendered:
     """Render ``example`` (with ``target`` as the assistant's answer, if given) into token ids.
 
-    When the rendered length would exceed ``max_length``, text is cut from its end until it fits:
-    the context for qa (so the question survives), the user's text otherwise. The same cut
-    happens in every path because they all call this function.
+    When the prompt and ``max(answer, answer_room)`` tokens would exceed ``max_length``, text is
+    cut from its end until they fit: the context for qa (so the question survives), the user's
+    text otherwise. ``answer_room`` makes the cut independent of the answer: training (which
+    knows the answer) and evaluation and serving (which do not) pass the same room
+    (:func:`taskfit.baselines.model.answer_room`) and so cut a prompt at the same token. The
+    same cut happens in every path because they all call this function.
     """
     cut_context = example.context is not None
     text = example.context if cut_context else example.input
@@ -96,17 +102,23 @@ def render(tokenizer: Any, task: TaskSpec, example: Example, target: str | None 
                          "answer (the instruct models `taskfit models` lists do), or fix chat_template "
                          "in its tokenizer_config.json")
             ids = prompt + _end_of_turn(tokenizer, full[len(prompt):])
-        if max_length is None or len(ids) <= max_length:
-            return Rendered(ids=ids, n_prompt=len(prompt), truncated=truncated)
+        needed = len(prompt) + max(len(ids) - len(prompt), answer_room)
+        if max_length is None or needed <= max_length:
+            return Rendered(ids=ids, n_prompt=len(prompt), truncated=truncated, messages=messages)
         text_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        keep = len(text_ids) - (len(ids) - max_length) - 1
+        keep = len(text_ids) - (needed - max_length) - 1
         if keep <= 0:
-            fixed = len(ids) - len(text_ids)
+            fixed = len(prompt) - len(text_ids) + max(len(ids) - len(prompt), answer_room)
             parts = "chat template, system prompt" + (", question" if cut_context else "") + (
-                " and answer" if target is not None else "")
+                " and the room kept for the answer")
             raise PromptTooLongError(
                 f"max_seq_length={max_length} is too short: even with its {'context' if cut_context else 'input'} "
-                f"cut, the row takes about {fixed} tokens ({parts})",
-                hint=f"raise train.max_seq_length above {fixed}, or shorten task.system_prompt")
-        text = tokenizer.decode(text_ids[:keep])
+                f"cut, the row takes about {fixed} tokens ({parts}: "
+                f"{max(len(ids) - len(prompt), answer_room)} tokens)",
+                hint=f"raise train.max_seq_length above {fixed}, lower eval.max_new_tokens, or shorten "
+                     "task.system_prompt")
+        # A cut inside a character's bytes decodes to a replacement character, whose re-encoding can
+        # be longer than what was cut: drop it, and always shorten, so the loop ends.
+        shorter = tokenizer.decode(text_ids[:keep]).rstrip("\ufffd")
+        text = shorter if len(shorter) < len(text) else text[:-1]
         truncated = True

@@ -48,6 +48,8 @@ def _train(tmp_path, model_dir, name, kind):
                         "schema": SCHEMA},
                "data": {"train": "data/b.jsonl", "columns": {"input": "text", "target": "fields"}}}
     doc["model"] = {"name": str(model_dir)}
+    # A cut prompt leaves eval.max_new_tokens for the answer: 128 tokens hold a prompt and 64.
+    doc["eval"] = {**doc.get("eval", {}), "max_new_tokens": 64}
     doc["train"] = {"batch_size": 8, "max_seq_length": 128, "epochs": 1, "eval_every": 0, "metric_sample": 0,
                     "checkpoint_every": 0}
     path.write_text(yaml.safe_dump(doc))

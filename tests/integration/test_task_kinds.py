@@ -32,6 +32,7 @@ class YesNoTask:
     scores_labels = False
     free_decoding = True
     style_classifier = False
+    takes_context = False
     validation_side = "valid_rate"
     error_buckets = ("wrong answer", "neither yes nor no")
     template = ("task:\n  kind: yesno\n  name: in-stock\n  success: \"Says whether the item is in stock.\"\n"

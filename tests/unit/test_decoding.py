@@ -74,3 +74,58 @@ def test_sampling_is_reproducible_with_a_seed_and_stops_and_streams(tiny):
     assert cut.text == a.text[: a.text.index(stop)].strip() and cut.finish_reason == "stop"
     assert "".join(deltas).strip() == cut.text and stop not in "".join(deltas)
     assert a.finish_reason in ("stop", "length")
+
+
+# Keys deliberately not in alphabetical order, with a nested object and an array: the order a
+# sorted-keys grammar would force differs from the schema's at every level.
+RECEIPT = {"type": "object", "additionalProperties": False, "required": ["vendor", "total", "date"],
+           "properties": {"vendor": {"type": "string"}, "total": {"type": "number"}, "date": {"type": "string"},
+                          "items": {"type": "array", "items": {
+                              "type": "object", "required": ["name", "amount"],
+                              "properties": {"name": {"type": "string"}, "amount": {"type": "number"}}}},
+                          "address": {"type": "object", "properties": {"street": {"type": "string"},
+                                                                       "city": {"type": "string"}}}}}
+
+
+def _refused_at(tokenizer, grammar, text):
+    """The first token of ``text`` (then the end of turn) that ``grammar`` does not allow, or None."""
+    from taskfit.decoding import Constraint
+
+    constraint = Constraint(tokenizer, grammar)
+    for i, token in enumerate(tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]):
+        if not constraint.allowed(i, len(tokenizer), "cpu")[token]:
+            return tokenizer.decode([token])
+        constraint.consume(token)
+    return None
+
+
+def test_the_answer_grammar_allows_the_training_target_token_by_token(tiny):
+    """A training target (``json.dumps`` of a record in the schema's key order) is allowed by the
+    task's answer grammar at every token, end of turn included; the former grammar (sorted keys,
+    compact separators) refused it at its first separator."""
+    import llguidance
+
+    from taskfit.config import ColumnMap, TaskSpec
+    from taskfit.data.formats import convert
+    from taskfit.decoding import answer_grammar
+
+    task = TaskSpec(kind="extract", success="s", system_prompt="Read the receipt.", schema=RECEIPT)
+    record = {"vendor": "Café Nord", "total": 12.5, "date": "2024-03-01",
+              "items": [{"name": "tea", "amount": 4.5}, {"name": "cake", "amount": 8}],
+              "address": {"street": "Storgata 1", "city": "Oslo"}}
+    # The target as training reads it, from a row whose record lists its keys in another order.
+    shuffled = {"date": record["date"], "total": 12.5, "vendor": "Café Nord",
+                "address": {"city": "Oslo", "street": "Storgata 1"},
+                "items": [{"amount": 4.5, "name": "tea"}, {"amount": 8, "name": "cake"}]}
+    example = convert({"text": "receipt", "fields": shuffled}, task, "auto", ColumnMap(input="text", target="fields"),
+                      "r.jsonl:1", "1")
+    assert example.target == json.dumps(record, ensure_ascii=False)
+
+    grammar = answer_grammar(task)
+    assert _refused_at(tiny.tokenizer, grammar, example.target) is None
+    old = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(RECEIPT, sort_keys=True),
+                                                        defaults={"whitespace_flexible": False})
+    assert _refused_at(tiny.tokenizer, old, example.target) is not None
+    # The grammar holds the form: other whitespace or another key order is refused.
+    assert _refused_at(tiny.tokenizer, grammar, json.dumps(record, separators=(",", ":"))) is not None
+    assert _refused_at(tiny.tokenizer, grammar, json.dumps(shuffled)) is not None

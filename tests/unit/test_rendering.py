@@ -58,3 +58,14 @@ def test_the_rendered_system_prompt_lists_the_labels_from_task_labels(tiny, clas
     assert messages_for(task, ex)[0]["content"] == "Reply with one of: " + ", ".join(task.labels) + "."
     text = tiny.tokenizer.decode(render(tiny.tokenizer, task, ex).ids)
     assert "{labels}" not in text and "billing, refund" in text
+
+
+def test_a_cut_inside_a_multibyte_character_ends_and_fits(tiny, classify_task):
+    """A cut that falls inside a character's bytes (the euro sign is three) still ends, with the
+    input's cut text a prefix of the input, whatever the length it is cut to."""
+    ex = Example(id="1", input="I was charged €164.35 twice, €€ for the desktop app € " * 6, target="billing")
+    for max_length in range(64, 112, 3):
+        r = render(tiny.tokenizer, classify_task, ex, target="billing", max_length=max_length, answer_room=11)
+        assert r.truncated and len(r.ids) <= max_length
+        user = r.messages[-1]["content"]
+        assert ex.input.startswith(user) and "\ufffd" not in user

@@ -4,21 +4,24 @@
 It answers exactly as the transformers candidate does, through llama.cpp's kernels: the same
 rendered prompt (token ids from the same tokenizer), label scoring for ``classify`` (every
 label's log-probability after the prompt, from llama.cpp's logits), and greedy generation
-otherwise, held to the task's JSON schema for ``extract`` by llama.cpp's own grammar engine. Its
-evaluation says whether the exported file behaves like the model that was trained.
+otherwise, held to the task's answer grammar for ``extract`` by the same llguidance grammar and
+:class:`~taskfit.decoding.Constraint` as transformers decoding (a logits processor; llama.cpp's
+own GBNF converter would allow other whitespace and key orders than the model was trained on).
+Its evaluation says whether the exported file behaves like the model that was trained.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from taskfit.baselines.model import _prompt, label_choice, label_completions, label_prompt, longest_label
+from taskfit.baselines.model import answer_room, label_choice, label_completions, label_prompt, prompt_ids
 from taskfit.config import TaskSpec
+from taskfit.decoding import answer_grammar
 from taskfit.errors import ConfigError
 from taskfit.records import Example, Prediction
+from taskfit.tasks import get_task
 
 
 def load_llama(base: Path, lora: Path | None, n_ctx: int, threads: int | None = None) -> Any:
@@ -45,12 +48,20 @@ def _last_logits(llm: Any) -> Any:
 
 
 class LlamaCppScorer:
-    """Label scoring on llama.cpp: each label's log-probability (its tokens and the end-of-turn
-    token) after the prompt; the prompt is read once, then each label from the prompt's cache."""
+    """Label scoring on llama.cpp (a :class:`~taskfit.baselines.protocol.LabelScorer`): each
+    label's log-probability (its tokens and the end-of-turn token) after the prompt; the prompt
+    is read once, then each label from the prompt's cache."""
 
-    def __init__(self, llm: Any, tokenizer: Any, task: TaskSpec):
+    def __init__(self, llm: Any, tokenizer: Any, task: TaskSpec, max_length: int):
         self.llm = llm
+        self.tokenizer = tokenizer
+        self.task = task
+        self.max_length = max_length
         self.completions = label_completions(tokenizer, task)
+        self.room = max(map(len, self.completions))  # answer_room: the longest label's answer
+
+    def prompt_ids(self, example: Example) -> list[int]:
+        return label_prompt(self.tokenizer, self.task, example, self.max_length, None, self.room)
 
     def scores(self, prompt: list[int]) -> list[float]:
         llm = self.llm
@@ -69,6 +80,30 @@ class LlamaCppScorer:
         return totals
 
 
+def grammar_processor(tokenizer: Any, grammar: str, n_prompt: int, budget: int) -> Any:
+    """A llama.cpp logits processor that holds what follows the first ``n_prompt`` tokens to
+    ``grammar`` (an llguidance grammar such as :func:`~taskfit.decoding.answer_grammar`'s),
+    through the same :class:`~taskfit.decoding.Constraint` as transformers decoding, with the
+    same steering towards closing the JSON in the last tokens of ``budget``. One per request."""
+    import numpy as np
+    from llama_cpp import LogitsProcessorList
+
+    from taskfit.decoding import JSON_CLOSERS, Constraint, grammar_is_json
+
+    constraint = Constraint(tokenizer, grammar, budget=budget,
+                            closers=JSON_CLOSERS if grammar_is_json(grammar) else None)
+    consumed = [n_prompt]  # tokens of the sequence the grammar has seen
+
+    def hold(input_ids: Any, scores: Any) -> Any:
+        for token in input_ids[consumed[0]:]:  # the tokens sampled since the last call
+            constraint.consume(int(token))
+        consumed[0] = len(input_ids)
+        allowed = constraint.allowed(len(input_ids) - n_prompt, scores.shape[-1], "cpu").numpy()
+        return np.where(allowed, scores, -np.inf).astype(scores.dtype)
+
+    return LogitsProcessorList([hold])
+
+
 class LlamaCppPredictor:
     def __init__(self, name: str, llm: Any, tokenizer: Any, task: TaskSpec, max_length: int,
                  max_new_tokens: int, constrained: bool = True):
@@ -78,13 +113,10 @@ class LlamaCppPredictor:
         self.task = task
         self.max_length = max_length
         self.max_new_tokens = max_new_tokens
-        self.scorer = LlamaCppScorer(llm, tokenizer, task) if task.kind == "classify" else None
-        self._longest = longest_label(tokenizer, task) if task.kind == "classify" else None
-        self.grammar = None
-        if constrained and task.kind == "extract":
-            from llama_cpp import LlamaGrammar
-
-            self.grammar = LlamaGrammar.from_json_schema(json.dumps(task.schema_ or {}), verbose=False)
+        self.room = answer_room(tokenizer, task, max_new_tokens)
+        labels = get_task(task.kind).scores_labels
+        self.scorer = LlamaCppScorer(llm, tokenizer, task, max_length) if labels else None
+        self.grammar = answer_grammar(task) if constrained and not labels else None
 
     def predict(self, examples: Iterable[Example]) -> Iterator[Prediction]:
         from taskfit.tasks import parse
@@ -92,17 +124,19 @@ class LlamaCppPredictor:
         labels = self.task.labels or []
         for ex in examples:
             start = time.perf_counter()
-            if self.task.kind == "classify":
-                prompt = label_prompt(self.tokenizer, self.task, ex, self.max_length, None, self._longest)
+            if self.scorer is not None:
+                prompt = self.scorer.prompt_ids(ex)
                 best, confidence = label_choice(labels, self.scorer.scores(prompt))
                 yield Prediction(example_id=ex.id, output=labels[best], valid=True,
                                  latency_s=time.perf_counter() - start, prompt_tokens=len(prompt),
                                  completion_tokens=len(self.scorer.completions[best]), confidence=confidence)
                 continue
-            prompt = _prompt(self.tokenizer, self.task, ex, self.max_length, None).ids
+            prompt = prompt_ids(self.tokenizer, self.task, ex, self.max_length, self.room)
             self.llm.reset()
+            hold = (grammar_processor(self.tokenizer, self.grammar, len(prompt), self.max_new_tokens)
+                    if self.grammar else None)
             out = self.llm.create_completion(prompt=prompt, max_tokens=self.max_new_tokens, temperature=0.0,
-                                             grammar=self.grammar)
+                                             logits_processor=hold)
             answer, valid = parse(self.task, out["choices"][0]["text"].strip())
             yield Prediction(example_id=ex.id, output=answer, valid=valid, latency_s=time.perf_counter() - start,
                              prompt_tokens=len(prompt), completion_tokens=out["usage"]["completion_tokens"])

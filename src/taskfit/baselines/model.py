@@ -30,18 +30,37 @@ FIRST_WAVE = 8  # labels in the first best-first scoring wave
 
 
 def _prompt(tokenizer: Any, task: TaskSpec, example: Example, max_length: int, shots: Shots | None,
-            target: str | None = None) -> Rendered:
+            room: int) -> Rendered:
     """Render ``example``; few-shot examples are dropped, least similar first, until it fits."""
     chosen = list(shots(example)) if shots else []
     while True:
         try:
-            r = render(tokenizer, task, example, target=target,
-                       max_length=max_length if not chosen else None, shots=chosen)
+            r = render(tokenizer, task, example, max_length=max_length if not chosen else None, shots=chosen,
+                       answer_room=room)
         except PromptTooLongError as exc:
             raise DataError(f"{example.source or f'row id {example.id}'}: {exc.message}", hint=exc.hint) from None
         if not chosen or len(r.ids) <= MAX_PROMPT_TOKENS:
             return r
         chosen.pop()
+
+
+def answer_room(tokenizer: Any, task: TaskSpec, max_new_tokens: int) -> int:
+    """Tokens a prompt that must be cut leaves free for the answer, in training and at inference
+    alike (see :func:`taskfit.rendering.render`): the longest label's answer for ``classify``,
+    the answer budget (``eval.max_new_tokens``) otherwise."""
+    from taskfit.tasks import get_task
+
+    if get_task(task.kind).scores_labels:
+        return max(map(len, label_completions(tokenizer, task)))
+    return max_new_tokens
+
+
+def prompt_ids(tokenizer: Any, task: TaskSpec, example: Example, max_length: int, room: int,
+               shots: Shots | None = None) -> list[int]:
+    """The prompt ids an answer is generated after: ``example`` rendered as in training, cut to
+    fit ``max_length`` (the run's ``train.max_seq_length``) with ``room`` (:func:`answer_room`)
+    left for the answer. Evaluation, the validation metric and the server all ask with these."""
+    return _prompt(tokenizer, task, example, max_length, shots, room).ids
 
 
 def label_completions(tokenizer: Any, task: TaskSpec) -> list[list[int]]:
@@ -51,17 +70,11 @@ def label_completions(tokenizer: Any, task: TaskSpec) -> list[list[int]]:
     return [render(tokenizer, task, probe, target=lab).completion for lab in task.labels or []]
 
 
-def longest_label(tokenizer: Any, task: TaskSpec) -> str:
-    """The label with the most tokens: prompts are cut to leave it room, as in training."""
-    return max(task.labels or [""], key=lambda lab: len(tokenizer(lab)["input_ids"]))
-
-
 def label_prompt(tokenizer: Any, task: TaskSpec, example: Example, max_length: int, shots: Shots | None,
-                 longest: str) -> list[int]:
-    """The prompt ids a label is scored after: rendered with the longest label as the answer, so
-    the input is cut exactly as it was in training."""
-    r = _prompt(tokenizer, task, example, max_length, shots, target=longest)
-    return r.ids[: r.n_prompt]
+                 room: int) -> list[int]:
+    """The prompt ids a label is scored after: cut to leave ``room`` for the longest label's
+    answer (:func:`answer_room`), exactly as the input was cut in training."""
+    return _prompt(tokenizer, task, example, max_length, shots, room).ids
 
 
 def label_choice(labels: Sequence[str], totals: Sequence[float]) -> tuple[int, float]:
@@ -85,10 +98,10 @@ class LabelScoringPredictor:
         self.max_length = max_length
         self.shots = shots
         self.completions = label_completions(tokenizer, task)
-        self._longest = longest_label(tokenizer, task)
+        self.room = max(map(len, self.completions))  # answer_room: the longest label's answer
 
     def prompt_ids(self, example: Example) -> list[int]:
-        return label_prompt(self.tokenizer, self.task, example, self.max_length, self.shots, self._longest)
+        return label_prompt(self.tokenizer, self.task, example, self.max_length, self.shots, self.room)
 
     def scores(self, prompt: list[int]) -> list[float]:
         """Log-probability of each label's completion (its tokens and the end-of-turn token)
@@ -175,7 +188,7 @@ class GenerativePredictor:
     def __init__(self, name: str, model: Any, tokenizer: Any, task: TaskSpec, max_length: int,
                  max_new_tokens: int, constrained: bool = False, shots: Shots | None = None,
                  contexts: Contexts | None = None, batch_size: int = 1):
-        from taskfit.tasks import get_task
+        from taskfit.decoding import answer_grammar
 
         self.name = name
         self.model = model
@@ -183,10 +196,15 @@ class GenerativePredictor:
         self.task = task
         self.max_length = max_length
         self.max_new_tokens = max_new_tokens
+        self.room = answer_room(tokenizer, task, max_new_tokens)
         self.shots = shots
         self.contexts = contexts
         self.batch_size = max(1, batch_size)
-        self.grammar = get_task(task.kind).grammar(task) if constrained else None  # the kind's constraint
+        self.grammar = answer_grammar(task) if constrained else None
+
+    def prompt_ids(self, example: Example) -> list[int]:
+        """The prompt an answer to ``example`` is generated after (its context already put in)."""
+        return prompt_ids(self.tokenizer, self.task, example, self.max_length, self.room, self.shots)
 
     def predict(self, examples: Iterable[Example]) -> Iterator[Prediction]:
         batch: list[Example] = []
@@ -210,7 +228,7 @@ class GenerativePredictor:
                 context, found = self.contexts(ex)
                 ex = dataclasses.replace(ex, context=context)
                 found["context"] = context
-            prompts.append(_prompt(self.tokenizer, self.task, ex, self.max_length, self.shots).ids)
+            prompts.append(self.prompt_ids(ex))
             details.append(found)
         sampling = Sampling(max_tokens=self.max_new_tokens, grammar=self.grammar)
         outs = decode_batch(self.model, self.tokenizer, prompts, [sampling] * len(prompts))

@@ -3,11 +3,14 @@
 Prompt-only, few-shot, RAG, a classical model, an endpoint, a fine-tuned adapter: evaluation
 scores them all through this one protocol, on the same held-out examples, with the same scorer,
 so it cannot tell them apart and the comparison is honest by construction.
+
+A classifier built on a language model is a :class:`LabelScorer`: evaluation and the server ask
+the same scorer (transformers or llama.cpp) with the same prompt ids for each label's score.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Protocol, runtime_checkable
+from typing import Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
 from taskfit.records import Example, Prediction
 
@@ -18,4 +21,19 @@ class Predictor(Protocol):
 
     def predict(self, examples: Iterable[Example]) -> Iterator[Prediction]:
         """Yield one prediction per example, in order, as soon as each is made."""
+        ...
+
+
+@runtime_checkable
+class LabelScorer(Protocol):
+    """Scores every label of a classify task after a prompt (label scoring, not free text)."""
+
+    completions: Sequence[list[int]]  # each label's answer tokens, end-of-turn token included
+
+    def prompt_ids(self, example: Example) -> list[int]:
+        """The prompt a label is scored after: the example rendered and cut as in training."""
+        ...
+
+    def scores(self, prompt: list[int]) -> list[float]:
+        """The log-probability of each label's completion after ``prompt``, in label order."""
         ...

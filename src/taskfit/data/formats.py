@@ -158,7 +158,11 @@ def convert(obj: Any, task: TaskSpec, fmt: str, cols: ColumnMap | None, source: 
         fields = _table(obj, task, cols)
     else:
         raise ValueError(f"data.format {fmt!r} is not a known format")
-    fields["target"] = fields["target"].strip()
+    # Every format's answer as the task kind writes it (extract: the JSON record in its grammar's
+    # form, so the model learns the answer constrained decoding allows).
+    from taskfit.tasks import get_task
+
+    fields["target"] = get_task(task.kind).target_text(task, fields["target"].strip())
     return Example(id=row_id, source=source, meta=meta, **fields)
 
 

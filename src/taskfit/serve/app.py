@@ -4,6 +4,15 @@ metrics and the request log.
 Every error has OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``: 4xx for the
 client's faults, naming what to fix; 500 says only that the server failed (the details go to the
 server's own log, never into a response).
+
+A request to an adapter trained on a task is one input, answered as evaluation answered it: the
+messages are one user message (the input; for ``qa`` the question), optionally after one system
+message (which replaces the task's system prompt, as a training row's own system prompt does);
+a ``qa`` adapter also needs the passage, as ``context`` in the request body (the ``openai``
+client sends it with ``extra_body={"context": ...}``). The server renders the prompt itself
+(``Context:`` / ``Question:`` framing, system prompt, cut to the run's ``train.max_seq_length``)
+and, unless ``max_tokens`` says otherwise, answers within the run's answer budget
+(``eval.max_new_tokens``).
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ from starlette.concurrency import run_in_threadpool
 
 from taskfit.decoding import Sampling
 from taskfit.errors import TaskfitError
+from taskfit.records import Example
+from taskfit.tasks import get_task
 from taskfit.serve.config import MODEL_NAME, AdapterSpec, ServeSpec, hash_key
 from taskfit.serve.engine import Engine, Job, QueueFull, Result, Served, schema_grammar
 
@@ -75,6 +86,7 @@ class ChatRequest(BaseModel):
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
+    context: str | None = None  # qa adapters: the passage the question is answered from
 
     @field_validator("stop")
     @classmethod
@@ -82,6 +94,31 @@ class ChatRequest(BaseModel):
         if isinstance(value, list) and len(value) > 4:
             raise ValueError("at most 4 stop sequences")
         return value
+
+
+def task_example(served: Served, messages: list[dict[str, str]], context: str | None, request_id: str) -> Example:
+    """A request to a task adapter as the one example it answers (see the module's docstring);
+    an ApiError (400) names what is wrong with any other shape."""
+    task = served.task
+    systems = [m["content"] for m in messages if m["role"] == "system"]
+    turns = [m for m in messages if m["role"] != "system"]
+    if (len(systems) > 1 or (systems and messages[0]["role"] != "system") or len(turns) != 1
+            or turns[0]["role"] != "user"):
+        raise ApiError(400, f"messages: {served.name} is a {task.kind} adapter; it answers one input as it "
+                            "was trained and evaluated: send one user message, optionally after one system "
+                            "message", param="messages", code="unsupported_messages")
+    if not turns[0]["content"].strip():
+        raise ApiError(400, "messages: the user message is empty", param="messages", code="invalid_value")
+    takes_context = get_task(task.kind).takes_context
+    if takes_context and not (context or "").strip():
+        raise ApiError(400, f"context: {served.name} answers a question from a passage: send the question as "
+                            "the user message and the passage as \"context\" in the request body (openai "
+                            "client: extra_body={\"context\": passage})", param="context", code="missing_context")
+    if not takes_context and context is not None:
+        raise ApiError(400, f"context: only qa adapters take a context; {served.name} is a {task.kind} adapter",
+                       param="context", code="unsupported")
+    return Example(id=request_id, input=turns[0]["content"], target="", system=systems[0] if systems else None,
+                   context=context if takes_context else None)
 
 
 def _describe(exc: ValidationError) -> tuple[str, str | None]:
@@ -270,12 +307,13 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                            code="too_many_messages")
         return req
 
-    def schema_for(req: ChatRequest, served: Served) -> tuple[dict[str, Any] | None, str | None]:
-        """The JSON schema the reply is held to (the request's, else an extract adapter's own),
-        with its grammar; a schema that cannot be enforced is refused before decoding starts."""
+    def grammar_for(req: ChatRequest, served: Served) -> str | None:
+        """The grammar the reply is held to: the request's JSON schema (keys in the order it lists
+        them), else an extract adapter's answer grammar; a schema that cannot be enforced is
+        refused before decoding starts."""
         fmt = req.response_format
         if not fmt or fmt.get("type") == "text":
-            return served.schema, served.grammar
+            return served.grammar
         if fmt.get("type") == "json_object":
             schema: Any = {"type": "object"}
         elif fmt.get("type") == "json_schema":
@@ -287,11 +325,11 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
             raise ApiError(400, f"response_format.type: {fmt.get('type')!r} is not one of text, json_object, "
                                 "json_schema", param="response_format")
         try:
-            grammar = enforceable(schema_grammar(json.dumps(schema, sort_keys=True)))
+            grammar = enforceable(schema_grammar(json.dumps(schema)))
         except ValueError as exc:
             raise ApiError(400, f"response_format: this JSON schema cannot be enforced ({exc})",
                            param="response_format") from None
-        return schema, grammar
+        return grammar
 
     def chunk(cid: str, created: int, model: str, delta: dict[str, Any], finish: str | None = None,
               **extra: Any) -> str:
@@ -353,20 +391,28 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                                param="max_tokens", code="max_tokens_too_large")
             messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                         for m in req.messages]
-            schema, grammar = schema_for(req, served)
-            prompt = await run_in_threadpool(engine.prompt, served, messages)
-            score = served.scorer is not None and not req.response_format
+            grammar = grammar_for(req, served)
+            score = served.scorer is not None and (req.response_format or {}).get("type", "text") == "text"
+            if served.task is not None:
+                example = task_example(served, messages, req.context, cid)
+                prompt = await run_in_threadpool(engine.task_prompt, served, example, score)
+            elif req.context is not None:
+                raise ApiError(400, f"context: only qa adapters take a context; {served.name} is a base model",
+                               param="context", code="unsupported")
+            else:
+                prompt = await run_in_threadpool(engine.prompt, served, messages)
             room = engine.context - len(prompt) - (max(map(len, served.scorer.completions)) if score else 0)
             if room < (1 if score else (asked or 1)):
                 raise ApiError(400, f"the prompt ({len(prompt)} tokens) plus "
                                     f"{'the longest label' if score else f'max_tokens ({asked or 1})'} is over "
                                     f"the model's context of {engine.context} tokens", param="messages",
                                code="context_length_exceeded")
-            max_tokens = asked or max(1, min(limit, room))  # unasked: as much as fits, up to the limit
+            # Unasked: the run's answer budget (as evaluated), else as much as fits; up to the limit.
+            max_tokens = asked or max(1, min(limit, room, served.max_new_tokens or room))
             stops = tuple([req.stop] if isinstance(req.stop, str) else req.stop or [])
             sampling = Sampling(max_tokens=max_tokens, temperature=req.temperature or 0.0, top_p=req.top_p,
                                 seed=req.seed, stop=stops, grammar=grammar)
-            job = Job(model=served, prompt=prompt, sampling=sampling, score_labels=score, schema=schema)
+            job = Job(model=served, prompt=prompt, sampling=sampling, score_labels=score)
             if req.stream:
                 return await stream(job, cid, started, key_name, req, served)
             loop = asyncio.get_running_loop()

@@ -7,6 +7,11 @@ PEFT can apply a different LoRA adapter to each row of one batch. A request to a
 adapter is answered by label scoring (a valid label and its confidence, never free text), one at
 a time: it costs about one generated token. The worker is the only thread that touches the model,
 so adapters are loaded and unloaded between batches.
+
+A request to an adapter trained on a task is asked exactly as evaluation asked that adapter: the
+same rendering and cut to the run's ``train.max_seq_length`` (:func:`task_prompt`), the same
+answer grammar (:func:`~taskfit.decoding.answer_grammar`), the same label scorer and fallback
+policy (:func:`~taskfit.tasks.classify.with_fallback`).
 """
 
 from __future__ import annotations
@@ -22,17 +27,31 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from taskfit.baselines.model import label_choice
+from taskfit.baselines.model import answer_room, label_choice, prompt_ids
+from taskfit.baselines.protocol import LabelScorer
 from taskfit.config import TaskSpec
-from taskfit.decoding import Sampling, decode_batch, json_schema_grammar
+from taskfit.decoding import Sampling, answer_grammar, decode_batch, json_schema_grammar
 from taskfit.errors import ConfigError, TaskfitError
+from taskfit.records import Example
+from taskfit.tasks import get_task
 from taskfit.serve.config import AdapterSpec, ServeSpec
+from taskfit.tasks.classify import with_fallback
 
 BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
 
 class QueueFull(TaskfitError):
     """More requests are waiting than ``limits.queue`` allows."""
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What a run directory says of how its adapter was trained and evaluated."""
+
+    task: TaskSpec | None = None
+    eval: Any = None  # the run's EvalSpec (threshold, fallback, answer budget)
+    base: str | None = None  # the base model's name
+    max_length: int | None = None  # train.max_seq_length: prompts are cut to it, as in training
 
 
 @dataclass
@@ -47,9 +66,11 @@ class Served:
     fallback: str | None = None
     path: Path | None = None
     created: int = field(default_factory=lambda: int(time.time()))
-    scorer: Any = None  # classify: the label scorer
-    schema: dict[str, Any] | None = None  # extract: the task's schema, always enforced
-    grammar: str | None = None  # ... as an llguidance grammar
+    scorer: LabelScorer | None = None  # classify: the label scorer
+    grammar: str | None = None  # extract: the task's answer grammar, always enforced
+    max_length: int | None = None  # the run's train.max_seq_length (prompts are cut to it)
+    max_new_tokens: int | None = None  # the run's answer budget (eval.max_new_tokens): the default
+    room: int = 0  # tokens a cut prompt leaves for the answer, as in training (answer_room)
 
 
 @dataclass
@@ -71,7 +92,6 @@ class Job:
     prompt: list[int]
     sampling: Sampling
     score_labels: bool
-    schema: dict[str, Any] | None = None  # what sampling.grammar enforces (engines without llguidance)
     on_text: Callable[[str], None] | None = None
     on_done: Callable[[Result | BaseException], None] = lambda r: None
     cancelled: bool = False
@@ -79,19 +99,30 @@ class Job:
 
 @lru_cache(maxsize=64)
 def schema_grammar(schema_json: str) -> str:
+    """A request's JSON schema (as JSON text: its key order is the order the answer's keys take)
+    as a grammar, compiled once per schema."""
     return json_schema_grammar(json.loads(schema_json))
 
 
-def _run_task(path: Path) -> tuple[TaskSpec | None, Any, str | None]:
-    """The task, eval settings and base model a run directory was trained with."""
+def _run_task(path: Path) -> Trained:
+    """The task, eval settings, base model and sequence length a run directory was trained with."""
     from taskfit.config import load_config
 
     for folder in (path, path.parent):
         resolved = folder / "config.resolved.yaml"
         if resolved.exists():
             cfg = load_config(resolved)
-            return cfg.task, cfg.eval, cfg.model.name
-    return None, None, None
+            return Trained(cfg.task, cfg.eval, cfg.model.name, cfg.train.max_seq_length)
+    return Trained()
+
+
+def task_prompt(tokenizer: Any, served: Served, example: Example, score_labels: bool) -> list[int]:
+    """The prompt ids a request to a task adapter is answered after: those evaluation used for
+    the same example (the label scorer's prompt when labels are scored, else the generation
+    prompt), rendered and cut to the run's ``train.max_seq_length`` exactly as in training."""
+    if score_labels:
+        return served.scorer.prompt_ids(example)
+    return prompt_ids(tokenizer, served.task, example, served.max_length, served.room)
 
 
 class Engine:
@@ -111,7 +142,7 @@ class Engine:
         self.mixed = True  # mixed-adapter batches (not with DoRA adapters)
 
     # ---- loading ----------------------------------------------------------------------------
-    def base_model(self) -> tuple[str, dict[str, tuple[TaskSpec | None, Any, str | None]]]:
+    def base_model(self) -> tuple[str, dict[str, Trained]]:
         """The base model to load, and each adapter's task, eval settings and base."""
         from taskfit.training.artifacts import find_adapter
 
@@ -120,7 +151,7 @@ class Engine:
         tasks = {name: _run_task(a.path) for name, a in self.spec.adapters.items()}
         base = self.spec.base
         if base is None:
-            trained_on = {t[2] for t in tasks.values() if t[2]}
+            trained_on = {t.base for t in tasks.values() if t.base}
             if len(trained_on) > 1:
                 raise ConfigError(f"the adapters were trained on different base models ({sorted(trained_on)})",
                                   hint="serve one base model per server; set base: in serve.yaml")
@@ -158,20 +189,22 @@ class Engine:
                 if served.scorer is not None:
                     served.scorer.model = self.model
 
-    def served(self, name: str, spec: AdapterSpec, run: tuple[TaskSpec | None, Any, str | None],
-               path: Path) -> Served:
-        """What clients see of an adapter: its task, threshold and fallback, schema."""
-        task, ev, _ = run
+    def served(self, name: str, spec: AdapterSpec, run: Trained, path: Path) -> Served:
+        """What clients see of an adapter: its task, threshold and fallback, answer grammar, and
+        the run's sequence length and answer budget."""
+        task, ev = run.task, run.eval
         served = Served(name=name, adapter=name, parent=self.base_name, task=task, path=path,
                         threshold=spec.confidence_threshold if spec.confidence_threshold is not None
                         else (ev.confidence_threshold if ev else None),
-                        fallback=spec.fallback or (ev.fallback if ev else None))
-        if task is not None and task.kind == "extract":
-            served.schema = task.schema_
-            served.grammar = schema_grammar(json.dumps(task.schema_, sort_keys=True))
+                        fallback=spec.fallback or (ev.fallback if ev else None),
+                        max_length=run.max_length, max_new_tokens=ev.max_new_tokens if ev else None)
+        if task is not None:
+            served.room = answer_room(self.tokenizer, task, ev.max_new_tokens)
+        if task is not None and not get_task(task.kind).scores_labels:
+            served.grammar = answer_grammar(task)  # None for free text
         return served
 
-    def _add_adapter(self, name: str, spec: AdapterSpec, run: tuple[TaskSpec | None, Any, str | None]) -> Served:
+    def _add_adapter(self, name: str, spec: AdapterSpec, run: Trained) -> Served:
         from peft import PeftModel
 
         from taskfit.training.artifacts import find_adapter
@@ -193,11 +226,11 @@ class Engine:
         if getattr(self.model.peft_config[name], "use_dora", False):
             self.mixed = False
         served = self.served(name, spec, run, path)
-        if served.task is not None and served.task.kind == "classify":
+        if served.task is not None and get_task(served.task.kind).scores_labels:
             from taskfit.baselines.model import LabelScoringPredictor
 
             served.scorer = LabelScoringPredictor(name, self.model, self.tokenizer, served.task,
-                                                  max_length=self.context)
+                                                  max_length=served.max_length)
         self.models[name] = served
         return served
 
@@ -225,14 +258,17 @@ class Engine:
 
     # ---- requests ---------------------------------------------------------------------------
     def prompt(self, served: Served, messages: list[dict[str, str]]) -> list[int]:
-        """The chat template applied to the request's messages; an adapter trained on a task gets
-        the task's system prompt when the request has none (as in training)."""
-        if served.task is not None and not any(m["role"] == "system" for m in messages):
-            messages = [{"role": "system", "content": served.task.system_prompt}, *messages]
+        """A request to a model without a task (the base): the chat template applied to its
+        messages as they are."""
         from taskfit.rendering import template_ids
 
         with self._tokenizer_lock:  # a fast tokenizer must not be entered by two threads at once
             return template_ids(self.tokenizer, messages, generation_prompt=True)
+
+    def task_prompt(self, served: Served, example: Example, score_labels: bool) -> list[int]:
+        """A request to a task adapter, as one ``example``: :func:`task_prompt`."""
+        with self._tokenizer_lock:
+            return task_prompt(self.tokenizer, served, example, score_labels)
 
     def submit(self, job: Job) -> None:
         with self.cond:
@@ -302,8 +338,7 @@ class Engine:
             totals = served.scorer.scores(job.prompt)
         best, confidence = label_choice(served.task.labels, totals)
         label = served.task.labels[best]
-        low = served.threshold is not None and confidence < served.threshold and served.fallback is not None
-        text = served.fallback if low else label
+        text, low = with_fallback(label, confidence, served.threshold, served.fallback)
         if job.on_text is not None:
             job.on_text(text)
         self.on_batch(1)

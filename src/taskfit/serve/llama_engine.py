@@ -7,26 +7,18 @@ base with one adapter: the Python bindings take one LoRA per context), and reque
 one at a time, each context reusing the key/value cache of the prompt prefix it saw last (the
 task's system prompt, typically). Adapters without a GGUF file are exported on load
 (``taskfit export --format gguf-lora``). ``classify`` adapters score labels from llama.cpp's
-logits; JSON schemas are enforced by llama.cpp's own grammar engine.
+logits; JSON schemas are enforced by the same llguidance grammar as on the transformers engine,
+through a logits processor (:func:`~taskfit.baselines.llama_cpp.grammar_processor`).
 """
 
 from __future__ import annotations
 
-import json
-from functools import lru_cache
 from typing import Any
 
-from taskfit.baselines.llama_cpp import LlamaCppScorer, load_llama
+from taskfit.baselines.llama_cpp import LlamaCppScorer, grammar_processor, load_llama
 from taskfit.errors import ConfigError
 from taskfit.serve.config import AdapterSpec
-from taskfit.serve.engine import Engine, Job, Result, Served
-
-
-@lru_cache(maxsize=64)
-def _grammar(schema_json: str) -> Any:
-    from llama_cpp import LlamaGrammar
-
-    return LlamaGrammar.from_json_schema(schema_json, verbose=False)
+from taskfit.serve.engine import Engine, Job, Result, Served, Trained
 
 
 class LlamaCppEngine(Engine):
@@ -46,7 +38,7 @@ class LlamaCppEngine(Engine):
         for name, adapter in self.spec.adapters.items():
             self._add_adapter(name, adapter, tasks[name])
 
-    def _add_adapter(self, name: str, spec: AdapterSpec, run: Any) -> Served:
+    def _add_adapter(self, name: str, spec: AdapterSpec, run: Trained) -> Served:
         from taskfit.training.artifacts import find_adapter
         from taskfit.training.gguf_lora import export_gguf_lora
 
@@ -59,8 +51,8 @@ class LlamaCppEngine(Engine):
         self.status(f"loading adapter {name} ({gguf}) in llama.cpp")
         self.llms[name] = load_llama(self.base_file, gguf, self.context, self.spec.threads)
         served = self.served(name, spec, run, path)
-        if served.task is not None and served.task.kind == "classify":
-            served.scorer = LlamaCppScorer(self.llms[name], self.tokenizer, served.task)
+        if served.task is not None and get_task(served.task.kind).scores_labels:
+            served.scorer = LlamaCppScorer(self.llms[name], self.tokenizer, served.task, served.max_length)
         self.models[name] = served
         return served
 
@@ -73,11 +65,11 @@ class LlamaCppEngine(Engine):
             self.on_batch(1)
             llm = self.llms[job.model.name]
             s = job.sampling
-            grammar = _grammar(json.dumps(job.schema, sort_keys=True)) if job.schema else None
+            hold = grammar_processor(self.tokenizer, s.grammar, len(job.prompt), s.max_tokens) if s.grammar else None
             pieces, finish, produced = [], "length", 0
             for chunk in llm.create_completion(prompt=job.prompt, max_tokens=s.max_tokens, temperature=s.temperature,
                                                top_p=s.top_p, seed=s.seed, stop=list(s.stop) or None,
-                                               grammar=grammar, stream=True):
+                                               logits_processor=hold, stream=True):
                 choice = chunk["choices"][0]
                 text = choice["text"]
                 produced += bool(text) or not choice.get("finish_reason")  # the closing chunk carries no token

@@ -44,6 +44,7 @@ class Task(Protocol):
     scores_labels: bool  # answered by scoring a fixed set of answers (confidence, fallback)
     free_decoding: bool  # decoded under a constraint: also measured unconstrained on a sample
     style_classifier: bool  # scored with a style classifier (references against base-model replies)
+    takes_context: bool  # each row (and each served request) carries a passage to answer from
     validation_side: str | None  # a second figure shown beside the main one during training
     error_buckets: Sequence[str]  # the kinds of miss the error analysis sorts answers into
     template: str  # the task section `taskfit init` writes (commented YAML)

@@ -27,6 +27,15 @@ def parse_label(task: TaskSpec, text: str) -> tuple[str, bool]:
     return (label, True) if label is not None else (text.strip(), False)
 
 
+def with_fallback(label: str, confidence: float | None, threshold: float | None,
+                  fallback: str | None) -> tuple[str, bool]:
+    """The answer a classifier gives in production, and whether it fell back: ``fallback`` when
+    both ``threshold`` and ``fallback`` are set and ``confidence`` is below the threshold, else
+    ``label``. Evaluation scores, and the server answers, through this one policy."""
+    low = threshold is not None and fallback is not None and confidence is not None and confidence < threshold
+    return (fallback if low else label), low
+
+
 def label_budget(tokenizer, task: TaskSpec) -> int:
     """Tokens a free decoding of a label gets: the longest label and a little slack, enough to
     see whether the output is a label at all."""
@@ -100,7 +109,7 @@ def score_classify(candidate: str, labels: list[str], examples: Sequence[Example
     conf = [p.confidence for p in preds]
     known = all(c is not None for c in conf)
     covered = [not (threshold is not None and known and c < threshold) for c in conf]
-    y_pred = [out if keep or fallback is None else fallback for out, keep in zip(raw, covered)]
+    y_pred = [with_fallback(out, c if known else None, threshold, fallback)[0] for out, c in zip(raw, conf)]
     y_true = [ex.target for ex in examples]
     everything = list(dict.fromkeys([*labels, *([fallback] if fallback else [])]))
     present = [lab for lab in everything if lab in set(y_true) | set(y_pred)]
@@ -178,6 +187,7 @@ class ClassifyTask:
     baselines = (PROMPT_ONLY, FEW_SHOT, CLASSICAL, ENDPOINT)
     size_guidance = (50, 500)
     scores_labels = True
+    takes_context = False
     style_classifier = False
     free_decoding = True
     validation_side = None

@@ -266,6 +266,7 @@ class ExtractTask:
     baselines = (PROMPT_ONLY, FEW_SHOT, ENDPOINT)
     size_guidance = (200, 1000)
     scores_labels = False
+    takes_context = False
     style_classifier = False
     free_decoding = True
     validation_side = "valid_rate"
@@ -278,9 +279,18 @@ class ExtractTask:
             raise ValueError("task.schema: an extract task needs a JSON schema")
 
     def target_text(self, spec: TaskSpec, value: Any) -> str:
-        if isinstance(value, dict):  # the fields object, as training targets are written
-            return json.dumps(value, ensure_ascii=False)
-        return plain_text(value)
+        """The record as its answer grammar writes it (keys in the schema's order, ``json.dumps``'s
+        separators): the model learns the answer constrained decoding allows. Text that is not
+        JSON is kept as it is, for the answer check to report."""
+        from taskfit.decoding import json_answer
+
+        if isinstance(value, dict):
+            return json_answer(spec.schema_, value)
+        text = plain_text(value)
+        try:
+            return json_answer(spec.schema_, json.loads(text))
+        except ValueError:
+            return text
 
     def answer_check(self, spec: TaskSpec) -> Callable[[Example], None]:
         import jsonschema

@@ -137,6 +137,7 @@ class GenerateTask:
     baselines = (PROMPT_ONLY, FEW_SHOT, ENDPOINT)
     size_guidance = (500, 5000)
     scores_labels = False
+    takes_context = False
     style_classifier = True
     free_decoding = False
     validation_side = "format_compliance"

@@ -140,6 +140,7 @@ class QaTask:
     baselines = (PROMPT_ONLY, FEW_SHOT, RAG, ENDPOINT)
     size_guidance = (200, 1000)
     scores_labels = False
+    takes_context = True
     style_classifier = False
     free_decoding = False
     validation_side = "refusal_recall"

@@ -8,6 +8,12 @@ decide whether the adapter does what it did in training: llama.cpp stores the qu
 projections of Llama-family models with their rows permuted for its rotary layout, so the same
 permutation is applied to ``lora_b`` of ``q_proj`` and ``k_proj``; and llama.cpp scales by
 ``alpha / r``, so an rsLoRA adapter (``alpha / sqrt(r)``) is written with the equivalent alpha.
+
+The Modelfile asks the model as training did: the task's system prompt (``SYSTEM``) and the base
+model's chat template in Ollama's Go-template form (``TEMPLATE``). Only ChatML (SmolLM2, Qwen and
+the test model) is translated, and only after checking that the tokenizer's own template renders
+probe conversations exactly as ChatML does; any other template is left out with a comment that
+says so, rather than written wrong.
 """
 
 from __future__ import annotations
@@ -20,6 +26,11 @@ from typing import Any, Callable
 from taskfit.errors import ConfigError
 from taskfit.training.artifacts import find_adapter, write_atomically
 
+# ChatML in Ollama's Go-template form. Ollama puts the Modelfile's SYSTEM first in .Messages
+# when a request has no system message of its own.
+CHATML_OLLAMA = ('{{ range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n'
+                 '{{ end }}<|im_start|>assistant\n')
+CHATML_STOP = "<|im_end|>"
 # Architectures whose llama.cpp conversion is Llama's (with the q/k row permutation).
 PERMUTED = frozenset({"llama", "mistral"})
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -46,6 +57,55 @@ def base_gguf(base_name: str) -> Path:
                       hint="convert it with llama.cpp's convert_hf_to_gguf.py and pass --base-gguf FILE")
 
 
+def _chatml(messages: list[dict[str, str]], generation_prompt: bool) -> str:
+    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return text + ("<|im_start|>assistant\n" if generation_prompt else "")
+
+
+def is_chatml(tokenizer: Any) -> bool:
+    """Whether ``tokenizer``'s chat template renders conversations exactly as ChatML (probed
+    with a system and a user turn, with and without the assistant's answer)."""
+    probe = [{"role": "system", "content": "S p"}, {"role": "user", "content": "U\nq"}]
+    answered = [*probe, {"role": "assistant", "content": "A a"}]
+    try:
+        return all(tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=g) == _chatml(m, g)
+                   for m, g in ((probe, True), (answered, False)))
+    except (ValueError, TypeError):  # no chat template, or one that refuses the probe
+        return False
+
+
+def _quoted(text: str, what: str) -> str:
+    if '"""' in text:
+        raise ConfigError(f'the {what} contains """, which an Ollama Modelfile cannot hold',
+                          hint='remove the triple quotes from it and export again')
+    return f'"""{text}"""'
+
+
+def modelfile(name: str, base: Path, tokenizer: Any, system_prompt: str | None) -> str:
+    """The Ollama Modelfile of an exported adapter: the base GGUF, the adapter, the chat
+    template (ChatML only, see the module's docstring) and the task's system prompt."""
+    lines = [f"# ollama create {name} -f Modelfile", f"FROM {base}", "ADAPTER ./adapter.gguf"]
+    if is_chatml(tokenizer):
+        lines += [f"TEMPLATE {_quoted(CHATML_OLLAMA, 'chat template')}", f'PARAMETER stop "{CHATML_STOP}"']
+    else:
+        lines += ["# No TEMPLATE: taskfit translates only ChatML chat templates into Ollama's form, and this",
+                  "# model's template is not ChatML. Write its TEMPLATE by hand (Ollama's docs/template.md),",
+                  "# or Ollama uses the template it guesses from the base GGUF, which may differ from training."]
+    if system_prompt is not None:
+        lines.append(f"SYSTEM {_quoted(system_prompt, 'system prompt')}")
+    else:
+        lines.append("# No SYSTEM: the run directory has no config.resolved.yaml naming the task's system prompt.")
+    lines.append("PARAMETER temperature 0")
+    return "\n".join(lines) + "\n"
+
+
+def _system_prompt(run_dir: Path) -> str | None:
+    from taskfit.config import load_config
+
+    resolved = run_dir / "config.resolved.yaml"
+    return load_config(resolved).task.system_prompt if resolved.exists() else None
+
+
 def export_gguf_lora(run_dir: Path, dest: Path | None = None, base: Path | None = None,
                      status: Callable[[str], None] | None = None) -> Path:
     """Write ``adapter.gguf`` and an Ollama ``Modelfile`` to ``dest`` (default ``RUN/gguf``)."""
@@ -63,6 +123,12 @@ def export_gguf_lora(run_dir: Path, dest: Path | None = None, base: Path | None 
     base_name = (json.loads(manifest.read_text())["model"]["name"] if manifest.exists()
                  else config["base_model_name_or_path"])
     base = base or base_gguf(base_name)
+    from taskfit.models.registry import load_tokenizer
+
+    tokenizer = load_tokenizer(base_name)
+    text = modelfile(adapter.parent.name, base, tokenizer, _system_prompt(adapter.parent))
+    if status and not is_chatml(tokenizer):
+        status("the Modelfile has no TEMPLATE: this model's chat template is not ChatML (see its comment)")
     reader = gguf.GGUFReader(str(base))
     arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
     field = lambda key: int(reader.fields[f"{arch}.{key}"].parts[-1][0])  # noqa: E731
@@ -109,9 +175,7 @@ def export_gguf_lora(run_dir: Path, dest: Path | None = None, base: Path | None 
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        (tmp / "Modelfile").write_text(
-            f"# ollama create {adapter.parent.name} -f Modelfile\n"
-            f"FROM {base}\nADAPTER ./adapter.gguf\nPARAMETER temperature 0\n", encoding="utf-8")
+        (tmp / "Modelfile").write_text(text, encoding="utf-8")
         (tmp / "base.txt").write_text(f"{base}\n", encoding="utf-8")
 
     if status:

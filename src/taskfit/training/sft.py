@@ -24,13 +24,16 @@ from taskfit.training.methods import make_trainable
 from taskfit.training.parallel import Parallel
 
 
-def featurize(tokenizer: Any, task: TaskSpec, examples: Sequence[Example], max_length: int) -> list[Rendered]:
-    """Render every training example with its target; each must keep at least one loss token."""
+def featurize(tokenizer: Any, task: TaskSpec, examples: Sequence[Example], max_length: int,
+              answer_room: int = 0) -> list[Rendered]:
+    """Render every training example with its target; each must keep at least one loss token.
+    A prompt that must be cut leaves ``answer_room`` tokens for the answer (at least), as
+    evaluation and serving do (:func:`taskfit.baselines.model.answer_room`)."""
     rows = []
     for ex in examples:
         where = ex.source or f"row id {ex.id}"
         try:
-            row = render(tokenizer, task, ex, target=ex.target, max_length=max_length)
+            row = render(tokenizer, task, ex, target=ex.target, max_length=max_length, answer_room=answer_room)
         except ValueError as exc:
             raise DataError(f"{where}: {exc}", hint="raise train.max_seq_length or shorten the answer") from None
         if not row.completion:
@@ -47,12 +50,14 @@ class SftObjective:
     def __init__(self, model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec, parallel: Parallel,
                  train: Sequence[Example], validation: Sequence[Example] = (),
                  evaluation: EvalSpec | None = None):
+        from taskfit.baselines.model import answer_room
         from taskfit.tasks import main_metric
 
         self.model, self.tokenizer, self.task, self.spec = model, tokenizer, task, spec
         self.evaluation = evaluation or EvalSpec()  # how evaluation decodes and scores
-        self.rows = featurize(tokenizer, task, train, spec.max_seq_length)
-        self.val_rows = featurize(tokenizer, task, validation, spec.max_seq_length)
+        room = answer_room(tokenizer, task, self.evaluation.max_new_tokens)  # cut as evaluation cuts
+        self.rows = featurize(tokenizer, task, train, spec.max_seq_length, room)
+        self.val_rows = featurize(tokenizer, task, validation, spec.max_seq_length, room)
         self.metric_examples = list(validation)[: spec.metric_sample]
         self.metric_name = main_metric(task.kind) if self.metric_examples else None
         self.validation_rows = len(self.val_rows)

@@ -16,7 +16,7 @@ import yaml
 from taskfit.baselines.model import GenerativePredictor, LabelScoringPredictor
 from taskfit.config import load_config
 from taskfit.models import load_model
-from taskfit.pipeline import train_project
+from taskfit.workflows import train_project
 from taskfit.records import Example
 from taskfit.rendering import render
 from taskfit.serve import load_serve_config

@@ -18,6 +18,7 @@ from typing import Any
 from taskfit.baselines.llama_cpp import LlamaCppScorer, grammar_processor, load_llama
 from taskfit.errors import ConfigError
 from taskfit.serve.config import AdapterSpec
+from taskfit.tasks import get_task
 from taskfit.serve.engine import Engine, Job, Result, Served, Trained
 
 

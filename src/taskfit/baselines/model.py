@@ -46,13 +46,15 @@ def _prompt(tokenizer: Any, task: TaskSpec, example: Example, max_length: int, s
 
 def answer_room(tokenizer: Any, task: TaskSpec, max_new_tokens: int) -> int:
     """Tokens a prompt that must be cut leaves free for the answer, in training and at inference
-    alike (see :func:`taskfit.rendering.render`): the longest label's answer for ``classify``,
-    the answer budget (``eval.max_new_tokens``) otherwise."""
+    alike (see :func:`taskfit.rendering.render`): the longest label's answer where the kind scores
+    labels, else the kind's answer budget (``eval.max_new_tokens`` for extract, qa, generate)."""
+    from taskfit.config import EvalSpec
     from taskfit.tasks import get_task
 
-    if get_task(task.kind).scores_labels:
+    kind = get_task(task.kind)
+    if kind.scores_labels:
         return max(map(len, label_completions(tokenizer, task)))
-    return max_new_tokens
+    return kind.answer_budget(task, EvalSpec(max_new_tokens=max_new_tokens), tokenizer)
 
 
 def prompt_ids(tokenizer: Any, task: TaskSpec, example: Example, max_length: int, room: int,

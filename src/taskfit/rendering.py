@@ -122,3 +122,23 @@ def render(tokenizer: Any, task: TaskSpec, example: Example, target: str | None 
         shorter = tokenizer.decode(text_ids[:keep]).rstrip("\ufffd")
         text = shorter if len(shorter) < len(text) else text[:-1]
         truncated = True
+
+
+def label_completions(tokenizer: Any, task: TaskSpec) -> list[list[int]]:
+    """The tokens of each label's answer, end-of-turn token included. They follow the assistant
+    header (which ends with a newline), so they do not depend on the prompt: computed once."""
+    probe = Example(id="probe", input="probe", target="")
+    return [render(tokenizer, task, probe, target=lab).completion for lab in task.labels or []]
+
+
+def answer_room(tokenizer: Any, task: TaskSpec, max_new_tokens: int) -> int:
+    """Tokens a prompt that must be cut leaves free for the answer, in training and at inference
+    alike (see :func:`taskfit.rendering.render`): the longest label's answer where the kind scores
+    labels, else the kind's answer budget (``eval.max_new_tokens`` for extract, qa, generate)."""
+    from taskfit.config import EvalSpec
+    from taskfit.tasks import get_task
+
+    kind = get_task(task.kind)
+    if kind.scores_labels:
+        return max(map(len, label_completions(tokenizer, task)))
+    return kind.answer_budget(task, EvalSpec(max_new_tokens=max_new_tokens), tokenizer)

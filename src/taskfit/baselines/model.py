@@ -20,7 +20,7 @@ from taskfit.config import TaskSpec
 from taskfit.errors import ConfigError, DataError, PromptTooLongError
 from taskfit.models.compat import cache_arg, cache_of
 from taskfit.records import Example, Prediction
-from taskfit.rendering import Rendered, render
+from taskfit.rendering import answer_room, label_completions, Rendered, render
 
 Shots = Callable[[Example], Sequence[Example]]
 # A context hook returns the context to answer from, and details to record (chunk citations).
@@ -44,32 +44,12 @@ def _prompt(tokenizer: Any, task: TaskSpec, example: Example, max_length: int, s
         chosen.pop()
 
 
-def answer_room(tokenizer: Any, task: TaskSpec, max_new_tokens: int) -> int:
-    """Tokens a prompt that must be cut leaves free for the answer, in training and at inference
-    alike (see :func:`taskfit.rendering.render`): the longest label's answer where the kind scores
-    labels, else the kind's answer budget (``eval.max_new_tokens`` for extract, qa, generate)."""
-    from taskfit.config import EvalSpec
-    from taskfit.tasks import get_task
-
-    kind = get_task(task.kind)
-    if kind.scores_labels:
-        return max(map(len, label_completions(tokenizer, task)))
-    return kind.answer_budget(task, EvalSpec(max_new_tokens=max_new_tokens), tokenizer)
-
-
 def prompt_ids(tokenizer: Any, task: TaskSpec, example: Example, max_length: int, room: int,
                shots: Shots | None = None) -> list[int]:
     """The prompt ids an answer is generated after: ``example`` rendered as in training, cut to
     fit ``max_length`` (the run's ``train.max_seq_length``) with ``room`` (:func:`answer_room`)
     left for the answer. Evaluation, the validation metric and the server all ask with these."""
     return _prompt(tokenizer, task, example, max_length, shots, room).ids
-
-
-def label_completions(tokenizer: Any, task: TaskSpec) -> list[list[int]]:
-    """The tokens of each label's answer, end-of-turn token included. They follow the assistant
-    header (which ends with a newline), so they do not depend on the prompt: computed once."""
-    probe = Example(id="probe", input="probe", target="")
-    return [render(tokenizer, task, probe, target=lab).completion for lab in task.labels or []]
 
 
 def label_prompt(tokenizer: Any, task: TaskSpec, example: Example, max_length: int, shots: Shots | None,

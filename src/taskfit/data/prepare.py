@@ -150,9 +150,11 @@ def build_card(config: ProjectConfig, scans: list[ScanResult]) -> DataCard:
             where = ", ".join(f"{src} ({n} tokens)" for n, src in named[:10])
             more = f" and {unfittable - len(named[:10])} more" if unfittable > 10 else ""
             warnings.append(f"{unfittable} rows cannot fit train.max_seq_length={limit} even with their "
-                            f"input cut, since the system prompt and answer alone take that many tokens: "
-                            f"{where}{more}. Training would stop at the first; raise "
-                            "train.max_seq_length, shorten those answers, or set data.too_long: drop.")
+                            f"input cut, since the system prompt and the answer (or the room a cut prompt "
+                            f"keeps for it: the longest label, or eval.max_new_tokens) alone take that many "
+                            f"tokens: {where}{more}. Training would stop at the first; raise "
+                            "train.max_seq_length, lower eval.max_new_tokens, shorten those answers, or set "
+                            "data.too_long: drop.")
     pii_counts: Counter = sum((s.pii_counts for s in scans), Counter())
     secret_rows = [src for s in scans for src in s.secret_rows]
     card.privacy = {"rows_with_personal_data": sum(s.pii_rows for s in scans),
@@ -187,7 +189,8 @@ def check_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None,
                on_row: Callable[[], None] | None = None) -> DataCard:
     """Stream the data files named in ``config`` and return the card (nothing is written)."""
     files = [config.data.train] + ([config.data.eval] if config.data.eval else [])
-    scans = [scan(project_dir / f, config.task, config.data, tokenizer=tokenizer, on_row=on_row) for f in files]
+    scans = [scan(project_dir / f, config.task, config.data, tokenizer=tokenizer, on_row=on_row,
+                  room=_room(config, tokenizer)) for f in files]
     return build_card(config, scans)
 
 
@@ -235,7 +238,8 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
                  on_row: Callable[[], None] | None = None) -> Prepared:
     """Validate, deduplicate, redact and split; nothing is written (see :func:`write_prepared`)."""
     data, task = config.data, config.task
-    train_scan = scan(project_dir / data.train, task, data, tokenizer=tokenizer, keep=True, on_row=on_row)
+    train_scan = scan(project_dir / data.train, task, data, tokenizer=tokenizer, keep=True, on_row=on_row,
+                      room=_room(config, tokenizer))
     scans = [train_scan]
     rows = train_scan.examples
     if tokenizer is not None and data.too_long == "drop":
@@ -244,7 +248,8 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
     rows = [_redact_record(r, action) for r in rows]
     leaked = 0
     if data.eval:
-        eval_scan = scan(project_dir / data.eval, task, data, tokenizer=tokenizer, keep=True, id_prefix="eval-")
+        eval_scan = scan(project_dir / data.eval, task, data, tokenizer=tokenizer, keep=True, id_prefix="eval-",
+                         room=_room(config, tokenizer))
         scans.append(eval_scan)
         held = [_redact_record(r, action) for r in eval_scan.examples]
         held, leaked = drop_leaks(rows, held, config)
@@ -331,3 +336,10 @@ def write_prepared(prepared: Prepared, out_dir: Path) -> dict[str, Path]:
                                 "raw": pii.redact(q.raw.rstrip("\n"))}, ensure_ascii=False) + "\n")
     paths.update(write_card(prepared.card, out_dir))
     return paths
+
+
+def _room(config: ProjectConfig, tokenizer: Any) -> int:
+    """The tokens a cut prompt leaves for the answer (0 when no tokenizer counts lengths)."""
+    from taskfit.rendering import answer_room
+
+    return answer_room(tokenizer, config.task, config.eval.max_new_tokens) if tokenizer is not None else 0

@@ -247,7 +247,7 @@ class TokenCounter:
     with :func:`taskfit.rendering.render`; each row adds its own text's tokens.
     """
 
-    def __init__(self, tokenizer: Any, task: TaskSpec):
+    def __init__(self, tokenizer: Any, task: TaskSpec, room: int = 0):
         from taskfit.rendering import render
 
         probe = Example(id="p", input="x", target="y")
@@ -256,6 +256,9 @@ class TokenCounter:
         self.overhead = len(r.ids) - one("x") - one("y")
         self.tokenizer = tokenizer
         self.system_len = one(task.system_text)
+        # A prompt that must be cut leaves this many tokens for the answer (rendering.answer_room),
+        # in training as in evaluation, so a short answer still takes that room.
+        self.room = room
         self.pending: list[tuple[str, str, str | None, str | None, str]] = []
 
     def add(self, rec: Example | PreferencePair) -> None:
@@ -276,13 +279,14 @@ class TokenCounter:
         for i, (_, _, system, source, _) in enumerate(self.pending):
             extra = 0 if system is None else len(self.tokenizer(system, add_special_tokens=False)["input_ids"]) - self.system_len
             answer = len(enc[n + i]) + 1  # + end-of-turn
-            fixed = self.overhead + len(enc[n + i]) + extra + len(enc[2 * n + i]) if source is not None else None
+            kept = max(answer, self.room) - 1  # the answer's tokens, or the room kept for it
+            fixed = self.overhead + kept + extra + len(enc[2 * n + i]) if source is not None else None
             yield self.overhead + len(enc[i]) + len(enc[n + i]) + extra, answer, fixed, source
         self.pending = []
 
 
 def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep: bool = False,
-         on_row: Callable[[], None] | None = None, id_prefix: str = "") -> ScanResult:
+         on_row: Callable[[], None] | None = None, id_prefix: str = "", room: int = 0) -> ScanResult:
     """Stream ``path`` once. With ``keep``, the kept records are returned too."""
     fmt = spec.format
     result = ScanResult(path=str(path), kind="preferences" if fmt == "preference" else "examples")
@@ -293,7 +297,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
     index_lines, index_labels = array("q"), array("i")
     label_codes: dict[str, int] = {}
     label_names: list[str] = []
-    counter = TokenCounter(tokenizer, task) if tokenizer is not None else None
+    counter = TokenCounter(tokenizer, task, room) if tokenizer is not None else None
     check_answer = get_task(task.kind).answer_check(task)  # the answer must fit the task (built once)
     for raw in read_rows(path, spec.max_line_bytes):
         result.read += 1

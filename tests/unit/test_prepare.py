@@ -195,6 +195,7 @@ def test_rows_that_cannot_be_cut_to_fit_are_named_before_training(tmp_path, tiny
                    target="Sorry, on it.")
     limit = len(short.ids) + 30  # the inputs (60 words) must be cut; the short answers then fit
     doc["train"]["max_seq_length"] = limit
+    doc["eval"]["max_new_tokens"] = 8  # the room a cut prompt keeps for the answer (rendering.answer_room)
     config = load_config(_write(tmp_path, doc))
     prepared = prepare_data(config, tmp_path, tokenizer=tiny.tokenizer)
     (warning,) = [w for w in prepared.card.warnings if "cannot fit" in w]
@@ -202,9 +203,15 @@ def test_rows_that_cannot_be_cut_to_fit_are_named_before_training(tmp_path, tiny
     # exactly the rows training would stop on are named, by file and line; the long inputs are not
     rows_read = prepared.train + prepared.eval
     assert len(rows_read) == 20 and any(len(ex.input) > 300 for ex in rows_read)
-    stopping = [ex.source for ex in rows_read if not _renders(tiny.tokenizer, config.task, ex, limit)]
+    stopping = [ex.source for ex in rows_read if not _renders(tiny.tokenizer, config, ex, limit)]
     assert sorted(stopping) == sorted(f"{tmp_path / 'data' / 'train.jsonl'}:{n}" for n in (4, 12))
     assert warning.startswith("2 rows cannot fit") and all(s in warning for s in stopping)
+    # the room kept for the answer counts like the answer: with room for 96 tokens none fits
+    doc["eval"]["max_new_tokens"] = 96
+    roomy = load_config(_write(tmp_path, doc))
+    (warning,) = [w for w in prepare_data(roomy, tmp_path, tokenizer=tiny.tokenizer).card.warnings if "cannot fit" in w]
+    assert warning.startswith("20 rows cannot fit")
+    assert not any(_renders(tiny.tokenizer, roomy, ex, limit) for ex in rows_read)
 
     # qa: the context is what gets cut, so a long question cannot be cut away
     def text(n):
@@ -218,22 +225,25 @@ def test_rows_that_cannot_be_cut_to_fit_are_named_before_training(tmp_path, tiny
     qa = yaml.safe_load((tmp_path / "q" / "taskfit.yaml").read_text())
     qa["data"]["train"] = str(tmp_path / "data" / "qa.jsonl")
     qa["train"]["max_seq_length"] = limit + 20
+    qa["eval"]["max_new_tokens"] = 8
     config = load_config(_write(tmp_path, qa))
     prepared = prepare_data(config, tmp_path, tokenizer=tiny.tokenizer)
     rows_read = prepared.train + prepared.eval
     assert len(rows_read) == 8 and all(ex.context for ex in rows_read)
     stopping = [ex.source for ex in rows_read
-                if not _renders(tiny.tokenizer, config.task, ex, limit + 20)]
+                if not _renders(tiny.tokenizer, config, ex, limit + 20)]
     assert stopping == [f"{tmp_path / 'data' / 'qa.jsonl'}:3"]
     (warning,) = [w for w in prepared.card.warnings if "cannot fit" in w]
     assert warning.startswith("1 rows cannot fit") and stopping[0] in warning
 
 
-def _renders(tokenizer, task, ex, limit) -> bool:
-    from taskfit.rendering import render
+def _renders(tokenizer, config, ex, limit) -> bool:
+    """Whether training can render ``ex`` in ``limit`` tokens (with the room it keeps for the answer)."""
+    from taskfit.rendering import answer_room, render
 
+    room = answer_room(tokenizer, config.task, config.eval.max_new_tokens)
     try:
-        render(tokenizer, task, ex, target=ex.target, max_length=limit)
+        render(tokenizer, config.task, ex, target=ex.target, max_length=limit, answer_room=room)
     except ValueError:
         return False
     return True

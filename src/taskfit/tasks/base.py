@@ -86,6 +86,39 @@ def plain_text(value: Any) -> str:
     return value
 
 
+class TaskDefaults:
+    """What most task kinds share, for a kind's class to inherit instead of restating: free-text
+    answers scored per row, the language-model baselines, no context, no constraint. A kind
+    implements :class:`Task` whether it takes these or states everything itself."""
+
+    lower_is_better: frozenset[str] = frozenset()
+    paired_test: Literal["mcnemar", "bootstrap"] = "bootstrap"
+    baselines: Sequence[str] = (PROMPT_ONLY, FEW_SHOT, ENDPOINT)
+    scores_labels = False
+    free_decoding = False
+    style_classifier = False
+    takes_context = False
+    validation_side: str | None = None
+
+    def check_spec(self, spec: Any) -> None:
+        pass
+
+    def target_text(self, spec: Any, value: Any) -> str:
+        return plain_text(value)
+
+    def answer_check(self, spec: Any) -> Callable[[Example], None]:
+        return lambda ex: None
+
+    def grammar(self, spec: Any) -> str | None:
+        return None
+
+    def answer_budget(self, spec: Any, evaluation: Any, tokenizer: Any) -> int:
+        return evaluation.max_new_tokens
+
+    def instruction(self, spec: Any) -> str:
+        return ""
+
+
 class TaskRegistry:
     """The task kinds taskfit knows, by name."""
 

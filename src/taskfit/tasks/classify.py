@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 from taskfit.config import TaskSpec
 from taskfit.records import EvalResult, Example, Prediction
 from taskfit.stats import percentile
-from taskfit.tasks.base import CLASSICAL, ENDPOINT, FEW_SHOT, PROMPT_ONLY, Column, plain_text
+from taskfit.tasks.base import CLASSICAL, ENDPOINT, FEW_SHOT, PROMPT_ONLY, Column, TaskDefaults
 
 EXAMPLES_PER_BUCKET = 3
 
@@ -171,7 +171,7 @@ task:
 """
 
 
-class ClassifyTask:
+class ClassifyTask(TaskDefaults):
     """classify: exactly one label of a fixed taxonomy, answered by label scoring."""
 
     kind = "classify"
@@ -187,10 +187,7 @@ class ClassifyTask:
     baselines = (PROMPT_ONLY, FEW_SHOT, CLASSICAL, ENDPOINT)
     size_guidance = (50, 500)
     scores_labels = True
-    takes_context = False
-    style_classifier = False
     free_decoding = True
-    validation_side = None
     error_buckets = ("invalid format", "confusable: EXPECTED -> GOT")
     template = TEMPLATE
     thresholds = {"accuracy": 0.85}
@@ -202,9 +199,6 @@ class ClassifyTask:
             raise ValueError(f"task.labels: labels must be unique, got {spec.labels}")
         if any(not lab.strip() for lab in spec.labels):
             raise ValueError("task.labels: a label cannot be empty")
-
-    def target_text(self, spec: TaskSpec, value: Any) -> str:
-        return plain_text(value)
 
     def answer_check(self, spec: TaskSpec) -> Callable[[Example], None]:
         labels = set(spec.labels or [])

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 from taskfit.config import TaskSpec
 from taskfit.records import EvalResult, Example, Prediction
 from taskfit.stats import percentile
-from taskfit.tasks.base import ENDPOINT, FEW_SHOT, PROMPT_ONLY, Column, plain_text
+from taskfit.tasks.base import Column, TaskDefaults, plain_text
 
 EXAMPLES_PER_BUCKET = 3
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
@@ -249,7 +249,7 @@ task:
 """
 
 
-class ExtractTask:
+class ExtractTask(TaskDefaults):
     """extract: one JSON record valid against the task's schema, decoded under it."""
 
     kind = "extract"
@@ -262,12 +262,7 @@ class ExtractTask:
     metrics = frozenset({"field_f1", "field_precision", "field_recall", "exact_match", "valid_rate",
                          "json_valid_rate", "free_valid_rate", "invented_field_rate"})
     lower_is_better = frozenset({"invented_field_rate"})
-    paired_test = "bootstrap"
-    baselines = (PROMPT_ONLY, FEW_SHOT, ENDPOINT)
     size_guidance = (200, 1000)
-    scores_labels = False
-    takes_context = False
-    style_classifier = False
     free_decoding = True
     validation_side = "valid_rate"
     error_buckets = ("invalid format", "schema violation", "missing field", "invented field", "wrong value")
@@ -321,9 +316,6 @@ class ExtractTask:
         from taskfit.decoding import json_schema_grammar
 
         return json_schema_grammar(spec.schema_ or {})
-
-    def answer_budget(self, spec: TaskSpec, evaluation: Any, tokenizer: Any) -> int:
-        return evaluation.max_new_tokens
 
     def instruction(self, spec: TaskSpec) -> str:
         return "Answer with one JSON object and nothing else, valid against this JSON schema: " + \

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from taskfit.config import ReplyRules, TaskSpec
 from taskfit.records import EvalResult, Example, Prediction
 from taskfit.stats import bootstrap_mean_ci
-from taskfit.tasks.base import ENDPOINT, FEW_SHOT, PROMPT_ONLY, Column, plain_text
+from taskfit.tasks.base import Column, TaskDefaults
 
 EXAMPLES_PER_BUCKET = 3
 
@@ -121,7 +121,7 @@ task:
 """
 
 
-class GenerateTask:
+class GenerateTask(TaskDefaults):
     """generate: free replies in a house style, checked against the house rules."""
 
     kind = "generate"
@@ -132,28 +132,13 @@ class GenerateTask:
                Column("words_mean", "words", share=False))
     metrics = frozenset({"rouge_l", "chrf", "length_compliance", "format_compliance", "style_match",
                          "valid_rate"})
-    lower_is_better: frozenset[str] = frozenset()
-    paired_test = "bootstrap"
-    baselines = (PROMPT_ONLY, FEW_SHOT, ENDPOINT)
     size_guidance = (500, 5000)
-    scores_labels = False
-    takes_context = False
     style_classifier = True
-    free_decoding = False
     validation_side = "format_compliance"
     error_buckets = ("too short", "too long", "missing required phrase", "forbidden phrase",
                      "pattern not matched", "off style")
     template = TEMPLATE
     thresholds = {"format_compliance": 0.95, "style_match": 0.7}
-
-    def check_spec(self, spec: TaskSpec) -> None:
-        pass  # the house rules are optional and checked by ReplyRules itself
-
-    def target_text(self, spec: TaskSpec, value: Any) -> str:
-        return plain_text(value)
-
-    def answer_check(self, spec: TaskSpec) -> Callable[[Example], None]:
-        return lambda ex: None  # any reply may be a reference; the house rules score candidates
 
     def parse(self, spec: TaskSpec, text: str) -> tuple[str, bool]:
         return parse_reply(spec, text)
@@ -161,12 +146,3 @@ class GenerateTask:
     def score(self, spec: TaskSpec, evaluation: Any, candidate: str, examples: Sequence[Example],
               predictions: Sequence[Prediction], n_boot: int = 1000, style: Any = None) -> EvalResult:
         return score_generate(candidate, spec, examples, predictions, style=style, n_boot=n_boot)
-
-    def grammar(self, spec: TaskSpec) -> str | None:
-        return None
-
-    def answer_budget(self, spec: TaskSpec, evaluation: Any, tokenizer: Any) -> int:
-        return evaluation.max_new_tokens
-
-    def instruction(self, spec: TaskSpec) -> str:
-        return ""

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 from taskfit.config import TaskSpec
 from taskfit.records import EvalResult, Example, Prediction
 from taskfit.stats import bootstrap_mean_ci
-from taskfit.tasks.base import ENDPOINT, FEW_SHOT, PROMPT_ONLY, RAG, Column, plain_text
+from taskfit.tasks.base import ENDPOINT, FEW_SHOT, PROMPT_ONLY, RAG, Column, TaskDefaults, plain_text
 
 EXAMPLES_PER_BUCKET = 3
 SUPPORTED_SHARE = 0.5
@@ -124,7 +124,7 @@ task:
 """
 
 
-class QaTask:
+class QaTask(TaskDefaults):
     """qa: an answer grounded in the row's context, or the configured refusal."""
 
     kind = "qa"
@@ -136,13 +136,9 @@ class QaTask:
     metrics = frozenset({"f1", "answerable_f1", "answerable_exact_match", "refusal_precision",
                          "refusal_recall", "unsupported_rate", "valid_rate"})
     lower_is_better = frozenset({"unsupported_rate"})
-    paired_test = "bootstrap"
     baselines = (PROMPT_ONLY, FEW_SHOT, RAG, ENDPOINT)
     size_guidance = (200, 1000)
-    scores_labels = False
     takes_context = True
-    style_classifier = False
-    free_decoding = False
     validation_side = "refusal_recall"
     error_buckets = ("unsupported answer", "wrong refusal", "retrieval miss", "partial or wrong answer")
     template = TEMPLATE
@@ -171,12 +167,6 @@ class QaTask:
     def score(self, spec: TaskSpec, evaluation: Any, candidate: str, examples: Sequence[Example],
               predictions: Sequence[Prediction], n_boot: int = 1000, style: Any = None) -> EvalResult:
         return score_qa(candidate, spec, examples, predictions, n_boot=n_boot)
-
-    def grammar(self, spec: TaskSpec) -> str | None:
-        return None
-
-    def answer_budget(self, spec: TaskSpec, evaluation: Any, tokenizer: Any) -> int:
-        return evaluation.max_new_tokens
 
     def instruction(self, spec: TaskSpec) -> str:
         return f"If the context does not hold the answer, reply exactly: {spec.refusal}"

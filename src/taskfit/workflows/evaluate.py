@@ -45,9 +45,15 @@ class Candidate:
     run_dir: Path | None = None
 
 
+# Raised whenever taskfit changes how a candidate is asked (rendering, cutting, the answer grammar),
+# so that predictions cached by an older taskfit are made again rather than scored as current.
+# 2: prompts cut leaving the answer room, extract answers held to json.dumps's separators.
+ASKING = 2
+
+
 def candidate_cache_key(ws: Workspace, cand: Candidate) -> str:
     c = ws.config
-    return candidate_key(name=cand.name, model=c.model.name, task=c.task.model_dump(mode="json"),
+    return candidate_key(asking=ASKING, name=cand.name, model=c.model.name, task=c.task.model_dump(mode="json"),
                          max_length=c.train.max_seq_length, max_new_tokens=c.eval.max_new_tokens,
                          constrained=c.eval.constrained, **cand.key)
 

@@ -170,7 +170,7 @@ def test_verdict_keeps_the_fine_tune_only_when_the_paired_test_says_so():
     worse = _result("fine-tuned", [b and rng.random() < 0.6 for b in base], latency=0.4)
     lose = build_scorecard([prompt, classical, worse], {})
     assert lose.verdict.startswith("Fine-tuning is not worth it") and "Keep tfidf-logreg" in lose.verdict
-    assert "faster" in lose.verdict
+    assert "and it is cheaper to run: " in lose.verdict and "faster" in lose.verdict
     close = _result("fine-tuned", [b if i % 60 else not b for i, b in enumerate(base)])
     unsure = build_scorecard([prompt, classical, close], {})
     assert unsure.verdict.startswith("Not proven") and unsure.warnings and "rows would be needed" in unsure.warnings[0]

@@ -251,7 +251,7 @@ def verdict(card: Scorecard, baselines: list[EvalResult], tuned: list[EvalResult
     if test.significant:
         extra = _cheaper(best, top)
         return (f"Fine-tuning is not worth it here: {best.candidate} scores {-gain:.1f} points {main} "
-                f"more than the fine-tuned model {where}{', with ' + extra if extra else ''}. "
+                f"more than the fine-tuned model {where}{', and it is cheaper to run: ' + extra if extra else ''}. "
                 f"Keep {best.candidate}.")
     if test.rows_needed and test.rows_needed > top.n:
         card.warnings.append(f"The eval set is too small to detect a difference of {abs(gain):.1f} "

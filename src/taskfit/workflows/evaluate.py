@@ -191,6 +191,23 @@ def _baseline(ws: Workspace, name: str) -> Candidate:
                      size=lambda: _model_size(ws.lm().model))
 
 
+def _adapter_model(ws: Workspace, adapter: Path, merged: bool) -> Callable[[], Any]:
+    """A loader of ``adapter`` on its own copy of the base model (the adapter is injected into
+    it), folded into the base with ``merged``; it loads on first call, then returns the same model."""
+    loaded: dict[str, Any] = {}
+
+    def model() -> Any:
+        if not loaded:
+            from peft import PeftModel
+
+            ws.reporter.status(f"loading adapter {adapter}")
+            peft = PeftModel.from_pretrained(ws.load_model().model, str(adapter))
+            loaded["m"] = (peft.merge_and_unload() if merged else peft).eval()
+        return loaded["m"]
+
+    return model
+
+
 def trained_candidate(ws: Workspace, run_dir: Path, name: str = FINETUNED) -> Candidate:
     """A training run's model as it is served: the base with the run's adapter applied (not
     merged), or the fully trained model for ``method: full``."""
@@ -213,16 +230,7 @@ def trained_candidate(ws: Workspace, run_dir: Path, name: str = FINETUNED) -> Ca
 
         adapter = find_adapter(run_dir)
         digest = weights_digest(adapter)
-        loaded = {}
-
-        def model() -> Any:
-            if not loaded:
-                from peft import PeftModel
-
-                ws.reporter.status(f"loading adapter {adapter}")
-                base = ws.load_model()  # its own copy: the adapter is injected into it
-                loaded["m"] = PeftModel.from_pretrained(base.model, str(adapter)).eval()
-            return loaded["m"]
+        model = _adapter_model(ws, adapter, merged=False)
 
     def size() -> dict[str, float]:
         out = _model_size(model())
@@ -244,16 +252,7 @@ def merged_candidate(ws: Workspace, run_dir: Path, name: str) -> Candidate:
     from taskfit.training.artifacts import find_adapter
 
     adapter = find_adapter(run_dir)
-    loaded: dict[str, Any] = {}
-
-    def model() -> Any:
-        if not loaded:
-            from peft import PeftModel
-
-            base = ws.load_model()
-            loaded["m"] = PeftModel.from_pretrained(base.model, str(adapter)).merge_and_unload().eval()
-        return loaded["m"]
-
+    model = _adapter_model(ws, adapter, merged=True)
     return Candidate(name, "shipped", {"weights": weights_digest(adapter), "merged": True},
                      lambda: _lm_predictor(ws, name, model(), constrained=ws.config.eval.constrained),
                      size=lambda: _model_size(model()), run_dir=run_dir.resolve())
@@ -393,10 +392,6 @@ def load_saved(root: Path) -> list[tuple[EvalResult, Path | None]]:
         run_dir = data.pop("run_dir", None)
         out.append((EvalResult(**data), Path(run_dir) if run_dir else None))
     return out
-
-
-def load_results(root: Path) -> list[EvalResult]:
-    return [r for r, _ in load_saved(root)]
 
 
 # ---- the stage commands -----------------------------------------------------------------------

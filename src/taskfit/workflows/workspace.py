@@ -155,13 +155,7 @@ class Workspace:
     # ---- runs -------------------------------------------------------------------------------
     def runs(self) -> list[tuple[RunDir, dict[str, Any]]]:
         """Every training run of the project with its manifest, oldest first."""
-        found = []
-        for manifest in (self.project_dir / "runs").glob("*/manifest.json"):
-            try:
-                found.append((RunDir(manifest.parent), json.loads(manifest.read_text(encoding="utf-8"))))
-            except (OSError, json.JSONDecodeError):
-                continue  # a run directory cut short before its manifest was whole
-        return sorted(found, key=lambda item: (item[1].get("started", ""), item[0].root.name))
+        return find_runs(self.project_dir)
 
     def matches(self, manifest: dict[str, Any]) -> bool:
         """Whether a run was trained from the project's config and training data as they are now."""
@@ -172,29 +166,29 @@ class Workspace:
     def latest_run(self) -> RunDir:
         """The project's newest finished training run (what ``eval``, ``export`` and ``serve``
         take when no run is named)."""
-        finished = [run for run, m in self.runs() if m.get("status") == "finished"]
-        if not finished:
-            raise ConfigError(f"{self.project_dir / 'runs'}: no finished training run",
-                              hint="train one with `taskfit train` (or the whole loop with `taskfit run`)")
-        return finished[-1]
+        return RunDir(latest_run_dir(self.project_dir))
+
+
+def find_runs(project_dir: Path) -> list[tuple[RunDir, dict[str, Any]]]:
+    """Every training run under ``project_dir/runs`` with its manifest, oldest first."""
+    found = []
+    for manifest in (project_dir / "runs").glob("*/manifest.json"):
+        try:
+            found.append((RunDir(manifest.parent), json.loads(manifest.read_text(encoding="utf-8"))))
+        except (OSError, json.JSONDecodeError):
+            continue  # a run directory cut short before its manifest was whole
+    return sorted(found, key=lambda item: (item[1].get("started", ""), item[0].root.name))
 
 
 def latest_run_dir(project: Path) -> Path:
-    """The newest finished run of the project at ``project``, without checking its data (for
-    commands that only need the run's files: ``export``, ``serve``)."""
+    """The newest finished run of the project at ``project`` (its directory or taskfit.yaml),
+    without checking its data (``export`` and ``serve`` need only the run's files)."""
     project_dir = config_path(project).parent
-    finished = []
-    for manifest in (project_dir / "runs").glob("*/manifest.json"):
-        try:
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
-        if data.get("status") == "finished":
-            finished.append((data.get("started", ""), manifest.parent.name, manifest.parent))
+    finished = [run for run, m in find_runs(project_dir) if m.get("status") == "finished"]
     if not finished:
         raise ConfigError(f"{project_dir / 'runs'}: no finished training run",
                           hint="train one with `taskfit train` (or the whole loop with `taskfit run`)")
-    return max(finished)[2]
+    return finished[-1].root
 
 
 def resolve_run(project_dir: Path, run: Path) -> RunDir:

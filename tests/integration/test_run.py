@@ -182,6 +182,11 @@ def test_eval_and_export_take_the_latest_finished_run(tmp_path, tiny_model_dir):
     result = runner.invoke(app, ["eval", str(project)])
     assert result.exit_code == 0, result.output
     assert f"latest finished run: {run}" in result.output.replace("\n", "") and "fine-tuned: accuracy" in result.output
+    merged = runner.invoke(app, ["eval", str(project), "--merged"])  # the shipped form, beside the served one
+    assert merged.exit_code == 0, merged.output
+    assert "fine-tuned-merged: accuracy" in merged.output
+    compared = runner.invoke(app, ["compare", str(project)])
+    assert "fine-tuned-merged gives the same answer as fine-tuned on" in compared.output.replace("\n", " ")
     exported = runner.invoke(app, ["export", str(project), "--merged"])
     assert exported.exit_code == 0, exported.output
     assert (run / "merged" / "config.json").exists()

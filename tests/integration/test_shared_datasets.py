@@ -6,8 +6,7 @@ it cheap (the full runs' times are in docs/benchmarks.md); skipped without ../sh
 
 from __future__ import annotations
 
-import re
-import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,33 +16,12 @@ from typer.testing import CliRunner
 from taskfit.cli.main import app
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+from walkthroughs import merge, walkthroughs  # noqa: E402  (the one reader of the README's walkthroughs)
 SHARED = ROOT.parent / "shared" / "data"
 
 
-def _walkthroughs() -> dict[str, tuple[list[str], dict]]:
-    """dataset → (the `taskfit init` arguments, the settings), from the README's walkthroughs: each
-    ```bash block with `taskfit init NAME --from ../shared/data/DATASET/...` and the ```yaml block
-    that follows it."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    found = {}
-    block = r"((?:(?!```).)*?)"  # a fenced block's text
-    for match in re.finditer(rf"```bash\n(taskfit init [^\n]*shared/data/[^\n]*)\n{block}```\n```yaml\n{block}```",
-                             text, re.S):
-        args = shlex.split(match.group(1))[2:]  # after `taskfit init`: NAME and the flags
-        dataset = re.search(r"shared/data/([^/]+)/", match.group(1)).group(1)
-        found[dataset] = (args, yaml.safe_load(match.group(3)) or {})
-    return found
-
-
-def _merge(doc: dict, settings: dict) -> None:
-    for key, value in settings.items():
-        if isinstance(value, dict) and isinstance(doc.get(key), dict):
-            _merge(doc[key], value)
-        else:
-            doc[key] = value
-
-
-WALKTHROUGHS = _walkthroughs()
+WALKTHROUGHS = walkthroughs()
 
 
 def test_the_readme_walks_through_every_shared_dataset():
@@ -61,7 +39,7 @@ def test_walkthrough_runs_end_to_end_and_compare_agrees(dataset, tmp_path, tiny_
     assert made.exit_code == 0, made.output
     path = project / "taskfit.yaml"
     doc = yaml.safe_load(path.read_text())
-    _merge(doc, settings)
+    merge(doc, settings)
     # Only what makes it cheap changes: the tiny model, small slices, short answers.
     doc["model"]["name"] = str(tiny_model_dir)
     # The tiny model's 600-token vocabulary spends about twice SmolLM2's tokens on the same text, and

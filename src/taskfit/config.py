@@ -336,7 +336,7 @@ class ProjectConfig(_Spec):
     def _thresholds_of_the_kind(self) -> "ProjectConfig":
         from taskfit.tasks import get_task
 
-        known = get_task(self.task.kind).metrics
+        known = get_task(self.task.kind).scoring.metrics
         for key in self.eval.thresholds:
             if key not in known:
                 raise ValueError(f"eval.thresholds.{key}: not a metric of a {self.task.kind} task; "

@@ -7,33 +7,34 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class Example:
-    """One task example: the user's input, the expected output, and where it came from.
+class Provenance:
+    """What every training record carries besides its content, keyword-only and last in the
+    constructor: ``system`` is set only when the source row carried its own system prompt
+    (otherwise the task's applies); ``source`` is ``"file:line"`` so errors can point at it."""
 
-    ``system`` is set only when the source row carried its own system prompt; otherwise the
-    task's system prompt applies. ``source`` is ``"file:line"`` so errors can point at it.
-    """
+    system: str | None = field(default=None, kw_only=True)
+    source: str = field(default="", kw_only=True)
+    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False, kw_only=True)
+
+
+@dataclass(frozen=True)
+class Example(Provenance):
+    """One task example: the user's input, the expected output, and where it came from."""
 
     id: str
     input: str
     target: str
-    system: str | None = None
-    source: str = ""
-    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     context: str | None = None  # qa: the passage the answer must be grounded in
 
 
 @dataclass(frozen=True)
-class PreferencePair:
+class PreferencePair(Provenance):
     """A prompt with a preferred (``chosen``) and a dispreferred (``rejected``) answer, for DPO."""
 
     id: str
     prompt: str
     chosen: str
     rejected: str
-    system: str | None = None
-    source: str = ""
-    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass(frozen=True)

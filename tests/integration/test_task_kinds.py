@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from taskfit.cli.main import app
 from taskfit.records import EvalResult, Example, Prediction
 from taskfit.tasks import register, unregister
-from taskfit.tasks.base import FEW_SHOT, PROMPT_ONLY, Column, Task
+from taskfit.tasks.base import FEW_SHOT, PROMPT_ONLY, Column, Scoring, Task
 
 
 class YesNoTask:
@@ -22,11 +22,8 @@ class YesNoTask:
 
     kind = "yesno"
     description = "a yes/no answer"
-    main_metric = "accuracy"
-    columns = (Column("accuracy", "accuracy"), Column("valid_rate", "yes or no"))
-    metrics = frozenset({"accuracy", "valid_rate"})
-    lower_is_better: frozenset[str] = frozenset()
-    paired_test = "mcnemar"
+    scoring = Scoring("accuracy", (Column("accuracy", "accuracy"), Column("valid_rate", "yes or no")),
+                      paired_test="mcnemar")
     baselines = (PROMPT_ONLY, FEW_SHOT)
     size_guidance = (20, 200)
     scores_labels = False

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from taskfit.baselines.model import answer_room, label_choice, label_completions, label_prompt, prompt_ids
+from taskfit.baselines.model import LabelPrompts, Prompts, answer_room
 from taskfit.config import TaskSpec
 from taskfit.decoding import answer_grammar
 from taskfit.errors import ConfigError
@@ -47,21 +47,14 @@ def _last_logits(llm: Any) -> Any:
     return row - (top + np.log(np.exp(row - top).sum()))
 
 
-class LlamaCppScorer:
+class LlamaCppScorer(LabelPrompts):
     """Label scoring on llama.cpp (a :class:`~taskfit.baselines.protocol.LabelScorer`): each
     label's log-probability (its tokens and the end-of-turn token) after the prompt; the prompt
     is read once, then each label from the prompt's cache."""
 
     def __init__(self, llm: Any, tokenizer: Any, task: TaskSpec, max_length: int):
+        super().__init__(tokenizer, task, max_length)
         self.llm = llm
-        self.tokenizer = tokenizer
-        self.task = task
-        self.max_length = max_length
-        self.completions = label_completions(tokenizer, task)
-        self.room = max(map(len, self.completions))  # answer_room: the longest label's answer
-
-    def prompt_ids(self, example: Example) -> list[int]:
-        return label_prompt(self.tokenizer, self.task, example, self.max_length, None, self.room)
 
     def scores(self, prompt: list[int]) -> list[float]:
         llm = self.llm
@@ -104,16 +97,13 @@ def grammar_processor(tokenizer: Any, grammar: str, n_prompt: int, budget: int) 
     return LogitsProcessorList([hold])
 
 
-class LlamaCppPredictor:
+class LlamaCppPredictor(Prompts):
     def __init__(self, name: str, llm: Any, tokenizer: Any, task: TaskSpec, max_length: int,
                  max_new_tokens: int, constrained: bool = True):
+        super().__init__(tokenizer, task, max_length, answer_room(tokenizer, task, max_new_tokens))
         self.name = name
         self.llm = llm
-        self.tokenizer = tokenizer
-        self.task = task
-        self.max_length = max_length
         self.max_new_tokens = max_new_tokens
-        self.room = answer_room(tokenizer, task, max_new_tokens)
         labels = get_task(task.kind).scores_labels
         self.scorer = LlamaCppScorer(llm, tokenizer, task, max_length) if labels else None
         self.grammar = answer_grammar(task) if constrained and not labels else None
@@ -121,17 +111,12 @@ class LlamaCppPredictor:
     def predict(self, examples: Iterable[Example]) -> Iterator[Prediction]:
         from taskfit.tasks import parse
 
-        labels = self.task.labels or []
         for ex in examples:
-            start = time.perf_counter()
             if self.scorer is not None:
-                prompt = self.scorer.prompt_ids(ex)
-                best, confidence = label_choice(labels, self.scorer.scores(prompt))
-                yield Prediction(example_id=ex.id, output=labels[best], valid=True,
-                                 latency_s=time.perf_counter() - start, prompt_tokens=len(prompt),
-                                 completion_tokens=len(self.scorer.completions[best]), confidence=confidence)
+                yield self.scorer.label_prediction(ex, self.scorer.scores)
                 continue
-            prompt = prompt_ids(self.tokenizer, self.task, ex, self.max_length, self.room)
+            start = time.perf_counter()
+            prompt = self.prompt_ids(ex)
             self.llm.reset()
             hold = (grammar_processor(self.tokenizer, self.grammar, len(prompt), self.max_new_tokens)
                     if self.grammar else None)

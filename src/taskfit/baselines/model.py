@@ -52,20 +52,48 @@ def prompt_ids(tokenizer: Any, task: TaskSpec, example: Example, max_length: int
     return _prompt(tokenizer, task, example, max_length, shots, room).ids
 
 
-def label_prompt(tokenizer: Any, task: TaskSpec, example: Example, max_length: int, shots: Shots | None,
-                 room: int) -> list[int]:
-    """The prompt ids a label is scored after: cut to leave ``room`` for the longest label's
-    answer (:func:`answer_room`), exactly as the input was cut in training."""
-    return _prompt(tokenizer, task, example, max_length, shots, room).ids
-
-
 def label_choice(labels: Sequence[str], totals: Sequence[float]) -> tuple[int, float]:
     """The best label's index and its confidence: a softmax over the labels' log-probabilities."""
     best = max(range(len(totals)), key=totals.__getitem__)
     return best, 1.0 / sum(math.exp(t - totals[best]) for t in totals)
 
 
-class LabelScoringPredictor:
+class Prompts:
+    """The prompt a local predictor answers after (:func:`prompt_ids`), cut to leave ``room``
+    tokens for the answer: what the generating predictors and the label scorers share."""
+
+    def __init__(self, tokenizer: Any, task: TaskSpec, max_length: int, room: int, shots: Shots | None = None):
+        self.tokenizer = tokenizer
+        self.task = task
+        self.max_length = max_length
+        self.room = room
+        self.shots = shots
+
+    def prompt_ids(self, example: Example) -> list[int]:
+        return prompt_ids(self.tokenizer, self.task, example, self.max_length, self.room, self.shots)
+
+
+class LabelPrompts(Prompts):
+    """What every label scorer shares (transformers here, llama.cpp in
+    :mod:`taskfit.baselines.llama_cpp`): each label's completion (its tokens and the end-of-turn
+    token), and prompts cut to leave room for the longest of them, exactly as training cut them."""
+
+    def __init__(self, tokenizer: Any, task: TaskSpec, max_length: int, shots: Shots | None = None):
+        self.completions = label_completions(tokenizer, task)
+        super().__init__(tokenizer, task, max_length, max(map(len, self.completions)), shots)
+
+    def label_prediction(self, example: Example, scores: Callable[[list[int]], list[float]]) -> Prediction:
+        """The best label for ``example`` by ``scores`` (a label scorer's), with its confidence and cost."""
+        labels = self.task.labels or []
+        start = time.perf_counter()
+        prompt = self.prompt_ids(example)
+        best, confidence = label_choice(labels, scores(prompt))
+        return Prediction(example_id=example.id, output=labels[best], valid=True,
+                          latency_s=time.perf_counter() - start, prompt_tokens=len(prompt),
+                          completion_tokens=len(self.completions[best]), confidence=confidence)
+
+
+class LabelScoringPredictor(LabelPrompts):
     """Classify by the sequence log-probability of each label plus the end-of-turn token."""
 
     def __init__(self, name: str, model: Any, tokenizer: Any, task: TaskSpec, max_length: int,
@@ -73,17 +101,9 @@ class LabelScoringPredictor:
         if not task.labels:  # config validation gives every classify task labels; this guards other callers
             raise ConfigError(f"{name}: label scoring needs a classify task with task.labels",
                               hint="set task.kind: classify and list task.labels, or evaluate by generation")
+        super().__init__(tokenizer, task, max_length, shots)
         self.name = name
         self.model = model
-        self.tokenizer = tokenizer
-        self.task = task
-        self.max_length = max_length
-        self.shots = shots
-        self.completions = label_completions(tokenizer, task)
-        self.room = max(map(len, self.completions))  # answer_room: the longest label's answer
-
-    def prompt_ids(self, example: Example) -> list[int]:
-        return label_prompt(self.tokenizer, self.task, example, self.max_length, self.shots, self.room)
 
     def scores(self, prompt: list[int]) -> list[float]:
         """Log-probability of each label's completion (its tokens and the end-of-turn token)
@@ -148,17 +168,11 @@ class LabelScoringPredictor:
         return [sums[i] for i in members]
 
     def predict(self, examples: Iterable[Example]) -> Iterator[Prediction]:
-        labels = self.task.labels or []
         for ex in examples:
-            start = time.perf_counter()
-            prompt = self.prompt_ids(ex)
-            best, confidence = label_choice(labels, self.scores(prompt))
-            yield Prediction(example_id=ex.id, output=labels[best], valid=True,
-                             latency_s=time.perf_counter() - start, prompt_tokens=len(prompt),
-                             completion_tokens=len(self.completions[best]), confidence=confidence)
+            yield self.label_prediction(ex, self.scores)
 
 
-class GenerativePredictor:
+class GenerativePredictor(Prompts):
     """Greedy generation, held to the task's JSON schema for ``extract`` when ``constrained``;
     the answer is parsed and marked valid or not by the task kind.
 
@@ -172,21 +186,13 @@ class GenerativePredictor:
                  contexts: Contexts | None = None, batch_size: int = 1):
         from taskfit.decoding import answer_grammar
 
+        super().__init__(tokenizer, task, max_length, answer_room(tokenizer, task, max_new_tokens), shots)
         self.name = name
         self.model = model
-        self.tokenizer = tokenizer
-        self.task = task
-        self.max_length = max_length
         self.max_new_tokens = max_new_tokens
-        self.room = answer_room(tokenizer, task, max_new_tokens)
-        self.shots = shots
         self.contexts = contexts
         self.batch_size = max(1, batch_size)
         self.grammar = answer_grammar(task) if constrained else None
-
-    def prompt_ids(self, example: Example) -> list[int]:
-        """The prompt an answer to ``example`` is generated after (its context already put in)."""
-        return prompt_ids(self.tokenizer, self.task, example, self.max_length, self.room, self.shots)
 
     def predict(self, examples: Iterable[Example]) -> Iterator[Prediction]:
         batch: list[Example] = []

@@ -99,10 +99,10 @@ def build_card(config: ProjectConfig, scans: list[ScanResult]) -> DataCard:
         if card.imbalance_ratio and card.imbalance_ratio > 10:
             warnings.append(f"the largest class is {card.imbalance_ratio}x the smallest: accuracy will "
                             "hide poor small classes; read macro-F1 and the per-class scores.")
-    from taskfit.tasks import scoring
+    from taskfit.tasks import size_guidance
 
     size_key = "preference" if kind == "preferences" else task.kind
-    minimum, recommended = scoring(size_key).size_guidance  # from common fine-tuning practice
+    minimum, recommended = size_guidance(size_key)  # from common fine-tuning practice
     verdict = ("below the minimum" if counts["kept"] < minimum else
                "enough to start" if counts["kept"] < recommended else "good")
     card.size = {"rows": counts["kept"], "minimum": minimum, "recommended": recommended, "verdict": verdict}

@@ -8,11 +8,10 @@ scorecard compares like with like. Adding a kind: write a module with an object 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 from taskfit.records import EvalResult, Example, Prediction
-from taskfit.tasks.base import Column, Task, TaskRegistry
+from taskfit.tasks.base import Column, Scoring, Task, TaskRegistry
 from taskfit.tasks.classify import ClassifyTask
 from taskfit.tasks.extract import ExtractTask
 from taskfit.tasks.generate import GenerateTask
@@ -43,27 +42,23 @@ def kinds() -> list[str]:
     return _REGISTRY.kinds()
 
 
-@dataclass(frozen=True)
-class _Preference:
-    """What a scorecard of DPO's held-out preference pairs needs: they are scored per pair (the
-    chosen answer has the higher mean log-probability per token, or not), not by a task kind."""
-
-    kind: str = "preference"
-    main_metric: str = "preference_accuracy"
-    columns: tuple[Column, ...] = (Column("preference_accuracy", "prefers chosen (per token)"),
-                                   Column("summed_preference_accuracy", "prefers chosen (summed)"))
-    lower_is_better: frozenset[str] = frozenset()
-    paired_test: str = "mcnemar"
-    size_guidance: tuple[int, int] = (100, 1000)
+PREFERENCE = "preference"  # DPO's held-out preference pairs: scored per pair, not by a task kind
+# The chosen answer has the higher mean log-probability per token, or not.
+PREFERENCE_SCORING = Scoring("preference_accuracy",
+                             (Column("preference_accuracy", "prefers chosen (per token)"),
+                              Column("summed_preference_accuracy", "prefers chosen (summed)")),
+                             paired_test="mcnemar")
 
 
-PREFERENCE = _Preference()
+def scoring(kind: str) -> Scoring:
+    """What a scorecard needs of a kind (columns, main metric, paired test): the task kind's, or
+    DPO's preference pairs' for ``"preference"``."""
+    return PREFERENCE_SCORING if kind == PREFERENCE else get_task(kind).scoring
 
 
-def scoring(kind: str) -> Any:
-    """What a scorecard needs of a kind (columns, main metric, paired test): the task kind's,
-    or DPO's preference pairs' for ``"preference"``."""
-    return PREFERENCE if kind == PREFERENCE.kind else get_task(kind)
+def size_guidance(kind: str) -> tuple[int, int]:
+    """Labelled rows (or preference pairs) a kind needs: the least to try, and a comfortable amount."""
+    return (100, 1000) if kind == PREFERENCE else get_task(kind).size_guidance
 
 
 def main_metric(kind: str) -> str:

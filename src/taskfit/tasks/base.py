@@ -28,17 +28,32 @@ class Column:
     share: bool = True
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """How a kind's answers are judged on a scorecard: the metric the verdict is decided on (a
+    share, higher is better), the kind's columns (main metric first), the other shares a threshold
+    may name besides the share columns, those whose thresholds are maxima, and the paired test
+    between two candidates (right/wrong rows: McNemar; a per-row score: a paired bootstrap)."""
+
+    main_metric: str
+    columns: tuple[Column, ...]
+    other_metrics: frozenset[str] = frozenset()
+    lower_is_better: frozenset[str] = frozenset()
+    paired_test: Literal["mcnemar", "bootstrap"] = "bootstrap"
+
+    @property
+    def metrics(self) -> frozenset[str]:
+        """Every metric a threshold may name: the share columns' and the others."""
+        return frozenset(c.metric for c in self.columns if c.share) | self.other_metrics
+
+
 @runtime_checkable
 class Task(Protocol):
     """One task kind. Attributes are data; methods take the project's ``TaskSpec`` (``spec``)."""
 
     kind: str  # the value of task.kind in taskfit.yaml
     description: str  # one line for `taskfit init --help` and the docs
-    main_metric: str  # the metric the verdict is decided on (a share, higher is better)
-    columns: Sequence[Column]  # the scorecard's kind-specific columns, main metric first
-    metrics: frozenset[str]  # the shares its scorer reports that a threshold may name
-    lower_is_better: frozenset[str]  # metrics whose thresholds are maxima
-    paired_test: Literal["mcnemar", "bootstrap"]  # right/wrong rows, or a per-row score
+    scoring: Scoring  # the main metric, scorecard columns, thresholdable metrics, paired test
     baselines: Sequence[str]  # which baselines apply, in the order they are run
     size_guidance: tuple[int, int]  # labelled rows: the least to try, and a comfortable amount
     scores_labels: bool  # answered by scoring a fixed set of answers (confidence, fallback)
@@ -91,8 +106,6 @@ class TaskDefaults:
     answers scored per row, the language-model baselines, no context, no constraint. A kind
     implements :class:`Task` whether it takes these or states everything itself."""
 
-    lower_is_better: frozenset[str] = frozenset()
-    paired_test: Literal["mcnemar", "bootstrap"] = "bootstrap"
     baselines: Sequence[str] = (PROMPT_ONLY, FEW_SHOT, ENDPOINT)
     scores_labels = False
     free_decoding = False

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 from taskfit.config import TaskSpec
 from taskfit.records import EvalResult, Example, Prediction
 from taskfit.stats import percentile
-from taskfit.tasks.base import CLASSICAL, ENDPOINT, FEW_SHOT, PROMPT_ONLY, Column, TaskDefaults
+from taskfit.tasks.base import CLASSICAL, ENDPOINT, FEW_SHOT, PROMPT_ONLY, Column, Scoring, TaskDefaults
 
 EXAMPLES_PER_BUCKET = 3
 
@@ -176,14 +176,13 @@ class ClassifyTask(TaskDefaults):
 
     kind = "classify"
     description = "one label of a fixed taxonomy (ticket triage, intent routing)"
-    main_metric = "accuracy"
-    columns = (Column("accuracy", "accuracy [95% CI]"), Column("macro_f1", "macro-F1 [95% CI]"),
-               Column("free_valid_rate", "valid labels, free decoding"), Column("coverage", "coverage"),
-               Column("accuracy_raw", "accuracy, no fallback"), Column("ece", "ECE", share=False))
-    metrics = frozenset({"accuracy", "macro_f1", "valid_rate", "free_valid_rate", "coverage",
-                         "covered_accuracy", "ece"})
-    lower_is_better = frozenset({"ece"})
-    paired_test = "mcnemar"
+    scoring = Scoring(
+        "accuracy",
+        (Column("accuracy", "accuracy [95% CI]"), Column("macro_f1", "macro-F1 [95% CI]"),
+         Column("free_valid_rate", "valid labels, free decoding"), Column("coverage", "coverage"),
+         Column("accuracy_raw", "accuracy, no fallback"), Column("ece", "ECE", share=False)),
+        other_metrics=frozenset({"valid_rate", "covered_accuracy", "ece"}),
+        lower_is_better=frozenset({"ece"}), paired_test="mcnemar")
     baselines = (PROMPT_ONLY, FEW_SHOT, CLASSICAL, ENDPOINT)
     size_guidance = (50, 500)
     scores_labels = True

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 from taskfit.config import TaskSpec
 from taskfit.records import EvalResult, Example, Prediction
 from taskfit.stats import percentile
-from taskfit.tasks.base import Column, TaskDefaults, plain_text
+from taskfit.tasks.base import Column, Scoring, TaskDefaults, plain_text
 
 EXAMPLES_PER_BUCKET = 3
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
@@ -254,14 +254,14 @@ class ExtractTask(TaskDefaults):
 
     kind = "extract"
     description = "fields out of messy text, as JSON valid against a schema"
-    main_metric = "field_f1"
-    columns = (Column("field_f1", "field F1 [95% CI]"), Column("exact_match", "exact record"),
-               Column("valid_rate", "schema-valid"), Column("free_valid_rate", "schema-valid, unconstrained"),
-               Column("missing_fields", "missing fields", share=False),
-               Column("invented_fields", "invented fields", share=False))
-    metrics = frozenset({"field_f1", "field_precision", "field_recall", "exact_match", "valid_rate",
-                         "json_valid_rate", "free_valid_rate", "invented_field_rate"})
-    lower_is_better = frozenset({"invented_field_rate"})
+    scoring = Scoring(
+        "field_f1",
+        (Column("field_f1", "field F1 [95% CI]"), Column("exact_match", "exact record"),
+         Column("valid_rate", "schema-valid"), Column("free_valid_rate", "schema-valid, unconstrained"),
+         Column("missing_fields", "missing fields", share=False),
+         Column("invented_fields", "invented fields", share=False)),
+        other_metrics=frozenset({"field_precision", "field_recall", "json_valid_rate", "invented_field_rate"}),
+        lower_is_better=frozenset({"invented_field_rate"}))
     size_guidance = (200, 1000)
     free_decoding = True
     validation_side = "valid_rate"

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from taskfit.config import ReplyRules, TaskSpec
 from taskfit.records import EvalResult, Example, Prediction
 from taskfit.stats import bootstrap_mean_ci
-from taskfit.tasks.base import Column, TaskDefaults
+from taskfit.tasks.base import Column, Scoring, TaskDefaults
 
 EXAMPLES_PER_BUCKET = 3
 
@@ -126,12 +126,12 @@ class GenerateTask(TaskDefaults):
 
     kind = "generate"
     description = "replies in a house style"
-    main_metric = "rouge_l"
-    columns = (Column("rouge_l", "ROUGE-L [95% CI]"), Column("chrf", "chrF"), Column("style_match", "style match"),
-               Column("length_compliance", "length OK"), Column("format_compliance", "house rules OK"),
-               Column("words_mean", "words", share=False))
-    metrics = frozenset({"rouge_l", "chrf", "length_compliance", "format_compliance", "style_match",
-                         "valid_rate"})
+    scoring = Scoring(
+        "rouge_l",
+        (Column("rouge_l", "ROUGE-L [95% CI]"), Column("chrf", "chrF"), Column("style_match", "style match"),
+         Column("length_compliance", "length OK"), Column("format_compliance", "house rules OK"),
+         Column("words_mean", "words", share=False)),
+        other_metrics=frozenset({"valid_rate"}))
     size_guidance = (500, 5000)
     style_classifier = True
     validation_side = "format_compliance"

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 from taskfit.config import TaskSpec
 from taskfit.records import EvalResult, Example, Prediction
 from taskfit.stats import bootstrap_mean_ci
-from taskfit.tasks.base import ENDPOINT, FEW_SHOT, PROMPT_ONLY, RAG, Column, TaskDefaults, plain_text
+from taskfit.tasks.base import ENDPOINT, FEW_SHOT, PROMPT_ONLY, RAG, Column, Scoring, TaskDefaults, plain_text
 
 EXAMPLES_PER_BUCKET = 3
 SUPPORTED_SHARE = 0.5
@@ -129,13 +129,12 @@ class QaTask(TaskDefaults):
 
     kind = "qa"
     description = "answers grounded in a passage, refusing when it is silent"
-    main_metric = "f1"
-    columns = (Column("f1", "F1 [95% CI]"), Column("answerable_exact_match", "EM (answerable)"),
-               Column("refusal_precision", "refusal P"), Column("refusal_recall", "refusal R"),
-               Column("unsupported_rate", "unsupported answers"))
-    metrics = frozenset({"f1", "answerable_f1", "answerable_exact_match", "refusal_precision",
-                         "refusal_recall", "unsupported_rate", "valid_rate"})
-    lower_is_better = frozenset({"unsupported_rate"})
+    scoring = Scoring(
+        "f1",
+        (Column("f1", "F1 [95% CI]"), Column("answerable_exact_match", "EM (answerable)"),
+         Column("refusal_precision", "refusal P"), Column("refusal_recall", "refusal R"),
+         Column("unsupported_rate", "unsupported answers")),
+        other_metrics=frozenset({"answerable_f1", "valid_rate"}), lower_is_better=frozenset({"unsupported_rate"}))
     baselines = (PROMPT_ONLY, FEW_SHOT, RAG, ENDPOINT)
     size_guidance = (200, 1000)
     takes_context = True

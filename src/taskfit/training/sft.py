@@ -120,7 +120,7 @@ class SftObjective:
         if kind.scores_labels:  # the label itself, before any confidence fallback
             return {"metric": sum(p.output == ex.target for p, ex in zip(predictions, examples)) / len(examples)}
         metrics = score(self.task, ev, "validation", examples, predictions, n_boot=1).metrics
-        out = {"metric": metrics[kind.main_metric]}
+        out = {"metric": metrics[kind.scoring.main_metric]}
         if kind.validation_side:
             out[kind.validation_side] = metrics.get(kind.validation_side)
         return out

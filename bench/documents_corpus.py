@@ -682,6 +682,54 @@ def documents(n: int = 400, seed: int = 0) -> list[Doc]:
     return out
 
 
+@dataclass(frozen=True)
+class Score:
+    """One kind's counts: findings that hit a planted span of their kind (``hits``) of ``found``,
+    planted spans some finding of their kind overlaps (``caught``) of ``planted``."""
+
+    kind: str
+    found: int
+    hits: int
+    planted: int
+    caught: int
+
+    @property
+    def precision(self) -> float | None:
+        return self.hits / self.found if self.found else None
+
+    @property
+    def recall(self) -> float | None:
+        return self.caught / self.planted if self.planted else None
+
+
+def score(docs: list[Doc], findings: dict[str, list[tuple[str, int, int]]]) -> dict[str, Score]:
+    """Precision and recall per kind of personal data, from each document's ``(kind, start, end)``
+    findings (keyed by ``Doc.id``). Overlap counts as a match, so a detector that takes "+44 20
+    7946 0958" without its "+" still catches the number."""
+    kinds = sorted(set(PII_KINDS) | {k for found in findings.values() for k, _, _ in found})
+    out = {}
+    for kind in kinds:
+        found = hits = planted = caught = 0
+        for doc in docs:
+            mine = [(s, e) for k, s, e in findings.get(doc.id, []) if k == kind]
+            truth = [(sp.start, sp.end) for sp in doc.spans if sp.kind == kind]
+            found += len(mine)
+            hits += sum(any(s < te and ts < e for ts, te in truth) for s, e in mine)
+            planted += len(truth)
+            caught += sum(any(s < te and ts < e for s, e in mine) for ts, te in truth)
+        out[kind] = Score(kind, found, hits, planted, caught)
+    return out
+
+
+def lookalikes_hit(docs: list[Doc], findings: dict[str, list[tuple[str, int, int]]]) -> dict[str, int]:
+    """Per look-alike kind (DATE, AMOUNT, BARCODE...): how many of them some finding overlaps."""
+    out = {kind: 0 for kind in LOOKALIKE_KINDS}
+    for doc in docs:
+        for sp in doc.lookalikes:
+            out[sp.kind] += any(s < sp.end and sp.start < e for _, s, e in findings.get(doc.id, []))
+    return out
+
+
 def receipts(n: int = 300, seed: int = 0) -> list[Doc]:
     """``n`` receipts only (every layout in turn, no copies): the extract task's rows."""
     makers = _MAKERS["receipt"]

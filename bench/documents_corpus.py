@@ -156,8 +156,9 @@ def _phone(rng: random.Random, region: str, style: str = "national") -> str:
     national = {
         "GB": lambda: rng.choice(["7" + rng.choice("134589") + _digits(rng, 8), "20" + rng.choice("378") + _digits(rng, 7),
                                   rng.choice(["113", "161", "117", "131", "121"]) + _digits(rng, 7, "2345678")]),
-        "US": lambda: rng.choice(["212", "415", "312", "617", "206", "512", "646", "303"]) + _digits(rng, 3, "23456789")
-        + _digits(rng, 4),
+        "US": lambda: (("800" if style == "tollfree" else rng.choice(["212", "415", "312", "617", "206", "512", "646",
+                                                                       "303"]))
+                       + _digits(rng, 3, "23456789") + _digits(rng, 4)),
         "MY": lambda: rng.choice(["3" + _digits(rng, 8, "2345679"), "1" + rng.choice("2379") + _digits(rng, 7, "23456789"),
                                   rng.choice(["4", "6", "7"]) + _digits(rng, 7, "2345678")]),
         "DE": lambda: rng.choice(["30" + _digits(rng, 8, "2345678"), "89" + _digits(rng, 8, "2345678"),
@@ -172,12 +173,19 @@ def _phone(rng: random.Random, region: str, style: str = "national") -> str:
             break
     else:  # pragma: no cover - the patterns above are valid ranges
         raise AssertionError(region)
-    if style == "international":
-        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    if style.startswith("international"):
+        text = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+        if style == "international (0)":  # +44 (0)20 7946 0958, as UK signatures print it
+            code, rest = text.split(" ", 1)
+            text = f"{code} (0){rest}"
+        return text
     text = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
     if style == "dots" and region == "US":
         d = str(number.national_number)
         return f"{d[:3]}.{d[3:6]}.{d[6:]}"
+    if style == "tollfree":
+        d = str(number.national_number)
+        return f"1-{d[:3]}-{d[3:6]}-{d[6:]}"
     if style == "dashes" and region == "US":
         d = str(number.national_number)
         return f"{d[:3]}-{d[3:6]}-{d[6:]}"
@@ -374,7 +382,7 @@ def _receipt_uk_shop(rng: random.Random, id: str) -> Doc:
     t.line(company)
     t.line(address)
     if rng.random() < 0.8:
-        t.line(rng.choice(["Tel ", "Tel: ", "Telephone: "]), ("PHONE", _phone(rng, "GB")))
+        t.line(rng.choice(["Tel ", "Tel: ", "Telephone: ", "Tel/Fax: "]), ("PHONE", _phone(rng, "GB")))
     t.line("VAT Reg No: ", ("TAX_ID", _gb_vat(rng)))
     t.line("Receipt No: ", ("INVOICE_NO", f"{_digits(rng, 4)}-{_digits(rng, 4)}"))
     date, *_ = _date(rng, rng.choice(["dd/mm/yyyy", "dd/mm/yy"]))
@@ -416,7 +424,8 @@ def _receipt_cafe(rng: random.Random, id: str) -> Doc:
 
 def _receipt_petrol(rng: random.Random, id: str) -> Doc:
     t = _Text()
-    company = rng.choice(["PETRON", "SHELL", "PETRONAS", "CALTEX"]) + " " + rng.choice(["JALAN KLANG LAMA", "BANDAR UTAMA", "SUBANG JAYA"])
+    company = (rng.choice(["PETRON", "SHELL", "PETRONAS", "CALTEX"]) + " "
+               + rng.choice(["JALAN KLANG LAMA", "BANDAR UTAMA", "SUBANG JAYA"]))
     address = f"{rng.choice(_MY_STREETS)}, {rng.choice(_MY_TOWNS)}"
     t.line(company)
     t.line(address)
@@ -488,7 +497,7 @@ def _invoice_us(rng: random.Random, id: str) -> Doc:
     t.line("Total Due: ", ("AMOUNT", f"${_money(total)}"))
     if rng.random() < 0.5:
         t.line("International wire: IBAN ", ("IBAN", _iban(rng)))
-    t.line("Questions? Call ", ("PHONE", _phone(rng, "US", "dots")), " or write to ",
+    t.line("Questions? Call ", ("PHONE", _phone(rng, "US", rng.choice(["dots", "tollfree"]))), " or write to ",
            ("EMAIL", _email(rng, first, last, domain)))
     return t.doc(id, "invoice", "us_invoice")
 
@@ -500,13 +509,16 @@ def _invoice_uk(rng: random.Random, id: str) -> Doc:
     t.line(company)
     t.line(address)
     t.line("VAT No. ", ("TAX_ID", _gb_vat(rng)), "  Company No. ", ("REG_NO", "0" + _digits(rng, 7)))
-    t.line("INVOICE ", ("INVOICE_NO", f"INV-{_digits(rng, 5)}"), "    Your ref: ", ("REF", f"PO/{rng.randint(2016, 2019)}/{_digits(rng, 4)}"))
+    t.line("INVOICE ", ("INVOICE_NO", f"INV-{_digits(rng, 5)}"), "    Your ref: ",
+           ("REF", f"PO/{rng.randint(2016, 2019)}/{_digits(rng, 4)}"))
     date, *_ = _date(rng, "d month yyyy")
     t.line("Date of issue: ", ("DATE", date))
     net = round(rng.uniform(100, 5000), 2)
     t.line("Net ", ("AMOUNT", f"£{_money(net)}"), "  VAT 20% ", ("AMOUNT", f"£{_money(net * 0.2)}"),
            "  Total ", ("AMOUNT", f"£{_money(net * 1.2)}"))
     t.line("Pay by transfer to IBAN ", ("IBAN", _iban(rng)))
+    t.line("or in the UK: sort code ", ("REF", f"{_digits(rng, 2, '123456789')}-{_digits(rng, 2)}-{_digits(rng, 2)}"),
+           "  account ", ("REF", _digits(rng, 8)))
     t.line("Accounts: ", ("PHONE", _phone(rng, "GB", rng.choice(["national", "international"]))),
            " / ", ("EMAIL", f"accounts@{company.split()[0].lower()}.co.uk"))
     return t.doc(id, "invoice", "uk_invoice")
@@ -527,15 +539,16 @@ def _signature(rng: random.Random, id: str) -> Doc:
         t.line("Best regards,")
         t.line(f"{first} {last}")
         t.line(f"{title} | {company}")
-        t.line("T: ", ("PHONE", _phone(rng, "GB", "international")))
-        t.line("M: ", ("PHONE", _phone(rng, rng.choice(["GB", "DE", "FR"]), "international")))
+        t.line("T: ", ("PHONE", _phone(rng, "GB", rng.choice(["international", "international (0)"]))))
+        t.line(rng.choice(["M: ", "Mob. ", "Mobile: "]),
+               ("PHONE", _phone(rng, rng.choice(["GB", "DE", "FR"]), "international")))
         t.line("E: ", ("EMAIL", _email(rng, first, last, domain)))
         t.line(f"{company} Ltd, registered in England No. ", ("REG_NO", _digits(rng, 8)))
     elif layout == "us":
         t.line("Thanks,")
         t.line(f"{first} {last}, {title}")
         t.line(company)
-        t.line("Office: ", ("PHONE", _phone(rng, "US")), f" ext. {rng.randint(100, 999)}")
+        t.line("Office: ", ("PHONE", _phone(rng, "US")), f"{rng.choice([' ext. ', ' x'])}{rng.randint(100, 999)}")
         t.line("Cell ", ("PHONE", _phone(rng, "US", rng.choice(["dots", "dashes"]))))
         t.line(("EMAIL", _email(rng, first, last, domain)))
     elif layout == "bare":
@@ -601,6 +614,7 @@ def _chat(rng: random.Random, id: str) -> Doc:
     layout = rng.choice(["stamped", "plain"])
     t = _Text()
     first, last = _person(rng)
+    customer = rng.choice([first, "Customer"])
 
     day, clock = _date(rng, "iso")[0], [rng.randint(8 * 3600, 20 * 3600)]  # one day, the clock moving on
 
@@ -612,20 +626,20 @@ def _chat(rng: random.Random, id: str) -> Doc:
         return [f"{speaker}: "]
 
     t.line(*who("Agent"), f"Hi {first}, thanks for waiting. How can I help?")
-    t.line(*who(first), "my order ", ("ORDER_NO", "45" + _digits(rng, 8)), " hasn't arrived, it was due ",
+    t.line(*who(customer), "my order ", ("ORDER_NO", "45" + _digits(rng, 8)), " hasn't arrived, it was due ",
            ("DATE", _date(rng, "dd/mm/yyyy")[0]))
     t.line(*who("Agent"), "Sorry about that. Can I have a phone number or e-mail to reach you?")
     choice = rng.random()
     if choice < 0.4:
-        t.line(*who(first), "sure, it's ", ("PHONE", _phone(rng, rng.choice(["GB", "US"]))))
+        t.line(*who(customer), "sure, it's ", ("PHONE", _phone(rng, rng.choice(["GB", "US"]))))
     elif choice < 0.7:
-        t.line(*who(first), "my mobile is ", ("PHONE", _phone(rng, rng.choice(["GB", "US", "MY"]), "international")))
+        t.line(*who(customer), "my mobile is ", ("PHONE", _phone(rng, rng.choice(["GB", "US", "MY"]), "international")))
     else:
-        t.line(*who(first), ("EMAIL", _email(rng, first, last)))
+        t.line(*who(customer), ("EMAIL", _email(rng, first, last)))
     t.line(*who("Agent"), "Thanks. I've sent a code to confirm: please read it back.")
-    t.line(*who(first), ("REF", _digits(rng, 6)))
+    t.line(*who(customer), ("REF", _digits(rng, 6)))
     if rng.random() < 0.3:
-        t.line(*who(first), "and the card I paid with is ", ("CARD", _luhn_card(rng)))
+        t.line(*who(customer), "and the card I paid with is ", ("CARD", _luhn_card(rng)))
         t.line(*who("Agent"), "Please don't share full card numbers here; I've noted the last four digits.")
     t.line(*who("Agent"), "A refund of ", ("AMOUNT", f"£{rng.randint(5, 90)}.{rng.randint(0, 99):02d}"),
            " is on its way, reference ", ("REF", _date(rng, "yyyymmdd")[0] + _digits(rng, 5)), ".")

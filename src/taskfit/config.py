@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from taskfit.errors import ConfigError
 
@@ -136,6 +136,36 @@ class PrivacySpec(_Spec):
         "placeholders (<EMAIL>), masks (****89), or keep them.")
     allow_secrets: bool = Field(
         False, description="Allow training on data with unredacted credentials. Leave false.")
+    regions: list[str] = Field(
+        ["US", "GB"], description="ISO 3166 region codes (GB, not UK) whose national phone numbers count "
+        "without other evidence: a number with no phone word before it on its line and no +country prefix "
+        "is a phone number only when phonenumbers calls it valid in one of these regions. Name the regions "
+        "your data comes from (a Malaysian shop's receipts: MY).")
+    phone_context: list[str] = Field(
+        default_factory=list, description="Words that mark the number after them (on the same line, within "
+        "40 characters) as a phone number, besides tel, phone, mobile, cell, fax, call, text, whatsapp, "
+        "office, contact...: e.g. H/P, Telefon, Handy.")
+
+    @field_validator("regions")
+    @classmethod
+    def _known_regions(cls, value: list[str]) -> list[str]:
+        import phonenumbers
+
+        codes = [code.strip().upper() for code in value]
+        for code in codes:
+            if code not in phonenumbers.SUPPORTED_REGIONS:
+                also = " (the United Kingdom is GB)" if code == "UK" else ""
+                raise ValueError(f"data.privacy.regions: {code!r} is not a region phonenumbers knows{also}; "
+                                 "use ISO 3166 alpha-2 codes such as US, GB, DE, FR, MY, SG, AU")
+        return codes
+
+    @field_validator("phone_context")
+    @classmethod
+    def _words(cls, value: list[str]) -> list[str]:
+        words = [w.strip() for w in value]
+        if not all(words):
+            raise ValueError("data.privacy.phone_context: an empty word would mark every number as a phone number")
+        return words
 
 
 class DataSpec(_Spec):

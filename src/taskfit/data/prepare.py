@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from taskfit.config import ProjectConfig
+from taskfit.config import PrivacySpec, ProjectConfig
 from taskfit.data import pii
 from taskfit.data.scan import Quarantined, ScanResult, scan
 from taskfit.data.split import fingerprint, grouped_split, stratified_split, stratified_subsample
@@ -119,7 +119,8 @@ def build_card(config: ProjectConfig, scans: list[ScanResult]) -> DataCard:
                         "Excel: Save As, CSV UTF-8; or iconv -f cp1252 -t utf-8) to keep those rows.")
     prompts: Counter = sum((s.system_prompts for s in scans), Counter())
     card.system_prompts = {"variants": len(prompts),
-                           "top": [{"rows": n, "prompt": pii.redact(p[:120])} for p, n in prompts.most_common(3)]}
+                           "top": [{"rows": n, "prompt": pii.redact(p[:120], privacy=data.privacy)}
+                                   for p, n in prompts.most_common(3)]}
     if len(prompts) > 1:
         warnings.append(f"{len(prompts)} different system prompts: the model learns a different "
                         "behaviour per prompt, and serving will use one. Use one system prompt "
@@ -201,28 +202,27 @@ class Prepared:
     card: DataCard
     quarantined: list[Quarantined]
     unredacted_secret_rows: int
+    privacy: PrivacySpec  # the settings the rows were redacted with (the quarantine file's too)
 
 
-def _redact_record(rec: Example | PreferencePair, action: str) -> Example | PreferencePair:
+def _redact_record(rec: Example | PreferencePair, personal: pii.Detector, action: str) -> Example | PreferencePair:
     if action == "keep":
         return rec
+    redact = lambda text: personal.redact(text, action=action)  # noqa: E731
     if isinstance(rec, PreferencePair):
-        return replace(rec, prompt=pii.redact(rec.prompt, action=action),
-                       chosen=pii.redact(rec.chosen, action=action), rejected=pii.redact(rec.rejected, action=action))
-    return replace(rec, input=pii.redact(rec.input, action=action),
-                   context=pii.redact(rec.context, action=action) if rec.context else rec.context,
-                   target=rec.target if rec.target in (None, "") else _redact_target(rec.target, action))
+        return replace(rec, prompt=redact(rec.prompt), chosen=redact(rec.chosen), rejected=redact(rec.rejected))
+    return replace(rec, input=redact(rec.input), context=redact(rec.context) if rec.context else rec.context,
+                   target=rec.target if rec.target in (None, "") else _redact_target(rec.target, redact))
 
 
-def _redact_target(target: str, action: str) -> str:
+def _redact_target(target: str, redact: Callable[[str], str]) -> str:
     # A label is never personal data, and redacting inside JSON answers must keep them valid JSON.
     try:
         value = json.loads(target)
     except (json.JSONDecodeError, ValueError):
-        return pii.redact(target, action=action)
+        return redact(target)
     if isinstance(value, dict):
-        return json.dumps({k: pii.redact(v, action=action) if isinstance(v, str) else v
-                           for k, v in value.items()}, ensure_ascii=False)
+        return json.dumps({k: redact(v) if isinstance(v, str) else v for k, v in value.items()}, ensure_ascii=False)
     return target
 
 
@@ -244,14 +244,14 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
     rows = train_scan.examples
     if tokenizer is not None and data.too_long == "drop":
         rows = [r for r, n in zip(rows, train_scan.lengths) if n <= config.train.max_seq_length]
-    action = data.privacy.action
-    rows = [_redact_record(r, action) for r in rows]
+    action, personal = data.privacy.action, pii.detector(data.privacy)
+    rows = [_redact_record(r, personal, action) for r in rows]
     leaked = 0
     if data.eval:
         eval_scan = scan(project_dir / data.eval, task, data, tokenizer=tokenizer, keep=True, id_prefix="eval-",
                          room=_room(config, tokenizer))
         scans.append(eval_scan)
-        held = [_redact_record(r, action) for r in eval_scan.examples]
+        held = [_redact_record(r, personal, action) for r in eval_scan.examples]
         held, leaked = drop_leaks(rows, held, config)
         overlap = {r.id for r in rows} & {r.id for r in held}
         if overlap:
@@ -283,7 +283,8 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
                   "train_fingerprint": fingerprint(train), "eval_fingerprint": fingerprint(test)}
     unredacted = card.privacy["rows_with_secrets"] if action == "keep" else 0
     return Prepared(train=train, eval=test, card=card,
-                    quarantined=[q for s in scans for q in s.quarantined], unredacted_secret_rows=unredacted)
+                    quarantined=[q for s in scans for q in s.quarantined], unredacted_secret_rows=unredacted,
+                    privacy=data.privacy)
 
 
 def drop_leaks(train: list, held: list, config: ProjectConfig) -> tuple[list, int]:
@@ -333,7 +334,8 @@ def write_prepared(prepared: Prepared, out_dir: Path) -> dict[str, Path]:
     with paths["quarantine"].open("w", encoding="utf-8") as f:
         for q in prepared.quarantined:
             f.write(json.dumps({"source": q.source, "reason": q.reason,
-                                "raw": pii.redact(q.raw.rstrip("\n"))}, ensure_ascii=False) + "\n")
+                                "raw": pii.redact(q.raw.rstrip("\n"), privacy=prepared.privacy)},
+                               ensure_ascii=False) + "\n")
     paths.update(write_card(prepared.card, out_dir))
     return paths
 

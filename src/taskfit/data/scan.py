@@ -299,6 +299,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
     label_names: list[str] = []
     counter = TokenCounter(tokenizer, task, room) if tokenizer is not None else None
     check_answer = get_task(task.kind).answer_check(task)  # the answer must fit the task (built once)
+    personal = pii.detector(spec.privacy)
     for raw in read_rows(path, spec.max_line_bytes):
         result.read += 1
         if on_row:
@@ -345,7 +346,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
             index_labels.append(label_codes[label])
         exact.add(digest)
         ids.add(id_digest)
-        found = [f for t in texts for f in pii.detect(t)]
+        found = [f for t in texts for f in personal.detect(t)]
         if found:
             result.pii_rows += 1
             result.pii_counts.update(f.kind for f in found)
@@ -375,13 +376,14 @@ def _fill_previews(result: ScanResult, path: Path, task: TaskSpec, spec: DataSpe
     if not wanted:
         return
     previews: dict[int, str] = {}
+    personal = pii.detector(spec.privacy)
     for raw in read_rows(path, spec.max_line_bytes):
         if raw.line in wanted and raw.error is None:
             try:
                 rec = convert(raw.obj, task, spec.format, spec.columns, raw.source, "x")
             except ValueError:
                 continue
-            previews[raw.line] = pii.redact(_dedup_text(rec)[:160])
+            previews[raw.line] = personal.redact(_dedup_text(rec)[:160])
     for n in notes:
         n.kept_preview = previews.get(n.kept_line, "")
         n.other_preview = previews.get(n.other_line, "")

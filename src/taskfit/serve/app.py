@@ -168,7 +168,9 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
         engine = EngineClass(spec, status or (lambda m: None))
     if not engine.models:
         engine.load()
-    request_log = (RequestLog(spec.log.path, spec.log.redact, spec.log.retention_days)
+    # Each row is redacted with its model's run's data.privacy settings (the defaults for the base).
+    request_log = (RequestLog(spec.log.path, spec.log.redact, spec.log.retention_days,
+                              privacy_of=lambda model: getattr(engine.models.get(model), "privacy", None))
                    if spec.log.path else None)
     metrics = Metrics(engine)
     engine.on_batch = metrics.batch.observe

@@ -53,7 +53,8 @@ class Limits(_Spec):
 
 class LogSpec(_Spec):
     path: Path | None = Field(Path("requests.sqlite"), description="SQLite request log; null = no log.")
-    redact: bool = Field(True, description="Redact PII and secrets in logged text (the data stage's detectors).")
+    redact: bool = Field(True, description="Redact PII and secrets in logged text (the data stage's "
+                                             "detectors, with each served run's data.privacy settings).")
     retention_days: float | None = Field(30.0, gt=0, description="Rows older than this are deleted; null = keep.")
 
 

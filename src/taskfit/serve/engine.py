@@ -52,6 +52,7 @@ class Trained:
     eval: Any = None  # the run's EvalSpec (threshold, fallback, answer budget)
     base: str | None = None  # the base model's name
     max_length: int | None = None  # train.max_seq_length: prompts are cut to it, as in training
+    privacy: Any = None  # the run's data.privacy: what counts as personal data in its requests
 
 
 @dataclass
@@ -71,6 +72,7 @@ class Served:
     max_length: int | None = None  # the run's train.max_seq_length (prompts are cut to it)
     max_new_tokens: int | None = None  # the run's answer budget (eval.max_new_tokens): the default
     room: int = 0  # tokens a cut prompt leaves for the answer, as in training (answer_room)
+    privacy: Any = None  # the run's data.privacy: the request log redacts this model's rows with it
 
 
 @dataclass
@@ -112,7 +114,7 @@ def _run_task(path: Path) -> Trained:
         resolved = folder / "config.resolved.yaml"
         if resolved.exists():
             cfg = load_config(resolved)
-            return Trained(cfg.task, cfg.eval, cfg.model.name, cfg.train.max_seq_length)
+            return Trained(cfg.task, cfg.eval, cfg.model.name, cfg.train.max_seq_length, cfg.data.privacy)
     return Trained()
 
 
@@ -197,7 +199,8 @@ class Engine:
                         threshold=spec.confidence_threshold if spec.confidence_threshold is not None
                         else (ev.confidence_threshold if ev else None),
                         fallback=spec.fallback or (ev.fallback if ev else None),
-                        max_length=run.max_length, max_new_tokens=ev.max_new_tokens if ev else None)
+                        max_length=run.max_length, max_new_tokens=ev.max_new_tokens if ev else None,
+                        privacy=run.privacy)
         if task is not None:
             served.room = answer_room(self.tokenizer, task, ev.max_new_tokens)
         if task is not None and not get_task(task.kind).scores_labels:

@@ -375,12 +375,17 @@ def _receipt_us_store(rng: random.Random, id: str) -> Doc:
     return t.doc(id, "receipt", "us_store", {"company": company, "date": date, "address": address, "total": total_text})
 
 
-def _receipt_uk_shop(rng: random.Random, id: str) -> Doc:
-    t = _Text()
-    company = rng.choice(_UK_SHOPS)
-    address, area = rng.choice(_UK_ADDRESSES)
+def _uk_letterhead(rng: random.Random, t: _Text) -> tuple[str, str]:
+    """A UK company's name and address, printed on two lines."""
+    company, (address, _) = rng.choice(_UK_SHOPS), rng.choice(_UK_ADDRESSES)
     t.line(company)
     t.line(address)
+    return company, address
+
+
+def _receipt_uk_shop(rng: random.Random, id: str) -> Doc:
+    t = _Text()
+    company, address = _uk_letterhead(rng, t)
     if rng.random() < 0.8:
         t.line(rng.choice(["Tel ", "Tel: ", "Telephone: ", "Tel/Fax: "]), ("PHONE", _phone(rng, "GB")))
     t.line("VAT Reg No: ", ("TAX_ID", _gb_vat(rng)))
@@ -504,10 +509,7 @@ def _invoice_us(rng: random.Random, id: str) -> Doc:
 
 def _invoice_uk(rng: random.Random, id: str) -> Doc:
     t = _Text()
-    company = rng.choice(_UK_SHOPS)
-    address, _ = rng.choice(_UK_ADDRESSES)
-    t.line(company)
-    t.line(address)
+    company, _ = _uk_letterhead(rng, t)
     t.line("VAT No. ", ("TAX_ID", _gb_vat(rng)), "  Company No. ", ("REG_NO", "0" + _digits(rng, 7)))
     t.line("INVOICE ", ("INVOICE_NO", f"INV-{_digits(rng, 5)}"), "    Your ref: ",
            ("REF", f"PO/{rng.randint(2016, 2019)}/{_digits(rng, 4)}"))

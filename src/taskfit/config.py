@@ -140,7 +140,7 @@ class PrivacySpec(_Spec):
         ["US", "GB"], description="ISO 3166 region codes (GB, not UK) whose national phone numbers count "
         "without other evidence: a number with no phone word before it on its line and no +country prefix "
         "is a phone number only when phonenumbers calls it valid in one of these regions. Name the regions "
-        "your data comes from (a Malaysian shop's receipts: MY).")
+        "your data comes from (a Malaysian shop's receipts: MY); [] counts only labelled or +prefixed numbers.")
     phone_context: list[str] = Field(
         default_factory=list, description="Words that mark the number after them (on the same line, within "
         "40 characters) as a phone number, besides tel, phone, mobile, cell, fax, call, text, whatsapp, "

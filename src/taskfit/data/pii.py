@@ -72,8 +72,8 @@ class Finding:
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
 _IPV4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
 _IPV6 = re.compile(r"\b(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}\b")
-# A whole run of 13-19 digits with optional single spaces or dashes: not the tail of a longer run.
-_CARD = re.compile(r"(?<![\d+])(?<!\d[ -])\d(?:[ -]?\d){12,18}(?!\d|[ -]\d)")
+# A whole run of 13-19 digits with optional single spaces or dashes: not part of a longer run or a word.
+_CARD = re.compile(r"(?<![\w+])(?<!\d[ -])\d(?:[ -]?\d){12,18}(?!\w|[ -]\d)")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
 # Phone-shaped: 7+ characters of digits and the usual separators, a space or a dot never doubled
 # nor followed by the other ("7.  123456789" is a list item, not a number).

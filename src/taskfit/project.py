@@ -41,6 +41,7 @@ data:
   privacy:
     action: redact          # redact (<EMAIL>) | mask (****om) | keep
     allow_secrets: false    # training refuses unredacted credentials unless this is true
+    keep_fields: []         # answer fields that are not personal data, kept verbatim (extract: [date])
   too_long: truncate        # rows over train.max_seq_length: truncate | drop
   max_line_bytes: 1000000   # a longer line is quarantined
   min_per_class: 10         # classify: warn about smaller classes

@@ -171,6 +171,9 @@ def test_a_value_still_in_the_input_as_it_is_stays_in_the_answer():
     done = redact_row(ex, task, PrivacySpec())
     # "anna" is also inside the e-mail, which is redacted; its other occurrence is intact
     assert done.record.input == "Ship to anna: <EMAIL>" and done.record.target == ex.target and not done.changed
+    # so keeping the field keeps nothing redaction would have changed, and the e-mail is still redacted
+    kept = redact_row(ex, task, PrivacySpec(keep_fields=["name"]))
+    assert kept.record == done.record and not kept.kept
 
 
 def test_the_card_names_keep_fields_no_answer_fills(tmp_path):
@@ -185,3 +188,24 @@ def test_the_card_names_keep_fields_no_answer_fills(tmp_path):
     (tmp_path / "taskfit.yaml").write_text(json.dumps(doc))
     card = check_data(load_config(tmp_path), tmp_path)
     assert "data.privacy.keep_fields names town, which no answer fills." in card.warnings
+
+
+def test_credentials_kept_by_keep_fields_are_counted_for_the_training_gate(tmp_path):
+    from taskfit.config import load_config
+    from taskfit.data.prepare import prepare_data
+
+    key = "sk_live_abcdEFGH1234567890abcdEF"
+    notes = [f"use {key}" if i < 2 else f"plain note {w}" for i, w in enumerate(["a", "b", "c", "d", "e", "f"])]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"text": f"row {i}: {n}", "fields": {"note": n}}) + "\n"
+                                              for i, n in enumerate(notes)))
+    schema = {"type": "object", "properties": {"note": {"type": "string"}}}
+    for keep, left in (([], 0), (["note"], 2)):
+        doc = _config({"kind": "extract", "schema": schema}, {"keep_fields": keep})
+        doc["data"].update(train="t.jsonl", columns={"input": "text", "target": "fields"}, dedup={"near": False})
+        (tmp_path / "taskfit.yaml").write_text(json.dumps(doc))
+        prepared = prepare_data(load_config(tmp_path), tmp_path)
+        assert prepared.unredacted_secret_rows == left  # Workspace.open refuses to train on these
+        written = json.dumps([ex.input + ex.target for ex in prepared.train + prepared.eval])
+        assert written.count(key) == 2 * left  # in the input and the answer of each such row
+        (warning,) = [w for w in prepared.card.warnings if "credentials" in w]
+        assert ("(2 keep one in a field of data.privacy.keep_fields)" in warning) == bool(left)

@@ -202,7 +202,7 @@ def _print_scorecard(card) -> None:
             extra.add_row(*row)
         out.print(extra)
     for warning in card.warnings:
-        out.print(f"[yellow]{warning}[/yellow]")
+        out.print(f"[yellow]{escape(warning)}[/yellow]", soft_wrap=True)
     for line in card.reviews + card.notes:
         out.print(line, highlight=False)
     out.print(f"[bold]{card.verdict}[/bold]")

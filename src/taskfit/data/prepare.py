@@ -179,9 +179,11 @@ def build_card(config: ProjectConfig, scans: list[ScanResult]) -> DataCard:
     if unused and counts["kept"]:
         warnings.append(f"data.privacy.keep_fields names {', '.join(unused)}, which no answer fills.")
     if secret_rows:
+        left = sum(s.unredacted_secret_rows for s in scans) if data.privacy.action != "keep" else 0
         warnings.append(f"{len(secret_rows)} rows contain credentials (API keys, tokens, private keys). "
                         "A model can repeat what it was trained on: `taskfit data prepare` redacts them, "
-                        "and training refuses them unredacted.")
+                        "and training refuses them unredacted"
+                        + (f" ({left} keep one in a field of data.privacy.keep_fields)." if left else "."))
     if pii_counts:
         warnings.append(f"personal data found in {card.privacy['rows_with_personal_data']} rows "
                         f"({', '.join(f'{k} {v}' for k, v in pii_counts.most_common())}); data.privacy."

@@ -9,9 +9,10 @@ changed the same way). So, per row (:func:`redact_row`):
    of an extract record, the text of a qa or generate answer; a label has none, it is never
    personal data);
 2. a value whose field is in ``data.privacy.keep_fields`` stays verbatim in the answer, and so
-   does every occurrence of it in the input and context: a finding there that overlaps one is
-   dropped, and what of that finding lies outside the value is searched again on its own. A number
-   is kept the same way, since no placeholder can stand in a typed answer;
+   does every occurrence of it in the input and context when redacting them would leave none as it
+   is: a finding there that overlaps one is dropped, and what of that finding lies outside the
+   value is searched again on its own. A number is kept the same way, since no placeholder can
+   stand in a typed answer;
 3. any other value that is personal data by itself is redacted by its own findings, in the answer
    and at each of its occurrences in the input; one that is not changes only when redacting the
    input rewrites every occurrence of it (a wider finding around it), and then it becomes what its
@@ -127,11 +128,12 @@ def redact_row(rec: Example | PreferencePair, task: TaskSpec, privacy: PrivacySp
         return RowRedaction(rec, everything, fields=fields, secrets_left=any(f.is_secret for f in everything))
 
     at = [[occurrences(p, v.text) for p in parts] for v in values]
-    # whether redacting on its own would have changed the value, or the text it is read from
-    touched = [bool(own[k]) or any(_touches(f, s) for i in (0, 1) for s in at[k][i] for f in found[i])
-               for k in range(len(values))]
+    # whether redacting the input rewrites every occurrence of the value (none is left as it is)
+    hidden = [any(at[k]) and all(any(_touches(f, s) for f in found[i]) for i in (0, 1) for s in at[k][i])
+              for k in range(len(values))]
     kept_here = [keeps(v.field, privacy.keep_fields) or not v.editable for v in values]
-    protected = [[s for k in range(len(values)) if kept_here[k] for s in at[k][i]] for i in (0, 1)]
+    # a kept value is spared wherever it occurs, unless it is already left as it is somewhere
+    protected = [[s for k in range(len(values)) if kept_here[k] and hidden[k] for s in at[k][i]] for i in (0, 1)]
     secrets_left = False
     for i in (0, 1):
         if protected[i]:
@@ -145,7 +147,7 @@ def redact_row(rec: Example | PreferencePair, task: TaskSpec, privacy: PrivacySp
     for k, v in enumerate(values):
         if kept_here[k]:
             texts.append(v.text)
-            if touched[k]:
+            if own[k] or hidden[k]:  # what redaction would have changed
                 (kept if v.editable else numbers).add(v.field)
                 secrets_left |= any(f.is_secret for f in own[k])
             continue

@@ -167,6 +167,20 @@ class PrivacySpec(_Spec):
             raise ValueError("data.privacy.phone_context: an empty word would mark every number as a phone number")
         return words
 
+    keep_fields: list[str] = Field(
+        default_factory=list,
+        description="Answer fields that are not personal data (extract: schema fields, e.g. [date, "
+                    "total]; qa and generate: [answer]): redaction keeps their values verbatim in the "
+                    "answer and wherever they occur in the input, so the answer stays in the text. "
+                    "`data check` names the fields whose answers redaction would change.")
+
+    @model_validator(mode="after")
+    def _keeps_something(self) -> "PrivacySpec":
+        if self.keep_fields and self.action == "keep":
+            raise ValueError("data.privacy.keep_fields: action is keep, so nothing is redacted and there "
+                             "is nothing to keep; remove keep_fields or set action to redact or mask")
+        return self
+
 
 class DataSpec(_Spec):
     train: str = Field(description="Training data file (JSONL, CSV, TSV or Parquet), relative to the project.")
@@ -371,6 +385,21 @@ class ProjectConfig(_Spec):
             if key not in known:
                 raise ValueError(f"eval.thresholds.{key}: not a metric of a {self.task.kind} task; "
                                  f"allowed: {', '.join(sorted(known))}")
+        return self
+
+    @model_validator(mode="after")
+    def _keep_fields_of_the_kind(self) -> "ProjectConfig":
+        from taskfit.tasks import get_task
+        from taskfit.tasks.base import answer_fields
+
+        names = answer_fields(get_task(self.task.kind), self.task)
+        if names is None:  # the answers' fields come from the data (a schema without properties)
+            return self
+        for name in self.data.privacy.keep_fields:
+            if name not in names:
+                allowed = ", ".join(names) if names else f"none, {self.task.kind} answers are never redacted"
+                raise ValueError(f"data.privacy.keep_fields: {name!r} is not a field of {self.task.kind} "
+                                 f"answers; allowed: {allowed}")
         return self
 
     def to_yaml(self) -> str:

@@ -43,6 +43,7 @@ data:
     allow_secrets: false    # training refuses unredacted credentials unless this is true
     regions: [US, GB]       # a phone number with no phone word before it and no +prefix must be valid here
     phone_context: []       # words marking a phone number besides tel, phone, mobile, fax, call...: [H/P]
+    keep_fields: []         # answer fields that are not personal data, kept verbatim (extract: [date])
   too_long: truncate        # rows over train.max_seq_length: truncate | drop
   max_line_bytes: 1000000   # a longer line is quarantined
   min_per_class: 10         # classify: warn about smaller classes

@@ -383,3 +383,23 @@ def test_generate_baselines_with_house_rules_and_style_match(tmp_path, tiny_mode
     assert len(style.read_text().splitlines()) == 1 + 6  # the base model's replies, cached
     card = compare_project(project).scorecard
     assert card.kind == "generate" and card.main == "rouge_l" and "format_compliance FAIL" in card.rows()[0][-1]
+
+
+def test_the_scorecard_says_when_redaction_changed_the_answers(tmp_path, tiny_model_dir):
+    # Both sides of the comparison hold the same placeholders, so no score can show it: the scorecard says it.
+    project = _extract_project(tmp_path, tiny_model_dir, generation_sample=0)
+    doc = yaml.safe_load((project / "taskfit.yaml").read_text())
+    doc["task"]["schema"]["properties"]["email"] = {"type": "string"}
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    data = project / "data" / "bookings.jsonl"
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    for i, row in enumerate(rows[::8]):
+        row["text"] += f", mail guest{i}@example.org"
+        row["fields"]["email"] = f"guest{i}@example.org"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    baseline_project(project, only=["prompt-only"])
+    card = compare_project(project).scorecard
+    (warning,) = [w for w in card.warnings if w.startswith("data: answers changed by redaction: email 10 (of ")]
+    assert "keep_fields: [email]" in warning
+    (md,) = project.glob("evals/*/scorecard.md")
+    assert f"> {warning}" in md.read_text()

@@ -13,6 +13,7 @@ from typing import Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from taskfit.errors import TaskfitError
@@ -114,10 +115,14 @@ def _print_card(card) -> None:
     out.print(f"personal data in {p['rows_with_personal_data']} rows "
               f"({', '.join(f'{k} {v}' for k, v in p['findings'].items()) or 'none'}); "
               f"credentials in {p['rows_with_secrets']} rows", highlight=False)
+    if p.get("keep_fields"):
+        kept = ", ".join(f"{k} {n}" for k, n in p["answers_kept"].items())
+        out.print(f"answers redaction would have changed, kept verbatim (data.privacy.keep_fields): "
+                  f"{kept or 'none'}", highlight=False, soft_wrap=True)
     for q in card.quarantine.get("first", [])[:10]:
         out.print(f"  quarantined {q['source']}: {q['reason']}", highlight=False, soft_wrap=True)
-    for w in card.warnings:
-        out.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
+    for w in card.warnings:  # a warning quotes YAML ([date, total]), not rich markup
+        out.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
 
 
 @data_app.command("check")
@@ -197,7 +202,7 @@ def _print_scorecard(card) -> None:
             extra.add_row(*row)
         out.print(extra)
     for warning in card.warnings:
-        out.print(f"[yellow]{warning}[/yellow]")
+        out.print(f"[yellow]{escape(warning)}[/yellow]", soft_wrap=True)
     for line in card.reviews + card.notes:
         out.print(line, highlight=False)
     out.print(f"[bold]{card.verdict}[/bold]")

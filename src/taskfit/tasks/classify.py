@@ -13,7 +13,8 @@ from typing import Any, Callable, Sequence
 from taskfit.config import TaskSpec
 from taskfit.records import EvalResult, Example, Prediction
 from taskfit.stats import percentile
-from taskfit.tasks.base import CLASSICAL, ENDPOINT, FEW_SHOT, PROMPT_ONLY, Column, Scoring, TaskDefaults
+from taskfit.tasks.base import (CLASSICAL, ENDPOINT, FEW_SHOT, PROMPT_ONLY, AnswerValue, Column, Scoring,
+                                 TaskDefaults)
 
 EXAMPLES_PER_BUCKET = 3
 
@@ -207,6 +208,15 @@ class ClassifyTask(TaskDefaults):
                 raise ValueError(f"answer: label {ex.target!r} is not in task.labels ({', '.join(spec.labels or [])})")
 
         return check
+
+    def answer_values(self, spec: TaskSpec, target: str) -> list[AnswerValue]:
+        return []  # a label is never personal data: redaction leaves it as it is
+
+    def with_answer_values(self, spec: TaskSpec, target: str, texts: Sequence[str]) -> str:
+        return target
+
+    def answer_fields(self, spec: TaskSpec) -> list[str] | None:
+        return []
 
     def parse(self, spec: TaskSpec, text: str) -> tuple[str, bool]:
         return parse_label(spec, text)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from taskfit.data.prepare import answers_changed_warning
 from taskfit.errors import ConfigError
 from taskfit.evaluation.compare import FINETUNED, Scorecard, build_scorecard
 from taskfit.evaluation.runner import candidate_key, read_cache, read_predictions, run_cached
@@ -503,6 +504,9 @@ def compare_project(project: Path | Workspace, reporter: Any = None, threads: in
                           hint="run `taskfit run`, or `taskfit baseline` (and `taskfit eval` after "
                                "`taskfit train`) first")
     card = build_scorecard(results, ws.config.eval.thresholds)
+    rewritten = answers_changed_warning(ws.prepared.card.privacy)
+    if rewritten:  # both sides of the comparison were rewritten alike: no score shows it
+        card.warnings.append(f"data: {rewritten}")
     card.reviews = [r.sentence() for r in load_reviews(root)]
     predictions = {r.candidate: read_predictions(ws.predictions(r.candidate)) for r in results}
     card.notes = agreements(predictions)

@@ -368,6 +368,64 @@ class EvalSpec(_Spec):
         return self
 
 
+_DURATION = r"^\s*\d+(\.\d+)?\s*[mhdw]\s*$"  # 30m, 12h, 1d, 2w
+
+
+class MonitorSpec(_Spec):
+    """``taskfit monitor``: how the request log is cut into windows and when a window raises an
+    alert. The tests follow the monitoring tools' practice (Evidently's defaults): two-sample tests
+    against a small training set, distances against a large one, and a domain classifier for text."""
+
+    window: str = Field("1d", pattern=_DURATION, description="Length of one window of traffic: a number "
+                        "and m, h, d or w (30m, 12h, 1d, 2w). Alerts read the latest window.")
+    since: str | None = Field(None, description="Only requests since then: an ISO date or time "
+                              "(2026-01-31, 2026-01-31T08:00; local time unless it has an offset) or a "
+                              "span back from now (2d, 12h); empty = every request in the log.")
+    min_window_rows: int = Field(
+        100, ge=10, description="Answered requests a window needs before its drift tests count; fewer are "
+                                "shown but never alert (a small window must not cry wolf).")
+    p_value: float = Field(0.01, gt=0.0, lt=1.0, description="Significance level of each two-sample test "
+                           "(Kolmogorov-Smirnov, chi-square). 0.01, not 0.05: several signals are tested "
+                           "per window, and each would cry wolf once in twenty windows at 0.05.")
+    large_reference: int = Field(1000, ge=10, description="Reference rows above which distances replace "
+                                 "the tests (Wasserstein for numbers, Jensen-Shannon for categories), as "
+                                 "Evidently does: on many rows every difference is significant.")
+    distance_threshold: float = Field(0.1, gt=0.0, description="Large references: drift when the "
+                                      "Wasserstein distance (in reference standard deviations) or the "
+                                      "Jensen-Shannon distance exceeds this.")
+    psi_warn: float = Field(0.1, gt=0.0, description="Population stability index of a category mix (label mix, "
+                            "refusals, empty fields) from which the change is shown as moderate (below: stable).")
+    psi_alert: float = Field(0.2, gt=0.0, description="PSI from which a category mix's change is "
+                             "significant; a mix drifts when its test finds a difference and its PSI "
+                             "reaches this.")
+    domain_permutations: int = Field(30, ge=10, le=1000, description="Content drift: how often the domain "
+                                     "classifier is refitted with shuffled labels to learn the ROC AUC of chance.")
+    domain_percentile: float = Field(99.0, gt=50.0, lt=100.0, description="Content drift when the domain "
+                                     "classifier's ROC AUC exceeds this percentile of the AUCs of chance (a "
+                                     "normal fitted to the shuffled AUCs). 99, not Evidently's 95: at 95, "
+                                     "traffic like the training data drifted in 3 of 40 windows "
+                                     "(docs/monitoring.md).")
+    domain_min_auc: float = Field(0.55, ge=0.5, lt=1.0, description="...and at least this ROC AUC (on "
+                                  "large windows chance is a narrow band, and a barely separable "
+                                  "difference is not worth an alert).")
+    domain_max_rows: int = Field(1000, ge=50, description="Rows of each side (training, window) the "
+                                 "domain classifier reads at most (a seeded sample).")
+    max_error_rate: float = Field(0.05, ge=0.0, le=1.0, description="Alert when more than this share of "
+                                  "a window's requests failed on the server (status 500 and above).")
+    max_latency_p95_ms: float | None = Field(None, gt=0.0, description="Alert when a window's 95th "
+                                             "percentile latency exceeds this (ms); empty = no latency alert.")
+    max_fallback_rate: float | None = Field(None, ge=0.0, le=1.0, description="classify: alert when more "
+                                            "than this share of a window's answers fell back (below the "
+                                            "confidence threshold); empty = no fallback alert.")
+    seed: int = Field(0, description="Seed of the domain classifier's folds, shuffles and samples.")
+
+    @model_validator(mode="after")
+    def _bands(self) -> "MonitorSpec":
+        if self.psi_warn > self.psi_alert:
+            raise ValueError("monitor.psi_warn: must not be above monitor.psi_alert")
+        return self
+
+
 class ProjectConfig(_Spec):
     task: TaskSpec
     model: ModelSpec = ModelSpec()
@@ -375,6 +433,7 @@ class ProjectConfig(_Spec):
     train: TrainSpec = TrainSpec()
     baselines: BaselineSpec = BaselineSpec()
     eval: EvalSpec = EvalSpec()
+    monitor: MonitorSpec = MonitorSpec()
 
     @model_validator(mode="after")
     def _thresholds_of_the_kind(self) -> "ProjectConfig":

@@ -424,10 +424,12 @@ def serve(config: Optional[Path] = typer.Argument(None, help="A project (its lat
     from taskfit.serve import load_serve_config, serve as run_server
 
     adapters = {}
+    project_log = None
     if config is not None and (config / "taskfit.yaml").is_file():  # a project: its latest finished run
         from taskfit.config import load_config
 
         adapters[load_config(config).task.name] = {"path": str(_run_of(config).resolve())}
+        project_log = {"path": str((config / "requests.sqlite").resolve())}  # where `taskfit monitor DIR` reads
         config = None
     for item in adapter:
         name, sep, path = item.partition("=")
@@ -435,7 +437,8 @@ def serve(config: Optional[Path] = typer.Argument(None, help="A project (its lat
             raise ConfigError(f"--adapter {item!r}: expected NAME=RUN_DIR")
         adapters[name] = {"path": str(Path(path).resolve())}
     spec = load_serve_config(config, {"adapters": adapters, "base": base, "host": host, "port": port,
-                                      "merged": merged or None, "engine": engine, "threads": threads})
+                                      "merged": merged or None, "engine": engine, "threads": threads,
+                                      "log": project_log})
     run_server(spec, status=RichReporter(err).status)
 
 
@@ -455,6 +458,47 @@ def serve_key(name: str = typer.Argument(..., help="Who will hold the key (logge
     err.print("add this under keys: in serve.yaml:", highlight=False)
     err.print(yaml.safe_dump([{"name": name, "sha256": hash_key(key), "models": allowed}], sort_keys=False),
               highlight=False)
+
+
+@app.command()
+@_friendly
+def monitor(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
+            since: Optional[str] = typer.Option(None, help="Only requests since: an ISO date or time, or a span "
+                                                           "back from now (2d, 12h); default monitor.since."),
+            window: Optional[str] = typer.Option(None, help="Window length (30m, 12h, 1d, 2w); default "
+                                                            "monitor.window (1d)."),
+            log: Optional[Path] = typer.Option(None, "--log", help="The request log (default "
+                                                                  "DIR/requests.sqlite, where `taskfit serve DIR` logs)."),
+            model: Optional[str] = typer.Option(None, help="The served model's name (default task.name)."),
+            out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write monitor.html and "
+                                                                       "monitor.json (default DIR/monitor).")) -> None:
+    """Read the request log against the training data: traffic, errors, latency, answer mixes and
+    input drift per window. Exits 6 when the latest window raises an alert (for cron or CI)."""
+    from taskfit.monitoring import ALERT_EXIT_CODE, monitor_project
+    from taskfit.progress import RichReporter
+
+    result = monitor_project(project, since=since, window=window, log=log, model=model, out_dir=out_dir,
+                             reporter=RichReporter(err))
+    min_rows = result.settings["min_window_rows"]
+    table = Table("window", "requests", "5xx", "p50 ms", "p95 ms", "fallback", "drift")
+    for w in result.windows[-10:]:
+        table.add_row(w.label, str(w.requests), str(w.server_errors),
+                      "-" if w.latency_p50_ms is None else f"{w.latency_p50_ms:.0f}",
+                      "-" if w.latency_p95_ms is None else f"{w.latency_p95_ms:.0f}",
+                      "-" if w.fallback_rate is None else f"{100 * w.fallback_rate:.1f}%", w.verdict(min_rows))
+    out.print(table)
+    for s in result.latest.signals:
+        verdict = "[red]DRIFT[/red]" if s.drift else "ok"
+        out.print(f"{verdict} {s.name}: {s.test} {s.statistic:.3g} (drift {s.rule})"
+                  + (f", PSI {s.psi:.3f} ({s.band})" if s.psi is not None else ""), highlight=False)
+    out.print(f"report: {result.html_path}\njson:   {result.json_path}", highlight=False)
+    if result.alerts:
+        for alert in result.alerts:
+            err.print(f"[bold red]alert:[/bold red] {alert.reason}", highlight=False, soft_wrap=True)
+        raise typer.Exit(ALERT_EXIT_CODE)
+    if not result.latest.judged:
+        err.print(f"no alert; the latest window has {result.latest.answered} answered requests, fewer than "
+                  f"monitor.min_window_rows ({min_rows}): its drift is not judged", highlight=False)
 
 
 @app.command()

@@ -373,7 +373,9 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                         fallback=int(result.fallback) if result and result.confidence is not None else None,
                         finish_reason=result.finish_reason if result else None,
                         request=[m.model_dump() for m in req.messages] if req else None,
-                        response=result.text if result else None, error=error)
+                        response=result.text if result else None, error=error,
+                        label=result.label if result and result.confidence is not None else None,
+                        context=req.context if req else None)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:

@@ -47,10 +47,16 @@ MIGRATIONS = [
     CREATE INDEX requests_created ON requests(created);
     CREATE INDEX requests_model ON requests(model, created);
     """,
+    # 2: what monitoring reads besides the messages: a classify answer's label (also when the
+    # reply is the fallback) and a qa request's passage
+    """
+    ALTER TABLE requests ADD COLUMN label TEXT;
+    ALTER TABLE requests ADD COLUMN context TEXT;
+    """,
 ]
 COLUMNS = ["id", "created", "key_name", "model", "adapter", "stream", "status", "latency_ms",
            "prompt_tokens", "completion_tokens", "confidence", "fallback", "finish_reason",
-           "request", "response", "error"]
+           "request", "response", "error", "label", "context"]
 PURGE_EVERY_S = 3600.0
 
 
@@ -104,7 +110,7 @@ class RequestLog:
 
         row = dict(row)
         personal = detector(self.privacy_of(row.get("model")))
-        for key in ("request", "response", "error"):
+        for key in ("request", "response", "error", "context"):
             if row.get(key) is not None:
                 cleaned = self._clean(row[key], personal)
                 row[key] = cleaned if isinstance(cleaned, str) else json.dumps(cleaned, ensure_ascii=False)

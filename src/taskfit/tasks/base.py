@@ -136,6 +136,17 @@ def answer_fields(task: "Task", spec: Any) -> list[str] | None:
     return [] if task.scores_labels else [ANSWER]
 
 
+@runtime_checkable
+class AnswerFacets(Protocol):
+    """A kind whose answers ``taskfit monitor`` compares with the training answers, facet by facet
+    (optional: a kind without it is monitored on its inputs only)."""
+
+    def answer_facets(self, spec: Any, text: str) -> dict[str, str]:
+        """One answer (a training target or a served reply) → facet name → category, e.g.
+        ``{"label mix": "billing"}`` or ``{"refusals": "refused"}``: each facet's mix of categories is
+        compared between training and recent traffic."""
+
+
 def plain_text(value: Any) -> str:
     """A data row's answer as text: a non-empty string (what most kinds take as is)."""
     if not isinstance(value, str):
@@ -187,6 +198,9 @@ class TaskDefaults:
 
     def instruction(self, spec: Any) -> str:
         return ""
+
+    def answer_facets(self, spec: Any, text: str) -> dict[str, str]:
+        return {}
 
 
 class TaskRegistry:

@@ -236,3 +236,8 @@ class ClassifyTask(TaskDefaults):
 
     def instruction(self, spec: TaskSpec) -> str:
         return "Answer with exactly one of these labels and nothing else: " + ", ".join(spec.labels or [])
+
+    def answer_facets(self, spec: TaskSpec, text: str) -> dict[str, str]:
+        """The label mix: which label each answer is (anything else as one category)."""
+        label, valid = parse_label(spec, text)
+        return {"label mix": label if valid else "(not a label)"}

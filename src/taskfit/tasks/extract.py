@@ -373,3 +373,16 @@ class ExtractTask(TaskDefaults):
     def instruction(self, spec: TaskSpec) -> str:
         return "Answer with one JSON object and nothing else, valid against this JSON schema: " + \
             json.dumps(spec.schema_)
+
+    def answer_facets(self, spec: TaskSpec, text: str) -> dict[str, str]:
+        """The schema-valid rate, and each declared field's empty rate (null, "" and absent count
+        as empty, as in scoring)."""
+        _, valid = parse_record(spec, text)
+        try:
+            filled = fields(load_json(text))
+        except ValueError:
+            filled = {}
+        facets = {"schema validity": "valid" if valid else "invalid"}
+        facets.update({f"field {name}": "filled" if name in filled else "empty"
+                       for name in schema_fields(spec.schema_)})
+        return facets

@@ -30,9 +30,10 @@ def config_path(project: Path) -> Path:
 
 
 def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A resolved config without what does not change a trained model (``train.threads``), to
-    tell whether a run was trained from the project as it is now."""
-    return {**config, "train": {k: v for k, v in config.get("train", {}).items() if k != "threads"}}
+    """A resolved config without what does not change a trained model (``train.threads``, the
+    ``monitor`` section), to tell whether a run was trained from the project as it is now."""
+    return {**{k: v for k, v in config.items() if k != "monitor"},
+            "train": {k: v for k, v in config.get("train", {}).items() if k != "threads"}}
 
 
 @dataclass

@@ -291,6 +291,27 @@ class TrainSpec(_Spec):
         "auto", description="auto = bfloat16 on GPUs that support it, float32 on CPU (bf16 is ~11x "
                             "slower on CPUs without native support).")
     threads: int | None = Field(None, ge=1, description="CPU threads; empty = every core.")
+    classify_head: bool = Field(
+        False, description="classify: train LoRA and a linear head over the last token's hidden state "
+                           "(PEFT's sequence-classification task) on the labels, instead of teaching the "
+                           "model to write a label: the input text alone (no system prompt), one pass per "
+                           "row, a softmax over every label as the confidence. Evaluated as the candidate "
+                           "fine-tuned-head, beside the generative fine-tune's latest evaluation. method "
+                           "lora only.")
+
+    @model_validator(mode="after")
+    def _head_fits(self) -> "TrainSpec":
+        if not self.classify_head:
+            return self
+        if self.method != "lora":
+            raise ValueError(f"train.classify_head: trains a LoRA adapter with its head; method {self.method} "
+                             "is not supported with it (use method: lora)")
+        if self.packing:
+            raise ValueError("train.packing: a classification head reads one row per sequence; set packing: "
+                             "false with classify_head")
+        if self.fsdp:
+            raise ValueError("train.fsdp: not supported with classify_head (data parallel is); set fsdp: false")
+        return self
 
     @property
     def lr(self) -> float:
@@ -459,6 +480,15 @@ class ProjectConfig(_Spec):
                 allowed = ", ".join(names) if names else f"none, {self.task.kind} answers are never redacted"
                 raise ValueError(f"data.privacy.keep_fields: {name!r} is not a field of {self.task.kind} "
                                  f"answers; allowed: {allowed}")
+        return self
+
+    @model_validator(mode="after")
+    def _head_of_the_kind(self) -> "ProjectConfig":
+        from taskfit.tasks import get_task
+
+        if self.train.classify_head and not get_task(self.task.kind).scores_labels:
+            raise ValueError(f"train.classify_head: a head answers with one of task.labels; task.kind is "
+                             f"{self.task.kind} (classify only)")
         return self
 
     def to_yaml(self) -> str:

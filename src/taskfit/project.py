@@ -50,6 +50,7 @@ data:
 
 train:
   method: lora              # lora | qlora (4-bit base, CUDA only) | full | dpo (preference pairs)
+  classify_head: false      # classify: a head over the last token instead of a written label (lora only)
   lora:
     r: 16                   # rank; 8-64 is the usual range
     alpha: 32               # scale = alpha / r

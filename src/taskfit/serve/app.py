@@ -9,7 +9,9 @@ A request to an adapter trained on a task is one input, answered as evaluation a
 messages are one user message (the input; for ``qa`` the question), optionally after one system
 message (which replaces the task's system prompt, as a training row's own system prompt does);
 a ``qa`` adapter also needs the passage, as ``context`` in the request body (the ``openai``
-client sends it with ``extra_body={"context": ...}``). The server renders the prompt itself
+client sends it with ``extra_body={"context": ...}``). A classification-head adapter
+(``train.classify_head``) reads the user message alone (no system message) and answers with a
+label only. The server renders the prompt itself
 (``Context:`` / ``Question:`` framing, system prompt, cut to the run's ``train.max_seq_length``)
 and, unless ``max_tokens`` says otherwise, answers within the run's answer budget
 (``eval.max_new_tokens``).
@@ -109,6 +111,10 @@ def task_example(served: Served, messages: list[dict[str, str]], context: str | 
                             "message", param="messages", code="unsupported_messages")
     if not turns[0]["content"].strip():
         raise ApiError(400, "messages: the user message is empty", param="messages", code="invalid_value")
+    if served.head and systems:
+        raise ApiError(400, f"messages: {served.name} is a classification head: it reads the user message alone "
+                            "(no system prompt), as it was trained; send one user message", param="messages",
+                       code="unsupported_messages")
     takes_context = get_task(task.kind).takes_context
     if takes_context and not (context or "").strip():
         raise ApiError(400, f"context: {served.name} answers a question from a passage: send the question as "
@@ -256,6 +262,8 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
             out["taskfit"] = {"task": served.task.kind, "labels": served.task.labels,
                               "schema": served.task.schema_, "confidence_threshold": served.threshold,
                               "fallback": served.fallback}
+            if served.head:
+                out["taskfit"]["classify_head"] = True
         return out
 
     @app.get("/health")
@@ -397,6 +405,10 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                         for m in req.messages]
             grammar = grammar_for(req, served)
             score = served.scorer is not None and (req.response_format or {}).get("type", "text") == "text"
+            if served.head and not score:
+                raise ApiError(400, f"response_format: {served.name} is a classification head; it answers with "
+                                    "one label (with its confidence in choices[0].taskfit), never free text or "
+                                    "JSON", param="response_format", code="unsupported")
             if served.task is not None:
                 example = task_example(served, messages, req.context, cid)
                 prompt = await run_in_threadpool(engine.task_prompt, served, example, score)

@@ -50,6 +50,7 @@ class Candidate:
 # so that predictions cached by an older taskfit are made again rather than scored as current.
 # 2: prompts cut leaving the answer room, extract answers held to json.dumps's separators.
 ASKING = 2
+HEAD = f"{FINETUNED}-head"  # a classification-head run's candidate (train.classify_head)
 
 
 def candidate_cache_key(ws: Workspace, cand: Candidate) -> str:
@@ -209,11 +210,64 @@ def _adapter_model(ws: Workspace, adapter: Path, merged: bool) -> Callable[[], A
     return model
 
 
-def trained_candidate(ws: Workspace, run_dir: Path, name: str = FINETUNED) -> Candidate:
-    """A training run's model as it is served: the base with the run's adapter applied (not
-    merged), or the fully trained model for ``method: full``."""
+def _adapter_size(model: Any, adapter: Path) -> dict[str, float]:
+    """The base's size (the adapter's own weights, LoRA and a trained head, left out) and the
+    adapter's, in MB on disk."""
+    params = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n or "modules_to_save" in n)
+    return {"params_m": _model_size(model)["params_m"] - params / 1e6,
+            "adapter_mb": sum(p.stat().st_size for p in adapter.glob("*.safetensors")) / 1e6}
+
+
+def is_head_run(run_dir: Path) -> bool:
+    """Whether a run trained a classification head (``train.classify_head``)."""
+    from taskfit.models.head import read_head
     from taskfit.paths import RunDir
 
+    return read_head(RunDir(run_dir).adapter) is not None
+
+
+def head_candidate(ws: Workspace, run_dir: Path, name: str = HEAD, merged: bool = False) -> Candidate:
+    """A classification-head run as it is served: the base with the run's adapter and head, each
+    row read once (``batch_size`` rows a pass), the label's softmax as the confidence; folded into
+    the base with ``merged`` (as ``taskfit export --merged`` ships it)."""
+    from taskfit.training.artifacts import find_adapter
+
+    adapter = find_adapter(run_dir)
+    loaded: dict[str, Any] = {}
+
+    def model() -> Any:
+        if not loaded:
+            from taskfit.models.head import load_classifier
+
+            ws.reporter.status(f"loading adapter {adapter} (classification head)")
+            loaded["m"], loaded["head"] = load_classifier(ws.load_model().model, ws.tokenizer, adapter, merged)
+        return loaded["m"]
+
+    def build() -> Any:
+        from taskfit.baselines.head import HeadClassifier
+
+        m, head, labels = model(), loaded["head"], ws.config.task.labels or []
+        if list(head.labels) != list(labels):
+            raise ConfigError(f"{adapter}: the head was trained on the labels {list(head.labels)}, and "
+                              f"task.labels are now {labels}",
+                              hint="train again (`taskfit train`) for the labels as they are now")
+        return HeadClassifier(name, m, ws.tokenizer, head.labels, head.max_length, ws.config.eval.batch_size)
+
+    def size() -> dict[str, float]:
+        return _model_size(model()) if merged else _adapter_size(model(), adapter)
+
+    return Candidate(name, "shipped" if merged else "fine-tuned",
+                     {"weights": weights_digest(adapter), "head": True, "merged": merged}, build, size=size,
+                     run_dir=run_dir.resolve())
+
+
+def trained_candidate(ws: Workspace, run_dir: Path, name: str = FINETUNED) -> Candidate:
+    """A training run's model as it is served: the base with the run's adapter applied (not
+    merged), or the fully trained model for ``method: full`` (a head run's: :func:`head_candidate`)."""
+    from taskfit.paths import RunDir
+
+    if is_head_run(run_dir):
+        return head_candidate(ws, run_dir, name)
     run = RunDir(run_dir)
     if (run.full_model / "config.json").exists():
         loaded: dict[str, Any] = {}
@@ -234,12 +288,9 @@ def trained_candidate(ws: Workspace, run_dir: Path, name: str = FINETUNED) -> Ca
         model = _adapter_model(ws, adapter, merged=False)
 
     def size() -> dict[str, float]:
-        out = _model_size(model())
-        if not (run.full_model / "config.json").exists():
-            params = sum(p.numel() for n, p in model().named_parameters() if "lora_" in n)
-            out["params_m"] -= params / 1e6  # the base's size; the adapter is reported apart
-            out["adapter_mb"] = sum(p.stat().st_size for p in find_adapter(run_dir).glob("*.safetensors")) / 1e6
-        return out
+        if (run.full_model / "config.json").exists():
+            return _model_size(model())
+        return _adapter_size(model(), find_adapter(run_dir))
 
     constrained = ws.config.eval.constrained
     return Candidate(name, "fine-tuned", {"weights": digest},
@@ -252,6 +303,8 @@ def merged_candidate(ws: Workspace, run_dir: Path, name: str) -> Candidate:
     """The run's adapter folded into the base (``taskfit export --merged``, ``serve --merged``)."""
     from taskfit.training.artifacts import find_adapter
 
+    if is_head_run(run_dir):
+        return head_candidate(ws, run_dir, name, merged=True)
     adapter = find_adapter(run_dir)
     model = _adapter_model(ws, adapter, merged=True)
     return Candidate(name, "shipped", {"weights": weights_digest(adapter), "merged": True},
@@ -432,7 +485,7 @@ def eval_project(project: Path | Workspace, run_dir: Path | None = None, reporte
     if engine not in ("transformers", "llama-cpp"):
         raise ConfigError(f"--engine {engine}: choose transformers or llama-cpp")
     suffix = "-gguf" if engine == "llama-cpp" else "-merged" if merged else ""
-    name = name or f"{FINETUNED}{suffix}"
+    name = name or f"{HEAD if is_head_run(run) else FINETUNED}{suffix}"
     if not name.startswith(FINETUNED):
         name = f"{FINETUNED}-{name}"
     style_model(ws)  # needs the plain base model, before an adapter is applied to a copy
@@ -472,16 +525,20 @@ class Comparison:
 
 def agreements(predictions: dict[str, list[Prediction]]) -> list[str]:
     """How often each other fine-tuned candidate (an export on another engine, say) answers as the
-    evaluated fine-tuned model does, row by row."""
-    trained = {p.example_id: p.output for p in predictions.get(FINETUNED, [])}
+    fine-tuned candidate it derives from does, row by row: the longest other fine-tuned name it
+    extends (``fine-tuned-head-merged`` against ``fine-tuned-head``, ``fine-tuned-head`` against
+    ``fine-tuned``)."""
     notes = []
     for name, preds in predictions.items():
-        if name == FINETUNED or not name.startswith(FINETUNED) or not trained:
+        sources = [n for n in predictions if n.startswith(FINETUNED) and name.startswith(n + "-")]
+        if not sources:
             continue
+        source = max(sources, key=len)
+        trained = {p.example_id: p.output for p in predictions[source]}
         pairs = [(trained[p.example_id], p.output) for p in preds if p.example_id in trained]
         same = sum(a == b for a, b in pairs)
         if pairs:
-            notes.append(f"{name} gives the same answer as {FINETUNED} on {same} of {len(pairs)} held-out rows "
+            notes.append(f"{name} gives the same answer as {source} on {same} of {len(pairs)} held-out rows "
                          f"({100 * same / len(pairs):.1f}%).")
     return notes
 

@@ -1,6 +1,6 @@
 """The classical baselines on clinc150's shared sample (issue #16): accuracy, calibration, fit time.
 
-    .venv/bin/python bench/classical_baselines.py
+    .venv/bin/python bench/classical_baselines.py [--data ../shared/data/clinc150]
 
 Settings, declared before the run: train on all 2,000 rows of ../shared/data/clinc150/train.jsonl
 (151 labels, 13 of them oos rows), score all 500 rows of test.jsonl (91 oos); seed 0. Each
@@ -97,11 +97,16 @@ def _measure(name: str, fit, test: list) -> dict:
 
 
 def main() -> None:
-    if not DATA.exists():
-        raise SystemExit(f"{DATA}: not found (the shared datasets live in ../shared/data)")
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DATA, help="the clinc150 folder (train.jsonl, test.jsonl)")
+    data = ap.parse_args().data
+    if not data.exists():
+        raise SystemExit(f"{data}: not found (the shared datasets live in ../shared/data)")
     from taskfit.baselines.classical import RECIPES, fit_classical
 
-    train, test = _examples(DATA / "train.jsonl"), _examples(DATA / "test.jsonl")
+    train, test = _examples(data / "train.jsonl"), _examples(data / "test.jsonl")
     print(f"clinc150 shared sample: {len(train)} training rows, {len(test)} test rows, "
           f"{len({ex.target for ex in train})} labels; {os.cpu_count()} CPU cores", flush=True)
     results = [_measure(_Before.name, lambda: _Before(train), test)]

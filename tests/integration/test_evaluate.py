@@ -66,7 +66,7 @@ def test_classify_baselines_fine_tune_and_scorecard(tmp_path, tiny_model_dir):
     runner = CliRunner()
     result = runner.invoke(app, ["baseline", str(project)])
     assert result.exit_code == 0, result.output
-    for name in ("prompt-only", "few-shot", "tfidf-logreg"):
+    for name in ("prompt-only", "few-shot", "tfidf-logreg", "embeddings-logreg"):
         assert f"{name}: accuracy" in result.output
     (evals,) = project.glob("evals/*")
     first = (evals / "predictions" / "few-shot.jsonl").read_text()
@@ -82,10 +82,11 @@ def test_classify_baselines_fine_tune_and_scorecard(tmp_path, tiny_model_dir):
     result = runner.invoke(app, ["compare", str(project)])
     assert result.exit_code == 0, result.output
     card = json.loads((evals / "scorecard.json").read_text())
-    assert set(card["candidates"]) == {"prompt-only", "few-shot", "tfidf-logreg", "fine-tuned"}
+    assert set(card["candidates"]) == {"prompt-only", "few-shot", "tfidf-logreg", "embeddings-logreg", "fine-tuned"}
     (test,) = card["paired_tests"]
     assert test["candidate"] == "fine-tuned" and test["test"].startswith("McNemar")
-    best = max(["prompt-only", "few-shot", "tfidf-logreg"], key=lambda n: card["candidates"][n]["accuracy"])
+    best = max(["prompt-only", "few-shot", "tfidf-logreg", "embeddings-logreg"],
+               key=lambda n: card["candidates"][n]["accuracy"])
     assert test["against"] == best and card["verdict"]
     assert card["candidates"]["fine-tuned"]["thresholds"]["accuracy"] in (True, False)
     md = (evals / "scorecard.md").read_text()

@@ -93,7 +93,7 @@ def test_run_then_compare_prints_the_same_scorecard_and_a_second_run_costs_nothi
     for name in ["scorecard.md", "scorecard.json", "report.html", "plots/confusion.png", "plots/coverage.png"]:
         assert (evals / name).exists(), name
     card = json.loads((evals / "scorecard.json").read_text())
-    assert set(card["candidates"]) == {"prompt-only", "few-shot", "tfidf-logreg", "fine-tuned"}
+    assert set(card["candidates"]) == {"prompt-only", "few-shot", "tfidf-logreg", "embeddings-logreg", "fine-tuned"}
     assert card["success"] == "Every ticket lands in the queue a senior agent would pick."
     assert all(c["n"] == 16 for c in card["candidates"].values())
     assert "## Held-out scorecard" in (run / "adapter" / "README.md").read_text()
@@ -203,13 +203,14 @@ def test_resume_with_nothing_to_resume_says_so(tmp_path, tiny_model_dir):
 
 
 def test_classical_baseline_learns_keywords():
-    from taskfit.baselines.classical import TfidfLogRegPredictor
+    from taskfit.baselines.classical import RECIPES, ClassicalPredictor, fit_classical
     from taskfit.records import Example
 
     train = [Example(id=str(i), input=t, target=lab) for i, (t, lab) in enumerate(
         [("charged twice invoice", "billing"), ("invoice wrong amount", "billing"),
          ("parcel late tracking", "shipping"), ("tracking stuck parcel", "shipping")] * 5)]
-    preds = list(TfidfLogRegPredictor(train).predict([Example(id="q", input="my invoice", target="billing")]))
+    model = fit_classical(RECIPES["tfidf-logreg"], train)
+    preds = list(ClassicalPredictor(model).predict([Example(id="q", input="my invoice", target="billing")]))
     assert preds[0].output == "billing" and 0.5 < preds[0].confidence <= 1
 
 

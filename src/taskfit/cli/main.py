@@ -229,7 +229,8 @@ def _print_results(results) -> None:
 @_friendly
 def baseline(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
              only: Optional[list[str]] = typer.Option(None, "--only", help="Evaluate just this baseline "
-                                                      "(repeatable): prompt-only, few-shot, rag, tfidf-logreg, endpoint."),
+                                                      "(repeatable): prompt-only, few-shot, rag, tfidf-logreg, "
+                                                      "embeddings-logreg, endpoint."),
              threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: all).")) -> None:
     """Evaluate every applicable baseline on the held-out split (cached: a rerun resumes)."""
     from taskfit.workflows import baseline_project
@@ -414,31 +415,45 @@ def serve(config: Optional[Path] = typer.Argument(None, help="A project (its lat
           base: Optional[str] = typer.Option(None, help="The base model (default: the adapters' own)."),
           host: Optional[str] = typer.Option(None, help="Interface to bind (default 127.0.0.1)."),
           port: Optional[int] = typer.Option(None, help="Port (default 8000)."),
+          candidate: Optional[str] = typer.Option(None, "--candidate", help="With a project: serve this candidate "
+                                                  "under the task's name instead of the latest run: "
+                                                  "tfidf-logreg or embeddings-logreg (as `taskfit baseline` "
+                                                  "fitted it; no language model is loaded)."),
           merged: bool = typer.Option(False, "--merged", help="Fold the single adapter into the base."),
           engine: Optional[str] = typer.Option(None, help="transformers (default) or llama-cpp (GGUF base + "
                                                           "GGUF LoRAs; pip install -e '.[llama]')."),
           threads: Optional[int] = typer.Option(None, help="CPU threads.")) -> None:
-    """Serve the base model and trained adapters with OpenAI's chat-completions API."""
+    """Serve the base model, trained adapters and fitted classical models with OpenAI's chat-completions API."""
     from taskfit.errors import ConfigError
     from taskfit.progress import RichReporter
     from taskfit.serve import load_serve_config, serve as run_server
 
-    adapters = {}
+    adapters, classical = {}, {}
     project_log = None
-    if config is not None and (config / "taskfit.yaml").is_file():  # a project: its latest finished run
+    project = config is not None and (config / "taskfit.yaml").is_file()
+    if candidate is not None and not project:
+        raise ConfigError(f"--candidate {candidate}: name a project directory too (taskfit serve DIR --candidate "
+                          f"{candidate})", hint="in serve.yaml, list fitted classical models under classical:")
+    if project:  # a project: its latest finished run, or the candidate named
         from taskfit.config import load_config
 
-        adapters[load_config(config).task.name] = {"path": str(_run_of(config).resolve())}
+        task = load_config(config / "taskfit.yaml").task.name
         project_log = {"path": str((config / "requests.sqlite").resolve())}  # where `taskfit monitor DIR` reads
+        if candidate in (None, "fine-tuned"):
+            adapters[task] = {"path": str(_run_of(config).resolve())}
+        else:
+            from taskfit.serve.classical import project_candidate
+
+            classical[task] = project_candidate(config, candidate)
         config = None
     for item in adapter:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise ConfigError(f"--adapter {item!r}: expected NAME=RUN_DIR")
         adapters[name] = {"path": str(Path(path).resolve())}
-    spec = load_serve_config(config, {"adapters": adapters, "base": base, "host": host, "port": port,
-                                      "merged": merged or None, "engine": engine, "threads": threads,
-                                      "log": project_log})
+    spec = load_serve_config(config, {"adapters": adapters, "classical": classical, "base": base, "host": host,
+                                      "port": port, "merged": merged or None, "engine": engine,
+                                      "threads": threads, "log": project_log})
     run_server(spec, status=RichReporter(err).status)
 
 

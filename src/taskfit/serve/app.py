@@ -166,14 +166,19 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
 
     from taskfit.serve.log import RequestLog
 
+    from taskfit.serve import classical
+
     if engine is None:
-        if spec.engine == "llama-cpp":
+        if not classical.wants_language_model(spec):
+            EngineClass: type[Engine] = classical.ClassicalOnly
+        elif spec.engine == "llama-cpp":
             from taskfit.serve.llama_engine import LlamaCppEngine as EngineClass
         else:
             EngineClass = Engine
         engine = EngineClass(spec, status or (lambda m: None))
     if not engine.models:
         engine.load()
+        classical.add_classical(engine, spec)
     # Each row is redacted with its model's run's data.privacy settings (the defaults for the base).
     request_log = (RequestLog(spec.log.path, spec.log.redact, spec.log.retention_days,
                               privacy_of=lambda model: getattr(engine.models.get(model), "privacy", None))
@@ -264,6 +269,8 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                               "fallback": served.fallback}
             if served.head:
                 out["taskfit"]["classify_head"] = True
+        if served.classical is not None:
+            out["taskfit"]["classical"] = served.classical.name
         return out
 
     @app.get("/health")
@@ -385,6 +392,46 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                         label=result.label if result and result.confidence is not None else None,
                         context=req.context if req else None)
 
+    async def model_job(req: ChatRequest, served: Served, messages: list[dict[str, str]], cid: str,
+                        asked: int | None, limit: int) -> Job:
+        """A request to the language model (the base or an adapter): its prompt, rendered as
+        evaluation rendered it for a task adapter, and its sampling settings."""
+        grammar = grammar_for(req, served)
+        score = served.scorer is not None and (req.response_format or {}).get("type", "text") == "text"
+        if served.head and not score:
+            raise ApiError(400, f"response_format: {served.name} is a classification head; it answers with "
+                                "one label (with its confidence in choices[0].taskfit), never free text or "
+                                "JSON", param="response_format", code="unsupported")
+        if served.task is not None:
+            example = task_example(served, messages, req.context, cid)
+            prompt = await run_in_threadpool(engine.task_prompt, served, example, score)
+        elif req.context is not None:
+            raise ApiError(400, f"context: only qa adapters take a context; {served.name} is a base model",
+                           param="context", code="unsupported")
+        else:
+            prompt = await run_in_threadpool(engine.prompt, served, messages)
+        room = engine.context - len(prompt) - (max(map(len, served.scorer.completions)) if score else 0)
+        if room < (1 if score else (asked or 1)):
+            raise ApiError(400, f"the prompt ({len(prompt)} tokens) plus "
+                                f"{'the longest label' if score else f'max_tokens ({asked or 1})'} is over "
+                                f"the model's context of {engine.context} tokens", param="messages",
+                           code="context_length_exceeded")
+        # Unasked: the run's answer budget (as evaluated), else as much as fits; up to the limit.
+        max_tokens = asked or max(1, min(limit, room, served.max_new_tokens or room))
+        stops = tuple([req.stop] if isinstance(req.stop, str) else req.stop or [])
+        sampling = Sampling(max_tokens=max_tokens, temperature=req.temperature or 0.0, top_p=req.top_p,
+                            seed=req.seed, stop=stops, grammar=grammar)
+        return Job(model=served, prompt=prompt, sampling=sampling, score_labels=score)
+
+    def classical_job(req: ChatRequest, served: Served, messages: list[dict[str, str]], cid: str) -> Job:
+        """A request to a classical model: the one input it classifies (see task_example); it
+        answers a label and nothing else, so it takes no response_format."""
+        if (req.response_format or {}).get("type", "text") != "text":
+            raise ApiError(400, f"response_format: {served.name} is a classical classifier; it answers one "
+                                "of its labels, as text", param="response_format", code="unsupported")
+        return Job(model=served, prompt=[], sampling=Sampling(max_tokens=1), score_labels=True,
+                   example=task_example(served, messages, req.context, cid))
+
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
         started = time.perf_counter()
@@ -403,32 +450,10 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                                param="max_tokens", code="max_tokens_too_large")
             messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                         for m in req.messages]
-            grammar = grammar_for(req, served)
-            score = served.scorer is not None and (req.response_format or {}).get("type", "text") == "text"
-            if served.head and not score:
-                raise ApiError(400, f"response_format: {served.name} is a classification head; it answers with "
-                                    "one label (with its confidence in choices[0].taskfit), never free text or "
-                                    "JSON", param="response_format", code="unsupported")
-            if served.task is not None:
-                example = task_example(served, messages, req.context, cid)
-                prompt = await run_in_threadpool(engine.task_prompt, served, example, score)
-            elif req.context is not None:
-                raise ApiError(400, f"context: only qa adapters take a context; {served.name} is a base model",
-                               param="context", code="unsupported")
+            if served.classical is not None:
+                job = classical_job(req, served, messages, cid)
             else:
-                prompt = await run_in_threadpool(engine.prompt, served, messages)
-            room = engine.context - len(prompt) - (max(map(len, served.scorer.completions)) if score else 0)
-            if room < (1 if score else (asked or 1)):
-                raise ApiError(400, f"the prompt ({len(prompt)} tokens) plus "
-                                    f"{'the longest label' if score else f'max_tokens ({asked or 1})'} is over "
-                                    f"the model's context of {engine.context} tokens", param="messages",
-                               code="context_length_exceeded")
-            # Unasked: the run's answer budget (as evaluated), else as much as fits; up to the limit.
-            max_tokens = asked or max(1, min(limit, room, served.max_new_tokens or room))
-            stops = tuple([req.stop] if isinstance(req.stop, str) else req.stop or [])
-            sampling = Sampling(max_tokens=max_tokens, temperature=req.temperature or 0.0, top_p=req.top_p,
-                                seed=req.seed, stop=stops, grammar=grammar)
-            job = Job(model=served, prompt=prompt, sampling=sampling, score_labels=score)
+                job = await model_job(req, served, messages, cid, asked, limit)
             if req.stream:
                 return await stream(job, cid, started, key_name, req, served)
             loop = asyncio.get_running_loop()
@@ -447,6 +472,9 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                              "choices": [choice], "usage": usage(result), "system_fingerprint": None})
 
     def submit(job: Job) -> None:
+        if job.model.classical is not None:  # milliseconds on a worker thread, never behind a batch
+            asyncio.get_running_loop().run_in_executor(None, classical.answer, job)
+            return
         try:
             engine.submit(job)
         except QueueFull as exc:

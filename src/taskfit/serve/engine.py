@@ -75,6 +75,7 @@ class Served:
     max_new_tokens: int | None = None  # the run's answer budget (eval.max_new_tokens): the default
     room: int = 0  # tokens a cut prompt leaves for the answer, as in training (answer_room)
     privacy: Any = None  # the run's data.privacy: the request log redacts this model's rows with it
+    classical: Any = None  # a classical model (taskfit.serve.classical), answered beside the engine
 
 
 @dataclass
@@ -99,6 +100,7 @@ class Job:
     on_text: Callable[[str], None] | None = None
     on_done: Callable[[Result | BaseException], None] = lambda r: None
     cancelled: bool = False
+    example: Example | None = None  # the request as one example (what a classical model reads)
 
 
 @lru_cache(maxsize=64)

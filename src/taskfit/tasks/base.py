@@ -19,8 +19,10 @@ from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, runtime_
 
 from taskfit.records import EvalResult, Example, Prediction
 
-# The baselines a kind can name (taskfit.workflows.evaluate builds them).
-PROMPT_ONLY, FEW_SHOT, RAG, CLASSICAL, ENDPOINT = "prompt-only", "few-shot", "rag", "tfidf-logreg", "endpoint"
+# The baselines a kind can name (taskfit.workflows.evaluate builds them); CLASSICAL and EMBEDDINGS
+# are the classical models of taskfit.baselines.classical.
+PROMPT_ONLY, FEW_SHOT, RAG, ENDPOINT = "prompt-only", "few-shot", "rag", "endpoint"
+CLASSICAL, EMBEDDINGS = "tfidf-logreg", "embeddings-logreg"
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from typing import Any, Callable, Sequence
 from taskfit.config import TaskSpec
 from taskfit.records import EvalResult, Example, Prediction
 from taskfit.stats import percentile
-from taskfit.tasks.base import (CLASSICAL, ENDPOINT, FEW_SHOT, PROMPT_ONLY, AnswerValue, Column, Scoring,
-                                 TaskDefaults)
+from taskfit.tasks.base import (CLASSICAL, EMBEDDINGS, ENDPOINT, FEW_SHOT, PROMPT_ONLY, AnswerValue, Column,
+                                 Scoring, TaskDefaults)
 
 EXAMPLES_PER_BUCKET = 3
 
@@ -184,7 +184,7 @@ class ClassifyTask(TaskDefaults):
          Column("accuracy_raw", "accuracy, no fallback"), Column("ece", "ECE", share=False)),
         other_metrics=frozenset({"valid_rate", "covered_accuracy", "ece"}),
         lower_is_better=frozenset({"ece"}), paired_test="mcnemar")
-    baselines = (PROMPT_ONLY, FEW_SHOT, CLASSICAL, ENDPOINT)
+    baselines = (PROMPT_ONLY, FEW_SHOT, CLASSICAL, EMBEDDINGS, ENDPOINT)
     size_guidance = (50, 500)
     scores_labels = True
     free_decoding = True

@@ -22,7 +22,7 @@ from taskfit.evaluation.compare import FINETUNED, Scorecard, build_scorecard
 from taskfit.evaluation.runner import candidate_key, read_cache, read_predictions, run_cached
 from taskfit.records import EvalResult, Example, Prediction
 from taskfit.tasks import get_task
-from taskfit.tasks.base import CLASSICAL, ENDPOINT, FEW_SHOT, RAG
+from taskfit.tasks.base import CLASSICAL, EMBEDDINGS, ENDPOINT, FEW_SHOT, RAG
 from taskfit.workflows.workspace import Workspace, resolve_run
 
 STYLE_BASE = "_style-base"  # the base model's replies to training inputs: the style classifier's negatives
@@ -150,17 +150,8 @@ def baseline_candidates(ws: Workspace, only: Sequence[str] | None = None) -> lis
 
 def _baseline(ws: Workspace, name: str) -> Candidate:
     spec = ws.config.baselines
-    if name == CLASSICAL:
-        built: dict[str, Any] = {}
-
-        def build() -> Any:
-            from taskfit.baselines.classical import TfidfLogRegPredictor
-
-            built["p"] = TfidfLogRegPredictor(ws.train, seed=ws.config.data.seed, name=name)
-            return built["p"]
-
-        return Candidate(name, "baseline", {"train": ws.train_fingerprint}, build,
-                         size=lambda: {"params_m": built["p"].model[-1].coef_.size / 1e6} if built else {})
+    if name in (CLASSICAL, EMBEDDINGS):
+        return classical_candidate(ws, name)
     if name == ENDPOINT:
         from taskfit.baselines.endpoint import EndpointPredictor
 
@@ -191,6 +182,39 @@ def _baseline(ws: Workspace, name: str) -> Candidate:
 
     return Candidate(name, "baseline", key, build, free=free if _wants_free(ws) else None,
                      size=lambda: _model_size(ws.lm().model))
+
+
+def classical_candidate(ws: Workspace, name: str) -> Candidate:
+    """A classical model (``tfidf-logreg``, ``embeddings-logreg``), fitted on the training rows
+    unless the project already holds one fitted on the same rows under the same definition (its
+    key), and saved in the project, so ``taskfit serve DIR --candidate NAME`` serves the very
+    model the scorecard measured."""
+    from taskfit.baselines.classical import RECIPES, ClassicalPredictor
+    from taskfit.paths import classical_dir
+
+    recipe, c = RECIPES[name], ws.config
+    key = {"train": ws.train_fingerprint, "seed": c.data.seed, **recipe.key()}
+    folder = classical_dir(ws.project_dir, name)
+    fitted: dict[str, Any] = {}
+
+    def model() -> Any:
+        if not fitted:
+            from taskfit.baselines.classical import fit_classical, load_classical, save_classical
+
+            fit_key = candidate_key(**key)
+            fitted["m"] = load_classical(folder, fit_key)
+            if fitted["m"] is None:
+                fitted["m"] = fit_classical(recipe, ws.train, seed=c.data.seed, status=ws.reporter.status)
+                save_classical(folder, fitted["m"], fit_key, {
+                    "train_fingerprint": ws.train_fingerprint,
+                    "task": c.task.model_dump(mode="json", by_alias=True),
+                    "confidence_threshold": c.eval.confidence_threshold, "fallback": c.eval.fallback})
+            else:
+                ws.reporter.status(f"{name}: using the model fitted on these training rows ({folder})")
+        return fitted["m"]
+
+    return Candidate(name, "baseline", key, lambda: ClassicalPredictor(model(), name),
+                     size=lambda: {"params_m": model().params() / 1e6})
 
 
 def _adapter_model(ws: Workspace, adapter: Path, merged: bool) -> Callable[[], Any]:

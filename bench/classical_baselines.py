@@ -63,7 +63,7 @@ class _Before:
         self.model.fit([ex.input for ex in train], [ex.target for ex in train])
         self.classes = list(self.model.classes_)
 
-    def proba(self, texts: list, calibrated: bool = True):
+    def proba(self, texts: list, own: bool = True):
         return self.model.predict_proba(texts)
 
 
@@ -78,11 +78,11 @@ def _measure(name: str, fit, test: list) -> dict:
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     texts, gold = [ex.input for ex in test], np.array([ex.target for ex in test])
     out: dict = {"name": name, "fit_s": wall, "fit_cpu_s": cpu, "load": load}
-    for calibrated in (False, True):
-        p = model.proba(texts, calibrated=calibrated)
+    for own in (True, False):
+        p = model.proba(texts, own=own)
         best = np.array(model.classes)[p.argmax(1)]
         right = best == gold
-        out["ece_own" if not calibrated else "ece"] = expected_calibration_error(list(p.max(1)), list(right))
+        out["ece_own" if own else "ece"] = expected_calibration_error(list(p.max(1)), list(right))
     out["accuracy"] = float(right.mean())
     answered = [with_fallback(b, float(c), THRESHOLD, FALLBACK) for b, c in zip(best, p.max(1))]
     out["accuracy_fallback"] = float(np.mean([a == g for (a, _), g in zip(answered, gold)]))

@@ -28,9 +28,9 @@ Why these solvers (measured on clinc150's shared sample, 2,000 rows and 151 labe
 18,000 columns) one multinomial lbfgs fit at C=10 cost 6 CPU-seconds and the search over C 140,
 against 2.5 and 59 for one-vs-rest liblinear (dual: fewer rows than columns), at the same
 validation accuracy; on the dense 384-column embeddings a multinomial fit cost 0.4-0.6
-CPU-seconds against 10-19 for one-vs-rest (C=10-100). The fits run with one BLAS thread: on the
-busy 2-core machine OpenBLAS's two threads spun and made one embeddings fit cost 7.8 CPU-seconds
-instead of 0.6.
+CPU-seconds against 10-19 for one-vs-rest (C=10-100). The fits run with one BLAS thread each (on
+the busy 2-core machine OpenBLAS's two threads spun and made one embeddings fit cost 7.8
+CPU-seconds instead of 0.6), and the cross-validation's fits run on one thread per core.
 
 A fitted model is saved with joblib under ``<project>/baselines/<name>/`` (:func:`save_classical`)
 with ``model.json`` beside it (what it was fitted on, the chosen C, T and fold count, the task and
@@ -194,8 +194,9 @@ def fit_temperature(scores: Any, target: Any) -> float:
 
 
 class ClassicalModel:
-    """A fitted classical candidate: features, classifier and temperature, with the figures of its
-    fit (the chosen C, the out-of-fold accuracy of each C tried, the fold count, seconds)."""
+    """A fitted classical candidate: features, classifier and the temperature fitted to its
+    out-of-fold scores, with the figures of its fit (the chosen C, the out-of-fold accuracy of each
+    C tried, the fold count, seconds)."""
 
     def __init__(self, name: str, features: Any, classifier: Any, temperature: float, c: float,
                  folds: int, cv_accuracy: dict[float, float], fit_s: float, rows: int):
@@ -204,14 +205,14 @@ class ClassicalModel:
         self.fit_s, self.rows = fit_s, rows
         self.classes: list[str] = [str(label) for label in classifier.classes_]
 
-    def proba(self, texts: Sequence[str], calibrated: bool = True) -> Any:
+    def proba(self, texts: Sequence[str], own: bool = False) -> Any:
         """Each text's probability of each class (columns in ``classes`` order): the softmax of
-        the classifier's scores over the temperature, or (``calibrated=False``) the classifier's
-        own probabilities."""
+        the classifier's scores over the temperature (what it answers with), or with ``own`` the
+        classifier's own probabilities (to measure the calibration against)."""
         from scipy.special import softmax
 
         x = self.features.transform(list(texts))
-        if not calibrated:
+        if own:
             return self.classifier.predict_proba(x)
         return softmax(_scores(self.classifier, x) / self.temperature, axis=1)
 
@@ -253,16 +254,26 @@ def fit_classical(recipe: Recipe, train: Sequence[Example], seed: int = 0,
     best_c, temperature = 1.0, 1.0
     with threadpool_limits(1, user_api="blas"):
         if splits:
+            from joblib import Parallel, delayed
+
+            from taskfit.machine import cpu_cores
+
             held = np.concatenate([te for _, te in splits])
             status(f"{recipe.name}: choosing C from {len(recipe.grid)} values by {len(splits)}-fold "
                    "cross-validation on the training rows")
+
+            def fold(c: float, tr: Any, te: Any) -> Any:
+                return _scores(recipe.classifier(c, seed).fit(x[tr], y[tr]), x[te])
+
+            # One thread per core: liblinear and lbfgs's BLAS calls release the GIL.
+            found = iter(Parallel(n_jobs=cpu_cores(), prefer="threads")(
+                delayed(fold)(c, tr, te) for c in recipe.grid for tr, te in splits))
             out_of_fold: dict[float, Any] = {}
             for c in recipe.grid:
-                scores = np.zeros((len(y), len(labels)))
-                for tr, te in splits:
-                    scores[te] = _scores(recipe.classifier(c, seed).fit(x[tr], y[tr]), x[te])
-                out_of_fold[c] = scores
-                accuracy[c] = float((scores[held].argmax(1) == target[held]).mean())
+                out_of_fold[c] = np.zeros((len(y), len(labels)))
+                for _, te in splits:
+                    out_of_fold[c][te] = next(found)
+                accuracy[c] = float((out_of_fold[c][held].argmax(1) == target[held]).mean())
             best_c = max(recipe.grid, key=lambda c: (accuracy[c], -c))  # a tie: the stronger regularisation
             temperature = fit_temperature(out_of_fold[best_c][held], target[held])
         status(f"{recipe.name}: fitting on every training row (C={best_c:g})")

@@ -119,9 +119,12 @@ def test_held_out_rows_never_reach_the_fit(tmp_path, tiny_model_dir):
     shutil.rmtree(project / "evals")
     baseline_project(project, only=["tfidf-logreg"])
     again = json.loads((saved / "model.json").read_text())
-    assert {k: again[k] for k in ("C", "temperature", "cv_accuracy", "rows", "key")} == \
-           {k: first[k] for k in ("C", "temperature", "cv_accuracy", "rows", "key")}
-    assert np.array_equal(np.vstack([e.coef_ for e in load_classical(saved).classifier.estimators_]), coef)
+    assert {k: again[k] for k in ("C", "cv_accuracy", "rows", "key")} == \
+           {k: first[k] for k in ("C", "cv_accuracy", "rows", "key")}
+    # The temperature is found by a numerical minimiser over scores summed on several threads: the
+    # same rows give the same temperature to the minimiser's tolerance, not to the last bit.
+    assert again["temperature"] == pytest.approx(first["temperature"], rel=1e-4)
+    assert np.allclose(np.vstack([e.coef_ for e in load_classical(saved).classifier.estimators_]), coef)
     # Other training rows are another model: refitted, under another key.
     rows = (project / "data" / "train.jsonl").read_text().splitlines()
     (project / "data" / "train.jsonl").write_text("\n".join(rows[:40]) + "\n")

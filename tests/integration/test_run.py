@@ -231,7 +231,8 @@ def test_a_head_run_is_a_candidate_beside_the_generative_fine_tune_and_exports_m
     assert (head / "adapter" / "classify_head.json").exists() and not (generative / "adapter" / "classify_head.json").exists()
     (evals,) = project.glob("evals/*")
     card = json.loads((evals / "scorecard.json").read_text())
-    assert set(card["candidates"]) == {"prompt-only", "few-shot", "tfidf-logreg", "fine-tuned", "fine-tuned-head"}
+    assert set(card["candidates"]) == {"prompt-only", "few-shot", "tfidf-logreg", "embeddings-logreg", "fine-tuned",
+                                      "fine-tuned-head"}
     row = card["candidates"]["fine-tuned-head"]
     assert row["n"] == 8 and 0 <= row["ece"] <= 1 and row["valid_rate"] == 1.0
     assert "fine-tuned-head gives the same answer as fine-tuned on" in second.output.replace("\n", " ")

@@ -455,9 +455,8 @@ class ReviewSpec(_Spec):
     random_share: float = Field(0.2, ge=0.0, le=1.0, description="Share of the queue drawn uniformly at "
                                 "random from the traffic (marked random), so the reviewed random sample "
                                 "estimates production quality without the bias of the targeted picks.")
-    clusters: int = Field(8, ge=1, description="Groups of similar requests (k-means on TF-IDF) the "
-                          "targeted picks are spread over, taken in turn, so one kind of request cannot "
-                          "fill the queue.")
+    clusters: int = Field(8, ge=1, description="Groups (k-means on TF-IDF) the targeted picks are taken "
+                          "from in turn, so one kind of request cannot fill the queue.")
     recent_share: float = Field(0.2, ge=0.0, lt=1.0, description="Share of the reviewed requests "
                                 "`taskfit data from-log` keeps as the recent held-out set (chosen by a hash "
                                 "of the request id, so a request stays on its side run after run); the rest "

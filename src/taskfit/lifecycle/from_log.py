@@ -148,6 +148,13 @@ def from_log_project(project: Path, log: Path | None = None, model: str | None =
             near.insert(*near.signature(_dedup_text(r)))
             owners.append((r.source or r.id, _label(r, task)))
 
+    def repeats(key: str, text: str) -> list[tuple[int, float]] | None:
+        """None for an exact repeat of an earlier row; else the earlier near-duplicates (row
+        number, similarity), most similar first ([] for a new row, which is indexed)."""
+        if key in exact:
+            return None
+        return near.match(text)[0] if near is not None else []
+
     result = ScanResult(path=str(store), kind="examples")
     check_answer = get_task(task.kind).answer_check(task)
     train, recent = [], []
@@ -173,23 +180,22 @@ def from_log_project(project: Path, log: Path | None = None, model: str | None =
             continue
         redaction = redact_row(rec, task, data.privacy)
         rec = redaction.record
-        key = normalise(_dedup_text(rec))
-        if key in exact:
+        key, label = normalise(_dedup_text(rec)), _label(rec, task)
+        matches = repeats(key, _dedup_text(rec))
+        if matches is None:
             result.exact_duplicates += 1
             continue
-        label = _label(rec, task)
+        if matches:
+            k, similarity = matches[0]
+            note = PairNote(owners[k][0], source, similarity, owners[k][1], label, 0, 0,
+                            kept_preview=_dedup_text(existing[k])[:160] if k < len(existing) else "",
+                            other_preview=_dedup_text(rec)[:160])
+            result.near_duplicates.append(note)
+            clash = next((owners[j][1] for j, _ in matches if owners[j][1] != label), None)
+            if clash is not None:
+                result.conflicts.append(replace(note, kept_label=clash))
+            continue
         if near is not None:
-            matches, number = near.match(_dedup_text(rec))
-            if matches:
-                k, similarity = matches[0]
-                note = PairNote(owners[k][0], source, similarity, owners[k][1], label, 0, 0,
-                                kept_preview=_dedup_text(existing[k])[:160] if k < len(existing) else "",
-                                other_preview=_dedup_text(rec)[:160])
-                result.near_duplicates.append(note)
-                clash = next((owners[j][1] for j, _ in matches if owners[j][1] != label), None)
-                if clash is not None:
-                    result.conflicts.append(replace(note, kept_label=clash))
-                continue
             owners.append((source, label))
         exact.add(key)
         count_kept(result, rec, redaction, task, source)

@@ -115,11 +115,11 @@ def from_log_project(project: Path, log: Path | None = None, model: str | None =
     from taskfit.data.scan import (PairNote, Quarantined, ScanResult, _dedup_text, _label, _near_index, count_kept,
                                    normalise, scan)
     from taskfit.data.split import fingerprint
-    from taskfit.lifecycle.queue import _where
+    from taskfit.lifecycle.queue import project_log
     from taskfit.lifecycle.reviews import ReviewStore, store_path
     from taskfit.tasks import get_task
 
-    config, project_dir, log, model = _where(project, log, model)
+    config, project_dir, log, model = project_log(project, log, model)
     task, data = config.task, config.data
     if config.train.method == "dpo":
         raise ConfigError("data from-log writes labelled examples (input and the right answer); this project "

@@ -186,7 +186,9 @@ def export_queue(out_dir: Path, picks: Sequence[Pick], task: Any) -> dict[str, P
     return paths
 
 
-def _where(project: Path, log: Path | None, model: str | None) -> tuple[Any, Path, Path, str]:
+def project_log(project: Path, log: Path | None, model: str | None) -> tuple[Any, Path, Path, str]:
+    """(config, project directory, request log, served model name): the log defaults to
+    ``<project>/requests.sqlite`` and the model to task.name, where and as `taskfit serve DIR` serves."""
     from taskfit.config import load_config
     from taskfit.workflows.workspace import config_path
 
@@ -203,9 +205,9 @@ def queue_project(project: Path, n: int | None = None, since: str | None = None,
     from taskfit.monitoring.monitor import parse_since
     from taskfit.monitoring.requests import open_log, read_requests
 
-    config, project_dir, log, model = _where(project, log, model)
+    config, project_dir, log, model = project_log(project, log, model)
     spec = config.review
-    n = n or spec.queue_size
+    n = spec.queue_size if n is None else n
     if n < 1:
         raise ConfigError(f"--n {n}: pick at least one request")
     now = time.time() if now is None else now
@@ -222,6 +224,9 @@ def queue_project(project: Path, n: int | None = None, since: str | None = None,
                              "or name the served model with --model")
     with ReviewStore(store_path(log)) as store:
         queued = store.queued()
+        # A request reviewed without being queued (POST /v1/feedback) is not put before a reviewer again.
+        reviewed = {c.request_id for c in store.corrections()} - set(queued)
+        requests = [r for r in requests if r.id not in reviewed]
         stamp = datetime.fromtimestamp(now).strftime("%Y%m%dT%H%M%S")
         taken = {q.batch for q in queued.values()}
         batch = next(name for name in [stamp] + [f"{stamp}-{k}" for k in range(2, len(taken) + 3)]
@@ -262,7 +267,7 @@ def import_queue(project: Path, verdicts: Path, reviewer: str | None = None, log
     valid verdict, or the error names the line; nothing is stored unless every row is valid."""
     from taskfit.evaluation.review import read_sheet
 
-    config, _, log, model = _where(project, log, model)
+    config, _, log, model = project_log(project, log, model)
     with ReviewStore(store_path(log)) as store:
         queued = store.queued()
         corrections, skipped = [], 0

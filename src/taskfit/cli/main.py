@@ -516,6 +516,117 @@ def monitor(project: Path = typer.Argument(Path("."), help="Project directory or
                   f"monitor.min_window_rows ({min_rows}): its drift is not judged", highlight=False)
 
 
+def _when(at: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _main_figure(version) -> str:
+    f = version.figures
+    if not f.get("main") or f["main"] not in f.get("metrics", {}):
+        return "-"
+    return f"{f['main']} {100 * f['metrics'][f['main']]:.1f}% ({f.get('n')} rows)"
+
+
+@app.command()
+@_friendly
+def promote(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
+            run: Optional[str] = typer.Argument(None, help="A finished run directory, or a fitted classical "
+                                                "candidate (tfidf-logreg, embeddings-logreg); default: the "
+                                                "project's latest finished run."),
+            name: str = typer.Option(..., "--as", help="The registered name (served as this model name)."),
+            alias: str = typer.Option("production", help="production (gated) or candidate (shadow or canary)."),
+            force: bool = typer.Option(False, "--force", help="Promote even when the gate refuses (needs --reason)."),
+            reason: Optional[str] = typer.Option(None, help="Why: kept in the history."),
+            by: Optional[str] = typer.Option(None, help="Who promotes (default: your login name).")) -> None:
+    """Register a version and point NAME@ALIAS at it. To production only when it is not worse than
+    the current production version on the same held-out rows (paired tests; exit 7 when refused)."""
+    from taskfit.lifecycle import promote_project
+    from taskfit.progress import RichReporter
+
+    if run is None:
+        from taskfit.workflows.workspace import config_path, latest_run_dir
+
+        err.print(f"using the latest finished run: {latest_run_dir(config_path(project).parent)}", highlight=False)
+    result = promote_project(project, run, name, alias, force=force, reason=reason, by=by,
+                             reporter=RichReporter(err))
+    v = result.version
+    if result.move is None:
+        out.print(f"{name}@{alias} is already {v.short}: nothing moved", highlight=False)
+        return
+    if result.gate is not None:
+        out.print(f"gate: {result.gate.summary()}", highlight=False, soft_wrap=True)
+        for line in result.gate.reasons():
+            out.print(f"[yellow]overridden:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
+    was = f" (was {result.move.from_version[:12]})" if result.move.from_version else ""
+    forced = f", forced: {result.move.reason}" if result.forced else ""
+    out.print(f"{name}@{alias} -> {v.short}{was}{forced}; {_main_figure(v)}; files: {v.path}", highlight=False,
+              soft_wrap=True)
+
+
+registry_app = typer.Typer(no_args_is_help=True, help="The project's registered versions, aliases and their history.")
+app.add_typer(registry_app, name="registry")
+
+
+def _registry(project: Path):
+    from taskfit.lifecycle import Registry
+    from taskfit.lifecycle.promote import registry_path
+    from taskfit.workflows.workspace import config_path
+
+    return Registry.existing(registry_path(config_path(project).parent))
+
+
+@registry_app.command("list")
+@_friendly
+def registry_list(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml.")) -> None:
+    """Every registered version, with the aliases that point at it."""
+    with _registry(project) as registry:
+        table = Table("name", "version", "aliases", "kind", "registered", "by", "held-out figures", "labels")
+        for v in registry.versions():
+            aliases = ", ".join(a for a, vid in sorted(registry.aliases(v.name).items()) if vid == v.id)
+            table.add_row(v.name, v.short, aliases or "-", v.kind, _when(v.created), v.created_by or "-",
+                          _main_figure(v), str(len(v.labels)) if v.labels else "-")
+        out.print(table)
+
+
+def _dir_and_name(args: list[str], command: str) -> tuple[Path, str]:
+    if len(args) not in (1, 2):
+        from taskfit.errors import ConfigError
+
+        raise ConfigError(f"`taskfit {command}` takes [DIR] NAME")
+    return (Path(args[0]) if len(args) == 2 else Path(".")), args[-1]
+
+
+@registry_app.command("history")
+@_friendly
+def registry_history(args: list[str] = typer.Argument(..., metavar="[DIR] NAME",
+                                                      help="Project directory (default .) and registered name.")) -> None:
+    """Every move of NAME's aliases, oldest first: from, to, who, when, why."""
+    project, name = _dir_and_name(args, "registry history")
+    with _registry(project) as registry:
+        table = Table("#", "when", "alias", "action", "from", "to", "by", "reason", "gate")
+        for m in registry.history(name):
+            gate = "-" if m.gate is None else ("passed" if m.gate["passed"] else "refused, forced")
+            table.add_row(str(m.seq), _when(m.at), m.alias, m.action, (m.from_version or "-")[:12],
+                          m.to_version[:12], m.by or "-", escape(m.reason or "-"), gate)
+        out.print(table)
+
+
+@app.command()
+@_friendly
+def rollback(args: list[str] = typer.Argument(..., metavar="[DIR] NAME",
+                                              help="Project directory (default .) and registered name."),
+             reason: Optional[str] = typer.Option(None, help="Why: kept in the history."),
+             by: Optional[str] = typer.Option(None, help="Who rolls back (default: your login name).")) -> None:
+    """Point NAME@production back at the version it held before (a running server follows)."""
+    from taskfit.lifecycle import rollback_project
+
+    project, name = _dir_and_name(args, "rollback")
+    move = rollback_project(project, name, by=by, reason=reason)
+    out.print(f"{name}@production -> {move.to_version[:12]} (was {move.from_version[:12]})", highlight=False)
+
+
 @app.command()
 @_friendly
 def quickstart(directory: Path = typer.Argument(Path("quickstart"), help="Where to create the sample project."),

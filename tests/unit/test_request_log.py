@@ -49,6 +49,34 @@ def test_a_version_1_log_gains_the_label_and_context_columns_and_keeps_its_rows(
             response="needs_human", fallback=1, confidence=0.3, label="billing", context="call +1 415 555 2671")
     log.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 3
     rows = db.execute("SELECT id, response, label, context FROM requests ORDER BY created").fetchall()
     assert rows == [("old", "needs_human", None, None), ("new", "needs_human", "billing", "call <PHONE>")]
+
+
+def test_version_and_shadow_columns_and_monitoring_leaves_shadow_answers_out_of_the_traffic(tmp_path):
+    from taskfit.monitoring.requests import models_in_log, read_requests, shadow_summary
+
+    path = tmp_path / "log.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(f"BEGIN; {MIGRATIONS[0]}; {MIGRATIONS[1]}; PRAGMA user_version = 2; COMMIT;")
+    db.execute("INSERT INTO requests (id, created, model, status, label) VALUES ('old', 1.0, 'triage', 200, 'billing')")
+    db.commit()
+    db.close()
+    log = RequestLog(path)
+    for i, (prod, cand) in enumerate([("billing", "billing"), ("refund", "billing"), ("login", "login")]):
+        common = dict(created=2.0 + i, model="triage", status=200, confidence=0.9, fallback=0,
+                      request=[{"role": "user", "content": f"ticket {i}"}])
+        log.add(id=f"r{i}", version="v1", label=prod, response=prod, latency_ms=10.0, **common)
+        log.add(id=f"r{i}-shadow", version="v2", label=cand, response=cand, latency_ms=30.0, shadow_of=f"r{i}",
+                **common)
+    log.close()
+    db = sqlite3.connect(path)
+    rows = read_requests(db, "triage")
+    assert [(r.id, r.version, r.answer) for r in rows] == [("old", None, "billing"), ("r0", "v1", "billing"),
+                                                            ("r1", "v1", "refund"), ("r2", "v1", "login")]
+    assert models_in_log(db) == {"triage": 4}
+    shadow = shadow_summary(db, "triage")
+    assert (shadow.candidate, shadow.answers, shadow.agree, shadow.failed) == ("v2", 3, 2, 0)
+    assert shadow.latency_p50_ms == 30.0 and shadow.production_p50_ms == 10.0
+    assert shadow_summary(db, "other") is None

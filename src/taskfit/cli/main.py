@@ -422,14 +422,21 @@ def serve(config: Optional[Path] = typer.Argument(None, help="A project (its lat
           merged: bool = typer.Option(False, "--merged", help="Fold the single adapter into the base."),
           engine: Optional[str] = typer.Option(None, help="transformers (default) or llama-cpp (GGUF base + "
                                                           "GGUF LoRAs; pip install -e '.[llama]')."),
+          shadow: bool = typer.Option(False, "--shadow", help="With a project's registry: NAME@candidate answers "
+                                      "every request in the background (logged, never returned)."),
+          canary: Optional[float] = typer.Option(None, "--canary", help="With a project's registry: this share "
+                                                 "of callers (0-1, sticky) is answered by NAME@candidate."),
           threads: Optional[int] = typer.Option(None, help="CPU threads.")) -> None:
-    """Serve the base model, trained adapters and fitted classical models with OpenAI's chat-completions API."""
+    """Serve the base model, trained adapters and fitted classical models with OpenAI's chat-completions API.
+
+    A project with a registry (`taskfit promote`) is served as NAME@production, and follows it:
+    a promotion or a rollback is served without a restart."""
     from taskfit.errors import ConfigError
     from taskfit.progress import RichReporter
     from taskfit.serve import load_serve_config, serve as run_server
 
     adapters, classical = {}, {}
-    project_log = None
+    project_log = project_registry = None
     project = config is not None and (config / "taskfit.yaml").is_file()
     if candidate is not None and not project:
         raise ConfigError(f"--candidate {candidate}: name a project directory too (taskfit serve DIR --candidate "
@@ -439,13 +446,23 @@ def serve(config: Optional[Path] = typer.Argument(None, help="A project (its lat
 
         task = load_config(config / "taskfit.yaml").task.name
         project_log = {"path": str((config / "requests.sqlite").resolve())}  # where `taskfit monitor DIR` reads
-        if candidate in (None, "fine-tuned"):
+        registry, version = _production(config, task) if candidate is None else (None, None)
+        if version is not None:
+            err.print(f"serving {task}@production from {registry} (version {version[:12]}); a promotion "
+                      "or rollback is served without a restart", highlight=False)
+            project_registry = {"path": str(registry)}
+            adapters[task] = {"registry": f"{task}@production", "shadow": shadow, "canary": canary}
+        elif candidate in (None, "fine-tuned"):
             adapters[task] = {"path": str(_run_of(config).resolve())}
         else:
             from taskfit.serve.classical import project_candidate
 
             classical[task] = project_candidate(config, candidate)
         config = None
+    if (shadow or canary) and project_registry is None:
+        raise ConfigError("--shadow and --canary run NAME@candidate beside NAME@production: name a project "
+                          "with a registry (`taskfit promote`)", hint="in serve.yaml: registry: NAME@production "
+                                                                      "with shadow: true or canary: 0.1")
     for item in adapter:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
@@ -453,8 +470,20 @@ def serve(config: Optional[Path] = typer.Argument(None, help="A project (its lat
         adapters[name] = {"path": str(Path(path).resolve())}
     spec = load_serve_config(config, {"adapters": adapters, "classical": classical, "base": base, "host": host,
                                       "port": port, "merged": merged or None, "engine": engine,
-                                      "threads": threads, "log": project_log})
+                                      "threads": threads, "log": project_log, "registry": project_registry})
     run_server(spec, status=RichReporter(err).status)
+
+
+def _production(project: Path, name: str) -> tuple[Path, Optional[str]]:
+    """The project's registry and the version NAME@production points at (None: not set)."""
+    from taskfit.lifecycle import Registry
+    from taskfit.lifecycle.promote import registry_path
+
+    path = registry_path(project).resolve()
+    if not path.is_file():
+        return path, None
+    with Registry(path) as registry:
+        return path, registry.alias(name, "production")
 
 
 @app.command("serve-key")
@@ -506,6 +535,13 @@ def monitor(project: Path = typer.Argument(Path("."), help="Project directory or
         verdict = "[red]DRIFT[/red]" if s.drift else "ok"
         out.print(f"{verdict} {s.name}: {s.test} {s.statistic:.3g} (drift {s.rule})"
                   + (f", PSI {s.psi:.3f} ({s.band})" if s.psi is not None else ""), highlight=False)
+    if result.shadow is not None:
+        sh = result.shadow
+        agreement = "-" if sh.agreement is None else f"{100 * sh.agreement:.1f}%"
+        latency = "" if sh.latency_p50_ms is None else (f"; p50 {sh.latency_p50_ms:.0f} ms against production's "
+                                                        f"{sh.production_p50_ms:.0f} ms")
+        out.print(f"shadow {sh.candidate[:12]}: agrees with production on {sh.agree} of {sh.answers} answers "
+                  f"({agreement}), {sh.failed} failed{latency}", highlight=False)
     out.print(f"report: {result.html_path}\njson:   {result.json_path}", highlight=False)
     if result.alerts:
         for alert in result.alerts:

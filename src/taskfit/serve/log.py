@@ -52,10 +52,17 @@ MIGRATIONS = [
     ALTER TABLE requests ADD COLUMN label TEXT;
     ALTER TABLE requests ADD COLUMN context TEXT;
     """,
+    # 3: the registry version that answered (taskfit.lifecycle), and for a shadow answer of the
+    # candidate the id of the request it shadows (its own id is that id + "-shadow")
+    """
+    ALTER TABLE requests ADD COLUMN version TEXT;
+    ALTER TABLE requests ADD COLUMN shadow_of TEXT;
+    CREATE INDEX requests_shadow ON requests(shadow_of);
+    """,
 ]
 COLUMNS = ["id", "created", "key_name", "model", "adapter", "stream", "status", "latency_ms",
            "prompt_tokens", "completion_tokens", "confidence", "fallback", "finish_reason",
-           "request", "response", "error", "label", "context"]
+           "request", "response", "error", "label", "context", "version", "shadow_of"]
 PURGE_EVERY_S = 3600.0
 
 

@@ -8,24 +8,15 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from taskfit.cli.main import app
 from taskfit.lifecycle import Registry
-from taskfit.quickstart import make_quickstart_project
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, tiny_model_dir):
-    path = make_quickstart_project(tmp_path_factory.mktemp("promote") / "triage", seed=0, n_tickets=400)
-    doc = yaml.safe_load(path.read_text())
-    doc["model"]["name"] = str(tiny_model_dir)
-    doc["data"].update(max_train_examples=160, max_eval_examples=40)
-    doc["train"].update(batch_size=8, max_seq_length=128, epochs=1, eval_every=0, metric_sample=0,
-                        checkpoint_every=0)
-    path.write_text(yaml.safe_dump(doc))
-    return path.parent
+def project(tmp_path_factory, tiny_triage):
+    return tiny_triage(tmp_path_factory.mktemp("promote") / "triage", n_tickets=400, train_rows=160, eval_rows=40)
 
 
 def _cli(*args):

@@ -15,7 +15,6 @@ import time
 
 import openai
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 try:  # the HTTP client the openai package is built on (httpx2 from openai 3)
@@ -26,31 +25,24 @@ except ImportError:  # pragma: no cover
 from taskfit.cli.main import app as cli
 from taskfit.data.sample import QUEUES, generate_tickets
 from taskfit.lifecycle import Registry
-from taskfit.quickstart import make_quickstart_project
 from taskfit.serve import load_serve_config
 from taskfit.serve.app import create_app
 
 TEXTS = [r["messages"][0]["content"] for r in generate_tickets(8, seed=7)]
 
 
-def _project(root, name, model_dir, rotate=False):
-    path = make_quickstart_project(root / name, seed=0, n_tickets=300)
-    doc = yaml.safe_load(path.read_text())
-    doc["model"]["name"] = str(model_dir)
-    doc["data"].update(max_train_examples=120, max_eval_examples=16)
-    doc["train"].update(batch_size=8, max_seq_length=128, epochs=1, eval_every=0, metric_sample=0,
-                        checkpoint_every=0)
-    path.write_text(yaml.safe_dump(doc))
+def _project(build, root, name, rotate=False):
+    project = build(root / name, n_tickets=300, train_rows=120, eval_rows=16)
     if rotate:  # every queue renamed to the next: a classifier that disagrees on every ticket
-        data = path.parent / "data" / "tickets.jsonl"
+        data = project / "data" / "tickets.jsonl"
         rows = [json.loads(line) for line in data.read_text().splitlines()]
         queues = list(QUEUES)
         for r in rows:
             r["messages"][-1]["content"] = queues[(queues.index(r["messages"][-1]["content"]) + 1) % len(queues)]
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    result = CliRunner().invoke(cli, ["baseline", str(path.parent), "--only", "tfidf-logreg"])
+    result = CliRunner().invoke(cli, ["baseline", str(project), "--only", "tfidf-logreg"])
     assert result.exit_code == 0, result.output
-    return path.parent
+    return project
 
 
 def _cli(*args):
@@ -60,9 +52,21 @@ def _cli(*args):
 
 
 @pytest.fixture(scope="module")
-def projects(tmp_path_factory, tiny_model_dir):
+def projects(tmp_path_factory, tiny_triage):
     root = tmp_path_factory.mktemp("follow")
-    return {"good": _project(root, "good", tiny_model_dir), "rotated": _project(root, "rotated", tiny_model_dir, True)}
+    return {"good": _project(tiny_triage, root, "good"), "rotated": _project(tiny_triage, root, "rotated", True)}
+
+
+def _with_candidate(projects):
+    """The good project's registry with tf-idf in production and the renamed one as the candidate."""
+    project = projects["good"]
+    registry = Registry(project / "registry.sqlite")
+    if registry.alias("triage", "production") is None:
+        _cli("promote", project, "tfidf-logreg", "--as", "triage")
+    if registry.alias("triage", "candidate") is None:
+        _cli("promote", project, projects["rotated"] / "baselines" / "tfidf-logreg", "--as", "triage",
+             "--alias", "candidate")
+    return project, registry.resolve("triage", "production"), registry.resolve("triage", "candidate")
 
 
 def _expected(version):
@@ -136,13 +140,7 @@ def test_promotion_and_rollback_switch_the_served_answer_without_a_restart(tmp_p
 def test_shadow_never_changes_a_returned_answer_and_reports_its_agreement(tmp_path, projects, loopback):
     from taskfit.monitoring.requests import shadow_summary
 
-    project = projects["good"]
-    registry = Registry(project / "registry.sqlite")
-    if registry.alias("triage", "production") is None:
-        _cli("promote", project, "tfidf-logreg", "--as", "triage")
-    _cli("promote", project, projects["rotated"] / "baselines" / "tfidf-logreg", "--as", "triage",
-         "--alias", "candidate")
-    production, candidate = registry.resolve("triage", "production"), registry.resolve("triage", "candidate")
+    project, production, candidate = _with_candidate(projects)
     app, client = _serve(loopback, tmp_path, project / "registry.sqlite", shadow=True)
     answers, versions = _answers(client)
     streamed = ["".join(c.choices[0].delta.content or "" for c in _ask(client, t, stream=True) if c.choices)
@@ -168,13 +166,7 @@ def test_shadow_never_changes_a_returned_answer_and_reports_its_agreement(tmp_pa
 
 
 def test_a_canary_answers_a_sticky_share_of_callers(tmp_path, projects, loopback):
-    project = projects["good"]
-    registry = Registry(project / "registry.sqlite")
-    if registry.alias("triage", "candidate") is None:
-        _cli("promote", project, "tfidf-logreg", "--as", "triage")
-        _cli("promote", project, projects["rotated"] / "baselines" / "tfidf-logreg", "--as", "triage",
-             "--alias", "candidate")
-    production, candidate = registry.resolve("triage", "production"), registry.resolve("triage", "candidate")
+    project, production, candidate = _with_candidate(projects)
     _, client = _serve(loopback, tmp_path, project / "registry.sqlite", canary=0.5)
     seen = {}
     for user in [f"user-{i}" for i in range(24)]:

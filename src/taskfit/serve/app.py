@@ -679,45 +679,34 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
         except TaskfitError as exc:
             raise ApiError(409, str(exc), code="busy") from None
 
+    # The admin routes raise ApiError; the handler above turns it into OpenAI's error shape.
     @app.post("/admin/adapters")
     async def load_adapter(request: Request) -> Response:
-        try:
-            admin(request)
-            body = await body_of(request, AdapterRequest)
-            served = await add(body.name, AdapterSpec(**body.model_dump(exclude={"name"})), "name")
-            return JSONResponse(describe(served), status_code=201)
-        except ApiError as exc:
-            return exc.response()
+        admin(request)
+        body = await body_of(request, AdapterRequest)
+        served = await add(body.name, AdapterSpec(**body.model_dump(exclude={"name"})), "name")
+        return JSONResponse(describe(served), status_code=201)
 
     @app.delete("/admin/adapters/{name}")
     async def unload_adapter(name: str, request: Request) -> Response:
-        try:
-            admin(request)
-            await remove(name)
-            return JSONResponse({"id": name, "object": "model", "deleted": True})
-        except ApiError as exc:
-            return exc.response()
+        admin(request)
+        await remove(name)
+        return JSONResponse({"id": name, "object": "model", "deleted": True})
 
     @app.post("/v1/load_lora_adapter")
     async def load_lora_adapter(request: Request) -> Response:
         """vLLM's route: {lora_name, lora_path} (a run directory or its adapter); 200 with the model."""
-        try:
-            admin(request)
-            body = await body_of(request, LoraLoad)
-            return JSONResponse(describe(await add(body.lora_name, AdapterSpec(path=body.lora_path), "lora_name")))
-        except ApiError as exc:
-            return exc.response()
+        admin(request)
+        body = await body_of(request, LoraLoad)
+        return JSONResponse(describe(await add(body.lora_name, AdapterSpec(path=body.lora_path), "lora_name")))
 
     @app.post("/v1/unload_lora_adapter")
     async def unload_lora_adapter(request: Request) -> Response:
         """vLLM's route: {lora_name}; 200 once it is unloaded."""
-        try:
-            admin(request)
-            body = await body_of(request, LoraUnload)
-            await remove(body.lora_name)
-            return JSONResponse({"id": body.lora_name, "object": "model", "deleted": True})
-        except ApiError as exc:
-            return exc.response()
+        admin(request)
+        body = await body_of(request, LoraUnload)
+        await remove(body.lora_name)
+        return JSONResponse({"id": body.lora_name, "object": "model", "deleted": True})
 
     return app
 

@@ -119,3 +119,24 @@ def kill_at_checkpoint():
         assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
 
     return kill
+
+
+@pytest.fixture(scope="session")
+def tiny_triage(tiny_model_dir):
+    """``build(directory, n_tickets, train_rows, eval_rows)``: a sample ticket-triage project on the
+    tiny model, with one-epoch training settings; returns its directory."""
+    import yaml
+
+    from taskfit.quickstart import make_quickstart_project
+
+    def build(directory: Path, n_tickets: int, train_rows: int, eval_rows: int) -> Path:
+        path = make_quickstart_project(directory, seed=0, n_tickets=n_tickets)
+        doc = yaml.safe_load(path.read_text())
+        doc["model"]["name"] = str(tiny_model_dir)
+        doc["data"].update(max_train_examples=train_rows, max_eval_examples=eval_rows)
+        doc["train"].update(batch_size=8, max_seq_length=128, epochs=1, eval_every=0, metric_sample=0,
+                            checkpoint_every=0)
+        path.write_text(yaml.safe_dump(doc))
+        return path.parent
+
+    return build

@@ -9,7 +9,8 @@ and an exit code; library code never catches-and-logs-and-returns-None.
     │   └── PromptTooLongError       a row cannot be cut to fit train.max_seq_length (also a ValueError)
     ├── ModelError          exit 4   a model cannot be resolved, reached offline, or loaded
     │   └── ChatTemplateError        the model's chat template cannot mask an answer
-    └── ResumeError         exit 5   a checkpoint does not fit the run being resumed
+    ├── ResumeError         exit 5   a checkpoint does not fit the run being resumed
+    └── PromotionRefused    exit 7   the promotion gate found the new version worse than production
 """
 
 from __future__ import annotations
@@ -61,3 +62,10 @@ class ChatTemplateError(ModelError):
     """The model's chat template renders the prompt differently once an answer follows, so the
     answer's tokens cannot be told from the prompt's. Not a ValueError: no caller may read it as a
     row that is too long."""
+
+
+class PromotionRefused(TaskfitError):
+    """``taskfit promote`` to production refused: the new version is significantly worse than the
+    production version on the same held-out rows (exit 6 is ``taskfit monitor``'s alert)."""
+
+    exit_code = 7

@@ -37,18 +37,51 @@ def test_a_log_from_a_newer_taskfit_is_refused_and_an_old_one_migrated(tmp_path)
         RequestLog(path)
 
 
-def test_a_version_1_log_gains_the_label_and_context_columns_and_keeps_its_rows(tmp_path):
+def _old_log(tmp_path, version, insert):
+    """A log written by a taskfit of schema ``version``, holding the row ``insert`` adds."""
     path = tmp_path / "log.sqlite"
     db = sqlite3.connect(path)
-    db.executescript(f"BEGIN; {MIGRATIONS[0]}; PRAGMA user_version = 1; COMMIT;")
-    db.execute("INSERT INTO requests (id, created, status, fallback, response) VALUES ('old', 1.0, 200, 1, 'needs_human')")
+    db.executescript(f"BEGIN; {'; '.join(MIGRATIONS[:version])}; PRAGMA user_version = {version}; COMMIT;")
+    db.execute(insert)
     db.commit()
     db.close()
+    return path
+
+
+def test_a_version_1_log_gains_the_label_and_context_columns_and_keeps_its_rows(tmp_path):
+    path = _old_log(tmp_path, 1, "INSERT INTO requests (id, created, status, fallback, response) "
+                                 "VALUES ('old', 1.0, 200, 1, 'needs_human')")
     log = RequestLog(path)
     log.add(id="new", created=2.0, status=200, request=[{"role": "user", "content": "mail jo@example.com"}],
             response="needs_human", fallback=1, confidence=0.3, label="billing", context="call +1 415 555 2671")
     log.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 3
     rows = db.execute("SELECT id, response, label, context FROM requests ORDER BY created").fetchall()
     assert rows == [("old", "needs_human", None, None), ("new", "needs_human", "billing", "call <PHONE>")]
+
+
+def test_version_and_shadow_columns_and_monitoring_leaves_shadow_answers_out_of_the_traffic(tmp_path):
+    from taskfit.monitoring.requests import models_in_log, read_requests, shadow_summary
+
+    path = _old_log(tmp_path, 2, "INSERT INTO requests (id, created, model, status, label) "
+                                 "VALUES ('old', 1.0, 'triage', 200, 'billing')")
+    log = RequestLog(path)
+    for i, (prod, cand) in enumerate([("billing", "billing"), ("refund", "billing"), ("login", "login")]):
+        common = dict(created=2.0 + i, model="triage", status=200, confidence=0.9, fallback=0,
+                      request=[{"role": "user", "content": f"ticket {i}"}])
+        log.add(id=f"r{i}", version="v1", label=prod, response=prod, latency_ms=10.0, **common)
+        log.add(id=f"r{i}-shadow", version="v2", label=cand, response=cand, latency_ms=30.0, shadow_of=f"r{i}",
+                **common)
+    log.close()
+    db = sqlite3.connect(path)
+    rows = read_requests(db, "triage")
+    assert [(r.id, r.version, r.answer) for r in rows] == [("old", None, "billing"), ("r0", "v1", "billing"),
+                                                            ("r1", "v1", "refund"), ("r2", "v1", "login")]
+    # The review queue's "shadow disagreement": each request knows whether its shadow answer agreed.
+    assert [r.shadow_agreed for r in rows] == [None, True, False, True]
+    assert models_in_log(db) == {"triage": 4}
+    shadow = shadow_summary(db, "triage")
+    assert (shadow.candidate, shadow.answers, shadow.agree, shadow.failed) == ("v2", 3, 2, 0)
+    assert shadow.latency_p50_ms == 30.0 and shadow.production_p50_ms == 10.0
+    assert shadow_summary(db, "other") is None

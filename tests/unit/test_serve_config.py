@@ -22,6 +22,11 @@ def test_paths_are_relative_to_the_file_and_defaults_are_safe(tmp_path):
     assert spec.adapters["triage"].path == tmp_path / "runs/a"
     assert spec.adapters["x"].path == tmp_path / "runs/b" and spec.adapters["x"].fallback == "needs_human"
     assert spec.host == "127.0.0.1" and spec.admin is False and spec.log.redact is True
+    assert spec.registry.path == tmp_path / "registry.sqlite" and not spec.followed
+    spec = _load(tmp_path, {"adapters": {"t": {"registry": "t@production", "shadow": True}},
+                            "registry": {"path": "p/registry.sqlite"}})
+    assert spec.registry.path == tmp_path / "p/registry.sqlite" and list(spec.followed) == ["t"]
+    assert spec.adapters_by_path == {}
 
 
 @pytest.mark.parametrize("doc, words", [
@@ -31,6 +36,13 @@ def test_paths_are_relative_to_the_file_and_defaults_are_safe(tmp_path):
     ({"limits": {"max_tokns": 5}}, "limits.max_tokns: unknown key"),
     ({"keys": [{"name": "k", "sha256": "not-a-digest"}]}, "keys.0.sha256"),
     ({"admin": True, "keys": [{"name": "k", "sha256": "0" * 64}]}, "admin_keys"),
+    ({"adapters": {"t": {"path": "r1", "registry": "t@production"}}}, "either path"),
+    ({"adapters": {"t": {"registry": "t@prod"}}}, "not NAME@ALIAS"),
+    ({"adapters": {"t": {"path": "r1", "shadow": True}}}, "shadow and canary follow the registry"),
+    ({"adapters": {"t": {"registry": "t@candidate", "canary": 0.1}}}, "name the production alias"),
+    ({"adapters": {"t": {"registry": "t@production", "shadow": True, "canary": 0.1}}}, "not both"),
+    ({"adapters": {"t": {"registry": "t@production", "canary": 1.5}}}, "canary"),
+    ({"engine": "llama-cpp", "adapters": {"t": {"registry": "t@production"}}}, "transformers engine"),
 ])
 def test_bad_settings_are_refused_with_the_key_named(tmp_path, doc, words):
     with pytest.raises(ConfigError) as err:

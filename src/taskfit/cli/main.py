@@ -496,14 +496,21 @@ def serve(config: Optional[Path] = typer.Argument(None, help="A project (its lat
           merged: bool = typer.Option(False, "--merged", help="Fold the single adapter into the base."),
           engine: Optional[str] = typer.Option(None, help="transformers (default) or llama-cpp (GGUF base + "
                                                           "GGUF LoRAs; pip install -e '.[llama]')."),
+          shadow: bool = typer.Option(False, "--shadow", help="With a project's registry: NAME@candidate answers "
+                                      "every request in the background (logged, never returned)."),
+          canary: Optional[float] = typer.Option(None, "--canary", help="With a project's registry: this share "
+                                                 "of callers (0-1, sticky) is answered by NAME@candidate."),
           threads: Optional[int] = typer.Option(None, help="CPU threads.")) -> None:
-    """Serve the base model, trained adapters and fitted classical models with OpenAI's chat-completions API."""
+    """Serve the base model, trained adapters and fitted classical models with OpenAI's chat-completions API.
+
+    A project with a registry (`taskfit promote`) is served as NAME@production, and follows it:
+    a promotion or a rollback is served without a restart."""
     from taskfit.errors import ConfigError
     from taskfit.progress import RichReporter
     from taskfit.serve import load_serve_config, serve as run_server
 
     adapters, classical = {}, {}
-    project_log = None
+    project_log = project_registry = None
     project = config is not None and (config / "taskfit.yaml").is_file()
     if candidate is not None and not project:
         raise ConfigError(f"--candidate {candidate}: name a project directory too (taskfit serve DIR --candidate "
@@ -513,13 +520,23 @@ def serve(config: Optional[Path] = typer.Argument(None, help="A project (its lat
 
         task = load_config(config / "taskfit.yaml").task.name
         project_log = {"path": str((config / "requests.sqlite").resolve())}  # where `taskfit monitor DIR` reads
-        if candidate in (None, "fine-tuned"):
+        registry, version = _production(config, task) if candidate is None else (None, None)
+        if version is not None:
+            err.print(f"serving {task}@production from {registry} (version {version[:12]}); a promotion "
+                      "or rollback is served without a restart", highlight=False)
+            project_registry = {"path": str(registry)}
+            adapters[task] = {"registry": f"{task}@production", "shadow": shadow, "canary": canary}
+        elif candidate in (None, "fine-tuned"):
             adapters[task] = {"path": str(_run_of(config).resolve())}
         else:
             from taskfit.serve.classical import project_candidate
 
             classical[task] = project_candidate(config, candidate)
         config = None
+    if (shadow or canary) and project_registry is None:
+        raise ConfigError("--shadow and --canary run NAME@candidate beside NAME@production: name a project "
+                          "with a registry (`taskfit promote`)", hint="in serve.yaml: registry: NAME@production "
+                                                                      "with shadow: true or canary: 0.1")
     for item in adapter:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
@@ -527,8 +544,20 @@ def serve(config: Optional[Path] = typer.Argument(None, help="A project (its lat
         adapters[name] = {"path": str(Path(path).resolve())}
     spec = load_serve_config(config, {"adapters": adapters, "classical": classical, "base": base, "host": host,
                                       "port": port, "merged": merged or None, "engine": engine,
-                                      "threads": threads, "log": project_log})
+                                      "threads": threads, "log": project_log, "registry": project_registry})
     run_server(spec, status=RichReporter(err).status)
+
+
+def _production(project: Path, name: str) -> tuple[Path, Optional[str]]:
+    """The project's registry and the version NAME@production points at (None: not set)."""
+    from taskfit.lifecycle import Registry
+    from taskfit.lifecycle.promote import registry_path
+
+    path = registry_path(project).resolve()
+    if not path.is_file():
+        return path, None
+    with Registry(path) as registry:
+        return path, registry.alias(name, "production")
 
 
 @app.command("serve-key")
@@ -580,6 +609,13 @@ def monitor(project: Path = typer.Argument(Path("."), help="Project directory or
         verdict = "[red]DRIFT[/red]" if s.drift else "ok"
         out.print(f"{verdict} {s.name}: {s.test} {s.statistic:.3g} (drift {s.rule})"
                   + (f", PSI {s.psi:.3f} ({s.band})" if s.psi is not None else ""), highlight=False)
+    if result.shadow is not None:
+        sh = result.shadow
+        agreement = "-" if sh.agreement is None else f"{100 * sh.agreement:.1f}%"
+        latency = "" if sh.latency_p50_ms is None else (f"; p50 {sh.latency_p50_ms:.0f} ms against production's "
+                                                        f"{sh.production_p50_ms:.0f} ms")
+        out.print(f"shadow {sh.candidate[:12]}: agrees with production on {sh.agree} of {sh.answers} answers "
+                  f"({agreement}), {sh.failed} failed{latency}", highlight=False)
     out.print(f"report: {result.html_path}\njson:   {result.json_path}", highlight=False)
     if result.alerts:
         for alert in result.alerts:
@@ -588,6 +624,117 @@ def monitor(project: Path = typer.Argument(Path("."), help="Project directory or
     if not result.latest.judged:
         err.print(f"no alert; the latest window has {result.latest.answered} answered requests, fewer than "
                   f"monitor.min_window_rows ({min_rows}): its drift is not judged", highlight=False)
+
+
+def _when(at: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _main_figure(version) -> str:
+    f = version.figures
+    if not f.get("main") or f["main"] not in f.get("metrics", {}):
+        return "-"
+    return f"{f['main']} {100 * f['metrics'][f['main']]:.1f}% ({f.get('n')} rows)"
+
+
+@app.command()
+@_friendly
+def promote(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
+            run: Optional[str] = typer.Argument(None, help="A finished run directory, or a fitted classical "
+                                                "candidate (tfidf-logreg, embeddings-logreg); default: the "
+                                                "project's latest finished run."),
+            name: str = typer.Option(..., "--as", help="The registered name (served as this model name)."),
+            alias: str = typer.Option("production", help="production (gated) or candidate (shadow or canary)."),
+            force: bool = typer.Option(False, "--force", help="Promote even when the gate refuses (needs --reason)."),
+            reason: Optional[str] = typer.Option(None, help="Why: kept in the history."),
+            by: Optional[str] = typer.Option(None, help="Who promotes (default: your login name).")) -> None:
+    """Register a version and point NAME@ALIAS at it. To production only when it is not worse than
+    the current production version on the same held-out rows (paired tests; exit 7 when refused)."""
+    from taskfit.lifecycle import promote_project
+    from taskfit.progress import RichReporter
+
+    if run is None:
+        from taskfit.workflows.workspace import config_path, latest_run_dir
+
+        err.print(f"using the latest finished run: {latest_run_dir(config_path(project).parent)}", highlight=False)
+    result = promote_project(project, run, name, alias, force=force, reason=reason, by=by,
+                             reporter=RichReporter(err))
+    v = result.version
+    if result.move is None:
+        out.print(f"{name}@{alias} is already {v.short}: nothing moved", highlight=False)
+        return
+    if result.gate is not None:
+        out.print(f"gate: {result.gate.summary()}", highlight=False, soft_wrap=True)
+        for line in result.gate.reasons():
+            out.print(f"[yellow]overridden:[/yellow] {escape(line)}", highlight=False, soft_wrap=True)
+    was = f" (was {result.move.from_version[:12]})" if result.move.from_version else ""
+    forced = f", forced: {result.move.reason}" if result.forced else ""
+    out.print(f"{name}@{alias} -> {v.short}{was}{forced}; {_main_figure(v)}; files: {v.path}", highlight=False,
+              soft_wrap=True)
+
+
+registry_app = typer.Typer(no_args_is_help=True, help="The project's registered versions, aliases and their history.")
+app.add_typer(registry_app, name="registry")
+
+
+def _registry(project: Path):
+    from taskfit.lifecycle import Registry
+    from taskfit.lifecycle.promote import registry_path
+    from taskfit.workflows.workspace import config_path
+
+    return Registry.existing(registry_path(config_path(project).parent))
+
+
+@registry_app.command("list")
+@_friendly
+def registry_list(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml.")) -> None:
+    """Every registered version, with the aliases that point at it."""
+    with _registry(project) as registry:
+        table = Table("name", "version", "aliases", "kind", "registered", "by", "held-out figures", "labels")
+        for v in registry.versions():
+            aliases = ", ".join(a for a, vid in sorted(registry.aliases(v.name).items()) if vid == v.id)
+            table.add_row(v.name, v.short, aliases or "-", v.kind, _when(v.created), v.created_by or "-",
+                          _main_figure(v), str(len(v.labels)) if v.labels else "-")
+        out.print(table)
+
+
+def _dir_and_name(args: list[str], command: str) -> tuple[Path, str]:
+    if len(args) not in (1, 2):
+        from taskfit.errors import ConfigError
+
+        raise ConfigError(f"`taskfit {command}` takes [DIR] NAME")
+    return (Path(args[0]) if len(args) == 2 else Path(".")), args[-1]
+
+
+@registry_app.command("history")
+@_friendly
+def registry_history(args: list[str] = typer.Argument(..., metavar="[DIR] NAME",
+                                                      help="Project directory (default .) and registered name.")) -> None:
+    """Every move of NAME's aliases, oldest first: from, to, who, when, why."""
+    project, name = _dir_and_name(args, "registry history")
+    with _registry(project) as registry:
+        table = Table("#", "when", "alias", "action", "from", "to", "by", "reason", "gate")
+        for m in registry.history(name):
+            gate = "-" if m.gate is None else ("passed" if m.gate["passed"] else "refused, forced")
+            table.add_row(str(m.seq), _when(m.at), m.alias, m.action, (m.from_version or "-")[:12],
+                          m.to_version[:12], m.by or "-", escape(m.reason or "-"), gate)
+        out.print(table)
+
+
+@app.command()
+@_friendly
+def rollback(args: list[str] = typer.Argument(..., metavar="[DIR] NAME",
+                                              help="Project directory (default .) and registered name."),
+             reason: Optional[str] = typer.Option(None, help="Why: kept in the history."),
+             by: Optional[str] = typer.Option(None, help="Who rolls back (default: your login name).")) -> None:
+    """Point NAME@production back at the version it held before (a running server follows)."""
+    from taskfit.lifecycle import rollback_project
+
+    project, name = _dir_and_name(args, "rollback")
+    move = rollback_project(project, name, by=by, reason=reason)
+    out.print(f"{name}@production -> {move.to_version[:12]} (was {move.from_version[:12]})", highlight=False)
 
 
 @app.command()

@@ -21,7 +21,8 @@ from typing import Any, Sequence
 from taskfit.config import MonitorSpec
 from taskfit.errors import ConfigError, DataError
 from taskfit.monitoring.drift import Signal, compare_categorical, compare_numeric, content_drift, summary
-from taskfit.monitoring.requests import LoggedRequest, models_in_log, open_log, read_requests
+from taskfit.monitoring.requests import (LoggedRequest, ShadowSummary, models_in_log, open_log, read_requests,
+                                         shadow_summary)
 from taskfit.progress import Reporter, Silent
 
 ALERT_EXIT_CODE = 6  # `taskfit monitor` found something to act on (not an error: errors exit 1-5)
@@ -172,6 +173,7 @@ class MonitorResult:
     windows: list[Window]
     alerts: list[Alert]
     settings: dict[str, Any]
+    shadow: ShadowSummary | None = None  # NAME@candidate's shadow answers beside production's
     json_path: Path | None = None
     html_path: Path | None = None
 
@@ -290,6 +292,7 @@ def monitor_project(project: Path, since: str | None = None, window: str | None 
     db = open_log(log)
     try:
         rows = read_requests(db, model, since_ts)
+        shadow = shadow_summary(db, model, since_ts)
         if not rows:
             served = models_in_log(db)
             if model not in served:
@@ -315,5 +318,6 @@ def monitor_project(project: Path, since: str | None = None, window: str | None 
     result = MonitorResult(project=project_dir, model=model, log=log, kind=config.task.kind, since=since_ts,
                            window_s=window_s, reference_rows=len(reference.inputs),
                            held_out_rows=len(reference.held_out_oov), windows=windows,
-                           alerts=alerts_for(windows[-1], spec), settings=spec.model_dump(mode="json"))
+                           alerts=alerts_for(windows[-1], spec), settings=spec.model_dump(mode="json"),
+                           shadow=shadow)
     return write_monitor_report(result, out_dir or project_dir / "monitor")

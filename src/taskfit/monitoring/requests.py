@@ -33,7 +33,8 @@ class LoggedRequest:
     confidence: float | None
     fallback: bool | None
     model: str | None = None
-    shadow_agreed: bool | None = None  # a shadow version's answer agreed (None: no shadow, or not logged)
+    version: str | None = None  # the registry version that answered (schema 3 and later)
+    shadow_agreed: bool | None = None  # the shadow candidate gave the same answer (None: no shadow answer)
 
     @property
     def answered(self) -> bool:
@@ -95,13 +96,24 @@ def open_log(path: Path) -> sqlite3.Connection:
     return db
 
 
+def _columns(db: sqlite3.Connection) -> set[str]:
+    return {r[1] for r in db.execute("PRAGMA table_info(requests)")}
+
+
+def _answered_only(db: sqlite3.Connection) -> str:
+    """The SQL condition that leaves out shadow answers (schema 3 and later): they answered no one."""
+    return " AND shadow_of IS NULL" if "shadow_of" in _columns(db) else ""
+
+
 def models_in_log(db: sqlite3.Connection) -> Counter:
     """Requests per model name in the whole log."""
-    return Counter({m or "(none)": n for m, n in db.execute("SELECT model, COUNT(*) FROM requests GROUP BY model")})
+    sql = f"SELECT model, COUNT(*) FROM requests WHERE 1{_answered_only(db)} GROUP BY model"
+    return Counter({m or "(none)": n for m, n in db.execute(sql)})
 
 
 def read_requests(db: sqlite3.Connection, model: str, since: float | None = None) -> list[LoggedRequest]:
-    """The requests to ``model`` since ``since`` (epoch seconds; None: all), oldest first."""
+    """The requests to ``model`` since ``since`` (epoch seconds; None: all), oldest first; shadow
+    answers are not requests (:func:`shadow_summary` reads them)."""
     if since is None:
         return select_requests(db, "model = ?", [model])
     return select_requests(db, "model = ? AND created >= ?", [model, since])
@@ -113,15 +125,25 @@ def read_request(db: sqlite3.Connection, request_id: str) -> LoggedRequest | Non
     return found[0] if found else None
 
 
+# Whether the shadow candidate answered a request as production did: its row (schema 3 and later)
+# names the production row in shadow_of; None where no shadow answered.
+_SHADOW_AGREED = ("(SELECT COALESCE(s.label, s.response) = COALESCE(requests.label, requests.response) "
+                  "FROM requests s WHERE s.shadow_of = requests.id AND s.status = 200 LIMIT 1)")
+
+
 def select_requests(db: sqlite3.Connection, where: str, args: list[Any]) -> list[LoggedRequest]:
-    """The rows matching the SQL condition ``where``, oldest first."""
-    columns = {r[1] for r in db.execute("PRAGMA table_info(requests)")}
-    # schema 2 and later; shadow_agreed where a log marks shadow disagreements
-    optional = [c for c in ("label", "context", "shadow_agreed") if c in columns]
+    """The answered requests (never shadow answers) matching the SQL condition ``where``, oldest first."""
+    columns = _columns(db)
+    optional = [c for c in ("label", "context", "version") if c in columns]  # schema 2 and 3
     select = ["id", "created", "status", "latency_ms", "confidence", "fallback", "request", "response", "model",
               *optional]
+    exprs = list(select)
+    if "shadow_of" in columns:
+        select.append("shadow_agreed")
+        exprs.append(_SHADOW_AGREED)
+    sql = f"SELECT {', '.join(exprs)} FROM requests WHERE ({where}){_answered_only(db)} ORDER BY created"
     rows = []
-    for values in db.execute(f"SELECT {', '.join(select)} FROM requests WHERE {where} ORDER BY created", args):
+    for values in db.execute(sql, args):
         row = dict(zip(select, values))
         text, inline_context = request_input(row["request"])
         label = row.get("label")
@@ -133,5 +155,42 @@ def select_requests(db: sqlite3.Connection, where: str, args: list[Any]) -> list
                                   latency_ms=row["latency_ms"], text=text,
                                   context=row.get("context") or inline_context, answer=answer,
                                   confidence=row["confidence"], fallback=fallback, model=row["model"],
+                                  version=row.get("version"),
                                   shadow_agreed=None if shadow is None else bool(shadow)))
     return rows
+
+
+@dataclass(frozen=True)
+class ShadowSummary:
+    """The candidate's shadow answers beside production's, for one served model."""
+
+    candidate: str  # the candidate's version (the latest one, when it changed)
+    answers: int  # shadow answers with a production answer to compare
+    agree: int  # the same answer (classify: the same label)
+    failed: int  # shadow requests that got no answer
+    latency_p50_ms: float | None
+    production_p50_ms: float | None
+
+    @property
+    def agreement(self) -> float | None:
+        return self.agree / self.answers if self.answers else None
+
+
+def shadow_summary(db: sqlite3.Connection, model: str, since: float | None = None) -> ShadowSummary | None:
+    """How the candidate running in shadow beside ``model`` answered the same requests (None when
+    the log holds no shadow answer)."""
+    from taskfit.stats import percentile
+
+    if "shadow_of" not in _columns(db):
+        return None
+    sql = ("SELECT s.status, s.version, s.latency_ms, p.latency_ms, COALESCE(s.label, s.response), "
+           "COALESCE(p.label, p.response) FROM requests s JOIN requests p ON p.id = s.shadow_of "
+           "WHERE s.model = ?" + (" AND s.created >= ?" if since is not None else "") + " ORDER BY s.created")
+    rows = db.execute(sql, [model] + ([since] if since is not None else [])).fetchall()
+    if not rows:
+        return None
+    answered = [r for r in rows if r[0] == 200]
+    return ShadowSummary(candidate=rows[-1][1] or "?", answers=len(answered),
+                         agree=sum(r[4] == r[5] for r in answered), failed=len(rows) - len(answered),
+                         latency_p50_ms=percentile([r[2] for r in answered], 50) if answered else None,
+                         production_p50_ms=percentile([r[3] for r in answered], 50) if answered else None)

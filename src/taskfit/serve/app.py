@@ -27,6 +27,7 @@ import logging
 import math
 import time
 import uuid
+from pathlib import Path
 from typing import Any, AsyncIterator, Literal
 
 from fastapi import FastAPI, Request
@@ -152,6 +153,12 @@ class Metrics:
                               registry=self.registry)
         self.fallbacks = Counter("taskfit_fallbacks", "classify replies that fell back below the threshold.",
                                  ["model"], registry=self.registry)
+        self.shadow = Counter("taskfit_shadow_answers", "Shadow answers of NAME@candidate: agree or disagree "
+                              "with production's answer (classify: the label), or failed.", ["model", "agreement"],
+                              registry=self.registry)
+        self.shadow_latency = Histogram("taskfit_shadow_seconds", "Time a shadow answer took, from its submission.",
+                                        ["model"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128),
+                                        registry=self.registry)
         self.batch = Histogram("taskfit_batch_size", "Requests decoded together.",
                                buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
         Gauge("taskfit_queue_waiting", "Requests waiting for the model.",
@@ -168,6 +175,13 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
 
     from taskfit.serve import classical
 
+    follower = None
+    if spec.followed:  # registry: NAME@ALIAS adapters (taskfit.lifecycle.serving)
+        from taskfit.lifecycle.serving import RegistryFollower
+
+        follower = RegistryFollower(spec, status or (lambda m: None))
+        if spec.base is None:
+            spec = spec.model_copy(update={"base": follower.base_model()})
     if engine is None:
         if not classical.wants_language_model(spec):
             EngineClass: type[Engine] = classical.ClassicalOnly
@@ -179,6 +193,9 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
     if not engine.models:
         engine.load()
         classical.add_classical(engine, spec)
+    if follower is not None:
+        follower.engine = engine
+        follower.sync()
     # Each row is redacted with its model's run's data.privacy settings (the defaults for the base).
     request_log = (RequestLog(spec.log.path, spec.log.redact, spec.log.retention_days,
                               privacy_of=lambda model: getattr(engine.models.get(model), "privacy", None))
@@ -204,8 +221,12 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine.start()
+        if follower is not None:
+            follower.start()
         yield
         # uvicorn has stopped taking connections and waited for those in flight
+        if follower is not None:
+            await run_in_threadpool(follower.stop)
         await run_in_threadpool(engine.stop, spec.limits.timeout_s)
         if request_log is not None:
             await run_in_threadpool(request_log.close)
@@ -214,6 +235,8 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
 
     app = FastAPI(title="taskfit serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine, app.state.request_log, app.state.metrics = engine, request_log, metrics
+    app.state.follower = follower
+    shadows: set[asyncio.Task] = set()  # shadow answers in the background (kept from the collector)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -278,6 +301,8 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                 out["taskfit"]["classify_head"] = True
         if served.classical is not None:
             out["taskfit"]["classical"] = served.classical.name
+        if served.version is not None:
+            out["taskfit"]["version"] = served.version
         return out
 
     @app.get("/health")
@@ -361,10 +386,18 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
         return "data: " + json.dumps({"id": cid, "object": "chat.completion.chunk", "created": created,
                                       "model": model, "choices": [choice]}) + "\n\n"
 
-    def extension(result: Result) -> dict[str, Any]:
-        if result.confidence is None:
-            return {}
-        return {"taskfit": {"label": result.label, "confidence": result.confidence, "fallback": result.fallback}}
+    def extension(result: Result, served: Served) -> dict[str, Any]:
+        """choices[0].taskfit: a classify answer's label, confidence and fallback, and the registry
+        version that answered."""
+        out: dict[str, Any] = {}
+        if result.confidence is not None:
+            out = {"label": result.label, "confidence": result.confidence, "fallback": result.fallback}
+        if served.version is not None:
+            out["version"] = served.version
+        return {"taskfit": out} if out else {}
+
+    def version_header(served: Served | None) -> dict[str, str]:
+        return {"x-taskfit-version": served.version} if served is not None and served.version else {}
 
     def usage(result: Result) -> dict[str, int]:
         return {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
@@ -372,19 +405,11 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
 
     def record(cid: str, started: float, key_name: str | None, model: str | None, served: Served | None,
                status: int, req: ChatRequest | None = None, result: Result | None = None,
-               error: str | None = None, stream: bool = False) -> None:
+               error: str | None = None, stream: bool = False, shadow_of: str | None = None) -> None:
         label = model if served is not None else "unknown"
-        metrics.requests.labels(label, str(status)).inc()
         elapsed = time.perf_counter() - started
-        if result is not None:
-            metrics.latency.labels(label).observe(elapsed)
-            metrics.tokens.labels(label, "prompt").inc(result.prompt_tokens)
-            metrics.tokens.labels(label, "completion").inc(result.completion_tokens)
-            if result.fallback:
-                metrics.fallbacks.labels(label).inc()
-            pace["seconds"] = 0.9 * pace["seconds"] + 0.1 * elapsed
-        if error is not None:
-            metrics.errors.labels(label, str(status)).inc()
+        if shadow_of is None:
+            count(label, status, elapsed, result, error)
         if request_log is None:
             return
         request_log.add(id=cid, created=time.time(), key_name=key_name, model=model,
@@ -397,7 +422,57 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                         request=[m.model_dump() for m in req.messages] if req else None,
                         response=result.text if result else None, error=error,
                         label=result.label if result and result.confidence is not None else None,
-                        context=req.context if req else None)
+                        context=req.context if req else None, version=served.version if served else None,
+                        shadow_of=shadow_of)
+
+    def count(label: str, status: int, elapsed: float, result: Result | None, error: str | None) -> None:
+        metrics.requests.labels(label, str(status)).inc()
+        if result is not None:
+            metrics.latency.labels(label).observe(elapsed)
+            metrics.tokens.labels(label, "prompt").inc(result.prompt_tokens)
+            metrics.tokens.labels(label, "completion").inc(result.completion_tokens)
+            if result.fallback:
+                metrics.fallbacks.labels(label).inc()
+            pace["seconds"] = 0.9 * pace["seconds"] + 0.1 * elapsed
+        if error is not None:
+            metrics.errors.labels(label, str(status)).inc()
+
+    def answer_key(result: Result) -> str:
+        """What shadow agreement compares: a classify answer's label, else the text."""
+        return result.label if result.label is not None else result.text
+
+    def shadow(req: ChatRequest, served: Served, messages: list[dict[str, str]], cid: str, asked: int | None,
+               key_name: str | None, answered: Result) -> None:
+        """Ask the candidate the same request in the background, if one runs in shadow beside
+        ``served``: its answer is logged (shadow_of=cid) and counted, never returned."""
+        candidate = follower.shadow(served) if follower is not None else None
+        if candidate is None:
+            return
+        task = asyncio.get_running_loop().create_task(
+            shadow_answer(req, candidate, messages, cid, asked, key_name, answered))
+        shadows.add(task)
+        task.add_done_callback(shadows.discard)
+
+    async def shadow_answer(req: ChatRequest, candidate: Served, messages: list[dict[str, str]], cid: str,
+                            asked: int | None, key_name: str | None, answered: Result) -> None:
+        started, sid = time.perf_counter(), f"{cid}-shadow"
+        try:
+            if candidate.classical is not None:
+                job = classical_job(req, candidate, messages, sid)
+            else:
+                job = await model_job(req, candidate, messages, sid, asked, spec.limits.max_tokens)
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[Any] = loop.create_future()
+            job.on_done = lambda r: loop.call_soon_threadsafe(_settle, future, r)
+            submit(job)  # a full queue drops the shadow answer (429 below), never a client's
+            result = await wait(job, future)
+        except ApiError as exc:
+            metrics.shadow.labels(req.model, "failed").inc()
+            record(sid, started, key_name, req.model, candidate, exc.status, req, error=exc.message, shadow_of=cid)
+            return
+        metrics.shadow.labels(req.model, "agree" if answer_key(result) == answer_key(answered) else "disagree").inc()
+        metrics.shadow_latency.labels(req.model).observe(time.perf_counter() - started)
+        record(sid, started, key_name, req.model, candidate, 200, req, result, shadow_of=cid)
 
     async def model_job(req: ChatRequest, served: Served, messages: list[dict[str, str]], cid: str,
                         asked: int | None, limit: int) -> Job:
@@ -450,6 +525,10 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
             key_name = caller(request)
             req = parse(await read_body(request))
             served = resolve(key_name, req.model)
+            if follower is not None:  # a canary's share of callers gets the candidate
+                user = (req.model_extra or {}).get("user")
+                served = follower.route(served, user if isinstance(user, str) and user else
+                                        key_name or (request.client.host if request.client else ""))
             limit = spec.limits.max_tokens
             asked = req.max_completion_tokens or req.max_tokens
             if asked is not None and asked > limit:
@@ -462,7 +541,8 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
             else:
                 job = await model_job(req, served, messages, cid, asked, limit)
             if req.stream:
-                return await stream(job, cid, started, key_name, req, served)
+                return await stream(job, cid, started, key_name, req, served,
+                                    lambda r: shadow(req, served, messages, cid, asked, key_name, r))
             loop = asyncio.get_running_loop()
             future: asyncio.Future[Any] = loop.create_future()
             job.on_done = lambda r: loop.call_soon_threadsafe(_settle, future, r)
@@ -470,13 +550,17 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
             result = await wait(job, future)
         except ApiError as exc:
             record(cid, started, key_name, req.model if req else None, served, exc.status, req, error=exc.message)
-            return exc.response()
+            response = exc.response()
+            response.headers.update(version_header(served))
+            return response
         created = int(time.time())
         record(cid, started, key_name, req.model, served, 200, req, result)
+        shadow(req, served, messages, cid, asked, key_name, result)
         choice = {"index": 0, "message": {"role": "assistant", "content": result.text},
-                  "finish_reason": result.finish_reason, "logprobs": None, **extension(result)}
+                  "finish_reason": result.finish_reason, "logprobs": None, **extension(result, served)}
         return JSONResponse({"id": cid, "object": "chat.completion", "created": created, "model": req.model,
-                             "choices": [choice], "usage": usage(result), "system_fingerprint": None})
+                             "choices": [choice], "usage": usage(result), "system_fingerprint": None},
+                            headers=version_header(served))
 
     def submit(job: Job) -> None:
         if job.model.classical is not None:  # milliseconds on a worker thread, never behind a batch
@@ -504,7 +588,7 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
         return result
 
     async def stream(job: Job, cid: str, started: float, key_name: str | None, req: ChatRequest,
-                     served: Served) -> StreamingResponse:
+                     served: Served, answered: Any) -> StreamingResponse:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         job.on_text = lambda delta: loop.call_soon_threadsafe(events.put_nowait, ("text", delta))
@@ -530,7 +614,8 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                                                                "param": None, "code": None}}) + "\n\n"
                         break
                     result = value
-                    yield chunk(cid, created, req.model, {}, result.finish_reason, **extension(result))
+                    answered(result)
+                    yield chunk(cid, created, req.model, {}, result.finish_reason, **extension(result, served))
                     if include_usage:
                         yield "data: " + json.dumps({"id": cid, "object": "chat.completion.chunk",
                                                      "created": created, "model": req.model, "choices": [],
@@ -550,7 +635,8 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                 record(cid, started, key_name, req.model, served, status, req, result, error, stream=True)
 
         return StreamingResponse(events_out(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                                          **version_header(served)})
 
     class FeedbackRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -633,39 +719,72 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
     class AdapterRequest(AdapterSpec):
         name: str
 
+    class LoraLoad(BaseModel):  # vLLM's POST /v1/load_lora_adapter
+        model_config = ConfigDict(extra="ignore")
+        lora_name: str
+        lora_path: Path
+
+    class LoraUnload(BaseModel):  # vLLM's POST /v1/unload_lora_adapter (lora_int_id is ignored)
+        model_config = ConfigDict(extra="ignore")
+        lora_name: str
+
+    async def body_of(request: Request, model: type[BaseModel]) -> Any:
+        try:
+            return model.model_validate_json(await read_body(request))
+        except ValidationError as exc:
+            message, param = _describe(exc)
+            raise ApiError(400, message, param=param) from None
+
+    async def add(name: str, spec_: AdapterSpec, param: str) -> Served:
+        if not MODEL_NAME.match(name):
+            raise ApiError(400, "invalid model name: letters, digits and . _ : - only", param=param)
+        if spec_.registry is not None:
+            raise ApiError(400, "registry: an adapter that follows the registry is named in serve.yaml; "
+                                "load a run directory here (path)", param="registry")
+        try:
+            return await run_in_threadpool(engine.add_adapter, name, spec_)
+        except TaskfitError as exc:
+            raise ApiError(400, str(exc)) from None
+
+    async def remove(name: str) -> None:
+        if follower is not None and follower.follows(name):
+            raise ApiError(409, f"{name} follows the registry; move its alias (taskfit promote, taskfit "
+                                "rollback) instead", code="follows_registry")
+        try:
+            await run_in_threadpool(engine.remove_adapter, name)
+        except KeyError:
+            raise ApiError(404, f"no adapter {name!r} is loaded", code="model_not_found") from None
+        except TaskfitError as exc:
+            raise ApiError(409, str(exc), code="busy") from None
+
+    # The admin routes raise ApiError; the handler above turns it into OpenAI's error shape.
     @app.post("/admin/adapters")
     async def load_adapter(request: Request) -> Response:
-        try:
-            admin(request)
-            try:
-                body = AdapterRequest.model_validate_json(await read_body(request))
-            except ValidationError as exc:
-                message, param = _describe(exc)
-                raise ApiError(400, message, param=param) from None
-            if not MODEL_NAME.match(body.name):
-                raise ApiError(400, "invalid model name: letters, digits and . _ : - only", param="name")
-            spec_ = AdapterSpec(**body.model_dump(exclude={"name"}))
-            try:
-                served = await run_in_threadpool(engine.add_adapter, body.name, spec_)
-            except TaskfitError as exc:
-                raise ApiError(400, str(exc)) from None
-            return JSONResponse(describe(served), status_code=201)
-        except ApiError as exc:
-            return exc.response()
+        admin(request)
+        body = await body_of(request, AdapterRequest)
+        served = await add(body.name, AdapterSpec(**body.model_dump(exclude={"name"})), "name")
+        return JSONResponse(describe(served), status_code=201)
 
     @app.delete("/admin/adapters/{name}")
     async def unload_adapter(name: str, request: Request) -> Response:
-        try:
-            admin(request)
-            try:
-                await run_in_threadpool(engine.remove_adapter, name)
-            except KeyError:
-                raise ApiError(404, f"no adapter {name!r} is loaded", code="model_not_found") from None
-            except TaskfitError as exc:
-                raise ApiError(409, str(exc), code="busy") from None
-            return JSONResponse({"id": name, "object": "model", "deleted": True})
-        except ApiError as exc:
-            return exc.response()
+        admin(request)
+        await remove(name)
+        return JSONResponse({"id": name, "object": "model", "deleted": True})
+
+    @app.post("/v1/load_lora_adapter")
+    async def load_lora_adapter(request: Request) -> Response:
+        """vLLM's route: {lora_name, lora_path} (a run directory or its adapter); 200 with the model."""
+        admin(request)
+        body = await body_of(request, LoraLoad)
+        return JSONResponse(describe(await add(body.lora_name, AdapterSpec(path=body.lora_path), "lora_name")))
+
+    @app.post("/v1/unload_lora_adapter")
+    async def unload_lora_adapter(request: Request) -> Response:
+        """vLLM's route: {lora_name}; 200 once it is unloaded."""
+        admin(request)
+        body = await body_of(request, LoraUnload)
+        await remove(body.lora_name)
+        return JSONResponse({"id": body.lora_name, "object": "model", "deleted": True})
 
     return app
 

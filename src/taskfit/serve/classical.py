@@ -100,8 +100,9 @@ class ClassicalOnly(Engine):
 
 
 def wants_language_model(spec: Any) -> bool:
-    """Whether a ServeSpec needs a language model: adapters to serve, or a base named."""
-    return bool(spec.adapters) or spec.base is not None or not spec.classical
+    """Whether a ServeSpec needs a language model: adapters to serve, or a base named (a server
+    following the registry names the base of the adapter versions it may switch to)."""
+    return bool(spec.adapters_by_path) or spec.base is not None or not (spec.classical or spec.adapters)
 
 
 def project_candidate(project: Path, name: str) -> dict[str, Any]:

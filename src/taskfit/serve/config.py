@@ -36,7 +36,40 @@ class _Fallback(_Spec):
 
 
 class AdapterSpec(_Fallback):
-    path: Path = Field(description="A run directory of `taskfit train` (or the adapter directory inside it).")
+    path: Path | None = Field(None, description="A run directory of `taskfit train` (or the adapter directory "
+                                                "inside it); or name a registry version with `registry`.")
+    registry: str | None = Field(
+        None, description="NAME@ALIAS (triage@production): serve the version the alias points at in the "
+                          "registry (`registry.path`), and switch to the next version when the alias moves "
+                          "(`taskfit promote`, `taskfit rollback`), without a restart.")
+    shadow: bool = Field(False, description="registry NAME@production: NAME@candidate answers the same "
+                                            "requests in the background; its answers are logged (shadow_of) "
+                                            "and counted for agreement in /metrics, never returned.")
+    canary: float | None = Field(None, gt=0.0, lt=1.0,
+                                 description="registry NAME@production: this share of callers (sticky: by the "
+                                             "request's user field, else the API key's name, else the client "
+                                             "address) is answered by NAME@candidate.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "AdapterSpec":
+        if (self.path is None) == (self.registry is None):
+            raise ValueError("an adapter names either path (a run directory) or registry (NAME@ALIAS)")
+        if self.registry is not None:
+            from taskfit.lifecycle.registry import parse_ref
+
+            try:
+                _, alias = parse_ref(self.registry)
+            except ConfigError as exc:
+                raise ValueError(exc.message) from None
+            if (self.shadow or self.canary) and alias != "production":
+                raise ValueError("shadow and canary run NAME@candidate beside NAME@production: name the "
+                                 "production alias")
+        elif self.shadow or self.canary:
+            raise ValueError("shadow and canary follow the registry: name the adapter as registry: NAME@production")
+        if self.shadow and self.canary:
+            raise ValueError("choose shadow (the candidate answers in the background) or canary (it answers a "
+                             "share of callers), not both")
+        return self
 
 
 class ClassicalSpec(_Fallback):
@@ -68,6 +101,14 @@ class LogSpec(_Spec):
     retention_days: float | None = Field(30.0, gt=0, description="Rows older than this are deleted; null = keep.")
 
 
+class RegistryLink(_Spec):
+    path: Path = Field(Path("registry.sqlite"), description="The registry that `registry: NAME@ALIAS` "
+                                                             "adapters follow (`taskfit promote` writes it).")
+    poll_s: float = Field(1.0, gt=0, description="How often the server reads the aliases it follows (a "
+                                                 "moved alias is served from the next request after its "
+                                                 "version has loaded).")
+
+
 class ServeSpec(_Spec):
     base: str | None = Field(None, description="The base model (name, Hugging Face id or directory); "
                                                "default: the base model the adapters were trained on.")
@@ -89,6 +130,7 @@ class ServeSpec(_Spec):
     admin_keys: list[str] = Field(default_factory=list, description="Names of the keys allowed to use /admin.")
     limits: Limits = Limits()
     log: LogSpec = LogSpec()
+    registry: RegistryLink = RegistryLink()
     threads: int | None = Field(None, ge=1, description="CPU threads for the model (default: all cores).")
 
     @field_validator("adapters", "classical")
@@ -105,6 +147,9 @@ class ServeSpec(_Spec):
             raise ValueError("merged: true is for the transformers engine (llama.cpp applies the GGUF LoRA itself)")
         if self.merged and len(self.adapters) != 1:
             raise ValueError("merged: true serves exactly one adapter")
+        if self.followed and (self.merged or self.engine != "transformers"):
+            raise ValueError("registry: adapters that follow the registry are served by the transformers "
+                             "engine, unmerged (a promotion loads the new version beside the old one)")
         both = sorted(set(self.adapters) & set(self.classical))
         if both:
             raise ValueError(f"{', '.join(both)}: a name is either an adapter or a classical model, not both")
@@ -114,6 +159,16 @@ class ServeSpec(_Spec):
         if self.admin and not self.admin_keys and self.keys:
             raise ValueError("admin: true needs admin_keys (names of keys allowed to load adapters)")
         return self
+
+    @property
+    def adapters_by_path(self) -> dict[str, AdapterSpec]:
+        """The adapters named by their run directory."""
+        return {name: a for name, a in self.adapters.items() if a.path is not None}
+
+    @property
+    def followed(self) -> dict[str, AdapterSpec]:
+        """The adapters that follow a registry alias."""
+        return {name: a for name, a in self.adapters.items() if a.registry is not None}
 
 
 def hash_key(key: str) -> str:
@@ -152,9 +207,12 @@ def load_serve_config(path: Path | None, overrides: dict[str, Any] | None = None
                 spec["path"] = str(root / spec["path"])
             models[name] = spec
         data[section] = models
-    log = data.get("log")
-    if isinstance(log, dict) and log.get("path") and not Path(log["path"]).is_absolute():
-        log["path"] = str(root / log["path"])
+    for section in ("log", "registry"):
+        value = data.get(section)
+        if section == "registry" and value is None:
+            value = data[section] = {"path": "registry.sqlite"}  # beside serve.yaml
+        if isinstance(value, dict) and value.get("path") and not Path(value["path"]).is_absolute():
+            value["path"] = str(root / value["path"])
     try:
         return ServeSpec.model_validate(data)
     except ValidationError as exc:

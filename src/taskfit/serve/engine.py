@@ -20,6 +20,7 @@ policy (:func:`~taskfit.tasks.classify.with_fallback`).
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import json
 import threading
@@ -78,6 +79,7 @@ class Served:
     room: int = 0  # tokens a cut prompt leaves for the answer, as in training (answer_room)
     privacy: Any = None  # the run's data.privacy: the request log redacts this model's rows with it
     classical: Any = None  # a classical model (taskfit.serve.classical), answered beside the engine
+    version: str | None = None  # the registry version answering under this name (taskfit.lifecycle)
 
 
 @dataclass
@@ -141,6 +143,7 @@ class Engine:
         self.status = status
         self.models: dict[str, Served] = {}
         self.queue: collections.deque[Job] = collections.deque()
+        self.tasks: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future]] = collections.deque()
         self.cond = threading.Condition()
         self.stopping = False
         self.on_batch: Callable[[int], None] = lambda n: None
@@ -154,9 +157,9 @@ class Engine:
         """The base model to load, and each adapter's task, eval settings and base."""
         from taskfit.training.artifacts import find_adapter
 
-        for adapter in self.spec.adapters.values():
+        for adapter in self.spec.adapters_by_path.values():
             find_adapter(adapter.path)  # a wrong path fails now, not after the base has loaded
-        tasks = {name: _run_task(a.path) for name, a in self.spec.adapters.items()}
+        tasks = {name: _run_task(a.path) for name, a in self.spec.adapters_by_path.items()}
         base = self.spec.base
         if base is None:
             trained_on = {t.base for t in tasks.values() if t.base}
@@ -185,7 +188,7 @@ class Engine:
         self.model, self.tokenizer = lm.model, lm.tokenizer
         self.context = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
         self.name_base(base)
-        for name, adapter in self.spec.adapters.items():
+        for name, adapter in self.spec.adapters_by_path.items():
             self._add_adapter(name, adapter, tasks[name])
         if self.spec.merged:
             self.status("merging the adapter into the base model")
@@ -200,11 +203,11 @@ class Engine:
                 elif served.scorer is not None:
                     served.scorer.model = self.model
 
-    def served(self, name: str, spec: AdapterSpec, run: Trained, path: Path) -> Served:
+    def served(self, name: str, spec: AdapterSpec, run: Trained, path: Path, adapter: str | None = None) -> Served:
         """What clients see of an adapter: its task, threshold and fallback, answer grammar, and
-        the run's sequence length and answer budget."""
+        the run's sequence length and answer budget. ``adapter``: its PEFT name (default ``name``)."""
         task, ev = run.task, run.eval
-        served = Served(name=name, adapter=name, parent=self.base_name, task=task, path=path,
+        served = Served(name=name, adapter=adapter or name, parent=self.base_name, task=task, path=path,
                         threshold=spec.confidence_threshold if spec.confidence_threshold is not None
                         else (ev.confidence_threshold if ev else None),
                         fallback=spec.fallback or (ev.fallback if ev else None),
@@ -217,36 +220,43 @@ class Engine:
         return served
 
     def _add_adapter(self, name: str, spec: AdapterSpec, run: Trained) -> Served:
+        if name in self.models:
+            raise ConfigError(f"model name {name!r} is already served")
+        self.models[name] = served = self.load_adapter(name, spec, run)
+        return served
+
+    def load_adapter(self, name: str, spec: AdapterSpec, run: Trained, adapter: str | None = None) -> Served:
+        """Load the adapter at ``spec.path`` under the PEFT name ``adapter`` (default ``name``) and
+        return what would serve it as ``name``, without serving it (the registry's versions are
+        loaded under their own ids, then switched to)."""
         from peft import PeftModel
 
         from taskfit.models.head import read_head
         from taskfit.training.artifacts import find_adapter
 
-        if name in self.models:
-            raise ConfigError(f"model name {name!r} is already served")
+        adapter = adapter or name
         path = find_adapter(spec.path)
         if read_head(path) is not None:
             return self._add_head(name, spec, run, path)
         self.status(f"loading adapter {name} from {path}")
         try:
             if not self._peft:
-                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
+                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=adapter)
                 self._peft = True
             else:
-                self.model.load_adapter(str(path), adapter_name=name)
+                self.model.load_adapter(str(path), adapter_name=adapter)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{path}: cannot load this adapter onto {self.base_name} "
                               f"({str(exc).splitlines()[0]})") from None
         self.model.eval()
-        if getattr(self.model.peft_config[name], "use_dora", False):
+        if getattr(self.model.peft_config[adapter], "use_dora", False):
             self.mixed = False
-        served = self.served(name, spec, run, path)
+        served = self.served(name, spec, run, path, adapter)
         if served.task is not None and get_task(served.task.kind).scores_labels:
             from taskfit.baselines.model import LabelScoringPredictor
 
             served.scorer = LabelScoringPredictor(name, self.model, self.tokenizer, served.task,
                                                   max_length=served.max_length)
-        self.models[name] = served
         return served
 
     def _add_head(self, name: str, spec: AdapterSpec, run: Trained, path: Path) -> Served:
@@ -266,25 +276,49 @@ class Engine:
         served = self.served(name, spec, run, path)
         served.head = True
         served.scorer = HeadClassifier(name, model, self.tokenizer, head.labels, head.max_length)
-        self.models[name] = served
         return served
 
     def add_adapter(self, name: str, spec: AdapterSpec) -> Served:
         """Load an adapter while serving (between batches)."""
         if self.spec.merged:
             raise ConfigError("this server runs a merged model; it cannot take more adapters")
-        with self.cond:
-            return self._add_adapter(name, spec, _run_task(spec.path))
+        return self.between_batches(lambda: self._add_adapter(name, spec, _run_task(spec.path)))
 
     def remove_adapter(self, name: str) -> None:
-        with self.cond:
-            served = self.models.get(name)
-            if served is None or served.adapter is None:
-                raise KeyError(name)
-            if any(j.model is served for j in self.queue):
-                raise ConfigError(f"{name} has requests waiting; try again when they are answered")
-            del self.models[name]
+        def remove() -> None:
+            with self.cond:
+                served = self.models.get(name)
+                if served is None or served.adapter is None:
+                    raise KeyError(name)
+                if any(j.model is served for j in self.queue):
+                    raise ConfigError(f"{name} has requests waiting; try again when they are answered")
+                del self.models[name]
             self._unload(served)
+
+        self.between_batches(remove)
+
+    def between_batches(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` run by the worker between two batches (the worker is the only thread that
+        touches the model, so adapters are loaded and unloaded there), waited for; its result, or
+        its exception raised here. Before the worker starts, ``fn`` runs at once."""
+        if self._thread is None or not self._thread.is_alive():
+            return fn()
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        with self.cond:
+            self.tasks.append((fn, done))
+            self.cond.notify()
+        return done.result()
+
+    def _run_tasks(self) -> None:
+        while True:
+            with self.cond:
+                if not self.tasks:
+                    return
+                fn, done = self.tasks.popleft()
+            try:
+                done.set_result(fn())
+            except BaseException as exc:  # handed to the caller of between_batches
+                done.set_exception(exc)
 
     def _unload(self, served: Served) -> None:
         if served.head:  # its classifier goes with it; the base's weights it shared stay
@@ -333,10 +367,12 @@ class Engine:
 
     def _next(self) -> list[Job] | None:
         with self.cond:
-            while not self.queue:
+            while not self.queue and not self.tasks:
                 if self.stopping:
                     return None
                 self.cond.wait()
+            if self.tasks:  # loads and unloads first, between two batches
+                return []
             while self.queue and self.queue[0].cancelled:
                 self.queue.popleft().on_done(TimeoutError("cancelled before it started"))
             if not self.queue:
@@ -359,6 +395,7 @@ class Engine:
 
         torch.set_grad_enabled(False)
         while (batch := self._next()) is not None:
+            self._run_tasks()
             if not batch:
                 continue
             try:

@@ -36,7 +36,7 @@ class LlamaCppEngine(Engine):
         self.name_base(base)
         self.status(f"loading {self.base_file.name} in llama.cpp")
         self.llms[self.base_name] = load_llama(self.base_file, None, self.context, self.spec.threads)
-        for name, adapter in self.spec.adapters.items():
+        for name, adapter in self.spec.adapters_by_path.items():
             self._add_adapter(name, adapter, tasks[name])
 
     def _add_adapter(self, name: str, spec: AdapterSpec, run: Trained) -> Served:

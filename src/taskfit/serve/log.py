@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from taskfit.errors import ConfigError
 
 if TYPE_CHECKING:
     from taskfit.config import PrivacySpec
@@ -53,26 +52,25 @@ MIGRATIONS = [
     ALTER TABLE requests ADD COLUMN label TEXT;
     ALTER TABLE requests ADD COLUMN context TEXT;
     """,
+    # 3: the registry version that answered (taskfit.lifecycle), and for a shadow answer of the
+    # candidate the id of the request it shadows (its own id is that id + "-shadow")
+    """
+    ALTER TABLE requests ADD COLUMN version TEXT;
+    ALTER TABLE requests ADD COLUMN shadow_of TEXT;
+    CREATE INDEX requests_shadow ON requests(shadow_of);
+    """,
 ]
 COLUMNS = ["id", "created", "key_name", "model", "adapter", "stream", "status", "latency_ms",
            "prompt_tokens", "completion_tokens", "confidence", "fallback", "finish_reason",
-           "request", "response", "error", "label", "context"]
+           "request", "response", "error", "label", "context", "version", "shadow_of"]
 PURGE_EVERY_S = 3600.0
 
 
 def connect(path: Path) -> sqlite3.Connection:
     """Open (creating or migrating) the log at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version > len(MIGRATIONS):
-        raise ConfigError(f"{path}: this request log has schema version {version}, written by a newer "
-                          f"taskfit (this one knows {len(MIGRATIONS)})", hint="upgrade taskfit, or log elsewhere")
-    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-        db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
-    return db
+    from taskfit.migrations import open_migrated
+
+    return open_migrated(path, MIGRATIONS, "request log", "upgrade taskfit, or log elsewhere")
 
 
 class RequestLog:

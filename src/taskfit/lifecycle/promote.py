@@ -1,0 +1,373 @@
+"""``taskfit promote`` and ``taskfit rollback``: register a version and move an alias, gated.
+
+A promotion to ``production`` is gated: the new version and the current production version are
+evaluated on the project's held-out rows as they are now (the same cached evaluation as ``taskfit
+eval``: each version once per held-out split, under ``evals/<split>/predictions/registry/<id>``,
+kept out of ``taskfit compare``'s scorecard) and compared pairwise as ``compare`` compares a
+fine-tune with a baseline. The promotion is refused when the new version is significantly worse
+on the task's main metric, or on any one class (classify: right/wrong on the rows of that label)
+or field (extract: the field's value right/wrong on every row), by McNemar's exact test; the
+per-class and per-field p-values are Holm-adjusted, so eight classes do not give eight chances of
+a false refusal. ``--force`` with a reason overrides a refusal, and the history records both.
+
+A rollback needs no evaluation: production goes back to the version it held before, in the time
+it takes to write one row.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from taskfit.errors import ConfigError, PromotionRefused
+from taskfit.evaluation.compare import ALPHA, PairedTest, paired_test
+from taskfit.lifecycle.registry import ALIASES, FILE, Move, Registry, Version, check_name
+from taskfit.records import EvalResult, Example, Prediction
+
+
+def who(by: str | None = None) -> str:
+    """Who moves an alias: ``--by``, else the login name."""
+    if by:
+        return by
+    try:
+        return getpass.getuser()  # $LOGNAME, $USER, ... then the password database
+    except (OSError, KeyError):  # no login name in a bare container
+        return "unknown"
+
+
+def registry_path(project_dir: Path) -> Path:
+    return project_dir / FILE
+
+
+# ---- what is registered ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Source:
+    """What ``promote`` was given: a training run or a fitted classical model."""
+
+    kind: str  # adapter | classical
+    path: Path
+
+
+def resolve_source(project_dir: Path, run: str | None) -> Source:
+    """RUN as the command line gives it: None (the latest finished run), a fitted classical
+    candidate's name (``tfidf-logreg``), a classical model folder, or a run directory."""
+    from taskfit.baselines.classical import read_card
+    from taskfit.paths import classical_dir
+    from taskfit.serve.classical import SERVABLE
+    from taskfit.workflows.workspace import latest_run_dir, resolve_run
+
+    if run is None:
+        return Source("adapter", latest_run_dir(project_dir))
+    if run in SERVABLE:
+        folder = classical_dir(project_dir, run)
+        if read_card(folder) is None:
+            raise ConfigError(f"{folder}: {run} has not been fitted in this project",
+                              hint=f"`taskfit baseline {project_dir} --only {run}` fits it")
+        return Source("classical", folder)
+    path = Path(run)
+    folder = path if path.is_absolute() or path.exists() else project_dir / path
+    if read_card(folder) is not None:
+        return Source("classical", folder)
+    root = resolve_run(project_dir, path).root
+    manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+    if manifest.get("status") != "finished":
+        raise ConfigError(f"{root}: this run has not finished (status {manifest.get('status')!r})",
+                          hint="finish it with `taskfit train --resume`, or name a finished run")
+    return Source("adapter", root)
+
+
+def _copy(source: Path, dest: Path) -> None:
+    """``source`` (a file or folder) into ``dest``: hard links where the file system allows (a
+    version's files are never written again), copies otherwise."""
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    if source.is_dir():
+        shutil.copytree(source, dest, copy_function=link)
+    else:
+        link(str(source), str(dest))
+
+
+def stage(registry: Registry, name: str, source: Source, by: str) -> Version:
+    """The version ``source`` makes under ``name``, its files in the registry's store (copied
+    once; a version already there is not copied again). Not registered yet: its figures come
+    from the evaluation."""
+    from taskfit.workflows.evaluate import folder_digest, weights_digest
+
+    if source.kind == "classical":
+        from taskfit.baselines.classical import read_card
+
+        card = read_card(source.path) or {}
+        version_id = folder_digest(source.path)
+        files = [source.path / f for f in ("model.joblib", "model.json")]
+        task = card.get("task", {})
+        meta = dict(task_kind=task.get("kind"), base_model=None, labels=task.get("labels"),
+                    data={"train_fingerprint": card.get("train_fingerprint"), "recipe": card.get("name")})
+    else:
+        from taskfit.paths import RunDir
+        from taskfit.training.artifacts import find_adapter
+
+        run = RunDir(source.path)
+        weights = run.full_model if (run.full_model / "config.json").exists() else find_adapter(run.root)
+        version_id = weights_digest(weights)
+        files = [weights, run.config, run.manifest]
+        manifest = json.loads(run.manifest.read_text(encoding="utf-8"))
+        config = manifest.get("config", {})
+        data = manifest.get("data", {})
+        meta = dict(task_kind=manifest.get("kind"), base_model=config.get("model", {}).get("name"),
+                    labels=config.get("task", {}).get("labels"),
+                    data={k: data.get(k) for k in ("train_fingerprint", "eval_fingerprint", "train_file",
+                                                    "train_rows", "eval_rows")})
+    dest = registry.version_dir(name, version_id)
+    if not dest.exists():
+        tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for f in files:
+            _copy(f, tmp / f.name)
+        tmp.rename(dest)
+    labels = meta.pop("labels")
+    return Version(name=name, id=version_id, kind=source.kind, path=dest, source=str(source.path.resolve()),
+                   labels=tuple(labels) if labels else None, created=time.time(), created_by=by, **meta)
+
+
+# ---- evaluating a version -------------------------------------------------------------------------
+def evaluate_version(ws: Any, version: Version) -> tuple[EvalResult, list[Prediction]]:
+    """``version`` evaluated on the workspace's held-out rows (cached per version id), with its
+    predictions in the rows' order."""
+    from taskfit.evaluation.runner import read_predictions
+    from taskfit.workflows.evaluate import Candidate, evaluate, style_model, trained_candidate
+
+    if version.task_kind and version.task_kind != ws.config.task.kind:
+        raise ConfigError(f"{version.name} {version.short} answers a {version.task_kind} task; this project's "
+                          f"task is {ws.config.task.kind}")
+    name = f"registry/{version.id}"  # its own cache, apart from the scorecard's candidates
+    if version.kind == "classical":
+        def build() -> Any:
+            from taskfit.baselines.classical import ClassicalPredictor, load_classical
+
+            return ClassicalPredictor(load_classical(version.path), name)
+
+        cand = Candidate(name, "registered", {"weights": version.id}, build, run_dir=version.path)
+    else:
+        style_model(ws)  # generate: the plain base model's replies, before an adapter is applied
+        cand = trained_candidate(ws, version.path, name)
+    result = evaluate(ws, cand)
+    preds = {p.example_id: p for p in read_predictions(ws.predictions(name))}
+    return result, [preds[ex.id] for ex in ws.eval_rows]
+
+
+def figures(result: EvalResult, ws: Any) -> dict[str, Any]:
+    """What a version is registered (and a gate decided) with: the held-out metrics."""
+    from taskfit.tasks import main_metric
+
+    return {"main": main_metric(result.kind), "n": result.n,
+            "eval_fingerprint": ws.prepared.card.split.get("eval_fingerprint"),
+            "metrics": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}}
+
+
+# ---- the gate ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GroupTest:
+    """One class or field: the new version's and production's share right on it, McNemar's p and
+    its Holm-adjusted value."""
+
+    group: str
+    rows: int
+    new: float
+    production: float
+    p_value: float
+    p_adjusted: float
+
+    @property
+    def worse(self) -> bool:
+        return self.p_adjusted < ALPHA and self.new < self.production
+
+
+@dataclass(frozen=True)
+class Gate:
+    kind: str
+    main: str
+    new: float
+    production: float
+    test: PairedTest
+    n: int
+    groups: list[GroupTest] = field(default_factory=list)
+
+    @property
+    def main_worse(self) -> bool:
+        return self.test.significant and self.test.difference < 0
+
+    @property
+    def worse_groups(self) -> list[GroupTest]:
+        return [g for g in self.groups if g.worse]
+
+    @property
+    def passed(self) -> bool:
+        return not self.main_worse and not self.worse_groups
+
+    def summary(self) -> str:
+        return (f"{self.main} {100 * self.new:.1f}% against production's {100 * self.production:.1f}% "
+                f"({100 * self.test.difference:+.1f} pts, {self.test.test}, {self.test.p_text}, "
+                f"{self.n} held-out rows)")
+
+    def reasons(self) -> list[str]:
+        out = []
+        if self.main_worse:
+            out.append(f"worse on {self.main}: {self.summary()}")
+        unit = "class" if self.kind == "classify" else "field"
+        for g in self.worse_groups:
+            out.append(f"worse on {unit} {g.group}: {100 * g.new:.1f}% right against {100 * g.production:.1f}% "
+                       f"on {g.rows} rows (McNemar p={g.p_value:.3g}, Holm-adjusted {g.p_adjusted:.3g})")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"main": self.main, "new": self.new, "production": self.production, "n": self.n,
+                "test": self.test.test, "difference": self.test.difference, "p_value": self.test.p_value,
+                "passed": self.passed, "reasons": self.reasons(),
+                "groups": [asdict(g) for g in self.groups]}
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment: each p-value made comparable with ALPHA across the family."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [1.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def group_scores(kind: str, rows: Sequence[Example], preds: Sequence[Prediction],
+                 result: EvalResult) -> dict[str, list[float | None]]:
+    """Right (1) / wrong (0) per row for each class (classify: the rows of that label; None on the
+    others) or each field (extract: the field's value, an absent field right when the gold lacks
+    it too); empty for the other kinds."""
+    if kind == "classify":
+        labels = sorted({ex.target for ex in rows})
+        return {lab: [s if ex.target == lab else None for ex, s in zip(rows, result.per_example)]
+                for lab in labels}
+    if kind == "extract":
+        from taskfit.tasks.extract import fields, load_json
+
+        def flat(text: str) -> dict[str, str]:
+            try:
+                return fields(load_json(text))
+            except ValueError:
+                return {}
+
+        golds, answers = [flat(ex.target) for ex in rows], [flat(p.output) for p in preds]
+        names = sorted({k for g in golds for k in g} | {k for a in answers for k in a})
+        return {k: [float(g.get(k) == a.get(k)) for g, a in zip(golds, answers)] for k in names}
+    return {}
+
+
+def gate(kind: str, rows: Sequence[Example], new: tuple[EvalResult, list[Prediction]],
+         production: tuple[EvalResult, list[Prediction]]) -> Gate:
+    """The new version against production on the same rows (see the module docstring)."""
+    from taskfit import stats
+    from taskfit.tasks import main_metric
+
+    main = main_metric(kind)
+    test = paired_test(kind, new[0], production[0])
+    a, b = group_scores(kind, rows, *new[1:], new[0]), group_scores(kind, rows, *production[1:], production[0])
+    raw = []
+    for group in a:
+        pairs = [(x, y) for x, y in zip(a[group], b.get(group, [])) if x is not None and y is not None]
+        if not pairs:
+            continue
+        xs, ys = [x for x, _ in pairs], [y for _, y in pairs]
+        raw.append((group, len(pairs), sum(xs) / len(xs), sum(ys) / len(ys), stats.mcnemar(xs, ys)))
+    adjusted = holm([r[4] for r in raw])
+    groups = [GroupTest(g, n, x, y, p, q) for (g, n, x, y, p), q in zip(raw, adjusted)]
+    return Gate(kind, main, new[0].metrics[main], production[0].metrics[main], test, new[0].n, groups)
+
+
+# ---- the commands -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Promotion:
+    version: Version
+    alias: str
+    move: Move | None  # None: the alias already pointed at this version
+    gate: Gate | None  # None: no production to compare with, or alias candidate
+    production: Version | None = None  # what was production before (the gate compared against it)
+    forced: bool = False
+
+
+def promote_project(project: Path, run: str | None, name: str, alias: str = "production", *,
+                    force: bool = False, reason: str | None = None, by: str | None = None,
+                    reporter: Any = None) -> Promotion:
+    """Register ``run`` (see :func:`resolve_source`) under ``name`` and point ``name@alias`` at it.
+    To production, it must pass the gate against the current production version (see the module
+    docstring) unless ``force`` (which needs a ``reason``); the first production version needs no gate.
+    A :class:`PromotionRefused` names the figures."""
+    from taskfit.workflows.workspace import Workspace, config_path
+
+    check_name(name)
+    if alias not in ALIASES:
+        raise ConfigError(f"--alias {alias}: choose {' or '.join(ALIASES)}")
+    if force and not (reason or "").strip():
+        raise ConfigError("--force needs --reason: the history records why the gate was overridden")
+    by = who(by)
+    project_dir = config_path(project).parent
+    source = resolve_source(project_dir, run)
+    ws = Workspace.open(project, reporter, allow_secrets=True)
+    with Registry(registry_path(project_dir)) as registry:
+        staged = stage(registry, name, source, by)
+        known = registry.version(name, staged.id)
+        current_id = registry.alias(name, alias)
+        if known is not None and current_id == known.id:
+            return Promotion(known, alias, None, None)
+        production = registry.resolve(name, "production")
+        gate_result: Gate | None = None
+        if ws.preference:  # preference pairs have no held-out answers to score
+            if alias == "production" and production is not None and not force:
+                raise ConfigError("a DPO project's versions cannot be compared on held-out answers, so the "
+                                  "promotion gate cannot run", hint="promote with --force --reason TEXT")
+            version = registry.add(staged)
+        else:
+            new = evaluate_version(ws, known or staged)
+            version = registry.add(known or Version(**{**staged.__dict__, "figures": figures(new[0], ws)}))
+            if alias == "production" and production is not None:
+                gate_result = gate(ws.config.task.kind, ws.eval_rows, new, evaluate_version(ws, production))
+                if not gate_result.passed and not force:
+                    raise PromotionRefused(
+                        f"{name} {version.short} is not promoted to production: it is "
+                        + "; ".join(gate_result.reasons()) + f" (production is {production.short})",
+                        hint="improve the run and promote it again, promote it to --alias candidate to try it "
+                             "on live traffic in shadow, or override with --force --reason TEXT")
+        forced = force and gate_result is not None and not gate_result.passed
+        move = registry.move(name, alias, version.id, action="promote", by=by,
+                             reason=reason or ("first production version" if production is None and
+                                               alias == "production" else None),
+                             forced=forced, gate=gate_result.to_json() if gate_result else None,
+                             expect=current_id)
+        return Promotion(version, alias, move, gate_result, production, forced)
+
+
+def rollback_project(project: Path, name: str, *, by: str | None = None, reason: str | None = None) -> Move:
+    """``name@production`` back to the version it held before its current one (see
+    :meth:`Registry.previous`); recorded in the history. No model is loaded."""
+    from taskfit.workflows.workspace import config_path
+
+    project_dir = config_path(project).parent
+    with Registry.existing(registry_path(project_dir)) as registry:
+        current = registry.alias(name, "production")
+        if current is None:
+            known = ", ".join(registry.names()) or "none"
+            raise ConfigError(f"{name}@production is not set in {registry.path} (registered names: {known})")
+        previous = registry.previous(name)
+        if previous is None:
+            raise ConfigError(f"{name}@production has had no other version: nothing to roll back to",
+                              hint="`taskfit registry history` shows every move")
+        return registry.move(name, "production", previous, action="rollback", by=who(by),
+                             reason=reason or "rollback", expect=current)

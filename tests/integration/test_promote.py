@@ -1,0 +1,76 @@
+"""`taskfit promote`, `registry` and `rollback` on a project: the first production version needs
+no gate, a version worse than production on the same held-out rows is refused with its figures,
+`--force --reason` overrides and is recorded, and a rollback restores the previous version.
+The good version is the project's tf-idf classifier, the worse one a LoRA run on the tiny model."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from typer.testing import CliRunner
+
+from taskfit.cli.main import app
+from taskfit.lifecycle import Registry
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tiny_triage):
+    return tiny_triage(tmp_path_factory.mktemp("promote") / "triage", n_tickets=400, train_rows=160, eval_rows=40)
+
+
+def _cli(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def test_a_worse_version_is_refused_forced_with_a_reason_and_rolled_back(project):
+    assert _cli("baseline", project, "--only", "tfidf-logreg")[0] == 0
+    code, out = _cli("promote", project, "tfidf-logreg", "--as", "triage", "--by", "ana")
+    assert code == 0, out
+    registry = Registry(project / "registry.sqlite")
+    good = registry.resolve("triage", "production")
+    assert good.kind == "classical" and good.figures["main"] == "accuracy" and good.figures["n"] == 40
+    assert good.labels and "billing" in good.labels and (good.path / "model.joblib").exists()
+
+    code, out = _cli("train", project)
+    assert code == 0, out
+    code, out = _cli("promote", project, "--as", "triage")
+    assert code == 7, out
+    assert "not promoted to production" in out and "accuracy" in out and "McNemar" in out
+    assert registry.alias("triage", "production") == good.id  # nothing moved
+    (bad,) = [v for v in registry.versions("triage") if v.id != good.id]  # registered with its figures
+    assert bad.kind == "adapter" and bad.figures["metrics"]["accuracy"] < good.figures["metrics"]["accuracy"]
+    assert bad.base_model and bad.data["train_fingerprint"] == good.data["train_fingerprint"]
+
+    assert _cli("promote", project, "--as", "triage", "--force")[0] == 2  # no reason
+    code, out = _cli("promote", project, "--as", "triage", "--force", "--reason", "load test", "--by", "bo")
+    assert code == 0 and "overridden" in out, out
+    assert registry.alias("triage", "production") == bad.id
+
+    code, out = _cli("rollback", project, "triage", "--by", "ana")
+    assert code == 0, out
+    assert registry.alias("triage", "production") == good.id
+    assert _cli("rollback", project, "triage")[0] == 2  # v1 has nothing before it
+
+    moves = registry.history("triage")
+    assert [(m.action, m.from_version, m.to_version, m.by, m.forced) for m in moves] == [
+        ("promote", None, good.id, "ana", False), ("promote", good.id, bad.id, "bo", True),
+        ("rollback", bad.id, good.id, "ana", False)]
+    assert moves[1].reason == "load test" and moves[1].gate["passed"] is False
+    assert any("accuracy" in r for r in moves[1].gate["reasons"])
+    code, out = _cli("registry", "history", project, "triage")
+    assert code == 0 and "load test" in out and "refused, forced" in out
+    code, out = _cli("registry", "list", project)
+    assert code == 0 and good.short in out and "production" in out
+
+    # The candidate alias takes the worse version without a gate; what was recorded cannot be changed.
+    assert _cli("promote", project, "--as", "triage", "--alias", "candidate")[0] == 0
+    assert registry.alias("triage", "candidate") == bad.id
+    db = sqlite3.connect(project / "registry.sqlite")
+    for sql in ("UPDATE versions SET figures = '{}'", "DELETE FROM history", "UPDATE history SET by = 'x'"):
+        with pytest.raises(sqlite3.DatabaseError):
+            db.execute(sql)
+    # The registry's evaluations stay out of the project's scorecard.
+    code, out = _cli("compare", project)
+    assert code == 0 and "registry/" not in out

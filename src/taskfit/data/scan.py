@@ -1,4 +1,5 @@
-"""One streaming pass over a data file: validate, deduplicate, audit, find personal data.
+"""One streaming pass over a data file: validate, deduplicate, audit, find personal data, and
+decide each row's redaction (counting the answers it would change).
 
 The pass keeps compact state per row (hashes, MinHash signatures in the LSH index, labels, token
 counts), never the rows themselves unless asked (``keep=True``, for ``prepare``), so ``data check``
@@ -22,6 +23,7 @@ from typing import Any, Callable, Iterator
 from taskfit.config import DataSpec, TaskSpec
 from taskfit.data import pii
 from taskfit.data.formats import convert
+from taskfit.data.redaction import redact_row
 from taskfit.data.read import read_rows
 from taskfit.records import Example, PreferencePair
 from taskfit.rendering import user_text
@@ -66,13 +68,20 @@ class ScanResult:
     pii_counts: Counter = field(default_factory=Counter)  # kind -> occurrences
     pii_rows: int = 0
     secret_rows: list[str] = field(default_factory=list)  # sources only, never values
+    unredacted_secret_rows: int = 0  # rows still holding a credential as prepare writes them
+    # Per answer field (extract: the schema's; qa, generate: "answer"), in rows: how many fill it,
+    # whose value redaction changes, and whose value it would change but keeps (keep_fields; numbers).
+    answer_fields: Counter = field(default_factory=Counter)
+    answers_changed: Counter = field(default_factory=Counter)
+    answers_kept: Counter = field(default_factory=Counter)
+    answer_numbers_kept: Counter = field(default_factory=Counter)
     lengths: Any = field(default_factory=lambda: array("i"))  # rendered tokens per kept row
     # The longest rows by what no cut of the input can shorten (template, system prompt, answer):
     # (tokens, source), at most UNFITTABLE_KEPT of them, and the tokens for every example row.
     fixed_longest: list[tuple[int, str]] = field(default_factory=list)
     fixed_lengths: Any = field(default_factory=lambda: array("i"))
     answer_tokens: int = 0
-    examples: list[Example | PreferencePair] = field(default_factory=list)  # with keep=True
+    examples: list[Example | PreferencePair] = field(default_factory=list)  # with keep=True, redacted
 
     @property
     def kept(self) -> int:
@@ -287,7 +296,8 @@ class TokenCounter:
 
 def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep: bool = False,
          on_row: Callable[[], None] | None = None, id_prefix: str = "", room: int = 0) -> ScanResult:
-    """Stream ``path`` once. With ``keep``, the kept records are returned too."""
+    """Stream ``path`` once. With ``keep``, the kept records are returned too, redacted as
+    ``spec.privacy`` says (:func:`taskfit.data.redaction.redact_row`), as ``prepare`` writes them."""
     fmt = spec.format
     result = ScanResult(path=str(path), kind="preferences" if fmt == "preference" else "examples")
     exact: set[int] = set()  # 64-bit digests of the normalised row
@@ -345,12 +355,18 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
             index_labels.append(label_codes[label])
         exact.add(digest)
         ids.add(id_digest)
-        found = [f for t in texts for f in pii.detect(t)]
+        redaction = redact_row(rec, task, spec.privacy)
+        found = redaction.findings
         if found:
             result.pii_rows += 1
             result.pii_counts.update(f.kind for f in found)
             if any(f.is_secret for f in found):
                 result.secret_rows.append(raw.source)
+        result.unredacted_secret_rows += redaction.secrets_left
+        result.answer_fields.update(redaction.fields)
+        result.answers_changed.update(redaction.changed)
+        result.answers_kept.update(redaction.kept)
+        result.answer_numbers_kept.update(redaction.numbers_kept)
         if isinstance(rec, Example):
             if task.labels:
                 result.labels[rec.target] += 1
@@ -360,7 +376,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
             if len(counter.pending) >= 512:
                 _take_lengths(result, counter)
         if keep:
-            result.examples.append(rec)
+            result.examples.append(redaction.record)
     if counter is not None:
         _take_lengths(result, counter)
     _fill_previews(result, path, task, spec)
@@ -375,13 +391,14 @@ def _fill_previews(result: ScanResult, path: Path, task: TaskSpec, spec: DataSpe
     if not wanted:
         return
     previews: dict[int, str] = {}
+    personal = pii.detector(spec.privacy)
     for raw in read_rows(path, spec.max_line_bytes):
         if raw.line in wanted and raw.error is None:
             try:
                 rec = convert(raw.obj, task, spec.format, spec.columns, raw.source, "x")
             except ValueError:
                 continue
-            previews[raw.line] = pii.redact(_dedup_text(rec)[:160])
+            previews[raw.line] = personal.redact(_dedup_text(rec)[:160])
     for n in notes:
         n.kept_preview = previews.get(n.kept_line, "")
         n.other_preview = previews.get(n.other_line, "")

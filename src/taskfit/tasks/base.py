@@ -10,10 +10,11 @@ one call to :func:`register`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
-from taskfit.records import EvalResult, Example, Prediction
+from taskfit.records import AnswerParts, EvalResult, Example, Prediction
 
 # The baselines a kind can name (taskfit.workflows.evaluate builds them).
 PROMPT_ONLY, FEW_SHOT, RAG, CLASSICAL, ENDPOINT = "prompt-only", "few-shot", "rag", "tfidf-logreg", "endpoint"
@@ -75,6 +76,11 @@ class Task(Protocol):
         """A function (built once per data scan) that raises ValueError("answer: ...") when a
         row's answer is not valid for the task."""
 
+    def answer_parts(self, spec: Any) -> Callable[[Example], AnswerParts]:
+        """A function (built once per data scan) giving what a row's answer is made of, for
+        telling a look-alike row that copies it from a distinct example and from a conflict
+        (:class:`~taskfit.records.AnswerParts`)."""
+
     def parse(self, spec: Any, text: str) -> tuple[str, bool]:
         """A raw answer → (the answer as scored, whether it is well-formed for the task)."""
 
@@ -101,6 +107,28 @@ def plain_text(value: Any) -> str:
     return value
 
 
+_WORD = re.compile(r"\w+")
+
+
+def words(text: str) -> str:
+    """The words of ``text`` (letters and digits, case folded), one space apart: what
+    :func:`written_in` compares, so spacing and punctuation ("12.50" / "12,50", "NO.1,JALAN" /
+    "No 1 Jalan") do not matter."""
+    return " ".join(_WORD.findall(text.casefold()))
+
+
+def written_in(value: str, text_words: str) -> bool:
+    """Whether ``value``'s words appear, one after the other, in ``text_words`` (from :func:`words`)."""
+    value_words = words(value)
+    return bool(value_words) and f" {value_words} " in f" {text_words} "
+
+
+def answer_as_label(spec: Any) -> Callable[[Example], AnswerParts]:
+    """The answer as one part that is never written in the input (a label): a look-alike with
+    another answer is a conflict. What a kind compares by when it says nothing else."""
+    return lambda ex: AnswerParts(fixed=(("answer", ex.target, False),))
+
+
 class TaskDefaults:
     """What most task kinds share, for a kind's class to inherit instead of restating: free-text
     answers scored per row, the language-model baselines, no context, no constraint. A kind
@@ -121,6 +149,9 @@ class TaskDefaults:
 
     def answer_check(self, spec: Any) -> Callable[[Example], None]:
         return lambda ex: None
+
+    def answer_parts(self, spec: Any) -> Callable[[Example], AnswerParts]:
+        return answer_as_label(spec)
 
     def grammar(self, spec: Any) -> str | None:
         return None

@@ -203,3 +203,10 @@ def test_a_layout_that_dominates_is_warned_about(tmp_path):
     assert any("held-out rows" in w and "data.group_by: template" in w for w in prepared.card.warnings)
     balanced = check_data(_project(tmp_path, receipts(40)), tmp_path)
     assert not any("one layout" in w for w in balanced.warnings)
+
+
+def test_layout_previews_are_redacted(tmp_path):
+    rows = [dict(r, text=r["text"] + "\nQUERIES: care@srimaju.example.com, 012-345 6789") for r in receipts(12)]
+    card = check_data(_project(tmp_path, rows), tmp_path)
+    previews = " ".join(layout["preview"] for layout in card.templates["top"])
+    assert "<EMAIL>" in previews and "care@srimaju" not in previews

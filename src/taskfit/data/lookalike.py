@@ -108,18 +108,25 @@ class MinHashIndex:
     smaller one is almost contained in the other (``containment``, None for no such bar): a
     re-sent ticket with "Any update?" in front, or a reply quoting the original. The index uses
     the bands of datasketch's optimal LSH parameters for a threshold of at most 0.5, so that
-    contained pairs come up as candidates; every candidate is verified on its signature.
+    contained pairs come up as candidates, and pairs just above a higher threshold are rarely
+    missed (bands tuned for 0.65 would miss a third of the pairs at 0.72); every candidate is
+    verified on its signature.
 
-    A band bucket keeps the first row that fell in it (per 50,000 rows indexed), so a text that
-    many rows resemble (one layout's common part) is compared with a bounded number of them,
-    while a copy of any one row still meets it in the buckets of the bands only they share.
+    A band bucket keeps the first row that fell in it between two flushes (one per
+    ``flush_rows`` new hashes in the first band), so a text that many rows resemble
+    (one layout's common part) is compared with a bounded number of them, while a copy of any
+    one row still meets it in the buckets of the bands only they share. The hashes wait in a
+    dict per band until a flush merges them into one sorted array (each salted with its band).
 
-    Memory per indexed row: the signature (4 bytes per permutation) and an 8-byte hash and an
-    8-byte row number per band, in numpy arrays: about 0.9 KB per row with the defaults (128
-    permutations, 25 bands; datasketch's dict-based index takes about 4-8 KB).
+    Memory per indexed row: the signature (4 bytes per permutation, or 2 with ``bits=16``: the
+    low 16 bits of each value, b-bit minwise hashing, whose chance equalities shift a Jaccard
+    estimate by about 1/65,536) and an 8-byte hash and a 4-byte row number per band, in numpy
+    arrays: about 0.8 KB per row with the defaults (128 permutations, 25 bands; datasketch's
+    dict-based index takes about 4-8 KB).
     """
 
-    def __init__(self, shingle: int, num_perm: int, threshold: float, containment: float | None):
+    def __init__(self, shingle: int, num_perm: int, threshold: float, containment: float | None,
+                 bits: int = 32, flush_rows: int = 50_000):
         import numpy as np
         from datasketch import MinHash
         from datasketch.lsh import _optimal_param
@@ -137,11 +144,14 @@ class MinHashIndex:
         self._mix = rng.integers(1, 2**63, size=self.r, dtype=np.uint64) | np.uint64(1)
         # Each band's hash is salted with the band, so that all bands share one sorted array.
         self._salt = rng.integers(1, 2**63, size=self.b, dtype=np.uint64)
-        self._sigs = _Table((num_perm,), np.uint32)
+        self._stored = np.uint16 if bits == 16 else np.uint32
+        self._sigs = _Table((num_perm,), self._stored)
         self._sizes = array("i")
         self._sorted_h = np.empty(0, np.uint64)
-        self._sorted_i = np.empty(0, np.int64)
-        self._pending: dict[int, int] = {}
+        self._sorted_i = np.empty(0, np.int32)
+        # Per band, as 25 dicts of 50,000 grow in smaller steps than one of 1,250,000 would.
+        self._pending: list[dict[int, int]] = [{} for _ in range(self.b)]
+        self.flush_rows = flush_rows
 
     @property
     def n(self) -> int:
@@ -173,7 +183,7 @@ class MinHashIndex:
         import numpy as np
 
         bands = self._bands(sig)
-        found = {self._pending[h] for h in bands.tolist() if h in self._pending}
+        found = {pend[h] for pend, h in zip(self._pending, bands.tolist()) if h in pend}
         if len(self._sorted_h):
             lo = np.searchsorted(self._sorted_h, bands, side="left")
             hi = np.searchsorted(self._sorted_h, bands, side="right")
@@ -183,7 +193,8 @@ class MinHashIndex:
 
     def matches(self, sig: Any, size: int) -> list[tuple[int, float]]:
         """The indexed rows this text matches, as (row number, similarity), most similar first."""
-        found = ((k, self.similar((sig, size), (self._sigs[k], self._sizes[k]))) for k in self.candidates(sig))
+        stored = sig.astype(self._stored)
+        found = ((k, self.similar((stored, size), (self._sigs[k], self._sizes[k]))) for k in self.candidates(sig))
         return sorted(((k, sim) for k, sim in found if sim > 0), key=lambda kv: (-kv[1], kv[0]))
 
     def insert(self, sig: Any, size: int) -> int:
@@ -191,21 +202,25 @@ class MinHashIndex:
         i = self.n
         self._sigs.append(sig)
         self._sizes.append(size)
-        for h in self._bands(sig).tolist():
-            self._pending.setdefault(h, i)
-        if len(self._pending) >= _Table.CHUNK * self.b:
+        for pend, h in zip(self._pending, self._bands(sig).tolist()):
+            pend.setdefault(h, i)
+        if len(self._pending[0]) >= self.flush_rows:
             self._flush()
         return i
 
     def _flush(self) -> None:
+        """Merge the pending band hashes (the first row of each bucket since the last flush) into
+        the sorted array."""
         import numpy as np
 
-        pend = self._pending
-        hs = np.concatenate([self._sorted_h, np.fromiter(pend.keys(), np.uint64, len(pend))])
-        ix = np.concatenate([self._sorted_i, np.fromiter(pend.values(), np.int64, len(pend))])
-        order = np.argsort(hs, kind="stable")
-        self._sorted_h, self._sorted_i = hs[order], ix[order]
-        self._pending = {}
+        n = sum(len(pend) for pend in self._pending)
+        keys = np.fromiter((h for pend in self._pending for h in pend), np.uint64, n)
+        rows = np.fromiter((i for pend in self._pending for i in pend.values()), np.int32, n)
+        order = np.argsort(keys)
+        at = np.searchsorted(self._sorted_h, keys[order], side="right")
+        self._sorted_h = np.insert(self._sorted_h, at, keys[order])
+        self._sorted_i = np.insert(self._sorted_i, at, rows[order])
+        self._pending = [{} for _ in range(self.b)]
 
 
 @dataclass(frozen=True)
@@ -331,12 +346,17 @@ class Layouts:
     """Rows grouped by layout: each row joins the most alike layout whose first row its input,
     masked (:func:`mask`), resembles at ``data.dedup.template`` or above, else starts one.
 
-    Kept per layout: its row count and where its first two rows are (for the card's preview of
-    what they share); per file, the layout of each kept row (ScanResult.layouts).
+    Kept per layout: its first row's signature in 16 bits a value and its bands (about 0.55 KB
+    with the defaults: 128 permutations, 25 bands), its row count and where its first two
+    rows are (for the card's preview of what they share); per file, the layout of each kept row
+    (ScanResult.layouts, 4 bytes a row).
     """
 
     def __init__(self, dedup: DedupSpec):
-        self.index = MinHashIndex(dedup.shingle, dedup.num_perm, dedup.template, None)
+        # A layout is looked for among few rows (the first of each); its dict of pending hashes
+        # is kept small (a flush every 10,000 layouts), as the look-alike index's already takes
+        # up to 50,000 rows' worth.
+        self.index = MinHashIndex(dedup.shingle, dedup.num_perm, dedup.template, None, bits=16, flush_rows=10_000)
         self.threshold = dedup.template
         self.files: list[str] = []
         self.rows = array("i")

@@ -268,7 +268,7 @@ def _fill_previews(result: ScanResult, path: Path, task: TaskSpec, spec: DataSpe
     itself holds no row text."""
     notes = result.conflicts[:limit] + result.near_duplicates[:limit] + result.distinct_notes
     records = _records_at(path, task, spec, {n.kept_line for n in notes} | {n.other_line for n in notes})
-    previews = {line: pii.redact(input_text(rec)[:160]) for line, rec in records.items()}
+    previews = {line: pii.redact(input_text(rec))[:160] for line, rec in records.items()}  # cut after redacting
     for n in notes:
         n.kept_preview = previews.get(n.kept_line, "")
         n.other_preview = previews.get(n.other_line, "")
@@ -283,12 +283,11 @@ def layout_previews(layouts: Layouts, numbers: list[int], task: TaskSpec, spec: 
     for file in {f for rows in wanted.values() for f, _ in rows}:
         lines = {line for rows in wanted.values() for f, line in rows if f == file}
         for line, rec in _records_at(Path(file), task, spec, lines).items():
-            texts[(file, line)] = rec.prompt if isinstance(rec, PreferencePair) else rec.input
+            texts[(file, line)] = pii.redact(rec.prompt if isinstance(rec, PreferencePair) else rec.input)
     out = {}
     for k, rows in wanted.items():
         found = [texts[r] for r in rows if r in texts]
-        shared = shared_text(found[0], found[1]) if len(found) == 2 else (found[0] if found else "")
-        out[k] = pii.redact(shared[:limit])
+        out[k] = (shared_text(found[0], found[1]) if len(found) == 2 else (found[0] if found else ""))[:limit]
     return out
 
 

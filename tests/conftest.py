@@ -95,3 +95,27 @@ def classify_task():
 
     return TaskSpec(kind="classify", success="tickets land in the right queue",
                     system_prompt="Route the ticket. Reply with one queue name.", labels=list(QUEUES))
+
+
+@pytest.fixture()
+def kill_at_checkpoint():
+    """``kill(command, project)``: run ``taskfit COMMAND PROJECT`` in its own process and kill -9 it
+    as soon as its first complete checkpoint is on disk (a run interrupted mid-training)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def kill(command: str, project: Path) -> None:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        proc = subprocess.Popen([sys.executable, "-m", "taskfit.cli.main", command, str(project)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            while proc.poll() is None and not list(project.glob("runs/*/checkpoints/step-*[0-9]")):
+                time.sleep(0.01)
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait()
+        assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+
+    return kill

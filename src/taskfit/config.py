@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from taskfit.errors import ConfigError
 
@@ -143,6 +143,50 @@ class PrivacySpec(_Spec):
         "placeholders (<EMAIL>), masks (****89), or keep them.")
     allow_secrets: bool = Field(
         False, description="Allow training on data with unredacted credentials. Leave false.")
+    regions: list[str] = Field(
+        ["US", "GB"], description="ISO 3166 region codes (GB, not UK) whose national phone numbers count "
+        "without other evidence: a number with no phone word before it on its line and no +country prefix "
+        "is a phone number only when phonenumbers calls it valid in one of these regions. Name the regions "
+        "your data comes from (a Malaysian shop's receipts: MY); [] counts only labelled or +prefixed numbers.")
+    phone_context: list[str] = Field(
+        default_factory=list, description="Words that mark the number after them (on the same line, within "
+        "40 characters) as a phone number, besides tel, phone, mobile, cell, fax, call, text, whatsapp, "
+        "office, contact...: e.g. H/P, Telefon, Handy.")
+
+    @field_validator("regions")
+    @classmethod
+    def _known_regions(cls, value: list[str]) -> list[str]:
+        import phonenumbers
+
+        codes = [code.strip().upper() for code in value]
+        for code in codes:
+            if code not in phonenumbers.SUPPORTED_REGIONS:
+                also = " (the United Kingdom is GB)" if code == "UK" else ""
+                raise ValueError(f"data.privacy.regions: {code!r} is not a region phonenumbers knows{also}; "
+                                 "use ISO 3166 alpha-2 codes such as US, GB, DE, FR, MY, SG, AU")
+        return codes
+
+    @field_validator("phone_context")
+    @classmethod
+    def _words(cls, value: list[str]) -> list[str]:
+        words = [w.strip() for w in value]
+        if not all(words):
+            raise ValueError("data.privacy.phone_context: an empty word would mark every number as a phone number")
+        return words
+
+    keep_fields: list[str] = Field(
+        default_factory=list,
+        description="Answer fields that are not personal data (extract: schema fields, e.g. [date, "
+                    "total]; qa and generate: [answer]): redaction keeps their values verbatim in the "
+                    "answer and wherever they occur in the input, so the answer stays in the text. "
+                    "`data check` names the fields whose answers redaction would change.")
+
+    @model_validator(mode="after")
+    def _keeps_something(self) -> "PrivacySpec":
+        if self.keep_fields and self.action == "keep":
+            raise ValueError("data.privacy.keep_fields: action is keep, so nothing is redacted and there "
+                             "is nothing to keep; remove keep_fields or set action to redact or mask")
+        return self
 
 
 class DataSpec(_Spec):
@@ -255,6 +299,27 @@ class TrainSpec(_Spec):
         "auto", description="auto = bfloat16 on GPUs that support it, float32 on CPU (bf16 is ~11x "
                             "slower on CPUs without native support).")
     threads: int | None = Field(None, ge=1, description="CPU threads; empty = every core.")
+    classify_head: bool = Field(
+        False, description="classify: train LoRA and a linear head over the last token's hidden state "
+                           "(PEFT's sequence-classification task) on the labels, instead of teaching the "
+                           "model to write a label: the input text alone (no system prompt), one pass per "
+                           "row, a softmax over every label as the confidence. Evaluated as the candidate "
+                           "fine-tuned-head, beside the generative fine-tune's latest evaluation. method "
+                           "lora only.")
+
+    @model_validator(mode="after")
+    def _head_fits(self) -> "TrainSpec":
+        if not self.classify_head:
+            return self
+        if self.method != "lora":
+            raise ValueError(f"train.classify_head: trains a LoRA adapter with its head; method {self.method} "
+                             "is not supported with it (use method: lora)")
+        if self.packing:
+            raise ValueError("train.packing: a classification head reads one row per sequence; set packing: "
+                             "false with classify_head")
+        if self.fsdp:
+            raise ValueError("train.fsdp: not supported with classify_head (data parallel is); set fsdp: false")
+        return self
 
     @property
     def lr(self) -> float:
@@ -332,6 +397,64 @@ class EvalSpec(_Spec):
         return self
 
 
+_DURATION = r"^\s*\d+(\.\d+)?\s*[mhdw]\s*$"  # 30m, 12h, 1d, 2w
+
+
+class MonitorSpec(_Spec):
+    """``taskfit monitor``: how the request log is cut into windows and when a window raises an
+    alert. The tests follow the monitoring tools' practice (Evidently's defaults): two-sample tests
+    against a small training set, distances against a large one, and a domain classifier for text."""
+
+    window: str = Field("1d", pattern=_DURATION, description="Length of one window of traffic: a number "
+                        "and m, h, d or w (30m, 12h, 1d, 2w). Alerts read the latest window.")
+    since: str | None = Field(None, description="Only requests since then: an ISO date or time "
+                              "(2026-01-31, 2026-01-31T08:00; local time unless it has an offset) or a "
+                              "span back from now (2d, 12h); empty = every request in the log.")
+    min_window_rows: int = Field(
+        100, ge=10, description="Answered requests a window needs before its drift tests count; fewer are "
+                                "shown but never alert (a small window must not cry wolf).")
+    p_value: float = Field(0.01, gt=0.0, lt=1.0, description="Significance level of each two-sample test "
+                           "(Kolmogorov-Smirnov, chi-square). 0.01, not 0.05: several signals are tested "
+                           "per window, and each would cry wolf once in twenty windows at 0.05.")
+    large_reference: int = Field(1000, ge=10, description="Reference rows above which distances replace "
+                                 "the tests (Wasserstein for numbers, Jensen-Shannon for categories), as "
+                                 "Evidently does: on many rows every difference is significant.")
+    distance_threshold: float = Field(0.1, gt=0.0, description="Large references: drift when the "
+                                      "Wasserstein distance (in reference standard deviations) or the "
+                                      "Jensen-Shannon distance exceeds this.")
+    psi_warn: float = Field(0.1, gt=0.0, description="Population stability index of a category mix (label mix, "
+                            "refusals, empty fields) from which the change is shown as moderate (below: stable).")
+    psi_alert: float = Field(0.2, gt=0.0, description="PSI from which a category mix's change is "
+                             "significant; a mix drifts when its test finds a difference and its PSI "
+                             "reaches this.")
+    domain_permutations: int = Field(30, ge=10, le=1000, description="Content drift: how often the domain "
+                                     "classifier is refitted with shuffled labels to learn the ROC AUC of chance.")
+    domain_percentile: float = Field(99.0, gt=50.0, lt=100.0, description="Content drift when the domain "
+                                     "classifier's ROC AUC exceeds this percentile of the AUCs of chance (a "
+                                     "normal fitted to the shuffled AUCs). 99, not Evidently's 95: at 95, "
+                                     "traffic like the training data drifted in 3 of 40 windows "
+                                     "(docs/monitoring.md).")
+    domain_min_auc: float = Field(0.55, ge=0.5, lt=1.0, description="...and at least this ROC AUC (on "
+                                  "large windows chance is a narrow band, and a barely separable "
+                                  "difference is not worth an alert).")
+    domain_max_rows: int = Field(1000, ge=50, description="Rows of each side (training, window) the "
+                                 "domain classifier reads at most (a seeded sample).")
+    max_error_rate: float = Field(0.05, ge=0.0, le=1.0, description="Alert when more than this share of "
+                                  "a window's requests failed on the server (status 500 and above).")
+    max_latency_p95_ms: float | None = Field(None, gt=0.0, description="Alert when a window's 95th "
+                                             "percentile latency exceeds this (ms); empty = no latency alert.")
+    max_fallback_rate: float | None = Field(None, ge=0.0, le=1.0, description="classify: alert when more "
+                                            "than this share of a window's answers fell back (below the "
+                                            "confidence threshold); empty = no fallback alert.")
+    seed: int = Field(0, description="Seed of the domain classifier's folds, shuffles and samples.")
+
+    @model_validator(mode="after")
+    def _bands(self) -> "MonitorSpec":
+        if self.psi_warn > self.psi_alert:
+            raise ValueError("monitor.psi_warn: must not be above monitor.psi_alert")
+        return self
+
+
 class ProjectConfig(_Spec):
     task: TaskSpec
     model: ModelSpec = ModelSpec()
@@ -339,6 +462,7 @@ class ProjectConfig(_Spec):
     train: TrainSpec = TrainSpec()
     baselines: BaselineSpec = BaselineSpec()
     eval: EvalSpec = EvalSpec()
+    monitor: MonitorSpec = MonitorSpec()
 
     @model_validator(mode="after")
     def _thresholds_of_the_kind(self) -> "ProjectConfig":
@@ -349,6 +473,30 @@ class ProjectConfig(_Spec):
             if key not in known:
                 raise ValueError(f"eval.thresholds.{key}: not a metric of a {self.task.kind} task; "
                                  f"allowed: {', '.join(sorted(known))}")
+        return self
+
+    @model_validator(mode="after")
+    def _keep_fields_of_the_kind(self) -> "ProjectConfig":
+        from taskfit.tasks import get_task
+        from taskfit.tasks.base import answer_fields
+
+        names = answer_fields(get_task(self.task.kind), self.task)
+        if names is None:  # the answers' fields come from the data (a schema without properties)
+            return self
+        for name in self.data.privacy.keep_fields:
+            if name not in names:
+                allowed = ", ".join(names) if names else f"none, {self.task.kind} answers are never redacted"
+                raise ValueError(f"data.privacy.keep_fields: {name!r} is not a field of {self.task.kind} "
+                                 f"answers; allowed: {allowed}")
+        return self
+
+    @model_validator(mode="after")
+    def _head_of_the_kind(self) -> "ProjectConfig":
+        from taskfit.tasks import get_task
+
+        if self.train.classify_head and not get_task(self.task.kind).scores_labels:
+            raise ValueError(f"train.classify_head: a head answers with one of task.labels; task.kind is "
+                             f"{self.task.kind} (classify only)")
         return self
 
     def to_yaml(self) -> str:

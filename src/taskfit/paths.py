@@ -18,6 +18,12 @@ def cache_dir() -> Path:
     return Path(user_cache_dir("taskfit"))
 
 
+def classical_dir(project_dir: Path, name: str) -> Path:
+    """Where a project's fitted classical candidate (``tfidf-logreg``, ``embeddings-logreg``) is
+    saved: its model and ``model.json``, replaced when it is fitted again."""
+    return project_dir / "baselines" / name
+
+
 @dataclass(frozen=True)
 class RunDir:
     """The files of one run. Every run gets its own directory under ``<project>/runs/``."""

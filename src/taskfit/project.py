@@ -44,12 +44,16 @@ data:
   privacy:
     action: redact          # redact (<EMAIL>) | mask (****om) | keep
     allow_secrets: false    # training refuses unredacted credentials unless this is true
+    regions: [US, GB]       # a phone number with no phone word before it and no +prefix must be valid here
+    phone_context: []       # words marking a phone number besides tel, phone, mobile, fax, call...: [H/P]
+    keep_fields: []         # answer fields that are not personal data, kept verbatim (extract: [date])
   too_long: truncate        # rows over train.max_seq_length: truncate | drop
   max_line_bytes: 1000000   # a longer line is quarantined
   min_per_class: 10         # classify: warn about smaller classes
 
 train:
   method: lora              # lora | qlora (4-bit base, CUDA only) | full | dpo (preference pairs)
+  classify_head: false      # classify: a head over the last token instead of a written label (lora only)
   lora:
     r: 16                   # rank; 8-64 is the usual range
     alpha: 32               # scale = alpha / r

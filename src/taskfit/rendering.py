@@ -142,3 +142,16 @@ def answer_room(tokenizer: Any, task: TaskSpec, max_new_tokens: int) -> int:
     if kind.scores_labels:
         return max(map(len, label_completions(tokenizer, task)))
     return kind.answer_budget(task, EvalSpec(max_new_tokens=max_new_tokens), tokenizer)
+
+
+def classifier_ids(tokenizer: Any, example: Example, max_length: int) -> list[int]:
+    """The token ids a classification head (``train.classify_head``) reads: the example's input
+    text alone (no chat template, system prompt or label text), tokenized as the tokenizer does by
+    default and cut to ``max_length`` tokens as the tokenizer cuts. It is what
+    ``pipeline("text-classification", truncation=True, max_length=max_length)`` feeds the merged
+    export, so training, evaluation, serving and the export read the same tokens. Raises
+    ``ValueError`` for a text that gives no tokens."""
+    ids = tokenizer(example.input, truncation=True, max_length=max_length)["input_ids"]
+    if not ids:
+        raise ValueError("the input text gives no tokens")
+    return ids

@@ -66,7 +66,7 @@ def test_classify_baselines_fine_tune_and_scorecard(tmp_path, tiny_model_dir):
     runner = CliRunner()
     result = runner.invoke(app, ["baseline", str(project)])
     assert result.exit_code == 0, result.output
-    for name in ("prompt-only", "few-shot", "tfidf-logreg"):
+    for name in ("prompt-only", "few-shot", "tfidf-logreg", "embeddings-logreg"):
         assert f"{name}: accuracy" in result.output
     (evals,) = project.glob("evals/*")
     first = (evals / "predictions" / "few-shot.jsonl").read_text()
@@ -82,10 +82,11 @@ def test_classify_baselines_fine_tune_and_scorecard(tmp_path, tiny_model_dir):
     result = runner.invoke(app, ["compare", str(project)])
     assert result.exit_code == 0, result.output
     card = json.loads((evals / "scorecard.json").read_text())
-    assert set(card["candidates"]) == {"prompt-only", "few-shot", "tfidf-logreg", "fine-tuned"}
+    assert set(card["candidates"]) == {"prompt-only", "few-shot", "tfidf-logreg", "embeddings-logreg", "fine-tuned"}
     (test,) = card["paired_tests"]
     assert test["candidate"] == "fine-tuned" and test["test"].startswith("McNemar")
-    best = max(["prompt-only", "few-shot", "tfidf-logreg"], key=lambda n: card["candidates"][n]["accuracy"])
+    best = max(["prompt-only", "few-shot", "tfidf-logreg", "embeddings-logreg"],
+               key=lambda n: card["candidates"][n]["accuracy"])
     assert test["against"] == best and card["verdict"]
     assert card["candidates"]["fine-tuned"]["thresholds"]["accuracy"] in (True, False)
     md = (evals / "scorecard.md").read_text()
@@ -383,3 +384,23 @@ def test_generate_baselines_with_house_rules_and_style_match(tmp_path, tiny_mode
     assert len(style.read_text().splitlines()) == 1 + 6  # the base model's replies, cached
     card = compare_project(project).scorecard
     assert card.kind == "generate" and card.main == "rouge_l" and "format_compliance FAIL" in card.rows()[0][-1]
+
+
+def test_the_scorecard_says_when_redaction_changed_the_answers(tmp_path, tiny_model_dir):
+    # Both sides of the comparison hold the same placeholders, so no score can show it: the scorecard says it.
+    project = _extract_project(tmp_path, tiny_model_dir, generation_sample=0)
+    doc = yaml.safe_load((project / "taskfit.yaml").read_text())
+    doc["task"]["schema"]["properties"]["email"] = {"type": "string"}
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    data = project / "data" / "bookings.jsonl"
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    for i, row in enumerate(rows[::8]):
+        row["text"] += f", mail guest{i}@example.org"
+        row["fields"]["email"] = f"guest{i}@example.org"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    baseline_project(project, only=["prompt-only"])
+    card = compare_project(project).scorecard
+    (warning,) = [w for w in card.warnings if w.startswith("data: answers changed by redaction: email 10 (of ")]
+    assert "keep_fields: [email]" in warning
+    (md,) = project.glob("evals/*/scorecard.md")
+    assert f"> {warning}" in md.read_text()

@@ -6,12 +6,7 @@ latest finished run by themselves."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
 
 import yaml
 from typer.testing import CliRunner
@@ -98,7 +93,7 @@ def test_run_then_compare_prints_the_same_scorecard_and_a_second_run_costs_nothi
     for name in ["scorecard.md", "scorecard.json", "report.html", "plots/confusion.png", "plots/coverage.png"]:
         assert (evals / name).exists(), name
     card = json.loads((evals / "scorecard.json").read_text())
-    assert set(card["candidates"]) == {"prompt-only", "few-shot", "tfidf-logreg", "fine-tuned"}
+    assert set(card["candidates"]) == {"prompt-only", "few-shot", "tfidf-logreg", "embeddings-logreg", "fine-tuned"}
     assert card["success"] == "Every ticket lands in the queue a senior agent would pick."
     assert all(c["n"] == 16 for c in card["candidates"].values())
     assert "## Held-out scorecard" in (run / "adapter" / "README.md").read_text()
@@ -116,20 +111,11 @@ def test_run_then_compare_prints_the_same_scorecard_and_a_second_run_costs_nothi
     assert (run / "adapter" / "README.md").read_text().count("## Held-out scorecard") == 1
 
 
-def test_killed_run_continues_to_the_scorecard_of_an_uninterrupted_one(tmp_path, tiny_model_dir):
+def test_killed_run_continues_to_the_scorecard_of_an_uninterrupted_one(tmp_path, tiny_model_dir, kill_at_checkpoint):
     train = dict(epochs=6, checkpoint_every=2, eval_every=0, metric_sample=0, lora={"dropout": 0.0})
     killed, whole = _classify(tmp_path, tiny_model_dir, "killed", **train), _classify(tmp_path, tiny_model_dir,
                                                                                       "whole", **train)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "taskfit.cli.main", "run", str(killed)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        while proc.poll() is None and not list(killed.glob("runs/*/checkpoints/step-*[0-9]")):
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    kill_at_checkpoint("run", killed)
     result = CliRunner().invoke(app, ["run", str(killed), "--resume"])
     assert result.exit_code == 0, result.output
     assert "continuing the interrupted run" in result.output and "(resumed)" in result.output
@@ -217,11 +203,68 @@ def test_resume_with_nothing_to_resume_says_so(tmp_path, tiny_model_dir):
 
 
 def test_classical_baseline_learns_keywords():
-    from taskfit.baselines.classical import TfidfLogRegPredictor
+    from taskfit.baselines.classical import RECIPES, ClassicalPredictor, fit_classical
     from taskfit.records import Example
 
     train = [Example(id=str(i), input=t, target=lab) for i, (t, lab) in enumerate(
         [("charged twice invoice", "billing"), ("invoice wrong amount", "billing"),
          ("parcel late tracking", "shipping"), ("tracking stuck parcel", "shipping")] * 5)]
-    preds = list(TfidfLogRegPredictor(train).predict([Example(id="q", input="my invoice", target="billing")]))
+    model = fit_classical(RECIPES["tfidf-logreg"], train)
+    preds = list(ClassicalPredictor(model).predict([Example(id="q", input="my invoice", target="billing")]))
     assert preds[0].output == "billing" and 0.5 < preds[0].confidence <= 1
+
+
+def test_a_head_run_is_a_candidate_beside_the_generative_fine_tune_and_exports_merged(tmp_path, tiny_model_dir):
+    project = _classify(tmp_path, tiny_model_dir, eval_every=0, metric_sample=0)
+    doc = yaml.safe_load((project / "taskfit.yaml").read_text())
+    doc["data"]["max_eval_examples"] = 8
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    runner = CliRunner()
+    first = runner.invoke(app, ["run", str(project)])
+    assert first.exit_code == 0, first.output
+    doc["train"]["classify_head"] = True
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    second = runner.invoke(app, ["run", str(project)])
+    assert second.exit_code == 0, second.output
+    assert "prompt-only: every prediction is cached" in second.output  # only the head is new
+    generative, head = sorted(project.glob("runs/*"))
+    assert (head / "adapter" / "classify_head.json").exists() and not (generative / "adapter" / "classify_head.json").exists()
+    (evals,) = project.glob("evals/*")
+    card = json.loads((evals / "scorecard.json").read_text())
+    assert set(card["candidates"]) == {"prompt-only", "few-shot", "tfidf-logreg", "embeddings-logreg", "fine-tuned",
+                                      "fine-tuned-head"}
+    row = card["candidates"]["fine-tuned-head"]
+    assert row["n"] == 8 and 0 <= row["ece"] <= 1 and row["valid_rate"] == 1.0
+    assert "fine-tuned-head gives the same answer as fine-tuned on" in second.output.replace("\n", " ")
+    assert "## Held-out scorecard" in (head / "adapter" / "README.md").read_text()
+
+    merged = runner.invoke(app, ["eval", str(project), "--merged"])  # the latest run: the head's
+    assert merged.exit_code == 0, merged.output
+    assert "fine-tuned-head-merged: accuracy" in merged.output
+    compared = runner.invoke(app, ["compare", str(project)]).output.replace("\n", " ")
+    assert "fine-tuned-head-merged gives the same answer as fine-tuned-head on 8 of 8" in compared
+    exported = runner.invoke(app, ["export", str(project), "--merged"])
+    assert exported.exit_code == 0, exported.output
+    config = json.loads((head / "merged" / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForSequenceClassification"]
+    assert sorted(config["label2id"]) == sorted(doc["task"]["labels"])
+    refused = runner.invoke(app, ["export", str(project), "--format", "gguf-lora"])
+    assert refused.exit_code == 2 and "no GGUF form" in refused.output and "--merged" in refused.output
+
+
+def test_a_killed_head_run_continues_from_its_checkpoint(tmp_path, tiny_model_dir, kill_at_checkpoint):
+    project = _classify(tmp_path, tiny_model_dir, classify_head=True, epochs=6, checkpoint_every=2, eval_every=0,
+                        metric_sample=0, early_stopping_patience=0)
+    doc = yaml.safe_load((project / "taskfit.yaml").read_text())
+    doc["data"]["max_eval_examples"] = 4  # the baselines are beside the point here
+    doc["eval"]["generation_sample"] = 0
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    kill_at_checkpoint("run", project)
+    result = CliRunner().invoke(app, ["run", str(project), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "continuing the interrupted run" in result.output and "(resumed)" in result.output
+    (run,) = project.glob("runs/*")
+    metrics = json.loads((run / "metrics.json").read_text())["training"]
+    assert metrics["resumed_from_step"] >= 2 and metrics["epochs"] == 6
+    (evals,) = project.glob("evals/*")
+    assert "fine-tuned-head" in json.loads((evals / "scorecard.json").read_text())["candidates"]

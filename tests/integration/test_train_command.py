@@ -7,10 +7,8 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -38,20 +36,11 @@ def _adapter(run_dir):
     return load_file(run_dir / "adapter" / "adapter_model.safetensors")
 
 
-def test_kill_9_then_resume_ends_with_the_same_adapter(tmp_path, tiny_model_dir):
+def test_kill_9_then_resume_ends_with_the_same_adapter(tmp_path, tiny_model_dir, kill_at_checkpoint):
     killed = _project(tmp_path, tiny_model_dir, "killed", epochs=8)
     whole = _project(tmp_path, tiny_model_dir, "whole", epochs=8)
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "taskfit.cli.main", "train", str(killed)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        while proc.poll() is None and not list(killed.glob("runs/*/checkpoints/step-*[0-9]")):
-            time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    kill_at_checkpoint("train", killed)
     (run,) = killed.glob("runs/*")
     assert not (run / "adapter").exists()  # no artifact from an unfinished run
     assert json.loads((run / "manifest.json").read_text())["status"] == "started"

@@ -75,3 +75,17 @@ def test_nothing_to_compare_and_unpaired_rows_are_taskfit_errors_with_what_to_do
         build_scorecard([_result("few-shot", "qa", "f1", [0.5] * 10),
                          _result("fine-tuned", "qa", "f1", [0.5] * 12)], {})
     assert "taskfit eval --run RUN" in info.value.hint
+
+
+def test_the_verdict_names_the_fine_tuned_candidate_it_weighs_when_there_are_several():
+    base = [i % 2 == 0 for i in range(200)]
+    generative = [i % 4 != 3 for i in range(200)]  # 75%
+    head = [i % 10 != 9 for i in range(200)]  # 90%: the better fine-tune
+    card = build_scorecard([_result("tfidf-logreg", "classify", "accuracy", base),
+                            _result("fine-tuned", "classify", "accuracy", generative),
+                            _result("fine-tuned-head", "classify", "accuracy", head)], {})
+    assert {t.candidate for t in card.tests} == {"fine-tuned", "fine-tuned-head"}
+    assert card.verdict.startswith("Keep the fine-tuned adapter (fine-tuned-head): +40.0 points accuracy")
+    alone = build_scorecard([_result("tfidf-logreg", "classify", "accuracy", base),
+                             _result("fine-tuned", "classify", "accuracy", generative)], {})
+    assert alone.verdict.startswith("Keep the fine-tuned adapter: +25.0 points accuracy")

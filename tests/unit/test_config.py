@@ -120,3 +120,16 @@ def test_literal_braces_survive_and_unknown_placeholders_are_named():
     assert "task.system_prompt: {labels} is for classify" in _error(extract)
     extract["task"]["system_prompt"] = "Fill in {fields}."
     assert parse_config(extract).task.system_text == "Fill in order_id, amount, currency."
+
+
+def test_a_run_from_before_a_setting_existed_matches_the_same_project_now():
+    """`taskfit run` reuses a finished run trained from the project as it is: a run whose resolved
+    config predates a setting (here train.classify_head) was trained as its default says."""
+    from taskfit.workflows.workspace import comparable_config
+
+    now = parse_config(_doc()).model_dump(mode="json", by_alias=True)
+    before = {**now, "train": {k: v for k, v in now["train"].items() if k != "classify_head"}}
+    assert comparable_config(before) == comparable_config(now)
+    head = {**now, "train": {**now["train"], "classify_head": True}}
+    assert comparable_config(head) != comparable_config(now)
+    assert comparable_config({**now, "train": {**now["train"], "threads": 1}}) == comparable_config(now)

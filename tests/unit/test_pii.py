@@ -24,6 +24,15 @@ def test_checksums_keep_ordinary_numbers_out():
     assert detect(text) == []
 
 
+def test_card_lookalikes_that_pass_luhn_are_not_cards():
+    # Each passes the Luhn check: a barcode (EAN-13 with a Visa-like 4), a number with no card brand's
+    # prefix, an order number in groups no card uses, and a card-like tail of a 20-digit receipt code.
+    text = ("EAN 4039621723216, order 113542617735902, order 112-7329838-6853359, "
+            "TC# 9436 4370 4991 9574 9005")
+    assert detect(text) == []
+    assert [f.kind for f in detect("card 4370 4991 9574 9005")] == ["CARD"]
+
+
 def test_redaction_leaves_no_value_behind():
     out = redact(TEXT)
     for secret in ("anna.smith", "900123", "4111", "GB82", "123-45-6789", "AB 12 34 56 C", "sk_live", "AKIA",

@@ -254,3 +254,77 @@ def _renders(tokenizer, config, ex, limit) -> bool:
 def _write(project: Path, doc: dict) -> Path:
     (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
     return project
+
+
+def test_answers_redaction_would_change_are_named_before_training_and_kept_verbatim_on_request(tmp_path,
+                                                                                            tiny_model_dir):
+    import random
+
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghijklmnop") for _ in range(6)) for _ in range(300)]  # no near-duplicates
+    rows = []
+    for i in range(40):
+        email = f"buyer.{words[i]}@example.org" if i % 4 == 0 else None
+        text = f"Order {1000 + i} for {words[i]}: {' '.join(rng.choice(words) for _ in range(12))}."
+        if email:
+            text += f" Reply to {email} (again: {email})."
+        rows.append({"text": text, "fields": {"customer": words[i], "order": str(1000 + i),
+                                              **({"email": email} if email else {})}})
+    emails = {r["fields"]["email"] for r in rows if "email" in r["fields"]}
+    project = tmp_path / "p"
+    assert CliRunner().invoke(app, ["init", str(project), "--task", "extract"]).exit_code == 0
+    doc = yaml.safe_load((project / "taskfit.yaml").read_text())
+    doc["task"]["schema"] = {"type": "object", "additionalProperties": False, "required": ["customer"],
+                             "properties": {"customer": {"type": "string"}, "order": {"type": "string"},
+                                            "email": {"type": "string"}}}
+    doc["model"]["name"] = str(tiny_model_dir)
+    doc["data"].update(train="data/orders.jsonl", columns={"input": "text", "target": "fields"})
+    (project / "data" / "orders.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _write(project, doc)
+
+    # data check names the field and the count before any training, on the screen and in the card
+    result = CliRunner().invoke(app, ["data", "check", str(project), "--no-tokens"])
+    assert result.exit_code == 0, result.output
+    assert "answers changed by redaction: email 10 (of 40 answers)" in result.output
+    assert "data.privacy.keep_fields (keep_fields: [email])" in result.output
+    card = json.loads((project / "data_card.json").read_text())
+    assert card["privacy"]["answers_changed"] == {"email": 10} and card["counts"]["kept"] == 40
+    assert "Answers changed by redaction, in the answer and the input alike: email 10" in \
+        (project / "data_card.md").read_text()
+    # without keep_fields, prepare writes the same placeholder on both sides
+    result = CliRunner().invoke(app, ["data", "prepare", str(project)])
+    assert result.exit_code == 0 and "answers changed by redaction: email 10" in result.output, result.output
+    written = [json.loads(line) for name in ("train", "eval")
+               for line in (project / "prepared" / f"{name}.jsonl").read_text().splitlines()]
+    redacted = [r for r in written if "email" in json.loads(r["messages"][-1]["content"])]
+    assert len(redacted) == 10 and not any(e in json.dumps(written) for e in emails)
+    assert all(json.loads(r["messages"][-1]["content"])["email"] == "<EMAIL>"
+               and r["messages"][-2]["content"].count("<EMAIL>") == 2 for r in redacted)
+
+    # keep_fields: the values stay verbatim in the answer and in the input, and the card says how many
+    doc["data"]["privacy"]["keep_fields"] = ["email"]
+    _write(project, doc)
+    result = CliRunner().invoke(app, ["data", "check", str(project), "--no-tokens"])
+    assert result.exit_code == 0 and "answers changed by redaction" not in result.output, result.output
+    assert "kept verbatim (data.privacy.keep_fields): email 10" in result.output
+    result = CliRunner().invoke(app, ["data", "prepare", str(project)])
+    assert result.exit_code == 0, result.output
+    written = [json.loads(line) for name in ("train", "eval")
+               for line in (project / "prepared" / f"{name}.jsonl").read_text().splitlines()]
+    by_order = {json.loads(r["messages"][-1]["content"])["order"]: r for r in written}
+    assert len(by_order) == 40
+    for row in rows:
+        kept = by_order[row["fields"]["order"]]
+        assert json.loads(kept["messages"][-1]["content"]) == row["fields"]
+        assert kept["messages"][-2]["content"] == row["text"]
+    card = json.loads((project / "prepared" / "data_card.json").read_text())
+    assert card["privacy"]["answers_kept"] == {"email": 10} and card["privacy"]["answers_changed"] == {}
+    assert "answers whose value redaction would have changed: email 10" in \
+        (project / "prepared" / "data_card.md").read_text()
+
+    # a field the schema does not have is refused, naming the ones it has
+    doc["data"]["privacy"]["keep_fields"] = ["mail"]
+    _write(project, doc)
+    result = CliRunner().invoke(app, ["data", "check", str(project), "--no-tokens"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "'mail' is not a field of extract answers; allowed: customer, email, order" in result.output

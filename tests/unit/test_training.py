@@ -1,25 +1,37 @@
 """Training on the tiny model: loss only on answers, one rendering for every path, packing without
-cross-row attention, validation and early stopping, checkpoints, full fine-tuning, DPO."""
+cross-row attention, validation and early stopping, checkpoints, full fine-tuning, DPO; and a
+classification head (``train.classify_head``), which learns a separable set through the same loop
+while the base stays untouched, validates and stops early on accuracy, resumes as if never
+interrupted, saves in the plain PEFT layout with its head, answers with a softmax over the labels
+(and the fallback below the threshold), reads the same tokens in every path, and merges into a
+sequence classifier that transformers loads and that answers the same."""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 
 import pytest
 import torch
 
 from taskfit.baselines import LabelScoringPredictor
-from taskfit.config import TrainSpec
+from taskfit.baselines.head import HeadClassifier
+from taskfit.config import TrainSpec, parse_config
 from taskfit.errors import ConfigError, DataError
 from taskfit.models import load_model
+from taskfit.models.head import HEAD_FILE, Head, load_classifier, read_head
 from taskfit.records import Example, PreferencePair
-from taskfit.rendering import render
+from taskfit.rendering import classifier_ids, render
+from taskfit.tasks.classify import score_classify
 from taskfit.training import train_dpo, train_sft
+from taskfit.training.artifacts import export_merged, save_trained
 from taskfit.training.batching import collate
 from taskfit.training.forward import answer_loss
+from taskfit.training.head import label_rows, train_head
 from taskfit.training.loop import checkpoints
+from taskfit.training.methods import load_hint
 from taskfit.training.sft import featurize
 
 PAIRS = [("I was charged twice on my invoice", "billing"), ("My parcel has not arrived", "shipping"),
@@ -145,14 +157,23 @@ def test_same_seed_same_adapter(tiny_model_dir, classify_task):
     assert runs[0] == runs[1]
 
 
-def test_validation_keeps_the_best_step_and_stops_early(tiny_model_dir, classify_task, tmp_path):
+@pytest.mark.parametrize("head", [False, True], ids=["label-scoring", "classify-head"])
+def test_validation_keeps_the_best_step_and_stops_early(tiny_model_dir, classify_task, tmp_path, head):
+    """Generative or with a classification head, training validates on accuracy (by label scoring,
+    or the head's argmax), keeps the best step and stops early."""
     lm = load_model(str(tiny_model_dir))
     data = _data(80)
     train, val = data[:64], data[64:]
     # A learning rate this high overshoots: validation stops improving and training stops early.
     spec = _spec(learning_rate=0.3, epochs=20, eval_every=2, early_stopping_patience=2, metric_sample=8,
-                 validation_share=0.1)
-    model, result = train_sft(lm.model, lm.tokenizer, classify_task, spec, train, val, run_dir=tmp_path)
+                 validation_share=0.1, classify_head=head)
+    if head:
+        model, trained, result = train_head(lm.model, lm.tokenizer, classify_task, spec, train, val,
+                                            run_dir=tmp_path)
+        scorer = HeadClassifier("v", model, lm.tokenizer, trained.labels, 128)
+    else:
+        model, result = train_sft(lm.model, lm.tokenizer, classify_task, spec, train, val, run_dir=tmp_path)
+        scorer = LabelScoringPredictor("v", model, lm.tokenizer, classify_task, 128)
     s = result.state
     assert s.stopped_early and s.step < result.total_steps
     scores = [v["metric"] for v in s.validations]
@@ -163,7 +184,6 @@ def test_validation_keeps_the_best_step_and_stops_early(tiny_model_dir, classify
     log = (tmp_path / "validation_log.csv").read_text().splitlines()
     assert log[0] == "step,epoch,val_loss,metric" and len(log) == len(s.validations) + 1
     # The model returned holds the best step's weights: its validation accuracy is the best one.
-    scorer = LabelScoringPredictor("v", model, lm.tokenizer, classify_task, 128)
     hits = [p.output == ex.target for p, ex in zip(scorer.predict(val[:8]), val[:8])]
     assert sum(hits) / 8 == pytest.approx(s.validations[best]["metric"])
 
@@ -376,3 +396,162 @@ def test_dpo_config_loss_ipo_trains_a_different_adapter_than_sigmoid(tiny_model_
     assert first_losses["ipo"] == pytest.approx((1 / (2 * 0.1)) ** 2, rel=1e-3)  # (0 - 1/(2β))²
     assert adapters["sigmoid"].keys() == adapters["ipo"].keys()
     assert any(not torch.allclose(adapters["sigmoid"][k], adapters["ipo"][k]) for k in adapters["ipo"])
+
+
+# ---- a classification head (train.classify_head) ---------------------------------------------
+def _head_spec(**kw):
+    return _spec(**{"classify_head": True, "max_seq_length": 64, **kw})
+
+
+@pytest.fixture(scope="module")
+def head_run(tiny_model_dir, tmp_path_factory):
+    """A head trained on the separable set and saved as `taskfit train` saves it (in ``run/adapter``),
+    with the base's body weights as they were before training."""
+    from taskfit.config import TaskSpec
+    from taskfit.data.sample import QUEUES
+
+    task = TaskSpec(kind="classify", success="s", system_prompt="Route the ticket.", labels=list(QUEUES))
+    run = tmp_path_factory.mktemp("head-run")
+    lm = load_model(str(tiny_model_dir))
+    before = {k: v.clone() for k, v in lm.model.model.state_dict().items()}
+    model, head, result = train_head(lm.model, lm.tokenizer, task, _head_spec(epochs=4), _data(), run_dir=run)
+    save_trained(model, lm.tokenizer, run / "adapter", "# card\n", extra={HEAD_FILE: head.to_json()})
+    return {"lm": lm, "model": model, "head": head, "result": result, "run": run, "before": before}
+
+
+def test_a_head_learns_a_separable_set_and_leaves_the_base_untouched(head_run, classify_task):
+    lm, model, head, before = head_run["lm"], head_run["model"], head_run["head"], head_run["before"]
+    s = head_run["result"].state
+    assert s.step == 24 and s.loss_tokens == 4 * 48  # one prediction per row
+    assert sum(s.losses[-4:]) / 4 < 0.5 * sum(s.losses[:4]) / 4
+    assert head.labels == tuple(classify_task.labels) and head.max_length == 64
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or "score" in n for n in trainable)
+    assert any("score" in n for n in trainable)
+    body = model.get_base_model().model.state_dict()
+    for name, value in before.items():  # the base's weights, looked at through the LoRA layers
+        key = name if name in body else name.replace(".weight", ".base_layer.weight")
+        assert torch.equal(body[key], value), name
+    predictions = list(HeadClassifier("head", model, lm.tokenizer, head.labels, 64, batch_size=5).predict(_data()))
+    assert sum(p.output == ex.target for p, ex in zip(predictions, _data())) / 48 == 1.0
+
+
+def test_a_resumed_head_run_takes_the_steps_of_an_uninterrupted_one(tiny_model_dir, classify_task, tmp_path):
+    spec = _head_spec(epochs=3, checkpoint_every=3, validation_share=0.1, eval_every=4, metric_sample=4,
+                 early_stopping_patience=0)
+    data = _data(40)
+    train, val = data[:32], data[32:]
+    lm = load_model(str(tiny_model_dir))
+    whole, _, whole_result = train_head(lm.model, lm.tokenizer, classify_task, spec, train, val,
+                                        run_dir=tmp_path / "whole")
+    found = checkpoints(tmp_path / "whole" / "checkpoints")
+    assert [p.name for p in found] == ["step-000009", "step-000012"]
+    lm2 = load_model(str(tiny_model_dir))
+    resumed, _, result = train_head(lm2.model, lm2.tokenizer, classify_task, spec, train, val,
+                                    run_dir=tmp_path / "whole", resume_from=found[0])
+    assert result.state.resumed_from == 9 and result.state.step == 12
+    assert result.state.losses == pytest.approx(whole_result.state.losses, abs=1e-6)
+    assert result.state.validations == whole_result.state.validations
+    a = {k: v for k, v in whole.state_dict().items() if "lora_" in k or "score" in k}
+    b = {k: v for k, v in resumed.state_dict().items() if "lora_" in k or "score" in k}
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_the_adapter_is_plain_peft_with_its_head_and_loads_as_trained(head_run, tiny_model_dir, classify_task):
+    from safetensors import safe_open
+
+    lm, model, head = head_run["lm"], head_run["model"], head_run["head"]
+    adapter = head_run["run"] / "adapter"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["task_type"] == "SEQ_CLS" and "score" in config["modules_to_save"]
+    with safe_open(str(adapter / "adapter_model.safetensors"), "pt") as f:
+        shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+    assert shapes["base_model.model.score.weight"] == [len(classify_task.labels), 48]
+    assert read_head(adapter) == head and read_head(head_run["run"]) is None
+
+    rows = [classifier_ids(lm.tokenizer, ex, 64) for ex in _data(6)]
+    fresh = load_model(str(tiny_model_dir))
+    reloaded, reread = load_classifier(fresh.model, fresh.tokenizer, adapter)
+    assert reread == head
+    with torch.no_grad():
+        expected = HeadClassifier("a", model.eval(), lm.tokenizer, head.labels, 64).log_probs(rows)
+        got = HeadClassifier("b", reloaded, fresh.tokenizer, head.labels, 64).log_probs(rows)
+    assert torch.allclose(expected, got, atol=1e-5)
+
+    # The model card's snippet, run as a user would (transformers and PEFT only), gives the same labels.
+    code = load_hint(_head_spec(), adapter, tiny_model_dir)
+    for ex, row in zip(_data(6), expected):
+        scope = {"text": ex.input}
+        exec(code, scope)
+        assert scope["label"] == head.labels[int(row.argmax())]
+
+
+def test_confidence_is_a_softmax_over_every_label_and_the_fallback_applies(head_run):
+    lm, model, head = head_run["lm"], head_run["model"], head_run["head"]
+    predictor = HeadClassifier("head", model, lm.tokenizer, head.labels, 64, batch_size=4)
+    rows = _data(12, seed=5)
+    predictions = list(predictor.predict(rows))
+    for ex, p in zip(rows, predictions):
+        scores = predictor.scores(predictor.prompt_ids(ex))
+        assert sum(math.exp(s) for s in scores) == pytest.approx(1.0, abs=1e-5)
+        assert p.confidence == pytest.approx(max(math.exp(s) for s in scores), abs=1e-5)
+        assert p.output == head.labels[scores.index(max(scores))] and p.valid and p.completion_tokens == 0
+        assert 1 / len(head.labels) < p.confidence <= 1 and p.prompt_tokens == len(predictor.prompt_ids(ex))
+    threshold = sorted(p.confidence for p in predictions)[6]
+    result = score_classify("head", list(head.labels), rows, predictions, n_boot=10, threshold=threshold,
+                            fallback="needs_human")
+    assert result.metrics["coverage"] == pytest.approx(sum(p.confidence >= threshold for p in predictions) / 12)
+    assert "ece" in result.metrics and 0 <= result.metrics["ece"] <= 1
+    with pytest.raises(DataError, match="row id e"):
+        predictor.prompt_ids(Example(id="e", input="", target="billing"))
+
+
+def test_training_evaluation_and_the_export_read_the_same_tokens(tiny_model_dir, classify_task, tmp_path):
+    from transformers import AutoTokenizer
+
+    lm = load_model(str(tiny_model_dir))
+    head = Head(labels=tuple(classify_task.labels), max_length=12)
+    ex = Example(id="x", input="word " * 40 + "my parcel", target="shipping")
+    (trained,), _ = label_rows(lm.tokenizer, head, [ex])
+    assert len(trained.ids) == 12
+    assert HeadClassifier("h", None, lm.tokenizer, head.labels, 12).prompt_ids(ex) == trained.ids
+    lm.tokenizer.save_pretrained(tmp_path / "exported")
+    exported = AutoTokenizer.from_pretrained(tmp_path / "exported")
+    assert exported(ex.input, truncation=True, max_length=12)["input_ids"] == trained.ids
+
+
+def test_the_merged_export_is_a_sequence_classifier_that_answers_the_same(head_run, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    lm, model, head = head_run["lm"], head_run["model"], head_run["head"]
+    rows = _data(8, seed=3)
+    evaluated = list(HeadClassifier("head", model, lm.tokenizer, head.labels, 64, batch_size=3).predict(rows))
+    merged = export_merged(head_run["run"], tmp_path / "merged")
+    config = json.loads((merged / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForSequenceClassification"]
+    assert [config["id2label"][str(i)] for i in range(len(head.labels))] == list(head.labels)
+    assert "AutoModelForSequenceClassification" in (merged / "README.md").read_text()
+    shipped = AutoModelForSequenceClassification.from_pretrained(merged).eval()
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    classify = pipeline("text-classification", model=shipped, tokenizer=tokenizer)
+    for ex, p in zip(rows, evaluated):
+        with torch.no_grad():
+            probs = torch.softmax(shipped(**tokenizer(ex.input, return_tensors="pt")).logits[0], -1)
+        assert head.labels[int(probs.argmax())] == p.output
+        assert float(probs.max()) == pytest.approx(p.confidence, abs=1e-4)
+        top = classify(ex.input, truncation=True, max_length=64)[0]
+        assert top["label"] == p.output and top["score"] == pytest.approx(p.confidence, abs=1e-4)
+
+
+def test_the_setting_is_refused_where_it_cannot_apply():
+    with pytest.raises(ValueError, match="method dpo"):
+        TrainSpec(classify_head=True, method="dpo")
+    with pytest.raises(ValueError, match="train.packing"):
+        TrainSpec(classify_head=True, packing=True)
+    with pytest.raises(ValueError, match="train.fsdp"):
+        TrainSpec(classify_head=True, fsdp=True)
+    doc = {"task": {"kind": "extract", "success": "s", "system_prompt": "p",
+                    "schema": {"type": "object", "properties": {"a": {"type": "string"}}}},
+           "data": {"train": "t.jsonl"}, "train": {"classify_head": True}}
+    with pytest.raises(ConfigError, match="train.classify_head: .* task.kind is extract"):
+        parse_config(doc)

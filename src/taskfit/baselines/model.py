@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from taskfit.config import TaskSpec
 from taskfit.errors import ConfigError, DataError, PromptTooLongError
+from taskfit.baselines.protocol import in_batches
 from taskfit.models.compat import cache_arg, cache_of
 from taskfit.records import Example, Prediction
 from taskfit.rendering import answer_room, label_completions, Rendered, render
@@ -195,13 +196,7 @@ class GenerativePredictor(Prompts):
         self.grammar = answer_grammar(task) if constrained else None
 
     def predict(self, examples: Iterable[Example]) -> Iterator[Prediction]:
-        batch: list[Example] = []
-        for ex in examples:
-            batch.append(ex)
-            if len(batch) == self.batch_size:
-                yield from self._batch(batch)
-                batch = []
-        if batch:
+        for batch in in_batches(examples, self.batch_size):
             yield from self._batch(batch)
 
     def _batch(self, examples: list[Example]) -> Iterator[Prediction]:

@@ -37,3 +37,16 @@ class LabelScorer(Protocol):
     def scores(self, prompt: list[int]) -> list[float]:
         """The log-probability of each label's completion after ``prompt``, in label order."""
         ...
+
+
+def in_batches(examples: Iterable[Example], size: int) -> Iterator[list[Example]]:
+    """``examples`` in lists of ``size`` (the last may be shorter), read as they come, so that a
+    predictor answering a batch at a time still yields each batch's predictions at once."""
+    batch: list[Example] = []
+    for ex in examples:
+        batch.append(ex)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

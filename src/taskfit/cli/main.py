@@ -13,6 +13,7 @@ from typing import Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from taskfit.errors import TaskfitError
@@ -121,10 +122,14 @@ def _print_card(card) -> None:
     out.print(f"personal data in {p['rows_with_personal_data']} rows "
               f"({', '.join(f'{k} {v}' for k, v in p['findings'].items()) or 'none'}); "
               f"credentials in {p['rows_with_secrets']} rows", highlight=False)
+    if p.get("keep_fields"):
+        kept = ", ".join(f"{k} {n}" for k, n in p["answers_kept"].items())
+        out.print(f"answers redaction would have changed, kept verbatim (data.privacy.keep_fields): "
+                  f"{kept or 'none'}", highlight=False, soft_wrap=True)
     for q in card.quarantine.get("first", [])[:10]:
         out.print(f"  quarantined {q['source']}: {q['reason']}", highlight=False, soft_wrap=True)
-    for w in card.warnings:
-        out.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
+    for w in card.warnings:  # a warning quotes YAML ([date, total]), not rich markup
+        out.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
 
 
 @data_app.command("check")
@@ -204,7 +209,7 @@ def _print_scorecard(card) -> None:
             extra.add_row(*row)
         out.print(extra)
     for warning in card.warnings:
-        out.print(f"[yellow]{warning}[/yellow]")
+        out.print(f"[yellow]{escape(warning)}[/yellow]", soft_wrap=True)
     for line in card.reviews + card.notes:
         out.print(line, highlight=False)
     out.print(f"[bold]{card.verdict}[/bold]")
@@ -231,7 +236,8 @@ def _print_results(results) -> None:
 @_friendly
 def baseline(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
              only: Optional[list[str]] = typer.Option(None, "--only", help="Evaluate just this baseline "
-                                                      "(repeatable): prompt-only, few-shot, rag, tfidf-logreg, endpoint."),
+                                                      "(repeatable): prompt-only, few-shot, rag, tfidf-logreg, "
+                                                      "embeddings-logreg, endpoint."),
              threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: all).")) -> None:
     """Evaluate every applicable baseline on the held-out split (cached: a rerun resumes)."""
     from taskfit.workflows import baseline_project
@@ -416,28 +422,45 @@ def serve(config: Optional[Path] = typer.Argument(None, help="A project (its lat
           base: Optional[str] = typer.Option(None, help="The base model (default: the adapters' own)."),
           host: Optional[str] = typer.Option(None, help="Interface to bind (default 127.0.0.1)."),
           port: Optional[int] = typer.Option(None, help="Port (default 8000)."),
+          candidate: Optional[str] = typer.Option(None, "--candidate", help="With a project: serve this candidate "
+                                                  "under the task's name instead of the latest run: "
+                                                  "tfidf-logreg or embeddings-logreg (as `taskfit baseline` "
+                                                  "fitted it; no language model is loaded)."),
           merged: bool = typer.Option(False, "--merged", help="Fold the single adapter into the base."),
           engine: Optional[str] = typer.Option(None, help="transformers (default) or llama-cpp (GGUF base + "
                                                           "GGUF LoRAs; pip install -e '.[llama]')."),
           threads: Optional[int] = typer.Option(None, help="CPU threads.")) -> None:
-    """Serve the base model and trained adapters with OpenAI's chat-completions API."""
+    """Serve the base model, trained adapters and fitted classical models with OpenAI's chat-completions API."""
     from taskfit.errors import ConfigError
     from taskfit.progress import RichReporter
     from taskfit.serve import load_serve_config, serve as run_server
 
-    adapters = {}
-    if config is not None and (config / "taskfit.yaml").is_file():  # a project: its latest finished run
+    adapters, classical = {}, {}
+    project_log = None
+    project = config is not None and (config / "taskfit.yaml").is_file()
+    if candidate is not None and not project:
+        raise ConfigError(f"--candidate {candidate}: name a project directory too (taskfit serve DIR --candidate "
+                          f"{candidate})", hint="in serve.yaml, list fitted classical models under classical:")
+    if project:  # a project: its latest finished run, or the candidate named
         from taskfit.config import load_config
 
-        adapters[load_config(config).task.name] = {"path": str(_run_of(config).resolve())}
+        task = load_config(config / "taskfit.yaml").task.name
+        project_log = {"path": str((config / "requests.sqlite").resolve())}  # where `taskfit monitor DIR` reads
+        if candidate in (None, "fine-tuned"):
+            adapters[task] = {"path": str(_run_of(config).resolve())}
+        else:
+            from taskfit.serve.classical import project_candidate
+
+            classical[task] = project_candidate(config, candidate)
         config = None
     for item in adapter:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise ConfigError(f"--adapter {item!r}: expected NAME=RUN_DIR")
         adapters[name] = {"path": str(Path(path).resolve())}
-    spec = load_serve_config(config, {"adapters": adapters, "base": base, "host": host, "port": port,
-                                      "merged": merged or None, "engine": engine, "threads": threads})
+    spec = load_serve_config(config, {"adapters": adapters, "classical": classical, "base": base, "host": host,
+                                      "port": port, "merged": merged or None, "engine": engine,
+                                      "threads": threads, "log": project_log})
     run_server(spec, status=RichReporter(err).status)
 
 
@@ -457,6 +480,47 @@ def serve_key(name: str = typer.Argument(..., help="Who will hold the key (logge
     err.print("add this under keys: in serve.yaml:", highlight=False)
     err.print(yaml.safe_dump([{"name": name, "sha256": hash_key(key), "models": allowed}], sort_keys=False),
               highlight=False)
+
+
+@app.command()
+@_friendly
+def monitor(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
+            since: Optional[str] = typer.Option(None, help="Only requests since: an ISO date or time, or a span "
+                                                           "back from now (2d, 12h); default monitor.since."),
+            window: Optional[str] = typer.Option(None, help="Window length (30m, 12h, 1d, 2w); default "
+                                                            "monitor.window (1d)."),
+            log: Optional[Path] = typer.Option(None, "--log", help="The request log (default "
+                                                                  "DIR/requests.sqlite, where `taskfit serve DIR` logs)."),
+            model: Optional[str] = typer.Option(None, help="The served model's name (default task.name)."),
+            out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write monitor.html and "
+                                                                       "monitor.json (default DIR/monitor).")) -> None:
+    """Read the request log against the training data: traffic, errors, latency, answer mixes and
+    input drift per window. Exits 6 when the latest window raises an alert (for cron or CI)."""
+    from taskfit.monitoring import ALERT_EXIT_CODE, monitor_project
+    from taskfit.progress import RichReporter
+
+    result = monitor_project(project, since=since, window=window, log=log, model=model, out_dir=out_dir,
+                             reporter=RichReporter(err))
+    min_rows = result.settings["min_window_rows"]
+    table = Table("window", "requests", "5xx", "p50 ms", "p95 ms", "fallback", "drift")
+    for w in result.windows[-10:]:
+        table.add_row(w.label, str(w.requests), str(w.server_errors),
+                      "-" if w.latency_p50_ms is None else f"{w.latency_p50_ms:.0f}",
+                      "-" if w.latency_p95_ms is None else f"{w.latency_p95_ms:.0f}",
+                      "-" if w.fallback_rate is None else f"{100 * w.fallback_rate:.1f}%", w.verdict(min_rows))
+    out.print(table)
+    for s in result.latest.signals:
+        verdict = "[red]DRIFT[/red]" if s.drift else "ok"
+        out.print(f"{verdict} {s.name}: {s.test} {s.statistic:.3g} (drift {s.rule})"
+                  + (f", PSI {s.psi:.3f} ({s.band})" if s.psi is not None else ""), highlight=False)
+    out.print(f"report: {result.html_path}\njson:   {result.json_path}", highlight=False)
+    if result.alerts:
+        for alert in result.alerts:
+            err.print(f"[bold red]alert:[/bold red] {alert.reason}", highlight=False, soft_wrap=True)
+        raise typer.Exit(ALERT_EXIT_CODE)
+    if not result.latest.judged:
+        err.print(f"no alert; the latest window has {result.latest.answered} answered requests, fewer than "
+                  f"monitor.min_window_rows ({min_rows}): its drift is not judged", highlight=False)
 
 
 @app.command()

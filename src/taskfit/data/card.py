@@ -52,6 +52,17 @@ def render_markdown(card: DataCard) -> str:
               f"{p['rows_with_personal_data']} rows hold personal data: "
               + (", ".join(f"{k} {v}" for k, v in p["findings"].items()) or "none") + ". "
               f"{p['rows_with_secrets']} rows hold credentials. Action: **{p['action']}**.", ""]
+    counted = lambda d: ", ".join(f"{k} {n}" for k, n in d.items())  # noqa: E731
+    if p.get("keep_fields"):
+        lines += [f"Kept verbatim by data.privacy.keep_fields ({', '.join(p['keep_fields'])}), in the answers "
+                  "and wherever they occur in the inputs; answers whose value redaction would have changed: "
+                  f"{counted(p.get('answers_kept', {})) or 'none'}.", ""]
+    if p.get("answers_changed"):
+        lines += [f"Answers changed by redaction, in the answer and the input alike: "
+                  f"{counted(p['answers_changed'])} (of {p['answers']} answers).", ""]
+    if p.get("answer_numbers_kept"):
+        lines += [f"Answer numbers that look like personal data, kept as they are (no placeholder can stand "
+                  f"in a number): {counted(p['answer_numbers_kept'])}.", ""]
     if p["secret_rows"]:
         lines += ["Rows with credentials (values never shown): " + ", ".join(f"`{r}`" for r in p["secret_rows"][:20]), ""]
     if card.templates.get("top"):

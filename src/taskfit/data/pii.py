@@ -2,15 +2,38 @@
 
 Detection leans on maintained libraries where one fits:
 
-* payment cards (Luhn), IBANs (mod-97) and national ID numbers (US SSN, Spanish DNI, French
-  NIR): candidate patterns confirmed by ``python-stdnum``'s checksum validators,
-  so that an order number is not taken for a card; UK National Insurance numbers, which have no
-  check digit, by HMRC's allocation rules (letters never used, prefixes never issued);
-* phone numbers: Google's ``phonenumbers`` matcher;
+* payment cards: a run of 13 to 19 digits, printed whole or in the groups cards use, whose issuer
+  prefix and length are a card brand's (Visa, Mastercard, Amex, Discover, JCB, Diners,
+  UnionPay, Maestro, Mir) and whose Luhn check digit holds (``python-stdnum``); a 13- or 14-digit
+  run that is a valid EAN-13/GTIN-14 is a barcode, and a run inside a longer one (a receipt's
+  20-digit transaction code) is no card;
+* IBANs (mod-97) and national ID numbers (US SSN, Spanish DNI, French NIR): candidate patterns
+  confirmed by ``python-stdnum``'s checksum validators; UK National Insurance numbers, which have
+  no check digit, by HMRC's allocation rules (letters never used, prefixes never issued);
+* phone numbers: Google's ``phonenumbers`` finds them, and a number needs evidence (below);
 * credentials: the regular expressions of ``detect-secrets``' provider plugins (AWS, Stripe,
   GitHub, GitLab, Slack, OpenAI, private keys, basic-auth URLs, JWTs...), plus a keyword rule for
   ``api_key=…``, ``password: …`` and ``token=…`` assignments;
 * e-mail addresses and IP addresses: a pattern, then ``ipaddress`` to confirm.
+
+**What counts as a phone number.** Business text is full of 7-to-15-digit numbers that
+phonenumbers would accept as *possible* phone numbers: dates (``10-03-2018``, ``25032018``),
+barcodes, invoice, order and tax numbers. A number found by phonenumbers' matcher is a phone
+number when it has evidence:
+
+* a phone word before it on its line, within 40 characters, nearer than any identifier word
+  (tel, phone, mobile, cell, fax, call, text, whatsapp, office, contact..., and the words of
+  ``data.privacy.phone_context``); or
+* an international ``+`` prefix; or
+* it is valid (phonenumbers' ``is_valid_number``, the test of its VALID leniency) in one of the
+  regions of ``data.privacy.regions``; a number printed as one run of digits must not also pass
+  a barcode check digit (EAN-8, UPC-A, EAN-13, GTIN-14) or a UK VAT number's.
+
+and it is never a phone number when it overlaps a date (day, month and year in either order,
+with ``-``, ``/`` or ``.``, or as 8 digits), a span of years (``1985-1995``), a time, or an
+amount or decimal number; or when the nearest word before it names an identifier (invoice,
+order, receipt, ref, reg, GST, VAT, tax, account no., customer no., tracking, approval, ...); or
+when it is glued to letters (``INV-20180045``, ``acct_48289860``) or to a ``#``.
 
 A :class:`Finding` holds where the match is and its kind, and its ``__repr__`` hides the value,
 so reports and logs can list findings without ever showing a secret.
@@ -18,11 +41,16 @@ so reports and logs can list findings without ever showing a secret.
 
 from __future__ import annotations
 
+import bisect
+import datetime
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Callable, Iterable, Literal
+from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING, Callable, Iterable, Literal
+
+if TYPE_CHECKING:
+    from taskfit.config import PrivacySpec
 
 SECRET_KINDS = frozenset({"SECRET", "PRIVATE_KEY"})
 Action = Literal["redact", "mask", "keep"]
@@ -44,9 +72,12 @@ class Finding:
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
 _IPV4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
 _IPV6 = re.compile(r"\b(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}\b")
-_CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
+# A whole run of 13-19 digits with optional single spaces or dashes: not part of a longer run or a word.
+_CARD = re.compile(r"(?<![\w+])(?<!\d[ -])\d(?:[ -]?\d){12,18}(?!\w|[ -]\d)")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
-_PHONE_HINT = re.compile(r"\+?\(?\d[\d ().-]{5,}\d")
+# Phone-shaped: 7+ characters of digits and the usual separators, a space or a dot never doubled
+# nor followed by the other ("7.  123456789" is a list item, not a number).
+_PHONE_HINT = re.compile(r"\+?\(?\d(?:[\d()-]|[ .](?![ .])){5,}\d")
 _KEYWORD = re.compile(r"(?i)\b(?:api[_-]?key|secret|token|passw(?:or)?d|pwd)\b\s*[=:]\s*[\"']?([^\s\"',;]{8,})")
 _NATIONAL = [
     (re.compile(r"\b\d{3}-\d{2}-\d{4}\b"), "stdnum.us.ssn"),
@@ -56,6 +87,44 @@ _NATIONAL = [
     (re.compile(r"\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"), "gb.nino"),
 ]
 _NINO_NEVER_ISSUED = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
+
+# Card brands: (issuer prefix ranges as (low, high) on the first digits, allowed lengths).
+_CARD_BRANDS = [
+    ([(4, 4)], {13, 16, 19}),  # Visa
+    ([(51, 55), (2221, 2720)], {16}),  # Mastercard
+    ([(34, 34), (37, 37)], {15}),  # American Express
+    ([(6011, 6011), (644, 649), (65, 65)], {16, 17, 18, 19}),  # Discover
+    ([(3528, 3589)], {16, 17, 18, 19}),  # JCB
+    ([(300, 305), (36, 36), (38, 39)], {14, 15, 16, 17, 18, 19}),  # Diners Club
+    ([(62, 62)], {16, 17, 18, 19}),  # UnionPay
+    ([(50, 50), (56, 69)], {12, 13, 14, 15, 16, 17, 18, 19}),  # Maestro
+    ([(2200, 2204)], {16, 17, 18, 19}),  # Mir
+]
+
+# Words that say what the number after them is. The nearest one before a number decides.
+_PHONE_WORDS = (r"tel|tele?phone|phone|ph|mob|mobile|cell|cellphone|fax|call|calling|ring|text|sms|"
+                r"whats ?app|hotline|helpline|direct|office|landline|contact|dial")
+_ID_WORDS = (r"invoice|inv|bill|order|po|p\.o|purchase|receipt|rcpt|ref|reference|reg(?:d|n|istered|istration)?|"
+             r"gst|sst|vat|tax|tin|ein|ust|ust-?id(?:nr)?|abn|acn|hrb|sku|ean|upc|gtin|isbn|barcode|serial|"
+             r"s/n|imei|tracking|awb|parcel|shipment|consignment|approval|auth|authori[sz]ation|trans|"
+             r"transaction|txn|trx|booking|confirmation|ticket|case|batch|lot|merchant|terminal|pos|loyalty|"
+             r"request|id|iban|bic|swift|sort code|routing|"
+             r"(?:customer|cust|account|acct|a/c|member|membership|client|item|product|document|doc|company|"
+             r"store|card|voucher|coupon|policy|claim|patient|student|employee|staff) ?(?:no|nr|num|number|#|id|code)"
+             r"|(?:st|op|te|tr|tc) ?#")
+_LETTER_LABEL = re.compile(r"(?i)(?:^|[\s|·,;(])[tmfp] ?[:.] ?$")  # "T: ", "M: " in signatures
+_LABEL_WINDOW = 40  # characters before a number where its label is looked for, on its line
+
+# Numbers that are not phone numbers whatever the matcher says.
+_DATE_SEP = re.compile(r"(?<![\d/.-])(\d{1,4})([-/.])(\d{1,2})\2(\d{4}|\d{2})(?!\d|[-/.]\d)")
+_DATE_RUN = re.compile(r"(?<!\d)\d{8}(?!\d)")
+_YEARS = re.compile(r"(?<!\d)(1[5-9]\d\d|20\d\d) ?[-–/] ?(1[5-9]\d\d|20\d\d)(?!\d)")
+_TIME = re.compile(r"(?<![\d:])(?:[01]?\d|2[0-3]):[0-5]\d(?::[0-5]\d)?(?![\d:])")
+_DECIMAL = re.compile(
+    r"(?<![\d.,])(?=\d)(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?(?!\d|[.,]\d)"  # 1,234.56
+    r"|\d{1,3}(?:\.\d{3})+,\d{2}(?!\d|[.,]\d)"  # 1.234,56
+    r"|\d+,\d{2}(?!\d|[.,]\d)"  # 450,00
+    r"|(?!0\d)\d+\.\d+(?!\d|\.\d))")  # 45.60, 365.2425, -121.8244116 (not 030.1234567)
 
 
 @lru_cache(maxsize=1)
@@ -82,13 +151,14 @@ def _secret_patterns() -> list[tuple[str, re.Pattern]]:
 
 @lru_cache(maxsize=1)
 def _validators() -> dict[str, Callable[[str], bool]]:
-    from stdnum import iban, luhn
+    from stdnum import ean, iban, luhn
     from stdnum.es import dni
     from stdnum.fr import nir
+    from stdnum.gb import vat as gb_vat
     from stdnum.us import ssn
 
-    return {"luhn": luhn.is_valid, "iban": iban.is_valid, "stdnum.us.ssn": ssn.is_valid,
-            "stdnum.es.dni": dni.is_valid,
+    return {"luhn": luhn.is_valid, "iban": iban.is_valid, "ean": ean.is_valid, "gb.vat": gb_vat.is_valid,
+            "stdnum.us.ssn": ssn.is_valid, "stdnum.es.dni": dni.is_valid,
             "stdnum.fr.nir": nir.is_valid, "gb.nino": lambda v: v[:2] not in _NINO_NEVER_ISSUED}
 
 
@@ -96,59 +166,215 @@ def _digits(s: str) -> str:
     return re.sub(r"[ -]", "", s)
 
 
-def _phones(text: str) -> Iterable[Finding]:
-    import phonenumbers
-
-    # The matcher is the slowest detector and, at POSSIBLE leniency, generous: give it only the
-    # phone-shaped spans (7+ digits with the usual separators), with a little context around them.
-    for span in _PHONE_HINT.finditer(text):
-        if sum(c.isdigit() for c in span.group()) > 15:  # E.164 numbers have at most 15 digits
-            continue
-        lo = max(0, span.start() - 1)
-        chunk = text[lo:span.end()]
-        # POSSIBLE, not VALID: a number in a reserved range (555, 07700 900...) is still someone's
-        # number as far as a redaction policy is concerned.
-        for region in ("US", "GB"):
-            for match in phonenumbers.PhoneNumberMatcher(chunk, region, leniency=phonenumbers.Leniency.POSSIBLE):
-                if sum(c.isdigit() for c in match.raw_string) >= 7:
-                    yield Finding("PHONE", lo + match.start, lo + match.end, "phonenumbers", match.raw_string)
+def _card_brand(digits: str) -> bool:
+    """Whether ``digits`` starts with a card brand's issuer prefix and has one of its lengths."""
+    for ranges, lengths in _CARD_BRANDS:
+        if len(digits) in lengths:
+            for low, high in ranges:
+                width = len(str(low))
+                if low <= int(digits[:width]) <= high:
+                    return True
+    return False
 
 
-def detect(text: str) -> list[Finding]:
-    """Every finding in ``text``, overlapping ones resolved (secrets first, then the longest)."""
-    valid = _validators()
-    found: list[Finding] = []
-    for m in _EMAIL.finditer(text):
-        found.append(Finding("EMAIL", m.start(), m.end(), "pattern", m.group()))
-    for m in _IPV4.finditer(text):
+def _card_grouping(value: str) -> bool:
+    """Printed whole, or in groups of four (the last shorter), or Amex/Diners' 4-6-5 / 4-6-4."""
+    groups = re.split(r"[ -]", value)
+    sizes = [len(g) for g in groups]
+    return (len(groups) == 1 or all(n == 4 for n in sizes[:-1]) and 1 <= sizes[-1] <= 4
+            or sizes in ([4, 6, 5], [4, 6, 4]))
+
+
+def _is_date(day_or_year: str, middle: str, last: str) -> bool:
+    def real(y: int, m: int, d: int) -> bool:
         try:
-            ipaddress.IPv4Address(m.group())
+            datetime.date(y, m, d)
         except ValueError:
-            continue
-        found.append(Finding("IP", m.start(), m.end(), "ipaddress", m.group()))
-    for m in _IPV6.finditer(text):
-        found.append(Finding("IP", m.start(), m.end(), "ipaddress", m.group()))
-    for m in _CARD.finditer(text):
-        if m.start() and text[m.start() - 1] == "+":  # an international phone number
-            continue
-        digits = _digits(m.group())
-        if 13 <= len(digits) <= 19 and valid["luhn"](digits):
-            found.append(Finding("CARD", m.start(), m.end(), "stdnum.luhn", m.group()))
-    for m in _IBAN.finditer(text):
-        if valid["iban"](m.group()):
-            found.append(Finding("IBAN", m.start(), m.end(), "stdnum.iban", m.group()))
-    for pattern, name in _NATIONAL:
-        for m in pattern.finditer(text):
-            if valid[name](m.group()):
-                found.append(Finding("NATIONAL_ID", m.start(), m.end(), name, m.group()))
-    found.extend(_phones(text))
-    for secret_type, pattern in _secret_patterns():
-        for m in pattern.finditer(text):
-            kind = "PRIVATE_KEY" if "Private Key" in secret_type else "SECRET"
-            found.append(Finding(kind, m.start(), m.end(), f"detect-secrets: {secret_type}", m.group()))
-    for m in _KEYWORD.finditer(text):
-        found.append(Finding("SECRET", m.start(1), m.end(1), "keyword assignment", m.group(1)))
-    return _resolve_overlaps(found)
+            return False
+        return 1900 <= y <= 2099
+
+    a, b, c = int(day_or_year), int(middle), int(last)
+    if len(day_or_year) == 4:
+        return len(last) <= 2 and real(a, b, c)
+    if len(day_or_year) > 2:
+        return False
+    year = c if len(last) == 4 else 2000 + c
+    return real(year, b, a) or real(year, a, b)
+
+
+def _date_run(run: str) -> bool:
+    """8 digits that read as ddmmyyyy, mmddyyyy or yyyymmdd."""
+    return (_is_date(run[:4], run[4:6], run[6:]) or _is_date(run[:2], run[2:4], run[4:])
+            or _is_date(run[2:4], run[:2], run[4:]))
+
+
+def not_phone_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of the dates, spans of years, times, amounts and decimal numbers in ``text``,
+    sorted and merged: a phone number never overlaps one."""
+    spans = [m.span() for m in _DATE_SEP.finditer(text) if _is_date(m.group(1), m.group(3), m.group(4))]
+    spans += [m.span() for m in _DATE_RUN.finditer(text) if _date_run(m.group())]
+    spans += [m.span() for m in _YEARS.finditer(text) if m.group(1) <= m.group(2)]
+    spans += [m.span() for pattern in (_TIME, _DECIMAL) for m in pattern.finditer(text)]
+    merged: list[tuple[int, int]] = []
+    for s, e in sorted(spans):
+        if merged and s < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(e, merged[-1][1]))
+        else:
+            merged.append((s, e))
+    return merged
+
+
+def _overlaps(spans: list[tuple[int, int]], start: int, end: int) -> bool:
+    """Whether [start, end) overlaps one of ``spans`` (sorted and disjoint)."""
+    i = bisect.bisect_left(spans, (end,))
+    return i > 0 and spans[i - 1][1] > start
+
+
+def _glued(text: str, start: int, end: int) -> bool:
+    """Part of a code: letters, ``#``, ``_`` or ``/`` right before the number, or a letter after."""
+    if end < len(text) and text[end].isalpha():
+        return True
+    before = text[start - 1] if start else " "
+    return before.isalnum() or before in "#_" or before in "/-" and start >= 2 and text[start - 2].isalnum()
+
+
+def _barcode_or_tax_number(digits: str) -> bool:
+    valid = _validators()
+    return (len(digits) in (8, 12, 13, 14) and valid["ean"](digits)
+            or len(digits) in (9, 12) and valid["gb.vat"](digits))
+
+
+@dataclass(frozen=True)
+class Detector:
+    """Finds personal data and secrets; ``regions`` and ``phone_context`` are the project's
+    ``data.privacy`` settings (see the module docstring for how they decide a phone number)."""
+
+    regions: tuple[str, ...]
+    phone_context: tuple[str, ...]
+
+    @cached_property
+    def _labels(self) -> re.Pattern:
+        extra = "".join(f"|{re.escape(word)}" for word in self.phone_context)
+        return re.compile(rf"(?i)(?<!\w)(?:(?P<phone>{_PHONE_WORDS}{extra})|(?P<id>{_ID_WORDS}))(?![^\W_])")
+
+    def _label(self, text: str, start: int) -> str | None:
+        """"phone", "id" or None: what the nearest word before ``start`` on its line says."""
+        lo = max(0, start - _LABEL_WINDOW, text.rfind("\n", 0, start) + 1)
+        window = text[lo:start]
+        if _LETTER_LABEL.search(window):
+            return "phone"
+        last = None
+        for last in self._labels.finditer(window):
+            pass
+        return None if last is None else last.lastgroup
+
+    def _candidates(self, chunk: str, need_valid: bool) -> dict[tuple[int, int], bool]:
+        """(start, end) in ``chunk`` → whether phonenumbers calls it valid in one of the regions."""
+        import phonenumbers
+
+        found: dict[tuple[int, int], bool] = {}
+        for region in self.regions if need_valid else self.regions[:1]:
+            for m in phonenumbers.PhoneNumberMatcher(chunk, region, leniency=phonenumbers.Leniency.POSSIBLE):
+                key = (m.start, m.end)
+                found[key] = found.get(key, False) or (need_valid and phonenumbers.is_valid_number(m.number))
+        return found
+
+    def _phones(self, text: str) -> Iterable[Finding]:
+        not_phone: list[tuple[int, int]] | None = None  # found once, when a number needs them
+        for hint in _PHONE_HINT.finditer(text):
+            start, end = hint.span()
+            raw = hint.group()
+            digits = sum(c.isdigit() for c in raw)
+            # E.164 numbers have 15 digits at most; a number glued to letters is part of a code.
+            if not 7 <= digits <= 15 or _glued(text, start, end):
+                continue
+            label = self._label(text, start)
+            if label == "id":
+                continue
+            international = raw.startswith("+")
+            evident = label == "phone" or international
+            if not evident and raw.isdigit() and _barcode_or_tax_number(raw):
+                continue
+            not_phone = not_phone_spans(text) if not_phone is None else not_phone
+            if all(_overlaps(not_phone, i, i + 1) for i in range(start, end) if text[i].isdigit()):
+                continue  # every digit is a date's, a time's or an amount's: the matcher need not look
+            candidates = self._candidates(raw, need_valid=not evident)
+            if not candidates and evident:  # a labelled number in a format no region's matcher reads
+                candidates = {(0, len(raw)): False}
+            for (s, e), valid in candidates.items():
+                value = raw[s:e]
+                if sum(c.isdigit() for c in value) < 7 or not (evident or valid):
+                    continue
+                if _overlaps(not_phone, start + s, start + e):
+                    continue
+                why = "label" if label == "phone" else "international" if international else "valid"
+                yield Finding("PHONE", start + s, start + e, f"phonenumbers ({why})", value)
+
+    def detect(self, text: str) -> list[Finding]:
+        """Every finding in ``text``, overlapping ones resolved (secrets first, then the longest)."""
+        valid = _validators()
+        found: list[Finding] = []
+        for m in _EMAIL.finditer(text):
+            found.append(Finding("EMAIL", m.start(), m.end(), "pattern", m.group()))
+        for m in _IPV4.finditer(text):
+            try:
+                ipaddress.IPv4Address(m.group())
+            except ValueError:
+                continue
+            found.append(Finding("IP", m.start(), m.end(), "ipaddress", m.group()))
+        for m in _IPV6.finditer(text):
+            found.append(Finding("IP", m.start(), m.end(), "ipaddress", m.group()))
+        for m in _CARD.finditer(text):
+            digits = _digits(m.group())
+            barcode = digits == m.group() and len(digits) in (13, 14) and valid["ean"](digits)
+            if (_card_brand(digits) and _card_grouping(m.group()) and not barcode and valid["luhn"](digits)):
+                found.append(Finding("CARD", m.start(), m.end(), "stdnum.luhn", m.group()))
+        for m in _IBAN.finditer(text):
+            if valid["iban"](m.group()):
+                found.append(Finding("IBAN", m.start(), m.end(), "stdnum.iban", m.group()))
+        for pattern, name in _NATIONAL:
+            for m in pattern.finditer(text):
+                if valid[name](m.group()):
+                    found.append(Finding("NATIONAL_ID", m.start(), m.end(), name, m.group()))
+        found.extend(self._phones(text))
+        for secret_type, pattern in _secret_patterns():
+            for m in pattern.finditer(text):
+                kind = "PRIVATE_KEY" if "Private Key" in secret_type else "SECRET"
+                found.append(Finding(kind, m.start(), m.end(), f"detect-secrets: {secret_type}", m.group()))
+        for m in _KEYWORD.finditer(text):
+            found.append(Finding("SECRET", m.start(1), m.end(1), "keyword assignment", m.group(1)))
+        return _resolve_overlaps(found)
+
+    def redact(self, text: str, findings: list[Finding] | None = None, action: Action = "redact") -> str:
+        """Replace each finding by a typed placeholder (``<EMAIL>``) or, with ``mask``, by asterisks
+        keeping the last two characters; ``keep`` returns the text unchanged."""
+        if action == "keep":
+            return text
+        findings = self.detect(text) if findings is None else findings
+        out, last = [], 0
+        for f in findings:
+            out.append(text[last:f.start])
+            if action == "mask":
+                out.append("*" * max(0, (f.end - f.start) - 2) + text[f.end - 2:f.end])
+            else:
+                out.append(f"<{f.kind}>")
+            last = f.end
+        out.append(text[last:])
+        return "".join(out)
+
+
+def detector(privacy: PrivacySpec | None = None) -> Detector:
+    """The detector for a project's ``data.privacy`` settings (the defaults when None)."""
+    if privacy is None:
+        from taskfit.config import PrivacySpec
+
+        privacy = PrivacySpec()
+    return _detector(tuple(privacy.regions), tuple(privacy.phone_context))
+
+
+@lru_cache(maxsize=16)
+def _detector(regions: tuple[str, ...], phone_context: tuple[str, ...]) -> Detector:
+    return Detector(regions, phone_context)
 
 
 def _resolve_overlaps(found: list[Finding]) -> list[Finding]:
@@ -160,19 +386,12 @@ def _resolve_overlaps(found: list[Finding]) -> list[Finding]:
     return sorted(kept, key=lambda f: f.start)
 
 
-def redact(text: str, findings: list[Finding] | None = None, action: Action = "redact") -> str:
-    """Replace each finding by a typed placeholder (``<EMAIL>``) or, with ``mask``, by asterisks
-    keeping the last two characters; ``keep`` returns the text unchanged."""
-    if action == "keep":
-        return text
-    findings = detect(text) if findings is None else findings
-    out, last = [], 0
-    for f in findings:
-        out.append(text[last:f.start])
-        if action == "mask":
-            out.append("*" * max(0, (f.end - f.start) - 2) + text[f.end - 2:f.end])
-        else:
-            out.append(f"<{f.kind}>")
-        last = f.end
-    out.append(text[last:])
-    return "".join(out)
+def detect(text: str, privacy: PrivacySpec | None = None) -> list[Finding]:
+    """Every finding in ``text`` under ``privacy``'s settings (the defaults when None)."""
+    return detector(privacy).detect(text)
+
+
+def redact(text: str, findings: list[Finding] | None = None, action: Action = "redact",
+           privacy: PrivacySpec | None = None) -> str:
+    """``text`` with its findings replaced (see :meth:`Detector.redact`)."""
+    return detector(privacy).redact(text, findings, action)

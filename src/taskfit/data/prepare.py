@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from taskfit.config import ProjectConfig
+from taskfit.config import PrivacySpec, ProjectConfig
 from taskfit.data import pii
 from taskfit.data.lookalike import COPY, CONFLICT, Layouts, LookAlikes, decisive
+from taskfit.data.redaction import keeps
 from taskfit.data.scan import TEMPLATE, Quarantined, ScanResult, layout_previews, scan
 from taskfit.data.split import fingerprint, grouped_split, stratified_split, stratified_subsample
 from taskfit.errors import DataError
@@ -126,7 +127,8 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
                         "Excel: Save As, CSV UTF-8; or iconv -f cp1252 -t utf-8) to keep those rows.")
     prompts: Counter = sum((s.system_prompts for s in scans), Counter())
     card.system_prompts = {"variants": len(prompts),
-                           "top": [{"rows": n, "prompt": pii.redact(p[:120])} for p, n in prompts.most_common(3)]}
+                           "top": [{"rows": n, "prompt": pii.redact(p[:120], privacy=data.privacy)}
+                                   for p, n in prompts.most_common(3)]}
     if len(prompts) > 1:
         warnings.append(f"{len(prompts)} different system prompts: the model learns a different "
                         "behaviour per prompt, and serving will use one. Use one system prompt "
@@ -164,13 +166,32 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
                             "data.too_long: drop.")
     pii_counts: Counter = sum((s.pii_counts for s in scans), Counter())
     secret_rows = [src for s in scans for src in s.secret_rows]
+    total = lambda name: sum((getattr(s, name) for s in scans), Counter())  # noqa: E731
+    filled, kept = total("answer_fields"), total("answers_kept")
     card.privacy = {"rows_with_personal_data": sum(s.pii_rows for s in scans),
                     "findings": dict(pii_counts), "rows_with_secrets": len(secret_rows),
-                    "secret_rows": secret_rows[:50], "action": data.privacy.action}
+                    "secret_rows": secret_rows[:50], "action": data.privacy.action,
+                    "keep_fields": list(data.privacy.keep_fields), "answers": counts["kept"],
+                    "answers_changed": dict(total("answers_changed").most_common()),
+                    "answers_kept": {k: kept[k] for k in filled if keeps(k, data.privacy.keep_fields)},
+                    "answer_numbers_kept": dict(total("answer_numbers_kept").most_common())}
+    if card.privacy["answers_changed"]:
+        warnings.append(answers_changed_warning(card.privacy))
+    numbers = card.privacy["answer_numbers_kept"]
+    if numbers:
+        warnings.append(f"answer numbers that look like personal data are kept as they are, and so are their "
+                        f"occurrences in the inputs, since no placeholder can stand in a number: "
+                        f"{', '.join(f'{k} {n}' for k, n in numbers.items())}. If they are personal data, "
+                        "leave those fields out of the answers.")
+    unused = [k for k in data.privacy.keep_fields if not any(keeps(f, [k]) for f in filled)]
+    if unused and counts["kept"]:
+        warnings.append(f"data.privacy.keep_fields names {', '.join(unused)}, which no answer fills.")
     if secret_rows:
+        left = sum(s.unredacted_secret_rows for s in scans) if data.privacy.action != "keep" else 0
         warnings.append(f"{len(secret_rows)} rows contain credentials (API keys, tokens, private keys). "
                         "A model can repeat what it was trained on: `taskfit data prepare` redacts them, "
-                        "and training refuses them unredacted.")
+                        "and training refuses them unredacted"
+                        + (f" ({left} keep one in a field of data.privacy.keep_fields)." if left else "."))
     if pii_counts:
         warnings.append(f"personal data found in {card.privacy['rows_with_personal_data']} rows "
                         f"({', '.join(f'{k} {v}' for k, v in pii_counts.most_common())}); data.privacy."
@@ -225,6 +246,20 @@ def _templates(config: ProjectConfig, layouts: Layouts, train: list[int], held: 
                      "held_out": None if held is None else on_held[k], "preview": previews[k]} for k in top]}
 
 
+def answers_changed_warning(privacy: dict[str, Any]) -> str:
+    """The warning for answers redaction rewrites, naming the fields, their counts and the
+    setting that keeps them ("" when it rewrites none)."""
+    changed = privacy.get("answers_changed") or {}
+    if not changed:
+        return ""
+    names = ", ".join(dict.fromkeys([*privacy.get("keep_fields", []), *changed]))
+    return (f"answers changed by redaction: {', '.join(f'{k} {n}' for k, n in changed.items())} (of "
+            f"{privacy['answers']} answers); the model would be trained and scored on placeholders that are "
+            f"not in the documents. If these values are not personal data, add them to "
+            f"data.privacy.keep_fields (keep_fields: [{names}]): they are then kept verbatim in the answers "
+            "and wherever they occur in the inputs.")
+
+
 def _load_tokenizer(config: ProjectConfig, status: Callable[[str], None] | None):
     from taskfit.models.registry import load_tokenizer
 
@@ -254,29 +289,7 @@ class Prepared:
     card: DataCard
     quarantined: list[Quarantined]
     unredacted_secret_rows: int
-
-
-def _redact_record(rec: Example | PreferencePair, action: str) -> Example | PreferencePair:
-    if action == "keep":
-        return rec
-    if isinstance(rec, PreferencePair):
-        return replace(rec, prompt=pii.redact(rec.prompt, action=action),
-                       chosen=pii.redact(rec.chosen, action=action), rejected=pii.redact(rec.rejected, action=action))
-    return replace(rec, input=pii.redact(rec.input, action=action),
-                   context=pii.redact(rec.context, action=action) if rec.context else rec.context,
-                   target=rec.target if rec.target in (None, "") else _redact_target(rec.target, action))
-
-
-def _redact_target(target: str, action: str) -> str:
-    # A label is never personal data, and redacting inside JSON answers must keep them valid JSON.
-    try:
-        value = json.loads(target)
-    except (json.JSONDecodeError, ValueError):
-        return pii.redact(target, action=action)
-    if isinstance(value, dict):
-        return json.dumps({k: pii.redact(v, action=action) if isinstance(v, str) else v
-                           for k, v in value.items()}, ensure_ascii=False)
-    return target
+    privacy: PrivacySpec  # the settings the rows were redacted with (the quarantine file's too)
 
 
 def _group_key(rec: Example | PreferencePair, key: str, layout: dict[str, int]) -> str:
@@ -291,7 +304,8 @@ def _group_key(rec: Example | PreferencePair, key: str, layout: dict[str, int]) 
 
 def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None,
                  on_row: Callable[[], None] | None = None) -> Prepared:
-    """Validate, deduplicate, redact and split; nothing is written (see :func:`write_prepared`)."""
+    """Validate, deduplicate, redact (:mod:`taskfit.data.redaction`) and split; nothing is written
+    (see :func:`write_prepared`)."""
     data, task = config.data, config.task
     layouts = _layouts(config)
     train_scan = scan(project_dir / data.train, task, data, tokenizer=tokenizer, keep=True, on_row=on_row,
@@ -301,15 +315,13 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
     layout = {r.id: k for r, k in zip(rows, train_scan.layouts)}
     if tokenizer is not None and data.too_long == "drop":
         rows = [r for r, n in zip(rows, train_scan.lengths) if n <= config.train.max_seq_length]
-    action = data.privacy.action
-    rows = [_redact_record(r, action) for r in rows]
     leaked = 0
     if data.eval:
         eval_scan = scan(project_dir / data.eval, task, data, tokenizer=tokenizer, keep=True, id_prefix="eval-",
                          room=_room(config, tokenizer), layouts=layouts)
         scans.append(eval_scan)
         layout.update((r.id, k) for r, k in zip(eval_scan.examples, eval_scan.layouts))
-        held = [_redact_record(r, action) for r in eval_scan.examples]
+        held = eval_scan.examples
         held, leaked = drop_leaks(rows, held, config)
         overlap = {r.id for r in rows} & {r.id for r in held}
         if overlap:
@@ -340,9 +352,8 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
     card.split = {"train": len(train), "eval": len(test), "seed": data.seed,
                   "group_by": data.group_by, "fixed_eval_file": data.eval,
                   "train_fingerprint": fingerprint(train), "eval_fingerprint": fingerprint(test)}
-    unredacted = card.privacy["rows_with_secrets"] if action == "keep" else 0
-    return Prepared(train=train, eval=test, card=card,
-                    quarantined=[q for s in scans for q in s.quarantined], unredacted_secret_rows=unredacted)
+    return Prepared(train=train, eval=test, card=card, quarantined=[q for s in scans for q in s.quarantined],
+                    unredacted_secret_rows=sum(s.unredacted_secret_rows for s in scans), privacy=data.privacy)
 
 
 def drop_leaks(train: list, held: list, config: ProjectConfig) -> tuple[list, int]:
@@ -392,7 +403,8 @@ def write_prepared(prepared: Prepared, out_dir: Path) -> dict[str, Path]:
     with paths["quarantine"].open("w", encoding="utf-8") as f:
         for q in prepared.quarantined:
             f.write(json.dumps({"source": q.source, "reason": q.reason,
-                                "raw": pii.redact(q.raw.rstrip("\n"))}, ensure_ascii=False) + "\n")
+                                "raw": pii.redact(q.raw.rstrip("\n"), privacy=prepared.privacy)},
+                               ensure_ascii=False) + "\n")
     paths.update(write_card(prepared.card, out_dir))
     return paths
 

@@ -1,4 +1,5 @@
-"""One streaming pass over a data file: validate, deduplicate, audit, find personal data.
+"""One streaming pass over a data file: validate, deduplicate, audit, find personal data, and
+decide each row's redaction (counting the answers it would change).
 
 The pass keeps compact state per row (hashes, MinHash signatures in the LSH indexes, answer
 digests, layout numbers, token counts), never the rows themselves unless asked (``keep=True``,
@@ -23,6 +24,7 @@ from taskfit.config import DataSpec, TaskSpec
 from taskfit.data import pii
 from taskfit.data.formats import convert
 from taskfit.data.lookalike import CONFLICT, DISTINCT, Layouts, LookAlikes, decisive, input_text, normalise, shared_text
+from taskfit.data.redaction import redact_row
 from taskfit.data.read import read_rows
 from taskfit.records import Example, PreferencePair
 from taskfit.rendering import user_text
@@ -72,13 +74,20 @@ class ScanResult:
     pii_counts: Counter = field(default_factory=Counter)  # kind -> occurrences
     pii_rows: int = 0
     secret_rows: list[str] = field(default_factory=list)  # sources only, never values
+    unredacted_secret_rows: int = 0  # rows still holding a credential as prepare writes them
+    # Per answer field (extract: the schema's; qa, generate: "answer"), in rows: how many fill it,
+    # whose value redaction changes, and whose value it would change but keeps (keep_fields; numbers).
+    answer_fields: Counter = field(default_factory=Counter)
+    answers_changed: Counter = field(default_factory=Counter)
+    answers_kept: Counter = field(default_factory=Counter)
+    answer_numbers_kept: Counter = field(default_factory=Counter)
     lengths: Any = field(default_factory=lambda: array("i"))  # rendered tokens per kept row
     # The longest rows by what no cut of the input can shorten (template, system prompt, answer):
     # (tokens, source), at most UNFITTABLE_KEPT of them, and the tokens for every example row.
     fixed_longest: list[tuple[int, str]] = field(default_factory=list)
     fixed_lengths: Any = field(default_factory=lambda: array("i"))
     answer_tokens: int = 0
-    examples: list[Example | PreferencePair] = field(default_factory=list)  # with keep=True
+    examples: list[Example | PreferencePair] = field(default_factory=list)  # with keep=True, redacted
 
     @property
     def kept(self) -> int:
@@ -151,10 +160,11 @@ DISTINCT_NOTED = 50
 def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep: bool = False,
          on_row: Callable[[], None] | None = None, id_prefix: str = "", room: int = 0,
          layouts: Layouts | None = None) -> ScanResult:
-    """Stream ``path`` once. With ``keep``, the kept records are returned too. ``layouts`` is
-    shared by the scans of one project (train and a fixed eval file), so that a layout has one
-    number in both; without it, the scan makes its own (when data.dedup.near is on, or
-    data.group_by is template)."""
+    """Stream ``path`` once. With ``keep``, the kept records are returned too, redacted as
+    ``spec.privacy`` says (:func:`taskfit.data.redaction.redact_row`), as ``prepare`` writes them.
+    ``layouts`` is shared by the scans of one project (train and a fixed eval file), so that a
+    layout has one number in both; without it, the scan makes its own (when data.dedup.near is
+    on, or data.group_by is template)."""
     fmt = spec.format
     result = ScanResult(path=str(path), kind="preferences" if fmt == "preference" else "examples")
     exact: set[int] = set()  # 64-bit digests of the normalised row
@@ -227,12 +237,18 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
             same = looks is not None and (pair or rec.context is None)  # the look-alike text is the input
             result.layouts.append(layouts.assign(rec.prompt if pair else rec.input, str(path), raw.line,
                                                  (row.sig, row.size) if same else None))
-        found = [f for t in texts for f in pii.detect(t)]
+        redaction = redact_row(rec, task, spec.privacy)
+        found = redaction.findings
         if found:
             result.pii_rows += 1
             result.pii_counts.update(f.kind for f in found)
             if any(f.is_secret for f in found):
                 result.secret_rows.append(raw.source)
+        result.unredacted_secret_rows += redaction.secrets_left
+        result.answer_fields.update(redaction.fields)
+        result.answers_changed.update(redaction.changed)
+        result.answers_kept.update(redaction.kept)
+        result.answer_numbers_kept.update(redaction.numbers_kept)
         if isinstance(rec, Example):
             if task.labels:
                 result.labels[rec.target] += 1
@@ -242,7 +258,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
             if len(counter.pending) >= 512:
                 _take_lengths(result, counter)
         if keep:
-            result.examples.append(rec)
+            result.examples.append(redaction.record)
     if counter is not None:
         _take_lengths(result, counter)
     _fill_previews(result, path, task, spec)
@@ -268,7 +284,8 @@ def _fill_previews(result: ScanResult, path: Path, task: TaskSpec, spec: DataSpe
     itself holds no row text."""
     notes = result.conflicts[:limit] + result.near_duplicates[:limit] + result.distinct_notes
     records = _records_at(path, task, spec, {n.kept_line for n in notes} | {n.other_line for n in notes})
-    previews = {line: pii.redact(input_text(rec))[:160] for line, rec in records.items()}  # cut after redacting
+    personal = pii.detector(spec.privacy)
+    previews = {line: personal.redact(input_text(rec))[:160] for line, rec in records.items()}  # cut after redacting
     for n in notes:
         n.kept_preview = previews.get(n.kept_line, "")
         n.other_preview = previews.get(n.other_line, "")
@@ -280,10 +297,11 @@ def layout_previews(layouts: Layouts, numbers: list[int], task: TaskSpec, spec: 
     again from their files."""
     wanted = {k: layouts.first_rows(k) for k in numbers}
     texts: dict[tuple[str, int], str] = {}
+    personal = pii.detector(spec.privacy)
     for file in {f for rows in wanted.values() for f, _ in rows}:
         lines = {line for rows in wanted.values() for f, line in rows if f == file}
         for line, rec in _records_at(Path(file), task, spec, lines).items():
-            texts[(file, line)] = pii.redact(rec.prompt if isinstance(rec, PreferencePair) else rec.input)
+            texts[(file, line)] = personal.redact(rec.prompt if isinstance(rec, PreferencePair) else rec.input)
     out = {}
     for k, rows in wanted.items():
         found = [texts[r] for r in rows if r in texts]

@@ -242,16 +242,17 @@ def verdict(card: Scorecard, baselines: list[EvalResult], tuned: list[EvalResult
                 "then `taskfit eval --run RUN` and `taskfit compare` to see whether it beats it.")
     top = max(tuned, key=lambda r: r.metrics[card.main])
     test = next(t for t in card.tests if t.candidate == top.candidate)
+    which = "" if top.candidate == FINETUNED else f" ({top.candidate})"  # e.g. fine-tuned-head
     gain = 100 * test.difference
     where = f"({test.test}, {test.p_text}, {top.n} held-out rows)"
     if test.significant and gain > 0:
         extra = _cheaper(top, best)
-        return (f"Keep the fine-tuned adapter: {gain:+.1f} points {main} over {best.candidate} "
+        return (f"Keep the fine-tuned adapter{which}: {gain:+.1f} points {main} over {best.candidate} "
                 f"{where}{', and ' + extra if extra else ''}.")
     if test.significant:
         extra = _cheaper(best, top)
         return (f"Fine-tuning is not worth it here: {best.candidate} scores {-gain:.1f} points {main} "
-                f"more than the fine-tuned model {where}{', and it is cheaper to run: ' + extra if extra else ''}. "
+                f"more than the fine-tuned model{which} {where}{', and it is cheaper to run: ' + extra if extra else ''}. "
                 f"Keep {best.candidate}.")
     if test.rows_needed and test.rows_needed > top.n:
         card.warnings.append(f"The eval set is too small to detect a difference of {abs(gain):.1f} "
@@ -265,5 +266,5 @@ def verdict(card: Scorecard, baselines: list[EvalResult], tuned: list[EvalResult
                   f"if that matters more than not maintaining a fine-tune, or evaluate on more rows.")
     else:
         advice = "Evaluate on more held-out rows before paying for the fine-tune."
-    return (f"Not proven: the fine-tuned model is {gain:+.1f} points {main} from {best.candidate}, "
+    return (f"Not proven: the fine-tuned model{which} is {gain:+.1f} points {main} from {best.candidate}, "
             f"within what chance gives {where}. {advice}")

@@ -9,7 +9,9 @@ A request to an adapter trained on a task is one input, answered as evaluation a
 messages are one user message (the input; for ``qa`` the question), optionally after one system
 message (which replaces the task's system prompt, as a training row's own system prompt does);
 a ``qa`` adapter also needs the passage, as ``context`` in the request body (the ``openai``
-client sends it with ``extra_body={"context": ...}``). The server renders the prompt itself
+client sends it with ``extra_body={"context": ...}``). A classification-head adapter
+(``train.classify_head``) reads the user message alone (no system message) and answers with a
+label only. The server renders the prompt itself
 (``Context:`` / ``Question:`` framing, system prompt, cut to the run's ``train.max_seq_length``)
 and, unless ``max_tokens`` says otherwise, answers within the run's answer budget
 (``eval.max_new_tokens``).
@@ -109,6 +111,10 @@ def task_example(served: Served, messages: list[dict[str, str]], context: str | 
                             "message", param="messages", code="unsupported_messages")
     if not turns[0]["content"].strip():
         raise ApiError(400, "messages: the user message is empty", param="messages", code="invalid_value")
+    if served.head and systems:
+        raise ApiError(400, f"messages: {served.name} is a classification head: it reads the user message alone "
+                            "(no system prompt), as it was trained; send one user message", param="messages",
+                       code="unsupported_messages")
     takes_context = get_task(task.kind).takes_context
     if takes_context and not (context or "").strip():
         raise ApiError(400, f"context: {served.name} answers a question from a passage: send the question as "
@@ -160,15 +166,22 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
 
     from taskfit.serve.log import RequestLog
 
+    from taskfit.serve import classical
+
     if engine is None:
-        if spec.engine == "llama-cpp":
+        if not classical.wants_language_model(spec):
+            EngineClass: type[Engine] = classical.ClassicalOnly
+        elif spec.engine == "llama-cpp":
             from taskfit.serve.llama_engine import LlamaCppEngine as EngineClass
         else:
             EngineClass = Engine
         engine = EngineClass(spec, status or (lambda m: None))
     if not engine.models:
         engine.load()
-    request_log = (RequestLog(spec.log.path, spec.log.redact, spec.log.retention_days)
+        classical.add_classical(engine, spec)
+    # Each row is redacted with its model's run's data.privacy settings (the defaults for the base).
+    request_log = (RequestLog(spec.log.path, spec.log.redact, spec.log.retention_days,
+                              privacy_of=lambda model: getattr(engine.models.get(model), "privacy", None))
                    if spec.log.path else None)
     metrics = Metrics(engine)
     engine.on_batch = metrics.batch.observe
@@ -254,6 +267,10 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
             out["taskfit"] = {"task": served.task.kind, "labels": served.task.labels,
                               "schema": served.task.schema_, "confidence_threshold": served.threshold,
                               "fallback": served.fallback}
+            if served.head:
+                out["taskfit"]["classify_head"] = True
+        if served.classical is not None:
+            out["taskfit"]["classical"] = served.classical.name
         return out
 
     @app.get("/health")
@@ -371,7 +388,49 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                         fallback=int(result.fallback) if result and result.confidence is not None else None,
                         finish_reason=result.finish_reason if result else None,
                         request=[m.model_dump() for m in req.messages] if req else None,
-                        response=result.text if result else None, error=error)
+                        response=result.text if result else None, error=error,
+                        label=result.label if result and result.confidence is not None else None,
+                        context=req.context if req else None)
+
+    async def model_job(req: ChatRequest, served: Served, messages: list[dict[str, str]], cid: str,
+                        asked: int | None, limit: int) -> Job:
+        """A request to the language model (the base or an adapter): its prompt, rendered as
+        evaluation rendered it for a task adapter, and its sampling settings."""
+        grammar = grammar_for(req, served)
+        score = served.scorer is not None and (req.response_format or {}).get("type", "text") == "text"
+        if served.head and not score:
+            raise ApiError(400, f"response_format: {served.name} is a classification head; it answers with "
+                                "one label (with its confidence in choices[0].taskfit), never free text or "
+                                "JSON", param="response_format", code="unsupported")
+        if served.task is not None:
+            example = task_example(served, messages, req.context, cid)
+            prompt = await run_in_threadpool(engine.task_prompt, served, example, score)
+        elif req.context is not None:
+            raise ApiError(400, f"context: only qa adapters take a context; {served.name} is a base model",
+                           param="context", code="unsupported")
+        else:
+            prompt = await run_in_threadpool(engine.prompt, served, messages)
+        room = engine.context - len(prompt) - (max(map(len, served.scorer.completions)) if score else 0)
+        if room < (1 if score else (asked or 1)):
+            raise ApiError(400, f"the prompt ({len(prompt)} tokens) plus "
+                                f"{'the longest label' if score else f'max_tokens ({asked or 1})'} is over "
+                                f"the model's context of {engine.context} tokens", param="messages",
+                           code="context_length_exceeded")
+        # Unasked: the run's answer budget (as evaluated), else as much as fits; up to the limit.
+        max_tokens = asked or max(1, min(limit, room, served.max_new_tokens or room))
+        stops = tuple([req.stop] if isinstance(req.stop, str) else req.stop or [])
+        sampling = Sampling(max_tokens=max_tokens, temperature=req.temperature or 0.0, top_p=req.top_p,
+                            seed=req.seed, stop=stops, grammar=grammar)
+        return Job(model=served, prompt=prompt, sampling=sampling, score_labels=score)
+
+    def classical_job(req: ChatRequest, served: Served, messages: list[dict[str, str]], cid: str) -> Job:
+        """A request to a classical model: the one input it classifies (see task_example); it
+        answers a label and nothing else, so it takes no response_format."""
+        if (req.response_format or {}).get("type", "text") != "text":
+            raise ApiError(400, f"response_format: {served.name} is a classical classifier; it answers one "
+                                "of its labels, as text", param="response_format", code="unsupported")
+        return Job(model=served, prompt=[], sampling=Sampling(max_tokens=1), score_labels=True,
+                   example=task_example(served, messages, req.context, cid))
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
@@ -391,28 +450,10 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                                param="max_tokens", code="max_tokens_too_large")
             messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                         for m in req.messages]
-            grammar = grammar_for(req, served)
-            score = served.scorer is not None and (req.response_format or {}).get("type", "text") == "text"
-            if served.task is not None:
-                example = task_example(served, messages, req.context, cid)
-                prompt = await run_in_threadpool(engine.task_prompt, served, example, score)
-            elif req.context is not None:
-                raise ApiError(400, f"context: only qa adapters take a context; {served.name} is a base model",
-                               param="context", code="unsupported")
+            if served.classical is not None:
+                job = classical_job(req, served, messages, cid)
             else:
-                prompt = await run_in_threadpool(engine.prompt, served, messages)
-            room = engine.context - len(prompt) - (max(map(len, served.scorer.completions)) if score else 0)
-            if room < (1 if score else (asked or 1)):
-                raise ApiError(400, f"the prompt ({len(prompt)} tokens) plus "
-                                    f"{'the longest label' if score else f'max_tokens ({asked or 1})'} is over "
-                                    f"the model's context of {engine.context} tokens", param="messages",
-                               code="context_length_exceeded")
-            # Unasked: the run's answer budget (as evaluated), else as much as fits; up to the limit.
-            max_tokens = asked or max(1, min(limit, room, served.max_new_tokens or room))
-            stops = tuple([req.stop] if isinstance(req.stop, str) else req.stop or [])
-            sampling = Sampling(max_tokens=max_tokens, temperature=req.temperature or 0.0, top_p=req.top_p,
-                                seed=req.seed, stop=stops, grammar=grammar)
-            job = Job(model=served, prompt=prompt, sampling=sampling, score_labels=score)
+                job = await model_job(req, served, messages, cid, asked, limit)
             if req.stream:
                 return await stream(job, cid, started, key_name, req, served)
             loop = asyncio.get_running_loop()
@@ -431,6 +472,9 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                              "choices": [choice], "usage": usage(result), "system_fingerprint": None})
 
     def submit(job: Job) -> None:
+        if job.model.classical is not None:  # milliseconds on a worker thread, never behind a batch
+            asyncio.get_running_loop().run_in_executor(None, classical.answer, job)
+            return
         try:
             engine.submit(job)
         except QueueFull as exc:

@@ -26,12 +26,22 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class AdapterSpec(_Spec):
-    path: Path = Field(description="A run directory of `taskfit train` (or the adapter directory inside it).")
+class _Fallback(_Spec):
     confidence_threshold: float | None = Field(
         None, ge=0.0, le=1.0,
-        description="classify: below this confidence the reply is the fallback (default: the run's eval setting).")
-    fallback: str | None = Field(None, description="classify: the reply below the threshold (default: the run's).")
+        description="classify: below this confidence the reply is the fallback (default: the eval setting "
+                    "the model was trained or fitted with).")
+    fallback: str | None = Field(None, description="classify: the reply below the threshold (default: the "
+                                                   "one the model was trained or fitted with).")
+
+
+class AdapterSpec(_Fallback):
+    path: Path = Field(description="A run directory of `taskfit train` (or the adapter directory inside it).")
+
+
+class ClassicalSpec(_Fallback):
+    path: Path = Field(description="A fitted classical candidate: <project>/baselines/<name> "
+                                   "(tfidf-logreg, embeddings-logreg), as `taskfit baseline` saves it.")
 
 
 class KeySpec(_Spec):
@@ -53,7 +63,8 @@ class Limits(_Spec):
 
 class LogSpec(_Spec):
     path: Path | None = Field(Path("requests.sqlite"), description="SQLite request log; null = no log.")
-    redact: bool = Field(True, description="Redact PII and secrets in logged text (the data stage's detectors).")
+    redact: bool = Field(True, description="Redact PII and secrets in logged text (the data stage's "
+                                             "detectors, with each served run's data.privacy settings).")
     retention_days: float | None = Field(30.0, gt=0, description="Rows older than this are deleted; null = keep.")
 
 
@@ -63,6 +74,9 @@ class ServeSpec(_Spec):
     base_name: str | None = Field(None, description="The name the base model is served under "
                                                     "(default: the model's short name).")
     adapters: dict[str, AdapterSpec] = Field(default_factory=dict, description="Name → adapter.")
+    classical: dict[str, ClassicalSpec] = Field(
+        default_factory=dict, description="Name → a fitted classical classifier (no language model needed; "
+                                          "with no adapters and no base, none is loaded).")
     engine: Literal["transformers", "llama-cpp"] = Field(
         "transformers", description="transformers (batched; GPU when there is one) or llama-cpp (the GGUF "
                                     "base and GGUF LoRAs on llama.cpp's CPU kernels; pip install -e '.[llama]').")
@@ -77,12 +91,12 @@ class ServeSpec(_Spec):
     log: LogSpec = LogSpec()
     threads: int | None = Field(None, ge=1, description="CPU threads for the model (default: all cores).")
 
-    @field_validator("adapters")
+    @field_validator("adapters", "classical")
     @classmethod
-    def _names(cls, value: dict[str, AdapterSpec]) -> dict[str, AdapterSpec]:
+    def _names(cls, value: dict[str, Any], info: Any) -> dict[str, Any]:
         for name in value:
             if not MODEL_NAME.match(name):
-                raise ValueError(f"adapters.{name}: a model name is letters, digits and . _ : - (64 at most)")
+                raise ValueError(f"{info.field_name}.{name}: a model name is letters, digits and . _ : - (64 at most)")
         return value
 
     @model_validator(mode="after")
@@ -91,6 +105,9 @@ class ServeSpec(_Spec):
             raise ValueError("merged: true is for the transformers engine (llama.cpp applies the GGUF LoRA itself)")
         if self.merged and len(self.adapters) != 1:
             raise ValueError("merged: true serves exactly one adapter")
+        both = sorted(set(self.adapters) & set(self.classical))
+        if both:
+            raise ValueError(f"{', '.join(both)}: a name is either an adapter or a classical model, not both")
         if not self.keys and self.host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError(f"host: {self.host} without keys would serve anyone on the network; "
                              "add keys (taskfit serve-key) or bind to 127.0.0.1")
@@ -127,13 +144,14 @@ def load_serve_config(path: Path | None, overrides: dict[str, Any] | None = None
     for key, value in (overrides or {}).items():
         if value not in (None, {}, []):
             data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
-    adapters = {}
-    for name, spec in (data.get("adapters") or {}).items():  # a path, or a mapping with one
-        spec = {"path": spec} if isinstance(spec, str) else dict(spec or {})
-        if isinstance(spec.get("path"), str) and not Path(spec["path"]).is_absolute():
-            spec["path"] = str(root / spec["path"])
-        adapters[name] = spec
-    data["adapters"] = adapters
+    for section in ("adapters", "classical"):
+        models = {}
+        for name, spec in (data.get(section) or {}).items():  # a path, or a mapping with one
+            spec = {"path": spec} if isinstance(spec, str) else dict(spec or {})
+            if isinstance(spec.get("path"), str) and not Path(spec["path"]).is_absolute():
+                spec["path"] = str(root / spec["path"])
+            models[name] = spec
+        data[section] = models
     log = data.get("log")
     if isinstance(log, dict) and log.get("path") and not Path(log["path"]).is_absolute():
         log["path"] = str(root / log["path"])

@@ -5,7 +5,8 @@ Batching is dynamic: while a batch decodes, new requests wait in a bounded queue
 takes every waiting generation request (up to ``limits.max_batch``), whatever its adapter, because
 PEFT can apply a different LoRA adapter to each row of one batch. A request to a ``classify``
 adapter is answered by label scoring (a valid label and its confidence, never free text), one at
-a time: it costs about one generated token. The worker is the only thread that touches the model,
+a time: it costs about one generated token; one to a classification-head adapter
+(``train.classify_head``) by its head, which runs its own classifier over the base's weights. The worker is the only thread that touches the model,
 so adapters are loaded and unloaded between batches.
 
 A request to an adapter trained on a task is asked exactly as evaluation asked that adapter: the
@@ -52,6 +53,7 @@ class Trained:
     eval: Any = None  # the run's EvalSpec (threshold, fallback, answer budget)
     base: str | None = None  # the base model's name
     max_length: int | None = None  # train.max_seq_length: prompts are cut to it, as in training
+    privacy: Any = None  # the run's data.privacy: what counts as personal data in its requests
 
 
 @dataclass
@@ -67,10 +69,13 @@ class Served:
     path: Path | None = None
     created: int = field(default_factory=lambda: int(time.time()))
     scorer: LabelScorer | None = None  # classify: the label scorer
+    head: bool = False  # a classification-head adapter: its scorer holds its own model, and it only classifies
     grammar: str | None = None  # extract: the task's answer grammar, always enforced
     max_length: int | None = None  # the run's train.max_seq_length (prompts are cut to it)
     max_new_tokens: int | None = None  # the run's answer budget (eval.max_new_tokens): the default
     room: int = 0  # tokens a cut prompt leaves for the answer, as in training (answer_room)
+    privacy: Any = None  # the run's data.privacy: the request log redacts this model's rows with it
+    classical: Any = None  # a classical model (taskfit.serve.classical), answered beside the engine
 
 
 @dataclass
@@ -95,6 +100,7 @@ class Job:
     on_text: Callable[[str], None] | None = None
     on_done: Callable[[Result | BaseException], None] = lambda r: None
     cancelled: bool = False
+    example: Example | None = None  # the request as one example (what a classical model reads)
 
 
 @lru_cache(maxsize=64)
@@ -112,7 +118,7 @@ def _run_task(path: Path) -> Trained:
         resolved = folder / "config.resolved.yaml"
         if resolved.exists():
             cfg = load_config(resolved)
-            return Trained(cfg.task, cfg.eval, cfg.model.name, cfg.train.max_seq_length)
+            return Trained(cfg.task, cfg.eval, cfg.model.name, cfg.train.max_seq_length, cfg.data.privacy)
     return Trained()
 
 
@@ -182,11 +188,14 @@ class Engine:
         if self.spec.merged:
             self.status("merging the adapter into the base model")
             del self.models[self.base_name]
-            self.model = self.model.merge_and_unload()
-            self._peft = False
+            if self._peft:
+                self.model = self.model.merge_and_unload()
+                self._peft = False
             for served in self.models.values():
                 served.adapter = None
-                if served.scorer is not None:
+                if served.head:  # folds into the weights it shares with the base, no longer served
+                    served.scorer.model = served.scorer.model.merge_and_unload()
+                elif served.scorer is not None:
                     served.scorer.model = self.model
 
     def served(self, name: str, spec: AdapterSpec, run: Trained, path: Path) -> Served:
@@ -197,7 +206,8 @@ class Engine:
                         threshold=spec.confidence_threshold if spec.confidence_threshold is not None
                         else (ev.confidence_threshold if ev else None),
                         fallback=spec.fallback or (ev.fallback if ev else None),
-                        max_length=run.max_length, max_new_tokens=ev.max_new_tokens if ev else None)
+                        max_length=run.max_length, max_new_tokens=ev.max_new_tokens if ev else None,
+                        privacy=run.privacy)
         if task is not None:
             served.room = answer_room(self.tokenizer, task, ev.max_new_tokens)
         if task is not None and not get_task(task.kind).scores_labels:
@@ -207,11 +217,14 @@ class Engine:
     def _add_adapter(self, name: str, spec: AdapterSpec, run: Trained) -> Served:
         from peft import PeftModel
 
+        from taskfit.models.head import read_head
         from taskfit.training.artifacts import find_adapter
 
         if name in self.models:
             raise ConfigError(f"model name {name!r} is already served")
         path = find_adapter(spec.path)
+        if read_head(path) is not None:
+            return self._add_head(name, spec, run, path)
         self.status(f"loading adapter {name} from {path}")
         try:
             if not self._peft:
@@ -234,6 +247,26 @@ class Engine:
         self.models[name] = served
         return served
 
+    def _add_head(self, name: str, spec: AdapterSpec, run: Trained, path: Path) -> Served:
+        """A classification-head adapter: its own classifier over the base's weights (shared, not
+        copied; :func:`~taskfit.models.head.load_classifier`), answering as its evaluation did."""
+        from taskfit.baselines.head import HeadClassifier
+        from taskfit.models.head import load_classifier
+
+        if run.task is None:
+            raise ConfigError(f"{path}: a classification-head adapter needs the run it was trained in "
+                              "(config.resolved.yaml beside the adapter directory)",
+                              hint="serve the run directory `taskfit train` wrote")
+        self.status(f"loading adapter {name} from {path} (classification head)")
+        model, head = load_classifier(self.model, self.tokenizer, path)
+        if list(head.labels) != list(run.task.labels or []):
+            raise ConfigError(f"{path}: the head's labels differ from the run's task.labels")
+        served = self.served(name, spec, run, path)
+        served.head = True
+        served.scorer = HeadClassifier(name, model, self.tokenizer, head.labels, head.max_length)
+        self.models[name] = served
+        return served
+
     def add_adapter(self, name: str, spec: AdapterSpec) -> Served:
         """Load an adapter while serving (between batches)."""
         if self.spec.merged:
@@ -252,6 +285,8 @@ class Engine:
             self._unload(served)
 
     def _unload(self, served: Served) -> None:
+        if served.head:  # its classifier goes with it; the base's weights it shared stay
+            return
         with warnings.catch_warnings():  # "the active adapter was deleted": we set it per request
             warnings.simplefilter("ignore")
             self.model.delete_adapter(served.adapter)
@@ -347,7 +382,7 @@ class Engine:
 
     def _adapter(self, served: Served) -> Any:
         """A context in which the model runs as ``served`` (for single-model passes)."""
-        if not self._peft:
+        if not self._peft or served.head:
             return contextlib.nullcontext()
         if served.adapter is None:
             return self.model.disable_adapter()

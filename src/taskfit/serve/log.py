@@ -15,9 +15,13 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from taskfit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from taskfit.config import PrivacySpec
+    from taskfit.data.pii import Detector
 
 MIGRATIONS = [
     # 1: the request log
@@ -43,10 +47,16 @@ MIGRATIONS = [
     CREATE INDEX requests_created ON requests(created);
     CREATE INDEX requests_model ON requests(model, created);
     """,
+    # 2: what monitoring reads besides the messages: a classify answer's label (also when the
+    # reply is the fallback) and a qa request's passage
+    """
+    ALTER TABLE requests ADD COLUMN label TEXT;
+    ALTER TABLE requests ADD COLUMN context TEXT;
+    """,
 ]
 COLUMNS = ["id", "created", "key_name", "model", "adapter", "stream", "status", "latency_ms",
            "prompt_tokens", "completion_tokens", "confidence", "fallback", "finish_reason",
-           "request", "response", "error"]
+           "request", "response", "error", "label", "context"]
 PURGE_EVERY_S = 3600.0
 
 
@@ -68,9 +78,11 @@ def connect(path: Path) -> sqlite3.Connection:
 class RequestLog:
     """Queue rows from any thread; one writer thread redacts and stores them."""
 
-    def __init__(self, path: Path, redact: bool = True, retention_days: float | None = None):
+    def __init__(self, path: Path, redact: bool = True, retention_days: float | None = None,
+                 privacy_of: Callable[[str | None], PrivacySpec | None] = lambda model: None):
         self.path = path
         self.redact = redact
+        self.privacy_of = privacy_of  # a row's model name -> its data.privacy settings (None: defaults)
         self.retention_s = retention_days * 86400 if retention_days else None
         self.db = connect(path)
         self.rows: queue.Queue[dict[str, Any] | None] = queue.Queue()
@@ -82,24 +94,25 @@ class RequestLog:
     def add(self, **row: Any) -> None:
         self.rows.put(row)
 
-    def _clean(self, value: Any) -> Any:
+    def _clean(self, value: Any, personal: Detector) -> Any:
         if value is None or not self.redact:
             return value
-        from taskfit.data.pii import redact
-
         if isinstance(value, str):
-            return redact(value)
+            return personal.redact(value)
         if isinstance(value, list):
-            return [self._clean(v) for v in value]
+            return [self._clean(v, personal) for v in value]
         if isinstance(value, dict):
-            return {k: self._clean(v) for k, v in value.items()}
+            return {k: self._clean(v, personal) for k, v in value.items()}
         return value
 
     def _record(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        from taskfit.data.pii import detector
+
         row = dict(row)
-        for key in ("request", "response", "error"):
+        personal = detector(self.privacy_of(row.get("model")))
+        for key in ("request", "response", "error", "context"):
             if row.get(key) is not None:
-                cleaned = self._clean(row[key])
+                cleaned = self._clean(row[key], personal)
                 row[key] = cleaned if isinstance(cleaned, str) else json.dumps(cleaned, ensure_ascii=False)
         return tuple(row.get(c) for c in COLUMNS)
 

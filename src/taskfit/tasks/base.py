@@ -6,6 +6,10 @@ valid, how it is scored and which metric decides, which columns the scorecard sh
 data is enough, which baselines apply, how decoding is constrained, what a hosted model must be
 told, and what ``taskfit init`` writes. Adding a kind is one module with one such object, and
 one call to :func:`register`.
+
+Three members are optional, for kinds written before them: :meth:`TaskDefaults.answer_values`,
+:meth:`TaskDefaults.with_answer_values` and :meth:`TaskDefaults.answer_fields` say where personal
+data redaction may touch an answer (reach them through the functions of the same names here).
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, runtime_
 
 from taskfit.records import AnswerParts, EvalResult, Example, Prediction
 
-# The baselines a kind can name (taskfit.workflows.evaluate builds them).
-PROMPT_ONLY, FEW_SHOT, RAG, CLASSICAL, ENDPOINT = "prompt-only", "few-shot", "rag", "tfidf-logreg", "endpoint"
+# The baselines a kind can name (taskfit.workflows.evaluate builds them); CLASSICAL and EMBEDDINGS
+# are the classical models of taskfit.baselines.classical.
+PROMPT_ONLY, FEW_SHOT, RAG, ENDPOINT = "prompt-only", "few-shot", "rag", "endpoint"
+CLASSICAL, EMBEDDINGS = "tfidf-logreg", "embeddings-logreg"
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,57 @@ class Task(Protocol):
         """What a hosted model must be told that a fine-tuned one learned ('' for nothing)."""
 
 
+ANSWER = "answer"  # the field name of a whole-text answer (qa, generate) in data.privacy.keep_fields
+
+
+@dataclass(frozen=True)
+class AnswerValue:
+    """One value of an answer as personal-data redaction sees it (see
+    :mod:`taskfit.data.redaction`): the field it fills and its text as the answer prints it."""
+
+    field: str  # extract: the field's name, dotted for nested objects; a whole-text answer: "answer"
+    text: str
+    editable: bool = True  # False: no placeholder can stand in for it (a JSON number) and it stays
+
+
+def answer_values(task: "Task", spec: Any, target: str) -> list[AnswerValue]:
+    """The values of ``target`` that redaction must treat together with the input, in order; the
+    kind's own ``answer_values`` when it has one, else the whole answer (none when the kind scores
+    labels: a label is never personal data)."""
+    own = getattr(task, "answer_values", None)
+    if own is not None:
+        return own(spec, target)
+    return [] if task.scores_labels else TaskDefaults.answer_values(task, spec, target)  # type: ignore[arg-type]
+
+
+def with_answer_values(task: "Task", spec: Any, target: str, texts: Sequence[str]) -> str:
+    """``target`` with its :func:`answer_values` replaced by ``texts`` (same order and number)."""
+    own = getattr(task, "with_answer_values", None)
+    if own is not None:
+        return own(spec, target, texts)
+    return texts[0] if texts else target
+
+
+def answer_fields(task: "Task", spec: Any) -> list[str] | None:
+    """The names data.privacy.keep_fields may hold for this kind ([]: nothing can be kept, since
+    nothing is redacted; None: any name, the fields come from the data)."""
+    own = getattr(task, "answer_fields", None)
+    if own is not None:
+        return own(spec)
+    return [] if task.scores_labels else [ANSWER]
+
+
+@runtime_checkable
+class AnswerFacets(Protocol):
+    """A kind whose answers ``taskfit monitor`` compares with the training answers, facet by facet
+    (optional: a kind without it is monitored on its inputs only)."""
+
+    def answer_facets(self, spec: Any, text: str) -> dict[str, str]:
+        """One answer (a training target or a served reply) → facet name → category, e.g.
+        ``{"label mix": "billing"}`` or ``{"refusals": "refused"}``: each facet's mix of categories is
+        compared between training and recent traffic."""
+
+
 def plain_text(value: Any) -> str:
     """A data row's answer as text: a non-empty string (what most kinds take as is)."""
     if not isinstance(value, str):
@@ -153,6 +210,19 @@ class TaskDefaults:
     def answer_parts(self, spec: Any) -> Callable[[Example], AnswerParts]:
         return answer_as_label(spec)
 
+    def answer_values(self, spec: Any, target: str) -> list[AnswerValue]:
+        """The values of an answer that redaction treats together with the input: the whole
+        answer text, as the field ``answer``."""
+        return [AnswerValue(ANSWER, target)]
+
+    def with_answer_values(self, spec: Any, target: str, texts: Sequence[str]) -> str:
+        """``target`` with its :meth:`answer_values` replaced by ``texts``, in their order."""
+        return texts[0]
+
+    def answer_fields(self, spec: Any) -> list[str] | None:
+        """The names data.privacy.keep_fields may hold (None: any name the answers hold)."""
+        return [ANSWER]
+
     def grammar(self, spec: Any) -> str | None:
         return None
 
@@ -161,6 +231,9 @@ class TaskDefaults:
 
     def instruction(self, spec: Any) -> str:
         return ""
+
+    def answer_facets(self, spec: Any, text: str) -> dict[str, str]:
+        return {}
 
 
 class TaskRegistry:

@@ -13,7 +13,8 @@ from typing import Any, Callable, Sequence
 from taskfit.config import TaskSpec
 from taskfit.records import EvalResult, Example, Prediction
 from taskfit.stats import percentile
-from taskfit.tasks.base import CLASSICAL, ENDPOINT, FEW_SHOT, PROMPT_ONLY, Column, Scoring, TaskDefaults
+from taskfit.tasks.base import (CLASSICAL, EMBEDDINGS, ENDPOINT, FEW_SHOT, PROMPT_ONLY, AnswerValue, Column,
+                                 Scoring, TaskDefaults)
 
 EXAMPLES_PER_BUCKET = 3
 
@@ -183,7 +184,7 @@ class ClassifyTask(TaskDefaults):
          Column("accuracy_raw", "accuracy, no fallback"), Column("ece", "ECE", share=False)),
         other_metrics=frozenset({"valid_rate", "covered_accuracy", "ece"}),
         lower_is_better=frozenset({"ece"}), paired_test="mcnemar")
-    baselines = (PROMPT_ONLY, FEW_SHOT, CLASSICAL, ENDPOINT)
+    baselines = (PROMPT_ONLY, FEW_SHOT, CLASSICAL, EMBEDDINGS, ENDPOINT)
     size_guidance = (50, 500)
     scores_labels = True
     free_decoding = True
@@ -208,6 +209,15 @@ class ClassifyTask(TaskDefaults):
 
         return check
 
+    def answer_values(self, spec: TaskSpec, target: str) -> list[AnswerValue]:
+        return []  # a label is never personal data: redaction leaves it as it is
+
+    def with_answer_values(self, spec: TaskSpec, target: str, texts: Sequence[str]) -> str:
+        return target
+
+    def answer_fields(self, spec: TaskSpec) -> list[str] | None:
+        return []
+
     def parse(self, spec: TaskSpec, text: str) -> tuple[str, bool]:
         return parse_label(spec, text)
 
@@ -226,3 +236,8 @@ class ClassifyTask(TaskDefaults):
 
     def instruction(self, spec: TaskSpec) -> str:
         return "Answer with exactly one of these labels and nothing else: " + ", ".join(spec.labels or [])
+
+    def answer_facets(self, spec: TaskSpec, text: str) -> dict[str, str]:
+        """The label mix: which label each answer is (anything else as one category)."""
+        label, valid = parse_label(spec, text)
+        return {"label mix": label if valid else "(not a label)"}

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 from taskfit.config import TaskSpec
 from taskfit.records import AnswerParts, EvalResult, Example, Prediction
 from taskfit.stats import percentile
-from taskfit.tasks.base import Column, Scoring, TaskDefaults, plain_text, words, written_in
+from taskfit.tasks.base import ANSWER, AnswerValue, Column, Scoring, TaskDefaults, plain_text, words, written_in
 
 EXAMPLES_PER_BUCKET = 3
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
@@ -95,6 +95,47 @@ def schema_fields(schema: Any, prefix: str = "") -> list[str]:
             out += schema_fields(sub, f"{prefix}{key}.")
         elif not (isinstance(sub, dict) and sub.get("type") == "object"):
             out.append(f"{prefix}{key}")
+    return out
+
+
+def answer_leaves(value: Any, name: str = "", in_list: bool = False) -> Iterator[tuple[str, Any]]:
+    """Every string and number in a record, in order, with the field it fills: a nested object's
+    fields dotted (``address.city``), as :func:`fields` names them; every item of a list under the
+    list's own name, as :func:`schema_fields` names an array. true, false and null are left out."""
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            yield from answer_leaves(sub, name if in_list else f"{name}.{key}" if name else str(key), in_list)
+    elif isinstance(value, list):
+        for item in value:
+            yield from answer_leaves(item, name, True)
+    elif isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        yield name or ANSWER, value
+
+
+def _replace_leaves(value: Any, texts: Iterator[str]) -> Any:
+    """``value`` with its strings replaced by ``texts``, in :func:`answer_leaves`' order (a number
+    takes its turn and stays)."""
+    if isinstance(value, dict):
+        return {key: _replace_leaves(sub, texts) for key, sub in value.items()}
+    if isinstance(value, list):
+        return [_replace_leaves(item, texts) for item in value]
+    if isinstance(value, str):
+        return next(texts)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        next(texts)
+    return value
+
+
+def declared_fields(schema: Any, prefix: str = "") -> list[str]:
+    """Every property a JSON schema declares, nested ones dotted, objects included (``address``
+    and ``address.city``)."""
+    out: list[str] = []
+    if not isinstance(schema, dict):
+        return out
+    for key, sub in (schema.get("properties") or {}).items():
+        out.append(f"{prefix}{key}")
+        if isinstance(sub, dict) and sub.get("properties"):
+            out += declared_fields(sub, f"{prefix}{key}.")
     return out
 
 
@@ -303,6 +344,18 @@ class ExtractTask(TaskDefaults):
         except ValueError:
             return text
 
+    def answer_values(self, spec: TaskSpec, target: str) -> list[AnswerValue]:
+        """Each string of the record, and each number as the answer prints it (which no
+        placeholder can replace), with its field's name."""
+        return [AnswerValue(name, v) if isinstance(v, str) else AnswerValue(name, json.dumps(v), editable=False)
+                for name, v in answer_leaves(json.loads(target))]
+
+    def with_answer_values(self, spec: TaskSpec, target: str, texts: Sequence[str]) -> str:
+        return self.target_text(spec, _replace_leaves(json.loads(target), iter(texts)))
+
+    def answer_fields(self, spec: TaskSpec) -> list[str] | None:
+        return declared_fields(spec.schema_) or None
+
     def answer_check(self, spec: TaskSpec) -> Callable[[Example], None]:
         import jsonschema
 
@@ -347,3 +400,16 @@ class ExtractTask(TaskDefaults):
     def instruction(self, spec: TaskSpec) -> str:
         return "Answer with one JSON object and nothing else, valid against this JSON schema: " + \
             json.dumps(spec.schema_)
+
+    def answer_facets(self, spec: TaskSpec, text: str) -> dict[str, str]:
+        """The schema-valid rate, and each declared field's empty rate (null, "" and absent count
+        as empty, as in scoring)."""
+        _, valid = parse_record(spec, text)
+        try:
+            filled = fields(load_json(text))
+        except ValueError:
+            filled = {}
+        facets = {"schema validity": "valid" if valid else "invalid"}
+        facets.update({f"field {name}": "filled" if name in filled else "empty"
+                       for name in schema_fields(spec.schema_)})
+        return facets

@@ -185,3 +185,7 @@ class QaTask(TaskDefaults):
 
     def instruction(self, spec: TaskSpec) -> str:
         return f"If the context does not hold the answer, reply exactly: {spec.refusal}"
+
+    def answer_facets(self, spec: TaskSpec, text: str) -> dict[str, str]:
+        """The refusal rate: whether each answer is the configured refusal."""
+        return {"refusals": "refused" if is_refusal(spec, text) else "answered"}

@@ -54,14 +54,18 @@ def model_card(*, title: str, base: dict[str, Any], method: str, train_spec: dic
     return "\n".join(lines) + "\n"
 
 
-def save_trained(model: Any, tokenizer: Any, dest: Path, card: str, state_dict: dict[str, Any] | None = None) -> Path:
+def save_trained(model: Any, tokenizer: Any, dest: Path, card: str, state_dict: dict[str, Any] | None = None,
+                 extra: dict[str, str] | None = None) -> Path:
     """Save the adapter (PEFT model) or the whole model (full fine-tune) with its tokenizer and
-    model card, atomically; ``state_dict``: the weights gathered from an FSDP-sharded model."""
+    model card, atomically; ``state_dict``: the weights gathered from an FSDP-sharded model;
+    ``extra``: more text files to write beside them (a head's labels), by name."""
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp, **({"state_dict": state_dict} if state_dict is not None else {}))
         tokenizer.save_pretrained(tmp)
         (tmp / "README.md").write_text(card, encoding="utf-8")
+        for name, text in (extra or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
 
     return write_atomically(dest, write)
 
@@ -77,10 +81,12 @@ def find_adapter(path: Path) -> Path:
 
 def export_merged(run_dir: Path, dest: Path | None = None, status: Callable[[str], None] | None = None) -> Path:
     """Fold the run's LoRA adapter into its base model and save an ordinary transformers model
-    (no PEFT needed to load it), with the tokenizer and the model card."""
+    (no PEFT needed to load it), with the tokenizer and the model card: a causal LM, or for a
+    classification-head adapter a sequence classifier whose config maps its ids to the labels."""
     from peft import PeftModel
 
     from taskfit.models import load_model
+    from taskfit.models.head import load_classifier, read_head
 
     adapter = find_adapter(run_dir)
     config = json.loads((adapter / "adapter_config.json").read_text())
@@ -88,9 +94,16 @@ def export_merged(run_dir: Path, dest: Path | None = None, status: Callable[[str
     base_name = (json.loads(manifest_path.read_text())["model"]["name"] if manifest_path.exists()
                  else config["base_model_name_or_path"])
     lm = load_model(base_name, status=status)
-    merged = PeftModel.from_pretrained(lm.model, adapter).merge_and_unload()
     dest = dest or adapter.parent / "merged"
     card_path = adapter / "README.md"
     card = card_path.read_text(encoding="utf-8") if card_path.exists() else ""
+    if read_head(adapter) is not None:  # a classification head: a sequence classifier, labels in its config
+        merged, head = load_classifier(lm.model, lm.tokenizer, adapter, merged=True)
+        card += ("\nThis is the adapter and its classification head merged into the base model; load it with "
+                 "`AutoModelForSequenceClassification.from_pretrained` (its config maps ids to labels) and give "
+                 "it the input text alone, e.g. `pipeline('text-classification', model=PATH, truncation=True, "
+                 f"max_length={head.max_length})`.\n")
+        return save_trained(merged, lm.tokenizer, dest, card)
+    merged = PeftModel.from_pretrained(lm.model, adapter).merge_and_unload()
     card += "\nThis is the adapter merged into its base model; load it with `AutoModelForCausalLM.from_pretrained`.\n"
     return save_trained(merged, lm.tokenizer, dest, card)

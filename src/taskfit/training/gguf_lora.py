@@ -115,6 +115,11 @@ def export_gguf_lora(run_dir: Path, dest: Path | None = None, base: Path | None 
 
     adapter = find_adapter(run_dir)
     config = json.loads((adapter / "adapter_config.json").read_text())
+    if config.get("task_type") == "SEQ_CLS":
+        raise ConfigError(f"{adapter}: a classification-head adapter (train.classify_head) has no GGUF form: "
+                          "llama.cpp runs the model as a language model, with no slot for the head",
+                          hint="export it with `taskfit export --merged` (a transformers sequence classifier), "
+                               "and serve it with the transformers engine")
     if config.get("peft_type") != "LORA":
         raise ConfigError(f"{adapter}: a {config.get('peft_type')} adapter; only LoRA exports to GGUF")
     if config.get("use_dora"):

@@ -8,6 +8,7 @@ trains (a LoRA adapter, built from ``train.lora``, or every weight), and how its
 | full   | sft.py    | every weight                    | ``run/full_model``|
 | dpo    | dpo.py    | a LoRA adapter, fresh or an SFT | ``run/adapter``   |
 |        |           | run's (``train.dpo.start_from``)|                   |
+| lora with ``train.classify_head`` | head.py | a LoRA adapter and a linear head | ``run/adapter`` |
 """
 
 from __future__ import annotations
@@ -22,26 +23,33 @@ from taskfit.paths import RunDir
 
 @dataclass(frozen=True)
 class Method:
-    objective: Literal["sft", "dpo"]  # cross-entropy on answers (sft.py) or preference pairs (dpo.py)
+    objective: Literal["sft", "dpo", "head"]  # cross-entropy on answers (sft.py), preference pairs
+    # (dpo.py), or cross-entropy over the labels through a classification head (head.py)
     adapter: bool  # trains a LoRA adapter; False: every weight of the model
     quantized: bool = False  # the base is 4-bit (loaded so by the caller) and prepared for k-bit training
 
 
 def method_of(spec: TrainSpec) -> Method:
-    """What ``spec.method`` needs."""
+    """What ``spec.method`` (and ``spec.classify_head``) needs."""
+    if spec.classify_head:  # config validation allows it with lora only
+        return Method(objective="head", adapter=True)
     return {"lora": Method(objective="sft", adapter=True),
             "qlora": Method(objective="sft", adapter=True, quantized=True),
             "full": Method(objective="sft", adapter=False),
             "dpo": Method(objective="dpo", adapter=True)}[spec.method]
 
 
-def lora_config(lora: LoraSpec) -> Any:
-    """PEFT's LoraConfig for ``train.lora``."""
+def lora_config(lora: LoraSpec, head: bool = False) -> Any:
+    """PEFT's LoraConfig for ``train.lora``; with ``head``, for a sequence classifier whose head
+    (``score``) is trained whole and saved with the adapter."""
     from peft import LoraConfig
 
+    from taskfit.models.head import HEAD_MODULE
+
+    kind = {"task_type": "SEQ_CLS", "modules_to_save": [HEAD_MODULE]} if head else {"task_type": "CAUSAL_LM"}
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                       target_modules=lora.target_modules, use_dora=lora.use_dora,
-                      use_rslora=lora.use_rslora, task_type="CAUSAL_LM")
+                      use_rslora=lora.use_rslora, **kind)
 
 
 def make_trainable(model: Any, spec: TrainSpec, adapter: Path | None = None) -> Any:
@@ -65,13 +73,25 @@ def make_trainable(model: Any, spec: TrainSpec, adapter: Path | None = None) -> 
     if adapter is not None:
         return PeftModel.from_pretrained(model, adapter, is_trainable=True)
     torch.manual_seed(spec.seed)
-    return get_peft_model(model, lora_config(spec.lora))
+    return get_peft_model(model, lora_config(spec.lora, head=method.objective == "head"))
 
 
 def load_hint(spec: TrainSpec, dest: Path, base_path: Path | str) -> str:
     """The Python that loads the artifact saved at ``dest`` (for the model card)."""
     if not method_of(spec).adapter:
         return f"from transformers import AutoModelForCausalLM\nmodel = AutoModelForCausalLM.from_pretrained('{dest}')"
+    if method_of(spec).objective == "head":  # the input is the text alone (rendering.classifier_ids)
+        from taskfit.models.head import HEAD_FILE
+
+        return ("import json\nfrom peft import PeftModel\n"
+                "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
+                f"head = json.load(open('{dest / HEAD_FILE}'))\n"
+                f"tokenizer = AutoTokenizer.from_pretrained('{dest}')\n"
+                f"base = AutoModelForSequenceClassification.from_pretrained('{base_path}', "
+                "num_labels=len(head['labels']), pad_token_id=tokenizer.pad_token_id)\n"
+                f"model = PeftModel.from_pretrained(base, '{dest}').eval()\n"
+                "inputs = tokenizer(text, truncation=True, max_length=head['max_length'], return_tensors='pt')\n"
+                "label = head['labels'][int(model(**inputs).logits.argmax(-1))]")
     return ("from peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n"
             f"base = AutoModelForCausalLM.from_pretrained('{base_path}')\n"
             f"model = PeftModel.from_pretrained(base, '{dest}')")

@@ -86,7 +86,7 @@ def train_model(config: ProjectConfig, lm: Any, train: Sequence[Example | Prefer
                           if k not in VALIDATION_FIELDS and v is not None)
         reporter.status(f"step {entry['step']}: validation loss {entry['val_loss']:.4f}{metric}")
 
-    held = None
+    held, head = None, None
     with reporter.bar(f"training ({spec.method})", max(1, steps)) as advance:
         shown = [0]
 
@@ -101,6 +101,12 @@ def train_model(config: ProjectConfig, lm: Any, train: Sequence[Example | Prefer
                                             held_out=held_out, run_dir=run.root, resume_from=resume_from,
                                             adapter=adapter, on_step=on_step, on_validate=on_validate,
                                             status=reporter.status)
+        elif method.objective == "head":
+            from taskfit.training.head import train_head
+
+            model, head, result = train_head(lm.model, lm.tokenizer, config.task, spec, fit_rows, val_rows,
+                                             run_dir=run.root, resume_from=resume_from, on_step=on_step,
+                                             on_validate=on_validate)
         else:
             from taskfit.training.sft import train_sft
 
@@ -124,5 +130,10 @@ def train_model(config: ProjectConfig, lm: Any, train: Sequence[Example | Prefer
                       data_summary=data_summary, fingerprints=fingerprints or {},
                       training={**outcome.summary(), **(hardware or {})},
                       load_hint=load_hint(spec, dest, lm.info.path))
-    save_trained(model, lm.tokenizer, dest, card, state_dict=whole)
+    extra = {}
+    if head is not None:
+        from taskfit.models.head import HEAD_FILE
+
+        extra[HEAD_FILE] = head.to_json()
+    save_trained(model, lm.tokenizer, dest, card, state_dict=whole, extra=extra)
     return outcome

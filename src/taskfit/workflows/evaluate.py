@@ -16,12 +16,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from taskfit.data.prepare import answers_changed_warning
 from taskfit.errors import ConfigError
 from taskfit.evaluation.compare import FINETUNED, Scorecard, build_scorecard
 from taskfit.evaluation.runner import candidate_key, read_cache, read_predictions, run_cached
 from taskfit.records import EvalResult, Example, Prediction
 from taskfit.tasks import get_task
-from taskfit.tasks.base import CLASSICAL, ENDPOINT, FEW_SHOT, RAG
+from taskfit.tasks.base import CLASSICAL, EMBEDDINGS, ENDPOINT, FEW_SHOT, RAG
 from taskfit.workflows.workspace import Workspace, resolve_run
 
 STYLE_BASE = "_style-base"  # the base model's replies to training inputs: the style classifier's negatives
@@ -49,6 +50,7 @@ class Candidate:
 # so that predictions cached by an older taskfit are made again rather than scored as current.
 # 2: prompts cut leaving the answer room, extract answers held to json.dumps's separators.
 ASKING = 2
+HEAD = f"{FINETUNED}-head"  # a classification-head run's candidate (train.classify_head)
 
 
 def candidate_cache_key(ws: Workspace, cand: Candidate) -> str:
@@ -148,17 +150,8 @@ def baseline_candidates(ws: Workspace, only: Sequence[str] | None = None) -> lis
 
 def _baseline(ws: Workspace, name: str) -> Candidate:
     spec = ws.config.baselines
-    if name == CLASSICAL:
-        built: dict[str, Any] = {}
-
-        def build() -> Any:
-            from taskfit.baselines.classical import TfidfLogRegPredictor
-
-            built["p"] = TfidfLogRegPredictor(ws.train, seed=ws.config.data.seed, name=name)
-            return built["p"]
-
-        return Candidate(name, "baseline", {"train": ws.train_fingerprint}, build,
-                         size=lambda: {"params_m": built["p"].model[-1].coef_.size / 1e6} if built else {})
+    if name in (CLASSICAL, EMBEDDINGS):
+        return classical_candidate(ws, name)
     if name == ENDPOINT:
         from taskfit.baselines.endpoint import EndpointPredictor
 
@@ -191,6 +184,39 @@ def _baseline(ws: Workspace, name: str) -> Candidate:
                      size=lambda: _model_size(ws.lm().model))
 
 
+def classical_candidate(ws: Workspace, name: str) -> Candidate:
+    """A classical model (``tfidf-logreg``, ``embeddings-logreg``), fitted on the training rows
+    unless the project already holds one fitted on the same rows under the same definition (its
+    key), and saved in the project, so ``taskfit serve DIR --candidate NAME`` serves the very
+    model the scorecard measured."""
+    from taskfit.baselines.classical import RECIPES, ClassicalPredictor
+    from taskfit.paths import classical_dir
+
+    recipe, c = RECIPES[name], ws.config
+    key = {"train": ws.train_fingerprint, "seed": c.data.seed, **recipe.key()}
+    folder = classical_dir(ws.project_dir, name)
+    fitted: dict[str, Any] = {}
+
+    def model() -> Any:
+        if not fitted:
+            from taskfit.baselines.classical import fit_classical, load_classical, save_classical
+
+            fit_key = candidate_key(**key)
+            fitted["m"] = load_classical(folder, fit_key)
+            if fitted["m"] is None:
+                fitted["m"] = fit_classical(recipe, ws.train, seed=c.data.seed, status=ws.reporter.status)
+                save_classical(folder, fitted["m"], fit_key, {
+                    "train_fingerprint": ws.train_fingerprint,
+                    "task": c.task.model_dump(mode="json", by_alias=True),
+                    "confidence_threshold": c.eval.confidence_threshold, "fallback": c.eval.fallback})
+            else:
+                ws.reporter.status(f"{name}: using the model fitted on these training rows ({folder})")
+        return fitted["m"]
+
+    return Candidate(name, "baseline", key, lambda: ClassicalPredictor(model(), name),
+                     size=lambda: {"params_m": model().params() / 1e6})
+
+
 def _adapter_model(ws: Workspace, adapter: Path, merged: bool) -> Callable[[], Any]:
     """A loader of ``adapter`` on its own copy of the base model (the adapter is injected into
     it), folded into the base with ``merged``; it loads on first call, then returns the same model."""
@@ -208,11 +234,64 @@ def _adapter_model(ws: Workspace, adapter: Path, merged: bool) -> Callable[[], A
     return model
 
 
-def trained_candidate(ws: Workspace, run_dir: Path, name: str = FINETUNED) -> Candidate:
-    """A training run's model as it is served: the base with the run's adapter applied (not
-    merged), or the fully trained model for ``method: full``."""
+def _adapter_size(model: Any, adapter: Path) -> dict[str, float]:
+    """The base's size (the adapter's own weights, LoRA and a trained head, left out) and the
+    adapter's, in MB on disk."""
+    params = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n or "modules_to_save" in n)
+    return {"params_m": _model_size(model)["params_m"] - params / 1e6,
+            "adapter_mb": sum(p.stat().st_size for p in adapter.glob("*.safetensors")) / 1e6}
+
+
+def is_head_run(run_dir: Path) -> bool:
+    """Whether a run trained a classification head (``train.classify_head``)."""
+    from taskfit.models.head import read_head
     from taskfit.paths import RunDir
 
+    return read_head(RunDir(run_dir).adapter) is not None
+
+
+def head_candidate(ws: Workspace, run_dir: Path, name: str = HEAD, merged: bool = False) -> Candidate:
+    """A classification-head run as it is served: the base with the run's adapter and head, each
+    row read once (``batch_size`` rows a pass), the label's softmax as the confidence; folded into
+    the base with ``merged`` (as ``taskfit export --merged`` ships it)."""
+    from taskfit.training.artifacts import find_adapter
+
+    adapter = find_adapter(run_dir)
+    loaded: dict[str, Any] = {}
+
+    def model() -> Any:
+        if not loaded:
+            from taskfit.models.head import load_classifier
+
+            ws.reporter.status(f"loading adapter {adapter} (classification head)")
+            loaded["m"], loaded["head"] = load_classifier(ws.load_model().model, ws.tokenizer, adapter, merged)
+        return loaded["m"]
+
+    def build() -> Any:
+        from taskfit.baselines.head import HeadClassifier
+
+        m, head, labels = model(), loaded["head"], ws.config.task.labels or []
+        if list(head.labels) != list(labels):
+            raise ConfigError(f"{adapter}: the head was trained on the labels {list(head.labels)}, and "
+                              f"task.labels are now {labels}",
+                              hint="train again (`taskfit train`) for the labels as they are now")
+        return HeadClassifier(name, m, ws.tokenizer, head.labels, head.max_length, ws.config.eval.batch_size)
+
+    def size() -> dict[str, float]:
+        return _model_size(model()) if merged else _adapter_size(model(), adapter)
+
+    return Candidate(name, "shipped" if merged else "fine-tuned",
+                     {"weights": weights_digest(adapter), "head": True, "merged": merged}, build, size=size,
+                     run_dir=run_dir.resolve())
+
+
+def trained_candidate(ws: Workspace, run_dir: Path, name: str = FINETUNED) -> Candidate:
+    """A training run's model as it is served: the base with the run's adapter applied (not
+    merged), or the fully trained model for ``method: full`` (a head run's: :func:`head_candidate`)."""
+    from taskfit.paths import RunDir
+
+    if is_head_run(run_dir):
+        return head_candidate(ws, run_dir, name)
     run = RunDir(run_dir)
     if (run.full_model / "config.json").exists():
         loaded: dict[str, Any] = {}
@@ -233,12 +312,9 @@ def trained_candidate(ws: Workspace, run_dir: Path, name: str = FINETUNED) -> Ca
         model = _adapter_model(ws, adapter, merged=False)
 
     def size() -> dict[str, float]:
-        out = _model_size(model())
-        if not (run.full_model / "config.json").exists():
-            params = sum(p.numel() for n, p in model().named_parameters() if "lora_" in n)
-            out["params_m"] -= params / 1e6  # the base's size; the adapter is reported apart
-            out["adapter_mb"] = sum(p.stat().st_size for p in find_adapter(run_dir).glob("*.safetensors")) / 1e6
-        return out
+        if (run.full_model / "config.json").exists():
+            return _model_size(model())
+        return _adapter_size(model(), find_adapter(run_dir))
 
     constrained = ws.config.eval.constrained
     return Candidate(name, "fine-tuned", {"weights": digest},
@@ -251,6 +327,8 @@ def merged_candidate(ws: Workspace, run_dir: Path, name: str) -> Candidate:
     """The run's adapter folded into the base (``taskfit export --merged``, ``serve --merged``)."""
     from taskfit.training.artifacts import find_adapter
 
+    if is_head_run(run_dir):
+        return head_candidate(ws, run_dir, name, merged=True)
     adapter = find_adapter(run_dir)
     model = _adapter_model(ws, adapter, merged=True)
     return Candidate(name, "shipped", {"weights": weights_digest(adapter), "merged": True},
@@ -431,7 +509,7 @@ def eval_project(project: Path | Workspace, run_dir: Path | None = None, reporte
     if engine not in ("transformers", "llama-cpp"):
         raise ConfigError(f"--engine {engine}: choose transformers or llama-cpp")
     suffix = "-gguf" if engine == "llama-cpp" else "-merged" if merged else ""
-    name = name or f"{FINETUNED}{suffix}"
+    name = name or f"{HEAD if is_head_run(run) else FINETUNED}{suffix}"
     if not name.startswith(FINETUNED):
         name = f"{FINETUNED}-{name}"
     style_model(ws)  # needs the plain base model, before an adapter is applied to a copy
@@ -471,16 +549,20 @@ class Comparison:
 
 def agreements(predictions: dict[str, list[Prediction]]) -> list[str]:
     """How often each other fine-tuned candidate (an export on another engine, say) answers as the
-    evaluated fine-tuned model does, row by row."""
-    trained = {p.example_id: p.output for p in predictions.get(FINETUNED, [])}
+    fine-tuned candidate it derives from does, row by row: the longest other fine-tuned name it
+    extends (``fine-tuned-head-merged`` against ``fine-tuned-head``, ``fine-tuned-head`` against
+    ``fine-tuned``)."""
     notes = []
     for name, preds in predictions.items():
-        if name == FINETUNED or not name.startswith(FINETUNED) or not trained:
+        sources = [n for n in predictions if n.startswith(FINETUNED) and name.startswith(n + "-")]
+        if not sources:
             continue
+        source = max(sources, key=len)
+        trained = {p.example_id: p.output for p in predictions[source]}
         pairs = [(trained[p.example_id], p.output) for p in preds if p.example_id in trained]
         same = sum(a == b for a, b in pairs)
         if pairs:
-            notes.append(f"{name} gives the same answer as {FINETUNED} on {same} of {len(pairs)} held-out rows "
+            notes.append(f"{name} gives the same answer as {source} on {same} of {len(pairs)} held-out rows "
                          f"({100 * same / len(pairs):.1f}%).")
     return notes
 
@@ -503,6 +585,9 @@ def compare_project(project: Path | Workspace, reporter: Any = None, threads: in
                           hint="run `taskfit run`, or `taskfit baseline` (and `taskfit eval` after "
                                "`taskfit train`) first")
     card = build_scorecard(results, ws.config.eval.thresholds)
+    rewritten = answers_changed_warning(ws.prepared.card.privacy)
+    if rewritten:  # both sides of the comparison were rewritten alike: no score shows it
+        card.warnings.append(f"data: {rewritten}")
     card.reviews = [r.sentence() for r in load_reviews(root)]
     predictions = {r.candidate: read_predictions(ws.predictions(r.candidate)) for r in results}
     card.notes = agreements(predictions)

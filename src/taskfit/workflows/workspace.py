@@ -30,9 +30,18 @@ def config_path(project: Path) -> Path:
 
 
 def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A resolved config without what does not change a trained model (``train.threads``), to
-    tell whether a run was trained from the project as it is now."""
-    return {**config, "train": {k: v for k, v in config.get("train", {}).items() if k != "threads"}}
+    """A resolved config with the defaults of this taskfit filled in (a run started before a
+    setting existed was trained as its default says) and without what does not change a trained
+    model (``train.threads``, the ``monitor`` section), to tell whether a run was trained from the
+    project as it is now."""
+    from pydantic import ValidationError
+
+    try:
+        config = ProjectConfig.model_validate(config).model_dump(mode="json", by_alias=True)
+    except ValidationError:
+        pass  # a config this taskfit no longer accepts is compared as it is: it matches nothing now
+    return {**{k: v for k, v in config.items() if k != "monitor"},
+            "train": {k: v for k, v in config.get("train", {}).items() if k != "threads"}}
 
 
 @dataclass
@@ -55,7 +64,8 @@ class Workspace:
         """Config → hardware → tokenizer → checked data. Rows are preference pairs for
         ``train.method: dpo`` and labelled examples otherwise; anything else is refused.
 
-        Training refuses data that still holds credentials (``data.privacy.action: keep``) unless
+        Training refuses data that still holds credentials (``data.privacy.action: keep``, or a
+        field in ``data.privacy.keep_fields``) unless
         ``allow_secrets`` or ``data.privacy.allow_secrets`` says otherwise; evaluation-only
         commands pass ``allow_secrets=True`` (nothing is learnt from the rows)."""
         from taskfit.models.registry import load_tokenizer
@@ -72,10 +82,10 @@ class Workspace:
             prepared = prepare_data(config, path.parent, tokenizer=tokenizer, on_row=advance)
         if prepared.unredacted_secret_rows and not (allow_secrets or config.data.privacy.allow_secrets):
             raise DataError(f"{prepared.unredacted_secret_rows} training rows hold credentials (API keys, "
-                            "tokens, private keys) and data.privacy.action is 'keep': a model can repeat "
-                            "what it was trained on",
-                            hint="set data.privacy.action to redact (the default), or pass --allow-secrets "
-                                 "if you are sure")
+                            "tokens, private keys) left unredacted by data.privacy (action: keep, or a field "
+                            "in keep_fields): a model can repeat what it was trained on",
+                            hint="set data.privacy.action to redact (the default) and take fields holding "
+                                 "credentials out of keep_fields, or pass --allow-secrets if you are sure")
         need = PreferencePair if config.train.method == "dpo" else Example
         train = [r for r in prepared.train if isinstance(r, need)]
         held_out = [r for r in prepared.eval if isinstance(r, need)]

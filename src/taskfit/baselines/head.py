@@ -1,0 +1,66 @@
+"""A model with a classification head (``train.classify_head``) as a candidate and as the server's
+label scorer.
+
+It reads each row once (:func:`taskfit.rendering.classifier_ids`: the input text alone) and gives
+a softmax over every label at once, so a label costs nothing more to consider and the confidence
+is a full distribution, not a bound. It writes no tokens: its answer is the label itself.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable, Iterator, Sequence
+
+from taskfit.baselines.model import label_choice
+from taskfit.baselines.protocol import in_batches
+from taskfit.errors import DataError
+from taskfit.models.head import head_logits
+from taskfit.records import Example, Prediction
+from taskfit.rendering import classifier_ids
+
+
+class HeadClassifier:
+    """Classify by a head over the last token: a :class:`~taskfit.baselines.protocol.Predictor`
+    (``batch_size`` rows per pass) and a :class:`~taskfit.baselines.protocol.LabelScorer` whose
+    scores are the labels' log-probabilities, so the server answers it, confidence and fallback
+    included, as it answers a label-scoring adapter."""
+
+    def __init__(self, name: str, model: Any, tokenizer: Any, labels: Sequence[str], max_length: int,
+                 batch_size: int = 1):
+        self.name = name
+        self.model = model
+        self.tokenizer = tokenizer
+        self.labels = list(labels)
+        self.max_length = max_length
+        self.batch_size = max(1, batch_size)
+        self.completions: list[list[int]] = [[] for _ in self.labels]  # a head writes no tokens
+
+    def prompt_ids(self, example: Example) -> list[int]:
+        try:
+            return classifier_ids(self.tokenizer, example, self.max_length)
+        except ValueError as exc:
+            raise DataError(f"{example.source or f'row id {example.id}'}: {exc}") from None
+
+    def log_probs(self, prompts: Sequence[list[int]]) -> Any:
+        """Each prompt's log-probability of every label, [len(prompts), labels], in one pass."""
+        import torch
+
+        with torch.inference_mode():
+            return torch.log_softmax(head_logits(self.model, prompts, self.tokenizer.pad_token_id), dim=-1)
+
+    def scores(self, prompt: list[int]) -> list[float]:
+        return self.log_probs([prompt])[0].tolist()
+
+    def predict(self, examples: Iterable[Example]) -> Iterator[Prediction]:
+        for batch in in_batches(examples, self.batch_size):
+            yield from self._batch(batch)
+
+    def _batch(self, examples: list[Example]) -> Iterator[Prediction]:
+        start = time.perf_counter()
+        prompts = [self.prompt_ids(ex) for ex in examples]
+        rows = self.log_probs(prompts).tolist()
+        share = (time.perf_counter() - start) / len(examples)  # the batch's time, shared by its rows
+        for ex, prompt, totals in zip(examples, prompts, rows):
+            best, confidence = label_choice(self.labels, totals)
+            yield Prediction(example_id=ex.id, output=self.labels[best], valid=True, latency_s=share,
+                             prompt_tokens=len(prompt), completion_tokens=0, confidence=confidence)

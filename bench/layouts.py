@@ -1,10 +1,8 @@
 """Benchmark: look-alikes and layouts (templates) on the shared datasets and on generated receipts.
 
-For each public dataset in ../shared/data it proposes a project from the train file, as
-`taskfit init DIR --from FILE` does, checks it as `taskfit data check DIR` does, and prints the
-rows read, kept, removed (exact duplicates; near-duplicates: copies and conflicts), the conflicts,
-the look-alikes kept as distinct examples, and the layouts with two rows or more at several
-values of data.dedup.template.
+For each public dataset in ../shared/data it checks the project `taskfit init DIR --from FILE`
+proposes (as bench/near_duplicates.py does, which prints what is kept and removed) and prints the
+layouts with two rows or more at several values of data.dedup.template.
 
 On receipts of four shops, generated as tests/unit/test_lookalikes.py generates them (one shop's
 receipts share a layout; the four share a 200-character disclaimer), it prints the estimated
@@ -33,28 +31,19 @@ THRESHOLDS = [0.6, 0.65, 0.7]
 
 
 def shared_sets(shared: Path) -> None:
-    from taskfit.config import load_config
-    from taskfit.data.prepare import check_data
-    from taskfit.project import init_from_file
+    from near_duplicates import SETS, checked
 
-    print("| dataset | kind | read | kept | exact dup. | near-dup. removed | conflicts | look-alikes kept | "
-          + " | ".join(f"layouts 2+ at {t} (rows, largest)" for t in THRESHOLDS) + " |")
-    print("|---" * (8 + len(THRESHOLDS)) + "|")
+    print("| dataset | kind | " + " | ".join(f"layouts 2+ at {t} (rows, largest)" for t in THRESHOLDS) + " |")
+    print("|---" * (2 + len(THRESHOLDS)) + "|")
     for name in SETS:
-        with tempfile.TemporaryDirectory() as tmp:
-            init_from_file(Path(tmp), shared / name / "train.jsonl")
-            config = load_config(Path(tmp))
-            layouts = []
-            for t in THRESHOLDS:
-                data = config.data.model_copy(update={"dedup": config.data.dedup.model_copy(update={"template": t})})
-                card = check_data(config.model_copy(update={"data": data}), Path(tmp))
-                top = card.templates["top"]
-                layouts.append(f"{card.templates['layouts']} ({card.templates['rows_in_layouts']}, "
-                               f"{top[0]['rows'] if top else 0})")
-                if t == config.data.dedup.template:
-                    c = card.counts
-        print(f"| {name} | {card.kind} | {c['read']} | {c['kept']} | {c['exact_duplicates']} | {c['near_duplicates']} | "
-              f"{c['conflicting_labels']} | {c['distinct_look_alikes']} | " + " | ".join(layouts) + " |")
+        layouts = []
+        for t in THRESHOLDS:
+            with tempfile.TemporaryDirectory() as tmp:
+                _, card, _ = checked(shared, name, Path(tmp), template=t)
+            top = card.templates["top"]
+            layouts.append(f"{card.templates['layouts']} ({card.templates['rows_in_layouts']}, "
+                           f"{top[0]['rows'] if top else 0})")
+        print(f"| {name} | {card.kind} | " + " | ".join(layouts) + " |")
 
 
 def long_receipt(row: dict, rng: random.Random, extra: int) -> str:
@@ -118,7 +107,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     args = parser.parse_args()
-    sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests" / "unit")]
+    sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests" / "unit"), str(ROOT / "bench")]
     if args.shared.exists():
         shared_sets(args.shared)
     else:

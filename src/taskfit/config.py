@@ -127,10 +127,19 @@ class DedupSpec(_Spec):
     shingle: int = Field(5, ge=1, le=32, description="Characters per shingle.")
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
     threshold: float = Field(0.8, gt=0.0, lt=1.0, description="Estimated Jaccard similarity "
-                             "at or above which two inputs look alike (near-identical).")
+                             "at or above which two inputs look alike (near-identical); two free answers "
+                             "(generate replies, preference answers) are near-identical at this Jaccard "
+                             "similarity of their words.")
     containment: float = Field(0.9, gt=0.0, le=1.0, description="Share of the shorter input's "
                                "shingles found in the longer one at or above which they look alike "
-                               "(re-sends, quoted replies).")
+                               "(re-sends, quoted replies); for free answers, the share of the shorter "
+                               "one's words.")
+    copy_words: int = Field(3, ge=0, description="Look-alike inputs with the same answer are a copy "
+                            "(removed) only when one of them has at most this many words the other lacks (a "
+                            "re-print header, a greeting, a changed spelling); when each has more words of its "
+                            "own, they are one template filled in twice (two receipts of one shop, each with "
+                            "its own items) and both are kept. The same bar decides whether the text can "
+                            "explain a different answer: only look-alikes within it can conflict.")
     template: float = Field(0.65, gt=0.0, lt=1.0, description="Estimated Jaccard similarity of inputs "
                             "(their first and last five lines, digits masked) at or above which rows share "
                             "a layout (a template: one shop's receipts, one sender's invoices); the data card "

@@ -210,3 +210,35 @@ def test_layout_previews_are_redacted(tmp_path):
     card = check_data(_project(tmp_path, rows), tmp_path)
     previews = " ".join(layout["preview"] for layout in card.templates["top"])
     assert "<EMAIL>" in previews and "care@srimaju" not in previews
+
+
+SIGNATURE = ("\n--\nAnna Smith | Customer Operations | Northwind Traders\nNorthwind Traders Ltd, 12 High Street, "
+             "Leeds LS1 4AP. This e-mail and any attachments are confidential and intended solely for the "
+             "addressee. If you have received it in error, please notify the sender and delete it. Northwind "
+             "Traders accepts no liability for viruses; please scan attachments before opening them.")
+
+
+def test_tickets_sharing_a_long_signature_are_distinct_examples_whatever_their_labels(tmp_path, classify_task):
+    """The signature makes the tickets near-identical texts; their own words tell them apart,
+    so one label twice is no copy and two labels are no conflict."""
+    bodies = [("I was charged twice for invoice 4411 this month.", "billing"),
+              ("The invoice total for March looks wrong, can you check it?", "billing"),
+              ("Please cancel my subscription from next month on.", "refund"),
+              ("The app crashes when I open the settings page.", "technical_issue")]
+    rows = [{"text": body + SIGNATURE, "label": label} for body, label in bodies]
+    rows.append({"text": "Any update? " + rows[0]["text"], "label": "billing"})  # a re-send: a copy
+    spec = DataSpec(train="x", columns=ColumnMap(input="text", target="label"))
+    result = _scan(tmp_path, rows, classify_task, spec)
+    assert result.kept == 4 and result.conflicts == [] and result.distinct >= 3
+    assert [n.other_line for n in result.near_duplicates] == [5]
+
+
+def test_copy_words_is_the_bar_between_a_copy_and_a_template_filled_twice(tmp_path, classify_task):
+    ask = ("Please cancel my order {} as soon as you can: it was a mistake, I no longer need the items and "
+           "would like the full refund on the card I paid with. Thank you very much for your help!")
+    rows = [{"text": ask.format("88123 placed yesterday"), "label": "cancellation"},
+            {"text": ask.format("90456 placed on Monday"), "label": "cancellation"}]  # 2 and 3 words of their own
+    for copy_words, kept in ((3, 1), (1, 2)):
+        spec = DataSpec(train="x", columns=ColumnMap(input="text", target="label"), dedup={"copy_words": copy_words})
+        result = _scan(tmp_path, rows, classify_task, spec)
+        assert result.kept == kept and result.conflicts == []

@@ -4,13 +4,17 @@ Two rows whose inputs are near-identical (MinHash LSH over character shingles, s
 :class:`MinHashIndex`) are *look-alikes*. What the later one is depends on the two answers, as
 the task kind describes them (:meth:`taskfit.tasks.base.Task.answer_parts`):
 
-- a **copy** when the answers are the same (a free reply: near-identical too): it is removed as a
-  near-duplicate;
-- a **distinct example** when every part of the answer that differs is written in its own row's
-  input (the date and total on one shop's receipts, an answer found in the qa passage, the
-  refusal), or is a free reply: both rows are kept;
-- a **conflict** otherwise: a label is not written in the text, or the two inputs have the same
-  words. It is removed and listed, for a person to decide.
+- a **copy** when the answers are the same (a free reply: near-identical too) and the inputs
+  differ trivially: one of the two has at most ``data.dedup.copy_words`` words the other lacks (a
+  re-print header, a greeting in front, a changed spelling). It is removed as a near-duplicate;
+- a **distinct example** when both inputs have more words of their own than that (a template
+  filled in twice: another receipt of the same shop, with its own items, whatever its answer), or
+  when every part of the answer that differs is written in its own row's input (the date and
+  total on one shop's receipts, an answer found in the qa passage, the refusal), or is a free
+  reply: both rows are kept;
+- a **conflict** otherwise: the inputs differ trivially and an answer that differs is not
+  written in its text (a label), or the two inputs have the same words. It is removed and
+  listed, for a person to decide.
 
 Preference pairs are copies when both answers are near-identical, and a conflict when one pair's
 chosen answer is the other's rejected one and the other way round.
@@ -230,8 +234,9 @@ class Row:
     sig: Any
     size: int
     words: int  # digest of the input's words
+    vocab: Any  # its distinct words (:func:`vocabulary`)
     fixed: dict[str, tuple[int, bool]]  # part name -> (digest of the value, written in the input)
-    free: tuple[tuple[Any, int], ...]  # (signature, shingle count) of each free text
+    free: tuple[Any, ...]  # the vocabulary of each free text
     pair: bool
 
 
@@ -254,32 +259,76 @@ def decisive(verdicts: list[Verdict]) -> Verdict | None:
     return verdicts[0] if verdicts else None
 
 
+WORDS_KEPT = 512
+
+
+def vocabulary(text: str) -> Any:
+    """The distinct words of a text (:func:`~taskfit.tasks.base.words`) as sorted CRC-32s, the
+    WORDS_KEPT smallest when it has more (a bottom-k sample, see :func:`overlap`)."""
+    import numpy as np
+
+    hashes = np.unique(np.fromiter((zlib.crc32(w.encode()) for w in words(text).split()), np.uint32))
+    return hashes[:WORDS_KEPT]
+
+
+def overlap(a: Any, b: Any) -> tuple[float, float, float]:
+    """(words only ``a`` has, words only ``b`` has, words both have), from two texts'
+    :func:`vocabulary`: exact when both have at most WORDS_KEPT distinct words, else estimated on
+    the words whose hashes are at most both samples' largest, scaled up (bottom-k sampling)."""
+    import numpy as np
+
+    limit = min(int(v[-1]) if len(v) == WORDS_KEPT else 2**32 for v in (a, b))
+    scale = 1.0
+    if limit < 2**32:
+        a, b, scale = a[a <= limit], b[b <= limit], 2**32 / (limit + 1)
+    both = len(np.intersect1d(a, b, assume_unique=True))
+    return (len(a) - both) * scale, (len(b) - both) * scale, both * scale
+
+
+class _Vocabularies:
+    """One vocabulary per row, end to end in one array (4 bytes a word)."""
+
+    def __init__(self) -> None:
+        self._hashes, self._starts = array("I"), array("q", [0])
+
+    def append(self, vocab: Any) -> None:
+        self._hashes.extend(vocab.tolist())
+        self._starts.append(len(self._hashes))
+
+    def __getitem__(self, k: int) -> Any:
+        import numpy as np
+
+        return np.frombuffer(self._hashes[self._starts[k]:self._starts[k + 1]], np.uint32)
+
+
 class LookAlikes:
     """Near-identical inputs judged by their answers (see the module docstring).
 
-    Per indexed row: the index's signature and bands, the digest of its input's words, and per
-    part of its answer a part-name code, a value digest and whether it is written in the input
-    (13 bytes a part); a free text adds its own signature (4 bytes per permutation).
+    Per indexed row: the index's signature and bands, the digest of its input's words, per part
+    of its answer a part-name code, a value digest and whether it is written in the input (13
+    bytes a part), and the vocabularies of its input and of each free text (4 bytes a distinct
+    word, at most WORDS_KEPT each).
     """
 
     def __init__(self, dedup: DedupSpec, task: TaskSpec):
         self.index = MinHashIndex(dedup.shingle, dedup.num_perm, dedup.threshold, dedup.containment)
+        self.copy_words = dedup.copy_words
         self._parts_of = get_task(task.kind).answer_parts(task)
         self._words = array("q")
+        self._vocab = _Vocabularies()
         self._starts = array("q", [0])  # row k's parts are [starts[k], starts[k + 1]) below
         self._names, self._values, self._written = array("i"), array("q"), array("b")
         self._codes: dict[str, int] = {}
-        self._free: _Table | None = None
-        self._free_sizes = array("i")
+        self._free: list[_Vocabularies] = []
 
     def row(self, rec: Example | PreferencePair) -> Row:
         text = input_text(rec)
         sig, size = self.index.signature(text)
         pair = isinstance(rec, PreferencePair)
         parts = AnswerParts(free=(rec.chosen, rec.rejected)) if pair else self._parts_of(rec)
-        return Row(sig, size, digest(words(text)),
+        return Row(sig, size, digest(words(text)), vocabulary(text),
                    {name: (digest(value), written) for name, value, written in parts.fixed},
-                   tuple(self.index.signature(t) for t in parts.free), pair)
+                   tuple(vocabulary(t) for t in parts.free), pair)
 
     def judge(self, row: Row) -> list[Verdict]:
         """What this row is to each indexed row it looks like, the most similar first."""
@@ -287,37 +336,47 @@ class LookAlikes:
 
     def add(self, row: Row) -> int:
         """Index a kept row; return its number (0, 1, 2...)."""
-        import numpy as np
-
         for name, (value, written) in row.fixed.items():
             self._names.append(self._codes.setdefault(name, len(self._codes)))
             self._values.append(value)
             self._written.append(written)
         self._starts.append(len(self._names))
         self._words.append(row.words)
-        if row.free:
-            if self._free is None:
-                self._free = _Table((len(row.free), self.index.num_perm), np.uint32)
-            self._free.append([s for s, _ in row.free])
-            self._free_sizes.extend(n for _, n in row.free)
+        self._vocab.append(row.vocab)
+        self._free += [_Vocabularies() for _ in row.free[len(self._free):]]
+        for store, vocab in zip(self._free, row.free):
+            store.append(vocab)
         return self.index.insert(row.sig, row.size)
 
     def _fixed(self, k: int) -> dict[int, tuple[int, bool]]:
         at, end = self._starts[k], self._starts[k + 1]
         return {self._names[i]: (self._values[i], bool(self._written[i])) for i in range(at, end)}
 
+    def trivial(self, a: Any, b: Any) -> bool:
+        """Whether two texts (their vocabularies) differ trivially: one of them has at most
+        data.dedup.copy_words words the other lacks."""
+        only_a, only_b, _ = overlap(a, b)
+        return min(only_a, only_b) <= self.copy_words
+
+    def near(self, a: Any, b: Any) -> bool:
+        """Whether two free texts are near-identical: their words alike at data.dedup.threshold
+        (Jaccard), or the fewer words almost all among the others' (data.dedup.containment)."""
+        only_a, only_b, both = overlap(a, b)
+        if not both:
+            return not (only_a or only_b)
+        return (both / (only_a + only_b + both) >= self.index.threshold
+                or both / (min(only_a, only_b) + both) >= self.index.containment)
+
     def _compare(self, row: Row, k: int) -> str:
+        if not self.trivial(row.vocab, self._vocab[k]):
+            return DISTINCT  # a template filled in twice: each has words of its own
         old = self._fixed(k)
         new = {self._codes.get(name, -1 - n): part for n, (name, part) in enumerate(row.fixed.items())}
-        free = []
-        if row.free and self._free is not None:
-            n = len(row.free)
-            free = [(self._free[k][i], self._free_sizes[k * n + i]) for i in range(n)]
-        near = self.index.similar
+        free = [store[k] for store in self._free[:len(row.free)]]
         if ({c: v for c, (v, _) in old.items()} == {c: v for c, (v, _) in new.items()}
-                and all(near(a, b) for a, b in zip(row.free, free))):
+                and all(self.near(a, b) for a, b in zip(row.free, free))):
             return COPY
-        if row.pair and len(free) == 2 and near(row.free[0], free[1]) and near(row.free[1], free[0]):
+        if row.pair and len(free) == 2 and self.near(row.free[0], free[1]) and self.near(row.free[1], free[0]):
             return CONFLICT  # the same choice made the other way round
         differing = [c for c in old.keys() | new.keys() if old.get(c, (None,))[0] != new.get(c, (None,))[0]]
         if not differing:

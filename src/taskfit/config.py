@@ -464,6 +464,23 @@ class MonitorSpec(_Spec):
         return self
 
 
+class ReviewSpec(_Spec):
+    """``taskfit review queue`` and ``taskfit data from-log``: which served requests a person
+    reviews, and how the reviewed ones become training and recent held-out rows."""
+
+    queue_size: int = Field(50, ge=1, description="Requests one `taskfit review queue` picks (--n).")
+    random_share: float = Field(0.2, ge=0.0, le=1.0, description="Share of the queue drawn uniformly at "
+                                "random from the traffic (marked random), so the reviewed random sample "
+                                "estimates production quality without the bias of the targeted picks.")
+    clusters: int = Field(8, ge=1, description="Groups (k-means on TF-IDF) the targeted picks are taken "
+                          "from in turn, so one kind of request cannot fill the queue.")
+    recent_share: float = Field(0.2, ge=0.0, lt=1.0, description="Share of the reviewed requests "
+                                "`taskfit data from-log` keeps as the recent held-out set (chosen by a hash "
+                                "of the request id, so a request stays on its side run after run); the rest "
+                                "become training rows.")
+    seed: int = Field(0, description="Seed of the random sample and the clustering.")
+
+
 class ProjectConfig(_Spec):
     task: TaskSpec
     model: ModelSpec = ModelSpec()
@@ -472,6 +489,7 @@ class ProjectConfig(_Spec):
     baselines: BaselineSpec = BaselineSpec()
     eval: EvalSpec = EvalSpec()
     monitor: MonitorSpec = MonitorSpec()
+    review: ReviewSpec = ReviewSpec()
 
     @model_validator(mode="after")
     def _thresholds_of_the_kind(self) -> "ProjectConfig":

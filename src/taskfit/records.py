@@ -73,6 +73,15 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class LabelChoice:
+    """A label scorer's answer for one prompt: the likeliest label and the model's confidence in
+    it (its share of the labels' probability: a softmax over the labels' log-probabilities)."""
+
+    best: int  # the label's index in task.labels
+    confidence: float
+
+
+@dataclass(frozen=True)
 class EvalResult:
     """The scores of one candidate on one held-out split.
 

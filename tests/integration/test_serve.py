@@ -197,6 +197,38 @@ def test_concurrent_requests_are_batched_and_match_one_at_a_time(server):
     assert "process_resident_memory_bytes" in metrics
 
 
+def _batches(url):
+    """(requests, batches) the engine has answered so far, from /metrics."""
+    metrics = httpx.get(url.removesuffix("/v1") + "/metrics").text
+    value = {line.split(" ")[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+             if line.startswith(("taskfit_batch_size_sum", "taskfit_batch_size_count"))}
+    return value["taskfit_batch_size_sum"], value["taskfit_batch_size_count"]
+
+
+def test_concurrent_classify_requests_are_scored_together_and_answer_as_one_at_a_time(server, runs):
+    client, url = server["client"], server["url"]
+    texts = ["I was charged twice", "the app crashes on login", "where is my parcel", "cancel my plan",
+             "refund my order", "my password reset mail never came", "invoice for March", "hello"]
+    asks = [("triage", t) for t in texts] + [("triage-strict", t) for t in texts[:4]]
+
+    def answer(ask):
+        choice = _ask(client, *ask).choices[0]
+        return choice.message.content, choice.taskfit["label"], choice.taskfit["fallback"], choice.taskfit["confidence"]
+
+    alone = [answer(a) for a in asks]
+    before = _batches(url)
+    with concurrent.futures.ThreadPoolExecutor(len(asks) + 1) as pool:
+        # A long generation first keeps the worker busy while the classify requests queue up.
+        busy = pool.submit(_ask, client, "tiny", "tell me a long story", max_tokens=64)
+        together = list(pool.map(answer, asks))
+        busy.result()
+    for (text, label, low, conf), (text2, label2, low2, conf2) in zip(alone, together):
+        assert (text2, label2, low2) == (text, label, low) and label in runs["labels"]
+        assert conf2 == pytest.approx(conf, abs=0.01)  # each is within 0.01 below the exact confidence
+    requests, batches = (a - b for a, b in zip(_batches(url), before))
+    assert requests == len(asks) + 1 and batches < requests  # some classify requests shared a batch
+
+
 def test_request_log_is_redacted(server):
     client = server["client"]
     _ask(client, "tiny", f"I am {PII[0]}, card {PII[1]}, call me on {PII[2]}", max_tokens=8)

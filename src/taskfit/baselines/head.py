@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 from typing import Any, Iterable, Iterator, Sequence
 
-from taskfit.baselines.model import label_choice
+from taskfit.baselines.label_tree import label_choice
 from taskfit.baselines.protocol import in_batches
 from taskfit.errors import DataError
 from taskfit.models.head import head_logits
-from taskfit.records import Example, Prediction
+from taskfit.records import Example, LabelChoice, Prediction
 from taskfit.rendering import classifier_ids
 
 
@@ -51,6 +51,9 @@ class HeadClassifier:
     def scores(self, prompt: list[int]) -> list[float]:
         return self.log_probs([prompt])[0].tolist()
 
+    def choose(self, prompts: Sequence[list[int]]) -> list[LabelChoice]:
+        return [label_choice(totals) for totals in self.log_probs(prompts).tolist()]
+
     def predict(self, examples: Iterable[Example]) -> Iterator[Prediction]:
         for batch in in_batches(examples, self.batch_size):
             yield from self._batch(batch)
@@ -58,9 +61,8 @@ class HeadClassifier:
     def _batch(self, examples: list[Example]) -> Iterator[Prediction]:
         start = time.perf_counter()
         prompts = [self.prompt_ids(ex) for ex in examples]
-        rows = self.log_probs(prompts).tolist()
+        choices = self.choose(prompts)
         share = (time.perf_counter() - start) / len(examples)  # the batch's time, shared by its rows
-        for ex, prompt, totals in zip(examples, prompts, rows):
-            best, confidence = label_choice(self.labels, totals)
-            yield Prediction(example_id=ex.id, output=self.labels[best], valid=True, latency_s=share,
-                             prompt_tokens=len(prompt), completion_tokens=0, confidence=confidence)
+        for ex, prompt, c in zip(examples, prompts, choices):
+            yield Prediction(example_id=ex.id, output=self.labels[c.best], valid=True, latency_s=share,
+                             prompt_tokens=len(prompt), completion_tokens=0, confidence=c.confidence)

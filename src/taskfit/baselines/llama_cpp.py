@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator, Sequence
 
+from taskfit.baselines.label_tree import label_choice
 from taskfit.baselines.model import LabelPrompts, Prompts, answer_room
 from taskfit.config import TaskSpec
 from taskfit.decoding import answer_grammar
 from taskfit.errors import ConfigError
-from taskfit.records import Example, Prediction
+from taskfit.records import Example, LabelChoice, Prediction
 from taskfit.tasks import get_task
 
 
@@ -50,13 +51,18 @@ def _last_logits(llm: Any) -> Any:
 class LlamaCppScorer(LabelPrompts):
     """Label scoring on llama.cpp (a :class:`~taskfit.baselines.protocol.LabelScorer`): each
     label's log-probability (its tokens and the end-of-turn token) after the prompt; the prompt
-    is read once, then each label from the prompt's cache."""
+    is read once, then each label from the prompt's cache; every label is scored, one prompt at
+    a time."""
 
     def __init__(self, llm: Any, tokenizer: Any, task: TaskSpec, max_length: int):
         super().__init__(tokenizer, task, max_length)
         self.llm = llm
 
+    def choose(self, prompts: Sequence[list[int]]) -> list[LabelChoice]:
+        return [label_choice(self.scores(p)) for p in prompts]
+
     def scores(self, prompt: list[int]) -> list[float]:
+        """Every label's log-probability after ``prompt``, in label order."""
         llm = self.llm
         llm.reset()
         llm.eval(prompt)
@@ -108,13 +114,13 @@ class LlamaCppPredictor(Prompts):
         self.scorer = LlamaCppScorer(llm, tokenizer, task, max_length) if labels else None
         self.grammar = answer_grammar(task) if constrained and not labels else None
 
-    def predict(self, examples: Iterable[Example]) -> Iterator[Prediction]:
+    def _batch(self, examples: list[Example]) -> Iterator[Prediction]:
         from taskfit.tasks import parse
 
+        if self.scorer is not None:
+            yield from self.scorer.predict(examples)
+            return
         for ex in examples:
-            if self.scorer is not None:
-                yield self.scorer.label_prediction(ex, self.scorer.scores)
-                continue
             start = time.perf_counter()
             prompt = self.prompt_ids(ex)
             self.llm.reset()

@@ -5,14 +5,15 @@ scores them all through this one protocol, on the same held-out examples, with t
 so it cannot tell them apart and the comparison is honest by construction.
 
 A classifier built on a language model is a :class:`LabelScorer`: evaluation and the server ask
-the same scorer (transformers or llama.cpp) with the same prompt ids for each label's score.
+the same scorer (label scoring on transformers or llama.cpp, or a classification head) with the
+same prompt ids for the best label and its confidence, several prompts at a time.
 """
 
 from __future__ import annotations
 
 from typing import Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
-from taskfit.records import Example, Prediction
+from taskfit.records import Example, LabelChoice, Prediction
 
 
 @runtime_checkable
@@ -26,7 +27,8 @@ class Predictor(Protocol):
 
 @runtime_checkable
 class LabelScorer(Protocol):
-    """Scores every label of a classify task after a prompt (label scoring, not free text)."""
+    """Picks a classify task's label after a prompt by the labels' likelihood (label scoring,
+    not free text)."""
 
     completions: Sequence[list[int]]  # each label's answer tokens, end-of-turn token included
 
@@ -34,8 +36,10 @@ class LabelScorer(Protocol):
         """The prompt a label is scored after: the example rendered and cut as in training."""
         ...
 
-    def scores(self, prompt: list[int]) -> list[float]:
-        """The log-probability of each label's completion after ``prompt``, in label order."""
+    def choose(self, prompts: Sequence[list[int]]) -> list[LabelChoice]:
+        """For each prompt, the label whose completion is likeliest after it (exactly the argmax
+        of every label's log-probability) and its confidence (a softmax over the labels'
+        log-probabilities)."""
         ...
 
 

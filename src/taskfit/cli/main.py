@@ -198,6 +198,29 @@ def data_prepare(project: Path = typer.Argument(Path("."), help="Project directo
               f"{paths['eval']}\ndata card: {paths['card_md']}", highlight=False)
 
 
+@data_app.command("from-log")
+@_friendly
+def data_from_log(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
+                  log: Optional[Path] = typer.Option(None, "--log", help="The request log (default "
+                                                                        "DIR/requests.sqlite); its reviews.sqlite holds the corrections."),
+                  model: Optional[str] = typer.Option(None, help="The served model's name (default task.name).")) -> None:
+    """Turn reviewed requests (never unreviewed ones) into a data snapshot: validated, redacted,
+    de-duplicated against the project's data, split into training rows and a recent held-out set."""
+    from taskfit.lifecycle.from_log import from_log_project
+
+    result = from_log_project(project, log=log, model=model)
+    out.print(result.sentence(), highlight=False, soft_wrap=True)
+    for q in result.card.quarantine.get("first", [])[:10]:
+        out.print(f"  quarantined {q['source']}: {q['reason']}", highlight=False, soft_wrap=True)
+    if result.conflicts:
+        err.print(f"[yellow]warning:[/yellow] {result.conflicts} corrections contradict a near-identical row of "
+                  "the project's data (data_card.md lists them): decide which is right", highlight=False)
+    snap = result.snapshot
+    out.print(f"snapshot {snap.root}{' (unchanged: the same reviews made it before)' if result.unchanged else ''}"
+              f"\ntraining rows: {snap.train}\nrecent held-out: {snap.recent_held_out}\ndata card: "
+              f"{snap.root / 'data_card.md'}", highlight=False)
+
+
 def _print_scorecard(card) -> None:
     table = Table(*card.header, title="held-out scorecard")
     for row in card.rows():
@@ -266,7 +289,9 @@ def eval_(project: Path = typer.Argument(Path("."), help="Project directory or t
                                  engine=engine, merged=merged)])
 
 
-review_app = typer.Typer(help="Blind human review of two candidates' answers.", no_args_is_help=True)
+review_app = typer.Typer(help="Human review: two candidates' answers side by side (export), or served "
+                                "requests worth a person's time (queue); import reads either back.",
+                         no_args_is_help=True)
 app.add_typer(review_app, name="review")
 
 
@@ -288,12 +313,61 @@ def review_export(project: Path = typer.Argument(Path("."), help="Project direct
 @review_app.command("import")
 @_friendly
 def review_import(project: Path = typer.Argument(..., help="Project directory or taskfit.yaml."),
-                  verdicts: Path = typer.Argument(..., help="The CSV the review page downloaded, or review.csv filled in."),
-                  key: Optional[Path] = typer.Option(None, help="review_key.json (default: beside the export).")) -> None:
-    """Read the verdicts back; `taskfit compare` shows the win rate with its interval."""
+                  verdicts: Path = typer.Argument(..., help="The CSV a review page downloaded, or its review.csv "
+                                                  "filled in (a blind review's or a review queue's)."),
+                  key: Optional[Path] = typer.Option(None, help="Blind review: review_key.json (default: beside "
+                                                               "the export)."),
+                  reviewer: Optional[str] = typer.Option(None, help="Review queue: who reviewed, for rows whose "
+                                                                    "reviewer column is empty."),
+                  log: Optional[Path] = typer.Option(None, "--log", help="Review queue: the request log (default "
+                                                                        "DIR/requests.sqlite); its reviews.sqlite keeps the corrections.")) -> None:
+    """Read verdicts back: a blind review's (`taskfit compare` shows the win rate) or a review
+    queue's (stored as corrections with the reviewer's name, for `taskfit data from-log`)."""
+    from taskfit.evaluation.review import sheet_columns
+
+    if "request_id" in sheet_columns(verdicts):
+        from taskfit.lifecycle.queue import import_queue, quality_sentence
+
+        result = import_queue(project, verdicts, reviewer=reviewer, log=log)
+        out.print(f"stored {result.stored} corrections ({result.correct} correct, {result.wrong} wrong) by "
+                  f"{', '.join(result.reviewers)} in {result.store}; {result.skipped} rows unsure or not judged "
+                  f"stay unreviewed", highlight=False, soft_wrap=True)
+        if result.unknown_labels:
+            listed = ", ".join(f"{lab} ({n})" for lab, n in result.unknown_labels.most_common())
+            err.print(f"[yellow]warning:[/yellow] labels not in task.labels: {escape(listed)}; `taskfit data "
+                      "from-log` quarantines them until task.labels has them", highlight=False, soft_wrap=True)
+        out.print(quality_sentence(result.quality), highlight=False)
+        out.print(f"next: taskfit data from-log {project}", highlight=False)
+        return
     from taskfit.workflows import review_import_project
 
     out.print(review_import_project(project, verdicts, key).sentence(), highlight=False)
+
+
+@review_app.command("queue")
+@_friendly
+def review_queue(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
+                 n: Optional[int] = typer.Option(None, "--n", "-n", help="Requests to pick (default review.queue_size, 50)."),
+                 since: Optional[str] = typer.Option(None, help="Only requests since: an ISO date or time, or a span "
+                                                                "back from now (2d, 12h)."),
+                 log: Optional[Path] = typer.Option(None, "--log", help="The request log (default DIR/requests.sqlite)."),
+                 model: Optional[str] = typer.Option(None, help="The served model's name (default task.name)."),
+                 out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write (default "
+                                                                           "DIR/review/queue-BATCH).")) -> None:
+    """Pick served requests worth a person's time (a random sample, then the doubtful ones spread
+    over the kinds of request; never one twice) and write review.html and review.csv."""
+    from taskfit.lifecycle.queue import RANDOM, queue_project, quality_sentence
+
+    result = queue_project(project, n=n, since=since, log=log, model=model, out_dir=out_dir)
+    reasons = result.reasons()
+    again = f", {result.random_again} already queued joined it" if result.random_again else ""
+    out.print(f"queued {len(result.picks)} of {result.eligible} answered requests (batch {result.batch}): "
+              f"{reasons.get(RANDOM, 0)} drawn at random{again}; "
+              + ", ".join(f"{why} {k}" for why, k in reasons.most_common() if why != RANDOM),
+              highlight=False, soft_wrap=True)
+    out.print(quality_sentence(result.quality), highlight=False)
+    out.print(f"review page: {result.paths['html']}\nspreadsheet: {result.paths['csv']}\nthen: taskfit review "
+              f"import {project} VERDICTS.csv", highlight=False)
 
 
 @app.command()

@@ -24,7 +24,7 @@ from taskfit.config import DataSpec, TaskSpec
 from taskfit.data import pii
 from taskfit.data.formats import convert
 from taskfit.data.lookalike import CONFLICT, DISTINCT, Layouts, LookAlikes, decisive, input_text, normalise, shared_text
-from taskfit.data.redaction import redact_row
+from taskfit.data.redaction import RowRedaction, redact_row
 from taskfit.data.read import read_rows
 from taskfit.records import Example, PreferencePair
 from taskfit.rendering import user_text
@@ -238,21 +238,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
             result.layouts.append(layouts.assign(rec.prompt if pair else rec.input, str(path), raw.line,
                                                  (row.sig, row.size) if same else None))
         redaction = redact_row(rec, task, spec.privacy)
-        found = redaction.findings
-        if found:
-            result.pii_rows += 1
-            result.pii_counts.update(f.kind for f in found)
-            if any(f.is_secret for f in found):
-                result.secret_rows.append(raw.source)
-        result.unredacted_secret_rows += redaction.secrets_left
-        result.answer_fields.update(redaction.fields)
-        result.answers_changed.update(redaction.changed)
-        result.answers_kept.update(redaction.kept)
-        result.answer_numbers_kept.update(redaction.numbers_kept)
-        if isinstance(rec, Example):
-            if task.labels:
-                result.labels[rec.target] += 1
-            result.system_prompts[rec.system if rec.system is not None else task.system_text] += 1
+        count_kept(result, rec, redaction, task, raw.source)
         if counter is not None:
             counter.add(rec)
             if len(counter.pending) >= 512:
@@ -263,6 +249,27 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
         _take_lengths(result, counter)
     _fill_previews(result, path, task, spec)
     return result
+
+
+def count_kept(result: ScanResult, rec: Example | PreferencePair, redaction: RowRedaction, task: TaskSpec,
+               source: str) -> None:
+    """Count a kept row in the card's figures: its personal data and secrets, what redaction did to
+    its answer, its label and system prompt."""
+    found = redaction.findings
+    if found:
+        result.pii_rows += 1
+        result.pii_counts.update(f.kind for f in found)
+        if any(f.is_secret for f in found):
+            result.secret_rows.append(source)
+    result.unredacted_secret_rows += redaction.secrets_left
+    result.answer_fields.update(redaction.fields)
+    result.answers_changed.update(redaction.changed)
+    result.answers_kept.update(redaction.kept)
+    result.answer_numbers_kept.update(redaction.numbers_kept)
+    if isinstance(rec, Example):
+        if task.labels:
+            result.labels[rec.target] += 1
+        result.system_prompts[rec.system if rec.system is not None else task.system_text] += 1
 
 
 def _records_at(path: Path, task: TaskSpec, spec: DataSpec, lines: set[int]) -> dict[int, Example | PreferencePair]:

@@ -16,7 +16,7 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from taskfit.errors import DataError
 from taskfit.records import Example, Prediction
@@ -40,62 +40,95 @@ def export_review(out_dir: Path, examples: Sequence[Example], a: str, a_preds: S
         a_first = rng.random() < 0.5
         first, second = (by_a, by_b) if a_first else (by_b, by_a)
         item = f"R{k:03d}"
-        items.append({"item": item, "input": ex.input if ex.context is None else
-                      f"{ex.input}\n\n[context] {ex.context[:1500]}",
+        items.append({"item": item, "input": shown_input(ex.input, ex.context),
                       "response_1": first[ex.id].output, "response_2": second[ex.id].output})
         key["items"][item] = {"example_id": ex.id, "side_1": "a" if a_first else "b"}
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"html": out_dir / "review.html", "csv": out_dir / "review.csv", "key": out_dir / "review_key.json"}
-    with paths["csv"].open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        for it in items:
-            writer.writerow({c: it.get(c, "") for c in COLUMNS})
+    write_sheet(paths["csv"], COLUMNS, items)
     paths["key"].write_text(json.dumps(key, indent=1), encoding="utf-8")
-    paths["html"].write_text(_page(items), encoding="utf-8")
+    paths["html"].write_text(review_page(
+        "taskfit blind review", "Blind review",
+        "For each request, pick the better response (or a tie) and rate each one from 1 (poor) to 5 "
+        "(excellent). Which system wrote which response is hidden, and the sides are shuffled.",
+        items, COLUMNS, _pair_block, judged="better"), encoding="utf-8")
     return paths
 
 
-def _page(items: list[dict[str, str]]) -> str:
-    def rating(item: str, side: str, name: str) -> str:
-        opts = "".join(f"<option>{v}</option>" for v in ("", "1", "2", "3", "4", "5"))
-        return f'<label>{name} <select name="{name}_{side}" data-item="{item}">{opts}</select></label>'
+def _pair_block(it: dict[str, str]) -> str:
+    """One A/B item's controls: the two responses with their ratings, the choice, a comment."""
+    i = html.escape(it["item"])
 
-    blocks = []
-    for it in items:
-        i = html.escape(it["item"])
-        sides = "".join(
-            f'<div class="side"><h3>Response {s}</h3><pre>{html.escape(it[f"response_{s}"])}</pre>'
-            + " ".join(rating(i, s, r) for r in RATINGS) + "</div>" for s in ("1", "2"))
-        choice = " ".join(f'<label><input type="radio" name="better-{i}" value="{c}"> '
-                          f'{"Response " + c + " is better" if c != "tie" else "tie"}</label>' for c in CHOICES)
-        blocks.append(f'<section class="item" id="{i}"><h2>{i}</h2><pre class="input">{html.escape(it["input"])}</pre>'
-                      f'<div class="pair">{sides}</div><p class="choice">{choice}</p>'
-                      f'<textarea name="comment" data-item="{i}" placeholder="comment (optional)"></textarea></section>')
-    columns = json.dumps(COLUMNS)
+    def rating(side: str, name: str) -> str:
+        opts = "".join(f"<option>{v}</option>" for v in ("", "1", "2", "3", "4", "5"))
+        return f'<label>{name} {select(i, f"{name}_{side}", opts)}</label>'
+
+    sides = "".join(
+        f'<div class="side"><h3>Response {s}</h3><pre>{html.escape(it[f"response_{s}"])}</pre>'
+        + " ".join(rating(s, r) for r in RATINGS) + "</div>" for s in ("1", "2"))
+    choice = " ".join(radio(i, "better", c, "Response " + c + " is better" if c != "tie" else "tie")
+                      for c in CHOICES)
+    return f'<div class="pair">{sides}</div><p class="choice">{choice}</p>{comment_box(i)}'
+
+
+# ---- the page and the sheet, shared by the blind review and the review queue -------------------
+def shown_input(text: str, context: str | None) -> str:
+    """What a reviewer reads of a request: its input, and the start of a qa passage."""
+    return text if context is None else f"{text}\n\n[context] {context[:1500]}"
+
+
+# Every control carries data-item (its item) and data-field (its CSV column); the page's script
+# reads them back into rows, so a new kind of review page only writes its controls.
+
+def radio(item: str, field: str, value: str, text: str) -> str:
+    return (f'<label><input type="radio" name="{field}-{item}" data-item="{item}" data-field="{field}" '
+            f'value="{html.escape(value)}"> {html.escape(text)}</label>')
+
+
+def select(item: str, field: str, options: str) -> str:
+    return f'<select name="{field}" data-item="{item}" data-field="{field}">{options}</select>'
+
+
+def comment_box(item: str) -> str:
+    return (f'<textarea name="comment" data-item="{item}" data-field="comment" '
+            'placeholder="comment (optional)"></textarea>')
+
+
+def review_page(title: str, heading: str, intro: str, items: Sequence[dict[str, str]], columns: Sequence[str],
+                block: Callable[[dict[str, str]], str], judged: str, reviewer: bool = False) -> str:
+    """A self-contained review page: the items (``block`` writes each one's controls), and a button
+    that downloads the filled-in rows as CSV with ``columns`` (nothing is sent anywhere). An item
+    counts as judged once its ``judged`` field is set; ``reviewer`` asks the reviewer's name once,
+    for every row."""
+    blocks = "".join(f'<section class="item" id="{html.escape(it["item"])}"><h2>{html.escape(it["item"])}</h2>'
+                     f'<pre class="input">{html.escape(it["input"])}</pre>{block(it)}</section>' for it in items)
+    name = ('<label>Your name <input id="reviewer" data-all="reviewer" placeholder="who reviewed"></label> '
+            if reviewer else "")
+    shown = [{k: v for k, v in it.items() if k in columns} for it in items]
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>taskfit blind review</title>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }}
 .pair {{ display: flex; gap: 1em; }} .side {{ flex: 1; border: 1px solid #ccc; padding: .5em; }}
 pre {{ white-space: pre-wrap; background: #f7f7f7; padding: .5em; }} .item {{ border-bottom: 2px solid #ddd; padding: 1em 0; }}
 textarea {{ width: 100%; }} #bar {{ position: sticky; top: 0; background: #fff; padding: .5em 0; }}
 </style></head><body>
-<h1>Blind review</h1>
-<p>For each request, pick the better response (or a tie) and rate each one from 1 (poor) to 5 (excellent).
-Which system wrote which response is hidden, and the sides are shuffled. Nothing leaves this page: when done,
-download your verdicts and send the CSV back.</p>
-<div id="bar"><button id="download" onclick="download()">Download verdicts (CSV)</button> <span id="done"></span></div>
-{''.join(blocks)}
+<h1>{html.escape(heading)}</h1>
+<p>{html.escape(intro)} Nothing leaves this page: when done, download your verdicts and send the CSV back.</p>
+<div id="bar">{name}<button id="download" onclick="download()">Download verdicts (CSV)</button> <span id="done"></span></div>
+{blocks}
 <script>
-const COLUMNS = {columns};
-const ITEMS = {json.dumps([{k: it[k] for k in ("item", "input", "response_1", "response_2")} for it in items])};
+const COLUMNS = {json.dumps(list(columns))};
+const ITEMS = {json.dumps(shown)};
 function verdicts() {{
+  const all = {{}};
+  document.querySelectorAll("[data-all]").forEach(el => all[el.dataset.all] = el.value);
   return ITEMS.map(it => {{
-    const row = Object.assign({{}}, it);
-    const picked = document.querySelector(`input[name="better-${{it.item}}"]:checked`);
-    row.better = picked ? picked.value : "";
-    document.querySelectorAll(`[data-item="${{it.item}}"]`).forEach(el => row[el.name] = el.value);
+    const row = Object.assign({{}}, it, all);
+    document.querySelectorAll(`[data-item="${{it.item}}"]`).forEach(el => {{
+      if (el.type !== "radio") row[el.dataset.field] = el.value;
+      else if (el.checked) row[el.dataset.field] = el.value;
+    }});
     return row;
   }});
 }}
@@ -110,11 +143,42 @@ function download() {{
   a.click();
 }}
 document.addEventListener("change", () => {{
-  document.getElementById("done").textContent = verdicts().filter(r => r.better).length + " of " + ITEMS.length + " judged";
+  document.getElementById("done").textContent = verdicts().filter(r => r.{judged}).length + " of " + ITEMS.length + " judged";
 }});
 </script>
 </body></html>
 """
+
+
+def write_sheet(path: Path, columns: Sequence[str], items: Sequence[dict[str, str]]) -> None:
+    """The items as the CSV a spreadsheet opens (the columns the page downloads)."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        for it in items:
+            writer.writerow({c: it.get(c, "") for c in columns})
+
+
+def read_sheet(path: Path, required: set[str], hint: str) -> Iterator[tuple[int, dict[str, str]]]:
+    """A filled-in review CSV's rows with their line numbers; a DataError names a missing column
+    (``hint`` says which file to import)."""
+    from taskfit.data.read import read_text
+
+    # A spreadsheet may save the sheet as Windows-1252: that is named with its line, not a traceback.
+    with io.StringIO(read_text(path, hint="save the sheet as CSV UTF-8"), newline="") as f:
+        reader = csv.DictReader(f)
+        missing = required - set(reader.fieldnames or [])
+        if missing:
+            raise DataError(f"{path}: no column {', '.join(sorted(missing))}", hint=hint)
+        yield from enumerate(reader, 2)
+
+
+def sheet_columns(path: Path) -> list[str]:
+    """The header of a review CSV (which kind of review it is)."""
+    from taskfit.data.read import read_text
+
+    with io.StringIO(read_text(path, hint="save the sheet as CSV UTF-8"), newline="") as f:
+        return next(csv.reader(f), [])
 
 
 @dataclass
@@ -145,40 +209,32 @@ def import_review(verdicts: Path, key_path: Path, seed: int = 0) -> ReviewResult
     wins = {"a": 0, "b": 0}
     ties = 0
     ratings: dict[str, dict[str, list[float]]] = {key["a"]: {}, key["b"]: {}}
-    from taskfit.data.read import read_text
-
-    # A spreadsheet may save the sheet as Windows-1252: that is named with its line, not a traceback.
-    with io.StringIO(read_text(verdicts, hint="save the sheet as CSV UTF-8"), newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"item", "better"} - set(reader.fieldnames or [])
-        if missing:
-            raise DataError(f"{verdicts}: no column {', '.join(sorted(missing))}",
-                            hint="import the CSV that review.html downloads, or review.csv filled in")
-        for line, row in enumerate(reader, 2):
-            item, better = (row.get("item") or "").strip(), (row.get("better") or "").strip().lower()
-            if item not in key["items"]:
-                raise DataError(f"{verdicts}:{line}: item {item!r} is not in {key_path.name}",
-                                hint="use the key written with this review's export")
-            if not better:
-                continue  # not judged yet
-            if better not in CHOICES:
-                raise DataError(f"{verdicts}:{line}: better = {better!r}; allowed: 1, 2 or tie")
-            side_1 = key["items"][item]["side_1"]
-            side_of = {"1": side_1, "2": "b" if side_1 == "a" else "a"}
-            if better == "tie":
-                ties += 1
-                scores.append(0.5)
-            else:
-                wins[side_of[better]] += 1
-                scores.append(1.0 if side_of[better] == "a" else 0.0)
-            for s in ("1", "2"):
-                for r in RATINGS:
-                    value = (row.get(f"{r}_{s}") or "").strip()
-                    if not value:
-                        continue
-                    if value not in {"1", "2", "3", "4", "5"}:
-                        raise DataError(f"{verdicts}:{line}: {r}_{s} = {value!r}; ratings are 1 to 5")
-                    ratings[key[side_of[s]]].setdefault(r, []).append(float(value))
+    for line, row in read_sheet(verdicts, {"item", "better"},
+                                "import the CSV that review.html downloads, or review.csv filled in"):
+        item, better = (row.get("item") or "").strip(), (row.get("better") or "").strip().lower()
+        if item not in key["items"]:
+            raise DataError(f"{verdicts}:{line}: item {item!r} is not in {key_path.name}",
+                            hint="use the key written with this review's export")
+        if not better:
+            continue  # not judged yet
+        if better not in CHOICES:
+            raise DataError(f"{verdicts}:{line}: better = {better!r}; allowed: 1, 2 or tie")
+        side_1 = key["items"][item]["side_1"]
+        side_of = {"1": side_1, "2": "b" if side_1 == "a" else "a"}
+        if better == "tie":
+            ties += 1
+            scores.append(0.5)
+        else:
+            wins[side_of[better]] += 1
+            scores.append(1.0 if side_of[better] == "a" else 0.0)
+        for s in ("1", "2"):
+            for r in RATINGS:
+                value = (row.get(f"{r}_{s}") or "").strip()
+                if not value:
+                    continue
+                if value not in {"1", "2", "3", "4", "5"}:
+                    raise DataError(f"{verdicts}:{line}: {r}_{s} = {value!r}; ratings are 1 to 5")
+                ratings[key[side_of[s]]].setdefault(r, []).append(float(value))
     if not scores:
         raise DataError(f"{verdicts}: no item has a verdict yet (column 'better' is empty everywhere)")
     v = np.array(scores)

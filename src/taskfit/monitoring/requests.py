@@ -32,6 +32,8 @@ class LoggedRequest:
     answer: str | None
     confidence: float | None
     fallback: bool | None
+    model: str | None = None
+    shadow_agreed: bool | None = None  # a shadow version's answer agreed (None: no shadow, or not logged)
 
     @property
     def answered(self) -> bool:
@@ -100,24 +102,36 @@ def models_in_log(db: sqlite3.Connection) -> Counter:
 
 def read_requests(db: sqlite3.Connection, model: str, since: float | None = None) -> list[LoggedRequest]:
     """The requests to ``model`` since ``since`` (epoch seconds; None: all), oldest first."""
+    if since is None:
+        return select_requests(db, "model = ?", [model])
+    return select_requests(db, "model = ? AND created >= ?", [model, since])
+
+
+def read_request(db: sqlite3.Connection, request_id: str) -> LoggedRequest | None:
+    """One request by its id (a chat completion's ``id``), or None when the log has no such row."""
+    found = select_requests(db, "id = ?", [request_id])
+    return found[0] if found else None
+
+
+def select_requests(db: sqlite3.Connection, where: str, args: list[Any]) -> list[LoggedRequest]:
+    """The rows matching the SQL condition ``where``, oldest first."""
     columns = {r[1] for r in db.execute("PRAGMA table_info(requests)")}
-    optional = [c for c in ("label", "context") if c in columns]  # schema 2 and later
-    select = ["id", "created", "status", "latency_ms", "confidence", "fallback", "request", "response", *optional]
-    sql = f"SELECT {', '.join(select)} FROM requests WHERE model = ?"
-    args: list[Any] = [model]
-    if since is not None:
-        sql += " AND created >= ?"
-        args.append(since)
+    # schema 2 and later; shadow_agreed where a log marks shadow disagreements
+    optional = [c for c in ("label", "context", "shadow_agreed") if c in columns]
+    select = ["id", "created", "status", "latency_ms", "confidence", "fallback", "request", "response", "model",
+              *optional]
     rows = []
-    for values in db.execute(sql + " ORDER BY created", args):
+    for values in db.execute(f"SELECT {', '.join(select)} FROM requests WHERE {where} ORDER BY created", args):
         row = dict(zip(select, values))
         text, inline_context = request_input(row["request"])
         label = row.get("label")
         fallback = None if row["fallback"] is None else bool(row["fallback"])
         # Without a stored label (a log from before schema 2), a fallback reply says nothing of the label.
         answer = label if label is not None else (None if fallback else row["response"])
+        shadow = row.get("shadow_agreed")
         rows.append(LoggedRequest(id=row["id"], created=float(row["created"]), status=int(row["status"]),
                                   latency_ms=row["latency_ms"], text=text,
                                   context=row.get("context") or inline_context, answer=answer,
-                                  confidence=row["confidence"], fallback=fallback))
+                                  confidence=row["confidence"], fallback=fallback, model=row["model"],
+                                  shadow_agreed=None if shadow is None else bool(shadow)))
     return rows

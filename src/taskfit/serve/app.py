@@ -183,6 +183,11 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
     request_log = (RequestLog(spec.log.path, spec.log.redact, spec.log.retention_days,
                               privacy_of=lambda model: getattr(engine.models.get(model), "privacy", None))
                    if spec.log.path else None)
+    review_store = None
+    if spec.log.path:
+        from taskfit.lifecycle.reviews import ReviewStore, store_path
+
+        review_store = ReviewStore(store_path(spec.log.path))  # POST /v1/feedback keeps corrections there
     metrics = Metrics(engine)
     engine.on_batch = metrics.batch.observe
     keys = [(k, k.sha256) for k in spec.keys]
@@ -204,6 +209,8 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
         await run_in_threadpool(engine.stop, spec.limits.timeout_s)
         if request_log is not None:
             await run_in_threadpool(request_log.close)
+        if review_store is not None:
+            review_store.close()
 
     app = FastAPI(title="taskfit serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine, app.state.request_log, app.state.metrics = engine, request_log, metrics
@@ -544,6 +551,77 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
 
         return StreamingResponse(events_out(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    class FeedbackRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        id: str = Field(min_length=1)
+        label: str | None = None
+        answer: str | dict[str, Any] | list[Any] | None = None
+        reviewer: str | None = None
+        comment: str | None = None
+
+    def logged_request(request_id: str) -> Any:
+        """The request log's row ``request_id`` (written rows only: the queue is flushed first)."""
+        import sqlite3
+
+        from taskfit.monitoring.requests import read_request
+
+        request_log.flush()
+        db = sqlite3.connect(spec.log.path)
+        try:
+            return read_request(db, request_id)
+        finally:
+            db.close()
+
+    @app.post("/v1/feedback")
+    async def feedback(request: Request) -> Response:
+        """A correction of one answered request: ``id`` (the chat completion's ``id``), ``label``
+        (classify) or ``answer`` (the rest; an extract record as an object), ``reviewer`` (default:
+        the key's name). Kept beside the request log as `taskfit review import` keeps a reviewed
+        queue: `taskfit data from-log` turns it into training data."""
+        from taskfit.lifecycle.reviews import correction_of
+
+        try:
+            key_name = caller(request)
+            if request_log is None or review_store is None:
+                raise ApiError(404, "this server keeps no request log (serve.yaml log.path), so it has nothing "
+                                    "to attach feedback to", code="no_request_log")
+            try:
+                body = FeedbackRequest.model_validate_json(await read_body(request))
+            except ValidationError as exc:
+                message, param = _describe(exc)
+                raise ApiError(400, message, param=param) from None
+            if (body.label is None) == (body.answer is None):
+                raise ApiError(400, "send the right answer as exactly one of \"label\" (classify) or \"answer\"",
+                               param="label", code="missing_correction")
+            logged = await run_in_threadpool(logged_request, body.id)
+            if logged is None:
+                raise ApiError(404, f"id: no request {body.id!r} in the request log (send the chat completion's "
+                                    "id)", param="id", code="request_not_found")
+            if not allowed(key_name, logged.model or ""):
+                raise ApiError(403, f"this API key may not use model {logged.model!r}", "permission_error",
+                               param="id", code="model_not_allowed")
+            value = body.label if body.label is not None else body.answer
+            served = engine.models.get(logged.model or "")
+            try:
+                if served is not None and served.task is not None:  # the answer as the kind writes it
+                    correction = get_task(served.task.kind).target_text(served.task, value)
+                else:
+                    correction = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+                if not logged.answered or logged.answer is None:
+                    raise ValueError("the request was not answered: there is nothing to correct")
+                record_ = correction_of(logged.id, logged.model, logged.answer, logged.text, logged.context,
+                                        logged.created, body.reviewer or key_name, None, correction, "feedback",
+                                        body.comment)
+            except ValueError as exc:
+                param = "reviewer" if str(exc).startswith("no reviewer") else ("label" if body.label else "answer")
+                raise ApiError(400, f"{param}: {exc}", param=param) from None
+            await run_in_threadpool(review_store.add, [record_])
+            return JSONResponse({"id": logged.id, "object": "feedback", "model": logged.model,
+                                 "verdict": record_.verdict, "correction": record_.correction,
+                                 "reviewer": record_.reviewer}, status_code=201)
+        except ApiError as exc:
+            return exc.response()
 
     def admin(request: Request) -> None:
         if not spec.admin:

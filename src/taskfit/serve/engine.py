@@ -4,10 +4,12 @@ that decodes waiting requests together.
 Batching is dynamic: while a batch decodes, new requests wait in a bounded queue; the next batch
 takes every waiting generation request (up to ``limits.max_batch``), whatever its adapter, because
 PEFT can apply a different LoRA adapter to each row of one batch. A request to a ``classify``
-adapter is answered by label scoring (a valid label and its confidence, never free text), one at
-a time: it costs about one generated token; one to a classification-head adapter
-(``train.classify_head``) by its head, which runs its own classifier over the base's weights. The worker is the only thread that touches the model,
-so adapters are loaded and unloaded between batches.
+adapter is answered by label scoring (a valid label and its confidence, never free text); the
+classify requests waiting for the same adapter are scored together as one batch (up to
+``limits.max_batch``), exactly as evaluation scores a batch of rows. One to a classification-head
+adapter (``train.classify_head``) is answered by its head, which runs its own classifier over the
+base's weights, batched the same way. The worker is the only thread that touches the model, so
+adapters are loaded and unloaded between batches.
 
 A request to an adapter trained on a task is asked exactly as evaluation asked that adapter: the
 same rendering and cut to the run's ``train.max_seq_length`` (:func:`task_prompt`), the same
@@ -28,7 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from taskfit.baselines.model import answer_room, label_choice, prompt_ids
+from taskfit.baselines.model import answer_room, prompt_ids
 from taskfit.baselines.protocol import LabelScorer
 from taskfit.config import TaskSpec
 from taskfit.decoding import Sampling, answer_grammar, decode_batch, json_schema_grammar
@@ -340,12 +342,12 @@ class Engine:
             if not self.queue:
                 return []
             first = self.queue.popleft()
-            if first.score_labels:
-                return [first]
             batch, rest = [first], collections.deque()
             while self.queue and len(batch) < self.spec.limits.max_batch:
                 job = self.queue.popleft()
-                if not job.cancelled and not job.score_labels and (self.mixed or job.model is first.model):
+                # Generation mixes adapters (PEFT's mixed batches); label scoring is one adapter's.
+                same = job.model is first.model or (self.mixed and not job.score_labels)
+                if not job.cancelled and job.score_labels == first.score_labels and same:
                     batch.append(job)
                 else:
                     rest.append(job)
@@ -360,25 +362,29 @@ class Engine:
             if not batch:
                 continue
             try:
-                results = self._score(batch[0]) if batch[0].score_labels else self._generate(batch)
+                results = self._score(batch) if batch[0].score_labels else self._generate(batch)
             except Exception as exc:  # one failed batch must not stop the server
                 results = [exc] * len(batch)
             for job, result in zip(batch, results):
                 job.on_done(result)
 
-    def _score(self, job: Job) -> list[Result]:
-        """A classify reply: the likeliest label, or the fallback below the threshold."""
-        served = job.model
+    def _score(self, batch: list[Job]) -> list[Result]:
+        """Classify replies to one adapter: for each, the likeliest label, or the fallback below
+        the threshold."""
+        served = batch[0].model
+        self.on_batch(len(batch))
         with self._adapter(served):
-            totals = served.scorer.scores(job.prompt)
-        best, confidence = label_choice(served.task.labels, totals)
-        label = served.task.labels[best]
-        text, low = with_fallback(label, confidence, served.threshold, served.fallback)
-        if job.on_text is not None:
-            job.on_text(text)
-        self.on_batch(1)
-        return [Result(text=text, prompt_tokens=len(job.prompt), completion_tokens=len(served.scorer.completions[best]),
-                       finish_reason="stop", confidence=confidence, fallback=low, label=label)]
+            choices = served.scorer.choose([j.prompt for j in batch])
+        results = []
+        for job, choice in zip(batch, choices):
+            label = served.task.labels[choice.best]
+            text, low = with_fallback(label, choice.confidence, served.threshold, served.fallback)
+            if job.on_text is not None:
+                job.on_text(text)
+            results.append(Result(text=text, prompt_tokens=len(job.prompt),
+                                  completion_tokens=len(served.scorer.completions[choice.best]),
+                                  finish_reason="stop", confidence=choice.confidence, fallback=low, label=label))
+        return results
 
     def _adapter(self, served: Served) -> Any:
         """A context in which the model runs as ``served`` (for single-model passes)."""

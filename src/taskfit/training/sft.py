@@ -109,7 +109,7 @@ class SftObjective:
         examples, kind, ev = self.metric_examples, get_task(self.task.kind), self.evaluation
         if kind.scores_labels:
             predictor: Any = LabelScoringPredictor("validation", self.model, self.tokenizer, self.task,
-                                                   self.spec.max_seq_length)
+                                                   self.spec.max_seq_length, batch_size=self.spec.batch_size)
         else:
             predictor = GenerativePredictor("validation", self.model, self.tokenizer, self.task,
                                             self.spec.max_seq_length,

@@ -49,7 +49,8 @@ class Candidate:
 # Raised whenever taskfit changes how a candidate is asked (rendering, cutting, the answer grammar),
 # so that predictions cached by an older taskfit are made again rather than scored as current.
 # 2: prompts cut leaving the answer room, extract answers held to json.dumps's separators.
-ASKING = 2
+# 3: label scoring's confidence within 0.01 of the exact softmax (it was a looser lower bound).
+ASKING = 3
 HEAD = f"{FINETUNED}-head"  # a classification-head run's candidate (train.classify_head)
 
 
@@ -70,7 +71,8 @@ def _lm_predictor(ws: Workspace, name: str, model: Any, *, constrained: bool, sh
 
     c, task, kind = ws.config, ws.config.task, get_task(ws.config.task.kind)
     if kind.scores_labels and constrained:
-        return LabelScoringPredictor(name, model, ws.tokenizer, task, c.train.max_seq_length, shots=shots)
+        return LabelScoringPredictor(name, model, ws.tokenizer, task, c.train.max_seq_length, shots=shots,
+                                     batch_size=c.eval.batch_size)
     budget = kind.answer_budget(task, c.eval, ws.tokenizer)
     return GenerativePredictor(name, model, ws.tokenizer, task, c.train.max_seq_length, budget,
                                constrained=constrained, shots=shots, contexts=contexts,

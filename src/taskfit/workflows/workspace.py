@@ -32,7 +32,7 @@ def config_path(project: Path) -> Path:
 def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
     """A resolved config with the defaults of this taskfit filled in (a run started before a
     setting existed was trained as its default says) and without what does not change a trained
-    model (``train.threads``, the ``monitor`` section), to tell whether a run was trained from the
+    model (``train.threads``, the ``monitor`` and ``review`` sections), to tell whether a run was trained from the
     project as it is now."""
     from pydantic import ValidationError
 
@@ -40,7 +40,7 @@ def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
         config = ProjectConfig.model_validate(config).model_dump(mode="json", by_alias=True)
     except ValidationError:
         pass  # a config this taskfit no longer accepts is compared as it is: it matches nothing now
-    return {**{k: v for k, v in config.items() if k != "monitor"},
+    return {**{k: v for k, v in config.items() if k not in ("monitor", "review")},
             "train": {k: v for k, v in config.get("train", {}).items() if k != "threads"}}
 
 

@@ -1,0 +1,93 @@
+"""`POST /v1/feedback` on a real server: a chat completion's `id` is its request log row, and a
+correction sent for it is stored as a reviewed queue's is (with its reviewer), under the same keys
+as the other routes; `taskfit data from-log` then turns it into a training row. A fitted TF-IDF
+model answers, so no language model is loaded."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import openai
+import pytest
+import yaml
+
+try:  # the HTTP client the openai package is built on (httpx2 from openai 3)
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover
+    import httpx
+
+from taskfit.lifecycle.from_log import from_log_project
+from taskfit.lifecycle.reviews import store_path
+from taskfit.quickstart import make_quickstart_project
+from taskfit.serve import hash_key, load_serve_config
+from taskfit.serve.app import create_app
+from taskfit.workflows import baseline_project
+
+FULL, OTHER = "tf-full-key", "tf-other-model"
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory, tiny_model_dir):
+    path = make_quickstart_project(tmp_path_factory.mktemp("feedback") / "p", seed=0, n_tickets=200)
+    doc = yaml.safe_load(path.read_text())
+    doc["model"]["name"] = str(tiny_model_dir)
+    doc["data"].update(max_train_examples=60, max_eval_examples=12)
+    path.write_text(yaml.safe_dump(doc))
+    baseline_project(path.parent, only=["tfidf-logreg"])
+    return path.parent, doc["task"]
+
+
+def test_feedback_is_stored_for_the_completion_id(fitted, loopback):
+    project, task = fitted
+    name = task["name"]
+    doc = {"classical": {name: str(project / "baselines" / "tfidf-logreg")},
+           "keys": [{"name": "app", "sha256": hash_key(FULL)},
+                    {"name": "other", "sha256": hash_key(OTHER), "models": ["something-else"]}],
+           "log": {"path": str(project / "requests.sqlite")}}
+    (project / "serve.yaml").write_text(yaml.safe_dump(doc))
+    url = loopback(create_app(load_serve_config(project / "serve.yaml")))
+    client = openai.OpenAI(base_url=url, api_key=FULL, max_retries=0)
+    reply = client.chat.completions.create(model=name, messages=[{"role": "user", "content":
+                                           "I was charged twice for my subscription this month"}])
+    served = reply.choices[0].taskfit["label"]
+    right = "refund" if served != "refund" else "billing"
+
+    def post(body, key=FULL):
+        return httpx.post(f"{url}/feedback", json=body, headers={"Authorization": f"Bearer {key}"})
+
+    answer = post({"id": reply.id, "label": right, "reviewer": "support-desk"})
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["verdict"] == "wrong" and answer.json()["correction"] == right
+    # the completion's id is the request log's row
+    log = sqlite3.connect(project / "requests.sqlite")
+    assert log.execute("SELECT model, label FROM requests WHERE id = ?", (reply.id,)).fetchone() == (name, served)
+    store = sqlite3.connect(store_path(project / "requests.sqlite"))
+    assert store.execute("SELECT reviewer, verdict, correction, served, source FROM corrections WHERE request_id = ?",
+                         (reply.id,)).fetchall() == [("support-desk", "wrong", right, served, "feedback")]
+    # without a reviewer, the key's name is the reviewer; the served label confirms the answer
+    confirm = post({"id": reply.id, "label": served})
+    assert confirm.status_code == 201 and confirm.json()["reviewer"] == "app" and confirm.json()["verdict"] == "correct"
+
+    errors = {
+        "unknown id": (post({"id": "chatcmpl-nope", "label": right}), 404, "request_not_found"),
+        "no correction": (post({"id": reply.id, "reviewer": "x"}), 400, "missing_correction"),
+        "both": (post({"id": reply.id, "label": right, "answer": right}), 400, "missing_correction"),
+        "unknown key": (post({"id": reply.id, "label": right}, key="tf-wrong"), 401, "invalid_api_key"),
+        "other model's key": (post({"id": reply.id, "label": right}, key=OTHER), 403, "model_not_allowed"),
+        "extra field": (post({"id": reply.id, "label": right, "score": 3}), 400, None),
+    }
+    for case, (response, status, code) in errors.items():
+        assert response.status_code == status, (case, response.text)
+        assert response.json()["error"]["code"] == code, case
+    assert store.execute("SELECT COUNT(*) FROM corrections").fetchone()[0] == 2
+
+    # The newest correction counts: the served answer was confirmed last.
+    result = from_log_project(project)
+    assert result.reviewed == 1
+    rows = [json.loads(line) for path in (result.snapshot.train, result.snapshot.recent_held_out)
+            for line in path.read_text().splitlines()]
+    assert len(rows) + result.exact_duplicates + result.near_duplicates == 1
+    for row in rows:
+        assert row["meta"]["request_id"] == reply.id and row["meta"]["reviewer"] == "app"
+        assert row["messages"][-1]["content"] == served

@@ -1,0 +1,127 @@
+"""`taskfit data from-log`: reviewed requests, and only those, become training and recent held-out
+rows; invalid corrections are quarantined with the reason, duplicates of the project's data are
+dropped, personal data is redacted, each row carries its lineage, and the counts add up."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from taskfit.cli.main import app
+from taskfit.config import load_config
+from taskfit.data.prepare import prepare_data
+from taskfit.data.sample import generate_tickets
+from taskfit.lifecycle.from_log import from_log_project, latest_snapshot, recent_side
+from taskfit.lifecycle.reviews import ReviewStore, correction_of, store_path
+from taskfit.quickstart import make_quickstart_project
+from taskfit.serve.log import RequestLog
+
+
+@pytest.fixture()
+def project(tmp_path):
+    path = make_quickstart_project(tmp_path / "p", n_tickets=200)
+    doc = yaml.safe_load(path.read_text())
+    doc["review"] = {"recent_share": 0.3}
+    path.write_text(yaml.safe_dump(doc))
+    return path.parent
+
+
+def _jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _review(project, items, reviewer="ana"):
+    """Store corrections: items are (request id, input, served label, verdict, correction)."""
+    model = load_config(project / "taskfit.yaml").task.name
+    with ReviewStore(store_path(project / "requests.sqlite")) as store:
+        store.add(correction_of(rid, model, served, text, None, time.time() - 600, reviewer, verdict, correction,
+                                "queue test") for rid, text, served, verdict, correction in items)
+    return model
+
+
+def test_each_rule_and_the_counts(project):
+    config = load_config(project / "taskfit.yaml")
+    labels = config.task.labels
+    existing = _jsonl(project / config.data.train)
+    fresh = generate_tickets(40, seed=99)  # tickets the project never saw
+    other = lambda label: labels[1] if label == labels[0] else labels[0]  # noqa: E731  (a wrong answer)
+    items = [(f"chatcmpl-{i}", row["messages"][0]["content"], other(row["messages"][1]["content"]), "wrong",
+              row["messages"][1]["content"]) for i, row in enumerate(fresh[:30])]
+    items.append(("chatcmpl-new-label", "Do you sell the Orbit watch strap in teal?", labels[0], "wrong",
+                  "loyalty_program"))
+    items.append(("chatcmpl-copy", existing[3]["messages"][0]["content"], labels[0], "wrong",
+                  existing[3]["messages"][1]["content"]))
+    items.append(("chatcmpl-near", "Any update? " + existing[5]["messages"][0]["content"], labels[1], "correct",
+                  labels[1]))
+    items.append(("chatcmpl-pii", "Please call me back on +44 20 7946 0958 or mail jane.doe@example.com about "
+                  "the invoice for my Acme subscription renewal", labels[2], "correct", labels[2]))
+    model = _review(project, items)
+    # A request answered and logged but never reviewed must not become data.
+    log = RequestLog(project / "requests.sqlite")
+    log.add(id="chatcmpl-unreviewed", created=time.time(), model=model, status=200,
+            request=[{"role": "user", "content": fresh[35]["messages"][0]["content"]}], response=labels[0],
+            label=labels[0], confidence=0.4, fallback=0)
+    log.close()
+    held_before = prepare_data(config, project).card.split["eval_fingerprint"]
+
+    result = from_log_project(project)
+    assert result.reviewed == len(items) == 34
+    assert result.reviewed == result.added + result.quarantined + result.exact_duplicates + result.near_duplicates
+    assert (result.quarantined, result.exact_duplicates, result.near_duplicates) == (1, 1, 1)
+    snap = result.snapshot
+    train, recent = _jsonl(snap.train), _jsonl(snap.recent_held_out)
+    assert len(train) + len(recent) == result.added == 31 and train and recent
+    ids = {r["meta"]["request_id"] for r in train + recent}
+    assert "chatcmpl-unreviewed" not in ids and ids <= {i[0] for i in items}
+    assert {"chatcmpl-copy", "chatcmpl-near", "chatcmpl-new-label"}.isdisjoint(ids)
+    # the recent side is decided by the request id, with review.recent_share
+    assert all(recent_side(r["meta"]["request_id"], 0.3) for r in recent)
+    assert not any(recent_side(r["meta"]["request_id"], 0.3) for r in train)
+    # lineage
+    row = next(r for r in train + recent if r["meta"]["request_id"] == "chatcmpl-0")
+    assert row["meta"]["reviewer"] == "ana" and row["meta"]["verdict"] == "wrong"
+    assert row["meta"]["served"] == other(fresh[0]["messages"][1]["content"])
+    assert row["meta"]["reviewed"] and row["meta"]["model"] == model
+    assert row["messages"][-1] == {"role": "assistant", "content": fresh[0]["messages"][1]["content"]}
+    # redaction
+    pii = next(r for r in train + recent if r["meta"]["request_id"] == "chatcmpl-pii")
+    text = pii["messages"][0]["content"]
+    assert "jane.doe@example.com" not in text and "7946" not in text and "<EMAIL>" in text
+    # the quarantine names the label and what to do
+    (q,) = _jsonl(snap.root / "quarantine.jsonl")
+    assert "loyalty_program" in q["reason"] and "add it to task.labels deliberately" in q["reason"]
+    card = json.loads((snap.root / "data_card.json").read_text())
+    assert card["counts"]["read"] == 34 and card["counts"]["kept"] == 31 and card["split"]["eval"] == len(recent)
+    assert "jane.doe" not in (snap.root / "data_card.md").read_text()
+    # the fixed held-out split is untouched
+    assert prepare_data(config, project).card.split["eval_fingerprint"] == held_before
+    assert latest_snapshot(project).root == snap.root
+
+    # The same reviews make the same snapshot; one more review makes a new one.
+    assert from_log_project(project).unchanged
+    _review(project, [("chatcmpl-late", fresh[36]["messages"][0]["content"], labels[0], "correct", labels[0])], "bo")
+    again = from_log_project(project)
+    assert not again.unchanged and again.snapshot.root != snap.root and again.reviewed == 35
+    assert latest_snapshot(project).root == again.snapshot.root
+    # a request reviewed twice counts once, by its newest correction
+    _review(project, [("chatcmpl-0", fresh[0]["messages"][0]["content"], labels[2], "correct", labels[2])], "cy")
+    latest = from_log_project(project)
+    assert latest.reviewed == 35
+    row = next(r for r in _jsonl(latest.snapshot.train) + _jsonl(latest.snapshot.recent_held_out)
+               if r["meta"]["request_id"] == "chatcmpl-0")
+    assert row["meta"]["reviewer"] == "cy" and row["messages"][-1]["content"] == labels[2]
+
+
+def test_the_command_prints_the_counts_and_refuses_without_reviews(project):
+    cli = CliRunner().invoke(app, ["data", "from-log", str(project)])
+    assert cli.exit_code == 3 and "no review store" in cli.output and "review queue" in cli.output
+    labels = load_config(project / "taskfit.yaml").task.labels
+    _review(project, [("chatcmpl-x", "My parcel never arrived and tracking is stuck", labels[0], "wrong", "nope")])
+    cli = CliRunner().invoke(app, ["data", "from-log", str(project)])
+    assert cli.exit_code == 0, cli.output
+    assert "1 reviewed requests = 0 added (0 training, 0 recent held-out) + 1 quarantined" in cli.output
+    assert "'nope' is not in task.labels" in cli.output

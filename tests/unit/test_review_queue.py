@@ -1,0 +1,159 @@
+"""`taskfit review queue` and `taskfit review import` on a synthetic request log: the targeted picks'
+order, their spread over kinds of request, a random share that stays uniform, no request queued
+twice, and corrections stored with their reviewer (or the line that is wrong named)."""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+import time
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from taskfit.cli.main import app
+from taskfit.config import TaskSpec
+from taskfit.data.sample import generate_tickets
+from taskfit.lifecycle.queue import RANDOM, pick, queue_project
+from taskfit.lifecycle.reviews import ReviewStore, store_path
+from taskfit.monitoring.requests import LoggedRequest
+from taskfit.quickstart import make_quickstart_project
+from taskfit.serve.log import RequestLog
+
+LABELS = ["billing", "shipping", "needs_human"]
+TASK = TaskSpec(name="t", kind="classify", success="right queue", system_prompt="Route it.", labels=LABELS)
+
+
+def _req(i: int, text: str, confidence: float | None = 0.9, answer: str = "billing", fallback: bool = False,
+         shadow: bool | None = None) -> LoggedRequest:
+    return LoggedRequest(id=f"r{i}", created=1000.0 + i, status=200, latency_ms=10.0, text=text, context=None,
+                         answer=answer, confidence=confidence, fallback=fallback, model="t", shadow_agreed=shadow)
+
+
+def test_targeted_picks_come_most_doubtful_first():
+    requests = [_req(0, "refund my order", 0.95), _req(1, "refund please", 0.40),
+                _req(2, "refund now", 0.30, fallback=True), _req(3, "refund it", 0.99, shadow=False),
+                _req(4, "refund again", 0.97, answer="not a queue"), _req(5, "refund twice", 0.70),
+                _req(6, "an error", 0.5)]
+    requests[6] = LoggedRequest(**{**requests[6].__dict__, "status": 500})  # failed: nothing to review
+    picks, _ = pick(requests, TASK, n=6, random_share=0.0, k=1, seed=0, queued={})
+    assert [p.request.id for p in picks] == ["r3", "r4", "r2", "r1", "r5", "r0"]
+    assert [p.reason for p in picks] == ["shadow disagreement", "invalid output", "fallback", "low confidence",
+                                         "low confidence", "low confidence"]
+    assert not any(p.random for p in picks)
+
+
+def test_one_kind_of_request_cannot_fill_the_queue():
+    # 40 doubtful requests about refunds, 10 confident ones about parcels: least confident first
+    # alone would queue refunds only.
+    refunds = [_req(i, f"please refund my duplicate card charge number {i}", 0.1 + i / 1000) for i in range(40)]
+    parcels = [_req(100 + i, f"where is my parcel delivery tracking {i}", 0.8 + i / 100) for i in range(10)]
+    picks, _ = pick(refunds + parcels, TASK, n=10, random_share=0.0, k=2, seed=0, queued={})
+    ids = [p.request.id for p in picks]
+    assert sum(i in {r.id for r in parcels} for i in ids) == 5
+    # within each group, the least confident first
+    assert [i for i in ids if i in {r.id for r in refunds}] == ["r0", "r1", "r2", "r3", "r4"]
+    one_group, _ = pick(refunds + parcels, TASK, n=10, random_share=0.0, k=1, seed=0, queued={})
+    assert all(p.request.id in {r.id for r in refunds} for p in one_group)
+
+
+def test_the_random_share_is_drawn_from_all_traffic_and_marked():
+    doubtful = [_req(i, f"refund charge {i}", 0.1) for i in range(100)]
+    sure = [_req(100 + i, f"parcel tracking {i}", 0.99) for i in range(100)]
+    picks, _ = pick(doubtful + sure, TASK, n=20, random_share=0.5, k=1, seed=0, queued={})
+    drawn = [p for p in picks if p.random]
+    assert len(drawn) == 10 and all(p.reason == RANDOM for p in drawn)
+    # the targeted half takes only doubtful requests; the random half reaches the confident ones too
+    assert all(p.request.confidence == 0.1 for p in picks if not p.random)
+    assert any(p.request.confidence == 0.99 for p in drawn)
+
+
+@pytest.fixture()
+def served(tmp_path):
+    """A quickstart project and its request log: 60 answered tickets, 2 failed requests."""
+    project = make_quickstart_project(tmp_path / "p", n_tickets=200).parent
+    model = yaml.safe_load((project / "taskfit.yaml").read_text())["task"]["name"]
+    log = RequestLog(project / "requests.sqlite")
+    now = time.time()
+    for i, row in enumerate(generate_tickets(60, seed=11)):
+        label = row["messages"][1]["content"]
+        confidence = 0.3 + (i % 10) / 15
+        log.add(id=f"chatcmpl-{i:03d}", created=now - 3600 + i, model=model, status=200, latency_ms=20.0,
+                request=row["messages"][:1], response=label, label=label, confidence=confidence,
+                fallback=int(confidence < 0.4))
+    for i in range(2):
+        log.add(id=f"failed-{i}", created=now - 60, model=model, status=500, latency_ms=5.0,
+                request=[{"role": "user", "content": "where is my parcel"}], error="internal error")
+    log.close()
+    return project
+
+
+def _queued(project):
+    with ReviewStore(store_path(project / "requests.sqlite")) as store:
+        return store.queued()
+
+
+def test_queue_never_repeats_a_request_and_exports_the_review_sheet(served):
+    from taskfit.lifecycle.reviews import correction_of
+
+    with ReviewStore(store_path(served / "requests.sqlite")) as store:  # an application's feedback
+        store.add([correction_of("chatcmpl-005", None, "billing", "x", None, None, "app", None, "refund", "feedback")])
+    first = queue_project(served, n=25)
+    rows = list(csv.DictReader(first.paths["csv"].open()))
+    assert len(rows) == 25 and {r["request_id"] for r in rows} == {p.request.id for p in first.picks}
+    assert not any(r["request_id"].startswith("failed") for r in rows)
+    assert sum(p.random for p in first.picks) == 5  # review.random_share 0.2
+    page = first.paths["html"].read_text()
+    assert "csvText" in page and 'list="labels"' in page and "random" not in page  # why stays hidden
+    second = queue_project(served, n=25)
+    assert not {p.request.id for p in first.picks} & {p.request.id for p in second.picks}
+    assert len(_queued(served)) == len(first.picks) + len(second.picks)
+    third = queue_project(served, n=25)  # 9 left unqueued; the random draw may take queued ones again
+    assert len(third.picks) <= 9 and len(_queued(served)) <= 59
+    with pytest.raises(Exception, match="queued already"):
+        queue_project(served, n=25)
+    assert "chatcmpl-005" not in _queued(served)  # reviewed already, through feedback
+    # a request queued before that the random draw takes again joins the sample, not the queue
+    assert sum(q.random for q in _queued(served).values()) == \
+        sum(sum(p.random for p in r.picks) + r.random_again for r in (first, second, third))
+
+
+def _fill(path, rows, out):
+    with out.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return out
+
+
+def test_import_stores_corrections_with_the_reviewer_and_names_bad_lines(served, tmp_path):
+    result = queue_project(served, n=10)
+    rows = list(csv.DictReader(result.paths["csv"].open()))
+    rows[0].update(verdict="correct")
+    rows[1].update(verdict="wrong", correction="technical_issue" if rows[1]["answer"] != "technical_issue" else "billing")
+    rows[2].update(verdict="unsure")
+    rows[3].update(verdict="wrong", correction="loyalty_program")  # a new label: imported, warned about
+    filled = _fill(result.paths["csv"], rows, tmp_path / "filled.csv")
+    cli = CliRunner().invoke(app, ["review", "import", str(served), str(filled), "--reviewer", "ana"])
+    assert cli.exit_code == 0, cli.output
+    assert "stored 3 corrections (1 correct, 2 wrong) by ana" in cli.output
+    assert "loyalty_program" in cli.output and "from-log" in cli.output
+    db = sqlite3.connect(store_path(served / "requests.sqlite"))
+    stored = {r[0]: r[1:] for r in db.execute("SELECT request_id, reviewer, verdict, correction, served FROM corrections")}
+    assert stored[rows[0]["request_id"]] == ("ana", "correct", rows[0]["answer"], rows[0]["answer"])
+    assert stored[rows[1]["request_id"]][:3] == ("ana", "wrong", rows[1]["correction"])
+    assert rows[2]["request_id"] not in stored  # unsure: still unreviewed
+
+    for change, message in [({"request_id": "chatcmpl-999"}, "filled.csv:2: request_id 'chatcmpl-999' was never queued"),
+                            ({"verdict": "wrong", "correction": ""}, "filled.csv:2: verdict wrong needs the right answer"),
+                            ({"verdict": "maybe"}, "filled.csv:2: verdict 'maybe'")]:
+        bad = [dict(rows[0], **change)] + rows[1:]
+        _fill(result.paths["csv"], bad, filled)
+        cli = CliRunner().invoke(app, ["review", "import", str(served), str(filled), "--reviewer", "ana"])
+        assert cli.exit_code == 3 and message in cli.output and "Traceback" not in cli.output, cli.output
+    # without a reviewer name anywhere, nothing is stored
+    _fill(result.paths["csv"], rows, filled)
+    cli = CliRunner().invoke(app, ["review", "import", str(served), str(filled)])
+    assert cli.exit_code == 3 and "no reviewer" in cli.output and "--reviewer" in cli.output
+    assert db.execute("SELECT COUNT(*) FROM corrections").fetchone()[0] == 3

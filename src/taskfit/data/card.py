@@ -20,10 +20,11 @@ def render_markdown(card: DataCard) -> str:
              card.rows_summary() + ".",
              ""]
     if c.get("distinct_look_alikes") or c.get("near_duplicates"):
-        lines.append(f"Look-alikes (inputs near-identical to an earlier row's): a copy (the same answer) is removed as a "
-                     f"near-duplicate; {c.get('distinct_look_alikes', 0)} with a different answer written in their own "
-                     "text (or a different free reply) were kept as distinct examples; any other different answer "
-                     "is a conflict, removed and listed below.")
+        lines.append(f"Look-alikes (inputs near-identical to an earlier row's): a copy (the same answer, inputs that "
+                     f"differ trivially: data.dedup.copy_words) is removed as a near-duplicate; "
+                     f"{c.get('distinct_look_alikes', 0)} were kept as distinct examples (a template filled in again "
+                     "with words of its own, or a different answer written in their own text, or a different free "
+                     "reply); any other different answer is a conflict, removed and listed below.")
     if c.get("dropped_too_long"):
         lines.append(f"{c['dropped_too_long']} kept rows were then dropped as too long (data.too_long = drop).")
     if c.get("eval_rows_dropped_as_leaks"):

@@ -308,19 +308,20 @@ def _items(rng: random.Random, pool: list[tuple[str, float]], k: int) -> list[tu
 
 # ---- receipts ---------------------------------------------------------------------------------
 
-def _receipt_my_grocer(rng: random.Random, id: str) -> Doc:
+def _receipt_my_grocer(rng: random.Random, id: str, shop: random.Random | None = None) -> Doc:
     t = _Text()
-    company = rng.choice(_MY_SHOPS) + " SDN BHD"
-    address = f"{rng.choice(_MY_STREETS)}, {rng.choice(_MY_TOWNS)}"
+    s = shop or rng  # what one shop prints on every receipt
+    company = s.choice(_MY_SHOPS) + " SDN BHD"
+    address = f"{s.choice(_MY_STREETS)}, {s.choice(_MY_TOWNS)}"
     t.line(company)
-    t.line("(CO REG NO: ", ("REG_NO", f"{rng.randint(100000, 999999)}-{rng.choice('AKMPTUVWX')}"), ")")
+    t.line("(CO REG NO: ", ("REG_NO", f"{s.randint(100000, 999999)}-{s.choice('AKMPTUVWX')}"), ")")
     t.line(address)
-    if rng.random() < 0.75:
-        t.add("TEL: ", ("PHONE", _phone(rng, "MY")))
-        if rng.random() < 0.4:
-            t.add("  FAX: ", ("PHONE", _phone(rng, "MY")))
+    if s.random() < 0.75:
+        t.add("TEL: ", ("PHONE", _phone(s, "MY")))
+        if s.random() < 0.4:
+            t.add("  FAX: ", ("PHONE", _phone(s, "MY")))
         t.line()
-    t.line("GST ID NO: ", ("TAX_ID", "000" + _digits(rng, 9)))
+    t.line("GST ID NO: ", ("TAX_ID", "000" + _digits(s, 9)))
     t.line("TAX INVOICE")
     t.line("INVOICE NO: ", ("INVOICE_NO", rng.choice(["CS", "OR", "T1-"]) + _digits(rng, 8)))
     date, *_ = _date(rng, rng.choice(["dd-mm-yyyy", "dd/mm/yyyy", "iso"]))
@@ -345,16 +346,17 @@ def _receipt_my_grocer(rng: random.Random, id: str) -> Doc:
     return t.doc(id, "receipt", "my_grocer", {"company": company, "date": date, "address": address, "total": total_text})
 
 
-def _receipt_us_store(rng: random.Random, id: str) -> Doc:
+def _receipt_us_store(rng: random.Random, id: str, shop: random.Random | None = None) -> Doc:
     t = _Text()
-    company = rng.choice(_US_SHOPS)
-    town, area = rng.choice(_US_TOWNS)
-    address = f"{rng.choice(_US_STREETS)}, {town}"
+    s = shop or rng
+    company = s.choice(_US_SHOPS)
+    town, area = s.choice(_US_TOWNS)
+    address = f"{s.choice(_US_STREETS)}, {town}"
     t.line(company)
     t.line("Save money. Live better.")
-    t.line(("PHONE", _phone(rng, "US", rng.choice(["national", "dashes"]))))  # printed without a label
+    t.line(("PHONE", _phone(s, "US", s.choice(["national", "dashes"]))))  # printed without a label
     t.line(address)
-    t.line("ST# ", ("REF", _digits(rng, 5)), " OP# ", ("REF", _digits(rng, 6)), " TE# ", ("REF", _digits(rng, 2)),
+    t.line("ST# ", ("REF", _digits(s, 5)), " OP# ", ("REF", _digits(rng, 6)), " TE# ", ("REF", _digits(rng, 2)),
            " TR# ", ("REF", _digits(rng, 5)))
     subtotal = 0.0
     for name, qty, price in _items(rng, _ITEMS[8:], rng.randint(2, 5)):
@@ -383,12 +385,13 @@ def _uk_letterhead(rng: random.Random, t: _Text) -> tuple[str, str]:
     return company, address
 
 
-def _receipt_uk_shop(rng: random.Random, id: str) -> Doc:
+def _receipt_uk_shop(rng: random.Random, id: str, shop: random.Random | None = None) -> Doc:
     t = _Text()
-    company, address = _uk_letterhead(rng, t)
-    if rng.random() < 0.8:
-        t.line(rng.choice(["Tel ", "Tel: ", "Telephone: ", "Tel/Fax: "]), ("PHONE", _phone(rng, "GB")))
-    t.line("VAT Reg No: ", ("TAX_ID", _gb_vat(rng)))
+    s = shop or rng
+    company, address = _uk_letterhead(s, t)
+    if s.random() < 0.8:
+        t.line(s.choice(["Tel ", "Tel: ", "Telephone: ", "Tel/Fax: "]), ("PHONE", _phone(s, "GB")))
+    t.line("VAT Reg No: ", ("TAX_ID", _gb_vat(s)))
     t.line("Receipt No: ", ("INVOICE_NO", f"{_digits(rng, 4)}-{_digits(rng, 4)}"))
     date, *_ = _date(rng, rng.choice(["dd/mm/yyyy", "dd/mm/yy"]))
     t.line(("DATE", date), " ", ("TIME", _time(rng)))
@@ -399,15 +402,16 @@ def _receipt_uk_shop(rng: random.Random, id: str) -> Doc:
     total_text = f"£{total:.2f}"
     t.line("Total ", ("AMOUNT", total_text))
     t.line(f"Card payment  Visa ************{_digits(rng, 4)}")
-    t.line("Auth code: ", ("REF", _digits(rng, 6)), "  Merchant ID: ", ("REF", _digits(rng, 8)))
-    t.line("Company No. ", ("REG_NO", _digits(rng, 8)), " registered in England and Wales")
+    t.line("Auth code: ", ("REF", _digits(rng, 6)), "  Merchant ID: ", ("REF", _digits(s, 8)))
+    t.line("Company No. ", ("REG_NO", _digits(s, 8)), " registered in England and Wales")
     return t.doc(id, "receipt", "uk_shop", {"company": company, "date": date, "address": address, "total": total_text})
 
 
-def _receipt_cafe(rng: random.Random, id: str) -> Doc:
+def _receipt_cafe(rng: random.Random, id: str, shop: random.Random | None = None) -> Doc:
     t = _Text()
-    company = rng.choice(_CAFES)
-    address = f"{rng.choice(_MY_STREETS)}, {rng.choice(_MY_TOWNS)}"
+    s = shop or rng
+    company = s.choice(_CAFES)
+    address = f"{s.choice(_MY_STREETS)}, {s.choice(_MY_TOWNS)}"
     t.line(company)
     t.line(address)
     date, *_ = _date(rng, rng.choice(["ddmmyyyy", "yyyymmdd"]))
@@ -420,23 +424,24 @@ def _receipt_cafe(rng: random.Random, id: str) -> Doc:
     t.line("SST 6%  ", ("AMOUNT", f"{total * 0.06:.2f}"))
     total_text = f"{total * 1.06:.2f}"
     t.line("TOTAL  ", ("AMOUNT", total_text))
-    t.line("SSM Reg ", ("REG_NO", "2018" + _digits(rng, 8)))
-    if rng.random() < 0.5:
-        t.line("Call us for catering: ", ("PHONE", _phone(rng, "MY")))
+    t.line("SSM Reg ", ("REG_NO", "2018" + _digits(s, 8)))
+    if s.random() < 0.5:
+        t.line("Call us for catering: ", ("PHONE", _phone(s, "MY")))
     t.line("Thank you! Wifi password on your table card.")
     return t.doc(id, "receipt", "cafe", {"company": company, "date": date, "address": address, "total": total_text})
 
 
-def _receipt_petrol(rng: random.Random, id: str) -> Doc:
+def _receipt_petrol(rng: random.Random, id: str, shop: random.Random | None = None) -> Doc:
     t = _Text()
-    company = (rng.choice(["PETRON", "SHELL", "PETRONAS", "CALTEX"]) + " "
-               + rng.choice(["JALAN KLANG LAMA", "BANDAR UTAMA", "SUBANG JAYA"]))
-    address = f"{rng.choice(_MY_STREETS)}, {rng.choice(_MY_TOWNS)}"
+    s = shop or rng
+    company = (s.choice(["PETRON", "SHELL", "PETRONAS", "CALTEX"]) + " "
+               + s.choice(["JALAN KLANG LAMA", "BANDAR UTAMA", "SUBANG JAYA"]))
+    address = f"{s.choice(_MY_STREETS)}, {s.choice(_MY_TOWNS)}"
     t.line(company)
     t.line(address)
-    t.line("GST REG: ", ("TAX_ID", "001" + _digits(rng, 9)))
-    if rng.random() < 0.7:
-        t.line("Tel: ", ("PHONE", _phone(rng, "MY")))
+    t.line("GST REG: ", ("TAX_ID", "001" + _digits(s, 9)))
+    if s.random() < 0.7:
+        t.line("Tel: ", ("PHONE", _phone(s, "MY")))
     date, *_ = _date(rng, rng.choice(["iso", "dd-mm-yyyy"]))
     t.line(("DATE", date), " ", ("TIME", _time(rng, True)))
     litres, price = round(rng.uniform(10, 45), 3), 2.20
@@ -445,7 +450,7 @@ def _receipt_petrol(rng: random.Random, id: str) -> Doc:
     t.line(f"LITRES {litres:.3f} @ ", ("AMOUNT", f"{price:.2f}"))
     t.line("TOTAL RM ", ("AMOUNT", total_text))
     t.line("TRANS NO: ", ("INVOICE_NO", _digits(rng, 8)))
-    t.line("POS ID: ", ("REF", _digits(rng, 7)), "  LOYALTY CARD: ", ("REF", _ean(rng, "7", 16)))
+    t.line("POS ID: ", ("REF", _digits(s, 7)), "  LOYALTY CARD: ", ("REF", _ean(rng, "7", 16)))
     return t.doc(id, "receipt", "petrol", {"company": company, "date": date, "address": address, "total": total_text})
 
 
@@ -750,6 +755,87 @@ def receipts(n: int = 300, seed: int = 0) -> list[Doc]:
     """``n`` receipts only (every layout in turn, no copies): the extract task's rows."""
     makers = _MAKERS["receipt"]
     return [makers[i % len(makers)](random.Random(f"receipt-{seed}-{i}"), f"R{i:05d}") for i in range(n)]
+
+
+_NOTICES = [
+    "THIS IS A COMPUTER GENERATED RECEIPT. NO SIGNATURE IS REQUIRED.",
+    "GOODS SOLD ARE NOT RETURNABLE OR EXCHANGEABLE.",
+    "PLEASE CHECK YOUR CHANGE AND ITEMS BEFORE LEAVING THE COUNTER. NO CLAIMS CAN BE ENTERTAINED AFTERWARDS.",
+    "PRICES ARE INCLUSIVE OF GOVERNMENT TAX WHERE APPLICABLE AND SUBJECT TO CHANGE WITHOUT PRIOR NOTICE.",
+    "KEEP THIS RECEIPT FOR WARRANTY CLAIMS AND EXCHANGES WITHIN 7 DAYS WITH THE ORIGINAL PACKAGING.",
+    "MEMBERS EARN ONE POINT FOR EVERY RINGGIT SPENT. ASK OUR CASHIER HOW TO JOIN OUR LOYALTY PROGRAMME.",
+    "LIKE AND FOLLOW US ON FACEBOOK AND INSTAGRAM FOR WEEKLY PROMOTIONS, NEW ARRIVALS AND MEMBER SPECIALS.",
+    "OPENING HOURS: MONDAY TO SATURDAY 8AM TO 10PM, SUNDAY AND PUBLIC HOLIDAYS 9AM TO 6PM.",
+    "FOR FEEDBACK AND COMPLAINTS PLEASE VISIT OUR CUSTOMER SERVICE COUNTER WITH THIS RECEIPT.",
+    "THANK YOU FOR SHOPPING WITH US. HAVE A NICE DAY AND PLEASE COME AGAIN SOON.",
+    "ALL PRICES IN RINGGIT MALAYSIA. CREDIT CARD PAYMENTS ABOVE RM 50 ONLY.",
+    "FREE PARKING FOR 2 HOURS WITH A MINIMUM PURCHASE. VALIDATE YOUR TICKET AT THE COUNTER.",
+    "DELIVERY AVAILABLE WITHIN 5 KM FOR ORDERS ABOVE RM 100. ASK FOR DETAILS.",
+    "WE ACCEPT CASH, DEBIT CARDS, TOUCH N GO EWALLET AND GRABPAY.",
+    "PLEASE RETAIN THIS RECEIPT AS PROOF OF PURCHASE FOR ALL RETURNS.",
+    "PERISHABLE GOODS CANNOT BE RETURNED ONCE THEY LEAVE THE PREMISES.",
+    "VOUCHERS ARE NOT EXCHANGEABLE FOR CASH AND VALID UNTIL THE DATE PRINTED.",
+    "STAFF WILL NEVER ASK FOR YOUR CARD PIN. REPORT ANY SUSPICIOUS REQUEST TO THE MANAGER.",
+    "SERVICE CHARGE IS NOT INCLUDED. TIPS ARE WELCOME BUT NOT EXPECTED.",
+    "SCAN THE CODE ON YOUR TABLE CARD TO RATE YOUR VISIT AND WIN A FREE MEAL EVERY MONTH.",
+]
+
+
+def shop_receipts(n: int = 300, shops: int = 15, seed: int = 0) -> list[Doc]:
+    """``n`` receipts of ``shops`` shops (every receipt layout in turn; no copies): each shop
+    prints the same name, address, telephone, registration and tax numbers and its own notices
+    (returns, opening hours...) on every receipt, and each receipt its own number, date, items and
+    total, as one shop's receipts do: two receipts of one shop are alike texts with different
+    answers (with the defaults, estimated Jaccard similarity 0.47-0.95 between two receipts of one
+    shop, 0.8 or more for about a quarter of the pairs: the look-alikes)."""
+    makers = _MAKERS["receipt"]
+    out = []
+    for i in range(n):
+        shop = random.Random(f"shop-{seed}-{i % shops}")
+        doc = makers[i % shops % len(makers)](random.Random(f"receipt-{seed}-{i}"), f"R{i:05d}", shop=shop)
+        out.append(replace(doc, text=doc.text + "".join(line + "\n" for line in shop.sample(_NOTICES, 6))))
+    return out
+
+
+_REPRINT = ("*** REPRINT ***", "DUPLICATE COPY", "CUSTOMER COPY")
+_OCR = {"O": "0", "I": "1", "l": "1", "S": "5", "e": "c"}
+
+
+def _rescan(doc: Doc, id: str, rng: random.Random) -> Doc:
+    """The document scanned again: one character of a line that holds no answer and no span read
+    as its look-alike (O as 0, l as 1...)."""
+    spans = doc.spans + doc.lookalikes
+    at, start = [], 0
+    for line in doc.text.split("\n"):
+        end = start + len(line)
+        if not any(v in line for v in doc.answer.values()) and not any(sp.start < end and start < sp.end for sp in spans):
+            at += [start + i for i, ch in enumerate(line) if ch in _OCR]
+        start = end + 1
+    if not at:
+        return replace(doc, id=id, copy_of=doc.id)
+    i = rng.choice(at)
+    return replace(doc, id=id, text=doc.text[:i] + _OCR[doc.text[i]] + doc.text[i + 1:], copy_of=doc.id)
+
+
+def copies(docs: list[Doc], n: int, seed: int = 0) -> list[Doc]:
+    """``n`` true copies of documents drawn from ``docs``, marked ``copy_of``: the same text, the
+    text with a space added to every line, re-printed (a stamp such as ``*** REPRINT ***`` on a
+    line of its own at the end), or re-scanned (one character read as its look-alike, see
+    :func:`_rescan`); the same answer each time."""
+    rng = random.Random(f"copies-{seed}")
+    out = []
+    for i in range(n):
+        doc, id = rng.choice(docs), f"C{i:05d}"
+        how = i % 4
+        if how == 0:
+            out.append(replace(doc, id=id, copy_of=doc.id))
+        elif how == 1:
+            out.append(_respace(doc, id))
+        elif how == 2:
+            out.append(replace(doc, id=id, text=doc.text + rng.choice(_REPRINT) + "\n", copy_of=doc.id))
+        else:
+            out.append(_rescan(doc, id, rng))
+    return out
 
 
 def write_extract_jsonl(docs: list[Doc], path: Path) -> Path:

@@ -120,14 +120,30 @@ class ColumnMap(_Spec):
 
 
 class DedupSpec(_Spec):
-    near: bool = Field(True, description="Find near-duplicates with MinHash LSH (datasketch).")
+    near: bool = Field(True, description="Find look-alike rows with MinHash LSH (datasketch): a copy "
+                                         "(same answer) is removed as a near-duplicate, a different answer "
+                                         "written in the row's own text is kept as a distinct example, "
+                                         "any other different answer is a conflict; and group rows by layout.")
     shingle: int = Field(5, ge=1, le=32, description="Characters per shingle.")
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
     threshold: float = Field(0.8, gt=0.0, lt=1.0, description="Estimated Jaccard similarity "
-                             "at or above which two inputs count as near-duplicates.")
+                             "at or above which two inputs look alike (near-identical); two free answers "
+                             "(generate replies, preference answers) are near-identical at this Jaccard "
+                             "similarity of their words.")
     containment: float = Field(0.9, gt=0.0, le=1.0, description="Share of the shorter input's "
-                               "shingles found in the longer one at or above which they count as "
-                               "near-duplicates (re-sends, quoted replies).")
+                               "shingles found in the longer one at or above which they look alike "
+                               "(re-sends, quoted replies); for free answers, the share of the shorter "
+                               "one's words.")
+    copy_words: int = Field(3, ge=0, description="Look-alike inputs with the same answer are a copy "
+                            "(removed) only when one of them has at most this many words the other lacks (a "
+                            "re-print header, a greeting, a changed spelling); when each has more words of its "
+                            "own, they are one template filled in twice (two receipts of one shop, each with "
+                            "its own items) and both are kept. The same bar decides whether the text can "
+                            "explain a different answer: only look-alikes within it can conflict.")
+    template: float = Field(0.65, gt=0.0, lt=1.0, description="Estimated Jaccard similarity of inputs "
+                            "(their first and last five lines, digits masked) at or above which rows share "
+                            "a layout (a template: one shop's receipts, one sender's invoices); the data card "
+                            "counts rows per layout, and data.group_by: template splits by it.")
 
 
 class PrivacySpec(_Spec):
@@ -190,7 +206,8 @@ class DataSpec(_Spec):
     columns: ColumnMap | None = Field(None, description="Column mapping for tables and flat JSONL.")
     group_by: str | None = Field(
         None, description="A column or meta key (customer, thread, article): rows sharing a value "
-                          "never straddle train and eval.")
+                          "never straddle train and eval. `template` (reserved) groups rows by layout "
+                          "(data.dedup.template), to measure how the model does on layouts it has not seen.")
     eval_fraction: float = Field(0.15, ge=0.05, le=0.5, description="Share held out for evaluation.")
     seed: int = Field(0, description="Seed of the split and of sub-sampling.")
     max_train_examples: int | None = Field(

@@ -27,17 +27,20 @@ data:
   eval: null                # optional fixed eval file; otherwise held out from train
   format: auto              # auto | messages | prompt_completion | alpaca | sharegpt | preference
   columns: null             # for tables: {input: text, target: label}; qa adds context: passage
-  group_by: null            # a column or meta key (customer, thread): never split across train/eval
+  group_by: null            # a column or meta key (customer, thread): never split across train/eval;
+                            # template: each layout (one shop's receipts) on one side
   eval_fraction: 0.15       # share held out (stratified by label for classify)
   seed: 0                   # same seed, same split
   max_train_examples: null  # cap the rows trained on (stratified); null = all
   max_eval_examples: null   # cap the held-out rows scored; null = all
-  dedup:                    # near-duplicates by MinHash LSH over character shingles
+  dedup:                    # look-alikes by MinHash LSH over character shingles: copies removed,
+                            # different answers written in the text kept, other ones conflicts
     near: true
     shingle: 5
     num_perm: 128
     threshold: 0.8          # estimated Jaccard similarity
     containment: 0.9        # or the shorter text almost inside the longer (re-sends, quotes)
+    template: 0.65          # first and last lines alike, digits masked: one layout (in the data card)
   privacy:
     action: redact          # redact (<EMAIL>) | mask (****om) | keep
     allow_secrets: false    # training refuses unredacted credentials unless this is true

@@ -38,6 +38,22 @@ class PreferencePair(Provenance):
 
 
 @dataclass(frozen=True)
+class AnswerParts:
+    """A row's answer as the data scan compares it with a look-alike's (a row whose input is
+    near-identical; see :mod:`taskfit.data.lookalike`). ``fixed`` parts (a label, each field of a
+    record, an answer span) are compared by value, and each says whether its value is written in
+    the row's own input; ``free`` texts (a reply) are compared by similarity.
+
+    Two look-alikes are *copies* when every fixed part is equal and every free text is
+    near-identical; *distinct examples* when each fixed part that differs is written in its own
+    row's input (and the inputs' words differ); a *conflict* otherwise.
+    """
+
+    fixed: tuple[tuple[str, str, bool], ...] = ()  # (part name, normalised value, written in the input)
+    free: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Prediction:
     """What one candidate answered for one example, with its cost.
 

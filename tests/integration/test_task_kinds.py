@@ -12,9 +12,9 @@ import yaml
 from typer.testing import CliRunner
 
 from taskfit.cli.main import app
-from taskfit.records import EvalResult, Example, Prediction
+from taskfit.records import AnswerParts, EvalResult, Example, Prediction
 from taskfit.tasks import register, unregister
-from taskfit.tasks.base import FEW_SHOT, PROMPT_ONLY, Column, Scoring, Task
+from taskfit.tasks.base import FEW_SHOT, PROMPT_ONLY, Column, Scoring, Task, answer_as_label
 
 
 class YesNoTask:
@@ -52,6 +52,9 @@ class YesNoTask:
                 raise ValueError(f"answer: {ex.target!r} is neither yes nor no")
 
         return check
+
+    def answer_parts(self, spec: Any) -> Callable[[Example], AnswerParts]:
+        return answer_as_label(spec)  # "yes" is not written in the question: another answer is a conflict
 
     def parse(self, spec: Any, text: str) -> tuple[str, bool]:
         answer = text.strip().lower().rstrip(".!")

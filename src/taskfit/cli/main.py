@@ -102,6 +102,13 @@ def _project_config(project: Path):
 
 def _print_card(card) -> None:
     out.print(card.rows_summary(), highlight=False)
+    if card.counts.get("distinct_look_alikes"):
+        out.print(f"{card.counts['distinct_look_alikes']} look-alike rows kept as distinct examples (words of their "
+                  "own, or an answer of their own written in their text)", highlight=False)
+    layouts = card.templates
+    if layouts.get("top"):
+        out.print(f"{layouts['layouts']} layouts (templates) of 2+ rows hold {layouts['rows_in_layouts']} of "
+                  f"{layouts['rows']} rows; the largest holds {layouts['top'][0]['rows']}", highlight=False)
     if card.labels:
         table = Table("label", "rows", title=f"labels (imbalance ratio {card.imbalance_ratio})")
         for lab, n in sorted(card.labels.items(), key=lambda kv: -kv[1]):

@@ -19,10 +19,17 @@ def render_markdown(card: DataCard) -> str:
              "", "## Rows", "",
              card.rows_summary() + ".",
              ""]
+    if c.get("distinct_look_alikes") or c.get("near_duplicates"):
+        lines.append(f"Look-alikes (inputs near-identical to an earlier row's): a copy (the same answer, inputs that "
+                     f"differ trivially: data.dedup.copy_words) is removed as a near-duplicate; "
+                     f"{c.get('distinct_look_alikes', 0)} were kept as distinct examples (a template filled in again "
+                     "with words of its own, or a different answer written in their own text, or a different free "
+                     "reply); any other different answer is a conflict, removed and listed below.")
     if c.get("dropped_too_long"):
         lines.append(f"{c['dropped_too_long']} kept rows were then dropped as too long (data.too_long = drop).")
     if c.get("eval_rows_dropped_as_leaks"):
-        lines.append(f"{c['eval_rows_dropped_as_leaks']} eval rows were dropped as near-duplicates of training rows.")
+        lines.append(f"{c['eval_rows_dropped_as_leaks']} eval rows were dropped as copies of training rows "
+                     "(or conflicting with one).")
     if card.warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in card.warnings] + [""]
     s = card.size
@@ -59,8 +66,20 @@ def render_markdown(card: DataCard) -> str:
                   f"in a number): {counted(p['answer_numbers_kept'])}.", ""]
     if p["secret_rows"]:
         lines += ["Rows with credentials (values never shown): " + ", ".join(f"`{r}`" for r in p["secret_rows"][:20]), ""]
+    if card.templates.get("top"):
+        t = card.templates
+        held = t["held_out"] is not None
+        lines += ["## Layouts (templates)", "",
+                  f"{t['layouts']} layouts have two rows or more, {t['rows_in_layouts']} of {t['rows']} rows "
+                  f"(inputs alike at {t['threshold']} with digits masked). `data.group_by: template` keeps each "
+                  "on one side of the split.", "",
+                  "| layout | rows | train | held out | what its rows share |" if held else "| layout | rows | what its rows share |",
+                  "|---|---|---|---|---|" if held else "|---|---|---|"]
+        lines += [f"| {x['layout']} | {x['rows']} | " + (f"{x['train']} | {x['held_out']} | " if held else "")
+                  + x["preview"][:200].replace("|", "\\|") + " |" for x in t["top"]]
+        lines.append("")
     if card.conflicts:
-        lines += ["## Conflicting labels (near-identical inputs, different answers)", "",
+        lines += ["## Conflicting labels (near-identical inputs, different answers the text does not explain)", "",
                   "| kept row | label | removed row | label | similarity |", "|---|---|---|---|---|"]
         lines += [f"| `{n['kept']}`: {n['kept_preview'][:70]!r} | {n['kept_label']} | `{n['other']}`: "
                   f"{n['other_preview'][:70]!r} | {n['other_label']} | {n['similarity']} |" for n in card.conflicts[:20]]
@@ -68,6 +87,11 @@ def render_markdown(card: DataCard) -> str:
     if card.near_duplicates:
         lines += ["## Near-duplicates (first 10)", ""]
         lines += [f"- `{n['other']}` ≈ `{n['kept']}` (similarity {n['similarity']})" for n in card.near_duplicates[:10]]
+        lines.append("")
+    if card.distinct_look_alikes:
+        lines += ["## Look-alikes kept as distinct examples (first 10)", ""]
+        lines += [f"- `{n['other']}` ≈ `{n['kept']}` (similarity {n['similarity']}): {n['other_label']!r} "
+                  f"vs {n['kept_label']!r}" for n in card.distinct_look_alikes[:10]]
         lines.append("")
     q = card.quarantine
     if q.get("rows"):

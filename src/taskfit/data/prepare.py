@@ -14,8 +14,9 @@ from typing import Any, Callable
 
 from taskfit.config import PrivacySpec, ProjectConfig
 from taskfit.data import pii
+from taskfit.data.lookalike import COPY, CONFLICT, Layouts, LookAlikes, decisive
 from taskfit.data.redaction import keeps
-from taskfit.data.scan import Quarantined, ScanResult, scan
+from taskfit.data.scan import TEMPLATE, Quarantined, ScanResult, layout_previews, scan
 from taskfit.data.split import fingerprint, grouped_split, stratified_split, stratified_subsample
 from taskfit.errors import DataError
 from taskfit.records import Example, PreferencePair
@@ -38,6 +39,8 @@ class DataCard:
     privacy: dict[str, Any] = field(default_factory=dict)
     near_duplicates: list[dict[str, Any]] = field(default_factory=list)
     conflicts: list[dict[str, Any]] = field(default_factory=list)
+    distinct_look_alikes: list[dict[str, Any]] = field(default_factory=list)
+    templates: dict[str, Any] = field(default_factory=dict)
     quarantine: dict[str, Any] = field(default_factory=dict)
     split: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -73,8 +76,11 @@ def _percentile(values: list[int], q: float) -> int:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def build_card(config: ProjectConfig, scans: list[ScanResult]) -> DataCard:
-    """Fold one or more scans (train, and a fixed eval file) into a card with plain-words warnings."""
+def build_card(config: ProjectConfig, scans: list[ScanResult],
+               split: tuple[list[int], list[int]] | None = None) -> DataCard:
+    """Fold one or more scans (train, and a fixed eval file) into a card with plain-words
+    warnings. ``split``: the layouts of the rows trained on and held out, once prepare has split
+    them (else the card counts layouts per file)."""
     task, data = config.task, config.data
     kind = "preferences" if any(s.kind == "preferences" for s in scans) else "examples"
     counts = {
@@ -83,6 +89,7 @@ def build_card(config: ProjectConfig, scans: list[ScanResult]) -> DataCard:
         "exact_duplicates": sum(s.exact_duplicates for s in scans),
         "near_duplicates": sum(len(s.near_duplicates) for s in scans),
         "conflicting_labels": sum(len(s.conflicts) for s in scans),
+        "distinct_look_alikes": sum(s.distinct for s in scans),
     }
     card = DataCard(task=task.name, kind=task.kind if kind == "examples" else "preference",
                     files=[{"path": s.path, "read": s.read, "kept": s.kept} for s in scans], counts=counts)
@@ -191,13 +198,52 @@ def build_card(config: ProjectConfig, scans: list[ScanResult]) -> DataCard:
                         f"action = {data.privacy.action}.")
     card.near_duplicates = [asdict(n) for s in scans for n in s.near_duplicates[:50]]
     card.conflicts = [asdict(n) for s in scans for n in s.conflicts[:50]]
+    card.distinct_look_alikes = [asdict(n) for s in scans for n in s.distinct_notes]
     if counts["conflicting_labels"]:
-        warnings.append(f"{counts['conflicting_labels']} near-identical inputs carry different labels: "
-                        "the model is taught two answers to one question. Decide which is right.")
+        warnings.append(f"{counts['conflicting_labels']} near-identical inputs carry different answers that "
+                        "their text does not explain (a label, or a value not written in the row): the model "
+                        "is taught two answers to one question. Decide which is right.")
+    layouts = scans[0].layout_index
+    if layouts is not None:
+        train, held = split or (list(scans[0].layouts), list(scans[1].layouts) if len(scans) > 1 else None)
+        card.templates = _templates(config, layouts, train, held, warnings)
     reasons = Counter(reason_kind(q.reason) for q in quarantined)
     card.quarantine = {"rows": counts["quarantined"], "by_reason": dict(reasons.most_common(20)),
                        "first": [{"source": q.source, "reason": q.reason} for s in scans for q in s.quarantined[:20]]}
     return card
+
+
+TEMPLATES_SHOWN = 10
+DOMINANT_SHARE = 0.5
+
+
+def _templates(config: ProjectConfig, layouts: Layouts, train: list[int], held: list[int] | None,
+               warnings: list[str]) -> dict[str, Any]:
+    """The card's layouts section (those with two rows or more), and a warning when one layout
+    makes up most of the held-out rows (of all rows, before there is a split)."""
+    on_train, on_held = Counter(train), Counter(held or [])
+    rows = on_train + on_held
+    shared = {k: n for k, n in rows.items() if n >= 2}
+    top = sorted(shared, key=lambda k: (-shared[k], k))[:TEMPLATES_SHOWN]
+    if held:
+        biggest = max(on_held, key=lambda k: (on_held[k], -k))
+        n, of, where = on_held[biggest], len(held), "held-out rows"
+    else:
+        biggest = top[0] if top else -1
+        n, of, where = shared.get(biggest, 0), sum(rows.values()), "rows"
+    previews = layout_previews(layouts, list(dict.fromkeys(top + [biggest])) if n >= 2 else top,
+                               config.task, config.data)
+    if n >= 2 and n > DOMINANT_SHARE * of:
+        then = ("held-out scores mostly measure that layout" if held else
+                "a split holds out mostly that layout, and held-out scores mostly measure it")
+        warnings.append(f"one layout (a template: one shop, one sender) holds {n} of {of} {where} "
+                        f"({100 * n / of:.0f}%; it reads: \"{previews[biggest][:100]}\"): {then}. Add rows of "
+                        "other layouts, or set data.group_by: template to hold out whole layouts and measure "
+                        "how the model does on layouts it has not seen.")
+    return {"threshold": layouts.threshold, "layouts": len(shared), "rows_in_layouts": sum(shared.values()),
+            "rows": sum(rows.values()), "held_out": None if held is None else len(held),
+            "top": [{"layout": k, "rows": shared[k], "train": on_train[k],
+                     "held_out": None if held is None else on_held[k], "preview": previews[k]} for k in top]}
 
 
 def answers_changed_warning(privacy: dict[str, Any]) -> str:
@@ -224,9 +270,16 @@ def check_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None,
                on_row: Callable[[], None] | None = None) -> DataCard:
     """Stream the data files named in ``config`` and return the card (nothing is written)."""
     files = [config.data.train] + ([config.data.eval] if config.data.eval else [])
+    layouts = _layouts(config)
     scans = [scan(project_dir / f, config.task, config.data, tokenizer=tokenizer, on_row=on_row,
-                  room=_room(config, tokenizer)) for f in files]
+                  room=_room(config, tokenizer), layouts=layouts) for f in files]
     return build_card(config, scans)
+
+
+def _layouts(config: ProjectConfig) -> Layouts | None:
+    """One layout index for a project's files (a layout has one number in train and eval)."""
+    data = config.data
+    return Layouts(data.dedup) if data.dedup.near or data.group_by == TEMPLATE else None
 
 
 @dataclass
@@ -239,7 +292,9 @@ class Prepared:
     privacy: PrivacySpec  # the settings the rows were redacted with (the quarantine file's too)
 
 
-def _group_key(rec: Example | PreferencePair, key: str) -> str:
+def _group_key(rec: Example | PreferencePair, key: str, layout: dict[str, int]) -> str:
+    if key == TEMPLATE:
+        return f"layout-{layout[rec.id]}"
     value = rec.meta.get(key)
     if value is None:
         raise DataError(f"{rec.source}: data.group_by is '{key}' but this row has no such column or meta key",
@@ -252,17 +307,20 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
     """Validate, deduplicate, redact (:mod:`taskfit.data.redaction`) and split; nothing is written
     (see :func:`write_prepared`)."""
     data, task = config.data, config.task
+    layouts = _layouts(config)
     train_scan = scan(project_dir / data.train, task, data, tokenizer=tokenizer, keep=True, on_row=on_row,
-                      room=_room(config, tokenizer))
+                      room=_room(config, tokenizer), layouts=layouts)
     scans = [train_scan]
     rows = train_scan.examples
+    layout = {r.id: k for r, k in zip(rows, train_scan.layouts)}
     if tokenizer is not None and data.too_long == "drop":
         rows = [r for r, n in zip(rows, train_scan.lengths) if n <= config.train.max_seq_length]
     leaked = 0
     if data.eval:
         eval_scan = scan(project_dir / data.eval, task, data, tokenizer=tokenizer, keep=True, id_prefix="eval-",
-                         room=_room(config, tokenizer))
+                         room=_room(config, tokenizer), layouts=layouts)
         scans.append(eval_scan)
+        layout.update((r.id, k) for r, k in zip(eval_scan.examples, eval_scan.layouts))
         held = eval_scan.examples
         held, leaked = drop_leaks(rows, held, config)
         overlap = {r.id for r in rows} & {r.id for r in held}
@@ -280,16 +338,17 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
                                  "writes the data card), or add rows")
         if data.group_by:
             train, test = grouped_split(rows, data.eval_fraction, data.seed,
-                                        [_group_key(r, data.group_by) for r in rows])
+                                        [_group_key(r, data.group_by, layout) for r in rows])
         else:
             train, test = stratified_split(rows, data.eval_fraction, data.seed)
-    card = build_card(config, scans)
+    train = stratified_subsample(train, data.max_train_examples, data.seed)
+    test = stratified_subsample(test, data.max_eval_examples, data.seed)
+    split = ([layout[r.id] for r in train], [layout[r.id] for r in test]) if layouts is not None else None
+    card = build_card(config, scans, split)
     if data.too_long == "drop" and tokenizer is not None:
         card.counts["dropped_too_long"] = len(train_scan.examples) - len(
             [n for n in train_scan.lengths if n <= config.train.max_seq_length])
     card.counts["eval_rows_dropped_as_leaks"] = leaked
-    train = stratified_subsample(train, data.max_train_examples, data.seed)
-    test = stratified_subsample(test, data.max_eval_examples, data.seed)
     card.split = {"train": len(train), "eval": len(test), "seed": data.seed,
                   "group_by": data.group_by, "fixed_eval_file": data.eval,
                   "train_fingerprint": fingerprint(train), "eval_fingerprint": fingerprint(test)}
@@ -298,16 +357,16 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
 
 
 def drop_leaks(train: list, held: list, config: ProjectConfig) -> tuple[list, int]:
-    """Remove held-out rows that are near-duplicates of a training row."""
-    from taskfit.data.scan import _dedup_text, _near_index
-
-    index = _near_index(config.data)
+    """Remove held-out rows that leak a training row: a look-alike that copies it, or that
+    conflicts with it (the model was taught the other answer to the same text). A look-alike
+    whose answer differs and is written in its own text is a distinct example, and stays."""
+    looks = LookAlikes(config.data.dedup, config.task)
     for rec in train:
-        index.insert(*index.signature(_dedup_text(rec)))
+        looks.add(looks.row(rec))
     kept = []
     for rec in held:
-        sig, size = index.signature(_dedup_text(rec))
-        if not any(index.similar(sig, size, k) for k in index.candidates(sig)):
+        verdict = decisive(looks.judge(looks.row(rec)))
+        if verdict is None or verdict.kind not in (COPY, CONFLICT):
             kept.append(rec)
     return kept, len(held) - len(kept)
 

@@ -1,9 +1,11 @@
 """One streaming pass over a data file: validate, deduplicate, audit, find personal data, and
 decide each row's redaction (counting the answers it would change).
 
-The pass keeps compact state per row (hashes, MinHash signatures in the LSH index, labels, token
-counts), never the rows themselves unless asked (``keep=True``, for ``prepare``), so ``data check``
-runs on files much larger than memory. Counts always add up:
+The pass keeps compact state per row (hashes, MinHash signatures in the LSH indexes, answer
+digests, layout numbers, token counts), never the rows themselves unless asked (``keep=True``,
+for ``prepare``), so ``data check`` runs on files much larger than memory. Look-alike rows are
+judged by their answers (copies removed, distinct examples kept, conflicts listed) and kept rows
+are grouped by layout: see :mod:`taskfit.data.lookalike`. Counts always add up:
 
     read = kept + quarantined + exact duplicates + near-duplicates
 """
@@ -13,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 from array import array
-import re
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,13 +23,14 @@ from typing import Any, Callable, Iterator
 from taskfit.config import DataSpec, TaskSpec
 from taskfit.data import pii
 from taskfit.data.formats import convert
+from taskfit.data.lookalike import CONFLICT, DISTINCT, Layouts, LookAlikes, decisive, input_text, normalise, shared_text
 from taskfit.data.redaction import RowRedaction, redact_row
 from taskfit.data.read import read_rows
 from taskfit.records import Example, PreferencePair
 from taskfit.rendering import user_text
 from taskfit.tasks import get_task
 
-_WS = re.compile(r"\s+")
+TEMPLATE = "template"  # the value of data.group_by that groups rows by layout
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,13 @@ class ScanResult:
     read: int = 0
     quarantined: list[Quarantined] = field(default_factory=list)
     exact_duplicates: int = 0
-    near_duplicates: list[PairNote] = field(default_factory=list)
+    near_duplicates: list[PairNote] = field(default_factory=list)  # copies and conflicts, removed
     conflicts: list[PairNote] = field(default_factory=list)
+    # Look-alikes kept as distinct examples: how many, and the first DISTINCT_NOTED of them.
+    distinct: int = 0
+    distinct_notes: list[PairNote] = field(default_factory=list)
+    layouts: Any = field(default_factory=lambda: array("i"))  # the layout of each kept row, in order
+    layout_index: Layouts | None = None
     labels: Counter = field(default_factory=Counter)
     system_prompts: Counter = field(default_factory=Counter)
     pii_counts: Counter = field(default_factory=Counter)  # kind -> occurrences
@@ -91,162 +97,16 @@ class ScanResult:
         return self.read == self.kept + len(self.quarantined) + self.exact_duplicates + len(self.near_duplicates)
 
 
-def normalise(text: str) -> str:
-    return _WS.sub(" ", text).strip().casefold()
-
-
 def _texts(rec: Example | PreferencePair) -> list[str]:
     if isinstance(rec, PreferencePair):
         return [rec.prompt, rec.chosen, rec.rejected]
     return [t for t in (rec.input, rec.context, rec.target, rec.system) if t]
 
 
-def _dedup_text(rec: Example | PreferencePair) -> str:
-    """The text compared for near-duplicates. For qa it is the question, tagged with a digest of
-    its context: many questions share one passage, and only the same question about the same
-    passage is a duplicate."""
-    if isinstance(rec, PreferencePair):
-        return rec.prompt
-    if rec.context is None:
-        return rec.input
-    tag = hashlib.blake2b(normalise(rec.context).encode(), digest_size=8).hexdigest()
-    return f"[{tag}] {rec.input}"
-
-
 def _label(rec: Example | PreferencePair, task: TaskSpec) -> str:
     if isinstance(rec, PreferencePair):
         return rec.chosen[:60]
     return rec.target if get_task(task.kind).scores_labels else rec.target[:60]
-
-
-class _NearDuplicates:
-    """MinHash LSH over character shingles of the normalised input, in compact arrays.
-
-    Two inputs are near-duplicates when their estimated Jaccard similarity reaches ``threshold``,
-    or when the smaller one is almost contained in the other (``containment``): a re-sent ticket
-    with "Any update?" in front, or a reply quoting the original. The index uses the bands of
-    datasketch's optimal LSH parameters for a lower threshold, so that contained pairs come up as
-    candidates; every candidate is verified on its signature.
-
-    Memory per indexed row: the signature (4 bytes per permutation) and one 8-byte hash plus a
-    4-byte row number per band, in numpy arrays: about 0.5 KB per distinct row with the defaults
-    (datasketch's dict-based index takes about 4-8 KB).
-    """
-
-    _FLUSH = 50_000
-
-    def __init__(self, shingle: int, num_perm: int, threshold: float, containment: float):
-        import numpy as np
-        from datasketch import MinHash
-        from datasketch.lsh import _optimal_param
-
-        # Permutations are drawn once (datasketch would redraw them for every MinHash), and
-        # shingles are hashed with CRC-32: deterministic across runs and ~10x faster than SHA-1.
-        template = MinHash(num_perm=num_perm, seed=1)
-        self._permutations, self._scheme = template.permutations, template.scheme
-        self.k = shingle
-        self.num_perm = num_perm
-        self.threshold = threshold
-        self.containment = containment
-        self.b, self.r = _optimal_param(min(threshold, 0.5), num_perm, 0.5, 0.5)
-        rng = np.random.default_rng(7)
-        self._mix = rng.integers(1, 2**63, size=self.r, dtype=np.uint64) | np.uint64(1)
-        self._sigs: list[Any] = []  # chunks of [_FLUSH, num_perm] uint32
-        self._sizes: list[Any] = []  # chunks of [_FLUSH] int32
-        self.n = 0
-        self._sorted_h = [np.empty(0, np.uint64) for _ in range(self.b)]
-        self._sorted_i = [np.empty(0, np.int64) for _ in range(self.b)]
-        self._pending: list[dict[int, int]] = [{} for _ in range(self.b)]
-
-    def signature(self, text: str) -> tuple[Any, int]:
-        """(uint32 MinHash signature, number of distinct shingles)."""
-        import numpy as np
-        from datasketch import MinHash
-
-        t = normalise(text)
-        shingles = {t[i:i + self.k].encode() for i in range(max(1, len(t) - self.k + 1))}
-        m = MinHash(num_perm=self.num_perm, hashfunc=zlib.crc32, permutations=self._permutations,
-                    scheme=self._scheme)
-        m.update_batch(list(shingles))
-        return m.hashvalues.astype(np.uint32), len(shingles)
-
-    def _bands(self, sig: Any) -> list[int]:
-        import numpy as np
-
-        rows = sig[: self.b * self.r].reshape(self.b, self.r).astype(np.uint64)
-        with np.errstate(over="ignore"):
-            return [int(h) for h in (rows * self._mix).sum(axis=1)]
-
-    def _row(self, i: int) -> tuple[Any, int]:
-        chunk, at = divmod(i, self._FLUSH)
-        return self._sigs[chunk][at], int(self._sizes[chunk][at])
-
-    def similar(self, sig: Any, size: int, other: int) -> float:
-        """Jaccard, or containment of the smaller set when that passes its own bar; 0 if neither."""
-        other_sig, other_size = self._row(other)
-        j = float((sig == other_sig).mean())
-        if j >= self.threshold:
-            return round(j, 3)
-        shared = j / (1 + j) * (size + other_size)  # |A ∩ B| from J and the set sizes
-        c = shared / max(1, min(size, other_size))
-        return round(c, 3) if c >= self.containment else 0.0
-
-    def candidates(self, sig: Any) -> set[int]:
-        import numpy as np
-
-        found: set[int] = set()
-        for band, h in enumerate(self._bands(sig)):
-            hit = self._pending[band].get(h)
-            if hit is not None:
-                found.add(hit)
-            hs = self._sorted_h[band]
-            lo = int(np.searchsorted(hs, np.uint64(h), side="left"))
-            hi = int(np.searchsorted(hs, np.uint64(h), side="right"))
-            found.update(int(x) for x in self._sorted_i[band][lo:hi])
-        return found
-
-    def insert(self, sig: Any, size: int) -> int:
-        """Index a row; return its number (0, 1, 2...)."""
-        import numpy as np
-
-        i = self.n
-        chunk, at = divmod(i, self._FLUSH)
-        if at == 0:
-            self._sigs.append(np.zeros((self._FLUSH, self.num_perm), np.uint32))
-            self._sizes.append(np.zeros(self._FLUSH, np.int32))
-        self._sigs[chunk][at] = sig
-        self._sizes[chunk][at] = size
-        for band, h in enumerate(self._bands(sig)):
-            self._pending[band].setdefault(h, i)
-        self.n += 1
-        if len(self._pending[0]) >= self._FLUSH:
-            self._flush()
-        return i
-
-    def _flush(self) -> None:
-        import numpy as np
-
-        for band in range(self.b):
-            pend = self._pending[band]
-            hs = np.concatenate([self._sorted_h[band], np.fromiter(pend.keys(), np.uint64, len(pend))])
-            ix = np.concatenate([self._sorted_i[band], np.fromiter(pend.values(), np.int64, len(pend))])
-            order = np.argsort(hs, kind="stable")
-            self._sorted_h[band], self._sorted_i[band] = hs[order], ix[order]
-            self._pending[band] = {}
-
-    def match(self, text: str) -> tuple[list[tuple[int, float]], int | None]:
-        """(earlier near-duplicates as (row number, similarity), most similar first; this row's
-        number when it had none and was indexed, else None)."""
-        sig, size = self.signature(text)
-        found = sorted(((other, self.similar(sig, size, other)) for other in self.candidates(sig)),
-                       key=lambda kv: -kv[1])
-        found = [(k, sim) for k, sim in found if sim > 0]
-        return found, (None if found else self.insert(sig, size))
-
-
-def _near_index(spec: DataSpec) -> _NearDuplicates:
-    d = spec.dedup
-    return _NearDuplicates(d.shingle, d.num_perm, d.threshold, d.containment)
 
 
 class TokenCounter:
@@ -294,15 +154,25 @@ class TokenCounter:
         self.pending = []
 
 
+DISTINCT_NOTED = 50
+
+
 def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep: bool = False,
-         on_row: Callable[[], None] | None = None, id_prefix: str = "", room: int = 0) -> ScanResult:
+         on_row: Callable[[], None] | None = None, id_prefix: str = "", room: int = 0,
+         layouts: Layouts | None = None) -> ScanResult:
     """Stream ``path`` once. With ``keep``, the kept records are returned too, redacted as
-    ``spec.privacy`` says (:func:`taskfit.data.redaction.redact_row`), as ``prepare`` writes them."""
+    ``spec.privacy`` says (:func:`taskfit.data.redaction.redact_row`), as ``prepare`` writes them.
+    ``layouts`` is shared by the scans of one project (train and a fixed eval file), so that a
+    layout has one number in both; without it, the scan makes its own (when data.dedup.near is
+    on, or data.group_by is template)."""
     fmt = spec.format
     result = ScanResult(path=str(path), kind="preferences" if fmt == "preference" else "examples")
     exact: set[int] = set()  # 64-bit digests of the normalised row
     ids: set[int] = set()  # 64-bit digests of the row ids
-    near = _near_index(spec) if spec.dedup.near else None
+    looks = LookAlikes(spec.dedup, task) if spec.dedup.near else None
+    if layouts is None and (spec.dedup.near or spec.group_by == TEMPLATE):
+        layouts = Layouts(spec.dedup)
+    result.layout_index = layouts
     # Per indexed row, only its line and label code are kept (compact arrays, not row text).
     index_lines, index_labels = array("q"), array("i")
     label_codes: dict[str, int] = {}
@@ -336,25 +206,37 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
             result.exact_duplicates += 1
             continue
         label = _label(rec, task)
-        if near is not None:
-            matches, number = near.match(_dedup_text(rec))
-            if matches:
-                notes = [PairNote(f"{path}:{index_lines[k]}", raw.source, sim, label_names[index_labels[k]],
-                                  label, index_lines[k], raw.line) for k, sim in matches]
-                result.near_duplicates.append(notes[0])
-                if not isinstance(rec, PreferencePair):
-                    # A conflict with any look-alike counts, not only with the most similar one.
-                    clash = next((n for n in notes if n.kept_label != label), None)
-                    if clash is not None:
-                        result.conflicts.append(clash)
+        if looks is not None:
+            row = looks.row(rec)
+            verdicts = looks.judge(row)
+            notes = {v.other: PairNote(f"{path}:{index_lines[v.other]}", raw.source, v.similarity,
+                                       label_names[index_labels[v.other]], label, index_lines[v.other], raw.line)
+                     for v in verdicts}
+            verdict = decisive(verdicts)
+            # A conflict with any look-alike counts, not only with the one that decides.
+            clash = next((v for v in verdicts if v.kind == CONFLICT), None)
+            if clash is not None:
+                result.conflicts.append(notes[clash.other])
+            if verdict is not None and verdict.kind != DISTINCT:
+                result.near_duplicates.append(notes[verdict.other])
                 continue
+            if verdict is not None:
+                result.distinct += 1
+                if len(result.distinct_notes) < DISTINCT_NOTED:
+                    result.distinct_notes.append(notes[verdict.other])
             if label not in label_codes:
                 label_codes[label] = len(label_names)
                 label_names.append(label)
+            looks.add(row)
             index_lines.append(raw.line)
             index_labels.append(label_codes[label])
         exact.add(digest)
         ids.add(id_digest)
+        if layouts is not None:
+            pair = isinstance(rec, PreferencePair)
+            same = looks is not None and (pair or rec.context is None)  # the look-alike text is the input
+            result.layouts.append(layouts.assign(rec.prompt if pair else rec.input, str(path), raw.line,
+                                                 (row.sig, row.size) if same else None))
         redaction = redact_row(rec, task, spec.privacy)
         count_kept(result, rec, redaction, task, raw.source)
         if counter is not None:
@@ -390,25 +272,48 @@ def count_kept(result: ScanResult, rec: Example | PreferencePair, redaction: Row
         result.system_prompts[rec.system if rec.system is not None else task.system_text] += 1
 
 
-def _fill_previews(result: ScanResult, path: Path, task: TaskSpec, spec: DataSpec, limit: int = 50) -> None:
-    """Redacted previews for the pairs a card shows: one more read of the file, keeping only the
-    lines it needs, so the scan itself holds no row text."""
-    notes = result.conflicts[:limit] + result.near_duplicates[:limit]
-    wanted = {n.kept_line for n in notes} | {n.other_line for n in notes}
-    if not wanted:
-        return
-    previews: dict[int, str] = {}
-    personal = pii.detector(spec.privacy)
+def _records_at(path: Path, task: TaskSpec, spec: DataSpec, lines: set[int]) -> dict[int, Example | PreferencePair]:
+    """The records on ``lines`` of ``path`` (one more read of the file, keeping only those)."""
+    found: dict[int, Example | PreferencePair] = {}
+    if not lines:
+        return found
     for raw in read_rows(path, spec.max_line_bytes):
-        if raw.line in wanted and raw.error is None:
+        if raw.line in lines and raw.error is None:
             try:
-                rec = convert(raw.obj, task, spec.format, spec.columns, raw.source, "x")
+                found[raw.line] = convert(raw.obj, task, spec.format, spec.columns, raw.source, "x")
             except ValueError:
                 continue
-            previews[raw.line] = personal.redact(_dedup_text(rec)[:160])
+    return found
+
+
+def _fill_previews(result: ScanResult, path: Path, task: TaskSpec, spec: DataSpec, limit: int = 50) -> None:
+    """Redacted previews for the pairs a card shows, read again from the file, so that the scan
+    itself holds no row text."""
+    notes = result.conflicts[:limit] + result.near_duplicates[:limit] + result.distinct_notes
+    records = _records_at(path, task, spec, {n.kept_line for n in notes} | {n.other_line for n in notes})
+    personal = pii.detector(spec.privacy)
+    previews = {line: personal.redact(input_text(rec))[:160] for line, rec in records.items()}  # cut after redacting
     for n in notes:
         n.kept_preview = previews.get(n.kept_line, "")
         n.other_preview = previews.get(n.other_line, "")
+
+
+def layout_previews(layouts: Layouts, numbers: list[int], task: TaskSpec, spec: DataSpec,
+                    limit: int = 240) -> dict[int, str]:
+    """For each layout in ``numbers``: what its first two rows' inputs share (redacted), read
+    again from their files."""
+    wanted = {k: layouts.first_rows(k) for k in numbers}
+    texts: dict[tuple[str, int], str] = {}
+    personal = pii.detector(spec.privacy)
+    for file in {f for rows in wanted.values() for f, _ in rows}:
+        lines = {line for rows in wanted.values() for f, line in rows if f == file}
+        for line, rec in _records_at(Path(file), task, spec, lines).items():
+            texts[(file, line)] = personal.redact(rec.prompt if isinstance(rec, PreferencePair) else rec.input)
+    out = {}
+    for k, rows in wanted.items():
+        found = [texts[r] for r in rows if r in texts]
+        out[k] = (shared_text(found[0], found[1]) if len(found) == 2 else (found[0] if found else ""))[:limit]
+    return out
 
 
 UNFITTABLE_KEPT = 20

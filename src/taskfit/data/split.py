@@ -43,8 +43,8 @@ def stratified_split(examples: Sequence[Example], fraction: float, seed: int) ->
 def grouped_split(examples: Sequence[Example], fraction: float, seed: int,
                   groups: Sequence[str]) -> tuple[list[Example], list[Example]]:
     """Split so that rows sharing a group (customer, thread, article) never straddle train and
-    held out; stratified by target as far as the groups allow (scikit-learn's
-    StratifiedGroupKFold, one fold held out)."""
+    held out; stratified by target as far as the groups allow, when every class has two rows or
+    more (scikit-learn's StratifiedGroupKFold, one fold held out)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     if len(set(groups)) < 2:
@@ -55,7 +55,9 @@ def grouped_split(examples: Sequence[Example], fraction: float, seed: int,
     rows = [examples[i] for i in order]
     grp = [groups[i] for i in order]
     folds = min(max(2, round(1 / fraction)), len(set(grp)))
-    keys = [getattr(ex, "target", "") for ex in rows]
+    # Free answers (extract, qa, generate) are nearly all different: stratifying on them is not
+    # possible (scikit-learn refuses when no answer has as many rows as there are folds).
+    keys = _stratify_keys(rows) or [""] * len(rows)
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     train_idx, test_idx = next(splitter.split(rows, keys, grp))
     return [rows[i] for i in train_idx], [rows[i] for i in test_idx]

@@ -112,8 +112,8 @@ def from_log_project(project: Path, log: Path | None = None, model: str | None =
     from taskfit.data.formats import convert
     from taskfit.data.prepare import build_card, record_to_row
     from taskfit.data.redaction import redact_row
-    from taskfit.data.scan import (PairNote, Quarantined, ScanResult, _dedup_text, _label, _near_index, count_kept,
-                                   normalise, scan)
+    from taskfit.data.lookalike import COPY, CONFLICT, LookAlikes, decisive, input_text, normalise
+    from taskfit.data.scan import PairNote, Quarantined, ScanResult, _label, count_kept, scan
     from taskfit.data.split import fingerprint
     from taskfit.lifecycle.queue import project_log
     from taskfit.lifecycle.reviews import ReviewStore, store_path
@@ -140,20 +140,16 @@ def from_log_project(project: Path, log: Path | None = None, model: str | None =
     # repeat one of them.
     existing = [r for f in [data.train] + ([data.eval] if data.eval else [])
                 for r in scan(project_dir / f, task, data, keep=True, id_prefix="existing-").examples]
-    exact = {normalise(_dedup_text(r)) for r in existing}
-    near = _near_index(data) if data.dedup.near else None
+    exact = {normalise(input_text(r)) for r in existing}
+    # Look-alikes are judged by the data checks' own rule (taskfit.data.lookalike): a copy of a row
+    # or a conflict with one is not added; a distinct example (its own answer written in its text,
+    # or a template filled in again) is.
+    looks = LookAlikes(data.dedup, task) if data.dedup.near else None
     owners: list[tuple[str, str]] = []  # per indexed row: (source, label)
-    if near is not None:
+    if looks is not None:
         for r in existing:
-            near.insert(*near.signature(_dedup_text(r)))
+            looks.add(looks.row(r))
             owners.append((r.source or r.id, _label(r, task)))
-
-    def repeats(key: str, text: str) -> list[tuple[int, float]] | None:
-        """None for an exact repeat of an earlier row; else the earlier near-duplicates (row
-        number, similarity), most similar first ([] for a new row, which is indexed)."""
-        if key in exact:
-            return None
-        return near.match(text)[0] if near is not None else []
 
     result = ScanResult(path=str(store), kind="examples")
     check_answer = get_task(task.kind).answer_check(task)
@@ -180,22 +176,25 @@ def from_log_project(project: Path, log: Path | None = None, model: str | None =
             continue
         redaction = redact_row(rec, task, data.privacy)
         rec = redaction.record
-        key, label = normalise(_dedup_text(rec)), _label(rec, task)
-        matches = repeats(key, _dedup_text(rec))
-        if matches is None:
+        key, label = normalise(input_text(rec)), _label(rec, task)
+        if key in exact:
             result.exact_duplicates += 1
             continue
-        if matches:
-            k, similarity = matches[0]
-            note = PairNote(owners[k][0], source, similarity, owners[k][1], label, 0, 0,
-                            kept_preview=_dedup_text(existing[k])[:160] if k < len(existing) else "",
-                            other_preview=_dedup_text(rec)[:160])
-            result.near_duplicates.append(note)
-            clash = next((owners[j][1] for j, _ in matches if owners[j][1] != label), None)
-            if clash is not None:
-                result.conflicts.append(replace(note, kept_label=clash))
-            continue
-        if near is not None:
+        if looks is not None:
+            row = looks.row(rec)
+            verdicts = looks.judge(row)
+            verdict = decisive(verdicts)
+            if verdict is not None and verdict.kind in (COPY, CONFLICT):
+                k = verdict.other
+                note = PairNote(owners[k][0], source, verdict.similarity, owners[k][1], label, 0, 0,
+                                kept_preview=input_text(existing[k])[:160] if k < len(existing) else "",
+                                other_preview=input_text(rec)[:160])
+                result.near_duplicates.append(note)
+                clash = next((v for v in verdicts if v.kind == CONFLICT), None)
+                if clash is not None:
+                    result.conflicts.append(replace(note, kept_label=owners[clash.other][1]))
+                continue
+            looks.add(row)
             owners.append((source, label))
         exact.add(key)
         count_kept(result, rec, redaction, task, source)

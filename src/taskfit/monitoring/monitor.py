@@ -56,9 +56,10 @@ def distinct(texts: Sequence[str], data: Any) -> list[str]:
     own test and settings (``data.dedup``): the window passes the filter the training rows passed.
     Without it, a customer's re-sent ticket lands in one fold and its twin in another, and the
     domain classifier recognises the twin: traffic like the training data then looks drifted."""
-    from taskfit.data.scan import _near_index, normalise
+    from taskfit.data.lookalike import MinHashIndex, normalise
 
-    index = _near_index(data) if data.dedup.near else None
+    d = data.dedup
+    index = MinHashIndex(d.shingle, d.num_perm, d.threshold, d.containment) if d.near else None
     seen: set[str] = set()
     kept = []
     for text in texts:
@@ -68,7 +69,7 @@ def distinct(texts: Sequence[str], data: Any) -> list[str]:
         seen.add(key)
         if index is not None:
             sig, size = index.signature(text)
-            if any(index.similar(sig, size, k) for k in index.candidates(sig)):
+            if index.matches(sig, size):
                 continue
             index.insert(sig, size)
         kept.append(text)

@@ -14,10 +14,11 @@ data redaction may touch an answer (reach them through the functions of the same
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
-from taskfit.records import EvalResult, Example, Prediction
+from taskfit.records import AnswerParts, EvalResult, Example, Prediction
 
 # The baselines a kind can name (taskfit.workflows.evaluate builds them); CLASSICAL and EMBEDDINGS
 # are the classical models of taskfit.baselines.classical.
@@ -80,6 +81,11 @@ class Task(Protocol):
     def answer_check(self, spec: Any) -> Callable[[Example], None]:
         """A function (built once per data scan) that raises ValueError("answer: ...") when a
         row's answer is not valid for the task."""
+
+    def answer_parts(self, spec: Any) -> Callable[[Example], AnswerParts]:
+        """A function (built once per data scan) giving what a row's answer is made of, for
+        telling a look-alike row that copies it from a distinct example and from a conflict
+        (:class:`~taskfit.records.AnswerParts`)."""
 
     def parse(self, spec: Any, text: str) -> tuple[str, bool]:
         """A raw answer → (the answer as scored, whether it is well-formed for the task)."""
@@ -158,6 +164,28 @@ def plain_text(value: Any) -> str:
     return value
 
 
+_WORD = re.compile(r"\w+")
+
+
+def words(text: str) -> str:
+    """The words of ``text`` (letters and digits, case folded), one space apart: what
+    :func:`written_in` compares, so spacing and punctuation ("12.50" / "12,50", "NO.1,JALAN" /
+    "No 1 Jalan") do not matter."""
+    return " ".join(_WORD.findall(text.casefold()))
+
+
+def written_in(value: str, text_words: str) -> bool:
+    """Whether ``value``'s words appear, one after the other, in ``text_words`` (from :func:`words`)."""
+    value_words = words(value)
+    return bool(value_words) and f" {value_words} " in f" {text_words} "
+
+
+def answer_as_label(spec: Any) -> Callable[[Example], AnswerParts]:
+    """The answer as one part that is never written in the input (a label): a look-alike with
+    another answer is a conflict. What a kind compares by when it says nothing else."""
+    return lambda ex: AnswerParts(fixed=(("answer", ex.target, False),))
+
+
 class TaskDefaults:
     """What most task kinds share, for a kind's class to inherit instead of restating: free-text
     answers scored per row, the language-model baselines, no context, no constraint. A kind
@@ -178,6 +206,9 @@ class TaskDefaults:
 
     def answer_check(self, spec: Any) -> Callable[[Example], None]:
         return lambda ex: None
+
+    def answer_parts(self, spec: Any) -> Callable[[Example], AnswerParts]:
+        return answer_as_label(spec)
 
     def answer_values(self, spec: Any, target: str) -> list[AnswerValue]:
         """The values of an answer that redaction treats together with the input: the whole

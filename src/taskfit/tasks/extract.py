@@ -15,9 +15,9 @@ from collections import Counter
 from typing import Any, Callable, Iterator, Sequence
 
 from taskfit.config import TaskSpec
-from taskfit.records import EvalResult, Example, Prediction
+from taskfit.records import AnswerParts, EvalResult, Example, Prediction
 from taskfit.stats import percentile
-from taskfit.tasks.base import ANSWER, AnswerValue, Column, Scoring, TaskDefaults, plain_text
+from taskfit.tasks.base import ANSWER, AnswerValue, Column, Scoring, TaskDefaults, plain_text, words, written_in
 
 EXAMPLES_PER_BUCKET = 3
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
@@ -51,19 +51,35 @@ def _norm(value: Any) -> str:
     return " ".join(str(value).lower().split())
 
 
-def fields(record: Any, prefix: str = "") -> dict[str, str]:
-    """A record flattened to ``dotted.key -> normalised value``; null and empty values count as
-    absent (a model that writes ``"city": null`` did not claim a city)."""
-    out: dict[str, str] = {}
+def leaves(record: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """A record's values as ``(dotted.key, value)``, nested objects flattened; null and empty
+    values are left out (a model that writes ``"city": null`` did not claim a city)."""
     if not isinstance(record, dict):
-        return out
+        return
     for key, value in record.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            out.update(fields(value, name + "."))
+            yield from leaves(value, name + ".")
         elif value not in (None, "", [], {}):
-            out[name] = _norm(value)
-    return out
+            yield name, value
+
+
+def fields(record: Any, prefix: str = "") -> dict[str, str]:
+    """A record flattened to ``dotted.key -> normalised value`` (see :func:`leaves`)."""
+    return {name: _norm(value) for name, value in leaves(record, prefix)}
+
+
+def value_written(value: Any, text_words: str) -> bool:
+    """Whether a field's value is written in a text (given as :func:`~taskfit.tasks.base.words`):
+    a string by its words, a number as written or with two decimals ("85.9" as "85.90"), a list
+    when each of its items is; a true/false flag is never written."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, list):
+        return all(value_written(v, text_words) for v in value)
+    if isinstance(value, (int, float)):
+        return any(written_in(form, text_words) for form in {str(value), f"{value:.2f}"})
+    return written_in(str(value), text_words)
 
 
 def schema_fields(schema: Any, prefix: str = "") -> list[str]:
@@ -357,6 +373,17 @@ class ExtractTask(TaskDefaults):
                 raise ValueError(f"answer: does not match task.schema at {where}: {first.message}")
 
         return check
+
+    def answer_parts(self, spec: TaskSpec) -> Callable[[Example], AnswerParts]:
+        """Each field, and whether its value is written in the row's text: one shop's receipts
+        share a layout, and a date or total written in each is what makes them distinct."""
+
+        def parts(ex: Example) -> AnswerParts:
+            text = words(ex.input)
+            return AnswerParts(fixed=tuple((name, _norm(value), value_written(value, text))
+                                           for name, value in leaves(json.loads(ex.target))))
+
+        return parts
 
     def parse(self, spec: TaskSpec, text: str) -> tuple[str, bool]:
         return parse_record(spec, text)

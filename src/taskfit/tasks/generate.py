@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from taskfit.config import ReplyRules, TaskSpec
-from taskfit.records import EvalResult, Example, Prediction
+from taskfit.records import AnswerParts, EvalResult, Example, Prediction
 from taskfit.stats import bootstrap_mean_ci
 from taskfit.tasks.base import Column, Scoring, TaskDefaults
 
@@ -139,6 +139,11 @@ class GenerateTask(TaskDefaults):
                      "pattern not matched", "off style")
     template = TEMPLATE
     thresholds = {"format_compliance": 0.95, "style_match": 0.7}
+
+    def answer_parts(self, spec: TaskSpec) -> Callable[[Example], AnswerParts]:
+        """The reply, compared by similarity: another reply to a near-identical request is
+        another example of the house style, never a conflict."""
+        return lambda ex: AnswerParts(free=(ex.target,))
 
     def parse(self, spec: TaskSpec, text: str) -> tuple[str, bool]:
         return parse_reply(spec, text)

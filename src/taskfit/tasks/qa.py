@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Any, Callable, Sequence
 
 from taskfit.config import TaskSpec
-from taskfit.records import EvalResult, Example, Prediction
+from taskfit.records import AnswerParts, EvalResult, Example, Prediction
 from taskfit.stats import bootstrap_mean_ci
 from taskfit.tasks.base import ENDPOINT, FEW_SHOT, PROMPT_ONLY, RAG, Column, Scoring, TaskDefaults, plain_text
 
@@ -23,9 +23,13 @@ EXAMPLES_PER_BUCKET = 3
 SUPPORTED_SHARE = 0.5
 
 
+_NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
 def normalize(text: str) -> str:
-    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    text = text.lower().translate(_NO_PUNCTUATION)
+    text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
 
 
@@ -159,6 +163,18 @@ class QaTask(TaskDefaults):
                 raise ValueError("context: a qa row needs a context (map it with data.columns.context)")
 
         return check
+
+    def answer_parts(self, spec: TaskSpec) -> Callable[[Example], AnswerParts]:
+        """The answer, written in the input when it is the refusal or is found in the context (as
+        a span of characters, as SQuAD marks answers: "Saudi" in "Saudi-based"): "What does X
+        mean?" and "What doesn't X mean?" about one passage are two questions."""
+
+        def parts(ex: Example) -> AnswerParts:
+            answer = normalize(ex.target)
+            grounded = is_refusal(spec, ex.target) or answer in normalize(ex.context or "")
+            return AnswerParts(fixed=(("answer", answer, grounded),))
+
+        return parts
 
     def parse(self, spec: TaskSpec, text: str) -> tuple[str, bool]:
         return text.strip(), bool(text.strip())

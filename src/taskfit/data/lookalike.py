@@ -1,0 +1,489 @@
+"""Look-alike rows: near-identical inputs told apart by their answers, and rows grouped by layout.
+
+Two rows whose inputs are near-identical (MinHash LSH over character shingles, see
+:class:`MinHashIndex`) are *look-alikes*. What the later one is depends on the two answers, as
+the task kind describes them (:meth:`taskfit.tasks.base.Task.answer_parts`):
+
+- a **copy** when the answers are the same (a free reply: near-identical too) and the inputs
+  differ trivially: one of the two has at most ``data.dedup.copy_words`` words the other lacks (a
+  re-print header, a greeting in front, a changed spelling). It is removed as a near-duplicate;
+- a **distinct example** when both inputs have more words of their own than that (a template
+  filled in twice: another receipt of the same shop, with its own items, whatever its answer), or
+  when every part of the answer that differs is written in its own row's input (the date and
+  total on one shop's receipts, an answer found in the qa passage, the refusal), or is a free
+  reply: both rows are kept;
+- a **conflict** otherwise: the inputs differ trivially and an answer that differs is not
+  written in its text (a label), or the two inputs have the same words. It is removed and
+  listed, for a person to decide.
+
+Preference pairs are copies when both answers are near-identical, and a conflict when one pair's
+chosen answer is the other's rejected one and the other way round.
+
+*Layouts* (templates) group rows whose inputs, digits masked, are alike at a lower bar
+(``data.dedup.template``): one shop's receipts, one sender's invoices, tickets sharing a long
+signature. The data card counts rows per layout on each side of the split, and ``data.group_by:
+template`` keeps each layout on one side.
+
+Per indexed row only compact arrays are kept (signatures, 64-bit digests, codes), never its text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zlib
+from array import array
+from dataclasses import dataclass
+from difflib import SequenceMatcher
+from typing import Any
+
+from taskfit.config import DedupSpec, TaskSpec
+from taskfit.records import AnswerParts, Example, PreferencePair
+from taskfit.tasks import get_task
+from taskfit.tasks.base import words
+
+_WS = re.compile(r"\s+")
+_DIGITS = re.compile(r"\d+")
+
+COPY, DISTINCT, CONFLICT = "copy", "distinct", "conflict"
+
+
+def normalise(text: str) -> str:
+    return _WS.sub(" ", text).strip().casefold()
+
+
+def digest(text: str) -> int:
+    """A signed 64-bit digest (what an ``array("q")`` holds)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little", signed=True)
+
+
+def input_text(rec: Example | PreferencePair) -> str:
+    """The text compared for look-alikes. For qa it is the question, tagged with a digest of
+    its context: many questions share one passage, and only questions about the same passage
+    are compared."""
+    if isinstance(rec, PreferencePair):
+        return rec.prompt
+    if rec.context is None:
+        return rec.input
+    tag = hashlib.blake2b(normalise(rec.context).encode(), digest_size=8).hexdigest()
+    return f"[{tag}] {rec.input}"
+
+
+class _Table:
+    """Rows of one shape in numpy chunks of 50,000 (one allocation per chunk)."""
+
+    CHUNK = 50_000
+
+    def __init__(self, shape: tuple[int, ...], dtype: Any):
+        self.shape, self.dtype, self.chunks, self.n = shape, dtype, [], 0
+
+    def append(self, value: Any) -> None:
+        import numpy as np
+
+        chunk, at = divmod(self.n, self.CHUNK)
+        if at == 0:
+            self.chunks.append(np.zeros((self.CHUNK, *self.shape), self.dtype))
+        self.chunks[chunk][at] = value
+        self.n += 1
+
+    def __getitem__(self, i: int) -> Any:
+        chunk, at = divmod(i, self.CHUNK)
+        return self.chunks[chunk][at]
+
+
+def similarity(a: tuple[Any, int], b: tuple[Any, int], threshold: float, containment: float | None) -> float:
+    """Estimated Jaccard of two (signature, shingle count), or the containment of the smaller
+    set when that passes its own bar; 0 if neither passes."""
+    (sig, size), (other_sig, other_size) = a, b
+    j = float((sig == other_sig).mean())
+    if j >= threshold:
+        return round(j, 3)
+    if containment is None:
+        return 0.0
+    shared = j / (1 + j) * (size + other_size)  # |A ∩ B| from J and the set sizes
+    c = min(1.0, shared / max(1, min(size, other_size)))
+    return round(c, 3) if c >= containment else 0.0
+
+
+class MinHashIndex:
+    """MinHash LSH over character shingles of the normalised text, in compact arrays.
+
+    Two texts match when their estimated Jaccard similarity reaches ``threshold``, or when the
+    smaller one is almost contained in the other (``containment``, None for no such bar): a
+    re-sent ticket with "Any update?" in front, or a reply quoting the original. The index uses
+    the bands of datasketch's optimal LSH parameters for a threshold of at most 0.5, so that
+    contained pairs come up as candidates, and pairs just above a higher threshold are rarely
+    missed (bands tuned for 0.65 would miss a third of the pairs at 0.72); every candidate is
+    verified on its signature.
+
+    A band bucket keeps the first row that fell in it between two flushes (one per
+    ``flush_rows`` new hashes in the first band), so a text that many rows resemble
+    (one layout's common part) is compared with a bounded number of them, while a copy of any
+    one row still meets it in the buckets of the bands only they share. The hashes wait in a
+    dict per band until a flush merges them into one sorted array (each salted with its band).
+
+    Memory per indexed row: the signature (4 bytes per permutation, or 2 with ``bits=16``: the
+    low 16 bits of each value, b-bit minwise hashing, whose chance equalities shift a Jaccard
+    estimate by about 1/65,536) and an 8-byte hash and a 4-byte row number per band, in numpy
+    arrays: about 0.8 KB per row with the defaults (128 permutations, 25 bands; datasketch's
+    dict-based index takes about 4-8 KB).
+    """
+
+    def __init__(self, shingle: int, num_perm: int, threshold: float, containment: float | None,
+                 bits: int = 32, flush_rows: int = 50_000):
+        import numpy as np
+        from datasketch import MinHash
+        from datasketch.lsh import _optimal_param
+
+        # Permutations are drawn once (datasketch would redraw them for every MinHash), and
+        # shingles are hashed with CRC-32: deterministic across runs and ~10x faster than SHA-1.
+        template = MinHash(num_perm=num_perm, seed=1)
+        self._permutations, self._scheme = template.permutations, template.scheme
+        self.k = shingle
+        self.num_perm = num_perm
+        self.threshold = threshold
+        self.containment = containment
+        self.b, self.r = _optimal_param(min(threshold, 0.5), num_perm, 0.5, 0.5)
+        rng = np.random.default_rng(7)
+        self._mix = rng.integers(1, 2**63, size=self.r, dtype=np.uint64) | np.uint64(1)
+        # Each band's hash is salted with the band, so that all bands share one sorted array.
+        self._salt = rng.integers(1, 2**63, size=self.b, dtype=np.uint64)
+        self._stored = np.uint16 if bits == 16 else np.uint32
+        self._sigs = _Table((num_perm,), self._stored)
+        self._sizes = array("i")
+        self._sorted_h = np.empty(0, np.uint64)
+        self._sorted_i = np.empty(0, np.int32)
+        # Per band, as 25 dicts of 50,000 grow in smaller steps than one of 1,250,000 would.
+        self._pending: list[dict[int, int]] = [{} for _ in range(self.b)]
+        self.flush_rows = flush_rows
+
+    @property
+    def n(self) -> int:
+        return self._sigs.n
+
+    def signature(self, text: str) -> tuple[Any, int]:
+        """(uint32 MinHash signature, number of distinct shingles)."""
+        import numpy as np
+        from datasketch import MinHash
+
+        t = normalise(text)
+        shingles = {t[i:i + self.k].encode() for i in range(max(1, len(t) - self.k + 1))}
+        m = MinHash(num_perm=self.num_perm, hashfunc=zlib.crc32, permutations=self._permutations,
+                    scheme=self._scheme)
+        m.update_batch(list(shingles))
+        return m.hashvalues.astype(np.uint32), len(shingles)
+
+    def _bands(self, sig: Any) -> Any:
+        import numpy as np
+
+        rows = sig[: self.b * self.r].reshape(self.b, self.r).astype(np.uint64)
+        with np.errstate(over="ignore"):
+            return (rows * self._mix).sum(axis=1) ^ self._salt
+
+    def similar(self, a: tuple[Any, int], b: tuple[Any, int]) -> float:
+        return similarity(a, b, self.threshold, self.containment)
+
+    def candidates(self, sig: Any) -> set[int]:
+        import numpy as np
+
+        bands = self._bands(sig)
+        found = {pend[h] for pend, h in zip(self._pending, bands.tolist()) if h in pend}
+        if len(self._sorted_h):
+            lo = np.searchsorted(self._sorted_h, bands, side="left")
+            hi = np.searchsorted(self._sorted_h, bands, side="right")
+            for a, b in zip(lo.tolist(), hi.tolist()):
+                found.update(self._sorted_i[a:b].tolist())
+        return found
+
+    def matches(self, sig: Any, size: int) -> list[tuple[int, float]]:
+        """The indexed rows this text matches, as (row number, similarity), most similar first."""
+        stored = sig.astype(self._stored)
+        found = ((k, self.similar((stored, size), (self._sigs[k], self._sizes[k]))) for k in self.candidates(sig))
+        return sorted(((k, sim) for k, sim in found if sim > 0), key=lambda kv: (-kv[1], kv[0]))
+
+    def insert(self, sig: Any, size: int) -> int:
+        """Index a row; return its number (0, 1, 2...)."""
+        i = self.n
+        self._sigs.append(sig)
+        self._sizes.append(size)
+        for pend, h in zip(self._pending, self._bands(sig).tolist()):
+            pend.setdefault(h, i)
+        if len(self._pending[0]) >= self.flush_rows:
+            self._flush()
+        return i
+
+    def _flush(self) -> None:
+        """Merge the pending band hashes (the first row of each bucket since the last flush) into
+        the sorted array."""
+        import numpy as np
+
+        n = sum(len(pend) for pend in self._pending)
+        keys = np.fromiter((h for pend in self._pending for h in pend), np.uint64, n)
+        rows = np.fromiter((i for pend in self._pending for i in pend.values()), np.int32, n)
+        order = np.argsort(keys)
+        at = np.searchsorted(self._sorted_h, keys[order], side="right")
+        self._sorted_h = np.insert(self._sorted_h, at, keys[order])
+        self._sorted_i = np.insert(self._sorted_i, at, rows[order])
+        self._pending = [{} for _ in range(self.b)]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row as :class:`LookAlikes` compares it, computed once."""
+
+    sig: Any
+    size: int
+    words: int  # digest of the input's words
+    vocab: Any  # its distinct words (:func:`vocabulary`)
+    fixed: dict[str, tuple[int, bool]]  # part name -> (digest of the value, written in the input)
+    free: tuple[Any, ...]  # the vocabulary of each free text
+    pair: bool
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a row is to one earlier row it looks like."""
+
+    kind: str  # COPY | DISTINCT | CONFLICT
+    other: int  # the earlier row's number in the index
+    similarity: float
+
+
+def decisive(verdicts: list[Verdict]) -> Verdict | None:
+    """The verdict that decides a row's fate: a copy of some earlier row, else a conflict with
+    one, else the most similar distinct look-alike (None: it looks like no earlier row)."""
+    for kind in (COPY, CONFLICT):
+        hit = next((v for v in verdicts if v.kind == kind), None)
+        if hit is not None:
+            return hit
+    return verdicts[0] if verdicts else None
+
+
+WORDS_KEPT = 512
+
+
+def vocabulary(text: str) -> Any:
+    """The distinct words of a text (:func:`~taskfit.tasks.base.words`) as sorted CRC-32s, the
+    WORDS_KEPT smallest when it has more (a bottom-k sample, see :func:`overlap`)."""
+    import numpy as np
+
+    hashes = np.unique(np.fromiter((zlib.crc32(w.encode()) for w in words(text).split()), np.uint32))
+    return hashes[:WORDS_KEPT]
+
+
+def overlap(a: Any, b: Any) -> tuple[float, float, float]:
+    """(words only ``a`` has, words only ``b`` has, words both have), from two texts'
+    :func:`vocabulary`: exact when both have at most WORDS_KEPT distinct words, else estimated on
+    the words whose hashes are at most both samples' largest, scaled up (bottom-k sampling)."""
+    import numpy as np
+
+    limit = min(int(v[-1]) if len(v) == WORDS_KEPT else 2**32 for v in (a, b))
+    scale = 1.0
+    if limit < 2**32:
+        a, b, scale = a[a <= limit], b[b <= limit], 2**32 / (limit + 1)
+    both = len(np.intersect1d(a, b, assume_unique=True))
+    return (len(a) - both) * scale, (len(b) - both) * scale, both * scale
+
+
+class _Vocabularies:
+    """One vocabulary per row, end to end in one array (4 bytes a word)."""
+
+    def __init__(self) -> None:
+        self._hashes, self._starts = array("I"), array("q", [0])
+
+    def append(self, vocab: Any) -> None:
+        self._hashes.extend(vocab.tolist())
+        self._starts.append(len(self._hashes))
+
+    def __getitem__(self, k: int) -> Any:
+        import numpy as np
+
+        return np.frombuffer(self._hashes[self._starts[k]:self._starts[k + 1]], np.uint32)
+
+
+class LookAlikes:
+    """Near-identical inputs judged by their answers (see the module docstring).
+
+    Per indexed row: the index's signature and bands, the digest of its input's words, per part
+    of its answer a part-name code, a value digest and whether it is written in the input (13
+    bytes a part), and the vocabularies of its input and of each free text (4 bytes a distinct
+    word, at most WORDS_KEPT each).
+    """
+
+    def __init__(self, dedup: DedupSpec, task: TaskSpec):
+        self.index = MinHashIndex(dedup.shingle, dedup.num_perm, dedup.threshold, dedup.containment)
+        self.copy_words = dedup.copy_words
+        self._parts_of = get_task(task.kind).answer_parts(task)
+        self._words = array("q")
+        self._vocab = _Vocabularies()
+        self._starts = array("q", [0])  # row k's parts are [starts[k], starts[k + 1]) below
+        self._names, self._values, self._written = array("i"), array("q"), array("b")
+        self._codes: dict[str, int] = {}
+        self._free: list[_Vocabularies] = []
+
+    def row(self, rec: Example | PreferencePair) -> Row:
+        text = input_text(rec)
+        sig, size = self.index.signature(text)
+        pair = isinstance(rec, PreferencePair)
+        parts = AnswerParts(free=(rec.chosen, rec.rejected)) if pair else self._parts_of(rec)
+        return Row(sig, size, digest(words(text)), vocabulary(text),
+                   {name: (digest(value), written) for name, value, written in parts.fixed},
+                   tuple(vocabulary(t) for t in parts.free), pair)
+
+    def judge(self, row: Row) -> list[Verdict]:
+        """What this row is to each indexed row it looks like, the most similar first."""
+        return [Verdict(self._compare(row, k), k, sim) for k, sim in self.index.matches(row.sig, row.size)]
+
+    def add(self, row: Row) -> int:
+        """Index a kept row; return its number (0, 1, 2...)."""
+        for name, (value, written) in row.fixed.items():
+            self._names.append(self._codes.setdefault(name, len(self._codes)))
+            self._values.append(value)
+            self._written.append(written)
+        self._starts.append(len(self._names))
+        self._words.append(row.words)
+        self._vocab.append(row.vocab)
+        self._free += [_Vocabularies() for _ in row.free[len(self._free):]]
+        for store, vocab in zip(self._free, row.free):
+            store.append(vocab)
+        return self.index.insert(row.sig, row.size)
+
+    def _fixed(self, k: int) -> dict[int, tuple[int, bool]]:
+        at, end = self._starts[k], self._starts[k + 1]
+        return {self._names[i]: (self._values[i], bool(self._written[i])) for i in range(at, end)}
+
+    def trivial(self, a: Any, b: Any) -> bool:
+        """Whether two texts (their vocabularies) differ trivially: one of them has at most
+        data.dedup.copy_words words the other lacks."""
+        only_a, only_b, _ = overlap(a, b)
+        return min(only_a, only_b) <= self.copy_words
+
+    def near(self, a: Any, b: Any) -> bool:
+        """Whether two free texts are near-identical: their words alike at data.dedup.threshold
+        (Jaccard), or the fewer words almost all among the others' (data.dedup.containment)."""
+        only_a, only_b, both = overlap(a, b)
+        if not both:
+            return not (only_a or only_b)
+        return (both / (only_a + only_b + both) >= self.index.threshold
+                or both / (min(only_a, only_b) + both) >= self.index.containment)
+
+    def _compare(self, row: Row, k: int) -> str:
+        if not self.trivial(row.vocab, self._vocab[k]):
+            return DISTINCT  # a template filled in twice: each has words of its own
+        old = self._fixed(k)
+        new = {self._codes.get(name, -1 - n): part for n, (name, part) in enumerate(row.fixed.items())}
+        free = [store[k] for store in self._free[:len(row.free)]]
+        if ({c: v for c, (v, _) in old.items()} == {c: v for c, (v, _) in new.items()}
+                and all(self.near(a, b) for a, b in zip(row.free, free))):
+            return COPY
+        if row.pair and len(free) == 2 and self.near(row.free[0], free[1]) and self.near(row.free[1], free[0]):
+            return CONFLICT  # the same choice made the other way round
+        differing = [c for c in old.keys() | new.keys() if old.get(c, (None,))[0] != new.get(c, (None,))[0]]
+        if not differing:
+            return DISTINCT  # only a free text differs: another reply
+        if row.words == self._words[k]:
+            return CONFLICT  # the same words, two answers: nothing in the text tells them apart
+        explained = all(side[c][1] for side in (old, new) for c in differing if c in side)
+        return DISTINCT if explained else CONFLICT
+
+
+HEAD_LINES, TAIL_LINES = 5, 5
+
+
+def mask(text: str) -> str:
+    """A text as its layout: its first and last lines (all of them when there are at most
+    HEAD_LINES + TAIL_LINES), where a document's letterhead, footer and signature are, and not
+    the body whose length varies from one document to the next; normalised, each run of digits
+    one 0 (dates, totals, numbers)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) > HEAD_LINES + TAIL_LINES:
+        text = "\n".join(lines[:HEAD_LINES] + lines[-TAIL_LINES:])
+    return _DIGITS.sub("0", normalise(text))
+
+
+class Layouts:
+    """Rows grouped by layout: each row joins the most alike layout whose first row its input,
+    masked (:func:`mask`), resembles at ``data.dedup.template`` or above, else starts one.
+
+    Kept per layout: its first row's signature in 16 bits a value and its bands (about 0.55 KB
+    with the defaults: 128 permutations, 25 bands), its row count and where its first two
+    rows are (for the card's preview of what they share); per file, the layout of each kept row
+    (ScanResult.layouts, 4 bytes a row).
+    """
+
+    def __init__(self, dedup: DedupSpec):
+        # A layout is looked for among few rows (the first of each); its dict of pending hashes
+        # is kept small (a flush every 10,000 layouts), as the look-alike index's already takes
+        # up to 50,000 rows' worth.
+        self.index = MinHashIndex(dedup.shingle, dedup.num_perm, dedup.template, None, bits=16, flush_rows=10_000)
+        self.threshold = dedup.template
+        self.files: list[str] = []
+        self.rows = array("i")
+        self._where = [array("i"), array("q"), array("i"), array("q")]  # file, line of rows 1 and 2
+
+    def assign(self, text: str, path: str, line: int, known: tuple[Any, int] | None = None) -> int:
+        """The layout of one kept row (its number: 0, 1, 2...). ``known``: the signature of the
+        text itself, when the look-alike index has made it (used as is when there are no digits
+        to mask, which saves making another)."""
+        if path not in self.files:
+            self.files.append(path)
+        file = self.files.index(path)
+        masked = mask(text)
+        sig, size = known if known is not None and masked == normalise(text) else self.index.signature(masked)
+        found = self.index.matches(sig, size)
+        if found:
+            k = found[0][0]
+        else:
+            k = self.index.insert(sig, size)
+            self.rows.append(0)
+            for a, v in zip(self._where, (file, line, -1, -1)):
+                a.append(v)
+        self.rows[k] += 1
+        if self.rows[k] == 2:
+            self._where[2][k], self._where[3][k] = file, line
+        return k
+
+    def first_rows(self, k: int) -> list[tuple[str, int]]:
+        """(file, line) of the layout's first two rows."""
+        w = self._where
+        return [(self.files[w[f][k]], w[ln][k]) for f, ln in ((0, 1), (2, 3)) if w[f][k] >= 0]
+
+
+def _shared_words(a: str, b: str) -> str:
+    """The words two texts share, in ``a``'s order, with … where either has other words."""
+    x, y = a.split(), b.split()
+    out: list[str] = []
+    end_a = end_b = 0
+    for m in SequenceMatcher(None, x, y, autojunk=False).get_matching_blocks():
+        if m.size == 0:
+            continue
+        if m.a > end_a or m.b > end_b:
+            out.append("…")
+        out.extend(x[m.a:m.a + m.size])
+        end_a, end_b = m.a + m.size, m.b + m.size
+    if end_a < len(x) or end_b < len(y):
+        out.append("…")
+    return " ".join(out)
+
+
+def shared_text(a: str, b: str, width: int = 40) -> str:
+    """What two rows of one layout share, for a person to recognise the layout: for one-line
+    texts their common words (… where they differ); for documents, line by line, the common
+    words of lines that match once digits are masked, each cut to ``width`` characters, and …
+    for lines that differ, joined by " / "."""
+    la, lb = ([line for line in t.splitlines() if line.strip()] for t in (a, b))
+    if len(la) <= 1 or len(lb) <= 1:
+        return _shared_words(a, b)
+    out: list[str] = []
+    opcodes = SequenceMatcher(None, [mask(x) for x in la], [mask(y) for y in lb], autojunk=False).get_opcodes()
+    for tag, i1, i2, j1, j2 in opcodes:
+        pairs = list(zip(la[i1:i2], lb[j1:j2])) if tag == "equal" or i2 - i1 == j2 - j1 else []
+        for x, y in pairs:
+            common = _shared_words(x, y)
+            if common.strip("… "):
+                out.append(common if len(common) <= width else common[:width - 1].rstrip() + "…")
+            elif out[-1:] != ["…"]:
+                out.append("…")
+        if not pairs and out[-1:] != ["…"]:
+            out.append("…")
+    return " / ".join(out)

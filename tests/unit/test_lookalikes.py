@@ -1,0 +1,244 @@
+"""Look-alikes told apart by their answers, and layouts (templates).
+
+One shop's receipts share a layout and look alike, yet each has its own date, items and total:
+they are distinct examples and are kept. A copy (the same answer) is removed, a different answer
+the text does not explain is a conflict, and the card counts rows per layout on each side of the
+split; `data.group_by: template` keeps a layout on one side.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import yaml
+
+from taskfit.config import ColumnMap, DataSpec, TaskSpec, load_config
+from taskfit.data.card import render_markdown
+from taskfit.data.prepare import check_data, drop_leaks, prepare_data
+from taskfit.data.scan import scan
+from taskfit.records import Example
+
+SCHEMA = {"type": "object", "properties": {"company": {"type": "string"}, "date": {"type": "string"},
+                                           "address": {"type": "string"}, "total": {"type": "number"}},
+          "required": ["company", "date", "total"], "additionalProperties": False}
+EXTRACT = TaskSpec(kind="extract", success="s", system_prompt="Read the receipt: {fields}.", schema=SCHEMA)
+RECEIPTS = DataSpec(train="train.jsonl", columns=ColumnMap(input="text", target="fields"))
+DISCLAIMER = ("THIS IS A COMPUTER GENERATED RECEIPT AND NO SIGNATURE IS REQUIRED. PRICES ARE SUBJECT TO CHANGE "
+              "WITHOUT PRIOR NOTICE. PLEASE CHECK YOUR CHANGE AND ITEMS BEFORE LEAVING THE COUNTER; NO CLAIMS "
+              "CAN BE ENTERTAINED AFTERWARDS.")
+SHOPS = [("KEDAI RUNCIT SRI MAJU SDN BHD", "NO 12, JALAN BUNGA RAYA 3, TAMAN MELATI, 53100 KUALA LUMPUR",
+          "THANK YOU. PLEASE COME AGAIN. GOODS SOLD ARE NOT RETURNABLE OR EXCHANGEABLE."),
+         ("UNIHAKKA INTERNATIONAL SDN BHD", "12, JALAN TAMPOI 7/4, KAWASAN PERINDUSTRIAN TAMPOI, 81200 JOHOR BAHRU",
+          "THANK YOU & COME AGAIN! LIKE AND FOLLOW US ON FACEBOOK: UNIHAKKA FOOD COURT."),
+         ("POPULAR BOOK CO. (M) SDN BHD", "LOT F1.16, 1ST FLOOR, MID VALLEY MEGAMALL, 59200 KUALA LUMPUR",
+          "MEMBER SAVES MORE. EXCHANGE WITHIN 7 DAYS WITH ORIGINAL RECEIPT ONLY."),
+         ("MR. D.I.Y. (M) SDN BHD", "LOT 1851-A & 1851-B, JALAN KPB 6, KAWASAN PERINDUSTRIAN BALAKONG, 43300 SELANGOR",
+          "ITEMS SOLD ARE NOT REFUNDABLE. KEEP THIS RECEIPT FOR WARRANTY CLAIMS.")]
+ITEMS = ["MILO 1KG", "BREAD", "EGGS 10S", "SUGAR 1KG", "NASI PUTIH", "TEH O AIS", "A4 PAPER", "BALL PEN", "STAPLER"]
+
+
+def receipt(rng: random.Random, shop: int, n: int) -> dict:
+    """One receipt of one shop's layout: its own date, items and total."""
+    name, address, footer = SHOPS[shop]
+    items = [(rng.choice(ITEMS), rng.randint(150, 2500) / 100) for _ in range(rng.randint(1, 3))]
+    total = round(sum(p for _, p in items) * 1.06, 2)
+    date = f"{rng.randint(1, 28):02d}/{rng.randint(1, 12):02d}/2018"
+    text = "\n".join([DISCLAIMER, name, address, f"RECEIPT NO: {rng.randint(10000, 99999)}", f"DATE: {date}",
+                      *(f"{item}  {price:.2f}" for item, price in items), f"TOTAL RM {total:.2f}", footer])
+    return {"id": f"s{shop}-{n}", "text": text, "shop": shop,
+            "fields": {"company": name, "date": date, "address": address, "total": total}}
+
+
+def receipts(n: int, seed: int = 0, shops: list[int] | None = None) -> list[dict]:
+    rng = random.Random(seed)
+    shops = shops or [i % len(SHOPS) for i in range(n)]
+    return [receipt(rng, shop, i) for i, shop in enumerate(shops)]
+
+
+def edited(row: dict, rid: str, date: str, total: float, **fields) -> dict:
+    """The same receipt with another date and total (written in its text): near-identical text,
+    a different answer."""
+    text = row["text"].replace(row["fields"]["date"], date).replace(f"{row['fields']['total']:.2f}", f"{total:.2f}")
+    return {**row, "id": rid, "text": text, "fields": {**row["fields"], "date": date, "total": total, **fields}}
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _scan(tmp_path, rows, task=EXTRACT, spec=RECEIPTS):
+    result = scan(_write(tmp_path / "train.jsonl", rows), task, spec, keep=True)
+    assert result.read == result.kept + len(result.quarantined) + result.exact_duplicates + len(result.near_duplicates)
+    return result
+
+
+def test_receipts_of_one_layout_with_different_answers_are_all_kept_and_copies_removed(tmp_path):
+    originals = receipts(40)
+    originals += [edited(originals[0], "e1", "02/03/2018", 10.60), edited(originals[1], "e2", "15/07/2018", 99.91)]
+    spaced = [dict(r, id=f"ws{i}", text=r["text"].replace("\n", "\n   ").replace(": ", ":    "))
+              for i, r in enumerate(originals[:5])]
+    reprinted = [dict(r, id=f"re{i}", text="*** REPRINT ***\n" + r["text"]) for i, r in enumerate(originals[5:10])]
+    result = _scan(tmp_path, originals + spaced + reprinted)
+    assert {ex.id for ex in result.examples} == {r["id"] for r in originals}
+    assert result.exact_duplicates == len(spaced) and len(result.near_duplicates) == len(reprinted)
+    assert result.conflicts == []
+    # The look-alikes kept are receipts of one shop: a layout shared, the answers their own.
+    shop = {i + 1: r["shop"] for i, r in enumerate(originals)}
+    assert result.distinct >= 2
+    assert all(shop[n.kept_line] == shop[n.other_line] for n in result.distinct_notes)
+    assert {n.other_line for n in result.distinct_notes} >= {41, 42}  # the edited receipts
+
+
+def test_a_different_answer_the_text_does_not_explain_is_a_conflict(tmp_path):
+    base = receipts(8)
+    invented = dict(base[0], id="x1", text="*** REPRINT ***\n" + base[0]["text"],
+                    fields={**base[0]["fields"], "total": 999.99})  # 999.99 is not on the receipt
+    same_words = dict(base[1], id="x2", text=base[1]["text"].replace("\n", " ; "),
+                      fields={**base[1]["fields"], "date": "01/01/2018"})  # the words are the same
+    result = _scan(tmp_path, base + [invented, same_words])
+    assert {n.other_line for n in result.conflicts} == {9, 10}
+    assert {ex.id for ex in result.examples} == {r["id"] for r in base}
+
+
+def test_classify_look_alikes_with_other_labels_stay_conflicts(tmp_path, classify_task):
+    text = "Hello, I was charged twice for my Pro plan this month, please check the invoice. Thanks, Anna"
+    rows = [{"text": text, "label": "billing"}, {"text": "Any update? " + text, "label": "refund"}]
+    spec = DataSpec(train="x", columns=ColumnMap(input="text", target="label"))
+    result = _scan(tmp_path, rows, classify_task, spec)
+    assert len(result.conflicts) == 1 and result.kept == 1 and result.distinct == 0
+
+
+def test_qa_questions_about_one_passage_are_told_apart_by_grounded_answers(tmp_path):
+    qa = TaskSpec(kind="qa", success="s", system_prompt="Answer from the context or say {refusal}.")
+    spec = DataSpec(train="x", columns=ColumnMap(input="q", target="a", context="c"))
+    c = ("The Mongol Empire was called Yeke Mongghul Ulus, meaning Great Mongol State. Its capital was "
+         "designed by Matthew Murray's workshop, and Salamanca was built in Leeds in 1812.")
+    rows = [{"q": "What does Yeke Mongghul Ulus mean?", "a": "Great Mongol State", "c": c},
+            {"q": "What doesn't Yeke Mongghul Ulus mean?", "a": None, "c": c},  # the refusal: distinct
+            {"q": "Who designed Salamanca?", "a": "Matthew Murray", "c": c},
+            {"q": "Who designed Salamanca?", "a": None, "c": c},  # the same question, another answer
+            {"q": "So, who designed Salamanca?", "a": "Matthew Murray", "c": c}]  # a copy
+    result = _scan(tmp_path, rows, qa, spec)
+    assert result.distinct == 1 and [n.other_line for n in result.conflicts] == [4]
+    assert sorted(n.other_line for n in result.near_duplicates) == [4, 5]
+
+
+def test_generate_other_replies_to_look_alike_requests_are_kept(tmp_path):
+    generate = TaskSpec(kind="generate", success="s", system_prompt="Reply.")
+    spec = DataSpec(train="x", columns=ColumnMap(input="q", target="a"))
+    ask = "I would like to cancel my order {} because it has not shipped yet, please help me with that"
+    reply = ("I'm sorry to hear your order has not shipped. I have cancelled order {} and the refund will "
+             "reach your card within five working days. Is there anything else I can do for you?")
+    rows = [{"q": ask.format(1234), "a": reply.format(1234)},
+            {"q": ask.format(1235), "a": "Of course! Your order is cancelled; you will see the refund soon."},
+            {"q": "Any update? " + ask.format(1234), "a": reply.format(1234)},  # a re-send: a copy
+            {"q": ask.format(1234) + "!", "a": reply.format(1234).replace("five", "5")}]  # a near-identical reply
+    result = _scan(tmp_path, rows, generate, spec)
+    assert result.conflicts == [] and result.distinct == 1
+    assert sorted(n.other_line for n in result.near_duplicates) == [3, 4]
+
+
+def test_preference_pairs_swapped_are_a_conflict_and_other_answers_are_kept(tmp_path):
+    generate = TaskSpec(kind="generate", success="s", system_prompt="Reply.")
+    spec = DataSpec(train="x", format="preference")
+    prompt = "Human: How do I keep my sourdough starter alive while I am away for two weeks?\n\nAssistant:"
+    a = "Feed it, put it in the fridge, and feed it again when you are back; it will recover in a day or two."
+    b = "You cannot, it will die."
+    c = "Dry some of it on baking paper before you go and rehydrate it when you return."
+    rows = [{"prompt": prompt, "chosen": a, "rejected": b},
+            {"prompt": prompt + " Thanks", "chosen": c, "rejected": b},  # another comparison: kept
+            {"prompt": prompt + " Please", "chosen": b, "rejected": a}]  # the same choice made the other way
+    result = _scan(tmp_path, rows, generate, spec)
+    assert result.distinct == 1 and [n.other_line for n in result.conflicts] == [3] and result.kept == 2
+
+
+def test_leaks_follow_the_same_rule(tmp_path):
+    config = _project(tmp_path, receipts(12))
+    train = [Example(id=r["id"], input=r["text"], target=json.dumps(r["fields"])) for r in receipts(12)]
+    r0 = receipts(12)[0]
+    new_receipt = edited(r0, "h1", "09/09/2018", 42.40)
+    held = [Example(id="h1", input=new_receipt["text"], target=json.dumps(new_receipt["fields"])),
+            Example(id="h2", input="*** REPRINT ***\n" + r0["text"], target=json.dumps(r0["fields"])),
+            Example(id="h3", input="*** REPRINT ***\n" + r0["text"],
+                    target=json.dumps({**r0["fields"], "total": 999.99}))]
+    kept, leaked = drop_leaks(train, held, config)
+    assert [ex.id for ex in kept] == ["h1"] and leaked == 2
+
+
+def _project(tmp_path: Path, rows: list[dict], **data) -> "object":
+    _write(tmp_path / "train.jsonl", rows)
+    doc = {"task": {"kind": "extract", "success": "s", "system_prompt": "Read the receipt.", "schema": SCHEMA},
+           "data": {"train": "train.jsonl", "columns": {"input": "text", "target": "fields"}, **data}}
+    (tmp_path / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    return load_config(tmp_path)
+
+
+def test_group_by_template_keeps_each_layout_on_one_side_and_the_card_counts_them(tmp_path):
+    rows = receipts(80)
+    prepared = prepare_data(_project(tmp_path, rows, group_by="template"), tmp_path)
+    shop = {r["id"]: r["shop"] for r in rows}
+    train_shops = {shop[ex.id] for ex in prepared.train}
+    held_shops = {shop[ex.id] for ex in prepared.eval}
+    assert train_shops and held_shops and train_shops.isdisjoint(held_shops)
+    t = prepared.card.templates
+    assert t["layouts"] == len(SHOPS) and t["rows_in_layouts"] == len(rows) and t["held_out"] == len(prepared.eval)
+    for layout in t["top"]:
+        assert 0 in (layout["train"], layout["held_out"]) and layout["train"] + layout["held_out"] == 20
+        assert any(name in layout["preview"] for name, _, _ in SHOPS)
+    assert "## Layouts (templates)" in render_markdown(prepared.card)
+    # A random split puts layouts on both sides.
+    mixed = prepare_data(_project(tmp_path, rows), tmp_path).card.templates
+    assert any(layout["train"] and layout["held_out"] for layout in mixed["top"])
+
+
+def test_a_layout_that_dominates_is_warned_about(tmp_path):
+    rows = receipts(40, shops=[0] * 28 + [1, 2, 3] * 4)
+    card = check_data(_project(tmp_path, rows), tmp_path)
+    assert card.templates["top"][0]["rows"] == 28 and card.templates["held_out"] is None
+    assert any("one layout" in w and "holds 28 of 40 rows" in w for w in card.warnings)
+    prepared = prepare_data(_project(tmp_path, rows), tmp_path)
+    assert any("held-out rows" in w and "data.group_by: template" in w for w in prepared.card.warnings)
+    balanced = check_data(_project(tmp_path, receipts(40)), tmp_path)
+    assert not any("one layout" in w for w in balanced.warnings)
+
+
+def test_layout_previews_are_redacted(tmp_path):
+    rows = [dict(r, text=r["text"] + "\nQUERIES: care@srimaju.example.com, 012-345 6789") for r in receipts(12)]
+    card = check_data(_project(tmp_path, rows), tmp_path)
+    previews = " ".join(layout["preview"] for layout in card.templates["top"])
+    assert "<EMAIL>" in previews and "care@srimaju" not in previews
+
+
+SIGNATURE = ("\n--\nAnna Smith | Customer Operations | Northwind Traders\nNorthwind Traders Ltd, 12 High Street, "
+             "Leeds LS1 4AP. This e-mail and any attachments are confidential and intended solely for the "
+             "addressee. If you have received it in error, please notify the sender and delete it. Northwind "
+             "Traders accepts no liability for viruses; please scan attachments before opening them.")
+
+
+def test_tickets_sharing_a_long_signature_are_distinct_examples_whatever_their_labels(tmp_path, classify_task):
+    """The signature makes the tickets near-identical texts; their own words tell them apart,
+    so one label twice is no copy and two labels are no conflict."""
+    bodies = [("I was charged twice for invoice 4411 this month.", "billing"),
+              ("The invoice total for March looks wrong, can you check it?", "billing"),
+              ("Please cancel my subscription from next month on.", "refund"),
+              ("The app crashes when I open the settings page.", "technical_issue")]
+    rows = [{"text": body + SIGNATURE, "label": label} for body, label in bodies]
+    rows.append({"text": "Any update? " + rows[0]["text"], "label": "billing"})  # a re-send: a copy
+    spec = DataSpec(train="x", columns=ColumnMap(input="text", target="label"))
+    result = _scan(tmp_path, rows, classify_task, spec)
+    assert result.kept == 4 and result.conflicts == [] and result.distinct >= 3
+    assert [n.other_line for n in result.near_duplicates] == [5]
+
+
+def test_copy_words_is_the_bar_between_a_copy_and_a_template_filled_twice(tmp_path, classify_task):
+    ask = ("Please cancel my order {} as soon as you can: it was a mistake, I no longer need the items and "
+           "would like the full refund on the card I paid with. Thank you very much for your help!")
+    rows = [{"text": ask.format("88123 placed yesterday"), "label": "cancellation"},
+            {"text": ask.format("90456 placed on Monday"), "label": "cancellation"}]  # 2 and 3 words of their own
+    for copy_words, kept in ((3, 1), (1, 2)):
+        spec = DataSpec(train="x", columns=ColumnMap(input="text", target="label"), dedup={"copy_words": copy_words})
+        result = _scan(tmp_path, rows, classify_task, spec)
+        assert result.kept == kept and result.conflicts == []

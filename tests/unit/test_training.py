@@ -102,7 +102,7 @@ def test_packing_gives_the_same_loss_as_padding(tiny, classify_task):
     model = LlamaForCausalLM(config).eval()
     rows = featurize(tiny.tokenizer, classify_task, _data(8), max_length=128)
     padded = collate(rows, tiny.tokenizer.pad_token_id)
-    packed = collate(rows, tiny.tokenizer.pad_token_id, pack_to=128)
+    packed = collate(rows, tiny.tokenizer.pad_token_id, pack_to=4 * max(len(r.ids) for r in rows))
     crossing = dataclasses.replace(packed, positions=None, mask=torch.ones_like(packed.ids))
     assert packed.ids.shape[0] < padded.ids.shape[0] and packed.read_tokens == padded.read_tokens
     with torch.no_grad():
@@ -245,13 +245,23 @@ def test_dpo_raises_held_out_preference_for_chosen(tiny_model_dir, classify_task
     prompts = ["my parcel is late", "refund my order", "I cannot log in", "the app crashes",
                "change my address", "cancel my plan"]
 
+    answers = ["That is on us: a refund is on its way.", "Sorry about that, I will help you now."]
+
     def pairs(n, offset):
         return [PreferencePair(id=str(offset + i), prompt=rng.choice(prompts) + "!" * (i % 3),
-                               chosen="That is on us: a refund is on its way.",
-                               rejected="Sorry about that, I will help you now.")
+                               chosen=answers[0], rejected=answers[1])
                 for i in range(n)]
 
     lm = load_model(str(tiny_model_dir))
+    # Chosen is the answer the untrained model likes less, per token, so there is a preference to
+    # move (which one that is depends on the random tiny model).
+    from taskfit.training.dpo import answer_lengths, featurize_pairs, pair_logps, preference_accuracy
+
+    probe = featurize_pairs(lm.tokenizer, classify_task, [PreferencePair(id="p", prompt=prompts[0], chosen=answers[0],
+                                                                         rejected=answers[1])], 128)
+    with torch.no_grad():
+        if preference_accuracy(pair_logps(lm.model, lm.tokenizer, probe), answer_lengths(probe)) == 1.0:
+            answers.reverse()
     spec = _spec(method="dpo", learning_rate=5e-3, epochs=4, validation_share=0.1, eval_every=4)
     model, result, held = train_dpo(lm.model, lm.tokenizer, classify_task, spec, pairs(32, 0),
                                     pairs(8, 100), held_out=pairs(16, 200), run_dir=tmp_path)
@@ -261,7 +271,8 @@ def test_dpo_raises_held_out_preference_for_chosen(tiny_model_dir, classify_task
     # every pair that was wrong before flipped to chosen; none went the other way
     assert held["flipped_to_chosen"] == round(16 * (1 - held["preference_accuracy_before"]))
     assert held["flipped_to_rejected"] == 0 and held["reward_accuracy"] == 1.0 and held["p_value"] < 0.05
-    assert held["summed_preference_accuracy_after"] == 1.0
+    # The summed figure moves the same way (it need not reach 1: a longer chosen answer keeps a lower sum).
+    assert held["summed_preference_accuracy_after"] >= held["summed_preference_accuracy_before"]
     assert all(v["metric"] is not None for v in result.state.validations)
     # each pair's figures are kept, and they give the report's figures again
     with (tmp_path / "held_out_pairs.csv").open() as f:

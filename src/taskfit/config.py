@@ -308,6 +308,12 @@ class TrainSpec(_Spec):
         "auto", description="auto = bfloat16 on GPUs that support it, float32 on CPU (bf16 is ~11x "
                             "slower on CPUs without native support).")
     threads: int | None = Field(None, ge=1, description="CPU threads; empty = every core.")
+    report_to: Literal["none", "mlflow", "tensorboard"] = Field(
+        "none", description="Also send the run's figures to an experiment tracker (the run directory "
+                            "stays the record): mlflow (one MLflow run per taskfit run, named by the run id, "
+                            "in MLFLOW_TRACKING_URI or else sqlite:///<project>/mlruns.sqlite), tensorboard "
+                            "(event files in <run>/tensorboard/), or none. Needs the tracking extra: "
+                            "pip install -e '.[tracking]'.")
     classify_head: bool = Field(
         False, description="classify: train LoRA and a linear head over the last token's hidden state "
                            "(PEFT's sequence-classification task) on the labels, instead of teaching the "

@@ -18,6 +18,11 @@ def cache_dir() -> Path:
     return Path(user_cache_dir("taskfit"))
 
 
+def mlflow_store(project_dir: Path) -> str:
+    """The MLflow tracking URI when ``MLFLOW_TRACKING_URI`` names none: a SQLite file in the project."""
+    return f"sqlite:///{(project_dir / 'mlruns.sqlite').resolve()}"
+
+
 def classical_dir(project_dir: Path, name: str) -> Path:
     """Where a project's fitted classical candidate (``tfidf-logreg``, ``embeddings-logreg``) is
     saved: its model and ``model.json``, replaced when it is fitted again."""
@@ -73,6 +78,11 @@ class RunDir:
     @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard's event files (``train.report_to: tensorboard``)."""
+        return self.root / "tensorboard"
 
     @property
     def full_model(self) -> Path:

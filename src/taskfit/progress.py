@@ -36,7 +36,9 @@ class RichReporter:
         self.console = console or Console(stderr=True)
 
     def status(self, message: str) -> None:
-        self.console.print(f"[dim]…[/dim] {message}")
+        from rich.markup import escape
+
+        self.console.print(f"[dim]…[/dim] {escape(message)}")  # words, not markup (an error may hold [...])
 
     @contextmanager
     def bar(self, description: str, total: int | None) -> Iterator[Callable[..., None]]:

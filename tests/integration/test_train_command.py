@@ -212,3 +212,154 @@ def test_resume_refuses_when_the_config_changed(tmp_path, tiny_model_dir):
     (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
     result = CliRunner().invoke(app, ["train", str(project), "--resume"])
     assert result.exit_code == 2 and "changed since this run started" in result.output
+
+
+# ---- train.report_to: the run's figures in MLflow or TensorBoard too ------------------------------
+def _logged(run, name):
+    """train_log.csv or validation_log.csv as {step: row}."""
+    import csv
+
+    with (run / name).open() as fh:
+        return {int(r["step"]): r for r in csv.DictReader(fh)}
+
+
+def _installed(*modules):
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"the tracking extra is not installed ({', '.join(missing)}): "
+                                                    "pip install -e '.[tracking]'")
+
+
+@_installed("mlflow", "sqlalchemy", "alembic")
+def test_report_to_mlflow_logs_the_run_and_its_evaluation(tmp_path, tiny_model_dir, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from taskfit.workflows import eval_project
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    project = _project(tmp_path, tiny_model_dir, "m", epochs=1, report_to="mlflow")
+    doc = yaml.safe_load((project / "taskfit.yaml").read_text())
+    doc["eval"]["generation_sample"] = 0  # the held-out scores are enough here: no free decoding
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    result = CliRunner().invoke(app, ["train", str(project)])
+    assert result.exit_code == 0, result.output
+    (run,) = project.glob("runs/*")
+    manifest = json.loads((run / "manifest.json").read_text())
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlruns.sqlite'}")  # the default store
+    experiment = client.get_experiment_by_name(manifest["task"])
+    (tracked,) = client.search_runs([experiment.experiment_id])
+    assert tracked.info.run_name == run.name and tracked.info.status == "FINISHED"
+    params, tags = tracked.data.params, tracked.data.tags
+    assert params["method"] == "lora" and params["lora_r"] == str(manifest["config"]["train"]["lora"]["r"])
+    assert params["base_model"] == manifest["model"]["name"] and float(params["learning_rate"]) == 5e-3
+    assert params["data_fingerprint"] == manifest["data"]["train_fingerprint"]
+    assert params["train_rows"] == str(manifest["data"]["train_rows"])
+    assert tags["taskfit.task_kind"] == "classify" and tags["taskfit.version"]
+    assert tags["taskfit.best_step"] == str(manifest["training"]["best_step"])
+
+    steps, validations = _logged(run, "train_log.csv"), _logged(run, "validation_log.csv")
+    history = {m.step: m.value for m in client.get_metric_history(tracked.info.run_id, "train/loss")}
+    assert history.keys() == steps.keys() and len(steps) == manifest["training"]["steps"]
+    assert all(history[s] == pytest.approx(float(steps[s]["loss"]), abs=1e-5) for s in steps)
+    rates = {m.step: m.value for m in client.get_metric_history(tracked.info.run_id, "train/learning_rate")}
+    assert all(rates[s] == pytest.approx(float(steps[s]["learning_rate"])) for s in steps)
+    assert len(client.get_metric_history(tracked.info.run_id, "train/tokens_per_second")) == len(steps)
+    val = {m.step: m.value for m in client.get_metric_history(tracked.info.run_id, "val/loss")}
+    assert val.keys() == validations.keys() and len(val) >= 2
+    assert all(val[s] == pytest.approx(float(validations[s]["val_loss"])) for s in val)
+    accuracy = client.get_metric_history(tracked.info.run_id, "val/accuracy")
+    assert [m.step for m in accuracy] == sorted(validations)
+
+    evaluated = eval_project(project)  # the held-out figures join the same MLflow run
+    (again,) = client.search_runs([experiment.experiment_id])
+    assert again.info.run_id == tracked.info.run_id and again.info.status == "FINISHED"
+    (figure,) = client.get_metric_history(tracked.info.run_id, "eval/fine-tuned/accuracy")
+    assert figure.value == pytest.approx(evaluated.metrics["accuracy"]) and figure.step == len(steps)
+
+
+@_installed("tensorboard")
+def test_report_to_tensorboard_writes_the_curves_of_a_head_run(tmp_path, tiny_model_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    project = _project(tmp_path, tiny_model_dir, "t", epochs=1, report_to="tensorboard", classify_head=True)
+    result = CliRunner().invoke(app, ["train", str(project)])
+    assert result.exit_code == 0, result.output
+    (run,) = project.glob("runs/*")
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    steps, validations = _logged(run, "train_log.csv"), _logged(run, "validation_log.csv")
+    loss = {e.step: e.value for e in events.Scalars("train/loss")}
+    assert loss.keys() == steps.keys() and len(steps) >= 2
+    assert all(loss[s] == pytest.approx(float(steps[s]["loss"]), abs=1e-5) for s in steps)
+    val = {e.step: e.value for e in events.Scalars("val/loss")}
+    assert val.keys() == validations.keys()
+    assert all(val[s] == pytest.approx(float(validations[s]["val_loss"]), abs=1e-5) for s in val)
+    assert [e.step for e in events.Scalars("val/accuracy")] == sorted(validations)
+
+
+def test_report_to_without_its_package_stops_before_any_work(tmp_path, tiny_model_dir, monkeypatch):
+    import importlib.util
+
+    project = _project(tmp_path, tiny_model_dir, "x", epochs=1, report_to="mlflow")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    result = CliRunner().invoke(app, ["train", str(project)])
+    assert result.exit_code == 2, result.output
+    assert "train.report_to is mlflow, but the mlflow package is not installed" in result.output
+    assert "pip install -e '.[tracking]'" in result.output
+    assert not list(project.glob("runs/*"))
+
+
+def test_a_tracker_failing_mid_run_loses_nothing_of_the_training(tmp_path, tiny_model_dir, monkeypatch):
+    from taskfit.training import tracking
+
+    class Flaky:  # a tracking server that goes away after three steps
+        calls = 0
+
+        def log_metrics(self, metrics, step):
+            Flaky.calls += 1
+            if Flaky.calls > 3:
+                raise ConnectionError("tracking server unreachable")
+
+        def set_tag(self, key, value, step):
+            pass
+
+        def close(self, status="FINISHED"):
+            raise AssertionError("a failed tracker is not called again")
+
+    monkeypatch.setattr(tracking, "_needed", lambda report_to, project_dir: [])
+    monkeypatch.setattr(tracking._Tensorboard, "open", classmethod(lambda cls, *a, **k: Flaky()))
+    project = _project(tmp_path, tiny_model_dir, "f", epochs=1, report_to="tensorboard")
+    result = CliRunner().invoke(app, ["train", str(project)])
+    assert result.exit_code == 0, result.output
+    assert "tensorboard failed (ConnectionError: tracking server unreachable)" in result.output
+    assert "training continues" in result.output
+    (run,) = project.glob("runs/*")
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and (run / "adapter" / "adapter_model.safetensors").exists()
+    assert len(_logged(run, "train_log.csv")) == manifest["training"]["steps"] > 3 and Flaky.calls == 4
+
+
+@_installed("tensorboard")
+def test_a_resumed_run_continues_its_tensorboard_curves_without_doubling_back(tmp_path, tiny_model_dir,
+                                                                             kill_at_checkpoint):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    project = _project(tmp_path, tiny_model_dir, "r", epochs=1, report_to="tensorboard")
+    kill_at_checkpoint("train", project)
+    (run,) = project.glob("runs/*")
+    killed = EventAccumulator(str(run / "tensorboard"))
+    killed.Reload()
+    assert {e.step for e in killed.Scalars("train/loss")} >= {1, 2, 3, 4, 5}  # flushed at the checkpoint
+    result = CliRunner().invoke(app, ["train", str(project), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "manifest.json").read_text())["training"]["resumed_from_step"] >= 5
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    steps = _logged(run, "train_log.csv")
+    loss = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    assert [s for s, _ in loss] == sorted(steps)  # each step once, in order
+    assert all(v == pytest.approx(float(steps[s]["loss"]), abs=1e-5) for s, v in loss)

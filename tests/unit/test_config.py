@@ -133,3 +133,13 @@ def test_a_run_from_before_a_setting_existed_matches_the_same_project_now():
     head = {**now, "train": {**now["train"], "classify_head": True}}
     assert comparable_config(head) != comparable_config(now)
     assert comparable_config({**now, "train": {**now["train"], "threads": 1}}) == comparable_config(now)
+    # where the figures are also sent changes no trained model: a run is reused all the same
+    assert comparable_config({**now, "train": {**now["train"], "report_to": "mlflow"}}) == comparable_config(now)
+
+
+def test_report_to_is_none_by_default_and_names_the_trackers_it_knows():
+    assert parse_config(_doc()).train.report_to == "none"
+    doc = _doc()
+    doc["train"]["report_to"] = "wandb"
+    message = _error(doc)
+    assert "train.report_to" in message and "wandb" in message and "mlflow" in message and "tensorboard" in message

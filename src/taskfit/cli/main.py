@@ -31,9 +31,10 @@ def _friendly(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except TaskfitError as exc:
-            err.print(f"[bold red]error:[/bold red] {exc.message}", highlight=False, soft_wrap=True)
+            # the words are printed as they are: `pip install -e '.[tracking]'` is not markup
+            err.print(f"[bold red]error:[/bold red] {escape(exc.message)}", highlight=False, soft_wrap=True)
             if exc.hint:
-                err.print(f"[yellow]hint:[/yellow] {exc.hint}", highlight=False, soft_wrap=True)
+                err.print(f"[yellow]hint:[/yellow] {escape(exc.hint)}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted")

@@ -26,6 +26,7 @@ from taskfit.rendering import Rendered, render
 from taskfit.training.batching import chunk_by_tokens, collate, length_grouped_batches, micro_batch_tokens
 from taskfit.training.forward import completion_logps
 from taskfit.training.loop import LoopResult, StepStats, fit
+from taskfit.training.tracking import Tracker
 from taskfit.training.methods import make_trainable
 from taskfit.training.parallel import Parallel
 
@@ -181,7 +182,7 @@ def train_dpo(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec,
               resume_from: Path | None = None, adapter: Path | None = None,
               on_step: Callable[[int, int, float], None] | None = None,
               on_validate: Callable[[dict[str, Any]], None] | None = None,
-              status: Callable[[str], None] | None = None
+              status: Callable[[str], None] | None = None, tracker: Tracker | None = None
               ) -> tuple[Any, LoopResult, dict[str, float] | None]:
     """DPO through a LoRA adapter (a fresh one, or ``adapter`` continued). Returns the model, what
     happened, and the preference accuracy on ``held_out`` before and after (None without it)."""
@@ -196,7 +197,7 @@ def train_dpo(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec,
     before = all_pair_logps(model, tokenizer, held, spec.batch_size, parallel) if held else None
     objective = DpoObjective(model, tokenizer, task, spec, parallel, train, validation)
     result = fit(model, objective, spec, len(objective.pairs), parallel=parallel,
-                 run_dir=run_dir, resume_from=resume_from, on_step=on_step, on_validate=on_validate)
+                 run_dir=run_dir, resume_from=resume_from, on_step=on_step, on_validate=on_validate, tracker=tracker)
     if not held:
         return model, result, None
     say(f"scoring {len(held)} held-out pairs after training")

@@ -21,6 +21,7 @@ from taskfit.records import Example
 from taskfit.rendering import Rendered, classifier_ids
 from taskfit.training.batching import chunk_by_tokens, length_grouped_batches, micro_batch_tokens
 from taskfit.training.loop import LoopResult, StepStats, fit
+from taskfit.training.tracking import Tracker
 from taskfit.training.methods import make_trainable
 from taskfit.training.parallel import Parallel
 
@@ -93,7 +94,8 @@ class HeadObjective:
 def train_head(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec, train: Sequence[Example],
                validation: Sequence[Example] = (), *, run_dir: Path | None = None,
                resume_from: Path | None = None, on_step: Callable[[int, int, float], None] | None = None,
-               on_validate: Callable[[dict[str, Any]], None] | None = None) -> tuple[Any, Head, LoopResult]:
+               on_validate: Callable[[dict[str, Any]], None] | None = None,
+               tracker: Tracker | None = None) -> tuple[Any, Head, LoopResult]:
     """Train LoRA and a classification head for ``task.labels`` over ``model``'s body (the causal
     model is not used afterwards: the classifier shares its weights); return the trained PEFT
     model, its :class:`Head` (saved beside the adapter) and what happened. With ``run_dir``, the
@@ -105,5 +107,5 @@ def train_head(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec, trai
     parallel: Parallel = join(model, spec)  # data parallel at most: config refuses fsdp with a head
     objective = HeadObjective(model, tokenizer, head, spec, train, validation)
     result = fit(model, objective, spec, len(objective.rows), parallel=parallel, run_dir=run_dir,
-                 resume_from=resume_from, on_step=on_step, on_validate=on_validate)
+                 resume_from=resume_from, on_step=on_step, on_validate=on_validate, tracker=tracker)
     return model, head, result

@@ -34,6 +34,7 @@ from typing import Any, Callable, Protocol
 from taskfit.config import TrainSpec
 from taskfit.errors import ResumeError
 from taskfit.training.parallel import Parallel, load_into, whole
+from taskfit.training.tracking import Tracker
 from taskfit.training.parallel import Ranks  # noqa: F401  re-exported: workflows/train.py imports it from here
 
 
@@ -176,7 +177,12 @@ def checkpoints(directory: Path) -> list[Path]:
         return []
     found = [p for p in directory.iterdir() if p.is_dir() and p.name.startswith("step-")
              and not p.name.endswith(".tmp") and (p / "state.json").exists()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+    return sorted(found, key=checkpoint_step)
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step a checkpoint directory (``step-000050``) was written at."""
+    return int(path.name.split("-")[1].split(".")[0])
 
 
 def save_checkpoint(directory: Path, weights: dict[str, Any], optimizer_state: dict[str, Any], schedule: Any,
@@ -241,6 +247,12 @@ def _trim_log(path: Path, upto: int) -> None:
         writer.writerows(rows)
 
 
+def validation_metrics(entry: dict[str, Any], metric_name: str | None) -> dict[str, Any]:
+    """A validation as a tracker's metrics: ``val/loss``, ``val/<task metric>`` and any side figures."""
+    side = {f"val/{k}": v for k, v in entry.items() if k not in VALIDATION_FIELDS}
+    return {"val/loss": entry["val_loss"], f"val/{metric_name or 'metric'}": entry.get("metric"), **side}
+
+
 def write_validation_log(path: Path, state: LoopState) -> None:
     extra = sorted({k for v in state.validations for k in v} - set(VALIDATION_FIELDS))
     with path.open("w", newline="") as fh:
@@ -252,12 +264,14 @@ def write_validation_log(path: Path, state: LoopState) -> None:
 def fit(model: Any, objective: Objective, spec: TrainSpec, rows: int, *, parallel: Parallel,
         run_dir: Path | None = None, resume_from: Path | None = None,
         on_step: Callable[[int, int, float], None] | None = None,
-        on_validate: Callable[[dict[str, Any]], None] | None = None) -> LoopResult:
+        on_validate: Callable[[dict[str, Any]], None] | None = None,
+        tracker: Tracker | None = None) -> LoopResult:
     """Optimise ``model``'s trainable parameters on ``objective`` for ``spec.epochs`` passes over
     ``rows`` rows, as this process's part in the run that ``parallel`` describes. Returns with the
     best validation's weights in the model (the last ones when there is no validation). With
     ``run_dir``, ``train_log.csv``, ``validation_log.csv`` and ``checkpoints/`` are written there
-    (by the first process)."""
+    (by the first process), and the same figures, checkpoints and early stop go to ``tracker``
+    (``train.report_to``)."""
     import torch
     from transformers import get_linear_schedule_with_warmup
 
@@ -267,7 +281,7 @@ def fit(model: Any, objective: Objective, spec: TrainSpec, rows: int, *, paralle
     ranks, sharded = parallel.ranks, parallel.sharded
     if not ranks.main:  # one process writes; every process computes the same validations
         run_dir = None
-        on_step = on_validate = None
+        on_step = on_validate = tracker = None
     checkpoint_dir = run_dir / "checkpoints" if run_dir else None
     log_path = run_dir / "train_log.csv" if run_dir else None
     validation_log = run_dir / "validation_log.csv" if run_dir else None
@@ -307,6 +321,8 @@ def fit(model: Any, objective: Objective, spec: TrainSpec, rows: int, *, paralle
             state.stale_validations += 1
         if validation_log is not None:
             write_validation_log(validation_log, state)
+        if tracker is not None:
+            tracker.log_metrics(validation_metrics(entry, objective.metric_name), state.step)
         if on_validate:
             on_validate(entry)
 
@@ -332,10 +348,15 @@ def fit(model: Any, objective: Objective, spec: TrainSpec, rows: int, *, paralle
                 epoch_end = state.batch_in_epoch >= len(batches)
                 if epoch_end:  # the position a checkpoint records is the next batch to take
                     state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                epoch, lr = round(state.step / per_epoch, 4), schedule.get_last_lr()[0]
                 if writer:
-                    writer.writerow([state.step, round(state.step / per_epoch, 4), round(state.losses[-1], 6),
-                                     schedule.get_last_lr()[0], state.trained_tokens, round(state.seconds, 3)])
+                    writer.writerow([state.step, epoch, round(state.losses[-1], 6), lr, state.trained_tokens,
+                                     round(state.seconds, 3)])
                     log.flush()
+                if tracker is not None:
+                    tracker.log_metrics({"train/loss": loss, "train/learning_rate": lr, "train/epoch": epoch,
+                                         "train/tokens_per_second": state.trained_tokens / state.seconds},
+                                        state.step)
                 if on_step:
                     on_step(state.step, total, state.losses[-1])
                 last = state.step >= total
@@ -344,18 +365,25 @@ def fit(model: Any, objective: Objective, spec: TrainSpec, rows: int, *, paralle
                     validate()
                     patience = spec.early_stopping_patience
                     state.stopped_early = bool(patience and state.stale_validations >= patience and not last)
+                    if state.stopped_early and tracker is not None:
+                        tracker.set_tag("taskfit.stopped_early", f"step {state.step}: {patience} validations "
+                                        "without improvement", state.step)
                 if (checkpoint_dir is not None or sharded) and spec.checkpoint_every and (
                         state.step % spec.checkpoint_every == 0 or state.stopped_early):
                     weights, optimizer_state = _snapshot(model), parallel.optimizer_state(optimizer)
                     if checkpoint_dir is not None:  # under FSDP every process gathers, the first writes
-                        save_checkpoint(checkpoint_dir, weights, optimizer_state, schedule, state, best,
-                                        spec.keep_checkpoints)
+                        saved = save_checkpoint(checkpoint_dir, weights, optimizer_state, schedule, state, best,
+                                                spec.keep_checkpoints)
+                        if tracker is not None:
+                            tracker.set_tag("taskfit.checkpoint", saved.name, state.step)
                 if epoch_end or last or state.stopped_early:
                     break
     finally:
         if log:
             log.close()
     state.seconds = time.perf_counter() - started
+    if tracker is not None and state.best_step is not None:
+        tracker.set_tag("taskfit.best_step", str(state.best_step), state.step)
     if best is not None and state.best_step != state.step:
         _restore(model, best)
     model.eval()

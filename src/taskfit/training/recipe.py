@@ -15,6 +15,7 @@ from taskfit.progress import Reporter
 from taskfit.records import Example, PreferencePair
 from taskfit.training.loop import VALIDATION_FIELDS, LoopResult, checkpoints
 from taskfit.training.methods import artifact_dir, load_hint, method_of
+from taskfit.training.tracking import Tracker
 
 
 @dataclass
@@ -60,9 +61,10 @@ def train_model(config: ProjectConfig, lm: Any, train: Sequence[Example | Prefer
                 run: RunDir, reporter: Reporter, *, project_dir: Path,
                 held_out: Sequence[Example | PreferencePair] = (), resume: bool = False,
                 data_summary: str = "", fingerprints: dict[str, str] | None = None,
-                hardware: dict[str, Any] | None = None) -> TrainOutcome:
+                hardware: dict[str, Any] | None = None, tracker: Tracker | None = None) -> TrainOutcome:
     """Train ``lm.model`` on ``train`` by ``config.train.method`` in ``run``; with ``resume``,
-    continue from the run's newest complete checkpoint."""
+    continue from the run's newest complete checkpoint. ``tracker`` (``train.report_to``) gets
+    the figures the loop logs."""
     from taskfit.evaluation.report import plot_loss
     from taskfit.tasks import main_metric
     from taskfit.training.artifacts import model_card, save_trained
@@ -100,19 +102,19 @@ def train_model(config: ProjectConfig, lm: Any, train: Sequence[Example | Prefer
             model, result, held = train_dpo(lm.model, lm.tokenizer, config.task, spec, fit_rows, val_rows,
                                             held_out=held_out, run_dir=run.root, resume_from=resume_from,
                                             adapter=adapter, on_step=on_step, on_validate=on_validate,
-                                            status=reporter.status)
+                                            status=reporter.status, tracker=tracker)
         elif method.objective == "head":
             from taskfit.training.head import train_head
 
             model, head, result = train_head(lm.model, lm.tokenizer, config.task, spec, fit_rows, val_rows,
                                              run_dir=run.root, resume_from=resume_from, on_step=on_step,
-                                             on_validate=on_validate)
+                                             on_validate=on_validate, tracker=tracker)
         else:
             from taskfit.training.sft import train_sft
 
             model, result = train_sft(lm.model, lm.tokenizer, config.task, spec, fit_rows, val_rows,
                                       run_dir=run.root, resume_from=resume_from, on_step=on_step,
-                                      on_validate=on_validate, evaluation=config.eval)
+                                      on_validate=on_validate, evaluation=config.eval, tracker=tracker)
     state, parallel = result.state, result.parallel
     outcome = TrainOutcome(model=model, result=result, validation_rows=len(val_rows), held_out=held,
                            artifact=artifact_dir(spec, run))

@@ -20,6 +20,7 @@ from taskfit.training.batching import (chunk_by_tokens, collate, length_grouped_
                                        shuffled_batches)
 from taskfit.training.forward import answer_logits
 from taskfit.training.loop import LoopResult, StepStats, fit
+from taskfit.training.tracking import Tracker
 from taskfit.training.methods import make_trainable
 from taskfit.training.parallel import Parallel
 
@@ -131,7 +132,7 @@ def train_sft(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec, train
               resume_from: Path | None = None, adapter: Path | None = None,
               on_step: Callable[[int, int, float], None] | None = None,
               on_validate: Callable[[dict[str, Any]], None] | None = None,
-              evaluation: EvalSpec | None = None) -> tuple[Any, LoopResult]:
+              evaluation: EvalSpec | None = None, tracker: Tracker | None = None) -> tuple[Any, LoopResult]:
     """Fine-tune ``model`` on ``train`` by ``spec.method``; return the trained model (a PEFT model
     for lora/qlora) and what happened. With ``run_dir``, the step log, the validation log and the
     checkpoints are written there. ``evaluation``: the project's ``eval`` settings, so that the
@@ -142,5 +143,5 @@ def train_sft(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec, train
     parallel = join(model, spec)
     objective = SftObjective(model, tokenizer, task, spec, parallel, train, validation, evaluation)
     result = fit(model, objective, spec, len(objective.rows), parallel=parallel,
-                 run_dir=run_dir, resume_from=resume_from, on_step=on_step, on_validate=on_validate)
+                 run_dir=run_dir, resume_from=resume_from, on_step=on_step, on_validate=on_validate, tracker=tracker)
     return model, result

@@ -20,6 +20,7 @@ from taskfit.data.prepare import answers_changed_warning
 from taskfit.errors import ConfigError
 from taskfit.evaluation.compare import FINETUNED, Scorecard, build_scorecard
 from taskfit.evaluation.runner import candidate_key, read_cache, read_predictions, run_cached
+from taskfit.paths import RunDir
 from taskfit.records import EvalResult, Example, Prediction
 from taskfit.tasks import get_task
 from taskfit.tasks.base import CLASSICAL, EMBEDDINGS, ENDPOINT, FEW_SHOT, RAG
@@ -247,7 +248,6 @@ def _adapter_size(model: Any, adapter: Path) -> dict[str, float]:
 def is_head_run(run_dir: Path) -> bool:
     """Whether a run trained a classification head (``train.classify_head``)."""
     from taskfit.models.head import read_head
-    from taskfit.paths import RunDir
 
     return read_head(RunDir(run_dir).adapter) is not None
 
@@ -290,8 +290,6 @@ def head_candidate(ws: Workspace, run_dir: Path, name: str = HEAD, merged: bool 
 def trained_candidate(ws: Workspace, run_dir: Path, name: str = FINETUNED) -> Candidate:
     """A training run's model as it is served: the base with the run's adapter applied (not
     merged), or the fully trained model for ``method: full`` (a head run's: :func:`head_candidate`)."""
-    from taskfit.paths import RunDir
-
     if is_head_run(run_dir):
         return head_candidate(ws, run_dir, name)
     run = RunDir(run_dir)
@@ -521,7 +519,21 @@ def eval_project(project: Path | Workspace, run_dir: Path | None = None, reporte
         cand = merged_candidate(ws, run, name)
     else:
         cand = trained_candidate(ws, run, name)
-    return evaluate(ws, cand)
+    result = evaluate(ws, cand)
+    _report_evaluation(ws, RunDir(run), result)
+    return result
+
+
+def _report_evaluation(ws: Workspace, run: RunDir, result: EvalResult) -> None:
+    """``train.report_to``: the held-out figures join the run's tracked training curves."""
+    from taskfit.training.tracking import log_evaluation
+
+    if ws.config.train.report_to == "none":
+        return
+    steps = json.loads(run.manifest.read_text(encoding="utf-8")).get("training", {}).get("steps", 0)
+    if log_evaluation(ws.config.train.report_to, ws.project_dir, run, ws.config.task.name, result.candidate,
+                      result.metrics, result.n, steps, warn=ws.reporter.status):
+        ws.reporter.status(f"{result.candidate}: held-out figures sent to {ws.config.train.report_to}")
 
 
 def _rescore(ws: Workspace, saved: EvalResult) -> EvalResult:

@@ -80,8 +80,9 @@ def train_or_continue(ws: Workspace) -> TrainSummary:
 
 
 def _train(ws: Workspace, run: RunDir | None) -> TrainSummary:
-    from taskfit.training.loop import Ranks
-    from taskfit.training.recipe import train_model
+    from taskfit.training.loop import Ranks, checkpoint_step
+    from taskfit.training.recipe import latest_checkpoint, train_model
+    from taskfit.training.tracking import failing_with, open_tracker, train_params
 
     lm = ws.lm()
     ws.forget_model()  # training changes this copy in place: later stages load their own
@@ -93,16 +94,27 @@ def _train(ws: Workspace, run: RunDir | None) -> TrainSummary:
         manifest = _start_run(ws, lm, run) if main else {}
     else:
         manifest = json.loads(run.manifest.read_text(encoding="utf-8")) if main else {}
-    card = ws.prepared.card
-    outcome = train_model(ws.config, lm, ws.train, run, ws.reporter, project_dir=ws.project_dir,
-                          held_out=ws.held_out, resume=resuming, data_summary=card.rows_summary(),
-                          fingerprints={"train": card.split.get("train_fingerprint"),
-                                        "eval": card.split.get("eval_fingerprint")},
-                          hardware=ws.hardware.describe())
+    card, config = ws.prepared.card, ws.config
+    tracker = None
+    if main:  # train.report_to: the run's figures also go to MLflow or TensorBoard
+        checkpoint = latest_checkpoint(run) if resuming else None
+        tracker = open_tracker(config.train.report_to, ws.project_dir, run, experiment=config.task.name,
+                               params=train_params(config.train, lm.info.name, len(ws.train), len(ws.held_out),
+                                                   ws.train_fingerprint),
+                               tags={"taskfit.task_kind": config.task.kind},
+                               resume_step=(checkpoint_step(checkpoint) if checkpoint else 0) if resuming else None,
+                               warn=ws.reporter.status)
+    with failing_with(tracker):
+        outcome = train_model(config, lm, ws.train, run, ws.reporter, project_dir=ws.project_dir,
+                              held_out=ws.held_out, resume=resuming, data_summary=card.rows_summary(),
+                              fingerprints={"train": card.split.get("train_fingerprint"),
+                                            "eval": card.split.get("eval_fingerprint")},
+                              hardware=ws.hardware.describe(), tracker=tracker)
     training = outcome.summary()
     if main:
         (run.root / "metrics.json").write_text(json.dumps({"training": training}, indent=2), encoding="utf-8")
         manifest.update(status="finished", training=training)
         run.manifest.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        tracker.close()
     return TrainSummary(run_dir=run.root, artifact=outcome.artifact, training=training,
                         how="resumed" if resuming else "trained")

@@ -32,8 +32,8 @@ def config_path(project: Path) -> Path:
 def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
     """A resolved config with the defaults of this taskfit filled in (a run started before a
     setting existed was trained as its default says) and without what does not change a trained
-    model (``train.threads``, the ``monitor`` and ``review`` sections), to tell whether a run was trained from the
-    project as it is now."""
+    model (``train.threads``, ``train.report_to``, the ``monitor`` and ``review`` sections), to
+    tell whether a run was trained from the project as it is now."""
     from pydantic import ValidationError
 
     try:
@@ -41,7 +41,7 @@ def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
     except ValidationError:
         pass  # a config this taskfit no longer accepts is compared as it is: it matches nothing now
     return {**{k: v for k, v in config.items() if k not in ("monitor", "review")},
-            "train": {k: v for k, v in config.get("train", {}).items() if k != "threads"}}
+            "train": {k: v for k, v in config.get("train", {}).items() if k not in ("threads", "report_to")}}
 
 
 @dataclass
@@ -70,6 +70,7 @@ class Workspace:
         commands pass ``allow_secrets=True`` (nothing is learnt from the rows)."""
         from taskfit.models.registry import load_tokenizer
         from taskfit.training.hardware import resolve_hardware
+        from taskfit.training.tracking import check_tracking
 
         reporter = reporter or Silent()
         path = config_path(project)
@@ -77,6 +78,7 @@ class Workspace:
         if threads:
             config = config.model_copy(update={"train": config.train.model_copy(update={"threads": threads})})
         hardware = resolve_hardware(config.train)  # a qlora project on a CPU machine stops here
+        check_tracking(config.train.report_to, path.parent)  # so does a tracker that is not installed
         tokenizer = load_tokenizer(config.model.name, status=reporter.status)
         with reporter.bar("checking data (rows)", None) as advance:
             prepared = prepare_data(config, path.parent, tokenizer=tokenizer, on_row=advance)

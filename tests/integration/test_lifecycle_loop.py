@@ -20,7 +20,9 @@ import csv
 import json
 import random
 import sqlite3
+import sys
 import time
+from pathlib import Path
 
 import openai
 import pytest
@@ -36,31 +38,12 @@ from taskfit.quickstart import make_quickstart_project
 from taskfit.serve import load_serve_config
 from taskfit.serve.app import create_app
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from monitor_drift import new_way_of_asking  # noqa: E402  (the new product, asked about in new ways)
+
 pytestmark = pytest.mark.slow  # the real embedded model
 
-NEW_QUEUE = "product_question"
-OPENINGS = ["Hey, about my Aurora X2 headset: ", "Question regarding the Aurora X2 headset I got: ",
-            "My Aurora X2 headset again! "]
-QUESTIONS = [
-    "can it pair with two laptops at the same time?", "does the microphone work on Zoom calls from a Mac?",
-    "is there a way to turn the noise cancelling down a little?", "how long should one charge last?",
-    "can I buy spare ear pads in another colour?", "will it work with the SmartHub dock on my desk?",
-    "can it play music over the cable while it charges?", "which phone app controls the equaliser?",
-    "is there a travel case for it, and does it fold flat?", "does it support aptX or only AAC?",
-    "can my kids use it, is there a volume limit setting?", "is it sweat resistant enough for running?",
-    "does it have a sidetone so I hear my own voice on calls?", "can I connect it to a PlayStation?",
-    "is the headband size adjustable for small heads?", "does it announce the battery level by voice?",
-    "can the touch controls be switched off?", "does it come with an airplane adapter?",
-    "can two of them share one audio stream?", "is there a firmware update for better range?",
-    "does it work as a wired headset with the battery flat?", "what does the blinking blue light mean?",
-    "can I rename it in the Bluetooth list?", "is there a version with a boom microphone?",
-]
-
-
-def new_way_of_asking() -> list[str]:
-    """One request per question, each opened in one of the new ways (the product and the phrasing
-    the training data never saw)."""
-    return [OPENINGS[i % len(OPENINGS)] + q for i, q in enumerate(QUESTIONS)]
+NEW_QUEUE = "product_question"  # where the new product's questions belong
 
 
 def _cli(*args, code=0):

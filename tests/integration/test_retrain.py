@@ -46,7 +46,7 @@ def _review(project, items, prefix):
                                 "scripted") for i, (text, queue) in enumerate(items))
 
 
-def test_retrain_refits_compares_on_both_sets_and_promotes_through_the_gate(project):
+def test_retrain_refits_compares_on_both_sets_and_promotes_through_the_gate(project, capsys):
     code, out = _cli("retrain", project)
     assert code == 3 and "no data snapshot" in out and "data from-log" in out, out
     assert _cli("baseline", project, "--only", "tfidf-logreg")[0] == 0
@@ -89,3 +89,6 @@ def test_retrain_refits_compares_on_both_sets_and_promotes_through_the_gate(proj
     # the project's own baseline is untouched: it is still the model production was fitted as
     assert json.loads((project / "baselines" / "tfidf-logreg" / "model.json").read_text())["train_fingerprint"] \
         == v1.data["train_fingerprint"]
+    with capsys.disabled():  # `pytest -s` shows the figures docs/lifecycle.md quotes
+        print("\nretrain gate:", json.dumps({s["held_out"]: {k: s[k] for k in ("n", "new", "production", "p_value")}
+                                            for s in move.gate["held_out"]}))

@@ -11,8 +11,9 @@ project's rows plus the reviewed ones, from scratch) → the new version beats p
 recent held-out set and is promoted → the same request gets the new answer without a restart →
 ``taskfit rollback`` restores the old answer; no log row and no registry row is lost.
 
-Minutes on 2 cores, so the sizes are small: 48 training rows, 16 held-out rows, 64 tokens a row,
-one epoch. ``pytest -m slow -s`` prints the figures docs/lifecycle.md quotes."""
+Two trainings of the real model, so the sizes are small: 48 training rows, 16 held-out rows, 64
+tokens a row, one epoch (on a 2-core machine shared with other jobs a step of 8 rows took about
+130 s, so this test has not yet been seen to finish there). ``pytest -m slow -s`` prints its figures."""
 
 from __future__ import annotations
 

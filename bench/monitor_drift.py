@@ -30,6 +30,30 @@ from statistics import NormalDist
 
 NEW_PRODUCT = "Aurora X2 headset"
 NEW_OPENINGS = ["Hey, about my {p}: ", "Question regarding the {p} I got last week. ", "My {p} again! "]
+# Questions about the new product that the product_question queue must absorb (issue 17's loop,
+# tests/integration/test_lifecycle_loop.py and test_retrain.py): one request each, distinct enough
+# that `taskfit data from-log` keeps them all.
+NEW_QUESTIONS = [
+    "Can it pair with two laptops at the same time?", "Does the microphone work on Zoom calls from a Mac?",
+    "Is there a way to turn the noise cancelling down a little?", "How long should one charge last?",
+    "Can I buy spare ear pads in another colour?", "Will it work with the SmartHub dock on my desk?",
+    "Can it play music over the cable while it charges?", "Which phone app controls the equaliser?",
+    "Is there a travel case for it, and does it fold flat?", "Does it support aptX or only AAC?",
+    "Can my kids use it, is there a volume limit setting?", "Is it sweat resistant enough for running?",
+    "Does it have a sidetone so I hear my own voice on calls?", "Can I connect it to a PlayStation?",
+    "Is the headband size adjustable for small heads?", "Does it announce the battery level by voice?",
+    "Can the touch controls be switched off?", "Does it come with an airplane adapter?",
+    "Can two of them share one audio stream?", "Is there a firmware update for better range?",
+    "Does it work as a wired headset with the battery flat?", "What does the blinking blue light mean?",
+    "Can I rename it in the Bluetooth list?", "Is there a version with a boom microphone?",
+]
+
+
+def new_way_of_asking() -> list[str]:
+    """One request per question about the new product, each opened in one of the new ways."""
+    return [NEW_OPENINGS[i % len(NEW_OPENINGS)].format(p=NEW_PRODUCT) + q for i, q in enumerate(NEW_QUESTIONS)]
+
+
 _PRODUCT = re.compile(r"\b(the mobile app|the desktop app|SmartHub|Sync Plus|the Pro plan|the Team plan|"
                       r"the starter kit|the wireless scanner|the analytics add-on|the Basic plan)")
 

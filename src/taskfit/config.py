@@ -487,6 +487,18 @@ class ReviewSpec(_Spec):
     seed: int = Field(0, description="Seed of the random sample and the clustering.")
 
 
+class RetrainSpec(_Spec):
+    """``taskfit retrain``: what the retrained version becomes once it is evaluated."""
+
+    promote: Literal["candidate", "production", "none"] = Field(
+        "candidate", description="Where the retrained version goes: candidate (NAME@candidate, no gate: to "
+                                 "try it in shadow or as a canary), production (NAME@production, through the "
+                                 "promotion gate), or none (registered with its figures, no alias moved). "
+                                 "`taskfit retrain --promote` overrides it.")
+    name: str | None = Field(None, description="The registered name the retrained version is promoted under; "
+                                               "empty = task.name (what `taskfit serve DIR` serves).")
+
+
 class ProjectConfig(_Spec):
     task: TaskSpec
     model: ModelSpec = ModelSpec()
@@ -496,6 +508,7 @@ class ProjectConfig(_Spec):
     eval: EvalSpec = EvalSpec()
     monitor: MonitorSpec = MonitorSpec()
     review: ReviewSpec = ReviewSpec()
+    retrain: RetrainSpec = RetrainSpec()
 
     @model_validator(mode="after")
     def _thresholds_of_the_kind(self) -> "ProjectConfig":

@@ -658,8 +658,9 @@ def promote(project: Path = typer.Argument(Path("."), help="Project directory or
             force: bool = typer.Option(False, "--force", help="Promote even when the gate refuses (needs --reason)."),
             reason: Optional[str] = typer.Option(None, help="Why: kept in the history."),
             by: Optional[str] = typer.Option(None, help="Who promotes (default: your login name).")) -> None:
-    """Register a version and point NAME@ALIAS at it. To production only when it is not worse than
-    the current production version on the same held-out rows (paired tests; exit 7 when refused)."""
+    """Register a version and point NAME@ALIAS at it. To production only when it beats the current
+    production version on the same held-out rows (the fixed set, or the recent one of reviewed
+    traffic) and is worse on no set, class or field (paired tests; exit 7 when refused)."""
     from taskfit.lifecycle import promote_project
     from taskfit.progress import RichReporter
 
@@ -681,6 +682,56 @@ def promote(project: Path = typer.Argument(Path("."), help="Project directory or
     forced = f", forced: {result.move.reason}" if result.forced else ""
     out.print(f"{name}@{alias} -> {v.short}{was}{forced}; {_main_figure(v)}; files: {v.path}", highlight=False,
               soft_wrap=True)
+
+
+@app.command()
+@_friendly
+def retrain(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
+            promote_to: Optional[str] = typer.Option(None, "--promote", help="candidate, production (gated) or "
+                                                     "none; default retrain.promote (candidate)."),
+            kind: Optional[str] = typer.Option(None, help="adapter (a fine-tune by the train: settings) or "
+                                               "classical (refit production's classical recipe); default: "
+                                               "what production is."),
+            continue_: bool = typer.Option(False, "--continue", help="Train production's LoRA adapter further "
+                                           "instead of a new one."),
+            name: Optional[str] = typer.Option(None, "--as", help="The registered name (default retrain.name, "
+                                                                 "else task.name)."),
+            by: Optional[str] = typer.Option(None, help="Who promotes (default: your login name)."),
+            threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: all)."),
+            allow_secrets: bool = typer.Option(False, "--allow-secrets",
+                                               help="Train even on data with unredacted credentials.")) -> None:
+    """Train on the project's rows plus the latest snapshot's reviewed rows, compare the new version
+    with production on the fixed and the recent held-out sets, and promote it as retrain.promote says
+    (exit 7 when the gate refuses production)."""
+    from taskfit.errors import PromotionRefused
+    from taskfit.lifecycle.retrain import retrain_project
+    from taskfit.progress import RichReporter
+
+    result = retrain_project(project, promote=promote_to, kind=kind, continue_from_production=continue_,
+                             name=name, by=by, reporter=RichReporter(err), threads=threads,
+                             allow_secrets=allow_secrets)
+    v, snap = result.version, result.snapshot
+    out.print(f"{result.how} {v.short} on {result.rows['project']} project rows + {result.rows['reviewed']} "
+              f"reviewed rows of snapshot {snap.short}: {result.source.path}", highlight=False, soft_wrap=True)
+    for label, card in result.scorecards:
+        out.print(f"[bold]{label} held-out set[/bold] ({card.results[0].n} rows)")
+        _print_scorecard(card)
+    name = v.name
+    if result.gate is not None:
+        out.print(f"[bold]verdict:[/bold] {escape(result.gate.verdict(name))}", soft_wrap=True)
+    if result.refused:
+        raise PromotionRefused(f"{name} {v.short} is not promoted to production (production stays "
+                               f"{result.production.short})",
+                               hint=f"it is registered: `taskfit promote {project} {result.source.path} --as {name} "
+                                    "--alias candidate` tries it in shadow; --force --reason TEXT overrides")
+    p = result.promotion
+    if p is None:
+        out.print(f"registered {name} {v.short}; no alias moved (retrain.promote: none)", highlight=False)
+    elif p.move is None:
+        out.print(f"{name}@{p.alias} is already {v.short}: nothing moved", highlight=False)
+    else:
+        was = f" (was {p.move.from_version[:12]})" if p.move.from_version else ""
+        out.print(f"{name}@{p.alias} -> {v.short}{was}; {_main_figure(p.version)}", highlight=False)
 
 
 registry_app = typer.Typer(no_args_is_help=True, help="The project's registered versions, aliases and their history.")

@@ -389,6 +389,26 @@ def record_to_row(rec: Example | PreferencePair) -> dict[str, Any]:
     return row
 
 
+def read_rows(path: Path, task: Any) -> list[Example | PreferencePair]:
+    """The records a JSONL file of :func:`record_to_row`'s rows holds (a prepared split, a data
+    snapshot's rows), in its order; a row that does not convert is a DataError naming its line."""
+    from taskfit.data.formats import convert
+
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                rows.append(convert(obj, task, "preference" if "chosen" in obj else "messages", None,
+                                    f"{path}:{line_no}", f"{path.stem}-{line_no}"))
+            except ValueError as exc:
+                raise DataError(f"{path}:{line_no}: {exc}",
+                                hint="this file is written by taskfit; write it again rather than edit it") from None
+    return rows
+
+
 def write_prepared(prepared: Prepared, out_dir: Path) -> dict[str, Path]:
     """Write train.jsonl, eval.jsonl, quarantine.jsonl, data_card.json and data_card.md."""
     from taskfit.data.card import write_card

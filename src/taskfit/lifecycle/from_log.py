@@ -56,6 +56,22 @@ class Snapshot:
     recent_held_out: Path  # reviewed rows to score candidates on, beside the fixed held-out split
     info: dict[str, Any]  # snapshot.json: counts, lineage, settings
 
+    @property
+    def short(self) -> str:
+        return self.digest[:16]
+
+    def train_rows(self, task: Any) -> list[Any]:
+        """The reviewed training rows, as records (Example)."""
+        from taskfit.data.prepare import read_rows
+
+        return read_rows(self.train, task)
+
+    def recent_rows(self, task: Any) -> list[Any]:
+        """The recent held-out rows, as records (Example)."""
+        from taskfit.data.prepare import read_rows
+
+        return read_rows(self.recent_held_out, task)
+
     @classmethod
     def at(cls, root: Path) -> "Snapshot":
         info = json.loads((root / "snapshot.json").read_text(encoding="utf-8"))

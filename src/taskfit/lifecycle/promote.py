@@ -1,14 +1,17 @@
 """``taskfit promote`` and ``taskfit rollback``: register a version and move an alias, gated.
 
 A promotion to ``production`` is gated: the new version and the current production version are
-evaluated on the project's held-out rows as they are now (the same cached evaluation as ``taskfit
-eval``: each version once per held-out split, under ``evals/<split>/predictions/registry/<id>``,
-kept out of ``taskfit compare``'s scorecard) and compared pairwise as ``compare`` compares a
-fine-tune with a baseline. The promotion is refused when the new version is significantly worse
-on the task's main metric, or on any one class (classify: right/wrong on the rows of that label)
-or field (extract: the field's value right/wrong on every row), by McNemar's exact test; the
-per-class and per-field p-values are Holm-adjusted, so eight classes do not give eight chances of
-a false refusal. ``--force`` with a reason overrides a refusal, and the history records both.
+evaluated on the project's held-out rows as they are now and, when ``taskfit data from-log`` has
+written a snapshot with recent held-out rows (reviewed production traffic), on those too (the same
+cached evaluation as ``taskfit eval``: each version once per held-out set, under
+``evals/<set>/predictions/registry/<id>``, kept out of ``taskfit compare``'s scorecard), and
+compared pairwise as ``compare`` compares a fine-tune with a baseline. The new version must be
+significantly better (p < 0.05) on the task's main metric on at least one of the sets, and
+significantly worse on none: not on either set's main metric, nor on any one class (classify:
+right/wrong on the rows of that label) or field (extract: the field's value right/wrong on every
+row), by McNemar's exact test, the per-class and per-field p-values Holm-adjusted within each set,
+so eight classes do not give eight chances of a false refusal. ``--force`` with a reason overrides
+a refusal, and the history records both.
 
 A rollback needs no evaluation: production goes back to the version it held before, in the time
 it takes to write one row.
@@ -111,7 +114,8 @@ def stage(registry: Registry, name: str, source: Source, by: str) -> Version:
         files = [source.path / f for f in ("model.joblib", "model.json")]
         task = card.get("task", {})
         meta = dict(task_kind=task.get("kind"), base_model=None, labels=task.get("labels"),
-                    data={"train_fingerprint": card.get("train_fingerprint"), "recipe": card.get("name")})
+                    data={"train_fingerprint": card.get("train_fingerprint"), "recipe": card.get("name"),
+                          "snapshot": card.get("snapshot")})
     else:
         from taskfit.paths import RunDir
         from taskfit.training.artifacts import find_adapter
@@ -126,7 +130,9 @@ def stage(registry: Registry, name: str, source: Source, by: str) -> Version:
         meta = dict(task_kind=manifest.get("kind"), base_model=config.get("model", {}).get("name"),
                     labels=config.get("task", {}).get("labels"),
                     data={k: data.get(k) for k in ("train_fingerprint", "eval_fingerprint", "train_file",
-                                                    "train_rows", "eval_rows")})
+                                                    "train_rows", "eval_rows", "snapshot")})
+        if manifest.get("lineage", {}).get("continued_from"):
+            meta["data"]["continued_from"] = manifest["lineage"]["continued_from"]
     dest = registry.version_dir(name, version_id)
     if not dest.exists():
         tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
@@ -194,7 +200,11 @@ class GroupTest:
 
 
 @dataclass(frozen=True)
-class Gate:
+class HeldOutTest:
+    """The new version against production on one held-out set (``fixed``: the project's held-out
+    split; ``recent``: the latest data snapshot's recent held-out rows of reviewed traffic)."""
+
+    held_out: str
     kind: str
     main: str
     new: float
@@ -208,33 +218,75 @@ class Gate:
         return self.test.significant and self.test.difference < 0
 
     @property
+    def main_better(self) -> bool:
+        return self.test.significant and self.test.difference > 0
+
+    @property
     def worse_groups(self) -> list[GroupTest]:
         return [g for g in self.groups if g.worse]
 
-    @property
-    def passed(self) -> bool:
-        return not self.main_worse and not self.worse_groups
-
     def summary(self) -> str:
-        return (f"{self.main} {100 * self.new:.1f}% against production's {100 * self.production:.1f}% "
-                f"({100 * self.test.difference:+.1f} pts, {self.test.test}, {self.test.p_text}, "
-                f"{self.n} held-out rows)")
+        return (f"{self.held_out} held-out set: {self.main} {100 * self.new:.1f}% against production's "
+                f"{100 * self.production:.1f}% ({100 * self.test.difference:+.1f} pts, {self.test.test}, "
+                f"{self.test.p_text}, {self.n} rows)")
 
     def reasons(self) -> list[str]:
+        """Why this set refuses the new version: each significant loss, in words."""
         out = []
         if self.main_worse:
             out.append(f"worse on {self.main}: {self.summary()}")
         unit = "class" if self.kind == "classify" else "field"
         for g in self.worse_groups:
-            out.append(f"worse on {unit} {g.group}: {100 * g.new:.1f}% right against {100 * g.production:.1f}% "
-                       f"on {g.rows} rows (McNemar p={g.p_value:.3g}, Holm-adjusted {g.p_adjusted:.3g})")
+            out.append(f"worse on {unit} {g.group} of the {self.held_out} held-out set: {100 * g.new:.1f}% right "
+                       f"against {100 * g.production:.1f}% on {g.rows} rows (McNemar p={g.p_value:.3g}, "
+                       f"Holm-adjusted {g.p_adjusted:.3g})")
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {"main": self.main, "new": self.new, "production": self.production, "n": self.n,
-                "test": self.test.test, "difference": self.test.difference, "p_value": self.test.p_value,
-                "passed": self.passed, "reasons": self.reasons(),
+        return {"held_out": self.held_out, "main": self.main, "new": self.new, "production": self.production,
+                "n": self.n, "test": self.test.test, "difference": self.test.difference,
+                "p_value": self.test.p_value, "better": self.main_better, "worse": self.main_worse,
                 "groups": [asdict(g) for g in self.groups]}
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The promotion decision over the held-out sets (the fixed one first, then the recent one
+    when there is one): passed when the new version is significantly better than production on at
+    least one set's main metric, and significantly worse on none's, nor on any class or field of
+    either."""
+
+    sets: tuple[HeldOutTest, ...]
+
+    @property
+    def better(self) -> list[HeldOutTest]:
+        return [s for s in self.sets if s.main_better]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.better) and not any(s.reasons() for s in self.sets)
+
+    def summary(self) -> str:
+        return "; ".join(s.summary() for s in self.sets)
+
+    def reasons(self) -> list[str]:
+        out = [r for s in self.sets for r in s.reasons()]
+        if not self.better:
+            which = " or ".join(s.held_out for s in self.sets)
+            out.append(f"not significantly better than production on the {which} held-out set "
+                       f"({'; '.join(s.summary() for s in self.sets)})")
+        return out
+
+    def verdict(self, name: str) -> str:
+        """The decision in one sentence."""
+        if self.passed:
+            return (f"Promote: the new {name} version beats production on the "
+                    f"{' and '.join(s.held_out for s in self.better)} held-out set"
+                    f"{'s' if len(self.better) > 1 else ''} and is significantly worse on no set, class or field.")
+        return f"Keep production: the new {name} version is " + "; ".join(self.reasons()) + "."
+
+    def to_json(self) -> dict[str, Any]:
+        return {"passed": self.passed, "reasons": self.reasons(), "held_out": [s.to_json() for s in self.sets]}
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -271,9 +323,10 @@ def group_scores(kind: str, rows: Sequence[Example], preds: Sequence[Prediction]
     return {}
 
 
-def gate(kind: str, rows: Sequence[Example], new: tuple[EvalResult, list[Prediction]],
-         production: tuple[EvalResult, list[Prediction]]) -> Gate:
-    """The new version against production on the same rows (see the module docstring)."""
+def held_out_test(held_out: str, kind: str, rows: Sequence[Example], new: tuple[EvalResult, list[Prediction]],
+                  production: tuple[EvalResult, list[Prediction]]) -> HeldOutTest:
+    """The new version against production on the same rows of one held-out set: the paired test
+    on the main metric, McNemar per class or field, Holm-adjusted across them."""
     from taskfit import stats
     from taskfit.tasks import main_metric
 
@@ -289,7 +342,43 @@ def gate(kind: str, rows: Sequence[Example], new: tuple[EvalResult, list[Predict
         raw.append((group, len(pairs), sum(xs) / len(xs), sum(ys) / len(ys), stats.mcnemar(xs, ys)))
     adjusted = holm([r[4] for r in raw])
     groups = [GroupTest(g, n, x, y, p, q) for (g, n, x, y, p), q in zip(raw, adjusted)]
-    return Gate(kind, main, new[0].metrics[main], production[0].metrics[main], test, new[0].n, groups)
+    return HeldOutTest(held_out, kind, main, new[0].metrics[main], production[0].metrics[main], test, new[0].n,
+                       groups)
+
+
+def recent_workspace(ws: Any) -> Any | None:
+    """The workspace scoring on the latest data snapshot's recent held-out rows (None: no
+    snapshot, or one without recent rows)."""
+    from taskfit.lifecycle.from_log import latest_snapshot
+
+    snapshot = latest_snapshot(ws.project_dir)
+    if snapshot is None:
+        return None
+    rows = snapshot.recent_rows(ws.config.task)
+    return ws.on_rows(rows) if rows else None
+
+
+def held_out_sets(ws: Any) -> list[tuple[str, Any]]:
+    """The held-out sets versions are compared on: ("fixed", the project's workspace), then
+    ("recent", the latest snapshot's recent held-out rows) when there are any."""
+    recent = recent_workspace(ws)
+    return [("fixed", ws)] + ([("recent", recent)] if recent is not None else [])
+
+
+def gate_versions(ws: Any, new: Version, production: Version,
+                  evaluated: dict[tuple[str, str], tuple[EvalResult, list[Prediction]]] | None = None) -> Gate:
+    """``new`` against ``production`` on every held-out set (see :class:`Gate`); each version is
+    evaluated once per set (cached). ``evaluated``: results already in hand, by (set, version id)."""
+    evaluated = dict(evaluated or {})
+    sets = []
+    for label, space in held_out_sets(ws):
+        pair = []
+        for version in (new, production):
+            if (label, version.id) not in evaluated:
+                evaluated[label, version.id] = evaluate_version(space, version)
+            pair.append(evaluated[label, version.id])
+        sets.append(held_out_test(label, space.config.task.kind, space.eval_rows, *pair))
+    return Gate(tuple(sets))
 
 
 # ---- the commands -----------------------------------------------------------------------------------
@@ -338,7 +427,7 @@ def promote_project(project: Path, run: str | None, name: str, alias: str = "pro
             new = evaluate_version(ws, known or staged)
             version = registry.add(known or Version(**{**staged.__dict__, "figures": figures(new[0], ws)}))
             if alias == "production" and production is not None:
-                gate_result = gate(ws.config.task.kind, ws.eval_rows, new, evaluate_version(ws, production))
+                gate_result = gate_versions(ws, version, production, {("fixed", version.id): new})
                 if not gate_result.passed and not force:
                     raise PromotionRefused(
                         f"{name} {version.short} is not promoted to production: it is "

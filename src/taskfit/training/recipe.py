@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from taskfit.config import ProjectConfig
+from taskfit.errors import ConfigError
 from taskfit.data.split import validation_split
 from taskfit.paths import RunDir
 from taskfit.progress import Reporter
@@ -61,10 +62,12 @@ def train_model(config: ProjectConfig, lm: Any, train: Sequence[Example | Prefer
                 run: RunDir, reporter: Reporter, *, project_dir: Path,
                 held_out: Sequence[Example | PreferencePair] = (), resume: bool = False,
                 data_summary: str = "", fingerprints: dict[str, str] | None = None,
-                hardware: dict[str, Any] | None = None, tracker: Tracker | None = None) -> TrainOutcome:
+                hardware: dict[str, Any] | None = None, tracker: Tracker | None = None,
+                start_adapter: Path | None = None) -> TrainOutcome:
     """Train ``lm.model`` on ``train`` by ``config.train.method`` in ``run``; with ``resume``,
-    continue from the run's newest complete checkpoint. ``tracker`` (``train.report_to``) gets
-    the figures the loop logs."""
+    continue from the run's newest complete checkpoint; with ``start_adapter`` (lora and qlora:
+    ``taskfit retrain --continue``), train that adapter further instead of a fresh one.
+    ``tracker`` (``train.report_to``) gets the figures the loop logs."""
     from taskfit.evaluation.report import plot_loss
     from taskfit.tasks import main_metric
     from taskfit.training.artifacts import model_card, save_trained
@@ -73,6 +76,12 @@ def train_model(config: ProjectConfig, lm: Any, train: Sequence[Example | Prefer
     fit_rows, val_rows = validation_split(list(train), spec.validation_share, spec.validation_max_rows,
                                           spec.seed)
     adapter = resolve_start_adapter(spec.dpo.start_from if method.objective == "dpo" else None, project_dir)
+    if start_adapter is not None:
+        if method.objective != "sft" or not method.adapter:
+            raise ConfigError(f"continuing an adapter: train.method {spec.method}"
+                              f"{' with classify_head' if spec.classify_head else ''} trains a new one",
+                              hint="retrain from scratch (leave out --continue)")
+        adapter = start_adapter
     resume_from = latest_checkpoint(run) if resume else None
     if resume:
         reporter.status(f"resuming from {resume_from.name}" if resume_from
@@ -113,8 +122,9 @@ def train_model(config: ProjectConfig, lm: Any, train: Sequence[Example | Prefer
             from taskfit.training.sft import train_sft
 
             model, result = train_sft(lm.model, lm.tokenizer, config.task, spec, fit_rows, val_rows,
-                                      run_dir=run.root, resume_from=resume_from, on_step=on_step,
-                                      on_validate=on_validate, evaluation=config.eval, tracker=tracker)
+                                      run_dir=run.root, resume_from=resume_from, adapter=adapter,
+                                      on_step=on_step, on_validate=on_validate, evaluation=config.eval,
+                                      tracker=tracker)
     state, parallel = result.state, result.parallel
     outcome = TrainOutcome(model=model, result=result, validation_rows=len(val_rows), held_out=held,
                            artifact=artifact_dir(spec, run))

@@ -187,17 +187,19 @@ def _baseline(ws: Workspace, name: str) -> Candidate:
                      size=lambda: _model_size(ws.lm().model))
 
 
-def classical_candidate(ws: Workspace, name: str) -> Candidate:
+def classical_candidate(ws: Workspace, name: str, folder: Path | None = None,
+                        card: dict[str, Any] | None = None) -> Candidate:
     """A classical model (``tfidf-logreg``, ``embeddings-logreg``), fitted on the training rows
     unless the project already holds one fitted on the same rows under the same definition (its
     key), and saved in the project, so ``taskfit serve DIR --candidate NAME`` serves the very
-    model the scorecard measured."""
+    model the scorecard measured. ``folder``: where to save it instead of the project's
+    ``baselines/NAME`` (``taskfit retrain``); ``card``: more to record in its ``model.json``."""
     from taskfit.baselines.classical import RECIPES, ClassicalPredictor
     from taskfit.paths import classical_dir
 
     recipe, c = RECIPES[name], ws.config
     key = {"train": ws.train_fingerprint, "seed": c.data.seed, **recipe.key()}
-    folder = classical_dir(ws.project_dir, name)
+    folder = folder or classical_dir(ws.project_dir, name)
     fitted: dict[str, Any] = {}
 
     def model() -> Any:
@@ -211,7 +213,8 @@ def classical_candidate(ws: Workspace, name: str) -> Candidate:
                 save_classical(folder, fitted["m"], fit_key, {
                     "train_fingerprint": ws.train_fingerprint,
                     "task": c.task.model_dump(mode="json", by_alias=True),
-                    "confidence_threshold": c.eval.confidence_threshold, "fallback": c.eval.fallback})
+                    "confidence_threshold": c.eval.confidence_threshold, "fallback": c.eval.fallback,
+                    **(card or {})})
             else:
                 ws.reporter.status(f"{name}: using the model fitted on these training rows ({folder})")
         return fitted["m"]

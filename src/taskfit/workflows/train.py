@@ -36,6 +36,9 @@ def _start_run(ws: Workspace, lm: Any, run: RunDir) -> dict[str, Any]:
         {"train": [r.id for r in ws.train], "eval": [r.id for r in ws.held_out]}), encoding="utf-8")
     manifest = build_manifest(ws.config, ws.project_dir, lm.info, ws.prepared.card,
                               {"train": len(ws.train), "eval": len(ws.held_out)}, ws.hardware.describe())
+    if ws.lineage:  # retrain: the snapshot its reviewed rows came from, the version it continued
+        manifest["lineage"] = ws.lineage
+        manifest["data"]["snapshot"] = ws.lineage["snapshot"]
     run.manifest.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return manifest
 
@@ -109,7 +112,9 @@ def _train(ws: Workspace, run: RunDir | None) -> TrainSummary:
                               held_out=ws.held_out, resume=resuming, data_summary=card.rows_summary(),
                               fingerprints={"train": card.split.get("train_fingerprint"),
                                             "eval": card.split.get("eval_fingerprint")},
-                              hardware=ws.hardware.describe(), tracker=tracker)
+                              hardware=ws.hardware.describe(), tracker=tracker,
+                              start_adapter=Path(ws.lineage["start_adapter"]) if ws.lineage.get("start_adapter")
+                              else None)
     training = outcome.summary()
     if main:
         (run.root / "metrics.json").write_text(json.dumps({"training": training}, indent=2), encoding="utf-8")

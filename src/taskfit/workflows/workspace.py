@@ -12,12 +12,13 @@ candidates, and a repeated command costs nothing where nothing changed.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from taskfit.config import ProjectConfig, load_config
 from taskfit.data.prepare import Prepared, prepare_data
+from taskfit.data.split import fingerprint
 from taskfit.errors import ConfigError, DataError
 from taskfit.paths import RunDir
 from taskfit.progress import Reporter, Silent
@@ -32,15 +33,15 @@ def config_path(project: Path) -> Path:
 def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
     """A resolved config with the defaults of this taskfit filled in (a run started before a
     setting existed was trained as its default says) and without what does not change a trained
-    model (``train.threads``, ``train.report_to``, the ``monitor`` and ``review`` sections), to
-    tell whether a run was trained from the project as it is now."""
+    model (``train.threads``, ``train.report_to``, the ``monitor``, ``review`` and ``retrain``
+    sections), to tell whether a run was trained from the project as it is now."""
     from pydantic import ValidationError
 
     try:
         config = ProjectConfig.model_validate(config).model_dump(mode="json", by_alias=True)
     except ValidationError:
         pass  # a config this taskfit no longer accepts is compared as it is: it matches nothing now
-    return {**{k: v for k, v in config.items() if k not in ("monitor", "review")},
+    return {**{k: v for k, v in config.items() if k not in ("monitor", "review", "retrain")},
             "train": {k: v for k, v in config.get("train", {}).items() if k not in ("threads", "report_to")}}
 
 
@@ -54,6 +55,10 @@ class Workspace:
     hardware: Any
     tokenizer: Any
     reporter: Reporter = field(default_factory=Silent)
+    # What a retrained run adds to the project's own data (``taskfit retrain``): the data snapshot
+    # whose reviewed rows joined the training rows, and the version continued; kept in the run's
+    # manifest, and part of what a run must match to be reused.
+    lineage: dict[str, Any] = field(default_factory=dict)
     _lm: Any = None
     _style: Any = None
 
@@ -100,6 +105,29 @@ class Workspace:
                                  "lora/qlora/full for examples; `taskfit data check` shows what was read")
         return cls(config=config, project_dir=path.parent, prepared=prepared, train=train,
                    held_out=held_out, hardware=hardware, tokenizer=tokenizer, reporter=reporter)
+
+    def with_reviewed(self, snapshot: Any, continued: tuple[str, Path] | None = None) -> "Workspace":
+        """This workspace with the reviewed training rows of ``snapshot`` (a
+        :class:`~taskfit.lifecycle.from_log.Snapshot`) after the project's own: the held-out split
+        stays the project's; the training fingerprint is the combined rows'. ``continued``: the id
+        of the registered version a run continues, and its adapter (the starting point)."""
+        reviewed = snapshot.train_rows(self.config.task)
+        train = self.train + reviewed
+        card = replace(self.prepared.card, split={**self.prepared.card.split, "train": len(train),
+                                                  "train_fingerprint": fingerprint(train)})
+        lineage = {"snapshot": snapshot.digest, "snapshot_path": str(snapshot.root), "project_train_rows":
+                   len(self.train), "reviewed_train_rows": len(reviewed)}
+        if continued is not None:
+            lineage.update(continued_from=continued[0], start_adapter=str(continued[1]))
+        return replace(self, prepared=replace(self.prepared, train=train, card=card), train=train,
+                       lineage=lineage, _lm=None, _style=None)
+
+    def on_rows(self, held_out: list[Any]) -> "Workspace":
+        """This workspace scoring candidates on ``held_out`` instead of the project's held-out split
+        (the recent held-out set): its own evaluation directory, by the rows' fingerprint."""
+        card = replace(self.prepared.card, split={**self.prepared.card.split, "eval": len(held_out),
+                                                  "eval_fingerprint": fingerprint(held_out)})
+        return replace(self, prepared=replace(self.prepared, eval=held_out, card=card), held_out=held_out)
 
     @property
     def preference(self) -> bool:
@@ -173,7 +201,8 @@ class Workspace:
         """Whether a run was trained from the project's config and training data as they are now."""
         return (comparable_config(manifest.get("config", {}))
                 == comparable_config(self.config.model_dump(mode="json", by_alias=True))
-                and manifest.get("data", {}).get("train_fingerprint") == self.train_fingerprint)
+                and manifest.get("data", {}).get("train_fingerprint") == self.train_fingerprint
+                and manifest.get("lineage", {}).get("continued_from") == self.lineage.get("continued_from"))
 
     def latest_run(self) -> RunDir:
         """The project's newest finished training run (what ``eval``, ``export`` and ``serve``

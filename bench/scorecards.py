@@ -135,22 +135,20 @@ def main() -> None:
     start = time.perf_counter()
     baseline_project(out, reporter=reporter)
     timings["baselines"] = time.perf_counter() - start
+    def fine_tune(name: str) -> None:
+        start = time.perf_counter()
+        run = train_project(out, reporter=reporter).run_dir
+        timings[f"{name} training"] = time.perf_counter() - start
+        start = time.perf_counter()
+        eval_project(out, run, reporter=reporter)
+        timings[f"{name} eval"] = time.perf_counter() - start
+
     if not args.skip_train:
-        start = time.perf_counter()
-        run = train_project(out, reporter=reporter).run_dir
-        timings["training"] = time.perf_counter() - start
-        start = time.perf_counter()
-        eval_project(out, run, reporter=reporter)
-        timings["fine-tuned eval"] = time.perf_counter() - start
-    if args.head and not args.skip_train:
-        doc["train"]["classify_head"] = True
-        (out / "taskfit.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-        start = time.perf_counter()
-        run = train_project(out, reporter=reporter).run_dir
-        timings["head training"] = time.perf_counter() - start
-        start = time.perf_counter()
-        eval_project(out, run, reporter=reporter)
-        timings["head eval"] = time.perf_counter() - start
+        fine_tune("fine-tuned")
+        if args.head:
+            doc["train"]["classify_head"] = True
+            (out / "taskfit.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+            fine_tune("head")
     result = compare_project(out, reporter=reporter)
     print(f"\n## {args.dataset}: {train_n or 'all'} train rows, {eval_n or 'all'} held-out rows\n")
     print("\n".join(result.scorecard.markdown()))

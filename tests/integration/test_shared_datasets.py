@@ -61,3 +61,30 @@ def test_walkthrough_runs_end_to_end_and_compare_agrees(dataset, tmp_path, tiny_
     assert (evals / "scorecard.md").read_text() == scorecard
     assert {p: p.read_bytes() for p in evals.glob("predictions/*.jsonl")} == cached  # nothing predicted again
     assert "fine-tuned" in scorecard
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "clinc150").is_dir(), reason="needs ../shared/data/clinc150")
+def test_full_label_scoring_of_clinc150_intents_in_a_batch_on_the_embedded_model():
+    """Scoring every one of clinc150's 151 intents for a batch of 16 requests: each row reads the
+    tree in its own order, so rows run out of nodes at different steps (this stopped with an
+    IndexError before the search let rows read unequal shares of a step). The answers are the
+    ones each request gets alone."""
+    import json
+
+    from taskfit.baselines import LabelScoringPredictor
+    from taskfit.config import TaskSpec
+    from taskfit.models import load_model
+    from taskfit.records import Example
+
+    read = lambda name: [json.loads(line) for line in (SHARED / "clinc150" / name).read_text().splitlines()]  # noqa: E731
+    labels = sorted({r["label"] for r in read("train.jsonl")})
+    task = TaskSpec(kind="classify", success="a request lands on its intent", labels=labels,
+                    system_prompt="Name the intent of the user's request (oos when it is out of scope).")
+    rows = [Example(id=str(i), input=r["text"], target=r["label"]) for i, r in enumerate(read("test.jsonl")[:16])]
+    lm = load_model("smollm2-135m")
+    scorer = lambda batch: LabelScoringPredictor("full", lm.model, lm.tokenizer, task, 256, batch_size=batch,  # noqa: E731
+                                                 tolerance=0.0)
+    together = [p.output for p in scorer(16).predict(rows)]
+    alone = [p.output for p in scorer(1).predict(rows[:4])]
+    assert all(out in labels for out in together) and together[:4] == alone

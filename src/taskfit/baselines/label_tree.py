@@ -202,7 +202,9 @@ def search(model: Any, tree: LabelTree, prompts: Sequence[list[int]], pad_id: in
             if len(keep) < len(live):  # a done row leaves the batch and its cache
                 cache.batch_select_indices(torch.tensor(keep, device=device))
                 live, reads = [live[i] for i in keep], [reads[i] for i in keep]
-            step = len(reads[0])
+            # Rows read as many nodes as the widest where they have that many left to read; a row
+            # with fewer fills its share of the step with padding that attends to itself only.
+            step = max(map(len, reads))
             ids = np.full((len(live), step), pad_id, dtype=np.int64)
             positions = np.zeros((len(live), step), dtype=np.int64)
             allowed = np.zeros((len(live), 1, step, columns + step), dtype=bool)

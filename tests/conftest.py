@@ -140,3 +140,19 @@ def tiny_triage(tiny_model_dir):
         return path.parent
 
     return build
+
+
+def liked_less_first(model, tokenizer, task, prompt: str, answers: list[str]) -> list[str]:
+    """``answers`` (two replies) ordered so that the first is the one ``model`` likes less per
+    answer token after ``prompt``: as (chosen, rejected), DPO then has a preference to move
+    (which reply a random tiny model likes depends on its weights and tokenizer)."""
+    import torch
+
+    from taskfit.records import PreferencePair
+    from taskfit.training.dpo import answer_lengths, featurize_pairs, pair_logps, preference_accuracy
+
+    probe = featurize_pairs(tokenizer, task, [PreferencePair(id="p", prompt=prompt, chosen=answers[0],
+                                                             rejected=answers[1])], 256)
+    with torch.no_grad():
+        prefers_first = preference_accuracy(pair_logps(model, tokenizer, probe), answer_lengths(probe)) == 1.0
+    return list(reversed(answers)) if prefers_first else list(answers)

@@ -103,7 +103,10 @@ def test_classify_baselines_fine_tune_and_scorecard(tmp_path, tiny_model_dir):
 
     # A confidence threshold set afterwards applies at once, from the cached predictions.
     doc = yaml.safe_load((project / "taskfit.yaml").read_text())
-    doc["eval"].update(confidence_threshold=0.99, fallback="needs_human")
+    confidences = sorted(json.loads(line)["confidence"] for line in first.splitlines() if "confidence" in line)
+    assert confidences[0] < confidences[-1]
+    threshold = (confidences[0] + confidences[-1]) / 2  # some rows above, some below
+    doc["eval"].update(confidence_threshold=threshold, fallback="needs_human")
     (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
     gated = {r.candidate: r for r in compare_project(project).scorecard.results}
     assert (evals / "predictions" / "few-shot.jsonl").read_text() == first

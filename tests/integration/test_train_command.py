@@ -106,8 +106,16 @@ def test_dpo_from_the_command_line(tmp_path, tiny_model_dir):
     project = tmp_path / "dpo"
     assert CliRunner().invoke(app, ["init", str(project)]).exit_code == 0
     doc = yaml.safe_load((project / "taskfit.yaml").read_text())
-    rows = [{"prompt": f"Customer {i}: where is my parcel?", "chosen": "That is on us: a refund is on its way.",
-             "rejected": "Sorry about that, I will help you now."} for i in range(60)]
+    from conftest import liked_less_first
+    from taskfit.config import load_config
+    from taskfit.models import load_model
+
+    lm = load_model(str(tiny_model_dir))
+    chosen, rejected = liked_less_first(lm.model, lm.tokenizer, load_config(project).task, "Customer 0: where is my "
+                                        "parcel?", ["That is on us: a refund is on its way.",
+                                                    "Sorry about that, I will help you now."])
+    rows = [{"prompt": f"Customer {i}: where is my parcel?", "chosen": chosen, "rejected": rejected}
+            for i in range(60)]
     (project / "data" / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     doc["model"]["name"] = str(tiny_model_dir)
     doc["data"]["train"] = "data/pairs.jsonl"

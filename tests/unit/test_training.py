@@ -16,6 +16,7 @@ import random
 import pytest
 import torch
 
+from conftest import liked_less_first
 from taskfit.baselines import LabelScoringPredictor
 from taskfit.baselines.head import HeadClassifier
 from taskfit.config import TrainSpec, parse_config
@@ -253,15 +254,7 @@ def test_dpo_raises_held_out_preference_for_chosen(tiny_model_dir, classify_task
                 for i in range(n)]
 
     lm = load_model(str(tiny_model_dir))
-    # Chosen is the answer the untrained model likes less, per token, so there is a preference to
-    # move (which one that is depends on the random tiny model).
-    from taskfit.training.dpo import answer_lengths, featurize_pairs, pair_logps, preference_accuracy
-
-    probe = featurize_pairs(lm.tokenizer, classify_task, [PreferencePair(id="p", prompt=prompts[0], chosen=answers[0],
-                                                                         rejected=answers[1])], 128)
-    with torch.no_grad():
-        if preference_accuracy(pair_logps(lm.model, lm.tokenizer, probe), answer_lengths(probe)) == 1.0:
-            answers.reverse()
+    answers[:] = liked_less_first(lm.model, lm.tokenizer, classify_task, prompts[0], answers)
     spec = _spec(method="dpo", learning_rate=5e-3, epochs=4, validation_share=0.1, eval_every=4)
     model, result, held = train_dpo(lm.model, lm.tokenizer, classify_task, spec, pairs(32, 0),
                                     pairs(8, 100), held_out=pairs(16, 200), run_dir=tmp_path)

@@ -44,7 +44,10 @@ from monitor_drift import new_way_of_asking  # noqa: E402  (the new product, ask
 
 pytestmark = pytest.mark.slow  # the real embedded model
 
-NEW_QUEUE = "product_question"  # where the new product's questions belong
+# The business decides that questions about the new headset go to the hardware team's queue,
+# technical_issue; production, never told, files most of them under product_question (measured:
+# with product_question as the target it already got most of them right, so nothing was learnt).
+NEW_QUEUE = "technical_issue"
 
 
 def _cli(*args, code=0):
@@ -97,12 +100,14 @@ def test_the_loop_after_the_first_deploy(project, loopback, capsys):
     ordinary = [(r["messages"][0]["content"], r["messages"][1]["content"]) for r in generate_tickets(24, seed=41)]
     traffic = ordinary + [(text, NEW_QUEUE) for text in new_way_of_asking()]
     random.Random(0).shuffle(traffic)
-    right, answered = {}, {}
+    right, answered, new_way = {}, {}, set(new_way_of_asking())
+    aurora = []
     for text, queue in traffic:
         rid, answer = ask(text)
         right[rid], answered[rid] = queue, answer
         assert answer["version"] == v1.id
-    aurora = [rid for rid, q in right.items() if q == NEW_QUEUE]
+        if text in new_way:
+            aurora.append(rid)
     figures["production_right_on_new_way"] = sum(answered[r]["label"] == NEW_QUEUE for r in aurora)
     ordinary_ids = [rid for rid in right if rid not in aurora]
     figures["production_right_on_ordinary"] = sum(answered[r]["label"] == right[r] for r in ordinary_ids)

@@ -31,7 +31,7 @@ from statistics import NormalDist
 NEW_PRODUCT = "Aurora X2 headset"
 NEW_OPENINGS = ["Hey, about my {p}: ", "Question regarding the {p} I got last week. ", "My {p} again! "]
 # Questions about the new product that the product_question queue must absorb (issue 17's loop,
-# tests/integration/test_lifecycle_loop.py and test_retrain.py): one request each, distinct enough
+# tests/integration/test_retrain.py): one request each, distinct enough
 # that `taskfit data from-log` keeps them all.
 NEW_QUESTIONS = [
     "Can it pair with two laptops at the same time?", "Does the microphone work on Zoom calls from a Mac?",

@@ -19,6 +19,13 @@ def open_migrated(path: Path, migrations: Sequence[str], what: str, hint: str) -
     db = sqlite3.connect(path, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
+    migrate(db, path, migrations, what, hint)
+    return db
+
+
+def migrate(db: sqlite3.Connection, path: Path, migrations: Sequence[str], what: str, hint: str) -> None:
+    """Take the open database ``db`` (the file at ``path``) forward to ``len(migrations)``; a
+    newer schema closes it and raises (see :func:`open_migrated`)."""
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version > len(migrations):
         db.close()
@@ -26,4 +33,3 @@ def open_migrated(path: Path, migrations: Sequence[str], what: str, hint: str) -
                           f"taskfit (this one knows {len(migrations)})", hint=hint)
     for number, script in enumerate(migrations[version:], start=version + 1):
         db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
-    return db

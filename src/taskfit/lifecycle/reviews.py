@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from taskfit.errors import ConfigError, DataError
+from taskfit.errors import DataError
+from taskfit.migrations import migrate
 
 STORE_NAME = "reviews.sqlite"
 VERDICTS = ("correct", "wrong")
@@ -116,13 +117,7 @@ class ReviewStore:
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA busy_timeout=5000")
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            self.db.close()
-            raise ConfigError(f"{path}: this review store has schema version {version}, written by a newer "
-                              f"taskfit (this one knows {len(MIGRATIONS)})", hint="upgrade taskfit")
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            self.db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+        migrate(self.db, path, MIGRATIONS, "review store", "upgrade taskfit")
 
     def close(self) -> None:
         self.db.close()

@@ -201,8 +201,9 @@ class PrivacySpec(_Spec):
 class DataSpec(_Spec):
     train: str = Field(description="Training data file (JSONL, CSV, TSV or Parquet), relative to the project.")
     eval: str | None = Field(None, description="Optional fixed eval file; else split from train.")
-    format: Literal["auto", "messages", "prompt_completion", "alpaca", "sharegpt", "preference"] = Field(
-        "auto", description="Row shape; auto recognises each row by its keys. Ignored with columns.")
+    format: Literal["auto", "messages", "prompt_completion", "alpaca", "sharegpt", "preference", "chat_log"] = Field(
+        "auto", description="Row shape; auto recognises each row by its keys (chat_log: a logged chat "
+                            "completion, request and response). Ignored with columns.")
     columns: ColumnMap | None = Field(None, description="Column mapping for tables and flat JSONL.")
     group_by: str | None = Field(
         None, description="A column or meta key (customer, thread, article): rows sharing a value "

@@ -348,7 +348,12 @@ class EndpointSpec(_Spec):
     """Any OpenAI-compatible chat endpoint, as the stronger hosted model to beat."""
 
     base_url: str = Field(description="e.g. https://api.openai.com/v1 or http://localhost:8000/v1")
-    model: str = Field(description="The model name the endpoint expects.")
+    model: str = Field(description="The model name the endpoint expects, e.g. gpt-4o-mini, or a hosted "
+                                   "fine-tune's id (ft:gpt-4o-mini-2024-07-18:org::abc123).")
+    add_instruction: bool = Field(
+        True, description="Append what the task kind requires of an answer (the labels, the schema, the "
+                          "refusal) to the system prompt, as a general model needs told; false sends the "
+                          "rows' system prompt alone, as a hosted fine-tune trained on it was asked.")
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the key "
                                                            "(the key itself never goes in this file).")
     price_per_million_input_tokens: float = Field(0.0, ge=0.0, description="USD per 1M prompt tokens.")

@@ -101,3 +101,31 @@ def test_endpoint_baseline_against_taskfit_serve(tmp_path, tiny_model_dir, loopb
     (result,) = baseline_project(project, only=["endpoint"])
     assert result.n == 10 and 0 <= result.metrics["accuracy"] <= 1
     assert result.metrics["prompt_tokens_mean"] > 20  # usage as the server counted it
+
+
+def test_a_hosted_fine_tune_is_asked_as_it_was_trained(tmp_path, tiny_model_dir, loopback, monkeypatch):
+    """A hosted fine-tune's id as the endpoint model, and add_instruction: false: it is sent the
+    task's system prompt alone, the prompt it was fine-tuned on, and scored like any candidate."""
+    from taskfit.workflows import Workspace
+
+    monkeypatch.setenv("TASKFIT_TEST_KEY", "sk-test-123")
+    fake = FakeHostedModel({}, [])
+    project, labels = _project(tmp_path, tiny_model_dir, loopback(fake.app))
+    path = project / "taskfit.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["baselines"]["endpoint"].update(model="ft:gpt-4o-mini-2024-07-18:acme::abc123", add_instruction=False)
+    path.write_text(yaml.safe_dump(doc))
+    ws = Workspace.open(project)
+    fake.gold, fake.labels = {ex.input: ex.target for ex in ws.held_out}, labels
+
+    (result,) = baseline_project(project, only=["endpoint"])
+    assert {r["model"] for r in fake.requests} == {"ft:gpt-4o-mini-2024-07-18:acme::abc123"}
+    assert {r["messages"][0]["content"] for r in fake.requests} == {ws.config.task.system_text}
+    assert result.metrics["accuracy"] == 0.5 and result.n == 10
+
+    # The instruction back on is another candidate's answers: asked again, not read from the cache.
+    doc["baselines"]["endpoint"]["add_instruction"] = True
+    path.write_text(yaml.safe_dump(doc))
+    baseline_project(project, only=["endpoint"])
+    assert len(fake.requests) == 20
+    assert fake.requests[-1]["messages"][0]["content"].startswith(ws.config.task.system_text + "\n\nAnswer with")

@@ -17,6 +17,20 @@ from taskfit.records import Example, Prediction
 from taskfit.rendering import messages_for
 
 
+def endpoint_messages(spec: EndpointSpec, task: TaskSpec, example: Example) -> list[dict[str, str]]:
+    """The messages the endpoint is asked ``example`` with: the local prompt-only baseline's
+    (:func:`messages_for`), and, with ``add_instruction``, what a hosted model needs told that a
+    fine-tuned one learned (the kind's :meth:`~taskfit.tasks.base.Task.instruction`) after the
+    system prompt."""
+    from taskfit.tasks import get_task
+
+    messages = messages_for(task, example)
+    extra = get_task(task.kind).instruction(task) if spec.add_instruction else ""
+    if extra:
+        messages[0] = {"role": "system", "content": f"{messages[0]['content']}\n\n{extra}"}
+    return messages
+
+
 class EndpointPredictor:
     def __init__(self, name: str, spec: EndpointSpec, task: TaskSpec, max_new_tokens: int):
         import openai
@@ -34,21 +48,12 @@ class EndpointPredictor:
         self.client = openai.OpenAI(base_url=spec.base_url, api_key=key, timeout=spec.timeout_s,
                                     max_retries=2)
 
-    def _instruction(self) -> str:
-        """What a hosted model needs told that a fine-tuned one learned: the allowed answers."""
-        from taskfit.tasks import get_task
-
-        return get_task(self.task.kind).instruction(self.task)
-
     def _one(self, ex: Example) -> Prediction:
         import openai
 
         from taskfit.tasks import parse
 
-        messages = messages_for(self.task, ex)
-        extra = self._instruction()
-        if extra:
-            messages[0] = {"role": "system", "content": f"{messages[0]['content']}\n\n{extra}"}
+        messages = endpoint_messages(self.spec, self.task, ex)
         start = time.perf_counter()
         try:
             reply = self.client.chat.completions.create(

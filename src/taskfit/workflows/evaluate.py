@@ -159,7 +159,10 @@ def _baseline(ws: Workspace, name: str) -> Candidate:
         from taskfit.baselines.endpoint import EndpointPredictor
 
         e = spec.endpoint
-        return Candidate(name, "baseline", {"endpoint": e.model_dump(mode="json")},
+        # add_instruction joins the key only when off: evaluations cached before it existed asked
+        # with the instruction, and stay valid (an endpoint's answers cost money)
+        key = e.model_dump(mode="json", exclude={"add_instruction"} if e.add_instruction else set())
+        return Candidate(name, "baseline", {"endpoint": key},
                          lambda: EndpointPredictor(name, e, ws.config.task, ws.config.eval.max_new_tokens),
                          size=lambda: {"price_per_million_input_tokens": e.price_per_million_input_tokens,
                                        "price_per_million_output_tokens": e.price_per_million_output_tokens})

@@ -457,17 +457,33 @@ def _run_of(path: Path) -> Path:
 @app.command()
 @_friendly
 def export(run_dir: Path = typer.Argument(Path("."), help="A project (its latest finished run is taken), "
-                                                            "a finished run directory, or its adapter."),
+                                                            "a finished run directory, or its adapter; "
+                                                            "--format promptfoo: the project."),
            merged: bool = typer.Option(False, "--merged", help="Fold the adapter into the base model."),
            format_: Optional[str] = typer.Option(None, "--format", help="gguf-lora: the adapter as a GGUF LoRA "
-                                                                         "for llama.cpp and Ollama."),
+                                                                         "for llama.cpp and Ollama; promptfoo: the "
+                                                                         "held-out set, the task's checks and the "
+                                                                         "candidates as a promptfoo configuration."),
            base_gguf: Optional[Path] = typer.Option(None, "--base-gguf", help="gguf-lora: the base model's GGUF "
                                                                               "(default: the embedded model's)."),
-           out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write (default RUN/merged or RUN/gguf).")) -> None:
-    """Export a trained adapter: --merged (an ordinary transformers model) or --format gguf-lora."""
+           run: Optional[Path] = typer.Option(None, "--run", help="promptfoo: the run `taskfit serve` will serve "
+                                                                  "(default: the latest finished run)."),
+           serve_url: Optional[str] = typer.Option(None, "--serve-url", help="promptfoo: where `taskfit serve` "
+                                                   "answers (default http://127.0.0.1:8000/v1)."),
+           out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write (default RUN/merged or "
+                                                                      "RUN/gguf; promptfoo: the evaluation "
+                                                                      "directory's promptfoo/).")) -> None:
+    """Export a trained adapter (--merged, or --format gguf-lora), or the project's evaluation as a
+    promptfoo configuration (--format promptfoo)."""
     from taskfit.errors import ConfigError
     from taskfit.progress import RichReporter
 
+    if format_ == "promptfoo":
+        _export_promptfoo(run_dir, run, out_dir, serve_url)
+        return
+    if run is not None or serve_url is not None:
+        raise ConfigError("--run and --serve-url are for --format promptfoo",
+                          hint="name the run to export as the argument: taskfit export RUN_DIR ...")
     status = RichReporter(err).status
     run_dir = _run_of(run_dir)
     if format_ == "gguf-lora":
@@ -478,14 +494,35 @@ def export(run_dir: Path = typer.Argument(Path("."), help="A project (its latest
                   f"Ollama: cd {path} && ollama create NAME -f Modelfile")
         return
     if format_ is not None:
-        raise ConfigError(f"--format {format_}: the formats are gguf-lora (or --merged)")
+        raise ConfigError(f"--format {format_}: the formats are gguf-lora and promptfoo (or --merged)")
     if not merged:
-        raise ConfigError("choose an export: --merged or --format gguf-lora",
+        raise ConfigError("choose an export: --merged, --format gguf-lora or --format promptfoo",
                           hint="the adapter itself is already in the plain PEFT layout in RUN/adapter")
     from taskfit.training.artifacts import export_merged
 
     path = export_merged(run_dir, out_dir, status=status)
     out.print(f"merged model: {path}")
+
+
+def _export_promptfoo(project: Path, run: Optional[Path], out_dir: Optional[Path], serve_url: Optional[str]) -> None:
+    from taskfit.errors import ConfigError
+    from taskfit.progress import RichReporter
+    from taskfit.workflows.evaluate import export_promptfoo_project
+
+    if not (project / "taskfit.yaml").is_file() and project.name != "taskfit.yaml":
+        raise ConfigError(f"{project}: --format promptfoo exports a project's evaluation: name the project "
+                          "directory", hint="name a run with --run RUN")
+    result = export_promptfoo_project(project, run=run, out=out_dir, serve_url=serve_url, reporter=RichReporter(err))
+    from urllib.parse import urlparse
+
+    serve = f"taskfit serve --adapter {result.served}={result.run}" if run is not None else f"taskfit serve {project}"
+    port = urlparse(result.serve_url).port
+    serve += f" --port {port}" if port not in (None, 8000) else ""
+    out.print(f"promptfoo config: {result.paths['config']} ({result.rows} held-out rows in {result.paths['tests']})\n"
+              f"providers: taskfit serve as {result.served} at {result.serve_url}"
+              + (f", the endpoint baseline {result.endpoint}" if result.endpoint else "")
+              + f"\nthen: {serve}, and in another shell: cd {result.paths['config'].parent} && promptfoo eval",
+              highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -7,9 +7,10 @@ data is enough, which baselines apply, how decoding is constrained, what a hoste
 told, and what ``taskfit init`` writes. Adding a kind is one module with one such object, and
 one call to :func:`register`.
 
-Three members are optional, for kinds written before them: :meth:`TaskDefaults.answer_values`,
+Four members are optional, for kinds written before them: :meth:`TaskDefaults.answer_values`,
 :meth:`TaskDefaults.with_answer_values` and :meth:`TaskDefaults.answer_fields` say where personal
-data redaction may touch an answer (reach them through the functions of the same names here).
+data redaction may touch an answer, and ``promptfoo_asserts`` what an external evaluation harness
+checks of an answer (reach them through the functions of the same names here).
 """
 
 from __future__ import annotations
@@ -142,6 +143,23 @@ def answer_fields(task: "Task", spec: Any) -> list[str] | None:
     if own is not None:
         return own(spec)
     return [] if task.scores_labels else [ANSWER]
+
+
+def promptfoo_asserts(task: "Task", spec: Any, example: Example) -> list[dict[str, Any]]:
+    """What promptfoo checks of an answer to ``example`` (``taskfit export --format promptfoo``), as
+    promptfoo assertions: the kind's own ``promptfoo_asserts(spec, example)``. A kind without one
+    cannot be exported: ValueError naming it."""
+    own = getattr(task, "promptfoo_asserts", None)
+    if own is None:
+        raise ValueError(f"task kind {task.kind!r} says nothing of how promptfoo should check its answers "
+                         "(it has no promptfoo_asserts)")
+    return own(spec, example)
+
+
+def promptfoo_literal(text: str) -> str:
+    """``text`` as a promptfoo assertion value that stands for itself: promptfoo reads a string value
+    as a Nunjucks template, so text holding template syntax is wrapped in a raw block."""
+    return f"{{% raw %}}{text}{{% endraw %}}" if any(t in text for t in ("{{", "{%", "{#")) else text
 
 
 @runtime_checkable

@@ -14,9 +14,11 @@ from taskfit.config import TaskSpec
 from taskfit.records import EvalResult, Example, Prediction
 from taskfit.stats import percentile
 from taskfit.tasks.base import (CLASSICAL, EMBEDDINGS, ENDPOINT, FEW_SHOT, PROMPT_ONLY, AnswerValue, Column,
-                                 Scoring, TaskDefaults)
+                                 Scoring, TaskDefaults, promptfoo_literal)
 
 EXAMPLES_PER_BUCKET = 3
+# A free answer as parse_label reads it, in JavaScript: whitespace and . " ' ` around it aside, case folded.
+LABEL_TRANSFORM = "output.trim().replace(/^[.\"'`]+|[.\"'`]+$/g, '').trim().toLowerCase()"
 
 
 def parse_label(task: TaskSpec, text: str) -> tuple[str, bool]:
@@ -236,6 +238,11 @@ class ClassifyTask(TaskDefaults):
 
     def instruction(self, spec: TaskSpec) -> str:
         return "Answer with exactly one of these labels and nothing else: " + ", ".join(spec.labels or [])
+
+    def promptfoo_asserts(self, spec: TaskSpec, example: Example) -> list[dict[str, Any]]:
+        """The gold label, compared as :func:`parse_label` reads a free answer."""
+        return [{"type": "equals", "value": promptfoo_literal(example.target.lower()), "transform": LABEL_TRANSFORM,
+                 "metric": "label"}]
 
     def answer_facets(self, spec: TaskSpec, text: str) -> dict[str, str]:
         """The label mix: which label each answer is (anything else as one category)."""

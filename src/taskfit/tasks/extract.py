@@ -21,6 +21,29 @@ from taskfit.tasks.base import ANSWER, AnswerValue, Column, Scoring, TaskDefault
 
 EXAMPLES_PER_BUCKET = 3
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
+# load_json's cut of a Markdown fence, in JavaScript.
+FENCE_TRANSFORM = "output.trim().replace(/^```(?:json)?\\s*|\\s*```$/g, '')"
+# One field of the answer against the gold value (context.config: the field's key path and the
+# gold value, null when the gold leaves it empty), as per_field_scores judges it: right when both
+# leave it empty (absent, null, "", [], {}) or both hold it and their values match with case and
+# spacing folded, a list's items in any order.
+FIELD_JS = """\
+const text = (v) => v !== null && typeof v === 'object' ? JSON.stringify(v) : String(v);
+const norm = (v) => Array.isArray(v) ? v.map(norm).sort().join('|')
+  : text(v).toLowerCase().split(/\\s+/).filter(Boolean).join(' ');
+const empty = (v) => v === undefined || v === null || v === ''
+  || (typeof v === 'object' && Object.keys(v).length === 0);
+let got;  // an answer that is not JSON leaves every field empty
+try { got = JSON.parse(output); } catch (e) { got = undefined; }
+for (const key of context.config.field) {
+  got = got !== null && typeof got === 'object' && !Array.isArray(got) ? got[key] : undefined;
+}
+const gold = context.config.expected;
+const pass = empty(got) ? empty(gold) : !empty(gold) && norm(got) === norm(gold);
+const shown = (v) => empty(v) ? 'nothing' : JSON.stringify(v);
+return { pass, score: pass ? 1 : 0,
+         reason: `${context.config.field.join('.')}: expected ${shown(gold)}, got ${shown(got)}` };
+"""
 
 
 def load_json(text: str) -> Any:
@@ -396,6 +419,17 @@ class ExtractTask(TaskDefaults):
         from taskfit.decoding import json_schema_grammar
 
         return json_schema_grammar(spec.schema_ or {})
+
+    def promptfoo_asserts(self, spec: TaskSpec, example: Example) -> list[dict[str, Any]]:
+        """The answer is JSON valid against the schema (``$schema`` and ``$id`` left out: promptfoo's
+        validator compiles the schema once per row, for draft-07), and each field, the schema's and
+        the gold record's, is right as :func:`per_field_scores` judges it (one metric per field)."""
+        gold = dict(leaves(json.loads(example.target)))
+        schema = {k: v for k, v in (spec.schema_ or {}).items() if k not in ("$schema", "$id")}
+        return [{"type": "is-json", "value": schema, "transform": FENCE_TRANSFORM, "metric": "schema-valid"},
+                *({"type": "javascript", "value": FIELD_JS, "transform": FENCE_TRANSFORM, "metric": f"field {name}",
+                   "config": {"field": name.split("."), "expected": gold.get(name)}}
+                  for name in dict.fromkeys([*schema_fields(spec.schema_), *gold]))]
 
     def instruction(self, spec: TaskSpec) -> str:
         return "Answer with one JSON object and nothing else, valid against this JSON schema: " + \

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 from taskfit.config import ReplyRules, TaskSpec
 from taskfit.records import AnswerParts, EvalResult, Example, Prediction
 from taskfit.stats import bootstrap_mean_ci
-from taskfit.tasks.base import Column, Scoring, TaskDefaults
+from taskfit.tasks.base import Column, Scoring, TaskDefaults, promptfoo_literal
 
 EXAMPLES_PER_BUCKET = 3
 
@@ -147,6 +147,20 @@ class GenerateTask(TaskDefaults):
 
     def parse(self, spec: TaskSpec, text: str) -> tuple[str, bool]:
         return parse_reply(spec, text)
+
+    def promptfoo_asserts(self, spec: TaskSpec, example: Example) -> list[dict[str, Any]]:
+        """The house rules (:func:`rule_violations`), the same for every row: words counted as
+        ``str.split`` counts them, phrases case-insensitive, patterns as JavaScript regular
+        expressions on the stripped reply."""
+        rules = spec.reply
+        length = {k: v for k, v in (("min", rules.min_words), ("max", rules.max_words)) if v is not None}
+        return ([{"type": "word-count", "value": length, "metric": "length"}] if length else []) + [
+            *({"type": "icontains", "value": promptfoo_literal(p), "metric": "house rules"}
+              for p in rules.must_include),
+            *({"type": "not-icontains", "value": promptfoo_literal(p), "metric": "house rules"}
+              for p in rules.must_not_include),
+            *({"type": "regex", "value": promptfoo_literal(p), "transform": "output.trim()", "metric": "house rules"}
+              for p in rules.patterns)]
 
     def score(self, spec: TaskSpec, evaluation: Any, candidate: str, examples: Sequence[Example],
               predictions: Sequence[Prediction], n_boot: int = 1000, style: Any = None) -> EvalResult:

@@ -17,7 +17,8 @@ from typing import Any, Callable, Sequence
 from taskfit.config import TaskSpec
 from taskfit.records import AnswerParts, EvalResult, Example, Prediction
 from taskfit.stats import bootstrap_mean_ci
-from taskfit.tasks.base import ENDPOINT, FEW_SHOT, PROMPT_ONLY, RAG, Column, Scoring, TaskDefaults, plain_text
+from taskfit.tasks.base import (ENDPOINT, FEW_SHOT, PROMPT_ONLY, RAG, Column, Scoring, TaskDefaults, plain_text,
+                                 promptfoo_literal)
 
 EXAMPLES_PER_BUCKET = 3
 SUPPORTED_SHARE = 0.5
@@ -185,6 +186,13 @@ class QaTask(TaskDefaults):
 
     def instruction(self, spec: TaskSpec) -> str:
         return f"If the context does not hold the answer, reply exactly: {spec.refusal}"
+
+    def promptfoo_asserts(self, spec: TaskSpec, example: Example) -> list[dict[str, Any]]:
+        """The refusal where the context does not hold the answer, else the gold answer, each
+        contained in the reply, case aside (a pass/fail proxy of the refusal figures and the F1)."""
+        refuses = is_refusal(spec, example.target)
+        return [{"type": "icontains", "value": promptfoo_literal(spec.refusal if refuses else example.target),
+                 "metric": "refusal" if refuses else "answer"}]
 
     def answer_facets(self, spec: TaskSpec, text: str) -> dict[str, str]:
         """The refusal rate: whether each answer is the configured refusal."""

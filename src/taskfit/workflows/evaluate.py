@@ -656,3 +656,48 @@ def review_import_project(project: Path, verdicts: Path, key: Path | None = None
     result = import_review(verdicts, key)
     save_review(ws.evals, result)
     return result
+
+
+@dataclass
+class PromptfooExport:
+    """What ``taskfit export --format promptfoo`` wrote, and what it was written for."""
+
+    paths: dict[str, Path]  # config, tests, prompts
+    rows: int  # held-out rows, one test each
+    serve_url: str
+    served: str  # the model name taskfit serve answers under (task.name)
+    run: Path | None  # the run whose task the taskfit prompts are rendered with (None: the project's)
+    endpoint: str | None  # the endpoint baseline's model, when configured
+
+
+def export_promptfoo_project(project: Path, run: Path | None = None, out: Path | None = None,
+                             serve_url: str | None = None, reporter: Any = None) -> PromptfooExport:
+    """``taskfit export --format promptfoo``: the held-out rows candidates are scored on, the task
+    kind's checks and the candidates (``taskfit serve``, the endpoint baseline) as a promptfoo
+    configuration (:mod:`taskfit.evaluation.promptfoo`), in ``out`` (default: the evaluation
+    directory's ``promptfoo/``). The ``taskfit serve`` prompts are rendered with the task of
+    ``run`` (default: the latest finished run, else the project's task), as serving renders them."""
+    from taskfit.config import load_config
+    from taskfit.evaluation.promptfoo import write_promptfoo
+    from taskfit.serve.config import ServeSpec
+    from taskfit.workflows.workspace import latest_finished_run
+
+    ws = Workspace.open(project, reporter, allow_secrets=True)
+    _needs_examples(ws, "export --format promptfoo")
+    root = resolve_run(ws.project_dir, run).root if run is not None else latest_finished_run(ws.project_dir)
+    served = ws.config.task
+    if root is not None and RunDir(root).config.exists():
+        served = load_config(RunDir(root).config).task  # what `taskfit serve` renders the run's requests with
+    if serve_url is None:
+        defaults = ServeSpec.model_fields
+        serve_url = f"http://{defaults['host'].default}:{defaults['port'].default}/v1"
+    rows = ws.eval_rows
+    try:
+        paths = write_promptfoo(out or ws.evals / "promptfoo", ws.config.task, rows, serve_url, served,
+                                head=root is not None and is_head_run(root), endpoint=ws.config.baselines.endpoint,
+                                max_new_tokens=ws.config.eval.max_new_tokens)
+    except ValueError as exc:  # a task kind that cannot say how promptfoo should check its answers
+        raise ConfigError(str(exc), hint="add promptfoo_asserts(spec, example) to the kind's Task object") from None
+    endpoint = ws.config.baselines.endpoint
+    return PromptfooExport(paths, len(rows), serve_url, ws.config.task.name, root,
+                           endpoint.model if endpoint is not None else None)

@@ -221,15 +221,20 @@ def find_runs(project_dir: Path) -> list[tuple[RunDir, dict[str, Any]]]:
     return sorted(found, key=lambda item: (item[1].get("started", ""), item[0].root.name))
 
 
+def latest_finished_run(project: Path) -> Path | None:
+    """The newest finished run of the project at ``project`` (its directory or taskfit.yaml), or
+    None, without checking its data (``export`` and ``serve`` need only the run's files)."""
+    finished = [run for run, m in find_runs(config_path(project).parent) if m.get("status") == "finished"]
+    return finished[-1].root if finished else None
+
+
 def latest_run_dir(project: Path) -> Path:
-    """The newest finished run of the project at ``project`` (its directory or taskfit.yaml),
-    without checking its data (``export`` and ``serve`` need only the run's files)."""
-    project_dir = config_path(project).parent
-    finished = [run for run, m in find_runs(project_dir) if m.get("status") == "finished"]
-    if not finished:
-        raise ConfigError(f"{project_dir / 'runs'}: no finished training run",
+    """:func:`latest_finished_run`, which must exist."""
+    run = latest_finished_run(project)
+    if run is None:
+        raise ConfigError(f"{config_path(project).parent / 'runs'}: no finished training run",
                           hint="train one with `taskfit train` (or the whole loop with `taskfit run`)")
-    return finished[-1].root
+    return run
 
 
 def resolve_run(project_dir: Path, run: Path) -> RunDir:

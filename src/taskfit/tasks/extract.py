@@ -397,6 +397,10 @@ class ExtractTask(TaskDefaults):
 
         return json_schema_grammar(spec.schema_ or {})
 
+    def answer_schema(self, spec: TaskSpec) -> dict[str, Any]:
+        """The record: task.schema itself."""
+        return dict(spec.schema_ or {"type": "object"})
+
     def instruction(self, spec: TaskSpec) -> str:
         return "Answer with one JSON object and nothing else, valid against this JSON schema: " + \
             json.dumps(spec.schema_)

@@ -8,6 +8,7 @@ directory so that the same ``from_pretrained`` path users take is the one tested
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n
           " + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
 
-def build_tiny_model(directory: Path, seed: int = 0) -> Path:
+def build_tiny_model(directory: Path, seed: int = 0, positions: int = 512) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -37,7 +38,7 @@ def build_tiny_model(directory: Path, seed: int = 0) -> Path:
     fast.chat_template = CHATML
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(fast), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=positions,
                          tie_word_embeddings=True, bos_token_id=fast.bos_token_id,
                          eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id)
     model = LlamaForCausalLM(config)
@@ -58,11 +59,11 @@ def tiny(tiny_model_dir):
     return load_model(str(tiny_model_dir))
 
 
-@pytest.fixture()
-def loopback():
+@contextmanager
+def serving():
     """``start(app)`` serves an ASGI app with uvicorn on a free loopback port, in a thread, and
     returns its ``/v1`` base URL (``start.server`` is the last server started); every server
-    started is stopped afterwards."""
+    started is stopped when the context ends."""
     import socket
     import threading
 
@@ -82,10 +83,26 @@ def loopback():
         start.server = server
         return f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
 
-    yield start
-    for server, thread in started:
-        server.should_exit = True
-        thread.join()
+    try:
+        yield start
+    finally:
+        for server, thread in started:
+            server.should_exit = True
+            thread.join()
+
+
+@pytest.fixture()
+def loopback():
+    """:func:`serving` for one test."""
+    with serving() as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def module_loopback():
+    """:func:`serving` for every test of a module."""
+    with serving() as start:
+        yield start
 
 
 @pytest.fixture()

@@ -221,6 +221,11 @@ class DataSpec(_Spec):
         "truncate", description="Rows over train.max_seq_length: cut the input to fit, or drop them.")
     max_line_bytes: int = Field(1_000_000, gt=0, description="A longer line is quarantined.")
     min_per_class: int = Field(10, ge=1, description="classify: warn about classes with fewer rows.")
+    synthetic: Literal["exclude", "include"] = Field(
+        "exclude", description="include: train on the real rows plus the synthetic drafts a person accepted "
+        "(`taskfit data synth`, then `taskfit review import`: data/synthetic/accepted.jsonl) and any rows of "
+        "data.train marked meta.synthetic; exclude: real rows only. Held-out rows are real either way, and the "
+        "same: an include run is evaluated as its own candidate (fine-tuned-synthetic) beside the real-only one.")
 
 
 class LoraSpec(_Spec):
@@ -345,7 +350,8 @@ class TrainSpec(_Spec):
 
 
 class EndpointSpec(_Spec):
-    """Any OpenAI-compatible chat endpoint, as the stronger hosted model to beat."""
+    """Any OpenAI-compatible chat endpoint: the stronger hosted model to beat (baselines.endpoint), or
+    the model that drafts synthetic examples (synth.endpoint)."""
 
     base_url: str = Field(description="e.g. https://api.openai.com/v1 or http://localhost:8000/v1")
     model: str = Field(description="The model name the endpoint expects, e.g. gpt-4o-mini, or a hosted "
@@ -505,6 +511,33 @@ class RetrainSpec(_Spec):
                                                "empty = task.name (what `taskfit serve DIR` serves).")
 
 
+class SynthSpec(_Spec):
+    """``taskfit data synth``: how drafts of new examples are asked of a model. Each request asks for
+    one draft, shows a few real training rows, and is decoded under a JSON schema of the draft."""
+
+    endpoint: EndpointSpec | None = Field(
+        None, description="The OpenAI-compatible endpoint that drafts (`taskfit serve` works); empty = "
+                          "baselines.endpoint.")
+    quotas: Literal["even", "balance"] = Field(
+        "even", description="classify: how `--n` drafts are shared among task.labels: even (the remainder to "
+                            "the labels with the fewest training rows), or balance (to the labels with the "
+                            "fewest training rows first, so that the counts after drafting are as even as they "
+                            "can be).")
+    shots: int = Field(
+        3, ge=0, le=16,
+        description="Real training rows shown in each request (classify: rows of the label asked for; held-out "
+                    "rows never).")
+    paraphrase: float = Field(
+        0.25, ge=0.0, le=1.0,
+        description="Share of the requests that ask to rewrite the input of one real training row in other "
+                    "words (its answer kept) instead of drafting a new example.")
+    temperature: float = Field(1.0, ge=0.0, le=2.0, description="Sampling temperature of each request.")
+    seed: int = Field(
+        0, description="Seed of the first request, and of which rows are shown and rewritten; request k of a "
+                       "batch has seed + (drafts asked in earlier batches) + k.")
+    max_tokens: int = Field(512, ge=16, le=8192, description="Tokens one draft may take.")
+
+
 class ProjectConfig(_Spec):
     task: TaskSpec
     model: ModelSpec = ModelSpec()
@@ -515,6 +548,7 @@ class ProjectConfig(_Spec):
     monitor: MonitorSpec = MonitorSpec()
     review: ReviewSpec = ReviewSpec()
     retrain: RetrainSpec = RetrainSpec()
+    synth: SynthSpec = SynthSpec()
 
     @model_validator(mode="after")
     def _thresholds_of_the_kind(self) -> "ProjectConfig":

@@ -47,6 +47,9 @@ def build_manifest(config: ProjectConfig, project_dir: Path, model_info: Any, ca
         "model": asdict(model_info),
         "data": {"train_file": config.data.train, "eval_file": config.data.eval,
                  "rows": card.rows_summary(), **{f"{k}_rows": v for k, v in rows.items()},
+                 # training rows drafted by a model (data.synthetic: include): the run's candidate is
+                 # fine-tuned-synthetic, beside the real-only fine-tuned
+                 "synthetic_train_rows": card.split.get("synthetic_train", 0),
                  "train_fingerprint": card.split.get("train_fingerprint"),
                  "eval_fingerprint": card.split.get("eval_fingerprint")},
         "seeds": {"split": config.data.seed, "train": config.train.seed},

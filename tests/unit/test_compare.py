@@ -89,3 +89,21 @@ def test_the_verdict_names_the_fine_tuned_candidate_it_weighs_when_there_are_sev
     alone = build_scorecard([_result("tfidf-logreg", "classify", "accuracy", base),
                              _result("fine-tuned", "classify", "accuracy", generative)], {})
     assert alone.verdict.startswith("Keep the fine-tuned adapter: +25.0 points accuracy")
+
+
+def test_a_run_trained_with_synthetic_rows_is_tested_against_its_real_only_twin():
+    real = [1] * 30 + [0] * 30
+    mixed = [1] * 30 + [1] * 12 + [0] * 18  # right on 12 more rows, wrong on none real-only got right
+    card = build_scorecard([_result("tfidf-logreg", "classify", "accuracy", [1, 0] * 30),
+                            _result("fine-tuned", "classify", "accuracy", real),
+                            _result("fine-tuned-synthetic", "classify", "accuracy", mixed),
+                            _result("fine-tuned-merged", "classify", "accuracy", real)], {})
+    (test,) = card.versus_real
+    assert (test.candidate, test.against, test.test) == ("fine-tuned-synthetic", "fine-tuned", "McNemar (exact)")
+    assert round(100 * test.difference) == 20 and test.significant  # 12 discordant rows, all one way
+    (sentence,) = card.versus_real_sentences()
+    assert sentence.startswith("fine-tuned-synthetic (real + synthetic training rows) against fine-tuned "
+                               "(real rows only): +20.0 points accuracy (McNemar (exact), p=")
+    assert card.to_json()["synthetic_vs_real_only"][0]["against"] == "fine-tuned"
+    alone = build_scorecard([_result("fine-tuned-synthetic", "classify", "accuracy", mixed)], {})
+    assert alone.versus_real == []  # nothing real-only to compare with

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from taskfit.config import EndpointSpec, TaskSpec
 from taskfit.errors import ConfigError, TaskfitError
@@ -31,22 +31,26 @@ def endpoint_messages(spec: EndpointSpec, task: TaskSpec, example: Example) -> l
     return messages
 
 
+def endpoint_client(spec: EndpointSpec, key: str = "baselines.endpoint") -> Any:
+    """An ``openai`` client of the endpoint ``spec`` describes (``key``: where the config declares
+    it, for the error when its API key variable is not set)."""
+    import openai
+
+    value = os.environ.get(spec.api_key_env)
+    if not value:
+        raise ConfigError(f"{key}.api_key_env: the environment variable {spec.api_key_env} is not set",
+                          hint=f"export {spec.api_key_env}=... (any non-empty value for a local "
+                               "server that needs no key)")
+    return openai.OpenAI(base_url=spec.base_url, api_key=value, timeout=spec.timeout_s, max_retries=2)
+
+
 class EndpointPredictor:
     def __init__(self, name: str, spec: EndpointSpec, task: TaskSpec, max_new_tokens: int):
-        import openai
-
-        key = os.environ.get(spec.api_key_env)
-        if not key:
-            raise ConfigError(f"baselines.endpoint.api_key_env: the environment variable "
-                              f"{spec.api_key_env} is not set",
-                              hint=f"export {spec.api_key_env}=... (any non-empty value for a local "
-                                   "server that needs no key)")
         self.name = name
         self.spec = spec
         self.task = task
         self.max_new_tokens = max_new_tokens
-        self.client = openai.OpenAI(base_url=spec.base_url, api_key=key, timeout=spec.timeout_s,
-                                    max_retries=2)
+        self.client = endpoint_client(spec)
 
     def _one(self, ex: Example) -> Prediction:
         import openai

@@ -90,7 +90,8 @@ def init(directory: Path = typer.Argument(..., help="Project directory to create
               f"task.system_prompt in your own words, then run `taskfit run {directory}`", highlight=False)
 
 
-data_app = typer.Typer(no_args_is_help=True, help="Check and prepare the data before any training.")
+data_app = typer.Typer(no_args_is_help=True, help="Check and prepare the data before any training; add reviewed "
+                                                  "requests (from-log) or synthetic drafts (synth).")
 app.add_typer(data_app, name="data")
 
 
@@ -222,6 +223,37 @@ def data_from_log(project: Path = typer.Argument(Path("."), help="Project direct
               f"{snap.root / 'data_card.md'}", highlight=False)
 
 
+@data_app.command("synth")
+@_friendly
+def data_synth(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
+               n: int = typer.Option(..., "--n", "-n", help="Drafts to ask for (one request each).")) -> None:
+    """Ask a model for N drafts of new examples and put those that pass the data checks before a person.
+
+    The endpoint is synth.endpoint (else baselines.endpoint): any OpenAI-compatible chat endpoint,
+    `taskfit serve` included. Each request shows a few real training rows (never held-out ones) and
+    is decoded under a JSON schema of the draft; classify drafts are shared among the labels
+    (synth.quotas), and synth.paraphrase of them rewrite a real input instead. Every draft is
+    checked (JSON shape and the task's answer check, the label asked for, personal data and
+    credentials, duplicates of real, held-out and earlier drafts) and counted: drafts asked = passed
+    + rejected by reason. Those that pass go on DIR/data/synthetic/BATCH/review.html; none is
+    trained on until a person accepts it (`taskfit review import`) and data.synthetic is include."""
+    from taskfit.lifecycle.synth import synth_project
+
+    result = synth_project(project, n)
+    out.print(result.sentence(), highlight=False, soft_wrap=True)
+    if result.quotas:
+        out.print("asked per label: " + ", ".join(f"{lab} {k}" for lab, k in result.quotas.items())
+                  + f"; {result.info['paraphrases']} rewrites of real inputs", highlight=False, soft_wrap=True)
+    for d in [d for d in result.drafts if d.reason is not None][:10]:
+        out.print(f"  rejected {d.id}: {d.reason}: {d.detail}", highlight=False, soft_wrap=True)
+    usage = result.info["usage"]
+    out.print(f"tokens: {usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion "
+              f"(${usage['cost_usd']:.4f}); seeds {result.info['seeds'][0]}-{result.info['seeds'][1]}",
+              highlight=False)
+    out.print(f"drafts:      {result.paths['drafts']}\nreview page: {result.paths['html']}\nspreadsheet: "
+              f"{result.paths['csv']}\nthen: taskfit review import {project} VERDICTS.csv", highlight=False)
+
+
 def _print_scorecard(card) -> None:
     table = Table(*card.header, title="held-out scorecard")
     for row in card.rows():
@@ -275,8 +307,9 @@ def baseline(project: Path = typer.Argument(Path("."), help="Project directory o
 def eval_(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
           run_dir: Optional[Path] = typer.Option(None, "--run", help="A finished training run (its directory); "
                                                                      "default: the project's latest finished run."),
-          name: Optional[str] = typer.Option(None, help="Candidate name in the scorecard (default fine-tuned, "
-                                                        "or fine-tuned-gguf with --engine llama-cpp)."),
+          name: Optional[str] = typer.Option(None, help="Candidate name in the scorecard (default fine-tuned; "
+                                                        "fine-tuned-synthetic for a run trained with synthetic "
+                                                        "rows; -gguf after it with --engine llama-cpp)."),
           engine: str = typer.Option("transformers", help="transformers, or llama-cpp: the exported GGUF "
                                                           "(base + GGUF LoRA) run by llama.cpp."),
           merged: bool = typer.Option(False, "--merged", help="Evaluate the adapter folded into the base "
@@ -290,8 +323,9 @@ def eval_(project: Path = typer.Argument(Path("."), help="Project directory or t
                                  engine=engine, merged=merged)])
 
 
-review_app = typer.Typer(help="Human review: two candidates' answers side by side (export), or served "
-                                "requests worth a person's time (queue); import reads either back.",
+review_app = typer.Typer(help="Human review: two candidates' answers side by side (export), served "
+                                "requests worth a person's time (queue), or synthetic drafts (`taskfit data "
+                                "synth`); import reads any of them back.",
                          no_args_is_help=True)
 app.add_typer(review_app, name="review")
 
@@ -318,15 +352,28 @@ def review_import(project: Path = typer.Argument(..., help="Project directory or
                                                   "filled in (a blind review's or a review queue's)."),
                   key: Optional[Path] = typer.Option(None, help="Blind review: review_key.json (default: beside "
                                                                "the export)."),
-                  reviewer: Optional[str] = typer.Option(None, help="Review queue: who reviewed, for rows whose "
-                                                                    "reviewer column is empty."),
+                  reviewer: Optional[str] = typer.Option(None, help="Review queue and synthetic drafts: who "
+                                                                    "reviewed, for rows whose reviewer column is empty."),
                   log: Optional[Path] = typer.Option(None, "--log", help="Review queue: the request log (default "
                                                                         "DIR/requests.sqlite); its reviews.sqlite keeps the corrections.")) -> None:
-    """Read verdicts back: a blind review's (`taskfit compare` shows the win rate) or a review
-    queue's (stored as corrections with the reviewer's name, for `taskfit data from-log`)."""
+    """Read verdicts back: a blind review's (`taskfit compare` shows the win rate), a review
+    queue's (stored as corrections with the reviewer's name, for `taskfit data from-log`), or a
+    synthetic batch's (accepted drafts go to data/synthetic/accepted.jsonl, which training reads
+    with data.synthetic: include)."""
     from taskfit.evaluation.review import sheet_columns
 
-    if "request_id" in sheet_columns(verdicts):
+    columns = sheet_columns(verdicts)
+    if "draft_id" in columns:
+        from taskfit.lifecycle.synth import import_drafts
+
+        done = import_drafts(project, verdicts, reviewer=reviewer)
+        out.print(f"stored {done.accepted + done.rejected} decisions ({done.accepted} accepted, {done.rejected} "
+                  f"rejected) by {', '.join(done.reviewers)} in {done.decisions_path}; {done.skipped} drafts not "
+                  f"judged stay unreviewed", highlight=False, soft_wrap=True)
+        out.print(f"{done.total_accepted} accepted drafts in {done.accepted_path}; training reads them with "
+                  "data.synthetic: include", highlight=False, soft_wrap=True)
+        return
+    if "request_id" in columns:
         from taskfit.lifecycle.queue import import_queue, quality_sentence
 
         result = import_queue(project, verdicts, reviewer=reviewer, log=log)

@@ -15,9 +15,9 @@ from typing import Any, Callable
 from taskfit.config import PrivacySpec, ProjectConfig
 from taskfit.data import pii
 from taskfit.data.lookalike import COPY, CONFLICT, Layouts, LookAlikes, decisive
-from taskfit.data.redaction import keeps
+from taskfit.data.redaction import keeps, redact_row
 from taskfit.data.scan import TEMPLATE, Quarantined, ScanResult, layout_previews, scan
-from taskfit.data.split import fingerprint, grouped_split, stratified_split, stratified_subsample
+from taskfit.data.split import fingerprint, grouped_split, is_synthetic, stratified_split, stratified_subsample
 from taskfit.errors import DataError
 from taskfit.records import Example, PreferencePair
 
@@ -315,6 +315,10 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
     layout = {r.id: k for r, k in zip(rows, train_scan.layouts)}
     if tokenizer is not None and data.too_long == "drop":
         rows = [r for r, n in zip(rows, train_scan.lengths) if n <= config.train.max_seq_length]
+    # Rows of data.train marked synthetic are never split: they join the training rows below, or
+    # are left out (data.synthetic), so the held-out rows are the same either way.
+    marked = [r for r in rows if is_synthetic(r)]
+    rows = [r for r in rows if not is_synthetic(r)]
     leaked = 0
     if data.eval:
         eval_scan = scan(project_dir / data.eval, task, data, tokenizer=tokenizer, keep=True, id_prefix="eval-",
@@ -322,6 +326,12 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
         scans.append(eval_scan)
         layout.update((r.id, k) for r, k in zip(eval_scan.examples, eval_scan.layouts))
         held = eval_scan.examples
+        drafted = [r for r in held if is_synthetic(r)]
+        if drafted:
+            raise DataError(f"{drafted[0].source}: {len(drafted)} rows of {data.eval} are marked meta.synthetic; "
+                            "held-out rows must be real, or the scores measure the drafting model",
+                            hint="move them to data.train (data.synthetic: include trains on them), or remove "
+                                 "the mark from rows a person wrote")
         held, leaked = drop_leaks(rows, held, config)
         overlap = {r.id for r in rows} & {r.id for r in held}
         if overlap:
@@ -344,16 +354,65 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
     train = stratified_subsample(train, data.max_train_examples, data.seed)
     test = stratified_subsample(test, data.max_eval_examples, data.seed)
     split = ([layout[r.id] for r in train], [layout[r.id] for r in test]) if layouts is not None else None
+    # The real rows sub-sampled as they would be without any synthetic row, then those added.
+    synthetic, synthetic_counts = synthetic_rows(config, project_dir, marked, train, test)
+    train = train + synthetic
     card = build_card(config, scans, split)
+    card.counts.update(synthetic_counts)
+    if data.synthetic == "include" and not synthetic:
+        card.warnings.append(f"data.synthetic is include, but there is no accepted synthetic row ({SYNTHETIC / ACCEPTED} "
+                             "holds the drafts a person accepted: `taskfit data synth`, then `taskfit review "
+                             "import`): training uses the real rows only.")
     if data.too_long == "drop" and tokenizer is not None:
         card.counts["dropped_too_long"] = len(train_scan.examples) - len(
             [n for n in train_scan.lengths if n <= config.train.max_seq_length])
     card.counts["eval_rows_dropped_as_leaks"] = leaked
     card.split = {"train": len(train), "eval": len(test), "seed": data.seed,
                   "group_by": data.group_by, "fixed_eval_file": data.eval,
+                  "synthetic_train": len(synthetic),
                   "train_fingerprint": fingerprint(train), "eval_fingerprint": fingerprint(test)}
     return Prepared(train=train, eval=test, card=card, quarantined=[q for s in scans for q in s.quarantined],
                     unredacted_secret_rows=sum(s.unredacted_secret_rows for s in scans), privacy=data.privacy)
+
+
+SYNTHETIC = Path("data") / "synthetic"  # taskfit data synth's batches, relative to the project
+ACCEPTED = "accepted.jsonl"  # the drafts a person accepted: the only synthetic rows training reads
+
+
+def synthetic_rows(config: ProjectConfig, project_dir: Path, marked: list, train: list,
+                   held: list) -> tuple[list[Example], dict[str, int]]:
+    """The synthetic rows to train on, after the real ``train`` rows, and their counts for the
+    card: with ``data.synthetic: include``, the rows of data.train marked synthetic (``marked``)
+    and the accepted drafts (:data:`ACCEPTED`), checked against the task as it is now, redacted by
+    ``data.privacy`` as real rows are, less those that copy or contradict a held-out row
+    (``held``); with ``exclude``, none. Drafts not accepted by a person are never read."""
+    from taskfit.tasks import get_task
+
+    path = project_dir / SYNTHETIC / ACCEPTED
+    accepted = read_rows(path, config.task) if path.is_file() else []
+    if config.data.synthetic == "exclude":
+        return [], {"synthetic_excluded": len(marked) + len(accepted)}
+    check = get_task(config.task.kind).answer_check(config.task)
+    real = {r.id for r in train} | {r.id for r in held}
+    drafts = []
+    for rec in accepted:
+        if not isinstance(rec, Example) or not is_synthetic(rec):
+            raise DataError(f"{rec.source}: not a synthetic draft (no meta.synthetic)",
+                            hint=f"{path} is written by `taskfit review import`; put real rows in data.train")
+        if rec.id in real:
+            raise DataError(f"{rec.source}: id {rec.id!r} is also a real row's id",
+                            hint="give the real rows other ids, or remove this line")
+        try:
+            check(rec)
+        except ValueError as exc:
+            raise DataError(f"{rec.source}: {exc}",
+                            hint="the task changed since this draft was accepted: remove the line, or set "
+                                 "data.synthetic: exclude") from None
+        drafts.append(redact_row(rec, config.task, config.data.privacy).record)
+    rows = marked + drafts
+    # drop_leaks removes rows of its second list that copy or contradict a row of its first.
+    kept, leaked = drop_leaks(held, rows, config)
+    return kept, {"synthetic_train": len(kept), "synthetic_dropped_as_leaks": leaked}
 
 
 def drop_leaks(train: list, held: list, config: ProjectConfig) -> tuple[list, int]:

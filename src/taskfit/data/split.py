@@ -1,4 +1,9 @@
-"""Deterministic stratified splits and sub-samples, and data fingerprints."""
+"""Deterministic stratified splits and sub-samples, and data fingerprints.
+
+Held-out rows are real rows only: a synthetic row (``meta.synthetic``, drafted by ``taskfit data
+synth``) is never held out. Both splits set such rows aside, split the real rows alone (so the
+held-out rows are the same with or without them) and put the synthetic rows on the training side.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import hashlib
 import json
 import random
 from collections import Counter
-from typing import Sequence
+from typing import Any, Sequence
 
 from taskfit.errors import DataError
 from taskfit.records import Example
@@ -23,14 +28,31 @@ def _stratify_keys(examples: Sequence[Example]) -> list[str] | None:
     return [ex.target for ex in examples]
 
 
+def is_synthetic(rec: Any) -> bool:
+    """Whether a row was drafted by a model (``meta.synthetic``), not written by a person or a
+    system the task serves."""
+    return bool(rec.meta.get("synthetic"))
+
+
 def stratified_split(examples: Sequence[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """Split into (train, held_out) with ``fraction`` held out, stratified by target when every
-    class has at least two rows. The same seed always gives the same split."""
+    """Split into (train, held_out) with ``fraction`` of the real rows held out, stratified by
+    target when every class has at least two rows; synthetic rows go to train (module docstring).
+    The same seed always gives the same split."""
+    real = [ex for ex in examples if not is_synthetic(ex)]
+    synthetic = [ex for ex in examples if is_synthetic(ex)]
+    if len(real) < 4:
+        more = f" (and {len(synthetic)} synthetic rows, which are never held out)" if synthetic else ""
+        raise DataError(f"only {len(real)} usable real rows{more}; at least 4 are needed to split",
+                        hint="run `taskfit data check` to see why rows were quarantined")
+    train, test = _stratified(real, fraction, seed)
+    return train + synthetic, test
+
+
+def _stratified(examples: Sequence[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """(rest, part) with ``fraction`` of ``examples`` in part, stratified by target when every
+    class has two rows or more; every row alike."""
     from sklearn.model_selection import train_test_split
 
-    if len(examples) < 4:
-        raise DataError(f"only {len(examples)} usable rows; at least 4 are needed to split",
-                        hint="run `taskfit data check` to see why rows were quarantined")
     ordered = sorted(examples, key=lambda ex: ex.id)  # independent of file order
     keys = _stratify_keys(ordered)
     n_test = max(1, round(len(ordered) * fraction))
@@ -44,9 +66,15 @@ def grouped_split(examples: Sequence[Example], fraction: float, seed: int,
                   groups: Sequence[str]) -> tuple[list[Example], list[Example]]:
     """Split so that rows sharing a group (customer, thread, article) never straddle train and
     held out; stratified by target as far as the groups allow, when every class has two rows or
-    more (scikit-learn's StratifiedGroupKFold, one fold held out)."""
+    more (scikit-learn's StratifiedGroupKFold, one fold held out). Synthetic rows go to train, and
+    their groups are not counted (module docstring)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
+    synthetic = [ex for ex in examples if is_synthetic(ex)]
+    if synthetic:
+        real = [k for k, ex in enumerate(examples) if not is_synthetic(ex)]
+        train, test = grouped_split([examples[k] for k in real], fraction, seed, [groups[k] for k in real])
+        return train + synthetic, test
     if len(set(groups)) < 2:
         raise DataError(f"data.group_by: all {len(groups)} rows are in one group ({next(iter(groups), '')!r}); "
                         "nothing can be held out without splitting it",
@@ -73,7 +101,7 @@ def stratified_subsample(examples: Sequence[Example], n: int | None, seed: int) 
         # Too few rows on one side to hold every class (scikit-learn would refuse): a plain
         # seeded sample, still independent of file order.
         return random.Random(seed).sample(sorted(examples, key=lambda ex: ex.id), n)
-    _, sample = stratified_split(examples, n / len(examples), seed)
+    _, sample = _stratified(examples, n / len(examples), seed)
     return sample[:n]
 
 
@@ -92,8 +120,10 @@ def fingerprint(examples: Sequence[Example]) -> str:
 def validation_split(rows: Sequence, share: float, max_rows: int, seed: int) -> tuple[list, list]:
     """Hold back ``share`` of the training rows (at most ``max_rows``) to validate on during
     training, stratified by target for labelled rows. The eval split is never used for this: a
-    checkpoint chosen on the held-out rows would make their score optimistic."""
-    n = min(max_rows, round(len(rows) * share))
-    if share <= 0 or n < 1 or len(rows) < 8:
+    checkpoint chosen on the held-out rows would make their score optimistic. Like the held-out
+    rows, the validation rows are real ones (``share`` of them): synthetic rows are trained on only."""
+    real = sum(not is_synthetic(r) for r in rows)
+    n = min(max_rows, round(real * share))
+    if share <= 0 or n < 1 or real < 8:
         return list(rows), []
-    return stratified_split(rows, n / len(rows), seed)
+    return stratified_split(rows, n / real, seed)

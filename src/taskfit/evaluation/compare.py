@@ -19,6 +19,7 @@ from taskfit.tasks import scoring
 from taskfit.tasks.extract import shown_fields
 
 FINETUNED = "fine-tuned"
+SYNTHETIC_SUFFIX = "-synthetic"  # a fine-tuned candidate trained on synthetic rows too: fine-tuned-synthetic
 ALPHA = 0.05
 MOST_FIELDS = 30  # extract: rows in the per-field table (those with the most support)
 RESAMPLES = 2000  # the paired bootstrap's resamples: its p-value cannot resolve below 2/RESAMPLES
@@ -124,6 +125,8 @@ class Scorecard:
     warnings: list[str] = field(default_factory=list)
     reviews: list[str] = field(default_factory=list)  # blind human review results, in words
     notes: list[str] = field(default_factory=list)  # other findings in words (an export's agreement)
+    # Each candidate trained with synthetic rows against the same candidate trained on real rows only.
+    versus_real: list[PairedTest] = field(default_factory=list)
 
     @property
     def columns(self) -> Any:
@@ -189,7 +192,16 @@ class Scorecard:
                                              "thresholds": threshold_checks(r, self.thresholds)}
                                for r in self.results},
                 "paired_tests": [{**t.__dict__, "p_value_shown": t.p_text, "p_value_method": t.p_method}
-                                 for t in self.tests]}
+                                 for t in self.tests],
+                "synthetic_vs_real_only": [{**t.__dict__, "p_value_shown": t.p_text, "p_value_method": t.p_method}
+                                           for t in self.versus_real]}
+
+    def versus_real_sentences(self) -> list[str]:
+        """:attr:`versus_real` in words, one sentence per pair."""
+        main = self.main.replace("_", "-")
+        return [f"{t.candidate} (real + synthetic training rows) against {t.against} (real rows only): "
+                f"{100 * t.difference:+.1f} points {main} ({t.test}, {t.p_text}"
+                f"{'' if t.significant else ', within what chance gives'})." for t in self.versus_real]
 
 
 def _size(m: dict[str, float]) -> str:
@@ -212,6 +224,10 @@ def build_scorecard(results: Sequence[EvalResult], thresholds: dict[str, float])
     if baselines:
         best = max(baselines, key=lambda r: r.metrics[main])
         card.tests = [paired_test(kind, r, best) for r in tuned]
+    by_name = {r.candidate: r for r in tuned}
+    real_only = {r.candidate: r.candidate.replace(SYNTHETIC_SUFFIX, "", 1) for r in tuned if SYNTHETIC_SUFFIX in r.candidate}
+    card.versus_real = [paired_test(kind, by_name[name], by_name[real]) for name, real in real_only.items()
+                        if real in by_name]
     card.verdict = verdict(card, baselines, tuned)
     return card
 

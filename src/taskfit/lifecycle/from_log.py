@@ -35,7 +35,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -124,16 +124,14 @@ def recent_side(request_id: str, share: float) -> bool:
 def from_log_project(project: Path, log: Path | None = None, model: str | None = None) -> FromLogResult:
     """Turn every reviewed request to the project's model into a data snapshot (module docstring)."""
     from taskfit.data import pii
+    from taskfit.data.admit import EXACT, NewRows
     from taskfit.data.card import write_card
-    from taskfit.data.formats import convert
     from taskfit.data.prepare import build_card, record_to_row
     from taskfit.data.redaction import redact_row
-    from taskfit.data.lookalike import COPY, CONFLICT, LookAlikes, decisive, input_text, normalise
-    from taskfit.data.scan import PairNote, Quarantined, ScanResult, _label, count_kept, scan
+    from taskfit.data.scan import Quarantined, ScanResult, count_kept, scan
     from taskfit.data.split import fingerprint
     from taskfit.lifecycle.queue import project_log
     from taskfit.lifecycle.reviews import ReviewStore, store_path
-    from taskfit.tasks import get_task
 
     config, project_dir, log, model = project_log(project, log, model)
     task, data = config.task, config.data
@@ -153,22 +151,14 @@ def from_log_project(project: Path, log: Path | None = None, model: str | None =
                         hint="import a reviewed queue (`taskfit review import`) or send POST /v1/feedback")
 
     # Every row of the data files, training and held-out, before any sampling: nothing reviewed may
-    # repeat one of them.
+    # repeat one of them. Look-alikes are judged by the data checks' own rule (taskfit.data.lookalike):
+    # a copy of a row or a conflict with one is not added; a distinct example (its own answer written
+    # in its text, or a template filled in again) is.
     existing = [r for f in [data.train] + ([data.eval] if data.eval else [])
                 for r in scan(project_dir / f, task, data, keep=True, id_prefix="existing-").examples]
-    exact = {normalise(input_text(r)) for r in existing}
-    # Look-alikes are judged by the data checks' own rule (taskfit.data.lookalike): a copy of a row
-    # or a conflict with one is not added; a distinct example (its own answer written in its text,
-    # or a template filled in again) is.
-    looks = LookAlikes(data.dedup, task) if data.dedup.near else None
-    owners: list[tuple[str, str]] = []  # per indexed row: (source, label)
-    if looks is not None:
-        for r in existing:
-            looks.add(looks.row(r))
-            owners.append((r.source or r.id, _label(r, task)))
+    rows = NewRows(config, existing, ["existing"] * len(existing))
 
     result = ScanResult(path=str(store), kind="examples")
-    check_answer = get_task(task.kind).answer_check(task)
     train, recent = [], []
     for c in corrections:
         source = f"review:{c.request_id}"
@@ -181,8 +171,7 @@ def from_log_project(project: Path, log: Path | None = None, model: str | None =
         try:
             if c.input is None:
                 raise ValueError("input: the request log kept no text for this request")
-            rec = convert(raw, task, "messages", None, source, raw["id"])
-            check_answer(rec)
+            rec = rows.record(raw, source)
         except ValueError as exc:
             reason = str(exc)
             if task.labels and "is not in task.labels" in reason:
@@ -192,27 +181,15 @@ def from_log_project(project: Path, log: Path | None = None, model: str | None =
             continue
         redaction = redact_row(rec, task, data.privacy)
         rec = redaction.record
-        key, label = normalise(input_text(rec)), _label(rec, task)
-        if key in exact:
-            result.exact_duplicates += 1
+        repeat = rows.admit(rec, "reviewed", source)
+        if repeat is not None:
+            if repeat.kind == EXACT:
+                result.exact_duplicates += 1
+            else:
+                result.near_duplicates.append(repeat.note)
+                if repeat.conflict is not None:
+                    result.conflicts.append(repeat.conflict)
             continue
-        if looks is not None:
-            row = looks.row(rec)
-            verdicts = looks.judge(row)
-            verdict = decisive(verdicts)
-            if verdict is not None and verdict.kind in (COPY, CONFLICT):
-                k = verdict.other
-                note = PairNote(owners[k][0], source, verdict.similarity, owners[k][1], label, 0, 0,
-                                kept_preview=input_text(existing[k])[:160] if k < len(existing) else "",
-                                other_preview=input_text(rec)[:160])
-                result.near_duplicates.append(note)
-                clash = next((v for v in verdicts if v.kind == CONFLICT), None)
-                if clash is not None:
-                    result.conflicts.append(replace(note, kept_label=owners[clash.other][1]))
-                continue
-            looks.add(row)
-            owners.append((source, label))
-        exact.add(key)
         count_kept(result, rec, redaction, task, source)
         (recent if recent_side(c.request_id, config.review.recent_share) else train).append(rec)
 

@@ -7,9 +7,10 @@ data is enough, which baselines apply, how decoding is constrained, what a hoste
 told, and what ``taskfit init`` writes. Adding a kind is one module with one such object, and
 one call to :func:`register`.
 
-Four members are optional, for kinds written before them: :meth:`TaskDefaults.answer_values`,
+Five members are optional, for kinds written before them: :meth:`TaskDefaults.answer_values`,
 :meth:`TaskDefaults.with_answer_values` and :meth:`TaskDefaults.answer_fields` say where personal
-data redaction may touch an answer, and ``promptfoo_asserts`` what an external evaluation harness
+data redaction may touch an answer, :meth:`TaskDefaults.answer_schema` what an answer is as JSON,
+for drafting synthetic examples, and ``promptfoo_asserts`` what an external evaluation harness
 checks of an answer (reach them through the functions of the same names here).
 """
 
@@ -162,6 +163,13 @@ def promptfoo_literal(text: str) -> str:
     return f"{{% raw %}}{text}{{% endraw %}}" if any(t in text for t in ("{{", "{%", "{#")) else text
 
 
+def answer_schema(task: "Task", spec: Any) -> dict[str, Any]:
+    """The JSON schema of an answer value as a data row holds it (``taskfit data synth`` decodes a
+    draft's answer under it): the kind's own ``answer_schema`` when it has one, else text."""
+    own = getattr(task, "answer_schema", None)
+    return own(spec) if own is not None else TaskDefaults.answer_schema(task, spec)  # type: ignore[arg-type]
+
+
 @runtime_checkable
 class AnswerFacets(Protocol):
     """A kind whose answers ``taskfit monitor`` compares with the training answers, facet by facet
@@ -240,6 +248,10 @@ class TaskDefaults:
     def answer_fields(self, spec: Any) -> list[str] | None:
         """The names data.privacy.keep_fields may hold (None: any name the answers hold)."""
         return [ANSWER]
+
+    def answer_schema(self, spec: Any) -> dict[str, Any]:
+        """An answer value as JSON: non-empty text."""
+        return {"type": "string", "minLength": 1}
 
     def grammar(self, spec: Any) -> str | None:
         return None

@@ -236,6 +236,10 @@ class ClassifyTask(TaskDefaults):
     def answer_budget(self, spec: TaskSpec, evaluation: Any, tokenizer: Any) -> int:
         return label_budget(tokenizer, spec)
 
+    def answer_schema(self, spec: TaskSpec) -> dict[str, Any]:
+        """One of task.labels."""
+        return {"type": "string", "enum": list(spec.labels or [])}
+
     def instruction(self, spec: TaskSpec) -> str:
         return "Answer with exactly one of these labels and nothing else: " + ", ".join(spec.labels or [])
 

@@ -431,6 +431,10 @@ class ExtractTask(TaskDefaults):
                    "config": {"field": name.split("."), "expected": gold.get(name)}}
                   for name in dict.fromkeys([*schema_fields(spec.schema_), *gold]))]
 
+    def answer_schema(self, spec: TaskSpec) -> dict[str, Any]:
+        """The record: task.schema itself."""
+        return dict(spec.schema_ or {"type": "object"})
+
     def instruction(self, spec: TaskSpec) -> str:
         return "Answer with one JSON object and nothing else, valid against this JSON schema: " + \
             json.dumps(spec.schema_)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from taskfit.data.prepare import answers_changed_warning
 from taskfit.errors import ConfigError
-from taskfit.evaluation.compare import FINETUNED, Scorecard, build_scorecard
+from taskfit.evaluation.compare import FINETUNED, SYNTHETIC_SUFFIX, Scorecard, build_scorecard
 from taskfit.evaluation.runner import candidate_key, read_cache, read_predictions, run_cached
 from taskfit.paths import RunDir
 from taskfit.records import EvalResult, Example, Prediction
@@ -515,7 +515,8 @@ def eval_project(project: Path | Workspace, run_dir: Path | None = None, reporte
     if engine not in ("transformers", "llama-cpp"):
         raise ConfigError(f"--engine {engine}: choose transformers or llama-cpp")
     suffix = "-gguf" if engine == "llama-cpp" else "-merged" if merged else ""
-    name = name or f"{HEAD if is_head_run(run) else FINETUNED}{suffix}"
+    synthetic = SYNTHETIC_SUFFIX if trained_on_synthetic(run) else ""
+    name = name or f"{HEAD if is_head_run(run) else FINETUNED}{synthetic}{suffix}"
     if not name.startswith(FINETUNED):
         name = f"{FINETUNED}-{name}"
     style_model(ws)  # needs the plain base model, before an adapter is applied to a copy
@@ -528,6 +529,12 @@ def eval_project(project: Path | Workspace, run_dir: Path | None = None, reporte
     result = evaluate(ws, cand)
     _report_evaluation(ws, RunDir(run), result)
     return result
+
+
+def trained_on_synthetic(run_dir: Path) -> bool:
+    """Whether a run's training rows included synthetic ones (data.synthetic: include)."""
+    manifest = json.loads(RunDir(run_dir).manifest.read_text(encoding="utf-8"))
+    return bool(manifest.get("data", {}).get("synthetic_train_rows"))
 
 
 def _report_evaluation(ws: Workspace, run: RunDir, result: EvalResult) -> None:
@@ -610,7 +617,7 @@ def compare_project(project: Path | Workspace, reporter: Any = None, threads: in
         card.warnings.append(f"data: {rewritten}")
     card.reviews = [r.sentence() for r in load_reviews(root)]
     predictions = {r.candidate: read_predictions(ws.predictions(r.candidate)) for r in results}
-    card.notes = agreements(predictions)
+    card.notes = agreements(predictions) + card.versus_real_sentences()
     task = ws.config.task
     md = ([f"# Scorecard: {task.name}", "", f"Success means: {task.success}", "", card.verdict, ""]
           + [f"> {w}" for w in card.warnings] + [f"- {r}" for r in card.reviews + card.notes]

@@ -33,15 +33,16 @@ def config_path(project: Path) -> Path:
 def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
     """A resolved config with the defaults of this taskfit filled in (a run started before a
     setting existed was trained as its default says) and without what does not change a trained
-    model (``train.threads``, ``train.report_to``, the ``monitor``, ``review`` and ``retrain``
-    sections), to tell whether a run was trained from the project as it is now."""
+    model (``train.threads``, ``train.report_to``, the ``monitor``, ``review``, ``retrain`` and
+    ``synth`` sections: drafting settings reach a run only through the accepted rows, which the
+    training fingerprint covers), to tell whether a run was trained from the project as it is now."""
     from pydantic import ValidationError
 
     try:
         config = ProjectConfig.model_validate(config).model_dump(mode="json", by_alias=True)
     except ValidationError:
         pass  # a config this taskfit no longer accepts is compared as it is: it matches nothing now
-    return {**{k: v for k, v in config.items() if k not in ("monitor", "review", "retrain")},
+    return {**{k: v for k, v in config.items() if k not in ("monitor", "review", "retrain", "synth")},
             "train": {k: v for k, v in config.get("train", {}).items() if k not in ("threads", "report_to")}}
 
 

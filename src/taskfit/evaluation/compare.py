@@ -28,6 +28,16 @@ def is_finetuned(name: str) -> bool:
     return name.startswith(FINETUNED)
 
 
+def curve_name(base: str, rows: int) -> str:
+    """The candidate name of a learning-curve run of ``taskfit advise``: ``fine-tuned@48rows``."""
+    return f"{base}@{rows}rows"
+
+
+def is_curve_point(name: str) -> bool:
+    """A learning-curve run of ``taskfit advise`` (a fine-tune on a sample of the rows)."""
+    return is_finetuned(name) and "@" in name
+
+
 def _pct(v: float) -> str:
     return f"{100 * v:.1f}%"
 
@@ -212,7 +222,9 @@ def build_scorecard(results: Sequence[EvalResult], thresholds: dict[str, float])
     if baselines:
         best = max(baselines, key=lambda r: r.metrics[main])
         card.tests = [paired_test(kind, r, best) for r in tuned]
-    card.verdict = verdict(card, baselines, tuned)
+    # The verdict is about the fine-tune of all the rows; learning-curve runs decide it only alone.
+    whole = [r for r in tuned if not is_curve_point(r.candidate)]
+    card.verdict = verdict(card, baselines, whole or tuned)
     return card
 
 

@@ -422,17 +422,24 @@ class AdviseSpec(_Spec):
     """``taskfit advise``: how much it measures before it advises. The defaults keep it to a
     fraction of ``taskfit run`` on a CPU (docs/advise.md has the measured times)."""
 
-    eval_rows: int = Field(40, ge=10, description="Held-out rows every candidate is scored on for the advice: "
-                           "the first N of the split, as eval.max_rows takes them (the whole split when it is "
-                           "smaller). More rows: narrower intervals, longer scoring.")
-    curve_rows: int = Field(48, ge=16, description="Training rows of the largest learning-curve run: a stratified "
-                            "sample of the training split (all of it when it is smaller). Each curve run trains "
-                            "by the train: settings, like `taskfit train`.")
+    eval_rows: int = Field(
+        40, ge=10,
+        description="Held-out rows every candidate is scored on for the advice: the first N of the split, as "
+                    "eval.max_rows takes them (the whole split when it is smaller). More rows: narrower "
+                    "intervals, longer scoring.")
+    curve_rows: int = Field(
+        48, ge=16,
+        description="Training rows of the largest learning-curve run: a stratified sample of the training "
+                    "split (all of it when it is smaller). Each curve run trains by the train: settings, like "
+                    "`taskfit train`.")
     curve_points: list[float] = Field(
-        [0.25, 0.5, 1.0], description="Shares of curve_rows the learning-curve runs train on, one run each, "
-                                      "rising to 1.0; at least three (the curve has three parameters).")
-    resamples: int = Field(200, ge=50, le=5000, description="Bootstrap resamples of the held-out rows behind "
-                           "the learning curve's band and the interval of the rows needed to reach the threshold.")
+        [0.25, 0.5, 1.0],
+        description="Shares of curve_rows the learning-curve runs train on, one run each, rising to 1.0; at "
+                    "least three (the curve has three parameters).")
+    resamples: int = Field(
+        200, ge=50, le=5000,
+        description="Bootstrap resamples of the held-out rows behind the learning curve's band and the "
+                    "interval of the rows needed to reach the threshold.")
 
     @field_validator("curve_points")
     @classmethod

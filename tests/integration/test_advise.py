@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from taskfit.cli.main import app
-from taskfit.errors import ConfigError
+from taskfit.errors import ConfigError, DataError
 from taskfit.quickstart import make_quickstart_project
 from taskfit.workflows.workspace import Workspace, find_runs, is_curve_run, latest_run_dir
 
@@ -51,7 +51,8 @@ def test_advise_says_classical_where_the_classical_baseline_wins_and_costs_nothi
                   "(plots/learning_curve.png)"]:
         assert words in text, words
     assert (evals / "plots" / "learning_curve.png").exists()
-    assert "Advice (taskfit advise)" in (evals / "report.html").read_text()
+    report = (evals / "report.html").read_text()
+    assert "Advice (taskfit advise)" in report and 'alt="learning curve"' in report
 
     runs = find_runs(project)
     assert len(runs) == 3 and all(is_curve_run(m) and m["status"] == "finished" for _, m in runs)
@@ -75,3 +76,14 @@ def test_advise_says_classical_where_the_classical_baseline_wins_and_costs_nothi
     assert len(find_runs(project)) == 3 and "reusing it" in again.output
     assert {p: p.read_bytes() for p in evals.glob("predictions/*.jsonl")} == cached
     assert json.loads((evals / "advice.json").read_text())["headline"] == advice["headline"]
+
+
+def test_advise_on_too_few_training_rows_says_what_to_change_before_scoring_anything(tmp_path, tiny_model_dir):
+    project = _tickets(tmp_path, tiny_model_dir)
+    doc = yaml.safe_load((project / "taskfit.yaml").read_text())
+    doc["advise"].update(curve_rows=16, curve_points=[0.25, 0.5, 1.0])  # runs of 4, 8 and 16 rows
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    result = CliRunner().invoke(app, ["advise", str(project)])
+    assert result.exit_code == DataError.exit_code, result.output
+    assert "needs three" in result.output and "advise.curve_rows" in result.output
+    assert not list(project.glob("evals/*/predictions/*")) and not list(project.glob("runs/*"))

@@ -274,13 +274,15 @@ def per_field_section(results: Sequence[EvalResult]) -> str:
 def advice_section(advice: Any, plot: Path | None = None) -> str:
     """``taskfit advise``'s advice (an :class:`~taskfit.evaluation.advice.Advice`): its headline,
     each section's words and table, and the learning curve."""
+    from taskfit.evaluation.advice import CURVE_SECTION
+
     parts = [f'<p class="verdict" id="advice">{html.escape(advice.headline)}</p>']
     for section in advice.sections:
         parts.append(f"<h3>{html.escape(section.title)}</h3>")
         parts += [f"<p>{html.escape(p)}</p>" for p in section.paragraphs]
         if section.table:
             parts.append(_table(*section.table, "advice"))
-        if plot is not None and plot.exists() and section.title == "Learning curve":
+        if plot is not None and plot.exists() and section.title == CURVE_SECTION:
             parts.append(_img(plot, "learning curve"))
     return "".join(parts)
 

@@ -52,9 +52,11 @@ def advise_project(project: Path, reporter: Any = None, threads: int | None = No
     report.html gains the advice)."""
     ws = Workspace.open(project, reporter, threads, allow_secrets)
     _needs_examples(ws, "advise")
-    rows = ws.on_first(ws.config.advise.eval_rows)
+    spec = ws.config.advise
+    sizes = curve_sizes(len(ws.train), spec.curve_rows, spec.curve_points)  # before anything is scored
+    rows = ws.on_first(spec.eval_rows)
     baselines = baseline_project(rows)
-    points, runs, speed = learning_curve(ws, rows)
+    points, runs, speed = learning_curve(ws, rows, sizes)
     curve = _fit(ws, points)
     c = ws.config
     main = get_task(c.task.kind).scoring.main_metric
@@ -86,15 +88,14 @@ def curve_sizes(train_rows: int, curve_rows: int, shares: list[float]) -> list[i
     return sizes
 
 
-def learning_curve(ws: Workspace, rows: Workspace) -> tuple[list[tuple[int, EvalResult]], list[Path],
-                                                            TrainingSpeed | None]:
-    """Train (or reuse) the learning curve's runs on nested stratified samples of the training
-    rows, smallest first, and score each on ``rows``' held-out rows: the (training rows, result)
-    of each, their run directories, and the largest run's training speed."""
+def learning_curve(ws: Workspace, rows: Workspace, sizes: list[int]) -> tuple[list[tuple[int, EvalResult]],
+                                                                              list[Path], TrainingSpeed | None]:
+    """Train (or reuse) the learning curve's runs on nested stratified samples of ``sizes``
+    training rows, smallest first, and score each on ``rows``' held-out rows: the (training rows,
+    result) of each, their run directories, and the largest run's training speed."""
     from taskfit.data.split import stratified_subsample
 
     c = ws.config
-    sizes = curve_sizes(len(ws.train), c.advise.curve_rows, c.advise.curve_points)
     samples, sample = {}, list(ws.train)
     for n in reversed(sizes):  # each sample inside the next larger one
         sample = samples[n] = stratified_subsample(sample, n, c.data.seed)

@@ -412,7 +412,13 @@ class EvalSpec(_Spec):
     max_rows: int | None = Field(None, ge=1, description="Evaluate on the first N held-out rows only "
                                                           "(quick looks; the scorecard says so).")
     price_per_hour: float = Field(0.0, ge=0.0, description="USD per hour of the machine a local "
-                                                           "candidate runs on, for cost per 1,000 queries.")
+                                                           "candidate runs on, for cost per 1,000 queries "
+                                                           "(and, in `taskfit advise`, what training costs).")
+    queries_per_month: int | None = Field(
+        None, ge=1, description="Queries a month you expect to serve: `taskfit advise` gives the month's cost "
+                                "of the approach it recommends and of the hosted endpoint (baselines.endpoint), "
+                                "and in how many months training the fine-tune pays for itself against the "
+                                "endpoint; empty = not shown.")
 
     @model_validator(mode="after")
     def _shares(self) -> "EvalSpec":
@@ -422,6 +428,39 @@ class EvalSpec(_Spec):
         if self.confidence_threshold is not None and not self.fallback:
             raise ValueError("eval.fallback: a confidence_threshold needs a fallback answer (e.g. needs_human)")
         return self
+
+
+class AdviseSpec(_Spec):
+    """``taskfit advise``: how much it measures before it advises. The defaults keep it to a
+    fraction of ``taskfit run`` on a CPU (docs/advise.md has the measured times)."""
+
+    eval_rows: int = Field(
+        40, ge=10,
+        description="Held-out rows every candidate is scored on for the advice: the first N of the split, as "
+                    "eval.max_rows takes them (the whole split when it is smaller). More rows: narrower "
+                    "intervals, longer scoring.")
+    curve_rows: int = Field(
+        48, ge=16,
+        description="Training rows of the largest learning-curve run: a stratified sample of the training "
+                    "split (all of it when it is smaller). Each curve run trains by the train: settings, like "
+                    "`taskfit train`.")
+    curve_points: list[float] = Field(
+        [0.25, 0.5, 1.0],
+        description="Shares of curve_rows the learning-curve runs train on, one run each, rising to 1.0; at "
+                    "least three (the curve has three parameters).")
+    resamples: int = Field(
+        200, ge=50, le=5000,
+        description="Bootstrap resamples of the held-out rows behind the learning curve's band and the "
+                    "interval of the rows needed to reach the threshold.")
+
+    @field_validator("curve_points")
+    @classmethod
+    def _rising_to_one(cls, value: list[float]) -> list[float]:
+        if len(value) < 3 or any(not 0.0 < v <= 1.0 for v in value) or value != sorted(set(value)) \
+                or value[-1] != 1.0:
+            raise ValueError(f"advise.curve_points: got {value}; give at least three distinct shares in (0, 1], "
+                             "rising, the last 1.0 (e.g. [0.25, 0.5, 1.0])")
+        return value
 
 
 _DURATION = r"^\s*\d+(\.\d+)?\s*[mhdw]\s*$"  # 30m, 12h, 1d, 2w
@@ -549,6 +588,7 @@ class ProjectConfig(_Spec):
     review: ReviewSpec = ReviewSpec()
     retrain: RetrainSpec = RetrainSpec()
     synth: SynthSpec = SynthSpec()
+    advise: AdviseSpec = AdviseSpec()
 
     @model_validator(mode="after")
     def _thresholds_of_the_kind(self) -> "ProjectConfig":

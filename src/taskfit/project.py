@@ -116,6 +116,7 @@ eval:
   max_rows: null            # evaluate on the first N held-out rows only
   style_sample: 32          # generate: base-model replies the style classifier learns to tell apart
   price_per_hour: 0.0       # USD per hour of this machine, for cost per 1,000 queries
+  queries_per_month: null   # expected traffic: advise gives the month's cost and the break-even
 """
 
 

@@ -420,14 +420,45 @@ def review_queue(project: Path = typer.Argument(Path("."), help="Project directo
 
 @app.command()
 @_friendly
-def compare(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml.")) -> None:
+def compare(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
+            rows: Optional[int] = typer.Option(None, "--rows", min=1, help="The candidates scored on the first N "
+                                               "held-out rows (as eval.max_rows or `taskfit advise` scored them).")) -> None:
     """Print and save the scorecard of every evaluated candidate, with paired tests and a verdict."""
-    from taskfit.workflows import compare_project
+    from taskfit.workflows import Workspace, compare_project
     from taskfit.progress import RichReporter
 
-    result = compare_project(project, reporter=RichReporter(err))
+    ws = Workspace.open(project, RichReporter(err), allow_secrets=True)
+    result = compare_project(ws.on_first(rows) if rows else ws)
     _print_scorecard(result.scorecard)
     out.print(f"scorecard: {result.markdown}\nreport:    {result.report_html}", highlight=False)
+
+
+@app.command()
+@_friendly
+def advise(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
+           threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: all)."),
+           allow_secrets: bool = typer.Option(False, "--allow-secrets",
+                                              help="Train even on data with unredacted credentials.")) -> None:
+    """Which approach to pick (prompt-only, few-shot, RAG, classical, fine-tune): the cheap
+    candidates and a short learning curve, scored on a sample of the held-out rows, with the
+    rows, time and cost the pick needs. Cached: a second advise costs the data check."""
+    from taskfit.progress import RichReporter
+    from taskfit.workflows import advise_project
+
+    summary = advise_project(project, reporter=RichReporter(err), threads=threads, allow_secrets=allow_secrets)
+    advice = summary.advice
+    for section in advice.sections:
+        out.print(f"[bold]{escape(section.title)}[/bold]")
+        for paragraph in section.paragraphs:
+            out.print(f"  {escape(paragraph)}", highlight=False, soft_wrap=True)
+        if section.table:
+            table = Table(*section.table[0])
+            for row in section.table[1]:
+                table.add_row(*row)
+            out.print(table)
+    out.print(f"[bold]{escape(advice.headline)}[/bold]", soft_wrap=True)
+    out.print(f"advice:    {summary.markdown}\nscorecard: {summary.comparison.markdown}\n"
+              f"report:    {summary.comparison.report_html}", highlight=False)
 
 
 @app.command()

@@ -29,6 +29,16 @@ def is_finetuned(name: str) -> bool:
     return name.startswith(FINETUNED)
 
 
+def curve_name(base: str, rows: int) -> str:
+    """The candidate name of a learning-curve run of ``taskfit advise``: ``fine-tuned@48rows``."""
+    return f"{base}@{rows}rows"
+
+
+def is_curve_point(name: str) -> bool:
+    """A learning-curve run of ``taskfit advise`` (a fine-tune on a sample of the rows)."""
+    return is_finetuned(name) and "@" in name
+
+
 def _pct(v: float) -> str:
     return f"{100 * v:.1f}%"
 
@@ -228,7 +238,9 @@ def build_scorecard(results: Sequence[EvalResult], thresholds: dict[str, float])
     real_only = {r.candidate: r.candidate.replace(SYNTHETIC_SUFFIX, "", 1) for r in tuned if SYNTHETIC_SUFFIX in r.candidate}
     card.versus_real = [paired_test(kind, by_name[name], by_name[real]) for name, real in real_only.items()
                         if real in by_name]
-    card.verdict = verdict(card, baselines, tuned)
+    # The verdict is about the fine-tune of all the rows; learning-curve runs decide it only alone.
+    whole = [r for r in tuned if not is_curve_point(r.candidate)]
+    card.verdict = verdict(card, baselines, whole or tuned)
     return card
 
 

@@ -77,6 +77,42 @@ def plot_scores(results: Sequence[EvalResult], path: Path, metrics: Sequence[str
     return _finish(fig, ax, path, grid_axis="y")
 
 
+def plot_learning_curve(curve: Any, points: Sequence[tuple[int, float, float, float]], path: Path, metric: str,
+                        project_to: int, threshold: float | None = None,
+                        reference: tuple[str, float, float, float] | None = None) -> Path:
+    """The learning curve (a :class:`~taskfit.evaluation.curve.LearningCurve`): each run's score
+    with its 95% interval (``points``: rows, score, low, high), the fitted curve and its bootstrap
+    band out to ``project_to`` rows (only over the runs when the curve does not rise: it projects
+    nothing), the threshold, and the best cheap candidate (``reference``: name, score, low, high)
+    as a band."""
+    import numpy as np
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    reach = max(project_to, points[-1][0]) if curve.rises else points[-1][0]
+    xs = np.geomspace(min(p[0] for p in points) / 1.3, reach * 1.3, 120)
+    draws = curve.draws
+    ys = draws[:, 0][None] - draws[:, 1][None] * np.power(xs[:, None], -draws[:, 2][None])  # (x, resample)
+    ax.fill_between(xs, np.percentile(ys, 2.5, axis=1), np.percentile(ys, 97.5, axis=1), color="#1f77b4",
+                    alpha=0.15, label="95% band (resampled rows)")
+    ax.plot(xs, [curve.at(x) for x in xs], color="#1f77b4", lw=1.8, label="fitted a - b n^-c")
+    ax.errorbar([p[0] for p in points], [p[1] for p in points],
+                yerr=[[p[1] - p[2] for p in points], [p[3] - p[1] for p in points]], fmt="o", color="#1f77b4",
+                capsize=4, label="fine-tune, measured")
+    if reference:
+        name, value, low, high = reference
+        ax.axhspan(low, high, color="#2ca02c", alpha=0.12)
+        ax.axhline(value, color="#2ca02c", lw=1.2, label=f"{name} (measured)")
+    if threshold is not None:
+        ax.axhline(threshold, color="#d62728", ls="--", lw=1.2, label=f"threshold {threshold:g}")
+    ax.axvline(project_to, color="#777", ls=":", lw=1, label=f"all training rows ({project_to})")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("training rows (log scale)")
+    ax.set_ylabel(f"held-out {metric.replace('_', '-')}")
+    return _finish(fig, ax, path)
+
+
 def plot_latency(latencies: dict[str, list[float]], path: Path) -> Path:
     """Per-example latency per candidate (box: quartiles; whiskers: 5th-95th percentile)."""
     plt = _plt()
@@ -235,11 +271,29 @@ def per_field_section(results: Sequence[EvalResult]) -> str:
             + "".join(parts))
 
 
+def advice_section(advice: Any, plot: Path | None = None) -> str:
+    """``taskfit advise``'s advice (an :class:`~taskfit.evaluation.advice.Advice`): its headline,
+    each section's words and table, and the learning curve."""
+    from taskfit.evaluation.advice import CURVE_SECTION
+
+    parts = [f'<p class="verdict" id="advice">{html.escape(advice.headline)}</p>']
+    for section in advice.sections:
+        parts.append(f"<h3>{html.escape(section.title)}</h3>")
+        parts += [f"<p>{html.escape(p)}</p>" for p in section.paragraphs]
+        if section.table:
+            parts.append(_table(*section.table, "advice"))
+        if plot is not None and plot.exists() and section.title == CURVE_SECTION:
+            parts.append(_img(plot, "learning curve"))
+    return "".join(parts)
+
+
 def write_scorecard_report(root: Path, title: str, card: Any, predictions: dict[str, Sequence[Prediction]],
                            data_card: str = "", facts: dict[str, Any] | None = None,
-                           extra_plots: dict[str, Path] | None = None, success: str | None = None) -> Path:
+                           extra_plots: dict[str, Path] | None = None, success: str | None = None,
+                           advice: str = "") -> Path:
     """A self-contained ``report.html`` (images inlined, no network): verdict, scorecard, paired
-    tests, figures, error buckets with examples, and the data summary. ``success`` (the project's
+    tests, ``taskfit advise``'s advice (``advice``: :func:`advice_section`'s HTML) when there is
+    one, figures, error buckets with examples, and the data summary. ``success`` (the project's
     task.success) is shown under the title: what the numbers below are meant to show."""
     plots_dir = root / "plots"
     plots_dir.mkdir(exist_ok=True)
@@ -281,6 +335,7 @@ def write_scorecard_report(root: Path, title: str, card: Any, predictions: dict[
 <h2>Paired tests against the best baseline</h2>
 {_table(["candidate", "against", "test", "difference", "95% CI", "p", "rows to detect"], tests, "tests") if tests else "<p>No fine-tuned candidate yet.</p>"}
 {"<h2>Per field</h2>" + per_field_section(fielded) if fielded else ""}
+{"<h2>Advice (taskfit advise)</h2>" + advice if advice else ""}
 <h2>Figures</h2>
 {''.join(_img(p, name) for name, p in plots.items())}
 <h2>Where the misses are</h2>

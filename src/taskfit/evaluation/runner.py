@@ -62,15 +62,9 @@ def run_cached(predictor: Predictor, examples: Sequence[Example], path: Path, ke
     have = {ex.id: cached[f"{ex.id}\0{digests[ex.id]}"] for ex in examples
             if f"{ex.id}\0{digests[ex.id]}" in cached}
     todo = [ex for ex in examples if ex.id not in have]
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Rewrite the file with the kept lines only (drops a torn last line and stale rows), then append.
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(json.dumps({"candidate_key": key, "candidate": predictor.name}) + "\n")
-        for ex in examples:
-            if ex.id in have:
-                f.write(_line(have[ex.id], ex, digests[ex.id]))
-    tmp.replace(path)
+    write_cache(path, key, predictor.name, [ex for ex in examples if ex.id in have],
+                [have[ex.id] for ex in examples if ex.id in have])
     for _ in have:
         if on_item:
             on_item()
@@ -83,6 +77,18 @@ def run_cached(predictor: Predictor, examples: Sequence[Example], path: Path, ke
             if on_item:
                 on_item()
     return [have[ex.id] for ex in examples], len(examples) - len(todo)
+
+
+def write_cache(path: Path, key: str, name: str, examples: Sequence[Example], preds: Sequence[Prediction]) -> None:
+    """Write ``path`` afresh (atomically) as the cache of the candidate ``key`` holding ``preds``,
+    one per example of ``examples``, in their order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(json.dumps({"candidate_key": key, "candidate": name}) + "\n")
+        for ex, pred in zip(examples, preds):
+            f.write(_line(pred, ex, example_digest(ex)))
+    tmp.replace(path)
 
 
 def _line(pred: Prediction, ex: Example, digest: str) -> str:

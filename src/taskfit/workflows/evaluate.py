@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 from taskfit.data.prepare import answers_changed_warning
 from taskfit.errors import ConfigError
 from taskfit.evaluation.compare import FINETUNED, SYNTHETIC_SUFFIX, Scorecard, build_scorecard
-from taskfit.evaluation.runner import candidate_key, read_cache, read_predictions, run_cached
+from taskfit.evaluation.runner import candidate_key, read_cache, read_predictions, run_cached, write_cache
 from taskfit.paths import RunDir
 from taskfit.records import EvalResult, Example, Prediction
 from taskfit.tasks import get_task
@@ -408,12 +408,24 @@ def _cached(path: Path, key: str, rows: Sequence[Any]) -> list[Prediction] | Non
     return None if any(p is None for p in found) else found  # type: ignore[return-value]
 
 
-def _saved(ws: Workspace, name: str, key: str) -> dict[str, Any] | None:
-    path = ws.result_path(name)
+def _saved(path: Path, key: str) -> dict[str, Any] | None:
     if not path.exists():
         return None
     data = json.loads(path.read_text(encoding="utf-8"))
     return data if data.get("candidate_key") == key else None
+
+
+def _elsewhere(ws: Workspace, name: str, key: str, rows: Sequence[Any]) -> tuple[list[Prediction], dict] | None:
+    """Every row's prediction, and the figures the scorer does not compute, from another store of
+    this held-out split where the same candidate (the same key) answered these rows: the whole
+    split's predictions answer its first rows (``eval.max_rows``, ``taskfit advise``)."""
+    for root in ws.other_stores():
+        saved = _saved(root / "results" / f"{name}.json", key)
+        preds = _cached(root / "predictions" / f"{name}.jsonl", key, rows) if saved else None
+        if preds is not None:
+            ws.reporter.status(f"{name}: every prediction is cached in {root.name}")
+            return preds, {k: v for k, v in saved["metrics"].items() if k in _KEPT}
+    return None
 
 
 def evaluate(ws: Workspace, cand: Candidate) -> EvalResult:
@@ -425,9 +437,13 @@ def evaluate(ws: Workspace, cand: Candidate) -> EvalResult:
 
     rows, c = ws.eval_rows, ws.config
     key = candidate_cache_key(ws, cand)
-    saved = _saved(ws, cand.name, key)
+    saved = _saved(ws.result_path(cand.name), key)
     preds = _cached(ws.predictions(cand.name), key, rows) if saved else None
-    if preds is None:
+    found = _elsewhere(ws, cand.name, key, rows) if preds is None else None
+    if found is not None:
+        preds, extra = found
+        write_cache(ws.predictions(cand.name), key, cand.name, rows, preds)
+    elif preds is None:
         predictor = cand.build()
         with ws.reporter.bar(f"evaluating {cand.name}", len(rows)) as advance:
             preds, _ = run_cached(predictor, rows, ws.predictions(cand.name), key, on_item=advance)
@@ -630,8 +646,23 @@ def compare_project(project: Path | Workspace, reporter: Any = None, threads: in
                          encoding="utf-8")
     html = report.write_scorecard_report(root, f"taskfit: {task.name}", card, predictions,
                                          data_card=ws.prepared.card.rows_summary(), extra_plots=curves,
-                                         success=task.success)
+                                         success=task.success, advice=_advice_html(root))
     return Comparison(scorecard=card, markdown=md_path, json=json_path, report_html=html)
+
+
+ADVICE = "advice.json"  # taskfit advise's advice, in the evaluation directory it scored on
+
+
+def _advice_html(root: Path) -> str:
+    """The report's section for ``taskfit advise``'s advice on this evaluation directory, if any."""
+    from taskfit.evaluation.advice import Advice
+    from taskfit.evaluation.report import advice_section
+
+    path = root / ADVICE
+    if not path.exists():
+        return ""
+    advice = Advice.from_json(json.loads(path.read_text(encoding="utf-8")))
+    return advice_section(advice, root / "plots" / "learning_curve.png")
 
 
 def review_export_project(project: Path, a: str, b: str, n: int = 50, out: Path | None = None,

@@ -18,7 +18,7 @@ from taskfit.data.prepare import write_prepared
 from taskfit.errors import ConfigError
 from taskfit.manifest import build_manifest
 from taskfit.paths import RunDir
-from taskfit.workflows.workspace import Workspace, resolve_run
+from taskfit.workflows.workspace import Workspace, is_curve_run, resolve_run
 
 
 @dataclass
@@ -29,7 +29,7 @@ class TrainSummary:
     how: str = "trained"  # trained | resumed | reused
 
 
-def _start_run(ws: Workspace, lm: Any, run: RunDir) -> dict[str, Any]:
+def _start_run(ws: Workspace, lm: Any, run: RunDir, marks: dict[str, Any]) -> dict[str, Any]:
     run.config.write_text(ws.config.to_yaml(), encoding="utf-8")
     write_prepared(ws.prepared, run.root / "data")
     (run.root / "splits.json").write_text(json.dumps(
@@ -39,12 +39,13 @@ def _start_run(ws: Workspace, lm: Any, run: RunDir) -> dict[str, Any]:
     if ws.lineage:  # retrain: the snapshot its reviewed rows came from, the version it continued
         manifest["lineage"] = ws.lineage
         manifest["data"]["snapshot"] = ws.lineage["snapshot"]
+    manifest.update(marks)
     run.manifest.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return manifest
 
 
 def _unfinished(ws: Workspace) -> RunDir:
-    unfinished = [run for run, m in ws.runs() if m.get("status") != "finished"]
+    unfinished = [run for run, m in ws.runs() if m.get("status") != "finished" and not is_curve_run(m)]
     if not unfinished:
         raise ConfigError(f"{ws.project_dir / 'runs'}: no unfinished training run to resume",
                           hint="start one with `taskfit train` (or `taskfit run`)")
@@ -66,9 +67,10 @@ def train_project(project: Path | Workspace, reporter: Any = None, threads: int 
     return _train(ws, run)
 
 
-def train_or_continue(ws: Workspace) -> TrainSummary:
+def train_or_continue(ws: Workspace, name: str | None = None, marks: dict[str, Any] | None = None) -> TrainSummary:
     """The newest run trained from the project as it is now: reused when finished, continued
-    from its last checkpoint when interrupted; a new run when there is none."""
+    from its last checkpoint when interrupted; a new run when there is none, its directory named
+    after ``name`` (default task.name) and its manifest holding ``marks`` besides the usual."""
     for run, manifest in reversed(ws.runs()):
         if not ws.matches(manifest):
             continue
@@ -79,10 +81,11 @@ def train_or_continue(ws: Workspace) -> TrainSummary:
                                 how="reused")
         ws.reporter.status(f"training: continuing the interrupted run {run.root.name}")
         return _train(ws, run)
-    return _train(ws, None)
+    return _train(ws, None, name, marks or {})
 
 
-def _train(ws: Workspace, run: RunDir | None) -> TrainSummary:
+def _train(ws: Workspace, run: RunDir | None, name: str | None = None,
+           marks: dict[str, Any] | None = None) -> TrainSummary:
     from taskfit.training.loop import Ranks, checkpoint_step
     from taskfit.training.recipe import latest_checkpoint, train_model
     from taskfit.training.tracking import failing_with, open_tracker, train_params
@@ -92,9 +95,9 @@ def _train(ws: Workspace, run: RunDir | None) -> TrainSummary:
     main = Ranks.from_env().main  # under `accelerate launch`, the first process writes the run
     resuming = run is not None
     if run is None:
-        run = (RunDir.create(ws.project_dir, ws.config.task.name) if main
+        run = (RunDir.create(ws.project_dir, name or ws.config.task.name) if main
                else RunDir(Path(tempfile.mkdtemp(prefix="taskfit-rank-"))))  # never written to
-        manifest = _start_run(ws, lm, run) if main else {}
+        manifest = _start_run(ws, lm, run, marks or {}) if main else {}
     else:
         manifest = json.loads(run.manifest.read_text(encoding="utf-8")) if main else {}
     card, config = ws.prepared.card, ws.config

@@ -33,7 +33,7 @@ def config_path(project: Path) -> Path:
 def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
     """A resolved config with the defaults of this taskfit filled in (a run started before a
     setting existed was trained as its default says) and without what does not change a trained
-    model (``train.threads``, ``train.report_to``, the ``monitor``, ``review``, ``retrain`` and
+    model (``train.threads``, ``train.report_to``, the ``monitor``, ``review``, ``retrain``, ``advise`` and
     ``synth`` sections: drafting settings reach a run only through the accepted rows, which the
     training fingerprint covers), to tell whether a run was trained from the project as it is now."""
     from pydantic import ValidationError
@@ -42,7 +42,7 @@ def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
         config = ProjectConfig.model_validate(config).model_dump(mode="json", by_alias=True)
     except ValidationError:
         pass  # a config this taskfit no longer accepts is compared as it is: it matches nothing now
-    return {**{k: v for k, v in config.items() if k not in ("monitor", "review", "retrain", "synth")},
+    return {**{k: v for k, v in config.items() if k not in ("monitor", "review", "retrain", "synth", "advise")},
             "train": {k: v for k, v in config.get("train", {}).items() if k not in ("threads", "report_to")}}
 
 
@@ -113,15 +113,19 @@ class Workspace:
         stays the project's; the training fingerprint is the combined rows'. ``continued``: the id
         of the registered version a run continues, and its adapter (the starting point)."""
         reviewed = snapshot.train_rows(self.config.task)
-        train = self.train + reviewed
-        card = replace(self.prepared.card, split={**self.prepared.card.split, "train": len(train),
-                                                  "train_fingerprint": fingerprint(train)})
         lineage = {"snapshot": snapshot.digest, "snapshot_path": str(snapshot.root), "project_train_rows":
                    len(self.train), "reviewed_train_rows": len(reviewed)}
         if continued is not None:
             lineage.update(continued_from=continued[0], start_adapter=str(continued[1]))
+        return replace(self.on_train(self.train + reviewed), lineage=lineage)
+
+    def on_train(self, train: list[Any]) -> "Workspace":
+        """This workspace training on ``train`` instead of the project's training rows (the
+        held-out split stays the project's; the training fingerprint is the new rows')."""
+        card = replace(self.prepared.card, split={**self.prepared.card.split, "train": len(train),
+                                                  "train_fingerprint": fingerprint(train)})
         return replace(self, prepared=replace(self.prepared, train=train, card=card), train=train,
-                       lineage=lineage, _lm=None, _style=None)
+                       _lm=None, _style=None)
 
     def on_rows(self, held_out: list[Any]) -> "Workspace":
         """This workspace scoring candidates on ``held_out`` instead of the project's held-out split
@@ -129,6 +133,16 @@ class Workspace:
         card = replace(self.prepared.card, split={**self.prepared.card.split, "eval": len(held_out),
                                                   "eval_fingerprint": fingerprint(held_out)})
         return replace(self, prepared=replace(self.prepared, eval=held_out, card=card), held_out=held_out)
+
+    def on_first(self, n: int) -> "Workspace":
+        """This workspace scoring candidates on the first ``n`` of its evaluation rows (as
+        ``eval.max_rows`` takes them; itself when it scores no more already). Its store is its own
+        directory, and free decoding (``eval.generation_sample``, a scorecard figure that costs a
+        decoding per row) is left out there."""
+        if n >= len(self.eval_rows):
+            return self
+        spec = self.config.eval.model_copy(update={"max_rows": n, "generation_sample": 0})
+        return replace(self, config=self.config.model_copy(update={"eval": spec}))
 
     @property
     def preference(self) -> bool:
@@ -186,6 +200,14 @@ class Workspace:
     def predictions(self, name: str) -> Path:
         return self.evals / "predictions" / f"{name}.jsonl"
 
+    def other_stores(self) -> list[Path]:
+        """The other evaluation directories of this held-out split (scored on more or fewer of
+        its rows), largest first: a candidate's predictions there answer the same rows here."""
+        here = self.evals
+        prefix = here.name.rsplit("-", 1)[0] + "-"
+        found = [p for p in here.parent.glob(prefix + "*") if p != here and p.name[len(prefix):].isdigit()]
+        return sorted(found, key=lambda p: -int(p.name[len(prefix):]))
+
     def result_path(self, name: str) -> Path:
         return self.evals / "results" / f"{name}.json"
 
@@ -207,7 +229,7 @@ class Workspace:
 
     def latest_run(self) -> RunDir:
         """The project's newest finished training run (what ``eval``, ``export`` and ``serve``
-        take when no run is named)."""
+        take when no run is named; never a learning-curve run of ``taskfit advise``)."""
         return RunDir(latest_run_dir(self.project_dir))
 
 
@@ -224,8 +246,10 @@ def find_runs(project_dir: Path) -> list[tuple[RunDir, dict[str, Any]]]:
 
 def latest_finished_run(project: Path) -> Path | None:
     """The newest finished run of the project at ``project`` (its directory or taskfit.yaml), or
-    None, without checking its data (``export`` and ``serve`` need only the run's files)."""
-    finished = [run for run, m in find_runs(config_path(project).parent) if m.get("status") == "finished"]
+    None, without checking its data (``export`` and ``serve`` need only the run's files). A
+    learning-curve run of ``taskfit advise`` (trained on a sample of the rows) is never taken."""
+    finished = [run for run, m in find_runs(config_path(project).parent)
+                if m.get("status") == "finished" and not is_curve_run(m)]
     return finished[-1].root if finished else None
 
 
@@ -236,6 +260,14 @@ def latest_run_dir(project: Path) -> Path:
         raise ConfigError(f"{config_path(project).parent / 'runs'}: no finished training run",
                           hint="train one with `taskfit train` (or the whole loop with `taskfit run`)")
     return run
+
+
+CURVE_RUN = "learning_curve"  # the manifest key of a learning-curve run: {"rows": n, "of": training rows}
+
+
+def is_curve_run(manifest: dict[str, Any]) -> bool:
+    """Whether a run is one of ``taskfit advise``'s learning-curve runs (a sample of the rows)."""
+    return CURVE_RUN in manifest
 
 
 def resolve_run(project_dir: Path, run: Path) -> RunDir:

@@ -8,7 +8,10 @@ Every side reads the same rendered prompts (the first --rows held-out rows); the
 through the rows N times (the times are summed), so that with --rows equal to --batch the sides
 still take turns. Each side first answers one row untimed, so that no side pays for the first
 forward pass's set-up. Without --run the base model is used. The forward passes and tokens the
-batched label scoring and full scoring fed are counted in one more, untimed, run of each.
+batched label scoring and full scoring fed are counted in one more, untimed, run of each; and from
+full scoring's log-probabilities of every node, the nodes a search that reads one node a step,
+always the likeliest it needs (no read-ahead, no batching), reads before it may stop: what reading
+ahead in batched steps is to be compared with.
 
 - label scoring: the prefix-tree search of :mod:`taskfit.baselines.label_tree` (exact argmax,
   confidence at most 0.01 below the exact one), --batch rows at a time, and one row at a time;
@@ -101,6 +104,36 @@ def before_scoring(base: type) -> type:
     return BeforeScoring
 
 
+def one_node_a_step(scorer: Any, prompts: Sequence[list[int]]) -> int:
+    """The nodes a search reading one node a step reads after ``prompts`` with ``scorer``'s
+    tolerance, replayed from every node's log-probabilities (full scoring's)."""
+    from unittest import mock
+
+    from taskfit.baselines import label_tree
+
+    tree, tok = scorer.tree, scorer.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    batch = label_tree._Batch(scorer.model, tree, prompts, pad, {})
+    given: list[dict[int, list[float]]] = [{} for _ in prompts]
+
+    def record(live: list[int], reads: list[list[int]]) -> list[list[list[float]]]:
+        values = batch(live, reads)
+        for i, nodes, row in zip(live, reads, values):
+            given[i].update(zip(nodes, row))
+        return values
+
+    label_tree.run(tree, batch.first, record, 0.0)
+    read = 0
+    with mock.patch.multiple(label_tree, STEP_TOKENS=1, NEED_TOKENS=1, READ_AHEAD_TOKENS=1):
+        for i in range(len(prompts)):
+            def replay(live: list[int], reads: list[list[int]]) -> list[list[list[float]]]:
+                nonlocal read
+                read += len(reads[0])
+                return [[given[i][v] for v in reads[0]]]
+            label_tree.run(tree, [batch.first[i]], replay, scorer.tolerance)
+    return read
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("project", type=Path)
@@ -172,6 +205,10 @@ def main() -> None:
         for at in range(0, len(rows), b):
             scorer.search([scorer.prompt_ids(ex) for ex in rows[at:at + b]], stats)
         print(f"{name}: {stats['passes']} forward passes, {stats['tokens']} tokens fed (prompts and padding included)")
+    scorer = sides[f"label scoring, prefix tree, batch {b}"]
+    fewest = sum(one_node_a_step(scorer, [scorer.prompt_ids(ex) for ex in rows[at:at + b]]) for at in range(0, len(rows), b))
+    print(f"nodes an exact search reading one node a step reads for these rows: {fewest} "
+          f"({fewest / len(rows):.0f} a row, of {sum(1 for c in scorer.tree.children[1:] if c)} in the tree)")
     print(f"predictions identical to full scoring: {all(p.output == f.output for p, f in zip(tree, full))} "
           f"(before #16: {all(p.output == f.output for p, f in zip(before, full))}); largest confidence "
           f"below the exact one: {gap['now']:.4f} (before #16: {gap['before']:.4f})")

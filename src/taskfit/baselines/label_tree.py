@@ -7,18 +7,21 @@ log-probability bounds every label below it, and the probabilities of the labels
 sum to at most the prefix's: so a node is read (its children's log-probabilities computed) only
 while it could still hold the best label or enough probability to move the confidence.
 
-The prompts of a batch of rows are read once, left-padded, into one key/value cache. Each step
-then feeds, for every row at once, the nodes it reads: one token per node, at the position its
-depth gives it, under a 4-D attention mask that lets a node see its row's prompt and its own
-ancestors (read in an earlier step or in the same one) and nothing else. The cache only grows:
-nothing is copied, nothing is read twice, and a step is one forward pass for the whole batch.
+The prompts of a batch of rows are read once into one key/value cache: the tokens they all
+begin with (the system prompt, the chat template's header) once for all, then the rest of each.
+Each step then feeds, for every row at once, the nodes it reads: one token per node, at the
+position its depth gives it, under a 4-D attention mask that lets a node see its row's prompt and
+its own ancestors (read in an earlier step or in the same one) and nothing else. The cache only
+grows (no copy of it per label or node), nothing is read twice, and a step is one forward pass for
+the whole batch.
 
 What a step reads is planned from what the rows have found so far (:func:`plan`):
 
 - each searching row first takes the unread nodes it *needs*: the fewest, likeliest first, after
-  which it would stop if each were one label as likely as its bound. None of them can be skipped
-  by an exact search; a row reads at most ``NEED_TOKENS`` of them in a step (shared among the
-  rows), and plans again with what they show;
+  which it would stop if each turned out one label as likely as its bound (the best case; an
+  unsure model's labels hold far less than their prefixes, and the row needs more once it has
+  read them). A row takes at most its share of ``NEED_TOKENS`` of them in a step, and plans again
+  with what they show;
 - the step is as wide as the row that needs the most (at least ``READ_AHEAD_TOKENS`` tokens in
   all, at most ``STEP_TOKENS``: the logits a step holds are its tokens times the vocabulary); a
   row fills its share with the nodes below those it needs, breadth first (the rest of a label, so
@@ -167,8 +170,9 @@ class _Row:
         """Take up to ``limit`` nodes to read off the top of the frontier, with ``whole`` each
         with the nodes below it (the last cut to fit: the rest are found when their parents are
         read). With ``tolerance``, only the nodes the row needs: the fewest after which it would
-        stop if each were one label as likely as its bound, so none is read that an exact search
-        could skip (none once the row is done); without, the likeliest, read ahead."""
+        stop if each were one label as likely as its bound (none once it is done); without, the
+        likeliest, read ahead. Which nodes are read never decides a row's answer: it stops by
+        :meth:`done` alone."""
         best = max(self.totals.values(), default=-math.inf)
         found = sum(math.exp(t) for t in self.totals.values())
         unread = self.unread

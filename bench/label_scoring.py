@@ -2,6 +2,10 @@
 same classification rows with the same model, in one run.
 
     .venv/bin/python bench/label_scoring.py bench/out/clinc150 --run bench/out/clinc150/runs/<run> --rows 60
+    .venv/bin/python bench/label_scoring.py bench/out/clinc150 --rows 16 --batch 16 --repeat 2   # base model
+
+bench/out/clinc150 is the clinc150 scorecard's project: `bench/scorecards.py clinc150 --train 2000
+--eval 500 --config-only` writes its taskfit.yaml (all this script reads), without running anything.
 
 Every side reads the same rendered prompts (the first --rows held-out rows); the sides take turns,
 --batch rows each, so that a load drifting during the run weighs on all alike, and --repeat N goes

@@ -115,6 +115,8 @@ def main() -> None:
     ap.add_argument("--skip-train", action="store_true", help="baselines only")
     ap.add_argument("--head", action="store_true", help="classify: also train and score a head fine-tune")
     ap.add_argument("--batch", type=int, help="eval.batch_size (rows read together)")
+    ap.add_argument("--config-only", action="store_true",
+                    help="write the project's taskfit.yaml and stop (what bench/label_scoring.py reads)")
     args = ap.parse_args()
     if not (DATA / args.dataset).exists():
         raise SystemExit(f"{DATA / args.dataset}: not found (the shared datasets live in ../shared/data)")
@@ -130,6 +132,9 @@ def main() -> None:
     if args.batch:
         doc["eval"]["batch_size"] = args.batch
     (out / "taskfit.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    if args.config_only:
+        print(f"wrote {out / 'taskfit.yaml'}")
+        return
     reporter = RichReporter()
     timings = {}
     start = time.perf_counter()

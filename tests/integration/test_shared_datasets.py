@@ -69,10 +69,13 @@ def test_full_label_scoring_of_clinc150_intents_in_a_batch_on_the_embedded_model
     """Scoring every one of clinc150's 151 intents for a batch of 16 requests: each row reads the
     tree in its own order, so rows run out of nodes at different steps (this stopped with an
     IndexError before the search let rows read unequal shares of a step). The answers are the
-    ones each request gets alone."""
+    ones each request gets alone; and the search with its confidence tolerance, whose rows stop
+    at different steps, gives every row full scoring's label and a confidence at most the
+    tolerance below full scoring's."""
     import json
 
     from taskfit.baselines import LabelScoringPredictor
+    from taskfit.baselines.label_tree import CONFIDENCE_TOLERANCE
     from taskfit.config import TaskSpec
     from taskfit.models import load_model
     from taskfit.records import Example
@@ -83,8 +86,16 @@ def test_full_label_scoring_of_clinc150_intents_in_a_batch_on_the_embedded_model
                     system_prompt="Name the intent of the user's request (oos when it is out of scope).")
     rows = [Example(id=str(i), input=r["text"], target=r["label"]) for i, r in enumerate(read("test.jsonl")[:16])]
     lm = load_model("smollm2-135m")
-    scorer = lambda batch: LabelScoringPredictor("full", lm.model, lm.tokenizer, task, 256, batch_size=batch,  # noqa: E731
-                                                 tolerance=0.0)
-    together = [p.output for p in scorer(16).predict(rows)]
+    scorer = lambda batch, tolerance=0.0: LabelScoringPredictor(  # noqa: E731
+        "full", lm.model, lm.tokenizer, task, 256, batch_size=batch, tolerance=tolerance)
+    full = list(scorer(16).predict(rows))
+    together = [p.output for p in full]
     alone = [p.output for p in scorer(1).predict(rows[:4])]
     assert all(out in labels for out in together) and together[:4] == alone
+    searching = scorer(16, CONFIDENCE_TOLERANCE)
+    stats: dict[str, int] = {}
+    found = [s.choice() for s in searching.search([searching.prompt_ids(ex) for ex in rows], stats)]
+    assert [labels[c.best] for c in found] == together
+    for c, exact in zip(found, full):
+        assert exact.confidence - CONFIDENCE_TOLERANCE - 1e-4 <= c.confidence <= exact.confidence + 1e-4
+    assert stats["early"] > 0

@@ -1,45 +1,61 @@
-"""Label scoring as a best-first search over a prefix tree of the labels' tokens.
+"""Label scoring as a search over a prefix tree of the labels' tokens.
 
 A label's score is the log-probability of its completion (its tokens and the end-of-turn token)
 after the prompt. Labels share prefixes (``pto_request``, ``pto_request_status``, ``pto_used``),
 so their completions form a tree and a label's score is the sum along its path. A prefix's
 log-probability bounds every label below it, and the probabilities of the labels below a prefix
-sum to at most the prefix's: so the tree is searched best-first, and a node is read (its
-children's log-probabilities computed) only while it could still hold the best label or enough
-probability to move the confidence.
+sum to at most the prefix's: so a node is read (its children's log-probabilities computed) only
+while it could still hold the best label or enough probability to move the confidence.
 
-The prompts of a batch of rows are read once, left-padded, into one key/value cache. Each step
-of the search then feeds, for every row at once, the nodes it reads: one token per node, at the
+The prompts of a batch of rows are read once into one key/value cache: the tokens they all
+begin with (the system prompt, the chat template's header) once for all, then the rest of each.
+Each step then feeds, for every row at once, the nodes it reads: one token per node, at the
 position its depth gives it, under a 4-D attention mask that lets a node see its row's prompt and
 its own ancestors (read in an earlier step or in the same one) and nothing else. The cache only
-grows: nothing is copied, nothing is read twice, and a step is one forward pass for the whole
-batch whatever the number of labels. A node with a single label below it (the rest of
-``accept_reservations``) is read with the rest of that label in the same step. A step is as wide
-as the row that needs the most nodes (at most ``STEP_WIDTH``, at least ``READ_AHEAD``); the other
-rows fill what would be padding with their likeliest unread nodes, read ahead, and a row that is
-done leaves the batch and its rows of the cache.
+grows (no copy of it per label or node), nothing is read twice, and a step is one forward pass for
+the whole batch.
+
+What a step reads is planned from what the rows have found so far (:func:`plan`):
+
+- each searching row first takes the unread nodes it *needs*: the fewest, likeliest first, after
+  which it would stop if each turned out one label as likely as its bound (the best case; an
+  unsure model's labels hold far less than their prefixes, and the row needs more once it has
+  read them). A row takes at most its share of ``NEED_TOKENS`` of them in a step, and plans again
+  with what they show;
+- the step is as wide as the row that needs the most (at least ``READ_AHEAD_TOKENS`` tokens in
+  all, at most ``STEP_TOKENS``: the logits a step holds are its tokens times the vocabulary); a
+  row fills its share with the nodes below those it needs, breadth first (the rest of a label, so
+  a likely label is read whole in one step), then with its likeliest other nodes. A pass costs
+  the model's weights read once whatever its width, so what would be padding or a later pass of
+  its own is read ahead; a row that is done leaves the batch and its rows of the cache;
+- with ``tolerance=0`` every node is needed: each row reads its whole tree, breadth first under
+  each node, in as few steps as ``STEP_TOKENS`` allows (one, one row at a time, for a few hundred
+  nodes).
 
 A row's search stops when (a) its best complete label scores at least every unread node's bound:
 the argmax is then exactly that of scoring every label; and (b) counting the unread labels at
 their subtrees' bound moves the confidence (a softmax over the labels' scores) by at most
 ``tolerance``: the confidence returned is that count, a lower bound at most ``tolerance`` below
 the exact one (an understatement errs towards the fallback). ``tolerance=0`` reads every node and
-gives every label's exact score.
+gives every label's exact score. Rows of a batch stop at different steps; the plan only decides
+how many nodes are read together, never which answer a row gets.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from taskfit.models.compat import cache_arg, cache_of
 from taskfit.records import LabelChoice
 
 CONFIDENCE_TOLERANCE = 0.01  # the confidence returned is at most this far below the exact one
-STEP_WIDTH = 32  # nodes a row reads in one step at most
-READ_AHEAD = 8  # nodes a searching row reads in a step at least: fewer passes for a few more tokens
+STEP_TOKENS = 1024  # tokens (rows x nodes) a step feeds at most: its logits are this times the vocabulary
+NEED_TOKENS = 512  # of which nodes the rows need at most: a row plans again with what they show
+READ_AHEAD_TOKENS = 16  # tokens a step feeds at least while a row searches: a pass has a cost of its own
 
 
 def label_choice(totals: Sequence[float]) -> LabelChoice:
@@ -91,14 +107,14 @@ class LabelTree:
             p = self.parent[v]
             self.ancestors[v] = ([p] + self.ancestors[p]) if p > 0 else []
 
-    def chain(self, v: int) -> list[int]:
-        """``v`` and, when one label lies below it, the rest of that label's nodes to read."""
-        out = [v]
-        while self.leaves[v] == 1 and self.label[self.children[v][0]] < 0:
-            v = self.children[v][0]
-            out.append(v)
+    def below(self, v: int) -> list[int]:
+        """The nodes to read below ``v``, breadth first: each comes after its parent, so any
+        first part of the list can be read in the same step as ``v``."""
+        out, level = [], [v]
+        while level:
+            level = [c for u in level for c in self.children[u] if self.children[c]]
+            out.extend(level)
         return out
-
 
 def _gap(best: float, found: float, unread: float) -> float:
     """How far below the exact confidence the one counted with the unread labels at their bound
@@ -110,16 +126,13 @@ def _gap(best: float, found: float, unread: float) -> float:
 
 
 class _Row:
-    """One row's search: the labels scored, the unread nodes (a heap by bound), the cache column
-    of each node read."""
+    """One row's search: the log-probability of each node found, the labels scored, the unread
+    nodes (a heap by bound)."""
 
-    def __init__(self, columns: range, length: int):
-        self.prompt_columns = columns  # the prompt's columns of the cache (left-padded)
-        self.length = length  # prompt tokens: a node's position is length + depth - 1
+    def __init__(self) -> None:
         self.logp: dict[int, float] = {0: 0.0}
         self.totals: dict[int, float] = {}
         self.frontier: list[tuple[float, int]] = []  # (-log-probability, node), unread
-        self.column: dict[int, int] = {}
 
     @property
     def unread(self) -> float:
@@ -132,12 +145,34 @@ class _Row:
         else:
             heapq.heappush(self.frontier, (-logp, v))
 
-    def pick(self, tree: LabelTree, limit: int, tolerance: float | None = None) -> list[int]:
-        """Take up to ``limit`` nodes to read off the top of the frontier, each with its chain
-        (the last one cut to fit: the rest of it is found when its parent is read). With
-        ``tolerance``, only the nodes the row needs: the fewest after which it would stop if
-        each were one label as likely as its bound, so none is read that an exact search could
-        skip (none once the row is done); without, the likeliest, read ahead."""
+    def read(self, tree: LabelTree, nodes: Sequence[int], values: Sequence[Sequence[float]]) -> None:
+        """Take in what reading ``nodes`` gave: each one's children's log-probabilities given
+        it. A node read in the same step as its parent comes after it in ``nodes``."""
+        read = set(nodes)
+        for v, given in zip(nodes, values):
+            for c, value in zip(tree.children[v], given):
+                if c in read:
+                    self.logp[c] = self.logp[v] + value
+                else:
+                    self.found(tree, c, self.logp[v] + value)
+
+    def done(self, tolerance: float) -> bool:
+        """Whether the row can stop: its best label beats every unread node's bound and the
+        unread labels, at their bound, move the confidence by at most ``tolerance`` (with no
+        tolerance: every node is read)."""
+        if not self.frontier or tolerance == 0:
+            return not self.frontier
+        best = max(self.totals.values(), default=-math.inf)
+        found = sum(math.exp(t) for t in self.totals.values())
+        return -self.frontier[0][0] <= best and _gap(best, found, self.unread) <= tolerance
+
+    def pick(self, tree: LabelTree, limit: int, tolerance: float | None = None, whole: bool = False) -> list[int]:
+        """Take up to ``limit`` nodes to read off the top of the frontier, with ``whole`` each
+        with the nodes below it (the last cut to fit: the rest are found when their parents are
+        read). With ``tolerance``, only the nodes the row needs: the fewest after which it would
+        stop if each were one label as likely as its bound (none once it is done); without, the
+        likeliest, read ahead. Which nodes are read never decides a row's answer: it stops by
+        :meth:`done` alone."""
         best = max(self.totals.values(), default=-math.inf)
         found = sum(math.exp(t) for t in self.totals.values())
         unread = self.unread
@@ -146,98 +181,186 @@ class _Row:
             logp = -self.frontier[0][0]
             if tolerance is not None and logp <= best and _gap(best, found, unread) <= tolerance:
                 break
-            picked.extend(tree.chain(heapq.heappop(self.frontier)[1])[:limit - len(picked)])
+            v = heapq.heappop(self.frontier)[1]
+            picked.extend(([v] + tree.below(v))[:limit - len(picked)] if whole else [v])
             best, found, unread = max(best, logp), found + math.exp(logp), unread - math.exp(logp)
         return picked
 
 
-def plan(rows: Sequence[_Row], tree: LabelTree, tolerance: float, width: int, ahead: int = 0) -> list[list[int]]:
-    """The nodes each row reads in the next step: those it needs (at most ``width``), then, up
-    to the widest row's count (and at least ``ahead``), its likeliest others, read ahead in what
-    would otherwise be padding or a pass of its own. A done row reads nothing."""
-    reads = [row.pick(tree, width, tolerance) for row in rows]
-    step = max(max(map(len, reads)), min(ahead, width))
-    for row, nodes in zip(rows, reads):
-        if nodes:
-            nodes.extend(row.pick(tree, step - len(nodes)))
+def plan(rows: Sequence[_Row], tree: LabelTree, tolerance: float) -> list[list[int]]:
+    """The nodes each row reads in the next step. The rows still searching share the step's
+    tokens: each first takes the nodes it needs (at most its share of ``NEED_TOKENS``; with no
+    tolerance, every node, each with those below it); then, up to the widest row's count (at
+    least its share of ``READ_AHEAD_TOKENS``, at most of ``STEP_TOKENS``), the nodes below those
+    it needs, breadth first, and its likeliest others, read ahead in what would otherwise be
+    padding or a pass of its own. A done row reads nothing. Parents come before their children
+    in a row's list."""
+    exact = tolerance == 0
+    reads: list[list[int]] = [[] for _ in rows]
+    searching = [i for i, row in enumerate(rows) if not row.done(tolerance)]
+    if not searching:
+        return reads
+    most = max(1, STEP_TOKENS // len(searching))
+    need = most if exact else min(most, max(1, NEED_TOKENS // len(searching)))
+    for i in searching:
+        reads[i] = rows[i].pick(tree, need, None if exact else tolerance, whole=exact)
+    step = min(most, max(max(map(len, reads)), -(-READ_AHEAD_TOKENS // len(searching))))
+    for i in searching:
+        for v in list(reads[i]) if not exact else []:
+            reads[i].extend(tree.below(v)[:step - len(reads[i])])
+        reads[i].extend(rows[i].pick(tree, step - len(reads[i])))
     return reads
 
 
-def search(model: Any, tree: LabelTree, prompts: Sequence[list[int]], pad_id: int,
-           tolerance: float = CONFIDENCE_TOLERANCE, step_width: int = STEP_WIDTH,
-           stats: dict[str, int] | None = None) -> list[Searched]:
-    """Search ``tree`` after each of ``prompts`` (read together as one batch); see the module's
-    docstring. A step reads at most ``step_width`` nodes a row. ``stats``, when given, counts
-    the forward passes and the tokens they fed (padding included)."""
+def _read_prompts(model: Any, prompts: Sequence[list[int]], pad_id: int) -> tuple[int, int, Any, Any]:
+    """Read ``prompts`` into one key/value cache: the tokens they all begin with (a system
+    prompt, a chat template's header) once, then the rest of each, right-aligned after them (so
+    each prompt's last token is the cache's last column). Returns the shared tokens' count, the
+    cache's length, the cache, and the logits after each prompt."""
     import numpy as np
     import torch
 
     device = model.get_output_embeddings().weight.device
-    width = max(map(len, prompts))
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[i, width - len(p):] = 1
-    rows = [_Row(range(width - len(p), width), len(p)) for p in prompts]
-    counts = stats if stats is not None else {}
-    counts["passes"], counts["tokens"] = counts.get("passes", 0) + 1, counts.get("tokens", 0) + ids.numel()
-    firsts = tree.children[0]
+    shared = 0
+    if len(prompts) > 1:  # one token at least is left to each row, to be read after the shared ones
+        shared = min(len(os.path.commonprefix(list(map(list, prompts)))), min(map(len, prompts)) - 1)
+    cache = None
     with torch.inference_mode():
-        out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device), use_cache=True, logits_to_keep=1)
-        cache = cache_of(out)
-        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
-        first = first[:, torch.tensor([tree.token[c] for c in firsts], device=device)].tolist()
-        for row, lp in zip(rows, first):
-            for c, value in zip(firsts, lp):
-                row.found(tree, c, value)
-        columns = width  # the cache's length
-        live = list(rows)  # the rows still searching, in the cache's batch order
-        while True:
-            reads = plan(live, tree, tolerance, step_width, READ_AHEAD)
-            keep = [i for i, nodes in enumerate(reads) if nodes]
-            if not keep:
-                break
-            if len(keep) < len(live):  # a done row leaves the batch and its cache
-                cache.batch_select_indices(torch.tensor(keep, device=device))
-                live, reads = [live[i] for i in keep], [reads[i] for i in keep]
-            # Rows read as many nodes as the widest where they have that many left to read; a row
-            # with fewer fills its share of the step with padding that attends to itself only.
-            step = max(map(len, reads))
-            ids = np.full((len(live), step), pad_id, dtype=np.int64)
-            positions = np.zeros((len(live), step), dtype=np.int64)
-            allowed = np.zeros((len(live), 1, step, columns + step), dtype=bool)
-            fanout = max(len(tree.children[v]) for nodes in reads for v in nodes)
-            picks = np.zeros((len(live), step, fanout), dtype=np.int64)  # the children's tokens
-            for i, (row, nodes) in enumerate(zip(live, reads)):
-                for j, v in enumerate(nodes):
-                    row.column[v] = columns + j
-                allowed[i, 0, :, row.prompt_columns.start:row.prompt_columns.stop] = True
-                for j, v in enumerate(nodes):
-                    ids[i, j] = tree.token[v]
-                    positions[i, j] = row.length + tree.depth[v] - 1
-                    allowed[i, 0, j, [row.column[a] for a in tree.ancestors[v]]] = True
-                    picks[i, j, :len(tree.children[v])] = [tree.token[c] for c in tree.children[v]]
-                allowed[i, 0, np.arange(step), columns + np.arange(step)] = True  # itself
-            bias = torch.zeros(allowed.shape, dtype=model.dtype)
-            bias.masked_fill_(torch.from_numpy(~allowed), torch.finfo(model.dtype).min)
-            out = model(input_ids=torch.from_numpy(ids).to(device), attention_mask=bias.to(device),
-                        position_ids=torch.from_numpy(positions).to(device), use_cache=True,
-                        **{cache_arg(): cache})
-            cache = cache_of(out)
-            columns += step
-            counts["passes"] += 1
-            counts["tokens"] += ids.size
-            logits = out.logits.float()
-            logp = (logits.gather(-1, torch.from_numpy(picks).to(device))
-                    - torch.logsumexp(logits, dim=-1, keepdim=True)).tolist()
-            for row, nodes, lp in zip(live, reads, logp):
-                read = set(nodes)
-                for v, values in zip(nodes, lp):  # a chain's nodes come after their parent
-                    for c, value in zip(tree.children[v], values):
-                        if c in read:
-                            row.logp[c] = row.logp[v] + value
-                        else:
-                            row.found(tree, c, row.logp[v] + value)
+        if shared:
+            head = model(input_ids=torch.tensor([prompts[0][:shared]], device=device), use_cache=True,
+                         logits_to_keep=1)
+            cache = cache_of(head)
+            cache.batch_repeat_interleave(len(prompts))
+        rest = max(len(p) for p in prompts) - shared
+        ids = np.full((len(prompts), rest), pad_id, dtype=np.int64)
+        positions = np.zeros((len(prompts), rest), dtype=np.int64)
+        allowed = np.zeros((len(prompts), 1, rest, shared + rest), dtype=bool)
+        allowed[:, 0, :, :shared] = True
+        allowed[:, 0, np.arange(rest), shared + np.arange(rest)] = True  # a padding token sees itself
+        for i, p in enumerate(prompts):
+            start = rest - (len(p) - shared)
+            ids[i, start:] = p[shared:]
+            positions[i, start:] = np.arange(shared, len(p))
+            allowed[i, 0, start:, shared + start:] = np.tril(np.ones((rest - start, rest - start), dtype=bool))
+        out = model(input_ids=torch.from_numpy(ids).to(device), attention_mask=_bias(model, allowed).to(device),
+                    position_ids=torch.from_numpy(positions).to(device), use_cache=True, logits_to_keep=1,
+                    **({cache_arg(): cache} if cache is not None else {}))
+    return shared, shared + rest, cache_of(out), out.logits[:, -1]
+
+
+def _bias(model: Any, allowed: Any) -> Any:
+    """An additive attention mask: 0 where ``allowed``, the dtype's lowest value elsewhere."""
+    import torch
+
+    bias = torch.zeros(allowed.shape, dtype=model.dtype)
+    return bias.masked_fill_(torch.from_numpy(~allowed), torch.finfo(model.dtype).min)
+
+
+Reader = Callable[[list[int], list[list[int]]], list[list[list[float]]]]
+
+
+def run(tree: LabelTree, first: Sequence[Sequence[float]], read: Reader, tolerance: float = CONFIDENCE_TOLERANCE,
+        stats: dict[str, int] | None = None) -> list[Searched]:
+    """The search, apart from the model that reads the nodes. ``first[i]`` holds the
+    log-probabilities of the root's children (``tree.children[0]``) after row ``i``'s prompt;
+    ``read(rows, nodes)`` reads ``nodes[k]`` after row ``rows[k]``'s prompt (the rows still
+    searching, in the order they started; one forward pass for all) and gives, for each node,
+    its children's log-probabilities given it. ``stats['early']``, when given, counts the rows
+    that stopped while others still searched."""
+    rows = [_Row() for _ in first]
+    for row, values in zip(rows, first):
+        row.read(tree, [0], [values])
+    live = list(range(len(rows)))
+    while True:
+        planned = plan([rows[i] for i in live], tree, tolerance)
+        going = [(i, nodes) for i, nodes in zip(live, planned) if nodes]
+        if not going:
+            break
+        if stats is not None:
+            stats["early"] = stats.get("early", 0) + len(live) - len(going)
+        live, reads = [i for i, _ in going], [nodes for _, nodes in going]
+        for i, nodes, values in zip(live, reads, read(live, reads)):
+            rows[i].read(tree, nodes, values)
     return [Searched(row.totals, row.unread) for row in rows]
+
+
+class _Batch:
+    """The model's side of a batch's search: the prompts' cache, then a forward pass a step.
+    Each node read is one token, at the position its depth gives it, under a 4-D attention mask
+    that lets it see its row's prompt and its ancestors and nothing else; a row that is done
+    leaves the batch and its rows of the cache."""
+
+    def __init__(self, model: Any, tree: LabelTree, prompts: Sequence[list[int]], pad_id: int, stats: dict[str, int]):
+        self.model, self.tree, self.pad_id, self.stats = model, tree, pad_id, stats
+        shared, self.columns, self.cache, last = _read_prompts(model, prompts, pad_id)
+        stats["passes"] = stats.get("passes", 0) + (2 if shared else 1)
+        stats["tokens"] = stats.get("tokens", 0) + shared + len(prompts) * (self.columns - shared)
+        self.prompt_columns = [list(range(shared)) + list(range(self.columns - len(p) + shared, self.columns))
+                               for p in prompts]
+        self.lengths = [len(p) for p in prompts]  # a node's position is length + depth - 1
+        self.column: list[dict[int, int]] = [{} for _ in prompts]  # each node's column of the cache
+        self.live = list(range(len(prompts)))  # the rows in the cache, in its batch order
+        self.first = [values[0] for values in self._logp(last[:, None], [[0] for _ in prompts])]  # the root's children
+
+    def __call__(self, live: list[int], reads: list[list[int]]) -> list[list[list[float]]]:
+        import numpy as np
+        import torch
+
+        device = self.model.get_output_embeddings().weight.device
+        tree = self.tree
+        if live != self.live:  # done rows leave the batch and its cache
+            self.cache.batch_select_indices(torch.tensor([self.live.index(i) for i in live], device=device))
+            self.live = live
+        # Rows read as many nodes as the widest where they have that many left to read; a row
+        # with fewer fills its share of the step with padding that attends to itself only.
+        step = max(map(len, reads))
+        ids = np.full((len(live), step), self.pad_id, dtype=np.int64)
+        positions = np.zeros((len(live), step), dtype=np.int64)
+        allowed = np.zeros((len(live), 1, step, self.columns + step), dtype=bool)
+        for k, (i, nodes) in enumerate(zip(live, reads)):
+            column = self.column[i]
+            for j, v in enumerate(nodes):
+                column[v] = self.columns + j
+            allowed[k, 0, :, self.prompt_columns[i]] = True
+            for j, v in enumerate(nodes):
+                ids[k, j] = tree.token[v]
+                positions[k, j] = self.lengths[i] + tree.depth[v] - 1
+                allowed[k, 0, j, [column[a] for a in tree.ancestors[v]]] = True
+        allowed[:, 0, np.arange(step), self.columns + np.arange(step)] = True  # itself
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.from_numpy(ids).to(device),
+                             attention_mask=_bias(self.model, allowed).to(device),
+                             position_ids=torch.from_numpy(positions).to(device), use_cache=True,
+                             **{cache_arg(): self.cache})
+        self.cache = cache_of(out)
+        self.columns += step
+        self.stats["passes"] += 1
+        self.stats["tokens"] += ids.size
+        return self._logp(out.logits, reads)
+
+    def _logp(self, logits: Any, reads: list[list[int]]) -> list[list[list[float]]]:
+        """Each node's children's log-probabilities from ``logits`` (rows x nodes x vocabulary)."""
+        import numpy as np
+        import torch
+
+        tree = self.tree
+        fanout = max(len(tree.children[v]) for nodes in reads for v in nodes)
+        picks = np.zeros((len(reads), logits.shape[1], fanout), dtype=np.int64)  # the children's tokens
+        for k, nodes in enumerate(reads):
+            for j, v in enumerate(nodes):
+                picks[k, j, :len(tree.children[v])] = [tree.token[c] for c in tree.children[v]]
+        with torch.inference_mode():
+            logits = logits.float()
+            logp = (logits.gather(-1, torch.from_numpy(picks).to(logits.device))
+                    - torch.logsumexp(logits, dim=-1, keepdim=True)).tolist()
+        return [[values[:len(tree.children[v])] for v, values in zip(nodes, row)] for nodes, row in zip(reads, logp)]
+
+
+def search(model: Any, tree: LabelTree, prompts: Sequence[list[int]], pad_id: int,
+           tolerance: float = CONFIDENCE_TOLERANCE, stats: dict[str, int] | None = None) -> list[Searched]:
+    """Search ``tree`` after each of ``prompts`` (read together as one batch); see the module's
+    docstring. ``stats``, when given, counts the forward passes, the tokens they fed (padding
+    included) and the rows that stopped before others (:func:`run`)."""
+    counts = stats if stats is not None else {}
+    batch = _Batch(model, tree, prompts, pad_id, counts)
+    return run(tree, batch.first, batch, tolerance, counts)

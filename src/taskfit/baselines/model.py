@@ -1,8 +1,8 @@
 """A local language model as a candidate: label scoring for classify, generation otherwise.
 
 Scoring labels instead of generating text guarantees a valid label and gives a confidence. The
-prompts of a batch are read once; the labels' tokens, as a prefix tree, are then searched
-best-first over the prompts' key/value cache (:mod:`taskfit.baselines.label_tree`).
+prompts of a batch are read once (the tokens they share once for all); the labels' tokens, as a
+prefix tree, are then searched over the prompts' key/value cache (:mod:`taskfit.baselines.label_tree`).
 
 Both predictors take two optional hooks, which is how the baselines differ while the model and
 the scorer stay the same: ``shots`` (solved training examples shown first: few-shot) and
@@ -107,9 +107,10 @@ class LabelPrompts(Prompts):
 
 class LabelScoringPredictor(LabelPrompts):
     """Classify by the sequence log-probability of each label plus the end-of-turn token: a
-    best-first search over the labels' prefix tree (:mod:`taskfit.baselines.label_tree`), with
+    search over the labels' prefix tree (:mod:`taskfit.baselines.label_tree`), with
     ``batch_size`` rows read together. The argmax is that of scoring every label; the confidence
-    is at most ``tolerance`` below the exact one (0: every label scored)."""
+    is at most ``tolerance`` below the exact one (0: every label scored), so two batch sizes,
+    which read ahead different nodes, may give confidences up to ``tolerance`` apart."""
 
     def __init__(self, name: str, model: Any, tokenizer: Any, task: TaskSpec, max_length: int,
                  shots: Shots | None = None, batch_size: int = 1, tolerance: float = CONFIDENCE_TOLERANCE):
@@ -125,10 +126,11 @@ class LabelScoringPredictor(LabelPrompts):
     def choose(self, prompts: Sequence[list[int]]) -> list[LabelChoice]:
         return [s.choice() for s in self.search(prompts)]
 
-    def search(self, prompts: Sequence[list[int]]) -> list[Searched]:
-        """What the search found after each prompt: the labels it scored and the rest's bound."""
+    def search(self, prompts: Sequence[list[int]], stats: dict[str, int] | None = None) -> list[Searched]:
+        """What the search found after each prompt: the labels it scored and the rest's bound
+        (``stats``: see :func:`taskfit.baselines.label_tree.search`)."""
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        return search(self.model, self.tree, prompts, pad, self.tolerance)
+        return search(self.model, self.tree, prompts, pad, self.tolerance, stats)
 
 
 class GenerativePredictor(Prompts):

@@ -33,8 +33,8 @@ def config_path(project: Path) -> Path:
 def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
     """A resolved config with the defaults of this taskfit filled in (a run started before a
     setting existed was trained as its default says) and without what does not change a trained
-    model (``train.threads``, ``train.report_to``, the ``monitor``, ``review`` and ``retrain``
-    sections), to tell whether a run was trained from the project as it is now."""
+    model (``train.threads``, ``train.report_to``, ``eval.forgetting``, the ``monitor``, ``review``
+    and ``retrain`` sections), to tell whether a run was trained from the project as it is now."""
     from pydantic import ValidationError
 
     try:
@@ -42,7 +42,8 @@ def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
     except ValidationError:
         pass  # a config this taskfit no longer accepts is compared as it is: it matches nothing now
     return {**{k: v for k, v in config.items() if k not in ("monitor", "review", "retrain")},
-            "train": {k: v for k, v in config.get("train", {}).items() if k not in ("threads", "report_to")}}
+            "train": {k: v for k, v in config.get("train", {}).items() if k not in ("threads", "report_to")},
+            "eval": {k: v for k, v in config.get("eval", {}).items() if k != "forgetting"}}
 
 
 @dataclass

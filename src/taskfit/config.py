@@ -382,6 +382,24 @@ class BaselineSpec(_Spec):
     endpoint: EndpointSpec | None = Field(None, description="An OpenAI-compatible endpoint to compare against.")
 
 
+class ForgettingSpec(_Spec):
+    """The forgetting check (``taskfit eval``, ``taskfit run``): the base and the fine-tuned model
+    on a general probe set that ships with taskfit (reading-comprehension items cut from SQuAD 2.0,
+    CC BY-SA 4.0; taskfit/probes/SOURCE.md), one teacher-forced pass per item, and how far the
+    fine-tuned model's next-token distribution moved from the base's there."""
+
+    enabled: bool = Field(True, description="Measure what the fine-tune cost outside the task when a "
+                                            "fine-tuned run is evaluated (about 40 CPU-seconds for "
+                                            "SmolLM2-135M at 64 items; docs/evaluation.md); cached "
+                                            "with the run's evaluation.")
+    items: int = Field(64, ge=8, le=128, description="Probe items scored (the first N of the 128 the "
+                                                     "probe holds): more narrows the interval; each costs "
+                                                     "a forward pass of about 80 tokens per model.")
+    max_drop: float = Field(0.05, ge=0.0, le=1.0, description="The verdict warns when the fine-tuned "
+                            "model answers a share of the probe's questions right (greedy, teacher-forced) "
+                            "more than this below the base's (0.05 = 5 points).")
+
+
 class EvalSpec(_Spec):
     thresholds: dict[str, float] = Field(
         default_factory=dict,
@@ -419,6 +437,7 @@ class EvalSpec(_Spec):
                                 "of the approach it recommends and of the hosted endpoint (baselines.endpoint), "
                                 "and in how many months training the fine-tune pays for itself against the "
                                 "endpoint; empty = not shown.")
+    forgetting: ForgettingSpec = ForgettingSpec()
 
     @model_validator(mode="after")
     def _shares(self) -> "EvalSpec":

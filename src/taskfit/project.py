@@ -117,6 +117,10 @@ eval:
   style_sample: 32          # generate: base-model replies the style classifier learns to tell apart
   price_per_hour: 0.0       # USD per hour of this machine, for cost per 1,000 queries
   queries_per_month: null   # expected traffic: advise gives the month's cost and the break-even
+  forgetting:               # what the fine-tune cost outside the task: base and fine-tune on a general probe
+    enabled: true
+    items: 64               # probe questions read (at most 128; each ~80 tokens per model)
+    max_drop: 0.05          # the verdict warns when the share answered right falls more than this
 """
 
 

@@ -105,3 +105,28 @@ class EvalResult:
     error_counts: dict[str, int] = field(default_factory=dict)
     errors: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     curves: dict[str, list[list[float]]] = field(default_factory=dict)  # e.g. coverage: [threshold, coverage, accuracy]
+
+
+@dataclass(frozen=True)
+class ForgettingResult:
+    """What a fine-tune cost outside its task (``eval.forgetting``): the base model and the
+    fine-tuned one on the general probe set, item by item, in the probe's order.
+
+    Each item is a passage, a question and its gold answer, rendered with the model's chat
+    template and read once (teacher-forced). ``*_right`` is 1 when every token of the gold answer
+    (the end-of-turn token left out) is the model's greedy choice given the tokens before (greedy
+    decoding would write the answer), else 0; ``*_loglik`` the mean log-probability of those tokens
+    (nats); ``kl`` the mean KL(fine-tuned ‖ base) of the two next-token distributions at those
+    positions (nats per token). ``skipped`` says why a fine-tuned candidate was not measured (then
+    the lists are empty)."""
+
+    candidate: str
+    probe: str  # the probe set's source, in words
+    licence: str
+    n: int = 0
+    base_right: list[float] = field(default_factory=list)
+    tuned_right: list[float] = field(default_factory=list)
+    base_loglik: list[float] = field(default_factory=list)
+    tuned_loglik: list[float] = field(default_factory=list)
+    kl: list[float] = field(default_factory=list)
+    skipped: str = ""

@@ -98,6 +98,7 @@ def test_run_then_compare_prints_the_same_scorecard_and_a_second_run_costs_nothi
     assert all(c["n"] == 16 for c in card["candidates"].values())
     assert "## Held-out scorecard" in (run / "adapter" / "README.md").read_text()
     cached = _cache_files(project)
+    measured = (evals / "forgetting" / "fine-tuned.json").read_text()
 
     compared = runner.invoke(app, ["compare", str(project)])
     assert compared.exit_code == 0, compared.output
@@ -109,6 +110,27 @@ def test_run_then_compare_prints_the_same_scorecard_and_a_second_run_costs_nothi
     assert _cache_files(project) == cached  # nothing predicted again
     assert (evals / "scorecard.md").read_text() == scorecard
     assert (run / "adapter" / "README.md").read_text().count("## Held-out scorecard") == 1
+
+    # The forgetting check ran with the evaluation, is in the scorecard with the probe's licence, and
+    # a second run measures nothing again.
+    forgetting = evals / "forgetting" / "fine-tuned.json"
+    assert json.loads(forgetting.read_text())["n"] == 64
+    assert "outside the task: the general probe (64 items from SQuAD 2.0" in scorecard and "CC BY-SA 4.0" in scorecard
+    assert "Outside the task: the forgetting check" in (evals / "report.html").read_text()
+    assert "the forgetting check is cached" in again.output and forgetting.read_text() == measured
+    (figures,) = card["forgetting"]
+    assert figures["candidate"] == "fine-tuned" and figures["licence"] == "CC BY-SA 4.0" and figures["items"] == 64
+    assert 0 <= figures["base_answered_right"] <= 1 and figures["kl_per_token_nats"] > 0
+
+    # Turned off, the check leaves the scorecard; the trained run still matches the project.
+    doc = yaml.safe_load((project / "taskfit.yaml").read_text())
+    doc["eval"]["forgetting"] = {"enabled": False}
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    off = runner.invoke(app, ["run", str(project)])
+    assert off.exit_code == 0, off.output
+    assert f"{run.name} ({'reused'})" in off.output and "forgetting" not in off.output
+    assert "outside the task" not in (evals / "scorecard.md").read_text()
+    assert json.loads((evals / "scorecard.json").read_text())["forgetting"] == []
 
 
 def test_killed_run_continues_to_the_scorecard_of_an_uninterrupted_one(tmp_path, tiny_model_dir, kill_at_checkpoint):
@@ -152,6 +174,8 @@ def test_dpo_run_scores_preference_before_and_after(tmp_path, tiny_model_dir):
     assert abs(results["fine-tuned"].metrics["preference_accuracy"] - held["preference_accuracy_after"]) < 1e-9
     assert abs(results["base-model"].metrics["preference_accuracy"] - held["preference_accuracy_before"]) < 1e-9
     assert summary.scorecard.kind == "preference" and summary.scorecard.tests[0].test == "McNemar (exact)"
+    (forgetting,) = summary.scorecard.forgetting  # the model after preference training, on the general probe
+    assert forgetting.candidate == "fine-tuned" and forgetting.n == 64 and not forgetting.skipped
     compared = CliRunner().invoke(app, ["compare", str(project)])
     assert compared.exit_code == 0 and "prefers chosen" in compared.output
     refused = CliRunner().invoke(app, ["baseline", str(project)])
@@ -236,6 +260,9 @@ def test_a_head_run_is_a_candidate_beside_the_generative_fine_tune_and_exports_m
     row = card["candidates"]["fine-tuned-head"]
     assert row["n"] == 8 and 0 <= row["ece"] <= 1 and row["valid_rate"] == 1.0
     assert "fine-tuned-head gives the same answer as fine-tuned on" in second.output.replace("\n", " ")
+    assert ("fine-tuned-head: the forgetting check does not apply: a classification-head run answers only"
+            in second.output.replace("\n", " "))
+    assert {f["candidate"]: "skipped" in f for f in card["forgetting"]} == {"fine-tuned": False, "fine-tuned-head": True}
     assert "## Held-out scorecard" in (head / "adapter" / "README.md").read_text()
 
     merged = runner.invoke(app, ["eval", str(project), "--merged"])  # the latest run: the head's

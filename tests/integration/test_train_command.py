@@ -101,6 +101,14 @@ def test_full_method_saves_a_whole_model(tmp_path, tiny_model_dir):
     assert summary.artifact.name == "model"
     AutoModelForCausalLM.from_pretrained(summary.artifact)  # an ordinary transformers model
 
+    # The forgetting check compares the trained model with the base loaded apart.
+    from taskfit.workflows.evaluate import check_forgetting, trained_candidate
+    from taskfit.workflows.workspace import Workspace
+
+    ws = Workspace.open(project)
+    forgetting = check_forgetting(ws, trained_candidate(ws, summary.run_dir))
+    assert forgetting.n == 64 and not forgetting.skipped and all(k > 0 for k in forgetting.kl)
+
 
 def test_dpo_from_the_command_line(tmp_path, tiny_model_dir):
     project = tmp_path / "dpo"

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from taskfit import stats
 from taskfit.errors import ConfigError, DataError
-from taskfit.records import EvalResult
+from taskfit.records import EvalResult, ForgettingResult
 from taskfit.tasks import scoring
 from taskfit.tasks.extract import shown_fields
 
@@ -137,6 +137,8 @@ class Scorecard:
     notes: list[str] = field(default_factory=list)  # other findings in words (an export's agreement)
     # Each candidate trained with synthetic rows against the same candidate trained on real rows only.
     versus_real: list[PairedTest] = field(default_factory=list)
+    forgetting: list[ForgettingResult] = field(default_factory=list)  # what each fine-tune cost outside the task
+    max_drop: float = 0.05  # eval.forgetting.max_drop
 
     @property
     def columns(self) -> Any:
@@ -180,7 +182,11 @@ class Scorecard:
     def extra_tables(self) -> list[tuple[str, list[str], list[list[str]]]]:
         """Tables shown under the scorecard, as (title, header, rows). extract: accuracy / F1 per
         field for the best fine-tuned candidate and the best baseline (every figure per field and
-        candidate is in the HTML report)."""
+        candidate is in the HTML report); then the forgetting check (:meth:`forgetting_table`)."""
+        forgetting = self.forgetting_table()
+        return self._per_field_table() + ([forgetting] if forgetting else [])
+
+    def _per_field_table(self) -> list[tuple[str, list[str], list[list[str]]]]:
         fielded = [r for r in self.results if r.per_class and not r.confusion]  # figures per field
         tuned = [r for r in fielded if is_finetuned(r.candidate)]
         baselines = [r for r in fielded if not is_finetuned(r.candidate)]
@@ -195,6 +201,31 @@ class Scorecard:
                    else "n/a" for r in shown] for k in names]
         return [(title, ["field", "support"] + [r.candidate for r in shown], rows)]
 
+    def forgetting_table(self) -> tuple[str, list[str], list[list[str]]] | None:
+        """The forgetting check of each fine-tuned candidate measured, as (title, header, rows):
+        the share of the general probe's questions the base and the fine-tuned model answer right
+        (greedy, teacher-forced) and their log-probability per answer token, each change with its 95% paired-bootstrap interval over the
+        items, and the mean KL(fine-tuned ‖ base) per token."""
+        measured = [f for f in self.forgetting if not f.skipped]
+        if not measured:
+            return None
+        first = measured[0]
+        title = (f"outside the task: the general probe ({first.n} items from {first.probe}; "
+                 f"{first.licence})")
+        header = ["candidate", "answered right: base", "fine-tuned", "change [95% CI]",
+                  "log-prob / answer token: base", "fine-tuned", "change [95% CI]",
+                  "KL(fine-tuned ‖ base) / token", f"drop over max_drop ({100 * self.max_drop:.1f} pts)"]
+        rows = []
+        for f in measured:
+            acc, acc_ci, _ = forgetting_change(f)
+            ll, ll_ci, _ = stats.paired_bootstrap(f.tuned_loglik, f.base_loglik, n_boot=RESAMPLES)
+            rows.append([f.candidate, _pct(_mean(f.base_right)), _pct(_mean(f.tuned_right)),
+                         f"{100 * acc:+.1f} pts [{100 * acc_ci[0]:+.1f}, {100 * acc_ci[1]:+.1f}]",
+                         f"{_mean(f.base_loglik):.3f}", f"{_mean(f.tuned_loglik):.3f}",
+                         f"{ll:+.3f} [{ll_ci[0]:+.3f}, {ll_ci[1]:+.3f}]", f"{_mean(f.kl):.4f} nats",
+                         "yes" if -acc > self.max_drop else "no"])
+        return title, header, rows
+
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "main_metric": self.main, "verdict": self.verdict,
                 "warnings": self.warnings, "reviews": self.reviews, "notes": self.notes, "thresholds": self.thresholds,
@@ -204,7 +235,8 @@ class Scorecard:
                 "paired_tests": [{**t.__dict__, "p_value_shown": t.p_text, "p_value_method": t.p_method}
                                  for t in self.tests],
                 "synthetic_vs_real_only": [{**t.__dict__, "p_value_shown": t.p_text, "p_value_method": t.p_method}
-                                           for t in self.versus_real]}
+                                           for t in self.versus_real],
+                "forgetting": [_forgetting_json(f, self.max_drop) for f in self.forgetting]}
 
     def versus_real_sentences(self) -> list[str]:
         """:attr:`versus_real` in words, one sentence per pair."""
@@ -214,6 +246,48 @@ class Scorecard:
                 f"{'' if t.significant else ', within what chance gives'})." for t in self.versus_real]
 
 
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def forgetting_change(f: ForgettingResult) -> tuple[float, tuple[float, float], float]:
+    """The share of the probe's questions the fine-tuned model answers right minus the base's: the
+    difference, its 95% interval and a two-sided p-value (paired bootstrap over the items)."""
+    return stats.paired_bootstrap(f.tuned_right, f.base_right, n_boot=RESAMPLES)
+
+
+def _forgetting_json(f: ForgettingResult, max_drop: float) -> dict[str, Any]:
+    if f.skipped:
+        return {"candidate": f.candidate, "skipped": f.skipped}
+    change, ci, p = forgetting_change(f)
+    ll, ll_ci, ll_p = stats.paired_bootstrap(f.tuned_loglik, f.base_loglik, n_boot=RESAMPLES)
+    return {"candidate": f.candidate, "probe": f.probe, "licence": f.licence, "items": f.n,
+            "base_answered_right": _mean(f.base_right), "fine_tuned_answered_right": _mean(f.tuned_right),
+            "answered_right_change": change, "answered_right_change_ci": list(ci), "answered_right_change_p": p,
+            "base_loglik_per_answer_token": _mean(f.base_loglik),
+            "fine_tuned_loglik_per_answer_token": _mean(f.tuned_loglik),
+            "loglik_change": ll, "loglik_change_ci": list(ll_ci), "loglik_change_p": ll_p,
+            "kl_per_token_nats": _mean(f.kl), "max_drop": max_drop, "warning": -change > max_drop}
+
+
+def forgetting_warnings(forgetting: Sequence[ForgettingResult], max_drop: float) -> list[str]:
+    """A sentence for each fine-tune that answers a share of the general probe's questions right
+    more than ``max_drop`` below the base's."""
+    out = []
+    for f in forgetting:
+        if f.skipped:
+            continue
+        change, ci, p = forgetting_change(f)
+        if -change > max_drop:
+            out.append(f"Mind what it cost outside the task: {f.candidate} answers {100 * -change:.1f} points "
+                       f"fewer of the general probe's questions right than the base model "
+                       f"({_pct(_mean(f.base_right))} -> {_pct(_mean(f.tuned_right))}, 95% CI of the change "
+                       f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}] points, {f.n} items), more than "
+                       f"eval.forgetting.max_drop ({100 * max_drop:.1f} points): use it for this task "
+                       "only, or train more gently (a lower learning rate, fewer epochs).")
+    return out
+
+
 def _size(m: dict[str, float]) -> str:
     if "params_m" not in m:
         return "n/a"
@@ -221,14 +295,21 @@ def _size(m: dict[str, float]) -> str:
     return f"{params} params" + (f" + {m['adapter_mb']:.1f} MB adapter" if m.get("adapter_mb") else "")
 
 
-def build_scorecard(results: Sequence[EvalResult], thresholds: dict[str, float]) -> Scorecard:
-    """The scorecard with its paired tests and verdict, from results scored on the same rows."""
+def build_scorecard(results: Sequence[EvalResult], thresholds: dict[str, float],
+                    forgetting: Sequence[ForgettingResult] = (), max_drop: float = 0.05) -> Scorecard:
+    """The scorecard with its paired tests and verdict, from results scored on the same rows.
+    ``forgetting``: the forgetting check of fine-tuned candidates among ``results`` (others are
+    left out); the verdict warns of each that answers a share of the general probe's questions
+    right more than ``max_drop`` below the base's."""
     if not results:
         raise ConfigError("nothing to compare: no candidate has been evaluated",
                           hint="run `taskfit baseline` (and `taskfit eval --run RUN` for a fine-tune) first")
     kind = results[0].kind
     main = scoring(kind).main_metric
-    card = Scorecard(kind=kind, main=main, results=list(results), thresholds=dict(thresholds))
+    names = {r.candidate for r in results}
+    card = Scorecard(kind=kind, main=main, results=list(results), thresholds=dict(thresholds),
+                     forgetting=[f for f in forgetting if f.candidate in names], max_drop=max_drop)
+    card.notes = [f"{f.candidate}: {f.skipped}." for f in card.forgetting if f.skipped]
     baselines = [r for r in results if not is_finetuned(r.candidate)]
     tuned = [r for r in results if is_finetuned(r.candidate)]
     if baselines:
@@ -240,7 +321,7 @@ def build_scorecard(results: Sequence[EvalResult], thresholds: dict[str, float])
                         if real in by_name]
     # The verdict is about the fine-tune of all the rows; learning-curve runs decide it only alone.
     whole = [r for r in tuned if not is_curve_point(r.candidate)]
-    card.verdict = verdict(card, baselines, whole or tuned)
+    card.verdict = " ".join([verdict(card, baselines, whole or tuned), *forgetting_warnings(card.forgetting, max_drop)])
     return card
 
 

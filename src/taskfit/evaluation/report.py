@@ -287,6 +287,33 @@ def advice_section(advice: Any, plot: Path | None = None) -> str:
     return "".join(parts)
 
 
+def forgetting_section(card: Any) -> str:
+    """The forgetting check: how it is measured, the probe's source and licence, the table, and
+    why a fine-tune was not measured."""
+    table = card.forgetting_table()
+    skipped = [f for f in card.forgetting if f.skipped]
+    if table is None and not skipped:
+        return ""
+    parts = ["<h2>Outside the task: the forgetting check</h2>"]
+    if table is not None:
+        _, header, rows = table
+        probe = next(f for f in card.forgetting if not f.skipped)
+        parts.append(
+            f"<p>The base model and each fine-tune read the same {probe.n} general items (a passage, a "
+            "question and its short gold answer, after three solved ones, in the model's chat template) "
+            "once each, teacher-forced. <i>Answered right</i>: every token of the gold answer is the "
+            "model's greedy choice given the ones before (greedy decoding would write it); <i>log-prob</i>: "
+            "the mean log-probability of those tokens (nats); intervals: paired bootstrap over the items; "
+            "<i>KL</i>: how far the fine-tuned next-token distribution moved from the base's at those "
+            f"positions (nats per token). The verdict warns when the share answered right falls more than "
+            f"{100 * card.max_drop:.1f} points (eval.forgetting.max_drop).</p>"
+            f'<p class="probe">Probe: {html.escape(probe.probe)}; licence {html.escape(probe.licence)} '
+            "(taskfit/probes/SOURCE.md).</p>")
+        parts.append(_table(header, rows, "forgetting"))
+    parts += [f"<p>{html.escape(f.candidate)}: {html.escape(f.skipped)}.</p>" for f in skipped]
+    return "\n".join(parts)
+
+
 def write_scorecard_report(root: Path, title: str, card: Any, predictions: dict[str, Sequence[Prediction]],
                            data_card: str = "", facts: dict[str, Any] | None = None,
                            extra_plots: dict[str, Path] | None = None, success: str | None = None,
@@ -334,6 +361,7 @@ def write_scorecard_report(root: Path, title: str, card: Any, predictions: dict[
 {''.join(f'<p class="review">{html.escape(r)}</p>' for r in card.reviews + card.notes)}
 <h2>Paired tests against the best baseline</h2>
 {_table(["candidate", "against", "test", "difference", "95% CI", "p", "rows to detect"], tests, "tests") if tests else "<p>No fine-tuned candidate yet.</p>"}
+{forgetting_section(card)}
 {"<h2>Per field</h2>" + per_field_section(fielded) if fielded else ""}
 {"<h2>Advice (taskfit advise)</h2>" + advice if advice else ""}
 <h2>Figures</h2>

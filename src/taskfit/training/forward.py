@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from taskfit.models.compat import cache_arg
 from taskfit.training.batching import Batch
 from taskfit.training.parallel import Parallel
 
@@ -22,12 +23,22 @@ def answer_logits(model: Any, batch: Batch, parallel: Parallel | None = None) ->
     return head(*args) if head is not None else answer_logits_of(model, *args)
 
 
-def answer_logits_of(model: Any, ids: Any, mask: Any | None, positions: Any | None, rows: Any, cols: Any) -> Any:
-    """The decoder's hidden states, then the output layer at (``rows``, ``cols``) only."""
+def decoder_of(model: Any) -> tuple[Any, Any]:
+    """(the causal LM, its decoder body without the output layer), through a PEFT wrapper."""
     decoder = model.get_base_model() if hasattr(model, "get_base_model") else model
-    body = getattr(decoder, decoder.base_model_prefix)
+    return decoder, getattr(decoder, decoder.base_model_prefix)
+
+
+def answer_logits_of(model: Any, ids: Any, mask: Any | None, positions: Any | None, rows: Any, cols: Any,
+                     cache: Any | None = None) -> Any:
+    """The decoder's hidden states, then the output layer at (``rows``, ``cols``) only. ``cache``:
+    the key/value cache of a prefix every row continues (one row per row of ``ids``; ``mask`` and
+    ``positions`` then cover the prefix's columns too); it is extended in place."""
+    decoder, body = decoder_of(model)
     device = decoder.get_output_embeddings().weight.device
-    kwargs = {"input_ids": ids.to(device), "use_cache": False}
+    kwargs = {"input_ids": ids.to(device), "use_cache": cache is not None}
+    if cache is not None:
+        kwargs[cache_arg()] = cache
     if mask is not None:
         kwargs["attention_mask"] = mask.to(device)
     if positions is not None:

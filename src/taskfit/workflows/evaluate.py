@@ -21,7 +21,7 @@ from taskfit.errors import ConfigError
 from taskfit.evaluation.compare import FINETUNED, SYNTHETIC_SUFFIX, Scorecard, build_scorecard
 from taskfit.evaluation.runner import candidate_key, read_cache, read_predictions, run_cached, write_cache
 from taskfit.paths import RunDir
-from taskfit.records import EvalResult, Example, Prediction
+from taskfit.records import EvalResult, Example, ForgettingResult, Prediction
 from taskfit.tasks import get_task
 from taskfit.tasks.base import CLASSICAL, EMBEDDINGS, ENDPOINT, FEW_SHOT, RAG
 from taskfit.workflows.workspace import Workspace, resolve_run
@@ -45,6 +45,11 @@ class Candidate:
     free: Callable[[], Any] | None = None
     size: Callable[[], dict[str, float]] = field(default=lambda: {})
     run_dir: Path | None = None
+    # The forgetting check (eval.forgetting): the fine-tuned language model and the base to compare
+    # it with, loaded apart for a full fine-tune and None for an adapter (the base is the same
+    # model with the adapter disabled); or, for a fine-tune the check does not apply to, why not.
+    forgetting: Callable[[], tuple[Any, Any | None]] | None = None
+    no_forgetting: str = ""
 
 
 # Raised whenever taskfit changes how a candidate is asked (rendering, cutting, the answer grammar),
@@ -53,6 +58,8 @@ class Candidate:
 # 3: label scoring's confidence within 0.01 of the exact softmax (it was a looser lower bound).
 ASKING = 3
 HEAD = f"{FINETUNED}-head"  # a classification-head run's candidate (train.classify_head)
+NO_HEAD_FORGETTING = ("the forgetting check does not apply: a classification-head run answers only "
+                      "with one of task.labels, through its own head, and writes no text outside the task")
 
 
 def candidate_cache_key(ws: Workspace, cand: Candidate) -> str:
@@ -290,7 +297,8 @@ def head_candidate(ws: Workspace, run_dir: Path, name: str = HEAD, merged: bool 
 
     return Candidate(name, "shipped" if merged else "fine-tuned",
                      {"weights": weights_digest(adapter), "head": True, "merged": merged}, build, size=size,
-                     run_dir=run_dir.resolve())
+                     run_dir=run_dir.resolve(),
+                     no_forgetting="" if merged else NO_HEAD_FORGETTING)
 
 
 def trained_candidate(ws: Workspace, run_dir: Path, name: str = FINETUNED) -> Candidate:
@@ -322,11 +330,14 @@ def trained_candidate(ws: Workspace, run_dir: Path, name: str = FINETUNED) -> Ca
             return _model_size(model())
         return _adapter_size(model(), find_adapter(run_dir))
 
+    def pair() -> tuple[Any, Any | None]:  # a full fine-tune is compared with the base loaded apart
+        return model(), (ws.lm().model if (run.full_model / "config.json").exists() else None)
+
     constrained = ws.config.eval.constrained
     return Candidate(name, "fine-tuned", {"weights": digest},
                      lambda: _lm_predictor(ws, name, model(), constrained=constrained),
                      free=(lambda: _lm_predictor(ws, name, model(), constrained=False)) if _wants_free(ws) else None,
-                     size=size, run_dir=run_dir.resolve())
+                     size=size, run_dir=run_dir.resolve(), forgetting=pair)
 
 
 def merged_candidate(ws: Workspace, run_dir: Path, name: str) -> Candidate:
@@ -472,6 +483,76 @@ def evaluate(ws: Workspace, cand: Candidate) -> EvalResult:
     return result
 
 
+# Raised whenever taskfit changes how the forgetting check measures (the probe's rendering, the
+# figures), so that figures cached by an older taskfit are measured again.
+FORGETTING = 1
+
+
+def forgetting_path(ws: Workspace, name: str) -> Path:
+    return ws.evals / "forgetting" / f"{name}.json"
+
+
+def check_forgetting(ws: Workspace, cand: Candidate) -> ForgettingResult | None:
+    """``eval.forgetting``: what the fine-tune ``cand`` cost outside the task, on the general probe
+    set. Kept in the evaluation store (``forgetting/<candidate>.json``) under a key of the
+    candidate's evaluation, the probe and its size, so a repeated evaluation measures nothing; a
+    fine-tune the check does not apply to is recorded with the reason. None when the check is off
+    or ``cand`` is no fine-tune (a baseline, a shipped form measured as its source)."""
+    from taskfit.probes import GENERAL, load_probe, measure_forgetting
+
+    spec = ws.config.eval.forgetting
+    if not spec.enabled or (cand.forgetting is None and not cand.no_forgetting):
+        return None
+    evaluated = candidate_cache_key(ws, cand)
+    key = _forgetting_key(ws, evaluated)
+    path = forgetting_path(ws, cand.name)
+    saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    if saved.get("key") == key:
+        ws.reporter.status(f"{cand.name}: the forgetting check is cached")
+        return _forgetting_record(saved)
+    if cand.forgetting is None:
+        result = ForgettingResult(cand.name, GENERAL.source, GENERAL.licence, skipped=cand.no_forgetting)
+    else:
+        probe = load_probe(GENERAL, spec.items)
+        tuned, base = cand.forgetting()
+        with ws.reporter.bar(f"forgetting check: {cand.name} and the base on the general probe",
+                             len(probe.items)) as advance:
+            result = measure_forgetting(cand.name, ws.tokenizer, tuned, base, probe, on_item=advance)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"key": key, "evaluated": evaluated, **asdict(result)}), encoding="utf-8")
+    return result
+
+
+def _forgetting_key(ws: Workspace, evaluated: str) -> str:
+    """What decides a forgetting check: the candidate's evaluation (its weights), the probe and
+    how many of its items are read."""
+    from taskfit.probes import GENERAL
+
+    return candidate_key(forgetting=FORGETTING, evaluated=evaluated, probe=GENERAL.digest,
+                         items=ws.config.eval.forgetting.items)
+
+
+def _forgetting_record(data: dict[str, Any]) -> ForgettingResult:
+    return ForgettingResult(**{k: v for k, v in data.items() if k not in ("key", "evaluated")})
+
+
+def load_forgetting(ws: Workspace) -> list[ForgettingResult]:
+    """The forgetting check of each candidate saved in the evaluation store, where it was made for
+    the evaluation saved now and the probe and settings of now (a later evaluation of other weights
+    under the same name, or another eval.forgetting.items, leaves an older check out); none when
+    ``eval.forgetting.enabled`` is false."""
+    if not ws.config.eval.forgetting.enabled:
+        return []
+    out = []
+    for path in sorted((ws.evals / "forgetting").glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        result = ws.result_path(path.stem)
+        evaluated = json.loads(result.read_text(encoding="utf-8")).get("candidate_key") if result.exists() else None
+        if evaluated and data.get("key") == _forgetting_key(ws, evaluated):
+            out.append(_forgetting_record(data))
+    return out
+
+
 # What the scorer does not compute and a cached candidate keeps from its saved result.
 _KEPT = ("params_m", "adapter_mb", "price_per_million_input_tokens", "price_per_million_output_tokens")
 
@@ -543,6 +624,7 @@ def eval_project(project: Path | Workspace, run_dir: Path | None = None, reporte
     else:
         cand = trained_candidate(ws, run, name)
     result = evaluate(ws, cand)
+    check_forgetting(ws, cand)
     _report_evaluation(ws, RunDir(run), result)
     return result
 
@@ -627,13 +709,14 @@ def compare_project(project: Path | Workspace, reporter: Any = None, threads: in
         raise ConfigError(f"{root}: no candidate has been evaluated on this held-out split",
                           hint="run `taskfit run`, or `taskfit baseline` (and `taskfit eval` after "
                                "`taskfit train`) first")
-    card = build_scorecard(results, ws.config.eval.thresholds)
+    card = build_scorecard(results, ws.config.eval.thresholds, forgetting=load_forgetting(ws),
+                           max_drop=ws.config.eval.forgetting.max_drop)
     rewritten = answers_changed_warning(ws.prepared.card.privacy)
     if rewritten:  # both sides of the comparison were rewritten alike: no score shows it
         card.warnings.append(f"data: {rewritten}")
     card.reviews = [r.sentence() for r in load_reviews(root)]
     predictions = {r.candidate: read_predictions(ws.predictions(r.candidate)) for r in results}
-    card.notes = agreements(predictions) + card.versus_real_sentences()
+    card.notes += agreements(predictions) + card.versus_real_sentences()
     task = ws.config.task
     md = ([f"# Scorecard: {task.name}", "", f"Success means: {task.success}", "", card.verdict, ""]
           + [f"> {w}" for w in card.warnings] + [f"- {r}" for r in card.reviews + card.notes]

@@ -19,8 +19,8 @@ from typing import Any
 from taskfit.errors import ConfigError
 from taskfit.evaluation.compare import FINETUNED
 from taskfit.records import EvalResult
-from taskfit.workflows.evaluate import (Comparison, baseline_project, candidate_cache_key, compare_project,
-                                        eval_project, save_result, Candidate)
+from taskfit.workflows.evaluate import (Comparison, baseline_project, candidate_cache_key, check_forgetting,
+                                        compare_project, eval_project, save_result, trained_candidate, Candidate)
 from taskfit.workflows.train import TrainSummary, train_or_continue
 from taskfit.workflows.workspace import Workspace
 
@@ -76,7 +76,8 @@ def run_project(project: Path, reporter: Any = None, threads: int | None = None,
 def preference_results(ws: Workspace, run_dir: Path) -> list[EvalResult]:
     """dpo: the held-out preference accuracy (mean log-probability per answer token) of the model
     before and after training, pair by pair from the run's ``held_out_pairs.csv``, saved as two
-    candidates so that ``compare`` tests them pairwise (McNemar) like any other."""
+    candidates so that ``compare`` tests them pairwise (McNemar) like any other; and the forgetting
+    check of the model after."""
     path = run_dir / "held_out_pairs.csv"
     if not path.exists():
         raise ConfigError(f"{run_dir}: no held_out_pairs.csv (the run scored no held-out pairs)",
@@ -93,8 +94,10 @@ def preference_results(ws: Workspace, run_dir: Path) -> list[EvalResult]:
                             metrics={"preference_accuracy": sum(per_token) / n,
                                      "summed_preference_accuracy": sum(summed) / n})
         cand = Candidate(name, "fine-tuned" if when == "after" else "baseline",
-                         {"pairs": str(path.resolve()), "digest": _digest(path)}, lambda: None)
+                         {"pairs": str(path.resolve()), "digest": _digest(path)}, lambda: None,
+                         forgetting=trained_candidate(ws, run_dir).forgetting if when == "after" else None)
         save_result(ws.result_path(name), result, candidate_cache_key(ws, cand), run_dir.resolve(), cand.role)
+        check_forgetting(ws, cand)
         out.append(result)
     return out
 

@@ -33,9 +33,10 @@ def config_path(project: Path) -> Path:
 def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
     """A resolved config with the defaults of this taskfit filled in (a run started before a
     setting existed was trained as its default says) and without what does not change a trained
-    model (``train.threads``, ``train.report_to``, the ``monitor``, ``review``, ``retrain``, ``advise`` and
-    ``synth`` sections: drafting settings reach a run only through the accepted rows, which the
-    training fingerprint covers), to tell whether a run was trained from the project as it is now."""
+    model (``train.threads``, ``train.report_to``, ``eval.forgetting``, ``eval.queries_per_month``, the
+    ``monitor``, ``review``, ``retrain``, ``advise`` and ``synth`` sections: drafting settings reach a run only
+    through the accepted rows, which the training fingerprint covers), to tell whether a run was trained from
+    the project as it is now."""
     from pydantic import ValidationError
 
     try:
@@ -43,7 +44,8 @@ def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
     except ValidationError:
         pass  # a config this taskfit no longer accepts is compared as it is: it matches nothing now
     return {**{k: v for k, v in config.items() if k not in ("monitor", "review", "retrain", "synth", "advise")},
-            "train": {k: v for k, v in config.get("train", {}).items() if k not in ("threads", "report_to")}}
+            "train": {k: v for k, v in config.get("train", {}).items() if k not in ("threads", "report_to")},
+            "eval": {k: v for k, v in config.get("eval", {}).items() if k not in ("forgetting", "queries_per_month")}}
 
 
 @dataclass

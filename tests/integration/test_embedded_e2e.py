@@ -40,6 +40,8 @@ def test_quickstart_loop_runs_on_the_embedded_model(tmp_path):
     results = {r.candidate: r for r in summary.results}
     assert {"prompt-only", "few-shot", "tfidf-logreg", "fine-tuned"} <= set(results)
     assert all(r.n == 16 for r in results.values())
+    (forgetting,) = summary.scorecard.forgetting  # the general probe, on the embedded base and its adapter
+    assert forgetting.candidate == "fine-tuned" and forgetting.n == len(forgetting.kl) == 64 and not forgetting.skipped
     assert (summary.run_dir / "adapter" / "adapter_model.safetensors").exists()
     merged = export_merged(summary.run_dir)  # the adapter folded into the embedded base
     assert "quantization_config" not in json.loads((merged / "config.json").read_text())

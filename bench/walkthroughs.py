@@ -6,7 +6,9 @@ settings the walkthrough names (nothing else), then `taskfit run`, timed, on the
 
 Each project is written under bench/out/walkthroughs/<name>/ (an ordinary project: `taskfit compare`
 prints its scorecard again) with its log in run.log; one line per walkthrough goes to
-bench/out/walkthroughs/times.jsonl: wall and CPU seconds, peak memory, and the scorecard's verdict.
+bench/out/walkthroughs/times.jsonl: wall and CPU seconds, peak memory (the largest child process so
+far: run one walkthrough per invocation for each one's own), the seconds `taskfit compare` takes
+afterwards and whether it printed the same scorecard, and the scorecard's verdict.
 The README's walkthroughs are read by :func:`walkthroughs`, which the tests use too, so the commands
 timed here are the commands a user copies.
 """
@@ -73,12 +75,19 @@ def main(argv: list[str]) -> None:
             done = subprocess.run([taskfit, "run", str(project)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         wall = time.time() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cards = {card: card.read_text() for card in project.glob("evals/*/scorecard.md")}
+        # `taskfit compare` afterwards: the same scorecard, from the cache alone (timed: seconds, not minutes)
+        start = time.time()
+        compared = subprocess.run([taskfit, "compare", str(project)], cwd=ROOT, capture_output=True, text=True)
+        compare_s = time.time() - start
+        same = compared.returncode == 0 and all(card.read_text() == text for card, text in cards.items())
         verdict = ""
-        for card in sorted(project.glob("evals/*/scorecard.md")):
-            verdict = next((line for line in card.read_text().splitlines() if "keep" in line.lower()), verdict)
+        for text in cards.values():
+            verdict = next((line for line in text.splitlines() if "keep" in line.lower()), verdict)
         row = {"dataset": dataset, "project": args[0], "exit": done.returncode, "wall_s": round(wall),
                "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime),
-               "peak_rss_mb": round(after.ru_maxrss / 1024), "verdict": verdict.strip(), "settings": settings}
+               "peak_rss_mb": round(after.ru_maxrss / 1024), "compare_s": round(compare_s, 1),
+               "compare_same_scorecard": same, "verdict": verdict.strip(), "settings": settings}
         with open(out / "times.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)

@@ -53,7 +53,8 @@ data:
 
 train:
   method: lora              # lora | qlora (4-bit base, CUDA only) | full | dpo (preference pairs)
-  classify_head: false      # classify: a head over the last token instead of a written label (lora only)
+  classify_head: false      # classify: a linear head over the text instead of a written label (lora only)
+  head_pooling: mean        # what the head reads: mean of the hidden states | last (the last token's)
   lora:
     r: 16                   # rank; 8-64 is the usual range
     alpha: 32               # scale = alpha / r

@@ -56,7 +56,7 @@ def _evaluated(runs, model_dir, merged=False):
     lm = load_model(str(model_dir))
     model, head = load_classifier(lm.model, lm.tokenizer, runs["head"] / "adapter", merged=merged)
     rows = [Example(id=str(i), input=t, target="") for i, t in enumerate(TEXTS)]
-    heads = list(HeadClassifier("head", model, lm.tokenizer, head.labels, head.max_length).predict(rows))
+    heads = list(HeadClassifier("head", model, lm.tokenizer, head).predict(rows))
     cfg = load_config(runs["generative"] / "config.resolved.yaml")
     lm2 = load_model(str(model_dir))
     generative = PeftModel.from_pretrained(lm2.model, str(runs["generative"] / "adapter")).eval()

@@ -22,7 +22,7 @@ from taskfit.baselines.head import HeadClassifier
 from taskfit.config import TrainSpec, parse_config
 from taskfit.errors import ConfigError, DataError
 from taskfit.models import load_model
-from taskfit.models.head import HEAD_FILE, Head, load_classifier, read_head
+from taskfit.models.head import HEAD_FILE, Head, head_logits, load_classifier, read_head
 from taskfit.records import Example, PreferencePair
 from taskfit.rendering import classifier_ids, render
 from taskfit.tasks.classify import score_classify
@@ -171,7 +171,7 @@ def test_validation_keeps_the_best_step_and_stops_early(tiny_model_dir, classify
     if head:
         model, trained, result = train_head(lm.model, lm.tokenizer, classify_task, spec, train, val,
                                             run_dir=tmp_path)
-        scorer = HeadClassifier("v", model, lm.tokenizer, trained.labels, 128)
+        scorer = HeadClassifier("v", model, lm.tokenizer, trained)
     else:
         model, result = train_sft(lm.model, lm.tokenizer, classify_task, spec, train, val, run_dir=tmp_path)
         scorer = LabelScoringPredictor("v", model, lm.tokenizer, classify_task, 128)
@@ -407,10 +407,11 @@ def _head_spec(**kw):
     return _spec(**{"classify_head": True, "max_seq_length": 64, **kw})
 
 
-@pytest.fixture(scope="module")
-def head_run(tiny_model_dir, tmp_path_factory):
+@pytest.fixture(scope="module", params=["mean", "last"])
+def head_run(tiny_model_dir, tmp_path_factory, request):
     """A head trained on the separable set and saved as `taskfit train` saves it (in ``run/adapter``),
-    with the base's body weights as they were before training."""
+    with the base's body weights as they were before training; reading the mean of the hidden
+    states (the default) and the last token's."""
     from taskfit.config import TaskSpec
     from taskfit.data.sample import QUEUES
 
@@ -418,7 +419,8 @@ def head_run(tiny_model_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("head-run")
     lm = load_model(str(tiny_model_dir))
     before = {k: v.clone() for k, v in lm.model.model.state_dict().items()}
-    model, head, result = train_head(lm.model, lm.tokenizer, task, _head_spec(epochs=4), _data(), run_dir=run)
+    model, head, result = train_head(lm.model, lm.tokenizer, task, _head_spec(epochs=4, head_pooling=request.param),
+                                     _data(), run_dir=run)
     save_trained(model, lm.tokenizer, run / "adapter", "# card\n", extra={HEAD_FILE: head.to_json()})
     return {"lm": lm, "model": model, "head": head, "result": result, "run": run, "before": before}
 
@@ -436,7 +438,7 @@ def test_a_head_learns_a_separable_set_and_leaves_the_base_untouched(head_run, c
     for name, value in before.items():  # the base's weights, looked at through the LoRA layers
         key = name if name in body else name.replace(".weight", ".base_layer.weight")
         assert torch.equal(body[key], value), name
-    predictions = list(HeadClassifier("head", model, lm.tokenizer, head.labels, 64, batch_size=5).predict(_data()))
+    predictions = list(HeadClassifier("head", model, lm.tokenizer, head, batch_size=5).predict(_data()))
     assert sum(p.output == ex.target for p, ex in zip(predictions, _data())) / 48 == 1.0
 
 
@@ -478,12 +480,12 @@ def test_the_adapter_is_plain_peft_with_its_head_and_loads_as_trained(head_run, 
     reloaded, reread = load_classifier(fresh.model, fresh.tokenizer, adapter)
     assert reread == head
     with torch.no_grad():
-        expected = HeadClassifier("a", model.eval(), lm.tokenizer, head.labels, 64).log_probs(rows)
-        got = HeadClassifier("b", reloaded, fresh.tokenizer, head.labels, 64).log_probs(rows)
+        expected = HeadClassifier("a", model.eval(), lm.tokenizer, head).log_probs(rows)
+        got = HeadClassifier("b", reloaded, fresh.tokenizer, head).log_probs(rows)
     assert torch.allclose(expected, got, atol=1e-5)
 
     # The model card's snippet, run as a user would (transformers and PEFT only), gives the same labels.
-    code = load_hint(_head_spec(), adapter, tiny_model_dir)
+    code = load_hint(_head_spec(head_pooling=head.pooling), adapter, tiny_model_dir)
     for ex, row in zip(_data(6), expected):
         scope = {"text": ex.input}
         exec(code, scope)
@@ -492,7 +494,7 @@ def test_the_adapter_is_plain_peft_with_its_head_and_loads_as_trained(head_run, 
 
 def test_confidence_is_a_softmax_over_every_label_and_the_fallback_applies(head_run):
     lm, model, head = head_run["lm"], head_run["model"], head_run["head"]
-    predictor = HeadClassifier("head", model, lm.tokenizer, head.labels, 64, batch_size=4)
+    predictor = HeadClassifier("head", model, lm.tokenizer, head, batch_size=4)
     rows = _data(12, seed=5)
     predictions = list(predictor.predict(rows))
     for ex, p in zip(rows, predictions):
@@ -518,7 +520,7 @@ def test_training_evaluation_and_the_export_read_the_same_tokens(tiny_model_dir,
     ex = Example(id="x", input="word " * 40 + "my parcel", target="shipping")
     (trained,), _ = label_rows(lm.tokenizer, head, [ex])
     assert len(trained.ids) == 12
-    assert HeadClassifier("h", None, lm.tokenizer, head.labels, 12).prompt_ids(ex) == trained.ids
+    assert HeadClassifier("h", None, lm.tokenizer, head).prompt_ids(ex) == trained.ids
     lm.tokenizer.save_pretrained(tmp_path / "exported")
     exported = AutoTokenizer.from_pretrained(tmp_path / "exported")
     assert exported(ex.input, truncation=True, max_length=12)["input_ids"] == trained.ids
@@ -529,22 +531,45 @@ def test_the_merged_export_is_a_sequence_classifier_that_answers_the_same(head_r
 
     lm, model, head = head_run["lm"], head_run["model"], head_run["head"]
     rows = _data(8, seed=3)
-    evaluated = list(HeadClassifier("head", model, lm.tokenizer, head.labels, 64, batch_size=3).predict(rows))
+    evaluated = list(HeadClassifier("head", model, lm.tokenizer, head, batch_size=3).predict(rows))
     merged = export_merged(head_run["run"], tmp_path / "merged")
     config = json.loads((merged / "config.json").read_text())
     assert config["architectures"] == ["LlamaForSequenceClassification"]
     assert [config["id2label"][str(i)] for i in range(len(head.labels))] == list(head.labels)
-    assert "AutoModelForSequenceClassification" in (merged / "README.md").read_text()
-    shipped = AutoModelForSequenceClassification.from_pretrained(merged).eval()
-    tokenizer = AutoTokenizer.from_pretrained(merged)
-    classify = pipeline("text-classification", model=shipped, tokenizer=tokenizer)
+    card = (merged / "README.md").read_text()
+    assert "AutoModelForSequenceClassification" in card and read_head(merged) == head
+    if head.pooling == "last":  # transformers' own form: its pipeline answers as evaluation did
+        shipped = AutoModelForSequenceClassification.from_pretrained(merged).eval()
+        tokenizer = AutoTokenizer.from_pretrained(merged)
+        classify = pipeline("text-classification", model=shipped, tokenizer=tokenizer)
+        for ex, p in zip(rows, evaluated):
+            with torch.no_grad():
+                probs = torch.softmax(shipped(**tokenizer(ex.input, return_tensors="pt")).logits[0], -1)
+            assert head.labels[int(probs.argmax())] == p.output
+            assert float(probs.max()) == pytest.approx(p.confidence, abs=1e-4)
+            top = classify(ex.input, truncation=True, max_length=64)[0]
+            assert top["label"] == p.output and top["score"] == pytest.approx(p.confidence, abs=1e-4)
+        return
+    # Mean pooling: the card's code, run as a user would, answers as evaluation did.
+    code = card.split("```python\n")[-1].split("```")[0].replace("PATH", repr(str(merged)))
     for ex, p in zip(rows, evaluated):
-        with torch.no_grad():
-            probs = torch.softmax(shipped(**tokenizer(ex.input, return_tensors="pt")).logits[0], -1)
-        assert head.labels[int(probs.argmax())] == p.output
-        assert float(probs.max()) == pytest.approx(p.confidence, abs=1e-4)
-        top = classify(ex.input, truncation=True, max_length=64)[0]
-        assert top["label"] == p.output and top["score"] == pytest.approx(p.confidence, abs=1e-4)
+        scope = {"text": ex.input}
+        exec(code, scope)
+        assert scope["label"] == p.output
+        assert float(torch.softmax(scope["logits"], -1).max()) == pytest.approx(p.confidence, abs=1e-4)
+
+
+def test_a_head_answers_a_row_alike_alone_and_in_a_padded_batch(head_run):
+    """Padding is left out of the mean (and the last token read is the row's own): a short row's
+    answer does not depend on the longer rows it is batched with (evaluation and serving batch
+    rows; a request may come alone)."""
+    lm, model, head = head_run["lm"], head_run["model"], head_run["head"]
+    rows = [classifier_ids(lm.tokenizer, ex, 64) for ex in _data(6, seed=9)]
+    rows[0] = rows[0][:3]  # much shorter than the rest: most of its batch row is padding
+    with torch.no_grad():
+        together = head_logits(model.eval(), rows, lm.tokenizer.pad_token_id, head.pooling)
+        alone = torch.cat([head_logits(model, [r], lm.tokenizer.pad_token_id, head.pooling) for r in rows])
+    assert torch.allclose(together, alone, atol=1e-4)
 
 
 def test_the_setting_is_refused_where_it_cannot_apply():

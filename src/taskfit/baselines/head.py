@@ -14,24 +14,24 @@ from typing import Any, Iterable, Iterator, Sequence
 from taskfit.baselines.label_tree import label_choice
 from taskfit.baselines.protocol import in_batches
 from taskfit.errors import DataError
-from taskfit.models.head import head_logits
+from taskfit.models.head import Head, head_logits
 from taskfit.records import Example, LabelChoice, Prediction
 from taskfit.rendering import classifier_ids
 
 
 class HeadClassifier:
-    """Classify by a head over the last token: a :class:`~taskfit.baselines.protocol.Predictor`
+    """Classify by a head over the text's final hidden states (their mean, or the last token's): a :class:`~taskfit.baselines.protocol.Predictor`
     (``batch_size`` rows per pass) and a :class:`~taskfit.baselines.protocol.LabelScorer` whose
     scores are the labels' log-probabilities, so the server answers it, confidence and fallback
     included, as it answers a label-scoring adapter."""
 
-    def __init__(self, name: str, model: Any, tokenizer: Any, labels: Sequence[str], max_length: int,
-                 batch_size: int = 1):
+    def __init__(self, name: str, model: Any, tokenizer: Any, head: Head, batch_size: int = 1):
         self.name = name
         self.model = model
         self.tokenizer = tokenizer
-        self.labels = list(labels)
-        self.max_length = max_length
+        self.labels = list(head.labels)
+        self.max_length = head.max_length
+        self.pooling = head.pooling
         self.batch_size = max(1, batch_size)
         self.completions: list[list[int]] = [[] for _ in self.labels]  # a head writes no tokens
 
@@ -46,7 +46,7 @@ class HeadClassifier:
         import torch
 
         with torch.inference_mode():
-            return torch.log_softmax(head_logits(self.model, prompts, self.tokenizer.pad_token_id), dim=-1)
+            return torch.log_softmax(head_logits(self.model, prompts, self.tokenizer.pad_token_id, self.pooling), dim=-1)
 
     def scores(self, prompt: list[int]) -> list[float]:
         return self.log_probs([prompt])[0].tolist()

@@ -20,7 +20,7 @@ import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 from taskfit.errors import ConfigError, ModelError
 
@@ -30,14 +30,18 @@ HEAD_MODULE = "score"  # the head's name in transformers' *ForSequenceClassifica
 
 @dataclass(frozen=True)
 class Head:
-    """What a head adapter answers: ``labels`` in the order of its logits, and the tokens of input
-    it reads at most (the run's ``train.max_seq_length``)."""
+    """What a head adapter answers: ``labels`` in the order of its logits, the tokens of input it
+    reads at most (the run's ``train.max_seq_length``), and what the head reads of the body's final
+    hidden states (``train.head_pooling``): their mean over the text, or the last token's (an
+    adapter written before pooling was a setting is ``last``)."""
 
     labels: tuple[str, ...]
     max_length: int
+    pooling: Literal["mean", "last"] = "last"
 
     def to_json(self) -> str:
-        return json.dumps({"labels": list(self.labels), "max_length": self.max_length}, indent=1)
+        return json.dumps({"labels": list(self.labels), "max_length": self.max_length, "pooling": self.pooling},
+                          indent=1)
 
 
 def read_head(adapter: Path) -> Head | None:
@@ -47,10 +51,15 @@ def read_head(adapter: Path) -> Head | None:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return Head(labels=tuple(str(lab) for lab in data["labels"]), max_length=int(data["max_length"]))
+        pooling = data.get("pooling", "last")
+        if pooling not in ("mean", "last"):
+            raise ValueError(f"pooling {pooling!r} is neither mean nor last")
+        return Head(labels=tuple(str(lab) for lab in data["labels"]), max_length=int(data["max_length"]),
+                    pooling=pooling)
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{path}: not a classification head's description ({exc})",
-                          hint='it holds {"labels": [...], "max_length": N}, as `taskfit train` writes it') from None
+                          hint='it holds {"labels": [...], "max_length": N, "pooling": "mean"}, as `taskfit '
+                               'train` writes it') from None
 
 
 def _share_body(source: Any, target: Any) -> None:
@@ -131,9 +140,23 @@ def load_classifier(model: Any, tokenizer: Any, adapter: Path, merged: bool = Fa
     return (loaded.merge_and_unload() if merged else loaded).eval(), head
 
 
-def head_logits(model: Any, rows: Sequence[Sequence[int]], pad_token_id: int) -> Any:
-    """The head's logits, float [len(rows), labels], for rows of token ids right-padded into one pass
-    (the head reads each row's last token that is not padding)."""
+def answer_code(pooling: str) -> str:
+    """The Python that answers ``text`` as taskfit does, given ``model`` (a sequence classifier,
+    with its PEFT adapter or merged), ``tokenizer`` and ``max_length``: it sets ``logits``."""
+    inputs = "inputs = tokenizer(text, truncation=True, max_length=max_length, return_tensors='pt')\n"
+    if pooling == "last":
+        return inputs + "logits = model(**inputs).logits[0]\n"
+    return (inputs + "classifier = model.get_base_model() if hasattr(model, 'get_base_model') else model\n"
+            "hidden = classifier.base_model(**inputs).last_hidden_state  # the mean over the text's tokens\n"
+            "logits = classifier.score(hidden.mean(dim=1))[0]\n")
+
+
+def head_logits(model: Any, rows: Sequence[Sequence[int]], pad_token_id: int, pooling: str = "last") -> Any:
+    """The head's logits, float [len(rows), labels], for rows of token ids right-padded into one pass.
+    ``last``: the head reads each row's last token that is not padding (transformers' own forward);
+    ``mean``: the mean of each row's final hidden states over its tokens, padding left out, so a
+    row gets the same logits alone or in a batch. ``model`` is a classifier from
+    :func:`classifier_over` or :func:`load_classifier`, with its adapter or merged."""
     import torch
 
     width = max(map(len, rows))
@@ -143,4 +166,11 @@ def head_logits(model: Any, rows: Sequence[Sequence[int]], pad_token_id: int) ->
         ids[i, :len(row)] = torch.tensor(row)
         mask[i, :len(row)] = 1
     device = model.get_input_embeddings().weight.device
-    return model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+    ids, mask = ids.to(device), mask.to(device)
+    if pooling == "last":
+        return model(input_ids=ids, attention_mask=mask).logits.float()
+    classifier = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = classifier.base_model(input_ids=ids, attention_mask=mask).last_hidden_state  # LoRA applies
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1)
+    return getattr(classifier, HEAD_MODULE)(pooled).float()

@@ -275,7 +275,7 @@ class Engine:
             raise ConfigError(f"{path}: the head's labels differ from the run's task.labels")
         served = self.served(name, spec, run, path)
         served.head = True
-        served.scorer = HeadClassifier(name, model, self.tokenizer, head.labels, head.max_length)
+        served.scorer = HeadClassifier(name, model, self.tokenizer, head)
         return served
 
     def add_adapter(self, name: str, spec: AdapterSpec) -> Served:

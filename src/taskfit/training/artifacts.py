@@ -86,7 +86,7 @@ def export_merged(run_dir: Path, dest: Path | None = None, status: Callable[[str
     from peft import PeftModel
 
     from taskfit.models import load_model
-    from taskfit.models.head import load_classifier, read_head
+    from taskfit.models.head import HEAD_FILE, answer_code, load_classifier, read_head
 
     adapter = find_adapter(run_dir)
     config = json.loads((adapter / "adapter_config.json").read_text())
@@ -101,9 +101,19 @@ def export_merged(run_dir: Path, dest: Path | None = None, status: Callable[[str
         merged, head = load_classifier(lm.model, lm.tokenizer, adapter, merged=True)
         card += ("\nThis is the adapter and its classification head merged into the base model; load it with "
                  "`AutoModelForSequenceClassification.from_pretrained` (its config maps ids to labels) and give "
-                 "it the input text alone, e.g. `pipeline('text-classification', model=PATH, truncation=True, "
-                 f"max_length={head.max_length})`.\n")
-        return save_trained(merged, lm.tokenizer, dest, card)
+                 "it the input text alone")
+        if head.pooling == "last":  # transformers' own form: its pipeline reads it as trained
+            card += (", e.g. `pipeline('text-classification', model=PATH, truncation=True, "
+                     f"max_length={head.max_length})`.\n")
+        else:  # the head reads the mean of the hidden states, which transformers' forward does not take
+            card += (f". Its head reads the mean of the text's final hidden states (not the last token, which "
+                     f"the text-classification pipeline would give it):\n\n```python\nimport torch\n"
+                     "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
+                     "model = AutoModelForSequenceClassification.from_pretrained(PATH).eval()\n"
+                     f"tokenizer = AutoTokenizer.from_pretrained(PATH)\nmax_length = {head.max_length}\n"
+                     "with torch.no_grad():\n" + "".join(f"    {line}\n" for line in answer_code("mean").splitlines())
+                     + "label = model.config.id2label[int(logits.argmax())]\n```\n")
+        return save_trained(merged, lm.tokenizer, dest, card, extra={HEAD_FILE: head.to_json()})
     merged = PeftModel.from_pretrained(lm.model, adapter).merge_and_unload()
     card += "\nThis is the adapter merged into its base model; load it with `AutoModelForCausalLM.from_pretrained`.\n"
     return save_trained(merged, lm.tokenizer, dest, card)

@@ -1,6 +1,7 @@
 """A classification head (``train.classify_head``): one linear recipe, top to bottom.
 
-LoRA on the decoder and a linear head over the last token's hidden state (PEFT's
+LoRA on the decoder and a linear head over the text's final hidden states (their mean, or the
+last token's: ``train.head_pooling``; PEFT's
 sequence-classification task, the head saved with the adapter) are trained by cross-entropy over
 the task's labels, through the same loop as supervised fine-tuning (loop.py): validation loss on
 held-back rows, accuracy on the first ``train.metric_sample`` of them (the head's argmax, as
@@ -49,7 +50,7 @@ class HeadObjective:
 
     def __init__(self, model: Any, tokenizer: Any, head: Head, spec: TrainSpec,
                  train: Sequence[Example], validation: Sequence[Example] = ()):
-        self.model, self.pad, self.spec = model, tokenizer.pad_token_id, spec
+        self.model, self.pad, self.spec, self.pooling = model, tokenizer.pad_token_id, spec, head.pooling
         self.rows, self.targets = label_rows(tokenizer, head, train)
         self.val_rows, self.val_targets = label_rows(tokenizer, head, validation)
         self.metric_rows = min(spec.metric_sample, len(self.val_rows))
@@ -70,7 +71,7 @@ class HeadObjective:
         import torch.nn.functional as F
 
         ids = [self.rows[i].ids for i in chunk]
-        logits = head_logits(self.model, ids, self.pad)
+        logits = head_logits(self.model, ids, self.pad, self.pooling)
         targets = torch.tensor([self.targets[i] for i in chunk], device=logits.device)
         return StepStats(loss_sum=F.cross_entropy(logits, targets, reduction="sum"),
                          read_tokens=sum(map(len, ids)), loss_tokens=len(chunk))
@@ -82,7 +83,8 @@ class HeadObjective:
         total, right = 0.0, 0
         step = self.spec.batch_size
         for start in range(0, len(self.val_rows), step):
-            logits = head_logits(self.model, [r.ids for r in self.val_rows[start:start + step]], self.pad)
+            logits = head_logits(self.model, [r.ids for r in self.val_rows[start:start + step]], self.pad,
+                                 self.pooling)
             targets = torch.tensor(self.val_targets[start:start + step], device=logits.device)
             total += float(F.cross_entropy(logits, targets, reduction="sum"))
             scored = max(0, min(len(targets), self.metric_rows - start))
@@ -102,7 +104,7 @@ def train_head(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec, trai
     step log, the validation log and the checkpoints are written there."""
     from taskfit.training.fsdp import join  # imports torch: not at import time
 
-    head = Head(labels=tuple(task.labels or ()), max_length=spec.max_seq_length)
+    head = Head(labels=tuple(task.labels or ()), max_length=spec.max_seq_length, pooling=spec.head_pooling)
     model = make_trainable(classifier_over(model, head.labels, tokenizer.pad_token_id, seed=spec.seed), spec)
     parallel: Parallel = join(model, spec)  # data parallel at most: config refuses fsdp with a head
     objective = HeadObjective(model, tokenizer, head, spec, train, validation)

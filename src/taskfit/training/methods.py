@@ -81,7 +81,7 @@ def load_hint(spec: TrainSpec, dest: Path, base_path: Path | str) -> str:
     if not method_of(spec).adapter:
         return f"from transformers import AutoModelForCausalLM\nmodel = AutoModelForCausalLM.from_pretrained('{dest}')"
     if method_of(spec).objective == "head":  # the input is the text alone (rendering.classifier_ids)
-        from taskfit.models.head import HEAD_FILE
+        from taskfit.models.head import HEAD_FILE, answer_code
 
         return ("import json\nfrom peft import PeftModel\n"
                 "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
@@ -90,8 +90,8 @@ def load_hint(spec: TrainSpec, dest: Path, base_path: Path | str) -> str:
                 f"base = AutoModelForSequenceClassification.from_pretrained('{base_path}', "
                 "num_labels=len(head['labels']), pad_token_id=tokenizer.pad_token_id)\n"
                 f"model = PeftModel.from_pretrained(base, '{dest}').eval()\n"
-                "inputs = tokenizer(text, truncation=True, max_length=head['max_length'], return_tensors='pt')\n"
-                "label = head['labels'][int(model(**inputs).logits.argmax(-1))]")
+                "max_length = head['max_length']\n" + answer_code(spec.head_pooling)
+                + "label = head['labels'][int(logits.argmax())]")
     return ("from peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n"
             f"base = AutoModelForCausalLM.from_pretrained('{base_path}')\n"
             f"model = PeftModel.from_pretrained(base, '{dest}')")

@@ -290,7 +290,7 @@ def head_candidate(ws: Workspace, run_dir: Path, name: str = HEAD, merged: bool 
             raise ConfigError(f"{adapter}: the head was trained on the labels {list(head.labels)}, and "
                               f"task.labels are now {labels}",
                               hint="train again (`taskfit train`) for the labels as they are now")
-        return HeadClassifier(name, m, ws.tokenizer, head.labels, head.max_length, ws.config.eval.batch_size)
+        return HeadClassifier(name, m, ws.tokenizer, head, ws.config.eval.batch_size)
 
     def size() -> dict[str, float]:
         return _model_size(model()) if merged else _adapter_size(model(), adapter)

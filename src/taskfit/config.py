@@ -332,7 +332,7 @@ class TrainSpec(_Spec):
         "mean", description="classify_head: what the head reads: the mean of the text's final hidden states "
                             "(mean) or the last token's (last, transformers' sequence-classification form, "
                             "which its text-classification pipeline loads as is). On the quickstart's tickets, "
-                            "one epoch: mean 84.7%, last 68.0% (docs/training.md).")
+                            "one epoch: mean 83.3%, last 54.0% (docs/training.md).")
 
     @model_validator(mode="after")
     def _head_fits(self) -> "TrainSpec":

@@ -106,8 +106,8 @@ def export_merged(run_dir: Path, dest: Path | None = None, status: Callable[[str
             card += (", e.g. `pipeline('text-classification', model=PATH, truncation=True, "
                      f"max_length={head.max_length})`.\n")
         else:  # the head reads the mean of the hidden states, which transformers' forward does not take
-            card += (f". Its head reads the mean of the text's final hidden states (not the last token, which "
-                     f"the text-classification pipeline would give it):\n\n```python\nimport torch\n"
+            card += (". Its head reads the mean of the text's final hidden states (not the last token, which "
+                     "the text-classification pipeline would give it):\n\n```python\nimport torch\n"
                      "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
                      "model = AutoModelForSequenceClassification.from_pretrained(PATH).eval()\n"
                      f"tokenizer = AutoTokenizer.from_pretrained(PATH)\nmax_length = {head.max_length}\n"

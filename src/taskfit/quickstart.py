@@ -21,11 +21,18 @@ from taskfit.project import template
 # a budget (one pass over 480 rows), measured in the README.
 QUICK = {"max_train_examples": 480, "max_eval_examples": 150, "epochs": 1, "learning_rate": 1e-3}
 FULL = {"max_train_examples": None, "max_eval_examples": None, "epochs": 2, "learning_rate": 2e-4}
+# `taskfit quickstart` trains a classification head (mean of the hidden states) for two epochs: on
+# these tickets (seed 0, 480 / 150 rows) it reached 93.3% in about 555 s of training, where the
+# generative fine-tune reached 68.7% (lr 1e-3) and 70.7% (lr 2e-3) in one epoch of about the same
+# time, and a head in one epoch 83.3% (lr 1e-3) / 86.0% (lr 2e-3): docs/training.md.
+HEAD = {"classify_head": True, "head_pooling": "mean", "epochs": 2, "learning_rate": 1e-3}
 
 
 def make_quickstart_project(directory: Path, seed: int = 0, full: bool = False,
-                            n_tickets: int = 2400, force: bool = False) -> Path:
-    """Write the sample tickets and a ``taskfit.yaml`` into ``directory``; return the yaml path."""
+                            n_tickets: int = 2400, force: bool = False, head: bool = False) -> Path:
+    """Write the sample tickets and a ``taskfit.yaml`` into ``directory``; return the yaml path.
+    ``head``: the fine-tune is a classification head (:data:`HEAD`, what `taskfit quickstart`
+    trains) rather than the generative fine-tune (what the tests' sample projects train)."""
     path = directory / "taskfit.yaml"
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists",
@@ -33,11 +40,14 @@ def make_quickstart_project(directory: Path, seed: int = 0, full: bool = False,
     directory.mkdir(parents=True, exist_ok=True)
     write_tickets(directory / "data" / "tickets.jsonl", n=n_tickets, seed=seed)
     size = FULL if full else QUICK
+    recipe = {"learning_rate": size["learning_rate"], "epochs": size["epochs"]}
+    if head:
+        recipe = {**HEAD, "epochs": max(size["epochs"], HEAD["epochs"])}
     # Keep the template's comments: set only the values the quickstart chooses.
     text = template("classify", {
         "data.train": "data/tickets.jsonl", "data.seed": seed,
         "data.max_train_examples": size["max_train_examples"], "data.max_eval_examples": size["max_eval_examples"],
-        "train.learning_rate": size["learning_rate"], "train.epochs": size["epochs"], "train.seed": seed})
+        **{f"train.{key}": value for key, value in recipe.items()}, "train.seed": seed})
     if yaml.safe_load(text)["task"]["labels"] != list(QUEUES):
         raise AssertionError("the classify template's labels and the sample queues drifted apart")
     path.write_text(text, encoding="utf-8")

@@ -923,7 +923,7 @@ def quickstart(directory: Path = typer.Argument(Path("quickstart"), help="Where 
     from taskfit.quickstart import make_quickstart_project
     from taskfit.workflows import run_project
 
-    path = make_quickstart_project(directory, seed=seed, full=full, force=force)
+    path = make_quickstart_project(directory, seed=seed, full=full, force=force, head=True)
     err.print(f"sample project written to {path.parent} (2,400 generated support tickets, 8 queues)")
     _print_summary(run_project(path, reporter=RichReporter(err), threads=threads))
 

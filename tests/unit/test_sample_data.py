@@ -126,3 +126,16 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     b = write_tickets(tmp_path / "b.jsonl", n=300, seed=3).read_bytes()
     c = write_tickets(tmp_path / "c.jsonl", n=300, seed=4).read_bytes()
     assert a == b and a != c
+
+
+def test_the_quickstart_trains_a_head_and_the_sample_projects_a_generative_fine_tune(tmp_path):
+    """`taskfit quickstart` (quick and --full) trains the classification head its figures were
+    measured with; the sample projects the other tests build keep the generative fine-tune."""
+    from taskfit.config import load_config
+    from taskfit.quickstart import HEAD, make_quickstart_project
+
+    for full in (False, True):
+        train = load_config(make_quickstart_project(tmp_path / f"qs-{full}", full=full, head=True)).train
+        assert (train.classify_head, train.head_pooling, train.epochs) == (True, "mean", HEAD["epochs"])
+        assert train.learning_rate == HEAD["learning_rate"]
+    assert not load_config(make_quickstart_project(tmp_path / "sample")).train.classify_head

@@ -15,6 +15,7 @@ from taskfit.cli.main import app
 from taskfit.config import load_config
 from taskfit.data.prepare import prepare_data
 from taskfit.data.sample import generate_tickets
+from taskfit.data.lookalike import normalise
 from taskfit.lifecycle.from_log import from_log_project, latest_snapshot, recent_side
 from taskfit.lifecycle.reviews import ReviewStore, correction_of, store_path
 from taskfit.quickstart import make_quickstart_project
@@ -80,9 +81,9 @@ def test_each_rule_and_the_counts(project):
     ids = {r["meta"]["request_id"] for r in train + recent}
     assert "chatcmpl-unreviewed" not in ids and ids <= {i[0] for i in items}
     assert {"chatcmpl-copy", "chatcmpl-near", "chatcmpl-new-label"}.isdisjoint(ids)
-    # the recent side is decided by the request id, with review.recent_share
-    assert all(recent_side(r["meta"]["request_id"], 0.3) for r in recent)
-    assert not any(recent_side(r["meta"]["request_id"], 0.3) for r in train)
+    # the recent side is decided by the request's text (so by the traffic, not the ids), with review.recent_share
+    assert all(recent_side(normalise(r["messages"][0]["content"]), 0.3) for r in recent)
+    assert not any(recent_side(normalise(r["messages"][0]["content"]), 0.3) for r in train)
     # lineage
     row = next(r for r in train + recent if r["meta"]["request_id"] == "chatcmpl-0")
     assert row["meta"]["reviewer"] == "ana" and row["meta"]["verdict"] == "wrong"

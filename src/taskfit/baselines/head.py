@@ -20,10 +20,11 @@ from taskfit.rendering import classifier_ids
 
 
 class HeadClassifier:
-    """Classify by a head over the text's final hidden states (their mean, or the last token's): a :class:`~taskfit.baselines.protocol.Predictor`
-    (``batch_size`` rows per pass) and a :class:`~taskfit.baselines.protocol.LabelScorer` whose
-    scores are the labels' log-probabilities, so the server answers it, confidence and fallback
-    included, as it answers a label-scoring adapter."""
+    """Classify by a head over the text's final hidden states (their mean, or the last token's:
+    ``head.pooling``): a :class:`~taskfit.baselines.protocol.Predictor` (``batch_size`` rows per
+    pass) and a :class:`~taskfit.baselines.protocol.LabelScorer` whose scores are the labels'
+    log-probabilities, so the server answers it, confidence and fallback included, as it answers a
+    label-scoring adapter."""
 
     def __init__(self, name: str, model: Any, tokenizer: Any, head: Head, batch_size: int = 1):
         self.name = name
@@ -46,7 +47,8 @@ class HeadClassifier:
         import torch
 
         with torch.inference_mode():
-            return torch.log_softmax(head_logits(self.model, prompts, self.tokenizer.pad_token_id, self.pooling), dim=-1)
+            logits = head_logits(self.model, prompts, self.tokenizer.pad_token_id, self.pooling)
+            return torch.log_softmax(logits, dim=-1)
 
     def scores(self, prompt: list[int]) -> list[float]:
         return self.log_probs([prompt])[0].tolist()

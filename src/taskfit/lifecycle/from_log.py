@@ -15,8 +15,9 @@ goes through the data checks' own rules, in this order, and its count lands in e
 3. **De-duplicated** against every row of the project's data files (training and held-out) and
    against each other, by the data check's exact and near-duplicate tests (``data.dedup``); a
    correction that contradicts a near-identical existing row is shown as a conflict.
-4. **Split**: ``review.recent_share`` of the requests (by a hash of the request id, so a request
-   stays on its side run after run) form the *recent held-out set*, which measures the next
+4. **Split**: ``review.recent_share`` of the requests (by a hash of the request's text, normalised,
+   so a request and any re-send of it stay on one side, run after run, whatever ids the server
+   gave them) form the *recent held-out set*, which measures the next
    comparison on current traffic; the rest are training rows. The project's fixed held-out split
    never takes these rows.
 
@@ -114,11 +115,20 @@ def _stamp(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
 
 
-def recent_side(request_id: str, share: float) -> bool:
-    """Whether a reviewed request belongs to the recent held-out set: a hash of its id below
-    ``share`` (stable: the same request is on the same side in every snapshot)."""
-    h = int.from_bytes(hashlib.blake2b(request_id.encode(), digest_size=8).digest(), "big")
+def recent_side(text: str, share: float) -> bool:
+    """Whether a reviewed request belongs to the recent held-out set: a hash of its text
+    (:func:`split_text`) below ``share``. Stable: the same request, and a re-send of it under
+    another id, is on the same side in every snapshot, so a snapshot depends on the traffic alone."""
+    h = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
     return h / 2**64 < share
+
+
+def split_text(rec: Any) -> str:
+    """What decides a reviewed row's side: its input, normalised (whitespace and case), with its
+    qa passage's digest (:func:`taskfit.data.lookalike.input_text`)."""
+    from taskfit.data.lookalike import input_text, normalise
+
+    return normalise(input_text(rec))
 
 
 def from_log_project(project: Path, log: Path | None = None, model: str | None = None) -> FromLogResult:
@@ -191,7 +201,7 @@ def from_log_project(project: Path, log: Path | None = None, model: str | None =
                     result.conflicts.append(repeat.conflict)
             continue
         count_kept(result, rec, redaction, task, source)
-        (recent if recent_side(c.request_id, config.review.recent_share) else train).append(rec)
+        (recent if recent_side(split_text(rec), config.review.recent_share) else train).append(rec)
 
     card = build_card(config, [result])
     card.split = {"train": len(train), "eval": len(recent), "seed": None, "group_by": None,

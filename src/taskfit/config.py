@@ -323,8 +323,8 @@ class TrainSpec(_Spec):
     classify_head: bool = Field(
         False, description="classify: train LoRA and a linear head over the text's hidden states "
                            "(train.head_pooling; PEFT's sequence-classification task) on the labels, instead "
-                           "of teaching the model to write a label: the input text alone (no system prompt), one pass per "
-                           "row, a softmax over every label as the confidence. Evaluated as the candidate "
+                           "of teaching the model to write a label: the input text alone (no system prompt), "
+                           "one pass per row, a softmax over every label as the confidence. Evaluated as the candidate "
                            "fine-tuned-head, beside the generative fine-tune's latest evaluation. method "
                            "lora only.")
     head_pooling: Literal["mean", "last"] = Field(

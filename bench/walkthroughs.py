@@ -75,7 +75,7 @@ def main(argv: list[str]) -> None:
             done = subprocess.run([taskfit, "run", str(project)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         wall = time.time() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cards = {card: card.read_text() for card in project.glob("evals/*/scorecard.md")}
+        cards = {card: card.read_text() for card in sorted(project.glob("evals/*/scorecard.md"))}
         # `taskfit compare` afterwards: the same scorecard, from the cache alone (timed: seconds, not minutes)
         start = time.time()
         compared = subprocess.run([taskfit, "compare", str(project)], cwd=ROOT, capture_output=True, text=True)

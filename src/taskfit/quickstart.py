@@ -42,9 +42,7 @@ def make_quickstart_project(directory: Path, seed: int = 0, full: bool = False,
     directory.mkdir(parents=True, exist_ok=True)
     write_tickets(directory / "data" / "tickets.jsonl", n=n_tickets, seed=seed)
     size = FULL if full else QUICK
-    recipe = {"learning_rate": size["learning_rate"], "epochs": size["epochs"]}
-    if head:
-        recipe = {**HEAD, "epochs": max(size["epochs"], HEAD["epochs"])}
+    recipe = HEAD if head else {"learning_rate": size["learning_rate"], "epochs": size["epochs"]}
     # Keep the template's comments: set only the values the quickstart chooses.
     text = template("classify", {
         "data.train": "data/tickets.jsonl", "data.seed": seed,

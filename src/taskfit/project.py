@@ -113,7 +113,8 @@ eval:
   fallback: null            # e.g. needs_human
   constrained: true         # extract: decode under the JSON schema
   max_new_tokens: 96
-  batch_size: 1             # rows decoded together; >1 is faster, latency then shared per batch
+  batch_size: 8             # rows answered together (same answers, faster); cost from this throughput
+  latency_rows: 16          # rows answered again one at a time: a lone request's latency p50/p95
   max_rows: null            # evaluate on the first N held-out rows only
   style_sample: 32          # generate: base-model replies the style classifier learns to tell apart
   price_per_hour: 0.0       # USD per hour of this machine, for cost per 1,000 queries

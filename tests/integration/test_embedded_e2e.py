@@ -30,7 +30,7 @@ def test_quickstart_loop_runs_on_the_embedded_model(tmp_path):
     path = make_quickstart_project(tmp_path / "qs", seed=0, n_tickets=400)
     doc = yaml.safe_load(path.read_text())
     doc["data"].update(max_train_examples=16, max_eval_examples=16)
-    doc["eval"]["generation_sample"] = 2
+    doc["eval"].update(generation_sample=2, latency_rows=4)
     path.write_text(yaml.safe_dump(doc))
     summary = run_project(path.parent)
     metrics = json.loads((summary.run_dir / "metrics.json").read_text())
@@ -40,6 +40,9 @@ def test_quickstart_loop_runs_on_the_embedded_model(tmp_path):
     results = {r.candidate: r for r in summary.results}
     assert {"prompt-only", "few-shot", "tfidf-logreg", "fine-tuned"} <= set(results)
     assert all(r.n == 16 for r in results.values())
+    # Evaluated 8 rows at a time; a lone request's latency timed on 4 rows answered alone, alike.
+    assert results["prompt-only"].metrics["latency_rows"] == 4
+    assert results["prompt-only"].metrics["alone_same_answer"] == 1.0
     (forgetting,) = summary.scorecard.forgetting  # the general probe, on the embedded base and its adapter
     assert forgetting.candidate == "fine-tuned" and forgetting.n == len(forgetting.kl) == 64 and not forgetting.skipped
     assert (summary.run_dir / "adapter" / "adapter_model.safetensors").exists()

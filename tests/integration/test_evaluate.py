@@ -232,13 +232,27 @@ def test_qa_prompt_only_few_shot_and_rag_with_citations(tmp_path, tiny_model_dir
 def test_batched_evaluation_answers_as_one_at_a_time(tmp_path, tiny_model_dir):
     from taskfit.evaluation.runner import read_predictions
 
-    outputs = {}
+    outputs, results = {}, {}
     for batch in (1, 4):
-        project = _extract_project(tmp_path, tiny_model_dir, f"b{batch}", generation_sample=0, batch_size=batch)
+        project = _extract_project(tmp_path, tiny_model_dir, f"b{batch}", generation_sample=0, batch_size=batch,
+                                   latency_rows=3)
         (result,) = baseline_project(project, only=["prompt-only"])
         (cache,) = project.glob("evals/*/predictions/prompt-only.jsonl")
         outputs[batch] = ([p.output for p in read_predictions(cache)], result.metrics["field_f1"])
+        results[batch] = result
     assert outputs[4] == outputs[1] and len(outputs[1][0]) == 10
+    # One row at a time, the rows' own times are the latency; batched, the first eval.latency_rows
+    # rows are answered again alone for it, and they got the batched answers.
+    assert "latency_rows" not in results[1].metrics
+    batched = results[4].metrics
+    assert batched["latency_rows"] == 3 and batched["alone_same_answer"] == 1.0
+    lone = [json.loads(line)["latency_s"] for line in cache.read_text().splitlines()[1:]]
+    assert batched["latency_mean_s"] == pytest.approx(sum(lone) / len(lone))  # the cost: the batches' time
+    # A scorecard from the cache keeps the lone latency and says what it is.
+    card = compare_project(project).scorecard
+    (again,) = card.results
+    assert again.metrics["latency_p50_s"] == batched["latency_p50_s"]
+    assert any("lone request, timed on the first 3 held-out rows" in n for n in card.notes)
 
 
 def _chromium():

@@ -310,6 +310,18 @@ def build_scorecard(results: Sequence[EvalResult], thresholds: dict[str, float],
     card = Scorecard(kind=kind, main=main, results=list(results), thresholds=dict(thresholds),
                      forgetting=[f for f in forgetting if f.candidate in names], max_drop=max_drop)
     card.notes = [f"{f.candidate}: {f.skipped}." for f in card.forgetting if f.skipped]
+    alone = sorted({int(r.metrics["latency_rows"]) for r in results if r.metrics.get("latency_rows")})
+    if alone:
+        card.notes.append(f"Latency p50 / p95 of a local model: a lone request, timed on the first "
+                          f"{'/'.join(map(str, alone))} held-out rows answered again one at a time "
+                          "(eval.latency_rows); its cost per 1,000 queries is at the throughput of "
+                          "the batched evaluation (eval.batch_size).")
+    changed = [f"{r.candidate} ({100 * r.metrics['alone_same_answer']:.0f}%)" for r in results
+               if r.metrics.get("alone_same_answer", 1.0) < 1.0]
+    if changed:
+        card.notes.append("Answered one at a time, some rows got another answer than in the batched "
+                          "evaluation the scorecard counts (share the same): " + ", ".join(changed)
+                          + "; eval.batch_size: 1 evaluates as a lone request is answered.")
     baselines = [r for r in results if not is_finetuned(r.candidate)]
     tuned = [r for r in results if is_finetuned(r.candidate)]
     if baselines:

@@ -114,14 +114,15 @@ def plot_learning_curve(curve: Any, points: Sequence[tuple[int, float, float, fl
 
 
 def plot_latency(latencies: dict[str, list[float]], path: Path) -> Path:
-    """Per-example latency per candidate (box: quartiles; whiskers: 5th-95th percentile)."""
+    """Evaluation time per example per candidate (box: quartiles; whiskers: 5th-95th percentile);
+    a batch's time is shared among its rows (what a query costs at that throughput)."""
     plt = _plt()
     names = [n for n, v in latencies.items() if v]
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(names) + 2), 3.2))
     ax.boxplot([[1000 * x for x in latencies[n]] for n in names], whis=(5, 95), showfliers=False)
     ax.set_xticks(range(1, len(names) + 1), names, rotation=15, ha="right")
     ax.set_yscale("log")
-    ax.set_ylabel("latency per example (ms, log scale)")
+    ax.set_ylabel("time per example (ms, log scale)")
     return _finish(fig, ax, path, grid_axis=None)
 
 
@@ -330,7 +331,7 @@ def write_scorecard_report(root: Path, title: str, card: Any, predictions: dict[
     plots["held-out scores (95% CI)"] = plot_scores(results, plots_dir / "scores.png", main)
     latencies = {name: [p.latency_s for p in preds] for name, preds in predictions.items()}
     if any(latencies.values()):
-        plots["latency per example"] = plot_latency(latencies, plots_dir / "latency.png")
+        plots["evaluation time per example (batched rows share their batch's time)"] = plot_latency(latencies, plots_dir / "latency.png")
     labelled = [r for r in results if r.confusion]  # answers from a fixed set of labels
     if labelled:
         plots["per-class F1"] = plot_per_class(labelled, plots_dir / "per_class_f1.png")

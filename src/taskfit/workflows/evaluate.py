@@ -385,6 +385,40 @@ def gguf_candidate(ws: Workspace, run_dir: Path, name: str, threads: int | None)
 
 
 # ---- running ----------------------------------------------------------------------------------
+LONE = ("latency_p50_s", "latency_p95_s", "latency_rows", "alone_same_answer")
+
+
+def time_alone(ws: Workspace, predictor: Any, rows: Sequence[Example], batched: Sequence[Prediction]) -> dict:
+    """A predictor that answered ``eval.batch_size`` rows at a time answers the first
+    ``eval.latency_rows`` rows again one at a time: the latency p50/p95 a lone request waits
+    (the batched pass's time per row is what a query costs at that throughput, not a wait), and
+    the share of those rows given the batched pass's answer (1.0 expected; a lower share is
+    warned about). Empty for a predictor that answers one row at a time anyway."""
+    from taskfit.stats import percentile
+
+    n, size = ws.config.eval.latency_rows, getattr(predictor, "batch_size", 1)
+    sample = list(rows[:n])
+    if size <= 1 or not sample:
+        return {}
+    answer = {p.example_id: p.output for p in batched}
+    times, same = [], 0
+    predictor.batch_size = 1
+    try:
+        with ws.reporter.bar(f"timing {predictor.name} one request at a time", len(sample)) as advance:
+            for pred in predictor.predict(sample):
+                times.append(pred.latency_s)
+                same += pred.output == answer.get(pred.example_id)
+                advance()
+    finally:
+        predictor.batch_size = size
+    if same < len(sample):
+        ws.reporter.status(f"{predictor.name}: {len(sample) - same} of {len(sample)} rows answered one at a time "
+                           f"differ from the batched answer (eval.batch_size {size}); the scorecard counts "
+                           f"the batched ones; set eval.batch_size: 1 to evaluate one request at a time")
+    return {"latency_p50_s": percentile(times, 50), "latency_p95_s": percentile(times, 95),
+            "latency_rows": len(times), "alone_same_answer": same / len(sample)}
+
+
 def style_model(ws: Workspace) -> Any:
     """generate: the style classifier (reference replies against the base model's replies to
     ``eval.style_sample`` training inputs, cached like any prediction); None otherwise."""
@@ -435,7 +469,7 @@ def _elsewhere(ws: Workspace, name: str, key: str, rows: Sequence[Any]) -> tuple
         preds = _cached(root / "predictions" / f"{name}.jsonl", key, rows) if saved else None
         if preds is not None:
             ws.reporter.status(f"{name}: every prediction is cached in {root.name}")
-            return preds, {k: v for k, v in saved["metrics"].items() if k in _KEPT}
+            return preds, kept(saved["metrics"])
     return None
 
 
@@ -458,10 +492,10 @@ def evaluate(ws: Workspace, cand: Candidate) -> EvalResult:
         predictor = cand.build()
         with ws.reporter.bar(f"evaluating {cand.name}", len(rows)) as advance:
             preds, _ = run_cached(predictor, rows, ws.predictions(cand.name), key, on_item=advance)
-        extra = cand.size()
+        extra = {**cand.size(), **time_alone(ws, predictor, rows, preds)}
     else:
         ws.reporter.status(f"{cand.name}: every prediction is cached")
-        extra = {k: v for k, v in saved["metrics"].items() if k in _KEPT}
+        extra = kept(saved["metrics"])
     result = score(c.task, c.eval, cand.name, rows, preds, style=style_model(ws))
     metrics = result.metrics
     metrics.update(extra)
@@ -555,6 +589,13 @@ def load_forgetting(ws: Workspace) -> list[ForgettingResult]:
 
 # What the scorer does not compute and a cached candidate keeps from its saved result.
 _KEPT = ("params_m", "adapter_mb", "price_per_million_input_tokens", "price_per_million_output_tokens")
+
+
+def kept(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Of a saved result's metrics, those a re-score from cached predictions cannot compute: the
+    size and price figures and, where it was timed (:func:`time_alone`), a lone request's latency."""
+    keys = _KEPT + (LONE if "latency_rows" in metrics else ())
+    return {k: v for k, v in metrics.items() if k in keys}
 
 
 def save_result(path: Path, result: EvalResult, key: str, run_dir: Path | None = None, role: str = "") -> None:
@@ -661,6 +702,7 @@ def _rescore(ws: Workspace, saved: EvalResult) -> EvalResult:
     fresh = score(ws.config.task, ws.config.eval, saved.candidate, rows, [preds[ex.id] for ex in rows],
                   style=style_model(ws))
     fresh.metrics.update({k: v for k, v in saved.metrics.items() if k not in fresh.metrics})
+    fresh.metrics.update(kept(saved.metrics))  # a lone request's latency, where it was timed apart
     return fresh
 
 

@@ -141,10 +141,12 @@ def template(kind: TaskKind, values: dict[str, Any] | None = None, header: Seque
         raise ConfigError(f"--task: got {kind!r}; allowed: {', '.join(kinds())}") from None
     thresholds = "".join(f"\n    {k}: {v}" for k, v in task.thresholds.items()) or " {}"
     text = task.template + _COMMON.replace("{thresholds}", thresholds)
-    for dotted, value in (values or {}).items():
+    own = getattr(task, "train", {})  # the kind's measured training settings (optional)
+    values = {**{f"train.{key}": value for key, value in own.items()}, **(values or {})}
+    for dotted, value in values.items():
         text = _set_value(text, dotted, value)
     doc = yaml.safe_load(text)
-    for dotted, value in (values or {}).items():
+    for dotted, value in values.items():
         got = functools.reduce(lambda d, k: d[k], dotted.split("."), doc)
         if got != value:
             raise AssertionError(f"template: {dotted} reads back as {got!r}, not {value!r}")

@@ -127,7 +127,9 @@ def test_a_run_from_before_a_setting_existed_matches_the_same_project_now():
     config predates a setting (here train.classify_head) was trained as its default says."""
     from taskfit.workflows.workspace import comparable_config
 
-    now = parse_config(_doc()).model_dump(mode="json", by_alias=True)
+    doc = _doc()
+    doc["train"]["classify_head"] = False  # the setting's default (init writes true for classify)
+    now = parse_config(doc).model_dump(mode="json", by_alias=True)
     before = {**now, "train": {k: v for k, v in now["train"].items() if k != "classify_head"}}
     assert comparable_config(before) == comparable_config(now)
     head = {**now, "train": {**now["train"], "classify_head": True}}

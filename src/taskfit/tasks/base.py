@@ -73,6 +73,8 @@ class Task(Protocol):
     error_buckets: Sequence[str]  # the kinds of miss the error analysis sorts answers into
     template: str  # the task section `taskfit init` writes (commented YAML)
     thresholds: Mapping[str, float]  # the acceptance thresholds `taskfit init` writes
+    # Optional (TaskDefaults has it): ``train``, the train.* settings `taskfit init` writes for the
+    # kind where they were measured better than the template's.
 
     def check_spec(self, spec: Any) -> None:
         """Raise ValueError naming the key when ``spec`` lacks what the kind needs."""
@@ -223,6 +225,7 @@ class TaskDefaults:
     style_classifier = False
     takes_context = False
     validation_side: str | None = None
+    train: Mapping[str, Any] = {}  # the template's own train section (its learning rate: the method's)
 
     def check_spec(self, spec: Any) -> None:
         pass

@@ -15,6 +15,29 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+
+def pytest_configure(config):
+    """Under pytest-xdist (the README's test command runs ``-n auto``), each worker keeps to its
+    own share of the cores, so that two workers' torch threads, and the ``taskfit`` processes a
+    test starts (which size their threads by the cores they may use), never contend for one core."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) >= count:
+        share = cores[int(worker.removeprefix("gw")) % count::count]
+        os.sched_setaffinity(0, share)
+        os.environ["OMP_NUM_THREADS"] = str(len(share))
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest tests first (the real embedded model, then several processes), so that under
+    pytest-xdist no long test starts last while the other worker idles."""
+    def weight(item):
+        return -2 * ("slow" in item.keywords) - ("multiprocess" in item.keywords)
+
+    items.sort(key=weight)  # stable: the file order within each weight
+
 CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
           " + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 

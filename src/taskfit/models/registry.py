@@ -150,7 +150,8 @@ def _convert_gguf(info: ModelInfo, target: Path, progress: Any = None) -> None:
 
     transformers refuses ``save_pretrained`` on a GGUF-loaded model, so a fresh model is built
     from its config, the de-quantised state dict is loaded into it, and that is saved. The copy
-    is written to a temporary directory and renamed, so a half-written cache is never used.
+    is written to a temporary directory and renamed, so a half-written cache is never used, and
+    two processes converting at once both end with the one copy that was renamed first.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -169,8 +170,14 @@ def _convert_gguf(info: ModelInfo, target: Path, progress: Any = None) -> None:
     tokenizer.save_pretrained(tmp)
     (tmp / "taskfit_source.json").write_text(json.dumps(
         {"gguf": str(Path(info.path) / (info.gguf_file or "")), "licence": info.licence}))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    try:
+        tmp.rename(target)
+    except OSError:
+        if (target / "config.json").exists():  # another process converted it meanwhile: keep its copy
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:  # a leftover without its config
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
 
 
 def _local_path(name: str, status: Any = None) -> tuple[ModelInfo, str, bool]:

@@ -339,7 +339,8 @@ class TrainSpec(_Spec):
             return self
         if self.method != "lora":
             raise ValueError(f"train.classify_head: trains a LoRA adapter with its head; method {self.method} "
-                             "is not supported with it (use method: lora)")
+                             f"is not supported with it (use method: lora, or set classify_head: false to "
+                             f"train with method {self.method})")
         if self.packing:
             raise ValueError("train.packing: a classification head reads one row per sequence; set packing: "
                              "false with classify_head")

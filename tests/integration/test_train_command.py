@@ -130,6 +130,11 @@ def test_dpo_from_the_command_line(tmp_path, tiny_model_dir):
     doc["train"].update(method="dpo", batch_size=8, max_seq_length=256, epochs=3, learning_rate=5e-3,
                         checkpoint_every=0)
     (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    # The classify template trains a classification head, which DPO does not: the error says what to do.
+    result = CliRunner().invoke(app, ["train", str(project)])
+    assert result.exit_code != 0 and "set classify_head: false to train with method dpo" in result.output
+    doc["train"]["classify_head"] = False
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
     result = CliRunner().invoke(app, ["train", str(project)])
     assert result.exit_code == 0, result.output
     assert "held-out preference accuracy" in result.output

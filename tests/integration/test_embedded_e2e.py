@@ -30,7 +30,7 @@ def test_quickstart_loop_runs_on_the_embedded_model(tmp_path):
     path = make_quickstart_project(tmp_path / "qs", seed=0, n_tickets=400)
     doc = yaml.safe_load(path.read_text())
     doc["data"].update(max_train_examples=16, max_eval_examples=16)
-    doc["eval"].update(generation_sample=2, latency_rows=4)
+    doc["eval"].update(generation_sample=2, latency_rows=4, forgetting={"enabled": True, "items": 16})
     path.write_text(yaml.safe_dump(doc))
     summary = run_project(path.parent)
     metrics = json.loads((summary.run_dir / "metrics.json").read_text())
@@ -44,7 +44,7 @@ def test_quickstart_loop_runs_on_the_embedded_model(tmp_path):
     assert results["prompt-only"].metrics["latency_rows"] == 4
     assert results["prompt-only"].metrics["alone_same_answer"] == 1.0
     (forgetting,) = summary.scorecard.forgetting  # the general probe, on the embedded base and its adapter
-    assert forgetting.candidate == "fine-tuned" and forgetting.n == len(forgetting.kl) == 64 and not forgetting.skipped
+    assert forgetting.candidate == "fine-tuned" and forgetting.n == len(forgetting.kl) == 16 and not forgetting.skipped
     assert (summary.run_dir / "adapter" / "adapter_model.safetensors").exists()
     merged = export_merged(summary.run_dir)  # the adapter folded into the embedded base
     assert "quantization_config" not in json.loads((merged / "config.json").read_text())

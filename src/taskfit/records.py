@@ -102,6 +102,9 @@ class EvalResult:
     n: int = 0
     kind: str = "classify"
     per_example: list[float] = field(default_factory=list)
+    # extract: [fields right, fields answered, gold fields] per example, the parts of the pooled
+    # field F1, so that the paired test compares what the scorecard shows (not a mean per record)
+    per_example_counts: list[list[int]] = field(default_factory=list)
     error_counts: dict[str, int] = field(default_factory=dict)
     errors: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     curves: dict[str, list[list[float]]] = field(default_factory=dict)  # e.g. coverage: [threshold, coverage, accuracy]

@@ -107,3 +107,31 @@ def test_a_run_trained_with_synthetic_rows_is_tested_against_its_real_only_twin(
     assert card.to_json()["synthetic_vs_real_only"][0]["against"] == "fine-tuned"
     alone = build_scorecard([_result("fine-tuned-synthetic", "classify", "accuracy", mixed)], {})
     assert alone.versus_real == []  # nothing real-only to compare with
+
+
+def test_extract_is_tested_on_the_pooled_field_f1_the_scorecard_shows():
+    """A candidate that gets the many-field records right and one that gets the one-field records
+    right differ little per record but much in pooled field F1: the verdict's difference is the
+    scorecard's field F1 difference, tested on resampled rows of that pooled figure."""
+    from taskfit.config import TaskSpec
+    from taskfit.records import Example, Prediction
+    from taskfit.tasks.extract import score_extract
+
+    schema = {"type": "object", "additionalProperties": False,
+              "properties": {k: {"type": "string"} for k in "abcdef"}}
+    task = TaskSpec(kind="extract", success="s", system_prompt="p", schema=schema)
+    wide, narrow = {k: "x" for k in "abcdef"}, {"a": "x"}
+    rows = [Example(id=str(i), input="t", target=json.dumps(wide if i % 2 else narrow)) for i in range(40)]
+
+    def answers(name: str, right_when_wide: bool) -> EvalResult:
+        preds = [Prediction(example_id=ex.id, output=ex.target if (int(ex.id) % 2 == 1) == right_when_wide else "{}",
+                            valid=True, latency_s=0.0, prompt_tokens=1, completion_tokens=1) for ex in rows]
+        return score_extract(name, task, rows, preds, n_boot=10)
+
+    tuned, base = answers("fine-tuned", True), answers("few-shot", False)
+    assert tuned.metrics["record_f1_mean"] == base.metrics["record_f1_mean"]  # per record: a tie
+    card = build_scorecard([base, tuned], {"field_f1": 0.5})
+    (test,) = card.tests
+    shown = tuned.metrics["field_f1"] - base.metrics["field_f1"]
+    assert shown > 0.5 and abs(test.difference - shown) < 1e-9 and test.p_value < 0.05
+    assert f"{100 * shown:+.1f} pts" in card.markdown()[-1] or f"{100 * shown:.1f} points" in card.verdict

@@ -111,6 +111,10 @@ def paired_test(kind: str, a: EvalResult, b: EvalResult) -> PairedTest:
                         f"({len(a.per_example)} and {len(b.per_example)}), so they cannot be compared pairwise",
                         hint="evaluate both again on the current held-out split (`taskfit baseline`, "
                              "`taskfit eval --run RUN`)")
+    if a.per_example_counts and b.per_example_counts:  # a pooled F1 (extract's field F1), tested as pooled
+        diff, ci, p = stats.paired_bootstrap_f1(a.per_example_counts, b.per_example_counts, n_boot=RESAMPLES)
+        needed = stats.rows_to_detect_f1(a.per_example_counts, b.per_example_counts)
+        return PairedTest(a.candidate, b.candidate, "paired bootstrap", diff, ci, p, needed, resamples=RESAMPLES)
     needed = stats.rows_to_detect(a.per_example, b.per_example)
     if scoring(kind).paired_test == "mcnemar":  # right/wrong per row
         p = stats.mcnemar(a.per_example, b.per_example)

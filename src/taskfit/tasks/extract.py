@@ -234,6 +234,7 @@ def score_extract(candidate: str, task: TaskSpec, examples: Sequence[Example],
     json_ok = schema_ok = exact = 0
     tp = n_pred = n_gold = missing = invented = wrong = 0
     per_example: list[float] = []
+    parts: list[list[int]] = []
     counts: Counter[str] = Counter()
     errors: dict[str, list[dict]] = {}
     golds: list[dict[str, str]] = []
@@ -276,6 +277,7 @@ def score_extract(candidate: str, task: TaskSpec, examples: Sequence[Example],
         exact += got == gold
         denom = len(got) + len(gold)
         per_example.append(1.0 if denom == 0 else 2 * hits / denom)
+        parts.append([hits, len(got), len(gold)])
     n = len(examples)
     precision = tp / n_pred if n_pred else 0.0
     recall = tp / n_gold if n_gold else 0.0
@@ -290,7 +292,8 @@ def score_extract(candidate: str, task: TaskSpec, examples: Sequence[Example],
     }
     per_field = per_field_scores(schema_fields(task.schema_), golds, answers)
     return EvalResult(candidate=candidate, metrics=metrics, per_class=per_field, n=n, kind="extract",
-                      per_example=per_example, error_counts=dict(counts.most_common()), errors=errors)
+                      per_example=per_example, per_example_counts=parts, error_counts=dict(counts.most_common()),
+                      errors=errors)
 
 
 def shown_fields(results: Sequence[EvalResult], most: int | None = None) -> list[str]:

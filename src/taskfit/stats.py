@@ -56,12 +56,12 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 2000,
 
 
 def _pooled_f1(parts: Any) -> Any:
-    """F1 from summed (right, answered, gold) on the last axis: 2·right / (answered + gold), and 1
-    where nothing was due nor answered (as a record's own F1 is)."""
+    """F1 from summed (right, answered, gold) on the last axis: 2·right / (answered + gold), which
+    is 2PR / (P + R); 0 where nothing was due nor answered (as the scorecard's field F1 is)."""
     import numpy as np
 
     denom = parts[..., 1] + parts[..., 2]
-    return np.where(denom > 0, 2 * parts[..., 0] / np.maximum(denom, 1), 1.0)
+    return np.where(denom > 0, 2 * parts[..., 0] / np.maximum(denom, 1), 0.0)
 
 
 def paired_bootstrap_f1(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], n_boot: int = 2000,

@@ -47,12 +47,17 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 2000,
     if not len(d):
         return 0.0, (0.0, 0.0), 1.0
     idx = np.random.default_rng(seed).integers(0, len(d), (n_boot, len(d)))
-    means = d[idx].mean(axis=1)
-    observed = float(d.mean())
-    if observed == 0 and not d.any():
+    return _two_sided(float(d.mean()), d[idx].mean(axis=1), same=not d.any())
+
+
+def _two_sided(observed: float, resampled: Any, same: bool) -> tuple[float, tuple[float, float], float]:
+    """A paired bootstrap's answer: the observed difference, the 95% interval of the resampled
+    ones, and the share of them on the far side of zero, doubled; (0, (0, 0), 1) when the two
+    sides answered ``same``."""
+    if same:
         return 0.0, (0.0, 0.0), 1.0
-    far = (means <= 0).mean() if observed > 0 else (means >= 0).mean()
-    return observed, (percentile(means, 2.5), percentile(means, 97.5)), float(min(1.0, 2 * far))
+    far = (resampled <= 0).mean() if observed > 0 else (resampled >= 0).mean()
+    return observed, (percentile(resampled, 2.5), percentile(resampled, 97.5)), float(min(1.0, 2 * far))
 
 
 def _pooled_f1(parts: Any) -> Any:
@@ -81,10 +86,7 @@ def paired_bootstrap_f1(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], 
         idx = rng.integers(0, len(pa), (min(250, n_boot - start), len(pa)))
         diffs.append(_pooled_f1(pa[idx].sum(axis=1)) - _pooled_f1(pb[idx].sum(axis=1)))
     d = np.concatenate(diffs)
-    if observed == 0 and not d.any():
-        return 0.0, (0.0, 0.0), 1.0
-    far = (d <= 0).mean() if observed > 0 else (d >= 0).mean()
-    return observed, (percentile(d, 2.5), percentile(d, 97.5)), float(min(1.0, 2 * far))
+    return _two_sided(observed, d, same=observed == 0 and not d.any())
 
 
 def rows_to_detect_f1(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], alpha: float = 0.05,
@@ -92,7 +94,6 @@ def rows_to_detect_f1(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], al
     """:func:`rows_to_detect` for a pooled F1: the observed difference of the pooled figures, and
     the spread of each row's linearised contribution to it (the delta method for a ratio)."""
     import numpy as np
-    from scipy.stats import norm
 
     pa, pb = np.asarray(a, dtype=float).reshape(-1, 3), np.asarray(b, dtype=float).reshape(-1, 3)
     if len(pa) < 2:
@@ -104,7 +105,14 @@ def rows_to_detect_f1(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], al
         return (2 * p[:, 0] - f1 * x) / max(float(x.mean()), 1e-12)
 
     delta = abs(float(_pooled_f1(pa.sum(axis=0)) - _pooled_f1(pb.sum(axis=0))))
-    sd = float((influence(pa) - influence(pb)).std(ddof=1))
+    return _rows_needed(delta, float((influence(pa) - influence(pb)).std(ddof=1)), alpha, power)
+
+
+def _rows_needed(delta: float, sd: float, alpha: float, power: float) -> int | None:
+    """Rows for a paired test to detect ``delta`` with per-row spread ``sd`` (normal approximation)."""
+    import numpy as np
+    from scipy.stats import norm
+
     if delta == 0 or sd == 0:
         return None
     z = norm.ppf(1 - alpha / 2) + norm.ppf(power)
@@ -116,13 +124,9 @@ def rows_to_detect(a: Sequence[float], b: Sequence[float], alpha: float = 0.05, 
     with the given power (normal approximation on the per-example differences); None when there
     is no difference to detect."""
     import numpy as np
-    from scipy.stats import norm
 
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     delta = abs(float(d.mean())) if len(d) else 0.0
     sd = float(d.std(ddof=1)) if len(d) > 1 else 0.0
-    if delta == 0 or sd == 0:
-        return None
-    z = norm.ppf(1 - alpha / 2) + norm.ppf(power)
-    return int(np.ceil((z * sd / delta) ** 2))
+    return _rows_needed(delta, sd, alpha, power)
 

@@ -4,10 +4,13 @@ It prints rows per second and peak memory for taskfit's streaming check, and, in
 the peak memory of the standard first step of most fine-tuning scripts: reading the whole file
 into a Python list with json.loads. Each is measured in its own child process so that one's peak
 does not hide the other's. Token counting with the model's tokenizer is included (--no-tokens
-leaves it out).
+leaves it out). ``--baseline REV`` also runs the check of an earlier commit's code (its ``src/``,
+taken with ``git archive``) on the same file in the same run, and prints the ratios and whether
+both counted the same.
 
     .venv/bin/python bench/data_check.py                 # 1,000,000 rows (about 20 min on 2 cores)
     .venv/bin/python bench/data_check.py --rows 100000   # a quicker look
+    .venv/bin/python bench/data_check.py --rows 100000 --baseline e616b96
 """
 
 from __future__ import annotations
@@ -15,10 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_rows(path: Path, rows: int) -> None:
@@ -57,6 +65,16 @@ def run_taskfit(project: str, tokens: bool, out: "mp.Queue") -> None:
              "counts": card.counts})
 
 
+def run_other(src: Path, project: str, tokens: bool) -> dict:
+    """run_taskfit with the code under ``src`` (another commit's), in a fresh interpreter."""
+    code = ("import json, multiprocessing as mp, sys; sys.path.insert(0, sys.argv[1]); import data_check; "
+            "q = mp.Queue(); data_check.run_taskfit(sys.argv[2], sys.argv[3] == '1', q); print(json.dumps(q.get()))")
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "bench"), project, "1" if tokens else "0"],
+                         env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.splitlines()[-1])
+
+
 def run_naive(path: str, out: "mp.Queue") -> None:
     base = _peak_mb()
     start = time.perf_counter()
@@ -78,6 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--no-tokens", action="store_true")
+    parser.add_argument("--baseline", metavar="REV", help="also run this commit's data check on the same file")
     args = parser.parse_args()
 
     from taskfit.quickstart import make_quickstart_project
@@ -89,11 +108,22 @@ def main() -> None:
         write_rows(data, args.rows)
         print(f"wrote {args.rows:,} rows ({data.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.0f} s")
         ours = _child(run_taskfit, str(project), not args.no_tokens)
+        base = None
+        if args.baseline:
+            src = Path(tmp) / "baseline"
+            src.mkdir()
+            archive = subprocess.run(["git", "archive", args.baseline, "src"], cwd=ROOT, check=True,
+                                     capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+            base = run_other(src / "src", str(project), not args.no_tokens)
         naive = _child(run_naive, str(data))
-    rate = ours["rows"] / ours["seconds"]
-    print(f"taskfit data check : {ours['rows']:,} rows in {ours['seconds']:.0f} s = {rate:,.0f} rows/s; "
-          f"peak RSS {ours['peak_mb']:,.0f} MB (of which {ours['start_mb']:,.0f} MB before the scan)")
-    print(f"  counts: {ours['counts']}")
+    for name, got in [("taskfit data check", ours)] + ([(f"  at {args.baseline}", base)] if base else []):
+        print(f"{name:18s}: {got['rows']:,} rows in {got['seconds']:.0f} s = {got['rows'] / got['seconds']:,.0f} rows/s; "
+              f"peak RSS {got['peak_mb']:,.0f} MB (of which {got['start_mb']:,.0f} MB before the scan)")
+        print(f"  counts: {got['counts']}")
+    if base:
+        print(f"speed ratio (this tree / {args.baseline}): {base['seconds'] / ours['seconds']:.2f}x; peak memory "
+              f"ratio {ours['peak_mb'] / base['peak_mb']:.2f}; same counts: {ours['counts'] == base['counts']}")
     print(f"json.loads into a list: {naive['rows']:,} rows in {naive['seconds']:.0f} s; peak RSS "
           f"{naive['peak_mb']:,.0f} MB")
     print(f"memory ratio (taskfit check / whole file in a list): {ours['peak_mb'] / naive['peak_mb']:.2f}")

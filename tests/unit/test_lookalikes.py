@@ -242,3 +242,34 @@ def test_copy_words_is_the_bar_between_a_copy_and_a_template_filled_twice(tmp_pa
         spec = DataSpec(train="x", columns=ColumnMap(input="text", target="label"), dedup={"copy_words": copy_words})
         result = _scan(tmp_path, rows, classify_task, spec)
         assert result.kept == kept and result.conflicts == []
+
+
+def test_signatures_made_in_batches_are_datasketchs_minhash_of_each_texts_shingles():
+    """The data check makes a batch of rows' signatures at once with numpy; each must be exactly
+    what datasketch's MinHash over the CRC-32 of the text's distinct shingles gives (what the
+    checks compared before, one Python call a shingle), so the same rows look alike: ASCII text,
+    characters beyond it (a shingle of ``€`` and ``ü`` is hashed from its UTF-8 bytes), texts
+    shorter than a shingle, the empty text, and shingle sizes past the packed path's 8."""
+    import zlib
+
+    import numpy as np
+    from datasketch import MinHash
+
+    from taskfit.data.lookalike import MinHashIndex, normalise
+
+    rng = random.Random(3)
+    alphabet = "abcdefghij  klmnop,.0123€üé😀\n\t"
+    texts = ["", "ab", "Café au lait", "€€€€€€€€", "x" * 7, "Refund  my ORDER 1234 please", "Über 😀 emoji"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 120))) for _ in range(80)]
+    for k in (1, 5, 8, 9):
+        index = MinHashIndex(k, 64, 0.8, 0.9)
+        made = index.signatures(texts)
+        assert len(made) == len(texts)
+        for text, (sig, size) in zip(texts, made):
+            t = normalise(text)
+            shingles = {t[i:i + k].encode() for i in range(max(1, len(t) - k + 1))}
+            want = MinHash(num_perm=64, seed=1, hashfunc=zlib.crc32)
+            want.update_batch(list(shingles))
+            assert size == len(shingles), (k, text)
+            assert np.array_equal(sig, want.hashvalues), (k, text)
+        assert np.array_equal(index.signature(texts[5])[0], made[5][0])

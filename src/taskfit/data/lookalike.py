@@ -35,7 +35,7 @@ import zlib
 from array import array
 from dataclasses import dataclass
 from difflib import SequenceMatcher
-from typing import Any
+from typing import Any, Sequence
 
 from taskfit.config import DedupSpec, TaskSpec
 from taskfit.records import AnswerParts, Example, PreferencePair
@@ -105,6 +105,113 @@ def similarity(a: tuple[Any, int], b: tuple[Any, int], threshold: float, contain
     return round(c, 3) if c >= containment else 0.0
 
 
+_FMIX = (16, 0x85EBCA6B, 13, 0xC2B2AE35, 16)  # MurmurHash3's 32-bit finalizer
+
+
+class Shingles:
+    """MinHash signatures over the character shingles of normalised texts, a batch at a time.
+
+    The values are datasketch's ``MinHash(num_perm, seed=1)`` (its default "affine32" scheme)
+    fed with the CRC-32 of each distinct shingle's UTF-8 bytes, exactly (tested against it); made
+    here with numpy over a batch of texts instead of one Python call a shingle. CRC-32 of a
+    fixed-length input is affine over GF(2), so the CRC of a shingle of ``k`` ASCII characters is
+    the XOR of ``k`` table entries (one table per position) and a constant; each shingle is packed
+    in 7 bits a character into a 64-bit integer with its text's number above, so one sort finds
+    every text's distinct shingles. Shingles with a character beyond ASCII (``€``, ``ü``), texts
+    shorter than ``k``, and shingles of more than 8 characters are hashed one by one in Python.
+    """
+
+    BATCH = 32  # texts a pass: their shingles x permutations stay within the processor's cache
+
+    def __init__(self, k: int, num_perm: int):
+        import numpy as np
+
+        self.k, self.num_perm = k, num_perm
+        # datasketch's draw of the affine permutations h -> a * h + b mod 2^32 (a odd), seed 1
+        gen = np.random.RandomState(1)
+        a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+        b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+        self._a, self._b = a[:, None], b[:, None]
+        self.packed = k <= 8  # 7 bits a character: k characters and a batch's text number fit 64 bits
+        zero = zlib.crc32(bytes(k))
+        self._tables = np.array([[zlib.crc32(bytes(i) + bytes([v]) + bytes(k - i - 1)) ^ zero for v in range(128)]
+                                 for i in range(k)], np.uint32) if self.packed else None
+        self._zero = np.uint32(zero)
+
+    def signatures(self, texts: Sequence[str]) -> tuple[Any, Any]:
+        """(uint32 signatures, one row a text; distinct shingles per text)."""
+        import numpy as np
+
+        sigs, sizes = [], []
+        for at in range(0, len(texts), self.BATCH):
+            sig, size = self._batch([normalise(t) for t in texts[at:at + self.BATCH]])
+            sigs.append(sig)
+            sizes.append(size)
+        if not sigs:
+            return np.empty((0, self.num_perm), np.uint32), np.empty(0, np.int64)
+        return np.concatenate(sigs), np.concatenate(sizes)
+
+    def _slow(self, t: str, ascii_too: bool) -> list[int]:
+        """CRC-32s of the distinct shingles of ``t`` hashed one by one (all of them, or only
+        those with a character beyond ASCII)."""
+        k = self.k
+        found = {t[i:i + k] for i in range(max(1, len(t) - k + 1))}
+        return [zlib.crc32(s.encode()) for s in found if ascii_too or len(t) < k or not s.isascii()]
+
+    def _batch(self, texts: list[str]) -> tuple[Any, Any]:
+        import numpy as np
+
+        k, n = self.k, len(texts)
+        rows = np.empty(0, np.int64)
+        crcs = np.empty(0, np.uint32)
+        slow_rows: list[int] = []
+        slow: list[int] = []
+        if self.packed:
+            lens = np.fromiter((len(t) for t in texts), np.int64, n)
+            points = np.frombuffer("".join(texts).encode("utf-32-le"), np.uint32)
+            count = np.maximum(lens - k + 1, 0)  # shingles a text
+            # the start of every shingle that lies within one text, and its text's number
+            text_of = np.repeat(np.arange(n, dtype=np.int64), count)
+            first = np.cumsum(count) - count
+            start = np.arange(int(count.sum())) - first[text_of] + (np.cumsum(lens) - lens)[text_of]
+            key = np.zeros(len(start), np.uint64)
+            wide = np.zeros(len(start), bool)
+            for i in range(k):
+                point = points[start + i]
+                key |= point.astype(np.uint64) << np.uint64(7 * i)
+                wide |= point > 127
+            key = np.unique(key[~wide] | (text_of[~wide].astype(np.uint64) << np.uint64(7 * k)))
+            rows = (key >> np.uint64(7 * k)).astype(np.int64)
+            crcs = np.full(len(key), self._zero, np.uint32)
+            for i in range(k):
+                crcs ^= self._tables[i][((key >> np.uint64(7 * i)) & np.uint64(127)).astype(np.intp)]
+            for r in sorted(set(np.flatnonzero(lens < k).tolist()) | set(text_of[wide].tolist())):
+                found = self._slow(texts[r], ascii_too=False)
+                slow_rows += [r] * len(found)
+                slow += found
+        else:
+            for r, t in enumerate(texts):
+                found = self._slow(t, ascii_too=True)
+                slow_rows += [r] * len(found)
+                slow += found
+        if slow:
+            rows = np.concatenate([rows, np.array(slow_rows, np.int64)])
+            crcs = np.concatenate([crcs, np.array(slow, np.uint32)])
+            order = np.argsort(rows, kind="stable")
+            rows, crcs = rows[order], crcs[order]
+        h = crcs
+        s1, m1, s2, m2, s3 = (np.uint32(c) for c in _FMIX)
+        h ^= h >> s1
+        h *= m1
+        h ^= h >> s2
+        h *= m2
+        h ^= h >> s3
+        sizes = np.bincount(rows, minlength=n)
+        values = self._a * h  # permutations x shingles
+        values += self._b
+        return np.minimum.reduceat(values, np.cumsum(sizes) - sizes, axis=1).T, sizes
+
+
 class MinHashIndex:
     """MinHash LSH over character shingles of the normalised text, in compact arrays.
 
@@ -132,13 +239,9 @@ class MinHashIndex:
     def __init__(self, shingle: int, num_perm: int, threshold: float, containment: float | None,
                  bits: int = 32, flush_rows: int = 50_000):
         import numpy as np
-        from datasketch import MinHash
         from datasketch.lsh import _optimal_param
 
-        # Permutations are drawn once (datasketch would redraw them for every MinHash), and
-        # shingles are hashed with CRC-32: deterministic across runs and ~10x faster than SHA-1.
-        template = MinHash(num_perm=num_perm, seed=1)
-        self._permutations, self._scheme = template.permutations, template.scheme
+        self.shingles = Shingles(shingle, num_perm)
         self.k = shingle
         self.num_perm = num_perm
         self.threshold = threshold
@@ -162,16 +265,14 @@ class MinHashIndex:
         return self._sigs.n
 
     def signature(self, text: str) -> tuple[Any, int]:
-        """(uint32 MinHash signature, number of distinct shingles)."""
-        import numpy as np
-        from datasketch import MinHash
+        """(uint32 MinHash signature, number of distinct shingles) of one text."""
+        sigs, sizes = self.shingles.signatures([text])
+        return sigs[0], int(sizes[0])
 
-        t = normalise(text)
-        shingles = {t[i:i + self.k].encode() for i in range(max(1, len(t) - self.k + 1))}
-        m = MinHash(num_perm=self.num_perm, hashfunc=zlib.crc32, permutations=self._permutations,
-                    scheme=self._scheme)
-        m.update_batch(list(shingles))
-        return m.hashvalues.astype(np.uint32), len(shingles)
+    def signatures(self, texts: Sequence[str]) -> list[tuple[Any, int]]:
+        """:meth:`signature` of each text, made together (several times faster than one by one)."""
+        sigs, sizes = self.shingles.signatures(texts)
+        return list(zip(sigs, sizes.tolist()))
 
     def _bands(self, sig: Any) -> Any:
         import numpy as np
@@ -321,9 +422,11 @@ class LookAlikes:
         self._codes: dict[str, int] = {}
         self._free: list[_Vocabularies] = []
 
-    def row(self, rec: Example | PreferencePair) -> Row:
+    def row(self, rec: Example | PreferencePair, signature: tuple[Any, int] | None = None) -> Row:
+        """``signature``: the index's signature of :func:`input_text` when already made (a scan
+        makes a batch of rows' at once)."""
         text = input_text(rec)
-        sig, size = self.index.signature(text)
+        sig, size = signature if signature is not None else self.index.signature(text)
         pair = isinstance(rec, PreferencePair)
         parts = AnswerParts(free=(rec.chosen, rec.rejected)) if pair else self._parts_of(rec)
         return Row(sig, size, digest(words(text)), vocabulary(text),
@@ -421,15 +524,23 @@ class Layouts:
         self.rows = array("i")
         self._where = [array("i"), array("q"), array("i"), array("q")]  # file, line of rows 1 and 2
 
-    def assign(self, text: str, path: str, line: int, known: tuple[Any, int] | None = None) -> int:
-        """The layout of one kept row (its number: 0, 1, 2...). ``known``: the signature of the
-        text itself, when the look-alike index has made it (used as is when there are no digits
-        to mask, which saves making another)."""
+    def signatures(self, texts: Sequence[str], known: Sequence[tuple[Any, int] | None]) -> list[tuple[Any, int]]:
+        """The signature of each text's layout (:func:`mask`), made together. ``known``: each
+        text's own signature, when the look-alike index has made it (used as is when there are no
+        digits to mask, which saves making another), else None."""
+        masked = [mask(t) for t in texts]
+        todo = [i for i, (t, m, sig) in enumerate(zip(texts, masked, known)) if sig is None or m != normalise(t)]
+        made = dict(zip(todo, self.index.signatures([masked[i] for i in todo])))
+        return [made[i] if i in made else sig for i, sig in enumerate(known)]
+
+    def assign(self, text: str, path: str, line: int, known: tuple[Any, int] | None = None,
+               signature: tuple[Any, int] | None = None) -> int:
+        """The layout of one kept row (its number: 0, 1, 2...). ``known``: as in
+        :meth:`signatures`; ``signature``: the layout's signature if :meth:`signatures` made it."""
         if path not in self.files:
             self.files.append(path)
         file = self.files.index(path)
-        masked = mask(text)
-        sig, size = known if known is not None and masked == normalise(text) else self.index.signature(masked)
+        sig, size = signature if signature is not None else self.signatures([text], [known])[0]
         found = self.index.matches(sig, size)
         if found:
             k = found[0][0]

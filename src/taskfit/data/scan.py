@@ -18,7 +18,7 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from taskfit.config import DataSpec, TaskSpec
 from taskfit.data import pii
@@ -155,6 +155,18 @@ class TokenCounter:
 
 
 DISTINCT_NOTED = 50
+BATCH_ROWS = 256  # rows read, validated and given their MinHash signatures together
+
+
+def _batches(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep: bool = False,
@@ -179,72 +191,85 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
     label_names: list[str] = []
     counter = TokenCounter(tokenizer, task, room) if tokenizer is not None else None
     check_answer = get_task(task.kind).answer_check(task)  # the answer must fit the task (built once)
-    for raw in read_rows(path, spec.max_line_bytes):
-        result.read += 1
-        if on_row:
-            on_row()
-        if raw.error:
-            result.quarantined.append(Quarantined(raw.source, raw.error, raw.raw))
-            continue
-        try:
-            rec = convert(raw.obj, task, fmt, spec.columns, raw.source, f"{id_prefix}{Path(path).stem}-{raw.line}")
-            if isinstance(rec, PreferencePair):
-                result.kind = "preferences"
-            else:
-                check_answer(rec)
-        except ValueError as exc:
-            result.quarantined.append(Quarantined(raw.source, str(exc), raw.raw))
-            continue
-        id_digest = int.from_bytes(hashlib.blake2b(rec.id.encode(), digest_size=8).digest(), "little")
-        if id_digest in ids:
-            result.quarantined.append(Quarantined(raw.source, f"field 'id': {rec.id!r} is used by an earlier row", raw.raw))
-            continue
-        texts = _texts(rec)
-        digest = int.from_bytes(hashlib.blake2b("\x1f".join(normalise(t) for t in texts).encode(),
-                                                digest_size=8).digest(), "little")
-        if digest in exact:
-            result.exact_duplicates += 1
-            continue
-        label = _label(rec, task)
-        if looks is not None:
-            row = looks.row(rec)
-            verdicts = looks.judge(row)
-            notes = {v.other: PairNote(f"{path}:{index_lines[v.other]}", raw.source, v.similarity,
-                                       label_names[index_labels[v.other]], label, index_lines[v.other], raw.line)
-                     for v in verdicts}
-            verdict = decisive(verdicts)
-            # A conflict with any look-alike counts, not only with the one that decides.
-            clash = next((v for v in verdicts if v.kind == CONFLICT), None)
-            if clash is not None:
-                result.conflicts.append(notes[clash.other])
-            if verdict is not None and verdict.kind != DISTINCT:
-                result.near_duplicates.append(notes[verdict.other])
+    for chunk in _batches(read_rows(path, spec.max_line_bytes), BATCH_ROWS):
+        batch: list[tuple[Any, Example | PreferencePair]] = []  # (raw row, record) of the valid rows
+        for raw in chunk:
+            result.read += 1
+            if on_row:
+                on_row()
+            if raw.error:
+                result.quarantined.append(Quarantined(raw.source, raw.error, raw.raw))
                 continue
-            if verdict is not None:
-                result.distinct += 1
-                if len(result.distinct_notes) < DISTINCT_NOTED:
-                    result.distinct_notes.append(notes[verdict.other])
-            if label not in label_codes:
-                label_codes[label] = len(label_names)
-                label_names.append(label)
-            looks.add(row)
-            index_lines.append(raw.line)
-            index_labels.append(label_codes[label])
-        exact.add(digest)
-        ids.add(id_digest)
+            try:
+                rec = convert(raw.obj, task, fmt, spec.columns, raw.source, f"{id_prefix}{Path(path).stem}-{raw.line}")
+                if isinstance(rec, PreferencePair):
+                    result.kind = "preferences"
+                else:
+                    check_answer(rec)
+            except ValueError as exc:
+                result.quarantined.append(Quarantined(raw.source, str(exc), raw.raw))
+                continue
+            batch.append((raw, rec))
+        # The signatures of the batch's rows are made together (a duplicate's too: simpler, and cheap).
+        sigs = looks.index.signatures([input_text(rec) for _, rec in batch]) if looks is not None else None
+        layout_sigs = None
         if layouts is not None:
-            pair = isinstance(rec, PreferencePair)
-            same = looks is not None and (pair or rec.context is None)  # the look-alike text is the input
-            result.layouts.append(layouts.assign(rec.prompt if pair else rec.input, str(path), raw.line,
-                                                 (row.sig, row.size) if same else None))
-        redaction = redact_row(rec, task, spec.privacy)
-        count_kept(result, rec, redaction, task, raw.source)
-        if counter is not None:
-            counter.add(rec)
-            if len(counter.pending) >= 512:
-                _take_lengths(result, counter)
-        if keep:
-            result.examples.append(redaction.record)
+            pairs = [isinstance(rec, PreferencePair) for _, rec in batch]
+            texts = [rec.prompt if pair else rec.input for pair, (_, rec) in zip(pairs, batch)]
+            # the look-alike text is the input itself for pairs and rows without a context
+            known = [sigs[i] if sigs is not None and (pair or rec.context is None) else None
+                     for i, (pair, (_, rec)) in enumerate(zip(pairs, batch))]
+            layout_sigs = layouts.signatures(texts, known)
+        for at, (raw, rec) in enumerate(batch):
+            id_digest = int.from_bytes(hashlib.blake2b(rec.id.encode(), digest_size=8).digest(), "little")
+            if id_digest in ids:
+                result.quarantined.append(Quarantined(raw.source, f"field 'id': {rec.id!r} is used by an earlier row", raw.raw))
+                continue
+            texts = _texts(rec)
+            digest = int.from_bytes(hashlib.blake2b("\x1f".join(normalise(t) for t in texts).encode(),
+                                                    digest_size=8).digest(), "little")
+            if digest in exact:
+                result.exact_duplicates += 1
+                continue
+            label = _label(rec, task)
+            if looks is not None:
+                row = looks.row(rec, sigs[at])
+                verdicts = looks.judge(row)
+                notes = {v.other: PairNote(f"{path}:{index_lines[v.other]}", raw.source, v.similarity,
+                                           label_names[index_labels[v.other]], label, index_lines[v.other], raw.line)
+                         for v in verdicts}
+                verdict = decisive(verdicts)
+                # A conflict with any look-alike counts, not only with the one that decides.
+                clash = next((v for v in verdicts if v.kind == CONFLICT), None)
+                if clash is not None:
+                    result.conflicts.append(notes[clash.other])
+                if verdict is not None and verdict.kind != DISTINCT:
+                    result.near_duplicates.append(notes[verdict.other])
+                    continue
+                if verdict is not None:
+                    result.distinct += 1
+                    if len(result.distinct_notes) < DISTINCT_NOTED:
+                        result.distinct_notes.append(notes[verdict.other])
+                if label not in label_codes:
+                    label_codes[label] = len(label_names)
+                    label_names.append(label)
+                looks.add(row)
+                index_lines.append(raw.line)
+                index_labels.append(label_codes[label])
+            exact.add(digest)
+            ids.add(id_digest)
+            if layouts is not None:
+                pair = isinstance(rec, PreferencePair)
+                result.layouts.append(layouts.assign(rec.prompt if pair else rec.input, str(path), raw.line,
+                                                     signature=layout_sigs[at]))
+            redaction = redact_row(rec, task, spec.privacy)
+            count_kept(result, rec, redaction, task, raw.source)
+            if counter is not None:
+                counter.add(rec)
+                if len(counter.pending) >= 512:
+                    _take_lengths(result, counter)
+            if keep:
+                result.examples.append(redaction.record)
     if counter is not None:
         _take_lengths(result, counter)
     _fill_previews(result, path, task, spec)

@@ -62,13 +62,14 @@ def distinct(texts: Sequence[str], data: Any) -> list[str]:
     index = MinHashIndex(d.shingle, d.num_perm, d.threshold, d.containment) if d.near else None
     seen: set[str] = set()
     kept = []
-    for text in texts:
+    sigs = index.signatures(texts) if index is not None else [None] * len(texts)
+    for text, made in zip(texts, sigs):
         key = normalise(text)
         if key in seen:
             continue
         seen.add(key)
         if index is not None:
-            sig, size = index.signature(text)
+            sig, size = made
             if index.matches(sig, size):
                 continue
             index.insert(sig, size)

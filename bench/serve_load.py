@@ -12,6 +12,12 @@ number) unique to it. It prints throughput and p50/p95/p99 latency, the count of
 that the request log holds a row for each request and none of the planted data. A second server
 with ``max_batch: 1`` answers ``--baseline-requests`` of the same requests with the same clients,
 and the ratio of throughputs is batching's gain.
+
+``--lone N`` then sends N requests of each kind one after another (one client, nothing else in
+flight) and prints each kind's median latency: the wait of a lone request. With ``--baseline
+REV``, a server running that commit's code (its ``src/``, from ``git archive``) answers the same
+lone requests in the same run, and the ratios are printed: the prefix cache's gain is measured
+against ``--baseline`` at the commit before it.
 """
 
 from __future__ import annotations
@@ -61,13 +67,15 @@ def _rss(url: str) -> float:
     return float(re.search(r"^process_resident_memory_bytes (\S+)$", text, re.M).group(1)) / 2**20
 
 
-def _start(config: dict, workdir: Path, threads: int | None) -> tuple[subprocess.Popen, str]:
+def _start(config: dict, workdir: Path, threads: int | None, src: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """Start `taskfit serve` (with ``src``: that tree's code) and wait until it answers."""
     path = workdir / f"serve-{config['port']}.yaml"
     path.write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "taskfit.cli.main", "serve", str(path)]
     if threads:
         cmd += ["--threads", str(threads)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(workdir / "server.log", "a"))
+    env = {**os.environ, "PYTHONPATH": str(src)} if src is not None else None
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(workdir / "server.log", "a"), env=env)
     url = f"http://127.0.0.1:{config['port']}/v1"
     import urllib.request
 
@@ -82,10 +90,16 @@ def _start(config: dict, workdir: Path, threads: int | None) -> tuple[subprocess
     raise SystemExit("the server did not start in 5 minutes")
 
 
-def _load(url: str, n: int, clients: int, adapter: str | None, max_tokens: int, on_done=None):
+KINDS = ("plain", "json", "classify")  # request i is of kind i % 3 (i % 2 without an adapter)
+
+
+def _load(url: str, n: int, clients: int, adapter: str | None, max_tokens: int, on_done=None, kinds=None):
+    """Send ``n`` requests (``kinds``: only requests of these kinds) from ``clients`` threads."""
     import openai
 
     client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600)
+    numbers = list(itertools.islice((i for i in itertools.count()
+                                     if kinds is None or KINDS[i % (3 if adapter else 2)] in kinds), n))
 
     def one(i: int) -> tuple[float, int, int]:
         email, card, phone = _pii(i)
@@ -112,8 +126,21 @@ def _load(url: str, n: int, clients: int, adapter: str | None, max_tokens: int, 
 
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-        results = list(pool.map(one, range(n)))
+        results = list(pool.map(one, numbers))
     return results, time.perf_counter() - start
+
+
+def _lone(url: str, n: int, adapter: str | None, max_tokens: int) -> dict[str, float]:
+    """Median latency of each kind's requests sent one after another (after one to warm up)."""
+    import numpy as np
+
+    out = {}
+    for kind in KINDS if adapter else KINDS[:2]:
+        _load(url, 1, 1, adapter, max_tokens, kinds=(kind,))
+        results, _ = _load(url, n, 1, adapter, max_tokens, kinds=(kind,))
+        assert all(r[1] == 200 for r in results), results
+        out[kind] = float(np.percentile([r[0] for r in results], 50))
+    return out
 
 
 def _report(name: str, results, seconds: float) -> float:
@@ -139,6 +166,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=12)
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--lone", type=int, default=12, help="requests of each kind sent one after another")
+    ap.add_argument("--baseline", metavar="REV", help="also time the lone requests with this commit's server")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
 
@@ -192,6 +221,29 @@ def main() -> None:
         proc.wait(120)
     print(f"batching's gain: {batched / single:.2f}x requests per second "
           f"({args.clients} clients, {os.cpu_count()} CPUs, max_tokens {args.max_tokens})")
+
+    sides = {"this tree": None}
+    if args.baseline:
+        src = workdir / "baseline"
+        src.mkdir()
+        archive = subprocess.run(["git", "archive", args.baseline, "src"], cwd=Path(__file__).resolve().parents[1],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+        sides[args.baseline] = src / "src"
+    lone = {}
+    for side, src in sides.items():
+        proc, url = _start({**config, "port": _free_port(), "log": {"path": None}}, workdir, args.threads, src)
+        try:
+            lone[side] = _lone(url, args.lone, adapter_name, args.max_tokens)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(120)
+        print(f"lone request, median latency ({side}): "
+              + ", ".join(f"{kind} {seconds:.3f} s" for kind, seconds in lone[side].items()))
+    if args.baseline:
+        print("lone request latency, this tree / " + args.baseline + ": "
+              + ", ".join(f"{kind} {lone['this tree'][kind] / lone[args.baseline][kind]:.2f}"
+                          for kind in lone["this tree"]))
 
 
 if __name__ == "__main__":

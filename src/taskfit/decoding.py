@@ -13,9 +13,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from taskfit.models.compat import cache_arg, cache_of
+
+if TYPE_CHECKING:
+    from taskfit.models.prefix import PrefixCache
 
 
 @lru_cache(maxsize=4)
@@ -236,11 +239,14 @@ class _Row:
 def decode_batch(model: Any, tokenizer: Any, prompts: Sequence[list[int]], samplings: Sequence[Sampling],
                  adapters: Sequence[str] | None = None,
                  on_text: Callable[[int, str], None] | None = None,
-                 cancelled: Callable[[int], bool] | None = None) -> list[Generated]:
+                 cancelled: Callable[[int], bool] | None = None, prefix: PrefixCache | None = None) -> list[Generated]:
     """Decode several prompts together: one forward pass per step for the whole batch.
 
     Prompts are left-padded into one batch and read in one pass (only the last position's logits
-    are computed); then every step feeds each unfinished sequence its last token. A finished
+    are computed); then every step feeds each unfinished sequence its last token. With
+    ``prefix`` (:class:`taskfit.models.prefix.PrefixCache`) and prompts that all begin with it,
+    the batch starts from a copy of its cache and reads only what follows (the padding then lies
+    between the prefix and each prompt's own tokens, masked). A finished
     sequence leaves the batch (its rows of the key/value cache are dropped), so a short answer
     does not cost the long ones anything. ``adapters`` names the LoRA adapter of each sequence
     (PEFT's mixed-adapter batches; ``"__base__"`` for the bare model). ``on_text(i, delta)`` is
@@ -257,17 +263,20 @@ def decode_batch(model: Any, tokenizer: Any, prompts: Sequence[list[int]], sampl
     eos |= set(extra_eos if isinstance(extra_eos, list) else [extra_eos] if extra_eos is not None else [])
     rows = [_Row(tokenizer, list(p), s, device) for p, s in zip(prompts, samplings)]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    width = max(len(p) for p in prompts)
+    base = prefix.length_for(prompts) if prefix is not None else 0  # tokens read from the prefix's cache
+    width = max(len(p) for p in prompts) - base
     ids = torch.full((len(rows), width), pad, dtype=torch.long, device=device)
-    mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+    mask = torch.zeros((len(rows), base + width), dtype=torch.long, device=device)
+    mask[:, :base] = 1
     for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[i, width - len(p):] = 1
+        ids[i, width - len(p) + base:] = torch.tensor(p[base:], dtype=torch.long)
+        mask[i, base + width - len(p) + base:] = 1
     active = list(range(len(rows)))
     with torch.inference_mode():
         kwargs: dict[str, Any] = {"adapter_names": list(adapters)} if adapters is not None else {}
-        out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                    use_cache=True, logits_to_keep=1, **kwargs)
+        past = {cache_arg(): prefix.cache(model, len(rows), **kwargs)} if base else {}
+        out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)[:, base:],
+                    use_cache=True, logits_to_keep=1, **past, **kwargs)
         cache = cache_of(out)
         while True:
             logits = out.logits[:, -1, :].float()

@@ -47,10 +47,13 @@ import heapq
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from taskfit.models.compat import cache_arg, cache_of
 from taskfit.records import LabelChoice
+
+if TYPE_CHECKING:
+    from taskfit.models.prefix import PrefixCache
 
 CONFIDENCE_TOLERANCE = 0.01  # the confidence returned is at most this far below the exact one
 STEP_TOKENS = 1024  # tokens (rows x nodes) a step feeds at most: its logits are this times the vocabulary
@@ -212,24 +215,30 @@ def plan(rows: Sequence[_Row], tree: LabelTree, tolerance: float) -> list[list[i
     return reads
 
 
-def _read_prompts(model: Any, prompts: Sequence[list[int]], pad_id: int) -> tuple[int, int, Any, Any]:
+def _read_prompts(model: Any, prompts: Sequence[list[int]], pad_id: int,
+                  prefix: PrefixCache | None = None) -> tuple[int, int, int, Any, Any]:
     """Read ``prompts`` into one key/value cache: the tokens they all begin with (a system
     prompt, a chat template's header) once, then the rest of each, right-aligned after them (so
-    each prompt's last token is the cache's last column). Returns the shared tokens' count, the
-    cache's length, the cache, and the logits after each prompt."""
+    each prompt's last token is the cache's last column). With ``prefix`` (the task's prefix,
+    :class:`taskfit.models.prefix.PrefixCache`), its tokens are not read again but copied from its
+    cache. Returns the tokens taken from ``prefix``, the shared tokens' count, the cache's length,
+    the cache, and the logits after each prompt."""
     import numpy as np
     import torch
 
     device = model.get_output_embeddings().weight.device
-    shared = 0
+    base = prefix.length_for(prompts) if prefix is not None else 0
+    shared = base
     if len(prompts) > 1:  # one token at least is left to each row, to be read after the shared ones
-        shared = min(len(os.path.commonprefix(list(map(list, prompts)))), min(map(len, prompts)) - 1)
-    cache = None
+        shared = max(base, min(len(os.path.commonprefix(list(map(list, prompts)))), min(map(len, prompts)) - 1))
+    cache = prefix.cache(model, 1) if base else None
     with torch.inference_mode():
-        if shared:
-            head = model(input_ids=torch.tensor([prompts[0][:shared]], device=device), use_cache=True,
-                         logits_to_keep=1)
+        if shared > base:
+            head = model(input_ids=torch.tensor([prompts[0][base:shared]], device=device),
+                         position_ids=torch.arange(base, shared, device=device)[None], use_cache=True,
+                         logits_to_keep=1, **({cache_arg(): cache} if cache is not None else {}))
             cache = cache_of(head)
+        if cache is not None:
             cache.batch_repeat_interleave(len(prompts))
         rest = max(len(p) for p in prompts) - shared
         ids = np.full((len(prompts), rest), pad_id, dtype=np.int64)
@@ -245,7 +254,7 @@ def _read_prompts(model: Any, prompts: Sequence[list[int]], pad_id: int) -> tupl
         out = model(input_ids=torch.from_numpy(ids).to(device), attention_mask=_bias(model, allowed).to(device),
                     position_ids=torch.from_numpy(positions).to(device), use_cache=True, logits_to_keep=1,
                     **({cache_arg(): cache} if cache is not None else {}))
-    return shared, shared + rest, cache_of(out), out.logits[:, -1]
+    return base, shared, shared + rest, cache_of(out), out.logits[:, -1]
 
 
 def _bias(model: Any, allowed: Any) -> Any:
@@ -290,11 +299,12 @@ class _Batch:
     that lets it see its row's prompt and its ancestors and nothing else; a row that is done
     leaves the batch and its rows of the cache."""
 
-    def __init__(self, model: Any, tree: LabelTree, prompts: Sequence[list[int]], pad_id: int, stats: dict[str, int]):
+    def __init__(self, model: Any, tree: LabelTree, prompts: Sequence[list[int]], pad_id: int, stats: dict[str, int],
+                 prefix: PrefixCache | None = None):
         self.model, self.tree, self.pad_id, self.stats = model, tree, pad_id, stats
-        shared, self.columns, self.cache, last = _read_prompts(model, prompts, pad_id)
-        stats["passes"] = stats.get("passes", 0) + (2 if shared else 1)
-        stats["tokens"] = stats.get("tokens", 0) + shared + len(prompts) * (self.columns - shared)
+        base, shared, self.columns, self.cache, last = _read_prompts(model, prompts, pad_id, prefix)
+        stats["passes"] = stats.get("passes", 0) + (2 if shared > base else 1)
+        stats["tokens"] = stats.get("tokens", 0) + shared - base + len(prompts) * (self.columns - shared)
         self.prompt_columns = [list(range(shared)) + list(range(self.columns - len(p) + shared, self.columns))
                                for p in prompts]
         self.lengths = [len(p) for p in prompts]  # a node's position is length + depth - 1
@@ -357,10 +367,12 @@ class _Batch:
 
 
 def search(model: Any, tree: LabelTree, prompts: Sequence[list[int]], pad_id: int,
-           tolerance: float = CONFIDENCE_TOLERANCE, stats: dict[str, int] | None = None) -> list[Searched]:
+           tolerance: float = CONFIDENCE_TOLERANCE, stats: dict[str, int] | None = None,
+           prefix: PrefixCache | None = None) -> list[Searched]:
     """Search ``tree`` after each of ``prompts`` (read together as one batch); see the module's
     docstring. ``stats``, when given, counts the forward passes, the tokens they fed (padding
-    included) and the rows that stopped before others (:func:`run`)."""
+    included; not the tokens copied from ``prefix``'s cache) and the rows that stopped before
+    others (:func:`run`)."""
     counts = stats if stats is not None else {}
-    batch = _Batch(model, tree, prompts, pad_id, counts)
+    batch = _Batch(model, tree, prompts, pad_id, counts, prefix)
     return run(tree, batch.first, batch, tolerance, counts)

@@ -1,8 +1,10 @@
 """A local language model as a candidate: label scoring for classify, generation otherwise.
 
 Scoring labels instead of generating text guarantees a valid label and gives a confidence. The
-prompts of a batch are read once (the tokens they share once for all); the labels' tokens, as a
-prefix tree, are then searched over the prompts' key/value cache (:mod:`taskfit.baselines.label_tree`).
+prompts of a batch are read once (the tokens every prompt of the task begins with are read once
+per predictor, :class:`taskfit.models.prefix.PrefixCache`, and those the batch's prompts share
+once a batch); the labels' tokens, as a prefix tree, are then searched over the prompts'
+key/value cache (:mod:`taskfit.baselines.label_tree`).
 
 Both predictors take two optional hooks, which is how the baselines differ while the model and
 the scorer stay the same: ``shots`` (solved training examples shown first: few-shot) and
@@ -60,12 +62,17 @@ class Prompts:
 
     def __init__(self, tokenizer: Any, task: TaskSpec, max_length: int, room: int, shots: Shots | None = None,
                  batch_size: int = 1):
+        from taskfit.models.prefix import PrefixCache
+
         self.tokenizer = tokenizer
         self.task = task
         self.max_length = max_length
         self.room = room
         self.shots = shots
         self.batch_size = max(1, batch_size)
+        # The tokens every prompt begins with, read once (by the model this predictor runs, whose
+        # weights must not change while it is used: a predictor is made for one evaluation).
+        self.prefix = PrefixCache.for_task(tokenizer, task)
 
     def prompt_ids(self, example: Example) -> list[int]:
         return prompt_ids(self.tokenizer, self.task, example, self.max_length, self.room, self.shots)
@@ -130,7 +137,7 @@ class LabelScoringPredictor(LabelPrompts):
         """What the search found after each prompt: the labels it scored and the rest's bound
         (``stats``: see :func:`taskfit.baselines.label_tree.search`)."""
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        return search(self.model, self.tree, prompts, pad, self.tolerance, stats)
+        return search(self.model, self.tree, prompts, pad, self.tolerance, stats, self.prefix)
 
 
 class GenerativePredictor(Prompts):
@@ -169,7 +176,7 @@ class GenerativePredictor(Prompts):
             prompts.append(self.prompt_ids(ex))
             details.append(found)
         sampling = Sampling(max_tokens=self.max_new_tokens, grammar=self.grammar)
-        outs = decode_batch(self.model, self.tokenizer, prompts, [sampling] * len(prompts))
+        outs = decode_batch(self.model, self.tokenizer, prompts, [sampling] * len(prompts), prefix=self.prefix)
         share = (time.perf_counter() - start) / len(examples)
         for ex, out, found in zip(examples, outs, details):
             answer, valid = parse(self.task, out.text)

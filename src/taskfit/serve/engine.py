@@ -80,6 +80,7 @@ class Served:
     privacy: Any = None  # the run's data.privacy: the request log redacts this model's rows with it
     classical: Any = None  # a classical model (taskfit.serve.classical), answered beside the engine
     version: str | None = None  # the registry version answering under this name (taskfit.lifecycle)
+    prefix: Any = None  # the task's prompt prefix, read once by this model (taskfit.models.prefix)
 
 
 @dataclass
@@ -172,9 +173,13 @@ class Engine:
     def name_base(self, base: str) -> None:
         import re
 
+        from taskfit.models.prefix import PrefixCache
+
         short = re.sub(r"[^A-Za-z0-9._:-]", "-", Path(base).name).lstrip("-._:")[:64] or "base"
         self.base_name = self.spec.base_name or short
-        self.models[self.base_name] = Served(name=self.base_name, adapter=None, parent=None)
+        # chat requests without a system prompt share the template's header (and its default system prompt)
+        self.models[self.base_name] = Served(name=self.base_name, adapter=None, parent=None,
+                                             prefix=PrefixCache.for_task(self.tokenizer, None))
 
     def load(self) -> None:
         from taskfit.config import TrainSpec
@@ -214,7 +219,11 @@ class Engine:
                         max_length=run.max_length, max_new_tokens=ev.max_new_tokens if ev else None,
                         privacy=run.privacy)
         if task is not None:
+            from taskfit.models.prefix import PrefixCache
+
             served.room = answer_room(self.tokenizer, task, ev.max_new_tokens)
+            with self._tokenizer_lock:
+                served.prefix = PrefixCache.for_task(self.tokenizer, task)
         if task is not None and not get_task(task.kind).scores_labels:
             served.grammar = answer_grammar(task)  # None for free text
         return served
@@ -437,12 +446,13 @@ class Engine:
         names = None
         if self._peft and self.mixed:
             names = [j.model.adapter or BASE for j in batch]
+        one = all(j.model is batch[0].model for j in batch)  # then the prompts share its prefix
         with self._adapter(batch[0].model) if not self.mixed else contextlib.nullcontext():
             out = decode_batch(
                 self.model, self.tokenizer, [j.prompt for j in batch], [j.sampling for j in batch],
                 adapters=names,
                 on_text=lambda i, delta: batch[i].on_text(delta) if batch[i].on_text else None,
-                cancelled=lambda i: batch[i].cancelled)
+                cancelled=lambda i: batch[i].cancelled, prefix=batch[0].model.prefix if one else None)
         return [Result(text=g.text, prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens,
                        finish_reason=g.finish_reason) for g in out]
 

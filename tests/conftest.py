@@ -82,6 +82,22 @@ def tiny(tiny_model_dir):
     return load_model(str(tiny_model_dir))
 
 
+@pytest.fixture(scope="session")
+def peaked(tmp_path_factory):
+    """The tiny model with sharp attention: its random weights otherwise attend almost evenly, so
+    that a token read at the wrong position (a prefix cache misplaced) would go unnoticed."""
+    import torch
+
+    from taskfit.models import load_model
+
+    lm = load_model(str(build_tiny_model(tmp_path_factory.mktemp("peaked"), seed=3)))
+    with torch.no_grad():
+        for layer in lm.model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(12)
+            layer.self_attn.k_proj.weight.mul_(12)
+    return lm
+
+
 @contextmanager
 def serving():
     """``start(app)`` serves an ASGI app with uvicorn on a free loopback port, in a thread, and

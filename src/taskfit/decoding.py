@@ -236,74 +236,152 @@ class _Row:
         return delta
 
 
+class Decoder:
+    """A running batch of sequences decoded together, which new sequences can join between two
+    steps (continuous batching).
+
+    :meth:`add` reads new prompts in one pass (left-padded; only the last position's logits are
+    computed) and puts their key/value cache beside the running sequences': the shorter of the two
+    caches is padded on the left with masked columns, so a joining request never waits for the
+    running ones to finish. Each :meth:`step` then picks every unfinished sequence's next token and
+    feeds it in one forward pass for all. With ``prefix`` (:class:`taskfit.models.prefix.PrefixCache`)
+    and prompts that all begin with it, the new rows start from a copy of its cache and read only
+    what follows (their padding then lies between the prefix and their own tokens, masked). A
+    finished sequence leaves the batch at once (its rows of the cache are dropped), so a short
+    answer does not cost the long ones anything. With ``mixed``, each sequence names its LoRA
+    adapter (PEFT's mixed-adapter batches; ``"__base__"`` for the bare model).
+    ``on_text(i, delta)`` is called with each piece of sequence ``i``'s text as it becomes final
+    (streaming), ``on_done(i, generated)`` when it ends; ``cancelled(i)`` drops a sequence whose
+    client went away. Sequences are numbered in the order they were added, from 0.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, mixed: bool = False,
+                 on_text: Callable[[int, str], None] | None = None,
+                 on_done: Callable[[int, Generated], None] | None = None,
+                 cancelled: Callable[[int], bool] | None = None):
+        self.model, self.tokenizer, self.mixed = model, tokenizer, mixed
+        self.on_text, self.on_done, self.cancelled = on_text, on_done, cancelled
+        self.device = model.get_output_embeddings().weight.device
+        eos = {tokenizer.eos_token_id}
+        extra_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        self.eos = eos | set(extra_eos if isinstance(extra_eos, list) else [extra_eos] if extra_eos is not None else [])
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.rows: list[_Row] = []
+        self.adapters: list[str] = []
+        self.active: list[int] = []  # the running sequences, in the cache's batch order
+        self.cache: Any = None
+        self.mask: Any = None  # running sequences x cache columns: 1 where a column is theirs
+        self.logits: Any = None  # running sequences x vocabulary: what their next token is picked from
+
+    def __len__(self) -> int:
+        return len(self.active)
+
+    @property
+    def joinable(self) -> bool:
+        """Whether new sequences can join now: the cache's layers are plain ones (of any length);
+        a sliding-window or quantised cache cannot be padded, so its batch must end first."""
+        return self.cache is None or all(type(layer).__name__ == "DynamicLayer"
+                                         for layer in getattr(self.cache, "layers", [None]))
+
+    def add(self, prompts: Sequence[list[int]], samplings: Sequence[Sampling],
+            adapters: Sequence[str] | None = None, prefix: PrefixCache | None = None) -> list[int]:
+        """Read ``prompts`` and add them to the running batch; return their numbers."""
+        import torch
+
+        if not prompts:
+            return []
+        first = len(self.rows)
+        self.rows += [_Row(self.tokenizer, list(p), s, self.device) for p, s in zip(prompts, samplings)]
+        names = list(adapters) if self.mixed else []
+        self.adapters += names
+        base = prefix.length_for(prompts) if prefix is not None else 0  # tokens read from the prefix's cache
+        width = max(len(p) for p in prompts) - base
+        ids = torch.full((len(prompts), width), self.pad, dtype=torch.long, device=self.device)
+        mask = torch.zeros((len(prompts), base + width), dtype=torch.long, device=self.device)
+        mask[:, :base] = 1
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p) + base:] = torch.tensor(p[base:], dtype=torch.long)
+            mask[i, base + width - len(p) + base:] = 1
+        kwargs: dict[str, Any] = {"adapter_names": names} if self.mixed else {}
+        with torch.inference_mode():
+            past = {cache_arg(): prefix.cache(self.model, len(prompts), **kwargs)} if base else {}
+            out = self.model(input_ids=ids, attention_mask=mask,
+                             position_ids=(mask.cumsum(-1) - 1).clamp(min=0)[:, base:],
+                             use_cache=True, logits_to_keep=1, **past, **kwargs)
+        cache, logits = cache_of(out), out.logits[:, -1, :].float()
+        if self.cache is None:
+            self.cache, self.mask, self.logits = cache, mask, logits
+        else:
+            self._join(cache, mask, logits)
+        self.active += range(first, len(self.rows))
+        return list(range(first, len(self.rows)))
+
+    def _join(self, cache: Any, mask: Any, logits: Any) -> None:
+        """Put a newly read batch's cache below the running one's, the narrower padded on the left."""
+        import torch
+        import torch.nn.functional as F
+
+        gap = self.mask.shape[1] - mask.shape[1]
+        if gap < 0:
+            self.mask = F.pad(self.mask, (-gap, 0))
+        mask = F.pad(mask, (max(gap, 0), 0))
+        for old, new in zip(self.cache.layers, cache.layers):
+            if gap < 0:
+                old.keys, old.values = (F.pad(t, (0, 0, -gap, 0)) for t in (old.keys, old.values))
+            new_keys, new_values = (F.pad(t, (0, 0, max(gap, 0), 0)) for t in (new.keys, new.values))
+            old.keys = torch.cat([old.keys, new_keys])
+            old.values = torch.cat([old.values, new_values])
+        self.mask = torch.cat([self.mask, mask])
+        self.logits = torch.cat([self.logits, logits])
+
+    def step(self) -> None:
+        """Pick each running sequence's next token; finished ones leave; one forward pass for the rest."""
+        import torch
+
+        for j, i in enumerate(self.active):
+            row = self.rows[i]
+            if self.cancelled is not None and self.cancelled(i):
+                row.finish = "cancelled"
+                continue
+            delta = row.add(row.pick(self.logits[j]), self.tokenizer, self.eos)
+            if delta and self.on_text is not None:
+                self.on_text(i, delta)
+        keep = [j for j, i in enumerate(self.active) if self.rows[i].finish is None]
+        for j, i in enumerate(self.active):
+            if self.rows[i].finish is not None and self.on_done is not None:
+                self.on_done(i, self.result(i))
+        if not keep:
+            self.active, self.cache, self.mask, self.logits = [], None, None, None
+            return
+        if len(keep) < len(self.active):
+            index = torch.tensor(keep, device=self.device)
+            self.cache.batch_select_indices(index)
+            self.mask = self.mask[index]
+            self.active = [self.active[j] for j in keep]
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.active), 1))], dim=1)
+        step = torch.tensor([[self.rows[i].tokens[-1]] for i in self.active], device=self.device)
+        kwargs = {"adapter_names": [self.adapters[i] for i in self.active]} if self.mixed else {}
+        with torch.inference_mode():
+            out = self.model(input_ids=step, attention_mask=self.mask, position_ids=self.mask.sum(-1, keepdim=True) - 1,
+                             use_cache=True, **{cache_arg(): self.cache}, **kwargs)
+        self.cache, self.logits = cache_of(out), out.logits[:, -1, :].float()
+
+    def result(self, i: int) -> Generated:
+        r = self.rows[i]
+        return Generated(text=r.text.strip(), prompt_tokens=len(r.prompt), completion_tokens=r.produced,
+                         finish_reason=r.finish or "length")
+
+
 def decode_batch(model: Any, tokenizer: Any, prompts: Sequence[list[int]], samplings: Sequence[Sampling],
                  adapters: Sequence[str] | None = None,
                  on_text: Callable[[int, str], None] | None = None,
                  cancelled: Callable[[int], bool] | None = None, prefix: PrefixCache | None = None) -> list[Generated]:
-    """Decode several prompts together: one forward pass per step for the whole batch.
-
-    Prompts are left-padded into one batch and read in one pass (only the last position's logits
-    are computed); then every step feeds each unfinished sequence its last token. With
-    ``prefix`` (:class:`taskfit.models.prefix.PrefixCache`) and prompts that all begin with it,
-    the batch starts from a copy of its cache and reads only what follows (the padding then lies
-    between the prefix and each prompt's own tokens, masked). A finished
-    sequence leaves the batch (its rows of the key/value cache are dropped), so a short answer
-    does not cost the long ones anything. ``adapters`` names the LoRA adapter of each sequence
-    (PEFT's mixed-adapter batches; ``"__base__"`` for the bare model). ``on_text(i, delta)`` is
-    called with each piece of text as it becomes final (streaming); ``cancelled(i)`` drops a
-    sequence whose client went away.
-    """
-    import torch
-
-    if not prompts:
-        return []
-    device = model.get_output_embeddings().weight.device
-    eos = {tokenizer.eos_token_id}
-    extra_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    eos |= set(extra_eos if isinstance(extra_eos, list) else [extra_eos] if extra_eos is not None else [])
-    rows = [_Row(tokenizer, list(p), s, device) for p, s in zip(prompts, samplings)]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    base = prefix.length_for(prompts) if prefix is not None else 0  # tokens read from the prefix's cache
-    width = max(len(p) for p in prompts) - base
-    ids = torch.full((len(rows), width), pad, dtype=torch.long, device=device)
-    mask = torch.zeros((len(rows), base + width), dtype=torch.long, device=device)
-    mask[:, :base] = 1
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p) + base:] = torch.tensor(p[base:], dtype=torch.long)
-        mask[i, base + width - len(p) + base:] = 1
-    active = list(range(len(rows)))
-    with torch.inference_mode():
-        kwargs: dict[str, Any] = {"adapter_names": list(adapters)} if adapters is not None else {}
-        past = {cache_arg(): prefix.cache(model, len(rows), **kwargs)} if base else {}
-        out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)[:, base:],
-                    use_cache=True, logits_to_keep=1, **past, **kwargs)
-        cache = cache_of(out)
-        while True:
-            logits = out.logits[:, -1, :].float()
-            for j, i in enumerate(active):
-                row = rows[i]
-                if cancelled is not None and cancelled(i):
-                    row.finish = "cancelled"
-                    continue
-                delta = row.add(row.pick(logits[j]), tokenizer, eos)
-                if delta and on_text is not None:
-                    on_text(i, delta)
-            keep = [j for j, i in enumerate(active) if rows[i].finish is None]
-            if not keep:
-                break
-            if len(keep) < len(active):
-                index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
-                mask = mask[index]
-                active = [active[j] for j in keep]
-            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-            step = torch.tensor([[rows[i].tokens[-1]] for i in active], device=device)
-            if adapters is not None:
-                kwargs["adapter_names"] = [adapters[i] for i in active]
-            out = model(input_ids=step, attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
-                        use_cache=True, **{cache_arg(): cache}, **kwargs)
-    return [Generated(text=r.text.strip(), prompt_tokens=len(r.prompt), completion_tokens=r.produced,
-                      finish_reason=r.finish or "length") for r in rows]
+    """Decode several prompts together, to the end (a :class:`Decoder` nothing joins)."""
+    decoder = Decoder(model, tokenizer, mixed=adapters is not None, on_text=on_text, cancelled=cancelled)
+    decoder.add(prompts, samplings, adapters, prefix)
+    while len(decoder):
+        decoder.step()
+    return [decoder.result(i) for i in range(len(prompts))]
 
 
 def generate(model: Any, tokenizer: Any, prompt_ids: list[int], max_new_tokens: int,

@@ -197,6 +197,29 @@ def test_concurrent_requests_are_batched_and_match_one_at_a_time(server):
     assert "process_resident_memory_bytes" in metrics
 
 
+def test_a_request_joins_the_running_batch_instead_of_waiting_for_a_long_reply(server):
+    """Continuous batching: a short request sent while a long reply streams is read between two of
+    its steps and answered before the long one ends, with the answer it gets alone."""
+    client = server["client"]
+    alone = _ask(client, "bookings", "seats for 2 in Oslo", max_tokens=6).choices[0].message.content
+    events, short = [], []
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        # sampled: the random model's greedy reply is special tokens, which stream no text
+        stream = client.chat.completions.create(model="tiny", stream=True, max_tokens=64, temperature=1.0, seed=1,
+                                                messages=[{"role": "user", "content": "tell me a long story"}])
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                events.append("long")
+                if not short:  # the long reply is running: ask the short one now
+                    short.append(pool.submit(_ask, client, "bookings", "seats for 2 in Oslo", max_tokens=6))
+                    short[0].add_done_callback(lambda _: events.append("short done"))
+        events.append("long done")
+        assert short[0].result().choices[0].message.content == alone
+    # the short reply came while the long one was still streaming
+    assert events.index("short done") < events.index("long done")
+    assert events[events.index("short done"):].count("long") > 1
+
+
 def _batches(url):
     """(requests, batches) the engine has answered so far, from /metrics."""
     metrics = httpx.get(url.removesuffix("/v1") + "/metrics").text

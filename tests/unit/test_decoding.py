@@ -129,3 +129,68 @@ def test_the_answer_grammar_allows_the_training_target_token_by_token(tiny):
     # The grammar holds the form: other whitespace or another key order is refused.
     assert _refused_at(tiny.tokenizer, grammar, json.dumps(record, separators=(",", ":"))) is not None
     assert _refused_at(tiny.tokenizer, grammar, json.dumps(shuffled)) is not None
+
+
+def _traced(decoder, trace):
+    """Record each running sequence's next-token logits (what it picks from) after every pass."""
+    for j, i in enumerate(decoder.active):
+        trace.setdefault(i, []).append(decoder.logits[j].clone())
+
+
+def test_sequences_that_join_a_running_batch_decode_as_they_do_alone(peaked, classify_task):
+    """Continuous batching: prompts added between two steps of a running batch (a longer one and a
+    shorter one than the running cache, one read from the task's prefix cache) get, at every
+    step, the next-token probabilities and tokens they get alone, and so do the sequences already
+    running; each is reported done once."""
+    import torch
+
+    from taskfit.baselines.model import prompt_ids
+    from taskfit.decoding import Decoder, Sampling
+    from taskfit.models.prefix import PrefixCache
+    from taskfit.records import Example
+
+    tiny = peaked
+    task = [_prompt(tiny, "card charged twice"), _prompt(tiny, "app")]
+    long = _prompt(tiny, "refund for order 1234 that never arrived, and the replacement was broken too " * 2)
+    short = [prompt_ids(tiny.tokenizer, classify_task, Example(id="x", input=t, target=""), 256, 8)
+             for t in ("refund my order", "invoice")]
+    prompts = task + [long] + short
+    sampled = [Sampling(max_tokens=14, temperature=1.0, seed=i) for i in range(5)]
+    alone_trace: dict = {}
+    alone = []
+    for p, s in zip(prompts, sampled):
+        one = Decoder(tiny.model, tiny.tokenizer)
+        one.add([p], [s])
+        trace: dict = {}
+        while len(one):
+            _traced(one, trace)
+            one.step()
+        alone_trace[len(alone)] = trace[0]
+        alone.append(one.result(0))
+
+    done: list[int] = []
+    trace = {}
+    decoder = Decoder(tiny.model, tiny.tokenizer, on_done=lambda i, g: done.append(i))
+
+    def step():
+        _traced(decoder, trace)
+        decoder.step()
+
+    decoder.add(task, sampled[:2])
+    for _ in range(3):
+        step()
+    decoder.add([long], sampled[2:3])  # wider than the running cache: the running rows are padded
+    step()
+    prefix = PrefixCache.for_task(tiny.tokenizer, classify_task)
+    decoder.add(short, sampled[3:], prefix=prefix)  # narrower: the new rows are padded
+    assert prefix.uses == 1
+    while len(decoder):
+        step()
+    assert sorted(done) == [0, 1, 2, 3, 4]
+    got = [decoder.result(i) for i in range(5)]
+    assert [g.text for g in got] == [g.text for g in alone]
+    assert [g.completion_tokens for g in got] == [g.completion_tokens for g in alone]
+    for i in range(5):
+        assert len(trace[i]) == len(alone_trace[i])
+        for joined, by_itself in zip(trace[i], alone_trace[i]):
+            assert torch.allclose(torch.log_softmax(joined, -1), torch.log_softmax(by_itself, -1), atol=1e-4), i

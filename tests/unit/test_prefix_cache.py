@@ -16,23 +16,6 @@ TEXTS = ["The app crashes when I open reports", "refund my order", "invoice",
          "I cannot log in to my account since the update last Tuesday, please help"]
 
 
-@pytest.fixture(scope="module")
-def peaked(tmp_path_factory):
-    """The tiny model with sharp attention: its random weights otherwise attend almost evenly, so
-    that a token read at the wrong position (a prefix cache misplaced) would go unnoticed."""
-    import torch
-
-    from taskfit.models import load_model
-    from conftest import build_tiny_model
-
-    lm = load_model(str(build_tiny_model(tmp_path_factory.mktemp("peaked"), seed=3)))
-    with torch.no_grad():
-        for layer in lm.model.model.layers:
-            layer.self_attn.q_proj.weight.mul_(12)
-            layer.self_attn.k_proj.weight.mul_(12)
-    return lm
-
-
 def _prompts(tiny, task):
     return [prompt_ids(tiny.tokenizer, task, Example(id=str(i), input=t, target=""), 256, 8)
             for i, t in enumerate(TEXTS)]

@@ -1,15 +1,19 @@
 """The model side of the server: one base model, the adapters beside it, and one worker thread
 that decodes waiting requests together.
 
-Batching is dynamic: while a batch decodes, new requests wait in a bounded queue; the next batch
-takes every waiting generation request (up to ``limits.max_batch``), whatever its adapter, because
-PEFT can apply a different LoRA adapter to each row of one batch. A request to a ``classify``
-adapter is answered by label scoring (a valid label and its confidence, never free text); the
-classify requests waiting for the same adapter are scored together as one batch (up to
-``limits.max_batch``), exactly as evaluation scores a batch of rows. One to a classification-head
-adapter (``train.classify_head``) is answered by its head, which runs its own classifier over the
-base's weights, batched the same way. The worker is the only thread that touches the model, so
-adapters are loaded and unloaded between batches.
+Batching is continuous: requests wait in a bounded queue, and between two decoding steps of the
+running batch the worker takes every waiting generation request that fits (up to
+``limits.max_batch`` running), whatever its adapter, because PEFT can apply a different LoRA
+adapter to each row of one batch: it reads their prompts and they join the running batch
+(:class:`~taskfit.decoding.Decoder`), so a request never waits for a long reply to finish, and a
+finished reply is answered at once. A request to a ``classify`` adapter is answered by label
+scoring (a valid label and its confidence, never free text); the classify requests waiting for
+the same adapter are scored together as one batch (up to ``limits.max_batch``), exactly as
+evaluation scores a batch of rows, between two steps of the running batch. One to a
+classification-head adapter (``train.classify_head``) is answered by its head, which runs its own
+classifier over the base's weights, batched the same way. The worker is the only thread that
+touches the model, so adapters are loaded and unloaded when no batch is running (a load waits
+for the running batch to finish, and takes no new requests into it meanwhile).
 
 A request to an adapter trained on a task is asked exactly as evaluation asked that adapter: the
 same rendering and cut to the run's ``train.max_seq_length`` (:func:`task_prompt`), the same
@@ -34,7 +38,7 @@ from typing import Any, Callable
 from taskfit.baselines.model import answer_room, prompt_ids
 from taskfit.baselines.protocol import LabelScorer
 from taskfit.config import TaskSpec
-from taskfit.decoding import Sampling, answer_grammar, decode_batch, json_schema_grammar
+from taskfit.decoding import Decoder, Sampling, answer_grammar, json_schema_grammar
 from taskfit.errors import ConfigError, TaskfitError
 from taskfit.records import Example
 from taskfit.tasks import get_task
@@ -138,6 +142,8 @@ def task_prompt(tokenizer: Any, served: Served, example: Example, score_labels: 
 
 class Engine:
     """Loads the models and answers :class:`Job` s on its worker thread."""
+
+    continuous = True  # generation requests join the running batch between steps (:class:`_Running`)
 
     def __init__(self, spec: ServeSpec, status: Callable[[str], None] = lambda m: None):
         self.spec = spec
@@ -374,21 +380,29 @@ class Engine:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _next(self) -> list[Job] | None:
+    def _next(self, running: _Running | None = None) -> list[Job] | None:
+        """The requests to take now: a batch of classify requests to one model, or generation
+        requests (to join ``running``, or to start a batch). Without a running batch it waits for
+        work (None: stopping, and nothing left); with one it never waits, and takes nothing while
+        a load or unload waits for the batch to finish. [] when loads and unloads come first."""
         with self.cond:
-            while not self.queue and not self.tasks:
-                if self.stopping:
-                    return None
-                self.cond.wait()
-            if self.tasks:  # loads and unloads first, between two batches
+            if running is None:
+                while not self.queue and not self.tasks:
+                    if self.stopping:
+                        return None
+                    self.cond.wait()
+            if self.tasks:  # loads and unloads first, when no batch runs
                 return []
             while self.queue and self.queue[0].cancelled:
                 self.queue.popleft().on_done(TimeoutError("cancelled before it started"))
             if not self.queue:
                 return []
-            first = self.queue.popleft()
-            batch, rest = [first], collections.deque()
-            while self.queue and len(batch) < self.spec.limits.max_batch:
+            first = self.queue[0]
+            if running is not None and not running.takes(first, self):
+                return []  # it waits for the running batch to finish (first come, first served)
+            room = self.spec.limits.max_batch - (len(running.decoder) if running and not first.score_labels else 0)
+            batch, rest = [], collections.deque()
+            while self.queue and len(batch) < room:
                 job = self.queue.popleft()
                 # Generation mixes adapters (PEFT's mixed batches); label scoring is one adapter's.
                 same = job.model is first.model or (self.mixed and not job.score_labels)
@@ -403,16 +417,32 @@ class Engine:
         import torch
 
         torch.set_grad_enabled(False)
-        while (batch := self._next()) is not None:
-            self._run_tasks()
-            if not batch:
-                continue
-            try:
-                results = self._score(batch) if batch[0].score_labels else self._generate(batch)
-            except Exception as exc:  # one failed batch must not stop the server
-                results = [exc] * len(batch)
-            for job, result in zip(batch, results):
-                job.on_done(result)
+        running: _Running | None = None
+        while (batch := self._next(running)) is not None:
+            if running is None:
+                self._run_tasks()
+            if batch and (batch[0].score_labels or not self.continuous):
+                try:
+                    results = self._score(batch) if batch[0].score_labels else self._generate(batch)
+                except Exception as exc:  # one failed batch must not stop the server
+                    results = [exc] * len(batch)
+                for job, result in zip(batch, results):
+                    job.on_done(result)
+            elif batch:
+                running = running or _Running(self, batch[0].model)
+                try:
+                    running.join(batch)
+                except Exception as exc:  # the joining requests fail; the running ones go on
+                    for job in batch:
+                        job.on_done(exc)
+            if running is not None:
+                try:
+                    running.decoder.step()
+                except Exception as exc:  # the running requests fail; the server goes on
+                    running.fail(exc)
+                if not len(running.decoder):
+                    running.close()
+                    running = None
 
     def _score(self, batch: list[Job]) -> list[Result]:
         """Classify replies to one adapter: for each, the likeliest label, or the fallback below
@@ -442,17 +472,53 @@ class Engine:
         return contextlib.nullcontext()
 
     def _generate(self, batch: list[Job]) -> list[Result]:
-        self.on_batch(len(batch))
-        names = None
-        if self._peft and self.mixed:
-            names = [j.model.adapter or BASE for j in batch]
-        one = all(j.model is batch[0].model for j in batch)  # then the prompts share its prefix
-        with self._adapter(batch[0].model) if not self.mixed else contextlib.nullcontext():
-            out = decode_batch(
-                self.model, self.tokenizer, [j.prompt for j in batch], [j.sampling for j in batch],
-                adapters=names,
-                on_text=lambda i, delta: batch[i].on_text(delta) if batch[i].on_text else None,
-                cancelled=lambda i: batch[i].cancelled, prefix=batch[0].model.prefix if one else None)
-        return [Result(text=g.text, prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens,
-                       finish_reason=g.finish_reason) for g in out]
+        """A batch answered to the end, for engines whose batches cannot be joined (``continuous``
+        False: llama.cpp's)."""
+        raise NotImplementedError
 
+
+class _Running:
+    """The engine's running generation batch: a :class:`~taskfit.decoding.Decoder` and the
+    request behind each of its sequences. Without mixed-adapter batches (DoRA adapters), every
+    request runs as one model, set for the batch's whole life, and only requests to it join."""
+
+    def __init__(self, engine: Engine, model: Served):
+        self.engine, self.model = engine, model
+        self.mixed = engine._peft and engine.mixed
+        self.jobs: dict[int, Job] = {}
+        self.decoder = Decoder(engine.model, engine.tokenizer, mixed=self.mixed,
+                               on_text=lambda i, delta: self.jobs[i].on_text(delta) if self.jobs[i].on_text else None,
+                               on_done=self._done, cancelled=lambda i: self.jobs[i].cancelled)
+        self._context = contextlib.ExitStack()
+        if not self.mixed:
+            self._context.enter_context(engine._adapter(model))
+
+    def takes(self, job: Job, engine: Engine) -> bool:
+        """Whether ``job`` can be answered while this batch runs: a generation request that fits
+        (and, without mixed batches, asks the batch's model), or classify requests to score
+        between two steps (with mixed batches, which set no adapter for the batch)."""
+        if job.score_labels:
+            return self.mixed or not engine._peft
+        return (self.decoder.joinable and len(self.decoder) < engine.spec.limits.max_batch
+                and (self.mixed or job.model is self.model))
+
+    def join(self, jobs: list[Job]) -> None:
+        names = [j.model.adapter or BASE for j in jobs] if self.mixed else None
+        one = all(j.model is jobs[0].model for j in jobs)  # then the prompts share its prefix
+        numbers = self.decoder.add([j.prompt for j in jobs], [j.sampling for j in jobs], names,
+                                   prefix=jobs[0].model.prefix if one else None)
+        self.jobs.update(zip(numbers, jobs))
+        self.engine.on_batch(len(jobs))
+
+    def _done(self, i: int, g: Any) -> None:
+        job = self.jobs.pop(i)
+        job.on_done(Result(text=g.text, prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens,
+                           finish_reason=g.finish_reason))
+
+    def fail(self, exc: BaseException) -> None:
+        for i in list(self.decoder.active):
+            self.jobs.pop(i).on_done(exc)
+        self.decoder.active = []
+
+    def close(self) -> None:
+        self._context.close()

@@ -23,6 +23,8 @@ from taskfit.serve.engine import Engine, Job, Result, Served, Trained
 
 
 class LlamaCppEngine(Engine):
+    continuous = False  # llama.cpp contexts answer one request at a time (_generate below)
+
     def load(self) -> None:
         from taskfit.models.registry import load_tokenizer
         from taskfit.training.gguf_lora import base_gguf

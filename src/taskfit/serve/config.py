@@ -87,7 +87,8 @@ class Limits(_Spec):
     max_body_bytes: int = Field(65536, ge=1024, description="Largest request body accepted (413 above).")
     max_messages: int = Field(32, ge=1, description="Most messages in one request.")
     max_tokens: int = Field(512, ge=1, description="Largest max_tokens a request may ask for.")
-    max_batch: int = Field(8, ge=1, description="Requests decoded together in one batch at most.")
+    max_batch: int = Field(8, ge=1, description="Requests decoded together at most (a request joins the "
+                                                 "running batch between two steps while it holds fewer).")
     queue: int = Field(64, ge=1, description="Requests waiting at most; beyond it, 429 with Retry-After.")
     timeout_s: float = Field(120.0, gt=0, description="A request not answered within this gets 504.")
     context: int = Field(2048, ge=128, description="engine llama-cpp: tokens of context per served model "

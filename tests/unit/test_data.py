@@ -59,6 +59,18 @@ def test_each_bad_row_is_quarantined_with_its_line_and_field(tmp_path, classify_
     assert expected in _reason(result, 2)
 
 
+def test_quarantined_rows_are_listed_in_line_order(tmp_path, classify_task):
+    """Rows are read and validated a batch at a time, then deduplicated: a repeated id found in the
+    second pass is still listed before an invalid row that follows it in the file."""
+    first = json.dumps({"id": "A", "messages": [{"role": "user", "content": "I was charged twice"},
+                                               {"role": "assistant", "content": "billing"}]})
+    again = json.dumps({"id": "A", "messages": [{"role": "user", "content": "Where is my parcel?"},
+                                               {"role": "assistant", "content": "shipping"}]})
+    path, result = _scan(tmp_path, [first, again, "{not json", _row("refund my order", "refund")], classify_task)
+    assert [q.source for q in result.quarantined] == [f"{path}:2", f"{path}:3"]
+    assert "is used by an earlier row" in _reason(result, 2) and result.kept == 2
+
+
 def test_exact_duplicates_are_removed_and_counted(tmp_path, classify_task):
     _, result = _scan(tmp_path, [_row("I was charged twice", "billing"),
                                  _row("i was   charged TWICE", "billing"),

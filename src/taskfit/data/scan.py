@@ -193,12 +193,13 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
     check_answer = get_task(task.kind).answer_check(task)  # the answer must fit the task (built once)
     for chunk in _batches(read_rows(path, spec.max_line_bytes), BATCH_ROWS):
         batch: list[tuple[Any, Example | PreferencePair]] = []  # (raw row, record) of the valid rows
+        held: list[tuple[int, Quarantined]] = []  # the chunk's quarantined rows, listed in line order below
         for raw in chunk:
             result.read += 1
             if on_row:
                 on_row()
             if raw.error:
-                result.quarantined.append(Quarantined(raw.source, raw.error, raw.raw))
+                held.append((raw.line, Quarantined(raw.source, raw.error, raw.raw)))
                 continue
             try:
                 rec = convert(raw.obj, task, fmt, spec.columns, raw.source, f"{id_prefix}{Path(path).stem}-{raw.line}")
@@ -207,7 +208,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                 else:
                     check_answer(rec)
             except ValueError as exc:
-                result.quarantined.append(Quarantined(raw.source, str(exc), raw.raw))
+                held.append((raw.line, Quarantined(raw.source, str(exc), raw.raw)))
                 continue
             batch.append((raw, rec))
         # The signatures of the batch's rows are made together (a duplicate's too: simpler, and cheap).
@@ -223,7 +224,8 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
         for at, (raw, rec) in enumerate(batch):
             id_digest = int.from_bytes(hashlib.blake2b(rec.id.encode(), digest_size=8).digest(), "little")
             if id_digest in ids:
-                result.quarantined.append(Quarantined(raw.source, f"field 'id': {rec.id!r} is used by an earlier row", raw.raw))
+                held.append((raw.line, Quarantined(raw.source, f"field 'id': {rec.id!r} is used by an earlier row",
+                                                   raw.raw)))
                 continue
             texts = _texts(rec)
             digest = int.from_bytes(hashlib.blake2b("\x1f".join(normalise(t) for t in texts).encode(),
@@ -270,6 +272,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                     _take_lengths(result, counter)
             if keep:
                 result.examples.append(redaction.record)
+        result.quarantined += [q for _, q in sorted(held, key=lambda lq: lq[0])]
     if counter is not None:
         _take_lengths(result, counter)
     _fill_previews(result, path, task, spec)

@@ -241,3 +241,31 @@ def test_a_tiny_subsample_is_a_seeded_sample_not_an_error():
     assert len(stratified_subsample(few, 2, seed=0)) == 2
     five_pairs = [Example(id=str(i), input=f"row {i}", target="abcde"[i % 5]) for i in range(10)]
     assert len(stratified_subsample(five_pairs, 9, seed=0)) == 9  # 1 row left out cannot hold 5 classes
+
+
+def test_a_worker_finding_personal_data_gives_the_same_check_and_rows(tmp_path, classify_task, monkeypatch):
+    """In a file of POOL_FROM_BYTES or more, a worker process finds the personal data and secrets a
+    chunk ahead: the counts, the quarantined, removed and kept rows and every redaction are those of the
+    check done in one process, on generated tickets with planted duplicates, personal data and keys."""
+    from taskfit.data import scan as scan_module
+    from taskfit.data.sample import generate_tickets
+
+    rows = generate_tickets(1200, seed=4)
+    lines = [json.dumps(r) for r in rows] + ["{broken"] + [json.dumps(rows[5])]  # an invalid row, an exact copy
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    task = classify_task.model_copy(update={"labels": sorted({r["messages"][1]["content"] for r in rows})})
+
+    def check(workers):
+        monkeypatch.setattr(scan_module, "PII_WORKERS", workers)
+        monkeypatch.setattr(scan_module, "POOL_FROM_BYTES", 0)
+        return scan(path, task, SPEC, keep=True)
+
+    alone, pooled = check(0), check(1)
+    assert pooled.counts_add_up() and pooled.read == len(lines)
+    assert (pooled.exact_duplicates, len(pooled.near_duplicates), len(pooled.conflicts)) == \
+        (alone.exact_duplicates, len(alone.near_duplicates), len(alone.conflicts))
+    assert [q.source for q in pooled.quarantined] == [q.source for q in alone.quarantined]
+    assert pooled.examples == alone.examples  # the same rows kept, redacted alike
+    assert pooled.pii_rows == alone.pii_rows > 0 and pooled.pii_counts == alone.pii_counts
+    assert pooled.secret_rows == alone.secret_rows

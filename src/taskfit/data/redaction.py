@@ -100,14 +100,35 @@ def _spare(text: str, findings: list[pii.Finding], spans: list[Span],
     return sorted(out, key=lambda f: f.start), dropped_secret
 
 
-def redact_row(rec: Example | PreferencePair, task: TaskSpec, privacy: PrivacySpec) -> RowRedaction:
+def detected_texts(rec: Example | PreferencePair, task: TaskSpec) -> list[str]:
+    """The texts :func:`redact_row` looks for personal data in: what a worker can search ahead
+    of it."""
+    if isinstance(rec, PreferencePair):
+        texts = [rec.prompt, rec.chosen, rec.rejected]
+    else:
+        from taskfit.tasks import get_task
+        from taskfit.tasks.base import answer_values
+
+        values = answer_values(get_task(task.kind), task, rec.target) if rec.target else []
+        texts = [t for t in (rec.input, rec.context) if t] + [v.text for v in values]
+    return texts + ([rec.system] if rec.system else [])
+
+
+def redact_row(rec: Example | PreferencePair, task: TaskSpec, privacy: PrivacySpec,
+               found_in: dict[str, list[pii.Finding]] | None = None) -> RowRedaction:
     """The row redacted as ``privacy`` says, with its answer and input decided together (see the
-    module docstring); ``action: keep`` changes nothing."""
+    module docstring); ``action: keep`` changes nothing. ``found_in``: texts whose findings are
+    already known (:func:`detected_texts`, searched by a worker), by text."""
     action, personal = privacy.action, pii.detector(privacy)
-    system = personal.detect(rec.system) if rec.system else []
+
+    def detect(text: str) -> list[pii.Finding]:
+        known = found_in.get(text) if found_in is not None else None
+        return known if known is not None else personal.detect(text)
+
+    system = detect(rec.system) if rec.system else []
     if isinstance(rec, PreferencePair):
         texts = {"prompt": rec.prompt, "chosen": rec.chosen, "rejected": rec.rejected}
-        found = {k: personal.detect(t) for k, t in texts.items()}
+        found = {k: detect(t) for k, t in texts.items()}
         everything = tuple(f for fs in found.values() for f in fs) + tuple(system)
         if action == "keep":
             return RowRedaction(rec, everything, secrets_left=any(f.is_secret for f in everything))
@@ -121,8 +142,8 @@ def redact_row(rec: Example | PreferencePair, task: TaskSpec, privacy: PrivacySp
     kind = get_task(task.kind)
     values = answer_values(kind, task, rec.target) if rec.target else []
     parts = [rec.input, rec.context or ""]
-    found = [personal.detect(p) if p else [] for p in parts]
-    own = [personal.detect(v.text) for v in values]
+    found = [detect(p) if p else [] for p in parts]
+    own = [detect(v.text) for v in values]
     everything = tuple(f for fs in found + own for f in fs) + tuple(system)
     fields = frozenset(v.field for v in values)
     if action == "keep":

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import os
+import sys
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -24,7 +26,7 @@ from taskfit.config import DataSpec, TaskSpec
 from taskfit.data import pii
 from taskfit.data.formats import convert
 from taskfit.data.lookalike import CONFLICT, DISTINCT, Layouts, LookAlikes, decisive, input_text, normalise, shared_text
-from taskfit.data.redaction import RowRedaction, redact_row
+from taskfit.data.redaction import RowRedaction, detected_texts, redact_row
 from taskfit.data.read import read_rows
 from taskfit.records import Example, PreferencePair
 from taskfit.rendering import user_text
@@ -156,6 +158,37 @@ class TokenCounter:
 
 DISTINCT_NOTED = 50
 BATCH_ROWS = 256  # rows read, validated and given their MinHash signatures together
+# Personal data and secrets are found by worker processes, a chunk ahead of the deduplication,
+# in a file of at least this many bytes (a smaller one is not worth starting a process for).
+POOL_FROM_BYTES = 1_000_000
+PII_WORKERS = max(0, min(4, (os.cpu_count() or 1) - 1)) if sys.platform == "linux" else 0
+
+
+def _pii_pool(workers: int) -> Any:
+    """Worker processes for :func:`_detect_all`, forked now (so they need not import anything,
+    nor read the main script again). The tokenizers library warns in a process forked after it
+    has run in parallel, so the fork happens with its parallelism set for the children alone."""
+    import concurrent.futures
+    import multiprocessing
+
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    before = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        for started in [pool.submit(_detect_all, None, []) for _ in range(workers)]:
+            started.result()
+    finally:
+        if before is None:
+            del os.environ["TOKENIZERS_PARALLELISM"]
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = before
+    return pool
+
+
+def _detect_all(privacy: Any, texts: list[str]) -> list[list[pii.Finding]]:
+    """Each text's personal data and secrets under ``privacy`` (run by a worker)."""
+    personal = pii.detector(privacy)
+    return [personal.detect(t) for t in texts]
 
 
 def _batches(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -191,7 +224,9 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
     label_names: list[str] = []
     counter = TokenCounter(tokenizer, task, room) if tokenizer is not None else None
     check_answer = get_task(task.kind).answer_check(task)  # the answer must fit the task (built once)
-    for chunk in _batches(read_rows(path, spec.max_line_bytes), BATCH_ROWS):
+
+    def read(chunk: list[Any]) -> tuple[list[tuple[Any, Example | PreferencePair]], list[tuple[int, Quarantined]]]:
+        """Validate a chunk of rows: the valid ones as (raw row, record), and the quarantined ones."""
         batch: list[tuple[Any, Example | PreferencePair]] = []  # (raw row, record) of the valid rows
         held: list[tuple[int, Quarantined]] = []  # the chunk's quarantined rows, listed in line order below
         for raw in chunk:
@@ -211,6 +246,14 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                 held.append((raw.line, Quarantined(raw.source, str(exc), raw.raw)))
                 continue
             batch.append((raw, rec))
+        return batch, held
+
+    def finish(batch: list[tuple[Any, Example | PreferencePair]], held: list[tuple[int, Quarantined]],
+               detected: tuple[list[str], Any]) -> None:
+        """Deduplicate, audit and redact a validated chunk (``detected``: its texts, and the
+        worker's future of their personal data, or None where this process finds it)."""
+        texts, future = detected
+        found = dict(zip(texts, future.result())) if future is not None else None
         # The signatures of the batch's rows are made together (a duplicate's too: simpler, and cheap).
         sigs = looks.index.signatures([input_text(rec) for _, rec in batch]) if looks is not None else None
         layout_sigs = None
@@ -264,7 +307,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                 pair = isinstance(rec, PreferencePair)
                 result.layouts.append(layouts.assign(rec.prompt if pair else rec.input, str(path), raw.line,
                                                      signature=layout_sigs[at]))
-            redaction = redact_row(rec, task, spec.privacy)
+            redaction = redact_row(rec, task, spec.privacy, found)
             count_kept(result, rec, redaction, task, raw.source)
             if counter is not None:
                 counter.add(rec)
@@ -273,6 +316,22 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
             if keep:
                 result.examples.append(redaction.record)
         result.quarantined += [q for _, q in sorted(held, key=lambda lq: lq[0])]
+
+    pending = None
+    pool = _pii_pool(PII_WORKERS) if PII_WORKERS and Path(path).stat().st_size >= POOL_FROM_BYTES else None
+    try:  # each chunk is finished after the next is read and its texts sent to the workers
+        for chunk in _batches(read_rows(path, spec.max_line_bytes), BATCH_ROWS):
+            batch, held = read(chunk)
+            texts = [t for _, rec in batch for t in detected_texts(rec, task)] if pool is not None else []
+            future = pool.submit(_detect_all, spec.privacy, texts) if pool is not None else None
+            if pending is not None:
+                finish(*pending)
+            pending = (batch, held, (texts, future))
+        if pending is not None:
+            finish(*pending)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     if counter is not None:
         _take_lengths(result, counter)
     _fill_previews(result, path, task, spec)

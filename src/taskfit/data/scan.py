@@ -318,7 +318,11 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
         result.quarantined += [q for _, q in sorted(held, key=lambda lq: lq[0])]
 
     pending = None
-    pool = _pii_pool(PII_WORKERS) if PII_WORKERS and Path(path).stat().st_size >= POOL_FROM_BYTES else None
+    try:  # a file that cannot be read gets its clear error from read_rows below
+        large = Path(path).stat().st_size >= POOL_FROM_BYTES
+    except OSError:
+        large = False
+    pool = _pii_pool(PII_WORKERS) if PII_WORKERS and large else None
     try:  # each chunk is finished after the next is read and its texts sent to the workers
         for chunk in _batches(read_rows(path, spec.max_line_bytes), BATCH_ROWS):
             batch, held = read(chunk)

@@ -61,8 +61,9 @@ def run_taskfit(project: str, tokens: bool, out: "mp.Queue") -> None:
     start = time.perf_counter()
     card = check_data(config, Path(project), tokenizer=tokenizer)
     seconds = time.perf_counter() - start
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest worker's peak, if any
     out.put({"rows": card.counts["read"], "seconds": seconds, "peak_mb": _peak_mb(), "start_mb": base,
-             "counts": card.counts})
+             "counts": card.counts, "worker_peak_mb": workers})
 
 
 def run_other(src: Path, project: str, tokens: bool) -> dict:
@@ -118,8 +119,9 @@ def main() -> None:
             base = run_other(src / "src", str(project), not args.no_tokens)
         naive = _child(run_naive, str(data))
     for name, got in [("taskfit data check", ours)] + ([(f"  at {args.baseline}", base)] if base else []):
+        workers = f"; each worker process's peak {got['worker_peak_mb']:,.0f} MB" if got.get("worker_peak_mb") else ""
         print(f"{name:18s}: {got['rows']:,} rows in {got['seconds']:.0f} s = {got['rows'] / got['seconds']:,.0f} rows/s; "
-              f"peak RSS {got['peak_mb']:,.0f} MB (of which {got['start_mb']:,.0f} MB before the scan)")
+              f"peak RSS {got['peak_mb']:,.0f} MB (of which {got['start_mb']:,.0f} MB before the scan){workers}")
         print(f"  counts: {got['counts']}")
     if base:
         print(f"speed ratio (this tree / {args.baseline}): {base['seconds'] / ours['seconds']:.2f}x; peak memory "

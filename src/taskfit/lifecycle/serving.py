@@ -93,7 +93,7 @@ class RegistryFollower:
 
     # ---- loading and switching ------------------------------------------------------------------
     def _load(self, f: Followed, version: Version) -> Any:
-        """The Served of ``version`` under ``f.public`` (loaded once, between batches)."""
+        """The Served of ``version`` under ``f.public`` (loaded once, when no batch runs)."""
         key = (f.public, version.id)
         if key in self.loaded:
             return self.loaded[key]

@@ -294,7 +294,7 @@ class Engine:
         return served
 
     def add_adapter(self, name: str, spec: AdapterSpec) -> Served:
-        """Load an adapter while serving (between batches)."""
+        """Load an adapter while serving (when no batch runs)."""
         if self.spec.merged:
             raise ConfigError("this server runs a merged model; it cannot take more adapters")
         return self.between_batches(lambda: self._add_adapter(name, spec, _run_task(spec.path)))
@@ -313,9 +313,10 @@ class Engine:
         self.between_batches(remove)
 
     def between_batches(self, fn: Callable[[], Any]) -> Any:
-        """``fn()`` run by the worker between two batches (the worker is the only thread that
-        touches the model, so adapters are loaded and unloaded there), waited for; its result, or
-        its exception raised here. Before the worker starts, ``fn`` runs at once."""
+        """``fn()`` run by the worker when no batch runs (the worker is the only thread that
+        touches the model, so adapters are loaded and unloaded there; a running batch takes no new
+        requests until it is done), waited for; its result, or its exception raised here. Before
+        the worker starts, ``fn`` runs at once."""
         if self._thread is None or not self._thread.is_alive():
             return fn()
         done: concurrent.futures.Future = concurrent.futures.Future()

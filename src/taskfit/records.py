@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -133,3 +135,16 @@ class ForgettingResult:
     tuned_loglik: list[float] = field(default_factory=list)
     kl: list[float] = field(default_factory=list)
     skipped: str = ""
+
+
+def in_batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (the last may be shorter), read as they come, so that what
+    answers or checks a batch at a time still yields each batch's results at once."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -12,7 +12,7 @@ import time
 from typing import Any, Iterable, Iterator, Sequence
 
 from taskfit.baselines.label_tree import label_choice
-from taskfit.baselines.protocol import in_batches
+from taskfit.records import in_batches
 from taskfit.errors import DataError
 from taskfit.models.head import Head, head_logits
 from taskfit.records import Example, LabelChoice, Prediction

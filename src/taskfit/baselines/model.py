@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from taskfit.config import TaskSpec
 from taskfit.errors import ConfigError, DataError, PromptTooLongError
 from taskfit.baselines.label_tree import CONFIDENCE_TOLERANCE, LabelTree, Searched, search
-from taskfit.baselines.protocol import in_batches
+from taskfit.records import in_batches
 from taskfit.records import Example, LabelChoice, Prediction
 from taskfit.rendering import answer_room, label_completions, Rendered, render
 

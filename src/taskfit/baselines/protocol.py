@@ -41,16 +41,3 @@ class LabelScorer(Protocol):
         of every label's log-probability) and its confidence (a softmax over the labels'
         log-probabilities)."""
         ...
-
-
-def in_batches(examples: Iterable[Example], size: int) -> Iterator[list[Example]]:
-    """``examples`` in lists of ``size`` (the last may be shorter), read as they come, so that a
-    predictor answering a batch at a time still yields each batch's predictions at once."""
-    batch: list[Example] = []
-    for ex in examples:
-        batch.append(ex)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

@@ -20,7 +20,7 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 from taskfit.config import DataSpec, TaskSpec
 from taskfit.data import pii
@@ -28,7 +28,7 @@ from taskfit.data.formats import convert
 from taskfit.data.lookalike import CONFLICT, DISTINCT, Layouts, LookAlikes, decisive, input_text, normalise, shared_text
 from taskfit.data.redaction import RowRedaction, detected_texts, redact_row
 from taskfit.data.read import read_rows
-from taskfit.records import Example, PreferencePair
+from taskfit.records import Example, PreferencePair, in_batches
 from taskfit.rendering import user_text
 from taskfit.tasks import get_task
 
@@ -191,17 +191,6 @@ def _detect_all(privacy: Any, texts: list[str]) -> list[list[pii.Finding]]:
     return [personal.detect(t) for t in texts]
 
 
-def _batches(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep: bool = False,
          on_row: Callable[[], None] | None = None, id_prefix: str = "", room: int = 0,
          layouts: Layouts | None = None) -> ScanResult:
@@ -324,7 +313,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
         large = False
     pool = _pii_pool(PII_WORKERS) if PII_WORKERS and large else None
     try:  # each chunk is finished after the next is read and its texts sent to the workers
-        for chunk in _batches(read_rows(path, spec.max_line_bytes), BATCH_ROWS):
+        for chunk in in_batches(read_rows(path, spec.max_line_bytes), BATCH_ROWS):
             batch, held = read(chunk)
             texts = [t for _, rec in batch for t in detected_texts(rec, task)] if pool is not None else []
             future = pool.submit(_detect_all, spec.privacy, texts) if pool is not None else None

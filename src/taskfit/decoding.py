@@ -252,22 +252,27 @@ class Decoder:
     adapter (PEFT's mixed-adapter batches; ``"__base__"`` for the bare model).
     ``on_text(i, delta)`` is called with each piece of sequence ``i``'s text as it becomes final
     (streaming), ``on_done(i, generated)`` when it ends; ``cancelled(i)`` drops a sequence whose
-    client went away. Sequences are numbered in the order they were added, from 0.
+    client went away. Sequences are numbered in the order they were added, from 0. A finished
+    sequence's state is dropped (a server's batch may run for as long as requests keep joining);
+    its result is kept for :meth:`result` only with ``keep_results``.
     """
 
     def __init__(self, model: Any, tokenizer: Any, mixed: bool = False,
                  on_text: Callable[[int, str], None] | None = None,
                  on_done: Callable[[int, Generated], None] | None = None,
-                 cancelled: Callable[[int], bool] | None = None):
+                 cancelled: Callable[[int], bool] | None = None, keep_results: bool = True):
         self.model, self.tokenizer, self.mixed = model, tokenizer, mixed
+        self.keep_results = keep_results
         self.on_text, self.on_done, self.cancelled = on_text, on_done, cancelled
         self.device = model.get_output_embeddings().weight.device
         eos = {tokenizer.eos_token_id}
         extra_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         self.eos = eos | set(extra_eos if isinstance(extra_eos, list) else [extra_eos] if extra_eos is not None else [])
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.rows: list[_Row] = []
-        self.adapters: list[str] = []
+        self.added = 0  # sequences added so far (the next one's number)
+        self.rows: dict[int, _Row] = {}  # the running sequences' state
+        self.adapters: dict[int, str] = {}
+        self.results: dict[int, Generated] = {}  # the finished ones' results (with keep_results)
         self.active: list[int] = []  # the running sequences, in the cache's batch order
         self.cache: Any = None
         self.mask: Any = None  # running sequences x cache columns: 1 where a column is theirs
@@ -290,10 +295,11 @@ class Decoder:
 
         if not prompts:
             return []
-        first = len(self.rows)
-        self.rows += [_Row(self.tokenizer, list(p), s, self.device) for p, s in zip(prompts, samplings)]
+        first, self.added = self.added, self.added + len(prompts)
+        numbers = list(range(first, self.added))
+        self.rows.update((i, _Row(self.tokenizer, list(p), s, self.device)) for i, p, s in zip(numbers, prompts, samplings))
         names = list(adapters) if self.mixed else []
-        self.adapters += names
+        self.adapters.update(zip(numbers, names))
         base = prefix.length_for(prompts) if prefix is not None else 0  # tokens read from the prefix's cache
         width = max(len(p) for p in prompts) - base
         ids = torch.full((len(prompts), width), self.pad, dtype=torch.long, device=self.device)
@@ -313,8 +319,8 @@ class Decoder:
             self.cache, self.mask, self.logits = cache, mask, logits
         else:
             self._join(cache, mask, logits)
-        self.active += range(first, len(self.rows))
-        return list(range(first, len(self.rows)))
+        self.active += numbers
+        return numbers
 
     def _join(self, cache: Any, mask: Any, logits: Any) -> None:
         """Put a newly read batch's cache below the running one's, the narrower padded on the left."""
@@ -347,11 +353,17 @@ class Decoder:
             if delta and self.on_text is not None:
                 self.on_text(i, delta)
         keep = [j for j, i in enumerate(self.active) if self.rows[i].finish is None]
-        for j, i in enumerate(self.active):
-            if self.rows[i].finish is not None and self.on_done is not None:
-                self.on_done(i, self.result(i))
+        for i in self.active:
+            if self.rows[i].finish is not None:
+                row, _ = self.rows.pop(i), self.adapters.pop(i, None)
+                done = Generated(text=row.text.strip(), prompt_tokens=len(row.prompt), completion_tokens=row.produced,
+                                 finish_reason=row.finish)
+                if self.keep_results:
+                    self.results[i] = done
+                if self.on_done is not None:
+                    self.on_done(i, done)
         if not keep:
-            self.active, self.cache, self.mask, self.logits = [], None, None, None
+            self.clear()
             return
         if len(keep) < len(self.active):
             index = torch.tensor(keep, device=self.device)
@@ -366,10 +378,14 @@ class Decoder:
                              use_cache=True, **{cache_arg(): self.cache}, **kwargs)
         self.cache, self.logits = cache_of(out), out.logits[:, -1, :].float()
 
+    def clear(self) -> None:
+        """Drop every running sequence (after a failed pass)."""
+        self.active, self.rows, self.adapters = [], {}, {}
+        self.cache = self.mask = self.logits = None
+
     def result(self, i: int) -> Generated:
-        r = self.rows[i]
-        return Generated(text=r.text.strip(), prompt_tokens=len(r.prompt), completion_tokens=r.produced,
-                         finish_reason=r.finish or "length")
+        """Sequence ``i``'s result, once it has finished (with ``keep_results``)."""
+        return self.results[i]
 
 
 def decode_batch(model: Any, tokenizer: Any, prompts: Sequence[list[int]], samplings: Sequence[Sampling],

@@ -187,6 +187,7 @@ def test_sequences_that_join_a_running_batch_decode_as_they_do_alone(peaked, cla
     while len(decoder):
         step()
     assert sorted(done) == [0, 1, 2, 3, 4]
+    assert not decoder.rows and not decoder.active  # a finished sequence's state is not kept
     got = [decoder.result(i) for i in range(5)]
     assert [g.text for g in got] == [g.text for g in alone]
     assert [g.completion_tokens for g in got] == [g.completion_tokens for g in alone]

@@ -1,9 +1,9 @@
 """The tokens every prompt of a task begins with, read once.
 
 Every prompt of a task starts with the same tokens: the chat template's header, the task's
-system prompt (for classify, with every label named), the user turn's header. Reading them again
-for every request is most of the work of a short request on a CPU (44 of the 57 tokens of a
-quickstart ticket). :class:`PrefixCache` reads them once per model state (the base model or one
+system prompt (for classify, with every label named), the user turn's header: 44 tokens of the
+quickstart's prompts (108 on average), and for a taxonomy of many labels or a long extract
+schema most of every prompt. :class:`PrefixCache` reads them once per model state (the base model or one
 adapter, whose LoRA changes the keys and values) and gives each batch a copy of their key/value
 cache, so that only what follows is read. Both decoding (:func:`taskfit.decoding.decode_batch`)
 and label scoring (:mod:`taskfit.baselines.label_tree`) take one; a prompt that does not begin

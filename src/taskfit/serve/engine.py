@@ -489,7 +489,7 @@ class _Running:
         self.jobs: dict[int, Job] = {}
         self.decoder = Decoder(engine.model, engine.tokenizer, mixed=self.mixed,
                                on_text=lambda i, delta: self.jobs[i].on_text(delta) if self.jobs[i].on_text else None,
-                               on_done=self._done, cancelled=lambda i: self.jobs[i].cancelled)
+                               on_done=self._done, cancelled=lambda i: self.jobs[i].cancelled, keep_results=False)
         self._context = contextlib.ExitStack()
         if not self.mixed:
             self._context.enter_context(engine._adapter(model))
@@ -519,7 +519,7 @@ class _Running:
     def fail(self, exc: BaseException) -> None:
         for i in list(self.decoder.active):
             self.jobs.pop(i).on_done(exc)
-        self.decoder.active = []
+        self.decoder.clear()
 
     def close(self) -> None:
         self._context.close()

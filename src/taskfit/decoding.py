@@ -370,6 +370,7 @@ class Decoder:
             self.cache.batch_select_indices(index)
             self.mask = self.mask[index]
             self.active = [self.active[j] for j in keep]
+            self._trim()
         self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.active), 1))], dim=1)
         step = torch.tensor([[self.rows[i].tokens[-1]] for i in self.active], device=self.device)
         kwargs = {"adapter_names": [self.adapters[i] for i in self.active]} if self.mixed else {}
@@ -377,6 +378,15 @@ class Decoder:
             out = self.model(input_ids=step, attention_mask=self.mask, position_ids=self.mask.sum(-1, keepdim=True) - 1,
                              use_cache=True, **{cache_arg(): self.cache}, **kwargs)
         self.cache, self.logits = cache_of(out), out.logits[:, -1, :].float()
+
+    def _trim(self) -> None:
+        """Drop the leading columns no running sequence uses (the padding of sequences that have
+        left): a batch that requests keep joining would otherwise grow by a column every step."""
+        lead = int(self.mask.any(0).int().argmax())
+        if lead and self.joinable:
+            self.mask = self.mask[:, lead:]
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[..., lead:, :], layer.values[..., lead:, :]
 
     def clear(self) -> None:
         """Drop every running sequence (after a failed pass)."""

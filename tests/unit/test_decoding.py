@@ -195,3 +195,25 @@ def test_sequences_that_join_a_running_batch_decode_as_they_do_alone(peaked, cla
         assert len(trace[i]) == len(alone_trace[i])
         for joined, by_itself in zip(trace[i], alone_trace[i]):
             assert torch.allclose(torch.log_softmax(joined, -1), torch.log_softmax(by_itself, -1), atol=1e-4), i
+
+
+def test_a_running_batch_drops_the_columns_of_sequences_that_have_left(peaked):
+    """Under steady traffic a batch never ends: once the long sequence that set its width has left,
+    the columns nobody uses are dropped, and the rest decode as they do alone."""
+    from taskfit.decoding import Decoder, Sampling, decode_batch
+
+    tiny = peaked
+    long, short = _prompt(tiny, "refund for order 1234 that never arrived, and more " * 3), _prompt(tiny, "app")
+    sampled = [Sampling(max_tokens=2, temperature=1.0, seed=1), Sampling(max_tokens=12, temperature=1.0, seed=2)]
+    decoder = Decoder(tiny.model, tiny.tokenizer)
+    decoder.add([long], sampled[:1])
+    decoder.add([short], sampled[1:])  # padded on the left to the long one's width
+    widths = []
+    while len(decoder):
+        widths.append(decoder.mask.shape[1])
+        decoder.step()
+    assert widths[0] == len(long) and decoder.result(0).completion_tokens <= 2
+    later = widths[decoder.result(0).completion_tokens:]  # after the long one left
+    assert later[0] == len(short) + decoder.result(0).completion_tokens  # only the short one's columns
+    alone = decode_batch(tiny.model, tiny.tokenizer, [short], sampled[1:])[0]
+    assert decoder.result(1).text == alone.text and decoder.result(1).completion_tokens == alone.completion_tokens

@@ -166,7 +166,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=12)
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--lone", type=int, default=12, help="requests of each kind sent one after another")
+    ap.add_argument("--lone", type=int, default=12, help="requests of each kind sent one after another (0: none)")
     ap.add_argument("--baseline", metavar="REV", help="also time the lone requests with this commit's server")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
@@ -222,6 +222,8 @@ def main() -> None:
     print(f"batching's gain: {batched / single:.2f}x requests per second "
           f"({args.clients} clients, {os.cpu_count()} CPUs, max_tokens {args.max_tokens})")
 
+    if not args.lone:
+        return
     sides = {"this tree": None}
     if args.baseline:
         src = workdir / "baseline"

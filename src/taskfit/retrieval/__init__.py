@@ -23,16 +23,24 @@ class Index(Protocol):
 
 class Bm25Index:
     def __init__(self, texts: Sequence[str]):
+        import logging
+
         import bm25s
 
+        # bm25s sets its logger to DEBUG: once anything configures the root logger (a library's
+        # logging.warning does), "DEBUG:bm25s:Building index ..." lines reach the user's terminal.
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
         self._bm25s = bm25s
         self.n = len(texts)
-        self.model = bm25s.BM25()
-        self.model.index(bm25s.tokenize(list(texts), stopwords="en", show_progress=False), show_progress=False)
+        tokens = bm25s.tokenize(list(texts), stopwords="en", show_progress=False)
+        self.model = None  # texts of stopwords only: nothing to match on (bm25s cannot index them)
+        if tokens.vocab:
+            self.model = bm25s.BM25()
+            self.model.index(tokens, show_progress=False)
 
     def search(self, query: str, k: int) -> list[int]:
         tokens = self._bm25s.tokenize([query], stopwords="en", show_progress=False)
-        if not tokens.ids or not tokens.ids[0]:  # only stopwords: nothing to match on
+        if self.model is None or not tokens.ids or not tokens.ids[0]:  # only stopwords: nothing to match on
             return []
         docs, scores = self.model.retrieve(tokens, k=min(k, self.n), show_progress=False)
         return [int(d) for d, s in zip(docs[0], scores[0]) if s > 0]

@@ -241,8 +241,8 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                detected: tuple[list[str], Any]) -> None:
         """Deduplicate, audit and redact a validated chunk (``detected``: its texts, and the
         worker's future of their personal data, or None where this process finds it)."""
-        texts, future = detected
-        found = dict(zip(texts, future.result())) if future is not None else None
+        searched, future = detected
+        found = dict(zip(searched, future.result())) if future is not None else None
         # The signatures of the batch's rows are made together (a duplicate's too: simpler, and cheap).
         sigs = looks.index.signatures([input_text(rec) for _, rec in batch]) if looks is not None else None
         layout_sigs = None

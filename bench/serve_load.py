@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/serve_load.py                          # the embedded model
     .venv/bin/python bench/serve_load.py --adapter triage=quickstart/runs/<run> --requests 500
+    .venv/bin/python bench/serve_load.py --engine llama-cpp --requests 200 --lone 12 --baseline REV
 
 Starts `taskfit serve` as a separate process (the real command, its own memory), then sends
 ``--requests`` chat completions from ``--clients`` concurrent clients with the official `openai`
@@ -159,6 +160,7 @@ def _report(name: str, results, seconds: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="smollm2-135m")
+    ap.add_argument("--engine", choices=["transformers", "llama-cpp"], default="transformers")
     ap.add_argument("--adapter", help="NAME=RUN_DIR: a trained classify run to send a third of the requests to")
     ap.add_argument("--requests", type=int, default=500)
     ap.add_argument("--baseline-requests", type=int, default=96)
@@ -173,7 +175,8 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="taskfit-serve-load-"))
     adapter_name = None
-    config = {"base": args.base, "base_name": "base", "limits": {"max_batch": args.max_batch, "queue": 256,
+    config = {"base": args.base, "base_name": "base", "engine": args.engine,
+              "limits": {"max_batch": args.max_batch, "queue": 256,
                                                                   "timeout_s": 600},
               "log": {"path": str(workdir / "requests.sqlite")}}
     if args.adapter:

@@ -1,6 +1,6 @@
 """The GGUF-LoRA export against the training-time model, on a classify project's held-out rows.
 
-    pip install -e ".[llama]"            # llama-cpp-python: compiles llama.cpp (~14 min on 2 cores)
+    bash scripts/setup.sh --tests        # adds llama-cpp-python: compiles llama.cpp once (~6 min on 2 cores)
     .venv/bin/taskfit quickstart         # or any classify project with a finished LoRA run
     .venv/bin/python bench/gguf_export.py quickstart --run quickstart/runs/<run>
 

@@ -81,9 +81,10 @@ def main(argv: list[str]) -> None:
         compared = subprocess.run([taskfit, "compare", str(project)], cwd=ROOT, capture_output=True, text=True)
         compare_s = time.time() - start
         same = compared.returncode == 0 and all(card.read_text() == text for card, text in cards.items())
-        verdict = ""
+        verdict = ""  # the scorecard's first paragraph after its title and success line ("Keep ...", "Not proven: ...")
         for text in cards.values():
-            verdict = next((line for line in text.splitlines() if "keep" in line.lower()), verdict)
+            verdict = next((line for line in text.splitlines()[1:]
+                            if line.strip() and not line.startswith(("Success means", "#", ">", "|"))), verdict)
         row = {"dataset": dataset, "project": args[0], "exit": done.returncode, "wall_s": round(wall),
                "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime),
                "peak_rss_mb": round(after.ru_maxrss / 1024), "compare_s": round(compare_s, 1),

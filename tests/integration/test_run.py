@@ -178,6 +178,9 @@ def test_dpo_run_scores_preference_before_and_after(tmp_path, tiny_model_dir):
     assert forgetting.candidate == "fine-tuned" and forgetting.n == 64 and not forgetting.skipped
     compared = CliRunner().invoke(app, ["compare", str(project)])
     assert compared.exit_code == 0 and "prefers chosen" in compared.output
+    # pairs are scored, not answered: no latency or prompt size is claimed for them
+    assert all(row[len(summary.scorecard.columns) + 1:len(summary.scorecard.columns) + 3] == ["n/a", "n/a"]
+               for row in summary.scorecard.rows())
     refused = CliRunner().invoke(app, ["baseline", str(project)])
     assert refused.exit_code == 2 and "preference pairs" in refused.output
 

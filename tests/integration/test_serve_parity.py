@@ -249,7 +249,7 @@ def test_llama_cpp_serves_what_the_exported_artifacts_evaluation_answered(tmp_pa
     """The same parity on the llama.cpp engine: the exported GGUF LoRA evaluated as evaluation
     evaluates it (LlamaCppPredictor) and served by ``engine: llama-cpp``. Random adapters on the
     embedded model (llama.cpp needs a real GGUF); skipped without llama-cpp-python."""
-    pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (pip install -e '.[llama]')")
+    pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (bash scripts/setup.sh --tests)")
     import torch
     from peft import LoraConfig, get_peft_model
 

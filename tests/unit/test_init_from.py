@@ -114,6 +114,8 @@ def test_hh_rlhf_is_preference_pairs_for_dpo(tmp_path):
     assert config.task.kind == "generate" and config.train.method == "dpo"
     assert config.data.format == "preference" and config.data.columns is None
     assert "dpo" in output
+    # the learning rate measured to move a 135M model's preferences in one epoch, with its reason
+    assert config.train.learning_rate == 1e-3 and "learning rate 0.001" in (tmp_path / "project" / "taskfit.yaml").read_text()
 
 
 @shared

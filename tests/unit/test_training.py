@@ -256,8 +256,11 @@ def test_dpo_raises_held_out_preference_for_chosen(tiny_model_dir, classify_task
     lm = load_model(str(tiny_model_dir))
     answers[:] = liked_less_first(lm.model, lm.tokenizer, classify_task, prompts[0], answers)
     spec = _spec(method="dpo", learning_rate=5e-3, epochs=4, validation_share=0.1, eval_every=4)
+    read = []
     model, result, held = train_dpo(lm.model, lm.tokenizer, classify_task, spec, pairs(32, 0),
-                                    pairs(8, 100), held_out=pairs(16, 200), run_dir=tmp_path)
+                                    pairs(8, 100), held_out=pairs(16, 200), run_dir=tmp_path, on_read=read.append)
+    # the passes over the pairs before and after training show how far they are
+    assert read[-1] == "held-out pairs scored 16/16" and "pairs read before training 56/56" in read
     assert result.state.losses[-1] < result.state.losses[0]
     assert held["preference_accuracy_after"] > held["preference_accuracy_before"]
     assert held["preference_accuracy_after"] == 1.0 and held["pairs"] == 16

@@ -1,25 +1,29 @@
-"""The exported artifact as a candidate: the base model's GGUF with the GGUF LoRA, run by llama.cpp
-(llama-cpp-python, the optional ``llama`` extra).
+"""llama.cpp (llama-cpp-python, the optional ``llama`` extra): the exported artifact as a
+candidate (the base model's GGUF with the GGUF LoRA), and the parts the llama.cpp serving engine
+is built on.
 
-It answers exactly as the transformers candidate does, through llama.cpp's kernels: the same
+The candidate answers as the transformers candidate does, through llama.cpp's kernels: the same
 rendered prompt (token ids from the same tokenizer), label scoring for ``classify`` (every
-label's log-probability after the prompt, from llama.cpp's logits), and greedy generation
-otherwise, held to the task's answer grammar for ``extract`` by the same llguidance grammar and
-:class:`~taskfit.decoding.Constraint` as transformers decoding (a logits processor; llama.cpp's
-own GBNF converter would allow other whitespace and key orders than the model was trained on).
-Its evaluation says whether the exported file behaves like the model that was trained.
+label's log-probability after the prompt, from llama.cpp's logits, all labels in one batched
+decode: :class:`LlamaCppScorer`), and greedy generation otherwise (:class:`LlamaDecoder`, the
+serving engine's running batch), with tokens picked as transformers decoding picks them and held
+to the task's answer grammar by the same llguidance grammar and
+:class:`~taskfit.decoding.Constraint` (llama.cpp's own GBNF converter would allow other
+whitespace and key orders than the model was trained on). Its evaluation says whether the
+exported file behaves like the model that was trained, and what ``engine: llama-cpp`` serves.
 """
 
 from __future__ import annotations
 
+import collections
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from taskfit.baselines.label_tree import label_choice
 from taskfit.baselines.model import LabelPrompts, Prompts, answer_room
 from taskfit.config import TaskSpec
-from taskfit.decoding import answer_grammar
+from taskfit.decoding import Generated, Sampling, _Row, answer_grammar
 from taskfit.errors import ConfigError
 from taskfit.records import Example, LabelChoice, Prediction
 from taskfit.tasks import get_task
@@ -30,7 +34,7 @@ def load_llama(base: Path, lora: Path | None, n_ctx: int, threads: int | None = 
         from llama_cpp import Llama
     except ImportError:
         raise ConfigError("the llama.cpp engine needs llama-cpp-python, which is not installed",
-                          hint='pip install -e ".[llama]" (it compiles llama.cpp: about 14 minutes on 2 cores)') from None
+                          hint='pip install -e ".[llama]" (it compiles llama.cpp, about 6 minutes on 2 cores; `bash scripts/setup.sh --tests` does it too)') from None
     from taskfit.machine import cpu_cores
 
     threads = threads or cpu_cores()  # every core by default (the bindings' own default is half of them)
@@ -48,62 +52,271 @@ def _last_logits(llm: Any) -> Any:
     return row - (top + np.log(np.exp(row - top).sum()))
 
 
+class Lanes:
+    """A llama.cpp context of its own over ``llm``'s weights and LoRA that holds up to ``lanes``
+    sequences in one key/value cache of ``n_ctx`` cells (default: ``llm``'s), read in batched
+    decodes: a cell holds one token that several sequences may share (a prompt read once for every
+    label, or a system prompt copied from a running request), so ``n_ctx`` bounds the tokens of all
+    sequences together. What the label scorer and the serving engine's running batch are built on."""
+
+    def __init__(self, llm: Any, lanes: int, n_ctx: int | None = None):
+        import ctypes
+        import weakref
+
+        import llama_cpp
+        from llama_cpp import _internals
+
+        self.llm = llm
+        params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
+        self.lanes = max(1, min(lanes, int(llama_cpp.llama_max_parallel_sequences())))
+        params.n_seq_max = self.lanes
+        params.kv_unified = True  # one cache the sequences share cells of
+        params.n_ctx = self.n_ctx = n_ctx or int(params.n_ctx)
+        params.n_batch = params.n_ubatch = self.n_batch = min(self.n_ctx, 512)
+        self.ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
+        if llm._lora_adapter is not None:
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(llm._lora_adapter)
+            scales = (ctypes.c_float * 1)(llm.lora_scale)
+            if llama_cpp.llama_set_adapters_lora(self.ctx.ctx, adapters, 1, scales):
+                raise ConfigError(f"llama.cpp could not apply the LoRA {llm.lora_path} to a new context")
+        self.vocab = llm.n_vocab()
+        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, self.lanes)
+        self._free = weakref.finalize(self, llama_cpp.llama_batch_free, self._batch)
+
+    def decode(self, entries: Sequence[tuple[int, int, Sequence[int], bool]]) -> list[Any]:
+        """Read ``entries`` (token, position, sequence ids, whether its next-token log-probabilities
+        are wanted), at most a batch's worth a call; the wanted rows, in order (numpy, float64)."""
+        import llama_cpp
+        import numpy as np
+
+        batch, wanted = self._batch, []
+        for start in range(0, len(entries), self.n_batch):
+            chunk = entries[start:start + self.n_batch]
+            batch.n_tokens = len(chunk)
+            for i, (token, pos, seqs, logits) in enumerate(chunk):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, pos, len(seqs), logits
+                for k, seq in enumerate(seqs):
+                    batch.seq_id[i][k] = seq
+            if (code := llama_cpp.llama_decode(self.ctx.ctx, batch)) != 0:
+                raise RuntimeError(f"llama.cpp could not read {len(chunk)} tokens (llama_decode returned {code}"
+                                   f"{': no room left in its cache' if code == 1 else ''})")
+            for i, (*_, logits) in enumerate(chunk):
+                if logits:
+                    row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx.ctx, i),
+                                                shape=(self.vocab,)).astype(np.float64)
+                    top = row.max()
+                    wanted.append(row - (top + np.log(np.exp(row - top).sum())))
+        return wanted
+
+    def remove(self, seq: int = -1, start: int = 0) -> None:
+        """Forget sequence ``seq``'s tokens (every sequence's with -1) from position ``start`` on."""
+        import llama_cpp
+
+        llama_cpp.llama_memory_seq_rm(self.ctx.memory, seq, start, -1)
+
+    def share(self, source: int, target: int, end: int) -> None:
+        """Give sequence ``target`` the cells of ``source``'s first ``end`` tokens (no copy)."""
+        import llama_cpp
+
+        llama_cpp.llama_memory_seq_cp(self.ctx.memory, source, target, 0, end)
+
+    def close(self) -> None:
+        self.ctx.close()
+        self._free()
+
+
+class LlamaDecoder:
+    """The running batch on llama.cpp, with :class:`~taskfit.decoding.Decoder`'s interface
+    (:meth:`add`, :meth:`step`, :meth:`clear`, ``len``, ``active``): each request is one sequence of
+    one :class:`~taskfit.baselines.llama_cpp.Lanes` context. A prompt that begins as a running
+    request's does takes that request's cells for the common part (the task's system prompt is read
+    once) and reads only the rest. A request joins at the next step when a sequence is free and
+    the context has room for its prompt and its longest reply (else it waits in the decoder, first
+    come first served); a finished one leaves at once. Each step picks every running sequence's
+    next token (as the transformers engine does: :class:`~taskfit.decoding._Row`) and reads them
+    all in one batched decode."""
+
+    def __init__(self, lanes: Lanes, tokenizer: Any, eos: set[int],
+                 on_text: Callable[[int, str], None] | None = None,
+                 on_done: Callable[[int, Generated], None] | None = None,
+                 cancelled: Callable[[int], bool] | None = None):
+        self.lanes, self.tokenizer, self.eos = lanes, tokenizer, eos
+        self.on_text, self.on_done, self.cancelled = on_text, on_done, cancelled
+        self.joinable = True
+        self.added = 0
+        self.waiting: collections.deque[tuple[int, list[int], Sampling]] = collections.deque()
+        self.rows: dict[int, _Row] = {}  # the running sequences' state
+        self.seq: dict[int, int] = {}  # sequence number → its lane in the context
+        self.length: dict[int, int] = {}  # tokens in its lane
+        self.reserved: dict[int, int] = {}  # cells held for it: prompt and longest reply
+        self.logits: dict[int, Any] = {}  # what its next token is picked from
+        self.free = list(range(lanes.lanes - 1, -1, -1))
+
+    def __len__(self) -> int:
+        return len(self.rows) + len(self.waiting)
+
+    @property
+    def active(self) -> list[int]:
+        """The running and the waiting sequences."""
+        return list(self.rows) + [number for number, *_ in self.waiting]
+
+    def add(self, prompts: Sequence[list[int]], samplings: Sequence[Sampling],
+            adapters: Sequence[str] | None = None, prefix: Any = None) -> list[int]:
+        """Queue ``prompts`` to join at the next step; return their numbers."""
+        numbers = list(range(self.added, self.added + len(prompts)))
+        self.added += len(prompts)
+        self.waiting.extend((i, list(p), s) for i, p, s in zip(numbers, prompts, samplings))
+        return numbers
+
+    def _admit(self) -> None:
+        import torch
+
+        while self.waiting and self.free:
+            number, prompt, sampling = self.waiting[0]
+            need = len(prompt) + sampling.max_tokens
+            if self.rows and sum(self.reserved.values()) + need > self.lanes.n_ctx:
+                return  # it waits for room
+            self.waiting.popleft()
+            lane = self.free.pop()
+            donor, common = None, 0  # the running prompt this one shares the most tokens with
+            for i, row in self.rows.items():
+                k = 0
+                for a, b in zip(row.prompt, prompt[:len(prompt) - 1]):
+                    if a != b:
+                        break
+                    k += 1
+                if k > common:
+                    donor, common = i, k
+            self.seq[number], self.reserved[number] = lane, need
+            self.rows[number] = _Row(self.tokenizer, prompt, sampling, "cpu")
+            if donor is not None:
+                self.lanes.share(self.seq[donor], lane, common)
+            first = self.lanes.decode([(t, common + j, (lane,), common + j == len(prompt) - 1)
+                                       for j, t in enumerate(prompt[common:])])[0]
+            self.logits[number], self.length[number] = torch.from_numpy(first), len(prompt)
+
+    def _finish(self, number: int) -> None:
+        row = self.rows.pop(number)
+        lane = self.seq.pop(number)
+        self.lanes.remove(lane)
+        self.free.append(lane)
+        for table in (self.length, self.reserved, self.logits):
+            table.pop(number, None)
+        if self.on_done is not None:
+            self.on_done(number, Generated(text=row.text.strip(), prompt_tokens=len(row.prompt),
+                                           completion_tokens=row.produced, finish_reason=row.finish or "cancelled"))
+
+    def step(self) -> None:
+        """Take in the waiting sequences there is room for; pick each running sequence's next token;
+        finished ones leave; one batched decode for the rest."""
+        import torch
+
+        for number, prompt, sampling in [w for w in self.waiting if self.cancelled and self.cancelled(w[0])]:
+            self.waiting.remove((number, prompt, sampling))
+            if self.on_done is not None:
+                self.on_done(number, Generated(text="", prompt_tokens=len(prompt), completion_tokens=0,
+                                               finish_reason="cancelled"))
+        self._admit()
+        for number, row in list(self.rows.items()):
+            if self.cancelled is not None and self.cancelled(number):
+                row.finish = "cancelled"
+            else:
+                delta = row.add(row.pick(self.logits[number]), self.tokenizer, self.eos)
+                if delta and self.on_text is not None:
+                    self.on_text(number, delta)
+            if row.finish is not None:
+                self._finish(number)
+        going = list(self.rows)
+        if not going:
+            return
+        read = self.lanes.decode([(self.rows[i].tokens[-1], self.length[i], (self.seq[i],), True) for i in going])
+        for i, logits in zip(going, read):
+            self.logits[i] = torch.from_numpy(logits)
+            self.length[i] += 1
+
+    def clear(self) -> None:
+        """Drop every sequence (after a failed decode)."""
+        self.lanes.remove(-1)
+        self.waiting.clear()
+        self.rows, self.seq, self.length, self.reserved, self.logits = {}, {}, {}, {}, {}
+        self.free = list(range(self.lanes.lanes - 1, -1, -1))
+
+
 class LlamaCppScorer(LabelPrompts):
     """Label scoring on llama.cpp (a :class:`~taskfit.baselines.protocol.LabelScorer`): each
-    label's log-probability (its tokens and the end-of-turn token) after the prompt; the prompt
-    is read once, then each label from the prompt's cache; every label is scored, one prompt at
-    a time."""
+    label's log-probability (its tokens and the end-of-turn token) after the prompt, every label
+    scored, one prompt at a time, in one batched decode.
 
-    def __init__(self, llm: Any, tokenizer: Any, task: TaskSpec, max_length: int):
+    The scorer keeps :class:`Lanes` of its own (``n_ctx`` cells, default ``llm``'s), one sequence
+    per label up to llama.cpp's limit on parallel sequences (more labels take turns in groups;
+    ``lanes`` caps them, for tests): the prompt is read once, into cells every label's sequence
+    shares, then all labels' tokens together, each in its own sequence at the positions after the
+    prompt. The next prompt keeps the cells of what it has in common with the last one (the task's
+    system prompt and chat header), so only the rest is read."""
+
+    def __init__(self, llm: Any, tokenizer: Any, task: TaskSpec, max_length: int, lanes: int | None = None,
+                 n_ctx: int | None = None):
         super().__init__(tokenizer, task, max_length)
-        self.llm = llm
+        self.llm, self.n_ctx = llm, n_ctx
+        self.lanes = min(len(self.completions), lanes or len(self.completions))
+        self._lanes: Lanes | None = None
+        self._read: list[int] = []  # the prompt whose cells the scoring context holds
 
     def choose(self, prompts: Sequence[list[int]]) -> list[LabelChoice]:
         return [label_choice(self.scores(p)) for p in prompts]
 
+    def _groups(self, n_prompt: int) -> list[list[int]]:
+        """The labels in turns: at most one per sequence, and no more tokens than the cache holds."""
+        groups: list[list[int]] = [[]]
+        room = self._lanes.n_ctx - n_prompt
+        used = 0
+        for j, completion in enumerate(self.completions):
+            need = len(completion) - 1  # the last token is scored, never read
+            if groups[-1] and (len(groups[-1]) == self._lanes.lanes or used + need > room):
+                groups.append([])
+                used = 0
+            groups[-1].append(j)
+            used += need
+        return groups
+
     def scores(self, prompt: list[int]) -> list[float]:
         """Every label's log-probability after ``prompt``, in label order."""
-        llm = self.llm
-        llm.reset()
-        llm.eval(prompt)
-        n = len(prompt)
-        first = _last_logits(llm)
-        totals = []
-        for completion in self.completions:
-            total = float(first[completion[0]])
-            llm.n_tokens = n  # back to the end of the prompt (llama.cpp drops the rest of its cache)
-            for token, following in zip(completion, completion[1:]):
-                llm.eval([token])
-                total += float(_last_logits(llm)[following])
-            totals.append(total)
+        if self._lanes is None:
+            self._lanes = Lanes(self.llm, self.lanes, self.n_ctx)
+        lanes, n = self._lanes, len(prompt)
+        keep = 0  # the tokens of the last prompt this one begins with (their cells stay)
+        for a, b in zip(self._read, prompt[:n - 1]):  # the prompt's last token is read again: its logits
+            if a != b:
+                break
+            keep += 1
+        lanes.remove(-1, keep)
+        self._read = []
+        every = range(lanes.lanes)
+        first = lanes.decode([(t, keep + i, every, keep + i == n - 1) for i, t in enumerate(prompt[keep:])])[0]
+        self._read = list(prompt)
+        totals = [0.0] * len(self.completions)
+        for group in self._groups(n):
+            lanes.remove(-1, n)  # the last group's label tokens
+            rows = iter(lanes.decode([(token, n + i, (lane,), True) for lane, j in enumerate(group)
+                                      for i, token in enumerate(self.completions[j][:-1])]))
+            for j in group:
+                completion = self.completions[j]
+                totals[j] = float(first[completion[0]]) + sum(float(next(rows)[t]) for t in completion[1:])
+        lanes.remove(-1, n)
         return totals
 
-
-def grammar_processor(tokenizer: Any, grammar: str, n_prompt: int, budget: int) -> Any:
-    """A llama.cpp logits processor that holds what follows the first ``n_prompt`` tokens to
-    ``grammar`` (an llguidance grammar such as :func:`~taskfit.decoding.answer_grammar`'s),
-    through the same :class:`~taskfit.decoding.Constraint` as transformers decoding, with the
-    same steering towards closing the JSON in the last tokens of ``budget``. One per request."""
-    import numpy as np
-    from llama_cpp import LogitsProcessorList
-
-    from taskfit.decoding import JSON_CLOSERS, Constraint, grammar_is_json
-
-    constraint = Constraint(tokenizer, grammar, budget=budget,
-                            closers=JSON_CLOSERS if grammar_is_json(grammar) else None)
-    consumed = [n_prompt]  # tokens of the sequence the grammar has seen
-
-    def hold(input_ids: Any, scores: Any) -> Any:
-        for token in input_ids[consumed[0]:]:  # the tokens sampled since the last call
-            constraint.consume(int(token))
-        consumed[0] = len(input_ids)
-        allowed = constraint.allowed(len(input_ids) - n_prompt, scores.shape[-1], "cpu").numpy()
-        return np.where(allowed, scores, -np.inf).astype(scores.dtype)
-
-    return LogitsProcessorList([hold])
+    def close(self) -> None:
+        """Free the scoring context."""
+        if self._lanes is not None:
+            self._lanes.close()
+            self._lanes, self._read = None, []
 
 
 class LlamaCppPredictor(Prompts):
+    """The exported GGUF (base and LoRA) as a candidate: label scoring for classify, otherwise the
+    serving engine's :class:`LlamaDecoder` (greedy, held to the task's answer grammar), so its
+    evaluation answers as ``engine: llama-cpp`` serves."""
+
     def __init__(self, name: str, llm: Any, tokenizer: Any, task: TaskSpec, max_length: int,
                  max_new_tokens: int, constrained: bool = True):
         super().__init__(tokenizer, task, max_length, answer_room(tokenizer, task, max_new_tokens))
@@ -113,6 +326,7 @@ class LlamaCppPredictor(Prompts):
         labels = get_task(task.kind).scores_labels
         self.scorer = LlamaCppScorer(llm, tokenizer, task, max_length) if labels else None
         self.grammar = answer_grammar(task) if constrained and not labels else None
+        self._lanes: Lanes | None = None
 
     def _batch(self, examples: list[Example]) -> Iterator[Prediction]:
         from taskfit.tasks import parse
@@ -120,14 +334,18 @@ class LlamaCppPredictor(Prompts):
         if self.scorer is not None:
             yield from self.scorer.predict(examples)
             return
-        for ex in examples:
-            start = time.perf_counter()
-            prompt = self.prompt_ids(ex)
-            self.llm.reset()
-            hold = (grammar_processor(self.tokenizer, self.grammar, len(prompt), self.max_new_tokens)
-                    if self.grammar else None)
-            out = self.llm.create_completion(prompt=prompt, max_tokens=self.max_new_tokens, temperature=0.0,
-                                             logits_processor=hold)
-            answer, valid = parse(self.task, out["choices"][0]["text"].strip())
-            yield Prediction(example_id=ex.id, output=answer, valid=valid, latency_s=time.perf_counter() - start,
-                             prompt_tokens=len(prompt), completion_tokens=out["usage"]["completion_tokens"])
+        if self._lanes is None:
+            self._lanes = Lanes(self.llm, self.batch_size)
+        start = time.perf_counter()
+        prompts = [self.prompt_ids(ex) for ex in examples]
+        done: dict[int, Generated] = {}
+        decoder = LlamaDecoder(self._lanes, self.tokenizer, {self.tokenizer.eos_token_id, self.llm.token_eos()},
+                               on_done=done.__setitem__)
+        numbers = decoder.add(prompts, [Sampling(max_tokens=self.max_new_tokens, grammar=self.grammar)] * len(prompts))
+        while len(decoder):
+            decoder.step()
+        share = (time.perf_counter() - start) / len(examples)
+        for ex, prompt, i in zip(examples, prompts, numbers):
+            answer, valid = parse(self.task, done[i].text)
+            yield Prediction(example_id=ex.id, output=answer, valid=valid, latency_s=share,
+                             prompt_tokens=len(prompt), completion_tokens=done[i].completion_tokens)

@@ -166,8 +166,9 @@ class Scorecard:
             checks = threshold_checks(r, self.thresholds)
             out.append([r.candidate]
                        + [_cell(m, c.metric, c.share) for c in self.columns]
-                       + [f"{1000 * m.get('latency_p50_s', 0):.0f} / {1000 * m.get('latency_p95_s', 0):.0f}",
-                          f"{m.get('prompt_tokens_mean', 0):.0f}",
+                       + [f"{1000 * m['latency_p50_s']:.0f} / {1000 * m.get('latency_p95_s', 0):.0f}"
+                          if "latency_p50_s" in m else "n/a",  # not timed (preference pairs are scored, not answered)
+                          f"{m['prompt_tokens_mean']:.0f}" if "prompt_tokens_mean" in m else "n/a",
                           f"${cost:.4f}" if cost is not None else "n/a",
                           _size(m), versus,
                           ", ".join(f"{k} {'pass' if ok else 'FAIL' if ok is not None else 'n/a'}"

@@ -89,13 +89,19 @@ def pair_logps(model: Any, tokenizer: Any, pairs: Sequence[tuple[Rendered, Rende
 
 
 def all_pair_logps(model: Any, tokenizer: Any, pairs: Sequence[tuple[Rendered, Rendered]],
-                   batch_size: int, parallel: Parallel | None = None) -> Any:
+                   batch_size: int, parallel: Parallel | None = None,
+                   advance: Callable[..., None] | None = None) -> Any:
+    """[n, 2] summed answer log-probabilities (chosen, rejected), ``batch_size`` pairs a pass;
+    ``advance(n)`` is told of each pass's pairs (a progress bar)."""
     import torch
 
     model.eval()
+    parts = []
     with torch.no_grad():
-        parts = [pair_logps(model, tokenizer, pairs[i:i + batch_size], parallel).cpu()
-                 for i in range(0, len(pairs), batch_size)]
+        for i in range(0, len(pairs), batch_size):
+            parts.append(pair_logps(model, tokenizer, pairs[i:i + batch_size], parallel).cpu())
+            if advance is not None:
+                advance(len(parts[-1]))
     return torch.cat(parts) if parts else torch.zeros(0, 2)
 
 
@@ -138,15 +144,16 @@ class DpoObjective:
     metric_name = "preference_accuracy"
 
     def __init__(self, model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec, parallel: Parallel,
-                 train: Sequence[PreferencePair], validation: Sequence[PreferencePair] = ()):
+                 train: Sequence[PreferencePair], validation: Sequence[PreferencePair] = (),
+                 advance: Callable[..., None] | None = None):
         self.model, self.tokenizer, self.spec = model, tokenizer, spec
         self.parallel = parallel  # under FSDP, the root the model runs through
         self.pairs = featurize_pairs(tokenizer, task, train, spec.max_seq_length)
         self.val_pairs = featurize_pairs(tokenizer, task, validation, spec.max_seq_length)
         self.validation_rows = len(self.val_pairs)
         # The reference: the policy before its first step.
-        self.ref = all_pair_logps(model, tokenizer, self.pairs, spec.batch_size, parallel)
-        self.val_ref = all_pair_logps(model, tokenizer, self.val_pairs, spec.batch_size, parallel)
+        self.ref = all_pair_logps(model, tokenizer, self.pairs, spec.batch_size, parallel, advance)
+        self.val_ref = all_pair_logps(model, tokenizer, self.val_pairs, spec.batch_size, parallel, advance)
         self.val_lengths = answer_lengths(self.val_pairs)
         self.lengths = answer_lengths(self.pairs)  # IPO's per-token average
         # Length grouping and micro-batch sizes go by the longer side of each pair.
@@ -182,10 +189,12 @@ def train_dpo(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec,
               resume_from: Path | None = None, adapter: Path | None = None,
               on_step: Callable[[int, int, float], None] | None = None,
               on_validate: Callable[[dict[str, Any]], None] | None = None,
-              status: Callable[[str], None] | None = None, tracker: Tracker | None = None
-              ) -> tuple[Any, LoopResult, dict[str, float] | None]:
+              status: Callable[[str], None] | None = None, tracker: Tracker | None = None,
+              on_read: Callable[[str], None] | None = None) -> tuple[Any, LoopResult, dict[str, float] | None]:
     """DPO through a LoRA adapter (a fresh one, or ``adapter`` continued). Returns the model, what
-    happened, and the preference accuracy on ``held_out`` before and after (None without it)."""
+    happened, and the preference accuracy on ``held_out`` before and after (None without it).
+    ``on_read`` is told how far the passes over the pairs before and after training are
+    ("pairs read before training 240/1270"), for the progress shown while they run."""
     from taskfit.training.fsdp import join  # imports torch: not at import time
 
     model = make_trainable(model, spec, adapter)
@@ -194,18 +203,32 @@ def train_dpo(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec,
     held = featurize_pairs(tokenizer, task, held_out, spec.max_seq_length)
     say(f"scoring {len(held)} held-out pairs before training, and the reference log-probabilities "
         f"of {len(train) + len(validation)} training and validation pairs (once)")
-    before = all_pair_logps(model, tokenizer, held, spec.batch_size, parallel) if held else None
-    objective = DpoObjective(model, tokenizer, task, spec, parallel, train, validation)
+    advance = _counter("pairs read before training", len(held) + len(train) + len(validation), on_read)
+    before = all_pair_logps(model, tokenizer, held, spec.batch_size, parallel, advance) if held else None
+    objective = DpoObjective(model, tokenizer, task, spec, parallel, train, validation, advance)
     result = fit(model, objective, spec, len(objective.pairs), parallel=parallel,
                  run_dir=run_dir, resume_from=resume_from, on_step=on_step, on_validate=on_validate, tracker=tracker)
     if not held:
         return model, result, None
     say(f"scoring {len(held)} held-out pairs after training")
-    after = all_pair_logps(model, tokenizer, held, spec.batch_size, parallel)
+    after = all_pair_logps(model, tokenizer, held, spec.batch_size, parallel,
+                           _counter("held-out pairs scored", len(held), on_read))
     lengths = answer_lengths(held)
     if run_dir is not None and parallel.ranks.main:
         write_held_out_pairs(run_dir / "held_out_pairs.csv", [p.id for p in held_out], before, after, lengths)
     return model, result, held_out_report(before, after, lengths)
+
+
+def _counter(what: str, total: int, on_read: Callable[[str], None] | None) -> Callable[..., None] | None:
+    """``advance(n)`` that tells ``on_read`` "WHAT done/total"."""
+    if on_read is None:
+        return None
+    done = [0]
+
+    def advance(n: int = 1) -> None:
+        done[0] += n
+        on_read(f"{what} {done[0]}/{total}")
+    return advance
 
 
 def write_held_out_pairs(path: Path, ids: Sequence[str], before: Any, after: Any, lengths: Any) -> None:

@@ -111,7 +111,8 @@ def train_model(config: ProjectConfig, lm: Any, train: Sequence[Example | Prefer
             model, result, held = train_dpo(lm.model, lm.tokenizer, config.task, spec, fit_rows, val_rows,
                                             held_out=held_out, run_dir=run.root, resume_from=resume_from,
                                             adapter=adapter, on_step=on_step, on_validate=on_validate,
-                                            status=reporter.status, tracker=tracker)
+                                            status=reporter.status, tracker=tracker,
+                                            on_read=lambda text: advance(0, info=text))
         elif method.objective == "head":
             from taskfit.training.head import train_head
 

@@ -67,7 +67,7 @@ def _taxonomies(rows: int) -> list[tuple[str, list[str], list[str], str]]:
     from taskfit.data.sample import QUEUES, generate_tickets
 
     tickets = generate_tickets(n=rows * 4, seed=0)[:rows]
-    found = [("quickstart queues", list(QUEUES), [t["text"] for t in tickets],
+    found = [("quickstart queues", list(QUEUES), [t["messages"][0]["content"] for t in tickets],
               "Route the support ticket to the one queue that should handle it.")]
     if (CLINC / "test.jsonl").exists():
         train = [json.loads(line) for line in (CLINC / "train.jsonl").open(encoding="utf-8")]

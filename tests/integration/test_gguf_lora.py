@@ -5,7 +5,6 @@ command and CI run, builds it; the skip remains where it cannot be compiled)."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 
 import numpy as np
@@ -161,17 +160,3 @@ def test_serve_on_llama_cpp_answers_labels_json_and_streams(tmp_path, loopback):
     for text in PROMPTS:
         choice = ask("triage", text).choices[0]
         assert choice.message.content in QUEUES and 0 < choice.taskfit["confidence"] <= 1
-    # Requests decoded together (one llama.cpp sequence each, joining a running batch, sharing the
-    # chat header's cells): short ones are answered while a long reply is still being written, and
-    # each begins as it did alone (greedy; llama.cpp rounds a batch of several sequences a little
-    # differently from one, so a reply may part from its lone version after a near-tie, tens of
-    # tokens on).
-    alone = [ask("smollm2-135m", text, max_tokens=24).choices[0].message.content for text in PROMPTS]
-    with concurrent.futures.ThreadPoolExecutor(len(PROMPTS) + 1) as pool:
-        long = pool.submit(ask, "smollm2-135m", "Write a long story about a lighthouse, chapter by chapter.",
-                           max_tokens=400)
-        together = [f.result().choices[0].message.content
-                    for f in [pool.submit(ask, "smollm2-135m", text, max_tokens=24) for text in PROMPTS]]
-        assert not long.done()
-        assert long.result().usage.completion_tokens == 400
-    assert [t.split()[:4] for t in together] == [a.split()[:4] for a in alone], (together, alone)

@@ -1,29 +1,27 @@
-"""llama.cpp (llama-cpp-python, the optional ``llama`` extra): the exported artifact as a
-candidate (the base model's GGUF with the GGUF LoRA), and the parts the llama.cpp serving engine
-is built on.
+"""The exported artifact as a candidate: the base model's GGUF with the GGUF LoRA, run by llama.cpp
+(llama-cpp-python, the optional ``llama`` extra), and the label scorer the llama.cpp serving
+engine shares with it.
 
-The candidate answers as the transformers candidate does, through llama.cpp's kernels: the same
+It answers exactly as the transformers candidate does, through llama.cpp's kernels: the same
 rendered prompt (token ids from the same tokenizer), label scoring for ``classify`` (every
-label's log-probability after the prompt, from llama.cpp's logits, all labels in one batched
-decode: :class:`LlamaCppScorer`), and greedy generation otherwise (:class:`LlamaDecoder`, the
-serving engine's running batch), with tokens picked as transformers decoding picks them and held
-to the task's answer grammar by the same llguidance grammar and
-:class:`~taskfit.decoding.Constraint` (llama.cpp's own GBNF converter would allow other
-whitespace and key orders than the model was trained on). Its evaluation says whether the
-exported file behaves like the model that was trained, and what ``engine: llama-cpp`` serves.
+label's log-probability after the prompt, from llama.cpp's logits, all labels read in one batched
+decode: :class:`LlamaCppScorer` over :class:`Lanes`), and greedy generation otherwise, held to the
+task's answer grammar for ``extract`` by the same llguidance grammar and
+:class:`~taskfit.decoding.Constraint` as transformers decoding (a logits processor; llama.cpp's
+own GBNF converter would allow other whitespace and key orders than the model was trained on).
+Its evaluation says whether the exported file behaves like the model that was trained.
 """
 
 from __future__ import annotations
 
-import collections
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from taskfit.baselines.label_tree import label_choice
 from taskfit.baselines.model import LabelPrompts, Prompts, answer_room
 from taskfit.config import TaskSpec
-from taskfit.decoding import Generated, Sampling, _Row, answer_grammar
+from taskfit.decoding import answer_grammar
 from taskfit.errors import ConfigError
 from taskfit.records import Example, LabelChoice, Prediction
 from taskfit.tasks import get_task
@@ -56,8 +54,8 @@ class Lanes:
     """A llama.cpp context of its own over ``llm``'s weights and LoRA that holds up to ``lanes``
     sequences in one key/value cache of ``n_ctx`` cells (default: ``llm``'s), read in batched
     decodes: a cell holds one token that several sequences may share (a prompt read once for every
-    label, or a system prompt copied from a running request), so ``n_ctx`` bounds the tokens of all
-    sequences together. What the label scorer and the serving engine's running batch are built on."""
+    label), so ``n_ctx`` bounds the tokens of all sequences together. What the label scorer is
+    built on."""
 
     def __init__(self, llm: Any, lanes: int, n_ctx: int | None = None):
         import ctypes
@@ -114,132 +112,9 @@ class Lanes:
 
         llama_cpp.llama_memory_seq_rm(self.ctx.memory, seq, start, -1)
 
-    def share(self, source: int, target: int, end: int) -> None:
-        """Give sequence ``target`` the cells of ``source``'s first ``end`` tokens (no copy)."""
-        import llama_cpp
-
-        llama_cpp.llama_memory_seq_cp(self.ctx.memory, source, target, 0, end)
-
     def close(self) -> None:
         self.ctx.close()
         self._free()
-
-
-class LlamaDecoder:
-    """The running batch on llama.cpp, with :class:`~taskfit.decoding.Decoder`'s interface
-    (:meth:`add`, :meth:`step`, :meth:`clear`, ``len``, ``active``): each request is one sequence of
-    one :class:`~taskfit.baselines.llama_cpp.Lanes` context. A prompt that begins as a running
-    request's does takes that request's cells for the common part (the task's system prompt is read
-    once) and reads only the rest. A request joins at the next step when a sequence is free and
-    the context has room for its prompt and its longest reply (else it waits in the decoder, first
-    come first served); a finished one leaves at once. Each step picks every running sequence's
-    next token (as the transformers engine does: :class:`~taskfit.decoding._Row`) and reads them
-    all in one batched decode."""
-
-    def __init__(self, lanes: Lanes, tokenizer: Any, eos: set[int],
-                 on_text: Callable[[int, str], None] | None = None,
-                 on_done: Callable[[int, Generated], None] | None = None,
-                 cancelled: Callable[[int], bool] | None = None):
-        self.lanes, self.tokenizer, self.eos = lanes, tokenizer, eos
-        self.on_text, self.on_done, self.cancelled = on_text, on_done, cancelled
-        self.joinable = True
-        self.added = 0
-        self.waiting: collections.deque[tuple[int, list[int], Sampling]] = collections.deque()
-        self.rows: dict[int, _Row] = {}  # the running sequences' state
-        self.seq: dict[int, int] = {}  # sequence number → its lane in the context
-        self.length: dict[int, int] = {}  # tokens in its lane
-        self.reserved: dict[int, int] = {}  # cells held for it: prompt and longest reply
-        self.logits: dict[int, Any] = {}  # what its next token is picked from
-        self.free = list(range(lanes.lanes - 1, -1, -1))
-
-    def __len__(self) -> int:
-        return len(self.rows) + len(self.waiting)
-
-    @property
-    def active(self) -> list[int]:
-        """The running and the waiting sequences."""
-        return list(self.rows) + [number for number, *_ in self.waiting]
-
-    def add(self, prompts: Sequence[list[int]], samplings: Sequence[Sampling],
-            adapters: Sequence[str] | None = None, prefix: Any = None) -> list[int]:
-        """Queue ``prompts`` to join at the next step; return their numbers."""
-        numbers = list(range(self.added, self.added + len(prompts)))
-        self.added += len(prompts)
-        self.waiting.extend((i, list(p), s) for i, p, s in zip(numbers, prompts, samplings))
-        return numbers
-
-    def _admit(self) -> None:
-        import torch
-
-        while self.waiting and self.free:
-            number, prompt, sampling = self.waiting[0]
-            need = len(prompt) + sampling.max_tokens
-            if self.rows and sum(self.reserved.values()) + need > self.lanes.n_ctx:
-                return  # it waits for room
-            self.waiting.popleft()
-            lane = self.free.pop()
-            donor, common = None, 0  # the running prompt this one shares the most tokens with
-            for i, row in self.rows.items():
-                k = 0
-                for a, b in zip(row.prompt, prompt[:len(prompt) - 1]):
-                    if a != b:
-                        break
-                    k += 1
-                if k > common:
-                    donor, common = i, k
-            self.seq[number], self.reserved[number] = lane, need
-            self.rows[number] = _Row(self.tokenizer, prompt, sampling, "cpu")
-            if donor is not None:
-                self.lanes.share(self.seq[donor], lane, common)
-            first = self.lanes.decode([(t, common + j, (lane,), common + j == len(prompt) - 1)
-                                       for j, t in enumerate(prompt[common:])])[0]
-            self.logits[number], self.length[number] = torch.from_numpy(first), len(prompt)
-
-    def _finish(self, number: int) -> None:
-        row = self.rows.pop(number)
-        lane = self.seq.pop(number)
-        self.lanes.remove(lane)
-        self.free.append(lane)
-        for table in (self.length, self.reserved, self.logits):
-            table.pop(number, None)
-        if self.on_done is not None:
-            self.on_done(number, Generated(text=row.text.strip(), prompt_tokens=len(row.prompt),
-                                           completion_tokens=row.produced, finish_reason=row.finish or "cancelled"))
-
-    def step(self) -> None:
-        """Take in the waiting sequences there is room for; pick each running sequence's next token;
-        finished ones leave; one batched decode for the rest."""
-        import torch
-
-        for number, prompt, sampling in [w for w in self.waiting if self.cancelled and self.cancelled(w[0])]:
-            self.waiting.remove((number, prompt, sampling))
-            if self.on_done is not None:
-                self.on_done(number, Generated(text="", prompt_tokens=len(prompt), completion_tokens=0,
-                                               finish_reason="cancelled"))
-        self._admit()
-        for number, row in list(self.rows.items()):
-            if self.cancelled is not None and self.cancelled(number):
-                row.finish = "cancelled"
-            else:
-                delta = row.add(row.pick(self.logits[number]), self.tokenizer, self.eos)
-                if delta and self.on_text is not None:
-                    self.on_text(number, delta)
-            if row.finish is not None:
-                self._finish(number)
-        going = list(self.rows)
-        if not going:
-            return
-        read = self.lanes.decode([(self.rows[i].tokens[-1], self.length[i], (self.seq[i],), True) for i in going])
-        for i, logits in zip(going, read):
-            self.logits[i] = torch.from_numpy(logits)
-            self.length[i] += 1
-
-    def clear(self) -> None:
-        """Drop every sequence (after a failed decode)."""
-        self.lanes.remove(-1)
-        self.waiting.clear()
-        self.rows, self.seq, self.length, self.reserved, self.logits = {}, {}, {}, {}, {}
-        self.free = list(range(self.lanes.lanes - 1, -1, -1))
 
 
 class LlamaCppScorer(LabelPrompts):
@@ -312,11 +187,31 @@ class LlamaCppScorer(LabelPrompts):
             self._lanes, self._read = None, []
 
 
-class LlamaCppPredictor(Prompts):
-    """The exported GGUF (base and LoRA) as a candidate: label scoring for classify, otherwise the
-    serving engine's :class:`LlamaDecoder` (greedy, held to the task's answer grammar), so its
-    evaluation answers as ``engine: llama-cpp`` serves."""
+def grammar_processor(tokenizer: Any, grammar: str, n_prompt: int, budget: int) -> Any:
+    """A llama.cpp logits processor that holds what follows the first ``n_prompt`` tokens to
+    ``grammar`` (an llguidance grammar such as :func:`~taskfit.decoding.answer_grammar`'s),
+    through the same :class:`~taskfit.decoding.Constraint` as transformers decoding, with the
+    same steering towards closing the JSON in the last tokens of ``budget``. One per request."""
+    import numpy as np
+    from llama_cpp import LogitsProcessorList
 
+    from taskfit.decoding import JSON_CLOSERS, Constraint, grammar_is_json
+
+    constraint = Constraint(tokenizer, grammar, budget=budget,
+                            closers=JSON_CLOSERS if grammar_is_json(grammar) else None)
+    consumed = [n_prompt]  # tokens of the sequence the grammar has seen
+
+    def hold(input_ids: Any, scores: Any) -> Any:
+        for token in input_ids[consumed[0]:]:  # the tokens sampled since the last call
+            constraint.consume(int(token))
+        consumed[0] = len(input_ids)
+        allowed = constraint.allowed(len(input_ids) - n_prompt, scores.shape[-1], "cpu").numpy()
+        return np.where(allowed, scores, -np.inf).astype(scores.dtype)
+
+    return LogitsProcessorList([hold])
+
+
+class LlamaCppPredictor(Prompts):
     def __init__(self, name: str, llm: Any, tokenizer: Any, task: TaskSpec, max_length: int,
                  max_new_tokens: int, constrained: bool = True):
         super().__init__(tokenizer, task, max_length, answer_room(tokenizer, task, max_new_tokens))
@@ -326,7 +221,6 @@ class LlamaCppPredictor(Prompts):
         labels = get_task(task.kind).scores_labels
         self.scorer = LlamaCppScorer(llm, tokenizer, task, max_length) if labels else None
         self.grammar = answer_grammar(task) if constrained and not labels else None
-        self._lanes: Lanes | None = None
 
     def _batch(self, examples: list[Example]) -> Iterator[Prediction]:
         from taskfit.tasks import parse
@@ -334,18 +228,14 @@ class LlamaCppPredictor(Prompts):
         if self.scorer is not None:
             yield from self.scorer.predict(examples)
             return
-        if self._lanes is None:
-            self._lanes = Lanes(self.llm, self.batch_size)
-        start = time.perf_counter()
-        prompts = [self.prompt_ids(ex) for ex in examples]
-        done: dict[int, Generated] = {}
-        decoder = LlamaDecoder(self._lanes, self.tokenizer, {self.tokenizer.eos_token_id, self.llm.token_eos()},
-                               on_done=done.__setitem__)
-        numbers = decoder.add(prompts, [Sampling(max_tokens=self.max_new_tokens, grammar=self.grammar)] * len(prompts))
-        while len(decoder):
-            decoder.step()
-        share = (time.perf_counter() - start) / len(examples)
-        for ex, prompt, i in zip(examples, prompts, numbers):
-            answer, valid = parse(self.task, done[i].text)
-            yield Prediction(example_id=ex.id, output=answer, valid=valid, latency_s=share,
-                             prompt_tokens=len(prompt), completion_tokens=done[i].completion_tokens)
+        for ex in examples:
+            start = time.perf_counter()
+            prompt = self.prompt_ids(ex)
+            self.llm.reset()
+            hold = (grammar_processor(self.tokenizer, self.grammar, len(prompt), self.max_new_tokens)
+                    if self.grammar else None)
+            out = self.llm.create_completion(prompt=prompt, max_tokens=self.max_new_tokens, temperature=0.0,
+                                             logits_processor=hold)
+            answer, valid = parse(self.task, out["choices"][0]["text"].strip())
+            yield Prediction(example_id=ex.id, output=answer, valid=valid, latency_s=time.perf_counter() - start,
+                             prompt_tokens=len(prompt), completion_tokens=out["usage"]["completion_tokens"])

@@ -92,8 +92,7 @@ class Limits(_Spec):
     queue: int = Field(64, ge=1, description="Requests waiting at most; beyond it, 429 with Retry-After.")
     timeout_s: float = Field(120.0, gt=0, description="A request not answered within this gets 504.")
     context: int = Field(2048, ge=128, description="engine llama-cpp: tokens of context per served model "
-                                                   "(prompt + reply), which the requests decoded together share: "
-                                                   "a request joins when its prompt and longest reply fit.")
+                                                   "(prompt + reply).")
 
 
 class LogSpec(_Spec):

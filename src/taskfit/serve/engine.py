@@ -143,6 +143,8 @@ def task_prompt(tokenizer: Any, served: Served, example: Example, score_labels: 
 class Engine:
     """Loads the models and answers :class:`Job` s on its worker thread."""
 
+    continuous = True  # generation requests join the running batch between steps (:class:`_Running`)
+
     def __init__(self, spec: ServeSpec, status: Callable[[str], None] = lambda m: None):
         self.spec = spec
         self.status = status
@@ -421,9 +423,9 @@ class Engine:
         while (batch := self._next(running)) is not None:
             if running is None:
                 self._run_tasks()
-            if batch and batch[0].score_labels:
+            if batch and (batch[0].score_labels or not self.continuous):
                 try:
-                    results = self._score(batch)
+                    results = self._score(batch) if batch[0].score_labels else self._generate(batch)
                 except Exception as exc:  # one failed batch must not stop the server
                     results = [exc] * len(batch)
                 for job, result in zip(batch, results):
@@ -471,10 +473,10 @@ class Engine:
         self.model.set_adapter(served.adapter)
         return contextlib.nullcontext()
 
-    def decoder(self, model: Served, **callbacks: Any) -> Any:
-        """A running batch for requests to ``model`` (every model's, with mixed-adapter batches):
-        :class:`~taskfit.decoding.Decoder` with ``callbacks`` (on_text, on_done, cancelled)."""
-        return Decoder(self.model, self.tokenizer, mixed=self._peft and self.mixed, keep_results=False, **callbacks)
+    def _generate(self, batch: list[Job]) -> list[Result]:
+        """A batch answered to the end, for engines whose batches cannot be joined (``continuous``
+        False: llama.cpp's)."""
+        raise NotImplementedError
 
 
 class _Running:
@@ -486,9 +488,9 @@ class _Running:
         self.engine, self.model = engine, model
         self.mixed = engine._peft and engine.mixed
         self.jobs: dict[int, Job] = {}
-        self.decoder = engine.decoder(
-            model, on_text=lambda i, delta: self.jobs[i].on_text(delta) if self.jobs[i].on_text else None,
-            on_done=self._done, cancelled=lambda i: self.jobs[i].cancelled)
+        self.decoder = Decoder(engine.model, engine.tokenizer, mixed=self.mixed,
+                               on_text=lambda i, delta: self.jobs[i].on_text(delta) if self.jobs[i].on_text else None,
+                               on_done=self._done, cancelled=lambda i: self.jobs[i].cancelled, keep_results=False)
         self._context = contextlib.ExitStack()
         if not self.mixed:
             self._context.enter_context(engine._adapter(model))

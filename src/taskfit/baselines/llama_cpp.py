@@ -122,17 +122,16 @@ class LlamaCppScorer(LabelPrompts):
     label's log-probability (its tokens and the end-of-turn token) after the prompt, every label
     scored, one prompt at a time, in one batched decode.
 
-    The scorer keeps :class:`Lanes` of its own (``n_ctx`` cells, default ``llm``'s), one sequence
+    The scorer keeps :class:`Lanes` of its own (as many cells as ``llm``'s context), one sequence
     per label up to llama.cpp's limit on parallel sequences (more labels take turns in groups;
     ``lanes`` caps them, for tests): the prompt is read once, into cells every label's sequence
     shares, then all labels' tokens together, each in its own sequence at the positions after the
     prompt. The next prompt keeps the cells of what it has in common with the last one (the task's
     system prompt and chat header), so only the rest is read."""
 
-    def __init__(self, llm: Any, tokenizer: Any, task: TaskSpec, max_length: int, lanes: int | None = None,
-                 n_ctx: int | None = None):
+    def __init__(self, llm: Any, tokenizer: Any, task: TaskSpec, max_length: int, lanes: int | None = None):
         super().__init__(tokenizer, task, max_length)
-        self.llm, self.n_ctx = llm, n_ctx
+        self.llm = llm
         self.lanes = min(len(self.completions), lanes or len(self.completions))
         self._lanes: Lanes | None = None
         self._read: list[int] = []  # the prompt whose cells the scoring context holds
@@ -141,9 +140,10 @@ class LlamaCppScorer(LabelPrompts):
         return [label_choice(self.scores(p)) for p in prompts]
 
     def _groups(self, n_prompt: int) -> list[list[int]]:
-        """The labels in turns: at most one per sequence, and no more tokens than the cache holds."""
+        """The labels in turns: at most one per sequence, and no more tokens than the cache holds or
+        one decode reads (so no label's tokens are split between two decodes)."""
         groups: list[list[int]] = [[]]
-        room = self._lanes.n_ctx - n_prompt
+        room = min(self._lanes.n_ctx - n_prompt, self._lanes.n_batch)
         used = 0
         for j, completion in enumerate(self.completions):
             need = len(completion) - 1  # the last token is scored, never read
@@ -157,7 +157,7 @@ class LlamaCppScorer(LabelPrompts):
     def scores(self, prompt: list[int]) -> list[float]:
         """Every label's log-probability after ``prompt``, in label order."""
         if self._lanes is None:
-            self._lanes = Lanes(self.llm, self.lanes, self.n_ctx)
+            self._lanes = Lanes(self.llm, self.lanes)
         lanes, n = self._lanes, len(prompt)
         keep = 0  # the tokens of the last prompt this one begins with (their cells stay)
         for a, b in zip(self._read, prompt[:n - 1]):  # the prompt's last token is read again: its logits

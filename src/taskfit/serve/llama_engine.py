@@ -56,7 +56,7 @@ class LlamaCppEngine(Engine):
         self.llms[name] = load_llama(self.base_file, gguf, self.context, self.spec.threads)
         served = self.served(name, spec, run, path)
         if served.task is not None and get_task(served.task.kind).scores_labels:
-            served.scorer = LlamaCppScorer(self.llms[name], self.tokenizer, served.task, served.max_length)  # own context
+            served.scorer = LlamaCppScorer(self.llms[name], self.tokenizer, served.task, served.max_length)
         self.models[name] = served
         return served
 

@@ -40,36 +40,41 @@ def load_llama(base: Path, lora: Path | None, n_ctx: int, threads: int | None = 
                  n_threads=threads, n_threads_batch=threads, verbose=False)
 
 
-def _last_logits(llm: Any) -> Any:
-    """Log-probabilities of the next token after what ``llm`` has read (llama.cpp keeps the last
-    position's logits; the bindings do not copy them out unless every position's are kept)."""
+def _log_probs(logits: Any, vocab: int) -> Any:
+    """llama.cpp's logits for one position (a float pointer) as log-probabilities (numpy, float64)."""
     import numpy as np
 
-    row = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
+    row = np.ctypeslib.as_array(logits, shape=(vocab,)).astype(np.float64)
     top = row.max()
     return row - (top + np.log(np.exp(row - top).sum()))
 
 
+def _last_logits(llm: Any) -> Any:
+    """Log-probabilities of the next token after what ``llm`` has read (llama.cpp keeps the last
+    position's logits; the bindings do not copy them out unless every position's are kept)."""
+    return _log_probs(llm._ctx.get_logits(), llm.n_vocab())
+
+
 class Lanes:
     """A llama.cpp context of its own over ``llm``'s weights and LoRA that holds up to ``lanes``
-    sequences in one key/value cache of ``n_ctx`` cells (default: ``llm``'s), read in batched
+    sequences in one key/value cache of as many cells as ``llm``'s context, read in batched
     decodes: a cell holds one token that several sequences may share (a prompt read once for every
-    label), so ``n_ctx`` bounds the tokens of all sequences together. What the label scorer is
+    label), so those cells bound the tokens of all sequences together. What the label scorer is
     built on."""
 
-    def __init__(self, llm: Any, lanes: int, n_ctx: int | None = None):
+    def __init__(self, llm: Any, lanes: int):
         import ctypes
         import weakref
 
         import llama_cpp
         from llama_cpp import _internals
 
-        self.llm = llm
+        self.llm = llm  # kept alive while its weights are in use here
         params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
         self.lanes = max(1, min(lanes, int(llama_cpp.llama_max_parallel_sequences())))
         params.n_seq_max = self.lanes
         params.kv_unified = True  # one cache the sequences share cells of
-        params.n_ctx = self.n_ctx = n_ctx or int(params.n_ctx)
+        self.n_ctx = int(params.n_ctx)
         params.n_batch = params.n_ubatch = self.n_batch = min(self.n_ctx, 512)
         self.ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
         if llm._lora_adapter is not None:
@@ -85,7 +90,6 @@ class Lanes:
         """Read ``entries`` (token, position, sequence ids, whether its next-token log-probabilities
         are wanted), at most a batch's worth a call; the wanted rows, in order (numpy, float64)."""
         import llama_cpp
-        import numpy as np
 
         batch, wanted = self._batch, []
         for start in range(0, len(entries), self.n_batch):
@@ -98,12 +102,8 @@ class Lanes:
             if (code := llama_cpp.llama_decode(self.ctx.ctx, batch)) != 0:
                 raise RuntimeError(f"llama.cpp could not read {len(chunk)} tokens (llama_decode returned {code}"
                                    f"{': no room left in its cache' if code == 1 else ''})")
-            for i, (*_, logits) in enumerate(chunk):
-                if logits:
-                    row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx.ctx, i),
-                                                shape=(self.vocab,)).astype(np.float64)
-                    top = row.max()
-                    wanted.append(row - (top + np.log(np.exp(row - top).sum())))
+            wanted += [_log_probs(llama_cpp.llama_get_logits_ith(self.ctx.ctx, i), self.vocab)
+                       for i, (*_, logits) in enumerate(chunk) if logits]
         return wanted
 
     def remove(self, seq: int = -1, start: int = 0) -> None:

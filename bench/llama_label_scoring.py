@@ -5,6 +5,7 @@ prompts with the same GGUF, in one run.
     bash scripts/setup.sh --tests        # builds llama-cpp-python
     .venv/bin/python bench/llama_label_scoring.py                      # quickstart queues and clinc150
     .venv/bin/python bench/llama_label_scoring.py --rows 40 --repeat 3
+    .venv/bin/python bench/llama_label_scoring.py --exact --repeat 1   # also against float32 scores
 
 Two taxonomies: the quickstart's 8 queues on its generated tickets, and clinc150's 151 intents on
 its test file's first rows (where ../shared/data/clinc150 exists). The model is the embedded
@@ -14,7 +15,10 @@ row by row, --repeat times through the rows, each time starting with the other s
 figure is its fastest time through the rows, in examples/s of wall-clock time and of this
 process's CPU time. Each side scores one row untimed first. Printed per taxonomy: both sides'
 examples/s, the ratio, whether the best label is the same on every row, and the largest
-difference between the two sides' log-probabilities.
+difference between the two sides' log-probabilities. ``--exact`` also computes every label's
+log-probability in float32 with transformers on the same weights and adapter (the embedded model's
+safetensors are the GGUF's weights converted to float32, so only the arithmetic differs) and prints
+how far each side is from it.
 
 Declared before measuring (issue #19.3, "scores all label tokens of a request in one batched
 decode"), on the 2-core reference machine with nothing else running, --rows 40 --repeat 3: the
@@ -57,6 +61,29 @@ def one_label_at_a_time(scorer: Any, prompt: list[int]) -> list[float]:
     return totals
 
 
+def exact_scores(model: Any, prompt: list[int], completions: list[list[int]]) -> list[float]:
+    """Every label's log-probability after ``prompt`` in float32 (transformers): the prompt read
+    once, its cache repeated for every label, all labels' tokens in one padded pass."""
+    import torch
+
+    width = max(len(c) for c in completions) - 1
+    with torch.no_grad():
+        out = model(torch.tensor([prompt]), use_cache=True)
+        first = torch.log_softmax(out.logits[0, -1].double(), -1)
+        if width == 0:
+            return [float(first[c[0]]) for c in completions]
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(len(completions))
+        ids = torch.tensor([c[:-1] + [0] * (width - len(c) + 1) for c in completions])
+        mask = torch.ones(len(completions), len(prompt) + width, dtype=torch.long)
+        logits = model(ids, past_key_values=cache, attention_mask=mask).logits
+    totals = []
+    for j, c in enumerate(completions):
+        rows = torch.log_softmax(logits[j, :len(c) - 1].double(), -1)
+        totals.append(float(first[c[0]]) + sum(float(rows[i, c[i + 1]]) for i in range(len(c) - 1)))
+    return totals
+
+
 def _cpu() -> float:
     use = resource.getrusage(resource.RUSAGE_SELF)
     return use.ru_utime + use.ru_stime
@@ -83,6 +110,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=40)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--exact", action="store_true", help="also compare each side with float32 scores (transformers)")
     args = ap.parse_args()
 
     import numpy as np
@@ -137,6 +165,17 @@ def main() -> None:
             print(f"  {s:28s} {rate[s]:6.2f} examples/s  {len(prompts) / best[s][1]:6.2f} examples/CPU s")
         print(f"  ratio {rate[order[0]] / rate[order[1]]:.2f}x; same best label on {same}/{len(prompts)} rows; "
               f"largest log-probability difference {np.abs(batched - alone).max():.4f}")
+        if args.exact:
+            model.eval()
+            exact = np.array([exact_scores(model, p, scorer.completions) for p in prompts])
+            lead = np.sort(exact, 1)
+            lead = lead[:, -1] - lead[:, -2]
+            print(f"  float32 (transformers): the best label leads the second by {np.median(lead):.2f} nats "
+                  f"(median), {lead.min():.2f} at least")
+            for s, got in zip(order, (batched, alone)):
+                gap = np.abs(got - exact)
+                print(f"  {s:28s} same best label as float32 on {int((got.argmax(1) == exact.argmax(1)).sum())}"
+                      f"/{len(prompts)} rows; difference from float32 {gap.mean():.2f} mean, {gap.max():.2f} largest")
         scorer.close()
     llm.close()
 

@@ -119,7 +119,7 @@ def test_llama_cpp_scores_every_label_in_one_pass_as_reading_each_label_alone(tm
             assert (np.abs(np.array(together) - alone) <= 0.3 + 0.1 * fed).all(), (together, alone)
             assert int(np.argmax(together)) == int(np.argmax(alone))
             assert abs(label_choice(together).confidence - label_choice(alone).confidence) < 0.05
-    assert scorers[1]._lanes.lanes == 4 and len(scorers[1]._groups(len(prompt))) == 2  # six labels took two turns
+    assert scorers[1]._context.lanes == 4 and len(scorers[1]._groups(len(prompt))) == 2  # six labels took two turns
     for scorer in scorers:
         scorer.close()
     llm.close()

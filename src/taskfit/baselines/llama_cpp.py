@@ -132,8 +132,8 @@ class LlamaCppScorer(LabelPrompts):
     def __init__(self, llm: Any, tokenizer: Any, task: TaskSpec, max_length: int, lanes: int | None = None):
         super().__init__(tokenizer, task, max_length)
         self.llm = llm
-        self.lanes = min(len(self.completions), lanes or len(self.completions))
-        self._lanes: Lanes | None = None
+        self.max_lanes = min(len(self.completions), lanes or len(self.completions))
+        self._context: Lanes | None = None
         self._read: list[int] = []  # the prompt whose cells the scoring context holds
 
     def choose(self, prompts: Sequence[list[int]]) -> list[LabelChoice]:
@@ -143,11 +143,11 @@ class LlamaCppScorer(LabelPrompts):
         """The labels in turns: at most one per sequence, and no more tokens than the cache holds or
         one decode reads (so no label's tokens are split between two decodes)."""
         groups: list[list[int]] = [[]]
-        room = min(self._lanes.n_ctx - n_prompt, self._lanes.n_batch)
+        room = min(self._context.n_ctx - n_prompt, self._context.n_batch)
         used = 0
         for j, completion in enumerate(self.completions):
             need = len(completion) - 1  # the last token is scored, never read
-            if groups[-1] and (len(groups[-1]) == self._lanes.lanes or used + need > room):
+            if groups[-1] and (len(groups[-1]) == self._context.lanes or used + need > room):
                 groups.append([])
                 used = 0
             groups[-1].append(j)
@@ -156,9 +156,9 @@ class LlamaCppScorer(LabelPrompts):
 
     def scores(self, prompt: list[int]) -> list[float]:
         """Every label's log-probability after ``prompt``, in label order."""
-        if self._lanes is None:
-            self._lanes = Lanes(self.llm, self.lanes)
-        lanes, n = self._lanes, len(prompt)
+        if self._context is None:
+            self._context = Lanes(self.llm, self.max_lanes)
+        lanes, n = self._context, len(prompt)
         keep = 0  # the tokens of the last prompt this one begins with (their cells stay)
         for a, b in zip(self._read, prompt[:n - 1]):  # the prompt's last token is read again: its logits
             if a != b:
@@ -182,9 +182,9 @@ class LlamaCppScorer(LabelPrompts):
 
     def close(self) -> None:
         """Free the scoring context."""
-        if self._lanes is not None:
-            self._lanes.close()
-            self._lanes, self._read = None, []
+        if self._context is not None:
+            self._context.close()
+            self._context, self._read = None, []
 
 
 def grammar_processor(tokenizer: Any, grammar: str, n_prompt: int, budget: int) -> Any:

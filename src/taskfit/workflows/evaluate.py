@@ -375,9 +375,9 @@ def gguf_candidate(ws: Workspace, run_dir: Path, name: str, threads: int | None)
                                  constrained=c.eval.constrained)
 
     def size() -> dict[str, float]:
-        from gguf import GGUFReader
+        from taskfit.models.registry import gguf_reader
 
-        return {"params_m": sum(int(t.n_elements) for t in GGUFReader(str(base)).tensors) / 1e6,
+        return {"params_m": sum(int(t.n_elements) for t in gguf_reader(str(base)).tensors) / 1e6,
                 "adapter_mb": (folder / "adapter.gguf").stat().st_size / 1e6}
 
     return Candidate(name, "shipped", {"weights": folder_digest(folder), "engine": "llama-cpp"}, build,

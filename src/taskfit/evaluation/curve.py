@@ -146,13 +146,6 @@ class LearningCurve:
         return len(self.rows) > PARAMETERS
 
     @property
-    def pinned(self) -> bool:
-        """Whether the points pin down how fast the score rises (the fitted exponent is not at a
-        bound of its range): where they do not, a projection past the largest run is a guess."""
-        _, b, c = self.params
-        return not (b and (c <= BOUNDS[0][2] + 1e-6 or c >= BOUNDS[1][2] - 1e-6))
-
-    @property
     def levels_off(self) -> float:
         return self.params[0]
 
@@ -189,7 +182,7 @@ class LearningCurve:
         elif a >= BOUNDS[1][0] - 1e-6:
             notes.append("the fit puts the level it rises to at the top of the scale (1.0): the points do not "
                          "show where it levels off")
-        if not self.pinned:
+        if b and (c <= BOUNDS[0][2] + 1e-6 or c >= BOUNDS[1][2] - 1e-6):
             notes.append(f"the exponent sits at its bound ({c:.2f}): the points do not pin down how fast the "
                          "score rises")
         return notes

@@ -9,7 +9,8 @@ per task kind, through the same library calls as `taskfit baseline`, `train`, `e
     .venv/bin/python bench/scorecards.py clinc150 --train 2000 --eval 500 --head --batch 8
 
 `--head` trains a second fine-tune with `train.classify_head: true` (LoRA and a linear head over
-the last token) after the generative one, so the scorecard has both. `--batch N` sets
+the last token) after the generative one, so the scorecard has both; `--head-only` trains the head
+alone. `--set KEY=VALUE` sets any other taskfit.yaml setting (`--set train.epochs=5`). `--batch N` sets
 `eval.batch_size` (rows read together: faster, and each row's latency is then its batch's time
 shared among its rows).
 
@@ -115,6 +116,10 @@ def main() -> None:
     ap.add_argument("--skip-train", action="store_true", help="baselines only")
     ap.add_argument("--head", action="store_true", help="classify: also train and score a head fine-tune")
     ap.add_argument("--batch", type=int, help="eval.batch_size (rows read together)")
+    ap.add_argument("--head-only", action="store_true",
+                    help="classify: train and score only the head fine-tune (not the generative one)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="any taskfit.yaml setting, dotted (train.epochs=5); the value is read as YAML")
     ap.add_argument("--config-only", action="store_true",
                     help="write the project's taskfit.yaml and stop (what bench/label_scoring.py reads)")
     args = ap.parse_args()
@@ -131,6 +136,19 @@ def main() -> None:
     doc = project_doc(args.dataset, out, train_n, eval_n)
     if args.batch:
         doc["eval"]["batch_size"] = args.batch
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item}: write KEY=VALUE, e.g. train.epochs=5")
+        *path, leaf = key.split(".")
+        node = doc
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    if args.head_only:
+        if args.dataset != "clinc150":
+            raise SystemExit("--head-only: a classification head is for classify datasets (clinc150)")
+        doc["train"]["classify_head"] = True
     (out / "taskfit.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     if args.config_only:
         print(f"wrote {out / 'taskfit.yaml'}")
@@ -149,8 +167,11 @@ def main() -> None:
         timings[f"{name} eval"] = time.perf_counter() - start
 
     if not args.skip_train:
-        fine_tune("fine-tuned")
-        if args.head:
+        if args.head_only:
+            fine_tune("head")
+        else:
+            fine_tune("fine-tuned")
+        if args.head and not args.head_only:
             doc["train"]["classify_head"] = True
             (out / "taskfit.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
             fine_tune("head")

@@ -61,6 +61,11 @@ def test_advise_says_classical_where_the_classical_baseline_wins_and_costs_nothi
     assert all(m["learning_curve"]["of"] == train_rows for _, m in runs)
     with pytest.raises(ConfigError, match="no finished training run"):
         latest_run_dir(project)  # `eval`, `export` and `serve` never take a curve run
+    # each sampled row is answered once: no row answered again alone to time a lone request
+    for name in ("prompt-only", "fine-tuned@24rows"):
+        metrics = json.loads((evals / "results" / f"{name}.json").read_text())["metrics"]
+        assert "latency_rows" not in metrics and metrics["latency_mean_s"] > 0, name
+    assert "| time a query |" in text
     card = json.loads((evals / "scorecard.json").read_text())
     assert {"fine-tuned@12rows", "fine-tuned@18rows", "fine-tuned@24rows", "tfidf-logreg"} <= set(card["candidates"])
     assert all(c["n"] == 20 for c in card["candidates"].values())

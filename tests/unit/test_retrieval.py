@@ -6,7 +6,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from taskfit.retrieval import Bm25Index
+import numpy as np
+
+from taskfit.baselines.classical import SentenceEmbeddings
+from taskfit.retrieval import Bm25Index, Embedder, EmbeddingIndex, embedder
 
 
 def test_bm25_finds_the_text_sharing_the_query_words():
@@ -23,3 +26,33 @@ def test_bm25_prints_no_debug_lines_once_the_root_logger_is_configured():
             "Bm25Index(['refund my order', 'app crashes']).search('refund', 1)")
     err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
     assert "WARNING:root:configured" in err and "DEBUG" not in err
+
+
+def test_training_texts_are_embedded_once_for_the_retriever_and_embeddings_logreg(monkeypatch):
+    """The few-shot retriever and embeddings-logreg embed the same training inputs with the real
+    MiniLM: the second finds them remembered; what is asked later (a query, a request) is
+    embedded each time and never kept."""
+    monkeypatch.setattr("taskfit.retrieval._EMBEDDER", Embedder())
+    encoder = embedder().encoder
+    asked: list[str] = []
+    real = encoder.encode
+    monkeypatch.setattr(encoder, "encode", lambda texts, **kw: (asked.extend(texts), real(texts, **kw))[1])
+    train = ["refund my order please", "the app crashes at login", "where is my parcel", "refund my order please"]
+
+    index = EmbeddingIndex(train)
+    assert asked == train[:3]  # each distinct text once
+    x = SentenceEmbeddings().fit_transform(train)
+    assert asked == train[:3] and np.array_equal(x, index.vectors)
+    assert np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+    assert index.search("my parcel has not come", 1) == [2]
+    SentenceEmbeddings().transform(["my parcel has not come"])
+    assert asked[3:] == ["my parcel has not come"] * 2  # queries are not remembered
+    assert "my parcel has not come" not in embedder()._vectors
+
+
+def test_the_remembered_embeddings_are_bounded(monkeypatch):
+    monkeypatch.setattr("taskfit.retrieval._EMBEDDER", Embedder())
+    monkeypatch.setattr(Embedder, "REMEMBERED", 2)
+    embedder().encode(["one", "two", "three"], remember=True)
+    assert list(embedder()._vectors) == ["two", "three"]  # the oldest dropped first
+    assert embedder().encode([]).shape == (0, 384)

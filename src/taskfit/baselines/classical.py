@@ -117,35 +117,31 @@ RECIPES: dict[str, Recipe] = {
 
 
 class SentenceEmbeddings:
-    """The embedded MiniLM's normalised sentence embeddings, as a scikit-learn transformer. The
-    encoder (about 90 MB) is loaded on first use and never pickled: a saved model holds only its
-    classifier, and loading it uses the installed encoder."""
-
-    def __init__(self) -> None:
-        self._encoder: Any = None
+    """The embedded MiniLM's normalised sentence embeddings, as a scikit-learn transformer: the
+    process's :func:`taskfit.retrieval.embedder` (loaded on first use, never pickled: a saved model
+    holds only its classifier, and loading it uses the installed encoder). The training texts'
+    embeddings are remembered for the few-shot retriever, which embeds the same inputs."""
 
     def fit(self, texts: Sequence[str], y: Any = None) -> "SentenceEmbeddings":
         return self
 
     def fit_transform(self, texts: Sequence[str], y: Any = None) -> Any:
-        return self.transform(texts)
+        from taskfit.retrieval import embedder
 
-    def encoder(self) -> Any:
-        if self._encoder is None:
-            from taskfit.retrieval import load_encoder
-
-            self._encoder = load_encoder()
-        return self._encoder
+        return embedder().encode(list(texts), remember=True)
 
     def transform(self, texts: Sequence[str]) -> Any:
-        return self.encoder().encode(list(texts), batch_size=64, normalize_embeddings=True,
-                                     convert_to_numpy=True, show_progress_bar=False)
+        from taskfit.retrieval import embedder
+
+        return embedder().encode(list(texts))
 
     def params(self) -> int:
-        return sum(p.numel() for p in self.encoder().parameters())
+        from taskfit.retrieval import embedder
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_encoder": None}
+        return sum(p.numel() for p in embedder().encoder.parameters())
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({k: v for k, v in state.items() if k != "_encoder"})  # a model saved before
 
 
 # ---- fitting ----------------------------------------------------------------------------------

@@ -67,17 +67,70 @@ def load_encoder():
     return SentenceTransformer(str(embedding_model_dir()), device="cpu")
 
 
+class Embedder:
+    """The process's MiniLM and the embeddings of the texts it was asked to remember (a project's
+    training inputs), so that the baselines that embed them (the few-shot retriever and
+    embeddings-logreg) embed each once. At most ``REMEMBERED`` texts are kept, the oldest dropped
+    first; what a server is asked is never remembered (it may hold personal data)."""
+
+    REMEMBERED = 20_000  # about 30 MB of 384-float vectors
+
+    def __init__(self) -> None:
+        import collections
+        import threading
+
+        self._encoder = None
+        self._vectors: collections.OrderedDict[str, object] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def encoder(self):
+        with self._lock:
+            if self._encoder is None:
+                self._encoder = load_encoder()
+            return self._encoder
+
+    def encode(self, texts: Sequence[str], remember: bool = False):
+        """Normalised embeddings of ``texts``, one row each (float32 numpy)."""
+        import numpy as np
+
+        encoder = self.encoder
+        with self._lock:
+            found = {t: self._vectors[t] for t in texts if t in self._vectors}
+            missing = [t for t in dict.fromkeys(texts) if t not in found]
+            if missing:
+                made = encoder.encode(missing, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+                                      show_progress_bar=False)
+                found.update(zip(missing, made))
+                if remember:
+                    self._vectors.update(zip(missing, made))
+                    while len(self._vectors) > self.REMEMBERED:
+                        self._vectors.popitem(last=False)
+        if not texts:
+            return np.zeros((0, encoder.get_embedding_dimension()), np.float32)
+        return np.stack([found[t] for t in texts])
+
+
+_EMBEDDER: Embedder | None = None
+
+
+def embedder() -> Embedder:
+    """The process's :class:`Embedder` (made on first use)."""
+    global _EMBEDDER
+    if _EMBEDDER is None:
+        _EMBEDDER = Embedder()
+    return _EMBEDDER
+
+
 class EmbeddingIndex:
-    """Cosine similarity of MiniLM embeddings. The index holds the encoder its texts were embedded
-    with, so queries are embedded by the same one, and it goes when the index goes."""
+    """Cosine similarity of MiniLM embeddings (the process's :func:`embedder`, which remembers the
+    indexed texts' embeddings for the other baselines that embed them)."""
 
     def __init__(self, texts: Sequence[str]):
-        self.encoder = load_encoder()
-        self.vectors = self.encoder.encode(list(texts), batch_size=64, normalize_embeddings=True,
-                                           convert_to_numpy=True, show_progress_bar=False)
+        self.vectors = embedder().encode(list(texts), remember=True)
 
     def search(self, query: str, k: int) -> list[int]:
-        q = self.encoder.encode([query], normalize_embeddings=True, convert_to_numpy=True)[0]
+        q = embedder().encode([query])[0]
         sims = self.vectors @ q
         return [int(i) for i in sims.argsort()[::-1][:k]]
 

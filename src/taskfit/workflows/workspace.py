@@ -139,11 +139,13 @@ class Workspace:
     def on_first(self, n: int) -> "Workspace":
         """This workspace scoring candidates on the first ``n`` of its evaluation rows (as
         ``eval.max_rows`` takes them; itself when it scores no more already). Its store is its own
-        directory, and free decoding (``eval.generation_sample``, a scorecard figure that costs a
-        decoding per row) is left out there."""
+        directory, and two scorecard figures that cost more rows are left out there: free decoding
+        (``eval.generation_sample``, a decoding per row) and a lone request's latency
+        (``eval.latency_rows``, rows answered again one at a time): a candidate's time a query is
+        its batched pass's."""
         if n >= len(self.eval_rows):
             return self
-        spec = self.config.eval.model_copy(update={"max_rows": n, "generation_sample": 0})
+        spec = self.config.eval.model_copy(update={"max_rows": n, "generation_sample": 0, "latency_rows": 0})
         return replace(self, config=self.config.model_copy(update={"eval": spec}))
 
     @property

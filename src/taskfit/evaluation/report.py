@@ -67,9 +67,9 @@ def plot_scores(results: Sequence[EvalResult], path: Path, metrics: Sequence[str
         xs = [i + (j - (len(metrics) - 1) / 2) * width for i in range(len(results))]
         vals = [r.metrics.get(metric, 0.0) for r in results]
         err = None
-        if all(f"{metric}_ci_low" in r.metrics for r in results):
-            err = [[v - r.metrics[f"{metric}_ci_low"] for v, r in zip(vals, results)],
-                   [r.metrics[f"{metric}_ci_high"] - v for v, r in zip(vals, results)]]
+        if all(f"{metric}_ci_low" in r.metrics for r in results):  # an interval may miss its estimate by a hair
+            err = [[max(0.0, v - r.metrics[f"{metric}_ci_low"]) for v, r in zip(vals, results)],
+                   [max(0.0, r.metrics[f"{metric}_ci_high"] - v) for v, r in zip(vals, results)]]
         ax.bar(xs, vals, width, yerr=err, capsize=4, label=metric.replace("_", "-"))
     ax.set_xticks(range(len(results)), [r.candidate for r in results], rotation=15, ha="right")
     ax.set_ylim(0, 1)

@@ -26,3 +26,21 @@ def test_the_report_states_what_success_means_under_its_title(tmp_path):
     assert page.index("<h1>taskfit: triage</h1>") < page.index(shown) < page.index('id="verdict"')
     plain = write_scorecard_report(tmp_path, "taskfit: triage", card, predictions).read_text()
     assert 'id="success"' not in plain and "Success means" not in plain
+
+
+def test_the_scores_plot_is_drawn_when_an_interval_misses_its_estimate(tmp_path):
+    """An interval computed another way than its estimate can miss it by a hair (a bootstrap of
+    macro-F1 on many small classes did); the bar plot draws no error bar below zero length
+    instead of failing the whole report."""
+    from dataclasses import replace
+
+    from taskfit.evaluation.report import plot_scores
+
+    task = TaskSpec(kind="classify", success="s", system_prompt="p", labels=list("abc"))
+    examples = [Example(id=str(i), input=f"row {i}", target="abc"[i % 3]) for i in range(30)]
+    preds = [Prediction(example_id=ex.id, output=ex.target, valid=True, latency_s=0.01, prompt_tokens=5,
+                        completion_tokens=1) for ex in examples]
+    result = score(task, EvalSpec(), "fine-tuned", examples, preds)
+    off = replace(result, metrics={**result.metrics, "macro_f1_ci_high": result.metrics["macro_f1"] - 0.001})
+    path = plot_scores([result, off], tmp_path / "scores.png", ["accuracy", "macro_f1"])
+    assert path.exists() and path.stat().st_size > 1000

@@ -135,3 +135,18 @@ def test_extract_is_tested_on_the_pooled_field_f1_the_scorecard_shows():
     shown = tuned.metrics["field_f1"] - base.metrics["field_f1"]
     assert shown > 0.5 and abs(test.difference - shown) < 1e-9 and test.p_value < 0.05
     assert f"{100 * shown:+.1f} pts" in card.markdown()[-1] or f"{100 * shown:.1f} points" in card.verdict
+
+
+def test_the_latency_note_names_the_candidates_timed_alone_when_not_all_were():
+    """On advise's sample a candidate taken from the whole split carries a lone request's latency
+    and the ones scored on the sample carry their batched pass's: the note says which is which."""
+    rng = random.Random(0)
+    scores = [[float(rng.random() < acc) for _ in range(40)] for acc in (0.5, 0.8)]
+    timed = _result("prompt-only", "classify", "accuracy", scores[0])
+    timed.metrics["latency_rows"] = 16
+    sampled = _result("fine-tuned-head@48rows", "classify", "accuracy", scores[1])
+    (note,) = [n for n in build_scorecard([timed, sampled], {}).notes if "lone request" in n]
+    assert note.startswith("Latency p50 / p95 of prompt-only: a lone request, timed on the first 16")
+    sampled.metrics["latency_rows"] = 16
+    (note,) = [n for n in build_scorecard([timed, sampled], {}).notes if "lone request" in n]
+    assert note.startswith("Latency p50 / p95 of a local model: a lone request")

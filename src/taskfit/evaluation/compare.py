@@ -317,9 +317,11 @@ def build_scorecard(results: Sequence[EvalResult], thresholds: dict[str, float],
     card.notes = [f"{f.candidate}: {f.skipped}." for f in card.forgetting if f.skipped]
     alone = sorted({int(r.metrics["latency_rows"]) for r in results if r.metrics.get("latency_rows")})
     if alone:
-        card.notes.append(f"Latency p50 / p95 of a local model: a lone request, timed on the first "
+        timed = [r.candidate for r in results if r.metrics.get("latency_rows")]
+        whose = "a local model" if len(timed) == len(results) else ", ".join(timed)
+        card.notes.append(f"Latency p50 / p95 of {whose}: a lone request, timed on the first "
                           f"{'/'.join(map(str, alone))} held-out rows answered again one at a time "
-                          "(eval.latency_rows); its cost per 1,000 queries is at the throughput of "
+                          "(eval.latency_rows); the cost per 1,000 queries is at the throughput of "
                           "the batched evaluation (eval.batch_size).")
     changed = [f"{r.candidate} ({100 * r.metrics['alone_same_answer']:.0f}%)" for r in results
                if r.metrics.get("alone_same_answer", 1.0) < 1.0]

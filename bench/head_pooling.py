@@ -10,6 +10,8 @@ features, mean and last token: how much of the gap the body's training closes.
     .venv/bin/python bench/head_pooling.py               # about 12 minutes on 2 cores
     .venv/bin/python bench/head_pooling.py --features    # + about 3 minutes
     .venv/bin/python bench/head_pooling.py --pooling mean --epochs 2    # about 10 minutes
+    .venv/bin/python bench/head_pooling.py --pooling mean --lora-layers 10 15 all   # the quickstart's
+        # recipe with adapters on the top 10, 15 and all 30 layers: about 25 minutes
 """
 
 from __future__ import annotations
@@ -28,16 +30,19 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "head_pooling"
 
 
-def head_run(base: Path, pooling: str, learning_rate: float | None = None, epochs: int | None = None) -> dict:
+def head_run(base: Path, pooling: str, learning_rate: float | None = None, epochs: int | None = None,
+             lora_layers: int | None = None) -> dict:
     """`taskfit train` then `taskfit eval` on a copy of ``base`` with a head reading ``pooling``
-    (and the quickstart's learning rate and epochs unless given)."""
-    project = OUT / f"{pooling}-lr{learning_rate or 'qs'}-ep{epochs or 'qs'}"
+    (and the quickstart's learning rate, epochs and adapted layers unless given)."""
+    project = OUT / f"{pooling}-lr{learning_rate or 'qs'}-ep{epochs or 'qs'}-layers{lora_layers or 'all'}"
     shutil.rmtree(project, ignore_errors=True)
     shutil.copytree(base, project, ignore=shutil.ignore_patterns("runs", "evals"))
     path = project / "taskfit.yaml"
     doc = yaml.safe_load(path.read_text())
     doc["train"].update(classify_head=True, head_pooling=pooling)
     doc["train"].update({k: v for k, v in (("learning_rate", learning_rate), ("epochs", epochs)) if v is not None})
+    if lora_layers is not None:
+        doc["train"].setdefault("lora", {})["layers"] = lora_layers
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     taskfit = str(Path(sys.executable).with_name("taskfit"))
     start = time.time()
@@ -96,19 +101,23 @@ def main() -> None:
     parser.add_argument("--features", action="store_true", help="also the frozen-feature probe")
     parser.add_argument("--pooling", nargs="+", default=["mean", "last"])
     parser.add_argument("--lr", type=float, help="learning rate (default: the quickstart's, 1e-3)")
-    parser.add_argument("--epochs", type=int, help="epochs (default: the quickstart's, 1)")
+    parser.add_argument("--epochs", type=int, help="epochs (default: the quickstart's, 2)")
+    parser.add_argument("--lora-layers", nargs="+", default=["all"],
+                        help="adapters on the top N decoder layers (train.lora.layers), or all")
     args = parser.parse_args()
     from taskfit.quickstart import make_quickstart_project
 
     base = OUT / "quickstart"
     if not (base / "taskfit.yaml").exists():
         make_quickstart_project(base)
-    print("| pooling | learning rate | epochs | head accuracy | macro-F1 | training (s) | evaluation (s) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| pooling | learning rate | epochs | adapted layers | head accuracy | macro-F1 | training (s) | "
+          "evaluation (s) |")
+    print("|---|---|---|---|---|---|---|---|")
     for pooling in args.pooling:
-        r = head_run(base, pooling, args.lr, args.epochs)
-        print(f"| {pooling} | {args.lr or 'quickstart'} | {args.epochs or 'quickstart'} | {r['accuracy']:.1%} | "
-              f"{r['macro_f1']:.1%} | {r['train_s']} | {r['eval_s']} |", flush=True)
+        for layers in args.lora_layers:
+            r = head_run(base, pooling, args.lr, args.epochs, None if layers == "all" else int(layers))
+            print(f"| {pooling} | {args.lr or 'quickstart'} | {args.epochs or 'quickstart'} | {layers} | "
+                  f"{r['accuracy']:.1%} | {r['macro_f1']:.1%} | {r['train_s']} | {r['eval_s']} |", flush=True)
     if args.features:
         for pooling, accuracy in frozen_features(base).items():
             print(f"frozen features, {pooling}: logistic regression {accuracy:.1%}")

@@ -236,6 +236,11 @@ class LoraSpec(_Spec):
         "all-linear", description="Modules that get adapters; all-linear = every projection.")
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA): slower, sometimes better.")
     use_rslora: bool = Field(False, description="Rank-stabilised scaling, alpha / sqrt(r).")
+    layers: int | None = Field(
+        None, gt=0, description="Adapters on the top N decoder layers only (empty: every layer). The layers "
+                                "below stay frozen, so backward stops above them; a classification head "
+                                "(classify_head) reads their output once per row and reuses it in later "
+                                "epochs and validations.")
 
 
 class QLoraSpec(_Spec):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from taskfit.config import LoraSpec, TrainSpec
+from taskfit.errors import ConfigError
 from taskfit.paths import RunDir
 
 
@@ -39,17 +40,45 @@ def method_of(spec: TrainSpec) -> Method:
             "dpo": Method(objective="dpo", adapter=True)}[spec.method]
 
 
-def lora_config(lora: LoraSpec, head: bool = False) -> Any:
-    """PEFT's LoraConfig for ``train.lora``; with ``head``, for a sequence classifier whose head
-    (``score``) is trained whole and saved with the adapter."""
+def adapted_layers(lora: LoraSpec, n_layers: int | None) -> list[int] | None:
+    """The decoder layers ``train.lora.layers`` adapts (the top N of ``n_layers``), or None for all."""
+    if lora.layers is None:
+        return None
+    if not n_layers:
+        raise ConfigError("train.lora.layers: this model's config does not say how many decoder layers it has",
+                          hint="leave train.lora.layers empty to adapt every layer")
+    if lora.layers > n_layers:
+        raise ConfigError(f"train.lora.layers: {lora.layers}, but the model has {n_layers} decoder layers",
+                          hint=f"give at most {n_layers}, or leave it empty to adapt every layer")
+    return list(range(n_layers - lora.layers, n_layers))
+
+
+def layer_linears(model: Any) -> list[str]:
+    """The names (last part) of the linear projections inside ``model``'s decoder layers: what
+    ``all-linear`` means there (PEFT takes a list, not ``all-linear``, with chosen layers)."""
+    import torch
+
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear) and ".layers." in f".{name}"})
+
+
+def lora_config(lora: LoraSpec, head: bool = False, model: Any = None) -> Any:
+    """PEFT's LoraConfig for ``train.lora`` (on ``model``, whose decoder layers ``lora.layers``
+    counts); with ``head``, for a sequence classifier whose head (``score``) is trained whole and
+    saved with the adapter."""
     from peft import LoraConfig
 
     from taskfit.models.head import HEAD_MODULE
 
     kind = {"task_type": "SEQ_CLS", "modules_to_save": [HEAD_MODULE]} if head else {"task_type": "CAUSAL_LM"}
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules=lora.target_modules, use_dora=lora.use_dora,
-                      use_rslora=lora.use_rslora, **kind)
+    targets = lora.target_modules
+    layers = adapted_layers(lora, getattr(getattr(model, "config", None), "num_hidden_layers", None))
+    if layers is not None:
+        kind["layers_to_transform"] = layers
+        if targets == "all-linear":
+            targets = layer_linears(model)
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
+                      use_dora=lora.use_dora, use_rslora=lora.use_rslora, **kind)
 
 
 def make_trainable(model: Any, spec: TrainSpec, adapter: Path | None = None) -> Any:
@@ -73,7 +102,7 @@ def make_trainable(model: Any, spec: TrainSpec, adapter: Path | None = None) -> 
     if adapter is not None:
         return PeftModel.from_pretrained(model, adapter, is_trainable=True)
     torch.manual_seed(spec.seed)
-    return get_peft_model(model, lora_config(spec.lora, head=method.objective == "head"))
+    return get_peft_model(model, lora_config(spec.lora, head=method.objective == "head", model=model))
 
 
 def load_hint(spec: TrainSpec, dest: Path, base_path: Path | str) -> str:

@@ -587,3 +587,68 @@ def test_the_setting_is_refused_where_it_cannot_apply():
            "data": {"train": "t.jsonl"}, "train": {"classify_head": True}}
     with pytest.raises(ConfigError, match="train.classify_head: .* task.kind is extract"):
         parse_config(doc)
+
+
+def test_adapters_on_the_top_layers_leave_the_rest_frozen_and_read_them_once(tiny_model_dir, classify_task,
+                                                                               monkeypatch):
+    """`train.lora.layers: 1` of the tiny model's 2: LoRA in the top layer only, and the head's
+    later epochs and validations start from the kept output of the layer below, training exactly
+    as the run that reads the whole body every pass (no memory for kept states)."""
+    from taskfit.training import head as head_training
+
+    spec = _head_spec(epochs=3, lora={"layers": 1}, validation_share=0.1, eval_every=4, metric_sample=4,
+                      early_stopping_patience=0)
+    data = _data(40)
+    reused = []
+    original = head_training.FrozenLayers._from_states
+
+    def counting(self, keys):
+        reused.append(len(keys))
+        return original(self, keys)
+
+    monkeypatch.setattr(head_training.FrozenLayers, "_from_states", counting)
+    runs = {}
+    for budget in (head_training.FROZEN_STATES_BYTES, 0):
+        monkeypatch.setattr(head_training, "FROZEN_STATES_BYTES", budget)
+        reused.clear()
+        lm = load_model(str(tiny_model_dir))
+        model, _, result = train_head(lm.model, lm.tokenizer, classify_task, spec, data[:32], data[32:])
+        runs[budget] = (model, result.state, sum(reused))
+    (fast, fast_state, fast_reused), (whole, whole_state, whole_reused) = runs.values()
+    # every row after its first pass: epochs 2 and 3 (32 rows each) and the later validations
+    assert whole_reused == 0 and fast_reused >= 2 * 32
+    assert fast_state.losses == pytest.approx(whole_state.losses, abs=1e-5)
+    assert [v["val_loss"] for v in fast_state.validations] == pytest.approx(
+        [v["val_loss"] for v in whole_state.validations], abs=1e-5)
+    trainable = {n for n, p in fast.named_parameters() if p.requires_grad and "lora_" in n}
+    assert trainable and all(".layers.1." in n for n in trainable)
+    a = {k: v for k, v in fast.state_dict().items() if "lora_" in k or "score" in k}
+    b = {k: v for k, v in whole.state_dict().items() if "lora_" in k or "score" in k}
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_lora_layers_beyond_the_model_is_a_clear_error(tiny_model_dir, classify_task):
+    lm = load_model(str(tiny_model_dir))
+    with pytest.raises(ConfigError, match=r"train.lora.layers: 3, but the model has 2 decoder layers"):
+        train_head(lm.model, lm.tokenizer, classify_task, _head_spec(lora={"layers": 3}), _data(8))
+
+
+def test_a_body_that_cannot_start_midway_is_read_whole_with_a_warning(tiny_model_dir, classify_task, monkeypatch):
+    """A body that changes the input embeddings it is given (as Gemma's scaled them before
+    transformers 5) cannot take the kept states as its input: the comparison before the first
+    reuse finds it, and training goes on reading the whole body, as without kept states."""
+    from transformers.models.llama.modeling_llama import LlamaModel
+
+    spec = _head_spec(epochs=2, lora={"layers": 1})
+    plain = load_model(str(tiny_model_dir))
+    _, _, expected = train_head(plain.model, plain.tokenizer, classify_task, spec, _data(16))
+    forward = LlamaModel.forward
+
+    def rescaled(self, *args, inputs_embeds=None, **kwargs):
+        return forward(self, *args, inputs_embeds=None if inputs_embeds is None else inputs_embeds * 2.0, **kwargs)
+
+    monkeypatch.setattr(LlamaModel, "forward", rescaled)
+    lm = load_model(str(tiny_model_dir))
+    with pytest.warns(RuntimeWarning, match="cannot be started at its first adapted layer"):
+        _, _, result = train_head(lm.model, lm.tokenizer, classify_task, spec, _data(16))
+    assert result.state.losses == pytest.approx(expected.state.losses, abs=1e-5)

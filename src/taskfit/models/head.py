@@ -151,6 +151,20 @@ def answer_code(pooling: str) -> str:
             "logits = classifier.score(hidden.mean(dim=1))[0]\n")
 
 
+def pool_and_score(model: Any, hidden: Any, mask: Any, pooling: str) -> Any:
+    """The head's logits, float, from the body's final hidden states [B, T, H] of right-padded
+    rows (``mask`` [B, T] marks their tokens): the mean over each row's tokens, or its last token."""
+    import torch
+
+    classifier = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if pooling == "last":
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), mask.sum(dim=1) - 1]
+    else:
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1)
+    return getattr(classifier, HEAD_MODULE)(pooled).float()
+
+
 def head_logits(model: Any, rows: Sequence[Sequence[int]], pad_token_id: int, pooling: str = "last") -> Any:
     """The head's logits, float [len(rows), labels], for rows of token ids right-padded into one pass.
     ``last``: the head reads each row's last token that is not padding (transformers' own forward);
@@ -171,6 +185,4 @@ def head_logits(model: Any, rows: Sequence[Sequence[int]], pad_token_id: int, po
         return model(input_ids=ids, attention_mask=mask).logits.float()
     classifier = model.get_base_model() if hasattr(model, "get_base_model") else model
     hidden = classifier.base_model(input_ids=ids, attention_mask=mask).last_hidden_state  # LoRA applies
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1)
-    return getattr(classifier, HEAD_MODULE)(pooled).float()
+    return pool_and_score(model, hidden, mask, pooling)

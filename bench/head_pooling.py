@@ -31,10 +31,11 @@ OUT = ROOT / "bench" / "out" / "head_pooling"
 
 
 def head_run(base: Path, pooling: str, learning_rate: float | None = None, epochs: int | None = None,
-             lora_layers: int | None = None) -> dict:
+             lora_layers: int | None = None, micro_batch_tokens: int | None = None) -> dict:
     """`taskfit train` then `taskfit eval` on a copy of ``base`` with a head reading ``pooling``
-    (and the quickstart's learning rate, epochs and adapted layers unless given)."""
-    project = OUT / f"{pooling}-lr{learning_rate or 'qs'}-ep{epochs or 'qs'}-layers{lora_layers or 'all'}"
+    (and the quickstart's learning rate, epochs, adapted layers and micro-batches unless given)."""
+    project = OUT / (f"{pooling}-lr{learning_rate or 'qs'}-ep{epochs or 'qs'}-layers{lora_layers or 'all'}"
+                     f"-mbt{micro_batch_tokens or 'default'}")
     shutil.rmtree(project, ignore_errors=True)
     shutil.copytree(base, project, ignore=shutil.ignore_patterns("runs", "evals"))
     path = project / "taskfit.yaml"
@@ -43,6 +44,8 @@ def head_run(base: Path, pooling: str, learning_rate: float | None = None, epoch
     doc["train"].update({k: v for k, v in (("learning_rate", learning_rate), ("epochs", epochs)) if v is not None})
     if lora_layers is not None:
         doc["train"].setdefault("lora", {})["layers"] = lora_layers
+    if micro_batch_tokens is not None:
+        doc["train"]["micro_batch_tokens"] = micro_batch_tokens
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     taskfit = str(Path(sys.executable).with_name("taskfit"))
     start = time.time()
@@ -104,20 +107,24 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="epochs (default: the quickstart's, 2)")
     parser.add_argument("--lora-layers", nargs="+", default=["all"],
                         help="adapters on the top N decoder layers (train.lora.layers), or all")
+    parser.add_argument("--micro-batch-tokens", nargs="+", default=["default"],
+                        help="train.micro_batch_tokens values to run (default: the CPU default, 128)")
     args = parser.parse_args()
     from taskfit.quickstart import make_quickstart_project
 
     base = OUT / "quickstart"
     if not (base / "taskfit.yaml").exists():
         make_quickstart_project(base)
-    print("| pooling | learning rate | epochs | adapted layers | head accuracy | macro-F1 | training (s) | "
-          "evaluation (s) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| pooling | learning rate | epochs | adapted layers | micro-batch tokens | head accuracy | macro-F1 | "
+          "training (s) | evaluation (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for pooling in args.pooling:
         for layers in args.lora_layers:
-            r = head_run(base, pooling, args.lr, args.epochs, None if layers == "all" else int(layers))
-            print(f"| {pooling} | {args.lr or 'quickstart'} | {args.epochs or 'quickstart'} | {layers} | "
-                  f"{r['accuracy']:.1%} | {r['macro_f1']:.1%} | {r['train_s']} | {r['eval_s']} |", flush=True)
+            for tokens in args.micro_batch_tokens:
+                r = head_run(base, pooling, args.lr, args.epochs, None if layers == "all" else int(layers),
+                             None if tokens == "default" else int(tokens))
+                print(f"| {pooling} | {args.lr or 'quickstart'} | {args.epochs or 'quickstart'} | {layers} | {tokens} | "
+                      f"{r['accuracy']:.1%} | {r['macro_f1']:.1%} | {r['train_s']} | {r['eval_s']} |", flush=True)
     if args.features:
         for pooling, accuracy in frozen_features(base).items():
             print(f"frozen features, {pooling}: logistic regression {accuracy:.1%}")

@@ -652,3 +652,11 @@ def test_a_body_that_cannot_start_midway_is_read_whole_with_a_warning(tiny_model
     with pytest.warns(RuntimeWarning, match="cannot be started at its first adapted layer"):
         _, _, result = train_head(lm.model, lm.tokenizer, classify_task, spec, _data(16))
     assert result.state.losses == pytest.approx(expected.state.losses, abs=1e-5)
+
+
+def test_a_head_on_cpu_reads_bigger_micro_batches_than_a_written_answer():
+    from taskfit.training.batching import micro_batch_tokens
+
+    assert micro_batch_tokens(TrainSpec(device="cpu")) == 128
+    assert micro_batch_tokens(TrainSpec(device="cpu", classify_head=True)) == 512
+    assert micro_batch_tokens(TrainSpec(device="cpu", classify_head=True, micro_batch_tokens=64)) == 64

@@ -39,13 +39,17 @@ def shuffled_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[lis
 
 def micro_batch_tokens(spec: TrainSpec) -> int:
     """``train.micro_batch_tokens``, or its default for where the model runs: 128 on CPU (measured
-    in bench/train_throughput.py: 0.45x the memory of TRL's defaults at 1.8x its speed), 8192 on
-    a GPU, whose memory and parallelism favour large passes."""
+    in bench/train_throughput.py: 0.45x the memory of TRL's defaults at 1.8x its speed); 512 on
+    CPU for a classification head, which has no vocabulary-sized output (measured on the
+    quickstart's tickets, docs/training.md: 1.4x the tokens/s of 128 at 2.5 GB against 1.6 GB;
+    768 and 1,024 were slower); 8192 on a GPU, whose memory and parallelism favour large passes."""
     if spec.micro_batch_tokens:
         return spec.micro_batch_tokens
     import torch
 
-    return 8192 if spec.device != "cpu" and torch.cuda.is_available() else 128
+    if spec.device != "cpu" and torch.cuda.is_available():
+        return 8192
+    return 512 if spec.classify_head else 128
 
 
 def chunk_by_tokens(batch: Sequence[int], lengths: Sequence[int], cap: int, packed: bool = False) -> list[list[int]]:

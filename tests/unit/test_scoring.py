@@ -90,6 +90,30 @@ def test_batched_predictions_equal_one_at_a_time(tiny, shared_prefixes, toleranc
     assert len({p.latency_s for p in together[:4]}) == 1 and together[4].latency_s > 0
 
 
+def test_evaluation_reads_a_batched_scorer_s_rows_by_prompt_length_and_keeps_their_order(tiny, shared_prefixes,
+                                                                                          tmp_path):
+    """A batch is one padded pass: evaluation hands the rows over by prompt length (less padding)
+    and still returns each row's answer in the examples' order, the answers one at a time give."""
+    from taskfit.evaluation.runner import run_cached
+
+    exs = [Example(id=str(i), input=t, target="billing") for i, t in enumerate(TEXTS)]
+    scorer = _scorer(tiny, shared_prefixes, batch_size=2)
+    handed, predict = [], scorer.predict
+
+    def spy(rows):
+        rows = list(rows)
+        handed.extend(ex.id for ex in rows)
+        return predict(rows)
+
+    scorer.predict = spy
+    preds, cached = run_cached(scorer, exs, tmp_path / "predictions.jsonl", "key")
+    length = {ex.id: len(scorer.prompt_ids(ex)) for ex in exs}
+    assert [length[i] for i in handed] == sorted(length.values()) and handed != [ex.id for ex in exs]
+    assert [p.example_id for p in preds] == [ex.id for ex in exs] and cached == 0
+    alone = list(_scorer(tiny, shared_prefixes).predict(exs))
+    assert [p.output for p in preds] == [p.output for p in alone]
+
+
 def test_predictions_are_valid_labels_with_confidence(tiny, classify_task):
     scorer = _scorer(tiny, classify_task)
     exs = [Example(id=str(i), input=f"ticket number {i}", target="billing") for i in range(5)]

@@ -12,6 +12,7 @@ import time
 from typing import Any, Iterable, Iterator, Sequence
 
 from taskfit.baselines.label_tree import label_choice
+from taskfit.baselines.protocol import by_prompt_length
 from taskfit.records import in_batches
 from taskfit.errors import DataError
 from taskfit.models.head import Head, head_logits
@@ -55,6 +56,10 @@ class HeadClassifier:
 
     def choose(self, prompts: Sequence[list[int]]) -> list[LabelChoice]:
         return [label_choice(totals) for totals in self.log_probs(prompts).tolist()]
+
+    def order(self, examples: Sequence[Example]) -> list[Example]:
+        """The order to answer ``examples`` in (:func:`~taskfit.baselines.protocol.by_prompt_length`)."""
+        return by_prompt_length(self, examples)
 
     def predict(self, examples: Iterable[Example]) -> Iterator[Prediction]:
         for batch in in_batches(examples, self.batch_size):

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from taskfit.config import TaskSpec
 from taskfit.errors import ConfigError, DataError, PromptTooLongError
 from taskfit.baselines.label_tree import CONFIDENCE_TOLERANCE, LabelTree, Searched, search
+from taskfit.baselines.protocol import by_prompt_length
 from taskfit.records import in_batches
 from taskfit.records import Example, LabelChoice, Prediction
 from taskfit.rendering import answer_room, label_completions, Rendered, render
@@ -76,6 +77,10 @@ class Prompts:
 
     def prompt_ids(self, example: Example) -> list[int]:
         return prompt_ids(self.tokenizer, self.task, example, self.max_length, self.room, self.shots)
+
+    def order(self, examples: Sequence[Example]) -> list[Example]:
+        """The order to answer ``examples`` in (:func:`~taskfit.baselines.protocol.by_prompt_length`)."""
+        return by_prompt_length(self, examples)
 
     def predict(self, examples: Iterable[Example]) -> Iterator[Prediction]:
         for batch in in_batches(examples, self.batch_size):
@@ -160,6 +165,11 @@ class GenerativePredictor(Prompts):
         self.max_new_tokens = max_new_tokens
         self.contexts = contexts
         self.grammar = answer_grammar(task) if constrained else None
+
+    def order(self, examples: Sequence[Example]) -> list[Example]:
+        if self.contexts is not None:  # the prompt waits for the retrieval: the given order
+            return list(examples)
+        return super().order(examples)
 
     def _batch(self, examples: list[Example]) -> Iterator[Prediction]:
         from taskfit.decoding import Sampling, decode_batch

@@ -69,8 +69,10 @@ def run_cached(predictor: Predictor, examples: Sequence[Example], path: Path, ke
         if on_item:
             on_item()
     gold = {ex.id: ex for ex in todo}
+    # A local model reads its batch's prompts as one padded pass: it answers them by length.
+    order = getattr(predictor, "order", None)
     with path.open("a", encoding="utf-8") as f:
-        for pred in predictor.predict(todo):
+        for pred in predictor.predict(order(todo) if order else todo):
             have[pred.example_id] = pred
             f.write(_line(pred, gold[pred.example_id], digests[pred.example_id]))
             f.flush()

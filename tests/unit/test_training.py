@@ -627,7 +627,12 @@ def test_adapters_on_the_top_layers_leave_the_rest_frozen_and_read_them_once(tin
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
-def test_lora_layers_beyond_the_model_is_a_clear_error(tiny_model_dir, classify_task):
+def test_lora_layers_adapts_the_top_layers_of_a_written_answer_too_and_refuses_too_many(tiny_model_dir,
+                                                                                        classify_task):
+    lm = load_model(str(tiny_model_dir))
+    model, _ = train_sft(lm.model, lm.tokenizer, classify_task, _spec(lora={"layers": 1}), _data(8))
+    adapted = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert adapted and all(".layers.1." in n and "lora_" in n for n in adapted)
     lm = load_model(str(tiny_model_dir))
     with pytest.raises(ConfigError, match=r"train.lora.layers: 3, but the model has 2 decoder layers"):
         train_head(lm.model, lm.tokenizer, classify_task, _head_spec(lora={"layers": 3}), _data(8))

@@ -14,7 +14,6 @@ only (``train.lora.layers``), the frozen layers below them are read once per row
 
 from __future__ import annotations
 
-import functools
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Hashable, Sequence
@@ -53,16 +52,16 @@ def label_rows(tokenizer: Any, head: Head, examples: Sequence[Example]) -> tuple
 FROZEN_STATES_BYTES = 2 << 30
 
 
-@functools.cache
-def _passthrough() -> Any:
-    """The module class that stands in for a frozen decoder layer whose output is already known."""
+def _stand_ins(n: int) -> list[Any]:
+    """``n`` modules to stand in for frozen decoder layers whose output is already known: each
+    returns its input."""
     import torch
 
-    class Passthrough(torch.nn.Module):
+    class StandIn(torch.nn.Module):
         def forward(self, hidden_states: Any, *args: Any, **kwargs: Any) -> Any:
             return hidden_states
 
-    return Passthrough
+    return [StandIn() for _ in range(n)]
 
 
 class FrozenLayers:
@@ -84,10 +83,10 @@ class FrozenLayers:
         dropout = max(float(getattr(config, name, 0.0) or 0.0)
                       for name in ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop"))
         self.enabled = 0 < first < len(getattr(self.body, "layers", ())) and dropout == 0.0
+        self.stand_ins = _stand_ins(first) if self.enabled else []
         self.states: dict[Hashable, Any] = {}
         self.used = 0
         self.checked = False
-        self.reused = 0  # rows read from the kept states (tests and the curious)
 
     def logits(self, keys: Sequence[Hashable], rows: Sequence[Sequence[int]]) -> Any:
         """The head's logits for ``rows`` (token ids), ``keys`` naming each row across calls."""
@@ -95,7 +94,6 @@ class FrozenLayers:
             if not self.checked:
                 self._check(keys, rows)
             if self.enabled:
-                self.reused += len(keys)
                 return self._from_states(keys)
         return self._whole(keys, rows)
 
@@ -133,7 +131,7 @@ class FrozenLayers:
             hidden[i, :len(state)] = state
             mask[i, :len(state)] = 1
         layers = self.body.layers
-        self.body.layers = torch.nn.ModuleList([_passthrough()() for _ in range(self.first)] + list(layers[self.first:]))
+        self.body.layers = torch.nn.ModuleList(self.stand_ins + list(layers[self.first:]))
         try:
             out = self.body(inputs_embeds=hidden, attention_mask=mask).last_hidden_state
         finally:

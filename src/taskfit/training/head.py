@@ -26,7 +26,7 @@ from taskfit.rendering import Rendered, classifier_ids
 from taskfit.training.batching import chunk_by_tokens, length_grouped_batches, micro_batch_tokens
 from taskfit.training.loop import LoopResult, StepStats, fit
 from taskfit.training.tracking import Tracker
-from taskfit.training.methods import make_trainable
+from taskfit.training.methods import adapted_layers, make_trainable
 from taskfit.training.parallel import Parallel
 
 
@@ -173,7 +173,8 @@ class HeadObjective:
         self.metric_rows = min(spec.metric_sample, len(self.val_rows))
         self.metric_name = "accuracy" if self.metric_rows else None
         self.validation_rows = len(self.val_rows)
-        self.frozen = FrozenLayers(model, first_adapted_layer(model), self.pad, self.pooling)
+        adapted = adapted_layers(spec.lora, getattr(model.config, "num_hidden_layers", None))
+        self.frozen = FrozenLayers(model, adapted[0] if adapted else 0, self.pad, self.pooling)
 
     def batches(self, epoch: int) -> list[list[int]]:
         return length_grouped_batches(self.rows, self.spec.batch_size, self.spec.seed, epoch)
@@ -209,15 +210,6 @@ class HeadObjective:
             right += int((logits[:scored].argmax(-1) == targets[:scored]).sum())
         return {"val_loss": total / len(self.val_rows),
                 "metric": right / self.metric_rows if self.metric_rows else None}
-
-
-def first_adapted_layer(model: Any) -> int:
-    """The index of the lowest decoder layer that carries a LoRA adapter (0 when none can be told)."""
-    import re
-
-    found = [int(m.group(1)) for name, _ in model.named_parameters() if ".lora_" in name
-             for m in [re.search(r"\.layers\.(\d+)\.", name)] if m]
-    return min(found, default=0)
 
 
 def train_head(model: Any, tokenizer: Any, task: TaskSpec, spec: TrainSpec, train: Sequence[Example],

@@ -14,6 +14,10 @@ that the request log holds a row for each request and none of the planted data. 
 with ``max_batch: 1`` answers ``--baseline-requests`` of the same requests with the same clients,
 and the ratio of throughputs is batching's gain.
 
+``--gather 1,3 --rounds 3`` runs the batched server at each ``limits.gather`` in turns, three
+times each, and prints the ratio of their mean throughputs (1 is the engine before gathering: every
+waiting request read at the next step); batching's gain is printed for the last value.
+
 ``--lone N`` then sends N requests of each kind one after another (one client, nothing else in
 flight) and prints each kind's median latency: the wait of a lone request. With ``--baseline
 REV``, a server running that commit's code (its ``src/``, from ``git archive``) answers the same
@@ -157,6 +161,40 @@ def _report(name: str, results, seconds: float) -> float:
     return len(results) / seconds
 
 
+def _batched(config: dict, workdir: Path, args, adapter_name: str | None, log: Path, name: str) -> float:
+    """One batched run: its throughput, after printing its latency, memory and request log."""
+    proc, url = _start(config, workdir, args.threads)
+    rss: dict[int, float] = {}
+    finished = itertools.count(1)
+
+    def sample(i: int) -> None:
+        done = next(finished)
+        if done % 100 == 0:
+            rss[done] = _rss(url)
+
+    try:
+        results, seconds = _load(url, args.requests, args.clients, adapter_name, args.max_tokens, sample)
+        batched = _report(name, results, seconds)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+    if len(rss) >= 2:
+        first, last = rss[min(rss)], rss[max(rss)]
+        print("server memory (resident) after each hundred requests: "
+              + ", ".join(f"{n}: {mib:.0f} MiB" for n, mib in sorted(rss.items()))
+              + f"; first to last hundred: {last - first:+.0f} MiB ({100 * (last - first) / first:+.1f}%)")
+
+    db = sqlite3.connect(log)
+    logged = db.execute("SELECT count(*) FROM requests").fetchone()[0]
+    dump = "\n".join(db.iterdump())
+    leaked = sum(any(p in dump for p in _pii(i)) for i in range(args.requests))
+    redacted = db.execute("SELECT count(*) FROM requests WHERE request LIKE '%<EMAIL>%' "
+                          "AND request LIKE '%<CARD>%' AND request LIKE '%<PHONE>%'").fetchone()[0]
+    print(f"request log: {logged} rows for {args.requests} requests; {redacted} with e-mail, card and phone "
+          f"redacted; planted data found for {leaked} requests")
+    return batched
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="smollm2-135m")
@@ -170,49 +208,42 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--lone", type=int, default=12, help="requests of each kind sent one after another (0: none)")
     ap.add_argument("--baseline", metavar="REV", help="also time the lone requests with this commit's server")
+    ap.add_argument("--gather", metavar="N,M", help="batched runs at these limits.gather values, in turns (the "
+                                                    "last is the one batching's gain is printed for)")
+    ap.add_argument("--rounds", type=int, default=1, help="batched runs of each --gather value")
     args = ap.parse_args()
+    import numpy as np
+
     sys.stdout.reconfigure(line_buffering=True)
 
     workdir = Path(tempfile.mkdtemp(prefix="taskfit-serve-load-"))
     adapter_name = None
     config = {"base": args.base, "base_name": "base", "engine": args.engine,
-              "limits": {"max_batch": args.max_batch, "queue": 256,
-                                                                  "timeout_s": 600},
+              "limits": {"max_batch": args.max_batch, "queue": 256, "timeout_s": 600},
               "log": {"path": str(workdir / "requests.sqlite")}}
     if args.adapter:
         adapter_name, _, run = args.adapter.partition("=")
         config["adapters"] = {adapter_name: str(Path(run).resolve())}
     print(f"server work dir: {workdir}")
 
-    proc, url = _start({**config, "port": _free_port()}, workdir, args.threads)
-    rss: dict[str, float] = {}
-    finished = itertools.count(1)
-
-    def sample(i: int) -> None:
-        done = next(finished)
-        if done % 100 == 0:
-            rss[done] = _rss(url)
-
-    try:
-        results, seconds = _load(url, args.requests, args.clients, adapter_name, args.max_tokens, sample)
-        batched = _report(f"batched (max_batch {args.max_batch})", results, seconds)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(120)
-    if len(rss) >= 2:
-        first, last = rss[min(rss)], rss[max(rss)]
-        print("server memory (resident) after each hundred requests: "
-              + ", ".join(f"{n}: {mib:.0f} MiB" for n, mib in sorted(rss.items()))
-              + f"; first to last hundred: {last - first:+.0f} MiB ({100 * (last - first) / first:+.1f}%)")
-
-    db = sqlite3.connect(workdir / "requests.sqlite")
-    logged = db.execute("SELECT count(*) FROM requests").fetchone()[0]
-    dump = "\n".join(db.iterdump())
-    leaked = sum(any(p in dump for p in _pii(i)) for i in range(args.requests))
-    redacted = db.execute("SELECT count(*) FROM requests WHERE request LIKE '%<EMAIL>%' "
-                          "AND request LIKE '%<CARD>%' AND request LIKE '%<PHONE>%'").fetchone()[0]
-    print(f"request log: {logged} rows for {args.requests} requests; {redacted} with e-mail, card and phone "
-          f"redacted; planted data found for {leaked} requests")
+    gathers = [int(g) for g in args.gather.split(",")] if args.gather else [None]
+    throughput: dict[int | None, list[float]] = {g: [] for g in gathers}
+    for round_ in range(args.rounds):
+        for gather in gathers:  # in turns, so a slow spell of the machine falls on every side
+            limits = config["limits"] if gather is None else {**config["limits"], "gather": gather}
+            log = workdir / f"requests-{round_}-{gather}.sqlite"
+            served = {**config, "port": _free_port(), "limits": limits, "log": {"path": str(log)}}
+            throughput[gather].append(_batched(served, workdir, args, adapter_name, log,
+                                               f"batched (max_batch {args.max_batch}"
+                                               + (f", gather {gather})" if gather else ")")))
+    batched = float(np.mean(throughput[gathers[-1]]))
+    if len(gathers) > 1 or args.rounds > 1:
+        for gather, values in throughput.items():
+            print(f"gather {gather if gather else '(default)'}: " + ", ".join(f"{v:.2f}" for v in values)
+                  + f" req/s; mean {np.mean(values):.2f}")
+        if len(gathers) > 1:
+            print(f"gather {gathers[-1]} / gather {gathers[0]}: "
+                  f"{np.mean(throughput[gathers[-1]]) / np.mean(throughput[gathers[0]]):.2f}x requests per second")
 
     proc, url = _start({**config, "port": _free_port(), "limits": {**config["limits"], "max_batch": 1},
                         "log": {"path": None}}, workdir, args.threads)

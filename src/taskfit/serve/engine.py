@@ -6,7 +6,12 @@ running batch the worker takes every waiting generation request that fits (up to
 ``limits.max_batch`` running), whatever its adapter, because PEFT can apply a different LoRA
 adapter to each row of one batch: it reads their prompts and they join the running batch
 (:class:`~taskfit.decoding.Decoder`), so a request never waits for a long reply to finish, and a
-finished reply is answered at once. A request to a ``classify`` adapter is answered by label
+finished reply is answered at once. While a batch runs, waiting requests are taken in groups
+(``limits.gather``): reading several prompts in one pass costs each less than reading them one by
+one, so a group is taken once it is that large or once its oldest request has waited
+``limits.gather_steps`` steps (after the rule of text-generation-inference's router, whose
+``max_waiting_tokens`` plays the part of ``gather_steps`` and whose ``waiting_served_ratio`` sizes
+the group against the running batch); an idle worker takes what waits at once. A request to a ``classify`` adapter is answered by label
 scoring (a valid label and its confidence, never free text); the classify requests waiting for
 the same adapter are scored together as one batch (up to ``limits.max_batch``), exactly as
 evaluation scores a batch of rows, between two steps of the running batch. One to a
@@ -110,6 +115,7 @@ class Job:
     on_done: Callable[[Result | BaseException], None] = lambda r: None
     cancelled: bool = False
     example: Example | None = None  # the request as one example (what a classical model reads)
+    step: int = 0  # the engine's decoding steps when it was queued (how long it has waited, in steps)
 
 
 @lru_cache(maxsize=64)
@@ -158,6 +164,7 @@ class Engine:
         self._tokenizer_lock = threading.Lock()
         self._peft = False
         self.mixed = True  # mixed-adapter batches (not with DoRA adapters)
+        self.steps = 0  # decoding steps taken so far
 
     # ---- loading ----------------------------------------------------------------------------
     def base_model(self) -> tuple[str, dict[str, Trained]]:
@@ -364,6 +371,7 @@ class Engine:
                 raise QueueFull("the server is shutting down")
             if len(self.queue) >= self.spec.limits.queue:
                 raise QueueFull(f"{len(self.queue)} requests are waiting")
+            job.step = self.steps
             self.queue.append(job)
             self.cond.notify()
 
@@ -400,8 +408,12 @@ class Engine:
             if not self.queue:
                 return []
             first = self.queue[0]
-            if running is not None and not running.takes(first, self):
-                return []  # it waits for the running batch to finish (first come, first served)
+            if running is not None:
+                if not running.takes(first, self):
+                    return []  # it waits for the running batch to finish (first come, first served)
+                first = self._gathered(running)
+                if first is None:
+                    return []  # no group is large enough or has waited long enough
             room = self.spec.limits.max_batch - (len(running.decoder) if running and not first.score_labels else 0)
             batch, rest = [], collections.deque()
             while self.queue and len(batch) < room:
@@ -414,6 +426,22 @@ class Engine:
                     rest.append(job)
             self.queue.extendleft(reversed(rest))
             return batch
+
+    def _gathered(self, running: _Running) -> Job | None:
+        """While ``running`` decodes: the oldest request of the first waiting group that is ready
+        to be taken (the requests that would join the batch; the classify requests to one model),
+        ready once ``limits.gather`` of them wait (or as many as the batch has room for) or once
+        its oldest has waited ``limits.gather_steps`` decoding steps; None while none is."""
+        limits = self.spec.limits
+        groups: dict[int | None, list[Job]] = {}  # in the order of their oldest requests
+        for job in self.queue:
+            if not job.cancelled and running.takes(job, self):
+                groups.setdefault(id(job.model) if job.score_labels else None, []).append(job)
+        for key, jobs in groups.items():
+            room = limits.max_batch - (len(running.decoder) if key is None else 0)
+            if len(jobs) >= min(limits.gather, room) or self.steps - jobs[0].step >= limits.gather_steps:
+                return jobs[0]
+        return None
 
     def _work(self) -> None:
         import torch
@@ -438,6 +466,7 @@ class Engine:
                     for job in batch:
                         job.on_done(exc)
             if running is not None:
+                self.steps += 1
                 try:
                     running.decoder.step()
                 except Exception as exc:  # the running requests fail; the server goes on

@@ -220,6 +220,73 @@ def test_a_request_joins_the_running_batch_instead_of_waiting_for_a_long_reply(s
     assert events[events.index("short done"):].count("long") > 1
 
 
+def test_while_a_batch_decodes_waiting_requests_are_read_in_groups_or_after_gather_steps(tmp_path, runs,
+                                                                                         tiny_model_dir):
+    """limits.gather: while a long reply decodes, two requests that arrive together wait for a
+    third, at most gather_steps steps, then join it together; three that arrive together join at
+    the next step, in one pass; a lone classify request waits the same steps, then is scored."""
+    from taskfit.decoding import Sampling
+    from taskfit.records import Example
+    from taskfit.serve.engine import Engine, Job
+
+    spec = _spec(tmp_path, runs, base=str(tiny_model_dir), limits={"max_batch": 8, "gather": 3, "gather_steps": 5})
+    engine = Engine(spec)
+    engine.load()
+    taken: list[tuple[int, int]] = []  # (requests taken together, the engine's decoding steps then)
+    engine.on_batch = lambda n: taken.append((n, engine.steps))
+    base, triage = engine.models["tiny"], engine.models["triage"]
+    answers: dict[int, concurrent.futures.Future] = {}  # id(job) -> its result
+
+    def job(text: str, max_tokens: int = 4, model=base) -> Job:
+        answer = concurrent.futures.Future()
+        classify = model is triage
+        prompt = (engine.task_prompt(triage, Example(id="1", input=text, target=None), True) if classify
+                  else engine.prompt(base, [{"role": "user", "content": text}]))
+        made = Job(model=model, prompt=prompt, sampling=Sampling(max_tokens=max_tokens), score_labels=classify,
+                   on_done=answer.set_result)
+        answers[id(made)] = answer
+        return made
+
+    def arrive(*jobs: Job) -> int:
+        """Queue ``jobs`` together, between two steps; the engine's steps then."""
+        with engine.cond:
+            for one in jobs:
+                engine.submit(one)
+            return engine.steps
+
+    def taken_at(n: int) -> tuple[int, int]:
+        for _ in range(6000):
+            if len(taken) >= n:
+                return taken[n - 1]
+            time.sleep(0.005)
+        raise AssertionError(f"only {taken} taken")
+
+    engine.start()
+    long = job("tell me a long story", max_tokens=400)
+    try:
+        arrive(long)
+        taken_at(1)
+        pair = [job("refund please"), job("login broken")]
+        at = arrive(*pair)
+        size, step = taken_at(2)
+        assert size == 2 and step - at >= 5  # they waited gather_steps for a third, then joined together
+        trio = [job("where is my parcel"), job("cancel my plan"), job("hello there")]
+        at = arrive(*trio)
+        size, step = taken_at(3)
+        assert size == 3 and step - at <= 1  # three at once: read at the next step, in one pass
+        lone = job("I was charged twice", model=triage)
+        at = arrive(lone)
+        size, step = taken_at(4)
+        assert size == 1 and step - at >= 5
+        assert not answers[id(long)].done()  # all of it while the long reply decoded
+        for one in pair + trio:
+            assert answers[id(one)].result(timeout=60).completion_tokens >= 1
+        assert answers[id(lone)].result(timeout=60).label in runs["labels"]
+    finally:
+        long.cancelled = True
+        engine.stop(60)
+
+
 def _batches(url):
     """(requests, batches) the engine has answered so far, from /metrics."""
     metrics = httpx.get(url.removesuffix("/v1") + "/metrics").text

@@ -90,11 +90,11 @@ class Limits(_Spec):
     max_batch: int = Field(8, ge=1, description="Requests decoded together at most (a request joins the "
                                                  "running batch between two steps while it holds fewer).")
     gather: int = Field(
-        3, ge=1, description="transformers engine: while a batch is decoding, waiting requests are read into "
+        1, ge=1, description="transformers engine: while a batch is decoding, waiting requests are read into "
                              "it (or classify requests scored) once this many wait (or as many as the batch has "
-                             "room for), or once the oldest has waited gather_steps steps: several prompts read "
-                             "in one pass cost each less than one by one. 1 = at the next step. A request to an "
-                             "idle server is read at once.")
+                             "room for), or once the oldest has waited gather_steps steps; 1 = at the next step. "
+                             "A request to an idle server is read at once. Measured on 2 cores: 3 gave 1.04x "
+                             "the throughput of 1 under 16 clients (docs/benchmarks.md).")
     gather_steps: int = Field(6, ge=0, description="transformers engine: the most decoding steps a waiting request "
                                                    "waits for its group to fill (see gather).")
     queue: int = Field(64, ge=1, description="Requests waiting at most; beyond it, 429 with Retry-After.")

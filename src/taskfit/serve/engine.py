@@ -6,8 +6,8 @@ running batch the worker takes every waiting generation request that fits (up to
 ``limits.max_batch`` running), whatever its adapter, because PEFT can apply a different LoRA
 adapter to each row of one batch: it reads their prompts and they join the running batch
 (:class:`~taskfit.decoding.Decoder`), so a request never waits for a long reply to finish, and a
-finished reply is answered at once. While a batch runs, waiting requests are taken in groups
-(``limits.gather``): reading several prompts in one pass costs each less than reading them one by
+finished reply is answered at once. With ``limits.gather`` above 1, while a batch runs, waiting
+requests are taken in groups: reading several prompts in one pass costs each less than reading them one by
 one, so a group is taken once it is that large or once its oldest request has waited
 ``limits.gather_steps`` steps (after the rule of text-generation-inference's router, whose
 ``max_waiting_tokens`` plays the part of ``gather_steps`` and whose ``waiting_served_ratio`` sizes

@@ -37,3 +37,25 @@ def test_embedded_model_resolves_with_its_licence():
     info = resolve("smollm2-135m")
     assert info.kind == "embedded" and info.gguf_file == EMBEDDED["smollm2-135m"].gguf_name
     assert "apache" in info.licence.lower()
+
+
+def test_a_batch_of_prompts_gets_its_next_token_logits_from_one_matrix_product(tiny_model_dir):
+    """Reading a batch of prompts keeps only the last position's logits; the output layer gets
+    those positions as one contiguous matrix, not a strided view that PyTorch multiplies (when the
+    weight needs no gradient) with the weight repeated for every row (three times the time on
+    SmolLM2-135M's output layer), and the logits are those of the whole forward pass."""
+    import torch
+    from torch.profiler import profile, record_function
+
+    lm = load_model(str(tiny_model_dir))
+    lm.model.requires_grad_(False)  # as under an adapter (PEFT freezes the base) or a head sharing its weights
+    ids = torch.arange(30).reshape(3, 10) + 5  # three prompts of ten tokens
+    with torch.inference_mode():
+        whole = lm.model(input_ids=ids).logits[:, -1]
+        with profile(record_shapes=True) as prof, record_function("last"):
+            last = lm.model(input_ids=ids, logits_to_keep=1).logits[:, -1]
+    assert torch.allclose(last, whole, atol=1e-5)
+    vocab = lm.model.get_output_embeddings().weight.shape[0]
+    products = [e for e in prof.key_averages(group_by_input_shape=True) if e.key in ("aten::mm", "aten::bmm")
+                and e.input_shapes and e.input_shapes[-1][-1] == vocab]
+    assert [e.key for e in products] == ["aten::mm"]

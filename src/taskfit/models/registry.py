@@ -265,4 +265,17 @@ def load_model(name: str, *, dtype: str = "float32", status: Any = None,
     if device != "cpu" and not quantization:
         model.to(device)
     model.eval()
+    head = model.get_output_embeddings()
+    if head is not None:
+        head.register_forward_pre_hook(_contiguous_input)
     return LoadedModel(info=info, model=model, tokenizer=tokenizer)
+
+
+def _contiguous_input(module: Any, args: tuple) -> tuple:
+    """The output layer's input made contiguous. A batch's last positions only
+    (``logits_to_keep=1``, as every prompt read for a reply or a label is) are a strided view, and
+    PyTorch multiplies a strided 3-D input by a 2-D weight that needs no gradient (a base under an
+    adapter, a served model) as a batched product with the weight repeated for every row: 74 ms
+    for 16 rows on SmolLM2-135M's 49,152 x 576 output layer on 2 cores, against 24 ms once
+    contiguous (the same values)."""
+    return (args[0].contiguous(), *args[1:])

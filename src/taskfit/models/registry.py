@@ -11,6 +11,7 @@ Three kinds of name resolve:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -18,7 +19,7 @@ import shutil
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from taskfit.errors import ModelError
 from taskfit.paths import cache_dir
@@ -85,9 +86,28 @@ def _embedded_gguf(spec: EmbeddedModel) -> tuple[Path, str]:
 def gguf_reader(path: str) -> Any:
     """The reader of a GGUF file, made once a process: it parses every metadata field, the
     tokenizer's vocabulary included, which takes seconds (the tensors stay memory-mapped)."""
-    from gguf import GGUFReader
+    from gguf.gguf_reader import GGUFReader  # the class itself, not what _one_parse puts in its place
 
     return GGUFReader(path)
+
+
+@contextlib.contextmanager
+def _one_parse() -> Iterator[None]:
+    """While converting a GGUF: its file parsed once, not once for the tokenizer, once for the
+    config and once for the weights (transformers makes a ``gguf.GGUFReader`` for each, about 7 s
+    apiece for SmolLM2's 49,152-token vocabulary), and gguf's tensor-name map built once, not once
+    for each of the model's modules (transformers' ``get_gguf_hf_weights_map`` walks every module
+    and rebuilds it for each, about 7 s in all). Both are read-only lookups; the originals are put
+    back after."""
+    import gguf
+
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    gguf.GGUFReader = lambda path, *rest, **kw: reader(path, *rest, **kw) if rest or kw else gguf_reader(str(path))
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=8)(name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
 
 
 def _gguf_licence(path: Path) -> str | None:
@@ -176,9 +196,10 @@ def _convert_gguf(info: ModelInfo, target: Path, progress: Any = None) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(info.path, gguf_file=info.gguf_file)
-    loaded = AutoModelForCausalLM.from_pretrained(info.path, gguf_file=info.gguf_file,
-                                                  dtype=torch.float32)
+    with _one_parse():
+        tokenizer = AutoTokenizer.from_pretrained(info.path, gguf_file=info.gguf_file)
+        loaded = AutoModelForCausalLM.from_pretrained(info.path, gguf_file=info.gguf_file,
+                                                      dtype=torch.float32)
     config = loaded.config
     if hasattr(config, "quantization_config"):  # the copy is plain float32, not a GGUF model:
         del config.quantization_config  # kept, it would block training and save_pretrained

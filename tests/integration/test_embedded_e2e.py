@@ -32,6 +32,36 @@ def test_embedded_model_loads_and_is_cached(monkeypatch):
     assert resolve("smollm2-135m").licence == first.info.licence
 
 
+def test_the_conversion_reads_the_gguf_once_and_writes_the_same_weights(tmp_path, monkeypatch):
+    """A first run converts the embedded GGUF: the file is parsed once (not once for the tokenizer,
+    once for the config and once for the weights), and the copy holds the weights every other
+    load of the model reads, tied as the model ties them."""
+    import gguf.gguf_reader
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from taskfit.models import registry
+
+    cached = load_model("smollm2-135m").model.state_dict()
+    registry.gguf_reader.cache_clear()
+    parses = []
+    real_init = gguf.gguf_reader.GGUFReader.__init__
+
+    def counted(self, path, *rest, **kw):
+        parses.append(path)
+        real_init(self, path, *rest, **kw)
+
+    monkeypatch.setattr(gguf.gguf_reader.GGUFReader, "__init__", counted)
+    registry._convert_gguf(resolve("smollm2-135m"), tmp_path / "copy")
+    assert len(parses) == 1
+    written = load_file(next((tmp_path / "copy").glob("*.safetensors")))
+    assert written.keys() <= cached.keys() and all(torch.equal(written[k], cached[k]) for k in written)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "copy")
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    assert not any(p.is_meta for p in model.parameters())
+
+
 def test_quickstart_loop_runs_on_the_embedded_model(tmp_path):
     path = make_quickstart_project(tmp_path / "qs", seed=0, n_tickets=400)
     doc = yaml.safe_load(path.read_text())

@@ -58,7 +58,7 @@ train:
   lora:
     r: 16                   # rank; 8-64 is the usual range
     alpha: 32               # scale = alpha / r
-    dropout: 0.0             # on the LoRA input; 0.05 costs 1.7x the training time on a CPU
+    dropout: 0.0            # on the LoRA input; 0.05 costs 1.7x the training time on a CPU
     target_modules: all-linear   # or a list such as [q_proj, v_proj]
     use_dora: false         # weight-decomposed LoRA
     use_rslora: false       # scale = alpha / sqrt(r)

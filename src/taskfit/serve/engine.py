@@ -7,11 +7,12 @@ running batch the worker takes every waiting generation request that fits (up to
 adapter to each row of one batch: it reads their prompts and they join the running batch
 (:class:`~taskfit.decoding.Decoder`), so a request never waits for a long reply to finish, and a
 finished reply is answered at once. With ``limits.gather`` above 1, while a batch runs, waiting
-requests are taken in groups: reading several prompts in one pass costs each less than reading them one by
-one, so a group is taken once it is that large or once its oldest request has waited
-``limits.gather_steps`` steps (after the rule of text-generation-inference's router, whose
+requests are taken in groups, since reading several prompts in one pass costs each less than
+reading them one by one: a group is taken once it is that large or once its oldest request has
+waited ``limits.gather_steps`` steps (after the rule of text-generation-inference's router, whose
 ``max_waiting_tokens`` plays the part of ``gather_steps`` and whose ``waiting_served_ratio`` sizes
-the group against the running batch); an idle worker takes what waits at once. A request to a ``classify`` adapter is answered by label
+the group against the running batch); an idle worker takes what waits at once. A request to a
+``classify`` adapter is answered by label
 scoring (a valid label and its confidence, never free text); the classify requests waiting for
 the same adapter are scored together as one batch (up to ``limits.max_batch``), exactly as
 evaluation scores a batch of rows, between two steps of the running batch. One to a
@@ -433,6 +434,8 @@ class Engine:
         ready once ``limits.gather`` of them wait (or as many as the batch has room for) or once
         its oldest has waited ``limits.gather_steps`` decoding steps; None while none is."""
         limits = self.spec.limits
+        if limits.gather <= 1:  # every group is ready: the first request, which the caller checked
+            return self.queue[0]
         groups: dict[int | None, list[Job]] = {}  # in the order of their oldest requests
         for job in self.queue:
             if not job.cancelled and running.takes(job, self):

@@ -126,6 +126,12 @@ def test_a_clear_winner_is_named_with_the_test_that_separates_it():
     assert curve.rises
     assert advice.approach == "classical"
     assert "ahead of every other candidate" in advice.headline and "projected below it" in advice.headline
+    # three runs for three parameters: the projection is said to be unchecked, and how to measure it
+    assert not curve.identifiable and "whose shape nothing here checks: `taskfit run`" in advice.headline
+    five, curve5 = _curve_points([20, 35, 50, 55, 60], rows=FIVE, n=200)
+    checked = decide(_setting(), [_result("tfidf-logreg", 160, n=200)], five, curve5, _speed())
+    assert curve5.identifiable and "projected below it" in checked.headline
+    assert "nothing here checks" not in checked.headline
 
 
 def test_a_projection_wins_only_when_its_band_clears_the_measured_pick():

@@ -55,6 +55,7 @@ def test_the_conversion_reads_the_gguf_once_and_writes_the_same_weights(tmp_path
     monkeypatch.setattr(gguf.gguf_reader.GGUFReader, "__init__", counted)
     registry._convert_gguf(resolve("smollm2-135m"), tmp_path / "copy")
     assert len(parses) == 1
+    assert registry.gguf_reader.cache_info().currsize == 0  # the parsed file is not kept once the copy exists
     written = load_file(next((tmp_path / "copy").glob("*.safetensors")))
     assert written.keys() <= cached.keys() and all(torch.equal(written[k], cached[k]) for k in written)
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "copy")

@@ -175,8 +175,10 @@ def _held_back(text: str, stops: Sequence[str]) -> int:
     return max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
 
 
-class _Row:
-    """The state of one sequence in a batch."""
+class Row:
+    """The state of one sequence in a batch: how its next token is picked (greedy, sampled,
+    held to a grammar), its text so far and when it ends. Both engines' decoders keep one per
+    sequence."""
 
     def __init__(self, tokenizer: Any, prompt: list[int], sampling: Sampling, device: Any):
         import torch
@@ -270,7 +272,7 @@ class Decoder:
         self.eos = eos | set(extra_eos if isinstance(extra_eos, list) else [extra_eos] if extra_eos is not None else [])
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.added = 0  # sequences added so far (the next one's number)
-        self.rows: dict[int, _Row] = {}  # the running sequences' state
+        self.rows: dict[int, Row] = {}  # the running sequences' state
         self.adapters: dict[int, str] = {}
         self.results: dict[int, Generated] = {}  # the finished ones' results (with keep_results)
         self.active: list[int] = []  # the running sequences, in the cache's batch order
@@ -280,6 +282,10 @@ class Decoder:
 
     def __len__(self) -> int:
         return len(self.active)
+
+    def fits(self, prompts: Sequence[list[int]], samplings: Sequence[Sampling]) -> int:
+        """How many of ``prompts`` can join now: all (the cache grows with the batch)."""
+        return len(prompts)
 
     @property
     def joinable(self) -> bool:
@@ -297,7 +303,7 @@ class Decoder:
             return []
         first, self.added = self.added, self.added + len(prompts)
         numbers = list(range(first, self.added))
-        self.rows.update((i, _Row(self.tokenizer, list(p), s, self.device)) for i, p, s in zip(numbers, prompts, samplings))
+        self.rows.update((i, Row(self.tokenizer, list(p), s, self.device)) for i, p, s in zip(numbers, prompts, samplings))
         names = list(adapters) if self.mixed else []
         self.adapters.update(zip(numbers, names))
         base = prefix.length_for(prompts) if prefix is not None else 0  # tokens read from the prefix's cache

@@ -99,8 +99,10 @@ class Limits(_Spec):
                                                    "waits for its group to fill (see gather).")
     queue: int = Field(64, ge=1, description="Requests waiting at most; beyond it, 429 with Retry-After.")
     timeout_s: float = Field(120.0, gt=0, description="A request not answered within this gets 504.")
-    context: int = Field(2048, ge=128, description="engine llama-cpp: tokens of context per served model "
-                                                   "(prompt + reply).")
+    context: int = Field(2048, ge=128, description="engine llama-cpp: tokens of context of one request (prompt + "
+                                                   "reply); a served model's cache holds this times "
+                                                   "min(max_batch, 4), shared by the requests it decodes "
+                                                   "together.")
 
 
 class LogSpec(_Spec):

@@ -150,8 +150,6 @@ def task_prompt(tokenizer: Any, served: Served, example: Example, score_labels: 
 class Engine:
     """Loads the models and answers :class:`Job` s on its worker thread."""
 
-    continuous = True  # generation requests join the running batch between steps (:class:`_Running`)
-
     def __init__(self, spec: ServeSpec, status: Callable[[str], None] = lambda m: None):
         self.spec = spec
         self.status = status
@@ -428,6 +426,15 @@ class Engine:
             self.queue.extendleft(reversed(rest))
             return batch
 
+    def requeue(self, jobs: list[Job]) -> None:
+        """Put ``jobs`` back at the head of the queue, in order (taken, then found no room)."""
+        with self.cond:
+            self.queue.extendleft(reversed(jobs))
+
+    def decoder(self, model: Served, mixed: bool, **callbacks: Any) -> Any:
+        """A running batch's decoder for ``model`` (every model, with ``mixed``)."""
+        return Decoder(self.model, self.tokenizer, mixed=mixed, keep_results=False, **callbacks)
+
     def _gathered(self, running: _Running) -> Job | None:
         """While ``running`` decodes: the oldest request of the first waiting group that is ready
         to be taken (the requests that would join the batch; the classify requests to one model),
@@ -454,9 +461,9 @@ class Engine:
         while (batch := self._next(running)) is not None:
             if running is None:
                 self._run_tasks()
-            if batch and (batch[0].score_labels or not self.continuous):
+            if batch and batch[0].score_labels:
                 try:
-                    results = self._score(batch) if batch[0].score_labels else self._generate(batch)
+                    results = self._score(batch)
                 except Exception as exc:  # one failed batch must not stop the server
                     results = [exc] * len(batch)
                 for job, result in zip(batch, results):
@@ -505,11 +512,6 @@ class Engine:
         self.model.set_adapter(served.adapter)
         return contextlib.nullcontext()
 
-    def _generate(self, batch: list[Job]) -> list[Result]:
-        """A batch answered to the end, for engines whose batches cannot be joined (``continuous``
-        False: llama.cpp's)."""
-        raise NotImplementedError
-
 
 class _Running:
     """The engine's running generation batch: a :class:`~taskfit.decoding.Decoder` and the
@@ -520,9 +522,9 @@ class _Running:
         self.engine, self.model = engine, model
         self.mixed = engine._peft and engine.mixed
         self.jobs: dict[int, Job] = {}
-        self.decoder = Decoder(engine.model, engine.tokenizer, mixed=self.mixed,
-                               on_text=lambda i, delta: self.jobs[i].on_text(delta) if self.jobs[i].on_text else None,
-                               on_done=self._done, cancelled=lambda i: self.jobs[i].cancelled, keep_results=False)
+        self.decoder = engine.decoder(model, self.mixed,
+                                      on_text=lambda i, delta: self.jobs[i].on_text(delta) if self.jobs[i].on_text else None,
+                                      on_done=self._done, cancelled=lambda i: self.jobs[i].cancelled)
         self._context = contextlib.ExitStack()
         if not self.mixed:
             self._context.enter_context(engine._adapter(model))
@@ -534,9 +536,20 @@ class _Running:
         if job.score_labels:
             return self.mixed or not engine._peft
         return (self.decoder.joinable and len(self.decoder) < engine.spec.limits.max_batch
-                and (self.mixed or job.model is self.model))
+                and (self.mixed or job.model is self.model) and self.decoder.fits([job.prompt], [job.sampling]) == 1)
 
     def join(self, jobs: list[Job]) -> None:
+        taken = self.decoder.fits([j.prompt for j in jobs], [j.sampling for j in jobs])
+        if taken < len(jobs):  # no room for the rest beside the running sequences: they wait
+            if not taken and not len(self.decoder):  # not even alone: it fails, the others wait
+                jobs[0].on_done(ValueError(f"a prompt of {len(jobs[0].prompt)} tokens and "
+                                           f"{jobs[0].sampling.max_tokens} to generate do not fit in the "
+                                           f"engine's cache"))
+                jobs, taken = jobs[1:], 0
+            self.engine.requeue(jobs[taken:])
+            jobs = jobs[:taken]
+            if not jobs:
+                return
         names = [j.model.adapter or BASE for j in jobs] if self.mixed else None
         one = all(j.model is jobs[0].model for j in jobs)  # then the prompts share its prefix
         numbers = self.decoder.add([j.prompt for j in jobs], [j.sampling for j in jobs], names,

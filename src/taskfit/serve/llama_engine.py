@@ -2,29 +2,35 @@
 optional ``llama`` extra), for the base model's GGUF and each adapter's GGUF LoRA.
 
 On a 2-core CPU llama.cpp decodes the embedded model several times faster than transformers, so
-this is the engine for generation on CPU. Each served model gets its own llama.cpp context (the
-base with one adapter: the Python bindings take one LoRA per context), and requests are answered
-one at a time, each context reusing the key/value cache of the prompt prefix it saw last (the
-task's system prompt, typically). Adapters without a GGUF file are exported on load
+this is the engine for generation on CPU. Each served model (the base with one adapter: the
+Python bindings take one LoRA per context) gets a llama.cpp generation context of its own, made at
+its first request, with one sequence per running request: requests are decoded together, joining
+the running batch between two steps, exactly as on the transformers engine (the engine's
+:class:`~taskfit.serve.engine._Running` over :class:`~taskfit.baselines.llama_cpp.LlamaDecoder`),
+and the start the prompts share (the task's system prompt and chat header) is read once. Its cache
+holds ``limits.context`` cells times ``min(limits.max_batch, 4)``; a request that would not fit
+beside the running ones waits for them. Adapters without a GGUF file are exported on load
 (``taskfit export --format gguf-lora``). ``classify`` adapters score every label in one batched
 decode in a context of their own (:class:`~taskfit.baselines.llama_cpp.LlamaCppScorer`); JSON
-schemas are enforced by the same llguidance grammar as on the transformers engine, through a
-logits processor (:func:`~taskfit.baselines.llama_cpp.grammar_processor`).
+schemas are enforced by the same llguidance grammar as on the transformers engine, through the
+same :class:`~taskfit.decoding.Row` that picks every sequence's tokens there.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from taskfit.baselines.llama_cpp import LlamaCppScorer, grammar_processor, load_llama
+from taskfit.baselines.llama_cpp import Lanes, LlamaCppScorer, LlamaDecoder, load_llama
 from taskfit.errors import ConfigError
 from taskfit.serve.config import AdapterSpec
 from taskfit.tasks import get_task
-from taskfit.serve.engine import Engine, Job, Result, Served, Trained
+from taskfit.serve.engine import Engine, Served, Trained
+
+
+CONTEXTS = 4  # a model's generation cache holds limits.context cells times this (or max_batch, if fewer)
 
 
 class LlamaCppEngine(Engine):
-    continuous = False  # llama.cpp contexts answer one request at a time (_generate below)
 
     def load(self) -> None:
         from taskfit.models.registry import load_tokenizer
@@ -36,6 +42,7 @@ class LlamaCppEngine(Engine):
         self.context = self.spec.limits.context
         self.mixed = False
         self.llms: dict[str, Any] = {}
+        self.lanes: dict[str, Lanes] = {}  # each model's generation context (LlamaDecoder's)
         self.name_base(base)
         self.status(f"loading {self.base_file.name} in llama.cpp")
         self.llms[self.base_name] = load_llama(self.base_file, None, self.context, self.spec.threads)
@@ -63,34 +70,15 @@ class LlamaCppEngine(Engine):
     def _unload(self, served: Served) -> None:
         if isinstance(served.scorer, LlamaCppScorer):
             served.scorer.close()
+        if (lanes := self.lanes.pop(served.name, None)) is not None:
+            lanes.close()
         self.llms.pop(served.name).close()
 
-    def _generate(self, batch: list[Job]) -> list[Result]:
-        results = []
-        for job in batch:  # llama.cpp contexts answer one request at a time
-            self.on_batch(1)
-            llm = self.llms[job.model.name]
-            s = job.sampling
-            hold = grammar_processor(self.tokenizer, s.grammar, len(job.prompt), s.max_tokens) if s.grammar else None
-            pieces, finish, produced = [], "length", 0
-            for chunk in llm.create_completion(prompt=job.prompt, max_tokens=s.max_tokens, temperature=s.temperature,
-                                               top_p=s.top_p, seed=s.seed, stop=list(s.stop) or None,
-                                               logits_processor=hold, stream=True):
-                choice = chunk["choices"][0]
-                text = choice["text"]
-                produced += bool(text) or not choice.get("finish_reason")  # the closing chunk carries no token
-                if text:
-                    if not pieces:
-                        text = text.lstrip()
-                    pieces.append(text)
-                    if text and job.on_text is not None:
-                        job.on_text(text)
-                if choice.get("finish_reason"):
-                    finish = choice["finish_reason"]
-                if job.cancelled:
-                    finish = "cancelled"
-                    break
-            results.append(Result(text="".join(pieces).strip(), prompt_tokens=len(job.prompt),
-                                  completion_tokens=produced, finish_reason=finish))
-        return results
-
+    def decoder(self, model: Served, mixed: bool, **callbacks: Any) -> Any:
+        lanes = self.lanes.get(model.name)
+        if lanes is None:  # made at the model's first generation request
+            limits = self.spec.limits
+            lanes = self.lanes[model.name] = Lanes(self.llms[model.name], limits.max_batch + 1,
+                                                   n_ctx=limits.context * min(limits.max_batch, CONTEXTS))
+        llm = self.llms[model.name]
+        return LlamaDecoder(lanes, self.tokenizer, {self.tokenizer.eos_token_id, llm.token_eos()}, **callbacks)

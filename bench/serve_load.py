@@ -20,8 +20,9 @@ waiting request read at the next step); batching's gain is printed for the last 
 
 ``--lone N`` then sends N requests of each kind one after another (one client, nothing else in
 flight) and prints each kind's median latency: the wait of a lone request. With ``--baseline
-REV``, a server running that commit's code (its ``src/``, from ``git archive``) answers the same
-lone requests in the same run, and the ratios are printed: the prefix cache's gain is measured
+REV``, a server running that commit's code (its ``src/``, from ``git archive``) is up beside this
+tree's and answers the same lone requests in turns with it (the k-th request of a kind to both,
+which one first alternating), and the ratios are printed: the prefix cache's gain is measured
 against ``--baseline`` at the commit before it.
 """
 
@@ -98,13 +99,15 @@ def _start(config: dict, workdir: Path, threads: int | None, src: Path | None = 
 KINDS = ("plain", "json", "classify")  # request i is of kind i % 3 (i % 2 without an adapter)
 
 
-def _load(url: str, n: int, clients: int, adapter: str | None, max_tokens: int, on_done=None, kinds=None):
-    """Send ``n`` requests (``kinds``: only requests of these kinds) from ``clients`` threads."""
+def _load(url: str, n: int, clients: int, adapter: str | None, max_tokens: int, on_done=None, kinds=None,
+          skip: int = 0):
+    """Send ``n`` requests (``kinds``: only requests of these kinds, from the ``skip``-th on) from
+    ``clients`` threads."""
     import openai
 
     client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600)
     numbers = list(itertools.islice((i for i in itertools.count()
-                                     if kinds is None or KINDS[i % (3 if adapter else 2)] in kinds), n))
+                                     if kinds is None or KINDS[i % (3 if adapter else 2)] in kinds), skip, skip + n))
 
     def one(i: int) -> tuple[float, int, int]:
         email, card, phone = _pii(i)
@@ -135,16 +138,25 @@ def _load(url: str, n: int, clients: int, adapter: str | None, max_tokens: int, 
     return results, time.perf_counter() - start
 
 
-def _lone(url: str, n: int, adapter: str | None, max_tokens: int) -> dict[str, float]:
-    """Median latency of each kind's requests sent one after another (after one to warm up)."""
+def _lone(urls: dict[str, str], n: int, adapter: str | None, max_tokens: int) -> dict[str, dict[str, float]]:
+    """Each side's median latency for each kind of request, sent one at a time to the servers
+    ``urls`` (side -> URL) in turns: the k-th request of a kind goes to every side, the first side
+    alternating, so a slow spell of the machine falls on both (after one to warm each up)."""
     import numpy as np
 
-    out = {}
+    out: dict[str, dict[str, float]] = {side: {} for side in urls}
     for kind in KINDS if adapter else KINDS[:2]:
-        _load(url, 1, 1, adapter, max_tokens, kinds=(kind,))
-        results, _ = _load(url, n, 1, adapter, max_tokens, kinds=(kind,))
-        assert all(r[1] == 200 for r in results), results
-        out[kind] = float(np.percentile([r[0] for r in results], 50))
+        for url in urls.values():
+            _load(url, 1, 1, adapter, max_tokens, kinds=(kind,))
+        seconds: dict[str, list[float]] = {side: [] for side in urls}
+        for k in range(1, n + 1):
+            for side in (list(urls) if k % 2 else list(urls)[::-1]):
+                time.sleep(0.25)  # the other server's threads settle (llama.cpp's spin a while after work)
+                (latency, status, _), = _load(urls[side], 1, 1, adapter, max_tokens, kinds=(kind,), skip=k)[0]
+                assert status == 200, (side, kind, status)
+                seconds[side].append(latency)
+        for side, values in seconds.items():
+            out[side][kind] = float(np.percentile(values, 50))
     return out
 
 
@@ -266,21 +278,24 @@ def main() -> None:
                                  check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
         sides[args.baseline] = src / "src"
-    lone = {}
-    for side, src in sides.items():
-        proc, url = _start({**config, "port": _free_port(), "log": {"path": None}}, workdir, args.threads, src)
-        try:
-            lone[side] = _lone(url, args.lone, adapter_name, args.max_tokens)
-        finally:
+    procs, urls = [], {}
+    try:
+        for side, src in sides.items():  # every side's server up at once; idle, one costs no CPU
+            proc, urls[side] = _start({**config, "port": _free_port(), "log": {"path": None}}, workdir, args.threads,
+                                      src)
+            procs.append(proc)
+        lone = _lone(urls, args.lone, adapter_name, args.max_tokens)
+    finally:
+        for proc in procs:
             proc.send_signal(signal.SIGTERM)
             proc.wait(120)
+    for side, medians in lone.items():
         print(f"lone request, median latency ({side}): "
-              + ", ".join(f"{kind} {seconds:.3f} s" for kind, seconds in lone[side].items()))
+              + ", ".join(f"{kind} {seconds:.3f} s" for kind, seconds in medians.items()))
     if args.baseline:
         print("lone request latency, this tree / " + args.baseline + ": "
               + ", ".join(f"{kind} {lone['this tree'][kind] / lone[args.baseline][kind]:.2f}"
                           for kind in lone["this tree"]))
-
 
 if __name__ == "__main__":
     main()

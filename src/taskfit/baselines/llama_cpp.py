@@ -88,6 +88,7 @@ class Lanes:
             if llama_cpp.llama_set_adapters_lora(self.ctx.ctx, adapters, 1, scales):
                 raise ConfigError(f"llama.cpp could not apply the LoRA {llm.lora_path} to a new context")
         self.vocab = llm.n_vocab()
+        self.shared: list[int] = []  # the tokens whose cells sequence 0 keeps (LlamaDecoder's shared start)
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, self.lanes)
         self._free = weakref.finalize(self, llama_cpp.llama_batch_free, self._batch)
 
@@ -211,9 +212,11 @@ class LlamaDecoder:
     share the cells of what they begin with in common with it (the task's system prompt and chat
     header: read once, not once per request) and read the rest, their common start once for all
     of them. Lane 0's other cells are dropped first, so a lone request's cells follow its shared
-    start as in a fresh read, as the bindings' own prompt reuse does. A finished sequence's cells
-    are freed at once. :meth:`fits` says whether prompts are sure to fit beside the running
-    sequences (their own tokens and up to their ``max_tokens`` each)."""
+    start as in a fresh read, as the bindings' own prompt reuse does. Lane 0 and what it holds
+    belong to the :class:`Lanes` (``lanes.shared``), so the next batch's decoder over them reads
+    the shared start no more than this one. A finished sequence's cells are freed at once.
+    :meth:`fits` says whether prompts are sure to fit beside the running sequences (their own
+    tokens and up to their ``max_tokens`` each)."""
 
     def __init__(self, lanes: Lanes, tokenizer: Any, eos: set[int],
                  on_text: Callable[[int, str], None] | None = None,
@@ -227,7 +230,6 @@ class LlamaDecoder:
         self.reserved: dict[int, int] = {}  # sequence number -> cells of its own it may fill at most
         self.logits: dict[int, Any] = {}  # sequence number -> its next token's log-probabilities
         self.active: list[int] = []
-        self.shared: list[int] = []  # the tokens whose cells lane 0 keeps
         self.joinable = True
 
     def __len__(self) -> int:
@@ -236,7 +238,7 @@ class LlamaDecoder:
     def _common(self, prompt: Sequence[int]) -> int:
         """Tokens of ``prompt`` whose cells lane 0 has (never its last: its logits are wanted)."""
         n = 0
-        for a, b in zip(self.shared, prompt[:len(prompt) - 1]):
+        for a, b in zip(self.lanes.shared, prompt[:len(prompt) - 1]):
             if a != b:
                 break
             n += 1
@@ -247,7 +249,7 @@ class LlamaDecoder:
         for their own tokens and replies beside what the running sequences may still fill)."""
         if not prompts:
             return 0
-        used = max(len(self.shared), len(prompts[-1])) + sum(self.reserved.values())
+        used = max(len(self.lanes.shared), len(prompts[-1])) + sum(self.reserved.values())
         lanes = self.lanes.lanes - 1 - len(self.active)
         taken = 0
         for p, s in zip(prompts, samplings):
@@ -270,7 +272,7 @@ class LlamaDecoder:
             lead = next((k for k, (a, b) in enumerate(zip(prompts[0][:lead], p)) if a != b), lead)
         keep = self._common(prompts[0][:lead + 1])  # of it, what lane 0 holds already
         self.lanes.remove(0, keep)  # the rest of lane 0's cells go: the new ones follow these, as in a fresh read
-        self.shared = self.shared[:keep]
+        self.lanes.shared = self.lanes.shared[:keep]
         free = sorted(set(range(1, self.lanes.lanes)) - set(self.lane.values()))
         numbers, lanes = list(range(self.added, self.added + len(prompts))), free[:len(prompts)]
         self.added += len(prompts)
@@ -290,7 +292,7 @@ class LlamaDecoder:
                 self._drop(i)
             self.lanes.remove(0, keep)
             raise
-        self.shared = list(prompts[0][:lead])
+        self.lanes.shared = list(prompts[0][:lead])
         self.logits.update(zip(numbers, rows))
         self.active += numbers
         return numbers
@@ -377,7 +379,8 @@ class LlamaCppPredictor(Prompts):
         for ex in examples:
             start = time.perf_counter()
             prompt = self.prompt_ids(ex)
-            self.llm.reset()
+            # no reset: llama.cpp keeps the cells of what this prompt shares with the last one, as
+            # the server does (the same reads, so a served lone request answers as evaluated)
             hold = (grammar_processor(self.tokenizer, self.grammar, len(prompt), self.max_new_tokens)
                     if self.grammar else None)
             out = self.llm.create_completion(prompt=prompt, max_tokens=self.max_new_tokens, temperature=0.0,

@@ -297,5 +297,6 @@ def main() -> None:
               + ", ".join(f"{kind} {lone['this tree'][kind] / lone[args.baseline][kind]:.2f}"
                           for kind in lone["this tree"]))
 
+
 if __name__ == "__main__":
     main()

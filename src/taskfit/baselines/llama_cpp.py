@@ -14,6 +14,7 @@ Its evaluation says whether the exported file behaves like the model that was tr
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -172,11 +173,9 @@ class LlamaCppScorer(LabelPrompts):
         if self._context is None:
             self._context = Lanes(self.llm, self.max_lanes)
         lanes, n = self._context, len(prompt)
-        keep = 0  # the tokens of the last prompt this one begins with (their cells stay)
-        for a, b in zip(self._read, prompt[:n - 1]):  # the prompt's last token is read again: its logits
-            if a != b:
-                break
-            keep += 1
+        # the tokens of the last prompt this one begins with (their cells stay); never the prompt's
+        # last token, which is read again: its logits
+        keep = len(os.path.commonprefix([self._read, list(prompt[:n - 1])]))
         lanes.remove(-1, keep)
         self._read = []
         every = range(lanes.lanes)
@@ -237,12 +236,7 @@ class LlamaDecoder:
 
     def _common(self, prompt: Sequence[int]) -> int:
         """Tokens of ``prompt`` whose cells lane 0 has (never its last: its logits are wanted)."""
-        n = 0
-        for a, b in zip(self.lanes.shared, prompt[:len(prompt) - 1]):
-            if a != b:
-                break
-            n += 1
-        return n
+        return len(os.path.commonprefix([self.lanes.shared, list(prompt[:len(prompt) - 1])]))
 
     def fits(self, prompts: Sequence[list[int]], samplings: Sequence[Sampling]) -> int:
         """How many of ``prompts``, in order, can join now (a free lane each, and room in the cache
@@ -267,9 +261,8 @@ class LlamaDecoder:
             return []
         if self.fits(prompts, samplings) < len(prompts):
             raise ValueError(f"{len(prompts)} prompts do not fit beside the {len(self.active)} running ones")
-        lead = min(len(p) - 1 for p in prompts)  # what every new prompt begins with (never a last token)
-        for p in prompts[1:]:
-            lead = next((k for k, (a, b) in enumerate(zip(prompts[0][:lead], p)) if a != b), lead)
+        # what every new prompt begins with (never a last token)
+        lead = min(len(os.path.commonprefix([list(p) for p in prompts])), min(len(p) for p in prompts) - 1)
         keep = self._common(prompts[0][:lead + 1])  # of it, what lane 0 holds already
         self.lanes.remove(0, keep)  # the rest of lane 0's cells go: the new ones follow these, as in a fresh read
         self.lanes.shared = self.lanes.shared[:keep]

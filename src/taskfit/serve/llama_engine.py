@@ -75,10 +75,9 @@ class LlamaCppEngine(Engine):
         self.llms.pop(served.name).close()
 
     def decoder(self, model: Served, mixed: bool, **callbacks: Any) -> Any:
-        lanes = self.lanes.get(model.name)
+        llm, lanes = self.llms[model.name], self.lanes.get(model.name)
         if lanes is None:  # made at the model's first generation request
             limits = self.spec.limits
-            lanes = self.lanes[model.name] = Lanes(self.llms[model.name], limits.max_batch + 1,
+            lanes = self.lanes[model.name] = Lanes(llm, limits.max_batch + 1,
                                                    n_ctx=limits.context * min(limits.max_batch, CONTEXTS))
-        llm = self.llms[model.name]
         return LlamaDecoder(lanes, self.tokenizer, {self.tokenizer.eos_token_id, llm.token_eos()}, **callbacks)

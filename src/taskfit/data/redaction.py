@@ -132,8 +132,8 @@ def redact_row(rec: Example | PreferencePair, task: TaskSpec, privacy: PrivacySp
         everything = tuple(f for fs in found.values() for f in fs) + tuple(system)
         if action == "keep":
             return RowRedaction(rec, everything, secrets_left=any(f.is_secret for f in everything))
-        record = replace(rec, system=pii.redact(rec.system, system, action) if rec.system else rec.system,
-                         **{k: pii.redact(t, found[k], action) for k, t in texts.items()})
+        record = replace(rec, system=personal.redact(rec.system, system, action) if rec.system else rec.system,
+                         **{k: personal.redact(t, found[k], action) for k, t in texts.items()})
         return RowRedaction(record, everything)
 
     from taskfit.tasks import get_task
@@ -146,7 +146,7 @@ def redact_row(rec: Example | PreferencePair, task: TaskSpec, privacy: PrivacySp
     own = [detect(v.text) for v in values]
     everything = tuple(f for fs in found + own for f in fs) + tuple(system)
     fields = frozenset(v.field for v in values)
-    if action == "keep":
+    if action == "keep" or not everything:  # (nothing found: nothing to redact, the answer as it is)
         return RowRedaction(rec, everything, fields=fields, secrets_left=any(f.is_secret for f in everything))
 
     at = [[occurrences(p, v.text) for p in parts] for v in values]
@@ -183,9 +183,9 @@ def redact_row(rec: Example | PreferencePair, task: TaskSpec, privacy: PrivacySp
                 intact |= not hits
                 if hits and new is None:
                     lo, hi = min(span[0], hits[0].start), max(span[1], hits[-1].end)
-                    new = pii.redact(parts[i][lo:hi], _shift(hits, -lo), action)
+                    new = personal.redact(parts[i][lo:hi], _shift(hits, -lo), action)
         if new is None or (intact and not own[k]):  # not in the input, or still there as it is
-            new = pii.redact(v.text, own[k], action)
+            new = personal.redact(v.text, own[k], action)
         texts.append(new)
         if new != v.text:
             changed.add(v.field)
@@ -193,8 +193,8 @@ def redact_row(rec: Example | PreferencePair, task: TaskSpec, privacy: PrivacySp
     target = rec.target
     if changed:
         target = with_answer_values(kind, task, rec.target, texts)
-    record = replace(rec, input=pii.redact(parts[0], found[0], action),
-                     context=pii.redact(rec.context, found[1], action) if rec.context else rec.context,
-                     system=pii.redact(rec.system, system, action) if rec.system else rec.system, target=target)
+    record = replace(rec, input=personal.redact(parts[0], found[0], action),
+                     context=personal.redact(rec.context, found[1], action) if rec.context else rec.context,
+                     system=personal.redact(rec.system, system, action) if rec.system else rec.system, target=target)
     return RowRedaction(record, everything, fields=fields, changed=frozenset(changed), kept=frozenset(kept),
                         numbers_kept=frozenset(numbers), secrets_left=secrets_left)

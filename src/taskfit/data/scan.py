@@ -123,10 +123,16 @@ class TokenCounter:
 
         probe = Example(id="p", input="x", target="y")
         r = render(tokenizer, task, probe, target="y")
-        one = lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])  # noqa: E731
-        self.overhead = len(r.ids) - one("x") - one("y")
         self.tokenizer = tokenizer
+        # The fast tokenizer's own batch encoding, without offsets or the wrapper's conversion to
+        # Python lists (2.5x the wrapper's speed here, the same counts), where nothing (truncation,
+        # padding) would make it differ from the wrapper's.
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._backend = backend if backend is not None and backend.truncation is None and backend.padding is None else None
+        one = lambda s: self.count([s])[0]  # noqa: E731
+        self.overhead = len(r.ids) - one("x") - one("y")
         self.system_len = one(task.system_text)
+        self._systems: dict[str, int] = {}  # a row's own system prompt -> its tokens beyond the task's
         # A prompt that must be cut leaves this many tokens for the answer (rendering.answer_room),
         # in training as in evaluation, so a short answer still takes that room.
         self.room = room
@@ -144,16 +150,28 @@ class TokenCounter:
         for every pending row, in order."""
         if not self.pending:
             return
-        enc = self.tokenizer([p[0] for p in self.pending] + [p[1] for p in self.pending]
-                             + [p[4] for p in self.pending], add_special_tokens=False)["input_ids"]
+        enc = self.count([p[0] for p in self.pending] + [p[1] for p in self.pending] + [p[4] for p in self.pending])
         n = len(self.pending)
         for i, (_, _, system, source, _) in enumerate(self.pending):
-            extra = 0 if system is None else len(self.tokenizer(system, add_special_tokens=False)["input_ids"]) - self.system_len
-            answer = len(enc[n + i]) + 1  # + end-of-turn
+            extra = 0 if system is None else self._system_extra(system)
+            answer = enc[n + i] + 1  # + end-of-turn
             kept = max(answer, self.room) - 1  # the answer's tokens, or the room kept for it
-            fixed = self.overhead + kept + extra + len(enc[2 * n + i]) if source is not None else None
-            yield self.overhead + len(enc[i]) + len(enc[n + i]) + extra, answer, fixed, source
+            fixed = self.overhead + kept + extra + enc[2 * n + i] if source is not None else None
+            yield self.overhead + enc[i] + enc[n + i] + extra, answer, fixed, source
         self.pending = []
+
+    def count(self, texts: list[str]) -> list[int]:
+        """Tokens of each text, no special tokens added."""
+        if self._backend is not None:
+            return [len(e) for e in self._backend.encode_batch_fast(texts, add_special_tokens=False)]
+        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    def _system_extra(self, system: str) -> int:
+        if system not in self._systems:
+            if len(self._systems) >= 1024:  # rows with a system prompt each: keep the memory bounded
+                self._systems.clear()
+            self._systems[system] = self.count([system])[0] - self.system_len
+        return self._systems[system]
 
 
 DISTINCT_NOTED = 50

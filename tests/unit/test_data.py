@@ -243,10 +243,11 @@ def test_a_tiny_subsample_is_a_seeded_sample_not_an_error():
     assert len(stratified_subsample(five_pairs, 9, seed=0)) == 9  # 1 row left out cannot hold 5 classes
 
 
-def test_a_worker_finding_personal_data_gives_the_same_check_and_rows(tmp_path, classify_task, monkeypatch):
-    """In a file of POOL_FROM_BYTES or more, a worker process finds the personal data and secrets a
-    chunk ahead: the counts, the quarantined, removed and kept rows and every redaction are those of the
-    check done in one process, on generated tickets with planted duplicates, personal data and keys."""
+def test_a_worker_working_ahead_gives_the_same_check_and_rows(tmp_path, classify_task, monkeypatch):
+    """In a file of POOL_FROM_BYTES or more, a worker process finds the personal data and secrets and
+    makes the rows' signatures a chunk ahead: the counts, the quarantined, removed and kept rows, every
+    redaction and every layout are those of the check done in one process, on generated tickets with
+    planted duplicates, personal data and keys."""
     from taskfit.data import scan as scan_module
     from taskfit.data.sample import generate_tickets
 
@@ -257,7 +258,7 @@ def test_a_worker_finding_personal_data_gives_the_same_check_and_rows(tmp_path, 
     task = classify_task.model_copy(update={"labels": sorted({r["messages"][1]["content"] for r in rows})})
 
     def check(workers):
-        monkeypatch.setattr(scan_module, "PII_WORKERS", workers)
+        monkeypatch.setattr(scan_module, "WORKERS", workers)
         monkeypatch.setattr(scan_module, "POOL_FROM_BYTES", 0)
         return scan(path, task, SPEC, keep=True)
 
@@ -269,3 +270,4 @@ def test_a_worker_finding_personal_data_gives_the_same_check_and_rows(tmp_path, 
     assert pooled.examples == alone.examples  # the same rows kept, redacted alike
     assert pooled.pii_rows == alone.pii_rows > 0 and pooled.pii_counts == alone.pii_counts
     assert pooled.secret_rows == alone.secret_rows
+    assert list(pooled.layouts) == list(alone.layouts) and pooled.distinct == alone.distinct

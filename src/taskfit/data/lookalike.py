@@ -92,12 +92,13 @@ class _Table:
         return self.chunks[chunk][at]
 
     def take(self, rows: Sequence[int]) -> Any:
-        """The rows numbered ``rows``, as one array."""
+        """The rows numbered ``rows`` (in increasing order), as one array."""
         import numpy as np
 
+        first = rows[0] // self.CHUNK
+        if rows[-1] // self.CHUNK == first:  # all in one chunk, as most often
+            return self.chunks[first][np.asarray(rows, np.int64) - first * self.CHUNK]
         chunk, at = np.divmod(np.asarray(rows, np.int64), self.CHUNK)
-        if len(self.chunks) == 1 or (chunk == chunk[0]).all():
-            return self.chunks[int(chunk[0])][at]
         out = np.empty((len(at), *self.shape), self.dtype)
         for c in set(chunk.tolist()):
             out[chunk == c] = self.chunks[c][at[chunk == c]]
@@ -231,6 +232,15 @@ class Shingles:
         return np.minimum.reduceat(values, np.cumsum(sizes) - sizes, axis=1).T, sizes
 
 
+@dataclass(frozen=True)
+class Probe:
+    """A signature looked up in a :class:`MinHashIndex` (:meth:`MinHashIndex.probe`)."""
+
+    bands: Any  # its band hashes
+    merged: list[int]  # rows under them in the index's merged (sorted) part
+    flushes: int  # the index's merges when it was made
+
+
 class MinHashIndex:
     """MinHash LSH over character shingles of the normalised text, in compact arrays.
 
@@ -278,7 +288,7 @@ class MinHashIndex:
         # Per band, as 25 dicts of 50,000 grow in smaller steps than one of 1,250,000 would.
         self._pending: list[dict[int, int]] = [{} for _ in range(self.b)]
         self.flush_rows = flush_rows
-        self._banded: tuple[Any, Any] = (None, None)  # the last signature's bands
+        self._flushes = 0  # merges so far: a probe made before the last one is stale
 
     @property
     def n(self) -> int:
@@ -294,36 +304,42 @@ class MinHashIndex:
         sigs, sizes = self.shingles.signatures(texts)
         return list(zip(sigs, sizes.tolist()))
 
-    def _bands(self, sig: Any) -> Any:
+    def probe(self, sigs: Sequence[Any]) -> list[Probe]:
+        """Look signatures up together: each one's bands, and the rows the merged part of the
+        index holds under them (one sorted search for the batch, rather than one a row). Pass each
+        to :meth:`matches` and :meth:`insert`; rows indexed meanwhile are found all the same."""
         import numpy as np
 
-        if sig is self._banded[0]:  # a row looked up, then inserted
-            return self._banded[1]
-        rows = sig[: self.b * self.r].reshape(self.b, self.r).astype(np.uint64)
+        if not len(sigs):
+            return []
+        rows = np.stack(sigs)[:, : self.b * self.r].reshape(len(sigs), self.b, self.r).astype(np.uint64)
         with np.errstate(over="ignore"):
-            bands = (rows * self._mix).sum(axis=1) ^ self._salt
-        self._banded = (sig, bands)
-        return bands
-
-    def candidates(self, sig: Any) -> set[int]:
-        import numpy as np
-
-        bands = self._bands(sig)
-        found = {pend[h] for pend, h in zip(self._pending, bands.tolist()) if h in pend}
+            bands = (rows * self._mix).sum(axis=2) ^ self._salt
+        merged: list[list[int]] = [[] for _ in sigs]
         stored = self._sorted_h
         if len(stored):
-            at = np.searchsorted(stored, bands)
+            keys = bands.ravel()
+            order = np.argsort(keys)  # searched in order: neighbouring keys, neighbouring memory
+            at = np.searchsorted(stored, keys[order])
             hit = at < len(stored)
-            hit[hit] = stored[at[hit]] == bands[hit]
-            for a, h in zip(at[hit].tolist(), bands[hit].tolist()):
+            hit[hit] = stored[at[hit]] == keys[order][hit]
+            for a, i in zip(at[hit].tolist(), order[hit].tolist()):
+                h = int(keys[i])
                 while a < len(stored) and stored[a] == h:  # one entry a flush at most
-                    found.add(int(self._sorted_i[a]))
+                    merged[i // self.b].append(int(self._sorted_i[a]))
                     a += 1
+        return [Probe(b, m, self._flushes) for b, m in zip(bands, merged)]
+
+    def candidates(self, sig: Any, probe: Probe | None = None) -> set[int]:
+        if probe is None or probe.flushes != self._flushes:  # made before the last merge: again
+            probe = self.probe([sig])[0]
+        found = {pend[h] for pend, h in zip(self._pending, probe.bands.tolist()) if h in pend}
+        found.update(probe.merged)
         return found
 
-    def matches(self, sig: Any, size: int) -> list[tuple[int, float]]:
+    def matches(self, sig: Any, size: int, probe: Probe | None = None) -> list[tuple[int, float]]:
         """The indexed rows this text matches, as (row number, similarity), most similar first."""
-        found = sorted(self.candidates(sig))
+        found = sorted(self.candidates(sig, probe))
         if not found:
             return []
         same = (self._sigs.take(found) == sig.astype(self._stored)).mean(axis=1).tolist()
@@ -331,12 +347,13 @@ class MinHashIndex:
                   for k, j in zip(found, same))
         return sorted(((k, sim) for k, sim in scored if sim > 0), key=lambda kv: (-kv[1], kv[0]))
 
-    def insert(self, sig: Any, size: int) -> int:
+    def insert(self, sig: Any, size: int, probe: Probe | None = None) -> int:
         """Index a row; return its number (0, 1, 2...)."""
         i = self.n
         self._sigs.append(sig)
         self._sizes.append(size)
-        for pend, h in zip(self._pending, self._bands(sig).tolist()):
+        bands = (probe if probe is not None else self.probe([sig])[0]).bands
+        for pend, h in zip(self._pending, bands.tolist()):
             pend.setdefault(h, i)
         if len(self._pending[0]) >= self.flush_rows:
             self._flush()
@@ -355,6 +372,7 @@ class MinHashIndex:
         self._sorted_h = np.insert(self._sorted_h, at, keys[order])
         self._sorted_i = np.insert(self._sorted_i, at, rows[order])
         self._pending = [{} for _ in range(self.b)]
+        self._flushes += 1
 
 
 @dataclass(frozen=True)
@@ -368,6 +386,7 @@ class Row:
     fixed: dict[str, tuple[int, bool]]  # part name -> (digest of the value, written in the input)
     free: tuple[Any, ...]  # the vocabulary of each free text
     pair: bool
+    probe: Probe  # its signature looked up in the index
 
 
 @dataclass(frozen=True)
@@ -395,10 +414,15 @@ WORDS_KEPT = 512
 def vocabulary(text: str) -> Any:
     """The distinct words of a text (:func:`~taskfit.tasks.base.words`) as sorted CRC-32s, the
     WORDS_KEPT smallest when it has more (a bottom-k sample, see :func:`overlap`)."""
+    return _vocabulary(words(text))
+
+
+def _vocabulary(text_words: str) -> Any:
+    """:func:`vocabulary` of a text from its :func:`~taskfit.tasks.base.words`."""
     import numpy as np
 
     # sorted in Python: numpy's unique costs more than the whole sort on a text's few dozen words
-    hashes = sorted({zlib.crc32(w.encode()) for w in set(words(text).split())})
+    hashes = sorted({zlib.crc32(w.encode()) for w in set(text_words.split())})
     return np.array(hashes[:WORDS_KEPT], np.uint32)
 
 
@@ -452,20 +476,23 @@ class LookAlikes:
         self._codes: dict[str, int] = {}
         self._free: list[_Vocabularies] = []
 
-    def row(self, rec: Example | PreferencePair, signature: tuple[Any, int] | None = None) -> Row:
-        """``signature``: the index's signature of :func:`input_text` when already made (a scan
-        makes a batch of rows' at once)."""
+    def row(self, rec: Example | PreferencePair, signature: tuple[Any, int] | None = None,
+            probe: Probe | None = None) -> Row:
+        """``signature``, ``probe``: the index's signature of :func:`input_text` and its
+        :meth:`~MinHashIndex.probe` when already made (a scan makes a batch of rows' at once)."""
         text = input_text(rec)
         sig, size = signature if signature is not None else self.index.signature(text)
+        probe = probe if probe is not None else self.index.probe([sig])[0]
         pair = isinstance(rec, PreferencePair)
         parts = AnswerParts(free=(rec.chosen, rec.rejected)) if pair else self._parts_of(rec)
-        return Row(sig, size, digest(words(text)), vocabulary(text),
+        text_words = words(text)
+        return Row(sig, size, digest(text_words), _vocabulary(text_words),
                    {name: (digest(value), written) for name, value, written in parts.fixed},
-                   tuple(vocabulary(t) for t in parts.free), pair)
+                   tuple(vocabulary(t) for t in parts.free), pair, probe)
 
     def judge(self, row: Row) -> list[Verdict]:
         """What this row is to each indexed row it looks like, the most similar first."""
-        return [Verdict(self._compare(row, k), k, sim) for k, sim in self.index.matches(row.sig, row.size)]
+        return [Verdict(self._compare(row, k), k, sim) for k, sim in self.index.matches(row.sig, row.size, row.probe)]
 
     def add(self, row: Row) -> int:
         """Index a kept row; return its number (0, 1, 2...)."""
@@ -479,7 +506,7 @@ class LookAlikes:
         self._free += [_Vocabularies() for _ in row.free[len(self._free):]]
         for store, vocab in zip(self._free, row.free):
             store.append(vocab)
-        return self.index.insert(row.sig, row.size)
+        return self.index.insert(row.sig, row.size, row.probe)
 
     def _fixed(self, k: int) -> dict[int, tuple[int, bool]]:
         at, end = self._starts[k], self._starts[k + 1]
@@ -534,6 +561,18 @@ def mask(text: str) -> str:
     return _DIGITS.sub("0", normalise(text))
 
 
+def layout_signatures(shingles: Shingles, texts: Sequence[str],
+                      known: Sequence[tuple[Any, int] | None]) -> list[tuple[Any, int]]:
+    """The signature of each text's layout (:func:`mask`), made together. ``known``: each text's
+    own signature, when the look-alike index has made it (used as is when there are no digits to
+    mask, which saves making another), else None."""
+    masked = [mask(t) for t in texts]
+    todo = [i for i, (t, m, sig) in enumerate(zip(texts, masked, known)) if sig is None or m != normalise(t)]
+    sigs, sizes = shingles.signatures([masked[i] for i in todo])
+    made = dict(zip(todo, zip(sigs, sizes.tolist())))
+    return [made[i] if i in made else sig for i, sig in enumerate(known)]
+
+
 class Layouts:
     """Rows grouped by layout: each row joins the most alike layout whose first row its input,
     masked (:func:`mask`), resembles at ``data.dedup.template`` or above, else starts one.
@@ -555,27 +594,24 @@ class Layouts:
         self._where = [array("i"), array("q"), array("i"), array("q")]  # file, line of rows 1 and 2
 
     def signatures(self, texts: Sequence[str], known: Sequence[tuple[Any, int] | None]) -> list[tuple[Any, int]]:
-        """The signature of each text's layout (:func:`mask`), made together. ``known``: each
-        text's own signature, when the look-alike index has made it (used as is when there are no
-        digits to mask, which saves making another), else None."""
-        masked = [mask(t) for t in texts]
-        todo = [i for i, (t, m, sig) in enumerate(zip(texts, masked, known)) if sig is None or m != normalise(t)]
-        made = dict(zip(todo, self.index.signatures([masked[i] for i in todo])))
-        return [made[i] if i in made else sig for i, sig in enumerate(known)]
+        """The signature of each text's layout (:func:`layout_signatures`)."""
+        return layout_signatures(self.index.shingles, texts, known)
 
     def assign(self, text: str, path: str, line: int, known: tuple[Any, int] | None = None,
-               signature: tuple[Any, int] | None = None) -> int:
+               signature: tuple[Any, int] | None = None, probe: Probe | None = None) -> int:
         """The layout of one kept row (its number: 0, 1, 2...). ``known``: as in
-        :meth:`signatures`; ``signature``: the layout's signature if :meth:`signatures` made it."""
+        :meth:`signatures`; ``signature``: the layout's signature if :meth:`signatures` made it,
+        ``probe``: its :meth:`~MinHashIndex.probe` if made."""
         if path not in self.files:
             self.files.append(path)
         file = self.files.index(path)
         sig, size = signature if signature is not None else self.signatures([text], [known])[0]
-        found = self.index.matches(sig, size)
+        probe = probe if probe is not None else self.index.probe([sig])[0]
+        found = self.index.matches(sig, size, probe)
         if found:
             k = found[0][0]
         else:
-            k = self.index.insert(sig, size)
+            k = self.index.insert(sig, size, probe)
             self.rows.append(0)
             for a, v in zip(self._where, (file, line, -1, -1)):
                 a.append(v)

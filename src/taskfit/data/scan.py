@@ -25,7 +25,8 @@ from typing import Any, Callable, Iterator
 from taskfit.config import DataSpec, TaskSpec
 from taskfit.data import pii
 from taskfit.data.formats import convert
-from taskfit.data.lookalike import CONFLICT, DISTINCT, Layouts, LookAlikes, decisive, input_text, normalise, shared_text
+from taskfit.data.lookalike import (CONFLICT, DISTINCT, Layouts, LookAlikes, Shingles, decisive, input_text,
+                                     layout_signatures, normalise, shared_text)
 from taskfit.data.redaction import RowRedaction, detected_texts, redact_row
 from taskfit.data.read import read_rows
 from taskfit.records import Example, PreferencePair, in_batches
@@ -176,15 +177,16 @@ class TokenCounter:
 
 DISTINCT_NOTED = 50
 BATCH_ROWS = 256  # rows read, validated and given their MinHash signatures together
-# Personal data and secrets are found by worker processes, a chunk ahead of the deduplication,
-# in a file of at least this many bytes (a smaller one is not worth starting a process for).
+# What a row needs that depends on no other row (its personal data and secrets, its signatures)
+# is made by worker processes, a chunk ahead of the deduplication, in a file of at least this many
+# bytes (a smaller one is not worth starting a process for).
 POOL_FROM_BYTES = 1_000_000
-PII_WORKERS = max(0, min(4, (os.cpu_count() or 1) - 1)) if sys.platform == "linux" else 0
+WORKERS = max(0, min(4, (os.cpu_count() or 1) - 1)) if sys.platform == "linux" else 0
 
 
-def _pii_pool(workers: int) -> Any:
-    """Worker processes for :func:`_detect_all`, forked now (so they need not import anything,
-    nor read the main script again). The tokenizers library warns in a process forked after it
+def _pool(workers: int) -> Any:
+    """Worker processes for :func:`_ahead`, forked now (so they need not import anything, nor
+    read the main script again). The tokenizers library warns in a process forked after it
     has run in parallel, so the fork happens with its parallelism set for the children alone."""
     import concurrent.futures
     import multiprocessing
@@ -193,7 +195,7 @@ def _pii_pool(workers: int) -> Any:
     before = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
-        for started in [pool.submit(_detect_all, None, []) for _ in range(workers)]:
+        for started in [pool.submit(_ahead, None, [], None, [], None, [], []) for _ in range(workers)]:
             started.result()
     finally:
         if before is None:
@@ -203,10 +205,25 @@ def _pii_pool(workers: int) -> Any:
     return pool
 
 
-def _detect_all(privacy: Any, texts: list[str]) -> list[list[pii.Finding]]:
-    """Each text's personal data and secrets under ``privacy`` (run by a worker)."""
+def _ahead(privacy: Any, texts: list[str] | None, looks: Shingles | None, look_texts: list[str],
+           layouts: Shingles | None, layout_texts: list[str], reuse: list[bool]) -> tuple[Any, Any, Any]:
+    """What a chunk's rows need that depends on no other row (run by a worker, or here for a
+    small file): the personal data and secrets of each of ``texts`` under ``privacy`` (None when
+    not asked), the look-alike signatures of ``look_texts``, and the layout signatures of
+    ``layout_texts`` (a row's own look-alike signature reused where ``reuse`` allows), each as
+    (signatures, distinct shingles) arrays, or None without their index."""
+    import numpy as np
+
     personal = pii.detector(privacy)
-    return [personal.detect(t) for t in texts]
+    found = [personal.detect(t) for t in texts] if texts is not None else None
+    own = looks.signatures(look_texts) if looks is not None else None
+    laid = None
+    if layouts is not None:
+        known = [(own[0][i], int(own[1][i])) if use else None for i, use in enumerate(reuse)] if own is not None else [None] * len(reuse)
+        made = layout_signatures(layouts, layout_texts, known)
+        laid = (np.stack([sig for sig, _ in made]) if made else np.empty((0, layouts.num_perm), np.uint32),
+                np.array([size for _, size in made], np.int64))
+    return found, own, laid
 
 
 def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep: bool = False,
@@ -231,6 +248,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
     label_names: list[str] = []
     counter = TokenCounter(tokenizer, task, room) if tokenizer is not None else None
     check_answer = get_task(task.kind).answer_check(task)  # the answer must fit the task (built once)
+    stem = Path(path).stem  # of each row's default id
 
     def read(chunk: list[Any]) -> tuple[list[tuple[Any, Example | PreferencePair]], list[tuple[int, Quarantined]]]:
         """Validate a chunk of rows: the valid ones as (raw row, record), and the quarantined ones."""
@@ -244,7 +262,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                 held.append((raw.line, Quarantined(raw.source, raw.error, raw.raw)))
                 continue
             try:
-                rec = convert(raw.obj, task, fmt, spec.columns, raw.source, f"{id_prefix}{Path(path).stem}-{raw.line}")
+                rec = convert(raw.obj, task, fmt, spec.columns, raw.source, f"{id_prefix}{stem}-{raw.line}")
                 if isinstance(rec, PreferencePair):
                     result.kind = "preferences"
                 else:
@@ -255,22 +273,29 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
             batch.append((raw, rec))
         return batch, held
 
+    def ahead(batch: list[tuple[Any, Example | PreferencePair]]) -> tuple[Any, ...]:
+        """The arguments of :func:`_ahead` for a validated chunk. The signatures of its rows are
+        made together (a duplicate's too: simpler, and cheap)."""
+        pairs = [isinstance(rec, PreferencePair) for _, rec in batch]
+        return (spec.privacy, [t for _, rec in batch for t in detected_texts(rec, task)] if pool is not None else None,
+                looks.index.shingles if looks is not None else None,
+                [input_text(rec) for _, rec in batch] if looks is not None else [],
+                layouts.index.shingles if layouts is not None else None,
+                [rec.prompt if pair else rec.input for pair, (_, rec) in zip(pairs, batch)] if layouts is not None else [],
+                # the look-alike text is the input itself for pairs and rows without a context
+                [looks is not None and (pair or rec.context is None) for pair, (_, rec) in zip(pairs, batch)])
+
     def finish(batch: list[tuple[Any, Example | PreferencePair]], held: list[tuple[int, Quarantined]],
-               detected: tuple[list[str], Any]) -> None:
-        """Deduplicate, audit and redact a validated chunk (``detected``: its texts, and the
-        worker's future of their personal data, or None where this process finds it)."""
-        searched, future = detected
-        found = dict(zip(searched, future.result())) if future is not None else None
-        # The signatures of the batch's rows are made together (a duplicate's too: simpler, and cheap).
-        sigs = looks.index.signatures([input_text(rec) for _, rec in batch]) if looks is not None else None
-        layout_sigs = None
-        if layouts is not None:
-            pairs = [isinstance(rec, PreferencePair) for _, rec in batch]
-            texts = [rec.prompt if pair else rec.input for pair, (_, rec) in zip(pairs, batch)]
-            # the look-alike text is the input itself for pairs and rows without a context
-            known = [sigs[i] if sigs is not None and (pair or rec.context is None) else None
-                     for i, (pair, (_, rec)) in enumerate(zip(pairs, batch))]
-            layout_sigs = layouts.signatures(texts, known)
+               searched: list[str] | None, made: Any) -> None:
+        """Deduplicate, audit and redact a validated chunk (``searched``: the texts a worker
+        searched for personal data, None where this process finds it; ``made``: what
+        :func:`_ahead` returned, or the worker's future of it)."""
+        findings, look_sigs, layout_made = made.result() if pool is not None else made
+        found = dict(zip(searched, findings)) if searched is not None else None
+        sigs = list(zip(look_sigs[0], look_sigs[1].tolist())) if look_sigs is not None else None
+        probes = looks.index.probe(look_sigs[0]) if looks is not None else None
+        layout_sigs = list(zip(layout_made[0], layout_made[1].tolist())) if layout_made is not None else None
+        layout_probes = layouts.index.probe(layout_made[0]) if layouts is not None else None
         for at, (raw, rec) in enumerate(batch):
             id_digest = int.from_bytes(hashlib.blake2b(rec.id.encode(), digest_size=8).digest(), "little")
             if id_digest in ids:
@@ -285,7 +310,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                 continue
             label = _label(rec, task)
             if looks is not None:
-                row = looks.row(rec, sigs[at])
+                row = looks.row(rec, sigs[at], probes[at])
                 verdicts = looks.judge(row)
                 notes = {v.other: PairNote(f"{path}:{index_lines[v.other]}", raw.source, v.similarity,
                                            label_names[index_labels[v.other]], label, index_lines[v.other], raw.line)
@@ -313,7 +338,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
             if layouts is not None:
                 pair = isinstance(rec, PreferencePair)
                 result.layouts.append(layouts.assign(rec.prompt if pair else rec.input, str(path), raw.line,
-                                                     signature=layout_sigs[at]))
+                                                     signature=layout_sigs[at], probe=layout_probes[at]))
             redaction = redact_row(rec, task, spec.privacy, found)
             count_kept(result, rec, redaction, task, raw.source)
             if counter is not None:
@@ -329,15 +354,15 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
         large = Path(path).stat().st_size >= POOL_FROM_BYTES
     except OSError:
         large = False
-    pool = _pii_pool(PII_WORKERS) if PII_WORKERS and large else None
-    try:  # each chunk is finished after the next is read and its texts sent to the workers
+    pool = _pool(WORKERS) if WORKERS and large else None
+    try:  # each chunk is finished after the next is read and sent to the worker
         for chunk in in_batches(read_rows(path, spec.max_line_bytes), BATCH_ROWS):
             batch, held = read(chunk)
-            texts = [t for _, rec in batch for t in detected_texts(rec, task)] if pool is not None else []
-            future = pool.submit(_detect_all, spec.privacy, texts) if pool is not None else None
+            args = ahead(batch)
+            made = pool.submit(_ahead, *args) if pool is not None else _ahead(*args)
             if pending is not None:
                 finish(*pending)
-            pending = (batch, held, (texts, future))
+            pending = (batch, held, args[1], made)
         if pending is not None:
             finish(*pending)
     finally:

@@ -63,16 +63,17 @@ def distinct(texts: Sequence[str], data: Any) -> list[str]:
     seen: set[str] = set()
     kept = []
     sigs = index.signatures(texts) if index is not None else [None] * len(texts)
-    for text, made in zip(texts, sigs):
+    probes = index.probe([sig for sig, _ in sigs]) if index is not None else sigs
+    for text, made, probe in zip(texts, sigs, probes):
         key = normalise(text)
         if key in seen:
             continue
         seen.add(key)
         if index is not None:
             sig, size = made
-            if index.matches(sig, size):
+            if index.matches(sig, size, probe):
                 continue
-            index.insert(sig, size)
+            index.insert(sig, size, probe)
         kept.append(text)
     return kept
 

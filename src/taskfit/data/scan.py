@@ -125,11 +125,7 @@ class TokenCounter:
         probe = Example(id="p", input="x", target="y")
         r = render(tokenizer, task, probe, target="y")
         self.tokenizer = tokenizer
-        # The fast tokenizer's own batch encoding, without offsets or the wrapper's conversion to
-        # Python lists (2.5x the wrapper's speed here, the same counts), where nothing (truncation,
-        # padding) would make it differ from the wrapper's.
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        self._backend = backend if backend is not None and backend.truncation is None and backend.padding is None else None
+        self._backend = getattr(tokenizer, "backend_tokenizer", None)
         one = lambda s: self.count([s])[0]  # noqa: E731
         self.overhead = len(r.ids) - one("x") - one("y")
         self.system_len = one(task.system_text)
@@ -162,9 +158,13 @@ class TokenCounter:
         self.pending = []
 
     def count(self, texts: list[str]) -> list[int]:
-        """Tokens of each text, no special tokens added."""
-        if self._backend is not None:
-            return [len(e) for e in self._backend.encode_batch_fast(texts, add_special_tokens=False)]
+        """Tokens of each text, no special tokens added: by the fast tokenizer's own batch encoding
+        (without offsets, nor the wrapper's conversion to Python lists: 2.5x the wrapper's speed
+        here, the same counts) unless a truncation or padding the wrapper last set would make it
+        differ from the wrapper's."""
+        backend = self._backend
+        if backend is not None and backend.truncation is None and backend.padding is None:
+            return [len(e) for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def _system_extra(self, system: str) -> int:
@@ -219,7 +219,7 @@ def _ahead(privacy: Any, texts: list[str] | None, looks: Shingles | None, look_t
     own = looks.signatures(look_texts) if looks is not None else None
     laid = None
     if layouts is not None:
-        known = [(own[0][i], int(own[1][i])) if use else None for i, use in enumerate(reuse)] if own is not None else [None] * len(reuse)
+        known = [(own[0][i], int(own[1][i])) if use and own is not None else None for i, use in enumerate(reuse)]
         made = layout_signatures(layouts, layout_texts, known)
         laid = (np.stack([sig for sig, _ in made]) if made else np.empty((0, layouts.num_perm), np.uint32),
                 np.array([size for _, size in made], np.int64))
@@ -273,17 +273,19 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
             batch.append((raw, rec))
         return batch, held
 
-    def ahead(batch: list[tuple[Any, Example | PreferencePair]]) -> tuple[Any, ...]:
-        """The arguments of :func:`_ahead` for a validated chunk. The signatures of its rows are
-        made together (a duplicate's too: simpler, and cheap)."""
+    def ahead(batch: list[tuple[Any, Example | PreferencePair]]) -> tuple[list[str] | None, tuple[Any, ...]]:
+        """The texts to search for personal data (None: this process finds it) and the arguments
+        of :func:`_ahead` for a validated chunk. The signatures of its rows are made together (a
+        duplicate's too: simpler, and cheap)."""
         pairs = [isinstance(rec, PreferencePair) for _, rec in batch]
-        return (spec.privacy, [t for _, rec in batch for t in detected_texts(rec, task)] if pool is not None else None,
-                looks.index.shingles if looks is not None else None,
-                [input_text(rec) for _, rec in batch] if looks is not None else [],
-                layouts.index.shingles if layouts is not None else None,
-                [rec.prompt if pair else rec.input for pair, (_, rec) in zip(pairs, batch)] if layouts is not None else [],
-                # the look-alike text is the input itself for pairs and rows without a context
-                [looks is not None and (pair or rec.context is None) for pair, (_, rec) in zip(pairs, batch)])
+        texts = [t for _, rec in batch for t in detected_texts(rec, task)] if pool is not None else None
+        look_texts = [input_text(rec) for _, rec in batch] if looks is not None else []
+        layout_texts = ([rec.prompt if pair else rec.input for pair, (_, rec) in zip(pairs, batch)]
+                        if layouts is not None else [])
+        # the look-alike text is the input itself for pairs and rows without a context
+        reuse = [looks is not None and (pair or rec.context is None) for pair, (_, rec) in zip(pairs, batch)]
+        return texts, (spec.privacy, texts, looks.index.shingles if looks is not None else None, look_texts,
+                       layouts.index.shingles if layouts is not None else None, layout_texts, reuse)
 
     def finish(batch: list[tuple[Any, Example | PreferencePair]], held: list[tuple[int, Quarantined]],
                searched: list[str] | None, made: Any) -> None:
@@ -358,11 +360,11 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
     try:  # each chunk is finished after the next is read and sent to the worker
         for chunk in in_batches(read_rows(path, spec.max_line_bytes), BATCH_ROWS):
             batch, held = read(chunk)
-            args = ahead(batch)
+            searched, args = ahead(batch)
             made = pool.submit(_ahead, *args) if pool is not None else _ahead(*args)
             if pending is not None:
                 finish(*pending)
-            pending = (batch, held, args[1], made)
+            pending = (batch, held, searched, made)
         if pending is not None:
             finish(*pending)
     finally:

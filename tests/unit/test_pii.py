@@ -48,3 +48,47 @@ def test_redaction_leaves_no_value_behind():
 def test_findings_never_show_their_value():
     for f in detect(TEXT):
         assert f.value not in repr(f)
+
+
+def test_the_screen_rules_out_patterns_and_changes_no_finding(monkeypatch):
+    """One pass of RE2's Set decides which patterns may match a text; the findings are those of
+    trying every pattern, on the labelled documents corpus, generated tickets, and texts where
+    Python's and RE2's regular expressions read differently (a final newline before `$`, \\v and
+    \\x1c as whitespace, digits and spaces beyond ASCII)."""
+    import sys
+    from pathlib import Path
+
+    from taskfit.data import pii
+    from taskfit.data.sample import generate_tickets
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from documents_corpus import documents
+
+    texts = [TEXT, "nothing to see here", "key AKIAABCDEFGHIJKLMNOP\n", "Artifactory AP6abcdefghijklmn\n",
+             "x\vAKIAABCDEFGHIJKLMNOP", "api_key\x1c=\x1cZx8aK2mQ9pL4rT7vB1nC6dF3", "card 4111 1111 1111 1111\n",
+             "carte ٤١١١ 4111 1111 1111 1111", "SSN\u00a0123-45-6789", "password:\tZx8aK2mQ9pL4rT7v\n"]
+    texts += [d.text for d in documents(200, seed=1)]
+    texts += [m["content"] for row in generate_tickets(400, seed=3) for m in row["messages"]]
+    screen = pii._screen()
+    assert screen is not None and len(screen.always) < 5  # RE2 reads nearly every pattern
+    assert screen.may_match("nothing to see here") == screen.always  # most patterns ruled out
+    assert screen.may_match("carte ٤١١١") is None  # beyond ASCII: every pattern is tried
+    detector = pii.detector()
+    screened = [[(f.kind, f.start, f.end) for f in detector.detect(t)] for t in texts]
+    monkeypatch.setattr(pii, "_screen", lambda: None)
+    assert screened == [[(f.kind, f.start, f.end) for f in detector.detect(t)] for t in texts]
+    assert sum(map(len, screened)) > 300
+
+
+def test_a_superset_pattern_reads_as_python_reads_it():
+    import re
+
+    from taskfit.data.pii import Screen, superset
+
+    assert superset(re.compile(r"(?<![\w+])(?<!\d[ -])\d{3}(?!\w|[ -]\d)")) == r"\d{3}"
+    assert superset(re.compile(r"(?:(?<=\W)|(?<=^))key[)$]")) == r"(?:|)key[)$]"  # a class keeps its $
+    assert superset(re.compile(r"(?i)ab{,3}$")) == r"(?i)(?i)ab{0,3}(?:\n?\z)"
+    assert superset(re.compile(r"a b", re.VERBOSE)) is None
+    screen = Screen([re.compile(r"AP\w{3}(?:\s|$)"), re.compile(r"x{2000}")])
+    assert len(screen.always) == 1  # a repeat RE2 will not compile: always tried
+    assert re.compile(r"AP\w{3}(?:\s|$)") in screen.may_match("AP123\n")  # $ before a final newline

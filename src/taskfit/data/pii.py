@@ -149,6 +149,100 @@ def _secret_patterns() -> list[tuple[str, re.Pattern]]:
     return out
 
 
+# RE2's \s, \d, \w and \b are ASCII's: a text is screened only when Python's classes read it alike
+# (ASCII, and none of the whitespace Python's \s has beyond RE2's: \v and \x1c-\x1f).
+_UNSCREENABLE = re.compile(r"[^\x00-\x0a\x0c-\x1b\x20-\x7f]")
+
+
+def superset(pattern: re.Pattern) -> str | None:
+    """An RE2 pattern that matches somewhere in every screenable text ``pattern`` matches in
+    (more texts too): its lookarounds dropped, ``$`` read as Python reads it (also before a final
+    newline), ``\\Z`` as RE2 writes it, its flags inline; None for a verbose pattern."""
+    if pattern.flags & re.VERBOSE:
+        return None
+    src, out, i, in_class = pattern.pattern, [], 0, False
+    while i < len(src):
+        c = src[i]
+        if c == "\\":
+            out.append(r"\z" if src[i:i + 2] == r"\Z" else src[i:i + 2])
+            i += 2
+        elif in_class:
+            in_class = c != "]"
+            out.append(c)
+            i += 1
+        elif src.startswith(("(?=", "(?!", "(?<=", "(?<!"), i):  # a lookaround: skip to its closing )
+            depth, j, cls = 0, i, False
+            while j < len(src):
+                if src[j] == "\\":
+                    j += 1
+                elif cls:
+                    cls = src[j] != "]"
+                elif src[j] == "[":
+                    cls = True
+                elif src[j] == "(":
+                    depth += 1
+                elif src[j] == ")":
+                    depth -= 1
+                    if depth == 0:
+                        break
+                j += 1
+            i = j + 1
+        elif c == "[":  # a class; a ] right after its [ or [^ is a member
+            opening = "[^" if src.startswith("[^", i) else "["
+            opening += "]" if src.startswith("]", i + len(opening)) else ""
+            out.append(opening)
+            in_class, i = True, i + len(opening)
+        elif src.startswith("{,", i):  # Python's {,n} is RE2's {0,n}
+            out.append("{0,")
+            i += 2
+        else:
+            out.append(r"(?:\n?\z)" if c == "$" and not pattern.flags & re.MULTILINE else c)
+            i += 1
+    flags = "".join(f for flag, f in ((re.IGNORECASE, "i"), (re.MULTILINE, "m"), (re.DOTALL, "s"))
+                    if pattern.flags & flag)
+    return (f"(?{flags})" if flags else "") + "".join(out)
+
+
+class Screen:
+    """Which of some patterns may match a text, found in one pass over it by RE2's ``Set``
+    (``google-re2``) rather than one pass a pattern: each enters the set as its
+    :func:`superset`, so a pattern left out cannot match, and a text's findings are those of
+    trying every pattern. A pattern RE2 cannot read (a verbose one, a back-reference, a repeat
+    over 1,000) is always tried, as is every pattern on a text that is not screenable."""
+
+    def __init__(self, patterns: Iterable[re.Pattern]):
+        import re2
+
+        options = re2.Options()
+        options.log_errors = False
+        self._set = re2.Set.SearchSet(options)
+        self._entered: dict[int, re.Pattern] = {}
+        self.always: set[re.Pattern] = set()
+        for pattern in patterns:
+            source = superset(pattern)
+            try:
+                self._entered[self._set.Add(source)] = pattern
+            except (re2.error, TypeError):  # None, or a pattern RE2 cannot read
+                self.always.add(pattern)
+        self._set.Compile()
+
+    def may_match(self, text: str) -> set[re.Pattern] | None:
+        """The patterns that may match in ``text`` (None: every one; the text is not screenable)."""
+        if _UNSCREENABLE.search(text):
+            return None
+        return {self._entered[k] for k in self._set.Match(text) or ()} | self.always
+
+
+@lru_cache(maxsize=1)
+def _screen() -> Screen | None:
+    """The screen of the detector's patterns, None without ``google-re2`` (every pattern is tried)."""
+    try:
+        return Screen([_EMAIL, _IPV4, _IPV6, _CARD, _IBAN, _PHONE_HINT, _KEYWORD]
+                      + [pattern for pattern, _ in _NATIONAL] + [pattern for _, pattern in _secret_patterns()])
+    except ImportError:
+        return None
+
+
 @lru_cache(maxsize=1)
 def _validators() -> dict[str, Callable[[str], bool]]:
     from stdnum import ean, iban, luhn
@@ -311,37 +405,45 @@ class Detector:
                 yield Finding("PHONE", start + s, start + e, f"phonenumbers ({why})", value)
 
     def detect(self, text: str) -> list[Finding]:
-        """Every finding in ``text``, overlapping ones resolved (secrets first, then the longest)."""
+        """Every finding in ``text``, overlapping ones resolved (secrets first, then the longest).
+        A pattern the :class:`Screen` rules out is not tried: it cannot match."""
         valid = _validators()
+        screen = _screen()
+        live = screen.may_match(text) if screen is not None else None
+
+        def matches(pattern: re.Pattern) -> Iterable[re.Match]:
+            return pattern.finditer(text) if live is None or pattern in live else ()
+
         found: list[Finding] = []
-        for m in _EMAIL.finditer(text):
+        for m in matches(_EMAIL):
             found.append(Finding("EMAIL", m.start(), m.end(), "pattern", m.group()))
-        for m in _IPV4.finditer(text):
+        for m in matches(_IPV4):
             try:
                 ipaddress.IPv4Address(m.group())
             except ValueError:
                 continue
             found.append(Finding("IP", m.start(), m.end(), "ipaddress", m.group()))
-        for m in _IPV6.finditer(text):
+        for m in matches(_IPV6):
             found.append(Finding("IP", m.start(), m.end(), "ipaddress", m.group()))
-        for m in _CARD.finditer(text):
+        for m in matches(_CARD):
             digits = _digits(m.group())
             barcode = digits == m.group() and len(digits) in (13, 14) and valid["ean"](digits)
             if (_card_brand(digits) and _card_grouping(m.group()) and not barcode and valid["luhn"](digits)):
                 found.append(Finding("CARD", m.start(), m.end(), "stdnum.luhn", m.group()))
-        for m in _IBAN.finditer(text):
+        for m in matches(_IBAN):
             if valid["iban"](m.group()):
                 found.append(Finding("IBAN", m.start(), m.end(), "stdnum.iban", m.group()))
         for pattern, name in _NATIONAL:
-            for m in pattern.finditer(text):
+            for m in matches(pattern):
                 if valid[name](m.group()):
                     found.append(Finding("NATIONAL_ID", m.start(), m.end(), name, m.group()))
-        found.extend(self._phones(text))
+        if live is None or _PHONE_HINT in live:
+            found.extend(self._phones(text))
         for secret_type, pattern in _secret_patterns():
-            for m in pattern.finditer(text):
+            for m in matches(pattern):
                 kind = "PRIVATE_KEY" if "Private Key" in secret_type else "SECRET"
                 found.append(Finding(kind, m.start(), m.end(), f"detect-secrets: {secret_type}", m.group()))
-        for m in _KEYWORD.finditer(text):
+        for m in matches(_KEYWORD):
             found.append(Finding("SECRET", m.start(1), m.end(1), "keyword assignment", m.group(1)))
         return _resolve_overlaps(found)
 

@@ -20,7 +20,7 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from taskfit.config import DataSpec, TaskSpec
 from taskfit.data import pii
@@ -133,29 +133,30 @@ class TokenCounter:
         # A prompt that must be cut leaves this many tokens for the answer (rendering.answer_room),
         # in training as in evaluation, so a short answer still takes that room.
         self.room = room
-        self.pending: list[tuple[str, str, str | None, str | None, str]] = []
 
-    def add(self, rec: Example | PreferencePair) -> None:
+    @staticmethod
+    def item(rec: Example | PreferencePair) -> tuple[str, str, str | None, bool, str]:
+        """What :meth:`lengths` needs of a row: its prompt's and answer's texts, its own system
+        prompt, whether no cut of its input can shorten it, the prompt without the qa context."""
         if isinstance(rec, PreferencePair):  # DPO cuts a long answer, so a pair always fits
-            self.pending.append((rec.prompt, max(rec.chosen, rec.rejected, key=len), rec.system, None, ""))
-        else:  # for qa the context is cut, never the question
-            uncut = user_text(replace(rec, context="")) if rec.context is not None else ""
-            self.pending.append((user_text(rec), rec.target, rec.system, rec.source, uncut))
+            return rec.prompt, max(rec.chosen, rec.rejected, key=len), rec.system, False, ""
+        # for qa the context is cut, never the question
+        uncut = user_text(replace(rec, context="")) if rec.context is not None else ""
+        return user_text(rec), rec.target, rec.system, rec.source is not None, uncut
 
-    def flush(self) -> Iterator[tuple[int, int, int | None, str | None]]:
-        """(rendered tokens, answer tokens, tokens no cut of the input can remove or None, source)
-        for every pending row, in order."""
-        if not self.pending:
-            return
-        enc = self.count([p[0] for p in self.pending] + [p[1] for p in self.pending] + [p[4] for p in self.pending])
-        n = len(self.pending)
-        for i, (_, _, system, source, _) in enumerate(self.pending):
+    def lengths(self, items: list[tuple[str, str, str | None, bool, str]]) -> list[tuple[int, int, int | None]]:
+        """(rendered tokens, answer tokens, tokens no cut of the input can remove or None) of
+        each row's :meth:`item`, in order."""
+        enc = self.count([p[0] for p in items] + [p[1] for p in items] + [p[4] for p in items])
+        n = len(items)
+        out = []
+        for i, (_, _, system, fixed_known, _) in enumerate(items):
             extra = 0 if system is None else self._system_extra(system)
             answer = enc[n + i] + 1  # + end-of-turn
             kept = max(answer, self.room) - 1  # the answer's tokens, or the room kept for it
-            fixed = self.overhead + kept + extra + enc[2 * n + i] if source is not None else None
-            yield self.overhead + enc[i] + enc[n + i] + extra, answer, fixed, source
-        self.pending = []
+            fixed = self.overhead + kept + extra + enc[2 * n + i] if fixed_known else None
+            out.append((self.overhead + enc[i] + enc[n + i] + extra, answer, fixed))
+        return out
 
     def count(self, texts: list[str]) -> list[int]:
         """Tokens of each text, no special tokens added: by the fast tokenizer's own batch encoding
@@ -184,18 +185,22 @@ POOL_FROM_BYTES = 1_000_000
 WORKERS = max(0, min(4, (os.cpu_count() or 1) - 1)) if sys.platform == "linux" else 0
 
 
-def _pool(workers: int) -> Any:
+_FORKED: dict[str, Any] = {}  # what a worker inherits when forked rather than receives with each chunk
+
+
+def _pool(workers: int, counter: TokenCounter | None) -> Any:
     """Worker processes for :func:`_ahead`, forked now (so they need not import anything, nor
-    read the main script again). The tokenizers library warns in a process forked after it
+    read the main script again), each holding ``counter`` and its tokenizer. The tokenizers library warns in a process forked after it
     has run in parallel, so the fork happens with its parallelism set for the children alone."""
     import concurrent.futures
     import multiprocessing
 
-    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                                  initializer=_FORKED.update, initargs=({"counter": counter},))
     before = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
-        for started in [pool.submit(_ahead, None, [], None, [], None, [], []) for _ in range(workers)]:
+        for started in [pool.submit(_ahead, None, [], None, [], None, [], [], None) for _ in range(workers)]:
             started.result()
     finally:
         if before is None:
@@ -206,13 +211,19 @@ def _pool(workers: int) -> Any:
 
 
 def _ahead(privacy: Any, texts: list[str] | None, looks: Shingles | None, look_texts: list[str],
-           layouts: Shingles | None, layout_texts: list[str], reuse: list[bool]) -> tuple[Any, Any, Any]:
+           layouts: Shingles | None, layout_texts: list[str], reuse: list[bool], items: list[Any] | None,
+           counter: TokenCounter | None = None) -> tuple[Any, Any, Any, Any]:
     """What a chunk's rows need that depends on no other row (run by a worker, or here for a
     small file): the personal data and secrets of each of ``texts`` under ``privacy`` (None when
     not asked), the look-alike signatures of ``look_texts``, and the layout signatures of
     ``layout_texts`` (a row's own look-alike signature reused where ``reuse`` allows), each as
-    (signatures, distinct shingles) arrays, or None without their index."""
+    (signatures, distinct shingles) arrays, or None without their index; and the token lengths of
+    the rows' :meth:`TokenCounter.item` ``items`` (None when not asked), by ``counter`` or the
+    worker's own."""
     import numpy as np
+
+    counter = counter if counter is not None else _FORKED.get("counter")
+    lengths = counter.lengths(items) if items is not None and counter is not None else None
 
     personal = pii.detector(privacy)
     found = [personal.detect(t) for t in texts] if texts is not None else None
@@ -223,7 +234,7 @@ def _ahead(privacy: Any, texts: list[str] | None, looks: Shingles | None, look_t
         made = layout_signatures(layouts, layout_texts, known)
         laid = (np.stack([sig for sig, _ in made]) if made else np.empty((0, layouts.num_perm), np.uint32),
                 np.array([size for _, size in made], np.int64))
-    return found, own, laid
+    return found, own, laid, lengths
 
 
 def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep: bool = False,
@@ -284,15 +295,16 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                         if layouts is not None else [])
         # the look-alike text is the input itself for pairs and rows without a context
         reuse = [looks is not None and (pair or rec.context is None) for pair, (_, rec) in zip(pairs, batch)]
+        items = [TokenCounter.item(rec) for _, rec in batch] if counter is not None else None
         return texts, (spec.privacy, texts, looks.index.shingles if looks is not None else None, look_texts,
-                       layouts.index.shingles if layouts is not None else None, layout_texts, reuse)
+                       layouts.index.shingles if layouts is not None else None, layout_texts, reuse, items)
 
     def finish(batch: list[tuple[Any, Example | PreferencePair]], held: list[tuple[int, Quarantined]],
                searched: list[str] | None, made: Any) -> None:
         """Deduplicate, audit and redact a validated chunk (``searched``: the texts a worker
         searched for personal data, None where this process finds it; ``made``: what
         :func:`_ahead` returned, or the worker's future of it)."""
-        findings, look_sigs, layout_made = made.result() if pool is not None else made
+        findings, look_sigs, layout_made, lengths = made.result() if pool is not None else made
         found = dict(zip(searched, findings)) if searched is not None else None
         sigs = list(zip(look_sigs[0], look_sigs[1].tolist())) if look_sigs is not None else None
         probes = looks.index.probe(look_sigs[0]) if looks is not None else None
@@ -343,10 +355,8 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                                                      signature=layout_sigs[at], probe=layout_probes[at]))
             redaction = redact_row(rec, task, spec.privacy, found)
             count_kept(result, rec, redaction, task, raw.source)
-            if counter is not None:
-                counter.add(rec)
-                if len(counter.pending) >= 512:
-                    _take_lengths(result, counter)
+            if lengths is not None:
+                _add_length(result, *lengths[at], rec.source)
             if keep:
                 result.examples.append(redaction.record)
         result.quarantined += [q for _, q in sorted(held, key=lambda lq: lq[0])]
@@ -356,12 +366,12 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
         large = Path(path).stat().st_size >= POOL_FROM_BYTES
     except OSError:
         large = False
-    pool = _pool(WORKERS) if WORKERS and large else None
+    pool = _pool(WORKERS, counter) if WORKERS and large else None
     try:  # each chunk is finished after the next is read and sent to the worker
         for chunk in in_batches(read_rows(path, spec.max_line_bytes), BATCH_ROWS):
             batch, held = read(chunk)
             searched, args = ahead(batch)
-            made = pool.submit(_ahead, *args) if pool is not None else _ahead(*args)
+            made = pool.submit(_ahead, *args) if pool is not None else _ahead(*args, counter)
             if pending is not None:
                 finish(*pending)
             pending = (batch, held, searched, made)
@@ -370,8 +380,6 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    if counter is not None:
-        _take_lengths(result, counter)
     _fill_previews(result, path, task, spec)
     return result
 
@@ -444,12 +452,12 @@ def layout_previews(layouts: Layouts, numbers: list[int], task: TaskSpec, spec: 
 UNFITTABLE_KEPT = 20
 
 
-def _take_lengths(result: ScanResult, counter: TokenCounter) -> None:
-    for total, answer, fixed, source in counter.flush():
-        result.lengths.append(total)
-        result.answer_tokens += answer
-        if fixed is not None:
-            result.fixed_lengths.append(fixed)
-            heapq.heappush(result.fixed_longest, (fixed, source or ""))
-            if len(result.fixed_longest) > UNFITTABLE_KEPT:
-                heapq.heappop(result.fixed_longest)
+def _add_length(result: ScanResult, total: int, answer: int, fixed: int | None, source: str | None) -> None:
+    """Count a kept row's tokens (:meth:`TokenCounter.lengths`)."""
+    result.lengths.append(total)
+    result.answer_tokens += answer
+    if fixed is not None:
+        result.fixed_lengths.append(fixed)
+        heapq.heappush(result.fixed_longest, (fixed, source or ""))
+        if len(result.fixed_longest) > UNFITTABLE_KEPT:
+            heapq.heappop(result.fixed_longest)

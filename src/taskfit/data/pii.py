@@ -16,6 +16,9 @@ Detection leans on maintained libraries where one fits:
   ``api_key=…``, ``password: …`` and ``token=…`` assignments;
 * e-mail addresses and IP addresses: a pattern, then ``ipaddress`` to confirm.
 
+Only the patterns that may match a text are tried: RE2's ``Set`` finds them in one pass
+(:class:`Screen`).
+
 **What counts as a phone number.** Business text is full of 7-to-15-digit numbers that
 phonenumbers would accept as *possible* phone numbers: dates (``10-03-2018``, ``25032018``),
 barcodes, invoice, order and tax numbers. A number found by phonenumbers' matcher is a phone

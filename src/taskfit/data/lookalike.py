@@ -30,6 +30,7 @@ Per indexed row only compact arrays are kept (signatures, 64-bit digests, codes)
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import zlib
 from array import array
@@ -98,11 +99,8 @@ class _Table:
         first = rows[0] // self.CHUNK
         if rows[-1] // self.CHUNK == first:  # all in one chunk, as most often
             return self.chunks[first][np.asarray(rows, np.int64) - first * self.CHUNK]
-        chunk, at = np.divmod(np.asarray(rows, np.int64), self.CHUNK)
-        out = np.empty((len(at), *self.shape), self.dtype)
-        for c in set(chunk.tolist()):
-            out[chunk == c] = self.chunks[c][at[chunk == c]]
-        return out
+        return np.concatenate([self.chunks[c][[k - c * self.CHUNK for k in ks]]
+                               for c, ks in itertools.groupby(rows, key=lambda k: k // self.CHUNK)])
 
 
 def similarity(j: float, size: int, other_size: int, threshold: float, containment: float | None) -> float:
@@ -316,18 +314,18 @@ class MinHashIndex:
         with np.errstate(over="ignore"):
             bands = (rows * self._mix).sum(axis=2) ^ self._salt
         merged: list[list[int]] = [[] for _ in sigs]
-        stored = self._sorted_h
-        if len(stored):
-            keys = bands.ravel()
+        if len(self._sorted_h):
+            stored, keys = self._sorted_h, bands.ravel()
             order = np.argsort(keys)  # searched in order: neighbouring keys, neighbouring memory
-            at = np.searchsorted(stored, keys[order])
-            hit = at < len(stored)
-            hit[hit] = stored[at[hit]] == keys[order][hit]
-            for a, i in zip(at[hit].tolist(), order[hit].tolist()):
-                h = int(keys[i])
-                while a < len(stored) and stored[a] == h:  # one entry a flush at most
-                    merged[i // self.b].append(int(self._sorted_i[a]))
-                    a += 1
+            at = np.searchsorted(stored, keys[order])  # one search (the array is large: each costs)
+            owner, key = order // self.b, keys[order]
+            while len(at):  # a key's entries follow one another, one a flush at most
+                hit = at < len(stored)
+                hit[hit] = stored[at[hit]] == key[hit]
+                at, owner, key = at[hit], owner[hit], key[hit]
+                for i, row in zip(owner.tolist(), self._sorted_i[at].tolist()):
+                    merged[i].append(row)
+                at = at + 1
         return [Probe(b, m, self._flushes) for b, m in zip(bands, merged)]
 
     def candidates(self, sig: Any, probe: Probe | None = None) -> set[int]:
@@ -339,12 +337,21 @@ class MinHashIndex:
 
     def matches(self, sig: Any, size: int, probe: Probe | None = None) -> list[tuple[int, float]]:
         """The indexed rows this text matches, as (row number, similarity), most similar first."""
+        import numpy as np
+
         found = sorted(self.candidates(sig, probe))
         if not found:
             return []
-        same = (self._sigs.take(found) == sig.astype(self._stored)).mean(axis=1).tolist()
-        scored = ((k, similarity(j, size, self._sizes[k], self.threshold, self.containment))
-                  for k, j in zip(found, same))
+        same = (self._sigs.take(found) == sig.astype(self._stored)).mean(axis=1)
+        # the bars tested for all candidates at once (the same float arithmetic as similarity());
+        # the few that pass are scored one by one
+        passing = same >= self.threshold
+        if self.containment is not None:
+            other = np.frombuffer(self._sizes, np.int32)[found]
+            shared = same / (1 + same) * (size + other)
+            passing |= np.minimum(1.0, shared / np.maximum(1, np.minimum(size, other))) >= self.containment
+        scored = ((k, similarity(float(same[i]), size, self._sizes[k], self.threshold, self.containment))
+                  for i, k in enumerate(found) if passing[i])
         return sorted(((k, sim) for k, sim in scored if sim > 0), key=lambda kv: (-kv[1], kv[0]))
 
     def insert(self, sig: Any, size: int, probe: Probe | None = None) -> int:

@@ -243,11 +243,11 @@ def test_a_tiny_subsample_is_a_seeded_sample_not_an_error():
     assert len(stratified_subsample(five_pairs, 9, seed=0)) == 9  # 1 row left out cannot hold 5 classes
 
 
-def test_a_worker_working_ahead_gives_the_same_check_and_rows(tmp_path, classify_task, monkeypatch):
-    """In a file of POOL_FROM_BYTES or more, a worker process finds the personal data and secrets and
-    makes the rows' signatures a chunk ahead: the counts, the quarantined, removed and kept rows, every
-    redaction and every layout are those of the check done in one process, on generated tickets with
-    planted duplicates, personal data and keys."""
+def test_a_worker_working_ahead_gives_the_same_check_and_rows(tmp_path, classify_task, monkeypatch, tiny):
+    """In a file of POOL_FROM_BYTES or more, a worker process finds the personal data and secrets,
+    makes the rows' signatures and counts their tokens a chunk ahead: the counts, the quarantined,
+    removed and kept rows, every redaction, layout and token length are those of the check done in
+    one process, on generated tickets with planted duplicates, personal data and keys."""
     from taskfit.data import scan as scan_module
     from taskfit.data.sample import generate_tickets
 
@@ -260,7 +260,7 @@ def test_a_worker_working_ahead_gives_the_same_check_and_rows(tmp_path, classify
     def check(workers):
         monkeypatch.setattr(scan_module, "WORKERS", workers)
         monkeypatch.setattr(scan_module, "POOL_FROM_BYTES", 0)
-        return scan(path, task, SPEC, keep=True)
+        return scan(path, task, SPEC, keep=True, tokenizer=tiny.tokenizer)
 
     alone, pooled = check(0), check(1)
     assert pooled.counts_add_up() and pooled.read == len(lines)
@@ -271,3 +271,5 @@ def test_a_worker_working_ahead_gives_the_same_check_and_rows(tmp_path, classify
     assert pooled.pii_rows == alone.pii_rows > 0 and pooled.pii_counts == alone.pii_counts
     assert pooled.secret_rows == alone.secret_rows
     assert list(pooled.layouts) == list(alone.layouts) and pooled.distinct == alone.distinct
+    assert len(pooled.lengths) == pooled.kept and list(pooled.lengths) == list(alone.lengths)
+    assert list(pooled.fixed_lengths) == list(alone.fixed_lengths) and pooled.answer_tokens == alone.answer_tokens

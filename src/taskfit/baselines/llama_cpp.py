@@ -89,7 +89,9 @@ class Lanes:
             if llama_cpp.llama_set_adapters_lora(self.ctx.ctx, adapters, 1, scales):
                 raise ConfigError(f"llama.cpp could not apply the LoRA {llm.lora_path} to a new context")
         self.vocab = llm.n_vocab()
-        self.shared: list[int] = []  # the tokens whose cells sequence 0 keeps (LlamaDecoder's shared start)
+        # the tokens of the last read whose cells are kept for the next: LlamaDecoder's shared
+        # start in sequence 0, the scorer's last prompt in every sequence
+        self.shared: list[int] = []
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, self.lanes)
         self._free = weakref.finalize(self, llama_cpp.llama_batch_free, self._batch)
 
@@ -118,6 +120,11 @@ class Lanes:
         import llama_cpp
 
         llama_cpp.llama_memory_seq_rm(self.ctx.memory, seq, start, -1)
+
+    def held(self, prompt: Sequence[int]) -> int:
+        """How many of ``prompt``'s first tokens have their cells kept (``shared``); never its last
+        token, which is read again: its logits are wanted."""
+        return len(os.path.commonprefix([self.shared, list(prompt[:len(prompt) - 1])]))
 
     def share(self, source: int, target: int, start: int, end: int) -> None:
         """Let sequence ``target`` read ``source``'s cells at positions ``start`` to ``end`` (the
@@ -148,7 +155,6 @@ class LlamaCppScorer(LabelPrompts):
         self.llm = llm
         self.max_lanes = min(len(self.completions), lanes or len(self.completions))
         self._context: Lanes | None = None
-        self._read: list[int] = []  # the prompt whose cells the scoring context holds
 
     def choose(self, prompts: Sequence[list[int]]) -> list[LabelChoice]:
         return [label_choice(self.scores(p)) for p in prompts]
@@ -173,14 +179,12 @@ class LlamaCppScorer(LabelPrompts):
         if self._context is None:
             self._context = Lanes(self.llm, self.max_lanes)
         lanes, n = self._context, len(prompt)
-        # the tokens of the last prompt this one begins with (their cells stay); never the prompt's
-        # last token, which is read again: its logits
-        keep = len(os.path.commonprefix([self._read, list(prompt[:n - 1])]))
+        keep = lanes.held(prompt)  # the tokens of the last prompt this one begins with: their cells stay
         lanes.remove(-1, keep)
-        self._read = []
+        lanes.shared = []
         every = range(lanes.lanes)
         first = lanes.decode([(t, keep + i, every, keep + i == n - 1) for i, t in enumerate(prompt[keep:])])[0]
-        self._read = list(prompt)
+        lanes.shared = list(prompt)
         totals = [0.0] * len(self.completions)
         for group in self._groups(n):
             lanes.remove(-1, n)  # the last group's label tokens
@@ -196,7 +200,7 @@ class LlamaCppScorer(LabelPrompts):
         """Free the scoring context."""
         if self._context is not None:
             self._context.close()
-            self._context, self._read = None, []
+            self._context = None
 
 
 class LlamaDecoder:
@@ -234,10 +238,6 @@ class LlamaDecoder:
     def __len__(self) -> int:
         return len(self.active)
 
-    def _common(self, prompt: Sequence[int]) -> int:
-        """Tokens of ``prompt`` whose cells lane 0 has (never its last: its logits are wanted)."""
-        return len(os.path.commonprefix([self.lanes.shared, list(prompt[:len(prompt) - 1])]))
-
     def fits(self, prompts: Sequence[list[int]], samplings: Sequence[Sampling]) -> int:
         """How many of ``prompts``, in order, can join now (a free lane each, and room in the cache
         for their own tokens and replies beside what the running sequences may still fill)."""
@@ -247,7 +247,7 @@ class LlamaDecoder:
         lanes = self.lanes.lanes - 1 - len(self.active)
         taken = 0
         for p, s in zip(prompts, samplings):
-            used += len(p) - self._common(p) + s.max_tokens
+            used += len(p) - self.lanes.held(p) + s.max_tokens
             if taken == lanes or used > self.lanes.n_ctx:
                 break
             taken += 1
@@ -263,7 +263,7 @@ class LlamaDecoder:
             raise ValueError(f"{len(prompts)} prompts do not fit beside the {len(self.active)} running ones")
         # what every new prompt begins with (never a last token)
         lead = min(len(os.path.commonprefix([list(p) for p in prompts])), min(len(p) for p in prompts) - 1)
-        keep = self._common(prompts[0][:lead + 1])  # of it, what lane 0 holds already
+        keep = self.lanes.held(prompts[0][:lead + 1])  # of it, what lane 0 holds already
         self.lanes.remove(0, keep)  # the rest of lane 0's cells go: the new ones follow these, as in a fresh read
         self.lanes.shared = self.lanes.shared[:keep]
         free = sorted(set(range(1, self.lanes.lanes)) - set(self.lane.values()))

@@ -71,8 +71,9 @@ def test_the_screen_rules_out_patterns_and_changes_no_finding(monkeypatch):
     texts += [m["content"] for row in generate_tickets(400, seed=3) for m in row["messages"]]
     screen = pii._screen()
     assert screen is not None and len(screen.always) < 5  # RE2 reads nearly every pattern
-    assert screen.may_match("nothing to see here") == screen.always  # most patterns ruled out
-    assert screen.may_match("carte ٤١١١") is None  # beyond ASCII: every pattern is tried
+    assert screen.ruled_out("nothing to see here") == screen.screened  # every pattern RE2 reads ruled out
+    assert not screen.screened & screen.always  # and one RE2 cannot read is tried
+    assert screen.ruled_out("carte ٤١١١") == set()  # beyond ASCII: every pattern is tried
     detector = pii.detector()
     screened = [[(f.kind, f.start, f.end) for f in detector.detect(t)] for t in texts]
     monkeypatch.setattr(pii, "_screen", lambda: None)
@@ -91,4 +92,6 @@ def test_a_superset_pattern_reads_as_python_reads_it():
     assert superset(re.compile(r"a b", re.VERBOSE)) is None
     screen = Screen([re.compile(r"AP\w{3}(?:\s|$)"), re.compile(r"x{2000}")])
     assert len(screen.always) == 1  # a repeat RE2 will not compile: always tried
-    assert re.compile(r"AP\w{3}(?:\s|$)") in screen.may_match("AP123\n")  # $ before a final newline
+    assert screen.ruled_out("AP123\n") == set()  # $ before a final newline: not ruled out
+    assert screen.ruled_out("AP12\n") == {re.compile(r"AP\w{3}(?:\s|$)")}
+    assert re.compile(r"AB\d") not in screen.ruled_out("no")  # a pattern it was not given is tried

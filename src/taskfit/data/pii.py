@@ -207,11 +207,12 @@ def superset(pattern: re.Pattern) -> str | None:
 
 
 class Screen:
-    """Which of some patterns may match a text, found in one pass over it by RE2's ``Set``
+    """Which of some patterns cannot match a text, found in one pass over it by RE2's ``Set``
     (``google-re2``) rather than one pass a pattern: each enters the set as its
-    :func:`superset`, so a pattern left out cannot match, and a text's findings are those of
+    :func:`superset`, so a pattern ruled out cannot match, and a text's findings are those of
     trying every pattern. A pattern RE2 cannot read (a verbose one, a back-reference, a repeat
-    over 1,000) is always tried, as is every pattern on a text that is not screenable."""
+    over 1,000), or one the screen was not given, is never ruled out; nor is any pattern on a
+    text that is not screenable."""
 
     def __init__(self, patterns: Iterable[re.Pattern]):
         import re2
@@ -228,12 +229,13 @@ class Screen:
             except (re2.error, TypeError):  # None, or a pattern RE2 cannot read
                 self.always.add(pattern)
         self._set.Compile()
+        self.screened = set(self._entered.values())  # the patterns RE2 reads: those it may rule out
 
-    def may_match(self, text: str) -> set[re.Pattern] | None:
-        """The patterns that may match in ``text`` (None: every one; the text is not screenable)."""
+    def ruled_out(self, text: str) -> set[re.Pattern]:
+        """The patterns that cannot match in ``text`` (none when it is not screenable)."""
         if _UNSCREENABLE.search(text):
-            return None
-        return {self._entered[k] for k in self._set.Match(text) or ()} | self.always
+            return set()
+        return self.screened - {self._entered[k] for k in self._set.Match(text) or ()}
 
 
 @lru_cache(maxsize=1)
@@ -412,10 +414,10 @@ class Detector:
         A pattern the :class:`Screen` rules out is not tried: it cannot match."""
         valid = _validators()
         screen = _screen()
-        live = screen.may_match(text) if screen is not None else None
+        ruled_out = screen.ruled_out(text) if screen is not None else set()
 
         def matches(pattern: re.Pattern) -> Iterable[re.Match]:
-            return pattern.finditer(text) if live is None or pattern in live else ()
+            return () if pattern in ruled_out else pattern.finditer(text)
 
         found: list[Finding] = []
         for m in matches(_EMAIL):
@@ -440,7 +442,7 @@ class Detector:
             for m in matches(pattern):
                 if valid[name](m.group()):
                     found.append(Finding("NATIONAL_ID", m.start(), m.end(), name, m.group()))
-        if live is None or _PHONE_HINT in live:
+        if _PHONE_HINT not in ruled_out:
             found.extend(self._phones(text))
         for secret_type, pattern in _secret_patterns():
             for m in matches(pattern):

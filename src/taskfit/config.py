@@ -293,7 +293,8 @@ class TrainSpec(_Spec):
                     "eval split, which stays untouched for the final comparison); 0 = no validation.")
     validation_max_rows: int = Field(200, ge=1, description="At most this many validation rows.")
     eval_every: int = Field(50, ge=0, description="Validate every N optimiser steps (and at each "
-                                                  "epoch's end); 0 = only at epoch ends.")
+                                                  "epoch's end; not N steps in when the epoch's end is "
+                                                  "fewer than N/2 steps later); 0 = only at epoch ends.")
     metric_sample: int = Field(
         48, ge=0, description="Validation rows scored with the task's own metric at each validation "
                               "(accuracy for classify, field F1 for extract, answer F1 for qa, ROUGE-L "

@@ -445,6 +445,17 @@ def test_a_head_learns_a_separable_set_and_leaves_the_base_untouched(head_run, c
     assert sum(p.output == ex.target for p, ex in zip(predictions, _data())) / 48 == 1.0
 
 
+def test_a_validation_due_just_before_the_epoch_end_is_left_to_it(tiny_model_dir, classify_task):
+    """Validation runs every eval_every steps and at each epoch's end, but not eval_every steps in
+    when the epoch ends fewer than eval_every / 2 steps later (the same weights, measured twice)."""
+    lm = load_model(str(tiny_model_dir))
+    data = _data(48)
+    spec = _head_spec(epochs=2, eval_every=4, metric_sample=4, early_stopping_patience=0)
+    _, _, result = train_head(lm.model, lm.tokenizer, classify_task, spec, data[:40], data[40:])
+    # 5 steps an epoch: step 4 is one step before the epoch's end; step 8 two before the last.
+    assert [v["step"] for v in result.state.validations] == [5, 8, 10]
+
+
 def test_a_resumed_head_run_takes_the_steps_of_an_uninterrupted_one(tiny_model_dir, classify_task, tmp_path):
     spec = _head_spec(epochs=3, checkpoint_every=3, validation_share=0.1, eval_every=4, metric_sample=4,
                  early_stopping_patience=0)

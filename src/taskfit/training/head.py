@@ -199,16 +199,17 @@ class HeadObjective:
         import torch
         import torch.nn.functional as F
 
-        total, right = 0.0, 0
-        step = self.spec.batch_size
-        for start in range(0, len(self.val_rows), step):
-            keys = [("validation", i) for i in range(start, min(start + step, len(self.val_rows)))]
-            logits = self.frozen.logits(keys, [self.val_rows[i].ids for _, i in keys])
-            targets = torch.tensor(self.val_targets[start:start + step], device=logits.device)
-            total += float(F.cross_entropy(logits, targets, reduction="sum"))
-            scored = max(0, min(len(targets), self.metric_rows - start))
-            right += int((logits[:scored].argmax(-1) == targets[:scored]).sum())
-        return {"val_loss": total / len(self.val_rows),
+        # Read in batches of rows of similar length (less padding), scored in the rows' own order.
+        order = sorted(range(len(self.val_rows)), key=lambda i: len(self.val_rows[i].ids))
+        step, parts = self.spec.batch_size, []
+        for start in range(0, len(order), step):
+            keys = [("validation", i) for i in order[start:start + step]]
+            parts.append(self.frozen.logits(keys, [self.val_rows[i].ids for _, i in keys]))
+        logits = torch.empty_like(torch.cat(parts))
+        logits[torch.tensor(order, device=logits.device)] = torch.cat(parts)
+        targets = torch.tensor(self.val_targets, device=logits.device)
+        right = int((logits[:self.metric_rows].argmax(-1) == targets[:self.metric_rows]).sum())
+        return {"val_loss": float(F.cross_entropy(logits, targets, reduction="sum")) / len(self.val_rows),
                 "metric": right / self.metric_rows if self.metric_rows else None}
 
 

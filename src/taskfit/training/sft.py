@@ -89,8 +89,9 @@ class SftObjective:
         import torch.nn.functional as F
 
         total = count = 0.0
-        for start in range(0, len(self.val_rows), self.spec.batch_size):
-            chunk = collate(self.val_rows[start:start + self.spec.batch_size], self.tokenizer.pad_token_id)
+        rows = sorted(self.val_rows, key=lambda r: len(r.ids))  # batches of similar length: less padding
+        for start in range(0, len(rows), self.spec.batch_size):
+            chunk = collate(rows[start:start + self.spec.batch_size], self.tokenizer.pad_token_id)
             logits = answer_logits(self.model, chunk, self.parallel)
             total += float(F.cross_entropy(logits, chunk.targets.to(logits.device), reduction="sum"))
             count += len(chunk.targets)

@@ -85,7 +85,7 @@ train:
   micro_batch_tokens: null  # tokens per forward pass; null = 128 on CPU, 8192 on a GPU
   gradient_checkpointing: false   # less memory, about a third slower
   device: auto              # auto | cpu | cuda
-  dtype: auto               # auto = bfloat16 on capable GPUs, float32 on CPU
+  dtype: auto               # auto = bfloat16 on capable GPUs; float32 on CPU, bf16 products where native
   threads: null             # CPU threads; null = every core
   seed: 0
 

@@ -136,17 +136,44 @@ def test_lora_trains_only_adapters_and_saves_plain_peft(tiny_model_dir, classify
 
 
 def test_micro_batches_give_the_same_update_as_one_pass(tiny_model_dir, classify_task):
-    """A batch run in pieces (to bound memory) trains exactly as the whole batch at once."""
+    """A batch run in pieces (to bound memory) trains exactly as the whole batch at once (in
+    float32: bfloat16 products round a row alone and in a batch differently)."""
     adapters, losses = [], []
     for cap in (16, 4096):  # 16 tokens: every row alone; 4096: the whole batch in one pass
         lm = load_model(str(tiny_model_dir))
         model, result = train_sft(lm.model, lm.tokenizer, classify_task,
-                                  _spec(micro_batch_tokens=cap, epochs=2, **{"lora": {"dropout": 0.0}}),
+                                  _spec(micro_batch_tokens=cap, epochs=2, dtype="float32", **{"lora": {"dropout": 0.0}}),
                                   _data(24))
         adapters.append({k: v for k, v in model.state_dict().items() if "lora_" in k})
         losses.append(result.state.losses)
     assert losses[0] == pytest.approx(losses[1], abs=1e-5)
     assert all(torch.allclose(adapters[0][k], adapters[1][k], atol=1e-5) for k in adapters[0])
+
+
+def test_a_cpu_that_multiplies_bfloat16_natively_trains_with_it_and_learns_as_float32(tiny_model_dir,
+                                                                                    classify_task):
+    """train.dtype auto: on a CPU whose bfloat16 products are at least 1.5x float32's, training's
+    forward passes run under bfloat16 autocast (the manifest's hardware says so) while the weights,
+    adapter and optimiser stay float32, and the losses follow float32's; float32, a GPU, or a
+    CPU without native bfloat16 train in float32 throughout."""
+    from taskfit.machine import cpu_bf16_speedup
+    from taskfit.training.hardware import cpu_autocast, resolve_hardware
+
+    native = cpu_bf16_speedup() >= 1.5
+    assert cpu_autocast(TrainSpec(), "cpu") is native
+    assert not cpu_autocast(TrainSpec(dtype="float32"), "cpu") and not cpu_autocast(TrainSpec(), "cuda")
+    assert resolve_hardware(TrainSpec()).describe().get("autocast") == ("bfloat16" if native else None)
+    runs = {}
+    for dtype in ("auto", "float32"):
+        lm = load_model(str(tiny_model_dir))
+        model, result = train_sft(lm.model, lm.tokenizer, classify_task, _spec(epochs=2, dtype=dtype), _data(24))
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        runs[dtype] = result.state.losses
+    if native:  # other arithmetic, the same learning
+        assert runs["auto"] != runs["float32"]
+        assert runs["auto"] == pytest.approx(runs["float32"], rel=0.05)
+    else:
+        assert runs["auto"] == runs["float32"]
 
 
 def test_same_seed_same_adapter(tiny_model_dir, classify_task):

@@ -8,30 +8,42 @@ from typing import Any
 
 from taskfit.config import TrainSpec
 from taskfit.errors import ConfigError
-from taskfit.machine import cpu_cores
+from taskfit.machine import BF16_SPEEDUP_NEEDED, cpu_bf16_speedup, cpu_cores
 
 
 @dataclass(frozen=True)
 class Hardware:
     device: str  # "cpu" or "cuda"
-    dtype: str  # "float32", "bfloat16" or "float16"
+    dtype: str  # "float32", "bfloat16" or "float16": the weights'
     threads: int
+    autocast: bool = False  # training's matrix products in bfloat16 on float32 weights (cpu_autocast)
 
     def describe(self) -> dict[str, Any]:
         import torch
 
         out: dict[str, Any] = {"device": self.device, "dtype": self.dtype, "threads": self.threads,
                                "cpus": os.cpu_count()}
+        if self.autocast:
+            out["autocast"] = "bfloat16"
         if self.device == "cuda":
             out["gpu"] = torch.cuda.get_device_name(0)
             out["gpus"] = torch.cuda.device_count()
         return out
 
 
+def cpu_autocast(spec: TrainSpec, device: str) -> bool:
+    """Whether training on ``device`` runs its forward passes under bfloat16 autocast: on a CPU,
+    with ``train.dtype: auto``, where this CPU multiplies bfloat16 at least
+    :data:`BF16_SPEEDUP_NEEDED` times faster than float32. The weights, the adapter, the
+    optimiser and the loss stay float32; evaluation and serving read the trained adapter in
+    float32 as before."""
+    return device == "cpu" and spec.dtype == "auto" and cpu_bf16_speedup() >= BF16_SPEEDUP_NEEDED
+
+
 def resolve_hardware(spec: TrainSpec) -> Hardware:
-    """bfloat16 on a GPU that supports it, float32 on CPU (bf16 matmuls are about 11x slower on
-    CPUs without native support); every core (shared among data-parallel processes) unless
-    ``spec.threads`` says otherwise."""
+    """bfloat16 weights on a GPU that supports it; on a CPU float32 weights, with training's
+    matrix products in bfloat16 where the CPU multiplies them natively (:func:`cpu_autocast`);
+    every core (shared among data-parallel processes) unless ``spec.threads`` says otherwise."""
     import torch
 
     from taskfit.training import fsdp
@@ -65,4 +77,4 @@ def resolve_hardware(spec: TrainSpec) -> Hardware:
     threads = spec.threads or max(1, cores // processes)
     if device == "cpu":
         torch.set_num_threads(threads)
-    return Hardware(device=device, dtype=dtype, threads=threads)
+    return Hardware(device=device, dtype=dtype, threads=threads, autocast=cpu_autocast(spec, device))

@@ -33,6 +33,7 @@ from typing import Any, Callable, Protocol
 
 from taskfit.config import TrainSpec
 from taskfit.errors import ResumeError
+from taskfit.training.hardware import cpu_autocast
 from taskfit.training.parallel import Parallel, load_into, whole
 from taskfit.training.tracking import Tracker
 from taskfit.training.parallel import Ranks  # noqa: F401  re-exported: workflows/train.py imports it from here
@@ -100,12 +101,13 @@ class LoopResult:
 
 
 def _step(objective: Objective, batch: list[int], params: list[Any],
-          parallel: Parallel) -> tuple[float, int, int]:
+          parallel: Parallel, autocast: bool = False) -> tuple[float, int, int]:
     """Gradients of the batch's mean loss, one micro-batch at a time; with several processes,
     each takes its share of the rows and the gradients are summed across them (what DDP does),
     so the update equals the single-process one. A model sharded by FSDP sums its gradients
     itself, and needs every process to run as many passes as the busiest: the others run
-    zero-weighted repeats of a row."""
+    zero-weighted repeats of a row. ``autocast``: the forward passes under CPU bfloat16
+    autocast (the backward follows the forward's dtypes; weights and gradients stay float32)."""
     import torch
 
     ranks, sharded = parallel.ranks, parallel.sharded
@@ -121,7 +123,8 @@ def _step(objective: Objective, batch: list[int], params: list[Any],
     total, read, scored = 0.0, 0, 0
     for i, (chunk, weight) in enumerate(zip(chunks, weights)):
         parallel.set_gradient_sync(i == len(chunks) - 1)
-        stats = objective.loss_sum(chunk)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            stats = objective.loss_sum(chunk)
         (stats.loss_sum * (weight / units)).backward()
         if weight:
             total += float(stats.loss_sum.detach())
@@ -294,6 +297,8 @@ def fit(model: Any, objective: Objective, spec: TrainSpec, rows: int, *, paralle
     log_path = run_dir / "train_log.csv" if run_dir else None
     validation_log = run_dir / "validation_log.csv" if run_dir else None
     optimizer = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.0)
+    # Validation stays float32, as evaluation reads the adapter: it picks the checkpoint.
+    autocast = cpu_autocast(spec, params[0].device.type)
     per_epoch = math.ceil(rows / spec.batch_size)
     total = max(1, math.ceil(per_epoch * spec.epochs))
     schedule = get_linear_schedule_with_warmup(optimizer, int(total * spec.warmup_ratio), total)
@@ -342,7 +347,7 @@ def fit(model: Any, objective: Objective, spec: TrainSpec, rows: int, *, paralle
         while state.step < total and not state.stopped_early:
             batches = objective.batches(state.epoch)
             for batch in batches[state.batch_in_epoch:]:
-                loss, read, scored = _step(objective, batch, params, parallel)
+                loss, read, scored = _step(objective, batch, params, parallel, autocast)
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
                 schedule.step()

@@ -6,7 +6,8 @@ optimiser steps, on the quickstart's generated support tickets (their real, vari
 The TRL side is the plain script most guides show: ``SFTTrainer`` with a ``peft_config`` and
 TRL's defaults (prompt-completion data, so the loss is on the completion only, as in taskfit),
 except ``bf16=False``: bfloat16 is ~11x slower than float32 on CPUs without native support, and
-the comparison is float32 on both sides.
+the comparison is float32 on both sides (taskfit's side with ``dtype: float32``, so not under the
+bfloat16 autocast its ``auto`` uses on a CPU that has bfloat16 natively).
 
 Each side runs in its own child process, one after the other, so neither's peak memory hides the
 other's. Printed: trained (non-padding) tokens per second, the ratio, peak RSS, and the share of
@@ -77,7 +78,7 @@ def side_taskfit(steps: int, micro_batch_tokens: int | None = None) -> dict:
 
     lm = load()
     spec = TrainSpec(learning_rate=LR, batch_size=BATCH, max_seq_length=MAX_LEN, epochs=1, seed=SEED,
-                     validation_share=0.0, checkpoint_every=0)
+                     validation_share=0.0, checkpoint_every=0, dtype="float32")  # no bf16 autocast: float32 as TRL
     if micro_batch_tokens:
         spec = spec.model_copy(update={"micro_batch_tokens": micro_batch_tokens})
     model, result = train_sft(lm.model, lm.tokenizer, task(), spec, tickets(steps * BATCH))

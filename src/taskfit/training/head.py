@@ -205,8 +205,9 @@ class HeadObjective:
         for start in range(0, len(order), step):
             keys = [("validation", i) for i in order[start:start + step]]
             parts.append(self.frozen.logits(keys, [self.val_rows[i].ids for _, i in keys]))
-        logits = torch.empty_like(torch.cat(parts))
-        logits[torch.tensor(order, device=logits.device)] = torch.cat(parts)
+        read = torch.cat(parts)
+        logits = torch.empty_like(read)
+        logits[torch.tensor(order, device=read.device)] = read
         targets = torch.tensor(self.val_targets, device=logits.device)
         right = int((logits[:self.metric_rows].argmax(-1) == targets[:self.metric_rows]).sum())
         return {"val_loss": float(F.cross_entropy(logits, targets, reduction="sum")) / len(self.val_rows),

@@ -16,7 +16,13 @@ class Hardware:
     device: str  # "cpu" or "cuda"
     dtype: str  # "float32", "bfloat16" or "float16": the weights'
     threads: int
-    autocast: bool = False  # training's matrix products in bfloat16 on float32 weights (cpu_autocast)
+    setting: str = "auto"  # train.dtype as written, which cpu_autocast reads
+
+    @property
+    def autocast(self) -> bool:
+        """Whether training's forward passes run under bfloat16 autocast (:func:`cpu_autocast`):
+        asked only by what trains, so a command that never trains never times the CPU."""
+        return cpu_autocast(self.setting, self.device)
 
     def describe(self) -> dict[str, Any]:
         import torch
@@ -31,13 +37,13 @@ class Hardware:
         return out
 
 
-def cpu_autocast(spec: TrainSpec, device: str) -> bool:
-    """Whether training on ``device`` runs its forward passes under bfloat16 autocast: on a CPU,
-    with ``train.dtype: auto``, where this CPU multiplies bfloat16 at least
-    :data:`BF16_SPEEDUP_NEEDED` times faster than float32. The weights, the adapter, the
-    optimiser and the loss stay float32; evaluation and serving read the trained adapter in
-    float32 as before."""
-    return device == "cpu" and spec.dtype == "auto" and cpu_bf16_speedup() >= BF16_SPEEDUP_NEEDED
+def cpu_autocast(dtype: str, device: str) -> bool:
+    """Whether training on ``device`` with ``train.dtype`` set to ``dtype`` runs its forward
+    passes under bfloat16 autocast: on a CPU, with ``auto``, where this CPU multiplies bfloat16 at
+    least :data:`BF16_SPEEDUP_NEEDED` times faster than float32 (timed on the first call). The
+    weights, the adapter, the optimiser and the loss stay float32; evaluation and serving read the
+    trained adapter in float32 as before."""
+    return device == "cpu" and dtype == "auto" and cpu_bf16_speedup() >= BF16_SPEEDUP_NEEDED
 
 
 def resolve_hardware(spec: TrainSpec) -> Hardware:
@@ -77,4 +83,4 @@ def resolve_hardware(spec: TrainSpec) -> Hardware:
     threads = spec.threads or max(1, cores // processes)
     if device == "cpu":
         torch.set_num_threads(threads)
-    return Hardware(device=device, dtype=dtype, threads=threads, autocast=cpu_autocast(spec, device))
+    return Hardware(device=device, dtype=dtype, threads=threads, setting=spec.dtype)

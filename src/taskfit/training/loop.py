@@ -298,7 +298,7 @@ def fit(model: Any, objective: Objective, spec: TrainSpec, rows: int, *, paralle
     validation_log = run_dir / "validation_log.csv" if run_dir else None
     optimizer = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.0)
     # Validation stays float32, as evaluation reads the adapter: it picks the checkpoint.
-    autocast = cpu_autocast(spec, params[0].device.type)
+    autocast = cpu_autocast(spec.dtype, params[0].device.type)
     per_epoch = math.ceil(rows / spec.batch_size)
     total = max(1, math.ceil(per_epoch * spec.epochs))
     schedule = get_linear_schedule_with_warmup(optimizer, int(total * spec.warmup_ratio), total)

@@ -111,9 +111,17 @@ def similarity(j: float, size: int, other_size: int, threshold: float, containme
         return round(j, 3)
     if containment is None:
         return 0.0
-    shared = j / (1 + j) * (size + other_size)  # |A ∩ B| from J and the set sizes
-    c = min(1.0, shared / max(1, min(size, other_size)))
+    c = float(contained(j, size, other_size))
     return round(c, 3) if c >= containment else 0.0
+
+
+def contained(j: Any, size: Any, other_size: Any) -> Any:
+    """The share of the smaller of two shingle sets found in the other, from their estimated
+    Jaccard ``j`` and their sizes (|A ∩ B| = j / (1 + j) · (|A| + |B|)), at most 1: for numbers or
+    numpy arrays alike (one row's candidates at once), with the same float arithmetic."""
+    import numpy as np
+
+    return np.minimum(1.0, j / (1 + j) * (size + other_size) / np.maximum(1, np.minimum(size, other_size)))
 
 
 _FMIX = (16, 0x85EBCA6B, 13, 0xC2B2AE35, 16)  # MurmurHash3's 32-bit finalizer
@@ -343,13 +351,11 @@ class MinHashIndex:
         if not found:
             return []
         same = (self._sigs.take(found) == sig.astype(self._stored)).mean(axis=1)
-        # the bars tested for all candidates at once (the same float arithmetic as similarity());
-        # the few that pass are scored one by one
+        # the bars tested for all candidates at once (the arithmetic of similarity()); the few
+        # that pass are scored one by one
         passing = same >= self.threshold
         if self.containment is not None:
-            other = np.frombuffer(self._sizes, np.int32)[found]
-            shared = same / (1 + same) * (size + other)
-            passing |= np.minimum(1.0, shared / np.maximum(1, np.minimum(size, other))) >= self.containment
+            passing |= contained(same, size, np.frombuffer(self._sizes, np.int32)[found]) >= self.containment
         scored = ((k, similarity(float(same[i]), size, self._sizes[k], self.threshold, self.containment))
                   for i, k in enumerate(found) if passing[i])
         return sorted(((k, sim) for k, sim in scored if sim > 0), key=lambda kv: (-kv[1], kv[0]))

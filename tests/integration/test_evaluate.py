@@ -197,6 +197,32 @@ def test_changed_candidate_is_not_answered_from_a_stale_cache(tmp_path, tiny_mod
     assert json.loads(cache.read_text().splitlines()[0])["candidate_key"] != key
 
 
+def test_evaluation_computes_in_the_precision_training_computes_in(tmp_path, tiny_model_dir):
+    """With train.dtype: float32 a local model answers in float32; with auto, on a CPU that
+    multiplies bfloat16 natively, under bfloat16 autocast, as training and the server compute: its
+    predictions are made again (not read from float32's cache), with other confidences. Elsewhere
+    auto is float32, and the cached predictions answer."""
+    from taskfit.config import TrainSpec
+    from taskfit.evaluation.runner import read_predictions
+    from taskfit.training.hardware import resolve_hardware
+
+    project = _classify_project(tmp_path, tiny_model_dir, generation_sample=0)
+    keys, confidences = {}, {}
+    for dtype in ("float32", "auto"):
+        doc = yaml.safe_load((project / "taskfit.yaml").read_text())
+        doc["train"]["dtype"] = dtype
+        (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+        baseline_project(project, only=["prompt-only"])
+        (cache,) = project.glob("evals/*/predictions/prompt-only.jsonl")
+        keys[dtype] = json.loads(cache.read_text().splitlines()[0])["candidate_key"]
+        confidences[dtype] = [p.confidence for p in sorted(read_predictions(cache), key=lambda p: p.example_id)]
+    assert len(confidences["auto"]) == 12
+    if resolve_hardware(TrainSpec()).autocast:
+        assert keys["auto"] != keys["float32"] and confidences["auto"] != confidences["float32"]
+    else:
+        assert keys["auto"] == keys["float32"] and confidences["auto"] == confidences["float32"]
+
+
 def test_qa_prompt_only_few_shot_and_rag_with_citations(tmp_path, tiny_model_dir):
     rng = random.Random(0)
     project = tmp_path / "qa"

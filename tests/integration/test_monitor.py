@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from taskfit.cli.main import app
@@ -148,6 +149,18 @@ def test_serve_dir_logs_where_monitor_dir_reads(project, monkeypatch):
     assert result.exit_code == 0, result.output
     assert seen["spec"].log.path == (project / "requests.sqlite").resolve()
     assert list(seen["spec"].adapters) == [MODEL]
+    assert seen.pop("spec").dtype == "auto"
+    # served in the precision the project evaluates in (train.dtype)
+    config = project / "taskfit.yaml"
+    text = config.read_text()
+    doc = yaml.safe_load(text)
+    doc["train"]["dtype"] = "float32"
+    config.write_text(yaml.safe_dump(doc))
+    try:
+        assert CliRunner().invoke(app, ["serve", str(project)]).exit_code == 0
+    finally:
+        config.write_text(text)
+    assert seen["spec"].dtype == "float32"
 
 
 def _chromium():

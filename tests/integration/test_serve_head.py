@@ -17,13 +17,14 @@ except ImportError:  # pragma: no cover
 
 from taskfit.baselines.head import HeadClassifier
 from taskfit.baselines.model import LabelScoringPredictor
-from taskfit.config import load_config
+from taskfit.config import TrainSpec, load_config
 from taskfit.models import load_model
 from taskfit.models.head import load_classifier
 from taskfit.quickstart import make_quickstart_project
 from taskfit.records import Example
 from taskfit.serve import load_serve_config
 from taskfit.serve.app import create_app
+from taskfit.training.hardware import resolve_hardware
 from taskfit.workflows import train_project
 
 TEXTS = ["I was charged twice", "the app crashes on login", "where is my parcel", "cancel my plan",
@@ -56,12 +57,13 @@ def _evaluated(runs, model_dir, merged=False):
     lm = load_model(str(model_dir))
     model, head = load_classifier(lm.model, lm.tokenizer, runs["head"] / "adapter", merged=merged)
     rows = [Example(id=str(i), input=t, target="") for i, t in enumerate(TEXTS)]
-    heads = list(HeadClassifier("head", model, lm.tokenizer, head).predict(rows))
     cfg = load_config(runs["generative"] / "config.resolved.yaml")
     lm2 = load_model(str(model_dir))
     generative = PeftModel.from_pretrained(lm2.model, str(runs["generative"] / "adapter")).eval()
     scorer = LabelScoringPredictor("gen", generative, lm2.tokenizer, cfg.task, cfg.train.max_seq_length)
-    return heads, list(scorer.predict(rows)), cfg.task.labels
+    with resolve_hardware(TrainSpec()).computing():  # the precision evaluation and the server answer in
+        heads = list(HeadClassifier("head", model, lm.tokenizer, head).predict(rows))
+        return heads, list(scorer.predict(rows)), cfg.task.labels
 
 
 def _ask(client, model, text, **kw):

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from taskfit.baselines.model import GenerativePredictor, LabelScoringPredictor
-from taskfit.config import load_config
+from taskfit.config import TrainSpec, load_config
 from taskfit.models import load_model
 from taskfit.workflows import train_project
 from taskfit.records import Example
@@ -23,6 +23,7 @@ from taskfit.serve import load_serve_config
 from taskfit.serve.app import create_app, task_example
 from taskfit.tasks import parse
 from taskfit.training.gguf_lora import export_gguf_lora
+from taskfit.training.hardware import resolve_hardware
 from taskfit.training.sft import featurize
 
 KINDS = ("classify", "extract", "qa", "generate")
@@ -113,7 +114,7 @@ def _ask(client, model, ex, **kw):
                                           temperature=0, **extra, **kw)
 
 
-def _assert_served_as_evaluated(client, held_out, evaluated, threshold=None):
+def _assert_served_as_evaluated(client, held_out, evaluated, threshold=None, rel=1e-4):
     for kind, (cfg, predictions) in evaluated.items():
         for ex, pred in zip(held_out[kind], predictions):
             reply = _ask(client, kind, ex)  # no max_tokens: the run's answer budget, as evaluated
@@ -123,18 +124,23 @@ def _assert_served_as_evaluated(client, held_out, evaluated, threshold=None):
                 low = threshold is not None and pred.confidence < threshold
                 assert choice.message.content == ("needs_human" if low else pred.output), ex.id
                 assert choice.taskfit["label"] == pred.output
-                assert choice.taskfit["confidence"] == pytest.approx(pred.confidence, rel=1e-4)
+                assert choice.taskfit["confidence"] == pytest.approx(pred.confidence, rel=rel)
             else:
                 assert parse(cfg.task, choice.message.content)[0] == pred.output, (kind, ex.id)
                 assert usage.completion_tokens == pred.completion_tokens, (kind, ex.id)
 
 
+def _predict(predictor, rows, hardware):
+    with hardware.computing():  # the precision evaluation answers in on this machine
+        return list(predictor.predict(rows))
+
+
 def test_served_answers_are_the_evaluated_answers_for_every_kind(runs, tiny_model_dir, loopback):
-    held_out = _held_out()
+    held_out, hardware = _held_out(), resolve_hardware(TrainSpec())
     evaluated = {}
     for kind in KINDS:
         cfg, predictor = _evaluation(runs[kind], tiny_model_dir)
-        evaluated[kind] = (cfg, list(predictor.predict(held_out[kind])))
+        evaluated[kind] = (cfg, _predict(predictor, held_out[kind], hardware))
     confidences = sorted(p.confidence for p in evaluated["classify"][1])
     threshold = (confidences[0] + confidences[-1]) / 2
     assert {c < threshold for c in confidences} == {True, False}  # some rows fall back, some do not
@@ -144,7 +150,7 @@ def test_served_answers_are_the_evaluated_answers_for_every_kind(runs, tiny_mode
     spec = load_serve_config(None, {"base": str(tiny_model_dir), "base_name": "tiny", "log": {"path": None},
                                     "adapters": adapters})
     client = openai.OpenAI(base_url=loopback(create_app(spec)), api_key="none", max_retries=0)
-    _assert_served_as_evaluated(client, held_out, evaluated, threshold)
+    _assert_served_as_evaluated(client, held_out, evaluated, threshold, rel=1e-15)
 
     # A qa adapter needs its passage; a task adapter answers one input, not a conversation.
     with pytest.raises(openai.BadRequestError) as missing:
@@ -159,6 +165,25 @@ def test_served_answers_are_the_evaluated_answers_for_every_kind(runs, tiny_mode
             {"role": "user", "content": "table for 2"}, {"role": "assistant", "content": "{}"},
             {"role": "user", "content": "table for 3"}])
     assert chat.value.code == "unsupported_messages" and chat.value.param == "messages"
+
+
+def test_a_server_computes_in_the_precision_its_evaluation_computed_in(runs, tiny_model_dir, loopback):
+    """``dtype: float32`` in serve.yaml serves the answers of an evaluation with ``train.dtype:
+    float32``, to the last bit of the confidence; where this CPU multiplies bfloat16 natively, the
+    two precisions' confidences differ (the tiny model's by about 1e-6), so a server computing in
+    the other precision would fail the comparison."""
+    held_out = {"classify": _held_out()["classify"]}
+    cfg, predictor = _evaluation(runs["classify"], tiny_model_dir)
+    float32 = list(predictor.predict(held_out["classify"]))
+    spec = load_serve_config(None, {"base": str(tiny_model_dir), "log": {"path": None}, "dtype": "float32",
+                                    "adapters": {"classify": {"path": str(runs["classify"])}}})
+    client = openai.OpenAI(base_url=loopback(create_app(spec)), api_key="none", max_retries=0)
+    _assert_served_as_evaluated(client, held_out, {"classify": (cfg, float32)}, rel=1e-15)
+    hardware = resolve_hardware(TrainSpec())
+    if hardware.autocast:
+        _, fresh = _evaluation(runs["classify"], tiny_model_dir)  # its caches made under the autocast
+        autocast = _predict(fresh, held_out["classify"], hardware)
+        assert any(a.confidence != pytest.approx(b.confidence, rel=1e-15) for a, b in zip(autocast, float32))
 
 
 def _tiny_gguf(model_dir, path):

@@ -633,7 +633,7 @@ def serve(config: Optional[Path] = typer.Argument(None, help="A project (its lat
     from taskfit.serve import load_serve_config, serve as run_server
 
     adapters, classical = {}, {}
-    project_log = project_registry = None
+    project_log = project_registry = project_dtype = None
     project = config is not None and (config / "taskfit.yaml").is_file()
     if candidate is not None and not project:
         raise ConfigError(f"--candidate {candidate}: name a project directory too (taskfit serve DIR --candidate "
@@ -641,7 +641,9 @@ def serve(config: Optional[Path] = typer.Argument(None, help="A project (its lat
     if project:  # a project: its latest finished run, or the candidate named
         from taskfit.config import load_config
 
-        task = load_config(config / "taskfit.yaml").task.name
+        project_config = load_config(config / "taskfit.yaml")
+        task = project_config.task.name
+        project_dtype = project_config.train.dtype  # served in the precision it was evaluated in
         project_log = {"path": str((config / "requests.sqlite").resolve())}  # where `taskfit monitor DIR` reads
         registry, version = _production(config, task) if candidate is None else (None, None)
         if version is not None:
@@ -667,7 +669,8 @@ def serve(config: Optional[Path] = typer.Argument(None, help="A project (its lat
         adapters[name] = {"path": str(Path(path).resolve())}
     spec = load_serve_config(config, {"adapters": adapters, "classical": classical, "base": base, "host": host,
                                       "port": port, "merged": merged or None, "engine": engine,
-                                      "threads": threads, "log": project_log, "registry": project_registry})
+                                      "threads": threads, "log": project_log, "registry": project_registry,
+                                      "dtype": project_dtype})
     run_server(spec, status=RichReporter(err).status)
 
 

@@ -143,6 +143,12 @@ class ServeSpec(_Spec):
     log: LogSpec = LogSpec()
     registry: RegistryLink = RegistryLink()
     threads: int | None = Field(None, ge=1, description="CPU threads for the model (default: all cores).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="engine transformers: what the model computes in, as train.dtype says for "
+                            "training and evaluation: auto = bfloat16 weights on GPUs that support it; on a "
+                            "CPU float32 weights, the forward passes under bfloat16 autocast where the CPU "
+                            "multiplies bfloat16 natively. Set it as the project's train.dtype for the "
+                            "answers its evaluation measured.")
 
     @field_validator("adapters", "classical")
     @classmethod

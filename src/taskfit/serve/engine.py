@@ -164,6 +164,7 @@ class Engine:
         self._peft = False
         self.mixed = True  # mixed-adapter batches (not with DoRA adapters)
         self.steps = 0  # decoding steps taken so far
+        self.hardware: Any = None  # what the model computes in (set by load)
 
     # ---- loading ----------------------------------------------------------------------------
     def base_model(self) -> tuple[str, dict[str, Trained]]:
@@ -198,7 +199,8 @@ class Engine:
         from taskfit.models import load_model
         from taskfit.training.hardware import resolve_hardware
 
-        hw = resolve_hardware(TrainSpec(threads=self.spec.threads))  # GPU and bf16 when there is one
+        # GPU and bf16 when there is one; bfloat16 autocast where evaluation answers under it
+        self.hardware = hw = resolve_hardware(TrainSpec(threads=self.spec.threads, dtype=self.spec.dtype))
         base, tasks = self.base_model()
         self.status(f"loading base model {base}")
         lm = load_model(base, status=self.status, dtype=hw.dtype, device=hw.device)
@@ -457,6 +459,11 @@ class Engine:
         import torch
 
         torch.set_grad_enabled(False)
+        # every pass and key/value cache in the precision evaluation answered in (autocast is per thread)
+        with self.hardware.computing() if self.hardware is not None else contextlib.nullcontext():
+            self._serve()
+
+    def _serve(self) -> None:
         running: _Running | None = None
         while (batch := self._next(running)) is not None:
             if running is None:

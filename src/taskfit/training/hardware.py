@@ -24,6 +24,22 @@ class Hardware:
         asked only by what trains, so a command that never trains never times the CPU."""
         return cpu_autocast(self.setting, self.device)
 
+    @property
+    def precision(self) -> str:
+        """What a local model's products are computed in: the weights' dtype, or
+        ``bfloat16-autocast`` on float32 weights (:attr:`autocast`)."""
+        return "bfloat16-autocast" if self.autocast else self.dtype
+
+    def computing(self) -> Any:
+        """A context in which the model's forward passes run as :attr:`precision` says: bfloat16
+        autocast where :attr:`autocast`, else as the weights are. Evaluation answers in it, and the
+        server's worker serves in it (an autocast is per thread), so a served answer is the
+        evaluated one; every key/value cache a predictor keeps must be made inside it too, and no
+        adapter merged inside it (the merge's product would be rounded to bfloat16)."""
+        import torch
+
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast)
+
     def describe(self) -> dict[str, Any]:
         import torch
 
@@ -41,8 +57,8 @@ def cpu_autocast(dtype: str, device: str) -> bool:
     """Whether training on ``device`` with ``train.dtype`` set to ``dtype`` runs its forward
     passes under bfloat16 autocast: on a CPU, with ``auto``, where this CPU multiplies bfloat16 at
     least :data:`BF16_SPEEDUP_NEEDED` times faster than float32 (timed on the first call). The
-    weights, the adapter, the optimiser and the loss stay float32; evaluation and serving read the
-    trained adapter in float32 as before."""
+    weights, the adapter, the optimiser and the loss stay float32; evaluation and the server answer
+    under the same autocast (:meth:`Hardware.computing`)."""
     return device == "cpu" and dtype == "auto" and cpu_bf16_speedup() >= BF16_SPEEDUP_NEEDED
 
 

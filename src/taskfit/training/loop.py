@@ -321,8 +321,8 @@ def fit(model: Any, objective: Objective, spec: TrainSpec, rows: int, *, paralle
     def validate() -> None:
         nonlocal best
         model.eval()
-        with torch.no_grad():
-            result = objective.validate()
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            result = objective.validate()  # in the precision evaluation will answer in
         model.train()
         entry = {"step": state.step, "epoch": round(state.step / per_epoch, 4), **result}
         state.validations.append(entry)

@@ -42,6 +42,9 @@ class Candidate:
     role: str  # baseline | fine-tuned | shipped
     key: dict[str, Any]
     build: Callable[[], Any]
+    # Answered by a torch model of this process: in the workspace hardware's precision
+    # (Hardware.computing), which joins its key.
+    local: bool = False
     free: Callable[[], Any] | None = None
     size: Callable[[], dict[str, float]] = field(default=lambda: {})
     run_dir: Path | None = None
@@ -64,9 +67,21 @@ NO_HEAD_FORGETTING = ("the forgetting check does not apply: a classification-hea
 
 def candidate_cache_key(ws: Workspace, cand: Candidate) -> str:
     c = ws.config
+    # float32, the precision every evaluation had before it was recorded, is left out of the key
+    precision = ws.hardware.precision if cand.local else "float32"
     return candidate_key(asking=ASKING, name=cand.name, model=c.model.name, task=c.task.model_dump(mode="json"),
                          max_length=c.train.max_seq_length, max_new_tokens=c.eval.max_new_tokens,
-                         constrained=c.eval.constrained, **cand.key)
+                         constrained=c.eval.constrained, **cand.key,
+                         **({"precision": precision} if precision != "float32" else {}))
+
+
+def computing(ws: Workspace, cand: Candidate) -> Any:
+    """The context ``cand`` answers in: a local model in the workspace hardware's precision. Its
+    model is loaded, and an adapter merged, before it is entered: under bfloat16 autocast a merge
+    would fold a bfloat16 product into the weights, which the exported model does not hold."""
+    import contextlib
+
+    return ws.hardware.computing() if cand.local else contextlib.nullcontext()
 
 
 # ---- declarations ---------------------------------------------------------------------------
@@ -193,7 +208,7 @@ def _baseline(ws: Workspace, name: str) -> Candidate:
     def free() -> Any:
         return _lm_predictor(ws, name, ws.lm().model, constrained=False, shots=hook_kwargs()["shots"])
 
-    return Candidate(name, "baseline", key, build, free=free if _wants_free(ws) else None,
+    return Candidate(name, "baseline", key, build, local=True, free=free if _wants_free(ws) else None,
                      size=lambda: _model_size(ws.lm().model))
 
 
@@ -296,7 +311,7 @@ def head_candidate(ws: Workspace, run_dir: Path, name: str = HEAD, merged: bool 
         return _model_size(model()) if merged else _adapter_size(model(), adapter)
 
     return Candidate(name, "shipped" if merged else "fine-tuned",
-                     {"weights": weights_digest(adapter), "head": True, "merged": merged}, build, size=size,
+                     {"weights": weights_digest(adapter), "head": True, "merged": merged}, build, local=True, size=size,
                      run_dir=run_dir.resolve(),
                      no_forgetting="" if merged else NO_HEAD_FORGETTING)
 
@@ -335,7 +350,7 @@ def trained_candidate(ws: Workspace, run_dir: Path, name: str = FINETUNED) -> Ca
 
     constrained = ws.config.eval.constrained
     return Candidate(name, "fine-tuned", {"weights": digest},
-                     lambda: _lm_predictor(ws, name, model(), constrained=constrained),
+                     lambda: _lm_predictor(ws, name, model(), constrained=constrained), local=True,
                      free=(lambda: _lm_predictor(ws, name, model(), constrained=False)) if _wants_free(ws) else None,
                      size=size, run_dir=run_dir.resolve(), forgetting=pair)
 
@@ -350,7 +365,7 @@ def merged_candidate(ws: Workspace, run_dir: Path, name: str) -> Candidate:
     model = _adapter_model(ws, adapter, merged=True)
     return Candidate(name, "shipped", {"weights": weights_digest(adapter), "merged": True},
                      lambda: _lm_predictor(ws, name, model(), constrained=ws.config.eval.constrained),
-                     size=lambda: _model_size(model()), run_dir=run_dir.resolve())
+                     local=True, size=lambda: _model_size(model()), run_dir=run_dir.resolve())
 
 
 def gguf_candidate(ws: Workspace, run_dir: Path, name: str, threads: int | None) -> Candidate:
@@ -430,7 +445,8 @@ def style_model(ws: Workspace) -> Any:
         return None
     if ws._style is None:
         sample = ws.train[: c.eval.style_sample]
-        cand = Candidate(STYLE_BASE, "internal", {"train": ws.train_fingerprint, "n": len(sample)}, lambda: None)
+        cand = Candidate(STYLE_BASE, "internal", {"train": ws.train_fingerprint, "n": len(sample)}, lambda: None,
+                         local=True)
         key = candidate_cache_key(ws, cand)
         cached = {p.example_id: p for p in read_cache(ws.predictions(STYLE_BASE), key).values()}
         if all(ex.id in cached for ex in sample):  # no model needed
@@ -438,7 +454,8 @@ def style_model(ws: Workspace) -> Any:
         else:
             base = GenerativePredictor(STYLE_BASE, ws.lm().model, ws.tokenizer, c.task, c.train.max_seq_length,
                                        c.eval.max_new_tokens)
-            with ws.reporter.bar("base-model replies for the style classifier", len(sample)) as advance:
+            with ws.reporter.bar("base-model replies for the style classifier", len(sample)) as advance, \
+                    computing(ws, cand):
                 replies, _ = run_cached(base, sample, ws.predictions(STYLE_BASE), key, on_item=advance)
         ws._style = StyleModel([ex.target for ex in ws.train], [p.output for p in replies], seed=c.data.seed)
     return ws._style
@@ -489,10 +506,11 @@ def evaluate(ws: Workspace, cand: Candidate) -> EvalResult:
         preds, extra = found
         write_cache(ws.predictions(cand.name), key, cand.name, rows, preds)
     elif preds is None:
-        predictor = cand.build()
-        with ws.reporter.bar(f"evaluating {cand.name}", len(rows)) as advance:
-            preds, _ = run_cached(predictor, rows, ws.predictions(cand.name), key, on_item=advance)
-        extra = {**cand.size(), **time_alone(ws, predictor, rows, preds)}
+        predictor = cand.build()  # loaded (and merged) outside the autocast, as it is exported
+        with computing(ws, cand):  # and its caches made in the precision it answers in
+            with ws.reporter.bar(f"evaluating {cand.name}", len(rows)) as advance:
+                preds, _ = run_cached(predictor, rows, ws.predictions(cand.name), key, on_item=advance)
+            extra = {**cand.size(), **time_alone(ws, predictor, rows, preds)}
     else:
         ws.reporter.status(f"{cand.name}: every prediction is cached")
         extra = kept(saved["metrics"])
@@ -503,8 +521,9 @@ def evaluate(ws: Workspace, cand: Candidate) -> EvalResult:
     if cand.free is not None and sample:
         loose = _cached(ws.predictions(f"{cand.name}.unconstrained"), key + "-free", sample)
         if loose is None:
-            with ws.reporter.bar(f"free decoding ({cand.name})", len(sample)) as advance:
-                loose, _ = run_cached(cand.free(), sample, ws.predictions(f"{cand.name}.unconstrained"),
+            free = cand.free()
+            with ws.reporter.bar(f"free decoding ({cand.name})", len(sample)) as advance, computing(ws, cand):
+                loose, _ = run_cached(free, sample, ws.predictions(f"{cand.name}.unconstrained"),
                                       key + "-free", on_item=advance)
         metrics["free_valid_rate"] = sum(p.valid for p in loose) / len(loose)
     if "price_per_million_input_tokens" in metrics:
@@ -550,7 +569,7 @@ def check_forgetting(ws: Workspace, cand: Candidate) -> ForgettingResult | None:
         probe = load_probe(GENERAL, spec.items)
         tuned, base = cand.forgetting()
         with ws.reporter.bar(f"forgetting check: {cand.name} and the base on the general probe",
-                             len(probe.items)) as advance:
+                             len(probe.items)) as advance, ws.hardware.computing():
             result = measure_forgetting(cand.name, ws.tokenizer, tuned, base, probe, on_item=advance)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"key": key, "evaluated": evaluated, **asdict(result)}), encoding="utf-8")
@@ -558,12 +577,14 @@ def check_forgetting(ws: Workspace, cand: Candidate) -> ForgettingResult | None:
 
 
 def _forgetting_key(ws: Workspace, evaluated: str) -> str:
-    """What decides a forgetting check: the candidate's evaluation (its weights), the probe and
-    how many of its items are read."""
+    """What decides a forgetting check: the candidate's evaluation (its weights), the probe, how
+    many of its items are read and the precision the models answer in."""
     from taskfit.probes import GENERAL
 
+    precision = ws.hardware.precision  # the check's models answer in it (float32 left out, as before)
     return candidate_key(forgetting=FORGETTING, evaluated=evaluated, probe=GENERAL.digest,
-                         items=ws.config.eval.forgetting.items)
+                         items=ws.config.eval.forgetting.items,
+                         **({"precision": precision} if precision != "float32" else {}))
 
 
 def _forgetting_record(data: dict[str, Any]) -> ForgettingResult:

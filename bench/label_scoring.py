@@ -20,6 +20,11 @@ full scoring's log-probabilities of every node, the nodes a search that reads on
 always the likeliest it needs (no read-ahead, no batching), reads before it may stop: what reading
 ahead in batched steps is to be compared with.
 
+Every side computes as taskfit evaluates on this machine (`train.dtype`: bfloat16 autocast where the
+CPU multiplies bfloat16 natively), except the scoring before #16, which ran in float32 then; where
+the two differ, the scoring before #16 in taskfit's precision is one more side, so the search's own
+gain is seen apart from the precision's.
+
 - label scoring: the prefix-tree search of :mod:`taskfit.baselines.label_tree` (exact argmax,
   confidence at most 0.01 below the exact one), --batch rows at a time, and one row at a time;
 - label scoring before #16: best-first by first token, a deep copy of the prompt's cache per
@@ -42,6 +47,7 @@ issue's figures came from) and with the base model, each in its own run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import time
 from pathlib import Path
@@ -161,10 +167,12 @@ def main() -> None:
     model = trained_candidate(ev, args.run).build().model if args.run else ev.lm().model
     tok, task, max_len, b = ev.tokenizer, ev.config.task, ev.config.train.max_seq_length, args.batch
     budget = label_budget(tok, task)
+    precision = ev.hardware.precision  # what taskfit evaluates in on this machine (train.dtype)
+    before = "label scoring before #16, batch 1"
     sides = {
         f"label scoring, prefix tree, batch {b}": LabelScoringPredictor("tree", model, tok, task, max_len, batch_size=b),
         "label scoring, prefix tree, batch 1": LabelScoringPredictor("tree1", model, tok, task, max_len),
-        "label scoring before #16, batch 1": before_scoring(LabelPrompts)(model, tok, task, max_len),
+        before: before_scoring(LabelPrompts)(model, tok, task, max_len),
         f"full scoring (every label), batch {b}": LabelScoringPredictor("full", model, tok, task, max_len,
                                                                        batch_size=b, tolerance=0.0),
         "free generation, batch 1": GenerativePredictor("free", model, tok, task, max_len, budget),
@@ -172,8 +180,19 @@ def main() -> None:
         f"choice grammar, batch {b}": GenerativePredictor("choice", model, tok, task, max_len, budget,
                                                            constrained=True, batch_size=b),
     }
-    for predictor in sides.values():  # untimed: the first pass's set-up is no side's cost
-        list(predictor.predict(rows[:1]))
+    # Every side computes as taskfit evaluates on this machine, except the scoring before #16,
+    # which ran in float32 then; where that differs, the scoring before #16 in taskfit's
+    # precision is a side too, so that the search's own gain is seen apart from the precision's.
+    in_float32 = {before} if precision != "float32" else set()
+    if in_float32:
+        sides[f"{before}, {precision}"] = before_scoring(LabelPrompts)(model, tok, task, max_len)
+
+    def computing(name: str) -> Any:
+        return contextlib.nullcontext() if name in in_float32 else ev.hardware.computing()
+
+    for name, predictor in sides.items():  # untimed: the first pass's set-up is no side's cost
+        with computing(name):
+            list(predictor.predict(rows[:1]))
     # The sides take turns, --batch rows each, so that a load that drifts during the run (a
     # shared machine) weighs on every side alike and the ratios stay fair; each time through the
     # rows starts with the next side, and a side's figure is its fastest time through them.
@@ -185,7 +204,8 @@ def main() -> None:
         for at in range(0, len(rows), b):
             for name in names[rep % len(names):] + names[:rep % len(names)]:
                 start, used = time.perf_counter(), time.process_time()
-                answers = list(sides[name].predict(rows[at:at + b]))
+                with computing(name):
+                    answers = list(sides[name].predict(rows[at:at + b]))
                 wall[name][rep] += time.perf_counter() - start
                 cpu[name][rep] += time.process_time() - used
                 if rep == 0:
@@ -206,21 +226,26 @@ def main() -> None:
     tree, before = preds[f"label scoring, prefix tree, batch {b}"], preds["label scoring before #16, batch 1"]
     gap = {k: max(f.confidence - p.confidence for p, f in zip(v, full)) for k, v in (("now", tree), ("before", before))}
     print(f"\nmodel: {'run ' + args.run.name if args.run else 'base model'}; {len(task.labels or [])} labels; "
-          f"{len(rows)} rows; fastest of {args.repeat} times through them")
+          f"{len(rows)} rows; fastest of {args.repeat} times through them; every side in {precision}"
+          + (f" except {before} (float32, as it ran then)" if in_float32 else ""))
     for unit, per in (("examples/s", speed), ("examples/CPU s", cpu_speed)):
         new = per[f"label scoring, prefix tree, batch {b}"]
         print(f"in {unit}: label scoring (batch {b}) / before #16: {new / per['label scoring before #16, batch 1']:.2f}x "
               f"(target 5x); / free generation, batch 1: {new / per['free generation, batch 1']:.2f}x (target 2x); "
               f"/ free generation, batch {b}: {new / per[f'free generation, batch {b}']:.2f}x; "
-              f"/ full scoring: {new / per[f'full scoring (every label), batch {b}']:.2f}x")
+              f"/ full scoring: {new / per[f'full scoring (every label), batch {b}']:.2f}x"
+              + (f"; / before #16 in {precision}: {new / per[f'{before}, {precision}']:.2f}x" if in_float32 else ""))
     for name in (f"label scoring, prefix tree, batch {b}", f"full scoring (every label), batch {b}"):
         stats: dict[str, int] = {}
         scorer = sides[name]
-        for at in range(0, len(rows), b):
-            scorer.search([scorer.prompt_ids(ex) for ex in rows[at:at + b]], stats)
+        with computing(name):
+            for at in range(0, len(rows), b):
+                scorer.search([scorer.prompt_ids(ex) for ex in rows[at:at + b]], stats)
         print(f"{name}: {stats['passes']} forward passes, {stats['tokens']} tokens fed (prompts and padding included)")
     scorer = sides[f"label scoring, prefix tree, batch {b}"]
-    fewest = sum(one_node_a_step(scorer, [scorer.prompt_ids(ex) for ex in rows[at:at + b]]) for at in range(0, len(rows), b))
+    with computing(f"label scoring, prefix tree, batch {b}"):
+        fewest = sum(one_node_a_step(scorer, [scorer.prompt_ids(ex) for ex in rows[at:at + b]])
+                     for at in range(0, len(rows), b))
     print(f"nodes an exact search reading one node a step reads for these rows: {fewest} "
           f"({fewest / len(rows):.0f} a row, of {sum(1 for c in scorer.tree.children[1:] if c)} in the tree)")
     print(f"predictions identical to full scoring: {all(p.output == f.output for p, f in zip(tree, full))} "

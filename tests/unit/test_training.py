@@ -176,6 +176,35 @@ def test_a_cpu_that_multiplies_bfloat16_natively_trains_with_it_and_learns_as_fl
         assert runs["auto"] == runs["float32"]
 
 
+def test_weights_held_in_bfloat16_answer_as_autocast_over_float32_does(tiny_model_dir):
+    """A model that only answers (the server's) holds its linear weights in bfloat16 where the
+    hardware computes under autocast: the logits are autocast's over float32 weights bit for bit,
+    the tied output layer gets its own copy (the embedding stays float32); where the hardware
+    computes in float32, nothing changes."""
+    from peft import LoraConfig, get_peft_model
+
+    from taskfit.training.hardware import Hardware
+
+    ids = torch.tensor([[5, 9, 14, 3, 27, 11], [8, 2, 19, 30, 4, 6]])
+    for setting in ("auto", "float32"):
+        hardware = Hardware(device="cpu", dtype="float32", threads=2, setting=setting)
+        torch.manual_seed(0)
+        model = get_peft_model(load_model(str(tiny_model_dir)).model, LoraConfig(
+            r=4, target_modules="all-linear", init_lora_weights=False)).eval()
+        with torch.no_grad(), hardware.computing():
+            before = model(input_ids=ids).logits
+            hardware.hold(model)
+            after = model(input_ids=ids).logits
+        assert torch.equal(before, after)
+        embedding, output = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+        held = [m.weight.dtype for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        assert embedding.dtype == torch.float32
+        if hardware.autocast:
+            assert set(held) == {torch.bfloat16} and output.dtype == torch.bfloat16
+        else:
+            assert set(held) == {torch.float32} and output is embedding  # still tied
+
+
 def test_same_seed_same_adapter(tiny_model_dir, classify_task):
     runs = []
     for _ in range(2):

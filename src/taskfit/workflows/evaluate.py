@@ -311,8 +311,8 @@ def head_candidate(ws: Workspace, run_dir: Path, name: str = HEAD, merged: bool 
         return _model_size(model()) if merged else _adapter_size(model(), adapter)
 
     return Candidate(name, "shipped" if merged else "fine-tuned",
-                     {"weights": weights_digest(adapter), "head": True, "merged": merged}, build, local=True, size=size,
-                     run_dir=run_dir.resolve(),
+                     {"weights": weights_digest(adapter), "head": True, "merged": merged}, build, local=True,
+                     size=size, run_dir=run_dir.resolve(),
                      no_forgetting="" if merged else NO_HEAD_FORGETTING)
 
 

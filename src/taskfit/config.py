@@ -324,9 +324,10 @@ class TrainSpec(_Spec):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto = bfloat16 on GPUs that support it; on a CPU float32 weights, with "
                             "the forward passes of training, validation and evaluation under bfloat16 "
-                            "autocast where the CPU multiplies bfloat16 natively (measured once a process: "
-                            "at least 1.5x float32's speed; emulated bf16 is ~11x slower); `taskfit serve "
-                            "DIR` serves in the same precision. float32 = float32 throughout.")
+                            "autocast where the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX, as torch "
+                            "reports it; 4.5x float32's products on the reference CPU, while emulated bf16 "
+                            "is ~11x slower); `taskfit serve DIR` serves in the same precision. float32 = "
+                            "float32 throughout.")
     threads: int | None = Field(None, ge=1, description="CPU threads; empty = every core.")
     report_to: Literal["none", "mlflow", "tensorboard"] = Field(
         "none", description="Also send the run's figures to an experiment tracker (the run directory "

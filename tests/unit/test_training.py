@@ -152,14 +152,15 @@ def test_micro_batches_give_the_same_update_as_one_pass(tiny_model_dir, classify
 
 def test_a_cpu_that_multiplies_bfloat16_natively_trains_with_it_and_learns_as_float32(tiny_model_dir,
                                                                                     classify_task):
-    """train.dtype auto: on a CPU whose bfloat16 products are at least 1.5x float32's, training's
-    forward passes run under bfloat16 autocast (the manifest's hardware says so) while the weights,
-    adapter and optimiser stay float32, and the losses follow float32's; float32, a GPU, or a
-    CPU without native bfloat16 train in float32 throughout."""
-    from taskfit.machine import cpu_bf16_speedup
+    """train.dtype auto: on a CPU that multiplies bfloat16 natively (torch's own CPU check),
+    training's forward passes run under bfloat16 autocast (the manifest's hardware says so) while
+    the weights, adapter and optimiser stay float32, and the losses follow float32's; float32, a
+    GPU, or a CPU without native bfloat16 train in float32 throughout."""
+    from taskfit.machine import cpu_bf16_native
     from taskfit.training.hardware import cpu_autocast, resolve_hardware
 
-    native = cpu_bf16_speedup() >= 1.5
+    native = cpu_bf16_native()
+    assert native is (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     assert cpu_autocast("auto", "cpu") is native
     assert not cpu_autocast("float32", "cpu") and not cpu_autocast("auto", "cuda")
     assert resolve_hardware(TrainSpec()).describe().get("autocast") == ("bfloat16" if native else None)
@@ -179,8 +180,9 @@ def test_a_cpu_that_multiplies_bfloat16_natively_trains_with_it_and_learns_as_fl
 def test_weights_held_in_bfloat16_answer_as_autocast_over_float32_does(tiny_model_dir):
     """A model that only answers (the server's) holds its linear weights in bfloat16 where the
     hardware computes under autocast: the logits are autocast's over float32 weights bit for bit,
-    the tied output layer gets its own copy (the embedding stays float32); where the hardware
-    computes in float32, nothing changes."""
+    a weight shared with another model (a head's classifier) stays shared, the tied output layer
+    gets its own copy (the embedding stays float32); where the hardware computes in float32,
+    nothing changes."""
     from peft import LoraConfig, get_peft_model
 
     from taskfit.training.hardware import Hardware
@@ -191,11 +193,14 @@ def test_weights_held_in_bfloat16_answer_as_autocast_over_float32_does(tiny_mode
         torch.manual_seed(0)
         model = get_peft_model(load_model(str(tiny_model_dir)).model, LoraConfig(
             r=4, target_modules="all-linear", init_lora_weights=False)).eval()
+        layer = model.get_base_model().model.layers[0].mlp.down_proj.base_layer
+        twin = torch.nn.Linear(layer.in_features, layer.out_features, bias=False)
+        twin.weight = layer.weight  # another model over the same weights
         with torch.no_grad(), hardware.computing():
             before = model(input_ids=ids).logits
-            hardware.hold(model)
+            hardware.hold(model, twin)
             after = model(input_ids=ids).logits
-        assert torch.equal(before, after)
+        assert torch.equal(before, after) and twin.weight is layer.weight
         embedding, output = model.get_input_embeddings().weight, model.get_output_embeddings().weight
         held = [m.weight.dtype for m in model.modules() if isinstance(m, torch.nn.Linear)]
         assert embedding.dtype == torch.float32

@@ -222,9 +222,10 @@ class Engine:
                 elif served.scorer is not None:
                     served.scorer.model = self.model
         if self.mixed:  # DoRA adapters (not mixed) compute their norms from the weights as they are
-            models = [self.model] + [s.scorer.model for s in self.models.values() if s.scorer is not None]
-            for model in {id(m): m for m in models}.values():
-                hw.hold(model)  # the weights as the autocast reads them, not cast again each pass
+            # the weights as the autocast reads them, not cast again each pass (a head's classifier shares them)
+            hw.hold(self.model, *(s.scorer.model for s in self.models.values() if s.scorer is not None))
+        if hw.autocast:
+            self.status("computing under bfloat16 autocast (this CPU multiplies bfloat16 natively), as evaluation does")
 
     def served(self, name: str, spec: AdapterSpec, run: Trained, path: Path, adapter: str | None = None) -> Served:
         """What clients see of an adapter: its task, threshold and fallback, answer grammar, and

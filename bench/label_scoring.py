@@ -223,8 +223,8 @@ def main() -> None:
         same = sum(p.output == f.output for p, f in zip(preds[name], full))
         print(f"| {name} | {speed[name]:.2f} | {cpu_speed[name]:.3f} | {100 * right / len(rows):.1f}% | {100 * valid / len(rows):.0f}% "
               f"| {same}/{len(rows)} |")
-    tree, before = preds[f"label scoring, prefix tree, batch {b}"], preds["label scoring before #16, batch 1"]
-    gap = {k: max(f.confidence - p.confidence for p, f in zip(v, full)) for k, v in (("now", tree), ("before", before))}
+    tree, old = preds[f"label scoring, prefix tree, batch {b}"], preds[before]
+    gap = {k: max(f.confidence - p.confidence for p, f in zip(v, full)) for k, v in (("now", tree), ("before", old))}
     print(f"\nmodel: {'run ' + args.run.name if args.run else 'base model'}; {len(task.labels or [])} labels; "
           f"{len(rows)} rows; fastest of {args.repeat} times through them; every side in {precision}"
           + (f" except {before} (float32, as it ran then)" if in_float32 else ""))
@@ -249,7 +249,7 @@ def main() -> None:
     print(f"nodes an exact search reading one node a step reads for these rows: {fewest} "
           f"({fewest / len(rows):.0f} a row, of {sum(1 for c in scorer.tree.children[1:] if c)} in the tree)")
     print(f"predictions identical to full scoring: {all(p.output == f.output for p, f in zip(tree, full))} "
-          f"(before #16: {all(p.output == f.output for p, f in zip(before, full))}); largest confidence "
+          f"(before #16: {all(p.output == f.output for p, f in zip(old, full))}); largest confidence "
           f"below the exact one: {gap['now']:.4f} (before #16: {gap['before']:.4f})")
 
 

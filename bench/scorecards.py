@@ -75,7 +75,7 @@ def project_doc(dataset: str, out: Path, train_n: int | None, eval_n: int | None
             "success": "Every slot of a voice request lands in its field, and nothing is made up.",
             "system_prompt": "Extract the request's slots as a JSON object. Fields: " + ", ".join(keys) + "."},
             "data": {**data, "columns": {"input": "text", "target": "fields"}},
-            "train": {**common["train"], "max_seq_length": 192},
+            "train": {**common["train"], "max_seq_length": 320},
             "eval": {**common["eval"], "max_new_tokens": 64, "thresholds": {"field_f1": 0.8, "valid_rate": 1.0}}}
     if dataset == "squad2_dev":
         docs = out / "docs"

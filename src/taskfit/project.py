@@ -69,8 +69,8 @@ train:
   dpo:
     beta: 0.1               # lower lets the model move further from the reference
     start_from: null        # an SFT adapter (or its run directory) to start from; null = the base
-  learning_rate: null       # null = 2e-4 for lora and qlora, 2e-5 for full, 5e-5 for dpo
-  epochs: 1                 # passes over the training rows
+  learning_rate: null       # init writes the kind's measured rate; null = 2e-4 lora/qlora, 2e-5 full, 5e-5 dpo
+  epochs: 1                 # passes over the training rows (the best validation's weights are kept)
   batch_size: 8
   max_seq_length: 256       # longer inputs are cut to fit, identically in training and evaluation
   warmup_ratio: 0.05
@@ -276,6 +276,7 @@ def proposed_yaml(proposal: Proposal, train: str) -> str:
         values["train.method"] = proposal.method
     if proposal.method == "dpo":
         values["train.learning_rate"] = DPO_LEARNING_RATE
+        values["train.epochs"] = 1  # what was measured; the generate kind's 3 epochs are for replies (SFT)
         reasons.append(f"preference pairs: learning rate {DPO_LEARNING_RATE:g}; on hh_rlhf_harmless (1,000 pairs, one "
                        "epoch, SmolLM2-135M) it moved the held-out pairs' preference for the chosen reply "
                        "(48.3% to 53.0%, p=0.008) where DPO's usual 5e-5 left it where it was (docs/benchmarks.md)")

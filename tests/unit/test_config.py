@@ -107,6 +107,15 @@ def test_labels_are_written_once_and_fill_the_system_prompt():
     assert qa.system_text.endswith(f"say exactly: {qa.refusal}.") and "{" not in qa.system_text
 
 
+def test_each_kind_starts_from_the_learning_rate_and_epochs_measured_for_it():
+    """`taskfit init` writes what docs/training.md measured per kind, not the method's 2e-4 for
+    one epoch (which left qa, generate and extract short of what one setting more reached)."""
+    measured = {"classify": (1e-3, 2), "extract": (1e-3, 3), "qa": (1e-3, 1), "generate": (1e-3, 3)}
+    for kind, (rate, epochs) in measured.items():
+        train = parse_config(yaml.safe_load(template(kind))).train
+        assert (train.lr, train.epochs) == (rate, epochs), kind
+
+
 def test_literal_braces_survive_and_unknown_placeholders_are_named():
     doc = _doc()
     doc["task"]["system_prompt"] = 'Reply like {"queue": "billing"} or {{labels}}: {labels}'

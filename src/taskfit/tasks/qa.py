@@ -147,6 +147,10 @@ class QaTask(TaskDefaults):
     error_buckets = ("unsupported answer", "wrong refusal", "retrieval miss", "partial or wrong answer")
     template = TEMPLATE
     thresholds = {"f1": 0.6, "unsupported_rate": 0.1}
+    # squad2_dev (150 training rows, 60 held out, one epoch): lr 1e-3 reached 51.7% answer F1 where
+    # the method's 2e-4 reached 49.7%; three epochs at 1e-3 (the best validation kept) 47.9%:
+    # docs/benchmarks.md, "Training defaults for qa and generate".
+    train = {"learning_rate": 1e-3}
 
     def check_spec(self, spec: TaskSpec) -> None:
         if not spec.refusal.strip():

@@ -287,6 +287,32 @@ def test_while_a_batch_decodes_waiting_requests_are_read_in_groups_or_after_gath
         engine.stop(60)
 
 
+def test_one_thread_loads_the_models_and_makes_every_pass(tmp_path, runs, tiny_model_dir, monkeypatch, loopback):
+    """The models are loaded, held and run on the engine's one thread (a second thread computing
+    in bfloat16 made every decoding step about twice as slow on the reference CPU), including an
+    adapter loaded while the server runs."""
+    import threading
+
+    from taskfit.serve.engine import Engine
+
+    threads: list[threading.Thread] = []
+    load = Engine._load
+    monkeypatch.setattr(Engine, "_load", lambda self: (threads.append(threading.current_thread()), load(self))[1])
+    app = create_app(_spec(tmp_path, runs, base=str(tiny_model_dir)))
+    engine = app.state.engine
+    engine.model.register_forward_pre_hook(lambda module, args: threads.append(threading.current_thread()))
+    url = loopback(app)
+    client = openai.OpenAI(base_url=url, api_key=FULL, max_retries=0)
+    asks = [("tiny", "hello"), ("triage", "refund"), ("bookings", "2 in Oslo"), ("tiny", "hi")]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:  # batched generation and label scoring
+        list(pool.map(lambda a: _ask(client, a[0], a[1], max_tokens=6), asks))
+    added = httpx.post(url.removesuffix("/v1") + "/admin/adapters", json={"name": "later", "path": str(runs["triage"])},
+                       headers={"Authorization": f"Bearer {ADMIN}"}, timeout=60)
+    assert added.status_code == 201
+    assert _ask(client, "later", "refund", max_tokens=6).choices[0].taskfit["label"] in runs["labels"]
+    assert len(threads) > 4 and set(threads) == {engine._thread} and threads[0] is not threading.main_thread()
+
+
 def _batches(url):
     """(requests, batches) the engine has answered so far, from /metrics."""
     metrics = httpx.get(url.removesuffix("/v1") + "/metrics").text

@@ -33,6 +33,7 @@ import collections
 import concurrent.futures
 import contextlib
 import json
+import queue
 import threading
 import time
 import warnings
@@ -148,7 +149,12 @@ def task_prompt(tokenizer: Any, served: Served, example: Example, score_labels: 
 
 
 class Engine:
-    """Loads the models and answers :class:`Job` s on its worker thread."""
+    """Loads the models and answers :class:`Job` s on its worker thread.
+
+    One thread does all of it: loading, holding the weights, adapter loads and unloads, every
+    pass. On a CPU that multiplies bfloat16 natively, a second thread computing on the same
+    process made each decoding step about twice as slow (20 ms against 40 on SmolLM2-135M here,
+    docs/serving.md), so the models are loaded on the thread that later serves them."""
 
     def __init__(self, spec: ServeSpec, status: Callable[[str], None] = lambda m: None):
         self.spec = spec
@@ -159,7 +165,9 @@ class Engine:
         self.cond = threading.Condition()
         self.stopping = False
         self.on_batch: Callable[[int], None] = lambda n: None
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # the one thread that touches the model
+        self._calls: "queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future]]" = queue.SimpleQueue()
+        self._worker: concurrent.futures.Future | None = None  # the serving loop, once started
         self._tokenizer_lock = threading.Lock()
         self._peft = False
         self.mixed = True  # mixed-adapter batches (not with DoRA adapters)
@@ -195,6 +203,10 @@ class Engine:
                                              prefix=PrefixCache.for_task(self.tokenizer, None))
 
     def load(self) -> None:
+        """Load the base model and the adapters (on the engine's thread); return when done."""
+        self._on_thread(self._load).result()
+
+    def _load(self) -> None:
         from taskfit.config import TrainSpec
         from taskfit.models import load_model
         from taskfit.training.hardware import resolve_hardware
@@ -333,8 +345,8 @@ class Engine:
         touches the model, so adapters are loaded and unloaded there; a running batch takes no new
         requests until it is done), waited for; its result, or its exception raised here. Before
         the worker starts, ``fn`` runs at once."""
-        if self._thread is None or not self._thread.is_alive():
-            return fn()
+        if self._worker is None or self._worker.done():
+            return self._on_thread(fn).result()
         done: concurrent.futures.Future = concurrent.futures.Future()
         with self.cond:
             self.tasks.append((fn, done))
@@ -387,16 +399,37 @@ class Engine:
         return len(self.queue)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._work, name="taskfit-engine", daemon=True)
-        self._thread.start()
+        """Start answering the queue (on the thread the models were loaded on)."""
+        if self._worker is None or self._worker.done():
+            self._worker = self._on_thread(self._work)
+
+    def _on_thread(self, fn: Callable[[], Any]) -> concurrent.futures.Future:
+        """``fn()`` run on the engine's thread (started at the first call), its future."""
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        if threading.current_thread() is self._thread:
+            done.set_result(fn())
+            return done
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run_calls, name="taskfit-engine", daemon=True)
+            self._thread.start()
+        self._calls.put((fn, done))
+        return done
+
+    def _run_calls(self) -> None:
+        while True:
+            fn, done = self._calls.get()
+            try:
+                done.set_result(fn())
+            except BaseException as exc:  # raised to the caller, who waits on ``done``
+                done.set_exception(exc)
 
     def stop(self, timeout: float | None = None) -> None:
         """Finish every request already accepted, then stop the worker."""
         with self.cond:
             self.stopping = True
             self.cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        if self._worker is not None:
+            concurrent.futures.wait([self._worker], timeout)
 
     def _next(self, running: _Running | None = None) -> list[Job] | None:
         """The requests to take now: a batch of classify requests to one model, or generation

@@ -344,7 +344,7 @@ class Engine:
         """``fn()`` run by the worker when no batch runs (the worker is the only thread that
         touches the model, so adapters are loaded and unloaded there; a running batch takes no new
         requests until it is done), waited for; its result, or its exception raised here. Before
-        the worker starts, ``fn`` runs at once."""
+        the worker starts (or after it stops), ``fn`` runs on the engine's thread at once."""
         if self._worker is None or self._worker.done():
             return self._on_thread(fn).result()
         done: concurrent.futures.Future = concurrent.futures.Future()
@@ -402,6 +402,7 @@ class Engine:
         """Start answering the queue (on the thread the models were loaded on)."""
         if self._worker is None or self._worker.done():
             self._worker = self._on_thread(self._work)
+            self._worker.add_done_callback(_report_crash)
 
     def _on_thread(self, fn: Callable[[], Any]) -> concurrent.futures.Future:
         """``fn()`` run on the engine's thread (started at the first call), its future."""
@@ -558,6 +559,15 @@ class Engine:
             return self.model.disable_adapter()
         self.model.set_adapter(served.adapter)
         return contextlib.nullcontext()
+
+
+def _report_crash(worker: concurrent.futures.Future) -> None:
+    """Log the serving loop's end by an exception (each request's own failure is answered, not
+    raised: an exception here stopped the loop, and the server no longer answers)."""
+    if not worker.cancelled() and worker.exception() is not None:
+        import logging
+
+        logging.getLogger("taskfit.serve").error("the engine's worker stopped", exc_info=worker.exception())
 
 
 class _Running:

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,8 @@ def test_a_new_product_and_phrasing_raise_a_drift_alert_that_names_them(drift_ru
 
 
 def test_a_small_window_does_not_cry_wolf(project, tmp_path):
-    log = _log(tmp_path / "small.sqlite", [(drifted(generate_tickets(40, seed=10), 0.9), time.time())])
+    tickets = drifted(generate_tickets(40, seed=10), 0.9)
+    log = _log(tmp_path / "small.sqlite", [(tickets, time.time())])
     result, output = _monitor(str(project), "--log", str(log), "--out", str(tmp_path), "--window", "12h",
                               "--since", "2d")
     assert result.exit_code == 0, output
@@ -112,6 +114,11 @@ def test_a_small_window_does_not_cry_wolf(project, tmp_path):
     assert len(report["windows"]) == 4 and [w["requests"] for w in report["windows"]] == [0, 0, 0, 40]
     assert not report["windows"][-1]["judged"] and report["windows"][-1]["signals"] == []
     assert "fewer than monitor.min_window_rows (100)" in " ".join(output.split())
+    # not judged, but the label mix is counted and shown all the same
+    queues = Counter(t["messages"][1]["content"] for t in tickets)
+    assert report["windows"][-1]["mix"] == {"label mix": dict(queues.most_common())}
+    (top, n), = queues.most_common(1)
+    assert f"answers in the latest window: label mix: {top} {n}" in " ".join(output.split())
 
 
 def test_server_errors_past_the_limit_alert(project, tmp_path):

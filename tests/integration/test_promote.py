@@ -35,13 +35,20 @@ def test_a_worse_version_is_refused_forced_with_a_reason_and_rolled_back(project
 
     code, out = _cli("train", project)
     assert code == 0, out
+    # the scorecard keeps tfidf-logreg: compare says how to serve it, and promoting the run is warned of
+    code, out = _cli("compare", project)
+    assert code == 0 and f"next: `taskfit serve {project} --candidate tfidf-logreg`" in out, out
     code, out = _cli("promote", project, "--as", "triage")
     assert code == 7, out
+    assert "warning: the scorecard keeps tfidf-logreg, not fine-tuned" in " ".join(out.split())
     assert "not promoted to production" in out and "accuracy" in out and "McNemar" in out
     assert registry.alias("triage", "production") == good.id  # nothing moved
     (bad,) = [v for v in registry.versions("triage") if v.id != good.id]  # registered with its figures
     assert bad.kind == "adapter" and bad.figures["metrics"]["accuracy"] < good.figures["metrics"]["accuracy"]
     assert bad.base_model and bad.data["train_fingerprint"] == good.data["train_fingerprint"]
+    # a baseline that is a prompt has nothing to register, and is told so
+    code, out = _cli("promote", project, "few-shot", "--as", "triage")
+    assert code == 2 and "no weights of its own" in out and "not a taskfit run directory" not in out, out
 
     assert _cli("promote", project, "--as", "triage", "--force")[0] == 2  # no reason
     code, out = _cli("promote", project, "--as", "triage", "--force", "--reason", "load test", "--by", "bo")

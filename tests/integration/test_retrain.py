@@ -26,6 +26,19 @@ from monitor_drift import new_way_of_asking  # noqa: E402  (the new product's qu
 NAME = "ticket-triage"  # the quickstart's task.name: what retrain promotes under by default
 
 
+def _header(out: str) -> list[str]:
+    """The first table's column headers as printed, each put back together from its wrapped (or
+    folded) lines, without spaces."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("┃"))
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("┃"):
+            break
+        block.append([cell.strip() for cell in line.strip().strip("┃").split("┃")])
+    return ["".join("".join(column).split()) for column in zip(*block)]
+
+
 def _cli(*args):
     result = CliRunner().invoke(app, [str(a) for a in args])
     return result.exit_code, result.output
@@ -61,6 +74,7 @@ def test_retrain_refits_compares_on_both_sets_and_promotes_through_the_gate(proj
     code, out = _cli("retrain", project)  # retrain.promote defaults to candidate: no gate to pass
     assert code == 0, out
     assert "fixed held-out set" in out and "recent held-out set" in out and "Keep production" in out
+    assert "vsproduction(accuracy)" in _header(out)  # its tests are against production, and say so
     candidate = registry.resolve(NAME, "candidate")
     assert candidate.id != v1.id and candidate.kind == "classical" and registry.alias(NAME, "production") == v1.id
     code, out = _cli("promote", project, candidate.path, "--as", NAME)

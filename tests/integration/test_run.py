@@ -96,6 +96,11 @@ def test_run_then_compare_prints_the_same_scorecard_and_a_second_run_costs_nothi
     assert set(card["candidates"]) == {"prompt-only", "few-shot", "tfidf-logreg", "embeddings-logreg", "fine-tuned"}
     assert card["success"] == "Every ticket lands in the queue a senior agent would pick."
     assert all(c["n"] == 16 for c in card["candidates"].values())
+    # the data check's counts and personal-data line, as `taskfit data check` prints them, and how to serve
+    # what the verdict keeps
+    flat = " ".join(first.output.split())
+    assert "rows read =" in flat and "personal data in" in flat, first.output
+    assert f"next: `taskfit serve {project}" in flat and card["keep"] in card["candidates"]
     assert "## Held-out scorecard" in (run / "adapter" / "README.md").read_text()
     cached = _cache_files(project)
     measured = (evals / "forgetting" / "fine-tuned.json").read_text()

@@ -150,3 +150,34 @@ def test_the_latency_note_names_the_candidates_timed_alone_when_not_all_were():
     sampled.metrics["latency_rows"] = 16
     (note,) = [n for n in build_scorecard([timed, sampled], {}).notes if "lone request" in n]
     assert note.startswith("Latency p50 / p95 of a local model: a lone request")
+
+
+def test_of_baselines_the_paired_test_cannot_tell_apart_the_verdict_keeps_the_cheaper():
+    # the walkthrough's scorecard: few-shot and tfidf-logreg both 78% on the same 18 rows, the
+    # fine-tune far below: the verdict must keep the one a user can serve for 2 ms a query
+    few = [i % 9 not in (0, 1) for i in range(180)]  # 77.8%
+    tfidf = [i % 9 not in (0, 2) for i in range(180)]  # 77.8%, wrong on other rows
+    tuned = [i % 10 < 3 for i in range(180)]  # 30%
+    card = build_scorecard([_result("few-shot", "classify", "accuracy", few, latency=0.371),
+                            _result("tfidf-logreg", "classify", "accuracy", tfidf, latency=0.002),
+                            _result("fine-tuned-head", "classify", "accuracy", tuned)], {})
+    assert card.verdict.startswith("Fine-tuning is not worth it here")
+    assert "Keep tfidf-logreg: tied with few-shot (77.8% against 77.8% accuracy" in card.verdict
+    assert "186x faster" in card.verdict and card.keep == "tfidf-logreg"
+    assert card.to_json()["keep"] == "tfidf-logreg"
+    # a cheaper baseline the test does tell apart is not kept
+    worse = [i % 9 < 4 for i in range(180)]  # 44%
+    card = build_scorecard([_result("few-shot", "classify", "accuracy", few, latency=0.371),
+                            _result("tfidf-logreg", "classify", "accuracy", worse, latency=0.002),
+                            _result("fine-tuned-head", "classify", "accuracy", tuned)], {})
+    assert card.verdict.endswith("Keep few-shot.") and card.keep == "few-shot"
+    # before any fine-tune, and when the fine-tune is not proven either way
+    alone = build_scorecard([_result("few-shot", "classify", "accuracy", few, latency=0.371),
+                             _result("tfidf-logreg", "classify", "accuracy", tfidf, latency=0.002)], {})
+    assert "tfidf-logreg is tied with few-shot" in alone.verdict and alone.keep == "tfidf-logreg"
+    close = [i % 9 not in (0, 3) for i in range(180)]
+    unproven = build_scorecard([_result("few-shot", "classify", "accuracy", few, latency=0.371),
+                                _result("tfidf-logreg", "classify", "accuracy", tfidf, latency=0.002),
+                                _result("fine-tuned", "classify", "accuracy", close, latency=0.1)], {})
+    assert unproven.verdict.startswith("Not proven") and unproven.keep == "tfidf-logreg"
+    assert "tfidf-logreg is tied with few-shot" in unproven.verdict and "keep it unless" in unproven.verdict

@@ -120,6 +120,11 @@ def _print_card(card) -> None:
         t = card.tokens
         out.print(f"tokens per row: mean {t['mean']}, p95 {t['p95']}, max {t['max']}; {t['over_max']} over "
                   f"{t['max_seq_length']}; {100 * t['loss_token_share']:.1f}% of tokens carry loss", highlight=False)
+    _print_privacy_and_warnings(card, quarantined=10)
+
+
+def _print_privacy_and_warnings(card, quarantined: int) -> None:
+    """The data card's personal-data line, its first ``quarantined`` quarantined rows, and its warnings."""
     p = card.privacy
     out.print(f"personal data in {p['rows_with_personal_data']} rows "
               f"({', '.join(f'{k} {v}' for k, v in p['findings'].items()) or 'none'}); "
@@ -128,7 +133,7 @@ def _print_card(card) -> None:
         kept = ", ".join(f"{k} {n}" for k, n in p["answers_kept"].items())
         out.print(f"answers redaction would have changed, kept verbatim (data.privacy.keep_fields): "
                   f"{kept or 'none'}", highlight=False, soft_wrap=True)
-    for q in card.quarantine.get("first", [])[:10]:
+    for q in card.quarantine.get("first", [])[:quarantined]:
         out.print(f"  quarantined {q['source']}: {q['reason']}", highlight=False, soft_wrap=True)
     for w in card.warnings:  # a warning quotes YAML ([date, total]), not rich markup
         out.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
@@ -255,7 +260,12 @@ def data_synth(project: Path = typer.Argument(Path("."), help="Project directory
 
 
 def _print_scorecard(card) -> None:
-    table = Table(*card.header, title="held-out scorecard")
+    from rich.table import Column
+
+    # Candidate names are never cut; on a narrow terminal the other columns fold their text
+    # instead of ending it with an ellipsis (scorecard.md has the table whole).
+    header = [Column(card.header[0], no_wrap=True)] + [Column(h, overflow="fold") for h in card.header[1:]]
+    table = Table(*header, title="held-out scorecard")
     for row in card.rows():
         table.add_row(*row)
     out.print(table)
@@ -271,11 +281,58 @@ def _print_scorecard(card) -> None:
     out.print(f"[bold]{card.verdict}[/bold]")
 
 
-def _print_summary(summary) -> None:
+def _print_summary(summary, project: Path) -> None:
+    out.print("[bold]data[/bold]")  # what `taskfit data check` says in full, in brief
+    out.print(summary.data_card.rows_summary(), highlight=False)
+    _print_privacy_and_warnings(summary.data_card, quarantined=3)
     _print_scorecard(summary.scorecard)
     c = summary.comparison
     out.print(f"scorecard: {c.markdown}\nreport:    {c.report_html}\nrun:       {summary.run_dir} "
               f"({summary.training.how})", highlight=False)
+    _print_next(project, summary.scorecard.keep)
+
+
+def _project_dir(project: Path) -> Path:
+    return project.parent if project.name == "taskfit.yaml" else project
+
+
+def _print_next(project: Path, keep: Optional[str]) -> None:
+    """How to serve what the verdict keeps."""
+    from taskfit.evaluation.compare import is_finetuned
+    from taskfit.serve.classical import SERVABLE
+    from taskfit.tasks.base import ENDPOINT
+
+    where = _project_dir(project)
+    if keep is None:
+        return
+    if is_finetuned(keep):
+        line = f"next: `taskfit serve {where}` serves the latest finished run"
+    elif keep in SERVABLE:
+        line = (f"next: `taskfit serve {where} --candidate {keep}` serves it (`taskfit promote {where} {keep} "
+                "--as NAME` registers it as a version)")
+    elif keep == ENDPOINT:
+        line = "next: keep calling the endpoint; nothing here is better on these rows"
+    else:
+        line = (f"next: {keep} has no weights of its own: it is the base model with the task's prompt, which your "
+                f"application sends (`taskfit serve --base MODEL` serves the base model); `taskfit serve {where}` "
+                "would serve the fine-tune the verdict does not keep")
+    out.print(line, highlight=False, soft_wrap=True)
+
+
+def _mind_the_verdict(project: Path, serving: str) -> None:
+    """A warning on stderr when the project's scorecard keeps another candidate than ``serving``
+    (a fine-tune's name, or a classical candidate's)."""
+    from taskfit.evaluation.compare import is_finetuned
+    from taskfit.workflows.evaluate import kept_by_verdict
+
+    kept = kept_by_verdict(_project_dir(project))
+    if kept is None:
+        return
+    keep, verdict, path = kept
+    if keep == serving or (is_finetuned(keep) and is_finetuned(serving)):
+        return
+    err.print(f"[yellow]warning: the scorecard keeps {escape(keep)}, not {escape(serving)} "
+              f"({escape(str(path))}): {escape(verdict)}[/yellow]", soft_wrap=True)
 
 
 def _print_results(results) -> None:
@@ -431,6 +488,8 @@ def compare(project: Path = typer.Argument(Path("."), help="Project directory or
     result = compare_project(ws.on_first(rows) if rows else ws)
     _print_scorecard(result.scorecard)
     out.print(f"scorecard: {result.markdown}\nreport:    {result.report_html}", highlight=False)
+    if not rows:
+        _print_next(project, result.scorecard.keep)
 
 
 @app.command()
@@ -477,7 +536,7 @@ def run(project: Path = typer.Argument(Path("."), help="Project directory or tas
     from taskfit.workflows import run_project
 
     _print_summary(run_project(project, reporter=RichReporter(err), threads=threads,
-                               allow_secrets=allow_secrets, resume=resume))
+                               allow_secrets=allow_secrets, resume=resume), project)
 
 
 @app.command()
@@ -653,10 +712,12 @@ def serve(config: Optional[Path] = typer.Argument(None, help="A project (its lat
             adapters[task] = {"registry": f"{task}@production", "shadow": shadow, "canary": canary}
         elif candidate in (None, "fine-tuned"):
             adapters[task] = {"path": str(_run_of(config).resolve())}
+            _mind_the_verdict(config, "fine-tuned")
         else:
             from taskfit.serve.classical import project_candidate
 
             classical[task] = project_candidate(config, candidate)
+            _mind_the_verdict(config, candidate)
         config = None
     if (shadow or canary) and project_registry is None:
         raise ConfigError("--shadow and --canary run NAME@candidate beside NAME@production: name a project "
@@ -731,6 +792,8 @@ def monitor(project: Path = typer.Argument(Path("."), help="Project directory or
                       "-" if w.latency_p95_ms is None else f"{w.latency_p95_ms:.0f}",
                       "-" if w.fallback_rate is None else f"{100 * w.fallback_rate:.1f}%", w.verdict(min_rows))
     out.print(table)
+    if result.latest.mix:
+        out.print(f"answers in the latest window: {result.latest.mix_text()}", highlight=False, soft_wrap=True)
     for s in result.latest.signals:
         verdict = "[red]DRIFT[/red]" if s.drift else "ok"
         out.print(f"{verdict} {s.name}: {s.test} {s.statistic:.3g} (drift {s.rule})"
@@ -786,6 +849,9 @@ def promote(project: Path = typer.Argument(Path("."), help="Project directory or
         from taskfit.workflows.workspace import config_path, latest_run_dir
 
         err.print(f"using the latest finished run: {latest_run_dir(config_path(project).parent)}", highlight=False)
+    from taskfit.serve.classical import SERVABLE
+
+    _mind_the_verdict(project, run if run in SERVABLE else "fine-tuned")
     result = promote_project(project, run, name, alias, force=force, reason=reason, by=by,
                              reporter=RichReporter(err))
     v = result.version
@@ -928,7 +994,7 @@ def quickstart(directory: Path = typer.Argument(Path("quickstart"), help="Where 
 
     path = make_quickstart_project(directory, seed=seed, full=full, force=force, head=True)
     err.print(f"sample project written to {path.parent} (2,400 generated support tickets, 8 queues)")
-    _print_summary(run_project(path, reporter=RichReporter(err), threads=threads))
+    _print_summary(run_project(path, reporter=RichReporter(err), threads=threads), path)
 
 
 def _quiet_libraries() -> None:

@@ -8,7 +8,7 @@ The rules, in order:
    largest stands for the fine-tune. The best by the kind's main metric leads; each other is
    tested against it pairwise (:func:`taskfit.evaluation.compare.paired_test`: McNemar for
    right/wrong rows, a paired bootstrap otherwise). Those it cannot tell from the best are tied
-   with it, and the pick is the cheapest of the tied (:data:`CHEAPEST_FIRST`, then fine-tunes).
+   with it, and the pick is the cheapest of the tied (:data:`taskfit.evaluation.compare.CHEAPEST_FIRST`, then fine-tunes).
 2. The fine-tune of all the training rows was not measured, only projected by the learning
    curve. It replaces a cheaper pick only when the projection's 95% band lies wholly above the
    pick's 95% interval; when they overlap the two are tied and the cheaper stays. A curve whose
@@ -26,14 +26,13 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from taskfit.evaluation.compare import ALPHA, is_finetuned, paired_test
+from taskfit.evaluation.compare import ALPHA, cost_rank, is_finetuned, paired_test
 from taskfit.evaluation.curve import LearningCurve
 from taskfit.records import EvalResult
 from taskfit.stats import bootstrap_mean_ci
 from taskfit.tasks.base import CLASSICAL, EMBEDDINGS, ENDPOINT, FEW_SHOT, PROMPT_ONLY, RAG
 
 # What it takes to build and run each approach, least first; every fine-tune comes after them.
-CHEAPEST_FIRST = (CLASSICAL, EMBEDDINGS, PROMPT_ONLY, FEW_SHOT, RAG, ENDPOINT)
 APPROACHES = {CLASSICAL: "classical", EMBEDDINGS: "classical", PROMPT_ONLY: "prompt-only", FEW_SHOT: "few-shot",
               RAG: "RAG", ENDPOINT: "hosted endpoint"}
 FINE_TUNE, RAG_FINE_TUNE = "fine-tune", "RAG plus fine-tune"
@@ -154,10 +153,6 @@ def _usd(v: float) -> str:
     return f"${v:,.4f}" if v < 1 else f"${v:,.2f}"
 
 
-def _cost_rank(name: str) -> int:
-    return CHEAPEST_FIRST.index(name) if name in CHEAPEST_FIRST else len(CHEAPEST_FIRST)
-
-
 def approach_of(name: str) -> str:
     return FINE_TUNE if is_finetuned(name) else APPROACHES.get(name, name)
 
@@ -173,7 +168,7 @@ def decide(setting: Setting, baselines: Sequence[EvalResult], points: Sequence[t
     best = max(measured, key=lambda r: r.metrics[main])
     tests = {r.candidate: paired_test(kind, r, best) for r in measured if r is not best}
     tied = [best] + [r for r in measured if r is not best and not tests[r.candidate].significant]
-    pick = min(tied, key=lambda r: _cost_rank(r.candidate))
+    pick = min(tied, key=lambda r: cost_rank(r.candidate))
     figures: dict[str, Any] = {"main_metric": main, "rows": best.n, "best_measured": best.candidate,
                                "tied_with_best": [r.candidate for r in tied], "pick": pick.candidate}
 

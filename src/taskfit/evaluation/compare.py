@@ -16,6 +16,7 @@ from taskfit import stats
 from taskfit.errors import ConfigError, DataError
 from taskfit.records import EvalResult, ForgettingResult
 from taskfit.tasks import scoring
+from taskfit.tasks.base import CLASSICAL, EMBEDDINGS, ENDPOINT, FEW_SHOT, PROMPT_ONLY, RAG
 from taskfit.tasks.extract import shown_fields
 
 FINETUNED = "fine-tuned"
@@ -23,6 +24,11 @@ SYNTHETIC_SUFFIX = "-synthetic"  # a fine-tuned candidate trained on synthetic r
 ALPHA = 0.05
 MOST_FIELDS = 30  # extract: rows in the per-field table (those with the most support)
 RESAMPLES = 2000  # the paired bootstrap's resamples: its p-value cannot resolve below 2/RESAMPLES
+
+
+# Baselines from the cheapest to run to the dearest: of candidates a paired test cannot tell
+# apart, the verdict and `taskfit advise` keep the first.
+CHEAPEST_FIRST = (CLASSICAL, EMBEDDINGS, PROMPT_ONLY, FEW_SHOT, RAG, ENDPOINT)
 
 
 def is_finetuned(name: str) -> bool:
@@ -136,6 +142,8 @@ class Scorecard:
     thresholds: dict[str, float]
     tests: list[PairedTest] = field(default_factory=list)
     verdict: str = ""
+    keep: str | None = None  # the candidate the verdict keeps (None: none yet, or no baseline)
+    versus: str = "best baseline"  # what :attr:`tests` test against, as the column's header names it
     warnings: list[str] = field(default_factory=list)
     reviews: list[str] = field(default_factory=list)  # blind human review results, in words
     notes: list[str] = field(default_factory=list)  # other findings in words (an export's agreement)
@@ -153,7 +161,7 @@ class Scorecard:
     def header(self) -> list[str]:
         return (["candidate"] + [c.header for c in self.columns]
                 + ["latency p50 / p95 (ms)", "prompt tokens", "cost / 1k queries", "size",
-                   f"vs best baseline ({self.main})", "thresholds"])
+                   f"vs {self.versus} ({self.main})", "thresholds"])
 
     def rows(self) -> list[list[str]]:
         tests = {t.candidate: t for t in self.tests}
@@ -232,7 +240,7 @@ class Scorecard:
         return title, header, rows
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "main_metric": self.main, "verdict": self.verdict,
+        return {"kind": self.kind, "main_metric": self.main, "verdict": self.verdict, "keep": self.keep,
                 "warnings": self.warnings, "reviews": self.reviews, "notes": self.notes, "thresholds": self.thresholds,
                 "candidates": {r.candidate: {**r.metrics, "n": r.n,
                                              "thresholds": threshold_checks(r, self.thresholds)}
@@ -359,14 +367,51 @@ def _cheaper(a: EvalResult, b: EvalResult) -> str:
     return ", ".join(words)
 
 
+def cost_rank(name: str) -> int:
+    """Where a baseline stands in :data:`CHEAPEST_FIRST` (fine-tunes and others after them)."""
+    return CHEAPEST_FIRST.index(name) if name in CHEAPEST_FIRST else len(CHEAPEST_FIRST)
+
+
+def cheapest_tied(kind: str, baselines: Sequence[EvalResult], best: EvalResult) -> tuple[EvalResult, PairedTest | None]:
+    """The cheapest baseline the paired test cannot tell from ``best`` (``best`` itself when none
+    is cheaper), with that test (None for ``best``)."""
+    tied = [(r, paired_test(kind, r, best)) for r in baselines
+            if r is not best and cost_rank(r.candidate) < cost_rank(best.candidate)]
+    tied = [(r, t) for r, t in tied if not t.significant]
+    if not tied:
+        return best, None
+    return min(tied, key=lambda rt: (cost_rank(rt[0].candidate), -rt[0].metrics[scoring(kind).main_metric]))
+
+
+def _keep_baseline(card: Scorecard, baselines: list[EvalResult], best: EvalResult) -> tuple[EvalResult, str]:
+    """The baseline to keep (the cheapest tied with the best) and, when it is not the best, the
+    tie in words ("tied with few-shot (77.8% against 79.0% accuracy, McNemar (exact), p=1)")."""
+    pick, test = cheapest_tied(card.kind, baselines, best)
+    if test is None:
+        return best, ""
+    main = card.main.replace("_", "-")
+    return pick, (f"tied with {best.candidate} ({100 * pick.metrics[card.main]:.1f}% against "
+                  f"{100 * best.metrics[card.main]:.1f}% {main}, {test.test}, {test.p_text})")
+
+
+def _in_words(cheaper: str) -> str:
+    return f" ({cheaper})" if cheaper else ""
+
+
 def verdict(card: Scorecard, baselines: list[EvalResult], tuned: list[EvalResult]) -> str:
+    """The verdict in words; sets ``card.keep`` to the candidate it keeps. Of baselines the
+    paired test cannot tell apart, the cheaper is kept (:data:`CHEAPEST_FIRST`)."""
     main = card.main.replace("_", "-")
     if not baselines:
         return "No baseline was evaluated: run `taskfit baseline` so the fine-tune has something to beat."
     best = max(baselines, key=lambda r: r.metrics[card.main])
+    pick, tie = _keep_baseline(card, baselines, best)
     score = f"{100 * best.metrics[card.main]:.1f}% {main}"
     if not tuned:
-        return (f"Best baseline so far: {best.candidate} ({score}). Fine-tune with `taskfit train`, "
+        card.keep = pick.candidate
+        also = f" {pick.candidate} is {tie} and cheaper to run{_in_words(_cheaper(pick, best))}: the one to keep." \
+            if tie else ""
+        return (f"Best baseline so far: {best.candidate} ({score}).{also} Fine-tune with `taskfit train`, "
                 "then `taskfit eval --run RUN` and `taskfit compare` to see whether it beats it.")
     top = max(tuned, key=lambda r: r.metrics[card.main])
     test = next(t for t in card.tests if t.candidate == top.candidate)
@@ -374,22 +419,27 @@ def verdict(card: Scorecard, baselines: list[EvalResult], tuned: list[EvalResult
     gain = 100 * test.difference
     where = f"({test.test}, {test.p_text}, {top.n} held-out rows)"
     if test.significant and gain > 0:
+        card.keep = top.candidate
         extra = _cheaper(top, best)
         return (f"Keep the fine-tuned adapter{which}: {gain:+.1f} points {main} over {best.candidate} "
                 f"{where}{', and ' + extra if extra else ''}.")
+    card.keep = pick.candidate
     if test.significant:
         extra = _cheaper(best, top)
         return (f"Fine-tuning is not worth it here: {best.candidate} scores {-gain:.1f} points {main} "
                 f"more than the fine-tuned model{which} {where}{', and it is cheaper to run: ' + extra if extra else ''}. "
-                f"Keep {best.candidate}.")
+                f"Keep {pick.candidate}" + (f": {tie}, and cheaper to run{_in_words(_cheaper(pick, best))}."
+                                            if tie else "."))
     if test.rows_needed and test.rows_needed > top.n:
         card.warnings.append(f"The eval set is too small to detect a difference of {abs(gain):.1f} "
                              f"points: about {test.rows_needed} held-out rows would be needed "
                              f"(80% power, 5% level), and there are {top.n}.")
-    cheap, dear = _cheaper(best, top), _cheaper(top, best)
-    if cheap:
-        advice = f"{best.candidate} costs less ({cheap}): keep it unless more held-out data shows a gain."
+    cheap, dear = _cheaper(pick, top), _cheaper(top, pick)
+    if cheap or tie:
+        advice = (f"{pick.candidate}{f' is {tie} and' if tie else ''} costs less{_in_words(cheap)}: "
+                  "keep it unless more held-out data shows a gain.")
     elif dear:
+        card.keep = top.candidate
         advice = (f"At the same measured quality the fine-tuned model is cheaper to run ({dear}); keep it "
                   f"if that matters more than not maintaining a fine-tune, or evaluate on more rows.")
     else:

@@ -63,6 +63,7 @@ def resolve_source(project_dir: Path, run: str | None) -> Source:
     from taskfit.baselines.classical import read_card
     from taskfit.paths import classical_dir
     from taskfit.serve.classical import SERVABLE
+    from taskfit.tasks.base import ENDPOINT, FEW_SHOT, PROMPT_ONLY, RAG
     from taskfit.workflows.workspace import latest_run_dir, resolve_run
 
     if run is None:
@@ -73,6 +74,12 @@ def resolve_source(project_dir: Path, run: str | None) -> Source:
             raise ConfigError(f"{folder}: {run} has not been fitted in this project",
                               hint=f"`taskfit baseline {project_dir} --only {run}` fits it")
         return Source("classical", folder)
+    if run in (PROMPT_ONLY, FEW_SHOT, RAG, ENDPOINT) and not (project_dir / run).exists():
+        raise ConfigError(f"{run}: a baseline that is the base model (or the endpoint) with a prompt; it has no "
+                          "weights of its own to register as a version",
+                          hint=f"promote a finished run (leave RUN out for the latest) or a fitted classical "
+                               f"candidate ({', '.join(SERVABLE)}); `taskfit serve --base MODEL` serves the base "
+                               "model, and the client sends the task's prompt")
     path = Path(run)
     folder = path if path.is_absolute() or path.exists() else project_dir / path
     if read_card(folder) is not None:

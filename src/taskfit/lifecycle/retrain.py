@@ -163,4 +163,4 @@ def _scorecard(ws: Any, version: Version, production: Version | None, evaluated:
         verdict = held.summary() + (": " + "; ".join(worse) if worse else
                                     ": better" if held.main_better else ": within chance")
     return Scorecard(kind=kind, main=main_metric(kind), results=results, thresholds=dict(ws.config.eval.thresholds),
-                     tests=tests, verdict=verdict)
+                     tests=tests, verdict=verdict, versus="production")

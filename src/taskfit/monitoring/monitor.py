@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -141,6 +142,8 @@ class Window:
     fallback_rate: float | None
     judged: bool
     signals: list[Signal] = field(default_factory=list)
+    # the answers' categories (classify: "label mix"), counted in every window, judged or not
+    mix: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -149,6 +152,15 @@ class Window:
     @property
     def error_rate(self) -> float:
         return self.server_errors / self.requests if self.requests else 0.0
+
+    def mix_text(self, top: int = 5) -> str:
+        """Each answer category's most frequent values with their counts, in words ("" if none)."""
+        parts = []
+        for name, counts in self.mix.items():
+            shown = ", ".join(f"{value} {n}" for value, n in list(counts.items())[:top])
+            more = f", {len(counts) - top} more" if len(counts) > top else ""
+            parts.append(f"{name}: {shown}{more}")
+        return "; ".join(parts)
 
     def verdict(self, min_rows: int) -> str:
         """The drifted signals' names, "no drift", or why the window was not judged."""
@@ -218,6 +230,12 @@ def judge_window(start: float, end: float, rows: Sequence[LoggedRequest], refere
     fallbacks = [r.fallback for r in answered if r.fallback is not None]
     judged = len(answered) >= spec.min_window_rows
     signals: list[Signal] = []
+    current: dict[str, list[str]] = {}
+    for r in answered:
+        if r.answer is not None:
+            for name, value in facets_of(r.answer).items():
+                current.setdefault(name, []).append(value)
+    mix = {name: dict(Counter(values).most_common()) for name, values in current.items()}
     if judged:
         texts = [r.text or "" for r in answered]
         signals.append(compare_numeric("input length (words)", reference.lengths,
@@ -228,11 +246,6 @@ def judge_window(start: float, end: float, rows: Sequence[LoggedRequest], refere
         content = content_drift(reference.inputs, distinct(texts, data), spec)
         if content is not None:
             signals.append(content)
-        current: dict[str, list[str]] = {}
-        for r in answered:
-            if r.answer is not None:
-                for name, value in facets_of(r.answer).items():
-                    current.setdefault(name, []).append(value)
         for name, values in reference.facets.items():
             if len(current.get(name, [])) >= spec.min_window_rows:
                 signals.append(compare_categorical(name, values, current[name], spec))
@@ -243,7 +256,7 @@ def judge_window(start: float, end: float, rows: Sequence[LoggedRequest], refere
                   latency_p95_ms=percentile(latencies, 95) if latencies else None,
                   confidence=summary(confidences) if confidences else None,
                   fallback_rate=sum(fallbacks) / len(fallbacks) if fallbacks else None,
-                  judged=judged, signals=signals)
+                  judged=judged, signals=signals, mix=mix)
 
 
 def alerts_for(window: Window, spec: MonitorSpec) -> list[Alert]:

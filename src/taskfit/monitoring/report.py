@@ -196,9 +196,9 @@ def _windows_table(windows: Sequence[Any], min_rows: int) -> str:
         fallback = "-" if w.fallback_rate is None else f"{100 * w.fallback_rate:.1f}%"
         rows.append([w.label, str(w.requests), str(w.answered), str(w.client_errors), str(w.server_errors),
                      f"{100 * w.error_rate:.1f}%", _number(w.latency_p50_ms, 4), _number(w.latency_p95_ms, 4),
-                     conf, fallback, w.verdict(min_rows)])
+                     conf, fallback, w.mix_text() or "-", w.verdict(min_rows)])
     return _table(["window", "requests", "answered", "4xx", "5xx", "server errors", "latency p50 (ms)",
-                   "latency p95 (ms)", "mean confidence", "fallback", "drift"], rows, "windows")
+                   "latency p95 (ms)", "mean confidence", "fallback", "answers", "drift"], rows, "windows")
 
 
 def write_monitor_report(result: Any, out_dir: Path) -> Any:

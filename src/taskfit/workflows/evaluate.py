@@ -757,6 +757,25 @@ def agreements(predictions: dict[str, list[Prediction]]) -> list[str]:
     return notes
 
 
+def kept_by_verdict(project_dir: Path) -> tuple[str, str, Path] | None:
+    """(the candidate the verdict keeps, the verdict, its scorecard.json) of the project's
+    scorecard on its largest held-out set (the newest among equals: `taskfit advise` writes one
+    on a sample); None when no scorecard names one."""
+    def rows(path: Path) -> tuple[int, float]:
+        size = path.parent.name.rpartition("-")[2]
+        return (int(size) if size.isdigit() else 0, path.stat().st_mtime)
+
+    for path in sorted((project_dir / "evals").glob("*/scorecard.json"), key=rows, reverse=True):
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if saved.get("keep"):
+            return saved["keep"], saved.get("verdict", ""), path
+        return None  # the largest set's scorecard keeps none (yet), or predates the field
+    return None
+
+
 def compare_project(project: Path | Workspace, reporter: Any = None, threads: int | None = None) -> Comparison:
     """``taskfit compare``: the scorecard of every candidate evaluated on the current held-out
     split, written as scorecard.md, scorecard.json and report.html in the evaluation directory."""

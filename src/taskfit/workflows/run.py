@@ -35,6 +35,7 @@ class RunSummary:
     training: TrainSummary
     train_rows: int
     eval_rows: int
+    data_card: Any = None  # the data check's card (taskfit.data.card.DataCard)
 
     @property
     def scorecard(self) -> Any:
@@ -70,7 +71,7 @@ def run_project(project: Path, reporter: Any = None, threads: int | None = None,
     comparison = compare_project(ws)
     _card_gains_scorecard(trained, comparison)
     return RunSummary(run_dir=trained.run_dir, results=results, comparison=comparison, training=trained,
-                      train_rows=len(ws.train), eval_rows=len(rows))
+                      train_rows=len(ws.train), eval_rows=len(rows), data_card=ws.prepared.card)
 
 
 def preference_results(ws: Workspace, run_dir: Path) -> list[EvalResult]:

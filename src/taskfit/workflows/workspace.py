@@ -279,5 +279,5 @@ def resolve_run(project_dir: Path, run: Path) -> RunDir:
     root = run if run.is_absolute() or run.exists() else project_dir / run
     if not (root / "manifest.json").exists():
         raise ConfigError(f"{root}: not a taskfit run directory (no manifest.json)",
-                          hint="name a directory under runs/, or leave --run out for the latest finished run")
+                          hint="name a directory under runs/, or leave the run out for the latest finished one")
     return RunDir(root)

@@ -311,7 +311,7 @@ def _print_next(project: Path, keep: Optional[str]) -> None:
         line = (f"next: `taskfit serve {where} --candidate {keep}` serves it (`taskfit promote {where} {keep} "
                 "--as NAME` registers it as a version)")
     elif keep == ENDPOINT:
-        line = "next: keep calling the endpoint; nothing here is better on these rows"
+        line = "next: keep calling the endpoint: no local candidate beats it on these held-out rows"
     else:
         line = (f"next: {keep} has no weights of its own: it is the base model with the task's prompt, which your "
                 f"application sends (`taskfit serve --base MODEL` serves the base model); `taskfit serve {where}` "

@@ -196,7 +196,7 @@ task:
 
 
 # What `taskfit init` writes for a classify task (and `taskfit quickstart` trains; `init --from`
-# keeps it from 20 training rows a label up, project.HEAD_MIN_ROWS_PER_LABEL): a classification
+# keeps it from 40 training rows a label up, project.HEAD_MIN_ROWS_PER_LABEL): a classification
 # head reading the mean of the hidden states, two epochs at lr 1e-3. On the quickstart's tickets
 # (seed 0, 480 / 150 rows) it reached 93.3% in about 555 s of training, where the generative
 # fine-tune reached 68.7% (lr 1e-3) and 70.7% (lr 2e-3) in one epoch of about the same time, and a

@@ -173,6 +173,19 @@ def test_a_csv_with_a_label_column_is_classify(tmp_path):
     assert not config.train.classify_head and "# - about 21 training rows a label" in written
 
 
+def test_a_quarantined_row_of_an_init_project_is_named_as_the_user_finds_the_file(tmp_path):
+    rng = random.Random(1)
+    rows = [[_sentence(rng), QUEUES[i % 3]] for i in range(60)] + [[_sentence(rng), ""]]
+    file = _write_csv(tmp_path / "tickets.csv", ["text", "label"], rows)
+    project = tmp_path / "project"
+    result, output = _invoke("init", project, "--from", file)
+    assert result.exit_code == 0 and "1 row has no label: data check will quarantine it" in output, output
+    result, output = _invoke("data", "check", project, "--no-tokens")
+    assert result.exit_code == 0 and "61 rows read = 60 kept + 1 quarantined" in output, output
+    # data.train is ../tickets.csv, relative to the project; the row is line 62 of tickets.csv
+    assert f"quarantined {tmp_path / 'tickets.csv'}:62" in output and "/../" not in output
+
+
 def test_jsonl_with_json_object_targets_is_extract_with_an_inferred_schema(tmp_path):
     rows = [{"message": "Table for 2 in Oslo", "booking": {"city": "Oslo", "party_size": 2}},
             {"message": "Bergen on Friday please", "booking": {"date": "Friday", "city": "Bergen"}},

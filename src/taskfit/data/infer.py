@@ -411,8 +411,8 @@ def _finish(path: Path, rows: int, kind: TaskKind, fmt: str, mapping: dict[str, 
     if kind == "classify":
         labels = dict(sorted((target.values or Counter()).items(), key=lambda kv: (-kv[1], kv[0])))
         if target.nulls:
-            rows = "1 row has" if target.nulls == 1 else f"{target.nulls} rows have"
-            reasons.append(f"{rows} no label: data check will quarantine {'it' if target.nulls == 1 else 'them'}")
+            unlabelled = "1 row has" if target.nulls == 1 else f"{target.nulls} rows have"
+            reasons.append(f"{unlabelled} no label: data check will quarantine {'it' if target.nulls == 1 else 'them'}")
     elif kind == "extract":
         schema, why = infer_schema(target)
         reasons.append(f"schema: {len(schema['properties'])} properties in first-seen order; {why}")

@@ -7,6 +7,7 @@ personal data and secrets, makes the leak-free split and writes what training an
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -266,12 +267,19 @@ def _load_tokenizer(config: ProjectConfig, status: Callable[[str], None] | None)
     return load_tokenizer(config.model.name, status=status)
 
 
+def data_file(project_dir: Path, name: str) -> Path:
+    """A data file named in ``taskfit.yaml`` (relative to the project), as the user finds it:
+    `init --from` writes ``../tickets.csv``, and a quarantined row reads ``tickets.csv:124``
+    rather than ``DIR/../tickets.csv:124``."""
+    return Path(os.path.normpath(project_dir / name))
+
+
 def check_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None,
                on_row: Callable[[], None] | None = None) -> DataCard:
     """Stream the data files named in ``config`` and return the card (nothing is written)."""
     files = [config.data.train] + ([config.data.eval] if config.data.eval else [])
     layouts = _layouts(config)
-    scans = [scan(project_dir / f, config.task, config.data, tokenizer=tokenizer, on_row=on_row,
+    scans = [scan(data_file(project_dir, f), config.task, config.data, tokenizer=tokenizer, on_row=on_row,
                   room=_room(config, tokenizer), layouts=layouts) for f in files]
     return build_card(config, scans)
 
@@ -308,7 +316,7 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
     (see :func:`write_prepared`)."""
     data, task = config.data, config.task
     layouts = _layouts(config)
-    train_scan = scan(project_dir / data.train, task, data, tokenizer=tokenizer, keep=True, on_row=on_row,
+    train_scan = scan(data_file(project_dir, data.train), task, data, tokenizer=tokenizer, keep=True, on_row=on_row,
                       room=_room(config, tokenizer), layouts=layouts)
     scans = [train_scan]
     rows = train_scan.examples
@@ -321,7 +329,7 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
     rows = [r for r in rows if not is_synthetic(r)]
     leaked = 0
     if data.eval:
-        eval_scan = scan(project_dir / data.eval, task, data, tokenizer=tokenizer, keep=True, id_prefix="eval-",
+        eval_scan = scan(data_file(project_dir, data.eval), task, data, tokenizer=tokenizer, keep=True, id_prefix="eval-",
                          room=_room(config, tokenizer), layouts=layouts)
         scans.append(eval_scan)
         layout.update((r.id, k) for r, k in zip(eval_scan.examples, eval_scan.layouts))

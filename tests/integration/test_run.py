@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import yaml
 from typer.testing import CliRunner
@@ -100,6 +101,11 @@ def test_run_then_compare_prints_the_same_scorecard_and_a_second_run_costs_nothi
     # what the verdict keeps
     flat = " ".join(first.output.split())
     assert "rows read =" in flat and "personal data in" in flat, first.output
+    # the rows the caps (data.max_train_examples 24, max_eval_examples 16) left out are counted, not hidden
+    left = re.search(r"split: 24 train / 16 eval; left out \(a stratified sample kept\): (\d+) train rows by "
+                     r"data.max_train_examples and (\d+) eval rows by data.max_eval_examples", flat)
+    kept = int(re.search(r"= (\d+) kept", flat).group(1))
+    assert left and 24 + 16 + int(left.group(1)) + int(left.group(2)) == kept, flat  # every kept row accounted for
     assert f"next: `taskfit serve {project}" in flat and card["keep"] in card["candidates"]
     assert "## Held-out scorecard" in (run / "adapter" / "README.md").read_text()
     cached = _cache_files(project)

@@ -181,3 +181,12 @@ def test_of_baselines_the_paired_test_cannot_tell_apart_the_verdict_keeps_the_ch
                                 _result("fine-tuned", "classify", "accuracy", close, latency=0.1)], {})
     assert unproven.verdict.startswith("Not proven") and unproven.keep == "tfidf-logreg"
     assert "tfidf-logreg is tied with few-shot" in unproven.verdict and "keep it unless" in unproven.verdict
+
+
+def test_a_kept_fine_tune_that_answers_slower_is_said_to():
+    base = [i % 2 == 0 for i in range(200)]
+    tuned = [i % 10 != 9 for i in range(200)]
+    card = build_scorecard([_result("few-shot", "classify", "accuracy", base, latency=3.3),
+                            _result("fine-tuned", "classify", "accuracy", tuned, latency=5.9)], {})
+    assert card.keep == "fine-tuned" and card.verdict.startswith("Keep the fine-tuned adapter: +40.0 points")
+    assert card.verdict.endswith("; few-shot is cheaper to run (1.8x faster).")

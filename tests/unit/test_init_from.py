@@ -177,6 +177,14 @@ def test_a_quarantined_row_of_an_init_project_is_named_as_the_user_finds_the_fil
     rng = random.Random(1)
     rows = [[_sentence(rng), QUEUES[i % 3]] for i in range(60)] + [[_sentence(rng), ""]]
     file = _write_csv(tmp_path / "tickets.csv", ["text", "label"], rows)
+    # a line that is no JSON row is counted by init as data check counts it, and named
+    jsonl = tmp_path / "tickets.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in rows[:60])
+                     + '{"text": "cut short\n', encoding="utf-8")
+    result, output = _invoke("init", tmp_path / "other", "--from", jsonl)
+    assert result.exit_code == 0 and "(60 rows)" in output, output
+    assert f"1 line is not a readable row ({jsonl}:61): data check quarantines it" in " ".join(output.split())
+    assert f"more line(s) not readable, first {jsonl}:61" in (tmp_path / "other" / "taskfit.yaml").read_text()
     project = tmp_path / "project"
     result, output = _invoke("init", project, "--from", file)
     assert result.exit_code == 0 and "1 row has no label: data check will quarantine it" in output, output

@@ -284,6 +284,7 @@ def _print_scorecard(card) -> None:
 def _print_summary(summary, project: Path) -> None:
     out.print("[bold]data[/bold]")  # what `taskfit data check` says in full, in brief
     out.print(summary.data_card.rows_summary(), highlight=False)
+    out.print(summary.data_card.split_summary(), highlight=False, soft_wrap=True)
     _print_privacy_and_warnings(summary.data_card, quarantined=3)
     _print_scorecard(summary.scorecard)
     c = summary.comparison
@@ -314,8 +315,7 @@ def _print_next(project: Path, keep: Optional[str]) -> None:
         line = "next: keep calling the endpoint: no local candidate beats it on these held-out rows"
     else:
         line = (f"next: {keep} has no weights of its own: it is the base model with the task's prompt, which your "
-                f"application sends (`taskfit serve --base MODEL` serves the base model); `taskfit serve {where}` "
-                "would serve the fine-tune the verdict does not keep")
+                "application sends (`taskfit serve --base MODEL` serves the base model)")
     out.print(line, highlight=False, soft_wrap=True)
 
 
@@ -335,14 +335,14 @@ def _mind_the_verdict(project: Path, serving: str) -> None:
               f"({escape(str(path))}): {escape(verdict)}[/yellow]", soft_wrap=True)
 
 
-def _print_results(results) -> None:
+def _print_results(results, project: Path) -> None:
     from taskfit.tasks import main_metric
 
     for r in results:
         main = main_metric(r.kind)
         out.print(f"{r.candidate}: {main} {100 * r.metrics[main]:.1f}% on {r.n} rows "
                   f"(p50 {1000 * r.metrics['latency_p50_s']:.0f} ms)", highlight=False)
-    out.print("next: `taskfit compare` for the scorecard and the verdict")
+    out.print(f"next: `taskfit compare {_project_dir(project)}` for the scorecard and the verdict", highlight=False)
 
 
 @app.command()
@@ -356,7 +356,7 @@ def baseline(project: Path = typer.Argument(Path("."), help="Project directory o
     from taskfit.workflows import baseline_project
     from taskfit.progress import RichReporter
 
-    _print_results(baseline_project(project, reporter=RichReporter(err), only=only, threads=threads))
+    _print_results(baseline_project(project, reporter=RichReporter(err), only=only, threads=threads), project)
 
 
 @app.command("eval")
@@ -377,7 +377,7 @@ def eval_(project: Path = typer.Argument(Path("."), help="Project directory or t
     from taskfit.workflows import eval_project
 
     _print_results([eval_project(project, run_dir, reporter=RichReporter(err), name=name, threads=threads,
-                                 engine=engine, merged=merged)])
+                                 engine=engine, merged=merged)], project)
 
 
 review_app = typer.Typer(help="Human review: two candidates' answers side by side (export), served "
@@ -677,7 +677,7 @@ def serve(config: Optional[Path] = typer.Argument(None, help="A project (its lat
                                                   "fitted it; no language model is loaded)."),
           merged: bool = typer.Option(False, "--merged", help="Fold the single adapter into the base."),
           engine: Optional[str] = typer.Option(None, help="transformers (default) or llama-cpp (GGUF base + "
-                                                          "GGUF LoRAs; pip install -e '.[llama]')."),
+                                                          "GGUF LoRAs; pip install -e '.\\[llama]')."),
           shadow: bool = typer.Option(False, "--shadow", help="With a project's registry: NAME@candidate answers "
                                       "every request in the background (logged, never returned)."),
           canary: Optional[float] = typer.Option(None, "--canary", help="With a project's registry: this share "

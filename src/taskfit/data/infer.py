@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -162,11 +162,17 @@ class Proposal:
     reply_words: tuple[int, int] | None = None  # generate: fewest and most words in a reference reply
     phrases: dict[str, int] = field(default_factory=dict)  # watched phrase -> references holding it
     reasons: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # where each line that is not a row is (file:line)
 
     def summary(self) -> list[str]:
         """What was proposed and why, as lines for a terminal."""
         method = " (train.method dpo: preference pairs)" if self.method == "dpo" else ""
         lines = [f"proposed task kind: {self.kind}{method}, from {self.path} ({self.rows} rows)"]
+        if self.unreadable:
+            n = len(self.unreadable)
+            lines.append(f"  - {n} {'line is' if n == 1 else 'lines are'} not a readable row ({self.unreadable[0]}"
+                         f"{', ...' if n > 1 else ''}): data check quarantines {'it' if n == 1 else 'them'} and "
+                         "says why")
         if self.columns:
             lines.append("data.columns: " + ", ".join(f"{k}={v}" for k, v in self.columns.items()))
         elif self.format != "auto":
@@ -273,12 +279,14 @@ def propose(path: Path, input: str | None = None, target: str | None = None, con
     columns: dict[str, ColumnStats] = {}
     answers = ColumnStats("answer")  # the assistant's answers, for rows in a chat format
     rows = with_context = 0
+    unreadable: list[str] = []
     fmt: str | None = None
     generic = TaskSpec(kind="generate", success="-", system_prompt="-")
     chat = input is None and target is None and context is None
     for raw in read_rows(path, max_line_bytes):
         if raw.error or not isinstance(raw.obj, dict):
-            continue  # data check quarantines these rows and says why
+            unreadable.append(raw.source)  # data check quarantines these rows and says why
+            continue
         if fmt is None and chat:
             try:
                 fmt = detect_format(raw.obj)
@@ -305,8 +313,10 @@ def propose(path: Path, input: str | None = None, target: str | None = None, con
         raise DataError(f"{path}: no readable rows to propose a task from",
                         hint=f"run `taskfit data check {path}` to see why each row is refused")
     if chat:
-        return _propose_chat(path, rows, fmt or "auto", answers, with_context, task)
-    return _propose_table(path, rows, columns, input, target, context, task)
+        proposal = _propose_chat(path, rows, fmt or "auto", answers, with_context, task)
+    else:
+        proposal = _propose_table(path, rows, columns, input, target, context, task)
+    return replace(proposal, unreadable=unreadable)
 
 
 def _propose_chat(path: Path, rows: int, fmt: str, answers: ColumnStats, with_context: int,

@@ -52,6 +52,16 @@ class DataCard:
         return (f"{c['read']} rows read = {c['kept']} kept + {c['quarantined']} quarantined + "
                 f"{c['exact_duplicates']} exact duplicates + {c['near_duplicates']} near-duplicates removed")
 
+    def split_summary(self) -> str:
+        """The split in words, with the kept rows the row caps left out ("" before a split)."""
+        sp = self.split
+        if not sp:
+            return ""
+        left = [f"{sp[key]} {side} rows by data.max_{side}_examples" for key, side in
+                (("train_left_out", "train"), ("eval_left_out", "eval")) if sp.get(key)]
+        return (f"split: {sp['train']} train / {sp['eval']} eval"
+                + (f"; left out (a stratified sample kept): {' and '.join(left)}" if left else ""))
+
 
 def reason_kind(reason: str) -> str:
     """The part of a quarantine reason that names its kind ("not UTF-8", "field 'id'", "answer"),
@@ -359,6 +369,7 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
                                         [_group_key(r, data.group_by, layout) for r in rows])
         else:
             train, test = stratified_split(rows, data.eval_fraction, data.seed)
+    uncapped = len(train), len(test)
     train = stratified_subsample(train, data.max_train_examples, data.seed)
     test = stratified_subsample(test, data.max_eval_examples, data.seed)
     split = ([layout[r.id] for r in train], [layout[r.id] for r in test]) if layouts is not None else None
@@ -378,6 +389,8 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
     card.split = {"train": len(train), "eval": len(test), "seed": data.seed,
                   "group_by": data.group_by, "fixed_eval_file": data.eval,
                   "synthetic_train": len(synthetic),
+                  # kept rows left out by data.max_train_examples / max_eval_examples (stratified samples kept)
+                  "train_left_out": uncapped[0] - (len(train) - len(synthetic)), "eval_left_out": uncapped[1] - len(test),
                   "train_fingerprint": fingerprint(train), "eval_fingerprint": fingerprint(test)}
     return Prepared(train=train, eval=test, card=card, quarantined=[q for s in scans for q in s.quarantined],
                     unredacted_secret_rows=sum(s.unredacted_secret_rows for s in scans), privacy=data.privacy)

@@ -76,7 +76,11 @@ def _jsonl(path: Path, max_line_bytes: int) -> Iterator[RawRow]:
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
-                yield RawRow(where, line_no, raw=text, error=f"invalid JSON: {exc.msg} at column {exc.colno}")
+                # the position within this line (the line's own newline is not part of the row):
+                # a row cut short fails where the line ends
+                line = text.rstrip("\r\n")
+                at = "at the end of the line" if exc.pos >= len(line) else f"at column {exc.pos + 1}"
+                yield RawRow(where, line_no, raw=text, error=f"invalid JSON: {exc.msg} {at}")
                 continue
             yield RawRow(where, line_no, obj=obj, raw=text)
 

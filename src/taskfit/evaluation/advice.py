@@ -195,8 +195,11 @@ def decide(setting: Setting, baselines: Sequence[EvalResult], points: Sequence[t
 
     projection = None
     if curve is not None and not curve.rises:
+        # the runs' scores as the candidates' table shows them (for extract, pooled field F1; the
+        # curve itself is fitted to the mean per-row score the paired test uses)
         headline += (f" The learning curve shows no gain from {curve.rows[0]} to {curve.rows[-1]} training rows "
-                     f"({_pct(curve.scores[0])} to {_pct(curve.scores[-1])}): it cannot tell what the fine-tune of "
+                     f"({_pct(points[0][1].metrics[main])} to {_pct(points[-1][1].metrics[main])}): it cannot "
+                     f"tell what the fine-tune of "
                      f"all {setting.train_rows} rows would reach (a larger advise.curve_rows, or `taskfit run`, "
                      "would).")
     elif curve is not None and approach != FINE_TUNE:

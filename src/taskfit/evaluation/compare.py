@@ -420,9 +420,10 @@ def verdict(card: Scorecard, baselines: list[EvalResult], tuned: list[EvalResult
     where = f"({test.test}, {test.p_text}, {top.n} held-out rows)"
     if test.significant and gain > 0:
         card.keep = top.candidate
-        extra = _cheaper(top, best)
+        extra, against = _cheaper(top, best), _cheaper(best, top)
         return (f"Keep the fine-tuned adapter{which}: {gain:+.1f} points {main} over {best.candidate} "
-                f"{where}{', and ' + extra if extra else ''}.")
+                f"{where}{', and ' + extra if extra else ''}"
+                f"{f'; {best.candidate} is cheaper to run ({against})' if against else ''}.")
     card.keep = pick.candidate
     if test.significant:
         extra = _cheaper(best, top)

@@ -83,6 +83,35 @@ def test_advise_says_classical_where_the_classical_baseline_wins_and_costs_nothi
     assert json.loads((evals / "advice.json").read_text())["headline"] == advice["headline"]
 
 
+def test_advise_on_a_split_no_larger_than_its_sample_keeps_its_runs_off_the_projects_scorecard(tmp_path,
+                                                                                                tiny_model_dir):
+    # 30 held-out rows, advise.eval_rows 40: advise scores all of them, in a store of its own, and
+    # untimed; `taskfit run` reuses its predictions, times what it must, and its scorecard holds
+    # the project's candidates, not the learning curve's runs
+    project = _tickets(tmp_path, tiny_model_dir)
+    doc = yaml.safe_load((project / "taskfit.yaml").read_text())
+    doc["advise"]["eval_rows"] = 40
+    doc["eval"]["latency_rows"] = 4
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    runner = CliRunner()
+    advised = runner.invoke(app, ["advise", str(project)])
+    assert advised.exit_code == 0, advised.output
+    (sample,) = project.glob("evals/*-30-sample")
+    assert (sample / "advice.json").exists() and not list(project.glob("evals/*-30"))
+    for name in ("prompt-only", "fine-tuned@24rows"):  # nothing answered again alone, nothing decoded freely
+        assert "latency_rows" not in json.loads((sample / "results" / f"{name}.json").read_text())["metrics"]
+    assert not list(sample.glob("predictions/*.unconstrained.jsonl"))
+
+    ran = runner.invoke(app, ["run", str(project)])
+    assert ran.exit_code == 0, ran.output
+    assert f"prompt-only: every prediction is cached in {sample.name}" in ran.output
+    (whole,) = project.glob("evals/*-30")
+    card = json.loads((whole / "scorecard.json").read_text())
+    assert not any("@" in name for name in card["candidates"]) and "fine-tuned" in card["candidates"]
+    assert card["candidates"]["prompt-only"]["latency_rows"] == 4  # timed alone now that the scorecard asks
+    assert list(whole.glob("predictions/prompt-only.unconstrained.jsonl"))
+
+
 def test_advise_on_too_few_training_rows_says_what_to_change_before_scoring_anything(tmp_path, tiny_model_dir):
     project = _tickets(tmp_path, tiny_model_dir)
     doc = yaml.safe_load((project / "taskfit.yaml").read_text())

@@ -485,7 +485,7 @@ def compare(project: Path = typer.Argument(Path("."), help="Project directory or
     from taskfit.progress import RichReporter
 
     ws = Workspace.open(project, RichReporter(err), allow_secrets=True)
-    result = compare_project(ws.on_first(rows) if rows else ws)
+    result = compare_project(ws.on_first(rows) if rows and rows < len(ws.eval_rows) else ws)
     _print_scorecard(result.scorecard)
     out.print(f"scorecard: {result.markdown}\nreport:    {result.report_html}", highlight=False)
     if not rows:

@@ -417,8 +417,10 @@ def time_alone(ws: Workspace, predictor: Any, rows: Sequence[Example], batched: 
 
     n, size = ws.config.eval.latency_rows, getattr(predictor, "batch_size", 1)
     sample = list(rows[:n])
-    if size <= 1 or not sample:
-        return {}
+    if not sample:
+        return {}  # not asked for (eval.latency_rows 0, as `taskfit advise` scores)
+    if size <= 1:
+        return {"latency_rows": 0}  # its batched pass answered one row at a time: nothing to time apart
     answer = {p.example_id: p.output for p in batched}
     times, same = [], 0
     predictor.batch_size = 1
@@ -518,6 +520,10 @@ def evaluate(ws: Workspace, cand: Candidate) -> EvalResult:
     else:
         ws.reporter.status(f"{cand.name}: every prediction is cached")
         extra = kept(saved["metrics"])
+    if c.eval.latency_rows and "latency_rows" not in extra:  # predictions `taskfit advise` made untimed
+        predictor = cand.build()
+        with computing(ws, cand):
+            extra = {**extra, **time_alone(ws, predictor, rows, preds)}
     result = score(c.task, c.eval, cand.name, rows, preds, style=style_model(ws))
     metrics = result.metrics
     metrics.update(extra)

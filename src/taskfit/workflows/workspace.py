@@ -12,6 +12,7 @@ candidates, and a repeated command costs nothing where nothing changed.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,10 @@ class Workspace:
     # whose reviewed rows joined the training rows, and the version continued; kept in the run's
     # manifest, and part of what a run must match to be reused.
     lineage: dict[str, Any] = field(default_factory=dict)
+    # ``taskfit advise``'s sample of the held-out rows when it is the whole split: scored in a
+    # store of its own (``<fingerprint>-<rows>-sample``), so that its learning-curve runs stay off
+    # the project's scorecard while its predictions still answer the same rows for `taskfit run`.
+    sample: bool = False
     _lm: Any = None
     _style: Any = None
 
@@ -138,15 +143,16 @@ class Workspace:
 
     def on_first(self, n: int) -> "Workspace":
         """This workspace scoring candidates on the first ``n`` of its evaluation rows (as
-        ``eval.max_rows`` takes them; itself when it scores no more already). Its store is its own
-        directory, and two scorecard figures that cost more rows are left out there: free decoding
-        (``eval.generation_sample``, a decoding per row) and a lone request's latency
-        (``eval.latency_rows``, rows answered again one at a time): a candidate's time a query is
-        its batched pass's."""
-        if n >= len(self.eval_rows):
-            return self
-        spec = self.config.eval.model_copy(update={"max_rows": n, "generation_sample": 0, "latency_rows": 0})
-        return replace(self, config=self.config.model_copy(update={"eval": spec}))
+        ``eval.max_rows`` takes them; all of them when there are no more, in the ``-sample``
+        store). Its store is its own directory, and two scorecard figures that cost more rows are
+        left out there: free decoding (``eval.generation_sample``, a decoding per row) and a lone
+        request's latency (``eval.latency_rows``, rows answered again one at a time): a
+        candidate's time a query is its batched pass's. `taskfit run` measures both when it
+        reuses these predictions."""
+        whole = n >= len(self.eval_rows)
+        spec = self.config.eval.model_copy(update={"max_rows": self.config.eval.max_rows if whole else n,
+                                                   "generation_sample": 0, "latency_rows": 0})
+        return replace(self, config=self.config.model_copy(update={"eval": spec}), sample=whole)
 
     @property
     def preference(self) -> bool:
@@ -196,21 +202,27 @@ class Workspace:
     @property
     def evals(self) -> Path:
         """This held-out split's evaluation directory (made on first use)."""
-        fingerprint = self.prepared.card.split.get("eval_fingerprint", "none")[:12]
-        root = self.project_dir / "evals" / f"{fingerprint}-{len(self.eval_rows)}"
+        root = self.project_dir / "evals" / (f"{self._fingerprint}-{len(self.eval_rows)}"
+                                             + (SAMPLE_STORE if self.sample else ""))
         (root / "results").mkdir(parents=True, exist_ok=True)
         return root
 
     def predictions(self, name: str) -> Path:
         return self.evals / "predictions" / f"{name}.jsonl"
 
+    @property
+    def _fingerprint(self) -> str:
+        return self.prepared.card.split.get("eval_fingerprint", "none")[:12]
+
     def other_stores(self) -> list[Path]:
         """The other evaluation directories of this held-out split (scored on more or fewer of
-        its rows), largest first: a candidate's predictions there answer the same rows here."""
+        its rows, or `taskfit advise`'s sample store), largest first: a candidate's predictions
+        there answer the same rows here."""
         here = self.evals
-        prefix = here.name.rsplit("-", 1)[0] + "-"
-        found = [p for p in here.parent.glob(prefix + "*") if p != here and p.name[len(prefix):].isdigit()]
-        return sorted(found, key=lambda p: -int(p.name[len(prefix):]))
+        pattern = re.compile(re.escape(self._fingerprint) + r"-(\d+)(" + re.escape(SAMPLE_STORE) + ")?")
+        found = [(int(m.group(1)), p) for p in here.parent.glob(self._fingerprint + "-*")
+                 if p != here and (m := pattern.fullmatch(p.name))]
+        return [p for _, p in sorted(found, key=lambda np_: -np_[0])]
 
     def result_path(self, name: str) -> Path:
         return self.evals / "results" / f"{name}.json"
@@ -266,6 +278,7 @@ def latest_run_dir(project: Path) -> Path:
     return run
 
 
+SAMPLE_STORE = "-sample"  # the suffix of `taskfit advise`'s store when its sample is the whole split
 CURVE_RUN = "learning_curve"  # the manifest key of a learning-curve run: {"rows": n, "of": training rows}
 
 

@@ -59,3 +59,18 @@ def test_a_batch_of_prompts_gets_its_next_token_logits_from_one_matrix_product(t
     products = [e for e in prof.key_averages(group_by_input_shape=True) if e.key in ("aten::mm", "aten::bmm")
                 and e.input_shapes and e.input_shapes[-1][-1] == vocab]
     assert [e.key for e in products] == ["aten::mm"]
+
+
+def test_the_converted_copy_is_named_by_the_gguf_content_not_its_install_time(tmp_path, monkeypatch):
+    import os
+
+    from taskfit.models.registry import _converted_dir_of
+
+    monkeypatch.setenv("TASKFIT_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(range(256)) * 64)
+    first = _converted_dir_of("m", gguf)
+    os.utime(gguf, (1_000_000_000, 1_000_000_000))  # a fresh install of the same file: a new time
+    assert _converted_dir_of("m", gguf) == first
+    gguf.write_bytes(b"GGUF" + bytes(range(255, -1, -1)) * 64)  # the same size, other content
+    assert _converted_dir_of("m", gguf) != first

@@ -442,8 +442,9 @@ class EvalSpec(_Spec):
     max_new_tokens: int = Field(96, ge=1, le=4096, description="Tokens generated per answer at most.")
     batch_size: int = Field(
         8, ge=1, le=256,
-        description="Rows a local model answers together in evaluation: the same answers as one at a "
-                    "time, faster. The cost per 1,000 queries comes from this pass's throughput; the "
+        description="Rows a local model answers together in evaluation, faster: in float32 the same answers as "
+                    "one at a time; under bfloat16 autocast a decoded row can differ (the scorecard warns, "
+                    "with the share). The cost per 1,000 queries comes from this pass's throughput; the "
                     "latency a lone request waits is timed apart (eval.latency_rows).")
     latency_rows: int = Field(
         16, ge=0, le=4096,

@@ -190,3 +190,13 @@ def test_a_kept_fine_tune_that_answers_slower_is_said_to():
                             _result("fine-tuned", "classify", "accuracy", tuned, latency=5.9)], {})
     assert card.keep == "fine-tuned" and card.verdict.startswith("Keep the fine-tuned adapter: +40.0 points")
     assert card.verdict.endswith("; few-shot is cheaper to run (1.8x faster).")
+
+
+def test_rows_answered_otherwise_alone_than_in_their_batch_are_warned_of_with_the_way_out():
+    base = _result("few-shot", "extract", "field_f1", [0.5] * 15)
+    tuned = _result("fine-tuned", "extract", "field_f1", [0.9] * 15)
+    tuned.metrics.update(latency_rows=15, alone_same_answer=10 / 15)
+    card = build_scorecard([base, tuned], {})
+    (warning,) = [w for w in card.warnings if "Answered one at a time" in w]
+    assert "fine-tuned (67%)" in warning and "eval.batch_size: 1" in warning and "train.dtype: float32" in warning
+    assert not any("Answered one at a time" in n for n in card.notes)

@@ -331,3 +331,34 @@ def test_answers_redaction_would_change_are_named_before_training_and_kept_verba
     result = CliRunner().invoke(app, ["data", "check", str(project), "--no-tokens"])
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "'mail' is not a field of extract answers; allowed: customer, email, order" in result.output
+
+
+def test_rows_that_redaction_makes_one_never_sit_on_both_sides_of_the_split(tmp_path):
+    # the same message sent twice from two addresses: distinct as written (not even look-alikes:
+    # the address is most of a short message), one row once redacted
+    import random
+
+    rng = random.Random(0)
+    words = ["parcel", "refund", "invoice", "login", "password", "delivery", "charge", "order", "account"]
+    rows = []
+    for i in range(60):
+        text = " ".join(rng.choice(words) for _ in range(4)) + f" case {i}"
+        label = ["billing", "shipping", "refund"][i % 3]
+        for sender in ("anna.berg.personal.mailbox", "j.doe.work.address.here"):
+            rows.append({"messages": [{"role": "user", "content": f"{sender}@example.com {text}"},
+                                      {"role": "assistant", "content": label}]})
+    project = tmp_path / "p"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (project / "taskfit.yaml").write_text(yaml.safe_dump({
+        "task": {"name": "t", "kind": "classify", "success": "-", "system_prompt": "Route it.",
+                 "labels": ["billing", "shipping", "refund"]},
+        "data": {"train": "data/rows.jsonl", "eval_fraction": 0.3}}))
+    prepared = prepare_data(load_config(project), project)
+    assert prepared.card.counts["kept"] > 100  # most twins kept as written
+    seen = {r.input for r in prepared.train}
+    assert "<EMAIL>" in next(iter(seen)) and not [r for r in prepared.eval if r.input in seen]
+    dropped = prepared.card.counts["eval_rows_dropped_as_leaks"]
+    assert dropped > 0 and prepared.card.split["eval"] == len(prepared.eval) > 0
+    assert f"{dropped} held-out rows dropped as copies of (or conflicts with) training rows" in \
+        prepared.card.split_summary()

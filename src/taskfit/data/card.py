@@ -29,7 +29,7 @@ def render_markdown(card: DataCard) -> str:
         lines.append(f"{c['dropped_too_long']} kept rows were then dropped as too long (data.too_long = drop).")
     if c.get("eval_rows_dropped_as_leaks"):
         lines.append(f"{c['eval_rows_dropped_as_leaks']} eval rows were dropped as copies of training rows "
-                     "(or conflicting with one).")
+                     "(or conflicting with one), compared as redacted.")
     if card.warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in card.warnings] + [""]
     s = card.size

@@ -59,8 +59,11 @@ class DataCard:
             return ""
         left = [f"{sp[key]} {side} rows by data.max_{side}_examples" for key, side in
                 (("train_left_out", "train"), ("eval_left_out", "eval")) if sp.get(key)]
+        leaks = self.counts.get("eval_rows_dropped_as_leaks")
         return (f"split: {sp['train']} train / {sp['eval']} eval"
-                + (f"; left out (a stratified sample kept): {' and '.join(left)}" if left else ""))
+                + (f"; left out (a stratified sample kept): {' and '.join(left)}" if left else "")
+                + (f"; {leaks} held-out rows dropped as copies of (or conflicts with) training rows, as "
+                   "redacted" if leaks else ""))
 
 
 def reason_kind(reason: str) -> str:
@@ -372,6 +375,12 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
     uncapped = len(train), len(test)
     train = stratified_subsample(train, data.max_train_examples, data.seed)
     test = stratified_subsample(test, data.max_eval_examples, data.seed)
+    if not data.eval:
+        # Duplicates were removed on the rows as written; redaction can make two of them one (a
+        # message sent twice with another e-mail address): a held-out row that copies a row trained
+        # on, once redacted, would score the model on what it was taught (a walkthrough's replies:
+        # 5 of 10 held-out rows). The rows trained on are the capped ones.
+        test, leaked = drop_leaks(train, test, config)
     split = ([layout[r.id] for r in train], [layout[r.id] for r in test]) if layouts is not None else None
     # The real rows sub-sampled as they would be without any synthetic row, then those added.
     synthetic, synthetic_counts = synthetic_rows(config, project_dir, marked, train, test)

@@ -18,7 +18,7 @@ from taskfit.data.admit import NewRows
 from taskfit.data.prepare import ACCEPTED, SYNTHETIC, prepare_data
 from taskfit.data.split import grouped_split, is_synthetic, stratified_split, validation_split
 from taskfit.errors import DataError
-from taskfit.lifecycle.synth import (DUP_DRAFT, DUP_HELD, DUP_REAL, HELD, INVALID_LABEL, NEW, PARAPHRASE,
+from taskfit.lifecycle.synth import (DUP_DRAFT, DUP_HELD, DUP_REAL, HELD, HOUSE_RULES, INVALID_LABEL, NEW, PARAPHRASE,
                                      PRIVACY, REAL, SCHEMA, Reply, Request, draft_schema, judge, limits_of, messages,
                                      plan, quotas)
 from taskfit.quickstart import make_quickstart_project
@@ -140,6 +140,32 @@ def test_extract_drafts_are_held_to_the_schema(tmp_path):
                   {"input": "a table in Bergen for two", "answer": {"size": 2, "city": "Bergen"}})
     assert bad.reason == SCHEMA and "size" in bad.detail
     assert good.reason is None and good.record.target == '{"city": "Bergen", "size": 2}'  # the schema's key order
+
+
+def test_generate_drafts_are_held_to_the_house_rules(tmp_path):
+    (tmp_path / "data").mkdir()
+    with (tmp_path / "data" / "r.jsonl").open("w") as f:
+        for i in range(12):
+            f.write(json.dumps({"message": f"where is order {i}", "reply": f"Hi there, order {i} ships today, "
+                                "tracking follows by mail. — The Support Team"}) + "\n")
+    (tmp_path / "taskfit.yaml").write_text(yaml.safe_dump({
+        "task": {"kind": "generate", "success": "in style", "system_prompt": "Reply.",
+                 "reply": {"min_words": 8, "max_words": 40, "must_include": ["— The Support Team"]}},
+        "data": {"train": "data/r.jsonl", "columns": {"input": "message", "target": "reply"}}}))
+    config = load_config(tmp_path / "taskfit.yaml")
+    rows = NewRows(config, [], [])
+    request = Request(1, 0, NEW, None, ())
+    # a drafting model's placeholder, and a reply without the sign-off: neither reaches review
+    placeholder = _judge(config, rows, request, {"input": "<input>", "answer": "<answer>"})
+    unsigned = _judge(config, rows, replace(request, number=2),
+                      {"input": "my parcel is late", "answer": "Hi there, it left the depot this morning and "
+                       "arrives tomorrow."})
+    kept = _judge(config, rows, replace(request, number=3),
+                  {"input": "my parcel is late", "answer": "Hi there, it left the depot this morning and "
+                   "arrives tomorrow. — The Support Team"})
+    assert placeholder.reason == HOUSE_RULES and "too short" in placeholder.detail
+    assert unsigned.reason == HOUSE_RULES and "missing required phrase" in unsigned.detail
+    assert kept.reason is None
 
 
 def test_splits_never_hold_out_a_synthetic_row():

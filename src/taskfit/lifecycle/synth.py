@@ -15,12 +15,13 @@
    kind's answer schema (:func:`taskfit.tasks.base.answer_schema`); a rewrite is ``{"input"}``.
 2. **Check.** Every draft ends in exactly one place, so that
 
-       drafts asked = passed (waiting for review) + rejected for: schema, invalid label,
+       drafts asked = passed (waiting for review) + rejected for: schema, invalid label, house rules,
                       duplicate of a real row, of a held-out row, of another draft, privacy
 
    *schema*: the reply is not a JSON object of that shape, or the answer fails the task's check
    (extract: ``task.schema``); *invalid label*: classify, the label is not in ``task.labels`` or not
-   the one asked for; *privacy*: the draft holds a credential, or personal data that redaction by
+   the one asked for; *house rules*: generate, the reply breaks ``task.reply`` (its length,
+   required or forbidden phrases, patterns), as a served reply would; *privacy*: the draft holds a credential, or personal data that redaction by
    ``data.privacy`` would change (a model can repeat real people's data it was trained on; values
    of ``data.privacy.keep_fields`` are not personal data by the project's word); *duplicates*: the
    data checks' exact and look-alike rules (:mod:`taskfit.data.admit`) against the real training
@@ -57,8 +58,9 @@ from taskfit.records import Example
 
 # Why a draft does not reach the review page: one reason each, so that the counts add up.
 SCHEMA, INVALID_LABEL, PRIVACY = "schema", "invalid label", "privacy"
+HOUSE_RULES = "house rules"  # generate: a reply that breaks task.reply (length, phrases, patterns)
 DUP_REAL, DUP_HELD, DUP_DRAFT = "duplicate of a real row", "duplicate of a held-out row", "duplicate of another draft"
-REASONS = (SCHEMA, INVALID_LABEL, DUP_REAL, DUP_HELD, DUP_DRAFT, PRIVACY)
+REASONS = (SCHEMA, INVALID_LABEL, HOUSE_RULES, DUP_REAL, DUP_HELD, DUP_DRAFT, PRIVACY)
 REAL, HELD, DRAFT = "real", "held-out", "draft"  # where a row a draft may repeat comes from
 _REPEATS = {REAL: DUP_REAL, HELD: DUP_HELD, DRAFT: DUP_DRAFT}
 NEW, PARAPHRASE = "new", "paraphrase"
@@ -296,6 +298,13 @@ def judge(config: ProjectConfig, rows: Any, batch: str, spec: EndpointSpec, requ
         return rejected(on_answer, str(exc))
     if request.label is not None and rec.target != request.label:
         return rejected(INVALID_LABEL, f"answer: label {rec.target!r}, asked for {request.label!r}", rec)
+    if task.kind == "generate":  # the reply must keep the house rules a served reply is held to
+        from taskfit.tasks.generate import rule_violations
+
+        broken = rule_violations(task.reply, rec.target)
+        if broken:
+            return rejected(HOUSE_RULES, f"reply: {', '.join(broken)} (task.reply; {len(rec.target.split())} words)",
+                            rec)
     redaction = redact_row(rec, task, config.data.privacy)
     found = sorted({f.kind for f in redaction.findings})
     if any(f.is_secret for f in redaction.findings):

@@ -268,10 +268,11 @@ def answers_changed_warning(privacy: dict[str, Any]) -> str:
         return ""
     names = ", ".join(dict.fromkeys([*privacy.get("keep_fields", []), *changed]))
     return (f"answers changed by redaction: {', '.join(f'{k} {n}' for k, n in changed.items())} (of "
-            f"{privacy['answers']} answers); the model would be trained and scored on placeholders that are "
-            f"not in the documents. If these values are not personal data, add them to "
-            f"data.privacy.keep_fields (keep_fields: [{names}]): they are then kept verbatim in the answers "
-            "and wherever they occur in the inputs.")
+            f"{privacy['answers']} answers); the model is trained and scored on placeholders (<EMAIL>, "
+            "<PHONE>) where the data had the values, and learns to answer with them. If the values are "
+            "personal data, that is what you want; if they are not (an order number read as a phone number, "
+            f"a company's own address), add the fields to data.privacy.keep_fields (keep_fields: [{names}]): "
+            "they are then kept verbatim in the answers and wherever they occur in the inputs.")
 
 
 def _load_tokenizer(config: ProjectConfig, status: Callable[[str], None] | None):

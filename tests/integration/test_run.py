@@ -174,6 +174,10 @@ def test_every_task_kind_runs_end_to_end_and_compare_agrees(tmp_path, tiny_model
         result = CliRunner().invoke(app, ["compare", str(project)])
         assert result.exit_code == 0, result.output
         assert summary.verdict in result.output.replace("\n", " ") or summary.verdict[:60] in result.output
+        if project.name == "replies":
+            # a random tiny model babbles to eval.max_new_tokens (10): the scorecard says the answers were cut
+            cut = [w for w in summary.scorecard.warnings if "answers stopped at the token budget (10, " in w]
+            assert cut and "raise eval.max_new_tokens" in cut[0], summary.scorecard.warnings
 
 
 def test_dpo_run_scores_preference_before_and_after(tmp_path, tiny_model_dir):

@@ -763,6 +763,31 @@ def agreements(predictions: dict[str, list[Prediction]]) -> list[str]:
     return notes
 
 
+CUT_SHORT_SHARE = 0.1  # a candidate with more of its answers stopped by the token budget is warned of
+
+
+def cut_short_warnings(ws: Workspace, predictions: dict[str, list[Prediction]]) -> list[str]:
+    """A warning for each candidate that wrote answers to the end of the kind's token budget
+    (``eval.max_new_tokens``) on more than :data:`CUT_SHORT_SHARE` of the rows: its answers were
+    cut, and its scores measure the cut (a walkthrough's replies, 60 tokens for references of
+    about 65, scored 0% on the house rules with no word of why)."""
+    from taskfit.tasks import get_task
+
+    kind = get_task(ws.config.task.kind)
+    if kind.scores_labels:  # a label's tokens are its answer, never cut
+        return []
+    budget = kind.answer_budget(ws.config.task, ws.config.eval, ws.tokenizer)
+    cut = {name: sum(p.completion_tokens >= budget for p in preds) for name, preds in predictions.items()}
+    cut = {name: n for name, n in cut.items() if n > CUT_SHORT_SHARE * len(predictions[name])}
+    if not cut:
+        return []
+    targets = [r.target for r in ws.eval_rows if isinstance(getattr(r, "target", None), str)]
+    needed = max((len(ws.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in targets), default=0) + 1
+    return [f"{name}: {n} of {len(predictions[name])} answers stopped at the token budget ({budget}, "
+            f"eval.max_new_tokens), cut short; the held-out reference answers take up to {needed} tokens with "
+            "the end of turn: raise eval.max_new_tokens if the answers should be whole." for name, n in cut.items()]
+
+
 def kept_by_verdict(project_dir: Path) -> tuple[str, str, Path] | None:
     """(the candidate the verdict keeps, the verdict, its scorecard.json) of the project's
     scorecard on its largest held-out set (the newest among equals: `taskfit advise` writes one
@@ -806,6 +831,7 @@ def compare_project(project: Path | Workspace, reporter: Any = None, threads: in
         card.warnings.append(f"data: {rewritten}")
     card.reviews = [r.sentence() for r in load_reviews(root)]
     predictions = {r.candidate: read_predictions(ws.predictions(r.candidate)) for r in results}
+    card.warnings += cut_short_warnings(ws, predictions)
     card.notes += agreements(predictions) + card.versus_real_sentences()
     task = ws.config.task
     md = ([f"# Scorecard: {task.name}", "", f"Success means: {task.success}", "", card.verdict, ""]

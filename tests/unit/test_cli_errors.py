@@ -151,3 +151,15 @@ def test_a_bom_and_crlf_file_checks_and_prepares_cleanly(tmp_path, tiny_model_di
     result = _invoke(*args, project)
     assert result.exit_code == 0, result.output
     assert "40 rows read = 40 kept + 0 quarantined" in result.output
+
+
+def test_serving_on_llama_cpp_without_its_bindings_says_how_to_install_them_before_loading(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as on a machine where the extra is not installed
+    (tmp_path / "serve.yaml").write_text(yaml.safe_dump({"base": "no-such-model-anywhere", "engine": "llama-cpp",
+                                                         "log": {"path": None}}))
+    result = CliRunner().invoke(app, ["serve", str(tmp_path / "serve.yaml")])
+    # the bindings are asked for first: not the unknown model, nor a load that fails later
+    assert result.exit_code == 2 and "needs llama-cpp-python" in result.output, result.output
+    assert 'pip install -e ".[llama]"' in result.output and "Traceback" not in result.output

@@ -28,12 +28,19 @@ from taskfit.records import Example, LabelChoice, Prediction
 from taskfit.tasks import get_task
 
 
-def load_llama(base: Path, lora: Path | None, n_ctx: int, threads: int | None = None) -> Any:
+def require_llama() -> Any:
+    """The bindings' ``Llama`` class, or the error that says how to install them (raised before
+    anything is loaded)."""
     try:
         from llama_cpp import Llama
     except ImportError:
         raise ConfigError("the llama.cpp engine needs llama-cpp-python, which is not installed",
                           hint='pip install -e ".[llama]" (it compiles llama.cpp, about 6 minutes on 2 cores; `bash scripts/setup.sh --tests` does it too)') from None
+    return Llama
+
+
+def load_llama(base: Path, lora: Path | None, n_ctx: int, threads: int | None = None) -> Any:
+    Llama = require_llama()
     from taskfit.machine import cpu_cores
 
     threads = threads or cpu_cores()  # every core by default (the bindings' own default is half of them)

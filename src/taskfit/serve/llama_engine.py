@@ -33,9 +33,11 @@ CONTEXTS = 4  # a model's generation cache holds limits.context cells times this
 class LlamaCppEngine(Engine):
 
     def load(self) -> None:
+        from taskfit.baselines.llama_cpp import require_llama
         from taskfit.models.registry import load_tokenizer
         from taskfit.training.gguf_lora import base_gguf
 
+        require_llama()  # before anything is read or loaded
         base, tasks = self.base_model()
         self.base_file = base_gguf(base)
         self.tokenizer = load_tokenizer(base, status=self.status)

@@ -270,10 +270,13 @@ def proposed_yaml(proposal: Proposal, train: str) -> str:
         # the template forbids stays forbidden unless the references themselves use it.
         values["task.reply.min_words"], values["task.reply.max_words"] = proposal.reply_words
         values["task.reply.must_not_include"] = [p for p in _house_phrases() if not proposal.phrases.get(p)]
+        # an opening or sign-off every reference writes is the house style's: every reply must too
+        values["task.reply.must_include"] = proposal.reply_phrases
         used = [f"'{p}' ({proposal.phrases[p]} rows)" for p in _house_phrases() if proposal.phrases.get(p)]
+        shared = ", ".join(f"'{p}'" for p in proposal.reply_phrases)
         reasons.append(f"house rules from the reference replies: {proposal.reply_words[0]} to "
-                       f"{proposal.reply_words[1]} words" + (f"; not forbidding {', '.join(used)}, which "
-                                                            "they use" if used else ""))
+                       f"{proposal.reply_words[1]} words" + (f"; every one writes {shared}" if shared else "")
+                       + (f"; not forbidding {', '.join(used)}, which they use" if used else ""))
     if proposal.method != "lora":
         values["train.method"] = proposal.method
     if proposal.method == "dpo":

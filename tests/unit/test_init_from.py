@@ -259,3 +259,19 @@ def test_a_flag_naming_a_missing_column_lists_the_columns(tmp_path):
     file = _write_csv(tmp_path / "t.csv", ["text", "label"], [["a b c", "x"], ["d e f", "x"], ["g h", "y"]])
     result, output = _invoke("init", tmp_path / "p", "--from", file, "--target", "labels")
     assert result.exit_code == 2 and "--target labels" in output and "text (free text)" in output
+
+
+def test_a_greeting_and_sign_off_every_reply_shares_become_house_rules(tmp_path):
+    rng = random.Random(3)
+    rows = [[f"message {i}: {_sentence(rng)}", f"Hi there, {_sentence(rng)}. — The Support Team"] for i in range(30)]
+    file = _write_csv(tmp_path / "replies.csv", ["message", "reply"], rows)
+    config, output = _init(tmp_path, file)
+    assert config.task.kind == "generate"
+    assert config.task.reply.must_include == ["Hi there,", "— The Support Team"]
+    written = (tmp_path / "project" / "taskfit.yaml").read_text()
+    assert "every one writes 'Hi there,', '— The Support Team'" in written
+    # one reply without the sign-off, and it is no rule of the house
+    rows[7][1] = rows[7][1].replace(" — The Support Team", "")
+    (tmp_path / "project").rename(tmp_path / "first")
+    config, _ = _init(tmp_path, _write_csv(tmp_path / "other.csv", ["message", "reply"], rows))
+    assert config.task.reply.must_include == ["Hi there,"]

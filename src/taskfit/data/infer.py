@@ -72,6 +72,17 @@ def _json_type(value: Any) -> str:
     return next(name for t, name in _JSON_TYPES if isinstance(value, t))  # bool before int
 
 
+SHARED_WORDS = 8  # the longest opening or closing a column's texts are checked for sharing
+
+
+def _common(prefix: list[str], words: list[str]) -> list[str]:
+    """The words ``prefix`` and ``words`` start with alike."""
+    n = 0
+    while n < len(prefix) and n < len(words) and prefix[n] == words[n]:
+        n += 1
+    return prefix[:n]
+
+
 @dataclass
 class ColumnStats:
     """Counters for one column over every row, in constant memory (``LABEL_CAP`` values at most)."""
@@ -88,6 +99,9 @@ class ColumnStats:
     values: Counter | None = field(default_factory=Counter)  # None once past LABEL_CAP distinct
     keys: dict[str, Counter] = field(default_factory=dict)  # objects: key -> JSON type -> rows
     phrases: Counter = field(default_factory=Counter)  # watched phrase -> text values holding it
+    # the words every text value so far opens and ends with (a house style's greeting, sign-off)
+    opening: list[str] | None = None
+    closing: list[str] | None = None
 
     def add(self, value: Any, watch: Sequence[str] = ()) -> None:
         self.rows += 1
@@ -111,10 +125,24 @@ class ColumnStats:
         self.words = (min(self.words[0], n), max(self.words[1], n)) if self.words else (n, n)
         lower = text.lower()
         self.phrases.update(p for p in watch if p.lower() in lower)
+        words = text.split()
+        self.opening = words[:SHARED_WORDS] if self.opening is None else _common(self.opening, words)
+        self.closing = (words[-SHARED_WORDS:][::-1] if self.closing is None
+                        else _common(self.closing, words[::-1]))
         if self.values is not None:
             self.values[text] += 1
             if len(self.values) > LABEL_CAP:
                 self.values = None
+
+    def shared_phrases(self) -> list[str]:
+        """The opening and the closing every text value shares, of two words or more ([] when
+        none): what a house style writes in every reply."""
+        out = []
+        if self.opening and len(self.opening) >= 2:
+            out.append(" ".join(self.opening))
+        if self.closing and len(self.closing) >= 2:
+            out.append(" ".join(self.closing[::-1]))
+        return out
 
     @property
     def filled(self) -> int:
@@ -160,6 +188,7 @@ class Proposal:
     labels: dict[str, int] = field(default_factory=dict)  # classify: label -> rows, most first
     schema: dict[str, Any] | None = None  # extract
     reply_words: tuple[int, int] | None = None  # generate: fewest and most words in a reference reply
+    reply_phrases: list[str] = field(default_factory=list)  # generate: the opening / closing every reply shares
     phrases: dict[str, int] = field(default_factory=dict)  # watched phrase -> references holding it
     reasons: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # where each line that is not a row is (file:line)
@@ -428,4 +457,5 @@ def _finish(path: Path, rows: int, kind: TaskKind, fmt: str, mapping: dict[str, 
         reasons.append(f"schema: {len(schema['properties'])} properties in first-seen order; {why}")
     return Proposal(path, rows, kind, "lora", fmt, mapping, labels=labels, schema=schema,
                     reply_words=target.words if kind == "generate" else None,
+                    reply_phrases=target.shared_phrases() if kind == "generate" else [],
                     phrases=dict(target.phrases), reasons=reasons)

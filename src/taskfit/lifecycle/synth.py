@@ -21,9 +21,10 @@
    *schema*: the reply is not a JSON object of that shape, or the answer fails the task's check
    (extract: ``task.schema``); *invalid label*: classify, the label is not in ``task.labels`` or not
    the one asked for; *house rules*: generate, the reply breaks ``task.reply`` (its length,
-   required or forbidden phrases, patterns), as a served reply would; *privacy*: the draft holds a credential, or personal data that redaction by
-   ``data.privacy`` would change (a model can repeat real people's data it was trained on; values
-   of ``data.privacy.keep_fields`` are not personal data by the project's word); *duplicates*: the
+   required or forbidden phrases, patterns), as a served reply would; *privacy*: the draft holds
+   a credential, or personal data that redaction by ``data.privacy`` would change (a model can
+   repeat real people's data it was trained on; values of ``data.privacy.keep_fields`` are not
+   personal data by the project's word); *duplicates*: the
    data checks' exact and look-alike rules (:mod:`taskfit.data.admit`) against the real training
    rows, the held-out rows, and every draft of this and earlier batches that passed.
 3. **Review.** The drafts that passed go on a review page (``review.html``, the review queue's

@@ -285,7 +285,7 @@ def proposed_yaml(proposal: Proposal, train: str) -> str:
         reasons.append(f"preference pairs: learning rate {DPO_LEARNING_RATE:g}; on hh_rlhf_harmless (1,000 pairs, one "
                        "epoch, SmolLM2-135M) it moved the held-out pairs' preference for the chosen reply "
                        "(48.3% to 53.0%, p=0.008) where DPO's usual 5e-5 left it where it was (docs/benchmarks.md)")
-    skipped = (f"; {len(proposal.unreadable)} more line(s) not readable, first {proposal.unreadable[0]}: data check "
+    skipped = (f"; {proposal.unreadable} more line(s) not readable, first {proposal.first_unreadable}: data check "
                "quarantines them" if proposal.unreadable else "")
     header = [f"Proposed by `taskfit init --from {proposal.path}` ({proposal.rows} rows read{skipped}):",
               *(f"- {reason}" for reason in reasons),

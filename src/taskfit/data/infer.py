@@ -191,15 +191,16 @@ class Proposal:
     reply_phrases: list[str] = field(default_factory=list)  # generate: the opening / closing every reply shares
     phrases: dict[str, int] = field(default_factory=dict)  # watched phrase -> references holding it
     reasons: list[str] = field(default_factory=list)
-    unreadable: list[str] = field(default_factory=list)  # where each line that is not a row is (file:line)
+    unreadable: int = 0  # lines that are not a row (data check quarantines them)
+    first_unreadable: str | None = None  # the first of them, as file:line
 
     def summary(self) -> list[str]:
         """What was proposed and why, as lines for a terminal."""
         method = " (train.method dpo: preference pairs)" if self.method == "dpo" else ""
         lines = [f"proposed task kind: {self.kind}{method}, from {self.path} ({self.rows} rows)"]
         if self.unreadable:
-            n = len(self.unreadable)
-            lines.append(f"  - {n} {'line is' if n == 1 else 'lines are'} not a readable row ({self.unreadable[0]}"
+            n = self.unreadable
+            lines.append(f"  - {n} {'line is' if n == 1 else 'lines are'} not a readable row ({self.first_unreadable}"
                          f"{', ...' if n > 1 else ''}): data check quarantines {'it' if n == 1 else 'them'} and "
                          "says why")
         if self.columns:
@@ -308,13 +309,14 @@ def propose(path: Path, input: str | None = None, target: str | None = None, con
     columns: dict[str, ColumnStats] = {}
     answers = ColumnStats("answer")  # the assistant's answers, for rows in a chat format
     rows = with_context = 0
-    unreadable: list[str] = []
+    unreadable, first_unreadable = 0, None
     fmt: str | None = None
     generic = TaskSpec(kind="generate", success="-", system_prompt="-")
     chat = input is None and target is None and context is None
     for raw in read_rows(path, max_line_bytes):
         if raw.error or not isinstance(raw.obj, dict):
-            unreadable.append(raw.source)  # data check quarantines these rows and says why
+            unreadable += 1  # data check quarantines these rows and says why
+            first_unreadable = first_unreadable or raw.source
             continue
         if fmt is None and chat:
             try:
@@ -345,7 +347,7 @@ def propose(path: Path, input: str | None = None, target: str | None = None, con
         proposal = _propose_chat(path, rows, fmt or "auto", answers, with_context, task)
     else:
         proposal = _propose_table(path, rows, columns, input, target, context, task)
-    return replace(proposal, unreadable=unreadable)
+    return replace(proposal, unreadable=unreadable, first_unreadable=first_unreadable)
 
 
 def _propose_chat(path: Path, rows: int, fmt: str, answers: ColumnStats, with_context: int,

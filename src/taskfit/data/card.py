@@ -104,9 +104,8 @@ def render_markdown(card: DataCard) -> str:
                   + (f", grouped by {sp2['group_by']}" if sp2.get("group_by") else "")
                   + (f", fixed eval file {sp2['fixed_eval_file']}" if sp2.get("fixed_eval_file") else "")
                   + f"). Fingerprints: train `{sp2['train_fingerprint'][:16]}`, eval `{sp2['eval_fingerprint'][:16]}`."
-                  + "".join(f" {sp2[key]} kept rows left out of {side} by data.max_{side}_examples (a stratified "
-                            "sample kept)." for key, side in (("train_left_out", "train"), ("eval_left_out", "eval"))
-                            if sp2.get(key)), ""]
+                  + (f" Kept rows left out (a stratified sample kept): {' and '.join(card.left_out())}."
+                     if card.left_out() else ""), ""]
     return "\n".join(lines)
 
 

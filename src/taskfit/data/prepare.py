@@ -52,13 +52,18 @@ class DataCard:
         return (f"{c['read']} rows read = {c['kept']} kept + {c['quarantined']} quarantined + "
                 f"{c['exact_duplicates']} exact duplicates + {c['near_duplicates']} near-duplicates removed")
 
+    def left_out(self) -> list[str]:
+        """The kept rows the row caps left out of each side, in words ("1444 train rows by
+        data.max_train_examples"); [] when none (or before a split)."""
+        return [f"{self.split[key]} {side} rows by data.max_{side}_examples" for key, side in
+                (("train_left_out", "train"), ("eval_left_out", "eval")) if self.split.get(key)]
+
     def split_summary(self) -> str:
         """The split in words, with the kept rows the row caps left out ("" before a split)."""
         sp = self.split
         if not sp:
             return ""
-        left = [f"{sp[key]} {side} rows by data.max_{side}_examples" for key, side in
-                (("train_left_out", "train"), ("eval_left_out", "eval")) if sp.get(key)]
+        left = self.left_out()
         leaks = self.counts.get("eval_rows_dropped_as_leaks")
         return (f"split: {sp['train']} train / {sp['eval']} eval"
                 + (f"; left out (a stratified sample kept): {' and '.join(left)}" if left else "")

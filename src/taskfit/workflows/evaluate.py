@@ -24,7 +24,7 @@ from taskfit.paths import RunDir
 from taskfit.records import EvalResult, Example, ForgettingResult, Prediction
 from taskfit.tasks import get_task
 from taskfit.tasks.base import CLASSICAL, EMBEDDINGS, ENDPOINT, FEW_SHOT, RAG
-from taskfit.workflows.workspace import Workspace, resolve_run
+from taskfit.workflows.workspace import Workspace, resolve_run, store_rows
 
 STYLE_BASE = "_style-base"  # the base model's replies to training inputs: the style classifier's negatives
 
@@ -792,11 +792,11 @@ def kept_by_verdict(project_dir: Path) -> tuple[str, str, Path] | None:
     """(the candidate the verdict keeps, the verdict, its scorecard.json) of the project's
     scorecard on its largest held-out set (the newest among equals: `taskfit advise` writes one
     on a sample); None when no scorecard names one."""
-    def rows(path: Path) -> tuple[int, float]:
-        size = path.parent.name.rpartition("-")[2]
-        return (int(size) if size.isdigit() else 0, path.stat().st_mtime)
+    def rank(path: Path) -> tuple[bool, int, float]:  # the whole split's stores first, then by rows
+        rows, sample = store_rows(path.parent.name) or (0, True)
+        return (not sample, rows, path.stat().st_mtime)
 
-    for path in sorted((project_dir / "evals").glob("*/scorecard.json"), key=rows, reverse=True):
+    for path in sorted((project_dir / "evals").glob("*/scorecard.json"), key=rank, reverse=True):
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):

@@ -219,9 +219,8 @@ class Workspace:
         its rows, or `taskfit advise`'s sample store), largest first: a candidate's predictions
         there answer the same rows here."""
         here = self.evals
-        pattern = re.compile(re.escape(self._fingerprint) + r"-(\d+)(" + re.escape(SAMPLE_STORE) + ")?")
-        found = [(int(m.group(1)), p) for p in here.parent.glob(self._fingerprint + "-*")
-                 if p != here and (m := pattern.fullmatch(p.name))]
+        found = [(store[0], p) for p in here.parent.glob(self._fingerprint + "-*")
+                 if p != here and (store := store_rows(p.name)) is not None]
         return [p for _, p in sorted(found, key=lambda np_: -np_[0])]
 
     def result_path(self, name: str) -> Path:
@@ -279,6 +278,17 @@ def latest_run_dir(project: Path) -> Path:
 
 
 SAMPLE_STORE = "-sample"  # the suffix of `taskfit advise`'s store when its sample is the whole split
+_STORE = re.compile(r"(?P<fingerprint>.+)-(?P<rows>\d+)(?P<sample>" + re.escape(SAMPLE_STORE) + ")?")
+
+
+def store_rows(name: str) -> tuple[int, bool] | None:
+    """The held-out rows an evaluation store (``<fingerprint>-<rows>``, or ``...-sample``) was
+    scored on, and whether it is `taskfit advise`'s sample store; None for a folder that is no
+    store."""
+    m = _STORE.fullmatch(name)
+    return None if m is None else (int(m["rows"]), bool(m["sample"]))
+
+
 CURVE_RUN = "learning_curve"  # the manifest key of a learning-curve run: {"rows": n, "of": training rows}
 
 

@@ -362,6 +362,21 @@ def test_request_log_is_redacted(server):
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_a_task_adapter_reads_personal_data_replaced_as_its_training_rows_were(server, runs):
+    # Its training and held-out rows had e-mail addresses and phone numbers replaced (data.privacy
+    # redact): a request carrying them is read as those rows were, so the served answer is the
+    # one evaluation measured; the base model reads what it is sent.
+    client = server["client"]
+    raw = f"refund please, write to {PII[0]} or call {PII[2]}"
+    placed = "refund please, write to <EMAIL> or call <PHONE>"
+    for model in ("triage", "bookings"):
+        a, b = _ask(client, model, raw), _ask(client, model, placed)
+        assert a.usage.prompt_tokens == b.usage.prompt_tokens
+        assert a.choices[0].message.content == b.choices[0].message.content
+    a, b = _ask(client, "tiny", raw, max_tokens=2), _ask(client, "tiny", placed, max_tokens=2)
+    assert a.usage.prompt_tokens != b.usage.prompt_tokens
+
+
 def test_adapters_load_and_unload_at_run_time(server, runs):
     url = server["url"].removesuffix("/v1")
     admin = {"Authorization": f"Bearer {ADMIN}"}

@@ -128,6 +128,18 @@ def task_example(served: Served, messages: list[dict[str, str]], context: str | 
                    context=context if takes_context else None)
 
 
+def as_trained(served: Served, example: Example) -> Example:
+    """``example`` with its personal data and secrets replaced as the run's training and held-out
+    rows were (its ``data.privacy``: ``<EMAIL>`` placeholders, or masks): a task adapter answers
+    the text it was trained and evaluated on, so a served answer is the one the scorecard measured.
+    A run trained on raw data (``action: keep``) reads the request as sent."""
+    if served.privacy is None or served.privacy.action == "keep" or served.task is None:
+        return example
+    from taskfit.data.redaction import redact_row
+
+    return redact_row(example, served.task, served.privacy).record
+
+
 def _describe(exc: ValidationError) -> tuple[str, str | None]:
     err = exc.errors()[0]
     param = ".".join(str(p) for p in err["loc"]) or None
@@ -485,7 +497,7 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                                 "one label (with its confidence in choices[0].taskfit), never free text or "
                                 "JSON", param="response_format", code="unsupported")
         if served.task is not None:
-            example = task_example(served, messages, req.context, cid)
+            example = as_trained(served, task_example(served, messages, req.context, cid))
             prompt = await run_in_threadpool(engine.task_prompt, served, example, score)
         elif req.context is not None:
             raise ApiError(400, f"context: only qa adapters take a context; {served.name} is a base model",

@@ -144,6 +144,11 @@ def test_classify_adapter_answers_only_labels_with_confidence_and_falls_back(ser
         assert strict.taskfit["label"] == choice.message.content  # the label it would have given
         streamed = list(_ask(client, "triage", text, stream=True))
         assert "".join(c.choices[0].delta.content or "" for c in streamed) == choice.message.content
+    # always one of its labels: a reply format other than text is refused, not decoded freely
+    for fmt in ({"type": "json_object"}, {"type": "json_schema", "json_schema": {"name": "t", "schema": SCHEMA}}):
+        with pytest.raises(openai.BadRequestError) as refused:
+            _ask(client, "triage", "I was charged twice", response_format=fmt)
+        assert refused.value.code == "unsupported" and refused.value.param == "response_format"
 
 
 def _error(response):

@@ -492,8 +492,9 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
         evaluation rendered it for a task adapter, and its sampling settings."""
         grammar = grammar_for(req, served)
         score = served.scorer is not None and (req.response_format or {}).get("type", "text") == "text"
-        if served.head and not score:
-            raise ApiError(400, f"response_format: {served.name} is a classification head; it answers with "
+        if served.scorer is not None and not score:  # a classify adapter: one of its labels, always
+            raise ApiError(400, f"response_format: {served.name} is a "
+                                f"{'classification head' if served.head else 'classify adapter'}; it answers with "
                                 "one label (with its confidence in choices[0].taskfit), never free text or "
                                 "JSON", param="response_format", code="unsupported")
         if served.task is not None:

@@ -148,6 +148,25 @@ def test_a_run_from_before_a_setting_existed_matches_the_same_project_now():
     assert comparable_config({**now, "train": {**now["train"], "report_to": "mlflow"}}) == comparable_config(now)
 
 
+def test_a_run_is_reused_when_only_what_training_never_reads_changed():
+    """A walkthrough changed a price and a threshold and `taskfit run` trained again (28 minutes on
+    a busy machine): the scorecard's settings, the success sentence and the baselines' settings
+    change no trained model; the answer budget a cut prompt leaves room for does."""
+    from taskfit.workflows.workspace import comparable_config
+
+    now = parse_config(_doc()).model_dump(mode="json", by_alias=True)
+    same = [{**now, "task": {**now["task"], "success": "Another sentence."}},
+            {**now, "eval": {**now["eval"], "thresholds": {"accuracy": 0.9}, "price_per_hour": 1.5,
+                             "latency_rows": 4, "generation_sample": 0, "max_rows": 10}},
+            {**now, "baselines": {**now["baselines"], "few_shot_k": 8}}]
+    for changed in same:
+        assert comparable_config(changed) == comparable_config(now)
+    other = [{**now, "eval": {**now["eval"], "max_new_tokens": now["eval"]["max_new_tokens"] + 1}},
+             {**now, "task": {**now["task"], "system_prompt": "Something else: {labels}"}}]
+    for changed in other:
+        assert comparable_config(changed) != comparable_config(now)
+
+
 def test_report_to_is_none_by_default_and_names_the_trackers_it_knows():
     assert parse_config(_doc()).train.report_to == "none"
     doc = _doc()

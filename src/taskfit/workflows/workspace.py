@@ -34,19 +34,28 @@ def config_path(project: Path) -> Path:
 def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
     """A resolved config with the defaults of this taskfit filled in (a run started before a
     setting existed was trained as its default says) and without what does not change a trained
-    model (``train.threads``, ``train.report_to``, ``eval.forgetting``, ``eval.queries_per_month``, the
-    ``monitor``, ``review``, ``retrain``, ``advise`` and ``synth`` sections: drafting settings reach a run only
-    through the accepted rows, which the training fingerprint covers), to tell whether a run was trained from
-    the project as it is now."""
+    model (``train.threads``, ``train.report_to``, ``task.success``, the evaluation's thresholds, prices and
+    sample sizes (``eval.thresholds``, ``price_per_hour``, ``queries_per_month``, ``generation_sample``,
+    ``latency_rows``, ``style_sample``, ``max_rows``, ``forgetting``), the ``baselines``, ``monitor``, ``review``,
+    ``retrain``, ``advise`` and ``synth`` sections: drafting settings reach a run only through the accepted
+    rows, which the training fingerprint covers), to tell whether a run was trained from the project as it
+    is now. What training reads of ``eval`` (``max_new_tokens``: the room a cut prompt leaves;
+    ``constrained``; a classify threshold and fallback, which the server reads from the run) stays."""
     from pydantic import ValidationError
 
     try:
         config = ProjectConfig.model_validate(config).model_dump(mode="json", by_alias=True)
     except ValidationError:
         pass  # a config this taskfit no longer accepts is compared as it is: it matches nothing now
-    return {**{k: v for k, v in config.items() if k not in ("monitor", "review", "retrain", "synth", "advise")},
+    return {**{k: v for k, v in config.items() if k not in UNTRAINED_SECTIONS},
+            "task": {k: v for k, v in config.get("task", {}).items() if k != "success"},
             "train": {k: v for k, v in config.get("train", {}).items() if k not in ("threads", "report_to")},
-            "eval": {k: v for k, v in config.get("eval", {}).items() if k not in ("forgetting", "queries_per_month")}}
+            "eval": {k: v for k, v in config.get("eval", {}).items() if k not in UNTRAINED_EVAL}}
+
+
+UNTRAINED_SECTIONS = ("baselines", "monitor", "review", "retrain", "synth", "advise")
+UNTRAINED_EVAL = ("thresholds", "price_per_hour", "queries_per_month", "generation_sample", "latency_rows",
+                  "style_sample", "max_rows", "forgetting")
 
 
 @dataclass

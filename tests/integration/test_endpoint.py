@@ -4,6 +4,8 @@ and the errors a user sees when the key is missing or the server fails."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import yaml
 from fastapi import FastAPI, Request
@@ -74,6 +76,43 @@ def test_endpoint_baseline_is_scored_like_any_candidate(tmp_path, tiny_model_dir
     # Repeated: answered from the cache, not sent again.
     baseline_project(project, only=["endpoint"])
     assert len(fake.requests) == 10
+
+    # A new price (or timeout, or concurrency) changes no answer: nothing is sent again, and the
+    # cost is the new price's.
+    path = project / "taskfit.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["baselines"]["endpoint"].update(price_per_million_input_tokens=1.0, timeout_s=30, concurrency=2)
+    path.write_text(yaml.safe_dump(doc))
+    (again,) = baseline_project(project, only=["endpoint"])
+    assert len(fake.requests) == 10 and again.metrics["accuracy"] == 0.5
+    assert again.metrics["cost_per_1k_usd"] == pytest.approx(1000 * (100 * 1.0 + 4 * 10.0) / 1e6)
+
+
+def test_endpoint_answers_cached_by_an_older_taskfit_are_kept(tmp_path, tiny_model_dir, loopback, monkeypatch):
+    """Until 2026-12-03 the endpoint's prices and connection settings were part of its cache key:
+    answers saved under that key are kept (re-keyed), not bought again."""
+    import json
+
+    from taskfit.workflows import Workspace
+    from taskfit.workflows.evaluate import _baseline, candidate_cache_key
+
+    monkeypatch.setenv("TASKFIT_TEST_KEY", "sk-test-123")
+    fake = FakeHostedModel({}, [])
+    project, labels = _project(tmp_path, tiny_model_dir, loopback(fake.app))
+    ws = Workspace.open(project)
+    fake.gold, fake.labels = {ex.input: ex.target for ex in ws.held_out}, labels
+    baseline_project(project, only=["endpoint"])
+    assert len(fake.requests) == 10
+    # put the store back as the older taskfit wrote it: under the key with the prices in it
+    cand = _baseline(ws, "endpoint")
+    new, old = candidate_cache_key(ws, cand), candidate_cache_key(ws, replace(cand, key=cand.legacy_key))
+    assert new != old
+    for path in (ws.result_path("endpoint"), ws.predictions("endpoint")):
+        assert json.dumps(new)[1:-1] in path.read_text()
+        path.write_text(path.read_text().replace(json.dumps(new)[1:-1], json.dumps(old)[1:-1]))
+    (result,) = baseline_project(project, only=["endpoint"])
+    assert len(fake.requests) == 10 and result.metrics["accuracy"] == 0.5
+    assert json.loads(ws.result_path("endpoint").read_text())["candidate_key"] == new
 
 
 def test_endpoint_errors_are_clear(tmp_path, tiny_model_dir, loopback, monkeypatch):

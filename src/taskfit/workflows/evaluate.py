@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -53,6 +53,9 @@ class Candidate:
     # model with the adapter disabled); or, for a fine-tune the check does not apply to, why not.
     forgetting: Callable[[], tuple[Any, Any | None]] | None = None
     no_forgetting: str = ""
+    # The key an older taskfit saved this candidate's answers under, where it held more than decides
+    # them (the endpoint's prices and connection settings): answers found under it are kept, re-keyed.
+    legacy_key: dict[str, Any] | None = None
 
 
 # Raised whenever taskfit changes how a candidate is asked (rendering, cutting, the answer grammar),
@@ -177,6 +180,10 @@ def baseline_candidates(ws: Workspace, only: Sequence[str] | None = None) -> lis
     return [_baseline(ws, name) for name in names]
 
 
+ENDPOINT_UNASKED = {"price_per_million_input_tokens", "price_per_million_output_tokens", "api_key_env",
+                    "timeout_s", "concurrency"}
+
+
 def _baseline(ws: Workspace, name: str) -> Candidate:
     spec = ws.config.baselines
     if name in (CLASSICAL, EMBEDDINGS):
@@ -186,12 +193,15 @@ def _baseline(ws: Workspace, name: str) -> Candidate:
 
         e = spec.endpoint
         # add_instruction joins the key only when off: evaluations cached before it existed asked
-        # with the instruction, and stay valid (an endpoint's answers cost money)
-        key = e.model_dump(mode="json", exclude={"add_instruction"} if e.add_instruction else set())
+        # with the instruction, and stay valid (an endpoint's answers cost money). Prices, the key's
+        # variable, the timeout and concurrency change no answer: out of the key since 2026-12-03.
+        unasked = {"add_instruction"} if e.add_instruction else set()
+        key = e.model_dump(mode="json", exclude=unasked | ENDPOINT_UNASKED)
         return Candidate(name, "baseline", {"endpoint": key},
                          lambda: EndpointPredictor(name, e, ws.config.task, ws.config.eval.max_new_tokens),
                          size=lambda: {"price_per_million_input_tokens": e.price_per_million_input_tokens,
-                                       "price_per_million_output_tokens": e.price_per_million_output_tokens})
+                                       "price_per_million_output_tokens": e.price_per_million_output_tokens},
+                         legacy_key={"endpoint": e.model_dump(mode="json", exclude=unasked)})
     key: dict[str, Any] = {}
     if name == FEW_SHOT:
         key = {"train": ws.train_fingerprint, "k": spec.few_shot_k, "retriever": spec.retriever}
@@ -476,6 +486,19 @@ def _cached(path: Path, key: str, rows: Sequence[Any]) -> list[Prediction] | Non
     return None if any(p is None for p in found) else found  # type: ignore[return-value]
 
 
+def _rekey(ws: Workspace, cand: Candidate, key: str, rows: Sequence[Any]) -> None:
+    """Keep the answers an older taskfit saved under ``cand.legacy_key`` (its result and every row's
+    prediction), under ``key``: what changed between the two keys decides no answer."""
+    old = candidate_cache_key(ws, replace(cand, key=cand.legacy_key))
+    saved = _saved(ws.result_path(cand.name), old)
+    preds = _cached(ws.predictions(cand.name), old, rows) if saved else None
+    if saved is None or preds is None:
+        return
+    write_cache(ws.predictions(cand.name), key, cand.name, rows, preds)
+    saved["candidate_key"] = key
+    ws.result_path(cand.name).write_text(json.dumps(saved, indent=1), encoding="utf-8")
+
+
 def _saved(path: Path, key: str) -> dict[str, Any] | None:
     if not path.exists():
         return None
@@ -506,6 +529,9 @@ def evaluate(ws: Workspace, cand: Candidate) -> EvalResult:
     rows, c = ws.eval_rows, ws.config
     key = candidate_cache_key(ws, cand)
     saved = _saved(ws.result_path(cand.name), key)
+    if saved is None and cand.legacy_key is not None:
+        _rekey(ws, cand, key, rows)
+        saved = _saved(ws.result_path(cand.name), key)
     preds = _cached(ws.predictions(cand.name), key, rows) if saved else None
     found = _elsewhere(ws, cand.name, key, rows) if preds is None else None
     if found is not None:
@@ -520,6 +546,8 @@ def evaluate(ws: Workspace, cand: Candidate) -> EvalResult:
     else:
         ws.reporter.status(f"{cand.name}: every prediction is cached")
         extra = kept(saved["metrics"])
+        if not cand.local and cand.role == "baseline":  # the endpoint: its prices as configured now
+            extra.update(cand.size())
     if c.eval.latency_rows and "latency_rows" not in extra:  # predictions `taskfit advise` made untimed
         predictor = cand.build()
         with computing(ws, cand):

@@ -164,6 +164,21 @@ def test_scorecard_shows_accuracy_and_f1_per_field_for_the_best_candidates():
     assert classify.extra_tables() == [] and len(classify.markdown()) == 3
 
 
+def test_a_retrain_scorecard_shows_both_versions_per_field():
+    # `taskfit retrain` names its two versions "production <id>" and "retrained <id>": neither is
+    # a fine-tune by name, and the table had shown production alone
+    from dataclasses import replace
+
+    from taskfit.evaluation.compare import Scorecard
+
+    few, tuned = [r for r in _results() if r.candidate in ("few-shot", "fine-tuned")]
+    results = [replace(few, candidate="production 04f6"), replace(tuned, candidate="retrained 9ab1")]
+    card = Scorecard(kind="extract", main="field_f1", results=results, thresholds={}, versus="production")
+    ((title, header, rows),) = card.extra_tables()
+    assert header == ["field", "support", "production 04f6", "retrained 9ab1"]
+    assert rows[0] == ["company", "4", "50.0% / 57.1%", "100.0% / 100.0%"]
+
+
 SNIPS = Path(__file__).resolve().parents[3] / "shared" / "data" / "snips_slots"
 
 

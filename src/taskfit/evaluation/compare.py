@@ -194,16 +194,19 @@ class Scorecard:
 
     def extra_tables(self) -> list[tuple[str, list[str], list[list[str]]]]:
         """Tables shown under the scorecard, as (title, header, rows). extract: accuracy / F1 per
-        field for the best fine-tuned candidate and the best baseline (every figure per field and
-        candidate is in the HTML report); then the forgetting check (:meth:`forgetting_table`)."""
+        field for the best fine-tuned candidate and the best baseline, or for every version of a
+        retrain's scorecard (every figure per field and candidate is in the HTML report); then the forgetting check (:meth:`forgetting_table`)."""
         forgetting = self.forgetting_table()
         return self._per_field_table() + ([forgetting] if forgetting else [])
 
     def _per_field_table(self) -> list[tuple[str, list[str], list[list[str]]]]:
         fielded = [r for r in self.results if r.per_class and not r.confusion]  # figures per field
-        tuned = [r for r in fielded if is_finetuned(r.candidate)]
-        baselines = [r for r in fielded if not is_finetuned(r.candidate)]
-        shown = [max(group, key=lambda r: r.metrics[self.main]) for group in (tuned, baselines) if group]
+        if self.versus != "best baseline":  # a retrained version against production: both, side by side
+            shown = fielded
+        else:
+            tuned = [r for r in fielded if is_finetuned(r.candidate)]
+            baselines = [r for r in fielded if not is_finetuned(r.candidate)]
+            shown = [max(group, key=lambda r: r.metrics[self.main]) for group in (tuned, baselines) if group]
         names, every = shown_fields(shown, most=MOST_FIELDS), shown_fields(shown)
         if not names:
             return []

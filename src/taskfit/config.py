@@ -430,7 +430,8 @@ class EvalSpec(_Spec):
                     "(unsupported_rate, invented_field_rate, ece), where it is a maximum.")
     generation_sample: int = Field(
         24, ge=0,
-        description="classify: rows decoded freely (unconstrained) to measure the share of valid labels.")
+        description="classify and extract (with eval.constrained): rows decoded freely (unconstrained) "
+                    "to measure the share of valid answers (labels; JSON that fits the schema).")
     confidence_threshold: float | None = Field(
         None, ge=0.0, le=1.0,
         description="classify: below this confidence a prediction becomes `fallback`; the scorecard "
@@ -579,7 +580,8 @@ class ReviewSpec(_Spec):
                           "from in turn, so one kind of request cannot fill the queue.")
     recent_share: float = Field(0.2, ge=0.0, lt=1.0, description="Share of the reviewed requests "
                                 "`taskfit data from-log` keeps as the recent held-out set (chosen by a hash "
-                                "of the request id, so a request stays on its side run after run); the rest "
+                                "of the request's normalised text, so a request and its re-sends stay on one "
+                                "side run after run); the rest "
                                 "become training rows.")
     seed: int = Field(0, description="Seed of the random sample and the clustering.")
 

@@ -108,7 +108,7 @@ eval:
   # Acceptance thresholds, shares in [0, 1]: minima, except unsupported_rate,
   # invented_field_rate and ece, which are maxima. The scorecard marks each pass or fail.
   thresholds: {thresholds}
-  generation_sample: 24     # classify: rows decoded freely to measure how often raw output is a label
+  generation_sample: 24     # classify, extract: rows decoded freely to measure how often raw output is valid
   confidence_threshold: null   # classify: below it the answer becomes `fallback`
   fallback: null            # e.g. needs_human
   constrained: true         # extract: decode under the JSON schema

@@ -222,3 +222,14 @@ def test_an_extract_window_reports_schema_validity_and_empty_fields_against_trai
     assert signals["field city"].drift and signals["field city"].current["shares"]["empty"] > 0.6
     assert signals["schema validity"].current["shares"]["invalid"] == pytest.approx(1 / 121)
     assert not signals["field order"].drift  # filled in every valid answer, as in training
+
+
+def test_a_numeric_reason_names_what_its_reference_was_measured_on():
+    # the out-of-vocabulary share's reference is the held-out rows (a training row's words are all
+    # in the vocabulary): its reason said "in training"
+    from taskfit.monitoring.drift import compare_numeric
+
+    lengths = compare_numeric("input length (words)", [10.0] * 50, [40.0] * 50, SPEC)
+    oov = compare_numeric("out-of-vocabulary share", [0.0] * 50, [0.5] * 50, SPEC, against="the held-out rows")
+    assert lengths.drift and "mean 10 in training, 40 here" in lengths.reason()
+    assert oov.drift and "mean 0 in the held-out rows, 0.5 here" in oov.reason()

@@ -63,7 +63,7 @@ class Signal:
             r, c = self.reference, self.current
             how = (f"p={self.p_value:.2g} (below {self.threshold:g})" if self.p_value is not None
                    else f"{self.statistic:.3f} (above {self.threshold:g})")
-            return (f"{self.name}: {self.test} {how}; mean {r['mean']:.3g} in training, {c['mean']:.3g} here "
+            return (f"{self.name}: {self.test} {how}; mean {r['mean']:.3g} in {self.detail.get('against', 'training')}, {c['mean']:.3g} here "
                     f"(median {r['p50']:.3g} -> {c['p50']:.3g})")
         if self.kind == "categorical":
             moved = sorted(self.reference["shares"], key=lambda k: -abs(self.current["shares"].get(k, 0.0)
@@ -112,9 +112,11 @@ def psi_band(value: float, warn: float, alert: float) -> str:
     return "significant" if value >= alert else "moderate" if value >= warn else "stable"
 
 
-def compare_numeric(name: str, reference: Sequence[float], current: Sequence[float], spec: Any) -> Signal:
+def compare_numeric(name: str, reference: Sequence[float], current: Sequence[float], spec: Any,
+                    against: str = "training") -> Signal:
     """KS test (``spec.p_value``) up to ``spec.large_reference`` reference values, else the
-    Wasserstein distance divided by the reference's standard deviation (``spec.distance_threshold``)."""
+    Wasserstein distance divided by the reference's standard deviation (``spec.distance_threshold``).
+    ``against``: what the reference values are measured on, as the reason names it."""
     import numpy as np
     from scipy.stats import ks_2samp, wasserstein_distance
 
@@ -123,11 +125,11 @@ def compare_numeric(name: str, reference: Sequence[float], current: Sequence[flo
         result = ks_2samp(reference, current)
         p = float(result.pvalue)
         return Signal(name, "numeric", "Kolmogorov-Smirnov", p, spec.p_value, p < spec.p_value, ref, cur,
-                      p_value=p, detail={"ks_statistic": float(result.statistic)})
+                      p_value=p, detail={"ks_statistic": float(result.statistic), "against": against})
     scale = float(np.std(reference)) or 1.0  # a constant reference: the distance in its own units
     distance = float(wasserstein_distance(reference, current)) / scale
     return Signal(name, "numeric", "Wasserstein distance (reference SDs)", distance, spec.distance_threshold,
-                  distance > spec.distance_threshold, ref, cur)
+                  distance > spec.distance_threshold, ref, cur, detail={"against": against})
 
 
 def compare_categorical(name: str, reference: Sequence[str], current: Sequence[str], spec: Any) -> Signal:

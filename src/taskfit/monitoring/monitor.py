@@ -242,7 +242,8 @@ def judge_window(start: float, end: float, rows: Sequence[LoggedRequest], refere
                                        [len(t.split()) for t in texts], spec))
         if reference.held_out_oov:
             signals.append(compare_numeric("out-of-vocabulary share", reference.held_out_oov,
-                                           [oov_share(t, reference.vocabulary) for t in texts], spec))
+                                           [oov_share(t, reference.vocabulary) for t in texts], spec,
+                                           against="the held-out rows"))
         content = content_drift(reference.inputs, distinct(texts, data), spec)
         if content is not None:
             signals.append(content)

@@ -157,3 +157,21 @@ def test_import_stores_corrections_with_the_reviewer_and_names_bad_lines(served,
     cli = CliRunner().invoke(app, ["review", "import", str(served), str(filled)])
     assert cli.exit_code == 3 and "no reviewer" in cli.output and "--reviewer" in cli.output
     assert db.execute("SELECT COUNT(*) FROM corrections").fetchone()[0] == 3
+
+
+def test_an_extract_answer_written_otherwise_is_the_same_answer():
+    # a reviewer's sheet (or an application's feedback) writes the record compactly, or 12.5 for
+    # the 12.50 served: the same record, not a contradiction nor a correction
+    from taskfit.lifecycle.reviews import correction_of
+
+    served = '{"vendor": "Tesco", "total": 12.50}'
+    same = '{"vendor":"Tesco","total":12.5}'
+    ok = correction_of("r1", None, served, "x", None, None, "ann", "correct", same, "sheet")
+    assert ok.verdict == "correct" and ok.correction == served
+    assert correction_of("r1", None, served, "x", None, None, "app", None, same, "feedback").verdict == "correct"
+    with pytest.raises(ValueError, match="different from the answer served"):
+        correction_of("r1", None, served, "x", None, None, "ann", "wrong", same, "sheet")
+    wrong = correction_of("r1", None, served, "x", None, None, "ann", None, '{"vendor": "Aldi", "total": 12.5}', "x")
+    assert wrong.verdict == "wrong"
+    # labels stay text: "1.0" is another label than "1"
+    assert correction_of("r2", None, "1", "x", None, None, "ann", None, "1.0", "sheet").verdict == "wrong"

@@ -14,6 +14,7 @@ corrections, and so never becomes training data.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -195,6 +196,19 @@ class _Transaction:
         self.db.execute("ROLLBACK" if kind else "COMMIT")
 
 
+def same_answer(a: str, b: str) -> bool:
+    """Whether two answers say the same: the same text, or the same JSON object or array however
+    it is written (an extract record with other spacing, ``12.50`` for ``12.5``). Labels are
+    compared as text (``1`` and ``1.0`` are two labels)."""
+    if a == b:
+        return True
+    try:
+        x, y = json.loads(a), json.loads(b)
+    except ValueError:
+        return False
+    return isinstance(x, (dict, list)) and x == y
+
+
 def correction_of(request_id: str, model: str | None, served: str | None, input: str | None, context: str | None,
                   requested: float | None, reviewer: str | None, verdict: str | None, correction: str | None,
                   source: str, comment: str | None = None, reviewed: float | None = None) -> Correction:
@@ -209,15 +223,15 @@ def correction_of(request_id: str, model: str | None, served: str | None, input:
     if verdict is None:
         if given is None:
             raise ValueError("no correction: send the right answer (label or answer)")
-        verdict = "correct" if given == served_text else "wrong"
+        verdict = "correct" if same_answer(given, served_text) else "wrong"
     if verdict not in VERDICTS:
         raise ValueError(f"verdict {verdict!r}: allowed: correct, wrong (or unsure, or empty, to skip it)")
     if verdict == "correct":
-        if given is not None and given != served_text:
+        if given is not None and not same_answer(given, served_text):
             raise ValueError(f"verdict correct, but the correction {given!r} differs from the answer served "
                              f"{served_text!r}: mark it wrong, or clear the correction")
         given = served_text
-    elif given is None or given == served_text:
+    elif given is None or same_answer(given, served_text):
         raise ValueError("verdict wrong needs the right answer in 'correction' (different from the answer served)")
     if not given:
         raise ValueError("the request was not answered: there is nothing to confirm")

@@ -24,6 +24,7 @@ class FakeHostedModel:
         self.gold, self.labels = gold, labels
         self.requests: list[dict] = []
         self.fail = False
+        self.usage = True
         self.app = FastAPI()
         self.app.post("/v1/chat/completions")(self.complete)
 
@@ -39,7 +40,7 @@ class FakeHostedModel:
         return {"id": f"c{n}", "object": "chat.completion", "created": 0, "model": body["model"],
                 "choices": [{"index": 0, "finish_reason": "stop",
                              "message": {"role": "assistant", "content": f" {answer}\n"}}],
-                "usage": {"prompt_tokens": 100, "completion_tokens": 4, "total_tokens": 104}}
+                **({"usage": {"prompt_tokens": 100, "completion_tokens": 4, "total_tokens": 104}} if self.usage else {})}
 
 
 def _project(tmp_path, model_dir, base_url):
@@ -86,6 +87,21 @@ def test_endpoint_baseline_is_scored_like_any_candidate(tmp_path, tiny_model_dir
     (again,) = baseline_project(project, only=["endpoint"])
     assert len(fake.requests) == 10 and again.metrics["accuracy"] == 0.5
     assert again.metrics["cost_per_1k_usd"] == pytest.approx(1000 * (100 * 1.0 + 4 * 10.0) / 1e6)
+
+
+def test_an_endpoint_that_reports_no_usage_has_no_token_count_or_cost(tmp_path, tiny_model_dir, loopback,
+                                                                      monkeypatch):
+    # its cost is unknown, not $0 (a walkthrough's stand-in for the hosted model looked free)
+    from taskfit.workflows import Workspace
+
+    monkeypatch.setenv("TASKFIT_TEST_KEY", "sk-test-123")
+    fake = FakeHostedModel({}, [])
+    fake.usage = False
+    project, labels = _project(tmp_path, tiny_model_dir, loopback(fake.app))
+    fake.gold, fake.labels = {ex.input: ex.target for ex in Workspace.open(project).held_out}, labels
+    (result,) = baseline_project(project, only=["endpoint"])
+    assert result.metrics["accuracy"] == 0.5
+    assert "cost_per_1k_usd" not in result.metrics and "prompt_tokens_mean" not in result.metrics
 
 
 def test_endpoint_answers_cached_by_an_older_taskfit_are_kept(tmp_path, tiny_model_dir, loopback, monkeypatch):

@@ -564,7 +564,12 @@ def evaluate(ws: Workspace, cand: Candidate) -> EvalResult:
                 loose, _ = run_cached(free, sample, ws.predictions(f"{cand.name}.unconstrained"),
                                       key + "-free", on_item=advance)
         metrics["free_valid_rate"] = sum(p.valid for p in loose) / len(loose)
-    if "price_per_million_input_tokens" in metrics:
+    if "price_per_million_input_tokens" in metrics and not (metrics.get("prompt_tokens_mean")
+                                                            or metrics.get("completion_tokens_mean")):
+        # an endpoint that reports no token usage: its tokens and cost are unknown, not zero
+        for unknown in ("prompt_tokens_mean", "completion_tokens_mean"):
+            metrics.pop(unknown, None)
+    elif "price_per_million_input_tokens" in metrics:
         metrics["cost_per_1k_usd"] = 1000 * (
             metrics["prompt_tokens_mean"] * metrics["price_per_million_input_tokens"]
             + metrics["completion_tokens_mean"] * metrics["price_per_million_output_tokens"]) / 1e6

@@ -866,6 +866,15 @@ def promote(project: Path = typer.Argument(Path("."), help="Project directory or
     forced = f", forced: {result.move.reason}" if result.forced else ""
     out.print(f"{name}@{alias} -> {v.short}{was}{forced}; {_main_figure(v)}; files: {v.path}", highlight=False,
               soft_wrap=True)
+    if alias == "production" and not result.move.from_version:
+        # a server follows the registry it found when it started: one started before it existed does not
+        out.print(f"next: `taskfit serve {project}` serves {name}@production and follows its later moves "
+                  "without a restart; a server started before this first promote still serves what it "
+                  "started with: restart it", highlight=False, soft_wrap=True)
+    else:
+        out.print(f"next: a running `taskfit serve {project}` follows {name}@{alias} now; `taskfit registry "
+                  f"history {project} {name}` shows every move, `taskfit rollback {project} {name}` undoes "
+                  "production's last", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -85,3 +85,17 @@ def test_version_and_shadow_columns_and_monitoring_leaves_shadow_answers_out_of_
     assert (shadow.candidate, shadow.answers, shadow.agree, shadow.failed) == ("v2", 3, 2, 0)
     assert shadow.latency_p50_ms == 30.0 and shadow.production_p50_ms == 10.0
     assert shadow_summary(db, "other") is None
+
+
+def test_personal_data_of_the_request_is_redacted_where_the_reply_repeats_it(tmp_path):
+    # an extract reply put a phone number from the request into a field: alone, with no phone
+    # word before it, it gives no evidence of being one, and was stored as it was
+    path = tmp_path / "log.sqlite"
+    log = RequestLog(path)
+    log.add(id="r", created=time.time(), status=200,
+            request=[{"role": "user", "content": "Invoice 88, questions? call 415-555-0134"}],
+            response='{"invoice_number": "415-555-0134", "total": 12.5}')
+    log.close()
+    ((request, response),) = sqlite3.connect(path).execute("SELECT request, response FROM requests").fetchall()
+    assert "415-555-0134" not in request + response
+    assert response == '{"invoice_number": "<PHONE>", "total": 12.5}'

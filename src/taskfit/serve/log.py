@@ -73,6 +73,17 @@ def connect(path: Path) -> sqlite3.Connection:
     return open_migrated(path, MIGRATIONS, "request log", "upgrade taskfit, or log elsewhere")
 
 
+def _strings(value: Any) -> list[str]:
+    """The texts in a logged value (a string, or lists and dicts of them)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [t for v in value for t in _strings(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _strings(v)]
+    return []
+
+
 class RequestLog:
     """Queue rows from any thread; one writer thread redacts and stores them."""
 
@@ -92,15 +103,18 @@ class RequestLog:
     def add(self, **row: Any) -> None:
         self.rows.put(row)
 
-    def _clean(self, value: Any, personal: Detector) -> Any:
+    def _clean(self, value: Any, personal: Detector, known: dict[str, str]) -> Any:
         if value is None or not self.redact:
             return value
         if isinstance(value, str):
-            return personal.redact(value)
+            text = personal.redact(value)
+            for found in known:  # longest first: a number inside a longer one goes with it
+                text = text.replace(found, f"<{known[found]}>")
+            return text
         if isinstance(value, list):
-            return [self._clean(v, personal) for v in value]
+            return [self._clean(v, personal, known) for v in value]
         if isinstance(value, dict):
-            return {k: self._clean(v, personal) for k, v in value.items()}
+            return {k: self._clean(v, personal, known) for k, v in value.items()}
         return value
 
     def _record(self, row: dict[str, Any]) -> tuple[Any, ...]:
@@ -108,9 +122,14 @@ class RequestLog:
 
         row = dict(row)
         personal = detector(self.privacy_of(row.get("model")))
+        # What the request showed to be personal data is redacted wherever it recurs: a reply that
+        # repeats a phone number without the word "call" before it gives it no evidence of its own.
+        found = {text[f.start:f.end]: f.kind for key in ("request", "context") for text in _strings(row.get(key))
+                 for f in personal.detect(text)} if self.redact else {}
+        known = {v: found[v] for v in sorted(found, key=len, reverse=True) if len(v) >= 4}
         for key in ("request", "response", "error", "context"):
             if row.get(key) is not None:
-                cleaned = self._clean(row[key], personal)
+                cleaned = self._clean(row[key], personal, known)
                 row[key] = cleaned if isinstance(cleaned, str) else json.dumps(cleaned, ensure_ascii=False)
         return tuple(row.get(c) for c in COLUMNS)
 

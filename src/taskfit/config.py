@@ -56,7 +56,9 @@ _PLACEHOLDERS = {"labels": "classify: task.labels, comma-separated", "refusal": 
 class TaskSpec(_Spec):
     kind: TaskKind = Field(description="What the model must do: classify, extract, qa or generate (or a "
                                        "kind registered with taskfit.tasks.register).")
-    name: str = Field("my-task", description="A short name, used in run directory names.")
+    name: str = Field("my-task", description="A short name, used in run directory names and as the "
+                      "served model's name; `init --from` proposes the file's name, or the project "
+                      "folder's where the file's says nothing (train, data).")
     success: str = Field(description="One sentence: what success means for this task.")
     system_prompt: str = Field(description="The instruction every example is rendered with; {labels} "
                                            "stands for task.labels (classify), {refusal} for task.refusal (qa), "

@@ -230,8 +230,11 @@ LISTED_LABELS = 30
 _GENERIC_STEMS = {"train", "training", "data", "dataset", "all", "full", "export", "rows"}
 
 
-def _project_name(file: Path) -> str:
-    stem = file.stem if file.stem.lower() not in _GENERIC_STEMS else file.resolve().parent.name
+def _project_name(file: Path, directory: Path | None = None) -> str:
+    """``task.name`` (the served model's name): the file's stem, or where that says nothing (``train``,
+    ``data``) the project's folder (else the file's)."""
+    generic = file.stem.lower() in _GENERIC_STEMS
+    stem = file.stem if not generic else (directory.resolve().name if directory else file.resolve().parent.name)
     return re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-") or "my-task"
 
 
@@ -240,13 +243,13 @@ def _project_name(file: Path) -> str:
 DPO_LEARNING_RATE = 1e-3
 
 
-def proposed_yaml(proposal: Proposal, train: str) -> str:
+def proposed_yaml(proposal: Proposal, train: str, directory: Path | None = None) -> str:
     """The commented ``taskfit.yaml`` for ``proposal``, with ``data.train`` set to ``train``: the
     kind's template with the proposed values in place and the reasons at the top."""
     kind = proposal.kind
     reasons = list(proposal.reasons)
     success, prompt = _PROPOSED_WORDS["dpo" if proposal.method == "dpo" else kind]
-    values: dict[str, Any] = {"task.name": _project_name(proposal.path), "task.success": success,
+    values: dict[str, Any] = {"task.name": _project_name(proposal.path, directory), "task.success": success,
                               "task.system_prompt": prompt, "data.train": train,
                               "data.format": proposal.format, "data.columns": proposal.columns}
     if kind == "classify":
@@ -324,7 +327,7 @@ def init_from_file(directory: Path, file: Path, input: str | None = None, target
         train = Path(os.path.relpath(file.resolve(), directory.resolve())).as_posix()
     except ValueError:
         train = str(file.resolve())
-    text = proposed_yaml(proposal, train)
+    text = proposed_yaml(proposal, train, directory)
     directory.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     load_config(path)  # what we write must validate

@@ -125,7 +125,9 @@ def test_data_check_on_a_bare_file_checks_what_init_would_write(tmp_path):
     file = SHARED / "clinc150" / "train.jsonl"
     written, _ = _init(tmp_path, file)
     inferred, _ = inferred_config(file)
-    assert inferred.task == written.task and inferred.data.columns == written.data.columns
+    # the same task (its name aside: a bare file has no project folder to be named after)
+    assert inferred.task.model_copy(update={"name": written.task.name}) == written.task
+    assert inferred.data.columns == written.data.columns
     before = set(file.parent.iterdir())
     result, output = _invoke("data", "check", file, "--no-tokens")
     assert result.exit_code == 0, output
@@ -159,6 +161,10 @@ def test_a_csv_with_a_label_column_is_classify(tmp_path):
     assert (config.data.columns.input, config.data.columns.target) == ("text", "label")
     assert "billing 50" in output and "channel" in output
     assert config.task.name == "tickets" and config.data.train == "../tickets.csv"
+    # a file named for nothing (data/train.jsonl): the served model takes the project's name, not "data"
+    (tmp_path / "data").mkdir()
+    generic = _write_csv(tmp_path / "data" / "train.csv", ["ticket_id", "text", "label", "channel"], rows)
+    assert _init(tmp_path, generic, "--force")[0].task.name == "project"
     result, bare = _invoke("data", "check", file, "--no-tokens")
     assert result.exit_code == 0 and "inferred the mapping" in bare and "150 rows read = 150 kept" in bare
     # About 42 training rows a label: the fine-tune measured best there, a head, two epochs at 1e-3.

@@ -195,7 +195,8 @@ class Scorecard:
     def extra_tables(self) -> list[tuple[str, list[str], list[list[str]]]]:
         """Tables shown under the scorecard, as (title, header, rows). extract: accuracy / F1 per
         field for the best fine-tuned candidate and the best baseline, or for every version of a
-        retrain's scorecard (every figure per field and candidate is in the HTML report); then the forgetting check (:meth:`forgetting_table`)."""
+        retrain's scorecard (every figure per field and candidate is in the HTML report); then the
+        forgetting check (:meth:`forgetting_table`)."""
         forgetting = self.forgetting_table()
         return self._per_field_table() + ([forgetting] if forgetting else [])
 

@@ -63,7 +63,8 @@ class Signal:
             r, c = self.reference, self.current
             how = (f"p={self.p_value:.2g} (below {self.threshold:g})" if self.p_value is not None
                    else f"{self.statistic:.3f} (above {self.threshold:g})")
-            return (f"{self.name}: {self.test} {how}; mean {r['mean']:.3g} in {self.detail.get('against', 'training')}, {c['mean']:.3g} here "
+            against = self.detail.get("against", "training")
+            return (f"{self.name}: {self.test} {how}; mean {r['mean']:.3g} in {against}, {c['mean']:.3g} here "
                     f"(median {r['p50']:.3g} -> {c['p50']:.3g})")
         if self.kind == "categorical":
             moved = sorted(self.reference["shares"], key=lambda k: -abs(self.current["shares"].get(k, 0.0)

@@ -546,7 +546,7 @@ def evaluate(ws: Workspace, cand: Candidate) -> EvalResult:
     else:
         ws.reporter.status(f"{cand.name}: every prediction is cached")
         extra = kept(saved["metrics"])
-        if not cand.local and cand.role == "baseline":  # the endpoint: its prices as configured now
+        if cand.name == ENDPOINT:  # its prices as configured now (out of its key)
             extra.update(cand.size())
     if c.eval.latency_rows and "latency_rows" not in extra:  # predictions `taskfit advise` made untimed
         predictor = cand.build()

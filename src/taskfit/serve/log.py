@@ -73,17 +73,6 @@ def connect(path: Path) -> sqlite3.Connection:
     return open_migrated(path, MIGRATIONS, "request log", "upgrade taskfit, or log elsewhere")
 
 
-def _strings(value: Any) -> list[str]:
-    """The texts in a logged value (a string, or lists and dicts of them)."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list):
-        return [t for v in value for t in _strings(v)]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _strings(v)]
-    return []
-
-
 class RequestLog:
     """Queue rows from any thread; one writer thread redacts and stores them."""
 
@@ -104,11 +93,15 @@ class RequestLog:
         self.rows.put(row)
 
     def _clean(self, value: Any, personal: Detector, known: dict[str, str]) -> Any:
+        """``value`` redacted; each finding (of four characters or more) joins ``known``, and what is
+        known from the texts cleaned before is replaced wherever it recurs."""
         if value is None or not self.redact:
             return value
         if isinstance(value, str):
-            text = personal.redact(value)
-            for found in known:  # longest first: a number inside a longer one goes with it
+            findings = personal.detect(value)
+            known.update((value[f.start:f.end], f.kind) for f in findings if f.end - f.start >= 4)
+            text = personal.redact(value, findings)
+            for found in sorted(known, key=len, reverse=True):  # a number inside a longer one goes with it
                 text = text.replace(found, f"<{known[found]}>")
             return text
         if isinstance(value, list):
@@ -122,12 +115,10 @@ class RequestLog:
 
         row = dict(row)
         personal = detector(self.privacy_of(row.get("model")))
-        # What the request showed to be personal data is redacted wherever it recurs: a reply that
-        # repeats a phone number without the word "call" before it gives it no evidence of its own.
-        found = {text[f.start:f.end]: f.kind for key in ("request", "context") for text in _strings(row.get(key))
-                 for f in personal.detect(text)} if self.redact else {}
-        known = {v: found[v] for v in sorted(found, key=len, reverse=True) if len(v) >= 4}
-        for key in ("request", "response", "error", "context"):
+        # The request first: what it showed to be personal data is redacted wherever the reply repeats
+        # it (a phone number without the word "call" before it gives no evidence of its own).
+        known: dict[str, str] = {}
+        for key in ("request", "context", "response", "error"):
             if row.get(key) is not None:
                 cleaned = self._clean(row[key], personal, known)
                 row[key] = cleaned if isinstance(cleaned, str) else json.dumps(cleaned, ensure_ascii=False)

@@ -107,6 +107,9 @@ class Constraint:
     characters: an open string is ended and open objects are closed instead of being cut off
     when the budget runs out. Where no closing token is allowed (just after a colon, say), the
     step is decoded as usual.
+
+    A step's mask is kept until a token is consumed, so that :meth:`forced` and the pick after it
+    compute it once.
     """
 
     def __init__(self, tokenizer: Any, grammar: str, budget: int | None = None, closers: str | None = None):
@@ -119,9 +122,26 @@ class Constraint:
         self.budget = budget
         self.closing = _closing_ids(tokenizer, closers) if closers and budget else None
         self.eos = tokenizer.eos_token_id
+        self._kept: tuple[int, int, Any] | None = None  # (n_generated, vocab, mask) of the last step asked
 
     def allowed(self, n_generated: int, vocab: int, device: Any) -> Any:
         """A boolean mask over the model's ``vocab`` of the tokens the grammar allows next."""
+        kept = self._kept
+        if kept is not None and kept[:2] == (n_generated, vocab):  # one device per sequence
+            return kept[2]
+        allowed = self._allowed(n_generated, vocab, device)
+        self._kept = (n_generated, vocab, allowed)
+        return allowed
+
+    def forced(self, n_generated: int, vocab: int, device: Any) -> int | None:
+        """The token the grammar allows next when it allows exactly one (after a JSON key's
+        opening quote, the rest of the key and its colon), else None: the pick that every
+        decoding would make, so that the model need not be run for it."""
+        allowed = self.allowed(n_generated, vocab, device)
+        hits = allowed.nonzero()
+        return int(hits[0, 0]) if len(hits) == 1 else None
+
+    def _allowed(self, n_generated: int, vocab: int, device: Any) -> Any:
         import numpy as np
         import torch
         from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
@@ -143,6 +163,7 @@ class Constraint:
 
     def consume(self, token: int) -> None:
         self.matcher.consume_token(token)
+        self._kept = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +207,7 @@ class Row:
         self.prompt = prompt
         self.sampling = sampling
         self.tokens: list[int] = []  # the answer's tokens (without the end-of-turn token)
+        self.fed = 0  # of them, those the model has read (the decoder's cache holds them)
         self.produced = 0  # tokens generated, the end-of-turn token included
         self.text = ""
         self.shown = 0
@@ -215,6 +237,24 @@ class Row:
             outside = sorted_p.cumsum(-1) - sorted_p >= self.sampling.top_p  # keeps at least one
             probs = probs.index_fill(0, order[outside], 0.0)
         return int(torch.multinomial(probs, 1, generator=self.generator))
+
+    def take_forced(self, tokenizer: Any, eos: set[int], vocab: int, device: Any) -> str:
+        """Take the tokens the grammar forces next, one after another, while it allows exactly one
+        (greedy decoding only: a sampled sequence draws every token, so that its seed gives the same
+        reply); return the text that may now be shown. The decoder then reads them with the token
+        picked before them in one pass (:attr:`fed` tells which it has read), instead of one pass a
+        token: a JSON reply's keys, quotes and colons cost no pass of their own. The reply is the
+        one picking each token would give, since a lone allowed token is every pick's (up to the
+        float rounding of reading several tokens in one pass). The transformers :class:`Decoder`
+        does this; the llama.cpp engine reads a token a pass, as llama.cpp's own completion does
+        when an exported model is evaluated, so that what it serves is what was evaluated."""
+        delta = ""
+        while self.constraint is not None and self.generator is None and self.finish is None:
+            token = self.constraint.forced(len(self.tokens), vocab, device)
+            if token is None:
+                break
+            delta += self.add(token, tokenizer, eos)
+        return delta
 
     def add(self, token: int, tokenizer: Any, eos: set[int]) -> str:
         """Take ``token``; return the text that may now be shown (for streaming)."""
@@ -246,7 +286,8 @@ class Decoder:
     computed) and puts their key/value cache beside the running sequences': the shorter of the two
     caches is padded on the left with masked columns, so a joining request never waits for the
     running ones to finish. Each :meth:`step` then picks every unfinished sequence's next token and
-    feeds it in one forward pass for all. With ``prefix`` (:class:`taskfit.models.prefix.PrefixCache`)
+    feeds it in one forward pass for all, with the tokens a grammar forces after it (a JSON key and
+    its colon: :meth:`Row.take_forced`) in the same pass. With ``prefix`` (:class:`taskfit.models.prefix.PrefixCache`)
     and prompts that all begin with it, the new rows start from a copy of its cache and read only
     what follows (their padding then lies between the prefix and their own tokens, masked). A
     finished sequence leaves the batch at once (its rows of the cache are dropped), so a short
@@ -356,6 +397,7 @@ class Decoder:
                 row.finish = "cancelled"
                 continue
             delta = row.add(row.pick(self.logits[j]), self.tokenizer, self.eos)
+            delta += row.take_forced(self.tokenizer, self.eos, self.logits.shape[-1], self.device)
             if delta and self.on_text is not None:
                 self.on_text(i, delta)
         keep = [j for j, i in enumerate(self.active) if self.rows[i].finish is None]
@@ -377,12 +419,24 @@ class Decoder:
             self.mask = self.mask[index]
             self.active = [self.active[j] for j in keep]
             self._trim()
-        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.active), 1))], dim=1)
-        step = torch.tensor([[self.rows[i].tokens[-1]] for i in self.active], device=self.device)
+        # Each sequence's tokens not yet read: the one picked, and any the grammar forced after it
+        # (Row.take_forced), right-aligned so that the last column is every sequence's last token;
+        # a shorter sequence's columns before its tokens are masked, as a joining prompt's padding is.
+        new = [self.rows[i].tokens[self.rows[i].fed:] for i in self.active]
+        width = max(map(len, new))
+        step = torch.full((len(new), width), self.pad, dtype=torch.long, device=self.device)
+        added = self.mask.new_zeros((len(new), width))
+        for r, tokens in enumerate(new):
+            step[r, width - len(tokens):] = torch.tensor(tokens, dtype=torch.long)
+            added[r, width - len(tokens):] = 1
+        self.mask = torch.cat([self.mask, added], dim=1)
         kwargs = {"adapter_names": [self.adapters[i] for i in self.active]} if self.mixed else {}
         with torch.inference_mode():
-            out = self.model(input_ids=step, attention_mask=self.mask, position_ids=self.mask.sum(-1, keepdim=True) - 1,
-                             use_cache=True, **{cache_arg(): self.cache}, **kwargs)
+            out = self.model(input_ids=step, attention_mask=self.mask,
+                             position_ids=(self.mask.cumsum(-1) - 1)[:, -width:].clamp(min=0),
+                             use_cache=True, logits_to_keep=1, **{cache_arg(): self.cache}, **kwargs)
+        for i in self.active:
+            self.rows[i].fed = len(self.rows[i].tokens)
         self.cache, self.logits = cache_of(out), out.logits[:, -1, :].float()
 
     def _trim(self) -> None:

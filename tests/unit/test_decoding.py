@@ -217,3 +217,50 @@ def test_a_running_batch_drops_the_columns_of_sequences_that_have_left(peaked):
     assert later[0] == len(short) + decoder.result(0).completion_tokens  # only the short one's columns
     alone = decode_batch(tiny.model, tiny.tokenizer, [short], sampled[1:])[0]
     assert decoder.result(1).text == alone.text and decoder.result(1).completion_tokens == alone.completion_tokens
+
+
+def test_tokens_a_grammar_forces_are_read_in_one_pass_with_the_same_reply(peaked, monkeypatch):
+    """A JSON reply's keys, quotes and colons are the only tokens its grammar allows where they
+    stand: they are taken without a pass of their own and read with the token before them. The
+    replies (greedy, and a joining sequence's) are the ones a pass per token gives, in fewer passes,
+    and the streamed pieces add up to the reply."""
+    from taskfit.decoding import Decoder, Row, Sampling, decode_batch
+
+    tiny = peaked
+    schema = {"type": "object", "additionalProperties": False, "required": ["customer_name", "urgent", "city"],
+              "properties": {"customer_name": {"type": "string", "maxLength": 6}, "urgent": {"type": "boolean"},
+                             "city": {"type": "string", "maxLength": 6}}}
+    grammar = json_schema_grammar(schema)
+    prompts = [_prompt(tiny, t) for t in ["refund for order 1234", "app crashes on login", "where is my parcel"]]
+    samplings = [Sampling(max_tokens=40, grammar=grammar), Sampling(max_tokens=10),
+                 Sampling(max_tokens=40, grammar=grammar)]
+    passes = [0]
+    hook = tiny.model.register_forward_pre_hook(lambda module, args: passes.__setitem__(0, passes[0] + 1))
+
+    def decode() -> tuple[list, int, list[str]]:
+        passes[0] = 0
+        pieces: list[str] = []
+        alone = decode_batch(tiny.model, tiny.tokenizer, prompts[:1], samplings[:1],
+                             on_text=lambda i, d: pieces.append(d))
+        decoder = Decoder(tiny.model, tiny.tokenizer)  # the third joins after two steps
+        decoder.add(prompts[:2], samplings[:2])
+        for _ in range(2):
+            decoder.step()
+        decoder.add(prompts[2:], samplings[2:])
+        while len(decoder):
+            decoder.step()
+        return alone + [decoder.result(i) for i in range(3)], passes[0], pieces
+
+    try:
+        fast, fast_passes, pieces = decode()
+        with monkeypatch.context() as m:
+            m.setattr(Row, "take_forced", lambda self, *args: "")  # a pass for every token
+            slow, slow_passes, _ = decode()
+    finally:
+        hook.remove()
+    assert [(g.text, g.completion_tokens, g.finish_reason) for g in fast] == \
+        [(g.text, g.completion_tokens, g.finish_reason) for g in slow]
+    jsonschema.validate(json.loads(fast[0].text), schema)
+    assert "".join(pieces).strip() == fast[0].text
+    # the three keys (several tokens each), their quotes and colons cost no pass of their own
+    assert fast_passes < slow_passes / 2, (fast_passes, slow_passes)

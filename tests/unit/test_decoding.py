@@ -264,3 +264,27 @@ def test_tokens_a_grammar_forces_are_read_in_one_pass_with_the_same_reply(peaked
     assert "".join(pieces).strip() == fast[0].text
     # the three keys (several tokens each), their quotes and colons cost no pass of their own
     assert fast_passes < slow_passes / 2, (fast_passes, slow_passes)
+
+
+def test_a_lone_sequence_on_bfloat16_weights_reads_a_short_run_a_token_a_pass(peaked, monkeypatch):
+    """On a CPU holding bfloat16 weights a pass of one token takes the matrix-vector path, about a
+    third of the cost of a pass of two or three: a lone sequence reads two unread tokens (one
+    picked, one forced) a pass each there, and in one pass on float32 weights."""
+    import copy
+
+    import torch
+
+    from taskfit.decoding import Row, Sampling, decode_batch
+
+    # every picked token is followed by one forced token (the same again)
+    monkeypatch.setattr(Row, "take_forced", lambda self, tokenizer, eos, vocab, device:
+                        self.add(self.tokens[-1], tokenizer, eos) if self.finish is None else "")
+    prompt = _prompt(peaked, "refund for order 1234")
+    for model, width in ((peaked.model, 2), (copy.deepcopy(peaked.model).to(torch.bfloat16), 1)):
+        widths: list[int] = []
+        hook = model.register_forward_pre_hook(
+            lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+        out = decode_batch(model, peaked.tokenizer, [prompt], [Sampling(max_tokens=8)])[0]
+        hook.remove()
+        assert widths[0] == len(prompt) and set(widths[1:]) == {width}, (model.dtype, widths)
+        assert sum(widths[1:]) == out.completion_tokens - 2  # the last pick and its forced token end it

@@ -275,3 +275,29 @@ def test_a_worker_working_ahead_gives_the_same_check_and_rows(tmp_path, classify
     assert list(pooled.layouts) == list(alone.layouts) and pooled.distinct == alone.distinct
     assert len(pooled.lengths) == pooled.kept and list(pooled.lengths) == list(alone.lengths)
     assert list(pooled.fixed_lengths) == list(alone.fixed_lengths) and pooled.answer_tokens == alone.answer_tokens
+
+
+def test_a_label_written_in_another_case_or_spacing_is_read_as_the_label_and_counted(tmp_path):
+    """Hand-labelled files write one queue as billing, Billing and 'BILLING ': each row is kept as
+    the label it stands for and counted as read that way, not quarantined. Labels that differ only
+    in case and are both listed stay apart, and a spelling that could be either is quarantined."""
+    from taskfit.data.prepare import build_card
+    from taskfit.config import ProjectConfig
+
+    task = TaskSpec(kind="classify", success="s", system_prompt="p", labels=["billing", "shipping", "US", "us"])
+    lines = [_row("I was charged twice for my plan", "billing"),
+             _row("Refund the double charge on my card please", "Billing"),
+             _row("Where is the parcel I ordered last month", "SHIPPING"),
+             _row("My invoice shows the wrong company address", "BILLING "),
+             _row("Ship it to the United States branch", "US"),
+             _row("ship it to our office over there", "us"),
+             _row("which one of the two is this", "Us")]
+    path, result = _scan(tmp_path, lines, task, spec=DataSpec(train="x.jsonl", dedup={"near": False}))
+    assert [ex.target for ex in result.examples] == ["billing", "billing", "shipping", "billing", "US", "us"]
+    assert _reason(result, 7).startswith("answer: label 'Us' is not in task.labels")
+    card = build_card(ProjectConfig(task=task, data=DataSpec(train="x.jsonl")), [result])
+    assert card.labels == {"billing": 3, "shipping": 1, "US": 1, "us": 1}
+    assert {(r["written"], r["label"], r["rows"]) for r in card.respelled} == \
+        {("Billing", "billing", 1), ("BILLING", "billing", 1), ("SHIPPING", "shipping", 1)}  # ends stripped on import
+    (warning,) = [w for w in card.warnings if "another case or spacing" in w]
+    assert warning.startswith("3 rows write their label") and "'SHIPPING' → 'shipping' (1)" in warning

@@ -281,3 +281,20 @@ def test_a_greeting_and_sign_off_every_reply_shares_become_house_rules(tmp_path)
     (tmp_path / "project").rename(tmp_path / "first")
     config, _ = _init(tmp_path, _write_csv(tmp_path / "other.csv", ["message", "reply"], rows))
     assert config.task.reply.must_include == ["Hi there,"]
+
+
+def test_labels_written_in_several_cases_are_proposed_once_and_read_as_one(tmp_path):
+    """A hand-labelled export writes one queue as billing, Billing and BILLING: init proposes the
+    commonest spelling once and says which others it stands for, and data check keeps every row
+    (none quarantined), its card counting the rows read as the label."""
+    rng = random.Random(1)
+    spellings = {"billing": ["billing"] * 6 + ["Billing", "BILLING"], "shipping": ["shipping"] * 7 + ["Shipping"],
+                 "refund": ["refund"] * 8}
+    rows = [[f"T{i}", _sentence(rng), spellings[QUEUES[i % 3]][(i // 3) % 8]] for i in range(150)]
+    file = _write_csv(tmp_path / "tickets.csv", ["ticket_id", "text", "label"], rows)
+    config, output = _init(tmp_path, file)  # no row quarantined
+    assert sorted(config.task.labels) == sorted(QUEUES)
+    assert "billing ('BILLING', 'Billing')" in output and "shipping ('Shipping')" in output
+    card = json.loads((tmp_path / "project" / "data_card.json").read_text())
+    assert card["labels"] == {"billing": 50, "shipping": 50, "refund": 50}
+    assert {r["written"]: r["rows"] for r in card["respelled"]} == {"Billing": 6, "BILLING": 6, "Shipping": 6}

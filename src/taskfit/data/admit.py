@@ -12,6 +12,7 @@ next one is compared with it too.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -42,6 +43,7 @@ class NewRows:
 
         self.task, self.data = config.task, config.data
         self.check_answer = get_task(self.task.kind).answer_check(self.task)
+        self.spelling = get_task(self.task.kind).answer_spelling(self.task)
         self.rows: list[Example] = []
         self.where: list[str] = []
         self.sources: list[str] = []
@@ -57,6 +59,8 @@ class NewRows:
         from taskfit.data.formats import convert
 
         rec = convert(raw, self.task, "messages", None, source, raw["id"])
+        if isinstance(rec, Example) and (spelled := self.spelling(rec.target)) != rec.target:
+            rec = dataclasses.replace(rec, target=spelled)  # "Billing": the label billing
         self.check_answer(rec)
         return rec
 

@@ -445,12 +445,36 @@ def _propose_table(path: Path, rows: int, columns: dict[str, ColumnStats], input
     return _finish(path, rows, kind, "auto", mapping, tgt, reasons)
 
 
+def _one_spelling(values: Counter) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """Labels with their rows, most first, one per spelling group (case and spacing aside: "Billing",
+    "BILLING" and "billing" are one label, written as most rows write it); and, per label written
+    more than one way, its other spellings."""
+    from taskfit.tasks.classify import label_key
+
+    groups: dict[str, Counter] = {}
+    for value, n in values.items():
+        groups.setdefault(label_key(value), Counter())[value] += n
+    labels: dict[str, int] = {}
+    spellings: dict[str, list[str]] = {}
+    for group in groups.values():
+        ranked = sorted(group.items(), key=lambda kv: (-kv[1], kv[0]))
+        labels[ranked[0][0]] = sum(group.values())
+        if len(ranked) > 1:
+            spellings[ranked[0][0]] = [w for w, _ in ranked[1:]]
+    return dict(sorted(labels.items(), key=lambda kv: (-kv[1], kv[0]))), spellings
+
+
 def _finish(path: Path, rows: int, kind: TaskKind, fmt: str, mapping: dict[str, str] | None,
             target: ColumnStats, reasons: list[str]) -> Proposal:
     labels: dict[str, int] = {}
     schema = None
     if kind == "classify":
-        labels = dict(sorted((target.values or Counter()).items(), key=lambda kv: (-kv[1], kv[0])))
+        labels, spellings = _one_spelling(target.values or Counter())
+        if spellings:
+            reasons.append("labels written in several cases or spacings are one label each, in their commonest "
+                           "spelling (data check reads the others as it and counts them): "
+                           + "; ".join(f"{lab} ({', '.join(repr(w) for w in written)})"
+                                       for lab, written in spellings.items()))
         if target.nulls:
             unlabelled = "1 row has" if target.nulls == 1 else f"{target.nulls} rows have"
             reasons.append(f"{unlabelled} no label: data check will quarantine {'it' if target.nulls == 1 else 'them'}")

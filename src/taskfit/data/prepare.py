@@ -32,6 +32,8 @@ class DataCard:
     files: list[dict[str, Any]]
     counts: dict[str, int]
     labels: dict[str, int] = field(default_factory=dict)
+    # classify: answers written in another case or spacing than their label, read as it
+    respelled: list[dict[str, Any]] = field(default_factory=list)
     imbalance_ratio: float | None = None
     small_classes: list[str] = field(default_factory=list)
     size: dict[str, Any] = field(default_factory=dict)
@@ -116,6 +118,14 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
     labels: Counter = sum((s.labels for s in scans), Counter())
     if task.labels and kind == "examples":
         card.labels = {lab: labels.get(lab, 0) for lab in task.labels or []}
+        respelled: Counter = sum((s.respelled for s in scans), Counter())
+        card.respelled = [{"written": w, "label": lab, "rows": n} for (w, lab), n in respelled.most_common()]
+        if respelled:
+            shown = ", ".join(f"{w!r} → {lab!r} ({n})" for (w, lab), n in respelled.most_common(6))
+            more = f" and {len(respelled) - 6} more spellings" if len(respelled) > 6 else ""
+            warnings.append(f"{sum(respelled.values())} rows write their label in another case or spacing and "
+                            f"were read as the label: {shown}{more}. To keep two spellings apart, list each in "
+                            "task.labels.")
         present = [v for v in card.labels.values() if v]
         card.imbalance_ratio = round(max(present) / min(present), 2) if present else None
         card.small_classes = [lab for lab, n in card.labels.items() if n < data.min_per_class]

@@ -73,6 +73,7 @@ class ScanResult:
     layouts: Any = field(default_factory=lambda: array("i"))  # the layout of each kept row, in order
     layout_index: Layouts | None = None
     labels: Counter = field(default_factory=Counter)
+    respelled: Counter = field(default_factory=Counter)  # (answer as written, the label it is) -> rows
     system_prompts: Counter = field(default_factory=Counter)
     pii_counts: Counter = field(default_factory=Counter)  # kind -> occurrences
     pii_rows: int = 0
@@ -259,6 +260,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
     label_names: list[str] = []
     counter = TokenCounter(tokenizer, task, room) if tokenizer is not None else None
     check_answer = get_task(task.kind).answer_check(task)  # the answer must fit the task (built once)
+    spelling = get_task(task.kind).answer_spelling(task)  # "Billing" is the label billing
     stem = Path(path).stem  # of each row's default id
 
     def read(chunk: list[Any]) -> tuple[list[tuple[Any, Example | PreferencePair]], list[tuple[int, Quarantined]]]:
@@ -277,6 +279,9 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                 if isinstance(rec, PreferencePair):
                     result.kind = "preferences"
                 else:
+                    if (spelled := spelling(rec.target)) != rec.target:
+                        result.respelled[(rec.target, spelled)] += 1
+                        rec = replace(rec, target=spelled)
                     check_answer(rec)
             except ValueError as exc:
                 held.append((raw.line, Quarantined(raw.source, str(exc), raw.raw)))

@@ -82,6 +82,11 @@ class Task(Protocol):
     def target_text(self, spec: Any, value: Any) -> str:
         """A data row's answer value (a string, a JSON object, None) as the answer text."""
 
+    def answer_spelling(self, spec: Any) -> Callable[[str], str]:
+        """A function (built once per data scan) giving the answer a row's written answer stands
+        for, before :meth:`answer_check` (classify: a label written in another case or spacing is
+        that label); the answer itself where it stands for no other."""
+
     def answer_check(self, spec: Any) -> Callable[[Example], None]:
         """A function (built once per data scan) that raises ValueError("answer: ...") when a
         row's answer is not valid for the task."""
@@ -232,6 +237,9 @@ class TaskDefaults:
 
     def target_text(self, spec: Any, value: Any) -> str:
         return plain_text(value)
+
+    def answer_spelling(self, spec: Any) -> Callable[[str], str]:
+        return lambda answer: answer
 
     def answer_check(self, spec: Any) -> Callable[[Example], None]:
         return lambda ex: None

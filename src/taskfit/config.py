@@ -304,7 +304,8 @@ class TrainSpec(_Spec):
     early_stopping_patience: int = Field(
         3, ge=0, description="Stop after this many validations without improvement; 0 = never stop early.")
     checkpoint_every: int = Field(
-        50, ge=0, description="Write a resumable checkpoint every N steps (atomically); 0 = none.")
+        50, ge=0, description="Write a resumable checkpoint every N steps (atomically); 0 = none. A run of "
+                              "fewer steps writes none: interrupted, it trains again from step 0.")
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on disk (the newest).")
     packing: bool = Field(
         False, description="Pack several short rows into one sequence (attention never crosses "

@@ -6,6 +6,7 @@ tests pass :class:`Silent` (the default).
 
 from __future__ import annotations
 
+import time
 from contextlib import AbstractContextManager, contextmanager
 from typing import Callable, Iterator, Protocol
 
@@ -28,7 +29,11 @@ class Silent:
 
 
 class RichReporter:
-    """Progress bars on a rich console (stderr by default)."""
+    """Progress bars on a rich console (stderr by default). Where the console is not a terminal
+    (a log file, CI, ``nohup``), a bar cannot redraw, so it is written as plain lines instead: one
+    when it starts, one every ``every_s`` seconds while it runs, one when it ends."""
+
+    every_s = 30.0
 
     def __init__(self, console=None):
         from rich.console import Console
@@ -45,6 +50,10 @@ class RichReporter:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
 
+        if not self.console.is_terminal:
+            with self._lines(description, total) as advance:
+                yield advance
+            return
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                    TextColumn("{task.fields[info]}")]
@@ -55,3 +64,42 @@ class RichReporter:
                 progress.update(task, advance=n, info=info)
 
             yield advance
+
+    @contextmanager
+    def _lines(self, description: str, total: int | None) -> Iterator[Callable[..., None]]:
+        from rich.markup import escape
+
+        start = last = time.monotonic()
+        done, note = 0, ""
+
+        def line(what: str) -> None:
+            of = f"/{total}" if total is not None else ""
+            elapsed = time.monotonic() - start
+            eta = (f", about {_clock(elapsed / done * (total - done))} left"
+                   if total is not None and 0 < done < total else "")
+            self.console.print(escape(f"{description}: {what} {done}{of} after {_clock(elapsed)}{eta}"
+                                      f"{' ' + note if note else ''}"), highlight=False)
+
+        self.console.print(escape(f"{description}: started" + (f" ({total} to do)" if total is not None else "")),
+                           highlight=False)
+
+        def advance(n: int = 1, info: str = "") -> None:
+            nonlocal done, note, last
+            done += n
+            note = info or note
+            if time.monotonic() - last >= self.every_s:
+                last = time.monotonic()
+                line("at")
+
+        yield advance
+        line("done,")
+
+
+def _clock(seconds: float) -> str:
+    """12 s, 4 min 05 s, 1 h 02 min."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"

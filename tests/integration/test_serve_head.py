@@ -2,7 +2,7 @@
 official `openai` client as evaluation answered it: a label, its confidence and the fallback in
 ``choices[0].taskfit``, beside a generative classify adapter on the same base that answers as it
 does alone; plain and streamed, merged too, loaded and unloaded at run time; and the requests a
-head cannot answer (a system prompt, a JSON reply) get a 400 that says why."""
+head cannot answer (a JSON reply) get a 400 that says why; a system message is accepted and not read."""
 
 from __future__ import annotations
 
@@ -100,10 +100,12 @@ def test_a_head_adapter_answers_as_evaluated_beside_a_generative_one(runs, tiny_
         assert beside.taskfit["label"] == gen.output
         assert beside.taskfit["confidence"] == pytest.approx(gen.confidence, rel=1e-4)
 
-    with pytest.raises(openai.BadRequestError) as system:
-        client.chat.completions.create(model="triage-head", messages=[
-            {"role": "system", "content": "Route it."}, {"role": "user", "content": "charged twice"}])
-    assert system.value.code == "unsupported_messages" and "user message alone" in system.value.message
+    # A client that sends its system prompt (as one moving off a hosted fine-tune does) gets the
+    # label of the user message alone: the head was trained and evaluated on it alone.
+    with_system = client.chat.completions.create(model="triage-head", messages=[
+        {"role": "system", "content": "Route it."}, {"role": "user", "content": TEXTS[0]}]).choices[0]
+    alone = _ask(client, "triage-head", TEXTS[0]).choices[0]
+    assert with_system.taskfit == alone.taskfit and with_system.message.content == alone.message.content
     with pytest.raises(openai.BadRequestError) as json_reply:
         _ask(client, "triage-head", "charged twice", response_format={"type": "json_object"})
     assert json_reply.value.code == "unsupported" and json_reply.value.param == "response_format"

@@ -95,3 +95,11 @@ def test_a_superset_pattern_reads_as_python_reads_it():
     assert screen.ruled_out("AP123\n") == set()  # $ before a final newline: not ruled out
     assert screen.ruled_out("AP12\n") == {re.compile(r"AP\w{3}(?:\s|$)")}
     assert re.compile(r"AB\d") not in screen.ruled_out("no")  # a pattern it was not given is tried
+
+
+def test_a_labelled_number_no_region_reads_whole_is_redacted_whole():
+    """"Tel 0171 2345678" (a London number as written before 2000): the matcher reads only 2345678
+    as a number, and redacting that alone left the area code beside the placeholder."""
+    assert redact("Tel 0171 2345678") == "Tel <PHONE>"
+    assert redact("call me on 0171 2345678 please") == "call me on <PHONE> please"
+    assert redact("Tel 020 7946 0958, order 4521 of 12 May") == "Tel <PHONE>, order 4521 of 12 May"

@@ -40,10 +40,11 @@ class Repeat:
 class NewRows:
     def __init__(self, config: ProjectConfig, existing: Sequence[Example], where: Sequence[str]):
         from taskfit.tasks import get_task
+        from taskfit.tasks.base import answer_spelling
 
         self.task, self.data = config.task, config.data
         self.check_answer = get_task(self.task.kind).answer_check(self.task)
-        self.spelling = get_task(self.task.kind).answer_spelling(self.task)
+        self.spelling = answer_spelling(get_task(self.task.kind), self.task)
         self.rows: list[Example] = []
         self.where: list[str] = []
         self.sources: list[str] = []

@@ -32,6 +32,7 @@ from taskfit.data.read import read_rows
 from taskfit.records import Example, PreferencePair, in_batches
 from taskfit.rendering import user_text
 from taskfit.tasks import get_task
+from taskfit.tasks.base import answer_spelling
 
 TEMPLATE = "template"  # the value of data.group_by that groups rows by layout
 
@@ -260,7 +261,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
     label_names: list[str] = []
     counter = TokenCounter(tokenizer, task, room) if tokenizer is not None else None
     check_answer = get_task(task.kind).answer_check(task)  # the answer must fit the task (built once)
-    spelling = get_task(task.kind).answer_spelling(task)  # "Billing" is the label billing
+    spelling = answer_spelling(get_task(task.kind), task)  # "Billing" is the label billing
     stem = Path(path).stem  # of each row's default id
 
     def read(chunk: list[Any]) -> tuple[list[tuple[Any, Example | PreferencePair]], list[tuple[int, Quarantined]]]:

@@ -10,8 +10,8 @@ messages are one user message (the input; for ``qa`` the question), optionally a
 message (which replaces the task's system prompt, as a training row's own system prompt does);
 a ``qa`` adapter also needs the passage, as ``context`` in the request body (the ``openai``
 client sends it with ``extra_body={"context": ...}``). A classification-head adapter
-(``train.classify_head``) reads the user message alone (no system message) and answers with a
-label only. The server renders the prompt itself
+(``train.classify_head``) reads the user message alone (a system message is accepted and not
+read, as in training) and answers with a label only. The server renders the prompt itself
 (``Context:`` / ``Question:`` framing, system prompt, cut to the run's ``train.max_seq_length``)
 and, unless ``max_tokens`` says otherwise, answers within the run's answer budget
 (``eval.max_new_tokens``).
@@ -112,10 +112,6 @@ def task_example(served: Served, messages: list[dict[str, str]], context: str | 
                             "message", param="messages", code="unsupported_messages")
     if not turns[0]["content"].strip():
         raise ApiError(400, "messages: the user message is empty", param="messages", code="invalid_value")
-    if served.head and systems:
-        raise ApiError(400, f"messages: {served.name} is a classification head: it reads the user message alone "
-                            "(no system prompt), as it was trained; send one user message", param="messages",
-                       code="unsupported_messages")
     takes_context = get_task(task.kind).takes_context
     if takes_context and not (context or "").strip():
         raise ApiError(400, f"context: {served.name} answers a question from a passage: send the question as "

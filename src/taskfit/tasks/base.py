@@ -74,18 +74,14 @@ class Task(Protocol):
     template: str  # the task section `taskfit init` writes (commented YAML)
     thresholds: Mapping[str, float]  # the acceptance thresholds `taskfit init` writes
     # Optional (TaskDefaults has it): ``train``, the train.* settings `taskfit init` writes for the
-    # kind where they were measured better than the template's.
+    # kind where they were measured better than the template's. Optional too: ``answer_spelling``
+    # (see :func:`answer_spelling`).
 
     def check_spec(self, spec: Any) -> None:
         """Raise ValueError naming the key when ``spec`` lacks what the kind needs."""
 
     def target_text(self, spec: Any, value: Any) -> str:
         """A data row's answer value (a string, a JSON object, None) as the answer text."""
-
-    def answer_spelling(self, spec: Any) -> Callable[[str], str]:
-        """A function (built once per data scan) giving the answer a row's written answer stands
-        for, before :meth:`answer_check` (classify: a label written in another case or spacing is
-        that label); the answer itself where it stands for no other."""
 
     def answer_check(self, spec: Any) -> Callable[[Example], None]:
         """A function (built once per data scan) that raises ValueError("answer: ...") when a
@@ -134,6 +130,14 @@ def answer_values(task: "Task", spec: Any, target: str) -> list[AnswerValue]:
     if own is not None:
         return own(spec, target)
     return [] if task.scores_labels else TaskDefaults.answer_values(task, spec, target)  # type: ignore[arg-type]
+
+
+def answer_spelling(task: "Task", spec: Any) -> Callable[[str], str]:
+    """A function (built once per data scan) giving the answer a row's written answer stands for,
+    before the kind's ``answer_check`` (classify: a label written in another case or spacing is
+    that label); the kind's own ``answer_spelling`` when it has one, else the answer as written."""
+    own = getattr(task, "answer_spelling", None)
+    return own(spec) if own is not None else (lambda answer: answer)
 
 
 def with_answer_values(task: "Task", spec: Any, target: str, texts: Sequence[str]) -> str:
@@ -237,9 +241,6 @@ class TaskDefaults:
 
     def target_text(self, spec: Any, value: Any) -> str:
         return plain_text(value)
-
-    def answer_spelling(self, spec: Any) -> Callable[[str], str]:
-        return lambda answer: answer
 
     def answer_check(self, spec: Any) -> Callable[[Example], None]:
         return lambda ex: None

@@ -176,6 +176,14 @@ def test_served_classical_models_answer_as_evaluated_through_the_openai_client(f
     streamed = list(_ask(client, "triage-tfidf", text, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in streamed) == \
            _ask(client, "triage-tfidf", text).choices[0].message.content
+    # Personal data is replaced as in the rows it was fitted and scored on (the card records the
+    # project's data.privacy), so a request carrying an e-mail address answers as its redacted text.
+    assert json.loads((project / "baselines" / "tfidf-logreg" / "model.json").read_text())["privacy"]["action"] \
+        == "redact"
+    for model in ("triage-tfidf", "triage-emb"):
+        raw, placeholder = (_ask(client, model, f"Refund my order, reply to {who} please").choices[0].taskfit
+                            for who in ("anna.smith@gmail.com", "<EMAIL>"))
+        assert raw == placeholder, model
     with pytest.raises(openai.BadRequestError) as err:
         _ask(client, "triage-emb", text, response_format={"type": "json_object"})
     assert err.value.status_code == 400 and "classical classifier" in err.value.message

@@ -521,7 +521,7 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
             raise ApiError(400, f"response_format: {served.name} is a classical classifier; it answers one "
                                 "of its labels, as text", param="response_format", code="unsupported")
         return Job(model=served, prompt=[], sampling=Sampling(max_tokens=1), score_labels=True,
-                   example=task_example(served, messages, req.context, cid))
+                   example=as_trained(served, task_example(served, messages, req.context, cid)))
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:

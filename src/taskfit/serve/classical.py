@@ -47,7 +47,7 @@ def load_served(name: str, spec: ClassicalSpec) -> Served:
     """The classical model saved in ``spec.path``, served as ``name`` with the task and fallback
     settings it was fitted with (unless ``spec`` sets its own)."""
     from taskfit.baselines.classical import load_classical, read_card
-    from taskfit.config import TaskSpec
+    from taskfit.config import PrivacySpec, TaskSpec
 
     card = read_card(spec.path)
     if card is None:
@@ -55,12 +55,19 @@ def load_served(name: str, spec: ClassicalSpec) -> Served:
                           hint="`taskfit baseline DIR --only embeddings-logreg` (or tfidf-logreg) fits one "
                                "and saves it in DIR/baselines/<name>")
     task = TaskSpec.model_validate(card["task"])
+    privacy = card.get("privacy")
+    project = Path(spec.path).resolve().parent.parent / "taskfit.yaml"  # <project>/baselines/<name>
+    if privacy is None and project.is_file():  # fitted before cards recorded it: the project's setting
+        from taskfit.config import load_config
+
+        privacy = load_config(project).data.privacy.model_dump(mode="json")
     threshold = spec.confidence_threshold if spec.confidence_threshold is not None else card.get("confidence_threshold")
     fallback = spec.fallback or card.get("fallback")
     if threshold is not None and not fallback:
         raise ConfigError(f"classical.{name}: a confidence_threshold needs a fallback answer (e.g. needs_human)")
     return Served(name=name, adapter=None, parent=None, task=task, threshold=threshold, fallback=fallback,
-                  path=Path(spec.path), classical=ServedClassifier(load_classical(spec.path)))
+                  path=Path(spec.path), classical=ServedClassifier(load_classical(spec.path)),
+                  privacy=PrivacySpec.model_validate(privacy) if privacy is not None else None)
 
 
 def add_classical(engine: Engine, spec: Any) -> None:

@@ -253,6 +253,9 @@ def classical_candidate(ws: Workspace, name: str, folder: Path | None = None,
                     "train_fingerprint": ws.train_fingerprint,
                     "task": c.task.model_dump(mode="json", by_alias=True),
                     "confidence_threshold": c.eval.confidence_threshold, "fallback": c.eval.fallback,
+                    # what the training rows' personal data was replaced with: the server reads a
+                    # request the same way, so that it answers what the scorecard measured
+                    "privacy": c.data.privacy.model_dump(mode="json"),
                     **(card or {})})
             else:
                 ws.reporter.status(f"{name}: using the model fitted on these training rows ({folder})")

@@ -76,11 +76,17 @@ def test_feedback_is_stored_for_the_completion_id(fitted, loopback):
         "unknown key": (post({"id": reply.id, "label": right}, key="tf-wrong"), 401, "invalid_api_key"),
         "other model's key": (post({"id": reply.id, "label": right}, key=OTHER), 403, "model_not_allowed"),
         "extra field": (post({"id": reply.id, "label": right, "score": 3}), 400, None),
+        "not a label": (post({"id": reply.id, "label": "urgent-ish"}), 400, None),
     }
     for case, (response, status, code) in errors.items():
         assert response.status_code == status, (case, response.text)
         assert response.json()["error"]["code"] == code, case
+    assert "'urgent-ish' is not in task.labels" in errors["not a label"][0].json()["error"]["message"]
     assert store.execute("SELECT COUNT(*) FROM corrections").fetchone()[0] == 2
+    # a label in another case is the label: the served one written "Billing" confirms it
+    respelled = post({"id": reply.id, "label": served.upper()})
+    assert respelled.status_code == 201 and respelled.json()["verdict"] == "correct", respelled.text
+    assert respelled.json()["correction"] == served
 
     # The newest correction counts: the served answer was confirmed last.
     result = from_log_project(project)

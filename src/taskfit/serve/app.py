@@ -39,6 +39,7 @@ from taskfit.decoding import Sampling
 from taskfit.errors import TaskfitError
 from taskfit.records import Example
 from taskfit.tasks import get_task
+from taskfit.tasks.base import answer_spelling
 from taskfit.serve.config import MODEL_NAME, AdapterSpec, ServeSpec, hash_key
 from taskfit.serve.engine import Engine, Job, QueueFull, Result, Served, schema_grammar
 
@@ -700,7 +701,12 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
             served = engine.models.get(logged.model or "")
             try:
                 if served is not None and served.task is not None:  # the answer as the kind writes it
-                    correction = get_task(served.task.kind).target_text(served.task, value)
+                    kind = get_task(served.task.kind)
+                    correction = answer_spelling(kind, served.task)(kind.target_text(served.task, value))
+                    # a correction training could not take is refused now, not kept for data
+                    # from-log to quarantine ("Billing" is the label billing; a record, valid JSON)
+                    kind.answer_check(served.task)(Example(id=logged.id, input=logged.text or "",
+                                                           target=correction, context=logged.context))
                 else:
                     correction = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
                 if not logged.answered or logged.answer is None:
@@ -710,7 +716,7 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                                         body.comment)
             except ValueError as exc:
                 param = "reviewer" if str(exc).startswith("no reviewer") else ("label" if body.label else "answer")
-                raise ApiError(400, f"{param}: {exc}", param=param) from None
+                raise ApiError(400, f"{param}: {str(exc).removeprefix('answer: ')}", param=param) from None
             await run_in_threadpool(review_store.add, [record_])
             return JSONResponse({"id": logged.id, "object": "feedback", "model": logged.model,
                                  "verdict": record_.verdict, "correction": record_.correction,

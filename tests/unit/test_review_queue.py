@@ -152,6 +152,14 @@ def test_import_stores_corrections_with_the_reviewer_and_names_bad_lines(served,
         _fill(result.paths["csv"], bad, filled)
         cli = CliRunner().invoke(app, ["review", "import", str(served), str(filled), "--reviewer", "ana"])
         assert cli.exit_code == 3 and message in cli.output and "Traceback" not in cli.output, cli.output
+    # a comment over two lines in the first row: the bad third row is named by its line in the file
+    bad = [dict(rows[0], comment="checked with\nthe customer")] + rows[1:2] + [dict(rows[2], verdict="maybe")] + rows[3:]
+    _fill(result.paths["csv"], bad, filled)
+    cli = CliRunner().invoke(app, ["review", "import", str(served), str(filled), "--reviewer", "ana"])
+    first = list(bad[2].values())[0]  # the third row's first cell: where its line begins
+    line = next(n for n, text in enumerate(filled.read_text().splitlines(), 1) if text.startswith(first))
+    assert line > 4 and len(filled.read_text().splitlines()) > 11  # cells over several lines before it
+    assert cli.exit_code == 3 and f"filled.csv:{line}: verdict 'maybe'" in cli.output, cli.output
     # without a reviewer name anywhere, nothing is stored
     _fill(result.paths["csv"], rows, filled)
     cli = CliRunner().invoke(app, ["review", "import", str(served), str(filled)])

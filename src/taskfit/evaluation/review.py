@@ -160,7 +160,8 @@ def write_sheet(path: Path, columns: Sequence[str], items: Sequence[dict[str, st
 
 
 def read_sheet(path: Path, required: set[str], hint: str) -> Iterator[tuple[int, dict[str, str]]]:
-    """A filled-in review CSV's rows with their line numbers; a DataError names a missing column
+    """A filled-in review CSV's rows with the line each starts on (as an editor numbers it: a cell
+    holding a line break does not shift the rows after it); a DataError names a missing column
     (``hint`` says which file to import)."""
     from taskfit.data.read import read_text
 
@@ -170,7 +171,10 @@ def read_sheet(path: Path, required: set[str], hint: str) -> Iterator[tuple[int,
         missing = required - set(reader.fieldnames or [])
         if missing:
             raise DataError(f"{path}: no column {', '.join(sorted(missing))}", hint=hint)
-        yield from enumerate(reader, 2)
+        start = reader.line_num + 1
+        for row in reader:
+            yield start, row
+            start = reader.line_num + 1
 
 
 def sheet_columns(path: Path) -> list[str]:

@@ -130,7 +130,7 @@ def _fill(path, rows, out):
 def test_import_stores_corrections_with_the_reviewer_and_names_bad_lines(served, tmp_path):
     result = queue_project(served, n=10)
     rows = list(csv.DictReader(result.paths["csv"].open()))
-    rows[0].update(verdict="correct")
+    rows[0].update(verdict="correct", correction=rows[0]["answer"].upper())  # the served label, in capitals
     rows[1].update(verdict="wrong", correction="technical_issue" if rows[1]["answer"] != "technical_issue" else "billing")
     rows[2].update(verdict="unsure")
     rows[3].update(verdict="wrong", correction="loyalty_program")  # a new label: imported, warned about
@@ -183,3 +183,25 @@ def test_an_extract_answer_written_otherwise_is_the_same_answer():
     assert wrong.verdict == "wrong"
     # labels stay text: "1.0" is another label than "1"
     assert correction_of("r2", None, "1", "x", None, None, "ann", None, "1.0", "sheet").verdict == "wrong"
+
+
+def test_an_extract_correction_training_could_not_take_is_named_by_its_line(served, tmp_path):
+    """A reviewer's record that is not JSON, or breaks the schema, would be quarantined by data
+    from-log much later: the import names its line now and stores nothing."""
+    doc = yaml.safe_load((served / "taskfit.yaml").read_text())
+    doc["task"] = {"kind": "extract", "name": doc["task"]["name"], "success": "s", "system_prompt": "p",
+                   "schema": {"type": "object", "required": ["queue"], "additionalProperties": False,
+                              "properties": {"queue": {"type": "string"}}}}
+    doc["eval"]["thresholds"] = {"field_f1": 0.8}
+    (served / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    result = queue_project(served, n=4)
+    rows = list(csv.DictReader(result.paths["csv"].open()))
+    for correction, message in [("queue: refund", "filled.csv:2: answer: not valid JSON"),
+                                ('{"queue": 3}', "filled.csv:2: answer: does not match task.schema at queue")]:
+        _fill(result.paths["csv"], [dict(rows[0], verdict="wrong", correction=correction)] + rows[1:], tmp_path / "filled.csv")
+        cli = CliRunner().invoke(app, ["review", "import", str(served), str(tmp_path / "filled.csv"), "--reviewer", "ana"])
+        assert cli.exit_code == 3 and message in cli.output and "Traceback" not in cli.output, cli.output
+    _fill(result.paths["csv"], [dict(rows[0], verdict="wrong", correction='{"queue": "refund"}')] + rows[1:],
+          tmp_path / "filled.csv")
+    cli = CliRunner().invoke(app, ["review", "import", str(served), str(tmp_path / "filled.csv"), "--reviewer", "ana"])
+    assert cli.exit_code == 0 and "stored 1 correction" in cli.output, cli.output

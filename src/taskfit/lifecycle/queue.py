@@ -266,8 +266,13 @@ def import_queue(project: Path, verdicts: Path, reviewer: str | None = None, log
     reviewer (the sheet's column, else ``reviewer``). Every row must name a queued request and a
     valid verdict, or the error names the line; nothing is stored unless every row is valid."""
     from taskfit.evaluation.review import read_sheet
+    from taskfit.records import Example
+    from taskfit.tasks import get_task
+    from taskfit.tasks.base import answer_spelling
 
     config, _, log, model = project_log(project, log, model)
+    kind = get_task(config.task.kind)
+    spelling, check = answer_spelling(kind, config.task), kind.answer_check(config.task)
     with ReviewStore(store_path(log)) as store:
         queued = store.queued()
         corrections, skipped = [], 0
@@ -284,10 +289,15 @@ def import_queue(project: Path, verdicts: Path, reviewer: str | None = None, log
             if verdict in ("", "unsure"):
                 skipped += 1
                 continue
+            given = row.get("correction")
             try:
+                if given and given.strip():
+                    given = spelling(given.strip())  # "Billing" is the label billing
+                    if not kind.scores_labels:  # a label outside task.labels is kept and warned about below
+                        check(Example(id=rid, input=q.input or "", target=given, context=q.context))
                 corrections.append(correction_of(rid, q.model, q.served, q.input, q.context, q.requested,
                                                  (row.get("reviewer") or "").strip() or reviewer, verdict,
-                                                 row.get("correction"), f"queue {q.batch}", row.get("comment")))
+                                                 given, f"queue {q.batch}", row.get("comment")))
             except ValueError as exc:
                 hint = ("type your name in the page's name box, or pass --reviewer NAME"
                         if "no reviewer" in str(exc) else None)

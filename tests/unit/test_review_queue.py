@@ -157,7 +157,7 @@ def test_import_stores_corrections_with_the_reviewer_and_names_bad_lines(served,
     _fill(result.paths["csv"], bad, filled)
     cli = CliRunner().invoke(app, ["review", "import", str(served), str(filled), "--reviewer", "ana"])
     first = list(bad[2].values())[0]  # the third row's first cell: where its line begins
-    line = next(n for n, text in enumerate(filled.read_text().splitlines(), 1) if text.startswith(first))
+    line = next(n for n, text in enumerate(filled.read_text().splitlines(), 1) if text.startswith(first + ","))
     assert line > 4 and len(filled.read_text().splitlines()) > 11  # cells over several lines before it
     assert cli.exit_code == 3 and f"filled.csv:{line}: verdict 'maybe'" in cli.output, cli.output
     # without a reviewer name anywhere, nothing is stored

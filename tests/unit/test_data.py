@@ -301,3 +301,27 @@ def test_a_label_written_in_another_case_or_spacing_is_read_as_the_label_and_cou
         {("Billing", "billing", 1), ("BILLING", "billing", 1), ("SHIPPING", "shipping", 1)}  # ends stripped on import
     (warning,) = [w for w in card.warnings if "another case or spacing" in w]
     assert warning.startswith("3 rows write their label") and "'SHIPPING' → 'shipping' (1)" in warning
+
+
+def test_a_csv_row_with_too_few_or_too_many_fields_is_quarantined_as_the_file_holds_it(tmp_path):
+    """A qa row missing its last cell would read as an empty answer, the refusal, and be trained as
+    one: it is quarantined with its line, the column it lacks, and its text as written; a quote
+    left open names the lines it swallowed."""
+    task = TaskSpec(kind="qa", success="s", system_prompt="p")
+    path = tmp_path / "questions.csv"
+    path.write_text("question,passage,answer\n"
+                    "What is X?,X is a letter.\n"
+                    "What is Y?,Y is a letter.,a letter\n"
+                    "What is Z?,Z is a letter.,a letter,extra\n"
+                    "\"What is W?,W is a letter.,a letter\n"
+                    "Next question,its passage,its answer\n", encoding="utf-8")
+    spec = DataSpec(train="questions.csv", columns={"input": "question", "target": "answer", "context": "passage"})
+    result = scan(path, task, spec, keep=True)
+    assert result.counts_add_up() and [ex.input for ex in result.examples] == ["What is Y?"]
+    reasons = {q.source: (q.reason, q.raw) for q in result.quarantined}
+    assert reasons[f"{path}:2"] == ("2 fields where the header has 3 (no 'answer'): add the missing separators, "
+                                    "or quote a cell that holds one", "What is X?,X is a letter.")
+    assert reasons[f"{path}:4"][0].startswith("more fields than the 3 columns")
+    assert reasons[f"{path}:4"][1] == "What is Z?,Z is a letter.,a letter,extra"
+    assert "1 field where the header has 3" in reasons[f"{path}:5"][0]
+    assert "(lines 5-6: a quote opened and not closed?)" in reasons[f"{path}:5"][0]

@@ -120,6 +120,10 @@ def _first_escaped(lines: list[str]) -> tuple[int, int, int] | None:
     return None
 
 
+def _fields(n: int) -> str:
+    return "1 field" if n == 1 else f"{n} fields"
+
+
 def _delimited(path: Path, delimiter: str) -> Iterator[RawRow]:
     with path.open("rb") as raw:
         # A BOM at the start of a spreadsheet export is common and harmless for CSV: skip it.
@@ -159,9 +163,18 @@ def _delimited(path: Path, delimiter: str) -> Iterator[RawRow]:
                 yield RawRow(f"{path}:{line + bad[0]}", line + bad[0], raw=shown[:500],
                              error=not_utf8(bad[2], bad[1]))
                 continue
+            text = "".join(physical).rstrip("\r\n")  # the row as the file holds it
+            spans = f" (lines {line}-{line + len(physical) - 1}: a quote opened and not closed?)" if len(physical) > 1 else ""
             if None in row:
-                yield RawRow(where, line, raw=str(row),
-                             error=f"more fields than the {len(reader.fieldnames)} columns of the header")
+                yield RawRow(where, line, raw=text[:500],
+                             error=f"more fields than the {len(reader.fieldnames)} columns of the header{spans}")
+                continue
+            missing = [k for k, v in row.items() if v is None]
+            if missing:  # a short row: its last cells would be read as empty (a qa refusal, say)
+                yield RawRow(where, line, raw=text[:500],
+                             error=f"{_fields(len(reader.fieldnames) - len(missing))} where the header has "
+                                   f"{len(reader.fieldnames)} (no {', '.join(repr(k) for k in missing)}){spans}: "
+                                   "add the missing separators, or quote a cell that holds one")
                 continue
             yield RawRow(where, line, obj=dict(row), raw=delimiter.join(v or "" for v in row.values()))
 

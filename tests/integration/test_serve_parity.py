@@ -303,3 +303,29 @@ def test_llama_cpp_serves_what_the_exported_artifacts_evaluation_answered(tmp_pa
                                     "adapters": {kind: str(tmp_path / kind) for kind in KINDS}})
     client = openai.OpenAI(base_url=loopback(create_app(spec)), api_key="none", max_retries=0)
     _assert_served_as_evaluated(client, held_out, evaluated)
+
+
+def test_feedback_on_a_qa_answer_is_checked_as_training_would_read_it(runs, tiny_model_dir, loopback, tmp_path):
+    """A qa model has no labels (a `label` is refused), an empty correction is refused, and the
+    refusal written in other case and punctuation is stored as task.refusal, as data check reads it."""
+    try:  # the HTTP client the openai package is built on (httpx2 from openai 3)
+        import httpx2 as httpx
+    except ImportError:  # pragma: no cover
+        import httpx
+
+    spec = load_serve_config(None, {"base": str(tiny_model_dir), "log": {"path": str(tmp_path / "requests.sqlite")},
+                                    "adapters": {"qa": {"path": str(runs["qa"])}}})
+    url = loopback(create_app(spec))
+    client = openai.OpenAI(base_url=url, api_key="none", max_retries=0)
+    reply = _ask(client, "qa", _held_out()["qa"][0], max_tokens=4)
+    refusal = load_config(runs["qa"] / "config.resolved.yaml").task.refusal
+
+    def post(**body):
+        return httpx.post(f"{url}/feedback", json={"id": reply.id, "reviewer": "desk", **body})
+
+    label = post(label="refund")
+    assert label.status_code == 400 and "no labels" in label.json()["error"]["message"], label.text
+    empty = post(answer="  ")
+    assert empty.status_code == 400 and "empty" in empty.json()["error"]["message"], empty.text
+    shouted = post(answer=refusal.upper() + ".")
+    assert shouted.status_code == 201 and shouted.json()["correction"] == refusal, shouted.text

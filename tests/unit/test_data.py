@@ -325,3 +325,22 @@ def test_a_csv_row_with_too_few_or_too_many_fields_is_quarantined_as_the_file_ho
     assert reasons[f"{path}:4"][1] == "What is Z?,Z is a letter.,a letter,extra"
     assert "1 field where the header has 3" in reasons[f"{path}:5"][0]
     assert "(lines 5-6: a quote opened and not closed?)" in reasons[f"{path}:5"][0]
+
+
+def test_the_refusal_written_in_another_case_or_punctuation_is_read_as_task_refusal(tmp_path):
+    """Agents typed the refusal three ways: the model would learn three refusals, and a client
+    matching task.refusal would miss two. Each is read as task.refusal, counted and warned about."""
+    from taskfit.config import ProjectConfig
+    from taskfit.data.prepare import build_card
+
+    task = TaskSpec(kind="qa", success="s", system_prompt="p")
+    refusal = task.refusal
+    rows = [json.dumps({"messages": [{"role": "user", "content": f"question {i} about the plan"},
+                                     {"role": "assistant", "content": answer}], "context": f"passage {i}"})
+            for i, answer in enumerate([refusal, refusal.upper(), refusal.capitalize() + ".", "the annual plan",
+                                        f"{refusal}, but ask support"])]
+    _, result = _scan(tmp_path, rows, task, spec=DataSpec(train="x.jsonl", dedup={"near": False}))
+    assert [ex.target for ex in result.examples] == [refusal] * 3 + ["the annual plan", f"{refusal}, but ask support"]
+    card = build_card(ProjectConfig(task=task, data=DataSpec(train="x.jsonl")), [result])
+    assert sum(r["rows"] for r in card.respelled) == 2 and all(r["label"] == refusal for r in card.respelled)
+    assert any(w.startswith("2 rows write the refusal in another case or punctuation") for w in card.warnings)

@@ -39,10 +39,10 @@ def render_markdown(card: DataCard) -> str:
         lines += ["## Labels", "", "| label | rows |", "|---|---|"]
         lines += [f"| {lab} | {n} |" for lab, n in sorted(card.labels.items(), key=lambda kv: -kv[1])]
         lines += ["", f"Imbalance ratio (largest / smallest): {card.imbalance_ratio}.", ""]
-        if card.respelled:
-            lines += ["Read as a label, written in another case or spacing:", "", "| written | label | rows |",
-                      "|---|---|---|"]
-            lines += [f"| {r['written']!r} | {r['label']} | {r['rows']} |" for r in card.respelled] + [""]
+    if card.respelled:
+        lines += ["Answers read as the task writes them (a label in another case, the refusal in other "
+                  "punctuation):", "", "| written | read as | rows |", "|---|---|---|"]
+        lines += [f"| {r['written']!r} | {r['label']} | {r['rows']} |" for r in card.respelled] + [""]
     if card.tokens:
         t = card.tokens
         lines += ["## Token lengths (rendered with the model's chat template)", "",

@@ -118,14 +118,6 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
     labels: Counter = sum((s.labels for s in scans), Counter())
     if task.labels and kind == "examples":
         card.labels = {lab: labels.get(lab, 0) for lab in task.labels or []}
-        respelled: Counter = sum((s.respelled for s in scans), Counter())
-        card.respelled = [{"written": w, "label": lab, "rows": n} for (w, lab), n in respelled.most_common()]
-        if respelled:
-            shown = ", ".join(f"{w!r} → {lab!r} ({n})" for (w, lab), n in respelled.most_common(6))
-            more = f" and {len(respelled) - 6} more spellings" if len(respelled) > 6 else ""
-            warnings.append(f"{sum(respelled.values())} rows write their label in another case or spacing and "
-                            f"were read as the label: {shown}{more}. To keep two spellings apart, list each in "
-                            "task.labels.")
         present = [v for v in card.labels.values() if v]
         card.imbalance_ratio = round(max(present) / min(present), 2) if present else None
         card.small_classes = [lab for lab, n in card.labels.items() if n < data.min_per_class]
@@ -136,6 +128,15 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
         if card.imbalance_ratio and card.imbalance_ratio > 10:
             warnings.append(f"the largest class is {card.imbalance_ratio}x the smallest: accuracy will "
                             "hide poor small classes; read macro-F1 and the per-class scores.")
+    respelled: Counter = sum((s.respelled for s in scans), Counter())
+    card.respelled = [{"written": w, "label": lab, "rows": n} for (w, lab), n in respelled.most_common()]
+    if respelled:
+        shown = ", ".join(f"{w!r} → {lab!r} ({n})" for (w, lab), n in respelled.most_common(6))
+        more = f" and {len(respelled) - 6} more spellings" if len(respelled) > 6 else ""
+        what, keep = (("their label in another case or spacing", "To keep two spellings apart, list each in "
+                       "task.labels.") if task.labels else
+                      ("the refusal in another case or punctuation", "The model learns task.refusal as written."))
+        warnings.append(f"{sum(respelled.values())} rows write {what} and were read as it: {shown}{more}. {keep}")
     from taskfit.tasks import size_guidance
 
     size_key = "preference" if kind == "preferences" else task.kind

@@ -699,9 +699,16 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                                param="id", code="model_not_allowed")
             value = body.label if body.label is not None else body.answer
             served = engine.models.get(logged.model or "")
+            if (body.label is not None and served is not None and served.task is not None
+                    and not get_task(served.task.kind).scores_labels):
+                raise ApiError(400, f"label: {served.name} is a {served.task.kind} model, which has no labels: send "
+                                    "the right answer as \"answer\"", param="label", code="missing_correction")
             try:
                 if served is not None and served.task is not None:  # the answer as the kind writes it
                     kind = get_task(served.task.kind)
+                    if isinstance(value, str) and not value.strip():  # (a qa data file's empty cell is the refusal)
+                        raise ValueError("empty: send the right answer"
+                                         + (f" (a refusal as {served.task.refusal!r})" if served.task.kind == "qa" else ""))
                     correction = answer_spelling(kind, served.task)(kind.target_text(served.task, value))
                     # a correction training could not take is refused now, not kept for data
                     # from-log to quarantine ("Billing" is the label billing; a record, valid JSON)

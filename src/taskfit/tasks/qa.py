@@ -162,6 +162,16 @@ class QaTask(TaskDefaults):
             return spec.refusal
         return plain_text(value)
 
+    def answer_spelling(self, spec: TaskSpec) -> Callable[[str], str]:
+        """The refusal written in another case or punctuation ("Not enough evidence in the provided
+        documents.") is task.refusal as configured, so that the model learns one refusal."""
+        refusal = normalize(spec.refusal)
+
+        def spelling(answer: str) -> str:
+            return spec.refusal if refusal and answer != spec.refusal and normalize(answer) == refusal else answer
+
+        return spelling
+
     def answer_check(self, spec: TaskSpec) -> Callable[[Example], None]:
         def check(ex: Example) -> None:
             if ex.context is None:

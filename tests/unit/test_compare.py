@@ -200,3 +200,35 @@ def test_rows_answered_otherwise_alone_than_in_their_batch_are_warned_of_with_th
     (warning,) = [w for w in card.warnings if "Answered one at a time" in w]
     assert "fine-tuned (67%)" in warning and "eval.batch_size: 1" in warning and "train.dtype: float32" in warning
     assert not any("Answered one at a time" in n for n in card.notes)
+
+
+def test_a_qa_model_that_refuses_almost_everything_is_not_kept_silently():
+    """The walkthrough's help-centre fine-tune refused 29 of 36 questions: 54.2% F1, below the 55.6%
+    that refusing all 36 would score (20 have no answer in their passage), and the verdict kept it
+    as cheaper. The verdict now says so, with its refusal rate and its answerable F1."""
+    from taskfit.config import TaskSpec
+    from taskfit.records import Example, Prediction
+    from taskfit.tasks.qa import score_qa
+
+    task = TaskSpec(kind="qa", success="s", system_prompt="p")
+    rows = [Example(id=str(i), input=f"q{i}", target=task.refusal if i < 20 else f"answer number {i}",
+                    context=f"passage with answer number {i}") for i in range(36)]
+
+    def scored(name, answers):
+        preds = [Prediction(example_id=ex.id, output=a, valid=True, latency_s=0.1, prompt_tokens=50,
+                            completion_tokens=5) for ex, a in zip(rows, answers)]
+        return score_qa(name, task, rows, preds)
+
+    # 17 of the 20 unanswerable refused, 12 of the 16 answerable refused, 1 answered right
+    refuser = scored("fine-tuned", [task.refusal] * 17 + ["made up"] * 3 + [task.refusal] * 12
+                     + ["answer number 32"] + ["made up"] * 3)
+    prompt = scored("prompt-only", ["something else"] * 36)
+    assert refuser.metrics["refuse_all_f1"] == 20 / 36 and refuser.metrics["refusal_rate"] == 29 / 36
+    card = build_scorecard([prompt, refuser], {})
+    assert card.keep == "fine-tuned"
+    assert card.verdict.startswith("Keep the fine-tuned adapter: +50.0 points f1 over prompt-only")
+    assert ("But fine-tuned scores no better than refusing every question would (50.0% against 55.6% F1"
+            in card.verdict), card.verdict
+    assert "it refuses 81% of them" in card.verdict and "answerable ones at 6.2% F1" in card.verdict
+    answering = scored("fine-tuned", [task.refusal] * 18 + ["x", "y"] + [f"answer number {i}" for i in range(20, 36)])
+    assert "refusing every question" not in build_scorecard([prompt, answering], {}).verdict

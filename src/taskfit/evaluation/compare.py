@@ -358,8 +358,27 @@ def build_scorecard(results: Sequence[EvalResult], thresholds: dict[str, float],
                         if real in by_name]
     # The verdict is about the fine-tune of all the rows; learning-curve runs decide it only alone.
     whole = [r for r in tuned if not is_curve_point(r.candidate)]
-    card.verdict = " ".join([verdict(card, baselines, whole or tuned), *forgetting_warnings(card.forgetting, max_drop)])
+    card.verdict = " ".join([verdict(card, baselines, whole or tuned), *refuse_all_warning(card),
+                             *forgetting_warnings(card.forgetting, max_drop)])
     return card
+
+
+def refuse_all_warning(card: Scorecard) -> list[str]:
+    """qa: a sentence when the candidate the verdict keeps scores no better than answering the
+    refusal to every question would (the share of held-out questions their passage does not
+    answer): a model that has learnt to refuse everything looks as good as one that answers."""
+    kept = next((r for r in card.results if r.candidate == card.keep), None)
+    if card.kind != "qa" or kept is None or "refuse_all_f1" not in kept.metrics:
+        return []
+    m = kept.metrics
+    if m["f1"] > m["refuse_all_f1"]:
+        return []
+    return [f"But {kept.candidate} scores no better than refusing every question would "
+            f"({100 * m['f1']:.1f}% against {100 * m['refuse_all_f1']:.1f}% F1: that share of the held-out "
+            f"questions has no answer in its passage): it refuses {100 * m['refusal_rate']:.0f}% of them, and "
+            f"answers the answerable ones at {100 * m['answerable_f1']:.1f}% F1: it has not shown that it "
+            "answers. Read those two figures before serving it; more answerable training rows (or fewer "
+            "refusals among them) are the next step."]
 
 
 def _cheaper(a: EvalResult, b: EvalResult) -> str:

@@ -110,6 +110,9 @@ def score_qa(candidate: str, task: TaskSpec, examples: Sequence[Example], preds:
         "refusal_recall": refused_right / unanswerable if unanswerable else 0.0,
         "unsupported_rate": unsupported / n,
         "valid_rate": sum(p.valid for p in preds) / n,
+        "refusal_rate": refused / n,
+        # what answering the refusal to every row would score: the unanswerable rows' share
+        "refuse_all_f1": unanswerable / n,
     }
     return EvalResult(candidate=candidate, metrics=metrics, n=n, kind="qa", per_example=per_example,
                       error_counts=dict(counts.most_common()), errors=errors)

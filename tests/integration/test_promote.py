@@ -81,3 +81,23 @@ def test_a_worse_version_is_refused_forced_with_a_reason_and_rolled_back(project
     # The registry's evaluations stay out of the project's scorecard.
     code, out = _cli("compare", project)
     assert code == 0 and "registry/" not in out
+
+
+def test_the_next_step_after_a_promotion_names_the_version_serve_serves(project, capsys):
+    """Once a project has a production version, `taskfit serve DIR` serves it, not the latest run:
+    the line after a verdict that keeps the fine-tune says which, and how to move it."""
+    import yaml
+
+    from taskfit.cli.main import _print_next
+
+    task = yaml.safe_load((project / "taskfit.yaml").read_text())["task"]["name"]
+    if Registry(project / "registry.sqlite").alias(task, "production") is None:
+        _print_next(project, "fine-tuned")
+        assert "serves the latest finished run" in capsys.readouterr().out
+        assert _cli("baseline", project, "--only", "tfidf-logreg")[0] == 0
+        assert _cli("promote", project, "tfidf-logreg", "--as", task, "--by", "ana")[0] == 0
+    version = Registry(project / "registry.sqlite").alias(task, "production")
+    capsys.readouterr()
+    _print_next(project, "fine-tuned")
+    line = " ".join(capsys.readouterr().out.split())
+    assert f"serves {task}@production (version {version[:12]}), not this run until `taskfit promote" in line, line

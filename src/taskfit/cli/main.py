@@ -307,7 +307,13 @@ def _print_next(project: Path, keep: Optional[str]) -> None:
     if keep is None:
         return
     if is_finetuned(keep):
-        line = f"next: `taskfit serve {where}` serves the latest finished run"
+        from taskfit.config import load_config
+
+        task = load_config(where / "taskfit.yaml").task.name
+        _, version = _production(where, task)
+        line = (f"next: `taskfit serve {where}` serves the latest finished run" if version is None else
+                f"next: `taskfit serve {where}` serves {task}@production (version {version[:12]}), not this run "
+                f"until `taskfit promote {where} --as {task}` moves production to it")
     elif keep in SERVABLE:
         line = (f"next: `taskfit serve {where} --candidate {keep}` serves it (`taskfit promote {where} {keep} "
                 "--as NAME` registers it as a version)")

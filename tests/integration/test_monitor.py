@@ -196,3 +196,21 @@ window.addEventListener('load', () => {
     assert 'class="alert"' in alerts and "aurora" in alerts.lower()
     typical = dom.split('<ol id="typical">')[1].split("</ol>")[0]
     assert NEW_PRODUCT in typical
+
+
+def test_refused_requests_are_a_column_of_the_windows_table(project, tmp_path):
+    """monitoring.md promises the refused requests (4xx) per window: the terminal's table shows
+    them beside the failures (5xx), as monitor.json counts them."""
+    log = _log(tmp_path / "refused.sqlite", [(generate_tickets(60, seed=12), time.time())], errors=2)
+    writer = RequestLog(log)
+    for i in range(3):
+        writer.add(id=f"refused-{i}", created=time.time() - 30 * i, model=MODEL, status=401, latency_ms=1.0,
+                   request=[{"role": "user", "content": "where is my parcel"}], error="invalid API key")
+    writer.close()
+    result, output = _monitor(str(project), "--log", str(log), "--out", str(tmp_path / "out"))
+    latest = _report(tmp_path / "out")["windows"][-1]
+    assert (latest["client_errors"], latest["server_errors"]) == (3, 2)
+    header = next(line for line in output.splitlines() if "window" in line and "5xx" in line)
+    row = next(line for line in output.splitlines() if line.startswith("│") and " 65 " in line)
+    values = dict(zip((c.strip() for c in header.split("┃")), (c.strip() for c in row.split("│"))))
+    assert (values["requests"], values["4xx"], values["5xx"]) == ("65", "3", "2"), output

@@ -791,9 +791,9 @@ def monitor(project: Path = typer.Argument(Path("."), help="Project directory or
     result = monitor_project(project, since=since, window=window, log=log, model=model, out_dir=out_dir,
                              reporter=RichReporter(err))
     min_rows = result.settings["min_window_rows"]
-    table = Table("window", "requests", "5xx", "p50 ms", "p95 ms", "fallback", "drift")
+    table = Table("window", "requests", "4xx", "5xx", "p50 ms", "p95 ms", "fallback", "drift")
     for w in result.windows[-10:]:
-        table.add_row(w.label, str(w.requests), str(w.server_errors),
+        table.add_row(w.label, str(w.requests), str(w.client_errors), str(w.server_errors),
                       "-" if w.latency_p50_ms is None else f"{w.latency_p50_ms:.0f}",
                       "-" if w.latency_p95_ms is None else f"{w.latency_p95_ms:.0f}",
                       "-" if w.fallback_rate is None else f"{100 * w.fallback_rate:.1f}%", w.verdict(min_rows))

@@ -362,3 +362,16 @@ def test_rows_that_redaction_makes_one_never_sit_on_both_sides_of_the_split(tmp_
     assert dropped > 0 and prepared.card.split["eval"] == len(prepared.eval) > 0
     assert f"{dropped} held-out rows dropped as copies of (or conflicts with) training rows" in \
         prepared.card.split_summary()
+
+
+def test_a_documents_folder_that_is_not_there_is_named_by_data_check(tmp_path):
+    """The rag baseline would stop on it only after the model loaded: data check, which validates
+    taskfit.yaml, says so first."""
+    path = make_quickstart_project(tmp_path / "p", n_tickets=60)
+    doc = yaml.safe_load(path.read_text())
+    doc["baselines"]["documents"] = "help-centre"
+    path.write_text(yaml.safe_dump(doc))
+    (warning,) = [w for w in check_data(load_config(path.parent), path.parent).warnings if "documents" in w]
+    assert warning.startswith(f"baselines.documents: {path.parent / 'help-centre'} is not a folder")
+    (path.parent / "help-centre").mkdir()
+    assert not [w for w in check_data(load_config(path.parent), path.parent).warnings if "documents" in w]

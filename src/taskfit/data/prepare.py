@@ -311,7 +311,12 @@ def check_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None,
     layouts = _layouts(config)
     scans = [scan(data_file(project_dir, f), config.task, config.data, tokenizer=tokenizer, on_row=on_row,
                   room=_room(config, tokenizer), layouts=layouts) for f in files]
-    return build_card(config, scans)
+    card = build_card(config, scans)
+    documents = config.baselines.documents
+    if documents and not (project_dir / documents).is_dir():  # told now, not after a model has loaded
+        card.warnings.append(f"baselines.documents: {project_dir / documents} is not a folder, so the rag "
+                             "baseline cannot run: point it at a folder of .txt or .md files, or set it to null.")
+    return card
 
 
 def _layouts(config: ProjectConfig) -> Layouts | None:

@@ -78,6 +78,8 @@ def test_a_worse_version_is_refused_forced_with_a_reason_and_rolled_back(project
     for sql in ("UPDATE versions SET figures = '{}'", "DELETE FROM history", "UPDATE history SET by = 'x'"):
         with pytest.raises(sqlite3.DatabaseError):
             db.execute(sql)
+    db.rollback()  # each refused statement left a transaction open, and its lock with it
+    db.close()
     # The registry's evaluations stay out of the project's scorecard.
     code, out = _cli("compare", project)
     assert code == 0 and "registry/" not in out
@@ -91,12 +93,17 @@ def test_the_next_step_after_a_promotion_names_the_version_serve_serves(project,
     from taskfit.cli.main import _print_next
 
     task = yaml.safe_load((project / "taskfit.yaml").read_text())["task"]["name"]
-    if Registry(project / "registry.sqlite").alias(task, "production") is None:
+    def production() -> str | None:
+        with Registry(project / "registry.sqlite") as registry:
+            return registry.alias(task, "production")
+
+    if production() is None:
         _print_next(project, "fine-tuned")
         assert "serves the latest finished run" in capsys.readouterr().out
         assert _cli("baseline", project, "--only", "tfidf-logreg")[0] == 0
-        assert _cli("promote", project, "tfidf-logreg", "--as", task, "--by", "ana")[0] == 0
-    version = Registry(project / "registry.sqlite").alias(task, "production")
+        code, out = _cli("promote", project, "tfidf-logreg", "--as", task, "--by", "ana")
+        assert code == 0, out
+    version = production()
     capsys.readouterr()
     _print_next(project, "fine-tuned")
     line = " ".join(capsys.readouterr().out.split())

@@ -368,7 +368,8 @@ def test_blind_review_round_trip_through_the_spreadsheet(tmp_path, tiny_model_di
                                    "--key", str(review / "review_key.json")])
     # named by the line the row starts on in the file (the first row's cells span several lines)
     first = str(list(rows[1].values())[0])
-    line = next(n for n, text in enumerate((tmp_path / "bad.csv").read_text().splitlines(), 1) if text.startswith(first + ","))
+    line = next(n for n, text in enumerate((tmp_path / "bad.csv").read_text().splitlines(), 1)
+                if text.startswith(first + ","))
     assert bad.exit_code == 3 and f"bad.csv:{line}: better = 'maybe'" in bad.output, bad.output
 
 

@@ -153,7 +153,8 @@ def test_import_stores_corrections_with_the_reviewer_and_names_bad_lines(served,
         cli = CliRunner().invoke(app, ["review", "import", str(served), str(filled), "--reviewer", "ana"])
         assert cli.exit_code == 3 and message in cli.output and "Traceback" not in cli.output, cli.output
     # a comment over two lines in the first row: the bad third row is named by its line in the file
-    bad = [dict(rows[0], comment="checked with\nthe customer")] + rows[1:2] + [dict(rows[2], verdict="maybe")] + rows[3:]
+    bad = ([dict(rows[0], comment="checked with\nthe customer")] + rows[1:2] + [dict(rows[2], verdict="maybe")]
+           + rows[3:])
     _fill(result.paths["csv"], bad, filled)
     cli = CliRunner().invoke(app, ["review", "import", str(served), str(filled), "--reviewer", "ana"])
     first = list(bad[2].values())[0]  # the third row's first cell: where its line begins
@@ -198,8 +199,10 @@ def test_an_extract_correction_training_could_not_take_is_named_by_its_line(serv
     rows = list(csv.DictReader(result.paths["csv"].open()))
     for correction, message in [("queue: refund", "filled.csv:2: answer: not valid JSON"),
                                 ('{"queue": 3}', "filled.csv:2: answer: does not match task.schema at queue")]:
-        _fill(result.paths["csv"], [dict(rows[0], verdict="wrong", correction=correction)] + rows[1:], tmp_path / "filled.csv")
-        cli = CliRunner().invoke(app, ["review", "import", str(served), str(tmp_path / "filled.csv"), "--reviewer", "ana"])
+        _fill(result.paths["csv"], [dict(rows[0], verdict="wrong", correction=correction)] + rows[1:],
+              tmp_path / "filled.csv")
+        cli = CliRunner().invoke(app, ["review", "import", str(served), str(tmp_path / "filled.csv"),
+                                       "--reviewer", "ana"])
         assert cli.exit_code == 3 and message in cli.output and "Traceback" not in cli.output, cli.output
     _fill(result.paths["csv"], [dict(rows[0], verdict="wrong", correction='{"queue": "refund"}')] + rows[1:],
           tmp_path / "filled.csv")

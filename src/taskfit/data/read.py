@@ -164,7 +164,8 @@ def _delimited(path: Path, delimiter: str) -> Iterator[RawRow]:
                              error=not_utf8(bad[2], bad[1]))
                 continue
             text = "".join(physical).rstrip("\r\n")  # the row as the file holds it
-            spans = f" (lines {line}-{line + len(physical) - 1}: a quote opened and not closed?)" if len(physical) > 1 else ""
+            spans = (f" (lines {line}-{line + len(physical) - 1}: a quote opened and not closed?)"
+                     if len(physical) > 1 else "")
             if None in row:
                 yield RawRow(where, line, raw=text[:500],
                              error=f"more fields than the {len(reader.fieldnames)} columns of the header{spans}")

@@ -371,7 +371,7 @@ def refuse_all_warning(card: Scorecard) -> list[str]:
     if card.kind != "qa" or kept is None or "refuse_all_f1" not in kept.metrics:
         return []
     m = kept.metrics
-    if m["f1"] > m["refuse_all_f1"]:
+    if not m["refuse_all_f1"] or m["f1"] > m["refuse_all_f1"]:  # no unanswerable row, or better than refusing
         return []
     return [f"But {kept.candidate} scores no better than refusing every question would "
             f"({100 * m['f1']:.1f}% against {100 * m['refuse_all_f1']:.1f}% F1: that share of the held-out "

@@ -707,8 +707,8 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                 if served is not None and served.task is not None:  # the answer as the kind writes it
                     kind = get_task(served.task.kind)
                     if isinstance(value, str) and not value.strip():  # (a qa data file's empty cell is the refusal)
-                        raise ValueError("empty: send the right answer"
-                                         + (f" (a refusal as {served.task.refusal!r})" if served.task.kind == "qa" else ""))
+                        refusal = f" (a refusal as {served.task.refusal!r})" if served.task.kind == "qa" else ""
+                        raise ValueError(f"empty: send the right answer{refusal}")
                     correction = answer_spelling(kind, served.task)(kind.target_text(served.task, value))
                     # a correction training could not take is refused now, not kept for data
                     # from-log to quarantine ("Billing" is the label billing; a record, valid JSON)

@@ -204,7 +204,6 @@ task:
 HEAD = {"classify_head": True, "head_pooling": "mean", "epochs": 2, "learning_rate": 1e-3}
 
 
-
 def label_key(label: str) -> str:
     """What two spellings of one label share: case folded, spaces at the ends dropped, runs of
     spaces made one."""

@@ -449,11 +449,11 @@ def _one_spelling(values: Counter) -> tuple[dict[str, int], dict[str, list[str]]
     """Labels with their rows, most first, one per spelling group (case and spacing aside: "Billing",
     "BILLING" and "billing" are one label, written as most rows write it); and, per label written
     more than one way, its other spellings."""
-    from taskfit.tasks.classify import label_key
+    from taskfit.data.lookalike import normalise
 
     groups: dict[str, Counter] = {}
     for value, n in values.items():
-        groups.setdefault(label_key(value), Counter())[value] += n
+        groups.setdefault(normalise(value), Counter())[value] += n
     labels: dict[str, int] = {}
     spellings: dict[str, list[str]] = {}
     for group in groups.values():

@@ -398,7 +398,7 @@ class Detector:
             if all(_overlaps(not_phone, i, i + 1) for i in range(start, end) if text[i].isdigit()):
                 continue  # every digit is a date's, a time's or an amount's: the matcher need not look
             candidates = self._candidates(raw, need_valid=not evident)
-            covered = {i for s, e in candidates for i in range(s, e)}
+            covered = {i for s, e in candidates for i in range(s, e)} if evident else set()
             if evident and any(c.isdigit() and i not in covered for i, c in enumerate(raw)):
                 # a labelled number in a format no region's matcher reads whole ("Tel 0171 2345678",
                 # a London number before 2000, read as 2345678 alone): the whole number, not a part

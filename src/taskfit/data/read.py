@@ -163,19 +163,17 @@ def _delimited(path: Path, delimiter: str) -> Iterator[RawRow]:
                 yield RawRow(f"{path}:{line + bad[0]}", line + bad[0], raw=shown[:500],
                              error=not_utf8(bad[2], bad[1]))
                 continue
-            text = "".join(physical).rstrip("\r\n")  # the row as the file holds it
-            spans = (f" (lines {line}-{line + len(physical) - 1}: a quote opened and not closed?)"
-                     if len(physical) > 1 else "")
-            if None in row:
-                yield RawRow(where, line, raw=text[:500],
-                             error=f"more fields than the {len(reader.fieldnames)} columns of the header{spans}")
-                continue
-            missing = [k for k, v in row.items() if v is None]
-            if missing:  # a short row: its last cells would be read as empty (a qa refusal, say)
-                yield RawRow(where, line, raw=text[:500],
-                             error=f"{_fields(len(reader.fieldnames) - len(missing))} where the header has "
-                                   f"{len(reader.fieldnames)} (no {', '.join(repr(k) for k in missing)}){spans}: "
-                                   "add the missing separators, or quote a cell that holds one")
+            if None in row or None in row.values():  # a short row's last cells would read as empty (a qa refusal)
+                missing = [k for k, v in row.items() if v is None]
+                text = "".join(physical).rstrip("\r\n")  # the row as the file holds it
+                spans = (f" (lines {line}-{line + len(physical) - 1}: a quote opened and not closed?)"
+                         if len(physical) > 1 else "")
+                n = len(reader.fieldnames)
+                error = (f"more fields than the {n} columns of the header{spans}" if None in row else
+                         f"{_fields(n - len(missing))} where the header has {n} (no "
+                         f"{', '.join(repr(k) for k in missing)}){spans}: add the missing separators, or quote "
+                         "a cell that holds one")
+                yield RawRow(where, line, raw=text[:500], error=error)
                 continue
             yield RawRow(where, line, obj=dict(row), raw=delimiter.join(v or "" for v in row.values()))
 

@@ -449,7 +449,7 @@ def _one_spelling(values: Counter) -> tuple[dict[str, int], dict[str, list[str]]
     """Labels with their rows, most first, one per spelling group (case and spacing aside: "Billing",
     "BILLING" and "billing" are one label, written as most rows write it); and, per label written
     more than one way, its other spellings."""
-    from taskfit.data.lookalike import normalise
+    from taskfit.tasks.base import normalise
 
     groups: dict[str, Counter] = {}
     for value, n in values.items():

@@ -41,17 +41,11 @@ from typing import Any, Sequence
 from taskfit.config import DedupSpec, TaskSpec
 from taskfit.records import AnswerParts, Example, PreferencePair
 from taskfit.tasks import get_task
-from taskfit.tasks.base import words
+from taskfit.tasks.base import normalise, words
 
 _DIGITS = re.compile(r"\d+")
 
 COPY, DISTINCT, CONFLICT = "copy", "distinct", "conflict"
-
-
-def normalise(text: str) -> str:
-    """Whitespace runs made one space, the ends stripped, case folded. (``str.split`` splits on
-    the characters ``\\s`` matches in a str pattern, at a fraction of a regular expression's cost.)"""
-    return " ".join(text.split()).casefold()
 
 
 def digest(text: str) -> int:

@@ -209,7 +209,7 @@ def label_spelling(labels: Sequence[str]) -> Callable[[str], str]:
     case or spacing ("Billing", "BILLING ", for billing: the same once normalised as look-alikes
     are) is that label; any other answer is returned as written (an answer that is a label as
     written is always itself, so labels that differ only in case stay apart)."""
-    from taskfit.data.lookalike import normalise
+    from taskfit.tasks.base import normalise
 
     exact = set(labels)
     by_key: dict[str, list[str]] = {}

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -375,6 +376,12 @@ def test_a_resumed_run_continues_its_tensorboard_curves_without_doubling_back(tm
     killed = EventAccumulator(str(run / "tensorboard"))
     killed.Reload()
     assert {e.step for e in killed.Scalars("train/loss")} >= {1, 2, 3, 4, 5}  # flushed at the checkpoint
+    # a restart within the killed run's second: TensorBoard reads the files in name order (the
+    # second, then host and pid), and the resumed one must come after it
+    (old,) = (run / "tensorboard").glob("events.out.tfevents.*")
+    parts = old.name.split(".")
+    parts[3] = str(int(time.time()) + 1)
+    old.rename(old.with_name(".".join(parts)))
     result = CliRunner().invoke(app, ["train", str(project), "--resume"])
     assert result.exit_code == 0, result.output
     assert json.loads((run / "manifest.json").read_text())["training"]["resumed_from_step"] >= 5

@@ -144,6 +144,15 @@ class _Tensorboard:
             return None
         from torch.utils.tensorboard import SummaryWriter
 
+        if resume_step is not None:
+            # TensorBoard reads a run's event files in name order (the second each was made, then the
+            # host and process id): a resumed writer made in the same second as the killed run's
+            # could be read first, and the killed run's steps would then read as out of order and be
+            # dropped. So it is made in a later second (a wait of at most one, on a quick restart).
+            made = [int(p.name.split(".")[3]) for p in run.tensorboard.glob("events.out.tfevents.*")
+                    if p.name.split(".")[3].isdigit()]
+            while made and int(time.time()) <= max(made):
+                time.sleep(0.05)
         # a resumed run takes again the steps after its checkpoint: their first events are dropped
         writer = SummaryWriter(str(run.tensorboard), purge_step=None if resume_step is None else resume_step + 1)
         if create and resume_step is None:

@@ -428,9 +428,27 @@ def _vocabulary(text_words: str) -> Any:
     """:func:`vocabulary` of a text from its :func:`~taskfit.tasks.base.words`."""
     import numpy as np
 
+    return np.array(_hashes(text_words), np.uint32)
+
+
+def _hashes(text_words: str) -> list[int]:
     # sorted in Python: numpy's unique costs more than the whole sort on a text's few dozen words
-    hashes = sorted({zlib.crc32(w.encode()) for w in set(text_words.split())})
-    return np.array(hashes[:WORDS_KEPT], np.uint32)
+    return sorted({zlib.crc32(w.encode()) for w in set(text_words.split())})[:WORDS_KEPT]
+
+
+def word_digests(texts: Sequence[str]) -> tuple[Any, Any, Any]:
+    """For :meth:`LookAlikes.row`, made apart (by a worker process, a chunk at a time): the
+    digest of each text's words and its :func:`vocabulary`, as three arrays that travel between
+    processes as they are (digests; every vocabulary end to end; where each one ends)."""
+    import numpy as np
+
+    digests, hashes, ends = array("q"), array("I"), array("q")
+    for text in texts:
+        text_words = words(text)
+        digests.append(digest(text_words))
+        hashes.extend(_hashes(text_words))
+        ends.append(len(hashes))
+    return np.frombuffer(digests, np.int64), np.frombuffer(hashes, np.uint32), np.frombuffer(ends, np.int64)
 
 
 def overlap(a: Any, b: Any) -> tuple[float, float, float]:
@@ -484,16 +502,19 @@ class LookAlikes:
         self._free: list[_Vocabularies] = []
 
     def row(self, rec: Example | PreferencePair, signature: tuple[Any, int] | None = None,
-            probe: Probe | None = None) -> Row:
-        """``signature``, ``probe``: the index's signature of :func:`input_text` and its
-        :meth:`~MinHashIndex.probe` when already made (a scan makes a batch of rows' at once)."""
+            probe: Probe | None = None, text_words: tuple[int, Any] | None = None) -> Row:
+        """``signature``, ``probe``, ``text_words``: the index's signature of :func:`input_text`,
+        its :meth:`~MinHashIndex.probe`, and its words' digest and vocabulary
+        (:func:`word_digests`), when already made (a scan makes a batch of rows' at once)."""
         text = input_text(rec)
         sig, size = signature if signature is not None else self.index.signature(text)
         probe = probe if probe is not None else self.index.probe([sig])[0]
         pair = isinstance(rec, PreferencePair)
         parts = AnswerParts(free=(rec.chosen, rec.rejected)) if pair else self._parts_of(rec)
-        text_words = words(text)
-        return Row(sig, size, digest(text_words), _vocabulary(text_words),
+        if text_words is None:
+            made = words(text)
+            text_words = digest(made), _vocabulary(made)
+        return Row(sig, size, *text_words,
                    {name: (digest(value), written) for name, value, written in parts.fixed},
                    tuple(vocabulary(t) for t in parts.free), pair, probe)
 

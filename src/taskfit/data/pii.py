@@ -152,22 +152,34 @@ def _secret_patterns() -> list[tuple[str, re.Pattern]]:
     return out
 
 
-# RE2's \s, \d, \w and \b are ASCII's: a text is screened only when Python's classes read it alike
-# (ASCII, and none of the whitespace Python's \s has beyond RE2's: \v and \x1c-\x1f).
-_UNSCREENABLE = re.compile(r"[^\x00-\x0a\x0c-\x1b\x20-\x7f]")
+# RE2's \d, \w and \s are ASCII's, Python's Unicode's: where a pattern may take one, its superset
+# takes the Unicode characters Python's does as well (and more: \p{N} holds more than decimal
+# digits, \p{M} is no word character to Python). Python's \b and \B are left out (a superset
+# without an assertion matches more). In a negated class the ASCII classes are already wider.
+_WIDER = {"d": r"\d\p{N}", "w": r"\w\p{L}\p{N}\p{M}", "s": r"\s\v\x1c-\x1f\x85\p{Z}"}
 
 
 def superset(pattern: re.Pattern) -> str | None:
-    """An RE2 pattern that matches somewhere in every screenable text ``pattern`` matches in
-    (more texts too): its lookarounds dropped, ``$`` read as Python reads it (also before a final
-    newline), ``\\Z`` as RE2 writes it, its flags inline; None for a verbose pattern."""
+    """An RE2 pattern that matches somewhere in every text ``pattern`` matches in (more texts
+    too): its lookarounds and word-boundary assertions dropped, its classes \\d, \\w and \\s
+    holding the Unicode characters Python's hold, ``$`` read as Python reads it (also before a
+    final newline), ``\\Z`` as RE2 writes it, its flags inline; None for a verbose pattern, or one
+    whose negated class holds \\D, \\W or \\S (RE2's are narrower there, not wider)."""
     if pattern.flags & re.VERBOSE:
         return None
-    src, out, i, in_class = pattern.pattern, [], 0, False
+    src, out, i, in_class, negated = pattern.pattern, [], 0, False, False
     while i < len(src):
         c = src[i]
         if c == "\\":
-            out.append(r"\z" if src[i:i + 2] == r"\Z" else src[i:i + 2])
+            escape = src[i + 1:i + 2]
+            if escape in _WIDER and not (in_class and negated):
+                out.append(_WIDER[escape] if in_class else f"[{_WIDER[escape]}]")
+            elif escape and escape in "DWS" and in_class and negated:
+                return None
+            elif escape and escape in "bB" and not in_class:
+                pass  # a word boundary: Python's words hold letters beyond ASCII
+            else:
+                out.append(r"\z" if escape == "Z" else src[i:i + 2])
             i += 2
         elif in_class:
             in_class = c != "]"
@@ -194,7 +206,7 @@ def superset(pattern: re.Pattern) -> str | None:
             opening = "[^" if src.startswith("[^", i) else "["
             opening += "]" if src.startswith("]", i + len(opening)) else ""
             out.append(opening)
-            in_class, i = True, i + len(opening)
+            in_class, negated, i = True, opening.startswith("[^"), i + len(opening)
         elif src.startswith("{,", i):  # Python's {,n} is RE2's {0,n}
             out.append("{0,")
             i += 2
@@ -207,12 +219,12 @@ def superset(pattern: re.Pattern) -> str | None:
 
 
 class Screen:
-    """Which of some patterns cannot match a text, found in one pass over it by RE2's ``Set``
+    """Which of some patterns may match a text, found in one pass over it by RE2's ``Set``
     (``google-re2``) rather than one pass a pattern: each enters the set as its
     :func:`superset`, so a pattern ruled out cannot match, and a text's findings are those of
     trying every pattern. A pattern RE2 cannot read (a verbose one, a back-reference, a repeat
-    over 1,000), or one the screen was not given, is never ruled out; nor is any pattern on a
-    text that is not screenable."""
+    over 1,000) is never ruled out; nor is any pattern on a text RE2 cannot take (one holding a
+    lone surrogate, which has no UTF-8)."""
 
     def __init__(self, patterns: Iterable[re.Pattern]):
         import re2
@@ -220,22 +232,27 @@ class Screen:
         options = re2.Options()
         options.log_errors = False
         self._set = re2.Set.SearchSet(options)
-        self._entered: dict[int, re.Pattern] = {}
+        self._entered: dict[int, int] = {}  # RE2's number of a pattern -> its id()
         self.always: set[re.Pattern] = set()
+        self.screened: set[re.Pattern] = set()  # the patterns RE2 reads: those it may rule out
         for pattern in patterns:
             source = superset(pattern)
             try:
-                self._entered[self._set.Add(source)] = pattern
+                self._entered[self._set.Add(source)] = id(pattern)
+                self.screened.add(pattern)
             except (re2.error, TypeError):  # None, or a pattern RE2 cannot read
                 self.always.add(pattern)
         self._set.Compile()
-        self.screened = set(self._entered.values())  # the patterns RE2 reads: those it may rule out
+        self._always = frozenset(id(p) for p in self.always)
 
-    def ruled_out(self, text: str) -> set[re.Pattern]:
-        """The patterns that cannot match in ``text`` (none when it is not screenable)."""
-        if _UNSCREENABLE.search(text):
-            return set()
-        return self.screened - {self._entered[k] for k in self._set.Match(text) or ()}
+    def may_match(self, text: str) -> frozenset[int] | None:
+        """The ids (``id()``) of the screen's patterns that may match ``text``, None when each
+        must be tried. Ids, not the patterns: hashing a compiled pattern hashes its whole code."""
+        try:
+            hits = self._set.Match(text)
+        except UnicodeEncodeError:
+            return None
+        return self._always.union(self._entered[k] for k in hits) if hits else self._always
 
 
 @lru_cache(maxsize=1)
@@ -415,12 +432,15 @@ class Detector:
     def detect(self, text: str) -> list[Finding]:
         """Every finding in ``text``, overlapping ones resolved (secrets first, then the longest).
         A pattern the :class:`Screen` rules out is not tried: it cannot match."""
-        valid = _validators()
         screen = _screen()
-        ruled_out = screen.ruled_out(text) if screen is not None else set()
+        possible = screen.may_match(text) if screen is not None else None
+        if possible is not None and not possible:
+            return []  # most texts: no pattern can match
 
         def matches(pattern: re.Pattern) -> Iterable[re.Match]:
-            return () if pattern in ruled_out else pattern.finditer(text)
+            return pattern.finditer(text) if possible is None or id(pattern) in possible else ()
+
+        valid = _validators()
 
         found: list[Finding] = []
         for m in matches(_EMAIL):
@@ -445,7 +465,7 @@ class Detector:
             for m in matches(pattern):
                 if valid[name](m.group()):
                     found.append(Finding("NATIONAL_ID", m.start(), m.end(), name, m.group()))
-        if _PHONE_HINT not in ruled_out:
+        if possible is None or id(_PHONE_HINT) in possible:
             found.extend(self._phones(text))
         for secret_type, pattern in _secret_patterns():
             for m in matches(pattern):

@@ -26,9 +26,10 @@ from taskfit.config import DataSpec, TaskSpec
 from taskfit.data import pii
 from taskfit.data.formats import convert
 from taskfit.data.lookalike import (CONFLICT, DISTINCT, Layouts, LookAlikes, Shingles, decisive, input_text,
-                                     layout_signatures, normalise, shared_text)
+                                     layout_signatures, normalise, shared_text, word_digests)
 from taskfit.data.redaction import RowRedaction, detected_texts, redact_row
 from taskfit.data.read import read_rows
+from taskfit.data.tokens import PieceCounter
 from taskfit.records import Example, PreferencePair, in_batches
 from taskfit.rendering import user_text
 from taskfit.tasks import get_task
@@ -128,6 +129,7 @@ class TokenCounter:
         r = render(tokenizer, task, probe, target="y")
         self.tokenizer = tokenizer
         self._backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._pieces = PieceCounter.make(self._backend) if self._backend is not None else None
         one = lambda s: self.count([s])[0]  # noqa: E731
         self.overhead = len(r.ids) - one("x") - one("y")
         self.system_len = one(task.system_text)
@@ -161,12 +163,15 @@ class TokenCounter:
         return out
 
     def count(self, texts: list[str]) -> list[int]:
-        """Tokens of each text, no special tokens added: by the fast tokenizer's own batch encoding
-        (without offsets, nor the wrapper's conversion to Python lists: 2.5x the wrapper's speed
-        here, the same counts) unless a truncation or padding the wrapper last set would make it
-        differ from the wrapper's."""
+        """Tokens of each text, no special tokens added: piece by piece for a byte-level BPE
+        tokenizer (:class:`~taskfit.data.tokens.PieceCounter`, 3-4x faster, the same counts), else
+        by the fast tokenizer's own batch encoding (without offsets, nor the wrapper's conversion
+        to Python lists: 2.5x the wrapper's speed here, the same counts), unless a truncation or
+        padding the wrapper last set would make it differ from the wrapper's."""
         backend = self._backend
         if backend is not None and backend.truncation is None and backend.padding is None:
+            if self._pieces is not None:
+                return self._pieces.count(texts)
             return [len(e) for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
@@ -214,10 +219,11 @@ def _pool(workers: int, counter: TokenCounter | None) -> Any:
 
 def _ahead(privacy: Any, texts: list[str] | None, looks: Shingles | None, look_texts: list[str],
            layouts: Shingles | None, layout_texts: list[str], reuse: list[bool], items: list[Any] | None,
-           counter: TokenCounter | None = None) -> tuple[Any, Any, Any, Any]:
+           counter: TokenCounter | None = None) -> tuple[Any, Any, Any, Any, Any]:
     """What a chunk's rows need that depends on no other row (run by a worker, or here for a
     small file): the personal data and secrets of each of ``texts`` under ``privacy`` (None when
-    not asked), the look-alike signatures of ``look_texts``, and the layout signatures of
+    not asked), the look-alike signatures of ``look_texts`` and their words
+    (:func:`~taskfit.data.lookalike.word_digests`), and the layout signatures of
     ``layout_texts`` (a row's own look-alike signature reused where ``reuse`` allows), each as
     (signatures, distinct shingles) arrays, or None without their index; and the token lengths of
     the rows' :meth:`TokenCounter.item` ``items`` (None when not asked), by ``counter`` or the
@@ -230,13 +236,14 @@ def _ahead(privacy: Any, texts: list[str] | None, looks: Shingles | None, look_t
     personal = pii.detector(privacy)
     found = [personal.detect(t) for t in texts] if texts is not None else None
     own = looks.signatures(look_texts) if looks is not None else None
+    own_words = word_digests(look_texts) if looks is not None else None
     laid = None
     if layouts is not None:
         known = [(own[0][i], int(own[1][i])) if use and own is not None else None for i, use in enumerate(reuse)]
         made = layout_signatures(layouts, layout_texts, known)
         laid = (np.stack([sig for sig, _ in made]) if made else np.empty((0, layouts.num_perm), np.uint32),
                 np.array([size for _, size in made], np.int64))
-    return found, own, laid, lengths
+    return found, own, laid, lengths, own_words
 
 
 def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep: bool = False,
@@ -310,7 +317,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
         """Deduplicate, audit and redact a validated chunk (``searched``: the texts a worker
         searched for personal data, None where this process finds it; ``made``: what
         :func:`_ahead` returned, or the worker's future of it)."""
-        findings, look_sigs, layout_made, lengths = made.result() if pool is not None else made
+        findings, look_sigs, layout_made, lengths, look_words = made.result() if pool is not None else made
         found = dict(zip(searched, findings)) if searched is not None else None
         sigs = list(zip(look_sigs[0], look_sigs[1].tolist())) if look_sigs is not None else None
         probes = looks.index.probe(look_sigs[0]) if looks is not None else None
@@ -330,7 +337,9 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                 continue
             label = _label(rec, task)
             if looks is not None:
-                row = looks.row(rec, sigs[at], probes[at])
+                start = int(look_words[2][at - 1]) if at else 0
+                row = looks.row(rec, sigs[at], probes[at],
+                                (int(look_words[0][at]), look_words[1][start:look_words[2][at]]))
                 verdicts = looks.judge(row)
                 notes = {v.other: PairNote(f"{path}:{index_lines[v.other]}", raw.source, v.similarity,
                                            label_names[index_labels[v.other]], label, index_lines[v.other], raw.line)

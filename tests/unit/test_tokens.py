@@ -1,0 +1,50 @@
+"""Token counts piece by piece (taskfit.data.tokens) against the tokenizer's own encoding."""
+
+from __future__ import annotations
+
+import random
+
+
+def _texts(seed: int, n: int) -> list[str]:
+    """Generated tickets, and random strings drawn mostly from the characters counted piece by
+    piece (accents, currency signs, Unicode spaces, apostrophes before suffixes, runs of digits
+    and of whitespace), some with characters that are not (an emoji, CJK, control characters,
+    the added tokens' text)."""
+    from taskfit.data.sample import generate_tickets
+    from taskfit.data.tokens import SAFE
+
+    rng = random.Random(seed)
+    common = "ab cd ef's 're 've 'll 'd 'm 't\n\n  \t 12 345.,!? -- é£€ü\u00a0\u2003\u2028"
+    others = "😀中\x0b\x0c\x1c\x85\u0301 <|im_end|> <|im_start|>"
+    texts = [m["content"] for row in generate_tickets(200, seed=seed) for m in row["messages"]]
+    for _ in range(n):
+        alphabet = [SAFE, common, others if rng.random() < 0.2 else common]
+        texts.append("".join(rng.choice(rng.choice(alphabet)) for _ in range(rng.randint(0, 80))))
+    return texts + ["", " ", "\n", "  \n ", "hello  world", "x 's", "I'M", "don't", "’tis", "£12.50", "10,000"]
+
+
+def test_counts_piece_by_piece_are_the_tokenizers_own(tiny):
+    from taskfit.data.tokens import PieceCounter
+
+    backend = tiny.tokenizer.backend_tokenizer
+    counter = PieceCounter.make(backend)
+    assert counter is not None  # a byte-level BPE: counted piece by piece
+    texts = _texts(0, 6000)
+    expected = [len(e) for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
+    assert counter.count(texts) == expected
+    assert counter.count(texts) == expected  # again, from the pieces it has learnt
+    assert len(counter._known) > 1000
+
+
+def test_a_tokenizer_that_cuts_texts_otherwise_is_counted_by_itself():
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    from taskfit.data.tokens import PieceCounter
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    assert PieceCounter.make(tok) is None
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    assert PieceCounter.make(tok) is not None
+    tok.normalizer = normalizers.Lowercase()
+    assert PieceCounter.make(tok) is None

@@ -273,3 +273,61 @@ def test_signatures_made_in_batches_are_datasketchs_minhash_of_each_texts_shingl
             assert size == len(shingles), (k, text)
             assert np.array_equal(sig, want.hashvalues), (k, text)
         assert np.array_equal(index.signature(texts[5])[0], made[5][0])
+
+
+def test_a_batch_looked_up_together_matches_as_rows_looked_up_one_by_one():
+    """The data check looks a chunk of rows up at once (MinHashIndex.lookup) and then matches
+    and indexes them in order: every row must get the matches it gets looked up alone, in the
+    index as the rows before it left it, whether its look-alikes came before the chunk, earlier
+    in the same chunk (the first of them indexed makes the bucket), or across a merge of the
+    pending hashes in the middle of a chunk (a small flush_rows makes many)."""
+    import numpy as np
+
+    from taskfit.data.lookalike import MinHashIndex
+    from taskfit.data.sample import generate_tickets
+
+    rng = random.Random(5)
+    base = [r["messages"][0]["content"] for r in generate_tickets(120, seed=4)]
+    texts = []
+    for text in base:  # each ticket, then now and then a copy or a re-send a few rows later
+        texts.append(text)
+        if rng.random() < 0.5:
+            texts.insert(len(texts) - rng.randint(0, 3), rng.choice([text, "Any update? " + text, text + " thanks"]))
+    for flush_rows, chunk in [(7, 16), (50, 5), (50_000, 32)]:
+        alone = MinHashIndex(5, 128, 0.8, 0.9, flush_rows=flush_rows)
+        together = MinHashIndex(5, 128, 0.8, 0.9, flush_rows=flush_rows)
+        sigs, sizes = together.shingles.signatures(texts)
+        got, want = [], []
+        for at in range(0, len(texts), chunk):
+            probes = together.lookup(sigs[at:at + chunk], sizes[at:at + chunk])
+            for sig, size, probe in zip(sigs[at:at + chunk], sizes[at:at + chunk].tolist(), probes):
+                found, expected = together.matches(sig, size, probe), alone.matches(sig, size)
+                got.append(found)
+                want.append(expected)
+                if not any(sim >= 0.95 for _, sim in expected):  # a copy is not indexed
+                    assert together.insert(sig, size, probe) == alone.insert(sig, size)
+        assert got == want, flush_rows
+        assert sum(map(len, want)) > 60 and together.n < len(texts)
+        assert together._flushes == alone._flushes and np.array_equal(together._sorted_i, alone._sorted_i)
+
+
+def test_the_pending_table_finds_every_hash_it_holds_as_it_grows():
+    """The look-alike index's pending hashes (an open-addressing table in numpy arrays): every
+    hash put in is found under its row, none that was not, through collisions (hashes that
+    differ only in their low bits land in one slot) and past its size (it doubles)."""
+    import numpy as np
+
+    from taskfit.data.lookalike import _Pending
+
+    rng = np.random.default_rng(0)
+    table = _Pending(100)
+    keys = np.concatenate([rng.integers(0, 2**63, 3000, dtype=np.uint64), np.arange(1, 500, dtype=np.uint64)])
+    rows = np.arange(len(keys), dtype=np.int32)
+    for at in range(0, len(keys), 700):
+        table.add(keys[at:at + 700], rows[at:at + 700])
+        assert np.array_equal(table.get(keys[:at + 700]), rows[:at + 700])
+    assert len(table.rows) > 4096 and (table.get(rng.integers(2**63, 2**64 - 1, 500, dtype=np.uint64)) == -1).all()
+    held, under = table.items()
+    assert sorted(zip(held.tolist(), under.tolist())) == sorted(zip(keys.tolist(), rows.tolist()))
+    table.clear()
+    assert (table.get(keys) == -1).all()

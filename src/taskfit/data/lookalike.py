@@ -30,7 +30,6 @@ Per indexed row only compact arrays are kept (signatures, 64-bit digests, codes)
 from __future__ import annotations
 
 import hashlib
-import itertools
 import re
 import zlib
 from array import array
@@ -86,15 +85,19 @@ class _Table:
         chunk, at = divmod(i, self.CHUNK)
         return self.chunks[chunk][at]
 
-    def take(self, rows: Sequence[int]) -> Any:
-        """The rows numbered ``rows`` (in increasing order), as one array."""
+    def gather(self, rows: Any) -> Any:
+        """The rows numbered ``rows`` (an int64 array, any order), as one array."""
         import numpy as np
 
-        first = rows[0] // self.CHUNK
-        if rows[-1] // self.CHUNK == first:  # all in one chunk, as most often
-            return self.chunks[first][np.asarray(rows, np.int64) - first * self.CHUNK]
-        return np.concatenate([self.chunks[c][[k - c * self.CHUNK for k in ks]]
-                               for c, ks in itertools.groupby(rows, key=lambda k: k // self.CHUNK)])
+        chunk, at = np.divmod(rows, self.CHUNK)
+        first = int(chunk[0]) if len(chunk) else 0
+        if not len(chunk) or (chunk == first).all():  # all in one chunk, as most often
+            return self.chunks[first][at] if len(chunk) else np.empty((0, *self.shape), self.dtype)
+        out = np.empty((len(rows), *self.shape), self.dtype)
+        for c in np.unique(chunk).tolist():
+            where = chunk == c
+            out[where] = self.chunks[c][at[where]]
+        return out
 
 
 def similarity(j: float, size: int, other_size: int, threshold: float, containment: float | None) -> float:
@@ -232,6 +235,76 @@ class Shingles:
         return np.minimum.reduceat(values, np.cumsum(sizes) - sizes, axis=1).T, sizes
 
 
+class _Pending:
+    """The first row under each band hash since the last flush: an open-addressing hash table
+    (linear probing) in two numpy arrays, looked up and filled a batch of hashes at a time. A dict
+    per band took a Python loop a hash and about 100 bytes an entry; this takes 12 bytes a slot,
+    at most 60% of the slots used (it doubles past that)."""
+
+    MIX = 0x9E3779B97F4A7C15  # Fibonacci hashing: the slot is the product's top bits
+
+    def __init__(self, expected: int):
+        import numpy as np
+
+        self.bits = max(10, int(np.ceil(np.log2(expected / 0.6))))
+        self.keys = np.zeros(1 << self.bits, np.uint64)
+        self.rows = np.full(1 << self.bits, -1, np.int32)  # -1: an empty slot
+        self.n = 0
+
+    def _slots(self, keys: Any) -> Any:
+        import numpy as np
+
+        with np.errstate(over="ignore"):
+            return ((keys * np.uint64(self.MIX)) >> np.uint64(64 - self.bits)).astype(np.int64)
+
+    def get(self, keys: Any) -> Any:
+        """The row under each hash of ``keys`` (uint64), -1 where there is none."""
+        import numpy as np
+
+        out = np.full(len(keys), -1, np.int64)
+        todo, slot, mask = np.arange(len(keys)), self._slots(keys), (1 << self.bits) - 1
+        while len(todo):
+            row = self.rows[slot]
+            hit = (row >= 0) & (self.keys[slot] == keys[todo])
+            out[todo[hit]] = row[hit]
+            go_on = (row >= 0) & ~hit  # a slot taken by another hash: the next one
+            todo, slot = todo[go_on], (slot[go_on] + 1) & mask
+        return out
+
+    def add(self, keys: Any, rows: Any) -> None:
+        """Put new hashes (none of them here yet, no two alike) under their rows."""
+        import numpy as np
+
+        if (self.n + len(keys)) / len(self.rows) > 0.6:
+            old = self.rows >= 0
+            old_keys, old_rows = self.keys[old], self.rows[old]
+            self.bits += 1
+            self.keys = np.zeros(1 << self.bits, np.uint64)
+            self.rows = np.full(1 << self.bits, -1, np.int32)
+            self.n = 0
+            self.add(old_keys, old_rows)
+            return self.add(keys, rows)
+        todo, slot, mask = np.arange(len(keys)), self._slots(keys), (1 << self.bits) - 1
+        while len(todo):
+            free = self.rows[slot] < 0
+            taken, first = np.unique(slot[free], return_index=True)  # one hash a free slot
+            winners = todo[free][first]
+            self.keys[taken], self.rows[taken] = keys[winners], rows[winners]
+            placed = np.zeros(len(keys), bool)
+            placed[winners] = True
+            left = ~placed[todo]
+            todo, slot = todo[left], (slot[left] + 1) & mask
+        self.n += len(keys)
+
+    def items(self) -> tuple[Any, Any]:
+        used = self.rows >= 0
+        return self.keys[used], self.rows[used]
+
+    def clear(self) -> None:
+        self.rows.fill(-1)
+        self.n = 0
+
+
 @dataclass(frozen=True)
 class Probe:
     """A signature looked up in a :class:`MinHashIndex` (:meth:`MinHashIndex.probe`)."""
@@ -239,6 +312,114 @@ class Probe:
     bands: Any  # its band hashes
     merged: list[int]  # rows under them in the index's merged (sorted) part
     flushes: int  # the index's merges when it was made
+    batch: _Batch | None = None  # the batch it was looked up in with others (MinHashIndex.lookup)
+    at: int = 0  # its place there
+
+
+class _Batch:
+    """Signatures looked up together, in order (:meth:`MinHashIndex.lookup`): each row's
+    candidates in the index as it stood are verified for the whole batch in a few numpy passes;
+    those a row gains from the rows of the batch indexed before it (the first under one of its
+    band hashes since the last flush, as :meth:`MinHashIndex.candidates` finds them) are
+    verified when it asks. The matches are those :meth:`MinHashIndex.matches` finds, row by row,
+    with the same arithmetic. The rows it indexes wait until the index's
+    :meth:`~MinHashIndex._commit` puts them in the pending table, all at once."""
+
+    def __init__(self, index: MinHashIndex, sigs: Any, sizes: Any, bands: Any):
+        import numpy as np
+
+        self.index, self.sigs, self.sizes, self.bands = index, sigs, sizes, bands
+        self.flushes = index._flushes
+        n, b = bands.shape
+        self.numbers = [-1] * n  # each row's number in the index once inserted
+        self.waiting: list[int] = []  # rows inserted, not yet in the pending table
+        self.found: list[list[tuple[int, float]]] = [[] for _ in range(n)]
+        flat = bands.ravel()
+        pended = index._pending.get(flat)
+        self.known = pended >= 0  # hashes with a bucket before the batch
+        # Hashes without one that several rows of the batch share: the first of them indexed
+        # makes the bucket; later[row] lists, per such hash, the rows before it that hold it.
+        self.later: dict[int, list[list[int]]] = {}
+        new = np.flatnonzero(~self.known)
+        order = new[np.argsort(flat[new], kind="stable")]  # equal hashes together, by row
+        shared = np.flatnonzero(flat[order][1:] == flat[order][:-1])
+        if len(shared):
+            starts = shared[np.concatenate(([True], shared[1:] != shared[:-1] + 1))]
+            for first in starts.tolist():
+                end = first + 1
+                while end + 1 < len(order) and flat[order[end + 1]] == flat[order[first]]:
+                    end += 1
+                rows = (order[first:end + 1] // b).tolist()
+                for k in range(1, len(rows)):
+                    self.later.setdefault(rows[k], []).append(rows[:k])
+        # every (row of the batch, candidate) pair once, ordered by row then candidate
+        whose, rows = index._merged(bands)
+        whose = np.concatenate([whose, np.flatnonzero(self.known) // b])
+        rows = np.concatenate([rows, pended[self.known]])
+        pairs = np.unique((whose << 32) | rows)
+        if not len(pairs):
+            return
+        whose, rows = pairs >> 32, pairs & 0xFFFFFFFF
+        same = index._same(sigs[whose].astype(index._stored), rows)
+        for i, k, sim in index._scored(same, sizes[whose], rows):
+            self.found[int(whose[i])].append((k, sim))
+
+    @property
+    def live(self) -> bool:
+        """False once the index has merged its pending hashes since the batch was looked up."""
+        return self.index._flushes == self.flushes
+
+    def _owners(self, at: int) -> set[int]:
+        """The rows of the batch indexed before row ``at`` that made a bucket it falls in."""
+        owners = set()
+        for before in self.later.get(at, ()):
+            owner = next((self.numbers[j] for j in before if self.numbers[j] >= 0), -1)
+            if owner >= 0:
+                owners.add(owner)
+        return owners
+
+    def matches(self, at: int) -> list[tuple[int, float]]:
+        import numpy as np
+
+        index = self.index
+        if not self.live:  # merged since: looked up alone, again
+            return index.matches(self.sigs[at], int(self.sizes[at]))
+        found = self.found[at]
+        fresh = self._owners(at) if at in self.later else None
+        if fresh:
+            ks = np.asarray(sorted(fresh), np.int64)
+            sig = self.sigs[at].astype(index._stored)
+            found = found + [(k, sim) for _, k, sim in index._scored(
+                index._same(sig[None, :], ks), self.sizes[at:at + 1].repeat(len(ks)), ks)]
+        return sorted(found, key=lambda kv: (-kv[1], kv[0]))
+
+    def insert(self, i: int, at: int) -> None:
+        """Row ``at`` of the batch is indexed as row ``i``."""
+        b = self.index.b
+        if not self.known[at * b]:  # a first-band hash new to the table, unless a row before made it
+            h = self.bands[at, 0]
+            before = next((lst for lst in self.later.get(at, ()) if self.bands[lst[0], 0] == h), ())
+            if not any(self.numbers[j] >= 0 for j in before):
+                self.index._first += 1
+        self.numbers[at] = i
+        self.waiting.append(at)
+
+    def commit(self) -> tuple[Any, Any]:
+        """(hashes, rows) the waiting rows add to the pending table: each hash that had no
+        bucket, under the first of them that holds it; the waiting list emptied."""
+        import numpy as np
+
+        b = self.index.b
+        at = np.asarray(self.waiting, np.int64)
+        self.waiting = []
+        keys = self.bands[at].ravel()
+        rows = np.repeat(np.asarray(self.numbers, np.int64)[at], b)
+        new = ~self.known.reshape(-1, b)[at].ravel()
+        keys, rows = keys[new], rows[new]
+        keys, first = np.unique(keys, return_index=True)  # the first row under each
+        rows = rows[first]
+        absent = self.index._pending.get(keys) < 0  # not put there by an earlier commit of the batch
+        return keys[absent], rows[absent].astype(np.int32)
 
 
 class MinHashIndex:
@@ -255,8 +436,9 @@ class MinHashIndex:
     A band bucket keeps the first row that fell in it between two flushes (one per
     ``flush_rows`` new hashes in the first band), so a text that many rows resemble
     (one layout's common part) is compared with a bounded number of them, while a copy of any
-    one row still meets it in the buckets of the bands only they share. The hashes wait in a
-    dict per band until a flush merges them into one sorted array (each salted with its band).
+    one row still meets it in the buckets of the bands only they share. The hashes wait in a hash
+    table (:class:`_Pending`) until a flush merges them into one sorted array (each salted with
+    its band, so all bands share the table and the array).
 
     Memory per indexed row: the signature (4 bytes per permutation, or 2 with ``bits=16``: the
     low 16 bits of each value, b-bit minwise hashing, whose chance equalities shift a Jaccard
@@ -285,8 +467,9 @@ class MinHashIndex:
         self._sizes = array("i")
         self._sorted_h = np.empty(0, np.uint64)
         self._sorted_i = np.empty(0, np.int32)
-        # Per band, as 25 dicts of 50,000 grow in smaller steps than one of 1,250,000 would.
-        self._pending: list[dict[int, int]] = [{} for _ in range(self.b)]
+        self._pending = _Pending(self.b * flush_rows)
+        self._first = 0  # hashes of the first band in the pending table (and waiting in a batch)
+        self._open: _Batch | None = None  # the last batch looked up, whose new rows may wait
         self.flush_rows = flush_rows
         self._flushes = 0  # merges so far: a probe made before the last one is stale
 
@@ -308,14 +491,28 @@ class MinHashIndex:
         """Look signatures up together: each one's bands, and the rows the merged part of the
         index holds under them (one sorted search for the batch, rather than one a row). Pass each
         to :meth:`matches` and :meth:`insert`; rows indexed meanwhile are found all the same."""
-        import numpy as np
-
         if not len(sigs):
             return []
+        bands = self._bands(sigs)
+        merged: list[list[int]] = [[] for _ in sigs]
+        for i, row in zip(*(a.tolist() for a in self._merged(bands))):
+            merged[i].append(row)
+        return [Probe(b, m, self._flushes) for b, m in zip(bands, merged)]
+
+    def _bands(self, sigs: Sequence[Any]) -> Any:
+        """The band hashes of each signature, one row a signature."""
+        import numpy as np
+
         rows = np.stack(sigs)[:, : self.b * self.r].reshape(len(sigs), self.b, self.r).astype(np.uint64)
         with np.errstate(over="ignore"):
-            bands = (rows * self._mix).sum(axis=2) ^ self._salt
-        merged: list[list[int]] = [[] for _ in sigs]
+            return (rows * self._mix).sum(axis=2) ^ self._salt
+
+    def _merged(self, bands: Any) -> tuple[Any, Any]:
+        """(whose, row): each row the merged part of the index holds under one of ``bands``' hashes,
+        and the number of the signature whose hash it is, as two arrays."""
+        import numpy as np
+
+        whose, rows = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
         if len(self._sorted_h):
             stored, keys = self._sorted_h, bands.ravel()
             order = np.argsort(keys)  # searched in order: neighbouring keys, neighbouring memory
@@ -325,44 +522,88 @@ class MinHashIndex:
                 hit = at < len(stored)
                 hit[hit] = stored[at[hit]] == key[hit]
                 at, owner, key = at[hit], owner[hit], key[hit]
-                for i, row in zip(owner.tolist(), self._sorted_i[at].tolist()):
-                    merged[i].append(row)
+                whose.append(owner)
+                rows.append(self._sorted_i[at].astype(np.int64))
                 at = at + 1
-        return [Probe(b, m, self._flushes) for b, m in zip(bands, merged)]
+        return np.concatenate(whose), np.concatenate(rows)
 
     def candidates(self, sig: Any, probe: Probe | None = None) -> set[int]:
         if probe is None or probe.flushes != self._flushes:  # made before the last merge: again
             probe = self.probe([sig])[0]
-        found = {pend[h] for pend, h in zip(self._pending, probe.bands.tolist()) if h in pend}
-        found.update(probe.merged)
-        return found
+        self._commit()
+        pended = self._pending.get(probe.bands)
+        return set(pended[pended >= 0].tolist()).union(probe.merged)
+
+    def _commit(self) -> None:
+        """Put the rows the open batch indexed in the pending table."""
+        if self._open is not None and self._open.waiting:
+            self._pending.add(*self._open.commit())
+
+    def lookup(self, sigs: Any, sizes: Any) -> list[Probe]:
+        """:meth:`probe` for a batch of rows that will be matched and inserted in order (a scan's
+        chunk): their candidates in the index as it stands are verified together
+        (:class:`_Batch`), so :meth:`matches` on each is mostly a lookup."""
+        if not len(sigs):
+            return []
+        self._commit()
+        bands = self._bands(sigs)
+        batch = self._open = _Batch(self, sigs, sizes, bands)
+        return [Probe(b, [], self._flushes, batch, at) for at, b in enumerate(bands)]
 
     def matches(self, sig: Any, size: int, probe: Probe | None = None) -> list[tuple[int, float]]:
         """The indexed rows this text matches, as (row number, similarity), most similar first."""
         import numpy as np
 
+        if probe is not None and probe.batch is not None:
+            return probe.batch.matches(probe.at)
         found = sorted(self.candidates(sig, probe))
         if not found:
             return []
-        same = (self._sigs.take(found) == sig.astype(self._stored)).mean(axis=1)
-        # the bars tested for all candidates at once (the arithmetic of similarity()); the few
-        # that pass are scored one by one
+        ks = np.asarray(found, np.int64)
+        scored = self._scored(self._same(sig.astype(self._stored)[None, :], ks), np.full(len(ks), size), ks)
+        return sorted(((k, sim) for _, k, sim in scored), key=lambda kv: (-kv[1], kv[0]))
+
+    def _same(self, sigs: Any, rows: Any) -> Any:
+        """The share of equal values between each of ``sigs`` (one, or one a row) and the
+        signature of each indexed row of ``rows``: their estimated Jaccard similarity."""
+        import numpy as np
+
+        # the count over the permutations: the float64 np.mean of the equalities gives
+        return np.count_nonzero(self._sigs.gather(rows) == sigs, axis=1) / self.num_perm
+
+    def _scored(self, same: Any, sizes: Any, rows: Any) -> list[tuple[int, int, float]]:
+        """(place, indexed row, :func:`similarity`) of each pair that matches: the bars tested
+        for all pairs at once (the arithmetic of similarity()), the few that pass scored one by
+        one."""
+        import numpy as np
+
         passing = same >= self.threshold
         if self.containment is not None:
-            passing |= contained(same, size, np.frombuffer(self._sizes, np.int32)[found]) >= self.containment
-        scored = ((k, similarity(float(same[i]), size, self._sizes[k], self.threshold, self.containment))
-                  for i, k in enumerate(found) if passing[i])
-        return sorted(((k, sim) for k, sim in scored if sim > 0), key=lambda kv: (-kv[1], kv[0]))
+            passing |= contained(same, sizes, np.frombuffer(self._sizes, np.int32)[rows]) >= self.containment
+        out = []
+        for i in np.flatnonzero(passing).tolist():
+            k = int(rows[i])
+            sim = similarity(float(same[i]), int(sizes[i]), self._sizes[k], self.threshold, self.containment)
+            if sim > 0:
+                out.append((i, k, sim))
+        return out
 
     def insert(self, sig: Any, size: int, probe: Probe | None = None) -> int:
         """Index a row; return its number (0, 1, 2...)."""
+        import numpy as np
+
         i = self.n
         self._sigs.append(sig)
         self._sizes.append(size)
-        bands = (probe if probe is not None else self.probe([sig])[0]).bands
-        for pend, h in zip(self._pending, bands.tolist()):
-            pend.setdefault(h, i)
-        if len(self._pending[0]) >= self.flush_rows:
+        if probe is not None and probe.batch is not None and probe.batch.live:
+            probe.batch.insert(i, probe.at)
+        else:
+            self._commit()
+            bands = (probe if probe is not None else self.probe([sig])[0]).bands
+            new = self._pending.get(bands) < 0
+            self._pending.add(bands[new], np.full(int(new.sum()), i, np.int32))
+            self._first += int(new[0])
+        if self._first >= self.flush_rows:
             self._flush()
         return i
 
@@ -371,14 +612,14 @@ class MinHashIndex:
         the sorted array."""
         import numpy as np
 
-        n = sum(len(pend) for pend in self._pending)
-        keys = np.fromiter((h for pend in self._pending for h in pend), np.uint64, n)
-        rows = np.fromiter((i for pend in self._pending for i in pend.values()), np.int32, n)
+        self._commit()
+        keys, rows = self._pending.items()
         order = np.argsort(keys)
         at = np.searchsorted(self._sorted_h, keys[order], side="right")
         self._sorted_h = np.insert(self._sorted_h, at, keys[order])
         self._sorted_i = np.insert(self._sorted_i, at, rows[order])
-        self._pending = [{} for _ in range(self.b)]
+        self._pending.clear()
+        self._first = 0
         self._flushes += 1
 
 

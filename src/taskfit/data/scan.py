@@ -320,9 +320,9 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
         findings, look_sigs, layout_made, lengths, look_words = made.result() if pool is not None else made
         found = dict(zip(searched, findings)) if searched is not None else None
         sigs = list(zip(look_sigs[0], look_sigs[1].tolist())) if look_sigs is not None else None
-        probes = looks.index.probe(look_sigs[0]) if looks is not None else None
+        probes = looks.index.lookup(*look_sigs) if looks is not None else None
         layout_sigs = list(zip(layout_made[0], layout_made[1].tolist())) if layout_made is not None else None
-        layout_probes = layouts.index.probe(layout_made[0]) if layouts is not None else None
+        layout_probes = layouts.index.lookup(*layout_made) if layouts is not None else None
         for at, (raw, rec) in enumerate(batch):
             id_digest = int.from_bytes(hashlib.blake2b(rec.id.encode(), digest_size=8).digest(), "little")
             if id_digest in ids:

@@ -41,23 +41,24 @@ def file_kind(path: Path) -> str:
     return kind
 
 
-def read_rows(path: Path, max_line_bytes: int = 1_000_000) -> Iterator[RawRow]:
-    """Yield every non-blank row of ``path`` in order."""
+def read_rows(path: Path, max_line_bytes: int = 1_000_000, lines: set[int] | None = None) -> Iterator[RawRow]:
+    """Yield every non-blank row of ``path`` in order (with ``lines``, those on these lines only:
+    a JSONL file's other lines are not decoded)."""
     if not path.exists():
         raise DataError(f"{path}: no such file", hint="check the data paths in taskfit.yaml")
     kind = file_kind(path)
     if kind == "jsonl":
-        yield from _jsonl(path, max_line_bytes)
+        yield from _jsonl(path, max_line_bytes, lines)
     elif kind == "parquet":
         yield from _parquet(path)
     else:
         yield from _delimited(path, "\t" if kind == "tsv" else ",")
 
 
-def _jsonl(path: Path, max_line_bytes: int) -> Iterator[RawRow]:
+def _jsonl(path: Path, max_line_bytes: int, lines: set[int] | None = None) -> Iterator[RawRow]:
     with path.open("rb") as f:
         for line_no, data in enumerate(f, start=1):
-            if not data.strip():
+            if (lines is not None and line_no not in lines) or not data.strip():
                 continue
             where = f"{path}:{line_no}"
             preview = data[:200].decode("utf-8", "replace")

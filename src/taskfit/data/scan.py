@@ -321,8 +321,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
         found = dict(zip(searched, findings)) if searched is not None else None
         sigs = list(zip(look_sigs[0], look_sigs[1].tolist())) if look_sigs is not None else None
         probes = looks.index.lookup(*look_sigs) if looks is not None else None
-        layout_sigs = list(zip(layout_made[0], layout_made[1].tolist())) if layout_made is not None else None
-        layout_probes = layouts.index.lookup(*layout_made) if layouts is not None else None
+        kept = []  # (its place in the chunk, raw row, record) of each row kept
         for at, (raw, rec) in enumerate(batch):
             id_digest = int.from_bytes(hashlib.blake2b(rec.id.encode(), digest_size=8).digest(), "little")
             if id_digest in ids:
@@ -364,10 +363,17 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                 index_labels.append(label_codes[label])
             exact.add(digest)
             ids.add(id_digest)
+            kept.append((at, raw, rec))
+        # the kept rows' layouts, looked up together (a removed row has none)
+        layout_probes = (layouts.index.lookup(layout_made[0][[at for at, _, _ in kept]],
+                                              layout_made[1][[at for at, _, _ in kept]])
+                         if layouts is not None else None)
+        for k, (at, raw, rec) in enumerate(kept):
             if layouts is not None:
                 pair = isinstance(rec, PreferencePair)
                 result.layouts.append(layouts.assign(rec.prompt if pair else rec.input, str(path), raw.line,
-                                                     signature=layout_sigs[at], probe=layout_probes[at]))
+                                                     signature=(layout_made[0][at], int(layout_made[1][at])),
+                                                     probe=layout_probes[k]))
             redaction = redact_row(rec, task, spec.privacy, found)
             count_kept(result, rec, redaction, task, raw.source)
             if lengths is not None:
@@ -425,12 +431,15 @@ def _records_at(path: Path, task: TaskSpec, spec: DataSpec, lines: set[int]) -> 
     found: dict[int, Example | PreferencePair] = {}
     if not lines:
         return found
-    for raw in read_rows(path, spec.max_line_bytes):
+    last = max(lines)
+    for raw in read_rows(path, spec.max_line_bytes, lines):
         if raw.line in lines and raw.error is None:
             try:
                 found[raw.line] = convert(raw.obj, task, spec.format, spec.columns, raw.source, "x")
             except ValueError:
-                continue
+                pass
+        if raw.line >= last:
+            break
     return found
 
 

@@ -331,3 +331,25 @@ def test_the_pending_table_finds_every_hash_it_holds_as_it_grows():
     assert sorted(zip(held.tolist(), under.tolist())) == sorted(zip(keys.tolist(), rows.tolist()))
     table.clear()
     assert (table.get(keys) == -1).all()
+
+
+def test_the_sorted_hashes_are_searched_within_buckets_where_numpy_would_find_them():
+    """MinHashIndex._search, the bucketed binary search over the merged band hashes, gives
+    np.searchsorted's left positions: for hashes held once or in runs (one per flush), hashes it
+    does not hold, and the ends of the 64-bit range."""
+    import numpy as np
+
+    from taskfit.data.lookalike import MinHashIndex
+
+    rng = np.random.default_rng(2)
+    index = MinHashIndex(5, 128, 0.8, 0.9, flush_rows=10)
+    held = np.unique(rng.integers(0, 2**64 - 1, 200_000, dtype=np.uint64))
+    held[-1] = np.uint64(2**64 - 1)
+    for part in (held, held[::5], held[::15]):  # each flush adds a hash again: runs of one to three
+        index._pending.add(part, np.arange(len(part), dtype=np.int32))
+        index._flush()  # merged, sorted, and the buckets made again
+    assert len(index._sorted_h) > len(held) and (np.diff(index._sorted_h) == 0).any()
+    keys = np.sort(np.concatenate([held[::13], rng.integers(0, 2**64 - 1, 5000, dtype=np.uint64),
+                                   np.array([0, 1, 2**64 - 1], np.uint64)]))
+    assert np.array_equal(index._search(keys), np.searchsorted(index._sorted_h, keys))
+    assert index._top_bits > 10

@@ -477,7 +477,7 @@ class MinHashIndex:
         self._sizes = array("i")
         self._sorted_h = np.empty(0, np.uint64)
         self._sorted_i = np.empty(0, np.int32)
-        self._top_bits, self._starts = 1, np.zeros(3, np.int64)  # set at each flush (_search)
+        self._top_bits, self._starts = 1, np.zeros(3, np.int32)  # set at each flush (_search)
         self._pending = _Pending(self.b * flush_rows)
         self._first = 0  # hashes of the first band in the pending table (and waiting in a batch)
         self._open: _Batch | None = None  # the last batch looked up, whose new rows may wait
@@ -547,7 +547,7 @@ class MinHashIndex:
 
         stored, starts, bits = self._sorted_h, self._starts, self._top_bits
         top = (keys >> np.uint64(64 - bits)).astype(np.int64)
-        lo, hi = starts[top], starts[top + 1]
+        lo, hi = starts[top].astype(np.int64), starts[top + 1].astype(np.int64)
         last = len(stored) - 1
         while True:
             open_ = lo < hi
@@ -650,9 +650,10 @@ class MinHashIndex:
         self._sorted_h = np.insert(self._sorted_h, at, keys[order])
         self._sorted_i = np.insert(self._sorted_i, at, rows[order])
         # where each bucket of hashes by their top bits starts: about 8 hashes a bucket
+        # (searched for, as a pass over the array's top bits would hold a copy of it in int64)
         self._top_bits = max(1, min(24, int(np.log2(len(self._sorted_h))) - 3))
-        top = (self._sorted_h >> np.uint64(64 - self._top_bits)).astype(np.int64)
-        self._starts = np.concatenate(([0], np.cumsum(np.bincount(top, minlength=1 << self._top_bits))))
+        firsts = np.arange(1 << self._top_bits, dtype=np.uint64) << np.uint64(64 - self._top_bits)
+        self._starts = np.append(np.searchsorted(self._sorted_h, firsts), len(self._sorted_h)).astype(np.int32)
         self._pending.clear()
         self._first = 0
         self._flushes += 1

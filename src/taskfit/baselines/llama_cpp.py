@@ -14,6 +14,7 @@ Its evaluation says whether the exported file behaves like the model that was tr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -47,8 +48,40 @@ def load_llama(base: Path, lora: Path | None, n_ctx: int, threads: int | None = 
     # Flash attention: without it, llama.cpp's attention over a cache several sequences share
     # gives a sequence read beside others other logits than it alone (0.5-0.8 nats measured on the
     # embedded model, more at times); with it, the same logits.
-    return Llama(model_path=str(base), lora_path=str(lora) if lora else None, n_ctx=n_ctx,
-                 n_threads=threads, n_threads_batch=threads, flash_attn=True, verbose=False)
+    with _plain_weights() if _has_amx() else contextlib.nullcontext():
+        return Llama(model_path=str(base), lora_path=str(lora) if lora else None, n_ctx=n_ctx,
+                     n_threads=threads, n_threads_batch=threads, flash_attn=True, verbose=False)
+
+
+def _has_amx() -> bool:
+    """Whether the processor reports Intel's AMX tiles (Sapphire Rapids and later)."""
+    try:
+        return "amx_int8" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _plain_weights() -> Iterator[None]:
+    """Models loaded meanwhile keep their weights in plain buffers, not llama.cpp's "extra buffer
+    types" (weights repacked for AMX or wider vector kernels): on a processor with AMX
+    (llama-cpp-python 0.3.36 built here, an Intel Xeon with AMX-INT8 under Linux 6.18) the first
+    decode of the embedded Q4_1 model crashed the process with a segmentation fault, and loaded so
+    it did not. The bindings take no such argument, so their default parameters are wrapped."""
+    import llama_cpp.llama as bindings
+
+    default = bindings.llama_cpp.llama_model_default_params
+
+    def plain() -> Any:
+        params = default()
+        params.use_extra_bufts = False
+        return params
+
+    bindings.llama_cpp.llama_model_default_params = plain
+    try:
+        yield
+    finally:
+        bindings.llama_cpp.llama_model_default_params = default
 
 
 def _log_probs(logits: Any, vocab: int) -> Any:

@@ -17,7 +17,6 @@ tokenizer itself.
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from typing import Any
@@ -71,16 +70,14 @@ class PieceCounter:
 
     @classmethod
     def make(cls, backend: Any) -> PieceCounter | None:
-        try:
-            spec = json.loads(backend.to_str())
-        except Exception:  # noqa: BLE001 - a backend that cannot describe itself: the tokenizer counts
+        from tokenizers import models, pre_tokenizers
+
+        pre, model = backend.pre_tokenizer, backend.model
+        if (backend.normalizer is not None or not isinstance(pre, pre_tokenizers.ByteLevel) or not pre.use_regex
+                or pre.add_prefix_space or not isinstance(model, models.BPE) or model.dropout
+                or model.byte_fallback or getattr(model, "ignore_merges", False)):
             return None
-        pre, model = spec.get("pre_tokenizer") or {}, spec.get("model") or {}
-        if (spec.get("normalizer") is not None or pre.get("type") != "ByteLevel" or not pre.get("use_regex", True)
-                or pre.get("add_prefix_space") or model.get("type") != "BPE" or model.get("dropout")
-                or model.get("byte_fallback") or model.get("ignore_merges")):
-            return None
-        return cls(backend, [a["content"] for a in spec.get("added_tokens") or [] if a.get("content")])
+        return cls(backend, [t.content for t in backend.get_added_tokens_decoder().values() if t.content])
 
     def count(self, texts: list[str]) -> list[int]:
         """Tokens of each text (no special tokens added), in order."""

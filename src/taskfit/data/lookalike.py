@@ -255,9 +255,14 @@ class _Pending:
     def __init__(self, expected: int):
         import numpy as np
 
-        self.bits = max(10, int(np.ceil(np.log2(expected / 0.6))))
-        self.keys = np.zeros(1 << self.bits, np.uint64)
-        self.rows = np.full(1 << self.bits, -1, np.int32)  # -1: an empty slot
+        self._empty(max(10, int(np.ceil(np.log2(expected / 0.6)))))
+
+    def _empty(self, bits: int) -> None:
+        import numpy as np
+
+        self.bits = bits
+        self.keys = np.zeros(1 << bits, np.uint64)
+        self.rows = np.full(1 << bits, -1, np.int32)  # -1: an empty slot
         self.n = 0
 
     def _slots(self, keys: Any) -> Any:
@@ -287,10 +292,7 @@ class _Pending:
         if (self.n + len(keys)) / len(self.rows) > 0.6:
             old = self.rows >= 0
             old_keys, old_rows = self.keys[old], self.rows[old]
-            self.bits += 1
-            self.keys = np.zeros(1 << self.bits, np.uint64)
-            self.rows = np.full(1 << self.bits, -1, np.int32)
-            self.n = 0
+            self._empty(self.bits + 1)
             self.add(old_keys, old_rows)
             return self.add(keys, rows)
         todo, slot, mask = np.arange(len(keys)), self._slots(keys), (1 << self.bits) - 1
@@ -390,18 +392,11 @@ class _Batch:
         return owners
 
     def matches(self, at: int) -> list[tuple[int, float]]:
-        import numpy as np
-
         index = self.index
         if not self.live:  # merged since: looked up alone, again
             return index.matches(self.sigs[at], int(self.sizes[at]))
-        found = self.found[at]
         fresh = self._owners(at) if at in self.later else None
-        if fresh:
-            ks = np.asarray(sorted(fresh), np.int64)
-            sig = self.sigs[at].astype(index._stored)
-            found = found + [(k, sim) for _, k, sim in index._scored(
-                index._same(sig[None, :], ks), self.sizes[at:at + 1].repeat(len(ks)), ks)]
+        found = self.found[at] + (index._verified(self.sigs[at], int(self.sizes[at]), fresh) if fresh else [])
         return sorted(found, key=lambda kv: (-kv[1], kv[0]))
 
     def insert(self, i: int, at: int) -> None:
@@ -583,16 +578,19 @@ class MinHashIndex:
 
     def matches(self, sig: Any, size: int, probe: Probe | None = None) -> list[tuple[int, float]]:
         """The indexed rows this text matches, as (row number, similarity), most similar first."""
-        import numpy as np
-
         if probe is not None and probe.batch is not None:
             return probe.batch.matches(probe.at)
-        found = sorted(self.candidates(sig, probe))
-        if not found:
+        return sorted(self._verified(sig, size, self.candidates(sig, probe)), key=lambda kv: (-kv[1], kv[0]))
+
+    def _verified(self, sig: Any, size: int, rows: set[int]) -> list[tuple[int, float]]:
+        """(row, similarity) of each of the indexed ``rows`` that one signature matches."""
+        import numpy as np
+
+        if not rows:
             return []
-        ks = np.asarray(found, np.int64)
-        scored = self._scored(self._same(sig.astype(self._stored)[None, :], ks), np.full(len(ks), size), ks)
-        return sorted(((k, sim) for _, k, sim in scored), key=lambda kv: (-kv[1], kv[0]))
+        ks = np.asarray(sorted(rows), np.int64)
+        same = self._same(sig.astype(self._stored)[None, :], ks)
+        return [(k, sim) for _, k, sim in self._scored(same, np.full(len(ks), size), ks)]
 
     def _same(self, sigs: Any, rows: Any) -> Any:
         """The share of equal values between each of ``sigs`` (one, or one a row) and the
@@ -698,19 +696,20 @@ WORDS_KEPT = 512
 def vocabulary(text: str) -> Any:
     """The distinct words of a text (:func:`~taskfit.tasks.base.words`) as sorted CRC-32s, the
     WORDS_KEPT smallest when it has more (a bottom-k sample, see :func:`overlap`)."""
-    return _vocabulary(words(text))
-
-
-def _vocabulary(text_words: str) -> Any:
-    """:func:`vocabulary` of a text from its :func:`~taskfit.tasks.base.words`."""
     import numpy as np
 
-    return np.array(_hashes(text_words), np.uint32)
+    return np.array(_hashes(words(text)), np.uint32)
 
 
 def _hashes(text_words: str) -> list[int]:
     # sorted in Python: numpy's unique costs more than the whole sort on a text's few dozen words
     return sorted({zlib.crc32(w.encode()) for w in set(text_words.split())})[:WORDS_KEPT]
+
+
+def _word_digest(text: str) -> tuple[int, list[int]]:
+    """The digest of a text's words and its :func:`vocabulary`'s hashes."""
+    text_words = words(text)
+    return digest(text_words), _hashes(text_words)
 
 
 def word_digests(texts: Sequence[str]) -> tuple[Any, Any, Any]:
@@ -721,9 +720,9 @@ def word_digests(texts: Sequence[str]) -> tuple[Any, Any, Any]:
 
     digests, hashes, ends = array("q"), array("I"), array("q")
     for text in texts:
-        text_words = words(text)
-        digests.append(digest(text_words))
-        hashes.extend(_hashes(text_words))
+        made, vocab = _word_digest(text)
+        digests.append(made)
+        hashes.extend(vocab)
         ends.append(len(hashes))
     return np.frombuffer(digests, np.int64), np.frombuffer(hashes, np.uint32), np.frombuffer(ends, np.int64)
 
@@ -789,8 +788,10 @@ class LookAlikes:
         pair = isinstance(rec, PreferencePair)
         parts = AnswerParts(free=(rec.chosen, rec.rejected)) if pair else self._parts_of(rec)
         if text_words is None:
-            made = words(text)
-            text_words = digest(made), _vocabulary(made)
+            import numpy as np
+
+            made, vocab = _word_digest(text)
+            text_words = made, np.array(vocab, np.uint32)
         return Row(sig, size, *text_words,
                    {name: (digest(value), written) for name, value, written in parts.fixed},
                    tuple(vocabulary(t) for t in parts.free), pair, probe)

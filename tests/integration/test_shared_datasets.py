@@ -70,8 +70,8 @@ def test_full_label_scoring_of_clinc150_intents_in_a_batch_on_the_embedded_model
     tree in its own order, so rows run out of nodes at different steps (this stopped with an
     IndexError before the search let rows read unequal shares of a step). The answers are the
     ones each request gets alone; and the search with its confidence tolerance, whose rows stop
-    at different steps, gives every row full scoring's label and a confidence at most the
-    tolerance below full scoring's."""
+    at different steps, gives every row full scoring's label (or one tied with it to float32's
+    noise) and a confidence at most the tolerance below full scoring's."""
     import json
 
     from taskfit.baselines import LabelScoringPredictor
@@ -94,8 +94,14 @@ def test_full_label_scoring_of_clinc150_intents_in_a_batch_on_the_embedded_model
     assert all(out in labels for out in together) and together[:4] == alone
     searching = scorer(16, CONFIDENCE_TOLERANCE)
     stats: dict[str, int] = {}
-    found = [s.choice() for s in searching.search([searching.prompt_ids(ex) for ex in rows], stats)]
-    assert [labels[c.best] for c in found] == together
+    prompts = [searching.prompt_ids(ex) for ex in rows]
+    found = [s.choice() for s in searching.search(prompts, stats)]
+    exact = [s.totals for s in scorer(16).search(prompts, {})]  # every label's score
+    assert all(len(scores) == len(labels) for scores in exact)
+    for c, scores, label in zip(found, exact, together):
+        # two labels whose scores tie to float32's noise (clinc150's 8th request: yes and no at
+        # -10.389004 and -10.389011) may come out either way from passes of different shapes
+        assert labels[c.best] == label or scores[c.best] >= scores[labels.index(label)] - 1e-4
     for c, exact in zip(found, full):
         assert exact.confidence - CONFIDENCE_TOLERANCE - 1e-4 <= c.confidence <= exact.confidence + 1e-4
     assert stats["early"] > 0

@@ -331,7 +331,9 @@ class TrainSpec(_Spec):
                             "reports it; 4.5x float32's products on the reference CPU, while emulated bf16 "
                             "is ~11x slower); `taskfit serve DIR` serves in the same precision. float32 = "
                             "float32 throughout.")
-    threads: int | None = Field(None, ge=1, description="CPU threads; empty = every core.")
+    threads: int | None = Field(None, ge=1, description="CPU threads; empty = every core (shared among "
+                                                        "data-parallel processes). More threads than cores "
+                                                        "warn: torch slows down.")
     report_to: Literal["none", "mlflow", "tensorboard"] = Field(
         "none", description="Also send the run's figures to an experiment tracker (the run directory "
                             "stays the record): mlflow (one MLflow run per taskfit run, named by the run id, "

@@ -94,6 +94,19 @@ def test_train_leaves_a_plain_peft_adapter_a_model_card_and_curves(tmp_path, tin
     assert not (run / "merged.tmp").exists()
 
 
+def test_more_threads_than_cores_get_the_clis_warning_and_train(tmp_path, tiny_model_dir):
+    """train.threads above this machine's cores: `taskfit train` says so on a warning line of its
+    own (not Python's warning format, with its file and source line) and trains all the same."""
+    from taskfit.machine import cpu_cores
+
+    project = _project(tmp_path, tiny_model_dir, "busy", epochs=1, threads=cpu_cores() + 1)
+    done = subprocess.run([sys.executable, "-m", "taskfit.cli.main", "train", str(project)], capture_output=True,
+                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"warning: train.threads: {cpu_cores() + 1} threads in each of 1 process(es)" in done.stderr
+    assert "RuntimeWarning" not in done.stderr and "hardware.py" not in done.stderr
+
+
 def test_full_method_saves_a_whole_model(tmp_path, tiny_model_dir):
     project = _project(tmp_path, tiny_model_dir, "full", method="full", learning_rate=1e-4, epochs=1)
     summary = train_project(project)

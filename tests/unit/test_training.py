@@ -302,6 +302,31 @@ def test_fsdp_settings_that_cannot_work_are_refused_with_what_to_do(monkeypatch)
         resolve_hardware(TrainSpec(method="qlora", fsdp=True))
 
 
+def test_more_threads_than_cores_warn_and_the_default_shares_them_out(monkeypatch):
+    """train.threads above the cores (or the cores shared by data-parallel processes) slows torch
+    down: the user is told so; the default never warns."""
+    import warnings
+
+    import torch
+
+    from taskfit.machine import cpu_cores
+    from taskfit.training.hardware import resolve_hardware
+
+    before = torch.get_num_threads()
+    try:
+        with pytest.warns(RuntimeWarning, match="outnumber the cores"):
+            assert resolve_hardware(TrainSpec(device="cpu", threads=cpu_cores() + 1)).threads == cpu_cores() + 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            resolve_hardware(TrainSpec(device="cpu", threads=cpu_cores()))
+            monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+            resolve_hardware(TrainSpec(device="cpu"))  # each process takes its share
+        with pytest.warns(RuntimeWarning, match="each of 2 process"):
+            resolve_hardware(TrainSpec(device="cpu", threads=cpu_cores()))  # the cores, twice over
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_dpo_raises_held_out_preference_for_chosen(tiny_model_dir, classify_task, tmp_path):
     rng = random.Random(0)
     prompts = ["my parcel is late", "refund my order", "I cannot log in", "the app crashes",

@@ -7,6 +7,7 @@ stderr and the error's exit code: never a traceback.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Optional
@@ -1014,10 +1015,22 @@ def quickstart(directory: Path = typer.Argument(Path("quickstart"), help="Where 
 
 def _quiet_libraries() -> None:
     """Our own bars and status lines say what is happening; the libraries' per-tensor bars and
-    deprecation notices about their internals only bury them."""
+    deprecation notices about their internals only bury them; taskfit's own warnings print as the
+    CLI's other warning lines."""
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
+    library_format = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        """Our own warnings (a setting that will run slowly...) read as the CLI's other warnings."""
+        ours = f"{os.sep}taskfit{os.sep}" in filename
+        if ours and not issubclass(category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
+            err.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True)
+        else:
+            library_format(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,6 +123,10 @@ def resolve_hardware(spec: TrainSpec) -> Hardware:
     cores = cpu_cores()
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # data-parallel processes on this machine
     threads = spec.threads or max(1, cores // processes)
+    if spec.threads and threads * processes > cores:
+        warnings.warn(f"train.threads: {threads} threads in each of {processes} process(es) on {cores} core(s); "
+                      "torch slows down when its threads outnumber the cores: leave train.threads empty to "
+                      "share the cores out", RuntimeWarning, stacklevel=2)
     if device == "cpu":
         torch.set_num_threads(threads)
     return Hardware(device=device, dtype=dtype, threads=threads, setting=spec.dtype)

@@ -51,6 +51,9 @@ def _reason(result, line: int) -> str:
     (b'{"messages": "\xff\xfe"}', "not UTF-8: byte 0xff ('\xff' in Windows-1252) at byte 15 of the line"),
     (_row("x" * 3000, "billing"), "over the limit"),
     ("[1, 2]", "expected a JSON object"),
+    # half of a character: no encoding can write it, and a tokenizer refuses it
+    (_row("I was charged twice", "billing").replace("I was", "\\ud800I was"),
+     "lone surrogate: field 'messages[0].content' holds \\ud800 at character 1, half of a character"),
 ])
 def test_each_bad_row_is_quarantined_with_its_line_and_field(tmp_path, classify_task, bad, expected):
     spec = DataSpec(train="x.jsonl", max_line_bytes=2000)
@@ -59,6 +62,20 @@ def test_each_bad_row_is_quarantined_with_its_line_and_field(tmp_path, classify_
     assert len(result.quarantined) == 1 and result.kept == 2
     assert result.quarantined[0].source == f"{path}:2"
     assert expected in _reason(result, 2)
+
+
+def test_a_character_as_two_escapes_is_read_and_a_lone_surrogate_is_quarantined(tmp_path, classify_task, tiny):
+    """JSON writes a character beyond the Basic Multilingual Plane as two escapes (an emoji as
+    \\ud83d\\ude00): such a row is read and its tokens counted; a lone half, which no encoding can
+    write, is quarantined with its field, where the tokenizer stopped the whole check before."""
+    rows = [_row("charged twice \U0001f600", "billing"), _row("parcel lost \udc00 again", "shipping"),
+            _row("refund my order", "refund")]  # json.dumps writes both as escapes
+    path = tmp_path / "s.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    result = scan(path, classify_task, SPEC, keep=True, tokenizer=tiny.tokenizer)
+    assert result.counts_add_up() and result.read == 3 and result.kept == 2 and len(result.lengths) == 2
+    assert result.examples[0].input == "charged twice \U0001f600"
+    assert _reason(result, 2).startswith("lone surrogate: field 'messages[0].content' holds \\udc00 at character 13")
 
 
 def test_quarantined_rows_are_listed_in_line_order(tmp_path, classify_task):

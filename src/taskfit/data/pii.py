@@ -224,7 +224,9 @@ class Screen:
     :func:`superset`, so a pattern ruled out cannot match, and a text's findings are those of
     trying every pattern. A pattern RE2 cannot read (a verbose one, a back-reference, a repeat
     over 1,000) is never ruled out; nor is any pattern on a text RE2 cannot take (one holding a
-    lone surrogate, which has no UTF-8)."""
+    lone surrogate, which has no UTF-8), or one holding the dotless ı or the dotted İ, which
+    Python's case folding takes for i (an ignore-case ``api_key`` matches "apı_key") and RE2's
+    does not."""
 
     def __init__(self, patterns: Iterable[re.Pattern]):
         import re2
@@ -248,6 +250,8 @@ class Screen:
     def may_match(self, text: str) -> frozenset[int] | None:
         """The ids (``id()``) of the screen's patterns that may match ``text``, None when each
         must be tried. Ids, not the patterns: hashing a compiled pattern hashes its whole code."""
+        if "\u0131" in text or "\u0130" in text:  # ı, İ: RE2 would rule out what Python matches
+            return None
         try:
             hits = self._set.Match(text)
         except UnicodeEncodeError:

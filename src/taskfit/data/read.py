@@ -83,7 +83,43 @@ def _jsonl(path: Path, max_line_bytes: int, lines: set[int] | None = None) -> It
                 at = "at the end of the line" if exc.pos >= len(line) else f"at column {exc.pos + 1}"
                 yield RawRow(where, line_no, raw=text, error=f"invalid JSON: {exc.msg} {at}")
                 continue
+            half = lone_surrogate(obj, text)
+            if half is not None:
+                yield RawRow(where, line_no, raw=text, error=half)
+                continue
             yield RawRow(where, line_no, obj=obj, raw=text)
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # a JSON escape of half a character (\ud83d)
+
+
+def lone_surrogate(value: Any, text: str | None = None) -> str | None:
+    """Why ``value``, decoded from JSON, cannot be read: one of its strings holds half of a
+    character (a \\ud800-\\udfff escape without its other half, which no text encoding can write
+    and a tokenizer refuses), named by its field; None when every string is whole. Given the JSON
+    ``text``, looked for only when it holds such an escape."""
+    if text is not None and not ("\\u" in text and _SURROGATE_ESCAPE.search(text)):
+        return None
+    return _half(value)
+
+
+def _half(value: Any, field: str = "") -> str | None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            where = f"field {field!r}" if field else "the row"
+            return (f"lone surrogate: {where} holds \\u{ord(value[exc.start]):04x} at character {exc.start + 1}, "
+                    "half of a character written as a JSON escape without its other half; replace or remove it")
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        name = f"{field}[{key}]" if isinstance(key, int) else f"{field}.{key}" if field else key
+        found = _half(key, field) if isinstance(key, str) else None
+        found = found or _half(item, name)
+        if found is not None:
+            return found
+    return None
 
 
 def not_utf8(byte: int, column: int, advice: str = "; re-save the file as UTF-8") -> str:

@@ -35,6 +35,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 
+from taskfit.data.read import lone_surrogate
 from taskfit.decoding import Sampling
 from taskfit.errors import TaskfitError
 from taskfit.records import Example
@@ -350,6 +351,9 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
             raise ApiError(400, f"the body is not valid JSON ({exc})", code="invalid_json") from None
         if not isinstance(data, dict):
             raise ApiError(400, "the body must be a JSON object", code="invalid_json")
+        half = lone_surrogate(data)
+        if half is not None:  # no tokenizer takes it, nor the request log
+            raise ApiError(400, half, code="invalid_value")
         try:
             req = ChatRequest.model_validate(data)
         except ValidationError as exc:

@@ -344,6 +344,57 @@ def test_a_csv_row_with_too_few_or_too_many_fields_is_quarantined_as_the_file_ho
     assert "(lines 5-6: a quote opened and not closed?)" in reasons[f"{path}:5"][0]
 
 
+def test_a_long_cell_an_extra_cell_and_a_role_that_is_no_name_are_rows_not_crashes(tmp_path, classify_task):
+    """A CSV cell over the csv module's 131,072 characters is read (or quarantined over
+    data.max_line_bytes, as a JSONL line is) rather than stopping the file; a row whose only text
+    is in a cell beyond the header is quarantined, not skipped as blank; a chat role written as a
+    list is quarantined with its field."""
+    path = tmp_path / "t.csv"
+    long = "charged twice " * 12_000  # 168,000 characters
+    path.write_text(f"text,label\n{long},billing\n,,real text here\nparcel late,shipping\n"
+                    f"{long * 8},billing\n", encoding="utf-8")
+    spec = DataSpec(train="t.csv", columns={"input": "text", "target": "label"})
+    result = scan(path, classify_task, spec)
+    assert result.counts_add_up() and result.read == 4 and result.kept == 2
+    assert _reason(result, 3).startswith("more fields than the 2 columns")
+    assert _reason(result, 5).startswith("row is 1,344,009 bytes, over the limit of 1,000,000")
+    chat = json.dumps({"messages": [{"role": ["user"], "content": "hi"}, {"role": "assistant", "content": "billing"}]})
+    _, listed = _scan(tmp_path, [chat, _row("Where is my parcel?", "shipping")], classify_task)
+    assert listed.kept == 1 and _reason(listed, 1).startswith("messages[0].role: got ['user']; allowed:")
+
+
+def test_parquet_decimals_dates_and_binary_and_a_file_that_is_no_parquet(tmp_path):
+    """A Parquet decimal is read as a number and a date as its ISO text (an extract record as
+    JSON holds them), a binary cell quarantines its row, and a file that is not Parquet is a
+    clear error, not pyarrow's traceback; NaN, which Python's JSON reads and JSON has not, is no
+    extract answer."""
+    import datetime
+    from decimal import Decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = {"type": "object", "properties": {"total": {"type": "number"}, "day": {"type": "string"}}}
+    task = TaskSpec(kind="extract", success="s", system_prompt="p", schema=schema)
+    rows = [{"text": f"invoice {i}", "fields": {"total": Decimal("1.50") + i, "day": datetime.date(2026, 1, 1 + i)},
+             "scan": None} for i in range(3)]
+    rows[2]["scan"] = b"\x89PNG"
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "r.parquet")
+    spec = DataSpec(train="r.parquet", columns={"input": "text", "target": "fields"})
+    result = scan(tmp_path / "r.parquet", task, spec, keep=True)
+    assert result.counts_add_up() and result.kept == 2
+    assert json.loads(result.examples[1].target) == {"total": 2.5, "day": "2026-01-02"}
+    assert [(q.source, q.reason) for q in result.quarantined] == [
+        (f"{tmp_path / 'r.parquet'}:row 3", "column 'scan': binary data (4 bytes), not text")]
+    (tmp_path / "csv.parquet").write_text("text,label\nhello,billing\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"csv.parquet: not a readable Parquet file"):
+        scan(tmp_path / "csv.parquet", task, DataSpec(train="csv.parquet"))
+    nan = json.dumps({"messages": [{"role": "user", "content": "invoice 9"},
+                                   {"role": "assistant", "content": '{"total": NaN}'}]})
+    _, read = _scan(tmp_path, [nan], task)
+    assert read.kept == 0 and "NaN is no JSON number" in _reason(read, 1)
+
+
 def test_the_refusal_written_in_another_case_or_punctuation_is_read_as_task_refusal(tmp_path):
     """Agents typed the refusal three ways: the model would learn three refusals, and a client
     matching task.refusal would miss two. Each is read as task.refusal, counted and warned about."""

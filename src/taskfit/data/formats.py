@@ -118,6 +118,8 @@ def _turns(messages: Any, field: str, roles: dict[str, str], role_key: str,
         if not isinstance(m, dict):
             raise ValueError(f"{where}: expected an object with {role_key} and {content_key}")
         raw_role = m.get(role_key)
+        if not isinstance(raw_role, (str, type(None))):  # a list or object: no role to look up
+            raise ValueError(f"{where}.{role_key}: got {raw_role!r}; allowed: {', '.join(sorted(roles))}")
         if raw_role in _TOOL_ROLES or m.get("tool_calls") or m.get("function_call"):
             raise ValueError(f"{where}: function calling (a {'tool answer' if raw_role in _TOOL_ROLES else 'tool call'}"
                              "): a taskfit task answers in text; keep conversations that call tools out of "

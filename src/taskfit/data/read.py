@@ -52,7 +52,7 @@ def read_rows(path: Path, max_line_bytes: int = 1_000_000, lines: set[int] | Non
     elif kind == "parquet":
         yield from _parquet(path)
     else:
-        yield from _delimited(path, "\t" if kind == "tsv" else ",")
+        yield from _delimited(path, "\t" if kind == "tsv" else ",", max_line_bytes)
 
 
 def _jsonl(path: Path, max_line_bytes: int, lines: set[int] | None = None) -> Iterator[RawRow]:
@@ -161,7 +161,10 @@ def _fields(n: int) -> str:
     return "1 field" if n == 1 else f"{n} fields"
 
 
-def _delimited(path: Path, delimiter: str) -> Iterator[RawRow]:
+def _delimited(path: Path, delimiter: str, max_line_bytes: int = 1_000_000) -> Iterator[RawRow]:
+    # The csv module stops the whole file at a cell over its limit (131,072 characters by
+    # default); a row that long is quarantined below instead, as a JSONL line is.
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
     with path.open("rb") as raw:
         # A BOM at the start of a spreadsheet export is common and harmless for CSV: skip it.
         if raw.read(len(BOM)) != BOM:
@@ -192,7 +195,15 @@ def _delimited(path: Path, delimiter: str) -> Iterator[RawRow]:
             start = reader.line_num + 1
             physical = record.copy()
             record.clear()
-            if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+            cells = [v for v in row.values() if isinstance(v, str)] + row.get(None, [])  # extra cells too
+            if not any(v.strip() for v in cells):
+                continue
+            size = sum(len(p.encode("utf-8", "surrogateescape")) for p in physical)
+            if size > max_line_bytes:
+                shown = "".join(physical)[:200].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                yield RawRow(where, line, raw=shown,
+                             error=f"row is {size:,} bytes, over the limit of {max_line_bytes:,} "
+                                   "(data.max_line_bytes); is this really one example?")
                 continue
             bad = _first_escaped(physical)
             if bad is not None:
@@ -220,8 +231,40 @@ def _parquet(path: Path) -> Iterator[RawRow]:
         import pyarrow.parquet as pq
     except ImportError:
         raise DataError(f"{path}: reading Parquet needs pyarrow", hint="pip install pyarrow") from None
+    import pyarrow
+
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=4096)
+    except (pyarrow.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({exc})",
+                        hint="a file in another format needs the name of what it holds (.csv, .tsv, .jsonl)") from None
     n = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+    for batch in batches:
         for row in batch.to_pylist():
             n += 1
-            yield RawRow(f"{path}:row {n}", n, obj=row, raw=json.dumps(row, default=str)[:500])
+            where, raw = f"{path}:row {n}", json.dumps(row, default=str)[:500]
+            try:
+                yield RawRow(where, n, obj={k: _plain(v, k) for k, v in row.items()}, raw=raw)
+            except ValueError as exc:
+                yield RawRow(where, n, raw=raw, error=str(exc))
+
+
+def _plain(value: Any, column: str) -> Any:
+    """A Parquet value as JSON would hold it: a decimal as a number, a date or time as its ISO
+    text; binary data is refused (ValueError), as it is no text."""
+    import datetime
+    import decimal
+
+    if isinstance(value, dict):
+        return {k: _plain(v, column) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v, column) for v in value]
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value.is_finite() and value == value.to_integral_value() else float(value)
+    if isinstance(value, (datetime.date, datetime.time)):  # a datetime is a date
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        raise ValueError(f"column {column!r}: binary data ({len(value)} bytes), not text")
+    return value

@@ -332,6 +332,10 @@ task:
 """
 
 
+def _no_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is no JSON number (write the value, or null)", name, 0)
+
+
 class ExtractTask(TaskDefaults):
     """extract: one JSON record valid against the task's schema, decoded under it."""
 
@@ -392,8 +396,8 @@ class ExtractTask(TaskDefaults):
         validator = jsonschema.Draft202012Validator(spec.schema_ or {})  # built once per scan
 
         def check(ex: Example) -> None:
-            try:
-                value = json.loads(ex.target)
+            try:  # Python reads NaN and Infinity, which JSON has not (a model could not be held to them)
+                value = json.loads(ex.target, parse_constant=_no_constant)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"answer: not valid JSON ({exc.msg}); extract answers must be JSON") from None
             errors = sorted(validator.iter_errors(value), key=lambda e: list(e.path))

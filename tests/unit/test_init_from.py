@@ -232,6 +232,20 @@ def test_a_csv_qa_file_reads_an_empty_answer_cell_as_the_refusal(tmp_path):
     assert config.train.lr == 1e-3  # measured on squad2_dev, not the method's 2e-4
 
 
+def test_qa_with_short_answers_that_repeat_keeps_the_question_as_input(tmp_path):
+    """Answers of yes, no and empty (the refusal) read as a label column: the answer is still the
+    target and the question the input (they were swapped: the model would have learnt to write
+    the question, and every empty answer was quarantined), and the passage makes the task qa."""
+    rows = [[f"The store at {i} Main Street opens at nine on weekdays and ten on Sundays.",
+             f"Is store {i} open on Sunday morning?", ["yes", "no", ""][i % 3]] for i in range(30)]
+    file = _write_csv(tmp_path / "stores.csv", ["context", "question", "answer"], rows)
+    config, output = _init(tmp_path, file)
+    columns = config.data.columns
+    assert config.task.kind == "qa" and (columns.input, columns.target, columns.context) == ("question", "answer",
+                                                                                          "context")
+    assert "10 of 30 answers are empty or null" in output
+
+
 def test_an_ambiguous_file_is_refused_naming_the_columns_and_the_flags(tmp_path):
     rows = [[f"Review number {i} of the blue kettle", ["price", "design", "delivery"][i % 3], ["good", "bad"][i % 2]]
             for i in range(12)]

@@ -281,8 +281,9 @@ def _kind_of_target(target: ColumnStats, task: str | None, has_context: bool, pa
         raise DataError(f"{path}: column {target.describe()} cannot be the target: taskfit reads an answer as "
                         "text (a label, a reply), or as a JSON object for extract",
                         hint="write numbers and true/false as text (\"1\", not 1), or pass --target with another column")
-    natural: TaskKind = ("extract" if role == "object" else "classify" if role == "label" else
-                         "qa" if has_context else "generate")
+    # a passage to answer from makes qa, even where the answers are short and repeat (yes, no)
+    natural: TaskKind = ("extract" if role == "object" else "qa" if has_context else
+                         "classify" if role == "label" else "generate")
     kind = task or natural
     fits = {"classify": role in ("label", "text") and target.values is not None,
             "extract": role == "object", "qa": role in ("text", "label"), "generate": role in ("text", "label")}
@@ -393,8 +394,9 @@ def _propose_table(path: Path, rows: int, columns: dict[str, ColumnStats], input
             chosen.add(ctx.name)
             reasons.append(f"column `{ctx.name}` is named like a passage → qa, answered from it")
     if tgt is None:
-        if ctx is not None:  # qa: the answer is the free text that is not the question
-            found = free()
+        if ctx is not None:  # qa: the answer is the text that is not the question
+            # short answers that repeat (yes, no, empty for the refusal) read as a label column
+            found = [c for c in columns.values() if c.role in ("text", "label") and c.name not in chosen]
             tgt = _pick(found, TARGET_NAMES)
             what = "which column answers the question"
         elif task == "extract" or task is None and any(c.role == "object" for c in columns.values()):

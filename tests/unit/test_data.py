@@ -363,6 +363,33 @@ def test_a_long_cell_an_extra_cell_and_a_role_that_is_no_name_are_rows_not_crash
     assert listed.kept == 1 and _reason(listed, 1).startswith("messages[0].role: got ['user']; allowed:")
 
 
+def test_a_header_naming_a_column_twice_or_holding_another_separator_is_named_and_a_repeated_header_is_no_row(
+        tmp_path, classify_task):
+    """A column named twice would leave a row the last of them, silently: the file is refused,
+    naming the columns (CSV and Parquet alike); a header of one column holding semicolons is a
+    file separated by them (Excel in many locales), said so; the header repeated mid-file (files
+    joined with cat) is quarantined, not learnt as an example."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    spec = lambda name: DataSpec(train=name, columns={"input": "text", "target": "label"})  # noqa: E731
+    (tmp_path / "twice.csv").write_text("text,label,label\nI was charged twice,billing,zzz\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"twice.csv:1: the header names 'label' more than once \(columns 2, 3\)"):
+        scan(tmp_path / "twice.csv", classify_task, spec("twice.csv"))
+    pq.write_table(pa.Table.from_arrays([pa.array(["a"]), pa.array(["billing"]), pa.array(["x"])],
+                                        names=["text", "label", "label"]), tmp_path / "twice.parquet")
+    with pytest.raises(DataError, match="the columns 'label' are named more than once"):
+        scan(tmp_path / "twice.parquet", classify_task, spec("twice.parquet"))
+    (tmp_path / "semi.csv").write_text("text;label\nI was charged twice;billing\n", encoding="utf-8")
+    with pytest.raises(DataError, match="one column, 'text;label': are the columns separated by semicolons") as info:
+        scan(tmp_path / "semi.csv", classify_task, spec("semi.csv"))
+    assert "CSV UTF-8" in info.value.hint
+    path = tmp_path / "joined.csv"
+    path.write_text("text,label\nI was charged twice,billing\ntext,label\nParcel late,shipping\n", encoding="utf-8")
+    result = scan(path, classify_task, spec("joined.csv"))
+    assert result.counts_add_up() and result.kept == 2 and _reason(result, 3).startswith("the header row again")
+
+
 def test_parquet_decimals_dates_and_binary_and_a_file_that_is_no_parquet(tmp_path):
     """A Parquet decimal is read as a number and a date as its ISO text (an extract record as
     JSON holds them), a binary cell quarantines its row, and a file that is not Parquet is a

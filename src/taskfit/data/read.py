@@ -187,6 +187,20 @@ def _delimited(path: Path, delimiter: str, max_line_bytes: int = 1_000_000) -> I
             raise DataError(f"{path}:{bad[0] + 1}: the header row is {not_utf8(bad[2], bad[1])}",
                             hint="the columns cannot be named until the file is UTF-8 (in Excel: "
                                  "Save As, CSV UTF-8)")
+        header = list(reader.fieldnames)
+        twice = sorted({name for name in header if header.count(name) > 1})
+        if twice:  # a row would keep the last of them only
+            raise DataError(f"{path}:1: the header names {', '.join(repr(n) for n in twice)} more than once "
+                            f"(columns {', '.join(str(i + 1) for i, n in enumerate(header) if n in twice)})",
+                            hint="rename the columns so that each name is used once")
+        other = next((sep for sep in (";", "\t", ",", "|") if sep != delimiter and sep in header[0]), None)
+        if len(header) == 1 and other is not None:
+            shown = {";": "semicolons", "\t": "tabs", ",": "commas", "|": "bars"}[other]
+            raise DataError(f"{path}:1: the header is one column, {header[0][:80]!r}: are the columns separated "
+                            f"by {shown}?", hint=("name a tab-separated file .tsv" if other == "\t" else
+                                                  "save it with commas between the columns (in Excel: Save As, "
+                                                  "CSV UTF-8)" if delimiter == "," else
+                                                  "name a comma-separated file .csv"))
         record.clear()
         start = 2
         for row in reader:
@@ -197,6 +211,10 @@ def _delimited(path: Path, delimiter: str, max_line_bytes: int = 1_000_000) -> I
             record.clear()
             cells = [v for v in row.values() if isinstance(v, str)] + row.get(None, [])  # extra cells too
             if not any(v.strip() for v in cells):
+                continue
+            if [row.get(name) for name in header] == header and None not in row:
+                yield RawRow(where, line, raw=delimiter.join(header),
+                             error="the header row again (files joined one after the other?): not an example")
                 continue
             size = sum(len(p.encode("utf-8", "surrogateescape")) for p in physical)
             if size > max_line_bytes:
@@ -234,10 +252,16 @@ def _parquet(path: Path) -> Iterator[RawRow]:
     import pyarrow
 
     try:
-        batches = pq.ParquetFile(path).iter_batches(batch_size=4096)
+        table = pq.ParquetFile(path)
     except (pyarrow.ArrowException, OSError) as exc:
         raise DataError(f"{path}: not a readable Parquet file ({exc})",
                         hint="a file in another format needs the name of what it holds (.csv, .tsv, .jsonl)") from None
+    names = table.schema_arrow.names
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:  # a row would keep the last of them only
+        raise DataError(f"{path}: the columns {', '.join(repr(n) for n in twice)} are named more than once",
+                        hint="rename the columns so that each name is used once")
+    batches = table.iter_batches(batch_size=4096)
     n = 0
     for batch in batches:
         for row in batch.to_pylist():

@@ -281,6 +281,22 @@ def test_a_flag_naming_a_missing_column_lists_the_columns(tmp_path):
     assert result.exit_code == 2 and "--target labels" in output and "text (free text)" in output
 
 
+def test_a_file_with_no_row_to_read_says_what_it_holds_rather_than_where_to_look(tmp_path):
+    """A header-only CSV and a JSON array saved as .json: init and the bare file's check say what
+    is wrong (the hint sent the user from one command to the other, which said the same)."""
+    header = tmp_path / "h.csv"
+    header.write_text("text,label\n", encoding="utf-8")
+    array = tmp_path / "a.json"
+    array.write_text(json.dumps([{"text": "I was charged twice", "label": "billing"}]) + "\n", encoding="utf-8")
+    for command in (("init", tmp_path / "p", "--from"), ("data", "check")):
+        result, output = _invoke(*command, header)
+        assert result.exit_code == 3 and "no rows to propose a task from (the file is empty, or holds a header only)" \
+            in output and "see why" not in output
+        result, output = _invoke(*command, array)
+        assert result.exit_code == 3 and f"its one row cannot be read; the first, {array}:1: a JSON list, not an " \
+            "object: JSONL holds one JSON object per line" in output.replace("\n", " ")
+
+
 def test_a_greeting_and_sign_off_every_reply_shares_become_house_rules(tmp_path):
     rng = random.Random(3)
     rows = [[f"message {i}: {_sentence(rng)}", f"Hi there, {_sentence(rng)}. — The Support Team"] for i in range(30)]

@@ -310,14 +310,17 @@ def propose(path: Path, input: str | None = None, target: str | None = None, con
     columns: dict[str, ColumnStats] = {}
     answers = ColumnStats("answer")  # the assistant's answers, for rows in a chat format
     rows = with_context = 0
-    unreadable, first_unreadable = 0, None
+    unreadable, first_unreadable, first_reason = 0, None, ""
     fmt: str | None = None
     generic = TaskSpec(kind="generate", success="-", system_prompt="-")
     chat = input is None and target is None and context is None
     for raw in read_rows(path, max_line_bytes):
         if raw.error or not isinstance(raw.obj, dict):
             unreadable += 1  # data check quarantines these rows and says why
-            first_unreadable = first_unreadable or raw.source
+            if first_unreadable is None:
+                first_unreadable = raw.source
+                first_reason = raw.error or (f"a JSON {type(raw.obj).__name__.replace('dict', 'object')}, "
+                                             "not an object: JSONL holds one JSON object per line")
             continue
         if fmt is None and chat:
             try:
@@ -341,9 +344,14 @@ def propose(path: Path, input: str | None = None, target: str | None = None, con
             if stats.name not in raw.obj:
                 stats.rows += 1
                 stats.nulls += 1
+    if not rows and not unreadable:
+        raise DataError(f"{path}: no rows to propose a task from (the file is empty, or holds a header only)",
+                        hint="add the examples: one JSON object per line (JSONL), one row each under the header "
+                             "(CSV, TSV, Parquet)")
     if not rows:
-        raise DataError(f"{path}: no readable rows to propose a task from",
-                        hint=f"run `taskfit data check {path}` to see why each row is refused")
+        none = "its one row cannot" if unreadable == 1 else f"none of its {unreadable} rows can"
+        raise DataError(f"{path}: {none} be read; the first, {first_unreadable}: {first_reason}",
+                        hint="mend the rows as the reason says, and run the command again")
     if chat:
         proposal = _propose_chat(path, rows, fmt or "auto", answers, with_context, task)
     else:

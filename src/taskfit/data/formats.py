@@ -71,9 +71,16 @@ def _text(obj: dict, key: str, where: str | None = None, required: bool = True) 
         return None
     if not isinstance(value, str):
         raise ValueError(f"{name}: expected text, got {type(value).__name__}")
-    if required and not value.strip():
-        raise ValueError(f"{name}: empty")
+    if required and not _visible(value):
+        raise ValueError(f"{name}: empty" if not value.strip() else
+                         f"{name}: no character one can see ({value[:20]!r}: control or zero-width characters only)")
     return value
+
+
+def _visible(text: str) -> bool:
+    """Whether a text holds a character a person sees (not spaces, NULs or zero-width marks alone)."""
+    stripped = text.strip()
+    return bool(stripped) and (stripped.isprintable() or any(c.isprintable() and not c.isspace() for c in stripped))
 
 
 def _no_tools(obj: dict, prefix: str = "") -> None:

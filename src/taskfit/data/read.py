@@ -115,7 +115,7 @@ def _half(value: Any, field: str = "") -> str | None:
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
         name = f"{field}[{key}]" if isinstance(key, int) else f"{field}.{key}" if field else key
-        found = _half(key, field) if isinstance(key, str) else None
+        found = _half(key, f"{name} (its name)") if isinstance(key, str) else None
         found = found or _half(item, name)
         if found is not None:
             return found

@@ -456,18 +456,19 @@ def _propose_table(path: Path, rows: int, columns: dict[str, ColumnStats], input
 
 
 def _one_spelling(values: Counter) -> tuple[dict[str, int], dict[str, list[str]]]:
-    """Labels with their rows, most first, one per spelling group (case and spacing aside: "Billing",
-    "BILLING" and "billing" are one label, written as most rows write it); and, per label written
-    more than one way, its other spellings."""
-    from taskfit.tasks.base import normalise
+    """Labels with their rows, most first, one per spelling group (case, spacing and invisible
+    characters aside: "Billing", "BILLING", "billing\u200b" and "billing" are one label, written as
+    most rows write it, never with an invisible character); and, per label written more than one
+    way, its other spellings."""
+    from taskfit.tasks.base import INVISIBLE, label_key
 
     groups: dict[str, Counter] = {}
     for value, n in values.items():
-        groups.setdefault(normalise(value), Counter())[value] += n
+        groups.setdefault(label_key(value), Counter())[value] += n
     labels: dict[str, int] = {}
     spellings: dict[str, list[str]] = {}
-    for group in groups.values():
-        ranked = sorted(group.items(), key=lambda kv: (-kv[1], kv[0]))
+    for group in groups.values():  # a spelling with invisible characters is never the label
+        ranked = sorted(group.items(), key=lambda kv: (bool(INVISIBLE.search(kv[0])), -kv[1], kv[0]))
         labels[ranked[0][0]] = sum(group.values())
         if len(ranked) > 1:
             spellings[ranked[0][0]] = [w for w, _ in ranked[1:]]

@@ -211,6 +211,17 @@ def normalise(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
+# Characters that show nothing (a soft hyphen, zero-width spaces and joiners, direction marks, a
+# byte-order mark): two labels that differ by them alone print the same.
+INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]")
+
+
+def label_key(text: str) -> str:
+    """What two spellings of one label share: :func:`normalise` of the text without its invisible
+    characters ("Billing", "billing\u200b" and "BILLING " are one label)."""
+    return normalise(INVISIBLE.sub("", text))
+
+
 def words(text: str) -> str:
     """The words of ``text`` (letters and digits, case folded), one space apart: what
     :func:`written_in` compares, so spacing and punctuation ("12.50" / "12,50", "NO.1,JALAN" /

@@ -206,20 +206,21 @@ HEAD = {"classify_head": True, "head_pooling": "mean", "epochs": 2, "learning_ra
 
 def label_spelling(labels: Sequence[str]) -> Callable[[str], str]:
     """``answer -> label``: a written answer that differs from exactly one of ``labels`` only in
-    case or spacing ("Billing", "BILLING ", for billing: the same once normalised as look-alikes
-    are) is that label; any other answer is returned as written (an answer that is a label as
-    written is always itself, so labels that differ only in case stay apart)."""
-    from taskfit.tasks.base import normalise
+    case, spacing or invisible characters ("Billing", "BILLING ", "billing\u200b" for billing:
+    :func:`~taskfit.tasks.base.label_key`) is that label; any other answer is returned as written
+    (an answer that is a label as written is always itself, so labels that differ only in case
+    stay apart)."""
+    from taskfit.tasks.base import label_key
 
     exact = set(labels)
     by_key: dict[str, list[str]] = {}
     for label in labels:
-        by_key.setdefault(normalise(label), []).append(label)
+        by_key.setdefault(label_key(label), []).append(label)
 
     def spelling(answer: str) -> str:
         if answer in exact:
             return answer
-        found = by_key.get(normalise(answer), [])
+        found = by_key.get(label_key(answer), [])
         return found[0] if len(found) == 1 else answer
 
     return spelling

@@ -374,7 +374,7 @@ def test_a_header_naming_a_column_twice_or_holding_another_separator_is_named_an
     """A column named twice would leave a row the last of them, silently: the file is refused,
     naming the columns (CSV and Parquet alike); a header of one column holding semicolons is a
     file separated by them (Excel in many locales), said so; the header repeated mid-file (files
-    joined with cat) is quarantined, not learnt as an example."""
+    joined with cat) is quarantined, not learnt as an example; spaces around a name are no part of it."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -390,8 +390,8 @@ def test_a_header_naming_a_column_twice_or_holding_another_separator_is_named_an
     with pytest.raises(DataError, match="one column, 'text;label': are the columns separated by semicolons") as info:
         scan(tmp_path / "semi.csv", classify_task, spec("semi.csv"))
     assert "CSV UTF-8" in info.value.hint
-    path = tmp_path / "joined.csv"
-    path.write_text("text,label\nI was charged twice,billing\ntext,label\nParcel late,shipping\n", encoding="utf-8")
+    path = tmp_path / "joined.csv"  # spaces around the header's names are a spreadsheet's, not the names'
+    path.write_text(" text , label\nI was charged twice,billing\ntext,label\nParcel late,shipping\n", encoding="utf-8")
     result = scan(path, classify_task, spec("joined.csv"))
     assert result.counts_add_up() and result.kept == 2 and _reason(result, 3).startswith("the header row again")
 

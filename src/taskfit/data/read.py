@@ -187,7 +187,8 @@ def _delimited(path: Path, delimiter: str, max_line_bytes: int = 1_000_000) -> I
             raise DataError(f"{path}:{bad[0] + 1}: the header row is {not_utf8(bad[2], bad[1])}",
                             hint="the columns cannot be named until the file is UTF-8 (in Excel: "
                                  "Save As, CSV UTF-8)")
-        header = list(reader.fieldnames)
+        # " text" for text: spaces around a column's name are a spreadsheet's, not part of the name
+        header = reader.fieldnames = [name.strip() for name in reader.fieldnames]
         twice = sorted({name for name in header if header.count(name) > 1})
         if twice:  # a row would keep the last of them only
             raise DataError(f"{path}:1: the header names {', '.join(repr(n) for n in twice)} more than once "

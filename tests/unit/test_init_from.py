@@ -246,6 +246,25 @@ def test_qa_with_short_answers_that_repeat_keeps_the_question_as_input(tmp_path)
     assert "10 of 30 answers are empty or null" in output
 
 
+def test_one_record_cut_short_leaves_an_extract_file_extract_and_its_row_is_quarantined(tmp_path):
+    """One fields cell missing its closing brace made the column "mixed JSON objects and text" and
+    init refused the whole file, speaking of labels; it proposes extract, names where the cell is,
+    and data check quarantines that row alone."""
+    rows = [[f"m{i:03d}", f"Hi, order ORD-{1000 + i}: I ordered {i % 5 + 1} mugs, where are they?",
+             json.dumps({"order_id": f"ORD-{1000 + i}", "quantity": i % 5 + 1})] for i in range(30)]
+    rows[7][2] = rows[7][2][:-1]
+    file = _write_csv(tmp_path / "orders.csv", ["id", "message", "fields"], rows)
+    result, output = _invoke("init", tmp_path / "p", "--from", file)
+    assert result.exit_code == 0, output
+    config = load_config(tmp_path / "p" / "taskfit.yaml")
+    assert config.task.kind == "extract" and config.data.columns.target == "fields"
+    assert f"1 of its cells opens like a JSON object but cannot be read as one (the first at {file}:9)" \
+        in output.replace("\n", " ")
+    checked, report = _invoke("data", "check", tmp_path / "p", "--no-tokens")
+    assert checked.exit_code == 0 and "30 rows read = 29 kept + 1 quarantined" in report
+    assert f"quarantined {file}:9: answer: not valid JSON" in report.replace("\n", " ")
+
+
 def test_an_ambiguous_file_is_refused_naming_the_columns_and_the_flags(tmp_path):
     rows = [[f"Review number {i} of the blue kettle", ["price", "design", "delivery"][i % 3], ["good", "bad"][i % 2]]
             for i in range(12)]

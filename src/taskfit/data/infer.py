@@ -99,11 +99,15 @@ class ColumnStats:
     values: Counter | None = field(default_factory=Counter)  # None once past LABEL_CAP distinct
     keys: dict[str, Counter] = field(default_factory=dict)  # objects: key -> JSON type -> rows
     phrases: Counter = field(default_factory=Counter)  # watched phrase -> text values holding it
+    # text cells that open like a JSON object and do not parse (a record cut short): a column of
+    # objects and these alone holds objects, and data check quarantines these cells' rows
+    broken: int = 0
+    first_broken: str | None = None  # file:line of the first
     # the words every text value so far opens and ends with (a house style's greeting, sign-off)
     opening: list[str] | None = None
     closing: list[str] | None = None
 
-    def add(self, value: Any, watch: Sequence[str] = ()) -> None:
+    def add(self, value: Any, watch: Sequence[str] = (), where: str | None = None) -> None:
         self.rows += 1
         if value is None or isinstance(value, str) and not value.strip():
             self.nulls += 1
@@ -114,6 +118,9 @@ class ColumnStats:
             for key, item in obj.items():
                 self.keys.setdefault(key, Counter())[_json_type(item)] += 1
             return
+        if isinstance(value, str) and value.lstrip().startswith("{"):  # counted as text too, below
+            self.broken += 1
+            self.first_broken = self.first_broken or where
         if not isinstance(value, str):
             self.other[type(value).__name__] += 1
             return
@@ -153,7 +160,7 @@ class ColumnStats:
         name = self.name.lower()
         if name in ID_NAMES or name.endswith(("_id", "-id")):
             return "id"
-        if self.other or not self.filled or self.objects and self.texts:
+        if self.other or not self.filled or self.objects and self.texts > self.broken:
             return "other"
         if self.objects:
             return "object"
@@ -278,9 +285,11 @@ def _kind_of_target(target: ColumnStats, task: str | None, has_context: bool, pa
     """The kind a chosen target column makes, or the one asked for if the column can serve it."""
     role = target.role
     if role in ("id", "other"):
+        hint = ("write every cell of it as a JSON object (or leave it empty), or pass --target with another column"
+                if target.objects else
+                "write numbers and true/false as text (\"1\", not 1), or pass --target with another column")
         raise DataError(f"{path}: column {target.describe()} cannot be the target: taskfit reads an answer as "
-                        "text (a label, a reply), or as a JSON object for extract",
-                        hint="write numbers and true/false as text (\"1\", not 1), or pass --target with another column")
+                        "text (a label, a reply), or as a JSON object for extract", hint=hint)
     # a passage to answer from makes qa, even where the answers are short and repeat (yes, no)
     natural: TaskKind = ("extract" if role == "object" else "qa" if has_context else
                          "classify" if role == "label" else "generate")
@@ -339,7 +348,7 @@ def propose(path: Path, input: str | None = None, target: str | None = None, con
         for key, value in raw.obj.items():
             if key not in columns:  # absent from the rows before: nulls there
                 columns[key] = ColumnStats(key, rows=rows - 1, nulls=rows - 1)
-            columns[key].add(value, watch)
+            columns[key].add(value, watch, raw.source)
         for stats in columns.values():
             if stats.name not in raw.obj:
                 stats.rows += 1
@@ -437,6 +446,10 @@ def _propose_table(path: Path, rows: int, columns: dict[str, ColumnStats], input
         reasons.append(f"target column `{tgt.name}` has {len(tgt.values or ())} distinct short values → classify")
     elif kind == "extract":
         reasons.append(f"target column `{tgt.name}` holds JSON objects → extract, with a schema from their keys")
+        if tgt.broken:
+            cells = "1 of its cells opens" if tgt.broken == 1 else f"{tgt.broken} of its cells open"
+            reasons.append(f"{cells} like a JSON object but cannot be read as one (the first at "
+                           f"{tgt.first_broken}): `taskfit data check` quarantines such rows")
     elif kind == "qa":
         refusals = tgt.nulls
         reasons.append(f"`{inp.name}` is the question and `{tgt.name}` the answer; {refusals} of {rows} answers "

@@ -7,7 +7,7 @@ The rules, in order:
    few-shot, RAG, a hosted endpoint) and the fine-tunes of the learning curve, of which the
    largest stands for the fine-tune. The best by the kind's main metric leads; each other is
    tested against it pairwise (:func:`taskfit.evaluation.compare.paired_test`: McNemar for
-   right/wrong rows, a paired bootstrap otherwise). Those it cannot tell from the best are tied
+   right/wrong rows, a paired permutation test otherwise). Those it cannot tell from the best are tied
    with it, and the pick is the cheapest of the tied (:data:`taskfit.evaluation.compare.CHEAPEST_FIRST`, then fine-tunes).
 2. The fine-tune of all the training rows was not measured, only projected by the learning
    curve. It replaces a cheaper pick only when the projection's 95% band lies wholly above the

@@ -23,7 +23,8 @@ FINETUNED = "fine-tuned"
 SYNTHETIC_SUFFIX = "-synthetic"  # a fine-tuned candidate trained on synthetic rows too: fine-tuned-synthetic
 ALPHA = 0.05
 MOST_FIELDS = 30  # extract: rows in the per-field table (those with the most support)
-RESAMPLES = 2000  # the paired bootstrap's resamples: its p-value cannot resolve below 2/RESAMPLES
+RESAMPLES = 2000  # the bootstrap's resamples (intervals) and the permutation test's random swaps (p-values)
+PERMUTATION = "paired permutation"  # a PairedTest's name for the swap test of stats.paired_bootstrap(_f1)
 
 
 # Baselines from the cheapest to run to the dearest: of candidates a paired test cannot tell
@@ -106,8 +107,12 @@ class PairedTest:
     def p_method(self) -> str:
         """How ``p_value`` was computed, in words (scorecard.json keeps it beside the number)."""
         if self.resamples:
-            return (f"two-sided paired bootstrap: the share of {self.resamples} resampled mean differences "
-                    f"on the far side of zero, doubled; 0 means none did, so p < {2 / self.resamples:.2g}")
+            return (f"two-sided paired permutation test: each row's two answers swapped at random, "
+                    f"{self.resamples} times; the share of swaps whose difference is at least as far from zero as "
+                    f"the one observed, counting the observed once more (so p >= 1/{self.resamples + 1})")
+        if self.test == PERMUTATION:
+            return (f"exact two-sided paired permutation test: all 2^n swaps of the rows' two answers (n <= "
+                    f"{stats.EXACT_ROWS}); the share whose difference is at least as far from zero as the one observed")
         return "exact two-sided binomial test on the rows where exactly one candidate is right (McNemar)"
 
 
@@ -117,17 +122,18 @@ def paired_test(kind: str, a: EvalResult, b: EvalResult) -> PairedTest:
                         f"({len(a.per_example)} and {len(b.per_example)}), so they cannot be compared pairwise",
                         hint="evaluate both again on the current held-out split (`taskfit baseline`, "
                              "`taskfit eval --run RUN`)")
+    drawn = RESAMPLES if len(a.per_example) > stats.EXACT_ROWS else None  # else every swap: an exact test
     if a.per_example_counts and b.per_example_counts:  # a pooled F1 (extract's field F1), tested as pooled
         diff, ci, p = stats.paired_bootstrap_f1(a.per_example_counts, b.per_example_counts, n_boot=RESAMPLES)
         needed = stats.rows_to_detect_f1(a.per_example_counts, b.per_example_counts)
-        return PairedTest(a.candidate, b.candidate, "paired bootstrap", diff, ci, p, needed, resamples=RESAMPLES)
+        return PairedTest(a.candidate, b.candidate, PERMUTATION, diff, ci, p, needed, resamples=drawn)
     needed = stats.rows_to_detect(a.per_example, b.per_example)
     if scoring(kind).paired_test == "mcnemar":  # right/wrong per row
         p = stats.mcnemar(a.per_example, b.per_example)
         diff = sum(a.per_example) / len(a.per_example) - sum(b.per_example) / len(b.per_example)
         return PairedTest(a.candidate, b.candidate, "McNemar (exact)", diff, None, p, needed)
     diff, ci, p = stats.paired_bootstrap(a.per_example, b.per_example, n_boot=RESAMPLES)
-    return PairedTest(a.candidate, b.candidate, "paired bootstrap", diff, ci, p, needed, resamples=RESAMPLES)
+    return PairedTest(a.candidate, b.candidate, PERMUTATION, diff, ci, p, needed, resamples=drawn)
 
 
 def cost_per_1k(m: dict[str, float]) -> float | None:
@@ -269,7 +275,8 @@ def _mean(values: Sequence[float]) -> float:
 
 def forgetting_change(f: ForgettingResult) -> tuple[float, tuple[float, float], float]:
     """The share of the probe's questions the fine-tuned model answers right minus the base's: the
-    difference, its 95% interval and a two-sided p-value (paired bootstrap over the items)."""
+    difference, its 95% bootstrap interval and a two-sided p-value (paired permutation test over
+    the items)."""
     return stats.paired_bootstrap(f.tuned_right, f.base_right, n_boot=RESAMPLES)
 
 

@@ -130,7 +130,7 @@ class LearningCurve:
     params: tuple[float, float, float]  # a, b, c fitted on the rows as measured
     draws: np.ndarray = field(repr=False)  # (resamples, 3): the parameters refitted on each resample
     gain: float = 0.0  # the largest run's score minus the smallest's (the same rows)
-    gain_p: float = 1.0  # the paired bootstrap's two-sided p-value of that gain
+    gain_p: float = 1.0  # the paired permutation test's two-sided p-value of that gain
 
     @property
     def rises(self) -> bool:
@@ -176,7 +176,7 @@ class LearningCurve:
                          f"{self.rows[-1]} rows are guesses")
         if not self.rises:
             notes.append(f"no gain from {self.rows[0]} to {self.rows[-1]} rows ({100 * self.scores[0]:.1f}% to "
-                         f"{100 * self.scores[-1]:.1f}%, paired bootstrap p={self.gain_p:.3g}): the curve cannot tell "
+                         f"{100 * self.scores[-1]:.1f}%, paired permutation test p={self.gain_p:.3g}): the curve cannot tell "
                          "a score that has levelled off from one that has not started to climb, so it projects "
                          "nothing")
         elif a >= BOUNDS[1][0] - 1e-6:

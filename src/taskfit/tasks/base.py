@@ -42,7 +42,7 @@ class Scoring:
     """How a kind's answers are judged on a scorecard: the metric the verdict is decided on (a
     share, higher is better), the kind's columns (main metric first), the other shares a threshold
     may name besides the share columns, those whose thresholds are maxima, and the paired test
-    between two candidates (right/wrong rows: McNemar; a per-row score: a paired bootstrap)."""
+    between two candidates (right/wrong rows: McNemar; a per-row score: a paired permutation test)."""
 
     main_metric: str
     columns: tuple[Column, ...]

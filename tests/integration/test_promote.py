@@ -58,7 +58,8 @@ def test_a_worse_version_is_refused_forced_with_a_reason_and_rolled_back(project
     code, out = _cli("rollback", project, "triage", "--by", "ana")
     assert code == 0, out
     assert registry.alias("triage", "production") == good.id
-    assert _cli("rollback", project, "triage")[0] == 2  # v1 has nothing before it
+    code, out = _cli("rollback", project, "triage")
+    assert code == 2 and f"taskfit registry history {project} triage" in " ".join(out.split())  # v1 has nothing before it
 
     moves = registry.history("triage")
     assert [(m.action, m.from_version, m.to_version, m.by, m.forced) for m in moves] == [

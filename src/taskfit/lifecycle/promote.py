@@ -464,6 +464,6 @@ def rollback_project(project: Path, name: str, *, by: str | None = None, reason:
         previous = registry.previous(name)
         if previous is None:
             raise ConfigError(f"{name}@production has had no other version: nothing to roll back to",
-                              hint="`taskfit registry history` shows every move")
+                              hint=f"`taskfit registry history {project_dir} {name}` shows every move")
         return registry.move(name, "production", previous, action="rollback", by=who(by),
                              reason=reason or "rollback", expect=current)

@@ -103,6 +103,22 @@ def test_a_different_answer_the_text_does_not_explain_is_a_conflict(tmp_path):
     assert {ex.id for ex in result.examples} == {r["id"] for r in base}
 
 
+def test_a_number_written_against_its_unit_explains_its_answer(tmp_path):
+    """ "I ordered 4x" writes the quantity 4, as "I ordered 4" does: two look-alike messages whose
+    quantities differ as their texts do are distinct examples, both kept (the first was removed as
+    a conflict when a run of digits and letters read as one word)."""
+    schema = {"type": "object", "properties": {"order_id": {"type": "string"}, "quantity": {"type": "integer"}},
+              "required": ["order_id", "quantity"], "additionalProperties": False}
+    task = TaskSpec(kind="extract", success="s", system_prompt="Read the order: {fields}.", schema=schema)
+    text = ("Hello, this is about my order ORD-20585 placed last week for the blue ceramic mugs from your "
+            "spring catalogue. I ordered {n}x and the parcel has still not arrived, could you check with the "
+            "courier and tell me when it will come? Thank you very much, Dana")
+    rows = [{"id": f"o{n}", "text": text.format(n=n), "fields": {"order_id": "ORD-20585", "quantity": n}}
+            for n in (4, 2)]
+    result = _scan(tmp_path, rows, task)
+    assert result.conflicts == [] and result.distinct == 1 and {ex.id for ex in result.examples} == {"o4", "o2"}
+
+
 def test_classify_look_alikes_with_other_labels_stay_conflicts(tmp_path, classify_task):
     text = "Hello, I was charged twice for my Pro plan this month, please check the invoice. Thanks, Anna"
     rows = [{"text": text, "label": "billing"}, {"text": "Any update? " + text, "label": "refund"}]

@@ -223,15 +223,25 @@ def label_key(text: str) -> str:
 
 
 def words(text: str) -> str:
-    """The words of ``text`` (letters and digits, case folded), one space apart: what
-    :func:`written_in` compares, so spacing and punctuation ("12.50" / "12,50", "NO.1,JALAN" /
-    "No 1 Jalan") do not matter."""
+    """The words of ``text`` (letters and digits, case folded), one space apart, so spacing and
+    punctuation ("12.50" / "12,50", "NO.1,JALAN" / "No 1 Jalan") do not matter: what look-alike
+    texts are compared by (:func:`spelt` splits digits from letters too, for :func:`written_in`)."""
     return " ".join(_WORD.findall(text.casefold()))
 
 
+_SPELT = re.compile(r"\d+|[^\W\d_]+")  # a run of digits, or of letters: "4x" is 4 and x
+
+
+def spelt(text: str) -> str:
+    """:func:`words`, with runs of digits and of letters apart ("I ordered 4x" holds 4, "3pm"
+    holds 3): what :func:`written_in` compares."""
+    return " ".join(_SPELT.findall(text.casefold()))
+
+
 def written_in(value: str, text_words: str) -> bool:
-    """Whether ``value``'s words appear, one after the other, in ``text_words`` (from :func:`words`)."""
-    value_words = words(value)
+    """Whether ``value``'s words appear, one after the other, in ``text_words`` (from
+    :func:`spelt`), digits and letters apart: a quantity of 4 is written in "I ordered 4x"."""
+    value_words = spelt(value)
     return bool(value_words) and f" {value_words} " in f" {text_words} "
 
 

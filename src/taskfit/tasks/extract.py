@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 from taskfit.config import TaskSpec
 from taskfit.records import AnswerParts, EvalResult, Example, Prediction
 from taskfit.stats import percentile
-from taskfit.tasks.base import ANSWER, AnswerValue, Column, Scoring, TaskDefaults, plain_text, words, written_in
+from taskfit.tasks.base import ANSWER, AnswerValue, Column, Scoring, TaskDefaults, plain_text, spelt, written_in
 
 EXAMPLES_PER_BUCKET = 3
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
@@ -93,7 +93,7 @@ def fields(record: Any, prefix: str = "") -> dict[str, str]:
 
 
 def value_written(value: Any, text_words: str) -> bool:
-    """Whether a field's value is written in a text (given as :func:`~taskfit.tasks.base.words`):
+    """Whether a field's value is written in a text (given as :func:`~taskfit.tasks.base.spelt`):
     a string by its words, a number as written or with two decimals ("85.9" as "85.90"), a list
     when each of its items is; a true/false flag is never written."""
     if isinstance(value, bool):
@@ -413,7 +413,7 @@ class ExtractTask(TaskDefaults):
         share a layout, and a date or total written in each is what makes them distinct."""
 
         def parts(ex: Example) -> AnswerParts:
-            text = words(ex.input)
+            text = spelt(ex.input)
             return AnswerParts(fixed=tuple((name, _norm(value), value_written(value, text))
                                            for name, value in leaves(json.loads(ex.target))))
 

@@ -269,9 +269,11 @@ def _parquet(path: Path) -> Iterator[RawRow]:
             n += 1
             where, raw = f"{path}:row {n}", json.dumps(row, default=str)[:500]
             try:
-                yield RawRow(where, n, obj={k: _plain(v, k) for k, v in row.items()}, raw=raw)
+                obj = {k: _plain(v, k) for k, v in row.items()}
             except ValueError as exc:
                 yield RawRow(where, n, raw=raw, error=str(exc))
+                continue
+            yield RawRow(where, n, obj=obj, raw=raw)
 
 
 def _plain(value: Any, column: str) -> Any:

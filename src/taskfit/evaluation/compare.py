@@ -89,9 +89,10 @@ class PairedTest:
     def p_shown(self) -> str:
         """The p-value as a person reads it: "0.0312", or "< 0.001" where the test cannot say more.
 
-        A resampling p-value of 0 means no resample fell beyond zero, not that the chance is nil:
-        with B resamples, doubled for two sides, it is below 2/B (B=2000: "< 0.001"). An exact
-        test's p-value is printed as it is, except one that underflowed a float."""
+        The permutation test's p-value is never 0 (the observed labelling counts among the
+        swaps); a 0 with resamples is a paired bootstrap's from a scorecard saved before
+        2026-12-03 (no resample beyond zero: below 2/B, B=2000: "< 0.001"). An exact test's
+        p-value is printed as it is, except one that underflowed a float."""
         if self.p_value > 0:
             return f"{self.p_value:.3g}"
         if self.resamples:

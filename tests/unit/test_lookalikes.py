@@ -101,6 +101,8 @@ def test_a_different_answer_the_text_does_not_explain_is_a_conflict(tmp_path):
     result = _scan(tmp_path, base + [invented, same_words])
     assert {n.other_line for n in result.conflicts} == {9, 10}
     assert {ex.id for ex in result.examples} == {r["id"] for r in base}
+    card = render_markdown(check_data(_project(tmp_path, base + [invented, same_words]), tmp_path))
+    assert "## Conflicting answers" in card and "| kept row | answer | removed row | answer |" in card  # not "label"
 
 
 def test_a_number_written_against_its_unit_explains_its_answer(tmp_path):

@@ -83,8 +83,8 @@ def render_markdown(card: DataCard) -> str:
                   + x["preview"][:200].replace("|", "\\|") + " |" for x in t["top"]]
         lines.append("")
     if card.conflicts:
-        lines += ["## Conflicting labels (near-identical inputs, different answers the text does not explain)", "",
-                  "| kept row | label | removed row | label | similarity |", "|---|---|---|---|---|"]
+        lines += ["## Conflicting answers (near-identical inputs, different answers the text does not explain)", "",
+                  "| kept row | answer | removed row | answer | similarity |", "|---|---|---|---|---|"]
         lines += [f"| `{n['kept']}`: {n['kept_preview'][:70]!r} | {n['kept_label']} | `{n['other']}`: "
                   f"{n['other_preview'][:70]!r} | {n['other_label']} | {n['similarity']} |" for n in card.conflicts[:20]]
         lines.append("")

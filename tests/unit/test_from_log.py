@@ -127,4 +127,5 @@ def test_the_command_prints_the_counts_and_refuses_without_reviews(project):
     cli = CliRunner().invoke(app, ["data", "from-log", str(project)])
     assert cli.exit_code == 0, cli.output
     assert "1 reviewed requests = 0 added (0 training, 0 recent held-out) + 1 quarantined" in cli.output
+    assert "(each a copy of one of the project's rows or of another reviewed request)" in " ".join(cli.output.split())
     assert "'nope' is not in task.labels" in cli.output

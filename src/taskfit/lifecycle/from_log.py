@@ -108,7 +108,8 @@ class FromLogResult:
     def sentence(self) -> str:
         return (f"{self.reviewed} reviewed requests = {self.added} added ({self.train} training, {self.recent} "
                 f"recent held-out) + {self.quarantined} quarantined + {self.exact_duplicates} exact duplicates + "
-                f"{self.near_duplicates} near-duplicates of existing or other reviewed rows")
+                f"{self.near_duplicates} near-duplicates (each a copy of one of the project's rows or of "
+                "another reviewed request)")
 
 
 def _stamp(ts: float | None) -> str | None:

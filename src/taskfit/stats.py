@@ -108,11 +108,15 @@ def paired_bootstrap_f1(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], 
         idx = rng.integers(0, len(pa), (min(250, n_boot - start), len(pa)))
         diffs.append(_pooled_f1(pa[idx].sum(axis=1)) - _pooled_f1(pb[idx].sum(axis=1)))
     d = np.concatenate(diffs)
-    swaps, exact = _swaps(len(pa), n_boot, rng)
-    moved = swaps.astype(float) @ (pb - pa)  # what the swapped rows move from b's side to a's
-    total_a, total_b = pa.sum(axis=0), pb.sum(axis=0)
-    swapped = _pooled_f1(total_a + moved) - _pooled_f1(total_b - moved)
-    return observed, (percentile(d, 2.5), percentile(d, 97.5)), _swap_p(observed, swapped, exact)
+    total_a, total_b, gap = pa.sum(axis=0), pb.sum(axis=0), pb - pa
+    swapped, exact = [], True
+    for start in range(0, n_boot, 250):  # in blocks too (every swap at once for a few rows)
+        swaps, exact = _swaps(len(pa), min(250, n_boot - start), rng)
+        moved = swaps.astype(float) @ gap  # what the swapped rows move from b's side to a's
+        swapped.append(_pooled_f1(total_a + moved) - _pooled_f1(total_b - moved))
+        if exact:
+            break
+    return observed, (percentile(d, 2.5), percentile(d, 97.5)), _swap_p(observed, np.concatenate(swapped), exact)
 
 
 def rows_to_detect_f1(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], alpha: float = 0.05,

@@ -63,9 +63,7 @@ def _jsonl(path: Path, max_line_bytes: int, lines: set[int] | None = None) -> It
             where = f"{path}:{line_no}"
             preview = data[:200].decode("utf-8", "replace")
             if len(data) > max_line_bytes:
-                yield RawRow(where, line_no, raw=preview,
-                             error=f"line is {len(data):,} bytes, over the limit of {max_line_bytes:,} "
-                                   "(data.max_line_bytes); is this really one example?")
+                yield RawRow(where, line_no, raw=preview, error=_too_long("line", len(data), max_line_bytes))
                 continue
             if data.startswith(BOM):  # an editor's byte-order mark (or one from files joined with cat)
                 data = data[len(BOM):]
@@ -120,6 +118,17 @@ def _half(value: Any, field: str = "") -> str | None:
         if found is not None:
             return found
     return None
+
+
+def _too_long(what: str, size: int, limit: int) -> str:
+    """The quarantine reason of a JSONL line or a CSV row over data.max_line_bytes."""
+    return f"{what} is {size:,} bytes, over the limit of {limit:,} (data.max_line_bytes); is this really one example?"
+
+
+def _named_twice(names: list[str]) -> list[str]:
+    """The column names a header (or a Parquet schema) holds more than once: a row would keep the
+    last of them only."""
+    return sorted({name for name in names if names.count(name) > 1})
 
 
 def not_utf8(byte: int, column: int, advice: str = "; re-save the file as UTF-8") -> str:
@@ -189,8 +198,8 @@ def _delimited(path: Path, delimiter: str, max_line_bytes: int = 1_000_000) -> I
                                  "Save As, CSV UTF-8)")
         # " text" for text: spaces around a column's name are a spreadsheet's, not part of the name
         header = reader.fieldnames = [name.strip() for name in reader.fieldnames]
-        twice = sorted({name for name in header if header.count(name) > 1})
-        if twice:  # a row would keep the last of them only
+        twice = _named_twice(header)
+        if twice:
             raise DataError(f"{path}:1: the header names {', '.join(repr(n) for n in twice)} more than once "
                             f"(columns {', '.join(str(i + 1) for i, n in enumerate(header) if n in twice)})",
                             hint="rename the columns so that each name is used once")
@@ -220,9 +229,7 @@ def _delimited(path: Path, delimiter: str, max_line_bytes: int = 1_000_000) -> I
             size = sum(len(p.encode("utf-8", "surrogateescape")) for p in physical)
             if size > max_line_bytes:
                 shown = "".join(physical)[:200].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-                yield RawRow(where, line, raw=shown,
-                             error=f"row is {size:,} bytes, over the limit of {max_line_bytes:,} "
-                                   "(data.max_line_bytes); is this really one example?")
+                yield RawRow(where, line, raw=shown, error=_too_long("row", size, max_line_bytes))
                 continue
             bad = _first_escaped(physical)
             if bad is not None:
@@ -257,9 +264,8 @@ def _parquet(path: Path) -> Iterator[RawRow]:
     except (pyarrow.ArrowException, OSError) as exc:
         raise DataError(f"{path}: not a readable Parquet file ({exc})",
                         hint="a file in another format needs the name of what it holds (.csv, .tsv, .jsonl)") from None
-    names = table.schema_arrow.names
-    twice = sorted({name for name in names if names.count(name) > 1})
-    if twice:  # a row would keep the last of them only
+    twice = _named_twice(table.schema_arrow.names)
+    if twice:
         raise DataError(f"{path}: the columns {', '.join(repr(n) for n in twice)} are named more than once",
                         hint="rename the columns so that each name is used once")
     batches = table.iter_batches(batch_size=4096)

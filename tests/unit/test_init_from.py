@@ -312,7 +312,7 @@ def test_a_file_with_no_row_to_read_says_what_it_holds_rather_than_where_to_look
         assert result.exit_code == 3 and "no rows to propose a task from (the file is empty, or holds a header only)" \
             in output and "see why" not in output
         result, output = _invoke(*command, array)
-        assert result.exit_code == 3 and f"its one row cannot be read; the first, {array}:1: a JSON list, not an " \
+        assert result.exit_code == 3 and f"its one row cannot be read; the first, {array}:1: a JSON array, not an " \
             "object: JSONL holds one JSON object per line" in output.replace("\n", " ")
 
 

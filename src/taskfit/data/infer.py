@@ -328,8 +328,8 @@ def propose(path: Path, input: str | None = None, target: str | None = None, con
             unreadable += 1  # data check quarantines these rows and says why
             if first_unreadable is None:
                 first_unreadable = raw.source
-                first_reason = raw.error or (f"a JSON {type(raw.obj).__name__.replace('dict', 'object')}, "
-                                             "not an object: JSONL holds one JSON object per line")
+                first_reason = raw.error or (f"a JSON {_json_type(raw.obj)}, not an object: JSONL holds one "
+                                             "JSON object per line")
             continue
         if fmt is None and chat:
             try:

@@ -53,6 +53,14 @@ _PLACEHOLDERS = {"labels": "classify: task.labels, comma-separated", "refusal": 
                  "fields": "extract: the property names of task.schema, comma-separated"}
 
 
+def literal_prompt(text: str) -> str | None:
+    """``text`` as a task.system_prompt that renders as ``text`` itself (each ``{name}`` written
+    ``{{name}}``), or None where it cannot be written so (it holds ``{{name}}`` already)."""
+    escaped = _PLACEHOLDER.sub(lambda m: "{{" + (m.group(1) or m.group(2)) + "}}", text)
+    rendered = _PLACEHOLDER.sub(lambda m: "{" + m.group(1) + "}" if m.group(1) else m.group(0), escaped)
+    return escaped if rendered == text else None
+
+
 class TaskSpec(_Spec):
     kind: TaskKind = Field(description="What the model must do: classify, extract, qa or generate (or a "
                                        "kind registered with taskfit.tasks.register).")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -266,6 +267,8 @@ def proposed_yaml(proposal: Proposal, train: str, directory: Path | None = None)
             reasons.append(f"{len(proposal.labels)} labels: the system prompt does not list them, since that "
                            "would cost every row about 4 tokens per label; the fine-tune learns them from "
                            "the rows, while the prompt-only baseline, which cannot, is then no fair test")
+    if proposal.system_prompt is not None:
+        values["task.system_prompt"] = proposal.system_prompt
     if kind == "extract":
         values["task.schema"] = proposal.schema
     if kind == "generate" and proposal.reply_words is not None:
@@ -292,9 +295,16 @@ def proposed_yaml(proposal: Proposal, train: str, directory: Path | None = None)
                "quarantines them" if proposal.unreadable else "")
     header = [f"Proposed by `taskfit init --from {proposal.path}` ({proposal.rows} rows read{skipped}):",
               *(f"- {reason}" for reason in reasons),
-              "Check it with `taskfit data check` on this folder; write task.success and",
-              "task.system_prompt in your own words before training.", ""]
+              *textwrap.wrap("Check it with `taskfit data check` on this folder; " + still_to_write(proposal), 88), ""]
     return template(kind, values, header)
+
+
+def still_to_write(proposal: Proposal) -> str:
+    """What is left to write in the proposed taskfit.yaml before training."""
+    if proposal.system_prompt is not None:
+        return ("write task.success in your own words before training (task.system_prompt is the rows' own: "
+                "change it only with theirs).")
+    return "write task.success and task.system_prompt in your own words before training."
 
 
 def _house_phrases() -> list[str]:

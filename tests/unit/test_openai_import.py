@@ -143,6 +143,37 @@ def test_an_openai_training_file_checks_and_inits_as_it_is(tmp_path, rows, kind)
     _check_reasons(checked.output, path, rows)
 
 
+@pytest.mark.parametrize("system", [SYSTEM, "Route the ticket to one {queue}; reply {labels} only."])
+def test_init_proposes_the_system_prompt_the_rows_were_trained_under(tmp_path, system):
+    """A served request without a system message is rendered with task.system_prompt: init writes
+    the rows' own there (braces and all), not a prompt the fine-tune never saw."""
+    rows = [(_chat(_user(row), _answer(row), system=system), None)
+            for row, why in SFT_ROWS[:8]] + [(_chat("Refund the duplicate charge.", "refund", system=None), None)]
+    path = _write(tmp_path / "hosted.jsonl", rows)
+    init = _invoke("init", tmp_path / "project", "--from", path)
+    assert init.exit_code == 0, init.output
+    assert "8 of 9 rows carry one system prompt" in " ".join(init.output.split())
+    assert "write task.success in your own words" in " ".join(init.output.split())
+    assert load_config(tmp_path / "project" / "taskfit.yaml").task.system_text == system
+
+
+def test_init_keeps_its_own_prompt_when_no_system_prompt_holds_most_rows(tmp_path):
+    rows = [(_chat(_user(row), _answer(row), system=f"You are agent {n}."), None) for n, (row, _) in enumerate(SFT_ROWS[:8])]
+    path = _write(tmp_path / "hosted.jsonl", rows)
+    init = _invoke("init", tmp_path / "project", "--from", path)
+    assert init.exit_code == 0, init.output
+    assert "8 different system prompts in 8 of 8 rows, none in most" in " ".join(init.output.split())
+    assert "You are agent" not in load_config(tmp_path / "project" / "taskfit.yaml").task.system_text
+
+
+def _user(row):
+    return next(m["content"] for m in row["messages"] if m["role"] == "user")
+
+
+def _answer(row):
+    return next(m["content"] for m in row["messages"] if m["role"] == "assistant")
+
+
 def test_what_an_imported_chat_row_holds():
     task = TaskSpec(kind="classify", success="-", system_prompt="Route: {labels}",
                     labels=["billing", "refund", "shipping", "account_access"])

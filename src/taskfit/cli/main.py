@@ -73,7 +73,7 @@ def init(directory: Path = typer.Argument(..., help="Project directory to create
          force: bool = typer.Option(False, help="Overwrite an existing taskfit.yaml.")) -> None:
     """Write a commented taskfit.yaml for one task kind, or for the task a data file holds (--from)."""
     from taskfit.errors import ConfigError
-    from taskfit.project import init_from_file, init_project
+    from taskfit.project import init_from_file, init_project, still_to_write
 
     if from_ is None:
         if input_ or target or context:
@@ -87,8 +87,8 @@ def init(directory: Path = typer.Argument(..., help="Project directory to create
                                     task=task, force=force)
     for line in proposal.summary():
         out.print(line, highlight=False, soft_wrap=True)
-    out.print(f"wrote {path}: check it with `taskfit data check {directory}`, write task.success and "
-              f"task.system_prompt in your own words, then run `taskfit run {directory}`", highlight=False)
+    out.print(f"wrote {path}: check it with `taskfit data check {directory}`, {still_to_write(proposal)[:-1]}, then run "
+              f"`taskfit run {directory}`", highlight=False)
 
 
 data_app = typer.Typer(no_args_is_help=True, help="Check and prepare the data before any training; add reviewed "

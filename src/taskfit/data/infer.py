@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from taskfit.config import TaskKind, TaskSpec
+from taskfit.config import TaskKind, TaskSpec, literal_prompt
 from taskfit.data.formats import convert, detect_format
 from taskfit.data.read import read_rows
 from taskfit.errors import ConfigError, DataError
@@ -200,6 +200,11 @@ class Proposal:
     reasons: list[str] = field(default_factory=list)
     unreadable: int = 0  # lines that are not a row (data check quarantines them)
     first_unreadable: str | None = None  # the first of them, as file:line
+    # chat rows: the system prompt most rows carry (task.system_prompt), with its rows, and the
+    # rows that carry another one or none
+    system_prompt: str | None = None
+    system_rows: int = 0
+    other_systems: int = 0
 
     def summary(self) -> list[str]:
         """What was proposed and why, as lines for a terminal."""
@@ -318,6 +323,7 @@ def propose(path: Path, input: str | None = None, target: str | None = None, con
                           hint="for another kind, write its taskfit.yaml with `taskfit init DIR --task KIND`")
     columns: dict[str, ColumnStats] = {}
     answers = ColumnStats("answer")  # the assistant's answers, for rows in a chat format
+    systems: Counter = Counter()  # chat rows' own system prompts (None: the row has none)
     rows = with_context = 0
     unreadable, first_unreadable, first_reason = 0, None, ""
     fmt: str | None = None
@@ -343,6 +349,7 @@ def propose(path: Path, input: str | None = None, target: str | None = None, con
             except ValueError:
                 continue  # data check quarantines it
             answers.add(rec.chosen if isinstance(rec, PreferencePair) else rec.target, watch)
+            systems[rec.system] += 1
             with_context += isinstance(rec, Example) and rec.context is not None
             continue
         for key, value in raw.obj.items():
@@ -362,7 +369,7 @@ def propose(path: Path, input: str | None = None, target: str | None = None, con
         raise DataError(f"{path}: {none} be read; the first, {first_unreadable}: {first_reason}",
                         hint="mend the rows as the reason says, and run the command again")
     if chat:
-        proposal = _propose_chat(path, rows, fmt or "auto", answers, with_context, task)
+        proposal = _with_system(_propose_chat(path, rows, fmt or "auto", answers, with_context, task), systems)
     else:
         proposal = _propose_table(path, rows, columns, input, target, context, task)
     return replace(proposal, unreadable=unreadable, first_unreadable=first_unreadable)
@@ -388,6 +395,36 @@ def _propose_chat(path: Path, rows: int, fmt: str, answers: ColumnStats, with_co
                 "extract": "the answers are JSON objects → extract, with a schema from their keys",
                 "qa": "every row has a context → qa", "generate": "the answers are free text → generate"}[kind]]
     return _finish(path, rows, kind, fmt, None, answers, reasons)
+
+
+def _with_system(proposal: Proposal, systems: Counter) -> Proposal:
+    """``proposal`` with the system prompt more than half of the chat rows carry as
+    task.system_prompt: a served request without a system message is rendered with
+    task.system_prompt, so it is then asked as most rows were trained. Its ``{name}`` braces are
+    written doubled (taskfit.yaml fills ``{labels}`` and the like), and a prompt that would not
+    read back as itself is not proposed."""
+    counted = sum(systems.values())
+    own = Counter({prompt: n for prompt, n in systems.items() if prompt is not None and prompt.strip()})
+    if not own:
+        return proposal
+    prompt, n = own.most_common(1)[0]
+    others = counted - n
+    if 2 * n <= counted:
+        reason = (f"{len(own)} different system prompts in {sum(own.values())} of {counted} rows, none in most: "
+                  "task.system_prompt, which a served request without a system message is answered under, "
+                  "is the kind's own; write one your clients will send, or send the rows' own")
+        return replace(proposal, reasons=[*proposal.reasons, reason], other_systems=others)
+    escaped = literal_prompt(prompt)
+    if escaped is None:
+        reason = (f"{n} of {counted} rows carry one system prompt, which writes {{{{name}}}} braces that "
+                  "taskfit.yaml cannot hold as they are: task.system_prompt is the kind's own; write theirs there "
+                  "by hand so that a served request without a system message is asked as they were trained")
+        return replace(proposal, reasons=[*proposal.reasons, reason], other_systems=others)
+    rest = f"; {others} rows carry another or none" if others else ""
+    reason = (f"{n} of {counted} rows carry one system prompt: task.system_prompt is it, so a served request "
+              f"without a system message is asked as they were trained{rest}")
+    return replace(proposal, reasons=[*proposal.reasons, reason], system_prompt=escaped, system_rows=n,
+                   other_systems=others)
 
 
 def _propose_table(path: Path, rows: int, columns: dict[str, ColumnStats], input: str | None,

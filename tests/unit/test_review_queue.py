@@ -37,7 +37,7 @@ def test_targeted_picks_come_most_doubtful_first():
                 _req(4, "refund again", 0.97, answer="not a queue"), _req(5, "refund twice", 0.70),
                 _req(6, "an error", 0.5)]
     requests[6] = LoggedRequest(**{**requests[6].__dict__, "status": 500})  # failed: nothing to review
-    picks, _ = pick(requests, TASK, n=6, random_share=0.0, k=1, seed=0, queued={})
+    picks, *_ = pick(requests, TASK, n=6, random_share=0.0, k=1, seed=0, queued={})
     assert [p.request.id for p in picks] == ["r3", "r4", "r2", "r1", "r5", "r0"]
     assert [p.reason for p in picks] == ["shadow disagreement", "invalid output", "fallback", "low confidence",
                                          "low confidence", "low confidence"]
@@ -49,24 +49,45 @@ def test_one_kind_of_request_cannot_fill_the_queue():
     # alone would queue refunds only.
     refunds = [_req(i, f"please refund my duplicate card charge number {i}", 0.1 + i / 1000) for i in range(40)]
     parcels = [_req(100 + i, f"where is my parcel delivery tracking {i}", 0.8 + i / 100) for i in range(10)]
-    picks, _ = pick(refunds + parcels, TASK, n=10, random_share=0.0, k=2, seed=0, queued={})
+    picks, *_ = pick(refunds + parcels, TASK, n=10, random_share=0.0, k=2, seed=0, queued={})
     ids = [p.request.id for p in picks]
     assert sum(i in {r.id for r in parcels} for i in ids) == 5
     # within each group, the least confident first
     assert [i for i in ids if i in {r.id for r in refunds}] == ["r0", "r1", "r2", "r3", "r4"]
-    one_group, _ = pick(refunds + parcels, TASK, n=10, random_share=0.0, k=1, seed=0, queued={})
+    one_group, *_ = pick(refunds + parcels, TASK, n=10, random_share=0.0, k=1, seed=0, queued={})
     assert all(p.request.id in {r.id for r in refunds} for p in one_group)
 
 
 def test_the_random_share_is_drawn_from_all_traffic_and_marked():
     doubtful = [_req(i, f"refund charge {i}", 0.1) for i in range(100)]
     sure = [_req(100 + i, f"parcel tracking {i}", 0.99) for i in range(100)]
-    picks, _ = pick(doubtful + sure, TASK, n=20, random_share=0.5, k=1, seed=0, queued={})
+    picks, *_ = pick(doubtful + sure, TASK, n=20, random_share=0.5, k=1, seed=0, queued={})
     drawn = [p for p in picks if p.random]
     assert len(drawn) == 10 and all(p.reason == RANDOM for p in drawn)
     # the targeted half takes only doubtful requests; the random half reaches the confident ones too
     assert all(p.request.confidence == 0.1 for p in picks if not p.random)
     assert any(p.request.confidence == 0.99 for p in drawn)
+
+
+def test_a_repeated_input_and_answer_is_put_before_a_reviewer_once():
+    """A client's retries, or one common question answered alike, are one judgement: the most
+    doubtful of them is targeted, the rest are counted as repeats; the same input with another
+    answer, or another context, is another judgement."""
+    retries = [_req(i, "Where is my refund?", 0.5 + i / 10) for i in range(3)]
+    other_answer = _req(3, "Where is my refund?", 0.2, answer="shipping")
+    distinct = _req(4, "My parcel is late", 0.9)
+    picks, _, repeats = pick([*retries, other_answer, distinct], TASK, n=5, random_share=0.0, k=1, seed=0, queued={})
+    assert [p.request.id for p in picks] == ["r3", "r0", "r4"] and repeats == 2
+    with_context = LoggedRequest(**{**retries[1].__dict__, "id": "r7", "context": "Refunds take 5 days."})
+    picks, _, repeats = pick([*retries, with_context], TASK, n=5, random_share=0.0, k=1, seed=0, queued={})
+    assert [p.request.id for p in picks] == ["r0", "r7"] and repeats == 2
+    # queued in an earlier batch: a new retry of it is not put before a reviewer again
+    from taskfit.lifecycle.reviews import Queued
+
+    before = {"r9": Queued(request_id="r9", model="t", batch="b1", item="Q001", queued=0.0, reason="spread",
+                           random=False, input="Where is my refund?", served="billing")}
+    picks, _, repeats = pick([*retries, distinct], TASK, n=5, random_share=0.0, k=1, seed=0, queued=before)
+    assert [p.request.id for p in picks] == ["r4"] and repeats == 3
 
 
 @pytest.fixture()
@@ -117,6 +138,21 @@ def test_queue_never_repeats_a_request_and_exports_the_review_sheet(served):
     # a request queued before that the random draw takes again joins the sample, not the queue
     assert sum(q.random for q in _queued(served).values()) == \
         sum(sum(p.random for p in r.picks) + r.random_again for r in (first, second, third))
+
+
+def test_review_queue_says_how_many_repeats_it_left_out(served):
+    model = yaml.safe_load((served / "taskfit.yaml").read_text())["task"]["name"]
+    log = RequestLog(served / "requests.sqlite")
+    for i in range(3):  # a client retrying one request
+        log.add(id=f"retry-{i}", created=time.time() - 30 + i, model=model, status=200, latency_ms=20.0,
+                request=[{"role": "user", "content": "Charged twice for order 7741, please fix"}], response="billing",
+                label="billing", confidence=0.2, fallback=1)
+    log.close()
+    result = CliRunner().invoke(app, ["review", "queue", str(served), "--n", "70"])
+    assert result.exit_code == 0, result.output
+    assert "2 more repeat the input, context and answer of a request queued already" in " ".join(result.output.split())
+    queued = [q for q in _queued(served).values() if q.request_id.startswith("retry-")]
+    assert len(queued) == 1
 
 
 def _fill(path, rows, out):

@@ -477,6 +477,9 @@ def review_queue(project: Path = typer.Argument(Path("."), help="Project directo
               f"{reasons.get(RANDOM, 0)} drawn at random{again}; "
               + ", ".join(f"{why} {k}" for why, k in reasons.most_common() if why != RANDOM),
               highlight=False, soft_wrap=True)
+    if result.repeats:
+        out.print(f"{result.repeats} more {'repeats' if result.repeats == 1 else 'repeat'} the input, context and answer of a "
+                  "request queued already: left out (judged once)", highlight=False, soft_wrap=True)
     out.print(quality_sentence(result.quality), highlight=False)
     out.print(f"review page: {result.paths['html']}\nspreadsheet: {result.paths['csv']}\nthen: taskfit review "
               f"import {project} VERDICTS.csv", highlight=False)

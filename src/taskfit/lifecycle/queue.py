@@ -82,11 +82,14 @@ class Pick:
 
 
 def pick(requests: Sequence[LoggedRequest], task: Any, n: int, random_share: float, k: int, seed: int,
-         queued: dict[str, Queued]) -> tuple[list[Pick], list[str]]:
+         queued: dict[str, Queued]) -> tuple[list[Pick], list[str], int]:
     """The queue from ``requests`` (answered ones only): ``round(n * random_share)`` drawn at random,
-    the rest targeted (see the module docstring); never a request in ``queued``. Returns the picks
-    and the already-queued requests the random draw took again (they join the random sample
-    without being queued twice, so the sample stays uniform over the traffic)."""
+    the rest targeted (see the module docstring); never a request in ``queued``. Returns the picks,
+    the already-queued requests the random draw took again (they join the random sample without
+    being queued twice, so the sample stays uniform over the traffic), and the requests the
+    targeted part left out as repeats: the same input, context and answer as a request queued
+    before or drawn now (a client's retry, a common question), which a reviewer would judge again;
+    of each such input the most urgent request is the one that may be picked."""
     answered = [r for r in requests if r.answered and r.answer is not None]
     rng = random.Random(seed)
     population = [r for r in answered if not (r.id in queued and queued[r.id].random)]
@@ -97,12 +100,19 @@ def pick(requests: Sequence[LoggedRequest], task: Any, n: int, random_share: flo
     candidates = [r for r in answered if r.id not in taken]
     wanted = n - len(picks)
     if wanted <= 0 or not candidates:
-        return picks, again
-    reasons = [reason_of(r, task) for r in candidates]
-    groups = clusters([r.text or "" for r in candidates], k, seed)
+        return picks, again, 0
+    seen = {(q.input, q.context, q.served) for q in queued.values()} | {_shown(r) for r in drawn}
+    ranked = sorted(((_priority(r, why), r, why) for r in candidates for why in [reason_of(r, task)]),
+                    key=lambda m: m[0])
+    unique = []
+    for member in ranked:
+        if _shown(member[1]) not in seen:
+            seen.add(_shown(member[1]))
+            unique.append(member)
+    groups = clusters([r.text or "" for _, r, _ in unique], k, seed)
     by_group: dict[int, list[tuple[tuple, LoggedRequest, str]]] = {}
-    for r, why, g in zip(candidates, reasons, groups):
-        by_group.setdefault(g, []).append((_priority(r, why), r, why))
+    for member, g in zip(unique, groups):
+        by_group.setdefault(g, []).append(member)
     for members in by_group.values():
         members.sort(key=lambda m: m[0])
     # Groups in the order of their most urgent request; one request from each group per round.
@@ -115,7 +125,12 @@ def pick(requests: Sequence[LoggedRequest], task: Any, n: int, random_share: flo
                 picks.append(Pick(r, why, False, g))
                 wanted -= 1
         depth += 1
-    return picks, again
+    return picks, again, len(candidates) - len(unique)
+
+
+def _shown(request: LoggedRequest) -> tuple[str | None, str | None, str | None]:
+    """What a reviewer is shown of a request: two requests alike in it are one judgement."""
+    return request.text, request.context, request.answer
 
 
 def describe(p: Pick) -> str:
@@ -130,6 +145,7 @@ class QueueResult:
     batch: str
     picks: list[Pick]
     random_again: int  # already-queued requests the random draw took again
+    repeats: int  # requests left out of the targeted part as repeats of one shown already (see pick)
     eligible: int  # answered requests in the period
     paths: dict[str, Path]
     store: Path
@@ -231,9 +247,10 @@ def queue_project(project: Path, n: int | None = None, since: str | None = None,
         taken = {q.batch for q in queued.values()}
         batch = next(name for name in [stamp] + [f"{stamp}-{k}" for k in range(2, len(taken) + 3)]
                      if name not in taken)  # a second queue within the second gets its own name
-        picks, again = pick(requests, config.task, n, spec.random_share, spec.clusters, spec.seed, queued)
+        picks, again, repeats = pick(requests, config.task, n, spec.random_share, spec.clusters, spec.seed, queued)
         if not picks:
-            raise DataError(f"{log}: every answered request to {model!r} has been queued already",
+            repeated = f" ({repeats} repeat the input and answer of a queued one)" if repeats else ""
+            raise DataError(f"{log}: every answered request to {model!r} has been queued already{repeated}",
                             hint="wait for new traffic, or widen --since")
         random.Random(spec.seed).shuffle(picks)
         paths = export_queue(out_dir or project_dir / "review" / f"queue-{batch}", picks, config.task)
@@ -243,7 +260,7 @@ def queue_project(project: Path, n: int | None = None, since: str | None = None,
                       for k, p in enumerate(picks, 1))
         store.mark_random(again)
         quality = store.random_sample(model)
-    return QueueResult(batch=batch, picks=picks, random_again=len(again),
+    return QueueResult(batch=batch, picks=picks, random_again=len(again), repeats=repeats,
                        eligible=sum(r.answered for r in requests), paths=paths, store=store_path(log),
                        quality=quality)
 

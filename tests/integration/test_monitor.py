@@ -204,8 +204,11 @@ def test_refused_requests_are_a_column_of_the_windows_table(project, tmp_path):
     log = _log(tmp_path / "refused.sqlite", [(generate_tickets(60, seed=12), time.time())], errors=2)
     writer = RequestLog(log)
     for i in range(3):
-        writer.add(id=f"refused-{i}", created=time.time() - 30 * i, model=MODEL, status=401, latency_ms=1.0,
-                   request=[{"role": "user", "content": "where is my parcel"}], error="invalid API key")
+        writer.add(id=f"refused-{i}", created=time.time() - 30 * i, model=MODEL, status=400, latency_ms=1.0,
+                   request=[{"role": "user", "content": "where is my parcel"}], error="tools is not supported")
+    for i in range(2):  # refused before any model was read (a wrong key): counted beside the table
+        writer.add(id=f"unnamed-{i}", created=time.time() - 10 * i, model=None, status=401, latency_ms=1.0,
+                   error="invalid API key")
     writer.close()
     result, output = _monitor(str(project), "--log", str(log), "--out", str(tmp_path / "out"))
     latest = _report(tmp_path / "out")["windows"][-1]
@@ -214,3 +217,5 @@ def test_refused_requests_are_a_column_of_the_windows_table(project, tmp_path):
     row = next(line for line in output.splitlines() if line.startswith("│") and " 65 " in line)
     values = dict(zip((c.strip() for c in header.split("┃")), (c.strip() for c in row.split("│"))))
     assert (values["requests"], values["4xx"], values["5xx"]) == ("65", "3", "2"), output
+    assert "2 more requests in the period named no model the log could read" in " ".join(output.split())
+    assert _report(tmp_path / "out")["unnamed"] == 2

@@ -358,11 +358,20 @@ def test_request_log_is_redacted(server):
     _ask(client, "tiny", f"I am {PII[0]}, card {PII[1]}, call me on {PII[2]}", max_tokens=8)
     with pytest.raises(openai.NotFoundError):
         _ask(client, "nope", f"mail {PII[0]}")
+    # refused before its model was resolved: logged under the model it names (monitor counts it
+    # there), or none where the body names none it can read
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "track 991"}],
+                                       tools=[{"type": "function", "function": {"name": "track"}}])
+    headers = {"Authorization": f"Bearer {FULL}"}
+    assert httpx.post(f"{server['url']}/chat/completions", headers=headers, content=b"{not json").status_code == 400
     server["app"].state.request_log.flush()
     db = sqlite3.connect(server["spec"].log.path)
     rows = db.execute("SELECT key_name, model, status, request, response, latency_ms, prompt_tokens "
                       "FROM requests ORDER BY created").fetchall()
-    assert [(r[0], r[1], r[2]) for r in rows] == [("app", "tiny", 200), ("app", "nope", 404)]
+    assert [(r[0], r[1], r[2]) for r in rows] == [("app", "tiny", 200), ("app", "nope", 404), ("app", "tiny", 400),
+                                                  ("app", None, 400)]
+    rows = rows[:2]
     assert rows[0][5] > 0 and rows[0][6] > 0
     dump = "\n".join(db.iterdump())
     assert not any(p in dump for p in PII)

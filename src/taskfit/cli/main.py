@@ -802,6 +802,11 @@ def monitor(project: Path = typer.Argument(Path("."), help="Project directory or
                       "-" if w.latency_p95_ms is None else f"{w.latency_p95_ms:.0f}",
                       "-" if w.fallback_rate is None else f"{100 * w.fallback_rate:.1f}%", w.verdict(min_rows))
     out.print(table)
+    if result.unnamed:
+        n = result.unnamed
+        out.print(f"{n} more request{'s' if n > 1 else ''} in the period named no model the log could read "
+                  "(refused first: a missing or wrong key, a body that is not a JSON object, one over the size "
+                  "limit): not in the table", highlight=False, soft_wrap=True)
     if result.latest.mix:
         out.print(f"answers in the latest window: {result.latest.mix_text()}", highlight=False, soft_wrap=True)
     for s in result.latest.signals:

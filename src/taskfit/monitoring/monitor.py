@@ -23,7 +23,7 @@ from taskfit.config import MonitorSpec
 from taskfit.errors import ConfigError, DataError
 from taskfit.monitoring.drift import Signal, compare_categorical, compare_numeric, content_drift, summary
 from taskfit.monitoring.requests import (LoggedRequest, ShadowSummary, models_in_log, open_log, read_requests,
-                                         shadow_summary)
+                                         shadow_summary, unnamed_requests)
 from taskfit.progress import Reporter, Silent
 
 ALERT_EXIT_CODE = 6  # `taskfit monitor` found something to act on (not an error: errors exit 1-5)
@@ -189,6 +189,7 @@ class MonitorResult:
     alerts: list[Alert]
     settings: dict[str, Any]
     shadow: ShadowSummary | None = None  # NAME@candidate's shadow answers beside production's
+    unnamed: int = 0  # requests in the period refused before a model was read (no model to count them under)
     json_path: Path | None = None
     html_path: Path | None = None
 
@@ -310,6 +311,7 @@ def monitor_project(project: Path, since: str | None = None, window: str | None 
     try:
         rows = read_requests(db, model, since_ts)
         shadow = shadow_summary(db, model, since_ts)
+        unnamed = unnamed_requests(db, since_ts)
         if not rows:
             served = models_in_log(db)
             if model not in served:
@@ -336,5 +338,5 @@ def monitor_project(project: Path, since: str | None = None, window: str | None 
                            window_s=window_s, reference_rows=len(reference.inputs),
                            held_out_rows=len(reference.held_out_oov), windows=windows,
                            alerts=alerts_for(windows[-1], spec), settings=spec.model_dump(mode="json"),
-                           shadow=shadow)
+                           shadow=shadow, unnamed=unnamed)
     return write_monitor_report(result, out_dir or project_dir / "monitor")

@@ -111,6 +111,13 @@ def models_in_log(db: sqlite3.Connection) -> Counter:
     return Counter({m or "(none)": n for m, n in db.execute(sql)})
 
 
+def unnamed_requests(db: sqlite3.Connection, since: float | None = None) -> int:
+    """Requests since ``since`` logged with no model: refused before a model was read (a missing or
+    wrong key, a body that is not a JSON object, one over the size limit)."""
+    sql = f"SELECT COUNT(*) FROM requests WHERE model IS NULL AND created >= ?{_answered_only(db)}"
+    return int(db.execute(sql, [since or 0.0]).fetchone()[0])
+
+
 def read_requests(db: sqlite3.Connection, model: str, since: float | None = None) -> list[LoggedRequest]:
     """The requests to ``model`` since ``since`` (epoch seconds; None: all), oldest first; shadow
     answers are not requests (:func:`shadow_summary` reads them)."""

@@ -344,6 +344,16 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                 raise ApiError(413, f"request body over {limit} bytes", code="request_too_large")
         return bytes(body)
 
+    def named_model(raw: bytes) -> str | None:
+        """The model a refused body names, where it is a JSON object with a plain string ``model``
+        (so that ``taskfit monitor`` counts the refusal against that model), else None."""
+        try:
+            data = json.loads(raw) if raw else None
+        except (ValueError, UnicodeDecodeError):
+            return None
+        model = data.get("model") if isinstance(data, dict) else None
+        return model if isinstance(model, str) and lone_surrogate(model) is None else None
+
     def parse(raw: bytes) -> ChatRequest:
         try:
             data = json.loads(raw)
@@ -535,9 +545,11 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
         key_name: str | None = None
         req: ChatRequest | None = None
         served: Served | None = None
+        raw = b""
         try:
             key_name = caller(request)
-            req = parse(await read_body(request))
+            raw = await read_body(request)
+            req = parse(raw)
             served = resolve(key_name, req.model)
             if follower is not None:  # a canary's share of callers gets the candidate
                 user = (req.model_extra or {}).get("user")
@@ -563,7 +575,8 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
             submit(job)
             result = await wait(job, future)
         except ApiError as exc:
-            record(cid, started, key_name, req.model if req else None, served, exc.status, req, error=exc.message)
+            record(cid, started, key_name, req.model if req else named_model(raw), served, exc.status, req,
+                   error=exc.message)
             response = exc.response()
             response.headers.update(version_header(served))
             return response

@@ -271,6 +271,8 @@ def proposed_yaml(proposal: Proposal, train: str, directory: Path | None = None)
         values["task.system_prompt"] = proposal.system_prompt
     if kind == "extract":
         values["task.schema"] = proposal.schema
+        if proposal.system_prompt is None:
+            values["task.system_prompt"] = extract_prompt(proposal.schema or {})
     if kind == "generate" and proposal.reply_words is not None:
         # The references set the house rules' lengths, so every one of them complies; a phrase
         # the template forbids stays forbidden unless the references themselves use it.
@@ -297,6 +299,22 @@ def proposed_yaml(proposal: Proposal, train: str, directory: Path | None = None)
               *(f"- {reason}" for reason in reasons),
               *textwrap.wrap("Check it with `taskfit data check` on this folder; " + still_to_write(proposal), 88), ""]
     return template(kind, values, header)
+
+
+def extract_prompt(schema: dict[str, Any]) -> str:
+    """The proposed extract instruction, saying what the schema requires: every key (with null
+    where the text does not give one, when the schema allows null), some keys, or none."""
+    properties = schema.get("properties", {})
+    required = schema.get("required", [])
+    if required and len(required) == len(properties):
+        nullable = any("null" in (p.get("type") if isinstance(p.get("type"), list) else [p.get("type")])
+                       for p in properties.values())
+        return ("Extract these fields from the text as one JSON object with every key: {fields}."
+                + (" Write null for a field the text does not give." if nullable else ""))
+    if required:
+        return ("Extract the fields the text mentions as one JSON object. Fields: {fields}. Always write "
+                f"{', '.join(required)}; leave out the others when the text does not give them.")
+    return _PROPOSED_WORDS["extract"][1]
 
 
 def still_to_write(proposal: Proposal) -> str:

@@ -216,8 +216,31 @@ def test_jsonl_with_json_object_targets_is_extract_with_an_inferred_schema(tmp_p
                        "date": {"type": ["string", "null"]}},
         "required": ["city"], "additionalProperties": False}
     assert "required: city" in output
-    assert config.task.system_text.endswith("Fields: city, party_size, date.")
+    # the instruction says what the schema requires: city always, the others when the text gives them
+    assert "Fields: city, party_size, date. Always write city; leave out the others" in config.task.system_text
     assert config.train.lr == 1e-3 and config.train.epochs == 3 and not config.train.classify_head  # measured
+
+
+def test_an_extract_schema_keeps_a_numeric_field_numeric_past_a_stray_string_and_prompts_for_every_key(tmp_path):
+    """One quantity written "lots" among 59 integers is a slip, not a text field: the schema keeps
+    integer and init says that data check quarantines that row (it does, naming the line); every
+    key is in every row, so the instruction asks for every key, with null where the text is silent."""
+    rows = [{"email": f"Please send {n % 9 + 1} mugs to order {1000 + n}", "order": {
+        "item": "mugs", "quantity": "lots" if n == 17 else n % 9 + 1, "gift": None if n % 3 else True}}
+        for n in range(60)]
+    file = tmp_path / "orders.jsonl"
+    file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    result, output = _invoke("init", tmp_path / "project", "--from", file)
+    assert result.exit_code == 0, output
+    config = load_config(tmp_path / "project" / "taskfit.yaml")
+    assert config.task.schema_["properties"]["quantity"] == {"type": "integer"}
+    assert config.task.schema_["properties"]["gift"] == {"type": ["boolean", "null"]}
+    assert (f'quantity: 1 of 60 values is a string (first "lots", {file}:18) where the rest are integers'
+            in " ".join(output.split())), output
+    assert config.task.system_text == ("Extract these fields from the text as one JSON object with every key: "
+                                       "item, quantity, gift. Write null for a field the text does not give.")
+    result, output = _invoke("data", "check", tmp_path / "project", "--no-tokens")
+    assert result.exit_code == 0 and "orders.jsonl:18: answer: does not match task.schema at quantity" in output
 
 
 def test_a_csv_qa_file_reads_an_empty_answer_cell_as_the_refusal(tmp_path):

@@ -98,6 +98,8 @@ class ColumnStats:
     words: tuple[int, int] | None = None  # (fewest, most) words in a text value
     values: Counter | None = field(default_factory=Counter)  # None once past LABEL_CAP distinct
     keys: dict[str, Counter] = field(default_factory=dict)  # objects: key -> JSON type -> rows
+    # objects: key -> JSON type -> its first value (as JSON) and where it was read (file:line)
+    first_of: dict[str, dict[str, tuple[str, str | None]]] = field(default_factory=dict)
     phrases: Counter = field(default_factory=Counter)  # watched phrase -> text values holding it
     # text cells that open like a JSON object and do not parse (a record cut short): a column of
     # objects and these alone holds objects, and data check quarantines these cells' rows
@@ -116,7 +118,9 @@ class ColumnStats:
         if obj is not None:
             self.objects += 1
             for key, item in obj.items():
-                self.keys.setdefault(key, Counter())[_json_type(item)] += 1
+                kind = _json_type(item)
+                self.keys.setdefault(key, Counter())[kind] += 1
+                self.first_of.setdefault(key, {}).setdefault(kind, (json.dumps(item, ensure_ascii=False)[:40], where))
             return
         if isinstance(value, str) and value.lstrip().startswith("{"):  # counted as text too, below
             self.broken += 1
@@ -243,21 +247,54 @@ def infer_schema(stats: ColumnStats) -> tuple[dict[str, Any], str]:
     every key the data uses is listed, and a key outside them is an invented field.
     """
     properties: dict[str, Any] = {}
+    strays = []
     for key, types in stats.keys.items():
+        types = Counter(types)
+        if "integer" in types and "number" in types:
+            types["number"] += types.pop("integer")
+        stray = _stray_strings(types)
+        if stray:
+            value, where = stats.first_of[key]["string"]
+            strays.append(f"{key}: {stray} of {sum(types.values()) - types['null']} values "
+                          f"{'is a string' if stray == 1 else 'are strings'} (first {value}"
+                          f"{', ' + where if where else ''}) where the rest are {_PLURAL[_dominant(types)]}: "
+                          f"the schema keeps {_dominant(types)}, so data check quarantines "
+                          f"{'that row' if stray == 1 else 'those rows'}; add string to its type if text is meant")
+            del types["string"]
         names = sorted(types, key=lambda t: [n for _, n in _JSON_TYPES].index(t))
-        if "integer" in names and "number" in names:
-            names.remove("integer")
         properties[key] = {"type": names[0] if len(names) == 1 else names}
     required = [k for k, types in stats.keys.items() if sum(types.values()) == stats.objects]
     schema: dict[str, Any] = {"type": "object", "properties": properties}
     if required:
         schema["required"] = required
     schema["additionalProperties"] = False
-    if required:
+    if len(required) == len(properties):
+        why = f"required: {', '.join(required)} (every key is in every row)"
+    elif required:
         why = f"required: {', '.join(required)} (in every row; the other {len(properties) - len(required)} keys are optional)"
     else:
         why = "no key is required (none is in every row)"
-    return schema, why
+    return schema, "; ".join([why, *strays])
+
+
+_PLURAL = {"integer": "integers", "number": "numbers", "boolean": "true or false"}
+# At most this share of a field's values written as strings where the rest are numbers (or true /
+# false) reads as a slip ("lots" for a quantity), not as a field that holds text.
+STRAY_SHARE = 0.05
+
+
+def _dominant(types: Counter) -> str:
+    return max((t for t in types if t != "null"), key=lambda t: types[t])
+
+
+def _stray_strings(types: Counter) -> int:
+    """The string values of a field that are otherwise numbers or true/false, when they are few
+    enough to be slips (:data:`STRAY_SHARE`); 0 otherwise."""
+    strings = types.get("string", 0)
+    rest = {t: n for t, n in types.items() if t not in ("string", "null")}
+    if not strings or len(rest) != 1 or next(iter(rest)) not in _PLURAL:
+        return 0
+    return strings if strings <= STRAY_SHARE * (strings + sum(rest.values())) else 0
 
 
 def _pick(candidates: list[ColumnStats], names: Sequence[str]) -> ColumnStats | None:
@@ -348,7 +385,7 @@ def propose(path: Path, input: str | None = None, target: str | None = None, con
                 rec = convert(raw.obj, generic, fmt, None, raw.source, "x")
             except ValueError:
                 continue  # data check quarantines it
-            answers.add(rec.chosen if isinstance(rec, PreferencePair) else rec.target, watch)
+            answers.add(rec.chosen if isinstance(rec, PreferencePair) else rec.target, watch, raw.source)
             systems[rec.system] += 1
             with_context += isinstance(rec, Example) and rec.context is not None
             continue

@@ -53,10 +53,10 @@ def main() -> None:
     def mean(values: list[float]) -> float:
         return sum(values) / len(values)
 
-    change, ci, p = stats.paired_bootstrap(result.tuned_right, result.base_right, n_boot=2000)
+    change, ci, p = stats.paired_difference(result.tuned_right, result.base_right, n_boot=2000)
     print(f"answered right: base {100 * mean(result.base_right):.1f}%, fine-tuned {100 * mean(result.tuned_right):.1f}%,"
           f" change {100 * change:+.1f} pts [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}], p={p:.3g}")
-    change, ci, p = stats.paired_bootstrap(result.tuned_loglik, result.base_loglik, n_boot=2000)
+    change, ci, p = stats.paired_difference(result.tuned_loglik, result.base_loglik, n_boot=2000)
     print(f"log-prob per answer token: base {mean(result.base_loglik):.3f}, fine-tuned "
           f"{mean(result.tuned_loglik):.3f}, change {change:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}], p={p:.3g}")
     print(f"KL(fine-tuned || base): {mean(result.kl):.3f} nats per answer token")

@@ -50,6 +50,12 @@ def _swaps(n: int, n_perm: int, rng: Any) -> tuple[Any, bool]:
     return rng.random((n_perm, n)) < 0.5, False
 
 
+def _blocks(n: int, size: int = 250) -> list[int]:
+    """``n`` resamples or swaps as blocks of at most ``size``: a few thousand held-out rows would
+    otherwise hold n x rows floats at once."""
+    return [min(size, n - start) for start in range(0, n, size)]
+
+
 def _swap_p(observed: float, swapped: Any, exact: bool) -> float:
     """The two-sided p-value of a paired swap (permutation) test: the share of relabellings whose
     difference is at least as far from zero as the one observed (counting the observed labelling
@@ -60,8 +66,8 @@ def _swap_p(observed: float, swapped: Any, exact: bool) -> float:
     return float(far / len(swapped)) if exact else float((far + 1) / (len(swapped) + 1))
 
 
-def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 2000,
-                     seed: int = 0) -> tuple[float, tuple[float, float], float]:
+def paired_difference(a: Sequence[float], b: Sequence[float], n_boot: int = 2000,
+                      seed: int = 0) -> tuple[float, tuple[float, float], float]:
     """Mean of ``a - b`` per example, its 95% bootstrap interval, and a two-sided p-value from
     the paired swap test (the sign of each row's difference flipped at random: every flip for up
     to EXACT_ROWS rows). A bootstrap's own p-value (the share of resampled differences beyond
@@ -73,12 +79,17 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 2000,
     if not len(d) or not d.any():
         return 0.0, (0.0, 0.0), 1.0
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(d), (n_boot, len(d)))
-    resampled = d[idx].mean(axis=1)
-    signs, exact = _swaps(len(d), n_boot, rng)
-    swapped = np.where(signs, -d, d).mean(axis=1)
+    resampled = np.concatenate([d[rng.integers(0, len(d), (block, len(d)))].mean(axis=1)
+                                for block in _blocks(n_boot)])  # a block at a time: memory stays small
+    swapped, exact = [], True
+    for block in _blocks(n_boot):
+        signs, exact = _swaps(len(d), block, rng)
+        swapped.append(np.where(signs, -d, d).mean(axis=1))
+        if exact:  # every swap at once for a few rows
+            break
     observed = float(d.mean())
-    return observed, (percentile(resampled, 2.5), percentile(resampled, 97.5)), _swap_p(observed, swapped, exact)
+    return (observed, (percentile(resampled, 2.5), percentile(resampled, 97.5)),
+            _swap_p(observed, np.concatenate(swapped), exact))
 
 
 def _pooled_f1(parts: Any) -> Any:
@@ -90,8 +101,8 @@ def _pooled_f1(parts: Any) -> Any:
     return np.where(denom > 0, 2 * parts[..., 0] / np.maximum(denom, 1), 0.0)
 
 
-def paired_bootstrap_f1(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], n_boot: int = 2000,
-                        seed: int = 0) -> tuple[float, tuple[float, float], float]:
+def paired_difference_f1(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], n_boot: int = 2000,
+                         seed: int = 0) -> tuple[float, tuple[float, float], float]:
     """The pooled F1 of ``a`` minus that of ``b`` (each row's [right, answered, gold] summed over
     the rows), its 95% interval from the same resampled rows for both, and a two-sided p-value
     from the paired swap test on the pooled figure (each row's two sides swapped at random, the
@@ -104,14 +115,14 @@ def paired_bootstrap_f1(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], 
         return 0.0, (0.0, 0.0), 1.0
     rng = np.random.default_rng(seed)
     diffs = []
-    for start in range(0, n_boot, 250):  # a block of resamples at a time: memory stays small
-        idx = rng.integers(0, len(pa), (min(250, n_boot - start), len(pa)))
+    for block in _blocks(n_boot):  # a block of resamples at a time: memory stays small
+        idx = rng.integers(0, len(pa), (block, len(pa)))
         diffs.append(_pooled_f1(pa[idx].sum(axis=1)) - _pooled_f1(pb[idx].sum(axis=1)))
     d = np.concatenate(diffs)
     total_a, total_b, gap = pa.sum(axis=0), pb.sum(axis=0), pb - pa
     swapped, exact = [], True
-    for start in range(0, n_boot, 250):  # in blocks too (every swap at once for a few rows)
-        swaps, exact = _swaps(len(pa), min(250, n_boot - start), rng)
+    for block in _blocks(n_boot):  # in blocks too (every swap at once for a few rows)
+        swaps, exact = _swaps(len(pa), block, rng)
         moved = swaps.astype(float) @ gap  # what the swapped rows move from b's side to a's
         swapped.append(_pooled_f1(total_a + moved) - _pooled_f1(total_b - moved))
         if exact:

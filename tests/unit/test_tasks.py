@@ -167,16 +167,16 @@ def _result(name, right, latency=0.5, tokens=100):
                       n=len(right), kind="classify", per_example=[float(x) for x in right])
 
 
-def test_mcnemar_and_paired_bootstrap_see_a_real_difference_and_not_noise():
+def test_mcnemar_and_paired_difference_see_a_real_difference_and_not_noise():
     rng = random.Random(0)
     base = [rng.random() < 0.6 for _ in range(400)]
     better = [True if not b and rng.random() < 0.5 else b for b in base]
     assert stats.mcnemar(better, base) < 1e-6
     assert stats.mcnemar(base, base) == 1.0
-    diff, ci, p = stats.paired_bootstrap(better, base)
+    diff, ci, p = stats.paired_difference(better, base)
     assert diff > 0 and ci[0] > 0 and p < 0.01
     same = [b if rng.random() < 0.9 else not b for b in base]
-    assert stats.paired_bootstrap(same, base)[2] > 0.05 or abs(stats.paired_bootstrap(same, base)[0]) < 0.05
+    assert stats.paired_difference(same, base)[2] > 0.05 or abs(stats.paired_difference(same, base)[0]) < 0.05
 
 
 def test_few_rows_can_never_give_a_small_p_value():
@@ -184,16 +184,16 @@ def test_few_rows_can_never_give_a_small_p_value():
     promotion gate refused on it); the paired swap test runs through all 16 swaps and cannot go
     below 2/16, for a mean per row and for the pooled field F1 alike. Many rows still show a
     real difference."""
-    diff, _, p = stats.paired_bootstrap([0.5, 0.75, 0.6, 0.9], [1.0, 1.0, 1.0, 1.0])
+    diff, _, p = stats.paired_difference([0.5, 0.75, 0.6, 0.9], [1.0, 1.0, 1.0, 1.0])
     assert diff < 0 and p == 2 / 16
     production = [[2, 2, 2]] * 4  # each row: right, answered, due
     retrained = [[1, 2, 2], [2, 2, 2], [1, 2, 2], [1, 2, 2]]
-    f1_diff, _, f1_p = stats.paired_bootstrap_f1(retrained, production)
+    f1_diff, _, f1_p = stats.paired_difference_f1(retrained, production)
     assert f1_diff < 0 and f1_p >= 2 / 16
     rng = random.Random(3)
     many = [[int(rng.random() < 0.9), 1, 1] for _ in range(200)]
     worse = [[r if rng.random() < 0.7 else 0, a, g] for r, a, g in many]
-    assert stats.paired_bootstrap_f1(many, worse)[2] < 0.01
+    assert stats.paired_difference_f1(many, worse)[2] < 0.01
 
 
 def test_verdict_keeps_the_fine_tune_only_when_the_paired_test_says_so():

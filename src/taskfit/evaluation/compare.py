@@ -24,7 +24,7 @@ SYNTHETIC_SUFFIX = "-synthetic"  # a fine-tuned candidate trained on synthetic r
 ALPHA = 0.05
 MOST_FIELDS = 30  # extract: rows in the per-field table (those with the most support)
 RESAMPLES = 2000  # the bootstrap's resamples (intervals) and the permutation test's random swaps (p-values)
-PERMUTATION = "paired permutation"  # a PairedTest's name for the swap test of stats.paired_bootstrap(_f1)
+PERMUTATION = "paired permutation"  # a PairedTest's name for the swap test of stats.paired_difference(_f1)
 
 
 # Baselines from the cheapest to run to the dearest: of candidates a paired test cannot tell
@@ -125,7 +125,7 @@ def paired_test(kind: str, a: EvalResult, b: EvalResult) -> PairedTest:
                              "`taskfit eval --run RUN`)")
     drawn = RESAMPLES if len(a.per_example) > stats.EXACT_ROWS else None  # else every swap: an exact test
     if a.per_example_counts and b.per_example_counts:  # a pooled F1 (extract's field F1), tested as pooled
-        diff, ci, p = stats.paired_bootstrap_f1(a.per_example_counts, b.per_example_counts, n_boot=RESAMPLES)
+        diff, ci, p = stats.paired_difference_f1(a.per_example_counts, b.per_example_counts, n_boot=RESAMPLES)
         needed = stats.rows_to_detect_f1(a.per_example_counts, b.per_example_counts)
         return PairedTest(a.candidate, b.candidate, PERMUTATION, diff, ci, p, needed, resamples=drawn)
     needed = stats.rows_to_detect(a.per_example, b.per_example)
@@ -133,7 +133,7 @@ def paired_test(kind: str, a: EvalResult, b: EvalResult) -> PairedTest:
         p = stats.mcnemar(a.per_example, b.per_example)
         diff = sum(a.per_example) / len(a.per_example) - sum(b.per_example) / len(b.per_example)
         return PairedTest(a.candidate, b.candidate, "McNemar (exact)", diff, None, p, needed)
-    diff, ci, p = stats.paired_bootstrap(a.per_example, b.per_example, n_boot=RESAMPLES)
+    diff, ci, p = stats.paired_difference(a.per_example, b.per_example, n_boot=RESAMPLES)
     return PairedTest(a.candidate, b.candidate, PERMUTATION, diff, ci, p, needed, resamples=drawn)
 
 
@@ -242,7 +242,7 @@ class Scorecard:
         rows = []
         for f in measured:
             acc, acc_ci, _ = forgetting_change(f)
-            ll, ll_ci, _ = stats.paired_bootstrap(f.tuned_loglik, f.base_loglik, n_boot=RESAMPLES)
+            ll, ll_ci, _ = stats.paired_difference(f.tuned_loglik, f.base_loglik, n_boot=RESAMPLES)
             rows.append([f.candidate, _pct(_mean(f.base_right)), _pct(_mean(f.tuned_right)),
                          f"{100 * acc:+.1f} pts [{100 * acc_ci[0]:+.1f}, {100 * acc_ci[1]:+.1f}]",
                          f"{_mean(f.base_loglik):.3f}", f"{_mean(f.tuned_loglik):.3f}",
@@ -278,14 +278,14 @@ def forgetting_change(f: ForgettingResult) -> tuple[float, tuple[float, float], 
     """The share of the probe's questions the fine-tuned model answers right minus the base's: the
     difference, its 95% bootstrap interval and a two-sided p-value (paired permutation test over
     the items)."""
-    return stats.paired_bootstrap(f.tuned_right, f.base_right, n_boot=RESAMPLES)
+    return stats.paired_difference(f.tuned_right, f.base_right, n_boot=RESAMPLES)
 
 
 def _forgetting_json(f: ForgettingResult, max_drop: float) -> dict[str, Any]:
     if f.skipped:
         return {"candidate": f.candidate, "skipped": f.skipped}
     change, ci, p = forgetting_change(f)
-    ll, ll_ci, ll_p = stats.paired_bootstrap(f.tuned_loglik, f.base_loglik, n_boot=RESAMPLES)
+    ll, ll_ci, ll_p = stats.paired_difference(f.tuned_loglik, f.base_loglik, n_boot=RESAMPLES)
     return {"candidate": f.candidate, "probe": f.probe, "licence": f.licence, "items": f.n,
             "base_answered_right": _mean(f.base_right), "fine_tuned_answered_right": _mean(f.tuned_right),
             "answered_right_change": change, "answered_right_change_ci": list(ci), "answered_right_change_p": p,

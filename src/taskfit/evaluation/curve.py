@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from taskfit.stats import paired_bootstrap
+from taskfit.stats import paired_difference
 
 PARAMETERS = 3
 BOUNDS = ([0.0, 0.0, 0.05], [1.0, np.inf, 2.0])  # a, b, c: a share, rising, neither flat nor a step
@@ -202,6 +202,6 @@ def fit_curve(rows: Sequence[int], per_row: Sequence[Sequence[float]], resamples
     params = fit_power_law(rows, means)
     idx = np.random.default_rng(seed).integers(0, scores.shape[1], (resamples, scores.shape[1]))
     draws = _profile(rows, np.clip(scores[:, idx].mean(axis=2).T, 0.0, 1.0))  # (resamples, 3)
-    gain, _, gain_p = paired_bootstrap(scores[-1], scores[0], seed=seed)
+    gain, _, gain_p = paired_difference(scores[-1], scores[0], seed=seed)
     return LearningCurve(rows=list(rows), scores=[float(m) for m in means], params=params, draws=draws,
                          gain=gain, gain_p=gain_p)

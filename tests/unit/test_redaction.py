@@ -82,6 +82,42 @@ def test_a_number_cannot_hold_a_placeholder_so_it_stays_on_both_sides_and_is_rep
     assert done.numbers_kept == {"total"} and not done.changed
 
 
+def test_a_small_number_inside_a_phone_number_does_not_keep_the_phone_number_in_the_data(tmp_path):
+    """Quantity 1 and the 1 of "+1 415 555 0134": the phone number is redacted whole (it was left
+    in the training data for the quantity's sake), the answer keeps 1, and the card counts it; a
+    1 written on its own as well changes nothing."""
+    task = TaskSpec(kind="extract", success="s", system_prompt="Extract {fields}.", schema={
+        "type": "object", "properties": {"item": {"type": "string"}, "quantity": {"type": "integer"}}})
+    alone = Example(id="a", input="A mug please. Call me on +1 415 555 0134 or +44 1 632 960 001.",
+                    target=json.dumps({"item": "mug", "quantity": 1}))
+    done = redact_row(alone, task, PrivacySpec())
+    assert "0134" not in done.record.input and "960" not in done.record.input, done.record.input
+    assert json.loads(done.record.target)["quantity"] == 1
+    assert done.numbers_inside == {"quantity"} and not done.numbers_kept and not done.changed
+    written = Example(id="b", input="Send 1 mug. Call +1 415 555 0134", target=json.dumps({"item": "mug", "quantity": 1}))
+    done = redact_row(written, task, PrivacySpec())
+    assert "Send 1 mug" in done.record.input and "0134" not in done.record.input and not done.numbers_inside
+
+    from typer.testing import CliRunner
+
+    from taskfit.cli.main import app
+
+    rows = [{"text": f"{['A', 'One', 'Two'][i % 3]} {['mug', 'plate', 'bowl', 'cup'][i % 4]} for shop {i * 37}, call "
+                     f"+1 415 555 {1000 + i}", "order": {"item": ['mug', 'plate', 'bowl', 'cup'][i % 4],
+                                                         "quantity": [1, 1, 2][i % 3]}} for i in range(24)]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "orders.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "taskfit.yaml").write_text(json.dumps({
+        "task": {"name": "orders", "kind": "extract", "success": "s", "system_prompt": "Extract {fields}.",
+                 "schema": task.schema_},
+        "data": {"train": "data/orders.jsonl", "columns": {"input": "text", "target": "order"},
+                 "dedup": {"near": False}}}))
+    result = CliRunner().invoke(app, ["data", "check", str(tmp_path), "--no-tokens"])
+    assert result.exit_code == 0, result.output
+    card = (tmp_path / "data_card.md").read_text()
+    assert "Answer numbers the text writes only inside personal data" in card and "quantity 16" in card, card  # the 16 rows of quantity 1
+
+
 def test_action_keep_changes_nothing():
     ex = _example(company="ACME LTD", email=EMAIL)
     done = redact_row(ex, EXTRACT, PrivacySpec(action="keep"))

@@ -65,6 +65,10 @@ def render_markdown(card: DataCard) -> str:
     if p.get("answers_changed"):
         lines += [f"Answers changed by redaction, in the answer and the input alike: "
                   f"{counted(p['answers_changed'])} (of {p['answers']} answers).", ""]
+    if p.get("answer_numbers_inside"):
+        lines += [f"Answer numbers the text writes only inside personal data (the 1 of a phone number "
+                  f"+1 415 555 0134), redacted there with it: the answer keeps the number: "
+                  f"{counted(p['answer_numbers_inside'])}.", ""]
     if p.get("answer_numbers_kept"):
         lines += [f"Answer numbers that look like personal data, kept as they are (no placeholder can stand "
                   f"in a number): {counted(p['answer_numbers_kept'])}.", ""]

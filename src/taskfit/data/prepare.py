@@ -204,7 +204,8 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
                     "keep_fields": list(data.privacy.keep_fields), "answers": counts["kept"],
                     "answers_changed": dict(total("answers_changed").most_common()),
                     "answers_kept": {k: kept[k] for k in filled if keeps(k, data.privacy.keep_fields)},
-                    "answer_numbers_kept": dict(total("answer_numbers_kept").most_common())}
+                    "answer_numbers_kept": dict(total("answer_numbers_kept").most_common()),
+                    "answer_numbers_inside": dict(total("answer_numbers_inside").most_common())}
     if card.privacy["answers_changed"]:
         warnings.append(answers_changed_warning(card.privacy))
     numbers = card.privacy["answer_numbers_kept"]

@@ -12,7 +12,8 @@ changed the same way). So, per row (:func:`redact_row`):
    does every occurrence of it in the input and context when redacting them would leave none as it
    is: a finding there that overlaps one is dropped, and what of that finding lies outside the
    value is searched again on its own. A number is kept the same way, since no placeholder can
-   stand in a typed answer;
+   stand in a typed answer, except where the text writes it only as a small part of a wider
+   finding (the 1 of a phone number): that finding is redacted whole, and the answer keeps it;
 3. any other value that is personal data by itself is redacted by its own findings, in the answer
    and at each of its occurrences in the input; one that is not changes only when redacting the
    input rewrites every occurrence of it (a wider finding around it), and then it becomes what its
@@ -45,6 +46,9 @@ class RowRedaction:
     changed: frozenset[str] = frozenset()  # answer fields whose value redaction rewrote
     kept: frozenset[str] = frozenset()  # fields in keep_fields redaction would have changed, kept verbatim
     numbers_kept: frozenset[str] = frozenset()  # fields holding a number redaction would have changed
+    # fields holding a number written in the text only inside wider personal data (the 1 of
+    # "+1 415 555 0134"), redacted there: the answer keeps the number, the text no longer shows it
+    numbers_inside: frozenset[str] = frozenset()
     secrets_left: bool = False  # the record as written still holds a credential
 
 
@@ -73,6 +77,12 @@ def occurrences(text: str, value: str) -> list[Span]:
 
 def _touches(f: pii.Finding, span: Span) -> bool:
     return f.start < span[1] and span[0] < f.end
+
+
+def _dwarfs(f: pii.Finding, span: Span) -> bool:
+    """Whether the finding ``f`` holds ``span`` as less than half of itself."""
+    overlap = min(f.end, span[1]) - max(f.start, span[0])
+    return overlap > 0 and 2 * overlap < f.end - f.start
 
 
 def _shift(findings: Sequence[pii.Finding], offset: int) -> list[pii.Finding]:
@@ -150,6 +160,16 @@ def redact_row(rec: Example | PreferencePair, task: TaskSpec, privacy: PrivacySp
         return RowRedaction(rec, everything, fields=fields, secrets_left=any(f.is_secret for f in everything))
 
     at = [[occurrences(p, v.text) for p in parts] for v in values]
+    # A number the text writes only as a small part of a wider finding (quantity 1 in the phone
+    # number "+1 415 555 0134") is not what was found: sparing the finding for it would leave the
+    # phone number in the training data. Such occurrences are left to redaction.
+    inside = [False] * len(values)
+    for k, v in enumerate(values):
+        if not v.editable and not keeps(v.field, privacy.keep_fields):
+            small = [[sp for sp in at[k][i] if any(_dwarfs(f, sp) for f in found[i])] for i in (0, 1)]
+            if any(small):
+                at[k] = [[sp for sp in at[k][i] if sp not in small[i]] for i in (0, 1)]
+                inside[k] = not any(at[k])
     # whether redacting the input rewrites every occurrence of the value (none is left as it is)
     hidden = [any(at[k]) and all(any(_touches(f, s) for f in found[i]) for i in (0, 1) for s in at[k][i])
               for k in range(len(values))]
@@ -197,4 +217,5 @@ def redact_row(rec: Example | PreferencePair, task: TaskSpec, privacy: PrivacySp
                      context=personal.redact(rec.context, found[1], action) if rec.context else rec.context,
                      system=personal.redact(rec.system, system, action) if rec.system else rec.system, target=target)
     return RowRedaction(record, everything, fields=fields, changed=frozenset(changed), kept=frozenset(kept),
-                        numbers_kept=frozenset(numbers), secrets_left=secrets_left)
+                        numbers_kept=frozenset(numbers), secrets_left=secrets_left,
+                        numbers_inside=frozenset(v.field for k, v in enumerate(values) if inside[k]))

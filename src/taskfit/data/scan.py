@@ -88,6 +88,7 @@ class ScanResult:
     answers_changed: Counter = field(default_factory=Counter)
     answers_kept: Counter = field(default_factory=Counter)
     answer_numbers_kept: Counter = field(default_factory=Counter)
+    answer_numbers_inside: Counter = field(default_factory=Counter)  # written only inside redacted personal data
     lengths: Any = field(default_factory=lambda: array("i"))  # rendered tokens per kept row
     # The longest rows by what no cut of the input can shorten (template, system prompt, answer):
     # (tokens, source), at most UNFITTABLE_KEPT of them, and the tokens for every example row.
@@ -427,6 +428,7 @@ def count_kept(result: ScanResult, rec: Example | PreferencePair, redaction: Row
     result.answers_changed.update(redaction.changed)
     result.answers_kept.update(redaction.kept)
     result.answer_numbers_kept.update(redaction.numbers_kept)
+    result.answer_numbers_inside.update(redaction.numbers_inside)
     if isinstance(rec, Example):
         if task.labels:
             result.labels[rec.target] += 1

@@ -35,16 +35,24 @@ def test_a_worse_version_is_refused_forced_with_a_reason_and_rolled_back(project
 
     code, out = _cli("train", project)
     assert code == 0, out
+    code, out = _cli("eval", project)  # the run scored on the held-out rows, as `taskfit run` scores it
+    assert code == 0, out
     # the scorecard keeps tfidf-logreg: compare says how to serve it, and promoting the run is warned of
     code, out = _cli("compare", project)
     assert code == 0 and f"next: `taskfit serve {project} --candidate tfidf-logreg`" in out, out
     code, out = _cli("promote", project, "--as", "triage")
     assert code == 7, out
+    # the run compare scored is not scored again: the registered copy's answers are its answers
+    assert "every prediction is fine-tuned's, cached" in " ".join(out.split()), out
     assert "warning: the scorecard keeps tfidf-logreg, not fine-tuned" in " ".join(out.split())
     assert "not promoted to production" in out and "accuracy" in out and "McNemar" in out
     assert registry.alias("triage", "production") == good.id  # nothing moved
     (bad,) = [v for v in registry.versions("triage") if v.id != good.id]  # registered with its figures
     assert bad.kind == "adapter" and bad.figures["metrics"]["accuracy"] < good.figures["metrics"]["accuracy"]
+    import json
+
+    scored = json.loads(next((project / "evals").glob("*/results/fine-tuned.json")).read_text())
+    assert bad.figures["metrics"]["accuracy"] == scored["metrics"]["accuracy"]
     assert bad.base_model and bad.data["train_fingerprint"] == good.data["train_fingerprint"]
     # a baseline that is a prompt has nothing to register, and is told so
     code, out = _cli("promote", project, "few-shot", "--as", "triage")

@@ -24,12 +24,12 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from taskfit.errors import ConfigError, PromotionRefused
-from taskfit.evaluation.compare import ALPHA, PairedTest, paired_test
+from taskfit.evaluation.compare import ALPHA, FINETUNED, PairedTest, paired_test
 from taskfit.lifecycle.registry import ALIASES, FILE, Move, Registry, Version, check_name
 from taskfit.records import EvalResult, Example, Prediction
 
@@ -174,7 +174,9 @@ def evaluate_version(ws: Any, version: Version) -> tuple[EvalResult, list[Predic
     else:
         style_model(ws)  # generate: the plain base model's replies, before an adapter is applied
         cand = trained_candidate(ws, version.path, name)
-    result = evaluate(ws, cand)
+    # the run's own scorecard answers, where `taskfit run` scored these weights already
+    scored = sorted(p.stem for p in ws.result_path("x").parent.glob(f"{FINETUNED}*.json"))
+    result = evaluate(ws, replace(cand, same_as=tuple(scored)))
     preds = {p.example_id: p for p in read_predictions(ws.predictions(name))}
     return result, [preds[ex.id] for ex in ws.eval_rows]
 

@@ -56,6 +56,10 @@ class Candidate:
     # The key an older taskfit saved this candidate's answers under, where it held more than decides
     # them (the endpoint's prices and connection settings): answers found under it are kept, re-keyed.
     legacy_key: dict[str, Any] | None = None
+    # Other candidates of the store that may be this one under another name (a registered version
+    # is the run `taskfit run` scored as fine-tuned): where one's key, made under its own name,
+    # is this one's made under that name, its cached answers are this one's.
+    same_as: tuple[str, ...] = ()
 
 
 # Raised whenever taskfit changes how a candidate is asked (rendering, cutting, the answer grammar),
@@ -522,6 +526,19 @@ def _elsewhere(ws: Workspace, name: str, key: str, rows: Sequence[Any]) -> tuple
     return None
 
 
+def _twin(ws: Workspace, cand: Candidate, rows: Sequence[Any]) -> tuple[list[Prediction], dict] | None:
+    """Every row's prediction, and the figures the scorer does not compute, from one of
+    ``cand.same_as`` that answered these rows as the same model (see :class:`Candidate`)."""
+    for other in cand.same_as:
+        key = candidate_cache_key(ws, replace(cand, name=other))
+        saved = _saved(ws.result_path(other), key)
+        preds = _cached(ws.predictions(other), key, rows) if saved else None
+        if preds is not None:
+            ws.reporter.status(f"{cand.name}: every prediction is {other}'s, cached (the same weights)")
+            return preds, kept(saved["metrics"])
+    return None
+
+
 def evaluate(ws: Workspace, cand: Candidate) -> EvalResult:
     """Run (or resume) one candidate on the held-out rows, score it with the task's scorer, and
     save the result. When every prediction is cached, nothing is built: the cached predictions
@@ -537,6 +554,8 @@ def evaluate(ws: Workspace, cand: Candidate) -> EvalResult:
         saved = _saved(ws.result_path(cand.name), key)
     preds = _cached(ws.predictions(cand.name), key, rows) if saved else None
     found = _elsewhere(ws, cand.name, key, rows) if preds is None else None
+    if found is None and preds is None and cand.same_as:
+        found = _twin(ws, cand, rows)
     if found is not None:
         preds, extra = found
         write_cache(ws.predictions(cand.name), key, cand.name, rows, preds)

@@ -26,7 +26,7 @@ model:
 data:
   train: data/train.jsonl   # JSONL, CSV, TSV or Parquet
   eval: null                # optional fixed eval file; otherwise held out from train
-  format: auto              # auto | messages | prompt_completion | alpaca | sharegpt | preference
+  format: auto              # auto | messages | prompt_completion | alpaca | sharegpt | preference | chat_log
   columns: null             # for tables: {input: text, target: label}; qa adds context: passage
   group_by: null            # a column or meta key (customer, thread): never split across train/eval;
                             # template: each layout (one shop's receipts) on one side
@@ -83,7 +83,7 @@ train:
   checkpoint_every: 50      # resumable checkpoints (taskfit train --resume); 0 = none
   keep_checkpoints: 2
   packing: false            # pack short rows into shared sequences (no cross-row attention)
-  micro_batch_tokens: null  # tokens per forward pass; null = 128 on CPU, 8192 on a GPU
+  micro_batch_tokens: null  # tokens per forward pass; null = 128 on CPU (512 for a head), 8192 on a GPU
   gradient_checkpointing: false   # less memory, about a third slower
   device: auto              # auto | cpu | cuda
   dtype: auto               # auto = bfloat16 on capable GPUs; float32 on CPU, bf16 products where native

@@ -163,3 +163,14 @@ def test_serving_on_llama_cpp_without_its_bindings_says_how_to_install_them_befo
     # the bindings are asked for first: not the unknown model, nor a load that fails later
     assert result.exit_code == 2 and "needs llama-cpp-python" in result.output, result.output
     assert 'pip install -e ".[llama]"' in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("group", [[], ["data"], ["review"], ["registry"]])
+def test_each_command_summary_in_help_reads_as_one_sentence_not_cut_at_its_docstring_lines(group):
+    """`taskfit --help` lists each command with its docstring's first paragraph: on a wide
+    terminal each summary is one line, not the docstring's lines with a sentence cut between them."""
+    result = CliRunner().invoke(app, [*group, "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    panel = result.output.split("Commands")[1]
+    rows = [line.strip("│ ").rstrip() for line in panel.splitlines() if line.startswith("│")]
+    assert rows and all(not row.startswith(" ") and "  " in row for row in rows), rows

@@ -87,8 +87,8 @@ def init(directory: Path = typer.Argument(..., help="Project directory to create
                                     task=task, force=force)
     for line in proposal.summary():
         out.print(line, highlight=False, soft_wrap=True)
-    out.print(f"wrote {path}: check it with `taskfit data check {directory}`, {still_to_write(proposal)[:-1]}, then run "
-              f"`taskfit run {directory}`", highlight=False)
+    out.print(f"wrote {path}: check it with `taskfit data check {directory}`, {still_to_write(proposal)[:-1]}, then "
+              f"run `taskfit run {directory}`", highlight=False, soft_wrap=True)
 
 
 data_app = typer.Typer(no_args_is_help=True, help="Check and prepare the data before any training; add reviewed "
@@ -113,7 +113,7 @@ def _print_card(card) -> None:
         out.print(f"{layouts['layouts']} layouts (templates) of 2+ rows hold {layouts['rows_in_layouts']} of "
                   f"{layouts['rows']} rows; the largest holds {layouts['top'][0]['rows']}", highlight=False)
     if card.labels:
-        table = Table("label", "rows", title=f"labels (imbalance ratio {card.imbalance_ratio})")
+        table = Table("label", "rows", title="labels", caption=f"imbalance ratio {card.imbalance_ratio}")
         for lab, n in sorted(card.labels.items(), key=lambda kv: -kv[1]):
             table.add_row(lab, str(n))
         out.print(table)
@@ -371,9 +371,11 @@ def baseline(project: Path = typer.Argument(Path("."), help="Project directory o
 def eval_(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
           run_dir: Optional[Path] = typer.Option(None, "--run", help="A finished training run (its directory); "
                                                                      "default: the project's latest finished run."),
-          name: Optional[str] = typer.Option(None, help="Candidate name in the scorecard (default fine-tuned; "
-                                                        "fine-tuned-synthetic for a run trained with synthetic "
-                                                        "rows; -gguf after it with --engine llama-cpp)."),
+          name: Optional[str] = typer.Option(None, help="Candidate name in the scorecard (default fine-tuned, or "
+                                                        "fine-tuned-head for a head run; -synthetic after it for a "
+                                                        "run trained with synthetic rows, then -gguf with --engine "
+                                                        "llama-cpp or -merged with --merged; a name not starting "
+                                                        "with fine-tuned gets fine-tuned- before it)."),
           engine: str = typer.Option("transformers", help="transformers, or llama-cpp: the exported GGUF "
                                                           "(base + GGUF LoRA) run by llama.cpp."),
           merged: bool = typer.Option(False, "--merged", help="Evaluate the adapter folded into the base "
@@ -399,7 +401,7 @@ app.add_typer(review_app, name="review")
 def review_export(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
                   a: str = typer.Option(..., "--a", help="First candidate (e.g. fine-tuned)."),
                   b: str = typer.Option(..., "--b", help="Second candidate (e.g. few-shot)."),
-                  n: int = typer.Option(50, "-n", help="Items to review (a seeded random sample)."),
+                  n: int = typer.Option(50, "--n", "-n", help="Items to review (a seeded random sample)."),
                   out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write (default: the evaluation directory's review/).")) -> None:
     """Write review.html and review.csv (sides shuffled, names hidden) and the key that un-blinds them."""
     from taskfit.workflows import review_export_project
@@ -1043,6 +1045,22 @@ def _quiet_libraries() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+
+
+def _one_line_summaries(typer_app: typer.Typer) -> None:
+    """Each command's summary in a group's --help as its docstring's first paragraph on one line:
+    Typer's rich panel keeps the docstring's line breaks there, and cuts sentences mid-way."""
+    import inspect
+
+    for info in typer_app.registered_commands:
+        doc = info.help or inspect.getdoc(info.callback) or ""
+        if info.short_help is None and doc:
+            info.short_help = " ".join(doc.split("\n\n")[0].split())
+    for group in typer_app.registered_groups:
+        _one_line_summaries(group.typer_instance)
+
+
+_one_line_summaries(app)
 
 
 def main() -> None:

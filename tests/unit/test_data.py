@@ -348,6 +348,11 @@ def test_a_csv_row_with_too_few_or_too_many_fields_is_quarantined_as_the_file_ho
     assert reasons[f"{path}:4"][1] == "What is Z?,Z is a letter.,a letter,extra"
     assert "1 field where the header has 3" in reasons[f"{path}:5"][0]
     assert "(lines 5-6: a quote opened and not closed?)" in reasons[f"{path}:5"][0]
+    # the card counts rows by the reason's kind, cut at its first colon outside brackets
+    from taskfit.data.prepare import reason_kind
+
+    assert reason_kind(reasons[f"{path}:5"][0]).endswith("(lines 5-6: a quote opened and not closed?)")
+    assert reason_kind(reasons[f"{path}:2"][0]) == "2 fields where the header has 3 (no 'answer')"
 
 
 def test_a_long_cell_an_extra_cell_and_a_role_that_is_no_name_are_rows_not_crashes(tmp_path, classify_task):

@@ -75,8 +75,14 @@ class DataCard:
 
 def reason_kind(reason: str) -> str:
     """The part of a quarantine reason that names its kind ("not UTF-8", "field 'id'", "answer"),
-    without the row's particulars: rows are counted by it."""
-    return reason.split(":")[0]
+    without the row's particulars: rows are counted by it. It ends at the first colon outside
+    brackets ("... (lines 3-6: a quote opened and not closed?)" is one kind)."""
+    depth = 0
+    for at, char in enumerate(reason):
+        depth += (char in "([{") - (char in ")]}")
+        if char == ":" and depth <= 0:
+            return reason[:at]
+    return reason
 
 
 def commonest_quarantine(quarantined: list[Quarantined]) -> str:

@@ -243,6 +243,20 @@ def test_an_extract_schema_keeps_a_numeric_field_numeric_past_a_stray_string_and
     assert result.exit_code == 0 and "orders.jsonl:18: answer: does not match task.schema at quantity" in output
 
 
+@pytest.mark.parametrize("index", ["", "Unnamed: 0"])
+def test_the_row_numbers_pandas_writes_are_left_out_not_taken_for_text(tmp_path, index):
+    """DataFrame.to_csv writes the row numbers first, under no name (or read back and written
+    again, under "Unnamed: 0"): they are not a text column to choose between."""
+    words = ["March", "April", "kettle", "sofa", "lamp", "Leeds", "Oslo", "Monday"]
+    tickets = [(f"I was charged twice for the {w} order", "billing") for w in words] + \
+              [(f"The parcel with my {w} delivery never came", "shipping") for w in words]
+    file = _write_csv(tmp_path / "export.csv", [index, "text", "label"],
+                      [[str(i), text, label] for i, (text, label) in enumerate(tickets)])
+    config, output = _init(tmp_path, file)
+    assert config.task.kind == "classify" and config.data.columns.input == "text"
+    assert "the row numbers pandas writes" in " ".join(output.split())
+
+
 def test_a_csv_qa_file_reads_an_empty_answer_cell_as_the_refusal(tmp_path):
     rows = [[f"The shop at {street} Street opens at {h}am.", f"When does the {street} shop open?", f"{h}am" if h % 2 else ""]
             for h, street in zip(range(5, 12), ["Elm", "Oak", "Birch", "Pine", "Ash", "Yew", "Fir"])]

@@ -49,6 +49,12 @@ INPUT_NAMES = ("input", "text", "question", "query", "prompt", "instruction", "m
                "sentence", "ticket", "request", "body", "content", "x")
 CONTEXT_NAMES = ("context", "passage", "document", "article", "paragraph", "evidence")
 ID_NAMES = ("id", "uuid", "guid")
+
+
+def _index_column(name: str) -> bool:
+    """A column with no name, or pandas' name for one (``Unnamed: 0``): the row numbers
+    ``DataFrame.to_csv`` writes unless told ``index=False``."""
+    return not name.strip() or name.lower().startswith("unnamed:")
 Role = Literal["object", "label", "text", "id", "other"]
 
 
@@ -162,7 +168,7 @@ class ColumnStats:
     @property
     def role(self) -> Role:
         name = self.name.lower()
-        if name in ID_NAMES or name.endswith(("_id", "-id")):
+        if name in ID_NAMES or name.endswith(("_id", "-id")) or _index_column(name):
             return "id"
         if self.other or not self.filled or self.objects and self.texts > self.broken:
             return "other"
@@ -534,6 +540,11 @@ def _propose_table(path: Path, rows: int, columns: dict[str, ColumnStats], input
         reasons.append(f"target column `{tgt.name}` → {kind} (--task)")
     reasons.append(f"input column `{inp.name}`" + (" (the free text left)" if input is None else ""))
     rest = [c for c in columns.values() if c.name not in chosen]
+    index = [c for c in rest if _index_column(c.name)]
+    if index:
+        rest = [c for c in rest if c not in index]
+        named = ", ".join(f"`{c.name}`" if c.name.strip() else "the column with no name" for c in index)
+        reasons.append(f"left out: {named}, the row numbers pandas writes (DataFrame.to_csv without index=False)")
     if rest:
         labels = [c for c in rest if c.role == "label"]
         reasons.append(f"kept as metadata (usable as data.group_by): {', '.join(c.describe() for c in rest)}"

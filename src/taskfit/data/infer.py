@@ -49,13 +49,13 @@ INPUT_NAMES = ("input", "text", "question", "query", "prompt", "instruction", "m
                "sentence", "ticket", "request", "body", "content", "x")
 CONTEXT_NAMES = ("context", "passage", "document", "article", "paragraph", "evidence")
 ID_NAMES = ("id", "uuid", "guid")
+Role = Literal["object", "label", "text", "id", "other"]
 
 
 def _index_column(name: str) -> bool:
     """A column with no name, or pandas' name for one (``Unnamed: 0``): the row numbers
     ``DataFrame.to_csv`` writes unless told ``index=False``."""
     return not name.strip() or name.lower().startswith("unnamed:")
-Role = Literal["object", "label", "text", "id", "other"]
 
 
 def _json_object(text: str) -> dict | None:
@@ -210,11 +210,8 @@ class Proposal:
     reasons: list[str] = field(default_factory=list)
     unreadable: int = 0  # lines that are not a row (data check quarantines them)
     first_unreadable: str | None = None  # the first of them, as file:line
-    # chat rows: the system prompt most rows carry (task.system_prompt), with its rows, and the
-    # rows that carry another one or none
+    # chat rows: the system prompt most of them carry, as task.system_prompt writes it
     system_prompt: str | None = None
-    system_rows: int = 0
-    other_systems: int = 0
 
     def summary(self) -> list[str]:
         """What was proposed and why, as lines for a terminal."""
@@ -456,18 +453,17 @@ def _with_system(proposal: Proposal, systems: Counter) -> Proposal:
         reason = (f"{len(own)} different system prompts in {sum(own.values())} of {counted} rows, none in most: "
                   "task.system_prompt, which a served request without a system message is answered under, "
                   "is the kind's own; write one your clients will send, or send the rows' own")
-        return replace(proposal, reasons=[*proposal.reasons, reason], other_systems=others)
+        return replace(proposal, reasons=[*proposal.reasons, reason])
     escaped = literal_prompt(prompt)
     if escaped is None:
         reason = (f"{n} of {counted} rows carry one system prompt, which writes {{{{name}}}} braces that "
                   "taskfit.yaml cannot hold as they are: task.system_prompt is the kind's own; write theirs there "
                   "by hand so that a served request without a system message is asked as they were trained")
-        return replace(proposal, reasons=[*proposal.reasons, reason], other_systems=others)
+        return replace(proposal, reasons=[*proposal.reasons, reason])
     rest = f"; {others} rows carry another or none" if others else ""
     reason = (f"{n} of {counted} rows carry one system prompt: task.system_prompt is it, so a served request "
               f"without a system message is asked as they were trained{rest}")
-    return replace(proposal, reasons=[*proposal.reasons, reason], system_prompt=escaped, system_rows=n,
-                   other_systems=others)
+    return replace(proposal, reasons=[*proposal.reasons, reason], system_prompt=escaped)
 
 
 def _propose_table(path: Path, rows: int, columns: dict[str, ColumnStats], input: str | None,

@@ -243,6 +243,24 @@ def test_an_extract_schema_keeps_a_numeric_field_numeric_past_a_stray_string_and
     assert result.exit_code == 0 and "orders.jsonl:18: answer: does not match task.schema at quantity" in output
 
 
+def test_a_ticket_export_with_an_id_and_a_timestamp_is_classify_on_its_queue(tmp_path):
+    """A helpdesk export: the ticket's text, its queue, a ticket number and when it was created.
+    The number and the time are metadata, not texts to choose between (init failed on them, and
+    offered the timestamp as the reply to learn)."""
+    words = ["March", "April", "kettle", "sofa", "lamp", "Leeds", "Oslo", "Monday", "bank", "card"]
+    rows = [[f"I was charged twice for the {w} order", "Billing", f"TCK-{10000 + i}", f"2025-03-{i + 1:02d} 09:{i:02d}"]
+            for i, w in enumerate(words)] + \
+           [[f"The parcel with my {w} delivery never came", "Shipping", f"TCK-{10100 + i}", f"2025-04-{i + 1:02d} 10:{i:02d}"]
+            for i, w in enumerate(words)]
+    file = _write_csv(tmp_path / "export.csv", ["Ticket Text", "Queue", "Ticket ID", "Created"], rows)
+    config, output = _init(tmp_path, file)
+    assert config.task.kind == "classify"
+    assert (config.data.columns.input, config.data.columns.target) == ("Ticket Text", "Queue")
+    assert "Ticket ID (ids), Created (codes or times, not words)" in output
+    result, output = _invoke("init", tmp_path / "q", "--from", file, "--target", "Queue")
+    assert result.exit_code == 0 and "input=Ticket Text" in output, output
+
+
 @pytest.mark.parametrize("index", ["", "Unnamed: 0"])
 def test_the_row_numbers_pandas_writes_are_left_out_not_taken_for_text(tmp_path, index):
     """DataFrame.to_csv writes the row numbers first, under no name (or read back and written

@@ -52,6 +52,13 @@ ID_NAMES = ("id", "uuid", "guid")
 Role = Literal["object", "label", "text", "id", "other"]
 
 
+def _prose(text: str) -> bool:
+    """Whether a text value reads as words: at least 3 letters, and letters at least half of its
+    other characters (TCK-10000 and 2025-03-01 09:00 do not; a sentence in any script does)."""
+    letters = sum(c.isalpha() for c in text)
+    return letters >= 3 and 2 * letters >= len(text) - text.count(" ")
+
+
 def _index_column(name: str) -> bool:
     """A column with no name, or pandas' name for one (``Unnamed: 0``): the row numbers
     ``DataFrame.to_csv`` writes unless told ``index=False``."""
@@ -102,6 +109,7 @@ class ColumnStats:
     max_chars: int = 0
     multiline: int = 0
     words: tuple[int, int] | None = None  # (fewest, most) words in a text value
+    prose: int = 0  # text values mostly letters (not codes, ids or timestamps: see _prose)
     values: Counter | None = field(default_factory=Counter)  # None once past LABEL_CAP distinct
     keys: dict[str, Counter] = field(default_factory=dict)  # objects: key -> JSON type -> rows
     # objects: key -> JSON type -> its first value (as JSON) and where it was read (file:line)
@@ -136,6 +144,7 @@ class ColumnStats:
             return
         text = value.strip()  # targets are stripped when rows are read (formats.convert)
         self.texts += 1
+        self.prose += _prose(text)
         self.max_chars = max(self.max_chars, len(text))
         self.multiline += "\n" in text
         n = len(text.split())
@@ -168,7 +177,7 @@ class ColumnStats:
     @property
     def role(self) -> Role:
         name = self.name.lower()
-        if name in ID_NAMES or name.endswith(("_id", "-id")) or _index_column(name):
+        if name in ID_NAMES or name.endswith(("_id", "-id", " id", ".id")) or _index_column(name):
             return "id"
         if self.other or not self.filled or self.objects and self.texts > self.broken:
             return "other"
@@ -179,10 +188,16 @@ class ColumnStats:
             return "label"
         return "text"
 
+    @property
+    def codes(self) -> bool:
+        """Text that is mostly not words (TCK-10000, 2025-03-01 09:00): metadata beside the text
+        to learn from, rather than a candidate for it."""
+        return self.prose * 5 < self.texts
+
     def describe(self) -> str:
         """The column as an error message lists it: its name and what it holds."""
         role = self.role
-        what = {"object": "JSON objects", "text": "free text", "id": "ids",
+        what = {"object": "JSON objects", "text": "codes or times, not words" if self.codes else "free text", "id": "ids",
                 "label": f"{len(self.values or ())} distinct short values"}.get(role)
         if what is None:
             names = {"int": "numbers", "float": "numbers", "bool": "true/false", "list": "lists"}
@@ -331,7 +346,8 @@ def _kind_of_target(target: ColumnStats, task: str | None, has_context: bool, pa
     role = target.role
     if role in ("id", "other"):
         hint = ("write every cell of it as a JSON object (or leave it empty), or pass --target with another column"
-                if target.objects else
+                if target.objects else "pass --target with a column of labels, replies or JSON objects"
+                if role == "id" else
                 "write numbers and true/false as text (\"1\", not 1), or pass --target with another column")
         raise DataError(f"{path}: column {target.describe()} cannot be the target: taskfit reads an answer as "
                         "text (a label, a reply), or as a JSON object for extract", hint=hint)
@@ -474,7 +490,12 @@ def _propose_table(path: Path, rows: int, columns: dict[str, ColumnStats], input
     if ctx is not None and task not in (None, "qa"):
         raise ConfigError(f"--context {context}: a context column is for qa tasks, not {task}")
     chosen = {c.name for c in (inp, tgt, ctx) if c is not None}
-    free = lambda: [c for c in columns.values() if c.role == "text" and c.name not in chosen]  # noqa: E731
+    def free() -> list[ColumnStats]:
+        """The text columns not chosen yet; of them, those that read as words when any does (an
+        export's ticket number and timestamp are left as metadata)."""
+        texts = [c for c in columns.values() if c.role == "text" and c.name not in chosen]
+        return [c for c in texts if not c.codes] or texts
+
     reasons: list[str] = []
     if ctx is None and task in (None, "qa"):
         found = [c for c in free() if c.name.lower() in CONTEXT_NAMES]

@@ -45,6 +45,21 @@ def test_redaction_leaves_no_value_behind():
     assert redact("write to anna.smith@gmail.com", action="keep") == "write to anna.smith@gmail.com"
 
 
+def test_api_keys_are_redacted_whole_whatever_their_length():
+    """detect-secrets' OpenAI pattern takes exactly 20 characters after T3BlbkFJ: a project key's
+    tail was left in the log and the training data; a legacy key without the marker, and
+    Anthropic's, were not found at all. An ordinary hyphenated word stays."""
+    tail = "qVxvXCdFeCJMn8kUbU8RwZ3pL0oK7yH2gF5dS1aQ"
+    texts = [f"my key is sk-proj-{'A1b2C3d4E5' * 4}T3BlbkFJ{tail} thanks",
+             "key sk-abcdefghijklmnopqrstuvwxyz0123456789ABCD ok",
+             f"use sk-ant-api03-{'x' * 80}-AA here"]
+    for text in texts:
+        out = redact(text)
+        assert "<SECRET>" in out and "qVxv" not in out and "abcdefghijklmnop" not in out and "xxxx" not in out, out
+        assert out.split("<SECRET>")[1] in (" thanks", " ok", " here"), out
+    assert redact("ask about sk-learn and task-runner-x please") == "ask about sk-learn and task-runner-x please"
+
+
 def test_findings_never_show_their_value():
     for f in detect(TEXT):
         assert f.value not in repr(f)

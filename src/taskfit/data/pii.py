@@ -149,7 +149,17 @@ def _secret_patterns() -> list[tuple[str, re.Pattern]]:
                     and cls.__module__ == module.__name__ and "IP" not in cls.__name__):
                 for pattern in cls.denylist:
                     out.append((cls.secret_type, pattern))
-    return out
+    return out + _OWN_SECRETS
+
+
+# Keys detect-secrets' patterns miss or take only in part: OpenAI's project, service-account and
+# admin keys and its legacy ones (its pattern wants T3BlbkFJ with exactly 20 characters after it),
+# Anthropic's.
+_OWN_SECRETS = [
+    ("OpenAI Token", re.compile(r"\bsk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{20,}")),
+    ("OpenAI Token", re.compile(r"\bsk-[A-Za-z0-9]{32,}")),
+    ("Anthropic Token", re.compile(r"\bsk-ant-[a-z]+\d*-[A-Za-z0-9_-]{20,}")),
+]
 
 
 # RE2's \d, \w and \s are ASCII's, Python's Unicode's: where a pattern may take one, its superset
@@ -472,7 +482,10 @@ class Detector:
         for secret_type, pattern in _secret_patterns():
             for m in matches(pattern):
                 kind = "PRIVATE_KEY" if "Private Key" in secret_type else "SECRET"
-                found.append(Finding(kind, m.start(), m.end(), f"detect-secrets: {secret_type}", m.group()))
+                end = m.end()  # a pattern of fixed length that stops inside a token leaves no tail
+                while kind == "SECRET" and end < len(text) and (text[end].isalnum() or text[end] in "_-"):
+                    end += 1
+                found.append(Finding(kind, m.start(), end, f"detect-secrets: {secret_type}", text[m.start():end]))
         for m in matches(_KEYWORD):
             found.append(Finding("SECRET", m.start(1), m.end(1), "keyword assignment", m.group(1)))
         return _resolve_overlaps(found)

@@ -209,3 +209,34 @@ def test_adapter_versions_load_under_their_own_ids_beside_the_vllm_routes(tmp_pa
         client.chat.completions.create(model="extra", messages=[{"role": "user", "content": TEXTS[0]}])
     r = httpx.post(f"{base}/v1/unload_lora_adapter", json={"lora_name": "triage"})
     assert r.status_code == 409 and r.json()["error"]["code"] == "follows_registry"
+
+
+def test_a_first_adapter_version_says_a_classical_only_server_must_restart(tmp_path, projects, loopback, caplog):
+    """A server started on classical versions only loaded no language model: it cannot switch to
+    the name's first adapter version. promote says to restart it (it said the server follows), and
+    the server logs one line and keeps answering with the version it has (it logged a traceback)."""
+    import logging
+
+    project = projects["rotated"]  # its own registry, not the other tests'
+    _cli("promote", project, "tfidf-logreg", "--as", "rotated")
+    registry = Registry(project / "registry.sqlite")
+    v1 = registry.resolve("rotated", "production")
+    spec = load_serve_config(None, {"adapters": {"rotated": {"registry": "rotated@production"}},
+                                    "registry": {"path": str(project / "registry.sqlite"), "poll_s": 0.05},
+                                    "log": {"path": str(tmp_path / "requests.sqlite")}})
+    app = create_app(spec)
+    client = openai.OpenAI(base_url=loopback(app), api_key="none", max_retries=0)
+    assert app.state.engine.tokenizer is None
+    _cli("train", project)
+    with caplog.at_level(logging.ERROR):
+        result = CliRunner().invoke(cli, ["promote", str(project), "--as", "rotated", "--force", "--reason", "try it"])
+        assert result.exit_code == 0, result.output
+        said = " ".join(result.output.split())
+        assert "first adapter version" in said and "restart it" in said and "follows rotated@production now" not in said
+        v2 = registry.resolve("rotated", "production")
+        assert v2.kind == "adapter"
+        _until(lambda: any("could not switch" in r.getMessage() for r in caplog.records))
+    reply = client.chat.completions.create(model="rotated", messages=[{"role": "user", "content": TEXTS[0]}])
+    assert reply.choices[0].taskfit["version"] == v1.id  # still the version it loaded
+    logged = [r for r in caplog.records if "could not switch" in r.getMessage()]
+    assert logged and all(r.exc_info is None for r in logged) and "restart the server" in logged[0].getMessage()

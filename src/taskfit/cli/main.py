@@ -888,6 +888,11 @@ def promote(project: Path = typer.Argument(Path("."), help="Project directory or
         out.print(f"next: `taskfit serve {project}` serves {name}@production and follows its later moves "
                   "without a restart; a server started before this first promote still serves what it "
                   "started with: restart it", highlight=False, soft_wrap=True)
+    elif result.first_adapter:
+        out.print(f"next: {name}'s first adapter version: a `taskfit serve {project}` started before it loaded no "
+                  "language model (the registry held classical versions only), and cannot switch to it: restart "
+                  f"it; later moves it follows without a restart. `taskfit rollback {project} {name}` undoes "
+                  "production's last", highlight=False, soft_wrap=True)
     else:
         out.print(f"next: a running `taskfit serve {project}` follows {name}@{alias} now; `taskfit registry "
                   f"history {project} {name}` shows every move, `taskfit rollback {project} {name}` undoes "

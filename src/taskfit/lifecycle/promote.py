@@ -399,6 +399,9 @@ class Promotion:
     gate: Gate | None  # None: no production to compare with, or alias candidate
     production: Version | None = None  # what was production before (the gate compared against it)
     forced: bool = False
+    # the name's first adapter version: a server started before it loaded no language model
+    # (it loads one only when the registry holds an adapter version), so it cannot switch to it
+    first_adapter: bool = False
 
 
 def promote_project(project: Path, run: str | None, name: str, alias: str = "production", *,
@@ -444,12 +447,14 @@ def promote_project(project: Path, run: str | None, name: str, alias: str = "pro
                         hint="improve the run and promote it again, promote it to --alias candidate to try it "
                              "on live traffic in shadow, or override with --force --reason TEXT")
         forced = force and gate_result is not None and not gate_result.passed
+        first_adapter = version.kind == "adapter" and not any(
+            v.kind == "adapter" and v.id != version.id for v in registry.versions(name))
         move = registry.move(name, alias, version.id, action="promote", by=by,
                              reason=reason or ("first production version" if production is None and
                                                alias == "production" else None),
                              forced=forced, gate=gate_result.to_json() if gate_result else None,
                              expect=current_id)
-        return Promotion(version, alias, move, gate_result, production, forced)
+        return Promotion(version, alias, move, gate_result, production, forced, first_adapter)
 
 
 def rollback_project(project: Path, name: str, *, by: str | None = None, reason: str | None = None) -> Move:

@@ -26,6 +26,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskfit.errors import TaskfitError
 from taskfit.lifecycle.registry import Registry, Version, parse_ref
 
 log = logging.getLogger("taskfit.serve")
@@ -175,6 +176,9 @@ class RegistryFollower:
         while not self._stop.wait(self.spec.registry.poll_s):
             try:
                 self.sync()
+            except TaskfitError as exc:  # said in one line; the old version keeps serving
+                log.error("could not switch to the registry's version: %s%s", exc.message,
+                          f" ({exc.hint})" if exc.hint else "")
             except Exception:  # the old version keeps serving; the next poll tries again
                 log.exception("could not switch to the registry's version")
 

@@ -298,7 +298,10 @@ def convert(obj: Any, task: TaskSpec, fmt: str, cols: ColumnMap | None, source: 
     # form, so the model learns the answer constrained decoding allows).
     from taskfit.tasks import get_task
 
-    fields["target"] = get_task(task.kind).target_text(task, fields["target"].strip())
+    target = fields["target"]
+    # A label keeps its spaces ("Travel "): the scan reads it as the label and counts the spelling.
+    kept = target if task.labels and target.strip() else target.strip()
+    fields["target"] = get_task(task.kind).target_text(task, kept)
     return Example(id=row_id, source=source, meta=meta, **fields)
 
 

@@ -81,8 +81,12 @@ def test_a_worse_version_is_refused_forced_with_a_reason_and_rolled_back(project
     assert code == 0 and good.short in out and "production" in out
 
     # The candidate alias takes the worse version without a gate; what was recorded cannot be changed.
-    assert _cli("promote", project, "--as", "triage", "--alias", "candidate")[0] == 0
+    code, out = _cli("promote", project, "--as", "triage", "--alias", "candidate")
+    assert code == 0 and "only where serve.yaml sets shadow or canary" in " ".join(out.split()), out
     assert registry.alias("triage", "candidate") == bad.id
+    # the kept classical model named by its folder (as `retrain` prints it) is no other candidate
+    code, out = _cli("promote", project, project / "baselines" / "tfidf-logreg", "--as", "triage2")
+    assert code == 0 and "the scorecard keeps" not in out, out
     db = sqlite3.connect(project / "registry.sqlite")
     for sql in ("UPDATE versions SET figures = '{}'", "DELETE FROM history", "UPDATE history SET by = 'x'"):
         with pytest.raises(sqlite3.DatabaseError):

@@ -866,9 +866,13 @@ def promote(project: Path = typer.Argument(Path("."), help="Project directory or
         from taskfit.workflows.workspace import config_path, latest_run_dir
 
         err.print(f"using the latest finished run: {latest_run_dir(config_path(project).parent)}", highlight=False)
-    from taskfit.serve.classical import SERVABLE
+    from taskfit.baselines.classical import read_card
+    from taskfit.lifecycle.promote import resolve_source
+    from taskfit.workflows.workspace import config_path
 
-    _mind_the_verdict(project, run if run in SERVABLE else "fine-tuned")
+    source = resolve_source(config_path(project).parent, run)  # a classical model by its name, wherever it is
+    _mind_the_verdict(project, (read_card(source.path) or {}).get("name", source.path.name)
+                      if source.kind == "classical" else "fine-tuned")
     result = promote_project(project, run, name, alias, force=force, reason=reason, by=by,
                              reporter=RichReporter(err))
     v = result.version
@@ -888,6 +892,11 @@ def promote(project: Path = typer.Argument(Path("."), help="Project directory or
         out.print(f"next: `taskfit serve {project}` serves {name}@production and follows its later moves "
                   "without a restart; a server started before this first promote still serves what it "
                   "started with: restart it", highlight=False, soft_wrap=True)
+    elif alias == "candidate":
+        out.print(f"next: a running `taskfit serve {project}` answers with {name}@candidate beside production "
+                  f"only where serve.yaml sets shadow or canary for {name} (or `--shadow`); without, it serves "
+                  f"production alone. `taskfit monitor {project}` reads the shadow's agreement",
+                  highlight=False, soft_wrap=True)
     elif result.first_adapter:
         out.print(f"next: {name}'s first adapter version: a `taskfit serve {project}` started before it loaded no "
                   "language model (the registry held classical versions only), and cannot switch to it: restart "

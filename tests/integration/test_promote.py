@@ -67,7 +67,8 @@ def test_a_worse_version_is_refused_forced_with_a_reason_and_rolled_back(project
     assert code == 0, out
     assert registry.alias("triage", "production") == good.id
     code, out = _cli("rollback", project, "triage")
-    assert code == 2 and f"taskfit registry history {project} triage" in " ".join(out.split())  # v1 has nothing before it
+    said = " ".join(out.split())  # v1 has nothing before it; the version after it was rolled back
+    assert code == 2 and f"taskfit registry history {project} triage" in said and "later ones were rolled back" in said
 
     moves = registry.history("triage")
     assert [(m.action, m.from_version, m.to_version, m.by, m.forced) for m in moves] == [

@@ -470,7 +470,11 @@ def rollback_project(project: Path, name: str, *, by: str | None = None, reason:
             raise ConfigError(f"{name}@production is not set in {registry.path} (registered names: {known})")
         previous = registry.previous(name)
         if previous is None:
-            raise ConfigError(f"{name}@production has had no other version: nothing to roll back to",
-                              hint=f"`taskfit registry history {project_dir} {name}` shows every move")
+            others = {m.to_version for m in registry.history(name) if m.alias == "production"} - {current}
+            why = (f"{current[:12]} is the first version left in its history: the later ones were rolled back"
+                   if others else "it has had no other version")
+            raise ConfigError(f"{name}@production: nothing to roll back to ({why})",
+                              hint=f"`taskfit registry history {project_dir} {name}` shows every move; "
+                                   f"`taskfit promote {project_dir} RUN --as {name}` moves it forward")
         return registry.move(name, "production", previous, action="rollback", by=who(by),
                              reason=reason or "rollback", expect=current)

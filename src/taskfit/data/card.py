@@ -9,7 +9,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from taskfit.data.prepare import DataCard
+from taskfit.data.prepare import ADDED, DataCard
 
 
 def render_markdown(card: DataCard) -> str:
@@ -33,8 +33,9 @@ def render_markdown(card: DataCard) -> str:
     if card.warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in card.warnings] + [""]
     s = card.size
-    lines += ["## Size", "", f"{s['rows']} usable rows: {s['verdict']} (minimum {s['minimum']}, "
-              f"recommended {s['recommended']}+ for this kind of task).", ""]
+    judged = (f" (minimum {s['minimum']}, recommended {s['recommended']}+ for this kind of task)."
+              if s["verdict"] != ADDED else " (the training set's size is for the project's own card to judge).")
+    lines += ["## Size", "", f"{s['rows']} usable rows: {s['verdict']}{judged}", ""]
     if card.labels:
         lines += ["## Labels", "", "| label | rows |", "|---|---|"]
         lines += [f"| {lab} | {n} |" for lab, n in sorted(card.labels.items(), key=lambda kv: -kv[1])]
@@ -108,7 +109,11 @@ def render_markdown(card: DataCard) -> str:
         lines += ["", "First rows:"] + [f"- `{x['source']}`: {x['reason']}" for x in q["first"][:10]] + [""]
     if card.split:
         sp2 = card.split
-        lines += ["## Split", "", f"{sp2['train']} train / {sp2['eval']} eval (seed {sp2['seed']}"
+        how = (f"seed {sp2['seed']}" if sp2.get("seed") is not None else
+               f"recent held-out by a hash of each request's text, review.recent_share {sp2.get('recent_share')}")
+        lines += ["## Split", "", f"{sp2['train']} train / {sp2['eval']} recent held-out ({how}"
+                  if sp2.get("seed") is None and "recent_share" in sp2 else
+                  f"{sp2['train']} train / {sp2['eval']} eval ({how}"
                   + (f", grouped by {sp2['group_by']}" if sp2.get("group_by") else "")
                   + (f", fixed eval file {sp2['fixed_eval_file']}" if sp2.get("fixed_eval_file") else "")
                   + f"). Fingerprints: train `{sp2['train_fingerprint'][:16]}`, eval `{sp2['eval_fingerprint'][:16]}`."

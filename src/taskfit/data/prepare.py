@@ -103,11 +103,17 @@ def _percentile(values: list[int], q: float) -> int:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
+# A snapshot card's size verdict: its rows are added to the project's (build_card's ``addition``).
+ADDED = "added to the project's rows"
+
+
 def build_card(config: ProjectConfig, scans: list[ScanResult],
-               split: tuple[list[int], list[int]] | None = None) -> DataCard:
+               split: tuple[list[int], list[int]] | None = None, addition: bool = False) -> DataCard:
     """Fold one or more scans (train, and a fixed eval file) into a card with plain-words
     warnings. ``split``: the layouts of the rows trained on and held out, once prepare has split
-    them (else the card counts layouts per file)."""
+    them (else the card counts layouts per file). ``addition``: the rows are added to the
+    project's own (a snapshot of reviewed requests), so the warnings about a training set's size
+    and its small classes, which its rows alone would raise, are not given."""
     task, data = config.task, config.data
     kind = "preferences" if any(s.kind == "preferences" for s in scans) else "examples"
     counts = {
@@ -126,7 +132,7 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
         card.labels = {lab: labels.get(lab, 0) for lab in task.labels or []}
         present = [v for v in card.labels.values() if v]
         card.imbalance_ratio = round(max(present) / min(present), 2) if present else None
-        card.small_classes = [lab for lab, n in card.labels.items() if n < data.min_per_class]
+        card.small_classes = [lab for lab, n in card.labels.items() if n < data.min_per_class] if not addition else []
         if card.small_classes:
             warnings.append(f"{len(card.small_classes)} classes have fewer than {data.min_per_class} rows "
                             f"({', '.join(card.small_classes)}): the model will rarely predict them, and "
@@ -151,7 +157,9 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
                "enough to start" if counts["kept"] < recommended else "good")
     card.size = {"rows": counts["kept"], "minimum": minimum, "recommended": recommended, "verdict": verdict}
     quarantined = [q for s in scans for q in s.quarantined]
-    if counts["kept"] < minimum:
+    if addition:
+        card.size["verdict"] = ADDED
+    elif counts["kept"] < minimum:
         why = commonest_quarantine(quarantined) if counts["quarantined"] * 2 >= counts["read"] else ""
         warnings.append(f"{counts['kept']} usable rows is below the {minimum} that {size_key} tasks "
                         f"need at least ({recommended}+ recommended){'; ' + why if why else ''}.")

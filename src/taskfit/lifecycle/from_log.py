@@ -204,7 +204,7 @@ def from_log_project(project: Path, log: Path | None = None, model: str | None =
         count_kept(result, rec, redaction, task, source)
         (recent if recent_side(split_text(rec), config.review.recent_share) else train).append(rec)
 
-    card = build_card(config, [result])
+    card = build_card(config, [result], addition=True)  # rows added to the project's, not a training set alone
     card.split = {"train": len(train), "eval": len(recent), "seed": None, "group_by": None,
                   "fixed_eval_file": None, "recent_share": config.review.recent_share,
                   "train_fingerprint": fingerprint(train), "eval_fingerprint": fingerprint(recent)}

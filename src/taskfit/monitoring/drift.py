@@ -172,15 +172,18 @@ def _sample(items: Sequence[str], most: int, rng: Any) -> list[str]:
 def _typical_words(X: Any, n_reference: int, weights: Any, names: Sequence[str]) -> list[dict[str, Any]]:
     """The words and pairs weighing most towards the window, among those more common there than
     in training. Terms found in exactly the same requests ("aurora", "x2", "aurora x2") are one
-    entry, its words joined by " / " (pairs shown only where no single word stands for them)."""
+    entry, its words joined by " / " (pairs shown only where no single word stands for them).
+    Terms made of English function words alone ("the", "for an") are left out: they weigh in the
+    classifier, and tell a reader nothing."""
     import numpy as np
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
     present = (X > 0).tocsc().astype(float)
     cur_share = np.asarray(present[n_reference:].mean(axis=0)).ravel()
     ref_share = np.asarray(present[:n_reference].mean(axis=0)).ravel()
     groups: dict[tuple[int, ...], dict[str, Any]] = {}
     for i in np.argsort(-weights)[: 20 * TOP_WORDS]:
-        if weights[i] <= 0 or cur_share[i] <= ref_share[i]:
+        if weights[i] <= 0 or cur_share[i] <= ref_share[i] or set(str(names[i]).split()) <= ENGLISH_STOP_WORDS:
             continue
         key = tuple(present[:, i].indices)
         group = groups.setdefault(key, {"terms": [], "weight": float(weights[i]), "current_share": float(cur_share[i]),

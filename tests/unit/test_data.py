@@ -450,3 +450,21 @@ def test_the_refusal_written_in_another_case_or_punctuation_is_read_as_task_refu
     card = build_card(ProjectConfig(task=task, data=DataSpec(train="x.jsonl")), [result])
     assert sum(r["rows"] for r in card.respelled) == 2 and all(r["label"] == refusal for r in card.respelled)
     assert any(w.startswith("2 rows write the refusal in another case or punctuation") for w in card.warnings)
+
+
+def test_the_card_names_the_rows_removed_as_exact_duplicates(tmp_path):
+    """Near-duplicates were listed with their lines, exact duplicates only counted: a user could
+    not find which rows went."""
+    from taskfit.config import ProjectConfig
+    from taskfit.data.card import render_markdown
+    from taskfit.data.prepare import build_card
+
+    task = TaskSpec(kind="classify", success="s", system_prompt="p", labels=["billing", "shipping"])
+    lines = [_row("I was charged twice for my plan", "billing"), _row("Where is the parcel I ordered", "shipping"),
+             _row("i was charged  TWICE for my plan", "billing"), _row("The courier lost my box", "shipping"),
+             _row("Where is the parcel I ordered", "shipping")]
+    path, result = _scan(tmp_path, lines, task, spec=DataSpec(train="x.jsonl", dedup={"near": False}))
+    card = build_card(ProjectConfig(task=task, data=DataSpec(train="x.jsonl")), [result])
+    assert card.counts["exact_duplicates"] == 2 and card.exact_duplicates == [f"{path}:3", f"{path}:5"]
+    text = render_markdown(card)
+    assert "## Exact duplicates (first 2)" in text and f"- `{path}:3`" in text and f"- `{path}:5`" in text

@@ -93,6 +93,10 @@ def render_markdown(card: DataCard) -> str:
         lines += [f"| `{n['kept']}`: {n['kept_preview'][:70]!r} | {n['kept_label']} | `{n['other']}`: "
                   f"{n['other_preview'][:70]!r} | {n['other_label']} | {n['similarity']} |" for n in card.conflicts[:20]]
         lines.append("")
+    if card.exact_duplicates:
+        lines += [f"## Exact duplicates (first {min(10, len(card.exact_duplicates))})", "",
+                  "Each repeats an earlier row word for word (after normalising case and spacing) and was removed:", ""]
+        lines += [f"- `{src}`" for src in card.exact_duplicates[:10]] + [""]
     if card.near_duplicates:
         lines += ["## Near-duplicates (first 10)", ""]
         lines += [f"- `{n['other']}` ≈ `{n['kept']}` (similarity {n['similarity']})" for n in card.near_duplicates[:10]]

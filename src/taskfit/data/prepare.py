@@ -40,6 +40,7 @@ class DataCard:
     system_prompts: dict[str, Any] = field(default_factory=dict)
     tokens: dict[str, Any] = field(default_factory=dict)
     privacy: dict[str, Any] = field(default_factory=dict)
+    exact_duplicates: list[str] = field(default_factory=list)  # the first rows removed as exact duplicates (file:line)
     near_duplicates: list[dict[str, Any]] = field(default_factory=list)
     conflicts: list[dict[str, Any]] = field(default_factory=list)
     distinct_look_alikes: list[dict[str, Any]] = field(default_factory=list)
@@ -242,6 +243,7 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
                         f"({', '.join(f'{k} {v}' for k, v in pii_counts.most_common())}); data.privacy."
                         f"action = {data.privacy.action}.")
     card.near_duplicates = [asdict(n) for s in scans for n in s.near_duplicates[:50]]
+    card.exact_duplicates = [src for s in scans for src in s.exact_noted]
     card.conflicts = [asdict(n) for s in scans for n in s.conflicts[:50]]
     card.distinct_look_alikes = [asdict(n) for s in scans for n in s.distinct_notes]
     if counts["conflicting_labels"]:

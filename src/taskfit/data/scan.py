@@ -68,6 +68,7 @@ class ScanResult:
     read: int = 0
     quarantined: list[Quarantined] = field(default_factory=list)
     exact_duplicates: int = 0
+    exact_noted: list[str] = field(default_factory=list)  # the first DISTINCT_NOTED of them, as file:line
     near_duplicates: list[PairNote] = field(default_factory=list)  # copies and conflicts, removed
     conflicts: list[PairNote] = field(default_factory=list)
     # Look-alikes kept as distinct examples: how many, and the first DISTINCT_NOTED of them.
@@ -335,6 +336,8 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                                                     digest_size=8).digest(), "little")
             if digest in exact:
                 result.exact_duplicates += 1
+                if len(result.exact_noted) < DISTINCT_NOTED:
+                    result.exact_noted.append(raw.source)
                 continue
             label = _label(rec, task)
             if looks is not None:

@@ -317,6 +317,7 @@ def test_a_label_written_in_another_case_or_spacing_is_read_as_the_label_and_cou
     path, result = _scan(tmp_path, lines, task, spec=DataSpec(train="x.jsonl", dedup={"near": False}))
     assert [ex.target for ex in result.examples] == ["billing", "billing", "shipping", "billing", "US", "us", "billing"]
     assert _reason(result, 7).startswith("answer: label 'Us' is not in task.labels")
+    assert "did you mean" not in _reason(result, 7)  # US or us: no one label to suggest
     card = build_card(ProjectConfig(task=task, data=DataSpec(train="x.jsonl")), [result])
     assert card.labels == {"billing": 4, "shipping": 1, "US": 1, "us": 1}
     assert {(r["written"], r["label"], r["rows"]) for r in card.respelled} == \
@@ -468,3 +469,10 @@ def test_the_card_names_the_rows_removed_as_exact_duplicates(tmp_path):
     assert card.counts["exact_duplicates"] == 2 and card.exact_duplicates == [f"{path}:3", f"{path}:5"]
     text = render_markdown(card)
     assert "## Exact duplicates (first 2)" in text and f"- `{path}:3`" in text and f"- `{path}:5`" in text
+
+
+def test_a_label_that_is_a_slip_for_one_is_quarantined_with_that_label_suggested(tmp_path):
+    task = TaskSpec(kind="classify", success="s", system_prompt="p", labels=["billing", "shipping", "refund"])
+    lines = [_row("I was charged twice for my plan", "biling"), _row("Where is the parcel I ordered", "weather")]
+    _, result = _scan(tmp_path, lines, task, spec=DataSpec(train="x.jsonl", dedup={"near": False}))
+    assert _reason(result, 1).endswith("did you mean 'billing'?") and "did you mean" not in _reason(result, 2)

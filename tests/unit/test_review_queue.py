@@ -170,11 +170,13 @@ def test_import_stores_corrections_with_the_reviewer_and_names_bad_lines(served,
     rows[1].update(verdict="wrong", correction="technical_issue" if rows[1]["answer"] != "technical_issue" else "billing")
     rows[2].update(verdict="unsure")
     rows[3].update(verdict="wrong", correction="loyalty_program")  # a new label: imported, warned about
+    rows[4].update(verdict="wrong", correction="shiping")  # a slip for shipping: imported, the label suggested
     filled = _fill(result.paths["csv"], rows, tmp_path / "filled.csv")
     cli = CliRunner().invoke(app, ["review", "import", str(served), str(filled), "--reviewer", "ana"])
     assert cli.exit_code == 0, cli.output
-    assert "stored 3 corrections (1 correct, 2 wrong) by ana" in cli.output
-    assert "loyalty_program" in cli.output and "from-log" in cli.output
+    assert "stored 4 corrections (1 correct, 3 wrong) by ana" in cli.output
+    said = " ".join(cli.output.split())
+    assert "loyalty_program (1)" in said and "shiping (1; did you mean 'shipping'?)" in said and "from-log" in said
     db = sqlite3.connect(store_path(served / "requests.sqlite"))
     stored = {r[0]: r[1:] for r in db.execute("SELECT request_id, reviewer, verdict, correction, served FROM corrections")}
     assert stored[rows[0]["request_id"]] == ("ana", "correct", rows[0]["answer"], rows[0]["answer"])
@@ -201,7 +203,7 @@ def test_import_stores_corrections_with_the_reviewer_and_names_bad_lines(served,
     _fill(result.paths["csv"], rows, filled)
     cli = CliRunner().invoke(app, ["review", "import", str(served), str(filled)])
     assert cli.exit_code == 3 and "no reviewer" in cli.output and "--reviewer" in cli.output
-    assert db.execute("SELECT COUNT(*) FROM corrections").fetchone()[0] == 3
+    assert db.execute("SELECT COUNT(*) FROM corrections").fetchone()[0] == 4
 
 
 def test_an_extract_answer_written_otherwise_is_the_same_answer():

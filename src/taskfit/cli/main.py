@@ -447,7 +447,13 @@ def review_import(project: Path = typer.Argument(..., help="Project directory or
                   f"{', '.join(result.reviewers)} in {result.store}; {result.skipped} rows unsure or not judged "
                   f"stay unreviewed", highlight=False, soft_wrap=True)
         if result.unknown_labels:
-            listed = ", ".join(f"{lab} ({n})" for lab, n in result.unknown_labels.most_common())
+            from taskfit.config import load_config
+            from taskfit.tasks.classify import closest_label
+
+            labels = load_config(project).task.labels or []
+            listed = ", ".join(f"{lab} ({n}{'; did you mean ' + repr(near) + '?' if near else ''})"
+                               for lab, n in result.unknown_labels.most_common()
+                               for near in [closest_label(lab, labels)])
             err.print(f"[yellow]warning:[/yellow] labels not in task.labels: {escape(listed)}; `taskfit data "
                       "from-log` quarantines them until task.labels has them", highlight=False, soft_wrap=True)
         out.print(quality_sentence(result.quality), highlight=False)

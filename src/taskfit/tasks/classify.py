@@ -225,6 +225,19 @@ def label_spelling(labels: Sequence[str]) -> Callable[[str], str]:
 
     return spelling
 
+def closest_label(written: str, labels: Sequence[str]) -> str | None:
+    """The one label ``written`` is most likely a slip for ("Card" for Cards, "biling" for
+    billing), compared case-folded; None when none is close (difflib's ratio under 0.8), or when
+    the closest is two labels apart only in case (US and us)."""
+    import difflib
+    from collections import Counter
+
+    keys = Counter(label.casefold() for label in labels)
+    folded = {label.casefold(): label for label in labels if keys[label.casefold()] == 1}
+    near = difflib.get_close_matches(written.strip().casefold(), list(folded), n=1, cutoff=0.8)
+    return folded[near[0]] if near else None
+
+
 class ClassifyTask(TaskDefaults):
     """classify: exactly one label of a fixed taxonomy, answered by label scoring."""
 
@@ -262,7 +275,9 @@ class ClassifyTask(TaskDefaults):
 
         def check(ex: Example) -> None:
             if ex.target not in labels:
-                raise ValueError(f"answer: label {ex.target!r} is not in task.labels ({', '.join(spec.labels or [])})")
+                near = closest_label(ex.target, spec.labels or [])
+                raise ValueError(f"answer: label {ex.target!r} is not in task.labels ({', '.join(spec.labels or [])})"
+                                 + (f"; did you mean {near!r}?" if near else ""))
 
         return check
 

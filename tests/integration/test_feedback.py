@@ -97,3 +97,18 @@ def test_feedback_is_stored_for_the_completion_id(fitted, loopback):
     for row in rows:
         assert row["meta"]["request_id"] == reply.id and row["meta"]["reviewer"] == "app"
         assert row["messages"][-1]["content"] == served
+
+
+def test_feedback_without_a_reviewer_on_a_server_without_keys_says_how_to_name_one(fitted, loopback, tmp_path):
+    project, task = fitted
+    doc = {"classical": {task["name"]: str(project / "baselines" / "tfidf-logreg")},
+           "log": {"path": str(tmp_path / "requests.sqlite")}}
+    url = loopback(create_app(load_serve_config(None, doc)))
+    client = openai.OpenAI(base_url=url, api_key="none", max_retries=0)
+    reply = client.chat.completions.create(model=task["name"], messages=[{"role": "user", "content": "Where is my parcel?"}])
+    answer = httpx.post(f"{url}/feedback", json={"id": reply.id, "label": "shipping"})
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "reviewer"
+    message = answer.json()["error"]["message"]
+    assert "send \"reviewer\" in the body" in message and "serve.yaml keys" in message, message
+    named = httpx.post(f"{url}/feedback", json={"id": reply.id, "label": "shipping", "reviewer": "desk"})
+    assert named.status_code == 201 and named.json()["reviewer"] == "desk"

@@ -740,7 +740,9 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                                         body.comment)
             except ValueError as exc:
                 param = "reviewer" if str(exc).startswith("no reviewer") else ("label" if body.label else "answer")
-                raise ApiError(400, f"{param}: {str(exc).removeprefix('answer: ')}", param=param) from None
+                how = (": send \"reviewer\" in the body, or call with an API key (serve.yaml keys), whose name is "
+                       "the reviewer" if param == "reviewer" else "")
+                raise ApiError(400, f"{param}: {str(exc).removeprefix('answer: ')}{how}", param=param) from None
             await run_in_threadpool(review_store.add, [record_])
             return JSONResponse({"id": logged.id, "object": "feedback", "model": logged.model,
                                  "verdict": record_.verdict, "correction": record_.correction,

@@ -122,3 +122,22 @@ def test_the_next_step_after_a_promotion_names_the_version_serve_serves(project,
     _print_next(project, "fine-tuned")
     line = " ".join(capsys.readouterr().out.split())
     assert f"serves {task}@production (version {version[:12]}), not this run until `taskfit promote" in line, line
+
+
+def test_serving_a_candidate_beside_a_registry_says_production_is_not_served(project, monkeypatch):
+    import taskfit.serve
+
+    import yaml
+
+    task = yaml.safe_load((project / "taskfit.yaml").read_text())["task"]["name"]
+    assert _cli("baseline", project, "--only", "tfidf-logreg")[0] == 0  # cached when the first test ran
+    with Registry(project / "registry.sqlite") as registry:
+        if registry.alias(task, "production") is None:
+            assert _cli("promote", project, "tfidf-logreg", "--as", task)[0] == 0
+    seen = {}
+    monkeypatch.setattr(taskfit.serve, "serve", lambda spec, status=None: seen.setdefault("spec", spec))
+    result = CliRunner().invoke(app, ["serve", str(project), "--candidate", "tfidf-logreg"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "--candidate tfidf-logreg serves that candidate, not" in said and "@production" in said, said
+    assert list(seen["spec"].classical) == [task] and not seen["spec"].adapters  # no registry entry followed

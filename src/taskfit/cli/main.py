@@ -722,7 +722,12 @@ def serve(config: Optional[Path] = typer.Argument(None, help="A project (its lat
         task = project_config.task.name
         project_dtype = project_config.train.dtype  # served in the precision it was evaluated in
         project_log = {"path": str((config / "requests.sqlite").resolve())}  # where `taskfit monitor DIR` reads
-        registry, version = _production(config, task) if candidate is None else (None, None)
+        registry, version = _production(config, task)
+        if version is not None and candidate is not None:
+            err.print(f"[yellow]warning:[/yellow] --candidate {escape(candidate)} serves that candidate, not "
+                      f"{task}@production (version {version[:12]} in {registry}), and follows no promotion or "
+                      "rollback; leave --candidate out to serve production", highlight=False, soft_wrap=True)
+            registry, version = None, None
         if version is not None:
             err.print(f"serving {task}@production from {registry} (version {version[:12]}); a promotion "
                       "or rollback is served without a restart", highlight=False)

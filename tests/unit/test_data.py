@@ -476,3 +476,10 @@ def test_a_label_that_is_a_slip_for_one_is_quarantined_with_that_label_suggested
     lines = [_row("I was charged twice for my plan", "biling"), _row("Where is the parcel I ordered", "weather")]
     _, result = _scan(tmp_path, lines, task, spec=DataSpec(train="x.jsonl", dedup={"near": False}))
     assert _reason(result, 1).endswith("did you mean 'billing'?") and "did you mean" not in _reason(result, 2)
+
+
+def test_a_row_of_another_shape_in_a_chat_file_is_named_by_its_keys(tmp_path):
+    task = TaskSpec(kind="classify", success="s", system_prompt="p", labels=["billing", "shipping"])
+    lines = [_row("Where is the parcel I ordered", "shipping"), json.dumps({"text": "charged twice", "label": "billing"})]
+    _, result = _scan(tmp_path, lines, task, spec=DataSpec(train="x.jsonl", format="messages", dedup={"near": False}))
+    assert "this row has the keys text, label, where the file's rows are chat rows" in _reason(result, 2)

@@ -269,6 +269,10 @@ def convert(obj: Any, task: TaskSpec, fmt: str, cols: ColumnMap | None, source: 
         return _preference(obj, row_id, source, meta)
     if fmt == "messages":
         _no_tools(obj)
+        if "messages" not in obj:  # a row of another shape in a file of chat rows
+            keys = ", ".join(map(str, list(obj)[:8])) or "none"
+            raise ValueError(f"field 'messages': missing: this row has the keys {keys}, where the file's rows "
+                             "are chat rows (messages); write it as one, or give the file one shape")
         system, user, answer = _chat(obj.get("messages"), "messages")
         context = obj.get("context") if isinstance(obj.get("context"), str) else None
         fields = {"input": user, "target": answer, "system": system, "context": context}

@@ -171,3 +171,6 @@ def rows_to_detect(a: Sequence[float], b: Sequence[float], alpha: float = 0.05, 
     sd = float(d.std(ddof=1)) if len(d) > 1 else 0.0
     return _rows_needed(delta, sd, alpha, power)
 
+
+# Their names before 2026-12-03, kept for code that imports them.
+paired_bootstrap, paired_bootstrap_f1 = paired_difference, paired_difference_f1

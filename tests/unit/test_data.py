@@ -313,18 +313,20 @@ def test_a_label_written_in_another_case_or_spacing_is_read_as_the_label_and_cou
              _row("Ship it to the United States branch", "US"),
              _row("ship it to our office over there", "us"),
              _row("which one of the two is this", "Us"),
-             _row("The card was charged again this morning", "bi\u00adlling\u200b")]  # invisible characters
+             _row("The card was charged again this morning", "bi\u00adlling\u200b"),  # invisible characters
+             _row("Send it to the US office in Boston", "US ")]  # a space after a label beside us: US
     path, result = _scan(tmp_path, lines, task, spec=DataSpec(train="x.jsonl", dedup={"near": False}))
-    assert [ex.target for ex in result.examples] == ["billing", "billing", "shipping", "billing", "US", "us", "billing"]
+    assert [ex.target for ex in result.examples] == ["billing", "billing", "shipping", "billing", "US", "us", "billing",
+                                                     "US"]
     assert _reason(result, 7).startswith("answer: label 'Us' is not in task.labels")
     assert "did you mean" not in _reason(result, 7)  # US or us: no one label to suggest
     card = build_card(ProjectConfig(task=task, data=DataSpec(train="x.jsonl")), [result])
-    assert card.labels == {"billing": 4, "shipping": 1, "US": 1, "us": 1}
+    assert card.labels == {"billing": 4, "shipping": 1, "US": 2, "us": 1}
     assert {(r["written"], r["label"], r["rows"]) for r in card.respelled} == \
         {("Billing", "billing", 1), ("BILLING ", "billing", 1), ("SHIPPING", "shipping", 1),
-         ("bi\u00adlling\u200b", "billing", 1)}  # a trailing space is a spelling too, counted
+         ("bi\u00adlling\u200b", "billing", 1), ("US ", "US", 1)}  # a trailing space is a spelling too, counted
     (warning,) = [w for w in card.warnings if "another case or spacing" in w]
-    assert warning.startswith("4 rows write their label") and "'SHIPPING' → 'shipping' (1)" in warning
+    assert warning.startswith("5 rows write their label") and "'SHIPPING' → 'shipping' (1)" in warning
 
 
 def test_a_csv_row_with_too_few_or_too_many_fields_is_quarantined_as_the_file_holds_it(tmp_path):

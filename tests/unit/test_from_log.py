@@ -103,7 +103,8 @@ def test_each_rule_and_the_counts(project):
     assert "jane.doe" not in card_md
     # 31 reviewed rows join the project's own: no warning that they are too few to train on alone
     assert not any("usable rows is below" in w or "classes have fewer" in w for w in card["warnings"]), card["warnings"]
-    assert "seed None" not in card_md and "recent held-out by a hash of each request's text" in card_md
+    split = next(line for line in card_md.splitlines() if "recent held-out (by a hash of each request's text" in line)
+    assert "seed None" not in card_md and "). Fingerprints: train `" in split, split
     # the fixed held-out split is untouched
     assert prepare_data(config, project).card.split["eval_fingerprint"] == held_before
     assert latest_snapshot(project).root == snap.root

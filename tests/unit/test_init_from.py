@@ -256,9 +256,31 @@ def test_a_ticket_export_with_an_id_and_a_timestamp_is_classify_on_its_queue(tmp
     config, output = _init(tmp_path, file)
     assert config.task.kind == "classify"
     assert (config.data.columns.input, config.data.columns.target) == ("Ticket Text", "Queue")
-    assert "Ticket ID (ids), Created (codes or times, not words)" in output
+    assert "Ticket ID (ids), Created (codes, numbers or times)" in output
     result, output = _invoke("init", tmp_path / "q", "--from", file, "--target", "Queue")
     assert result.exit_code == 0 and "input=Ticket Text" in output, output
+
+
+def test_a_reply_that_is_a_number_is_still_the_reply_and_a_text_column_with_no_name_still_text(tmp_path):
+    """Metadata-like columns are set aside only where words are there to learn from: answers
+    that are numbers are the target (with or without --task generate, never swapped with the
+    question), and a column with no name that holds sentences is the input, not row numbers."""
+    nouns = ["apples", "pears", "plums", "figs", "limes", "kiwis", "dates", "cherries", "grapes", "melons"]
+    rows = [[f"Tom has {i} {n} and buys {i + 3} more {n} at the market. How many {n} has he now?", str(2 * i + 3)]
+            for i, n in enumerate(nouns)]
+    file = _write_csv(tmp_path / "sums.csv", ["question", "answer"], rows)
+    for flags in ((), ("--task", "generate")):
+        result, output = _invoke("init", tmp_path / "p", "--from", file, "--force", *flags)
+        assert result.exit_code == 0, output
+        config = load_config(tmp_path / "p" / "taskfit.yaml")
+        assert (config.data.columns.input, config.data.columns.target) == ("question", "answer"), flags
+    words = ["March", "April", "kettle", "sofa", "lamp", "Leeds", "Oslo", "Monday"]
+    texts = _write_csv(tmp_path / "blank.csv", ["", "label"],
+                       [[f"I was charged twice for the {w} order", "billing"] for w in words] +
+                       [[f"The parcel with my {w} delivery never came", "shipping"] for w in words])
+    result, output = _invoke("init", tmp_path / "q", "--from", texts)
+    assert result.exit_code == 0, output
+    assert load_config(tmp_path / "q" / "taskfit.yaml").data.columns.input == ""
 
 
 @pytest.mark.parametrize("index", ["", "Unnamed: 0"])

@@ -58,6 +58,9 @@ def test_api_keys_are_redacted_whole_whatever_their_length():
         assert "<SECRET>" in out and "qVxv" not in out and "abcdefghijklmnop" not in out and "xxxx" not in out, out
         assert out.split("<SECRET>")[1] in (" thanks", " ok", " here"), out
     assert redact("ask about sk-learn and task-runner-x please") == "ask about sk-learn and task-runner-x please"
+    # the key ends where its characters do: the words written right after it stay
+    assert redact(f"密钥 sk-proj-{'A1b2C3d4E5' * 4}T3BlbkFJ{tail}请不要分享") == "密钥 <SECRET>请不要分享"
+    assert redact("see https://admin:pw@example.com/path now").endswith("example.com/path now")
 
 
 def test_findings_never_show_their_value():

@@ -88,6 +88,10 @@ def test_a_repeated_input_and_answer_is_put_before_a_reviewer_once():
                            random=False, input="Where is my refund?", served="billing")}
     picks, _, repeats = pick([*retries, distinct], TASK, n=5, random_share=0.0, k=1, seed=0, queued=before)
     assert [p.request.id for p in picks] == ["r4"] and repeats == 3
+    # queued for another model: another task's judgement, so not a repeat here
+    other = {"r9": Queued(**{**before["r9"].__dict__, "model": "other-task"})}
+    picks, _, repeats = pick([*retries, distinct], TASK, n=5, random_share=0.0, k=1, seed=0, queued=other)
+    assert [p.request.id for p in picks] == ["r0", "r4"] and repeats == 2
 
 
 @pytest.fixture()
@@ -150,7 +154,7 @@ def test_review_queue_says_how_many_repeats_it_left_out(served):
     log.close()
     result = CliRunner().invoke(app, ["review", "queue", str(served), "--n", "70"])
     assert result.exit_code == 0, result.output
-    assert "2 more repeat the input, context and answer of a request queued already" in " ".join(result.output.split())
+    assert "2 more repeat the input, context and answer of a request queued now or before" in " ".join(result.output.split())
     queued = [q for q in _queued(served).values() if q.request_id.startswith("retry-")]
     assert len(queued) == 1
 

@@ -487,7 +487,7 @@ def review_queue(project: Path = typer.Argument(Path("."), help="Project directo
               highlight=False, soft_wrap=True)
     if result.repeats:
         out.print(f"{result.repeats} more {'repeats' if result.repeats == 1 else 'repeat'} the input, context and answer of a "
-                  "request queued already: left out (judged once)", highlight=False, soft_wrap=True)
+                  "request queued now or before: left out (judged once)", highlight=False, soft_wrap=True)
     out.print(quality_sentence(result.quality), highlight=False)
     out.print(f"review page: {result.paths['html']}\nspreadsheet: {result.paths['csv']}\nthen: taskfit review "
               f"import {project} VERDICTS.csv", highlight=False)
@@ -742,6 +742,9 @@ def serve(config: Optional[Path] = typer.Argument(None, help="A project (its lat
             classical[task] = project_candidate(config, candidate)
             _mind_the_verdict(config, candidate)
         config = None
+    if (shadow or canary) and candidate is not None:
+        raise ConfigError("--shadow and --canary run NAME@candidate beside NAME@production, which --candidate "
+                          "does not serve", hint="leave --candidate out")
     if (shadow or canary) and project_registry is None:
         raise ConfigError("--shadow and --canary run NAME@candidate beside NAME@production: name a project "
                           "with a registry (`taskfit promote`)", hint="in serve.yaml: registry: NAME@production "
@@ -905,13 +908,14 @@ def promote(project: Path = typer.Argument(Path("."), help="Project directory or
                   "started with: restart it", highlight=False, soft_wrap=True)
     elif alias == "candidate":
         out.print(f"next: a running `taskfit serve {project}` answers with {name}@candidate beside production "
-                  f"only where serve.yaml sets shadow or canary for {name} (or `--shadow`); without, it serves "
+                  f"only where serve.yaml sets shadow or canary for {name} (or `--shadow`, `--canary`); without, it serves "
                   f"production alone. `taskfit monitor {project}` reads the shadow's agreement",
                   highlight=False, soft_wrap=True)
     elif result.first_adapter:
         out.print(f"next: {name}'s first adapter version: a `taskfit serve {project}` started before it loaded no "
                   "language model (the registry held classical versions only), and cannot switch to it: restart "
-                  f"it; later moves it follows without a restart. `taskfit rollback {project} {name}` undoes "
+                  "it (unless it also serves another name's adapter versions); later moves it follows without a "
+                  "restart. `taskfit rollback {project} {name}` undoes "
                   "production's last", highlight=False, soft_wrap=True)
     else:
         out.print(f"next: a running `taskfit serve {project}` follows {name}@{alias} now; `taskfit registry "

@@ -113,11 +113,11 @@ def render_markdown(card: DataCard) -> str:
         lines += ["", "First rows:"] + [f"- `{x['source']}`: {x['reason']}" for x in q["first"][:10]] + [""]
     if card.split:
         sp2 = card.split
-        how = (f"seed {sp2['seed']}" if sp2.get("seed") is not None else
-               f"recent held-out by a hash of each request's text, review.recent_share {sp2.get('recent_share')}")
-        lines += ["## Split", "", f"{sp2['train']} train / {sp2['eval']} recent held-out ({how}"
-                  if sp2.get("seed") is None and "recent_share" in sp2 else
-                  f"{sp2['train']} train / {sp2['eval']} eval ({how}"
+        recent = sp2.get("seed") is None and "recent_share" in sp2  # a from-log snapshot's
+        head = (f"{sp2['train']} train / {sp2['eval']} recent held-out (by a hash of each request's text, "
+                f"review.recent_share {sp2['recent_share']}" if recent else
+                f"{sp2['train']} train / {sp2['eval']} eval (seed {sp2['seed']}")
+        lines += ["## Split", "", head
                   + (f", grouped by {sp2['group_by']}" if sp2.get("group_by") else "")
                   + (f", fixed eval file {sp2['fixed_eval_file']}" if sp2.get("fixed_eval_file") else "")
                   + f"). Fingerprints: train `{sp2['train_fingerprint'][:16]}`, eval `{sp2['eval_fingerprint'][:16]}`."

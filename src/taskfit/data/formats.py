@@ -304,7 +304,7 @@ def convert(obj: Any, task: TaskSpec, fmt: str, cols: ColumnMap | None, source: 
 
     target = fields["target"]
     # A label keeps its spaces ("Travel "): the scan reads it as the label and counts the spelling.
-    kept = target if task.labels and target.strip() else target.strip()
+    kept = target if task.kind == "classify" and target.strip() else target.strip()
     fields["target"] = get_task(task.kind).target_text(task, kept)
     return Example(id=row_id, source=source, meta=meta, **fields)
 

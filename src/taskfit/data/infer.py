@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from taskfit.config import TaskKind, TaskSpec, literal_prompt
+from taskfit.data import pii
 from taskfit.data.formats import convert, detect_format
 from taskfit.data.read import read_rows
 from taskfit.errors import ConfigError, DataError
@@ -110,6 +111,7 @@ class ColumnStats:
     multiline: int = 0
     words: tuple[int, int] | None = None  # (fewest, most) words in a text value
     prose: int = 0  # text values mostly letters (not codes, ids or timestamps: see _prose)
+    counts: int = 0  # values that are whole numbers written with digits alone (row numbers, if all are)
     values: Counter | None = field(default_factory=Counter)  # None once past LABEL_CAP distinct
     keys: dict[str, Counter] = field(default_factory=dict)  # objects: key -> JSON type -> rows
     # objects: key -> JSON type -> its first value (as JSON) and where it was read (file:line)
@@ -128,13 +130,15 @@ class ColumnStats:
         if value is None or isinstance(value, str) and not value.strip():
             self.nulls += 1
             return
+        self.counts += (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.strip().isdigit())
         obj = value if isinstance(value, dict) else _json_object(value) if isinstance(value, str) else None
         if obj is not None:
             self.objects += 1
             for key, item in obj.items():
                 kind = _json_type(item)
                 self.keys.setdefault(key, Counter())[kind] += 1
-                self.first_of.setdefault(key, {}).setdefault(kind, (json.dumps(item, ensure_ascii=False)[:40], where))
+                if kind not in self.first_of.setdefault(key, {}):  # shown in init's output: redacted
+                    self.first_of[key][kind] = (pii.redact(json.dumps(item, ensure_ascii=False)[:40]), where)
             return
         if isinstance(value, str) and value.lstrip().startswith("{"):  # counted as text too, below
             self.broken += 1
@@ -177,7 +181,7 @@ class ColumnStats:
     @property
     def role(self) -> Role:
         name = self.name.lower()
-        if name in ID_NAMES or name.endswith(("_id", "-id", " id", ".id")) or _index_column(name):
+        if name in ID_NAMES or name.endswith(("_id", "-id", " id", ".id")) or self.row_numbers:
             return "id"
         if self.other or not self.filled or self.objects and self.texts > self.broken:
             return "other"
@@ -189,6 +193,12 @@ class ColumnStats:
         return "text"
 
     @property
+    def row_numbers(self) -> bool:
+        """A column with no name (or pandas' ``Unnamed: 0``) holding whole numbers alone: the row
+        numbers ``DataFrame.to_csv`` writes unless told ``index=False``."""
+        return _index_column(self.name) and self.filled > 0 and self.counts == self.filled
+
+    @property
     def codes(self) -> bool:
         """Text that is mostly not words (TCK-10000, 2025-03-01 09:00): metadata beside the text
         to learn from, rather than a candidate for it."""
@@ -197,14 +207,14 @@ class ColumnStats:
     def describe(self) -> str:
         """The column as an error message lists it: its name and what it holds."""
         role = self.role
-        what = {"object": "JSON objects", "text": "codes or times, not words" if self.codes else "free text", "id": "ids",
+        what = {"object": "JSON objects", "text": "codes, numbers or times" if self.codes else "free text", "id": "ids",
                 "label": f"{len(self.values or ())} distinct short values"}.get(role)
         if what is None:
             names = {"int": "numbers", "float": "numbers", "bool": "true/false", "list": "lists"}
             kinds = list(dict.fromkeys(names.get(t, t) for t in self.other))
             kinds += (["JSON objects"] if self.objects else []) + (["text"] if self.texts else [])
             what = "mixed " + " and ".join(kinds) if len(kinds) > 1 else f"{', '.join(kinds) or 'nothing but nulls'}"
-        return f"{self.name} ({what})"
+        return f"{self.name if self.name.strip() else 'the column with no name'} ({what})"
 
 
 @dataclass(frozen=True)
@@ -286,7 +296,7 @@ def infer_schema(stats: ColumnStats) -> tuple[dict[str, Any], str]:
     if required:
         schema["required"] = required
     schema["additionalProperties"] = False
-    if len(required) == len(properties):
+    if required and len(required) == len(properties):
         why = f"required: {', '.join(required)} (every key is in every row)"
     elif required:
         why = f"required: {', '.join(required)} (in every row; the other {len(properties) - len(required)} keys are optional)"
@@ -490,11 +500,14 @@ def _propose_table(path: Path, rows: int, columns: dict[str, ColumnStats], input
     if ctx is not None and task not in (None, "qa"):
         raise ConfigError(f"--context {context}: a context column is for qa tasks, not {task}")
     chosen = {c.name for c in (inp, tgt, ctx) if c is not None}
+    def texts() -> list[ColumnStats]:
+        return [c for c in columns.values() if c.role == "text" and c.name not in chosen]
+
     def free() -> list[ColumnStats]:
-        """The text columns not chosen yet; of them, those that read as words when any does (an
-        export's ticket number and timestamp are left as metadata)."""
-        texts = [c for c in columns.values() if c.role == "text" and c.name not in chosen]
-        return [c for c in texts if not c.codes] or texts
+        """The text columns not chosen yet that read as words, when any does: an export's ticket
+        number and timestamp are metadata, not the text to learn from (a reply may still be a
+        number: the target falls back to them)."""
+        return [c for c in texts() if not c.codes] or texts()
 
     reasons: list[str] = []
     if ctx is None and task in (None, "qa"):
@@ -518,12 +531,13 @@ def _propose_table(path: Path, rows: int, columns: dict[str, ColumnStats], input
                      and c.name.lower() != "meta"]
             tgt = _pick(found, TARGET_NAMES)
             what = "which column of JSON objects holds the fields to extract"
-        elif task == "classify" or task is None and len(free()) <= 1:
+        elif task == "classify" or task is None and len(free()) <= 1 and (
+                len(texts()) == len(free()) or any(c.role == "label" and c.name not in chosen for c in columns.values())):
             found = [c for c in columns.values() if c.role == "label" and c.name not in chosen]
             tgt = _pick(found, TARGET_NAMES)
             what = "which column holds the labels to predict"
-        else:  # generate: of the free-text columns, one is the reply
-            found = free()
+        else:  # generate: of the text columns (a reply may be a number or a code), one is the reply
+            found = texts()
             tgt = _pick(found, TARGET_NAMES)
             what = "which free-text column is the reply to learn"
         if tgt is None:
@@ -557,11 +571,12 @@ def _propose_table(path: Path, rows: int, columns: dict[str, ColumnStats], input
         reasons.append(f"target column `{tgt.name}` → {kind} (--task)")
     reasons.append(f"input column `{inp.name}`" + (" (the free text left)" if input is None else ""))
     rest = [c for c in columns.values() if c.name not in chosen]
-    index = [c for c in rest if _index_column(c.name)]
+    index = [c for c in rest if c.row_numbers]
     if index:
         rest = [c for c in rest if c not in index]
         named = ", ".join(f"`{c.name}`" if c.name.strip() else "the column with no name" for c in index)
-        reasons.append(f"left out: {named}, the row numbers pandas writes (DataFrame.to_csv without index=False)")
+        reasons.append(f"not the text to learn from: {named}, the row numbers pandas writes (DataFrame.to_csv "
+                       "without index=False), kept in each row's meta")
     if rest:
         labels = [c for c in rest if c.role == "label"]
         reasons.append(f"kept as metadata (usable as data.group_by): {', '.join(c.describe() for c in rest)}"

@@ -152,6 +152,8 @@ def _secret_patterns() -> list[tuple[str, re.Pattern]]:
     return out + _OWN_SECRETS
 
 
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
 # Keys detect-secrets' patterns miss or take only in part: OpenAI's project, service-account and
 # admin keys and its legacy ones (its pattern wants T3BlbkFJ with exactly 20 characters after it),
 # Anthropic's.
@@ -482,8 +484,9 @@ class Detector:
         for secret_type, pattern in _secret_patterns():
             for m in matches(pattern):
                 kind = "PRIVATE_KEY" if "Private Key" in secret_type else "SECRET"
-                end = m.end()  # a pattern of fixed length that stops inside a token leaves no tail
-                while kind == "SECRET" and end < len(text) and (text[end].isalnum() or text[end] in "_-"):
+                end = m.end()  # a pattern of fixed length that stops inside a key leaves no tail of it
+                while (kind == "SECRET" and m.group()[-1:] in _KEY_CHARS and end < len(text)
+                       and text[end] in _KEY_CHARS):
                     end += 1
                 found.append(Finding(kind, m.start(), end, f"detect-secrets: {secret_type}", text[m.start():end]))
         for m in matches(_KEYWORD):

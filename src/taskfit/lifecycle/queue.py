@@ -87,9 +87,9 @@ def pick(requests: Sequence[LoggedRequest], task: Any, n: int, random_share: flo
     the rest targeted (see the module docstring); never a request in ``queued``. Returns the picks,
     the already-queued requests the random draw took again (they join the random sample without
     being queued twice, so the sample stays uniform over the traffic), and the requests the
-    targeted part left out as repeats: the same input, context and answer as a request queued
-    before or drawn now (a client's retry, a common question), which a reviewer would judge again;
-    of each such input the most urgent request is the one that may be picked."""
+    targeted part left out as repeats of one queued now or before (the same model, input, context
+    and answer: a client's retry, a common question), which a reviewer would judge again; of each
+    such input the most urgent request is the one that may be picked."""
     answered = [r for r in requests if r.answered and r.answer is not None]
     rng = random.Random(seed)
     population = [r for r in answered if not (r.id in queued and queued[r.id].random)]
@@ -101,14 +101,15 @@ def pick(requests: Sequence[LoggedRequest], task: Any, n: int, random_share: flo
     wanted = n - len(picks)
     if wanted <= 0 or not candidates:
         return picks, again, 0
-    seen = {(q.input, q.context, q.served) for q in queued.values()} | {_shown(r) for r in drawn}
+    models = {r.model for r in answered}  # another model's queue is another task's judgement
+    before = {(q.model, q.input, q.context, q.served) for q in queued.values() if q.model in models}
+    seen = before | {_shown(r) for r in drawn}
     ranked = sorted(((_priority(r, why), r, why) for r in candidates for why in [reason_of(r, task)]),
                     key=lambda m: m[0])
-    unique = []
+    unique, left = [], []
     for member in ranked:
-        if _shown(member[1]) not in seen:
-            seen.add(_shown(member[1]))
-            unique.append(member)
+        (left if _shown(member[1]) in seen else unique).append(member)
+        seen.add(_shown(member[1]))
     groups = clusters([r.text or "" for _, r, _ in unique], k, seed)
     by_group: dict[int, list[tuple[tuple, LoggedRequest, str]]] = {}
     for member, g in zip(unique, groups):
@@ -125,12 +126,14 @@ def pick(requests: Sequence[LoggedRequest], task: Any, n: int, random_share: flo
                 picks.append(Pick(r, why, False, g))
                 wanted -= 1
         depth += 1
-    return picks, again, len(candidates) - len(unique)
+    judged = before | {_shown(p.request) for p in picks}  # queued before, or now
+    return picks, again, sum(_shown(r) in judged for _, r, _ in left)
 
 
-def _shown(request: LoggedRequest) -> tuple[str | None, str | None, str | None]:
-    """What a reviewer is shown of a request: two requests alike in it are one judgement."""
-    return request.text, request.context, request.answer
+def _shown(request: LoggedRequest) -> tuple[str | None, str | None, str | None, str | None]:
+    """What a reviewer is shown of a request (and the model it asked): two requests alike in it
+    are one judgement."""
+    return request.model, request.text, request.context, request.answer
 
 
 def describe(p: Pick) -> str:

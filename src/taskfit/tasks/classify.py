@@ -220,6 +220,8 @@ def label_spelling(labels: Sequence[str]) -> Callable[[str], str]:
     def spelling(answer: str) -> str:
         if answer in exact:
             return answer
+        if answer.strip() in exact:  # "US " is US, even beside a label us
+            return answer.strip()
         found = by_key.get(label_key(answer), [])
         return found[0] if len(found) == 1 else answer
 

@@ -242,6 +242,38 @@ def test_rows_that_cannot_be_cut_to_fit_are_named_before_training(tmp_path, tiny
     assert warning.startswith("1 rows cannot fit") and stopping[0] in warning
 
 
+def test_the_card_counts_the_rows_training_cuts(tmp_path, tiny):
+    """A cut is decided by the prompt with the answer, or with the room kept for an answer where
+    that is longer (eval.max_new_tokens for extract): the card counted the answers as written, so
+    short answers hid most cut rows (a walkthrough: 31 counted, 56 of 111 cut)."""
+    import random
+
+    from taskfit.rendering import answer_room, render
+
+    rng = random.Random(1)
+    words = ["".join(rng.choice("abcdefghijklmnop") for _ in range(5)) for _ in range(500)]
+    rows = [{"messages": [{"role": "user", "content": " ".join(rng.choice(words) for _ in range(10 + 4 * i))},
+                          {"role": "assistant", "content": "Sorry, on it."}]} for i in range(24)]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert CliRunner().invoke(app, ["init", str(tmp_path / "p"), "--task", "generate"]).exit_code == 0
+    doc = yaml.safe_load((tmp_path / "p" / "taskfit.yaml").read_text())
+    doc["data"]["train"] = str(tmp_path / "data" / "train.jsonl")
+    doc["data"]["dedup"] = {"near": False}
+    doc["train"]["max_seq_length"], doc["eval"]["max_new_tokens"] = 160, 48
+    config = load_config(_write(tmp_path, doc))
+    prepared = prepare_data(config, tmp_path, tokenizer=tiny.tokenizer)
+    room = answer_room(tiny.tokenizer, config.task, 48)
+    cut = sum(render(tiny.tokenizer, config.task, ex, target=ex.target, max_length=160, answer_room=room).truncated
+              for ex in prepared.train + prepared.eval)
+    written = sum(len(render(tiny.tokenizer, config.task, ex, target=ex.target).ids) > 160
+                  for ex in prepared.train + prepared.eval)
+    assert cut > written > 0  # the answers as written would have counted fewer
+    assert prepared.card.tokens["over_max"] == cut
+    (warning,) = [w for w in prepared.card.warnings if "need more than train.max_seq_length" in w]
+    assert warning.startswith(f"{cut} rows need more") and "would hold 95% of them whole" in warning
+
+
 def _renders(tokenizer, config, ex, limit) -> bool:
     """Whether training can render ``ex`` in ``limit`` tokens (with the room it keeps for the answer)."""
     from taskfit.rendering import answer_room, render

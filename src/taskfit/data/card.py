@@ -47,6 +47,9 @@ def render_markdown(card: DataCard) -> str:
     if card.tokens:
         t = card.tokens
         lines += ["## Token lengths (rendered with the model's chat template)", "",
+                  "Tokens a row needs: its prompt with its answer, or with the room a cut prompt keeps for an "
+                  "answer where that is longer (the longest label, or eval.max_new_tokens), as training, "
+                  "evaluation and serving decide a cut. "
                   f"mean {t['mean']}, p50 {t['p50']}, p95 {t['p95']}, max {t['max']}; "
                   f"{t['over_max']} rows over max_seq_length={t['max_seq_length']} (policy: {t['policy']}). "
                   f"Share of tokens that carry loss: {100 * t['loss_token_share']:.1f}%.", ""]

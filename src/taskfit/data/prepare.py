@@ -182,7 +182,7 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
     if lengths:
         limit = config.train.max_seq_length
         over = sum(n > limit for n in lengths)
-        total = sum(lengths)
+        total = sum(s.rendered_tokens for s in scans)
         answer = sum(s.answer_tokens for s in scans)
         card.tokens = {"mean": round(total / len(lengths), 1), "p50": _percentile(lengths, 50),
                        "p95": _percentile(lengths, 95), "max": max(lengths),
@@ -193,9 +193,11 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
             warnings.append("no token carries loss: every answer is masked. Training would learn "
                             "nothing; check that rows end with the assistant's answer.")
         if over:
-            warnings.append(f"{over} rows are longer than train.max_seq_length={limit} tokens; they "
-                            f"will be {'cut to fit' if data.too_long == 'truncate' else 'dropped'} "
-                            "(data.too_long).")
+            fits = -(-_percentile(lengths, 95) // 32) * 32  # the 95th percentile, up to a multiple of 32
+            warnings.append(f"{over} rows need more than train.max_seq_length={limit} tokens (their prompt "
+                            f"with the answer, or the room a cut prompt keeps for one: {_room_words(config)}); "
+                            f"they will be {'cut to fit, their input from its end' if data.too_long == 'truncate' else 'dropped'} "
+                            f"(data.too_long). train.max_seq_length: {fits} would hold 95% of them whole.")
         # Cutting the input leaves at least one of its tokens: a row whose template, system prompt
         # and answer alone take max_seq_length cannot be cut to fit, and training stops on it.
         unfittable = sum(n + 1 >= limit for s in scans for n in s.fixed_lengths)
@@ -555,6 +557,14 @@ def write_prepared(prepared: Prepared, out_dir: Path) -> dict[str, Path]:
                                ensure_ascii=False) + "\n")
     paths.update(write_card(prepared.card, out_dir))
     return paths
+
+
+def _room_words(config: ProjectConfig) -> str:
+    """What the room a cut prompt keeps for the answer is, in words."""
+    from taskfit.tasks import get_task
+
+    return ("the longest label" if get_task(config.task.kind).scores_labels else
+            f"eval.max_new_tokens={config.eval.max_new_tokens}")
 
 
 def _room(config: ProjectConfig, tokenizer: Any) -> int:

@@ -90,7 +90,9 @@ class ScanResult:
     answers_kept: Counter = field(default_factory=Counter)
     answer_numbers_kept: Counter = field(default_factory=Counter)
     answer_numbers_inside: Counter = field(default_factory=Counter)  # written only inside redacted personal data
-    lengths: Any = field(default_factory=lambda: array("i"))  # rendered tokens per kept row
+    # tokens each kept row needs (TokenCounter.lengths: what decides a cut, or a drop)
+    lengths: Any = field(default_factory=lambda: array("i"))
+    rendered_tokens: int = 0  # the kept rows' rendered tokens, answers as written (the loss share's total)
     # The longest rows by what no cut of the input can shorten (template, system prompt, answer):
     # (tokens, source), at most UNFITTABLE_KEPT of them, and the tokens for every example row.
     fixed_longest: list[tuple[int, str]] = field(default_factory=list)
@@ -151,9 +153,11 @@ class TokenCounter:
         uncut = user_text(replace(rec, context="")) if rec.context is not None else ""
         return user_text(rec), rec.target, rec.system, rec.source is not None, uncut
 
-    def lengths(self, items: list[tuple[str, str, str | None, bool, str]]) -> list[tuple[int, int, int | None]]:
-        """(rendered tokens, answer tokens, tokens no cut of the input can remove or None) of
-        each row's :meth:`item`, in order."""
+    def lengths(self, items: list[tuple[str, str, str | None, bool, str]]) -> list[tuple[int, int, int | None, int]]:
+        """(tokens the row needs: its prompt with its answer or the room a cut prompt keeps for
+        one, whichever is longer, as :func:`taskfit.rendering.render` decides a cut; answer
+        tokens; tokens no cut of the input can remove, or None; rendered tokens) of each row's
+        :meth:`item`, in order."""
         enc = self.count([p[0] for p in items] + [p[1] for p in items] + [p[4] for p in items])
         n = len(items)
         out = []
@@ -162,7 +166,7 @@ class TokenCounter:
             answer = enc[n + i] + 1  # + end-of-turn
             kept = max(answer, self.room) - 1  # the answer's tokens, or the room kept for it
             fixed = self.overhead + kept + extra + enc[2 * n + i] if fixed_known else None
-            out.append((self.overhead + enc[i] + enc[n + i] + extra, answer, fixed))
+            out.append((self.overhead + enc[i] + kept + extra, answer, fixed, self.overhead + enc[i] + enc[n + i] + extra))
         return out
 
     def count(self, texts: list[str]) -> list[int]:
@@ -488,9 +492,11 @@ def layout_previews(layouts: Layouts, numbers: list[int], task: TaskSpec, spec: 
 UNFITTABLE_KEPT = 20
 
 
-def _add_length(result: ScanResult, total: int, answer: int, fixed: int | None, source: str | None) -> None:
+def _add_length(result: ScanResult, needed: int, answer: int, fixed: int | None, rendered: int,
+                source: str | None) -> None:
     """Count a kept row's tokens (:meth:`TokenCounter.lengths`)."""
-    result.lengths.append(total)
+    result.lengths.append(needed)
+    result.rendered_tokens += rendered
     result.answer_tokens += answer
     if fixed is not None:
         result.fixed_lengths.append(fixed)

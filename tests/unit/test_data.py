@@ -466,11 +466,16 @@ def test_the_card_names_the_rows_removed_as_exact_duplicates(tmp_path):
     lines = [_row("I was charged twice for my plan", "billing"), _row("Where is the parcel I ordered", "shipping"),
              _row("i was charged  TWICE for my plan", "billing"), _row("The courier lost my box", "shipping"),
              _row("Where is the parcel I ordered", "shipping")]
+    lines += [_row("My invoice is addressed to the old office", "billing", id="T-9"),
+              _row("My invoice is addressed to the old office", "billing", id="T-9"),
+              _row("A different ticket under that id", "billing", id="T-9")]
     path, result = _scan(tmp_path, lines, task, spec=DataSpec(train="x.jsonl", dedup={"near": False}))
     card = build_card(ProjectConfig(task=task, data=DataSpec(train="x.jsonl")), [result])
-    assert card.counts["exact_duplicates"] == 2 and card.exact_duplicates == [f"{path}:3", f"{path}:5"]
+    # a row repeated whole, id and all, is a duplicate; another row under a used id is an id clash
+    assert card.counts["exact_duplicates"] == 3 and card.exact_duplicates == [f"{path}:3", f"{path}:5", f"{path}:7"]
+    assert _reason(result, 8).startswith("field 'id': 'T-9' is used by an earlier row")
     text = render_markdown(card)
-    assert "## Exact duplicates (first 2)" in text and f"- `{path}:3`" in text and f"- `{path}:5`" in text
+    assert "## Exact duplicates (first 3)" in text and f"- `{path}:3`" in text and f"- `{path}:5`" in text
 
 
 def test_a_label_that_is_a_slip_for_one_is_quarantined_with_that_label_suggested(tmp_path):

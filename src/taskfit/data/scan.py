@@ -330,18 +330,18 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
         probes = looks.index.lookup(*look_sigs) if looks is not None else None
         kept = []  # (its place in the chunk, raw row, record) of each row kept
         for at, (raw, rec) in enumerate(batch):
+            texts = _texts(rec)
+            digest = int.from_bytes(hashlib.blake2b("\x1f".join(normalise(t) for t in texts).encode(),
+                                                    digest_size=8).digest(), "little")
+            if digest in exact:  # a row repeated whole, its id too, is a duplicate, not an id clash
+                result.exact_duplicates += 1
+                if len(result.exact_noted) < DISTINCT_NOTED:
+                    result.exact_noted.append(raw.source)
+                continue
             id_digest = int.from_bytes(hashlib.blake2b(rec.id.encode(), digest_size=8).digest(), "little")
             if id_digest in ids:
                 held.append((raw.line, Quarantined(raw.source, f"field 'id': {rec.id!r} is used by an earlier row",
                                                    raw.raw)))
-                continue
-            texts = _texts(rec)
-            digest = int.from_bytes(hashlib.blake2b("\x1f".join(normalise(t) for t in texts).encode(),
-                                                    digest_size=8).digest(), "little")
-            if digest in exact:
-                result.exact_duplicates += 1
-                if len(result.exact_noted) < DISTINCT_NOTED:
-                    result.exact_noted.append(raw.source)
                 continue
             label = _label(rec, task)
             if looks is not None:

@@ -231,3 +231,20 @@ def test_a_qa_model_that_refuses_almost_everything_is_not_kept_silently():
     assert "it refuses 81% of them" in card.verdict and "answerable ones at 6.2% F1" in card.verdict
     answering = scored("fine-tuned", [task.refusal] * 18 + ["x", "y"] + [f"answer number {i}" for i in range(20, 36)])
     assert "refusing every question" not in build_scorecard([prompt, answering], {}).verdict
+
+
+def test_the_verdict_says_when_the_candidate_it_keeps_misses_the_task_thresholds():
+    """A walkthrough's extract fine-tune invented a delivery date on 3 of 4 rows without one and was
+    kept without a word: the verdict names each threshold the kept candidate misses, a maximum
+    (invented fields) as much as a minimum, and says nothing when every one is met."""
+    rng = random.Random(5)
+    base = [rng.uniform(0.2, 0.5) for _ in range(120)]
+    tuned = [b + rng.uniform(0.3, 0.4) for b in base]
+    results = [_result("few-shot", "extract", "field_f1", base), _result("fine-tuned", "extract", "field_f1", tuned)]
+    results[1].metrics["invented_field_rate"] = 0.2
+    card = build_scorecard(results, {"field_f1": 0.8, "invented_field_rate": 0.05})
+    assert card.verdict.startswith("Keep the fine-tuned adapter")
+    assert "But fine-tuned misses the task's thresholds: field-f1" in card.verdict
+    assert "invented-field-rate 20.0% (above 5%)" in card.verdict and "(below 80%)" in card.verdict
+    met = build_scorecard(results, {"field_f1": 0.5, "invented_field_rate": 0.25})
+    assert "misses the task's thresholds" not in met.verdict

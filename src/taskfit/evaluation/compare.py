@@ -367,8 +367,24 @@ def build_scorecard(results: Sequence[EvalResult], thresholds: dict[str, float],
     # The verdict is about the fine-tune of all the rows; learning-curve runs decide it only alone.
     whole = [r for r in tuned if not is_curve_point(r.candidate)]
     card.verdict = " ".join([verdict(card, baselines, whole or tuned), *refuse_all_warning(card),
-                             *forgetting_warnings(card.forgetting, max_drop)])
+                             *threshold_warning(card), *forgetting_warnings(card.forgetting, max_drop)])
     return card
+
+
+def threshold_warning(card: Scorecard) -> list[str]:
+    """A sentence when the candidate the verdict keeps misses any of the task's acceptance
+    thresholds (eval.thresholds): the best of the candidates is not yet good enough."""
+    kept = next((r for r in card.results if r.candidate == card.keep), None)
+    if kept is None:
+        return []
+    lower = scoring(card.kind).lower_is_better
+    missed = [f"{name.replace('_', '-')} {100 * kept.metrics[name]:.1f}% ({'above' if name in lower else 'below'} "
+              f"{100 * card.thresholds[name]:.0f}%)"
+              for name, ok in threshold_checks(kept, card.thresholds).items() if ok is False]
+    if not missed:
+        return []
+    return [f"But {kept.candidate} misses the task's thresholds: {', '.join(missed)}: it is the best of these "
+            "candidates, not yet good enough by eval.thresholds."]
 
 
 def refuse_all_warning(card: Scorecard) -> list[str]:

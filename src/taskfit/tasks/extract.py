@@ -354,7 +354,9 @@ class ExtractTask(TaskDefaults):
     validation_side = "valid_rate"
     error_buckets = ("invalid format", "schema violation", "missing field", "invented field", "wrong value")
     template = TEMPLATE
-    thresholds = {"field_f1": 0.8, "valid_rate": 1.0}
+    # invented_field_rate: the share of answered fields the gold record does not have (a date the
+    # text never gives); a maximum, chosen as the task's success sentence asks, not measured
+    thresholds = {"field_f1": 0.8, "valid_rate": 1.0, "invented_field_rate": 0.05}
     # snips_slots (200 training rows, 100 held out): lr 1e-3 reached 23.5% field F1 in one epoch where
     # the method's 2e-4 reached 11.5%, and 41.0% in three (the best validation kept; +17.5 points over
     # one, p < 0.001): docs/training.md, "What taskfit init writes for each task kind".

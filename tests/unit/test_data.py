@@ -490,3 +490,32 @@ def test_a_row_of_another_shape_in_a_chat_file_is_named_by_its_keys(tmp_path):
     lines = [_row("Where is the parcel I ordered", "shipping"), json.dumps({"text": "charged twice", "label": "billing"})]
     _, result = _scan(tmp_path, lines, task, spec=DataSpec(train="x.jsonl", format="messages", dedup={"near": False}))
     assert "this row has the keys text, label, where the file's rows are chat rows" in _reason(result, 2)
+
+
+def test_the_card_lists_extract_values_their_text_does_not_write_and_warns_of_rare_ones(tmp_path):
+    """An extract answer whose value is not in its text teaches the model to invent: per field,
+    the card counts such rows with the first of them, and warns of a field the text nearly always
+    writes but for a few rows (a walkthrough's invented customer name went unmentioned)."""
+    from taskfit.config import ProjectConfig
+    from taskfit.data.card import render_markdown
+    from taskfit.data.prepare import build_card
+
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "city": {"type": "string"}}}
+    task = TaskSpec(kind="extract", success="s", system_prompt="Extract {fields}.", schema=schema)
+    people = ["Anna Berg", "Karl Olsen", "Mia Lund", "Ole Dahl", "Eva Holm", "Jon Vik", "Siri Aas", "Per Moe",
+              "Liv Ek", "Tor Bakke", "Ida Sand", "Nils Strand", "Ane Foss", "Lars Hauge", "Kari Li", "Emil Ness",
+              "Nora Ruud", "Sven Lie", "Tina Berg", "Odd Wang", "Rut Haug"]
+    cities = ["Oslo", "Bergen", "Trondheim", "Tromsø", "Bodø", "Molde", "Ålesund"]
+    lines = []
+    for i, person in enumerate(people):
+        city = cities[i % len(cities)]
+        text = f"Order number {i} from {person if i != 7 else 'our regular customer'}, please ship it to {city} soon."
+        lines.append(json.dumps({"messages": [{"role": "user", "content": text}, {"role": "assistant", "content":
+                                 json.dumps({"name": person, "city": "Norway" if i % 2 else city})}]}))
+    path, result = _scan(tmp_path, lines, task, spec=DataSpec(train="x.jsonl"))
+    card = build_card(ProjectConfig(task=task, data=DataSpec(train="x.jsonl")), [result])
+    assert card.unwritten["name"] == {"rows": 1, "of": 21, "first": [f"{path}:8"]}
+    assert card.unwritten["city"]["rows"] == 10  # half the rows name the country, never written: no warning
+    (warning,) = [w for w in card.warnings if "does not write" in w]
+    assert f"name 1 of 21 (first {path}:8)" in warning and "city" not in warning
+    assert "## Answer values the text does not write" in render_markdown(card)

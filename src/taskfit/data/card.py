@@ -96,6 +96,13 @@ def render_markdown(card: DataCard) -> str:
         lines += [f"| `{n['kept']}`: {n['kept_preview'][:70]!r} | {n['kept_label']} | `{n['other']}`: "
                   f"{n['other_preview'][:70]!r} | {n['other_label']} | {n['similarity']} |" for n in card.conflicts[:20]]
         lines.append("")
+    if card.unwritten:
+        lines += ["## Answer values the text does not write", "",
+                  "Per field: the kept rows whose value is not written in their own text (as it is, or a number "
+                  "with two decimals; a date written otherwise and true/false values count here too).", "",
+                  "| field | rows | of rows filling it | first rows |", "|---|---|---|---|"]
+        lines += [f"| {name} | {u['rows']} | {u['of']} | {', '.join(f'`{s}`' for s in u['first'])} |"
+                  for name, u in card.unwritten.items()] + [""]
     if card.exact_duplicates:
         lines += [f"## Exact duplicates (first {min(10, len(card.exact_duplicates))})", "",
                   "Each repeats an earlier row word for word (after normalising case and spacing) and was removed:", ""]

@@ -40,6 +40,8 @@ class DataCard:
     system_prompts: dict[str, Any] = field(default_factory=dict)
     tokens: dict[str, Any] = field(default_factory=dict)
     privacy: dict[str, Any] = field(default_factory=dict)
+    # extract: per field, the kept rows filling it whose value their text does not write
+    unwritten: dict[str, Any] = field(default_factory=dict)
     exact_duplicates: list[str] = field(default_factory=list)  # the first rows removed as exact duplicates (file:line)
     near_duplicates: list[dict[str, Any]] = field(default_factory=list)
     conflicts: list[dict[str, Any]] = field(default_factory=list)
@@ -103,6 +105,10 @@ def _percentile(values: list[int], q: float) -> int:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
+
+# A field whose value its row's text writes in at least this many rows for each one it does not
+# is one the text nearly always writes: the rows that do not are warned of (build_card).
+RARELY_UNWRITTEN = 20
 
 # A snapshot card's size verdict: its rows are added to the project's (build_card's ``addition``).
 ADDED = "added to the project's rows"
@@ -246,6 +252,21 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
                         f"action = {data.privacy.action}.")
     card.near_duplicates = [asdict(n) for s in scans for n in s.near_duplicates[:50]]
     card.exact_duplicates = [src for s in scans for src in s.exact_noted]
+    filled_rows: Counter = sum((s.field_rows for s in scans), Counter())
+    unwritten: Counter = sum((s.unwritten for s in scans), Counter())
+    card.unwritten = {name: {"rows": unwritten[name], "of": filled_rows[name],
+                             "first": [src for s in scans for src in s.unwritten_noted.get(name, [])][:3]}
+                      for name, _ in unwritten.most_common()}
+    # A field its text nearly always writes, but for a few rows: those few are likely typed in
+    # from elsewhere (invented, or from another document), which the model then learns to do.
+    rare = [(name, u) for name, u in card.unwritten.items() if u["rows"] * RARELY_UNWRITTEN <= u["of"]]
+    if rare:
+        warnings.append("answer values their row's text does not write, in fields the text nearly always "
+                        "writes: " + "; ".join(f"{name} {u['rows']} of {u['of']} (first {', '.join(u['first'])})"
+                                               for name, u in rare)
+                        + ". A model learns to write such values without reading them: check they are not "
+                          "invented or copied from another document (a number written in words, or a date "
+                          "written otherwise, is listed too; the card's table has every field).")
     card.conflicts = [asdict(n) for s in scans for n in s.conflicts[:50]]
     card.distinct_look_alikes = [asdict(n) for s in scans for n in s.distinct_notes]
     if counts["conflicting_labels"]:

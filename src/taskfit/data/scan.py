@@ -68,6 +68,11 @@ class ScanResult:
     read: int = 0
     quarantined: list[Quarantined] = field(default_factory=list)
     exact_duplicates: int = 0
+    # extract: per answer field, the kept rows that fill it, and those whose value their text does
+    # not write (taskfit.tasks.extract.value_written), with the first few of them (file:line)
+    field_rows: Counter = field(default_factory=Counter)
+    unwritten: Counter = field(default_factory=Counter)
+    unwritten_noted: dict[str, list[str]] = field(default_factory=dict)
     exact_noted: list[str] = field(default_factory=list)  # the first DISTINCT_NOTED of them, as file:line
     near_duplicates: list[PairNote] = field(default_factory=list)  # copies and conflicts, removed
     conflicts: list[PairNote] = field(default_factory=list)
@@ -367,6 +372,8 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                 if label not in label_codes:
                     label_codes[label] = len(label_names)
                     label_names.append(label)
+                if task.kind == "extract":
+                    _count_written(result, row, raw.source)
                 looks.add(row)
                 index_lines.append(raw.line)
                 index_labels.append(label_codes[label])
@@ -490,6 +497,18 @@ def layout_previews(layouts: Layouts, numbers: list[int], task: TaskSpec, spec: 
 
 
 UNFITTABLE_KEPT = 20
+
+
+def _count_written(result: ScanResult, row: Any, source: str) -> None:
+    """Count a kept extract row's fields and those its text does not write (from its look-alike
+    row: :meth:`~taskfit.data.lookalike.LookAlikes.row`)."""
+    for name, (_, written) in row.fixed.items():
+        result.field_rows[name] += 1
+        if not written:
+            result.unwritten[name] += 1
+            noted = result.unwritten_noted.setdefault(name, [])
+            if len(noted) < 3:
+                noted.append(source)
 
 
 def _add_length(result: ScanResult, needed: int, answer: int, fixed: int | None, rendered: int,

@@ -226,8 +226,8 @@ def test_an_extract_schema_keeps_a_numeric_field_numeric_past_a_stray_string_and
     integer and init says that data check quarantines that row (it does, naming the line); every
     key is in every row, so the instruction asks for every key, with null where the text is silent."""
     rows = [{"email": f"Please send {n % 9 + 1} mugs to order {1000 + n}", "order": {
-        "item": "mugs", "quantity": "lots" if n == 17 else n % 9 + 1, "gift": None if n % 3 else True}}
-        for n in range(60)]
+        "item": "mugs", "quantity": "lots" if n == 17 else n % 9 + 1, "gift": None if n % 3 else True,
+        **({"notes": "rush"} if n == 30 else {})}} for n in range(60)]
     file = tmp_path / "orders.jsonl"
     file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     result, output = _invoke("init", tmp_path / "project", "--from", file)
@@ -237,8 +237,11 @@ def test_an_extract_schema_keeps_a_numeric_field_numeric_past_a_stray_string_and
     assert config.task.schema_["properties"]["gift"] == {"type": ["boolean", "null"]}
     assert (f'quantity: 1 of 60 values is a string (first "lots", {file}:18) where the rest are integers'
             in " ".join(output.split())), output
-    assert config.task.system_text == ("Extract these fields from the text as one JSON object with every key: "
-                                       "item, quantity, gift. Write null for a field the text does not give.")
+    # one answer's extra key is named with its line
+    assert f"notes: in 1 of 60 answers (first {file}:31), an optional key" in " ".join(output.split())
+    assert "the other 1 key is optional" in " ".join(output.split())
+    assert config.task.system_text.startswith("Extract the fields the text mentions as one JSON object. Fields: "
+                                              "item, quantity, gift, notes. Always write item, quantity, gift;")
     result, output = _invoke("data", "check", tmp_path / "project", "--no-tokens")
     assert result.exit_code == 0 and "orders.jsonl:18: answer: does not match task.schema at quantity" in output
 

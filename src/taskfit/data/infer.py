@@ -299,9 +299,17 @@ def infer_schema(stats: ColumnStats) -> tuple[dict[str, Any], str]:
     if required and len(required) == len(properties):
         why = f"required: {', '.join(required)} (every key is in every row)"
     elif required:
-        why = f"required: {', '.join(required)} (in every row; the other {len(properties) - len(required)} keys are optional)"
+        rest = len(properties) - len(required)
+        why = f"required: {', '.join(required)} (in every row; the other {rest} key{'s are' if rest > 1 else ' is'} optional)"
     else:
         why = "no key is required (none is in every row)"
+    # a key a row or two use where every other key is in every row: likely a slip in those rows
+    rare = [(k, sum(types.values())) for k, types in stats.keys.items()
+            if required and k not in required and sum(types.values()) * 50 <= stats.objects]
+    for key, n in rare:
+        where = next(iter(stats.first_of[key].values()))[1]
+        strays.append(f"{key}: in {n} of {stats.objects} answers (first {where or 'a row'}), an optional key; "
+                      "if it is a slip, take it out of those answers (the schema then leaves it out)")
     return schema, "; ".join([why, *strays])
 
 

@@ -483,7 +483,8 @@ def review_queue(project: Path = typer.Argument(Path("."), help="Project directo
     again = f", {result.random_again} already queued joined it" if result.random_again else ""
     out.print(f"queued {len(result.picks)} of {result.eligible} answered requests (batch {result.batch}): "
               f"{reasons.get(RANDOM, 0)} drawn at random{again}; "
-              + ", ".join(f"{why} {k}" for why, k in reasons.most_common() if why != RANDOM),
+              + ", ".join(f"{'spread over kinds of request (no other reason)' if why == 'spread' else why} {k}"
+                          for why, k in reasons.most_common() if why != RANDOM),
               highlight=False, soft_wrap=True)
     if result.repeats:
         out.print(f"{result.repeats} more {'repeats' if result.repeats == 1 else 'repeat'} the input, context and answer of a "

@@ -190,7 +190,7 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
         over = sum(n > limit for n in lengths)
         total = sum(s.rendered_tokens for s in scans)
         answer = sum(s.answer_tokens for s in scans)
-        card.tokens = {"mean": round(total / len(lengths), 1), "p50": _percentile(lengths, 50),
+        card.tokens = {"mean": round(sum(lengths) / len(lengths), 1), "p50": _percentile(lengths, 50),
                        "p95": _percentile(lengths, 95), "max": max(lengths),
                        "max_seq_length": limit, "over_max": over, "policy": data.too_long,
                        "loss_token_share": round(answer / total, 4) if total else 0.0,

@@ -379,11 +379,11 @@ def threshold_warning(card: Scorecard) -> list[str]:
         return []
     lower = scoring(card.kind).lower_is_better
     missed = [f"{name.replace('_', '-')} {100 * kept.metrics[name]:.1f}% ({'above' if name in lower else 'below'} "
-              f"{100 * card.thresholds[name]:.0f}%)"
+              f"{100 * card.thresholds[name]:g}%)"
               for name, ok in threshold_checks(kept, card.thresholds).items() if ok is False]
     if not missed:
         return []
-    return [f"But {kept.candidate} misses the task's thresholds: {', '.join(missed)}: it is the best of these "
+    return [f"But {kept.candidate} misses the task's thresholds: {', '.join(missed)}: the one to keep of these "
             "candidates, not yet good enough by eval.thresholds."]
 
 

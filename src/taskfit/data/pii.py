@@ -48,6 +48,7 @@ import bisect
 import datetime
 import ipaddress
 import re
+import string
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Callable, Iterable, Literal
@@ -152,7 +153,7 @@ def _secret_patterns() -> list[tuple[str, re.Pattern]]:
     return out + _OWN_SECRETS
 
 
-_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_KEY_CHARS = frozenset(string.ascii_letters + string.digits + "_-")  # what an API key is made of
 
 # Keys detect-secrets' patterns miss or take only in part: OpenAI's project, service-account and
 # admin keys and its legacy ones (its pattern wants T3BlbkFJ with exactly 20 characters after it),

@@ -175,7 +175,7 @@ def evaluate_version(ws: Any, version: Version) -> tuple[EvalResult, list[Predic
         style_model(ws)  # generate: the plain base model's replies, before an adapter is applied
         cand = trained_candidate(ws, version.path, name)
     # the run's own scorecard answers, where `taskfit run` scored these weights already
-    scored = sorted(p.stem for p in ws.result_path("x").parent.glob(f"{FINETUNED}*.json"))
+    scored = sorted(p.stem for p in (ws.evals / "results").glob(f"{FINETUNED}*.json"))
     result = evaluate(ws, replace(cand, same_as=tuple(scored)))
     preds = {p.example_id: p for p in read_predictions(ws.predictions(name))}
     return result, [preds[ex.id] for ex in ws.eval_rows]

@@ -229,14 +229,16 @@ def label_spelling(labels: Sequence[str]) -> Callable[[str], str]:
 
 def closest_label(written: str, labels: Sequence[str]) -> str | None:
     """The one label ``written`` is most likely a slip for ("Card" for Cards, "biling" for
-    billing), compared case-folded; None when none is close (difflib's ratio under 0.8), or when
-    the closest is two labels apart only in case (US and us)."""
+    billing), compared by :func:`~taskfit.tasks.base.label_key` as :func:`label_spelling` is; None
+    when none is close (difflib's ratio under 0.8), or when the closest key is two labels' (US and us)."""
     import difflib
     from collections import Counter
 
-    keys = Counter(label.casefold() for label in labels)
-    folded = {label.casefold(): label for label in labels if keys[label.casefold()] == 1}
-    near = difflib.get_close_matches(written.strip().casefold(), list(folded), n=1, cutoff=0.8)
+    from taskfit.tasks.base import label_key
+
+    keys = Counter(label_key(label) for label in labels)
+    folded = {label_key(label): label for label in labels if keys[label_key(label)] == 1}
+    near = difflib.get_close_matches(label_key(written), list(folded), n=1, cutoff=0.8)
     return folded[near[0]] if near else None
 
 

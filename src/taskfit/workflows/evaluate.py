@@ -496,11 +496,11 @@ def _cached(path: Path, key: str, rows: Sequence[Any]) -> list[Prediction] | Non
 def _rekey(ws: Workspace, cand: Candidate, key: str, rows: Sequence[Any]) -> None:
     """Keep the answers an older taskfit saved under ``cand.legacy_key`` (its result and every row's
     prediction), under ``key``: what changed between the two keys decides no answer."""
-    old = candidate_cache_key(ws, replace(cand, key=cand.legacy_key))
-    saved = _saved(ws.result_path(cand.name), old)
-    preds = _cached(ws.predictions(cand.name), old, rows) if saved else None
-    if saved is None or preds is None:
+    found = _stored(ws.result_path(cand.name), ws.predictions(cand.name),
+                    candidate_cache_key(ws, replace(cand, key=cand.legacy_key)), rows)
+    if found is None:
         return
+    preds, saved = found
     write_cache(ws.predictions(cand.name), key, cand.name, rows, preds)
     saved["candidate_key"] = key
     ws.result_path(cand.name).write_text(json.dumps(saved, indent=1), encoding="utf-8")
@@ -513,16 +513,22 @@ def _saved(path: Path, key: str) -> dict[str, Any] | None:
     return data if data.get("candidate_key") == key else None
 
 
+def _stored(result: Path, predictions: Path, key: str, rows: Sequence[Any]) -> tuple[list[Prediction], dict] | None:
+    """Every row's prediction and the saved result, where both were saved under ``key``."""
+    saved = _saved(result, key)
+    preds = _cached(predictions, key, rows) if saved else None
+    return (preds, saved) if preds is not None and saved is not None else None
+
+
 def _elsewhere(ws: Workspace, name: str, key: str, rows: Sequence[Any]) -> tuple[list[Prediction], dict] | None:
     """Every row's prediction, and the figures the scorer does not compute, from another store of
     this held-out split where the same candidate (the same key) answered these rows: the whole
     split's predictions answer its first rows (``eval.max_rows``, ``taskfit advise``)."""
     for root in ws.other_stores():
-        saved = _saved(root / "results" / f"{name}.json", key)
-        preds = _cached(root / "predictions" / f"{name}.jsonl", key, rows) if saved else None
-        if preds is not None:
+        found = _stored(root / "results" / f"{name}.json", root / "predictions" / f"{name}.jsonl", key, rows)
+        if found is not None:
             ws.reporter.status(f"{name}: every prediction is cached in {root.name}")
-            return preds, kept(saved["metrics"])
+            return found[0], kept(found[1]["metrics"])
     return None
 
 
@@ -530,12 +536,11 @@ def _twin(ws: Workspace, cand: Candidate, rows: Sequence[Any]) -> tuple[list[Pre
     """Every row's prediction, and the figures the scorer does not compute, from one of
     ``cand.same_as`` that answered these rows as the same model (see :class:`Candidate`)."""
     for other in cand.same_as:
-        key = candidate_cache_key(ws, replace(cand, name=other))
-        saved = _saved(ws.result_path(other), key)
-        preds = _cached(ws.predictions(other), key, rows) if saved else None
-        if preds is not None:
+        found = _stored(ws.result_path(other), ws.predictions(other),
+                        candidate_cache_key(ws, replace(cand, name=other)), rows)
+        if found is not None:
             ws.reporter.status(f"{cand.name}: every prediction is {other}'s, cached (the same weights)")
-            return preds, kept(saved["metrics"])
+            return found[0], kept(found[1]["metrics"])
     return None
 
 

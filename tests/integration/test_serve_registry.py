@@ -77,8 +77,8 @@ def _expected(version):
     return [predictor.answer(t)[0] for t in TEXTS]
 
 
-def _serve(loopback, tmp_path, registry, **entry):
-    spec = load_serve_config(None, {"adapters": {"triage": {"registry": "triage@production", **entry}},
+def _serve(loopback, tmp_path, registry, name="triage", **entry):
+    spec = load_serve_config(None, {"adapters": {name: {"registry": f"{name}@production", **entry}},
                                     "registry": {"path": str(registry), "poll_s": 0.05},
                                     "log": {"path": str(tmp_path / "requests.sqlite")}, "admin": True})
     app = create_app(spec)
@@ -221,11 +221,7 @@ def test_a_first_adapter_version_says_a_classical_only_server_must_restart(tmp_p
     _cli("promote", project, "tfidf-logreg", "--as", "rotated")
     registry = Registry(project / "registry.sqlite")
     v1 = registry.resolve("rotated", "production")
-    spec = load_serve_config(None, {"adapters": {"rotated": {"registry": "rotated@production"}},
-                                    "registry": {"path": str(project / "registry.sqlite"), "poll_s": 0.05},
-                                    "log": {"path": str(tmp_path / "requests.sqlite")}})
-    app = create_app(spec)
-    client = openai.OpenAI(base_url=loopback(app), api_key="none", max_retries=0)
+    app, client = _serve(loopback, tmp_path, project / "registry.sqlite", name="rotated")
     assert app.state.engine.tokenizer is None
     _cli("train", project)
     with caplog.at_level(logging.ERROR):

@@ -134,3 +134,19 @@ def test_the_command_prints_the_counts_and_refuses_without_reviews(project):
     assert "1 reviewed requests = 0 added (0 training, 0 recent held-out) + 1 quarantined" in cli.output
     assert "(each a copy of one of the project's rows or of another reviewed request)" in " ".join(cli.output.split())
     assert "'nope' is not in task.labels" in cli.output
+
+
+def test_a_correction_that_contradicts_a_project_row_is_a_conflict_not_a_duplicate(project):
+    """A reviewer's answer to a request that repeats a project row word for word, but with another
+    answer, is the pair the data check lists as conflicting: not counted away as a duplicate."""
+    config = load_config(project / "taskfit.yaml")
+    labels = config.task.labels
+    row = _jsonl(project / config.data.train)[7]
+    text, label = row["messages"][0]["content"], row["messages"][1]["content"]
+    other = labels[1] if label == labels[0] else labels[0]
+    _review(project, [("chatcmpl-same", text, label, "correct", label),
+                      ("chatcmpl-contra", text, label, "wrong", other)])
+    result = from_log_project(project)
+    assert (result.exact_duplicates, result.near_duplicates, result.conflicts) == (1, 1, 1)
+    (conflict,) = result.card.conflicts
+    assert {conflict["kept_label"], conflict["other_label"]} == {label, other}

@@ -4,9 +4,9 @@ the files' own rows are held to.
 A :class:`NewRows` holds the project's rows (training and held-out, each tagged with where it
 comes from) and every row admitted so far. A candidate row is first made a record and checked as a
 row of the project would be (:meth:`NewRows.record`: the ``messages`` shape, the task's answer
-check), then :meth:`NewRows.admit` decides whether it repeats one of them: the same input after
-whitespace and case folding (an exact duplicate), or a look-alike that copies a row or contradicts
-it (:mod:`taskfit.data.lookalike`, ``data.dedup``). A row that repeats nothing is indexed, so the
+check), then :meth:`NewRows.admit` decides whether it repeats one of them: the same input and the
+same answer after whitespace and case folding (an exact duplicate), or a look-alike that copies a
+row or contradicts it (the same input with another answer is a conflict, as the data check says) (:mod:`taskfit.data.lookalike`, ``data.dedup``). A row that repeats nothing is indexed, so the
 next one is compared with it too.
 """
 
@@ -35,6 +35,13 @@ class Repeat:
     where: str
     note: PairNote | None = None
     conflict: PairNote | None = None
+
+
+def _exact_key(rec: Example) -> str:
+    """What an exact duplicate shares: the input and the answer, normalised. A correction of a
+    project row's answer (the same input, another answer) is no duplicate: the look-alike judgement
+    finds it a conflict, listed for a person to decide, as the data check lists such pairs."""
+    return f"{normalise(input_text(rec))}\x1f{normalise(rec.target)}"
 
 
 class NewRows:
@@ -67,7 +74,7 @@ class NewRows:
 
     def admit(self, rec: Example, where: str, source: str) -> Repeat | None:
         """The row it repeats (nothing is indexed), or None: ``rec`` is held from now on."""
-        key = normalise(input_text(rec))
+        key = _exact_key(rec)
         if key in self.exact:
             k = self.exact[key]
             return Repeat(EXACT, k, self.where[k])
@@ -96,7 +103,7 @@ class NewRows:
         self.rows.append(rec)
         self.where.append(where)
         self.sources.append(source)
-        self.exact.setdefault(normalise(input_text(rec)), k)
+        self.exact.setdefault(_exact_key(rec), k)
         if self.looks is not None:
             self.looks.add(row if row is not None else self.looks.row(rec))
             self.indexed.append(k)

@@ -14,7 +14,8 @@ goes through the data checks' own rules, in this order, and its count lands in e
    the log is redacted already, a reviewer's answer is not).
 3. **De-duplicated** against every row of the project's data files (training and held-out) and
    against each other, by the data check's exact and near-duplicate tests (``data.dedup``); a
-   correction that contradicts a near-identical existing row is shown as a conflict.
+   correction that contradicts an existing row with the same or a near-identical input is shown
+   as a conflict.
 4. **Split**: ``review.recent_share`` of the requests (by a hash of the request's text, normalised,
    so a request and any re-send of it stay on one side, run after run, whatever ids the server
    gave them) form the *recent held-out set*, which measures the next

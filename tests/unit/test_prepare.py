@@ -394,6 +394,11 @@ def test_rows_that_redaction_makes_one_never_sit_on_both_sides_of_the_split(tmp_
     assert dropped > 0 and prepared.card.split["eval"] == len(prepared.eval) > 0
     assert f"{dropped} held-out rows dropped as copies of (or conflicts with) training rows" in \
         prepared.card.split_summary()
+    # each kept row counted once: trained on, held out, left out by a cap, or dropped as a leak
+    split = prepared.card.split
+    assert split["eval_left_out"] == 0  # no cap on the held-out side here (the default leaves all)
+    assert (split["train"] + split["eval"] + split["train_left_out"] + split["eval_left_out"] + dropped
+            == prepared.card.counts["kept"])
 
 
 def test_a_documents_folder_that_is_not_there_is_named_by_data_check(tmp_path):

@@ -437,6 +437,7 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
     uncapped = len(train), len(test)
     train = stratified_subsample(train, data.max_train_examples, data.seed)
     test = stratified_subsample(test, data.max_eval_examples, data.seed)
+    capped_eval = len(test)  # the cap's count: leaks dropped below are counted as leaks, not twice
     if not data.eval:
         # Duplicates were removed on the rows as written; redaction can make two of them one (a
         # message sent twice with another e-mail address): a held-out row that copies a row trained
@@ -461,7 +462,7 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
                   "group_by": data.group_by, "fixed_eval_file": data.eval,
                   "synthetic_train": len(synthetic),
                   # kept rows left out by data.max_train_examples / max_eval_examples (stratified samples kept)
-                  "train_left_out": uncapped[0] - (len(train) - len(synthetic)), "eval_left_out": uncapped[1] - len(test),
+                  "train_left_out": uncapped[0] - (len(train) - len(synthetic)), "eval_left_out": uncapped[1] - capped_eval,
                   "train_fingerprint": fingerprint(train), "eval_fingerprint": fingerprint(test)}
     return Prepared(train=train, eval=test, card=card, quarantined=[q for s in scans for q in s.quarantined],
                     unredacted_secret_rows=sum(s.unredacted_secret_rows for s in scans), privacy=data.privacy)

@@ -271,7 +271,16 @@ def test_the_card_counts_the_rows_training_cuts(tmp_path, tiny):
     assert cut > written > 0  # the answers as written would have counted fewer
     assert prepared.card.tokens["over_max"] == cut
     (warning,) = [w for w in prepared.card.warnings if "need more than train.max_seq_length" in w]
-    assert warning.startswith(f"{cut} rows need more") and "would hold 95% of them whole" in warning
+    assert warning.startswith(f"{cut} rows need more") and "would hold 95% of the rows whole" in warning
+    suggested = int(warning.split("train.max_seq_length: ")[1].split()[0])
+    assert suggested > 160 and suggested % 32 == 0
+    # fewer than 5% of the rows over the limit: the suggestion holds every row, not the limit set
+    doc["train"]["max_seq_length"] = prepared.card.tokens["p95"]
+    config = load_config(_write(tmp_path, doc))
+    card = prepare_data(config, tmp_path, tokenizer=tiny.tokenizer).card
+    (warning,) = [w for w in card.warnings if "need more than train.max_seq_length" in w]
+    suggested = int(warning.split("train.max_seq_length: ")[1].split()[0])
+    assert "would hold every row whole" in warning and suggested >= card.tokens["max"] > config.train.max_seq_length
 
 
 def _renders(tokenizer, config, ex, limit) -> bool:

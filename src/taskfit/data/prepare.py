@@ -199,11 +199,13 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
             warnings.append("no token carries loss: every answer is masked. Training would learn "
                             "nothing; check that rows end with the assistant's answer.")
         if over:
-            fits = -(-_percentile(lengths, 95) // 32) * 32  # the 95th percentile, up to a multiple of 32
+            # a length that holds 95% of all rows, or where the limit does already, every row (up to a multiple of 32)
+            p95 = _percentile(lengths, 95)
+            share, fits = ("95% of the rows", p95) if p95 > limit else ("every row", max(lengths))
             warnings.append(f"{over} rows need more than train.max_seq_length={limit} tokens (their prompt "
                             f"with the answer, or the room a cut prompt keeps for one: {_room_words(config)}); "
                             f"they will be {'cut to fit, their input from its end' if data.too_long == 'truncate' else 'dropped'} "
-                            f"(data.too_long). train.max_seq_length: {fits} would hold 95% of them whole.")
+                            f"(data.too_long). train.max_seq_length: {-(-fits // 32) * 32} would hold {share} whole.")
         # Cutting the input leaves at least one of its tokens: a row whose template, system prompt
         # and answer alone take max_seq_length cannot be cut to fit, and training stops on it.
         unfittable = sum(n + 1 >= limit for s in scans for n in s.fixed_lengths)

@@ -17,6 +17,7 @@ import yaml
 from typer.testing import CliRunner
 
 from taskfit.cli.main import app
+from taskfit.config import load_config
 from taskfit.workflows import baseline_project, compare_project
 from taskfit.workflows import train_project
 from taskfit.quickstart import make_quickstart_project
@@ -406,7 +407,7 @@ window.addEventListener('load', () => {
     assert result.ratings["tfidf-logreg"]["usefulness"] == 4.0
 
 
-def test_generate_baselines_with_house_rules_and_style_match(tmp_path, tiny_model_dir):
+def test_generate_baselines_with_house_rules_and_style_match(tmp_path, tiny_model_dir, monkeypatch):
     rng = random.Random(0)
     project = tmp_path / "gen"
     (project / "data").mkdir(parents=True)
@@ -423,7 +424,19 @@ def test_generate_baselines_with_house_rules_and_style_match(tmp_path, tiny_mode
            "baselines": {"retriever": "bm25", "few_shot_k": 1},
            "eval": {"max_new_tokens": 12, "style_sample": 6, "thresholds": {"format_compliance": 0.5}}}
     (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    from taskfit.baselines.model import GenerativePredictor
+
+    made, init = {}, GenerativePredictor.__init__
+
+    def spy(self, name, *args, **kwargs):
+        init(self, name, *args, **kwargs)
+        made[name] = self.batch_size
+
+    monkeypatch.setattr(GenerativePredictor, "__init__", spy)
     results = {r.candidate: r for r in baseline_project(project)}
+    # the base model's replies for the style classifier are read eval.batch_size at a time, as the
+    # candidates' are (one at a time, they were a walkthrough's longest stage: 10 min for 12 replies)
+    assert made["_style-base"] == made["prompt-only"] == load_config(project / "taskfit.yaml").eval.batch_size > 1
     assert set(results) == {"prompt-only", "few-shot"}
     for r in results.values():
         assert r.kind == "generate" and r.n == 5

@@ -476,7 +476,7 @@ def style_model(ws: Workspace) -> Any:
             replies = [cached[ex.id] for ex in sample]
         else:
             base = GenerativePredictor(STYLE_BASE, ws.lm().model, ws.tokenizer, c.task, c.train.max_seq_length,
-                                       c.eval.max_new_tokens)
+                                       c.eval.max_new_tokens, batch_size=c.eval.batch_size)
             with ws.reporter.bar("base-model replies for the style classifier", len(sample)) as advance, \
                     computing(ws, cand):
                 replies, _ = run_cached(base, sample, ws.predictions(STYLE_BASE), key, on_item=advance)

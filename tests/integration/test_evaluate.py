@@ -346,7 +346,7 @@ def test_blind_review_round_trip_through_the_spreadsheet(tmp_path, tiny_model_di
 
     project, review = _reviewed_project(tmp_path, tiny_model_dir)
     key = json.loads((review / "review_key.json").read_text())
-    rows = list(csv.DictReader((review / "review.csv").open()))
+    rows = list(csv.DictReader((review / "review.csv").open(encoding="utf-8-sig")))
     assert len(rows) == 8 and "tfidf-logreg" not in (review / "review.csv").read_text()
     assert "tfidf-logreg" not in (review / "review.html").read_text()  # names hidden
     assert {key["items"][r["item"]]["side_1"] for r in rows} == {"a", "b"}  # sides shuffled (seeded)

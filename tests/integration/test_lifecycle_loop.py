@@ -143,7 +143,7 @@ def test_the_loop_after_the_first_deploy(project, loopback, capsys):
     # A person reviews the queue (scripted: the right queue for every request) and it is imported.
     _cli("review", "queue", project, "--n", len(traffic))
     (sheet,) = project.glob("review/queue-*/review.csv")
-    rows = list(csv.DictReader(sheet.open()))
+    rows = list(csv.DictReader(sheet.open(encoding="utf-8-sig")))
     assert {r["request_id"] for r in rows} <= set(right) and len(rows) >= len(traffic) - 1
     for r in rows:
         correct = right[r["request_id"]]

@@ -140,7 +140,7 @@ def test_every_draft_is_accounted_for_and_none_is_trainable_before_review(drafte
     # gibberish with the right label, for the reviewer to reject.
     assert pending and all(d["row"]["messages"][1]["content"] == d["request"]["label"] for d in pending)
     assert all(d["row"]["meta"]["synthetic"] for d in pending)
-    with (batch / "review.csv").open() as f:
+    with (batch / "review.csv").open(encoding="utf-8-sig") as f:
         sheet = list(csv.DictReader(f))
     assert [r["draft_id"] for r in sheet] == [d["id"] for d in pending]
     page = (batch / "review.html").read_text()
@@ -169,7 +169,7 @@ def test_accepted_drafts_train_and_are_compared_with_real_only(drafted):
     (batch,) = batches(project)
     pending = [d for d in read_drafts(batch) if d["status"] == PENDING]
     assert len(pending) >= 2
-    with (batch / "review.csv").open() as f:
+    with (batch / "review.csv").open(encoding="utf-8-sig") as f:
         sheet = list(csv.DictReader(f))
     sheet[0].update(verdict="accept", reviewer="ana")
     sheet[1].update(verdict="reject", reviewer="ana", comment="not a ticket")

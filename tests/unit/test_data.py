@@ -380,8 +380,8 @@ def test_a_long_cell_an_extra_cell_and_a_role_that_is_no_name_are_rows_not_crash
 def test_a_header_naming_a_column_twice_or_holding_another_separator_is_named_and_a_repeated_header_is_no_row(
         tmp_path, classify_task):
     """A column named twice would leave a row the last of them, silently: the file is refused,
-    naming the columns (CSV and Parquet alike); a header of one column holding semicolons is a
-    file separated by them (Excel in many locales), said so; the header repeated mid-file (files
+    naming the columns (CSV and Parquet alike); a .csv separated by semicolons (Excel in many
+    locales) is read so, and one of one column holding tabs is named; the header repeated mid-file (files
     joined with cat) is quarantined, not learnt as an example; spaces around a name are no part of it."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -394,10 +394,16 @@ def test_a_header_naming_a_column_twice_or_holding_another_separator_is_named_an
                                         names=["text", "label", "label"]), tmp_path / "twice.parquet")
     with pytest.raises(DataError, match="the columns 'label' are named more than once"):
         scan(tmp_path / "twice.parquet", classify_task, spec("twice.parquet"))
-    (tmp_path / "semi.csv").write_text("text;label\nI was charged twice;billing\n", encoding="utf-8")
-    with pytest.raises(DataError, match="one column, 'text;label': are the columns separated by semicolons") as info:
-        scan(tmp_path / "semi.csv", classify_task, spec("semi.csv"))
-    assert "CSV UTF-8" in info.value.hint
+    # Excel in much of Europe saves "CSV" (even "CSV UTF-8") with semicolons: read as meant, a
+    # cell holding a semicolon or a comma (a decimal comma) too
+    (tmp_path / "semi.csv").write_text('\ufefftext;label\r\nI was charged twice;billing\r\n'
+                                       '"Charged 12,50 €; twice";billing\r\n', encoding="utf-8")
+    result = scan(tmp_path / "semi.csv", classify_task, spec("semi.csv"), keep=True)
+    assert result.kept == 2 and [r.input for r in result.examples] == ["I was charged twice", "Charged 12,50 €; twice"]
+    (tmp_path / "tabs.csv").write_text("text\tlabel\nI was charged twice\tbilling\n", encoding="utf-8")
+    with pytest.raises(DataError, match="the header is one column, .*: are the columns separated by tabs") as info:
+        scan(tmp_path / "tabs.csv", classify_task, spec("tabs.csv"))
+    assert "name a tab-separated file .tsv" in info.value.hint
     path = tmp_path / "joined.csv"  # spaces around the header's names are a spreadsheet's, not the names'
     path.write_text(" text , label\nI was charged twice,billing\ntext,label\nParcel late,shipping\n", encoding="utf-8")
     result = scan(path, classify_task, spec("joined.csv"))

@@ -125,7 +125,7 @@ def test_queue_never_repeats_a_request_and_exports_the_review_sheet(served):
     with ReviewStore(store_path(served / "requests.sqlite")) as store:  # an application's feedback
         store.add([correction_of("chatcmpl-005", None, "billing", "x", None, None, "app", None, "refund", "feedback")])
     first = queue_project(served, n=25)
-    rows = list(csv.DictReader(first.paths["csv"].open()))
+    rows = list(csv.DictReader(first.paths["csv"].open(encoding="utf-8-sig")))
     assert len(rows) == 25 and {r["request_id"] for r in rows} == {p.request.id for p in first.picks}
     assert not any(r["request_id"].startswith("failed") for r in rows)
     assert sum(p.random for p in first.picks) == 5  # review.random_share 0.2
@@ -169,7 +169,7 @@ def _fill(path, rows, out):
 
 def test_import_stores_corrections_with_the_reviewer_and_names_bad_lines(served, tmp_path):
     result = queue_project(served, n=10)
-    rows = list(csv.DictReader(result.paths["csv"].open()))
+    rows = list(csv.DictReader(result.paths["csv"].open(encoding="utf-8-sig")))
     rows[0].update(verdict="correct", correction=rows[0]["answer"].upper())  # the served label, in capitals
     rows[1].update(verdict="wrong", correction="technical_issue" if rows[1]["answer"] != "technical_issue" else "billing")
     rows[2].update(verdict="unsure")
@@ -238,7 +238,7 @@ def test_an_extract_correction_training_could_not_take_is_named_by_its_line(serv
     doc["eval"]["thresholds"] = {"field_f1": 0.8}
     (served / "taskfit.yaml").write_text(yaml.safe_dump(doc))
     result = queue_project(served, n=4)
-    rows = list(csv.DictReader(result.paths["csv"].open()))
+    rows = list(csv.DictReader(result.paths["csv"].open(encoding="utf-8-sig")))
     for correction, message in [("queue: refund", "filled.csv:2: answer: not valid JSON"),
                                 ('{"queue": 3}', "filled.csv:2: answer: does not match task.schema at queue")]:
         _fill(result.paths["csv"], [dict(rows[0], verdict="wrong", correction=correction)] + rows[1:],
@@ -250,3 +250,21 @@ def test_an_extract_correction_training_could_not_take_is_named_by_its_line(serv
           tmp_path / "filled.csv")
     cli = CliRunner().invoke(app, ["review", "import", str(served), str(tmp_path / "filled.csv"), "--reviewer", "ana"])
     assert cli.exit_code == 0 and "stored 1 correction" in cli.output, cli.output
+
+
+def test_a_sheet_as_excel_in_europe_opens_and_saves_it_imports(served, tmp_path):
+    """Excel reads a CSV without a byte-order mark in the machine's code page ("€" as "â‚¬"), and in
+    much of Europe saves "CSV UTF-8" with semicolons between the columns: the sheet is written with
+    the mark, and a sheet saved back that way imports as it was meant."""
+    result = queue_project(served, n=4)
+    assert result.paths["csv"].read_bytes().startswith(b"\xef\xbb\xbf")
+    rows = list(csv.DictReader(result.paths["csv"].open(encoding="utf-8-sig")))
+    rows[0].update(verdict="correct", reviewer="jörg", comment="Kunde; 12,50 € erstattet")
+    filled = tmp_path / "filled.csv"
+    with filled.open("w", newline="", encoding="utf-8-sig") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter=";")
+        w.writeheader()
+        w.writerows(rows)
+    cli = CliRunner().invoke(app, ["review", "import", str(served), str(filled)])
+    assert cli.exit_code == 0, cli.output
+    assert "stored 1 corrections (1 correct, 0 wrong) by jörg" in cli.output

@@ -170,6 +170,18 @@ def _fields(n: int) -> str:
     return "1 field" if n == 1 else f"{n} fields"
 
 
+def sheet_delimiter(header: str, delimiter: str = ",") -> str:
+    """The character between a CSV's columns, from its header line: ``delimiter``, or a semicolon
+    where the header is one column by ``delimiter`` and several by semicolons. Excel writes "CSV"
+    with the locale's list separator, a semicolon in much of Europe, even for "CSV UTF-8": such
+    a file is read as it was meant."""
+    if delimiter != ",":
+        return delimiter
+    by_comma = next(csv.reader([header]), [])
+    by_semicolon = next(csv.reader([header], delimiter=";"), [])
+    return ";" if len(by_comma) == 1 and len(by_semicolon) > 1 else delimiter
+
+
 def _delimited(path: Path, delimiter: str, max_line_bytes: int = 1_000_000) -> Iterator[RawRow]:
     # The csv module stops the whole file at a cell over its limit (131,072 characters by
     # default); a row that long is quarantined below instead, as a JSONL line is.
@@ -181,6 +193,9 @@ def _delimited(path: Path, delimiter: str, max_line_bytes: int = 1_000_000) -> I
         # Bytes that are not UTF-8 become lone surrogates here, so that the one row holding them
         # is quarantined with its line and byte instead of the whole file refused.
         text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+        at = raw.tell()
+        delimiter = sheet_delimiter(raw.readline().decode("utf-8", "surrogateescape"), delimiter)
+        raw.seek(at)
         record: list[str] = []  # the physical lines of the record being read (a quoted field may span several)
 
         def lines() -> Iterator[str]:

@@ -151,8 +151,9 @@ document.addEventListener("change", () => {{
 
 
 def write_sheet(path: Path, columns: Sequence[str], items: Sequence[dict[str, str]]) -> None:
-    """The items as the CSV a spreadsheet opens (the columns the page downloads)."""
-    with path.open("w", newline="", encoding="utf-8") as f:
+    """The items as the CSV a spreadsheet opens (the columns the page downloads), with a byte-order
+    mark: Excel reads a CSV without one in the machine's code page ("€" shown as "â‚¬")."""
+    with path.open("w", newline="", encoding="utf-8-sig") as f:
         writer = csv.DictWriter(f, fieldnames=list(columns))
         writer.writeheader()
         for it in items:
@@ -163,11 +164,10 @@ def read_sheet(path: Path, required: set[str], hint: str) -> Iterator[tuple[int,
     """A filled-in review CSV's rows with the line each starts on (as an editor numbers it: a cell
     holding a line break does not shift the rows after it); a DataError names a missing column
     (``hint`` says which file to import)."""
-    from taskfit.data.read import read_text
-
     # A spreadsheet may save the sheet as Windows-1252: that is named with its line, not a traceback.
-    with io.StringIO(read_text(path, hint="save the sheet as CSV UTF-8"), newline="") as f:
-        reader = csv.DictReader(f)
+    text, delimiter = _sheet_text(path)
+    with io.StringIO(text, newline="") as f:
+        reader = csv.DictReader(f, delimiter=delimiter)
         missing = required - set(reader.fieldnames or [])
         if missing:
             raise DataError(f"{path}: no column {', '.join(sorted(missing))}", hint=hint)
@@ -179,10 +179,18 @@ def read_sheet(path: Path, required: set[str], hint: str) -> Iterator[tuple[int,
 
 def sheet_columns(path: Path) -> list[str]:
     """The header of a review CSV (which kind of review it is)."""
-    from taskfit.data.read import read_text
+    text, delimiter = _sheet_text(path)
+    with io.StringIO(text, newline="") as f:
+        return next(csv.reader(f, delimiter=delimiter), [])
 
-    with io.StringIO(read_text(path, hint="save the sheet as CSV UTF-8"), newline="") as f:
-        return next(csv.reader(f), [])
+
+def _sheet_text(path: Path) -> tuple[str, str]:
+    """A review sheet's text and the character between its columns (a comma, or the semicolon
+    Excel saves with in much of Europe)."""
+    from taskfit.data.read import read_text, sheet_delimiter
+
+    text = read_text(path, hint="save the sheet as CSV UTF-8")
+    return text, sheet_delimiter(text.partition("\n")[0])
 
 
 @dataclass

@@ -344,17 +344,29 @@ def test_a_csv_row_with_too_few_or_too_many_fields_is_quarantined_as_the_file_ho
     spec = DataSpec(train="questions.csv", columns={"input": "question", "target": "answer", "context": "passage"})
     result = scan(path, task, spec, keep=True)
     assert result.counts_add_up() and [ex.input for ex in result.examples] == ["What is Y?"]
+    # a quote left open that the next row's quote closes: the field count comes out right, and the
+    # two rows read as one (a question with the next row's answer) unless the quote is caught
+    path.with_name("closed.csv").write_text(
+        "question,passage,answer\n"
+        "Unclosed quote?,\"Leave is asked 10 days ahead.,10 days\n"
+        "How long is leave?,\"Leave is 25 days.\",25 days\n"
+        "Last question,its passage,its answer\n", encoding="utf-8")
+    closed = scan(path.with_name("closed.csv"), task, spec, keep=True)
+    assert closed.counts_add_up() and [ex.input for ex in closed.examples] == ["Last question"]
+    ((source, reason, raw),) = [(q.source, q.reason, q.raw) for q in closed.quarantined]
+    assert source.endswith("closed.csv:2") and "lines 2-3: a quote opened and not closed" in reason
+    assert "double a quote inside a quoted cell" in reason and raw.endswith('"Leave is 25 days.",25 days')
     reasons = {q.source: (q.reason, q.raw) for q in result.quarantined}
     assert reasons[f"{path}:2"] == ("2 fields where the header has 3 (no 'answer'): add the missing separators, "
                                     "or quote a cell that holds one", "What is X?,X is a letter.")
     assert reasons[f"{path}:4"][0].startswith("more fields than the 3 columns")
     assert reasons[f"{path}:4"][1] == "What is Z?,Z is a letter.,a letter,extra"
-    assert "1 field where the header has 3" in reasons[f"{path}:5"][0]
-    assert "(lines 5-6: a quote opened and not closed?)" in reasons[f"{path}:5"][0]
+    assert "lines 5-6: a quote opened and not closed" in reasons[f"{path}:5"][0]
     # the card counts rows by the reason's kind, cut at its first colon outside brackets
     from taskfit.data.prepare import reason_kind
 
-    assert reason_kind(reasons[f"{path}:5"][0]).endswith("(lines 5-6: a quote opened and not closed?)")
+    assert reason_kind(reasons[f"{path}:5"][0]).endswith("lines 5-6: a quote opened and not closed, taking the "
+                                                         "lines after it?)")
     assert reason_kind(reasons[f"{path}:2"][0]) == "2 fields where the header has 3 (no 'answer')"
 
 

@@ -203,7 +203,15 @@ def _delimited(path: Path, delimiter: str, max_line_bytes: int = 1_000_000) -> I
                 record.append(physical)
                 yield physical
 
-        reader = csv.DictReader(lines(), delimiter=delimiter)
+        # strict: a quote closed inside a cell ("a "b" c", or a quote left open that a later row's
+        # quote closes, swallowing the rows between) is an error, not a row made of several.
+        reader = csv.DictReader(lines(), delimiter=delimiter, strict=True)
+        try:
+            reader.fieldnames
+        except csv.Error as exc:
+            raise DataError(f"{path}:1: the header row cannot be read as CSV ({exc})",
+                            hint="the first line must name the columns, separated by commas, a quote in a name "
+                                 "doubled") from None
         if not reader.fieldnames:
             raise DataError(f"{path}: no header row", hint="the first line must name the columns")
         bad = _first_escaped(record)
@@ -228,9 +236,23 @@ def _delimited(path: Path, delimiter: str, max_line_bytes: int = 1_000_000) -> I
                                                   "name a comma-separated file .csv"))
         record.clear()
         start = 2
-        for row in reader:
+        while True:
             where = f"{path}:{start}"
             line = start
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:  # the lines read so far make no row: quarantined together, named
+                text = "".join(record).rstrip("\r\n")
+                last = line + max(len(record), 1) - 1
+                start = last + 1
+                record.clear()
+                yield RawRow(where, line, raw=text[:500], error=(
+                    f"a quote out of place ({exc}; lines {line}-{last}: a quote opened and not closed, taking "
+                    f"the lines after it?)" if last > line else f"a quote out of place ({exc})")
+                    + ": close the quote, or double a quote inside a quoted cell (\"\")")
+                continue
             start = reader.line_num + 1
             physical = record.copy()
             record.clear()

@@ -396,6 +396,20 @@ def test_a_file_with_no_row_to_read_says_what_it_holds_rather_than_where_to_look
             "object: JSONL holds one JSON object per line" in output.replace("\n", " ")
 
 
+def test_a_windows_1252_export_is_refused_rather_than_proposed_from_its_few_readable_rows(tmp_path):
+    """Excel's default CSV on Windows is Windows-1252: every row with an accent or a euro sign is
+    unreadable as UTF-8, and a task proposed from the rest (a footer and two rows) would be wrong."""
+    path = tmp_path / "claims.csv"
+    rows = ["Beschreibung,Schadenart"] + [f"Wasserschaden in der K\u00fcche {i} \u20ac,Hausrat" for i in range(20)]
+    rows += ["Parked car scratched,Kfz", "Summe,"]
+    path.write_bytes("\r\n".join(rows).encode("cp1252") + b"\r\n")
+    result, output = _invoke("init", tmp_path / "p", "--from", path)
+    said = " ".join(output.split())
+    assert result.exit_code == 3 and not (tmp_path / "p" / "taskfit.yaml").exists()
+    assert f"20 of its 22 rows cannot be read; the first, {path}:2: not UTF-8" in said, said
+    assert "CSV UTF-8" in said
+
+
 def test_a_greeting_and_sign_off_every_reply_shares_become_house_rules(tmp_path):
     rng = random.Random(3)
     rows = [[f"message {i}: {_sentence(rng)}", f"Hi there, {_sentence(rng)}. — The Support Team"] for i in range(30)]

@@ -442,6 +442,15 @@ def propose(path: Path, input: str | None = None, target: str | None = None, con
         none = "its one row cannot" if unreadable == 1 else f"none of its {unreadable} rows can"
         raise DataError(f"{path}: {none} be read; the first, {first_unreadable}: {first_reason}",
                         hint="mend the rows as the reason says, and run the command again")
+    if unreadable > rows:  # a Windows-1252 export whose rows with an accent or a euro sign are unreadable:
+        # a proposal from the few others (a footer, two rows) would not describe the file
+        raise DataError(f"{path}: {unreadable} of its {rows + unreadable} rows cannot be read; the first, "
+                        f"{first_unreadable}: {first_reason}",
+                        hint=("it was probably saved as Windows-1252 or Latin-1: re-save it as UTF-8 (in Excel: "
+                              "Save As, CSV UTF-8; or iconv -f cp1252 -t utf-8)" if first_reason.startswith("not UTF-8")
+                              else "mend the rows as the reason says")
+                        + f", and run the command again (a task proposed from the {rows} readable "
+                          f"{'row' if rows == 1 else 'rows'} would not describe the file)")
     if chat:
         proposal = _with_system(_propose_chat(path, rows, fmt or "auto", answers, with_context, task), systems)
     else:

@@ -248,3 +248,24 @@ def test_the_verdict_says_when_the_candidate_it_keeps_misses_the_task_thresholds
     assert "invented-field-rate 20.0% (above 5%)" in card.verdict and "(below 80%)" in card.verdict
     met = build_scorecard(results, {"field_f1": 0.5, "invented_field_rate": 0.25})
     assert "misses the task's thresholds" not in met.verdict
+
+
+def test_a_cheaper_qa_baseline_tied_on_f1_with_far_more_unsupported_answers_is_not_kept():
+    """A walkthrough's HR questions: prompt-only tied with few-shot on F1 (17.4% against 20.2%,
+    p=0.73) was kept for being cheaper, with 69% of its answers unsupported by the passage against
+    few-shot's 23%: the candidate that makes up answers three times as often."""
+    rng = random.Random(5)
+    f1 = [rng.choice([0.0, 0.1, 0.2, 0.3, 0.4]) for _ in range(39)]
+    few = _result("few-shot", "qa", "f1", [f1[i - 1] if i % 2 else min(1.0, x + 0.05) for i, x in enumerate(f1)])
+    prompt = _result("prompt-only", "qa", "f1", f1, latency=0.2)
+    from taskfit.evaluation.compare import paired_test
+
+    assert not paired_test("qa", prompt, few).significant  # tied on F1
+    few.metrics["unsupported_rate"], prompt.metrics["unsupported_rate"] = 9 / 39, 27 / 39
+    card = build_scorecard([prompt, few], {})
+    assert card.keep == "few-shot", card.verdict
+    (said,) = [w for w in card.warnings if w.startswith("prompt-only is tied with few-shot on f1")]
+    assert "more unsupported answers (69.2% against 23.1%, Fisher's exact test, p=" in said
+    # with as few unsupported answers, the cheaper is kept, as before
+    prompt.metrics["unsupported_rate"] = 10 / 39
+    assert build_scorecard([prompt, few], {}).keep == "prompt-only"

@@ -26,7 +26,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from taskfit.evaluation.compare import ALPHA, cost_rank, is_finetuned, paired_test
+from taskfit.evaluation.compare import ALPHA, cost_rank, is_finetuned, more_harm, paired_test
 from taskfit.evaluation.curve import LearningCurve
 from taskfit.records import EvalResult
 from taskfit.stats import bootstrap_mean_ci
@@ -167,7 +167,8 @@ def decide(setting: Setting, baselines: Sequence[EvalResult], points: Sequence[t
     measured = list(baselines) + ([tuned] if tuned is not None else [])
     best = max(measured, key=lambda r: r.metrics[main])
     tests = {r.candidate: paired_test(kind, r, best) for r in measured if r is not best}
-    tied = [best] + [r for r in measured if r is not best and not tests[r.candidate].significant]
+    tied = [best] + [r for r in measured if r is not best and not tests[r.candidate].significant
+                     and more_harm(kind, r, best) is None]  # not one that makes up answers more often
     pick = min(tied, key=lambda r: cost_rank(r.candidate))
     figures: dict[str, Any] = {"main_metric": main, "rows": best.n, "best_measured": best.candidate,
                                "tied_with_best": [r.candidate for r in tied], "pick": pick.candidate}

@@ -425,12 +425,28 @@ def cost_rank(name: str) -> int:
     return CHEAPEST_FIRST.index(name) if name in CHEAPEST_FIRST else len(CHEAPEST_FIRST)
 
 
+def more_harm(kind: str, a: EvalResult, b: EvalResult) -> tuple[str, float] | None:
+    """(metric, p) of a harm (:attr:`~taskfit.tasks.base.Scoring.harms`, qa's unsupported answers)
+    of which ``a`` has significantly more than ``b`` (Fisher's exact test, one-sided, 5%; unpaired,
+    so cautious), or None."""
+    from scipy.stats import fisher_exact
+
+    for metric in sorted(scoring(kind).harms):
+        if metric in a.metrics and metric in b.metrics and a.n and b.n:
+            ka, kb = round(a.metrics[metric] * a.n), round(b.metrics[metric] * b.n)
+            p = float(fisher_exact([[ka, a.n - ka], [kb, b.n - kb]], alternative="greater")[1])
+            if p < 0.05:
+                return metric, p
+    return None
+
+
 def cheapest_tied(kind: str, baselines: Sequence[EvalResult], best: EvalResult) -> tuple[EvalResult, PairedTest | None]:
     """The cheapest baseline the paired test cannot tell from ``best`` (``best`` itself when none
-    is cheaper), with that test (None for ``best``)."""
+    is cheaper), with that test (None for ``best``). One with significantly more of a harm than
+    ``best`` (qa: unsupported answers) is not tied with it, whatever the main metric says."""
     tied = [(r, paired_test(kind, r, best)) for r in baselines
             if r is not best and cost_rank(r.candidate) < cost_rank(best.candidate)]
-    tied = [(r, t) for r, t in tied if not t.significant]
+    tied = [(r, t) for r, t in tied if not t.significant and more_harm(kind, r, best) is None]
     if not tied:
         return best, None
     return min(tied, key=lambda rt: (cost_rank(rt[0].candidate), -rt[0].metrics[scoring(kind).main_metric]))
@@ -440,6 +456,16 @@ def _keep_baseline(card: Scorecard, baselines: list[EvalResult], best: EvalResul
     """The baseline to keep (the cheapest tied with the best) and, when it is not the best, the
     tie in words ("tied with few-shot (77.8% against 79.0% accuracy, McNemar (exact), p=1)")."""
     pick, test = cheapest_tied(card.kind, baselines, best)
+    for r in baselines:  # cheaper and tied on the main metric, but not kept: say why
+        if cost_rank(r.candidate) < cost_rank(pick.candidate) and (harm := more_harm(card.kind, r, best)) \
+                and not (t := paired_test(card.kind, r, best)).significant:
+            metric, p = harm
+            card.warnings.append(
+                f"{r.candidate} is tied with {best.candidate} on {card.main.replace('_', '-')} "
+                f"({100 * r.metrics[card.main]:.1f}% against {100 * best.metrics[card.main]:.1f}%, {t.p_text}) but "
+                f"gives significantly more {metric.replace('_rate', '').replace('_', ' ')} answers "
+                f"({100 * r.metrics[metric]:.1f}% against {100 * best.metrics[metric]:.1f}%, Fisher's exact test, "
+                f"p={p:.3g}): not kept for being cheaper.")
     if test is None:
         return best, ""
     main = card.main.replace("_", "-")

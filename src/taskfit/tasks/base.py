@@ -42,13 +42,17 @@ class Scoring:
     """How a kind's answers are judged on a scorecard: the metric the verdict is decided on (a
     share, higher is better), the kind's columns (main metric first), the other shares a threshold
     may name besides the share columns, those whose thresholds are maxima, and the paired test
-    between two candidates (right/wrong rows: McNemar; a per-row score: a paired permutation test)."""
+    between two candidates (right/wrong rows: McNemar; a per-row score: a paired permutation test).
+    ``harms`` are shares of the held-out rows that went wrong in a way the main metric does not
+    weigh (qa's unsupported answers): a cheaper candidate tied on the main metric is not kept over
+    one with significantly fewer of them."""
 
     main_metric: str
     columns: tuple[Column, ...]
     other_metrics: frozenset[str] = frozenset()
     lower_is_better: frozenset[str] = frozenset()
     paired_test: Literal["mcnemar", "bootstrap"] = "bootstrap"
+    harms: frozenset[str] = frozenset()
 
     @property
     def metrics(self) -> frozenset[str]:

@@ -142,7 +142,8 @@ class QaTask(TaskDefaults):
         (Column("f1", "F1 [95% CI]"), Column("answerable_exact_match", "EM (answerable)"),
          Column("refusal_precision", "refusal P"), Column("refusal_recall", "refusal R"),
          Column("unsupported_rate", "unsupported answers")),
-        other_metrics=frozenset({"answerable_f1", "valid_rate"}), lower_is_better=frozenset({"unsupported_rate"}))
+        other_metrics=frozenset({"answerable_f1", "valid_rate"}), lower_is_better=frozenset({"unsupported_rate"}),
+        harms=frozenset({"unsupported_rate"}))
     baselines = (PROMPT_ONLY, FEW_SHOT, RAG, ENDPOINT)
     size_guidance = (200, 1000)
     takes_context = True

@@ -187,10 +187,12 @@ def test_served_classical_models_answer_as_evaluated_through_the_openai_client(f
     with pytest.raises(openai.BadRequestError) as err:
         _ask(client, "triage-emb", text, response_format={"type": "json_object"})
     assert err.value.status_code == 400 and "classical classifier" in err.value.message
-    with pytest.raises(openai.BadRequestError):  # one input, as evaluated
+    with pytest.raises(openai.BadRequestError) as err:  # one input, as evaluated
         client.chat.completions.create(model="triage-emb", messages=[{"role": "user", "content": "a"},
                                                                       {"role": "assistant", "content": "b"},
                                                                       {"role": "user", "content": "c"}])
+    # named as what it is: no adapter
+    assert "triage-emb is a classical model (embeddings-logreg)" in err.value.message, err.value.message
 
 
 def test_serve_dir_candidate_serves_the_fitted_model_under_the_task_name(fitted, loopback, monkeypatch):

@@ -109,7 +109,8 @@ def task_example(served: Served, messages: list[dict[str, str]], context: str | 
     turns = [m for m in messages if m["role"] != "system"]
     if (len(systems) > 1 or (systems and messages[0]["role"] != "system") or len(turns) != 1
             or turns[0]["role"] != "user"):
-        raise ApiError(400, f"messages: {served.name} is a {task.kind} adapter; it answers one input as it "
+        what = f"a classical model ({served.classical.name})" if served.classical is not None else f"a {task.kind} adapter"
+        raise ApiError(400, f"messages: {served.name} is {what}; it answers one input as it "
                             "was trained and evaluated: send one user message, optionally after one system "
                             "message", param="messages", code="unsupported_messages")
     if not turns[0]["content"].strip():

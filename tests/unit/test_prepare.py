@@ -421,3 +421,27 @@ def test_a_documents_folder_that_is_not_there_is_named_by_data_check(tmp_path):
     assert warning.startswith(f"baselines.documents: {path.parent / 'help-centre'} is not a folder")
     (path.parent / "help-centre").mkdir()
     assert not [w for w in check_data(load_config(path.parent), path.parent).warnings if "documents" in w]
+
+
+def test_empty_qa_answer_cells_are_read_as_the_refusal_and_said(tmp_path):
+    """An empty answer cell is the refusal by design (the passage does not hold the answer); a
+    forgotten answer whose passage does hold it would be trained as a refusal without a word."""
+    import csv
+
+    project = tmp_path / "p"
+    (project / "data").mkdir(parents=True)
+    with (project / "data" / "qa.csv").open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["question", "passage", "answer"])
+        for i in range(30):
+            w.writerow([f"How many days of leave in grade {i}?", f"Grade {i} staff get {20 + i} days of leave.",
+                        "" if i in (4, 9) else f"{20 + i} days"])
+    (project / "taskfit.yaml").write_text(yaml.safe_dump({
+        "task": {"name": "hr", "kind": "qa", "success": "-", "system_prompt": "Answer from the passage."},
+        "data": {"train": "data/qa.csv", "columns": {"input": "question", "context": "passage", "target": "answer"},
+                 "dedup": {"near": False}}}))
+    config = load_config(project / "taskfit.yaml")
+    card = check_data(config, project)
+    assert card.counts["kept"] == 30  # kept, as the refusal
+    (said,) = [w for w in card.warnings if "empty answer cell" in w]
+    assert said.startswith("2 rows have an empty answer cell, read as task.refusal") and "qa.csv:6" in said

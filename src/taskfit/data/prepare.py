@@ -156,6 +156,12 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
                        "task.labels.") if task.labels else
                       ("the refusal in another case or punctuation", "The model learns task.refusal as written."))
         warnings.append(f"{sum(respelled.values())} rows write {what} and were read as it: {shown}{more}. {keep}")
+    empty = sum(s.empty_answers for s in scans)
+    if empty:
+        first = next(src for s in scans for src in s.empty_noted)
+        warnings.append(f"{empty} rows have an empty answer cell, read as task.refusal (the passage does not hold "
+                        f"the answer; first {first}): fill the cell where the passage does answer the question, "
+                        "or the model learns to refuse it.")
     from taskfit.tasks import size_guidance
 
     size_key = "preference" if kind == "preferences" else task.kind

@@ -83,6 +83,8 @@ class ScanResult:
     layout_index: Layouts | None = None
     labels: Counter = field(default_factory=Counter)
     respelled: Counter = field(default_factory=Counter)  # (answer as written, the label it is) -> rows
+    empty_answers: int = 0  # qa table rows whose answer cell is empty, read as task.refusal
+    empty_noted: list[str] = field(default_factory=list)  # the first DISTINCT_NOTED of them, as file:line
     system_prompts: Counter = field(default_factory=Counter)
     pii_counts: Counter = field(default_factory=Counter)  # kind -> occurrences
     pii_rows: int = 0
@@ -282,6 +284,8 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
     check_answer = get_task(task.kind).answer_check(task)  # the answer must fit the task (built once)
     spelling = answer_spelling(get_task(task.kind), task)  # "Billing" is the label billing
     stem = Path(path).stem  # of each row's default id
+    # qa in a table: an empty answer cell is the refusal (taskfit.data.formats), counted for the card
+    empty_cell_is_refusal = task.kind == "qa" and spec.columns is not None and bool(spec.columns.target)
 
     def read(chunk: list[Any]) -> tuple[list[tuple[Any, Example | PreferencePair]], list[tuple[int, Quarantined]]]:
         """Validate a chunk of rows: the valid ones as (raw row, record), and the quarantined ones."""
@@ -303,6 +307,10 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                         result.respelled[(rec.target, spelled)] += 1
                         rec = replace(rec, target=spelled)
                     check_answer(rec)
+                    if empty_cell_is_refusal and raw.obj.get(spec.columns.target) in (None, ""):
+                        result.empty_answers += 1
+                        if len(result.empty_noted) < DISTINCT_NOTED:
+                            result.empty_noted.append(raw.source)
             except ValueError as exc:
                 held.append((raw.line, Quarantined(raw.source, str(exc), raw.raw)))
                 continue

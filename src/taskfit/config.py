@@ -166,11 +166,13 @@ class PrivacySpec(_Spec):
         ["US", "GB"], description="ISO 3166 region codes (GB, not UK) whose national phone numbers count "
         "without other evidence: a number with no phone word before it on its line and no +country prefix "
         "is a phone number only when phonenumbers calls it valid in one of these regions. Name the regions "
-        "your data comes from (a Malaysian shop's receipts: MY); [] counts only labelled or +prefixed numbers.")
+        "your data comes from (a Malaysian shop's receipts: MY); [] counts only labelled or +prefixed numbers. "
+        "`taskfit init --from` puts first the regions of the data's +prefixed numbers.")
     phone_context: list[str] = Field(
         default_factory=list, description="Words that mark the number after them (on the same line, within "
         "40 characters) as a phone number, besides tel, phone, mobile, cell, fax, call, text, whatsapp, "
-        "office, contact...: e.g. H/P, Telefon, Handy.")
+        "office, contact... and the common European ones (Telefon, Handy, Mobil, Téléphone, Tél, Portable, "
+        "Teléfono, Móvil, Telefono, Cellulare...): e.g. H/P.")
 
     @field_validator("regions")
     @classmethod

@@ -285,6 +285,8 @@ def proposed_yaml(proposal: Proposal, train: str, directory: Path | None = None)
         reasons.append(f"house rules from the reference replies: {proposal.reply_words[0]} to "
                        f"{proposal.reply_words[1]} words" + (f"; every one writes {shared}" if shared else "")
                        + (f"; not forbidding {', '.join(used)}, which they use" if used else ""))
+    if proposal.regions is not None:
+        values["data.privacy.regions"] = proposal.regions
     if proposal.method != "lora":
         values["train.method"] = proposal.method
     if proposal.method == "dpo":

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from taskfit.cli.main import app
 from taskfit.config import load_config
+from taskfit.data import pii
 from taskfit.data.formats import convert
 from taskfit.project import inferred_config
 
@@ -444,3 +445,21 @@ def test_labels_written_in_several_cases_are_proposed_once_and_read_as_one(tmp_p
     assert {r["written"]: r["rows"] for r in card["respelled"]} == {"Billing": 6, "BILLING": 6, "Shipping": 6,
                                                                      "refund\u200b": sum(
         QUEUES[i % 3] == "refund" and (i // 3) % 8 < 5 for i in range(150))}
+
+
+def test_init_proposes_privacy_regions_from_the_datas_prefixed_phone_numbers(tmp_path):
+    """A German and French claims export got privacy.regions [US, GB], under which a number
+    written without its +49 and no phone word before it ("Rückruf unter 030 1234567") stays in
+    clear: its +49 and +33 numbers say where the data is from, and the defaults are kept after them."""
+    rng = random.Random(0)
+    phones = ["+49 30 1234567", "+49 171 9244447", "+33 6 12 34 56 78", "Telefon 030 7654321"]
+    rows = [[f"Schaden {i}: erreichbar unter {phones[i % 4]}. {_sentence(rng)}", QUEUES[i % 3]] for i in range(60)]
+    config, output = _init(tmp_path, _write_csv(tmp_path / "claims.csv", ["text", "label"], rows))
+    assert config.data.privacy.regions == ["DE", "FR", "US", "GB"]
+    assert "data.privacy.regions DE, FR, US, GB: the data's phone numbers with a +country prefix are DE (30), FR (15) of 45" in output
+    assert pii.redact("Rückruf unter 030 1234567", privacy=config.data.privacy) == "Rückruf unter <PHONE>"
+    # labelled numbers alone say nothing of the region: the default stays, and init says so
+    rows = [[f"Schaden {i}: Telefon 030 765432{i % 10}. {_sentence(rng)}", QUEUES[i % 3]] for i in range(60)]
+    config, output = _init(tmp_path, _write_csv(tmp_path / "bare.csv", ["text", "label"], rows), "--force")
+    assert config.data.privacy.regions == ["US", "GB"]
+    assert "60 phone number(s) after a phone word and none with a +country prefix: data.privacy.regions stays US, GB" in output

@@ -91,7 +91,9 @@ def test_the_screen_rules_out_patterns_and_changes_no_finding(monkeypatch):
              "İBAN DE89 3704 0044 0532 0130 00", "Ünïcode AKIAABCDEFGHIJKLMNOP\u2028", "lone \ud800 4111 1111 1111 1111",
              # Python's case folding takes the dotless ı and the dotted İ for i, RE2's does not
              "apı_key=abcdefgh1234", "APİ_KEY: abcdefgh1234", "xoxb-1234-ıııı",
-             "https://apı.softlayer.com/soap/v3/" + "a" * 64, "https://user:" + "ı" * 24 + "@host.cloudant.com"]
+             "https://apı.softlayer.com/soap/v3/" + "a" * 64, "https://user:" + "ı" * 24 + "@host.cloudant.com",
+             "card 4111 1111 1111 1111 exp 09/27 cvv 123", "Kreditkarte GÜLTIG BIS 09/2027, KARTENPRÜFNUMMER 123",
+             "carte\u00a0date d'expiration\u202f09/27 cryptogramme\u2003123", "Téléphone : 01 23 45 67 89"]
     texts += [d.text for d in documents(200, seed=1)]
     texts += [m["content"] for row in generate_tickets(400, seed=3) for m in row["messages"]]
     screen = pii._screen()
@@ -135,3 +137,27 @@ def test_a_labelled_number_no_region_reads_whole_is_redacted_whole():
     assert redact("Tel 0171 2345678") == "Tel <PHONE>"
     assert redact("call me on 0171 2345678 please") == "call me on <PHONE> please"
     assert redact("Tel 020 7946 0958, order 4521 of 12 May") == "Tel <PHONE>, order 4521 of 12 May"
+
+
+def test_european_phone_words_mark_a_number_without_its_prefix_as_a_phone_number():
+    """A German claims export kept "Telefon: 030 1234567" and "Handy 0171 9244447" in clear: the
+    numbers carry no +49 and are valid in neither US nor GB, so their word is all the evidence."""
+    for word in ("Telefon:", "Tel.", "Handy", "Mobil", "Mobiltelefon", "Fax", "Téléphone :", "Tél.", "Portable",
+                 "Mobile", "Teléfono", "Móvil", "Telefono", "Cellulare"):
+        assert redact(f"{word} 030 1234567, bitte") == f"{word} <PHONE>, bitte", word
+    assert redact("Handy 0171 9244447") == "Handy <PHONE>"
+
+
+def test_a_cards_security_code_and_expiry_are_redacted_with_it():
+    """"card 4111 1111 1111 1111 exp 09/27 cvv 123" became "card <CARD> exp 09/27 cvv 123"."""
+    assert redact("card 4111 1111 1111 1111 exp 09/27 cvv 123") == "card <CARD> exp <CARD> cvv <CARD>"
+    assert redact("Card: 4111 1111 1111 1111\nExpiry: 09/2027\nCVC: 1234") == "Card: <CARD>\nExpiry: <CARD>\nCVC: <CARD>"
+    assert (redact("Kreditkarte gültig bis 09/27, Kartenprüfnummer 123")
+            == "Kreditkarte gültig bis <CARD>, Kartenprüfnummer <CARD>")
+    assert redact("carte valid thru 9/27, cryptogramme : 123") == "carte valid thru <CARD>, cryptogramme : <CARD>"
+    assert redact("security code is 456") == "security code is <CARD>"
+    assert redact("exp 09/27 cvv 123", action="mask") == "exp ***** cvv ***"  # 2 digits of 3 would stay
+    # ordinary text: no code after the word, no MM/YY, or no card near an expiry
+    for text in ("exp 2 years", "expires 12 days", "CVV", "the CVV is on the back", "cvv 12345",
+                 "offer expires 12/24", "card expires 12/05/2024", "card exp 13/27"):
+        assert detect(text) == [], text

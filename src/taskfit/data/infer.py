@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from taskfit.config import TaskKind, TaskSpec, literal_prompt
+from taskfit.config import PrivacySpec, TaskKind, TaskSpec, literal_prompt
 from taskfit.data import pii
 from taskfit.data.formats import convert, detect_format
 from taskfit.data.read import read_rows
@@ -237,6 +237,7 @@ class Proposal:
     first_unreadable: str | None = None  # the first of them, as file:line
     # chat rows: the system prompt most of them carry, as task.system_prompt writes it
     system_prompt: str | None = None
+    regions: list[str] | None = None  # data.privacy.regions, where the data's phone numbers say (see _regions)
 
     def summary(self) -> list[str]:
         """What was proposed and why, as lines for a terminal."""
@@ -399,6 +400,7 @@ def propose(path: Path, input: str | None = None, target: str | None = None, con
     answers = ColumnStats("answer")  # the assistant's answers, for rows in a chat format
     systems: Counter = Counter()  # chat rows' own system prompts (None: the row has none)
     rows = with_context = 0
+    phones: Counter = Counter()  # region of a +prefixed phone number (None: labelled, no prefix) -> numbers
     unreadable, first_unreadable, first_reason = 0, None, ""
     fmt: str | None = None
     generic = TaskSpec(kind="generate", success="-", system_prompt="-")
@@ -417,6 +419,8 @@ def propose(path: Path, input: str | None = None, target: str | None = None, con
             except ValueError:
                 fmt, chat = "table", False
         rows += 1
+        for text in _strings(raw.obj):
+            phones.update(pii.phone_regions(text))
         if chat:
             try:
                 rec = convert(raw.obj, generic, fmt, None, raw.source, "x")
@@ -455,7 +459,45 @@ def propose(path: Path, input: str | None = None, target: str | None = None, con
         proposal = _with_system(_propose_chat(path, rows, fmt or "auto", answers, with_context, task), systems)
     else:
         proposal = _propose_table(path, rows, columns, input, target, context, task)
-    return replace(proposal, unreadable=unreadable, first_unreadable=first_unreadable)
+    regions, why = _regions(phones)
+    return replace(proposal, unreadable=unreadable, first_unreadable=first_unreadable, regions=regions,
+                   reasons=proposal.reasons + ([why] if why else []))
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string in a row, however deep in its objects and lists."""
+    if isinstance(value, str):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return [s for item in items for s in _strings(item)]
+
+
+def _regions(phones: Counter) -> tuple[list[str] | None, str | None]:
+    """``data.privacy.regions`` and why, from the regions of the data's +prefixed phone numbers
+    (``phones``; None counts the labelled ones without a prefix). A number with neither a phone
+    word before it nor a +prefix is a phone number only when it is valid in one of the regions,
+    and the defaults (US, GB) leave a German "Rückruf 030 1234567" in clear: so each region of at
+    least one in 20 of the prefixed numbers comes first (the first region's matcher reads the
+    labelled numbers), then the defaults, kept since a few prefixed numbers do not show where the
+    others are from. (None, None) when no number says anything."""
+    default = PrivacySpec.model_fields["regions"].default
+    unprefixed = phones.pop(None, 0)
+    total = sum(phones.values())
+    found = [region for region, n in phones.most_common(4) if n * 20 >= total]
+    if not found:
+        if not unprefixed:
+            return None, None
+        return None, (f"{unprefixed} phone number(s) after a phone word and none with a +country prefix: "
+                      f"data.privacy.regions stays {', '.join(default)}; name the regions your data comes from "
+                      "there (DE, FR...) so that its numbers are found without a phone word too")
+    regions = found + [r for r in default if r not in found]
+    kept = [r for r in default if r not in found]
+    counts = ", ".join(f"{r} ({phones[r]})" for r in found)
+    return regions, (f"data.privacy.regions {', '.join(regions)}: the data's phone numbers with a +country prefix "
+                     f"are {counts} of {total}; those regions' numbers written without it are then found with "
+                     "no phone word before them"
+                     + (f"; {', '.join(kept)} kept from the default: drop them if none of the data's numbers is "
+                        "from there" if kept else ""))
 
 
 def _propose_chat(path: Path, rows: int, fmt: str, answers: ColumnStats, with_context: int,

@@ -6,7 +6,10 @@ Detection leans on maintained libraries where one fits:
   prefix and length are a card brand's (Visa, Mastercard, Amex, Discover, JCB, Diners,
   UnionPay, Maestro, Mir) and whose Luhn check digit holds (``python-stdnum``); a 13- or 14-digit
   run that is a valid EAN-13/GTIN-14 is a barcode, and a run inside a longer one (a receipt's
-  20-digit transaction code) is no card;
+  20-digit transaction code) is no card; a card's security code (3 or 4 digits after cvv, cvc,
+  csc, security code, Kartenprüfnummer, cryptogramme...) and its expiry (MM/YY or MM/YYYY after
+  exp, expiry, valid thru, gültig bis..., with a card or a card word within 80 characters) are
+  CARD findings too;
 * IBANs (mod-97) and national ID numbers (US SSN, Spanish DNI, French NIR): candidate patterns
   confirmed by ``python-stdnum``'s checksum validators; UK National Insurance numbers, which have
   no check digit, by HMRC's allocation rules (letters never used, prefixes never issued);
@@ -25,7 +28,8 @@ barcodes, invoice, order and tax numbers. A number found by phonenumbers' matche
 number when it has evidence:
 
 * a phone word before it on its line, within 40 characters, nearer than any identifier word
-  (tel, phone, mobile, cell, fax, call, text, whatsapp, office, contact..., and the words of
+  (tel, phone, mobile, cell, fax, call, text, whatsapp, office, contact..., their common German,
+  French, Spanish, Italian, Portuguese and Dutch words, and the words of
   ``data.privacy.phone_context``); or
 * an international ``+`` prefix; or
 * it is valid (phonenumbers' ``is_valid_number``, the test of its VALID leniency) in one of the
@@ -105,9 +109,14 @@ _CARD_BRANDS = [
     ([(2200, 2204)], {16, 17, 18, 19}),  # Mir
 ]
 
-# Words that say what the number after them is. The nearest one before a number decides.
-_PHONE_WORDS = (r"tel|tele?phone|phone|ph|mob|mobile|cell|cellphone|fax|call|calling|ring|text|sms|"
-                r"whats ?app|hotline|helpline|direct|office|landline|contact|dial")
+# Words that say what the number after them is. The nearest one before a number decides. Besides
+# English's, the common European ones: a German or French number is written without its +49/+33
+# and is valid in neither US nor GB, so its word is all the evidence it has ("Telefon: 030 1234567").
+_PHONE_WORDS = (r"t[ée]l|t[ée]l[ée]?phone|phone|ph|mob|mobile|cell|cellphone|fax|call|calling|ring|text|sms|"
+                r"whats ?app|hotline|helpline|direct|office|landline|contact|dial|"
+                r"telefon(?:nummer|nr)?|telefax|handy(?:nummer)?|mobil(?:telefon|nummer|nr)?|rufnummer|"  # de
+                r"portable|"  # fr
+                r"tel[ée]fono|m[óo]vil|celular|cellulare|telefone|telem[óo]vel|telefoon|mobiel")  # es, it, pt, nl
 _ID_WORDS = (r"invoice|inv|bill|order|po|p\.o|purchase|receipt|rcpt|ref|reference|reg(?:d|n|istered|istration)?|"
              r"gst|sst|vat|tax|tin|ein|ust|ust-?id(?:nr)?|abn|acn|hrb|sku|ean|upc|gtin|isbn|barcode|serial|"
              r"s/n|imei|tracking|awb|parcel|shipment|consignment|approval|auth|authori[sz]ation|trans|"
@@ -116,6 +125,20 @@ _ID_WORDS = (r"invoice|inv|bill|order|po|p\.o|purchase|receipt|rcpt|ref|referenc
              r"(?:customer|cust|account|acct|a/c|member|membership|client|item|product|document|doc|company|"
              r"store|card|voucher|coupon|policy|claim|patient|student|employee|staff) ?(?:no|nr|num|number|#|id|code)"
              r"|(?:st|op|te|tr|tc) ?#")
+# A card's security code and expiry: no checksum tells them, so a word must name them. An expiry
+# counts only near a card (``_CARD_NEAR``): "offer expires 12/24" is no card's.
+_CARD_CODE = re.compile(
+    r"(?i)(?<!\w)(?:cvv2?|cvc2?|cv2|cvn|csc|security code|card verification (?:code|value|number)|"
+    r"(?:karten)?prüfnummer|cryptogramme(?: visuel)?)[\s:=#.()-]{0,4}(?:(?:is|ist|est)\s+)?"
+    r"(\d{3,4})(?!\w|[.,/-]\d)")
+_CARD_EXPIRY = re.compile(
+    r"(?i)(?<!\w)(?:exp(?:iry|iration|ires?|ired|\.)?(?: date)?|valid (?:thru|through|until|till|to)|"
+    r"good thru|gültig bis|ablaufdatum|date d'expiration|fin de validité)[\s:=#.()-]{0,4}(?:(?:on|le|am)\s+)?"
+    r"((?:0?[1-9]|1[0-2]) ?[/-] ?(?:\d{2}|20\d{2}))(?!\w|[/.-]\d)")
+_CARD_WORD = re.compile(r"(?i)(?<!\w)(?:cards?|(?:kredit|bank|ec-)?karten?(?:nummer)?|cartes?|tarjetas?|carta|"
+                        r"visa|master ?card|amex|american express|maestro|cvv2?|cvc2?|csc)(?!\w)")
+_CARD_NEAR = 80  # characters either side of an expiry where a card or a card word is looked for
+
 _LETTER_LABEL = re.compile(r"(?i)(?:^|[\s|·,;(])[tmfp] ?[:.] ?$")  # "T: ", "M: " in signatures
 _LABEL_WINDOW = 40  # characters before a number where its label is looked for, on its line
 
@@ -276,7 +299,7 @@ class Screen:
 def _screen() -> Screen | None:
     """The screen of the detector's patterns, None without ``google-re2`` (every pattern is tried)."""
     try:
-        return Screen([_EMAIL, _IPV4, _IPV6, _CARD, _IBAN, _PHONE_HINT, _KEYWORD]
+        return Screen([_EMAIL, _IPV4, _IPV6, _CARD, _CARD_CODE, _CARD_EXPIRY, _IBAN, _PHONE_HINT, _KEYWORD]
                       + [pattern for pattern, _ in _NATIONAL] + [pattern for _, pattern in _secret_patterns()])
     except ImportError:
         return None
@@ -473,6 +496,14 @@ class Detector:
             barcode = digits == m.group() and len(digits) in (13, 14) and valid["ean"](digits)
             if (_card_brand(digits) and _card_grouping(m.group()) and not barcode and valid["luhn"](digits)):
                 found.append(Finding("CARD", m.start(), m.end(), "stdnum.luhn", m.group()))
+        cards = [f for f in found if f.kind == "CARD"]
+        for m in matches(_CARD_CODE):
+            found.append(Finding("CARD", m.start(1), m.end(1), "card security code", m.group(1)))
+        for m in matches(_CARD_EXPIRY):
+            start, end = m.span(1)
+            near = text[max(0, start - _CARD_NEAR):end + _CARD_NEAR]
+            if _CARD_WORD.search(near) or any(c.start < end + _CARD_NEAR and c.end > start - _CARD_NEAR for c in cards):
+                found.append(Finding("CARD", start, end, "card expiry", m.group(1)))
         for m in matches(_IBAN):
             if valid["iban"](m.group()):
                 found.append(Finding("IBAN", m.start(), m.end(), "stdnum.iban", m.group()))
@@ -496,7 +527,8 @@ class Detector:
 
     def redact(self, text: str, findings: list[Finding] | None = None, action: Action = "redact") -> str:
         """Replace each finding by a typed placeholder (``<EMAIL>``) or, with ``mask``, by asterisks
-        keeping the last two characters; ``keep`` returns the text unchanged."""
+        keeping the last two characters of a value of 6 or more (a card's 3-digit security code
+        would keep most of itself); ``keep`` returns the text unchanged."""
         if action == "keep":
             return text
         findings = self.detect(text) if findings is None else findings
@@ -504,7 +536,8 @@ class Detector:
         for f in findings:
             out.append(text[last:f.start])
             if action == "mask":
-                out.append("*" * max(0, (f.end - f.start) - 2) + text[f.end - 2:f.end])
+                kept = 2 if f.end - f.start >= 6 else 0
+                out.append("*" * (f.end - f.start - kept) + text[f.end - kept:f.end])
             else:
                 out.append(f"<{f.kind}>")
             last = f.end
@@ -519,6 +552,31 @@ def detector(privacy: PrivacySpec | None = None) -> Detector:
 
         privacy = PrivacySpec()
     return _detector(tuple(privacy.regions), tuple(privacy.phone_context))
+
+
+def phone_regions(text: str) -> list[str | None]:
+    """The region of each phone number in ``text`` written with a +country prefix (its country
+    code's main region: +1 is US, +49 DE), and None for each one a phone word labels without one:
+    the evidence ``init --from`` proposes ``data.privacy.regions`` from."""
+    import phonenumbers
+
+    labels = _detector((), ())  # the phone words alone: the regions play no part in a label
+    out: list[str | None] = []
+    for hint in _PHONE_HINT.finditer(text):
+        raw = hint.group()
+        if not 7 <= sum(c.isdigit() for c in raw) <= 15 or _glued(text, *hint.span()):
+            continue
+        if raw.startswith("+"):
+            try:
+                number = phonenumbers.parse(raw, None)
+            except phonenumbers.NumberParseException:
+                continue
+            region = phonenumbers.region_code_for_country_code(number.country_code)
+            if region in phonenumbers.SUPPORTED_REGIONS and phonenumbers.is_possible_number(number):
+                out.append(region)
+        elif labels._label(text, hint.start()) == "phone":
+            out.append(None)
+    return out
 
 
 @lru_cache(maxsize=16)

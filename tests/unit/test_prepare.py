@@ -445,3 +445,54 @@ def test_empty_qa_answer_cells_are_read_as_the_refusal_and_said(tmp_path):
     assert card.counts["kept"] == 30  # kept, as the refusal
     (said,) = [w for w in card.warnings if "empty answer cell" in w]
     assert said.startswith("2 rows have an empty answer cell, read as task.refusal") and "qa.csv:6" in said
+
+
+def test_reference_replies_that_break_the_house_rules_are_counted_by_rule_and_named(tmp_path):
+    """A walkthrough's reference replies promised refunds, used "!", lacked the sign-off or ran
+    long, and data check said nothing: they were trained on as the house style and held out as
+    references. Now each rule names its rows on the screen and in the card (the rows are kept)."""
+    import random
+
+    rng = random.Random(0)
+    words = lambda n: " ".join("".join(rng.choice("abcdefghij") for _ in range(6)) for _ in range(n))  # noqa: E731
+    sign = "— The Fernhill team"
+    replies = [f"Thanks for writing, {words(12)}. {sign}" for _ in range(30)]
+    replies[4] = f"We will refund you, {words(12)}. {sign}"  # line 5
+    replies[9] = f"Thanks for writing! {words(12)}. {sign}"
+    replies[14] = f"Thanks for writing, {words(12)}."
+    replies[19] = f"Thanks for writing, {words(80)}. {sign}"
+    project = tmp_path / "p"
+    assert CliRunner().invoke(app, ["init", str(project), "--task", "generate"]).exit_code == 0
+    doc = yaml.safe_load((project / "taskfit.yaml").read_text())
+    doc["task"]["reply"] = {"min_words": 10, "max_words": 40, "must_include": [sign],
+                            "must_not_include": ["refund", "!"]}
+    doc["data"].update(train="data/replies.jsonl", columns={"input": "message", "target": "reply"})
+    (project / "data" / "replies.jsonl").write_text("".join(
+        json.dumps({"message": f"Question {i}: {words(8)}", "reply": r}) + "\n" for i, r in enumerate(replies)))
+    _write(project, doc)
+    result = CliRunner().invoke(app, ["data", "check", str(project), "--no-tokens"])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    path = project / "data" / "replies.jsonl"
+    assert "warning: 4 of 30 kept replies break the house rules (task.reply)" in output
+    assert f'forbidden phrase (must_not_include: "refund", "!") 2 (first {path}:5, {path}:10)' in output
+    assert f'missing required phrase (must_include: "{sign}") 1 (first {path}:15)' in output
+    assert f"too long (max_words: 40) 1 (first {path}:20)" in output
+    assert "30 rows read = 30 kept" in output  # counted, not quarantined
+    card = json.loads((project / "data_card.json").read_text())
+    assert card["counts"]["breaking_house_rules"] == 4
+    assert card["house_rules"]["rules"]["forbidden phrase"] == {
+        "rows": 2, "rule": 'must_not_include: "refund", "!"', "first": [f"{path}:5", f"{path}:10"]}
+    text = (project / "data_card.md").read_text()
+    assert "## Replies that break the house rules (task.reply)" in text
+    assert f"| too long | max_words: 40 | 1 | `{path}:20` |" in text
+
+    # preference pairs: the chosen reply is the reference (a rejected one breaking them is the point)
+    (project / "data" / "pairs.jsonl").write_text("".join(
+        json.dumps({"prompt": f"Question {i}: {words(8)}", "chosen": r, "rejected": f"No refund! {words(12)}"}) + "\n"
+        for i, r in enumerate(replies)))
+    doc["data"].update(train="data/pairs.jsonl", columns=None, format="preference")
+    doc["train"]["method"] = "dpo"
+    _write(project, doc)
+    card = check_data(load_config(project), project)
+    assert card.house_rules["rows"] == 4 and card.house_rules["replies"] == "chosen replies" and card.house_rules["rules"]["forbidden phrase"]["rows"] == 2

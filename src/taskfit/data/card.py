@@ -103,6 +103,14 @@ def render_markdown(card: DataCard) -> str:
                   "| field | rows | of rows filling it | first rows |", "|---|---|---|---|"]
         lines += [f"| {name} | {u['rows']} | {u['of']} | {', '.join(f'`{s}`' for s in u['first'])} |"
                   for name, u in card.unwritten.items()] + [""]
+    if card.house_rules:
+        h = card.house_rules
+        lines += ["## Replies that break the house rules (task.reply)", "",
+                  f"{h['rows']} of {h['of']} kept {h['replies']} break a rule a served reply is held to: trained on "
+                  "as the house style, and scored against when held out. They are kept.", "",
+                  "| rule | task.reply | rows | first rows |", "|---|---|---|---|"]
+        lines += [f"| {rule} | " + r["rule"].replace("|", "\\|") + f" | {r['rows']} | "
+                  f"{', '.join(f'`{s}`' for s in r['first'])} |" for rule, r in h["rules"].items()] + [""]
     if card.exact_duplicates:
         lines += [f"## Exact duplicates (first {min(10, len(card.exact_duplicates))})", "",
                   "Each repeats an earlier row word for word (after normalising case and spacing) and was removed:", ""]

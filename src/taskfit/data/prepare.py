@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from taskfit.config import PrivacySpec, ProjectConfig
+from taskfit.config import PrivacySpec, ProjectConfig, ReplyRules
 from taskfit.data import pii
 from taskfit.data.lookalike import COPY, CONFLICT, Layouts, LookAlikes, decisive
 from taskfit.data.redaction import keeps, redact_row
@@ -42,6 +42,8 @@ class DataCard:
     privacy: dict[str, Any] = field(default_factory=dict)
     # extract: per field, the kept rows filling it whose value their text does not write
     unwritten: dict[str, Any] = field(default_factory=dict)
+    # generate: the kept replies (a pair's chosen one) that break task.reply, in all and per rule
+    house_rules: dict[str, Any] = field(default_factory=dict)
     exact_duplicates: list[str] = field(default_factory=list)  # the first rows removed as exact duplicates (file:line)
     near_duplicates: list[dict[str, Any]] = field(default_factory=list)
     conflicts: list[dict[str, Any]] = field(default_factory=list)
@@ -130,6 +132,7 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
         "near_duplicates": sum(len(s.near_duplicates) for s in scans),
         "conflicting_labels": sum(len(s.conflicts) for s in scans),
         "distinct_look_alikes": sum(s.distinct for s in scans),
+        "breaking_house_rules": sum(s.broken_rows for s in scans),
     }
     card = DataCard(task=task.name, kind=task.kind if kind == "examples" else "preference",
                     files=[{"path": s.path, "read": s.read, "kept": s.kept} for s in scans], counts=counts)
@@ -275,6 +278,7 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
                         + ". A model learns to write such values without reading them: check they are not "
                           "invented or copied from another document (a number written in words, or a date "
                           "written otherwise, is listed too; the card's table has every field).")
+    _house_rules(card, task.reply, scans)
     card.conflicts = [asdict(n) for s in scans for n in s.conflicts[:50]]
     card.distinct_look_alikes = [asdict(n) for s in scans for n in s.distinct_notes]
     if counts["conflicting_labels"]:
@@ -289,6 +293,31 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
     card.quarantine = {"rows": counts["quarantined"], "by_reason": dict(reasons.most_common(20)),
                        "first": [{"source": q.source, "reason": q.reason} for s in scans for q in s.quarantined[:20]]}
     return card
+
+
+def _house_rules(card: DataCard, rules: ReplyRules, scans: list[ScanResult]) -> None:
+    """The card's replies that break the house rules (task.reply), per rule with what the rule
+    says and the first rows, and a warning: they are references, trained on and scored against."""
+    broken: Counter = sum((s.broken_rules for s in scans), Counter())
+    if not broken:
+        return
+    quoted = lambda phrases: ", ".join(json.dumps(p, ensure_ascii=False) for p in phrases)  # noqa: E731
+    said = {"too short": f"min_words: {rules.min_words}", "too long": f"max_words: {rules.max_words}",
+            "missing required phrase": f"must_include: {quoted(rules.must_include)}",
+            "forbidden phrase": f"must_not_include: {quoted(rules.must_not_include)}",
+            "pattern not matched": f"patterns: {quoted(rules.patterns)}"}
+    card.house_rules = {"rows": card.counts["breaking_house_rules"], "of": card.counts["kept"],
+                        "replies": "chosen replies" if card.kind == "preference" else "replies",
+                        "rules": {rule: {"rows": n, "rule": said[rule],
+                                         "first": [src for s in scans for src in s.broken_noted.get(rule, [])][:3]}
+                                  for rule, n in broken.most_common()}}
+    h = card.house_rules
+    card.warnings.append(
+        f"{h['rows']} of {h['of']} kept {h['replies']} break the house rules (task.reply) they are scored by: "
+        + "; ".join(f"{rule} ({r['rule']}) {r['rows']} (first {', '.join(r['first'])})" for rule, r in h["rules"].items())
+        + ". They are trained on as the house style, and those held out are the references candidates are "
+          "scored against. Mend or remove those rows, or change task.reply if a rule is wrong (they are "
+          "not quarantined: the card's table lists them by rule).")
 
 
 TEMPLATES_SHOWN = 10

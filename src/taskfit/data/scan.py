@@ -35,6 +35,7 @@ from taskfit.records import Example, PreferencePair, in_batches
 from taskfit.rendering import user_text
 from taskfit.tasks import get_task
 from taskfit.tasks.base import answer_spelling
+from taskfit.tasks.generate import rule_violations
 
 TEMPLATE = "template"  # the value of data.group_by that groups rows by layout
 
@@ -73,6 +74,11 @@ class ScanResult:
     field_rows: Counter = field(default_factory=Counter)
     unwritten: Counter = field(default_factory=Counter)
     unwritten_noted: dict[str, list[str]] = field(default_factory=dict)
+    # generate: per house rule (taskfit.tasks.generate.rule_violations), the kept rows whose reply (a
+    # pair's chosen one) breaks task.reply, with the first few of them (file:line), and those breaking any
+    broken_rules: Counter = field(default_factory=Counter)
+    broken_noted: dict[str, list[str]] = field(default_factory=dict)
+    broken_rows: int = 0
     exact_noted: list[str] = field(default_factory=list)  # the first DISTINCT_NOTED of them, as file:line
     near_duplicates: list[PairNote] = field(default_factory=list)  # copies and conflicts, removed
     conflicts: list[PairNote] = field(default_factory=list)
@@ -438,7 +444,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
 def count_kept(result: ScanResult, rec: Example | PreferencePair, redaction: RowRedaction, task: TaskSpec,
                source: str) -> None:
     """Count a kept row in the card's figures: its personal data and secrets, what redaction did to
-    its answer, its label and system prompt."""
+    its answer, its label and system prompt, and (generate) the house rules its reply breaks."""
     found = redaction.findings
     if found:
         result.pii_rows += 1
@@ -455,6 +461,8 @@ def count_kept(result: ScanResult, rec: Example | PreferencePair, redaction: Row
         if task.labels:
             result.labels[rec.target] += 1
         result.system_prompts[rec.system if rec.system is not None else task.system_text] += 1
+    if task.kind == "generate":
+        _count_broken(result, rec.chosen if isinstance(rec, PreferencePair) else rec.target, task, source)
 
 
 def _records_at(path: Path, task: TaskSpec, spec: DataSpec, lines: set[int]) -> dict[int, Example | PreferencePair]:
@@ -517,6 +525,18 @@ def _count_written(result: ScanResult, row: Any, source: str) -> None:
             noted = result.unwritten_noted.setdefault(name, [])
             if len(noted) < 3:
                 noted.append(source)
+
+
+def _count_broken(result: ScanResult, reply: str, task: TaskSpec, source: str) -> None:
+    """Count the house rules (task.reply) a kept reference reply breaks, by the check a served
+    reply and a synthetic draft are held to."""
+    broken = rule_violations(task.reply, reply)
+    result.broken_rows += bool(broken)
+    for rule in broken:
+        result.broken_rules[rule] += 1
+        noted = result.broken_noted.setdefault(rule, [])
+        if len(noted) < 3:
+            noted.append(source)
 
 
 def _add_length(result: ScanResult, needed: int, answer: int, fixed: int | None, rendered: int,

@@ -427,6 +427,21 @@ def test_a_greeting_and_sign_off_every_reply_shares_become_house_rules(tmp_path)
     assert config.task.reply.must_include == ["Hi there,"]
 
 
+def test_the_sign_off_every_chosen_reply_shares_is_a_house_rule_of_preference_pairs(tmp_path):
+    """A walkthrough's preference file, every chosen reply signed "— The Fernhill team", was
+    proposed with must_include: [] where the same replies in a table proposed the sign-off."""
+    rng = random.Random(4)
+    pairs = [{"prompt": f"message {i}: {_sentence(rng)}",
+              "chosen": f"{_sentence(rng).capitalize()}. — The Fernhill team",
+              "rejected": f"{_sentence(rng)}, sorry"} for i in range(30)]
+    file = tmp_path / "pairs.jsonl"
+    file.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
+    config, _ = _init(tmp_path, file)
+    assert config.train.method == "dpo" and config.data.format == "preference"
+    assert config.task.reply.must_include == ["— The Fernhill team"]
+    assert "every one writes '— The Fernhill team'" in (tmp_path / "project" / "taskfit.yaml").read_text()
+
+
 def test_labels_written_in_several_cases_are_proposed_once_and_read_as_one(tmp_path):
     """A hand-labelled export writes one queue as billing, Billing and BILLING, and another mostly
     with a zero-width space: init proposes the commonest visible spelling once and says which

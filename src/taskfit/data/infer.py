@@ -506,10 +506,10 @@ def _propose_chat(path: Path, rows: int, fmt: str, answers: ColumnStats, with_co
         if task not in (None, "generate"):
             raise ConfigError(f"--task {task}: {path} holds preference pairs, which train a generate task "
                               "with DPO", hint="drop --task, or map a table's columns with --input and --target")
-        return Proposal(path, rows, "generate", "dpo", "preference", None, reply_words=answers.words,
-                        phrases=dict(answers.phrases),
-                        reasons=[("rows have prompt, chosen and rejected → preference pairs: train.method dpo "
-                                  "(task kind generate)")])
+        # the chosen replies are the references: the house rules come from them as from a table's replies
+        return _finish(path, rows, "generate", "preference", None, answers,
+                       ["rows have prompt, chosen and rejected → preference pairs: train.method dpo (task kind generate)"],
+                       method="dpo")
     has_context = with_context == answers.rows
     kind = _kind_of_target(answers, task, has_context, path)
     if kind == "qa" and not has_context:
@@ -665,7 +665,7 @@ def _one_spelling(values: Counter) -> tuple[dict[str, int], dict[str, list[str]]
 
 
 def _finish(path: Path, rows: int, kind: TaskKind, fmt: str, mapping: dict[str, str] | None,
-            target: ColumnStats, reasons: list[str]) -> Proposal:
+            target: ColumnStats, reasons: list[str], method: Literal["lora", "dpo"] = "lora") -> Proposal:
     labels: dict[str, int] = {}
     schema = None
     if kind == "classify":
@@ -681,7 +681,7 @@ def _finish(path: Path, rows: int, kind: TaskKind, fmt: str, mapping: dict[str, 
     elif kind == "extract":
         schema, why = infer_schema(target)
         reasons.append(f"schema: {len(schema['properties'])} properties in first-seen order; {why}")
-    return Proposal(path, rows, kind, "lora", fmt, mapping, labels=labels, schema=schema,
+    return Proposal(path, rows, kind, method, fmt, mapping, labels=labels, schema=schema,
                     reply_words=target.words if kind == "generate" else None,
                     reply_phrases=target.shared_phrases() if kind == "generate" else [],
                     phrases=dict(target.phrases), reasons=reasons)

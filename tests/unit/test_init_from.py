@@ -265,6 +265,27 @@ def test_a_ticket_export_with_an_id_and_a_timestamp_is_classify_on_its_queue(tmp
     assert result.exit_code == 0 and "input=Ticket Text" in output, output
 
 
+def test_when_the_reply_is_unclear_only_columns_of_words_are_offered_as_it(tmp_path):
+    """A shop's export (created_at, customer_message, staff_reply): init could not tell the reply,
+    and its hint offered the column it had just described as times. Columns of codes, numbers or
+    times are offered only when no column of words is left."""
+    rng = random.Random(5)
+    rows = [[f"2025-03-{i % 28 + 1:02d} 09:{i:02d}", _sentence(rng), f"{_sentence(rng)} — The Fernhill team"]
+            for i in range(30)]
+    file = _write_csv(tmp_path / "export.csv", ["created_at", "customer_message", "staff_reply"], rows)
+    result, output = _invoke("init", tmp_path / "p", "--from", file)
+    output = " ".join(output.split())
+    assert result.exit_code == 3 and "cannot tell which free-text column is the reply to learn: customer_message " \
+        "(free text), staff_reply (free text). Columns found: created_at (codes, numbers or times)" in output, output
+    assert "hint: pass --target customer_message or --target staff_reply;" in output
+    result, output = _invoke("init", tmp_path / "p", "--from", file, "--target", "staff_reply")
+    assert result.exit_code == 0 and "input=customer_message" in output, output
+    # two columns of codes and no words: both are offered (a reply may be a code)
+    codes = _write_csv(tmp_path / "codes.csv", ["sent", "code"], [[f"2025-03-{i + 1:02d}", f"#{10000 + i}"] for i in range(20)])
+    result, output = _invoke("init", tmp_path / "q", "--from", codes, "--task", "generate")
+    assert result.exit_code == 3 and "--target sent or --target code" in " ".join(output.split()), output
+
+
 def test_a_reply_that_is_a_number_is_still_the_reply_and_a_text_column_with_no_name_still_text(tmp_path):
     """Metadata-like columns are set aside only where words are there to learn from: answers
     that are numbers are the target (with or without --task generate, never swapped with the

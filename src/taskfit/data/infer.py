@@ -599,6 +599,7 @@ def _propose_table(path: Path, rows: int, columns: dict[str, ColumnStats], input
             found = texts()
             tgt = _pick(found, TARGET_NAMES)
             what = "which free-text column is the reply to learn"
+            found = free()  # offered as the reply: not a column of codes, numbers or times, unless all are
         if tgt is None:
             raise _ambiguous(path, what, found, columns, "--target")
         chosen.add(tgt.name)

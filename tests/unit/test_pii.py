@@ -142,10 +142,12 @@ def test_a_labelled_number_no_region_reads_whole_is_redacted_whole():
 def test_european_phone_words_mark_a_number_without_its_prefix_as_a_phone_number():
     """A German claims export kept "Telefon: 030 1234567" and "Handy 0171 9244447" in clear: the
     numbers carry no +49 and are valid in neither US nor GB, so their word is all the evidence."""
-    for word in ("Telefon:", "Tel.", "Handy", "Mobil", "Mobiltelefon", "Fax", "Téléphone :", "Tél.", "Portable",
+    for word in ("Telefon:", "Tel.", "Handy", "Mobil", "Mobiltelefon", "Fax", "Téléphone :", "Tél.", "Portable :",
                  "Mobile", "Teléfono", "Móvil", "Telefono", "Cellulare"):
         assert redact(f"{word} 030 1234567, bitte") == f"{word} <PHONE>, bitte", word
     assert redact("Handy 0171 9244447") == "Handy <PHONE>"
+    # "portable" is a phone word as a French label only: an English receipt's item keeps its barcode
+    assert redact("PORTABLE SPEAKER 8801234567890 19.90") == "PORTABLE SPEAKER 8801234567890 19.90"
 
 
 def test_a_cards_security_code_and_expiry_are_redacted_with_it():

@@ -115,7 +115,7 @@ _CARD_BRANDS = [
 _PHONE_WORDS = (r"t[ée]l|t[ée]l[ée]?phone|phone|ph|mob|mobile|cell|cellphone|fax|call|calling|ring|text|sms|"
                 r"whats ?app|hotline|helpline|direct|office|landline|contact|dial|"
                 r"telefon(?:nummer|nr)?|telefax|handy(?:nummer)?|mobil(?:telefon|nummer|nr)?|rufnummer|"  # de
-                r"portable|"  # fr
+                r"portable(?=\s*:)|"  # fr, as a label ("Portable : 06 ..."), not "portable speaker"
                 r"tel[ée]fono|m[óo]vil|celular|cellulare|telefone|telem[óo]vel|telefoon|mobiel")  # es, it, pt, nl
 _ID_WORDS = (r"invoice|inv|bill|order|po|p\.o|purchase|receipt|rcpt|ref|reference|reg(?:d|n|istered|istration)?|"
              r"gst|sst|vat|tax|tin|ein|ust|ust-?id(?:nr)?|abn|acn|hrb|sku|ean|upc|gtin|isbn|barcode|serial|"

@@ -496,3 +496,22 @@ def test_reference_replies_that_break_the_house_rules_are_counted_by_rule_and_na
     _write(project, doc)
     card = check_data(load_config(project), project)
     assert card.house_rules["rows"] == 4 and card.house_rules["replies"] == "chosen replies" and card.house_rules["rules"]["forbidden phrase"]["rows"] == 2
+
+
+def test_a_spreadsheets_rows_of_empty_cells_are_skipped_and_counted(tmp_path):
+    """Excel writes ",,," for a row left empty: no example, but the card says how many were
+    skipped, so 'rows read' meets the number of rows the user sees in the sheet."""
+    from taskfit.data.card import render_markdown
+
+    project = tmp_path / "p"
+    (project / "data").mkdir(parents=True)
+    rows = ["text,label,note"] + [f"Ticket {i} about my invoice,billing," for i in range(10)]
+    rows[4:4] = [",,", ",,"]
+    (project / "data" / "t.csv").write_text("\r\n".join(rows + [",,", ""]), encoding="utf-8")
+    (project / "taskfit.yaml").write_text(yaml.safe_dump({
+        "task": {"name": "t", "kind": "classify", "success": "-", "system_prompt": "Route it.",
+                 "labels": ["billing", "shipping"]},
+        "data": {"train": "data/t.csv", "columns": {"input": "text", "target": "label"}, "dedup": {"near": False}}}))
+    card = check_data(load_config(project / "taskfit.yaml"), project)
+    assert card.counts["read"] == 10 and card.files[0]["empty_rows"] == 3
+    assert "(10 rows; 3 rows of empty cells skipped)" in render_markdown(card)

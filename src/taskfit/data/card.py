@@ -15,7 +15,10 @@ from taskfit.data.prepare import ADDED, DataCard
 def render_markdown(card: DataCard) -> str:
     c = card.counts
     lines = [f"# Data card: {card.task}", "",
-             f"Task kind: **{card.kind}**. Files: " + ", ".join(f"`{f['path']}` ({f['read']} rows)" for f in card.files),
+             f"Task kind: **{card.kind}**. Files: " + ", ".join(
+                 f"`{f['path']}` ({f['read']} rows"
+                 + (f"; {f['empty_rows']} rows of empty cells skipped" if f.get("empty_rows") else "") + ")"
+                 for f in card.files),
              "", "## Rows", "",
              card.rows_summary() + ".",
              ""]

@@ -406,6 +406,8 @@ def propose(path: Path, input: str | None = None, target: str | None = None, con
     generic = TaskSpec(kind="generate", success="-", system_prompt="-")
     chat = input is None and target is None and context is None
     for raw in read_rows(path, max_line_bytes):
+        if raw.empty:
+            continue
         if raw.error or not isinstance(raw.obj, dict):
             unreadable += 1  # data check quarantines these rows and says why
             if first_unreadable is None:

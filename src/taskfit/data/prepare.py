@@ -135,7 +135,8 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
         "breaking_house_rules": sum(s.broken_rows for s in scans),
     }
     card = DataCard(task=task.name, kind=task.kind if kind == "examples" else "preference",
-                    files=[{"path": s.path, "read": s.read, "kept": s.kept} for s in scans], counts=counts)
+                    files=[{"path": s.path, "read": s.read, "kept": s.kept, "empty_rows": s.empty_rows}
+                           for s in scans], counts=counts)
     warnings = card.warnings
     labels: Counter = sum((s.labels for s in scans), Counter())
     if task.labels and kind == "examples":

@@ -31,6 +31,7 @@ class RawRow:
     obj: Any = None
     raw: str = ""
     error: str | None = None
+    empty: bool = False  # a table row with no cell filled (",,,," from a spreadsheet): no row, counted apart
 
 
 def file_kind(path: Path) -> str:
@@ -43,7 +44,7 @@ def file_kind(path: Path) -> str:
 
 def read_rows(path: Path, max_line_bytes: int = 1_000_000, lines: set[int] | None = None) -> Iterator[RawRow]:
     """Yield every non-blank row of ``path`` in order (with ``lines``, those on these lines only:
-    a JSONL file's other lines are not decoded)."""
+    a JSONL file's other lines are not decoded); a table's row of empty cells comes as ``empty``."""
     if not path.exists():
         raise DataError(f"{path}: no such file", hint="check the data paths in taskfit.yaml")
     kind = file_kind(path)
@@ -258,6 +259,8 @@ def _delimited(path: Path, delimiter: str, max_line_bytes: int = 1_000_000) -> I
             record.clear()
             cells = [v for v in row.values() if isinstance(v, str)] + row.get(None, [])  # extra cells too
             if not any(v.strip() for v in cells):
+                if any(p.strip() for p in physical):  # cells, all empty: a spreadsheet's empty row
+                    yield RawRow(where, line, raw="".join(physical).rstrip("\r\n"), empty=True)
                 continue
             if [row.get(name) for name in header] == header and None not in row:
                 yield RawRow(where, line, raw=delimiter.join(header),

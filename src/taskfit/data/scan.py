@@ -89,6 +89,7 @@ class ScanResult:
     layout_index: Layouts | None = None
     labels: Counter = field(default_factory=Counter)
     respelled: Counter = field(default_factory=Counter)  # (answer as written, the label it is) -> rows
+    empty_rows: int = 0  # table rows with every cell empty (",,,,"), skipped
     empty_answers: int = 0  # qa table rows whose answer cell is empty, read as task.refusal
     empty_noted: list[str] = field(default_factory=list)  # the first DISTINCT_NOTED of them, as file:line
     system_prompts: Counter = field(default_factory=Counter)
@@ -298,6 +299,9 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
         batch: list[tuple[Any, Example | PreferencePair]] = []  # (raw row, record) of the valid rows
         held: list[tuple[int, Quarantined]] = []  # the chunk's quarantined rows, listed in line order below
         for raw in chunk:
+            if raw.empty:  # a spreadsheet's row of empty cells: not read as a row, counted for the card
+                result.empty_rows += 1
+                continue
             result.read += 1
             if on_row:
                 on_row()
@@ -472,7 +476,7 @@ def _records_at(path: Path, task: TaskSpec, spec: DataSpec, lines: set[int]) -> 
         return found
     last = max(lines)
     for raw in read_rows(path, spec.max_line_bytes, lines):
-        if raw.line in lines and raw.error is None:
+        if raw.line in lines and raw.error is None and not raw.empty:
             try:
                 found[raw.line] = convert(raw.obj, task, spec.format, spec.columns, raw.source, "x")
             except ValueError:

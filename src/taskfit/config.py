@@ -414,7 +414,8 @@ class BaselineSpec(_Spec):
         None, description="qa: a folder of .txt/.md documents for the retrieval-augmented baseline "
                           "(relative to taskfit.yaml); empty = use each row's own context only.")
     chunk_words: int = Field(120, ge=10, le=2000, description="RAG: words per chunk (chunks overlap by a fifth).")
-    top_k: int = Field(3, ge=1, le=20, description="RAG: chunks put in the prompt.")
+    top_k: int = Field(3, ge=1, le=20, description="RAG: chunks put in the prompt, whole (the lowest-ranked "
+                       "dropped, with a warning, only where they take the prompt over 2048 tokens).")
     endpoint: EndpointSpec | None = Field(None, description="An OpenAI-compatible endpoint to compare against.")
 
 

@@ -259,6 +259,84 @@ def test_qa_prompt_only_few_shot_and_rag_with_citations(tmp_path, tiny_model_dir
     assert card.kind == "qa" and card.verdict.startswith("Best baseline so far")
 
 
+def _rag_project(tmp_path, model_dir, rows=24, words=40, **baselines):
+    """A qa project whose documents are one ``words``-word chunk each (``store{i}.txt#0``), its
+    training length (128 tokens) shorter than a prompt holding three of them."""
+    project = tmp_path / "rag"
+    (project / "data").mkdir(parents=True)
+    (project / "docs").mkdir()
+    filler = "refunds are paid to the card used for the order within five working days of the return"
+    data = []
+    for i in range(rows):
+        city = CITIES[i % len(CITIES)]
+        passage = " ".join(f"Store {i} is in {city}. {filler} {filler} {filler}".split()[:words])
+        (project / "docs" / f"store{i}.txt").write_text(passage)
+        data.append({"context": passage, "question": f"Where is store {i}?", "answer": city})
+    (project / "data" / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data))
+    doc = {"task": {"kind": "qa", "name": "stores", "success": "grounded answers",
+                    "system_prompt": "Answer from the context."},
+           "model": {"name": str(model_dir)},
+           "data": {"train": "data/qa.jsonl", "max_eval_examples": 3,
+                    "columns": {"input": "question", "target": "answer", "context": "context"}},
+           "train": {"max_seq_length": 128},
+           "baselines": {"retriever": "bm25", "documents": "docs", "chunk_words": words, "top_k": 3, **baselines},
+           "eval": {"max_new_tokens": 4}}
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    return project
+
+
+def _rag_predictions(project):
+    (cache,) = project.glob("evals/*/predictions/rag.jsonl")
+    return [json.loads(x) for x in cache.read_text().splitlines()[1:]]
+
+
+def test_rag_reads_its_chunks_whole_not_cut_to_the_training_length(tmp_path, tiny_model_dir, monkeypatch):
+    """A walkthrough's rag prompts were cut to train.max_seq_length (223 tokens of 669) with no
+    word, while few-shot's were not, and details.context held the three chunks the model never
+    read whole. The chunks are now read whole; only over the prompt limit are the lowest-ranked
+    dropped, with a warning and a scorecard line, and the context recorded is the one read."""
+    from taskfit.baselines import model
+
+    project = _rag_project(tmp_path, tiny_model_dir)
+    docs = {p.name: p.read_text() for p in (project / "docs").iterdir()}
+    baseline_project(project, only=["rag"])
+    rag = _rag_predictions(project)
+    assert len(rag) == 3
+    for r in rag:
+        assert r["prompt_tokens"] > 128 and "dropped_chunks" not in r["details"]
+        cited = [c.removesuffix("#0") for c in r["details"]["citations"]]
+        assert r["details"]["context"] == "\n\n".join(f"[{n}] {docs[c]}" for n, c in enumerate(cited, 1))
+        assert len(cited) == 3
+
+    # A prompt limit below these prompts: whole chunks are dropped, never cut, and the user is told.
+    monkeypatch.setattr(model, "MAX_PROMPT_TOKENS", min(r["prompt_tokens"] for r in rag) - 1)
+    for old in project.glob("evals/*/predictions/rag.jsonl"):
+        old.unlink()
+    with pytest.warns(RuntimeWarning, match=r"rag: .*only 2 of the 3 chunks retrieved fit .*1 dropped"):
+        baseline_project(project, only=["rag"])
+    rag = _rag_predictions(project)
+    for r in rag:
+        cited = [c.removesuffix("#0") for c in r["details"]["citations"]]
+        assert r["details"]["dropped_chunks"] == 3 - len(cited) >= 1
+        assert r["details"]["context"] == "\n\n".join(f"[{n}] {docs[c]}" for n, c in enumerate(cited, 1))
+        assert r["prompt_tokens"] <= model.MAX_PROMPT_TOKENS
+    warnings = compare_project(project).scorecard.warnings
+    assert [w for w in warnings if w.startswith(f"rag: on {len(rag)} of {len(rag)} rows the prompt could not hold "
+                                                "every chunk retrieved")]
+
+    # Under a limit even one chunk does not fit: the best chunk alone, cut, and recorded as cut.
+    monkeypatch.setattr(model, "MAX_PROMPT_TOKENS", 100)
+    for old in project.glob("evals/*/predictions/rag.jsonl"):
+        old.unlink()
+    with pytest.warns(RuntimeWarning, match="only 1 of the 3 chunks"):
+        baseline_project(project, only=["rag"])
+    for r in _rag_predictions(project):
+        (cited,) = [c.removesuffix("#0") for c in r["details"]["citations"]]
+        context = r["details"]["context"]
+        assert context.startswith("[1] Store ") and f"[1] {docs[cited]}".startswith(context)
+        assert len(context) < len(docs[cited]) and r["prompt_tokens"] <= 100
+
+
 def test_batched_evaluation_answers_as_one_at_a_time(tmp_path, tiny_model_dir):
     from taskfit.evaluation.runner import read_predictions
 

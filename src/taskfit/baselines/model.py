@@ -8,13 +8,16 @@ key/value cache (:mod:`taskfit.baselines.label_tree`).
 
 Both predictors take two optional hooks, which is how the baselines differ while the model and
 the scorer stay the same: ``shots`` (solved training examples shown first: few-shot) and
-``contexts`` (retrieved document chunks put in the prompt: RAG).
+``contexts`` (retrieved document chunks put in the prompt: RAG). Neither prompt is cut to
+``train.max_seq_length``, the length a fine-tune is trained at, which neither baseline was: each
+drops its least similar shots or chunks, whole, to stay under :data:`MAX_PROMPT_TOKENS`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from taskfit.config import TaskSpec
@@ -24,11 +27,12 @@ from taskfit.baselines.protocol import by_prompt_length
 from taskfit.records import in_batches
 from taskfit.records import Example, LabelChoice, Prediction
 from taskfit.rendering import answer_room, label_completions, Rendered, render
+from taskfit.retrieval import Chunk
 
 Shots = Callable[[Example], Sequence[Example]]
-# A context hook returns the context to answer from, and details to record (chunk citations).
-Contexts = Callable[[Example], tuple[str, dict[str, Any]]]
-MAX_PROMPT_TOKENS = 2048  # a few-shot prompt drops its least similar shots to stay under this
+# A context hook returns the document chunks retrieved for a row, best first.
+Contexts = Callable[[Example], Sequence[Chunk]]
+MAX_PROMPT_TOKENS = 2048  # a few-shot or RAG prompt drops its least similar shots or chunks to stay under this
 
 
 def _prompt(tokenizer: Any, task: TaskSpec, example: Example, max_length: int, shots: Shots | None,
@@ -165,6 +169,7 @@ class GenerativePredictor(Prompts):
         self.max_new_tokens = max_new_tokens
         self.contexts = contexts
         self.grammar = answer_grammar(task) if constrained else None
+        self.warned = False  # of chunks dropped: once a predictor (the scorecard counts them all)
 
     def order(self, examples: Sequence[Example]) -> list[Example]:
         if self.contexts is not None:  # the prompt waits for the retrieval: the given order
@@ -178,12 +183,8 @@ class GenerativePredictor(Prompts):
         start = time.perf_counter()
         prompts, details = [], []
         for ex in examples:
-            found: dict[str, Any] = {}
-            if self.contexts is not None:
-                context, found = self.contexts(ex)
-                ex = dataclasses.replace(ex, context=context)
-                found["context"] = context
-            prompts.append(self.prompt_ids(ex))
+            ids, found = self._grounded(ex) if self.contexts is not None else (self.prompt_ids(ex), {})
+            prompts.append(ids)
             details.append(found)
         sampling = Sampling(max_tokens=self.max_new_tokens, grammar=self.grammar)
         outs = decode_batch(self.model, self.tokenizer, prompts, [sampling] * len(prompts), prefix=self.prefix)
@@ -193,3 +194,38 @@ class GenerativePredictor(Prompts):
             yield Prediction(example_id=ex.id, output=answer, valid=valid, latency_s=share,
                              prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens,
                              details=found)
+
+    def _grounded(self, ex: Example) -> tuple[list[int], dict[str, Any]]:
+        """RAG: the prompt ids of ``ex`` with its retrieved chunks, numbered, as its context, and
+        what to record of them. The chunks are shown whole, not cut to ``train.max_seq_length``:
+        while the prompt is over :data:`MAX_PROMPT_TOKENS` the lowest-ranked is dropped (counted
+        in ``dropped_chunks``, with a warning), and only a single chunk still over it is cut.
+        ``context`` is the context the model read, ``citations`` the chunks in it, and
+        ``retrieval_hit`` whether one of them was cut from the row's own passage."""
+        assert self.contexts is not None
+        chunks = list(self.contexts(ex))
+        retrieved = len(chunks)
+        while True:
+            context = "\n\n".join(f"[{n}] {c.text}" for n, c in enumerate(chunks, 1))
+            shown = dataclasses.replace(ex, context=context)
+            r = render(self.tokenizer, self.task, shown, answer_room=self.room)
+            if len(r.ids) <= MAX_PROMPT_TOKENS or len(chunks) <= 1:
+                break
+            chunks.pop()
+        if len(r.ids) > MAX_PROMPT_TOKENS:  # one chunk alone over the limit: its end cut, as render cuts a context
+            r = _prompt(self.tokenizer, self.task, shown, MAX_PROMPT_TOKENS + self.room, None, self.room)
+            # the user turn is "Context:\n{context}\n\nQuestion: {input}" (rendering.user_text)
+            context = r.messages[-1]["content"].removeprefix("Context:\n").removesuffix(f"\n\nQuestion: {ex.input}")
+        found: dict[str, Any] = {"citations": [c.id for c in chunks], "context": context}
+        if len(chunks) < retrieved:
+            found["dropped_chunks"] = retrieved - len(chunks)
+            if not self.warned:
+                self.warned = True
+                warnings.warn(f"{self.name}: {ex.source or f'row id {ex.id}'}: only {len(chunks)} of the "
+                              f"{retrieved} chunks retrieved fit in a prompt of {MAX_PROMPT_TOKENS} tokens; "
+                              f"{retrieved - len(chunks)} dropped, the lowest-ranked (the scorecard counts the "
+                              "rows): lower baselines.top_k or baselines.chunk_words", RuntimeWarning, stacklevel=2)
+        if ex.context:  # the row's own passage: was it among the chunks the model read?
+            own = " ".join(ex.context.split())
+            found["retrieval_hit"] = any(c.text in own for c in chunks)
+        return r.ids, found

@@ -128,9 +128,10 @@ def _shots(ws: Workspace) -> Callable[[Example], list[Example]]:
     return lambda ex: [ws.train[i] for i in index.search(ex.input, k)]
 
 
-def _contexts(ws: Workspace) -> Callable[[Example], tuple[str, dict[str, Any]]]:
-    """RAG: the top chunks of the user's documents, numbered, as the context; the chunk ids are
-    the citations, and whether the row's own passage was among them is recorded."""
+def _contexts(ws: Workspace) -> Callable[[Example], list[Any]]:
+    """RAG: the top chunks of the user's documents for a row, best first (the predictor numbers
+    them into the context, and records which it showed and whether the row's own passage was
+    among them: :meth:`~taskfit.baselines.model.GenerativePredictor._grounded`)."""
     from taskfit.retrieval import build_index, chunk_documents
 
     spec = ws.config.baselines
@@ -138,17 +139,7 @@ def _contexts(ws: Workspace) -> Callable[[Example], tuple[str, dict[str, Any]]]:
     chunks = chunk_documents(folder, spec.chunk_words)
     ws.reporter.status(f"indexing {len(chunks)} chunks of {folder} ({spec.retriever})")
     index = build_index(spec.retriever, [c.text for c in chunks])
-
-    def contexts(ex: Example) -> tuple[str, dict[str, Any]]:
-        found = [chunks[i] for i in index.search(ex.input, spec.top_k)]
-        text = "\n\n".join(f"[{n}] {c.text}" for n, c in enumerate(found, 1))
-        details: dict[str, Any] = {"citations": [c.id for c in found]}
-        if ex.context:  # a hit: a chunk cut from the row's own passage was retrieved
-            own = " ".join(ex.context.split())
-            details["retrieval_hit"] = any(c.text in own for c in found)
-        return text, details
-
-    return contexts
+    return lambda ex: [chunks[i] for i in index.search(ex.input, spec.top_k)]
 
 
 def folder_digest(folder: Path, pattern: str = "*") -> str:
@@ -210,8 +201,11 @@ def _baseline(ws: Workspace, name: str) -> Candidate:
     if name == FEW_SHOT:
         key = {"train": ws.train_fingerprint, "k": spec.few_shot_k, "retriever": spec.retriever}
     if name == RAG:
+        # "context": the chunks shown whole, no longer cut to train.max_seq_length (answers cached
+        # before were asked with the cut context: made again)
         key = {"documents": folder_digest(ws.project_dir / (spec.documents or "")),
-               "chunk_words": spec.chunk_words, "top_k": spec.top_k, "retriever": spec.retriever}
+               "chunk_words": spec.chunk_words, "top_k": spec.top_k, "retriever": spec.retriever,
+               "context": "whole chunks"}
     hooks: dict[str, Any] = {}
 
     def hook_kwargs() -> dict[str, Any]:  # retrieval indexes are built once, when first needed
@@ -848,6 +842,23 @@ def cut_short_warnings(ws: Workspace, predictions: dict[str, list[Prediction]]) 
             "the end of turn: raise eval.max_new_tokens if the answers should be whole." for name, n in cut.items()]
 
 
+def dropped_chunks_warnings(predictions: dict[str, list[Prediction]]) -> list[str]:
+    """A warning for each candidate (RAG) whose prompts could not hold every chunk it retrieved
+    (``details.dropped_chunks``): it answered from fewer than ``baselines.top_k``, and its scores
+    measure that."""
+    from taskfit.baselines.model import MAX_PROMPT_TOKENS
+
+    out = []
+    for name, preds in predictions.items():
+        dropped = [p.details["dropped_chunks"] for p in preds if p.details.get("dropped_chunks")]
+        if dropped:
+            out.append(f"{name}: on {len(dropped)} of {len(preds)} rows the prompt could not hold every chunk "
+                       f"retrieved ({sum(dropped)} dropped in all, the lowest-ranked, to stay under "
+                       f"{MAX_PROMPT_TOKENS} prompt tokens): lower baselines.top_k or baselines.chunk_words "
+                       "if they should all be read.")
+    return out
+
+
 def kept_by_verdict(project_dir: Path) -> tuple[str, str, Path] | None:
     """(the candidate the verdict keeps, the verdict, its scorecard.json) of the project's
     scorecard on its largest held-out set (the newest among equals: `taskfit advise` writes one
@@ -891,7 +902,7 @@ def compare_project(project: Path | Workspace, reporter: Any = None, threads: in
         card.warnings.append(f"data: {rewritten}")
     card.reviews = [r.sentence() for r in load_reviews(root)]
     predictions = {r.candidate: read_predictions(ws.predictions(r.candidate)) for r in results}
-    card.warnings += cut_short_warnings(ws, predictions)
+    card.warnings += cut_short_warnings(ws, predictions) + dropped_chunks_warnings(predictions)
     card.notes += agreements(predictions) + card.versus_real_sentences()
     task = ws.config.task
     md = ([f"# Scorecard: {task.name}", "", f"Success means: {task.success}", "", card.verdict, ""]

@@ -337,6 +337,25 @@ def test_rag_reads_its_chunks_whole_not_cut_to_the_training_length(tmp_path, tin
         assert len(context) < len(docs[cited]) and r["prompt_tokens"] <= 100
 
 
+def test_rag_counts_a_hit_when_a_short_passage_lies_inside_a_retrieved_chunk(tmp_path, tiny_model_dir):
+    """A walkthrough's HR policies were one file, each row's passage a sentence of it: the chunk
+    holding the passage was retrieved, but a hit needed the whole chunk inside the passage, so
+    retrieval_hit was False on every row (and a wrong refusal read as a retrieval miss)."""
+    project = _rag_project(tmp_path, tiny_model_dir, words=40, top_k=1)
+    passages = [json.loads(x)["context"] for x in (project / "data" / "qa.jsonl").read_text().splitlines()]
+    for p in (project / "docs").iterdir():
+        p.unlink()
+    short = [" ".join(passage.split()[:6]) + "." for passage in passages]  # "Store 3 is in Lima. refunds."
+    (project / "docs" / "policies.txt").write_text(" ".join(short))
+    rows = [{"context": passage, "question": f"Where is store {i}?", "answer": passage.split()[4].rstrip(".")}
+            for i, passage in enumerate(short)]
+    (project / "data" / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    baseline_project(project, only=["rag"])
+    rag = _rag_predictions(project)
+    assert rag and all(r["details"]["citations"][0].startswith("policies.txt#") for r in rag)
+    assert all(r["details"]["retrieval_hit"] for r in rag)
+
+
 def test_batched_evaluation_answers_as_one_at_a_time(tmp_path, tiny_model_dir):
     from taskfit.evaluation.runner import read_predictions
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from taskfit.baselines.classical import SentenceEmbeddings
-from taskfit.retrieval import Bm25Index, Embedder, EmbeddingIndex, embedder
+from taskfit.retrieval import Bm25Index, Embedder, EmbeddingIndex, embedder, same_passage
 
 
 def test_bm25_finds_the_text_sharing_the_query_words():
@@ -56,3 +56,20 @@ def test_the_remembered_embeddings_are_bounded(monkeypatch):
     embedder().encode(["one", "two", "three"], remember=True)
     assert list(embedder()._vectors) == ["two", "three"]  # the oldest dropped first
     assert embedder().encode([]).shape == (0, 384)
+
+
+def test_a_chunk_is_the_rows_passage_when_they_overlap_by_half_the_shorter():
+    """RAG's retrieval hit: a passage shorter than a chunk can be found (it was never a hit when
+    the whole chunk had to lie inside the passage), as can a chunk inside a long passage or one
+    straddling its edge; a few words in common are not the passage."""
+    passage = "Staff may carry over five days of annual leave into the next year."
+    before = "Expenses are paid monthly. Receipts must be kept for six years."
+    after = "Parental leave is sixteen weeks at full pay, then ten weeks at half pay."
+    assert same_passage(f"{before} {passage} {after}", passage)  # the passage inside a longer chunk
+    assert same_passage("staff may carry over five days of annual", passage)  # a chunk inside the passage
+    assert same_passage(f"{before} Staff may carry over five days of annual", passage)  # most of it, across an edge
+    assert same_passage(passage.upper().replace(" ", "  "), passage)  # case and spacing aside
+    assert not same_passage(f"{before} Staff may carry {after}", passage)  # three words in common
+    assert not same_passage(after, passage) and not same_passage("", passage)
+    assert not same_passage("Annual leave", passage)  # a heading's chunk: two words are not the passage
+    assert same_passage(f"{before} Closed on Sundays.", "closed on sundays")  # a passage of three words

@@ -27,7 +27,7 @@ from taskfit.baselines.protocol import by_prompt_length
 from taskfit.records import in_batches
 from taskfit.records import Example, LabelChoice, Prediction
 from taskfit.rendering import answer_room, label_completions, Rendered, render
-from taskfit.retrieval import Chunk
+from taskfit.retrieval import Chunk, same_passage
 
 Shots = Callable[[Example], Sequence[Example]]
 # A context hook returns the document chunks retrieved for a row, best first.
@@ -201,7 +201,7 @@ class GenerativePredictor(Prompts):
         while the prompt is over :data:`MAX_PROMPT_TOKENS` the lowest-ranked is dropped (counted
         in ``dropped_chunks``, with a warning), and only a single chunk still over it is cut.
         ``context`` is the context the model read, ``citations`` the chunks in it, and
-        ``retrieval_hit`` whether one of them was cut from the row's own passage."""
+        ``retrieval_hit`` whether one of them is the row's own passage (:func:`same_passage`)."""
         assert self.contexts is not None
         chunks = list(self.contexts(ex))
         retrieved = len(chunks)
@@ -226,6 +226,5 @@ class GenerativePredictor(Prompts):
                               f"{retrieved - len(chunks)} dropped, the lowest-ranked (the scorecard counts the "
                               "rows): lower baselines.top_k or baselines.chunk_words", RuntimeWarning, stacklevel=2)
         if ex.context:  # the row's own passage: was it among the chunks the model read?
-            own = " ".join(ex.context.split())
-            found["retrieval_hit"] = any(c.text in own for c in chunks)
+            found["retrieval_hit"] = any(same_passage(c.text, ex.context) for c in chunks)
         return r.ids, found

@@ -5,6 +5,7 @@ pick training examples; the RAG baseline uses it to pick document chunks.
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, Sequence
@@ -154,6 +155,30 @@ def build_index(kind: RetrieverKind, texts: Sequence[str]) -> Index:
     if not texts:
         raise ConfigError("retrieval: nothing to index (no training rows or documents)")
     return {"bm25": Bm25Index, "embeddings": EmbeddingIndex, "hybrid": HybridIndex}[kind](texts)
+
+
+_NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
+HIT_WORDS = 5  # the shortest run of words a chunk shares with a row's passage to be it (same_passage)
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in text.lower().translate(_NO_PUNCTUATION).split() if w]
+
+
+def same_passage(chunk: str, passage: str) -> bool:
+    """Whether a retrieved ``chunk`` is a row's own ``passage`` (a RAG retrieval hit): the two share
+    one run of consecutive words, case and punctuation aside, at least half as long as the shorter
+    of them and at least :data:`HIT_WORDS` long (or the whole passage, if shorter). So a passage
+    inside a chunk (a passage shorter than a chunk), a chunk inside a passage, and a chunk holding
+    at least half of the passage (or the passage at least half of the chunk) across a boundary all
+    count; a few words in common elsewhere, or a heading's chunk of two words, do not."""
+    import difflib
+
+    a, b = _words(chunk), _words(passage)
+    if not a or not b:
+        return False
+    run = difflib.SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b)).size
+    return 2 * run >= min(len(a), len(b)) and run >= min(HIT_WORDS, len(b))
 
 
 @dataclass(frozen=True)

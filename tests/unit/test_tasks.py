@@ -161,6 +161,24 @@ def test_qa_scores_answers_refusals_and_unsupported_answers():
     assert r.per_example[:3] == [1.0, pytest.approx(2 / 3), 1.0]
 
 
+def test_qa_refusal_precision_is_n_a_for_a_candidate_that_refused_nothing():
+    """A walkthrough's scorecard showed 0.0% refusal precision for a candidate that never refused:
+    with no refusals there is nothing to be precise about, so it shows n/a, a threshold on it
+    reads n/a, and the verdict and its tests are made as before."""
+    ctx = "The Eiffel Tower is in Paris."
+    exs = [Example(id="0", input="Where?", target="Paris", context=ctx),
+           Example(id="1", input="Who painted it?", target=QA.refusal, context=ctx)]
+    answers = score(QA, EvalSpec(), "prompt-only", exs, [_pred(0, "Paris"), _pred(1, "Paris")])
+    assert "refusal_precision" not in answers.metrics and answers.metrics["refusal_recall"] == 0.0
+    refuses = score(QA, EvalSpec(), "few-shot", exs, [_pred(0, "Paris"), _pred(1, QA.refusal)])
+    assert refuses.metrics["refusal_precision"] == 1.0
+    card = build_scorecard([answers, refuses], {"refusal_precision": 0.5})
+    rows = {row[0]: dict(zip(card.header, row)) for row in card.rows()}
+    assert rows["prompt-only"]["refusal P"] == "n/a" and rows["few-shot"]["refusal P"] == "100.0%"
+    assert rows["prompt-only"]["thresholds"] == "refusal_precision n/a"
+    assert card.keep in rows and card.verdict
+
+
 def _result(name, right, latency=0.5, tokens=100):
     return EvalResult(candidate=name, metrics={"accuracy": sum(right) / len(right), "macro_f1": 0.5,
                                                "latency_p50_s": latency, "prompt_tokens_mean": tokens},

@@ -2,9 +2,11 @@
 the answer.
 
 Metrics: exact match and token F1 on answerable questions (SQuAD's normalisation: lower case, no
-punctuation or articles), refusal precision and recall on the unanswerable ones, and the rate of
-*unsupported* answers: an answer given where the gold says there is none, or an answer whose words
-are mostly not in the context it was given (under half of its content tokens found there).
+punctuation or articles), refusal precision and recall on the unanswerable ones (no precision,
+shown n/a, for a candidate that refused nothing: none of its refusals can be right or wrong), and
+the rate of *unsupported* answers: an answer given where the gold says there is none, or an answer
+whose words are mostly not in the context it was given (under half of its content tokens found
+there).
 """
 
 from __future__ import annotations
@@ -106,7 +108,6 @@ def score_qa(candidate: str, task: TaskSpec, examples: Sequence[Example], preds:
         "f1": sum(per_example) / n, "f1_ci_low": low, "f1_ci_high": high,
         "answerable_exact_match": em / answerable if answerable else 0.0,
         "answerable_f1": f1 / answerable if answerable else 0.0,
-        "refusal_precision": refused_right / refused if refused else 0.0,
         "refusal_recall": refused_right / unanswerable if unanswerable else 0.0,
         "unsupported_rate": unsupported / n,
         "valid_rate": sum(p.valid for p in preds) / n,
@@ -114,6 +115,8 @@ def score_qa(candidate: str, task: TaskSpec, examples: Sequence[Example], preds:
         # what answering the refusal to every row would score: the unanswerable rows' share
         "refuse_all_f1": unanswerable / n,
     }
+    if refused:  # a candidate that refused nothing has no refusal precision: the scorecard shows n/a
+        metrics["refusal_precision"] = refused_right / refused
     return EvalResult(candidate=candidate, metrics=metrics, n=n, kind="qa", per_example=per_example,
                       error_counts=dict(counts.most_common()), errors=errors)
 

@@ -411,8 +411,9 @@ class BaselineSpec(_Spec):
         "hybrid", description="How few-shot examples and RAG chunks are found: BM25 words, MiniLM "
                               "embeddings (offline), or both fused by reciprocal rank.")
     documents: str | None = Field(
-        None, description="qa: a folder of .txt/.md documents for the retrieval-augmented baseline "
-                          "(relative to taskfit.yaml); empty = use each row's own context only.")
+        None, description="qa: a folder of .txt/.md documents, in UTF-8, for the retrieval-augmented baseline "
+                          "(relative to taskfit.yaml; a file in another encoding, or empty, is warned of); empty = "
+                          "use each row's own context only.")
     chunk_words: int = Field(120, ge=10, le=2000, description="RAG: words per chunk (chunks overlap by a fifth).")
     top_k: int = Field(3, ge=1, le=20, description="RAG: chunks put in the prompt, whole (the lowest-ranked "
                        "dropped, with a warning, only where they take the prompt over 2048 tokens).")

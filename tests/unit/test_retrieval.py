@@ -7,9 +7,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from taskfit.baselines.classical import SentenceEmbeddings
-from taskfit.retrieval import Bm25Index, Embedder, EmbeddingIndex, embedder, same_passage
+from taskfit.retrieval import Bm25Index, Embedder, EmbeddingIndex, chunk_documents, embedder, same_passage
 
 
 def test_bm25_finds_the_text_sharing_the_query_words():
@@ -73,3 +74,29 @@ def test_a_chunk_is_the_rows_passage_when_they_overlap_by_half_the_shorter():
     assert not same_passage(after, passage) and not same_passage("", passage)
     assert not same_passage("Annual leave", passage)  # a heading's chunk: two words are not the passage
     assert same_passage(f"{before} Closed on Sundays.", "closed on sundays")  # a passage of three words
+
+
+def test_a_document_that_is_not_utf8_is_warned_of_with_its_byte_and_what_to_do(tmp_path):
+    """A walkthrough's Windows-1252 policy file became "Caf\ufffd ... \ufffd10" in every rag prompt with
+    no word: the warning names the file, line and byte (the CSV reader's wording) and says to
+    re-save it as UTF-8; a UTF-8 file with a byte-order mark reads without one."""
+    (tmp_path / "canteen.txt").write_bytes("Staff lunch\nThe Café serves lunch for €10.".encode("cp1252"))
+    (tmp_path / "leave.md").write_bytes("\ufeffAnnual leave is 25 days.".encode("utf-8"))
+    with pytest.warns(RuntimeWarning) as seen:
+        chunks = chunk_documents(tmp_path, 50)
+    (message,) = [str(w.message) for w in seen]
+    assert message.startswith(f"baselines.documents: {tmp_path / 'canteen.txt'}:2: not UTF-8: byte 0xe9 ('é' in "
+                              "Windows-1252) at byte 8 of the line; 2 characters of it are read as \ufffd")
+    assert message.endswith("re-save the file as UTF-8")
+    assert [c.text for c in chunks] == ["Staff lunch The Caf\ufffd serves lunch for \ufffd10.",
+                                        "Annual leave is 25 days."]
+
+
+def test_empty_documents_are_counted_in_a_warning(tmp_path):
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "leave.txt").write_text("Annual leave is 25 days.")
+    for name in ("a.txt", "b.md", "c.txt", "d.txt"):
+        (tmp_path / "policies" / name).write_text(" \n" if name == "b.md" else "")
+    with pytest.warns(RuntimeWarning, match=r"baselines.documents: 4 empty files skipped in .*policies "
+                                            r"\(a.txt, b.md, c.txt and 1 more\): nothing in them can be retrieved"):
+        assert [c.id for c in chunk_documents(tmp_path / "policies", 50)] == ["leave.txt#0"]

@@ -6,6 +6,7 @@ pick training examples; the RAG baseline uses it to pick document chunks.
 from __future__ import annotations
 
 import string
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, Sequence
@@ -187,20 +188,49 @@ class Chunk:
     text: str
 
 
+def _document_text(path: Path) -> str:
+    """The text of one document, a byte-order mark dropped. Bytes that are not UTF-8 (the 0xe9 of
+    a Windows-1252 "Cafe" with its accent) are read as U+FFFD, with a warning naming the file, its
+    first such byte and what to do: the chunks would otherwise carry them into prompts unseen."""
+    from taskfit.data.read import not_utf8
+
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        text = data.decode("utf-8", errors="replace").removeprefix("\ufeff")
+        warnings.warn(f"baselines.documents: {path}:{line}: {not_utf8(data[exc.start], column, advice='')}; "
+                      f"{text.count(chr(0xFFFD))} characters of it are read as \ufffd (U+FFFD): re-save the "
+                      "file as UTF-8",
+                      RuntimeWarning, stacklevel=3)
+        return text
+
+
 def chunk_documents(folder: Path, words: int) -> list[Chunk]:
     """Split every .txt and .md file under ``folder`` into chunks of ``words`` words that overlap
-    by a fifth, so an answer straddling a boundary is whole in one of them."""
+    by a fifth, so an answer straddling a boundary is whole in one of them. A file that is not
+    UTF-8 is warned of (:func:`_document_text`), and the empty files skipped are counted in a
+    warning."""
     if not folder.is_dir():
         raise ConfigError(f"baselines.documents: {folder} is not a folder",
                           hint="point it at a folder of .txt or .md files, or set it to null")
     step = max(1, words - words // 5)
-    chunks = []
+    chunks, empty = [], []
     for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".txt", ".md") and p.is_file()):
-        tokens = path.read_text(encoding="utf-8", errors="replace").split()
+        tokens = _document_text(path).split()
+        if not tokens:
+            empty.append(str(path.relative_to(folder)))
         for n, start in enumerate(range(0, max(1, len(tokens) - words + step), step)):
             piece = tokens[start:start + words]
             if piece:
                 chunks.append(Chunk(id=f"{path.relative_to(folder)}#{n}", text=" ".join(piece)))
     if not chunks:
         raise ConfigError(f"baselines.documents: {folder} holds no .txt or .md text")
+    if empty:
+        named = ", ".join(empty[:3]) + (f" and {len(empty) - 3} more" if len(empty) > 3 else "")
+        warnings.warn(f"baselines.documents: {len(empty)} empty file{'s' if len(empty) > 1 else ''} skipped in "
+                      f"{folder} ({named}): nothing in {'them' if len(empty) > 1 else 'it'} can be retrieved",
+                      RuntimeWarning, stacklevel=2)
     return chunks

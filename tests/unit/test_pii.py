@@ -146,6 +146,10 @@ def test_european_phone_words_mark_a_number_without_its_prefix_as_a_phone_number
                  "Mobile", "Teléfono", "Móvil", "Telefono", "Cellulare"):
         assert redact(f"{word} 030 1234567, bitte") == f"{word} <PHONE>, bitte", word
     assert redact("Handy 0171 9244447") == "Handy <PHONE>"
+    assert redact("Fon: 030 1234567") == "Fon: <PHONE>" and redact("Festnetz 030 1234567") == "Festnetz <PHONE>"
+    # the identifier words of those languages keep an order or customer number from reading as the phone's
+    assert redact("Telefon: 030 1234567, Kundennummer 12345678") == "Telefon: <PHONE>, Kundennummer 12345678"
+    assert redact("Teléfono 912345678 Nº pedido 123456789") == "Teléfono <PHONE> Nº pedido 123456789"
     # "portable" is a phone word as a French label only: an English receipt's item keeps its barcode
     assert redact("PORTABLE SPEAKER 8801234567890 19.90") == "PORTABLE SPEAKER 8801234567890 19.90"
 
@@ -157,7 +161,12 @@ def test_a_cards_security_code_and_expiry_are_redacted_with_it():
     assert (redact("Kreditkarte gültig bis 09/27, Kartenprüfnummer 123")
             == "Kreditkarte gültig bis <CARD>, Kartenprüfnummer <CARD>")
     assert redact("carte valid thru 9/27, cryptogramme : 123") == "carte valid thru <CARD>, cryptogramme : <CARD>"
-    assert redact("security code is 456") == "security code is <CARD>"
+    assert redact("credit card, security code is 456") == "credit card, security code is <CARD>"
+    # words that name a card's code or expiry only near a payment card: receipts, coupons, reports
+    for text in ("security code is 456", "Alarm security code 1234", "CSC 2024 Annual Report",
+                 "Prüfnummer 4711 des TÜV-Gutachtens", "Gift cards valid until 12/31. Thank you",
+                 "Offer expires 11/30 - use your store card", "Batch exp 06/2025, loyalty card members only"):
+        assert detect(text) == [], text
     assert redact("exp 09/27 cvv 123", action="mask") == "exp ***** cvv ***"  # 2 digits of 3 would stay
     # ordinary text: no code after the word, no MM/YY, or no card near an expiry
     for text in ("exp 2 years", "expires 12 days", "CVV", "the CVV is on the back", "cvv 12345",

@@ -114,7 +114,8 @@ _CARD_BRANDS = [
 # and is valid in neither US nor GB, so its word is all the evidence it has ("Telefon: 030 1234567").
 _PHONE_WORDS = (r"t[ée]l|t[ée]l[ée]?phone|phone|ph|mob|mobile|cell|cellphone|fax|call|calling|ring|text|sms|"
                 r"whats ?app|hotline|helpline|direct|office|landline|contact|dial|"
-                r"telefon(?:nummer|nr)?|telefax|handy(?:nummer)?|mobil(?:telefon|nummer|nr)?|rufnummer|"  # de
+                r"telefon(?:nummer|nr)?|telefax|handy(?:nummer)?|mobil(?:telefon|nummer|nr)?|rufnummer|fon|"
+                r"festnetz|"  # de
                 r"portable(?=\s*:)|"  # fr, as a label ("Portable : 06 ..."), not "portable speaker"
                 r"tel[ée]fono|m[óo]vil|celular|cellulare|telefone|telem[óo]vel|telefoon|mobiel")  # es, it, pt, nl
 _ID_WORDS = (r"invoice|inv|bill|order|po|p\.o|purchase|receipt|rcpt|ref|reference|reg(?:d|n|istered|istration)?|"
@@ -124,19 +125,29 @@ _ID_WORDS = (r"invoice|inv|bill|order|po|p\.o|purchase|receipt|rcpt|ref|referenc
              r"request|id|iban|bic|swift|sort code|routing|"
              r"(?:customer|cust|account|acct|a/c|member|membership|client|item|product|document|doc|company|"
              r"store|card|voucher|coupon|policy|claim|patient|student|employee|staff) ?(?:no|nr|num|number|#|id|code)"
-             r"|(?:st|op|te|tr|tc) ?#")
+             r"|(?:st|op|te|tr|tc) ?#"
+             # the European words beside the European phone words: "Telefon: 030 1234567, Kundennummer 12345678"
+             r"|(?:kunden|rechnungs|bestell|auftrags|vertrags|versicherungs|schaden|vorgangs|referenz|artikel|"
+             r"steuer|policen|mitglieds|sendungs)(?:nummer|nr\.?|-nr\.?)|kd\.?-?nr|art\.?-?nr|vorgang|aktenzeichen|"
+             r"r[ée]f[ée]rence|facture|commande|dossier|contrat|n[°º]|nº|pedido|factura|albar[áa]n|expediente|"
+             r"n[úu]mero de (?:pedido|factura|cliente|p[óo]liza)")
 # A card's security code and expiry: no checksum tells them, so a word must name them. An expiry
 # counts only near a card (``_CARD_NEAR``): "offer expires 12/24" is no card's.
 _CARD_CODE = re.compile(
-    r"(?i)(?<!\w)(?:cvv2?|cvc2?|cv2|cvn|csc|security code|card verification (?:code|value|number)|"
-    r"(?:karten)?prüfnummer|cryptogramme(?: visuel)?)[\s:=#.()-]{0,4}(?:(?:is|ist|est)\s+)?"
-    r"(\d{3,4})(?!\w|[.,/-]\d)")
+    r"(?i)(?<!\w)(?:(?P<own>cvv2?|cvc2?|cv2|cvn|card verification (?:code|value|number)|kartenprüfnummer|"
+    r"cryptogramme(?: visuel)?)|csc|security code|prüfnummer)[\s:=#.()-]{0,4}(?:(?:is|ist|est)\s+)?"
+    r"(?P<code>\d{3,4})(?!\w|[.,/-]\d)")
 _CARD_EXPIRY = re.compile(
     r"(?i)(?<!\w)(?:exp(?:iry|iration|ires?|ired|\.)?(?: date)?|valid (?:thru|through|until|till|to)|"
     r"good thru|gültig bis|ablaufdatum|date d'expiration|fin de validité)[\s:=#.()-]{0,4}(?:(?:on|le|am)\s+)?"
     r"((?:0?[1-9]|1[0-2]) ?[/-] ?(?:\d{2}|20\d{2}))(?!\w|[/.-]\d)")
-_CARD_WORD = re.compile(r"(?i)(?<!\w)(?:cards?|(?:kredit|bank|ec-)?karten?(?:nummer)?|cartes?|tarjetas?|carta|"
-                        r"visa|master ?card|amex|american express|maestro|cvv2?|cvc2?|csc)(?!\w)")
+# Words of a payment card only: "gift card", "store card" and "loyalty card" are no card a code or an
+# expiry near them belongs to ("Gift cards valid until 12/31" is a date).
+_CARD_WORD = re.compile(r"(?i)(?<!\w)(?:(?:credit|debit|bank|payment|charge) ?cards?|card ?(?:number|no|nr|#)|"
+                        r"(?:kredit|bank|ec-|debit)karten?(?:nummer)?|kartennummer|girocard|"
+                        r"cartes? (?:bancaire|bleue|de crédit|de débit)|numéro de carte|"
+                        r"tarjetas? de (?:crédito|débito)|carta di credito|"
+                        r"visa|master ?card|amex|american express|maestro|cvv2?|cvc2?|cryptogramme|kartenprüfnummer)(?!\w)")
 _CARD_NEAR = 80  # characters either side of an expiry where a card or a card word is looked for
 
 _LETTER_LABEL = re.compile(r"(?i)(?:^|[\s|·,;(])[tmfp] ?[:.] ?$")  # "T: ", "M: " in signatures
@@ -497,12 +508,18 @@ class Detector:
             if (_card_brand(digits) and _card_grouping(m.group()) and not barcode and valid["luhn"](digits)):
                 found.append(Finding("CARD", m.start(), m.end(), "stdnum.luhn", m.group()))
         cards = [f for f in found if f.kind == "CARD"]
-        for m in matches(_CARD_CODE):
-            found.append(Finding("CARD", m.start(1), m.end(1), "card security code", m.group(1)))
+
+        def near_card(start: int, end: int) -> bool:  # a card number, or a payment card's word, near
+            return bool(_CARD_WORD.search(text[max(0, start - _CARD_NEAR):end + _CARD_NEAR])) or any(
+                c.start < end + _CARD_NEAR and c.end > start - _CARD_NEAR for c in cards)
+
+        for m in matches(_CARD_CODE):  # "csc", "security code", "Prüfnummer" name a card's code only near one
+            start, end = m.span("code")
+            if m.group("own") or near_card(start, end):
+                found.append(Finding("CARD", start, end, "card security code", m.group("code")))
         for m in matches(_CARD_EXPIRY):
             start, end = m.span(1)
-            near = text[max(0, start - _CARD_NEAR):end + _CARD_NEAR]
-            if _CARD_WORD.search(near) or any(c.start < end + _CARD_NEAR and c.end > start - _CARD_NEAR for c in cards):
+            if near_card(start, end):
                 found.append(Finding("CARD", start, end, "card expiry", m.group(1)))
         for m in matches(_IBAN):
             if valid["iban"](m.group()):

@@ -356,6 +356,11 @@ def test_a_csv_row_with_too_few_or_too_many_fields_is_quarantined_as_the_file_ho
     ((source, reason, raw),) = [(q.source, q.reason, q.raw) for q in closed.quarantined]
     assert source.endswith("closed.csv:2") and "lines 2-3: a quote opened and not closed" in reason
     assert "double a quote inside a quoted cell" in reason and raw.endswith('"Leave is 25 days.",25 days')
+    # a quote out of place within one line is read as the csv module always read it
+    path.with_name("one.csv").write_text('question,passage,answer\n"What is V?" ,V is a letter.,a letter\n',
+                                         encoding="utf-8")
+    one = scan(path.with_name("one.csv"), task, spec, keep=True)
+    assert [(ex.input, ex.target) for ex in one.examples] == [("What is V? ", "a letter")]
     reasons = {q.source: (q.reason, q.raw) for q in result.quarantined}
     assert reasons[f"{path}:2"] == ("2 fields where the header has 3 (no 'answer'): add the missing separators, "
                                     "or quote a cell that holds one", "What is X?,X is a letter.")
@@ -412,6 +417,17 @@ def test_a_header_naming_a_column_twice_or_holding_another_separator_is_named_an
                                        '"Charged 12,50 €; twice";billing\r\n', encoding="utf-8")
     result = scan(tmp_path / "semi.csv", classify_task, spec("semi.csv"), keep=True)
     assert result.kept == 2 and [r.input for r in result.examples] == ["I was charged twice", "Charged 12,50 €; twice"]
+    # a column name holding a comma: as many columns by either, the first row says which
+    (tmp_path / "semi2.csv").write_text("text;Antwort, kurz;label\nI was charged twice;So, genau;billing\n",
+                                        encoding="utf-8")
+    spec2 = DataSpec(train="semi2.csv", columns={"input": "text", "target": "label"})
+    assert [r.input for r in scan(tmp_path / "semi2.csv", classify_task, spec2, keep=True).examples] == \
+        ["I was charged twice"]
+    (tmp_path / "semi3.csv").write_text("text;Antwort, kurz\nI was charged twice;billing\n", encoding="utf-8")
+    spec3 = DataSpec(train="semi3.csv", columns={"input": "text", "target": "Antwort, kurz"})
+    assert [r.target for r in scan(tmp_path / "semi3.csv", classify_task, spec3, keep=True).examples] == ["billing"]
+    (tmp_path / "comma.csv").write_text("text,label\nCharged twice; please refund,billing\n", encoding="utf-8")
+    assert scan(tmp_path / "comma.csv", classify_task, spec("comma.csv")).kept == 1  # a semicolon in a cell
     (tmp_path / "tabs.csv").write_text("text\tlabel\nI was charged twice\tbilling\n", encoding="utf-8")
     with pytest.raises(DataError, match="the header is one column, .*: are the columns separated by tabs") as info:
         scan(tmp_path / "tabs.csv", classify_task, spec("tabs.csv"))

@@ -171,16 +171,24 @@ def _fields(n: int) -> str:
     return "1 field" if n == 1 else f"{n} fields"
 
 
-def sheet_delimiter(header: str, delimiter: str = ",") -> str:
-    """The character between a CSV's columns, from its header line: ``delimiter``, or a semicolon
-    where the header is one column by ``delimiter`` and several by semicolons. Excel writes "CSV"
-    with the locale's list separator, a semicolon in much of Europe, even for "CSV UTF-8": such
-    a file is read as it was meant."""
+def sheet_delimiter(header: str, delimiter: str = ",", first: str = "") -> str:
+    """The character between a CSV's columns, from its header line (and the ``first`` row's): a
+    semicolon where the header has more columns by semicolons than by commas, or as many and only
+    the first row agrees with semicolons only ("Frage;Antwort, kurz" over "Wie?;So"); else
+    ``delimiter``. Excel writes "CSV" with the locale's list separator, a semicolon in much of
+    Europe, even for "CSV UTF-8": such a file is read as it was meant."""
     if delimiter != ",":
         return delimiter
-    by_comma = next(csv.reader([header]), [])
-    by_semicolon = next(csv.reader([header], delimiter=";"), [])
-    return ";" if len(by_comma) == 1 and len(by_semicolon) > 1 else delimiter
+
+    def width(line: str, sep: str) -> int:
+        return len(next(csv.reader([line], delimiter=sep), []))
+
+    by_comma, by_semicolon = width(header, ","), width(header, ";")
+    if by_semicolon > by_comma:
+        return ";"
+    if by_semicolon == by_comma > 1 and first.strip() and width(first, ";") == by_semicolon != width(first, ","):
+        return ";"
+    return delimiter
 
 
 def _delimited(path: Path, delimiter: str, max_line_bytes: int = 1_000_000) -> Iterator[RawRow]:
@@ -195,7 +203,8 @@ def _delimited(path: Path, delimiter: str, max_line_bytes: int = 1_000_000) -> I
         # is quarantined with its line and byte instead of the whole file refused.
         text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
         at = raw.tell()
-        delimiter = sheet_delimiter(raw.readline().decode("utf-8", "surrogateescape"), delimiter)
+        header, first = (raw.readline().decode("utf-8", "surrogateescape") for _ in range(2))
+        delimiter = sheet_delimiter(header, delimiter, first)
         raw.seek(at)
         record: list[str] = []  # the physical lines of the record being read (a quoted field may span several)
 
@@ -204,8 +213,9 @@ def _delimited(path: Path, delimiter: str, max_line_bytes: int = 1_000_000) -> I
                 record.append(physical)
                 yield physical
 
-        # strict: a quote closed inside a cell ("a "b" c", or a quote left open that a later row's
-        # quote closes, swallowing the rows between) is an error, not a row made of several.
+        # strict: a quote left open that a later row's quote closes, swallowing the rows between, is
+        # an error, not a row made of several; a quote out of place within one line ('"abc" ,def', a
+        # hand-written TSV's '"Meh", said Bob') is read leniently, as the csv module always did.
         reader = csv.DictReader(lines(), delimiter=delimiter, strict=True)
         try:
             reader.fieldnames
@@ -244,17 +254,23 @@ def _delimited(path: Path, delimiter: str, max_line_bytes: int = 1_000_000) -> I
                 row = next(reader)
             except StopIteration:
                 break
-            except csv.Error as exc:  # the lines read so far make no row: quarantined together, named
-                text = "".join(record).rstrip("\r\n")
-                last = line + max(len(record), 1) - 1
-                start = last + 1
-                record.clear()
-                yield RawRow(where, line, raw=text[:500], error=(
-                    f"a quote out of place ({exc}; lines {line}-{last}: a quote opened and not closed, taking "
-                    f"the lines after it?)" if last > line else f"a quote out of place ({exc})")
-                    + ": close the quote, or double a quote inside a quoted cell (\"\")")
-                continue
-            start = reader.line_num + 1
+            except csv.Error as exc:
+                if len(record) == 1:  # one line ('"abc" ,def', a hand-written file): read as before, leniently
+                    cells = next(csv.reader(record, delimiter=delimiter), [])
+                    row = dict(zip(header, cells + [None] * (len(header) - len(cells))))  # type: ignore[arg-type]
+                    if len(cells) > len(header):
+                        row[None] = cells[len(header):]  # type: ignore[index]
+                else:  # the lines read so far make no row: quarantined together, named
+                    text = "".join(record).rstrip("\r\n")
+                    last = line + len(record) - 1
+                    start = last + 1
+                    record.clear()
+                    yield RawRow(where, line, raw=text[:500], error=(
+                        f"a quote out of place ({exc}; lines {line}-{last}: a quote opened and not closed, "
+                        "taking the lines after it?): close the quote, or double a quote inside a quoted cell (\"\")"))
+                    continue
+            # (after an error the reader's line count lags: the row's own lines say where the next begins)
+            start = line + len(record) if len(record) and reader.line_num < line else reader.line_num + 1
             physical = record.copy()
             record.clear()
             cells = [v for v in row.values() if isinstance(v, str)] + row.get(None, [])  # extra cells too

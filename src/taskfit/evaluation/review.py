@@ -190,7 +190,8 @@ def _sheet_text(path: Path) -> tuple[str, str]:
     from taskfit.data.read import read_text, sheet_delimiter
 
     text = read_text(path, hint="save the sheet as CSV UTF-8")
-    return text, sheet_delimiter(text.partition("\n")[0])
+    header, _, rest = text.partition("\n")
+    return text, sheet_delimiter(header, ",", rest.partition("\n")[0])
 
 
 @dataclass

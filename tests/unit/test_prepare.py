@@ -435,14 +435,15 @@ def test_empty_qa_answer_cells_are_read_as_the_refusal_and_said(tmp_path):
         w.writerow(["question", "passage", "answer"])
         for i in range(30):
             w.writerow([f"How many days of leave in grade {i}?", f"Grade {i} staff get {20 + i} days of leave.",
-                        "" if i in (4, 9) else f"{20 + i} days"])
+                        " " if i == 4 else "" if i == 9 else f"{20 + i} days"])
+        w.writerow(["How many days of leave in grade 9?", "Grade 9 staff get 29 days of leave.", ""])  # a copy
     (project / "taskfit.yaml").write_text(yaml.safe_dump({
         "task": {"name": "hr", "kind": "qa", "success": "-", "system_prompt": "Answer from the passage."},
         "data": {"train": "data/qa.csv", "columns": {"input": "question", "context": "passage", "target": "answer"},
                  "dedup": {"near": False}}}))
     config = load_config(project / "taskfit.yaml")
     card = check_data(config, project)
-    assert card.counts["kept"] == 30  # kept, as the refusal
+    assert card.counts["kept"] == 30 and card.counts["exact_duplicates"] == 1  # kept, as the refusal
     (said,) = [w for w in card.warnings if "empty answer cell" in w]
     assert said.startswith("2 rows have an empty answer cell, read as task.refusal") and "qa.csv:6" in said
 

@@ -131,6 +131,8 @@ def test_queue_never_repeats_a_request_and_exports_the_review_sheet(served):
     assert sum(p.random for p in first.picks) == 5  # review.random_share 0.2
     page = first.paths["html"].read_text()
     assert "csvText" in page and 'list="labels"' in page and "random" not in page  # why stays hidden
+    # the sheet the page saves starts with a byte-order mark too, as review.csv does (Excel in Europe)
+    assert 'new Blob(["\\ufeff" + csvText()]' in page
     second = queue_project(served, n=25)
     assert not {p.request.id for p in first.picks} & {p.request.id for p in second.picks}
     assert len(_queued(served)) == len(first.picks) + len(second.picks)

@@ -293,6 +293,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
     stem = Path(path).stem  # of each row's default id
     # qa in a table: an empty answer cell is the refusal (taskfit.data.formats), counted for the card
     empty_cell_is_refusal = task.kind == "qa" and spec.columns is not None and bool(spec.columns.target)
+    empty_lines: set[int] = set()  # lines of such rows (few), counted when kept
 
     def read(chunk: list[Any]) -> tuple[list[tuple[Any, Example | PreferencePair]], list[tuple[int, Quarantined]]]:
         """Validate a chunk of rows: the valid ones as (raw row, record), and the quarantined ones."""
@@ -317,10 +318,8 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                         result.respelled[(rec.target, spelled)] += 1
                         rec = replace(rec, target=spelled)
                     check_answer(rec)
-                    if empty_cell_is_refusal and raw.obj.get(spec.columns.target) in (None, ""):
-                        result.empty_answers += 1
-                        if len(result.empty_noted) < DISTINCT_NOTED:
-                            result.empty_noted.append(raw.source)
+                    if empty_cell_is_refusal and not str(raw.obj.get(spec.columns.target) or "").strip():
+                        empty_lines.add(raw.line)  # counted if kept (finish)
             except ValueError as exc:
                 held.append((raw.line, Quarantined(raw.source, str(exc), raw.raw)))
                 continue
@@ -408,6 +407,10 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                 result.layouts.append(layouts.assign(rec.prompt if pair else rec.input, str(path), raw.line,
                                                      signature=(layout_made[0][at], int(layout_made[1][at])),
                                                      probe=layout_probes[k]))
+            if raw.line in empty_lines:
+                result.empty_answers += 1
+                if len(result.empty_noted) < DISTINCT_NOTED:
+                    result.empty_noted.append(raw.source)
             redaction = redact_row(rec, task, spec.privacy, found)
             count_kept(result, rec, redaction, task, raw.source)
             if lengths is not None:

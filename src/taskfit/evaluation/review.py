@@ -138,7 +138,8 @@ function csvText() {{
 }}
 function download() {{
   const a = document.createElement("a");
-  a.href = URL.createObjectURL(new Blob([csvText()], {{type: "text/csv"}}));
+  // a byte-order mark first: Excel reads a CSV without one in the machine's code page ("€" as "â‚¬")
+  a.href = URL.createObjectURL(new Blob(["\\ufeff" + csvText()], {{type: "text/csv"}}));
   a.download = "review_verdicts.csv";
   a.click();
 }}

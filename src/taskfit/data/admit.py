@@ -6,7 +6,8 @@ comes from) and every row admitted so far. A candidate row is first made a recor
 row of the project would be (:meth:`NewRows.record`: the ``messages`` shape, the task's answer
 check), then :meth:`NewRows.admit` decides whether it repeats one of them: the same input and the
 same answer after whitespace and case folding (an exact duplicate), or a look-alike that copies a
-row or contradicts it (the same input with another answer is a conflict, as the data check says) (:mod:`taskfit.data.lookalike`, ``data.dedup``). A row that repeats nothing is indexed, so the
+row or contradicts it (:mod:`taskfit.data.lookalike`, ``data.dedup``; the same input with another
+answer is a conflict, as the data check says). A row that repeats nothing is indexed, so the
 next one is compared with it too.
 """
 

@@ -440,26 +440,29 @@ def more_harm(kind: str, a: EvalResult, b: EvalResult) -> tuple[str, float] | No
     return None
 
 
-def cheapest_tied(kind: str, baselines: Sequence[EvalResult], best: EvalResult) -> tuple[EvalResult, PairedTest | None]:
+def cheapest_tied(kind: str, baselines: Sequence[EvalResult],
+                  best: EvalResult) -> tuple[EvalResult, PairedTest | None, list[tuple[EvalResult, PairedTest, Any]]]:
     """The cheapest baseline the paired test cannot tell from ``best`` (``best`` itself when none
     is cheaper), with that test (None for ``best``). One with significantly more of a harm than
-    ``best`` (qa: unsupported answers) is not tied with it, whatever the main metric says."""
-    tied = [(r, paired_test(kind, r, best)) for r in baselines
-            if r is not best and cost_rank(r.candidate) < cost_rank(best.candidate)]
-    tied = [(r, t) for r, t in tied if not t.significant and more_harm(kind, r, best) is None]
+    ``best`` (qa: unsupported answers) is not tied with it, whatever the main metric says: those
+    come last, each with its test and its harm (:func:`more_harm`), for the scorecard to say why."""
+    cheaper = [(r, paired_test(kind, r, best)) for r in baselines
+               if r is not best and cost_rank(r.candidate) < cost_rank(best.candidate)]
+    even = [(r, t, more_harm(kind, r, best)) for r, t in cheaper if not t.significant]
+    tied = [(r, t) for r, t, harm in even if harm is None]
+    harmed = [(r, t, harm) for r, t, harm in even if harm is not None]
     if not tied:
-        return best, None
-    return min(tied, key=lambda rt: (cost_rank(rt[0].candidate), -rt[0].metrics[scoring(kind).main_metric]))
+        return best, None, harmed
+    pick, test = min(tied, key=lambda rt: (cost_rank(rt[0].candidate), -rt[0].metrics[scoring(kind).main_metric]))
+    return pick, test, harmed
 
 
 def _keep_baseline(card: Scorecard, baselines: list[EvalResult], best: EvalResult) -> tuple[EvalResult, str]:
     """The baseline to keep (the cheapest tied with the best) and, when it is not the best, the
     tie in words ("tied with few-shot (77.8% against 79.0% accuracy, McNemar (exact), p=1)")."""
-    pick, test = cheapest_tied(card.kind, baselines, best)
-    for r in baselines:  # cheaper and tied on the main metric, but not kept: say why
-        if cost_rank(r.candidate) < cost_rank(pick.candidate) and (harm := more_harm(card.kind, r, best)) \
-                and not (t := paired_test(card.kind, r, best)).significant:
-            metric, p = harm
+    pick, test, harmed = cheapest_tied(card.kind, baselines, best)
+    for r, t, (metric, p) in harmed:  # cheaper and tied on the main metric, but not kept: say why
+        if cost_rank(r.candidate) < cost_rank(pick.candidate):
             card.warnings.append(
                 f"{r.candidate} is tied with {best.candidate} on {card.main.replace('_', '-')} "
                 f"({100 * r.metrics[card.main]:.1f}% against {100 * best.metrics[card.main]:.1f}%, {t.p_text}) but "

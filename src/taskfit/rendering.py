@@ -31,6 +31,7 @@ class Rendered:
     n_prompt: int
     truncated: bool = False
     messages: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    text: str | None = None  # the text as shown, after any cut: the context for qa, else the input
 
     @property
     def completion(self) -> list[int]:
@@ -104,7 +105,7 @@ def render(tokenizer: Any, task: TaskSpec, example: Example, target: str | None 
             ids = prompt + _end_of_turn(tokenizer, full[len(prompt):])
         needed = len(prompt) + max(len(ids) - len(prompt), answer_room)
         if max_length is None or needed <= max_length:
-            return Rendered(ids=ids, n_prompt=len(prompt), truncated=truncated, messages=messages)
+            return Rendered(ids=ids, n_prompt=len(prompt), truncated=truncated, messages=messages, text=text)
         text_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         keep = len(text_ids) - (needed - max_length) - 1
         if keep <= 0:

@@ -214,8 +214,7 @@ class GenerativePredictor(Prompts):
             chunks.pop()
         if len(r.ids) > MAX_PROMPT_TOKENS:  # one chunk alone over the limit: its end cut, as render cuts a context
             r = _prompt(self.tokenizer, self.task, shown, MAX_PROMPT_TOKENS + self.room, None, self.room)
-            # the user turn is "Context:\n{context}\n\nQuestion: {input}" (rendering.user_text)
-            context = r.messages[-1]["content"].removeprefix("Context:\n").removesuffix(f"\n\nQuestion: {ex.input}")
+            context = r.text  # the context as cut
         found: dict[str, Any] = {"citations": [c.id for c in chunks], "context": context}
         if len(chunks) < retrieved:
             found["dropped_chunks"] = retrieved - len(chunks)

@@ -150,10 +150,13 @@ def read_text(path: Path, error: type[TaskfitError] = DataError, hint: str = "re
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line_start = data.rfind(b"\n", 0, exc.start) + 1
-        line = data.count(b"\n", 0, exc.start) + 1
-        where = not_utf8(data[exc.start], exc.start - line_start + 1, advice="")
-        raise error(f"{path}:{line}: {where}", hint=hint) from None
+        raise error(f"{path}:{not_utf8_at(data, exc.start)}", hint=hint) from None
+
+
+def not_utf8_at(data: bytes, at: int) -> str:
+    """"LINE: not UTF-8: byte ... at byte N of the line" for the byte at ``at`` of a whole file."""
+    line, column = data.count(b"\n", 0, at) + 1, at - (data.rfind(b"\n", 0, at) + 1) + 1
+    return f"{line}: {not_utf8(data[at], column, advice='')}"
 
 
 def _first_escaped(lines: list[str]) -> tuple[int, int, int] | None:

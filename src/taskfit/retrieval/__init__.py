@@ -192,16 +192,14 @@ def _document_text(path: Path) -> str:
     """The text of one document, a byte-order mark dropped. Bytes that are not UTF-8 (the 0xe9 of
     a Windows-1252 "Cafe" with its accent) are read as U+FFFD, with a warning naming the file, its
     first such byte and what to do: the chunks would otherwise carry them into prompts unseen."""
-    from taskfit.data.read import not_utf8
+    from taskfit.data.read import not_utf8_at
 
     data = path.read_bytes()
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         text = data.decode("utf-8", errors="replace").removeprefix("\ufeff")
-        warnings.warn(f"baselines.documents: {path}:{line}: {not_utf8(data[exc.start], column, advice='')}; "
+        warnings.warn(f"baselines.documents: {path}:{not_utf8_at(data, exc.start)}; "
                       f"{text.count(chr(0xFFFD))} characters of it are read as \ufffd (U+FFFD): re-save the "
                       "file as UTF-8",
                       RuntimeWarning, stacklevel=3)

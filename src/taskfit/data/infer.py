@@ -492,8 +492,8 @@ def _regions(phones: Counter) -> tuple[list[str] | None, str | None]:
         return None, (f"{unprefixed} phone number(s) after a phone word and none with a +country prefix: "
                       f"data.privacy.regions stays {', '.join(default)}; name the regions your data comes from "
                       "there (DE, FR...) so that its numbers are found without a phone word too")
-    regions = found + [r for r in default if r not in found]
     kept = [r for r in default if r not in found]
+    regions = found + kept
     counts = ", ".join(f"{r} ({phones[r]})" for r in found)
     return regions, (f"data.privacy.regions {', '.join(regions)}: the data's phone numbers with a +country prefix "
                      f"are {counts} of {total}; those regions' numbers written without it are then found with "

@@ -154,6 +154,19 @@ def test_european_phone_words_mark_a_number_without_its_prefix_as_a_phone_number
     assert redact("PORTABLE SPEAKER 8801234567890 19.90") == "PORTABLE SPEAKER 8801234567890 19.90"
 
 
+def test_a_german_area_code_set_off_by_a_slash_is_part_of_the_labelled_number():
+    """"Telefon: 030/1234567" and "Handy: 0171/9244447" (the older German way of writing a number)
+    stayed in clear: the number after the slash read as glued to the area code, a code's part."""
+    assert redact("Telefon: 030/1234567, bitte") == "Telefon: <PHONE>, bitte"
+    assert redact("Handy: 0171/9244447") == "Handy: <PHONE>"
+    assert redact("Fax 089/12345-67") == "Fax <PHONE>"
+    # without a phone word a slashed number is a reference, a date or a span of years
+    assert redact("Rechnung 2023/1234567 vom 12/03/2021") == "Rechnung 2023/1234567 vom 12/03/2021"
+    assert redact("Az. 123/4567890, Jahre 2019/2020") == "Az. 123/4567890, Jahre 2019/2020"
+    # two numbers a spaced slash separates stay two
+    assert redact("Tel: 0171 1234567 / 0171 7654321") == "Tel: <PHONE> / <PHONE>"
+
+
 def test_a_cards_security_code_and_expiry_are_redacted_with_it():
     """"card 4111 1111 1111 1111 exp 09/27 cvv 123" became "card <CARD> exp 09/27 cvv 123"."""
     assert redact("card 4111 1111 1111 1111 exp 09/27 cvv 123") == "card <CARD> exp <CARD> cvv <CARD>"

@@ -40,7 +40,9 @@ and it is never a phone number when it overlaps a date (day, month and year in e
 with ``-``, ``/`` or ``.``, or as 8 digits), a span of years (``1985-1995``), a time, or an
 amount or decimal number; or when the nearest word before it names an identifier (invoice,
 order, receipt, ref, reg, GST, VAT, tax, account no., customer no., tracking, approval, ...); or
-when it is glued to letters (``INV-20180045``, ``acct_48289860``) or to a ``#``.
+when it is glued to letters (``INV-20180045``, ``acct_48289860``) or to a ``#``. A number with a
+slash between digits, the German way of setting off an area code (``030/1234567``), needs the
+phone word.
 
 A :class:`Finding` holds where the match is and its kind, and its ``__repr__`` hides the value,
 so reports and logs can list findings without ever showing a secret.
@@ -84,8 +86,9 @@ _IPV6 = re.compile(r"\b(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}\b")
 _CARD = re.compile(r"(?<![\w+])(?<!\d[ -])\d(?:[ -]?\d){12,18}(?!\w|[ -]\d)")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
 # Phone-shaped: 7+ characters of digits and the usual separators, a space or a dot never doubled
-# nor followed by the other ("7.  123456789" is a list item, not a number).
-_PHONE_HINT = re.compile(r"\+?\(?\d(?:[\d()-]|[ .](?![ .])){5,}\d")
+# nor followed by the other ("7.  123456789" is a list item, not a number), and a slash between
+# two digits: the German area code's ("030/1234567"), which counts only after a phone word.
+_PHONE_HINT = re.compile(r"\+?\(?\d(?:[\d()-]|[ .](?![ .])|(?<=\d)/(?=\d)){5,}\d")
 _KEYWORD = re.compile(r"(?i)\b(?:api[_-]?key|secret|token|passw(?:or)?d|pwd)\b\s*[=:]\s*[\"']?([^\s\"',;]{8,})")
 _NATIONAL = [
     (re.compile(r"\b\d{3}-\d{2}-\d{4}\b"), "stdnum.us.ssn"),
@@ -460,6 +463,8 @@ class Detector:
                 continue
             international = raw.startswith("+")
             evident = label == "phone" or international
+            if "/" in raw and not evident:
+                continue  # dates, references and fractions are written so: only a phone word says phone
             if not evident and raw.isdigit() and _barcode_or_tax_number(raw):
                 continue
             not_phone = not_phone_spans(text) if not_phone is None else not_phone

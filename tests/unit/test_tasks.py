@@ -68,6 +68,18 @@ def test_macro_f1_interval_holds_its_estimate_with_many_classes_of_few_rows():
     assert plain[0] < f1_score(t5, p5, labels=labels, average="macro") < plain[1]
 
 
+def test_macro_f1_interval_is_not_zero_width_when_each_class_has_one_held_out_row():
+    """151 intents of one held-out row each (a small held-out split of clinc150): resampling within
+    each true class never varied such a class, and the scorecard showed 85.0% [85.0, 85.0]."""
+    rng = random.Random(3)
+    labels = [f"intent{i}" for i in range(151)]
+    y_pred = [y if rng.random() < 0.85 else rng.choice(labels) for y in labels]
+    low, high = bootstrap_ci(labels, labels, y_pred)["macro_f1"]
+    estimate = f1_score(labels, y_pred, labels=sorted(set(labels) | set(y_pred)), average="macro", zero_division=0)
+    assert low < estimate < high
+    assert high - low > 0.03  # one row a class: the figure moves by several points from set to set
+
+
 def test_classify_counts_and_confusable_buckets():
     labels, t, p = _fake(n=100)
     exs = [Example(id=str(i), input="x", target=y) for i, y in enumerate(t)]

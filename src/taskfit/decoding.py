@@ -85,28 +85,128 @@ def choice_grammar(options: Sequence[str]) -> str:
 
 
 JSON_CLOSERS = '"}]'
-CLOSING_TOKENS = 16  # JSON: in the last this-many tokens of the budget, steer towards closing
+# JSON: within this many tokens of what the shortest finish of the record needs, each step allows
+# only the tokens after which the record can still be finished within the budget.
+WATCH_TOKENS = 24
+RECHECK_EVERY = 4  # further than twice that from the end, the shortest finish is worked out every this many steps
+
+
+# The smallest JSON values, and the item separator, in the order the shortest finish prefers them
+# where they take as many tokens: null before an empty string keeps a field absent rather than blank.
+SMALLEST = ("null", '""', "0", "false", "[]", "{}", ",")
+
+
+@dataclass(frozen=True)
+class _Shortest:
+    """Token ids by what they write, for finishing a JSON record in the fewest tokens."""
+
+    in_string: tuple[int, ...]  # letters no JSON literal starts with: allowed only inside a string
+    quote_closers: tuple[int, ...]  # only closing characters, starting with a quote; longest first
+    bracket_closers: tuple[int, ...]  # only closing characters, starting with } or ]; longest first
+    by_text: dict[str, int]  # a token's text (as it decodes, spaces included) → its id
+    plain: Any  # bool per token: no quote, backslash, bracket, brace, comma or colon in it
+    tail: tuple[str, ...]  # per token: its text from its first quote or backslash on ("" without one)
 
 
 @lru_cache(maxsize=4)
-def _closing_ids(tokenizer: Any, chars: str) -> Any:
-    """Ids of tokens whose text is only ``chars`` and spaces (e.g. ``"}`` or ``]}``)."""
-    import torch
+def _shortest_ids(tokenizer: Any) -> _Shortest:
+    import numpy as np
 
-    ids = [i for i in range(len(tokenizer))
-           if (text := tokenizer.decode([i])).strip() and set(text) <= set(chars + " ")]
-    return torch.tensor(ids, dtype=torch.long)
+    by_text: dict[str, int] = {}
+    closers: list[tuple[int, int, str]] = []
+    plain = np.zeros(len(tokenizer), dtype=bool)
+    tail: list[str] = []
+    for i in range(len(tokenizer)):
+        text = tokenizer.decode([i])
+        by_text.setdefault(text, i)
+        cut = min((k for k in (text.find('"'), text.find("\\")) if k >= 0), default=-1)
+        tail.append(text[cut:] if cut >= 0 else "")
+        plain[i] = not set(text) & set('"\\,:{}[]')
+        if (core := text.strip()) and set(text) <= set(JSON_CLOSERS + " "):
+            closers.append((-len(core), i, core))
+    closers.sort()
+    return _Shortest(in_string=tuple(by_text[t] for t in ("x", "q", "z", "X", "Q", "Z") if t in by_text),
+                     quote_closers=tuple(i for _, i, core in closers if core[0] == '"'),
+                     bracket_closers=tuple(i for _, i, core in closers if core[0] in "}]"),
+                     by_text=by_text, plain=plain, tail=tuple(tail))
+
+
+def _bits(matcher: Any, size: int) -> Any:
+    """The allowed-token bitmask of ``matcher``'s next step, as booleans over ``size`` tokens."""
+    import numpy as np
+    from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
+
+    mask = allocate_token_bitmask(1, size)
+    fill_next_token_bitmask(matcher, mask)
+    return np.unpackbits(mask.view(np.uint8), bitorder="little")[:size].astype(bool)
+
+
+def _spell(m: Any, text: str, ids: _Shortest, size: int) -> list[int] | None:
+    """The tokens that write ``text`` from ``m``'s state (walking on ``m``, a copy), each the
+    longest allowed token that begins what is left; None where the grammar allows no such token."""
+    tokens: list[int] = []
+    while text:
+        bits = _bits(m, size)
+        k = next((k for k in range(len(text), 0, -1)
+                  if (i := ids.by_text.get(text[:k])) is not None and bits[i]), 0)
+        if not k:
+            return None
+        tokens.append(ids.by_text[text[:k]])
+        m.consume_token(tokens[-1])
+        text = text[k:]
+    return tokens
+
+
+def _finish(m: Any, ids: _Shortest, size: int, limit: int) -> tuple[int | None, int | None]:
+    """The fewest tokens that finish the record from ``m``'s state (None when more than
+    ``limit``) and the first of them (None when it is complete), walking on ``m`` (a copy):
+    forced tokens as they come; inside a string, the longest closer allowed; elsewhere a closing
+    bracket, else whichever of the smallest values and the separator (``SMALLEST``, with or
+    without the space before it) takes the fewest tokens; any allowed token where none fits."""
+    import numpy as np
+
+    count, first = 0, None
+    while count <= limit:
+        if m.is_accepting():
+            return count, first
+        forced = m.compute_ff_tokens()
+        if forced:
+            m.consume_tokens(forced)
+        else:
+            bits = _bits(m, size)
+            inside = any(bits[i] for i in ids.in_string)
+            pick = next((i for i in (ids.quote_closers if inside else ids.bracket_closers) if bits[i]), None)
+            spelt = [] if inside or pick is not None else \
+                [t for t in (_spell(m.deep_copy(), pre + v, ids, size) for v in SMALLEST for pre in ("", " ")) if t]
+            if spelt:
+                forced = min(spelt, key=len)  # the first of the shortest: SMALLEST's order breaks ties
+            else:
+                if pick is None:
+                    hits = np.flatnonzero(bits)
+                    if not len(hits):
+                        return None, first
+                    pick = int(hits[0])
+                forced = [pick]
+            for t in forced:
+                m.consume_token(t)
+        first = forced[0] if first is None else first
+        count += len(forced)
+    return None, first
 
 
 class Constraint:
     """One sequence held to a grammar: the tokens allowed next, and the grammar advanced by each
     token chosen. One instance per generated sequence.
 
-    With ``closers`` (JSON: quote, brace, bracket) and a token ``budget``, the last
-    ``CLOSING_TOKENS`` steps prefer, among the allowed tokens, those made only of closing
-    characters: an open string is ended and open objects are closed instead of being cut off
-    when the budget runs out. Where no closing token is allowed (just after a colon, say), the
-    step is decoded as usual.
+    With ``closers`` (JSON) and a token ``budget``, the budget never cuts a record open. Each step
+    works out the fewest tokens that still finish the record (:func:`_finish`: an open string
+    closed, each remaining required key with the smallest value its schema allows, ``null``
+    first, open objects and arrays closed); once the budget left is within ``WATCH_TOKENS`` of
+    that, a step allows only the tokens after which the record can still be finished in time (at
+    the end, only the shortest finish's). Until then the model writes freely, and a record of many
+    required keys starts to close early enough to write them all rather than being cut after the
+    first few. :attr:`shortest` is the fewest tokens the whole record takes, which a smaller
+    budget cannot hold.
 
     A step's mask is kept until a token is consumed, so that :meth:`forced` and the pick after it
     compute it once.
@@ -120,9 +220,14 @@ class Constraint:
         if self.matcher.is_error():
             raise ValueError(f"grammar rejected: {self.matcher.get_error()}")
         self.budget = budget
-        self.closing = _closing_ids(tokenizer, closers) if closers and budget else None
+        self.closing = _shortest_ids(tokenizer) if closers and budget else None
         self.eos = tokenizer.eos_token_id
         self._kept: tuple[int, int, Any] | None = None  # (n_generated, vocab, mask) of the last step asked
+        self.shortest: int | None = None  # tokens the shortest whole record takes (JSON with a budget)
+        if self.closing is not None:
+            self.shortest = _finish(self.matcher.deep_copy(), self.closing, self.lltok.vocab_size,
+                                    budget + 4 * WATCH_TOKENS)[0]
+        self._needed: tuple[int, int | None] = (0, self.shortest)  # (step, tokens) the shortest finish last took
 
     def allowed(self, n_generated: int, vocab: int, device: Any) -> Any:
         """A boolean mask over the model's ``vocab`` of the tokens the grammar allows next."""
@@ -142,28 +247,65 @@ class Constraint:
         return int(hits[0, 0]) if len(hits) == 1 else None
 
     def _allowed(self, n_generated: int, vocab: int, device: Any) -> Any:
-        import numpy as np
         import torch
-        from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
 
-        mask = allocate_token_bitmask(1, self.lltok.vocab_size)
-        fill_next_token_bitmask(self.matcher, mask)
-        bits = np.unpackbits(mask.view(np.uint8), bitorder="little")[:vocab]
-        allowed = torch.from_numpy(bits.astype(bool)).to(device)
+        bits = _bits(self.matcher, self.lltok.vocab_size)
+        if self.closing is not None:
+            bits = self._in_time(bits, self.budget - n_generated, n_generated)
+        allowed = torch.from_numpy(bits[:vocab]).to(device)
         if allowed.numel() < vocab:  # the model's vocabulary is padded past the tokenizer's
             allowed = torch.cat([allowed, allowed.new_zeros(vocab - allowed.numel())])
-        if self.closing is not None and self.budget - n_generated <= CLOSING_TOKENS:
-            closing = torch.zeros_like(allowed)
-            closing[self.closing.to(allowed.device)] = True
-            if self.eos is not None and self.eos < closing.numel():
-                closing[self.eos] = True  # a complete record may end
-            if (allowed & closing).any():
-                allowed = allowed & closing
         return allowed
+
+    def _in_time(self, bits: Any, left: int, n_generated: int) -> Any:
+        """Of the allowed tokens ``bits``, those after which the record can still be finished
+        within the ``left`` tokens of the budget, once that is within ``WATCH_TOKENS`` of the
+        shortest finish. A plain token (no quote, bracket, brace, comma or colon: more of a string
+        or a number) leaves the shortest finish as it is; inside a string, the tokens that end or
+        escape it are tried one per text from the quote on (``."`` and ``?"`` end it alike);
+        outside one, every other allowed token is tried."""
+        import numpy as np
+
+        ids, size = self.closing, self.lltok.vocab_size
+        step, last = self._needed
+        if last is not None and last + 2 * WATCH_TOKENS < left and n_generated - step < RECHECK_EVERY:
+            return bits  # far from the end: worked out again every few steps, not at each
+        needed, first = _finish(self.matcher.deep_copy(), ids, size, left + WATCH_TOKENS)
+        self._needed = (n_generated, needed)
+        if needed is not None and needed + WATCH_TOKENS < left:
+            return bits
+        keep = np.zeros_like(bits)
+        if needed is not None and needed < left:
+            hits = np.flatnonzero(bits)
+            plain = ids.plain[hits]
+            keep[hits[plain]] = True  # the same shortest finish after them, one token later
+            inside = any(bits[i] for i in ids.in_string)
+            tried: dict[str, bool] = {}
+            for t in hits[~plain]:
+                key = ids.tail[t] if inside else str(t)
+                if key not in tried:
+                    m = self.matcher.deep_copy()
+                    m.consume_token(int(t))
+                    cost = _finish(m, ids, size, left)[0]
+                    tried[key] = cost is not None and 1 + cost <= left
+                keep[t] = tried[key]
+        if first is not None and first < len(keep):
+            keep[first] = True  # the shortest finish's next token: always in time when anything is
+        return keep if keep.any() else bits
 
     def consume(self, token: int) -> None:
         self.matcher.consume_token(token)
         self._kept = None
+
+
+@lru_cache(maxsize=32)
+def shortest_answer(tokenizer: Any, grammar: str) -> int | None:
+    """The fewest tokens a whole JSON record held to ``grammar`` takes (each field at its smallest,
+    ``null`` where allowed), None for a grammar that is not JSON: a token budget below it cuts
+    every record, so evaluation and serving refuse such a budget up front."""
+    if not grammar_is_json(grammar):
+        return None
+    return Constraint(tokenizer, grammar, budget=4096, closers=JSON_CLOSERS).shortest
 
 
 @dataclass(frozen=True)
@@ -270,8 +412,9 @@ class Row:
             if hits:
                 self.text = self.text[: min(hits)]
                 self.finish = "stop"
-            elif len(self.tokens) >= self.sampling.max_tokens:
-                self.finish = "length"
+            elif len(self.tokens) >= self.sampling.max_tokens:  # a record the grammar holds complete ended
+                complete = self.constraint is not None and self.constraint.matcher.is_accepting()
+                self.finish = "stop" if complete else "length"
         end = len(self.text) if self.finish else len(self.text) - _held_back(self.text, self.sampling.stop)
         delta = self.text[self.shown:end] if end > self.shown else ""
         self.shown = max(self.shown, end)

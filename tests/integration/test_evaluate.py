@@ -57,7 +57,7 @@ def _extract_project(tmp_path, model_dir, name="x", rows=80, **eval_):
                     "max_eval_examples": 10},
            "train": {"batch_size": 8, "max_seq_length": 128},
            "baselines": {"retriever": "bm25", "few_shot_k": 2},
-           "eval": {"max_new_tokens": 24, "generation_sample": 4, **eval_}}
+           "eval": {"max_new_tokens": 40, "generation_sample": 4, **eval_}}
     (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
     return project
 

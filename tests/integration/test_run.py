@@ -53,7 +53,7 @@ def _extract(tmp_path, model_dir):
               "properties": {"city": {"type": "string", "maxLength": 8}, "size": {"type": "integer"}}}
     return _project(tmp_path, "bookings", rows, {"kind": "extract", "system_prompt": "Extract the booking.",
                                                  "schema": schema}, model_dir,
-                    data={"columns": {"input": "text", "target": "fields"}})
+                    data={"columns": {"input": "text", "target": "fields"}}, eval={"max_new_tokens": 24})
 
 
 def _qa(tmp_path, model_dir):

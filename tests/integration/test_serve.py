@@ -183,6 +183,8 @@ def test_bad_requests_get_the_right_4xx_in_openai_shape(server):
     assert _error(post(many)) == (400, "too_many_messages")
     bad_schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}
     assert _error(post({**good, "response_format": bad_schema}))[0] == 400
+    booking = {"type": "json_schema", "json_schema": {"name": "booking", "schema": SCHEMA}}
+    assert _error(post({**good, "max_tokens": 2, "response_format": booking})) == (400, "max_tokens_too_small")
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=url, api_key="tf-wrong", max_retries=0).models.list()
     with pytest.raises(openai.NotFoundError):
@@ -209,7 +211,7 @@ def test_a_request_joins_the_running_batch_instead_of_waiting_for_a_long_reply(s
     """Continuous batching: a short request sent while a long reply streams is read between two of
     its steps and answered before the long one ends, with the answer it gets alone."""
     client = server["client"]
-    alone = _ask(client, "bookings", "seats for 2 in Oslo", max_tokens=6).choices[0].message.content
+    alone = _ask(client, "bookings", "seats for 2 in Oslo", max_tokens=24).choices[0].message.content
     events, short = [], []
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         # sampled: the random model's greedy reply is special tokens, which stream no text
@@ -219,7 +221,7 @@ def test_a_request_joins_the_running_batch_instead_of_waiting_for_a_long_reply(s
             if chunk.choices and chunk.choices[0].delta.content:
                 events.append("long")
                 if not short:  # the long reply is running: ask the short one now
-                    short.append(pool.submit(_ask, client, "bookings", "seats for 2 in Oslo", max_tokens=6))
+                    short.append(pool.submit(_ask, client, "bookings", "seats for 2 in Oslo", max_tokens=24))
                     short[0].add_done_callback(lambda _: events.append("short done"))
         events.append("long done")
         assert short[0].result().choices[0].message.content == alone
@@ -313,7 +315,7 @@ def test_one_thread_loads_the_models_and_makes_every_pass(tmp_path, runs, tiny_m
     client = openai.OpenAI(base_url=url, api_key=FULL, max_retries=0)
     asks = [("tiny", "hello"), ("triage", "refund"), ("bookings", "2 in Oslo"), ("tiny", "hi")]
     with concurrent.futures.ThreadPoolExecutor(4) as pool:  # batched generation and label scoring
-        list(pool.map(lambda a: _ask(client, a[0], a[1], max_tokens=6), asks))
+        list(pool.map(lambda a: _ask(client, a[0], a[1], max_tokens=24 if a[0] == "bookings" else 6), asks))
     added = httpx.post(url.removesuffix("/v1") + "/admin/adapters", json={"name": "later", "path": str(runs["triage"])},
                        headers={"Authorization": f"Bearer {ADMIN}"}, timeout=60)
     assert added.status_code == 201

@@ -82,7 +82,7 @@ def _project(root, model_dir, kind):
            "data": {"train": "data/rows.jsonl", "columns": columns},
            "train": {"batch_size": 8, "max_seq_length": 96, "epochs": 1, "learning_rate": 5e-3, "eval_every": 0,
                      "metric_sample": 0, "checkpoint_every": 0},
-           "eval": {"max_new_tokens": 20}}
+           "eval": {"max_new_tokens": 28}}
     (folder / "taskfit.yaml").write_text(yaml.safe_dump(doc))
     return folder / "taskfit.yaml"
 
@@ -292,7 +292,7 @@ def test_llama_cpp_serves_what_the_exported_artifacts_evaluation_answered(tmp_pa
         (run / "manifest.json").write_text(json.dumps({"model": {"name": "smollm2-135m"}}))
         (run / "config.resolved.yaml").write_text(yaml.safe_dump(
             {"task": _task(kind), "data": {"train": "x.jsonl"}, "train": {"max_seq_length": 96},
-             "eval": {"max_new_tokens": 20}}))
+             "eval": {"max_new_tokens": 28}}))
         cfg = load_config(run / "config.resolved.yaml")
         llm = load_llama(base, export_gguf_lora(run) / "adapter.gguf", n_ctx=256, threads=2)
         predictor = LlamaCppPredictor(kind, llm, tok, cfg.task, cfg.train.max_seq_length, cfg.eval.max_new_tokens,

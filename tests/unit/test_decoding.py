@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import jsonschema
+import pytest
 
 from taskfit.decoding import choice_grammar, generate, json_schema_grammar
 
@@ -288,3 +289,69 @@ def test_a_lone_sequence_on_bfloat16_weights_reads_a_short_run_a_token_a_pass(pe
         hook.remove()
         assert widths[0] == len(prompt) and set(widths[1:]) == {width}, (model.dtype, widths)
         assert sum(widths[1:]) == out.completion_tokens - 2  # the last pick and its forced token end it
+
+
+def _many_keys(n=14, types=("string", "null")):
+    keys = [f"field_{i}" for i in range(n)]
+    return {"type": "object", "additionalProperties": False, "required": keys,
+            "properties": {k: {"type": list(types)} for k in keys}}
+
+
+@pytest.fixture(scope="module")
+def verbose(tiny_model_dir):
+    """The tiny model made to write on: every token that holds a quote or begins ``null`` scores 0
+    and every other token's score is scaled up, so it opens a string for each value and writes on
+    until something else closes it (the random tiny model otherwise writes null, or closes each
+    string at once)."""
+    import torch
+
+    from taskfit.models import load_model
+
+    lm = load_model(str(tiny_model_dir))
+    quotes = [i for i in range(len(lm.tokenizer))
+              if '"' in (text := lm.tokenizer.decode([i])) or (text.strip() and "null".startswith(text.strip()))]
+    with torch.no_grad():
+        head = lm.model.get_output_embeddings().weight
+        head.mul_(50)
+        head[quotes] = 0
+    return lm
+
+
+def test_a_record_of_many_required_keys_is_finished_within_a_budget_just_above_its_shortest(verbose):
+    """14 required keys (snips' restaurant bookings): closing only in the budget's last 16 tokens
+    left most keys unwritten, so a model that writes long values had its record cut open; it now
+    starts to close as soon as the budget left is what the remaining keys need, and where only the
+    shortest record fits, a nullable field is null rather than an empty string."""
+    from taskfit.decoding import Constraint, json_answer
+
+    schema = _many_keys(types=("string",))
+    grammar = json_schema_grammar(schema)
+    written = len(verbose.tokenizer(json_answer(schema, dict.fromkeys(schema["required"], "")),
+                                    add_special_tokens=False)["input_ids"])  # every value empty
+    for n, budget in enumerate([written, written + 5, written + 40]):
+        out = generate(verbose.model, verbose.tokenizer, _prompt(verbose, f"book a table for {n + 2}"), budget,
+                       grammar)
+        jsonschema.validate(json.loads(out.text), schema)  # finished, not cut
+        assert out.completion_tokens <= budget
+    assert Constraint(verbose.tokenizer, grammar, budget=200, closers='"}]').shortest <= written
+    nullable = json_schema_grammar(_many_keys())
+    shortest = Constraint(verbose.tokenizer, nullable, budget=200, closers='"}]').shortest
+    tight = generate(verbose.model, verbose.tokenizer, _prompt(verbose, "a table"), shortest, nullable)
+    assert all(v is None for v in json.loads(tight.text).values())  # room for the shortest only: null, not ""
+
+
+def test_an_evaluation_budget_below_the_shortest_record_is_refused_with_the_number_needed(tiny):
+    """eval.max_new_tokens below what the shortest record of the schema takes cut every record (the
+    scorecard showed 0% valid JSON); it is refused before any row is decoded, naming the minimum."""
+    from taskfit.baselines.model import GenerativePredictor
+    from taskfit.config import TaskSpec
+    from taskfit.decoding import Constraint
+    from taskfit.errors import ConfigError
+
+    schema = _many_keys()
+    task = TaskSpec(kind="extract", success="s", system_prompt="Extract.", schema=schema)
+    shortest = Constraint(tiny.tokenizer, json_schema_grammar(schema), budget=300, closers='"}]').shortest
+    with pytest.raises(ConfigError) as refused:
+        GenerativePredictor("prompt-only", tiny.model, tiny.tokenizer, task, 512, shortest - 1, constrained=True)
+    assert "eval.max_new_tokens" in str(refused.value) and f"at least {shortest}" in refused.value.hint
+    GenerativePredictor("prompt-only", tiny.model, tiny.tokenizer, task, 512, shortest, constrained=True)

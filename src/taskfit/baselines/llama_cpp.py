@@ -371,8 +371,8 @@ class LlamaDecoder:
 def grammar_processor(tokenizer: Any, grammar: str, n_prompt: int, budget: int) -> Any:
     """A llama.cpp logits processor that holds what follows the first ``n_prompt`` tokens to
     ``grammar`` (an llguidance grammar such as :func:`~taskfit.decoding.answer_grammar`'s),
-    through the same :class:`~taskfit.decoding.Constraint` as transformers decoding, with the
-    same steering towards closing the JSON in the last tokens of ``budget``. One per request."""
+    through the same :class:`~taskfit.decoding.Constraint` as transformers decoding, so a JSON
+    record is finished within ``budget`` the same way. One per request."""
     import numpy as np
     from llama_cpp import LogitsProcessorList
 

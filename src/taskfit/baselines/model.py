@@ -160,7 +160,7 @@ class GenerativePredictor(Prompts):
     def __init__(self, name: str, model: Any, tokenizer: Any, task: TaskSpec, max_length: int,
                  max_new_tokens: int, constrained: bool = False, shots: Shots | None = None,
                  contexts: Contexts | None = None, batch_size: int = 1):
-        from taskfit.decoding import answer_grammar
+        from taskfit.decoding import answer_grammar, shortest_answer
 
         super().__init__(tokenizer, task, max_length, answer_room(tokenizer, task, max_new_tokens), shots,
                          batch_size)
@@ -169,6 +169,13 @@ class GenerativePredictor(Prompts):
         self.max_new_tokens = max_new_tokens
         self.contexts = contexts
         self.grammar = answer_grammar(task) if constrained else None
+        shortest = shortest_answer(tokenizer, self.grammar) if self.grammar else None
+        if shortest is not None and max_new_tokens < shortest:
+            raise ConfigError(f"eval.max_new_tokens: {max_new_tokens} tokens cannot hold a record of task.schema: "
+                              f"the shortest, every field at its smallest (null where allowed), takes {shortest} "
+                              f"tokens, so every {name} record would be cut",
+                              hint=f"set eval.max_new_tokens to at least {shortest}, with room for the values: "
+                                   "`taskfit data check` shows the longest answer in tokens")
         self.warned = False  # of chunks dropped: once a predictor (the scorecard counts them all)
 
     def order(self, examples: Sequence[Example]) -> list[Example]:

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.concurrency import run_in_threadpool
 
 from taskfit.data.read import lone_surrogate
-from taskfit.decoding import Sampling
+from taskfit.decoding import Sampling, shortest_answer
 from taskfit.errors import TaskfitError
 from taskfit.records import Example
 from taskfit.tasks import get_task
@@ -525,6 +525,11 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                            code="context_length_exceeded")
         # Unasked: the run's answer budget (as evaluated), else as much as fits; up to the limit.
         max_tokens = asked or max(1, min(limit, room, served.max_new_tokens or room))
+        shortest = shortest_answer(engine.tokenizer, grammar) if grammar and not score else None
+        if shortest is not None and max_tokens < shortest:
+            raise ApiError(400, f"max_tokens: {max_tokens} tokens cannot hold a record of this JSON schema: the "
+                                f"shortest, every field at its smallest (null where allowed), takes {shortest}, "
+                                f"so the reply would be cut", param="max_tokens", code="max_tokens_too_small")
         stops = tuple([req.stop] if isinstance(req.stop, str) else req.stop or [])
         sampling = Sampling(max_tokens=max_tokens, temperature=req.temperature or 0.0, top_p=req.top_p,
                             seed=req.seed, stop=stops, grammar=grammar)

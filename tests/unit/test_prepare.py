@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -516,3 +517,31 @@ def test_a_spreadsheets_rows_of_empty_cells_are_skipped_and_counted(tmp_path):
     card = check_data(load_config(project / "taskfit.yaml"), project)
     assert card.counts["read"] == 10 and card.files[0]["empty_rows"] == 3
     assert "(10 rows; 3 rows of empty cells skipped)" in render_markdown(card)
+
+
+def test_answers_longer_than_the_generation_budget_are_named_with_the_budget_that_holds_them(tmp_path, tiny):
+    """An OpenAI migration: init wrote eval.max_new_tokens 96 while the answers ran to 126 tokens,
+    so those records could never be written whole; the data check said nothing."""
+    rows = [{"messages": [{"role": "user", "content": f"where is parcel {i}?"},
+                          {"role": "assistant", "content": "It is on its way. " * (1 + 6 * (i % 4 == 0))}]}
+            for i in range(24)]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert CliRunner().invoke(app, ["init", str(tmp_path / "p"), "--task", "generate"]).exit_code == 0
+    doc = yaml.safe_load((tmp_path / "p" / "taskfit.yaml").read_text())
+    doc["data"]["train"] = str(tmp_path / "data" / "train.jsonl")
+    doc["data"]["dedup"] = {"near": False}
+    short = len(tiny.tokenizer("It is on its way. ", add_special_tokens=False)["input_ids"])
+    doc["eval"]["max_new_tokens"] = 3 * short
+    card = prepare_data(load_config(_write(tmp_path, doc)), tmp_path, tokenizer=tiny.tokenizer).card
+    (warning,) = [w for w in card.warnings if "longer than eval.max_new_tokens" in w]
+    assert warning.startswith(f"6 answers are longer than eval.max_new_tokens={3 * short} tokens")
+    named = re.findall(re.escape(str(tmp_path / "data" / "train.jsonl")) + r":(\d+) \((\d+) tokens\)", warning)
+    assert len(named) == 3 and {int(line) % 4 for line, _ in named} == {1}  # the longest rows, by file and line
+    longest = int(named[0][1])
+    assert longest > 6 * short
+    suggested = int(warning.split("eval.max_new_tokens: ")[1].split()[0])
+    assert suggested >= longest and suggested % 16 == 0
+    doc["eval"]["max_new_tokens"] = suggested
+    card = prepare_data(load_config(_write(tmp_path, doc)), tmp_path, tokenizer=tiny.tokenizer).card
+    assert not [w for w in card.warnings if "longer than eval.max_new_tokens" in w]

@@ -229,6 +229,9 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
                             f"tokens: {where}{more}. Training would stop at the first; raise "
                             "train.max_seq_length, lower eval.max_new_tokens, shorten those answers, or set "
                             "data.too_long: drop.")
+    answers = [n for s in scans for n in s.answer_lengths]
+    if answers:
+        warnings += _answers_over_budget(config, answers, [x for s in scans for x in s.answer_longest])
     pii_counts: Counter = sum((s.pii_counts for s in scans), Counter())
     secret_rows = [src for s in scans for src in s.secret_rows]
     total = lambda name: sum((getattr(s, name) for s in scans), Counter())  # noqa: E731
@@ -617,6 +620,25 @@ def write_prepared(prepared: Prepared, out_dir: Path) -> dict[str, Path]:
                                ensure_ascii=False) + "\n")
     paths.update(write_card(prepared.card, out_dir))
     return paths
+
+
+def _answers_over_budget(config: ProjectConfig, answers: list[int], longest: list[tuple[int, str]]) -> list[str]:
+    """The warning for answers longer than eval.max_new_tokens: evaluation and serving stop a
+    model there, so such an answer could never be written whole (an extract record is closed
+    early, its last fields lost), whatever the training taught. None for labels, which are scored."""
+    from taskfit.tasks import get_task
+
+    budget = config.eval.max_new_tokens
+    over = sum(n > budget for n in answers)
+    if not over or get_task(config.task.kind).scores_labels:  # classify: labels are scored, not written
+        return []
+    named = ", ".join(f"{src} ({n} tokens)" for n, src in sorted(longest, reverse=True) if n > budget)
+    fits = -(-max(answers) * 11 // 10 // 16) * 16  # the longest with a tenth to spare, up to a multiple of 16
+    what = ("a record is closed early there and loses its last fields" if config.task.kind == "extract"
+            else "an answer is cut there")
+    return [f"{over} answers are longer than eval.max_new_tokens={budget} tokens, the most a model writes when "
+            f"evaluated or served ({what}); the longest: {named}. eval.max_new_tokens: {fits} would hold every "
+            "answer whole."]
 
 
 def _room_words(config: ProjectConfig) -> str:

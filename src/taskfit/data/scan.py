@@ -112,6 +112,10 @@ class ScanResult:
     fixed_longest: list[tuple[int, str]] = field(default_factory=list)
     fixed_lengths: Any = field(default_factory=lambda: array("i"))
     answer_tokens: int = 0
+    # Each kept row's answer in tokens as a model writes it (without the end-of-turn token), and
+    # the longest few as (tokens, source): an answer over eval.max_new_tokens cannot be written whole.
+    answer_lengths: Any = field(default_factory=lambda: array("i"))
+    answer_longest: list[tuple[int, str]] = field(default_factory=list)
     examples: list[Example | PreferencePair] = field(default_factory=list)  # with keep=True, redacted
 
     @property
@@ -520,6 +524,7 @@ def layout_previews(layouts: Layouts, numbers: list[int], task: TaskSpec, spec: 
 
 
 UNFITTABLE_KEPT = 20
+LONGEST_ANSWERS_KEPT = 3
 
 
 def _count_written(result: ScanResult, row: Any, source: str) -> None:
@@ -552,6 +557,10 @@ def _add_length(result: ScanResult, needed: int, answer: int, fixed: int | None,
     result.lengths.append(needed)
     result.rendered_tokens += rendered
     result.answer_tokens += answer
+    result.answer_lengths.append(answer - 1)
+    heapq.heappush(result.answer_longest, (answer - 1, source or ""))
+    if len(result.answer_longest) > LONGEST_ANSWERS_KEPT:
+        heapq.heappop(result.answer_longest)
     if fixed is not None:
         result.fixed_lengths.append(fixed)
         heapq.heappush(result.fixed_longest, (fixed, source or ""))

@@ -112,3 +112,29 @@ def test_feedback_without_a_reviewer_on_a_server_without_keys_says_how_to_name_o
     assert "send \"reviewer\" in the body" in message and "serve.yaml keys" in message, message
     named = httpx.post(f"{url}/feedback", json={"id": reply.id, "label": "shipping", "reviewer": "desk"})
     assert named.status_code == 201 and named.json()["reviewer"] == "desk"
+
+
+def test_feedback_confirms_or_corrects_a_reply_that_fell_back(fitted, loopback, tmp_path):
+    """An after-deploy walkthrough: the fallback label was refused (400, not in task.labels) and a
+    correction compared with the model's own label, not the fallback the customer got."""
+    project, task = fitted
+    doc = {"classical": {task["name"]: {"path": str(project / "baselines" / "tfidf-logreg"),
+                                        "confidence_threshold": 1.0, "fallback": "out_of_scope"}},
+           "log": {"path": str(tmp_path / "requests.sqlite")}}
+    url = loopback(create_app(load_serve_config(None, doc)))
+    client = openai.OpenAI(base_url=url, api_key="none", max_retries=0)
+    ask = lambda text: client.chat.completions.create(  # noqa: E731
+        model=task["name"], messages=[{"role": "user", "content": text}])
+    fell_back = ask("Is the office open on Sunday?")
+    assert fell_back.choices[0].message.content == "out_of_scope" and fell_back.choices[0].taskfit["fallback"]
+    own = fell_back.choices[0].taskfit["label"]
+    confirmed = httpx.post(f"{url}/feedback", json={"id": fell_back.id, "label": "out_of_scope", "reviewer": "desk"})
+    assert confirmed.status_code == 201, confirmed.text
+    assert confirmed.json()["verdict"] == "correct" and confirmed.json()["correction"] == "out_of_scope"
+    other = ask("I was charged twice for my subscription")
+    corrected = httpx.post(f"{url}/feedback", json={"id": other.id, "label": own, "reviewer": "desk"})
+    assert corrected.status_code == 201 and corrected.json()["verdict"] == "wrong"  # the customer got out_of_scope
+    store = sqlite3.connect(store_path(tmp_path / "requests.sqlite"))
+    assert {r[0] for r in store.execute("SELECT served FROM corrections")} == {"out_of_scope"}
+    refused = httpx.post(f"{url}/feedback", json={"id": other.id, "label": "urgent-ish", "reviewer": "desk"})
+    assert refused.status_code == 400 and "out_of_scope" in refused.json()["error"]["message"]

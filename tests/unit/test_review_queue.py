@@ -270,3 +270,28 @@ def test_a_sheet_as_excel_in_europe_opens_and_saves_it_imports(served, tmp_path)
     cli = CliRunner().invoke(app, ["review", "import", str(served), str(filled)])
     assert cli.exit_code == 0, cli.output
     assert "stored 1 corrections (1 correct, 0 wrong) by jörg" in cli.output
+
+
+def test_a_reply_that_fell_back_is_reviewed_as_the_fallback_the_customer_got(served, tmp_path):
+    """An after-deploy walkthrough: the page said "Answer served: pin_change" where the customer got
+    the fallback, so a reviewer judged an answer nobody saw and the random sample's quality ran high."""
+    model = yaml.safe_load((served / "taskfit.yaml").read_text())["task"]["name"]
+    log = RequestLog(served / "requests.sqlite")
+    log.add(id="fell-back", created=time.time() - 10, model=model, status=200, latency_ms=20.0,
+            request=[{"role": "user", "content": "Is there a branch near the station?"}], response="needs_human",
+            label="billing", confidence=0.31, fallback=1)
+    log.close()
+    result = queue_project(served, n=60)
+    rows = {r["request_id"]: r for r in csv.DictReader(result.paths["csv"].open(encoding="utf-8-sig"))}
+    row = rows["fell-back"]
+    assert row["answer"] == "needs_human"
+    assert "the fallback" in row["note"] and "billing" in row["note"] and "0.31" in row["note"]
+    page = result.paths["html"].read_text()
+    assert "the model&#x27;s own label was billing" in page or "the model's own label was billing" in page
+    assert _queued(served)["fell-back"].served == "needs_human"
+    filled = _fill(result.paths["csv"], [dict(row, verdict="correct")], tmp_path / "filled.csv")
+    cli = CliRunner().invoke(app, ["review", "import", str(served), str(filled), "--reviewer", "ana"])
+    assert cli.exit_code == 0, cli.output
+    db = sqlite3.connect(store_path(served / "requests.sqlite"))
+    assert db.execute("SELECT verdict, correction, served FROM corrections WHERE request_id = 'fell-back'").fetchone() \
+        == ("correct", "needs_human", "needs_human")

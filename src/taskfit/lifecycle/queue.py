@@ -29,7 +29,7 @@ from taskfit.errors import ConfigError, DataError
 from taskfit.lifecycle.reviews import Queued, ReviewStore, correction_of, store_path
 from taskfit.monitoring.requests import LoggedRequest
 
-COLUMNS = ["item", "request_id", "input", "answer", "verdict", "correction", "reviewer", "comment"]
+COLUMNS = ["item", "request_id", "input", "answer", "note", "verdict", "correction", "reviewer", "comment"]
 VERDICT_CHOICES = ("correct", "wrong", "unsure")
 RANDOM = "random sample"
 # Reasons for a targeted pick, most urgent first.
@@ -171,10 +171,20 @@ def _page_block(labels: Sequence[str] | None):
         else:
             field = (f'<textarea name="correction" data-item="{i}" data-field="correction" rows="4">'
                      f'{value}</textarea>')
-        return (f'<h3>Answer served</h3><pre class="answer">{html.escape(it["answer"])}</pre>'
+        note = f'<p class="note">{html.escape(it["note"])}</p>' if it.get("note") else ""
+        return (f'<h3>Answer served</h3><pre class="answer">{html.escape(it["answer"])}</pre>{note}'
                 f'<p class="choice">{choices}</p><label>Right answer, when wrong: {field}</label>{comment_box(i)}')
 
     return block
+
+
+def fallback_note(r: Any) -> str:
+    """What a reviewer is told of a reply that was the fallback: the model's own label and its
+    confidence (the customer got the fallback, which is what is judged)."""
+    if not r.fallback or r.answer is None or r.answer == r.served:
+        return ""
+    confidence = f", confidence {r.confidence:.2f}" if r.confidence is not None else ""
+    return f"the fallback: the model's own label was {r.answer}{confidence}, under the confidence threshold"
 
 
 def export_queue(out_dir: Path, picks: Sequence[Pick], task: Any) -> dict[str, Path]:
@@ -187,8 +197,8 @@ def export_queue(out_dir: Path, picks: Sequence[Pick], task: Any) -> dict[str, P
     for k, p in enumerate(picks, 1):
         r = p.request
         items.append({"item": f"Q{k:03d}", "request_id": r.id, "input": shown_input(r.text or "", r.context),
-                      "answer": r.answer or "", "verdict": "", "reviewer": "", "comment": "",
-                      "correction": "" if task.labels else (r.answer or "")})
+                      "answer": r.served or "", "note": fallback_note(r), "verdict": "", "reviewer": "",
+                      "comment": "", "correction": "" if task.labels else (r.served or "")})
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"html": out_dir / "review.html", "csv": out_dir / "review.csv"}
     write_sheet(paths["csv"], COLUMNS, items)
@@ -259,7 +269,7 @@ def queue_project(project: Path, n: int | None = None, since: str | None = None,
         paths = export_queue(out_dir or project_dir / "review" / f"queue-{batch}", picks, config.task)
         store.enqueue(Queued(request_id=p.request.id, model=model, batch=batch, item=f"Q{k:03d}", queued=now,
                              reason=describe(p), random=p.random, input=p.request.text, context=p.request.context,
-                             served=p.request.answer, requested=p.request.created)
+                             served=p.request.served, requested=p.request.created)
                       for k, p in enumerate(picks, 1))
         store.mark_random(again)
         quality = store.random_sample(model)

@@ -21,7 +21,8 @@ from taskfit.errors import DataError
 class LoggedRequest:
     """One logged request. ``text`` is the user's input (the last user message); ``answer`` is
     what is compared with the training answers: a classify reply's label (also when the reply
-    was the fallback), otherwise the reply's text."""
+    was the fallback), otherwise the reply's text; ``reply`` is the reply's text as the client got
+    it (the fallback answer, when the model fell back)."""
 
     id: str
     created: float  # seconds since the epoch
@@ -35,6 +36,13 @@ class LoggedRequest:
     model: str | None = None
     version: str | None = None  # the registry version that answered (schema 3 and later)
     shadow_agreed: bool | None = None  # the shadow candidate gave the same answer (None: no shadow answer)
+    reply: str | None = None
+
+    @property
+    def served(self) -> str | None:
+        """The answer the client got: the reply's text (the fallback where the model fell back),
+        else (a log row without it) ``answer``."""
+        return self.reply if self.reply is not None else self.answer
 
     @property
     def answered(self) -> bool:
@@ -163,7 +171,7 @@ def select_requests(db: sqlite3.Connection, where: str, args: list[Any]) -> list
                                   context=row.get("context") or inline_context, answer=answer,
                                   confidence=row["confidence"], fallback=fallback, model=row["model"],
                                   version=row.get("version"),
-                                  shadow_agreed=None if shadow is None else bool(shadow)))
+                                  shadow_agreed=None if shadow is None else bool(shadow), reply=row["response"]))
     return rows
 
 

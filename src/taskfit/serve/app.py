@@ -728,20 +728,24 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                                     "the right answer as \"answer\"", param="label", code="missing_correction")
             try:
                 if served is not None and served.task is not None:  # the answer as the kind writes it
-                    kind = get_task(served.task.kind)
+                    kind, task = get_task(served.task.kind), served.task
+                    if task.labels and served.fallback and served.fallback not in task.labels:
+                        # the fallback was right (an out-of-scope request): data from-log asks for it
+                        # to be added to task.labels before it trains on it
+                        task = task.model_copy(update={"labels": [*task.labels, served.fallback]})
                     if isinstance(value, str) and not value.strip():  # (a qa data file's empty cell is the refusal)
-                        refusal = f" (a refusal as {served.task.refusal!r})" if served.task.kind == "qa" else ""
+                        refusal = f" (a refusal as {task.refusal!r})" if task.kind == "qa" else ""
                         raise ValueError(f"empty: send the right answer{refusal}")
-                    correction = answer_spelling(kind, served.task)(kind.target_text(served.task, value))
+                    correction = answer_spelling(kind, task)(kind.target_text(task, value))
                     # a correction training could not take is refused now, not kept for data
                     # from-log to quarantine ("Billing" is the label billing; a record, valid JSON)
-                    kind.answer_check(served.task)(Example(id=logged.id, input=logged.text or "",
-                                                           target=correction, context=logged.context))
+                    kind.answer_check(task)(Example(id=logged.id, input=logged.text or "",
+                                                    target=correction, context=logged.context))
                 else:
                     correction = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-                if not logged.answered or logged.answer is None:
+                if not logged.answered or logged.served is None:
                     raise ValueError("the request was not answered: there is nothing to correct")
-                record_ = correction_of(logged.id, logged.model, logged.answer, logged.text, logged.context,
+                record_ = correction_of(logged.id, logged.model, logged.served, logged.text, logged.context,
                                         logged.created, body.reviewer or key_name, None, correction, "feedback",
                                         body.comment)
             except ValueError as exc:

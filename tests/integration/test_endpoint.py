@@ -64,7 +64,9 @@ def test_endpoint_baseline_is_scored_like_any_candidate(tmp_path, tiny_model_dir
     fake.gold, fake.labels = {ex.input: ex.target for ex in held_out}, labels
 
     (result,) = baseline_project(project, only=["endpoint"])
-    assert len(fake.requests) == 10
+    # the 10 held-out rows with 4 requests in flight, then again one at a time: the latency a lone
+    # request waits, as for every other candidate (it was the latency with 4 in flight, unsaid)
+    assert len(fake.requests) == 20 and result.metrics["latency_rows"] == 10
     first = fake.requests[0]
     assert first["auth"] == "Bearer sk-test-123" and first["model"] == "hosted-large" and first["temperature"] == 0
     system = first["messages"][0]["content"]
@@ -76,7 +78,7 @@ def test_endpoint_baseline_is_scored_like_any_candidate(tmp_path, tiny_model_dir
 
     # Repeated: answered from the cache, not sent again.
     baseline_project(project, only=["endpoint"])
-    assert len(fake.requests) == 10
+    assert len(fake.requests) == 20
 
     # A new price (or timeout, or concurrency) changes no answer: nothing is sent again, and the
     # cost is the new price's.
@@ -85,7 +87,7 @@ def test_endpoint_baseline_is_scored_like_any_candidate(tmp_path, tiny_model_dir
     doc["baselines"]["endpoint"].update(price_per_million_input_tokens=1.0, timeout_s=30, concurrency=2)
     path.write_text(yaml.safe_dump(doc))
     (again,) = baseline_project(project, only=["endpoint"])
-    assert len(fake.requests) == 10 and again.metrics["accuracy"] == 0.5
+    assert len(fake.requests) == 20 and again.metrics["accuracy"] == 0.5
     assert again.metrics["cost_per_1k_usd"] == pytest.approx(1000 * (100 * 1.0 + 4 * 10.0) / 1e6)
 
 
@@ -118,7 +120,7 @@ def test_endpoint_answers_cached_by_an_older_taskfit_are_kept(tmp_path, tiny_mod
     ws = Workspace.open(project)
     fake.gold, fake.labels = {ex.input: ex.target for ex in ws.held_out}, labels
     baseline_project(project, only=["endpoint"])
-    assert len(fake.requests) == 10
+    assert len(fake.requests) == 20
     # put the store back as the older taskfit wrote it: under the key with the prices in it
     cand = _baseline(ws, "endpoint")
     new, old = candidate_cache_key(ws, cand), candidate_cache_key(ws, replace(cand, key=cand.legacy_key))
@@ -127,7 +129,7 @@ def test_endpoint_answers_cached_by_an_older_taskfit_are_kept(tmp_path, tiny_mod
         assert json.dumps(new)[1:-1] in path.read_text()
         path.write_text(path.read_text().replace(json.dumps(new)[1:-1], json.dumps(old)[1:-1]))
     (result,) = baseline_project(project, only=["endpoint"])
-    assert len(fake.requests) == 10 and result.metrics["accuracy"] == 0.5
+    assert len(fake.requests) == 20 and result.metrics["accuracy"] == 0.5
     assert json.loads(ws.result_path("endpoint").read_text())["candidate_key"] == new
 
 
@@ -142,6 +144,19 @@ def test_endpoint_errors_are_clear(tmp_path, tiny_model_dir, loopback, monkeypat
     fake.fail = True
     result = CliRunner().invoke(app, ["baseline", str(project), "--only", "endpoint"])
     assert result.exit_code == 1 and "answered" in result.output and "Traceback" not in result.output
+
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    doc = yaml.safe_load((project / "taskfit.yaml").read_text())
+    doc["baselines"]["endpoint"]["base_url"] = f"http://127.0.0.1:{port}/v1"
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    result = CliRunner().invoke(app, ["baseline", str(project), "--only", "endpoint"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and f"http://127.0.0.1:{port}/v1 could not be reached" in said, said
+    assert "the server at base_url is up" in said and "Traceback" not in said
 
 
 def test_endpoint_baseline_against_taskfit_serve(tmp_path, tiny_model_dir, loopback, monkeypatch):
@@ -182,5 +197,5 @@ def test_a_hosted_fine_tune_is_asked_as_it_was_trained(tmp_path, tiny_model_dir,
     doc["baselines"]["endpoint"]["add_instruction"] = True
     path.write_text(yaml.safe_dump(doc))
     baseline_project(project, only=["endpoint"])
-    assert len(fake.requests) == 20
+    assert len(fake.requests) == 40
     assert fake.requests[-1]["messages"][0]["content"].startswith(ws.config.task.system_text + "\n\nAnswer with")

@@ -148,7 +148,7 @@ def test_the_latency_note_names_the_candidates_timed_alone_when_not_all_were():
     assert note.startswith("Latency p50 / p95 of prompt-only: a lone request, timed on the first 16")
     sampled.metrics["latency_rows"] = 16
     (note,) = [n for n in build_scorecard([timed, sampled], {}).notes if "lone request" in n]
-    assert note.startswith("Latency p50 / p95 of a local model: a lone request")
+    assert note.startswith("Latency p50 / p95 of every candidate: a lone request")
 
 
 def test_of_baselines_the_paired_test_cannot_tell_apart_the_verdict_keeps_the_cheaper():
@@ -269,3 +269,30 @@ def test_a_cheaper_qa_baseline_tied_on_f1_with_far_more_unsupported_answers_is_n
     # with as few unsupported answers, the cheaper is kept, as before
     prompt.metrics["unsupported_rate"] = 10 / 39
     assert build_scorecard([prompt, few], {}).keep == "prompt-only"
+
+
+def test_a_fine_tune_is_tested_against_the_hosted_endpoint_even_when_a_cheaper_baseline_is_best():
+    """An OpenAI migration: the classical baseline beat the hosted model, so the only paired test was
+    against it, and the question the team asked (is the small model as good as ours?) went unanswered."""
+    rng = random.Random(5)
+    rows = 300
+    gold = [rng.random() < 0.85 for _ in range(rows)]
+    classical = [g or rng.random() < 0.3 for g in gold]
+    endpoint = [g and rng.random() < 0.8 for g in gold]
+    tuned = [g and rng.random() < 0.95 for g in gold]
+    results = [_result("tfidf-logreg", "classify", "accuracy", classical),
+               _result("endpoint", "classify", "accuracy", endpoint),
+               _result("fine-tuned", "classify", "accuracy", tuned),
+               _result("fine-tuned@48rows", "classify", "accuracy", endpoint)]
+    card = build_scorecard(results, {})
+    assert [(t.candidate, t.against) for t in card.tests if not t.candidate.endswith("rows")] == \
+        [("fine-tuned", "tfidf-logreg")]
+    (versus,) = card.versus_endpoint  # the fine-tune of all the rows, not the learning-curve run
+    assert (versus.candidate, versus.against) == ("fine-tuned", "endpoint")
+    assert versus.difference == sum(tuned) / rows - sum(endpoint) / rows and versus.test == "McNemar (exact)"
+    (said,) = card.versus_endpoint_sentences()
+    assert said.startswith("fine-tuned against the hosted endpoint (endpoint, not the best baseline): +")
+    assert json.loads(json.dumps(card.to_json()))["versus_endpoint"][0]["against"] == "endpoint"
+    # the endpoint the best baseline: the scorecard's own tests are against it, nothing twice
+    best = build_scorecard([results[1], results[2]], {})
+    assert best.versus_endpoint == [] and [t.against for t in best.tests] == ["endpoint"]

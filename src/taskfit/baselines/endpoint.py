@@ -51,6 +51,9 @@ class EndpointPredictor:
         self.task = task
         self.max_new_tokens = max_new_tokens
         self.client = endpoint_client(spec)
+        # requests in flight: as a local model's eval.batch_size, what the scorecard's lone-request
+        # latency sets to 1 to time the endpoint one request at a time
+        self.batch_size, self.batch_setting = spec.concurrency, "baselines.endpoint.concurrency"
 
     def _one(self, ex: Example) -> Prediction:
         import openai
@@ -62,6 +65,11 @@ class EndpointPredictor:
         try:
             reply = self.client.chat.completions.create(
                 model=self.spec.model, messages=messages, temperature=0, max_tokens=self.max_new_tokens)
+        except openai.APIConnectionError as exc:
+            raise TaskfitError(f"baselines.endpoint: {self.spec.base_url} could not be reached ({exc})",
+                               hint="check that the server at base_url is up and the address is right (a "
+                                    "local `taskfit serve` prints its address); the predictions made so far "
+                                    "are kept and the next run resumes after them") from None
         except openai.APIError as exc:
             raise TaskfitError(f"baselines.endpoint: {self.spec.base_url} answered {exc}",
                                hint="check base_url, model and the key; the predictions made so "
@@ -74,8 +82,9 @@ class EndpointPredictor:
                           completion_tokens=usage.completion_tokens if usage else 0)
 
     def predict(self, examples: Iterable[Example]) -> Iterator[Prediction]:
-        """Up to ``concurrency`` requests in flight; predictions come back in the examples' order."""
+        """Up to ``batch_size`` (``concurrency``) requests in flight; predictions come back in the
+        examples' order."""
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=self.spec.concurrency) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, self.batch_size)) as pool:
             yield from pool.map(self._one, examples)

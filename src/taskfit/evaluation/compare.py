@@ -156,6 +156,9 @@ class Scorecard:
     notes: list[str] = field(default_factory=list)  # other findings in words (an export's agreement)
     # Each candidate trained with synthetic rows against the same candidate trained on real rows only.
     versus_real: list[PairedTest] = field(default_factory=list)
+    # Each fine-tune of all the rows against the hosted endpoint, where that is not the best baseline
+    # (a team moving off a hosted model asks this first; :attr:`tests` are against the best baseline).
+    versus_endpoint: list[PairedTest] = field(default_factory=list)
     forgetting: list[ForgettingResult] = field(default_factory=list)  # what each fine-tune cost outside the task
     max_drop: float = 0.05  # eval.forgetting.max_drop
 
@@ -260,7 +263,16 @@ class Scorecard:
                                  for t in self.tests],
                 "synthetic_vs_real_only": [{**t.__dict__, "p_value_shown": t.p_text, "p_value_method": t.p_method}
                                            for t in self.versus_real],
+                "versus_endpoint": [{**t.__dict__, "p_value_shown": t.p_text, "p_value_method": t.p_method}
+                                    for t in self.versus_endpoint],
                 "forgetting": [_forgetting_json(f, self.max_drop) for f in self.forgetting]}
+
+    def versus_endpoint_sentences(self) -> list[str]:
+        """:attr:`versus_endpoint` in words, one sentence per fine-tune."""
+        main = self.main.replace("_", "-")
+        return [f"{t.candidate} against the hosted endpoint ({t.against}, not the best baseline): "
+                f"{100 * t.difference:+.1f} points {main} ({t.test}, {t.p_text}"
+                f"{'' if t.significant else ', within what chance gives'})." for t in self.versus_endpoint]
 
     def versus_real_sentences(self) -> list[str]:
         """:attr:`versus_real` in words, one sentence per pair."""
@@ -338,7 +350,7 @@ def build_scorecard(results: Sequence[EvalResult], thresholds: dict[str, float],
     alone = sorted({int(r.metrics["latency_rows"]) for r in results if r.metrics.get("latency_rows")})
     if alone:
         timed = [r.candidate for r in results if r.metrics.get("latency_rows")]
-        whose = "a local model" if len(timed) == len(results) else ", ".join(timed)
+        whose = "every candidate" if len(timed) == len(results) else ", ".join(timed)
         card.notes.append(f"Latency p50 / p95 of {whose}: a lone request, timed on the first "
                           f"{'/'.join(map(str, alone))} held-out rows answered again one at a time "
                           "(eval.latency_rows); the cost per 1,000 queries is at the throughput of "
@@ -366,6 +378,9 @@ def build_scorecard(results: Sequence[EvalResult], thresholds: dict[str, float],
                         if real in by_name]
     # The verdict is about the fine-tune of all the rows; learning-curve runs decide it only alone.
     whole = [r for r in tuned if not is_curve_point(r.candidate)]
+    endpoint = next((r for r in baselines if r.candidate == ENDPOINT), None)
+    if endpoint is not None and endpoint is not best:
+        card.versus_endpoint = [paired_test(kind, r, endpoint) for r in whole or tuned]
     card.verdict = " ".join([verdict(card, baselines, whole or tuned), *refuse_all_warning(card),
                              *threshold_warning(card), *forgetting_warnings(card.forgetting, max_drop)])
     return card

@@ -444,9 +444,10 @@ def time_alone(ws: Workspace, predictor: Any, rows: Sequence[Example], batched: 
     finally:
         predictor.batch_size = size
     if same < len(sample):
+        setting = getattr(predictor, "batch_setting", "eval.batch_size")
         ws.reporter.status(f"{predictor.name}: {len(sample) - same} of {len(sample)} rows answered one at a time "
-                           f"differ from the batched answer (eval.batch_size {size}); the scorecard counts "
-                           f"the batched ones; set eval.batch_size: 1 to evaluate one request at a time")
+                           f"differ from the batched answer ({setting} {size}); the scorecard counts "
+                           f"the batched ones; set {setting}: 1 to evaluate one request at a time")
     return {"latency_p50_s": percentile(times, 50), "latency_p95_s": percentile(times, 95),
             "latency_rows": len(times), "alone_same_answer": same / len(sample)}
 
@@ -903,7 +904,7 @@ def compare_project(project: Path | Workspace, reporter: Any = None, threads: in
     card.reviews = [r.sentence() for r in load_reviews(root)]
     predictions = {r.candidate: read_predictions(ws.predictions(r.candidate)) for r in results}
     card.warnings += cut_short_warnings(ws, predictions) + dropped_chunks_warnings(predictions)
-    card.notes += agreements(predictions) + card.versus_real_sentences()
+    card.notes += agreements(predictions) + card.versus_real_sentences() + card.versus_endpoint_sentences()
     task = ws.config.task
     md = ([f"# Scorecard: {task.name}", "", f"Success means: {task.success}", "", card.verdict, ""]
           + [f"> {w}" for w in card.warnings] + [f"- {r}" for r in card.reviews + card.notes]

@@ -129,6 +129,25 @@ def test_classify_look_alikes_with_other_labels_stay_conflicts(tmp_path, classif
     assert len(result.conflicts) == 1 and result.kept == 1 and result.distinct == 0
 
 
+def test_classify_look_alikes_whose_labels_are_named_in_their_own_text_are_distinct(tmp_path):
+    """clinc150 (its 2,800 rows, as a walkthrough read them): "what is on my shopping list"
+    (shopping_list) and "please order me everything that is on my shopping list" (order) were a
+    conflict and both removed, though the words they differ by name their intents."""
+    labels = ["order", "shopping_list", "distance", "directions"]
+    task = TaskSpec(kind="classify", success="s", system_prompt="Route it.", labels=labels)
+    rows = [{"text": "what is on my shopping list", "label": "shopping_list"},
+            {"text": "please order me everything that is on my shopping list", "label": "order"},
+            {"text": "where is the closest gas station", "label": "distance"},
+            {"text": "where is the closest gas station to glendale", "label": "directions"}]  # names neither
+    spec = DataSpec(train="x", columns=ColumnMap(input="text", target="label"))
+    result = _scan(tmp_path, rows, task, spec)
+    assert result.distinct == 1 and [n.other_line for n in result.conflicts] == [4]
+    assert {ex.target for ex in result.examples} == {"order", "shopping_list", "distance"}
+    mislabelled = [rows[0], {"text": "what is on my shopping list, please", "label": "order"}]
+    result = _scan(tmp_path, mislabelled, task, spec)  # "order" is not in its text: still a conflict
+    assert result.distinct == 0 and [n.other_line for n in result.conflicts] == [2]
+
+
 def test_qa_questions_about_one_passage_are_told_apart_by_grounded_answers(tmp_path):
     qa = TaskSpec(kind="qa", success="s", system_prompt="Answer from the context or say {refusal}.")
     spec = DataSpec(train="x", columns=ColumnMap(input="q", target="a", context="c"))

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -564,3 +565,28 @@ def test_the_scorecard_says_when_redaction_changed_the_answers(tmp_path, tiny_mo
     assert "keep_fields: [email]" in warning
     (md,) = project.glob("evals/*/scorecard.md")
     assert f"> {warning}" in md.read_text()
+
+
+def test_compare_on_the_first_rows_takes_the_whole_fine_tune_from_the_full_store(tmp_path, tiny_triage):
+    """A walkthrough (151 intents): `taskfit compare --rows 40` after `taskfit run` showed only
+    advise's learning-curve runs, and its verdict kept "fine-tuned@24rows" though the fine-tune
+    that would be deployed, trained on every row, had answered those 40 rows in the full store."""
+    from taskfit.evaluation.runner import read_predictions, write_cache
+    from taskfit.workflows import Workspace, baseline_project, compare_project
+    from taskfit.workflows.evaluate import save_result
+
+    project = tiny_triage(tmp_path / "triage", n_tickets=300, train_rows=120, eval_rows=30)
+    ws = Workspace.open(project)
+    (classical,) = baseline_project(ws, only=["tfidf-logreg"])
+    preds = read_predictions(ws.predictions("tfidf-logreg"))  # stand-in answers for a fine-tune of every row
+    write_cache(ws.predictions("fine-tuned"), "key-of-the-whole-run", "fine-tuned", ws.eval_rows, preds)
+    save_result(ws.result_path("fine-tuned"), replace(classical, candidate="fine-tuned"), "key-of-the-whole-run")
+    first = ws.on_first(12)
+    baseline_project(first, only=["tfidf-logreg"])  # as `taskfit advise` scores the cheap candidates there
+    save_result(first.result_path("fine-tuned@24rows"), replace(classical, candidate="fine-tuned@24rows"), "curve")
+    write_cache(first.predictions("fine-tuned@24rows"), "curve", "fine-tuned@24rows", first.eval_rows,
+                [replace(p, output="billing") for p in preds[:12]])
+    card = compare_project(first).scorecard
+    scored = {r.candidate: r for r in card.results}
+    assert {"fine-tuned", "fine-tuned@24rows", "tfidf-logreg"} <= set(scored) and scored["fine-tuned"].n == 12
+    assert [t.candidate for t in card.tests if t.against == "tfidf-logreg"][:1] and "fine-tuned@24rows" not in card.verdict

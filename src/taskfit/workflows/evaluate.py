@@ -527,6 +527,32 @@ def _elsewhere(ws: Workspace, name: str, key: str, rows: Sequence[Any]) -> tuple
     return None
 
 
+def _adopt_finetunes(ws: Workspace) -> None:
+    """A fine-tune of all the training rows (not a learning-curve run) evaluated in another store
+    of this held-out split, on rows that include this store's, joins this store, with its
+    predictions of these rows: ``taskfit compare --rows N`` after ``taskfit run`` otherwise had only
+    ``taskfit advise``'s learning-curve runs to decide on, and its verdict kept a fine-tune on 24
+    rows where the one that would be deployed was trained on all of them."""
+    from taskfit.evaluation.compare import is_curve_point
+
+    rows = ws.eval_rows
+    have = {p.stem for p in (ws.evals / "results").glob("*.json")}
+    for root in ws.other_stores():
+        for path in sorted((root / "results").glob("*.json")):
+            name = path.stem
+            if name in have or not name.startswith(FINETUNED) or is_curve_point(name):
+                continue
+            key = json.loads(path.read_text(encoding="utf-8")).get("candidate_key")
+            found = _stored(path, root / "predictions" / f"{name}.jsonl", key, rows) if key else None
+            if found is None:
+                continue
+            write_cache(ws.predictions(name), key, name, rows, found[0])
+            ws.result_path(name).parent.mkdir(parents=True, exist_ok=True)
+            ws.result_path(name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+            ws.reporter.status(f"{name}: its predictions of these rows taken from {root.name}")
+            have.add(name)
+
+
 def _twin(ws: Workspace, cand: Candidate, rows: Sequence[Any]) -> tuple[list[Prediction], dict] | None:
     """Every row's prediction, and the figures the scorer does not compute, from one of
     ``cand.same_as`` that answered these rows as the same model (see :class:`Candidate`)."""
@@ -888,6 +914,7 @@ def compare_project(project: Path | Workspace, reporter: Any = None, threads: in
     ws = project if isinstance(project, Workspace) else Workspace.open(project, reporter, threads,
                                                                         allow_secrets=True)
     root = ws.evals
+    _adopt_finetunes(ws)
     saved = load_saved(root)
     results = [_rescore(ws, r) for r, _ in saved]
     curves = {f"training and validation loss ({r.candidate})": run / "plots" / "loss.png"

@@ -9,7 +9,7 @@ import pytest
 
 from taskfit.config import DataSpec, TaskSpec
 from taskfit.data.scan import scan
-from taskfit.data.split import fingerprint, grouped_split, stratified_split, stratified_subsample
+from taskfit.data.split import fingerprint, grouped_split, stratified_split, stratified_subsample, validation_split, widened
 from taskfit.errors import DataError
 from taskfit.records import Example, PreferencePair
 
@@ -210,6 +210,20 @@ def test_split_is_stratified_and_seeded():
     other, _ = stratified_split(exs, 0.2, seed=1)
     assert [e.id for e in other] != [e.id for e in train]
     assert fingerprint(train) == fingerprint(again) != fingerprint(other)
+
+
+def test_validation_keeps_its_share_with_more_classes_than_that_and_the_held_out_split_says_when_it_widens():
+    """151 intents of about 4 training rows each (a walkthrough's 600 clinc150 rows): validation took one
+    row of each class, 151 rows, where train.validation_share 0.1 asked for 60, and trained on 449."""
+    rows = [Example(id=f"r{i:04d}", input=f"text {i}", target=f"intent{i % 151}") for i in range(600)]
+    fit, validation = validation_split(rows, 0.1, 200, seed=0)
+    assert len(validation) == 60 and len(fit) == 540
+    assert validation == validation_split(rows, 0.1, 200, seed=0)[1]  # seeded
+    assert len(validation_split(rows, 0.5, 200, seed=0)[1]) == 200  # validation_max_rows
+    assert len(set(ex.target for ex in validation_split(rows, 0.3, 200, seed=0)[1])) == 151  # room: stratified
+    # the held-out split still takes a row of each class, and says how many more that is
+    train, held = stratified_split(rows, 0.15, seed=0)
+    assert len(held) == 151 and widened(rows, 0.15) == 151 - 90 and widened(rows, 0.3) == 0
 
 
 def test_grouped_split_never_straddles():

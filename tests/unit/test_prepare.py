@@ -545,3 +545,22 @@ def test_answers_longer_than_the_generation_budget_are_named_with_the_budget_tha
     doc["eval"]["max_new_tokens"] = suggested
     card = prepare_data(load_config(_write(tmp_path, doc)), tmp_path, tokenizer=tiny.tokenizer).card
     assert not [w for w in card.warnings if "longer than eval.max_new_tokens" in w]
+
+
+def test_the_card_says_when_the_held_out_split_takes_more_rows_than_its_fraction(tmp_path):
+    import random
+
+    rng = random.Random(2)
+    words = ["".join(rng.choice("abcdefghijklmnop") for _ in range(6)) for _ in range(2000)]
+    labels = [f"intent{k}" for k in range(151)]
+    rows = [{"text": " ".join(rng.choice(words) for _ in range(8)), "label": labels[i % 151]} for i in range(600)]
+    path = make_quickstart_project(tmp_path / "p", n_tickets=100)
+    (path.parent / "data" / "intents.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    doc = yaml.safe_load(path.read_text())
+    doc["task"]["labels"] = labels
+    doc["data"].update(train="data/intents.jsonl", columns={"input": "text", "target": "label"}, format="auto",
+                       max_train_examples=None, max_eval_examples=None)
+    prepared = prepare_data(load_config(_write(path.parent, doc)), path.parent)
+    (warning,) = [w for w in prepared.card.warnings if w.startswith("the held-out split takes")]
+    assert warning.startswith("the held-out split takes 151 of 600 rows, 61 more than data.eval_fraction 0.15")
+    assert len(prepared.eval) == 151

@@ -18,7 +18,8 @@ from taskfit.data import pii
 from taskfit.data.lookalike import COPY, CONFLICT, Layouts, LookAlikes, decisive
 from taskfit.data.redaction import keeps, redact_row
 from taskfit.data.scan import TEMPLATE, Quarantined, ScanResult, layout_previews, scan
-from taskfit.data.split import fingerprint, grouped_split, is_synthetic, stratified_split, stratified_subsample
+from taskfit.data.split import (fingerprint, grouped_split, is_synthetic, stratified_split, stratified_subsample,
+                                widened)
 from taskfit.errors import DataError
 from taskfit.records import Example, PreferencePair
 
@@ -443,7 +444,7 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
     # are left out (data.synthetic), so the held-out rows are the same either way.
     marked = [r for r in rows if is_synthetic(r)]
     rows = [r for r in rows if not is_synthetic(r)]
-    leaked = 0
+    leaked = wider = 0
     if data.eval:
         eval_scan = scan(data_file(project_dir, data.eval), task, data, tokenizer=tokenizer, keep=True, id_prefix="eval-",
                          room=_room(config, tokenizer), layouts=layouts)
@@ -475,6 +476,7 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
                                         [_group_key(r, data.group_by, layout) for r in rows])
         else:
             train, test = stratified_split(rows, data.eval_fraction, data.seed)
+            wider = widened(rows, data.eval_fraction)
     uncapped = len(train), len(test)
     train = stratified_subsample(train, data.max_train_examples, data.seed)
     test = stratified_subsample(test, data.max_eval_examples, data.seed)
@@ -491,6 +493,10 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
     train = train + synthetic
     card = build_card(config, scans, split)
     card.counts.update(synthetic_counts)
+    if wider:
+        card.warnings.append(f"the held-out split takes {uncapped[1]} of {sum(uncapped)} rows, {wider} more than "
+                             f"data.eval_fraction {data.eval_fraction} asks: one row of each of its {uncapped[1]} "
+                             "classes, so that every class is scored; those rows are not trained on.")
     if data.synthetic == "include" and not synthetic:
         card.warnings.append(f"data.synthetic is include, but there is no accepted synthetic row ({SYNTHETIC / ACCEPTED} "
                              "holds the drafts a person accepted: `taskfit data synth`, then `taskfit review "

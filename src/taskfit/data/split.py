@@ -34,30 +34,48 @@ def is_synthetic(rec: Any) -> bool:
     return bool(rec.meta.get("synthetic"))
 
 
-def stratified_split(examples: Sequence[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+def stratified_split(examples: Sequence[Example], fraction: float, seed: int,
+                     every_class: bool = True) -> tuple[list[Example], list[Example]]:
     """Split into (train, held_out) with ``fraction`` of the real rows held out, stratified by
     target when every class has at least two rows; synthetic rows go to train (module docstring).
-    The same seed always gives the same split."""
+    The same seed always gives the same split. With ``every_class``, the held-out part takes at
+    least one row of each class (more than ``fraction`` where there are more classes than that:
+    :func:`widened` says how many); without, ``fraction`` is kept and, where it holds fewer rows
+    than there are classes, the rows are drawn alike."""
     real = [ex for ex in examples if not is_synthetic(ex)]
     synthetic = [ex for ex in examples if is_synthetic(ex)]
     if len(real) < 4:
         more = f" (and {len(synthetic)} synthetic rows, which are never held out)" if synthetic else ""
         raise DataError(f"only {len(real)} usable real rows{more}; at least 4 are needed to split",
                         hint="run `taskfit data check` to see why rows were quarantined")
-    train, test = _stratified(real, fraction, seed)
+    train, test = _stratified(real, fraction, seed, every_class)
     return train + synthetic, test
 
 
-def _stratified(examples: Sequence[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+def widened(examples: Sequence[Example], fraction: float) -> int:
+    """How many rows a stratified held-out split of ``examples`` takes beyond ``fraction`` of them,
+    to hold one row of every class (0 where the fraction holds that many already)."""
+    real = [ex for ex in examples if not is_synthetic(ex)]
+    keys = _stratify_keys(real)
+    asked = max(1, round(len(real) * fraction))
+    return max(0, len(set(keys)) - asked) if keys is not None else 0
+
+
+def _stratified(examples: Sequence[Example], fraction: float, seed: int,
+                every_class: bool = True) -> tuple[list[Example], list[Example]]:
     """(rest, part) with ``fraction`` of ``examples`` in part, stratified by target when every
-    class has two rows or more; every row alike."""
+    class has two rows or more (and, without ``every_class``, when the part can hold a row of
+    each); every row alike."""
     from sklearn.model_selection import train_test_split
 
     ordered = sorted(examples, key=lambda ex: ex.id)  # independent of file order
     keys = _stratify_keys(ordered)
     n_test = max(1, round(len(ordered) * fraction))
-    if keys is not None:
-        n_test = max(n_test, len(set(keys)))
+    if keys is not None and n_test < len(set(keys)):
+        if every_class:
+            n_test = len(set(keys))
+        else:
+            keys = None
     train, test = train_test_split(ordered, test_size=n_test, random_state=seed, stratify=keys)
     return list(train), list(test)
 
@@ -121,9 +139,12 @@ def validation_split(rows: Sequence, share: float, max_rows: int, seed: int) -> 
     """Hold back ``share`` of the training rows (at most ``max_rows``) to validate on during
     training, stratified by target for labelled rows. The eval split is never used for this: a
     checkpoint chosen on the held-out rows would make their score optimistic. Like the held-out
-    rows, the validation rows are real ones (``share`` of them): synthetic rows are trained on only."""
+    rows, the validation rows are real ones (``share`` of them): synthetic rows are trained on only.
+    Where ``share`` holds fewer rows than there are classes, it is kept and the rows are drawn
+    alike: taking one of each class took 151 of 600 rows (clinc150's intents) to validate on, where
+    0.1 asked for 60."""
     real = sum(not is_synthetic(r) for r in rows)
     n = min(max_rows, round(real * share))
     if share <= 0 or n < 1 or real < 8:
         return list(rows), []
-    return stratified_split(rows, n / real, seed)
+    return stratified_split(rows, n / real, seed, every_class=False)

@@ -220,3 +220,26 @@ def test_curve_points_that_cannot_make_a_curve_are_refused_naming_the_key():
     for bad in ([0.5, 1.0], [0.5, 0.25, 1.0], [0.25, 0.5, 0.75]):
         with pytest.raises(ConfigError, match=r"advise\.curve_points: got"):
             parse_config({**doc, "advise": {"curve_points": bad}})
+
+
+def test_a_training_time_past_two_hours_names_the_rows_that_train_in_about_one():
+    """A walkthrough: 151 intents, no cap; the estimate said hours and nothing about cutting it."""
+    points, curve = _curve_points([30, 34, 38])
+    slow = TrainingSpeed(rows=48, fit_rows=48, epochs=1.0, trained_tokens=4800, tokens_per_second=10.0, steady=True)
+    # 100 tokens a row at 10 tokens/s: 10 s a row; 9,000 rows * 0.9 trained on: 22.5 hours
+    advice = decide(_setting(train_rows=9000), [_result("prompt-only", 5)], points, curve, slow)
+    text = " ".join(advice.markdown("advice").split())
+    assert advice.figures["time"]["train_seconds"] == pytest.approx(8100 * 10)
+    assert advice.figures["time"]["rows_in_an_hour"] == 400  # 360 rows trained on, 40 validating
+    assert "`train.max_train_examples: 400`" in text and "its median step after the first" in text
+    quick = decide(_setting(), [_result("prompt-only", 5)], points, curve, _speed())  # 480 rows: 7 min
+    assert "max_train_examples" not in quick.markdown("advice")
+
+
+def test_the_training_speed_is_the_median_step_after_the_warm_up():
+    from taskfit.training.loop import LoopResult, LoopState
+
+    state = LoopState(step=5, trained_tokens=500, seconds=80.0, step_rates=[1.4, 100.0, 90.0, 120.0, 95.0])
+    result = LoopResult(state=state, total_steps=5, steps_per_epoch=5)
+    assert result.tokens_per_second == pytest.approx(6.25)  # the first step's 70 s in it
+    assert result.steady_tokens_per_second == 100.0

@@ -47,6 +47,7 @@ class TrainingSpeed:
     epochs: float
     trained_tokens: int
     tokens_per_second: float
+    steady: bool = False  # the median step's speed after the first (else the whole run's, warm-up included)
 
     @property
     def tokens_per_row(self) -> float:
@@ -345,6 +346,10 @@ def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
+LONG_TRAINING_S = 2 * 3600  # beyond this, the advice names the training rows that take about HOUR_S
+HOUR_S = 3600
+
+
 def _time(setting: Setting, pick: EvalResult, tuned: EvalResult | None, speed: TrainingSpeed | None,
           curve: LearningCurve | None, figures: dict[str, Any]) -> Section:
     text = []
@@ -354,10 +359,17 @@ def _time(setting: Setting, pick: EvalResult, tuned: EvalResult | None, speed: T
         train_s = speed.seconds_for(fit, setting.epochs)
         timing.update(train_seconds=train_s, tokens_per_second=speed.tokens_per_second,
                       tokens_per_row=speed.tokens_per_row)
+        how = ("its median step after the first, which warms up" if speed.steady else "the whole run, warm-up included")
         text.append(f"Fine-tune on all {setting.train_rows} training rows ({fit:.0f} trained on, the rest validating), "
                     f"{setting.epochs:g} epoch{'s' if setting.epochs != 1 else ''}: about {duration(train_s)} "
                     f"({speed.tokens_per_row:.0f} tokens a row at {speed.tokens_per_second:.1f} tokens/s, as the "
-                    f"{speed.rows}-row curve run trained here; validation during training comes on top).")
+                    f"{speed.rows}-row curve run trained here, {how}; validation during training comes on top).")
+        if train_s > LONG_TRAINING_S:
+            rows = int(speed.tokens_per_second * HOUR_S / (speed.tokens_per_row * setting.epochs) / setting.fit_share)
+            timing.update(rows_in_an_hour=rows)
+            text.append(f"That is long for this machine: `train.max_train_examples: {rows}` (with the data's "
+                        f"classes kept in proportion) trains in about an hour; the learning curve above says what "
+                        f"fewer rows cost in {setting.main.replace('_', '-')}.")
     if tuned is not None:
         per_row = tuned.metrics.get("latency_mean_s", 0.0)
         timing.update(eval_seconds_per_row=per_row, eval_seconds=per_row * setting.held_out_rows)

@@ -33,6 +33,7 @@ class TrainOutcome:
         out = {"steps": s.step, "epochs": round(s.step / self.result.steps_per_epoch, 3),
                "trained_tokens": s.trained_tokens, "loss_tokens": s.loss_tokens,
                "seconds": round(s.seconds, 1), "tokens_per_second": round(self.result.tokens_per_second, 1),
+               "steady_tokens_per_second": round(self.result.steady_tokens_per_second, 1),
                "validation_rows": self.validation_rows, "best_step": s.best_step,
                "stopped_early": s.stopped_early, "resumed_from_step": s.resumed_from}
         if s.validations:

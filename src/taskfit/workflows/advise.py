@@ -118,7 +118,9 @@ def learning_curve(ws: Workspace, rows: Workspace, sizes: list[int]) -> tuple[li
     speed = TrainingSpeed(rows=sizes[-1], fit_rows=sizes[-1] - int(training.get("validation_rows", 0)),
                           epochs=float(training.get("epochs") or c.train.epochs),
                           trained_tokens=int(training.get("trained_tokens", 0)),
-                          tokens_per_second=float(training["tokens_per_second"]))
+                          tokens_per_second=float(training.get("steady_tokens_per_second")
+                                                  or training["tokens_per_second"]),
+                          steady="steady_tokens_per_second" in training)
     return points, runs, speed
 
 

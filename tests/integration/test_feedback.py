@@ -128,7 +128,8 @@ def test_feedback_confirms_or_corrects_a_reply_that_fell_back(fitted, loopback, 
     fell_back = ask("Is the office open on Sunday?")
     assert fell_back.choices[0].message.content == "out_of_scope" and fell_back.choices[0].taskfit["fallback"]
     own = fell_back.choices[0].taskfit["label"]
-    confirmed = httpx.post(f"{url}/feedback", json={"id": fell_back.id, "label": "out_of_scope", "reviewer": "desk"})
+    confirmed = httpx.post(f"{url}/feedback", json={"id": fell_back.id, "label": "out_of_scope", "reviewer": "desk",
+                                                    "comment": "asked jane.doe@example.com, who confirmed"})
     assert confirmed.status_code == 201, confirmed.text
     assert confirmed.json()["verdict"] == "correct" and confirmed.json()["correction"] == "out_of_scope"
     other = ask("I was charged twice for my subscription")
@@ -136,5 +137,7 @@ def test_feedback_confirms_or_corrects_a_reply_that_fell_back(fitted, loopback, 
     assert corrected.status_code == 201 and corrected.json()["verdict"] == "wrong"  # the customer got out_of_scope
     store = sqlite3.connect(store_path(tmp_path / "requests.sqlite"))
     assert {r[0] for r in store.execute("SELECT served FROM corrections")} == {"out_of_scope"}
+    (comment,) = [r[0] for r in store.execute("SELECT comment FROM corrections WHERE comment IS NOT NULL")]
+    assert "jane.doe@example.com" not in comment and "who confirmed" in comment  # redacted, as the log is
     refused = httpx.post(f"{url}/feedback", json={"id": other.id, "label": "urgent-ish", "reviewer": "desk"})
     assert refused.status_code == 400 and "out_of_scope" in refused.json()["error"]["message"]

@@ -133,7 +133,14 @@ def test_the_command_prints_the_counts_and_refuses_without_reviews(project):
     assert cli.exit_code == 0, cli.output
     assert "1 reviewed requests = 0 added (0 training, 0 recent held-out) + 1 quarantined" in cli.output
     assert "(each a copy of one of the project's rows or of another reviewed request)" in " ".join(cli.output.split())
-    assert "'nope' is not in task.labels" in cli.output
+    assert "'nope' is not in task.labels" in cli.output and "more quarantined" not in cli.output
+    # more than the ten it lists: the rest are counted, and where they are said (a walkthrough: 10 of 23 shown)
+    _review(project, [(f"chatcmpl-q{i}", f"Parcel {i} never arrived, tracking stuck at depot {i}", labels[0], "wrong",
+                       f"nope{i}") for i in range(12)])
+    cli = CliRunner().invoke(app, ["data", "from-log", str(project)])
+    said = " ".join(cli.output.split())
+    assert cli.exit_code == 0 and said.count("quarantined review:") == 10, said
+    assert "and 3 more quarantined:" in said and "quarantine.jsonl holds every one" in said
 
 
 def test_a_correction_that_contradicts_a_project_row_is_a_conflict_not_a_duplicate(project):

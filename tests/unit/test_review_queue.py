@@ -289,9 +289,12 @@ def test_a_reply_that_fell_back_is_reviewed_as_the_fallback_the_customer_got(ser
     page = result.paths["html"].read_text()
     assert "the model&#x27;s own label was billing" in page or "the model's own label was billing" in page
     assert _queued(served)["fell-back"].served == "needs_human"
-    filled = _fill(result.paths["csv"], [dict(row, verdict="correct")], tmp_path / "filled.csv")
+    filled = _fill(result.paths["csv"], [dict(row, verdict="correct", comment="mailed jane.doe@example.com")],
+                   tmp_path / "filled.csv")
     cli = CliRunner().invoke(app, ["review", "import", str(served), str(filled), "--reviewer", "ana"])
     assert cli.exit_code == 0, cli.output
     db = sqlite3.connect(store_path(served / "requests.sqlite"))
     assert db.execute("SELECT verdict, correction, served FROM corrections WHERE request_id = 'fell-back'").fetchone() \
         == ("correct", "needs_human", "needs_human")
+    (comment,) = db.execute("SELECT comment FROM corrections WHERE request_id = 'fell-back'").fetchone()
+    assert comment.startswith("mailed ") and "jane.doe" not in comment  # redacted as the request log is

@@ -218,8 +218,13 @@ def data_from_log(project: Path = typer.Argument(Path("."), help="Project direct
 
     result = from_log_project(project, log=log, model=model)
     out.print(result.sentence(), highlight=False, soft_wrap=True)
-    for q in result.card.quarantine.get("first", [])[:10]:
+    shown = result.card.quarantine.get("first", [])[:10]
+    for q in shown:
         out.print(f"  quarantined {q['source']}: {q['reason']}", highlight=False, soft_wrap=True)
+    if result.quarantined > len(shown):
+        out.print(f"  and {result.quarantined - len(shown)} more quarantined: "
+                  f"{result.snapshot.root / 'quarantine.jsonl'} holds every one with its reason",
+                  highlight=False, soft_wrap=True)
     if result.conflicts:
         err.print(f"[yellow]warning:[/yellow] {result.conflicts} corrections contradict a near-identical row of "
                   "the project's data (data_card.md lists them): decide which is right", highlight=False)

@@ -187,6 +187,14 @@ def fallback_note(r: Any) -> str:
     return f"the fallback: the model's own label was {r.answer}{confidence}, under the confidence threshold"
 
 
+def redact_comment(comment: str | None, privacy: Any) -> str | None:
+    """A reviewer's free comment as the review store keeps it: redacted as the request log is
+    (``data.privacy``), since a reviewer may copy a customer's e-mail or phone number into it."""
+    from taskfit.data import pii
+
+    return pii.redact(comment, privacy=privacy) if comment and comment.strip() else comment
+
+
 def export_queue(out_dir: Path, picks: Sequence[Pick], task: Any) -> dict[str, Path]:
     """Write ``review.html`` and ``review.csv`` for the picks (shuffled: the order says nothing of
     why a request was picked). The correction starts empty for a label, and as the served answer
@@ -327,7 +335,8 @@ def import_queue(project: Path, verdicts: Path, reviewer: str | None = None, log
                         check(Example(id=rid, input=q.input or "", target=given, context=q.context))
                 corrections.append(correction_of(rid, q.model, q.served, q.input, q.context, q.requested,
                                                  (row.get("reviewer") or "").strip() or reviewer, verdict,
-                                                 given, f"queue {q.batch}", row.get("comment")))
+                                                 given, f"queue {q.batch}", redact_comment(row.get("comment"),
+                                                                                          config.data.privacy)))
             except ValueError as exc:
                 hint = ("type your name in the page's name box, or pass --reviewer NAME"
                         if "no reviewer" in str(exc) else None)

@@ -745,9 +745,14 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                     correction = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
                 if not logged.answered or logged.served is None:
                     raise ValueError("the request was not answered: there is nothing to correct")
+                comment = body.comment
+                if comment and request_log.redact:  # kept as the request log keeps text: redacted
+                    from taskfit.data import pii
+
+                    comment = pii.redact(comment, privacy=request_log.privacy_of(logged.model))
                 record_ = correction_of(logged.id, logged.model, logged.served, logged.text, logged.context,
                                         logged.created, body.reviewer or key_name, None, correction, "feedback",
-                                        body.comment)
+                                        comment)
             except ValueError as exc:
                 param = "reviewer" if str(exc).startswith("no reviewer") else ("label" if body.label else "answer")
                 how = (": send \"reviewer\" in the body, or call with an API key (serve.yaml keys), whose name is "

@@ -252,3 +252,20 @@ def test_a_numeric_reason_names_what_its_reference_was_measured_on():
     oov = compare_numeric("out-of-vocabulary share", [0.0] * 50, [0.5] * 50, SPEC, against="the held-out rows")
     assert lengths.drift and "mean 10 in training, 40 here" in lengths.reason()
     assert oov.drift and "mean 0 in the held-out rows, 0.5 here" in oov.reason()
+
+
+def test_short_windows_are_told_apart_by_their_seconds_and_lengths_read_as_people_say_them():
+    """A walkthrough with one-minute windows: every window label ended in the same minute, and the
+    page said "windows of 0.0166667 h"."""
+    import dataclasses
+
+    from taskfit.monitoring.monitor import Window, span_text
+
+    assert [span_text(s) for s in (30, 60, 900, 3600, 5400, 86400, 7 * 86400)] == \
+        ["30 s", "1 min", "15 min", "1 h", "90 min", "1 day", "7 days"]
+    fields = {f.name: None for f in dataclasses.fields(Window) if f.name not in ("start", "end")}
+    minute = Window(start=1_700_000_000.0, end=1_700_000_060.0, **fields)
+    start, end = minute.label.split(" to ")
+    assert start != end and start.count(":") == end.count(":") == 3  # hh:mm:ss, then the offset's hh:mm
+    day = Window(start=1_700_000_000.0, end=1_700_086_400.0, **fields)
+    assert day.label.split(" to ")[0].count(":") == 2  # hh:mm and the offset's hh:mm

@@ -89,8 +89,18 @@ def oov_share(text: str, vocabulary: set[str]) -> float:
     return sum(w not in vocabulary for w in found) / len(found) if found else 0.0
 
 
-def stamp(ts: float) -> str:
-    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="minutes")
+def stamp(ts: float, seconds: bool = False) -> str:
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds" if seconds else "minutes")
+
+
+def span_text(seconds: float) -> str:
+    """A window's length as a person says it: "30 s", "1 min", "6 h", "1 day", "7 days"."""
+    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0 or seconds >= size * 10:
+            n = seconds / size
+            text = f"{n:g}" if n == int(n) else f"{n:.1f}"
+            return f"{text} {unit}{'s' if unit == 'day' and n != 1 else ''}"
+    return f"{seconds:g} s"
 
 
 @dataclass(frozen=True)
@@ -147,7 +157,8 @@ class Window:
 
     @property
     def label(self) -> str:
-        return f"{stamp(self.start)} to {stamp(self.end)}"
+        short = self.end - self.start < 3600  # minutes alone would give windows of a minute one label
+        return f"{stamp(self.start, short)} to {stamp(self.end, short)}"
 
     @property
     def error_rate(self) -> float:

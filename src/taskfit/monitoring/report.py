@@ -204,7 +204,7 @@ def _windows_table(windows: Sequence[Any], min_rows: int) -> str:
 def write_monitor_report(result: Any, out_dir: Path) -> Any:
     """Write ``monitor.json`` and ``monitor.html`` (figures in ``plots/``, inlined) and return the
     result with their paths."""
-    from taskfit.monitoring.monitor import stamp
+    from taskfit.monitoring.monitor import span_text, stamp
 
     out_dir.mkdir(parents=True, exist_ok=True)
     plots_dir = out_dir / "plots"
@@ -238,7 +238,7 @@ def write_monitor_report(result: Any, out_dir: Path) -> Any:
 <style>{MONITOR_STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>Project {html.escape(str(result.project))} ({html.escape(result.kind)}); log {html.escape(str(result.log))};
-{html.escape(period)}, in windows of {result.window_s / 3600:g} h. Reference: {result.reference_rows} training
+{html.escape(period)}, in windows of {span_text(result.window_s)}. Reference: {result.reference_rows} training
 rows ({result.held_out_rows} held-out rows for the vocabulary).</p>
 <div id="alerts">{head}</div>
 <h2>Latest judged window: {html.escape(shown.label)}</h2>

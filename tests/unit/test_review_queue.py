@@ -298,3 +298,28 @@ def test_a_reply_that_fell_back_is_reviewed_as_the_fallback_the_customer_got(ser
         == ("correct", "needs_human", "needs_human")
     (comment,) = db.execute("SELECT comment FROM corrections WHERE request_id = 'fell-back'").fetchone()
     assert comment.startswith("mailed ") and "jane.doe" not in comment  # redacted as the request log is
+
+
+def test_a_request_left_unsure_is_offered_first_in_the_next_queue(served, tmp_path):
+    """The page says "Mark it unsure to leave it for someone else", but such a request stayed queued
+    and unreviewed, and no later queue offered it again."""
+    first = queue_project(served, n=10)
+    rows = list(csv.DictReader(first.paths["csv"].open(encoding="utf-8-sig")))
+    rows[0].update(verdict="unsure")
+    rows[1].update(verdict="correct", correction="")
+    filled = _fill(first.paths["csv"], rows[:2], tmp_path / "filled.csv")
+    cli = CliRunner().invoke(app, ["review", "import", str(served), str(filled), "--reviewer", "ana"])
+    assert cli.exit_code == 0, cli.output
+    assert _queued(served)[rows[0]["request_id"]].unsure is not None
+    second = queue_project(served, n=5)
+    assert rows[0]["request_id"] in {p.request.id for p in second.picks}
+    again = _queued(served)[rows[0]["request_id"]]
+    assert again.batch == second.batch and again.unsure is None  # in the new batch, no longer pending
+    assert rows[1]["request_id"] not in {p.request.id for p in second.picks}  # reviewed: never again
+    assert len(second.picks) == 5 and len(_queued(served)) == 10 + 4
+    # only unsure rows in a sheet: recorded, not an error
+    third_rows = list(csv.DictReader(second.paths["csv"].open(encoding="utf-8-sig")))
+    only = _fill(second.paths["csv"], [dict(third_rows[0], verdict="unsure")], tmp_path / "only.csv")
+    cli = CliRunner().invoke(app, ["review", "import", str(served), str(only), "--reviewer", "bo"])
+    assert cli.exit_code == 0, cli.output
+    assert _queued(served)[third_rows[0]["request_id"]].unsure is not None

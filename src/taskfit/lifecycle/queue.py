@@ -32,6 +32,7 @@ from taskfit.monitoring.requests import LoggedRequest
 COLUMNS = ["item", "request_id", "input", "answer", "note", "verdict", "correction", "reviewer", "comment"]
 VERDICT_CHOICES = ("correct", "wrong", "unsure")
 RANDOM = "random sample"
+UNSURE = "left unsure before"
 # Reasons for a targeted pick, most urgent first.
 REASONS = ("shadow disagreement", "invalid output", "refusal", "fallback", "low confidence", "spread")
 
@@ -268,17 +269,27 @@ def queue_project(project: Path, n: int | None = None, since: str | None = None,
         taken = {q.batch for q in queued.values()}
         batch = next(name for name in [stamp] + [f"{stamp}-{k}" for k in range(2, len(taken) + 3)]
                      if name not in taken)  # a second queue within the second gets its own name
-        picks, again, repeats = pick(requests, config.task, n, spec.random_share, spec.clusters, spec.seed, queued)
+        # Requests a reviewer left unsure come first, in a new batch: the page promises someone else sees them.
+        by_id = {r.id: r for r in requests if r.answered}
+        unsure = sorted((q for q in queued.values() if q.unsure and q.model == model and q.request_id in by_id),
+                        key=lambda q: q.unsure)[:n]
+        left = [Pick(by_id[q.request_id], UNSURE, q.random) for q in unsure]
+        picks, again, repeats = (pick(requests, config.task, n - len(left), spec.random_share, spec.clusters,
+                                      spec.seed, queued) if n > len(left) else ([], [], 0))
+        fresh = list(picks)
+        picks = left + picks
         if not picks:
             repeated = f" ({repeats} repeat the input and answer of a queued one)" if repeats else ""
             raise DataError(f"{log}: every answered request to {model!r} has been queued already{repeated}",
                             hint="wait for new traffic, or widen --since")
         random.Random(spec.seed).shuffle(picks)
         paths = export_queue(out_dir or project_dir / "review" / f"queue-{batch}", picks, config.task)
-        store.enqueue(Queued(request_id=p.request.id, model=model, batch=batch, item=f"Q{k:03d}", queued=now,
-                             reason=describe(p), random=p.random, input=p.request.text, context=p.request.context,
-                             served=p.request.served, requested=p.request.created)
-                      for k, p in enumerate(picks, 1))
+        items = {id(p): Queued(request_id=p.request.id, model=model, batch=batch, item=f"Q{k:03d}", queued=now,
+                               reason=describe(p), random=p.random, input=p.request.text, context=p.request.context,
+                               served=p.request.served, requested=p.request.created)
+                 for k, p in enumerate(picks, 1)}
+        store.enqueue(items[id(p)] for p in fresh)
+        store.requeue(items[id(p)] for p in left)
         store.mark_random(again)
         quality = store.random_sample(model)
     return QueueResult(batch=batch, picks=picks, random_again=len(again), repeats=repeats,
@@ -313,7 +324,7 @@ def import_queue(project: Path, verdicts: Path, reviewer: str | None = None, log
     spelling, check = answer_spelling(kind, config.task), kind.answer_check(config.task)
     with ReviewStore(store_path(log)) as store:
         queued = store.queued()
-        corrections, skipped = [], 0
+        corrections, skipped, unsure = [], 0, []
         for line, row in read_sheet(verdicts, {"request_id", "verdict", "correction"},
                                     "import the CSV that the queue's review.html downloads, or its review.csv "
                                     "filled in"):
@@ -326,6 +337,8 @@ def import_queue(project: Path, verdicts: Path, reviewer: str | None = None, log
             verdict = (row.get("verdict") or "").strip().lower()
             if verdict in ("", "unsure"):
                 skipped += 1
+                if verdict == "unsure":
+                    unsure.append(rid)
                 continue
             given = row.get("correction")
             try:
@@ -341,9 +354,11 @@ def import_queue(project: Path, verdicts: Path, reviewer: str | None = None, log
                 hint = ("type your name in the page's name box, or pass --reviewer NAME"
                         if "no reviewer" in str(exc) else None)
                 raise DataError(f"{verdicts}:{line}: {exc}", hint=hint) from None
-        if not corrections:
-            raise DataError(f"{verdicts}: no row has a verdict yet (column 'verdict' is empty or unsure everywhere)")
-        store.add(corrections)
+        if not corrections and not unsure:
+            raise DataError(f"{verdicts}: no row has a verdict yet (column 'verdict' is empty everywhere)")
+        store.mark_unsure(unsure, time.time())  # offered first by the next queue, to someone else
+        if corrections:
+            store.add(corrections)
         quality = store.random_sample(model)
     labels = set(config.task.labels or [])
     unknown = Counter(c.correction for c in corrections if labels and c.correction not in labels)

@@ -60,11 +60,13 @@ MIGRATIONS = [
     );
     CREATE INDEX corrections_request ON corrections(request_id, id);
     """,
+    # 2: when a reviewer left a queued request unsure (the next queue offers it again, first)
+    "ALTER TABLE queued ADD COLUMN unsure REAL",
 ]
 
 
 _QUEUED = ("request_id", "model", "batch", "item", "queued", "reason", "random", "input", "context", "served",
-           "requested")
+           "requested", "unsure")
 
 
 def store_path(log: Path) -> Path:
@@ -87,6 +89,7 @@ class Queued:
     context: str | None = None
     served: str | None = None
     requested: float | None = None
+    unsure: float | None = None  # when a reviewer marked it unsure (None: not, or queued again since)
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,17 @@ class ReviewStore:
             self.db.executemany(f"INSERT INTO queued ({', '.join(_QUEUED)}) VALUES ({', '.join('?' * len(_QUEUED))})",
                                 [tuple(int(getattr(q, c)) if c == "random" else getattr(q, c) for c in _QUEUED)
                                  for q in items])
+
+    def mark_unsure(self, request_ids: Iterable[str], when: float) -> None:
+        """Record that a reviewer left these queued requests unsure: the next queue offers them first."""
+        with self._transaction():
+            self.db.executemany("UPDATE queued SET unsure = ? WHERE request_id = ?", [(when, r) for r in request_ids])
+
+    def requeue(self, items: Iterable[Queued]) -> None:
+        """Put requests left unsure into a new batch (their reason and random-sample mark kept)."""
+        with self._transaction():
+            self.db.executemany("UPDATE queued SET batch = ?, item = ?, queued = ?, unsure = NULL WHERE request_id = ?",
+                                [(q.batch, q.item, q.queued, q.request_id) for q in items])
 
     def mark_random(self, request_ids: Iterable[str]) -> None:
         """Count already-queued requests that the random sample drew again into that sample (their

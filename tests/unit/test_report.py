@@ -44,3 +44,42 @@ def test_the_scores_plot_is_drawn_when_an_interval_misses_its_estimate(tmp_path)
     off = replace(result, metrics={**result.metrics, "macro_f1_ci_high": result.metrics["macro_f1"] - 0.001})
     path = plot_scores([result, off], tmp_path / "scores.png", ["accuracy", "macro_f1"])
     assert path.exists() and path.stat().st_size > 1000
+
+
+def test_a_report_of_many_classes_says_which_it_plots_how_many_buckets_it_leaves_out_and_counts_whole_rows(
+        tmp_path, monkeypatch):
+    """113 intents of a few held-out rows each: the per-class plot showed 30 of them unsaid (the
+    30 with the most rows, which were nearly all alike), the error table 12 buckets of 120 with
+    no word of the rest, and the confusions plot ticks of 0.25 of a row."""
+    from taskfit.evaluation import report
+
+    labels = [f"intent{i:03d}" for i in range(113)]
+    task = TaskSpec(kind="classify", success="s", system_prompt="p", labels=labels)
+    rng = random.Random(0)
+    examples = [Example(id=f"{lab}-{k}", input=f"row {lab} {k}", target=lab)
+                for lab in labels for k in range(rng.randint(1, 4))]
+    predictions = {name: [Prediction(example_id=ex.id, output=ex.target if rng.random() < acc else rng.choice(labels),
+                                     valid=True, latency_s=0.01, prompt_tokens=5, completion_tokens=1)
+                          for ex in examples]
+                   for name, acc in (("prompt-only", 0.4), ("fine-tuned", 0.8))}
+    results = [score(task, EvalSpec(), name, examples, preds) for name, preds in predictions.items()]
+    card = build_scorecard(results, {})
+    axes = []
+    finish = report._finish
+    monkeypatch.setattr(report, "_finish", lambda fig, ax, path, *a, **k: (axes.append(ax), finish(fig, ax, path, *a, **k))[1])
+    page = write_scorecard_report(tmp_path, "taskfit: intents", card, predictions).read_text()
+
+    caption = "per-class F1: the 30 of 113 classes with the lowest F1 over the candidates"
+    assert f"<figcaption>{caption}</figcaption>" in page
+    shown, _ = report.shown_classes(results)
+    mean = {lab: sum(r.per_class[lab]["f1"] for r in results) / 2 for lab in labels}
+    assert max(mean[lab] for lab in shown) <= min(mean[lab] for lab in labels if lab not in shown)
+    # the error table: 12 buckets shown of each candidate's, and a line counting the rest
+    for r in results:
+        left = list(r.error_counts.values())[12:]
+        assert len(left) > 0
+        assert (f"<td>… {len(left)} more buckets, not shown</td><td>{sum(left)}</td>") in page
+    # the confusions plot (113 labels: the commonest pairs as bars) counts rows in whole numbers
+    [pairs] = [ax for ax in axes if ax.get_xlabel().startswith("misclassified rows")]
+    ticks = [t for t in pairs.get_xticks() if pairs.get_xlim()[0] <= t <= pairs.get_xlim()[1]]
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)

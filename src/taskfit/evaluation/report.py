@@ -157,9 +157,26 @@ def _grouped_bars(results: Sequence[EvalResult], keys: Sequence[str], figure: st
     return _finish(fig, ax, path, grid_axis=None)
 
 
+def shown_classes(results: Sequence[EvalResult], most: int = 30) -> tuple[list[str], str]:
+    """The classes the per-class plot shows, and a caption that says which: every class the
+    held-out rows have or a candidate predicts, or with more than ``most`` of them the ``most``
+    with the lowest F1 averaged over the candidates (the weak ones; ties: the most held-out rows
+    first). Picking by support alone said nothing where nearly every class has a few rows."""
+    seen = {lab for r in results for lab, row, column in zip(r.labels, r.confusion, zip(*r.confusion))
+            if sum(row) or sum(column)}
+    present = [lab for lab in results[0].labels if lab in seen]
+    if len(present) <= most:
+        return present, f"per-class F1 (all {len(present)} classes)"
+    figure = {lab: [r.per_class.get(lab, {}) for r in results] for lab in present}
+    shown = sorted(present, key=lambda lab: (sum(f.get("f1", 0.0) for f in figure[lab]) / len(results),
+                                             -max(f.get("support", 0) for f in figure[lab])))[:most]
+    over = " over the candidates" if len(results) > 1 else ""
+    return shown, f"per-class F1: the {most} of {len(present)} classes with the lowest F1{over}"
+
+
 def plot_per_class(results: Sequence[EvalResult], path: Path, most: int = 30) -> Path:
-    """Per-class F1 per candidate; with many classes, the ``most`` with the most support."""
-    labels = sorted(results[0].labels, key=lambda lab: -results[0].per_class[lab]["support"])[:most]
+    """Per-class F1 per candidate, for the classes :func:`shown_classes` picks."""
+    labels, _ = shown_classes(results, most)
     return _grouped_bars(results, labels, "f1", "F1", path)
 
 
@@ -193,11 +210,14 @@ def plot_confusion(result: EvalResult, path: Path) -> Path:
 
 def _plot_confusion_pairs(result: EvalResult, path: Path, most: int = 15) -> Path:
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
     pairs = sorted(((result.confusion[i][j], f"{result.labels[i]} -> {result.labels[j]}")
                     for i in range(len(result.labels)) for j in range(len(result.labels))
                     if i != j and result.confusion[i][j]), reverse=True)[:most]
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(pairs) + 1.5))
     ax.barh([p for _, p in pairs][::-1], [c for c, _ in pairs][::-1], color="#d62728")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rows are counted: no 0.25 of one
     ax.set_xlabel("misclassified rows (true -> predicted)")
     ax.set_title(f"most frequent confusions: {result.candidate}")
     return _finish(fig, ax, path, grid_axis=None)
@@ -226,19 +246,23 @@ figure { display: inline-block; margin: .5em; } img { max-width: 100%; } details
 """
 
 
-def error_section(results: Sequence[EvalResult]) -> str:
-    """Error buckets per candidate: counts, and a few example misses in each."""
+def error_section(results: Sequence[EvalResult], most: int = 12) -> str:
+    """Error buckets per candidate: counts, and a few example misses in each; the ``most``
+    largest buckets, and a line for those left out."""
     parts = []
     for r in results:
         if not r.error_counts:
             continue
         rows = []
-        for bucket, count in list(r.error_counts.items())[:12]:
+        for bucket, count in list(r.error_counts.items())[:most]:
             examples = r.errors.get(bucket, [])
             shown = " | ".join(f"{e.get('input', '')[:80]!r} expected {e.get('expected', '')[:60]!r}, "
                                f"got {e.get('got', '')[:60]!r}" + (f" ({e['detail']})" if e.get("detail") else "")
                                for e in examples[:2])
             rows.append([bucket, str(count), shown])
+        left = list(r.error_counts.values())[most:]
+        if left:
+            rows.append([f"… {len(left)} more buckets, not shown", str(sum(left)), ""])
         parts.append(f"<details><summary><b>{html.escape(r.candidate)}</b>: "
                      f"{sum(r.error_counts.values())} misses in {len(r.error_counts)} buckets</summary>"
                      + _table(["bucket", "count", "examples"], rows, "errors") + "</details>")
@@ -334,7 +358,7 @@ def write_scorecard_report(root: Path, title: str, card: Any, predictions: dict[
         plots["evaluation time per example (batched rows share their batch's time)"] = plot_latency(latencies, plots_dir / "latency.png")
     labelled = [r for r in results if r.confusion]  # answers from a fixed set of labels
     if labelled:
-        plots["per-class F1"] = plot_per_class(labelled, plots_dir / "per_class_f1.png")
+        plots[shown_classes(labelled)[1]] = plot_per_class(labelled, plots_dir / "per_class_f1.png")
         best = max(labelled, key=lambda r: r.metrics[card.main])
         plots[f"confusions ({best.candidate})"] = plot_confusion(best, plots_dir / "confusion.png")
     curves = {r.candidate: r.curves["coverage"] for r in results if r.curves.get("coverage")}

@@ -7,6 +7,7 @@ stderr and the error's exit code: never a traceback.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 from pathlib import Path
@@ -412,6 +413,10 @@ def review_export(project: Path = typer.Argument(Path("."), help="Project direct
     from taskfit.workflows import review_export_project
 
     paths = review_export_project(project, a, b, n, out_dir)
+    key = json.loads(paths["key"].read_text(encoding="utf-8"))
+    out.print(f"{len(key['items'])} items, drawn from the {key['rows'] - key['agreed']} held-out rows {a} and {b} "
+              f"answered differently ({key['agreed']} of {key['rows']} answered alike are left out: they can "
+              "only tie)", highlight=False, soft_wrap=True)
     out.print(f"review page: {paths['html']}\nspreadsheet: {paths['csv']}\nkey (keep it, do not send it): "
               f"{paths['key']}\nthen: taskfit review import {project} VERDICTS.csv", highlight=False)
 
@@ -466,7 +471,7 @@ def review_import(project: Path = typer.Argument(..., help="Project directory or
         return
     from taskfit.workflows import review_import_project
 
-    out.print(review_import_project(project, verdicts, key).sentence(), highlight=False)
+    out.print(review_import_project(project, verdicts, key).sentence(), highlight=False, soft_wrap=True)
 
 
 @review_app.command("queue")

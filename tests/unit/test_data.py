@@ -40,6 +40,8 @@ def _reason(result, line: int) -> str:
     ("{not json", "invalid JSON: Expecting property name enclosed in double quotes at column 2"),
     # a row cut short fails where its line ends, not at "column 1" of the line after
     ('{"messages": [{"role": "user", "content": "x"}', "invalid JSON: Expecting ',' delimiter at the end of the line"),
+    # json's message that ends in "at" is completed by the position, not followed by another "at"
+    ('{"messages": [{"role": "user", "content": "Book a table', "invalid JSON: Invalid control character at the end of the line"),
     (json.dumps({"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "billing"}]}),
      "messages[0].role: got 'robot'"),
     (json.dumps({"messages": [{"content": "x"}, {"role": "assistant", "content": "billing"}]}),
@@ -121,12 +123,16 @@ def test_extract_answers_are_validated_against_the_schema(tmp_path):
     rows = [json.dumps({"prompt": "order 12 for $5", "completion": '{"order_id": "12", "amount": 5}'}),
             json.dumps({"prompt": "order 13", "completion": '{"amount": "five"}'}),
             json.dumps({"prompt": "order 14", "completion": "order 14"}),
-            json.dumps({"prompt": "order 15", "completion": '{"order_id": "15", "colour": "red"}'})]
+            json.dumps({"prompt": "order 15", "completion": '{"order_id": "15", "colour": "red"}'}),
+            json.dumps({"prompt": "order 16", "completion": '{"amount": 5, "order_id": "16}'})]
     _, result = _scan(tmp_path, rows, task)
     assert result.kept == 1
     assert "does not match task.schema" in _reason(result, 2)
     assert "not valid JSON" in _reason(result, 3)
     assert "colour" in _reason(result, 4)
+    # json's whole message: where in the answer it stopped reading
+    assert ("answer: not valid JSON (Unterminated string starting at: line 1 column 27 (char 26)); extract "
+            "answers must be JSON") in _reason(result, 5)
 
 
 def test_every_import_shape(tmp_path, classify_task):

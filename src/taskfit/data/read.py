@@ -79,8 +79,10 @@ def _jsonl(path: Path, max_line_bytes: int, lines: set[int] | None = None) -> It
                 # the position within this line (the line's own newline is not part of the row):
                 # a row cut short fails where the line ends
                 line = text.rstrip("\r\n")
-                at = "at the end of the line" if exc.pos >= len(line) else f"at column {exc.pos + 1}"
-                yield RawRow(where, line_no, raw=text, error=f"invalid JSON: {exc.msg} {at}")
+                # json's message ends in "at" where the position completes it ("Unterminated string starting at")
+                at = "the end of the line" if exc.pos >= len(line) else f"column {exc.pos + 1}"
+                joint = " " if exc.msg.endswith(" at") else " at "
+                yield RawRow(where, line_no, raw=text, error=f"invalid JSON: {exc.msg}{joint}{at}")
                 continue
             half = lone_surrogate(obj, text)
             if half is not None:

@@ -401,7 +401,10 @@ class ExtractTask(TaskDefaults):
             try:  # Python reads NaN and Infinity, which JSON has not (a model could not be held to them)
                 value = json.loads(ex.target, parse_constant=_no_constant)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"answer: not valid JSON ({exc.msg}); extract answers must be JSON") from None
+                # json's whole message, where in the answer it fails ("...: line 1 column 12 (char 11)"),
+                # but for a NaN or Infinity (_no_constant), whose message names it
+                said = exc if exc.doc == ex.target else exc.msg
+                raise ValueError(f"answer: not valid JSON ({said}); extract answers must be JSON") from None
             errors = sorted(validator.iter_errors(value), key=lambda e: list(e.path))
             if errors:
                 first = errors[0]

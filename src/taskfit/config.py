@@ -74,6 +74,11 @@ class TaskSpec(_Spec):
     labels: list[str] | None = Field(None, description="classify: the fixed taxonomy.")
     schema_: dict[str, Any] | None = Field(
         None, alias="schema", description="extract: the JSON schema every answer must satisfy.")
+    json_style: Literal["spaced", "compact"] = Field(
+        "spaced", description="extract: how an answer's JSON is written, in the training targets and in "
+        "what constrained decoding allows: spaced ({\"a\": 1, \"b\": null}, json.dumps's default) or compact "
+        "({\"a\":1,\"b\":null}: no space after ',' or ':', fewer tokens an answer). `init --from` proposes "
+        "the form the data's answers are written in.")
     refusal: str = Field(
         "not enough evidence in the provided documents",
         description="qa: the answer when the context does not hold one.")

@@ -28,22 +28,24 @@ def _ll_tokenizer(tokenizer: Any) -> Any:
     return llguidance.hf.from_tokenizer(tokenizer)  # ~0.5 s, so once per tokenizer
 
 
-# The separators ``json.dumps`` writes by default: training targets are written with them (see
+# The separators an answer's JSON is written with (task.json_style): ``json.dumps``'s defaults
+# (spaced), or none around them (compact). Training targets are written with the task's (see
 # :func:`json_answer`), so the grammar that holds an answer to the schema allows exactly them.
-ITEM_SEPARATOR, KEY_SEPARATOR = ", ", ": "
+SEPARATORS = {"spaced": (", ", ": "), "compact": (",", ":")}
 
 
-def json_schema_grammar(schema: dict[str, Any]) -> str:
+def json_schema_grammar(schema: dict[str, Any], style: str = "spaced") -> str:
     """The llguidance grammar of JSON that satisfies ``schema``, written as :func:`json_answer`
-    writes it: object keys in the order the schema lists them (llguidance emits properties in
-    that order; keys the schema does not name come after), ``", "`` between items and ``": "``
-    after keys, and no other whitespace (a small model otherwise pads with newlines until the
-    token budget runs out). A schema's own ``x-guidance`` options still override these."""
+    writes it in the same ``style`` (task.json_style): object keys in the order the schema lists
+    them (llguidance emits properties in that order; keys the schema does not name come after),
+    the style's separators between items and after keys (``", "`` and ``": "`` spaced, ``","`` and
+    ``":"`` compact), and no other whitespace (a small model otherwise pads with newlines until
+    the token budget runs out). A schema's own ``x-guidance`` options still override these."""
     import llguidance
 
+    item, key = SEPARATORS[style]
     return llguidance.LLMatcher.grammar_from_json_schema(
-        json.dumps(schema), defaults={"whitespace_flexible": False, "item_separator": ITEM_SEPARATOR,
-                                      "key_separator": KEY_SEPARATOR})
+        json.dumps(schema), defaults={"whitespace_flexible": False, "item_separator": item, "key_separator": key})
 
 
 def _schema_order(schema: Any, value: Any) -> Any:
@@ -56,12 +58,12 @@ def _schema_order(schema: Any, value: Any) -> Any:
     return value
 
 
-def json_answer(schema: dict[str, Any] | None, value: Any) -> str:
+def json_answer(schema: dict[str, Any] | None, value: Any, style: str = "spaced") -> str:
     """``value`` as the text of an answer held to ``schema``: keys in the schema's order (nested
-    objects and array items too), ``json.dumps``'s default separators, non-ASCII kept. Training
-    targets of ``extract`` are written this way, so the answer a model learnt is one
-    :func:`json_schema_grammar` allows, token for token."""
-    return json.dumps(_schema_order(schema or {}, value), ensure_ascii=False)
+    objects and array items too), the separators of ``style`` (task.json_style), non-ASCII kept.
+    Training targets of ``extract`` are written this way, so the answer a model learnt is one
+    :func:`json_schema_grammar` of the same style allows, token for token."""
+    return json.dumps(_schema_order(schema or {}, value), ensure_ascii=False, separators=SEPARATORS[style])
 
 
 def answer_grammar(task: Any) -> str | None:

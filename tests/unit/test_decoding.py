@@ -132,6 +132,31 @@ def test_the_answer_grammar_allows_the_training_target_token_by_token(tiny):
     assert _refused_at(tiny.tokenizer, grammar, json.dumps(shuffled)) is not None
 
 
+def test_compact_json_answers_are_trained_and_decoded_compact(tiny):
+    """task.json_style compact (what `init --from` proposes for answers written so): the training
+    target keeps the answers' compact form, and the answer grammar allows it, token by token, and
+    refuses the spaced one; spaced stays the default, as models trained before were."""
+    from taskfit.config import ColumnMap, TaskSpec
+    from taskfit.data.formats import convert
+    from taskfit.decoding import answer_grammar
+
+    record = {"vendor": "Café Nord", "total": 12.5, "date": "2024-03-01",
+              "items": [{"name": "tea", "amount": 4.5}, {"name": "cake", "amount": 8}],
+              "address": {"street": "Storgata 1", "city": "Oslo"}}
+    compact = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    row = {"text": "receipt", "fields": compact}
+    task = TaskSpec(kind="extract", success="s", system_prompt="Read the receipt.", schema=RECEIPT,
+                    json_style="compact")
+    example = convert(row, task, "auto", ColumnMap(input="text", target="fields"), "r.jsonl:1", "1")
+    assert example.target == compact
+    grammar = answer_grammar(task)
+    assert _refused_at(tiny.tokenizer, grammar, compact) is None
+    assert _refused_at(tiny.tokenizer, grammar, json.dumps(record, ensure_ascii=False)) is not None
+    spaced = TaskSpec(kind="extract", success="s", system_prompt="Read the receipt.", schema=RECEIPT)
+    assert convert(row, spaced, "auto", ColumnMap(input="text", target="fields"), "r.jsonl:1", "1").target == \
+        json.dumps(record, ensure_ascii=False)
+
+
 def _traced(decoder, trace):
     """Record each running sequence's next-token logits (what it picks from) after every pass."""
     for j, i in enumerate(decoder.active):

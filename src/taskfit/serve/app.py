@@ -398,7 +398,9 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
             raise ApiError(400, f"response_format.type: {fmt.get('type')!r} is not one of text, json_object, "
                                 "json_schema", param="response_format")
         try:
-            grammar = enforceable(schema_grammar(json.dumps(schema)))
+            task = served.task
+            style = task.json_style if task is not None and task.kind == "extract" else "spaced"
+            grammar = enforceable(schema_grammar(json.dumps(schema), style))
         except ValueError as exc:
             raise ApiError(400, f"response_format: this JSON schema cannot be enforced ({exc})",
                            param="response_format") from None

@@ -121,10 +121,11 @@ class Job:
 
 
 @lru_cache(maxsize=64)
-def schema_grammar(schema_json: str) -> str:
+def schema_grammar(schema_json: str, style: str = "spaced") -> str:
     """A request's JSON schema (as JSON text: its key order is the order the answer's keys take)
-    as a grammar, compiled once per schema."""
-    return json_schema_grammar(json.loads(schema_json))
+    as a grammar with the separators of ``style`` (an extract model's task.json_style, as it was
+    trained), compiled once per schema."""
+    return json_schema_grammar(json.loads(schema_json), style)
 
 
 def _run_task(path: Path) -> Trained:

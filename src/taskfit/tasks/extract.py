@@ -329,6 +329,9 @@ task:
       currency: {type: string}
     required: [order_id]
     additionalProperties: false
+  # How an answer's JSON is written, trained and decoded: spaced ({"a": 1, "b": null}) or
+  # compact ({"a":1,"b":null}: fewer tokens an answer).
+  json_style: spaced
 """
 
 
@@ -367,16 +370,16 @@ class ExtractTask(TaskDefaults):
             raise ValueError("task.schema: an extract task needs a JSON schema")
 
     def target_text(self, spec: TaskSpec, value: Any) -> str:
-        """The record as its answer grammar writes it (keys in the schema's order, ``json.dumps``'s
-        separators): the model learns the answer constrained decoding allows. Text that is not
+        """The record as its answer grammar writes it (keys in the schema's order, the separators
+        of task.json_style): the model learns the answer constrained decoding allows. Text that is not
         JSON is kept as it is, for the answer check to report."""
         from taskfit.decoding import json_answer
 
         if isinstance(value, dict):
-            return json_answer(spec.schema_, value)
+            return json_answer(spec.schema_, value, spec.json_style)
         text = plain_text(value)
         try:
-            return json_answer(spec.schema_, json.loads(text))
+            return json_answer(spec.schema_, json.loads(text), spec.json_style)
         except ValueError:
             return text
 
@@ -434,7 +437,7 @@ class ExtractTask(TaskDefaults):
     def grammar(self, spec: TaskSpec) -> str | None:
         from taskfit.decoding import json_schema_grammar
 
-        return json_schema_grammar(spec.schema_ or {})
+        return json_schema_grammar(spec.schema_ or {}, spec.json_style)
 
     def promptfoo_asserts(self, spec: TaskSpec, example: Example) -> list[dict[str, Any]]:
         """The answer is JSON valid against the schema (``$schema`` and ``$id`` left out: promptfoo's

@@ -159,6 +159,23 @@ def test_endpoint_errors_are_clear(tmp_path, tiny_model_dir, loopback, monkeypat
     assert "the server at base_url is up" in said and "Traceback" not in said
 
 
+def test_an_endpoint_that_cannot_be_reached_is_named_with_what_to_check(tmp_path, tiny_model_dir, monkeypatch):
+    """No server at base_url: the error names the URL that failed and what to check, where it said
+    'answered Connection error.'."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    project, _ = _project(tmp_path, tiny_model_dir, f"http://127.0.0.1:{port}/v1")
+    monkeypatch.setenv("TASKFIT_TEST_KEY", "k")
+    result = CliRunner().invoke(app, ["baseline", str(project), "--only", "endpoint"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and "Traceback" not in said
+    assert f"could not reach http://127.0.0.1:{port}/v1/chat/completions" in said
+    assert "check baselines.endpoint.base_url" in said and "that the server is running" in said
+
+
 def test_endpoint_baseline_against_taskfit_serve(tmp_path, tiny_model_dir, loopback, monkeypatch):
     """taskfit's own server as the endpoint: the same client path a user takes against a hosted model."""
     from taskfit.serve import ServeSpec, hash_key

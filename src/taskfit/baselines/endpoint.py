@@ -44,6 +44,33 @@ def endpoint_client(spec: EndpointSpec, key: str = "baselines.endpoint") -> Any:
     return openai.OpenAI(base_url=spec.base_url, api_key=value, timeout=spec.timeout_s, max_retries=2)
 
 
+def endpoint_error(spec: EndpointSpec, exc: Any) -> TaskfitError:
+    """What an ``openai`` error means for the endpoint baseline: the URL that failed, what went
+    wrong (no answer at all, too slow, or the server's refusal with its status) and what to check."""
+    import openai
+
+    url = f"{spec.base_url.rstrip('/')}/chat/completions"
+    resume = "; the predictions made so far are kept and the next run resumes after them"
+    if isinstance(exc, openai.APITimeoutError):
+        return TaskfitError(f"baselines.endpoint: {url} did not answer within timeout_s={spec.timeout_s:g} s",
+                            hint="raise baselines.endpoint.timeout_s or lower its concurrency, or check that the "
+                                 "server is not overloaded" + resume)
+    if isinstance(exc, openai.APIConnectionError):
+        cause = f" ({exc.__cause__})" if exc.__cause__ is not None and str(exc.__cause__) else ""
+        return TaskfitError(f"baselines.endpoint: could not reach {url}: {exc}{cause}",
+                            hint=f"check baselines.endpoint.base_url ({spec.base_url}: its scheme, host, port and "
+                                 "the /v1 path), that the server is running, and that this machine can reach it "
+                                 "(a proxy, firewall or VPN)" + resume)
+    status = getattr(exc, "status_code", None)
+    what = {401: f"the key: {spec.api_key_env} holds one this server accepts",
+            403: f"the key ({spec.api_key_env}) and its access to model {spec.model}",
+            404: f"base_url's path (it ends in /v1 for most servers) and model ({spec.model})",
+            429: "the rate limit: lower baselines.endpoint.concurrency, or wait and run again"}.get(
+        status, f"base_url, model ({spec.model}) and the key ({spec.api_key_env})")
+    return TaskfitError(f"baselines.endpoint: {url} answered" + (f" HTTP {status}" if status else "") + f": {exc}",
+                        hint=f"check {what}" + resume)
+
+
 class EndpointPredictor:
     def __init__(self, name: str, spec: EndpointSpec, task: TaskSpec, max_new_tokens: int):
         self.name = name
@@ -71,9 +98,7 @@ class EndpointPredictor:
                                     "local `taskfit serve` prints its address); the predictions made so far "
                                     "are kept and the next run resumes after them") from None
         except openai.APIError as exc:
-            raise TaskfitError(f"baselines.endpoint: {self.spec.base_url} answered {exc}",
-                               hint="check base_url, model and the key; the predictions made so "
-                                    "far are kept and the next run resumes after them") from None
+            raise endpoint_error(self.spec, exc) from None
         text = reply.choices[0].message.content or ""
         answer, valid = parse(self.task, text)
         usage = reply.usage

@@ -430,7 +430,8 @@ def _group_key(rec: Example | PreferencePair, key: str, layout: dict[str, int]) 
 def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None,
                  on_row: Callable[[], None] | None = None) -> Prepared:
     """Validate, deduplicate, redact (:mod:`taskfit.data.redaction`) and split; nothing is written
-    (see :func:`write_prepared`)."""
+    (see :func:`write_prepared`). ``on_row`` is called for each row read, of data.train and of a
+    fixed data.eval alike, as :func:`check_data` calls it: both count the rows read."""
     data, task = config.data, config.task
     layouts = _layouts(config)
     train_scan = scan(data_file(project_dir, data.train), task, data, tokenizer=tokenizer, keep=True, on_row=on_row,
@@ -447,7 +448,7 @@ def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None
     leaked = wider = 0
     if data.eval:
         eval_scan = scan(data_file(project_dir, data.eval), task, data, tokenizer=tokenizer, keep=True, id_prefix="eval-",
-                         room=_room(config, tokenizer), layouts=layouts)
+                         on_row=on_row, room=_room(config, tokenizer), layouts=layouts)
         scans.append(eval_scan)
         layout.update((r.id, k) for r, k in zip(eval_scan.examples, eval_scan.layouts))
         held = eval_scan.examples

@@ -92,11 +92,6 @@ class EndpointPredictor:
         try:
             reply = self.client.chat.completions.create(
                 model=self.spec.model, messages=messages, temperature=0, max_tokens=self.max_new_tokens)
-        except openai.APIConnectionError as exc:
-            raise TaskfitError(f"baselines.endpoint: {self.spec.base_url} could not be reached ({exc})",
-                               hint="check that the server at base_url is up and the address is right (a "
-                                    "local `taskfit serve` prints its address); the predictions made so far "
-                                    "are kept and the next run resumes after them") from None
         except openai.APIError as exc:
             raise endpoint_error(self.spec, exc) from None
         text = reply.choices[0].message.content or ""

@@ -7,13 +7,14 @@ import functools
 import os
 import re
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
 
-from taskfit.config import DataSpec, ProjectConfig, TaskKind, load_config, parse_config
-from taskfit.data.infer import Proposal, propose
+from taskfit.config import DataSpec, EvalSpec, ProjectConfig, TaskKind, load_config, parse_config
+from taskfit.data.infer import Proposal, budget_for, propose
 from taskfit.errors import ConfigError
 
 _COMMON = """\
@@ -285,6 +286,12 @@ def proposed_yaml(proposal: Proposal, train: str, directory: Path | None = None)
         reasons.append(f"house rules from the reference replies: {proposal.reply_words[0]} to "
                        f"{proposal.reply_words[1]} words" + (f"; every one writes {shared}" if shared else "")
                        + (f"; not forbidding {', '.join(used)}, which they use" if used else ""))
+    if kind == "extract" and proposal.json_style != "spaced":
+        values["task.json_style"] = proposal.json_style
+    if proposal.max_new_tokens is not None:
+        values["eval.max_new_tokens"] = proposal.max_new_tokens
+    if proposal.max_seq_length is not None:
+        values["train.max_seq_length"] = proposal.max_seq_length
     if proposal.regions is not None:
         values["data.privacy.regions"] = proposal.regions
     if proposal.method != "lora":
@@ -340,11 +347,71 @@ def propose_from(file: Path, input: str | None = None, target: str | None = None
     return propose(file, input=input, target=target, context=context, task=task, watch=_house_phrases())
 
 
+def fitted_budget(proposal: Proposal, task: Any, tokenizer: Any) -> tuple[int, int, str] | None:
+    """(eval.max_new_tokens to write, the longest answer's tokens with the end of turn, its
+    file:line) when the template's budget is too small for the longest of ``proposal``'s answers
+    as ``task`` trains them (extract, qa, generate); None when it holds them, or for classify
+    (a label's tokens are its budget)."""
+    from taskfit.tasks import get_task
+
+    kind = get_task(task.kind)
+    if kind.scores_labels or not proposal.longest:
+        return None
+    counted = [(len(tokenizer(kind.target_text(task, value), add_special_tokens=False)["input_ids"]) + 1, where)
+               for where, value in proposal.longest]
+    tokens, where = max(counted, key=lambda c: c[0])
+    default = EvalSpec.model_fields["max_new_tokens"].default
+    if tokens <= default:
+        return None
+    return budget_for(tokens), tokens, where
+
+
+def _proposed(proposal: Proposal, train: str, directory: Path | None, tokenizer: Any) -> tuple[Proposal, str]:
+    """The proposal and its taskfit.yaml, the answer budget fitted to the answers when a
+    ``tokenizer`` counts them (:func:`fitted_budget`)."""
+    text = proposed_yaml(proposal, train, directory)
+    if tokenizer is None:
+        return proposal, text
+    fitted = fitted_budget(proposal, parse_config(yaml.safe_load(text)).task, tokenizer)
+    if fitted is None:
+        return proposal, text
+    budget, tokens, where = fitted
+    default = EvalSpec.model_fields["max_new_tokens"].default
+    reasons = [f"eval.max_new_tokens {budget}: the longest answer takes {tokens} tokens with the end of turn "
+               f"({where}), which the default {default} would cut; {budget} holds it with a quarter to spare"]
+    config = parse_config(yaml.safe_load(text))
+    longest = _longest_prompt(proposal, config.task, budget, tokenizer)
+    limit = config.train.max_seq_length
+    length = None
+    if longest is not None and longest[0] > limit:
+        # every row keeps room for the answer budget: the longest prompt with it, to a multiple of 32
+        # (as data check proposes); the template's length would cut those prompts' inputs
+        needed, at = longest
+        length = -(-needed // 32) * 32
+        reasons.append(f"train.max_seq_length {length}: the longest prompt ({at}) with the room every row keeps "
+                       f"for the answer (eval.max_new_tokens) takes {needed} tokens; {limit} would cut its input")
+    proposal = replace(proposal, max_new_tokens=budget, max_seq_length=length, reasons=[*proposal.reasons, *reasons])
+    return proposal, proposed_yaml(proposal, train, directory)
+
+
+def _longest_prompt(proposal: Proposal, task: Any, budget: int, tokenizer: Any) -> tuple[int, str] | None:
+    """(tokens, file:line) of the longest of ``proposal``'s prompts as a row needs them: rendered
+    with the system prompt and the room kept for an answer of ``budget`` tokens."""
+    from taskfit.data.scan import TokenCounter
+
+    if not proposal.prompts:
+        return None
+    counter = TokenCounter(tokenizer, task, room=budget)
+    needed = counter.lengths([(text, "", None, False, "") for _, text in proposal.prompts])
+    return max((n[0], where) for n, (where, _) in zip(needed, proposal.prompts))
+
+
 def init_from_file(directory: Path, file: Path, input: str | None = None, target: str | None = None,
                    context: str | None = None, task: str | None = None,
-                   force: bool = False) -> tuple[Path, Proposal]:
+                   force: bool = False, tokenizer: Any = None) -> tuple[Path, Proposal]:
     """Propose a task from ``file`` and write it as ``directory/taskfit.yaml``; refuse to overwrite
-    unless ``force``.
+    unless ``force``. With the model's ``tokenizer``, eval.max_new_tokens is sized to hold the
+    longest answer (:func:`fitted_budget`).
 
     ``data.train`` is the file's path relative to ``directory`` (absolute only where none exists,
     as across Windows drives); the file is not copied: a copy doubles a large file on disk, and
@@ -357,7 +424,7 @@ def init_from_file(directory: Path, file: Path, input: str | None = None, target
         train = Path(os.path.relpath(file.resolve(), directory.resolve())).as_posix()
     except ValueError:
         train = str(file.resolve())
-    text = proposed_yaml(proposal, train, directory)
+    proposal, text = _proposed(proposal, train, directory, tokenizer)
     directory.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     load_config(path)  # what we write must validate
@@ -365,9 +432,10 @@ def init_from_file(directory: Path, file: Path, input: str | None = None, target
 
 
 def inferred_config(file: Path, input: str | None = None, target: str | None = None,
-                    context: str | None = None, task: str | None = None) -> tuple[ProjectConfig, Proposal]:
+                    context: str | None = None, task: str | None = None,
+                    tokenizer: Any = None) -> tuple[ProjectConfig, Proposal]:
     """The config ``init --from`` would write for ``file``, in memory, with ``data.train`` relative
     to the file's own folder (the root to check it from)."""
     proposal = propose_from(file, input, target, context, task)
-    text = proposed_yaml(proposal, file.name)
+    proposal, text = _proposed(proposal, file.name, None, tokenizer)
     return parse_config(yaml.safe_load(text), source=f"the config inferred from {file}"), proposal

@@ -534,17 +534,16 @@ def test_answers_longer_than_the_generation_budget_are_named_with_the_budget_tha
     short = len(tiny.tokenizer("It is on its way. ", add_special_tokens=False)["input_ids"])
     doc["eval"]["max_new_tokens"] = 3 * short
     card = prepare_data(load_config(_write(tmp_path, doc)), tmp_path, tokenizer=tiny.tokenizer).card
-    (warning,) = [w for w in card.warnings if "longer than eval.max_new_tokens" in w]
-    assert warning.startswith(f"6 answers are longer than eval.max_new_tokens={3 * short} tokens")
-    named = re.findall(re.escape(str(tmp_path / "data" / "train.jsonl")) + r":(\d+) \((\d+) tokens\)", warning)
-    assert len(named) == 3 and {int(line) % 4 for line, _ in named} == {1}  # the longest rows, by file and line
-    longest = int(named[0][1])
-    assert longest > 6 * short
-    suggested = int(warning.split("eval.max_new_tokens: ")[1].split()[0])
+    (warning,) = [w for w in card.warnings if "need more than eval.max_new_tokens" in w]
+    assert warning.startswith(f"6 answers need more than eval.max_new_tokens={3 * short} tokens")
+    line, longest = re.search(re.escape(str(tmp_path / "data" / "train.jsonl")) + r":(\d+)\)", warning).group(1), \
+        card.tokens["answer_max"]
+    assert int(line) % 4 == 1 and longest > 6 * short  # the longest row, by file and line
+    suggested = int(warning.split("set eval.max_new_tokens: ")[1].split()[0])
     assert suggested >= longest and suggested % 16 == 0
     doc["eval"]["max_new_tokens"] = suggested
     card = prepare_data(load_config(_write(tmp_path, doc)), tmp_path, tokenizer=tiny.tokenizer).card
-    assert not [w for w in card.warnings if "longer than eval.max_new_tokens" in w]
+    assert not [w for w in card.warnings if "need more than eval.max_new_tokens" in w]
 
 
 def test_the_card_says_when_the_held_out_split_takes_more_rows_than_its_fraction(tmp_path):

@@ -71,9 +71,14 @@ def init(directory: Path = typer.Argument(..., help="Project directory to create
          input_: Optional[str] = typer.Option(None, "--input", help="--from: the input column."),
          target: Optional[str] = typer.Option(None, "--target", help="--from: the answer column."),
          context: Optional[str] = typer.Option(None, "--context", help="--from: qa's passage column."),
+         tokens: bool = typer.Option(True, help="--from: count the answers' tokens with the model's tokenizer "
+                                     "to size eval.max_new_tokens."),
          force: bool = typer.Option(False, help="Overwrite an existing taskfit.yaml.")) -> None:
     """Write a commented taskfit.yaml for one task kind, or for the task a data file holds (--from)."""
+    from taskfit.config import ModelSpec
     from taskfit.errors import ConfigError
+    from taskfit.models.registry import load_tokenizer
+    from taskfit.progress import RichReporter
     from taskfit.project import init_from_file, init_project, still_to_write
 
     if from_ is None:
@@ -84,8 +89,10 @@ def init(directory: Path = typer.Argument(..., help="Project directory to create
         out.print(f"wrote {path}: edit the task section, put your data in {directory / 'data'}, "
                   f"then run `taskfit run {directory}`")
         return
+    tokenizer = (load_tokenizer(ModelSpec.model_fields["name"].default, status=RichReporter(err).status)
+                 if tokens else None)
     path, proposal = init_from_file(directory, from_, input=input_, target=target, context=context,
-                                    task=task, force=force)
+                                    task=task, force=force, tokenizer=tokenizer)
     for line in proposal.summary():
         out.print(line, highlight=False, soft_wrap=True)
     out.print(f"wrote {path}: check it with `taskfit data check {directory}`, {still_to_write(proposal)[:-1]}, then "
@@ -160,10 +167,14 @@ def data_check(project: Path = typer.Argument(Path("."), help="Project directory
     from taskfit.progress import RichReporter
 
     bare = project.suffix.lower() in SUFFIXES and not project.is_dir()
+    reporter = RichReporter(err)
     if bare:
+        from taskfit.config import ModelSpec
         from taskfit.project import inferred_config
 
-        config, proposal = inferred_config(project, input=input_, target=target, context=context, task=task)
+        tokenizer = load_tokenizer(ModelSpec.model_fields["name"].default, status=reporter.status) if tokens else None
+        config, proposal = inferred_config(project, input=input_, target=target, context=context, task=task,
+                                           tokenizer=tokenizer)
         root = project.parent
         out.print(f"no taskfit.yaml: inferred the mapping from {project}, as `taskfit init DIR --from "
                   f"{project}` would", highlight=False, soft_wrap=True)
@@ -174,9 +185,8 @@ def data_check(project: Path = typer.Argument(Path("."), help="Project directory
             raise ConfigError("--task, --input, --target and --context are for a bare data file",
                               hint="a project's mapping is in its taskfit.yaml (task.kind, data.columns)")
         config, root = _project_config(project)
-    reporter = RichReporter(err)
-    tokenizer = load_tokenizer(config.model.name, status=reporter.status) if tokens else None
-    with reporter.bar("checking rows", None) as advance:
+        tokenizer = load_tokenizer(config.model.name, status=reporter.status) if tokens else None
+    with reporter.bar("checking data (rows read)", None) as advance:
         card = check_data(config, root, tokenizer=tokenizer, on_row=advance)
     _print_card(card)
     if bare:

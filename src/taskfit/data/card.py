@@ -38,7 +38,7 @@ def render_markdown(card: DataCard) -> str:
     s = card.size
     judged = (f" (minimum {s['minimum']}, recommended {s['recommended']}+ for this kind of task)."
               if s["verdict"] != ADDED else " (the training set's size is for the project's own card to judge).")
-    lines += ["## Size", "", f"{s['rows']} usable rows: {s['verdict']}{judged}", ""]
+    lines += ["## Size", "", size_sentence(card) + f": {s['verdict']}{judged}", ""]
     if card.labels:
         lines += ["## Labels", "", "| label | rows |", "|---|---|"]
         lines += [f"| {lab} | {n} |" for lab, n in sorted(card.labels.items(), key=lambda kv: -kv[1])]
@@ -124,8 +124,10 @@ def render_markdown(card: DataCard) -> str:
         lines.append("")
     if card.distinct_look_alikes:
         lines += ["## Look-alikes kept as distinct examples (first 10)", ""]
-        lines += [f"- `{n['other']}` ≈ `{n['kept']}` (similarity {n['similarity']}): {n['other_label']!r} "
-                  f"vs {n['kept_label']!r}" for n in card.distinct_look_alikes[:10]]
+        lines += ["Each row's input (what makes them look alike), then the answers that set them apart:", ""]
+        lines += [f"- `{n['other']}` ≈ `{n['kept']}` (similarity {n['similarity']}): {n['other_preview'][:100]!r} "
+                  f"vs {n['kept_preview'][:100]!r}; answers {n['other_label']!r} vs {n['kept_label']!r}"
+                  for n in card.distinct_look_alikes[:10]]
         lines.append("")
     q = card.quarantine
     if q.get("rows"):
@@ -145,6 +147,22 @@ def render_markdown(card: DataCard) -> str:
                   + (f" Kept rows left out (a stratified sample kept): {' and '.join(card.left_out())}."
                      if card.left_out() else ""), ""]
     return "\n".join(lines)
+
+
+def size_sentence(card: DataCard) -> str:
+    """The usable rows in words: those of data.train apart from a fixed eval file's (the verdict
+    judges the first), with the row caps in force."""
+    s = card.size
+    fixed = s.get("fixed_eval_rows")
+    text = (f"{s['rows']} usable rows" if s["verdict"] == ADDED else
+            f"{s['rows']} usable training rows (data.train) and {fixed} fixed eval rows (data.eval)" if fixed is not None
+            else f"{s['rows']} usable rows (data.train; data.eval_fraction of them are held out for evaluation)")
+    caps = s.get("caps") or {}
+    if caps:
+        text += "; caps in force: " + ", ".join(f"{key} {n}" for key, n in caps.items())
+        left = card.left_out()
+        text += f" (left out: {' and '.join(left)})" if left else " (the rows beyond a cap are left out)"
+    return text
 
 
 def write_card(card: DataCard, out_dir: Path) -> dict[str, Path]:

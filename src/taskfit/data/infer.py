@@ -24,6 +24,7 @@ label column is classified. Names break ties (``label``, ``answer``, ``response`
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -36,6 +37,7 @@ from taskfit.data.formats import convert, detect_format
 from taskfit.data.read import read_rows
 from taskfit.errors import ConfigError, DataError
 from taskfit.records import Example, PreferencePair
+from taskfit.rendering import user_text
 
 INFERRED = ("classify", "extract", "qa", "generate")  # the kinds a data file can be recognised as
 # More distinct values than this and a column is not a label set anyone would list in taskfit.yaml.
@@ -78,6 +80,14 @@ def _json_object(text: str) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def _compact(text: str, value: Any) -> bool:
+    """Whether ``text``, which holds the JSON ``value``, writes it compactly (no space after ','
+    or ':', as ``json.dumps(..., separators=(",", ":"))`` does)."""
+    stripped = text.strip()
+    return stripped in (json.dumps(value, ensure_ascii=False, separators=(",", ":")),
+                        json.dumps(value, separators=(",", ":")))
+
+
 _JSON_TYPES = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"),
                (list, "array"), (dict, "object"), (type(None), "null"))
 
@@ -87,6 +97,24 @@ def _json_type(value: Any) -> str:
 
 
 SHARED_WORDS = 8  # the longest opening or closing a column's texts are checked for sharing
+# The longest values (by characters) a column keeps: `init --from` counts their tokens to size
+# eval.max_new_tokens (data check then counts every answer's, and warns of any over it).
+LONGEST_KEPT = 32
+# The answer budget (eval.max_new_tokens) that holds an answer of so many tokens: a quarter more,
+# rounded up to a multiple of 16. `init --from` writes it where the default would cut the longest
+# answer, and data check proposes it where the project's does.
+BUDGET_HEADROOM = 1.25
+
+
+def budget_for(tokens: int) -> int:
+    """eval.max_new_tokens with room to spare for an answer of ``tokens`` (end of turn included)."""
+    from taskfit.config import EvalSpec
+
+    most = next(m.le for m in EvalSpec.model_fields["max_new_tokens"].metadata if hasattr(m, "le"))
+    return min(-(-int(tokens * BUDGET_HEADROOM) // 16) * 16, most)
+
+
+ABSENT_NOTED = 3  # rows named where an answer lacks a key the others write
 
 
 def _common(prefix: list[str], words: list[str]) -> list[str]:
@@ -124,6 +152,14 @@ class ColumnStats:
     # the words every text value so far opens and ends with (a house style's greeting, sign-off)
     opening: list[str] | None = None
     closing: list[str] | None = None
+    # objects: key -> the first rows (file:line) whose object lacks it, ABSENT_NOTED at most
+    absent: dict[str, list[str]] = field(default_factory=dict)
+    first_objects: list[str] = field(default_factory=list)  # the first ABSENT_NOTED objects' rows (file:line)
+    written: int = 0  # objects written as JSON text (a chat answer, a CSV cell), not as a JSONL object
+    compact: int = 0  # of those, written compactly: no space after ',' or ':' (task.json_style compact)
+    # the LONGEST_KEPT longest values as (characters, row, file:line, value): the answers init
+    # measures in tokens to size eval.max_new_tokens
+    longest: list[tuple[int, int, str, Any]] = field(default_factory=list)
 
     def add(self, value: Any, watch: Sequence[str] = (), where: str | None = None) -> None:
         self.rows += 1
@@ -132,8 +168,24 @@ class ColumnStats:
             return
         self.counts += (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.strip().isdigit())
         obj = value if isinstance(value, dict) else _json_object(value) if isinstance(value, str) else None
+        if isinstance(value, (str, dict)):
+            chars = len(value) if isinstance(value, str) else len(json.dumps(value, ensure_ascii=False))
+            heapq.heappush(self.longest, (chars, self.rows, where or "", value))
+            if len(self.longest) > LONGEST_KEPT:
+                heapq.heappop(self.longest)
         if obj is not None:
+            for key, noted in self.absent.items():
+                if key not in obj and len(noted) < ABSENT_NOTED:
+                    noted.append(where or "a row")
+            for key in obj:
+                if key not in self.absent:  # every object before it lacks it
+                    self.absent[key] = list(self.first_objects)
+            if len(self.first_objects) < ABSENT_NOTED:
+                self.first_objects.append(where or "a row")
             self.objects += 1
+            if isinstance(value, str):
+                self.written += 1
+                self.compact += _compact(value, obj)
             for key, item in obj.items():
                 kind = _json_type(item)
                 self.keys.setdefault(key, Counter())[kind] += 1
@@ -238,6 +290,15 @@ class Proposal:
     # chat rows: the system prompt most of them carry, as task.system_prompt writes it
     system_prompt: str | None = None
     regions: list[str] | None = None  # data.privacy.regions, where the data's phone numbers say (see _regions)
+    json_style: Literal["spaced", "compact"] = "spaced"  # extract: task.json_style, as most answers are written
+    # the longest answers by characters, as (file:line, value), longest first: init counts their
+    # tokens to size eval.max_new_tokens (fitted_budget in taskfit.project)
+    longest: list[tuple[str, Any]] = field(default_factory=list)
+    # the longest user turns (a qa table's: its longest passage with its longest question), as
+    # (file:line, text): init holds them with the answer budget in train.max_seq_length
+    prompts: list[tuple[str, str]] = field(default_factory=list)
+    max_new_tokens: int | None = None  # eval.max_new_tokens, where the template's would cut the longest answer
+    max_seq_length: int | None = None  # train.max_seq_length, where the template's would cut the longest prompt
 
     def summary(self) -> list[str]:
         """What was proposed and why, as lines for a terminal."""
@@ -304,6 +365,15 @@ def infer_schema(stats: ColumnStats) -> tuple[dict[str, Any], str]:
         why = f"required: {', '.join(required)} (in every row; the other {rest} key{'s are' if rest > 1 else ' is'} optional)"
     else:
         why = "no key is required (none is in every row)"
+    # a key most answers write and a few lack: it is made optional, and those rows are named
+    for key, types in stats.keys.items():
+        lacking = stats.objects - sum(types.values())
+        if key not in required and 2 * lacking < stats.objects:
+            rows = stats.absent.get(key, [])
+            shown = ", ".join(rows) + (", ..." if lacking > len(rows) else "")
+            strays.append(f"field '{key}' missing in {lacking} {'row' if lacking == 1 else 'rows'} ({shown}): made "
+                          f"optional; add it to {'that row' if lacking == 1 else 'those rows'} (null where the "
+                          "text does not give it), or keep it optional")
     # a key a row or two use where every other key is in every row: likely a slip in those rows
     rare = [(k, sum(types.values())) for k, types in stats.keys.items()
             if required and k not in required and sum(types.values()) * 50 <= stats.objects]
@@ -398,6 +468,7 @@ def propose(path: Path, input: str | None = None, target: str | None = None, con
                           hint="for another kind, write its taskfit.yaml with `taskfit init DIR --task KIND`")
     columns: dict[str, ColumnStats] = {}
     answers = ColumnStats("answer")  # the assistant's answers, for rows in a chat format
+    prompts = ColumnStats("prompt")  # their user turns (a qa row's with its passage)
     systems: Counter = Counter()  # chat rows' own system prompts (None: the row has none)
     rows = with_context = 0
     phones: Counter = Counter()  # region of a +prefixed phone number (None: labelled, no prefix) -> numbers
@@ -429,6 +500,7 @@ def propose(path: Path, input: str | None = None, target: str | None = None, con
             except ValueError:
                 continue  # data check quarantines it
             answers.add(rec.chosen if isinstance(rec, PreferencePair) else rec.target, watch, raw.source)
+            prompts.add(rec.prompt if isinstance(rec, PreferencePair) else user_text(rec), (), raw.source)
             systems[rec.system] += 1
             with_context += isinstance(rec, Example) and rec.context is not None
             continue
@@ -459,11 +531,18 @@ def propose(path: Path, input: str | None = None, target: str | None = None, con
                           f"{'row' if rows == 1 else 'rows'} would not describe the file)")
     if chat:
         proposal = _with_system(_propose_chat(path, rows, fmt or "auto", answers, with_context, task), systems)
+        longest = [(where, text) for _, _, where, text in sorted(prompts.longest, reverse=True)]
     else:
         proposal = _propose_table(path, rows, columns, input, target, context, task)
+        mapping = proposal.columns or {}
+        longest = [(where, str(text)) for _, _, where, text in sorted(columns[mapping["input"]].longest, reverse=True)]
+        if mapping.get("context") and longest and columns[mapping["context"]].longest:
+            _, _, where, passage = max(columns[mapping["context"]].longest)
+            # the longest passage with the longest question: no row's user turn is longer
+            longest = [(where, user_text(Example(id="-", input=longest[0][1], target="", context=str(passage))))]
     regions, why = _regions(phones)
     return replace(proposal, unreadable=unreadable, first_unreadable=first_unreadable, regions=regions,
-                   reasons=proposal.reasons + ([why] if why else []))
+                   prompts=longest, reasons=proposal.reasons + ([why] if why else []))
 
 
 def _strings(value: Any) -> list[str]:
@@ -681,10 +760,16 @@ def _finish(path: Path, rows: int, kind: TaskKind, fmt: str, mapping: dict[str, 
         if target.nulls:
             unlabelled = "1 row has" if target.nulls == 1 else f"{target.nulls} rows have"
             reasons.append(f"{unlabelled} no label: data check will quarantine {'it' if target.nulls == 1 else 'them'}")
-    elif kind == "extract":
+    json_style: Literal["spaced", "compact"] = "spaced"
+    if kind == "extract":
         schema, why = infer_schema(target)
         reasons.append(f"schema: {len(schema['properties'])} properties in first-seen order; {why}")
-    return Proposal(path, rows, kind, method, fmt, mapping, labels=labels, schema=schema,
+        if 2 * target.compact > target.written:
+            json_style = "compact"
+            reasons.append(f"{target.compact} of {target.written} answers are compact JSON (no space after ',' or "
+                           "':'): task.json_style compact, so the model is trained on and held to that form")
+    return Proposal(path, rows, kind, method, fmt, mapping, labels=labels, schema=schema, json_style=json_style,
+                    longest=[(where, value) for _, _, where, value in sorted(target.longest, reverse=True)],
                     reply_words=target.words if kind == "generate" else None,
                     reply_phrases=target.shared_phrases() if kind == "generate" else [],
                     phrases=dict(target.phrases), reasons=reasons)

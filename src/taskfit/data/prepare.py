@@ -171,16 +171,24 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
 
     size_key = "preference" if kind == "preferences" else task.kind
     minimum, recommended = size_guidance(size_key)  # from common fine-tuning practice
-    verdict = ("below the minimum" if counts["kept"] < minimum else
-               "enough to start" if counts["kept"] < recommended else "good")
-    card.size = {"rows": counts["kept"], "minimum": minimum, "recommended": recommended, "verdict": verdict}
+    # the rows trained on come from data.train alone: a fixed eval file's rows are held out
+    fixed_eval = scans[1].kept if data.eval and len(scans) > 1 else None
+    usable = counts["kept"] - (fixed_eval or 0)
+    verdict = ("below the minimum" if usable < minimum else
+               "enough to start" if usable < recommended else "good")
+    caps = {key: value for key, value in (("data.max_train_examples", data.max_train_examples),
+                                          ("data.max_eval_examples", data.max_eval_examples),
+                                          ("eval.max_rows", config.eval.max_rows)) if value is not None}
+    card.size = {"rows": usable, "fixed_eval_rows": fixed_eval,
+                 "caps": caps, "minimum": minimum, "recommended": recommended, "verdict": verdict}
     quarantined = [q for s in scans for q in s.quarantined]
     if addition:
         card.size["verdict"] = ADDED
-    elif counts["kept"] < minimum:
+    elif usable < minimum:
         why = commonest_quarantine(quarantined) if counts["quarantined"] * 2 >= counts["read"] else ""
-        warnings.append(f"{counts['kept']} usable rows is below the {minimum} that {size_key} tasks "
-                        f"need at least ({recommended}+ recommended){'; ' + why if why else ''}.")
+        warnings.append(f"{usable} usable {'training ' if fixed_eval is not None else ''}rows is below the "
+                        f"{minimum} that {size_key} tasks need at least ({recommended}+ recommended)"
+                        f"{'; ' + why if why else ''}.")
     not_utf8 = [q for q in quarantined if reason_kind(q.reason) == "not UTF-8"]
     if not_utf8:
         files = ", ".join(sorted({q.source.rsplit(":", 1)[0] for q in not_utf8}))
@@ -206,6 +214,7 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
                        "max_seq_length": limit, "over_max": over, "policy": data.too_long,
                        "loss_token_share": round(answer / total, 4) if total else 0.0,
                        "total": total}
+        _answer_budget(config, scans, card.tokens, warnings)
         if answer == 0:
             warnings.append("no token carries loss: every answer is masked. Training would learn "
                             "nothing; check that rows end with the assistant's answer.")
@@ -230,9 +239,6 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
                             f"tokens: {where}{more}. Training would stop at the first; raise "
                             "train.max_seq_length, lower eval.max_new_tokens, shorten those answers, or set "
                             "data.too_long: drop.")
-    answers = [n for s in scans for n in s.answer_lengths]
-    if answers:
-        warnings += _answers_over_budget(config, answers, [x for s in scans for x in s.answer_longest])
     pii_counts: Counter = sum((s.pii_counts for s in scans), Counter())
     secret_rows = [src for s in scans for src in s.secret_rows]
     total = lambda name: sum((getattr(s, name) for s in scans), Counter())  # noqa: E731
@@ -298,6 +304,27 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
     card.quarantine = {"rows": counts["quarantined"], "by_reason": dict(reasons.most_common(20)),
                        "first": [{"source": q.source, "reason": q.reason} for s in scans for q in s.quarantined[:20]]}
     return card
+
+
+def _answer_budget(config: ProjectConfig, scans: list[ScanResult], tokens: dict[str, Any], warnings: list[str]) -> None:
+    """The answers longer than the answer budget (eval.max_new_tokens, for the kinds that
+    generate one): counted in the card's tokens, with the longest, and warned of: a generation
+    stops at the budget, so such an answer is cut in evaluation and serving, and scored as cut."""
+    from taskfit.data.infer import budget_for
+    from taskfit.tasks import get_task
+
+    if get_task(config.task.kind).scores_labels:  # a label's tokens are its budget
+        return
+    budget = config.eval.max_new_tokens
+    longest, where = max((s.longest_answer for s in scans), key=lambda a: a[0])
+    over = sum(n > budget for s in scans for n in s.answer_lengths)
+    tokens.update(max_new_tokens=budget, answer_max=longest, answers_over_budget=over)
+    if over:
+        warnings.append(f"{over} answers need more than eval.max_new_tokens={budget} tokens (with the end of turn); "
+                        f"the longest takes {longest} ({where}). Generation stops at eval.max_new_tokens, so "
+                        f"those answers would be cut in evaluation and serving, and scored as cut: set "
+                        f"eval.max_new_tokens: {budget_for(longest)} (the longest with a quarter to spare), or "
+                        "shorten those answers.")
 
 
 def _house_rules(card: DataCard, rules: ReplyRules, scans: list[ScanResult]) -> None:
@@ -627,25 +654,6 @@ def write_prepared(prepared: Prepared, out_dir: Path) -> dict[str, Path]:
                                ensure_ascii=False) + "\n")
     paths.update(write_card(prepared.card, out_dir))
     return paths
-
-
-def _answers_over_budget(config: ProjectConfig, answers: list[int], longest: list[tuple[int, str]]) -> list[str]:
-    """The warning for answers longer than eval.max_new_tokens: evaluation and serving stop a
-    model there, so such an answer could never be written whole (an extract record is closed
-    early, its last fields lost), whatever the training taught. None for labels, which are scored."""
-    from taskfit.tasks import get_task
-
-    budget = config.eval.max_new_tokens
-    over = sum(n > budget for n in answers)
-    if not over or get_task(config.task.kind).scores_labels:  # classify: labels are scored, not written
-        return []
-    named = ", ".join(f"{src} ({n} tokens)" for n, src in sorted(longest, reverse=True) if n > budget)
-    fits = -(-max(answers) * 11 // 10 // 16) * 16  # the longest with a tenth to spare, up to a multiple of 16
-    what = ("a record is closed early there and loses its last fields" if config.task.kind == "extract"
-            else "an answer is cut there")
-    return [f"{over} answers are longer than eval.max_new_tokens={budget} tokens, the most a model writes when "
-            f"evaluated or served ({what}); the longest: {named}. eval.max_new_tokens: {fits} would hold every "
-            "answer whole."]
 
 
 def _room_words(config: ProjectConfig) -> str:

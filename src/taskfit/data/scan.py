@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import heapq
+import json
 import os
 import sys
 from array import array
@@ -112,10 +113,10 @@ class ScanResult:
     fixed_longest: list[tuple[int, str]] = field(default_factory=list)
     fixed_lengths: Any = field(default_factory=lambda: array("i"))
     answer_tokens: int = 0
-    # Each kept row's answer in tokens as a model writes it (without the end-of-turn token), and
-    # the longest few as (tokens, source): an answer over eval.max_new_tokens cannot be written whole.
+    # each kept row's answer tokens with the end of turn (the longer reply of a pair), and the
+    # longest as (tokens, file:line): data check holds them to eval.max_new_tokens
     answer_lengths: Any = field(default_factory=lambda: array("i"))
-    answer_longest: list[tuple[int, str]] = field(default_factory=list)
+    longest_answer: tuple[int, str] = (0, "")
     examples: list[Example | PreferencePair] = field(default_factory=list)  # with keep=True, redacted
 
     @property
@@ -133,9 +134,22 @@ def _texts(rec: Example | PreferencePair) -> list[str]:
 
 
 def _label(rec: Example | PreferencePair, task: TaskSpec) -> str:
+    """A row's answer as the card names it beside its input: the label; an extract record's filled
+    fields ("city=Oslo; date=2025-03-01", the nulls its schema fills every record with say
+    nothing); else the answer's first 60 characters."""
     if isinstance(rec, PreferencePair):
         return rec.chosen[:60]
-    return rec.target if get_task(task.kind).scores_labels else rec.target[:60]
+    if get_task(task.kind).scores_labels:
+        return rec.target
+    if task.kind == "extract":
+        from taskfit.tasks.extract import leaves
+
+        try:
+            filled = "; ".join(f"{name}={value}" for name, value in leaves(json.loads(rec.target)))
+        except ValueError:
+            filled = rec.target
+        return filled[:60] if filled else "(no field filled)"
+    return rec.target[:60]
 
 
 class TokenCounter:
@@ -524,7 +538,6 @@ def layout_previews(layouts: Layouts, numbers: list[int], task: TaskSpec, spec: 
 
 
 UNFITTABLE_KEPT = 20
-LONGEST_ANSWERS_KEPT = 3
 
 
 def _count_written(result: ScanResult, row: Any, source: str) -> None:
@@ -557,10 +570,9 @@ def _add_length(result: ScanResult, needed: int, answer: int, fixed: int | None,
     result.lengths.append(needed)
     result.rendered_tokens += rendered
     result.answer_tokens += answer
-    result.answer_lengths.append(answer - 1)
-    heapq.heappush(result.answer_longest, (answer - 1, source or ""))
-    if len(result.answer_longest) > LONGEST_ANSWERS_KEPT:
-        heapq.heappop(result.answer_longest)
+    result.answer_lengths.append(answer)
+    if answer > result.longest_answer[0]:
+        result.longest_answer = (answer, source or "")
     if fixed is not None:
         result.fixed_lengths.append(fixed)
         heapq.heappush(result.fixed_longest, (fixed, source or ""))

@@ -442,6 +442,9 @@ def _basis(setting: Setting, best: EvalResult, curve: LearningCurve | None) -> S
         text.append(f"The learning curve's band: {len(curve.draws)} bootstrap resamples of those rows "
                     "(advise.resamples), each refitted.")
     if size:
-        text.append(f"Data: {size.get('rows')} usable rows, {size.get('verdict')} (minimum {size.get('minimum')}, "
+        fixed = size.get("fixed_eval_rows")
+        rows = f"{size.get('rows')} usable training rows and {fixed} fixed eval rows" if fixed is not None else \
+            f"{size.get('rows')} usable rows"
+        text.append(f"Data: {rows}, {size.get('verdict')} (minimum {size.get('minimum')}, "
                     f"recommended {size.get('recommended')}+ for this kind of task).")
     return Section("What this rests on", text)

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from taskfit.cli.main import app
 from taskfit.errors import ConfigError, DataError
+from taskfit.evaluation.runner import read_predictions
 from taskfit.quickstart import make_quickstart_project
 from taskfit.workflows.workspace import Workspace, find_runs, is_curve_run, latest_run_dir
 
@@ -121,3 +122,31 @@ def test_advise_on_too_few_training_rows_says_what_to_change_before_scoring_anyt
     assert result.exit_code == DataError.exit_code, result.output
     assert "needs three" in result.output and "advise.curve_rows" in result.output
     assert not list(project.glob("evals/*/predictions/*")) and not list(project.glob("runs/*"))
+
+
+def test_advise_after_run_takes_the_finished_runs_answers_for_the_curves_point_on_every_row(tmp_path,
+                                                                                           tiny_model_dir):
+    # a walkthrough (151 intents): after `taskfit run`, the learning curve's point on every
+    # training row is that run; its answers to advise's rows are the ones `run` scored, not asked
+    # again, and the advise store's verdict weighs the run as `fine-tuned`, never a curve point
+    project = _tickets(tmp_path, tiny_model_dir)
+    doc = yaml.safe_load((project / "taskfit.yaml").read_text())
+    doc["data"]["max_train_examples"] = 40
+    doc["advise"].update(curve_rows=200)  # more than there are: the curve's largest run is every row
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    runner = CliRunner()
+    ran = runner.invoke(app, ["run", str(project)])
+    assert ran.exit_code == 0, ran.output
+    every = len(Workspace.open(project).train)
+    advised = runner.invoke(app, ["advise", str(project)])
+    assert advised.exit_code == 0, advised.output
+    point = f"fine-tuned@{every}rows"
+    assert "reusing it" in advised.output
+    assert f"{point}: every prediction is fine-tuned's, cached (the same weights)" in advised.output
+    (evals,) = project.glob("evals/*-20")
+    (whole,) = project.glob("evals/*-30")
+    ran_answers = {p.example_id: p.output for p in read_predictions(whole / "predictions" / "fine-tuned.jsonl")}
+    answers = read_predictions(evals / "predictions" / f"{point}.jsonl")
+    assert len(answers) == 20 and all(p.output == ran_answers[p.example_id] for p in answers)
+    card = json.loads((evals / "scorecard.json").read_text())
+    assert {"fine-tuned", point} <= set(card["candidates"]) and "@" not in (card["keep"] or "")

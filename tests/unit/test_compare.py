@@ -296,3 +296,27 @@ def test_a_fine_tune_is_tested_against_the_hosted_endpoint_even_when_a_cheaper_b
     # the endpoint the best baseline: the scorecard's own tests are against it, nothing twice
     best = build_scorecard([results[1], results[2]], {})
     assert best.versus_endpoint == [] and [t.against for t in best.tests] == ["endpoint"]
+
+
+def test_learning_curve_runs_are_shown_but_never_kept_by_the_verdict():
+    """A walkthrough (151 intents): `taskfit compare --rows 40` after `taskfit advise` alone kept
+    "fine-tuned@24rows", the best of the curve's runs on samples, where docs/advise.md says the
+    verdict is about the fine-tune that would be deployed, trained on all the rows."""
+    rows = 40
+    classical = [i % 2 == 0 for i in range(rows)]  # 50%
+    curve = {12: [i % 4 == 0 for i in range(rows)], 24: [i % 10 != 9 for i in range(rows)],  # 90%: the best
+             48: [i % 5 < 3 for i in range(rows)]}
+    results = [_result("tfidf-logreg", "classify", "accuracy", classical)]
+    results += [_result(f"fine-tuned@{n}rows", "classify", "accuracy", right) for n, right in curve.items()]
+    card = build_scorecard(results, {})
+    assert card.keep == "tfidf-logreg" and card.verdict.startswith("Best baseline so far: tfidf-logreg (50.0%")
+    assert "fine-tuned@12rows, fine-tuned@24rows, fine-tuned@48rows" in card.verdict and "`taskfit run`" in card.verdict
+    assert not card.verdict.startswith("Keep the fine-tuned")
+    # each still shown with its test against the best baseline, as the curve
+    assert {t.candidate for t in card.tests} == {f"fine-tuned@{n}rows" for n in curve}
+    assert "fine-tuned@24rows" in "\n".join(card.markdown())
+    # with the fine-tune of all the rows beside them, the verdict weighs it alone
+    whole = [i % 3 != 0 for i in range(rows)]  # 65%: below the 24-row run, so a max over every run would differ
+    card = build_scorecard(results + [_result("fine-tuned", "classify", "accuracy", whole)], {})
+    assert "from tfidf-logreg" in card.verdict and "(fine-tuned@" not in card.verdict
+    assert "+15.0 points accuracy from tfidf-logreg" in card.verdict

@@ -46,6 +46,13 @@ def is_curve_point(name: str) -> bool:
     return is_finetuned(name) and "@" in name
 
 
+def curve_rows(name: str) -> int:
+    """The training rows of a learning-curve run's candidate (:func:`curve_name`): 48 for
+    ``fine-tuned@48rows``, 0 for a name that holds none."""
+    rows = name.rpartition("@")[2].removesuffix("rows")
+    return int(rows) if rows.isdigit() else 0
+
+
 def _pct(v: float) -> str:
     return f"{100 * v:.1f}%"
 
@@ -376,12 +383,15 @@ def build_scorecard(results: Sequence[EvalResult], thresholds: dict[str, float],
     real_only = {r.candidate: r.candidate.replace(SYNTHETIC_SUFFIX, "", 1) for r in tuned if SYNTHETIC_SUFFIX in r.candidate}
     card.versus_real = [paired_test(kind, by_name[name], by_name[real]) for name, real in real_only.items()
                         if real in by_name]
-    # The verdict is about the fine-tune of all the rows; learning-curve runs decide it only alone.
+    # The verdict weighs what would be deployed: a fine-tune of all the training rows. A
+    # learning-curve run (`taskfit advise`, a fine-tune on a sample) is a point of the curve, shown
+    # in the table with its test, never kept: the best of several samples is not a model to serve.
     whole = [r for r in tuned if not is_curve_point(r.candidate)]
+    curve = [r for r in tuned if is_curve_point(r.candidate)]
     endpoint = next((r for r in baselines if r.candidate == ENDPOINT), None)
     if endpoint is not None and endpoint is not best:
-        card.versus_endpoint = [paired_test(kind, r, endpoint) for r in whole or tuned]
-    card.verdict = " ".join([verdict(card, baselines, whole or tuned), *refuse_all_warning(card),
+        card.versus_endpoint = [paired_test(kind, r, endpoint) for r in whole]
+    card.verdict = " ".join([verdict(card, baselines, whole, curve), *refuse_all_warning(card),
                              *threshold_warning(card), *forgetting_warnings(card.forgetting, max_drop)])
     return card
 
@@ -495,9 +505,12 @@ def _in_words(cheaper: str) -> str:
     return f" ({cheaper})" if cheaper else ""
 
 
-def verdict(card: Scorecard, baselines: list[EvalResult], tuned: list[EvalResult]) -> str:
+def verdict(card: Scorecard, baselines: list[EvalResult], tuned: list[EvalResult],
+            curve: Sequence[EvalResult] = ()) -> str:
     """The verdict in words; sets ``card.keep`` to the candidate it keeps. Of baselines the
-    paired test cannot tell apart, the cheaper is kept (:data:`CHEAPEST_FIRST`)."""
+    paired test cannot tell apart, the cheaper is kept (:data:`CHEAPEST_FIRST`). ``tuned``: the
+    fine-tunes of all the training rows it weighs; ``curve``: learning-curve runs, which it names
+    as the curve and never keeps."""
     main = card.main.replace("_", "-")
     if not baselines:
         return "No baseline was evaluated: run `taskfit baseline` so the fine-tune has something to beat."
@@ -508,6 +521,13 @@ def verdict(card: Scorecard, baselines: list[EvalResult], tuned: list[EvalResult
         card.keep = pick.candidate
         also = f" {pick.candidate} is {tie} and cheaper to run{_in_words(_cheaper(pick, best))}: the one to keep." \
             if tie else ""
+        if curve:
+            names = ", ".join(r.candidate for r in sorted(curve, key=lambda r: curve_rows(r.candidate)))
+            return (f"Best baseline so far: {best.candidate} ({score}).{also} The learning curve's runs "
+                    f"({names}: fine-tunes on samples of the training rows, `taskfit advise`) show the curve, "
+                    "not a model to deploy, and the verdict keeps none of them: the fine-tune of all the "
+                    "training rows has not answered these rows; `taskfit run` trains and scores it, and this "
+                    "scorecard then weighs it.")
         return (f"Best baseline so far: {best.candidate} ({score}).{also} Fine-tune with `taskfit train`, "
                 "then `taskfit eval --run RUN` and `taskfit compare` to see whether it beats it.")
     top = max(tuned, key=lambda r: r.metrics[card.main])

@@ -28,8 +28,8 @@ from taskfit.evaluation.compare import FINETUNED, curve_name
 from taskfit.records import EvalResult
 from taskfit.tasks import get_task
 from taskfit.tasks.base import RAG
-from taskfit.workflows.evaluate import (ADVICE, HEAD, Comparison, _needs_examples, baseline_project, compare_project,
-                                        evaluate, is_head_run, trained_candidate)
+from taskfit.workflows.evaluate import (ADVICE, HEAD, Comparison, _adopt_finetunes, _needs_examples, baseline_project,
+                                        compare_project, evaluate, is_head_run, trained_candidate)
 from taskfit.workflows.train import train_or_continue
 from taskfit.workflows.workspace import CURVE_RUN, Workspace
 
@@ -110,6 +110,9 @@ def learning_curve(ws: Workspace, rows: Workspace, sizes: list[int]) -> tuple[li
         base = HEAD if is_head_run(trained.run_dir) else FINETUNED
         # The free decoding of a sample (eval.generation_sample) is a scorecard figure the advice does not use.
         cand = replace(trained_candidate(rows, trained.run_dir, curve_name(base, n)), free=None)
+        if n == len(ws.train):  # where `taskfit run` scored that run already, its answers to these rows are this point's
+            _adopt_finetunes(rows)
+            cand = replace(cand, same_as=(base,))
         points.append((n, evaluate(rows, cand)))
         runs.append(trained.run_dir)
         training = trained.training

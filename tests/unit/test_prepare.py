@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import re
 from pathlib import Path
 
@@ -563,3 +564,23 @@ def test_the_card_says_when_the_held_out_split_takes_more_rows_than_its_fraction
     (warning,) = [w for w in prepared.card.warnings if w.startswith("the held-out split takes")]
     assert warning.startswith("the held-out split takes 151 of 600 rows, 61 more than data.eval_fraction 0.15")
     assert len(prepared.eval) == 151
+
+
+def test_a_classify_projects_length_hints_name_its_labels_not_the_answer_budget(tmp_path, tiny):
+    """A walkthrough (151 intents): the data check told a classify project to lower
+    eval.max_new_tokens, which a task that scores its labels never reads."""
+    from taskfit.data.card import render_markdown
+
+    project = make_quickstart_project(tmp_path / "p", n_tickets=60).parent
+    doc = yaml.safe_load((project / "taskfit.yaml").read_text())
+    doc["task"]["system_prompt"] = "Route the ticket to one queue. " * 12 + "Queues: {labels}."
+    doc["train"]["max_seq_length"] = 64  # the system prompt and a label alone take more
+    config = load_config(_write(project, doc))
+    card = prepare_data(config, project, tokenizer=tiny.tokenizer).card
+    (warning,) = [w for w in card.warnings if "cannot fit" in w]
+    assert "the longest label" in warning and "shorten the system prompt or the longest labels" in warning
+    assert "max_new_tokens" not in warning
+    text = render_markdown(card)
+    assert "the longest label" in text and "max_new_tokens" not in text
+    # a kind that writes its answers is still told of its budget
+    assert "eval.max_new_tokens" in render_markdown(replace(card, kind="generate"))

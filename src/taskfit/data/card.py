@@ -9,7 +9,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from taskfit.data.prepare import ADDED, DataCard
+from taskfit.data.prepare import ADDED, DataCard, room_words
 
 
 def render_markdown(card: DataCard) -> str:
@@ -51,7 +51,7 @@ def render_markdown(card: DataCard) -> str:
         t = card.tokens
         lines += ["## Token lengths (rendered with the model's chat template)", "",
                   "Tokens a row needs: its prompt with its answer, or with the room a cut prompt keeps for an "
-                  "answer where that is longer (the longest label, or eval.max_new_tokens), as training, "
+                  f"answer where that is longer ({room_words(card.kind)}), as training, "
                   "evaluation and serving decide a cut. "
                   f"mean {t['mean']}, p50 {t['p50']}, p95 {t['p95']}, max {t['max']}; "
                   f"{t['over_max']} rows over max_seq_length={t['max_seq_length']} (policy: {t['policy']}). "

@@ -205,7 +205,7 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
                         "(task.system_prompt) for every row.")
     lengths = [n for s in scans for n in s.lengths]
     if lengths:
-        limit = config.train.max_seq_length
+        limit, room = config.train.max_seq_length, room_words(config.task.kind, config.eval.max_new_tokens)
         over = sum(n > limit for n in lengths)
         total = sum(s.rendered_tokens for s in scans)
         answer = sum(s.answer_tokens for s in scans)
@@ -223,7 +223,7 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
             p95 = _percentile(lengths, 95)
             share, fits = ("95% of the rows", p95) if p95 > limit else ("every row", max(lengths))
             warnings.append(f"{over} rows need more than train.max_seq_length={limit} tokens (their prompt "
-                            f"with the answer, or the room a cut prompt keeps for one: {_room_words(config)}); "
+                            f"with the answer, or the room a cut prompt keeps for one: {room}); "
                             f"they will be {'cut to fit, their input from its end' if data.too_long == 'truncate' else 'dropped'} "
                             f"(data.too_long). train.max_seq_length: {-(-fits // 32) * 32} would hold {share} whole.")
         # Cutting the input leaves at least one of its tokens: a row whose template, system prompt
@@ -235,10 +235,9 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
             more = f" and {unfittable - len(named[:10])} more" if unfittable > 10 else ""
             warnings.append(f"{unfittable} rows cannot fit train.max_seq_length={limit} even with their "
                             f"input cut, since the system prompt and the answer (or the room a cut prompt "
-                            f"keeps for it: the longest label, or eval.max_new_tokens) alone take that many "
+                            f"keeps for it: {room}) alone take that many "
                             f"tokens: {where}{more}. Training would stop at the first; raise "
-                            "train.max_seq_length, lower eval.max_new_tokens, shorten those answers, or set "
-                            "data.too_long: drop.")
+                            f"train.max_seq_length, {_shorter_answers(config)}, or set data.too_long: drop.")
     pii_counts: Counter = sum((s.pii_counts for s in scans), Counter())
     secret_rows = [src for s in scans for src in s.secret_rows]
     total = lambda name: sum((getattr(s, name) for s in scans), Counter())  # noqa: E731
@@ -656,12 +655,22 @@ def write_prepared(prepared: Prepared, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
-def _room_words(config: ProjectConfig) -> str:
-    """What the room a cut prompt keeps for the answer is, in words."""
+def room_words(kind: str, max_new_tokens: int | None = None) -> str:
+    """What the room a cut prompt keeps for the answer is, in words: the longest label where the
+    kind scores labels (eval.max_new_tokens does not enter it), else the answer budget."""
     from taskfit.tasks import get_task
 
-    return ("the longest label" if get_task(config.task.kind).scores_labels else
-            f"eval.max_new_tokens={config.eval.max_new_tokens}")
+    return ("the longest label" if get_task(kind).scores_labels else
+            "eval.max_new_tokens" + (f"={max_new_tokens}" if max_new_tokens is not None else ""))
+
+
+def _shorter_answers(config: ProjectConfig) -> str:
+    """How to make the answer's part of a row shorter, in words: a kind that scores labels never
+    writes more than its longest label, so eval.max_new_tokens does not enter it."""
+    from taskfit.tasks import get_task
+
+    return ("shorten the system prompt or the longest labels" if get_task(config.task.kind).scores_labels
+            else "lower eval.max_new_tokens, shorten those answers")
 
 
 def _room(config: ProjectConfig, tokenizer: Any) -> int:

@@ -590,3 +590,29 @@ def test_compare_on_the_first_rows_takes_the_whole_fine_tune_from_the_full_store
     scored = {r.candidate: r for r in card.results}
     assert {"fine-tuned", "fine-tuned@24rows", "tfidf-logreg"} <= set(scored) and scored["fine-tuned"].n == 12
     assert [t.candidate for t in card.tests if t.against == "tfidf-logreg"][:1] and "fine-tuned@24rows" not in card.verdict
+
+
+def test_the_scorecard_says_where_prompt_only_was_not_told_the_labels(tmp_path, tiny_triage):
+    """A walkthrough (151 intents, a system prompt without {labels} as init writes it above 30
+    labels): the data card said prompt-only was then no fair test, the scorecard showed its row
+    without a word."""
+    from taskfit.workflows import Workspace, baseline_project, compare_project
+
+    project = tiny_triage(tmp_path / "triage", n_tickets=120, train_rows=40, eval_rows=12)
+    doc = yaml.safe_load((project / "taskfit.yaml").read_text())
+    doc["task"]["system_prompt"] = "Classify the ticket. Reply with its queue."
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    ws = Workspace.open(project)
+    baseline_project(ws, only=["prompt-only", "tfidf-logreg"])
+    labels = len(ws.config.task.labels)
+    comparison = compare_project(ws)
+    (note,) = [n for n in comparison.scorecard.notes if n.startswith("prompt-only was not told the labels")]
+    assert f"names 0 of the {labels} (it has no {{labels}})" in note
+    assert f"- {note}" in comparison.markdown.read_text()
+    assert json.loads(comparison.json.read_text())["notes"].count(note) == 1
+    # a prompt that lists them (the template's {labels}) gets no such note
+    doc["task"]["system_prompt"] = "Classify the ticket. Reply with one queue: {labels}."
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    ws = Workspace.open(project)
+    baseline_project(ws, only=["prompt-only"])
+    assert not [n for n in compare_project(ws).scorecard.notes if "not told the labels" in n]

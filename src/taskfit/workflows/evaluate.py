@@ -23,7 +23,7 @@ from taskfit.evaluation.runner import candidate_key, read_cache, read_prediction
 from taskfit.paths import RunDir
 from taskfit.records import EvalResult, Example, ForgettingResult, Prediction
 from taskfit.tasks import get_task
-from taskfit.tasks.base import CLASSICAL, EMBEDDINGS, ENDPOINT, FEW_SHOT, RAG
+from taskfit.tasks.base import CLASSICAL, EMBEDDINGS, ENDPOINT, FEW_SHOT, PROMPT_ONLY, RAG
 from taskfit.workflows.workspace import Workspace, resolve_run, store_rows
 
 STYLE_BASE = "_style-base"  # the base model's replies to training inputs: the style classifier's negatives
@@ -886,6 +886,24 @@ def dropped_chunks_warnings(predictions: dict[str, list[Prediction]]) -> list[st
     return out
 
 
+def unlisted_labels_notes(task: Any, names: Sequence[str]) -> list[str]:
+    """classify: a note where prompt-only is on the scorecard and the system prompt it is asked
+    with does not name every label (no ``{labels}``: ``taskfit init`` leaves them out above
+    :data:`~taskfit.project.LISTED_LABELS`). The data check's card said so once; the scorecard,
+    where the row is read, did not, and 151 intents' prompt-only read as a prompted model's score."""
+    if task.kind != "classify" or PROMPT_ONLY not in names or not task.labels:
+        return []
+    text = task.system_text
+    named = sum(label in text for label in task.labels)
+    if named == len(task.labels):
+        return []
+    return [f"prompt-only was not told the labels: task.system_prompt names {named} of the {len(task.labels)}"
+            + (" (it has no {labels})" if "{labels}" not in task.system_prompt else "")
+            + ", so the base model picked, by label scoring, among labels no instruction named: its score is no "
+            "fair test of a prompted model. Listing them costs every prompt about 4 tokens a label; few-shot "
+            "sees some in its examples, and the fine-tune learns them from the rows."]
+
+
 def kept_by_verdict(project_dir: Path) -> tuple[str, str, Path] | None:
     """(the candidate the verdict keeps, the verdict, its scorecard.json) of the project's
     scorecard on its largest held-out set (the newest among equals: `taskfit advise` writes one
@@ -931,8 +949,9 @@ def compare_project(project: Path | Workspace, reporter: Any = None, threads: in
     card.reviews = [r.sentence() for r in load_reviews(root)]
     predictions = {r.candidate: read_predictions(ws.predictions(r.candidate)) for r in results}
     card.warnings += cut_short_warnings(ws, predictions) + dropped_chunks_warnings(predictions)
-    card.notes += agreements(predictions) + card.versus_real_sentences() + card.versus_endpoint_sentences()
     task = ws.config.task
+    card.notes += (unlisted_labels_notes(task, [r.candidate for r in results]) + agreements(predictions)
+                   + card.versus_real_sentences() + card.versus_endpoint_sentences())
     md = ([f"# Scorecard: {task.name}", "", f"Success means: {task.success}", "", card.verdict, ""]
           + [f"> {w}" for w in card.warnings] + [f"- {r}" for r in card.reviews + card.notes]
           + ["", *card.markdown(), "",

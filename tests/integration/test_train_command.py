@@ -404,3 +404,42 @@ def test_a_resumed_run_continues_its_tensorboard_curves_without_doubling_back(tm
     loss = [(e.step, e.value) for e in events.Scalars("train/loss")]
     assert [s for s, _ in loss] == sorted(steps)  # each step once, in order
     assert all(v == pytest.approx(float(steps[s]["loss"]), abs=1e-5) for s, v in loss)
+
+
+def test_a_new_run_is_told_how_long_it_takes_at_an_earlier_runs_speed_and_the_cap_for_an_hour(tmp_path,
+                                                                                              tiny_model_dir):
+    """A walkthrough: `taskfit run` on 151 intents without caps trained for hours with no word of
+    it. A run trained alike before (here: a first one; after `taskfit advise`, its curve's runs)
+    measured this machine's speed: the next says how long it takes, and past two hours the cap
+    that trains in one."""
+    project = _project(tmp_path, tiny_model_dir, "timed", epochs=1, eval_every=0, metric_sample=0)
+    runner = CliRunner()
+    first = runner.invoke(app, ["train", str(project)])
+    assert first.exit_code == 0, first.output
+    assert "training: about" not in first.output  # nothing measured yet: nothing to say
+    (run,) = project.glob("runs/*")
+    # the same run as a slow machine measures it: its median step after the first 1 token a second,
+    # the whole run's rate (a first step of warm-up in it) half that
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["training"].update(steady_tokens_per_second=1.0, tokens_per_second=0.5)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    from taskfit.evaluation.advice import HOUR_S, LONG_TRAINING_S
+    from taskfit.workflows.train import training_speed
+
+    speed = training_speed(manifest["training"], manifest["data"]["train_rows"], 1)
+    assert speed.tokens_per_second == 1.0 and speed.steady
+
+    doc = yaml.safe_load((project / "taskfit.yaml").read_text())
+    doc["train"]["learning_rate"] = 1e-3  # a new run, trained alike
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    second = runner.invoke(app, ["train", str(project)])
+    assert second.exit_code == 0, second.output
+    said = " ".join(second.output.split())
+    estimate = re.search(r"training: about (\d+) h (\d+) min here for (\d+) rows trained on", said)
+    assert estimate and f"at the 1.0 tokens/s {run.name} trained at (its median step after the first" in said
+    fit = int(estimate.group(3))
+    assert abs(int(estimate.group(1)) * 3600 + int(estimate.group(2)) * 60 - speed.seconds_for(fit, 1)) <= 60
+    assert speed.seconds_for(fit, 1) > LONG_TRAINING_S
+    cap = int(re.search(r"data\.max_train_examples: (\d+) \(of the 96 training rows, their classes kept in "
+                        r"proportion\) trains in about an hour", said).group(1))
+    assert 0.95 * HOUR_S <= speed.seconds_for(cap * fit / 96, 1) <= HOUR_S

@@ -231,7 +231,16 @@ def test_a_training_time_past_two_hours_names_the_rows_that_train_in_about_one()
     text = " ".join(advice.markdown("advice").split())
     assert advice.figures["time"]["train_seconds"] == pytest.approx(8100 * 10)
     assert advice.figures["time"]["rows_in_an_hour"] == 400  # 360 rows trained on, 40 validating
-    assert "`train.max_train_examples: 400`" in text and "its median step after the first" in text
+    assert "`data.max_train_examples: 400`" in text and "its median step after the first" in text
+    # the key it names is the one taskfit.yaml takes (train.max_train_examples, named before, is refused)
+    from taskfit.config import parse_config
+    from taskfit.errors import ConfigError
+
+    doc = {"task": {"kind": "classify", "success": "s", "system_prompt": "p", "labels": ["a", "b"]},
+           "data": {"train": "t.jsonl"}}
+    assert parse_config({**doc, "data": {**doc["data"], "max_train_examples": 400}}).data.max_train_examples == 400
+    with pytest.raises(ConfigError):
+        parse_config({**doc, "train": {"max_train_examples": 400}})
     quick = decide(_setting(), [_result("prompt-only", 5)], points, curve, _speed())  # 480 rows: 7 min
     assert "max_train_examples" not in quick.markdown("advice")
 

@@ -350,6 +350,17 @@ LONG_TRAINING_S = 2 * 3600  # beyond this, the advice names the training rows th
 HOUR_S = 3600
 
 
+def rows_in_an_hour(speed: TrainingSpeed, fit_share: float, epochs: float) -> int:
+    """The training rows (``data.max_train_examples``: a stratified sample, of which ``fit_share``
+    is trained on and the rest validates) that train in about :data:`HOUR_S` at ``speed``."""
+    return int(speed.tokens_per_second * HOUR_S / (speed.tokens_per_row * epochs) / fit_share)
+
+
+def measured_how(speed: TrainingSpeed) -> str:
+    """How ``speed`` was measured, in words."""
+    return "its median step after the first, which warms up" if speed.steady else "the whole run, warm-up included"
+
+
 def _time(setting: Setting, pick: EvalResult, tuned: EvalResult | None, speed: TrainingSpeed | None,
           curve: LearningCurve | None, figures: dict[str, Any]) -> Section:
     text = []
@@ -359,15 +370,15 @@ def _time(setting: Setting, pick: EvalResult, tuned: EvalResult | None, speed: T
         train_s = speed.seconds_for(fit, setting.epochs)
         timing.update(train_seconds=train_s, tokens_per_second=speed.tokens_per_second,
                       tokens_per_row=speed.tokens_per_row)
-        how = ("its median step after the first, which warms up" if speed.steady else "the whole run, warm-up included")
+        how = measured_how(speed)
         text.append(f"Fine-tune on all {setting.train_rows} training rows ({fit:.0f} trained on, the rest validating), "
                     f"{setting.epochs:g} epoch{'s' if setting.epochs != 1 else ''}: about {duration(train_s)} "
                     f"({speed.tokens_per_row:.0f} tokens a row at {speed.tokens_per_second:.1f} tokens/s, as the "
                     f"{speed.rows}-row curve run trained here, {how}; validation during training comes on top).")
         if train_s > LONG_TRAINING_S:
-            rows = int(speed.tokens_per_second * HOUR_S / (speed.tokens_per_row * setting.epochs) / setting.fit_share)
+            rows = rows_in_an_hour(speed, setting.fit_share, setting.epochs)
             timing.update(rows_in_an_hour=rows)
-            text.append(f"That is long for this machine: `train.max_train_examples: {rows}` (with the data's "
+            text.append(f"That is long for this machine: `data.max_train_examples: {rows}` (with the data's "
                         f"classes kept in proportion) trains in about an hour; the learning curve above says what "
                         f"fewer rows cost in {setting.main.replace('_', '-')}.")
     if tuned is not None:

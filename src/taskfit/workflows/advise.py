@@ -30,7 +30,7 @@ from taskfit.tasks import get_task
 from taskfit.tasks.base import RAG
 from taskfit.workflows.evaluate import (ADVICE, HEAD, Comparison, _adopt_finetunes, _needs_examples, baseline_project,
                                         compare_project, evaluate, is_head_run, trained_candidate)
-from taskfit.workflows.train import train_or_continue
+from taskfit.workflows.train import train_or_continue, training_speed
 from taskfit.workflows.workspace import CURVE_RUN, Workspace
 
 MIN_CURVE_ROWS = 8  # a curve run on fewer rows says nothing (and cannot hold back rows to validate)
@@ -116,16 +116,7 @@ def learning_curve(ws: Workspace, rows: Workspace, sizes: list[int]) -> tuple[li
         points.append((n, evaluate(rows, cand)))
         runs.append(trained.run_dir)
         training = trained.training
-    if not training.get("tokens_per_second"):
-        return points, runs, None  # a run that measured no speed (finished before taskfit recorded it)
-    speed = TrainingSpeed(rows=sizes[-1], fit_rows=sizes[-1] - int(training.get("validation_rows", 0)),
-                          epochs=float(training.get("epochs") or c.train.epochs),
-                          trained_tokens=int(training.get("trained_tokens", 0)),
-                          tokens_per_second=float(training.get("steady_tokens_per_second")
-                                                  or training["tokens_per_second"]),
-                          steady="steady_tokens_per_second" in training)
-    return points, runs, speed
-
+    return points, runs, training_speed(training, sizes[-1], c.train.epochs)
 
 def _fit(ws: Workspace, points: list[tuple[int, EvalResult]]):
     from taskfit.evaluation.curve import fit_curve

@@ -16,9 +16,10 @@ from typing import Any
 
 from taskfit.data.prepare import write_prepared
 from taskfit.errors import ConfigError
+from taskfit.evaluation.advice import TrainingSpeed
 from taskfit.manifest import build_manifest
 from taskfit.paths import RunDir
-from taskfit.workflows.workspace import Workspace, is_curve_run, resolve_run
+from taskfit.workflows.workspace import Workspace, comparable_config, is_curve_run, resolve_run
 
 
 @dataclass
@@ -84,6 +85,71 @@ def train_or_continue(ws: Workspace, name: str | None = None, marks: dict[str, A
     return _train(ws, None, name, marks or {})
 
 
+def training_speed(training: dict[str, Any], rows: int, epochs: float) -> TrainingSpeed | None:
+    """What a run (its manifest's ``training`` figures, trained on ``rows`` rows) measured of this
+    machine's training speed: its median step after the first (``steady_tokens_per_second``), or
+    the whole run's rate where it predates that figure; None for a run that measured no speed."""
+    if not training.get("tokens_per_second"):
+        return None
+    return TrainingSpeed(rows=rows, fit_rows=rows - int(training.get("validation_rows", 0)),
+                         epochs=float(training.get("epochs") or epochs),
+                         trained_tokens=int(training.get("trained_tokens", 0)),
+                         tokens_per_second=float(training.get("steady_tokens_per_second")
+                                                 or training["tokens_per_second"]),
+                         steady="steady_tokens_per_second" in training)
+
+
+# Training settings that change how many steps a run takes, or what it learns, but not how fast
+# it trains a token: a run that differs from the project only in these times this one's tokens.
+SPEED_FREE = ("epochs", "learning_rate", "seed", "warmup_ratio", "validation_share", "validation_max_rows",
+              "eval_every", "metric_sample", "early_stopping_patience", "checkpoint_every", "keep_checkpoints")
+
+
+def _trains_alike(ws: Workspace, manifest: dict[str, Any]) -> bool:
+    """Whether a run trained a token as fast as one of the project would now: the same model, task
+    and training settings but :data:`SPEED_FREE` (the rows may be others: a learning-curve run's
+    sample), on the same device, precision and threads."""
+    mine = comparable_config(ws.config.model_dump(mode="json", by_alias=True))
+    theirs = comparable_config(manifest.get("config", {}))
+    if any(mine.get(k) != theirs.get(k) for k in ("model", "task")):
+        return False
+    if ({k: v for k, v in mine.get("train", {}).items() if k not in SPEED_FREE}
+            != {k: v for k, v in theirs.get("train", {}).items() if k not in SPEED_FREE}):
+        return False
+    here, there = ws.hardware.describe(), manifest.get("hardware", {})
+    return all(there.get(k) == here.get(k) for k in ("device", "dtype", "threads", "autocast"))
+
+
+def _estimate(ws: Workspace) -> None:
+    """Before a new run: about how long it trains here, at the speed this project's newest finished
+    run trained as it would be (:func:`_trains_alike`, a learning-curve run of ``taskfit advise``
+    included) measured, and where that is over :data:`~taskfit.evaluation.advice.LONG_TRAINING_S`,
+    the ``data.max_train_examples`` that trains in about an hour. Nothing where no such run exists:
+    a first run's speed is known once it trains, and its progress bar then says how long is left."""
+    from taskfit.data.split import validation_split
+    from taskfit.evaluation.advice import LONG_TRAINING_S, duration, measured_how, rows_in_an_hour
+
+    spec = ws.config.train
+    found = next(((run, m) for run, m in reversed(ws.runs())
+                  if m.get("status") == "finished" and m.get("training") and _trains_alike(ws, m)), None)
+    if found is None or not ws.train:
+        return
+    run, manifest = found
+    speed = training_speed(manifest["training"], int(manifest.get("data", {}).get("train_rows", 0)), spec.epochs)
+    if speed is None or speed.fit_rows <= 0:
+        return
+    fit, _ = validation_split(list(ws.train), spec.validation_share, spec.validation_max_rows, spec.seed)
+    seconds = speed.seconds_for(len(fit), spec.epochs)
+    ws.reporter.status(f"training: about {duration(seconds)} here for {len(fit)} rows trained on, {spec.epochs:g} "
+                       f"epoch{'s' if spec.epochs != 1 else ''}, at the {speed.tokens_per_second:.1f} tokens/s "
+                       f"{run.root.name} trained at ({measured_how(speed)}); validation comes on top")
+    if seconds > LONG_TRAINING_S:
+        rows = rows_in_an_hour(speed, len(fit) / len(ws.train), spec.epochs)
+        ws.reporter.status(f"training: that is long for this machine: data.max_train_examples: {rows} (of the "
+                           f"{len(ws.train)} training rows, their classes kept in proportion) trains in about an "
+                           "hour; `taskfit advise` shows what fewer rows score.")
+
+
 def _train(ws: Workspace, run: RunDir | None, name: str | None = None,
            marks: dict[str, Any] | None = None) -> TrainSummary:
     from taskfit.training.loop import Ranks, checkpoint_step
@@ -95,6 +161,8 @@ def _train(ws: Workspace, run: RunDir | None, name: str | None = None,
     main = Ranks.from_env().main  # under `accelerate launch`, the first process writes the run
     resuming = run is not None
     if run is None:
+        if main:
+            _estimate(ws)
         run = (RunDir.create(ws.project_dir, name or ws.config.task.name) if main
                else RunDir(Path(tempfile.mkdtemp(prefix="taskfit-rank-"))))  # never written to
         manifest = _start_run(ws, lm, run, marks or {}) if main else {}

@@ -81,7 +81,7 @@ def test_feedback_is_stored_for_the_completion_id(fitted, loopback):
     for case, (response, status, code) in errors.items():
         assert response.status_code == status, (case, response.text)
         assert response.json()["error"]["code"] == code, case
-    assert "'urgent-ish' is not in task.labels" in errors["not a label"][0].json()["error"]["message"]
+    assert "'urgent-ish' is not a label the project knows" in errors["not a label"][0].json()["error"]["message"]
     assert store.execute("SELECT COUNT(*) FROM corrections").fetchone()[0] == 2
     # a label in another case is the label: the served one written "Billing" confirms it
     respelled = post({"id": reply.id, "label": served.upper()})
@@ -141,3 +141,39 @@ def test_feedback_confirms_or_corrects_a_reply_that_fell_back(fitted, loopback, 
     assert "jane.doe@example.com" not in comment and "who confirmed" in comment  # redacted, as the log is
     refused = httpx.post(f"{url}/feedback", json={"id": other.id, "label": "urgent-ish", "reviewer": "desk"})
     assert refused.status_code == 400 and "out_of_scope" in refused.json()["error"]["message"]
+
+
+def test_feedback_takes_a_label_the_project_lists_now_and_names_the_allowed_ones(fitted, loopback, tmp_path):
+    """An after-deploy walkthrough: after `oos` was added to the project's task.labels, the running
+    server still refused a correction to it (400), checking only the served version's labels."""
+    project, task = fitted
+    doc = yaml.safe_load((project / "taskfit.yaml").read_text())
+    config = tmp_path / "taskfit.yaml"  # the project beside the request log, as `taskfit serve DIR` logs
+    config.write_text(yaml.safe_dump(doc))
+    serve = {"classical": {task["name"]: {"path": str(project / "baselines" / "tfidf-logreg"),
+                                          "confidence_threshold": 1.0, "fallback": "out_of_scope"}},
+             "log": {"path": str(tmp_path / "requests.sqlite")}}
+    url = loopback(create_app(load_serve_config(None, serve)))
+    client = openai.OpenAI(base_url=url, api_key="none", max_retries=0)
+    reply = client.chat.completions.create(model=task["name"], messages=[{"role": "user", "content":
+                                           "Do you sell gift cards for the loyalty programme?"}])
+
+    def post(label):
+        return httpx.post(f"{url}/feedback", json={"id": reply.id, "label": label, "reviewer": "desk"})
+
+    refused = post("loyalty_program")
+    assert refused.status_code == 400, refused.text
+    message = refused.json()["error"]["message"]
+    assert "'loyalty_program' is not a label the project knows" in message, message
+    assert f"allowed: {', '.join(task['labels'])}, out_of_scope" in message, message
+    assert f"add it to task.labels in {config}" in message, message
+    doc["task"]["labels"] = [*task["labels"], "loyalty_program"]
+    config.write_text(yaml.safe_dump(doc))  # the server is not restarted
+    taken = post("Loyalty_Program")
+    assert taken.status_code == 201, taken.text
+    assert taken.json()["correction"] == "loyalty_program" and taken.json()["verdict"] == "wrong"
+    # a taskfit.yaml that no longer loads (mid-edit): the served labels and the fallback still hold, and it is said
+    config.write_text("task: [\n")
+    assert post("out_of_scope").status_code == 201
+    broken = post("loyalty_program")
+    assert broken.status_code == 400 and f"{config} could not be read" in broken.json()["error"]["message"]

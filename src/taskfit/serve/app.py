@@ -694,6 +694,34 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
         finally:
             db.close()
 
+    project_seen: dict[str, Any] = {}  # the project's taskfit.yaml as last read: (mtime, size) -> labels
+
+    def project_labels(model: str | None, kind: str) -> tuple[Path | None, list[str], str | None]:
+        """(the project's taskfit.yaml, its task.labels, why it could not be read): the project
+        beside the request log (where `taskfit serve DIR` logs and `taskfit data from-log DIR`
+        reads the corrections), when its task is the served model's; read again when it changes,
+        so a label added to task.labels is accepted without a restart."""
+        path = spec.log.path.parent / "taskfit.yaml"
+        try:
+            st = path.stat()
+        except OSError:
+            return None, [], None
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        if project_seen.get("key") != key:
+            from taskfit.config import load_config
+
+            try:
+                task = load_config(path).task
+                project_seen.update(key=key, task=task, error=None)
+            except Exception as exc:  # mid-edit, say: the served labels still hold
+                project_seen.update(key=key, task=None, error=str(getattr(exc, "message", exc)).splitlines()[0])
+        task = project_seen["task"]
+        if task is None:
+            return path, [], project_seen["error"]
+        if task.name != model or task.kind != kind:
+            return None, [], None
+        return path, list(task.labels or []), None
+
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> Response:
         """A correction of one answered request: ``id`` (the chat completion's ``id``), ``label``
@@ -730,15 +758,21 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                                     "the right answer as \"answer\"", param="label", code="missing_correction")
             try:
                 if served is not None and served.task is not None:  # the answer as the kind writes it
-                    kind, task = get_task(served.task.kind), served.task
-                    if task.labels and served.fallback and served.fallback not in task.labels:
-                        # the fallback was right (an out-of-scope request): data from-log asks for it
-                        # to be added to task.labels before it trains on it
-                        task = task.model_copy(update={"labels": [*task.labels, served.fallback]})
+                    kind, task, config, unread = get_task(served.task.kind), served.task, None, None
+                    if task.labels:
+                        # A label the project knows: the served version's, its fallback (an out-of-scope
+                        # request the fallback served right), or one the project's taskfit.yaml lists now
+                        # (a label added since this version was trained). data from-log quarantines a
+                        # label outside the project's task.labels until it is added there.
+                        config, listed, unread = await run_in_threadpool(project_labels, logged.model, task.kind)
+                        extra = [lab for lab in [served.fallback, *listed] if lab and lab not in task.labels]
+                        task = task.model_copy(update={"labels": [*task.labels, *dict.fromkeys(extra)]})
                     if isinstance(value, str) and not value.strip():  # (a qa data file's empty cell is the refusal)
                         refusal = f" (a refusal as {task.refusal!r})" if task.kind == "qa" else ""
                         raise ValueError(f"empty: send the right answer{refusal}")
                     correction = answer_spelling(kind, task)(kind.target_text(task, value))
+                    if task.labels and correction not in task.labels:
+                        raise ValueError(unknown_label(correction, task.labels, served, config, unread))
                     # a correction training could not take is refused now, not kept for data
                     # from-log to quarantine ("Billing" is the label billing; a record, valid JSON)
                     kind.answer_check(task)(Example(id=logged.id, input=logged.text or "",
@@ -766,6 +800,21 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                                  "reviewer": record_.reviewer}, status_code=201)
         except ApiError as exc:
             return exc.response()
+
+    def unknown_label(label: str, allowed: list[str], served: Any, config: Path | None, unread: str | None) -> str:
+        """The 400 of a correction to a label the project does not know, naming the ones it does."""
+        from taskfit.tasks.classify import closest_label
+
+        near = closest_label(label, allowed)
+        sources = ["the served version's task.labels"] + ([f"its fallback {served.fallback!r}"] if served.fallback else [])
+        if config is not None and unread is None:
+            sources.append(f"task.labels in {config}")
+        where = (f"add it to task.labels in {config} (read again when it changes)" if config is not None else
+                 f"add it to task.labels in the project's taskfit.yaml beside the request log ({spec.log.path.parent})")
+        return (f"{label!r} is not a label the project knows ({', '.join(sources)}): allowed: {', '.join(allowed)}"
+                + (f"; did you mean {near!r}?" if near else "")
+                + (f"; {config} could not be read: {unread}" if unread else "")
+                + f"; a new label: {where}")
 
     def admin(request: Request) -> None:
         if not spec.admin:

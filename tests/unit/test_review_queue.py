@@ -288,6 +288,7 @@ def test_a_reply_that_fell_back_is_reviewed_as_the_fallback_the_customer_got(ser
     assert "the fallback" in row["note"] and "billing" in row["note"] and "0.31" in row["note"]
     page = result.paths["html"].read_text()
     assert "the model&#x27;s own label was billing" in page or "the model's own label was billing" in page
+    assert '<option value="needs_human">' in page  # offered as a right answer, where one should have fallen back
     assert _queued(served)["fell-back"].served == "needs_human"
     filled = _fill(result.paths["csv"], [dict(row, verdict="correct", comment="mailed jane.doe@example.com")],
                    tmp_path / "filled.csv")

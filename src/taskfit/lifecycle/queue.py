@@ -196,10 +196,11 @@ def redact_comment(comment: str | None, privacy: Any) -> str | None:
     return pii.redact(comment, privacy=privacy) if comment and comment.strip() else comment
 
 
-def export_queue(out_dir: Path, picks: Sequence[Pick], task: Any) -> dict[str, Path]:
+def export_queue(out_dir: Path, picks: Sequence[Pick], task: Any, fallback: str | None = None) -> dict[str, Path]:
     """Write ``review.html`` and ``review.csv`` for the picks (shuffled: the order says nothing of
     why a request was picked). The correction starts empty for a label, and as the served answer
-    otherwise (to be edited)."""
+    otherwise (to be edited); the labels offered are the task's and the fallback (``fallback``,
+    and any the picks were served)."""
     from taskfit.evaluation.review import review_page, shown_input, write_sheet
 
     items = []
@@ -214,11 +215,14 @@ def export_queue(out_dir: Path, picks: Sequence[Pick], task: Any) -> dict[str, P
     page = review_page(
         "taskfit review queue", f"Review: {task.name}",
         "For each request, say whether the answer served was correct; when it was wrong, give the right "
-        "answer. Mark it unsure to leave it for someone else. Your corrections become training data once "
+        "answer. Mark it unsure to leave it for someone else: the next queue offers it first. Your "
+        "corrections become training data once "
         "imported (`taskfit review import`).", items, COLUMNS, _page_block(task.labels), judged="verdict",
         reviewer=True)
-    if task.labels:
-        options = "".join(f'<option value="{html.escape(lab)}">' for lab in task.labels)
+    if task.labels:  # and the fallback served: the right answer where the model should have fallen back
+        fallbacks = [fallback] + [p.request.served for p in picks if p.request.fallback]
+        fallbacks = [f for f in fallbacks if f]
+        options = "".join(f'<option value="{html.escape(lab)}">' for lab in dict.fromkeys([*task.labels, *fallbacks]))
         page = page.replace("</body>", f'<datalist id="labels">{options}</datalist></body>')
     paths["html"].write_text(page, encoding="utf-8")
     return paths
@@ -283,7 +287,8 @@ def queue_project(project: Path, n: int | None = None, since: str | None = None,
             raise DataError(f"{log}: every answered request to {model!r} has been queued already{repeated}",
                             hint="wait for new traffic, or widen --since")
         random.Random(spec.seed).shuffle(picks)
-        paths = export_queue(out_dir or project_dir / "review" / f"queue-{batch}", picks, config.task)
+        paths = export_queue(out_dir or project_dir / "review" / f"queue-{batch}", picks, config.task,
+                             config.eval.fallback)
         items = {id(p): Queued(request_id=p.request.id, model=model, batch=batch, item=f"Q{k:03d}", queued=now,
                                reason=describe(p), random=p.random, input=p.request.text, context=p.request.context,
                                served=p.request.served, requested=p.request.created)

@@ -288,8 +288,11 @@ class Constraint:
                 if key not in tried:
                     m = self.matcher.deep_copy()
                     m.consume_token(int(t))
+                    # a token that opens a string needs room for some text in it too: an empty
+                    # string where there is no more room is a null written longer
+                    opens = not inside and any(_bits(m, size)[i] for i in ids.in_string)
                     cost = _finish(m, ids, size, left)[0]
-                    tried[key] = cost is not None and 1 + cost <= left
+                    tried[key] = cost is not None and 1 + cost + opens <= left
                 keep[t] = tried[key]
         if first is not None and first < len(keep):
             keep[first] = True  # the shortest finish's next token: always in time when anything is

@@ -105,3 +105,27 @@ def test_embedded_model_extracts_schema_valid_records_under_the_constraint(tmp_p
     held = GenerativePredictor("c", lm.model, lm.tokenizer, task, 256, max_new_tokens=48, constrained=True)
     result = score(task, EvalSpec(), "c", rows, list(held.predict(rows)))
     assert result.metrics["valid_rate"] == 1.0 and result.metrics["json_valid_rate"] == 1.0
+
+
+def test_the_embedded_model_closes_fourteen_required_fields_with_nulls_at_a_budget_one_over_the_shortest():
+    """snips' restaurant bookings (14 required nullable fields): closing in the budget's last 16 steps
+    cut every record at 96 tokens (its shortest record takes 95); then, with the token to spare, the
+    steer let the model open a string it could only close at once, one "" a record."""
+    from taskfit.decoding import Sampling, decode_batch, json_schema_grammar, shortest_answer
+
+    keys = ["city", "country", "cuisine", "facility", "party_size_description", "party_size_number", "poi",
+            "restaurant_name", "restaurant_type", "served_dish", "sort", "spatial_relation", "state", "timeRange"]
+    schema = {"type": "object", "additionalProperties": False, "required": keys,
+              "properties": {k: {"type": ["string", "null"]} for k in keys}}
+    grammar = json_schema_grammar(schema)
+    lm = load_model("smollm2-135m")
+    tok = lm.tokenizer
+    system = f"Extract the fields the text mentions as one JSON object; the others are null. Fields: {', '.join(keys)}."
+    prompts = [tok(tok.apply_chat_template([{"role": "system", "content": system}, {"role": "user", "content": text}],
+                                           add_generation_prompt=True, tokenize=False), add_special_tokens=False)["input_ids"]
+               for text in ["Book a reservation for my babies and I", "I need a table for 4 at a bakery in Boston"]]
+    budget = shortest_answer(tok, grammar) + 1
+    for out in decode_batch(lm.model, tok, prompts, [Sampling(max_tokens=budget, grammar=grammar)] * 2):
+        record = json.loads(out.text)
+        assert list(record) == keys and out.finish_reason == "stop"
+        assert "" not in record.values(), out.text

@@ -380,3 +380,4 @@ def test_an_evaluation_budget_below_the_shortest_record_is_refused_with_the_numb
         GenerativePredictor("prompt-only", tiny.model, tiny.tokenizer, task, 512, shortest - 1, constrained=True)
     assert "eval.max_new_tokens" in str(refused.value) and f"at least {shortest}" in refused.value.hint
     GenerativePredictor("prompt-only", tiny.model, tiny.tokenizer, task, 512, shortest, constrained=True)
+

@@ -660,7 +660,8 @@ def room_words(kind: str, max_new_tokens: int | None = None) -> str:
     kind scores labels (eval.max_new_tokens does not enter it), else the answer budget."""
     from taskfit.tasks import get_task
 
-    return ("the longest label" if get_task(kind).scores_labels else
+    labels = kind != "preference" and get_task(kind).scores_labels  # a card of preference pairs has no task kind's
+    return ("the longest label" if labels else
             "eval.max_new_tokens" + (f"={max_new_tokens}" if max_new_tokens is not None else ""))
 
 

@@ -322,5 +322,9 @@ def test_a_request_left_unsure_is_offered_first_in_the_next_queue(served, tmp_pa
     third_rows = list(csv.DictReader(second.paths["csv"].open(encoding="utf-8-sig")))
     only = _fill(second.paths["csv"], [dict(third_rows[0], verdict="unsure")], tmp_path / "only.csv")
     cli = CliRunner().invoke(app, ["review", "import", str(served), str(only), "--reviewer", "bo"])
-    assert cli.exit_code == 0, cli.output
+    assert cli.exit_code == 0 and "come first in the next" in " ".join(cli.output.split()), cli.output
     assert _queued(served)[third_rows[0]["request_id"]].unsure is not None
+    # judged after all (the sheet imported again with a verdict): not offered again
+    judged = _fill(second.paths["csv"], [dict(third_rows[0], verdict="correct", correction="")], tmp_path / "j.csv")
+    assert CliRunner().invoke(app, ["review", "import", str(served), str(judged), "--reviewer", "bo"]).exit_code == 0
+    assert third_rows[0]["request_id"] not in {p.request.id for p in queue_project(served, n=3).picks}

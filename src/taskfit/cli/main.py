@@ -465,7 +465,8 @@ def review_import(project: Path = typer.Argument(..., help="Project directory or
         result = import_queue(project, verdicts, reviewer=reviewer, log=log)
         out.print(f"stored {result.stored} corrections ({result.correct} correct, {result.wrong} wrong) by "
                   f"{', '.join(result.reviewers)} in {result.store}; {result.skipped} rows unsure or not judged "
-                  f"stay unreviewed", highlight=False, soft_wrap=True)
+                  f"stay unreviewed (those marked unsure come first in the next `taskfit review queue`)",
+                  highlight=False, soft_wrap=True)
         if result.unknown_labels:
             from taskfit.config import load_config
             from taskfit.tasks.classify import closest_label

@@ -274,7 +274,8 @@ def queue_project(project: Path, n: int | None = None, since: str | None = None,
         batch = next(name for name in [stamp] + [f"{stamp}-{k}" for k in range(2, len(taken) + 3)]
                      if name not in taken)  # a second queue within the second gets its own name
         # Requests a reviewer left unsure come first, in a new batch: the page promises someone else sees them.
-        by_id = {r.id: r for r in requests if r.answered}
+        judged = {c.request_id for c in store.corrections()}  # judged since (an older sheet imported again)
+        by_id = {r.id: r for r in requests if r.answered and r.id not in judged}
         unsure = sorted((q for q in queued.values() if q.unsure and q.model == model and q.request_id in by_id),
                         key=lambda q: q.unsure)[:n]
         left = [Pick(by_id[q.request_id], UNSURE, q.random) for q in unsure]

@@ -192,11 +192,7 @@ def test_rows_that_cannot_be_cut_to_fit_are_named_before_training(tmp_path, tiny
     rows = [{"messages": [{"role": "user", "content": " ".join(rng.choice(words) for _ in range(60))},
                           {"role": "assistant", "content": long_answer if i in (3, 11) else "Sorry, on it."}]}
             for i in range(20)]
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert CliRunner().invoke(app, ["init", str(tmp_path / "p"), "--task", "generate"]).exit_code == 0
-    doc = yaml.safe_load((tmp_path / "p" / "taskfit.yaml").read_text())
-    doc["data"]["train"] = str(tmp_path / "data" / "train.jsonl")
+    doc = _generate_doc(tmp_path, rows)
     config = load_config(_write(tmp_path, doc))
     short = render(tiny.tokenizer, config.task, Example(id="s", input="x", target="Sorry, on it."),
                    target="Sorry, on it.")
@@ -256,11 +252,7 @@ def test_the_card_counts_the_rows_training_cuts(tmp_path, tiny):
     words = ["".join(rng.choice("abcdefghijklmnop") for _ in range(5)) for _ in range(500)]
     rows = [{"messages": [{"role": "user", "content": " ".join(rng.choice(words) for _ in range(10 + 4 * i))},
                           {"role": "assistant", "content": "Sorry, on it."}]} for i in range(24)]
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert CliRunner().invoke(app, ["init", str(tmp_path / "p"), "--task", "generate"]).exit_code == 0
-    doc = yaml.safe_load((tmp_path / "p" / "taskfit.yaml").read_text())
-    doc["data"]["train"] = str(tmp_path / "data" / "train.jsonl")
+    doc = _generate_doc(tmp_path, rows)
     doc["data"]["dedup"] = {"near": False}
     doc["train"]["max_seq_length"], doc["eval"]["max_new_tokens"] = 160, 48
     config = load_config(_write(tmp_path, doc))
@@ -295,6 +287,17 @@ def _renders(tokenizer, config, ex, limit) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _generate_doc(tmp_path: Path, rows: list[dict]) -> dict:
+    """The taskfit.yaml `init --task generate` writes, as a dict, reading ``rows`` (chat rows) from
+    ``tmp_path/data/train.jsonl``."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert CliRunner().invoke(app, ["init", str(tmp_path / "p"), "--task", "generate"]).exit_code == 0
+    doc = yaml.safe_load((tmp_path / "p" / "taskfit.yaml").read_text())
+    doc["data"]["train"] = str(tmp_path / "data" / "train.jsonl")
+    return doc
 
 
 def _write(project: Path, doc: dict) -> Path:
@@ -526,11 +529,7 @@ def test_answers_longer_than_the_generation_budget_are_named_with_the_budget_tha
     rows = [{"messages": [{"role": "user", "content": f"where is parcel {i}?"},
                           {"role": "assistant", "content": "It is on its way. " * (1 + 6 * (i % 4 == 0))}]}
             for i in range(24)]
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert CliRunner().invoke(app, ["init", str(tmp_path / "p"), "--task", "generate"]).exit_code == 0
-    doc = yaml.safe_load((tmp_path / "p" / "taskfit.yaml").read_text())
-    doc["data"]["train"] = str(tmp_path / "data" / "train.jsonl")
+    doc = _generate_doc(tmp_path, rows)
     doc["data"]["dedup"] = {"near": False}
     short = len(tiny.tokenizer("It is on its way. ", add_special_tokens=False)["input_ids"])
     doc["eval"]["max_new_tokens"] = 3 * short

@@ -200,21 +200,21 @@ class Constraint:
     """One sequence held to a grammar: the tokens allowed next, and the grammar advanced by each
     token chosen. One instance per generated sequence.
 
-    With ``closers`` (JSON) and a token ``budget``, the budget never cuts a record open. Each step
+    With a JSON grammar and a token ``budget``, the budget never cuts a record open. Each step
     works out the fewest tokens that still finish the record (:func:`_finish`: an open string
     closed, each remaining required key with the smallest value its schema allows, ``null``
     first, open objects and arrays closed); once the budget left is within ``WATCH_TOKENS`` of
     that, a step allows only the tokens after which the record can still be finished in time (at
     the end, only the shortest finish's). Until then the model writes freely, and a record of many
     required keys starts to close early enough to write them all rather than being cut after the
-    first few. :attr:`shortest` is the fewest tokens the whole record takes, which a smaller
-    budget cannot hold.
+    first few. :attr:`shortest` is the fewest tokens the whole record takes
+    (:func:`shortest_answer`), which a smaller budget cannot hold.
 
     A step's mask is kept until a token is consumed, so that :meth:`forced` and the pick after it
     compute it once.
     """
 
-    def __init__(self, tokenizer: Any, grammar: str, budget: int | None = None, closers: str | None = None):
+    def __init__(self, tokenizer: Any, grammar: str, budget: int | None = None):
         import llguidance
 
         self.lltok = _ll_tokenizer(tokenizer)
@@ -222,13 +222,10 @@ class Constraint:
         if self.matcher.is_error():
             raise ValueError(f"grammar rejected: {self.matcher.get_error()}")
         self.budget = budget
-        self.closing = _shortest_ids(tokenizer) if closers and budget else None
-        self.eos = tokenizer.eos_token_id
+        self.closing = _shortest_ids(tokenizer) if budget and grammar_is_json(grammar) else None
         self._kept: tuple[int, int, Any] | None = None  # (n_generated, vocab, mask) of the last step asked
-        self.shortest: int | None = None  # tokens the shortest whole record takes (JSON with a budget)
-        if self.closing is not None:
-            self.shortest = _finish(self.matcher.deep_copy(), self.closing, self.lltok.vocab_size,
-                                    budget + 4 * WATCH_TOKENS)[0]
+        # tokens the shortest whole record takes (JSON with a budget), worked out once per grammar
+        self.shortest = shortest_answer(tokenizer, grammar) if self.closing is not None else None
         self._needed: tuple[int, int | None] = (0, self.shortest)  # (step, tokens) the shortest finish last took
 
     def allowed(self, n_generated: int, vocab: int, device: Any) -> Any:
@@ -303,14 +300,21 @@ class Constraint:
         self._kept = None
 
 
+SHORTEST_LIMIT = 4096  # a record whose shortest form takes more tokens than this counts as none (None)
+
+
 @lru_cache(maxsize=32)
 def shortest_answer(tokenizer: Any, grammar: str) -> int | None:
     """The fewest tokens a whole JSON record held to ``grammar`` takes (each field at its smallest,
     ``null`` where allowed), None for a grammar that is not JSON: a token budget below it cuts
-    every record, so evaluation and serving refuse such a budget up front."""
+    every record, so evaluation and serving refuse such a budget up front, and
+    :class:`Constraint` starts from it."""
+    import llguidance
+
     if not grammar_is_json(grammar):
         return None
-    return Constraint(tokenizer, grammar, budget=4096, closers=JSON_CLOSERS).shortest
+    lltok = _ll_tokenizer(tokenizer)
+    return _finish(llguidance.LLMatcher(lltok, grammar), _shortest_ids(tokenizer), lltok.vocab_size, SHORTEST_LIMIT)[0]
 
 
 @dataclass(frozen=True)
@@ -359,8 +363,7 @@ class Row:
         self.text = ""
         self.shown = 0
         self.finish: str | None = None
-        closers = JSON_CLOSERS if sampling.grammar and grammar_is_json(sampling.grammar) else None
-        self.constraint = (Constraint(tokenizer, sampling.grammar, budget=sampling.max_tokens, closers=closers)
+        self.constraint = (Constraint(tokenizer, sampling.grammar, budget=sampling.max_tokens)
                            if sampling.grammar else None)
         self.generator = None
         if sampling.temperature > 0:

@@ -347,7 +347,7 @@ def test_a_record_of_many_required_keys_is_finished_within_a_budget_just_above_i
     left most keys unwritten, so a model that writes long values had its record cut open; it now
     starts to close as soon as the budget left is what the remaining keys need, and where only the
     shortest record fits, a nullable field is null rather than an empty string."""
-    from taskfit.decoding import Constraint, json_answer
+    from taskfit.decoding import json_answer, shortest_answer
 
     schema = _many_keys(types=("string",))
     grammar = json_schema_grammar(schema)
@@ -358,9 +358,9 @@ def test_a_record_of_many_required_keys_is_finished_within_a_budget_just_above_i
                        grammar)
         jsonschema.validate(json.loads(out.text), schema)  # finished, not cut
         assert out.completion_tokens <= budget
-    assert Constraint(verbose.tokenizer, grammar, budget=200, closers='"}]').shortest <= written
+    assert shortest_answer(verbose.tokenizer, grammar) <= written
     nullable = json_schema_grammar(_many_keys())
-    shortest = Constraint(verbose.tokenizer, nullable, budget=200, closers='"}]').shortest
+    shortest = shortest_answer(verbose.tokenizer, nullable)
     tight = generate(verbose.model, verbose.tokenizer, _prompt(verbose, "a table"), shortest, nullable)
     assert all(v is None for v in json.loads(tight.text).values())  # room for the shortest only: null, not ""
 
@@ -370,12 +370,12 @@ def test_an_evaluation_budget_below_the_shortest_record_is_refused_with_the_numb
     scorecard showed 0% valid JSON); it is refused before any row is decoded, naming the minimum."""
     from taskfit.baselines.model import GenerativePredictor
     from taskfit.config import TaskSpec
-    from taskfit.decoding import Constraint
+    from taskfit.decoding import shortest_answer
     from taskfit.errors import ConfigError
 
     schema = _many_keys()
     task = TaskSpec(kind="extract", success="s", system_prompt="Extract.", schema=schema)
-    shortest = Constraint(tiny.tokenizer, json_schema_grammar(schema), budget=300, closers='"}]').shortest
+    shortest = shortest_answer(tiny.tokenizer, json_schema_grammar(schema))
     with pytest.raises(ConfigError) as refused:
         GenerativePredictor("prompt-only", tiny.model, tiny.tokenizer, task, 512, shortest - 1, constrained=True)
     assert "eval.max_new_tokens" in str(refused.value) and f"at least {shortest}" in refused.value.hint

@@ -376,10 +376,9 @@ def grammar_processor(tokenizer: Any, grammar: str, n_prompt: int, budget: int) 
     import numpy as np
     from llama_cpp import LogitsProcessorList
 
-    from taskfit.decoding import JSON_CLOSERS, Constraint, grammar_is_json
+    from taskfit.decoding import Constraint
 
-    constraint = Constraint(tokenizer, grammar, budget=budget,
-                            closers=JSON_CLOSERS if grammar_is_json(grammar) else None)
+    constraint = Constraint(tokenizer, grammar, budget=budget)
     consumed = [n_prompt]  # tokens of the sequence the grammar has seen
 
     def hold(input_ids: Any, scores: Any) -> Any:

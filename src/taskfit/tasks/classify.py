@@ -62,14 +62,19 @@ def label_budget(tokenizer, task: TaskSpec) -> int:
     return max(len(tokenizer(lab)["input_ids"]) for lab in task.labels or []) + 3
 
 
-def _macro_f1_counts(t, p, k):
-    """Macro-F1 from integer-coded labels, over the classes present in ``t`` or ``p``."""
+def _macro_f1_counts(t, p, k, unsupported=None):
+    """Macro-F1 from integer-coded labels, over the classes ``t`` has rows of and the classes
+    ``unsupported`` marks (by default those ``t`` has none of) that ``p`` predicts: each of the
+    classes present in ``t`` or ``p``. A bootstrap resample passes the held-out set's own
+    unsupported classes, so a class whose rows the resample left out is not scored 0."""
     import numpy as np
 
     tp = np.bincount(t[t == p], minlength=k)
     true_n = np.bincount(t, minlength=k)
     pred_n = np.bincount(p, minlength=k)
-    present = (true_n + pred_n) > 0
+    if unsupported is None:
+        unsupported = true_n == 0
+    present = (true_n > 0) | (unsupported & (pred_n > 0))
     denom = true_n + pred_n
     f1 = np.divide(2 * tp, denom, out=np.zeros(k), where=denom > 0)
     return float(f1[present].mean()) if present.any() else 0.0
@@ -103,13 +108,8 @@ def bootstrap_ci(labels: list[str], y_true: list[str], y_pred: list[str], n_boot
     accs, f1s = [], []
     for _ in range(n_boot):
         idx = rng.integers(0, len(t), len(t))
-        tt, pp = t[idx], p[idx]
-        accs.append(float((tt == pp).mean()))
-        true_n, pred_n = np.bincount(tt, minlength=k), np.bincount(pp, minlength=k)
-        scored = (true_n > 0) | (only_predicted & (pred_n > 0))
-        denom = true_n + pred_n
-        f1 = np.divide(2 * np.bincount(tt[tt == pp], minlength=k), denom, out=np.zeros(k), where=denom > 0)
-        f1s.append(float(f1[scored].mean()) if scored.any() else 0.0)
+        accs.append(float((t[idx] == p[idx]).mean()))
+        f1s.append(_macro_f1_counts(t[idx], p[idx], k, only_predicted))
     estimate = _macro_f1_counts(t, p, k) if len(t) else 0.0
     f1 = np.asarray(f1s)
     below = (np.sum(f1 < estimate) + 0.5 * np.sum(f1 == estimate)) / max(1, len(f1))

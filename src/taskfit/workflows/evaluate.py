@@ -538,6 +538,8 @@ def _adopt_finetunes(ws: Workspace) -> None:
     rows = ws.eval_rows
     have = {p.stem for p in (ws.evals / "results").glob("*.json")}
     for root in ws.other_stores():
+        if store_rows(root.name)[0] < len(rows):
+            continue  # scored on fewer rows: it cannot answer all of these (so `compare` reads nothing there)
         for path in sorted((root / "results").glob("*.json")):
             name = path.stem
             if name in have or not name.startswith(FINETUNED) or is_curve_point(name):

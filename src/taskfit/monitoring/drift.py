@@ -22,7 +22,6 @@ Pure functions of texts and numbers: nothing here reads files or the config file
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 

@@ -118,6 +118,7 @@ def learning_curve(ws: Workspace, rows: Workspace, sizes: list[int]) -> tuple[li
         training = trained.training
     return points, runs, training_speed(training, sizes[-1], c.train.epochs)
 
+
 def _fit(ws: Workspace, points: list[tuple[int, EvalResult]]):
     from taskfit.evaluation.curve import fit_curve
 

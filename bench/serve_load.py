@@ -87,7 +87,8 @@ def _start(config: dict, workdir: Path, threads: int | None, src: Path | None = 
 
     for _ in range(600):
         if proc.poll() is not None:
-            raise SystemExit(f"the server exited; see {workdir / 'server.log'}")
+            tail = "\n".join((workdir / "server.log").read_text(encoding="utf-8", errors="replace").splitlines()[-30:])
+            raise SystemExit(f"the server exited; the end of {workdir / 'server.log'}:\n{tail}")
         try:
             urllib.request.urlopen(url.removesuffix("/v1") + "/health")
             return proc, url

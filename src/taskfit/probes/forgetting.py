@@ -154,7 +154,7 @@ def measure_forgetting(candidate: str, tokenizer: Any, tuned: Any, base: Any | N
                     cache.batch_repeat_interleave(n)
                 with mode():  # logits at the answer's positions only: [N, V]
                     logits = answer_logits_of(model, batch.ids, mask, positions, *batch.src, cache=cache)
-                lp[side] = torch.log_softmax(logits, dim=-1)
+                lp[side] = torch.log_softmax(logits, dim=-1).cpu()  # beside batch.targets, wherever the model is
         per_token = {"kl": (lp["t"].exp() * (lp["t"] - lp["b"])).sum(-1),  # [N] nats
                      "ba": (lp["b"].argmax(-1) == batch.targets).float(),
                      "ta": (lp["t"].argmax(-1) == batch.targets).float(),

@@ -42,6 +42,10 @@ class TrainOutcome:
             out["held_out"] = self.held_out
         if self.parallel:
             out["parallel"] = self.parallel
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():  # what training held on the GPU at most
+            out["gpu_peak_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
         return out
 
 

@@ -286,6 +286,26 @@ def test_when_the_reply_is_unclear_only_columns_of_words_are_offered_as_it(tmp_p
     assert result.exit_code == 3 and "--target sent or --target code" in " ".join(output.split()), output
 
 
+def test_a_hint_naming_columns_with_spaces_quotes_them_so_it_can_be_typed_as_written(tmp_path):
+    """A helpdesk export's "Customer message" and "Agent reply": the hint said `pass --target
+    Customer message or ...`, which a shell splits into two arguments. The names are quoted as a
+    shell reads them, and the quoted command works."""
+    import shlex
+
+    rng = random.Random(6)
+    rows = [[f"T-{i}", _sentence(rng), f"{_sentence(rng)} Best, the team", ["billing", "access"][i % 2]]
+            for i in range(30)]
+    file = _write_csv(tmp_path / "export.csv", ["Ticket ID", "Customer message", "Agent reply", "Queue"], rows)
+    result, output = _invoke("init", tmp_path / "p", "--from", file, "--target", "Queue")
+    output = " ".join(output.split())
+    assert result.exit_code == 3, output
+    assert "hint: pass --input 'Customer message' or --input 'Agent reply';" in output, output
+    typed = shlex.split(output.split("hint: pass ")[1].split(" or ")[0])
+    assert typed == ["--input", "Customer message"]
+    result, output = _invoke("init", tmp_path / "p", "--from", file, "--target", "Queue", *typed)
+    assert result.exit_code == 0 and "input=Customer message" in output, output
+
+
 def test_a_reply_that_is_a_number_is_still_the_reply_and_a_text_column_with_no_name_still_text(tmp_path):
     """Metadata-like columns are set aside only where words are there to learn from: answers
     that are numbers are the target (with or without --task generate, never swapped with the

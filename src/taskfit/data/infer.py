@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import shlex
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -414,7 +415,7 @@ def _pick(candidates: list[ColumnStats], names: Sequence[str]) -> ColumnStats | 
 
 def _ambiguous(path: Path, what: str, found: list[ColumnStats], columns: dict[str, ColumnStats],
                flag: str) -> DataError:
-    options = " or ".join(f"{flag} {c.name}" for c in found) if found else f"{flag} COLUMN"
+    options = " or ".join(f"{flag} {shlex.quote(c.name)}" for c in found) if found else f"{flag} COLUMN"
     return DataError(f"{path}: cannot tell {what}" + (f": {', '.join(c.describe() for c in found)}" if found else "")
                      + f". Columns found: {', '.join(c.describe() for c in columns.values())}",
                      hint=f"pass {options}; " + ", ".join(f for f in ("--input", "--target", "--context", "--task")
@@ -721,7 +722,7 @@ def _propose_table(path: Path, rows: int, columns: dict[str, ColumnStats], input
     if rest:
         labels = [c for c in rest if c.role == "label"]
         reasons.append(f"kept as metadata (usable as data.group_by): {', '.join(c.describe() for c in rest)}"
-                       + (f"; pass --target {labels[0].name} to classify by it instead" if labels and kind != "classify" else ""))
+                       + (f"; pass --target {shlex.quote(labels[0].name)} to classify by it instead" if labels and kind != "classify" else ""))
     mapping = {"input": inp.name, "target": tgt.name, **({"context": ctx.name} if ctx is not None else {})}
     return _finish(path, rows, kind, "auto", mapping, tgt, reasons)
 

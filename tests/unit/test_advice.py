@@ -252,3 +252,20 @@ def test_the_training_speed_is_the_median_step_after_the_warm_up():
     result = LoopResult(state=state, total_steps=5, steps_per_epoch=5)
     assert result.tokens_per_second == pytest.approx(6.25)  # the first step's 70 s in it
     assert result.steady_tokens_per_second == 100.0
+
+
+def test_a_bound_on_the_rows_needed_far_past_the_curve_is_printed_as_over_not_as_its_digits():
+    """A helpdesk export's curve (heads on 12, 24 and 48 rows: 12.5%, 15%, 35%) put the rows that
+    reach 85% between 3,190 and 103,015,216,262,804,275,200: the upper bound is a fitted tail's
+    digits, not a figure. Past 1,000x the largest run it reads as "over" that many rows."""
+    import re
+
+    points, curve = _curve_points([5, 6, 14])
+    need = curve.rows_needed(0.85)
+    assert need.reachable and need.high > 1000 * 48  # the case the advice must not print digit by digit
+    advice = decide(_setting(threshold=0.85, train_rows=2359), [_result("tfidf-logreg", 40)], points, curve,
+                    _speed())
+    line = next(x for x in advice.markdown("advice").splitlines() if "training rows reach it" in x)
+    assert "to over 48,000 (1,000x the largest run)" in line, line
+    assert not re.search(r"\d{1,3}(,\d{3}){4,}", line), line  # nothing of a trillion rows or more
+    assert advice.figures["rows_needed"]["high"] == need.high  # advice.json keeps the fitted bound

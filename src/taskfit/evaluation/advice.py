@@ -325,7 +325,9 @@ def _threshold(setting: Setting, measured: list[EvalResult], curve: LearningCurv
                         f"(95% band {_pct(a_low)} to {_pct(a_high)}), below {_pct(t)}; it reaches the threshold in "
                         f"{100 * need.reachable_share:.0f}% of the {len(curve.draws)} resamples.")
         else:
-            upper = "not reachable" if not math.isfinite(need.high) else f"{need.high:,.0f}"
+            far = FAR_PAST * curve.rows[-1]  # past this a bound is digits of a fit's tail, not a figure
+            upper = ("not reachable" if not math.isfinite(need.high)
+                     else f"over {far:,} ({FAR_PAST:,}x the largest run)" if need.high > far else f"{need.high:,.0f}")
             line = (f"Fine-tune: about {need.estimate:,.0f} training rows reach it (95% interval {need.low:,.0f} "
                     f"to {upper}; reached in {100 * need.reachable_share:.0f}% of the {len(curve.draws)} resamples)")
             have = setting.train_rows
@@ -340,6 +342,9 @@ def _threshold(setting: Setting, measured: list[EvalResult], curve: LearningCurv
                          "here.")
             text.append(line)
     return Section("Rows to the threshold", text)
+
+
+FAR_PAST = 1000  # a bound on the rows needed beyond this many times the largest run's is printed as "over"
 
 
 def _finite(v: float) -> float | None:

@@ -71,12 +71,18 @@ class RichReporter:
 
         start = last = time.monotonic()
         done, note = 0, ""
+        first: tuple[float, int] | None = None  # when the first items were done, and how many
 
         def line(what: str) -> None:
             of = f"/{total}" if total is not None else ""
-            elapsed = time.monotonic() - start
-            eta = (f", about {_clock(elapsed / done * (total - done))} left"
-                   if total is not None and 0 < done < total else "")
+            now = time.monotonic()
+            elapsed = now - start
+            # The time left at the pace since the first items were done: before them come the
+            # model's warm-up and a first batch, which a guess from them alone multiplied by the
+            # count (a first row after 39 s said 25 min left of a minute's work).
+            eta = ""
+            if total is not None and first is not None and first[1] < done < total and now > first[0]:
+                eta = f", about {_clock((now - first[0]) / (done - first[1]) * (total - done))} left"
             self.console.print(escape(f"{description}: {what} {done}{of} after {_clock(elapsed)}{eta}"
                                       f"{' ' + note if note else ''}"), highlight=False)
 
@@ -84,9 +90,11 @@ class RichReporter:
                            highlight=False)
 
         def advance(n: int = 1, info: str = "") -> None:
-            nonlocal done, note, last
+            nonlocal done, note, last, first
             done += n
             note = info or note
+            if first is None:
+                first = (time.monotonic(), done)
             if time.monotonic() - last >= self.every_s:
                 last = time.monotonic()
                 line("at")

@@ -12,6 +12,14 @@ vocabulary, so its throughput and memory are the real model's, where the weights
 the GPU machine. Its accuracy then says only that training moved it, not what the real model
 reaches. Each method trains in its own ``taskfit train`` process, one after the other, and prints
 its tokens/s and the GPU's peak memory from the run's metrics (``gpu_peak_memory_mb``).
+
+On a machine that has torch, transformers, peft and accelerate but not the rest of taskfit's
+dependencies, the 2026-12-04 run installed these as wheels (``pip install --no-deps --target``,
+``PYTHONPATH=src:TARGET``): gguf pydantic pydantic-core annotated-types typing-inspection
+platformdirs datasketch python-stdnum phonenumbers detect-secrets google-re2 jsonschema
+jsonschema-specifications referencing rpds-py llguidance bm25s openai distro jiter sniffio fastapi
+starlette uvicorn bitsandbytes; fastapi 0.165 also needs opentelemetry-api, which was missing, so
+`bench/serve_load.py` could not start the server there.
 """
 
 from __future__ import annotations

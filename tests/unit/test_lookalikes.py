@@ -148,6 +148,35 @@ def test_classify_look_alikes_whose_labels_are_named_in_their_own_text_are_disti
     assert result.distinct == 0 and [n.other_line for n in result.conflicts] == [2]
 
 
+def test_label_written_decides_as_its_rule_word_by_word():
+    """label_written's shortcuts (a label word's first four letters missing from the text; a word
+    of the text beginning with it found in the joined words) decide as its rule does, word by
+    word: each label word is a word of the text, or one begins the other at four letters or more."""
+    import re
+
+    from taskfit.tasks.classify import PREFIX_LETTERS, label_written
+
+    word = re.compile(r"[^\W_]+")
+
+    def rule(label: str, text: str) -> bool:
+        said = word.findall(text.casefold())
+        return all(any(w == t or (min(len(w), len(t)) >= PREFIX_LETTERS and (t.startswith(w) or w.startswith(t)))
+                       for t in said) for w in word.findall(label.casefold()))
+
+    labels = ["order", "shopping_list", "ordering", "Orde", "ord", "Straße", "strasse_x", "a_b", "tv", "___",
+              "technical_issue", "refund", "billing", "account_access", "ÉTÉ", "été_2"]
+    vocab = ["order", "ordering", "orders", "ord", "or", "shopping", "shop", "list", "lists", "STRASSE", "straße",
+             "strass", "tv", "tvs", "a", "b", "ab", "technically", "tech", "issue", "issues", "re", "refunded",
+             "bill", "billing", "acc", "account_access", "access", "été", "ete", "2", "x", "_", "—", "order's"]
+    rng = random.Random(0)
+    texts = ["", "   ", "shopping_list", "please order me everything that is on my shopping list"]
+    texts += [" ".join(rng.choice(vocab) + rng.choice(["", "", ",", "_", ".", "!"]) for _ in range(rng.randint(1, 8)))
+              for _ in range(3000)]
+    decided = [(label_written(lab, t), rule(lab, t)) for lab in labels for t in texts]
+    assert all(got == want for got, want in decided)
+    assert 0 < sum(want for _, want in decided) < len(decided)  # both answers are tried
+
+
 def test_qa_questions_about_one_passage_are_told_apart_by_grounded_answers(tmp_path):
     qa = TaskSpec(kind="qa", success="s", system_prompt="Answer from the context or say {refusal}.")
     spec = DataSpec(train="x", columns=ColumnMap(input="q", target="a", context="c"))

@@ -7,6 +7,7 @@ confusion matrix, expected calibration error, and, when a confidence threshold i
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from typing import Any, Callable, Sequence
@@ -33,9 +34,21 @@ def label_written(label: str, text: str) -> bool:
     their own input are distinct examples, not a conflict: "what is on my shopping list"
     (shopping_list) and "please order me everything that is on my shopping list" (order), which
     clinc150 holds, differ by the words that name their intents."""
-    said = _LABEL_WORD.findall(text.casefold())
-    return all(any(w == t or (min(len(w), len(t)) >= PREFIX_LETTERS and (t.startswith(w) or w.startswith(t)))
-                   for t in said) for w in _LABEL_WORD.findall(label.casefold()))
+    text = text.casefold()
+    label_words = _label_words(label)
+    # a word of the text that matches w begins with w's first four letters (all of w if shorter):
+    # where one is missing from the text, no word matches (the text's words left unsplit, 10x faster)
+    if not all(w[:PREFIX_LETTERS] in text for w in label_words):
+        return False
+    said = _LABEL_WORD.findall(text)
+    known, starts = set(said), " " + " ".join(said)  # a word of the text begins with w: " " + w in starts
+    return all(w in known or (len(w) >= PREFIX_LETTERS and (" " + w in starts or any(
+        w[:n] in known for n in range(PREFIX_LETTERS, len(w))))) for w in label_words)
+
+
+@functools.lru_cache(maxsize=1024)
+def _label_words(label: str) -> tuple[str, ...]:
+    return tuple(_LABEL_WORD.findall(label.casefold()))
 
 
 def parse_label(task: TaskSpec, text: str) -> tuple[str, bool]:

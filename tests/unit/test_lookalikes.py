@@ -349,7 +349,7 @@ def test_a_batch_looked_up_together_matches_as_rows_looked_up_one_by_one():
     pending hashes in the middle of a chunk (a small flush_rows makes many)."""
     import numpy as np
 
-    from taskfit.data.lookalike import MinHashIndex
+    from taskfit.data.lookalike import MinHashIndex, similarity
     from taskfit.data.sample import generate_tickets
 
     rng = random.Random(5)
@@ -368,6 +368,9 @@ def test_a_batch_looked_up_together_matches_as_rows_looked_up_one_by_one():
             probes = together.lookup(sigs[at:at + chunk], sizes[at:at + chunk])
             for sig, size, probe in zip(sigs[at:at + chunk], sizes[at:at + chunk].tolist(), probes):
                 found, expected = together.matches(sig, size, probe), alone.matches(sig, size)
+                # each similarity as similarity() makes it from the two signatures, one pair at a time
+                assert all(sim == similarity(np.count_nonzero(alone._sigs[k] == sig) / 128, size, alone._sizes[k],
+                                             0.8, 0.9) for k, sim in expected)
                 got.append(found)
                 want.append(expected)
                 if not any(sim >= 0.95 for _, sim in expected):  # a copy is not indexed

@@ -264,6 +264,7 @@ class _Pending:
         self.keys = np.zeros(1 << bits, np.uint64)
         self.rows = np.full(1 << bits, -1, np.int32)  # -1: an empty slot
         self.n = 0
+        self.adds = getattr(self, "adds", 0)  # calls of add so far (a batch asks whether any came since it)
 
     def _slots(self, keys: Any) -> Any:
         import numpy as np
@@ -289,6 +290,7 @@ class _Pending:
         """Put new hashes (none of them here yet, no two alike) under their rows."""
         import numpy as np
 
+        self.adds += 1
         if (self.n + len(keys)) / len(self.rows) > 0.6:
             old = self.rows >= 0
             old_keys, old_rows = self.keys[old], self.rows[old]
@@ -348,6 +350,7 @@ class _Batch:
         flat = bands.ravel()
         pended = index._pending.get(flat)
         self.known = pended >= 0  # hashes with a bucket before the batch
+        self.adds = index._pending.adds  # (none added since: a hash not known is not in the table)
         # Hashes without one that several rows of the batch share: the first of them indexed
         # makes the bucket; later[row] lists, per such hash, its band and the rows before it
         # that hold it.
@@ -369,7 +372,8 @@ class _Batch:
         whose, rows = index._merged(bands)
         whose = np.concatenate([whose, np.flatnonzero(self.known) // b])
         rows = np.concatenate([rows, pended[self.known]])
-        pairs = np.unique((whose << 32) | rows)
+        pairs = np.sort((whose << 32) | rows)
+        pairs = pairs[np.concatenate((pairs[:1] == pairs[:1], pairs[1:] != pairs[:-1]))]  # distinct, as np.unique
         if not len(pairs):
             return
         whose, rows = pairs >> 32, pairs & 0xFFFFFFFF
@@ -423,8 +427,10 @@ class _Batch:
         keys, rows = keys[new], rows[new]
         keys, first = np.unique(keys, return_index=True)  # the first row under each
         rows = rows[first]
-        absent = self.index._pending.get(keys) < 0  # not put there by an earlier commit of the batch
-        return keys[absent], rows[absent].astype(np.int32)
+        if self.index._pending.adds != self.adds:  # an earlier commit of the batch (or another row) added some
+            absent = self.index._pending.get(keys) < 0
+            keys, rows = keys[absent], rows[absent]
+        return keys, rows.astype(np.int32)
 
 
 class MinHashIndex:
@@ -601,21 +607,20 @@ class MinHashIndex:
         return np.count_nonzero(self._sigs.gather(rows) == sigs, axis=1) / self.num_perm
 
     def _scored(self, same: Any, sizes: Any, rows: Any) -> list[tuple[int, int, float]]:
-        """(place, indexed row, :func:`similarity`) of each pair that matches: the bars tested
-        for all pairs at once (the arithmetic of similarity()), the few that pass scored one by
-        one."""
+        """(place, indexed row, :func:`similarity`) of each pair that matches: similarity()'s
+        arithmetic for all pairs at once, each result rounded by Python's round as it rounds."""
         import numpy as np
 
-        passing = same >= self.threshold
+        alike = same >= self.threshold
+        passing = alike
         if self.containment is not None:
-            passing |= contained(same, sizes, np.frombuffer(self._sizes, np.int32)[rows]) >= self.containment
-        out = []
-        for i in np.flatnonzero(passing).tolist():
-            k = int(rows[i])
-            sim = similarity(float(same[i]), int(sizes[i]), self._sizes[k], self.threshold, self.containment)
-            if sim > 0:
-                out.append((i, k, sim))
-        return out
+            part = contained(same, sizes, np.frombuffer(self._sizes, np.int32)[rows])
+            passing = alike | (part >= self.containment)
+        at = np.flatnonzero(passing)
+        # similarity(): j where it passes its bar, else the containment, rounded as Python rounds
+        sims = np.where(alike[at], same[at], part[at] if self.containment is not None else 0.0).tolist()
+        scored = [(i, k, round(sim, 3)) for i, k, sim in zip(at.tolist(), rows[at].tolist(), sims)]
+        return [ik for ik in scored if ik[2] > 0]
 
     def insert(self, sig: Any, size: int, probe: Probe | None = None) -> int:
         """Index a row; return its number (0, 1, 2...)."""
@@ -737,7 +742,8 @@ def overlap(a: Any, b: Any) -> tuple[float, float, float]:
     scale = 1.0
     if limit < 2**32:
         a, b, scale = a[a <= limit], b[b <= limit], 2**32 / (limit + 1)
-    both = len(np.intersect1d(a, b, assume_unique=True))
+    # the words both have, found by a search of each of a's in b (both sorted, distinct)
+    both = int(np.count_nonzero(b[np.minimum(np.searchsorted(b, a), len(b) - 1)] == a)) if len(b) else 0
     return (len(a) - both) * scale, (len(b) - both) * scale, both * scale
 
 

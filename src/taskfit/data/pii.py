@@ -209,13 +209,19 @@ _OWN_SECRETS = [
 _WIDER = {"d": r"\d\p{N}", "w": r"\w\p{L}\p{N}\p{M}", "s": r"\s\v\x1c-\x1f\x85\p{Z}"}
 
 
+_REPEAT = re.compile(r"\{(\d*),?(\d*)\}")  # {m}, {m,}, {m,n}, {,n}
+_RE2_REPEATS = 1000  # the largest count RE2 takes in a repeat
+
+
 def superset(pattern: re.Pattern) -> str | None:
     """An RE2 pattern that matches somewhere in every text ``pattern`` matches in (more texts
     too): its lookarounds and word-boundary assertions dropped, its classes \\d, \\w and \\s
     holding the Unicode characters Python's hold, ``$`` read as Python reads it (also before a
-    final newline), ``\\Z`` as RE2 writes it, its flags inline; None for a verbose pattern, or one
-    whose negated class holds \\D, \\W or \\S (RE2's are narrower there, not wider)."""
-    if pattern.flags & re.VERBOSE:
+    final newline), ``\\Z`` as RE2 writes it, a repeat of more than RE2's 1,000 as one of at least
+    ``min(m, 1000)`` (``{50,1024}`` as ``{50,}``), its flags inline; None for a verbose pattern that
+    holds whitespace or ``#`` (without them it reads the same unverbose), or one whose negated class
+    holds \\D, \\W or \\S (RE2's are narrower there, not wider)."""
+    if pattern.flags & re.VERBOSE and re.search(r"[\s#]", pattern.pattern):
         return None
     src, out, i, in_class, negated = pattern.pattern, [], 0, False, False
     while i < len(src):
@@ -257,6 +263,9 @@ def superset(pattern: re.Pattern) -> str | None:
             opening += "]" if src.startswith("]", i + len(opening)) else ""
             out.append(opening)
             in_class, negated, i = True, opening.startswith("[^"), i + len(opening)
+        elif (rep := _REPEAT.match(src, i)) and max(int(n or 0) for n in rep.group(1, 2)) > _RE2_REPEATS:
+            out.append(f"{{{min(int(rep.group(1) or 0), _RE2_REPEATS)},}}")  # at least as many: a superset
+            i = rep.end()
         elif src.startswith("{,", i):  # Python's {,n} is RE2's {0,n}
             out.append("{0,")
             i += 2
@@ -307,6 +316,12 @@ class Screen:
         except UnicodeEncodeError:
             return None
         return self._always.union(self._entered[k] for k in hits) if hits else self._always
+
+
+@lru_cache(maxsize=1)
+def _secret_ids() -> frozenset[int]:
+    """The ids of :func:`_secret_patterns`' patterns (what :meth:`Screen.may_match` returns)."""
+    return frozenset(id(pattern) for _, pattern in _secret_patterns())
 
 
 @lru_cache(maxsize=1)
@@ -535,8 +550,12 @@ class Detector:
                     found.append(Finding("NATIONAL_ID", m.start(), m.end(), name, m.group()))
         if possible is None or id(_PHONE_HINT) in possible:
             found.extend(self._phones(text))
-        for secret_type, pattern in _secret_patterns():
-            for m in matches(pattern):
+        secrets = _secret_patterns()
+        if possible is not None:  # those the screen leaves (most often none), looked for in their order
+            left = possible & _secret_ids()
+            secrets = [(kind, pattern) for kind, pattern in secrets if id(pattern) in left] if left else []
+        for secret_type, pattern in secrets:
+            for m in pattern.finditer(text):
                 kind = "PRIVATE_KEY" if "Private Key" in secret_type else "SECRET"
                 end = m.end()  # a pattern of fixed length that stops inside a key leaves no tail of it
                 while (kind == "SECRET" and m.group()[-1:] in _KEY_CHARS and end < len(text)

@@ -177,6 +177,38 @@ def test_label_written_decides_as_its_rule_word_by_word():
     assert 0 < sum(want for _, want in decided) < len(decided)  # both answers are tried
 
 
+def test_an_ascii_texts_words_are_read_as_the_regular_expression_reads_them():
+    """_word_digest's bytes path for ASCII texts gives the digest and vocabulary of words()'s
+    words, for every ASCII character; texts beyond ASCII take words() itself."""
+    from taskfit.data.lookalike import _hashes, _word_digest, digest
+    from taskfit.tasks.base import words
+
+    rng = random.Random(0)
+    texts = ["", " ", "Hello, WORLD_1 x-y 12.50 12,50", "Straße café ÉTÉ ß", "tab\tnew\nline\x1f\x7f"]
+    texts += ["".join(chr(rng.randrange(128)) for _ in range(rng.randint(0, 80))) for _ in range(3000)]
+    texts += ["".join(rng.choice("aZ9_ é€\u00a0") for _ in range(30)) for _ in range(200)]
+    assert all(_word_digest(t) == (digest(words(t)), _hashes(words(t))) for t in texts)
+
+
+def test_layout_signatures_are_those_of_the_masked_texts():
+    """layout_signatures masks each text once and makes the masked texts' signatures without
+    normalising them again: the signatures of mask(text), or the text's own where mask changes
+    nothing (no digit, at most ten lines)."""
+    import numpy as np
+
+    from taskfit.data.lookalike import MinHashIndex, layout_signatures, mask
+
+    index = MinHashIndex(5, 128, 0.65, None)
+    texts = ["Order 123 of 12 May", "No digits HERE\tat  all", "ÉTÉ 2024 Straße ß 7",
+             "\n".join(f"Line {i} of the RECEIPT" for i in range(14)), "\n".join(["a b c d e f g"] * 12), "x1"]
+    own = index.signatures(texts)
+    for known in (own, [None] * len(texts)):
+        made = layout_signatures(index.shingles, texts, known)
+        for (sig, size), text in zip(made, texts):
+            alone, n = index.signature(mask(text))
+            assert np.array_equal(sig, alone) and size == n
+
+
 def test_qa_questions_about_one_passage_are_told_apart_by_grounded_answers(tmp_path):
     qa = TaskSpec(kind="qa", success="s", system_prompt="Answer from the context or say {refusal}.")
     spec = DataSpec(train="x", columns=ColumnMap(input="q", target="a", context="c"))

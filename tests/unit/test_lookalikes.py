@@ -412,6 +412,29 @@ def test_a_batch_looked_up_together_matches_as_rows_looked_up_one_by_one():
         assert together._flushes == alone._flushes and np.array_equal(together._sorted_i, alone._sorted_i)
 
 
+def test_the_share_of_equal_values_is_counted_exactly_for_any_number_of_permutations():
+    """MinHashIndex._same counts a pair's equal values 8 to a 64-bit word: the same shares as
+    counting them one by one, for 16 to 1,024 permutations (and one not a multiple of 8), both
+    widths stored."""
+    import numpy as np
+
+    from taskfit.data.lookalike import MinHashIndex
+
+    for perms, bits in [(128, 32), (128, 16), (1024, 32), (16, 16), (100, 32)]:
+        index = MinHashIndex(5, perms, 0.5, None, bits=bits)
+        rng = np.random.default_rng(perms)
+        stored = rng.integers(0, 2**32, (300, perms), dtype=np.uint32)
+        for sig in stored:
+            index._sigs.append(sig)
+        rows = rng.integers(0, 300, 2000)
+        sigs = stored[rows].copy()
+        sigs[rng.random(sigs.shape) < rng.random((2000, 1))] = 7  # from all equal to none
+        sigs = sigs.astype(index._stored)
+        want = np.array([np.count_nonzero(index._sigs[k] == sig) for k, sig in zip(rows, sigs)]) / perms
+        assert np.array_equal(index._same(sigs, rows), want)
+        assert want.min() < 0.1 and want.max() == 1.0
+
+
 def test_the_pending_table_finds_every_hash_it_holds_as_it_grows():
     """The look-alike index's pending hashes (an open-addressing table in numpy arrays): every
     hash put in is found under its row, none that was not, through collisions (hashes that

@@ -606,7 +606,13 @@ class MinHashIndex:
         import numpy as np
 
         # the count over the permutations: the float64 np.mean of the equalities gives
-        return np.count_nonzero(self._sigs.gather(rows) == sigs, axis=1) / self.num_perm
+        equal = self._sigs.gather(rows) == sigs
+        if self.num_perm % 8 or self.num_perm > 2040:
+            return np.count_nonzero(equal, axis=1) / self.num_perm
+        # 8 equalities a uint64, summed: each of its bytes counts up to num_perm / 8 (< 256) of
+        # them, without carrying into the next; then its 8 bytes summed (a third of the time)
+        lanes = equal.view(np.uint64).sum(axis=1, dtype=np.uint64)
+        return lanes.view(np.uint8).reshape(-1, 8).sum(axis=1) / self.num_perm
 
     def _scored(self, same: Any, sizes: Any, rows: Any) -> list[tuple[int, int, float]]:
         """(place, indexed row, :func:`similarity`) of each pair that matches: similarity()'s

@@ -30,7 +30,11 @@ from pathlib import Path
 
 import yaml
 
-POLICIES = {"spin (default)": None, "passive": "PASSIVE"}
+POLICIES = {  # name: the OpenMP settings it adds to the environment (libgomp's)
+    "spin (default)": {},
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+}
+OMP = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")  # cleared from the environment first
 
 
 def project(directory: Path, rows: int, train_rows: int) -> Path:
@@ -45,17 +49,15 @@ def project(directory: Path, rows: int, train_rows: int) -> Path:
     return directory
 
 
-def run(args: list[str], policy: str | None) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if policy:
-        env["OMP_WAIT_POLICY"] = policy
+def run(args: list[str], policy: dict[str, str]) -> None:
+    env = {**{k: v for k, v in os.environ.items() if k not in OMP}, **policy}
     done = subprocess.run([sys.executable, "-m", "taskfit.cli.main", *args], env=env,
                           capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"taskfit {' '.join(args)} exited {done.returncode}:\n{done.stderr[-2000:]}")
 
 
-def measure(workload: str, directory: Path, policy: str | None) -> dict[str, float]:
+def measure(workload: str, directory: Path, policy: dict[str, str]) -> dict[str, float]:
     for stale in ("evals", "baselines", "runs"):
         shutil.rmtree(directory / stale, ignore_errors=True)
     if workload == "eval":
@@ -74,11 +76,13 @@ def main() -> None:
     ap.add_argument("--train-rows", type=int, default=96)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--workloads", nargs="+", default=["eval", "train"], choices=["eval", "train"])
+    ap.add_argument("--policies", nargs="+", default=["spin (default)", "passive"], choices=list(POLICIES),
+                    help="the settings compared; each is set against the first")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="taskfit-contention-"))
     directory = project(work / "qs", args.rows, args.train_rows)
-    run(["data", "check", str(directory)], None)  # the converted model and the data card, before timing
+    run(["data", "check", str(directory)], {})  # the converted model and the data card, before timing
     figures: dict[tuple[str, str, str], list[dict[str, float]]] = {}
     for condition in ("idle", "one busy process"):
         hog = (subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -86,23 +90,24 @@ def main() -> None:
         try:
             for _ in range(args.repeat):
                 for workload in args.workloads:
-                    for name, policy in POLICIES.items():
-                        got = measure(workload, directory, policy)
+                    for name in args.policies:
+                        got = measure(workload, directory, POLICIES[name])
                         figures.setdefault((condition, workload, name), []).append(got)
                         print(condition, workload, name, json.dumps({k: round(v, 4) for k, v in got.items()}),
                               flush=True)
         finally:
             if hog is not None:
                 hog.kill()
-    print(f"\n{os.cpu_count()} CPUs; {args.repeat} run(s) of each, medians; ratio = passive / spin")
+    first = args.policies[0]
+    print(f"\n{os.cpu_count()} CPUs; {args.repeat} run(s) of each, medians; ratio = each / {first}")
     for (condition, workload, name), runs in figures.items():
-        if name != "passive":
+        if name == first:
             continue
-        spin = figures[(condition, workload, "spin (default)")]
+        base = figures[(condition, workload, first)]
         for key in runs[0]:
-            a = statistics.median(r[key] for r in spin)
+            a = statistics.median(r[key] for r in base)
             b = statistics.median(r[key] for r in runs)
-            print(f"{condition:>17} | {workload:5} | {key:17} | spin {a:9.4f} | passive {b:9.4f} | ratio {b / a:.2f}")
+            print(f"{condition:>17} | {workload:5} | {key:17} | {first} {a:9.4f} | {name} {b:9.4f} | ratio {b / a:.2f}")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -49,6 +49,20 @@ def test_a_label_mix_drifts_only_when_the_change_is_significant_and_material():
     assert large.test == "Jensen-Shannon distance" and large.p_value is None and not large.drift
 
 
+def test_a_label_mix_over_its_distance_but_not_its_psi_says_it_needs_both():
+    """A helpdesk's monitor printed "ok label mix: Jensen-Shannon distance 0.124 (drift above 0.1),
+    PSI 0.124 (moderate)": over the stated bar and still ok, because drift also needs PSI at 0.2.
+    The rule it prints names both bars."""
+    reference = ["ACCOUNT"] * 2300 + ["ORDER"] * 1400 + ["REFUND"] * 1300
+    current = ["ACCOUNT"] * 132 + ["ORDER"] * 36 + ["REFUND"] * 32
+    mix = compare_categorical("label mix", reference, current, SPEC)
+    assert mix.test == "Jensen-Shannon distance" and mix.statistic > SPEC.distance_threshold
+    assert mix.psi < SPEC.psi_alert and not mix.drift
+    assert mix.rule == f"above {SPEC.distance_threshold:g} with PSI at least {SPEC.psi_alert:g}"
+    small = compare_categorical("label mix", reference[::10], current, SPEC)  # the chi-square side too
+    assert small.rule == f"below {SPEC.p_value:g} with PSI at least {SPEC.psi_alert:g}"
+
+
 def test_numbers_use_ks_on_small_references_and_wasserstein_on_large_ones():
     rng = random.Random(1)
     ref_small = [rng.gauss(30, 8) for _ in range(500)]

@@ -52,11 +52,14 @@ class Signal:
     psi: float | None = None
     band: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    psi_alert: float | None = None  # a category mix drifts only with PSI at this or above, too
 
     @property
     def rule(self) -> str:
-        """When the statistic drifts: "below 0.01" (a p-value) or "above 0.586"."""
-        return f"{'below' if self.p_value is not None else 'above'} {self.threshold:.3g}"
+        """When the statistic drifts: "below 0.01" (a p-value) or "above 0.586", and for a
+        category mix the PSI it needs as well ("above 0.1 with PSI at least 0.2")."""
+        return (f"{'below' if self.p_value is not None else 'above'} {self.threshold:.3g}"
+                + (f" with PSI at least {self.psi_alert:g}" if self.psi_alert is not None else ""))
 
     def reason(self) -> str:
         """Why the signal drifted (or how far it is from drifting), in one sentence."""
@@ -158,10 +161,11 @@ def compare_categorical(name: str, reference: Sequence[str], current: Sequence[s
         if len(categories) > 1:
             p = float(chi2_contingency([r, c], correction=False).pvalue)
         return Signal(name, "categorical", "chi-square", p, spec.p_value, p < spec.p_value and material,
-                      ref, cur, p_value=p, psi=value, band=band)
+                      ref, cur, p_value=p, psi=value, band=band, psi_alert=spec.psi_alert)
     distance = float(jensenshannon([x / len(reference) for x in r], [x / max(1, len(current)) for x in c]))
     return Signal(name, "categorical", "Jensen-Shannon distance", distance, spec.distance_threshold,
-                  distance > spec.distance_threshold and material, ref, cur, psi=value, band=band)
+                  distance > spec.distance_threshold and material, ref, cur, psi=value, band=band,
+                  psi_alert=spec.psi_alert)
 
 
 def _sample(items: Sequence[str], most: int, rng: Any) -> list[str]:

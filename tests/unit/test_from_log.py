@@ -143,6 +143,20 @@ def test_the_command_prints_the_counts_and_refuses_without_reviews(project):
     assert "and 3 more quarantined:" in said and "quarantine.jsonl holds every one" in said
 
 
+def test_reviews_held_back_for_one_reason_are_said_once(project):
+    """A helpdesk's reviewer answered six requests with TECH_SUPPORT, a label the project does not
+    have: from-log printed the same two-line reason six times. It is said once, with the count and
+    the first rows it holds back."""
+    _review(project, [(f"chatcmpl-t{i}", f"my smart plug {i} drops off the wifi every night", "ACCOUNT", "wrong",
+                       "TECH_SUPPORT") for i in range(6)])
+    cli = CliRunner().invoke(app, ["data", "from-log", str(project)])
+    said = " ".join(cli.output.split())
+    assert cli.exit_code == 0 and "+ 6 quarantined" in said, said
+    assert said.count("'TECH_SUPPORT' is not in task.labels") == 1, said
+    rows = ", ".join(f"review:chatcmpl-t{i}" for i in range(6))
+    assert f"quarantined 6 rows ({rows}): answer: label 'TECH_SUPPORT'" in said, said
+
+
 def test_a_correction_that_contradicts_a_project_row_is_a_conflict_not_a_duplicate(project):
     """A reviewer's answer to a request that repeats a project row word for word, but with another
     answer, is the pair the data check lists as conflicting: not counted away as a duplicate."""

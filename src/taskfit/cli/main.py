@@ -132,6 +132,17 @@ def _print_card(card) -> None:
     _print_privacy_and_warnings(card, quarantined=10)
 
 
+def _print_quarantined(rows: list[dict]) -> None:
+    """Quarantined rows with their reasons, those with the same reason on one line: six reviews
+    that answer with one new label read once, with the rows it holds back."""
+    by_reason: dict[str, list[str]] = {}
+    for q in rows:
+        by_reason.setdefault(q["reason"], []).append(q["source"])
+    for reason, sources in by_reason.items():
+        which = sources[0] if len(sources) == 1 else f"{len(sources)} rows ({', '.join(sources)})"
+        out.print(f"  quarantined {which}: {reason}", highlight=False, soft_wrap=True)
+
+
 def _print_privacy_and_warnings(card, quarantined: int) -> None:
     """The data card's personal-data line, its first ``quarantined`` quarantined rows, and its warnings."""
     p = card.privacy
@@ -142,8 +153,7 @@ def _print_privacy_and_warnings(card, quarantined: int) -> None:
         kept = ", ".join(f"{k} {n}" for k, n in p["answers_kept"].items())
         out.print(f"answers redaction would have changed, kept verbatim (data.privacy.keep_fields): "
                   f"{kept or 'none'}", highlight=False, soft_wrap=True)
-    for q in card.quarantine.get("first", [])[:quarantined]:
-        out.print(f"  quarantined {q['source']}: {q['reason']}", highlight=False, soft_wrap=True)
+    _print_quarantined(card.quarantine.get("first", [])[:quarantined])
     for w in card.warnings:  # a warning quotes YAML ([date, total]), not rich markup
         out.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False, soft_wrap=True)
 
@@ -230,8 +240,7 @@ def data_from_log(project: Path = typer.Argument(Path("."), help="Project direct
     result = from_log_project(project, log=log, model=model)
     out.print(result.sentence(), highlight=False, soft_wrap=True)
     shown = result.card.quarantine.get("first", [])[:10]
-    for q in shown:
-        out.print(f"  quarantined {q['source']}: {q['reason']}", highlight=False, soft_wrap=True)
+    _print_quarantined(shown)
     if result.quarantined > len(shown):
         out.print(f"  and {result.quarantined - len(shown)} more quarantined: "
                   f"{result.snapshot.root / 'quarantine.jsonl'} holds every one with its reason",

@@ -616,8 +616,10 @@ class RetrainSpec(_Spec):
                                  "try it in shadow or as a canary), production (NAME@production, through the "
                                  "promotion gate), or none (registered with its figures, no alias moved). "
                                  "`taskfit retrain --promote` overrides it.")
-    name: str | None = Field(None, description="The registered name the retrained version is promoted under; "
-                                               "empty = task.name (what `taskfit serve DIR` serves).")
+    name: str | None = Field(None, description="The registered name the retrained version is promoted under, "
+                                               "and the one `taskfit serve DIR` serves; empty = task.name, or the "
+                                               "one name the registry holds when task.name is not registered "
+                                               "(`taskfit promote DIR --as triage`).")
 
 
 class SynthSpec(_Spec):

@@ -106,3 +106,35 @@ def test_retrain_refits_compares_on_both_sets_and_promotes_through_the_gate(proj
     with capsys.disabled():  # `pytest -s` shows the figures docs/lifecycle.md quotes
         print("\nretrain gate:", json.dumps({s["held_out"]: {k: s[k] for k in ("n", "new", "production", "p_value")}
                                             for s in move.gate["held_out"]}))
+
+
+def test_a_production_registered_under_another_name_is_the_one_retrain_gates_and_serve_serves(tmp_path,
+                                                                                              tiny_triage):
+    """A helpdesk promoted its classical model with `--as triage` (task.name: helpdesk-export);
+    `taskfit retrain --promote production` then registered helpdesk-export, found no production
+    to compare with there, and promoted it past the gate, while `taskfit serve DIR` looked for
+    helpdesk-export@production. With one name registered, both now mean it."""
+    from taskfit.cli.main import _production
+
+    project = tiny_triage(tmp_path / "triage", n_tickets=300, train_rows=120, eval_rows=30)
+    assert _cli("baseline", project, "--only", "tfidf-logreg")[0] == 0
+    assert _cli("promote", project, "tfidf-logreg", "--as", "triage")[0] == 0
+    registry = Registry(project / "registry.sqlite")
+    v1 = registry.resolve("triage", "production")
+    assert _production(project, NAME)[1:] == ("triage", v1.id)  # what `taskfit serve DIR` serves
+
+    ordinary = [(r["messages"][0]["content"], r["messages"][1]["content"]) for r in generate_tickets(20, seed=52)]
+    _review(project, ordinary, "ordinary")
+    assert _cli("data", "from-log", project)[0] == 0
+    code, out = _cli("retrain", project, "--promote", "production")
+    assert code in (0, 7), out
+    assert registry.names() == ["triage"], registry.names()  # no second lineage under task.name
+    assert "vsproduction(accuracy)" in _header(out), out  # compared with triage@production: gated
+    move = registry.history("triage")[-1]
+    assert code == 7 or move.gate["passed"]
+
+    # a second name registered: which one is meant must be said
+    assert _cli("promote", project, "tfidf-logreg", "--as", "other")[0] == 0
+    code, out = _cli("retrain", project)
+    assert code == 2 and "registers other, triage, and not ticket-triage" in " ".join(out.split()), out
+    assert "retrain.name" in out

@@ -335,8 +335,12 @@ def _print_next(project: Path, keep: Optional[str]) -> None:
     if is_finetuned(keep):
         from taskfit.config import load_config
 
-        task = load_config(where / "taskfit.yaml").task.name
-        _, version = _production(where, task)
+        loaded = load_config(where / "taskfit.yaml")
+        try:
+            _, task, version = _production(where, loaded.retrain.name or loaded.task.name)
+        except TaskfitError as exc:  # several names registered: say so, the run itself is done
+            out.print(f"next: {exc}", highlight=False, soft_wrap=True)
+            return
         line = (f"next: `taskfit serve {where}` serves the latest finished run" if version is None else
                 f"next: `taskfit serve {where}` serves {task}@production (version {version[:12]}), not this run "
                 f"until `taskfit promote {where} --as {task}` moves production to it")
@@ -753,17 +757,18 @@ def serve(config: Optional[Path] = typer.Argument(None, help="A project (its lat
         task = project_config.task.name
         project_dtype = project_config.train.dtype  # served in the precision it was evaluated in
         project_log = {"path": str((config / "requests.sqlite").resolve())}  # where `taskfit monitor DIR` reads
-        registry, version = _production(config, task)
+        registry, registered, version = _production(config, project_config.retrain.name or task)
         if version is not None and candidate is not None:
             err.print(f"[yellow]warning:[/yellow] --candidate {escape(candidate)} serves that candidate, not "
-                      f"{task}@production (version {version[:12]} in {registry}), and follows no promotion or "
-                      "rollback; leave --candidate out to serve production", highlight=False, soft_wrap=True)
+                      f"{registered}@production (version {version[:12]} in {registry}), and follows no promotion "
+                      "or rollback; leave --candidate out to serve production", highlight=False, soft_wrap=True)
             registry, version = None, None
         if version is not None:
-            err.print(f"serving {task}@production from {registry} (version {version[:12]}); a promotion "
-                      "or rollback is served without a restart", highlight=False)
+            err.print(f"serving {registered}@production from {registry} (version {version[:12]})"
+                      + (f" as model {task} (task.name)" if registered != task else "")
+                      + "; a promotion or rollback is served without a restart", highlight=False)
             project_registry = {"path": str(registry)}
-            adapters[task] = {"registry": f"{task}@production", "shadow": shadow, "canary": canary}
+            adapters[task] = {"registry": f"{registered}@production", "shadow": shadow, "canary": canary}
         elif candidate in (None, "fine-tuned"):
             adapters[task] = {"path": str(_run_of(config).resolve())}
             _mind_the_verdict(config, "fine-tuned")
@@ -792,16 +797,18 @@ def serve(config: Optional[Path] = typer.Argument(None, help="A project (its lat
     run_server(spec, status=RichReporter(err).status)
 
 
-def _production(project: Path, name: str) -> tuple[Path, Optional[str]]:
-    """The project's registry and the version NAME@production points at (None: not set)."""
+def _production(project: Path, name: str) -> tuple[Path, str, Optional[str]]:
+    """The project's registry, the name it serves (``name``, else the one name registered) and
+    the version NAME@production points at (None: not set)."""
     from taskfit.lifecycle import Registry
     from taskfit.lifecycle.promote import registry_path
 
     path = registry_path(project).resolve()
     if not path.is_file():
-        return path, None
+        return path, name, None
     with Registry(path) as registry:
-        return path, registry.alias(name, "production")
+        name = registry.project_name(name)
+        return path, name, registry.alias(name, "production")
 
 
 @app.command("serve-key")

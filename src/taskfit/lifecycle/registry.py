@@ -227,6 +227,22 @@ class Registry:
     def names(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT name FROM versions ORDER BY name")]
 
+    def project_name(self, default: str) -> str:
+        """The registered name a project's commands mean when none is named: ``default`` (its
+        task.name) when that is registered or nothing is, else the one name registered (`taskfit
+        promote DIR --as triage` on a project whose task.name is another); several others: an
+        error naming them, so that retrain never starts a second lineage and promotes it past the
+        gate for want of a production version to compare with."""
+        names = self.names()
+        if not names or default in names:
+            return default
+        if len(names) == 1:
+            return names[0]
+        raise ConfigError(f"{self.path}: registers {', '.join(names)}, and not {default} (task.name): "
+                          "which one does this project serve?",
+                          hint="set retrain.name in taskfit.yaml to it (taskfit serve DIR and taskfit retrain "
+                               "read it), or name it: taskfit retrain DIR --as NAME")
+
     # ---- aliases ------------------------------------------------------------------------------
     def alias(self, name: str, alias: str) -> str | None:
         """The version id ``name@alias`` points at (None: the alias is not set)."""

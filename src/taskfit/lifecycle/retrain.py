@@ -73,13 +73,15 @@ def retrain_project(project: Path, *, promote: str | None = None, kind: str | No
     alias = promote or ws.config.retrain.promote
     if alias not in TARGETS:
         raise ConfigError(f"--promote {alias}: choose {', '.join(TARGETS)}")
-    name = check_name(name or ws.config.retrain.name or ws.config.task.name)
     by = who(by)
     path = registry_path(ws.project_dir)
     production = None
+    name = name or ws.config.retrain.name
     if path.is_file():
         with Registry(path) as registry:
-            production = registry.resolve(name, "production")
+            name = name or registry.project_name(ws.config.task.name)
+            production = registry.resolve(check_name(name), "production")
+    name = check_name(name or ws.config.task.name)
     kind = kind or (production.kind if production is not None else "adapter")
     if kind not in KINDS:
         raise ConfigError(f"--kind {kind}: choose {' or '.join(KINDS)}")

@@ -337,7 +337,7 @@ def _print_next(project: Path, keep: Optional[str]) -> None:
 
         loaded = load_config(where / "taskfit.yaml")
         try:
-            _, task, version = _production(where, loaded.retrain.name or loaded.task.name)
+            _, task, version = _production(where, loaded.task.name, loaded.retrain.name)
         except TaskfitError as exc:  # several names registered: say so, the run itself is done
             out.print(f"next: {exc}", highlight=False, soft_wrap=True)
             return
@@ -757,7 +757,7 @@ def serve(config: Optional[Path] = typer.Argument(None, help="A project (its lat
         task = project_config.task.name
         project_dtype = project_config.train.dtype  # served in the precision it was evaluated in
         project_log = {"path": str((config / "requests.sqlite").resolve())}  # where `taskfit monitor DIR` reads
-        registry, registered, version = _production(config, project_config.retrain.name or task)
+        registry, registered, version = _production(config, task, project_config.retrain.name)
         if version is not None and candidate is not None:
             err.print(f"[yellow]warning:[/yellow] --candidate {escape(candidate)} serves that candidate, not "
                       f"{registered}@production (version {version[:12]} in {registry}), and follows no promotion "
@@ -797,17 +797,18 @@ def serve(config: Optional[Path] = typer.Argument(None, help="A project (its lat
     run_server(spec, status=RichReporter(err).status)
 
 
-def _production(project: Path, name: str) -> tuple[Path, str, Optional[str]]:
-    """The project's registry, the name it serves (``name``, else the one name registered) and
-    the version NAME@production points at (None: not set)."""
+def _production(project: Path, task: str, named: Optional[str] = None) -> tuple[Path, str, Optional[str]]:
+    """The project's registry, the name it serves (``named``: retrain.name, when set; else
+    ``task`` or the one name registered: :meth:`Registry.project_name`) and the version
+    NAME@production points at (None: not set)."""
     from taskfit.lifecycle import Registry
     from taskfit.lifecycle.promote import registry_path
 
     path = registry_path(project).resolve()
     if not path.is_file():
-        return path, name, None
+        return path, named or task, None
     with Registry(path) as registry:
-        name = registry.project_name(name)
+        name = named or registry.project_name(task)
         return path, name, registry.alias(name, "production")
 
 

@@ -374,6 +374,7 @@ def test_batched_evaluation_answers_as_one_at_a_time(tmp_path, tiny_model_dir):
     assert results[1].metrics["latency_rows"] == 0  # answered one at a time already: nothing timed apart
     batched = results[4].metrics
     assert batched["latency_rows"] == 3 and batched["alone_same_answer"] == 1.0
+    assert batched["latency_cpu_share"] > 0  # the share of its threads' CPU the timing got (warned of when low)
     lone = [json.loads(line)["latency_s"] for line in cache.read_text().splitlines()[1:]]
     assert batched["latency_mean_s"] == pytest.approx(sum(lone) / len(lone))  # the cost: the batches' time
     # A scorecard from the cache keeps the lone latency and says what it is.

@@ -201,6 +201,21 @@ def test_rows_answered_otherwise_alone_than_in_their_batch_are_warned_of_with_th
     assert not any("Answered one at a time" in n for n in card.notes)
 
 
+def test_latencies_timed_while_other_programs_held_the_cores_are_warned_of():
+    """A helpdesk's few-shot lone median read 8,666 ms while another developer's benchmark ran on
+    both cores (333 ms alone). A lone-request timing that got under 80% of its threads' CPU (64%
+    beside one busy loop, 99% alone, measured) is named, with how to time it again."""
+    base = _result("few-shot", "classify", "accuracy", [i % 2 == 0 for i in range(40)], latency=0.7)
+    tuned = _result("fine-tuned", "classify", "accuracy", [i % 4 != 0 for i in range(40)], latency=0.1)
+    base.metrics.update(latency_rows=16, latency_cpu_share=0.64)
+    tuned.metrics.update(latency_rows=16, latency_cpu_share=0.99)
+    card = build_scorecard([base, tuned], {})
+    (warning,) = [w for w in card.warnings if "other programs held the cores" in w]
+    assert "few-shot (64%)" in warning and "fine-tuned" not in warning and "quiet machine" in warning
+    base.metrics["latency_cpu_share"] = 0.95
+    assert not any("other programs" in w for w in build_scorecard([base, tuned], {}).warnings)
+
+
 def test_a_qa_model_that_refuses_almost_everything_is_not_kept_silently():
     """The walkthrough's help-centre fine-tune refused 29 of 36 questions: 54.2% F1, below the 55.6%
     that refusing all 36 would score (20 have no answer in their passage), and the verdict kept it

@@ -339,6 +339,9 @@ def _size(m: dict[str, float]) -> str:
     return f"{params} params" + (f" + {m['adapter_mb']:.1f} MB adapter" if m.get("adapter_mb") else "")
 
 
+BUSY_SHARE = 0.8  # a lone-request timing with less of its threads' CPU than this shared the cores
+
+
 def build_scorecard(results: Sequence[EvalResult], thresholds: dict[str, float],
                     forgetting: Sequence[ForgettingResult] = (), max_drop: float = 0.05) -> Scorecard:
     """The scorecard with its paired tests and verdict, from results scored on the same rows.
@@ -362,6 +365,15 @@ def build_scorecard(results: Sequence[EvalResult], thresholds: dict[str, float],
                           f"{'/'.join(map(str, alone))} held-out rows answered again one at a time "
                           "(eval.latency_rows); the cost per 1,000 queries is at the throughput of "
                           "the batched evaluation (eval.batch_size).")
+    starved = [f"{r.candidate} ({100 * r.metrics['latency_cpu_share']:.0f}%)" for r in results
+               if r.metrics.get("latency_cpu_share", 1.0) < BUSY_SHARE]
+    if starved:
+        # Alone on the 2-core machine a lone request's timing gets 99% of the cores it computes on;
+        # beside one busy program 64%, and its median read 2.5x higher (few-shot, 294 -> 726 ms).
+        card.warnings.append("Timed while other programs held the cores (the share of its threads' CPU time "
+                             "each got): " + ", ".join(starved) + ". Their latencies read high; time them again "
+                             "on a quiet machine (delete their results/NAME.json in this evaluation's folder, "
+                             "then `taskfit baseline` or `taskfit eval`).")
     changed = [f"{r.candidate} ({100 * r.metrics['alone_same_answer']:.0f}%)" for r in results
                if r.metrics.get("alone_same_answer", 1.0) < 1.0]
     if changed:

@@ -432,9 +432,14 @@ def time_alone(ws: Workspace, predictor: Any, rows: Sequence[Example], batched: 
         return {}  # not asked for (eval.latency_rows 0, as `taskfit advise` scores)
     if size <= 1:
         return {"latency_rows": 0}  # its batched pass answered one row at a time: nothing to time apart
+    import time
+
+    import torch
+
     answer = {p.example_id: p.output for p in batched}
     times, same = [], 0
     predictor.batch_size = 1
+    wall, cpu = time.perf_counter(), time.process_time()
     try:
         with ws.reporter.bar(f"timing {predictor.name} one request at a time", len(sample)) as advance:
             for pred in predictor.predict(sample):
@@ -443,13 +448,15 @@ def time_alone(ws: Workspace, predictor: Any, rows: Sequence[Example], batched: 
                 advance()
     finally:
         predictor.batch_size = size
+    # the share of its threads' cores the process had while timing: low when other programs ran
+    share = (time.process_time() - cpu) / max(1e-9, (time.perf_counter() - wall) * torch.get_num_threads())
     if same < len(sample):
         setting = getattr(predictor, "batch_setting", "eval.batch_size")
         ws.reporter.status(f"{predictor.name}: {len(sample) - same} of {len(sample)} rows answered one at a time "
                            f"differ from the batched answer ({setting} {size}); the scorecard counts "
                            f"the batched ones; set {setting}: 1 to evaluate one request at a time")
     return {"latency_p50_s": percentile(times, 50), "latency_p95_s": percentile(times, 95),
-            "latency_rows": len(times), "alone_same_answer": same / len(sample)}
+            "latency_rows": len(times), "alone_same_answer": same / len(sample), "latency_cpu_share": share}
 
 
 def style_model(ws: Workspace) -> Any:

@@ -67,6 +67,7 @@ def test_endpoint_baseline_is_scored_like_any_candidate(tmp_path, tiny_model_dir
     # the 10 held-out rows with 4 requests in flight, then again one at a time: the latency a lone
     # request waits, as for every other candidate (it was the latency with 4 in flight, unsaid)
     assert len(fake.requests) == 20 and result.metrics["latency_rows"] == 10
+    assert "latency_cpu_share" not in result.metrics  # it waits on the network: no "other programs" warning
     first = fake.requests[0]
     assert first["auth"] == "Bearer sk-test-123" and first["model"] == "hosted-large" and first["temperature"] == 0
     system = first["messages"][0]["content"]

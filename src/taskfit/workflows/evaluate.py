@@ -418,12 +418,15 @@ def gguf_candidate(ws: Workspace, run_dir: Path, name: str, threads: int | None)
 LONE = ("latency_p50_s", "latency_p95_s", "latency_rows", "alone_same_answer")
 
 
-def time_alone(ws: Workspace, predictor: Any, rows: Sequence[Example], batched: Sequence[Prediction]) -> dict:
+def time_alone(ws: Workspace, predictor: Any, rows: Sequence[Example], batched: Sequence[Prediction],
+               local: bool = True) -> dict:
     """A predictor that answered ``eval.batch_size`` rows at a time answers the first
     ``eval.latency_rows`` rows again one at a time: the latency p50/p95 a lone request waits
     (the batched pass's time per row is what a query costs at that throughput, not a wait), and
     the share of those rows given the batched pass's answer (1.0 expected; a lower share is
-    warned about). Empty for a predictor that answers one row at a time anyway."""
+    warned about). Empty for a predictor that answers one row at a time anyway. ``local``: a
+    model computing here, whose share of its threads' CPU time is recorded too (an endpoint
+    waits on the network instead)."""
     from taskfit.stats import percentile
 
     n, size = ws.config.eval.latency_rows, getattr(predictor, "batch_size", 1)
@@ -456,7 +459,8 @@ def time_alone(ws: Workspace, predictor: Any, rows: Sequence[Example], batched: 
                            f"differ from the batched answer ({setting} {size}); the scorecard counts "
                            f"the batched ones; set {setting}: 1 to evaluate one request at a time")
     return {"latency_p50_s": percentile(times, 50), "latency_p95_s": percentile(times, 95),
-            "latency_rows": len(times), "alone_same_answer": same / len(sample), "latency_cpu_share": share}
+            "latency_rows": len(times), "alone_same_answer": same / len(sample),
+            **({"latency_cpu_share": share} if local else {})}
 
 
 def style_model(ws: Workspace) -> Any:
@@ -599,7 +603,7 @@ def evaluate(ws: Workspace, cand: Candidate) -> EvalResult:
         with computing(ws, cand):  # and its caches made in the precision it answers in
             with ws.reporter.bar(f"evaluating {cand.name}", len(rows)) as advance:
                 preds, _ = run_cached(predictor, rows, ws.predictions(cand.name), key, on_item=advance)
-            extra = {**cand.size(), **time_alone(ws, predictor, rows, preds)}
+            extra = {**cand.size(), **time_alone(ws, predictor, rows, preds, cand.local)}
     else:
         ws.reporter.status(f"{cand.name}: every prediction is cached")
         extra = kept(saved["metrics"])
@@ -608,7 +612,7 @@ def evaluate(ws: Workspace, cand: Candidate) -> EvalResult:
     if c.eval.latency_rows and "latency_rows" not in extra:  # predictions `taskfit advise` made untimed
         predictor = cand.build()
         with computing(ws, cand):
-            extra = {**extra, **time_alone(ws, predictor, rows, preds)}
+            extra = {**extra, **time_alone(ws, predictor, rows, preds, cand.local)}
     result = score(c.task, c.eval, cand.name, rows, preds, style=style_model(ws))
     metrics = result.metrics
     metrics.update(extra)

@@ -381,6 +381,9 @@ def test_batched_evaluation_answers_as_one_at_a_time(tmp_path, tiny_model_dir):
     card = compare_project(project).scorecard
     (again,) = card.results
     assert again.metrics["latency_p50_s"] == batched["latency_p50_s"]
+    assert again.metrics["latency_cpu_share"] == batched["latency_cpu_share"]  # and how busy the machine was
+    (rescored,) = baseline_project(project, only=["prompt-only"])  # scored again from the cache: kept
+    assert rescored.metrics["latency_cpu_share"] == batched["latency_cpu_share"]
     assert any("lone request, timed on the first 3 held-out rows" in n for n in card.notes)
 
 

@@ -415,7 +415,7 @@ def gguf_candidate(ws: Workspace, run_dir: Path, name: str, threads: int | None)
 
 
 # ---- running ----------------------------------------------------------------------------------
-LONE = ("latency_p50_s", "latency_p95_s", "latency_rows", "alone_same_answer")
+LONE = ("latency_p50_s", "latency_p95_s", "latency_rows", "alone_same_answer", "latency_cpu_share")
 
 
 def time_alone(ws: Workspace, predictor: Any, rows: Sequence[Example], batched: Sequence[Prediction],

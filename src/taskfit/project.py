@@ -372,14 +372,14 @@ def _proposed(proposal: Proposal, train: str, directory: Path | None, tokenizer:
     text = proposed_yaml(proposal, train, directory)
     if tokenizer is None:
         return proposal, text
-    fitted = fitted_budget(proposal, parse_config(yaml.safe_load(text)).task, tokenizer)
+    config = parse_config(yaml.safe_load(text))
+    fitted = fitted_budget(proposal, config.task, tokenizer)
     if fitted is None:
         return proposal, text
     budget, tokens, where = fitted
     default = EvalSpec.model_fields["max_new_tokens"].default
     reasons = [f"eval.max_new_tokens {budget}: the longest answer takes {tokens} tokens with the end of turn "
                f"({where}), which the default {default} would cut; {budget} holds it with a quarter to spare"]
-    config = parse_config(yaml.safe_load(text))
     longest = _longest_prompt(proposal, config.task, budget, tokenizer)
     limit = config.train.max_seq_length
     length = None

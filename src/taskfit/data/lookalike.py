@@ -756,6 +756,9 @@ def overlap(a: Any, b: Any) -> tuple[float, float, float]:
     the words whose hashes are at most both samples' largest, scaled up (bottom-k sampling)."""
     import numpy as np
 
+    if len(a) < WORDS_KEPT and len(b) < WORDS_KEPT:  # both whole: a set's intersection in C, about 2.5x
+        both = len(set(a.tolist()).intersection(b.tolist()))  # faster on a text's few dozen words
+        return float(len(a) - both), float(len(b) - both), float(both)
     limit = min(int(v[-1]) if len(v) == WORDS_KEPT else 2**32 for v in (a, b))
     scale = 1.0
     if limit < 2**32:

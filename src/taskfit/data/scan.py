@@ -133,6 +133,13 @@ def _texts(rec: Example | PreferencePair) -> list[str]:
     return [t for t in (rec.input, rec.context, rec.target, rec.system) if t]
 
 
+def _row_digests(rows: list[list[str]]) -> list[int]:
+    """The 64-bit digest of each row's texts (:func:`_texts`), normalised: equal for a row
+    repeated whole (an exact duplicate)."""
+    return [int.from_bytes(hashlib.blake2b("\x1f".join(normalise(t) for t in texts).encode(), digest_size=8).digest(),
+                           "little") for texts in rows]
+
+
 def _label(rec: Example | PreferencePair, task: TaskSpec) -> str:
     """A row's answer as the card names it beside its input: the label; an extract record's filled
     fields ("city=Oslo; date=2025-03-01", the nulls its schema fills every record with say
@@ -246,7 +253,7 @@ def _pool(workers: int, counter: TokenCounter | None) -> Any:
     before = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
-        for started in [pool.submit(_ahead, None, [], None, [], None, [], [], None) for _ in range(workers)]:
+        for started in [pool.submit(_ahead, None, [], None, [], None, [], [], None, []) for _ in range(workers)]:
             started.result()
     finally:
         if before is None:
@@ -258,7 +265,7 @@ def _pool(workers: int, counter: TokenCounter | None) -> Any:
 
 def _ahead(privacy: Any, texts: list[str] | None, looks: Shingles | None, look_texts: list[str],
            layouts: Shingles | None, layout_texts: list[str], reuse: list[bool], items: list[Any] | None,
-           counter: TokenCounter | None = None) -> tuple[Any, Any, Any, Any, Any]:
+           rows: list[list[str]], counter: TokenCounter | None = None) -> tuple[Any, Any, Any, Any, Any, Any]:
     """What a chunk's rows need that depends on no other row (run by a worker, or here for a
     small file): the personal data and secrets of each of ``texts`` under ``privacy`` (None when
     not asked), the look-alike signatures of ``look_texts`` and their words
@@ -266,7 +273,7 @@ def _ahead(privacy: Any, texts: list[str] | None, looks: Shingles | None, look_t
     ``layout_texts`` (a row's own look-alike signature reused where ``reuse`` allows), each as
     (signatures, distinct shingles) arrays, or None without their index; and the token lengths of
     the rows' :meth:`TokenCounter.item` ``items`` (None when not asked), by ``counter`` or the
-    worker's own."""
+    worker's own; and the :func:`_row_digests` of ``rows``."""
     import numpy as np
 
     counter = counter if counter is not None else _FORKED.get("counter")
@@ -282,7 +289,7 @@ def _ahead(privacy: Any, texts: list[str] | None, looks: Shingles | None, look_t
         made = layout_signatures(layouts, layout_texts, known)
         laid = (np.stack([sig for sig, _ in made]) if made else np.empty((0, layouts.num_perm), np.uint32),
                 np.array([size for _, size in made], np.int64))
-    return found, own, laid, lengths, own_words
+    return found, own, laid, lengths, own_words, _row_digests(rows)
 
 
 def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep: bool = False,
@@ -357,22 +364,27 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
         reuse = [looks is not None and (pair or rec.context is None) for pair, (_, rec) in zip(pairs, batch)]
         items = [TokenCounter.item(rec) for _, rec in batch] if counter is not None else None
         return texts, (spec.privacy, texts, looks.index.shingles if looks is not None else None, look_texts,
-                       layouts.index.shingles if layouts is not None else None, layout_texts, reuse, items)
+                       layouts.index.shingles if layouts is not None else None, layout_texts, reuse, items,
+                       [_texts(rec) for _, rec in batch])
 
     def finish(batch: list[tuple[Any, Example | PreferencePair]], held: list[tuple[int, Quarantined]],
                searched: list[str] | None, made: Any) -> None:
         """Deduplicate, audit and redact a validated chunk (``searched``: the texts a worker
         searched for personal data, None where this process finds it; ``made``: what
         :func:`_ahead` returned, or the worker's future of it)."""
-        findings, look_sigs, layout_made, lengths, look_words = made.result() if pool is not None else made
+        findings, look_sigs, layout_made, lengths, look_words, digests = made.result() if pool is not None else made
+
+        def pair_note(v: Any, raw: Any, label: str) -> PairNote:
+            """The listed pair of a row and the earlier look-alike of verdict ``v``."""
+            return PairNote(f"{path}:{index_lines[v.other]}", raw.source, v.similarity,
+                            label_names[index_labels[v.other]], label, index_lines[v.other], raw.line)
+
         found = dict(zip(searched, findings)) if searched is not None else None
         sigs = list(zip(look_sigs[0], look_sigs[1].tolist())) if look_sigs is not None else None
         probes = looks.index.lookup(*look_sigs) if looks is not None else None
         kept = []  # (its place in the chunk, raw row, record) of each row kept
         for at, (raw, rec) in enumerate(batch):
-            texts = _texts(rec)
-            digest = int.from_bytes(hashlib.blake2b("\x1f".join(normalise(t) for t in texts).encode(),
-                                                    digest_size=8).digest(), "little")
+            digest = digests[at]
             if digest in exact:  # a row repeated whole, its id too, is a duplicate, not an id clash
                 result.exact_duplicates += 1
                 if len(result.exact_noted) < DISTINCT_NOTED:
@@ -389,21 +401,19 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                 row = looks.row(rec, sigs[at], probes[at],
                                 (int(look_words[0][at]), look_words[1][start:look_words[2][at]]))
                 verdicts = looks.judge(row)
-                notes = {v.other: PairNote(f"{path}:{index_lines[v.other]}", raw.source, v.similarity,
-                                           label_names[index_labels[v.other]], label, index_lines[v.other], raw.line)
-                         for v in verdicts}
                 verdict = decisive(verdicts)
                 # A conflict with any look-alike counts, not only with the one that decides.
                 clash = next((v for v in verdicts if v.kind == CONFLICT), None)
                 if clash is not None:
-                    result.conflicts.append(notes[clash.other])
-                if verdict is not None and verdict.kind != DISTINCT:
-                    result.near_duplicates.append(notes[verdict.other])
+                    result.conflicts.append(pair_note(clash, raw, label))
+                if verdict is not None and verdict.kind != DISTINCT:  # one note when the clash decides
+                    result.near_duplicates.append(result.conflicts[-1] if verdict is clash else
+                                                  pair_note(verdict, raw, label))
                     continue
                 if verdict is not None:
                     result.distinct += 1
                     if len(result.distinct_notes) < DISTINCT_NOTED:
-                        result.distinct_notes.append(notes[verdict.other])
+                        result.distinct_notes.append(pair_note(verdict, raw, label))
                 if label not in label_codes:
                     label_codes[label] = len(label_names)
                     label_names.append(label)

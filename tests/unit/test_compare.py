@@ -246,6 +246,12 @@ def test_a_qa_model_that_refuses_almost_everything_is_not_kept_silently():
     assert "it refuses 81% of them" in card.verdict and "answerable ones at 6.2% F1" in card.verdict
     answering = scored("fine-tuned", [task.refusal] * 18 + ["x", "y"] + [f"answer number {i}" for i in range(20, 36)])
     assert "refusing every question" not in build_scorecard([prompt, answering], {}).verdict
+    # A walkthrough's qa fine-tune refused 59 of 60 questions and scored 0.6 points above refusing
+    # all: above it, within chance; the verdict still says it has not shown that it answers.
+    almost = scored("fine-tuned", [task.refusal] * 35 + ["number 35 and more words"])
+    assert almost.metrics["f1"] > almost.metrics["refuse_all_f1"] and almost.metrics["refuse_all_p"] > 0.05
+    assert ("But fine-tuned scores no better than refusing every question would, beyond chance (paired "
+            "permutation test, p=1) (56.9% against 55.6% F1" in build_scorecard([prompt, almost], {}).verdict)
 
 
 def test_the_verdict_says_when_the_candidate_it_keeps_misses_the_task_thresholds():

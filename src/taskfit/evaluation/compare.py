@@ -425,16 +425,20 @@ def threshold_warning(card: Scorecard) -> list[str]:
 
 
 def refuse_all_warning(card: Scorecard) -> list[str]:
-    """qa: a sentence when the candidate the verdict keeps scores no better than answering the
-    refusal to every question would (the share of held-out questions their passage does not
-    answer): a model that has learnt to refuse everything looks as good as one that answers."""
+    """qa: a sentence when the candidate the verdict keeps is not shown to score better than
+    answering the refusal to every question would (the share of held-out questions their passage
+    does not answer): not above it, or above it within chance by the paired test of their rows
+    (``refuse_all_p``). A model that has learnt to refuse everything looks as good as one that
+    answers; one that refused 59 of 60 questions sat 0.6 points above it."""
     kept = next((r for r in card.results if r.candidate == card.keep), None)
     if card.kind != "qa" or kept is None or "refuse_all_f1" not in kept.metrics:
         return []
     m = kept.metrics
-    if not m["refuse_all_f1"] or m["f1"] > m["refuse_all_f1"]:  # no unanswerable row, or better than refusing
+    p = m.get("refuse_all_p")  # absent from a result scored before 2026-12-04: above it counted as better
+    if not m["refuse_all_f1"] or (m["f1"] > m["refuse_all_f1"] and (p is None or p < ALPHA)):
         return []
-    return [f"But {kept.candidate} scores no better than refusing every question would "
+    chance = "" if m["f1"] <= m["refuse_all_f1"] else f", beyond chance (paired permutation test, p={p:.3g})"
+    return [f"But {kept.candidate} scores no better than refusing every question would{chance} "
             f"({100 * m['f1']:.1f}% against {100 * m['refuse_all_f1']:.1f}% F1: that share of the held-out "
             f"questions has no answer in its passage): it refuses {100 * m['refusal_rate']:.0f}% of them, and "
             f"answers the answerable ones at {100 * m['answerable_f1']:.1f}% F1: it has not shown that it "

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from taskfit.config import TaskSpec
 from taskfit.records import AnswerParts, EvalResult, Example, Prediction
-from taskfit.stats import bootstrap_mean_ci
+from taskfit.stats import bootstrap_mean_ci, paired_difference
 from taskfit.tasks.base import (ENDPOINT, FEW_SHOT, PROMPT_ONLY, RAG, Column, Scoring, TaskDefaults, plain_text,
                                  promptfoo_literal)
 
@@ -112,8 +112,12 @@ def score_qa(candidate: str, task: TaskSpec, examples: Sequence[Example], preds:
         "unsupported_rate": unsupported / n,
         "valid_rate": sum(p.valid for p in preds) / n,
         "refusal_rate": refused / n,
-        # what answering the refusal to every row would score: the unanswerable rows' share
+        # what answering the refusal to every row would score: the unanswerable rows' share; and
+        # the paired swap test's p of the candidate against it, row by row (a candidate that
+        # refuses all but one question sits a partial answer above it, by chance)
         "refuse_all_f1": unanswerable / n,
+        "refuse_all_p": paired_difference(per_example, [float(is_refusal(task, ex.target)) for ex in examples],
+                                          n_boot=n_boot)[2],
     }
     if refused:  # a candidate that refused nothing has no refusal precision: the scorecard shows n/a
         metrics["refusal_precision"] = refused_right / refused

@@ -283,3 +283,17 @@ def test_short_windows_are_told_apart_by_their_seconds_and_lengths_read_as_peopl
     assert start != end and start.count(":") == end.count(":") == 3  # hh:mm:ss, then the offset's hh:mm
     day = Window(start=1_700_000_000.0, end=1_700_086_400.0, **fields)
     assert day.label.split(" to ")[0].count(":") == 2  # hh:mm and the offset's hh:mm
+
+
+def test_answer_categories_that_took_one_value_are_named_together():
+    """An extract schema's monitor line: of 39 fields most were never filled in a window; each got
+    its own "field X: empty 35" until they were named together after the value they all took."""
+    from taskfit.monitoring.monitor import Window
+
+    mix = {"schema validity": {"valid": 35}, "field city": {"empty": 30, "filled": 5},
+           **{f"field f{i}": {"empty": 35} for i in range(30)}, "field year": {"filled": 35}}
+    window = Window(0.0, 1.0, 36, 35, 1, 0, None, None, None, None, False, mix=mix)
+    text = window.mix_text()
+    assert text.startswith("field city: empty 30, filled 5; schema validity: valid 35; ")
+    assert "empty 35: field f0, field f1, " in text and text.count("empty 35") == 1
+    assert text.endswith("; field year: filled 35")

@@ -165,12 +165,20 @@ class Window:
         return self.server_errors / self.requests if self.requests else 0.0
 
     def mix_text(self, top: int = 5) -> str:
-        """Each answer category's most frequent values with their counts, in words ("" if none)."""
-        parts = []
+        """Each answer category's most frequent values with their counts, in words ("" if none).
+        Categories that took one value in every answer are named together after that value
+        ("empty 35: field sort, field poi"): an extract schema of 39 fields, most never filled,
+        made one line of 40 categories."""
+        parts, alike = [], {}
         for name, counts in self.mix.items():
+            if len(counts) == 1:
+                alike.setdefault(next(iter(counts.items())), []).append(name)
+                continue
             shown = ", ".join(f"{value} {n}" for value, n in list(counts.items())[:top])
             more = f", {len(counts) - top} more" if len(counts) > top else ""
             parts.append(f"{name}: {shown}{more}")
+        for (value, n), names in alike.items():
+            parts.append(f"{names[0]}: {value} {n}" if len(names) == 1 else f"{value} {n}: {', '.join(names)}")
         return "; ".join(parts)
 
     def verdict(self, min_rows: int) -> str:

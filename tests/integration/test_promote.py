@@ -61,6 +61,10 @@ def test_a_worse_version_is_refused_forced_with_a_reason_and_rolled_back(project
     assert _cli("promote", project, "--as", "triage", "--force")[0] == 2  # no reason
     code, out = _cli("promote", project, "--as", "triage", "--force", "--reason", "load test", "--by", "bo")
     assert code == 0 and "overridden" in out, out
+    # promoted, and told what it falls short of: the gate compares versions, not the task's own bar
+    said = " ".join(out.split())
+    assert (f"warning: triage {bad.short} misses the task's acceptance thresholds (eval.thresholds) on the fixed "
+            f"held-out set: accuracy {100 * bad.figures['metrics']['accuracy']:.1f}% (below 85%)") in said, said
     assert registry.alias("triage", "production") == bad.id
 
     code, out = _cli("rollback", project, "triage", "--by", "ana")

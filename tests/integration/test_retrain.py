@@ -92,6 +92,9 @@ def test_retrain_refits_compares_on_both_sets_and_promotes_through_the_gate(proj
     assert "refitted" in out and "Promote:" in out and f"{NAME}@production ->" in out
     v2 = registry.resolve(NAME, "production")
     assert v2.id not in (v1.id, candidate.id) and v2.kind == "classical"
+    # promoted through the gate, and warned of the task's own bar where it falls short of it
+    below = v2.figures["metrics"]["accuracy"] < 0.85  # classify's default eval.thresholds
+    assert (f"warning: {NAME} {v2.short} misses the task's acceptance thresholds" in " ".join(out.split())) == below
     assert v2.data["snapshot"] == snapshot["digest"]
     assert (project / "retrain" / snapshot["digest"][:16] / "tfidf-logreg" / "model.json").is_file()
     move = registry.history(NAME)[-1]

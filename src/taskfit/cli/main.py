@@ -940,6 +940,7 @@ def promote(project: Path = typer.Argument(Path("."), help="Project directory or
     forced = f", forced: {result.move.reason}" if result.forced else ""
     out.print(f"{name}@{alias} -> {v.short}{was}{forced}; {_main_figure(v)}; files: {v.path}", highlight=False,
               soft_wrap=True)
+    _short_of(result)
     if alias == "production" and not result.move.from_version:
         # a server follows the registry it found when it started: one started before it existed does not
         out.print(f"next: `taskfit serve {project}` serves {name}@production and follows its later moves "
@@ -1010,6 +1011,15 @@ def retrain(project: Path = typer.Argument(Path("."), help="Project directory or
     else:
         was = f" (was {p.move.from_version[:12]})" if p.move.from_version else ""
         out.print(f"{name}@{p.alias} -> {v.short}{was}; {_main_figure(p.version)}", highlight=False)
+        _short_of(p)
+
+
+def _short_of(promotion) -> None:
+    """A warning for each thing a version promoted to production falls short of (the task's
+    acceptance thresholds, qa's refusing every question): the gate compares versions, not the
+    task's own bar, so it is promoted all the same."""
+    for line in promotion.short_of:
+        err.print(f"[yellow]warning: {escape(line)}[/yellow]", highlight=False, soft_wrap=True)
 
 
 registry_app = typer.Typer(no_args_is_help=True, help="The project's registered versions, aliases and their history.")

@@ -408,41 +408,54 @@ def build_scorecard(results: Sequence[EvalResult], thresholds: dict[str, float],
     return card
 
 
+def missed_thresholds(kind: str, result: EvalResult, thresholds: dict[str, float]) -> list[str]:
+    """Each of the task's acceptance thresholds (eval.thresholds) ``result`` misses, in words
+    ("f1 57.3% (below 60%)")."""
+    lower = scoring(kind).lower_is_better
+    return [f"{name.replace('_', '-')} {100 * result.metrics[name]:.1f}% ({'above' if name in lower else 'below'} "
+            f"{100 * thresholds[name]:g}%)"
+            for name, ok in threshold_checks(result, thresholds).items() if ok is False]
+
+
 def threshold_warning(card: Scorecard) -> list[str]:
     """A sentence when the candidate the verdict keeps misses any of the task's acceptance
     thresholds (eval.thresholds): the best of the candidates is not yet good enough."""
     kept = next((r for r in card.results if r.candidate == card.keep), None)
-    if kept is None:
-        return []
-    lower = scoring(card.kind).lower_is_better
-    missed = [f"{name.replace('_', '-')} {100 * kept.metrics[name]:.1f}% ({'above' if name in lower else 'below'} "
-              f"{100 * card.thresholds[name]:g}%)"
-              for name, ok in threshold_checks(kept, card.thresholds).items() if ok is False]
+    missed = missed_thresholds(card.kind, kept, card.thresholds) if kept is not None else []
     if not missed:
         return []
     return [f"But {kept.candidate} misses the task's thresholds: {', '.join(missed)}: the one to keep of these "
             "candidates, not yet good enough by eval.thresholds."]
 
 
-def refuse_all_warning(card: Scorecard) -> list[str]:
-    """qa: a sentence when the candidate the verdict keeps is not shown to score better than
-    answering the refusal to every question would (the share of held-out questions their passage
-    does not answer): not above it, or above it within chance by the paired test of their rows
-    (``refuse_all_p``). A model that has learnt to refuse everything looks as good as one that
-    answers; one that refused 59 of 60 questions sat 0.6 points above it."""
-    kept = next((r for r in card.results if r.candidate == card.keep), None)
-    if card.kind != "qa" or kept is None or "refuse_all_f1" not in kept.metrics:
-        return []
-    m = kept.metrics
+def refusing_all(result: EvalResult, who: str | None = None) -> str | None:
+    """qa: why ``result`` is not shown to score better than answering the refusal to every
+    question would (the share of held-out questions their passage does not answer), in words, or
+    None when it is: it is not above it, or above it within chance by the paired test of their
+    rows (``refuse_all_p``). A model that has learnt to refuse everything looks as good as one that
+    answers; one that refused 59 of 60 questions sat 0.6 points above it. ``who``: its name in the
+    sentence (default the candidate's)."""
+    m = result.metrics
+    if result.kind != "qa" or not m.get("refuse_all_f1"):  # not qa, or no unanswerable row
+        return None
     p = m.get("refuse_all_p")  # absent from a result scored before 2026-12-04: above it counted as better
-    if not m["refuse_all_f1"] or (m["f1"] > m["refuse_all_f1"] and (p is None or p < ALPHA)):
-        return []
+    if m["f1"] > m["refuse_all_f1"] and (p is None or p < ALPHA):
+        return None
     chance = "" if m["f1"] <= m["refuse_all_f1"] else f", beyond chance (paired permutation test, p={p:.3g})"
-    return [f"But {kept.candidate} scores no better than refusing every question would{chance} "
+    return (f"{who or result.candidate} scores no better than refusing every question would{chance} "
             f"({100 * m['f1']:.1f}% against {100 * m['refuse_all_f1']:.1f}% F1: that share of the held-out "
             f"questions has no answer in its passage): it refuses {100 * m['refusal_rate']:.0f}% of them, and "
-            f"answers the answerable ones at {100 * m['answerable_f1']:.1f}% F1: it has not shown that it "
-            "answers. Read those two figures before serving it; more answerable training rows (or fewer "
+            f"answers the answerable ones at {100 * m['answerable_f1']:.1f}% F1: it has not shown that it answers")
+
+
+def refuse_all_warning(card: Scorecard) -> list[str]:
+    """qa: a sentence when the candidate the verdict keeps is not shown to answer better than
+    refusing every question (:func:`refusing_all`)."""
+    kept = next((r for r in card.results if r.candidate == card.keep), None)
+    why = refusing_all(kept) if kept is not None else None
+    if why is None:
+        return []
+    return [f"But {why}. Read those two figures before serving it; more answerable training rows (or fewer "
             "refusals among them) are the next step."]
 
 

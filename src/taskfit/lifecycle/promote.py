@@ -402,6 +402,9 @@ class Promotion:
     # the name's first adapter version: a server started before it loaded no language model
     # (it loads one only when the registry holds an adapter version), so it cannot switch to it
     first_adapter: bool = False
+    # to production: what the version's scores on the fixed held-out set fall short of (the task's
+    # acceptance thresholds; qa: answering better than refusing every question), in words
+    short_of: list[str] = field(default_factory=list)
 
 
 def promote_project(project: Path, run: str | None, name: str, alias: str = "production", *,
@@ -446,6 +449,15 @@ def promote_project(project: Path, run: str | None, name: str, alias: str = "pro
                         + "; ".join(gate_result.reasons()) + f" (production is {production.short})",
                         hint="improve the run and promote it again, promote it to --alias candidate to try it "
                              "on live traffic in shadow, or override with --force --reason TEXT")
+        short_of = []
+        if alias == "production" and not ws.preference:
+            from taskfit.evaluation.compare import missed_thresholds, refusing_all
+
+            missed = missed_thresholds(ws.config.task.kind, new[0], ws.config.eval.thresholds)
+            named = f"{name} {version.short}"
+            short_of = [f"{named} misses the task's acceptance thresholds (eval.thresholds) on the fixed held-out "
+                        f"set: {', '.join(missed)}"] if missed else []
+            short_of += [why for why in [refusing_all(new[0], named)] if why]
         forced = force and gate_result is not None and not gate_result.passed
         first_adapter = version.kind == "adapter" and not any(
             v.kind == "adapter" and v.id != version.id for v in registry.versions(name))
@@ -454,7 +466,7 @@ def promote_project(project: Path, run: str | None, name: str, alias: str = "pro
                                                alias == "production" else None),
                              forced=forced, gate=gate_result.to_json() if gate_result else None,
                              expect=current_id)
-        return Promotion(version, alias, move, gate_result, production, forced, first_adapter)
+        return Promotion(version, alias, move, gate_result, production, forced, first_adapter, short_of)
 
 
 def rollback_project(project: Path, name: str, *, by: str | None = None, reason: str | None = None) -> Move:

@@ -269,3 +269,21 @@ def test_a_bound_on_the_rows_needed_far_past_the_curve_is_printed_as_over_not_as
     assert "to over 48,000 (1,000x the largest run)" in line, line
     assert not re.search(r"\d{1,3}(,\d{3}){4,}", line), line  # nothing of a trillion rows or more
     assert advice.figures["rows_needed"]["high"] == need.high  # advice.json keeps the fitted bound
+
+
+def test_a_qa_pick_no_better_than_refusing_every_question_is_said_to_be_so():
+    """The floor the scorecard's verdict warns of: 22 of 40 held-out questions unanswerable, and the
+    pick refuses them all and answers none of the rest (a walkthrough's qa fine-tune refused 59 of
+    60 and was kept); a pick well above that floor is not warned of."""
+    points, curve = _curve_points([10, 12, 14], kind="qa")
+    floor = {"refuse_all_f1": 22 / 40, "refusal_rate": 1.0, "answerable_f1": 0.0, "refuse_all_p": 1.0}
+    refuser = _result("few-shot", 22, kind="qa", **floor)
+    advice = decide(_setting(kind="qa", main="f1"), [refuser, _result("prompt-only", 4, kind="qa")], points, curve,
+                    _speed())
+    assert advice.candidate == "few-shot" and advice.figures["below_refusing_all"]
+    assert ("Mind the floor: few-shot scores no better than refusing every question would (55.0% against 55.0% F1"
+            in advice.headline) and "it has not shown that it answers." in advice.headline
+    answering = _result("few-shot", 36, kind="qa", **{**floor, "refusal_rate": 0.6, "answerable_f1": 0.8,
+                                                      "refuse_all_p": 0.001})
+    clear = decide(_setting(kind="qa", main="f1"), [answering], points, curve, _speed())
+    assert "Mind the floor" not in clear.headline and not clear.figures["below_refusing_all"]

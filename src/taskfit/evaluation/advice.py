@@ -26,7 +26,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from taskfit.evaluation.compare import ALPHA, cost_rank, is_finetuned, more_harm, paired_test
+from taskfit.evaluation.compare import ALPHA, cost_rank, is_finetuned, more_harm, paired_test, refusing_all
 from taskfit.evaluation.curve import LearningCurve
 from taskfit.records import EvalResult
 from taskfit.stats import bootstrap_mean_ci
@@ -195,7 +195,7 @@ def decide(setting: Setting, baselines: Sequence[EvalResult], points: Sequence[t
         headline += (f" That is the fine-tune on {points[-1][0]} rows; on all {setting.train_rows} the curve "
                      f"projects {_projection(curve, setting.train_rows)}.")
 
-    projection = None
+    projection, projected = None, False
     if curve is not None and not curve.rises:
         # the runs' scores as the candidates' table shows them (for extract, pooled field F1; the
         # curve itself is fitted to the mean per-row score the paired test uses)
@@ -214,7 +214,7 @@ def decide(setting: Setting, baselines: Sequence[EvalResult], points: Sequence[t
                         f"{_projection(curve, setting.train_rows)} {main.replace('_', '-')}, wholly above "
                         f"{pick.candidate}'s {_score(pick, main)} measured. A projection, not a measurement: "
                         "`taskfit run` trains it and measures it on the whole held-out split.")
-            approach, pick = FINE_TUNE, tuned  # type: ignore[assignment]
+            approach, pick, projected = FINE_TUNE, tuned, True  # type: ignore[assignment]
         elif high < p_low:
             headline += (f" The fine-tune of all {setting.train_rows} rows is projected below it "
                          f"({_projection(curve, setting.train_rows)})")
@@ -238,7 +238,13 @@ def decide(setting: Setting, baselines: Sequence[EvalResult], points: Sequence[t
         headline += (" With documents to search (baselines.documents), the fine-tune needs retrieval to find "
                      "its passage when it serves: RAG plus fine-tune. The curve scored it on the rows' own "
                      "passages, so retrieval misses come on top (the rag candidate's figures show how often).")
-    figures.update(approach=approach, candidate=pick.candidate, projection_all_rows=projection)
+    # qa: a measured pick not shown to answer better than refusing every question would (the floor
+    # a scorecard's verdict warns of too: a fine-tune that refused 59 of 60 questions was kept)
+    floor = refusing_all(pick) if kind == "qa" and not projected else None
+    if floor is not None:
+        headline += f" Mind the floor: {floor}."
+    figures.update(approach=approach, candidate=pick.candidate, projection_all_rows=projection,
+                   below_refusing_all=floor is not None)
 
     sections = [_candidates(setting, measured, best, tests)]
     if curve is not None:

@@ -322,6 +322,12 @@ class TrainSpec(_Spec):
         50, ge=0, description="Write a resumable checkpoint every N steps (atomically); 0 = none. A run of "
                               "fewer steps writes none: interrupted, it trains again from step 0.")
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on disk (the newest).")
+    loss_per: Literal["token", "row"] = Field(
+        "token", description="What a fine-tune's answer loss averages over: every answer token of the batch "
+                             "(token: a long answer weighs more, as transformers and TRL average it), or each "
+                             "row's own answer tokens first, then the rows (row: a ten-token qa refusal weighs "
+                             "what a three-token answer does). The written answer's loss (lora, qlora, full), "
+                             "not dpo nor a classification head, which count a row once already.")
     packing: bool = Field(
         False, description="Pack several short rows into one sequence (attention never crosses "
                            "rows). Off by default: length-grouped batches already waste little.")
@@ -370,6 +376,11 @@ class TrainSpec(_Spec):
 
     @model_validator(mode="after")
     def _head_fits(self) -> "TrainSpec":
+        if self.loss_per == "row" and (self.method == "dpo" or self.classify_head):
+            raise ValueError("train.loss_per: row averages a written answer's loss per row; "
+                             + ("dpo scores each pair once already" if self.method == "dpo" else
+                                "a classification head scores each row once already")
+                             + ": leave it at token")
         if not self.classify_head:
             return self
         if self.method != "lora":

@@ -762,3 +762,34 @@ def test_a_head_on_cpu_reads_bigger_micro_batches_than_a_written_answer():
     assert micro_batch_tokens(TrainSpec(device="cpu")) == 128
     assert micro_batch_tokens(TrainSpec(device="cpu", classify_head=True)) == 512
     assert micro_batch_tokens(TrainSpec(device="cpu", classify_head=True, micro_batch_tokens=64)) == 64
+
+
+def test_loss_per_row_weighs_each_row_alike_whatever_its_answer_length(tiny, classify_task):
+    """train.loss_per: row averages each row's answer tokens first: the batch's loss is the mean of
+    its rows' own mean losses, so a long answer (a ten-token qa refusal) weighs what a short one
+    does; the default averages over every answer token. dpo and a head refuse it."""
+    from transformers import LlamaForCausalLM
+
+    from taskfit.training.parallel import Parallel
+    from taskfit.training.sft import SftObjective
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny.model.config).eval()
+    data = _data(6)
+    per_token = SftObjective(model, tiny.tokenizer, classify_task, _spec(), Parallel(), data)
+    per_row = SftObjective(model, tiny.tokenizer, classify_task, _spec(loss_per="row"), Parallel(), data)
+    lengths = [len(r.completion) for r in per_row.rows]
+    assert len(set(lengths)) > 1  # answers of several lengths, or the two averages could not differ
+    batch = list(range(len(data)))
+    assert per_row.units(batch) == len(batch) and per_token.units(batch) == sum(lengths)
+    with torch.no_grad():
+        alone = [float(answer_loss(model, collate([r], tiny.tokenizer.pad_token_id))) for r in per_row.rows]
+        by_row = float(per_row.loss_sum(batch).loss_sum) / per_row.units(batch)
+        by_token = float(per_token.loss_sum(batch).loss_sum) / per_token.units(batch)
+    assert by_row == pytest.approx(sum(alone) / len(alone), rel=1e-5)
+    assert by_token == pytest.approx(sum(a * n for a, n in zip(alone, lengths)) / sum(lengths), rel=1e-5)
+    assert abs(by_row - by_token) > 1e-4
+    with pytest.raises(ValueError, match="loss_per"):
+        _spec(loss_per="row", method="dpo")
+    with pytest.raises(ValueError, match="loss_per"):
+        _spec(loss_per="row", classify_head=True)

@@ -70,6 +70,9 @@ class SftObjective:
         return length_grouped_batches(self.rows, self.spec.batch_size, self.spec.seed, epoch)
 
     def units(self, batch: list[int]) -> int:
+        """What the batch's loss is averaged over: its answer tokens, or its rows (train.loss_per)."""
+        if self.spec.loss_per == "row":
+            return len(batch)
         return sum(len(self.rows[i].completion) for i in batch)
 
     def chunks(self, batch: list[int]) -> list[list[int]]:
@@ -82,7 +85,14 @@ class SftObjective:
         batch = collate([self.rows[i] for i in chunk], self.tokenizer.pad_token_id,
                         self.spec.max_seq_length if self.spec.packing else None)
         logits = answer_logits(self.model, batch, self.parallel)
-        loss = F.cross_entropy(logits, batch.targets.to(logits.device), reduction="sum")
+        if self.spec.loss_per == "row":  # each token's loss over its row's answer tokens: a row sums to its mean
+            import torch
+
+            each = F.cross_entropy(logits, batch.targets.to(logits.device), reduction="none")
+            tokens = torch.tensor([len(self.rows[i].completion) for i in chunk], dtype=each.dtype)
+            loss = (each / tokens[batch.owner].to(each.device)).sum()
+        else:
+            loss = F.cross_entropy(logits, batch.targets.to(logits.device), reduction="sum")
         return StepStats(loss_sum=loss, read_tokens=batch.read_tokens, loss_tokens=len(batch.targets))
 
     def validate(self) -> dict[str, float | None]:

@@ -101,8 +101,9 @@ def training_speed(training: dict[str, Any], rows: int, epochs: float) -> Traini
 
 # Training settings that change how many steps a run takes, or what it learns, but not how fast
 # it trains a token: a run that differs from the project only in these times this one's tokens.
-SPEED_FREE = ("epochs", "learning_rate", "seed", "warmup_ratio", "validation_share", "validation_max_rows",
-              "eval_every", "metric_sample", "early_stopping_patience", "checkpoint_every", "keep_checkpoints")
+SPEED_FREE = ("epochs", "learning_rate", "loss_per", "seed", "warmup_ratio", "validation_share",
+              "validation_max_rows", "eval_every", "metric_sample", "early_stopping_patience", "checkpoint_every",
+              "keep_checkpoints")
 
 
 def _trains_alike(ws: Workspace, manifest: dict[str, Any]) -> bool:

@@ -316,16 +316,17 @@ def _print_summary(summary, project: Path) -> None:
     c = summary.comparison
     out.print(f"scorecard: {c.markdown}\nreport:    {c.report_html}\nrun:       {summary.run_dir} "
               f"({summary.training.how})", highlight=False)
-    _print_next(project, summary.scorecard.keep)
+    _print_next(project, summary.scorecard.keep, summary.scorecard)
 
 
 def _project_dir(project: Path) -> Path:
     return project.parent if project.name == "taskfit.yaml" else project
 
 
-def _print_next(project: Path, keep: Optional[str]) -> None:
-    """How to serve what the verdict keeps."""
-    from taskfit.evaluation.compare import is_finetuned
+def _print_next(project: Path, keep: Optional[str], card=None) -> None:
+    """How to serve what the verdict keeps; with its ``card``, said to be below the task's bar
+    where the verdict says it misses eval.thresholds or (qa) has not shown that it answers."""
+    from taskfit.evaluation.compare import is_finetuned, refuse_all_warning, threshold_warning
     from taskfit.serve.classical import SERVABLE
     from taskfit.tasks.base import ENDPOINT
 
@@ -352,6 +353,8 @@ def _print_next(project: Path, keep: Optional[str]) -> None:
     else:
         line = (f"next: {keep} has no weights of its own: it is the base model with the task's prompt, which your "
                 "application sends (`taskfit serve --base MODEL` serves the base model)")
+    if card is not None and keep != ENDPOINT and (threshold_warning(card) or refuse_all_warning(card)):
+        line += "; it is below the task's bar, as the verdict says: serve it to try it, not yet to rely on it"
     out.print(line, highlight=False, soft_wrap=True)
 
 
@@ -542,7 +545,7 @@ def compare(project: Path = typer.Argument(Path("."), help="Project directory or
     _print_scorecard(result.scorecard)
     out.print(f"scorecard: {result.markdown}\nreport:    {result.report_html}", highlight=False)
     if not rows:
-        _print_next(project, result.scorecard.keep)
+        _print_next(project, result.scorecard.keep, result.scorecard)
 
 
 @app.command()

@@ -197,6 +197,18 @@ def test_qa_scores_answers_refusals_and_unsupported_answers():
     assert r.per_example[:3] == [1.0, pytest.approx(2 / 3), 1.0]
 
 
+def test_a_refusal_earns_nothing_on_an_answerable_question_whatever_words_it_shares():
+    """The refusal "not enough evidence in the provided documents" shares "in" with "the Catholic
+    Church in the region": scored by token overlap it earned 0.2 F1 on that row, and a model that
+    refused all 40 questions of a walkthrough scored above refusing everything would."""
+    ctx = "The Catholic Church in the region sent aid."
+    exs = [Example(id="0", input="Who sent aid?", target="the Catholic Church in the region", context=ctx),
+           Example(id="1", input="Who painted it?", target=QA.refusal, context=ctx)]
+    r = score(QA, EvalSpec(), "refuser", exs, [_pred(0, QA.refusal), _pred(1, QA.refusal)])
+    assert r.per_example == [0.0, 1.0] and r.metrics["answerable_f1"] == 0.0
+    assert r.metrics["f1"] == r.metrics["refuse_all_f1"] == 0.5 and r.error_counts == {"wrong refusal": 1}
+
+
 def test_qa_refusal_precision_is_n_a_for_a_candidate_that_refused_nothing():
     """A walkthrough's scorecard showed 0.0% refusal precision for a candidate that never refused:
     with no refusals there is nothing to be precise about, so it shows n/a, a threshold on it

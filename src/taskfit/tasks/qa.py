@@ -89,7 +89,10 @@ def score_qa(candidate: str, task: TaskSpec, examples: Sequence[Example], preds:
                 note("unsupported answer", ex, pred)
         else:
             answerable += 1
-            score = token_f1(pred.output, ex.target)
+            # a refusal answers nothing: no credit for the words it shares with the gold answer
+            # ("in", "provided": a model refusing all 40 rows of a walkthrough scored 1.1% F1 on the
+            # answerable ones, and so above refusing everything)
+            score = 0.0 if says_refuse else token_f1(pred.output, ex.target)
             em += normalize(pred.output) == normalize(ex.target)
             f1 += score
             if says_refuse:

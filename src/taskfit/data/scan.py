@@ -13,7 +13,6 @@ are grouped by layout: see :mod:`taskfit.data.lookalike`. Counts always add up:
 from __future__ import annotations
 
 import gc
-import hashlib
 import heapq
 import json
 import os
@@ -27,7 +26,7 @@ from typing import Any, Callable
 from taskfit.config import DataSpec, TaskSpec
 from taskfit.data import pii
 from taskfit.data.formats import convert
-from taskfit.data.lookalike import (CONFLICT, DISTINCT, Layouts, LookAlikes, Shingles, decisive, input_text,
+from taskfit.data.lookalike import (CONFLICT, DISTINCT, Layouts, LookAlikes, Shingles, decisive, digest, input_text,
                                      layout_signatures, normalise, shared_text, word_digests)
 from taskfit.data.redaction import RowRedaction, detected_texts, redact_row
 from taskfit.data.read import read_rows
@@ -136,8 +135,7 @@ def _texts(rec: Example | PreferencePair) -> list[str]:
 def _row_digests(rows: list[list[str]]) -> list[int]:
     """The 64-bit digest of each row's texts (:func:`_texts`), normalised: equal for a row
     repeated whole (an exact duplicate)."""
-    return [int.from_bytes(hashlib.blake2b("\x1f".join(normalise(t) for t in texts).encode(), digest_size=8).digest(),
-                           "little") for texts in rows]
+    return [digest("\x1f".join(normalise(t) for t in texts)) for texts in rows]
 
 
 def _label(rec: Example | PreferencePair, task: TaskSpec) -> str:
@@ -384,13 +382,13 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
         probes = looks.index.lookup(*look_sigs) if looks is not None else None
         kept = []  # (its place in the chunk, raw row, record) of each row kept
         for at, (raw, rec) in enumerate(batch):
-            digest = digests[at]
-            if digest in exact:  # a row repeated whole, its id too, is a duplicate, not an id clash
+            row_digest = digests[at]
+            if row_digest in exact:  # a row repeated whole, its id too, is a duplicate, not an id clash
                 result.exact_duplicates += 1
                 if len(result.exact_noted) < DISTINCT_NOTED:
                     result.exact_noted.append(raw.source)
                 continue
-            id_digest = int.from_bytes(hashlib.blake2b(rec.id.encode(), digest_size=8).digest(), "little")
+            id_digest = digest(rec.id)
             if id_digest in ids:
                 held.append((raw.line, Quarantined(raw.source, f"field 'id': {rec.id!r} is used by an earlier row",
                                                    raw.raw)))
@@ -422,7 +420,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                 looks.add(row)
                 index_lines.append(raw.line)
                 index_labels.append(label_codes[label])
-            exact.add(digest)
+            exact.add(row_digest)
             ids.add(id_digest)
             kept.append((at, raw, rec))
         # the kept rows' layouts, looked up together (a removed row has none)

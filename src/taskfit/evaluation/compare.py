@@ -433,7 +433,7 @@ def refusing_all(result: EvalResult, who: str | None = None) -> str | None:
     question would (the share of held-out questions their passage does not answer), in words, or
     None when it is: it is not above it, or above it within chance by the paired test of their
     rows (``refuse_all_p``). A model that has learnt to refuse everything looks as good as one that
-    answers; one that refused 59 of 60 questions sat 0.6 points above it. ``who``: its name in the
+    answers, and a partial answer or two lift it above that by chance. ``who``: its name in the
     sentence (default the candidate's)."""
     m = result.metrics
     if result.kind != "qa" or not m.get("refuse_all_f1"):  # not qa, or no unanswerable row

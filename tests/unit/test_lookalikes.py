@@ -310,6 +310,24 @@ def test_layout_previews_are_redacted(tmp_path):
     assert "<EMAIL>" in previews and "care@srimaju" not in previews
 
 
+def test_what_a_layouts_rows_share_shows_through_a_greeting_and_signature_on_one_side_only():
+    """A card's layout preview: two tickets of one layout, one with a signature the other lacks
+    and another greeting, show the words their body lines share (each line was compared with the
+    line at its place, so the preview was only "…"), and nothing either writes alone."""
+    from taskfit.data.lookalike import shared_text
+
+    a = ("Hello there,\nThe confirmation for order #32890 says €19.59 but my card was charged a different "
+         "amount, which is right? I have attached a screenshot.\nThank you,\nAnna Garcia")
+    b = ("Good morning,\nThe confirmation for order #89993 says £259.12 but my card was charged a different "
+         "amount, which is right? I have attached a screenshot.")
+    shown = shared_text(a, b, width=80)
+    assert "The confirmation for order … says … but my card was charged a different amount" in shown
+    assert not any(word in shown for word in ("Hello", "morning", "Anna", "Thank", "32890", "€"))
+    receipt = "SRI MAJU\nNo. 12 Jalan 3\nITEM A 2.50\nITEM B 3.00\nTOTAL 5.50\nTHANK YOU"
+    other = "SRI MAJU\nNo. 99 Jalan 7\nITEM C 1.00\nTOTAL 1.00\nTHANK YOU"
+    assert shared_text(receipt, other) == "SRI MAJU / No. … Jalan … / ITEM … / … / TOTAL … / THANK YOU"
+
+
 SIGNATURE = ("\n--\nAnna Smith | Customer Operations | Northwind Traders\nNorthwind Traders Ltd, 12 High Street, "
              "Leeds LS1 4AP. This e-mail and any attachments are confidential and intended solely for the "
              "addressee. If you have received it in error, please notify the sender and delete it. Northwind "

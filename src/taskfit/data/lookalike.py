@@ -992,20 +992,54 @@ def shared_text(a: str, b: str, width: int = 40) -> str:
     """What two rows of one layout share, for a person to recognise the layout: for one-line
     texts their common words (… where they differ); for documents, line by line, the common
     words of lines that match once digits are masked, each cut to ``width`` characters, and …
-    for lines that differ, joined by " / "."""
+    for lines that differ, joined by " / ". Where the two differ by a different number of lines
+    (a greeting and a signature on one side only), each line there is paired with the most alike
+    line of the other side (:func:`_most_alike`), in order."""
     la, lb = ([line for line in t.splitlines() if line.strip()] for t in (a, b))
     if len(la) <= 1 or len(lb) <= 1:
         return _shared_words(a, b)
     out: list[str] = []
+
+    def gap() -> None:
+        if out[-1:] != ["…"]:
+            out.append("…")
+
+    def common(x: str, y: str) -> None:
+        words = _shared_words(x, y)
+        if words.strip("… "):
+            out.append(words if len(words) <= width else words[:width - 1].rstrip() + "…")
+        else:
+            gap()
+
     opcodes = SequenceMatcher(None, [mask(x) for x in la], [mask(y) for y in lb], autojunk=False).get_opcodes()
     for tag, i1, i2, j1, j2 in opcodes:
-        pairs = list(zip(la[i1:i2], lb[j1:j2])) if tag == "equal" or i2 - i1 == j2 - j1 else []
-        for x, y in pairs:
-            common = _shared_words(x, y)
-            if common.strip("… "):
-                out.append(common if len(common) <= width else common[:width - 1].rstrip() + "…")
-            elif out[-1:] != ["…"]:
-                out.append("…")
-        if not pairs and out[-1:] != ["…"]:
-            out.append("…")
+        if tag == "equal" or i2 - i1 == j2 - j1:
+            for x, y in zip(la[i1:i2], lb[j1:j2]):
+                common(x, y)
+            continue
+        others, start = lb[j1:j2], 0
+        for x in la[i1:i2]:
+            j = _most_alike(x, others, start)
+            if j is None:
+                gap()
+                continue
+            if j > start:
+                gap()
+            common(x, others[j])
+            start = j + 1
+        if start < len(others):
+            gap()
     return " / ".join(out)
+
+
+def _most_alike(line: str, others: list[str], start: int, bar: float = 0.5) -> int | None:
+    """The place in ``others`` (from ``start``) of the line most alike ``line`` once digits are
+    masked, by the Jaccard similarity of their words, if it reaches ``bar``; the first on a tie."""
+    mine = set(mask(line).split())
+    best, at = bar, None
+    for j in range(start, len(others)):
+        theirs = set(mask(others[j]).split())
+        alike = len(mine & theirs) / max(1, len(mine | theirs))
+        if alike > best or (alike == best and at is None):
+            best, at = alike, j
+    return at

@@ -125,7 +125,7 @@ class ModelSpec(_Spec):
 
 
 class ColumnMap(_Spec):
-    """Which columns of a table (CSV, TSV, Parquet, or flat JSONL) play which part."""
+    """Which columns of a table (CSV, TSV, Parquet, an Excel sheet, or flat JSONL) play which part."""
 
     input: str = Field(description="Column with the user's text (the user turn; the question for qa).")
     target: str = Field(description="Column with the answer: label, fields object, answer or reply.")
@@ -216,7 +216,7 @@ class PrivacySpec(_Spec):
 
 
 class DataSpec(_Spec):
-    train: str = Field(description="Training data file (JSONL, CSV, TSV or Parquet), relative to the project.")
+    train: str = Field(description="Training data file (JSONL, CSV, TSV, Parquet or Excel .xlsx), relative to the project.")
     eval: str | None = Field(None, description="Optional fixed eval file; else split from train.")
     format: Literal["auto", "messages", "prompt_completion", "alpaca", "sharegpt", "preference", "chat_log"] = Field(
         "auto", description="Row shape; auto recognises each row by its keys (chat_log: a logged chat "

@@ -25,7 +25,7 @@ model:
   name: smollm2-135m
 
 data:
-  train: data/train.jsonl   # JSONL, CSV, TSV or Parquet
+  train: data/train.jsonl   # JSONL, CSV, TSV, Parquet or Excel (.xlsx)
   eval: null                # optional fixed eval file; otherwise held out from train
   format: auto              # auto | messages | prompt_completion | alpaca | sharegpt | preference | chat_log
   columns: null             # for tables: {input: text, target: label}; qa adds context: passage

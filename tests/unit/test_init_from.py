@@ -180,6 +180,74 @@ def test_a_csv_with_a_label_column_is_classify(tmp_path):
     assert not config.train.classify_head and "# - about 21 training rows a label" in written
 
 
+def _write_xlsx(path: Path, sheets: dict[str, list[list]]) -> Path:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for title, rows in sheets.items():
+        sheet = book.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+    book.save(path)
+    return path
+
+
+def test_an_excel_workbook_is_proposed_and_checked_as_its_csv_export_would_be(tmp_path):
+    """A ticket export kept in Excel: `init --from tickets.xlsx` proposes what the same sheet saved
+    as CSV proposes, and `data check` reads the same rows; a number, a date and TRUE read as the
+    text Excel shows; a stray cell and a header pasted again are quarantined by their sheet row."""
+    import datetime
+
+    rng = random.Random(4)
+    rows = [[1000 + i, _sentence(rng), QUEUES[i % 3], datetime.datetime(2025, 3, 1 + i % 28), i % 2 == 0]
+            for i in range(120)]
+    header = ["ticket", "text", "label", "opened", "vip"]
+    book = _write_xlsx(tmp_path / "tickets.xlsx", {"Tickets": [header] + rows})
+    as_csv = _write_csv(tmp_path / "tickets.csv", header,
+                        [[str(t), text, label, opened.date().isoformat(), "TRUE" if vip else "FALSE"]
+                         for t, text, label, opened, vip in rows])
+    config, output = _init(tmp_path, book)
+    (tmp_path / "project").rename(tmp_path / "from_xlsx")
+    expected, _ = _init(tmp_path, as_csv)
+    assert config.task.kind == "classify" and config.task.labels == expected.task.labels
+    assert config.data.columns == expected.data.columns and config.data.train == "../tickets.xlsx"
+    assert "billing 40" in output
+    from taskfit.data.read import read_rows
+
+    first = next(read_rows(book))
+    assert (first.source, first.line) == (f"{book}:2", 2)
+    assert first.obj == {"ticket": "1000", "text": rows[0][1], "label": "billing", "opened": "2025-03-01", "vip": "TRUE"}
+    # rows a person adds by hand below: a cell right of the header's columns, the header pasted again
+    messy = _write_xlsx(tmp_path / "messy.xlsx", {"Tickets": [header] + rows + [
+        [None] * 5, ["   "], header, [2000, _sentence(rng), "refund", None, False, None, "see me"]]})
+    result, report = _invoke("data", "check", messy, "--no-tokens")
+    assert result.exit_code == 0 and "122 rows read = 120 kept + 2 quarantined" in report, report
+    assert f"quarantined {messy}:124: the header row again" in report
+    assert f"quarantined {messy}:125: a cell beyond the 5 named columns (column G)" in " ".join(report.split())
+
+
+def test_an_excel_workbook_that_cannot_be_read_whole_stops_with_what_to_do(tmp_path):
+    """A second sheet holding cells would be left out unsaid: refused, naming the sheets. A legacy
+    .xls, and a file that is no workbook, stop with the advice to save it again."""
+    rows = [["text", "label"], ["my parcel is late", "shipping"], ["charged twice", "billing"]]
+    two = _write_xlsx(tmp_path / "two.xlsx", {"Tickets": rows, "Legend": [["billing", "money matters"]], "Empty": []})
+    result, output = _invoke("init", tmp_path / "p", "--from", two)
+    flat = " ".join(output.split())
+    assert result.exit_code != 0 and "2 sheets hold cells ('Tickets', 'Legend')" in flat and "'Legend'" in flat
+    old = tmp_path / "tickets.xls"
+    old.write_bytes(b"\xd0\xcf\x11\xe0 an old binary workbook")
+    result, output = _invoke("init", tmp_path / "q", "--from", old)
+    assert result.exit_code != 0 and "save it from Excel as an Excel Workbook (.xlsx)" in " ".join(output.split())
+    fake = tmp_path / "fake.xlsx"
+    fake.write_text("text,label\nhello,billing\n")
+    result, output = _invoke("data", "check", fake, "--no-tokens")
+    assert result.exit_code != 0 and "not a readable Excel workbook" in " ".join(output.split())
+    unnamed = _write_xlsx(tmp_path / "unnamed.xlsx", {"Tickets": [["text", None, "label"], ["a", "b", "billing"]]})
+    result, output = _invoke("data", "check", unnamed, "--no-tokens")
+    assert result.exit_code != 0 and "leaves column B without a name" in " ".join(output.split())
+
+
 def test_a_quarantined_row_of_an_init_project_is_named_as_the_user_finds_the_file(tmp_path):
     rng = random.Random(1)
     rows = [[_sentence(rng), QUEUES[i % 3]] for i in range(60)] + [[_sentence(rng), ""]]

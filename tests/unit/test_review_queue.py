@@ -272,6 +272,30 @@ def test_a_sheet_as_excel_in_europe_opens_and_saves_it_imports(served, tmp_path)
     assert "stored 1 corrections (1 correct, 0 wrong) by jörg" in cli.output
 
 
+def test_a_sheet_saved_from_excel_as_a_workbook_imports_row_by_row(served, tmp_path):
+    """Opened in Excel and saved as an Excel Workbook (.xlsx) rather than back as CSV, the sheet
+    imports as the CSV would; a row with a cell right of the named columns is named by its row."""
+    import openpyxl
+
+    result = queue_project(served, n=4)
+    rows = list(csv.DictReader(result.paths["csv"].open(encoding="utf-8-sig")))
+    rows[0].update(verdict="correct", reviewer="jörg", comment="Kunde: 12,50 € erstattet")
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(list(rows[0]))
+    for row in rows:
+        sheet.append(list(row.values()))
+    filled = tmp_path / "filled.xlsx"
+    book.save(filled)
+    cli = CliRunner().invoke(app, ["review", "import", str(served), str(filled)])
+    assert cli.exit_code == 0, cli.output
+    assert "stored 1 corrections (1 correct, 0 wrong) by jörg" in cli.output
+    sheet.cell(row=3, column=len(rows[0]) + 2, value="a note beside the sheet")
+    book.save(filled)
+    cli = CliRunner().invoke(app, ["review", "import", str(served), str(filled)])
+    assert cli.exit_code != 0 and f"{filled}:3: a cell beyond the {len(rows[0])} named columns" in " ".join(cli.output.split())
+
+
 def test_a_reply_that_fell_back_is_reviewed_as_the_fallback_the_customer_got(served, tmp_path):
     """An after-deploy walkthrough: the page said "Answer served: pin_change" where the customer got
     the fallback, so a reviewer judged an answer nobody saw and the random sample's quality ran high."""

@@ -66,7 +66,7 @@ def models() -> None:
 def init(directory: Path = typer.Argument(..., help="Project directory to create."),
          task: Optional[str] = typer.Option(None, "--task", help="classify | extract | qa | generate "
                                             "(default classify; with --from, read from the data)"),
-         from_: Optional[Path] = typer.Option(None, "--from", help="A CSV, TSV, JSONL or Parquet file: "
+         from_: Optional[Path] = typer.Option(None, "--from", help="A CSV, TSV, JSONL, Parquet or Excel (.xlsx) file: "
                                               "propose the task, columns and labels or schema from it."),
          input_: Optional[str] = typer.Option(None, "--input", help="--from: the input column."),
          target: Optional[str] = typer.Option(None, "--target", help="--from: the answer column."),
@@ -161,7 +161,7 @@ def _print_privacy_and_warnings(card, quarantined: int) -> None:
 @data_app.command("check")
 @_friendly
 def data_check(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml, or a bare "
-                                              "data file (CSV, TSV, JSONL, Parquet): its mapping is inferred."),
+                                              "data file (CSV, TSV, JSONL, Parquet, .xlsx): its mapping is inferred."),
                tokens: bool = typer.Option(True, help="Count tokens with the model's tokenizer."),
                task: Optional[str] = typer.Option(None, "--task", help="Bare file: the task kind."),
                input_: Optional[str] = typer.Option(None, "--input", help="Bare file: the input column."),

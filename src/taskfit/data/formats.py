@@ -13,7 +13,7 @@ alpaca               ``{"instruction", "input"?, "output"}``
 sharegpt             ``{"conversations": [{"from": "human"|"gpt"|"system", "value"}, ...]}``
 preference           ``{"prompt", "chosen", "rejected"}`` or OpenAI's
                      ``{"input": {"messages"}, "preferred_output": [...], "non_preferred_output": [...]}``
-table                any row (CSV, TSV, JSONL, Parquet) read through ``data.columns``
+table                any row (CSV, TSV, JSONL, Parquet, Excel) read through ``data.columns``
 ===================  =========================================================================
 
 Each task kind turns an answer value into the answer text (``Task.target_text``): for qa, a null

@@ -516,7 +516,7 @@ def propose(path: Path, input: str | None = None, target: str | None = None, con
     if not rows and not unreadable:
         raise DataError(f"{path}: no rows to propose a task from (the file is empty, or holds a header only)",
                         hint="add the examples: one JSON object per line (JSONL), one row each under the header "
-                             "(CSV, TSV, Parquet)")
+                             "(CSV, TSV, Parquet, an Excel sheet)")
     if not rows:
         none = "its one row cannot" if unreadable == 1 else f"none of its {unreadable} rows can"
         raise DataError(f"{path}: {none} be read; the first, {first_unreadable}: {first_reason}",

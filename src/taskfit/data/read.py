@@ -1,4 +1,4 @@
-"""Stream raw rows out of JSONL, CSV, TSV and Parquet files, each with its position.
+"""Stream raw rows out of JSONL, CSV, TSV, Parquet and Excel files, each with its position.
 
 A reader never raises on a bad row: it yields a :class:`RawRow` whose ``error`` says what is
 wrong (invalid JSON, bytes that are not UTF-8, a line too long to be sane), so the caller can
@@ -9,6 +9,7 @@ has no readable header raises. A UTF-8 byte-order mark and CRLF line endings are
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -21,12 +22,13 @@ from taskfit.errors import DataError, TaskfitError
 
 BOM = b"\xef\xbb\xbf"
 _ESCAPED = re.compile("[\udc80-\udcff]")  # a byte that was not UTF-8, under errors="surrogateescape"
-SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet",
+            ".xlsx": "xlsx", ".xlsm": "xlsx"}
 
 
 @dataclass(frozen=True)
 class RawRow:
-    source: str  # "file:line" (JSONL, CSV, TSV) or "file:row N" (Parquet)
+    source: str  # "file:line" (JSONL, CSV, TSV; an Excel sheet's row number) or "file:row N" (Parquet)
     line: int
     obj: Any = None
     raw: str = ""
@@ -38,7 +40,9 @@ def file_kind(path: Path) -> str:
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise DataError(f"{path}: unknown file type '{path.suffix}'",
-                        hint=f"use one of: {', '.join(sorted(SUFFIXES))}")
+                        hint=("save it from Excel as an Excel Workbook (.xlsx) or as CSV UTF-8"
+                              if path.suffix.lower() in (".xls", ".xlsb", ".ods") else
+                              f"use one of: {', '.join(sorted(SUFFIXES))}"))
     return kind
 
 
@@ -52,6 +56,8 @@ def read_rows(path: Path, max_line_bytes: int = 1_000_000, lines: set[int] | Non
         yield from _jsonl(path, max_line_bytes, lines)
     elif kind == "parquet":
         yield from _parquet(path)
+    elif kind == "xlsx":
+        yield from _excel(path, max_line_bytes, lines)
     else:
         yield from _delimited(path, "\t" if kind == "tsv" else ",", max_line_bytes)
 
@@ -362,3 +368,137 @@ def _plain(value: Any, column: str) -> Any:
     if isinstance(value, (bytes, bytearray)):
         raise ValueError(f"column {column!r}: binary data ({len(value)} bytes), not text")
     return value
+
+
+def _excel(path: Path, max_line_bytes: int = 1_000_000, lines: set[int] | None = None) -> Iterator[RawRow]:
+    """An Excel workbook's sheet of examples, read as Excel's own "CSV UTF-8" export of it would be
+    read: its first row with a filled cell names the columns, and each cell is the text it holds
+    (:func:`cell_text`: a number without a trailing .0, a date in ISO form, TRUE or FALSE; a
+    formula's last computed value), an empty one empty text. A row's position is its row number
+    in the sheet, as Excel shows it. The examples must be on the workbook's one sheet with cells:
+    a second such sheet is an error, not rows silently left out."""
+    with _workbook(path) as rows:
+        if rows is None:
+            return
+        header, _ = _header(path, rows)
+        for number, values in rows:
+            if lines is not None and number not in lines:
+                continue
+            row = _sheet_row(path, header, number, values, max_line_bytes)
+            if row is not None:
+                yield row
+
+
+def workbook_header(path: Path) -> list[str]:
+    """The column names of a workbook's sheet of rows (as :func:`read_rows` reads it), [] for a
+    workbook without a cell."""
+    with _workbook(path) as rows:
+        return [] if rows is None else _header(path, rows)[0]
+
+
+def is_workbook(path: Path) -> bool:
+    return SUFFIXES.get(path.suffix.lower()) == "xlsx"
+
+
+@contextlib.contextmanager
+def _workbook(path: Path) -> Iterator[Any]:
+    """The (row number, cell values) of the workbook's one sheet holding cells, None when none does."""
+    import zipfile
+
+    try:
+        import openpyxl
+    except ImportError:
+        raise DataError(f"{path}: reading Excel workbooks needs openpyxl", hint="pip install openpyxl") from None
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, openpyxl.utils.exceptions.InvalidFileException) as exc:
+        raise DataError(f"{path}: not a readable Excel workbook ({exc})",
+                        hint="save it again from Excel as an Excel Workbook (.xlsx), or as CSV UTF-8") from None
+    try:
+        filled = [sheet for sheet in book.worksheets if _has_cells(sheet)]
+        if len(filled) > 1:
+            raise DataError(f"{path}: {len(filled)} sheets hold cells ({', '.join(repr(s.title) for s in filled)}); "
+                            "taskfit reads the rows of one",
+                            hint=f"keep the rows on one sheet and move the others ({', '.join(repr(s.title) for s in filled[1:])}) "
+                                 "to another workbook, or save the rows' sheet as CSV UTF-8")
+        yield enumerate(filled[0].iter_rows(values_only=True), start=1) if filled else None
+    finally:
+        book.close()
+
+
+def _has_cells(sheet: Any) -> bool:
+    return any(value is not None for row in sheet.iter_rows(values_only=True) for value in row)
+
+
+def _header(path: Path, rows: Iterator[tuple[int, tuple]]) -> tuple[list[str], int]:
+    """The column names of a sheet (its first row with a filled cell; ``rows`` is left after it)
+    and that row's number: a column without a name, or a name used twice, is a DataError."""
+    header: list[str] = []
+    number = 1
+    for number, values in rows:
+        if any(v is not None for v in values):
+            header = [cell_text(v).strip() for v in values]
+            break
+    while header and not header[-1]:
+        header.pop()
+    unnamed = [i + 1 for i, name in enumerate(header) if not name]
+    if unnamed:
+        raise DataError(f"{path}:{number}: the header row leaves column{'s' if len(unnamed) > 1 else ''} "
+                        f"{', '.join(_column_letter(i) for i in unnamed)} without a name",
+                        hint="name every column of the header row, or delete the empty ones")
+    twice = _named_twice(header)
+    if twice:
+        raise DataError(f"{path}:{number}: the header names {', '.join(repr(n) for n in twice)} more than once "
+                        f"(columns {', '.join(_column_letter(i + 1) for i, n in enumerate(header) if n in twice)})",
+                        hint="rename the columns so that each name is used once")
+    return header, number
+
+
+def _sheet_row(path: Path, header: list[str], number: int, values: tuple, max_line_bytes: int) -> RawRow | None:
+    """One row of a sheet under ``header``, as :func:`_excel` reads it; None for a row without a
+    cell (a blank line of a CSV), ``empty`` for one whose cells hold only spaces."""
+    cells = [cell_text(v) for v in values]
+    where, raw = f"{path}:{number}", ",".join(cells).rstrip(",")
+    if not any(c.strip() for c in cells):
+        return RawRow(where, number, raw=raw, empty=True) if any(v is not None for v in values) else None
+    extra = [i + 1 for i, c in enumerate(cells[len(header):], start=len(header)) if c.strip()]
+    if extra:
+        return RawRow(where, number, raw=raw[:500], error=(
+            f"a cell beyond the {len(header)} named columns (column {_column_letter(extra[0])}): name its "
+            "column in the header row, or clear it"))
+    if [c.strip() for c in cells[:len(header)]] == header:
+        return RawRow(where, number, raw=raw[:500],
+                      error="the header row again (sheets pasted one after the other?): not an example")
+    size = sum(len(c.encode("utf-8", "surrogatepass")) for c in cells)
+    if size > max_line_bytes:
+        return RawRow(where, number, raw=raw[:200], error=_too_long("row", size, max_line_bytes))
+    cells += [""] * (len(header) - len(cells))
+    return RawRow(where, number, obj=dict(zip(header, cells)), raw=raw[:500])
+
+
+def cell_text(value: Any) -> str:
+    """A spreadsheet cell's value as the text Excel's CSV export writes for it in the General
+    format: a whole number without ".0", other numbers in their shortest form, TRUE or FALSE, a
+    date (at midnight) or date and time in ISO form; an empty cell as ""."""
+    import datetime
+
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, datetime.datetime):
+        return value.date().isoformat() if value.time() == datetime.time() else value.isoformat(sep=" ")
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    return str(value)
+
+
+def _column_letter(number: int) -> str:
+    """A column's name as Excel shows it: 1 is A, 27 is AA."""
+    letters = ""
+    while number:
+        number, rest = divmod(number - 1, 26)
+        letters = chr(ord("A") + rest) + letters
+    return letters

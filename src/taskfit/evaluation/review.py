@@ -176,7 +176,20 @@ def write_sheet(path: Path, columns: Sequence[str], items: Sequence[dict[str, st
 def read_sheet(path: Path, required: set[str], hint: str) -> Iterator[tuple[int, dict[str, str]]]:
     """A filled-in review CSV's rows with the line each starts on (as an editor numbers it: a cell
     holding a line break does not shift the rows after it); a DataError names a missing column
-    (``hint`` says which file to import)."""
+    (``hint`` says which file to import). The sheet saved from Excel as a workbook (.xlsx) is read
+    too, each row with its row number."""
+    from taskfit.data.read import is_workbook, read_rows, workbook_header
+
+    if is_workbook(path):
+        missing = required - set(workbook_header(path))
+        if missing:
+            raise DataError(f"{path}: no column {', '.join(sorted(missing))}", hint=hint)
+        for raw in read_rows(path):
+            if raw.error is not None:
+                raise DataError(f"{raw.source}: {raw.error}", hint="mend that row and import the sheet again")
+            if not raw.empty:
+                yield raw.line, raw.obj
+        return
     # A spreadsheet may save the sheet as Windows-1252: that is named with its line, not a traceback.
     text, delimiter = _sheet_text(path)
     with io.StringIO(text, newline="") as f:
@@ -191,7 +204,11 @@ def read_sheet(path: Path, required: set[str], hint: str) -> Iterator[tuple[int,
 
 
 def sheet_columns(path: Path) -> list[str]:
-    """The header of a review CSV (which kind of review it is)."""
+    """The header of a review CSV, or of its sheet saved as a workbook (which kind of review it is)."""
+    from taskfit.data.read import is_workbook, workbook_header
+
+    if is_workbook(path):
+        return workbook_header(path)
     text, delimiter = _sheet_text(path)
     with io.StringIO(text, newline="") as f:
         return next(csv.reader(f, delimiter=delimiter), [])

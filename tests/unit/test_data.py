@@ -194,9 +194,13 @@ def test_parquet_and_tsv(tmp_path, classify_task):
 def test_missing_file_is_a_clear_error(tmp_path, classify_task):
     with pytest.raises(DataError, match="no such file"):
         scan(tmp_path / "missing.jsonl", classify_task, SPEC)
-    with pytest.raises(DataError, match="unknown file type"):
-        (tmp_path / "x.xlsx").write_text("")
-        scan(tmp_path / "x.xlsx", classify_task, SPEC)
+    with pytest.raises(DataError, match="unknown file type '.docx'"):
+        (tmp_path / "x.docx").write_text("")
+        scan(tmp_path / "x.docx", classify_task, SPEC)
+    with pytest.raises(DataError, match="unknown file type '.xls'") as raised:  # Excel's old binary format
+        (tmp_path / "x.xls").write_text("")
+        scan(tmp_path / "x.xls", classify_task, SPEC)
+    assert "save it from Excel as an Excel Workbook (.xlsx) or as CSV UTF-8" in raised.value.hint
 
 
 def _examples(n=200):

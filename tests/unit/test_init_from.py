@@ -180,6 +180,48 @@ def test_a_csv_with_a_label_column_is_classify(tmp_path):
     assert not config.train.classify_head and "# - about 21 training rows a label" in written
 
 
+def test_a_json_file_holding_an_array_of_rows_is_read_as_its_rows(tmp_path):
+    """`Export as JSON` writes one document, an array of objects (pretty-printed, or on one line),
+    or an object holding one: each object is a row, named by its place and the line it starts
+    on, and the project proposed is the one its JSONL would give. A JSON error stops the command
+    where it is; a JSONL file named .json with a broken first line stays JSONL."""
+    rng = random.Random(5)
+    rows = [{"id": f"T{i}", "text": _sentence(rng), "label": QUEUES[i % 3]} for i in range(90)]
+    rows[10]["text"] = rows[4]["text"]  # a copy of an earlier row under another label: a conflict
+    rows[10]["label"] = "refund" if rows[4]["label"] != "refund" else "billing"
+    jsonl = tmp_path / "rows.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    array = tmp_path / "rows.json"
+    array.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    expected, _ = _init(tmp_path, jsonl)
+    (tmp_path / "project").rename(tmp_path / "from_jsonl")
+    config, output = _init(tmp_path, array)
+    assert config.task.labels == expected.task.labels and config.data.columns == expected.data.columns
+    result, report = _invoke("data", "check", tmp_path / "project", "--no-tokens")
+    card = (tmp_path / "project" / "data_card.md").read_text()
+    assert f"`{array}:item 5`" in card and f"`{array}:item 11 (line 52)`" in card  # five lines an item
+    assert "90 rows read" in report
+    held = tmp_path / "held.json"
+    held.write_text(json.dumps({"exported": "2025-03-01", "rows": rows[:3] + ["a note", [1, 2]]}, indent=1),
+                    encoding="utf-8")
+    result, report = _invoke("data", "check", held, "--no-tokens")
+    flat = " ".join(report.split())
+    assert "5 rows read = 3 kept + 2 quarantined" in flat
+    assert f"quarantined {held}:item 4 (line 19): a JSON string, not an object" in flat
+    two = tmp_path / "two.json"
+    two.write_text(json.dumps({"train": rows[:3], "test": rows[3:6]}, indent=1), encoding="utf-8")
+    result, report = _invoke("init", tmp_path / "two", "--from", two)
+    assert result.exit_code != 0 and "holding 2 arrays of rows ('train', 'test')" in " ".join(report.split())
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(rows[:5], indent=2).replace('"label": ', '"label" ', 1), encoding="utf-8")
+    result, report = _invoke("data", "check", broken, "--no-tokens")
+    assert result.exit_code != 0 and f"{broken}:5:" in report and "invalid JSON" in report
+    lines = tmp_path / "lines.json"
+    lines.write_text('{"text": "cut short\n' + "".join(json.dumps(r) + "\n" for r in rows[20:80]), encoding="utf-8")
+    result, report = _invoke("data", "check", lines, "--no-tokens")
+    assert result.exit_code == 0 and "61 rows read" in report and f"quarantined {lines}:1: invalid JSON" in report
+
+
 def _write_xlsx(path: Path, sheets: dict[str, list[list]]) -> Path:
     import openpyxl
 
@@ -491,11 +533,12 @@ def test_a_flag_naming_a_missing_column_lists_the_columns(tmp_path):
 
 
 def test_a_file_with_no_row_to_read_says_what_it_holds_rather_than_where_to_look(tmp_path):
-    """A header-only CSV and a JSON array saved as .json: init and the bare file's check say what
-    is wrong (the hint sent the user from one command to the other, which said the same)."""
+    """A header-only CSV and a JSON array saved as JSONL: init and the bare file's check say what
+    is wrong (the hint sent the user from one command to the other, which said the same). (The
+    same array saved as .json is a JSON document: its object is the row.)"""
     header = tmp_path / "h.csv"
     header.write_text("text,label\n", encoding="utf-8")
-    array = tmp_path / "a.json"
+    array = tmp_path / "a.jsonl"
     array.write_text(json.dumps([{"text": "I was charged twice", "label": "billing"}]) + "\n", encoding="utf-8")
     for command in (("init", tmp_path / "p", "--from"), ("data", "check")):
         result, output = _invoke(*command, header)

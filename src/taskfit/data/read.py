@@ -52,7 +52,9 @@ def read_rows(path: Path, max_line_bytes: int = 1_000_000, lines: set[int] | Non
     if not path.exists():
         raise DataError(f"{path}: no such file", hint="check the data paths in taskfit.yaml")
     kind = file_kind(path)
-    if kind == "jsonl":
+    if kind == "jsonl" and path.suffix.lower() == ".json" and _json_document(path):
+        yield from _json_items(path, max_line_bytes, lines)
+    elif kind == "jsonl":
         yield from _jsonl(path, max_line_bytes, lines)
     elif kind == "parquet":
         yield from _parquet(path)
@@ -60,6 +62,18 @@ def read_rows(path: Path, max_line_bytes: int = 1_000_000, lines: set[int] | Non
         yield from _excel(path, max_line_bytes, lines)
     else:
         yield from _delimited(path, "\t" if kind == "tsv" else ",", max_line_bytes)
+
+
+def row_namer(path: Path) -> Any:
+    """How a row of ``path`` is named from its :attr:`RawRow.line` alone (where only that number
+    was kept, as for an earlier look-alike): ``file:12``, ``file:row 12`` (Parquet), ``file:item 12``
+    (a JSON array's place; its own source adds the line)."""
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind == "parquet":
+        return lambda line: f"{path}:row {line}"
+    if kind == "jsonl" and path.suffix.lower() == ".json" and path.is_file() and _json_document(path):
+        return lambda line: f"{path}:item {line}"
+    return lambda line: f"{path}:{line}"
 
 
 def _jsonl(path: Path, max_line_bytes: int, lines: set[int] | None = None) -> Iterator[RawRow]:
@@ -95,6 +109,124 @@ def _jsonl(path: Path, max_line_bytes: int, lines: set[int] | None = None) -> It
                 yield RawRow(where, line_no, raw=text, error=half)
                 continue
             yield RawRow(where, line_no, obj=obj, raw=text)
+
+
+def _json_document(path: Path) -> bool:
+    """Whether a .json file is one JSON document (an array of rows, or an object holding one)
+    rather than JSON Lines: it starts with "[", or it is one object spread over several lines (a
+    first line that is no whole object, in a file that is: a JSONL file whose first line is
+    broken stays JSONL, its rows quarantined one by one)."""
+    with path.open("rb") as f:
+        first = f.readline()
+        while first and not first.strip():
+            first = f.readline()
+    first = first.removeprefix(BOM).strip()
+    if first.startswith(b"["):
+        return True
+    if not first.startswith(b"{"):
+        return False
+    try:
+        json.loads(first)
+        return False
+    except ValueError:
+        pass
+    try:
+        return isinstance(json.loads(path.read_bytes().removeprefix(BOM)), dict)
+    except ValueError:
+        return False
+
+
+def _json_items(path: Path, max_line_bytes: int, items: set[int] | None = None) -> Iterator[RawRow]:
+    """The rows of a .json file that is one document: each object of its top-level array, or of
+    the one array of objects its top-level object holds (``{"data": [...]}``), read in turn (the
+    file's text is held whole, the objects not). A row is named by its place in the array and the
+    line it starts on (``rows.json:item 3 (line 12)``); ``line`` is its place, one number a row.
+    A document that is not valid JSON cannot be cut into rows: a DataError names where it breaks."""
+    data = path.read_bytes().removeprefix(BOM)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}:{not_utf8_at(data, exc.start)}", hint="re-save the file as UTF-8") from None
+    decoder = json.JSONDecoder()
+
+    def broken(at: int, msg: str) -> DataError:
+        line, column = text.count("\n", 0, at) + 1, at - (text.rfind("\n", 0, at) + 1) + 1
+        return DataError(f"{path}:{line}:{column}: invalid JSON: {msg}",
+                         hint="the file is one JSON document, so no row after that point can be told apart: "
+                              "mend it there (or write one JSON object per line, as JSONL)")
+
+    def skip(at: int) -> int:
+        while at < len(text) and text[at] in " \t\r\n":
+            at += 1
+        return at
+
+    at = skip(0)
+    held = text.startswith("{", at)  # the rows are an array inside an object (checked whole there)
+    if held:
+        at = _array_in_object(path, text, at, decoder, broken, skip)
+    number, line, counted = 0, 1, 0
+    at = skip(at + 1)  # past "["
+    if text.startswith("]", at):
+        return
+    while True:
+        try:
+            obj, end = decoder.raw_decode(text, at)
+        except json.JSONDecodeError as exc:
+            raise broken(exc.pos, exc.msg) from None
+        number += 1
+        line += text.count("\n", counted, at)
+        counted = at
+        if items is None or number in items:
+            where = f"{path}:item {number} (line {line})"
+            raw = text[at:end]
+            size = len(raw.encode("utf-8"))
+            if size > max_line_bytes:
+                yield RawRow(where, number, raw=raw[:200], error=_too_long("item", size, max_line_bytes))
+            elif not isinstance(obj, dict):
+                kind = "array" if isinstance(obj, list) else "string" if isinstance(obj, str) else \
+                    "null" if obj is None else "number" if isinstance(obj, (int, float)) else "value"
+                yield RawRow(where, number, raw=raw[:500], error=f"a JSON {kind}, not an object: each item of the "
+                             "array is one row, an object of fields")
+            else:
+                half = lone_surrogate(obj, raw)
+                yield RawRow(where, number, obj=None if half else obj, raw=raw[:500], error=half)
+        at = skip(end)
+        if text.startswith("]", at):
+            break
+        if not text.startswith(",", at):
+            raise broken(at, "expected ',' or ']' after an item of the array")
+        at = skip(at + 1)
+    if not held and skip(at + 1) < len(text):
+        raise broken(skip(at + 1), "more after the array of rows")
+
+
+def _array_in_object(path: Path, text: str, at: int, decoder: json.JSONDecoder, broken: Any, skip: Any) -> int:
+    """Where the one array of objects of a top-level object starts (``{"data": [{...}, ...]}``):
+    a DataError when the object holds none, or several."""
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise broken(exc.pos, exc.msg) from None
+    # an array holding objects (its other items are rows quarantined); a chat example's turns,
+    # objects of a role or a "from", are no rows
+    lists = [key for key, value in whole.items() if isinstance(value, list)
+             and (objects := [v for v in value if isinstance(v, dict)])
+             and not all("role" in v or "from" in v for v in objects)]
+    if len(lists) != 1:
+        found = ", ".join(repr(k) for k in lists) if lists else "none"
+        raise DataError(f"{path}: one JSON object, holding {len(lists) or 'no'} array{'s' if len(lists) != 1 else ''} "
+                        f"of rows ({found}): taskfit reads the rows of one",
+                        hint="write the examples as a JSON array of objects ([{...}, {...}]), or one object per "
+                             "line (JSONL)")
+    del whole
+    at = skip(at + 1)  # past "{"
+    while True:  # key: value pairs, to the array's offset
+        key, at = decoder.raw_decode(text, at)
+        at = skip(skip(at) + 1)  # past ":"
+        if key == lists[0]:
+            return at
+        _, at = decoder.raw_decode(text, at)
+        at = skip(skip(at) + 1)  # past ","
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # a JSON escape of half a character (\ud83d)

@@ -29,7 +29,7 @@ from taskfit.data.formats import convert
 from taskfit.data.lookalike import (CONFLICT, DISTINCT, Layouts, LookAlikes, Shingles, decisive, digest, input_text,
                                      layout_signatures, normalise, shared_text, word_digests)
 from taskfit.data.redaction import RowRedaction, detected_texts, redact_row
-from taskfit.data.read import read_rows
+from taskfit.data.read import read_rows, row_namer
 from taskfit.data.tokens import PieceCounter
 from taskfit.records import Example, PreferencePair, in_batches
 from taskfit.rendering import user_text
@@ -314,6 +314,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
     check_answer = get_task(task.kind).answer_check(task)  # the answer must fit the task (built once)
     spelling = answer_spelling(get_task(task.kind), task)  # "Billing" is the label billing
     stem = Path(path).stem  # of each row's default id
+    named = row_namer(Path(path))  # an earlier row's name from its line (a look-alike's)
     # qa in a table: an empty answer cell is the refusal (taskfit.data.formats), counted for the card
     empty_cell_is_refusal = task.kind == "qa" and spec.columns is not None and bool(spec.columns.target)
     empty_lines: set[int] = set()  # lines of such rows (few), counted when kept
@@ -374,7 +375,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
 
         def pair_note(v: Any, raw: Any, label: str) -> PairNote:
             """The listed pair of a row and the earlier look-alike of verdict ``v``."""
-            return PairNote(f"{path}:{index_lines[v.other]}", raw.source, v.similarity,
+            return PairNote(named(index_lines[v.other]), raw.source, v.similarity,
                             label_names[index_labels[v.other]], label, index_lines[v.other], raw.line)
 
         found = dict(zip(searched, findings)) if searched is not None else None

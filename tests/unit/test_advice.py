@@ -119,6 +119,18 @@ def test_the_cheaper_of_two_tied_candidates_is_picked_and_called_tied():
     assert advice.figures["tied_with_best"] == ["few-shot", "tfidf-logreg"]
 
 
+def test_a_cheaper_tied_candidate_below_the_tasks_threshold_is_not_picked_over_one_that_meets_it():
+    """As the scorecard's verdict: tfidf-logreg (75%) tied with few-shot (80%) is not picked for
+    being cheaper when the task's bar is 78%, which few-shot meets; the headline says why."""
+    points, curve = _curve_points([4, 5, 6])
+    baselines = [_result("tfidf-logreg", 30, latency=0.005), _result("few-shot", 32, latency=1.0), _result("prompt-only", 6)]
+    advice = decide(_setting(threshold=0.78), baselines, points, curve, _speed())
+    assert advice.candidate == "few-shot" and advice.figures["tied_below_threshold"] == ["tfidf-logreg"]
+    assert "tfidf-logreg (75.0%) is tied with it and cheaper but below the task's threshold (78.0% accuracy)" \
+        in advice.headline
+    assert decide(_setting(threshold=0.9), baselines, points, curve, _speed()).candidate == "tfidf-logreg"  # neither
+
+
 def test_a_clear_winner_is_named_with_the_test_that_separates_it():
     points, curve = _curve_points([20, 50, 60], n=200)  # 10%, 25%, 30%: rising, levelling off
     advice = decide(_setting(), [_result("tfidf-logreg", 160, n=200), _result("prompt-only", 20, n=200)],

@@ -26,7 +26,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from taskfit.evaluation.compare import ALPHA, cost_rank, is_finetuned, more_harm, paired_test, refusing_all
+from taskfit.evaluation.compare import (ALPHA, cost_rank, is_finetuned, missed_thresholds, more_harm, paired_test,
+                                        refusing_all)
 from taskfit.evaluation.curve import LearningCurve
 from taskfit.records import EvalResult
 from taskfit.stats import bootstrap_mean_ci
@@ -170,14 +171,22 @@ def decide(setting: Setting, baselines: Sequence[EvalResult], points: Sequence[t
     tests = {r.candidate: paired_test(kind, r, best) for r in measured if r is not best}
     tied = [best] + [r for r in measured if r is not best and not tests[r.candidate].significant
                      and more_harm(kind, r, best) is None]  # not one that makes up answers more often
+    # the task's bar before the cost, as the scorecard's verdict weighs it (compare.cheapest_tied)
+    bar = {main: setting.threshold} if setting.threshold is not None else {}
+    short = [r for r in tied if missed_thresholds(kind, r, bar)] if bar and not missed_thresholds(kind, best, bar) else []
+    tied = [r for r in tied if r not in short]
     pick = min(tied, key=lambda r: cost_rank(r.candidate))
+    short = [r for r in short if cost_rank(r.candidate) < cost_rank(pick.candidate)]
     figures: dict[str, Any] = {"main_metric": main, "rows": best.n, "best_measured": best.candidate,
-                               "tied_with_best": [r.candidate for r in tied], "pick": pick.candidate}
+                               "tied_with_best": [r.candidate for r in tied], "pick": pick.candidate,
+                               "tied_below_threshold": [r.candidate for r in short]}
 
     # the headline: the measured pick, then whether the projected fine-tune displaces it
     words = f"{_score(pick, main)} {main.replace('_', '-')} on {pick.n} held-out rows"
     others = [r.candidate for r in tied if r is not pick]
-    if pick is best and not others:
+    if pick is best and not others and short:
+        why = ""  # the tie is said below
+    elif pick is best and not others:
         runner = max((r for r in measured if r is not best), key=lambda r: r.metrics[main], default=None)
         why = (f", ahead of every other candidate (next: {runner.candidate}, {tests[runner.candidate].p_text})"
                if runner is not None else "")
@@ -189,6 +198,10 @@ def decide(setting: Setting, baselines: Sequence[EvalResult], points: Sequence[t
                f"{tests[pick.candidate].p_text}), and cheaper")
         if len(others) > 1:
             why += f"; also tied: {', '.join(o for o in others if o != best.candidate)}"
+    if short:
+        why += (f"; {', '.join(f'{r.candidate} ({_pct(r.metrics[main])})' for r in short)} "
+                f"{'is' if len(short) == 1 else 'are'} tied with it and cheaper but below the task's threshold "
+                f"({_pct(setting.threshold)} {main.replace('_', '-')}), so not picked for being cheaper")
     approach = approach_of(pick.candidate)
     headline = f"Pick {approach} ({pick.candidate}): {words}{why}."
     if approach == FINE_TUNE and curve is not None and curve.rises:

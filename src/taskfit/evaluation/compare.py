@@ -494,35 +494,50 @@ def more_harm(kind: str, a: EvalResult, b: EvalResult) -> tuple[str, float] | No
     return None
 
 
-def cheapest_tied(kind: str, baselines: Sequence[EvalResult],
-                  best: EvalResult) -> tuple[EvalResult, PairedTest | None, list[tuple[EvalResult, PairedTest, Any]]]:
+def cheapest_tied(kind: str, baselines: Sequence[EvalResult], best: EvalResult,
+                  thresholds: dict[str, float] | None = None) -> tuple[EvalResult, PairedTest | None,
+                                                                      list[tuple[EvalResult, PairedTest, Any]],
+                                                                      list[tuple[EvalResult, PairedTest, list[str]]]]:
     """The cheapest baseline the paired test cannot tell from ``best`` (``best`` itself when none
     is cheaper), with that test (None for ``best``). One with significantly more of a harm than
     ``best`` (qa: unsupported answers) is not tied with it, whatever the main metric says: those
-    come last, each with its test and its harm (:func:`more_harm`), for the scorecard to say why."""
+    come third, each with its test and its harm (:func:`more_harm`), for the scorecard to say why.
+    Nor, when ``best`` meets the task's ``thresholds`` (eval.thresholds, the user's bar), is one
+    that misses them: those come last, each with its test and the thresholds it misses."""
     cheaper = [(r, paired_test(kind, r, best)) for r in baselines
                if r is not best and cost_rank(r.candidate) < cost_rank(best.candidate)]
     even = [(r, t, more_harm(kind, r, best)) for r, t in cheaper if not t.significant]
     tied = [(r, t) for r, t, harm in even if harm is None]
     harmed = [(r, t, harm) for r, t, harm in even if harm is not None]
+    short: list[tuple[EvalResult, PairedTest, list[str]]] = []
+    if thresholds and not missed_thresholds(kind, best, thresholds):
+        short = [(r, t, missed) for r, t in tied if (missed := missed_thresholds(kind, r, thresholds))]
+        tied = [(r, t) for r, t in tied if not missed_thresholds(kind, r, thresholds)]
     if not tied:
-        return best, None, harmed
+        return best, None, harmed, short
     pick, test = min(tied, key=lambda rt: (cost_rank(rt[0].candidate), -rt[0].metrics[scoring(kind).main_metric]))
-    return pick, test, harmed
+    return pick, test, harmed, short
 
 
 def _keep_baseline(card: Scorecard, baselines: list[EvalResult], best: EvalResult) -> tuple[EvalResult, str]:
     """The baseline to keep (the cheapest tied with the best) and, when it is not the best, the
     tie in words ("tied with few-shot (77.8% against 79.0% accuracy, McNemar (exact), p=1)")."""
-    pick, test, harmed = cheapest_tied(card.kind, baselines, best)
+    pick, test, harmed, short = cheapest_tied(card.kind, baselines, best, card.thresholds)
+
+    def tied(r: EvalResult, t: PairedTest) -> str:
+        return (f"{r.candidate} is tied with {best.candidate} on {card.main.replace('_', '-')} "
+                f"({100 * r.metrics[card.main]:.1f}% against {100 * best.metrics[card.main]:.1f}%, {t.p_text})")
+
     for r, t, (metric, p) in harmed:  # cheaper and tied on the main metric, but not kept: say why
         if cost_rank(r.candidate) < cost_rank(pick.candidate):
             card.warnings.append(
-                f"{r.candidate} is tied with {best.candidate} on {card.main.replace('_', '-')} "
-                f"({100 * r.metrics[card.main]:.1f}% against {100 * best.metrics[card.main]:.1f}%, {t.p_text}) but "
-                f"gives significantly more {metric.replace('_rate', '').replace('_', ' ')} answers "
+                f"{tied(r, t)} but gives significantly more {metric.replace('_rate', '').replace('_', ' ')} answers "
                 f"({100 * r.metrics[metric]:.1f}% against {100 * best.metrics[metric]:.1f}%, Fisher's exact test, "
                 f"p={p:.3g}): not kept for being cheaper.")
+    for r, t, missed in short:
+        if cost_rank(r.candidate) < cost_rank(pick.candidate):
+            card.warnings.append(f"{tied(r, t)} but misses the task's thresholds ({', '.join(missed)}), which "
+                                 f"{pick.candidate} meets: not kept for being cheaper.")
     if test is None:
         return best, ""
     main = card.main.replace("_", "-")
@@ -537,7 +552,9 @@ def _in_words(cheaper: str) -> str:
 def verdict(card: Scorecard, baselines: list[EvalResult], tuned: list[EvalResult],
             curve: Sequence[EvalResult] = ()) -> str:
     """The verdict in words; sets ``card.keep`` to the candidate it keeps. Of baselines the
-    paired test cannot tell apart, the cheaper is kept (:data:`CHEAPEST_FIRST`). ``tuned``: the
+    paired test cannot tell apart, the cheaper is kept (:data:`CHEAPEST_FIRST`), unless it misses
+    the task's thresholds and the other meets them (:func:`cheapest_tied`); a fine-tune within
+    chance of the best baseline is kept when it meets the thresholds the baseline misses. ``tuned``: the
     fine-tunes of all the training rows it weighs; ``curve``: learning-curve runs, which it names
     as the curve and never keeps."""
     main = card.main.replace("_", "-")
@@ -582,7 +599,13 @@ def verdict(card: Scorecard, baselines: list[EvalResult], tuned: list[EvalResult
                              f"points: about {test.rows_needed} held-out rows would be needed "
                              f"(80% power, 5% level), and there are {top.n}.")
     cheap, dear = _cheaper(pick, top), _cheaper(top, pick)
-    if cheap or tie:
+    missed = missed_thresholds(card.kind, pick, card.thresholds) if card.thresholds else []
+    if missed and not missed_thresholds(card.kind, top, card.thresholds):  # the user's bar decides
+        card.keep = top.candidate
+        advice = (f"The fine-tuned model meets the task's thresholds and {pick.candidate} does not "
+                  f"({', '.join(missed)}){f', though it costs less ({cheap})' if cheap else ''}: keep the "
+                  "fine-tune, and evaluate on more held-out rows to tell whether the difference is real.")
+    elif cheap or tie:
         advice = (f"{pick.candidate}{f' is {tie} and' if tie else ''} costs less{_in_words(cheap)}: "
                   "keep it unless more held-out data shows a gain.")
     elif dear:

@@ -511,8 +511,9 @@ def cheapest_tied(kind: str, baselines: Sequence[EvalResult], best: EvalResult,
     harmed = [(r, t, harm) for r, t, harm in even if harm is not None]
     short: list[tuple[EvalResult, PairedTest, list[str]]] = []
     if thresholds and not missed_thresholds(kind, best, thresholds):
-        short = [(r, t, missed) for r, t in tied if (missed := missed_thresholds(kind, r, thresholds))]
-        tied = [(r, t) for r, t in tied if not missed_thresholds(kind, r, thresholds)]
+        checked = [(r, t, missed_thresholds(kind, r, thresholds)) for r, t in tied]
+        short = [(r, t, missed) for r, t, missed in checked if missed]
+        tied = [(r, t) for r, t, missed in checked if not missed]
     if not tied:
         return best, None, harmed, short
     pick, test = min(tied, key=lambda rt: (cost_rank(rt[0].candidate), -rt[0].metrics[scoring(kind).main_metric]))

@@ -1,4 +1,4 @@
-"""Stream raw rows out of JSONL, CSV, TSV, Parquet and Excel files, each with its position.
+"""Stream raw rows out of JSONL, JSON, CSV, TSV, Parquet and Excel files, each with its position.
 
 A reader never raises on a bad row: it yields a :class:`RawRow` whose ``error`` says what is
 wrong (invalid JSON, bytes that are not UTF-8, a line too long to be sane), so the caller can
@@ -183,8 +183,8 @@ def _json_items(path: Path, max_line_bytes: int, items: set[int] | None = None) 
             if size > max_line_bytes:
                 yield RawRow(where, number, raw=raw[:200], error=_too_long("item", size, max_line_bytes))
             elif not isinstance(obj, dict):
-                kind = "array" if isinstance(obj, list) else "string" if isinstance(obj, str) else \
-                    "null" if obj is None else "number" if isinstance(obj, (int, float)) else "value"
+                kind = ("array" if isinstance(obj, list) else "string" if isinstance(obj, str) else "null"
+                        if obj is None else "true or false" if isinstance(obj, bool) else "number")
                 yield RawRow(where, number, raw=raw[:500], error=f"a JSON {kind}, not an object: each item of the "
                              "array is one row, an object of fields")
             else:

@@ -269,6 +269,30 @@ def test_an_excel_workbook_is_proposed_and_checked_as_its_csv_export_would_be(tm
     assert f"quarantined {messy}:125: a cell beyond the 5 named columns (column G)" in " ".join(report.split())
 
 
+def test_a_reports_title_above_the_header_is_named_with_the_line_that_holds_the_column_names(tmp_path):
+    """A helpdesk's report starts with its title, a blank line, then the column names: read as the
+    header, the title gave "the header names '' more than once" (CSV) or quarantined every row
+    (a workbook). The error now names both lines and what to delete."""
+    rng = random.Random(6)
+    rows = [[_sentence(rng), QUEUES[i % 3], "ann"] for i in range(60)]
+    report = tmp_path / "report.csv"
+    report.write_text("Helpdesk export 2025-03-01,,\n,,\ntext,label,agent\n" + "".join(",".join(r) + "\n" for r in rows),
+                      encoding="utf-8")
+    book = _write_xlsx(tmp_path / "report.xlsx", {"Report": [["Helpdesk export 2025-03-01"], [], ["text", "label", "agent"]]
+                                                  + rows})
+    for file, what in ((report, "line"), (book, "row")):
+        result, output = _invoke("data", "check", file, "--no-tokens")
+        flat = " ".join(output.split())
+        assert result.exit_code != 0 and f"{file}:1: {what} 1 names one column, 'Helpdesk export 2025-03-01', " \
+            f"where {what} 3 holds 3 cells ('text', 'label', 'agent')" in flat, flat
+        assert f"delete the {what}s above {what} 3" in flat
+    # a sheet of one column is read whole: the rows looked at below its header are rows all the same
+    from taskfit.data.read import read_rows
+
+    one = _write_xlsx(tmp_path / "one.xlsx", {"Notes": [["text"]] + [[r[0]] for r in rows]})
+    assert [r.obj["text"] for r in read_rows(one)] == [r[0] for r in rows]
+
+
 def test_an_excel_workbook_that_cannot_be_read_whole_stops_with_what_to_do(tmp_path):
     """A second sheet holding cells would be left out unsaid: refused, naming the sheets. A legacy
     .xls, and a file that is no workbook, stop with the advice to save it again."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import itertools
 import json
 import re
 from dataclasses import dataclass
@@ -334,6 +335,30 @@ def sheet_delimiter(header: str, delimiter: str = ",", first: str = "") -> str:
     return delimiter
 
 
+def _title_above(rows: list[list[str]], path: Path, numbers: list[int], what: str) -> DataError | None:
+    """The error for a report's title above the header (an export's "Helpdesk export 2025-03-01",
+    then a blank line, then the column names): the first of ``rows`` (each a list of cells, on the
+    lines or sheet rows ``numbers``) holds one filled cell, its first, and a later one of them at
+    least two, each filled, short and named once; None otherwise (a header whose first column has
+    no name, as pandas writes its row numbers, is no title)."""
+    if not rows or not rows[0] or not rows[0][0].strip() or sum(bool(c.strip()) for c in rows[0]) != 1:
+        return None
+    title = next(c.strip() for c in rows[0] if c.strip())
+    for cells, number in zip(rows[1:], numbers[1:]):
+        names = [c.strip() for c in cells]
+        while names and not names[-1]:
+            names.pop()
+        if len(names) < 2:
+            continue
+        if all(names) and max(map(len, names)) <= 60 and len(set(names)) == len(names):
+            return DataError(f"{path}:{numbers[0]}: {what} {numbers[0]} names one column, {title[:60]!r}, where "
+                             f"{what} {number} holds {len(names)} cells ({', '.join(repr(n[:30]) for n in names)})",
+                             hint=f"if {what} {numbers[0]} is a title above the header, delete the {what}s above "
+                                  f"{what} {number}; else name every column on {what} {numbers[0]}")
+        return None
+    return None
+
+
 def _delimited(path: Path, delimiter: str, max_line_bytes: int = 1_000_000) -> Iterator[RawRow]:
     # The csv module stops the whole file at a cell over its limit (131,072 characters by
     # default); a row that long is quarantined below instead, as a JSONL line is.
@@ -349,6 +374,12 @@ def _delimited(path: Path, delimiter: str, max_line_bytes: int = 1_000_000) -> I
         header, first = (raw.readline().decode("utf-8", "surrogateescape") for _ in range(2))
         delimiter = sheet_delimiter(header, delimiter, first)
         raw.seek(at)
+        peeked = [raw.readline().decode("utf-8", "surrogateescape") for _ in range(10)]
+        raw.seek(at)
+        title = _title_above([next(csv.reader([line], delimiter=delimiter), []) for line in peeked], path,
+                             list(range(1, 11)), "line")
+        if title is not None:
+            raise title
         record: list[str] = []  # the physical lines of the record being read (a quoted field may span several)
 
         def lines() -> Iterator[str]:
@@ -512,7 +543,7 @@ def _excel(path: Path, max_line_bytes: int = 1_000_000, lines: set[int] | None =
     with _workbook(path) as rows:
         if rows is None:
             return
-        header, _ = _header(path, rows)
+        header, _, rows = _header(path, rows)
         for number, values in rows:
             if lines is not None and number not in lines:
                 continue
@@ -562,15 +593,23 @@ def _has_cells(sheet: Any) -> bool:
     return any(value is not None for row in sheet.iter_rows(values_only=True) for value in row)
 
 
-def _header(path: Path, rows: Iterator[tuple[int, tuple]]) -> tuple[list[str], int]:
-    """The column names of a sheet (its first row with a filled cell; ``rows`` is left after it)
-    and that row's number: a column without a name, or a name used twice, is a DataError."""
+def _header(path: Path, rows: Iterator[tuple[int, tuple]]) -> tuple[list[str], int, Iterator[tuple[int, tuple]]]:
+    """The column names of a sheet (its first row with a filled cell), that row's number, and the
+    rows after it: a column without a name, a name used twice, or a report's title above the
+    header (:func:`_title_above`) is a DataError."""
     header: list[str] = []
     number = 1
     for number, values in rows:
         if any(v is not None for v in values):
             header = [cell_text(v).strip() for v in values]
             break
+    if sum(bool(name) for name in header) == 1:  # a title? the rows below it say (they are not read as rows then)
+        below = list(itertools.islice(rows, 9))
+        title = _title_above([header] + [[cell_text(v) for v in values] for _, values in below], path,
+                             [number] + [n for n, _ in below], "row")
+        if title is not None:
+            raise title
+        rows = itertools.chain(below, rows)
     while header and not header[-1]:
         header.pop()
     unnamed = [i + 1 for i, name in enumerate(header) if not name]
@@ -583,7 +622,7 @@ def _header(path: Path, rows: Iterator[tuple[int, tuple]]) -> tuple[list[str], i
         raise DataError(f"{path}:{number}: the header names {', '.join(repr(n) for n in twice)} more than once "
                         f"(columns {', '.join(_column_letter(i + 1) for i, n in enumerate(header) if n in twice)})",
                         hint="rename the columns so that each name is used once")
-    return header, number
+    return header, number, rows
 
 
 def _sheet_row(path: Path, header: list[str], number: int, values: tuple, max_line_bytes: int) -> RawRow | None:

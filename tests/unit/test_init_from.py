@@ -293,6 +293,31 @@ def test_a_reports_title_above_the_header_is_named_with_the_line_that_holds_the_
     assert [r.obj["text"] for r in read_rows(one)] == [r[0] for r in rows]
 
 
+def test_a_utf16_export_is_read_as_its_text(tmp_path):
+    """Excel's "Unicode Text" (a .txt renamed .tsv) and Notepad's "Unicode" save UTF-16 with a
+    byte-order mark: the csv module stopped on its first line with a traceback ("new-line character
+    seen in unquoted field"). It is read as the same text in UTF-8 would be; a file whose mark says
+    UTF-16 and whose bytes are not stops with what to do."""
+    rng = random.Random(7)
+    rows = [[_sentence(rng), QUEUES[i % 3]] for i in range(60)]
+    text = "text\tlabel\r\n" + "".join(f"{a}\t{b}\r\n" for a, b in rows)
+    wide = tmp_path / "unicode.tsv"
+    wide.write_bytes(text.encode("utf-16"))
+    plain = tmp_path / "plain.tsv"
+    plain.write_text(text, encoding="utf-8")
+    config, _ = _init(tmp_path, wide)
+    (tmp_path / "project").rename(tmp_path / "wide")
+    expected = _init(tmp_path, plain)[0]
+    assert (config.task.kind, config.task.labels, config.data.columns) == \
+        (expected.task.kind, expected.task.labels, expected.data.columns)
+    result, report = _invoke("data", "check", wide, "--no-tokens")
+    assert result.exit_code == 0 and "60 rows read = 60 kept" in report
+    broken = tmp_path / "broken.csv"
+    broken.write_bytes(b"\xff\xfet\x00e\x00x\x00t\x00\n\x00\x00")
+    result, report = _invoke("data", "check", broken, "--no-tokens")
+    assert result.exit_code != 0 and "starts as UTF-16 (its byte-order mark) but byte 13 is not UTF-16" in report
+
+
 def test_an_excel_workbook_that_cannot_be_read_whole_stops_with_what_to_do(tmp_path):
     """A second sheet holding cells would be left out unsaid: refused, naming the sheets. A legacy
     .xls, and a file that is no workbook, stop with the advice to save it again."""

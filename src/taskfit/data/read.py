@@ -77,8 +77,32 @@ def row_namer(path: Path) -> Any:
     return lambda line: f"{path}:{line}"
 
 
-def _jsonl(path: Path, max_line_bytes: int, lines: set[int] | None = None) -> Iterator[RawRow]:
+# The byte-order marks of the UTF-16 and UTF-32 encodings (Excel's "Unicode Text", Notepad's
+# "Unicode"), longest first: UTF-32's little-endian mark starts with UTF-16's.
+_WIDE_BOMS = [(b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe", "utf-16"),
+              (b"\xfe\xff", "utf-16")]
+
+
+def _utf8_bytes(path: Path) -> Any:
+    """The file's bytes to read, opened: as they are, or, for a file written in UTF-16 or UTF-32
+    with its byte-order mark (Excel's "Unicode Text", Notepad's "Unicode"), its text in UTF-8,
+    held in memory (lines and rows are numbered alike)."""
     with path.open("rb") as f:
+        start = f.read(4)
+    encoding = next((name for mark, name in _WIDE_BOMS if start.startswith(mark)), None)
+    if encoding is None:
+        return path.open("rb")
+    try:
+        text = path.read_bytes().decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: starts as {encoding.upper()} (its byte-order mark) but byte {exc.start + 1} is "
+                        f"not {encoding.upper()}", hint="save it as CSV UTF-8 (or UTF-8 text), and run the command "
+                                                        "again") from None
+    return io.BytesIO(text.removeprefix("\ufeff").encode("utf-8", "surrogatepass"))
+
+
+def _jsonl(path: Path, max_line_bytes: int, lines: set[int] | None = None) -> Iterator[RawRow]:
+    with _utf8_bytes(path) as f:
         for line_no, data in enumerate(f, start=1):
             if (lines is not None and line_no not in lines) or not data.strip():
                 continue
@@ -325,7 +349,7 @@ def sheet_delimiter(header: str, delimiter: str = ",", first: str = "") -> str:
         return delimiter
 
     def width(line: str, sep: str) -> int:
-        return len(next(csv.reader([line], delimiter=sep), []))
+        return len(_cells(line, sep))
 
     by_comma, by_semicolon = width(header, ","), width(header, ";")
     if by_semicolon > by_comma:
@@ -333,6 +357,15 @@ def sheet_delimiter(header: str, delimiter: str = ",", first: str = "") -> str:
     if by_semicolon == by_comma > 1 and first.strip() and width(first, ";") == by_semicolon != width(first, ","):
         return ";"
     return delimiter
+
+
+def _cells(line: str, delimiter: str) -> list[str]:
+    """One line's cells as the csv module splits them; [] for a line it cannot read alone (a stray
+    carriage return inside a cell): the reader of the whole file then says where and why."""
+    try:
+        return next(csv.reader([line], delimiter=delimiter), [])
+    except csv.Error:
+        return []
 
 
 def _title_above(rows: list[list[str]], path: Path, numbers: list[int], what: str) -> DataError | None:
@@ -363,7 +396,7 @@ def _delimited(path: Path, delimiter: str, max_line_bytes: int = 1_000_000) -> I
     # The csv module stops the whole file at a cell over its limit (131,072 characters by
     # default); a row that long is quarantined below instead, as a JSONL line is.
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
-    with path.open("rb") as raw:
+    with _utf8_bytes(path) as raw:
         # A BOM at the start of a spreadsheet export is common and harmless for CSV: skip it.
         if raw.read(len(BOM)) != BOM:
             raw.seek(0)
@@ -376,8 +409,7 @@ def _delimited(path: Path, delimiter: str, max_line_bytes: int = 1_000_000) -> I
         raw.seek(at)
         peeked = [raw.readline().decode("utf-8", "surrogateescape") for _ in range(10)]
         raw.seek(at)
-        title = _title_above([next(csv.reader([line], delimiter=delimiter), []) for line in peeked], path,
-                             list(range(1, 11)), "line")
+        title = _title_above([_cells(line, delimiter) for line in peeked], path, list(range(1, 11)), "line")
         if title is not None:
             raise title
         record: list[str] = []  # the physical lines of the record being read (a quoted field may span several)

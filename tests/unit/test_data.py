@@ -201,6 +201,10 @@ def test_missing_file_is_a_clear_error(tmp_path, classify_task):
         (tmp_path / "x.xls").write_text("")
         scan(tmp_path / "x.xls", classify_task, SPEC)
     assert "save it from Excel as an Excel Workbook (.xlsx) or as CSV UTF-8" in raised.value.hint
+    with pytest.raises(DataError, match="unknown file type '.txt'") as raised:  # Excel's "Unicode Text"
+        (tmp_path / "x.txt").write_text("")
+        scan(tmp_path / "x.txt", classify_task, SPEC)
+    assert "name a tab-separated .txt" in raised.value.hint and ".tsv" in raised.value.hint
 
 
 def _examples(n=200):

@@ -43,6 +43,8 @@ def file_kind(path: Path) -> str:
         raise DataError(f"{path}: unknown file type '{path.suffix}'",
                         hint=("save it from Excel as an Excel Workbook (.xlsx) or as CSV UTF-8"
                               if path.suffix.lower() in (".xls", ".xlsb", ".ods") else
+                              "name a tab-separated .txt (Excel's \"Unicode Text\") .tsv, a comma-separated one .csv"
+                              if path.suffix.lower() == ".txt" else
                               f"use one of: {', '.join(sorted(SUFFIXES))}"))
     return kind
 

@@ -55,7 +55,7 @@ def read_rows(path: Path, max_line_bytes: int = 1_000_000, lines: set[int] | Non
     if not path.exists():
         raise DataError(f"{path}: no such file", hint="check the data paths in taskfit.yaml")
     kind = file_kind(path)
-    if kind == "jsonl" and path.suffix.lower() == ".json" and _json_document(path):
+    if _json_document(path):
         yield from _json_items(path, max_line_bytes, lines)
     elif kind == "jsonl":
         yield from _jsonl(path, max_line_bytes, lines)
@@ -74,7 +74,7 @@ def row_namer(path: Path) -> Any:
     kind = SUFFIXES.get(path.suffix.lower())
     if kind == "parquet":
         return lambda line: f"{path}:row {line}"
-    if kind == "jsonl" and path.suffix.lower() == ".json" and path.is_file() and _json_document(path):
+    if _json_document(path):
         return lambda line: f"{path}:item {line}"
     return lambda line: f"{path}:{line}"
 
@@ -142,7 +142,9 @@ def _json_document(path: Path) -> bool:
     """Whether a .json file is one JSON document (an array of rows, or an object holding one)
     rather than JSON Lines: it starts with "[", or it is one object spread over several lines (a
     first line that is no whole object, in a file that is: a JSONL file whose first line is
-    broken stays JSONL, its rows quarantined one by one)."""
+    broken stays JSONL, its rows quarantined one by one). Any other file is not."""
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return False
     with path.open("rb") as f:
         first = f.readline()
         while first and not first.strip():
@@ -169,11 +171,7 @@ def _json_items(path: Path, max_line_bytes: int, items: set[int] | None = None) 
     file's text is held whole, the objects not). A row is named by its place in the array and the
     line it starts on (``rows.json:item 3 (line 12)``); ``line`` is its place, one number a row.
     A document that is not valid JSON cannot be cut into rows: a DataError names where it breaks."""
-    data = path.read_bytes().removeprefix(BOM)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}:{not_utf8_at(data, exc.start)}", hint="re-save the file as UTF-8") from None
+    text = read_text(path)
     decoder = json.JSONDecoder()
 
     def broken(at: int, msg: str) -> DataError:
@@ -406,11 +404,10 @@ def _delimited(path: Path, delimiter: str, max_line_bytes: int = 1_000_000) -> I
         # is quarantined with its line and byte instead of the whole file refused.
         text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
         at = raw.tell()
-        header, first = (raw.readline().decode("utf-8", "surrogateescape") for _ in range(2))
-        delimiter = sheet_delimiter(header, delimiter, first)
-        raw.seek(at)
+        # the first lines: the header and the first row say the delimiter; a title above the header shows
         peeked = [raw.readline().decode("utf-8", "surrogateescape") for _ in range(10)]
         raw.seek(at)
+        delimiter = sheet_delimiter(peeked[0], delimiter, peeked[1])
         title = _title_above([_cells(line, delimiter) for line in peeked], path, list(range(1, 11)), "line")
         if title is not None:
             raise title

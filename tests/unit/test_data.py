@@ -303,21 +303,30 @@ def test_a_worker_working_ahead_gives_the_same_check_and_rows(tmp_path, classify
     from taskfit.data.sample import generate_tickets
 
     rows = generate_tickets(1200, seed=4)
-    lines = [json.dumps(r) for r in rows] + ["{broken"] + [json.dumps(rows[5])]  # an invalid row, an exact copy
+    respelled = {**rows[7], "id": "respelled", "messages": [rows[7]["messages"][0],
+                                                           {"role": "assistant", "content": " BILLING"}]}
+    # an invalid row, an exact copy, a label written otherwise, a row without its answer
+    lines = [json.dumps(r) for r in rows] + ["{broken", json.dumps(rows[5]), json.dumps(respelled),
+                                             json.dumps({"messages": [rows[9]["messages"][0]]})]
     path = tmp_path / "t.jsonl"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines[:600]) + "\n\n" + "\n".join(lines[600:]) + "\n")  # and a blank line
     task = classify_task.model_copy(update={"labels": sorted({r["messages"][1]["content"] for r in rows})})
 
     def check(workers):
         monkeypatch.setattr(scan_module, "WORKERS", workers)
         monkeypatch.setattr(scan_module, "POOL_FROM_BYTES", 0)
-        return scan(path, task, SPEC, keep=True, tokenizer=tiny.tokenizer)
+        seen = []
+        result = scan(path, task, SPEC, keep=True, tokenizer=tiny.tokenizer, on_row=lambda: seen.append(1))
+        assert len(seen) == result.read  # the progress bar moves a row at a time
+        return result
 
     alone, pooled = check(0), check(1)
     assert pooled.counts_add_up() and pooled.read == len(lines)
     assert (pooled.exact_duplicates, len(pooled.near_duplicates), len(pooled.conflicts)) == \
         (alone.exact_duplicates, len(alone.near_duplicates), len(alone.conflicts))
-    assert [q.source for q in pooled.quarantined] == [q.source for q in alone.quarantined]
+    # the worker reads the lines as rows: each quarantined row with its reason and text, labels respelled alike
+    assert pooled.quarantined == alone.quarantined and len(alone.quarantined) == 2
+    assert pooled.respelled == alone.respelled and sum(alone.respelled.values()) == 1
     assert pooled.examples == alone.examples  # the same rows kept, redacted alike
     assert pooled.pii_rows == alone.pii_rows > 0 and pooled.pii_counts == alone.pii_counts
     assert pooled.secret_rows == alone.secret_rows

@@ -18,7 +18,7 @@ import json
 import os
 import sys
 from array import array
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -29,7 +29,7 @@ from taskfit.data.formats import convert
 from taskfit.data.lookalike import (CONFLICT, DISTINCT, Layouts, LookAlikes, Shingles, decisive, digest, input_text,
                                      layout_signatures, normalise, shared_text, word_digests)
 from taskfit.data.redaction import RowRedaction, detected_texts, redact_row
-from taskfit.data.read import jsonl_lines, jsonl_row, read_rows, reads_lines, row_namer
+from taskfit.data.read import read_rows, row_namer
 from taskfit.data.tokens import PieceCounter
 from taskfit.records import Example, PreferencePair, in_batches
 from taskfit.rendering import user_text
@@ -229,7 +229,6 @@ class TokenCounter:
 
 DISTINCT_NOTED = 50
 BATCH_ROWS = 256  # rows read, validated and given their MinHash signatures together
-AHEAD = 16  # chunks of a JSONL file the worker may read ahead of the deduplication
 # What a row needs that depends on no other row (its personal data and secrets, its signatures)
 # is made by worker processes, a chunk ahead of the deduplication, in a file of at least this many
 # bytes (a smaller one is not worth starting a process for).
@@ -240,17 +239,15 @@ WORKERS = max(0, min(4, (os.cpu_count() or 1) - 1)) if sys.platform == "linux" e
 _FORKED: dict[str, Any] = {}  # what a worker inherits when forked rather than receives with each chunk
 
 
-def _pool(workers: int, counter: TokenCounter | None, reader: "_Reader | None" = None) -> Any:
-    """Worker processes for :func:`_ahead` and :func:`_read_ahead`, forked now (so they need not
-    import anything, nor read the main script again), each holding ``counter`` and its tokenizer,
-    and ``reader``. The tokenizers library warns in a process forked after it has run in parallel,
-    so the fork happens with its parallelism set for the children alone."""
+def _pool(workers: int, counter: TokenCounter | None) -> Any:
+    """Worker processes for :func:`_ahead`, forked now (so they need not import anything, nor
+    read the main script again), each holding ``counter`` and its tokenizer. The tokenizers library warns in a process forked after it
+    has run in parallel, so the fork happens with its parallelism set for the children alone."""
     import concurrent.futures
     import multiprocessing
 
     pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                                  initializer=_FORKED.update,
-                                                  initargs=({"counter": counter, "reader": reader},))
+                                                  initializer=_FORKED.update, initargs=({"counter": counter},))
     before = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
@@ -293,103 +290,6 @@ def _ahead(privacy: Any, texts: list[str] | None, looks: Shingles | None, look_t
     return found, own, laid, lengths, own_words, _row_digests(rows)
 
 
-@dataclass
-class _Tally:
-    """What validating a chunk of rows counts for the card (:meth:`_Reader.validate`)."""
-
-    read: int = 0
-    empty_rows: int = 0
-    preferences: bool = False
-    respelled: Counter = field(default_factory=Counter)
-    empty_lines: list[int] = field(default_factory=list)
-
-
-@dataclass
-class _Reader:
-    """How one scan turns a chunk of raw rows into records and what a worker makes of them
-    (:func:`_ahead`): built once a scan, in the scan's process, and forked into its workers."""
-
-    path: Path
-    task: TaskSpec
-    spec: DataSpec
-    id_prefix: str
-    looks: Shingles | None  # the look-alike index's shingles (data.dedup.near), else None
-    layouts: Shingles | None  # the layout index's
-    searched_ahead: bool  # whether personal data is searched by _ahead (a worker), not by redact_row
-    counted: bool  # whether rows' tokens are counted
-
-    def __post_init__(self) -> None:
-        self.check_answer = get_task(self.task.kind).answer_check(self.task)  # the answer must fit the task
-        self.spelling = answer_spelling(get_task(self.task.kind), self.task)  # "Billing" is the label billing
-        self.stem = Path(self.path).stem  # of each row's default id
-        columns = self.spec.columns
-        # qa in a table: an empty answer cell is the refusal (taskfit.data.formats), counted for the card
-        self.empty_cell_is_refusal = self.task.kind == "qa" and columns is not None and bool(columns.target)
-
-    def validate(self, chunk: list[Any]) -> tuple[list[tuple[Any, Example | PreferencePair]],
-                                                   list[tuple[int, Quarantined]], _Tally]:
-        """Validate a chunk of rows: the valid ones as (raw row, record), the quarantined ones,
-        and what the card counts of them."""
-        task, spec = self.task, self.spec
-        batch: list[tuple[Any, Example | PreferencePair]] = []  # (raw row, record) of the valid rows
-        held: list[tuple[int, Quarantined]] = []  # the chunk's quarantined rows, listed in line order later
-        tally = _Tally()
-        for raw in chunk:
-            if raw.empty:  # a spreadsheet's row of empty cells: not read as a row, counted for the card
-                tally.empty_rows += 1
-                continue
-            tally.read += 1
-            if raw.error:
-                held.append((raw.line, Quarantined(raw.source, raw.error, raw.raw)))
-                continue
-            try:
-                rec = convert(raw.obj, task, spec.format, spec.columns, raw.source,
-                              f"{self.id_prefix}{self.stem}-{raw.line}")
-                if isinstance(rec, PreferencePair):
-                    tally.preferences = True
-                else:
-                    if (spelled := self.spelling(rec.target)) != rec.target:
-                        tally.respelled[(rec.target, spelled)] += 1
-                        rec = replace(rec, target=spelled)
-                    self.check_answer(rec)
-                    if self.empty_cell_is_refusal and not str(raw.obj.get(spec.columns.target) or "").strip():
-                        tally.empty_lines.append(raw.line)  # counted if kept (finish)
-            except ValueError as exc:
-                held.append((raw.line, Quarantined(raw.source, str(exc), raw.raw)))
-                continue
-            batch.append((raw, rec))
-        return batch, held, tally
-
-    def ahead(self, batch: list[tuple[Any, Example | PreferencePair]]) -> tuple[list[str] | None, tuple[Any, ...]]:
-        """The texts to search for personal data (None: redact_row finds it) and the arguments
-        of :func:`_ahead` for a validated chunk. The signatures of its rows are made together (a
-        duplicate's too: simpler, and cheap)."""
-        pairs = [isinstance(rec, PreferencePair) for _, rec in batch]
-        texts = [t for _, rec in batch for t in detected_texts(rec, self.task)] if self.searched_ahead else None
-        look_texts = [input_text(rec) for _, rec in batch] if self.looks is not None else []
-        layout_texts = ([rec.prompt if pair else rec.input for pair, (_, rec) in zip(pairs, batch)]
-                        if self.layouts is not None else [])
-        # the look-alike text is the input itself for pairs and rows without a context
-        reuse = [self.looks is not None and (pair or rec.context is None) for pair, (_, rec) in zip(pairs, batch)]
-        items = [TokenCounter.item(rec) for _, rec in batch] if self.counted else None
-        return texts, (self.spec.privacy, texts, self.looks, look_texts, self.layouts, layout_texts, reuse, items,
-                       [_texts(rec) for _, rec in batch])
-
-
-def _read_ahead(lines: list[tuple[int, bytes]]) -> tuple[Any, ...]:
-    """A worker's part of a chunk of a JSONL file's lines (:func:`~taskfit.data.read.jsonl_lines`):
-    each line read as a row (:func:`~taskfit.data.read.jsonl_row`), validated and made ready as
-    the scan's process would (:meth:`_Reader.validate`, :func:`_ahead`): (the valid rows as (raw
-    row without its parsed object, record), the quarantined, the tally, the texts searched for
-    personal data, what _ahead made)."""
-    reader: _Reader = _FORKED["reader"]
-    raws = [jsonl_row(reader.path, n, data, reader.spec.max_line_bytes) for n, data in lines]
-    batch, held, tally = reader.validate(raws)
-    searched, args = reader.ahead(batch)
-    made = _ahead(*args)
-    return [(replace(raw, obj=None), rec) for raw, rec in batch], held, tally, searched, made
-
-
 def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep: bool = False,
          on_row: Callable[[], None] | None = None, id_prefix: str = "", room: int = 0,
          layouts: Layouts | None = None) -> ScanResult:
@@ -411,27 +311,67 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
     label_codes: dict[str, int] = {}
     label_names: list[str] = []
     counter = TokenCounter(tokenizer, task, room) if tokenizer is not None else None
+    check_answer = get_task(task.kind).answer_check(task)  # the answer must fit the task (built once)
+    spelling = answer_spelling(get_task(task.kind), task)  # "Billing" is the label billing
+    stem = Path(path).stem  # of each row's default id
     named = row_namer(Path(path))  # an earlier row's name from its line (a look-alike's)
-    empty_lines: set[int] = set()  # lines of qa table rows whose answer cell is empty (few), counted when kept
+    # qa in a table: an empty answer cell is the refusal (taskfit.data.formats), counted for the card
+    empty_cell_is_refusal = task.kind == "qa" and spec.columns is not None and bool(spec.columns.target)
+    empty_lines: set[int] = set()  # lines of such rows (few), counted when kept
 
-    def tallied(tally: _Tally) -> None:
-        """Count a validated chunk's rows (read, for the progress bar too) and what validation noted."""
-        result.read += tally.read
-        result.empty_rows += tally.empty_rows
-        if tally.preferences:
-            result.kind = "preferences"
-        result.respelled.update(tally.respelled)
-        empty_lines.update(tally.empty_lines)
-        if on_row:
-            for _ in range(tally.read):
+    def read(chunk: list[Any]) -> tuple[list[tuple[Any, Example | PreferencePair]], list[tuple[int, Quarantined]]]:
+        """Validate a chunk of rows: the valid ones as (raw row, record), and the quarantined ones."""
+        batch: list[tuple[Any, Example | PreferencePair]] = []  # (raw row, record) of the valid rows
+        held: list[tuple[int, Quarantined]] = []  # the chunk's quarantined rows, listed in line order below
+        for raw in chunk:
+            if raw.empty:  # a spreadsheet's row of empty cells: not read as a row, counted for the card
+                result.empty_rows += 1
+                continue
+            result.read += 1
+            if on_row:
                 on_row()
+            if raw.error:
+                held.append((raw.line, Quarantined(raw.source, raw.error, raw.raw)))
+                continue
+            try:
+                rec = convert(raw.obj, task, fmt, spec.columns, raw.source, f"{id_prefix}{stem}-{raw.line}")
+                if isinstance(rec, PreferencePair):
+                    result.kind = "preferences"
+                else:
+                    if (spelled := spelling(rec.target)) != rec.target:
+                        result.respelled[(rec.target, spelled)] += 1
+                        rec = replace(rec, target=spelled)
+                    check_answer(rec)
+                    if empty_cell_is_refusal and not str(raw.obj.get(spec.columns.target) or "").strip():
+                        empty_lines.add(raw.line)  # counted if kept (finish)
+            except ValueError as exc:
+                held.append((raw.line, Quarantined(raw.source, str(exc), raw.raw)))
+                continue
+            batch.append((raw, rec))
+        return batch, held
+
+    def ahead(batch: list[tuple[Any, Example | PreferencePair]]) -> tuple[list[str] | None, tuple[Any, ...]]:
+        """The texts to search for personal data (None: this process finds it) and the arguments
+        of :func:`_ahead` for a validated chunk. The signatures of its rows are made together (a
+        duplicate's too: simpler, and cheap)."""
+        pairs = [isinstance(rec, PreferencePair) for _, rec in batch]
+        texts = [t for _, rec in batch for t in detected_texts(rec, task)] if pool is not None else None
+        look_texts = [input_text(rec) for _, rec in batch] if looks is not None else []
+        layout_texts = ([rec.prompt if pair else rec.input for pair, (_, rec) in zip(pairs, batch)]
+                        if layouts is not None else [])
+        # the look-alike text is the input itself for pairs and rows without a context
+        reuse = [looks is not None and (pair or rec.context is None) for pair, (_, rec) in zip(pairs, batch)]
+        items = [TokenCounter.item(rec) for _, rec in batch] if counter is not None else None
+        return texts, (spec.privacy, texts, looks.index.shingles if looks is not None else None, look_texts,
+                       layouts.index.shingles if layouts is not None else None, layout_texts, reuse, items,
+                       [_texts(rec) for _, rec in batch])
 
     def finish(batch: list[tuple[Any, Example | PreferencePair]], held: list[tuple[int, Quarantined]],
                searched: list[str] | None, made: Any) -> None:
         """Deduplicate, audit and redact a validated chunk (``searched``: the texts a worker
         searched for personal data, None where this process finds it; ``made``: what
-        :func:`_ahead` returned)."""
-        findings, look_sigs, layout_made, lengths, look_words, digests = made
+        :func:`_ahead` returned, or the worker's future of it)."""
+        findings, look_sigs, layout_made, lengths, look_words, digests = made.result() if pool is not None else made
 
         def pair_note(v: Any, raw: Any, label: str) -> PairNote:
             """The listed pair of a row and the earlier look-alike of verdict ``v``."""
@@ -506,48 +446,24 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                 result.examples.append(redaction.record)
         result.quarantined += [q for _, q in sorted(held, key=lambda lq: lq[0])]
 
-    def finish_read(made: tuple[Any, ...]) -> None:
-        """Count and finish a chunk the worker read (:func:`_read_ahead`)."""
-        batch, held, tally, searched, ready = made
-        tallied(tally)
-        finish(batch, held, searched, ready)
-
-    reader = _Reader(Path(path), task, spec, id_prefix, looks.index.shingles if looks is not None else None,
-                     layouts.index.shingles if layouts is not None else None, False, counter is not None)
+    pending = None
     try:  # a file that cannot be read gets its clear error from read_rows below
         large = Path(path).stat().st_size >= POOL_FROM_BYTES
     except OSError:
         large = False
-    reader.searched_ahead = bool(WORKERS and large)
-    pool = _pool(WORKERS, counter, reader) if WORKERS and large else None
-    # A JSONL file's lines are read as rows by the worker too (parsed, converted and validated a
-    # chunk ahead); this process only splits the file into lines.
-    by_lines = pool is not None and reads_lines(Path(path))
+    pool = _pool(WORKERS, counter) if WORKERS and large else None
     collecting = gc.isenabled()
     # The pass makes a few small objects a row and no reference cycles; the cyclic collector's
     # passes over its growing state took about 9% of the check's time (100,000 rows), so it waits.
     gc.disable()
-    pending = None
     try:  # each chunk is finished after the next is read and sent to the worker
-        if by_lines:
-            ahead: deque[Any] = deque()  # the worker's futures, AHEAD chunks in flight
-            for lines in in_batches(jsonl_lines(Path(path)), BATCH_ROWS):
-                ahead.append(pool.submit(_read_ahead, lines))
-                if len(ahead) > AHEAD:
-                    finish_read(ahead.popleft().result())
-            while ahead:
-                finish_read(ahead.popleft().result())
-        else:
-            for chunk in in_batches(read_rows(path, spec.max_line_bytes), BATCH_ROWS):
-                batch, held, tally = reader.validate(chunk)
-                tallied(tally)
-                searched, args = reader.ahead(batch)
-                made = pool.submit(_ahead, *args) if pool is not None else _ahead(*args, counter)
-                if pending is not None:
-                    finish(*pending[:3], pending[3].result() if pool is not None else pending[3])
-                pending = (batch, held, searched, made)
-            if pending is not None and pool is not None:
-                pending = (*pending[:3], pending[3].result())
+        for chunk in in_batches(read_rows(path, spec.max_line_bytes), BATCH_ROWS):
+            batch, held = read(chunk)
+            searched, args = ahead(batch)
+            made = pool.submit(_ahead, *args) if pool is not None else _ahead(*args, counter)
+            if pending is not None:
+                finish(*pending)
+            pending = (batch, held, searched, made)
         if pending is not None:
             finish(*pending)
     finally:

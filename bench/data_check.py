@@ -1,6 +1,7 @@
 """Benchmark: `taskfit data check` on a generated JSONL of many rows (default one million).
 
-It prints rows per second and peak memory for taskfit's streaming check, and, in the same run,
+It prints rows per second, peak memory and the CPU time of the check's process and of its
+worker (which of them bounds the wall time) for taskfit's streaming check, and, in the same run,
 the peak memory of the standard first step of most fine-tuning scripts: reading the whole file
 into a Python list with json.loads. Each is measured in its own child process so that one's peak
 does not hide the other's. Token counting with the model's tokenizer is included (--no-tokens
@@ -58,12 +59,21 @@ def run_taskfit(project: str, tokens: bool, out: "mp.Queue") -> None:
     config = load_config(Path(project))
     tokenizer = load_tokenizer(config.model.name) if tokens else None
     base = _peak_mb()
+    before = _cpu(resource.RUSAGE_SELF)
     start = time.perf_counter()
     card = check_data(config, Path(project), tokenizer=tokenizer)
     seconds = time.perf_counter() - start
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest worker's peak, if any
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    workers = children.ru_maxrss / 1024  # the largest worker's peak, if any
+    # CPU of the check's process and of its workers: which of them bounds the wall time
     out.put({"rows": card.counts["read"], "seconds": seconds, "peak_mb": _peak_mb(), "start_mb": base,
-             "counts": card.counts, "worker_peak_mb": workers})
+             "counts": card.counts, "worker_peak_mb": workers, "main_cpu": _cpu(resource.RUSAGE_SELF) - before,
+             "worker_cpu": children.ru_utime + children.ru_stime})
+
+
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_other(src: Path, project: str, tokens: bool) -> dict:
@@ -122,6 +132,10 @@ def main() -> None:
         workers = f"; each worker process's peak {got['worker_peak_mb']:,.0f} MB" if got.get("worker_peak_mb") else ""
         print(f"{name:18s}: {got['rows']:,} rows in {got['seconds']:.0f} s = {got['rows'] / got['seconds']:,.0f} rows/s; "
               f"peak RSS {got['peak_mb']:,.0f} MB (of which {got['start_mb']:,.0f} MB before the scan){workers}")
+        if "main_cpu" in got:  # (a run of this script from before it measured them has not)
+            print(f"  CPU: the check's process {got['main_cpu']:.1f} s, its workers {got['worker_cpu']:.1f} s, in "
+                  f"{got['seconds']:.1f} s: {1e6 * (got['main_cpu'] + got['worker_cpu']) / got['rows']:.0f} "
+                  f"microseconds a row in all")
         print(f"  counts: {got['counts']}")
     if base:
         print(f"speed ratio (this tree / {args.baseline}): {base['seconds'] / ours['seconds']:.2f}x; peak memory "

@@ -70,6 +70,20 @@ def test_data_check_quarantines_the_lines_that_are_not_utf8_and_says_how_to_fix_
     assert card["quarantine"]["by_reason"] == {"not UTF-8": 2}
 
 
+def test_data_check_shows_how_far_it_is_through_the_file_and_ends_at_its_end(tmp_path, tiny_model_dir):
+    """A data check of a large file took minutes behind a bar with no end ("0/?", no time left):
+    its end is now the file's lines, counted before reading it, and the bar reaches it (blank
+    lines included), so the time left can be said."""
+    rows = _rows(60)
+    data = "\n".join(rows[:30]) + "\n\n" + "\n".join(rows[30:]) + "\n\n\n"  # 63 lines, 60 rows
+    project = _project(tmp_path, tiny_model_dir, data.encode())
+    result = _invoke("data", "check", project, "--no-tokens")
+    assert result.exit_code == 0, result.output
+    assert "checking data: started (63 to do)" in result.output, result.output
+    assert "checking data: done, 63/63 after" in result.output
+    assert "60 rows read = 60 kept" in result.output
+
+
 def test_a_csv_saved_as_windows_1252_loses_only_its_accented_rows(tmp_path, tiny_model_dir):
     lines = ["text,label"] + [f"ticket {i} about order {i * 7919 % 10007}{' café' if i == 40 else ''},"
                               f"{LABELS[i % 4]}" for i in range(60)]

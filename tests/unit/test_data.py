@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 
 from taskfit.config import DataSpec, TaskSpec
+from taskfit.data.read import lines_in
 from taskfit.data.scan import scan
 from taskfit.data.split import fingerprint, grouped_split, stratified_split, stratified_subsample, validation_split, widened
 from taskfit.errors import DataError
@@ -316,8 +317,8 @@ def test_a_worker_working_ahead_gives_the_same_check_and_rows(tmp_path, classify
         monkeypatch.setattr(scan_module, "WORKERS", workers)
         monkeypatch.setattr(scan_module, "POOL_FROM_BYTES", 0)
         seen = []
-        result = scan(path, task, SPEC, keep=True, tokenizer=tiny.tokenizer, on_row=lambda: seen.append(1))
-        assert len(seen) == result.read  # the progress bar moves a row at a time
+        result = scan(path, task, SPEC, keep=True, tokenizer=tiny.tokenizer, on_row=seen.append)
+        assert sum(seen) == lines_in(path) == result.read + 1  # the bar ends at the file's lines (a blank one)
         return result
 
     alone, pooled = check(0), check(1)
@@ -590,3 +591,33 @@ def test_the_card_lists_extract_values_their_text_does_not_write_and_warns_of_ra
     (warning,) = [w for w in card.warnings if "does not write" in w]
     assert f"name 1 of 21 (first {path}:8)" in warning and "city" not in warning
     assert "## Answer values the text does not write" in render_markdown(card)
+
+
+def test_the_progress_of_a_check_ends_at_the_lines_counted_before_it(tmp_path, classify_task):
+    """A check's progress bar is given its end before any row is read (lines_in: the lines of a
+    JSONL, CSV or TSV file, the rows of a Parquet file) and scan's progress reaches it exactly: a
+    CSV row whose cell spans three lines moves it three, blank lines and a last line without its
+    newline count. A JSON document, a workbook or a UTF-16 file has no end known before reading."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    table = tmp_path / "t.csv"
+    table.write_text('text,label\nI was charged twice,billing\n"Line one\nline two\nline three",shipping\n\n'
+                     "Where is my parcel,shipping")
+    assert lines_in(table) == 7
+    spec = DataSpec(train="t.csv", columns={"input": "text", "target": "label"})
+    seen: list[int] = []
+    result = scan(table, classify_task, spec, on_row=seen.append)
+    assert result.read == 3 and sum(seen) == 7
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text("\n".join([_row("I was charged twice", "billing"), "", _row("Where is it", "shipping")]) + "\n\n")
+    seen = []
+    assert lines_in(jsonl) == 4 and scan(jsonl, classify_task, SPEC, on_row=seen.append).read == 2 and sum(seen) == 4
+    parquet = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"text": ["a b c", "d e f"], "label": ["billing", "shipping"]}), parquet)
+    assert lines_in(parquet) == 2
+    (tmp_path / "doc.json").write_text('[{"text": "a", "label": "billing"},\n {"text": "b", "label": "shipping"}]')
+    wide = tmp_path / "wide.tsv"
+    wide.write_bytes("text\tlabel\nI was charged\tbilling\n".encode("utf-16"))
+    assert lines_in(tmp_path / "doc.json") is None and lines_in(wide) is None
+    assert lines_in(tmp_path / "missing.jsonl") is None  # its error comes when it is read

@@ -12,7 +12,7 @@ import yaml
 
 from taskfit.config import load_config
 from taskfit.data.card import render_markdown
-from taskfit.data.prepare import check_data, prepare_data
+from taskfit.data.prepare import check_data, data_lines, prepare_data
 from taskfit.project import init_from_file
 
 KEYS = ["city", "country", "cuisine", "facility", "party_size_description", "party_size_number", "poi",
@@ -123,9 +123,9 @@ def test_the_card_counts_training_rows_apart_from_the_fixed_eval_file_and_names_
     assert "(left out: 20 train rows by data.max_train_examples)" in render_markdown(prepared.card)
 
 
-def test_run_and_data_check_count_the_same_rows_read(tmp_path, tiny):
-    """`taskfit run` (prepare_data) and `data check` (check_data) report progress by the rows
-    read, of the training file and the fixed eval file alike."""
+def test_run_and_data_check_report_the_same_progress_to_the_same_end(tmp_path, tiny):
+    """`taskfit run` (prepare_data) and `data check` (check_data) report progress through the
+    training file and the fixed eval file alike, to the end the bar is given (data_lines)."""
     train, valid = _files(tmp_path)
     path, _ = init_from_file(tmp_path / "p", train)
     doc = yaml.safe_load(path.read_text())
@@ -133,6 +133,6 @@ def test_run_and_data_check_count_the_same_rows_read(tmp_path, tiny):
     path.write_text(yaml.safe_dump(doc))
     config = load_config(path)
     checked, prepared = [], []
-    card = check_data(config, path.parent, on_row=lambda: checked.append(1))
-    prepare_data(config, path.parent, tokenizer=tiny.tokenizer, on_row=lambda: prepared.append(1))
-    assert len(checked) == len(prepared) == card.counts["read"] == 80
+    card = check_data(config, path.parent, on_row=checked.append)
+    prepare_data(config, path.parent, tokenizer=tiny.tokenizer, on_row=prepared.append)
+    assert checked == prepared and sum(checked) == data_lines(config, path.parent) == card.counts["read"] == 80

@@ -170,7 +170,7 @@ def data_check(project: Path = typer.Argument(Path("."), help="Project directory
     """Validate taskfit.yaml and audit the data; write data_card.md and data_card.json. On a bare
     data file, check the config `taskfit init --from` would write, without writing anything."""
     from taskfit.data.card import write_card
-    from taskfit.data.prepare import check_data
+    from taskfit.data.prepare import check_data, data_lines
     from taskfit.data.read import SUFFIXES
     from taskfit.errors import ConfigError
     from taskfit.models.registry import load_tokenizer
@@ -196,7 +196,7 @@ def data_check(project: Path = typer.Argument(Path("."), help="Project directory
                               hint="a project's mapping is in its taskfit.yaml (task.kind, data.columns)")
         config, root = _project_config(project)
         tokenizer = load_tokenizer(config.model.name, status=reporter.status) if tokens else None
-    with reporter.bar("checking data (rows read)", None) as advance:
+    with reporter.bar("checking data", data_lines(config, root)) as advance:
         card = check_data(config, root, tokenizer=tokenizer, on_row=advance)
     _print_card(card)
     if bare:
@@ -212,14 +212,14 @@ def data_check(project: Path = typer.Argument(Path("."), help="Project directory
 def data_prepare(project: Path = typer.Argument(Path("."), help="Project directory or taskfit.yaml."),
                  out_dir: Optional[Path] = typer.Option(None, "--out", help="Where to write (default DIR/prepared).")) -> None:
     """Write the cleaned, redacted, split JSONL that training and evaluation read, with the card."""
-    from taskfit.data.prepare import prepare_data, write_prepared
+    from taskfit.data.prepare import data_lines, prepare_data, write_prepared
     from taskfit.models.registry import load_tokenizer
     from taskfit.progress import RichReporter
 
     config, root = _project_config(project)
     reporter = RichReporter(err)
     tokenizer = load_tokenizer(config.model.name, status=reporter.status)
-    with reporter.bar("preparing rows", None) as advance:
+    with reporter.bar("preparing rows", data_lines(config, root)) as advance:
         prepared = prepare_data(config, root, tokenizer=tokenizer, on_row=advance)
     paths = write_prepared(prepared, out_dir or root / "prepared")
     _print_card(prepared.card)

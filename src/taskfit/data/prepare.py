@@ -16,6 +16,7 @@ from typing import Any, Callable
 from taskfit.config import PrivacySpec, ProjectConfig, ReplyRules
 from taskfit.data import pii
 from taskfit.data.lookalike import COPY, CONFLICT, Layouts, LookAlikes, decisive
+from taskfit.data.read import lines_in
 from taskfit.data.redaction import keeps, redact_row
 from taskfit.data.scan import TEMPLATE, Quarantined, ScanResult, layout_previews, scan
 from taskfit.data.split import (fingerprint, grouped_split, is_synthetic, stratified_split, stratified_subsample,
@@ -412,9 +413,19 @@ def data_file(project_dir: Path, name: str) -> Path:
     return Path(os.path.normpath(project_dir / name))
 
 
+def data_lines(config: ProjectConfig, project_dir: Path) -> int | None:
+    """Where the progress of :func:`check_data` and :func:`prepare_data` ends (their ``on_row``
+    adds up to it): the data files' :func:`~taskfit.data.read.lines_in`, or None if one of them
+    cannot be known before reading it."""
+    files = [config.data.train] + ([config.data.eval] if config.data.eval else [])
+    counts = [lines_in(data_file(project_dir, f)) for f in files]
+    return None if None in counts else sum(counts)
+
+
 def check_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None,
-               on_row: Callable[[], None] | None = None) -> DataCard:
-    """Stream the data files named in ``config`` and return the card (nothing is written)."""
+               on_row: Callable[[int], None] | None = None) -> DataCard:
+    """Stream the data files named in ``config`` and return the card (nothing is written).
+    ``on_row``: the scans' progress (:func:`~taskfit.data.scan.scan`), of every file."""
     files = [config.data.train] + ([config.data.eval] if config.data.eval else [])
     layouts = _layouts(config)
     scans = [scan(data_file(project_dir, f), config.task, config.data, tokenizer=tokenizer, on_row=on_row,
@@ -454,10 +465,10 @@ def _group_key(rec: Example | PreferencePair, key: str, layout: dict[str, int]) 
 
 
 def prepare_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None,
-                 on_row: Callable[[], None] | None = None) -> Prepared:
+                 on_row: Callable[[int], None] | None = None) -> Prepared:
     """Validate, deduplicate, redact (:mod:`taskfit.data.redaction`) and split; nothing is written
-    (see :func:`write_prepared`). ``on_row`` is called for each row read, of data.train and of a
-    fixed data.eval alike, as :func:`check_data` calls it: both count the rows read."""
+    (see :func:`write_prepared`). ``on_row``: the scans' progress, of data.train and of a fixed
+    data.eval alike, as :func:`check_data` reports it (both end at :func:`data_lines`)."""
     data, task = config.data, config.task
     layouts = _layouts(config)
     train_scan = scan(data_file(project_dir, data.train), task, data, tokenizer=tokenizer, keep=True, on_row=on_row,

@@ -67,6 +67,33 @@ def read_rows(path: Path, max_line_bytes: int = 1_000_000, lines: set[int] | Non
         yield from _delimited(path, "\t" if kind == "tsv" else ",", max_line_bytes)
 
 
+def lines_in(path: Path) -> int | None:
+    """How far the rows of ``path`` go in the numbers :attr:`RawRow.line` gives them, known before
+    reading them (a progress bar's end): a JSONL, CSV or TSV file's lines (its newlines counted, a
+    megabyte at a time), a Parquet file's rows; None for a JSON document, a workbook, a file in
+    UTF-16 or UTF-32, or a file that cannot be read (its error comes when it is)."""
+    kind = SUFFIXES.get(path.suffix.lower())
+    try:
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+        if kind not in ("jsonl", "csv", "tsv") or _json_document(path):
+            return None
+        with path.open("rb") as f:
+            start = f.read(4)
+            if any(start.startswith(mark) for mark, _ in _WIDE_BOMS):
+                return None
+            f.seek(0)
+            lines, last = 0, b"\n"
+            while block := f.read(1 << 20):
+                lines += block.count(b"\n")
+                last = block[-1:]
+        return lines + (last != b"\n")  # a last line without its newline
+    except Exception:  # noqa: BLE001 (reading the file says what is wrong with it)
+        return None
+
+
 def row_namer(path: Path) -> Any:
     """How a row of ``path`` is named from its :attr:`RawRow.line` alone (where only that number
     was kept, as for an earlier look-alike): ``file:12``, ``file:row 12`` (Parquet), ``file:item 12``

@@ -29,7 +29,7 @@ from taskfit.data.formats import convert
 from taskfit.data.lookalike import (CONFLICT, DISTINCT, Layouts, LookAlikes, Shingles, decisive, digest, input_text,
                                      layout_signatures, normalise, shared_text, word_digests)
 from taskfit.data.redaction import RowRedaction, detected_texts, redact_row
-from taskfit.data.read import read_rows, row_namer
+from taskfit.data.read import lines_in, read_rows, row_namer
 from taskfit.data.tokens import PieceCounter
 from taskfit.records import Example, PreferencePair, in_batches
 from taskfit.rendering import user_text
@@ -291,10 +291,14 @@ def _ahead(privacy: Any, texts: list[str] | None, looks: Shingles | None, look_t
 
 
 def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep: bool = False,
-         on_row: Callable[[], None] | None = None, id_prefix: str = "", room: int = 0,
+         on_row: Callable[[int], None] | None = None, id_prefix: str = "", room: int = 0,
          layouts: Layouts | None = None) -> ScanResult:
     """Stream ``path`` once. With ``keep``, the kept records are returned too, redacted as
     ``spec.privacy`` says (:func:`taskfit.data.redaction.redact_row`), as ``prepare`` writes them.
+    ``on_row(n)`` is called as each row is read, with how far it took the reading on in the file's
+    row numbers (its :attr:`~taskfit.data.read.RawRow.line` less the last row's: 1 a row where a
+    row is a line; at the end, what is left of :func:`~taskfit.data.read.lines_in`'s count, such
+    as blank lines), so that a bar whose end is that count ends at it.
     ``layouts`` is shared by the scans of one project (train and a fixed eval file), so that a
     layout has one number in both; without it, the scan makes its own (when data.dedup.near is
     on, or data.group_by is template)."""
@@ -318,18 +322,21 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
     # qa in a table: an empty answer cell is the refusal (taskfit.data.formats), counted for the card
     empty_cell_is_refusal = task.kind == "qa" and spec.columns is not None and bool(spec.columns.target)
     empty_lines: set[int] = set()  # lines of such rows (few), counted when kept
+    reached = 0  # the last row number read (on_row's progress)
 
     def read(chunk: list[Any]) -> tuple[list[tuple[Any, Example | PreferencePair]], list[tuple[int, Quarantined]]]:
         """Validate a chunk of rows: the valid ones as (raw row, record), and the quarantined ones."""
         batch: list[tuple[Any, Example | PreferencePair]] = []  # (raw row, record) of the valid rows
         held: list[tuple[int, Quarantined]] = []  # the chunk's quarantined rows, listed in line order below
+        nonlocal reached
         for raw in chunk:
+            if on_row and raw.line > reached:
+                on_row(raw.line - reached)
+                reached = raw.line
             if raw.empty:  # a spreadsheet's row of empty cells: not read as a row, counted for the card
                 result.empty_rows += 1
                 continue
             result.read += 1
-            if on_row:
-                on_row()
             if raw.error:
                 held.append((raw.line, Quarantined(raw.source, raw.error, raw.raw)))
                 continue
@@ -471,6 +478,8 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
             gc.enable()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    if on_row and (end := lines_in(Path(path))) is not None and end > reached:
+        on_row(end - reached)  # lines after the last row (blank ones)
     _fill_previews(result, path, task, spec)
     return result
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from taskfit.config import ProjectConfig, load_config
-from taskfit.data.prepare import Prepared, prepare_data
+from taskfit.data.prepare import Prepared, data_lines, prepare_data
 from taskfit.data.split import fingerprint
 from taskfit.errors import ConfigError, DataError
 from taskfit.paths import RunDir
@@ -102,7 +102,7 @@ class Workspace:
         hardware = resolve_hardware(config.train)  # a qlora project on a CPU machine stops here
         check_tracking(config.train.report_to, path.parent)  # so does a tracker that is not installed
         tokenizer = load_tokenizer(config.model.name, status=reporter.status)
-        with reporter.bar("checking data (rows read)", None) as advance:
+        with reporter.bar("checking data", data_lines(config, path.parent)) as advance:
             prepared = prepare_data(config, path.parent, tokenizer=tokenizer, on_row=advance)
         if prepared.unredacted_secret_rows and not (allow_secrets or config.data.privacy.allow_secrets):
             raise DataError(f"{prepared.unredacted_secret_rows} training rows hold credentials (API keys, "

@@ -491,7 +491,30 @@ def test_the_sorted_hashes_are_searched_within_buckets_where_numpy_would_find_th
         index._pending.add(part, np.arange(len(part), dtype=np.int32))
         index._flush()  # merged, sorted, and the buckets made again
     assert len(index._sorted_h) > len(held) and (np.diff(index._sorted_h) == 0).any()
+    # every hash under its row, in order, a hash added again after the rows it was added under before
+    parts = (held, held[::5], held[::15])
+    order = np.argsort(np.concatenate(parts), kind="stable")
+    assert np.array_equal(index._sorted_h, np.concatenate(parts)[order])
+    assert np.array_equal(index._sorted_i, np.concatenate([np.arange(len(p)) for p in parts])[order])
     keys = np.sort(np.concatenate([held[::13], rng.integers(0, 2**64 - 1, 5000, dtype=np.uint64),
                                    np.array([0, 1, 2**64 - 1], np.uint64)]))
     assert np.array_equal(index._search(keys), np.searchsorted(index._sorted_h, keys))
     assert index._top_bits > 10
+
+
+def test_the_signature_table_gives_back_any_rows_in_any_order_across_its_chunks():
+    """The look-alike index keeps signatures in chunks (_Table) and gathers a batch's candidates
+    from all of them at once: each row asked for comes back as appended, in the order asked, rows
+    repeated, from one chunk or many, none."""
+    import numpy as np
+
+    from taskfit.data.lookalike import _Table
+
+    rng = np.random.default_rng(3)
+    table = _Table((5,), np.uint32)
+    table.CHUNK = 7  # 15 chunks
+    rows = rng.integers(0, 2**32, (100, 5), dtype=np.uint32)
+    for row in rows:
+        table.append(row)
+    for wanted in (rng.integers(0, 100, 300), np.array([99, 0, 99, 3]), np.arange(7, 14), np.array([], np.int64)):
+        assert np.array_equal(table.gather(wanted.astype(np.int64)), rows[wanted])

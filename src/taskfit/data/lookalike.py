@@ -93,17 +93,10 @@ class _Table:
         first = int(chunk[0]) if len(chunk) else 0
         if not len(chunk) or (chunk == first).all():  # all in one chunk, as most often
             return self.chunks[first][at] if len(chunk) else np.empty((0, *self.shape), self.dtype)
-        # the rows in order of their chunks (a stable radix sort of small numbers), each chunk's
-        # gathered at once (a pass over every row a chunk took time growing with the table)
-        order = np.argsort(chunk.astype(np.int16 if len(self.chunks) < 2**15 else np.int64), kind="stable")
-        ends = np.cumsum(np.bincount(chunk, minlength=len(self.chunks))).tolist()
         out = np.empty((len(rows), *self.shape), self.dtype)
-        start = 0
-        for c, end in enumerate(ends):
-            if end > start:
-                where = order[start:end]
-                out[where] = self.chunks[c][at[where]]
-            start = end
+        for c in np.unique(chunk).tolist():
+            where = chunk == c
+            out[where] = self.chunks[c][at[where]]
         return out
 
 
@@ -386,7 +379,7 @@ class _Batch:
         if not len(pairs):
             return
         whose, rows = pairs >> 32, pairs & 0xFFFFFFFF
-        same = index._same(sigs.astype(index._stored, copy=False)[whose], rows)  # (one copy, not two)
+        same = index._same(sigs[whose].astype(index._stored), rows)
         for i, k, sim in index._scored(same, sizes[whose], rows):
             self.found[int(whose[i])].append((k, sim))
 
@@ -664,14 +657,9 @@ class MinHashIndex:
         self._commit()
         keys, rows = self._pending.items()
         order = np.argsort(keys)
-        # np.insert's result for both arrays, the places of the new entries found once (half its time)
-        at = np.searchsorted(self._sorted_h, keys[order], side="right") + np.arange(len(keys))
-        old = np.ones(len(self._sorted_h) + len(keys), bool)
-        old[at] = False
-        merged_h, merged_i = np.empty(len(old), np.uint64), np.empty(len(old), np.int32)
-        merged_h[at], merged_i[at] = keys[order], rows[order]
-        merged_h[old], merged_i[old] = self._sorted_h, self._sorted_i
-        self._sorted_h, self._sorted_i = merged_h, merged_i
+        at = np.searchsorted(self._sorted_h, keys[order], side="right")
+        self._sorted_h = np.insert(self._sorted_h, at, keys[order])
+        self._sorted_i = np.insert(self._sorted_i, at, rows[order])
         # where each bucket of hashes by their top bits starts: about 8 hashes a bucket
         # (searched for, as a pass over the array's top bits would hold a copy of it in int64)
         self._top_bits = max(1, min(24, int(np.log2(len(self._sorted_h))) - 3))

@@ -325,7 +325,7 @@ def test_a_worker_working_ahead_gives_the_same_check_and_rows(tmp_path, classify
     assert pooled.counts_add_up() and pooled.read == len(lines)
     assert (pooled.exact_duplicates, len(pooled.near_duplicates), len(pooled.conflicts)) == \
         (alone.exact_duplicates, len(alone.near_duplicates), len(alone.conflicts))
-    # the worker reads the lines as rows: each quarantined row with its reason and text, labels respelled alike
+    # each quarantined row with its reason and text, and the labels respelled, as the check in one process
     assert pooled.quarantined == alone.quarantined and len(alone.quarantined) == 2
     assert pooled.respelled == alone.respelled and sum(alone.respelled.values()) == 1
     assert pooled.examples == alone.examples  # the same rows kept, redacted alike

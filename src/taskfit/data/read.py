@@ -80,11 +80,9 @@ def lines_in(path: Path) -> int | None:
             return pq.ParquetFile(path).metadata.num_rows
         if kind not in ("jsonl", "csv", "tsv") or _json_document(path):
             return None
+        if _wide_encoding(path) is not None:
+            return None
         with path.open("rb") as f:
-            start = f.read(4)
-            if any(start.startswith(mark) for mark, _ in _WIDE_BOMS):
-                return None
-            f.seek(0)
             lines, last = 0, b"\n"
             while block := f.read(1 << 20):
                 lines += block.count(b"\n")
@@ -112,13 +110,18 @@ _WIDE_BOMS = [(b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"), 
               (b"\xfe\xff", "utf-16")]
 
 
+def _wide_encoding(path: Path) -> str | None:
+    """"utf-16" or "utf-32" for a file that starts with that encoding's byte-order mark, else None."""
+    with path.open("rb") as f:
+        start = f.read(4)
+    return next((name for mark, name in _WIDE_BOMS if start.startswith(mark)), None)
+
+
 def _utf8_bytes(path: Path) -> Any:
     """The file's bytes to read, opened: as they are, or, for a file written in UTF-16 or UTF-32
     with its byte-order mark (Excel's "Unicode Text", Notepad's "Unicode"), its text in UTF-8,
     held in memory (lines and rows are numbered alike)."""
-    with path.open("rb") as f:
-        start = f.read(4)
-    encoding = next((name for mark, name in _WIDE_BOMS if start.startswith(mark)), None)
+    encoding = _wide_encoding(path)
     if encoding is None:
         return path.open("rb")
     try:

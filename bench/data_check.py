@@ -68,7 +68,7 @@ def run_taskfit(project: str, tokens: bool, out: "mp.Queue") -> None:
     # CPU of the check's process and of its workers: which of them bounds the wall time
     out.put({"rows": card.counts["read"], "seconds": seconds, "peak_mb": _peak_mb(), "start_mb": base,
              "counts": card.counts, "worker_peak_mb": workers, "main_cpu": _cpu(resource.RUSAGE_SELF) - before,
-             "worker_cpu": children.ru_utime + children.ru_stime})
+             "worker_cpu": _cpu(resource.RUSAGE_CHILDREN)})
 
 
 def _cpu(who: int) -> float:

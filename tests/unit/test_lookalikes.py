@@ -12,6 +12,7 @@ import json
 import random
 from pathlib import Path
 
+import pytest
 import yaml
 
 from taskfit.config import ColumnMap, DataSpec, TaskSpec, load_config
@@ -360,7 +361,24 @@ def test_copy_words_is_the_bar_between_a_copy_and_a_template_filled_twice(tmp_pa
         assert result.kept == kept and result.conflicts == []
 
 
-def test_signatures_made_in_batches_are_datasketchs_minhash_of_each_texts_shingles():
+@pytest.fixture(params=["C", "numpy"])
+def kernels(request, monkeypatch):
+    """The look-alike index's inner loops both ways: compiled from native.c (where a C compiler
+    is found, as on every machine the README's set-up runs on), and numpy's (where none is)."""
+    from taskfit.data import native
+
+    monkeypatch.setattr(native, "_loaded", {})
+    if request.param == "numpy":
+        monkeypatch.setenv("TASKFIT_NATIVE", "0")
+    else:
+        monkeypatch.delenv("TASKFIT_NATIVE", raising=False)
+        if native.library() is None:
+            pytest.skip("no C compiler on this machine: the numpy code is what runs")
+    assert (native.library() is None) == (request.param == "numpy")
+    return request.param
+
+
+def test_signatures_made_in_batches_are_datasketchs_minhash_of_each_texts_shingles(kernels):
     """The data check makes a batch of rows' signatures at once with numpy; each must be exactly
     what datasketch's MinHash over the CRC-32 of the text's distinct shingles gives (what the
     checks compared before, one Python call a shingle), so the same rows look alike: ASCII text,
@@ -391,7 +409,7 @@ def test_signatures_made_in_batches_are_datasketchs_minhash_of_each_texts_shingl
         assert np.array_equal(index.signature(texts[5])[0], made[5][0])
 
 
-def test_a_batch_looked_up_together_matches_as_rows_looked_up_one_by_one():
+def test_a_batch_looked_up_together_matches_as_rows_looked_up_one_by_one(kernels):
     """The data check looks a chunk of rows up at once (MinHashIndex.lookup) and then matches
     and indexes them in order: every row must get the matches it gets looked up alone, in the
     index as the rows before it left it, whether its look-alikes came before the chunk, earlier
@@ -409,9 +427,11 @@ def test_a_batch_looked_up_together_matches_as_rows_looked_up_one_by_one():
         texts.append(text)
         if rng.random() < 0.5:
             texts.insert(len(texts) - rng.randint(0, 3), rng.choice([text, "Any update? " + text, text + " thanks"]))
-    for flush_rows, chunk in [(7, 16), (50, 5), (50_000, 32)]:
-        alone = MinHashIndex(5, 128, 0.8, 0.9, flush_rows=flush_rows)
-        together = MinHashIndex(5, 128, 0.8, 0.9, flush_rows=flush_rows)
+    for flush_rows, chunk, bits, table in [(7, 16, 32, 50_000), (50, 5, 16, 50_000), (50_000, 32, 32, 50_000),
+                                           (7, 16, 32, 9), (50, 5, 16, 9)]:
+        alone = MinHashIndex(5, 128, 0.8, 0.9, flush_rows=flush_rows, bits=bits)
+        together = MinHashIndex(5, 128, 0.8, 0.9, flush_rows=flush_rows, bits=bits)
+        together._sigs.CHUNK = table  # signatures spread over many chunks of the table
         sigs, sizes = together.shingles.signatures(texts)
         got, want = [], []
         for at in range(0, len(texts), chunk):
@@ -419,7 +439,8 @@ def test_a_batch_looked_up_together_matches_as_rows_looked_up_one_by_one():
             for sig, size, probe in zip(sigs[at:at + chunk], sizes[at:at + chunk].tolist(), probes):
                 found, expected = together.matches(sig, size, probe), alone.matches(sig, size)
                 # each similarity as similarity() makes it from the two signatures, one pair at a time
-                assert all(sim == similarity(np.count_nonzero(alone._sigs[k] == sig) / 128, size, alone._sizes[k],
+                assert all(sim == similarity(np.count_nonzero(alone._sigs[k] == sig.astype(alone._stored)) / 128,
+                                             size, alone._sizes[k],
                                              0.8, 0.9) for k, sim in expected)
                 got.append(found)
                 want.append(expected)
@@ -475,7 +496,7 @@ def test_the_pending_table_finds_every_hash_it_holds_as_it_grows():
     assert (table.get(keys) == -1).all()
 
 
-def test_the_sorted_hashes_are_searched_within_buckets_where_numpy_would_find_them():
+def test_the_sorted_hashes_are_searched_within_buckets_where_numpy_would_find_them(kernels):
     """MinHashIndex._search, the bucketed binary search over the merged band hashes, gives
     np.searchsorted's left positions: for hashes held once or in runs (one per flush), hashes it
     does not hold, and the ends of the 64-bit range."""
@@ -500,6 +521,9 @@ def test_the_sorted_hashes_are_searched_within_buckets_where_numpy_would_find_th
                                    np.array([0, 1, 2**64 - 1], np.uint64)]))
     assert np.array_equal(index._search(keys), np.searchsorted(index._sorted_h, keys))
     assert index._top_bits > 10
+    firsts = np.arange((1 << index._top_bits) + 1, dtype=object) << (64 - index._top_bits)
+    assert index._starts.tolist() == [int(np.searchsorted(index._sorted_h, np.uint64(f))) if f < 2**64
+                                      else len(index._sorted_h) for f in firsts]
 
 
 def test_the_signature_table_gives_back_any_rows_in_any_order_across_its_chunks():
@@ -518,3 +542,48 @@ def test_the_signature_table_gives_back_any_rows_in_any_order_across_its_chunks(
         table.append(row)
     for wanted in (rng.integers(0, 100, 300), np.array([99, 0, 99, 3]), np.arange(7, 14), np.array([], np.int64)):
         assert np.array_equal(table.gather(wanted.astype(np.int64)), rows[wanted])
+
+
+def test_the_data_check_decides_the_same_with_its_c_kernels_as_with_numpy(tmp_path, monkeypatch):
+    """Where a C compiler is found the check's signatures and candidate checks run compiled
+    (native.c); the card a user reads (counts, look-alike pairs with their similarities, layouts)
+    must be the same as numpy's, which runs where none is."""
+    from dataclasses import asdict
+
+    from taskfit.data import native
+    from taskfit.quickstart import make_quickstart_project
+
+    make_quickstart_project(tmp_path / "p", n_tickets=900)
+    config = load_config(tmp_path / "p")
+    cards = {}
+    for flag in ("0", "1"):
+        monkeypatch.setattr(native, "_loaded", {})
+        monkeypatch.setenv("TASKFIT_NATIVE", flag)
+        if flag == "1" and native.library() is None:
+            pytest.skip("no C compiler on this machine: the numpy code is what runs")
+        cards[flag] = asdict(check_data(config, tmp_path / "p"))
+    assert cards["1"]["counts"]["near_duplicates"] > 10
+    assert cards["0"] == cards["1"]
+
+
+def test_without_a_c_compiler_the_check_runs_its_numpy_code(tmp_path, monkeypatch):
+    """No compiler on the PATH, or one that fails: no kernels (and no half-written file left in
+    the cache), and the signatures come from numpy, the same as datasketch's."""
+    import numpy as np
+
+    from taskfit.data import native
+    from taskfit.data.lookalike import Shingles
+
+    monkeypatch.setenv("TASKFIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("TASKFIT_NATIVE", raising=False)
+    failing = tmp_path / "cc"
+    failing.write_text("#!/bin/sh\necho 'cc: error: no such thing' >&2\nexit 1\n")
+    failing.chmod(0o755)
+    for compiler in (str(tmp_path / "no-such-cc"), str(failing)):
+        monkeypatch.setattr(native, "_loaded", {})
+        monkeypatch.setenv("CC", compiler)
+        assert native.library() is None
+        assert not list((tmp_path / "cache").rglob("*.tmp"))
+        sigs, sizes = Shingles(5, 16).signatures(["Refund my order", "refund my order please"])
+        assert sigs.shape == (2, 16) and sizes.tolist() == [11, 18] and (sigs[0] != sigs[1]).any()
+    assert np.dtype(sigs.dtype) == np.uint32

@@ -29,6 +29,7 @@ Per indexed row only compact arrays are kept (signatures, 64-bit digests, codes)
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import re
 import zlib
@@ -38,6 +39,7 @@ from difflib import SequenceMatcher
 from typing import Any, Sequence
 
 from taskfit.config import DedupSpec, TaskSpec
+from taskfit.data import native
 from taskfit.records import AnswerParts, Example, PreferencePair
 from taskfit.tasks import get_task
 from taskfit.tasks.base import normalise, words
@@ -149,6 +151,7 @@ class Shingles:
         a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
         b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
         self._a, self._b = a[:, None], b[:, None]
+        self._a1, self._b1 = a, b  # for the C kernel
         self.packed = k <= 8  # 7 bits a character: k characters and a batch's text number fit 64 bits
         zero = zlib.crc32(bytes(k))
         self._tables = np.array([[zlib.crc32(bytes(i) + bytes([v]) + bytes(k - i - 1)) ^ zero for v in range(128)]
@@ -160,10 +163,21 @@ class Shingles:
         texts are already :func:`normalise`'s (which leaves its own output as it is)."""
         import numpy as np
 
+        texts = list(texts) if normalised else [normalise(t) for t in texts]
+        lib = native.library()
+        if lib is not None and texts:  # all at once in C: the same values as the batches below
+            lens = np.fromiter((len(t) for t in texts), np.int64, len(texts))
+            points = np.frombuffer("".join(texts).encode("utf-32-le"), np.uint32)
+            sigs_ = np.empty((len(texts), self.num_perm), np.uint32)
+            sizes_ = np.empty(len(texts), np.int64)
+            if lib.signatures(native.ptr(points) if len(points) else None, native.ptr(lens), len(texts), self.k,
+                              native.ptr(self._a1), native.ptr(self._b1), self.num_perm, native.ptr(sigs_),
+                              native.ptr(sizes_)) == 0:
+                return sigs_, sizes_
         sigs, sizes = [], []
         for at in range(0, len(texts), self.BATCH):
             batch = texts[at:at + self.BATCH]
-            sig, size = self._batch(list(batch) if normalised else [normalise(t) for t in batch])
+            sig, size = self._batch(list(batch))
             sigs.append(sig)
             sizes.append(size)
         if not sigs:
@@ -370,16 +384,9 @@ class _Batch:
                 band = int(order[first]) % b
                 for k in range(1, len(rows)):
                     self.later.setdefault(rows[k], []).append((band, rows[:k]))
-        # every (row of the batch, candidate) pair once, ordered by row then candidate
-        whose, rows = index._merged(bands)
-        whose = np.concatenate([whose, np.flatnonzero(self.known) // b])
-        rows = np.concatenate([rows, pended[self.known]])
-        pairs = np.sort((whose << 32) | rows)
-        pairs = pairs[np.concatenate((pairs[:1] == pairs[:1], pairs[1:] != pairs[:-1]))]  # distinct, as np.unique
-        if not len(pairs):
+        whose, rows, same = index._pairs(bands, pended, sigs)
+        if not len(whose):
             return
-        whose, rows = pairs >> 32, pairs & 0xFFFFFFFF
-        same = index._same(sigs[whose].astype(index._stored), rows)
         for i, k, sim in index._scored(same, sizes[whose], rows):
             self.found[int(whose[i])].append((k, sim))
 
@@ -480,6 +487,8 @@ class MinHashIndex:
         self._sizes = array("i")
         self._sorted_h = np.empty(0, np.uint64)
         self._sorted_i = np.empty(0, np.int32)
+        # the C flush's arrays, with room to grow: _sorted_h and _sorted_i are their start
+        self._room_h, self._room_i = np.empty(0, np.uint64), np.empty(0, np.int32)
         self._top_bits, self._starts = 1, np.zeros(3, np.int32)  # set at each flush (_search)
         self._pending = _Pending(self.b * flush_rows)
         self._first = 0  # hashes of the first band in the pending table (and waiting in a batch)
@@ -540,6 +549,46 @@ class MinHashIndex:
                 rows.append(self._sorted_i[at].astype(np.int64))
                 at = at + 1
         return np.concatenate(whose), np.concatenate(rows)
+
+    def _pairs(self, bands: Any, pended: Any, sigs: Any) -> tuple[Any, Any, Any]:
+        """Every (row of a batch, candidate) pair once, ordered by row then candidate, as
+        (whose, row, same): the rows the index holds under the batch's ``bands`` (one row of
+        hashes a signature), those of its merged part and ``pended`` (the pending table's row
+        under each hash, -1 for none), and the share of equal values between the two signatures
+        (:meth:`_same`). In C where :func:`~taskfit.data.native.library` is built, else numpy:
+        the same pairs and shares."""
+        import numpy as np
+
+        lib = native.library()
+        if lib is not None:
+            keys = np.ascontiguousarray(bands, np.uint64)
+            own = np.ascontiguousarray(sigs, np.uint32)
+            pended = np.ascontiguousarray(pended, np.int64)
+            chunks = self._sigs.chunks
+            table = (ctypes.c_void_p * max(1, len(chunks)))(*[native.ptr(c) for c in chunks])
+            sorted_h, sorted_i, starts = self._sorted_h, self._sorted_i, self._starts
+            m = len(sorted_h)
+            cap = 4 * keys.size
+            while True:
+                whose, rows, same = (np.empty(cap, np.int64) for _ in range(3))
+                total = lib.candidates(native.ptr(keys), len(keys), self.b, native.ptr(sorted_h) if m else None,
+                                       native.ptr(sorted_i) if m else None, m, native.ptr(starts), self._top_bits,
+                                       native.ptr(pended), native.ptr(own), self.num_perm, table,
+                                       self._sigs.CHUNK, np.dtype(self._stored).itemsize, native.ptr(whose),
+                                       native.ptr(rows), native.ptr(same), cap)
+                if total < 0:
+                    raise MemoryError("the look-alike index's candidates")
+                if total <= cap:
+                    return whose[:total], rows[:total], same[:total] / self.num_perm
+                cap = total
+        whose, rows = self._merged(bands)
+        known = pended >= 0
+        whose = np.concatenate([whose, np.flatnonzero(known) // self.b])
+        rows = np.concatenate([rows, pended[known]])
+        pairs = np.sort((whose << 32) | rows)
+        pairs = pairs[np.concatenate((pairs[:1] == pairs[:1], pairs[1:] != pairs[:-1]))]  # distinct, as np.unique
+        whose, rows = pairs >> 32, pairs & 0xFFFFFFFF
+        return whose, rows, self._same(sigs[whose].astype(self._stored), rows)
 
     def _search(self, keys: Any) -> Any:
         """Where each of ``keys`` is, or would go, in the sorted array (``np.searchsorted``'s
@@ -657,14 +706,42 @@ class MinHashIndex:
         self._commit()
         keys, rows = self._pending.items()
         order = np.argsort(keys)
-        at = np.searchsorted(self._sorted_h, keys[order], side="right")
-        self._sorted_h = np.insert(self._sorted_h, at, keys[order])
-        self._sorted_i = np.insert(self._sorted_i, at, rows[order])
+        keys, rows = keys[order], rows[order]
         # where each bucket of hashes by their top bits starts: about 8 hashes a bucket
-        # (searched for, as a pass over the array's top bits would hold a copy of it in int64)
-        self._top_bits = max(1, min(24, int(np.log2(len(self._sorted_h))) - 3))
-        firsts = np.arange(1 << self._top_bits, dtype=np.uint64) << np.uint64(64 - self._top_bits)
-        self._starts = np.append(np.searchsorted(self._sorted_h, firsts), len(self._sorted_h)).astype(np.int32)
+        top_bits = max(1, min(24, int(np.log2(max(1, len(self._sorted_h) + len(keys)))) - 3))
+        lib = native.library()
+        if lib is not None:  # in C, in place: the same arrays
+            m, n = len(self._sorted_h), len(self._sorted_h) + len(keys)
+            if len(self._room_h) < n or self._sorted_h.base is not self._room_h:
+                # half as much room again as needed, so the arrays grow seldom rather than being
+                # made anew at each flush (memory touched the first time costs the kernel's time:
+                # np.insert took 2.1 s on 14 million hashes, this merge 0.06 s in arrays it had
+                # touched before); one array at a time, the old one let go before the next grows
+                for name in ("h", "i"):
+                    old = getattr(self, f"_sorted_{name}")
+                    setattr(self, f"_room_{name}", None)
+                    room = np.empty(n * 3 // 2, old.dtype)
+                    room[:m] = old
+                    setattr(self, f"_room_{name}", room)
+                    setattr(self, f"_sorted_{name}", room[:m])
+                    del old, room
+            room_h, room_i = self._room_h, self._room_i
+            same = m > 0 and top_bits == self._top_bits
+            starts = self._starts if same else np.empty((1 << top_bits) + 1, np.int32)
+            rows = np.ascontiguousarray(rows, np.int32)
+            if lib.merge(native.ptr(room_h), native.ptr(room_i), m, native.ptr(keys), native.ptr(rows), len(keys),
+                         top_bits, native.ptr(starts), same) != 0:
+                raise MemoryError("the look-alike index's flush")
+            self._sorted_h, self._sorted_i, self._starts = room_h[:n], room_i[:n], starts
+        else:
+            at = np.searchsorted(self._sorted_h, keys, side="right")
+            self._sorted_h = np.insert(self._sorted_h, at, keys)
+            self._sorted_i = np.insert(self._sorted_i, at, rows)
+            # (each bucket's first hash searched for: a pass over the array's top bits would hold a
+            # copy of it in int64)
+            firsts = np.arange(1 << top_bits, dtype=np.uint64) << np.uint64(64 - top_bits)
+            self._starts = np.append(np.searchsorted(self._sorted_h, firsts), len(self._sorted_h)).astype(np.int32)
+        self._top_bits = top_bits
         self._pending.clear()
         self._first = 0
         self._flushes += 1

@@ -1,0 +1,242 @@
+/* The data check's two inner loops in C: MinHash signatures of a batch of texts, and a batch's
+ * look-alike candidates verified against the index. Compiled once on the user's machine and
+ * loaded with ctypes (taskfit/data/native.py); the numpy code in lookalike.py gives the same
+ * values and is used where no C compiler is found. No Python API: plain arrays in and out. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint32_t crc_table[256];
+
+static void crc_init(void) {
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = n;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[n] = c;
+    }
+}
+
+static inline uint32_t crc_byte(uint32_t c, uint32_t byte) {
+    return crc_table[(c ^ byte) & 0xFF] ^ (c >> 8);
+}
+
+/* zlib's crc32 of the UTF-8 bytes of code points p[0..n) */
+static uint32_t crc32_utf8(const uint32_t *p, int64_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t cp = p[i];
+        if (cp < 0x80) {
+            c = crc_byte(c, cp);
+        } else if (cp < 0x800) {
+            c = crc_byte(c, 0xC0 | (cp >> 6));
+            c = crc_byte(c, 0x80 | (cp & 0x3F));
+        } else if (cp < 0x10000) {
+            c = crc_byte(c, 0xE0 | (cp >> 12));
+            c = crc_byte(c, 0x80 | ((cp >> 6) & 0x3F));
+            c = crc_byte(c, 0x80 | (cp & 0x3F));
+        } else {
+            c = crc_byte(c, 0xF0 | (cp >> 18));
+            c = crc_byte(c, 0x80 | ((cp >> 12) & 0x3F));
+            c = crc_byte(c, 0x80 | ((cp >> 6) & 0x3F));
+            c = crc_byte(c, 0x80 | (cp & 0x3F));
+        }
+    }
+    return c ^ 0xFFFFFFFFu;
+}
+
+static inline uint32_t fmix(uint32_t h) {  /* MurmurHash3's 32-bit finalizer */
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16;
+    return h;
+}
+
+/* MinHash signatures of n texts given as code points (points, each text's length in lens), over
+ * their distinct shingles of k characters (a text shorter than k: itself, one shingle): sigs
+ * (n x num_perm, row-major) and sizes (distinct shingles a text). Permutation p maps a shingle's
+ * hash h to a[p] * h + b[p] mod 2^32; h is fmix of the shingle's CRC-32. Returns 0, or -1 when
+ * out of memory. */
+int signatures(const uint32_t *points, const int64_t *lens, int64_t n, int64_t k,
+               const uint32_t *a, const uint32_t *b, int64_t num_perm, uint32_t *sigs, int64_t *sizes) {
+    static int ready = 0;
+    if (!ready) { crc_init(); ready = 1; }
+    int64_t longest = 0;
+    for (int64_t t = 0; t < n; t++) if (lens[t] > longest) longest = lens[t];
+    int64_t cap = 16;
+    while (cap < 2 * (longest + 1)) cap <<= 1;
+    int64_t *slot_start = malloc(cap * sizeof(int64_t));  /* a slot's shingle start, -1 empty */
+    uint32_t *slot_crc = malloc(cap * sizeof(uint32_t));
+    uint32_t *hashes = malloc((longest + 1) * sizeof(uint32_t));
+    if (!slot_start || !slot_crc || !hashes) { free(slot_start); free(slot_crc); free(hashes); return -1; }
+    int64_t offset = 0;
+    for (int64_t t = 0; t < n; t++) {
+        const uint32_t *text = points + offset;
+        int64_t len = lens[t];
+        offset += len;
+        int64_t width = len < k ? len : k;
+        int64_t count = len - k + 1 < 1 ? 1 : len - k + 1;
+        int64_t size = 2 * count < 16 ? 16 : 2 * count, mask;
+        int64_t want = 16;
+        while (want < size) want <<= 1;
+        mask = want - 1;
+        for (int64_t s = 0; s < want; s++) slot_start[s] = -1;
+        int64_t distinct = 0;
+        for (int64_t s = 0; s < count; s++) {  /* each distinct shingle once, by its CRC and its characters */
+            uint32_t c = crc32_utf8(text + s, width);
+            uint64_t at = ((uint64_t)c * 0x9E3779B97F4A7C15ull) >> 40 & (uint64_t)mask;
+            int seen = 0;
+            while (slot_start[at] >= 0) {
+                if (slot_crc[at] == c && !memcmp(text + slot_start[at], text + s, width * sizeof(uint32_t))) { seen = 1; break; }
+                at = (at + 1) & (uint64_t)mask;
+            }
+            if (seen) continue;
+            slot_start[at] = s;
+            slot_crc[at] = c;
+            hashes[distinct++] = fmix(c);
+        }
+        sizes[t] = distinct;
+        uint32_t *out = sigs + t * num_perm;
+        for (int64_t p = 0; p < num_perm; p++) out[p] = 0xFFFFFFFFu;
+        for (int64_t d = 0; d < distinct; d++) {
+            uint32_t h = hashes[d];
+            for (int64_t p = 0; p < num_perm; p++) {
+                uint32_t v = a[p] * h + b[p];
+                out[p] = v < out[p] ? v : out[p];
+            }
+        }
+    }
+    free(slot_start);
+    free(slot_crc);
+    free(hashes);
+    return 0;
+}
+
+#define AHEAD 4  /* candidates' signatures fetched ahead of the one compared */
+
+static inline void fetch(const void *const *chunks, int64_t chunk_rows, int64_t bytes, int64_t k) {
+    const char *sig = (const char *)chunks[k / chunk_rows] + (k % chunk_rows) * bytes;
+    for (int64_t line = 0; line < bytes; line += 64) __builtin_prefetch(sig + line);
+}
+
+static void sort_rows(int64_t *v, int64_t n) {  /* insertion sort: a row has a few dozen candidates */
+    for (int64_t i = 1; i < n; i++) {
+        int64_t x = v[i], j = i - 1;
+        while (j >= 0 && v[j] > x) { v[j + 1] = v[j]; j--; }
+        v[j + 1] = x;
+    }
+}
+
+/* The look-alike candidates of a batch of n rows and their signatures' equal values. A row's
+ * candidates are the indexed rows under any of its b band hashes (keys, n x b): every entry of
+ * the sorted array sorted_h (m hashes, their rows in sorted_i) equal to the hash, found by a
+ * binary search within the hash's bucket of starts (the array's hashes by their top top_bits
+ * bits), and pended[r * b + j] where it is not -1. Each (row, candidate) pair once, by row then
+ * candidate, into whose, rows and same (the count of equal values between the row's signature,
+ * sigs row r of num_perm uint32, and the candidate's, stored in chunks of chunk_rows rows of
+ * stored_bytes-wide values: 4, or 2 for the values' low 16 bits). Writes at most cap pairs and
+ * returns how many there are (call again with more room when that is above cap), or -1 when out
+ * of memory. */
+int64_t candidates(const uint64_t *keys, int64_t n, int64_t b, const uint64_t *sorted_h, const int32_t *sorted_i,
+                   int64_t m, const int32_t *starts, int64_t top_bits, const int64_t *pended,
+                   const uint32_t *sigs, int64_t num_perm, const void *const *chunks, int64_t chunk_rows,
+                   int64_t stored_bytes, int64_t *whose, int64_t *rows, int64_t *same, int64_t cap) {
+    int64_t room = 64, total = 0;
+    int64_t *found = malloc(room * sizeof(int64_t));
+    if (!found) return -1;
+    for (int64_t r = 0; r < n; r++) {
+        int64_t count = 0;
+        for (int64_t j = 0; j < b; j++) {
+            uint64_t key = keys[r * b + j];
+            if (m > 0) {
+                uint64_t top = key >> (64 - top_bits);
+                int64_t lo = starts[top], hi = starts[top + 1];
+                while (lo < hi) {
+                    int64_t mid = (lo + hi) >> 1;
+                    if (sorted_h[mid] < key) lo = mid + 1; else hi = mid;
+                }
+                for (; lo < m && sorted_h[lo] == key; lo++) {
+                    if (count == room) {
+                        int64_t *more = realloc(found, 2 * room * sizeof(int64_t));
+                        if (!more) { free(found); return -1; }
+                        found = more; room *= 2;
+                    }
+                    found[count++] = sorted_i[lo];
+                }
+            }
+            int64_t p = pended[r * b + j];
+            if (p >= 0) {
+                if (count == room) {
+                    int64_t *more = realloc(found, 2 * room * sizeof(int64_t));
+                    if (!more) { free(found); return -1; }
+                    found = more; room *= 2;
+                }
+                found[count++] = p;
+            }
+        }
+        sort_rows(found, count);
+        int64_t distinct = 0;
+        for (int64_t i = 0; i < count; i++)
+            if (i == 0 || found[i] != found[i - 1]) found[distinct++] = found[i];
+        const uint32_t *own = sigs + r * num_perm;
+        int64_t bytes = num_perm * stored_bytes;
+        /* a candidate's signature is a read from memory: AHEAD of them in flight */
+        for (int64_t i = 0; i < AHEAD && i < distinct; i++) fetch(chunks, chunk_rows, bytes, found[i]);
+        for (int64_t i = 0; i < distinct; i++) {
+            if (i + AHEAD < distinct) fetch(chunks, chunk_rows, bytes, found[i + AHEAD]);
+            if (total < cap) {
+                int64_t k = found[i], equal = 0;
+                const void *chunk = chunks[k / chunk_rows];
+                int64_t at = (k % chunk_rows) * num_perm;
+                if (stored_bytes == 4) {
+                    const uint32_t *other = (const uint32_t *)chunk + at;
+                    for (int64_t q = 0; q < num_perm; q++) equal += other[q] == own[q];
+                } else {
+                    const uint16_t *other = (const uint16_t *)chunk + at;
+                    for (int64_t q = 0; q < num_perm; q++) equal += other[q] == (uint16_t)own[q];
+                }
+                whose[total] = r;
+                rows[total] = k;
+                same[total] = equal;
+            }
+            total++;
+        }
+    }
+    free(found);
+    return total;
+}
+
+/* The index's flush, in place: the sorted hashes h (m, their rows in i, both with room for m + k)
+ * and the new ones nk (k, sorted, none equal to another, their rows in nr) merged from the back,
+ * a new hash after the old ones equal to it (np.searchsorted's right side, as np.insert puts
+ * them); and starts, where each bucket of the merged hashes by their top top_bits bits begins
+ * ((1 << top_bits) + 1 entries: np.searchsorted's left side of each bucket's first hash, then the
+ * length). With same_bits, starts holds the buckets of h by as many bits, and only the new hashes
+ * are counted into it; else it is made by a pass over the merged hashes. Returns 0, or -1 when
+ * out of memory. */
+int merge(uint64_t *h, int32_t *i, int64_t m, const uint64_t *nk, const int32_t *nr, int64_t k,
+          int64_t top_bits, int32_t *starts, int64_t same_bits) {
+    int64_t a = m - 1, c = k - 1, o = m + k - 1, buckets = (int64_t)1 << top_bits;
+    while (c >= 0) {
+        if (a >= 0 && h[a] > nk[c]) { h[o] = h[a]; i[o] = i[a]; a--; }
+        else { h[o] = nk[c]; i[o] = nr[c]; c--; }
+        o--;
+    }
+    if (same_bits) {  /* each bucket starts later by the new hashes in the buckets before it */
+        int64_t *before = calloc(buckets + 1, sizeof(int64_t));
+        if (!before) return -1;
+        for (int64_t j = 0; j < k; j++) before[(int64_t)(nk[j] >> (64 - top_bits)) + 1]++;
+        int64_t sum = 0;
+        for (int64_t t = 0; t <= buckets; t++) { sum += before[t]; starts[t] += (int32_t)sum; }
+        free(before);
+        return 0;
+    }
+    int64_t bucket = 0;
+    for (int64_t j = 0; j < m + k; j++) {
+        int64_t top = (int64_t)(h[j] >> (64 - top_bits));
+        while (bucket <= top) starts[bucket++] = (int32_t)j;
+    }
+    while (bucket <= buckets) starts[bucket++] = (int32_t)(m + k);
+    return 0;
+}

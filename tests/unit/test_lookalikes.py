@@ -567,23 +567,35 @@ def test_the_data_check_decides_the_same_with_its_c_kernels_as_with_numpy(tmp_pa
 
 
 def test_without_a_c_compiler_the_check_runs_its_numpy_code(tmp_path, monkeypatch):
-    """No compiler on the PATH, or one that fails: no kernels (and no half-written file left in
-    the cache), and the signatures come from numpy, the same as datasketch's."""
+    """No compiler on the PATH, one that fails, or a cache it cannot write to: no kernels (and no
+    half-written file left in the cache), and the signatures come from numpy, datasketch's."""
+    import zlib
+
     import numpy as np
+    from datasketch import MinHash
 
     from taskfit.data import native
     from taskfit.data.lookalike import Shingles
 
-    monkeypatch.setenv("TASKFIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("TASKFIT_NATIVE", raising=False)
     failing = tmp_path / "cc"
     failing.write_text("#!/bin/sh\necho 'cc: error: no such thing' >&2\nexit 1\n")
     failing.chmod(0o755)
-    for compiler in (str(tmp_path / "no-such-cc"), str(failing)):
+    (tmp_path / "a-file").write_text("not a folder")
+    texts = ["Refund my order", "refund my order please"]
+    for compiler, cache in [(str(tmp_path / "no-such-cc"), tmp_path / "cache"), (str(failing), tmp_path / "cache"),
+                            (None, tmp_path / "a-file" / "cache")]:
         monkeypatch.setattr(native, "_loaded", {})
-        monkeypatch.setenv("CC", compiler)
+        monkeypatch.setenv("TASKFIT_CACHE", str(cache))
+        if compiler is None:
+            monkeypatch.delenv("CC", raising=False)
+        else:
+            monkeypatch.setenv("CC", compiler)
         assert native.library() is None
-        assert not list((tmp_path / "cache").rglob("*.tmp"))
-        sigs, sizes = Shingles(5, 16).signatures(["Refund my order", "refund my order please"])
-        assert sigs.shape == (2, 16) and sizes.tolist() == [11, 18] and (sigs[0] != sigs[1]).any()
-    assert np.dtype(sigs.dtype) == np.uint32
+        assert not list(tmp_path.rglob("*.tmp"))
+        sigs, sizes = Shingles(5, 16).signatures(texts)
+        for text, sig, size in zip(texts, sigs, sizes.tolist()):
+            shingles = {text.lower()[i:i + 5].encode() for i in range(len(text) - 4)}
+            want = MinHash(num_perm=16, seed=1, hashfunc=zlib.crc32)
+            want.update_batch(list(shingles))
+            assert size == len(shingles) and np.array_equal(sig, want.hashvalues)

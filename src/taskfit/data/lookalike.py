@@ -137,6 +137,8 @@ class Shingles:
     in 7 bits a character into a 64-bit integer with its text's number above, so one sort finds
     every text's distinct shingles. Shingles with a character beyond ASCII (``€``, ``ü``), texts
     shorter than ``k``, and shingles of more than 8 characters are hashed one by one in Python.
+    Where the C kernels are built (:mod:`taskfit.data.native`), a whole chunk's signatures are made
+    by ``signatures()`` in ``native.c`` instead: the same values (tested), about a third of the time.
     """
 
     BATCH = 32  # texts a pass

@@ -6,6 +6,7 @@ slower."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import logging
@@ -41,21 +42,26 @@ def _machine() -> str:
 
 
 def _compile(compiler: str, target: Path) -> bool:
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     failed = ""
     for tuned in TUNED:
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             done = subprocess.run([compiler, *FLAGS, *tuned, str(SOURCE), "-o", str(partial)], capture_output=True,
                                   text=True, timeout=120)
         except (OSError, subprocess.SubprocessError) as exc:
             failed = str(exc)
             break
         if done.returncode == 0:
-            os.replace(partial, target)
+            try:
+                os.replace(partial, target)
+            except OSError as exc:
+                failed = str(exc)
+                break
             return True
         failed = f"{compiler} failed: {done.stderr.strip()[-500:]}"
-    partial.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        partial.unlink(missing_ok=True)
     log.info("no C kernels for the data check (%s): the numpy code runs instead", failed)
     return False
 

@@ -528,7 +528,8 @@ class MinHashIndex:
         """The band hashes of each signature, one row a signature."""
         import numpy as np
 
-        rows = np.stack(sigs)[:, : self.b * self.r].reshape(len(sigs), self.b, self.r).astype(np.uint64)
+        stacked = sigs if isinstance(sigs, np.ndarray) else np.stack(sigs)  # (np.stack splits an array into rows)
+        rows = stacked[:, : self.b * self.r].reshape(len(sigs), self.b, self.r).astype(np.uint64)
         with np.errstate(over="ignore"):
             return (rows * self._mix).sum(axis=2) ^ self._salt
 

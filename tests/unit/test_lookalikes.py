@@ -599,3 +599,24 @@ def test_without_a_c_compiler_the_check_runs_its_numpy_code(tmp_path, monkeypatc
             want = MinHash(num_perm=16, seed=1, hashfunc=zlib.crc32)
             want.update_batch(list(shingles))
             assert size == len(shingles) and np.array_equal(sig, want.hashvalues)
+
+
+def test_a_row_with_hundreds_of_candidates_matches_as_numpy_finds_it(kernels):
+    """A text many indexed rows resemble (a layout's common part) meets one row a flush under
+    each of its buckets: with a flush after every row, hundreds of candidates, each verified once
+    and in order (the C kernel sorts a long list another way than a short one)."""
+    from taskfit.data.lookalike import MinHashIndex
+
+    rng = random.Random(8)
+    common = "Order confirmation for your purchase at the shop, thank you for shopping with us today"
+    texts = [f"{common} {rng.randint(0, 10**9)} {'x' * rng.randint(0, 9)}" for _ in range(400)]
+    alone = MinHashIndex(5, 128, 0.5, 0.9, flush_rows=1)
+    together = MinHashIndex(5, 128, 0.5, 0.9, flush_rows=1)
+    sigs, sizes = together.shingles.signatures(texts)
+    for sig, size in zip(sigs[:300], sizes[:300].tolist()):  # indexed one by one: a flush each
+        alone.insert(sig, size)
+        together.insert(sig, size)
+    probes = together.lookup(sigs[300:], sizes[300:])
+    found = [together.matches(sig, size, probe) for sig, size, probe in zip(sigs[300:], sizes[300:].tolist(), probes)]
+    assert found == [alone.matches(sig, size) for sig, size in zip(sigs[300:], sizes[300:].tolist())]
+    assert min(len(f) for f in found) > 64

@@ -1,5 +1,5 @@
-/* The data check's two inner loops in C: MinHash signatures of a batch of texts, and a batch's
- * look-alike candidates verified against the index. Compiled once on the user's machine and
+/* The data check's inner loops in C: MinHash signatures of a batch of texts, a batch's look-alike
+ * candidates verified against the index, and the index's flush. Compiled once on the user's machine and
  * loaded with ctypes (taskfit/data/native.py); the numpy code in lookalike.py gives the same
  * values and is used where no C compiler is found. No Python API: plain arrays in and out. */
 #include <stdint.h>
@@ -120,7 +120,13 @@ static inline void fetch(const void *const *chunks, int64_t chunk_rows, int64_t 
     for (int64_t line = 0; line < bytes; line += 64) __builtin_prefetch(sig + line);
 }
 
-static void sort_rows(int64_t *v, int64_t n) {  /* insertion sort: a row has a few dozen candidates */
+static int by_row(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void sort_rows(int64_t *v, int64_t n) {  /* a row has a few dozen candidates, a popular one more */
+    if (n > 64) { qsort(v, n, sizeof(int64_t), by_row); return; }
     for (int64_t i = 1; i < n; i++) {
         int64_t x = v[i], j = i - 1;
         while (j >= 0 && v[j] > x) { v[j + 1] = v[j]; j--; }

@@ -134,54 +134,38 @@ def _utf8_bytes(path: Path) -> Any:
 
 
 def _jsonl(path: Path, max_line_bytes: int, lines: set[int] | None = None) -> Iterator[RawRow]:
-    for line_no, data in jsonl_lines(path, lines):
-        yield jsonl_row(path, line_no, data, max_line_bytes)
-
-
-def reads_lines(path: Path) -> bool:
-    """Whether :func:`read_rows` reads ``path`` a line a row (:func:`jsonl_lines`, then
-    :func:`jsonl_row` of each line, which another process can do)."""
-    return file_kind(path) == "jsonl" and not _json_document(path)
-
-
-def jsonl_lines(path: Path, lines: set[int] | None = None) -> Iterator[tuple[int, bytes]]:
-    """(line number, bytes) of each non-blank line of a JSONL file, as read (with ``lines``, those
-    on these lines only)."""
     with _utf8_bytes(path) as f:
         for line_no, data in enumerate(f, start=1):
             if (lines is not None and line_no not in lines) or not data.strip():
                 continue
-            yield line_no, data
-
-
-def jsonl_row(path: Path, line_no: int, data: bytes, max_line_bytes: int) -> RawRow:
-    """The row on one line of a JSONL file (:func:`jsonl_lines`), or why it cannot be read."""
-    where = f"{path}:{line_no}"
-    if len(data) > max_line_bytes:
-        return RawRow(where, line_no, raw=data[:200].decode("utf-8", "replace"),
-                      error=_too_long("line", len(data), max_line_bytes))
-    line_bytes = data
-    if data.startswith(BOM):  # an editor's byte-order mark (or one from files joined with cat)
-        data = data[len(BOM):]
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return RawRow(where, line_no, raw=line_bytes[:200].decode("utf-8", "replace"),
-                      error=not_utf8(data[exc.start], exc.start + 1))
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        # the position within this line (the line's own newline is not part of the row):
-        # a row cut short fails where the line ends
-        line = text.rstrip("\r\n")
-        # json's message ends in "at" where the position completes it ("Unterminated string starting at")
-        at = "the end of the line" if exc.pos >= len(line) else f"column {exc.pos + 1}"
-        joint = " " if exc.msg.endswith(" at") else " at "
-        return RawRow(where, line_no, raw=text, error=f"invalid JSON: {exc.msg}{joint}{at}")
-    half = lone_surrogate(obj, text)
-    if half is not None:
-        return RawRow(where, line_no, raw=text, error=half)
-    return RawRow(where, line_no, obj=obj, raw=text)
+            where = f"{path}:{line_no}"
+            preview = data[:200].decode("utf-8", "replace")
+            if len(data) > max_line_bytes:
+                yield RawRow(where, line_no, raw=preview, error=_too_long("line", len(data), max_line_bytes))
+                continue
+            if data.startswith(BOM):  # an editor's byte-order mark (or one from files joined with cat)
+                data = data[len(BOM):]
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield RawRow(where, line_no, raw=preview, error=not_utf8(data[exc.start], exc.start + 1))
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                # the position within this line (the line's own newline is not part of the row):
+                # a row cut short fails where the line ends
+                line = text.rstrip("\r\n")
+                # json's message ends in "at" where the position completes it ("Unterminated string starting at")
+                at = "the end of the line" if exc.pos >= len(line) else f"column {exc.pos + 1}"
+                joint = " " if exc.msg.endswith(" at") else " at "
+                yield RawRow(where, line_no, raw=text, error=f"invalid JSON: {exc.msg}{joint}{at}")
+                continue
+            half = lone_surrogate(obj, text)
+            if half is not None:
+                yield RawRow(where, line_no, raw=text, error=half)
+                continue
+            yield RawRow(where, line_no, obj=obj, raw=text)
 
 
 def _json_document(path: Path) -> bool:

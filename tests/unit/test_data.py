@@ -318,7 +318,8 @@ def test_a_worker_working_ahead_gives_the_same_check_and_rows(tmp_path, classify
         monkeypatch.setattr(scan_module, "POOL_FROM_BYTES", 0)
         seen = []
         result = scan(path, task, SPEC, keep=True, tokenizer=tiny.tokenizer, on_row=seen.append)
-        assert sum(seen) == lines_in(path) == result.read + 1  # the bar ends at the file's lines (a blank one)
+        if path.suffix == ".jsonl":
+            assert sum(seen) == lines_in(path) == result.read + 1  # the bar ends at the file's lines (a blank one)
         return result
 
     alone, pooled = check(0), check(1)
@@ -334,6 +335,15 @@ def test_a_worker_working_ahead_gives_the_same_check_and_rows(tmp_path, classify
     assert list(pooled.layouts) == list(alone.layouts) and pooled.distinct == alone.distinct
     assert len(pooled.lengths) == pooled.kept and list(pooled.lengths) == list(alone.lengths)
     assert list(pooled.fixed_lengths) == list(alone.fixed_lengths) and pooled.answer_tokens == alone.answer_tokens
+
+    # a JSON document is read by this process and only searched ahead by the worker: the same again
+    document = tmp_path / "t.json"
+    document.write_text(json.dumps(rows + [rows[5], respelled]))
+    path = document
+    alone, pooled = check(0), check(1)
+    assert pooled.read == len(rows) + 2 and pooled.exact_duplicates == alone.exact_duplicates == 1
+    assert pooled.examples == alone.examples and pooled.respelled == alone.respelled
+    assert list(pooled.layouts) == list(alone.layouts) and list(pooled.lengths) == list(alone.lengths)
 
 
 def test_a_label_written_in_another_case_or_spacing_is_read_as_the_label_and_counted(tmp_path):

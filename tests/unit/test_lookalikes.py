@@ -379,9 +379,10 @@ def kernels(request, monkeypatch):
 
 
 def test_signatures_made_in_batches_are_datasketchs_minhash_of_each_texts_shingles(kernels):
-    """The data check makes a batch of rows' signatures at once with numpy; each must be exactly
-    what datasketch's MinHash over the CRC-32 of the text's distinct shingles gives (what the
-    checks compared before, one Python call a shingle), so the same rows look alike: ASCII text,
+    """The data check makes a batch of rows' signatures at once (in C, or with numpy where no
+    compiler is found); each must be exactly what datasketch's MinHash over the CRC-32 of the
+    text's distinct shingles gives (what the checks compared before, one Python call a shingle),
+    so the same rows look alike: ASCII text,
     characters beyond it (a shingle of ``€`` and ``ü`` is hashed from its UTF-8 bytes), texts
     shorter than a shingle, the empty text, and shingle sizes past the packed path's 8."""
     import zlib

@@ -152,8 +152,7 @@ class Shingles:
         gen = np.random.RandomState(1)
         a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
         b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
-        self._a, self._b = a[:, None], b[:, None]
-        self._a1, self._b1 = a, b  # for the C kernel
+        self._a, self._b = a, b
         self.packed = k <= 8  # 7 bits a character: k characters and a batch's text number fit 64 bits
         zero = zlib.crc32(bytes(k))
         self._tables = np.array([[zlib.crc32(bytes(i) + bytes([v]) + bytes(k - i - 1)) ^ zero for v in range(128)]
@@ -173,13 +172,13 @@ class Shingles:
             sigs_ = np.empty((len(texts), self.num_perm), np.uint32)
             sizes_ = np.empty(len(texts), np.int64)
             if lib.signatures(native.ptr(points) if len(points) else None, native.ptr(lens), len(texts), self.k,
-                              native.ptr(self._a1), native.ptr(self._b1), self.num_perm, native.ptr(sigs_),
+                              native.ptr(self._a), native.ptr(self._b), self.num_perm, native.ptr(sigs_),
                               native.ptr(sizes_)) == 0:
                 return sigs_, sizes_
         sigs, sizes = [], []
         for at in range(0, len(texts), self.BATCH):
             batch = texts[at:at + self.BATCH]
-            sig, size = self._batch(list(batch))
+            sig, size = self._batch(batch)
             sigs.append(sig)
             sizes.append(size)
         if not sigs:
@@ -256,8 +255,8 @@ class Shingles:
         buf = np.empty((min(self.PERMS, self.num_perm), len(h)), np.uint32)
         for p in range(0, self.num_perm, self.PERMS):
             values = buf[:min(self.PERMS, self.num_perm - p)]
-            np.multiply(self._a[p:p + self.PERMS], h, out=values)
-            values += self._b[p:p + self.PERMS]
+            np.multiply(self._a[p:p + self.PERMS, None], h, out=values)
+            values += self._b[p:p + self.PERMS, None]
             out[p:p + self.PERMS] = np.minimum.reduceat(values, starts, axis=1)
         return out.T, sizes
 
@@ -720,14 +719,15 @@ class MinHashIndex:
                 # made anew at each flush (memory touched the first time costs the kernel's time:
                 # np.insert took 2.1 s on 14 million hashes, this merge 0.06 s in arrays it had
                 # touched before); one array at a time, the old one let go before the next grows
-                for name in ("h", "i"):
-                    old = getattr(self, f"_sorted_{name}")
-                    setattr(self, f"_room_{name}", None)
+                def grown(old: Any) -> Any:
                     room = np.empty(n * 3 // 2, old.dtype)
                     room[:m] = old
-                    setattr(self, f"_room_{name}", room)
-                    setattr(self, f"_sorted_{name}", room[:m])
-                    del old, room
+                    return room
+
+                self._room_h = grown(self._sorted_h)
+                self._sorted_h = self._room_h[:m]
+                self._room_i = grown(self._sorted_i)
+                self._sorted_i = self._room_i[:m]
             room_h, room_i = self._room_h, self._room_i
             same = m > 0 and top_bits == self._top_bits
             starts = self._starts if same else np.empty((1 << top_bits) + 1, np.int32)

@@ -413,12 +413,16 @@ def data_file(project_dir: Path, name: str) -> Path:
     return Path(os.path.normpath(project_dir / name))
 
 
+def _data_paths(config: ProjectConfig, project_dir: Path) -> list[Path]:
+    """data.train, and data.eval where the config names one."""
+    return [data_file(project_dir, f) for f in [config.data.train] + ([config.data.eval] if config.data.eval else [])]
+
+
 def data_lines(config: ProjectConfig, project_dir: Path) -> int | None:
     """Where the progress of :func:`check_data` and :func:`prepare_data` ends (their ``on_row``
     adds up to it): the data files' :func:`~taskfit.data.read.lines_in`, or None if one of them
     cannot be known before reading it."""
-    files = [config.data.train] + ([config.data.eval] if config.data.eval else [])
-    counts = [lines_in(data_file(project_dir, f)) for f in files]
+    counts = [lines_in(path) for path in _data_paths(config, project_dir)]
     return None if None in counts else sum(counts)
 
 
@@ -426,10 +430,9 @@ def check_data(config: ProjectConfig, project_dir: Path, tokenizer: Any = None,
                on_row: Callable[[int], None] | None = None) -> DataCard:
     """Stream the data files named in ``config`` and return the card (nothing is written).
     ``on_row``: the scans' progress (:func:`~taskfit.data.scan.scan`), of every file."""
-    files = [config.data.train] + ([config.data.eval] if config.data.eval else [])
     layouts = _layouts(config)
-    scans = [scan(data_file(project_dir, f), config.task, config.data, tokenizer=tokenizer, on_row=on_row,
-                  room=_room(config, tokenizer), layouts=layouts) for f in files]
+    scans = [scan(path, config.task, config.data, tokenizer=tokenizer, on_row=on_row,
+                  room=_room(config, tokenizer), layouts=layouts) for path in _data_paths(config, project_dir)]
     card = build_card(config, scans)
     documents = config.baselines.documents
     if documents and not (project_dir / documents).is_dir():  # told now, not after a model has loaded

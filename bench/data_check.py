@@ -1,7 +1,8 @@
 """Benchmark: `taskfit data check` on a generated JSONL of many rows (default one million).
 
-It prints rows per second, peak memory and the CPU time of the check's process and of its
-worker (which of them bounds the wall time) for taskfit's streaming check, and, in the same run,
+It prints rows per second, peak memory (the check's process's, and all its processes' together
+as proportional set size, sampled twice a second) and the CPU time of the check's process and of
+its workers (which of them bounds the wall time) for taskfit's streaming check, and, in the same run,
 the peak memory of the standard first step of most fine-tuning scripts: reading the whole file
 into a Python list with json.loads. Each is measured in its own child process so that one's peak
 does not hide the other's. Token counting with the model's tokenizer is included (--no-tokens
@@ -24,6 +25,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -51,6 +53,28 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _tree_pss_mb(pid: int) -> float:
+    """The proportional set size of a process and all its descendants (Linux): memory a page
+    shared by forked processes counts once in all, split between them."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (OSError, StopIteration):
+            pass  # it ended meanwhile
+    return total / 1024
+
+
+def _sample_pss(peak: list[float], stop: threading.Event) -> None:
+    while not stop.wait(0.5):
+        peak[0] = max(peak[0], _tree_pss_mb(os.getpid()))
+
+
 def run_taskfit(project: str, tokens: bool, out: "mp.Queue") -> None:
     from taskfit.config import load_config
     from taskfit.data.prepare import check_data
@@ -60,15 +84,21 @@ def run_taskfit(project: str, tokens: bool, out: "mp.Queue") -> None:
     tokenizer = load_tokenizer(config.model.name) if tokens else None
     base = _peak_mb()
     before = _cpu(resource.RUSAGE_SELF)
+    # the check's processes together (its own, the workers'), sampled twice a second
+    pss, stop = [_tree_pss_mb(os.getpid())], threading.Event()
+    sampler = threading.Thread(target=_sample_pss, args=(pss, stop), daemon=True)
+    sampler.start()
     start = time.perf_counter()
     card = check_data(config, Path(project), tokenizer=tokenizer)
     seconds = time.perf_counter() - start
+    stop.set()
+    sampler.join()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     workers = children.ru_maxrss / 1024  # the largest worker's peak, if any
     # CPU of the check's process and of its workers: which of them bounds the wall time
     out.put({"rows": card.counts["read"], "seconds": seconds, "peak_mb": _peak_mb(), "start_mb": base,
              "counts": card.counts, "worker_peak_mb": workers, "main_cpu": _cpu(resource.RUSAGE_SELF) - before,
-             "worker_cpu": _cpu(resource.RUSAGE_CHILDREN)})
+             "worker_cpu": _cpu(resource.RUSAGE_CHILDREN), "all_pss_mb": pss[0]})
 
 
 def _cpu(who: int) -> float:
@@ -129,7 +159,8 @@ def main() -> None:
             base = run_other(src / "src", str(project), not args.no_tokens)
         naive = _child(run_naive, str(data))
     for name, got in [("taskfit data check", ours)] + ([(f"  at {args.baseline}", base)] if base else []):
-        workers = f"; each worker process's peak {got['worker_peak_mb']:,.0f} MB" if got.get("worker_peak_mb") else ""
+        workers = f"; the largest worker process's peak {got['worker_peak_mb']:,.0f} MB" if got.get("worker_peak_mb") else ""
+        workers += f"; all its processes together {got['all_pss_mb']:,.0f} MB at most (PSS)" if "all_pss_mb" in got else ""
         print(f"{name:18s}: {got['rows']:,} rows in {got['seconds']:.0f} s = {got['rows'] / got['seconds']:,.0f} rows/s; "
               f"peak RSS {got['peak_mb']:,.0f} MB (of which {got['start_mb']:,.0f} MB before the scan){workers}")
         if "main_cpu" in got:  # (a run of this script from before it measured them has not)
@@ -139,7 +170,8 @@ def main() -> None:
         print(f"  counts: {got['counts']}")
     if base:
         print(f"speed ratio (this tree / {args.baseline}): {base['seconds'] / ours['seconds']:.2f}x; peak memory "
-              f"ratio {ours['peak_mb'] / base['peak_mb']:.2f}; same counts: {ours['counts'] == base['counts']}")
+              f"ratio {ours['peak_mb'] / base['peak_mb']:.2f} (all processes {ours['all_pss_mb'] / base['all_pss_mb']:.2f}); "
+              f"same counts: {ours['counts'] == base['counts']}")
     print(f"json.loads into a list: {naive['rows']:,} rows in {naive['seconds']:.0f} s; peak RSS "
           f"{naive['peak_mb']:,.0f} MB")
     print(f"memory ratio (taskfit check / whole file in a list): {ours['peak_mb'] / naive['peak_mb']:.2f}")

@@ -475,10 +475,11 @@ def test_the_share_of_equal_values_is_counted_exactly_for_any_number_of_permutat
         assert want.min() < 0.1 and want.max() == 1.0
 
 
-def test_the_pending_table_finds_every_hash_it_holds_as_it_grows():
+def test_the_pending_table_finds_every_hash_it_holds_as_it_grows(kernels):
     """The look-alike index's pending hashes (an open-addressing table in numpy arrays): every
     hash put in is found under its row, none that was not, through collisions (hashes that
-    differ only in their low bits land in one slot) and past its size (it doubles)."""
+    differ only in their low bits land in one slot) and past its size (it doubles); a hash put in
+    again, in the same call or a later one, stays under its first row, held once."""
     import numpy as np
 
     from taskfit.data.lookalike import _Pending
@@ -491,8 +492,14 @@ def test_the_pending_table_finds_every_hash_it_holds_as_it_grows():
         table.add(keys[at:at + 700], rows[at:at + 700])
         assert np.array_equal(table.get(keys[:at + 700]), rows[:at + 700])
     assert len(table.rows) > 4096 and (table.get(rng.integers(2**63, 2**64 - 1, 500, dtype=np.uint64)) == -1).all()
+    # hashes held already and a hash twice in one call, under other rows: the first rows stay
+    again = np.concatenate([keys[::3], [np.uint64(2**64 - 5), np.uint64(2**64 - 5)]]).astype(np.uint64)
+    table.add(again, np.arange(len(again), dtype=np.int32) + 10_000)
+    assert np.array_equal(table.get(keys), rows) and table.get(again[-1:])[0] == 10_000 + len(again) - 2
     held, under = table.items()
-    assert sorted(zip(held.tolist(), under.tolist())) == sorted(zip(keys.tolist(), rows.tolist()))
+    assert table.n == len(held) == len(keys) + 1
+    assert sorted(zip(held.tolist(), under.tolist())) == sorted(
+        zip(keys.tolist() + [2**64 - 5], rows.tolist() + [10_000 + len(again) - 2]))
     table.clear()
     assert (table.get(keys) == -1).all()
 

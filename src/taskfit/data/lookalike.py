@@ -281,7 +281,6 @@ class _Pending:
         self.keys = np.zeros(1 << bits, np.uint64)
         self.rows = np.full(1 << bits, -1, np.int32)  # -1: an empty slot
         self.n = 0
-        self.adds = getattr(self, "adds", 0)  # calls of add so far (a batch asks whether any came since it)
 
     def _slots(self, keys: Any) -> Any:
         import numpy as np
@@ -293,6 +292,14 @@ class _Pending:
         """The row under each hash of ``keys`` (uint64), -1 where there is none."""
         import numpy as np
 
+        lib = native.library()
+        if lib is not None:
+            keys = np.ascontiguousarray(keys, np.uint64)
+            out = np.empty(len(keys), np.int64)
+            if len(keys):
+                lib.pending_get(native.ptr(keys), len(keys), native.ptr(self.keys), native.ptr(self.rows), self.bits,
+                                native.ptr(out))
+            return out
         out = np.full(len(keys), -1, np.int64)
         todo, slot, mask = np.arange(len(keys)), self._slots(keys), (1 << self.bits) - 1
         while len(todo):
@@ -304,16 +311,27 @@ class _Pending:
         return out
 
     def add(self, keys: Any, rows: Any) -> None:
-        """Put new hashes (none of them here yet, no two alike) under their rows."""
+        """Put each hash under its row, unless the table has it already: the first row under a
+        hash stays, an earlier one of ``keys`` included. In C where
+        :func:`~taskfit.data.native.library` is built, else numpy: the same table."""
         import numpy as np
 
-        self.adds += 1
         if (self.n + len(keys)) / len(self.rows) > 0.6:
             old = self.rows >= 0
             old_keys, old_rows = self.keys[old], self.rows[old]
             self._empty(self.bits + 1)
             self.add(old_keys, old_rows)
             return self.add(keys, rows)
+        lib = native.library()
+        if lib is not None:
+            keys, rows = np.ascontiguousarray(keys, np.uint64), np.ascontiguousarray(rows, np.int32)
+            if len(keys):
+                self.n += lib.pending_add(native.ptr(keys), native.ptr(rows), len(keys), native.ptr(self.keys),
+                                          native.ptr(self.rows), self.bits)
+            return
+        keys, first = np.unique(keys, return_index=True)  # the first row under each
+        absent = self.get(keys) < 0
+        keys, rows = keys[absent], np.asarray(rows)[first][absent]
         todo, slot, mask = np.arange(len(keys)), self._slots(keys), (1 << self.bits) - 1
         while len(todo):
             free = self.rows[slot] < 0
@@ -367,7 +385,6 @@ class _Batch:
         flat = bands.ravel()
         pended = index._pending.get(flat)
         self.known = pended >= 0  # hashes with a bucket before the batch
-        self.adds = index._pending.adds  # (none added since: a hash not known is not in the table)
         # Hashes without one that several rows of the batch share: the first of them indexed
         # makes the bucket; later[row] lists, per such hash, its band and the rows before it
         # that hold it.
@@ -424,23 +441,18 @@ class _Batch:
         self.waiting.append(at)
 
     def commit(self) -> tuple[Any, Any]:
-        """(hashes, rows) the waiting rows add to the pending table: each hash that had no
-        bucket, under the first of them that holds it; the waiting list emptied."""
+        """(hashes, rows) the waiting rows add to the pending table, in their order: each hash
+        that had no bucket before the batch (the table keeps the first row under one); the
+        waiting list emptied."""
         import numpy as np
 
         b = self.index.b
         at = np.asarray(self.waiting, np.int64)
         self.waiting = []
         keys = self.bands[at].ravel()
-        rows = np.repeat(np.asarray(self.numbers, np.int64)[at], b)
+        rows = np.repeat(np.asarray(self.numbers, np.int32)[at], b)
         new = ~self.known.reshape(-1, b)[at].ravel()
-        keys, rows = keys[new], rows[new]
-        keys, first = np.unique(keys, return_index=True)  # the first row under each
-        rows = rows[first]
-        if self.index._pending.adds != self.adds:  # an earlier commit of the batch (or another row) added some
-            absent = self.index._pending.get(keys) < 0
-            keys, rows = keys[absent], rows[absent]
-        return keys, rows.astype(np.int32)
+        return keys[new], rows[new]
 
 
 class MinHashIndex:
@@ -500,6 +512,13 @@ class MinHashIndex:
     @property
     def n(self) -> int:
         return self._sigs.n
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the flush's room to grow, which the next flush makes again (the
+        sorted arrays, views of it, are pickled as their own data)."""
+        import numpy as np
+
+        return {**self.__dict__, "_room_h": np.empty(0, np.uint64), "_room_i": np.empty(0, np.int32)}
 
     def signature(self, text: str) -> tuple[Any, int]:
         """(uint32 MinHash signature, number of distinct shingles) of one text."""
@@ -1044,6 +1063,17 @@ class Layouts:
         if self.rows[k] == 2:
             self._where[2][k], self._where[3][k] = file, line
         return k
+
+    def assign_all(self, texts: Sequence[str], path: str, lines: Sequence[int], sigs: Any = None,
+                   sizes: Any = None) -> list[int]:
+        """:meth:`assign` for rows in order (a chunk's kept rows): their layouts' signatures made
+        together, unless given (``sigs``, ``sizes``: :meth:`signatures`' for these texts), and
+        looked up together."""
+        if sigs is None:
+            sigs, sizes = self.index.shingles.signatures([mask(t) for t in texts], normalised=True)
+        probes = self.index.lookup(sigs, sizes)
+        return [self.assign(text, path, line, signature=(sigs[k], int(sizes[k])), probe=probes[k])
+                for k, (text, line) in enumerate(zip(texts, lines))]
 
     def first_rows(self, k: int) -> list[tuple[str, int]]:
         """(file, line) of the layout's first two rows."""

@@ -246,3 +246,42 @@ int merge(uint64_t *h, int32_t *i, int64_t m, const uint64_t *nk, const int32_t 
     while (bucket <= buckets) starts[bucket++] = (int32_t)(m + k);
     return 0;
 }
+
+/* The index's pending table (lookalike._Pending): open addressing with linear probing, a slot the
+ * top `bits` bits of the key times 0x9E3779B97F4A7C15 (Fibonacci hashing), -1 an empty slot's row. */
+static inline uint64_t slot_of(uint64_t key, int64_t bits) {
+    return (key * 0x9E3779B97F4A7C15ull) >> (64 - bits);
+}
+
+/* The row under each of keys[0..n) in the table, -1 where there is none. */
+void pending_get(const uint64_t *keys, int64_t n, const uint64_t *tkeys, const int32_t *trows, int64_t bits,
+                 int64_t *out) {
+    uint64_t mask = ((uint64_t)1 << bits) - 1;
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t k = keys[i], s = slot_of(k, bits);
+        int64_t row = -1;
+        while (trows[s] >= 0) {
+            if (tkeys[s] == k) { row = trows[s]; break; }
+            s = (s + 1) & mask;
+        }
+        out[i] = row;
+    }
+}
+
+/* Put each of keys[0..n) under its row unless the table has it already (an earlier one of them
+ * included: the first row under a key stays); return how many were put. The caller leaves room. */
+int64_t pending_add(const uint64_t *keys, const int32_t *rows, int64_t n, uint64_t *tkeys, int32_t *trows,
+                    int64_t bits) {
+    uint64_t mask = ((uint64_t)1 << bits) - 1;
+    int64_t added = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t k = keys[i], s = slot_of(k, bits);
+        while (trows[s] >= 0 && tkeys[s] != k) s = (s + 1) & mask;
+        if (trows[s] < 0) {
+            tkeys[s] = k;
+            trows[s] = rows[i];
+            added++;
+        }
+    }
+    return added;
+}

@@ -91,6 +91,10 @@ def library() -> Any:
         lib.candidates.restype = i64
         lib.merge.argtypes = [p, p, i64, p, p, i64, i64, p, i64]
         lib.merge.restype = ctypes.c_int
+        lib.pending_get.argtypes = [p, i64, p, p, i64, p]
+        lib.pending_get.restype = None
+        lib.pending_add.argtypes = [p, p, i64, p, p, i64]
+        lib.pending_add.restype = i64
     _loaded["lib"] = lib
     return lib
 

@@ -18,7 +18,7 @@ import json
 import os
 import sys
 from array import array
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -229,6 +229,7 @@ class TokenCounter:
 
 DISTINCT_NOTED = 50
 BATCH_ROWS = 256  # rows read, validated and given their MinHash signatures together
+DEPTH = 3  # chunks sent to the worker before the first of them is finished here
 # What a row needs that depends on no other row (its personal data and secrets, its signatures)
 # is made by worker processes, a chunk ahead of the deduplication, in a file of at least this many
 # bytes (a smaller one is not worth starting a process for).
@@ -288,6 +289,83 @@ def _ahead(privacy: Any, texts: list[str] | None, looks: Shingles | None, look_t
         laid = (np.stack([sig for sig, _ in made]) if made else np.empty((0, layouts.num_perm), np.uint32),
                 np.array([size for _, size in made], np.int64))
     return found, own, laid, lengths, own_words, _row_digests(rows)
+
+
+class _LayoutProcess:
+    """The kept rows' layouts found by a process of their own while this one goes on
+    deduplicating: it is sent each chunk's kept inputs (:meth:`send`), finds their layouts in
+    order in its copy of the :class:`~taskfit.data.lookalike.Layouts` (forked from this process's)
+    and sends back their numbers; :meth:`finish` collects them and the layouts as they stand. At
+    most AHEAD chunks wait for their numbers, so neither the memory nor the pipe fills up: a
+    chunk's numbers take about a kilobyte of the pipe's 64 (BATCH_ROWS of them at most)."""
+
+    AHEAD = 32
+
+    def __init__(self, layouts: Layouts):
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")
+        self._conn, theirs = context.Pipe()
+        self._process = context.Process(target=_find_layouts, args=(theirs, layouts), daemon=True)
+        self._process.start()
+        theirs.close()
+        self._waiting = 0
+        self.numbers = array("i")  # each kept row's layout, in order, as they come back
+
+    def send(self, texts: list[str], path: str, lines: list[int]) -> None:
+        if self._waiting >= self.AHEAD:
+            self._take()
+        try:
+            self._conn.send((texts, path, lines))
+        except OSError:  # it stopped: its error, sent before it did
+            self._take()
+            raise
+        self._waiting += 1
+
+    def _take(self) -> Any:
+        got = self._conn.recv()
+        if isinstance(got, BaseException):
+            raise got
+        if isinstance(got, array):
+            self.numbers.extend(got)
+            self._waiting -= 1
+        return got
+
+    def finish(self) -> Layouts:
+        """The layouts as they stand, read as they are written (pickled, the pipe a stream): a
+        Connection's message would be read whole before it is unpickled, twice the memory."""
+        import pickle
+
+        while self._waiting:
+            self._take()
+        self._conn.send(None)
+        with os.fdopen(os.dup(self._conn.fileno()), "rb") as stream:
+            layouts = pickle.load(stream)
+        self._process.join()
+        return layouts
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            self._process.kill()
+        self._process.join()
+        self._conn.close()
+
+
+def _find_layouts(conn: Any, layouts: Layouts) -> None:
+    """:class:`_LayoutProcess`'s process: (texts, path, lines) in, their layouts' numbers out, in
+    order; None in, the layouts out."""
+    import pickle
+
+    gc.disable()  # as in scan: no reference cycles are made, and the collector's passes cost time
+    os.nice(5)  # the scan's process, which bounds the check, goes first
+    try:
+        while (chunk := conn.recv()) is not None:
+            conn.send(array("i", layouts.assign_all(*chunk)))
+    except Exception as exc:  # raised in the scan's process when it next reads
+        conn.send(exc)
+        return
+    with os.fdopen(os.dup(conn.fileno()), "wb") as stream:
+        pickle.dump(layouts, stream, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep: bool = False,
@@ -365,12 +443,13 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
         texts = [t for _, rec in batch for t in detected_texts(rec, task)] if pool is not None else None
         look_texts = [input_text(rec) for _, rec in batch] if looks is not None else []
         layout_texts = ([rec.prompt if pair else rec.input for pair, (_, rec) in zip(pairs, batch)]
-                        if layouts is not None else [])
+                        if layouts is not None and laying is None else [])
         # the look-alike text is the input itself for pairs and rows without a context
         reuse = [looks is not None and (pair or rec.context is None) for pair, (_, rec) in zip(pairs, batch)]
         items = [TokenCounter.item(rec) for _, rec in batch] if counter is not None else None
         return texts, (spec.privacy, texts, looks.index.shingles if looks is not None else None, look_texts,
-                       layouts.index.shingles if layouts is not None else None, layout_texts, reuse, items,
+                       layouts.index.shingles if layouts is not None and laying is None else None, layout_texts,
+                       reuse, items,
                        [_texts(rec) for _, rec in batch])
 
     def finish(batch: list[tuple[Any, Example | PreferencePair]], held: list[tuple[int, Quarantined]],
@@ -431,16 +510,18 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
             exact.add(row_digest)
             ids.add(id_digest)
             kept.append((at, raw, rec))
-        # the kept rows' layouts, looked up together (a removed row has none)
-        layout_probes = (layouts.index.lookup(layout_made[0][[at for at, _, _ in kept]],
-                                              layout_made[1][[at for at, _, _ in kept]])
-                         if layouts is not None else None)
-        for k, (at, raw, rec) in enumerate(kept):
-            if layouts is not None:
-                pair = isinstance(rec, PreferencePair)
-                result.layouts.append(layouts.assign(rec.prompt if pair else rec.input, str(path), raw.line,
-                                                     signature=(layout_made[0][at], int(layout_made[1][at])),
-                                                     probe=layout_probes[k]))
+        # the kept rows' layouts, found together (a removed row has none), by their own process
+        # in a large file
+        if layouts is not None:
+            texts = [rec.prompt if isinstance(rec, PreferencePair) else rec.input for _, _, rec in kept]
+            lines = [raw.line for _, raw, _ in kept]
+            if laying is not None:
+                laying.send(texts, str(path), lines)
+            else:
+                places = [at for at, _, _ in kept]
+                result.layouts.extend(layouts.assign_all(texts, str(path), lines, layout_made[0][places],
+                                                         layout_made[1][places]))
+        for at, raw, rec in kept:
             if raw.line in empty_lines:
                 result.empty_answers += 1
                 if len(result.empty_noted) < DISTINCT_NOTED:
@@ -453,31 +534,43 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                 result.examples.append(redaction.record)
         result.quarantined += [q for _, q in sorted(held, key=lambda lq: lq[0])]
 
-    pending = None
+    pending: deque = deque()  # chunks read and sent to the worker, not yet finished
     try:  # a file that cannot be read gets its clear error from read_rows below
         large = Path(path).stat().st_size >= POOL_FROM_BYTES
     except OSError:
         large = False
-    pool = _pool(WORKERS, counter) if WORKERS and large else None
+    laying = pool = None
     collecting = gc.isenabled()
     # The pass makes a few small objects a row and no reference cycles; the cyclic collector's
     # passes over its growing state took about 9% of the check's time (100,000 rows), so it waits.
     gc.disable()
     try:  # each chunk is finished after the next is read and sent to the worker
+        if WORKERS and large:  # (the layouts' process forked first: a fork copies no thread of the pool's)
+            laying = _LayoutProcess(layouts) if layouts is not None else None
+            pool = _pool(WORKERS, counter)
         for chunk in in_batches(read_rows(path, spec.max_line_bytes), BATCH_ROWS):
             batch, held = read(chunk)
             searched, args = ahead(batch)
             made = pool.submit(_ahead, *args) if pool is not None else _ahead(*args, counter)
-            if pending is not None:
-                finish(*pending)
-            pending = (batch, held, searched, made)
-        if pending is not None:
-            finish(*pending)
+            pending.append((batch, held, searched, made))
+            if len(pending) > DEPTH:
+                finish(*pending.popleft())
+        while pending:
+            finish(*pending.popleft())
+        if laying is not None:
+            looks = pending = None  # the look-alike index and the sets let go before the layouts come back
+            exact.clear()
+            ids.clear()
+            laid = laying.finish()
+            layouts.__dict__.update(laid.__dict__)
+            result.layouts = laying.numbers
     finally:
         if collecting:
             gc.enable()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+        if laying is not None:
+            laying.close()
     if on_row and (end := lines_in(Path(path))) is not None and end > reached:
         on_row(end - reached)  # lines after the last row (blank ones)
     _fill_previews(result, path, task, spec)

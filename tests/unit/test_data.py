@@ -313,12 +313,13 @@ def test_a_worker_working_ahead_gives_the_same_check_and_rows(tmp_path, classify
     path.write_text("\n".join(lines[:600]) + "\n\n" + "\n".join(lines[600:]) + "\n")  # and a blank line
     task = classify_task.model_copy(update={"labels": sorted({r["messages"][1]["content"] for r in rows})})
 
-    def check(workers):
+    def check(workers, layouts=None, at=None):
         monkeypatch.setattr(scan_module, "WORKERS", workers)
         monkeypatch.setattr(scan_module, "POOL_FROM_BYTES", 0)
         seen = []
-        result = scan(path, task, SPEC, keep=True, tokenizer=tiny.tokenizer, on_row=seen.append)
-        if path.suffix == ".jsonl":
+        result = scan(at or path, task, SPEC, keep=True, tokenizer=tiny.tokenizer, on_row=seen.append,
+                      layouts=layouts)
+        if (at or path).suffix == ".jsonl" and at is None:
             assert sum(seen) == lines_in(path) == result.read + 1  # the bar ends at the file's lines (a blank one)
         return result
 
@@ -335,6 +336,16 @@ def test_a_worker_working_ahead_gives_the_same_check_and_rows(tmp_path, classify
     assert list(pooled.layouts) == list(alone.layouts) and pooled.distinct == alone.distinct
     assert len(pooled.lengths) == pooled.kept and list(pooled.lengths) == list(alone.lengths)
     assert list(pooled.fixed_lengths) == list(alone.fixed_lengths) and pooled.answer_tokens == alone.answer_tokens
+    # the layouts come back from their process as they stand: a second file (a fixed eval file)
+    # checked with them goes on numbering as in one process, its rows joining the first file's layouts
+    more = tmp_path / "more.jsonl"
+    more.write_text("\n".join(json.dumps({**r, "id": f"m{i}"}) for i, r in enumerate(generate_tickets(300, seed=5))))
+    later = {workers: check(workers, made.layout_index, more) for workers, made in ((0, alone), (1, pooled))}
+    assert list(later[1].layouts) == list(later[0].layouts) and max(later[0].layouts) >= max(alone.layouts)
+    assert set(later[0].layouts) & set(alone.layouts)  # some rows of the second file join the first's layouts
+    assert list(pooled.layout_index.rows) == list(alone.layout_index.rows)
+    assert [pooled.layout_index.first_rows(k) for k in range(len(pooled.layout_index.rows))] == \
+        [alone.layout_index.first_rows(k) for k in range(len(alone.layout_index.rows))]
 
     # a JSON document is read by this process and only searched ahead by the worker: the same again
     document = tmp_path / "t.json"

@@ -191,6 +191,34 @@ def test_an_ascii_texts_words_are_read_as_the_regular_expression_reads_them():
     assert all(_word_digest(t) == (digest(words(t)), _hashes(words(t))) for t in texts)
 
 
+def test_a_chunks_word_digests_are_each_texts_words_digest_and_vocabulary(kernels):
+    """word_digests, which the worker makes a chunk at a time (in C for texts whose words are all
+    ASCII: an ASCII text, or one whose characters beyond it hold no letter or digit, "€40",
+    "—"), gives each text the digest and vocabulary of words()'s words, in order: for every
+    ASCII character, currency signs, dashes and spaces beyond ASCII, letters beyond it (in
+    Python), a case fold that makes ASCII (the Kelvin sign), empty texts, and a text of more
+    than WORDS_KEPT words."""
+    import numpy as np
+
+    from taskfit.data.lookalike import WORDS_KEPT, _hashes, digest, word_digests
+    from taskfit.tasks.base import words
+
+    rng = random.Random(1)
+    texts = ["", "   ", "Hello, WORLD_1 x-y 12.50 12,50", "€40 for £12—ok", "Straße café ÉTÉ ß", "KELVIN \u212a",
+             "ｆｕｌｌ width", "x\u00a0y\u2003z", "\u0663 digit", " ".join(f"w{i}" for i in range(3 * WORDS_KEPT))]
+    texts += ["".join(chr(rng.randrange(128)) for _ in range(rng.randint(0, 80))) for _ in range(500)]
+    texts += ["".join(rng.choice("aZ9_ é€£—\u00a0.") for _ in range(rng.randint(0, 40))) for _ in range(300)]
+    rng.shuffle(texts)
+    for at in range(0, len(texts), 97):
+        chunk = texts[at:at + 97]
+        made, hashes, ends = word_digests(chunk)
+        assert made.dtype == np.int64 and hashes.dtype == np.uint32 and len(ends) == len(chunk)
+        starts = [0] + ends[:-1].tolist()
+        assert [(int(m), hashes[a:b].tolist()) for m, a, b in zip(made, starts, ends.tolist())] == \
+            [(digest(words(t)), _hashes(words(t))) for t in chunk]
+    assert len(word_digests([texts[0]])[1]) <= WORDS_KEPT
+
+
 def test_layout_signatures_are_those_of_the_masked_texts():
     """layout_signatures masks each text once and makes the masked texts' signatures without
     normalising them again: the signatures of mask(text), or the text's own where mask changes

@@ -834,12 +834,52 @@ def _word_digest(text: str) -> tuple[int, list[int]]:
     return made, sorted({zlib.crc32(w) for w in set(found)})[:WORDS_KEPT]
 
 
+_WIDE_WORD = re.compile(r"(?![\x00-\x7f])\w")  # a letter or digit beyond ASCII
+
+
+def _ascii_words(text: str) -> bytes | None:
+    """The text as ASCII bytes with the same words (:func:`words`; each character beyond ASCII
+    made "?", which no word holds), where its words are all ASCII ("€40", "£12"), else None."""
+    if text.isascii():
+        return text.encode()
+    folded = text.casefold()
+    return folded.encode("ascii", "replace") if _WIDE_WORD.search(folded) is None else None
+
+
 def word_digests(texts: Sequence[str]) -> tuple[Any, Any, Any]:
     """For :meth:`LookAlikes.row`, made apart (by a worker process, a chunk at a time): the
     digest of each text's words and its :func:`vocabulary`, as three arrays that travel between
     processes as they are (digests; every vocabulary end to end; where each one ends)."""
     import numpy as np
 
+    lib = native.library()
+    if lib is not None and texts:  # in C (native.c) where the words are ASCII, the others here: the same values
+        as_bytes = [_ascii_words(t) for t in texts]
+        plain = np.fromiter((b is not None for b in as_bytes), bool, len(texts))
+        ascii_texts = [b for b in as_bytes if b is not None]
+        made = np.empty(len(texts), np.int64)
+        hashes_ = np.empty(0, np.uint32)
+        lens_ = np.zeros(len(texts), np.int64)  # each text's hashes
+        if ascii_texts:
+            data = b"".join(ascii_texts)
+            lens = np.fromiter((len(t) for t in ascii_texts), np.int64, len(ascii_texts))
+            made_, ends_ = np.empty(len(ascii_texts), np.int64), np.empty(len(ascii_texts), np.int64)
+            hashes_ = np.empty(len(data) // 2 + len(ascii_texts) + 1, np.uint32)  # a word a byte and one more a text, at most
+            cut, joined = np.cumsum(lens), np.empty(int(lens.max()) + 1, np.uint8)  # (held while C reads them)
+            lib.word_digests(data, native.ptr(cut), len(ascii_texts), _ASCII_WORDS, WORDS_KEPT, native.ptr(made_),
+                             native.ptr(hashes_), native.ptr(ends_), native.ptr(joined))
+            hashes_ = hashes_[:int(ends_[-1])]
+            made[plain], lens_[plain] = made_, np.diff(ends_, prepend=0)
+        if not plain.all():
+            others = [_word_digest(t) for t, p in zip(texts, plain) if not p]
+            made[~plain] = [m for m, _ in others]
+            lens_[~plain] = [len(v) for _, v in others]
+            # the ASCII texts' hashes, then the others', put in the texts' order
+            owner = np.repeat(np.concatenate([np.flatnonzero(plain), np.flatnonzero(~plain)]),
+                              np.concatenate([lens_[plain], lens_[~plain]]))
+            hashes_ = np.concatenate([hashes_, np.fromiter((h for _, v in others for h in v), np.uint32)])
+            hashes_ = hashes_[np.argsort(owner, kind="stable")]
+        return made, hashes_.copy(), np.cumsum(lens_)
     digests, hashes, ends = array("q"), array("I"), array("q")
     for text in texts:
         made, vocab = _word_digest(text)

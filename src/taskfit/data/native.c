@@ -285,3 +285,137 @@ int64_t pending_add(const uint64_t *keys, const int32_t *rows, int64_t n, uint64
     }
     return added;
 }
+
+/* BLAKE2b (RFC 7693) with an 8-byte digest and no key: hashlib.blake2b(data, digest_size=8),
+ * its digest read as a little-endian integer. */
+static const uint64_t blake2b_iv[8] = {
+    0x6A09E667F3BCC908ull, 0xBB67AE8584CAA73Bull, 0x3C6EF372FE94F82Bull, 0xA54FF53A5F1D36F1ull,
+    0x510E527FADE682D1ull, 0x9B05688C2B3E6C1Full, 0x1F83D9ABFB41BD6Bull, 0x5BE0CD19137E2179ull};
+static const uint8_t blake2b_sigma[12][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4}, {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13}, {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11}, {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5}, {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3}};
+
+static inline uint64_t rotr64(uint64_t x, int n) { return (x >> n) | (x << (64 - n)); }
+
+static inline uint64_t load64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+#define B2G(a, b, c, d, x, y)                        \
+    do {                                             \
+        v[a] = v[a] + v[b] + (x);                    \
+        v[d] = rotr64(v[d] ^ v[a], 32);              \
+        v[c] = v[c] + v[d];                          \
+        v[b] = rotr64(v[b] ^ v[c], 24);              \
+        v[a] = v[a] + v[b] + (y);                    \
+        v[d] = rotr64(v[d] ^ v[a], 16);              \
+        v[c] = v[c] + v[d];                          \
+        v[b] = rotr64(v[b] ^ v[c], 63);              \
+    } while (0)
+
+static void blake2b_compress(uint64_t h[8], const uint8_t *block, uint64_t t, int last) {
+    uint64_t v[16], m[16];
+    for (int i = 0; i < 16; i++) m[i] = load64(block + 8 * i);
+    for (int i = 0; i < 8; i++) {
+        v[i] = h[i];
+        v[i + 8] = blake2b_iv[i];
+    }
+    v[12] ^= t;  /* the count's high word stays 0: a text under 2^64 bytes */
+    if (last) v[14] = ~v[14];
+    for (int r = 0; r < 12; r++) {
+        const uint8_t *s = blake2b_sigma[r];
+        B2G(0, 4, 8, 12, m[s[0]], m[s[1]]);
+        B2G(1, 5, 9, 13, m[s[2]], m[s[3]]);
+        B2G(2, 6, 10, 14, m[s[4]], m[s[5]]);
+        B2G(3, 7, 11, 15, m[s[6]], m[s[7]]);
+        B2G(0, 5, 10, 15, m[s[8]], m[s[9]]);
+        B2G(1, 6, 11, 12, m[s[10]], m[s[11]]);
+        B2G(2, 7, 8, 13, m[s[12]], m[s[13]]);
+        B2G(3, 4, 9, 14, m[s[14]], m[s[15]]);
+    }
+    for (int i = 0; i < 8; i++) h[i] ^= v[i] ^ v[i + 8];
+}
+
+static uint64_t blake2b_8(const uint8_t *in, int64_t n) {
+    uint64_t h[8];
+    uint8_t block[128];
+    for (int i = 0; i < 8; i++) h[i] = blake2b_iv[i];
+    h[0] ^= 0x01010000ull ^ 8;  /* fanout 1, depth 1, no key, an 8-byte digest */
+    uint64_t t = 0;
+    while (n > 128) {
+        t += 128;
+        blake2b_compress(h, in, t, 0);
+        in += 128;
+        n -= 128;
+    }
+    memset(block, 0, sizeof block);
+    if (n > 0) memcpy(block, in, (size_t)n);
+    t += (uint64_t)n;
+    blake2b_compress(h, block, t, 1);
+    return h[0];
+}
+
+static uint32_t crc32_bytes(const uint8_t *p, int64_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (int64_t i = 0; i < n; i++) c = crc_byte(c, p[i]);
+    return c ^ 0xFFFFFFFFu;
+}
+
+static int by_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* lookalike._word_digest for ASCII texts: text i is bytes [ends[i-1], ends[i]) of `text`; each byte
+ * mapped by `table` (no letter, digit or _: a space; letters lower-cased), the words the runs of
+ * other bytes. digests[i]: BLAKE2b of the words joined by single spaces; then its words' distinct
+ * CRC-32s, sorted, the `kept` smallest, appended to `hashes` (room: a word a byte and one more a
+ * text), hash_ends[i] where they end. `joined`: room for the longest text. */
+void word_digests(const uint8_t *text, const int64_t *ends, int64_t n, const uint8_t *table, int64_t kept,
+                  int64_t *digests, uint32_t *hashes, int64_t *hash_ends, uint8_t *joined) {
+    if (!crc_table[1]) crc_init();
+    int64_t start = 0, out = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t end = ends[i], len = 0, words = 0, word_start = -1;
+        uint32_t *crcs = hashes + out;
+        for (int64_t j = start; j <= end; j++) {
+            uint8_t c = j < end ? table[text[j]] : ' ';
+            if (c != ' ') {
+                if (word_start < 0) {
+                    if (len) joined[len++] = ' ';
+                    word_start = len;
+                }
+                joined[len++] = c;
+            } else if (word_start >= 0) {
+                crcs[words++] = crc32_bytes(joined + word_start, len - word_start);
+                word_start = -1;
+            }
+        }
+        digests[i] = (int64_t)blake2b_8(joined, len);
+        if (words > 32) {
+            qsort(crcs, (size_t)words, sizeof *crcs, by_u32);
+        } else {
+            for (int64_t a = 1; a < words; a++) {
+                uint32_t v = crcs[a];
+                int64_t b = a - 1;
+                while (b >= 0 && crcs[b] > v) {
+                    crcs[b + 1] = crcs[b];
+                    b--;
+                }
+                crcs[b + 1] = v;
+            }
+        }
+        int64_t distinct = 0;
+        for (int64_t a = 0; a < words && distinct < kept; a++)
+            if (!distinct || crcs[a] != crcs[distinct - 1]) crcs[distinct++] = crcs[a];
+        out += distinct;
+        hash_ends[i] = out;
+        start = end;
+    }
+}

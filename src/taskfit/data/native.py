@@ -95,6 +95,8 @@ def library() -> Any:
         lib.pending_get.restype = None
         lib.pending_add.argtypes = [p, p, i64, p, p, i64]
         lib.pending_add.restype = i64
+        lib.word_digests.argtypes = [p, p, i64, p, i64, p, p, p, p]
+        lib.word_digests.restype = None
     _loaded["lib"] = lib
     return lib
 

@@ -139,16 +139,17 @@ def _jsonl(path: Path, max_line_bytes: int, lines: set[int] | None = None) -> It
             if (lines is not None and line_no not in lines) or not data.strip():
                 continue
             where = f"{path}:{line_no}"
-            preview = data[:200].decode("utf-8", "replace")
             if len(data) > max_line_bytes:
-                yield RawRow(where, line_no, raw=preview, error=_too_long("line", len(data), max_line_bytes))
+                yield RawRow(where, line_no, raw=data[:200].decode("utf-8", "replace"),
+                             error=_too_long("line", len(data), max_line_bytes))
                 continue
             if data.startswith(BOM):  # an editor's byte-order mark (or one from files joined with cat)
                 data = data[len(BOM):]
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError as exc:
-                yield RawRow(where, line_no, raw=preview, error=not_utf8(data[exc.start], exc.start + 1))
+                yield RawRow(where, line_no, raw=data[:200].decode("utf-8", "replace"),
+                             error=not_utf8(data[exc.start], exc.start + 1))
                 continue
             try:
                 obj = json.loads(text)

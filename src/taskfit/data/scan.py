@@ -400,6 +400,10 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
     # qa in a table: an empty answer cell is the refusal (taskfit.data.formats), counted for the card
     empty_cell_is_refusal = task.kind == "qa" and spec.columns is not None and bool(spec.columns.target)
     empty_lines: set[int] = set()  # lines of such rows (few), counted when kept
+    try:  # the system prompt a row without its own is counted under, read once
+        system_text: str | None = task.system_text
+    except ValueError:  # (a placeholder it cannot fill: count_kept raises it, at the first kept row)
+        system_text = None
     reached = 0  # the last row number read (on_row's progress)
 
     def read(chunk: list[Any]) -> tuple[list[tuple[Any, Example | PreferencePair]], list[tuple[int, Quarantined]]]:
@@ -527,7 +531,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                 if len(result.empty_noted) < DISTINCT_NOTED:
                     result.empty_noted.append(raw.source)
             redaction = redact_row(rec, task, spec.privacy, found)
-            count_kept(result, rec, redaction, task, raw.source)
+            count_kept(result, rec, redaction, task, raw.source, system_text)
             if lengths is not None:
                 _add_length(result, *lengths[at], rec.source)
             if keep:
@@ -578,9 +582,10 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
 
 
 def count_kept(result: ScanResult, rec: Example | PreferencePair, redaction: RowRedaction, task: TaskSpec,
-               source: str) -> None:
+               source: str, system_text: str | None = None) -> None:
     """Count a kept row in the card's figures: its personal data and secrets, what redaction did to
-    its answer, its label and system prompt, and (generate) the house rules its reply breaks."""
+    its answer, its label and system prompt, and (generate) the house rules its reply breaks.
+    ``system_text``: task.system_text, when the caller has it (a scan reads it once)."""
     found = redaction.findings
     if found:
         result.pii_rows += 1
@@ -588,15 +593,16 @@ def count_kept(result: ScanResult, rec: Example | PreferencePair, redaction: Row
         if any(f.is_secret for f in found):
             result.secret_rows.append(source)
     result.unredacted_secret_rows += redaction.secrets_left
-    result.answer_fields.update(redaction.fields)
-    result.answers_changed.update(redaction.changed)
-    result.answers_kept.update(redaction.kept)
-    result.answer_numbers_kept.update(redaction.numbers_kept)
-    result.answer_numbers_inside.update(redaction.numbers_inside)
+    for counts, these in ((result.answer_fields, redaction.fields), (result.answers_changed, redaction.changed),
+                          (result.answers_kept, redaction.kept), (result.answer_numbers_kept, redaction.numbers_kept),
+                          (result.answer_numbers_inside, redaction.numbers_inside)):
+        if these:
+            counts.update(these)
     if isinstance(rec, Example):
         if task.labels:
             result.labels[rec.target] += 1
-        result.system_prompts[rec.system if rec.system is not None else task.system_text] += 1
+        own = rec.system if rec.system is not None else system_text if system_text is not None else task.system_text
+        result.system_prompts[own] += 1
     if task.kind == "generate":
         _count_broken(result, rec.chosen if isinstance(rec, PreferencePair) else rec.target, task, source)
 

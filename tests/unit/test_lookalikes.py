@@ -526,6 +526,8 @@ def test_the_pending_table_finds_every_hash_it_holds_as_it_grows(kernels):
     assert np.array_equal(table.get(keys), rows) and table.get(again[-1:])[0] == 10_000 + len(again) - 2
     held, under = table.items()
     assert table.n == len(held) == len(keys) + 1
+    in_order = table.sorted()  # what a flush merges: every hash under its row, by hash
+    assert np.array_equal(in_order[0], np.sort(held)) and np.array_equal(in_order[1], under[np.argsort(held)])
     assert sorted(zip(held.tolist(), under.tolist())) == sorted(
         zip(keys.tolist() + [2**64 - 5], rows.tolist() + [10_000 + len(again) - 2]))
     table.clear()

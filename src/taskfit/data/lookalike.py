@@ -348,6 +348,22 @@ class _Pending:
         used = self.rows >= 0
         return self.keys[used], self.rows[used]
 
+    def sorted(self) -> tuple[Any, Any]:
+        """:meth:`items` sorted by hash (in C where :func:`~taskfit.data.native.library` is
+        built: a radix sort, about a tenth of numpy's argsort and gathers on a flush's million)."""
+        import numpy as np
+
+        lib = native.library()
+        if lib is not None:
+            keys, rows = np.empty(self.n, np.uint64), np.empty(self.n, np.int32)
+            if lib.pending_sorted(native.ptr(self.keys), native.ptr(self.rows), self.bits, native.ptr(keys),
+                                  native.ptr(rows), self.n) != self.n:
+                raise MemoryError("the look-alike index's flush")
+            return keys, rows
+        keys, rows = self.items()
+        order = np.argsort(keys)
+        return keys[order], rows[order]
+
     def clear(self) -> None:
         self.rows.fill(-1)
         self.n = 0
@@ -725,9 +741,7 @@ class MinHashIndex:
         import numpy as np
 
         self._commit()
-        keys, rows = self._pending.items()
-        order = np.argsort(keys)
-        keys, rows = keys[order], rows[order]
+        keys, rows = self._pending.sorted()
         # where each bucket of hashes by their top bits starts: about 8 hashes a bucket
         top_bits = max(1, min(24, int(np.log2(max(1, len(self._sorted_h) + len(keys)))) - 3))
         lib = native.library()

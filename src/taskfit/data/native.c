@@ -419,3 +419,51 @@ void word_digests(const uint8_t *text, const int64_t *ends, int64_t n, const uin
         start = end;
     }
 }
+
+/* The pending table's hashes and rows (its used slots), sorted by hash (all distinct): four passes
+ * of a radix sort on 16 bits each, into keys and rows (room for cap). Returns how many, or -1 when
+ * out of memory or there are more than cap. */
+int64_t pending_sorted(const uint64_t *tkeys, const int32_t *trows, int64_t bits, uint64_t *keys, int32_t *rows,
+                       int64_t cap) {
+    int64_t size = (int64_t)1 << bits, n = 0;
+    for (int64_t s = 0; s < size; s++)
+        if (trows[s] >= 0) {
+            if (n == cap) return -1;
+            keys[n] = tkeys[s];
+            rows[n] = trows[s];
+            n++;
+        }
+    uint64_t *other_keys = malloc((size_t)(n ? n : 1) * sizeof *other_keys);
+    int32_t *other_rows = malloc((size_t)(n ? n : 1) * sizeof *other_rows);
+    int64_t *count = malloc(65536 * sizeof *count);
+    if (!other_keys || !other_rows || !count) {
+        free(other_keys);
+        free(other_rows);
+        free(count);
+        return -1;
+    }
+    uint64_t *from_k = keys, *to_k = other_keys;
+    int32_t *from_r = rows, *to_r = other_rows;
+    for (int shift = 0; shift < 64; shift += 16) {
+        memset(count, 0, 65536 * sizeof *count);
+        for (int64_t i = 0; i < n; i++) count[(from_k[i] >> shift) & 0xFFFF]++;
+        int64_t at = 0;
+        for (int64_t d = 0; d < 65536; d++) {
+            int64_t c = count[d];
+            count[d] = at;
+            at += c;
+        }
+        for (int64_t i = 0; i < n; i++) {
+            int64_t to = count[(from_k[i] >> shift) & 0xFFFF]++;
+            to_k[to] = from_k[i];
+            to_r[to] = from_r[i];
+        }
+        uint64_t *tk = from_k; from_k = to_k; to_k = tk;
+        int32_t *tr = from_r; from_r = to_r; to_r = tr;
+    }
+    /* four passes: the sorted arrays are keys and rows again */
+    free(other_keys);
+    free(other_rows);
+    free(count);
+    return n;
+}

@@ -97,6 +97,8 @@ def library() -> Any:
         lib.pending_add.restype = i64
         lib.word_digests.argtypes = [p, p, i64, p, i64, p, p, p, p]
         lib.word_digests.restype = None
+        lib.pending_sorted.argtypes = [p, p, i64, p, p, i64]
+        lib.pending_sorted.restype = i64
     _loaded["lib"] = lib
     return lib
 

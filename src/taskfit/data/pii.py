@@ -505,6 +505,8 @@ class Detector:
         A pattern the :class:`Screen` rules out is not tried: it cannot match."""
         screen = _screen()
         possible = screen.may_match(text) if screen is not None else None
+        if possible is not None and not possible:  # no pattern can match (most texts): nothing to try
+            return []
 
         def matches(pattern: re.Pattern) -> Iterable[re.Match]:
             return pattern.finditer(text) if possible is None or id(pattern) in possible else ()

@@ -144,6 +144,23 @@ def module_loopback():
         yield start
 
 
+@pytest.fixture(params=["C", "numpy"])
+def kernels(request, monkeypatch):
+    """The data check's inner loops both ways: compiled from native.c (where a C compiler is
+    found, as on every machine the README's set-up runs on), and numpy's or Python's (where none is)."""
+    from taskfit.data import native
+
+    monkeypatch.setattr(native, "_loaded", {})
+    if request.param == "numpy":
+        monkeypatch.setenv("TASKFIT_NATIVE", "0")
+    else:
+        monkeypatch.delenv("TASKFIT_NATIVE", raising=False)
+        if native.library() is None:
+            pytest.skip("no C compiler on this machine: the numpy code is what runs")
+    assert (native.library() is None) == (request.param == "numpy")
+    return request.param
+
+
 @pytest.fixture()
 def classify_task():
     from taskfit.config import TaskSpec

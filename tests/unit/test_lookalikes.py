@@ -389,23 +389,6 @@ def test_copy_words_is_the_bar_between_a_copy_and_a_template_filled_twice(tmp_pa
         assert result.kept == kept and result.conflicts == []
 
 
-@pytest.fixture(params=["C", "numpy"])
-def kernels(request, monkeypatch):
-    """The look-alike index's inner loops both ways: compiled from native.c (where a C compiler
-    is found, as on every machine the README's set-up runs on), and numpy's (where none is)."""
-    from taskfit.data import native
-
-    monkeypatch.setattr(native, "_loaded", {})
-    if request.param == "numpy":
-        monkeypatch.setenv("TASKFIT_NATIVE", "0")
-    else:
-        monkeypatch.delenv("TASKFIT_NATIVE", raising=False)
-        if native.library() is None:
-            pytest.skip("no C compiler on this machine: the numpy code is what runs")
-    assert (native.library() is None) == (request.param == "numpy")
-    return request.param
-
-
 def test_signatures_made_in_batches_are_datasketchs_minhash_of_each_texts_shingles(kernels):
     """The data check makes a batch of rows' signatures at once (in C, or with numpy where no
     compiler is found); each must be exactly what datasketch's MinHash over the CRC-32 of the

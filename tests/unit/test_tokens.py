@@ -23,17 +23,22 @@ def _texts(seed: int, n: int) -> list[str]:
     return texts + ["", " ", "\n", "  \n ", "hello  world", "x 's", "I'M", "don't", "’tis", "£12.50", "10,000"]
 
 
-def test_counts_piece_by_piece_are_the_tokenizers_own(tiny):
+def test_counts_piece_by_piece_are_the_tokenizers_own(tiny, kernels):
+    """In Python, and in C for texts of printable ASCII (the same counts, texts of both kinds in
+    one call, in order), the first time and again from the pieces learnt."""
     from taskfit.data.tokens import PieceCounter
 
     backend = tiny.tokenizer.backend_tokenizer
     counter = PieceCounter.make(backend)
     assert counter is not None  # a byte-level BPE: counted piece by piece
     texts = _texts(0, 6000)
+    texts += ["".join(random.Random(k).choice("ab Z9'\n\t\r -_.srvemdlt") for _ in range(60)) for k in range(500)]
     expected = [len(e) for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
     assert counter.count(texts) == expected
     assert counter.count(texts) == expected  # again, from the pieces it has learnt
+    assert counter.count(texts[::-1][:300]) == expected[::-1][:300]
     assert len(counter._known) > 1000
+    assert (counter._table is not None) == (kernels == "C")
 
 
 def test_a_tokenizer_that_cuts_texts_otherwise_is_counted_by_itself():

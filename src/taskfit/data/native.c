@@ -467,3 +467,150 @@ int64_t pending_sorted(const uint64_t *tkeys, const int32_t *trows, int64_t bits
     free(count);
     return n;
 }
+
+/* Token counts piece by piece for ASCII texts (taskfit.data.tokens.PieceCounter): GPT-2's
+ * pre-tokenizing expression ('s|'t|'re|'ve|'m|'ll|'d| ?L+| ?N+| ?[^sLN]+|s+(?!S)|s+) over texts of
+ * printable ASCII, tab and newlines (L the letters, N the digits, s tab, \n, \r and space), and a
+ * table of the pieces' counts (the piece's bytes kept, so a lookup is exact). A table is made by
+ * pieces_new, filled by pieces_learn and freed by pieces_free. */
+typedef struct {
+    int64_t bits, used;
+    int64_t *offsets;  /* a slot's piece in `bytes`, -1 empty */
+    int32_t *lengths, *counts;
+    uint64_t *hashes;
+    char *bytes;
+    int64_t size, cap;
+} piece_table;
+
+static uint64_t piece_hash(const uint8_t *p, int64_t n) {  /* FNV-1a, then fmix64 */
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int64_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    return h;
+}
+
+void *pieces_new(int64_t bits) {
+    piece_table *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    int64_t slots = (int64_t)1 << bits;
+    t->bits = bits;
+    t->offsets = malloc(slots * sizeof *t->offsets);
+    t->lengths = malloc(slots * sizeof *t->lengths);
+    t->counts = malloc(slots * sizeof *t->counts);
+    t->hashes = malloc(slots * sizeof *t->hashes);
+    t->cap = 1 << 20;
+    t->bytes = malloc(t->cap);
+    if (!t->offsets || !t->lengths || !t->counts || !t->hashes || !t->bytes) {
+        free(t->offsets); free(t->lengths); free(t->counts); free(t->hashes); free(t->bytes); free(t);
+        return NULL;
+    }
+    memset(t->offsets, 0xFF, slots * sizeof *t->offsets);
+    return t;
+}
+
+void pieces_free(void *table) {
+    piece_table *t = table;
+    if (!t) return;
+    free(t->offsets); free(t->lengths); free(t->counts); free(t->hashes); free(t->bytes); free(t);
+}
+
+/* How many pieces the table holds. */
+int64_t pieces_held(void *table) { return ((piece_table *)table)->used; }
+
+static int64_t piece_slot(const piece_table *t, const uint8_t *p, int64_t n, uint64_t h) {
+    uint64_t mask = ((uint64_t)1 << t->bits) - 1, s = h & mask;
+    while (t->offsets[s] >= 0) {
+        if (t->hashes[s] == h && t->lengths[s] == n && !memcmp(t->bytes + t->offsets[s], p, (size_t)n)) return (int64_t)s;
+        s = (s + 1) & mask;
+    }
+    return -1 - (int64_t)s;  /* not held: -1 - the empty slot where it would go */
+}
+
+/* Put a piece under its count. Returns 0, 1 when the table is full (at most half its slots used: the
+ * caller makes a new one), -1 when out of memory. */
+int pieces_learn(void *table, const uint8_t *p, int64_t n, int64_t count) {
+    piece_table *t = table;
+    if (2 * (t->used + 1) > ((int64_t)1 << t->bits)) return 1;
+    uint64_t h = piece_hash(p, n);
+    int64_t s = piece_slot(t, p, n, h);
+    if (s >= 0) return 0;
+    s = -1 - s;
+    if (t->size + n > t->cap) {
+        int64_t cap = t->cap;
+        while (t->size + n > cap) cap *= 2;
+        char *grown = realloc(t->bytes, (size_t)cap);
+        if (!grown) return -1;
+        t->bytes = grown;
+        t->cap = cap;
+    }
+    memcpy(t->bytes + t->size, p, (size_t)n);
+    t->offsets[s] = t->size;
+    t->lengths[s] = (int32_t)n;
+    t->counts[s] = (int32_t)count;
+    t->hashes[s] = h;
+    t->size += n;
+    t->used++;
+    return 0;
+}
+
+static inline int is_letter(uint8_t c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+static inline int is_digit(uint8_t c) { return c >= '0' && c <= '9'; }
+static inline int is_space(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+static inline int is_other(uint8_t c) { return !is_letter(c) && !is_digit(c) && !is_space(c); }
+
+/* The length of the piece starting at text[i] (end: the text's end). */
+static int64_t next_piece(const uint8_t *s, int64_t i, int64_t end) {
+    uint8_t c = s[i];
+    if (c == '\'' && i + 1 < end) {
+        uint8_t d = s[i + 1];
+        if (d == 's' || d == 't' || d == 'm' || d == 'd') return 2;
+        if (i + 2 < end) {
+            uint8_t e = s[i + 2];
+            if ((d == 'r' && e == 'e') || (d == 'v' && e == 'e') || (d == 'l' && e == 'l')) return 3;
+        }
+    }
+    int64_t j = i + (c == ' ' && i + 1 < end && !is_space(s[i + 1]) ? 1 : 0);  /* " ?" then a class run */
+    uint8_t first = s[j];
+    if (!is_space(first)) {
+        int (*same)(uint8_t) = is_letter(first) ? is_letter : is_digit(first) ? is_digit : is_other;
+        int64_t k = j + 1;
+        while (k < end && same(s[k])) k++;
+        return k - i;
+    }
+    int64_t k = i + 1;  /* whitespace: the run, less its last character when a non-space follows it */
+    while (k < end && is_space(s[k])) k++;
+    if (k == end || k - i == 1) return k - i;
+    return k - i - 1;
+}
+
+/* The token count of each text i (bytes [ends[i-1], ends[i]) of `text`) from the pieces the table
+ * holds; each piece it does not hold is listed (its text, start and length, at most `cap`) and left
+ * out of the count. Returns how many pieces were missing (more than cap: only cap listed). */
+int64_t pieces_count(void *table, const uint8_t *text, const int64_t *ends, int64_t n, int64_t *counts,
+                     int64_t *miss_text, int64_t *miss_start, int64_t *miss_len, int64_t cap) {
+    piece_table *t = table;
+    int64_t start = 0, missing = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t end = ends[i], total = 0;
+        for (int64_t at = start; at < end;) {
+            int64_t len = next_piece(text, at, end);
+            int64_t s = piece_slot(t, text + at, len, piece_hash(text + at, len));
+            if (s >= 0) {
+                total += t->counts[s];
+            } else {
+                if (missing < cap) {
+                    miss_text[missing] = i;
+                    miss_start[missing] = at;
+                    miss_len[missing] = len;
+                }
+                missing++;
+            }
+            at += len;
+        }
+        counts[i] = total;
+        start = end;
+    }
+    return missing;
+}

@@ -99,6 +99,16 @@ def library() -> Any:
         lib.word_digests.restype = None
         lib.pending_sorted.argtypes = [p, p, i64, p, p, i64]
         lib.pending_sorted.restype = i64
+        lib.pieces_new.argtypes = [i64]
+        lib.pieces_new.restype = p
+        lib.pieces_free.argtypes = [p]
+        lib.pieces_free.restype = None
+        lib.pieces_held.argtypes = [p]
+        lib.pieces_held.restype = i64
+        lib.pieces_learn.argtypes = [p, p, i64, i64]
+        lib.pieces_learn.restype = ctypes.c_int
+        lib.pieces_count.argtypes = [p, p, p, i64, p, p, p, p, i64]
+        lib.pieces_count.restype = i64
     _loaded["lib"] = lib
     return lib
 

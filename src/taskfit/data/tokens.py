@@ -7,6 +7,10 @@ so a text's token count is the sum of its pieces' counts. Most of the tokenizer'
 that cut (about 70 microseconds for a 200-character ticket here, in Rust); Python's ``re`` makes
 the same cut in a fifth of it, and a piece seen before is looked up rather than encoded again.
 
+Where the data check's C kernels are built (:mod:`taskfit.data.native`), a text of printable
+ASCII is cut and its pieces looked up in C (a table of the pieces learnt, their bytes compared),
+the same counts at about a fifth of the time.
+
 The counts are the tokenizer's own, exactly: only texts whose every character lies in
 :data:`SAFE` (ASCII's printable characters, tab and newlines, Latin letters with their accents,
 punctuation, currency signs) are counted this way, since there the character classes of Python's
@@ -17,9 +21,12 @@ tokenizer itself.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import unicodedata
 from typing import Any
+
+from taskfit.data import native
 
 # The characters whose classes (letter, number, space) both engines read alike.
 SAFE = "\t\n\r" + "".join(map(chr, range(0x20, 0x7F))) + "".join(map(chr, range(0xA0, 0x250))) \
@@ -67,6 +74,17 @@ class PieceCounter:
         self._unsafe = re.compile("|".join([unsafe] + [re.escape(a) for a in sorted(added, key=len, reverse=True)])).search
         self._bytes = _byte_chars()
         self._known: dict[str, int] = {}
+        self._table: int | None = None  # the C kernels' table of pieces (made at the first count that uses it)
+        self._ascii_unsafe = re.compile("|".join(["[^\t\n\r -~]"] + [re.escape(a) for a in added])).search
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_table": None}  # a table lives in one process's memory
+
+    def __del__(self) -> None:
+        table = getattr(self, "_table", None)
+        if table:
+            with contextlib.suppress(Exception):  # (at the interpreter's exit the library may be gone first)
+                native.library().pieces_free(table)
 
     @classmethod
     def make(cls, backend: Any) -> PieceCounter | None:
@@ -81,6 +99,53 @@ class PieceCounter:
 
     def count(self, texts: list[str]) -> list[int]:
         """Tokens of each text (no special tokens added), in order."""
+        lib = native.library()
+        if lib is not None:
+            plain = [not self._ascii_unsafe(t) for t in texts]  # printable ASCII, tab, newlines; no added token
+            if any(plain):
+                counted = self._count_in_c(lib, [t for t, p in zip(texts, plain) if p])
+                rest = iter(self._count_here([t for t, p in zip(texts, plain) if not p]))
+                return [next(counted) if p else next(rest) for p in plain]
+        return self._count_here(texts)
+
+    def _count_in_c(self, lib: Any, texts: list[str]) -> Any:
+        """The counts of printable-ASCII texts by native.c's pieces_count, the pieces it has not
+        learnt yet learnt here (by the model) and given to it."""
+        import numpy as np
+
+        if self._table is None:
+            self._table = lib.pieces_new(20)  # a million slots: half a million pieces (CACHED's)
+            if not self._table:
+                raise MemoryError("the token counter's table")
+        data = "".join(texts).encode()
+        ends = np.cumsum(np.fromiter((len(t) for t in texts), np.int64, len(texts)))
+        counts = np.empty(len(texts), np.int64)
+        cap = 1024
+        while True:
+            where = [np.empty(cap, np.int64) for _ in range(3)]
+            missing = lib.pieces_count(self._table, data, native.ptr(ends), len(texts), native.ptr(counts),
+                                       *(native.ptr(w) for w in where), cap)
+            if missing <= cap:
+                break
+            cap = missing
+        out = counts.tolist()
+        for i, start, length in zip(*(w[:missing].tolist() for w in where)):
+            piece = data[start:start + length]
+            text = piece.decode()
+            c = self._known.get(text)
+            if c is None:
+                c = self._learn(text)
+            done = lib.pieces_learn(self._table, piece, length, c)
+            if done == 1:  # full: start again, as the dict does
+                lib.pieces_free(self._table)
+                self._table = lib.pieces_new(20)
+                done = lib.pieces_learn(self._table, piece, length, c) if self._table else -1
+            if done != 0:
+                raise MemoryError("the token counter's table")
+            out[i] += c
+        return iter(out)
+
+    def _count_here(self, texts: list[str]) -> list[int]:
         known, pieces, unsafe = self._known, self._pieces, self._unsafe
         out: list[int] = []
         others: list[int] = []

@@ -229,7 +229,7 @@ class TokenCounter:
 
 DISTINCT_NOTED = 50
 BATCH_ROWS = 256  # rows read, validated and given their MinHash signatures together
-DEPTH = 3  # chunks sent to the worker before the first of them is finished here
+DEPTH = 6  # chunks sent to the worker before the first of them is finished here
 # What a row needs that depends on no other row (its personal data and secrets, its signatures)
 # is made by worker processes, a chunk ahead of the deduplication, in a file of at least this many
 # bytes (a smaller one is not worth starting a process for).

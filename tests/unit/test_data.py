@@ -357,6 +357,28 @@ def test_a_worker_working_ahead_gives_the_same_check_and_rows(tmp_path, classify
     assert list(pooled.layouts) == list(alone.layouts) and list(pooled.lengths) == list(alone.lengths)
 
 
+def test_an_error_in_the_layouts_process_is_raised_by_the_check_not_waited_on(tmp_path, classify_task, monkeypatch):
+    """The kept rows' layouts are found by a process of their own in a large file: an error there
+    stops the check with that error (its processes ended), rather than leaving it waiting."""
+    from taskfit.data import scan as scan_module
+    from taskfit.data.lookalike import Layouts
+    from taskfit.data.sample import generate_tickets
+
+    rows = generate_tickets(2000, seed=6)
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    task = classify_task.model_copy(update={"labels": sorted({r["messages"][1]["content"] for r in rows})})
+    monkeypatch.setattr(scan_module, "WORKERS", 1)
+    monkeypatch.setattr(scan_module, "POOL_FROM_BYTES", 0)
+
+    def broken(self, texts, path, lines, sigs=None, sizes=None):
+        raise RuntimeError(f"no layouts for {len(texts)} rows")
+
+    monkeypatch.setattr(Layouts, "assign_all", broken)  # (the process is forked with it)
+    with pytest.raises(RuntimeError, match="no layouts for"):
+        scan(path, task, SPEC)
+
+
 def test_a_label_written_in_another_case_or_spacing_is_read_as_the_label_and_counted(tmp_path):
     """Hand-labelled files write one queue as billing, Billing and 'BILLING ': each row is kept as
     the label it stands for and counted as read that way, not quarantined. Labels that differ only

@@ -33,12 +33,21 @@ def test_counts_piece_by_piece_are_the_tokenizers_own(tiny, kernels):
     assert counter is not None  # a byte-level BPE: counted piece by piece
     texts = _texts(0, 6000)
     texts += ["".join(random.Random(k).choice("ab Z9'\n\t\r -_.srvemdlt") for _ in range(60)) for k in range(500)]
+    texts += [" ".join(f"x{k}y" for k in range(at, at + 1000)) for at in range(0, 6000, 1000)]  # 6,000 numbers
     expected = [len(e) for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
     assert counter.count(texts) == expected
     assert counter.count(texts) == expected  # again, from the pieces it has learnt
     assert counter.count(texts[::-1][:300]) == expected[::-1][:300]
     assert len(counter._known) > 1000
     assert (counter._table is not None) == (kernels == "C")
+    if kernels == "C":  # its table grew from 4,096 slots (2,048 pieces), the counts the same all along
+        assert counter._bits > 12 and native_held(counter) > 2048
+
+
+def native_held(counter) -> int:
+    from taskfit.data import native
+
+    return native.library().pieces_held(counter._table)
 
 
 def test_a_tokenizer_that_cuts_texts_otherwise_is_counted_by_itself():

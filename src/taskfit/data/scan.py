@@ -231,8 +231,9 @@ DISTINCT_NOTED = 50
 BATCH_ROWS = 256  # rows read, validated and given their MinHash signatures together
 DEPTH = 6  # chunks sent to the worker before the first of them is finished here
 # What a row needs that depends on no other row (its personal data and secrets, its signatures)
-# is made by worker processes, a chunk ahead of the deduplication, in a file of at least this many
-# bytes (a smaller one is not worth starting a process for).
+# is made by worker processes, up to DEPTH chunks ahead of the deduplication, and the kept rows'
+# layouts by a process of their own, in a file of at least this many bytes (a smaller one is not
+# worth starting a process for).
 POOL_FROM_BYTES = 1_000_000
 WORKERS = max(0, min(4, (os.cpu_count() or 1) - 1)) if sys.platform == "linux" else 0
 
@@ -317,19 +318,17 @@ class _LayoutProcess:
             self._take()
         try:
             self._conn.send((texts, path, lines))
-        except OSError:  # it stopped: its error, sent before it did
-            self._take()
-            raise
+        except OSError:  # it stopped: the error it sent before it did, after the numbers it sent
+            while True:
+                self._take()
         self._waiting += 1
 
-    def _take(self) -> Any:
+    def _take(self) -> None:
         got = self._conn.recv()
         if isinstance(got, BaseException):
             raise got
-        if isinstance(got, array):
-            self.numbers.extend(got)
-            self._waiting -= 1
-        return got
+        self.numbers.extend(got)
+        self._waiting -= 1
 
     def finish(self) -> Layouts:
         """The layouts as they stand, read as they are written (pickled, the pipe a stream): a

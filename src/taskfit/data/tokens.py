@@ -32,6 +32,7 @@ from taskfit.data import native
 SAFE = "\t\n\r" + "".join(map(chr, range(0x20, 0x7F))) + "".join(map(chr, range(0xA0, 0x250))) \
     + "".join(map(chr, range(0x2000, 0x2070))) + "".join(map(chr, range(0x20A0, 0x20C1)))
 CACHED = 500_000  # pieces remembered (about 60 MB at most); then the memory starts again
+TABLE_BITS = 20  # the C kernels' table of pieces grows to 2^20 slots, half a million pieces (CACHED's)
 
 
 def _class(test: Any) -> str:
@@ -75,6 +76,7 @@ class PieceCounter:
         self._bytes = _byte_chars()
         self._known: dict[str, int] = {}
         self._table: int | None = None  # the C kernels' table of pieces (made at the first count that uses it)
+        self._bits = 0
         self._ascii_unsafe = re.compile("|".join(["[^\t\n\r -~]"] + [re.escape(a) for a in added])).search
 
     def __getstate__(self) -> dict[str, Any]:
@@ -114,9 +116,7 @@ class PieceCounter:
         import numpy as np
 
         if self._table is None:
-            self._table = lib.pieces_new(20)  # a million slots: half a million pieces (CACHED's)
-            if not self._table:
-                raise MemoryError("the token counter's table")
+            self._new_table(lib, 12)
         data = "".join(texts).encode()
         ends = np.cumsum(np.fromiter((len(t) for t in texts), np.int64, len(texts)))
         counts = np.empty(len(texts), np.int64)
@@ -136,14 +136,29 @@ class PieceCounter:
             if c is None:
                 c = self._learn(text)
             done = lib.pieces_learn(self._table, piece, length, c)
-            if done == 1:  # full: start again, as the dict does
-                lib.pieces_free(self._table)
-                self._table = lib.pieces_new(20)
-                done = lib.pieces_learn(self._table, piece, length, c) if self._table else -1
+            if done == 1:  # full: a larger table with the pieces known, or (at its largest) an empty one
+                self._new_table(lib, min(TABLE_BITS, max(self._bits + 1, (2 * len(self._known) + 2).bit_length())))
+                done = lib.pieces_learn(self._table, piece, length, c)
+                if done == 1:
+                    self._new_table(lib, TABLE_BITS, known=False)
+                    done = lib.pieces_learn(self._table, piece, length, c)
             if done != 0:
                 raise MemoryError("the token counter's table")
             out[i] += c
         return iter(out)
+
+    def _new_table(self, lib: Any, bits: int, known: bool = True) -> None:
+        """A table of 2^bits slots (half of them usable) for pieces_count, the old one freed;
+        with ``known``, holding the pieces of :attr:`_known` (as many as fit)."""
+        if self._table:
+            lib.pieces_free(self._table)
+        self._table, self._bits = lib.pieces_new(bits), bits
+        if not self._table:
+            self._table = None
+            raise MemoryError("the token counter's table")
+        for text, c in self._known.items() if known else ():
+            if text.isascii() and lib.pieces_learn(self._table, text.encode(), len(text), c) != 0:
+                break
 
     def _count_here(self, texts: list[str]) -> list[int]:
         known, pieces, unsafe = self._known, self._pieces, self._unsafe

@@ -369,7 +369,7 @@ class _Pending:
         self.n = 0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # (not frozen: a frozen dataclass takes 4x the time to make, one or more a row)
 class Probe:
     """A signature looked up in a :class:`MinHashIndex` (:meth:`MinHashIndex.probe`)."""
 
@@ -444,7 +444,7 @@ class _Batch:
             return index.matches(self.sigs[at], int(self.sizes[at]))
         fresh = self._owners(at) if at in self.later else None
         found = self.found[at] + (index._verified(self.sigs[at], int(self.sizes[at]), fresh) if fresh else [])
-        return sorted(found, key=lambda kv: (-kv[1], kv[0]))
+        return sorted(found, key=lambda kv: (-kv[1], kv[0])) if len(found) > 1 else found
 
     def insert(self, i: int, at: int) -> None:
         """Row ``at`` of the batch is indexed as row ``i``."""
@@ -783,7 +783,7 @@ class MinHashIndex:
         self._flushes += 1
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Row:
     """One row as :class:`LookAlikes` compares it, computed once."""
 
@@ -797,7 +797,7 @@ class Row:
     probe: Probe  # its signature looked up in the index
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Verdict:
     """What a row is to one earlier row it looks like."""
 
@@ -809,6 +809,8 @@ class Verdict:
 def decisive(verdicts: list[Verdict]) -> Verdict | None:
     """The verdict that decides a row's fate: a copy of some earlier row, else a conflict with
     one, else the most similar distinct look-alike (None: it looks like no earlier row)."""
+    if not verdicts:  # (most rows)
+        return None
     for kind in (COPY, CONFLICT):
         hit = next((v for v in verdicts if v.kind == kind), None)
         if hit is not None:

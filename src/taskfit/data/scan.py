@@ -469,6 +469,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
 
         found = dict(zip(searched, findings)) if searched is not None else None
         sigs = list(zip(look_sigs[0], look_sigs[1].tolist())) if look_sigs is not None else None
+        words, word_ends = (look_words[0].tolist(), look_words[2].tolist()) if look_words is not None else ((), ())
         probes = looks.index.lookup(*look_sigs) if looks is not None else None
         kept = []  # (its place in the chunk, raw row, record) of each row kept
         for at, (raw, rec) in enumerate(batch):
@@ -485,13 +486,12 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                 continue
             label = _label(rec, task)
             if looks is not None:
-                start = int(look_words[2][at - 1]) if at else 0
                 row = looks.row(rec, sigs[at], probes[at],
-                                (int(look_words[0][at]), look_words[1][start:look_words[2][at]]))
+                                (words[at], look_words[1][word_ends[at - 1] if at else 0:word_ends[at]]))
                 verdicts = looks.judge(row)
                 verdict = decisive(verdicts)
                 # A conflict with any look-alike counts, not only with the one that decides.
-                clash = next((v for v in verdicts if v.kind == CONFLICT), None)
+                clash = next((v for v in verdicts if v.kind == CONFLICT), None) if verdicts else None
                 if clash is not None:
                     result.conflicts.append(pair_note(clash, raw, label))
                 if verdict is not None and verdict.kind != DISTINCT:  # one note when the clash decides

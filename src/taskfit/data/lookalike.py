@@ -960,13 +960,14 @@ class LookAlikes:
         self._names, self._values, self._written = array("i"), array("q"), array("b")
         self._codes: dict[str, int] = {}
         self._free: list[_Vocabularies] = []
+        self._short: dict[str, int] = {}  # short answer values' digests (_digest)
 
     def row(self, rec: Example | PreferencePair, signature: tuple[Any, int] | None = None,
             probe: Probe | None = None, text_words: tuple[int, Any] | None = None) -> Row:
         """``signature``, ``probe``, ``text_words``: the index's signature of :func:`input_text`,
         its :meth:`~MinHashIndex.probe`, and its words' digest and vocabulary
         (:func:`word_digests`), when already made (a scan makes a batch of rows' at once)."""
-        text = input_text(rec)
+        text = input_text(rec) if signature is None or text_words is None else None
         sig, size = signature if signature is not None else self.index.signature(text)
         probe = probe if probe is not None else self.index.probe([sig])[0]
         pair = isinstance(rec, PreferencePair)
@@ -977,8 +978,20 @@ class LookAlikes:
             made, vocab = _word_digest(text)
             text_words = made, np.array(vocab, np.uint32)
         return Row(sig, size, *text_words,
-                   {name: (digest(value), written) for name, value, written in parts.fixed},
-                   tuple(vocabulary(t) for t in parts.free), pair, probe)
+                   {name: (self._digest(value), written) for name, value, written in parts.fixed},
+                   tuple(vocabulary(t) for t in parts.free) if parts.free else (), pair, probe)
+
+    def _digest(self, value: str) -> int:
+        """:func:`digest` of an answer's value, remembered for short ones (a label, a date), which
+        many rows share."""
+        if len(value) > 64:
+            return digest(value)
+        made = self._short.get(value)
+        if made is None:
+            if len(self._short) >= 100_000:
+                self._short.clear()
+            made = self._short[value] = digest(value)
+        return made
 
     def judge(self, row: Row) -> list[Verdict]:
         """What this row is to each indexed row it looks like, the most similar first."""
@@ -993,9 +1006,10 @@ class LookAlikes:
         self._starts.append(len(self._names))
         self._words.append(row.words)
         self._vocab.append(row.vocab)
-        self._free += [_Vocabularies() for _ in row.free[len(self._free):]]
-        for store, vocab in zip(self._free, row.free):
-            store.append(vocab)
+        if row.free:
+            self._free += [_Vocabularies() for _ in row.free[len(self._free):]]
+            for store, vocab in zip(self._free, row.free):
+                store.append(vocab)
         return self.index.insert(row.sig, row.size, row.probe)
 
     def _fixed(self, k: int) -> dict[int, tuple[int, bool]]:

@@ -865,7 +865,9 @@ def _ascii_words(text: str) -> bytes | None:
 def word_digests(texts: Sequence[str]) -> tuple[Any, Any, Any]:
     """For :meth:`LookAlikes.row`, made apart (by a worker process, a chunk at a time): the
     digest of each text's words and its :func:`vocabulary`, as three arrays that travel between
-    processes as they are (digests; every vocabulary end to end; where each one ends)."""
+    processes as they are (digests; every vocabulary end to end; where each one ends). In C for
+    the texts whose words are all ASCII where :func:`~taskfit.data.native.library` is built, the
+    others with :func:`_word_digest`: the same values."""
     import numpy as np
 
     lib = native.library()

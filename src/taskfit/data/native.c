@@ -1,6 +1,7 @@
 /* The data check's inner loops in C: MinHash signatures of a batch of texts, a batch's look-alike
- * candidates verified against the index, and the index's flush. Compiled once on the user's machine and
- * loaded with ctypes (taskfit/data/native.py); the numpy code in lookalike.py gives the same
+ * candidates verified against the index, the index's pending table and its flush, the words' digests
+ * and the token counts of ASCII texts. Compiled once on the user's machine and loaded with ctypes
+ * (taskfit/data/native.py); the numpy and Python code in lookalike.py and tokens.py gives the same
  * values and is used where no C compiler is found. No Python API: plain arrays in and out. */
 #include <stdint.h>
 #include <stdlib.h>

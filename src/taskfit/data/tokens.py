@@ -9,7 +9,8 @@ the same cut in a fifth of it, and a piece seen before is looked up rather than 
 
 Where the data check's C kernels are built (:mod:`taskfit.data.native`), a text of printable
 ASCII is cut and its pieces looked up in C (a table of the pieces learnt, their bytes compared),
-the same counts at about a fifth of the time.
+the same counts: 11.3 against 19.8 microseconds a generated ticket's row here, a sixth of whose
+texts hold a character beyond ASCII and are counted in Python.
 
 The counts are the tokenizer's own, exactly: only texts whose every character lies in
 :data:`SAFE` (ASCII's printable characters, tab and newlines, Latin letters with their accents,

@@ -191,6 +191,33 @@ def test_an_ascii_texts_words_are_read_as_the_regular_expression_reads_them():
     assert all(_word_digest(t) == (digest(words(t)), _hashes(words(t))) for t in texts)
 
 
+def test_word_overlap_is_the_same_from_the_stored_vocabularies_as_from_arrays():
+    """overlap() counts the words two texts share alike whether a vocabulary comes as a numpy
+    array or as the index stores it (an array("I") from _Vocabularies), given as a set or not:
+    exactly for texts of a few words, and by the bottom-k estimate past WORDS_KEPT words."""
+    import numpy as np
+
+    from taskfit.data.lookalike import WORDS_KEPT, _Vocabularies, overlap, vocabulary
+
+    rng = random.Random(3)
+    pool = [f"w{i}" for i in range(3000)]
+    texts = [" ".join(rng.sample(pool, n)) for n in (5, 30, 30, 600, 900, 2000)]
+    texts.append(texts[1] + " extra words here")  # shares all of a text's words
+    vocabs = [vocabulary(t) for t in texts]
+    stored = _Vocabularies()
+    for v in vocabs:
+        stored.append(v)
+    seen_estimate = False
+    for i, a in enumerate(vocabs):
+        for j, b in enumerate(vocabs):
+            want = overlap(a, b)
+            assert overlap(a, stored[j]) == want == overlap(np.asarray(stored[i]), stored[j])
+            if len(a) < WORDS_KEPT:
+                assert overlap(a, stored[j], set(a.tolist())) == want
+            seen_estimate |= max(len(a), len(b)) >= WORDS_KEPT and want[2] != int(want[2])
+    assert overlap(vocabs[1], stored[6]) == (0.0, 3.0, 30.0) and seen_estimate
+
+
 def test_a_chunks_word_digests_are_each_texts_words_digest_and_vocabulary(kernels):
     """word_digests, which the worker makes a chunk at a time (in C for texts whose words are all
     ASCII: an ASCII text, or one whose characters beyond it hold no letter or digit, "€40",

@@ -907,15 +907,19 @@ def word_digests(texts: Sequence[str]) -> tuple[Any, Any, Any]:
     return np.frombuffer(digests, np.int64), np.frombuffer(hashes, np.uint32), np.frombuffer(ends, np.int64)
 
 
-def overlap(a: Any, b: Any) -> tuple[float, float, float]:
+def overlap(a: Any, b: Any, a_words: set[int] | None = None) -> tuple[float, float, float]:
     """(words only ``a`` has, words only ``b`` has, words both have), from two texts'
-    :func:`vocabulary`: exact when both have at most WORDS_KEPT distinct words, else estimated on
-    the words whose hashes are at most both samples' largest, scaled up (bottom-k sampling)."""
+    :func:`vocabulary` (numpy arrays, or an ``array("I")`` as :class:`_Vocabularies` gives):
+    exact when both have at most WORDS_KEPT distinct words, else estimated on the words whose
+    hashes are at most both samples' largest, scaled up (bottom-k sampling). ``a_words``: ``a``
+    as a set, when the caller compares it with several."""
     import numpy as np
 
     if len(a) < WORDS_KEPT and len(b) < WORDS_KEPT:  # both whole: a set's intersection in C, about 2.5x
-        both = len(set(a.tolist()).intersection(b.tolist()))  # faster on a text's few dozen words
+        mine = a_words if a_words is not None else set(_ints(a))  # faster on a text's few dozen words
+        both = len(mine.intersection(_ints(b)))
         return float(len(a) - both), float(len(b) - both), float(both)
+    a, b = np.asarray(a, np.uint32), np.asarray(b, np.uint32)
     limit = min(int(v[-1]) if len(v) == WORDS_KEPT else 2**32 for v in (a, b))
     scale = 1.0
     if limit < 2**32:
@@ -923,6 +927,12 @@ def overlap(a: Any, b: Any) -> tuple[float, float, float]:
     # the words both have, found by a search of each of a's in b (both sorted, distinct)
     both = int(np.count_nonzero(b[np.minimum(np.searchsorted(b, a), len(b) - 1)] == a)) if len(b) else 0
     return (len(a) - both) * scale, (len(b) - both) * scale, both * scale
+
+
+def _ints(vocab: Any) -> Any:
+    """A vocabulary as Python ints to iterate: an ``array("I")`` is already, a numpy array's
+    own scalars hash slowly."""
+    return vocab if isinstance(vocab, array) else vocab.tolist()
 
 
 class _Vocabularies:
@@ -938,9 +948,8 @@ class _Vocabularies:
         self._starts.append(len(self._hashes))
 
     def __getitem__(self, k: int) -> Any:
-        import numpy as np
-
-        return np.frombuffer(self._hashes[self._starts[k]:self._starts[k + 1]], np.uint32)
+        """Row k's vocabulary, an ``array("I")`` (:func:`overlap` takes it as it is)."""
+        return self._hashes[self._starts[k]:self._starts[k + 1]]
 
 
 class LookAlikes:
@@ -997,7 +1006,11 @@ class LookAlikes:
 
     def judge(self, row: Row) -> list[Verdict]:
         """What this row is to each indexed row it looks like, the most similar first."""
-        return [Verdict(self._compare(row, k), k, sim) for k, sim in self.index.matches(row.sig, row.size, row.probe)]
+        found = self.index.matches(row.sig, row.size, row.probe)
+        if not found:
+            return []
+        mine = set(_ints(row.vocab)) if len(row.vocab) < WORDS_KEPT else None  # (made once for them all)
+        return [Verdict(self._compare(row, k, mine), k, sim) for k, sim in found]
 
     def add(self, row: Row) -> int:
         """Index a kept row; return its number (0, 1, 2...)."""
@@ -1018,10 +1031,10 @@ class LookAlikes:
         at, end = self._starts[k], self._starts[k + 1]
         return {self._names[i]: (self._values[i], bool(self._written[i])) for i in range(at, end)}
 
-    def trivial(self, a: Any, b: Any) -> bool:
+    def trivial(self, a: Any, b: Any, a_words: set[int] | None = None) -> bool:
         """Whether two texts (their vocabularies) differ trivially: one of them has at most
         data.dedup.copy_words words the other lacks."""
-        only_a, only_b, _ = overlap(a, b)
+        only_a, only_b, _ = overlap(a, b, a_words)
         return min(only_a, only_b) <= self.copy_words
 
     def near(self, a: Any, b: Any) -> bool:
@@ -1033,8 +1046,8 @@ class LookAlikes:
         return (both / (only_a + only_b + both) >= self.index.threshold
                 or both / (min(only_a, only_b) + both) >= self.index.containment)
 
-    def _compare(self, row: Row, k: int) -> str:
-        if not self.trivial(row.vocab, self._vocab[k]):
+    def _compare(self, row: Row, k: int, words: set[int] | None = None) -> str:
+        if not self.trivial(row.vocab, self._vocab[k], words):
             return DISTINCT  # a template filled in twice: each has words of its own
         old = self._fixed(k)
         new = {self._codes.get(name, -1 - n): part for n, (name, part) in enumerate(row.fixed.items())}

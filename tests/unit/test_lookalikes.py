@@ -179,13 +179,15 @@ def test_label_written_decides_as_its_rule_word_by_word():
 
 
 def test_an_ascii_texts_words_are_read_as_the_regular_expression_reads_them():
-    """_word_digest's bytes path for ASCII texts gives the digest and vocabulary of words()'s
-    words, for every ASCII character; texts beyond ASCII take words() itself."""
+    """_word_digest's bytes path for ASCII texts, and for texts whose words are all ASCII ("€40",
+    a dash, a Kelvin sign that case-folds to k), gives the digest and vocabulary of words()'s
+    words, for every ASCII character; texts with a letter beyond ASCII take words() itself."""
     from taskfit.data.lookalike import _hashes, _word_digest, digest
     from taskfit.tasks.base import words
 
     rng = random.Random(0)
-    texts = ["", " ", "Hello, WORLD_1 x-y 12.50 12,50", "Straße café ÉTÉ ß", "tab\tnew\nline\x1f\x7f"]
+    texts = ["", " ", "Hello, WORLD_1 x-y 12.50 12,50", "Straße café ÉTÉ ß", "tab\tnew\nline\x1f\x7f",
+             "€40 for £12—ok", "KELVIN \u212a", "İstanbul ﬁne", "x\u00a0y\u2003z\u0301"]
     texts += ["".join(chr(rng.randrange(128)) for _ in range(rng.randint(0, 80))) for _ in range(3000)]
     texts += ["".join(rng.choice("aZ9_ é€\u00a0") for _ in range(30)) for _ in range(200)]
     assert all(_word_digest(t) == (digest(words(t)), _hashes(words(t))) for t in texts)

@@ -317,8 +317,7 @@ class _Pending:
         import numpy as np
 
         if (self.n + len(keys)) / len(self.rows) > 0.6:
-            old = self.rows >= 0
-            old_keys, old_rows = self.keys[old], self.rows[old]
+            old_keys, old_rows = self.items()
             self._empty(self.bits + 1)
             self.add(old_keys, old_rows)
             return self.add(keys, rows)
@@ -836,18 +835,9 @@ def _hashes(text_words: str) -> list[int]:
 
 # An ASCII text's words (:func:`words`: runs of \w, case folded) are its bytes with each one
 # that is no letter, digit or _ made a space and the letters lower-cased, split: bytes.translate
-# and split in C, about 6x faster than the regular expression on a ticket.
+# and split in C, about 6x faster than the regular expression on a ticket (and so for a text whose
+# words are all ASCII, as :func:`_ascii_words` gives it).
 _ASCII_WORDS = bytes(c if chr(c).isalnum() or c == ord("_") else ord(" ") for c in range(128)).lower() + b" " * 128
-
-
-def _word_digest(text: str) -> tuple[int, list[int]]:
-    """The digest of a text's words and its :func:`vocabulary`'s hashes."""
-    if not text.isascii():
-        text_words = words(text)
-        return digest(text_words), _hashes(text_words)
-    found = text.encode().translate(_ASCII_WORDS).split()
-    made = int.from_bytes(hashlib.blake2b(b" ".join(found), digest_size=8).digest(), "little", signed=True)
-    return made, sorted({zlib.crc32(w) for w in set(found)})[:WORDS_KEPT]
 
 
 _WIDE_WORD = re.compile(r"(?![\x00-\x7f])\w")  # a letter or digit beyond ASCII
@@ -860,6 +850,17 @@ def _ascii_words(text: str) -> bytes | None:
         return text.encode()
     folded = text.casefold()
     return folded.encode("ascii", "replace") if _WIDE_WORD.search(folded) is None else None
+
+
+def _word_digest(text: str) -> tuple[int, list[int]]:
+    """The digest of a text's words and its :func:`vocabulary`'s hashes."""
+    data = _ascii_words(text)
+    if data is None:
+        text_words = words(text)
+        return digest(text_words), _hashes(text_words)
+    found = data.translate(_ASCII_WORDS).split()
+    made = int.from_bytes(hashlib.blake2b(b" ".join(found), digest_size=8).digest(), "little", signed=True)
+    return made, sorted({zlib.crc32(w) for w in set(found)})[:WORDS_KEPT]
 
 
 def word_digests(texts: Sequence[str]) -> tuple[Any, Any, Any]:
@@ -882,7 +883,8 @@ def word_digests(texts: Sequence[str]) -> tuple[Any, Any, Any]:
             data = b"".join(ascii_texts)
             lens = np.fromiter((len(t) for t in ascii_texts), np.int64, len(ascii_texts))
             made_, ends_ = np.empty(len(ascii_texts), np.int64), np.empty(len(ascii_texts), np.int64)
-            hashes_ = np.empty(len(data) // 2 + len(ascii_texts) + 1, np.uint32)  # a word a byte and one more a text, at most
+            # at most a word a byte, and one more a text
+            hashes_ = np.empty(len(data) // 2 + len(ascii_texts) + 1, np.uint32)
             cut, joined = np.cumsum(lens), np.empty(int(lens.max()) + 1, np.uint8)  # (held while C reads them)
             lib.word_digests(data, native.ptr(cut), len(ascii_texts), _ASCII_WORDS, WORDS_KEPT, native.ptr(made_),
                              native.ptr(hashes_), native.ptr(ends_), native.ptr(joined))

@@ -445,14 +445,14 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
         pairs = [isinstance(rec, PreferencePair) for _, rec in batch]
         texts = [t for _, rec in batch for t in detected_texts(rec, task)] if pool is not None else None
         look_texts = [input_text(rec) for _, rec in batch] if looks is not None else []
+        here = layouts if laying is None else None  # the layouts' signatures, made ahead when found here
         layout_texts = ([rec.prompt if pair else rec.input for pair, (_, rec) in zip(pairs, batch)]
-                        if layouts is not None and laying is None else [])
+                        if here is not None else [])
         # the look-alike text is the input itself for pairs and rows without a context
         reuse = [looks is not None and (pair or rec.context is None) for pair, (_, rec) in zip(pairs, batch)]
         items = [TokenCounter.item(rec) for _, rec in batch] if counter is not None else None
         return texts, (spec.privacy, texts, looks.index.shingles if looks is not None else None, look_texts,
-                       layouts.index.shingles if layouts is not None and laying is None else None, layout_texts,
-                       reuse, items,
+                       here.index.shingles if here is not None else None, layout_texts, reuse, items,
                        [_texts(rec) for _, rec in batch])
 
     def finish(batch: list[tuple[Any, Example | PreferencePair]], held: list[tuple[int, Quarantined]],
@@ -547,7 +547,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
     # The pass makes a few small objects a row and no reference cycles; the cyclic collector's
     # passes over its growing state took about 9% of the check's time (100,000 rows), so it waits.
     gc.disable()
-    try:  # each chunk is finished after the next is read and sent to the worker
+    try:  # each chunk is finished once DEPTH more are read and sent to the worker
         if WORKERS and large:  # (the layouts' process forked first: a fork copies no thread of the pool's)
             laying = _LayoutProcess(layouts) if layouts is not None else None
             pool = _pool(WORKERS, counter)

@@ -9,7 +9,8 @@
 
 static uint32_t crc_table[256];
 
-static void crc_init(void) {
+static void crc_init(void) {  /* the table, made at the first call */
+    if (crc_table[1]) return;
     for (uint32_t n = 0; n < 256; n++) {
         uint32_t c = n;
         for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
@@ -61,8 +62,7 @@ static inline uint32_t fmix(uint32_t h) {  /* MurmurHash3's 32-bit finalizer */
  * out of memory. */
 int signatures(const uint32_t *points, const int64_t *lens, int64_t n, int64_t k,
                const uint32_t *a, const uint32_t *b, int64_t num_perm, uint32_t *sigs, int64_t *sizes) {
-    static int ready = 0;
-    if (!ready) { crc_init(); ready = 1; }
+    crc_init();
     int64_t longest = 0;
     for (int64_t t = 0; t < n; t++) if (lens[t] > longest) longest = lens[t];
     int64_t cap = 16;
@@ -121,19 +121,24 @@ static inline void fetch(const void *const *chunks, int64_t chunk_rows, int64_t 
     for (int64_t line = 0; line < bytes; line += 64) __builtin_prefetch(sig + line);
 }
 
-static int by_row(const void *a, const void *b) {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
-static void sort_rows(int64_t *v, int64_t n) {  /* a row has a few dozen candidates, a popular one more */
-    if (n > 64) { qsort(v, n, sizeof(int64_t), by_row); return; }
-    for (int64_t i = 1; i < n; i++) {
-        int64_t x = v[i], j = i - 1;
-        while (j >= 0 && v[j] > x) { v[j + 1] = v[j]; j--; }
-        v[j + 1] = x;
+/* An ascending sort of a few values in place: insertion for up to 64 (a row's few dozen candidates,
+ * a text's few dozen words), qsort above (a popular row's, a long text's). */
+#define SMALL_SORT(name, type)                                                   \
+    static int name##_order(const void *a, const void *b) {                      \
+        type x = *(const type *)a, y = *(const type *)b;                         \
+        return (x > y) - (x < y);                                                \
+    }                                                                            \
+    static void name(type *v, int64_t n) {                                       \
+        if (n > 64) { qsort(v, (size_t)n, sizeof(type), name##_order); return; } \
+        for (int64_t i = 1; i < n; i++) {                                        \
+            type x = v[i];                                                       \
+            int64_t j = i - 1;                                                   \
+            while (j >= 0 && v[j] > x) { v[j + 1] = v[j]; j--; }                 \
+            v[j + 1] = x;                                                        \
+        }                                                                        \
     }
-}
+SMALL_SORT(sort_rows, int64_t)
+SMALL_SORT(sort_u32, uint32_t)
 
 /* The look-alike candidates of a batch of n rows and their signatures' equal values. A row's
  * candidates are the indexed rows under any of its b band hashes (keys, n x b): every entry of
@@ -368,11 +373,6 @@ static uint32_t crc32_bytes(const uint8_t *p, int64_t n) {
     return c ^ 0xFFFFFFFFu;
 }
 
-static int by_u32(const void *a, const void *b) {
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
-}
-
 /* lookalike._word_digest for ASCII texts: text i is bytes [ends[i-1], ends[i]) of `text`; each byte
  * mapped by `table` (no letter, digit or _: a space; letters lower-cased), the words the runs of
  * other bytes. digests[i]: BLAKE2b of the words joined by single spaces; then its words' distinct
@@ -380,7 +380,7 @@ static int by_u32(const void *a, const void *b) {
  * text), hash_ends[i] where they end. `joined`: room for the longest text. */
 void word_digests(const uint8_t *text, const int64_t *ends, int64_t n, const uint8_t *table, int64_t kept,
                   int64_t *digests, uint32_t *hashes, int64_t *hash_ends, uint8_t *joined) {
-    if (!crc_table[1]) crc_init();
+    crc_init();
     int64_t start = 0, out = 0;
     for (int64_t i = 0; i < n; i++) {
         int64_t end = ends[i], len = 0, words = 0, word_start = -1;
@@ -399,19 +399,7 @@ void word_digests(const uint8_t *text, const int64_t *ends, int64_t n, const uin
             }
         }
         digests[i] = (int64_t)blake2b_8(joined, len);
-        if (words > 32) {
-            qsort(crcs, (size_t)words, sizeof *crcs, by_u32);
-        } else {
-            for (int64_t a = 1; a < words; a++) {
-                uint32_t v = crcs[a];
-                int64_t b = a - 1;
-                while (b >= 0 && crcs[b] > v) {
-                    crcs[b + 1] = crcs[b];
-                    b--;
-                }
-                crcs[b + 1] = v;
-            }
-        }
+        sort_u32(crcs, words);
         int64_t distinct = 0;
         for (int64_t a = 0; a < words && distinct < kept; a++)
             if (!distinct || crcs[a] != crcs[distinct - 1]) crcs[distinct++] = crcs[a];

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -355,6 +356,31 @@ def test_a_worker_working_ahead_gives_the_same_check_and_rows(tmp_path, classify
     assert pooled.read == len(rows) + 2 and pooled.exact_duplicates == alone.exact_duplicates == 1
     assert pooled.examples == alone.examples and pooled.respelled == alone.respelled
     assert list(pooled.layouts) == list(alone.layouts) and list(pooled.lengths) == list(alone.lengths)
+
+
+def test_data_check_of_a_large_file_prints_the_card_the_check_in_one_process_prints(tmp_path, monkeypatch):
+    """`taskfit data check` on a file past POOL_FROM_BYTES (a worker working ahead, the layouts'
+    own process) prints the card the check done in one process prints: counts, look-alikes,
+    layouts, labels, personal data and every warning."""
+    from typer.testing import CliRunner
+
+    from taskfit.cli.main import app
+    from taskfit.data import scan as scan_module
+    from taskfit.quickstart import make_quickstart_project
+
+    project = make_quickstart_project(tmp_path / "p", n_tickets=3000).parent
+    assert sum(f.stat().st_size for f in (project / "data").iterdir()) >= scan_module.POOL_FROM_BYTES
+
+    def check(workers: int) -> list[str]:
+        monkeypatch.setattr(scan_module, "WORKERS", workers)
+        result = CliRunner().invoke(app, ["data", "check", str(project), "--no-tokens"])
+        assert result.exit_code == 0, result.output
+        return [line for line in result.output.splitlines() if not line.startswith("checking data:")]
+
+    alone, pooled = check(0), check(1)
+    assert pooled == alone
+    assert any(re.match(r"\d+ layouts \(templates\)", line) for line in pooled)
+    assert any(re.match(r"3000 rows read = \d+ kept", line) for line in pooled)
 
 
 def test_an_error_in_the_layouts_process_is_raised_by_the_check_not_waited_on(tmp_path, classify_task, monkeypatch):

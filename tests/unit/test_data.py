@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
 
@@ -402,6 +403,30 @@ def test_an_error_in_the_layouts_process_is_raised_by_the_check_not_waited_on(tm
 
     monkeypatch.setattr(Layouts, "assign_all", broken)  # (the process is forked with it)
     with pytest.raises(RuntimeError, match="no layouts for"):
+        scan(path, task, SPEC)
+
+
+@pytest.mark.parametrize("how", ["raises", "dies"])
+def test_a_worker_that_fails_stops_the_check_with_why_not_waited_on(tmp_path, classify_task, monkeypatch, how):
+    """A worker working ahead that raises an error stops the check with that error; one that dies
+    without a word (out of memory) stops it with an error saying so: the check never waits on it."""
+    from taskfit.data import scan as scan_module
+    from taskfit.data.sample import generate_tickets
+
+    rows = generate_tickets(2000, seed=6)
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    task = classify_task.model_copy(update={"labels": sorted({r["messages"][1]["content"] for r in rows})})
+    monkeypatch.setattr(scan_module, "WORKERS", 1)
+    monkeypatch.setattr(scan_module, "POOL_FROM_BYTES", 0)
+
+    def broken(*args, **kwargs):
+        if how == "dies":
+            os._exit(9)
+        raise RuntimeError(f"nothing made of {len(args[-2])} rows")
+
+    monkeypatch.setattr(scan_module, "_ahead", broken)  # (the worker is forked with it)
+    with pytest.raises(RuntimeError, match="nothing made of 256 rows" if how == "raises" else "stopped without a word"):
         scan(path, task, SPEC)
 
 

@@ -976,23 +976,30 @@ class LookAlikes:
         self._short: dict[str, int] = {}  # short answer values' digests (_digest)
 
     def row(self, rec: Example | PreferencePair, signature: tuple[Any, int] | None = None,
-            probe: Probe | None = None, text_words: tuple[int, Any] | None = None) -> Row:
-        """``signature``, ``probe``, ``text_words``: the index's signature of :func:`input_text`,
-        its :meth:`~MinHashIndex.probe`, and its words' digest and vocabulary
-        (:func:`word_digests`), when already made (a scan makes a batch of rows' at once)."""
+            probe: Probe | None = None, text_words: tuple[int, Any] | None = None,
+            parts: tuple[dict[str, tuple[int, bool]], tuple[Any, ...]] | None = None) -> Row:
+        """``signature``, ``probe``, ``text_words``, ``parts``: the index's signature of
+        :func:`input_text`, its :meth:`~MinHashIndex.probe`, its words' digest and vocabulary
+        (:func:`word_digests`), and the answer's :meth:`parts`, when already made (a scan makes
+        a batch of rows' at once, by a worker)."""
         text = input_text(rec) if signature is None or text_words is None else None
         sig, size = signature if signature is not None else self.index.signature(text)
         probe = probe if probe is not None else self.index.probe([sig])[0]
-        pair = isinstance(rec, PreferencePair)
-        parts = AnswerParts(free=(rec.chosen, rec.rejected)) if pair else self._parts_of(rec)
         if text_words is None:
             import numpy as np
 
             made, vocab = _word_digest(text)
             text_words = made, np.array(vocab, np.uint32)
-        return Row(sig, size, *text_words,
-                   {name: (self._digest(value), written) for name, value, written in parts.fixed},
-                   tuple(vocabulary(t) for t in parts.free) if parts.free else (), pair, probe)
+        return Row(sig, size, *text_words, *(parts if parts is not None else self.parts(rec)),
+                   isinstance(rec, PreferencePair), probe)
+
+    def parts(self, rec: Example | PreferencePair) -> tuple[dict[str, tuple[int, bool]], tuple[Any, ...]]:
+        """What a :class:`Row` holds of a row's answer: per fixed part (the task's
+        ``answer_parts``; none for a preference pair), the digest of its value and whether the
+        input writes it; the :func:`vocabulary` of each free text (a pair's two replies)."""
+        parts = AnswerParts(free=(rec.chosen, rec.rejected)) if isinstance(rec, PreferencePair) else self._parts_of(rec)
+        return ({name: (self._digest(value), written) for name, value, written in parts.fixed},
+                tuple(vocabulary(t) for t in parts.free) if parts.free else ())
 
     def _digest(self, value: str) -> int:
         """:func:`digest` of an answer's value, remembered for short ones (a label, a date), which

@@ -115,6 +115,7 @@ int signatures(const uint32_t *points, const int64_t *lens, int64_t n, int64_t k
 }
 
 #define AHEAD 4  /* candidates' signatures fetched ahead of the one compared */
+#define BLOCK 8  /* rows whose band hashes' buckets are fetched together */
 
 static inline void fetch(const void *const *chunks, int64_t chunk_rows, int64_t bytes, int64_t k) {
     const char *sig = (const char *)chunks[k / chunk_rows] + (k % chunk_rows) * bytes;
@@ -156,14 +157,30 @@ int64_t candidates(const uint64_t *keys, int64_t n, int64_t b, const uint64_t *s
                    int64_t stored_bytes, int64_t *whose, int64_t *rows, int64_t *same, int64_t cap) {
     int64_t room = 64, total = 0;
     int64_t *found = malloc(room * sizeof(int64_t));
-    if (!found) return -1;
+    int32_t *bounds = malloc(2 * BLOCK * (b > 0 ? b : 1) * sizeof(int32_t));  /* each hash's bucket */
+    if (!found || !bounds) { free(found); free(bounds); return -1; }
     for (int64_t r = 0; r < n; r++) {
+        if (m > 0 && r % BLOCK == 0) {  /* the next BLOCK rows' buckets: their reads in flight together */
+            int64_t end = (r + BLOCK < n ? r + BLOCK : n) * b;
+            for (int64_t i = r * b; i < end; i++) __builtin_prefetch(starts + (keys[i] >> (64 - top_bits)));
+            for (int64_t i = r * b; i < end; i++) {
+                uint64_t top = keys[i] >> (64 - top_bits);
+                int32_t lo = starts[top], hi = starts[top + 1];
+                bounds[2 * (i - r * b)] = lo;
+                bounds[2 * (i - r * b) + 1] = hi;
+                if (lo < hi) {
+                    __builtin_prefetch(sorted_h + lo);
+                    __builtin_prefetch(sorted_h + hi - 1);
+                    __builtin_prefetch(sorted_i + lo);
+                }
+            }
+        }
         int64_t count = 0;
         for (int64_t j = 0; j < b; j++) {
             uint64_t key = keys[r * b + j];
             if (m > 0) {
-                uint64_t top = key >> (64 - top_bits);
-                int64_t lo = starts[top], hi = starts[top + 1];
+                const int32_t *bound = bounds + 2 * ((r % BLOCK) * b + j);
+                int64_t lo = bound[0], hi = bound[1];
                 while (lo < hi) {
                     int64_t mid = (lo + hi) >> 1;
                     if (sorted_h[mid] < key) lo = mid + 1; else hi = mid;
@@ -171,7 +188,7 @@ int64_t candidates(const uint64_t *keys, int64_t n, int64_t b, const uint64_t *s
                 for (; lo < m && sorted_h[lo] == key; lo++) {
                     if (count == room) {
                         int64_t *more = realloc(found, 2 * room * sizeof(int64_t));
-                        if (!more) { free(found); return -1; }
+                        if (!more) { free(found); free(bounds); return -1; }
                         found = more; room *= 2;
                     }
                     found[count++] = sorted_i[lo];
@@ -181,7 +198,7 @@ int64_t candidates(const uint64_t *keys, int64_t n, int64_t b, const uint64_t *s
             if (p >= 0) {
                 if (count == room) {
                     int64_t *more = realloc(found, 2 * room * sizeof(int64_t));
-                    if (!more) { free(found); return -1; }
+                    if (!more) { free(found); free(bounds); return -1; }
                     found = more; room *= 2;
                 }
                 found[count++] = p;
@@ -216,6 +233,7 @@ int64_t candidates(const uint64_t *keys, int64_t n, int64_t b, const uint64_t *s
         }
     }
     free(found);
+    free(bounds);
     return total;
 }
 

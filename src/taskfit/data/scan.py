@@ -26,9 +26,9 @@ from typing import Any, Callable
 from taskfit.config import DataSpec, TaskSpec
 from taskfit.data import pii
 from taskfit.data.formats import convert
-from taskfit.data.lookalike import (CONFLICT, DISTINCT, Layouts, LookAlikes, Shingles, decisive, digest, input_text,
+from taskfit.data.lookalike import (CONFLICT, DISTINCT, Layouts, LookAlikes, decisive, digest, input_text,
                                      layout_signatures, normalise, shared_text, word_digests)
-from taskfit.data.redaction import RowRedaction, detected_texts, redact_row
+from taskfit.data.redaction import NOTHING_FOUND, RowRedaction, detected_texts, redact_row
 from taskfit.data.read import lines_in, read_rows, row_namer
 from taskfit.data.tokens import PieceCounter
 from taskfit.records import Example, PreferencePair, in_batches
@@ -238,58 +238,157 @@ POOL_FROM_BYTES = 1_000_000
 WORKERS = max(0, min(4, (os.cpu_count() or 1) - 1)) if sys.platform == "linux" else 0
 
 
-_FORKED: dict[str, Any] = {}  # what a worker inherits when forked rather than receives with each chunk
+@dataclass(frozen=True)
+class _Fixed:
+    """What :func:`_ahead` needs besides a chunk's records, the same for a whole scan (a worker
+    holds it from its fork): the task and its privacy settings, the look-alikes (their
+    signatures' shingles and answer parts; None when data.dedup.near is off), the layouts whose
+    signatures are made ahead (None when a process of their own finds them, or none are), the
+    token counter (None for no lengths)."""
+
+    task: TaskSpec
+    privacy: Any
+    looks: LookAlikes | None
+    layouts: Layouts | None
+    counter: TokenCounter | None
 
 
-def _pool(workers: int, counter: TokenCounter | None) -> Any:
-    """Worker processes for :func:`_ahead`, forked now (so they need not import anything, nor
-    read the main script again), each holding ``counter`` and its tokenizer. The tokenizers library warns in a process forked after it
-    has run in parallel, so the fork happens with its parallelism set for the children alone."""
-    import concurrent.futures
-    import multiprocessing
-
-    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                                  initializer=_FORKED.update, initargs=({"counter": counter},))
-    before = os.environ.get("TOKENIZERS_PARALLELISM")
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    try:
-        for started in [pool.submit(_ahead, None, [], None, [], None, [], [], None, []) for _ in range(workers)]:
-            started.result()
-    finally:
-        if before is None:
-            del os.environ["TOKENIZERS_PARALLELISM"]
-        else:
-            os.environ["TOKENIZERS_PARALLELISM"] = before
-    return pool
-
-
-def _ahead(privacy: Any, texts: list[str] | None, looks: Shingles | None, look_texts: list[str],
-           layouts: Shingles | None, layout_texts: list[str], reuse: list[bool], items: list[Any] | None,
-           rows: list[list[str]], counter: TokenCounter | None = None) -> tuple[Any, Any, Any, Any, Any, Any]:
+def _ahead(records: list[Example | PreferencePair], fixed: _Fixed) -> tuple[Any, ...]:
     """What a chunk's rows need that depends on no other row (run by a worker, or here for a
-    small file): the personal data and secrets of each of ``texts`` under ``privacy`` (None when
-    not asked), the look-alike signatures of ``look_texts`` and their words
-    (:func:`~taskfit.data.lookalike.word_digests`), and the layout signatures of
-    ``layout_texts`` (a row's own look-alike signature reused where ``reuse`` allows), each as
-    (signatures, distinct shingles) arrays, or None without their index; and the token lengths of
-    the rows' :meth:`TokenCounter.item` ``items`` (None when not asked), by ``counter`` or the
-    worker's own; and the :func:`_row_digests` of ``rows``."""
+    small file): the personal data and secrets in each row's :func:`detected_texts`, as a list a
+    text in their order (None for a row with none); the look-alike signatures of their
+    :func:`input_text` and its words (:func:`~taskfit.data.lookalike.word_digests`), as
+    (signatures, distinct shingles) and three arrays; their answers' parts
+    (:meth:`~taskfit.data.lookalike.LookAlikes.parts`), these three None without look-alikes;
+    the layout signatures of their inputs (a row's own look-alike signature reused where it is
+    its input's), None unless made here; their :meth:`TokenCounter.lengths` (None when not
+    asked); and their :func:`_row_digests`."""
     import numpy as np
 
-    counter = counter if counter is not None else _FORKED.get("counter")
-    lengths = counter.lengths(items) if items is not None and counter is not None else None
-
-    personal = pii.detector(privacy)
-    found = [personal.detect(t) for t in texts] if texts is not None else None
-    own = looks.signatures(look_texts) if looks is not None else None
-    own_words = word_digests(look_texts) if looks is not None else None
+    task, looks, layouts = fixed.task, fixed.looks, fixed.layouts
+    personal = pii.detector(fixed.privacy)
+    found = []
+    for rec in records:
+        findings = [personal.detect(t) for t in detected_texts(rec, task)]
+        found.append(findings if any(findings) else None)
+    own = own_words = answers = None
+    if looks is not None:
+        look_texts = [input_text(rec) for rec in records]
+        own = looks.index.shingles.signatures(look_texts)
+        own_words = word_digests(look_texts)
+        answers = [looks.parts(rec) for rec in records]
     laid = None
     if layouts is not None:
-        known = [(own[0][i], int(own[1][i])) if use and own is not None else None for i, use in enumerate(reuse)]
-        made = layout_signatures(layouts, layout_texts, known)
-        laid = (np.stack([sig for sig, _ in made]) if made else np.empty((0, layouts.num_perm), np.uint32),
+        # the look-alike text is the input itself for pairs and rows without a context
+        known = [(own[0][i], int(own[1][i])) if own is not None and (isinstance(rec, PreferencePair) or
+                                                                      rec.context is None) else None
+                 for i, rec in enumerate(records)]
+        made = layout_signatures(layouts.index.shingles,
+                                 [rec.prompt if isinstance(rec, PreferencePair) else rec.input for rec in records],
+                                 known)
+        laid = (np.stack([sig for sig, _ in made]) if made else np.empty((0, layouts.index.num_perm), np.uint32),
                 np.array([size for _, size in made], np.int64))
-    return found, own, laid, lengths, own_words, _row_digests(rows)
+    counter = fixed.counter
+    lengths = counter.lengths([TokenCounter.item(rec) for rec in records]) if counter is not None else None
+    return found, own, own_words, answers, laid, lengths, _row_digests([_texts(rec) for rec in records])
+
+
+class _Workers:
+    """Worker processes for :func:`_ahead`, forked now (so they need not import anything, nor read
+    the main script again), each holding ``counter`` and its tokenizer; chunks go to them in turn
+    (:meth:`submit`) and their results are read back in the order sent (:meth:`result`).
+
+    Each chunk is pickled by the scan's thread and written to its worker by a thread that holds
+    the interpreter's lock only between writes, so the scan never waits on a busy worker; a
+    result is read and unpickled by the scan's thread when it finishes that chunk. (A
+    ``concurrent.futures`` pool pickles the chunks and unpickles the results in threads of its own,
+    whose turns with the lock held the scan up: a million rows took 4% longer that way.) The
+    tokenizers library warns in a process forked after it has run in parallel, so the fork
+    happens with its parallelism set for the children alone."""
+
+    def __init__(self, workers: int, fixed: _Fixed):
+        import multiprocessing
+        import queue
+        import threading
+
+        context = multiprocessing.get_context("fork")
+        self._conns: list[Any] = []
+        self._processes: list[Any] = []
+        before = os.environ.get("TOKENIZERS_PARALLELISM")
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        try:
+            for _ in range(workers):
+                mine, theirs = context.Pipe()
+                process = context.Process(target=_work_ahead, args=(theirs, fixed), daemon=True)
+                process.start()
+                theirs.close()
+                self._conns.append(mine)
+                self._processes.append(process)
+        finally:
+            if before is None:
+                del os.environ["TOKENIZERS_PARALLELISM"]
+            else:
+                os.environ["TOKENIZERS_PARALLELISM"] = before
+        self._outbox: Any = queue.SimpleQueue()
+        self._sender = threading.Thread(target=self._send, daemon=True)
+        self._sender.start()
+        self._sent = self._read = 0
+
+    def _send(self) -> None:
+        while (item := self._outbox.get()) is not None:
+            conn, data = item
+            try:
+                conn.send_bytes(data)
+            except OSError:  # the worker stopped: the scan reads why from it
+                return
+
+    def submit(self, records: list[Example | PreferencePair]) -> None:
+        import pickle
+
+        self._outbox.put((self._conns[self._sent % len(self._conns)], pickle.dumps(records, pickle.HIGHEST_PROTOCOL)))
+        self._sent += 1
+
+    def result(self) -> Any:
+        """What :func:`_ahead` made of the oldest chunk not yet read; its error, raised here."""
+        import pickle
+
+        conn = self._conns[self._read % len(self._conns)]
+        self._read += 1
+        try:
+            got = pickle.loads(conn.recv_bytes())
+        except (EOFError, ConnectionResetError):  # (reset: it died with a chunk unread)
+            raise RuntimeError("a worker process of the data check stopped without a word (out of memory?)") from None
+        if isinstance(got, BaseException):
+            raise got
+        return got
+
+    def close(self) -> None:
+        for process in self._processes:  # (a write it was waiting on ends with an error)
+            if process.is_alive():
+                process.kill()
+            process.join()
+        self._outbox.put(None)
+        self._sender.join()
+        for conn in self._conns:
+            conn.close()
+
+
+def _work_ahead(conn: Any, fixed: _Fixed) -> None:
+    """A :class:`_Workers` process: each chunk's records in, what :func:`_ahead` makes of them
+    out; an error, sent instead, ends it."""
+    import pickle
+
+    while True:
+        try:
+            records = pickle.loads(conn.recv_bytes())
+        except EOFError:
+            return
+        try:
+            made = _ahead(records, fixed)
+        except Exception as exc:  # raised in the scan's process when it reads this chunk
+            conn.send(exc)
+            return
+        conn.send_bytes(pickle.dumps(made, pickle.HIGHEST_PROTOCOL))
 
 
 class _LayoutProcess:
@@ -438,36 +537,18 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
             batch.append((raw, rec))
         return batch, held
 
-    def ahead(batch: list[tuple[Any, Example | PreferencePair]]) -> tuple[list[str] | None, tuple[Any, ...]]:
-        """The texts to search for personal data (None: this process finds it) and the arguments
-        of :func:`_ahead` for a validated chunk. The signatures of its rows are made together (a
-        duplicate's too: simpler, and cheap)."""
-        pairs = [isinstance(rec, PreferencePair) for _, rec in batch]
-        texts = [t for _, rec in batch for t in detected_texts(rec, task)] if pool is not None else None
-        look_texts = [input_text(rec) for _, rec in batch] if looks is not None else []
-        here = layouts if laying is None else None  # the layouts' signatures, made ahead when found here
-        layout_texts = ([rec.prompt if pair else rec.input for pair, (_, rec) in zip(pairs, batch)]
-                        if here is not None else [])
-        # the look-alike text is the input itself for pairs and rows without a context
-        reuse = [looks is not None and (pair or rec.context is None) for pair, (_, rec) in zip(pairs, batch)]
-        items = [TokenCounter.item(rec) for _, rec in batch] if counter is not None else None
-        return texts, (spec.privacy, texts, looks.index.shingles if looks is not None else None, look_texts,
-                       here.index.shingles if here is not None else None, layout_texts, reuse, items,
-                       [_texts(rec) for _, rec in batch])
-
     def finish(batch: list[tuple[Any, Example | PreferencePair]], held: list[tuple[int, Quarantined]],
-               searched: list[str] | None, made: Any) -> None:
-        """Deduplicate, audit and redact a validated chunk (``searched``: the texts a worker
-        searched for personal data, None where this process finds it; ``made``: what
-        :func:`_ahead` returned, or the worker's future of it)."""
-        findings, look_sigs, layout_made, lengths, look_words, digests = made.result() if pool is not None else made
+               made: Any) -> None:
+        """Deduplicate, audit and redact a validated chunk (``made``: what :func:`_ahead` made of
+        it, or None where a worker made it)."""
+        findings, look_sigs, look_words, answers, layout_made, lengths, digests = \
+            pool.result() if pool is not None else made
 
         def pair_note(v: Any, raw: Any, label: str) -> PairNote:
             """The listed pair of a row and the earlier look-alike of verdict ``v``."""
             return PairNote(named(index_lines[v.other]), raw.source, v.similarity,
                             label_names[index_labels[v.other]], label, index_lines[v.other], raw.line)
 
-        found = dict(zip(searched, findings)) if searched is not None else None
         sigs = list(zip(look_sigs[0], look_sigs[1].tolist())) if look_sigs is not None else None
         words, word_ends = (look_words[0].tolist(), look_words[2].tolist()) if look_words is not None else ((), ())
         probes = looks.index.lookup(*look_sigs) if looks is not None else None
@@ -487,7 +568,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
             label = _label(rec, task)
             if looks is not None:
                 row = looks.row(rec, sigs[at], probes[at],
-                                (words[at], look_words[1][word_ends[at - 1] if at else 0:word_ends[at]]))
+                                (words[at], look_words[1][word_ends[at - 1] if at else 0:word_ends[at]]), answers[at])
                 verdicts = looks.judge(row)
                 verdict = decisive(verdicts)
                 # A conflict with any look-alike counts, not only with the one that decides.
@@ -529,7 +610,9 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                 result.empty_answers += 1
                 if len(result.empty_noted) < DISTINCT_NOTED:
                     result.empty_noted.append(raw.source)
-            redaction = redact_row(rec, task, spec.privacy, found)
+            found = findings[at]
+            redaction = redact_row(rec, task, spec.privacy,
+                                   NOTHING_FOUND if found is None else dict(zip(detected_texts(rec, task), found)))
             count_kept(result, rec, redaction, task, raw.source, system_text)
             if lengths is not None:
                 _add_length(result, *lengths[at], rec.source)
@@ -543,6 +626,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
     except OSError:
         large = False
     laying = pool = None
+    fixed = _Fixed(task, spec.privacy, looks, layouts, counter)
     collecting = gc.isenabled()
     # The pass makes a few small objects a row and no reference cycles; the cyclic collector's
     # passes over its growing state took about 9% of the check's time (100,000 rows), so it waits.
@@ -550,12 +634,13 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
     try:  # each chunk is finished once DEPTH more are read and sent to the worker
         if WORKERS and large:  # (the layouts' process forked first: a fork copies no thread of the pool's)
             laying = _LayoutProcess(layouts) if layouts is not None else None
-            pool = _pool(WORKERS, counter)
+            fixed = replace(fixed, layouts=None)  # (found by their own process)
+            pool = _Workers(WORKERS, fixed)
         for chunk in in_batches(read_rows(path, spec.max_line_bytes), BATCH_ROWS):
             batch, held = read(chunk)
-            searched, args = ahead(batch)
-            made = pool.submit(_ahead, *args) if pool is not None else _ahead(*args, counter)
-            pending.append((batch, held, searched, made))
+            records = [rec for _, rec in batch]
+            made = pool.submit(records) if pool is not None else _ahead(records, fixed)  # (None: the worker's)
+            pending.append((batch, held, made))
             if len(pending) > DEPTH:
                 finish(*pending.popleft())
         while pending:
@@ -571,7 +656,7 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
         if collecting:
             gc.enable()
         if pool is not None:
-            pool.shutdown(cancel_futures=True)
+            pool.close()
         if laying is not None:
             laying.close()
     if on_row and (end := lines_in(Path(path))) is not None and end > reached:

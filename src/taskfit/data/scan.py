@@ -367,6 +367,7 @@ class _Workers:
             if process.is_alive():
                 process.kill()
             process.join()
+        self._processes.clear()  # (each holds its arguments)
         self._outbox.put(None)
         self._sender.join()
         for conn in self._conns:
@@ -645,8 +646,13 @@ def scan(path: Path, task: TaskSpec, spec: DataSpec, tokenizer: Any = None, keep
                 finish(*pending.popleft())
         while pending:
             finish(*pending.popleft())
+        if pool is not None:
+            pool.close()
+            pool = None
         if laying is not None:
-            looks = pending = None  # the look-alike index and the sets let go before the layouts come back
+            # the look-alike index (the workers' arguments held it too) and the sets let go before
+            # the layouts come back
+            looks = pending = fixed = None
             exact.clear()
             ids.clear()
             laid = laying.finish()

@@ -715,3 +715,21 @@ def test_the_progress_of_a_check_ends_at_the_lines_counted_before_it(tmp_path, c
     wide.write_bytes("text\tlabel\nI was charged\tbilling\n".encode("utf-16"))
     assert lines_in(tmp_path / "doc.json") is None and lines_in(wide) is None
     assert lines_in(tmp_path / "missing.jsonl") is None  # its error comes when it is read
+
+
+def test_a_row_repeated_in_another_case_or_spacing_is_one_exact_duplicate():
+    """Two rows are exact duplicates when their texts are the same once whitespace runs are one
+    space and case is folded (normalise): a row's digest is that of its normalised texts joined,
+    for texts in any script, with the separators str.split takes for whitespace."""
+    import random
+
+    from taskfit.data.lookalike import digest
+    from taskfit.data.scan import _row_digests
+    from taskfit.tasks.base import normalise
+
+    rng = random.Random(3)
+    alphabet = "aBcΣσςİıßẞﬁΩ \t\n\x1c\x1f é€Ǆǅ"
+    rows = [[''.join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(rng.randint(1, 4))]
+            for _ in range(3000)]
+    assert _row_digests(rows) == [digest("\x1f".join(normalise(t) for t in texts)) for texts in rows]
+    assert len(set(_row_digests([["Refund  my ORDER"], ["refund my order\n"], ["refund my orders"]]))) == 2

@@ -27,7 +27,7 @@ from taskfit.config import DataSpec, TaskSpec
 from taskfit.data import pii
 from taskfit.data.formats import convert
 from taskfit.data.lookalike import (CONFLICT, DISTINCT, Layouts, LookAlikes, decisive, digest, input_text,
-                                     layout_signatures, normalise, shared_text, word_digests)
+                                     layout_signatures, shared_text, word_digests)
 from taskfit.data.redaction import NOTHING_FOUND, RowRedaction, detected_texts, redact_row
 from taskfit.data.read import lines_in, read_rows, row_namer
 from taskfit.data.tokens import PieceCounter
@@ -135,7 +135,9 @@ def _texts(rec: Example | PreferencePair) -> list[str]:
 def _row_digests(rows: list[list[str]]) -> list[int]:
     """The 64-bit digest of each row's texts (:func:`_texts`), normalised: equal for a row
     repeated whole (an exact duplicate)."""
-    return [digest("\x1f".join(normalise(t) for t in texts)) for texts in rows]
+    # (:func:`~taskfit.tasks.base.normalise` of each text, joined: case folding goes character by
+    # character, so the joined texts are folded once)
+    return [digest("\x1f".join([" ".join(t.split()) for t in texts]).casefold()) for texts in rows]
 
 
 def _label(rec: Example | PreferencePair, task: TaskSpec) -> str:

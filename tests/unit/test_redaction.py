@@ -245,3 +245,30 @@ def test_credentials_kept_by_keep_fields_are_counted_for_the_training_gate(tmp_p
         assert written.count(key) == 2 * left  # in the input and the answer of each such row
         (warning,) = [w for w in prepared.card.warnings if "credentials" in w]
         assert ("(2 keep one in a field of data.privacy.keep_fields)" in warning) == bool(left)
+
+
+def test_a_row_searched_ahead_with_nothing_found_is_redacted_as_one_searched_here():
+    """A worker searches each row's texts ahead of the scan; a row in which it found nothing skips
+    redaction's work (NOTHING_FOUND): the same record, findings and answer fields as redact_row
+    searching the row itself, for label, free-text and preference rows, under each action."""
+    from taskfit.data.redaction import NOTHING_FOUND, detected_texts
+    from taskfit.data.sample import generate_tickets
+    from taskfit.records import Example, PreferencePair
+
+    tickets = generate_tickets(400, seed=9)
+    classify = TaskSpec(kind="classify", success="s", system_prompt="p",
+                        labels=sorted({t["messages"][1]["content"] for t in tickets}))
+    generate = TaskSpec(kind="generate", success="s", system_prompt="Reply.")
+    personal = pii.detector(PrivacySpec())
+    rows = [(classify, Example(id=str(i), input=t["messages"][0]["content"], target=t["messages"][1]["content"]))
+            for i, t in enumerate(tickets)]
+    rows += [(generate, Example(id=f"g{i}", input=t["messages"][0]["content"], target="Thanks, we are on it.",
+                                system="Be brief.")) for i, t in enumerate(tickets[:100])]
+    rows += [(generate, PreferencePair(id=f"p{i}", prompt=t["messages"][0]["content"], chosen="Sure.",
+                                       rejected="No.")) for i, t in enumerate(tickets[:100])]
+    clean = [(task, rec) for task, rec in rows if not any(personal.detect(t) for t in detected_texts(rec, task))]
+    assert 100 < len(clean) < len(rows)  # (the sample plants personal data in some tickets)
+    for action in ("redact", "keep"):
+        privacy = PrivacySpec(action=action)
+        for task, rec in clean:
+            assert redact_row(rec, task, privacy, NOTHING_FOUND) == redact_row(rec, task, privacy)

@@ -32,6 +32,8 @@ from typing import Sequence
 from taskfit.config import PrivacySpec, TaskSpec
 from taskfit.data import pii
 from taskfit.records import Example, PreferencePair
+from taskfit.tasks import get_task  # (imported once: a row's texts are found a million times in a large file)
+from taskfit.tasks.base import answer_values, with_answer_values
 
 Span = tuple[int, int]
 
@@ -116,9 +118,6 @@ def detected_texts(rec: Example | PreferencePair, task: TaskSpec) -> list[str]:
     if isinstance(rec, PreferencePair):
         texts = [rec.prompt, rec.chosen, rec.rejected]
     else:
-        from taskfit.tasks import get_task
-        from taskfit.tasks.base import answer_values
-
         values = answer_values(get_task(task.kind), task, rec.target) if rec.target else []
         texts = [t for t in (rec.input, rec.context) if t] + [v.text for v in values]
     return texts + ([rec.system] if rec.system else [])
@@ -144,9 +143,6 @@ def redact_row(rec: Example | PreferencePair, task: TaskSpec, privacy: PrivacySp
     if found_in is NOTHING_FOUND:  # every text searched, nothing found: the row as it is
         if isinstance(rec, PreferencePair):
             return RowRedaction(rec, ())
-        from taskfit.tasks import get_task
-        from taskfit.tasks.base import answer_values
-
         values = answer_values(get_task(task.kind), task, rec.target) if rec.target else []
         return RowRedaction(rec, (), fields=frozenset(v.field for v in values))
     action, personal = privacy.action, pii.detector(privacy)
@@ -165,9 +161,6 @@ def redact_row(rec: Example | PreferencePair, task: TaskSpec, privacy: PrivacySp
         record = replace(rec, system=personal.redact(rec.system, system, action) if rec.system else rec.system,
                          **{k: personal.redact(t, found[k], action) for k, t in texts.items()})
         return RowRedaction(record, everything)
-
-    from taskfit.tasks import get_task
-    from taskfit.tasks.base import answer_values, with_answer_values
 
     kind = get_task(task.kind)
     values = answer_values(kind, task, rec.target) if rec.target else []

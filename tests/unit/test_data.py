@@ -384,11 +384,10 @@ def test_data_check_of_a_large_file_prints_the_card_the_check_in_one_process_pri
     assert any(re.match(r"3000 rows read = \d+ kept", line) for line in pooled)
 
 
-def test_an_error_in_the_layouts_process_is_raised_by_the_check_not_waited_on(tmp_path, classify_task, monkeypatch):
-    """The kept rows' layouts are found by a process of their own in a large file: an error there
-    stops the check with that error (its processes ended), rather than leaving it waiting."""
+def _pooled_tickets(tmp_path, classify_task, monkeypatch):
+    """2,000 generated tickets in a file checked as a large one (a worker ahead, the layouts' own
+    process), and their task."""
     from taskfit.data import scan as scan_module
-    from taskfit.data.lookalike import Layouts
     from taskfit.data.sample import generate_tickets
 
     rows = generate_tickets(2000, seed=6)
@@ -397,6 +396,15 @@ def test_an_error_in_the_layouts_process_is_raised_by_the_check_not_waited_on(tm
     task = classify_task.model_copy(update={"labels": sorted({r["messages"][1]["content"] for r in rows})})
     monkeypatch.setattr(scan_module, "WORKERS", 1)
     monkeypatch.setattr(scan_module, "POOL_FROM_BYTES", 0)
+    return path, task
+
+
+def test_an_error_in_the_layouts_process_is_raised_by_the_check_not_waited_on(tmp_path, classify_task, monkeypatch):
+    """The kept rows' layouts are found by a process of their own in a large file: an error there
+    stops the check with that error (its processes ended), rather than leaving it waiting."""
+    from taskfit.data.lookalike import Layouts
+
+    path, task = _pooled_tickets(tmp_path, classify_task, monkeypatch)
 
     def broken(self, texts, path, lines, sigs=None, sizes=None):
         raise RuntimeError(f"no layouts for {len(texts)} rows")
@@ -411,14 +419,8 @@ def test_a_worker_that_fails_stops_the_check_with_why_not_waited_on(tmp_path, cl
     """A worker working ahead that raises an error stops the check with that error; one that dies
     without a word (out of memory) stops it with an error saying so: the check never waits on it."""
     from taskfit.data import scan as scan_module
-    from taskfit.data.sample import generate_tickets
 
-    rows = generate_tickets(2000, seed=6)
-    path = tmp_path / "t.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    task = classify_task.model_copy(update={"labels": sorted({r["messages"][1]["content"] for r in rows})})
-    monkeypatch.setattr(scan_module, "WORKERS", 1)
-    monkeypatch.setattr(scan_module, "POOL_FROM_BYTES", 0)
+    path, task = _pooled_tickets(tmp_path, classify_task, monkeypatch)
 
     def broken(*args, **kwargs):
         if how == "dies":

@@ -20,7 +20,9 @@ def _texts(seed: int, n: int) -> list[str]:
     for _ in range(n):
         alphabet = [SAFE, common, others if rng.random() < 0.2 else common]
         texts.append("".join(rng.choice(rng.choice(alphabet)) for _ in range(rng.randint(0, 80))))
-    return texts + ["", " ", "\n", "  \n ", "hello  world", "x 's", "I'M", "don't", "’tis", "£12.50", "10,000"]
+    # an added token's text whole, in a text otherwise of printable ASCII, or of SAFE beyond it
+    added = ["Thanks<|im_end|>", "<|im_start|>user hi", "a <|im_end|> b <|im_start|>", "café <|im_end|> €5"]
+    return texts + added + ["", " ", "\n", "  \n ", "hello  world", "x 's", "I'M", "don't", "’tis", "£12.50", "10,000"]
 
 
 def test_counts_piece_by_piece_are_the_tokenizers_own(tiny, kernels):

@@ -399,18 +399,23 @@ def _pooled_tickets(tmp_path, classify_task, monkeypatch):
     return path, task
 
 
-def test_an_error_in_the_layouts_process_is_raised_by_the_check_not_waited_on(tmp_path, classify_task, monkeypatch):
+@pytest.mark.parametrize("how", ["raises", "dies"])
+def test_an_error_in_the_layouts_process_is_raised_by_the_check_not_waited_on(tmp_path, classify_task, monkeypatch,
+                                                                             how):
     """The kept rows' layouts are found by a process of their own in a large file: an error there
-    stops the check with that error (its processes ended), rather than leaving it waiting."""
+    stops the check with that error (its processes ended), rather than leaving it waiting; its
+    death without a word (out of memory) stops it with an error saying so."""
     from taskfit.data.lookalike import Layouts
 
     path, task = _pooled_tickets(tmp_path, classify_task, monkeypatch)
 
     def broken(self, texts, path, lines, sigs=None, sizes=None):
+        if how == "dies":
+            os._exit(9)
         raise RuntimeError(f"no layouts for {len(texts)} rows")
 
     monkeypatch.setattr(Layouts, "assign_all", broken)  # (the process is forked with it)
-    with pytest.raises(RuntimeError, match="no layouts for"):
+    with pytest.raises(RuntimeError, match="no layouts for" if how == "raises" else "layouts' process .* stopped"):
         scan(path, task, SPEC)
 
 

@@ -353,17 +353,9 @@ class _Workers:
 
     def result(self) -> Any:
         """What :func:`_ahead` made of the oldest chunk not yet read; its error, raised here."""
-        import pickle
-
         conn = self._conns[self._read % len(self._conns)]
         self._read += 1
-        try:
-            got = pickle.loads(conn.recv_bytes())
-        except (EOFError, ConnectionResetError):  # (reset: it died with a chunk unread)
-            raise RuntimeError("a worker process of the data check stopped without a word (out of memory?)") from None
-        if isinstance(got, BaseException):
-            raise got
-        return got
+        return _from_helper(conn, "a worker process")
 
     def close(self) -> None:
         for process in self._processes:  # (a write it was waiting on ends with an error)
@@ -375,6 +367,20 @@ class _Workers:
         self._sender.join()
         for conn in self._conns:
             conn.close()
+
+
+def _from_helper(conn: Any, name: str) -> Any:
+    """What a helper process of the check sent next: the error it sent, raised here; a clear
+    error where it died without a word (out of memory), rather than the pipe's."""
+    import pickle
+
+    try:
+        got = pickle.loads(conn.recv_bytes())
+    except (EOFError, ConnectionResetError):  # (reset: it died with something sent to it unread)
+        raise RuntimeError(f"{name} of the data check stopped without a word (out of memory?)") from None
+    if isinstance(got, BaseException):
+        raise got
+    return got
 
 
 def _work_ahead(conn: Any, fixed: _Fixed) -> None:
@@ -427,10 +433,7 @@ class _LayoutProcess:
         self._waiting += 1
 
     def _take(self) -> None:
-        got = self._conn.recv()
-        if isinstance(got, BaseException):
-            raise got
-        self.numbers.extend(got)
+        self.numbers.extend(_from_helper(self._conn, "the layouts' process"))
         self._waiting -= 1
 
     def finish(self) -> Layouts:

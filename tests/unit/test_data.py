@@ -740,3 +740,35 @@ def test_a_row_repeated_in_another_case_or_spacing_is_one_exact_duplicate():
             for _ in range(3000)]
     assert _row_digests(rows) == [digest("\x1f".join(normalise(t) for t in texts)) for texts in rows]
     assert len(set(_row_digests([["Refund  my ORDER"], ["refund my order\n"], ["refund my orders"]]))) == 2
+
+
+def test_an_object_shaped_json_document_is_parsed_whole_once_to_tell_its_kind(tmp_path, classify_task, monkeypatch):
+    """A .json file that is one object holding the rows (``{"rows": [...]}``) can only be told
+    from JSON Lines by parsing it whole: a check does that once to tell its kind (naming its rows
+    and counting its lines ask it again), then once to find the array each time it reads the rows,
+    not for each question. A file rewritten since is asked again: the same path as JSON Lines is
+    then read as lines."""
+    from taskfit.data import read as read_module
+    from taskfit.data.read import read_rows, row_namer
+
+    rows = [json.loads(_row(f"ticket {i}: {' '.join(['refund', 'parcel', 'invoice', 'login'][j % 4] for j in range(i, i + 9))}",
+                            "billing")) for i in range(40)]
+    held = tmp_path / "held.json"
+    held.write_text(json.dumps({"exported": "2025-03-01", "rows": rows}, indent=1), encoding="utf-8")
+    size = held.stat().st_size
+    whole, loads = [], json.loads
+
+    def counted(text, *args, **kwargs):
+        if len(text) >= size - 4:
+            whole.append(len(text))
+        return loads(text, *args, **kwargs)
+
+    monkeypatch.setattr(read_module.json, "loads", counted)
+    task = classify_task.model_copy(update={"labels": ["billing"]})
+    result = scan(held, task, SPEC)
+    assert result.read == 40 and result.kept >= 4 and not result.quarantined
+    assert result.near_duplicates  # so the rows are read twice: the scan, and its look-alikes' previews
+    assert len(whole) == 3  # its kind once (lines_in, row_namer and read_rows ask), its array once a read
+    assert row_namer(held)(3) == f"{held}:item 3" and lines_in(held) is None and len(whole) == 3
+    held.write_text("".join(json.dumps(r) + "\n" for r in rows[:7]), encoding="utf-8")  # now JSON Lines
+    assert [r.source for r in read_rows(held)][-1] == f"{held}:7" and lines_in(held) == 7

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import itertools
 import json
@@ -173,9 +174,19 @@ def _json_document(path: Path) -> bool:
     """Whether a .json file is one JSON document (an array of rows, or an object holding one)
     rather than JSON Lines: it starts with "[", or it is one object spread over several lines (a
     first line that is no whole object, in a file that is: a JSONL file whose first line is
-    broken stays JSONL, its rows quarantined one by one). Any other file is not."""
+    broken stays JSONL, its rows quarantined one by one). Any other file is not. Answered once
+    for a file as it stands (its size and time of change), as a check asks it three times and an
+    object's answer parses the whole file."""
     if path.suffix.lower() != ".json" or not path.is_file():
         return False
+    stat = path.stat()
+    return _json_document_as(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _json_document_as(name: str, size: int, changed: int) -> bool:
+    """:func:`_json_document` of the file ``name`` at that size and time of change."""
+    path = Path(name)
     with path.open("rb") as f:
         first = f.readline()
         while first and not first.strip():

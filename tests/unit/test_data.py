@@ -714,6 +714,10 @@ def test_the_progress_of_a_check_ends_at_the_lines_counted_before_it(tmp_path, c
     jsonl.write_text("\n".join([_row("I was charged twice", "billing"), "", _row("Where is it", "shipping")]) + "\n\n")
     seen = []
     assert lines_in(jsonl) == 4 and scan(jsonl, classify_task, SPEC, on_row=seen.append).read == 2 and sum(seen) == 4
+    with jsonl.open("a") as f:  # a file grown since it was counted is counted again
+        f.write(_row("Refund me", "billing") + "\n")
+    seen = []
+    assert lines_in(jsonl) == 5 and scan(jsonl, classify_task, SPEC, on_row=seen.append).read == 3 and sum(seen) == 5
     parquet = tmp_path / "t.parquet"
     pq.write_table(pa.table({"text": ["a b c", "d e f"], "label": ["billing", "shipping"]}), parquet)
     assert lines_in(parquet) == 2

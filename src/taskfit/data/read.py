@@ -72,7 +72,19 @@ def lines_in(path: Path) -> int | None:
     """How far the rows of ``path`` go in the numbers :attr:`RawRow.line` gives them, known before
     reading them (a progress bar's end): a JSONL, CSV or TSV file's lines (its newlines counted, a
     megabyte at a time), a Parquet file's rows; None for a JSON document, a workbook, a file in
-    UTF-16 or UTF-32, or a file that cannot be read (its error comes when it is)."""
+    UTF-16 or UTF-32, or a file that cannot be read (its error comes when it is). Counted once for
+    a file as it stands (its size and time of change): a check asks before and after its scan."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _lines_in_as(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _lines_in_as(name: str, size: int, changed: int) -> int | None:
+    """:func:`lines_in` of the file ``name`` at that size and time of change."""
+    path = Path(name)
     kind = SUFFIXES.get(path.suffix.lower())
     try:
         if kind == "parquet":

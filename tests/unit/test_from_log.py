@@ -171,3 +171,20 @@ def test_a_correction_that_contradicts_a_project_row_is_a_conflict_not_a_duplica
     assert (result.exact_duplicates, result.near_duplicates, result.conflicts) == (1, 1, 1)
     (conflict,) = result.card.conflicts
     assert {conflict["kept_label"], conflict["other_label"]} == {label, other}
+
+
+def test_a_conflict_names_the_project_row_as_the_data_check_names_it(project):
+    """A project made by `init --from` reads its data beside it (``../tickets.jsonl``): a
+    correction that contradicts one of those rows names it ``.../tickets.jsonl:8``, the name the
+    data check and the data card give it, not ``.../p/../tickets.jsonl:8``."""
+    doc = yaml.safe_load((project / "taskfit.yaml").read_text())
+    beside = project.parent / "tickets.jsonl"
+    beside.write_text((project / doc["data"]["train"]).read_text())
+    doc["data"]["train"] = "../tickets.jsonl"
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    labels = load_config(project / "taskfit.yaml").task.labels
+    row = _jsonl(beside)[7]
+    text, label = row["messages"][0]["content"], row["messages"][1]["content"]
+    _review(project, [("chatcmpl-contra", text, label, "wrong", labels[1] if label == labels[0] else labels[0])])
+    (conflict,) = from_log_project(project).card.conflicts
+    assert conflict["kept"] == f"{beside}:8"

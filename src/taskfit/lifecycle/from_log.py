@@ -138,7 +138,7 @@ def from_log_project(project: Path, log: Path | None = None, model: str | None =
     from taskfit.data import pii
     from taskfit.data.admit import EXACT, NewRows
     from taskfit.data.card import write_card
-    from taskfit.data.prepare import build_card, record_to_row
+    from taskfit.data.prepare import build_card, data_file, record_to_row
     from taskfit.data.redaction import redact_row
     from taskfit.data.scan import Quarantined, ScanResult, count_kept, scan
     from taskfit.data.split import fingerprint
@@ -167,7 +167,7 @@ def from_log_project(project: Path, log: Path | None = None, model: str | None =
     # a copy of a row or a conflict with one is not added; a distinct example (its own answer written
     # in its text, or a template filled in again) is.
     existing = [r for f in [data.train] + ([data.eval] if data.eval else [])
-                for r in scan(project_dir / f, task, data, keep=True, id_prefix="existing-").examples]
+                for r in scan(data_file(project_dir, f), task, data, keep=True, id_prefix="existing-").examples]
     rows = NewRows(config, existing, ["existing"] * len(existing))
 
     result = ScanResult(path=str(store), kind="examples")

@@ -101,8 +101,8 @@ def measure(rev: str, where: Path) -> dict:
     card = json.loads(cards[-1].read_text()) if cards else {}
     best, prompt, held = accuracy_bar(card)
     return {"rev": rev, "setup_s": setup_s, "quickstart_s": quick_s, "stages": stages(out),
-            "cpu_s": used.get("cpu_s", 0.0), "peak_mb": used.get("peak_mb", 0.0), "tuned": best, "prompt": prompt, "held": held,
-            "verdict": card.get("verdict", "(no scorecard)")}
+            "cpu_s": used.get("cpu_s", 0.0), "peak_mb": used.get("peak_mb", 0.0), "tuned": best, "prompt": prompt,
+            "held": held, "verdict": card.get("verdict", "(no scorecard)")}
 
 
 def _mmss(s: float) -> str:

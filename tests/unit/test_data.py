@@ -755,8 +755,9 @@ def test_an_object_shaped_json_document_is_parsed_whole_once_to_tell_its_kind(tm
     from taskfit.data import read as read_module
     from taskfit.data.read import read_rows, row_namer
 
-    rows = [json.loads(_row(f"ticket {i}: {' '.join(['refund', 'parcel', 'invoice', 'login'][j % 4] for j in range(i, i + 9))}",
-                            "billing")) for i in range(40)]
+    words = ["refund", "parcel", "invoice", "login"]
+    rows = [json.loads(_row(f"ticket {i}: " + " ".join(words[j % 4] for j in range(i, i + 9)), "billing"))
+            for i in range(40)]
     held = tmp_path / "held.json"
     held.write_text(json.dumps({"exported": "2025-03-01", "rows": rows}, indent=1), encoding="utf-8")
     size = held.stat().st_size

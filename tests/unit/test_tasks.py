@@ -287,6 +287,25 @@ def test_verdict_keeps_the_fine_tune_only_when_the_paired_test_says_so():
     assert rows[2][0] == "fine-tuned" and "pass" in rows[2][-1] and "FAIL" in rows[0][-1]
 
 
+def test_a_not_proven_verdict_says_what_the_kept_baseline_is_cheaper_than():
+    """Two baselines tied (tfidf-logreg at 3 ms, embeddings-logreg at 7 ms) and a fine-tune within
+    chance of them (141 ms): the verdict keeps the cheaper baseline and says how much cheaper it is
+    than each, naming each, not the fine-tune's ratio beside the tied baseline's name."""
+    rng = random.Random(2)
+    base = [rng.random() < 0.8 for _ in range(300)]
+    misses = [i for i, b in enumerate(base) if not b]
+    tfidf = _result("tfidf-logreg", base, latency=0.003, tokens=0)
+    embeddings = _result("embeddings-logreg", [b or i in misses[:2] for i, b in enumerate(base)], latency=0.007,
+                         tokens=0)
+    tuned = _result("fine-tuned", [b if i % 60 else not b for i, b in enumerate(base)], latency=0.141, tokens=60)
+    card = build_scorecard([tfidf, embeddings, tuned], {})
+    assert card.verdict.startswith("Not proven") and card.keep == "tfidf-logreg"
+    assert "tfidf-logreg is tied with embeddings-logreg (" in card.verdict
+    assert "and cheaper to run (2.3x faster)" in card.verdict
+    assert "it costs less than the fine-tuned model (47x faster)" in card.verdict
+    assert "and costs less (47x faster)" not in card.verdict
+
+
 GENERATE = TaskSpec(kind="generate", success="s", system_prompt="p",
                     reply={"min_words": 4, "max_words": 20, "must_include": ["let us know"],
                            "must_not_include": ["as an AI"], "patterns": [r"^Hi\b"]})

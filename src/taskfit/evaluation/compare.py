@@ -606,8 +606,10 @@ def verdict(card: Scorecard, baselines: list[EvalResult], tuned: list[EvalResult
         advice = (f"The fine-tuned model meets the task's thresholds and {pick.candidate} does not "
                   f"({', '.join(missed)}){f', though it costs less ({cheap})' if cheap else ''}: keep the "
                   "fine-tune, and evaluate on more held-out rows to tell whether the difference is real.")
-    elif cheap or tie:
-        advice = (f"{pick.candidate}{f' is {tie} and' if tie else ''} costs less{_in_words(cheap)}: "
+    elif cheap or tie:  # what the kept baseline is cheaper than, each named: the baseline it ties, the fine-tune
+        than_best = f"is {tie}, and cheaper to run{_in_words(_cheaper(pick, best))}" if tie else ""
+        than_tuned = f"costs less than the fine-tuned model{_in_words(cheap)}" if cheap else ""
+        advice = (f"{pick.candidate} {than_best}{'; it ' if than_best and than_tuned else ''}{than_tuned}: "
                   "keep it unless more held-out data shows a gain.")
     elif dear:
         card.keep = top.candidate

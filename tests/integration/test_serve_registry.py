@@ -211,10 +211,12 @@ def test_adapter_versions_load_under_their_own_ids_beside_the_vllm_routes(tmp_pa
     assert r.status_code == 409 and r.json()["error"]["code"] == "follows_registry"
 
 
-def test_a_first_adapter_version_says_a_classical_only_server_must_restart(tmp_path, projects, loopback, caplog):
-    """A server started on classical versions only loaded no language model: it cannot switch to
-    the name's first adapter version. promote says to restart it (it said the server follows), and
-    the server logs one line and keeps answering with the version it has (it logged a traceback)."""
+def test_a_server_started_on_classical_versions_alone_follows_the_first_adapter_version(tmp_path, projects,
+                                                                                        loopback, caplog):
+    """A server started on classical versions only loaded no language model: when the name's first
+    adapter version is promoted, it loads the base model and switches to it, as to any version
+    (it logged "could not switch" and kept the classical version, and promote said to restart it);
+    promote says the server follows, loading the base model first."""
     import logging
 
     project = projects["rotated"]  # its own registry, not the other tests'
@@ -223,16 +225,22 @@ def test_a_first_adapter_version_says_a_classical_only_server_must_restart(tmp_p
     v1 = registry.resolve("rotated", "production")
     app, client = _serve(loopback, tmp_path, project / "registry.sqlite", name="rotated")
     assert app.state.engine.tokenizer is None
+    before = client.chat.completions.create(model="rotated", messages=[{"role": "user", "content": TEXTS[0]}])
+    assert before.choices[0].taskfit["version"] == v1.id
     _cli("train", project)
-    with caplog.at_level(logging.ERROR):
+    with caplog.at_level(logging.INFO):
         result = CliRunner().invoke(cli, ["promote", str(project), "--as", "rotated", "--force", "--reason", "try it"])
         assert result.exit_code == 0, result.output
         said = " ".join(result.output.split())
-        assert "first adapter version" in said and "restart it" in said and "follows rotated@production now" not in said
+        assert "follows rotated@production now" in said and "first adapter version" in said
+        assert "loads the base language model first" in said and "restart" not in said
         v2 = registry.resolve("rotated", "production")
         assert v2.kind == "adapter"
-        _until(lambda: any("could not switch" in r.getMessage() for r in caplog.records))
+        _until(lambda: any(f"is now {v2.short}" in r.getMessage() for r in caplog.records))
+    assert not [r for r in caplog.records if "could not switch" in r.getMessage()]
+    assert app.state.engine.tokenizer is not None  # the base model, loaded when the adapter came
     reply = client.chat.completions.create(model="rotated", messages=[{"role": "user", "content": TEXTS[0]}])
-    assert reply.choices[0].taskfit["version"] == v1.id  # still the version it loaded
-    logged = [r for r in caplog.records if "could not switch" in r.getMessage()]
-    assert logged and all(r.exc_info is None for r in logged) and "restart the server" in logged[0].getMessage()
+    assert reply.choices[0].taskfit["version"] == v2.id and reply.choices[0].message.content
+    _cli("rollback", project, "rotated")  # back to the classical version: a pointer move
+    _until(lambda: client.chat.completions.create(model="rotated", messages=[{"role": "user", "content": TEXTS[0]}])
+           .choices[0].taskfit["version"] == v1.id)

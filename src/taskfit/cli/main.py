@@ -955,15 +955,14 @@ def promote(project: Path = typer.Argument(Path("."), help="Project directory or
                   f"production alone. `taskfit monitor {project}` reads the shadow's agreement",
                   highlight=False, soft_wrap=True)
     elif result.first_adapter:
-        out.print(f"next: {name}'s first adapter version: a `taskfit serve {project}` started before it loaded no "
-                  "language model (the registry held classical versions only), and cannot switch to it: restart "
-                  "it (unless it also serves another name's adapter versions); later moves it follows without a "
-                  "restart. `taskfit rollback {project} {name}` undoes "
-                  "production's last", highlight=False, soft_wrap=True)
+        out.print(f"next: a running `taskfit serve {project}` follows {name}@{alias} now; this is {name}'s first "
+                  "adapter version, so a server started on classical versions alone loads the base language model "
+                  "first (its requests wait the seconds that takes). `taskfit rollback "
+                  f"{project} {name}` undoes production's last move", highlight=False, soft_wrap=True)
     else:
         out.print(f"next: a running `taskfit serve {project}` follows {name}@{alias} now; `taskfit registry "
                   f"history {project} {name}` shows every move, `taskfit rollback {project} {name}` undoes "
-                  "production's last", highlight=False, soft_wrap=True)
+                  "production's last move", highlight=False, soft_wrap=True)
 
 
 @app.command()

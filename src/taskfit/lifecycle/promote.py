@@ -400,7 +400,7 @@ class Promotion:
     production: Version | None = None  # what was production before (the gate compared against it)
     forced: bool = False
     # the name's first adapter version: a server started before it loaded no language model
-    # (it loads one only when the registry holds an adapter version), so it cannot switch to it
+    # (it loads one only when the registry holds an adapter version), so it loads it to switch
     first_adapter: bool = False
     # to production: what the version's scores on the fixed held-out set fall short of (the task's
     # acceptance thresholds; qa: answering better than refusing every question), in words

@@ -15,7 +15,8 @@ the caller (the request's ``user``, else the API key's name, else the client add
 answered by it, always the same callers.
 
 Versions already loaded stay loaded (a rollback is then a pointer move); a LoRA version costs its
-adapter's megabytes.
+adapter's megabytes. A server started on classical versions alone loads the base language model
+when the first adapter version arrives (:meth:`taskfit.serve.engine.Engine.load_base`).
 """
 
 from __future__ import annotations
@@ -109,12 +110,14 @@ class RegistryFollower:
         else:
             from taskfit.serve.engine import _run_task
 
-            if self.engine.tokenizer is None:
+            if self.engine.tokenizer is None:  # started on classical versions alone: the base model now
                 from taskfit.errors import ConfigError
 
-                raise ConfigError(f"{f.name} version {version.short} is an adapter and this server loaded no "
-                                  "language model", hint="restart the server (it loads the base model when "
-                                                         "the registry holds adapter versions)")
+                if not version.base_model:
+                    raise ConfigError(f"{f.name} version {version.short} is an adapter whose base model the "
+                                      "registry does not name", hint="promote the run again with this taskfit")
+                self.status(f"loading base model {version.base_model} for {f.name}'s first adapter version")
+                self.engine.between_batches(lambda: self.engine.load_base(version.base_model))
             spec = AdapterSpec(path=version.path, **settings)
             served = self.engine.between_batches(
                 lambda: self.engine.load_adapter(f.public, spec, _run_task(version.path), adapter=f"v-{version.id}"))

@@ -174,6 +174,7 @@ class Engine:
         self.mixed = True  # mixed-adapter batches (not with DoRA adapters)
         self.steps = 0  # decoding steps taken so far
         self.hardware: Any = None  # what the model computes in (set by load)
+        self._precision: contextlib.ExitStack | None = None  # the serving loop's, while it runs
 
     # ---- loading ----------------------------------------------------------------------------
     def base_model(self) -> tuple[str, dict[str, Trained]]:
@@ -206,6 +207,15 @@ class Engine:
     def load(self) -> None:
         """Load the base model and the adapters (on the engine's thread); return when done."""
         self._on_thread(self._load).result()
+
+    def load_base(self, base: str) -> None:
+        """Load ``base`` into a server started without a language model (classical models alone),
+        when the registry it follows gets its first adapter version: on the engine's thread,
+        between batches (:meth:`between_batches`); the classical models keep serving as they did."""
+        self.spec = self.spec.model_copy(update={"base": base})
+        Engine._load(self)
+        if self._precision is not None:  # the serving loop runs (this is its thread): it now computes
+            self._precision.enter_context(self.hardware.computing())  # as evaluation did, from here on
 
     def _load(self) -> None:
         from taskfit.config import TrainSpec
@@ -501,9 +511,15 @@ class Engine:
         import torch
 
         torch.set_grad_enabled(False)
-        # every pass and key/value cache in the precision evaluation answered in (autocast is per thread)
-        with self.hardware.computing() if self.hardware is not None else contextlib.nullcontext():
-            self._serve()
+        # every pass and key/value cache in the precision evaluation answered in (autocast is per
+        # thread); a server started without a language model enters it when it loads one (load_base)
+        with contextlib.ExitStack() as self._precision:
+            if self.hardware is not None:
+                self._precision.enter_context(self.hardware.computing())
+            try:
+                self._serve()
+            finally:
+                self._precision = None
 
     def _serve(self) -> None:
         running: _Running | None = None

@@ -188,3 +188,42 @@ def test_a_conflict_names_the_project_row_as_the_data_check_names_it(project):
     _review(project, [("chatcmpl-contra", text, label, "wrong", labels[1] if label == labels[0] else labels[0])])
     (conflict,) = from_log_project(project).card.conflicts
     assert conflict["kept"] == f"{beside}:8"
+
+
+def test_a_request_that_should_have_fallen_back_is_held_out_not_quarantined(project):
+    """A walkthrough's reviewer marked 17 out-of-scope requests wrong with the fallback (the page
+    offers it): from-log quarantined every one as a label outside task.labels, so the only wrong
+    answers in the traffic never reached the next comparison. They are recent held-out rows now
+    (never training rows: a classifier learns no fallback label), where a version is right only
+    if it falls back too; `review import` no longer warns that they will be quarantined."""
+    from taskfit.records import Prediction
+    from taskfit.tasks.classify import score_classify
+
+    doc = yaml.safe_load((project / "taskfit.yaml").read_text())
+    doc["eval"].update({"confidence_threshold": 0.3, "fallback": "needs_human"})
+    (project / "taskfit.yaml").write_text(yaml.safe_dump(doc))
+    config = load_config(project / "taskfit.yaml")
+    labels = config.task.labels
+    away = ["Can you recommend a pizza place near your office?", "What is the capital of Australia?",
+            "Write me a poem about the sea and the moon", "Is it going to rain in Lisbon tomorrow afternoon?"]
+    items = [(f"chatcmpl-away{i}", text, labels[i % 2], "wrong", "needs_human") for i, text in enumerate(away)]
+    items.append(("chatcmpl-in", "My parcel never arrived and the tracking has been stuck for nine days",
+                  labels[0], "wrong", labels[1]))
+    _review(project, items)
+    cli = CliRunner().invoke(app, ["data", "from-log", str(project)])
+    said = " ".join(cli.output.split())
+    assert cli.exit_code == 0, said
+    assert "5 reviewed requests = 5 added (" in said and "+ 0 quarantined" in said
+    assert "of which 4 should have fallen back: held out only" in said
+    snap = latest_snapshot(project)
+    train, recent = _jsonl(snap.train), _jsonl(snap.recent_held_out)
+    assert not any(r["messages"][1]["content"] == "needs_human" for r in train)
+    held = [r for r in recent if r["messages"][1]["content"] == "needs_human"]
+    assert sorted(r["meta"]["request_id"] for r in held) == [f"chatcmpl-away{i}" for i in range(4)]
+    assert "| needs_human | 4 |" in (snap.root / "data_card.md").read_text()  # counted among the labels
+    # scored as the next comparison scores them: right where the version falls back, wrong where it answers
+    rows = [r for r in snap.recent_rows(config.task) if r.target == "needs_human"]
+    preds = [Prediction(example_id=r.id, output=labels[0], valid=True, latency_s=0.01, prompt_tokens=0,
+                        completion_tokens=0, confidence=c) for r, c in zip(rows, (0.1, 0.2, 0.9, 0.95))]
+    result = score_classify("v", labels, rows, preds, threshold=0.3, fallback="needs_human")
+    assert result.per_example == [1.0, 1.0, 0.0, 0.0]

@@ -316,8 +316,12 @@ def test_a_reply_that_fell_back_is_reviewed_as_the_fallback_the_customer_got(ser
     assert _queued(served)["fell-back"].served == "needs_human"
     filled = _fill(result.paths["csv"], [dict(row, verdict="correct", comment="mailed jane.doe@example.com")],
                    tmp_path / "filled.csv")
+    doc = yaml.safe_load((served / "taskfit.yaml").read_text())  # the project's fallback, as the server's
+    doc["eval"].update({"confidence_threshold": 0.4, "fallback": "needs_human"})
+    (served / "taskfit.yaml").write_text(yaml.safe_dump(doc))
     cli = CliRunner().invoke(app, ["review", "import", str(served), str(filled), "--reviewer", "ana"])
     assert cli.exit_code == 0, cli.output
+    assert "not in task.labels" not in cli.output  # the fallback is no label, but data from-log takes it
     db = sqlite3.connect(store_path(served / "requests.sqlite"))
     assert db.execute("SELECT verdict, correction, served FROM corrections WHERE request_id = 'fell-back'").fetchone() \
         == ("correct", "needs_human", "needs_human")

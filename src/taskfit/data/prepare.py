@@ -144,6 +144,9 @@ def build_card(config: ProjectConfig, scans: list[ScanResult],
     if task.labels and kind == "examples":
         card.labels = {lab: labels.get(lab, 0) for lab in task.labels or []}
         present = [v for v in card.labels.values() if v]
+        fallback = config.eval.fallback
+        if addition and fallback and labels.get(fallback):  # reviewed requests that should have fallen back
+            card.labels[fallback] = labels[fallback]
         card.imbalance_ratio = round(max(present) / min(present), 2) if present else None
         card.small_classes = [lab for lab, n in card.labels.items() if n < data.min_per_class] if not addition else []
         if card.small_classes:

@@ -9,7 +9,8 @@ goes through the data checks' own rules, in this order, and its count lands in e
 1. **Validated** as a row of the project would be (``data.format`` messages, the task's answer
    check): a correction that is no valid answer is quarantined with the reason; a classify label
    outside ``task.labels`` with the hint to add it to the taxonomy deliberately (a new label is a
-   decision, not a typo to learn from).
+   decision, not a typo to learn from). A classify correction to ``eval.fallback`` (not a label)
+   is valid: the reply should have fallen back, and the row goes to the recent held-out set only.
 2. **Redacted** by ``data.privacy``, input and answer together (:mod:`taskfit.data.redaction`;
    the log is redacted already, a reviewer's answer is not).
 3. **De-duplicated** against every row of the project's data files (training and held-out) and
@@ -101,16 +102,19 @@ class FromLogResult:
     conflicts: int
     unchanged: bool  # the same reviews made this snapshot before
     card: Any
+    fell_back: int = 0  # classify corrections to eval.fallback: recent held-out rows only (in ``recent``)
 
     @property
     def added(self) -> int:
         return self.train + self.recent
 
     def sentence(self) -> str:
+        fell_back = (f", of which {self.fell_back} should have fallen back: held out only, as a classifier "
+                     "learns no fallback label" if self.fell_back else "")
         return (f"{self.reviewed} reviewed requests = {self.added} added ({self.train} training, {self.recent} "
-                f"recent held-out) + {self.quarantined} quarantined + {self.exact_duplicates} exact duplicates + "
-                f"{self.near_duplicates} near-duplicates (each a copy of one of the project's rows or of "
-                "another reviewed request)")
+                f"recent held-out{fell_back}) + {self.quarantined} quarantined + {self.exact_duplicates} exact "
+                f"duplicates + {self.near_duplicates} near-duplicates (each a copy of one of the project's rows or "
+                "of another reviewed request)")
 
 
 def _stamp(ts: float | None) -> str | None:
@@ -138,6 +142,7 @@ def from_log_project(project: Path, log: Path | None = None, model: str | None =
     from taskfit.data import pii
     from taskfit.data.admit import EXACT, NewRows
     from taskfit.data.card import write_card
+    from taskfit.data.formats import convert
     from taskfit.data.prepare import build_card, data_file, record_to_row
     from taskfit.data.redaction import redact_row
     from taskfit.data.scan import Quarantined, ScanResult, count_kept, scan
@@ -170,8 +175,13 @@ def from_log_project(project: Path, log: Path | None = None, model: str | None =
                 for r in scan(data_file(project_dir, f), task, data, keep=True, id_prefix="existing-").examples]
     rows = NewRows(config, existing, ["existing"] * len(existing))
 
+    # A classify correction to the fallback (eval.fallback, not one of task.labels) says the served
+    # answer should have fallen back: no training row (a classifier learns no fallback label), but a
+    # recent held-out row, where the next version is right only if it falls back there too.
+    fallback = config.eval.fallback if task.kind == "classify" and config.eval.fallback not in (task.labels or []) \
+        else None
     result = ScanResult(path=str(store), kind="examples")
-    train, recent = [], []
+    train, recent, fell_back = [], [], 0
     for c in corrections:
         source = f"review:{c.request_id}"
         result.read += 1
@@ -183,7 +193,8 @@ def from_log_project(project: Path, log: Path | None = None, model: str | None =
         try:
             if c.input is None:
                 raise ValueError("input: the request log kept no text for this request")
-            rec = rows.record(raw, source)
+            held = fallback is not None and c.correction == fallback
+            rec = convert(raw, task, "messages", None, source, raw["id"]) if held else rows.record(raw, source)
         except ValueError as exc:
             reason = str(exc)
             if task.labels and "is not in task.labels" in reason:
@@ -203,7 +214,8 @@ def from_log_project(project: Path, log: Path | None = None, model: str | None =
                     result.conflicts.append(repeat.conflict)
             continue
         count_kept(result, rec, redaction, task, source)
-        (recent if recent_side(split_text(rec), config.review.recent_share) else train).append(rec)
+        fell_back += held
+        (recent if held or recent_side(split_text(rec), config.review.recent_share) else train).append(rec)
 
     card = build_card(config, [result], addition=True)  # rows added to the project's, not a training set alone
     card.split = {"train": len(train), "eval": len(recent), "seed": None, "group_by": None,
@@ -216,7 +228,7 @@ def from_log_project(project: Path, log: Path | None = None, model: str | None =
     unchanged = (root / "snapshot.json").is_file()
     if not unchanged:
         info = {"digest": digest, "created": _stamp(time.time()), "model": model, "log": str(log),
-                "store": str(store), "reviewed": result.read, "train": len(train), "recent_held_out": len(recent),
+                "store": str(store), "reviewed": result.read, "train": len(train), "recent_held_out": len(recent), "fell_back": fell_back,
                 "quarantined": len(result.quarantined), "exact_duplicates": result.exact_duplicates,
                 "near_duplicates": len(result.near_duplicates), "conflicts": len(result.conflicts),
                 "recent_share": config.review.recent_share, "data_train": data.train, "data_eval": data.eval,
@@ -239,4 +251,4 @@ def from_log_project(project: Path, log: Path | None = None, model: str | None =
     return FromLogResult(snapshot=Snapshot.at(root), reviewed=result.read, train=len(train), recent=len(recent),
                          quarantined=len(result.quarantined), exact_duplicates=result.exact_duplicates,
                          near_duplicates=len(result.near_duplicates), conflicts=len(result.conflicts),
-                         unchanged=unchanged, card=card)
+                         unchanged=unchanged, card=card, fell_back=fell_back)

@@ -366,8 +366,9 @@ def import_queue(project: Path, verdicts: Path, reviewer: str | None = None, log
         if corrections:
             store.add(corrections)
         quality = store.random_sample(model)
-    labels = set(config.task.labels or [])
-    unknown = Counter(c.correction for c in corrections if labels and c.correction not in labels)
+    # (the fallback is no label, but a correction to it is known: data from-log holds it out)
+    labels = set(config.task.labels or []) | ({config.eval.fallback} if config.eval.fallback else set())
+    unknown = Counter(c.correction for c in corrections if config.task.labels and c.correction not in labels)
     return ImportResult(stored=len(corrections), correct=sum(c.verdict == "correct" for c in corrections),
                         wrong=sum(c.verdict == "wrong" for c in corrections), skipped=skipped,
                         reviewers=sorted({c.reviewer for c in corrections}), store=store_path(log),

@@ -8,6 +8,7 @@ must raise a drift alert that names it, and exit non-zero."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -80,6 +81,10 @@ def test_traffic_like_the_training_data_raises_no_alert(project):
     # the earlier window is judged and shown as drifted, but alerts read the latest window only
     assert earlier["requests"] == 150 and any(s["drift"] for s in earlier["signals"] if s["name"] == "request content")
     assert "ok request content" in output and "report:" in output
+    # a test's p-value is said to be one (it read like the test's statistic), a distance as it is
+    ks = next(line for line in output.splitlines() if line.startswith("ok input length (words)"))
+    assert re.search(r"Kolmogorov-Smirnov p=[\d.e-]+ \(drift below 0\.01\)", ks), ks
+    assert re.search(r"ok request content: domain classifier ROC AUC [\d.]+ \(drift above", output), output
 
 
 @pytest.fixture(scope="module")

@@ -869,7 +869,8 @@ def monitor(project: Path = typer.Argument(Path("."), help="Project directory or
         out.print(f"answers in the latest window: {result.latest.mix_text()}", highlight=False, soft_wrap=True)
     for s in result.latest.signals:
         verdict = "[red]DRIFT[/red]" if s.drift else "ok"
-        out.print(f"{verdict} {s.name}: {s.test} {s.statistic:.3g} (drift {s.rule})"
+        figure = f"p={s.statistic:.3g}" if s.p_value is not None else f"{s.statistic:.3g}"  # a p-value said so
+        out.print(f"{verdict} {s.name}: {s.test} {figure} (drift {s.rule})"
                   + (f", PSI {s.psi:.3f} ({s.band})" if s.psi is not None else ""), highlight=False)
     if result.shadow is not None:
         sh = result.shadow

@@ -228,7 +228,8 @@ def from_log_project(project: Path, log: Path | None = None, model: str | None =
     unchanged = (root / "snapshot.json").is_file()
     if not unchanged:
         info = {"digest": digest, "created": _stamp(time.time()), "model": model, "log": str(log),
-                "store": str(store), "reviewed": result.read, "train": len(train), "recent_held_out": len(recent), "fell_back": fell_back,
+                "store": str(store), "reviewed": result.read, "train": len(train), "recent_held_out": len(recent),
+                "fell_back": fell_back,
                 "quarantined": len(result.quarantined), "exact_duplicates": result.exact_duplicates,
                 "near_duplicates": len(result.near_duplicates), "conflicts": len(result.conflicts),
                 "recent_share": config.review.recent_share, "data_train": data.train, "data_eval": data.eval,

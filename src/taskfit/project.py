@@ -367,19 +367,27 @@ def fitted_budget(proposal: Proposal, task: Any, tokenizer: Any) -> tuple[int, i
 
 
 def _proposed(proposal: Proposal, train: str, directory: Path | None, tokenizer: Any) -> tuple[Proposal, str]:
-    """The proposal and its taskfit.yaml, the answer budget fitted to the answers when a
-    ``tokenizer`` counts them (:func:`fitted_budget`)."""
+    """The proposal and its taskfit.yaml, the answer budget fitted to the answers and the sequence
+    length to the prompts when a ``tokenizer`` counts them (:func:`fitted_budget`,
+    :func:`_longest_prompt`; labels' kinds keep the template's: a label is its own budget)."""
     text = proposed_yaml(proposal, train, directory)
     if tokenizer is None:
         return proposal, text
+    from taskfit.tasks import get_task
+
     config = parse_config(yaml.safe_load(text))
     fitted = fitted_budget(proposal, config.task, tokenizer)
-    if fitted is None:
+    if fitted is None and get_task(config.task.kind).scores_labels:
         return proposal, text
-    budget, tokens, where = fitted
-    default = EvalSpec.model_fields["max_new_tokens"].default
-    reasons = [f"eval.max_new_tokens {budget}: the longest answer takes {tokens} tokens with the end of turn "
-               f"({where}), which the default {default} would cut; {budget} holds it with a quarter to spare"]
+    budget, reasons = config.eval.max_new_tokens, []
+    if fitted is not None:
+        budget, tokens, where = fitted
+        default = EvalSpec.model_fields["max_new_tokens"].default
+        reasons.append(f"eval.max_new_tokens {budget}: the longest answer takes {tokens} tokens with the end of "
+                       f"turn ({where}), which the default {default} would cut; {budget} holds it with a quarter "
+                       "to spare")
+    # the prompts, with the room every row keeps for its answer, whether or not the budget grew (a
+    # schema of many fields makes a long system prompt for short answers)
     longest = _longest_prompt(proposal, config.task, budget, tokenizer)
     limit = config.train.max_seq_length
     length = None
@@ -390,7 +398,10 @@ def _proposed(proposal: Proposal, train: str, directory: Path | None, tokenizer:
         length = -(-needed // 32) * 32
         reasons.append(f"train.max_seq_length {length}: the longest prompt ({at}) with the room every row keeps "
                        f"for the answer (eval.max_new_tokens) takes {needed} tokens; {limit} would cut its input")
-    proposal = replace(proposal, max_new_tokens=budget, max_seq_length=length, reasons=[*proposal.reasons, *reasons])
+    if not reasons:
+        return proposal, text
+    proposal = replace(proposal, max_new_tokens=budget if fitted is not None else proposal.max_new_tokens,
+                       max_seq_length=length, reasons=[*proposal.reasons, *reasons])
     return proposal, proposed_yaml(proposal, train, directory)
 
 

@@ -136,3 +136,27 @@ def test_run_and_data_check_report_the_same_progress_to_the_same_end(tmp_path, t
     card = check_data(config, path.parent, on_row=checked.append)
     prepare_data(config, path.parent, tokenizer=tiny.tokenizer, on_row=prepared.append)
     assert checked == prepared and sum(checked) == data_lines(config, path.parent) == card.counts["read"] == 80
+
+
+def test_init_fits_the_sequence_length_to_a_long_schema_even_when_the_answers_are_short(tmp_path, tiny):
+    """A CRM export of booking utterances and their slots, 40 fields in its schema and two in each
+    answer: the answers fit the template's budget, but the system prompt names every field,
+    so no row fitted the template's train.max_seq_length (256) and `data check` said training would
+    stop at the first row (a walkthrough). init sizes the length to the prompts as it does when the
+    budget grows, and data check then finds every row fits."""
+    rng = random.Random(1)
+    fields = [f"slot_{k}" for k in range(40)]
+    records = []
+    for i in range(80):
+        chosen = rng.sample(fields, 2)
+        records.append({"id": i, "utterance": f"Book table {i} in Oslo, " + ", ".join(f"{n} is v{i}" for n in chosen),
+                        "slots": {n: f"v{i}" for n in chosen}})
+    export = tmp_path / "crm_export.json"
+    export.write_text(json.dumps({"exported_at": "2026-12-05", "records": records}, indent=1), encoding="utf-8")
+    path, proposal = init_from_file(tmp_path / "p", export, tokenizer=tiny.tokenizer)
+    config = load_config(path)
+    assert config.task.kind == "extract" and len(config.task.schema_["properties"]) >= 30
+    assert config.eval.max_new_tokens == 96  # the answers fit the template's budget
+    assert config.train.max_seq_length > 256 and any("train.max_seq_length" in r for r in proposal.reasons)
+    assert not [w for w in check_data(config, path.parent, tokenizer=tiny.tokenizer).warnings
+                if "max_seq_length" in w or "cannot fit" in w]

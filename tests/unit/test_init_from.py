@@ -679,3 +679,23 @@ def test_init_proposes_privacy_regions_from_the_datas_prefixed_phone_numbers(tmp
     config, output = _init(tmp_path, _write_csv(tmp_path / "bare.csv", ["text", "label"], rows), "--force")
     assert config.data.privacy.regions == ["US", "GB"]
     assert "60 phone number(s) after a phone word and none with a +country prefix: data.privacy.regions stays US, GB" in output
+
+
+def test_init_offers_to_classify_by_a_column_that_tells_rows_apart(tmp_path):
+    """An extract export with a `channel` column of one value and an `intent` column of three:
+    init offered "pass --target channel to classify by it instead" (a walkthrough), a task of
+    one label. It names the column of most values, and never one of a single value."""
+    from taskfit.project import propose_from
+
+    rows = [{"utterance": f"book a table for {2 + i % 5} in Oslo at {7 + i % 4} pm, order {i}",
+             "slots": {"party_size": str(2 + i % 5), "city": "Oslo"}, "channel": "email",
+             "intent": ["book", "cancel", "change"][i % 3]} for i in range(60)]
+    export = tmp_path / "export.jsonl"
+    export.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    said = " ".join(propose_from(export).reasons)
+    assert "holds JSON objects → extract" in said
+    assert "pass --target intent to classify by it instead" in said and "--target channel" not in said
+    for r in rows:
+        r["intent"] = "book"  # no column of several values left: nothing offered
+    export.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert "to classify by it instead" not in " ".join(propose_from(export).reasons)

@@ -720,9 +720,12 @@ def _propose_table(path: Path, rows: int, columns: dict[str, ColumnStats], input
         reasons.append(f"not the text to learn from: {named}, the row numbers pandas writes (DataFrame.to_csv "
                        "without index=False), kept in each row's meta")
     if rest:
-        labels = [c for c in rest if c.role == "label"]
+        # a column to classify by tells rows apart: the one of most values, never one of a single value
+        labels = sorted((c for c in rest if c.role == "label" and len(c.values or ()) > 1),
+                        key=lambda c: -len(c.values or ()))
         reasons.append(f"kept as metadata (usable as data.group_by): {', '.join(c.describe() for c in rest)}"
-                       + (f"; pass --target {shlex.quote(labels[0].name)} to classify by it instead" if labels and kind != "classify" else ""))
+                       + (f"; pass --target {shlex.quote(labels[0].name)} to classify by it instead"
+                          if labels and kind != "classify" else ""))
     mapping = {"input": inp.name, "target": tgt.name, **({"context": ctx.name} if ctx is not None else {})}
     return _finish(path, rows, kind, "auto", mapping, tgt, reasons)
 

@@ -155,3 +155,9 @@ def test_serving_a_candidate_beside_a_registry_says_production_is_not_served(pro
     said = " ".join(result.output.split())
     assert "--candidate tfidf-logreg serves that candidate, not" in said and "@production" in said, said
     assert list(seen["spec"].classical) == [task] and not seen["spec"].adapters  # no registry entry followed
+    # a candidate it cannot serve is refused before anything is said of production (a walkthrough
+    # read the warning that it serves that candidate, then the error that it cannot)
+    result = CliRunner().invoke(app, ["serve", str(project), "--candidate", "few-shot"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "choose fine-tuned" in said and "serves that candidate" not in said, said
+    assert "with the most similar training rows in it" in said

@@ -372,3 +372,18 @@ def test_learning_curve_runs_are_shown_but_never_kept_by_the_verdict():
     card = build_scorecard(results + [_result("fine-tuned", "classify", "accuracy", whole)], {})
     assert "from tfidf-logreg" in card.verdict and "(fine-tuned@" not in card.verdict
     assert "+15.0 points accuracy from tfidf-logreg" in card.verdict
+
+
+def test_the_next_step_for_a_prompt_baseline_says_what_the_application_sends(tmp_path, capsys):
+    """A verdict that keeps few-shot: the last line said the application sends "the task's
+    prompt" to the base model, which is prompt-only (a walkthrough: 3.3% field F1 against
+    few-shot's 39.1%); it names the retrieved training rows few-shot shows too."""
+    from taskfit.cli.main import _print_next
+
+    _print_next(tmp_path, "few-shot")
+    few = " ".join(capsys.readouterr().out.split())
+    assert "few-shot has no weights of its own" in few and "the most similar training rows" in few
+    assert "baselines.few_shot_k" in few and "taskfit serve --base MODEL" in few
+    _print_next(tmp_path, "prompt-only")
+    prompt = " ".join(capsys.readouterr().out.split())
+    assert "with the task's prompt, which your application sends" in prompt and "training rows" not in prompt

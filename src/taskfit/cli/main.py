@@ -350,9 +350,12 @@ def _print_next(project: Path, keep: Optional[str], card=None) -> None:
                 "--as NAME` registers it as a version)")
     elif keep == ENDPOINT:
         line = "next: keep calling the endpoint: no local candidate beats it on these held-out rows"
-    else:
-        line = (f"next: {keep} has no weights of its own: it is the base model with the task's prompt, which your "
-                "application sends (`taskfit serve --base MODEL` serves the base model)")
+    else:  # prompt-only, few-shot: the base model and what the application sends it
+        sent = ("the task's prompt and the most similar training rows shown before each request "
+                "(baselines.few_shot_k of them, retrieved as the scorecard's were), which your application sends"
+                if keep == "few-shot" else "the task's prompt, which your application sends")
+        line = (f"next: {keep} has no weights of its own: it is the base model with {sent} (`taskfit serve --base "
+                "MODEL` serves the base model)")
     if card is not None and keep != ENDPOINT and (threshold_warning(card) or refuse_all_warning(card)):
         line += "; it is below the task's bar, as the verdict says: serve it to try it, not yet to rely on it"
     out.print(line, highlight=False, soft_wrap=True)
@@ -761,6 +764,11 @@ def serve(config: Optional[Path] = typer.Argument(None, help="A project (its lat
         project_dtype = project_config.train.dtype  # served in the precision it was evaluated in
         project_log = {"path": str((config / "requests.sqlite").resolve())}  # where `taskfit monitor DIR` reads
         registry, registered, version = _production(config, task, project_config.retrain.name)
+        chosen = None
+        if candidate not in (None, "fine-tuned"):  # a name it cannot serve is said before anything else
+            from taskfit.serve.classical import project_candidate
+
+            chosen = project_candidate(config, candidate)
         if version is not None and candidate is not None:
             err.print(f"[yellow]warning:[/yellow] --candidate {escape(candidate)} serves that candidate, not "
                       f"{registered}@production (version {version[:12]} in {registry}), and follows no promotion "
@@ -776,9 +784,7 @@ def serve(config: Optional[Path] = typer.Argument(None, help="A project (its lat
             adapters[task] = {"path": str(_run_of(config).resolve())}
             _mind_the_verdict(config, "fine-tuned")
         else:
-            from taskfit.serve.classical import project_candidate
-
-            classical[task] = project_candidate(config, candidate)
+            classical[task] = chosen
             _mind_the_verdict(config, candidate)
         config = None
     if (shadow or canary) and candidate is not None:

@@ -122,8 +122,9 @@ def project_candidate(project: Path, name: str) -> dict[str, Any]:
     if name not in SERVABLE:
         raise ConfigError(f"--candidate {name}: choose fine-tuned (the default: the latest finished run), "
                           f"{', '.join(SERVABLE)}",
-                          hint="the prompt-only and few-shot baselines are the base model with a prompt: "
-                               "serve the base model (`taskfit serve --base MODEL`) and send the prompt")
+                          hint="the prompt-only and few-shot baselines are the base model with a prompt (few-shot's "
+                               "with the most similar training rows in it): serve the base model (`taskfit serve "
+                               "--base MODEL`) and send that prompt")
     config = load_config(project / "taskfit.yaml")
     folder = classical_dir(project, name).resolve()
     if not (folder / "model.json").exists():

@@ -367,9 +367,10 @@ def fitted_budget(proposal: Proposal, task: Any, tokenizer: Any) -> tuple[int, i
 
 
 def _proposed(proposal: Proposal, train: str, directory: Path | None, tokenizer: Any) -> tuple[Proposal, str]:
-    """The proposal and its taskfit.yaml, the answer budget fitted to the answers and the sequence
-    length to the prompts when a ``tokenizer`` counts them (:func:`fitted_budget`,
-    :func:`_longest_prompt`; labels' kinds keep the template's: a label is its own budget)."""
+    """The proposal and its taskfit.yaml, the answer budget fitted to the answers when a
+    ``tokenizer`` counts them (:func:`fitted_budget`), and the sequence length to the prompts where
+    the budget grew or no row would fit the template's even cut (:func:`_uncuttable`; labels'
+    kinds keep the template's: a label is its own budget)."""
     text = proposed_yaml(proposal, train, directory)
     if tokenizer is None:
         return proposal, text
@@ -377,7 +378,9 @@ def _proposed(proposal: Proposal, train: str, directory: Path | None, tokenizer:
 
     config = parse_config(yaml.safe_load(text))
     fitted = fitted_budget(proposal, config.task, tokenizer)
-    if fitted is None and get_task(config.task.kind).scores_labels:
+    if fitted is None and (get_task(config.task.kind).scores_labels or
+                           not _uncuttable(config.task, config.eval.max_new_tokens, tokenizer,
+                                           config.train.max_seq_length)):
         return proposal, text
     budget, reasons = config.eval.max_new_tokens, []
     if fitted is not None:
@@ -386,8 +389,8 @@ def _proposed(proposal: Proposal, train: str, directory: Path | None, tokenizer:
         reasons.append(f"eval.max_new_tokens {budget}: the longest answer takes {tokens} tokens with the end of "
                        f"turn ({where}), which the default {default} would cut; {budget} holds it with a quarter "
                        "to spare")
-    # the prompts, with the room every row keeps for its answer, whether or not the budget grew (a
-    # schema of many fields makes a long system prompt for short answers)
+    # the prompts with the room every row keeps for its answer: where the budget grew, or where no
+    # row fits even with its input cut (a schema of many fields makes a long system prompt)
     longest = _longest_prompt(proposal, config.task, budget, tokenizer)
     limit = config.train.max_seq_length
     length = None
@@ -403,6 +406,16 @@ def _proposed(proposal: Proposal, train: str, directory: Path | None, tokenizer:
     proposal = replace(proposal, max_new_tokens=budget if fitted is not None else proposal.max_new_tokens,
                        max_seq_length=length, reasons=[*proposal.reasons, *reasons])
     return proposal, proposed_yaml(proposal, train, directory)
+
+
+def _uncuttable(task: Any, budget: int, tokenizer: Any, limit: int) -> bool:
+    """Whether a row cannot fit ``limit`` tokens even with its input cut to nothing: the template,
+    the system prompt and the room kept for an answer of ``budget`` tokens take it all (data check
+    then says training would stop at the first row)."""
+    from taskfit.data.scan import TokenCounter
+
+    ((_, _, fixed, _),) = TokenCounter(tokenizer, task, room=budget).lengths([("", "", None, True, "")])
+    return fixed + 1 >= limit
 
 
 def _longest_prompt(proposal: Proposal, task: Any, budget: int, tokenizer: Any) -> tuple[int, str] | None:

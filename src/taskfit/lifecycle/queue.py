@@ -319,7 +319,8 @@ def import_queue(project: Path, verdicts: Path, reviewer: str | None = None, log
                  model: str | None = None) -> ImportResult:
     """``taskfit review import`` of a queue's sheet: each judged row becomes a correction with its
     reviewer (the sheet's column, else ``reviewer``). Every row must name a queued request and a
-    valid verdict, or the error names the line; nothing is stored unless every row is valid."""
+    valid verdict, or the error names each line that does not; nothing is stored unless every row
+    is valid."""
     from taskfit.evaluation.review import read_sheet
     from taskfit.records import Example
     from taskfit.tasks import get_task
@@ -331,15 +332,17 @@ def import_queue(project: Path, verdicts: Path, reviewer: str | None = None, log
     with ReviewStore(store_path(log)) as store:
         queued = store.queued()
         corrections, skipped, unsure = [], 0, []
+        bad: list[tuple[str, str | None]] = []  # every row that cannot be taken, said at once: (why, hint)
         for line, row in read_sheet(verdicts, {"request_id", "verdict", "correction"},
                                     "import the CSV that the queue's review.html downloads, or its review.csv "
                                     "filled in"):
             rid = (row.get("request_id") or "").strip()
             q = queued.get(rid)
             if q is None:
-                raise DataError(f"{verdicts}:{line}: request_id {rid!r} was never queued in {store.path}",
-                                hint="import the sheet of a `taskfit review queue` of this project (or name "
-                                     "its log with --log)")
+                bad.append((f"{verdicts}:{line}: request_id {rid!r} was never queued in {store.path}",
+                            "import the sheet of a `taskfit review queue` of this project (or name its log with "
+                            "--log)"))
+                continue
             verdict = (row.get("verdict") or "").strip().lower()
             if verdict in ("", "unsure"):
                 skipped += 1
@@ -359,7 +362,12 @@ def import_queue(project: Path, verdicts: Path, reviewer: str | None = None, log
             except ValueError as exc:
                 hint = ("type your name in the page's name box, or pass --reviewer NAME"
                         if "no reviewer" in str(exc) else None)
-                raise DataError(f"{verdicts}:{line}: {exc}", hint=hint) from None
+                bad.append((f"{verdicts}:{line}: {exc}", hint))
+        if bad:  # nothing stored: every row is named, so that one round of mending takes them all
+            listed = "\n".join(why for why, _ in bad[:20]) + (f"\n... and {len(bad) - 20} more" if len(bad) > 20 else "")
+            hints = list(dict.fromkeys(h for _, h in bad if h))
+            raise DataError(listed if len(bad) == 1 else f"{len(bad)} rows cannot be imported (nothing was stored):\n"
+                            + listed, hint="; ".join(hints) or None)
         if not corrections and not unsure:
             raise DataError(f"{verdicts}: no row has a verdict yet (column 'verdict' is empty everywhere)")
         store.mark_unsure(unsure, time.time())  # offered first by the next queue, to someone else

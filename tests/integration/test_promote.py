@@ -48,6 +48,7 @@ def test_a_worse_version_is_refused_forced_with_a_reason_and_rolled_back(project
     assert code == 7, out
     # the run compare scored is not scored again: the registered copy's answers are its answers
     assert "every prediction is fine-tuned's, cached" in " ".join(out.split()), out
+    assert "free decoding" not in out  # its free answers too (a walkthrough saw 24 rows decoded again)
     assert "warning: the scorecard keeps tfidf-logreg, not fine-tuned" in " ".join(out.split())
     assert "not promoted to production" in out and "accuracy" in out and "McNemar" in out
     assert registry.alias("triage", "production") == good.id  # nothing moved

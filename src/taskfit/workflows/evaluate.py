@@ -578,6 +578,16 @@ def _twin(ws: Workspace, cand: Candidate, rows: Sequence[Any]) -> tuple[list[Pre
     return None
 
 
+def _twin_free(ws: Workspace, cand: Candidate, sample: Sequence[Any]) -> list[Prediction] | None:
+    """The free-decoding answers to ``sample`` of one of ``cand.same_as`` (see :func:`_twin`)."""
+    for other in cand.same_as:
+        key = candidate_cache_key(ws, replace(cand, name=other)) + "-free"
+        loose = _cached(ws.predictions(f"{other}.unconstrained"), key, sample)
+        if loose is not None:
+            return loose
+    return None
+
+
 def evaluate(ws: Workspace, cand: Candidate) -> EvalResult:
     """Run (or resume) one candidate on the held-out rows, score it with the task's scorer, and
     save the result. When every prediction is cached, nothing is built: the cached predictions
@@ -619,6 +629,10 @@ def evaluate(ws: Workspace, cand: Candidate) -> EvalResult:
     sample = rows[: c.eval.generation_sample]
     if cand.free is not None and sample:
         loose = _cached(ws.predictions(f"{cand.name}.unconstrained"), key + "-free", sample)
+        if loose is None and found is not None and cand.same_as:  # the twin's free answers too
+            loose = _twin_free(ws, cand, sample)
+            if loose is not None:
+                write_cache(ws.predictions(f"{cand.name}.unconstrained"), key + "-free", cand.name, sample, loose)
         if loose is None:
             free = cand.free()
             with ws.reporter.bar(f"free decoding ({cand.name})", len(sample)) as advance, computing(ws, cand):

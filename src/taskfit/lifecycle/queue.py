@@ -364,7 +364,8 @@ def import_queue(project: Path, verdicts: Path, reviewer: str | None = None, log
                         if "no reviewer" in str(exc) else None)
                 bad.append((f"{verdicts}:{line}: {exc}", hint))
         if bad:  # nothing stored: every row is named, so that one round of mending takes them all
-            listed = "\n".join(why for why, _ in bad[:20]) + (f"\n... and {len(bad) - 20} more" if len(bad) > 20 else "")
+            listed = "\n".join(why for why, _ in bad[:20])
+            listed += f"\n... and {len(bad) - 20} more" if len(bad) > 20 else ""
             hints = list(dict.fromkeys(h for _, h in bad if h))
             raise DataError(listed if len(bad) == 1 else f"{len(bad)} rows cannot be imported (nothing was stored):\n"
                             + listed, hint="; ".join(hints) or None)

@@ -381,6 +381,31 @@ def test_request_log_is_redacted(server):
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_a_reply_in_the_clients_own_format_is_not_read_as_the_tasks_answer(server):
+    """An extract adapter asked for the client's own response_format answers in it: the log says
+    so, and monitoring and the review queue do not read that reply as a task answer (a walkthrough's
+    monitor counted a reply valid against the client's schema as "schema validity: invalid", and
+    the queue picked it as "invalid output")."""
+    from taskfit.config import TaskSpec
+    from taskfit.lifecycle.queue import reason_of
+    from taskfit.monitoring.requests import read_requests
+
+    client = server["client"]
+    own = {"type": "json_schema", "json_schema": {"name": "n", "schema": {
+        "type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}}
+    asked = _ask(client, "bookings", "table for 3 in Lima", max_tokens=24, response_format=own)
+    assert set(json.loads(asked.choices[0].message.content)) >= {"n"}
+    _ask(client, "bookings", "table for 2 in Oslo", max_tokens=40)
+    server["app"].state.request_log.flush()
+    db = sqlite3.connect(server["spec"].log.path)
+    assert [r[0] for r in db.execute("SELECT response_format FROM requests ORDER BY created")] == ["json_schema", None]
+    theirs, ours = read_requests(db, "bookings")
+    assert theirs.answer is None and theirs.reply == asked.choices[0].message.content  # no task answer
+    assert ours.answer is not None and ours.reply == ours.answer
+    task = TaskSpec(kind="extract", success="s", system_prompt="p", schema=SCHEMA)
+    assert reason_of(theirs, task) != "invalid output" and reason_of(ours, task) != "invalid output"
+
+
 def test_a_task_adapter_reads_personal_data_replaced_as_its_training_rows_were(server, runs):
     # Its training and held-out rows had e-mail addresses and phone numbers replaced (data.privacy
     # redact): a request carrying them is read as those rows were, so the served answer is the

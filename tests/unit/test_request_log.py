@@ -56,7 +56,7 @@ def test_a_version_1_log_gains_the_label_and_context_columns_and_keeps_its_rows(
             response="needs_human", fallback=1, confidence=0.3, label="billing", context="call +1 415 555 2671")
     log.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 4
     rows = db.execute("SELECT id, response, label, context FROM requests ORDER BY created").fetchall()
     assert rows == [("old", "needs_human", None, None), ("new", "needs_human", "billing", "call <PHONE>")]
 

@@ -30,7 +30,7 @@ class LoggedRequest:
     latency_ms: float | None
     text: str | None
     context: str | None
-    answer: str | None
+    answer: str | None  # None where the client asked for its own response_format (schema 4)
     confidence: float | None
     fallback: bool | None
     model: str | None = None
@@ -149,7 +149,7 @@ _SHADOW_AGREED = ("(SELECT COALESCE(s.label, s.response) = COALESCE(requests.lab
 def select_requests(db: sqlite3.Connection, where: str, args: list[Any]) -> list[LoggedRequest]:
     """The answered requests (never shadow answers) matching the SQL condition ``where``, oldest first."""
     columns = _columns(db)
-    optional = [c for c in ("label", "context", "version") if c in columns]  # schema 2 and 3
+    optional = [c for c in ("label", "context", "version", "response_format") if c in columns]  # schema 2 to 4
     select = ["id", "created", "status", "latency_ms", "confidence", "fallback", "request", "response", "model",
               *optional]
     exprs = list(select)
@@ -165,6 +165,8 @@ def select_requests(db: sqlite3.Connection, where: str, args: list[Any]) -> list
         fallback = None if row["fallback"] is None else bool(row["fallback"])
         # Without a stored label (a log from before schema 2), a fallback reply says nothing of the label.
         answer = label if label is not None else (None if fallback else row["response"])
+        if row.get("response_format"):  # the client's own format, not the task's: no task answer
+            answer = None
         shadow = row.get("shadow_agreed")
         rows.append(LoggedRequest(id=row["id"], created=float(row["created"]), status=int(row["status"]),
                                   latency_ms=row["latency_ms"], text=text,

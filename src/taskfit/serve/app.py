@@ -449,7 +449,12 @@ def create_app(spec: ServeSpec, engine: Engine | None = None, status: Any = None
                         response=result.text if result else None, error=error,
                         label=result.label if result and result.confidence is not None else None,
                         context=req.context if req else None, version=served.version if served else None,
-                        shadow_of=shadow_of)
+                        shadow_of=shadow_of, response_format=own_format(req))
+
+    def own_format(req: ChatRequest | None) -> str | None:
+        """The format a request asked for in place of the task's answer (json_object, json_schema)."""
+        kind = (req.response_format or {}).get("type", "text") if req is not None else "text"
+        return None if kind == "text" else str(kind)
 
     def count(label: str, status: int, elapsed: float, result: Result | None, error: str | None) -> None:
         metrics.requests.labels(label, str(status)).inc()

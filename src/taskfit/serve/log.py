@@ -59,10 +59,15 @@ MIGRATIONS = [
     ALTER TABLE requests ADD COLUMN shadow_of TEXT;
     CREATE INDEX requests_shadow ON requests(shadow_of);
     """,
+    # 4: the format the client asked for in place of the task's (response_format's type:
+    # json_object, json_schema), so that its reply is not read as a task answer; NULL for none
+    """
+    ALTER TABLE requests ADD COLUMN response_format TEXT;
+    """,
 ]
 COLUMNS = ["id", "created", "key_name", "model", "adapter", "stream", "status", "latency_ms",
            "prompt_tokens", "completion_tokens", "confidence", "fallback", "finish_reason",
-           "request", "response", "error", "label", "context", "version", "shadow_of"]
+           "request", "response", "error", "label", "context", "version", "shadow_of", "response_format"]
 PURGE_EVERY_S = 3600.0
 
 

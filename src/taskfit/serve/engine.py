@@ -213,7 +213,7 @@ class Engine:
         when the registry it follows gets its first adapter version: on the engine's thread,
         between batches (:meth:`between_batches`); the classical models keep serving as they did."""
         self.spec = self.spec.model_copy(update={"base": base})
-        Engine._load(self)
+        self._load()
         if self._precision is not None:  # the serving loop runs (this is its thread): it now computes
             self._precision.enter_context(self.hardware.computing())  # as evaluation did, from here on
 

@@ -62,12 +62,16 @@ class NewRows:
         for rec, tag in zip(existing, where, strict=True):
             self._hold(rec, tag, rec.source or rec.id, None)
 
-    def record(self, raw: dict[str, Any], source: str) -> Example:
+    def record(self, raw: dict[str, Any], source: str, checked: bool = True) -> Example:
         """A row in the ``messages`` shape (``id``, ``messages``, optional ``context`` and
-        ``meta``) as a record, with the task's answer check passed; a ValueError names the field."""
+        ``meta``) as a record, with the task's answer check passed (``checked``: False for an
+        answer the check does not take as it is, a classify fallback); a ValueError names the
+        field."""
         from taskfit.data.formats import convert
 
         rec = convert(raw, self.task, "messages", None, source, raw["id"])
+        if not checked:
+            return rec
         if isinstance(rec, Example) and (spelled := self.spelling(rec.target)) != rec.target:
             rec = dataclasses.replace(rec, target=spelled)  # "Billing": the label billing
         self.check_answer(rec)

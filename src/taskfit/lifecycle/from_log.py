@@ -142,7 +142,6 @@ def from_log_project(project: Path, log: Path | None = None, model: str | None =
     from taskfit.data import pii
     from taskfit.data.admit import EXACT, NewRows
     from taskfit.data.card import write_card
-    from taskfit.data.formats import convert
     from taskfit.data.prepare import build_card, data_file, record_to_row
     from taskfit.data.redaction import redact_row
     from taskfit.data.scan import Quarantined, ScanResult, count_kept, scan
@@ -194,7 +193,7 @@ def from_log_project(project: Path, log: Path | None = None, model: str | None =
             if c.input is None:
                 raise ValueError("input: the request log kept no text for this request")
             held = fallback is not None and c.correction == fallback
-            rec = convert(raw, task, "messages", None, source, raw["id"]) if held else rows.record(raw, source)
+            rec = rows.record(raw, source, checked=not held)
         except ValueError as exc:
             reason = str(exc)
             if task.labels and "is not in task.labels" in reason:
